@@ -1,0 +1,121 @@
+/**
+ * What a node implementation sees. The engine owns scheduling, edges, events and cancellation; a node only
+ * turns inputs into outputs (or a stream of outputs) and may report progress, tokens and logs.
+ */
+import type { NodeMetadata, PropertyMetadata } from "../../protocol/index.js";
+
+export interface NodeContext {
+  /** Aborted when the job is cancelled, times out, loses its lease, or another node fails. */
+  readonly signal: AbortSignal;
+  readonly nodeId: string;
+  readonly nodeType: string;
+  /** The graph node's `data` as saved (before edge values are merged in). */
+  readonly data: Readonly<Record<string, unknown>>;
+  /** The run's `params` (input nodes read theirs by `name`). */
+  readonly params: Readonly<Record<string, unknown>>;
+  /** Emit one `chunk` event (a token, by default text). */
+  chunk(content: string, opts?: { done?: boolean; contentType?: "text" | "audio" | "image" | "video" | "document" }): void;
+  /** Emit a `node_progress` event. */
+  progress(progress: number, total: number): void;
+  /** Emit a `log_update` event. */
+  log(content: string, severity?: "info" | "warning" | "error"): void;
+  /** Emit a `preview_update` event. */
+  preview(value: unknown): void;
+  /** Resolves after `ms`, rejects with the abort reason as soon as `signal` aborts. */
+  sleep(ms: number): Promise<void>;
+}
+
+/** Input values by handle name: declared properties (defaults ⊕ `data` ⊕ edge values) plus dynamic handles. */
+export type NodeInputs = Record<string, unknown>;
+/** Output values by output handle name. Handles absent from the object send nothing. */
+export type NodeOutputs = Record<string, unknown>;
+
+/** One value on one output handle, from a generator node. */
+export interface Emission {
+  handle: string;
+  value: unknown;
+}
+
+/** An item taken from a streaming-input node's inbox. */
+export interface InboxItem {
+  handle: string;
+  value: unknown;
+}
+
+/** Base of every node definition: its metadata plus how the engine drives it. */
+interface NodeDefBase {
+  /** NodeTool type name, e.g. `nodetool.text.Concat`. */
+  type: string;
+  /** Other names accepted for the same node (old `nodetool.math.*`, legacy typed outputs). */
+  aliases?: string[];
+  title: string;
+  description: string;
+  /** Declared input properties with defaults. */
+  properties: PropertyMetadata[];
+  /** Output handles; most nodes have one named `output`. */
+  outputs: { name: string; type: string }[];
+  /** Accepts edges into undeclared handles; their values appear in `inputs` under the handle name. */
+  isDynamic?: boolean;
+  /** Pool the node needs (`gpu`, `docker`, `comfyui`); absent = runs anywhere. */
+  pool?: string;
+}
+
+/**
+ * `process`: called once per input set (combine-latest under `on_any`, aligned tuples under `zip_all`);
+ * nodes without incoming edges run exactly once.
+ */
+export interface ProcessNodeDef extends NodeDefBase {
+  kind: "process";
+  process(ctx: NodeContext, inputs: NodeInputs): Promise<NodeOutputs> | NodeOutputs;
+}
+
+/** `generator`: like process, but yields many values over time (each is sent along edges as it comes). */
+export interface GeneratorNodeDef extends NodeDefBase {
+  kind: "generator";
+  generate(ctx: NodeContext, inputs: NodeInputs): AsyncIterable<Emission>;
+}
+
+/**
+ * `streaming-input`: runs once and drains its own inbox until every upstream has ended (Collect, Output).
+ * `inputs` holds the non-edge properties; `inbox` yields edge values in arrival order.
+ */
+export interface StreamingInputNodeDef extends NodeDefBase {
+  kind: "streaming-input";
+  consume(ctx: NodeContext, inputs: NodeInputs, inbox: AsyncIterable<InboxItem>): AsyncIterable<Emission> | Promise<NodeOutputs>;
+}
+
+/** `output`: the engine records every value reaching `value` under the node's `name` (NodeTool Output). */
+export interface OutputNodeDef extends NodeDefBase {
+  kind: "output";
+}
+
+/** `ignored`: editor-only (Comment, Group): removed from the graph before it runs. */
+export interface IgnoredNodeDef extends NodeDefBase {
+  kind: "ignored";
+}
+
+export type NodeDef = ProcessNodeDef | GeneratorNodeDef | StreamingInputNodeDef | OutputNodeDef | IgnoredNodeDef;
+
+/** Metadata of a definition as listed by `GET /api/nodes/metadata`. */
+export function metadataOf(def: NodeDef): NodeMetadata {
+  const dot = def.type.lastIndexOf(".");
+  return {
+    node_type: def.type,
+    title: def.title,
+    description: def.description,
+    namespace: dot > 0 ? def.type.slice(0, dot) : "",
+    properties: def.properties,
+    outputs: def.outputs,
+    is_dynamic: def.isDynamic ?? false,
+    is_streaming: def.kind === "generator" || def.kind === "streaming-input",
+    ...(def.pool ? { pool: def.pool } : {}),
+  };
+}
+
+/** Thrown by a node for a failure the user caused (bad value, missing input): reported as the node's error. */
+export class NodeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NodeError";
+  }
+}

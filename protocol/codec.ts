@@ -1,0 +1,232 @@
+/**
+ * The codec at the edge: bytes in, typed message out (or `ProtocolError`), and the reverse.
+ *
+ * MessagePack goes through one shared Encoder and one shared Decoder with explicit limits, so a hostile frame
+ * cannot make us allocate gigabytes from a declared length. Keys that could reach an object's prototype
+ * (`__proto__`, `constructor`, `prototype`) are refused in both codecs. Domain code never touches bytes.
+ */
+import { Decoder, Encoder, DecodeError } from "@msgpack/msgpack";
+import { ErrorCode, ProtocolError } from "./errors.js";
+import { CLIENT_COMMANDS, type ClientCommand, type ServerMessage } from "./client.js";
+import { JOB_EVENT_TYPES, type JobEvent } from "./events.js";
+import type { AgentControl, AgentRegistration, JobCancel, JobDispatch } from "./jobs.js";
+
+/** Limits applied by every decode. Sized for job events and dispatches; a graph is far below these. */
+export const CODEC_LIMITS = {
+  /** Whole message, checked before parsing. */
+  maxMessageBytes: 16 * 1024 * 1024,
+  maxStrBytes: 8 * 1024 * 1024,
+  maxBinBytes: 16 * 1024 * 1024,
+  maxArrayLength: 100_000,
+  maxMapLength: 10_000,
+  maxExtBytes: 1024,
+} as const;
+
+const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+
+function checkedKey(key: unknown): string | number {
+  if (typeof key === "string") {
+    if (FORBIDDEN_KEYS.has(key)) throw new ProtocolError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, `forbidden map key ${JSON.stringify(key)}`);
+    return key;
+  }
+  if (typeof key === "number") return key;
+  throw new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, "map keys must be strings or numbers");
+}
+
+const encoder = new Encoder({ ignoreUndefined: true });
+const decoder = new Decoder({
+  maxStrLength: CODEC_LIMITS.maxStrBytes,
+  maxBinLength: CODEC_LIMITS.maxBinBytes,
+  maxArrayLength: CODEC_LIMITS.maxArrayLength,
+  maxMapLength: CODEC_LIMITS.maxMapLength,
+  maxExtLength: CODEC_LIMITS.maxExtBytes,
+  mapKeyConverter: checkedKey,
+});
+
+/** MessagePack bytes of `value`. The returned view is a fresh copy (safe to keep). */
+export function encodeMsgpack(value: unknown): Uint8Array {
+  return encoder.encode(value);
+}
+
+/** Decodes MessagePack within `CODEC_LIMITS`; throws `ProtocolError` for anything else. */
+export function decodeMsgpack(bytes: Uint8Array | ArrayBuffer): unknown {
+  const len = bytes.byteLength;
+  if (len > CODEC_LIMITS.maxMessageBytes) {
+    throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`);
+  }
+  if (len === 0) throw new ProtocolError(ErrorCode.PROTO_ERR_DECODE, "empty message");
+  try {
+    return decoder.decode(bytes);
+  } catch (err) {
+    if (err instanceof ProtocolError) throw err;
+    const msg = err instanceof Error ? err.message : String(err);
+    const code = /max length exceeded|Max length/i.test(msg)
+      ? ErrorCode.PROTO_ERR_TOO_LARGE
+      : /__proto__/.test(msg)
+        ? ErrorCode.PROTO_ERR_FORBIDDEN_KEY
+        : ErrorCode.PROTO_ERR_DECODE;
+    const what = err instanceof DecodeError || err instanceof RangeError ? msg : `invalid msgpack: ${msg}`;
+    throw new ProtocolError(code, what, { cause: err });
+  }
+}
+
+// JSON.parse never pollutes a prototype, but a later spread or merge of `__proto__` can; refuse those keys.
+// The scan is a cheap substring test; the reviver only runs for the rare message that mentions one.
+const SUSPICIOUS = /"(?:__proto__|constructor|prototype)"\s*:/;
+function forbidKeysReviver(key: string, value: unknown): unknown {
+  if (FORBIDDEN_KEYS.has(key)) throw new ProtocolError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, `forbidden key ${JSON.stringify(key)}`);
+  return value;
+}
+
+/** Parses JSON text within `maxBytes`; throws `ProtocolError`. */
+export function parseJson(text: string, maxBytes: number = CODEC_LIMITS.maxMessageBytes): unknown {
+  if (text.length > maxBytes) {
+    throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${text.length} characters exceeds ${maxBytes}`);
+  }
+  try {
+    return SUSPICIOUS.test(text) ? JSON.parse(text, forbidKeysReviver) : JSON.parse(text);
+  } catch (err) {
+    if (err instanceof ProtocolError) throw err;
+    throw new ProtocolError(ErrorCode.PROTO_ERR_DECODE, `invalid JSON: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Binary values become base64 `data:` URIs in JSON (NodeTool's text mode). */
+function binaryReplacer(_key: string, value: unknown): unknown {
+  if (value instanceof Uint8Array) return `data:application/octet-stream;base64,${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64")}`;
+  return value;
+}
+
+/** JSON text of a message. Token chunks (the hot path) skip the replacer. */
+export function encodeJson(value: unknown): string {
+  const v = value as { type?: string; content?: unknown };
+  if (v !== null && typeof v === "object" && v.type === "chunk" && typeof v.content === "string") return JSON.stringify(value);
+  return JSON.stringify(value, binaryReplacer);
+}
+
+const decodeText = new TextDecoder("utf-8", { fatal: true });
+/** UTF-8 text of a binary frame, as a `ProtocolError` when it is not valid UTF-8. */
+export function utf8(bytes: Uint8Array | ArrayBuffer): string {
+  try {
+    return decodeText.decode(bytes);
+  } catch (err) {
+    throw new ProtocolError(ErrorCode.PROTO_ERR_DECODE, "frame is not valid UTF-8", { cause: err });
+  }
+}
+
+// ---- shape checks -------------------------------------------------------------------------------------------
+
+function shape(msg: string): ProtocolError {
+  return new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, msg);
+}
+function isObj(x: unknown): x is Record<string, unknown> {
+  return x !== null && typeof x === "object" && !Array.isArray(x) && !(x instanceof Uint8Array);
+}
+function str(o: Record<string, unknown>, k: string, what: string): string {
+  const v = o[k];
+  if (typeof v !== "string" || v.length === 0) throw shape(`${what}: "${k}" must be a non-empty string`);
+  return v;
+}
+function optNum(o: Record<string, unknown>, k: string, what: string): void {
+  const v = o[k];
+  if (v !== undefined && v !== null && (typeof v !== "number" || !Number.isFinite(v))) throw shape(`${what}: "${k}" must be a number`);
+}
+
+/** A client `/ws` frame as a typed command, or `ProtocolError` naming what is wrong. */
+export function asClientCommand(x: unknown): ClientCommand {
+  if (!isObj(x)) throw shape("frame must be an object {command, data}");
+  const command = x.command;
+  if (typeof command !== "string") throw shape('frame has no "command"');
+  if (!CLIENT_COMMANDS.has(command as ClientCommand["command"])) {
+    throw new ProtocolError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, `unknown command "${command}"`);
+  }
+  if (x.request_id !== undefined && typeof x.request_id !== "string" && typeof x.request_id !== "number") {
+    throw shape('"request_id" must be a string');
+  }
+  const data = x.data ?? {};
+  if (!isObj(data)) throw shape(`${command}: "data" must be an object`);
+  switch (command) {
+    case "run_job":
+      if (data.workflow_id === undefined && data.graph === undefined) throw shape('run_job: needs "workflow_id" or "graph"');
+      if (data.params !== undefined && !isObj(data.params)) throw shape('run_job: "params" must be an object');
+      optNum(data, "timeout_s", "run_job");
+      break;
+    case "reconnect_job":
+      str(data, "job_id", command);
+      optNum(data, "last_seq", command);
+      break;
+    case "cancel_job":
+      str(data, "job_id", command);
+      break;
+    case "set_mode":
+      if (data.mode !== "text" && data.mode !== "binary") throw shape('set_mode: "mode" must be "text" or "binary"');
+      break;
+    default:
+      break;
+  }
+  const out = { command, data } as ClientCommand;
+  if (x.request_id !== undefined) out.request_id = String(x.request_id);
+  return out;
+}
+
+/** A job event from NATS or a client's view of one. */
+export function asJobEvent(x: unknown): JobEvent {
+  if (!isObj(x)) throw shape("event must be an object");
+  if (typeof x.type !== "string" || !JOB_EVENT_TYPES.has(x.type as JobEvent["type"])) {
+    throw new ProtocolError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, `unknown event type ${JSON.stringify(x.type)}`);
+  }
+  str(x, "job_id", x.type);
+  if (typeof x.attempt !== "number") throw shape(`${x.type}: "attempt" must be a number`);
+  if (x.type === "job_update") str(x, "status", "job_update");
+  return x as unknown as JobEvent;
+}
+
+export function asJobDispatch(x: unknown): JobDispatch {
+  if (!isObj(x) || x.type !== "job.dispatch") throw shape('expected a "job.dispatch" message');
+  str(x, "job_id", "job.dispatch");
+  str(x, "workflow_id", "job.dispatch");
+  if (!isObj(x.graph) || !Array.isArray(x.graph.nodes) || !Array.isArray(x.graph.edges)) {
+    throw shape('job.dispatch: "graph" must be {nodes: [], edges: []}');
+  }
+  if (!isObj(x.params)) throw shape('job.dispatch: "params" must be an object');
+  return x as unknown as JobDispatch;
+}
+
+export function asJobCancel(x: unknown): JobCancel {
+  if (!isObj(x) || x.type !== "job.cancel") throw shape('expected a "job.cancel" message');
+  str(x, "job_id", "job.cancel");
+  return x as unknown as JobCancel;
+}
+
+export function asAgentControl(x: unknown): AgentControl {
+  if (!isObj(x) || (x.type !== "agent.drain" && x.type !== "agent.resume" && x.type !== "agent.ping")) {
+    throw shape('expected "agent.drain", "agent.resume" or "agent.ping"');
+  }
+  return x as unknown as AgentControl;
+}
+
+export function asAgentRegistration(x: unknown): AgentRegistration {
+  if (!isObj(x) || x.type !== "agent.registration") throw shape('expected an "agent.registration" message');
+  str(x, "id", "agent.registration");
+  str(x, "name", "agent.registration");
+  if (!Array.isArray(x.pools)) throw shape('agent.registration: "pools" must be an array');
+  return x as unknown as AgentRegistration;
+}
+
+export function asServerMessage(x: unknown): ServerMessage {
+  if (!isObj(x) || typeof x.type !== "string") throw shape('server message needs a "type"');
+  return x as unknown as ServerMessage;
+}
+
+/** Decodes a client `/ws` frame: binary frames are msgpack, text frames JSON. */
+export function decodeClientFrame(frame: ArrayBuffer | Uint8Array | string, isBinary: boolean, maxBytes?: number): ClientCommand {
+  if (typeof frame === "string") return asClientCommand(parseJson(frame, maxBytes));
+  return asClientCommand(isBinary ? decodeMsgpack(frame) : parseJson(utf8(frame), maxBytes));
+}
+
+/** Typed decoders for the NATS families. */
+export const decodeJobEvent = (b: Uint8Array): JobEvent => asJobEvent(decodeMsgpack(b));
+export const decodeJobDispatch = (b: Uint8Array): JobDispatch => asJobDispatch(decodeMsgpack(b));
+export const decodeJobCancel = (b: Uint8Array): JobCancel => asJobCancel(decodeMsgpack(b));
+export const decodeAgentControl = (b: Uint8Array): AgentControl => asAgentControl(decodeMsgpack(b));
+export const decodeAgentRegistration = (b: Uint8Array): AgentRegistration => asAgentRegistration(decodeMsgpack(b));

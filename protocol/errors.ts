@@ -1,0 +1,87 @@
+/**
+ * Stable error codes. Anything that crosses a process boundary carries one of these strings, never a class.
+ * Codes are never reused or renamed: add new ones at the end of their group.
+ */
+export const ErrorCode = {
+  // protocol: bytes that could not become a typed message
+  PROTO_ERR_DECODE: "PROTO_ERR_DECODE",
+  PROTO_ERR_TOO_LARGE: "PROTO_ERR_TOO_LARGE",
+  PROTO_ERR_FORBIDDEN_KEY: "PROTO_ERR_FORBIDDEN_KEY",
+  PROTO_ERR_SHAPE: "PROTO_ERR_SHAPE",
+  PROTO_ERR_UNKNOWN_TYPE: "PROTO_ERR_UNKNOWN_TYPE",
+  PROTO_ERR_BAD_TOKEN: "PROTO_ERR_BAD_TOKEN",
+  // graph validation
+  GRAPH_ERR_UNKNOWN_NODE_TYPE: "GRAPH_ERR_UNKNOWN_NODE_TYPE",
+  GRAPH_ERR_DANGLING_EDGE: "GRAPH_ERR_DANGLING_EDGE",
+  GRAPH_ERR_CYCLE: "GRAPH_ERR_CYCLE",
+  GRAPH_ERR_DUPLICATE_NODE: "GRAPH_ERR_DUPLICATE_NODE",
+  GRAPH_ERR_MISSING_PARAM: "GRAPH_ERR_MISSING_PARAM",
+  GRAPH_ERR_PARAM_TYPE: "GRAPH_ERR_PARAM_TYPE",
+  GRAPH_ERR_UNKNOWN_PARAM: "GRAPH_ERR_UNKNOWN_PARAM",
+  // gateway
+  GW_ERR_NOT_FOUND: "GW_ERR_NOT_FOUND",
+  GW_ERR_BAD_REQUEST: "GW_ERR_BAD_REQUEST",
+  GW_ERR_BODY_TOO_LARGE: "GW_ERR_BODY_TOO_LARGE",
+  GW_ERR_UNAVAILABLE: "GW_ERR_UNAVAILABLE",
+  GW_ERR_INTERNAL: "GW_ERR_INTERNAL",
+  GW_ERR_CONFLICT: "GW_ERR_CONFLICT",
+  GW_ERR_UNAUTHORIZED: "GW_ERR_UNAUTHORIZED",
+  // jobs as run by agents
+  JOB_ERR_NODE_FAILED: "JOB_ERR_NODE_FAILED",
+  JOB_ERR_MAX_DELIVERIES: "JOB_ERR_MAX_DELIVERIES",
+  JOB_ERR_TIMEOUT: "JOB_ERR_TIMEOUT",
+  JOB_ERR_CANCELLED: "JOB_ERR_CANCELLED",
+  JOB_ERR_LEASE_LOST: "JOB_ERR_LEASE_LOST",
+  JOB_ERR_INVALID: "JOB_ERR_INVALID",
+  // configuration
+  CONFIG_ERR_INVALID: "CONFIG_ERR_INVALID",
+  CONFIG_ERR_UNKNOWN_KEY: "CONFIG_ERR_UNKNOWN_KEY",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Thrown by every decoder and validator in `protocol/` for input that is not a valid message. */
+export class ProtocolError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ProtocolError";
+    this.code = code;
+  }
+}
+
+/** A graph that cannot run: unknown node type, dangling edge, cycle, bad param. Names the offender. */
+export class GraphError extends Error {
+  readonly code: ErrorCode;
+  /** The node or edge id at fault, when there is one. */
+  readonly ref: string | undefined;
+  constructor(code: ErrorCode, message: string, ref?: string) {
+    super(message);
+    this.name = "GraphError";
+    this.code = code;
+    this.ref = ref;
+  }
+}
+
+/** Bad configuration, found once at start-up. `key` names the setting. */
+export class InvalidConfigError extends Error {
+  readonly code: ErrorCode;
+  readonly key: string;
+  constructor(key: string, message: string, code: ErrorCode = ErrorCode.CONFIG_ERR_INVALID) {
+    super(`${key}: ${message}`);
+    this.name = "InvalidConfigError";
+    this.code = code;
+    this.key = key;
+  }
+}
+
+/** The wire form of an error: data with a stable code. */
+export interface WireError {
+  code: ErrorCode | string;
+  message: string;
+  retryable?: boolean;
+}
+
+/** Exhaustiveness guard for `switch` over discriminated unions. */
+export function assertNever(x: never, what = "value"): never {
+  throw new ProtocolError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, `unexpected ${what}: ${JSON.stringify(x)}`);
+}

@@ -1,0 +1,149 @@
+/**
+ * Job events, by NodeTool's names and fields (reference/nodetool.md §2.6). An agent publishes each to
+ * `nw.events.<job_id>`; the gateway adds `seq` (the NW_EVENTS stream sequence) when it delivers it.
+ */
+import type { JobState } from "./jobs.js";
+import type { WireError } from "./errors.js";
+
+/** Fields every job event carries. */
+export interface EventBase {
+  job_id: string;
+  workflow_id: string;
+  /** Attempt that produced the event; older attempts are fenced off by the gateway. */
+  attempt: number;
+  /** Emit time on the producer, ms since epoch (latency measurement, not ordering). */
+  ts?: number;
+  /** NW_EVENTS stream sequence, set by the gateway on delivery; clients only compare it. */
+  seq?: number;
+}
+
+export interface JobUpdate extends EventBase {
+  type: "job_update";
+  status: JobState;
+  message?: string;
+  error?: WireError | string | null;
+  /** Output node name → values, on `completed`. */
+  result?: Record<string, unknown[]> | null;
+  queue_position?: number;
+  agent_id?: string;
+  duration?: number;
+}
+
+export const NodeStatus = { running: "running", completed: "completed", error: "error", waiting: "waiting" } as const;
+export type NodeStatus = (typeof NodeStatus)[keyof typeof NodeStatus];
+
+export interface NodeUpdate extends EventBase {
+  type: "node_update";
+  node_id: string;
+  node_name: string;
+  node_type: string;
+  status: NodeStatus;
+  error?: string | null;
+  result?: Record<string, unknown> | null;
+}
+
+export interface NodeProgress extends EventBase {
+  type: "node_progress";
+  node_id: string;
+  progress: number;
+  total: number;
+  chunk?: string;
+}
+
+export interface EdgeUpdate extends EventBase {
+  type: "edge_update";
+  edge_id: string;
+  status: "active" | "completed";
+  counter?: number;
+}
+
+export interface OutputUpdate extends EventBase {
+  type: "output_update";
+  node_id: string;
+  node_name: string;
+  output_name: string;
+  value: unknown;
+  output_type: string;
+  metadata?: Record<string, unknown>;
+}
+
+export interface Chunk extends EventBase {
+  type: "chunk";
+  node_id?: string;
+  content_type: "text" | "audio" | "image" | "video" | "document";
+  content: string | Uint8Array;
+  content_metadata?: Record<string, unknown>;
+  done: boolean;
+  thinking?: boolean;
+}
+
+export interface LogUpdate extends EventBase {
+  type: "log_update";
+  node_id: string;
+  node_name: string;
+  content: string;
+  severity: "info" | "warning" | "error";
+}
+
+export interface Notification extends EventBase {
+  type: "notification";
+  node_id: string;
+  content: string;
+  severity: "info" | "warning" | "error";
+}
+
+export interface PreviewUpdate extends EventBase {
+  type: "preview_update";
+  node_id: string;
+  value: unknown;
+}
+
+export interface ErrorEvent extends EventBase {
+  type: "error";
+  message: string;
+  code?: string;
+}
+
+/** The job event family. */
+export type JobEvent =
+  | JobUpdate
+  | NodeUpdate
+  | NodeProgress
+  | EdgeUpdate
+  | OutputUpdate
+  | Chunk
+  | LogUpdate
+  | Notification
+  | PreviewUpdate
+  | ErrorEvent;
+
+export type JobEventType = JobEvent["type"];
+
+export const JOB_EVENT_TYPES: ReadonlySet<JobEventType> = new Set<JobEventType>([
+  "job_update",
+  "node_update",
+  "node_progress",
+  "edge_update",
+  "output_update",
+  "chunk",
+  "log_update",
+  "notification",
+  "preview_update",
+  "error",
+]);
+
+/** A terminal `job_update` ends a job's stream. */
+export function isTerminalEvent(e: JobEvent): e is JobUpdate {
+  return (
+    e.type === "job_update" &&
+    (e.status === "completed" || e.status === "failed" || e.status === "cancelled" || e.status === "timed_out")
+  );
+}
+
+/** Progress frames may be coalesced for a slow client; nothing else may. */
+export function isCoalescable(e: JobEvent): boolean {
+  return e.type === "node_progress" || e.type === "edge_update";
+}
+
+/** Exhaustive handler map over a discriminated union. */
+export type Handlers<U extends { type: string }, R = void> = { [K in U["type"]]: (m: Extract<U, { type: K }>) => R };

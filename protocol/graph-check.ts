@@ -1,0 +1,219 @@
+/**
+ * Graph checks shared by the gateway (on save and on submit, to answer 400 before anything is queued) and the
+ * agent (before it runs). Pure functions over graph JSON and node metadata.
+ */
+import { ErrorCode, GraphError } from "./errors.js";
+import type { Graph, GraphEdge, GraphNode, NodeMetadata } from "./graph.js";
+
+/** Node type (and every alias) → metadata. */
+export type NodeCatalog = ReadonlyMap<string, NodeMetadata>;
+
+export const INPUT_NODE_PREFIX = "nodetool.input.";
+
+/** Editor-only node types, removed before a run. */
+const IGNORED_TYPES = new Set([
+  "nodetool.workflows.base_node.Comment",
+  "nodetool.workflows.base_node.Group",
+  "nodetool.workflows.base_node.GroupNode",
+  "nodetool.comment.Comment",
+  "Comment",
+  "Group",
+]);
+
+export interface PreparedGraph {
+  nodes: GraphNode[];
+  edges: GraphEdge[];
+}
+
+/**
+ * The graph as it runs: editor-only nodes removed, bypassed nodes routed around (each edge leaving a
+ * bypassed node is fed by the source of the edge entering its first connected handle), edges whose ends
+ * are missing dropped.
+ */
+export function prepareGraph(graph: Graph): PreparedGraph {
+  let nodes = graph.nodes.filter((n) => !IGNORED_TYPES.has(n.type));
+  let edges = graph.edges.slice();
+  const bypassed = new Set(nodes.filter((n) => n.ui_properties?.bypassed === true).map((n) => n.id));
+  if (bypassed.size > 0) {
+    // Resolve chains of bypassed nodes by repeating until no edge touches one.
+    for (let guard = 0; guard <= bypassed.size; guard++) {
+      const next: GraphEdge[] = [];
+      let changed = false;
+      for (const e of edges) {
+        if (bypassed.has(e.source)) {
+          changed = true;
+          const feed = edges.find((x) => x.target === e.source);
+          if (feed) next.push({ ...e, id: `${e.id ?? ""}~bypass`, source: feed.source, sourceHandle: feed.sourceHandle });
+        } else if (!bypassed.has(e.target)) {
+          next.push(e);
+        }
+      }
+      edges = next;
+      if (!changed) break;
+    }
+    nodes = nodes.filter((n) => !bypassed.has(n.id));
+  }
+  const ids = new Set(nodes.map((n) => n.id));
+  edges = edges.filter((e) => ids.has(e.source) && ids.has(e.target));
+  return { nodes, edges };
+}
+
+function nodeLabel(n: GraphNode): string {
+  return `node "${n.id}" (${n.type})`;
+}
+
+/**
+ * Structural checks for a saved workflow: duplicate node ids, edges to missing nodes, unknown node types
+ * (when a catalog is given), undeclared target handles on non-dynamic nodes, and cycles. Throws `GraphError`
+ * naming the offending node or edge.
+ */
+export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
+  if (graph === null || typeof graph !== "object") throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, "graph must be an object {nodes, edges}");
+  const g = graph as Partial<Graph>;
+  if (!Array.isArray(g.nodes) || !Array.isArray(g.edges)) throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, 'graph needs "nodes" and "edges" arrays');
+  const byId = new Map<string, GraphNode>();
+  for (const n of g.nodes) {
+    if (n === null || typeof n !== "object" || typeof n.id !== "string" || typeof n.type !== "string") {
+      throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, 'every node needs a string "id" and "type"');
+    }
+    if (byId.has(n.id)) throw new GraphError(ErrorCode.GRAPH_ERR_DUPLICATE_NODE, `duplicate node id "${n.id}"`, n.id);
+    byId.set(n.id, n);
+    if (catalog && !IGNORED_TYPES.has(n.type) && !catalog.has(n.type)) {
+      throw new GraphError(ErrorCode.GRAPH_ERR_UNKNOWN_NODE_TYPE, `unknown node type "${n.type}" at node "${n.id}"`, n.id);
+    }
+  }
+  for (const e of g.edges) {
+    if (e === null || typeof e !== "object" || typeof e.source !== "string" || typeof e.target !== "string") {
+      throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, 'every edge needs string "source" and "target"');
+    }
+    const ref = e.id ?? `${e.source}->${e.target}`;
+    if (!byId.has(e.source)) throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, `edge "${ref}" comes from missing node "${e.source}"`, ref);
+    if (!byId.has(e.target)) throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, `edge "${ref}" goes to missing node "${e.target}"`, ref);
+    if (typeof e.targetHandle !== "string" || typeof e.sourceHandle !== "string") {
+      throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, `edge "${ref}" needs "sourceHandle" and "targetHandle"`, ref);
+    }
+    const meta = catalog?.get(byId.get(e.target)!.type);
+    if (meta && !meta.is_dynamic && !meta.properties.some((p) => p.name === e.targetHandle)) {
+      throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, `edge "${ref}" targets unknown input "${e.targetHandle}" of ${nodeLabel(byId.get(e.target)!)}`, ref);
+    }
+  }
+  // Cycle check (Kahn): data edges must form a DAG.
+  const indeg = new Map<string, number>();
+  const out = new Map<string, string[]>();
+  for (const id of byId.keys()) {
+    indeg.set(id, 0);
+    out.set(id, []);
+  }
+  for (const e of g.edges) {
+    if (e.edge_type === "control") continue;
+    indeg.set(e.target, indeg.get(e.target)! + 1);
+    out.get(e.source)!.push(e.target);
+  }
+  const queue = [...indeg].filter(([, d]) => d === 0).map(([id]) => id);
+  let seen = 0;
+  while (queue.length > 0) {
+    const id = queue.pop()!;
+    seen++;
+    for (const t of out.get(id)!) {
+      const d = indeg.get(t)! - 1;
+      indeg.set(t, d);
+      if (d === 0) queue.push(t);
+    }
+  }
+  if (seen < byId.size) {
+    const inCycle = [...indeg].filter(([, d]) => d > 0).map(([id]) => id);
+    throw new GraphError(ErrorCode.GRAPH_ERR_CYCLE, `graph has a cycle through nodes ${inCycle.map((i) => `"${i}"`).join(", ")}`, inCycle[0]);
+  }
+  return g as Graph;
+}
+
+function coerce(value: unknown, type: string, name: string): unknown {
+  const bad = () => new GraphError(ErrorCode.GRAPH_ERR_PARAM_TYPE, `param "${name}" must be ${type}, got ${JSON.stringify(value)}`, name);
+  switch (type) {
+    case "int": {
+      const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+      if (typeof n !== "number" || !Number.isInteger(n)) throw bad();
+      return n;
+    }
+    case "float": {
+      const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+      if (typeof n !== "number" || !Number.isFinite(n)) throw bad();
+      return n;
+    }
+    case "bool":
+      if (value === "true") return true;
+      if (value === "false") return false;
+      if (typeof value !== "boolean") throw bad();
+      return value;
+    case "str":
+    case "enum":
+      if (typeof value !== "string") throw bad();
+      return value;
+    default:
+      if (type.startsWith("list")) {
+        if (typeof value === "string") {
+          // `--param k=a,b` on the command line, or a JSON array in a string.
+          if (value.startsWith("[")) {
+            try {
+              const parsed: unknown = JSON.parse(value);
+              if (Array.isArray(parsed)) return parsed;
+            } catch {
+              /* fall through to the comma form */
+            }
+          }
+          return value === "" ? [] : value.split(",");
+        }
+        if (!Array.isArray(value)) throw bad();
+        return value;
+      }
+      return value;
+  }
+}
+
+/**
+ * Checks run params against the graph's input nodes: every param names an input node, has the input's
+ * type (strings from a command line are coerced), and every input without a default value is given.
+ * Returns the coerced params. Throws `GraphError` naming the param.
+ */
+export function validateParams(graph: Graph, params: Record<string, unknown>, catalog?: NodeCatalog): Record<string, unknown> {
+  const inputs = new Map<string, GraphNode>();
+  for (const n of graph.nodes) {
+    if (!n.type.startsWith(INPUT_NODE_PREFIX)) continue;
+    const name = n.data?.name;
+    if (typeof name === "string" && name !== "") inputs.set(name, n);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(params)) {
+    const node = inputs.get(k);
+    if (!node) {
+      const known = [...inputs.keys()];
+      throw new GraphError(
+        ErrorCode.GRAPH_ERR_UNKNOWN_PARAM,
+        `unknown param "${k}"; the workflow's inputs are ${known.length ? known.map((x) => `"${x}"`).join(", ") : "(none)"}`,
+        k,
+      );
+    }
+    const type = catalog?.get(node.type)?.properties.find((p) => p.name === "value")?.type;
+    out[k] = type ? coerce(v, type, k) : v;
+  }
+  for (const [name, node] of inputs) {
+    if (name in out) continue;
+    const value = node.data?.value;
+    if (value === undefined || value === null) {
+      throw new GraphError(ErrorCode.GRAPH_ERR_MISSING_PARAM, `missing required param "${name}" (input node "${node.id}", ${node.type})`, name);
+    }
+  }
+  return out;
+}
+
+/** The pool a graph needs: an explicit one wins, then the first node that names one, else `cpu`. */
+export function poolOfGraph(graph: Graph, catalog?: NodeCatalog, explicit?: string): string {
+  if (explicit) return explicit;
+  if (catalog) {
+    for (const n of graph.nodes) {
+      const pool = catalog.get(n.type)?.pool;
+      if (pool) return pool;
+    }
+  }
+  return "cpu";
+}

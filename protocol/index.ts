@@ -1,0 +1,88 @@
+/** protocol/: the contracts every other folder meets on. Explicit list; nothing else is public. */
+export { ErrorCode, ProtocolError, GraphError, InvalidConfigError, assertNever } from "./errors.js";
+export type { WireError } from "./errors.js";
+export {
+  subjects,
+  checkToken,
+  jobIdOfEventSubject,
+  poolConsumer,
+  eventMsgId,
+  jobKeys,
+  agentKey,
+  workflowKey,
+  STREAM_JOBS,
+  STREAM_EVENTS,
+  KV_JOBS,
+  KV_WORKFLOWS,
+  KV_THREADS,
+  KV_TOKENS,
+  KV_AGENTS,
+  KV_NODES,
+  OBJ_ASSETS,
+  BUILTIN_POOLS,
+} from "./subjects.js";
+export type { Graph, GraphNode, GraphEdge, Workflow, NodeMetadata, PropertyMetadata } from "./graph.js";
+export { JobState, TERMINAL_STATES, isTerminal, canTransition, ExecutionStrategy, CancelReason, AgentState } from "./jobs.js";
+export type {
+  JobRecord,
+  JobDispatch,
+  JobCancel,
+  AgentControl,
+  AgentRegistration,
+  AgentCapabilities,
+  GpuInfo,
+  NatsMessage,
+} from "./jobs.js";
+export { NodeStatus, JOB_EVENT_TYPES, isTerminalEvent, isCoalescable } from "./events.js";
+export type {
+  JobEvent,
+  JobEventType,
+  EventBase,
+  JobUpdate,
+  NodeUpdate,
+  NodeProgress,
+  EdgeUpdate,
+  OutputUpdate,
+  Chunk,
+  LogUpdate,
+  Notification,
+  PreviewUpdate,
+  ErrorEvent,
+  Handlers,
+} from "./events.js";
+export { CLIENT_COMMANDS } from "./client.js";
+export type {
+  ClientCommand,
+  ClientCommandName,
+  RunJobData,
+  JobResumed,
+  CommandResponse,
+  Pong,
+  GenerationStopped,
+  ClientError,
+  ServerMessage,
+} from "./client.js";
+export {
+  CODEC_LIMITS,
+  encodeMsgpack,
+  decodeMsgpack,
+  encodeJson,
+  parseJson,
+  utf8,
+  asClientCommand,
+  asJobEvent,
+  asJobDispatch,
+  asJobCancel,
+  asAgentControl,
+  asAgentRegistration,
+  asServerMessage,
+  decodeClientFrame,
+  decodeJobEvent,
+  decodeJobDispatch,
+  decodeJobCancel,
+  decodeAgentControl,
+  decodeAgentRegistration,
+} from "./codec.js";
+export { newId } from "./ids.js";
+export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";
+export type { NodeCatalog, PreparedGraph } from "./graph-check.js";

@@ -1,0 +1,131 @@
+/**
+ * Job lifecycle, and the NATS messages that carry jobs, cancels and the agent registry (design §3–4, §7).
+ */
+import type { Graph } from "./graph.js";
+import type { WireError } from "./errors.js";
+
+/** Job states. `queued → running → completed | failed | cancelled | timed_out`, and `queued → cancelled`. */
+export const JobState = {
+  queued: "queued",
+  running: "running",
+  completed: "completed",
+  failed: "failed",
+  cancelled: "cancelled",
+  timed_out: "timed_out",
+} as const;
+export type JobState = (typeof JobState)[keyof typeof JobState];
+
+export const TERMINAL_STATES: ReadonlySet<JobState> = new Set<JobState>(["completed", "failed", "cancelled", "timed_out"]);
+export const isTerminal = (s: JobState): boolean => TERMINAL_STATES.has(s);
+
+/** Allowed transitions; anything else is refused by the writer (terminal states never change). */
+const NEXT: Record<JobState, readonly JobState[]> = {
+  queued: ["running", "cancelled", "failed", "timed_out"],
+  // running → running is a new attempt after redelivery.
+  running: ["running", "completed", "failed", "cancelled", "timed_out"],
+  completed: [],
+  failed: [],
+  cancelled: [],
+  timed_out: [],
+};
+export function canTransition(from: JobState, to: JobState): boolean {
+  return NEXT[from].includes(to);
+}
+
+/** How an agent runs a job, requested by the run and capped by the agent's policy. */
+export const ExecutionStrategy = { threaded: "threaded", subprocess: "subprocess", docker: "docker", inline: "inline" } as const;
+export type ExecutionStrategy = (typeof ExecutionStrategy)[keyof typeof ExecutionStrategy];
+
+/** The job record in KV `nw_jobs` (key `j.<id>`), written only by compare-and-set on its revision. */
+export interface JobRecord {
+  v: 1;
+  id: string;
+  workflow_id: string;
+  status: JobState;
+  pool: string;
+  /** JetStream delivery count of the run that owns the job; 0 while never started. */
+  attempt: number;
+  agent_id: string | null;
+  params: Record<string, unknown>;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  timeout_s: number | null;
+  error: WireError | null;
+  /** Output node name → every value it produced. Filled when the job completes. */
+  outputs: Record<string, unknown[]> | null;
+  idempotency_key?: string | null;
+  cancel_requested?: boolean;
+}
+
+/** `nw.jobs.<pool>`: one per job. Carries the graph so an agent needs no other read to start. */
+export interface JobDispatch {
+  type: "job.dispatch";
+  v: 1;
+  job_id: string;
+  workflow_id: string;
+  graph: Graph;
+  params: Record<string, unknown>;
+  strategy?: ExecutionStrategy;
+  timeout_s?: number | null;
+  created_at: string;
+}
+
+/** `nw.cancel.<job_id>`. */
+export interface JobCancel {
+  type: "job.cancel";
+  v: 1;
+  job_id: string;
+  reason: CancelReason;
+}
+
+export const CancelReason = {
+  user: "user_requested",
+  timeout: "timed_out",
+  drain: "agent_draining",
+} as const;
+export type CancelReason = (typeof CancelReason)[keyof typeof CancelReason];
+
+/** `nw.agent.<id>.control`. */
+export type AgentControl =
+  | { type: "agent.drain"; v: 1 }
+  | { type: "agent.resume"; v: 1 }
+  | { type: "agent.ping"; v: 1 };
+
+export const AgentState = { starting: "starting", idle: "idle", busy: "busy", draining: "draining" } as const;
+export type AgentState = (typeof AgentState)[keyof typeof AgentState];
+
+export interface GpuInfo {
+  index: number;
+  name: string;
+  memory_total_mb: number;
+  uuid?: string;
+}
+
+export interface AgentCapabilities {
+  gpus: GpuInfo[];
+  docker: boolean;
+  providers: string[];
+  max_jobs: number;
+  strategies: ExecutionStrategy[];
+  node_types: number;
+}
+
+/** Registry entry in KV `nw_agents` (key = agent id), refreshed by the heartbeat; TTL removes dead agents. */
+export interface AgentRegistration {
+  type: "agent.registration";
+  v: 1;
+  id: string;
+  name: string;
+  version: string;
+  labels: string[];
+  pools: string[];
+  capabilities: AgentCapabilities;
+  state: AgentState;
+  running_jobs: string[];
+  started_at: string;
+  heartbeat_at: string;
+}
+
+/** Every message family that travels over NATS (not to clients). */
+export type NatsMessage = JobDispatch | JobCancel | AgentControl | AgentRegistration;
