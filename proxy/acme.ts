@@ -1,0 +1,94 @@
+/**
+ * ACME issuance over HTTP-01 with `acme-client`. One call issues one certificate; scheduling, backoff, locking and
+ * validation live in `cert-manager.ts`.
+ */
+import { generateKeyPairSync } from "node:crypto";
+import { Agent as HttpsAgent } from "node:https";
+import { rootCertificates } from "node:tls";
+import * as acme from "acme-client";
+import { AcmeError } from "./errors.js";
+
+/**
+ * acme-client keeps one shared axios instance. Its built-in retry waits 5 s, 10 s, … up to five times on network
+ * errors and 5xx, which would stall a renewal for over a minute while the CA is down; the proxy has its own
+ * backoff (acmeRetryMinMs..acmeRetryMaxMs), so one quick retry is enough here. badNonce retries are separate
+ * (RFC 8555 §6.5) and stay on.
+ */
+const acmeDefaults = acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number; retryDefaultDelay: number } };
+acmeDefaults.acmeSettings.retryMaxAttempts = 1;
+acmeDefaults.acmeSettings.retryDefaultDelay = 1;
+
+/** Where the HTTP-01 key authorizations go while the CA validates them. */
+export interface ChallengeSink {
+  set(token: string, keyAuthorization: string): Promise<void>;
+  remove(token: string): Promise<void>;
+}
+
+export interface IssueRequest {
+  readonly directoryUrl: string;
+  /** PEM account key (created once per CA and kept in the store). */
+  readonly accountKeyPem: string;
+  readonly email: string | null;
+  readonly domain: string;
+  /** Extra trusted CA certificates (PEM) for the CA's own HTTPS endpoint, e.g. Pebble's. */
+  readonly caBundlePem: string | null;
+  readonly challenges: ChallengeSink;
+}
+
+/** Makes an ECDSA P-256 key (PKCS#8 PEM): used for ACME accounts and certificate keys alike. */
+export function createEcKeyPem(): string {
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  return privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+}
+
+let trustedBundle: string | null = null;
+
+/**
+ * Trusts `caBundlePem` (in addition to the system roots) for requests to the CA. acme-client has no per-client
+ * agent option, so this sets the shared instance's agent; one process serves one CA trust set in practice.
+ */
+function trustCa(caBundlePem: string | null): void {
+  if (caBundlePem === trustedBundle) return;
+  trustedBundle = caBundlePem;
+  acme.axios.defaults.httpsAgent =
+    caBundlePem === null ? undefined : new HttpsAgent({ ca: [...rootCertificates, caBundlePem], keepAlive: false });
+}
+
+/**
+ * Issues a certificate for `req.domain` and returns the chain (leaf first) and its new key. Does not validate the
+ * result: the caller does, before installing anything.
+ * @throws AcmeError wrapping the CA's or the network's error
+ */
+export async function issueCertificate(req: IssueRequest): Promise<{ certPem: string; keyPem: string }> {
+  trustCa(req.caBundlePem);
+  const client = new acme.Client({
+    directoryUrl: req.directoryUrl,
+    accountKey: req.accountKeyPem,
+    // Status polling: Pebble and Let's Encrypt validate in well under a second, so start short.
+    backoffAttempts: 10,
+    backoffMin: 250,
+    backoffMax: 10_000,
+  });
+  const keyPem = createEcKeyPem();
+  try {
+    const [, csr] = await acme.crypto.createCsr({ commonName: req.domain, altNames: [req.domain] }, keyPem);
+    const certPem = await client.auto({
+      csr,
+      email: req.email ?? undefined,
+      termsOfServiceAgreed: true,
+      challengePriority: ["http-01"],
+      // acme-client would first fetch the challenge itself through public DNS, which fails behind NAT, split DNS or
+      // a load balancer even when the CA can reach us; the CA's own validation is the one that counts.
+      skipChallengeVerification: true,
+      challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
+        await req.challenges.set(challenge.token, keyAuthorization);
+      },
+      challengeRemoveFn: async (_authz, challenge) => {
+        await req.challenges.remove(challenge.token);
+      },
+    });
+    return { certPem, keyPem };
+  } catch (err) {
+    throw new AcmeError(`ACME issuance for ${req.domain} failed: ${(err as Error).message}`, { cause: err });
+  }
+}

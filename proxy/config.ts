@@ -1,0 +1,368 @@
+/**
+ * Proxy configuration: `ProxyOptions` (what a user writes in a config file, a flag or an env var) is compiled once by
+ * `compileProxyConfig` into a frozen `ProxyConfig` in which URLs, CIDRs and host patterns are already parsed, so the
+ * request path never re-validates anything.
+ *
+ * Naming contract with the CLI (design §2, style guide §8 principle 10): every key is camelCase and maps mechanically
+ * to a flag and an env var, `httpsPort` ↔ `--https-port` ↔ `NODEWAY_HTTPS_PORT`. Lists use singular names
+ * (`--upstream a --upstream b`). Because env vars and flags arrive as strings, numbers may be given as decimal
+ * strings, booleans as `"true"`/`"false"`/`"1"`/`"0"`, and lists as one comma-separated string.
+ */
+import { BlockList, isIP } from "node:net";
+import { homedir } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+import { InvalidConfigError } from "./errors.js";
+
+/** How the proxy gets its certificates. */
+export const TlsMode = {
+  /** From an ACME CA (Let's Encrypt by default) over HTTP-01, renewed automatically. */
+  acme: "acme",
+  /** A self-signed certificate made and kept in `certDir`: for localhost and development. */
+  selfSigned: "self-signed",
+  /** Operator-provided PEM files (`certFile`, `keyFile`), re-read when they change. */
+  files: "files",
+} as const;
+export type TlsMode = (typeof TlsMode)[keyof typeof TlsMode];
+
+/** Let's Encrypt production. Staging is `https://acme-staging-v02.api.letsencrypt.org/directory`. */
+export const LETS_ENCRYPT_DIRECTORY_URL = "https://acme-v02.api.letsencrypt.org/directory";
+
+/** User-facing options. Everything but `upstream` has a default. */
+export interface ProxyOptions {
+  /** Gateways to route to, as `http://host:port` origins. Round-robin over the healthy ones. Required. */
+  upstream: string | string[];
+  /**
+   * Host names served over HTTPS. With `tls: "acme"` a certificate is obtained for each.
+   * @default [] (`["localhost"]` with `tls: "self-signed"`)
+   */
+  domain?: string | string[];
+  /** Contact address given to the ACME CA (expiry notices). @default none */
+  email?: string;
+  /** Bind address for both listeners. @default all interfaces */
+  host?: string;
+  /** HTTPS listener port; 0 picks a free port (read it back from `RunningProxy.httpsPort`). @default 443 */
+  httpsPort?: number | string;
+  /** Plain HTTP listener: redirects to HTTPS and answers ACME HTTP-01 challenges. @default 80 */
+  httpPort?: number | string;
+  /** Certificate source. @default "acme" */
+  tls?: TlsMode;
+  /** PEM certificate chain (leaf first) for `tls: "files"`. @default none */
+  certFile?: string;
+  /** PEM private key for `tls: "files"`. @default none */
+  keyFile?: string;
+  /** ACME directory. @default Let's Encrypt production (`LETS_ENCRYPT_DIRECTORY_URL`) */
+  acmeDirectoryUrl?: string;
+  /** Extra PEM CA bundle trusted when talking to the ACME CA (e.g. Pebble's in tests). @default none */
+  acmeCaBundleFile?: string;
+  /** Certificate store: account key, certificates, keys, locks (`0700`, keys `0600`). @default `$NODEWAY_HOME/certs` (`~/.nodeway/certs`) */
+  certDir?: string;
+  /** Peers (IPs or CIDRs) whose `X-Forwarded-*` headers are believed and appended to. @default [] (nobody) */
+  trustedProxies?: string | string[];
+  /**
+   * Hosts that may get a certificate on demand at their first TLS handshake (`tls: "acme"` only): exact names or
+   * `*.example.com` (any single label). Nothing else triggers issuance, which protects the CA rate limit.
+   * @default [] (no on-demand issuance)
+   */
+  onDemandAllow?: string | string[];
+  /** Largest request body accepted; larger gets 413. @default 16777216 (16 MiB) */
+  maxBodyBytes?: number | string;
+  /** Largest request head (request line + headers) accepted; larger gets 431. @default 16384 */
+  maxHeaderBytes?: number | string;
+  /** Period of active health checks (`GET healthPath`) against each upstream. @default 5000 */
+  healthIntervalMs?: number | string;
+  /** A health check slower than this counts as failed. @default 2000 */
+  healthTimeoutMs?: number | string;
+  /** Path probed by health checks. @default "/health" */
+  healthPath?: string;
+  /** `Strict-Transport-Security: max-age` on HTTPS responses; 0 sends no header. @default 31536000 (1 year) */
+  hstsMaxAgeSeconds?: number | string;
+  /** Redirect plain HTTP to HTTPS (308). When false, port 80 only answers ACME challenges (404 otherwise). @default true */
+  redirectHttp?: boolean | string;
+  /** Renew when less than this fraction of a certificate's lifetime is left. @default 0.3333 (a third) */
+  renewalWindowRatio?: number | string;
+  /** How often certificates are checked for renewal (and operator files for changes). @default 600000 (10 min) */
+  renewCheckIntervalMs?: number | string;
+  /** First retry delay after a failed issuance; doubles per failure. @default 60000 */
+  acmeRetryMinMs?: number | string;
+  /** Longest delay between issuance retries (Caddy uses one day too). @default 86400000 */
+  acmeRetryMaxMs?: number | string;
+  /** Write one access-log line per request (tokens redacted). @default true */
+  accessLog?: boolean | string;
+}
+
+/** The compiled, frozen configuration. Build it with `compileProxyConfig`. */
+export interface ProxyConfig {
+  readonly upstream: readonly UpstreamTarget[];
+  readonly domain: readonly string[];
+  readonly email: string | null;
+  readonly host: string | null;
+  readonly httpsPort: number;
+  readonly httpPort: number;
+  readonly tls: TlsMode;
+  readonly certFile: string | null;
+  readonly keyFile: string | null;
+  readonly acmeDirectoryUrl: string;
+  readonly acmeCaBundleFile: string | null;
+  readonly certDir: string;
+  readonly trustedProxies: readonly string[];
+  readonly onDemandAllow: readonly string[];
+  readonly maxBodyBytes: number;
+  readonly maxHeaderBytes: number;
+  readonly healthIntervalMs: number;
+  readonly healthTimeoutMs: number;
+  readonly healthPath: string;
+  readonly hstsMaxAgeSeconds: number;
+  readonly redirectHttp: boolean;
+  readonly renewalWindowRatio: number;
+  readonly renewCheckIntervalMs: number;
+  readonly acmeRetryMinMs: number;
+  readonly acmeRetryMaxMs: number;
+  readonly accessLog: boolean;
+}
+
+/** One gateway origin, parsed once. */
+export interface UpstreamTarget {
+  /** `http://host:port`, as written in logs and health snapshots. */
+  readonly origin: string;
+  readonly hostname: string;
+  readonly port: number;
+}
+
+const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof ProxyOptions>([
+  "upstream", "domain", "email", "host", "httpsPort", "httpPort", "tls", "certFile", "keyFile", "acmeDirectoryUrl",
+  "acmeCaBundleFile", "certDir", "trustedProxies", "onDemandAllow", "maxBodyBytes", "maxHeaderBytes",
+  "healthIntervalMs", "healthTimeoutMs", "healthPath", "hstsMaxAgeSeconds", "redirectHttp", "renewalWindowRatio",
+  "renewCheckIntervalMs", "acmeRetryMinMs", "acmeRetryMaxMs", "accessLog",
+]);
+
+// RFC 1123 labels; a leading "*." is handled by the callers that allow wildcards.
+const HOSTNAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/**
+ * Validates `opts`, applies defaults and returns a deeply frozen config.
+ * @throws InvalidConfigError naming the key, for an unknown key, a bad value, or a contradiction
+ *   (e.g. `certFile` without `tls: "files"`, `tls: "acme"` with no domain).
+ */
+export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
+  if (opts === null || typeof opts !== "object") throw new InvalidConfigError("(options)", "must be an object");
+  for (const key of Object.keys(opts)) {
+    if (!KNOWN_KEYS.has(key)) throw new InvalidConfigError(key, "unknown option");
+  }
+  const o = opts as unknown as Record<string, unknown>;
+
+  const tls = oneOf("tls", o.tls, [TlsMode.acme, TlsMode.selfSigned, TlsMode.files], TlsMode.acme);
+  const upstream = list("upstream", o.upstream).map((u) => parseUpstream(u));
+  if (upstream.length === 0) throw new InvalidConfigError("upstream", "at least one upstream gateway is required");
+
+  let domain = list("domain", o.domain).map((d) => d.toLowerCase().replace(/\.$/, ""));
+  for (const d of domain) {
+    const bare = d.startsWith("*.") ? d.slice(2) : d;
+    if (!HOSTNAME_RE.test(bare) && isIP(d) === 0) throw new InvalidConfigError("domain", `not a host name: ${JSON.stringify(d)}`);
+    if (tls === TlsMode.acme && (d.startsWith("*.") || isIP(d) !== 0 || d === "localhost" || d.endsWith(".localhost"))) {
+      throw new InvalidConfigError("domain", `${d} cannot get a certificate over ACME HTTP-01 (wildcard, IP or localhost)`);
+    }
+  }
+  if (tls === TlsMode.selfSigned && domain.length === 0) domain = ["localhost"];
+  domain = [...new Set(domain)];
+
+  const onDemandAllow = list("onDemandAllow", o.onDemandAllow).map((p) => p.toLowerCase());
+  for (const p of onDemandAllow) {
+    const bare = p.startsWith("*.") ? p.slice(2) : p;
+    if (!HOSTNAME_RE.test(bare)) throw new InvalidConfigError("onDemandAllow", `not a host name or *.pattern: ${JSON.stringify(p)}`);
+  }
+  if (onDemandAllow.length > 0 && tls !== TlsMode.acme) {
+    throw new InvalidConfigError("onDemandAllow", 'on-demand issuance needs tls: "acme"');
+  }
+  if (tls === TlsMode.acme && domain.length === 0 && onDemandAllow.length === 0) {
+    throw new InvalidConfigError("domain", 'tls: "acme" needs at least one domain (or an onDemandAllow list)');
+  }
+
+  const certFile = optString("certFile", o.certFile);
+  const keyFile = optString("keyFile", o.keyFile);
+  if (tls === TlsMode.files) {
+    if (certFile === null) throw new InvalidConfigError("certFile", 'required with tls: "files"');
+    if (keyFile === null) throw new InvalidConfigError("keyFile", 'required with tls: "files"');
+  } else {
+    if (certFile !== null) throw new InvalidConfigError("certFile", 'only used with tls: "files"');
+    if (keyFile !== null) throw new InvalidConfigError("keyFile", 'only used with tls: "files"');
+  }
+
+  const email = optString("email", o.email);
+  if (email !== null && !/^[^@\s]+@[^@\s]+$/.test(email)) throw new InvalidConfigError("email", "not an e-mail address");
+
+  const acmeDirectoryUrl = optString("acmeDirectoryUrl", o.acmeDirectoryUrl) ?? LETS_ENCRYPT_DIRECTORY_URL;
+  let dirUrl: URL;
+  try {
+    dirUrl = new URL(acmeDirectoryUrl);
+  } catch {
+    throw new InvalidConfigError("acmeDirectoryUrl", "not a URL");
+  }
+  // RFC 8555 §6.1: ACME runs over HTTPS only.
+  if (dirUrl.protocol !== "https:") throw new InvalidConfigError("acmeDirectoryUrl", "must be an https:// URL");
+
+  const trustedProxies = list("trustedProxies", o.trustedProxies);
+  for (const cidr of trustedProxies) parseCidr(cidr); // throws naming the key
+
+  const httpsPort = port("httpsPort", o.httpsPort, 443);
+  const httpPort = port("httpPort", o.httpPort, 80);
+  if (httpsPort !== 0 && httpsPort === httpPort) throw new InvalidConfigError("httpPort", "must differ from httpsPort");
+
+  const healthPath = optString("healthPath", o.healthPath) ?? "/health";
+  if (!healthPath.startsWith("/")) throw new InvalidConfigError("healthPath", 'must start with "/"');
+
+  const renewalWindowRatio = num("renewalWindowRatio", o.renewalWindowRatio, 1 / 3, { min: 0.01, max: 0.99, integer: false });
+  const acmeRetryMinMs = num("acmeRetryMinMs", o.acmeRetryMinMs, 60_000, { min: 1 });
+  const acmeRetryMaxMs = num("acmeRetryMaxMs", o.acmeRetryMaxMs, 86_400_000, { min: 1 });
+  if (acmeRetryMaxMs < acmeRetryMinMs) throw new InvalidConfigError("acmeRetryMaxMs", "must be >= acmeRetryMinMs");
+
+  const certDirRaw = optString("certDir", o.certDir);
+  const certDir = certDirRaw !== null ? resolve(certDirRaw) : defaultCertDir();
+
+  const config: ProxyConfig = {
+    upstream,
+    domain,
+    email,
+    host: optString("host", o.host),
+    httpsPort,
+    httpPort,
+    tls,
+    certFile: certFile !== null ? resolve(certFile) : null,
+    keyFile: keyFile !== null ? resolve(keyFile) : null,
+    acmeDirectoryUrl: dirUrl.href,
+    acmeCaBundleFile: mapNull(optString("acmeCaBundleFile", o.acmeCaBundleFile), (f) => resolve(f)),
+    certDir,
+    trustedProxies,
+    onDemandAllow,
+    maxBodyBytes: num("maxBodyBytes", o.maxBodyBytes, 16 * 1024 * 1024, { min: 0 }),
+    maxHeaderBytes: num("maxHeaderBytes", o.maxHeaderBytes, 16 * 1024, { min: 1024, max: 1024 * 1024 }),
+    healthIntervalMs: num("healthIntervalMs", o.healthIntervalMs, 5_000, { min: 10 }),
+    healthTimeoutMs: num("healthTimeoutMs", o.healthTimeoutMs, 2_000, { min: 10 }),
+    healthPath,
+    hstsMaxAgeSeconds: num("hstsMaxAgeSeconds", o.hstsMaxAgeSeconds, 31_536_000, { min: 0 }),
+    redirectHttp: bool("redirectHttp", o.redirectHttp, true),
+    renewalWindowRatio,
+    renewCheckIntervalMs: num("renewCheckIntervalMs", o.renewCheckIntervalMs, 600_000, { min: 10 }),
+    acmeRetryMinMs,
+    acmeRetryMaxMs,
+    accessLog: bool("accessLog", o.accessLog, true),
+  };
+  return deepFreeze(config);
+}
+
+/**
+ * Parses an IP or CIDR into a one-entry BlockList-compatible description.
+ * @throws InvalidConfigError with key `trustedProxies`
+ */
+export function parseCidr(text: string): { address: string; prefix: number; family: "ipv4" | "ipv6" } {
+  const [address = "", prefixText] = text.split("/", 2);
+  const v = isIP(address);
+  if (v === 0) throw new InvalidConfigError("trustedProxies", `not an IP or CIDR: ${JSON.stringify(text)}`);
+  const max = v === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (prefixText !== undefined && !/^\d+$/.test(prefixText))) {
+    throw new InvalidConfigError("trustedProxies", `bad prefix length in ${JSON.stringify(text)}`);
+  }
+  return { address, prefix, family: v === 4 ? "ipv4" : "ipv6" };
+}
+
+/** Builds the matcher for `trustedProxies`; `null` when the list is empty (the common, fast case). */
+export function trustedProxyMatcher(cidrs: readonly string[]): ((peer: string) => boolean) | null {
+  if (cidrs.length === 0) return null;
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const { address, prefix, family } = parseCidr(c);
+    list.addSubnet(address, prefix, family);
+  }
+  return (peer: string): boolean => {
+    // Dual-stack sockets report IPv4 peers as IPv4-mapped IPv6 ("::ffff:10.0.0.1"); match them as IPv4.
+    if (peer.startsWith("::ffff:") && isIP(peer.slice(7)) === 4) peer = peer.slice(7);
+    const family = isIP(peer);
+    if (family === 0) return false;
+    return list.check(peer, family === 4 ? "ipv4" : "ipv6");
+  };
+}
+
+/** `$NODEWAY_HOME/certs`, `~/.nodeway/certs` when unset (design §2). */
+function defaultCertDir(): string {
+  const home = process.env.NODEWAY_HOME;
+  const base = home !== undefined && home !== "" ? home : join(homedir(), ".nodeway");
+  return join(isAbsolute(base) ? base : resolve(base), "certs");
+}
+
+function parseUpstream(text: string): UpstreamTarget {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new InvalidConfigError("upstream", `not a URL: ${JSON.stringify(text)}`);
+  }
+  // Gateways sit on loopback or a private network (design §9); TLS to them is not supported yet.
+  if (url.protocol !== "http:") throw new InvalidConfigError("upstream", `${text}: only http:// upstreams are supported`);
+  if (url.username !== "" || url.password !== "") throw new InvalidConfigError("upstream", `${text}: credentials in the URL are not allowed`);
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search !== "" || url.hash !== "") {
+    throw new InvalidConfigError("upstream", `${text}: give an origin only (no path, query or fragment)`);
+  }
+  const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+  return { origin: url.origin, hostname, port: url.port === "" ? 80 : Number(url.port) };
+}
+
+function list(key: string, value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  const items = typeof value === "string" ? value.split(",") : value;
+  if (!Array.isArray(items)) throw new InvalidConfigError(key, "must be a list of strings");
+  const out: string[] = [];
+  for (const item of items) {
+    if (typeof item !== "string") throw new InvalidConfigError(key, "must be a list of strings");
+    const t = item.trim();
+    if (t !== "") out.push(t);
+  }
+  return out;
+}
+
+function optString(key: string, value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string") throw new InvalidConfigError(key, "must be a string");
+  return value === "" ? null : value;
+}
+
+function oneOf<T extends string>(key: string, value: unknown, allowed: readonly T[], dflt: T): T {
+  if (value === undefined || value === null) return dflt;
+  if (typeof value !== "string" || !(allowed as readonly string[]).includes(value)) {
+    throw new InvalidConfigError(key, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
+  }
+  return value as T;
+}
+
+function num(key: string, value: unknown, dflt: number, range: { min?: number; max?: number; integer?: boolean }): number {
+  if (value === undefined || value === null) return dflt;
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (typeof n !== "number" || !Number.isFinite(n)) throw new InvalidConfigError(key, `must be a number, got ${JSON.stringify(value)}`);
+  if (range.integer !== false && !Number.isInteger(n)) throw new InvalidConfigError(key, `must be an integer, got ${n}`);
+  if (range.min !== undefined && n < range.min) throw new InvalidConfigError(key, `must be >= ${range.min}, got ${n}`);
+  if (range.max !== undefined && n > range.max) throw new InvalidConfigError(key, `must be <= ${range.max}, got ${n}`);
+  return n;
+}
+
+function port(key: string, value: unknown, dflt: number): number {
+  return num(key, value, dflt, { min: 0, max: 65535 });
+}
+
+function bool(key: string, value: unknown, dflt: boolean): boolean {
+  if (value === undefined || value === null) return dflt;
+  if (typeof value === "boolean") return value;
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0") return false;
+  throw new InvalidConfigError(key, `must be true or false, got ${JSON.stringify(value)}`);
+}
+
+function mapNull<T, U>(v: T | null, f: (v: T) => U): U | null {
+  return v === null ? null : f(v);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,66 @@
+/**
+ * Errors of the proxy. Each class carries a stable `code` (never reused or renamed; add new ones at the end) so that
+ * the CLI and logs can report them as data. `proxy/` deliberately does not import `protocol/`: these codes live here.
+ */
+export const ProxyErrorCode = {
+  /** A configuration key has a bad value, is unknown, or contradicts another key. `key` names it. */
+  PROXY_ERR_INVALID_CONFIG: "PROXY_ERR_INVALID_CONFIG",
+  /** A certificate failed validation (SAN, key match, validity window, chain) and was not installed. */
+  PROXY_ERR_CERT_INVALID: "PROXY_ERR_CERT_INVALID",
+  /** The ACME CA could not issue a certificate (network, protocol, or challenge failure). */
+  PROXY_ERR_ACME: "PROXY_ERR_ACME",
+  /** Another process holds the renewal lock for this name in a shared certificate store. */
+  PROXY_ERR_STORE_LOCKED: "PROXY_ERR_STORE_LOCKED",
+  /** A listener could not bind its address or port. */
+  PROXY_ERR_LISTEN: "PROXY_ERR_LISTEN",
+  /** A host asked for on-demand issuance but is not on the `onDemandAllow` list. */
+  PROXY_ERR_HOST_NOT_ALLOWED: "PROXY_ERR_HOST_NOT_ALLOWED",
+} as const;
+export type ProxyErrorCode = (typeof ProxyErrorCode)[keyof typeof ProxyErrorCode];
+
+/** Base class: every error thrown by `proxy/` is a `ProxyError` with a stable `code`. */
+export class ProxyError extends Error {
+  readonly code: ProxyErrorCode;
+  constructor(code: ProxyErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ProxyError";
+    this.code = code;
+  }
+}
+
+/** Thrown by `compileProxyConfig` for a bad, unknown or contradictory option. `key` is the option's name. */
+export class InvalidConfigError extends ProxyError {
+  /** The option at fault, as spelled in `ProxyOptions` (the CLI maps it to `--kebab-case` / `NODEWAY_*`). */
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super(ProxyErrorCode.PROXY_ERR_INVALID_CONFIG, `${key}: ${message}`);
+    this.name = "InvalidConfigError";
+    this.key = key;
+  }
+}
+
+/** A certificate that must not be served. `reason` is a short machine-readable word. */
+export class CertificateError extends ProxyError {
+  readonly reason: "parse" | "key_mismatch" | "expired" | "not_yet_valid" | "san_mismatch" | "chain";
+  constructor(reason: CertificateError["reason"], message: string, options?: { cause?: unknown }) {
+    super(ProxyErrorCode.PROXY_ERR_CERT_INVALID, message, options);
+    this.name = "CertificateError";
+    this.reason = reason;
+  }
+}
+
+/** Issuance or renewal through the ACME CA failed; the old certificate (if any) stays in service. */
+export class AcmeError extends ProxyError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ProxyErrorCode.PROXY_ERR_ACME, message, options);
+    this.name = "AcmeError";
+  }
+}
+
+/** The store's lock for a name is held by another process (which is renewing it right now). */
+export class StoreLockedError extends ProxyError {
+  constructor(name: string) {
+    super(ProxyErrorCode.PROXY_ERR_STORE_LOCKED, `certificate store lock for ${name} is held by another process`);
+    this.name = "StoreLockedError";
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * `startProxy`: wires the certificate manager, the upstream pool and the forwarder to two listeners.
+ *
+ * - HTTPS (`httpsPort`): TLS 1.2+/intermediate ciphers, SNI per host, HSTS, HTTP and WebSocket proxying.
+ * - HTTP (`httpPort`): answers `/.well-known/acme-challenge/<token>` and redirects everything else to HTTPS with
+ *   308 (method and body preserved, RFC 9110 §15.4.9), like Caddy's automatic redirects.
+ *
+ * The process must never die because of a peer: every socket gets an error listener before anything else can
+ * happen to it, and parse errors are answered by `onClientError`.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import { stdoutAccessLog } from "./access-log.js";
+import { CertManager, type CertificateInfo } from "./cert-manager.js";
+import { TLS_POSTURE } from "./certs.js";
+import { type ProxyConfig, trustedProxyMatcher } from "./config.js";
+import { ProxyError, ProxyErrorCode } from "./errors.js";
+import type { ProxyEvent, ProxyHooks } from "./events.js";
+import { createForwarder } from "./forward.js";
+import { UpstreamPool, type UpstreamHealth } from "./upstreams.js";
+
+/** A started proxy. `stop()` is the only way to end it; it is idempotent. */
+export interface RunningProxy {
+  /** The bound HTTPS port (useful when `httpsPort` was 0). */
+  readonly httpsPort: number;
+  /** The bound HTTP (redirect + ACME challenge) port. */
+  readonly httpPort: number;
+  /** Closes both listeners, every client and upstream socket, and stops timers. */
+  stop(): Promise<void>;
+  /** Runs a certificate maintenance pass now (renewals due, changed operator files) and waits for it. */
+  checkCertificates(): Promise<void>;
+  /** Installed certificates. */
+  certificates(): CertificateInfo[];
+  /** Runs one round of active health checks now and waits for it. */
+  checkUpstreams(): Promise<void>;
+  /** Upstream health as the router sees it. */
+  upstreams(): UpstreamHealth[];
+}
+
+function defaultOnEvent(e: ProxyEvent): void {
+  process.stderr.write(`${JSON.stringify({ t: new Date().toISOString(), component: "proxy", ...e })}\n`);
+}
+
+/**
+ * Starts the proxy described by a compiled config (see `compileProxyConfig`).
+ * Resolves once both ports listen and any self-signed or operator certificate is loaded; ACME certificates are
+ * obtained in the background (watch `certificates()` or the `cert.installed` event).
+ * @throws CertificateError for unusable operator files; ProxyError `PROXY_ERR_LISTEN` when a port cannot be bound
+ */
+export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHooks = {}): Promise<RunningProxy> {
+  const emit = hooks.onEvent ?? defaultOnEvent;
+  const now = hooks.now ?? Date.now;
+  const sink = config.accessLog ? (hooks.accessLog !== undefined ? { write: hooks.accessLog, flush: () => undefined } : stdoutAccessLog()) : null;
+
+  const certs = new CertManager(config, now, emit);
+  await certs.start();
+
+  const pool = new UpstreamPool(config.upstream, { path: config.healthPath, timeoutMs: config.healthTimeoutMs, emit });
+  const forwarder = createForwarder({
+    config,
+    pool,
+    isTrusted: trustedProxyMatcher(config.trustedProxies),
+    log: sink !== null ? sink.write : null,
+    emit,
+  });
+
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket): void => {
+    sockets.add(socket);
+    socket.on("error", noop);
+    socket.once("close", () => sockets.delete(socket));
+  };
+
+  const initial = certs.defaultCert();
+  const https: HttpsServer = createHttpsServer({
+    ...TLS_POSTURE,
+    cert: initial.certPem,
+    key: initial.keyPem,
+    SNICallback: certs.sniCallback,
+    ALPNProtocols: ["http/1.1"],
+    maxHeaderSize: config.maxHeaderBytes,
+    noDelay: true,
+  });
+  certs.onDefaultChange = (cert) => https.setSecureContext({ ...TLS_POSTURE, cert: cert.certPem, key: cert.keyPem });
+  https.on("connection", track);
+  https.on("secureConnection", track);
+  // Failed handshakes (TLS 1.0 clients, scanners, wrong SNI) are normal traffic, not errors of ours.
+  https.on("tlsClientError", (_err: Error, socket: Socket) => socket.destroy());
+  https.on("request", forwarder.onRequest);
+  https.on("upgrade", forwarder.onUpgrade);
+  https.on("clientError", forwarder.onClientError);
+
+  const http: HttpServer = createHttpServer({ maxHeaderSize: config.maxHeaderBytes, noDelay: true }, (req, res) => {
+    void handlePlainHttp(req, res, config, certs, () => boundHttpsPort);
+  });
+  http.on("connection", track);
+  http.on("clientError", forwarder.onClientError);
+  // An upgrade on port 80 (ws://) gets no tunnel: clients must use wss:// like everything else.
+  http.on("upgrade", (_req: IncomingMessage, socket: Socket) => {
+    socket.on("error", noop);
+    socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  });
+
+  let boundHttpsPort = 0;
+  try {
+    boundHttpsPort = await listen(https, config.host, config.httpsPort);
+    await listen(http, config.host, config.httpPort);
+  } catch (err) {
+    certs.stop();
+    https.close();
+    http.close();
+    forwarder.close();
+    throw err;
+  }
+  const boundHttpPort = (http.address() as AddressInfo).port;
+  pool.start(config.healthIntervalMs);
+  emit({ type: "proxy.listening", httpsPort: boundHttpsPort, httpPort: boundHttpPort });
+
+  let stopping: Promise<void> | null = null;
+  return {
+    httpsPort: boundHttpsPort,
+    httpPort: boundHttpPort,
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        certs.stop();
+        pool.stop();
+        const closed = Promise.all([closeServer(https), closeServer(http)]);
+        for (const s of sockets) s.destroy();
+        forwarder.close();
+        await closed;
+        sink?.flush();
+      })();
+      return stopping;
+    },
+    checkCertificates: () => certs.check(),
+    certificates: () => certs.certificates(),
+    checkUpstreams: () => pool.checkNow(),
+    upstreams: () => pool.snapshot(),
+  };
+}
+
+/** Port 80: ACME challenges, then the HTTPS redirect. */
+async function handlePlainHttp(req: IncomingMessage, res: ServerResponse, config: Readonly<ProxyConfig>, certs: CertManager, httpsPort: () => number): Promise<void> {
+  req.on("error", noop);
+  res.on("error", noop);
+  const url = req.url ?? "/";
+  const prefix = "/.well-known/acme-challenge/";
+  if (url.startsWith(prefix)) {
+    let answer: string | null = null;
+    try {
+      answer = await certs.challengeResponse(url.slice(prefix.length));
+    } catch {
+      answer = null;
+    }
+    if (answer === null) {
+      res.writeHead(404, { "content-type": "text/plain", "content-length": 10 }).end("not found\n");
+    } else {
+      res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(answer) }).end(answer);
+    }
+    return;
+  }
+  // Only a syntactically plain host goes into Location: no header injection, no userinfo tricks.
+  const hostHeader = req.headers.host ?? "";
+  const m = /^([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::\d+)?$/i.exec(hostHeader);
+  if (!config.redirectHttp || m === null) {
+    res.writeHead(m === null ? 400 : 404, { "content-type": "text/plain", "content-length": 0, connection: "close" }).end();
+    return;
+  }
+  const port = httpsPort();
+  const location = `https://${m[1]!}${port === 443 ? "" : `:${port}`}${url.startsWith("/") ? url : `/${url}`}`;
+  res.writeHead(308, { location, "content-length": 0 }).end();
+  req.resume();
+}
+
+function listen(server: HttpServer | HttpsServer, host: string | null, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(new ProxyError(ProxyErrorCode.PROXY_ERR_LISTEN, `cannot listen on ${host ?? "*"}:${port}: ${err.code ?? err.message}`, { cause: err }));
+    };
+    server.once("error", onError);
+    const done = (): void => {
+      server.off("error", onError);
+      // After start-up a server error must not crash the process (there is nothing useful to throw it to).
+      server.on("error", noop);
+      resolve((server.address() as AddressInfo).port);
+    };
+    if (host === null) server.listen(port, done);
+    else server.listen(port, host, done);
+  });
+}
+
+function closeServer(server: HttpServer | HttpsServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+const noop = (): void => undefined;
