@@ -123,6 +123,8 @@ export interface AgentRegistration {
   capabilities: AgentCapabilities;
   state: AgentState;
   running_jobs: string[];
+  /** Key in KV `nw_nodes` of the node metadata this agent offers (a content hash: agents share entries). */
+  node_catalog: string;
   started_at: string;
   heartbeat_at: string;
 }

@@ -366,3 +366,6 @@ function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+/** Every option key, for the CLI (flags and `NODEWAY_*` env names are derived from these). */
+export const PROXY_OPTION_KEYS: ReadonlySet<string> = KNOWN_KEYS;

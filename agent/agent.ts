@@ -1,0 +1,289 @@
+/**
+ * The runner agent: connects to NATS (reconnecting forever), registers in `nw_agents` with its capabilities,
+ * heartbeats, pulls jobs from its pools only while it has a free slot, runs them, and drains on SIGTERM.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import {
+  AGENT_TTL_MS,
+  KV_AGENTS,
+  KV_JOBS,
+  KV_NODES,
+  STREAM_JOBS,
+  agentKey,
+  decodeAgentControl,
+  decodeJobDispatch,
+  poolConsumer,
+  subjects,
+  type AgentRegistration,
+  type AgentState,
+  JOB_QUEUE_DEFAULTS,
+} from "../protocol/index.js";
+import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
+import { detectDocker, detectGpus, detectProviders } from "./capabilities.js";
+import { JobRunner } from "./job-runner.js";
+import { metadataOf, type NodeDef } from "./engine/types.js";
+import { NODE_LIBRARY, nodeCatalog } from "./nodes/index.js";
+
+export const AGENT_VERSION = "0.1.0";
+
+export interface RunningAgent {
+  readonly id: string;
+  readonly config: Readonly<AgentConfig>;
+  /** Stop pulling, let running jobs finish within the grace period, hand back the rest, deregister. */
+  stop(opts?: { graceful?: boolean }): Promise<void>;
+  /** Resolves when the agent has stopped. */
+  readonly closed: Promise<void>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+class Agent implements RunningAgent {
+  readonly id: string;
+  private nc!: NatsConnection;
+  private js!: JetStreamClient;
+  private agentsKv!: KV;
+  private jobsKv!: KV;
+  private readonly running = new Map<string, JobRunner>();
+  private state: AgentState = "starting";
+  private stopping = false;
+  private paused = false;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private registration!: AgentRegistration;
+  private readonly library: ReadonlyMap<string, NodeDef> = nodeCatalog();
+  private slotWaiters: (() => void)[] = [];
+  private loops: Promise<void>[] = [];
+  private closeResolve!: () => void;
+  readonly closed: Promise<void> = new Promise((r) => (this.closeResolve = r));
+  private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
+  private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
+
+  constructor(readonly config: Readonly<AgentConfig>) {
+    this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
+  }
+
+  private log(line: string): void {
+    process.stderr.write(`[agent ${this.config.name}] ${line}\n`);
+  }
+
+  async start(): Promise<void> {
+    this.nc = await connect({
+      servers: this.config.natsServers,
+      name: `nodeway-agent-${this.id}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      // Two missed pings 3 s apart: a dead link is noticed within ~10 s.
+      pingInterval: 3_000,
+      maxPingOut: 2,
+    });
+    void (async () => {
+      for await (const s of this.nc.status()) {
+        if (s.type === "disconnect" || s.type === "reconnect") this.log(`nats ${s.type}`);
+      }
+    })();
+    this.js = jetstream(this.nc);
+    const kvm = new Kvm(this.nc);
+    const jsm = await jetstreamManager(this.nc);
+    // The gateway creates the streams and buckets; wait for them rather than race it with other settings.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        await jsm.streams.info(STREAM_JOBS);
+        this.jobsKv = await kvm.open(KV_JOBS);
+        await this.jobsKv.status();
+        this.agentsKv = await kvm.open(KV_AGENTS);
+        await this.agentsKv.status();
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`NATS has no Nodeway streams (is a gateway running?): ${(err as Error).message}`);
+        await sleep(250);
+      }
+    }
+    const gpus = await detectGpus();
+    const docker = detectDocker();
+    const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...this.config.labels];
+    // Pool consumers: the gateway makes the built-in ones; an operator label's pool is made here, same shape.
+    const consumers: Consumer[] = [];
+    for (const pool of pools) {
+      const name = poolConsumer(pool);
+      let info = await jsm.consumers.info(STREAM_JOBS, name).catch(() => null);
+      if (!info) {
+        const template = await jsm.consumers.info(STREAM_JOBS, poolConsumer("cpu"));
+        info = await jsm.consumers.add(STREAM_JOBS, { ...template.config, durable_name: name, name, filter_subject: subjects.jobs(pool) });
+      }
+      this.ackWaitMs = Math.round(Number(info.config.ack_wait ?? 0) / 1e6) || this.ackWaitMs;
+      this.maxAttempts = Math.max(1, (info.config.max_deliver ?? this.maxAttempts + 1) - 1);
+      consumers.push(await this.js.consumers.get(STREAM_JOBS, name));
+    }
+
+    const catalog = NODE_LIBRARY.map(metadataOf);
+    const catalogJson = JSON.stringify(catalog);
+    const catalogKey = createHash("sha256").update(catalogJson).digest("hex").slice(0, 32);
+    const nodesKv = await kvm.open(KV_NODES);
+    await nodesKv.put(catalogKey, catalogJson);
+
+    const startedAt = new Date().toISOString();
+    this.registration = {
+      type: "agent.registration",
+      v: 1,
+      id: this.id,
+      name: this.config.name,
+      version: AGENT_VERSION,
+      labels: this.config.labels,
+      pools,
+      capabilities: {
+        gpus,
+        docker,
+        providers: detectProviders(),
+        max_jobs: this.config.maxJobs,
+        strategies: this.config.strategies,
+        node_types: catalog.length,
+      },
+      state: "idle",
+      running_jobs: [],
+      node_catalog: catalogKey,
+      started_at: startedAt,
+      heartbeat_at: startedAt,
+    };
+    this.state = "idle";
+    await this.beat();
+    this.heartbeat = setInterval(() => void this.beat().catch((e: unknown) => this.log(`heartbeat failed: ${(e as Error).message}`)), this.config.heartbeatMs);
+
+    this.nc.subscribe(subjects.agentControl(this.id), {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          const c = decodeAgentControl(m.data);
+          if (c.type === "agent.drain") void this.stop({ graceful: true });
+          else if (c.type === "agent.resume") this.paused = false;
+          if (m.reply) m.respond(new TextEncoder().encode(JSON.stringify({ ok: true, id: this.id, state: this.state })));
+        } catch {
+          /* not ours to answer */
+        }
+      },
+    });
+    this.loops = consumers.map((c, i) => this.pullLoop(c, pools[i]!));
+    this.log(`registered as ${this.id}, pools ${pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.length} node types`);
+  }
+
+  private currentState(): AgentState {
+    if (this.stopping) return "draining";
+    return this.running.size > 0 ? "busy" : "idle";
+  }
+
+  private async beat(): Promise<void> {
+    if (this.nc.isClosed()) return;
+    this.state = this.currentState();
+    this.registration = { ...this.registration, state: this.state, running_jobs: [...this.running.keys()], heartbeat_at: new Date().toISOString() };
+    await this.agentsKv.put(agentKey(this.id), JSON.stringify(this.registration));
+  }
+
+  private freeSlots(): number {
+    return this.config.maxJobs - this.running.size;
+  }
+
+  private waitForSlot(): Promise<void> {
+    if (this.freeSlots() > 0) return Promise.resolve();
+    return new Promise((r) => this.slotWaiters.push(r));
+  }
+
+  private releaseSlot(): void {
+    const w = this.slotWaiters.shift();
+    w?.();
+  }
+
+  private async pullLoop(consumer: Consumer, pool: string): Promise<void> {
+    while (!this.stopping) {
+      await this.waitForSlot();
+      if (this.stopping) break;
+      if (this.paused || this.nc.isClosed()) {
+        await sleep(200);
+        continue;
+      }
+      let msg: JsMsg | null = null;
+      try {
+        // One message per pull keeps the promise "pull only while a slot is free" exact across pools.
+        msg = await consumer.next({ expires: 5_000 });
+      } catch (err) {
+        if (!this.stopping) {
+          this.log(`pull from ${pool} failed: ${(err as Error).message}`);
+          await sleep(500);
+        }
+        continue;
+      }
+      if (!msg) continue;
+      if (this.stopping) {
+        msg.nak();
+        break;
+      }
+      this.startJob(msg);
+    }
+  }
+
+  private startJob(msg: JsMsg): void {
+    let dispatch;
+    try {
+      dispatch = decodeJobDispatch(msg.data);
+    } catch (err) {
+      this.log(`dropping malformed job message: ${(err as Error).message}`);
+      msg.term("malformed job message");
+      return;
+    }
+    const runner = new JobRunner(
+      {
+        nc: this.nc,
+        js: this.js,
+        jobsKv: this.jobsKv,
+        library: this.library,
+        agentId: this.id,
+        ackWaitMs: this.ackWaitMs,
+        maxAttempts: this.maxAttempts,
+        log: (l) => this.log(l),
+      },
+      msg,
+      dispatch,
+    );
+    this.running.set(dispatch.job_id, runner);
+    if (this.running.size === 1) void this.beat().catch(() => undefined);
+    void runner
+      .run()
+      .catch((err: unknown) => this.log(`job ${dispatch.job_id} crashed in the runner: ${(err as Error).stack ?? String(err)}`))
+      .finally(() => {
+        this.running.delete(dispatch.job_id);
+        this.releaseSlot();
+        if (this.running.size === 0) void this.beat().catch(() => undefined);
+      });
+  }
+
+  async stop(opts: { graceful?: boolean } = {}): Promise<void> {
+    if (this.stopping) return this.closed;
+    this.stopping = true;
+    const graceful = opts.graceful ?? true;
+    this.log(graceful ? `draining (${this.running.size} running, grace ${this.config.drainGraceMs} ms)` : "stopping");
+    for (const w of this.slotWaiters.splice(0)) w();
+    await this.beat().catch(() => undefined);
+    if (graceful) {
+      const deadline = Date.now() + this.config.drainGraceMs;
+      while (this.running.size > 0 && Date.now() < deadline) await sleep(50);
+    }
+    for (const r of this.running.values()) r.handBack();
+    const handBackDeadline = Date.now() + 5_000;
+    while (this.running.size > 0 && Date.now() < handBackDeadline) await sleep(20);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.agentsKv.delete(agentKey(this.id)).catch(() => undefined);
+    await this.nc.drain().catch(() => undefined);
+    this.closeResolve();
+    return this.closed;
+  }
+}
+
+/** Starts an agent; throws `InvalidConfigError` for bad options, or when NATS cannot be reached. */
+export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  const agent = new Agent(compileAgentConfig(options));
+  await agent.start();
+  return agent;
+}

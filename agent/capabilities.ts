@@ -1,0 +1,50 @@
+/** What this machine offers, detected at start and refreshed with the heartbeat (design §7). */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import type { GpuInfo } from "../protocol/index.js";
+
+function run(cmd: string, args: string[], timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs }, (err, stdout) => resolve(err ? null : stdout));
+  });
+}
+
+/**
+ * Parses `nvidia-smi --query-gpu=index,name,memory.total,uuid --format=csv,noheader,nounits`.
+ * Lines that do not parse are skipped: a GPU we cannot describe is not offered.
+ */
+export function parseNvidiaSmi(csv: string): GpuInfo[] {
+  const gpus: GpuInfo[] = [];
+  for (const line of csv.split("\n")) {
+    const parts = line.split(",").map((s) => s.trim());
+    if (parts.length < 3) continue;
+    const index = Number(parts[0]);
+    const mem = Number(parts[2]);
+    if (!Number.isInteger(index) || !Number.isFinite(mem)) continue;
+    const gpu: GpuInfo = { index, name: parts[1]!, memory_total_mb: mem };
+    if (parts[3]) gpu.uuid = parts[3];
+    gpus.push(gpu);
+  }
+  return gpus;
+}
+
+/** GPUs via nvidia-smi; none (or no nvidia-smi) is fine. */
+export async function detectGpus(): Promise<GpuInfo[]> {
+  const out = await run("nvidia-smi", ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"], 5_000);
+  return out ? parseNvidiaSmi(out) : [];
+}
+
+/** Docker engine reachable on its socket (a `/_ping` would need a client; the socket's presence is the cheap probe). */
+export function detectDocker(socketPath = "/var/run/docker.sock"): boolean {
+  return existsSync(socketPath);
+}
+
+/** Providers configured on this agent: keys live here, in its environment, never in a job. */
+export function detectProviders(env: NodeJS.ProcessEnv = process.env): string[] {
+  const out: string[] = [];
+  if (env.OPENAI_API_KEY) out.push("openai");
+  if (env.ANTHROPIC_API_KEY) out.push("anthropic");
+  if (env.OLLAMA_HOST) out.push("ollama");
+  if (env.COMFYUI_URL) out.push("comfyui");
+  return out;
+}

@@ -1,0 +1,396 @@
+/**
+ * The graph engine (design §8, NodeTool semantics): one actor per node, every ready node runs concurrently,
+ * generator nodes stream values along edges as they come, and the run ends when every node is done, one
+ * fails, or the signal aborts. Events leave through `emit`; the caller stamps job id, attempt and time.
+ */
+import { prepareGraph, type Graph, type GraphEdge, type GraphNode } from "../../protocol/index.js";
+import type { Emission, InboxItem, NodeContext, NodeDef, NodeInputs, NodeOutputs } from "./types.js";
+
+/** An event as the engine emits it, before the runner adds `job_id`, `workflow_id`, `attempt`, `ts`. */
+export type EngineEvent =
+  | { type: "node_update"; node_id: string; node_name: string; node_type: string; status: "running" | "completed" | "error"; error?: string; result?: Record<string, unknown> | null }
+  | { type: "node_progress"; node_id: string; progress: number; total: number }
+  | { type: "edge_update"; edge_id: string; status: "active" | "completed"; counter: number }
+  | { type: "output_update"; node_id: string; node_name: string; output_name: string; value: unknown; output_type: string }
+  | { type: "chunk"; node_id: string; content_type: "text" | "audio" | "image" | "video" | "document"; content: string; done: boolean }
+  | { type: "log_update"; node_id: string; node_name: string; content: string; severity: "info" | "warning" | "error" }
+  | { type: "preview_update"; node_id: string; value: unknown };
+
+export interface RunGraphOptions {
+  graph: Graph;
+  params: Record<string, unknown>;
+  /** Node type (and alias) → definition. */
+  library: ReadonlyMap<string, NodeDef>;
+  signal: AbortSignal;
+  emit: (event: EngineEvent) => void;
+}
+
+export interface NodeFailure {
+  node_id: string;
+  node_type: string;
+  message: string;
+}
+
+export type RunGraphResult =
+  | { status: "completed"; outputs: Record<string, unknown[]> }
+  | { status: "failed"; outputs: Record<string, unknown[]>; error: NodeFailure }
+  | { status: "cancelled"; outputs: Record<string, unknown[]>; reason: unknown };
+
+/** Node types resolved before a run; throws naming the first node nobody here can run. */
+export class UnknownNodeTypeError extends Error {
+  constructor(readonly nodeId: string, readonly nodeType: string) {
+    super(`unknown node type "${nodeType}" at node "${nodeId}"`);
+    this.name = "UnknownNodeTypeError";
+  }
+}
+
+/** An async queue a streaming-input node drains; ends when every upstream edge has ended. */
+class Inbox implements AsyncIterable<InboxItem> {
+  private items: InboxItem[] = [];
+  private waiter: (() => void) | null = null;
+  private ended = false;
+  constructor(private readonly signal: AbortSignal) {}
+  push(item: InboxItem): void {
+    this.items.push(item);
+    this.wake();
+  }
+  end(): void {
+    this.ended = true;
+    this.wake();
+  }
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+  async *[Symbol.asyncIterator](): AsyncIterator<InboxItem> {
+    for (;;) {
+      if (this.signal.aborted) throw this.signal.reason;
+      const item = this.items.shift();
+      if (item !== undefined) {
+        yield item;
+        continue;
+      }
+      if (this.ended) return;
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+        this.signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+    }
+  }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function displayName(node: GraphNode, def: NodeDef): string {
+  const name = node.data?.name;
+  return typeof name === "string" && name !== "" ? name : def.title;
+}
+
+/** One node of a run: its inbox state, its serialized executions, its outgoing edges. */
+class Actor {
+  readonly handles: Set<string>;
+  private openEdges: number;
+  private latest = new Map<string, unknown>();
+  private queues = new Map<string, unknown[]>();
+  private chain: Promise<void> = Promise.resolve();
+  private started = false;
+  private inbox: Inbox | null = null;
+  readonly ctx: NodeContext;
+  readonly name: string;
+  finished = false;
+
+  constructor(
+    private readonly run: GraphRun,
+    readonly node: GraphNode,
+    readonly def: NodeDef,
+    readonly incoming: GraphEdge[],
+    readonly outgoing: GraphEdge[],
+  ) {
+    this.handles = new Set(incoming.map((e) => e.targetHandle));
+    this.openEdges = incoming.length;
+    this.name = displayName(node, def);
+    const emit = run.emit;
+    const id = node.id;
+    const nodeName = this.name;
+    const signal = run.signal;
+    this.ctx = {
+      signal,
+      nodeId: id,
+      nodeType: node.type,
+      data: node.data ?? {},
+      params: run.params,
+      chunk: (content, opts) =>
+        emit({ type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, done: opts?.done ?? false }),
+      progress: (progress, total) => emit({ type: "node_progress", node_id: id, progress, total }),
+      log: (content, severity = "info") => emit({ type: "log_update", node_id: id, node_name: nodeName, content, severity }),
+      preview: (value) => emit({ type: "preview_update", node_id: id, value }),
+      sleep: (ms) => abortableSleep(ms, signal),
+    };
+  }
+
+  /** Declared defaults, then saved `data`, minus properties fed by an edge (NodeTool drops those). */
+  staticInputs(): NodeInputs {
+    const inputs: NodeInputs = {};
+    for (const p of this.def.properties) if (p.default !== undefined) inputs[p.name] = structuredClone(p.default);
+    const data = this.node.data ?? {};
+    for (const k of Object.keys(data)) if (!this.handles.has(k)) inputs[k] = data[k];
+    return inputs;
+  }
+
+  start(): void {
+    const def = this.def;
+    if (def.kind === "streaming-input") {
+      this.inbox = new Inbox(this.run.signal);
+      if (this.openEdges === 0) this.inbox.end();
+      const inbox = this.inbox;
+      this.enqueue(() => this.execute(() => def.consume(this.ctx, this.staticInputs(), inbox)));
+      this.enqueue(async () => this.finish());
+      return;
+    }
+    if (def.kind === "output") {
+      if (this.openEdges === 0) {
+        const v = this.node.data?.value;
+        if (v !== undefined) this.run.recordOutput(this, v);
+        this.finish();
+      }
+      return;
+    }
+    if (this.openEdges === 0) {
+      this.enqueue(() => this.fire(this.staticInputs()));
+      this.enqueue(async () => this.finish());
+    }
+  }
+
+  /** A value arrived on one of this node's input handles. */
+  receive(handle: string, value: unknown): void {
+    if (this.run.signal.aborted) return;
+    const def = this.def;
+    if (def.kind === "output") {
+      this.run.recordOutput(this, value);
+      return;
+    }
+    if (this.inbox) {
+      this.inbox.push({ handle, value });
+      return;
+    }
+    if (this.node.sync_mode === "zip_all") {
+      let q = this.queues.get(handle);
+      if (!q) this.queues.set(handle, (q = []));
+      q.push(value);
+      while ([...this.handles].every((h) => (this.queues.get(h)?.length ?? 0) > 0)) {
+        const inputs = this.staticInputs();
+        for (const h of this.handles) inputs[h] = this.queues.get(h)!.shift();
+        this.enqueue(() => this.fire(inputs));
+      }
+      return;
+    }
+    // on_any: combine-latest; fire once every connected handle has a value, then on every new value.
+    this.latest.set(handle, value);
+    if (this.latest.size === this.handles.size) {
+      const inputs = this.staticInputs();
+      for (const [h, v] of this.latest) inputs[h] = v;
+      this.enqueue(() => this.fire(inputs));
+    }
+  }
+
+  /** One upstream edge ended. */
+  endEdge(): void {
+    this.openEdges--;
+    if (this.openEdges > 0) return;
+    if (this.inbox) {
+      this.inbox.end();
+      return;
+    }
+    this.enqueue(async () => this.finish());
+  }
+
+  private enqueue(task: () => Promise<void>): void {
+    this.chain = this.chain.then(async () => {
+      if (this.run.signal.aborted) return;
+      try {
+        await task();
+      } catch (err) {
+        this.run.fail(this, err);
+      }
+    });
+  }
+
+  private markRunning(): void {
+    if (this.started) return;
+    this.started = true;
+    this.run.emit({ type: "node_update", node_id: this.node.id, node_name: this.name, node_type: this.node.type, status: "running" });
+  }
+
+  private async fire(inputs: NodeInputs): Promise<void> {
+    const def = this.def;
+    if (def.kind === "process") await this.execute(() => def.process(this.ctx, inputs));
+    else if (def.kind === "generator") await this.execute(() => def.generate(this.ctx, inputs));
+  }
+
+  private async execute(body: () => Promise<NodeOutputs> | NodeOutputs | AsyncIterable<Emission>): Promise<void> {
+    this.markRunning();
+    const result = body();
+    if (result !== null && typeof result === "object" && Symbol.asyncIterator in result) {
+      for await (const { handle, value } of result as AsyncIterable<Emission>) {
+        if (this.run.signal.aborted) throw this.run.signal.reason;
+        this.run.send(this, handle, value);
+      }
+      return;
+    }
+    const outputs = await (result as Promise<NodeOutputs> | NodeOutputs);
+    if (this.run.signal.aborted) throw this.run.signal.reason;
+    if (outputs) for (const k of Object.keys(outputs)) this.run.send(this, k, outputs[k]);
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.started || this.def.kind === "output") {
+      this.run.emit({ type: "node_update", node_id: this.node.id, node_name: this.name, node_type: this.node.type, status: "completed" });
+    }
+    this.run.nodeDone(this);
+  }
+}
+
+class GraphRun {
+  readonly actors = new Map<string, Actor>();
+  readonly outputs: Record<string, unknown[]> = {};
+  private readonly edgeCounters = new Map<GraphEdge, number>();
+  private remaining = 0;
+  private readonly controller = new AbortController();
+  readonly signal: AbortSignal;
+  private failure: NodeFailure | null = null;
+  private settle!: (r: RunGraphResult) => void;
+  readonly done: Promise<RunGraphResult>;
+
+  constructor(
+    readonly params: Record<string, unknown>,
+    readonly emit: (e: EngineEvent) => void,
+    outer: AbortSignal,
+  ) {
+    this.signal = this.controller.signal;
+    this.done = new Promise((resolve) => (this.settle = resolve));
+    const onOuterAbort = () => {
+      this.controller.abort(outer.reason);
+      this.settle({ status: "cancelled", outputs: this.outputs, reason: outer.reason });
+    };
+    if (outer.aborted) queueMicrotask(onOuterAbort);
+    else outer.addEventListener("abort", onOuterAbort, { once: true });
+    void this.done.then(() => outer.removeEventListener("abort", onOuterAbort));
+  }
+
+  build(graph: Graph, library: ReadonlyMap<string, NodeDef>): void {
+    const g = prepareGraph(graph);
+    const incoming = new Map<string, GraphEdge[]>();
+    const outgoing = new Map<string, GraphEdge[]>();
+    for (const n of g.nodes) {
+      incoming.set(n.id, []);
+      outgoing.set(n.id, []);
+    }
+    for (const e of g.edges) {
+      incoming.get(e.target)!.push(e);
+      outgoing.get(e.source)!.push(e);
+    }
+    for (const n of g.nodes) {
+      const def = library.get(n.type);
+      if (!def) throw new UnknownNodeTypeError(n.id, n.type);
+      if (def.kind === "ignored") continue;
+      this.actors.set(n.id, new Actor(this, n, def, incoming.get(n.id)!, outgoing.get(n.id)!));
+    }
+    // Edges from ignored nodes carry nothing: drop them so their targets do not wait forever.
+    for (const a of this.actors.values()) {
+      const live = a.incoming.filter((e) => this.actors.has(e.source));
+      if (live.length !== a.incoming.length) {
+        this.actors.set(a.node.id, new Actor(this, a.node, a.def, live, a.outgoing.filter((e) => this.actors.has(e.target))));
+      }
+    }
+    this.remaining = this.actors.size;
+  }
+
+  start(): void {
+    if (this.remaining === 0) {
+      this.settle({ status: "completed", outputs: this.outputs });
+      return;
+    }
+    for (const a of this.actors.values()) a.start();
+  }
+
+  send(from: Actor, handle: string, value: unknown): void {
+    for (const e of from.outgoing) {
+      if (e.sourceHandle !== handle) continue;
+      const n = (this.edgeCounters.get(e) ?? 0) + 1;
+      this.edgeCounters.set(e, n);
+      // One `active` per edge, not one per value: a token stream would otherwise double the event count.
+      if (n === 1) this.emit({ type: "edge_update", edge_id: e.id ?? `${e.source}-${e.target}`, status: "active", counter: n });
+      this.actors.get(e.target)?.receive(e.targetHandle, value);
+    }
+  }
+
+  recordOutput(actor: Actor, value: unknown): void {
+    const name = actor.name;
+    (this.outputs[name] ??= []).push(value);
+    this.emit({
+      type: "output_update",
+      node_id: actor.node.id,
+      node_name: name,
+      output_name: "output",
+      value,
+      output_type: outputTypeOf(value),
+    });
+  }
+
+  nodeDone(actor: Actor): void {
+    for (const e of actor.outgoing) {
+      const n = this.edgeCounters.get(e) ?? 0;
+      if (n > 0) this.emit({ type: "edge_update", edge_id: e.id ?? `${e.source}-${e.target}`, status: "completed", counter: n });
+      this.actors.get(e.target)?.endEdge();
+    }
+    this.remaining--;
+    if (this.remaining === 0 && !this.signal.aborted) this.settle({ status: "completed", outputs: this.outputs });
+  }
+
+  fail(actor: Actor, err: unknown): void {
+    if (this.signal.aborted) return; // the first failure or the cancel wins; later errors are its echoes
+    const message = err instanceof Error ? err.message : String(err);
+    this.failure = { node_id: actor.node.id, node_type: actor.node.type, message };
+    this.emit({ type: "node_update", node_id: actor.node.id, node_name: actor.name, node_type: actor.node.type, status: "error", error: message });
+    this.controller.abort(err);
+    this.settle({ status: "failed", outputs: this.outputs, error: this.failure });
+  }
+}
+
+function outputTypeOf(value: unknown): string {
+  if (value === null || value === undefined) return "none";
+  if (typeof value === "string") return "str";
+  if (typeof value === "number") return Number.isInteger(value) ? "int" : "float";
+  if (typeof value === "boolean") return "bool";
+  if (Array.isArray(value)) return "list";
+  if (value instanceof Uint8Array) return "bytes";
+  const t = (value as { type?: unknown }).type;
+  return typeof t === "string" ? t : "dict";
+}
+
+/**
+ * Runs a graph to its end. Never throws for a node's failure (that is a `failed` result naming the node);
+ * throws `UnknownNodeTypeError` before starting when a node type is not in `library`.
+ */
+export function runGraph(opts: RunGraphOptions): Promise<RunGraphResult> {
+  const run = new GraphRun(opts.params, opts.emit, opts.signal);
+  run.build(opts.graph, opts.library);
+  run.start();
+  return run.done;
+}

@@ -1,0 +1,283 @@
+/**
+ * Runs one pulled job: claims it in the job record (compare-and-set), runs the graph, publishes every event,
+ * keeps the lease alive, obeys cancel and timeout, and finishes in the order that loses nothing:
+ * record → terminal event (PubAck) → ack the job message.
+ */
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { headers } from "@nats-io/transport-node";
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import {
+  CancelReason,
+  ErrorCode,
+  canTransition,
+  casJobRecord,
+  readJobRecord,
+  decodeJobCancel,
+  encodeMsgpack,
+  eventMsgId,
+  isTerminal,
+  jobKeys,
+  subjects,
+  type JobDispatch,
+  type JobEvent,
+  type JobRecord,
+  type JobState,
+  type WireError,
+} from "../protocol/index.js";
+import { runGraph, UnknownNodeTypeError, type EngineEvent } from "./engine/engine.js";
+import type { NodeDef } from "./engine/types.js";
+
+export interface JobRunnerDeps {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jobsKv: KV;
+  library: ReadonlyMap<string, NodeDef>;
+  agentId: string;
+  ackWaitMs: number;
+  maxAttempts: number;
+  log: (line: string) => void;
+}
+
+/** Why a run stopped early; becomes the job's final state. */
+class StopReason {
+  constructor(readonly state: JobState | "handed_back", readonly message: string) {}
+}
+
+const now = () => new Date().toISOString();
+
+/** Compare-and-set that answers with the written record, or null when `change` refused or none exists. */
+async function casRecord(kv: KV, jobId: string, change: (rec: JobRecord) => JobRecord | null): Promise<JobRecord | null> {
+  const r = await casJobRecord(kv, jobId, change);
+  return r && r.written ? r.rec : null;
+}
+const readRecord = readJobRecord;
+
+export class JobRunner {
+  private n = 0;
+  private readonly pubs: Promise<unknown>[] = [];
+  private readonly controller = new AbortController();
+  private leaseTimer: NodeJS.Timeout | null = null;
+  private timeoutTimer: NodeJS.Timeout | null = null;
+  private cancelSub: Subscription | null = null;
+  private lastLeaseOkMs = Date.now();
+  readonly jobId: string;
+  readonly attempt: number;
+
+  constructor(
+    private readonly deps: JobRunnerDeps,
+    private readonly msg: JsMsg,
+    private readonly job: JobDispatch,
+  ) {
+    this.jobId = job.job_id;
+    this.attempt = msg.info.deliveryCount;
+  }
+
+  /** Stop the run from outside (drain hand-back). */
+  handBack(): void {
+    this.controller.abort(new StopReason("handed_back", "agent draining"));
+  }
+
+  private publish(ev: Record<string, unknown>): void {
+    // Checked per event because after a SIGCONT any timer may fire before the lease timer does.
+    if (!this.leaseHeld()) {
+      this.controller.abort(new StopReason("cancelled", "lease lost"));
+      return;
+    }
+    const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt: this.attempt, ts: performance.timeOrigin + performance.now() };
+    const h = headers();
+    h.set("Nats-Msg-Id", eventMsgId(this.jobId, this.attempt, ++this.n));
+    this.pubs.push(
+      this.deps.js.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), { headers: h }).catch((err: unknown) => {
+        this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`);
+        throw err;
+      }),
+    );
+  }
+
+  /** Publishes the terminal event with a fixed id (re-publishing it after a crash is deduplicated). */
+  private async publishTerminal(ev: Record<string, unknown>, attempt: number): Promise<void> {
+    const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt, ts: performance.timeOrigin + performance.now() };
+    const h = headers();
+    h.set("Nats-Msg-Id", eventMsgId(this.jobId, attempt, 0));
+    await Promise.allSettled(this.pubs);
+    await this.deps.js.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), { headers: h, timeout: 10_000 });
+  }
+
+  async run(): Promise<void> {
+    const { jobsKv } = this.deps;
+    const jobId = this.jobId;
+
+    // The extra delivery after the last allowed attempt only records the failure.
+    if (this.attempt > this.deps.maxAttempts) {
+      const error: WireError = { code: ErrorCode.JOB_ERR_MAX_DELIVERIES, message: `max deliveries reached (${this.deps.maxAttempts} attempts)` };
+      const rec = await casRecord(jobsKv, jobId, (r) => (isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() }));
+      if (rec) await this.publishTerminal({ type: "job_update", status: "failed", error, message: error.message }, rec.attempt);
+      this.msg.term("max deliveries reached");
+      return;
+    }
+
+    // Listen for cancel before claiming, so a cancel sent right after the claim is not missed.
+    this.cancelSub = this.deps.nc.subscribe(subjects.cancel(jobId), {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          const c = decodeJobCancel(m.data);
+          const state: JobState = c.reason === CancelReason.timeout ? "timed_out" : "cancelled";
+          this.controller.abort(new StopReason(state, c.reason));
+        } catch {
+          /* a malformed cancel is ignored: only the gateway publishes here */
+        }
+      },
+    });
+    try {
+      await this.claimAndRun();
+    } finally {
+      this.cancelSub.unsubscribe();
+      if (this.leaseTimer) clearInterval(this.leaseTimer);
+      if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
+    }
+  }
+
+  private async claimAndRun(): Promise<void> {
+    const { jobsKv } = this.deps;
+    const jobId = this.jobId;
+    let terminalSeen: JobRecord | null = null;
+    const claimed = await casRecord(jobsKv, jobId, (r) => {
+      if (isTerminal(r.status)) {
+        terminalSeen = r;
+        return null;
+      }
+      if (r.attempt >= this.attempt || !canTransition(r.status, "running")) return null;
+      return { ...r, status: "running", attempt: this.attempt, agent_id: this.deps.agentId, started_at: r.started_at ?? now() };
+    });
+    if (!claimed) {
+      const t = terminalSeen as JobRecord | null;
+      if (t) {
+        // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
+        // terminal event exists (deduplicated by id), then drop the message.
+        if (t.attempt > 0) await this.publishTerminal(terminalUpdate(t), t.attempt).catch(() => undefined);
+        this.msg.term("job already finished");
+      } else {
+        this.deps.log(`job ${jobId}: no claimable record (attempt ${this.attempt}); leaving it`);
+        this.msg.term("no claimable job record");
+      }
+      return;
+    }
+    if (claimed.cancel_requested) this.controller.abort(new StopReason("cancelled", CancelReason.user));
+
+    this.publish({ type: "job_update", status: "running", agent_id: this.deps.agentId, message: this.attempt > 1 ? `attempt ${this.attempt}` : undefined });
+    this.startLease();
+    const timeoutS = this.job.timeout_s;
+    if (typeof timeoutS === "number" && timeoutS > 0) {
+      this.timeoutTimer = setTimeout(() => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`)), timeoutS * 1000);
+    }
+
+    const started = performance.now();
+    let final: { status: JobState; error: WireError | null; outputs: Record<string, unknown[]> | null; message?: string };
+    try {
+      const result = await runGraph({
+        graph: this.job.graph,
+        params: this.job.params,
+        library: this.deps.library,
+        signal: this.controller.signal,
+        emit: (e: EngineEvent) => {
+          if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
+        },
+      });
+      if (result.status === "completed") final = { status: "completed", error: null, outputs: result.outputs };
+      else if (result.status === "failed") {
+        const e = result.error;
+        const message = `node "${e.node_id}" (${e.node_type}) failed: ${e.message}`;
+        final = { status: "failed", error: { code: ErrorCode.JOB_ERR_NODE_FAILED, message }, outputs: result.outputs, message };
+      } else {
+        const r = result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
+        if (r.state === "handed_back") {
+          // Drain: leave the job for another agent, at once rather than after ack_wait.
+          await Promise.allSettled(this.pubs);
+          this.msg.nak();
+          return;
+        }
+        if (r.message === "lease lost") {
+          this.deps.log(`job ${this.jobId}: lease lost; stopping without publishing`);
+          return; // Another attempt owns the job now; anything we wrote would be fenced off anyway.
+        }
+        const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
+        final = { status: r.state as JobState, error: { code, message: r.message }, outputs: null, message: r.message };
+      }
+    } catch (err) {
+      const message = err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`;
+      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_INVALID, message }, outputs: null, message };
+    }
+    await this.finish(final, performance.now() - started);
+  }
+
+  private async finish(
+    final: { status: JobState; error: WireError | null; outputs: Record<string, unknown[]> | null; message?: string },
+    durationMs: number,
+  ): Promise<void> {
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    if (!this.leaseHeld()) {
+      this.deps.log(`job ${this.jobId}: lease lost before finishing; result dropped`);
+      return;
+    }
+    const written = await casRecord(this.deps.jobsKv, this.jobId, (r) => {
+      // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
+      if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
+      return { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
+    });
+    if (!written) {
+      const cur = await readRecord(this.deps.jobsKv, this.jobId);
+      if (cur && cur.rec.attempt === this.attempt && isTerminal(cur.rec.status)) {
+        await this.publishTerminal(terminalUpdate(cur.rec), this.attempt);
+        this.msg.term("finished elsewhere");
+      } else {
+        this.deps.log(`job ${this.jobId}: attempt ${this.attempt} is no longer the owner; result dropped`);
+      }
+      return;
+    }
+    await this.publishTerminal({ ...terminalUpdate(written), duration: durationMs / 1000 }, this.attempt);
+    if (final.status === "completed" || final.status === "failed") await this.msg.ackAck().catch(() => this.msg.ack());
+    else this.msg.term(final.status);
+  }
+
+  /** In-progress acks extend the lease; a stall longer than ack_wait (SIGSTOP, a dead link) means it is gone. */
+  private startLease(): void {
+    const period = Math.max(100, Math.floor(this.deps.ackWaitMs / 3));
+    this.lastLeaseOkMs = Date.now();
+    this.leaseTimer = setInterval(() => {
+      if (!this.leaseHeld()) {
+        this.controller.abort(new StopReason("cancelled", "lease lost"));
+        return;
+      }
+      if (this.deps.nc.isClosed()) return;
+      this.msg.working();
+      this.lastLeaseOkMs = Date.now();
+      // The record tells us if another attempt took over while we were away.
+      void readRecord(this.deps.jobsKv, this.jobId)
+        .then((cur) => {
+          if (cur && (cur.rec.attempt > this.attempt || (isTerminal(cur.rec.status) && cur.rec.attempt !== this.attempt))) {
+            this.lastLeaseOkMs = 0;
+            this.controller.abort(new StopReason("cancelled", "lease lost"));
+          }
+        })
+        .catch(() => undefined);
+    }, period);
+  }
+
+  private leaseHeld(): boolean {
+    return Date.now() - this.lastLeaseOkMs < this.deps.ackWaitMs;
+  }
+}
+
+/** The terminal `job_update` that matches a finished record. */
+export function terminalUpdate(r: JobRecord): Record<string, unknown> {
+  const ev: Partial<JobEvent> & Record<string, unknown> = { type: "job_update", status: r.status };
+  if (r.error) {
+    ev.error = r.error;
+    ev.message = r.error.message;
+  }
+  if (r.status === "completed") ev.result = r.outputs ?? {};
+  return ev;
+}
+

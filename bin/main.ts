@@ -1,0 +1,298 @@
+/**
+ * The `nodeway` command: argument parsing and process wiring only (design §1).
+ *
+ *   nodeway up [--tls] [--host H] [--port P] [--nats-port P]   embedded single machine: nats-server + gateway + agent
+ *   nodeway gateway [--host --port --nats <url> …]             the gateway alone
+ *   nodeway agent [--nats <url> --name <n> --max-jobs N …]     one runner agent
+ *   nodeway proxy --domain d --email e --upstream <url> …      the TLS proxy
+ *   nodeway run <workflow.json> [--param k=v …] [--gateway <url>]
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdirSync, readFileSync, readdirSync } from "node:fs";
+import { createServer, createConnection } from "node:net";
+import { basename, dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startGateway, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
+import { startAgent, AGENT_OPTION_KEYS, type RunningAgent } from "../agent/index.js";
+import { startProxy, compileProxyConfig, PROXY_OPTION_KEYS, type RunningProxy } from "../proxy/index.js";
+import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const BOOLEAN_FLAGS = new Set(["tls", "allow-js-fallback", "access-log", "help", "no-examples", "quiet"]);
+const LIST_KEYS = new Set(["pools", "labels", "strategies", "allowedOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
+const ALIASES = { nats: "natsUrl" };
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`nodeway: ${message}\n`);
+  process.exit(code);
+}
+
+function checkAllFlagsUsed(args: ParsedArgs, consumed: Set<string>, extra: string[] = []): void {
+  for (const f of args.flags.keys()) if (!consumed.has(f) && !extra.includes(f)) fail(`unknown flag --${f}`);
+}
+
+/** Resolves once `stop` is called by SIGINT or SIGTERM (the second signal exits at once). */
+function onSignals(stop: (signal: string) => Promise<void>): void {
+  let stopping = false;
+  const handler = (sig: string) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    void stop(sig).then(
+      () => process.exit(0),
+      (err: unknown) => fail(`stopping failed: ${(err as Error).message}`, 1),
+    );
+  };
+  process.on("SIGINT", () => handler("SIGINT"));
+  process.on("SIGTERM", () => handler("SIGTERM"));
+}
+
+async function cmdGateway(args: ParsedArgs): Promise<void> {
+  const consumed = new Set<string>();
+  const opts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
+  checkAllFlagsUsed(args, consumed);
+  const gw = await startGateway(opts);
+  process.stdout.write(`gateway listening on ${gw.url}\n`);
+  onSignals(() => gw.stop());
+}
+
+async function cmdAgent(args: ParsedArgs): Promise<void> {
+  const consumed = new Set<string>();
+  const opts = settingsFor("agent", AGENT_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
+  checkAllFlagsUsed(args, consumed);
+  const agent = await startAgent(opts);
+  process.stdout.write(`agent ${agent.id} running\n`);
+  // SIGTERM drains: finish or hand back running jobs within the grace period, then exit.
+  onSignals(() => agent.stop({ graceful: true }));
+}
+
+async function cmdProxy(args: ParsedArgs): Promise<void> {
+  const consumed = new Set<string>();
+  const opts = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed });
+  checkAllFlagsUsed(args, consumed);
+  const proxy = await startProxy(compileProxyConfig(opts as never));
+  process.stdout.write(`proxy listening on https port ${proxy.httpsPort}, http port ${proxy.httpPort}\n`);
+  onSignals(() => proxy.stop());
+}
+
+function freePort(host: string): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once("error", rej);
+    s.listen(0, host, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+function waitForPort(host: string, port: number, timeoutMs: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((res, rej) => {
+    const attempt = () => {
+      if (child.exitCode !== null) return rej(new Error(`nats-server exited with code ${child.exitCode}`));
+      const c = createConnection({ host, port }, () => {
+        c.destroy();
+        res();
+      });
+      c.once("error", () => {
+        c.destroy();
+        if (Date.now() > deadline) rej(new Error(`nats-server did not listen on ${host}:${port} within ${timeoutMs} ms`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+/** `nodeway up`: nats-server (child), gateway and one agent (in this process), optionally the proxy. */
+async function cmdUp(args: ParsedArgs): Promise<void> {
+  const consumed = new Set<string>(["tls", "nats-port", "no-examples", "https-port", "http-port"]);
+  const gwOpts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
+  const agentOpts = settingsFor("agent", AGENT_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed });
+  checkAllFlagsUsed(args, consumed);
+  if (spawnSync("nats-server", ["--version"]).error) {
+    fail("nats-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install nats-server`, package nats-server) and run `nodeway up` again.", 3);
+  }
+  const home = nodewayHome();
+  const store = join(home, "nats");
+  mkdirSync(store, { recursive: true, mode: 0o700 });
+  const natsHost = "127.0.0.1";
+  const natsPort = args.flags.get("nats-port")?.at(-1) ? Number(args.flags.get("nats-port")!.at(-1)) : await freePort(natsHost);
+  const nats = spawn("nats-server", ["-js", "-a", natsHost, "-p", String(natsPort), "-sd", store], { stdio: ["ignore", "ignore", "inherit"] });
+  const natsUrl = `nats://${natsHost}:${natsPort}`;
+  let gw: RunningGateway | null = null;
+  let agent: RunningAgent | null = null;
+  let proxy: RunningProxy | null = null;
+  const stopAll = async () => {
+    process.stderr.write("nodeway: stopping\n");
+    await agent?.stop({ graceful: false }).catch(() => undefined);
+    await proxy?.stop().catch(() => undefined);
+    await gw?.stop().catch(() => undefined);
+    if (nats.exitCode === null) {
+      nats.kill("SIGTERM");
+      await new Promise<void>((r) => {
+        const t = setTimeout(() => {
+          nats.kill("SIGKILL");
+          r();
+        }, 5_000);
+        nats.once("exit", () => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  };
+  onSignals(stopAll);
+  try {
+    await waitForPort(natsHost, natsPort, 10_000, nats);
+    gw = await startGateway({ ...gwOpts, natsUrl });
+    agent = await startAgent({ name: "local", ...agentOpts, natsUrl });
+    if (!args.flags.has("no-examples")) await seedExamples(gw.url);
+    let front = gw.url;
+    if (args.flags.has("tls")) {
+      const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
+      proxy = await startProxy(
+        compileProxyConfig({
+          tls: "self-signed",
+          host: "127.0.0.1",
+          httpsPort: (p.httpsPort as number | undefined) ?? 8443,
+          httpPort: (p.httpPort as number | undefined) ?? 8080,
+          domain: ["localhost"],
+          upstream: [gw.url],
+          certDir: join(home, "certs"),
+        } as never),
+      );
+      front = `https://localhost:${proxy.httpsPort}`;
+    }
+    process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${natsUrl}, agent ${agent.id})\n`);
+    process.stdout.write(`try: nodeway run ${join(ROOT, "examples", "hello-world.json")} --param name=you --gateway ${gw.url}\n`);
+  } catch (err) {
+    await stopAll();
+    fail((err as Error).message, 1);
+  }
+}
+
+/** Saves every `examples/*.json` workflow, so a fresh `up` has something to run. */
+async function seedExamples(gatewayUrl: string): Promise<void> {
+  const dir = join(ROOT, "examples");
+  for (const f of readdirSync(dir).filter((x) => x.endsWith(".json"))) {
+    const wf = JSON.parse(readFileSync(join(dir, f), "utf8")) as Record<string, unknown>;
+    const id = (wf.id as string | undefined) ?? basename(f, ".json");
+    const r = await fetch(`${gatewayUrl}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json" } });
+    if (!r.ok) process.stderr.write(`nodeway: example ${f} was not saved: ${await r.text()}\n`);
+  }
+}
+
+/** `nodeway run`: save the workflow, run it with streaming, show progress and tokens live, outputs at the end. */
+async function cmdRun(args: ParsedArgs): Promise<void> {
+  const file = args.positional[0];
+  if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--gateway <url>]");
+  for (const f of args.flags.keys()) if (!["param", "gateway", "quiet", "timeout-s"].includes(f)) fail(`unknown flag --${f}`);
+  const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+  const quiet = args.flags.has("quiet");
+  let wf: Record<string, unknown>;
+  try {
+    wf = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  } catch (err) {
+    fail(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  if (!wf.graph && Array.isArray(wf.nodes)) wf = { name: basename(file, ".json"), graph: { nodes: wf.nodes, edges: wf.edges ?? [] } };
+  const id = (typeof wf.id === "string" && wf.id) || basename(file, ".json").replace(/[^\w-]/g, "-");
+  const params: Record<string, string> = {};
+  for (const p of args.flags.get("param") ?? []) {
+    const eq = p.indexOf("=");
+    if (eq <= 0) fail(`--param needs k=v, got "${p}"`);
+    params[p.slice(0, eq)] = p.slice(eq + 1);
+  }
+  const call = async (url: string, init: RequestInit) => {
+    try {
+      return await fetch(url, init);
+    } catch (err) {
+      fail(`cannot reach the gateway at ${gateway}: ${(err as Error).message}`, 1);
+    }
+  };
+  const put = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json" } });
+  if (!put.ok) fail(`workflow rejected: ${await put.text()}`, 1);
+  const timeout = args.flags.get("timeout-s")?.at(-1);
+  const res = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}/run?stream=true`, {
+    method: "POST",
+    body: JSON.stringify({ params, ...(timeout ? { timeout_s: Number(timeout) } : {}) }),
+    headers: { "content-type": "application/json", accept: "application/x-ndjson" },
+  });
+  if (!res.ok || !res.body) fail(`run rejected: ${await res.text()}`, 1);
+  const err = (s: string) => !quiet && process.stderr.write(s);
+  let status = "unknown";
+  let outputs: Record<string, unknown> = {};
+  let error: unknown = null;
+  let buf = "";
+  let midLine = false;
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (!line.trim()) continue;
+      const ev = JSON.parse(line) as Record<string, unknown>;
+      switch (ev.type) {
+        case "job_update":
+          status = String(ev.status);
+          err(`${midLine ? "\n" : ""}[job ${String(ev.job_id)}] ${status}${ev.message ? `: ${String(ev.message)}` : ""}\n`);
+          midLine = false;
+          if (ev.result) outputs = ev.result as Record<string, unknown>;
+          if (ev.error) error = ev.error;
+          break;
+        case "node_update":
+          if (ev.status === "error") err(`${midLine ? "\n" : ""}  ✗ ${String(ev.node_name)} (${String(ev.node_type)}): ${String(ev.error)}\n`);
+          else if (!midLine) err(`  ${ev.status === "running" ? "…" : "✓"} ${String(ev.node_name)}\n`);
+          break;
+        case "node_progress":
+          if (!midLine) err(`  ${String(ev.node_id)}: ${String(ev.progress)}/${String(ev.total)}\n`);
+          break;
+        case "chunk":
+          if (typeof ev.content === "string" && ev.content) {
+            process.stdout.write(ev.content);
+            midLine = true;
+          }
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  if (midLine) process.stdout.write("\n");
+  process.stdout.write(JSON.stringify({ status, outputs, ...(error ? { error } : {}) }, null, 2) + "\n");
+  process.exit(status === "completed" ? 0 : 1);
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  let args: ParsedArgs;
+  try {
+    args = parseArgs(rest, BOOLEAN_FLAGS);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  try {
+    switch (cmd) {
+      case "up":
+        return await cmdUp(args);
+      case "gateway":
+        return await cmdGateway(args);
+      case "agent":
+        return await cmdAgent(args);
+      case "proxy":
+        return await cmdProxy(args);
+      case "run":
+        return await cmdRun(args);
+      default:
+        process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 9).map((l) => l.replace(/^ \*\s?/, "")).join("\n") + "\n");
+        process.exit(cmd === undefined || cmd === "help" || cmd === "--help" ? 0 : 2);
+    }
+  } catch (err) {
+    fail((err as Error).message, 1);
+  }
+}
+
+void main();

@@ -1,0 +1,104 @@
+/** Gateway options → a frozen, checked config (once, at start-up). */
+import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS } from "../protocol/index.js";
+
+export interface GatewayOptions {
+  /** Bind address. @default "127.0.0.1" */
+  host?: string;
+  /** Port; 0 picks a free one (read back from the running gateway). @default 8000 */
+  port?: number;
+  /** NATS server URL(s), comma-separated. @default "nats://127.0.0.1:4222" */
+  natsUrl?: string;
+  /** Redelivery delay of a job whose agent stopped acking. @default 30000 */
+  ackWaitMs?: number;
+  /** Runs a job may have before it ends failed. @default 3 */
+  maxAttempts?: number;
+  /** How long events stay replayable. @default 86400000 (24 h) */
+  eventsMaxAgeMs?: number;
+  /** How long job records are kept. @default 604800000 (7 d) */
+  jobsRetentionMs?: number;
+  /** Largest accepted request body. @default 8388608 */
+  maxBodyBytes?: number;
+  /** Largest accepted WebSocket frame. @default 1048576 */
+  wsMaxPayloadBytes?: number;
+  /** Per-socket send buffer before a slow client is skipped, then closed. @default 4194304 */
+  wsMaxBackpressureBytes?: number;
+  /** Allow uWebSockets.js's slow pure-JS fallback when no native binary loads. @default false */
+  allowJsFallback?: boolean;
+  /** Browser origins allowed to open `/ws` (absent Origin header is always allowed). @default [] = any */
+  allowedOrigins?: string[];
+  /** Log one line per request to stderr. @default false */
+  accessLog?: boolean;
+}
+
+export interface GatewayConfig {
+  host: string;
+  port: number;
+  natsServers: string[];
+  ackWaitMs: number;
+  maxAttempts: number;
+  eventsMaxAgeMs: number;
+  jobsRetentionMs: number;
+  maxBodyBytes: number;
+  wsMaxPayloadBytes: number;
+  wsMaxBackpressureBytes: number;
+  allowJsFallback: boolean;
+  allowedOrigins: string[];
+  accessLog: boolean;
+}
+
+export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
+  "host",
+  "port",
+  "natsUrl",
+  "ackWaitMs",
+  "maxAttempts",
+  "eventsMaxAgeMs",
+  "jobsRetentionMs",
+  "maxBodyBytes",
+  "wsMaxPayloadBytes",
+  "wsMaxBackpressureBytes",
+  "allowJsFallback",
+  "allowedOrigins",
+  "accessLog",
+]);
+
+function int(key: string, v: unknown, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (v === undefined) return dflt;
+  const n = typeof v === "string" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
+    throw new InvalidConfigError(key, `must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+function bool(key: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (v === true || v === "true" || v === "1") return true;
+  if (v === false || v === "false" || v === "0") return false;
+  throw new InvalidConfigError(key, `must be true or false, got ${JSON.stringify(v)}`);
+}
+
+/** Checks options once; throws `InvalidConfigError` naming the key. */
+export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConfig> {
+  for (const k of Object.keys(opts)) {
+    if (!GATEWAY_OPTION_KEYS.has(k)) throw new InvalidConfigError(k, "unknown setting", ErrorCode.CONFIG_ERR_UNKNOWN_KEY);
+  }
+  const nats = (opts.natsUrl ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()).filter(Boolean);
+  if (nats.length === 0) throw new InvalidConfigError("natsUrl", "needs at least one URL");
+  const origins = opts.allowedOrigins === undefined ? [] : typeof opts.allowedOrigins === "string" ? String(opts.allowedOrigins).split(",") : opts.allowedOrigins;
+  return Object.freeze({
+    host: opts.host ?? "127.0.0.1",
+    port: int("port", opts.port, 8000, 0, 65535),
+    natsServers: nats,
+    ackWaitMs: int("ackWaitMs", opts.ackWaitMs, JOB_QUEUE_DEFAULTS.ackWaitMs, 500),
+    maxAttempts: int("maxAttempts", opts.maxAttempts, JOB_QUEUE_DEFAULTS.maxAttempts, 1, 100),
+    eventsMaxAgeMs: int("eventsMaxAgeMs", opts.eventsMaxAgeMs, EVENTS_DEFAULTS.maxAgeMs, 1000),
+    jobsRetentionMs: int("jobsRetentionMs", opts.jobsRetentionMs, JOBS_KV_DEFAULTS.retentionMs, 1000),
+    maxBodyBytes: int("maxBodyBytes", opts.maxBodyBytes, 8 * 1024 * 1024, 1024),
+    wsMaxPayloadBytes: int("wsMaxPayloadBytes", opts.wsMaxPayloadBytes, 1024 * 1024, 1024),
+    wsMaxBackpressureBytes: int("wsMaxBackpressureBytes", opts.wsMaxBackpressureBytes, 4 * 1024 * 1024, 1024),
+    allowJsFallback: bool("allowJsFallback", opts.allowJsFallback, false),
+    allowedOrigins: origins,
+    accessLog: bool("accessLog", opts.accessLog, false),
+  });
+}

@@ -1,0 +1,36 @@
+/** Gateway errors: one class, a stable code, and one table from code to HTTP status. */
+import { ErrorCode, GraphError, ProtocolError, type WireError } from "../protocol/index.js";
+
+export class GatewayError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = "GatewayError";
+  }
+}
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  GW_ERR_NOT_FOUND: 404,
+  GW_ERR_BAD_REQUEST: 400,
+  GW_ERR_BODY_TOO_LARGE: 413,
+  GW_ERR_UNAVAILABLE: 503,
+  GW_ERR_CONFLICT: 409,
+  GW_ERR_UNAUTHORIZED: 401,
+  GW_ERR_INTERNAL: 500,
+};
+
+/** Any thrown value → HTTP status and wire error. Graph and protocol errors are the client's: 400. */
+export function toWireError(err: unknown): { status: number; body: WireError & Record<string, unknown> } {
+  if (err instanceof GatewayError) return { status: STATUS[err.code] ?? 500, body: { code: err.code, message: err.message, ...err.details } };
+  if (err instanceof GraphError) return { status: 400, body: { code: err.code, message: err.message, ...(err.ref ? { ref: err.ref } : {}) } };
+  if (err instanceof ProtocolError) {
+    return { status: err.code === ErrorCode.PROTO_ERR_TOO_LARGE ? 413 : 400, body: { code: err.code, message: err.message } };
+  }
+  return { status: 500, body: { code: ErrorCode.GW_ERR_INTERNAL, message: "internal error" } };
+}
+
+export const notFound = (what: string) => new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `${what} not found`);
+export const badRequest = (msg: string) => new GatewayError(ErrorCode.GW_ERR_BAD_REQUEST, msg);

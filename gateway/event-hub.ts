@@ -1,0 +1,199 @@
+/**
+ * The gateway's one view of `NW_EVENTS` (design §5): a single ordered consumer on `nw.events.>` feeds every
+ * local watcher, and replay reads a job's stored events by subject. Both apply the same attempt fence, so a
+ * client that resumes sees exactly what a live client saw: no gap, no duplicate.
+ */
+import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy } from "@nats-io/jetstream";
+import {
+  STREAM_EVENTS,
+  decodeMsgpack,
+  asJobEvent,
+  encodeJson,
+  encodeMsgpack,
+  isTerminalEvent,
+  jobIdOfEventSubject,
+  subjects,
+  type JobEvent,
+} from "../protocol/index.js";
+import { Fence } from "./fence.js";
+
+/** One event as delivered: the event with its `seq`, and each encoding made at most once. */
+export class Delivery {
+  private j: string | null = null;
+  private m: Uint8Array | null = null;
+  constructor(
+    readonly ev: JobEvent,
+    readonly seq: number,
+  ) {}
+  get terminal(): boolean {
+    return isTerminalEvent(this.ev);
+  }
+  json(): string {
+    return (this.j ??= encodeJson(this.ev));
+  }
+  msgpack(): Uint8Array {
+    return (this.m ??= encodeMsgpack(this.ev));
+  }
+}
+
+export type Listener = (d: Delivery) => void;
+
+export interface ReplayResult {
+  /** Admitted events with `seq > after`, in order. */
+  events: Delivery[];
+  /** Highest seq among the job's stored events (0 when none). */
+  lastSeq: number;
+  /** True when the job's earliest events are gone (retention) so the history is not whole. */
+  incomplete: boolean;
+  /** The replay reached the job's terminal event. */
+  ended: boolean;
+}
+
+const FENCE_CAP = 200_000;
+
+export class EventHub {
+  /** Highest stream sequence this hub has processed (any job). */
+  lastSeq = 0;
+  eventsIn = 0;
+  badEvents = 0;
+  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly fences = new Map<string, Fence>();
+  private readonly caughtUp: { seq: number; fn: () => void }[] = [];
+  private stopFn: (() => void) | null = null;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    /** Called for every admitted event (the WS topic fan-out). */
+    private readonly onEvent: (jobId: string, d: Delivery) => void,
+    private readonly log: (l: string) => void,
+  ) {}
+
+  async start(): Promise<void> {
+    const info = await this.jsm.streams.info(STREAM_EVENTS);
+    this.lastSeq = info.state.last_seq;
+    const consumer = await this.js.consumers.get(STREAM_EVENTS, {
+      filter_subjects: subjects.eventsAll(),
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: this.lastSeq + 1,
+    });
+    const iter = await consumer.consume({ max_messages: 2_000 });
+    this.stopFn = () => iter.stop();
+    void (async () => {
+      for await (const m of iter) this.handle(m);
+    })().catch((err: unknown) => this.log(`event consumer stopped: ${(err as Error).message}`));
+  }
+
+  stop(): void {
+    this.stopFn?.();
+  }
+
+  private handle(m: JsMsg): void {
+    const seq = m.seq;
+    this.eventsIn++;
+    let ev: JobEvent;
+    try {
+      ev = asJobEvent(decodeMsgpack(m.data));
+    } catch (err) {
+      this.badEvents++;
+      this.log(`dropping malformed event at seq ${seq}: ${(err as Error).message}`);
+      this.advance(seq);
+      return;
+    }
+    const jobId = jobIdOfEventSubject(m.subject);
+    if (ev.job_id !== jobId) {
+      this.badEvents++;
+      this.advance(seq);
+      return;
+    }
+    let fence = this.fences.get(jobId);
+    if (!fence) {
+      if (this.fences.size >= FENCE_CAP) this.fences.delete(this.fences.keys().next().value!);
+      this.fences.set(jobId, (fence = new Fence()));
+    }
+    if (fence.admit(ev)) {
+      ev.seq = seq;
+      const d = new Delivery(ev, seq);
+      this.onEvent(jobId, d);
+      const ls = this.listeners.get(jobId);
+      if (ls) for (const l of ls) l(d);
+    }
+    this.advance(seq);
+  }
+
+  private advance(seq: number): void {
+    this.lastSeq = seq;
+    while (this.caughtUp.length > 0 && this.caughtUp[0]!.seq <= seq) this.caughtUp.shift()!.fn();
+  }
+
+  /** Calls `fn` once the hub has processed stream sequence `seq` (at once if it already has). */
+  whenCaughtUp(seq: number, fn: () => void): void {
+    if (this.lastSeq >= seq) {
+      fn();
+      return;
+    }
+    let i = this.caughtUp.length;
+    while (i > 0 && this.caughtUp[i - 1]!.seq > seq) i--;
+    this.caughtUp.splice(i, 0, { seq, fn });
+  }
+
+  /** Registers a direct listener for one job; returns the function that removes it. */
+  listen(jobId: string, fn: Listener): () => void {
+    let set = this.listeners.get(jobId);
+    if (!set) this.listeners.set(jobId, (set = new Set()));
+    set.add(fn);
+    return () => {
+      const s = this.listeners.get(jobId);
+      if (!s) return;
+      s.delete(fn);
+      if (s.size === 0) this.listeners.delete(jobId);
+    };
+  }
+
+  /** Reads a job's stored events in order, fenced, keeping those with `seq > after`. */
+  async replay(jobId: string, after: number): Promise<ReplayResult> {
+    const subject = subjects.jobEvents(jobId);
+    const last = await this.jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
+    if (!last) return { events: [], lastSeq: 0, incomplete: after > 0, ended: false };
+    const lastSeq = last.seq;
+    const consumer = await this.js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
+    const fence = new Fence();
+    const events: Delivery[] = [];
+    let first = true;
+    let incomplete = false;
+    try {
+      while (true) {
+        const batch = await consumer.fetch({ max_messages: 1_000, expires: 2_000 });
+        let got = 0;
+        let done = false;
+        for await (const m of batch) {
+          got++;
+          let ev: JobEvent;
+          try {
+            ev = asJobEvent(decodeMsgpack(m.data));
+          } catch {
+            if (m.seq >= lastSeq) done = true;
+            continue;
+          }
+          if (first) {
+            // Every job's history starts with the gateway's `queued` update (attempt 0); without it, retention
+            // has removed the beginning and events between `after` and the first stored one may be gone.
+            incomplete = !(ev.type === "job_update" && ev.attempt === 0 && ev.status === "queued") && after < m.seq;
+            first = false;
+          }
+          if (fence.admit(ev) && m.seq > after) {
+            ev.seq = m.seq;
+            events.push(new Delivery(ev, m.seq));
+          }
+          if (m.seq >= lastSeq || fence.ended) done = true;
+          if (done) break;
+        }
+        if (done || got === 0) break;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+    return { events, lastSeq, incomplete, ended: fence.ended };
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * Attempt fencing over a job's events in stream order (design §4). The same rule runs live and on replay,
+ * so both see the same events:
+ *   - an event from an attempt older than the newest attempt seen so far is dropped;
+ *   - nothing after the terminal `job_update` is delivered.
+ */
+import { isTerminalEvent, type JobEvent } from "../protocol/index.js";
+
+export class Fence {
+  private maxAttempt = 0;
+  ended = false;
+  admit(ev: JobEvent): boolean {
+    if (this.ended || ev.attempt < this.maxAttempt) return false;
+    this.maxAttempt = ev.attempt;
+    if (isTerminalEvent(ev)) this.ended = true;
+    return true;
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * A thin, safe layer over uWS requests and responses. uWS rules it keeps: copy everything out of `req` before
+ * the first await, register `onAborted` before going async, never touch `res` after an abort, and cork writes
+ * made outside the handler's first tick.
+ */
+import type { HttpRequest, HttpResponse } from "uWebSockets.js";
+import { ErrorCode, parseJson } from "../protocol/index.js";
+import { GatewayError, toWireError } from "./errors.js";
+
+export interface Req {
+  method: string;
+  url: string;
+  query: URLSearchParams;
+  headers: Record<string, string>;
+  params: string[];
+}
+
+/** Copies what a handler needs out of `req` (valid only until the handler returns). */
+export function readReq(req: HttpRequest, paramCount: number): Req {
+  const headers: Record<string, string> = {};
+  req.forEach((k, v) => {
+    headers[k] = v;
+  });
+  const params: string[] = [];
+  for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i)));
+  return { method: req.getMethod().toUpperCase(), url: req.getUrl(), query: new URLSearchParams(req.getQuery() ?? ""), headers, params };
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: "200 OK",
+  201: "201 Created",
+  202: "202 Accepted",
+  204: "204 No Content",
+  400: "400 Bad Request",
+  401: "401 Unauthorized",
+  403: "403 Forbidden",
+  404: "404 Not Found",
+  405: "405 Method Not Allowed",
+  409: "409 Conflict",
+  413: "413 Payload Too Large",
+  500: "500 Internal Server Error",
+  503: "503 Service Unavailable",
+};
+
+export class Reply {
+  aborted = false;
+  private streaming = false;
+  private readonly onAbortFns: (() => void)[] = [];
+  constructor(readonly res: HttpResponse) {
+    res.onAborted(() => {
+      this.aborted = true;
+      for (const f of this.onAbortFns) f();
+    });
+  }
+
+  onAbort(fn: () => void): void {
+    this.onAbortFns.push(fn);
+  }
+
+  json(status: number, body: unknown, extraHeaders?: Record<string, string>): void {
+    this.send(status, JSON.stringify(body), "application/json", extraHeaders);
+  }
+
+  send(status: number, body: string, contentType: string, extraHeaders?: Record<string, string>): void {
+    if (this.aborted) return;
+    this.res.cork(() => {
+      this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
+      this.res.writeHeader("content-type", contentType);
+      if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
+      this.res.end(body);
+    });
+    this.aborted = true; // finished: nothing more may be written
+  }
+
+  error(err: unknown): void {
+    const { status, body } = toWireError(err);
+    if (status === 500) process.stderr.write(`[gateway] internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    this.json(status, { error: body, ...body });
+  }
+
+  /** Starts a chunked streaming response (NDJSON or SSE). */
+  startStream(contentType: string): void {
+    if (this.aborted) return;
+    this.streaming = true;
+    this.res.cork(() => {
+      this.res.writeStatus("200 OK");
+      this.res.writeHeader("content-type", contentType);
+      this.res.writeHeader("cache-control", "no-cache");
+      this.res.writeHeader("x-accel-buffering", "no");
+      // An empty write flushes the headers so the client sees the stream open before the first event.
+      this.res.write("");
+    });
+  }
+
+  /** Writes to a stream; uWS buffers what the socket cannot take yet (bounded by the events of one job). */
+  write(chunk: string): void {
+    if (this.aborted || !this.streaming) return;
+    this.res.cork(() => {
+      this.res.write(chunk);
+    });
+  }
+
+  end(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.res.cork(() => {
+      this.res.end();
+    });
+  }
+}
+
+/** Reads the whole body within `maxBytes`; rejects with 413 past it (and stops reading). */
+export function readBody(res: HttpResponse, reply: Reply, maxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    reply.onAbort(() => reject(new GatewayError(ErrorCode.GW_ERR_BAD_REQUEST, "client went away")));
+    res.onData((ab, isLast) => {
+      if (failed) return;
+      size += ab.byteLength;
+      if (size > maxBytes) {
+        failed = true;
+        reject(new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `request body exceeds ${maxBytes} bytes`));
+        return;
+      }
+      // uWS reuses `ab` after this callback returns: copy it.
+      chunks.push(Buffer.from(new Uint8Array(ab).slice()));
+      if (isLast) resolve(Buffer.concat(chunks));
+    });
+  });
+}
+
+/** Parses a JSON object body; empty body → `{}`. Errors name what is wrong. */
+export function jsonBody(buf: Buffer, maxBytes: number): Record<string, unknown> {
+  if (buf.length === 0) return {};
+  const v = parseJson(buf.toString("utf8"), maxBytes);
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    throw new GatewayError(ErrorCode.GW_ERR_BAD_REQUEST, "request body must be a JSON object");
+  }
+  return v as Record<string, unknown>;
+}

@@ -1,0 +1,229 @@
+/**
+ * The job manager: creates jobs (record, index, `queued` event, dispatch), cancels them, reads them, and knows
+ * which node types the live agents offer (for validation before anything is queued).
+ */
+import { createHash } from "node:crypto";
+import { headers } from "@nats-io/transport-node";
+import type { KV } from "@nats-io/kv";
+import {
+  CancelReason,
+  ErrorCode,
+  casJobRecord,
+  encodeMsgpack,
+  eventMsgId,
+  isTerminal,
+  jobKeys,
+  newId,
+  parseJson,
+  poolOfGraph,
+  readJobRecord,
+  subjects,
+  validateGraph,
+  validateParams,
+  type AgentRegistration,
+  type ExecutionStrategy,
+  type Graph,
+  type JobCancel,
+  type JobDispatch,
+  type JobRecord,
+  type NodeCatalog,
+  type NodeMetadata,
+  type Workflow,
+} from "../protocol/index.js";
+import type { NatsParts } from "./nats.js";
+import { GatewayError, notFound, badRequest } from "./errors.js";
+
+export interface SubmitJob {
+  workflow: Pick<Workflow, "id" | "graph">;
+  params?: Record<string, unknown>;
+  strategy?: ExecutionStrategy;
+  timeoutS?: number | null;
+  pool?: string;
+  idempotencyKey?: string;
+  /** Called with the new job id before anything about the job is published (register watchers here). */
+  beforePublish?: (jobId: string) => void;
+}
+
+const now = () => new Date().toISOString();
+
+export class JobManager {
+  private catalog: Map<string, NodeMetadata> = new Map();
+  private catalogKeys = new Set<string>();
+  private catalogRefreshedMs = 0;
+  jobsCreated = 0;
+
+  constructor(private readonly n: NatsParts) {}
+
+  /** Live agents from the registry (the bucket's TTL has removed dead ones). */
+  async agents(): Promise<AgentRegistration[]> {
+    const out: AgentRegistration[] = [];
+    for await (const k of await this.n.agentsKv.keys()) {
+      const e = await this.n.agentsKv.get(k);
+      if (!e || e.operation !== "PUT" || e.length === 0) continue;
+      try {
+        out.push(parseJson(e.string()) as AgentRegistration);
+      } catch {
+        /* a malformed entry is not an agent */
+      }
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  }
+
+  /** Union of the node catalogs of live agents, cached for a second (submits are hot, agents change slowly). */
+  async nodeCatalog(): Promise<NodeCatalog> {
+    if (Date.now() - this.catalogRefreshedMs < 1_000) return this.catalog;
+    const agents = await this.agents();
+    const keys = new Set(agents.map((a) => a.node_catalog).filter(Boolean));
+    const same = keys.size === this.catalogKeys.size && [...keys].every((k) => this.catalogKeys.has(k));
+    if (!same) {
+      const next = new Map<string, NodeMetadata>();
+      for (const k of keys) {
+        const e = await this.n.nodesKv.get(k);
+        if (!e || e.length === 0) continue;
+        for (const m of parseJson(e.string()) as NodeMetadata[]) next.set(m.node_type, m);
+      }
+      this.catalog = next;
+      this.catalogKeys = keys;
+    }
+    this.catalogRefreshedMs = Date.now();
+    return this.catalog;
+  }
+
+  /** Validation catalog: absent while no agent is known, so structure is still checked but types are not. */
+  async validationCatalog(): Promise<NodeCatalog | undefined> {
+    const c = await this.nodeCatalog();
+    return c.size > 0 ? c : undefined;
+  }
+
+  async get(jobId: string): Promise<JobRecord> {
+    const r = await readJobRecord(this.n.jobsKv, jobId);
+    if (!r) throw notFound(`job "${jobId}"`);
+    return r.rec;
+  }
+
+  async find(jobId: string): Promise<JobRecord | null> {
+    return (await readJobRecord(this.n.jobsKv, jobId))?.rec ?? null;
+  }
+
+  /** Newest first; `cursor` is the last id of the previous page. */
+  async list(q: { workflowId?: string; status?: string; limit: number; cursor?: string }): Promise<{ jobs: JobRecord[]; next: string | null }> {
+    const kv = this.n.jobsKv;
+    const ids: string[] = [];
+    const filter = q.workflowId ? jobKeys.workflowPrefix(q.workflowId) : jobKeys.allRecords();
+    for await (const k of await kv.keys(filter)) ids.push(k.slice(k.lastIndexOf(".") + 1));
+    ids.sort().reverse();
+    const jobs: JobRecord[] = [];
+    let next: string | null = null;
+    for (const id of ids) {
+      if (q.cursor && id >= q.cursor) continue;
+      const r = await readJobRecord(kv, id);
+      if (!r || (q.status && r.rec.status !== q.status)) continue;
+      if (jobs.length === q.limit) {
+        next = jobs[jobs.length - 1]!.id;
+        break;
+      }
+      jobs.push(r.rec);
+    }
+    return { jobs, next };
+  }
+
+  /** Validates, records, announces and enqueues a job. With an idempotency key, a retry returns the first job. */
+  async submit(s: SubmitJob): Promise<{ job: JobRecord; created: boolean }> {
+    const catalog = await this.validationCatalog();
+    const graph: Graph = validateGraph(s.workflow.graph, catalog);
+    const params = validateParams(graph, s.params ?? {}, catalog);
+    if (s.timeoutS !== undefined && s.timeoutS !== null && (typeof s.timeoutS !== "number" || !(s.timeoutS > 0))) {
+      throw badRequest(`"timeout_s" must be a positive number of seconds`);
+    }
+    const pool = poolOfGraph(graph, catalog, s.pool);
+    const jobId = newId();
+    if (s.idempotencyKey !== undefined) {
+      // The key maps to the first job id; `create` fails if it exists, which is the compare-and-set we need.
+      const key = jobKeys.idempotency(createHash("sha256").update(s.workflow.id + "\0" + s.idempotencyKey).digest("hex").slice(0, 40));
+      try {
+        await this.n.jobsKv.create(key, jobId);
+      } catch {
+        const e = await this.n.jobsKv.get(key);
+        const existing = e ? await this.find(e.string()) : null;
+        if (existing) return { job: existing, created: false };
+        // The first request is still writing its record: wait for it briefly rather than create a twin.
+        for (let i = 0; i < 50; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          const again = await this.find(e!.string());
+          if (again) return { job: again, created: false };
+        }
+        throw new GatewayError(ErrorCode.GW_ERR_CONFLICT, "a request with this Idempotency-Key is still being created");
+      }
+    }
+    const rec: JobRecord = {
+      v: 1,
+      id: jobId,
+      workflow_id: s.workflow.id,
+      status: "queued",
+      pool,
+      attempt: 0,
+      agent_id: null,
+      params,
+      created_at: now(),
+      started_at: null,
+      finished_at: null,
+      timeout_s: s.timeoutS ?? null,
+      error: null,
+      outputs: null,
+      idempotency_key: s.idempotencyKey ?? null,
+    };
+    await this.n.jobsKv.create(jobKeys.record(jobId), JSON.stringify(rec));
+    await this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), "");
+    s.beforePublish?.(jobId);
+    await this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued" });
+    const dispatch: JobDispatch = {
+      type: "job.dispatch",
+      v: 1,
+      job_id: jobId,
+      workflow_id: s.workflow.id,
+      graph,
+      params,
+      ...(s.strategy ? { strategy: s.strategy } : {}),
+      timeout_s: s.timeoutS ?? null,
+      created_at: rec.created_at,
+    };
+    const h = headers();
+    h.set("Nats-Msg-Id", jobId);
+    await this.n.js.publish(subjects.jobs(pool), encodeMsgpack(dispatch), { headers: h });
+    this.jobsCreated++;
+    return { job: rec, created: true };
+  }
+
+  /** An event the gateway itself writes for a job (attempt 0: before any agent owns it). */
+  private async publishEvent(jobId: string, workflowId: string, n: number, ev: Record<string, unknown>): Promise<void> {
+    const h = headers();
+    h.set("Nats-Msg-Id", eventMsgId(jobId, 0, n));
+    const body = { ...ev, job_id: jobId, workflow_id: workflowId, attempt: 0, ts: performance.timeOrigin + performance.now() };
+    await this.n.js.publish(subjects.jobEvents(jobId), encodeMsgpack(body), { headers: h });
+  }
+
+  /**
+   * Cancels a job; idempotent. Queued → `cancelled` at once (it is skipped when pulled); running → the
+   * agent is signalled (and the record remembers, for an agent that picks the job up after a redelivery);
+   * finished → the final record, unchanged.
+   */
+  async cancel(jobId: string): Promise<JobRecord> {
+    const r = await casJobRecord(this.n.jobsKv, jobId, (rec) => {
+      if (isTerminal(rec.status)) return null;
+      if (rec.status === "queued") {
+        return { ...rec, status: "cancelled", finished_at: now(), error: { code: ErrorCode.JOB_ERR_CANCELLED, message: "cancelled while queued" } };
+      }
+      return rec.cancel_requested ? null : { ...rec, cancel_requested: true };
+    });
+    if (!r) throw notFound(`job "${jobId}"`);
+    if (r.written && r.rec.status === "cancelled") {
+      await this.publishEvent(jobId, r.rec.workflow_id, 2, { type: "job_update", status: "cancelled", message: "cancelled while queued" });
+    } else if (!isTerminal(r.rec.status)) {
+      const c: JobCancel = { type: "job.cancel", v: 1, job_id: jobId, reason: CancelReason.user };
+      this.n.nc.publish(subjects.cancel(jobId), encodeMsgpack(c));
+    }
+    return r.rec;
+  }
+}
+
+export type { KV };

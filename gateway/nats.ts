@@ -1,0 +1,96 @@
+/** The gateway's NATS side: connection, and the streams, buckets and consumers it owns (design §3). */
+import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
+import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import {
+  AGENT_TTL_MS,
+  BUILTIN_POOLS,
+  JOB_QUEUE_DEFAULTS,
+  KV_AGENTS,
+  KV_JOBS,
+  KV_NODES,
+  KV_WORKFLOWS,
+  STREAM_EVENTS,
+  STREAM_JOBS,
+  poolConsumer,
+  subjects,
+} from "../protocol/index.js";
+import type { GatewayConfig } from "./config.js";
+
+export interface NatsParts {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  jobsKv: KV;
+  workflowsKv: KV;
+  agentsKv: KV;
+  nodesKv: KV;
+}
+
+async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamManager["streams"]["add"]>[0]): Promise<void> {
+  const have = await jsm.streams.info(cfg.name!).catch(() => null);
+  if (!have) {
+    await jsm.streams.add(cfg);
+    return;
+  }
+  // Keep retention settings in step with the config (max age may change between restarts).
+  if (have.config.max_age !== cfg.max_age) await jsm.streams.update(cfg.name!, { ...have.config, max_age: cfg.max_age });
+}
+
+/** Connects and makes sure every stream, bucket and pool consumer exists with the configured shape. */
+export async function connectNats(config: Readonly<GatewayConfig>, log: (l: string) => void): Promise<NatsParts> {
+  const nc = await connect({
+    servers: config.natsServers,
+    name: "nodeway-gateway",
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    pingInterval: 3_000,
+    maxPingOut: 2,
+  });
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === "disconnect" || s.type === "reconnect") log(`nats ${s.type}`);
+  })();
+  const jsm = await jetstreamManager(nc);
+  const dup = nanos(JOB_QUEUE_DEFAULTS.duplicateWindowMs);
+  await ensureStream(jsm, {
+    name: STREAM_JOBS,
+    subjects: [subjects.jobsAll()],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    duplicate_window: dup,
+    max_age: 0,
+  });
+  await ensureStream(jsm, {
+    name: STREAM_EVENTS,
+    subjects: [subjects.eventsAll()],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    duplicate_window: dup,
+    max_age: nanos(config.eventsMaxAgeMs),
+    discard: DiscardPolicy.Old,
+  });
+  for (const pool of BUILTIN_POOLS) {
+    const name = poolConsumer(pool);
+    const cfg = {
+      durable_name: name,
+      name,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(config.ackWaitMs),
+      // One delivery past the last attempt lets an agent record "max deliveries reached" (design §4).
+      max_deliver: config.maxAttempts + 1,
+      filter_subject: subjects.jobs(pool),
+      max_ack_pending: 10_000,
+    };
+    const have = await jsm.consumers.info(STREAM_JOBS, name).catch(() => null);
+    if (!have) await jsm.consumers.add(STREAM_JOBS, cfg);
+    else if (have.config.ack_wait !== cfg.ack_wait || have.config.max_deliver !== cfg.max_deliver) {
+      await jsm.consumers.update(STREAM_JOBS, name, { ack_wait: cfg.ack_wait, max_deliver: cfg.max_deliver });
+    }
+  }
+  const kvm = new Kvm(nc);
+  const jobsKv = await kvm.create(KV_JOBS, { history: 1, ttl: config.jobsRetentionMs });
+  const workflowsKv = await kvm.create(KV_WORKFLOWS, { history: 1 });
+  const agentsKv = await kvm.create(KV_AGENTS, { history: 1, ttl: AGENT_TTL_MS });
+  const nodesKv = await kvm.create(KV_NODES, { history: 1 });
+  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv };
+}

@@ -1,0 +1,347 @@
+/**
+ * The gateway: uWebSockets.js app with the REST API, `/ws`, SSE/NDJSON streams, `/health` and `/metrics`,
+ * over NATS (design §2, §6). Stateless: any number can run against one NATS.
+ */
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
+import { ErrorCode, isTerminal, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
+import { compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
+import { badRequest, GatewayError, notFound } from "./errors.js";
+import { EventHub, type Delivery } from "./event-hub.js";
+import { follow } from "./follow.js";
+import { Reply, jsonBody, readBody, readReq, type Req } from "./http.js";
+import { JobManager } from "./jobs.js";
+import { connectNats, type NatsParts } from "./nats.js";
+import { loadUws } from "./uws.js";
+import { WorkflowStore } from "./workflows.js";
+import { WsHub } from "./ws.js";
+
+export interface RunningGateway {
+  readonly config: Readonly<GatewayConfig>;
+  /** The port actually listened on (useful with `port: 0`). */
+  readonly port: number;
+  readonly url: string;
+  /** Which uWebSockets.js build is serving. */
+  readonly build: string;
+  /** Closes every socket with 1001, stops listening, drains NATS. */
+  stop(): Promise<void>;
+}
+
+type Handler = (req: Req, reply: Reply, res: HttpResponse) => Promise<void>;
+
+function ndjsonLine(d: Delivery): string {
+  return d.json() + "\n";
+}
+function sseFrame(d: Delivery): string {
+  return `id: ${d.seq}\nevent: ${d.ev.type}\ndata: ${d.json()}\n\n`;
+}
+
+/** Starts the gateway; throws `InvalidConfigError`, or when NATS or the port cannot be had. */
+export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
+  const config = compileGatewayConfig(options);
+  const log = (l: string) => process.stderr.write(`[gateway] ${l}\n`);
+  const { uws, native, build } = loadUws();
+  log(`serving with ${build}`);
+  if (!native && !config.allowJsFallback) {
+    throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `refusing to start on the uWebSockets.js pure-JS fallback (set allowJsFallback / NODEWAY_ALLOW_JS_FALLBACK=true to allow)`);
+  }
+  const n: NatsParts = await connectNats(config, log);
+  const jobs = new JobManager(n);
+  const workflows = new WorkflowStore(n.workflowsKv);
+  const app: TemplatedApp = uws.App();
+  const counters = { requests: 0, eventsOut: 0 };
+  let wsHub!: WsHub;
+  const hub = new EventHub(n.js, n.jsm, (jobId, d) => wsHub.publish(jobId, d), log);
+  wsHub = new WsHub(app, config, hub, jobs, workflows);
+  await hub.start();
+
+  const route = (method: "get" | "post" | "put" | "del", pattern: string, handler: Handler) => {
+    const paramCount = (pattern.match(/:/g) ?? []).length;
+    app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
+      counters.requests++;
+      const r = readReq(req, paramCount);
+      const reply = new Reply(res);
+      if (config.accessLog) log(`${r.method} ${r.url}`);
+      handler(r, reply, res).catch((err: unknown) => reply.error(err));
+    });
+  };
+
+  const body = async (res: HttpResponse, reply: Reply) => jsonBody(await readBody(res, reply, config.maxBodyBytes), config.maxBodyBytes);
+  const intParam = (q: URLSearchParams, k: string, dflt: number, max: number) => {
+    const v = q.get(k);
+    if (v === null || v === "") return dflt;
+    const x = Number(v);
+    if (!Number.isInteger(x) || x < 0 || x > max) throw badRequest(`"${k}" must be an integer in [0, ${max}]`);
+    return x;
+  };
+
+  /** Streams a job's events as NDJSON or SSE from `after`, ending after the terminal event. */
+  const streamJob = async (reply: Reply, req: Req, jobId: string, after: number, opts: { replay: boolean }): Promise<void> => {
+    const sse = (req.headers["accept"] ?? "").includes("text/event-stream");
+    reply.startStream(sse ? "text/event-stream" : "application/x-ndjson");
+    const sink = {
+      send: (d: Delivery) => {
+        counters.eventsOut++;
+        reply.write(sse ? sseFrame(d) : ndjsonLine(d));
+      },
+      end: () => reply.end(),
+    };
+    const f = await follow(hub, jobId, after, sink, opts);
+    reply.onAbort(() => f.stop());
+  };
+
+  // ---- health and metrics ------------------------------------------------------------------------------
+  route("get", "/health", async (_req, reply) => {
+    const natsOk = !n.nc.isClosed() && !n.nc.isDraining();
+    let streams = false;
+    try {
+      await n.jsm.streams.info(STREAM_JOBS);
+      await n.jsm.streams.info(STREAM_EVENTS);
+      streams = true;
+    } catch {
+      streams = false;
+    }
+    const agents = natsOk ? (await jobs.agents().catch(() => [])).length : 0;
+    const ok = natsOk && streams;
+    reply.json(ok ? 200 : 503, { status: ok ? "ok" : "unavailable", nats: natsOk ? "connected" : "disconnected", streams, agents, uws: native ? "native" : "fallback" });
+  });
+
+  let stateCache: { at: number; counts: Record<string, number> } = { at: 0, counts: {} };
+  route("get", "/metrics", async (_req, reply) => {
+    if (Date.now() - stateCache.at > 5_000) {
+      const counts: Record<string, number> = {};
+      const { jobs: list } = await jobs.list({ limit: 100_000 });
+      for (const j of list) counts[j.status] = (counts[j.status] ?? 0) + 1;
+      stateCache = { at: Date.now(), counts };
+    }
+    const lines = [
+      "# HELP nodeway_jobs Jobs by state (records kept in nw_jobs).",
+      "# TYPE nodeway_jobs gauge",
+      ...(["queued", "running", "completed", "failed", "cancelled", "timed_out"] as JobState[]).map(
+        (s) => `nodeway_jobs{state="${s}"} ${stateCache.counts[s] ?? 0}`,
+      ),
+      "# HELP nodeway_jobs_created_total Jobs created by this gateway.",
+      "# TYPE nodeway_jobs_created_total counter",
+      `nodeway_jobs_created_total ${jobs.jobsCreated}`,
+      "# HELP nodeway_events_in_total Events this gateway consumed from NW_EVENTS.",
+      "# TYPE nodeway_events_in_total counter",
+      `nodeway_events_in_total ${hub.eventsIn}`,
+      "# HELP nodeway_events_out_total Event frames sent to clients (streams and direct WS sends).",
+      "# TYPE nodeway_events_out_total counter",
+      `nodeway_events_out_total ${counters.eventsOut + wsHub.framesOut}`,
+      "# HELP nodeway_ws_sockets_open WebSocket connections open now.",
+      "# TYPE nodeway_ws_sockets_open gauge",
+      `nodeway_ws_sockets_open ${wsHub.sockets.size}`,
+      "# HELP nodeway_ws_bad_frames_total Client frames rejected by the codec.",
+      "# TYPE nodeway_ws_bad_frames_total counter",
+      `nodeway_ws_bad_frames_total ${wsHub.badFrames}`,
+      "# HELP nodeway_http_requests_total HTTP requests served.",
+      "# TYPE nodeway_http_requests_total counter",
+      `nodeway_http_requests_total ${counters.requests}`,
+      "",
+    ];
+    reply.send(200, lines.join("\n"), "text/plain; version=0.0.4");
+  });
+
+  // ---- workflows ----------------------------------------------------------------------------------------
+  route("get", "/api/workflows", async (req, reply) => {
+    reply.json(200, await workflows.list(intParam(req.query, "limit", 100, 1000), req.query.get("cursor") ?? undefined));
+  });
+  route("get", "/api/workflows/", async (req, reply) => {
+    reply.json(200, await workflows.list(intParam(req.query, "limit", 100, 1000), req.query.get("cursor") ?? undefined));
+  });
+  const createWorkflow: Handler = async (_req, reply, res) => {
+    const b = await body(res, reply);
+    reply.json(200, await workflows.save(b, await jobs.validationCatalog()));
+  };
+  route("post", "/api/workflows", createWorkflow);
+  route("post", "/api/workflows/", createWorkflow);
+  route("get", "/api/workflows/:id", async (req, reply) => reply.json(200, await workflows.get(req.params[0]!)));
+  route("put", "/api/workflows/:id", async (req, reply, res) => {
+    const b = await body(res, reply);
+    reply.json(200, await workflows.save(b, await jobs.validationCatalog(), req.params[0]!));
+  });
+  route("del", "/api/workflows/:id", async (req, reply) => {
+    await workflows.delete(req.params[0]!);
+    reply.json(200, { deleted: req.params[0] });
+  });
+
+  // ---- runs ---------------------------------------------------------------------------------------------
+  route("post", "/api/workflows/:id/run", async (req, reply, res) => {
+    const b = await body(res, reply);
+    const wf = await workflows.get(req.params[0]!);
+    const stream = req.query.get("stream") === "true" || req.query.get("stream") === "1";
+    const wait = req.query.get("wait") === "true" || req.query.get("wait") === "1";
+    if (b.params !== undefined && (b.params === null || typeof b.params !== "object" || Array.isArray(b.params))) {
+      throw badRequest('"params" must be an object');
+    }
+    const idem = req.headers["idempotency-key"];
+    let following: Promise<void> | null = null;
+    let waiter: Promise<Delivery> | null = null;
+    let resolveWait!: (d: Delivery) => void;
+    if (wait) waiter = new Promise((r) => (resolveWait = r));
+    const submit = await jobs.submit({
+      workflow: wf,
+      params: (b.params as Record<string, unknown>) ?? {},
+      ...(typeof b.execution_strategy === "string" ? { strategy: b.execution_strategy as never } : {}),
+      timeoutS: (b.timeout_s as number | undefined) ?? null,
+      ...(typeof (b.requirements as { pool?: unknown })?.pool === "string" ? { pool: (b.requirements as { pool: string }).pool } : {}),
+      ...(idem ? { idempotencyKey: idem } : {}),
+      beforePublish: (jobId) => {
+        // Registered before the first event exists, so nothing needs replaying.
+        if (stream) following = streamJob(reply, req, jobId, 0, { replay: false });
+        else if (wait) void follow(hub, jobId, 0, { send: (d) => d.terminal && resolveWait(d) }, { replay: false });
+      },
+    });
+    const job = submit.job;
+    if (!submit.created) {
+      // An idempotent retry: the job exists; answer as the first request would have, from the stream.
+      if (stream) await streamJob(reply, req, job.id, 0, { replay: true });
+      else if (wait) void follow(hub, job.id, 0, { send: (d) => d.terminal && resolveWait(d) }, { replay: true });
+    }
+    if (stream) {
+      await following;
+      return;
+    }
+    if (wait) {
+      const d = await waiter!;
+      const ev = d.ev as { status: string; result?: unknown; error?: unknown };
+      reply.json(200, { job_id: job.id, workflow_id: job.workflow_id, status: ev.status, outputs: ev.result ?? {}, error: ev.error ?? null });
+      return;
+    }
+    reply.json(202, { job_id: job.id, workflow_id: job.workflow_id, status: job.status });
+  });
+
+  const cancelResponse = (rec: JobRecord) => ({
+    job_id: rec.id,
+    status: rec.status,
+    message: isTerminal(rec.status) ? `job is ${rec.status}` : "Job cancellation requested",
+  });
+  route("del", "/api/workflows/:id/run", async (req, reply, res) => {
+    const b = await body(res, reply).catch(() => ({}) as Record<string, unknown>);
+    const jobId = req.query.get("job_id") ?? (typeof b.job_id === "string" ? b.job_id : null);
+    if (!jobId) throw badRequest('give the job to cancel as "job_id" in the body or query');
+    const rec = await jobs.get(jobId);
+    if (rec.workflow_id !== req.params[0]) throw notFound(`job "${jobId}" of workflow "${req.params[0]}"`);
+    reply.json(200, cancelResponse(await jobs.cancel(jobId)));
+  });
+
+  // ---- jobs ---------------------------------------------------------------------------------------------
+  const listJobs: Handler = async (req, reply) => {
+    const status = req.query.get("status") ?? undefined;
+    const result = await jobs.list({
+      ...(req.query.get("workflow_id") ? { workflowId: req.query.get("workflow_id")! } : {}),
+      ...(status ? { status } : {}),
+      limit: intParam(req.query, "limit", 100, 1000),
+      ...(req.query.get("cursor") ? { cursor: req.query.get("cursor")! } : {}),
+    });
+    reply.json(200, result);
+  };
+  route("get", "/api/jobs", listJobs);
+  route("get", "/api/jobs/", listJobs);
+  route("get", "/api/jobs/:id", async (req, reply) => reply.json(200, await jobs.get(req.params[0]!)));
+  route("post", "/api/jobs/:id/cancel", async (req, reply) => reply.json(200, cancelResponse(await jobs.cancel(req.params[0]!))));
+  route("get", "/api/jobs/:id/events", async (req, reply) => {
+    const jobId = req.params[0]!;
+    const rec = await jobs.get(jobId);
+    const afterRaw = req.query.get("after") ?? req.headers["last-event-id"] ?? "0";
+    const after = Number(afterRaw);
+    if (!Number.isInteger(after) || after < 0) throw badRequest(`"after" must be a non-negative integer seq, got "${afterRaw}"`);
+    const sse = (req.headers["accept"] ?? "").includes("text/event-stream");
+    reply.startStream(sse ? "text/event-stream" : "application/x-ndjson");
+    const f = await follow(
+      hub,
+      jobId,
+      after,
+      {
+        header: (r) => {
+          if (r && r.incomplete && r.events.length === 0) {
+            // Older than retention: say so and give the job's state, then end if it is over.
+            const line = JSON.stringify({ type: "job_resumed", job_id: jobId, workflow_id: rec.workflow_id, status: rec.status, last_seq: r.lastSeq, replay_count: 0, replay_incomplete: true });
+            reply.write(sse ? `event: job_resumed\ndata: ${line}\n\n` : line + "\n");
+            if (isTerminal(rec.status)) {
+              const upd = JSON.stringify({ type: "job_update", job_id: jobId, workflow_id: rec.workflow_id, attempt: rec.attempt, status: rec.status, error: rec.error, result: rec.outputs });
+              reply.write(sse ? `event: job_update\ndata: ${upd}\n\n` : upd + "\n");
+              reply.end();
+            }
+          }
+        },
+        send: (d) => {
+          counters.eventsOut++;
+          reply.write(sse ? sseFrame(d) : ndjsonLine(d));
+        },
+        end: () => reply.end(),
+      },
+      { replay: true },
+    );
+    reply.onAbort(() => f.stop());
+  });
+
+  // ---- agents and nodes ---------------------------------------------------------------------------------
+  route("get", "/api/agents", async (_req, reply) => {
+    const agents = await jobs.agents();
+    reply.json(200, {
+      agents: agents.map((a) => ({
+        id: a.id,
+        name: a.name,
+        version: a.version,
+        state: a.state,
+        pools: a.pools,
+        labels: a.labels,
+        capabilities: a.capabilities,
+        running_jobs: a.running_jobs,
+        heartbeat_at: a.heartbeat_at,
+        started_at: a.started_at,
+      })),
+    });
+  });
+  route("post", "/api/agents/:id/drain", async (req, reply) => {
+    const id = req.params[0]!;
+    const agents = await jobs.agents();
+    if (!agents.some((a) => a.id === id)) throw notFound(`agent "${id}"`);
+    n.nc.publish(subjects.agentControl(id), encodeMsgpack({ type: "agent.drain", v: 1 }));
+    reply.json(202, { id, state: "draining" });
+  });
+  route("get", "/api/nodes/metadata", async (_req, reply) => {
+    const catalog = await jobs.nodeCatalog();
+    const seen = new Set<string>();
+    const list = [...catalog.values()].filter((m) => (seen.has(m.node_type) ? false : (seen.add(m.node_type), true)));
+    reply.json(200, list.sort((a, b) => a.node_type.localeCompare(b.node_type)));
+  });
+
+  app.ws("/ws", wsHub.behavior());
+  app.any("/*", (res, req) => {
+    const url = req.getUrl();
+    const method = req.getMethod().toUpperCase();
+    const reply = new Reply(res);
+    reply.json(404, { code: ErrorCode.GW_ERR_NOT_FOUND, message: `no route for ${method} ${url}` });
+  });
+
+  let listenSocket: us_listen_socket | null = null;
+  await new Promise<void>((resolve, reject) => {
+    app.listen(config.host, config.port, (s) => {
+      if (!s) reject(new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `cannot listen on ${config.host}:${config.port}`));
+      else {
+        listenSocket = s;
+        resolve();
+      }
+    });
+  });
+  const port = uws.us_socket_local_port(listenSocket!);
+  const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
+  log(`listening on ${url}`);
+  let stopped = false;
+  return {
+    config,
+    port,
+    url,
+    build,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      wsHub.closeAll();
+      if (listenSocket) uws.us_listen_socket_close(listenSocket);
+      hub.stop();
+      await n.nc.drain().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,62 @@
+/** Workflows in KV `nw_workflows`, validated on save. */
+import type { KV } from "@nats-io/kv";
+import { newId, parseJson, validateGraph, workflowKey, type NodeCatalog, type Workflow } from "../protocol/index.js";
+import { badRequest, notFound } from "./errors.js";
+
+export class WorkflowStore {
+  constructor(private readonly kv: KV) {}
+
+  async get(id: string): Promise<Workflow> {
+    const e = await this.kv.get(workflowKey(id)).catch(() => null);
+    if (!e || e.operation !== "PUT" || e.length === 0) throw notFound(`workflow "${id}"`);
+    return parseJson(e.string()) as Workflow;
+  }
+
+  async list(limit: number, cursor?: string): Promise<{ workflows: Workflow[]; next: string | null }> {
+    const keys: string[] = [];
+    for await (const k of await this.kv.keys()) keys.push(k);
+    keys.sort();
+    const out: Workflow[] = [];
+    let next: string | null = null;
+    for (const k of keys) {
+      if (cursor && k <= cursor) continue;
+      if (out.length === limit) {
+        next = out[out.length - 1]!.id;
+        break;
+      }
+      const e = await this.kv.get(k);
+      if (e && e.operation === "PUT" && e.length > 0) out.push(parseJson(e.string()) as Workflow);
+    }
+    return { workflows: out, next };
+  }
+
+  /** Creates or replaces; the graph is checked against the node types live agents offer. */
+  async save(body: Record<string, unknown>, catalog: NodeCatalog | undefined, id?: string): Promise<Workflow> {
+    const wid = id ?? (typeof body.id === "string" && body.id ? body.id : newId());
+    try {
+      workflowKey(wid);
+    } catch {
+      throw badRequest(`invalid workflow id "${wid}"`);
+    }
+    if (body.graph === undefined) throw badRequest('workflow needs a "graph" {nodes, edges}');
+    const graph = validateGraph(body.graph, catalog);
+    const prev = await this.get(wid).catch(() => null);
+    const now = new Date().toISOString();
+    const wf: Workflow = {
+      ...(prev ?? {}),
+      ...(body as Partial<Workflow>),
+      id: wid,
+      name: typeof body.name === "string" ? body.name : prev?.name ?? "Untitled",
+      graph,
+      created_at: prev?.created_at ?? now,
+      updated_at: now,
+    };
+    await this.kv.put(workflowKey(wid), JSON.stringify(wf));
+    return wf;
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.get(id);
+    await this.kv.delete(workflowKey(id));
+  }
+}

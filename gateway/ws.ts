@@ -1,0 +1,310 @@
+/**
+ * `/ws` (design §6): one socket may run and watch many jobs. Events reach sockets through uWS topics, one per
+ * job and encoding, so each event is encoded once per encoding and uWS does the fan-out. A resuming socket is
+ * fed directly (replay, then live) until the hub has caught up with what it sent, then moves to the topic.
+ */
+import type { TemplatedApp, WebSocket, HttpResponse, HttpRequest, us_socket_context_t } from "uWebSockets.js";
+import {
+  ErrorCode,
+  GraphError,
+  ProtocolError,
+  decodeClientFrame,
+  encodeJson,
+  encodeMsgpack,
+  isTerminal,
+  type ClientCommand,
+  type JobRecord,
+  type ServerMessage,
+} from "../protocol/index.js";
+import type { GatewayConfig } from "./config.js";
+import type { Delivery, EventHub } from "./event-hub.js";
+import { follow, type Following } from "./follow.js";
+import type { JobManager } from "./jobs.js";
+import type { WorkflowStore } from "./workflows.js";
+import { toWireError } from "./errors.js";
+
+type Mode = "binary" | "text";
+
+export interface SocketData {
+  /** Encoding for what we send. Fixed when negotiated by subprotocol; else follows the client's last frame. */
+  mode: Mode;
+  fixed: boolean;
+  closed: boolean;
+  /** Jobs this socket watches: via topic (`following` null) or directly while catching up. */
+  jobs: Map<string, { following: Following | null; onTopic: boolean }>;
+}
+
+export const topicOf = (jobId: string, mode: Mode) => (mode === "binary" ? `j/${jobId}/m` : `j/${jobId}/j`);
+
+export class WsHub {
+  readonly sockets = new Set<WebSocket<SocketData>>();
+  /** Sockets on each job's topics, for unsubscribing once the job ends. */
+  private readonly topicSockets = new Map<string, Set<WebSocket<SocketData>>>();
+  framesIn = 0;
+  framesOut = 0;
+  badFrames = 0;
+
+  constructor(
+    private readonly app: TemplatedApp,
+    private readonly config: Readonly<GatewayConfig>,
+    private readonly hub: EventHub,
+    private readonly jobs: JobManager,
+    private readonly workflows: WorkflowStore,
+  ) {}
+
+  /** Fan-out of one admitted event: encode once per encoding that has subscribers, publish. */
+  publish(jobId: string, d: Delivery): void {
+    const mt = topicOf(jobId, "binary");
+    const jt = topicOf(jobId, "text");
+    if (this.app.numSubscribers(mt) > 0) this.app.publish(mt, d.msgpack(), true);
+    if (this.app.numSubscribers(jt) > 0) this.app.publish(jt, d.json(), false);
+    if (d.terminal) {
+      const set = this.topicSockets.get(jobId);
+      if (set) {
+        for (const ws of set) this.leaveJob(ws, jobId);
+        this.topicSockets.delete(jobId);
+      }
+    }
+  }
+
+  private sendTo(ws: WebSocket<SocketData>, msg: ServerMessage | Record<string, unknown>): void {
+    const u = ws.getUserData();
+    if (u.closed) return;
+    this.framesOut++;
+    if (u.mode === "binary") ws.send(encodeMsgpack(msg), true);
+    else ws.send(encodeJson(msg), false);
+  }
+
+  private sendDelivery(ws: WebSocket<SocketData>, d: Delivery): void {
+    const u = ws.getUserData();
+    if (u.closed) return;
+    this.framesOut++;
+    if (u.mode === "binary") ws.send(d.msgpack(), true);
+    else ws.send(d.json(), false);
+  }
+
+  private joinTopic(ws: WebSocket<SocketData>, jobId: string): void {
+    const u = ws.getUserData();
+    if (u.closed) return;
+    ws.subscribe(topicOf(jobId, u.mode));
+    let set = this.topicSockets.get(jobId);
+    if (!set) this.topicSockets.set(jobId, (set = new Set()));
+    set.add(ws);
+    const entry = u.jobs.get(jobId);
+    if (entry) {
+      entry.onTopic = true;
+      entry.following = null;
+    } else u.jobs.set(jobId, { following: null, onTopic: true });
+  }
+
+  private leaveJob(ws: WebSocket<SocketData>, jobId: string): void {
+    const u = ws.getUserData();
+    const entry = u.jobs.get(jobId);
+    if (!entry) return;
+    entry.following?.stop();
+    if (entry.onTopic && !u.closed) ws.unsubscribe(topicOf(jobId, u.mode));
+    u.jobs.delete(jobId);
+    this.topicSockets.get(jobId)?.delete(ws);
+  }
+
+  /** The client's frame kind switches the mode (NodeTool's rule) unless a subprotocol fixed it. */
+  private setMode(ws: WebSocket<SocketData>, mode: Mode): void {
+    const u = ws.getUserData();
+    if (u.fixed || u.mode === mode) return;
+    for (const [jobId, e] of u.jobs) {
+      if (!e.onTopic) continue;
+      ws.unsubscribe(topicOf(jobId, u.mode));
+      ws.subscribe(topicOf(jobId, mode));
+    }
+    u.mode = mode;
+  }
+
+  /** The behaviour for `app.ws("/ws", …)`. */
+  behavior() {
+    const cfg = this.config;
+    return {
+      maxPayloadLength: cfg.wsMaxPayloadBytes,
+      maxBackpressure: cfg.wsMaxBackpressureBytes,
+      // A client that cannot keep up is closed, not silently skipped: it resumes from its last seq.
+      closeOnBackpressureLimit: 1,
+      idleTimeout: 120,
+      sendPingsAutomatically: true,
+      upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+        const key = req.getHeader("sec-websocket-key");
+        const protoHeader = req.getHeader("sec-websocket-protocol");
+        const ext = req.getHeader("sec-websocket-extensions");
+        const origin = req.getHeader("origin");
+        if (origin && cfg.allowedOrigins.length > 0 && !cfg.allowedOrigins.includes(origin)) {
+          res.writeStatus("403 Forbidden").end(JSON.stringify({ code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `origin ${origin} is not allowed` }));
+          return;
+        }
+        const offered = protoHeader.split(",").map((s) => s.trim()).filter(Boolean);
+        const chosen = offered.find((p) => p === "nodeway.msgpack" || p === "nodeway.json") ?? "";
+        const data: SocketData = {
+          mode: chosen === "nodeway.json" ? "text" : "binary",
+          fixed: chosen !== "",
+          closed: false,
+          jobs: new Map(),
+        };
+        res.upgrade(data, key, chosen, ext, context);
+      },
+      open: (ws: WebSocket<SocketData>) => {
+        this.sockets.add(ws);
+      },
+      message: (ws: WebSocket<SocketData>, message: ArrayBuffer, isBinary: boolean) => {
+        this.framesIn++;
+        this.setMode(ws, isBinary ? "binary" : "text");
+        let cmd: ClientCommand;
+        try {
+          cmd = decodeClientFrame(message, isBinary, cfg.wsMaxPayloadBytes);
+        } catch (err) {
+          this.badFrames++;
+          const pe = err instanceof ProtocolError ? err : new ProtocolError(ErrorCode.PROTO_ERR_DECODE, String(err));
+          this.sendTo(ws, { type: "error", code: pe.code, message: pe.message });
+          return;
+        }
+        void this.handle(ws, cmd).catch((err: unknown) => {
+          const { body } = toWireError(err);
+          this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...(cmd.request_id ? { request_id: cmd.request_id } : {}), error: body });
+        });
+      },
+      close: (ws: WebSocket<SocketData>) => {
+        const u = ws.getUserData();
+        u.closed = true;
+        // Closing a socket never cancels its jobs; it only stops watching them.
+        for (const [jobId, e] of u.jobs) {
+          e.following?.stop();
+          this.topicSockets.get(jobId)?.delete(ws);
+        }
+        u.jobs.clear();
+        this.sockets.delete(ws);
+      },
+    };
+  }
+
+  private reply(ws: WebSocket<SocketData>, cmd: ClientCommand, result: unknown): void {
+    this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...(cmd.request_id ? { request_id: cmd.request_id } : {}), result });
+  }
+
+  private async handle(ws: WebSocket<SocketData>, cmd: ClientCommand): Promise<void> {
+    switch (cmd.command) {
+      case "ping":
+        this.sendTo(ws, { type: "pong", ts: Date.now(), ...(cmd.request_id ? { request_id: cmd.request_id } : {}) });
+        return;
+      case "set_mode": {
+        // An explicit set_mode holds until the next one; frame kinds no longer switch it.
+        const u = ws.getUserData();
+        u.fixed = false;
+        this.setMode(ws, cmd.data.mode);
+        u.fixed = true;
+        this.reply(ws, cmd, { mode: cmd.data.mode });
+        return;
+      }
+      case "run_job": {
+        const d = cmd.data;
+        let workflow: { id: string; graph: import("../protocol/index.js").Graph };
+        if (d.graph) workflow = { id: typeof d.workflow_id === "string" ? d.workflow_id : "adhoc", graph: d.graph };
+        else workflow = await this.workflows.get(String(d.workflow_id));
+        const { job } = await this.jobs.submit({
+          workflow,
+          params: d.params ?? {},
+          ...(d.execution_strategy ? { strategy: d.execution_strategy } : {}),
+          timeoutS: d.timeout_s ?? null,
+          ...(d.requirements?.pool ? { pool: d.requirements.pool } : {}),
+          beforePublish: (jobId) => this.joinTopic(ws, jobId),
+        });
+        this.reply(ws, cmd, { job_id: job.id, workflow_id: job.workflow_id, status: job.status });
+        return;
+      }
+      case "reconnect_job":
+        await this.resume(ws, cmd.data.job_id, cmd.data.last_seq ?? 0);
+        return;
+      case "cancel_job": {
+        const rec = await this.jobs.cancel(cmd.data.job_id);
+        this.reply(ws, cmd, { job_id: rec.id, status: rec.status, message: isTerminal(rec.status) ? `job is ${rec.status}` : "Job cancellation requested" });
+        return;
+      }
+      case "get_status": {
+        if (cmd.data.job_id) {
+          const rec = await this.jobs.get(cmd.data.job_id);
+          this.reply(ws, cmd, { job_id: rec.id, workflow_id: rec.workflow_id, status: rec.status, attempt: rec.attempt, agent_id: rec.agent_id });
+        } else {
+          const active: Record<string, unknown>[] = [];
+          for (const id of ws.getUserData().jobs.keys()) {
+            const rec = await this.jobs.find(id);
+            if (rec) active.push({ job_id: rec.id, workflow_id: rec.workflow_id, status: rec.status });
+          }
+          this.reply(ws, cmd, { active_jobs: active });
+        }
+        return;
+      }
+      case "stop": {
+        // NodeTool semantics: stop streaming to this socket; the job keeps running.
+        if (cmd.data.job_id) this.leaveJob(ws, cmd.data.job_id);
+        this.sendTo(ws, { type: "generation_stopped", ...(cmd.data.job_id ? { job_id: cmd.data.job_id } : {}) });
+        return;
+      }
+      case "chat_message":
+        throw new GraphError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, "chat_message is not served by this gateway yet");
+    }
+  }
+
+  /** `reconnect_job`: header, replay after `lastSeq`, then live — moving to the topic once the hub caught up. */
+  private async resume(ws: WebSocket<SocketData>, jobId: string, lastSeq: number): Promise<void> {
+    const rec: JobRecord = await this.jobs.get(jobId);
+    const u = ws.getUserData();
+    this.leaveJob(ws, jobId);
+    const entry = { following: null as Following | null, onTopic: false };
+    u.jobs.set(jobId, entry);
+    let ended = false;
+    const following = await follow(
+      this.hub,
+      jobId,
+      lastSeq,
+      {
+        header: (r) => {
+          const incomplete = r?.incomplete ?? false;
+          this.sendTo(ws, {
+            type: "job_resumed",
+            job_id: jobId,
+            workflow_id: rec.workflow_id,
+            status: rec.status,
+            last_seq: r?.lastSeq ?? lastSeq,
+            replay_count: r?.events.length ?? 0,
+            ...(incomplete ? { replay_incomplete: true } : {}),
+          });
+          if (incomplete && (r?.events.length ?? 0) === 0) {
+            this.sendTo(ws, { type: "job_update", job_id: jobId, workflow_id: rec.workflow_id, attempt: rec.attempt, status: rec.status, ...(rec.error ? { error: rec.error } : {}) });
+          }
+        },
+        send: (d) => this.sendDelivery(ws, d),
+        end: () => {
+          ended = true;
+        },
+      },
+      { replay: true },
+    );
+    if (u.closed || ended || u.jobs.get(jobId) !== entry) {
+      following.stop();
+      if (ended) u.jobs.delete(jobId);
+      return;
+    }
+    entry.following = following;
+    this.hub.whenCaughtUp(following.lastSent, () => {
+      if (u.closed || u.jobs.get(jobId) !== entry || ended) return;
+      following.stop();
+      this.joinTopic(ws, jobId);
+    });
+  }
+
+  /** Gateway shutdown: close every socket with 1001 so clients reconnect and resume elsewhere. */
+  closeAll(): void {
+    for (const ws of [...this.sockets]) {
+      try {
+        ws.end(1001, "gateway going away");
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * Compare-and-set on job records (design §4). Gateway and agent both write records, and both through this
+ * one function, so a terminal state can never be overwritten by either. The store is described by its shape
+ * (the NATS KV client satisfies it), which keeps `protocol/` free of a NATS dependency.
+ */
+import { parseJson } from "./codec.js";
+import { jobKeys } from "./subjects.js";
+import type { JobRecord } from "./jobs.js";
+
+export interface RecordStore {
+  get(key: string): Promise<{ operation: string; revision: number; length: number; string(): string } | null>;
+  update(key: string, data: string, version: number): Promise<number>;
+}
+
+/** The record and its revision, or null when there is none (never created, deleted or expired). */
+export async function readJobRecord(kv: RecordStore, jobId: string): Promise<{ rec: JobRecord; revision: number } | null> {
+  const e = await kv.get(jobKeys.record(jobId));
+  if (!e || e.operation !== "PUT" || e.length === 0) return null;
+  return { rec: parseJson(e.string()) as JobRecord, revision: e.revision };
+}
+
+/**
+ * Applies `change` with compare-and-set on the revision, re-reading when another writer got there first.
+ * `change` returns null to refuse (the record moved somewhere this writer may not follow).
+ * Returns `{ rec, written }`: the record now stored and whether this call wrote it; null when there is none.
+ */
+export async function casJobRecord(
+  kv: RecordStore,
+  jobId: string,
+  change: (rec: JobRecord) => JobRecord | null,
+): Promise<{ rec: JobRecord; written: boolean } | null> {
+  for (let tries = 0; tries < 50; tries++) {
+    const cur = await readJobRecord(kv, jobId);
+    if (!cur) return null;
+    const next = change(cur.rec);
+    if (!next) return { rec: cur.rec, written: false };
+    try {
+      await kv.update(jobKeys.record(jobId), JSON.stringify(next), cur.revision);
+      return { rec: next, written: true };
+    } catch (err) {
+      // "wrong last sequence": another writer won this round; look again.
+      if (/wrong last sequence/i.test(String((err as Error).message))) continue;
+      throw err;
+    }
+  }
+  throw new Error(`job ${jobId}: record kept changing under compare-and-set`);
+}

@@ -1,0 +1,111 @@
+/** Test clients that speak the gateway's protocols over real sockets. */
+import WebSocket from "ws";
+import { decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
+import { check } from "./check.js";
+
+export type Msg = Record<string, unknown> & { type?: string; seq?: number; job_id?: string };
+
+export class WsClient {
+  readonly messages: Msg[] = [];
+  closeCode: number | null = null;
+  private constructor(
+    readonly ws: WebSocket,
+    readonly encoding: "msgpack" | "json",
+  ) {
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      this.messages.push((isBinary ? decodeMsgpack(new Uint8Array(data)) : JSON.parse(data.toString())) as Msg);
+    });
+    ws.on("close", (code) => (this.closeCode = code));
+    ws.on("error", () => undefined);
+  }
+
+  static async open(baseUrl: string, encoding: "msgpack" | "json" = "json", opts: { protocol?: boolean; wsOptions?: WebSocket.ClientOptions } = {}): Promise<WsClient> {
+    const url = baseUrl.replace(/^http/, "ws") + "/ws";
+    const useProto = opts.protocol ?? true;
+    const ws = new WebSocket(url, useProto ? [encoding === "msgpack" ? "nodeway.msgpack" : "nodeway.json"] : [], opts.wsOptions);
+    const c = new WsClient(ws, encoding);
+    await new Promise<void>((res, rej) => {
+      ws.once("open", () => res());
+      ws.once("error", rej);
+    });
+    return c;
+  }
+
+  send(frame: unknown): void {
+    if (this.encoding === "msgpack") this.ws.send(encodeMsgpack(frame));
+    else this.ws.send(JSON.stringify(frame));
+  }
+
+  sendRaw(data: string | Buffer): void {
+    this.ws.send(data);
+  }
+
+  /** Sends a command and waits for its `rpc_response` (matched by request_id). */
+  async request(command: string, data: Record<string, unknown>, timeoutMs = 10_000): Promise<Msg> {
+    const request_id = Math.random().toString(36).slice(2);
+    this.send({ command, data, request_id });
+    return check(() => this.messages.find((m) => m.type === "rpc_response" && m.request_id === request_id), timeoutMs, { name: `${command} response` });
+  }
+
+  events(jobId: string): Msg[] {
+    return this.messages.filter((m) => m.job_id === jobId && typeof m.seq === "number");
+  }
+
+  async waitTerminal(jobId: string, timeoutMs = 20_000): Promise<Msg> {
+    return check(() => this.events(jobId).find(isTerminalMsg), timeoutMs, { name: `terminal event of ${jobId}` });
+  }
+
+  close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    return new Promise((r) => {
+      this.ws.once("close", () => r());
+      this.ws.close();
+    });
+  }
+
+  terminate(): void {
+    this.ws.terminate();
+  }
+}
+
+export function isTerminalMsg(m: Msg): boolean {
+  return m.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(String(m.status));
+}
+
+/** POSTs and reads an NDJSON or SSE response to its end. */
+export async function readStream(url: string, init: RequestInit & { sse?: boolean } = {}): Promise<{ status: number; events: Msg[]; ids: string[] }> {
+  const res = await fetch(url, { ...init, headers: { "content-type": "application/json", accept: init.sse ? "text/event-stream" : "application/x-ndjson", ...(init.headers as Record<string, string>) } });
+  const text = await res.text();
+  if (res.status !== 200) return { status: res.status, events: [JSON.parse(text) as Msg], ids: [] };
+  return { status: res.status, ...parseStreamText(text, init.sse ?? false) };
+}
+
+export function parseStreamText(text: string, sse: boolean): { events: Msg[]; ids: string[] } {
+  const events: Msg[] = [];
+  const ids: string[] = [];
+  if (!sse) {
+    for (const line of text.split("\n")) if (line.trim()) events.push(JSON.parse(line) as Msg);
+    return { events, ids };
+  }
+  for (const block of text.split("\n\n")) {
+    let data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith("id: ")) ids.push(line.slice(4));
+      if (line.startsWith("data: ")) data += line.slice(6);
+    }
+    if (data) events.push(JSON.parse(data) as Msg);
+  }
+  return { events, ids };
+}
+
+export async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Msg & Record<string, unknown> }> {
+  const res = await fetch(base + path, { method, headers: { "content-type": "application/json", ...headers }, ...(body === undefined ? {} : { body: typeof body === "string" ? body : JSON.stringify(body) }) });
+  const text = await res.text();
+  let parsed: Msg;
+  try {
+    parsed = JSON.parse(text) as Msg;
+  } catch {
+    parsed = { raw: text };
+  }
+  return { status: res.status, body: parsed };
+}

@@ -1,0 +1,54 @@
+/** Real Nodeway processes (the compiled `nodeway` command), started for a test and always cleaned up. */
+import { spawn, type ChildProcess } from "node:child_process";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { check } from "./check.js";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const NODEWAY = join(ROOT, "bin", "nodeway.js");
+
+export interface Proc {
+  proc: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves with the exit code (or signal name). */
+  exited: Promise<number | string>;
+  kill(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+export function runNodeway(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const proc = spawn(process.execPath, [NODEWAY, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | string>((r) => proc.once("exit", (code, sig) => r(code ?? sig ?? -1)));
+  return {
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    async kill(signal: NodeJS.Signals = "SIGTERM") {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export interface AgentProc extends Proc {
+  id: string;
+}
+
+/** Starts `nodeway agent` and waits until it has registered. */
+export async function startAgentProc(natsUrl: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProc> {
+  const p = runNodeway(["agent", "--nats", natsUrl, ...extra], env);
+  const id = await check(() => /agent (\S+) running/.exec(p.stdout())?.[1] ?? (p.proc.exitCode !== null ? Promise.reject(new Error(`agent exited: ${p.stderr()}`)) : null), 30_000, { name: "agent registered" });
+  return Object.assign(p, { id });
+}
+
+/** Starts `nodeway gateway` as a process on a free port. */
+export async function startGatewayProc(natsUrl: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc & { url: string }> {
+  const p = runNodeway(["gateway", "--nats", natsUrl, "--port", "0", ...extra], env);
+  const url = await check(() => /gateway listening on (\S+)/.exec(p.stdout())?.[1] ?? (p.proc.exitCode !== null ? Promise.reject(new Error(`gateway exited: ${p.stderr()}`)) : null), 30_000, { name: "gateway listening" });
+  return Object.assign(p, { url });
+}
