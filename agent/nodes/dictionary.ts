@@ -1,0 +1,43 @@
+/** Dictionaries (`nodetool.dictionary.*`). */
+import type { NodeDef } from "../engine/types.js";
+import { asDict, asText, output, prop } from "./util.js";
+
+/** dictionary[key], or `default` when the key is absent. */
+export const getValue: NodeDef = {
+  kind: "process",
+  type: "nodetool.dictionary.GetValue",
+  title: "Get Value",
+  description: "Retrieves a value from a dictionary using a specified key.",
+  properties: [prop("dictionary", "dict", {}), prop("key", "str", ""), prop("default", "any", null)],
+  outputs: output("any"),
+  process: (_ctx, inputs) => {
+    const dict = asDict(inputs.dictionary);
+    const key = asText(inputs.key);
+    return { output: Object.prototype.hasOwnProperty.call(dict, key) ? dict[key] : (inputs.default ?? null) };
+  },
+};
+
+/** Every input of the node (all dynamic) as one dictionary. */
+export const makeDictionary: NodeDef = {
+  kind: "process",
+  type: "nodetool.dictionary.MakeDictionary",
+  title: "Make Dictionary",
+  description: "Creates a dictionary from the node's dynamic inputs, one key per input.",
+  properties: [],
+  outputs: output("dict[str, any]"),
+  isDynamic: true,
+  process: (_ctx, inputs) => ({ output: { ...inputs } }),
+};
+
+/** dict_a merged with dict_b; b wins on shared keys. */
+export const combine: NodeDef = {
+  kind: "process",
+  type: "nodetool.dictionary.Combine",
+  title: "Combine",
+  description: "Merges two dictionaries, with second dictionary values taking precedence.",
+  properties: [prop("dict_a", "dict", {}), prop("dict_b", "dict", {})],
+  outputs: output("dict[str, any]"),
+  process: (_ctx, inputs) => ({ output: { ...asDict(inputs.dict_a), ...asDict(inputs.dict_b) } }),
+};
+
+export const DICTIONARY_NODES: readonly NodeDef[] = [getValue, makeDictionary, combine];

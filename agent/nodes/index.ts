@@ -1,0 +1,43 @@
+/**
+ * The node library: every node type this agent can run, by NodeTool type name. The agent registers
+ * `NODE_LIBRARY`'s metadata in its catalog and runs graphs against `nodeCatalog()`.
+ */
+import type { NodeDef } from "../engine/types.js";
+import { BOOLEAN_NODES } from "./boolean.js";
+import { CONSTANT_NODES } from "./constant.js";
+import { CONTROL_NODES } from "./control.js";
+import { DICTIONARY_NODES } from "./dictionary.js";
+import { INPUT_OUTPUT_NODES } from "./input-output.js";
+import { LIST_NODES } from "./list.js";
+import { MATH_NODES } from "./math.js";
+import { TEST_NODES } from "./test-nodes.js";
+import { TEXT_NODES } from "./text.js";
+
+/** Every node definition, each once (aliases are in `aliases`, not repeated here). */
+export const NODE_LIBRARY: readonly NodeDef[] = Object.freeze([
+  ...INPUT_OUTPUT_NODES,
+  ...CONSTANT_NODES,
+  ...TEXT_NODES,
+  ...MATH_NODES,
+  ...BOOLEAN_NODES,
+  ...LIST_NODES,
+  ...CONTROL_NODES,
+  ...DICTIONARY_NODES,
+  ...TEST_NODES,
+]);
+
+/**
+ * Node type and every alias → definition. Throws if two definitions claim the same name, since the later one
+ * would silently shadow the earlier.
+ */
+export function nodeCatalog(library: readonly NodeDef[] = NODE_LIBRARY): Map<string, NodeDef> {
+  const catalog = new Map<string, NodeDef>();
+  for (const def of library) {
+    for (const name of [def.type, ...(def.aliases ?? [])]) {
+      const seen = catalog.get(name);
+      if (seen) throw new Error(`node type "${name}" is defined twice (${seen.type} and ${def.type})`);
+      catalog.set(name, def);
+    }
+  }
+  return catalog;
+}

@@ -1,0 +1,79 @@
+/**
+ * Nodes for tests and benchmarks (`nodeway.test.*`): a paced token stream standing in for an LLM, a sleep and
+ * a failure. They honour cancellation through `ctx.sleep` and `ctx.signal`.
+ */
+import { performance } from "node:perf_hooks";
+import { NodeError, type GeneratorNodeDef, type NodeDef } from "../engine/types.js";
+import { asInt, asNumber, asText, prop, yieldToEventLoop } from "./util.js";
+
+/**
+ * Emits `count` tokens "tok0 ", "tok1 ", … as `chunk` events at `rate` tokens per second, then the joined text
+ * on `output`. Token i is due at start + (i + 1) / rate, so the pace does not drift with timer lateness.
+ */
+export const tokens: GeneratorNodeDef = {
+  kind: "generator",
+  type: "nodeway.test.Tokens",
+  title: "Tokens",
+  description: "Streams count tokens (tok0, tok1, …) as chunk events at rate tokens per second, then outputs the joined text.",
+  properties: [
+    prop("count", "int", 10, { min: 0, description: "Number of tokens to emit." }),
+    prop("rate", "float", 100, { min: 0, description: "Tokens per second; 0 emits as fast as possible." }),
+  ],
+  outputs: [
+    { name: "chunk", type: "str" },
+    { name: "output", type: "str" },
+  ],
+  async *generate(ctx, inputs) {
+    const count = asInt(inputs.count, "count");
+    const rate = asNumber(inputs.rate, "rate");
+    if (count < 0) throw new NodeError(`count must be ≥ 0, got ${count}`);
+    if (rate < 0) throw new NodeError(`rate must be ≥ 0, got ${rate}`);
+    const intervalMs = rate > 0 ? 1000 / rate : 0;
+    const start = performance.now();
+    const parts: string[] = [];
+    for (let i = 0; i < count; i++) {
+      if (ctx.signal.aborted) throw ctx.signal.reason;
+      const waitMs = start + (i + 1) * intervalMs - performance.now();
+      // Sub-millisecond waits are below timer resolution: skip them and let the schedule catch up later.
+      if (waitMs >= 1) await ctx.sleep(waitMs);
+      else if (i % 256 === 255) await yieldToEventLoop(); // unpaced: still let cancellation and I/O in
+      const token = `tok${i} `;
+      parts.push(token);
+      ctx.chunk(token);
+      yield { handle: "chunk", value: token };
+    }
+    ctx.chunk("", { done: true });
+    yield { handle: "output", value: parts.join("") };
+  },
+};
+
+/** Waits `seconds` (cancellable), then outputs `seconds`. */
+export const sleep: NodeDef = {
+  kind: "process",
+  type: "nodeway.test.Sleep",
+  title: "Sleep",
+  description: "Waits the given number of seconds, then outputs it.",
+  properties: [prop("seconds", "float", 1, { min: 0, description: "How long to wait." })],
+  outputs: [{ name: "output", type: "float" }],
+  process: async (ctx, inputs) => {
+    const seconds = asNumber(inputs.seconds, "seconds");
+    if (seconds < 0) throw new NodeError(`seconds must be ≥ 0, got ${seconds}`);
+    if (seconds > 0) await ctx.sleep(seconds * 1000);
+    return { output: seconds };
+  },
+};
+
+/** Always fails with `message`. */
+export const fail: NodeDef = {
+  kind: "process",
+  type: "nodeway.test.Fail",
+  title: "Fail",
+  description: "Fails the run with the given message.",
+  properties: [prop("message", "str", "failed on purpose", { description: "The error message." })],
+  outputs: [],
+  process: (_ctx, inputs) => {
+    throw new NodeError(asText(inputs.message));
+  },
+};
+
+export const TEST_NODES: readonly NodeDef[] = [tokens, sleep, fail];

@@ -1,0 +1,154 @@
+/**
+ * Small helpers shared by the node library: property metadata builders and the value coercions every node
+ * uses to read its inputs. Coercions throw `NodeError` naming the property, so a bad value fails the run with
+ * a message the user can act on instead of producing `NaN` or `"[object Object]"` downstream.
+ */
+import type { PropertyMetadata } from "../../protocol/index.js";
+import { NodeError, type NodeInputs } from "../engine/types.js";
+
+/** One declared property. `extra` carries `description`, `min`, `max`, `values`, `required`. */
+export function prop(name: string, type: string, dflt: unknown, extra: Omit<PropertyMetadata, "name" | "type" | "default"> = {}): PropertyMetadata {
+  return { name, type, default: dflt, ...extra };
+}
+
+/** An `enum` property; its default must be one of `values`. */
+export function enumProp(name: string, values: readonly string[], dflt: string, description?: string): PropertyMetadata {
+  return { name, type: "enum", default: dflt, values: [...values], ...(description ? { description } : {}) };
+}
+
+/** The usual single output handle, `output`. */
+export function output(type: string): { name: string; type: string }[] {
+  return [{ name: "output", type }];
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return "undefined";
+  try {
+    const json = JSON.stringify(value);
+    if (json === undefined) return String(value);
+    return json.length > 80 ? `${json.slice(0, 77)}...` : json;
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * Text form of any value: strings as they are, `null`/`undefined` as "", lists and objects as JSON
+ * (NodeTool's final `ToString` does the same rather than JavaScript's `"a,b"` / `"[object Object]"`).
+ */
+export function asText(value: unknown): string {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "string") return value;
+  if (typeof value === "object") {
+    try {
+      return JSON.stringify(value) ?? "";
+    } catch {
+      return String(value);
+    }
+  }
+  return String(value);
+}
+
+/** A finite number; numeric strings and booleans are accepted, anything else fails naming `name`. */
+export function asNumber(value: unknown, name: string): number {
+  let n: number = Number.NaN;
+  if (typeof value === "number") n = value;
+  else if (typeof value === "boolean") n = value ? 1 : 0;
+  else if (typeof value === "string" && value.trim() !== "") n = Number(value);
+  // NaN and ±Infinity arrive only from a bug upstream or a bad param; name it here rather than propagate it.
+  if (!Number.isFinite(n)) throw new NodeError(`${name} must be a number, got ${describe(value)}`);
+  return n;
+}
+
+/** An integer: a number truncated toward zero, as Python's `int()` does. */
+export function asInt(value: unknown, name: string): number {
+  return Math.trunc(asNumber(value, name));
+}
+
+/** A boolean; the strings "false", "0" and "" are false (a command line passes text). */
+export function asBool(value: unknown): boolean {
+  if (typeof value === "string") {
+    const v = value.trim().toLowerCase();
+    return !(v === "" || v === "false" || v === "0" || v === "no");
+  }
+  return Boolean(value);
+}
+
+/** A list: arrays as they are, `null`/`undefined` as `[]`, any other value as a one-item list (NodeTool). */
+export function asList(value: unknown): unknown[] {
+  if (Array.isArray(value)) return value;
+  if (value === null || value === undefined) return [];
+  return [value];
+}
+
+/** A plain object; anything else is `{}` as in NodeTool's `asRecord`. */
+export function asDict(value: unknown): Record<string, unknown> {
+  if (value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof Uint8Array)) {
+    return value as Record<string, unknown>;
+  }
+  return {};
+}
+
+/** A list whose items must all be finite numbers (Sum, Average, Minimum, Maximum). */
+export function asNumberList(value: unknown, name: string): number[] {
+  const list = asList(value);
+  return list.map((v, i) => {
+    if (typeof v !== "number" || !Number.isFinite(v)) throw new NodeError(`${name}[${i}] must be a number, got ${describe(v)}`);
+    return v;
+  });
+}
+
+/** Compiles a user regular expression; a bad pattern is the user's error, so it becomes a `NodeError`. */
+export function compileRegex(pattern: string, flags = ""): RegExp {
+  try {
+    return new RegExp(pattern, flags);
+  } catch (err) {
+    throw new NodeError(`invalid regular expression ${JSON.stringify(pattern)}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/** Structural equality for JSON-like values (Python `==` on lists and dicts). */
+export function deepEqual(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((v, i) => deepEqual(v, b[i]));
+  const ka = Object.keys(a);
+  const kb = Object.keys(b);
+  const rb = b as Record<string, unknown>;
+  const ra = a as Record<string, unknown>;
+  return ka.length === kb.length && ka.every((k) => Object.prototype.hasOwnProperty.call(rb, k) && deepEqual(ra[k], rb[k]));
+}
+
+/**
+ * Python `seq[start:stop:step]` over a list, with NodeTool's convention that `stop = 0` means "to the end"
+ * (and, for a negative step, `start = 0` means "from the end"), so the defaults 0/0/-1 reverse the list.
+ */
+export function pySlice<T>(items: readonly T[], start: number, stop: number, step: number): T[] {
+  if (step === 0) throw new NodeError("slice step cannot be zero");
+  const len = items.length;
+  const out: T[] = [];
+  if (step > 0) {
+    const s = start < 0 ? Math.max(0, len + start) : Math.min(start, len);
+    const e = stop === 0 ? len : stop < 0 ? Math.max(0, len + stop) : Math.min(stop, len);
+    for (let i = s; i < e; i += step) out.push(items[i]!);
+  } else {
+    const s = start === 0 ? len - 1 : start < 0 ? len + start : Math.min(start, len - 1);
+    const e = stop === 0 ? -1 : stop < 0 ? Math.max(-1, len + stop) : stop;
+    for (let i = s; i > e; i += step) if (i >= 0 && i < len) out.push(items[i]!);
+  }
+  return out;
+}
+
+/** Inputs that are not declared properties: the values of a dynamic node's undeclared handles. */
+export function dynamicInputs(inputs: NodeInputs, properties: readonly PropertyMetadata[]): Record<string, unknown> {
+  const declared = new Set(properties.map((p) => p.name));
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(inputs)) if (!declared.has(k)) out[k] = inputs[k];
+  return out;
+}
+
+/** Lets timers and sockets run during a long synchronous-looking loop (async generators only yield microtasks). */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
