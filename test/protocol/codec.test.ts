@@ -1,0 +1,112 @@
+import t from "tap";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  ErrorCode,
+  ProtocolError,
+  asAgentControl,
+  asAgentRegistration,
+  asClientCommand,
+  asJobCancel,
+  asJobDispatch,
+  asJobEvent,
+  asServerMessage,
+  decodeClientFrame,
+  decodeMsgpack,
+  encodeJson,
+  encodeMsgpack,
+  parseJson,
+  subjects,
+  checkToken,
+  CODEC_LIMITS,
+} from "../../protocol/index.js";
+import { SAMPLES } from "./samples.js";
+
+const FIX = join(process.cwd(), "test", "fixtures", "protocol");
+const validatorFor = (name: string): ((x: unknown) => unknown) => {
+  if (name.startsWith("client.")) return asClientCommand;
+  if (name.startsWith("event.")) return asJobEvent;
+  if (name === "nats.job.dispatch") return asJobDispatch;
+  if (name === "nats.job.cancel") return asJobCancel;
+  if (name === "nats.agent.drain") return asAgentControl;
+  if (name === "nats.agent.registration") return asAgentRegistration;
+  return asServerMessage;
+};
+
+t.test("protocol - every message family round-trips through msgpack and JSON and matches its golden encoding", async (t) => {
+  for (const [name, msg] of Object.entries(SAMPLES)) {
+    const validate = validatorFor(name);
+    const mp = encodeMsgpack(msg);
+    t.same(validate(decodeMsgpack(mp)), msg, `${name} msgpack round trip`);
+    t.same(validate(parseJson(encodeJson(msg))), msg, `${name} JSON round trip`);
+    t.equal(Buffer.from(mp).toString("hex"), readFileSync(join(FIX, `${name}.msgpack.hex`), "utf8").trim(), `${name} msgpack golden`);
+    t.equal(encodeJson(msg), readFileSync(join(FIX, `${name}.json`), "utf8").trim(), `${name} JSON golden`);
+  }
+});
+
+function expectProto(t: { ok: (v: unknown, m: string) => void; equal: (a: unknown, b: unknown, m: string) => void; fail: (m: string) => void }, fn: () => unknown, code: string, name: string): void {
+  try {
+    fn();
+    t.fail(`${name}: expected ProtocolError ${code}`);
+  } catch (err) {
+    t.ok(err instanceof ProtocolError, `${name}: is a ProtocolError`);
+    t.equal((err as ProtocolError).code, code, `${name}: code ${code}`);
+  }
+}
+
+t.test("protocol - hostile msgpack is rejected with ProtocolError and the process stays alive", async (t) => {
+  // str32 declaring 4 GiB with 3 bytes of payload
+  expectProto(t, () => decodeMsgpack(Uint8Array.from([0xdb, 0xff, 0xff, 0xff, 0xff, 0x61, 0x62, 0x63])), ErrorCode.PROTO_ERR_TOO_LARGE, "huge str32");
+  // array32 declaring 2^32-1 elements
+  expectProto(t, () => decodeMsgpack(Uint8Array.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x01])), ErrorCode.PROTO_ERR_TOO_LARGE, "huge array32");
+  // map32 declaring 2^32-1 entries
+  expectProto(t, () => decodeMsgpack(Uint8Array.from([0xdf, 0xff, 0xff, 0xff, 0xff])), ErrorCode.PROTO_ERR_TOO_LARGE, "huge map32");
+  // bin32 declaring 1 GiB
+  expectProto(t, () => decodeMsgpack(Uint8Array.from([0xc6, 0x40, 0x00, 0x00, 0x00, 0x00])), ErrorCode.PROTO_ERR_TOO_LARGE, "huge bin32");
+  // {"__proto__": {"polluted": true}} and {"constructor": 1}
+  const proto = Uint8Array.from([0x81, 0xa9, ...Buffer.from("__proto__"), 0x81, 0xa8, ...Buffer.from("polluted"), 0xc3]);
+  expectProto(t, () => decodeMsgpack(proto), ErrorCode.PROTO_ERR_FORBIDDEN_KEY, "__proto__ key");
+  const ctor = Uint8Array.from([0x81, 0xab, ...Buffer.from("constructor"), 0x01]);
+  expectProto(t, () => decodeMsgpack(ctor), ErrorCode.PROTO_ERR_FORBIDDEN_KEY, "constructor key");
+  t.equal(({} as Record<string, unknown>).polluted, undefined, "Object.prototype untouched");
+  // truncated frames: every strict prefix of a valid encoding
+  const full = encodeMsgpack(SAMPLES["event.chunk"]);
+  let rejected = 0;
+  for (let i = 1; i < full.length; i++) {
+    try {
+      decodeMsgpack(full.subarray(0, i));
+    } catch (err) {
+      if (err instanceof ProtocolError) rejected++;
+    }
+  }
+  t.equal(rejected, full.length - 1, "every truncated prefix is a ProtocolError");
+  expectProto(t, () => decodeMsgpack(new Uint8Array(0)), ErrorCode.PROTO_ERR_DECODE, "empty");
+  expectProto(t, () => decodeMsgpack(new Uint8Array(CODEC_LIMITS.maxMessageBytes + 1)), ErrorCode.PROTO_ERR_TOO_LARGE, "oversized message");
+});
+
+t.test("protocol - hostile JSON is rejected with ProtocolError", async (t) => {
+  expectProto(t, () => parseJson('{"__proto__": {"polluted": true}}'), ErrorCode.PROTO_ERR_FORBIDDEN_KEY, "__proto__ JSON");
+  expectProto(t, () => parseJson('{"a": {"constructor": {"prototype": 1}}}'), ErrorCode.PROTO_ERR_FORBIDDEN_KEY, "nested constructor JSON");
+  expectProto(t, () => parseJson("{not json"), ErrorCode.PROTO_ERR_DECODE, "malformed JSON");
+  expectProto(t, () => parseJson("x".repeat(100), 50), ErrorCode.PROTO_ERR_TOO_LARGE, "oversized JSON");
+  t.same(parseJson('{"text": "the word constructor is fine in a value"}'), { text: "the word constructor is fine in a value" });
+});
+
+t.test("protocol - client frames are validated with errors that name the problem", async (t) => {
+  expectProto(t, () => decodeClientFrame('{"data": {}}', false), ErrorCode.PROTO_ERR_SHAPE, "no command");
+  expectProto(t, () => decodeClientFrame('{"command": "fly", "data": {}}', false), ErrorCode.PROTO_ERR_UNKNOWN_TYPE, "unknown command");
+  expectProto(t, () => decodeClientFrame('{"command": "cancel_job", "data": {}}', false), ErrorCode.PROTO_ERR_SHAPE, "cancel without job_id");
+  expectProto(t, () => decodeClientFrame('{"command": "run_job", "data": {"params": {}}}', false), ErrorCode.PROTO_ERR_SHAPE, "run without workflow");
+  expectProto(t, () => decodeClientFrame("[1,2]", false), ErrorCode.PROTO_ERR_SHAPE, "array frame");
+  expectProto(t, () => decodeClientFrame(Uint8Array.from([0xff, 0xfe]), false), ErrorCode.PROTO_ERR_DECODE, "invalid UTF-8 text");
+  const bin = encodeMsgpack({ command: "ping", data: {} });
+  t.same(decodeClientFrame(bin, true), { command: "ping", data: {} }, "msgpack frame decodes");
+});
+
+t.test("protocol - subject builders reject tokens that would widen a subscription", async (t) => {
+  t.equal(subjects.jobEvents("abc"), "nw.events.abc");
+  for (const bad of ["a.b", "*", ">", "a b", "", "x\ty"]) {
+    t.throws(() => subjects.jobEvents(bad), { code: ErrorCode.PROTO_ERR_BAD_TOKEN }, `rejects ${JSON.stringify(bad)}`);
+  }
+  t.throws(() => checkToken("pool.x", "pool"));
+});
