@@ -118,7 +118,8 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
   mkdirSync(store, { recursive: true, mode: 0o700 });
   const natsHost = "127.0.0.1";
   const natsPort = args.flags.get("nats-port")?.at(-1) ? Number(args.flags.get("nats-port")!.at(-1)) : await freePort(natsHost);
-  const nats = spawn("nats-server", ["-js", "-a", natsHost, "-p", String(natsPort), "-sd", store], { stdio: ["ignore", "ignore", "inherit"] });
+  // nats-server logs to a file in the data dir; its banner would drown the lines a user needs.
+  const nats = spawn("nats-server", ["-js", "-a", natsHost, "-p", String(natsPort), "-sd", store, "-l", join(home, "nats-server.log")], { stdio: "ignore" });
   const natsUrl = `nats://${natsHost}:${natsPort}`;
   let gw: RunningGateway | null = null;
   let agent: RunningAgent | null = null;
