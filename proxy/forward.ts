@@ -203,6 +203,9 @@ export function createForwarder(deps: ForwardDeps): {
     }
     u.active++;
     let finished = false;
+    // Set when we cut the upstream request ourselves (client left, body too large): its error is then no
+    // evidence against the upstream and must not eject it.
+    let abandoned = false;
     const up: ClientRequest = request({
       host: u.target.hostname,
       port: u.target.port,
@@ -228,7 +231,7 @@ export function createForwarder(deps: ForwardDeps): {
       pres.on("close", () => {
         // Upstream died mid-body: cut the client off too, so it sees a truncated stream (and can resume)
         // rather than a response that looks complete.
-        if (!pres.complete) {
+        if (!pres.complete && !abandoned) {
           res.destroy();
           pool.markDown(u, "connection closed mid-response");
         }
@@ -238,6 +241,7 @@ export function createForwarder(deps: ForwardDeps): {
 
     up.on("error", (err: NodeJS.ErrnoException) => {
       done();
+      if (abandoned) return;
       const code = err.code ?? "";
       // A pooled keep-alive socket the upstream closed just as we reused it: retry once on a fresh connection
       // when the request is safe to repeat (no body was sent). This is Node's documented `reusedSocket` pattern.
@@ -252,7 +256,10 @@ export function createForwarder(deps: ForwardDeps): {
 
     res.on("close", () => {
       // Client gone before we finished: abort the upstream request so its socket is not reused half-read.
-      if (!res.writableFinished) up.destroy();
+      if (!res.writableFinished) {
+        abandoned = true;
+        up.destroy();
+      }
       if (log !== null && !isRetry) log(formatAccessLine(peer, req.method, req.url, res.writableFinished ? res.statusCode : 499, performance.now() - start, u.target.origin));
     });
 
@@ -266,6 +273,7 @@ export function createForwarder(deps: ForwardDeps): {
       req.on("data", (chunk: Buffer) => {
         seen += chunk.length;
         if (seen > maxBody) {
+          abandoned = true;
           up.destroy();
           req.unpipe(up);
           sendError(res, 413, "PROXY_ERR_BODY_TOO_LARGE", hsts, true);
