@@ -332,6 +332,7 @@ export const regexValidate = textNode(
   "bool",
   (i) => {
     const p = text(i, "pattern");
+    regex(p); // compiled alone first so a syntax error names the pattern the user wrote
     return regex(p.startsWith("^") ? p : `^(?:${p})`).test(text(i));
   },
 );
