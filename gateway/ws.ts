@@ -58,12 +58,23 @@ export class WsHub {
     const jt = topicOf(jobId, "text");
     if (this.app.numSubscribers(mt) > 0) this.app.publish(mt, d.msgpack(), true);
     if (this.app.numSubscribers(jt) > 0) this.app.publish(jt, d.json(), false);
-    if (d.terminal) {
+    if (d.terminal && this.topicSockets.has(jobId)) {
+      // uWS batches publishes and drains them later in the loop; unsubscribing now would drop this very
+      // message. Leave the topic a little later instead.
+      this.ended.push(jobId);
+      this.sweepTimer ??= setTimeout(() => this.sweepEnded(), 500);
+    }
+  }
+
+  private ended: string[] = [];
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private sweepEnded(): void {
+    this.sweepTimer = null;
+    for (const jobId of this.ended.splice(0)) {
       const set = this.topicSockets.get(jobId);
-      if (set) {
-        for (const ws of set) this.leaveJob(ws, jobId);
-        this.topicSockets.delete(jobId);
-      }
+      if (!set) continue;
+      for (const ws of set) this.leaveJob(ws, jobId);
+      this.topicSockets.delete(jobId);
     }
   }
 
@@ -299,6 +310,7 @@ export class WsHub {
 
   /** Gateway shutdown: close every socket with 1001 so clients reconnect and resume elsewhere. */
   closeAll(): void {
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
     for (const ws of [...this.sockets]) {
       try {
         ws.end(1001, "gateway going away");

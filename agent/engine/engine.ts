@@ -148,6 +148,9 @@ class Actor {
     for (const p of this.def.properties) if (p.default !== undefined) inputs[p.name] = structuredClone(p.default);
     const data = this.node.data ?? {};
     for (const k of Object.keys(data)) if (!this.handles.has(k)) inputs[k] = data[k];
+    // Values typed into dynamic inputs (FormatText variables, MakeDictionary entries) are saved here by NodeTool.
+    const dyn = this.node.dynamic_properties;
+    if (dyn) for (const k of Object.keys(dyn)) if (!this.handles.has(k)) inputs[k] = dyn[k];
     return inputs;
   }
 
