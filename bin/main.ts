@@ -213,14 +213,14 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
     }
   };
   const put = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json" } });
-  if (!put.ok) fail(`workflow rejected: ${await put.text()}`, 1);
+  if (!put.ok) fail(`workflow rejected: ${await errorText(put)}`, 1);
   const timeout = args.flags.get("timeout-s")?.at(-1);
   const res = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}/run?stream=true`, {
     method: "POST",
     body: JSON.stringify({ params, ...(timeout ? { timeout_s: Number(timeout) } : {}) }),
     headers: { "content-type": "application/json", accept: "application/x-ndjson" },
   });
-  if (!res.ok || !res.body) fail(`run rejected: ${await res.text()}`, 1);
+  if (!res.ok || !res.body) fail(`run rejected: ${await errorText(res)}`, 1);
   const err = (s: string) => !quiet && process.stderr.write(s);
   let status = "unknown";
   let outputs: Record<string, unknown> = {};
@@ -265,6 +265,18 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
   if (midLine) process.stdout.write("\n");
   process.stdout.write(JSON.stringify({ status, outputs, ...(error ? { error } : {}) }, null, 2) + "\n");
   process.exit(status === "completed" ? 0 : 1);
+}
+
+/** The gateway's error body as one line: `CODE: message`. */
+async function errorText(res: Response): Promise<string> {
+  const text = await res.text();
+  try {
+    const e = JSON.parse(text) as { code?: string; message?: string };
+    if (e.message) return `${e.code ?? res.status}: ${e.message}`;
+  } catch {
+    /* not JSON: show it as it is */
+  }
+  return `${res.status} ${text}`;
 }
 
 async function main(): Promise<void> {

@@ -1,0 +1,135 @@
+import t from "tap";
+import { runGraph, type EngineEvent } from "../../agent/engine/engine.js";
+import { nodeCatalog } from "../../agent/nodes/index.js";
+import type { Graph } from "../../protocol/index.js";
+
+const library = nodeCatalog();
+const e = (id: string, source: string, target: string, targetHandle: string, sourceHandle = "output") => ({ id, source, sourceHandle, target, targetHandle });
+
+async function run(graph: Graph, params: Record<string, unknown> = {}, signal = new AbortController().signal) {
+  const events: EngineEvent[] = [];
+  const result = await runGraph({ graph, params, library, signal, emit: (ev) => events.push(ev) });
+  return { result, events };
+}
+
+t.test("engine - input nodes take run params by name and outputs collect every value by Output name", async (t) => {
+  const { result } = await run(
+    {
+      nodes: [
+        { id: "a", type: "nodetool.input.IntegerInput", data: { name: "a", value: 1 } },
+        { id: "b", type: "nodetool.input.IntegerInput", data: { name: "b", value: 2 } },
+        { id: "add", type: "lib.math.Add", data: {} },
+        { id: "out", type: "nodetool.output.Output", data: { name: "sum" } },
+      ],
+      edges: [e("1", "a", "add", "a"), e("2", "b", "add", "b"), e("3", "add", "out", "value")],
+    },
+    { a: 40 },
+  );
+  t.same(result, { status: "completed", outputs: { sum: [42] } });
+});
+
+t.test("engine - the old nodetool.math names run the same nodes", async (t) => {
+  const { result } = await run({
+    nodes: [
+      { id: "m", type: "nodetool.math.Multiply", data: { a: 6, b: 7 } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "x" } },
+    ],
+    edges: [e("1", "m", "out", "value")],
+  });
+  t.same(result.outputs, { x: [42] });
+});
+
+t.test("engine - generator values stream along edges and on_any fires once per new value (combine-latest)", async (t) => {
+  const { result, events } = await run({
+    nodes: [
+      { id: "seq", type: "nodetool.list.GenerateSequence", data: { start: 0, stop: 3, step: 1 } },
+      { id: "k", type: "nodetool.constant.Integer", data: { value: 10 } },
+      { id: "add", type: "lib.math.Add", data: {} },
+      { id: "out", type: "nodetool.output.Output", data: { name: "sums" } },
+    ],
+    edges: [e("1", "seq", "add", "a"), e("2", "k", "add", "b"), e("3", "add", "out", "value")],
+  });
+  t.same(result.outputs, { sums: [10, 11, 12] });
+  t.ok(events.some((ev) => ev.type === "edge_update" && ev.status === "completed" && ev.counter === 3), "edge counter reported");
+});
+
+t.test("engine - zip_all pairs values in arrival order instead of combining the latest", async (t) => {
+  const { result } = await run({
+    nodes: [
+      { id: "s1", type: "nodetool.list.GenerateSequence", data: { start: 0, stop: 3, step: 1 } },
+      { id: "s2", type: "nodetool.list.GenerateSequence", data: { start: 100, stop: 103, step: 1 } },
+      { id: "add", type: "lib.math.Add", data: {}, sync_mode: "zip_all" },
+      { id: "out", type: "nodetool.output.Output", data: { name: "z" } },
+    ],
+    edges: [e("1", "s1", "add", "a"), e("2", "s2", "add", "b"), e("3", "add", "out", "value")],
+  });
+  t.same(result.outputs, { z: [100, 102, 104] });
+});
+
+t.test("engine - a property fed by an edge is dropped from data, dynamic inputs accept undeclared handles", async (t) => {
+  const { result } = await run({
+    nodes: [
+      { id: "who", type: "nodetool.constant.String", data: { value: "edge" } },
+      { id: "fmt", type: "nodetool.text.FormatText", data: { template: "{{ who }}/{{ fixed }}", who: "data-value-ignored" }, dynamic_properties: { fixed: "dyn" } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "t" } },
+    ],
+    edges: [e("1", "who", "fmt", "who"), e("2", "fmt", "out", "value")],
+  });
+  t.same(result.outputs, { t: ["edge/dyn"] });
+});
+
+t.test("engine - bypassed nodes are routed around, editor-only nodes and edges to missing nodes are dropped", async (t) => {
+  const { result } = await run({
+    nodes: [
+      { id: "s", type: "nodetool.constant.String", data: { value: "abc" } },
+      { id: "up", type: "nodetool.text.ToUppercase", data: {}, ui_properties: { bypassed: true } },
+      { id: "c", type: "nodetool.workflows.base_node.Comment", data: { comment: "note" } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "t" } },
+    ],
+    edges: [e("1", "s", "up", "text"), e("2", "up", "out", "value"), e("3", "s", "ghost", "value"), e("4", "c", "out", "value")],
+  });
+  t.same(result, { status: "completed", outputs: { t: ["abc"] } });
+});
+
+t.test("engine - a node error fails the run naming node id, type and message, and nothing hangs", async (t) => {
+  const { result, events } = await run({
+    nodes: [
+      { id: "slow", type: "nodeway.test.Sleep", data: { seconds: 30 } },
+      { id: "bad", type: "nodeway.test.Fail", data: { message: "broken on purpose" } },
+    ],
+    edges: [],
+  });
+  t.same(result.status, "failed");
+  t.match(result, { error: { node_id: "bad", node_type: "nodeway.test.Fail", message: "broken on purpose" } });
+  t.ok(events.some((ev) => ev.type === "node_update" && ev.node_id === "bad" && ev.status === "error"));
+});
+
+t.test("engine - the abort signal reaches running nodes and the run ends cancelled", async (t) => {
+  const ac = new AbortController();
+  const started = Date.now();
+  const p = run({ nodes: [{ id: "tok", type: "nodeway.test.Tokens", data: { count: 100000, rate: 100 } }], edges: [] }, {}, ac.signal);
+  setTimeout(() => ac.abort(new Error("user")), 100);
+  const { result, events } = await p;
+  t.equal(result.status, "cancelled");
+  t.ok(Date.now() - started < 5_000, "ended promptly");
+  const n = events.filter((ev) => ev.type === "chunk").length;
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(events.filter((ev) => ev.type === "chunk").length, n, "no tokens after the abort");
+});
+
+t.test("engine - Tokens emits one chunk per token and outputs the joined text", async (t) => {
+  const { result, events } = await run({
+    nodes: [
+      { id: "tok", type: "nodeway.test.Tokens", data: { count: 5, rate: 0 } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
+    ],
+    edges: [e("1", "tok", "out", "value")],
+  });
+  const chunks = events.filter((ev): ev is Extract<EngineEvent, { type: "chunk" }> => ev.type === "chunk" && ev.content !== "").map((c) => c.content);
+  t.same(chunks, ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "]);
+  t.same(result.outputs, { text: ["tok0 tok1 tok2 tok3 tok4 "] });
+});
+
+t.test("engine - an unknown node type is refused before anything runs", async (t) => {
+  await t.rejects(run({ nodes: [{ id: "x", type: "no.such.Node", data: {} }], edges: [] }), { name: "UnknownNodeTypeError", message: /no\.such\.Node.*"x"/ });
+});

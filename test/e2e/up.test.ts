@@ -1,0 +1,86 @@
+import t from "tap";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { check } from "../helpers/check.js";
+import { ROOT, runNodeway } from "../helpers/procs.js";
+import { NatsServer } from "../helpers/nats-server.js";
+
+function processesUnder(home: string): string[] {
+  try {
+    return execFileSync("pgrep", ["-af", home]).toString().split("\n").filter((l) => l.trim() && !l.includes("pgrep"));
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+}
+
+t.test("up - starts nats-server, gateway and agent, runs the examples through nodeway run, and stops cleanly", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const up = runNodeway(["up", "--port", "0"], { NODEWAY_HOME: home });
+  t.teardown(() => up.kill("SIGKILL"));
+  const url = await check(() => /nodeway is up: (\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up" });
+  const health = await fetch(`${url}/health`).then((r) => r.json() as Promise<Record<string, unknown>>);
+  t.match(health, { status: "ok", agents: 1 }, "/health is ok with one agent");
+  const wfs = await fetch(`${url}/api/workflows`).then((r) => r.json() as Promise<{ workflows: { id: string }[] }>);
+  t.ok(wfs.workflows.some((w) => w.id === "hello-world"), "the sample workflows are loaded");
+
+  const hello = runNodeway(["run", join(ROOT, "examples", "hello-world.json"), "--param", "name=Tester", "--gateway", url]);
+  t.equal(await hello.exited, 0, "hello-world exits 0");
+  t.match(hello.stdout(), /"greeting": \[\s*"Hello, Tester!"/, "prints the outputs");
+  t.match(hello.stderr(), /completed/, "shows progress");
+
+  const stream = runNodeway(["run", join(ROOT, "examples", "streaming-tokens.json"), "--param", "count=5", "--gateway", url]);
+  t.equal(await stream.exited, 0, "streaming example exits 0");
+  t.match(stream.stdout(), /^tok0 tok1 tok2 tok3 tok4 /, "tokens are printed as they come");
+  t.match(stream.stdout(), /TOK0 TOK1 TOK2 TOK3 TOK4/, "and the output at the end");
+
+  const failing = join(home, "failing.json");
+  writeFileSync(failing, JSON.stringify({ nodes: [{ id: "f", type: "nodeway.test.Fail", data: { message: "nope" } }], edges: [] }));
+  const bad = runNodeway(["run", failing, "--gateway", url]);
+  t.equal(await bad.exited, 1, "a failed run exits non-zero");
+  t.match(bad.stdout(), /"status": "failed"/);
+
+  const badParam = runNodeway(["run", join(ROOT, "examples", "hello-world.json"), "--param", "nope=1", "--gateway", url]);
+  t.equal(await badParam.exited, 1, "a rejected run exits non-zero");
+  t.match(badParam.stderr(), /unknown param "nope"/, "and says why");
+
+  t.ok(processesUnder(home).length >= 1, "nats-server runs with its store in the data dir");
+  up.proc.kill("SIGINT");
+  t.equal(await up.exited, 0, "Ctrl-C exits 0");
+  await check(() => processesUnder(home).length === 0, 10_000, { name: "no stray processes" });
+  t.pass("no stray processes");
+});
+
+t.test("up - a missing nats-server is a clear error naming the package", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const up = runNodeway(["up", "--port", "0"], { NODEWAY_HOME: home, PATH: "/nonexistent" });
+  t.equal(await up.exited, 3);
+  t.match(up.stderr(), /nats-server was not found.*apt-get install nats-server/);
+});
+
+t.test("cli - flags have NODEWAY_* env twins and unknown flags are refused", async (t) => {
+  const ns = await NatsServer.start();
+  t.teardown(() => ns.stop());
+  const gw = runNodeway(["gateway", "--port", "0"], { NODEWAY_NATS_URL: ns.url });
+  t.teardown(() => gw.kill("SIGKILL"));
+  const url = await check(() => /gateway listening on (\S+)/.exec(gw.stdout())?.[1], 20_000, { name: "gateway via env" });
+  const agent = runNodeway(["agent", "--name", "envtest"], { NODEWAY_NATS_URL: ns.url, NODEWAY_MAX_JOBS: "3" });
+  t.teardown(() => agent.kill("SIGKILL"));
+  const listed = await check(async () => {
+    const r = (await fetch(`${url}/api/agents`).then((x) => x.json())) as { agents: { name: string; capabilities: { max_jobs: number } }[] };
+    return r.agents.find((a) => a.name === "envtest");
+  }, 20_000, { name: "agent registered" });
+  t.equal(listed.capabilities.max_jobs, 3, "NODEWAY_MAX_JOBS reached the agent");
+  t.equal(await agent.kill("SIGTERM"), 0, "SIGTERM drains and exits 0");
+  const after = (await fetch(`${url}/api/agents`).then((x) => x.json())) as { agents: unknown[] };
+  t.equal(after.agents.length, 0, "a drained agent deregisters");
+  const bad = runNodeway(["agent", "--nats", ns.url, "--max-jbos", "2"]);
+  t.equal(await bad.exited, 2);
+  t.match(bad.stderr(), /unknown flag --max-jbos/);
+  const badVal = runNodeway(["agent", "--nats", ns.url, "--max-jobs", "zero"]);
+  t.equal(await badVal.exited, 1);
+  t.match(badVal.stderr(), /maxJobs: must be a positive integer/);
+});
