@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The one command that passes the tests on a fresh Debian machine (README "Test"):
+# installs what the tests need (Debian packages when run as root, npm packages), builds, runs every test file
+# (two at a time), and ends with a line "N passed, N failed". The tests start their own services
+# (nats-server, Pebble, gateways, agents) on ephemeral loopback ports, so nothing else needs starting.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nats-server >/dev/null || need+=(nats-server)
+command -v pebble >/dev/null || need+=(pebble)
+command -v pebble-challtestsrv >/dev/null || need+=(pebble)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; } \
+      || { echo "could not install ${need[*]}"; echo "0 passed, 1 failed"; exit 1; }
+  else
+    echo "missing ${need[*]}: run this as root once, or install them (apt-get install ${need[*]})"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+fi
+
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >/dev/null || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+else npm install --no-audit --no-fund >/dev/null || { echo "npm install failed"; echo "0 passed, 1 failed"; exit 1; }; fi
+npm run build >/dev/null || { npm run build; echo "0 passed, 1 failed"; exit 1; }
+
+echo "nats-server: $(nats-server --version 2>&1)"
+log=$(mktemp)
+npx tap "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+summary=$(grep -E '^# \{ total: [0-9]+' "$log" | tail -1)
+total=$(sed -nE 's/.*total: ([0-9]+).*/\1/p' <<<"$summary")
+pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
+total=${total:-0}; pass=${pass:-0}
+failed=$((total - pass))
+# A run that crashed or timed out without failed assertions still counts as a failure.
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+rm -f "$log"
+echo "${pass} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
