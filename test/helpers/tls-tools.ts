@@ -31,11 +31,16 @@ export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, na
 
 /** A port that was free a moment ago (bind 0, read, close). For configs that cannot take port 0 (Pebble's). */
 export async function freePort(host = "127.0.0.1"): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((r) => srv.listen(0, host, r));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
+  return (await freePorts(1, host))[0]!;
+}
+
+/** `n` distinct free ports: all are held open while picking, so the kernel cannot hand out one twice. */
+export async function freePorts(n: number, host = "127.0.0.1"): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createNetServer());
+  await Promise.all(servers.map((srv) => new Promise<void>((r) => srv.listen(0, host, r))));
+  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
+  await Promise.all(servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+  return ports;
 }
 
 /** A temp dir removed by the returned cleanup. */
