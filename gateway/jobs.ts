@@ -32,6 +32,7 @@ import {
 } from "../protocol/index.js";
 import type { NatsParts } from "./nats.js";
 import { GatewayError, notFound, badRequest } from "./errors.js";
+import { QueueTracker } from "./queue.js";
 
 export interface SubmitJob {
   workflow: Pick<Workflow, "id" | "graph">;
@@ -51,8 +52,13 @@ export class JobManager {
   private catalogKeys = new Set<string>();
   private catalogRefreshedMs = 0;
   jobsCreated = 0;
+  readonly queue: QueueTracker;
 
-  constructor(private readonly n: NatsParts) {}
+  constructor(private readonly n: NatsParts) {
+    this.queue = new QueueTracker((jobId, workflowId, position) => {
+      void this.publishEvent(jobId, workflowId, `q${position}`, { type: "job_update", status: "queued", queue_position: position }).catch(() => undefined);
+    });
+  }
 
   /** Live agents from the registry (the bucket's TTL has removed dead ones). */
   async agents(): Promise<AgentRegistration[]> {
@@ -175,7 +181,8 @@ export class JobManager {
     await this.n.jobsKv.create(jobKeys.record(jobId), JSON.stringify(rec));
     await this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), "");
     s.beforePublish?.(jobId);
-    await this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued" });
+    this.queue.claim(jobId);
+    await this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) });
     const dispatch: JobDispatch = {
       type: "job.dispatch",
       v: 1,
@@ -195,7 +202,7 @@ export class JobManager {
   }
 
   /** An event the gateway itself writes for a job (attempt 0: before any agent owns it). */
-  private async publishEvent(jobId: string, workflowId: string, n: number, ev: Record<string, unknown>): Promise<void> {
+  private async publishEvent(jobId: string, workflowId: string, n: number | string, ev: Record<string, unknown>): Promise<void> {
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(jobId, 0, n));
     const body = { ...ev, job_id: jobId, workflow_id: workflowId, attempt: 0, ts: performance.timeOrigin + performance.now() };

@@ -50,7 +50,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const app: TemplatedApp = uws.App();
   const counters = { requests: 0, eventsOut: 0 };
   let wsHub!: WsHub;
-  const hub = new EventHub(n.js, n.jsm, (jobId, d) => wsHub.publish(jobId, d), log);
+  const hub = new EventHub(
+    n.js,
+    n.jsm,
+    (jobId, d) => {
+      wsHub.publish(jobId, d);
+      jobs.queue.observe(d.ev);
+    },
+    log,
+  );
   wsHub = new WsHub(app, config, hub, jobs, workflows);
   await hub.start();
 
@@ -341,6 +349,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       wsHub.closeAll();
       if (listenSocket) uws.us_listen_socket_close(listenSocket);
       hub.stop();
+      jobs.queue.stop();
       await n.nc.drain().catch(() => undefined);
     },
   };

@@ -25,6 +25,8 @@ export interface JobUpdate extends EventBase {
   /** Output node name → values, on `completed`. */
   result?: Record<string, unknown[]> | null;
   queue_position?: number;
+  /** Pool the job waits in (on `queued` updates). */
+  pool?: string;
   agent_id?: string;
   duration?: number;
 }

@@ -50,7 +50,7 @@ export function poolConsumer(pool: string): string {
 }
 
 /** `Nats-Msg-Id` of an event: deduplicates a re-published event, distinct per attempt. */
-export function eventMsgId(jobId: string, attempt: number, n: number): string {
+export function eventMsgId(jobId: string, attempt: number, n: number | string): string {
   return `${jobId}:${attempt}:${n}`;
 }
 
