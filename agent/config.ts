@@ -17,7 +17,7 @@ export interface AgentOptions {
   drainGraceMs?: number;
   /** Heartbeat period of the registry entry. @default 3000 */
   heartbeatMs?: number;
-  /** Strategies this agent allows (a run asks; the agent caps). @default ["inline","threaded","subprocess"] */
+  /** Strategies this agent allows (a run asks; the agent caps). Only `inline` (in the agent process) exists yet. @default ["inline"] */
   strategies?: string[];
 }
 
@@ -64,7 +64,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   for (const u of nats) {
     if (!/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(u) && !/^[\w.-]+:\d+$/.test(u)) throw new InvalidConfigError("natsUrl", `not a NATS URL: ${u}`);
   }
-  const strategies = (list("strategies", opts.strategies) ?? ["inline", "threaded", "subprocess"]) as ExecutionStrategy[];
+  const strategies = (list("strategies", opts.strategies) ?? ["inline"]) as ExecutionStrategy[];
   for (const s of strategies) {
     if (!(s in ExecutionStrategy)) throw new InvalidConfigError("strategies", `unknown strategy "${s}"`);
   }

@@ -110,3 +110,25 @@ t.test("protocol - subject builders reject tokens that would widen a subscriptio
   }
   t.throws(() => checkToken("pool.x", "pool"));
 });
+
+t.test("protocol - any JSON-shaped value survives a msgpack round trip (property)", async (t) => {
+  const fc = await import("fast-check");
+  const safeKey = fc.string({ maxLength: 12 }).filter((k) => !["__proto__", "constructor", "prototype"].includes(k));
+  const value = fc.letrec((tie) => ({
+    v: fc.oneof(
+      { depthSize: "small" },
+      fc.string({ maxLength: 40 }),
+      fc.integer(),
+      fc.double({ noNaN: true, noDefaultInfinity: true }),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(tie("v"), { maxLength: 5 }),
+      fc.dictionary(safeKey, tie("v"), { maxKeys: 5 }),
+    ),
+  })).v;
+  fc.assert(fc.property(value, (v) => {
+    t.same(decodeMsgpack(encodeMsgpack(v)), v);
+    return true;
+  }), { numRuns: 300 });
+  t.pass("300 random values round-tripped");
+});
