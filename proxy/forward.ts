@@ -289,7 +289,12 @@ export function createForwarder(deps: ForwardDeps): {
   wsProxy.on("error", noop); // errors are handled by the per-call callback; this is a guard against crashes
   const upgraded = new WeakSet<object>();
   wsProxy.on("proxyReqWs", (proxyReq: ClientRequest, _req: IncomingMessage, socket: Socket) => {
-    proxyReq.on("upgrade", () => upgraded.add(socket));
+    proxyReq.on("upgrade", (_res: IncomingMessage, proxySocket: Socket) => {
+      // The client may have left while the upstream was answering: http-proxy-3 would still pipe the new upstream
+      // socket into the dead one, so close it here instead of relying on that pipe to notice.
+      if (socket.destroyed) proxySocket.destroy();
+      else upgraded.add(socket);
+    });
   });
   wsProxy.on("open", (proxySocket: Socket) => {
     proxySocket.on("error", noop);
