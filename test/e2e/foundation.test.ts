@@ -199,3 +199,47 @@ t.test("foundation - health, metrics, node metadata and job listing", async (t) 
   const nf = await api(s.url, "GET", "/nope");
   t.equal(nf.status, 404);
 });
+
+t.test("foundation - workflows CRUD, and cycles refused on save naming the nodes", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const created = await api(s.url, "POST", "/api/workflows", { name: "made", graph: TEXT_WF.graph });
+  t.equal(created.status, 200);
+  const id = String(created.body.id);
+  t.match((await api(s.url, "GET", `/api/workflows/${id}`)).body, { id, name: "made", graph: { nodes: Array } });
+  const updated = await api(s.url, "PUT", `/api/workflows/${id}`, { name: "renamed", graph: TEXT_WF.graph });
+  t.equal(updated.body.name, "renamed");
+  t.equal(updated.body.created_at, created.body.created_at, "created_at kept on update");
+  const list = await api(s.url, "GET", "/api/workflows");
+  t.ok((list.body.workflows as Msg[]).some((w) => w.id === id), "listed");
+  t.equal((await api(s.url, "DELETE", `/api/workflows/${id}`)).status, 200);
+  t.equal((await api(s.url, "GET", `/api/workflows/${id}`)).status, 404, "gone after delete");
+  const cycle = await api(s.url, "PUT", "/api/workflows/loop", {
+    graph: {
+      nodes: [
+        { id: "a", type: "nodetool.text.ToUppercase", data: {} },
+        { id: "b", type: "nodetool.text.ToLowercase", data: {} },
+      ],
+      edges: [
+        { id: "ab", source: "a", sourceHandle: "output", target: "b", targetHandle: "text" },
+        { id: "ba", source: "b", sourceHandle: "output", target: "a", targetHandle: "text" },
+      ],
+    },
+  });
+  t.equal(cycle.status, 400);
+  t.match(cycle.body, { code: "GRAPH_ERR_CYCLE", message: /"a".*"b"|"b".*"a"/ });
+  const badHandle = await api(s.url, "PUT", "/api/workflows/h", {
+    graph: { nodes: [{ id: "c", type: "nodetool.constant.String", data: {} }, { id: "u", type: "nodetool.text.ToUppercase", data: {} }], edges: [{ id: "x", source: "c", sourceHandle: "output", target: "u", targetHandle: "nonsense" }] },
+  });
+  t.match(badHandle.body, { code: "GRAPH_ERR_DANGLING_EDGE", message: /unknown input "nonsense"/ }, "edge into an undeclared handle of a non-dynamic node");
+});
+
+t.test("foundation - SIGTERM drains an agent: its running job finishes before it exits", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  await api(s.url, "PUT", "/api/workflows/slow", { graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 1 } }], edges: [] } });
+  const job = String((await api(s.url, "POST", "/api/workflows/slow/run", {})).body.job_id);
+  await check(async () => (await api(s.url, "GET", `/api/jobs/${job}`)).body.status === "running", 10_000, { name: "running" });
+  const agent = s.agents[0]!;
+  const code = await agent.kill("SIGTERM");
+  t.equal(code, 0, "agent exited cleanly");
+  t.equal((await api(s.url, "GET", `/api/jobs/${job}`)).body.status, "completed", "the running job completed before exit");
+});
