@@ -243,3 +243,43 @@ t.test("foundation - SIGTERM drains an agent: its running job finishes before it
   t.equal(code, 0, "agent exited cleanly");
   t.equal((await api(s.url, "GET", `/api/jobs/${job}`)).body.status, "completed", "the running job completed before exit");
 });
+
+t.test("foundation - /ws answers ping and get_status, and job listing pages with a cursor", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  await api(s.url, "PUT", "/api/workflows/text", TEXT_WF);
+  const ws = await WsClient.open(s.url, "msgpack");
+  const pong = await (async () => {
+    ws.send({ command: "ping", data: {}, request_id: "p1" });
+    return check(() => ws.messages.find((m) => m.type === "pong" && m.request_id === "p1"), 5_000, { name: "pong" });
+  })();
+  t.type(pong.ts, "number", "pong carries a timestamp");
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await ws.request("run_job", { workflow_id: "text", params: { name: `n${i}` } });
+    ids.push(String((r.result as Msg).job_id));
+  }
+  for (const id of ids) await ws.waitTerminal(id);
+  const st = await ws.request("get_status", { job_id: ids[0]! });
+  t.match(st.result, { job_id: ids[0], status: "completed", attempt: 1, agent_id: s.agents[0]!.id });
+  const page1 = await api(s.url, "GET", "/api/jobs?workflow_id=text&limit=2");
+  t.same((page1.body.jobs as Msg[]).map((j) => j.id), [ids[2], ids[1]], "newest first, two per page");
+  const page2 = await api(s.url, "GET", `/api/jobs?workflow_id=text&limit=2&cursor=${String(page1.body.next)}`);
+  t.same((page2.body.jobs as Msg[]).map((j) => j.id), [ids[0]], "the cursor continues where the page ended");
+  t.equal(page2.body.next, null, "no page after the last");
+  const failedOnly = await api(s.url, "GET", "/api/jobs?status=failed");
+  t.same(failedOnly.body.jobs, [], "status filter");
+  const badLimit = await api(s.url, "GET", "/api/jobs?limit=-3");
+  t.equal(badLimit.status, 400, "a bad limit is refused");
+  await ws.close();
+});
+
+t.test("foundation - the gateway refuses uWebSockets.js's pure-JS fallback unless allowed", async (t) => {
+  const { runNodeway } = await import("../helpers/procs.js");
+  const { NatsServer } = await import("../helpers/nats-server.js");
+  const ns = await NatsServer.start();
+  t.teardown(() => ns.stop());
+  const refused = runNodeway(["gateway", "--nats", ns.url, "--port", "0"], { UWS_USE_FALLBACK: "1" });
+  t.equal(await refused.exited, 1);
+  t.match(refused.stderr(), /PURE-JS FALLBACK/, "says which build it found");
+  t.match(refused.stderr(), /refusing to start/, "and refuses");
+});
