@@ -7,7 +7,6 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import {
-  AGENT_TTL_MS,
   KV_AGENTS,
   KV_JOBS,
   KV_NODES,
@@ -61,6 +60,7 @@ class Agent implements RunningAgent {
   readonly closed: Promise<void> = new Promise((r) => (this.closeResolve = r));
   private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
   private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
+  private disconnectedAt: number | null = null;
 
   constructor(readonly config: Readonly<AgentConfig>) {
     this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
@@ -82,6 +82,8 @@ class Agent implements RunningAgent {
     });
     void (async () => {
       for await (const s of this.nc.status()) {
+        if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
+        else if (s.type === "reconnect") this.disconnectedAt = null;
         if (s.type === "disconnect" || s.type === "reconnect") this.log(`nats ${s.type}`);
       }
     })();
@@ -242,6 +244,7 @@ class Agent implements RunningAgent {
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,
+        disconnectedSinceMs: () => this.disconnectedAt,
         log: (l) => this.log(l),
       },
       msg,

@@ -36,6 +36,8 @@ export interface JobRunnerDeps {
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
+  /** When the NATS connection was lost, or null while connected. */
+  disconnectedSinceMs: () => number | null;
   log: (line: string) => void;
 }
 
@@ -250,7 +252,9 @@ export class JobRunner {
         this.controller.abort(new StopReason("cancelled", "lease lost"));
         return;
       }
-      if (this.deps.nc.isClosed()) return;
+      // While cut off from NATS nothing extends the lease: past ack_wait the server may have given the job to
+      // another agent, so the check above stops the run rather than let two attempts race.
+      if (this.deps.nc.isClosed() || this.deps.disconnectedSinceMs() !== null) return;
       this.msg.working();
       this.lastLeaseOkMs = Date.now();
       // The record tells us if another attempt took over while we were away.
