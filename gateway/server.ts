@@ -316,6 +316,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     reply.json(200, list.sort((a, b) => a.node_type.localeCompare(b.node_type)));
   });
 
+  // HEAD carries no body: answer health probes properly, and refuse the rest without a body (a body here would
+  // desynchronise a keep-alive connection through a proxy).
+  app.head("/health", (res) => {
+    const ok = !n.nc.isClosed() && !n.nc.isDraining();
+    res.writeStatus(ok ? "200 OK" : "503 Service Unavailable").endWithoutBody(0);
+  });
+  app.head("/*", (res) => {
+    res.writeStatus("405 Method Not Allowed").writeHeader("allow", "GET, POST, PUT, DELETE").endWithoutBody(0);
+  });
   app.ws("/ws", wsHub.behavior());
   app.any("/*", (res, req) => {
     const url = req.getUrl();

@@ -7,6 +7,7 @@ import type { TemplatedApp, WebSocket, HttpResponse, HttpRequest, us_socket_cont
 import {
   ErrorCode,
   GraphError,
+  assertNever,
   ProtocolError,
   decodeClientFrame,
   encodeJson,
@@ -257,6 +258,8 @@ export class WsHub {
       }
       case "chat_message":
         throw new GraphError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, "chat_message is not served by this gateway yet");
+      default:
+        assertNever(cmd, "command");
     }
   }
 

@@ -198,6 +198,9 @@ t.test("foundation - health, metrics, node metadata and job listing", async (t) 
   t.match(m, /nodeway_events_in_total \d+/);
   const nf = await api(s.url, "GET", "/nope");
   t.equal(nf.status, 404);
+  const head = await fetch(`${s.url}/health`, { method: "HEAD" });
+  t.equal(head.status, 200, "HEAD /health answers without a body");
+  t.equal((await fetch(`${s.url}/api/jobs`, { method: "HEAD" })).status, 405, "other HEADs are refused without a body");
 });
 
 t.test("foundation - workflows CRUD, and cycles refused on save naming the nodes", async (t) => {

@@ -84,3 +84,25 @@ t.test("cli - flags have NODEWAY_* env twins and unknown flags are refused", asy
   t.equal(await badVal.exited, 1);
   t.match(badVal.stderr(), /maxJobs: must be a positive integer/);
 });
+
+t.test("up - --tls puts the proxy in front with a self-signed certificate for localhost", async (t) => {
+  const https = await import("node:https");
+  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const up = runNodeway(["up", "--port", "0", "--tls", "--https-port", "0", "--http-port", "0"], { NODEWAY_HOME: home });
+  t.teardown(() => up.kill("SIGKILL"));
+  const front = await check(() => /nodeway is up: (https:\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up --tls" });
+  const res = await new Promise<{ status: number; hsts: string | undefined; body: string }>((resolve, reject) => {
+    const req = https.get(`${front}/health`, { rejectUnauthorized: false }, (r) => {
+      let body = "";
+      r.on("data", (d: Buffer) => (body += d.toString()));
+      r.on("end", () => resolve({ status: r.statusCode ?? 0, hsts: r.headers["strict-transport-security"] as string | undefined, body }));
+    });
+    req.on("error", reject);
+  });
+  t.equal(res.status, 200, "health through the proxy");
+  t.match(res.body, /"status":"ok"/);
+  t.ok(res.hsts, "HSTS header set");
+  up.proc.kill("SIGINT");
+  t.equal(await up.exited, 0, "stops cleanly");
+});
