@@ -1,0 +1,208 @@
+/**
+ * Child processes for benchmarks: optional CPU pinning (taskset), output capture, an IPC request/reply channel
+ * to long-lived worker processes, and cleanup of everything started, even when the benchmark throws or is killed.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const BENCH_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const ROOT = resolve(BENCH_DIR, "..");
+export const NODEWAY = join(ROOT, "bin", "nodeway.js");
+const REGISTER = join(BENCH_DIR, "register.mjs");
+
+const live = new Set<ChildProcess>();
+export function killAll(): void {
+  for (const p of live) {
+    try {
+      if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  live.clear();
+}
+process.on("exit", killAll);
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+export interface Spawned {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  out(): string;
+  err(): string;
+  readonly exited: Promise<number | string>;
+  /** Resolves with the first match of `re` in stdout (or stderr), rejects if the process exits first. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  /** IPC request/reply (only for processes started with `ipc: true` that use `serve`). */
+  call<T = unknown>(msg: Record<string, unknown>, timeoutMs?: number): Promise<T>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+const MAX_LOG = 256 * 1024;
+
+export function start(name: string, cmd: string, args: string[], opts: { cpu?: string; env?: NodeJS.ProcessEnv; ipc?: boolean; cwd?: string } = {}): Spawned {
+  const [file, argv] = opts.cpu !== undefined ? ["taskset", ["-c", opts.cpu, cmd, ...args]] : [cmd, args];
+  const proc = spawn(file, argv, {
+    cwd: opts.cwd ?? ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: opts.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"],
+  });
+  live.add(proc);
+  let out = "";
+  let err = "";
+  const waiters = new Set<() => void>();
+  proc.stdout!.on("data", (d: Buffer) => {
+    out = (out + d.toString()).slice(-MAX_LOG);
+    for (const w of waiters) w();
+  });
+  proc.stderr!.on("data", (d: Buffer) => {
+    err = (err + d.toString()).slice(-MAX_LOG);
+    if (process.env.BENCH_VERBOSE) process.stderr.write(`[${name}] ${d.toString()}`);
+    for (const w of waiters) w();
+  });
+  const exited = new Promise<number | string>((r) =>
+    proc.once("exit", (code, sig) => {
+      live.delete(proc);
+      for (const w of waiters) w();
+      r(code ?? sig ?? -1);
+    }),
+  );
+  let nextId = 1;
+  const pending = new Map<number, { res: (v: unknown) => void; rej: (e: Error) => void }>();
+  if (opts.ipc) {
+    proc.on("message", (m: { id: number; ok: boolean; value?: unknown; error?: string }) => {
+      const p = pending.get(m.id);
+      if (!p) return;
+      pending.delete(m.id);
+      if (m.ok) p.res(m.value);
+      else p.rej(new Error(`${name}: ${m.error}`));
+    });
+    void exited.then((c) => {
+      for (const p of pending.values()) p.rej(new Error(`${name} exited (${c}): ${err.slice(-2000)}`));
+      pending.clear();
+    });
+  }
+  const s: Spawned = {
+    name,
+    proc,
+    pid: proc.pid!,
+    out: () => out,
+    err: () => err,
+    exited,
+    waitFor(re, timeoutMs = 30_000) {
+      return new Promise((res, rej) => {
+        const t = setTimeout(() => done(new Error(`${name}: no ${re} within ${timeoutMs} ms; stderr: ${err.slice(-2000)}`)), timeoutMs);
+        const check = () => {
+          const m = re.exec(out) ?? re.exec(err);
+          if (m) return done(null, m);
+          if (proc.exitCode !== null || proc.signalCode !== null) done(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${re}: ${err.slice(-2000)}`));
+        };
+        const done = (e: Error | null, m?: RegExpExecArray) => {
+          clearTimeout(t);
+          waiters.delete(check);
+          if (e) rej(e);
+          else res(m!);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+    call<T>(msg: Record<string, unknown>, timeoutMs = 120_000): Promise<T> {
+      const id = nextId++;
+      return new Promise<T>((res, rej) => {
+        const t = setTimeout(() => {
+          pending.delete(id);
+          rej(new Error(`${name}: ${String(msg.op)} timed out after ${timeoutMs} ms`));
+        }, timeoutMs);
+        pending.set(id, {
+          res: (v) => {
+            clearTimeout(t);
+            res(v as T);
+          },
+          rej: (e) => {
+            clearTimeout(t);
+            rej(e);
+          },
+        });
+        proc.send({ ...msg, id });
+      });
+    },
+    async stop(signal: NodeJS.Signals = "SIGTERM") {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill(signal);
+      const t = setTimeout(() => proc.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+  return s;
+}
+
+/** Runs a bench TypeScript file under plain node with the ts-node loader. */
+export function startTs(name: string, script: string, args: string[] = [], opts: { cpu?: string; env?: NodeJS.ProcessEnv; ipc?: boolean; nodeArgs?: string[] } = {}): Spawned {
+  return start(name, process.execPath, [...(opts.nodeArgs ?? []), "--import", REGISTER, join(BENCH_DIR, script), ...args], opts);
+}
+
+/** Runs the compiled `nodeway` command. */
+export function startNodeway(name: string, args: string[], opts: { cpu?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Spawned {
+  return start(name, process.execPath, [...(opts.nodeArgs ?? []), NODEWAY, ...args], opts);
+}
+
+/** In a worker: answers `call`s from the parent. */
+export function serve(handler: (msg: Record<string, unknown> & { op: string }) => Promise<unknown>): void {
+  process.on("message", (m: Record<string, unknown> & { op: string; id: number }) => {
+    handler(m).then(
+      (value) => process.send!({ id: m.id, ok: true, value }),
+      (err: unknown) => process.send!({ id: m.id, ok: false, error: (err as Error)?.stack ?? String(err) }),
+    );
+  });
+  process.on("disconnect", () => process.exit(0));
+}
+
+/**
+ * CPU time of a process in nanoseconds, all threads: the sum of `/proc/<pid>/task/<tid>/schedstat` run times
+ * (ns resolution); falls back to utime+stime from `/proc/<pid>/stat` (10 ms ticks).
+ */
+export function cpuNs(pid: number): number {
+  try {
+    let sum = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        /* thread ended */
+      }
+    }
+    return sum;
+  } catch {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    return (Number(rest[11]) + Number(rest[12])) * 1e7;
+  }
+}
+
+/** User and system CPU of a process in ns from `/proc/<pid>/stat` (10 ms ticks, all threads). */
+export function cpuSplitNs(pid: number): { user: number; sys: number } {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(rest[11]) * 1e7, sys: Number(rest[12]) * 1e7 };
+}
+
+export function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+export const nowMs = (): number => performance.timeOrigin + performance.now();

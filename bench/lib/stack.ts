@@ -1,0 +1,46 @@
+/** Our stack for a benchmark: nats-server (ephemeral port, temp store), gateway and agent processes. */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { NatsServer } from "../../test/helpers/nats-server.js";
+import { ROOT, sleep, startNodeway, type Spawned } from "./procs.js";
+
+export { NatsServer };
+
+export interface Gateway extends Spawned {
+  url: string;
+  port: number;
+}
+
+export async function startGateway(natsUrl: string, opts: { cpu?: string; nodeArgs?: string[] } = {}): Promise<Gateway> {
+  const p = startNodeway("gateway", ["gateway", "--nats", natsUrl, "--port", "0"], opts);
+  const url = (await p.waitFor(/gateway listening on (\S+)/))[1]!;
+  return Object.assign(p, { url, port: Number(new URL(url).port) });
+}
+
+export async function startAgent(natsUrl: string, gatewayUrl: string, opts: { cpu?: string; maxJobs?: number; name?: string } = {}): Promise<Spawned> {
+  const p = startNodeway(opts.name ?? "agent", ["agent", "--nats", natsUrl, "--max-jobs", String(opts.maxJobs ?? 64), "--name", opts.name ?? "bench-agent"], opts);
+  await p.waitFor(/agent (\S+) running/);
+  // The gateway validates graphs against the node catalog of live agents (cached for a second).
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`${gatewayUrl}/api/nodes/metadata`).then((x) => x.text()).catch(() => "");
+    if (r.includes("nodeway.test.Tokens")) return p;
+    await sleep(100);
+  }
+  throw new Error("agent's node catalog never reached the gateway");
+}
+
+export interface Graph {
+  nodes: { id: string; type: string; data: Record<string, unknown> }[];
+  edges: unknown[];
+}
+
+export function example(name: string): { id: string; graph: Graph } {
+  return JSON.parse(readFileSync(join(ROOT, "examples", `${name}.json`), "utf8")) as { id: string; graph: Graph };
+}
+
+/** The streaming-tokens workflow with its Tokens node set to `rate` tokens/s. */
+export function tokensGraph(rate: number): Graph {
+  const g = example("streaming-tokens").graph;
+  for (const n of g.nodes) if (n.type === "nodeway.test.Tokens") n.data = { ...n.data, rate };
+  return g;
+}

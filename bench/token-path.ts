@@ -1,0 +1,83 @@
+/**
+ * Benchmark 1 (B12): the token path end to end. `nodeway.test.Tokens` jobs at 1k tokens/s aggregate (jobs × rate)
+ * → agent → NATS JetStream → gateway → WS clients, against the floor chain: a publisher emitting the same
+ * events, paced the same way, on core NATS → a bare uWS.js server that subscribes and `app.publish`es → the
+ * same clients. Per token: receive − emit (same host clock); per job: start request → first token (TTFT).
+ * Gateway and floor server are pinned to core 0, the client process to core 1. Variant: our chain through the
+ * TLS proxy (self-signed), when the proxy is there.
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { addedGoal, alternate, emitGoal, invalid, log as mkLog, med, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
+import { startTs } from "./lib/procs.js";
+import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
+import { NatsServer, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
+import { summarize } from "./lib/stats.js";
+
+const BENCH = "token_path";
+const quick = process.argv.includes("--quick");
+const log = mkLog(BENCH);
+const cfg = quick ? { jobs: 20, rate: 50, count: 60, rounds: 5, staggerMs: 20 } : { jobs: 20, rate: 50, count: 250, rounds: 6, staggerMs: 50 };
+
+const home = mkdtempSync(join(tmpdir(), "nw-bench-home-"));
+process.env.NODEWAY_HOME = home;
+const ns = await NatsServer.start();
+process.on("exit", () => void ns.stop());
+try {
+  const gw = await startGateway(ns.url, { cpu: "0" });
+  await startAgent(ns.url, gw.url, { maxJobs: 64 });
+  const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url], { cpu: "0" });
+  const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
+  const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url]);
+  await pub.waitFor(/floor-pub ready/);
+  let noProxy = await proxyUnavailable();
+  const proxy = noProxy === null ? await startOurProxy(gw.url).catch((err: Error) => ((noProxy = `proxy did not start: ${err.message.slice(0, 300)}`), null)) : null;
+  if (noProxy) log(`TLS proxy variant skipped: ${noProxy}`);
+  const client = startTs("token-client", "clients/token-client.ts", [], { cpu: "1", ipc: true });
+  await client.waitFor(/client ready/);
+
+  const graph = tokensGraph(cfg.rate);
+  const errors = new Map<string, string[]>();
+  const arm = (name: string, mode: "ours" | "floor", url: string): Arm => ({
+    name,
+    async run() {
+      const r = await client.call<{ lat: number[]; ttft: number[]; errors: string[] }>({ op: "run", mode, url, graph, ...cfg });
+      if (r.errors.length) errors.set(name, [...(errors.get(name) ?? []), ...r.errors]);
+      const expected = cfg.jobs * cfg.count;
+      if (r.lat.length !== expected) errors.set(name, [...(errors.get(name) ?? []), `${r.lat.length}/${expected} tokens arrived`]);
+      const l = summarize(r.lat);
+      const t = summarize(r.ttft);
+      return { p50_ms: l.p50, p99_ms: l.p99, p999_ms: l.p999, ttft_p50_ms: t.p50, ttft_p99_ms: t.p99, tokens: r.lat.length };
+    },
+  });
+  const arms: Arm[] = [arm("ours", "ours", gw.url.replace(/^http/, "ws")), arm("floor", "floor", `ws://127.0.0.1:${floorPort}`), arm("floor_aa", "floor", `ws://127.0.0.1:${floorPort}`)];
+  if (proxy) arms.push(arm("ours_tls_proxy", "ours", `wss://127.0.0.1:${proxy.httpsPort}`));
+  log(`${cfg.jobs} jobs × ${cfg.rate} tok/s (${cfg.jobs * cfg.rate} tok/s aggregate), ${cfg.count} tokens each, ${cfg.rounds} rounds`);
+  const res = await alternate(arms, cfg.rounds, log);
+  rowsOf(BENCH, res, { p50_ms: "ms", p99_ms: "ms", p999_ms: "ms", ttft_p50_ms: "ms", ttft_p99_ms: "ms", tokens: "" });
+
+  const noise = (m: string) => Math.abs(med(res, "floor", m) - med(res, "floor_aa", m));
+  const goals: [string, string, number][] = [
+    ["added_p50_ms", "p50_ms", 1],
+    ["added_p99_ms", "p99_ms", 3],
+    ["ttft_added_p50_ms", "ttft_p50_ms", 2],
+  ];
+  const floorErr = [...(errors.get("floor") ?? []), ...(errors.get("floor_aa") ?? [])];
+  const lines: GoalLine[] = [];
+  for (const [variant, armName] of [["", "ours"], ["_tls_proxy", "ours_tls_proxy"]] as const) {
+    for (const [metric, m, limit] of goals) {
+      if (variant && variant === "_tls_proxy" && metric === "ttft_added_p50_ms") continue;
+      const name = `${metric.replace("_ms", "")}${variant}_ms`;
+      const goal = `ours - peer <= ${limit} ms`;
+      if (armName === "ours_tls_proxy" && !proxy) lines.push(invalid(BENCH, name, goal, `skipped: ${noProxy}`));
+      else if (errors.has(armName)) lines.push(invalid(BENCH, name, goal, `invalid run (${armName}): ${errors.get(armName)!.slice(0, 3).join("; ")}`));
+      else if (floorErr.length) lines.push(invalid(BENCH, name, goal, `invalid run (floor): ${floorErr.slice(0, 3).join("; ")}`));
+      else lines.push(addedGoal(BENCH, name, med(res, armName, m), med(res, "floor", m), limit, noise(m)));
+    }
+  }
+  for (const g of lines) emitGoal(g);
+} finally {
+  await ns.stop();
+}
+process.exit(0);
