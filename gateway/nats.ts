@@ -33,8 +33,11 @@ async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamMana
     await jsm.streams.add(cfg);
     return;
   }
-  // Keep retention settings in step with the config (max age may change between restarts).
-  if (have.config.max_age !== cfg.max_age) await jsm.streams.update(cfg.name!, { ...have.config, max_age: cfg.max_age });
+  // Keep retention settings in step with the config (max age may change between restarts; the dedupe window
+  // follows it, since the server refuses a window longer than the max age).
+  if (have.config.max_age !== cfg.max_age || have.config.duplicate_window !== cfg.duplicate_window) {
+    await jsm.streams.update(cfg.name!, { ...have.config, max_age: cfg.max_age, duplicate_window: cfg.duplicate_window });
+  }
 }
 
 /** Connects and makes sure every stream, bucket and pool consumer exists with the configured shape. */
@@ -65,7 +68,8 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
     subjects: [subjects.eventsAll()],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
-    duplicate_window: dup,
+    // nats-server rejects a duplicate window longer than the max age: a short retention shortens it.
+    duplicate_window: nanos(Math.min(JOB_QUEUE_DEFAULTS.duplicateWindowMs, config.eventsMaxAgeMs)),
     max_age: nanos(config.eventsMaxAgeMs),
     discard: DiscardPolicy.Old,
   });
