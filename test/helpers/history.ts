@@ -1,0 +1,242 @@
+/**
+ * The history checker (reliability.md §5: "a checker computes lost / duplicated / out-of-order events per job").
+ *
+ * Every test client records, per job, the `(job_id, seq, type)` of each event it received, in the order it
+ * received them, across all of its connections (a resume continues the same log). The checker reads each job's
+ * events from `NW_EVENTS` (subject `nw.events.<job_id>`), applies the same attempt fence the gateway applies
+ * (`Fence` from gateway/fence.ts), and compares: a client that followed a job from `after` to its end must have
+ * received exactly the admitted events with `seq > after`, each once, in stream order. A client marked partial
+ * (it stopped listening on purpose) must have received a prefix of that list.
+ */
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, DeliverPolicy } from "@nats-io/jetstream";
+import { STREAM_EVENTS, asJobEvent, decodeMsgpack, isTerminalEvent, subjects, type JobEvent } from "../../protocol/index.js";
+import { Fence } from "../../gateway/fence.js";
+
+const TERMINAL = new Set(["completed", "failed", "cancelled", "timed_out"]);
+
+export interface Received {
+  seq: number;
+  type: string;
+}
+
+export interface StoredEvent {
+  seq: number;
+  type: string;
+  attempt: number;
+  status?: string;
+  ev: JobEvent;
+}
+
+export interface JobLog {
+  /** Every stored event of the job, in stream order. */
+  stored: StoredEvent[];
+  /** Those the fence admits: what every client must see. */
+  admitted: StoredEvent[];
+  /** Those the fence drops (older attempts, anything after the terminal event). */
+  fenced: StoredEvent[];
+  /** The admitted terminal job_update, if the job ended. */
+  terminal: StoredEvent | null;
+}
+
+interface Follow {
+  /** The client follows events with `seq > after` (0: from the job's start). */
+  after: number;
+  /** false: the client stopped listening before the end on purpose; its log must be a prefix. */
+  complete: boolean;
+  got: Received[];
+  /** The terminal job_update was received. */
+  ended: boolean;
+}
+
+/** One client's view: its logs per job. */
+export class ClientLog {
+  readonly jobs = new Map<string, Follow>();
+  constructor(readonly name: string) {}
+
+  private entry(jobId: string): Follow {
+    let f = this.jobs.get(jobId);
+    if (!f) this.jobs.set(jobId, (f = { after: 0, complete: true, got: [], ended: false }));
+    return f;
+  }
+
+  /** Declares where the client started following `jobId` (a first `reconnect_job` with last_seq > 0). */
+  from(jobId: string, after: number): this {
+    this.entry(jobId).after = after;
+    return this;
+  }
+
+  /** The client stopped listening to `jobId` on purpose: its log needs only be a prefix. */
+  partial(jobId: string): this {
+    this.entry(jobId).complete = false;
+    return this;
+  }
+
+  /** Records a delivered message; ignores anything without a job id and a numeric seq (headers, rpc replies). */
+  record(m: { job_id?: unknown; seq?: unknown; type?: unknown; status?: unknown }): void {
+    if (typeof m.job_id !== "string" || typeof m.seq !== "number") return;
+    const f = this.entry(m.job_id);
+    f.got.push({ seq: m.seq, type: String(m.type) });
+    if (m.type === "job_update" && TERMINAL.has(String(m.status))) f.ended = true;
+  }
+
+  /** The client has received the job's terminal job_update. */
+  ended(jobId: string): boolean {
+    return this.jobs.get(jobId)?.ended ?? false;
+  }
+
+  /** Highest seq received for the job (what a client sends as `last_seq`). */
+  lastSeq(jobId: string): number {
+    const got = this.jobs.get(jobId)?.got ?? [];
+    let max = this.jobs.get(jobId)?.after ?? 0;
+    for (const r of got) if (r.seq > max) max = r.seq;
+    return max;
+  }
+
+  count(jobId: string): number {
+    return this.jobs.get(jobId)?.got.length ?? 0;
+  }
+}
+
+export interface Problem {
+  client: string;
+  job: string;
+  kind: "missing" | "duplicated" | "out_of_order" | "unexpected" | "wrong_type";
+  seq: number;
+  detail?: string;
+}
+
+export interface HistoryReport {
+  jobs: number;
+  clients: number;
+  /** Received events compared against the stream. */
+  eventsChecked: number;
+  /** Admitted events some client should have had and did not. */
+  lost: number;
+  /** Stored events the fence drops (late or old-attempt events that must not reach clients). */
+  fencedOff: number;
+  problems: Problem[];
+  ok: boolean;
+}
+
+/** All clients of a test; `check()` compares every log with the stream. */
+export class History {
+  readonly clients: ClientLog[] = [];
+  client(name: string): ClientLog {
+    const c = new ClientLog(name);
+    this.clients.push(c);
+    return c;
+  }
+  jobIds(): string[] {
+    const s = new Set<string>();
+    for (const c of this.clients) for (const j of c.jobs.keys()) s.add(j);
+    return [...s];
+  }
+  async check(natsUrl: string): Promise<HistoryReport> {
+    return checkHistory(natsUrl, this);
+  }
+}
+
+/** Reads a job's stored events from NW_EVENTS in order and applies the gateway's fence. */
+export async function readJobLog(nc: NatsConnection, jobId: string): Promise<JobLog> {
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  const subject = subjects.jobEvents(jobId);
+  const last = await jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
+  const stored: StoredEvent[] = [];
+  if (last) {
+    const consumer = await js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
+    try {
+      let done = false;
+      while (!done) {
+        const batch = await consumer.fetch({ max_messages: 1_000, expires: 2_000 });
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          const ev = asJobEvent(decodeMsgpack(m.data));
+          stored.push({ seq: m.seq, type: ev.type, attempt: ev.attempt, ...(ev.type === "job_update" ? { status: ev.status } : {}), ev });
+          if (m.seq >= last.seq) {
+            done = true;
+            break;
+          }
+        }
+        if (got === 0) break;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+  }
+  const fence = new Fence();
+  const admitted: StoredEvent[] = [];
+  const fenced: StoredEvent[] = [];
+  let terminal: StoredEvent | null = null;
+  for (const s of stored) {
+    if (fence.admit(s.ev)) {
+      admitted.push(s);
+      if (isTerminalEvent(s.ev)) terminal = s;
+    } else fenced.push(s);
+  }
+  return { stored, admitted, fenced, terminal };
+}
+
+/** Compares one client's log of one job with the job's admitted events. */
+export function compareLog(client: string, job: string, f: Follow, log: JobLog): Problem[] {
+  const problems: Problem[] = [];
+  const expected = log.admitted.filter((e) => e.seq > f.after);
+  const bySeq = new Map(log.admitted.map((e) => [e.seq, e]));
+  const seen = new Set<number>();
+  let prev = f.after;
+  for (const r of f.got) {
+    if (seen.has(r.seq)) {
+      problems.push({ client, job, kind: "duplicated", seq: r.seq, detail: r.type });
+      continue;
+    }
+    seen.add(r.seq);
+    if (r.seq <= prev) problems.push({ client, job, kind: "out_of_order", seq: r.seq, detail: `after ${prev}` });
+    prev = Math.max(prev, r.seq);
+    const want = bySeq.get(r.seq);
+    if (!want) {
+      const raw = log.stored.find((s) => s.seq === r.seq);
+      problems.push({ client, job, kind: "unexpected", seq: r.seq, detail: raw ? `fenced-off ${raw.type} of attempt ${raw.attempt}` : "not in the stream" });
+    } else if (want.type !== r.type) problems.push({ client, job, kind: "wrong_type", seq: r.seq, detail: `${r.type}, stored ${want.type}` });
+  }
+  // Missing: expected events not received. A partial log only owes the events up to the last one it got.
+  const upTo = f.complete ? Infinity : Math.max(f.after, ...f.got.map((r) => r.seq));
+  for (const e of expected) if (e.seq <= upTo && !seen.has(e.seq)) problems.push({ client, job, kind: "missing", seq: e.seq, detail: e.type });
+  return problems;
+}
+
+export async function checkHistory(natsUrl: string, h: History): Promise<HistoryReport> {
+  const nc = await connect({ servers: natsUrl, name: "history-checker" });
+  try {
+    const logs = new Map<string, JobLog>();
+    for (const j of h.jobIds()) logs.set(j, await readJobLog(nc, j));
+    const problems: Problem[] = [];
+    let eventsChecked = 0;
+    for (const c of h.clients) {
+      for (const [job, f] of c.jobs) {
+        eventsChecked += f.got.length;
+        problems.push(...compareLog(c.name, job, f, logs.get(job)!));
+      }
+    }
+    let fencedOff = 0;
+    for (const l of logs.values()) fencedOff += l.fenced.length;
+    return {
+      jobs: logs.size,
+      clients: h.clients.length,
+      eventsChecked,
+      lost: problems.filter((p) => p.kind === "missing").length,
+      fencedOff,
+      problems,
+      ok: problems.length === 0,
+    };
+  } finally {
+    await nc.close();
+  }
+}
+
+/** A short human summary of the first problems, for assertion messages. */
+export function describeProblems(problems: Problem[], max = 10): string {
+  const head = problems.slice(0, max).map((p) => `${p.client} ${p.job} ${p.kind} seq ${p.seq}${p.detail ? ` (${p.detail})` : ""}`);
+  return head.join("; ") + (problems.length > max ? `; … ${problems.length - max} more` : "");
+}
