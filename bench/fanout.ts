@@ -18,8 +18,8 @@ const BENCH = "ws_fanout";
 const quick = process.argv.includes("--quick");
 const log = mkLog(BENCH);
 const SIZES = quick ? [100, 1000] : [100, 1000, 5000];
-const DELIVERIES_PER_S = 20_000;
-const WINDOW_MS = quick ? 2_000 : 4_000;
+const DELIVERIES_PER_S = 40_000;
+const WINDOW_MS = quick ? 3_000 : 5_000;
 const ROUNDS = quick ? 3 : 5;
 /** Long enough for ~10 events per probe. */
 const PROBE_MS = (rate: number) => Math.max(500, Math.ceil((10 / rate) * 1000));

@@ -92,7 +92,7 @@ serve(async (m) => {
       const sortedPer = [...per].sort((a, b) => a - b);
       const medPer = sortedPer[sortedPer.length >> 1]!;
       const closed = socks.filter((s) => s.closed).length;
-      const off = per.filter((x) => Math.abs(x - medPer) > Math.max(2, medPer * 0.03)).length;
+      const off = per.filter((x) => Math.abs(x - medPer) > Math.max(3, medPer * 0.05)).length;
       const errs = [...problems];
       if (closed) errs.push(`${closed} sockets closed`);
       if (off) errs.push(`${off} sockets received a count far from the median ${medPer}`);

@@ -1,0 +1,123 @@
+/**
+ * `npm run bench` (everything) and `npm run bench -- --quick` (a ≤ 2 minute subset, what CI runs): runs each
+ * benchmark in its own child process (its own process group, killed with everything it started on timeout),
+ * prints a table of the medians, then per goal exactly one JSON line
+ * `{"bench","metric","ours","peer","ratio","goal","met","noise"}` (+ `reason` when not met or invalid).
+ * Never fails on a missed goal (exit 0); exits 1 only when the harness itself breaks.
+ * Options: --quick, --only <name>[,<name>…] (codec, token-path, fanout, dispatch, proxy).
+ */
+import { spawn } from "node:child_process";
+import { cpus, loadavg } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { GoalLine, Row } from "./lib/report.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const quick = process.argv.includes("--quick");
+const onlyIdx = process.argv.indexOf("--only");
+const only = onlyIdx > 0 ? new Set(process.argv[onlyIdx + 1]!.split(",")) : null;
+
+interface Bench {
+  name: string;
+  script: string;
+  quick: boolean;
+  timeoutS: number;
+  quickTimeoutS: number;
+  /** Goal metrics this bench reports (so a crash still yields one line per goal). */
+  metrics: (quick: boolean) => string[];
+  bench: string;
+}
+
+const BENCHES: Bench[] = [
+  { name: "codec", bench: "codec", script: "codec.ts", quick: true, timeoutS: 120, quickTimeoutS: 30, metrics: () => ["token_roundtrip_speed", "token_encode_speed", "token_decode_speed", "bin4k_size", "bin64k_size", "bin4k_decode_speed", "bin64k_decode_speed"] },
+  { name: "token-path", bench: "token_path", script: "token-path.ts", quick: true, timeoutS: 400, quickTimeoutS: 60, metrics: () => ["added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", "added_p50_tls_proxy_ms", "added_p99_tls_proxy_ms"] },
+  { name: "dispatch", bench: "dispatch", script: "dispatch.ts", quick: true, timeoutS: 300, quickTimeoutS: 45, metrics: () => ["first_event_p50_ms", "jobs_per_s"] },
+  { name: "fanout", bench: "ws_fanout", script: "fanout.ts", quick: false, timeoutS: 900, quickTimeoutS: 90, metrics: (q) => (q ? [100, 1000] : [100, 1000, 5000]).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]) },
+  { name: "proxy", bench: "proxy", script: "proxy.ts", quick: false, timeoutS: 600, quickTimeoutS: 90, metrics: () => ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"] },
+];
+
+function runOne(b: Bench): Promise<{ rows: Row[]; goals: GoalLine[]; error: string | null }> {
+  return new Promise((resolve) => {
+    const rows: Row[] = [];
+    const goals: GoalLine[] = [];
+    const child = spawn(process.execPath, ["--import", join(here, "register.mjs"), join(here, b.script), ...(quick ? ["--quick"] : [])], {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+      env: { ...process.env, NODE_NO_WARNINGS: "1" },
+    });
+    const killGroup = () => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    };
+    process.on("exit", killGroup);
+    const limit = quick ? b.quickTimeoutS : b.timeoutS;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, limit * 1000);
+    let buf = "";
+    let errTail = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.startsWith("@row ")) rows.push(JSON.parse(line.slice(5)) as Row);
+        else if (line.startsWith("@goal ")) goals.push(JSON.parse(line.slice(6)) as GoalLine);
+      }
+    });
+    child.stderr!.on("data", (d: Buffer) => {
+      process.stderr.write(d);
+      errTail = (errTail + d.toString()).slice(-2000);
+    });
+    child.on("exit", (code, sig) => {
+      clearTimeout(timer);
+      killGroup(); // anything it left behind
+      process.off("exit", killGroup);
+      const error = timedOut ? `timed out after ${limit} s` : code === 0 ? null : `exited ${code ?? sig}: ${errTail.trim().split("\n").slice(-3).join(" | ")}`;
+      resolve({ rows, goals, error });
+    });
+  });
+}
+
+const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length));
+const fmt = (x: number) => (Math.abs(x) >= 1000 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(2) : x.toFixed(3));
+
+const started = Date.now();
+process.stderr.write(`bench: ${quick ? "quick" : "full"} run on ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), load average ${loadavg().map((x) => x.toFixed(2)).join(" ")}, node ${process.version}\n`);
+const allRows: Row[] = [];
+const allGoals: GoalLine[] = [];
+for (const b of BENCHES) {
+  if (only ? !only.has(b.name) : quick && !b.quick) continue;
+  const t0 = Date.now();
+  process.stderr.write(`\n=== ${b.name} ===\n`);
+  const r = await runOne(b);
+  allRows.push(...r.rows);
+  for (const m of b.metrics(quick)) {
+    const g = r.goals.find((x) => x.metric === m);
+    allGoals.push(g ?? { bench: b.bench, metric: m, ours: null, peer: null, ratio: null, goal: "-", met: false, noise: null, reason: r.error ?? "the benchmark reported nothing for this goal" });
+  }
+  for (const g of r.goals) if (!b.metrics(quick).includes(g.metric)) allGoals.push(g);
+  process.stderr.write(`=== ${b.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s${r.error ? ` (${r.error})` : ""}\n`);
+}
+
+// Table: one line per bench/metric, arms side by side.
+const table = new Map<string, Map<string, Row>>();
+const arms: string[] = [];
+for (const r of allRows) {
+  const k = `${r.bench} ${r.metric}${r.unit ? ` (${r.unit})` : ""}`;
+  if (!table.has(k)) table.set(k, new Map());
+  table.get(k)!.set(r.arm, r);
+  if (!arms.includes(r.arm)) arms.push(r.arm);
+}
+const w0 = Math.max(20, ...[...table.keys()].map((k) => k.length)) + 2;
+process.stdout.write(`\nmedians of measured rounds (warm-up dropped)\n${pad("bench metric", w0)}${arms.map((a) => pad(a, 15)).join("")}\n`);
+for (const [k, per] of table) process.stdout.write(`${pad(k, w0)}${arms.map((a) => pad(per.has(a) ? fmt(per.get(a)!.value) : "", 15)).join("")}\n`);
+process.stdout.write(`\ngoals (${allGoals.filter((g) => g.met).length}/${allGoals.length} met, ${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+for (const g of allGoals) process.stdout.write(`${JSON.stringify(g)}\n`);
+process.exit(0);
