@@ -13,6 +13,11 @@ import { connect as tlsConnect, type ConnectionOptions, type PeerCertificate, ty
 import forge from "node-forge";
 import { WebSocketServer } from "ws";
 
+/** The part of a tap `Test` the helpers need: somewhere to register cleanup. */
+export interface Teardowns {
+  teardown(fn: () => unknown): void;
+}
+
 /** Polls `fn` until it returns a truthy value; rejects after `timeoutMs` naming what was awaited. */
 export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, name: string): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
@@ -58,7 +63,7 @@ export interface TestCa {
   issue(names: string[], opts?: { notBefore?: Date; notAfter?: Date }): { certPem: string; keyPem: string; chainPem: string };
 }
 
-function forgeKeyPair(): { keyPem: string; publicKey: forge.pki.PublicKey; privateKey: forge.pki.PrivateKey } {
+function forgeKeyPair(): { keyPem: string; publicKey: forge.pki.PublicKey; privateKey: forge.pki.rsa.PrivateKey } {
   const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const keyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
   const fk = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
@@ -258,14 +263,15 @@ export async function peerCertificate(port: number, servername: string, opts: Co
 }
 
 /**
- * Writes `payload` as is over TLS and collects what comes back until the server closes or `idleMs` passes without
- * data. For smuggling tests, where the exact bytes matter.
+ * Writes `payload` as is over TLS and collects what comes back until the server closes, or `idleMs` pass without
+ * data once something has arrived, or `firstByteMs` pass with nothing at all (a loaded CI box can be slow to answer,
+ * so silence before the first byte is given much longer). For smuggling tests, where the exact bytes matter.
  */
-export async function rawTls(port: number, payload: string, idleMs = 500): Promise<string> {
+export async function rawTls(port: number, payload: string, idleMs = 300, firstByteMs = 5000): Promise<string> {
   const s = await tlsOpen(port);
   return new Promise((resolve) => {
     let out = "";
-    let timer = setTimeout(done, idleMs);
+    let timer = setTimeout(done, firstByteMs);
     function done(): void {
       clearTimeout(timer);
       s.destroy();

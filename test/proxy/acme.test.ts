@@ -7,7 +7,7 @@ import { join } from "node:path";
 import t from "tap";
 import { compileProxyConfig, startProxy, type ProxyEvent, type RunningProxy } from "../../proxy/index.js";
 import { startPebble, type Pebble } from "../helpers/pebble.js";
-import { freePort, peerCertificate, startUpstream, tempDir, waitFor } from "../helpers/tls-tools.js";
+import { freePort, peerCertificate, startUpstream, tempDir, waitFor, type Teardowns } from "../helpers/tls-tools.js";
 
 const DOMAIN = "nodeway-acme.example.com";
 const YEAR_MS = 365 * 86_400_000;
@@ -21,7 +21,7 @@ interface Rig {
   clock: { offsetMs: number };
 }
 
-async function rig(t: Tap.Test, opts: { env?: Record<string, string>; proxy?: Record<string, unknown> } = {}): Promise<Rig> {
+async function rig(t: Teardowns, opts: { env?: Record<string, string>; proxy?: Record<string, unknown> } = {}): Promise<Rig> {
   const httpPort = await freePort();
   const pebble = await startPebble({ httpPort, env: opts.env });
   t.teardown(() => pebble.close());

@@ -3,9 +3,9 @@ import type { IncomingMessage } from "node:http";
 import t from "tap";
 import WebSocket from "ws";
 import { compileProxyConfig, startProxy, type ProxyEvent, type RunningProxy } from "../../proxy/index.js";
-import { httpsGet, startUpstream, tempDir, waitFor, type TestUpstream } from "../helpers/tls-tools.js";
+import { httpsGet, startUpstream, tempDir, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
 
-async function proxyFor(t: Tap.Test, ups: TestUpstream[], extra: Record<string, unknown> = {}): Promise<{ proxy: RunningProxy; lines: string[]; events: ProxyEvent[] }> {
+async function proxyFor(t: Teardowns, ups: TestUpstream[], extra: Record<string, unknown> = {}): Promise<{ proxy: RunningProxy; lines: string[]; events: ProxyEvent[] }> {
   const store = await tempDir("nodeway-proxy-routing-");
   t.teardown(store.cleanup);
   const lines: string[] = [];
@@ -18,7 +18,7 @@ async function proxyFor(t: Tap.Test, ups: TestUpstream[], extra: Record<string, 
   return { proxy, lines, events };
 }
 
-async function twoUpstreams(t: Tap.Test): Promise<[TestUpstream, TestUpstream]> {
+async function twoUpstreams(t: Teardowns): Promise<[TestUpstream, TestUpstream]> {
   const a = await startUpstream("gw-a");
   t.teardown(() => a.close());
   const b = await startUpstream("gw-b");
@@ -28,7 +28,7 @@ async function twoUpstreams(t: Tap.Test): Promise<[TestUpstream, TestUpstream]> 
 
 function openWs(port: number, protocols?: string[]): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws`, protocols, { rejectUnauthorized: false, servername: "localhost" });
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws`, protocols, { rejectUnauthorized: false });
     ws.once("open", () => resolve(ws));
     ws.once("error", reject);
   });
@@ -183,4 +183,16 @@ t.test("proxy routing - large bodies stream through intact in both directions", 
   const payload = "z".repeat(300_000);
   const echo = await httpsGet(proxy.httpsPort, "/echo", { method: "POST", body: payload, headers: { "content-type": "text/plain" } });
   t.equal(JSON.parse(echo.body).body.length, payload.length);
+});
+
+t.test("proxy routing - a client leaving mid-stream closes the upstream stream and does not eject the upstream", async (t) => {
+  const [a] = await twoUpstreams(t);
+  const { proxy } = await proxyFor(t, [a], { healthIntervalMs: 60_000 });
+  const s = await openStream(proxy.httpsPort, "/sse");
+  await waitFor(() => a.sse.size === 1, 5000, "upstream SSE response");
+  s.res.destroy();
+  await waitFor(() => a.sse.size === 0, 5000, "upstream saw the stream close");
+  await waitFor(() => proxy.upstreams()[0]!.active === 0, 5000, "in-flight count back to 0");
+  t.ok(proxy.upstreams()[0]!.healthy, "still healthy");
+  t.equal((await httpsGet(proxy.httpsPort, "/whoami")).body, "gw-a");
 });

@@ -4,9 +4,9 @@ import { stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { compileProxyConfig, startProxy, type ProxyEvent } from "../../proxy/index.js";
-import { createTestCa, httpsGet, peerCertificate, startUpstream, tempDir, tlsOpen, waitFor } from "../helpers/tls-tools.js";
+import { createTestCa, httpsGet, peerCertificate, startUpstream, tempDir, tlsOpen, waitFor, type Teardowns } from "../helpers/tls-tools.js";
 
-async function selfSignedProxy(t: Tap.Test, extra: Record<string, unknown> = {}) {
+async function selfSignedProxy(t: Teardowns, extra: Record<string, unknown> = {}) {
   const up = await startUpstream("gw-a");
   t.teardown(() => up.close());
   const store = await tempDir("nodeway-proxy-tls-");
@@ -35,7 +35,7 @@ function plainGet(port: number, path: string, host = "localhost"): Promise<{ sta
 t.test("proxy tls - refuses TLS 1.0 and 1.1 handshakes", async (t) => {
   const { proxy } = await selfSignedProxy(t);
   for (const v of ["TLSv1", "TLSv1.1"] as const) {
-    await t.rejects(tlsOpen(proxy.httpsPort, { minVersion: v, maxVersion: v, ciphers: "DEFAULT@SECLEVEL=0" }), undefined, `${v} refused`);
+    await t.rejects(tlsOpen(proxy.httpsPort, { minVersion: v, maxVersion: v, ciphers: "DEFAULT@SECLEVEL=0" }), `${v} refused`);
   }
 });
 
