@@ -35,7 +35,11 @@ nc.subscribe("floor.start", {
     void run(s.job_id, s.count, s.rate);
   },
 });
-nc.subscribe("floor.stop", { callback: (_e, m) => stopped.add((JSON.parse(dec.decode(m.data)) as { job_id: string }).job_id) });
+nc.subscribe("floor.stop", {
+  callback: (_e, m) => {
+    stopped.add((JSON.parse(dec.decode(m.data)) as { job_id: string }).job_id);
+  },
+});
 nc.subscribe("floor.dispatch", {
   callback: (_e, m) => {
     const req = JSON.parse(dec.decode(m.data)) as { job_id?: string };

@@ -24,7 +24,7 @@ nc.subscribe("floor.ev.*", {
 app.ws<{ job: string }>("/ws", {
   maxPayloadLength: 1 << 20,
   maxBackpressure: 4 << 20,
-  closeOnBackpressureLimit: true,
+  closeOnBackpressureLimit: 1,
   idleTimeout: 120,
   upgrade: (res, req, ctx) => {
     const job = new URLSearchParams(req.getQuery() ?? "").get("job") ?? "";
@@ -62,7 +62,9 @@ app.post("/run", (res) => {
   });
 });
 
-app.get("/health", (res) => res.end("ok"));
+app.get("/health", (res) => {
+  res.end("ok");
+});
 
 app.listen("127.0.0.1", 0, (s) => {
   if (!s) throw new Error("cannot listen");

@@ -1,0 +1,81 @@
+/**
+ * Proxy latency client (a worker): HTTP requests at a fixed rate over keep-alive connections (latency from the
+ * scheduled send time, so a stall is not hidden), and WS streams whose frames carry the upstream's send time.
+ */
+import { Agent as HttpAgent, request as httpRequest } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import WebSocket from "ws";
+import { serve, sleep } from "../lib/procs.js";
+import { summarize } from "../lib/stats.js";
+
+const now = () => performance.timeOrigin + performance.now();
+
+async function http(url: string, rate: number, durationMs: number, conns: number) {
+  const tls = url.startsWith("https:");
+  const agent = tls ? new HttpsAgent({ keepAlive: true, maxSockets: conns, rejectUnauthorized: false }) : new HttpAgent({ keepAlive: true, maxSockets: conns });
+  const req = tls ? httpsRequest : httpRequest;
+  const lat: number[] = [];
+  const errors: string[] = [];
+  const total = Math.floor((rate * durationMs) / 1000);
+  const start = performance.now() + 20;
+  const inflight: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait >= 1) await sleep(wait);
+    inflight.push(
+      new Promise<void>((res) => {
+        const r = req(url, { agent, method: "GET" }, (resp) => {
+          let n = 0;
+          resp.on("data", (d: Buffer) => (n += d.length));
+          resp.on("end", () => {
+            if (resp.statusCode !== 200 || n < 100) errors.push(`status ${resp.statusCode}, ${n} bytes`);
+            else lat.push(performance.now() - due);
+            res();
+          });
+        });
+        r.on("error", (e) => {
+          errors.push(e.message);
+          res();
+        });
+        r.end();
+      }),
+    );
+  }
+  await Promise.all(inflight);
+  agent.destroy();
+  return { ...summarize(lat), errors: errors.slice(0, 3), errorCount: errors.length, expected: total };
+}
+
+async function ws(url: string, streams: number, durationMs: number) {
+  const lat: number[] = [];
+  const errors: string[] = [];
+  const socks = await Promise.all(
+    Array.from({ length: streams }, () => new Promise<WebSocket>((res, rej) => {
+      const s = new WebSocket(`${url}/ws`, { rejectUnauthorized: false, perMessageDeflate: false });
+      s.once("open", () => res(s));
+      s.once("error", rej);
+    })),
+  );
+  await sleep(300);
+  let measuring = true;
+  for (const s of socks) {
+    s.on("message", (d: Buffer) => {
+      const t = now();
+      if (measuring) lat.push(t - (JSON.parse(d.toString()) as { ts: number }).ts);
+    });
+    s.on("close", () => measuring && errors.push("stream closed"));
+  }
+  await sleep(durationMs);
+  measuring = false;
+  for (const s of socks) s.terminate();
+  return { ...summarize(lat), errors: errors.slice(0, 3), errorCount: errors.length };
+}
+
+serve(async (m) => {
+  const a = m as unknown as { url: string; rate: number; durationMs: number; conns: number; streams: number };
+  if (m.op === "http") return http(a.url, a.rate, a.durationMs, a.conns);
+  if (m.op === "ws") return ws(a.url, a.streams, a.durationMs);
+  throw new Error(`unknown op ${m.op}`);
+});
+process.stdout.write("client ready\n");

@@ -1,0 +1,142 @@
+/**
+ * Benchmark 4 (B4, B5): our TLS proxy (`nodeway proxy --tls=self-signed`, access log off) against nginx (Debian,
+ * one worker, TLS in, cleartext upstream with `keepalive 64`, access log off, same RSA-2048 self-signed kind of
+ * certificate) in front of the same bare uWS.js upstream. Proxies are pinned to core 0; wrk, the upstream and the
+ * latency client to core 1.
+ * - requests per proxy CPU-second: `wrk -t1 -c32` over HTTPS for a fixed time; proxy CPU from /proc (nginx: master
+ *   + worker).
+ * - HTTP added p99 at a fixed sub-saturation rate (from the scheduled send time) vs the upstream direct.
+ * - WS stream added p99: upstream frames carry their send time; through the proxy vs direct.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { addedGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
+import { cpuNs, sleep, start, startTs, type Spawned } from "./lib/procs.js";
+import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
+import { freePort } from "../test/helpers/nats-server.js";
+
+const BENCH = "proxy";
+const quick = process.argv.includes("--quick");
+const log = mkLog(BENCH);
+const cfg = quick ? { wrkS: 3, rate: 1000, latMs: 2000, streams: 100, rounds: 3 } : { wrkS: 5, rate: 1000, latMs: 4000, streams: 200, rounds: 5 };
+const METRICS = ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"];
+
+const dir = mkdtempSync(join(tmpdir(), "nw-bench-nginx-"));
+process.env.NODEWAY_HOME = dir;
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+
+async function startNginx(upstreamPort: number): Promise<Spawned & { port: number; pids: () => number[] }> {
+  const port = await freePort();
+  const d = join(dir, `nginx-${port}`);
+  mkdirSync(d, { recursive: true });
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(d, "key.pem"), "-out", join(d, "cert.pem"), "-days", "2", "-subj", "/CN=localhost"], { stdio: "ignore" });
+  const conf = `
+worker_processes 1;
+daemon off;
+pid ${d}/nginx.pid;
+error_log ${d}/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path ${d}/body; proxy_temp_path ${d}/proxy; fastcgi_temp_path ${d}/fcgi; uwsgi_temp_path ${d}/uwsgi; scgi_temp_path ${d}/scgi;
+  upstream gw { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
+  server {
+    listen 127.0.0.1:${port} ssl;
+    ssl_certificate ${d}/cert.pem;
+    ssl_certificate_key ${d}/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://gw;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_read_timeout 3600s;
+    }
+  }
+}
+`;
+  writeFileSync(join(d, "nginx.conf"), conf);
+  const p = start("nginx", "nginx", ["-p", d, "-c", join(d, "nginx.conf")], { cpu: "0" });
+  for (let i = 0; i < 100; i++) {
+    const ok = await fetch(`http://127.0.0.1:${port}/`).then(() => true, () => false); // any answer: it listens
+    if (ok) break;
+    await sleep(50);
+  }
+  const pids = () => {
+    const kids = readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+    return [p.pid, ...kids];
+  };
+  return Object.assign(p, { port, pids });
+}
+
+function wrk(url: string, seconds: number): { requests: number; rps: number; errors: string | null } {
+  const out = execFileSync("taskset", ["-c", "1", "wrk", "-t1", "-c32", `-d${seconds}s`, url], { encoding: "utf8" });
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  const sockErr = /Socket errors: (.*)/.exec(out);
+  return { requests, rps, errors: non2xx ? `${non2xx[1]} non-2xx responses` : sockErr ? `socket errors: ${sockErr[1]}` : null };
+}
+
+const lines: GoalLine[] = [];
+try {
+  const unavailable = await proxyUnavailable();
+  if (unavailable) throw new Error(`skipped: ${unavailable}`);
+  const up = startTs("upstream", "peers/upstream.ts", [String(20)], { cpu: "1" });
+  const upPort = Number((await up.waitFor(/upstream listening (\d+)/))[1]);
+  const ours = await startOurProxy(`http://127.0.0.1:${upPort}`, { cpu: "0" });
+  const nginx = await startNginx(upPort);
+  const client = startTs("proxy-client", "clients/proxy-client.ts", [], { cpu: "1", ipc: true });
+  await client.waitFor(/client ready/);
+  const errors: string[] = [];
+  const cpuOf = (pids: number[]) => pids.reduce((s, p) => s + cpuNs(p), 0);
+
+  const arm = (name: string, base: string, wsBase: string, pids: (() => number[]) | null): Arm => ({
+    name,
+    async run() {
+      const m: Record<string, number> = {};
+      if (pids) {
+        const c0 = cpuOf(pids());
+        const w = wrk(`${base}/`, cfg.wrkS);
+        const c1 = cpuOf(pids());
+        if (w.errors) errors.push(`${name}: ${w.errors}`);
+        m.wrk_rps = w.rps;
+        m.req_per_cpu_s = w.requests / ((c1 - c0) / 1e9);
+        m.proxy_cpu_pct = ((c1 - c0) / 1e9 / cfg.wrkS) * 100;
+      }
+      const h = await client.call<{ p50: number; p99: number; n: number; errors: string[]; errorCount: number; expected: number }>({ op: "http", url: `${base}/`, rate: cfg.rate, durationMs: cfg.latMs, conns: 16 });
+      if (h.errorCount || h.n !== h.expected) errors.push(`${name}: http ${h.n}/${h.expected} ok; ${h.errors.join("; ")}`);
+      const s = await client.call<{ p50: number; p99: number; n: number; errors: string[]; errorCount: number }>({ op: "ws", url: wsBase, streams: cfg.streams, durationMs: cfg.latMs });
+      if (s.errorCount || s.n === 0) errors.push(`${name}: ws ${s.n} frames; ${s.errors.join("; ")}`);
+      Object.assign(m, { http_p50_ms: h.p50, http_p99_ms: h.p99, ws_p50_ms: s.p50, ws_p99_ms: s.p99 });
+      return m;
+    },
+  });
+  const res = await alternate(
+    [
+      arm("ours", `https://127.0.0.1:${ours.httpsPort}`, `wss://127.0.0.1:${ours.httpsPort}`, () => [ours.pid]),
+      arm("nginx", `https://127.0.0.1:${nginx.port}`, `wss://127.0.0.1:${nginx.port}`, nginx.pids),
+      arm("nginx_aa", `https://127.0.0.1:${nginx.port}`, `wss://127.0.0.1:${nginx.port}`, nginx.pids),
+      arm("direct", `http://127.0.0.1:${upPort}`, `ws://127.0.0.1:${upPort}`, null),
+    ],
+    cfg.rounds,
+    log,
+  );
+  rowsOf(BENCH, res, { wrk_rps: "req/s", req_per_cpu_s: "req/CPU-s", proxy_cpu_pct: "% core", http_p50_ms: "ms", http_p99_ms: "ms", ws_p50_ms: "ms", ws_p99_ms: "ms" });
+  if (errors.length) throw new Error(`invalid run: ${errors.slice(0, 3).join("; ")}`);
+  const n = (m: string, rel: boolean) => Math.abs(med(res, "nginx", m) - med(res, "nginx_aa", m)) / (rel ? med(res, "nginx", m) : 1);
+  lines.push(ratioGoal(BENCH, "req_per_cpu_s_vs_nginx", med(res, "ours", "req_per_cpu_s"), med(res, "nginx", "req_per_cpu_s"), ">=", 0.4, n("req_per_cpu_s", true)));
+  lines.push(addedGoal(BENCH, "http_added_p99_ms", med(res, "ours", "http_p99_ms"), med(res, "direct", "http_p99_ms"), 1, n("http_p99_ms", false)));
+  lines.push(addedGoal(BENCH, "ws_added_p99_ms", med(res, "ours", "ws_p99_ms"), med(res, "direct", "ws_p99_ms"), 1, n("ws_p99_ms", false)));
+} catch (err) {
+  for (const m of METRICS) if (!lines.some((l) => l.metric === m)) lines.push(invalid(BENCH, m, "-", (err as Error).message.slice(0, 300)));
+} finally {
+  for (const g of lines) emitGoal(g);
+}
+process.exit(0);
