@@ -71,10 +71,13 @@ class Agent implements RunningAgent {
   }
 
   async start(): Promise<void> {
+    this.log(`connecting to NATS at ${this.config.natsServers.join(",")}`);
     this.nc = await connect({
       servers: this.config.natsServers,
       name: `nodeway-agent-${this.id}`,
       maxReconnectAttempts: -1,
+      // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
+      waitOnFirstConnect: true,
       reconnectTimeWait: 500,
       // Two missed pings 3 s apart: a dead link is noticed within ~10 s.
       pingInterval: 3_000,

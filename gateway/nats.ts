@@ -42,10 +42,13 @@ async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamMana
 
 /** Connects and makes sure every stream, bucket and pool consumer exists with the configured shape. */
 export async function connectNats(config: Readonly<GatewayConfig>, log: (l: string) => void): Promise<NatsParts> {
+  log(`connecting to NATS at ${config.natsServers.join(",")}`);
   const nc = await connect({
     servers: config.natsServers,
     name: "nodeway-gateway",
     maxReconnectAttempts: -1,
+    // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
+    waitOnFirstConnect: true,
     reconnectTimeWait: 500,
     pingInterval: 3_000,
     maxPingOut: 2,

@@ -106,3 +106,20 @@ t.test("up - --tls puts the proxy in front with a self-signed certificate for lo
   up.proc.kill("SIGINT");
   t.equal(await up.exited, 0, "stops cleanly");
 });
+
+t.test("cli - an agent and a gateway started before nats-server wait for it, then work", async (t) => {
+  const { freePort, NatsServer } = await import("../helpers/nats-server.js");
+  const port = await freePort();
+  const url = `nats://127.0.0.1:${port}`;
+  const gw = runNodeway(["gateway", "--nats", url, "--port", "0"]);
+  t.teardown(() => gw.kill("SIGKILL"));
+  const agent = runNodeway(["agent", "--nats", url, "--name", "early"]);
+  t.teardown(() => agent.kill("SIGKILL"));
+  await check(() => /connecting to NATS/.test(gw.stderr()) && /connecting to NATS/.test(agent.stderr()), 10_000, { name: "both waiting" });
+  t.equal(gw.proc.exitCode, null, "gateway still waiting");
+  const ns = await NatsServer.startOn(port);
+  t.teardown(() => ns.stop());
+  const gwUrl = await check(() => /gateway listening on (\S+)/.exec(gw.stdout())?.[1], 30_000, { name: "gateway up" });
+  await check(async () => ((await fetch(`${gwUrl}/health`).then((r) => r.json())) as { agents: number }).agents === 1, 30_000, { name: "agent registered" });
+  t.pass("both connected once nats-server started");
+});

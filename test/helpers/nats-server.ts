@@ -49,7 +49,12 @@ export class NatsServer {
   }
 
   static async start(): Promise<NatsServer> {
-    const ns = new NatsServer(await freePort(), mkdtempSync(join(tmpdir(), "nw-nats-")));
+    return NatsServer.startOn(await freePort());
+  }
+
+  /** On a given port (for tests that start clients before the server). */
+  static async startOn(port: number): Promise<NatsServer> {
+    const ns = new NatsServer(port, mkdtempSync(join(tmpdir(), "nw-nats-")));
     await ns.launch();
     return ns;
   }
