@@ -27,6 +27,19 @@ export type TlsMode = (typeof TlsMode)[keyof typeof TlsMode];
 /** Let's Encrypt production. Staging is `https://acme-staging-v02.api.letsencrypt.org/directory`. */
 export const LETS_ENCRYPT_DIRECTORY_URL = "https://acme-v02.api.letsencrypt.org/directory";
 
+/**
+ * What `nodeway up --tls` layers under the user's own settings: the proxy in front of the local gateway with a
+ * self-signed certificate on loopback. HSTS is off here on purpose: browsers apply HSTS to a host name regardless
+ * of port, so a year-long HSTS for `localhost` would force every other local dev server to HTTPS.
+ */
+export const DEV_TLS_OPTIONS = {
+  tls: "self-signed",
+  host: "127.0.0.1",
+  httpsPort: 8443,
+  httpPort: 8080,
+  hstsMaxAgeSeconds: 0,
+} as const satisfies Partial<ProxyOptions>;
+
 /** User-facing options. Everything but `upstream` has a default. */
 export interface ProxyOptions {
   /** Gateways to route to, as `http://host:port` origins. Round-robin over the healthy ones. Required. */

@@ -223,7 +223,16 @@ export function createForwarder(deps: ForwardDeps): {
 
     up.on("response", (pres: IncomingMessage) => {
       const { headers: outHeaders, streaming } = buildResponseHeaders(pres.rawHeaders, hsts);
-      res.writeHead(pres.statusCode ?? 502, pres.statusMessage, outHeaders);
+      try {
+        res.writeHead(pres.statusCode ?? 502, pres.statusMessage, outHeaders);
+      } catch {
+        // A head Node's own writer refuses (e.g. a status text with control bytes): the upstream is broken for
+        // this request, the proxy is not; answer 502 instead of throwing out of an event handler.
+        pres.resume();
+        done();
+        sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
+        return;
+      }
       // Without this an SSE client would wait for the first event to even see the status line.
       if (streaming) res.flushHeaders();
       pres.pipe(res);
@@ -320,7 +329,8 @@ export function createForwarder(deps: ForwardDeps): {
     const h = built.headers;
     for (let i = 0; i < h.length; i += 2) {
       const k = h[i]!.toLowerCase();
-      clean[k] = clean[k] === undefined ? h[i + 1]! : `${clean[k]}, ${h[i + 1]!}`;
+      // Repeated fields fold with ", " (RFC 9110 §5.3), except Cookie, whose separator is "; " (RFC 6265 §5.4).
+      clean[k] = clean[k] === undefined ? h[i + 1]! : `${clean[k]}${k === "cookie" ? "; " : ", "}${h[i + 1]!}`;
     }
     req.headers = clean;
     u.active++;

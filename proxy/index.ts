@@ -9,7 +9,7 @@
  * // …
  * await proxy.stop();
  */
-export { compileProxyConfig, LETS_ENCRYPT_DIRECTORY_URL, TlsMode, PROXY_OPTION_KEYS } from "./config.js";
+export { compileProxyConfig, DEV_TLS_OPTIONS, LETS_ENCRYPT_DIRECTORY_URL, PROXY_OPTION_KEYS, TlsMode } from "./config.js";
 export type { ProxyConfig, ProxyOptions, UpstreamTarget } from "./config.js";
 export { startProxy } from "./server.js";
 export type { RunningProxy } from "./server.js";

@@ -1,5 +1,5 @@
 import t from "tap";
-import { compileProxyConfig, InvalidConfigError, LETS_ENCRYPT_DIRECTORY_URL, type ProxyOptions } from "../../proxy/index.js";
+import { compileProxyConfig, DEV_TLS_OPTIONS, InvalidConfigError, LETS_ENCRYPT_DIRECTORY_URL, type ProxyOptions } from "../../proxy/index.js";
 
 function rejectKey(opts: unknown): string {
   try {
@@ -73,4 +73,9 @@ t.test("proxy config - error carries the stable code PROXY_ERR_INVALID_CONFIG", 
     code: "PROXY_ERR_INVALID_CONFIG",
     key: "maxBodyBytes",
   });
+});
+
+t.test("proxy config - DEV_TLS_OPTIONS compile to self-signed on 127.0.0.1:8443/8080 without HSTS", async (t) => {
+  const c = compileProxyConfig({ ...DEV_TLS_OPTIONS, upstream: ["http://127.0.0.1:8000"] });
+  t.match(c, { tls: "self-signed", host: "127.0.0.1", httpsPort: 8443, httpPort: 8080, hstsMaxAgeSeconds: 0, domain: ["localhost"] });
 });
