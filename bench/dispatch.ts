@@ -15,7 +15,7 @@ import { summarize } from "./lib/stats.js";
 const BENCH = "dispatch";
 const quick = process.argv.includes("--quick");
 const log = mkLog(BENCH);
-const cfg = quick ? { n: 60, concurrency: 32, durationMs: 2_000, rounds: 4 } : { n: 200, concurrency: 32, durationMs: 4_000, rounds: 6 };
+const cfg = quick ? { n: 30, concurrency: 32, durationMs: 1_500, rounds: 5 } : { n: 200, concurrency: 32, durationMs: 4_000, rounds: 6 };
 
 process.env.NODEWAY_HOME = mkdtempSync(join(tmpdir(), "nw-bench-home-"));
 const ns = await NatsServer.start();

@@ -18,7 +18,7 @@ import { summarize } from "./lib/stats.js";
 const BENCH = "token_path";
 const quick = process.argv.includes("--quick");
 const log = mkLog(BENCH);
-const cfg = quick ? { jobs: 20, rate: 50, count: 60, rounds: 5, staggerMs: 20 } : { jobs: 20, rate: 50, count: 250, rounds: 6, staggerMs: 50 };
+const cfg = quick ? { jobs: 20, rate: 50, count: 50, rounds: 5, staggerMs: 20 } : { jobs: 20, rate: 50, count: 250, rounds: 6, staggerMs: 50 };
 
 const home = mkdtempSync(join(tmpdir(), "nw-bench-home-"));
 process.env.NODEWAY_HOME = home;
@@ -42,20 +42,22 @@ try {
   const arm = (name: string, mode: "ours" | "floor", url: string): Arm => ({
     name,
     async run() {
-      const r = await client.call<{ lat: number[]; ttft: number[]; errors: string[] }>({ op: "run", mode, url, graph, ...cfg });
+      const r = await client.call<{ lat: number[]; ttft: number[]; errors: string[]; phases: Record<string, number[]> }>({ op: "run", mode, url, graph, ...cfg });
       if (r.errors.length) errors.set(name, [...(errors.get(name) ?? []), ...r.errors]);
       const expected = cfg.jobs * cfg.count;
       if (r.lat.length !== expected) errors.set(name, [...(errors.get(name) ?? []), `${r.lat.length}/${expected} tokens arrived`]);
       const l = summarize(r.lat);
       const t = summarize(r.ttft);
-      return { p50_ms: l.p50, p99_ms: l.p99, p999_ms: l.p999, ttft_p50_ms: t.p50, ttft_p99_ms: t.p99, tokens: r.lat.length };
+      const ph: Record<string, number> = {};
+      for (const [k, v] of Object.entries(r.phases)) if (v.length) ph[`ttft_${k}_p50_ms`] = summarize(v).p50;
+      return { p50_ms: l.p50, p99_ms: l.p99, p999_ms: l.p999, ttft_p50_ms: t.p50, ttft_p99_ms: t.p99, tokens: r.lat.length, ...ph };
     },
   });
   const arms: Arm[] = [arm("ours", "ours", gw.url.replace(/^http/, "ws")), arm("floor", "floor", `ws://127.0.0.1:${floorPort}`), arm("floor_aa", "floor", `ws://127.0.0.1:${floorPort}`)];
   if (proxy) arms.push(arm("ours_tls_proxy", "ours", `wss://127.0.0.1:${proxy.httpsPort}`));
   log(`${cfg.jobs} jobs × ${cfg.rate} tok/s (${cfg.jobs * cfg.rate} tok/s aggregate), ${cfg.count} tokens each, ${cfg.rounds} rounds`);
   const res = await alternate(arms, cfg.rounds, log);
-  rowsOf(BENCH, res, { p50_ms: "ms", p99_ms: "ms", p999_ms: "ms", ttft_p50_ms: "ms", ttft_p99_ms: "ms", tokens: "" });
+  rowsOf(BENCH, res, { p50_ms: "ms", p99_ms: "ms", p999_ms: "ms", ttft_p50_ms: "ms", ttft_p99_ms: "ms", tokens: "", ttft_submit_p50_ms: "ms", ttft_dispatch_p50_ms: "ms", ttft_start_p50_ms: "ms", ttft_deliver_p50_ms: "ms" });
 
   const noise = (m: string) => Math.abs(med(res, "floor", m) - med(res, "floor_aa", m));
   const goals: [string, string, number][] = [

@@ -36,12 +36,23 @@ function post(url: string, body: string, onLine?: (line: string) => void): Promi
       r.on("error", rej);
     });
     req.on("error", rej);
+    // A job that never ends must show up as an error, not hang the benchmark.
+    req.setTimeout(15_000, () => req.destroy(new Error(`no complete answer within 15 s (${url})`)));
     req.end(body);
   });
 }
 
 let seq = 0;
+let lastJob = "";
 async function one(t: Target, stream: boolean): Promise<{ firstMs: number; error: string | null }> {
+  try {
+    return await oneInner(t, stream);
+  } catch (err) {
+    return { firstMs: NaN, error: `${(err as Error).message}${stream && lastJob ? ` (job ${lastJob})` : ""}` };
+  }
+}
+
+async function oneInner(t: Target, stream: boolean): Promise<{ firstMs: number; error: string | null }> {
   const t0 = now();
   let first = NaN;
   if (t.mode === "floor") {
@@ -54,8 +65,10 @@ async function one(t: Target, stream: boolean): Promise<{ firstMs: number; error
   const url = `${t.base}/api/workflows/${t.workflow}/run?${stream ? "stream=true" : "wait=true"}`;
   const r = await post(url, JSON.stringify({ params: { name: "bench" } }), stream
     ? (line) => {
-        if (!Number.isNaN(first) || !line) return;
-        const ev = JSON.parse(line) as { attempt?: number };
+        if (!line) return;
+        if (!Number.isNaN(first)) return;
+        const ev = JSON.parse(line) as { attempt?: number; job_id?: string };
+        if (ev.job_id) lastJob = ev.job_id;
         if ((ev.attempt ?? 0) >= 1) first = now() - t0;
       }
     : undefined);

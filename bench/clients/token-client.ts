@@ -33,10 +33,12 @@ function open(url: string, protocols: string[]): Promise<WebSocket> {
 }
 
 let jobSeq = 0;
-async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: string[] }> {
+async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: string[]; phases: Record<string, number[]> }> {
   const lat: number[] = [];
   const ttft: number[] = [];
   const errors: string[] = [];
+  /** TTFT phases per job (ours): request → queued event emitted (gateway submit), queued → running (dispatch: publish, agent pull, claim), running → first token emitted (graph start + pacing), first token emitted → received. */
+  const phases: { submit: number[]; dispatch: number[]; start: number[]; deliver: number[] } = { submit: [], dispatch: [], start: [], deliver: [] };
   const jobs = await Promise.all(
     Array.from({ length: r.jobs }, async () => {
       const id = `b${process.pid}x${++jobSeq}`;
@@ -50,6 +52,8 @@ async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: 
       let t0 = 0;
       let finished = false;
       const seen: string[] = [];
+      let queuedTs = NaN;
+      let runningTs = NaN;
       const finish = (err?: string) => {
         if (finished) return;
         finished = true;
@@ -67,9 +71,22 @@ async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: 
         if (ev.type === "chunk") {
           if (ev.content === "" && ev.done) return;
           if (ev.content !== `tok${next} `) return finish(`token ${next} expected, got ${JSON.stringify(ev.content)}`);
-          if (next === 0) ttft.push(t - t0);
+          if (next === 0) {
+            ttft.push(t - t0);
+            const ets = ev.ts as number;
+            if (r.mode === "ours" && Number.isFinite(queuedTs) && Number.isFinite(runningTs)) {
+              phases.submit.push(queuedTs - t0);
+              phases.dispatch.push(runningTs - queuedTs);
+              phases.start.push(ets - runningTs);
+              phases.deliver.push(t - ets);
+            }
+          }
           next++;
           lat.push(t - (ev.ts as number));
+        } else if (ev.type === "job_update" && ev.status === "queued" && !Number.isFinite(queuedTs)) {
+          queuedTs = ev.ts as number;
+        } else if (ev.type === "job_update" && ev.status === "running") {
+          runningTs = ev.ts as number;
         } else if (ev.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(ev.status as string)) {
           if (ev.status !== "completed") return finish(`job ended ${String(ev.status)}: ${JSON.stringify(ev.error ?? "")}`);
           finish(next === r.count ? undefined : `completed after ${next}/${r.count} tokens`);
@@ -86,7 +103,7 @@ async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: 
     });
   });
   await Promise.all(done);
-  return { lat, ttft, errors };
+  return { lat, ttft, errors, phases };
 }
 
 serve(async (m) => {

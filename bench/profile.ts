@@ -1,0 +1,43 @@
+/**
+ * Where the time goes: runs our stack with `node --cpu-prof` on the gateway and the agent under a load from one of
+ * the benchmarks' clients, then prints the top self-time frames of each (share of busy time).
+ * Usage: node --import ./bench/register.mjs bench/profile.ts [dispatch|tokens|fanout] [seconds]
+ */
+import { mkdtempSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { topFrames } from "./lib/cpuprofile.js";
+import { startTs } from "./lib/procs.js";
+import { NatsServer, example, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
+
+const what = process.argv[2] ?? "dispatch";
+const seconds = Number(process.argv[3] ?? 5);
+const dir = mkdtempSync(join(tmpdir(), "nw-bench-prof-"));
+process.env.NODEWAY_HOME = dir;
+const ns = await NatsServer.start();
+try {
+  const gw = await startGateway(ns.url, { nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${join(dir, "gateway")}`] });
+  const agent = await startAgent(ns.url, gw.url, { maxJobs: 64 });
+  void agent;
+  if (what === "dispatch") {
+    const saved = await fetch(`${gw.url}/api/workflows`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(example("hello-world")) });
+    const workflow = ((await saved.json()) as { id: string }).id;
+    const c = startTs("dispatch-client", "clients/dispatch-client.ts", [], { ipc: true });
+    await c.waitFor(/client ready/);
+    const r = await c.call<{ jobsPerS: number; errorCount: number }>({ op: "throughput", mode: "ours", base: gw.url, workflow, concurrency: 32, durationMs: seconds * 1000 });
+    process.stdout.write(`load: ${r.jobsPerS.toFixed(0)} jobs/s, ${r.errorCount} errors\n`);
+  } else if (what === "tokens") {
+    const c = startTs("token-client", "clients/token-client.ts", [], { ipc: true });
+    await c.waitFor(/client ready/);
+    const r = await c.call<{ lat: number[] }>({ op: "run", mode: "ours", url: gw.url.replace(/^http/, "ws"), graph: tokensGraph(50), jobs: 20, count: seconds * 50, rate: 50, staggerMs: 50 });
+    process.stdout.write(`load: ${r.lat.length} tokens\n`);
+  }
+  await gw.stop("SIGINT");
+  const files = readdirSync(join(dir, "gateway"));
+  const t = topFrames(join(dir, "gateway", files[0]!), 25);
+  process.stdout.write(`gateway: ${t.total_ms.toFixed(0)} ms busy\n`);
+  for (const f of t.frames) process.stdout.write(`${String(f.pct).padStart(5)}%  ${f.frame}\n`);
+} finally {
+  await ns.stop();
+}
+process.exit(0);
