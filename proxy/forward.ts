@@ -281,12 +281,14 @@ export function createForwarder(deps: ForwardDeps): {
       let seen = 0;
       req.on("data", (chunk: Buffer) => {
         seen += chunk.length;
-        if (seen > maxBody) {
+        if (seen > maxBody && !abandoned) {
           abandoned = true;
-          up.destroy();
           req.unpipe(up);
+          up.destroy();
+          // `Connection: close` makes Node close the socket once the 413 is flushed; destroying the request here
+          // instead could drop the response before it leaves. The rest of the body is read and discarded.
           sendError(res, 413, "PROXY_ERR_BODY_TOO_LARGE", hsts, true);
-          req.destroy();
+          req.resume();
         }
       });
     }
