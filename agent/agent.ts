@@ -235,7 +235,7 @@ class Agent implements RunningAgent {
       dispatch = decodeJobDispatch(msg.data);
     } catch (err) {
       this.log(`dropping malformed job message: ${(err as Error).message}`);
-      msg.term("malformed job message");
+      msg.term(); // no reason: nats-server < 2.10 ignores "+TERM <reason>"
       return;
     }
     const runner = new JobRunner(

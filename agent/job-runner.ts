@@ -75,6 +75,15 @@ export class JobRunner {
     this.attempt = msg.info.deliveryCount;
   }
 
+  /**
+   * Terminates the job message (no redelivery). Sent without a reason: nats-server before 2.10 (Debian's 2.9)
+   * ignores `+TERM <reason>` altogether, which left the message pending and redelivered it after ack_wait.
+   */
+  private term(reason: string): void {
+    this.deps.log(`job ${this.jobId}: attempt ${this.attempt} ends the job message: ${reason}`);
+    this.msg.term();
+  }
+
   /** Stop the run from outside (drain hand-back). */
   handBack(): void {
     this.controller.abort(new StopReason("handed_back", "agent draining"));
@@ -115,7 +124,7 @@ export class JobRunner {
       const error: WireError = { code: ErrorCode.JOB_ERR_MAX_DELIVERIES, message: `max deliveries reached (${this.deps.maxAttempts} attempts)` };
       const rec = await casRecord(jobsKv, jobId, (r) => (isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() }));
       if (rec) await this.publishTerminal({ type: "job_update", status: "failed", error, message: error.message }, rec.attempt);
-      this.msg.term("max deliveries reached");
+      this.term("max deliveries reached");
       return;
     }
 
@@ -159,10 +168,10 @@ export class JobRunner {
         // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
         // terminal event exists (deduplicated by id), then drop the message.
         if (t.attempt > 0) await this.publishTerminal(terminalUpdate(t), t.attempt).catch(() => undefined);
-        this.msg.term("job already finished");
+        this.term("job already finished");
       } else {
         this.deps.log(`job ${jobId}: no claimable record (attempt ${this.attempt}); leaving it`);
-        this.msg.term("no claimable job record");
+        this.term("no claimable job record");
       }
       return;
     }
@@ -232,7 +241,7 @@ export class JobRunner {
       const cur = await readRecord(this.deps.jobsKv, this.jobId);
       if (cur && cur.rec.attempt === this.attempt && isTerminal(cur.rec.status)) {
         await this.publishTerminal(terminalUpdate(cur.rec), this.attempt);
-        this.msg.term("finished elsewhere");
+        this.term("finished elsewhere");
       } else {
         this.deps.log(`job ${this.jobId}: attempt ${this.attempt} is no longer the owner; result dropped`);
       }
@@ -240,7 +249,7 @@ export class JobRunner {
     }
     await this.publishTerminal({ ...terminalUpdate(written), duration: durationMs / 1000 }, this.attempt);
     if (final.status === "completed" || final.status === "failed") await this.msg.ackAck().catch(() => this.msg.ack());
-    else this.msg.term(final.status);
+    else this.term(final.status);
   }
 
   /** In-progress acks extend the lease; a stall longer than ack_wait (SIGSTOP, a dead link) means it is gone. */
