@@ -8,6 +8,8 @@ import type { KV } from "@nats-io/kv";
 import {
   CancelReason,
   ErrorCode,
+  KV_AGENTS,
+  KV_JOBS,
   casJobRecord,
   encodeMsgpack,
   eventMsgId,
@@ -31,6 +33,7 @@ import {
   type Workflow,
 } from "../protocol/index.js";
 import type { NatsParts } from "./nats.js";
+import { bucketKeys } from "./kv-keys.js";
 import { GatewayError, notFound, badRequest } from "./errors.js";
 import { QueueTracker } from "./queue.js";
 
@@ -51,6 +54,7 @@ export class JobManager {
   private catalog: Map<string, NodeMetadata> = new Map();
   private catalogKeys = new Set<string>();
   private catalogRefreshedMs = 0;
+  private catalogRefresh: Promise<NodeCatalog> | null = null;
   jobsCreated = 0;
   readonly queue: QueueTracker;
 
@@ -63,7 +67,7 @@ export class JobManager {
   /** Live agents from the registry (the bucket's TTL has removed dead ones). */
   async agents(): Promise<AgentRegistration[]> {
     const out: AgentRegistration[] = [];
-    for await (const k of await this.n.agentsKv.keys()) {
+    for (const k of await bucketKeys(this.n.jsm, KV_AGENTS)) {
       const e = await this.n.agentsKv.get(k);
       if (!e || e.operation !== "PUT" || e.length === 0) continue;
       try {
@@ -78,6 +82,11 @@ export class JobManager {
   /** Union of the node catalogs of live agents, cached for a second (submits are hot, agents change slowly). */
   async nodeCatalog(): Promise<NodeCatalog> {
     if (Date.now() - this.catalogRefreshedMs < 1_000) return this.catalog;
+    // One refresh at a time: concurrent submits share it rather than each listing the registry.
+    return (this.catalogRefresh ??= this.refreshCatalog().finally(() => (this.catalogRefresh = null)));
+  }
+
+  private async refreshCatalog(): Promise<NodeCatalog> {
     const agents = await this.agents();
     const keys = new Set(agents.map((a) => a.node_catalog).filter(Boolean));
     const same = keys.size === this.catalogKeys.size && [...keys].every((k) => this.catalogKeys.has(k));
@@ -116,7 +125,7 @@ export class JobManager {
     const kv = this.n.jobsKv;
     const ids: string[] = [];
     const filter = q.workflowId ? jobKeys.workflowPrefix(q.workflowId) : jobKeys.allRecords();
-    for await (const k of await kv.keys(filter)) ids.push(k.slice(k.lastIndexOf(".") + 1));
+    for (const k of await bucketKeys(this.n.jsm, KV_JOBS, filter)) ids.push(k.slice(k.lastIndexOf(".") + 1));
     ids.sort().reverse();
     const jobs: JobRecord[] = [];
     let next: string | null = null;
