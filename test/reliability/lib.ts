@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
+import type { Test } from "tap";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { api, WsClient, isTerminalMsg, parseStreamText, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
@@ -13,11 +14,7 @@ import { NatsServer } from "../helpers/nats-server.js";
 import { startAgentProc, startGatewayProc, type AgentProc, type Proc } from "../helpers/procs.js";
 import { describeProblems, type ClientLog, type History, type HistoryReport } from "../helpers/history.js";
 
-export interface T {
-  teardown(fn: () => unknown): void;
-  ok(v: unknown, msg?: string, extra?: object): boolean;
-  comment(...args: unknown[]): void;
-}
+export type T = Test;
 
 /** A seeded PRNG (mulberry32) so a failing run can be repeated with NW_SEED. */
 export function rng(seed: number): () => number {
