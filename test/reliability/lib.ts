@@ -222,6 +222,8 @@ export interface StreamResult {
   cut: boolean;
   /** The server ended the response. */
   ended: boolean;
+  /** The connection broke before the end (only with `allowDrop`). */
+  dropped: boolean;
 }
 
 /**
@@ -231,7 +233,7 @@ export interface StreamResult {
  */
 export async function readEvents(
   url: string,
-  init: { method?: string; body?: unknown; headers?: Record<string, string>; sse: boolean; stopAfter?: number; log?: ClientLog; timeoutMs?: number },
+  init: { method?: string; body?: unknown; headers?: Record<string, string>; sse: boolean; stopAfter?: number; log?: ClientLog; timeoutMs?: number; allowDrop?: boolean; onOpen?: () => void },
 ): Promise<StreamResult> {
   const ac = new AbortController();
   let phase = "waiting for the response headers";
@@ -242,12 +244,13 @@ export async function readEvents(
     headers: { "content-type": "application/json", accept: init.sse ? "text/event-stream" : "application/x-ndjson", ...init.headers },
     ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
   });
-  const out: StreamResult = { status: res.status, events: [], ids: [], cut: false, ended: false };
+  const out: StreamResult = { status: res.status, events: [], ids: [], cut: false, ended: false, dropped: false };
   if (res.status !== 200) {
     clearTimeout(timer);
     out.events.push(JSON.parse(await res.text()) as Msg);
     return out;
   }
+  init.onOpen?.();
   const reader = res.body!.getReader();
   const dec = new TextDecoder();
   let buf = "";
@@ -281,10 +284,12 @@ export async function readEvents(
       }
     }
   } catch (err) {
-    if (!out.cut) throw err;
+    if (out.cut) return out;
+    if (init.allowDrop && !ac.signal.aborted) out.dropped = true;
+    else throw err;
   } finally {
     clearTimeout(timer);
-    if (!out.cut) reader.releaseLock();
+    if (!out.cut) try { reader.releaseLock(); } catch { /* already released */ }
   }
   return out;
 }
