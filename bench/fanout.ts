@@ -21,8 +21,8 @@ const SIZES = quick ? [100, 1000] : [100, 1000, 5000];
 const DELIVERIES_PER_S = 40_000;
 const WINDOW_MS = quick ? 3_000 : 5_000;
 const ROUNDS = quick ? 3 : 5;
-/** Long enough for ~10 events per probe. */
-const PROBE_MS = (rate: number) => Math.max(500, Math.ceil((10 / rate) * 1000));
+/** Long enough for ~20 events per probe. */
+const PROBE_MS = (rate: number) => Math.max(500, Math.ceil((20 / rate) * 1000));
 
 process.env.NODEWAY_HOME = mkdtempSync(join(tmpdir(), "nw-bench-home-"));
 const ns = await NatsServer.start();

@@ -44,7 +44,7 @@ async function waitAllLive(timeoutMs: number, probeMs: number): Promise<void> {
     await sleep(probeMs);
     const per = socks.map((s, i) => s.frames - base[i]!).sort((a, b) => a - b);
     const med = per[per.length >> 1]!;
-    const off = per.filter((x) => x === 0 || Math.abs(x - med) > Math.max(2, med * 0.03)).length;
+    const off = per.filter((x) => x === 0 || Math.abs(x - med) > Math.max(3, med * 0.1)).length;
     if (med > 0 && off === 0) return;
     last = `${off} of ${socks.length} sockets off the median ${med}`;
   }
