@@ -98,11 +98,13 @@ export class JobRunner {
     const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt: this.attempt, ts: performance.timeOrigin + performance.now() };
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(this.jobId, this.attempt, ++this.n));
+    // Handled here: a publish that fails while NATS is away (timeout) must not become an unhandled rejection,
+    // which would crash the agent; only `Promise.allSettled` looks at these promises later.
     this.pubs.push(
-      this.deps.js.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), { headers: h }).catch((err: unknown) => {
-        this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`);
-        throw err;
-      }),
+      this.deps.js.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), { headers: h }).then(
+        () => undefined,
+        (err: unknown) => this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`),
+      ),
     );
   }
 
@@ -112,7 +114,19 @@ export class JobRunner {
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(this.jobId, attempt, 0));
     await Promise.allSettled(this.pubs);
-    await this.deps.js.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), { headers: h, timeout: 10_000 });
+    // Retried with the same id until the server acknowledges it (design: publish → PubAck → ack the job), so a
+    // NATS restart at the wrong moment delays the terminal event rather than leaving it to a redelivery.
+    const data = encodeMsgpack(body);
+    for (let i = 0; ; i++) {
+      try {
+        await this.deps.js.publish(subjects.jobEvents(this.jobId), data, { headers: h, timeout: 10_000 });
+        return;
+      } catch (err) {
+        if (i >= 5 || this.deps.nc.isClosed()) throw err;
+        this.deps.log(`job ${this.jobId}: terminal event publish failed (${(err as Error).message}); retrying`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   }
 
   async run(): Promise<void> {
