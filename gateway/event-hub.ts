@@ -78,7 +78,10 @@ export class EventHub {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: this.lastSeq + 1,
     });
-    const iter = await consumer.consume({ max_messages: 2_000 });
+    // Short pulls: when NATS restarts, the ordered consumer is gone and the library only notices through two
+    // missed idle heartbeats (half of `expires` each). With the 30 s default, live fan-out stalled ~40 s after
+    // every NATS restart; with 2 s it resumes within a few seconds.
+    const iter = await consumer.consume({ max_messages: 2_000, expires: 2_000 });
     this.stopFn = () => iter.stop();
     void (async () => {
       for await (const m of iter) this.handle(m);
