@@ -5,7 +5,9 @@
  */
 import t from "tap";
 import { Kvm } from "@nats-io/kv";
-import { jobKeys, type JobRecord } from "../../protocol/index.js";
+import { headers } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { encodeMsgpack, eventMsgId, jobKeys, subjects, type JobRecord } from "../../protocol/index.js";
 import { History, readJobLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
 import { RecWs, assertHistory, check, getJob, natsConn, putWorkflow, sleepWorkflow, startAgent, startGateway, startNats, stats, summary, tokensWorkflow, waitJob, type Msg, type T } from "./lib.js";
@@ -24,6 +26,14 @@ async function watchRecord(t: T, nc: Awaited<ReturnType<typeof natsConn>>, jobId
     for await (const e of w) if (e.operation === "PUT" && e.length > 0) seen.push(JSON.parse(e.string()) as JobRecord);
   })();
   return seen;
+}
+
+/** Publishes a chunk event for `attempt` straight into NW_EVENTS, as a zombie agent would. */
+async function zombiePublish(nc: Awaited<ReturnType<typeof natsConn>>, jobId: string, attempt: number, content: string): Promise<void> {
+  const h = headers();
+  h.set("Nats-Msg-Id", eventMsgId(jobId, attempt, 999_999));
+  const ev = { type: "chunk", job_id: jobId, workflow_id: "tok", attempt, node_id: "tok", content_type: "text", content, done: false, ts: Date.now() };
+  await jetstream(nc).publish(subjects.jobEvents(jobId), encodeMsgpack(ev), { headers: h });
 }
 
 const runningUpdates = (c: RecWs, jobId: string) => c.messages().filter((m) => m.job_id === jobId && m.type === "job_update" && m.status === "running");
@@ -90,6 +100,9 @@ t.test("agents - SIGSTOP past ack_wait then SIGCONT: the paused agent's late eve
   await check(() => runningUpdates(c, jobId).find((m) => m.attempt === 2), 15_000, { name: "attempt 2 running" });
   const claimIdx = revisions.findIndex((r) => r.attempt === 2);
   t.ok(claimIdx >= 0, "attempt 2 claimed the record");
+  // The paused agent fences itself on SIGCONT, so to exercise the gateway's fence too the test publishes what a
+  // zombie that did not notice would: a late event of attempt 1, now that attempt 2 runs.
+  await zombiePublish(nc, jobId, 1, "zombie-late");
   a1.proc.kill("SIGCONT");
   await c.waitTerminal(jobId);
   const rec = await waitJob(gw.url, jobId, (j) => j.status === "completed");
@@ -100,7 +113,12 @@ t.test("agents - SIGSTOP past ack_wait then SIGCONT: the paused agent's late eve
   t.same(after.filter((r) => r.agent_id === a1.id), [], "no record revision from the paused agent after the takeover");
   t.equal(after.filter((r) => r.status === "completed").length, 1, "one terminal write");
   // The stream may hold late events of attempt 1; the fence keeps them from every client, live and replayed.
+  // And an event of the winning attempt after its terminal event: nothing follows the end.
+  await zombiePublish(nc, jobId, 2, "after-the-end");
+  stats.faults += 2;
   const log = await readJobLog(nc, jobId);
+  t.equal(log.fenced.filter((e) => e.type === "chunk" && String((e.ev as { content?: unknown }).content).startsWith("zombie-late")).length, 1, "the late attempt-1 event is in the stream and fenced off");
+  t.equal(log.fenced.filter((e) => String((e.ev as { content?: unknown }).content) === "after-the-end").length, 1, "the event after the terminal one is in the stream and fenced off");
   const firstA2 = log.stored.find((e) => e.attempt === 2)!.seq;
   const late = log.stored.filter((e) => e.attempt === 1 && e.seq > firstA2);
   t.comment(`${late.length} late events of attempt 1 were stored after attempt 2 started; all fenced`);
