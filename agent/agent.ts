@@ -78,6 +78,8 @@ class Agent implements RunningAgent {
       maxReconnectAttempts: -1,
       // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
       waitOnFirstConnect: true,
+      // No stack captured per request in case it times out: that was 14% of the gateway's CPU under dispatch load.
+      noAsyncTraces: true,
       reconnectTimeWait: 500,
       // Two missed pings 3 s apart: a dead link is noticed within ~10 s.
       pingInterval: 3_000,

@@ -49,6 +49,8 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
     maxReconnectAttempts: -1,
     // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
     waitOnFirstConnect: true,
+    // No stack captured per request in case it times out: that was 14% of the gateway's CPU under dispatch load.
+    noAsyncTraces: true,
     reconnectTimeWait: 500,
     pingInterval: 3_000,
     maxPingOut: 2,
