@@ -55,7 +55,6 @@ class Agent implements RunningAgent {
   private registration!: AgentRegistration;
   private readonly library: ReadonlyMap<string, NodeDef> = nodeCatalog();
   private slotWaiters: (() => void)[] = [];
-  private loops: Promise<void>[] = [];
   private closeResolve!: () => void;
   readonly closed: Promise<void> = new Promise((r) => (this.closeResolve = r));
   private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
@@ -173,7 +172,8 @@ class Agent implements RunningAgent {
         }
       },
     });
-    this.loops = consumers.map((c, i) => this.pullLoop(c, pools[i]!));
+    // Each loop ends by itself once `stopping` is set (at the latest when its pending pull expires).
+    consumers.forEach((c, i) => void this.pullLoop(c, pools[i]!));
     this.log(`registered as ${this.id}, pools ${pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.length} node types`);
   }
 

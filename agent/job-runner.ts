@@ -17,7 +17,6 @@ import {
   encodeMsgpack,
   eventMsgId,
   isTerminal,
-  jobKeys,
   subjects,
   type JobDispatch,
   type JobEvent,

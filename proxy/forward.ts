@@ -22,7 +22,7 @@ import { createProxyServer } from "http-proxy-3";
 import { formatAccessLine } from "./access-log.js";
 import type { ProxyConfig } from "./config.js";
 import type { ProxyEvent } from "./events.js";
-import type { Upstream, UpstreamPool } from "./upstreams.js";
+import type { UpstreamPool } from "./upstreams.js";
 
 /** RFC 9110 §7.6.1 plus the non-standard ones seen in the wild. Lower-case. */
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
