@@ -3,17 +3,20 @@
  * heartbeats, pulls jobs from its pools only while it has a free slot, runs them, and drains on SIGTERM.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import { connect, createInbox, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager, jetstream, type Consumer, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import {
   KV_AGENTS,
   KV_JOBS,
   KV_NODES,
   STREAM_JOBS,
+  AckedPublisher,
   agentKey,
   decodeAgentControl,
+  decodeJobCancel,
   decodeJobDispatch,
+  jobIdOfCancelSubject,
   poolConsumer,
   subjects,
   type AgentRegistration,
@@ -44,7 +47,7 @@ function sleep(ms: number): Promise<void> {
 class Agent implements RunningAgent {
   readonly id: string;
   private nc!: NatsConnection;
-  private js!: JetStreamClient;
+  private pub!: AckedPublisher<MsgHdrs>;
   private agentsKv!: KV;
   private jobsKv!: KV;
   private readonly running = new Map<string, JobRunner>();
@@ -55,6 +58,8 @@ class Agent implements RunningAgent {
   private registration!: AgentRegistration;
   private readonly library: ReadonlyMap<string, NodeDef> = nodeCatalog();
   private slotWaiters: (() => void)[] = [];
+  /** Slots promised to pulls still open at the server: running + reserved never exceeds max_jobs. */
+  private reserved = 0;
   private closeResolve!: () => void;
   readonly closed: Promise<void> = new Promise((r) => (this.closeResolve = r));
   private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
@@ -91,7 +96,8 @@ class Agent implements RunningAgent {
         if (s.type === "disconnect" || s.type === "reconnect") this.log(`nats ${s.type}`);
       }
     })();
-    this.js = jetstream(this.nc);
+    const js = jetstream(this.nc);
+    this.pub = new AckedPublisher<MsgHdrs>(this.nc, createInbox());
     const kvm = new Kvm(this.nc);
     const jsm = await jetstreamManager(this.nc);
     // The gateway creates the streams and buckets; wait for them rather than race it with other settings.
@@ -123,7 +129,7 @@ class Agent implements RunningAgent {
       }
       this.ackWaitMs = Math.round(Number(info.config.ack_wait ?? 0) / 1e6) || this.ackWaitMs;
       this.maxAttempts = Math.max(1, (info.config.max_deliver ?? this.maxAttempts + 1) - 1);
-      consumers.push(await this.js.consumers.get(STREAM_JOBS, name));
+      consumers.push(await js.consumers.get(STREAM_JOBS, name));
     }
 
     const catalog = NODE_LIBRARY.map(metadataOf);
@@ -172,8 +178,22 @@ class Agent implements RunningAgent {
         }
       },
     });
+    // One subscription for every cancel: a job's runner exists from the moment its message is pulled, so a
+    // cancel sent right after the claim finds it.
+    this.nc.subscribe(subjects.cancelAll(), {
+      callback: (err, m) => {
+        if (err) return;
+        const runner = this.running.get(jobIdOfCancelSubject(m.subject));
+        if (!runner) return;
+        try {
+          runner.cancel(decodeJobCancel(m.data));
+        } catch {
+          /* a malformed cancel is ignored: only the gateway publishes here */
+        }
+      },
+    });
     // Each loop ends by itself once `stopping` is set (at the latest when its pending pull expires).
-    consumers.forEach((c, i) => void this.pullLoop(c, pools[i]!));
+    consumers.forEach((c, i) => void this.pullLoop(c, pools[i]!, pools.length));
     this.log(`registered as ${this.id}, pools ${pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.length} node types`);
   }
 
@@ -190,20 +210,24 @@ class Agent implements RunningAgent {
   }
 
   private freeSlots(): number {
-    return this.config.maxJobs - this.running.size;
+    return this.config.maxJobs - this.running.size - this.reserved;
   }
 
-  private waitForSlot(): Promise<void> {
-    if (this.freeSlots() > 0) return Promise.resolve();
-    return new Promise((r) => this.slotWaiters.push(r));
+  private async waitForSlot(): Promise<void> {
+    while (this.freeSlots() <= 0 && !this.stopping) await new Promise<void>((r) => this.slotWaiters.push(r));
   }
 
-  private releaseSlot(): void {
-    const w = this.slotWaiters.shift();
-    w?.();
+  /** Slots came free (a job ended, a pull gave back its unused reservation): every waiting loop looks again. */
+  private wakeSlotWaiters(): void {
+    for (const w of this.slotWaiters.splice(0)) w();
   }
 
-  private async pullLoop(consumer: Consumer, pool: string): Promise<void> {
+  /**
+   * Pulls for one pool. Each pull asks for as many jobs as it has reserved slots (shared fairly between the
+   * pools' loops), so a busy agent pulls in batches rather than a round trip per job, and the server never
+   * holds more open requests for this agent than it has free slots: "pull only while free" stays exact.
+   */
+  private async pullLoop(consumer: Consumer, pool: string, pools: number): Promise<void> {
     while (!this.stopping) {
       await this.waitForSlot();
       if (this.stopping) break;
@@ -211,23 +235,26 @@ class Agent implements RunningAgent {
         await sleep(200);
         continue;
       }
-      let msg: JsMsg | null = null;
+      const want = Math.max(1, Math.floor(this.freeSlots() / pools));
+      this.reserved += want;
+      let got = 0;
       try {
-        // One message per pull keeps the promise "pull only while a slot is free" exact across pools.
-        msg = await consumer.next({ expires: 5_000 });
+        const batch = await consumer.fetch({ max_messages: want, expires: 5_000 });
+        for await (const msg of batch) {
+          got++;
+          this.reserved--;
+          if (this.stopping) msg.nak();
+          else this.startJob(msg);
+        }
       } catch (err) {
         if (!this.stopping) {
           this.log(`pull from ${pool} failed: ${(err as Error).message}`);
           await sleep(500);
         }
-        continue;
+      } finally {
+        this.reserved -= want - got;
+        this.wakeSlotWaiters();
       }
-      if (!msg) continue;
-      if (this.stopping) {
-        msg.nak();
-        break;
-      }
-      this.startJob(msg);
     }
   }
 
@@ -243,7 +270,7 @@ class Agent implements RunningAgent {
     const runner = new JobRunner(
       {
         nc: this.nc,
-        js: this.js,
+        pub: this.pub,
         jobsKv: this.jobsKv,
         library: this.library,
         agentId: this.id,
@@ -262,7 +289,7 @@ class Agent implements RunningAgent {
       .catch((err: unknown) => this.log(`job ${dispatch.job_id} crashed in the runner: ${(err as Error).stack ?? String(err)}`))
       .finally(() => {
         this.running.delete(dispatch.job_id);
-        this.releaseSlot();
+        this.wakeSlotWaiters();
         if (this.running.size === 0) void this.beat().catch(() => undefined);
       });
   }
@@ -272,7 +299,7 @@ class Agent implements RunningAgent {
     this.stopping = true;
     const graceful = opts.graceful ?? true;
     this.log(graceful ? `draining (${this.running.size} running, grace ${this.config.drainGraceMs} ms)` : "stopping");
-    for (const w of this.slotWaiters.splice(0)) w();
+    this.wakeSlotWaiters();
     await this.beat().catch(() => undefined);
     if (graceful) {
       const deadline = Date.now() + this.config.drainGraceMs;
@@ -284,6 +311,7 @@ class Agent implements RunningAgent {
     if (this.heartbeat) clearInterval(this.heartbeat);
     await this.agentsKv.delete(agentKey(this.id)).catch(() => undefined);
     await this.nc.drain().catch(() => undefined);
+    this.pub.close();
     this.closeResolve();
     return this.closed;
   }

@@ -3,9 +3,9 @@
  * keeps the lease alive, obeys cancel and timeout, and finishes in the order that loses nothing:
  * record → terminal event (PubAck) → ack the job message.
  */
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { headers } from "@nats-io/transport-node";
-import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import {
   CancelReason,
@@ -13,7 +13,8 @@ import {
   canTransition,
   casJobRecord,
   readJobRecord,
-  decodeJobCancel,
+  type AckedPublisher,
+  type JobCancel,
   encodeMsgpack,
   eventMsgId,
   isTerminal,
@@ -29,7 +30,7 @@ import type { NodeDef } from "./engine/types.js";
 
 export interface JobRunnerDeps {
   nc: NatsConnection;
-  js: JetStreamClient;
+  pub: AckedPublisher<MsgHdrs>;
   jobsKv: KV;
   library: ReadonlyMap<string, NodeDef>;
   agentId: string;
@@ -48,9 +49,14 @@ class StopReason {
 const now = () => new Date().toISOString();
 
 /** Compare-and-set that answers with the written record, or null when `change` refused or none exists. */
-async function casRecord(kv: KV, jobId: string, change: (rec: JobRecord) => JobRecord | null): Promise<JobRecord | null> {
-  const r = await casJobRecord(kv, jobId, change);
-  return r && r.written ? r.rec : null;
+async function casRecord(
+  kv: KV,
+  jobId: string,
+  change: (rec: JobRecord) => JobRecord | null,
+  known?: { rec: JobRecord; revision: number },
+): Promise<{ rec: JobRecord; revision: number } | null> {
+  const r = await casJobRecord(kv, jobId, change, known);
+  return r && r.written ? { rec: r.rec, revision: r.revision } : null;
 }
 const readRecord = readJobRecord;
 
@@ -60,8 +66,9 @@ export class JobRunner {
   private readonly controller = new AbortController();
   private leaseTimer: NodeJS.Timeout | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
-  private cancelSub: Subscription | null = null;
   private lastLeaseOkMs = Date.now();
+  /** The record as this attempt wrote it when claiming, and its revision. */
+  private owned: { rec: JobRecord; revision: number } | null = null;
   readonly jobId: string;
   readonly attempt: number;
 
@@ -83,6 +90,12 @@ export class JobRunner {
     this.msg.term();
   }
 
+  /** A cancel for this job (the agent listens on `nw.cancel.*` once and routes here). */
+  cancel(c: JobCancel): void {
+    const state: JobState = c.reason === CancelReason.timeout ? "timed_out" : "cancelled";
+    this.controller.abort(new StopReason(state, c.reason));
+  }
+
   /** Stop the run from outside (drain hand-back). */
   handBack(): void {
     this.controller.abort(new StopReason("handed_back", "agent draining"));
@@ -100,7 +113,7 @@ export class JobRunner {
     // Handled here: a publish that fails while NATS is away (timeout) must not become an unhandled rejection,
     // which would crash the agent; only `Promise.allSettled` looks at these promises later.
     this.pubs.push(
-      this.deps.js.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), { headers: h }).then(
+      this.deps.pub.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), h).then(
         () => undefined,
         (err: unknown) => this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`),
       ),
@@ -118,7 +131,7 @@ export class JobRunner {
     const data = encodeMsgpack(body);
     for (let i = 0; ; i++) {
       try {
-        await this.deps.js.publish(subjects.jobEvents(this.jobId), data, { headers: h, timeout: 10_000 });
+        await this.deps.pub.publish(subjects.jobEvents(this.jobId), data, h, 10_000);
         return;
       } catch (err) {
         if (i >= 5 || this.deps.nc.isClosed()) throw err;
@@ -135,29 +148,15 @@ export class JobRunner {
     // The extra delivery after the last allowed attempt only records the failure.
     if (this.attempt > this.deps.maxAttempts) {
       const error: WireError = { code: ErrorCode.JOB_ERR_MAX_DELIVERIES, message: `max deliveries reached (${this.deps.maxAttempts} attempts)` };
-      const rec = await casRecord(jobsKv, jobId, (r) => (isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() }));
-      if (rec) await this.publishTerminal({ type: "job_update", status: "failed", error, message: error.message }, rec.attempt);
+      const w = await casRecord(jobsKv, jobId, (r) => (isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() }));
+      if (w) await this.publishTerminal({ type: "job_update", status: "failed", error, message: error.message }, w.rec.attempt);
       this.term("max deliveries reached");
       return;
     }
 
-    // Listen for cancel before claiming, so a cancel sent right after the claim is not missed.
-    this.cancelSub = this.deps.nc.subscribe(subjects.cancel(jobId), {
-      callback: (err, m) => {
-        if (err) return;
-        try {
-          const c = decodeJobCancel(m.data);
-          const state: JobState = c.reason === CancelReason.timeout ? "timed_out" : "cancelled";
-          this.controller.abort(new StopReason(state, c.reason));
-        } catch {
-          /* a malformed cancel is ignored: only the gateway publishes here */
-        }
-      },
-    });
     try {
       await this.claimAndRun();
     } finally {
-      this.cancelSub.unsubscribe();
       if (this.leaseTimer) clearInterval(this.leaseTimer);
       if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
     }
@@ -167,15 +166,18 @@ export class JobRunner {
     const { jobsKv } = this.deps;
     const jobId = this.jobId;
     let terminalSeen: JobRecord | null = null;
-    const claimed = await casRecord(jobsKv, jobId, (r) => {
+    // First delivery: the dispatch carries the record as queued, so the claim is one write when nothing
+    // touched the record since (a cancel while queued did: then the compare-and-set reads and sees it).
+    const known = this.attempt === 1 ? this.job.record : undefined;
+    const claim = await casRecord(jobsKv, jobId, (r) => {
       if (isTerminal(r.status)) {
         terminalSeen = r;
         return null;
       }
       if (r.attempt >= this.attempt || !canTransition(r.status, "running")) return null;
       return { ...r, status: "running", attempt: this.attempt, agent_id: this.deps.agentId, started_at: r.started_at ?? now() };
-    });
-    if (!claimed) {
+    }, known);
+    if (!claim) {
       const t = terminalSeen as JobRecord | null;
       if (t) {
         // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
@@ -188,7 +190,8 @@ export class JobRunner {
       }
       return;
     }
-    if (claimed.cancel_requested) this.controller.abort(new StopReason("cancelled", CancelReason.user));
+    this.owned = claim;
+    if (claim.rec.cancel_requested) this.controller.abort(new StopReason("cancelled", CancelReason.user));
 
     this.publish({ type: "job_update", status: "running", agent_id: this.deps.agentId, message: this.attempt > 1 ? `attempt ${this.attempt}` : undefined });
     this.startLease();
@@ -245,11 +248,13 @@ export class JobRunner {
       this.deps.log(`job ${this.jobId}: lease lost before finishing; result dropped`);
       return;
     }
-    const written = await casRecord(this.deps.jobsKv, this.jobId, (r) => {
+    // The record as claimed is the likely current one (only a cancel request changes it meanwhile).
+    const w = await casRecord(this.deps.jobsKv, this.jobId, (r) => {
       // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
       if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
       return { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
-    });
+    }, this.owned ?? undefined);
+    const written = w?.rec ?? null;
     if (!written) {
       const cur = await readRecord(this.deps.jobsKv, this.jobId);
       if (cur && cur.rec.attempt === this.attempt && isTerminal(cur.rec.status)) {
@@ -261,7 +266,8 @@ export class JobRunner {
       return;
     }
     await this.publishTerminal({ ...terminalUpdate(written), duration: durationMs / 1000 }, this.attempt);
-    if (final.status === "completed" || final.status === "failed") await this.msg.ackAck().catch(() => this.msg.ack());
+    // A plain ack: if it is lost, the redelivery finds the record terminal and ends the message then.
+    if (final.status === "completed" || final.status === "failed") this.msg.ack();
     else this.term(final.status);
   }
 

@@ -7,7 +7,7 @@ import { mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { topFrames } from "./lib/cpuprofile.js";
-import { startTs } from "./lib/procs.js";
+import { cpuNs, startTs } from "./lib/procs.js";
 import { NatsServer, example, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
 
 const what = process.argv[2] ?? "dispatch";
@@ -17,8 +17,9 @@ process.env.NODEWAY_HOME = dir;
 const ns = await NatsServer.start();
 try {
   const gw = await startGateway(ns.url, { nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${join(dir, "gateway")}`] });
-  const agent = await startAgent(ns.url, gw.url, { maxJobs: 64 });
-  void agent;
+  const agent = await startAgent(ns.url, gw.url, { maxJobs: 64, nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${join(dir, "agent")}`] });
+  const pids = { gateway: gw.pid, agent: agent.pid, nats: ns.pid };
+  const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuNs(p)]));
   if (what === "dispatch") {
     const saved = await fetch(`${gw.url}/api/workflows`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(example("hello-world")) });
     const workflow = ((await saved.json()) as { id: string }).id;
@@ -32,11 +33,16 @@ try {
     const r = await c.call<{ lat: number[] }>({ op: "run", mode: "ours", url: gw.url.replace(/^http/, "ws"), graph: tokensGraph(50), jobs: 20, count: seconds * 50, rate: 50, staggerMs: 50 });
     process.stdout.write(`load: ${r.lat.length} tokens\n`);
   }
+  for (const [k, p] of Object.entries(pids)) process.stdout.write(`${k}: ${((cpuNs(p) - cpu0[k]!) / 1e6).toFixed(0)} ms CPU\n`);
   await gw.stop("SIGINT");
-  const files = readdirSync(join(dir, "gateway"));
-  const t = topFrames(join(dir, "gateway", files[0]!), 25);
-  process.stdout.write(`gateway: ${t.total_ms.toFixed(0)} ms busy\n`);
-  for (const f of t.frames) process.stdout.write(`${String(f.pct).padStart(5)}%  ${f.frame}\n`);
+  await agent.stop("SIGINT");
+  for (const who of ["gateway", "agent"]) {
+    const files = readdirSync(join(dir, who));
+    if (files.length === 0) continue;
+    const t = topFrames(join(dir, who, files[0]!), 25);
+    process.stdout.write(`${who}: ${t.total_ms.toFixed(0)} ms busy\n`);
+    for (const f of t.frames) process.stdout.write(`${String(f.pct).padStart(5)}%  ${f.frame}\n`);
+  }
 } finally {
   await ns.stop();
 }

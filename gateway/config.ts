@@ -22,6 +22,8 @@ export interface GatewayOptions {
   wsMaxPayloadBytes?: number;
   /** Per-socket send buffer before a slow client is skipped, then closed. @default 4194304 */
   wsMaxBackpressureBytes?: number;
+  /** Memory for recent jobs' events, so a resume (and a mass reconnect) replays from memory, not JetStream. 0 = off. @default 67108864 */
+  replayCacheBytes?: number;
   /** Allow uWebSockets.js's slow pure-JS fallback when no native binary loads. @default false */
   allowJsFallback?: boolean;
   /** Browser origins allowed to open `/ws` (absent Origin header is always allowed). @default [] = any */
@@ -41,6 +43,7 @@ export interface GatewayConfig {
   maxBodyBytes: number;
   wsMaxPayloadBytes: number;
   wsMaxBackpressureBytes: number;
+  replayCacheBytes: number;
   allowJsFallback: boolean;
   allowedOrigins: string[];
   accessLog: boolean;
@@ -57,6 +60,7 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "maxBodyBytes",
   "wsMaxPayloadBytes",
   "wsMaxBackpressureBytes",
+  "replayCacheBytes",
   "allowJsFallback",
   "allowedOrigins",
   "accessLog",
@@ -97,6 +101,7 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     maxBodyBytes: int("maxBodyBytes", opts.maxBodyBytes, 8 * 1024 * 1024, 1024),
     wsMaxPayloadBytes: int("wsMaxPayloadBytes", opts.wsMaxPayloadBytes, 1024 * 1024, 1024),
     wsMaxBackpressureBytes: int("wsMaxBackpressureBytes", opts.wsMaxBackpressureBytes, 4 * 1024 * 1024, 1024),
+    replayCacheBytes: int("replayCacheBytes", opts.replayCacheBytes, 64 * 1024 * 1024, 0),
     allowJsFallback: bool("allowJsFallback", opts.allowJsFallback, false),
     allowedOrigins: origins,
     accessLog: bool("accessLog", opts.accessLog, false),

@@ -50,15 +50,34 @@ export interface ReplayResult {
   ended: boolean;
 }
 
-const FENCE_CAP = 200_000;
+/** Jobs whose fence the hub remembers (the oldest is forgotten first). */
+const JOB_CAP = 200_000;
+
+/** What the hub knows of one job from the live stream. */
+interface JobView {
+  fence: Fence;
+  /** Highest stream seq of the job's events seen live, admitted or not. */
+  lastSeq: number;
+  /**
+   * Every admitted event since the job's first (`queued`) event, while the job is in the replay cache; null
+   * when the hub joined the job midway or the cache let it go. A whole history replays from memory.
+   */
+  events: Delivery[] | null;
+  bytes: number;
+}
 
 export class EventHub {
   /** Highest stream sequence this hub has processed (any job). */
   lastSeq = 0;
   eventsIn = 0;
   badEvents = 0;
+  replaysFromMemory = 0;
+  replaysFromStream = 0;
   private readonly listeners = new Map<string, Set<Listener>>();
-  private readonly fences = new Map<string, Fence>();
+  private readonly views = new Map<string, JobView>();
+  /** Views holding events, oldest first (what the byte budget evicts). */
+  private readonly cached = new Map<string, JobView>();
+  private cachedBytes = 0;
   private readonly caughtUp: { seq: number; fn: () => void }[] = [];
   private stopFn: (() => void) | null = null;
 
@@ -68,6 +87,8 @@ export class EventHub {
     /** Called for every admitted event (the WS topic fan-out). */
     private readonly onEvent: (jobId: string, d: Delivery) => void,
     private readonly log: (l: string) => void,
+    /** Replay cache budget (0 = every replay reads JetStream). One job may use an eighth of it. */
+    private readonly cacheBytes = 64 * 1024 * 1024,
   ) {}
 
   async start(): Promise<void> {
@@ -110,19 +131,56 @@ export class EventHub {
       this.advance(seq);
       return;
     }
-    let fence = this.fences.get(jobId);
-    if (!fence) {
-      if (this.fences.size >= FENCE_CAP) this.fences.delete(this.fences.keys().next().value!);
-      this.fences.set(jobId, (fence = new Fence()));
+    let view = this.views.get(jobId);
+    if (!view) {
+      if (this.views.size >= JOB_CAP) this.forget(this.views.keys().next().value!);
+      // Only a job first seen at its very first event can be replayed from memory.
+      const first = ev.type === "job_update" && ev.attempt === 0 && ev.status === "queued" && this.cacheBytes > 0;
+      view = { fence: new Fence(), lastSeq: 0, events: first ? [] : null, bytes: 0 };
+      this.views.set(jobId, view);
+      if (first) this.cached.set(jobId, view);
     }
-    if (fence.admit(ev)) {
+    view.lastSeq = seq;
+    if (view.fence.admit(ev)) {
       ev.seq = seq;
       const d = new Delivery(ev, seq);
+      if (view.events) this.remember(jobId, view, d, m.data.length);
       this.onEvent(jobId, d);
       const ls = this.listeners.get(jobId);
       if (ls) for (const l of ls) l(d);
     }
     this.advance(seq);
+  }
+
+  private remember(jobId: string, view: JobView, d: Delivery, bytes: number): void {
+    view.events!.push(d);
+    view.bytes += bytes;
+    this.cachedBytes += bytes;
+    if (view.bytes > this.cacheBytes / 8) this.uncache(jobId, view);
+    // Oldest jobs leave first; their resumes read JetStream as before.
+    while (this.cachedBytes > this.cacheBytes && this.cached.size > 0) {
+      const [oldId, old] = this.cached.entries().next().value!;
+      this.uncache(oldId, old);
+    }
+  }
+
+  private uncache(jobId: string, view: JobView): void {
+    if (!view.events) return;
+    this.cachedBytes -= view.bytes;
+    view.events = null;
+    view.bytes = 0;
+    this.cached.delete(jobId);
+  }
+
+  private forget(jobId: string): void {
+    const view = this.views.get(jobId);
+    if (view) this.uncache(jobId, view);
+    this.views.delete(jobId);
+  }
+
+  /** Jobs and bytes in the replay cache (for /metrics). */
+  get cacheStats(): { jobs: number; bytes: number } {
+    return { jobs: this.cached.size, bytes: this.cachedBytes };
   }
 
   private advance(seq: number): void {
@@ -154,8 +212,30 @@ export class EventHub {
     };
   }
 
-  /** Reads a job's stored events in order, fenced, keeping those with `seq > after`. */
+  /**
+   * A job's events in order, fenced, keeping those with `seq > after`: from memory when the hub saw the whole
+   * history live (the same fence produced both), else read from JetStream.
+   */
   async replay(jobId: string, after: number): Promise<ReplayResult> {
+    const view = this.views.get(jobId);
+    if (view?.events) {
+      this.replaysFromMemory++;
+      const all = view.events;
+      // Sorted by seq: binary search for the first one after `after`.
+      let lo = 0;
+      let hi = all.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (all[mid]!.seq <= after) lo = mid + 1;
+        else hi = mid;
+      }
+      return { events: all.slice(lo), lastSeq: view.lastSeq, incomplete: false, ended: view.fence.ended };
+    }
+    this.replaysFromStream++;
+    return this.replayFromStream(jobId, after);
+  }
+
+  private async replayFromStream(jobId: string, after: number): Promise<ReplayResult> {
     const subject = subjects.jobEvents(jobId);
     const last = await this.jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
     if (!last) return { events: [], lastSeq: 0, incomplete: after > 0, ended: false };

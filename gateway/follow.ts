@@ -56,6 +56,8 @@ export async function follow(hub: EventHub, jobId: string, after: number, sink: 
     }
     sink.header?.(r);
     for (const d of r.events) deliver(d);
+    // Resumed at or past the terminal event: nothing more will come, so the follow is over now.
+    if (r.ended) finish();
   } else {
     sink.header?.(null);
   }

@@ -63,6 +63,11 @@ export class Reply {
 
   send(status: number, body: string, contentType: string, extraHeaders?: Record<string, string>): void {
     if (this.aborted) return;
+    if (this.streaming) {
+      // The status line is gone already: an error after a stream began can only end the stream.
+      this.end();
+      return;
+    }
     this.res.cork(() => {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       this.res.writeHeader("content-type", contentType);

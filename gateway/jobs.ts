@@ -187,11 +187,16 @@ export class JobManager {
       outputs: null,
       idempotency_key: s.idempotencyKey ?? null,
     };
-    await this.n.jobsKv.create(jobKeys.record(jobId), JSON.stringify(rec));
-    await this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), "");
     s.beforePublish?.(jobId);
     this.queue.claim(jobId);
-    await this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) });
+    // The record, the workflow index entry and the `queued` event do not depend on each other: one round trip
+    // for the three. The dispatch waits for all of them, so an agent never pulls a job whose record or first
+    // event is missing (and the event precedes anything the agent publishes).
+    const [revision] = await Promise.all([
+      this.n.jobsKv.create(jobKeys.record(jobId), JSON.stringify(rec)),
+      this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), ""),
+      this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
+    ]);
     const dispatch: JobDispatch = {
       type: "job.dispatch",
       v: 1,
@@ -202,10 +207,11 @@ export class JobManager {
       ...(s.strategy ? { strategy: s.strategy } : {}),
       timeout_s: s.timeoutS ?? null,
       created_at: rec.created_at,
+      record: { rec, revision },
     };
     const h = headers();
     h.set("Nats-Msg-Id", jobId);
-    await this.n.js.publish(subjects.jobs(pool), encodeMsgpack(dispatch), { headers: h });
+    await this.n.pub.publish(subjects.jobs(pool), encodeMsgpack(dispatch), h);
     this.jobsCreated++;
     return { job: rec, created: true };
   }
@@ -215,7 +221,7 @@ export class JobManager {
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(jobId, 0, n));
     const body = { ...ev, job_id: jobId, workflow_id: workflowId, attempt: 0, ts: performance.timeOrigin + performance.now() };
-    await this.n.js.publish(subjects.jobEvents(jobId), encodeMsgpack(body), { headers: h });
+    await this.n.pub.publish(subjects.jobEvents(jobId), encodeMsgpack(body), h);
   }
 
   /**

@@ -1,5 +1,5 @@
 /** The gateway's NATS side: connection, and the streams, buckets and consumers it owns (design §3). */
-import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, nanos, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import {
@@ -12,6 +12,7 @@ import {
   KV_WORKFLOWS,
   STREAM_EVENTS,
   STREAM_JOBS,
+  AckedPublisher,
   poolConsumer,
   subjects,
 } from "../protocol/index.js";
@@ -25,6 +26,8 @@ export interface NatsParts {
   workflowsKv: KV;
   agentsKv: KV;
   nodesKv: KV;
+  /** Stream publishes (events, dispatches) with their PubAcks on one shared subscription. */
+  pub: AckedPublisher<MsgHdrs>;
 }
 
 async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamManager["streams"]["add"]>[0]): Promise<void> {
@@ -101,5 +104,5 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
   const workflowsKv = await kvm.create(KV_WORKFLOWS, { history: 1 });
   const agentsKv = await kvm.create(KV_AGENTS, { history: 1, ttl: AGENT_TTL_MS });
   const nodesKv = await kvm.create(KV_NODES, { history: 1 });
-  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv };
+  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, pub: new AckedPublisher<MsgHdrs>(nc, createInbox()) };
 }

@@ -7,7 +7,7 @@ import { ErrorCode, isTerminal, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgp
 import { compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
 import { badRequest, GatewayError, notFound } from "./errors.js";
 import { EventHub, type Delivery } from "./event-hub.js";
-import { follow } from "./follow.js";
+import { follow, type Following } from "./follow.js";
 import { Reply, jsonBody, readBody, readReq, type Req } from "./http.js";
 import { JobManager } from "./jobs.js";
 import { connectNats, type NatsParts } from "./nats.js";
@@ -58,6 +58,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       jobs.queue.observe(d.ev);
     },
     log,
+    config.replayCacheBytes,
   );
   wsHub = new WsHub(app, config, hub, jobs, workflows);
   await hub.start();
@@ -83,18 +84,35 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   };
 
   /** Streams a job's events as NDJSON or SSE from `after`, ending after the terminal event. */
-  const streamJob = async (reply: Reply, req: Req, jobId: string, after: number, opts: { replay: boolean }): Promise<void> => {
+  /**
+   * Streams a job's events as NDJSON or SSE from `after`, ending after the terminal event. With `opened`, the
+   * response starts only when the caller calls the function it is given (or with the first event), so a run
+   * whose submit fails can still answer with an error status.
+   */
+  const streamJob = async (reply: Reply, req: Req, jobId: string, after: number, opts: { replay: boolean; opened?: (open: () => void) => void }): Promise<Following> => {
     const sse = (req.headers["accept"] ?? "").includes("text/event-stream");
-    reply.startStream(sse ? "text/event-stream" : "application/x-ndjson");
+    let open = false;
+    const start = () => {
+      if (open) return;
+      open = true;
+      reply.startStream(sse ? "text/event-stream" : "application/x-ndjson");
+    };
+    if (opts.opened) opts.opened(start);
+    else start();
     const sink = {
       send: (d: Delivery) => {
+        start();
         counters.eventsOut++;
         reply.write(sse ? sseFrame(d) : ndjsonLine(d));
       },
-      end: () => reply.end(),
+      end: () => {
+        start();
+        reply.end();
+      },
     };
     const f = await follow(hub, jobId, after, sink, opts);
     reply.onAbort(() => f.stop());
+    return f;
   };
 
   // ---- health and metrics ------------------------------------------------------------------------------
@@ -133,6 +151,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       "# HELP nodeway_events_in_total Events this gateway consumed from NW_EVENTS.",
       "# TYPE nodeway_events_in_total counter",
       `nodeway_events_in_total ${hub.eventsIn}`,
+      "# HELP nodeway_replays_total Resumes and replays by where their history came from.",
+      "# TYPE nodeway_replays_total counter",
+      `nodeway_replays_total{source="memory"} ${hub.replaysFromMemory}`,
+      `nodeway_replays_total{source="jetstream"} ${hub.replaysFromStream}`,
+      "# HELP nodeway_replay_cache_bytes Bytes of recent jobs' events held for replay.",
+      "# TYPE nodeway_replay_cache_bytes gauge",
+      `nodeway_replay_cache_bytes ${hub.cacheStats.bytes}`,
       "# HELP nodeway_events_out_total Event frames sent to clients (streams and direct WS sends).",
       "# TYPE nodeway_events_out_total counter",
       `nodeway_events_out_total ${counters.eventsOut + wsHub.framesOut}`,
@@ -183,27 +208,38 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       throw badRequest('"params" must be an object');
     }
     const idem = req.headers["idempotency-key"];
-    let following: Promise<void> | null = null;
+    let following: Promise<Following> | null = null;
+    let openStream: (() => void) | null = null;
+    let waiting: Promise<Following> | null = null;
     let waiter: Promise<Delivery> | null = null;
     let resolveWait!: (d: Delivery) => void;
     if (wait) waiter = new Promise((r) => (resolveWait = r));
-    const submit = await jobs.submit({
-      workflow: wf,
-      params: (b.params as Record<string, unknown>) ?? {},
-      ...(typeof b.execution_strategy === "string" ? { strategy: b.execution_strategy as never } : {}),
-      timeoutS: (b.timeout_s as number | undefined) ?? null,
-      ...(typeof (b.requirements as { pool?: unknown })?.pool === "string" ? { pool: (b.requirements as { pool: string }).pool } : {}),
-      ...(idem ? { idempotencyKey: idem } : {}),
-      beforePublish: (jobId) => {
-        // Registered before the first event exists, so nothing needs replaying.
-        if (stream) following = streamJob(reply, req, jobId, 0, { replay: false });
-        else if (wait) void follow(hub, jobId, 0, { send: (d) => d.terminal && resolveWait(d) }, { replay: false });
-      },
-    });
+    let submit: Awaited<ReturnType<typeof jobs.submit>>;
+    try {
+      submit = await jobs.submit({
+        workflow: wf,
+        params: (b.params as Record<string, unknown>) ?? {},
+        ...(typeof b.execution_strategy === "string" ? { strategy: b.execution_strategy as never } : {}),
+        timeoutS: (b.timeout_s as number | undefined) ?? null,
+        ...(typeof (b.requirements as { pool?: unknown })?.pool === "string" ? { pool: (b.requirements as { pool: string }).pool } : {}),
+        ...(idem ? { idempotencyKey: idem } : {}),
+        beforePublish: (jobId) => {
+          // Registered before the first event exists, so nothing needs replaying.
+          if (stream) following = streamJob(reply, req, jobId, 0, { replay: false, opened: (open) => (openStream = open) });
+          else if (wait) waiting = follow(hub, jobId, 0, { send: (d) => d.terminal && resolveWait(d) }, { replay: false });
+        },
+      });
+    } catch (err) {
+      // Nothing was sent yet: stop listening for a job that may not exist and answer with the error.
+      void (following as Promise<Following> | null)?.then((f) => f.stop());
+      void (waiting as Promise<Following> | null)?.then((f) => f.stop());
+      throw err;
+    }
+    (openStream as (() => void) | null)?.();
     const job = submit.job;
     if (!submit.created) {
       // An idempotent retry: the job exists; answer as the first request would have, from the stream.
-      if (stream) await streamJob(reply, req, job.id, 0, { replay: true });
+      if (stream) following = streamJob(reply, req, job.id, 0, { replay: true });
       else if (wait) void follow(hub, job.id, 0, { send: (d) => d.terminal && resolveWait(d) }, { replay: true });
     }
     if (stream) {

@@ -189,6 +189,12 @@ export function asJobDispatch(x: unknown): JobDispatch {
     throw shape('job.dispatch: "graph" must be {nodes: [], edges: []}');
   }
   if (!isObj(x.params)) throw shape('job.dispatch: "params" must be an object');
+  if (x.record !== undefined) {
+    const r = x.record;
+    if (!isObj(r) || !isObj(r.rec) || r.rec.id !== x.job_id || typeof r.revision !== "number" || !Number.isInteger(r.revision) || r.revision < 1) {
+      throw shape('job.dispatch: "record" must be {rec: <the job\'s record>, revision: <positive integer>}');
+    }
+  }
   return x as unknown as JobDispatch;
 }
 

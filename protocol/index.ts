@@ -5,6 +5,7 @@ export {
   subjects,
   checkToken,
   jobIdOfEventSubject,
+  jobIdOfCancelSubject,
   poolConsumer,
   eventMsgId,
   jobKeys,
@@ -85,6 +86,8 @@ export {
 } from "./codec.js";
 export { newId } from "./ids.js";
 export { readJobRecord, casJobRecord } from "./job-record.js";
+export { AckedPublisher, PublishError } from "./acked-publish.js";
+export type { AckConnection, PubAck } from "./acked-publish.js";
 export type { RecordStore } from "./job-record.js";
 export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";
 export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";

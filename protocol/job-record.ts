@@ -22,21 +22,32 @@ export async function readJobRecord(kv: RecordStore, jobId: string): Promise<{ r
 /**
  * Applies `change` with compare-and-set on the revision, re-reading when another writer got there first.
  * `change` returns null to refuse (the record moved somewhere this writer may not follow).
- * Returns `{ rec, written }`: the record now stored and whether this call wrote it; null when there is none.
+ * `known` is a record and revision the caller already holds (the queued record a dispatch carries, the record
+ * an agent wrote when it claimed the job): the first round tries it without a read, and the revision check
+ * makes that exactly as safe as reading, since the write only lands if nothing changed since.
+ * Returns `{ rec, written, revision }`: the record now stored, whether this call wrote it, and its revision;
+ * null when there is none.
  */
 export async function casJobRecord(
   kv: RecordStore,
   jobId: string,
   change: (rec: JobRecord) => JobRecord | null,
-): Promise<{ rec: JobRecord; written: boolean } | null> {
+  known?: { rec: JobRecord; revision: number },
+): Promise<{ rec: JobRecord; written: boolean; revision: number } | null> {
   for (let tries = 0; tries < 50; tries++) {
-    const cur = await readJobRecord(kv, jobId);
+    const cur = known ?? (await readJobRecord(kv, jobId));
+    const guessed = known !== undefined;
+    known = undefined;
     if (!cur) return null;
     const next = change(cur.rec);
-    if (!next) return { rec: cur.rec, written: false };
+    if (!next) {
+      // A refusal is only final when it was made on what is stored, not on a possibly stale copy.
+      if (guessed) continue;
+      return { rec: cur.rec, written: false, revision: cur.revision };
+    }
     try {
-      await kv.update(jobKeys.record(jobId), JSON.stringify(next), cur.revision);
-      return { rec: next, written: true };
+      const revision = await kv.update(jobKeys.record(jobId), JSON.stringify(next), cur.revision);
+      return { rec: next, written: true, revision };
     } catch (err) {
       // "wrong last sequence": another writer won this round; look again.
       if (/wrong last sequence/i.test(String((err as Error).message))) continue;

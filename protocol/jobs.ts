@@ -69,6 +69,11 @@ export interface JobDispatch {
   strategy?: ExecutionStrategy;
   timeout_s?: number | null;
   created_at: string;
+  /**
+   * The record as the gateway created it and its KV revision: the agent claims the job with one
+   * compare-and-set write instead of a read and a write (a stale copy only costs the read it saved).
+   */
+  record?: { rec: JobRecord; revision: number };
 }
 
 /** `nw.cancel.<job_id>`. */

@@ -36,12 +36,18 @@ export const subjects = {
   jobEvents: (jobId: string) => `nw.events.${checkToken(jobId, "job id")}`,
   eventsAll: () => "nw.events.>",
   cancel: (jobId: string) => `nw.cancel.${checkToken(jobId, "job id")}`,
+  cancelAll: () => "nw.cancel.*",
   agentControl: (agentId: string) => `nw.agent.${checkToken(agentId, "agent id")}.control`,
 } as const;
 
 /** The job id inside an `nw.events.<job_id>` subject (the inverse of `subjects.jobEvents`). */
 export function jobIdOfEventSubject(subject: string): string {
   return subject.slice("nw.events.".length);
+}
+
+/** The job id inside an `nw.cancel.<job_id>` subject (the inverse of `subjects.cancel`). */
+export function jobIdOfCancelSubject(subject: string): string {
+  return subject.slice("nw.cancel.".length);
 }
 
 /** Durable consumer name for a pool. */

@@ -17,7 +17,7 @@ export async function startGateway(natsUrl: string, opts: { cpu?: string; nodeAr
   return Object.assign(p, { url, port: Number(new URL(url).port) });
 }
 
-export async function startAgent(natsUrl: string, gatewayUrl: string, opts: { cpu?: string; maxJobs?: number; name?: string } = {}): Promise<Spawned> {
+export async function startAgent(natsUrl: string, gatewayUrl: string, opts: { cpu?: string; maxJobs?: number; name?: string; nodeArgs?: string[] } = {}): Promise<Spawned> {
   const p = startNodeway(opts.name ?? "agent", ["agent", "--nats", natsUrl, "--max-jobs", String(opts.maxJobs ?? 64), "--name", opts.name ?? "bench-agent"], opts);
   await p.waitFor(/agent (\S+) running/);
   // The gateway validates graphs against the node catalog of live agents (cached for a second).

@@ -44,6 +44,11 @@ export class NatsServer {
     readonly storeDir: string,
   ) {}
 
+  /** The server's process id (benchmarks read its CPU time from /proc). */
+  get pid(): number {
+    return this.proc?.pid ?? 0;
+  }
+
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }

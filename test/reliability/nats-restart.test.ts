@@ -82,14 +82,15 @@ async function natsBounce(t: Test, long: boolean): Promise<void> {
 
   const retries: string[] = [];
   const diag = async (err: Error) => {
-    const metrics = (await api(gw.url, "GET", "/metrics")).body.raw as string;
+    t.comment(`failed: ${err.message}; gateway exit code ${gw.proc.exitCode}, signal ${gw.proc.signalCode}`);
+    const metrics = ((await api(gw.url, "GET", "/metrics").catch(() => null))?.body.raw as string | undefined) ?? "(gateway not answering)";
     t.comment(`gateway events in: ${/nodeway_events_in_total (\d+)/.exec(metrics)?.[1]}`);
     const nc = await natsConn(t, ns.url);
     for (const j of resJobs) {
       const log = await readJobLog(nc, j);
       t.comment(`${j}: stored ${log.stored.length}, last seq ${log.stored.at(-1)?.seq}, terminal ${JSON.stringify(log.terminal?.seq)}`);
     }
-    const recs = await Promise.all([...keepJobs, ...resJobs].map((j) => getJob(gw.url, j).catch((e: Error) => ({ id: j, error: e.message }))));
+    const recs = await Promise.all([...keepJobs, ...resJobs].map((j) => getJob(gw.url, j).catch((e: Error) => ({ id: j, error: e.message }) as Record<string, unknown>)));
     t.comment(`records: ${JSON.stringify(recs.map((r) => [r.id, (r as Record<string, unknown>).status, (r as Record<string, unknown>).attempt, (r as Record<string, unknown>).agent_id]))}`);
     t.comment(`a1:\n${a1.stderr().slice(-3000)}\na2:\n${a2.stderr().slice(-3000)}\ngateway:\n${gw.stderr().slice(-3000)}`);
     throw err;

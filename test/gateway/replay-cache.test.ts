@@ -1,0 +1,91 @@
+/**
+ * The gateway's replay cache: a resume of a job the gateway saw from its first event replays from memory, and
+ * gives exactly what a replay from JetStream gives (a second gateway with the cache off, same NATS); a job the
+ * cache let go (byte budget) still resumes whole, from JetStream.
+ */
+import t from "tap";
+import { startGateway } from "../../gateway/index.js";
+import { api, readStream, WsClient, type Msg } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
+import { startStack } from "../helpers/stack.js";
+
+const tokens = (count: number, rate: number) => ({
+  graph: {
+    nodes: [
+      { id: "tok", type: "nodeway.test.Tokens", data: { count, rate } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
+    ],
+    edges: [{ id: "e1", source: "tok", sourceHandle: "output", target: "out", targetHandle: "value" }],
+  },
+});
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(name + " "));
+  return line ? Number(line.slice(name.length + 1)) : NaN;
+}
+
+const wire = (events: Msg[]) => events.map((e) => JSON.stringify(e));
+
+t.test("replay cache - resumes from memory match resumes from JetStream event for event", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const noCache = await startGateway({ natsUrl: s.ns.url, port: 0, replayCacheBytes: 0 });
+  t.teardown(() => noCache.stop());
+  await api(s.url, "PUT", "/api/workflows/tok", tokens(40, 400));
+
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const jobId = String(((await ws.request("run_job", { workflow_id: "tok" })).result as { job_id: string }).job_id);
+  await ws.waitTerminal(jobId);
+  const live = ws.events(jobId);
+  t.ok(live.length > 40, `the live client saw ${live.length} events`);
+
+  for (const after of [0, 1, 7, Number(live[20]!.seq), Number(live[live.length - 2]!.seq), Number(live[live.length - 1]!.seq)]) {
+    const fromMemory = await readStream(`${s.url}/api/jobs/${jobId}/events?after=${after}`);
+    const fromStream = await readStream(`${noCache.url}/api/jobs/${jobId}/events?after=${after}`);
+    t.same(wire(fromMemory.events), wire(fromStream.events), `after=${after}: same events, same order, same bytes`);
+    t.same(wire(fromMemory.events), wire(live.filter((e) => Number(e.seq) > after)), `after=${after}: what the live client saw`);
+  }
+  t.equal(await metric(s.url, 'nodeway_replays_total{source="memory"}'), 6, "the caching gateway replayed from memory");
+  t.equal(await metric(s.url, 'nodeway_replays_total{source="jetstream"}'), 0);
+  t.equal(await metric(noCache.url, 'nodeway_replays_total{source="jetstream"}'), 6, "the other read JetStream");
+
+  // A WS resume mid-run: memory replay, then live on the topic, no gap and no duplicate.
+  await api(s.url, "PUT", "/api/workflows/slow", tokens(60, 60));
+  const slow = await api(s.url, "POST", "/api/workflows/slow/run", { params: {} });
+  const slowId = String(slow.body.job_id);
+  const watcher = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => watcher.close());
+  watcher.send({ command: "reconnect_job", data: { job_id: slowId, last_seq: 0 } });
+  await check(async () => (watcher.events(slowId).length >= 10 ? true : null), 10_000);
+  const cut = Number(watcher.events(slowId)[5]!.seq);
+  const again = await WsClient.open(s.url, "json");
+  t.teardown(() => again.close());
+  again.send({ command: "reconnect_job", data: { job_id: slowId, last_seq: cut } });
+  await again.waitTerminal(slowId);
+  await watcher.waitTerminal(slowId);
+  const seqs = again.events(slowId).filter((e) => typeof e.seq === "number").map((e) => Number(e.seq));
+  const all = watcher.events(slowId).filter((e) => typeof e.seq === "number").map((e) => Number(e.seq));
+  t.same(seqs, all.filter((q) => q > cut), "the resumed socket got every event after its cut, once, in order");
+});
+
+t.test("replay cache - jobs past the byte budget leave it and still resume whole from JetStream", async (t) => {
+  // One job may use an eighth of the budget (5 kB here): a 20-token job fits, ten of them do not.
+  const s = await startStack(t, { agents: 1, gateway: { replayCacheBytes: 40_000 } });
+  await api(s.url, "PUT", "/api/workflows/tok", tokens(20, 1000));
+  const ids: string[] = [];
+  const lives: Msg[][] = [];
+  for (let i = 0; i < 10; i++) {
+    const r = await readStream(`${s.url}/api/workflows/tok/run?stream=true`, { method: "POST", body: JSON.stringify({ params: {} }) });
+    ids.push(String(r.events[0]!.job_id));
+    lives.push(r.events);
+  }
+  const bytes = await metric(s.url, "nodeway_replay_cache_bytes");
+  t.ok(bytes > 0 && bytes <= 40_000, `the cache stays within its budget (${bytes} bytes)`);
+  for (let i = 0; i < ids.length; i++) {
+    const r = await readStream(`${s.url}/api/jobs/${ids[i]}/events?after=0`);
+    t.same(wire(r.events), wire(lives[i]!), `job ${i + 1} resumes whole`);
+  }
+  t.ok((await metric(s.url, 'nodeway_replays_total{source="jetstream"}')) >= 1, "the oldest jobs came from JetStream");
+  t.ok((await metric(s.url, 'nodeway_replays_total{source="memory"}')) >= 1, "the newest from memory");
+});
