@@ -2,10 +2,13 @@
  * Benchmark 5 (B11): our event shapes through the wire codec (protocol/codec.ts: `@msgpack/msgpack` with one
  * shared Encoder/Decoder, limits and key checks) against JSON as it would go on the wire (bytes:
  * `Buffer.from(JSON.stringify)` / `JSON.parse(buf.toString())`; binary values as base64 `data:` URIs through our
- * `encodeJson`, decoded back to bytes). msgpackr is not installed and is not measured. One process; the arms
+ * `encodeJson`, decoded back to bytes). For reference (no goal): msgpackr (a dev dependency, bench only) in
+ * standard-MessagePack mode (`useRecords: false`, so its bytes are what any decoder reads), which shows what a
+ * msgpack codec with string caching and generated readers does on the same shapes. One process; the arms
  * alternate round by round, JSON runs twice (A/A) for the noise band.
  */
 import { randomBytes } from "node:crypto";
+import { Packr } from "msgpackr";
 import { decodeMsgpack, encodeJson, encodeMsgpack } from "../protocol/index.js";
 import { absGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
 
@@ -103,6 +106,24 @@ const msgpackArm: Arm = {
     };
   },
 };
+const packr = new Packr({ useRecords: false });
+const packrBytes = { tok: tokens.map((t) => packr.pack(t)), b4: [packr.pack(bin4k)], b64: [packr.pack(bin64k)] };
+const msgpackrArm: Arm = {
+  name: "msgpackr_ref",
+  async run() {
+    return {
+      token_encode_ns: nsPerOp(tokens, (t) => packr.pack(t).length),
+      token_decode_ns: nsPerOp(packrBytes.tok, (b) => (packr.unpack(b) as { seq: number }).seq),
+      token_roundtrip_ns: nsPerOp(tokens, (t) => (packr.unpack(packr.pack(t)) as { seq: number }).seq),
+      bin4k_decode_ns: nsPerOp(packrBytes.b4, (b) => (packr.unpack(b) as { value: Uint8Array }).value.length),
+      bin64k_decode_ns: nsPerOp(packrBytes.b64, (b) => (packr.unpack(b) as { value: Uint8Array }).value.length),
+      bin4k_encode_ns: nsPerOp([bin4k], (t) => packr.pack(t).length),
+      token_bytes: packrBytes.tok[0]!.length,
+      bin4k_bytes: packrBytes.b4[0]!.length,
+      bin64k_bytes: packrBytes.b64[0]!.length,
+    };
+  },
+};
 const jsonArm = (name: string): Arm => ({
   name,
   async run() {
@@ -126,7 +147,7 @@ const goals = ["token_roundtrip_speed", "token_encode_speed", "token_decode_spee
 if (problem) {
   for (const g of goals) lines.push(invalid(BENCH, g, "-", problem));
 } else {
-  const res = await alternate([msgpackArm, jsonArm("json"), jsonArm("json_aa")], ROUNDS, log);
+  const res = await alternate([msgpackArm, jsonArm("json"), jsonArm("json_aa"), msgpackrArm], ROUNDS, log);
   rowsOf(BENCH, res, { token_encode_ns: "ns/op", token_decode_ns: "ns/op", token_roundtrip_ns: "ns/op", bin4k_decode_ns: "ns/op", bin64k_decode_ns: "ns/op", bin4k_encode_ns: "ns/op", token_bytes: "B", bin4k_bytes: "B", bin64k_bytes: "B" });
   // Speeds as ops/s (higher is better); noise = relative A/A spread of the JSON arm.
   const speed = (arm: string, m: string) => 1e9 / med(res, arm, m);

@@ -94,19 +94,49 @@ export class EventHub {
   async start(): Promise<void> {
     const info = await this.jsm.streams.info(STREAM_EVENTS);
     this.lastSeq = info.state.last_seq;
-    const consumer = await this.js.consumers.get(STREAM_EVENTS, {
-      filter_subjects: subjects.eventsAll(),
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: this.lastSeq + 1,
-    });
-    // Short pulls: when NATS restarts, the ordered consumer is gone and the library only notices through two
-    // missed idle heartbeats (half of `expires` each). With the 30 s default, live fan-out stalled ~40 s after
-    // every NATS restart; with 2 s it resumes within a few seconds.
-    const iter = await consumer.consume({ max_messages: 2_000, expires: 2_000 });
-    this.stopFn = () => iter.stop();
+    let stopped = false;
+    let iter: { stop(): void } | null = null;
+    this.stopFn = () => {
+      stopped = true;
+      iter?.stop();
+    };
+    const open = async () => {
+      const consumer = await this.js.consumers.get(STREAM_EVENTS, {
+        filter_subjects: subjects.eventsAll(),
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: this.lastSeq + 1,
+      });
+      // Short pulls: when NATS restarts, the ordered consumer is gone and the library only notices through two
+      // missed idle heartbeats (half of `expires` each). With the 30 s default, live fan-out stalled ~40 s after
+      // every NATS restart; with 2 s it resumes within a few seconds.
+      const it = await consumer.consume({ max_messages: 2_000, expires: 2_000 });
+      iter = it;
+      return it;
+    };
+    const first = await open();
+    // The hub must outlive anything that ends its consumer (the library giving up after a long outage, a
+    // listener that throws): every live client depends on it. It starts again after the last seq it processed.
     void (async () => {
-      for await (const m of iter) this.handle(m);
-    })().catch((err: unknown) => this.log(`event consumer stopped: ${(err as Error).message}`));
+      let it: AsyncIterable<JsMsg> | null = first;
+      while (!stopped) {
+        try {
+          it ??= await open();
+          for await (const m of it) {
+            try {
+              this.handle(m);
+            } catch (err) {
+              this.log(`event at seq ${m.seq} broke a listener: ${(err as Error).stack ?? String(err)}`);
+              this.advance(m.seq);
+            }
+          }
+          if (!stopped) this.log(`event consumer ended at seq ${this.lastSeq}; starting it again`);
+        } catch (err) {
+          if (!stopped) this.log(`event consumer failed at seq ${this.lastSeq} (${(err as Error).message}); starting it again`);
+        }
+        it = null;
+        if (!stopped) await new Promise((r) => setTimeout(r, 500));
+      }
+    })();
   }
 
   stop(): void {
