@@ -16,8 +16,10 @@ const dir = mkdtempSync(join(tmpdir(), "nw-bench-prof-"));
 process.env.NODEWAY_HOME = dir;
 const ns = await NatsServer.start();
 try {
-  const gw = await startGateway(ns.url, { nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${join(dir, "gateway")}`] });
-  const agent = await startAgent(ns.url, gw.url, { maxJobs: 64, nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${join(dir, "agent")}`] });
+  // BENCH_NOPROF=1: no profiler (its sampling thread alone costs ~6 % of a core), CPU figures only.
+  const prof = (who: string) => (process.env.BENCH_NOPROF ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(dir, who)}`]);
+  const gw = await startGateway(ns.url, { nodeArgs: prof("gateway") });
+  const agent = await startAgent(ns.url, gw.url, { maxJobs: 64, nodeArgs: prof("agent") });
   const pids = { gateway: gw.pid, agent: agent.pid, nats: ns.pid };
   const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuNs(p)]));
   if (what === "dispatch") {
@@ -27,6 +29,18 @@ try {
     await c.waitFor(/client ready/);
     const r = await c.call<{ jobsPerS: number; errorCount: number }>({ op: "throughput", mode: "ours", base: gw.url, workflow, concurrency: 32, durationMs: seconds * 1000 });
     process.stdout.write(`load: ${r.jobsPerS.toFixed(0)} jobs/s, ${r.errorCount} errors\n`);
+  } else if (what === "fanout") {
+    // N=100 subscribers of one job at 400 events/s (the fan-out benchmark's first size): 1 runs, 99 resume from 0.
+    const c = startTs("fanout-client", "clients/fanout-client.ts", [], { ipc: true });
+    await c.waitFor(/client ready/);
+    const fanN = Number(process.argv[4] ?? 100);
+    const rate = Number(process.argv[5] ?? 400);
+    const { jobId } = await c.call<{ jobId: string }>({ op: "ours", port: gw.port, n: fanN, graph: tokensGraph(rate), count: rate * 600, probe: 500 }, 300_000);
+    const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({ op: "window", ms: seconds * 1000, pid: gw.pid });
+    process.stdout.write(`load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`);
+    const m = await (await fetch(`${gw.url}/metrics`)).text();
+    process.stdout.write(m.split("\n").filter((l) => /ws_follows|replays_total|events_in/.test(l) && !l.startsWith("#")).join("\n") + "\n");
+    await c.call({ op: "stop", jobId, ours: true });
   } else if (what === "tokens") {
     const c = startTs("token-client", "clients/token-client.ts", [], { ipc: true });
     await c.waitFor(/client ready/);
@@ -36,7 +50,7 @@ try {
   for (const [k, p] of Object.entries(pids)) process.stdout.write(`${k}: ${((cpuNs(p) - cpu0[k]!) / 1e6).toFixed(0)} ms CPU\n`);
   await gw.stop("SIGINT");
   await agent.stop("SIGINT");
-  for (const who of ["gateway", "agent"]) {
+  for (const who of process.env.BENCH_NOPROF ? [] : ["gateway", "agent"]) {
     const files = readdirSync(join(dir, who));
     if (files.length === 0) continue;
     const t = topFrames(join(dir, who, files[0]!), 25);

@@ -311,6 +311,19 @@ export class WsHub {
     });
   }
 
+  /** Socket-job follows by how events reach them: the job's uWS topic, or direct sends while catching up. */
+  followStats(): { topic: number; direct: number } {
+    let topic = 0;
+    let direct = 0;
+    for (const ws of this.sockets) {
+      for (const e of ws.getUserData().jobs.values()) {
+        if (e.onTopic) topic++;
+        else direct++;
+      }
+    }
+    return { topic, direct };
+  }
+
   /** Gateway shutdown: close every socket with 1001 so clients reconnect and resume elsewhere. */
   closeAll(): void {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);

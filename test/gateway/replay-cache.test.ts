@@ -89,3 +89,22 @@ t.test("replay cache - jobs past the byte budget leave it and still resume whole
   t.ok((await metric(s.url, 'nodeway_replays_total{source="jetstream"}')) >= 1, "the oldest jobs came from JetStream");
   t.ok((await metric(s.url, 'nodeway_replays_total{source="memory"}')) >= 1, "the newest from memory");
 });
+
+t.test("replay cache - sockets that resume a running job move onto its topic once caught up", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  await api(s.url, "PUT", "/api/workflows/slow", tokens(400, 100));
+  const runner = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => runner.close());
+  const jobId = String(((await runner.request("run_job", { workflow_id: "slow" })).result as { job_id: string }).job_id);
+  await check(async () => (runner.events(jobId).length >= 5 ? true : null), 10_000);
+  const followers = await Promise.all(Array.from({ length: 10 }, () => WsClient.open(s.url, "msgpack")));
+  t.teardown(() => Promise.all(followers.map((f) => f.close())));
+  for (const f of followers) f.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
+  const via = await check(async () => {
+    const topic = await metric(s.url, 'nodeway_ws_follows{via="topic"}');
+    const direct = await metric(s.url, 'nodeway_ws_follows{via="direct"}');
+    return topic === 11 && direct === 0 ? { topic, direct } : null;
+  }, 10_000, { name: "every follower on the topic" });
+  t.same(via, { topic: 11, direct: 0 }, "the runner and the ten followers all take events from the job's topic");
+  await runner.request("cancel_job", { job_id: jobId });
+});

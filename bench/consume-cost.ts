@@ -1,0 +1,86 @@
+/**
+ * Diagnostic (not a goal): what one received NATS message costs a Node process on this machine, by delivery
+ * path, at a fixed rate. The fan-out benchmark's gap to bare uWS at N = 100 is a per-event cost, and this
+ * splits it: a JetStream consumer (what the gateway needs: stream sequence numbers for resume) against a core
+ * subscription (what the bare uWS floor uses). Each arm runs in a fresh process: a paced publisher on its own
+ * connection plus the receiving side; the "publisher only" arm is subtracted.
+ * Usage: node --import ./bench/register.mjs bench/consume-cost.ts [rate=400] [seconds=5]
+ */
+import { fork } from "node:child_process";
+import { connect } from "@nats-io/transport-node";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { NatsServer } from "./lib/stack.js";
+
+type Mode = "publisher_only" | "core_subscribe" | "js_consume_iterator" | "js_consume_callback";
+const MODES: Mode[] = ["publisher_only", "core_subscribe", "js_consume_iterator", "js_consume_callback"];
+
+async function arm(url: string, mode: Mode, rate: number, seconds: number): Promise<{ msgs: number; userMs: number }> {
+  const nc = await connect({ servers: url, noAsyncTraces: true });
+  const pub = await connect({ servers: url, noAsyncTraces: true });
+  const js = jetstream(nc);
+  let got = 0;
+  const count = (data: Uint8Array): void => {
+    got += data.length > 0 ? 1 : 0;
+  };
+  if (mode === "core_subscribe") nc.subscribe("cc.>", { callback: (_e, m) => count(m.data) });
+  if (mode === "js_consume_iterator" || mode === "js_consume_callback") {
+    const c = await js.consumers.get("CC", { filter_subjects: "cc.>", deliver_policy: DeliverPolicy.New });
+    if (mode === "js_consume_callback") await c.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => count(m.data) });
+    else {
+      const it = await c.consume({ max_messages: 2_000, expires: 2_000 });
+      void (async () => {
+        for await (const m of it) count(m.data);
+      })();
+    }
+  }
+  const body = new Uint8Array(170);
+  let stop = false;
+  void (async () => {
+    const t0 = performance.now();
+    for (let i = 0; !stop; i++) {
+      const waitMs = t0 + (i * 1000) / rate - performance.now();
+      if (waitMs >= 1) await new Promise((r) => setTimeout(r, waitMs));
+      pub.publish(`cc.job${i % 3}`, body);
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 1_500));
+  const c0 = process.cpuUsage();
+  const g0 = got;
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const u = process.cpuUsage(c0);
+  stop = true;
+  return { msgs: got - g0, userMs: u.user / 1000 };
+}
+
+if (process.argv[2] === "--arm") {
+  const [, , , url, mode, rate, seconds] = process.argv;
+  const r = await arm(url!, mode as Mode, Number(rate), Number(seconds));
+  process.send!(r);
+  process.exit(0);
+}
+
+const rate = Number(process.argv[2] ?? 400);
+const seconds = Number(process.argv[3] ?? 5);
+const ns = await NatsServer.start();
+try {
+  const nc = await connect({ servers: ns.url });
+  await (await jetstreamManager(nc)).streams.add({ name: "CC", subjects: ["cc.>"] });
+  await nc.close();
+  const res: Record<string, { msgs: number; userMs: number }> = {};
+  for (const mode of MODES) {
+    res[mode] = await new Promise((resolve, reject) => {
+      const p = fork(new URL(import.meta.url).pathname, ["--arm", ns.url, mode, String(rate), String(seconds)], { execArgv: process.execArgv });
+      p.once("message", (m) => resolve(m as { msgs: number; userMs: number }));
+      p.once("exit", (code) => (code ? reject(new Error(`${mode} exited ${code}`)) : undefined));
+    });
+  }
+  const base = res.publisher_only!.userMs;
+  process.stdout.write(`user CPU per received message at ${rate} msg/s (publisher's own cost subtracted):\n`);
+  for (const mode of MODES.slice(1)) {
+    const r = res[mode]!;
+    process.stdout.write(`  ${mode.padEnd(22)} ${(((r.userMs - base) * 1000) / r.msgs).toFixed(1).padStart(7)} µs  (${r.msgs} msgs)\n`);
+  }
+} finally {
+  await ns.stop();
+}
+process.exit(0);
