@@ -108,35 +108,38 @@ export class EventHub {
       });
       // Short pulls: when NATS restarts, the ordered consumer is gone and the library only notices through two
       // missed idle heartbeats (half of `expires` each). With the 30 s default, live fan-out stalled ~40 s after
-      // every NATS restart; with 2 s it resumes within a few seconds.
-      const it = await consumer.consume({ max_messages: 2_000, expires: 2_000 });
+      // every NATS restart; with 2 s it resumes within a few seconds. A callback rather than an async iterator:
+      // one promise and microtask less per event (~10 % of the per-event cost, bench/consume-cost.ts).
+      const it = await consumer.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => this.handleSafely(m) });
       iter = it;
       return it;
     };
-    const first = await open();
-    // The hub must outlive anything that ends its consumer (the library giving up after a long outage, a
-    // listener that throws): every live client depends on it. It starts again after the last seq it processed.
+    let current: { closed(): Promise<void | Error> } | null = await open();
+    // The hub must outlive anything that ends its consumer (the library giving up after a long outage): every
+    // live client depends on it. It starts again after the last seq it processed.
     void (async () => {
-      let it: AsyncIterable<JsMsg> | null = first;
       while (!stopped) {
         try {
-          it ??= await open();
-          for await (const m of it) {
-            try {
-              this.handle(m);
-            } catch (err) {
-              this.log(`event at seq ${m.seq} broke a listener: ${(err as Error).stack ?? String(err)}`);
-              this.advance(m.seq);
-            }
-          }
-          if (!stopped) this.log(`event consumer ended at seq ${this.lastSeq}; starting it again`);
+          current ??= await open();
+          const end = await current.closed();
+          if (!stopped) this.log(`event consumer ended at seq ${this.lastSeq}${end instanceof Error ? ` (${end.message})` : ""}; starting it again`);
         } catch (err) {
           if (!stopped) this.log(`event consumer failed at seq ${this.lastSeq} (${(err as Error).message}); starting it again`);
         }
-        it = null;
+        current = null;
         if (!stopped) await new Promise((r) => setTimeout(r, 500));
       }
     })();
+  }
+
+  /** A listener that throws must not take the consumer (and every other client) down with it. */
+  private handleSafely(m: JsMsg): void {
+    try {
+      this.handle(m);
+    } catch (err) {
+      this.log(`event at seq ${m.seq} broke a listener: ${(err as Error).stack ?? String(err)}`);
+      this.advance(m.seq);
+    }
   }
 
   stop(): void {
