@@ -165,31 +165,28 @@ export class JobRunner {
   private async claimAndRun(): Promise<void> {
     const { jobsKv } = this.deps;
     const jobId = this.jobId;
-    let terminalSeen: JobRecord | null = null;
-    // First delivery: the dispatch carries the record as queued, so the claim is one write when nothing
-    // touched the record since (a cancel while queued did: then the compare-and-set reads and sees it).
-    const known = this.attempt === 1 ? this.job.record : undefined;
-    const claim = await casRecord(jobsKv, jobId, (r) => {
-      if (isTerminal(r.status)) {
-        terminalSeen = r;
-        return null;
-      }
-      if (r.attempt >= this.attempt || !canTransition(r.status, "running")) return null;
-      return { ...r, status: "running", attempt: this.attempt, agent_id: this.deps.agentId, started_at: r.started_at ?? now() };
-    }, known);
-    if (!claim) {
-      const t = terminalSeen as JobRecord | null;
-      if (t) {
-        // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
-        // terminal event exists (deduplicated by id), then drop the message.
-        if (t.attempt > 0) await this.publishTerminal(terminalUpdate(t), t.attempt).catch(() => undefined);
-        this.term("job already finished");
-      } else {
-        this.deps.log(`job ${jobId}: no claimable record (attempt ${this.attempt}); leaving it`);
-        this.term("no claimable job record");
-      }
+    const outcome = await this.claim();
+    if (outcome.kind === "finished") {
+      // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
+      // terminal event exists (deduplicated by id), then drop the message.
+      const t = outcome.rec;
+      if (t.attempt > 0) await this.publishTerminal(terminalUpdate(t), t.attempt).catch(() => undefined);
+      this.term("job already finished");
       return;
     }
+    if (outcome.kind === "missing") {
+      this.term("no job record (never written, or past retention)");
+      return;
+    }
+    if (outcome.kind === "held") {
+      // Another delivery of this job owns the record with an attempt at least ours: after a NATS restart the
+      // server may deliver a message again under the same count. Ending the message here would strand the job
+      // if that owner is gone; left alone, the owner's in-progress acks keep it, or ack_wait hands it to a
+      // higher attempt, which takes the record over.
+      this.deps.log(`job ${jobId}: record held by attempt ${outcome.rec.attempt} (${outcome.rec.agent_id ?? "?"}), this delivery is attempt ${this.attempt}; leaving the message`);
+      return;
+    }
+    const claim = outcome.claim;
     this.owned = claim;
     if (claim.rec.cancel_requested) this.controller.abort(new StopReason("cancelled", CancelReason.user));
 
@@ -237,6 +234,49 @@ export class JobRunner {
       final = { status: "failed", error: { code: ErrorCode.JOB_ERR_INVALID, message }, outputs: null, message };
     }
     await this.finish(final, performance.now() - started);
+  }
+
+  /**
+   * Claims the record for this attempt. A claim whose reply was lost (NATS went away after storing the write)
+   * is recognised by reading the record back once NATS answers: ours if it names this agent and attempt.
+   */
+  private async claim(): Promise<
+    | { kind: "claimed"; claim: { rec: JobRecord; revision: number } }
+    | { kind: "finished"; rec: JobRecord }
+    | { kind: "held"; rec: JobRecord }
+    | { kind: "missing" }
+  > {
+    const { jobsKv } = this.deps;
+    const change = (r: JobRecord): JobRecord | null => {
+      if (isTerminal(r.status) || r.attempt >= this.attempt || !canTransition(r.status, "running")) return null;
+      return { ...r, status: "running", attempt: this.attempt, agent_id: this.deps.agentId, started_at: r.started_at ?? now() };
+    };
+    // First delivery: the dispatch carries the record as queued, so the claim is one write when nothing
+    // touched the record since (a cancel while queued did: then the compare-and-set reads and sees it).
+    const known = this.attempt === 1 ? this.job.record : undefined;
+    let r: Awaited<ReturnType<typeof casJobRecord>>;
+    try {
+      r = await casJobRecord(jobsKv, this.jobId, change, known);
+    } catch (err) {
+      this.deps.log(`job ${this.jobId}: claim failed (${(err as Error).message}); reading the record back`);
+      const deadline = Date.now() + this.deps.ackWaitMs;
+      for (;;) {
+        try {
+          const cur = await readJobRecord(jobsKv, this.jobId);
+          if (!cur) return { kind: "missing" };
+          const mine = cur.rec.attempt === this.attempt && cur.rec.agent_id === this.deps.agentId && cur.rec.status === "running";
+          r = { rec: cur.rec, written: mine, revision: cur.revision };
+          break;
+        } catch (again) {
+          if (Date.now() > deadline || this.deps.nc.isClosed()) throw again;
+          await new Promise((res) => setTimeout(res, 250));
+        }
+      }
+    }
+    if (!r) return { kind: "missing" };
+    if (r.written) return { kind: "claimed", claim: { rec: r.rec, revision: r.revision } };
+    if (isTerminal(r.rec.status)) return { kind: "finished", rec: r.rec };
+    return { kind: "held", rec: r.rec };
   }
 
   private async finish(

@@ -64,6 +64,8 @@ interface JobView {
    */
   events: Delivery[] | null;
   bytes: number;
+  /** When the hub saw the job's first event: past the stream's max age, its oldest events may be gone there. */
+  firstAtMs: number;
 }
 
 export class EventHub {
@@ -89,6 +91,8 @@ export class EventHub {
     private readonly log: (l: string) => void,
     /** Replay cache budget (0 = every replay reads JetStream). One job may use an eighth of it. */
     private readonly cacheBytes = 64 * 1024 * 1024,
+    /** `NW_EVENTS` max age: memory never replays what retention has removed from the stream. */
+    private readonly maxAgeMs = Number.POSITIVE_INFINITY,
   ) {}
 
   async start(): Promise<void> {
@@ -169,7 +173,7 @@ export class EventHub {
       if (this.views.size >= JOB_CAP) this.forget(this.views.keys().next().value!);
       // Only a job first seen at its very first event can be replayed from memory.
       const first = ev.type === "job_update" && ev.attempt === 0 && ev.status === "queued" && this.cacheBytes > 0;
-      view = { fence: new Fence(), lastSeq: 0, events: first ? [] : null, bytes: 0 };
+      view = { fence: new Fence(), lastSeq: 0, events: first ? [] : null, bytes: 0, firstAtMs: Date.now() };
       this.views.set(jobId, view);
       if (first) this.cached.set(jobId, view);
     }
@@ -251,6 +255,9 @@ export class EventHub {
    */
   async replay(jobId: string, after: number): Promise<ReplayResult> {
     const view = this.views.get(jobId);
+    // Every gateway must answer the same: once retention may have removed the job's first events from the
+    // stream, the stream decides (it may say the history is incomplete).
+    if (view?.events && Date.now() - view.firstAtMs >= this.maxAgeMs) this.uncache(jobId, view);
     if (view?.events) {
       this.replaysFromMemory++;
       const all = view.events;

@@ -59,6 +59,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     },
     log,
     config.replayCacheBytes,
+    config.eventsMaxAgeMs,
   );
   wsHub = new WsHub(app, config, hub, jobs, workflows);
   await hub.start();

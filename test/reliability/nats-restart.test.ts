@@ -5,6 +5,7 @@
  * reaches clients — those that kept their socket and those that resume on a new one.
  */
 import t, { type Test } from "tap";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { History, readJobLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
 import { RecWs, api, assertHistory, check, getJob, natsConn, putWorkflow, readEvents, startAgent, startGateway, startNats, stats, summary, tokensWorkflow } from "./lib.js";
@@ -137,7 +138,22 @@ async function natsBounce(t: Test, long: boolean): Promise<void> {
     const states = await Promise.all(acked.map((id) => getJob(gw.url, id)));
     const open = states.filter((s) => s.status !== "completed");
     return open.length === 0 ? [] : null;
-  }, 60_000, { name: "every acknowledged submit completes" });
+  }, 60_000, { name: "every acknowledged submit completes" }).catch(async (err: Error) => {
+    const states = await Promise.all(acked.map((id) => getJob(gw.url, id).catch((e: Error) => ({ id, status: e.message }) as Record<string, unknown>)));
+    const open = states.filter((s) => s.status !== "completed");
+    t.comment(`unfinished: ${JSON.stringify(open.map((r) => [r.id, r.status, r.attempt, r.agent_id]))}`);
+    const jsm = await jetstreamManager(await natsConn(t, ns.url));
+    const info = await jsm.streams.info("NW_JOBS").catch(() => null);
+    t.comment(`NW_JOBS: ${JSON.stringify(info?.state)}`);
+    for (const c of ["pool_cpu"]) t.comment(`${c}: ${JSON.stringify((await jsm.consumers.info("NW_JOBS", c).catch(() => null))?.num_pending)} pending, ${JSON.stringify((await jsm.consumers.info("NW_JOBS", c).catch(() => null))?.num_ack_pending)} ack pending, ${JSON.stringify((await jsm.consumers.info("NW_JOBS", c).catch(() => null))?.num_waiting)} waiting pulls`);
+    for (const r of open) {
+      for (const [name, a] of [["a1", a1], ["a2", a2]] as const) {
+        t.comment(`${name} on ${String(r.id)}:\n${a.stderr().split("\n").filter((l) => l.includes(String(r.id))).join("\n")}`);
+      }
+    }
+    t.comment(`a1:\n${a1.stderr().slice(-2000)}\na2:\n${a2.stderr().slice(-2000)}`);
+    throw err;
+  });
   t.same(unfinished, [], "and every one of them completes");
   mark('t.same(unfinished, [');
   for (const c of keepers) await c.close();
