@@ -20,7 +20,7 @@ export interface GatewayOptions {
   maxBodyBytes?: number;
   /** Largest accepted WebSocket frame. @default 1048576 */
   wsMaxPayloadBytes?: number;
-  /** Per-socket send buffer before a slow client is skipped, then closed. @default 4194304 */
+  /** Unsent bytes a WebSocket or an NDJSON/SSE event stream may hold before its slow client is closed (it resumes from its last seq). @default 4194304 */
   wsMaxBackpressureBytes?: number;
   /** Memory for recent jobs' events, so a resume (and a mass reconnect) replays from memory, not JetStream. 0 = off. @default 67108864 */
   replayCacheBytes?: number;

@@ -42,9 +42,17 @@ const STATUS_TEXT: Record<number, string> = {
   503: "503 Service Unavailable",
 };
 
+/** How long a stream's client may take nothing while its backlog is over the limit. */
+const STALL_MS = 2_000;
+
 export class Reply {
   aborted = false;
   private streaming = false;
+  private maxBacklogBytes = Number.POSITIVE_INFINITY;
+  /** Bytes uWS holds for this stream because the socket would not take them (0 once it drained). */
+  private backlogBytes = 0;
+  private backlogSinceMs = 0;
+  private awaitingDrain = false;
   private readonly onAbortFns: (() => void)[] = [];
   constructor(readonly res: HttpResponse) {
     res.onAborted(() => {
@@ -83,10 +91,14 @@ export class Reply {
     this.json(status, { error: body, ...body });
   }
 
-  /** Starts a chunked streaming response (NDJSON or SSE). */
-  startStream(contentType: string): void {
+  /**
+   * Starts a chunked streaming response (NDJSON or SSE). A client that stops reading is closed once
+   * `maxBacklogBytes` wait unsent (it resumes from its last seq), so a slow reader cannot grow our memory.
+   */
+  startStream(contentType: string, maxBacklogBytes = Number.POSITIVE_INFINITY): void {
     if (this.aborted) return;
     this.streaming = true;
+    this.maxBacklogBytes = maxBacklogBytes;
     this.res.cork(() => {
       this.res.writeStatus("200 OK");
       this.res.writeHeader("content-type", contentType);
@@ -97,12 +109,34 @@ export class Reply {
     });
   }
 
-  /** Writes to a stream; uWS buffers what the socket cannot take yet (bounded by the events of one job). */
+  /**
+   * Writes to a stream; uWS buffers what the socket cannot take yet. A client that has taken nothing for
+   * `STALL_MS` while more than the backlog limit waits is closed (it resumes from its last seq): a replay burst
+   * to a reader that keeps up drains within milliseconds and never counts as a stall. Not corked: inside
+   * `cork` a write lands in the cork buffer and always reports success, so it could not tell us that the
+   * socket stopped taking data (and a cork around a single write saves nothing).
+   */
   write(chunk: string): void {
     if (this.aborted || !this.streaming) return;
-    this.res.cork(() => {
-      this.res.write(chunk);
-    });
+    const ok = this.res.write(chunk);
+    if (ok && this.backlogBytes === 0) return;
+    // Buffered by uWS: count it until the socket drains.
+    if (this.backlogBytes === 0) this.backlogSinceMs = Date.now();
+    this.backlogBytes += Buffer.byteLength(chunk);
+    if (this.backlogBytes > this.maxBacklogBytes && Date.now() - this.backlogSinceMs > STALL_MS) {
+      // Abort the connection: onAborted stops the follow; the client resumes with Last-Event-ID / ?after=.
+      this.aborted = true;
+      this.res.close();
+      return;
+    }
+    if (!this.awaitingDrain) {
+      this.awaitingDrain = true;
+      this.res.onWritable(() => {
+        this.awaitingDrain = false;
+        this.backlogBytes = 0;
+        return true;
+      });
+    }
   }
 
   end(): void {

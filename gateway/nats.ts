@@ -28,6 +28,8 @@ export interface NatsParts {
   nodesKv: KV;
   /** Stream publishes (events, dispatches) with their PubAcks on one shared subscription. */
   pub: AckedPublisher<MsgHdrs>;
+  /** False from the moment the client notices the server is gone until it has reconnected. */
+  connected(): boolean;
 }
 
 async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamManager["streams"]["add"]>[0]): Promise<void> {
@@ -58,8 +60,14 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
     pingInterval: 3_000,
     maxPingOut: 2,
   });
+  // Health answers from this at once: asking JetStream during an outage only times out (~10 s).
+  let connected = true;
   void (async () => {
-    for await (const s of nc.status()) if (s.type === "disconnect" || s.type === "reconnect") log(`nats ${s.type}`);
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect") connected = false;
+      else if (s.type === "reconnect") connected = true;
+      if (s.type === "disconnect" || s.type === "reconnect") log(`nats ${s.type}`);
+    }
   })();
   const jsm = await jetstreamManager(nc);
   const dup = nanos(JOB_QUEUE_DEFAULTS.duplicateWindowMs);
@@ -104,5 +112,5 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
   const workflowsKv = await kvm.create(KV_WORKFLOWS, { history: 1 });
   const agentsKv = await kvm.create(KV_AGENTS, { history: 1, ttl: AGENT_TTL_MS });
   const nodesKv = await kvm.create(KV_NODES, { history: 1 });
-  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, pub: new AckedPublisher<MsgHdrs>(nc, createInbox()) };
+  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, pub: new AckedPublisher<MsgHdrs>(nc, createInbox()), connected: () => connected && !nc.isClosed() };
 }

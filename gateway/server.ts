@@ -96,7 +96,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const start = () => {
       if (open) return;
       open = true;
-      reply.startStream(sse ? "text/event-stream" : "application/x-ndjson");
+      reply.startStream(sse ? "text/event-stream" : "application/x-ndjson", config.wsMaxBackpressureBytes);
     };
     if (opts.opened) opts.opened(start);
     else start();
@@ -118,14 +118,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   // ---- health and metrics ------------------------------------------------------------------------------
   route("get", "/health", async (_req, reply) => {
-    const natsOk = !n.nc.isClosed() && !n.nc.isDraining();
+    const natsOk = n.connected() && !n.nc.isDraining();
     let streams = false;
-    try {
-      await n.jsm.streams.info(STREAM_JOBS);
-      await n.jsm.streams.info(STREAM_EVENTS);
-      streams = true;
-    } catch {
-      streams = false;
+    if (natsOk) {
+      try {
+        await Promise.all([n.jsm.streams.info(STREAM_JOBS), n.jsm.streams.info(STREAM_EVENTS)]);
+        streams = true;
+      } catch {
+        streams = false;
+      }
     }
     const agents = natsOk ? (await jobs.agents().catch(() => [])).length : 0;
     const ok = natsOk && streams;
@@ -296,7 +297,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const after = Number(afterRaw);
     if (!Number.isInteger(after) || after < 0) throw badRequest(`"after" must be a non-negative integer seq, got "${afterRaw}"`);
     const sse = (req.headers["accept"] ?? "").includes("text/event-stream");
-    reply.startStream(sse ? "text/event-stream" : "application/x-ndjson");
+    reply.startStream(sse ? "text/event-stream" : "application/x-ndjson", config.wsMaxBackpressureBytes);
     const f = await follow(
       hub,
       jobId,
