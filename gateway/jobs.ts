@@ -10,6 +10,7 @@ import {
   ErrorCode,
   KV_AGENTS,
   KV_JOBS,
+  JOB_QUEUE_DEFAULTS,
   casJobRecord,
   encodeMsgpack,
   eventMsgId,
@@ -159,13 +160,13 @@ export class JobManager {
         await this.n.jobsKv.create(key, jobId);
       } catch {
         const e = await this.n.jobsKv.get(key);
-        const existing = e ? await this.find(e.string()) : null;
-        if (existing) return { job: existing, created: false };
-        // The first request is still writing its record: wait for it briefly rather than create a twin.
-        for (let i = 0; i < 50; i++) {
-          await new Promise((r) => setTimeout(r, 20));
-          const again = await this.find(e!.string());
-          if (again) return { job: again, created: false };
+        // The first request may still be writing its record: wait for it briefly rather than create a twin.
+        for (let i = 0; e && i <= 50; i++) {
+          if (i > 0) await new Promise((r) => setTimeout(r, 20));
+          const existing = await readJobRecord(this.n.jobsKv, e.string());
+          if (!existing) continue;
+          await this.ensureDispatched(existing.rec, existing.revision, graph, s.strategy);
+          return { job: existing.rec, created: false };
         }
         throw new GatewayError(ErrorCode.GW_ERR_CONFLICT, "a request with this Idempotency-Key is still being created");
       }
@@ -197,23 +198,44 @@ export class JobManager {
       this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), ""),
       this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
     ]);
+    await this.publishDispatch(rec, revision, graph, s.strategy);
+    this.jobsCreated++;
+    return { job: rec, created: true };
+  }
+
+  /** The job's one dispatch message (`Nats-Msg-Id` = job id: a second publish within the window is dropped). */
+  private async publishDispatch(rec: JobRecord, revision: number, graph: Graph, strategy?: ExecutionStrategy): Promise<void> {
     const dispatch: JobDispatch = {
       type: "job.dispatch",
       v: 1,
-      job_id: jobId,
-      workflow_id: s.workflow.id,
+      job_id: rec.id,
+      workflow_id: rec.workflow_id,
       graph,
-      params,
-      ...(s.strategy ? { strategy: s.strategy } : {}),
-      timeout_s: s.timeoutS ?? null,
+      params: rec.params,
+      ...(strategy ? { strategy } : {}),
+      timeout_s: rec.timeout_s,
       created_at: rec.created_at,
       record: { rec, revision },
     };
     const h = headers();
-    h.set("Nats-Msg-Id", jobId);
-    await this.n.pub.publish(subjects.jobs(pool), encodeMsgpack(dispatch), h);
-    this.jobsCreated++;
-    return { job: rec, created: true };
+    h.set("Nats-Msg-Id", rec.id);
+    await this.n.pub.publish(subjects.jobs(rec.pool), encodeMsgpack(dispatch), h);
+  }
+
+  /**
+   * An idempotent retry of a submit that failed half-way (the gateway or NATS went away after the record was
+   * written, before the dispatch was): the retry answers with that job, so it must make sure the job is really
+   * queued. Within the streams' duplicate window the `queued` event and the dispatch are simply published again:
+   * if the first request stored them, JetStream drops the copies by message id. Past the window a queued job
+   * is left alone (a copy could then run it twice).
+   */
+  private async ensureDispatched(rec: JobRecord, revision: number, graph: Graph, strategy?: ExecutionStrategy): Promise<void> {
+    if (rec.status !== "queued") return;
+    const ageMs = Date.now() - Date.parse(rec.created_at);
+    if (!(ageMs < JOB_QUEUE_DEFAULTS.duplicateWindowMs - 10_000)) return;
+    await this.n.jobsKv.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "");
+    await this.publishEvent(rec.id, rec.workflow_id, 1, { type: "job_update", status: "queued", pool: rec.pool, queue_position: this.queue.nextPosition(rec.pool) });
+    await this.publishDispatch(rec, revision, graph, strategy);
   }
 
   /** An event the gateway itself writes for a job (attempt 0: before any agent owns it). */

@@ -1,0 +1,51 @@
+/**
+ * A submit that failed half-way — the record and the Idempotency-Key were written, then the gateway or NATS
+ * went away before the `queued` event and the dispatch — must not leave the retry with a job that never runs:
+ * the retry answers with the first job and makes sure it is queued (copies of anything the first request did
+ * store are dropped by message id).
+ */
+import t from "tap";
+import { createHash } from "node:crypto";
+import { connect } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { KV_JOBS, jobKeys, type JobRecord } from "../../protocol/index.js";
+import { api, readStream } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
+import { startStack } from "../helpers/stack.js";
+
+t.test("half-submit - an idempotent retry of a submit that stopped after the record runs that job, once", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  await api(s.url, "PUT", "/api/workflows/hello", {
+    graph: { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "greeting", value: "hi" } }], edges: [] },
+  });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const kv = await new Kvm(nc).open(KV_JOBS);
+
+  // The state a gateway leaves when it dies right after writing the record and the key.
+  const jobId = "01halfsubmit00000000000000";
+  const key = "client-retry-1";
+  const rec: JobRecord = {
+    v: 1, id: jobId, workflow_id: "hello", status: "queued", pool: "cpu", attempt: 0, agent_id: null, params: {},
+    created_at: new Date().toISOString(), started_at: null, finished_at: null, timeout_s: null, error: null, outputs: null, idempotency_key: key,
+  };
+  await kv.create(jobKeys.idempotency(createHash("sha256").update("hello\0" + key).digest("hex").slice(0, 40)), jobId);
+  await kv.create(jobKeys.record(jobId), JSON.stringify(rec));
+
+  const retry = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
+  t.equal(retry.body.job_id, jobId, "the retry answers with the first job");
+  const done = await check(async () => {
+    const r = await api(s.url, "GET", `/api/jobs/${jobId}`);
+    return r.body.status === "completed" ? r.body : null;
+  }, 15_000, { name: "the job runs" });
+  t.same(done.outputs, { greeting: ["hi"] }, "and completes");
+  t.equal(done.attempt, 1, "once");
+
+  // A second retry changes nothing: no second run, one queued event, one terminal event.
+  const again = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
+  t.equal(again.body.job_id, jobId);
+  const events = (await readStream(`${s.url}/api/jobs/${jobId}/events?after=0`)).events;
+  t.equal(events.filter((e) => e.type === "job_update" && e.status === "queued").length, 1, "one queued event");
+  t.equal(events.filter((e) => e.type === "job_update" && e.status === "completed").length, 1, "one terminal event");
+  t.equal(events[0]?.status, "queued", "the history starts with it (a resume sees it whole)");
+});
