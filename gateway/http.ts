@@ -52,6 +52,8 @@ export class Reply {
   /** Bytes uWS holds for this stream because the socket would not take them (0 once it drained). */
   private backlogBytes = 0;
   private backlogSinceMs = 0;
+  private writesSinceProbe = 0;
+  private lastProbeMs = 0;
   private awaitingDrain = false;
   private readonly onAbortFns: (() => void)[] = [];
   constructor(readonly res: HttpResponse) {
@@ -112,18 +114,29 @@ export class Reply {
   /**
    * Writes to a stream; uWS buffers what the socket cannot take yet. A client that has taken nothing for
    * `STALL_MS` while more than the backlog limit waits is closed (it resumes from its last seq): a replay burst
-   * to a reader that keeps up drains within milliseconds and never counts as a stall. Not corked: inside
-   * `cork` a write lands in the cork buffer and always reports success, so it could not tell us that the
-   * socket stopped taking data (and a cork around a single write saves nothing).
+   * to a reader that keeps up drains within milliseconds and never counts as a stall.
+   * Writes are corked (one socket write for the chunk framing and the data), but inside `cork` a write lands
+   * in the cork buffer and always reports success; so every 64th write, or after 250 ms, one goes uncorked to
+   * see whether uWS is holding data back, and while it is, all do.
    */
   write(chunk: string): void {
     if (this.aborted || !this.streaming) return;
-    const ok = this.res.write(chunk);
+    let ok = true;
+    const nowMs = Date.now();
+    if (this.backlogBytes > 0 || ++this.writesSinceProbe >= 64 || nowMs - this.lastProbeMs >= 250) {
+      this.writesSinceProbe = 0;
+      this.lastProbeMs = nowMs;
+      ok = this.res.write(chunk);
+    } else {
+      this.res.cork(() => {
+        this.res.write(chunk);
+      });
+    }
     if (ok && this.backlogBytes === 0) return;
     // Buffered by uWS: count it until the socket drains.
-    if (this.backlogBytes === 0) this.backlogSinceMs = Date.now();
+    if (this.backlogBytes === 0) this.backlogSinceMs = nowMs;
     this.backlogBytes += Buffer.byteLength(chunk);
-    if (this.backlogBytes > this.maxBacklogBytes && Date.now() - this.backlogSinceMs > STALL_MS) {
+    if (this.backlogBytes > this.maxBacklogBytes && nowMs - this.backlogSinceMs > STALL_MS) {
       // Abort the connection: onAborted stops the follow; the client resumes with Last-Event-ID / ?after=.
       this.aborted = true;
       this.res.close();
