@@ -94,8 +94,9 @@ export class Reply {
   }
 
   /**
-   * Starts a chunked streaming response (NDJSON or SSE). A client that stops reading is closed once
-   * `maxBacklogBytes` wait unsent (it resumes from its last seq), so a slow reader cannot grow our memory.
+   * Starts a chunked streaming response (NDJSON or SSE). A client that stops reading is closed once more than
+   * `maxBacklogBytes` has waited unsent for `STALL_MS` (it resumes from its last seq), so a stalled reader cannot
+   * grow our memory without bound.
    */
   startStream(contentType: string, maxBacklogBytes = Number.POSITIVE_INFINITY): void {
     if (this.aborted) return;
