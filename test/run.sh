@@ -41,5 +41,12 @@ failed=${fail:-0}
 # A run that crashed or timed out without failed assertions still counts as a failure.
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 rm -f "$log"
+# The quick benchmarks (bench/README.md), reported and never asserted: speed is judged by benchmarks side by
+# side with peers, not by tests. NODEWAY_BENCH_QUICK=0 skips them.
+if [ "${NODEWAY_BENCH_QUICK:-1}" != "0" ]; then
+  echo "quick benchmarks (reported, not asserted):"
+  timeout -k 10 300 npm run --silent bench -- --quick 2>/dev/null | sed -n '/^medians of measured rounds/,$p' \
+    || echo "(the quick benchmarks did not finish)"
+fi
 echo "${pass} passed, ${failed} failed"
 [ "$failed" -eq 0 ]
