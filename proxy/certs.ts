@@ -106,6 +106,17 @@ export function renewalDueMs(cert: Pick<LoadedCert, "notBeforeMs" | "notAfterMs"
 }
 
 /**
+ * A certificate serial as hex: 16 random bytes, positive (RFC 5280 §4.1.2.2), and minimal in DER. node-forge
+ * writes the bytes as given, and OpenSSL refuses an INTEGER with a needless leading zero byte ("illegal
+ * padding"): the first byte is kept in 0x40–0x7f so it is neither negative nor padding.
+ */
+export function newSerialHex(): string {
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x3f) | 0x40;
+  return b.toString("hex");
+}
+
+/**
  * Makes a self-signed certificate for `names` (DNS names and IPs). The RSA key comes from Node's native crypto
  * (fast, and node-forge's pure-JS keygen takes seconds); node-forge only assembles and signs the certificate.
  */
@@ -116,8 +127,7 @@ export function createSelfSigned(names: readonly string[], nowMs: number, validD
 
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(pubPem);
-  // Positive serial (high bit clear), 16 random bytes, as RFC 5280 §4.1.2.2 asks.
-  cert.serialNumber = "0" + randomBytes(15).toString("hex");
+  cert.serialNumber = newSerialHex();
   // Backdated a little so a client with a slow clock accepts it at once.
   cert.validity.notBefore = new Date(nowMs - 60 * 60_000);
   cert.validity.notAfter = new Date(nowMs + validDays * 86_400_000);

@@ -5,7 +5,7 @@ import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { CertificateError, StoreLockedError } from "../../proxy/index.js";
-import { CertStore, createSelfSigned, needsRenewal, validateCertificate } from "../../proxy/internal.js";
+import { CertStore, createSelfSigned, needsRenewal, newSerialHex, validateCertificate } from "../../proxy/internal.js";
 import { createTestCa, tempDir } from "../helpers/tls-tools.js";
 
 const ca = createTestCa();
@@ -63,6 +63,21 @@ t.test("proxy certs - self-signed certificate covers DNS names and IPs and valid
   const pair = createSelfSigned(["localhost", "127.0.0.1"], now);
   const c = validateCertificate(pair.certPem, pair.keyPem, ["localhost", "127.0.0.1"], now);
   t.ok(c.names.includes("localhost"));
+});
+
+t.test("proxy certs - serials are positive and minimal in DER (OpenSSL refuses a padded INTEGER)", async (t) => {
+  // The old rule ("0" + 15 random bytes) gave a leading 0x00 byte, which OpenSSL rejected whenever the next
+  // byte had its high bit clear: a self-signed certificate that sometimes did not parse.
+  let bad = 0;
+  for (let i = 0; i < 10_000; i++) {
+    const b = Buffer.from(newSerialHex(), "hex");
+    if (b.length !== 16 || b[0]! >= 0x80 || (b[0] === 0 && b[1]! < 0x80) || b[0] === 0) bad++;
+  }
+  t.equal(bad, 0, "10,000 serials: 16 bytes, high bit clear, no leading zero byte");
+  for (let i = 0; i < 3; i++) {
+    const pair = createSelfSigned(["localhost"], now);
+    t.ok(validateCertificate(pair.certPem, pair.keyPem, ["localhost"], now), `certificate ${i + 1} parses`);
+  }
 });
 
 t.test("proxy certs - store writes keys 0600 in 0700 dirs, atomically (no temp files left)", async (t) => {
