@@ -84,7 +84,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     return x;
   };
 
-  /** Streams a job's events as NDJSON or SSE from `after`, ending after the terminal event. */
   /**
    * Streams a job's events as NDJSON or SSE from `after`, ending after the terminal event. With `opened`, the
    * response starts only when the caller calls the function it is given (or with the first event), so a run
@@ -141,6 +140,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       for (const j of list) counts[j.status] = (counts[j.status] ?? 0) + 1;
       stateCache = { at: Date.now(), counts };
     }
+    const follows = wsHub.followStats();
     const lines = [
       "# HELP nodeway_jobs Jobs by state (records kept in nw_jobs).",
       "# TYPE nodeway_jobs gauge",
@@ -155,15 +155,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       `nodeway_events_in_total ${hub.eventsIn}`,
       "# HELP nodeway_ws_follows Socket-job follows by path: the job's uWS topic, or direct sends while a resume catches up.",
       "# TYPE nodeway_ws_follows gauge",
-      `nodeway_ws_follows{via="topic"} ${wsHub.followStats().topic}`,
-      `nodeway_ws_follows{via="direct"} ${wsHub.followStats().direct}`,
+      `nodeway_ws_follows{via="topic"} ${follows.topic}`,
+      `nodeway_ws_follows{via="direct"} ${follows.direct}`,
       "# HELP nodeway_replays_total Resumes and replays by where their history came from.",
       "# TYPE nodeway_replays_total counter",
       `nodeway_replays_total{source="memory"} ${hub.replaysFromMemory}`,
       `nodeway_replays_total{source="jetstream"} ${hub.replaysFromStream}`,
       "# HELP nodeway_replay_cache_bytes Bytes of recent jobs' events held for replay.",
       "# TYPE nodeway_replay_cache_bytes gauge",
-      `nodeway_replay_cache_bytes ${hub.cacheStats.bytes}`,
+      `nodeway_replay_cache_bytes ${hub.cachedBytes}`,
       "# HELP nodeway_events_out_total Event frames sent to clients (streams and direct WS sends).",
       "# TYPE nodeway_events_out_total counter",
       `nodeway_events_out_total ${counters.eventsOut + wsHub.framesOut}`,
