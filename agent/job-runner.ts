@@ -2,6 +2,10 @@
  * Runs one pulled job: claims it in the job record (compare-and-set), runs the graph, publishes every event,
  * keeps the lease alive, obeys cancel and timeout, and finishes in the order that loses nothing:
  * record → terminal event (PubAck) → ack the job message.
+ *
+ * A first attempt starts its graph while the claim is in flight (two KV round trips that would otherwise sit
+ * in every job's time to first token). Nothing it emits leaves the agent before the claim is stored: events
+ * wait in order behind the `running` update, and a claim that fails aborts the run and drops them.
  */
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { headers } from "@nats-io/transport-node";
@@ -41,6 +45,13 @@ export interface JobRunnerDeps {
   log: (line: string) => void;
 }
 
+/**
+ * How long a dispatch waits for its job record to become readable. The gateway sends both in one burst and the
+ * record lives in another stream, so it can land a moment after the dispatch; missing for longer means the
+ * submit failed (its client got an error) and the dispatch is ended.
+ */
+export const RECORD_WAIT_MS = 5_000;
+
 /** Why a run stopped early; becomes the job's final state. */
 class StopReason {
   constructor(readonly state: JobState | "handed_back", readonly message: string) {}
@@ -63,6 +74,10 @@ const readRecord = readJobRecord;
 export class JobRunner {
   private n = 0;
   private readonly pubs: Promise<unknown>[] = [];
+  /** Events emitted before the claim is stored, in order; null once they are published (or dropped). */
+  private held: Record<string, unknown>[] | null = [];
+  /** The claim failed: whatever the aborted run still emits goes nowhere. */
+  private discard = false;
   private readonly controller = new AbortController();
   private leaseTimer: NodeJS.Timeout | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
@@ -102,6 +117,11 @@ export class JobRunner {
   }
 
   private publish(ev: Record<string, unknown>): void {
+    if (this.discard) return;
+    if (this.held) {
+      this.held.push(ev);
+      return;
+    }
     // Checked per event because after a SIGCONT any timer may fire before the lease timer does.
     if (!this.leaseHeld()) {
       this.controller.abort(new StopReason("cancelled", "lease lost"));
@@ -163,9 +183,20 @@ export class JobRunner {
   }
 
   private async claimAndRun(): Promise<void> {
-    const { jobsKv } = this.deps;
     const jobId = this.jobId;
-    const outcome = await this.claim();
+    const started = performance.now();
+    const early = this.attempt === 1 ? this.runJobGraph() : null;
+    const dropEarly = async (): Promise<void> => {
+      if (!early) return;
+      this.discard = true;
+      this.controller.abort(new StopReason("cancelled", "not claimed"));
+      await early;
+    };
+    const outcome = await this.claim().catch(async (err: unknown) => {
+      await dropEarly();
+      throw err;
+    });
+    if (outcome.kind !== "claimed") await dropEarly();
     if (outcome.kind === "finished") {
       // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
       // terminal event exists (deduplicated by id), then drop the message.
@@ -190,17 +221,50 @@ export class JobRunner {
     this.owned = claim;
     if (claim.rec.cancel_requested) this.controller.abort(new StopReason("cancelled", CancelReason.user));
 
+    // `running` first, then whatever the run emitted while the claim was in flight, in order.
+    const held = this.held ?? [];
+    this.held = null;
     this.publish({ type: "job_update", status: "running", agent_id: this.deps.agentId, message: this.attempt > 1 ? `attempt ${this.attempt}` : undefined });
+    for (const ev of held) this.publish(ev);
     this.startLease();
     const timeoutS = this.job.timeout_s;
     if (typeof timeoutS === "number" && timeoutS > 0) {
       this.timeoutTimer = setTimeout(() => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`)), timeoutS * 1000);
     }
 
-    const started = performance.now();
+    const result = await (early ?? this.runJobGraph());
     let final: { status: JobState; error: WireError | null; outputs: Record<string, unknown[]> | null; message?: string };
+    if ("thrown" in result) {
+      const err = result.thrown;
+      const message = err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`;
+      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_INVALID, message }, outputs: null, message };
+    } else if (result.status === "completed") final = { status: "completed", error: null, outputs: result.outputs };
+    else if (result.status === "failed") {
+      const e = result.error;
+      const message = `node "${e.node_id}" (${e.node_type}) failed: ${e.message}`;
+      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_NODE_FAILED, message }, outputs: result.outputs, message };
+    } else {
+      const r = result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
+      if (r.state === "handed_back") {
+        // Drain: leave the job for another agent, at once rather than after ack_wait.
+        await Promise.allSettled(this.pubs);
+        this.msg.nak();
+        return;
+      }
+      if (r.message === "lease lost") {
+        this.deps.log(`job ${this.jobId}: lease lost; stopping without publishing`);
+        return; // Another attempt owns the job now; anything we wrote would be fenced off anyway.
+      }
+      const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
+      final = { status: r.state as JobState, error: { code, message: r.message }, outputs: null, message: r.message };
+    }
+    await this.finish(final, performance.now() - started);
+  }
+
+  /** Runs the graph; never rejects (a graph that cannot start comes back as `thrown`). */
+  private async runJobGraph(): Promise<Awaited<ReturnType<typeof runGraph>> | { thrown: unknown }> {
     try {
-      const result = await runGraph({
+      return await runGraph({
         graph: this.job.graph,
         params: this.job.params,
         library: this.deps.library,
@@ -209,36 +273,13 @@ export class JobRunner {
           if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
         },
       });
-      if (result.status === "completed") final = { status: "completed", error: null, outputs: result.outputs };
-      else if (result.status === "failed") {
-        const e = result.error;
-        const message = `node "${e.node_id}" (${e.node_type}) failed: ${e.message}`;
-        final = { status: "failed", error: { code: ErrorCode.JOB_ERR_NODE_FAILED, message }, outputs: result.outputs, message };
-      } else {
-        const r = result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
-        if (r.state === "handed_back") {
-          // Drain: leave the job for another agent, at once rather than after ack_wait.
-          await Promise.allSettled(this.pubs);
-          this.msg.nak();
-          return;
-        }
-        if (r.message === "lease lost") {
-          this.deps.log(`job ${this.jobId}: lease lost; stopping without publishing`);
-          return; // Another attempt owns the job now; anything we wrote would be fenced off anyway.
-        }
-        const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
-        final = { status: r.state as JobState, error: { code, message: r.message }, outputs: null, message: r.message };
-      }
-    } catch (err) {
-      const message = err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`;
-      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_INVALID, message }, outputs: null, message };
+    } catch (thrown) {
+      return { thrown };
     }
-    await this.finish(final, performance.now() - started);
   }
 
   /**
-   * Claims the record for this attempt. A claim whose reply was lost (NATS went away after storing the write)
-   * is recognised by reading the record back once NATS answers: ours if it names this agent and attempt.
+   * Claims the record for this attempt, waiting up to `RECORD_WAIT_MS` for a record that is not readable yet.
    */
   private async claim(): Promise<
     | { kind: "claimed"; claim: { rec: JobRecord; revision: number } }
@@ -246,37 +287,51 @@ export class JobRunner {
     | { kind: "held"; rec: JobRecord }
     | { kind: "missing" }
   > {
+    const waitUntilMs = Date.now() + RECORD_WAIT_MS;
+    for (let pauseMs = 2; ; pauseMs = Math.min(pauseMs * 2, 250)) {
+      const r = await this.claimOnce();
+      if (r) {
+        if (r.written) return { kind: "claimed", claim: { rec: r.rec, revision: r.revision } };
+        if (isTerminal(r.rec.status)) return { kind: "finished", rec: r.rec };
+        return { kind: "held", rec: r.rec };
+      }
+      if (Date.now() >= waitUntilMs) return { kind: "missing" };
+      this.msg.working();
+      await new Promise((res) => setTimeout(res, pauseMs));
+    }
+  }
+
+  /**
+   * One compare-and-set claim; null while there is no record. A claim whose reply was lost (NATS went away
+   * after storing the write) is recognised by reading the record back once NATS answers: ours if it names this
+   * agent and attempt.
+   */
+  private async claimOnce(): Promise<Awaited<ReturnType<typeof casJobRecord>>> {
     const { jobsKv } = this.deps;
     const change = (r: JobRecord): JobRecord | null => {
       if (isTerminal(r.status) || r.attempt >= this.attempt || !canTransition(r.status, "running")) return null;
       return { ...r, status: "running", attempt: this.attempt, agent_id: this.deps.agentId, started_at: r.started_at ?? now() };
     };
-    // First delivery: the dispatch carries the record as queued, so the claim is one write when nothing
+    // A dispatch that carries the stored record (a retried submit) makes the claim one write when nothing
     // touched the record since (a cancel while queued did: then the compare-and-set reads and sees it).
     const known = this.attempt === 1 ? this.job.record : undefined;
-    let r: Awaited<ReturnType<typeof casJobRecord>>;
     try {
-      r = await casJobRecord(jobsKv, this.jobId, change, known);
+      return await casJobRecord(jobsKv, this.jobId, change, known);
     } catch (err) {
       this.deps.log(`job ${this.jobId}: claim failed (${(err as Error).message}); reading the record back`);
       const deadline = Date.now() + this.deps.ackWaitMs;
       for (;;) {
         try {
           const cur = await readJobRecord(jobsKv, this.jobId);
-          if (!cur) return { kind: "missing" };
+          if (!cur) return null;
           const mine = cur.rec.attempt === this.attempt && cur.rec.agent_id === this.deps.agentId && cur.rec.status === "running";
-          r = { rec: cur.rec, written: mine, revision: cur.revision };
-          break;
+          return { rec: cur.rec, written: mine, revision: cur.revision };
         } catch (again) {
           if (Date.now() > deadline || this.deps.nc.isClosed()) throw again;
           await new Promise((res) => setTimeout(res, 250));
         }
       }
     }
-    if (!r) return { kind: "missing" };
-    if (r.written) return { kind: "claimed", claim: { rec: r.rec, revision: r.revision } };
-    if (isTerminal(r.rec.status)) return { kind: "finished", rec: r.rec };
-    return { kind: "held", rec: r.rec };
   }
 
   private async finish(

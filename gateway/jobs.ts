@@ -190,21 +190,25 @@ export class JobManager {
     };
     s.beforePublish?.(jobId);
     this.queue.claim(jobId);
-    // The record, the workflow index entry and the `queued` event do not depend on each other: one round trip
-    // for the three. The dispatch waits for all of them, so an agent never pulls a job whose record or first
-    // event is missing (and the event precedes anything the agent publishes).
-    const [revision] = await Promise.all([
+    // The record, the workflow index entry, the `queued` event and the dispatch go out back to back, in one
+    // round trip, and the submit answers once all four are stored. Waiting for the first three before sending
+    // the dispatch cost a JetStream round trip in every job's time to first event; an agent that pulls the
+    // dispatch before the record is readable (another stream) waits for the record instead (agent/job-runner.ts).
+    await Promise.all([
       this.n.jobsKv.create(jobKeys.record(jobId), JSON.stringify(rec)),
       this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), ""),
       this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
+      this.publishDispatch(rec, graph, s.strategy),
     ]);
-    await this.publishDispatch(rec, revision, graph, s.strategy);
     this.jobsCreated++;
     return { job: rec, created: true };
   }
 
-  /** The job's one dispatch message (`Nats-Msg-Id` = job id: a second publish within the window is dropped). */
-  private async publishDispatch(rec: JobRecord, revision: number, graph: Graph, strategy?: ExecutionStrategy): Promise<void> {
+  /**
+   * The job's one dispatch message (`Nats-Msg-Id` = job id: a second publish within the window is dropped).
+   * With the record's `revision` (known when the record was stored first), the agent claims in one write.
+   */
+  private async publishDispatch(rec: JobRecord, graph: Graph, strategy?: ExecutionStrategy, revision?: number): Promise<void> {
     const dispatch: JobDispatch = {
       type: "job.dispatch",
       v: 1,
@@ -215,7 +219,7 @@ export class JobManager {
       ...(strategy ? { strategy } : {}),
       timeout_s: rec.timeout_s,
       created_at: rec.created_at,
-      record: { rec, revision },
+      ...(revision !== undefined ? { record: { rec, revision } } : {}),
     };
     const h = headers();
     h.set("Nats-Msg-Id", rec.id);
@@ -235,7 +239,7 @@ export class JobManager {
     if (!(ageMs < JOB_QUEUE_DEFAULTS.duplicateWindowMs - 10_000)) return;
     await this.n.jobsKv.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "");
     await this.publishEvent(rec.id, rec.workflow_id, 1, { type: "job_update", status: "queued", pool: rec.pool, queue_position: this.queue.nextPosition(rec.pool) });
-    await this.publishDispatch(rec, revision, graph, strategy);
+    await this.publishDispatch(rec, graph, strategy, revision);
   }
 
   /** An event the gateway itself writes for a job (attempt 0: before any agent owns it). */

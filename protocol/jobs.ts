@@ -70,8 +70,9 @@ export interface JobDispatch {
   timeout_s?: number | null;
   created_at: string;
   /**
-   * The record as the gateway created it and its KV revision: the agent claims the job with one
-   * compare-and-set write instead of a read and a write (a stale copy only costs the read it saved).
+   * The record and its KV revision, when the gateway stored the record before dispatching (a retried submit
+   * re-dispatching its job): the agent claims with one compare-and-set write instead of a read and a write (a
+   * stale copy only costs the read it saved). A first submit sends the dispatch with the record, not after it.
    */
   record?: { rec: JobRecord; revision: number };
 }

@@ -1,4 +1,8 @@
 /**
+ * Claims. A dispatch may arrive before its record (the gateway sends both in one burst): the agent waits for the
+ * record, and a record that never comes ends the dispatch. A first attempt starts its graph while claiming:
+ * what it emits waits behind `running`, and a claim that fails publishes none of it.
+ *
  * Claims after a NATS restart: the server may deliver a job message again under the same delivery count (its
  * consumer state is flushed periodically, and kill -9 loses the tail). An agent that finds the record held by
  * that attempt must leave the message alone, not end it: if the holder is gone, ack_wait hands the job to the
@@ -10,6 +14,8 @@ import { Kvm } from "@nats-io/kv";
 import { KV_JOBS, encodeMsgpack, jobKeys, subjects, type JobDispatch, type JobRecord } from "../../protocol/index.js";
 import { api } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
+import { readJobLog } from "../helpers/history.js";
+import { RECORD_WAIT_MS } from "../../agent/job-runner.js";
 import { startStack } from "../helpers/stack.js";
 
 t.test("claim - a delivery that finds the record held by a vanished holder of its attempt leaves the message; the next attempt finishes the job", async (t) => {
@@ -42,4 +48,85 @@ t.test("claim - a delivery that finds the record held by a vanished holder of it
   t.equal(done.attempt, 2, "attempt 2 took the record over after ack_wait");
   t.equal(done.agent_id, agent.id, "on the live agent");
   t.notMatch(agent.stderr(), /ends the job message: no job record/, "the message was never ended for want of a claimable record");
+});
+
+const tokensGraph = {
+  nodes: [
+    { id: "tok", type: "nodeway.test.Tokens", data: { count: 5, rate: 0 } },
+    { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
+  ],
+  edges: [{ id: "e", source: "tok", sourceHandle: "output", target: "out", targetHandle: "value" }],
+};
+
+function queuedRecord(jobId: string, over: Partial<JobRecord> = {}): JobRecord {
+  return {
+    v: 1, id: jobId, workflow_id: "adhoc", status: "queued", pool: "cpu", attempt: 0, agent_id: null, params: {},
+    created_at: new Date().toISOString(), started_at: null, finished_at: null, timeout_s: null, error: null, outputs: null, ...over,
+  };
+}
+
+async function dispatchRaw(nc: Awaited<ReturnType<typeof connect>>, jobId: string, graph: unknown): Promise<void> {
+  const dispatch: JobDispatch = { type: "job.dispatch", v: 1, job_id: jobId, workflow_id: "adhoc", graph: graph as JobDispatch["graph"], params: {}, timeout_s: null, created_at: new Date().toISOString() };
+  const h = headers();
+  h.set("Nats-Msg-Id", jobId);
+  await nc.request(subjects.jobs("cpu"), encodeMsgpack(dispatch), { headers: h, timeout: 5_000 });
+}
+
+t.test("claim - a dispatch that arrives before its record waits for it; what the early run emitted follows `running`", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const kv = await new Kvm(nc).open(KV_JOBS);
+  const jobId = "01claimrecordlate0000000000";
+  await dispatchRaw(nc, jobId, tokensGraph);
+  // Long enough for the unpaced tokens to have been emitted (and held) while the claim waits.
+  await new Promise((r) => setTimeout(r, 400));
+  t.equal((await readJobLog(nc, jobId)).stored.length, 0, "nothing is published while the record is missing");
+  await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId)));
+  const done = await check(async () => {
+    const r = await api(s.url, "GET", `/api/jobs/${jobId}`);
+    return r.body.status === "completed" ? r.body : null;
+  }, 10_000, { name: "the job completes once its record is there" });
+  t.same(done.outputs, { text: ["tok0 tok1 tok2 tok3 tok4 "] }, "with the early run's output");
+  const log = await readJobLog(nc, jobId);
+  const kinds = log.stored.map((e) => (e.type === "job_update" ? `job_update:${e.status}` : e.type));
+  t.equal(kinds[0], "job_update:running", "`running` is the first event stored");
+  t.equal(kinds.filter((k) => k === "chunk").length, 6, "every chunk the early run emitted is stored (5 tokens and the done marker)");
+  t.equal(kinds[kinds.length - 1], "job_update:completed", "the terminal update is last");
+  t.equal(log.fenced.length, 0, "nothing fenced off");
+});
+
+t.test("claim - a dispatch whose record never appears is ended after the wait, and its early run publishes nothing", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const jobId = "01claimrecordnever000000000";
+  const sentMs = Date.now();
+  await dispatchRaw(nc, jobId, tokensGraph);
+  const agent = s.agents[0]!;
+  await check(() => /ends the job message: no job record/.test(agent.stderr()), RECORD_WAIT_MS + 10_000, { name: "the agent ends the dispatch" });
+  t.ok(Date.now() - sentMs >= RECORD_WAIT_MS, `not before the record had ${RECORD_WAIT_MS} ms to appear`);
+  t.equal((await readJobLog(nc, jobId)).stored.length, 0, "no event was published for the job");
+  // The slot is free again: a real job runs.
+  await api(s.url, "PUT", "/api/workflows/hello", { graph: { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "g", value: "hi" } }], edges: [] } });
+  const sub = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} });
+  const next = await check(async () => {
+    const r = await api(s.url, "GET", `/api/jobs/${sub.body.job_id as string}`);
+    return r.body.status === "completed" ? r.body : null;
+  }, 10_000, { name: "the next job completes" });
+  t.same(next.outputs, { g: ["hi"] }, "the agent goes on with other jobs");
+});
+
+t.test("claim - a claim that fails (cancelled while queued) aborts the early run and publishes none of its events", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const kv = await new Kvm(nc).open(KV_JOBS);
+  const jobId = "01claimcancelledqueued00000";
+  await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { status: "cancelled", finished_at: new Date().toISOString() })));
+  await dispatchRaw(nc, jobId, tokensGraph);
+  const agent = s.agents[0]!;
+  await check(() => /ends the job message: job already finished/.test(agent.stderr()), 10_000, { name: "the agent ends the dispatch" });
+  t.equal((await readJobLog(nc, jobId)).stored.length, 0, "no event of the early run (nor a `running`) was published");
+  t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "cancelled", "the record is untouched");
 });
