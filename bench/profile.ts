@@ -11,6 +11,9 @@ import { cpuNs, startTs } from "./lib/procs.js";
 import { NatsServer, example, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
 
 const what = process.argv[2] ?? "dispatch";
+/** The measured window (fan-out), in the clock V8 stamps profiles with: the profile then leaves out set-up. */
+let windowUs: { from: number; to?: number } | undefined;
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const seconds = Number(process.argv[3] ?? 5);
 const dir = mkdtempSync(join(tmpdir(), "nw-bench-prof-"));
 process.env.NODEWAY_HOME = dir;
@@ -36,7 +39,9 @@ try {
     const fanN = Number(process.argv[4] ?? 100);
     const rate = Number(process.argv[5] ?? 400);
     const { jobId } = await c.call<{ jobId: string }>({ op: "ours", port: gw.port, n: fanN, graph: tokensGraph(rate), count: rate * 600, probe: 500 }, 300_000);
+    windowUs = { from: nowUs() };
     const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({ op: "window", ms: seconds * 1000, pid: gw.pid });
+    windowUs.to = nowUs();
     process.stdout.write(`load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`);
     const m = await (await fetch(`${gw.url}/metrics`)).text();
     process.stdout.write(m.split("\n").filter((l) => /ws_follows|replays_total|events_in/.test(l) && !l.startsWith("#")).join("\n") + "\n");
@@ -53,7 +58,7 @@ try {
   for (const who of process.env.BENCH_NOPROF ? [] : ["gateway", "agent"]) {
     const files = readdirSync(join(dir, who));
     if (files.length === 0) continue;
-    const t = topFrames(join(dir, who, files[0]!), 25);
+    const t = topFrames(join(dir, who, files[0]!), 25, windowUs?.to ? { from: windowUs.from, to: windowUs.to } : undefined);
     process.stdout.write(`${who}: ${t.total_ms.toFixed(0)} ms busy\n`);
     for (const f of t.frames) process.stdout.write(`${String(f.pct).padStart(5)}%  ${f.frame}\n`);
   }
