@@ -11,8 +11,8 @@ import { connect } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { NatsServer } from "./lib/stack.js";
 
-type Mode = "publisher_only" | "core_subscribe" | "js_consume_iterator" | "js_consume_callback" | "js_push_ordered";
-const MODES: Mode[] = ["publisher_only", "core_subscribe", "js_consume_iterator", "js_consume_callback", "js_push_ordered"];
+type Mode = "publisher_only" | "core_subscribe" | "js_consume_iterator" | "js_consume_callback" | "js_push_ordered" | "js_republish_core";
+const MODES: Mode[] = ["publisher_only", "core_subscribe", "js_consume_iterator", "js_consume_callback", "js_push_ordered", "js_republish_core"];
 
 async function arm(url: string, mode: Mode, rate: number, seconds: number): Promise<{ msgs: number; userMs: number }> {
   const nc = await connect({ servers: url, noAsyncTraces: true });
@@ -23,6 +23,17 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
     got += data.length > 0 ? 1 : 0;
   };
   if (mode === "core_subscribe") nc.subscribe("cc.>", { callback: (_e, m) => count(m.data) });
+  // The stream republishes what it stored to `ccr.>` with its sequence in a header: a core subscription
+  // that still knows each message's stream sequence.
+  let lastSeq = 0;
+  if (mode === "js_republish_core") {
+    nc.subscribe("ccr.>", {
+      callback: (_e, m) => {
+        lastSeq = Number(m.headers?.get("Nats-Sequence"));
+        count(m.data);
+      },
+    });
+  }
   if (mode === "js_consume_iterator" || mode === "js_consume_callback") {
     const c = await js.consumers.get("CC", { filter_subjects: "cc.>", deliver_policy: DeliverPolicy.New });
     if (mode === "js_consume_callback") await c.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => count(m.data) });
@@ -53,6 +64,7 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const u = process.cpuUsage(c0);
   stop = true;
+  if (mode === "js_republish_core" && !(lastSeq > 0)) throw new Error("republished messages carried no Nats-Sequence");
   return { msgs: got - g0, userMs: u.user / 1000 };
 }
 
@@ -68,7 +80,7 @@ const seconds = Number(process.argv[3] ?? 5);
 const ns = await NatsServer.start();
 try {
   const nc = await connect({ servers: ns.url });
-  await (await jetstreamManager(nc)).streams.add({ name: "CC", subjects: ["cc.>"] });
+  await (await jetstreamManager(nc)).streams.add({ name: "CC", subjects: ["cc.>"], republish: { src: "cc.>", dest: "ccr.>" } });
   await nc.close();
   // Rounds alternate the arms and each arm's median counts: single runs on a shared VM swing by 2x.
   const ROUNDS = 3;

@@ -13,7 +13,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addedGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
-import { cpuNs, sleep, start, startTs, type Spawned } from "./lib/procs.js";
+import { cpuNs, ensureCommands, sleep, start, startTs, type Spawned } from "./lib/procs.js";
 import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
 import { freePort } from "../test/helpers/nats-server.js";
 
@@ -86,7 +86,7 @@ function wrk(url: string, seconds: number): { requests: number; rps: number; err
 
 const lines: GoalLine[] = [];
 try {
-  const unavailable = await proxyUnavailable();
+  const unavailable = (await proxyUnavailable()) ?? ensureCommands({ wrk: "wrk", nginx: "nginx" });
   if (unavailable) throw new Error(`skipped: ${unavailable}`);
   const up = startTs("upstream", "peers/upstream.ts", [String(20)], { cpu: "1" });
   const upPort = Number((await up.waitFor(/upstream listening (\d+)/))[1]);

@@ -18,7 +18,17 @@ import { startProxy, compileProxyConfig, PROXY_OPTION_KEYS, type RunningProxy } 
 import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const BOOLEAN_FLAGS = new Set(["tls", "allow-js-fallback", "access-log", "help", "no-examples", "quiet"]);
+/**
+ * Flags that take no value, per command (`--tls` is a switch for `up` but takes a mode for `proxy`). Any of them
+ * may still be given an explicit `true`/`false`.
+ */
+const BOOLEAN_FLAGS: Readonly<Record<string, ReadonlySet<string>>> = {
+  up: new Set(["tls", "no-examples", "allow-js-fallback", "access-log", "help"]),
+  gateway: new Set(["allow-js-fallback", "help"]),
+  agent: new Set(["help"]),
+  proxy: new Set(["access-log", "help"]),
+  run: new Set(["quiet", "help"]),
+};
 const LIST_KEYS = new Set(["pools", "labels", "strategies", "allowedOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
 const ALIASES = { nats: "natsUrl" };
 
@@ -27,8 +37,16 @@ function fail(message: string, code = 2): never {
   process.exit(code);
 }
 
+/** A boolean flag that is given and not given as `false`. */
+function flagOn(args: ParsedArgs, name: string): boolean {
+  const v = args.flags.get(name)?.at(-1);
+  return v !== undefined && v !== "false";
+}
+
+/** Refuses flags no setting consumed and arguments the command does not take (rather than ignoring them). */
 function checkAllFlagsUsed(args: ParsedArgs, consumed: Set<string>, extra: string[] = []): void {
   for (const f of args.flags.keys()) if (!consumed.has(f) && !extra.includes(f)) fail(`unknown flag --${f}`);
+  if (args.positional.length > 0) fail(`unexpected argument "${args.positional[0]}" (flags take the form --name value)`);
 }
 
 /** Resolves once `stop` is called by SIGINT or SIGTERM (the second signal exits at once). */
@@ -148,9 +166,9 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
     await waitForPort(natsHost, natsPort, 10_000, nats);
     gw = await startGateway({ ...gwOpts, natsUrl });
     agent = await startAgent({ name: "local", ...agentOpts, natsUrl });
-    if (!args.flags.has("no-examples")) await seedExamples(gw.url);
+    if (!flagOn(args, "no-examples")) await seedExamples(gw.url);
     let front = gw.url;
-    if (args.flags.has("tls")) {
+    if (flagOn(args, "tls")) {
       const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
       proxy = await startProxy(
         compileProxyConfig({
@@ -190,7 +208,7 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
   if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--gateway <url>]");
   for (const f of args.flags.keys()) if (!["param", "gateway", "quiet", "timeout-s"].includes(f)) fail(`unknown flag --${f}`);
   const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
-  const quiet = args.flags.has("quiet");
+  const quiet = flagOn(args, "quiet");
   let wf: Record<string, unknown>;
   try {
     wf = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
@@ -283,7 +301,7 @@ async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   let args: ParsedArgs;
   try {
-    args = parseArgs(rest, BOOLEAN_FLAGS);
+    args = parseArgs(rest, BOOLEAN_FLAGS[cmd ?? ""] ?? new Set());
   } catch (err) {
     fail((err as Error).message);
   }

@@ -31,8 +31,15 @@ export function parseArgs(argv: string[], booleanFlags: ReadonlySet<string>): Pa
     if (eq >= 0) {
       value = name.slice(eq + 1);
       name = name.slice(0, eq);
-    } else if (booleanFlags.has(name)) value = "true";
-    else {
+    } else if (booleanFlags.has(name)) {
+      // `--access-log false` means what it says: an explicit true/false after a boolean flag is its value (it
+      // used to become a stray argument, leaving the flag on).
+      const next = argv[i + 1];
+      if (next === "true" || next === "false") {
+        value = next;
+        i++;
+      } else value = "true";
+    } else {
       value = argv[++i];
       if (value === undefined) throw new Error(`--${name} needs a value`);
     }

@@ -2,7 +2,7 @@
  * Child processes for benchmarks: optional CPU pinning (taskset), output capture, an IPC request/reply channel
  * to long-lived worker processes, and cleanup of everything started, even when the benchmark throws or is killed.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -206,3 +206,36 @@ export function rssBytes(pid: number): number {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const nowMs = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * Makes sure the commands a benchmark runs exist: missing ones are installed from their Debian packages when we
+ * run as root (as the README's test command does for its services); otherwise the answer says what to install.
+ * `commands` maps a command to its package. Returns null when all are there.
+ */
+export function ensureCommands(commands: Record<string, string>): string | null {
+  const has = (cmd: string) => {
+    try {
+      execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const missing = [...new Set(Object.entries(commands).filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg))];
+  if (missing.length === 0) return null;
+  if (process.getuid?.() !== 0) return `needs ${missing.join(", ")}: apt-get install ${missing.join(" ")}`;
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  const install = () => execFileSync("apt-get", ["install", "-y", "--no-install-recommends", ...missing], { stdio: "ignore", env });
+  try {
+    install();
+  } catch {
+    try {
+      execFileSync("apt-get", ["update"], { stdio: "ignore", env });
+      install();
+    } catch (err) {
+      return `could not install ${missing.join(", ")}: ${(err as Error).message}`;
+    }
+  }
+  const still = Object.keys(commands).filter((cmd) => !has(cmd));
+  return still.length ? `still missing after installing: ${still.join(", ")}` : null;
+}
