@@ -24,6 +24,11 @@ export interface GatewayOptions {
   wsMaxBackpressureBytes?: number;
   /** Memory for recent jobs' events, so a resume (and a mass reconnect) replays from memory, not JetStream. 0 = off. @default 67108864 */
   replayCacheBytes?: number;
+  /**
+   * Age after which an Idempotency-Key that still has no job record is taken over by a retry (its first request
+   * stored the key, then failed before writing the job). Longer than any submit can take. @default 30000
+   */
+  idempotencyOrphanMs?: number;
   /** Allow uWebSockets.js's slow pure-JS fallback when no native binary loads. @default false */
   allowJsFallback?: boolean;
   /** Browser origins allowed to open `/ws` (absent Origin header is always allowed). @default [] = any */
@@ -44,6 +49,7 @@ export interface GatewayConfig {
   wsMaxPayloadBytes: number;
   wsMaxBackpressureBytes: number;
   replayCacheBytes: number;
+  idempotencyOrphanMs: number;
   allowJsFallback: boolean;
   allowedOrigins: string[];
   accessLog: boolean;
@@ -61,6 +67,7 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "wsMaxPayloadBytes",
   "wsMaxBackpressureBytes",
   "replayCacheBytes",
+  "idempotencyOrphanMs",
   "allowJsFallback",
   "allowedOrigins",
   "accessLog",
@@ -102,6 +109,7 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     wsMaxPayloadBytes: int("wsMaxPayloadBytes", opts.wsMaxPayloadBytes, 1024 * 1024, 1024),
     wsMaxBackpressureBytes: int("wsMaxBackpressureBytes", opts.wsMaxBackpressureBytes, 4 * 1024 * 1024, 1024),
     replayCacheBytes: int("replayCacheBytes", opts.replayCacheBytes, 64 * 1024 * 1024, 0),
+    idempotencyOrphanMs: int("idempotencyOrphanMs", opts.idempotencyOrphanMs, 30_000, 100),
     allowJsFallback: bool("allowJsFallback", opts.allowJsFallback, false),
     allowedOrigins: origins,
     accessLog: bool("accessLog", opts.accessLog, false),

@@ -59,7 +59,10 @@ export class JobManager {
   jobsCreated = 0;
   readonly queue: QueueTracker;
 
-  constructor(private readonly n: NatsParts) {
+  constructor(
+    private readonly n: NatsParts,
+    private readonly opts: { idempotencyOrphanMs: number },
+  ) {
     this.queue = new QueueTracker((jobId, workflowId, position) => {
       void this.publishEvent(jobId, workflowId, `q${position}`, { type: "job_update", status: "queued", queue_position: position }).catch(() => undefined);
     });
@@ -168,7 +171,16 @@ export class JobManager {
           await this.ensureDispatched(existing.rec, existing.revision, graph, s.strategy);
           return { job: existing.rec, created: false };
         }
-        throw new GatewayError(ErrorCode.GW_ERR_CONFLICT, "a request with this Idempotency-Key is still being created");
+        const stillBeingCreated = new GatewayError(ErrorCode.GW_ERR_CONFLICT, "a request with this Idempotency-Key is still being created");
+        // Still no record: a first request that stored the key and then failed never writes one. Once the key is
+        // older than any submit lives, this retry takes it over (compare-and-set on the key's revision, so of
+        // concurrent retries one creates the job and the others are told to retry, finding it).
+        if (!e || Date.now() - e.created.getTime() < this.opts.idempotencyOrphanMs) throw stillBeingCreated;
+        try {
+          await this.n.jobsKv.update(key, jobId, e.revision);
+        } catch {
+          throw stillBeingCreated;
+        }
       }
     }
     const rec: JobRecord = {

@@ -45,7 +45,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `refusing to start on the uWebSockets.js pure-JS fallback (set allowJsFallback / NODEWAY_ALLOW_JS_FALLBACK=true to allow)`);
   }
   const n: NatsParts = await connectNats(config, log);
-  const jobs = new JobManager(n);
+  const jobs = new JobManager(n, { idempotencyOrphanMs: config.idempotencyOrphanMs });
   const workflows = new WorkflowStore(n.workflowsKv);
   const app: TemplatedApp = uws.App();
   const counters = { requests: 0, eventsOut: 0 };

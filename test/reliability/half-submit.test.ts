@@ -2,7 +2,8 @@
  * A submit that failed half-way — the record and the Idempotency-Key were written, then the gateway or NATS
  * went away before the `queued` event and the dispatch — must not leave the retry with a job that never runs:
  * the retry answers with the first job and makes sure it is queued (copies of anything the first request did
- * store are dropped by message id).
+ * store are dropped by message id). A key whose first request died before writing its job at all is taken over by
+ * a retry once it is older than any submit lives (`idempotencyOrphanMs`).
  */
 import t from "tap";
 import { createHash } from "node:crypto";
@@ -48,4 +49,39 @@ t.test("half-submit - an idempotent retry of a submit that stopped after the rec
   t.equal(events.filter((e) => e.type === "job_update" && e.status === "queued").length, 1, "one queued event");
   t.equal(events.filter((e) => e.type === "job_update" && e.status === "completed").length, 1, "one terminal event");
   t.equal(events[0]?.status, "queued", "the history starts with it (a resume sees it whole)");
+});
+
+t.test("half-submit - an Idempotency-Key whose first request died before writing its job is taken over by a retry once old enough", async (t) => {
+  const orphanMs = 3_000;
+  const s = await startStack(t, { agents: 1, gateway: { idempotencyOrphanMs: orphanMs } });
+  await api(s.url, "PUT", "/api/workflows/hello", {
+    graph: { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "greeting", value: "hi" } }], edges: [] },
+  });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const kv = await new Kvm(nc).open(KV_JOBS);
+
+  // The state a gateway leaves when it dies right after storing the key: a key naming a job that was never written.
+  const key = "client-retry-orphan";
+  const ghost = "01halfsubmitghost000000000";
+  const storedMs = Date.now();
+  await kv.create(jobKeys.idempotency(createHash("sha256").update("hello\0" + key).digest("hex").slice(0, 40)), ghost);
+
+  const early = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
+  if (Date.now() - storedMs < orphanMs) {
+    t.equal(early.status, 409, "while the key is young, the retry is told the first request may still be creating it");
+    t.match(early.body, { code: "GW_ERR_CONFLICT" });
+  }
+  await new Promise((r) => setTimeout(r, Math.max(0, storedMs + orphanMs - Date.now())));
+  const retry = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
+  t.equal(retry.status, 202, "once the key is older than idempotencyOrphanMs, a retry creates the job");
+  const jobId = retry.body.job_id as string;
+  t.not(jobId, ghost, "a new job, not the one never written");
+  const done = await check(async () => {
+    const r = await api(s.url, "GET", `/api/jobs/${jobId}`);
+    return r.body.status === "completed" ? r.body : null;
+  }, 15_000, { name: "the job runs" });
+  t.same(done.outputs, { greeting: ["hi"] });
+  const again = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
+  t.equal(again.body.job_id, jobId, "later retries name the job that took the key over");
 });
