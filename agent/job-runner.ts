@@ -185,6 +185,11 @@ export class JobRunner {
   private async claimAndRun(): Promise<void> {
     const jobId = this.jobId;
     const started = performance.now();
+    // The timeout counts from the graph's start, which for a first attempt comes before the claim.
+    const timeoutS = this.job.timeout_s;
+    if (typeof timeoutS === "number" && timeoutS > 0) {
+      this.timeoutTimer = setTimeout(() => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`)), timeoutS * 1000);
+    }
     const early = this.attempt === 1 ? this.runJobGraph() : null;
     const dropEarly = async (): Promise<void> => {
       if (!early) return;
@@ -227,10 +232,6 @@ export class JobRunner {
     this.publish({ type: "job_update", status: "running", agent_id: this.deps.agentId, message: this.attempt > 1 ? `attempt ${this.attempt}` : undefined });
     for (const ev of held) this.publish(ev);
     this.startLease();
-    const timeoutS = this.job.timeout_s;
-    if (typeof timeoutS === "number" && timeoutS > 0) {
-      this.timeoutTimer = setTimeout(() => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`)), timeoutS * 1000);
-    }
 
     const result = await (early ?? this.runJobGraph());
     let final: { status: JobState; error: WireError | null; outputs: Record<string, unknown[]> | null; message?: string };

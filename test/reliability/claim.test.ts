@@ -130,3 +130,26 @@ t.test("claim - a claim that fails (cancelled while queued) aborts the early run
   t.equal((await readJobLog(nc, jobId)).stored.length, 0, "no event of the early run (nor a `running`) was published");
   t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "cancelled", "the record is untouched");
 });
+
+t.test("claim - a first attempt's timeout counts from its graph's start, which precedes a late record's claim", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const kv = await new Kvm(nc).open(KV_JOBS);
+  const jobId = "01claimtimeoutearly00000000";
+  const graph = { nodes: [{ id: "nap", type: "nodeway.test.Sleep", data: { seconds: 30 } }], edges: [] };
+  const dispatch: JobDispatch = { type: "job.dispatch", v: 1, job_id: jobId, workflow_id: "adhoc", graph: graph as JobDispatch["graph"], params: {}, timeout_s: 1, created_at: new Date().toISOString() };
+  const h = headers();
+  h.set("Nats-Msg-Id", jobId);
+  await nc.request(subjects.jobs("cpu"), encodeMsgpack(dispatch), { headers: h, timeout: 5_000 });
+  // The record comes 2.5 s later: past the 1 s timeout of the run that started at once.
+  await new Promise((r) => setTimeout(r, 2_500));
+  const recordMs = Date.now();
+  await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { timeout_s: 1 })));
+  const done = await check(async () => {
+    const r = await api(s.url, "GET", `/api/jobs/${jobId}`);
+    return r.body.status === "timed_out" ? r.body : null;
+  }, 10_000, { name: "the job times out" });
+  const afterRecordMs = Date.parse(done.finished_at as string) - recordMs;
+  t.ok(afterRecordMs < 700, `it ended as soon as it was claimed (${afterRecordMs} ms after its record), not a timeout after the claim`);
+});
