@@ -3,9 +3,11 @@
  * keeps the lease alive, obeys cancel and timeout, and finishes in the order that loses nothing:
  * record → terminal event (PubAck) → ack the job message.
  *
- * A first attempt starts its graph while the claim is in flight (two KV round trips that would otherwise sit
- * in every job's time to first token). Nothing it emits leaves the agent before the claim is stored: events
- * wait in order behind the `running` update, and a claim that fails aborts the run and drops them.
+ * A first attempt pulled fresh starts its graph while the claim is in flight (two KV round trips that would
+ * otherwise sit in every job's time to first token). Nothing it emits leaves the agent before the claim is stored:
+ * events wait in order behind the `running` update, and a claim that fails aborts the run and drops them. A job
+ * that waited in the queue is claimed first: it may have been cancelled meanwhile, and a cancelled job is skipped,
+ * not started (design §4).
  */
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { headers } from "@nats-io/transport-node";
@@ -51,6 +53,13 @@ export interface JobRunnerDeps {
  * submit failed (its client got an error) and the dispatch is ended.
  */
 export const RECORD_WAIT_MS = 5_000;
+
+/**
+ * A first attempt starts before its claim only when its dispatch was stored less than this long ago (JetStream's
+ * timestamp against our clock). A cancel inside that window is no different from one just after the claim; a job
+ * that sat in the queue longer is claimed first. Clock skew only matters beyond the window itself.
+ */
+export const EARLY_START_MAX_AGE_MS = 1_000;
 
 /** Why a run stopped early; becomes the job's final state. */
 class StopReason {
@@ -190,18 +199,20 @@ export class JobRunner {
     if (typeof timeoutS === "number" && timeoutS > 0) {
       this.timeoutTimer = setTimeout(() => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`)), timeoutS * 1000);
     }
-    const early = this.attempt === 1 ? this.runJobGraph() : null;
-    const dropEarly = async (): Promise<void> => {
+    const queuedMs = Date.now() - this.msg.info.timestampNanos / 1e6;
+    const early = this.attempt === 1 && queuedMs < EARLY_START_MAX_AGE_MS ? this.runJobGraph() : null;
+    const dropEarly = async (why: string): Promise<void> => {
       if (!early) return;
       this.discard = true;
       this.controller.abort(new StopReason("cancelled", "not claimed"));
       await early;
+      this.deps.log(`job ${jobId}: not claimed (${why}); aborted the run it had started while claiming, nothing was published`);
     };
     const outcome = await this.claim().catch(async (err: unknown) => {
-      await dropEarly();
+      await dropEarly((err as Error).message);
       throw err;
     });
-    if (outcome.kind !== "claimed") await dropEarly();
+    if (outcome.kind !== "claimed") await dropEarly(outcome.kind);
     if (outcome.kind === "finished") {
       // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
       // terminal event exists (deduplicated by id), then drop the message.

@@ -1,7 +1,8 @@
 /**
  * Claims. A dispatch may arrive before its record (the gateway sends both in one burst): the agent waits for the
- * record, and a record that never comes ends the dispatch. A first attempt starts its graph while claiming:
- * what it emits waits behind `running`, and a claim that fails publishes none of it.
+ * record, and a record that never comes ends the dispatch. A first attempt pulled fresh starts its graph while
+ * claiming: what it emits waits behind `running`, and a claim that fails publishes none of it; a job that waited
+ * in the queue is claimed before it starts.
  *
  * Claims after a NATS restart: the server may deliver a job message again under the same delivery count (its
  * consumer state is flushed periodically, and kill -9 loses the tail). An agent that finds the record held by
@@ -15,7 +16,8 @@ import { KV_JOBS, encodeMsgpack, jobKeys, subjects, type JobDispatch, type JobRe
 import { api } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { readJobLog } from "../helpers/history.js";
-import { RECORD_WAIT_MS } from "../../agent/job-runner.js";
+import { EARLY_START_MAX_AGE_MS, RECORD_WAIT_MS } from "../../agent/job-runner.js";
+import { startAgentProc } from "../helpers/procs.js";
 import { startStack } from "../helpers/stack.js";
 
 t.test("claim - a delivery that finds the record held by a vanished holder of its attempt leaves the message; the next attempt finishes the job", async (t) => {
@@ -127,8 +129,26 @@ t.test("claim - a claim that fails (cancelled while queued) aborts the early run
   await dispatchRaw(nc, jobId, tokensGraph);
   const agent = s.agents[0]!;
   await check(() => /ends the job message: job already finished/.test(agent.stderr()), 10_000, { name: "the agent ends the dispatch" });
+  t.match(agent.stderr(), /not claimed \(finished\); aborted the run it had started while claiming/, "the fresh dispatch had started early");
   t.equal((await readJobLog(nc, jobId)).stored.length, 0, "no event of the early run (nor a `running`) was published");
   t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "cancelled", "the record is untouched");
+});
+
+t.test("claim - a job that waited in the queue is claimed before it starts: cancelled while queued, it never starts", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const kv = await new Kvm(nc).open(KV_JOBS);
+  const jobId = "01claimstalecancelled000000";
+  await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { status: "cancelled", finished_at: new Date().toISOString() })));
+  await dispatchRaw(nc, jobId, tokensGraph);
+  // No agent yet: the dispatch waits in the queue past the early-start window.
+  await new Promise((r) => setTimeout(r, EARLY_START_MAX_AGE_MS + 500));
+  const agent = await startAgentProc(s.ns.url, ["--name", "late"]);
+  t.teardown(() => agent.kill("SIGKILL"));
+  await check(() => /ends the job message: job already finished/.test(agent.stderr()), 15_000, { name: "the agent ends the dispatch" });
+  t.notMatch(agent.stderr(), /aborted the run it had started while claiming/, "the run was never started");
+  t.equal((await readJobLog(nc, jobId)).stored.length, 0, "nothing was published");
 });
 
 t.test("claim - a first attempt's timeout counts from its graph's start, which precedes a late record's claim", async (t) => {
