@@ -83,10 +83,11 @@ const readRecord = readJobRecord;
 export class JobRunner {
   private n = 0;
   private readonly pubs: Promise<unknown>[] = [];
-  /** Events emitted before the claim is stored, in order; null once they are published (or dropped). */
+  /**
+   * Events emitted before the claim is stored, in order; null once they are published. A claim that fails
+   * never publishes them: they go with the runner.
+   */
   private held: Record<string, unknown>[] | null = [];
-  /** The claim failed: whatever the aborted run still emits goes nowhere. */
-  private discard = false;
   private readonly controller = new AbortController();
   private leaseTimer: NodeJS.Timeout | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
@@ -126,7 +127,6 @@ export class JobRunner {
   }
 
   private publish(ev: Record<string, unknown>): void {
-    if (this.discard) return;
     if (this.held) {
       this.held.push(ev);
       return;
@@ -203,7 +203,6 @@ export class JobRunner {
     const early = this.attempt === 1 && queuedMs < EARLY_START_MAX_AGE_MS ? this.runJobGraph() : null;
     const dropEarly = async (why: string): Promise<void> => {
       if (!early) return;
-      this.discard = true;
       this.controller.abort(new StopReason("cancelled", "not claimed"));
       await early;
       this.deps.log(`job ${jobId}: not claimed (${why}); aborted the run it had started while claiming, nothing was published`);

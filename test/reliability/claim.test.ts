@@ -9,8 +9,8 @@
  * that attempt must leave the message alone, not end it: if the holder is gone, ack_wait hands the job to the
  * next attempt, which takes the record over and finishes the job.
  */
-import t from "tap";
-import { connect, headers } from "@nats-io/transport-node";
+import t, { type Test as Tap } from "tap";
+import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { KV_JOBS, encodeMsgpack, jobKeys, subjects, type JobDispatch, type JobRecord } from "../../protocol/index.js";
 import { api } from "../helpers/clients.js";
@@ -19,38 +19,6 @@ import { readJobLog } from "../helpers/history.js";
 import { EARLY_START_MAX_AGE_MS, RECORD_WAIT_MS } from "../../agent/job-runner.js";
 import { startAgentProc } from "../helpers/procs.js";
 import { startStack } from "../helpers/stack.js";
-
-t.test("claim - a delivery that finds the record held by a vanished holder of its attempt leaves the message; the next attempt finishes the job", async (t) => {
-  const s = await startStack(t, { agents: 1, gateway: { ackWaitMs: 1_500 } });
-  const nc = await connect({ servers: s.ns.url });
-  t.teardown(() => nc.close());
-  const kv = await new Kvm(nc).open(KV_JOBS);
-
-  // A job an agent "ghost" claimed as attempt 1 before it died (its claim reached the record; its message is
-  // what the server delivers again, as attempt 1).
-  const jobId = "01claimheldbyghost000000000";
-  const graph = { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "x", value: "done" } }], edges: [] };
-  const rec: JobRecord = {
-    v: 1, id: jobId, workflow_id: "adhoc", status: "running", pool: "cpu", attempt: 1, agent_id: "ghost-00000000", params: {},
-    created_at: new Date().toISOString(), started_at: new Date().toISOString(), finished_at: null, timeout_s: null, error: null, outputs: null,
-  };
-  await kv.create(jobKeys.record(jobId), JSON.stringify(rec));
-  const dispatch: JobDispatch = { type: "job.dispatch", v: 1, job_id: jobId, workflow_id: "adhoc", graph: graph as JobDispatch["graph"], params: {}, timeout_s: null, created_at: rec.created_at };
-  const h = headers();
-  h.set("Nats-Msg-Id", jobId);
-  await nc.request(subjects.jobs("cpu"), encodeMsgpack(dispatch), { headers: h, timeout: 5_000 });
-
-  const agent = s.agents[0]!;
-  await check(() => /record held by attempt 1 \(ghost-00000000\)/.test(agent.stderr()), 10_000, { name: "the agent saw the record held" });
-  t.pass("the first delivery found the record held by attempt 1 and left the message");
-  const done = await check(async () => {
-    const r = await api(s.url, "GET", `/api/jobs/${jobId}`);
-    return r.body.status === "completed" ? r.body : null;
-  }, 20_000, { name: "the job completes" });
-  t.equal(done.attempt, 2, "attempt 2 took the record over after ack_wait");
-  t.equal(done.agent_id, agent.id, "on the live agent");
-  t.notMatch(agent.stderr(), /ends the job message: no job record/, "the message was never ended for want of a claimable record");
-});
 
 const tokensGraph = {
   nodes: [
@@ -67,28 +35,63 @@ function queuedRecord(jobId: string, over: Partial<JobRecord> = {}): JobRecord {
   };
 }
 
-async function dispatchRaw(nc: Awaited<ReturnType<typeof connect>>, jobId: string, graph: unknown): Promise<void> {
-  const dispatch: JobDispatch = { type: "job.dispatch", v: 1, job_id: jobId, workflow_id: "adhoc", graph: graph as JobDispatch["graph"], params: {}, timeout_s: null, created_at: new Date().toISOString() };
+/** A stack, a test connection to its NATS and the jobs bucket. */
+async function claimStack(t: Tap, opts: Parameters<typeof startStack>[1] = {}) {
+  const s = await startStack(t, opts);
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const kv = await new Kvm(nc).open(KV_JOBS);
+  return { s, nc, kv };
+}
+
+/** Publishes a job's dispatch as the gateway would, with no record written (the test writes it, or not). */
+async function dispatchRaw(nc: NatsConnection, jobId: string, graph: unknown, over: Partial<JobDispatch> = {}): Promise<void> {
+  const dispatch: JobDispatch = { type: "job.dispatch", v: 1, job_id: jobId, workflow_id: "adhoc", graph: graph as JobDispatch["graph"], params: {}, timeout_s: null, created_at: new Date().toISOString(), ...over };
   const h = headers();
   h.set("Nats-Msg-Id", jobId);
   await nc.request(subjects.jobs("cpu"), encodeMsgpack(dispatch), { headers: h, timeout: 5_000 });
 }
 
+/** The job's record once it reaches `status`. */
+function jobReaches(url: string, jobId: string, status: string, timeoutMs: number) {
+  return check(async () => {
+    const r = await api(url, "GET", `/api/jobs/${jobId}`);
+    return r.body.status === status ? r.body : null;
+  }, timeoutMs, { name: `job ${jobId} ${status}` });
+}
+
+t.test("claim - a delivery that finds the record held by a vanished holder of its attempt leaves the message; the next attempt finishes the job", async (t) => {
+  const { s, nc, kv } = await claimStack(t, { agents: 1, gateway: { ackWaitMs: 1_500 } });
+
+  // A job an agent "ghost" claimed as attempt 1 before it died (its claim reached the record; its message is
+  // what the server delivers again, as attempt 1).
+  const jobId = "01claimheldbyghost000000000";
+  const graph = { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "x", value: "done" } }], edges: [] };
+  const rec: JobRecord = {
+    v: 1, id: jobId, workflow_id: "adhoc", status: "running", pool: "cpu", attempt: 1, agent_id: "ghost-00000000", params: {},
+    created_at: new Date().toISOString(), started_at: new Date().toISOString(), finished_at: null, timeout_s: null, error: null, outputs: null,
+  };
+  await kv.create(jobKeys.record(jobId), JSON.stringify(rec));
+  await dispatchRaw(nc, jobId, graph, { created_at: rec.created_at });
+
+  const agent = s.agents[0]!;
+  await check(() => /record held by attempt 1 \(ghost-00000000\)/.test(agent.stderr()), 10_000, { name: "the agent saw the record held" });
+  t.pass("the first delivery found the record held by attempt 1 and left the message");
+  const done = await jobReaches(s.url, jobId, "completed", 20_000);
+  t.equal(done.attempt, 2, "attempt 2 took the record over after ack_wait");
+  t.equal(done.agent_id, agent.id, "on the live agent");
+  t.notMatch(agent.stderr(), /ends the job message: no job record/, "the message was never ended for want of a claimable record");
+});
+
 t.test("claim - a dispatch that arrives before its record waits for it; what the early run emitted follows `running`", async (t) => {
-  const s = await startStack(t, { agents: 1 });
-  const nc = await connect({ servers: s.ns.url });
-  t.teardown(() => nc.close());
-  const kv = await new Kvm(nc).open(KV_JOBS);
+  const { s, nc, kv } = await claimStack(t, { agents: 1 });
   const jobId = "01claimrecordlate0000000000";
   await dispatchRaw(nc, jobId, tokensGraph);
   // Long enough for the unpaced tokens to have been emitted (and held) while the claim waits.
   await new Promise((r) => setTimeout(r, 400));
   t.equal((await readJobLog(nc, jobId)).stored.length, 0, "nothing is published while the record is missing");
   await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId)));
-  const done = await check(async () => {
-    const r = await api(s.url, "GET", `/api/jobs/${jobId}`);
-    return r.body.status === "completed" ? r.body : null;
-  }, 10_000, { name: "the job completes once its record is there" });
+  const done = await jobReaches(s.url, jobId, "completed", 10_000);
   t.same(done.outputs, { text: ["tok0 tok1 tok2 tok3 tok4 "] }, "with the early run's output");
   const log = await readJobLog(nc, jobId);
   const kinds = log.stored.map((e) => (e.type === "job_update" ? `job_update:${e.status}` : e.type));
@@ -99,9 +102,7 @@ t.test("claim - a dispatch that arrives before its record waits for it; what the
 });
 
 t.test("claim - a dispatch whose record never appears is ended after the wait, and its early run publishes nothing", async (t) => {
-  const s = await startStack(t, { agents: 1 });
-  const nc = await connect({ servers: s.ns.url });
-  t.teardown(() => nc.close());
+  const { s, nc } = await claimStack(t, { agents: 1 });
   const jobId = "01claimrecordnever000000000";
   const sentMs = Date.now();
   await dispatchRaw(nc, jobId, tokensGraph);
@@ -112,18 +113,12 @@ t.test("claim - a dispatch whose record never appears is ended after the wait, a
   // The slot is free again: a real job runs.
   await api(s.url, "PUT", "/api/workflows/hello", { graph: { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "g", value: "hi" } }], edges: [] } });
   const sub = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} });
-  const next = await check(async () => {
-    const r = await api(s.url, "GET", `/api/jobs/${sub.body.job_id as string}`);
-    return r.body.status === "completed" ? r.body : null;
-  }, 10_000, { name: "the next job completes" });
+  const next = await jobReaches(s.url, sub.body.job_id as string, "completed", 10_000);
   t.same(next.outputs, { g: ["hi"] }, "the agent goes on with other jobs");
 });
 
 t.test("claim - a claim that fails (cancelled while queued) aborts the early run and publishes none of its events", async (t) => {
-  const s = await startStack(t, { agents: 1 });
-  const nc = await connect({ servers: s.ns.url });
-  t.teardown(() => nc.close());
-  const kv = await new Kvm(nc).open(KV_JOBS);
+  const { s, nc, kv } = await claimStack(t, { agents: 1 });
   const jobId = "01claimcancelledqueued00000";
   await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { status: "cancelled", finished_at: new Date().toISOString() })));
   await dispatchRaw(nc, jobId, tokensGraph);
@@ -135,10 +130,7 @@ t.test("claim - a claim that fails (cancelled while queued) aborts the early run
 });
 
 t.test("claim - a job that waited in the queue is claimed before it starts: cancelled while queued, it never starts", async (t) => {
-  const s = await startStack(t, { agents: 0 });
-  const nc = await connect({ servers: s.ns.url });
-  t.teardown(() => nc.close());
-  const kv = await new Kvm(nc).open(KV_JOBS);
+  const { s, nc, kv } = await claimStack(t, { agents: 0 });
   const jobId = "01claimstalecancelled000000";
   await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { status: "cancelled", finished_at: new Date().toISOString() })));
   await dispatchRaw(nc, jobId, tokensGraph);
@@ -152,24 +144,15 @@ t.test("claim - a job that waited in the queue is claimed before it starts: canc
 });
 
 t.test("claim - a first attempt's timeout counts from its graph's start, which precedes a late record's claim", async (t) => {
-  const s = await startStack(t, { agents: 1 });
-  const nc = await connect({ servers: s.ns.url });
-  t.teardown(() => nc.close());
-  const kv = await new Kvm(nc).open(KV_JOBS);
+  const { s, nc, kv } = await claimStack(t, { agents: 1 });
   const jobId = "01claimtimeoutearly00000000";
   const graph = { nodes: [{ id: "nap", type: "nodeway.test.Sleep", data: { seconds: 30 } }], edges: [] };
-  const dispatch: JobDispatch = { type: "job.dispatch", v: 1, job_id: jobId, workflow_id: "adhoc", graph: graph as JobDispatch["graph"], params: {}, timeout_s: 1, created_at: new Date().toISOString() };
-  const h = headers();
-  h.set("Nats-Msg-Id", jobId);
-  await nc.request(subjects.jobs("cpu"), encodeMsgpack(dispatch), { headers: h, timeout: 5_000 });
+  await dispatchRaw(nc, jobId, graph, { timeout_s: 1 });
   // The record comes 2.5 s later: past the 1 s timeout of the run that started at once.
   await new Promise((r) => setTimeout(r, 2_500));
   const recordMs = Date.now();
   await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { timeout_s: 1 })));
-  const done = await check(async () => {
-    const r = await api(s.url, "GET", `/api/jobs/${jobId}`);
-    return r.body.status === "timed_out" ? r.body : null;
-  }, 10_000, { name: "the job times out" });
+  const done = await jobReaches(s.url, jobId, "timed_out", 10_000);
   const afterRecordMs = Date.parse(done.finished_at as string) - recordMs;
   t.ok(afterRecordMs < 700, `it ended as soon as it was claimed (${afterRecordMs} ms after its record), not a timeout after the claim`);
 });

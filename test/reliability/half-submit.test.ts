@@ -5,7 +5,8 @@
  * store are dropped by message id). A key whose first request died before writing its job at all is taken over by
  * a retry once it is older than any submit lives (`idempotencyOrphanMs`).
  */
-import t from "tap";
+import t, { type Test as Tap } from "tap";
+import type { GatewayOptions } from "../../gateway/index.js";
 import { createHash } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
@@ -14,14 +15,22 @@ import { api, readStream } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 
-t.test("half-submit - an idempotent retry of a submit that stopped after the record runs that job, once", async (t) => {
-  const s = await startStack(t, { agents: 1 });
+/** A stack with one agent and a saved workflow "hello", and the jobs bucket on a test connection. */
+async function helloStack(t: Tap, gateway: GatewayOptions = {}) {
+  const s = await startStack(t, { agents: 1, gateway });
   await api(s.url, "PUT", "/api/workflows/hello", {
     graph: { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "greeting", value: "hi" } }], edges: [] },
   });
   const nc = await connect({ servers: s.ns.url });
   t.teardown(() => nc.close());
-  const kv = await new Kvm(nc).open(KV_JOBS);
+  return { s, kv: await new Kvm(nc).open(KV_JOBS) };
+}
+
+/** The key under which the gateway stores an Idempotency-Key of workflow "hello". */
+const helloKey = (key: string) => jobKeys.idempotency(createHash("sha256").update("hello\0" + key).digest("hex").slice(0, 40));
+
+t.test("half-submit - an idempotent retry of a submit that stopped after the record runs that job, once", async (t) => {
+  const { s, kv } = await helloStack(t);
 
   // The state a gateway leaves when it dies right after writing the record and the key.
   const jobId = "01halfsubmit00000000000000";
@@ -30,7 +39,7 @@ t.test("half-submit - an idempotent retry of a submit that stopped after the rec
     v: 1, id: jobId, workflow_id: "hello", status: "queued", pool: "cpu", attempt: 0, agent_id: null, params: {},
     created_at: new Date().toISOString(), started_at: null, finished_at: null, timeout_s: null, error: null, outputs: null, idempotency_key: key,
   };
-  await kv.create(jobKeys.idempotency(createHash("sha256").update("hello\0" + key).digest("hex").slice(0, 40)), jobId);
+  await kv.create(helloKey(key), jobId);
   await kv.create(jobKeys.record(jobId), JSON.stringify(rec));
 
   const retry = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
@@ -53,19 +62,13 @@ t.test("half-submit - an idempotent retry of a submit that stopped after the rec
 
 t.test("half-submit - an Idempotency-Key whose first request died before writing its job is taken over by a retry once old enough", async (t) => {
   const orphanMs = 3_000;
-  const s = await startStack(t, { agents: 1, gateway: { idempotencyOrphanMs: orphanMs } });
-  await api(s.url, "PUT", "/api/workflows/hello", {
-    graph: { nodes: [{ id: "out", type: "nodetool.output.Output", data: { name: "greeting", value: "hi" } }], edges: [] },
-  });
-  const nc = await connect({ servers: s.ns.url });
-  t.teardown(() => nc.close());
-  const kv = await new Kvm(nc).open(KV_JOBS);
+  const { s, kv } = await helloStack(t, { idempotencyOrphanMs: orphanMs });
 
   // The state a gateway leaves when it dies right after storing the key: a key naming a job that was never written.
   const key = "client-retry-orphan";
   const ghost = "01halfsubmitghost000000000";
   const storedMs = Date.now();
-  await kv.create(jobKeys.idempotency(createHash("sha256").update("hello\0" + key).digest("hex").slice(0, 40)), ghost);
+  await kv.create(helloKey(key), ghost);
 
   const early = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
   if (Date.now() - storedMs < orphanMs) {
