@@ -51,12 +51,13 @@ async function http(url: string, rate: number, durationMs: number, conns: number
   return { ...summarize(lat), errors: errors.slice(0, 3), errorCount: errors.length, expected: total - warm };
 }
 
-async function ws(url: string, streams: number, durationMs: number) {
+/** `streams` sockets on `/ws` (each at its own phase) or, with `burst`, on `/ws?burst=1` (all in one tick). */
+async function ws(url: string, streams: number, durationMs: number, burst: boolean) {
   const lat: number[] = [];
   const errors: string[] = [];
   const socks = await Promise.all(
     Array.from({ length: streams }, () => new Promise<WebSocket>((res, rej) => {
-      const s = new WebSocket(`${url}/ws`, { rejectUnauthorized: false, perMessageDeflate: false });
+      const s = new WebSocket(`${url}/ws${burst ? "?burst=1" : ""}`, { rejectUnauthorized: false, perMessageDeflate: false });
       s.once("open", () => res(s));
       s.once("error", rej);
     })),
@@ -77,9 +78,9 @@ async function ws(url: string, streams: number, durationMs: number) {
 }
 
 serve(async (m) => {
-  const a = m as unknown as { url: string; rate: number; durationMs: number; conns: number; streams: number };
+  const a = m as unknown as { url: string; rate: number; durationMs: number; conns: number; streams: number; burst?: boolean };
   if (m.op === "http") return http(a.url, a.rate, a.durationMs, a.conns);
-  if (m.op === "ws") return ws(a.url, a.streams, a.durationMs);
+  if (m.op === "ws") return ws(a.url, a.streams, a.durationMs, a.burst === true);
   throw new Error(`unknown op ${m.op}`);
 });
 process.stdout.write("client ready\n");
