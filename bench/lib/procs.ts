@@ -47,6 +47,31 @@ export interface Spawned {
 
 const MAX_LOG = 256 * 1024;
 
+/**
+ * The last ~MAX_LOG characters of a child's output. Chunks are kept as they come and joined only when read (a
+ * waiter checking its pattern, or `out()`), so a chatty child costs O(chunk) per write rather than a copy of the
+ * whole tail per chunk in the benchmark process.
+ */
+class Tail {
+  private chunks: string[] = [];
+  private length = 0;
+  private joined: string | null = "";
+  push(chunk: string): void {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    this.joined = null;
+    while (this.length - this.chunks[0]!.length >= MAX_LOG) this.length -= this.chunks.shift()!.length;
+  }
+  text(): string {
+    if (this.joined === null) {
+      this.joined = this.chunks.join("").slice(-MAX_LOG);
+      this.chunks = [this.joined];
+      this.length = this.joined.length;
+    }
+    return this.joined;
+  }
+}
+
 export function start(name: string, cmd: string, args: string[], opts: { cpu?: string; env?: NodeJS.ProcessEnv; ipc?: boolean; cwd?: string } = {}): Spawned {
   const [file, argv] = opts.cpu !== undefined ? ["taskset", ["-c", opts.cpu, cmd, ...args]] : [cmd, args];
   const proc = spawn(file, argv, {
@@ -55,15 +80,15 @@ export function start(name: string, cmd: string, args: string[], opts: { cpu?: s
     stdio: opts.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"],
   });
   live.add(proc);
-  let out = "";
-  let err = "";
+  const outTail = new Tail();
+  const errTail = new Tail();
   const waiters = new Set<() => void>();
   proc.stdout!.on("data", (d: Buffer) => {
-    out = (out + d.toString()).slice(-MAX_LOG);
+    outTail.push(d.toString());
     for (const w of waiters) w();
   });
   proc.stderr!.on("data", (d: Buffer) => {
-    err = (err + d.toString()).slice(-MAX_LOG);
+    errTail.push(d.toString());
     if (process.env.BENCH_VERBOSE) process.stderr.write(`[${name}] ${d.toString()}`);
     for (const w of waiters) w();
   });
@@ -85,7 +110,7 @@ export function start(name: string, cmd: string, args: string[], opts: { cpu?: s
       else p.rej(new Error(`${name}: ${m.error}`));
     });
     void exited.then((c) => {
-      for (const p of pending.values()) p.rej(new Error(`${name} exited (${c}): ${err.slice(-2000)}`));
+      for (const p of pending.values()) p.rej(new Error(`${name} exited (${c}): ${errTail.text().slice(-2000)}`));
       pending.clear();
     });
   }
@@ -93,16 +118,16 @@ export function start(name: string, cmd: string, args: string[], opts: { cpu?: s
     name,
     proc,
     pid: proc.pid!,
-    out: () => out,
-    err: () => err,
+    out: () => outTail.text(),
+    err: () => errTail.text(),
     exited,
     waitFor(re, timeoutMs = 30_000) {
       return new Promise((res, rej) => {
-        const t = setTimeout(() => done(new Error(`${name}: no ${re} within ${timeoutMs} ms; stderr: ${err.slice(-2000)}`)), timeoutMs);
+        const t = setTimeout(() => done(new Error(`${name}: no ${re} within ${timeoutMs} ms; stderr: ${errTail.text().slice(-2000)}`)), timeoutMs);
         const check = () => {
-          const m = re.exec(out) ?? re.exec(err);
+          const m = re.exec(outTail.text()) ?? re.exec(errTail.text());
           if (m) return done(null, m);
-          if (proc.exitCode !== null || proc.signalCode !== null) done(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${re}: ${err.slice(-2000)}`));
+          if (proc.exitCode !== null || proc.signalCode !== null) done(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${re}: ${errTail.text().slice(-2000)}`));
         };
         const done = (e: Error | null, m?: RegExpExecArray) => {
           clearTimeout(t);
