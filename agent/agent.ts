@@ -25,7 +25,7 @@ import {
 } from "../protocol/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectGpus, detectProviders } from "./capabilities.js";
-import { JobRunner } from "./job-runner.js";
+import { JobRunner, QueueClock } from "./job-runner.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
 import { NODE_LIBRARY, nodeCatalog } from "./nodes/index.js";
 
@@ -65,6 +65,9 @@ class Agent implements RunningAgent {
   private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
   private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
   private disconnectedAt: number | null = null;
+  private readonly queueClock = new QueueClock((behindMs) =>
+    this.log(`this host's clock runs at least ${Math.round(behindMs)} ms behind the NATS server's; queue ages are corrected for it (keep clocks in sync with NTP)`),
+  );
 
   constructor(readonly config: Readonly<AgentConfig>) {
     this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
@@ -206,7 +209,13 @@ class Agent implements RunningAgent {
     if (this.nc.isClosed()) return;
     this.state = this.currentState();
     this.registration = { ...this.registration, state: this.state, running_jobs: [...this.running.keys()], heartbeat_at: new Date().toISOString() };
-    await this.agentsKv.put(agentKey(this.id), JSON.stringify(this.registration));
+    const key = agentKey(this.id);
+    await this.agentsKv.put(key, JSON.stringify(this.registration));
+    // The entry's store time is the server's clock at a moment before the put was acknowledged: reading it back
+    // tells the queue clock how far ours runs behind (see `QueueClock`), before the first dispatch needs it.
+    const ackedMs = Date.now();
+    const stored = await this.agentsKv.get(key);
+    if (stored) this.queueClock.ageMs(stored.created.getTime(), ackedMs);
   }
 
   private freeSlots(): number {
@@ -277,6 +286,7 @@ class Agent implements RunningAgent {
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,
         disconnectedSinceMs: () => this.disconnectedAt,
+        queueClock: this.queueClock,
         log: (l) => this.log(l),
       },
       msg,

@@ -44,6 +44,8 @@ export interface JobRunnerDeps {
   maxAttempts: number;
   /** When the NATS connection was lost, or null while connected. */
   disconnectedSinceMs: () => number | null;
+  /** The agent's one reading of how long dispatches waited (see `QueueClock`). */
+  queueClock: QueueClock;
   log: (line: string) => void;
 }
 
@@ -56,10 +58,36 @@ export const RECORD_WAIT_MS = 5_000;
 
 /**
  * A first attempt starts before its claim only when its dispatch was stored less than this long ago (JetStream's
- * timestamp against our clock). A cancel inside that window is no different from one just after the claim; a job
- * that sat in the queue longer is claimed first. Clock skew only matters beyond the window itself.
+ * timestamp, read through `QueueClock`). A cancel inside that window is no different from one just after the
+ * claim; a job that sat in the queue longer is claimed first.
  */
 export const EARLY_START_MAX_AGE_MS = 1_000;
+
+/**
+ * How long a dispatch has been queued, from the server's store timestamp and our clock, with our clock's lag
+ * behind the server's taken out. A real age is never negative, so a negative reading proves our clock is behind by
+ * at least that much; the largest such lag seen is added to every later reading. Without it, an agent whose clock
+ * runs 5 s behind would take a dispatch that waited 4 s for a fresh one and start a job that may have been
+ * cancelled meanwhile. A clock that runs ahead only makes dispatches look older: they are claimed before they
+ * start, which is slower, never wrong. One per agent: the lag is a property of the host, not of a job.
+ */
+export class QueueClock {
+  /** How far our clock has been seen behind the server's (ms, ≥ 0). */
+  behindMs = 0;
+  constructor(private readonly onLag: (behindMs: number) => void = () => undefined) {}
+
+  ageMs(storedAtMs: number, nowMs: number = Date.now()): number {
+    const raw = nowMs - storedAtMs;
+    if (raw < -this.behindMs) {
+      const before = this.behindMs;
+      this.behindMs = -raw;
+      // Report a lag worth knowing about once, and again when it grows by as much.
+      if (this.behindMs >= LAG_REPORT_MS && this.behindMs >= 2 * before) this.onLag(this.behindMs);
+    }
+    return raw + this.behindMs;
+  }
+}
+const LAG_REPORT_MS = 100;
 
 /** Why a run stopped early; becomes the job's final state. */
 class StopReason {
@@ -199,7 +227,7 @@ export class JobRunner {
     if (typeof timeoutS === "number" && timeoutS > 0) {
       this.timeoutTimer = setTimeout(() => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`)), timeoutS * 1000);
     }
-    const queuedMs = Date.now() - this.msg.info.timestampNanos / 1e6;
+    const queuedMs = this.deps.queueClock.ageMs(this.msg.info.timestampNanos / 1e6);
     const early = this.attempt === 1 && queuedMs < EARLY_START_MAX_AGE_MS ? this.runJobGraph() : null;
     const dropEarly = async (why: string): Promise<void> => {
       if (!early) return;

@@ -9,6 +9,7 @@
  * that attempt must leave the message alone, not end it: if the holder is gone, ack_wait hands the job to the
  * next attempt, which takes the record over and finishes the job.
  */
+import { fileURLToPath } from "node:url";
 import t, { type Test as Tap } from "tap";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
@@ -141,6 +142,29 @@ t.test("claim - a job that waited in the queue is claimed before it starts: canc
   await check(() => /ends the job message: job already finished/.test(agent.stderr()), 15_000, { name: "the agent ends the dispatch" });
   t.notMatch(agent.stderr(), /aborted the run it had started while claiming/, "the run was never started");
   t.equal((await readJobLog(nc, jobId)).stored.length, 0, "nothing was published");
+});
+
+t.test("claim - an agent whose clock runs 5 s behind the server's still claims a queued dispatch before starting it, and starts a fresh one early", async (t) => {
+  const { s, nc, kv } = await claimStack(t, { agents: 0 });
+  const stale = "01claimskewstale00000000000";
+  await kv.create(jobKeys.record(stale), JSON.stringify(queuedRecord(stale, { status: "cancelled", finished_at: new Date().toISOString() })));
+  await dispatchRaw(nc, stale, tokensGraph);
+  await new Promise((r) => setTimeout(r, EARLY_START_MAX_AGE_MS + 500));
+  // By its own clock the 1.5 s old dispatch was stored 3.5 s in the future: without the correction it reads as fresh.
+  const behind = { NODE_OPTIONS: `--require ${fileURLToPath(new URL("../fixtures/clock-behind.cjs", import.meta.url))}`, NODEWAY_TEST_CLOCK_BEHIND_MS: "5000" };
+  const agent = await startAgentProc(s.ns.url, ["--name", "behind"], behind);
+  t.teardown(() => agent.kill("SIGKILL"));
+  await check(() => /ends the job message: job already finished/.test(agent.stderr()), 15_000, { name: "the agent ends the stale dispatch" });
+  t.match(agent.stderr(), /clock runs at least (4[89]\d\d|5000) ms behind the NATS server's/, "the lag was measured and reported");
+  t.notMatch(agent.stderr(), /aborted the run it had started while claiming/, "the stale dispatch's run was never started");
+
+  const fresh = "01claimskewfresh00000000000";
+  await kv.create(jobKeys.record(fresh), JSON.stringify(queuedRecord(fresh, { status: "cancelled", finished_at: new Date().toISOString() })));
+  await dispatchRaw(nc, fresh, tokensGraph);
+  await check(() => new RegExp(`job ${fresh}: not claimed \\(finished\\); aborted the run it had started while claiming`).test(agent.stderr()), 10_000, {
+    name: "the fresh dispatch started early (the correction does not make fresh dispatches look old)",
+  });
+  t.equal((await readJobLog(nc, stale)).stored.length + (await readJobLog(nc, fresh)).stored.length, 0, "nothing was published for either");
 });
 
 t.test("claim - a first attempt's timeout counts from its graph's start, which precedes a late record's claim", async (t) => {
