@@ -5,7 +5,8 @@
  * latency client to core 1.
  * - requests per proxy CPU-second: `wrk -t1 -c32` over HTTPS for a fixed time; proxy CPU from /proc (nginx: master
  *   + worker).
- * - HTTP added p99 at a fixed sub-saturation rate (from the scheduled send time) vs the upstream direct.
+ * - HTTP added p99 at a fixed sub-saturation rate (from the scheduled send time, or the actual one when a timer
+ *   fired early) vs the upstream direct.
  * - WS stream added p99 (B5): N streams × 20 frames/s, each stream at its own phase like independent token
  *   streams; frames carry the upstream's send time; through the proxy vs direct. Proxy CPU per relayed frame is in
  *   the table, and so (table only) is the p99 of a burst: 200 sockets all sent their frame in the same tick, which

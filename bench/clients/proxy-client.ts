@@ -27,6 +27,9 @@ async function http(url: string, rate: number, durationMs: number, conns: number
     const due = start + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait >= 1) await sleep(wait);
+    // Timers fire in whole milliseconds, so a request may leave up to 1 ms before it is due: it is timed from when it
+    // left then, and from when it was due when it leaves late (a stalled client must not hide the wait it caused).
+    const from = Math.min(due, performance.now());
     inflight.push(
       new Promise<void>((res) => {
         const r = req(url, { agent, method: "GET" }, (resp) => {
@@ -34,7 +37,7 @@ async function http(url: string, rate: number, durationMs: number, conns: number
           resp.on("data", (d: Buffer) => (n += d.length));
           resp.on("end", () => {
             if (resp.statusCode !== 200 || n < 100) errors.push(`status ${resp.statusCode}, ${n} bytes`);
-            else if (i >= warm) lat.push(performance.now() - due);
+            else if (i >= warm) lat.push(performance.now() - from);
             res();
           });
         });
