@@ -50,6 +50,7 @@ export interface SubmitJob {
 }
 
 const now = () => new Date().toISOString();
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class JobManager {
   private catalog: Map<string, NodeMetadata> = new Map();
@@ -156,11 +157,13 @@ export class JobManager {
     }
     const pool = poolOfGraph(graph, catalog, s.pool);
     const jobId = newId();
+    /** The Idempotency-Key entry this submit wrote (key and revision), to release if the job cannot be queued. */
+    let heldKey: { key: string; revision: number } | null = null;
     if (s.idempotencyKey !== undefined) {
       // The key maps to the first job id; `create` fails if it exists, which is the compare-and-set we need.
       const key = jobKeys.idempotency(createHash("sha256").update(s.workflow.id + "\0" + s.idempotencyKey).digest("hex").slice(0, 40));
       try {
-        await this.n.jobsKv.create(key, jobId);
+        heldKey = { key, revision: await this.n.jobsKv.create(key, jobId) };
       } catch {
         const e = await this.n.jobsKv.get(key);
         // The first request may still be writing its record: wait for it briefly rather than create a twin.
@@ -177,7 +180,7 @@ export class JobManager {
         // concurrent retries one creates the job and the others are told to retry, finding it).
         if (!e || Date.now() - e.created.getTime() < this.opts.idempotencyOrphanMs) throw stillBeingCreated;
         try {
-          await this.n.jobsKv.update(key, jobId, e.revision);
+          heldKey = { key, revision: await this.n.jobsKv.update(key, jobId, e.revision) };
         } catch {
           throw stillBeingCreated;
         }
@@ -206,14 +209,46 @@ export class JobManager {
     // round trip, and the submit answers once all four are stored. Waiting for the first three before sending
     // the dispatch cost a JetStream round trip in every job's time to first event; an agent that pulls the
     // dispatch before the record is readable (another stream) waits for the record instead (agent/job-runner.ts).
-    await Promise.all([
+    const writes = await Promise.allSettled([
       this.n.jobsKv.create(jobKeys.record(jobId), JSON.stringify(rec)),
       this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), ""),
       this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
       this.publishDispatch(rec, graph, s.strategy),
     ]);
+    const failed = writes.find((w): w is PromiseRejectedResult => w.status === "rejected");
+    if (failed) {
+      const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
+      if (taken === null) {
+        throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, { job_id: jobId });
+      }
+      this.jobsCreated++;
+      return { job: taken, created: true };
+    }
     this.jobsCreated++;
     return { job: rec, created: true };
+  }
+
+  /**
+   * A submit whose writes did not all succeed (the dispatch rejected by the jobs stream, a write timed out): the
+   * client is told it failed, so the job must neither sit `queued` forever nor run later. The record, if it was
+   * written and is still queued, becomes `failed` by compare-and-set; a dispatch that did get stored is then
+   * skipped at its claim, and the terminal event ends every watcher. The Idempotency-Key is released, so the
+   * client's retry creates a new job rather than finding the failed one. Returns the record when an agent had
+   * already claimed it (the dispatch was stored after all, so the submit succeeded), else null. When NATS itself
+   * is gone these writes fail too; an idempotent retry then finds the record and queues it (`ensureDispatched`).
+   */
+  private async abandonSubmit(rec: JobRecord, heldKey: { key: string; revision: number } | null, reason: unknown): Promise<JobRecord | null> {
+    const message = `submit failed: ${errorText(reason)}`;
+    const error = { code: ErrorCode.JOB_ERR_NOT_QUEUED, message };
+    try {
+      const r = await casJobRecord(this.n.jobsKv, rec.id, (cur) => (cur.status === "queued" && cur.attempt === 0 ? { ...cur, status: "failed", error, finished_at: now() } : null));
+      if (r && !r.written) return r.rec;
+      if (r) await this.publishEvent(rec.id, rec.workflow_id, 2, { type: "job_update", status: "failed", error, message });
+      if (heldKey) await this.n.jobsKv.delete(heldKey.key, { previousSeq: heldKey.revision });
+    } catch {
+      // NATS is unreachable too: nothing more can be written now (see above for what a retry does).
+    }
+    return null;
   }
 
   /**

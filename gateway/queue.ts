@@ -46,6 +46,7 @@ export class QueueTracker {
       return;
     }
     if (ev.status === "running" || isTerminalEvent(ev)) {
+      this.mine.delete(jobId); // claimed but never seen queued (a submit that failed before its `queued` event)
       const pool = this.poolOf.get(jobId);
       if (pool === undefined) return;
       this.poolOf.delete(jobId);

@@ -33,6 +33,8 @@ export const ErrorCode = {
   JOB_ERR_CANCELLED: "JOB_ERR_CANCELLED",
   JOB_ERR_LEASE_LOST: "JOB_ERR_LEASE_LOST",
   JOB_ERR_INVALID: "JOB_ERR_INVALID",
+  /** The submit could not store everything a queued job needs (its client got an error): the job never runs. */
+  JOB_ERR_NOT_QUEUED: "JOB_ERR_NOT_QUEUED",
   // configuration
   CONFIG_ERR_INVALID: "CONFIG_ERR_INVALID",
   CONFIG_ERR_UNKNOWN_KEY: "CONFIG_ERR_UNKNOWN_KEY",

@@ -25,7 +25,6 @@ interface Stream {
   burst: boolean;
   /** Phase in [0, PERIOD_MS): when in each period this socket's frame is due. */
   phaseMs: number;
-  open: boolean;
 }
 /** Streams in phase order; a new socket takes the next phase slot (golden-ratio spread keeps them even). */
 const streams: WebSocket<Stream>[] = [];
@@ -36,34 +35,47 @@ app.ws<Stream>("/ws", {
   upgrade: (res, req, ctx) => {
     const burst = new URLSearchParams(req.getQuery() ?? "").get("burst") === "1";
     nextPhase = (nextPhase + 0.618033988749895) % 1;
-    res.upgrade<Stream>({ burst, phaseMs: nextPhase * PERIOD_MS, open: true }, req.getHeader("sec-websocket-key"), req.getHeader("sec-websocket-protocol"), req.getHeader("sec-websocket-extensions"), ctx);
+    res.upgrade<Stream>({ burst, phaseMs: nextPhase * PERIOD_MS }, req.getHeader("sec-websocket-key"), req.getHeader("sec-websocket-protocol"), req.getHeader("sec-websocket-extensions"), ctx);
   },
   open: (ws) => {
     if (ws.getUserData().burst) ws.subscribe("t");
-    else streams.push(ws);
+    else {
+      streams.push(ws);
+      startTicks();
+    }
   },
   close: (ws) => {
-    ws.getUserData().open = false;
     const i = streams.indexOf(ws);
     if (i >= 0) streams.splice(i, 1);
+    if (streams.length === 0) stopTicks();
   },
 });
 
 const frame = () => `{"ts":${performance.timeOrigin + performance.now()}}`;
 setInterval(() => app.publish("t", frame(), false), PERIOD_MS);
 
-// Streams: every tick sends to the sockets whose phase lies in (last tick, now] of the period.
-let lastMs = performance.now();
-setInterval(() => {
-  const nowMs = performance.now();
-  const from = lastMs % PERIOD_MS;
-  const span = Math.min(nowMs - lastMs, PERIOD_MS);
-  lastMs = nowMs;
-  for (const ws of streams) {
-    const d = (ws.getUserData().phaseMs - from + PERIOD_MS) % PERIOD_MS;
-    if (d > 0 && d <= span) ws.send(frame(), false);
-  }
-}, 1);
+// Streams: every tick sends to the sockets whose phase lies in (last tick, now] of the period. The tick only runs
+// while there are streams, so the HTTP measurements do not share core 1 with a timer firing every millisecond.
+let ticker: NodeJS.Timeout | null = null;
+let lastMs = 0;
+function startTicks(): void {
+  if (ticker) return;
+  lastMs = performance.now();
+  ticker = setInterval(() => {
+    const nowMs = performance.now();
+    const from = lastMs % PERIOD_MS;
+    const span = Math.min(nowMs - lastMs, PERIOD_MS);
+    lastMs = nowMs;
+    for (const ws of streams) {
+      const d = (ws.getUserData().phaseMs - from + PERIOD_MS) % PERIOD_MS;
+      if (d > 0 && d <= span) ws.send(frame(), false);
+    }
+  }, 1);
+}
+function stopTicks(): void {
+  if (ticker) clearInterval(ticker);
+  ticker = null;
+}
 
 app.listen("127.0.0.1", 0, (s) => {
   if (!s) throw new Error("cannot listen");

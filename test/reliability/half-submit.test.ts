@@ -3,14 +3,16 @@
  * went away before the `queued` event and the dispatch — must not leave the retry with a job that never runs:
  * the retry answers with the first job and makes sure it is queued (copies of anything the first request did
  * store are dropped by message id). A key whose first request died before writing its job at all is taken over by
- * a retry once it is older than any submit lives (`idempotencyOrphanMs`).
+ * a retry once it is older than any submit lives (`idempotencyOrphanMs`). A submit whose dispatch the server
+ * refuses answers 503 and leaves its job failed, never queued forever, and its key free for the retry.
  */
 import t, { type Test as Tap } from "tap";
 import type { GatewayOptions } from "../../gateway/index.js";
 import { createHash } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
-import { KV_JOBS, jobKeys, type JobRecord } from "../../protocol/index.js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { KV_JOBS, STREAM_JOBS, jobKeys, type JobRecord } from "../../protocol/index.js";
 import { api, readStream } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
@@ -87,4 +89,40 @@ t.test("half-submit - an Idempotency-Key whose first request died before writing
   t.same(done.outputs, { greeting: ["hi"] });
   const again = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
   t.equal(again.body.job_id, jobId, "later retries name the job that took the key over");
+});
+
+t.test("half-submit - a dispatch the jobs stream refuses: 503 with the job id, the job ends failed (never left queued, never run), and a retry with the same key makes a new job", async (t) => {
+  const { s } = await helloStack(t);
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const jsm = await jetstreamManager(nc);
+  const jobsStream = (await jsm.streams.info(STREAM_JOBS)).config;
+  // A real refusal by the server: every dispatch is now larger than the stream accepts; KV and events still work.
+  await jsm.streams.update(STREAM_JOBS, { ...jobsStream, max_msg_size: 32 });
+
+  const key = "refused-1";
+  const first = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
+  t.equal(first.status, 503, "the client is told the submit failed");
+  t.equal(first.body.code, "GW_ERR_UNAVAILABLE");
+  t.match(first.body.message, /could not be queued/, `and why (${first.body.message})`);
+  const jobId = first.body.job_id as string;
+  t.ok(jobId, "the answer names the job it abandoned");
+
+  const rec = (await api(s.url, "GET", `/api/jobs/${jobId}`)).body;
+  t.equal(rec.status, "failed", "the job is failed, not queued forever");
+  t.equal((rec.error as { code?: string } | null)?.code, "JOB_ERR_NOT_QUEUED");
+  const events = (await readStream(`${s.url}/api/jobs/${jobId}/events?after=0`)).events;
+  t.same(events.map((e) => `${e.type}:${e.status}`), ["job_update:queued", "job_update:failed"], "watchers saw it queued, then end");
+
+  // The stream takes dispatches again; the client retries with the same key.
+  await jsm.streams.update(STREAM_JOBS, { ...jobsStream });
+  const retry = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
+  t.equal(retry.status, 202, "the retry is accepted");
+  t.not(retry.body.job_id, jobId, "as a new job (the key was released with the failed one)");
+  const done = await check(async () => {
+    const r = await api(s.url, "GET", `/api/jobs/${retry.body.job_id as string}`);
+    return r.body.status === "completed" ? r.body : null;
+  }, 15_000, { name: "the retried job runs" });
+  t.same(done.outputs, { greeting: ["hi"] });
+  t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "failed", "the abandoned job never ran");
 });
