@@ -52,8 +52,6 @@ export class Reply {
   /** Bytes uWS holds for this stream because the socket would not take them (0 once it drained). */
   private backlogBytes = 0;
   private backlogSinceMs = 0;
-  private writesSinceProbe = 0;
-  private lastProbeMs = 0;
   private awaitingDrain = false;
   private readonly onAbortFns: (() => void)[] = [];
   constructor(readonly res: HttpResponse) {
@@ -116,23 +114,17 @@ export class Reply {
    * Writes to a stream; uWS buffers what the socket cannot take yet. A client that has taken nothing for
    * `STALL_MS` while more than the backlog limit waits is closed (it resumes from its last seq): a replay burst
    * to a reader that keeps up drains within milliseconds and never counts as a stall.
-   * Writes are corked (one socket write for the chunk framing and the data), but inside `cork` a write lands
-   * in the cork buffer and always reports success; so every 64th write, or after 250 ms, one goes uncorked to
-   * see whether uWS is holding data back, and while it is, all do.
+   * Writes are corked (one socket write for the chunk framing and the data). A corked write lands in the cork
+   * buffer and reports success, but once a flush has left bytes behind, every later write first tries to send
+   * those and reports failure while it cannot: backpressure shows one write late, which is all a stall needs.
    */
   write(chunk: string): void {
     if (this.aborted || !this.streaming) return;
     let ok = true;
     const nowMs = Date.now();
-    if (this.backlogBytes > 0 || ++this.writesSinceProbe >= 64 || nowMs - this.lastProbeMs >= 250) {
-      this.writesSinceProbe = 0;
-      this.lastProbeMs = nowMs;
+    this.res.cork(() => {
       ok = this.res.write(chunk);
-    } else {
-      this.res.cork(() => {
-        this.res.write(chunk);
-      });
-    }
+    });
     if (ok && this.backlogBytes === 0) return;
     // Buffered by uWS: count it until the socket drains.
     if (this.backlogBytes === 0) this.backlogSinceMs = nowMs;
