@@ -20,7 +20,11 @@ process.env.NODEWAY_HOME = dir;
 const ns = await NatsServer.start();
 try {
   // BENCH_NOPROF=1: no profiler (its sampling thread alone costs ~6 % of a core), CPU figures only.
-  const prof = (who: string) => (process.env.BENCH_NOPROF ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(dir, who)}`]);
+  const traceGc = process.env.BENCH_TRACE_GC !== undefined;
+  const noProf = process.env.BENCH_NOPROF !== undefined || traceGc;
+  // BENCH_NODE_ARGS: extra V8/Node flags for the gateway and the agent (e.g. GC tuning experiments).
+  const extra = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const prof = (who: string) => [...extra, ...(traceGc ? ["--trace-gc"] : noProf ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(dir, who)}`])];
   const gw = await startGateway(ns.url, { nodeArgs: prof("gateway") });
   const agent = await startAgent(ns.url, gw.url, { maxJobs: 64, nodeArgs: prof("agent") });
   const pids = { gateway: gw.pid, agent: agent.pid, nats: ns.pid };
@@ -50,12 +54,15 @@ try {
     const c = startTs("token-client", "clients/token-client.ts", [], { ipc: true });
     await c.waitFor(/client ready/);
     const r = await c.call<{ lat: number[] }>({ op: "run", mode: "ours", url: gw.url.replace(/^http/, "ws"), graph: tokensGraph(50), jobs: 20, count: seconds * 50, rate: 50, staggerMs: 50 });
-    process.stdout.write(`load: ${r.lat.length} tokens\n`);
+    const lat = [...r.lat].sort((a, b) => a - b);
+    const q = (f: number) => lat[Math.min(lat.length - 1, Math.floor(f * lat.length))]!.toFixed(2);
+    process.stdout.write(`load: ${r.lat.length} tokens, latency p50 ${q(0.5)} p99 ${q(0.99)} p99.9 ${q(0.999)} max ${q(1)} ms\n`);
   }
   for (const [k, p] of Object.entries(pids)) process.stdout.write(`${k}: ${((cpuNs(p) - cpu0[k]!) / 1e6).toFixed(0)} ms CPU\n`);
   await gw.stop("SIGINT");
   await agent.stop("SIGINT");
-  for (const who of process.env.BENCH_NOPROF ? [] : ["gateway", "agent"]) {
+  if (traceGc) for (const [who, p] of [["gateway", gw], ["agent", agent]] as const) process.stdout.write(`${who}: ${gcSummary(p.out())}\n`);
+  for (const who of noProf ? [] : ["gateway", "agent"]) {
     const files = readdirSync(join(dir, who));
     if (files.length === 0) continue;
     const t = topFrames(join(dir, who, files[0]!), 25, windowUs?.to ? { from: windowUs.from, to: windowUs.to } : undefined);
@@ -66,3 +73,15 @@ try {
   await ns.stop();
 }
 process.exit(0);
+
+/** `--trace-gc` lines → pauses by kind: how many, how many over 1 and 2 ms, the longest. */
+function gcSummary(out: string): string {
+  const kinds = new Map<string, number[]>();
+  for (const m of out.matchAll(/(Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)\b[^,\n]*, ([\d.]+) \/ [\d.]+ ms/g)) {
+    const list = kinds.get(m[1]!) ?? [];
+    list.push(Number(m[2]));
+    kinds.set(m[1]!, list);
+  }
+  if (kinds.size === 0) return "no GC lines";
+  return [...kinds].map(([k, v]) => `${k} ${v.length}× (>1 ms ${v.filter((x) => x > 1).length}, >2 ms ${v.filter((x) => x > 2).length}, max ${Math.max(...v).toFixed(2)} ms)`).join("; ");
+}
