@@ -12,14 +12,13 @@
  *   the table, and so (table only) is the p99 of a burst: 200 sockets all sent their frame in the same tick, which
  *   measures how long a proxy takes to relay 200 frames back to back rather than what one message pays.
  */
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addedGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
-import { cpuNs, ensureCommands, sleep, start, startTs, type Spawned } from "./lib/procs.js";
+import { startNginx, wrk } from "./lib/nginx.js";
+import { cpuNs, ensureCommands, startTs } from "./lib/procs.js";
 import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
-import { freePort } from "../test/helpers/nats-server.js";
 
 const BENCH = "proxy";
 const quick = process.argv.includes("--quick");
@@ -32,64 +31,6 @@ const METRICS = ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms
 const dir = mkdtempSync(join(tmpdir(), "nw-bench-nginx-"));
 process.env.NODEWAY_HOME = dir;
 process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
-
-async function startNginx(upstreamPort: number): Promise<Spawned & { port: number; pids: () => number[] }> {
-  const port = await freePort();
-  const d = join(dir, `nginx-${port}`);
-  mkdirSync(d, { recursive: true });
-  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(d, "key.pem"), "-out", join(d, "cert.pem"), "-days", "2", "-subj", "/CN=localhost"], { stdio: "ignore" });
-  const conf = `
-worker_processes 1;
-daemon off;
-pid ${d}/nginx.pid;
-error_log ${d}/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path ${d}/body; proxy_temp_path ${d}/proxy; fastcgi_temp_path ${d}/fcgi; uwsgi_temp_path ${d}/uwsgi; scgi_temp_path ${d}/scgi;
-  upstream gw { server 127.0.0.1:${upstreamPort}; keepalive 64; }
-  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
-  server {
-    listen 127.0.0.1:${port} ssl;
-    ssl_certificate ${d}/cert.pem;
-    ssl_certificate_key ${d}/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://gw;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto https;
-      proxy_read_timeout 3600s;
-    }
-  }
-}
-`;
-  writeFileSync(join(d, "nginx.conf"), conf);
-  const p = start("nginx", "nginx", ["-p", d, "-c", join(d, "nginx.conf")], { cpu: "0" });
-  for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/`).then(() => true, () => false); // any answer: it listens
-    if (ok) break;
-    await sleep(50);
-  }
-  const pids = () => {
-    const kids = readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-    return [p.pid, ...kids];
-  };
-  return Object.assign(p, { port, pids });
-}
-
-function wrk(url: string, seconds: number): { requests: number; rps: number; errors: string | null } {
-  const out = execFileSync("taskset", ["-c", "1", "wrk", "-t1", "-c32", `-d${seconds}s`, url], { encoding: "utf8" });
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
-  const sockErr = /Socket errors: (.*)/.exec(out);
-  return { requests, rps, errors: non2xx ? `${non2xx[1]} non-2xx responses` : sockErr ? `socket errors: ${sockErr[1]}` : null };
-}
-
 const lines: GoalLine[] = [];
 try {
   const unavailable = (await proxyUnavailable()) ?? ensureCommands({ wrk: "wrk", nginx: "nginx" });
@@ -97,7 +38,7 @@ try {
   const up = startTs("upstream", "peers/upstream.ts", [String(20)], { cpu: "1" });
   const upPort = Number((await up.waitFor(/upstream listening (\d+)/))[1]);
   const ours = await startOurProxy(`http://127.0.0.1:${upPort}`, { cpu: "0" });
-  const nginx = await startNginx(upPort);
+  const nginx = await startNginx(dir, upPort);
   const client = startTs("proxy-client", "clients/proxy-client.ts", [], { cpu: "1", ipc: true });
   await client.waitFor(/client ready/);
   const errors: string[] = [];
