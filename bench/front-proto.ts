@@ -8,8 +8,8 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startNginx, wrk } from "./lib/nginx.js";
-import { cpuNs, ensureCommands, startTs } from "./lib/procs.js";
+import { startNginx, wrkPerCpu } from "./lib/nginx.js";
+import { ensureCommands, startTs } from "./lib/procs.js";
 import { startOurProxy } from "./lib/proxy.js";
 import { median } from "./lib/stats.js";
 
@@ -36,10 +36,8 @@ const arms: { name: string; port: number; pids: () => number[] }[] = [
 const results = new Map<string, number[]>(arms.map((a) => [a.name, []]));
 for (let r = 0; r <= rounds; r++) {
   for (const a of r % 2 ? [...arms].reverse() : arms) {
-    const cpu = () => a.pids().reduce((s, p) => s + cpuNs(p), 0);
-    const c0 = cpu();
-    const w = wrk(`https://127.0.0.1:${a.port}/`, 4);
-    const perCpuS = w.requests / ((cpu() - c0) / 1e9);
+    const w = wrkPerCpu(`https://127.0.0.1:${a.port}/`, 4, a.pids);
+    const perCpuS = w.perCpuS;
     if (w.errors) throw new Error(`${a.name}: ${w.errors}`);
     process.stderr.write(`[front-proto] round ${r}${r === 0 ? " (warm-up)" : ""} ${a.name}: ${perCpuS.toFixed(0)} req/CPU-s\n`);
     if (r > 0) results.get(a.name)!.push(perCpuS);

@@ -16,8 +16,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addedGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
-import { startNginx, wrk } from "./lib/nginx.js";
-import { cpuNs, ensureCommands, startTs } from "./lib/procs.js";
+import { cpuOf, startNginx, wrkPerCpu } from "./lib/nginx.js";
+import { ensureCommands, startTs } from "./lib/procs.js";
 import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
 
 const BENCH = "proxy";
@@ -42,20 +42,17 @@ try {
   const client = startTs("proxy-client", "clients/proxy-client.ts", [], { cpu: "1", ipc: true });
   await client.waitFor(/client ready/);
   const errors: string[] = [];
-  const cpuOf = (pids: number[]) => pids.reduce((s, p) => s + cpuNs(p), 0);
 
   const arm = (name: string, base: string, wsBase: string, pids: (() => number[]) | null): Arm => ({
     name,
     async run() {
       const m: Record<string, number> = {};
       if (pids) {
-        const c0 = cpuOf(pids());
-        const w = wrk(`${base}/`, cfg.wrkS);
-        const c1 = cpuOf(pids());
+        const w = wrkPerCpu(`${base}/`, cfg.wrkS, pids);
         if (w.errors) errors.push(`${name}: ${w.errors}`);
         m.wrk_rps = w.rps;
-        m.req_per_cpu_s = w.requests / ((c1 - c0) / 1e9);
-        m.proxy_cpu_pct = ((c1 - c0) / 1e9 / cfg.wrkS) * 100;
+        m.req_per_cpu_s = w.perCpuS;
+        m.proxy_cpu_pct = (w.cpuS / cfg.wrkS) * 100;
       }
       const h = await client.call<{ p50: number; p99: number; n: number; errors: string[]; errorCount: number; expected: number }>({ op: "http", url: `${base}/`, rate: cfg.rate, durationMs: cfg.latMs, conns: 16 });
       if (h.errorCount || h.n !== h.expected) errors.push(`${name}: http ${h.n}/${h.expected} ok; ${h.errors.join("; ")}`);

@@ -215,17 +215,17 @@ export class JobManager {
       this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
       this.publishDispatch(rec, graph, s.strategy),
     ]);
+    let job = rec;
     const failed = writes.find((w): w is PromiseRejectedResult => w.status === "rejected");
     if (failed) {
       const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
       if (taken === null) {
         throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, { job_id: jobId });
       }
-      this.jobsCreated++;
-      return { job: taken, created: true };
+      job = taken;
     }
     this.jobsCreated++;
-    return { job: rec, created: true };
+    return { job, created: true };
   }
 
   /**

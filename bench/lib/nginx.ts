@@ -5,7 +5,7 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { sleep, start, type Spawned } from "./procs.js";
+import { cpuNs, sleep, start, type Spawned } from "./procs.js";
 import { freePort } from "../../test/helpers/nats-server.js";
 
 /** nginx in front of `127.0.0.1:<upstreamPort>`, its files under `dir`; `pids()` = master + worker. */
@@ -64,4 +64,15 @@ export function wrk(url: string, seconds: number): { requests: number; rps: numb
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
   const sockErr = /Socket errors: (.*)/.exec(out);
   return { requests, rps, errors: non2xx ? `${non2xx[1]} non-2xx responses` : sockErr ? `socket errors: ${sockErr[1]}` : null };
+}
+
+/** CPU time (ns) of a set of processes, all threads. */
+export const cpuOf = (pids: readonly number[]): number => pids.reduce((sum, p) => sum + cpuNs(p), 0);
+
+/** `wrk` against a proxy, with the proxy's CPU over the run: requests per proxy CPU-second, the throughput metric. */
+export function wrkPerCpu(url: string, seconds: number, pids: () => number[]): ReturnType<typeof wrk> & { cpuS: number; perCpuS: number } {
+  const c0 = cpuOf(pids());
+  const w = wrk(url, seconds);
+  const cpuS = (cpuOf(pids()) - c0) / 1e9;
+  return { ...w, cpuS, perCpuS: w.requests / cpuS };
 }

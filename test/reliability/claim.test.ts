@@ -12,7 +12,7 @@
 import { fileURLToPath } from "node:url";
 import t, { type Test as Tap } from "tap";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
+import { Kvm, type KV } from "@nats-io/kv";
 import { KV_JOBS, encodeMsgpack, jobKeys, subjects, type JobDispatch, type JobRecord } from "../../protocol/index.js";
 import { api } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
@@ -51,6 +51,12 @@ async function dispatchRaw(nc: NatsConnection, jobId: string, graph: unknown, ov
   const h = headers();
   h.set("Nats-Msg-Id", jobId);
   await nc.request(subjects.jobs("cpu"), encodeMsgpack(dispatch), { headers: h, timeout: 5_000 });
+}
+
+/** A job cancelled while queued: its record says `cancelled`, and its dispatch is in the queue. */
+async function dispatchCancelled(nc: NatsConnection, kv: KV, jobId: string): Promise<void> {
+  await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { status: "cancelled", finished_at: new Date().toISOString() })));
+  await dispatchRaw(nc, jobId, tokensGraph);
 }
 
 /** The job's record once it reaches `status`. */
@@ -121,8 +127,7 @@ t.test("claim - a dispatch whose record never appears is ended after the wait, a
 t.test("claim - a claim that fails (cancelled while queued) aborts the early run and publishes none of its events", async (t) => {
   const { s, nc, kv } = await claimStack(t, { agents: 1 });
   const jobId = "01claimcancelledqueued00000";
-  await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { status: "cancelled", finished_at: new Date().toISOString() })));
-  await dispatchRaw(nc, jobId, tokensGraph);
+  await dispatchCancelled(nc, kv, jobId);
   const agent = s.agents[0]!;
   await check(() => /ends the job message: job already finished/.test(agent.stderr()), 10_000, { name: "the agent ends the dispatch" });
   t.match(agent.stderr(), /not claimed \(finished\); aborted the run it had started while claiming/, "the fresh dispatch had started early");
@@ -133,8 +138,7 @@ t.test("claim - a claim that fails (cancelled while queued) aborts the early run
 t.test("claim - a job that waited in the queue is claimed before it starts: cancelled while queued, it never starts", async (t) => {
   const { s, nc, kv } = await claimStack(t, { agents: 0 });
   const jobId = "01claimstalecancelled000000";
-  await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId, { status: "cancelled", finished_at: new Date().toISOString() })));
-  await dispatchRaw(nc, jobId, tokensGraph);
+  await dispatchCancelled(nc, kv, jobId);
   // No agent yet: the dispatch waits in the queue past the early-start window.
   await new Promise((r) => setTimeout(r, EARLY_START_MAX_AGE_MS + 500));
   const agent = await startAgentProc(s.ns.url, ["--name", "late"]);
@@ -147,8 +151,7 @@ t.test("claim - a job that waited in the queue is claimed before it starts: canc
 t.test("claim - an agent whose clock runs 5 s behind the server's still claims a queued dispatch before starting it, and starts a fresh one early", async (t) => {
   const { s, nc, kv } = await claimStack(t, { agents: 0 });
   const stale = "01claimskewstale00000000000";
-  await kv.create(jobKeys.record(stale), JSON.stringify(queuedRecord(stale, { status: "cancelled", finished_at: new Date().toISOString() })));
-  await dispatchRaw(nc, stale, tokensGraph);
+  await dispatchCancelled(nc, kv, stale);
   await new Promise((r) => setTimeout(r, EARLY_START_MAX_AGE_MS + 500));
   // By its own clock the 1.5 s old dispatch was stored 3.5 s in the future: without the correction it reads as fresh.
   const behind = { NODE_OPTIONS: `--require ${fileURLToPath(new URL("../fixtures/clock-behind.cjs", import.meta.url))}`, NODEWAY_TEST_CLOCK_BEHIND_MS: "5000" };
@@ -159,8 +162,7 @@ t.test("claim - an agent whose clock runs 5 s behind the server's still claims a
   t.notMatch(agent.stderr(), /aborted the run it had started while claiming/, "the stale dispatch's run was never started");
 
   const fresh = "01claimskewfresh00000000000";
-  await kv.create(jobKeys.record(fresh), JSON.stringify(queuedRecord(fresh, { status: "cancelled", finished_at: new Date().toISOString() })));
-  await dispatchRaw(nc, fresh, tokensGraph);
+  await dispatchCancelled(nc, kv, fresh);
   await check(() => new RegExp(`job ${fresh}: not claimed \\(finished\\); aborted the run it had started while claiming`).test(agent.stderr()), 10_000, {
     name: "the fresh dispatch started early (the correction does not make fresh dispatches look old)",
   });
