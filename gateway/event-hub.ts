@@ -11,6 +11,7 @@ import {
   asJobEvent,
   encodeJson,
   encodeMsgpack,
+  withSeqMsgpack,
   isTerminalEvent,
   jobIdOfEventSubject,
   subjects,
@@ -21,11 +22,18 @@ import { Fence } from "./fence.js";
 /** One event as delivered: the event with its `seq`, and each encoding made at most once. */
 export class Delivery {
   private j: string | null = null;
-  private m: Uint8Array | null = null;
+  private m: Uint8Array | null;
+  /**
+   * `stored` is the event's bytes as the agent published them (no `seq` key): its MessagePack form is then
+   * those bytes with `seq` appended, the same bytes re-encoding would give, at the cost of a copy.
+   */
   constructor(
     readonly ev: JobEvent,
     readonly seq: number,
-  ) {}
+    stored: Uint8Array | null = null,
+  ) {
+    this.m = stored !== null ? withSeqMsgpack(stored, seq) : null;
+  }
   get terminal(): boolean {
     return isTerminalEvent(this.ev);
   }
@@ -179,8 +187,10 @@ export class EventHub {
     }
     view.lastSeq = seq;
     if (view.fence.admit(ev)) {
+      // An event that came with a `seq` of its own (never one of ours) is encoded again rather than spliced.
+      const stored = ev.seq === undefined ? m.data : null;
       ev.seq = seq;
-      const d = new Delivery(ev, seq);
+      const d = new Delivery(ev, seq, stored);
       if (view.events) this.remember(jobId, view, d, m.data.length);
       this.onEvent(jobId, d);
       const ls = this.listeners.get(jobId);
@@ -301,8 +311,9 @@ export class EventHub {
             first = false;
           }
           if (fence.admit(ev) && m.seq > after) {
+            const stored = ev.seq === undefined ? m.data : null;
             ev.seq = m.seq;
-            events.push(new Delivery(ev, m.seq));
+            events.push(new Delivery(ev, m.seq, stored));
           }
           if (m.seq >= lastSeq || fence.ended) done = true;
           if (done) break;

@@ -66,6 +66,7 @@ export type {
 export {
   CODEC_LIMITS,
   encodeMsgpack,
+  withSeqMsgpack,
   decodeMsgpack,
   encodeJson,
   parseJson,

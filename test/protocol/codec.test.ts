@@ -15,6 +15,7 @@ import {
   decodeMsgpack,
   encodeJson,
   encodeMsgpack,
+  withSeqMsgpack,
   parseJson,
   subjects,
   checkToken,
@@ -131,4 +132,36 @@ t.test("protocol - any JSON-shaped value survives a msgpack round trip (property
     return true;
   }), { numRuns: 300 });
   t.pass("300 random values round-tripped");
+});
+
+t.test("protocol - withSeqMsgpack gives the bytes of encoding the map with seq added (property, all int widths, map16)", async (t) => {
+  const fc = await import("fast-check");
+  const safeKey = fc.string({ maxLength: 8 }).filter((k) => !["__proto__", "constructor", "prototype", "seq"].includes(k));
+  const leaf = fc.oneof(fc.string({ maxLength: 30 }), fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null));
+  // Up to 40 keys: fixmaps on both sides of the 15-entry boundary (15 + seq needs a map16 header) and map16s.
+  const map = fc.dictionary(safeKey, leaf, { maxKeys: 40 });
+  const edges = [0, 1, 127, 128, 255, 256, 65_535, 65_536, 0xffff_ffff, 0x1_0000_0000, Number.MAX_SAFE_INTEGER];
+  const seq = fc.oneof(fc.constantFrom(...edges), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }));
+  let sawBoundary = false;
+  fc.assert(fc.property(map, seq, (m, s) => {
+    if (Object.keys(m).length === 15) sawBoundary = true;
+    const spliced = withSeqMsgpack(encodeMsgpack(m), s);
+    t.ok(spliced !== null);
+    t.same(Buffer.from(spliced!), Buffer.from(encodeMsgpack({ ...m, seq: s })));
+    return true;
+  }), { numRuns: 400 });
+  // The 15-key case by hand in any case: the header grows from one byte to three.
+  const fifteen = Object.fromEntries(Array.from({ length: 15 }, (_, i) => [`k${i}`, i]));
+  t.same(Buffer.from(withSeqMsgpack(encodeMsgpack(fifteen), 300)!), Buffer.from(encodeMsgpack({ ...fifteen, seq: 300 })), `15 keys → map16${sawBoundary ? " (also seen at random)" : ""}`);
+  t.same(decodeMsgpack(withSeqMsgpack(encodeMsgpack({ type: "chunk", content: "hi" }), 42)!), { type: "chunk", content: "hi", seq: 42 });
+});
+
+t.test("protocol - withSeqMsgpack refuses what it cannot extend (arrays, scalars, empty bytes, map32, bad seq)", async (t) => {
+  t.equal(withSeqMsgpack(encodeMsgpack([1, 2]), 1), null, "array");
+  t.equal(withSeqMsgpack(encodeMsgpack("x"), 1), null, "string");
+  t.equal(withSeqMsgpack(new Uint8Array(0), 1), null, "empty");
+  t.equal(withSeqMsgpack(Uint8Array.of(0xdf, 0, 0, 0, 0), 1), null, "map32");
+  t.equal(withSeqMsgpack(Uint8Array.of(0xde, 0xff, 0xff), 1), null, "full map16");
+  t.equal(withSeqMsgpack(Uint8Array.of(0xde, 0x00), 1), null, "truncated map16 header");
+  for (const bad of [-1, 1.5, Number.NaN, 2 ** 53]) t.equal(withSeqMsgpack(encodeMsgpack({ a: 1 }), bad), null, `seq ${bad}`);
 });
