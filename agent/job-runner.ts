@@ -110,7 +110,13 @@ const readRecord = readJobRecord;
 
 export class JobRunner {
   private n = 0;
-  private readonly pubs: Promise<unknown>[] = [];
+  /**
+   * Event publishes still waiting for their PubAck, and the waiters for all of them to settle. A count rather
+   * than a list of the promises: a long stream kept every one of them (and its closure) alive to the job's end,
+   * and every young-generation GC copied them.
+   */
+  private pubsInFlight = 0;
+  private pubsSettled: (() => void)[] = [];
   /**
    * Events emitted before the claim is stored, in order; null once they are published. A claim that fails
    * never publishes them: they go with the runner.
@@ -168,13 +174,25 @@ export class JobRunner {
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(this.jobId, this.attempt, ++this.n));
     // Handled here: a publish that fails while NATS is away (timeout) must not become an unhandled rejection,
-    // which would crash the agent; only `Promise.allSettled` looks at these promises later.
-    this.pubs.push(
-      this.deps.pub.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), h).then(
-        () => undefined,
-        (err: unknown) => this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`),
-      ),
+    // which would crash the agent; the terminal event waits for all of them (`allPublished`).
+    this.pubsInFlight++;
+    this.deps.pub.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), h).then(
+      () => this.pubSettled(),
+      (err: unknown) => {
+        this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`);
+        this.pubSettled();
+      },
     );
+  }
+
+  private pubSettled(): void {
+    if (--this.pubsInFlight > 0) return;
+    for (const fn of this.pubsSettled.splice(0)) fn();
+  }
+
+  /** Resolves once every event publish so far has its PubAck or has failed (never rejects). */
+  private allPublished(): Promise<void> {
+    return this.pubsInFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.pubsSettled.push(resolve));
   }
 
   /** Publishes the terminal event with a fixed id (re-publishing it after a crash is deduplicated). */
@@ -182,7 +200,7 @@ export class JobRunner {
     const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt, ts: performance.timeOrigin + performance.now() };
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(this.jobId, attempt, 0));
-    await Promise.allSettled(this.pubs);
+    await this.allPublished();
     // Retried with the same id until the server acknowledges it (design: publish → PubAck → ack the job), so a
     // NATS restart at the wrong moment delays the terminal event rather than leaving it to a redelivery.
     const data = encodeMsgpack(body);
@@ -286,7 +304,7 @@ export class JobRunner {
       const r = result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
       if (r.state === "handed_back") {
         // Drain: leave the job for another agent, at once rather than after ack_wait.
-        await Promise.allSettled(this.pubs);
+        await this.allPublished();
         this.msg.nak();
         return;
       }
