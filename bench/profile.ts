@@ -1,13 +1,14 @@
 /**
  * Where the time goes: runs our stack with `node --cpu-prof` on the gateway and the agent under a load from one of
  * the benchmarks' clients, then prints the top self-time frames of each (share of busy time).
- * Usage: node --import ./bench/register.mjs bench/profile.ts [dispatch|tokens|fanout] [seconds]
+ * Usage: node --import ./bench/register.mjs bench/profile.ts [dispatch|tokens|tokens-proxy|fanout|fanout-floor] [seconds] [N] [rate]
  */
 import { mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { topFrames } from "./lib/cpuprofile.js";
-import { cpuNs, startTs } from "./lib/procs.js";
+import { cpuNs, startTs, type Spawned } from "./lib/procs.js";
+import { startOurProxy } from "./lib/proxy.js";
 import { NatsServer, example, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
 
 const what = process.argv[2] ?? "dispatch";
@@ -27,7 +28,11 @@ try {
   const prof = (who: string) => [...extra, ...(traceGc ? ["--trace-gc"] : noProf ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(dir, who)}`])];
   const gw = await startGateway(ns.url, { nodeArgs: prof("gateway") });
   const agent = await startAgent(ns.url, gw.url, { maxJobs: 64, nodeArgs: prof("agent") });
-  const pids = { gateway: gw.pid, agent: agent.pid, nats: ns.pid };
+  const pids: Record<string, number> = { gateway: gw.pid, agent: agent.pid, nats: ns.pid };
+  /** Processes whose profiles are printed. */
+  const profiled = ["gateway", "agent"];
+  /** Extra processes to stop (SIGINT, so that their profiles are written) before the profiles are read. */
+  const stops: Spawned[] = [];
   const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuNs(p)]));
   if (what === "dispatch") {
     const saved = await fetch(`${gw.url}/api/workflows`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(example("hello-world")) });
@@ -50,10 +55,43 @@ try {
     const m = await (await fetch(`${gw.url}/metrics`)).text();
     process.stdout.write(m.split("\n").filter((l) => /ws_follows|replays_total|events_in/.test(l) && !l.startsWith("#")).join("\n") + "\n");
     await c.call({ op: "stop", jobId, ours: true });
-  } else if (what === "tokens") {
+  } else if (what === "fanout-floor") {
+    // The same fan-out load on the floor (bare uWS.js publishing core NATS messages), profiled the same way:
+    // the per-event JavaScript of the two servers side by side (`fanout` above profiles ours).
+    const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url], { nodeArgs: prof("floor") });
+    const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
+    pids.floor = floor.pid;
+    cpu0.floor = cpuNs(floor.pid);
+    const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url]);
+    await pub.waitFor(/floor-pub ready/);
+    const c = startTs("fanout-client", "clients/fanout-client.ts", [], { ipc: true });
+    await c.waitFor(/client ready/);
+    const fanN = Number(process.argv[4] ?? 100);
+    const rate = Number(process.argv[5] ?? 400);
+    await c.call({ op: "peer", port: floorPort, n: fanN, job: "prof", count: rate * 600, rate, probe: 500 }, 300_000);
+    windowUs = { from: nowUs() };
+    const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({ op: "window", ms: seconds * 1000, pid: floor.pid });
+    windowUs.to = nowUs();
+    process.stdout.write(`load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`);
+    await c.call({ op: "stop", jobId: "prof", ours: false });
+    process.stdout.write(`floor: ${((cpuNs(floor.pid) - cpu0.floor) / 1e6).toFixed(0)} ms CPU\n`);
+    delete pids.floor;
+    await floor.stop("SIGINT");
+    profiled.splice(0, profiled.length, "floor");
+  } else if (what === "tokens" || what === "tokens-proxy") {
+    // tokens-proxy: the same load through our TLS proxy (self-signed), profiled (or GC-traced) like the others.
+    let url = gw.url.replace(/^http/, "ws");
+    if (what === "tokens-proxy") {
+      const proxy = await startOurProxy(gw.url, { nodeArgs: prof("proxy") });
+      pids.proxy = proxy.pid;
+      cpu0.proxy = cpuNs(proxy.pid);
+      profiled.push("proxy");
+      stops.push(proxy);
+      url = `wss://127.0.0.1:${proxy.httpsPort}`;
+    }
     const c = startTs("token-client", "clients/token-client.ts", [], { ipc: true });
     await c.waitFor(/client ready/);
-    const r = await c.call<{ lat: number[] }>({ op: "run", mode: "ours", url: gw.url.replace(/^http/, "ws"), graph: tokensGraph(50), jobs: 20, count: seconds * 50, rate: 50, staggerMs: 50 });
+    const r = await c.call<{ lat: number[] }>({ op: "run", mode: "ours", url, graph: tokensGraph(50), jobs: 20, count: seconds * 50, rate: 50, staggerMs: 50 });
     const lat = [...r.lat].sort((a, b) => a - b);
     const q = (f: number) => lat[Math.min(lat.length - 1, Math.floor(f * lat.length))]!.toFixed(2);
     process.stdout.write(`load: ${r.lat.length} tokens, latency p50 ${q(0.5)} p99 ${q(0.99)} p99.9 ${q(0.999)} max ${q(1)} ms\n`);
@@ -61,9 +99,12 @@ try {
   for (const [k, p] of Object.entries(pids)) process.stdout.write(`${k}: ${((cpuNs(p) - cpu0[k]!) / 1e6).toFixed(0)} ms CPU\n`);
   await gw.stop("SIGINT");
   await agent.stop("SIGINT");
-  if (traceGc) for (const [who, p] of [["gateway", gw], ["agent", agent]] as const) process.stdout.write(`${who}: ${gcSummary(p.out())}\n`);
-  for (const who of noProf ? [] : ["gateway", "agent"]) {
-    const files = readdirSync(join(dir, who));
+  for (const p of stops) await p.stop("SIGINT");
+  if (traceGc) for (const [who, p] of [["gateway", gw], ["agent", agent], ...stops.map((s) => ["proxy", s] as const)] as const) process.stdout.write(`${who}: ${gcSummary(p.out())}\n`);
+  for (const who of noProf ? [] : profiled) {
+    // A process started with the ts loader also profiles the loader's thread (CPU.<date>.<time>.<pid>.<thread>.<n>):
+    // the main thread is thread 0.
+    const files = readdirSync(join(dir, who)).filter((f) => /\.0\.\d+\.cpuprofile$/.test(f));
     if (files.length === 0) continue;
     const t = topFrames(join(dir, who, files[0]!), 25, windowUs?.to ? { from: windowUs.from, to: windowUs.to } : undefined);
     process.stdout.write(`${who}: ${t.total_ms.toFixed(0)} ms busy\n`);

@@ -22,7 +22,7 @@ export interface OurProxy extends Spawned {
   dir: string;
 }
 
-export async function startOurProxy(upstream: string, opts: { cpu?: string } = {}): Promise<OurProxy> {
+export async function startOurProxy(upstream: string, opts: { cpu?: string; nodeArgs?: string[] } = {}): Promise<OurProxy> {
   const dir = mkdtempSync(join(tmpdir(), "nw-bench-proxy-"));
   const p = startNodeway(
     "proxy",
