@@ -49,9 +49,9 @@ export class Delivery {
     return (this.m ??= encodeMsgpack(this.ev));
   }
   /**
-   * Keeps only the MessagePack bytes, which is how the replay cache holds an event: a decoded token event with
-   * its strings took ~4x its bytes on the heap, as a dozen objects that every young-generation GC had to copy
-   * while they were new. Returns the bytes kept.
+   * Keeps only the MessagePack bytes, which is how the replay cache holds an event: a token event kept decoded
+   * took ~650 B (a dozen objects, which every young-generation GC copied while they were new), its bytes and
+   * their view ~335 B. Returns the bytes kept.
    */
   compact(): number {
     const m = this.msgpack();
@@ -76,8 +76,8 @@ export interface ReplayResult {
 
 /**
  * What a cached event costs beyond its bytes, counted against the budget so that it bounds memory: a compacted
- * Delivery and its Buffer view measured ~174 B of heap on Node 20 (a token event's bytes are ~160). Before the
- * cache held bytes only, a token event took ~650 B and the budget counted 154 of them.
+ * Delivery and its Buffer view measured ~174 B of heap on Node 20 (a token event's bytes are ~160). While the
+ * cache held decoded events, a token event took ~650 B and the budget counted 154 of them.
  */
 const CACHE_ENTRY_OVERHEAD_BYTES = 176;
 
@@ -214,12 +214,15 @@ export class EventHub {
       const stored = ev.seq === undefined ? m.data : null;
       ev.seq = seq;
       const d = new Delivery(ev, seq, stored);
-      this.onEvent(jobId, d);
-      const ls = this.listeners.get(jobId);
-      if (ls) for (const l of ls) l(d);
-      // Cached after the fan-out (which may still want the decoded event for JSON), all in this one turn, so a
-      // replay can never miss it.
-      if (view.events) this.remember(jobId, view, d);
+      try {
+        this.onEvent(jobId, d);
+        const ls = this.listeners.get(jobId);
+        if (ls) for (const l of ls) l(d);
+      } finally {
+        // Cached after the fan-out (which may still want the decoded event, for JSON) but in the same turn, and
+        // also when a listener threw: a replay from memory must never miss an event.
+        if (view.events) this.remember(jobId, view, d);
+      }
     }
     this.advance(seq);
   }

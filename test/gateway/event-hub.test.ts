@@ -1,0 +1,61 @@
+/**
+ * The event hub's replay cache on its own: messages are handed to it as its JetStream consumer would (seq,
+ * subject, data), with no NATS behind it — the cache is memory only, and these cases need exact control over
+ * what a listener does. The end-to-end behaviour (live vs replayed bytes, budget) is in replay-cache.test.ts.
+ */
+import t from "tap";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import { decodeMsgpack, encodeJson, encodeMsgpack, subjects } from "../../protocol/index.js";
+import { EventHub, type Delivery } from "../../gateway/event-hub.js";
+
+const jobId = "01JDQ7ZK3M8X4V5N6P7Q8R9S0T";
+const base = { job_id: jobId, workflow_id: "wf", ts: 1 };
+const events = [
+  { type: "job_update", status: "queued", attempt: 0, pool: "cpu", ...base },
+  { type: "job_update", status: "running", attempt: 1, ...base },
+  ...Array.from({ length: 5 }, (_, i) => ({ type: "chunk", node_id: "n", content_type: "text", content: `tok${i} `, done: false, attempt: 1, ...base })),
+  { type: "job_update", status: "completed", attempt: 1, result: { out: ["x"] }, ...base },
+];
+
+/** A hub whose fan-out callback is `onEvent`; `feed` hands it the events above as stream seqs 1..n. */
+function hubWith(onEvent: (d: Delivery) => void): { hub: EventHub; feed: () => void; logs: string[] } {
+  const logs: string[] = [];
+  const unused = {} as JetStreamClient & JetStreamManager;
+  const hub = new EventHub(unused, unused, (_job, d) => onEvent(d), (l) => logs.push(l));
+  const feed = () => {
+    events.forEach((ev, i) => {
+      const m = { seq: i + 1, subject: subjects.jobEvents(jobId), data: encodeMsgpack(ev) };
+      (hub as unknown as { handleSafely(m: unknown): void }).handleSafely(m);
+    });
+  };
+  return { hub, feed, logs };
+}
+
+t.test("event hub - a replay from memory gives the live bytes, msgpack and JSON, with seq", async (t) => {
+  const live: { m: Buffer; j: string }[] = [];
+  const { hub, feed } = hubWith((d) => live.push({ m: Buffer.from(d.msgpack()), j: d.json() }));
+  feed();
+  const r = await hub.replay(jobId, 0);
+  t.equal(hub.replaysFromMemory, 1, "served from memory");
+  t.equal(r.events.length, events.length);
+  t.ok(r.ended, "the history reached its terminal event");
+  r.events.forEach((d, i) => {
+    t.same(Buffer.from(d.msgpack()), live[i]!.m, `event ${i + 1}: same MessagePack bytes`);
+    t.equal(d.json(), live[i]!.j, `event ${i + 1}: same JSON`);
+    t.same(decodeMsgpack(d.msgpack()), { ...events[i], seq: i + 1 }, `event ${i + 1}: the agent's event with seq ${i + 1}`);
+  });
+  t.equal(live[2]!.j, encodeJson({ ...events[2], seq: 3 }), "JSON as the encoder writes it");
+  t.ok(r.events.at(-1)!.terminal, "the terminal flag survives compaction");
+});
+
+t.test("event hub - an event whose listener threw is still cached: the replay has no gap", async (t) => {
+  let n = 0;
+  const { hub, feed, logs } = hubWith(() => {
+    if (++n === 4) throw new Error("listener bug");
+  });
+  feed();
+  t.ok(logs.some((l) => /seq 4 broke a listener/.test(l)), "the failure is logged with its seq");
+  const r = await hub.replay(jobId, 0);
+  t.same(r.events.map((d) => d.seq), events.map((_, i) => i + 1), "every seq, the broken one included");
+  t.equal(hub.lastSeq, events.length, "the hub went on past it");
+});
