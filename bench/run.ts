@@ -32,7 +32,7 @@ const BENCHES: Bench[] = [
   { name: "codec", bench: "codec", script: "codec.ts", quick: true, timeoutS: 120, quickTimeoutS: 30, metrics: () => ["token_roundtrip_speed", "token_encode_speed", "token_decode_speed", "bin4k_size", "bin64k_size", "bin4k_decode_speed", "bin64k_decode_speed"] },
   { name: "token-path", bench: "token_path", script: "token-path.ts", quick: true, timeoutS: 400, quickTimeoutS: 60, metrics: () => ["added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", "added_p50_tls_proxy_ms", "added_p99_tls_proxy_ms"] },
   { name: "dispatch", bench: "dispatch", script: "dispatch.ts", quick: true, timeoutS: 300, quickTimeoutS: 45, metrics: () => ["first_event_p50_ms", "jobs_per_s"] },
-  { name: "fanout", bench: "ws_fanout", script: "fanout.ts", quick: false, timeoutS: 900, quickTimeoutS: 90, metrics: (q) => (q ? [100, 1000] : [100, 1000, 5000]).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]) },
+  { name: "fanout", bench: "ws_fanout", script: "fanout.ts", quick: false, timeoutS: 1500, quickTimeoutS: 90, metrics: (q) => (q ? [100, 1000] : [100, 1000, 5000]).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]) },
   { name: "proxy", bench: "proxy", script: "proxy.ts", quick: false, timeoutS: 600, quickTimeoutS: 90, metrics: () => ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"] },
 ];
 
