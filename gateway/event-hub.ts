@@ -38,12 +38,19 @@ export class Delivery {
     this.m = stored !== null ? withSeqMsgpack(stored, seq) : null;
     this.terminal = isTerminalEvent(ev);
   }
-  /** The event (with `seq`); decoded again from its bytes once `compact()` has let the object go. */
+  /**
+   * The event (with `seq`). Once `compact()` has let the object go it is decoded again from the bytes for each
+   * caller and not kept: a cached event must stay the size the cache counted, however many clients replay it.
+   */
   get ev(): JobEvent {
-    return (this.e ??= asJobEvent(decodeMsgpack(this.m!)));
+    return this.e ?? asJobEvent(decodeMsgpack(this.m!));
   }
+  /** The JSON text; kept for the next socket unless the event is compacted (see `ev`). */
   json(): string {
-    return (this.j ??= encodeJson(this.ev));
+    if (this.j !== null) return this.j;
+    const text = encodeJson(this.ev);
+    if (this.e !== null) this.j = text;
+    return text;
   }
   msgpack(): Uint8Array {
     return (this.m ??= encodeMsgpack(this.ev));
