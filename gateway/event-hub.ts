@@ -45,11 +45,18 @@ export class Delivery {
   get ev(): JobEvent {
     return this.e ?? asJobEvent(decodeMsgpack(this.m!));
   }
-  /** The JSON text; kept for the next socket unless the event is compacted (see `ev`). */
+  /** The JSON text, made once: kept on the Delivery, or for a compacted one in `compactedJson` (bounded). */
   json(): string {
     if (this.j !== null) return this.j;
-    const text = encodeJson(this.ev);
-    if (this.e !== null) this.j = text;
+    if (this.e !== null) return (this.j = encodeJson(this.e));
+    let text = compactedJson.get(this);
+    if (text !== undefined) {
+      compactedJson.delete(this); // most recently used goes last
+    } else {
+      text = encodeJson(this.ev);
+      if (compactedJson.size >= COMPACTED_JSON_ENTRIES) compactedJson.delete(compactedJson.keys().next().value!);
+    }
+    compactedJson.set(this, text);
     return text;
   }
   msgpack(): Uint8Array {
@@ -67,6 +74,14 @@ export class Delivery {
     return m.byteLength;
   }
 }
+
+/**
+ * JSON texts of cached (compacted) events, least recently used first. Thousands of JSON clients resuming one job
+ * after a network blip then encode each of its events once, while what the cache holds beyond its counted bytes
+ * stays bounded (~1 MB of token events).
+ */
+const COMPACTED_JSON_ENTRIES = 4_096;
+const compactedJson = new Map<Delivery, string>();
 
 export type Listener = (d: Delivery) => void;
 
