@@ -16,6 +16,21 @@ const what = process.argv[2] ?? "dispatch";
 let windowUs: { from: number; to?: number } | undefined;
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 const seconds = Number(process.argv[3] ?? 5);
+
+/**
+ * The fan-out load (argv N subscribers, default 100, at argv rate events/s, default 400) on a server: `start`
+ * opens the sockets and starts the job; then one measured window, which also bounds the profile (`windowUs`).
+ */
+async function fanoutWindow(pid: number, start: (c: Spawned, n: number, rate: number) => Promise<string>): Promise<{ c: Spawned; jobId: string }> {
+  const c = startTs("fanout-client", "clients/fanout-client.ts", [], { ipc: true });
+  await c.waitFor(/client ready/);
+  const jobId = await start(c, Number(process.argv[4] ?? 100), Number(process.argv[5] ?? 400));
+  windowUs = { from: nowUs() };
+  const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({ op: "window", ms: seconds * 1000, pid });
+  windowUs.to = nowUs();
+  process.stdout.write(`load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`);
+  return { c, jobId };
+}
 const dir = mkdtempSync(join(tmpdir(), "nw-bench-prof-"));
 process.env.NODEWAY_HOME = dir;
 const ns = await NatsServer.start();
@@ -43,15 +58,10 @@ try {
     process.stdout.write(`load: ${r.jobsPerS.toFixed(0)} jobs/s, ${r.errorCount} errors\n`);
   } else if (what === "fanout") {
     // N=100 subscribers of one job at 400 events/s (the fan-out benchmark's first size): 1 runs, 99 resume from 0.
-    const c = startTs("fanout-client", "clients/fanout-client.ts", [], { ipc: true });
-    await c.waitFor(/client ready/);
-    const fanN = Number(process.argv[4] ?? 100);
-    const rate = Number(process.argv[5] ?? 400);
-    const { jobId } = await c.call<{ jobId: string }>({ op: "ours", port: gw.port, n: fanN, graph: tokensGraph(rate), count: rate * 600, probe: 500 }, 300_000);
-    windowUs = { from: nowUs() };
-    const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({ op: "window", ms: seconds * 1000, pid: gw.pid });
-    windowUs.to = nowUs();
-    process.stdout.write(`load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`);
+    const { c, jobId } = await fanoutWindow(gw.pid, async (c, n, rate) => {
+      const r = await c.call<{ jobId: string }>({ op: "ours", port: gw.port, n, graph: tokensGraph(rate), count: rate * 600, probe: 500 }, 300_000);
+      return r.jobId;
+    });
     const m = await (await fetch(`${gw.url}/metrics`)).text();
     process.stdout.write(m.split("\n").filter((l) => /ws_follows|replays_total|events_in/.test(l) && !l.startsWith("#")).join("\n") + "\n");
     await c.call({ op: "stop", jobId, ours: true });
@@ -64,15 +74,10 @@ try {
     cpu0.floor = cpuNs(floor.pid);
     const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url]);
     await pub.waitFor(/floor-pub ready/);
-    const c = startTs("fanout-client", "clients/fanout-client.ts", [], { ipc: true });
-    await c.waitFor(/client ready/);
-    const fanN = Number(process.argv[4] ?? 100);
-    const rate = Number(process.argv[5] ?? 400);
-    await c.call({ op: "peer", port: floorPort, n: fanN, job: "prof", count: rate * 600, rate, probe: 500 }, 300_000);
-    windowUs = { from: nowUs() };
-    const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({ op: "window", ms: seconds * 1000, pid: floor.pid });
-    windowUs.to = nowUs();
-    process.stdout.write(`load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`);
+    const { c } = await fanoutWindow(floor.pid, async (c, n, rate) => {
+      await c.call({ op: "peer", port: floorPort, n, job: "prof", count: rate * 600, rate, probe: 500 }, 300_000);
+      return "prof";
+    });
     await c.call({ op: "stop", jobId: "prof", ours: false });
     process.stdout.write(`floor: ${((cpuNs(floor.pid) - cpu0.floor) / 1e6).toFixed(0)} ms CPU\n`);
     delete pids.floor;

@@ -26,16 +26,14 @@ export class Delivery {
   private m: Uint8Array | null;
   readonly terminal: boolean;
   /**
-   * `stored` is the event's bytes as the agent published them (no `seq` key): its MessagePack form is then
-   * those bytes with `seq` appended, the same bytes re-encoding would give, at the cost of a copy.
+   * Stamps `seq` on `ev`. `stored` is the event's bytes as the agent published them: its MessagePack form is
+   * then those bytes with `seq` appended, the same bytes re-encoding would give, at the cost of a copy (an event
+   * that came with a `seq` of its own, never one of ours, is encoded again instead).
    */
-  constructor(
-    ev: JobEvent,
-    readonly seq: number,
-    stored: Uint8Array | null = null,
-  ) {
+  constructor(ev: JobEvent, readonly seq: number, stored: Uint8Array) {
+    this.m = ev.seq === undefined ? withSeqMsgpack(stored, seq) : null;
+    ev.seq = seq;
     this.e = ev;
-    this.m = stored !== null ? withSeqMsgpack(stored, seq) : null;
     this.terminal = isTerminalEvent(ev);
   }
   /**
@@ -232,10 +230,7 @@ export class EventHub {
     }
     view.lastSeq = seq;
     if (view.fence.admit(ev)) {
-      // An event that came with a `seq` of its own (never one of ours) is encoded again rather than spliced.
-      const stored = ev.seq === undefined ? m.data : null;
-      ev.seq = seq;
-      const d = new Delivery(ev, seq, stored);
+      const d = new Delivery(ev, seq, m.data);
       try {
         this.onEvent(jobId, d);
         const ls = this.listeners.get(jobId);
@@ -362,9 +357,7 @@ export class EventHub {
             first = false;
           }
           if (fence.admit(ev) && m.seq > after) {
-            const stored = ev.seq === undefined ? m.data : null;
-            ev.seq = m.seq;
-            events.push(new Delivery(ev, m.seq, stored));
+            events.push(new Delivery(ev, m.seq, m.data));
           }
           if (m.seq >= lastSeq || fence.ended) done = true;
           if (done) break;

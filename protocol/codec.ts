@@ -54,15 +54,16 @@ export function encodeMsgpack(value: unknown): Uint8Array {
   return out;
 }
 
-/** `"seq"` as a MessagePack fixstr: the key `withSeqMsgpack` appends. */
-const SEQ_KEY = [0xa3, 0x73, 0x65, 0x71] as const;
+/** `"seq"` as MessagePack: the key `withSeqMsgpack` appends. */
+const SEQ_KEY = encodeMsgpack("seq");
 
 /**
  * The bytes `encodeMsgpack({...map, seq})` would give, made from `bytes` (an encoded map without a `seq` key)
  * without decoding and re-encoding it: the entry count goes up by one and `seq` is appended, which is where
- * the encoder puts a key added last. The gateway stamps the stream sequence on every event this way; encoding
- * the whole event again cost as much as decoding it. Returns null for anything but a fixmap or map16 (the
- * caller encodes the object instead). `seq` must be a non-negative safe integer.
+ * the encoder puts a key added last (key and value are the encoder's own bytes). The gateway stamps the stream
+ * sequence on every event this way; encoding the whole event again cost as much as decoding it. Returns null
+ * for anything but a fixmap or map16 (the caller encodes the object instead). `seq` must be a non-negative
+ * safe integer.
  */
 export function withSeqMsgpack(bytes: Uint8Array, seq: number): Uint8Array | null {
   const head = bytes[0];
@@ -79,28 +80,18 @@ export function withSeqMsgpack(bytes: Uint8Array, seq: number): Uint8Array | nul
   } else {
     return null;
   }
-  const intBytes = seq < 0x80 ? 1 : seq <= 0xff ? 2 : seq <= 0xffff ? 3 : seq <= 0xffffffff ? 5 : 9;
+  const value = encoder.encodeSharedRef(seq);
   const headBytes = count + 1 <= 15 ? 1 : 3;
   const body = bytes.length - bodyAt;
-  const out = Buffer.allocUnsafe(headBytes + body + SEQ_KEY.length + intBytes);
+  const out = Buffer.allocUnsafe(headBytes + body + SEQ_KEY.length + value.length);
   if (headBytes === 1) out[0] = 0x80 | (count + 1);
   else {
     out[0] = 0xde;
     out.writeUInt16BE(count + 1, 1);
   }
   out.set(bytes.subarray(bodyAt), headBytes);
-  let at = headBytes + body;
-  for (const b of SEQ_KEY) out[at++] = b;
-  // The smallest integer form, as the encoder writes it.
-  if (intBytes === 1) out[at] = seq;
-  else if (intBytes === 2) (out[at] = 0xcc), (out[at + 1] = seq);
-  else if (intBytes === 3) (out[at] = 0xcd), out.writeUInt16BE(seq, at + 1);
-  else if (intBytes === 5) (out[at] = 0xce), out.writeUInt32BE(seq, at + 1);
-  else {
-    out[at] = 0xcf;
-    out.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), at + 1);
-    out.writeUInt32BE(seq >>> 0, at + 5);
-  }
+  out.set(SEQ_KEY, headBytes + body);
+  out.set(value, headBytes + body + SEQ_KEY.length);
   return out;
 }
 

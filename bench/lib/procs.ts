@@ -175,10 +175,10 @@ export function startTs(name: string, script: string, args: string[] = [], opts:
   return start(name, process.execPath, [...(opts.nodeArgs ?? []), "--import", REGISTER, join(BENCH_DIR, script), ...args], opts);
 }
 
-/** Runs the compiled `nodeway` command. */
 /** The node flags our servers run with where they are deployed (bin/nodeway.js, deploy/systemd, deploy/local-up.sh). */
 export const SERVER_NODE_ARGS = ["--no-memory-reducer"] as const;
 
+/** Runs the compiled `nodeway` command, with `SERVER_NODE_ARGS`. */
 export function startNodeway(name: string, args: string[], opts: { cpu?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Spawned {
   return start(name, process.execPath, [...SERVER_NODE_ARGS, ...(opts.nodeArgs ?? []), NODEWAY, ...args], opts);
 }
