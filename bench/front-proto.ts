@@ -1,8 +1,10 @@
 /**
- * Diagnostic (not a goal line): what a native proxy front would give on the throughput goal. Requests per proxy
- * CPU-second (`wrk -t1 -c32` over TLS, as in `proxy.ts`) for our proxy, the prototype front of
- * `peers/uws-front.ts` (uWS.js `SSLApp` + undici, no hygiene) and nginx, in front of the same upstream, rounds
- * alternating, medians. Usage: node --import ./bench/register.mjs bench/front-proto.ts [rounds]
+ * Diagnostic (not a goal line): what other proxy fronts would give on the throughput goal. Requests per proxy
+ * CPU-second (`wrk -t1 -c32` over TLS, as in `proxy.ts`) for our proxy, the prototype fronts of
+ * `peers/uws-front.ts` (uWS.js `SSLApp` + undici, no hygiene) and `peers/node-front.ts` (Node's https server +
+ * undici with no hygiene, i.e. our request path's floor; and Node's https server answering by itself, the ceiling
+ * of any Node front), and nginx, in front of the same upstream, rounds alternating, medians.
+ * Usage: node --import ./bench/register.mjs bench/front-proto.ts [rounds]
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -27,11 +29,18 @@ const ours = await startOurProxy(upstream, { cpu: "0" });
 const front = startTs("uws-front", "peers/uws-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem")], { cpu: "0" });
 const frontPort = Number((await front.waitFor(/front listening (\d+)/))[1]);
 const nginx = await startNginx(dir, Number(new URL(upstream).port));
+const nodeFront = (mode: string) => startTs(`node-front-${mode}`, "peers/node-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem"), mode], { cpu: "0" });
+const nu = nodeFront("undici");
+const nuPort = Number((await nu.waitFor(/front listening (\d+)/))[1]);
+const nh = nodeFront("hello");
+const nhPort = Number((await nh.waitFor(/front listening (\d+)/))[1]);
 
 const arms: { name: string; port: number; pids: () => number[] }[] = [
   { name: "ours", port: ours.httpsPort, pids: () => [ours.pid] },
   { name: "uws_front_proto", port: frontPort, pids: () => [front.pid] },
   { name: "nginx", port: nginx.port, pids: nginx.pids },
+  { name: "node_undici", port: nuPort, pids: () => [nu.pid] },
+  { name: "node_hello", port: nhPort, pids: () => [nh.pid] },
 ];
 const results = new Map<string, number[]>(arms.map((a) => [a.name, []]));
 for (let r = 0; r <= rounds; r++) {

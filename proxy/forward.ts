@@ -1,22 +1,28 @@
 /**
  * The request path: header hygiene, HTTP forwarding and WebSocket tunnelling.
  *
- * Plain HTTP goes through a small `http.request` pipe of our own rather than `http-proxy-3`'s `web()`: it is the hot
- * path (the benchmark compares requests per proxy CPU-second with nginx) and it lets us build the outgoing header
- * list in one pass over `rawHeaders` with no intermediate objects. WebSocket upgrades go through `http-proxy-3`'s
- * `ws()`, which handles the 101 hand-off and the bidirectional pipe.
+ * Plain HTTP goes to the upstream through undici's `dispatch` rather than `http-proxy-3`'s `web()` or
+ * `http.request`: it is the hot path (the benchmark compares requests per proxy CPU-second with nginx), and
+ * `dispatch` hands us the upstream's status, raw headers and body chunks as callbacks, with no ClientRequest,
+ * IncomingMessage or stream pipe per request — twice the requests per CPU-second of the `http.request` pipe it
+ * replaced (bench/front-proto.ts). The outgoing header list is built in one pass over `rawHeaders`. WebSocket
+ * upgrades go through `http-proxy-3`'s `ws()`, which handles the 101 hand-off and the bidirectional pipe.
  *
  * Hygiene rules (reliability S10, RFC 9110 §7.6.1, RFC 9112 §6.1):
  * - hop-by-hop headers, and every header named in `Connection`, are removed in both directions;
  * - a request with both `Content-Length` and `Transfer-Encoding`, or a `Transfer-Encoding` other than `chunked`,
  *   is rejected with 400 (Node's parser rejects most of these already; the check here is the backstop);
- * - a chunked request body is re-sent chunked *explicitly*: Node does not chunk bodies of DELETE/GET/OPTIONS by
- *   default, and an unframed body would reach the upstream as a second, smuggled request;
+ * - a chunked request body is re-sent chunked (undici frames a body of unknown length with chunked encoding for
+ *   every method; an unframed body would reach the upstream as a second, smuggled request), a declared one with
+ *   its length, which undici holds the body to;
+ * - more than one `Host` is refused with 400 (RFC 9112 §3.2); `Expect` is answered here (Node sends the
+ *   `100 Continue`) and not forwarded;
  * - `X-Forwarded-*`, `Forwarded` and `X-Real-IP` from the client are dropped unless the peer is a trusted proxy;
  *   `X-Forwarded-For/Proto/Host` are then set (appended to, for trusted peers).
  */
-import { request, type IncomingMessage, type ServerResponse, type ClientRequest } from "node:http";
-import type { Duplex } from "node:stream";
+import type { IncomingMessage, ServerResponse, ClientRequest } from "node:http";
+import { PassThrough, type Duplex } from "node:stream";
+import type { Dispatcher } from "undici";
 import type { Socket } from "node:net";
 import { createProxyServer } from "http-proxy-3";
 import { formatAccessLine } from "./access-log.js";
@@ -38,7 +44,17 @@ function isForwardingHeader(lower: string): boolean {
 /** Connection-level failures that say "this upstream is gone", as opposed to a bad request. */
 const CONNECTION_ERRORS: ReadonlySet<string> = new Set([
   "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENOTFOUND", "EAI_AGAIN",
+  // undici's: the upstream closed the connection ("other side closed"), or did not accept one in time.
+  "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT",
 ]);
+
+/**
+ * Requests that may be sent again when a kept-alive upstream connection turned out closed before any answer
+ * (nginx's `proxy_next_upstream error` rule since 1.9.13: idempotent methods only, RFC 9110 §9.2.2), and then only
+ * without a body, which has been consumed.
+ */
+const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+const RETRYABLE_ERRORS: ReadonlySet<string> = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"]);
 
 export interface ForwardDeps {
   readonly config: Readonly<ProxyConfig>;
@@ -75,6 +91,7 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
   let te: string | null = null;
   let contentLength = -1;
   let host = "";
+  let hosts = 0;
   let xff: string | null = null;
   let xfProto: string | null = null;
   let xfHost: string | null = null;
@@ -100,7 +117,10 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
       if (contentLength >= 0) continue;
       contentLength = Number(value);
     } else if (lower === "host") {
+      if (hosts++ > 0) return 400;
       host = value;
+    } else if (lower === "expect") {
+      continue;
     }
     out.push(name, value);
   }
@@ -110,7 +130,6 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
     if (contentLength >= 0) return 400;
     if (te.trim().toLowerCase() !== "chunked") return 400;
     chunked = true;
-    out.push("Transfer-Encoding", "chunked");
   }
   if (contentLength > maxBodyBytes) return 413;
   if (upgrade) out.push("Connection", "Upgrade", "Upgrade", req.headers.upgrade ?? "websocket");
@@ -124,8 +143,11 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
 }
 
 /** Response headers minus hop-by-hop ones (and those the upstream named in `Connection`), plus HSTS. */
-function buildResponseHeaders(raw: string[], hsts: string | null): { headers: string[]; streaming: boolean } {
-  const n = raw.length;
+function buildResponseHeaders(rawBytes: readonly Buffer[], hsts: string | null): { headers: string[]; streaming: boolean } {
+  const n = rawBytes.length;
+  // Header bytes are latin1 on the wire (RFC 9110 §5.5); Node's writer sends them back the same way.
+  const raw = new Array<string>(n);
+  for (let i = 0; i < n; i++) raw[i] = rawBytes[i]!.toString("latin1");
   let named: string[] | null = null;
   for (let i = 0; i < n; i += 2) {
     const name = raw[i]!;
@@ -203,88 +225,97 @@ export function createForwarder(deps: ForwardDeps): {
     }
     u.active++;
     let finished = false;
-    // Set when we cut the upstream request ourselves (client left, body too large): its error is then no
-    // evidence against the upstream and must not eject it.
+    // Set when we cut the upstream request ourselves (client left, body too large, a head we cannot relay): its
+    // error is then no evidence against the upstream and must not eject it.
     let abandoned = false;
-    const up: ClientRequest = request({
-      host: u.target.hostname,
-      port: u.target.port,
-      method: req.method,
-      path: req.url,
-      headers,
-      setHost: false,
-      agent: pool.agent,
-    });
+    let abort: ((err: Error) => void) | null = null;
+    let resume: (() => void) | null = null;
     const done = (): void => {
       if (finished) return;
       finished = true;
       u.active--;
     };
+    const cut = (): void => {
+      abandoned = true;
+      abort?.(new Error("request abandoned by the proxy"));
+    };
+    // The body goes through a PassThrough, not `req` itself: undici destroys a body stream it gives up on, and
+    // destroying `req` would take the client's socket, and the 413 or 502 we still owe it, with it.
+    const body = hasBody ? new PassThrough() : null;
 
-    up.on("response", (pres: IncomingMessage) => {
-      const { headers: outHeaders, streaming } = buildResponseHeaders(pres.rawHeaders, hsts);
-      try {
-        res.writeHead(pres.statusCode ?? 502, pres.statusMessage, outHeaders);
-      } catch {
-        // A head Node's own writer refuses (e.g. a status text with control bytes): the upstream is broken for
-        // this request, the proxy is not; answer 502 instead of throwing out of an event handler.
-        pres.resume();
+    const handler: Dispatcher.DispatchHandlers = {
+      onConnect(a) {
+        abort = a;
+        if (abandoned) a(new Error("request abandoned by the proxy"));
+      },
+      onHeaders(status, rawHeaders, resumeUpstream, statusText) {
+        if (abandoned) return false;
+        const { headers: outHeaders, streaming } = buildResponseHeaders(rawHeaders as unknown as Buffer[], hsts);
+        try {
+          res.writeHead(status, statusText, outHeaders);
+        } catch {
+          // A head Node's own writer refuses (e.g. a status text with control bytes): the upstream is broken for
+          // this request, the proxy is not; answer 502 instead of throwing out of a callback.
+          cut();
+          done();
+          sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
+          return false;
+        }
+        // Without this an SSE client would wait for the first event to even see the status line.
+        if (streaming) res.flushHeaders();
+        resume = resumeUpstream;
+        return true;
+      },
+      onData(chunk) {
+        if (abandoned || res.write(chunk)) return true;
+        // Backpressure: a slow client pauses the upstream read instead of buffering its body here.
+        res.once("drain", resume!);
+        return false;
+      },
+      onComplete() {
         done();
-        sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
-        return;
-      }
-      // Without this an SSE client would wait for the first event to even see the status line.
-      if (streaming) res.flushHeaders();
-      pres.pipe(res);
-      pres.on("error", noop);
-      pres.on("close", () => {
-        // Upstream died mid-body: cut the client off too, so it sees a truncated stream (and can resume)
-        // rather than a response that looks complete.
-        if (!pres.complete && !abandoned) {
+        if (!abandoned) res.end();
+      },
+      onError(err) {
+        done();
+        if (abandoned) return;
+        const code = (err as NodeJS.ErrnoException).code ?? "";
+        if (res.headersSent) {
+          // Upstream died mid-body: cut the client off too, so it sees a truncated stream (and can resume)
+          // rather than a response that looks complete.
           res.destroy();
           pool.markDown(u, "connection closed mid-response");
+          return;
         }
-        done();
-      });
-    });
-
-    up.on("error", (err: NodeJS.ErrnoException) => {
-      done();
-      if (abandoned) return;
-      const code = err.code ?? "";
-      // A pooled keep-alive socket the upstream closed just as we reused it: retry once on a fresh connection
-      // when the request is safe to repeat (no body was sent). This is Node's documented `reusedSocket` pattern.
-      if (!isRetry && !hasBody && code === "ECONNRESET" && up.reusedSocket && !res.headersSent) {
-        forward(req, res, headers, hasBody, chunked, peer, start, true);
-        return;
-      }
-      if (CONNECTION_ERRORS.has(code)) pool.markDown(u, code);
-      if (!res.headersSent) sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
-      else res.destroy();
-    });
+        // A kept-alive connection the upstream closed just as we reused it: send the request once more, on
+        // another connection, when that is safe (see IDEMPOTENT).
+        if (!isRetry && !hasBody && RETRYABLE_ERRORS.has(code) && IDEMPOTENT.has(req.method ?? "")) {
+          forward(req, res, headers, hasBody, chunked, peer, start, true);
+          return;
+        }
+        if (CONNECTION_ERRORS.has(code)) pool.markDown(u, code);
+        sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
+      },
+    };
 
     res.on("close", () => {
-      // Client gone before we finished: abort the upstream request so its socket is not reused half-read.
-      if (!res.writableFinished) {
-        abandoned = true;
-        up.destroy();
-      }
+      // Client gone before we finished: abort the upstream request so its connection is not reused half-read.
+      if (!res.writableFinished) cut();
       if (log !== null && !isRetry) log(formatAccessLine(peer, req.method, req.url, res.writableFinished ? res.statusCode : 499, performance.now() - start, u.target.origin));
     });
 
-    if (!hasBody) {
-      up.end();
-      return;
-    }
+    u.dispatcher.dispatch({ path: req.url ?? "/", method: (req.method ?? "GET") as Dispatcher.HttpMethod, headers, body }, handler);
+
+    if (body === null) return;
     if (chunked) {
       // Chunked bodies have no declared length: count them against maxBodyBytes as they stream.
       let seen = 0;
       req.on("data", (chunk: Buffer) => {
         seen += chunk.length;
         if (seen > maxBody && !abandoned) {
-          abandoned = true;
-          req.unpipe(up);
-          up.destroy();
+          req.unpipe(body);
+          cut();
+          body.destroy();
           // `Connection: close` makes Node close the socket once the 413 is flushed; destroying the request here
           // instead could drop the response before it leaves. The rest of the body is read and discarded.
           sendError(res, 413, "PROXY_ERR_BODY_TOO_LARGE", hsts, true);
@@ -292,7 +323,7 @@ export function createForwarder(deps: ForwardDeps): {
         }
       });
     }
-    req.pipe(up);
+    req.pipe(body);
   }
 
   // WebSocket: http-proxy-3 does the hand-off. No agent: an upgraded socket never returns to a pool.

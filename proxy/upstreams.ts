@@ -4,13 +4,16 @@
  * ejection (a connection-level error while proxying marks the upstream down at once; only an active check brings
  * it back). Upstreams start healthy so the first requests after start-up do not wait for a probe.
  */
-import { Agent, request } from "node:http";
+import { request } from "node:http";
+import { Pool } from "undici";
 import type { UpstreamTarget } from "./config.js";
 import type { ProxyEvent } from "./events.js";
 
 /** One gateway and its state. Fields are read on the hot path, so they are plain properties. */
 export interface Upstream {
   readonly target: UpstreamTarget;
+  /** Keep-alive HTTP/1.1 connections to this upstream, shared by all proxied requests. */
+  readonly dispatcher: Pool;
   healthy: boolean;
   /** In-flight proxied requests and tunnels; reported in snapshots. */
   active: number;
@@ -27,12 +30,6 @@ export interface UpstreamHealth {
 
 export class UpstreamPool {
   readonly list: readonly Upstream[];
-  /**
-   * Keep-alive connections to the gateways, shared by all proxied requests. LIFO reuse keeps a few hot sockets
-   * busy instead of spreading requests over many half-idle ones; idle sockets are closed after 4 s, under Node's
-   * and most servers' 5 s keep-alive timeout, so we rarely reuse a socket the upstream is about to close.
-   */
-  readonly agent = new Agent({ keepAlive: true, maxFreeSockets: 256, scheduling: "lifo", timeout: 4_000 });
   private next = 0;
   private timer: NodeJS.Timeout | null = null;
   private readonly emit: (e: ProxyEvent) => void;
@@ -40,7 +37,7 @@ export class UpstreamPool {
   private readonly timeoutMs: number;
 
   constructor(targets: readonly UpstreamTarget[], opts: { path: string; timeoutMs: number; emit: (e: ProxyEvent) => void }) {
-    this.list = targets.map((target) => ({ target, healthy: true, active: 0, lastError: null }));
+    this.list = targets.map((target) => ({ target, dispatcher: connectionsTo(target), healthy: true, active: 0, lastError: null }));
     this.emit = opts.emit;
     this.path = opts.path;
     this.timeoutMs = opts.timeoutMs;
@@ -79,7 +76,7 @@ export class UpstreamPool {
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
-    this.agent.destroy();
+    for (const u of this.list) void u.dispatcher.destroy().catch(() => undefined);
   }
 
   /** Runs one active check of every upstream and resolves when all have answered or timed out. */
@@ -123,4 +120,14 @@ export class UpstreamPool {
       req.end();
     });
   }
+}
+
+/**
+ * One upstream's connection pool. Idle connections close after 4 s, under Node's and most servers' 5 s keep-alive
+ * timeout (and sooner when the upstream's `Keep-Alive: timeout=` says so), so we rarely reuse one the upstream is
+ * about to close. No header or body timeouts: SSE streams and long polls stay open as long as both ends want, as
+ * through the WebSocket tunnel; a dead upstream shows up as a connection error, and active checks catch a hung one.
+ */
+function connectionsTo(target: UpstreamTarget): Pool {
+  return new Pool(target.origin, { keepAliveTimeout: 4_000, headersTimeout: 0, bodyTimeout: 0 });
 }

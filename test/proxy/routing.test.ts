@@ -196,3 +196,53 @@ t.test("proxy routing - a client leaving mid-stream closes the upstream stream a
   t.ok(proxy.upstreams()[0]!.healthy, "still healthy");
   t.equal((await httpsGet(proxy.httpsPort, "/whoami")).body, "gw-a");
 });
+
+/**
+ * An upstream that answers the first request on each connection and, keeping it alive, closes it without an
+ * answer on the second: what a proxy sees when it reuses a kept-alive connection the upstream just closed. A POST
+ * and `GET /dies` are closed unanswered on any connection. Health checks are answered and not counted.
+ */
+async function closesReusedConnections(t: Teardowns): Promise<{ url: string; connections: () => number; requests: string[] }> {
+  const { createServer } = await import("node:http");
+  let connections = 0;
+  const requests: string[] = [];
+  const perSocket = new WeakMap<object, number>();
+  const server = createServer((req, res) => {
+    if (req.url === "/health") {
+      res.writeHead(200, { "content-length": 0, connection: "close" }).end();
+      return;
+    }
+    const n = (perSocket.get(req.socket) ?? 0) + 1;
+    if (n === 1) connections++;
+    perSocket.set(req.socket, n);
+    requests.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on("end", () => {
+      if (n >= 2 || req.method === "POST" || req.url === "/dies") req.socket.destroy();
+      else res.writeHead(200, { "content-type": "text/plain", "content-length": 2 }).end("ok");
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, connections: () => connections, requests };
+}
+
+t.test("proxy routing - a GET on a kept-alive connection the upstream closed is sent again on a new one; a POST is not", async (t) => {
+  const up = await closesReusedConnections(t);
+  const { proxy } = await proxyFor(t, [{ url: up.url } as TestUpstream], { healthIntervalMs: 60_000 });
+  t.equal((await httpsGet(proxy.httpsPort, "/one")).status, 200, "first request, first connection");
+  const again = await httpsGet(proxy.httpsPort, "/two");
+  t.equal(again.status, 200, "the reused connection failed; the retry on a new one answered");
+  t.equal(up.connections(), 2);
+  t.same(up.requests, ["GET /one", "GET /two", "GET /two"]);
+  t.ok(proxy.upstreams()[0]!.healthy, "a retried reset does not eject the upstream");
+  const dies = await httpsGet(proxy.httpsPort, "/dies");
+  t.equal(dies.status, 502, "a GET that fails on a new connection too gets 502");
+  t.equal(up.requests.filter((r) => r === "GET /dies").length, 2, "sent twice, not more");
+  await proxy.checkUpstreams();
+  t.ok(proxy.upstreams()[0]!.healthy, "back after a health check");
+  const post = await httpsGet(proxy.httpsPort, "/post", { method: "POST", body: "x=1", headers: { "content-type": "text/plain" } });
+  t.equal(post.status, 502);
+  t.match(JSON.parse(post.body), { code: "PROXY_ERR_UPSTREAM" });
+  t.same(up.requests.filter((r) => r.startsWith("POST")), ["POST /post"], "the POST reached the upstream once");
+});

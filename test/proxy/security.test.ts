@@ -43,6 +43,23 @@ t.test("proxy security - rejects Transfer-Encoding other than chunked, and TE.CL
   t.equal(up.seen.length, 0);
 });
 
+t.test("proxy security - a request with two Host headers is refused with 400 (RFC 9112 §3.2)", async (t) => {
+  const { proxy, up } = await setup(t);
+  const raw = await rawTls(proxy.httpsPort, "GET /echo HTTP/1.1\r\nHost: localhost\r\nHost: internal.example\r\n\r\n");
+  t.equal(statusOf(raw), 400);
+  t.match(raw, /PROXY_ERR_BAD_REQUEST/);
+  t.equal(up.seen.length, 0, "nothing reached the upstream");
+});
+
+t.test("proxy security - Expect: 100-continue is answered by the proxy and not forwarded", async (t) => {
+  const { proxy, up } = await setup(t);
+  const raw = await rawTls(proxy.httpsPort, "POST /echo HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+  t.match(raw, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, "100 Continue from the proxy, then the upstream's answer");
+  t.equal(up.seen.length, 1);
+  t.equal(up.seen[0]!.body, "abc");
+  t.equal(up.seen[0]!.headers.expect, undefined, "Expect is not forwarded");
+});
+
 t.test("proxy security - a chunked DELETE reaches the upstream as exactly one request with its body", async (t) => {
   const { proxy, up } = await setup(t);
   // The body looks like a second request: if the proxy forwarded it unframed, the upstream would run it.
