@@ -21,34 +21,6 @@ const server = createServer({ key: readFileSync(keyFile), cert: readFileSync(cer
   for (let i = 0; i < raw.length; i += 2) if (!DROP.has(raw[i]!.toLowerCase())) headers.push(raw[i]!, raw[i + 1]!);
   headers.push("x-forwarded-proto", "https");
   pool.dispatch(
-      { origin, method: req.method as "GET", path: req.url!, headers },
-      {
-        onConnect() {},
-        onHeaders(s: number, rawH: Buffer[]) {
-          status = s;
-          for (let i = 0; i < rawH.length; i += 2) {
-            const k = rawH[i]!.toString("latin1");
-            if (!DROP.has(k.toLowerCase())) out.push(k, rawH[i + 1]!.toString("latin1"));
-          }
-          return true;
-        },
-        onData(chunk: Buffer) {
-          chunks.push(chunk);
-          return true;
-        },
-        onComplete() {
-          res.writeHead(status, out);
-          res.end(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
-        },
-        onError(err: Error) {
-          if (!res.headersSent) res.writeHead(502);
-          res.end(err.message);
-        },
-      } as never,
-    );
-    return;
-  }
-  pool.dispatch(
     { origin, method: req.method as "GET", path: req.url!, headers },
     {
       onConnect() {},
