@@ -54,6 +54,17 @@ http {
     const kids = readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
     return [p.pid, ...kids];
   };
+  // The master is SIGKILLed on exit (procs.ts), which leaves its worker running, orphaned: kill the worker too.
+  const workers = pids().slice(1);
+  process.on("exit", () => {
+    for (const w of workers) {
+      try {
+        process.kill(w, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
+  });
   return Object.assign(p, { port, pids });
 }
 
