@@ -8,6 +8,7 @@ import type { KV } from "@nats-io/kv";
 import {
   CancelReason,
   ErrorCode,
+  GraphError,
   KV_AGENTS,
   KV_JOBS,
   JOB_QUEUE_DEFAULTS,
@@ -84,11 +85,34 @@ export class JobManager {
     return out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
   }
 
-  /** Union of the node catalogs of live agents, cached for a second (submits are hot, agents change slowly). */
-  async nodeCatalog(): Promise<NodeCatalog> {
-    if (Date.now() - this.catalogRefreshedMs < 1_000) return this.catalog;
+  /**
+   * Union of the node catalogs of live agents. Refreshed once it is over a second old; while that refresh runs, a
+   * catalog already held is served, so a submit after a quiet spell does not wait on a listing of the agent
+   * registry (several KV round trips). A catalog that may predate a new agent is looked at again where it matters:
+   * `withCatalog` retries an unknown node type with `fresh`, which waits for a listing (shared by concurrent
+   * callers, so a burst of bad submits costs one).
+   */
+  async nodeCatalog(opts: { fresh?: boolean } = {}): Promise<NodeCatalog> {
+    if (!opts.fresh && Date.now() - this.catalogRefreshedMs < 1_000) return this.catalog;
     // One refresh at a time: concurrent submits share it rather than each listing the registry.
-    return (this.catalogRefresh ??= this.refreshCatalog().finally(() => (this.catalogRefresh = null)));
+    const refresh = (this.catalogRefresh ??= this.refreshCatalog().finally(() => (this.catalogRefresh = null)));
+    // An empty catalog is not served stale: it would let any node type through validation.
+    if (opts.fresh || this.catalog.size === 0) return refresh;
+    refresh.catch(() => undefined); // a failed background refresh leaves the old catalog; the next call tries again
+    return this.catalog;
+  }
+
+  /**
+   * Runs a validation against the validation catalog; when it refuses a node type, once more against a fresh one
+   * (the type may belong to an agent that registered since the catalog was read) before the refusal stands.
+   */
+  async withCatalog<T>(fn: (catalog: NodeCatalog | undefined) => T | Promise<T>): Promise<T> {
+    try {
+      return await fn(await this.validationCatalog());
+    } catch (err) {
+      if (!(err instanceof GraphError) || err.code !== ErrorCode.GRAPH_ERR_UNKNOWN_NODE_TYPE) throw err;
+      return fn(await this.validationCatalog({ fresh: true }));
+    }
   }
 
   private async refreshCatalog(): Promise<NodeCatalog> {
@@ -110,8 +134,8 @@ export class JobManager {
   }
 
   /** Validation catalog: absent while no agent is known, so structure is still checked but types are not. */
-  async validationCatalog(): Promise<NodeCatalog | undefined> {
-    const c = await this.nodeCatalog();
+  async validationCatalog(opts: { fresh?: boolean } = {}): Promise<NodeCatalog | undefined> {
+    const c = await this.nodeCatalog(opts);
     return c.size > 0 ? c : undefined;
   }
 
@@ -149,9 +173,10 @@ export class JobManager {
 
   /** Validates, records, announces and enqueues a job. With an idempotency key, a retry returns the first job. */
   async submit(s: SubmitJob): Promise<{ job: JobRecord; created: boolean }> {
-    const catalog = await this.validationCatalog();
-    const graph: Graph = validateGraph(s.workflow.graph, catalog);
-    const params = validateParams(graph, s.params ?? {}, catalog);
+    const { catalog, graph, params } = await this.withCatalog((catalog) => {
+      const graph: Graph = validateGraph(s.workflow.graph, catalog);
+      return { catalog, graph, params: validateParams(graph, s.params ?? {}, catalog) };
+    });
     if (s.timeoutS !== undefined && s.timeoutS !== null && (typeof s.timeoutS !== "number" || !(s.timeoutS > 0))) {
       throw badRequest(`"timeout_s" must be a positive number of seconds`);
     }

@@ -190,14 +190,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   });
   const createWorkflow: Handler = async (_req, reply, res) => {
     const b = await body(res, reply);
-    reply.json(200, await workflows.save(b, await jobs.validationCatalog()));
+    reply.json(200, await jobs.withCatalog((catalog) => workflows.save(b, catalog)));
   };
   route("post", "/api/workflows", createWorkflow);
   route("post", "/api/workflows/", createWorkflow);
   route("get", "/api/workflows/:id", async (req, reply) => reply.json(200, await workflows.get(req.params[0]!)));
   route("put", "/api/workflows/:id", async (req, reply, res) => {
     const b = await body(res, reply);
-    reply.json(200, await workflows.save(b, await jobs.validationCatalog(), req.params[0]!));
+    reply.json(200, await jobs.withCatalog((catalog) => workflows.save(b, catalog, req.params[0]!)));
   });
   route("del", "/api/workflows/:id", async (req, reply) => {
     await workflows.delete(req.params[0]!);
