@@ -38,6 +38,8 @@ const WS_DELIVERIES_PER_S = 60_000;
 /** Bare uWS uses 40-100 ms of user CPU a second at these rates: 8 s hold 30-80 ticks of it. */
 const WINDOW_MS = quick ? 3_000 : 8_000;
 const ROUNDS = quick ? 3 : 5;
+/** Events a job is asked for: more than any arm's probe and window use (it is stopped after its window). */
+const COUNT = (rate: number) => Math.ceil(rate * 600);
 /** Long enough for ~20 events per probe. */
 const PROBE_MS = (rate: number) => Math.max(500, Math.ceil((20 / rate) * 1000));
 
@@ -71,8 +73,8 @@ async function settled(pid: number): Promise<void> {
 
 const lines: GoalLine[] = [];
 /**
- * Goals use user CPU: on this VM each delivery also costs ~8-10 µs of kernel time (one loopback TCP send per socket,
- * the receive path charged to the sender) that is the same for every server; total CPU is in the table.
+ * Goals use user CPU: on this VM each delivery also costs 1-4 µs of kernel time (one loopback TCP send per socket,
+ * the receive path charged to the sender), about the same for every server; total CPU is in the table.
  */
 const METRIC = "user_ns_per_msg";
 try {
@@ -90,7 +92,6 @@ try {
   for (const n of SIZES) {
     const total = deliveriesPerS(n);
     const rate = total / n;
-    const count = Math.ceil(rate * 600);
     const errors = new Map<string, string[]>();
     let jobN = 0;
     const measure = async (name: string, server: Spawned, start: () => Promise<{ jobId: string }>, ours: boolean) => {
@@ -103,10 +104,10 @@ try {
     };
     const peer = (name: string, server: Spawned, port: number, rate: number): Arm => ({
       name,
-      run: () => measure(name, server, () => client.call({ op: "peer", port, n, job: `fan${n}x${++jobN}`, count: Math.ceil(rate * 600), rate, probe: PROBE_MS(rate) }), false),
+      run: () => measure(name, server, () => client.call({ op: "peer", port, n, job: `fan${n}x${++jobN}`, count: COUNT(rate), rate, probe: PROBE_MS(rate) }), false),
     });
     const arms: Arm[] = [
-      { name: "ours", run: () => measure("ours", gw, () => client.call({ op: "ours", port: gw.port, n, graph: tokensGraph(rate), count, probe: PROBE_MS(rate) }, 300_000), true) },
+      { name: "ours", run: () => measure("ours", gw, () => client.call({ op: "ours", port: gw.port, n, graph: tokensGraph(rate), count: COUNT(rate), probe: PROBE_MS(rate) }, 300_000), true) },
       peer("uws", floor, floorPort, rate),
       peer("uws_aa", floor, floorPort, rate),
       peer("ws", wsgw, wsPort, WS_DELIVERIES_PER_S / n),
