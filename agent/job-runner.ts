@@ -345,7 +345,9 @@ export class JobRunner {
     | { kind: "missing" }
   > {
     const waitUntilMs = Date.now() + RECORD_WAIT_MS;
-    for (let pauseMs = 2; ; pauseMs = Math.min(pauseMs * 2, 250)) {
+    // The gateway sends the dispatch just before the record (gateway/jobs.ts `submit`), so a first read can miss
+    // it by a fraction of a millisecond: the first retry goes at once (its round trip is the pause), later ones back off.
+    for (let pauseMs = 0; ; pauseMs = Math.min(Math.max(2, pauseMs * 2), 250)) {
       const r = await this.claimOnce();
       if (r) {
         if (r.written) return { kind: "claimed", claim: { rec: r.rec, revision: r.revision } };
@@ -354,7 +356,7 @@ export class JobRunner {
       }
       if (Date.now() >= waitUntilMs) return { kind: "missing" };
       this.msg.working();
-      await new Promise((res) => setTimeout(res, pauseMs));
+      if (pauseMs > 0) await new Promise((res) => setTimeout(res, pauseMs));
     }
   }
 

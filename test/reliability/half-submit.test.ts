@@ -4,7 +4,9 @@
  * the retry answers with the first job and makes sure it is queued (copies of anything the first request did
  * store are dropped by message id). A key whose first request died before writing its job at all is taken over by
  * a retry once it is older than any submit lives (`idempotencyOrphanMs`). A submit whose dispatch the server
- * refuses answers 503 and leaves its job failed, never queued forever, and its key free for the retry.
+ * refuses answers 503 and leaves its job failed, never queued forever, and its key free for the retry. A submit
+ * whose record the bucket refuses (the `queued` event and the dispatch go out before it) ends its watchers with
+ * `failed`, and the agent ends the dispatch that has no record.
  */
 import t, { type Test as Tap } from "tap";
 import type { GatewayOptions } from "../../gateway/index.js";
@@ -13,7 +15,8 @@ import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { KV_JOBS, STREAM_JOBS, jobKeys, type JobRecord } from "../../protocol/index.js";
-import { api, readStream } from "../helpers/clients.js";
+import { WsClient, api, readStream } from "../helpers/clients.js";
+import { readJobLog } from "../helpers/history.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 
@@ -125,4 +128,32 @@ t.test("half-submit - a dispatch the jobs stream refuses: 503 with the job id, t
   }, 15_000, { name: "the retried job runs" });
   t.same(done.outputs, { greeting: ["hi"] });
   t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "failed", "the abandoned job never ran");
+});
+
+t.test("half-submit - a record the jobs bucket refuses: the submitter is told, its watch sees queued then failed, and the dispatch stored before the record never runs", async (t) => {
+  const { s } = await helloStack(t);
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const jsm = await jetstreamManager(nc);
+  const bucket = `KV_${KV_JOBS}`;
+  const cfg = (await jsm.streams.info(bucket)).config;
+  // A real refusal: a job record (~350 B of JSON) is now larger than the bucket takes; the workflow index entry
+  // (empty), the `queued` event and the dispatch (other streams) are still stored.
+  await jsm.streams.update(bucket, { ...cfg, max_msg_size: 128 });
+
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const res = await ws.request("run_job", { workflow_id: "hello" });
+  await jsm.streams.update(bucket, { ...cfg });
+  const err = res.error as { code?: string; message?: string; job_id?: string } | undefined;
+  t.equal(err?.code, "GW_ERR_UNAVAILABLE", "the submitter is told the submit failed");
+  t.match(err?.message, /could not be queued/, `and why (${err?.message})`);
+  const jobId = String(err?.job_id);
+  const end = await ws.waitTerminal(jobId, 10_000);
+  t.equal(end.status, "failed", "the watch that saw `queued` ends: without a record the job can never run");
+  const agent = s.agents[0]!;
+  await check(() => new RegExp(`job ${jobId}: attempt 1 ends the job message: no job record`).test(agent.stderr()), 20_000, { name: "the agent ends the dispatch" });
+  const log = await readJobLog(nc, jobId);
+  t.same(log.stored.map((e) => `${e.type}:${e.status}:${e.attempt}`), ["job_update:queued:0", "job_update:failed:0"], "nothing ran: the stored history is queued, failed");
+  t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).status, 404, "and no record was ever stored");
 });
