@@ -301,10 +301,9 @@ class Agent implements RunningAgent {
         this.wakeSlotWaiters();
         if (this.running.size === 0) void this.beat().catch(() => undefined);
       });
-    // After the run has started (it runs up to its first wait before this line): the heartbeat of an agent
-    // going from idle to busy serializes its registration and writes it, ~0.3 ms here that used to come
-    // before the job's graph started.
-    if (this.running.size === 1) void this.beat().catch(() => undefined);
+    // The heartbeat of an agent going from idle to busy serializes its registration and writes it (~0.2 ms
+    // here): in the next macrotask, after the graph's first steps (microtasks) have run, not before them.
+    if (this.running.size === 1) setImmediate(() => void this.beat().catch(() => undefined));
   }
 
   async stop(opts: { graceful?: boolean } = {}): Promise<void> {
