@@ -346,7 +346,7 @@ export class JobRunner {
   > {
     const waitUntilMs = Date.now() + RECORD_WAIT_MS;
     // The gateway sends the dispatch just before the record (gateway/jobs.ts `submit`), so a first read can miss
-    // it by a fraction of a millisecond: the first retry goes at once (its round trip is the pause), later ones back off.
+    // it by microseconds: the first retry goes at once (its round trip is the pause), later ones back off.
     for (let pauseMs = 0; ; pauseMs = Math.min(Math.max(2, pauseMs * 2), 250)) {
       const r = await this.claimOnce();
       if (r) {
