@@ -7,6 +7,7 @@
  * Options: --quick, --only <name>[,<name>…] (codec, token-path, fanout, dispatch, proxy).
  */
 import { spawn } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,8 +89,50 @@ function runOne(b: Bench): Promise<{ rows: Row[]; goals: GoalLine[]; error: stri
 const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length));
 const fmt = (x: number) => (Math.abs(x) >= 1000 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(2) : x.toFixed(3));
 
+/**
+ * Servers and loads left running by an earlier run or a diagnostic (nats-server, nginx, wrk, our processes):
+ * idle, they still wake up, hold caches and pages, and skewed every figure of a run on this 2-core VM (26
+ * leftover nats-servers were found once, after diagnostics that exited without stopping theirs). Counted by name
+ * from /proc, ancestors of this process excepted.
+ */
+function strayProcesses(): string[] {
+  const ancestors = new Set<number>();
+  for (let pid = process.pid; pid > 1; ) {
+    ancestors.add(pid);
+    let stat = "";
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      break;
+    }
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ")".
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (!(ppid > 0)) break;
+    pid = ppid;
+  }
+  const counts = new Map<string, number>();
+  for (const d of readdirSync("/proc")) {
+    const pid = Number(d);
+    if (!Number.isInteger(pid) || ancestors.has(pid)) continue;
+    let comm = "";
+    let cmd = "";
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+    } catch {
+      continue; // gone meanwhile
+    }
+    const what = ["nats-server", "nginx", "wrk", "pebble"].includes(comm) ? comm : comm === "node" && /\/(bench|dist)\/|nodeway/.test(cmd) ? "node (nodeway or bench)" : null;
+    if (what) counts.set(what, (counts.get(what) ?? 0) + 1);
+  }
+  return [...counts].map(([k, n]) => `${k} ×${n}`);
+}
+
 const started = Date.now();
 process.stderr.write(`bench: ${quick ? "quick" : "full"} run on ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), load average ${loadavg().map((x) => x.toFixed(2)).join(" ")}, node ${process.version}\n`);
+const strays = strayProcesses();
+const strayWarning = strays.length > 0 ? `warning: processes left from earlier runs were running when this run started (${strays.join(", ")}); its figures may be skewed\n` : "";
+process.stderr.write(strayWarning);
 const allRows: Row[] = [];
 const allGoals: GoalLine[] = [];
 for (const b of BENCHES) {
@@ -120,4 +163,5 @@ process.stdout.write(`\nmedians of measured rounds (warm-up dropped)\n${pad("ben
 for (const [k, per] of table) process.stdout.write(`${pad(k, w0)}${arms.map((a) => pad(per.has(a) ? fmt(per.get(a)!.value) : "", 15)).join("")}\n`);
 process.stdout.write(`\ngoals (${allGoals.filter((g) => g.met).length}/${allGoals.length} met, ${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
 for (const g of allGoals) process.stdout.write(`${JSON.stringify(g)}\n`);
+process.stdout.write(strayWarning);
 process.exit(0);
