@@ -263,8 +263,9 @@ export class JobManager {
    * A submit whose writes did not all succeed (the dispatch rejected by the jobs stream, a write timed out): the
    * client is told it failed, so the job must neither sit `queued` forever nor run later. The record, if it was
    * written and is still queued, becomes `failed` by compare-and-set; a dispatch that did get stored is then
-   * skipped at its claim (or, with no record at all, ended by the agent), and the terminal event ends every watcher. The Idempotency-Key is released, so the
-   * client's retry creates a new job rather than finding the failed one. Returns the record when an agent had
+   * skipped at its claim (or, with no record at all, ended by the agent), and the terminal event ends every
+   * watcher. The Idempotency-Key is released, so the client's retry creates a new job rather than finding the
+   * failed one. Returns the record when an agent had
    * already claimed it (the dispatch was stored after all, so the submit succeeded), else null. When NATS itself
    * is gone these writes fail too; an idempotent retry then finds the record and queues it (`ensureDispatched`).
    */
