@@ -265,9 +265,9 @@ export class JobManager {
    * written and is still queued, becomes `failed` by compare-and-set; a dispatch that did get stored is then
    * skipped at its claim (or, with no record at all, ended by the agent), and the terminal event ends every
    * watcher. The Idempotency-Key is released, so the client's retry creates a new job rather than finding the
-   * failed one. Returns the record when an agent had
-   * already claimed it (the dispatch was stored after all, so the submit succeeded), else null. When NATS itself
-   * is gone these writes fail too; an idempotent retry then finds the record and queues it (`ensureDispatched`).
+   * failed one. Returns the record when an agent had already claimed it (the dispatch was stored after all, so the
+   * submit succeeded), else null. When NATS itself is gone these writes fail too; an idempotent retry then finds
+   * the record and queues it (`ensureDispatched`).
    */
   private async abandonSubmit(rec: JobRecord, heldKey: { key: string; revision: number } | null, reason: unknown): Promise<JobRecord | null> {
     const message = `submit failed: ${errorText(reason)}`;

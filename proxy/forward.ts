@@ -5,8 +5,9 @@
  * `http.request`: it is the hot path (the benchmark compares requests per proxy CPU-second with nginx), and
  * `dispatch` hands us the upstream's status, raw headers and body chunks as callbacks, with no ClientRequest,
  * IncomingMessage or stream pipe per request — 1.5–1.7× the requests per CPU-second of the `http.request` pipe
- * it replaced (bench/proxy.ts: 0.18× → 0.27–0.31× nginx). The outgoing header list is built in one pass over `rawHeaders`. WebSocket
- * upgrades go through `http-proxy-3`'s `ws()`, which handles the 101 hand-off and the bidirectional pipe.
+ * it replaced (bench/proxy.ts: 0.18× → 0.27–0.31× nginx). The outgoing header list is built in one pass over
+ * `rawHeaders`. WebSocket upgrades go through `http-proxy-3`'s `ws()`, which handles the 101 hand-off and the
+ * bidirectional pipe.
  *
  * Hygiene rules (reliability S10, RFC 9110 §7.6.1, RFC 9112 §6.1):
  * - hop-by-hop headers, and every header named in `Connection`, are removed in both directions;
