@@ -186,6 +186,11 @@ export async function startUpstream(name: string): Promise<TestUpstream> {
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.on("message", (data) => ws.send(`${name}:${data.toString()}`));
       ws.on("error", () => undefined);
+      // `/ws/stream`: a frame every millisecond until the socket closes, like a token stream in full flow.
+      if (req.url?.startsWith("/ws/stream")) {
+        const tick = setInterval(() => ws.send(`${name}:${Date.now()}`), 1);
+        ws.on("close", () => clearInterval(tick));
+      }
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
