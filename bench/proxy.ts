@@ -56,10 +56,10 @@ try {
       }
       const h = await client.call<{ p50: number; p99: number; n: number; errors: string[]; errorCount: number; expected: number }>({ op: "http", url: `${base}/`, rate: cfg.rate, durationMs: cfg.latMs, conns: 16 });
       if (h.errorCount || h.n !== h.expected) errors.push(`${name}: http ${h.n}/${h.expected} ok; ${h.errors.join("; ")}`);
-      type WsResult = { p50: number; p99: number; n: number; errors: string[]; errorCount: number };
+      type WsResult = { p50: number; p99: number; n: number; frames: number; errors: string[]; errorCount: number };
       const w0 = pids ? cpuOf(pids()) : 0;
       const s = await client.call<WsResult>({ op: "ws", url: wsBase, streams: cfg.streams, durationMs: cfg.latMs });
-      if (pids) m.ws_cpu_us_per_frame = (cpuOf(pids()) - w0) / 1e3 / s.n;
+      if (pids) m.ws_cpu_us_per_frame = (cpuOf(pids()) - w0) / 1e3 / s.frames;
       const b = await client.call<WsResult>({ op: "ws", url: wsBase, streams: BURST_STREAMS, durationMs: cfg.latMs, burst: true });
       for (const [what, r] of [["ws", s], ["ws burst", b]] as const) {
         if (r.errorCount || r.n === 0) errors.push(`${name}: ${what} ${r.n} frames; ${r.errors.join("; ")}`);

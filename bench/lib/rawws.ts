@@ -4,6 +4,7 @@
  * are masked with a zero key (valid per RFC 6455 and free to apply).
  */
 import { connect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 
 export class RawWs {
   frames = 0;
@@ -12,9 +13,12 @@ export class RawWs {
   onFrame: ((opcode: number, payload: Buffer) => void) | null = null;
   private constructor(private readonly sock: Socket) {}
 
-  static open(port: number, path: string, protocol?: string): Promise<RawWs> {
+  /** `tls`: over TLS (any certificate accepted: the benchmarks' proxies are self-signed). */
+  static open(port: number, path: string, protocol?: string, tls = false): Promise<RawWs> {
     return new Promise((res, rej) => {
-      const sock = connect({ host: "127.0.0.1", port, noDelay: true });
+      const sock = tls
+        ? tlsConnect({ host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false }).setNoDelay(true)
+        : connect({ host: "127.0.0.1", port, noDelay: true });
       const ws = new RawWs(sock);
       let head = Buffer.alloc(0);
       const onData = (d: Buffer) => {
