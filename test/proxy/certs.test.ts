@@ -104,8 +104,15 @@ t.test("proxy certs - two holders of one store never renew the same name at once
   const b = new CertStore(tmp.dir); // a second proxy on the same directory
   await a.init();
   let release!: () => void;
-  const held = a.withLock("acme/ca/app.example.com", () => new Promise<void>((r) => (release = r)));
-  await new Promise((r) => setImmediate(r));
+  let entered!: () => void;
+  const inside = new Promise<void>((r) => (entered = r));
+  const held = a.withLock("acme/ca/app.example.com", () => new Promise<void>((r) => {
+    release = r;
+    entered();
+  }));
+  // Taking the lock is file I/O: wait until the first holder is inside, however long that takes under load (one
+  // setImmediate was not always enough when the suite ran in parallel).
+  await inside;
   await t.rejects(b.withLock("acme/ca/app.example.com", async () => "second"), StoreLockedError);
   release();
   await held;
