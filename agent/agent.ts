@@ -3,7 +3,7 @@
  * heartbeats, pulls jobs from its pools only while it has a free slot, runs them, and drains on SIGTERM.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { connect, createInbox, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, jetstream, type Consumer, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import {
@@ -11,6 +11,7 @@ import {
   KV_JOBS,
   KV_NODES,
   STREAM_JOBS,
+  AckedKv,
   AckedPublisher,
   agentKey,
   decodeAgentControl,
@@ -44,12 +45,25 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * Binds to a bucket the gateway created (throws while it does not exist yet). `Kvm.open` binds without reading the
+ * bucket's settings, so its reads would take the JetStream API (`STREAM.MSG.GET`) even where the stream allows
+ * direct gets, which every server answers without the API's queue: one such read is on every claim's path.
+ */
+async function openBucket(kvm: Kvm, name: string): Promise<KV> {
+  const status = await (await kvm.open(name)).status();
+  return status.streamInfo.config.allow_direct === true ? kvm.open(name, { allow_direct: true }) : kvm.open(name);
+}
+
 class Agent implements RunningAgent {
   readonly id: string;
   private nc!: NatsConnection;
   private pub!: AckedPublisher<MsgHdrs>;
   private agentsKv!: KV;
-  private jobsKv!: KV;
+  /** `nw_agents` with the registration's writes through `pub`. */
+  private registrations!: AckedKv<MsgHdrs>;
+  /** `nw_jobs` with its record writes through `pub` (one publish each, not a request; protocol/acked-publish.ts). */
+  private jobRecords!: AckedKv<MsgHdrs>;
   private readonly running = new Map<string, JobRunner>();
   private state: AgentState = "starting";
   private stopping = false;
@@ -108,10 +122,11 @@ class Agent implements RunningAgent {
     for (;;) {
       try {
         await jsm.streams.info(STREAM_JOBS);
-        this.jobsKv = await kvm.open(KV_JOBS);
-        await this.jobsKv.status();
-        this.agentsKv = await kvm.open(KV_AGENTS);
-        await this.agentsKv.status();
+        const jobsKv = await openBucket(kvm, KV_JOBS);
+        this.jobRecords = new AckedKv<MsgHdrs>(this.pub, KV_JOBS, headers, (key) => jobsKv.get(key));
+        this.agentsKv = await openBucket(kvm, KV_AGENTS);
+        const agentsKv = this.agentsKv;
+        this.registrations = new AckedKv<MsgHdrs>(this.pub, KV_AGENTS, headers, (key) => agentsKv.get(key));
         break;
       } catch (err) {
         if (Date.now() > deadline) throw new Error(`NATS has no Nodeway streams (is a gateway running?): ${(err as Error).message}`);
@@ -165,8 +180,8 @@ class Agent implements RunningAgent {
       heartbeat_at: startedAt,
     };
     this.state = "idle";
-    await this.beat();
-    this.heartbeat = setInterval(() => void this.beat().catch((e: unknown) => this.log(`heartbeat failed: ${(e as Error).message}`)), this.config.heartbeatMs);
+    await this.beat(true);
+    this.heartbeat = setInterval(() => void this.beat(true).catch((e: unknown) => this.log(`heartbeat failed: ${(e as Error).message}`)), this.config.heartbeatMs);
 
     this.nc.subscribe(subjects.agentControl(this.id), {
       callback: (err, m) => {
@@ -205,12 +220,18 @@ class Agent implements RunningAgent {
     return this.running.size > 0 ? "busy" : "idle";
   }
 
-  private async beat(): Promise<void> {
+  /**
+   * Writes the registration. `readClock` (the first beat and the periodic ones): read the entry back for the queue
+   * clock. The beats on a change of state (idle ↔ busy, which come with jobs) only write: a clock offset moves
+   * slowly, and the read-back was a second round trip in an agent's busiest moments.
+   */
+  private async beat(readClock = false): Promise<void> {
     if (this.nc.isClosed()) return;
     this.state = this.currentState();
     this.registration = { ...this.registration, state: this.state, running_jobs: [...this.running.keys()], heartbeat_at: new Date().toISOString() };
     const key = agentKey(this.id);
-    await this.agentsKv.put(key, JSON.stringify(this.registration));
+    await this.registrations.put(key, JSON.stringify(this.registration));
+    if (!readClock) return;
     // The entry's store time is the server's clock at a moment before the put was acknowledged: reading it back
     // tells the queue clock how far ours runs behind (see `QueueClock`), before the first dispatch needs it.
     const ackedMs = Date.now();
@@ -280,7 +301,7 @@ class Agent implements RunningAgent {
       {
         nc: this.nc,
         pub: this.pub,
-        jobsKv: this.jobsKv,
+        jobsKv: this.jobRecords,
         library: this.library,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,

@@ -12,7 +12,6 @@
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { headers } from "@nats-io/transport-node";
 import type { JsMsg } from "@nats-io/jetstream";
-import type { KV } from "@nats-io/kv";
 import {
   CancelReason,
   ErrorCode,
@@ -29,6 +28,7 @@ import {
   type JobEvent,
   type JobRecord,
   type JobState,
+  type RecordStore,
   type WireError,
 } from "../protocol/index.js";
 import { runGraph, UnknownNodeTypeError, type EngineEvent } from "./engine/engine.js";
@@ -37,7 +37,8 @@ import type { NodeDef } from "./engine/types.js";
 export interface JobRunnerDeps {
   nc: NatsConnection;
   pub: AckedPublisher<MsgHdrs>;
-  jobsKv: KV;
+  /** Job records: reads and compare-and-set writes (the agent passes an `AckedKv`). */
+  jobsKv: RecordStore;
   library: ReadonlyMap<string, NodeDef>;
   agentId: string;
   ackWaitMs: number;
@@ -98,7 +99,7 @@ const now = () => new Date().toISOString();
 
 /** Compare-and-set that answers with the written record, or null when `change` refused or none exists. */
 async function casRecord(
-  kv: KV,
+  kv: RecordStore,
   jobId: string,
   change: (rec: JobRecord) => JobRecord | null,
   known?: { rec: JobRecord; revision: number },

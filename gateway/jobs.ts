@@ -241,10 +241,10 @@ export class JobManager {
     const announced = Promise.allSettled([
       this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
       this.publishDispatch(rec, graph, s.strategy),
-      this.n.jobsKv.create(jobKeys.record(jobId), JSON.stringify(rec)),
+      this.n.jobRecords.create(jobKeys.record(jobId), JSON.stringify(rec)),
     ]);
     await Promise.resolve();
-    const recorded = Promise.allSettled([this.n.jobsKv.put(jobKeys.byWorkflow(s.workflow.id, jobId), "")]);
+    const recorded = Promise.allSettled([this.n.jobRecords.put(jobKeys.byWorkflow(s.workflow.id, jobId), "")]);
     const writes = [...(await announced), ...(await recorded)];
     let job = rec;
     const failed = writes.find((w): w is PromiseRejectedResult => w.status === "rejected");
@@ -273,7 +273,7 @@ export class JobManager {
     const message = `submit failed: ${errorText(reason)}`;
     const error = { code: ErrorCode.JOB_ERR_NOT_QUEUED, message };
     try {
-      const r = await casJobRecord(this.n.jobsKv, rec.id, (cur) => (cur.status === "queued" && cur.attempt === 0 ? { ...cur, status: "failed", error, finished_at: now() } : null));
+      const r = await casJobRecord(this.n.jobRecords, rec.id, (cur) => (cur.status === "queued" && cur.attempt === 0 ? { ...cur, status: "failed", error, finished_at: now() } : null));
       if (r && !r.written) return r.rec;
       // Also when no record was stored (the bucket refused it): the `queued` event and the dispatch may have been,
       // but no agent can claim a job without its record (it ends such a dispatch), so the job is over.
@@ -318,7 +318,7 @@ export class JobManager {
     if (rec.status !== "queued") return;
     const ageMs = Date.now() - Date.parse(rec.created_at);
     if (!(ageMs < JOB_QUEUE_DEFAULTS.duplicateWindowMs - 10_000)) return;
-    await this.n.jobsKv.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "");
+    await this.n.jobRecords.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "");
     await this.publishEvent(rec.id, rec.workflow_id, 1, { type: "job_update", status: "queued", pool: rec.pool, queue_position: this.queue.nextPosition(rec.pool) });
     await this.publishDispatch(rec, graph, strategy, revision);
   }
@@ -337,7 +337,7 @@ export class JobManager {
    * finished → the final record, unchanged.
    */
   async cancel(jobId: string): Promise<JobRecord> {
-    const r = await casJobRecord(this.n.jobsKv, jobId, (rec) => {
+    const r = await casJobRecord(this.n.jobRecords, jobId, (rec) => {
       if (isTerminal(rec.status)) return null;
       if (rec.status === "queued") {
         return { ...rec, status: "cancelled", finished_at: now(), error: { code: ErrorCode.JOB_ERR_CANCELLED, message: "cancelled while queued" } };

@@ -1,5 +1,5 @@
 /** The gateway's NATS side: connection, and the streams, buckets and consumers it owns (design §3). */
-import { connect, createInbox, nanos, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, headers, nanos, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import {
@@ -12,6 +12,7 @@ import {
   KV_WORKFLOWS,
   STREAM_EVENTS,
   STREAM_JOBS,
+  AckedKv,
   AckedPublisher,
   poolConsumer,
   subjects,
@@ -28,6 +29,8 @@ export interface NatsParts {
   nodesKv: KV;
   /** Stream publishes (events, dispatches) with their PubAcks on one shared subscription. */
   pub: AckedPublisher<MsgHdrs>;
+  /** `nw_jobs` with its record and index writes through `pub` (reads through `jobsKv`). */
+  jobRecords: AckedKv<MsgHdrs>;
   /** False from the moment the client notices the server is gone until it has reconnected. */
   connected(): boolean;
 }
@@ -112,5 +115,7 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
   const workflowsKv = await kvm.create(KV_WORKFLOWS, { history: 1 });
   const agentsKv = await kvm.create(KV_AGENTS, { history: 1, ttl: AGENT_TTL_MS });
   const nodesKv = await kvm.create(KV_NODES, { history: 1 });
-  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, pub: new AckedPublisher<MsgHdrs>(nc, createInbox()), connected: () => connected && !nc.isClosed() };
+  const pub = new AckedPublisher<MsgHdrs>(nc, createInbox());
+  const jobRecords = new AckedKv<MsgHdrs>(pub, KV_JOBS, headers, (key) => jobsKv.get(key));
+  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, pub, jobRecords, connected: () => connected && !nc.isClosed() };
 }

@@ -8,8 +8,9 @@
  * sweeps the overdue ones. Same guarantees: each promise resolves with the server's PubAck or rejects.
  *
  * Like `job-record.ts` it is written against the shape of the NATS connection it needs, which keeps
- * `protocol/` free of a NATS dependency.
+ * `protocol/` free of a NATS dependency. `AckedKv` writes KV entries the same way.
  */
+import { subjects } from "./subjects.js";
 
 export interface PubAck {
   stream: string;
@@ -121,5 +122,64 @@ export class AckedPublisher<H> {
       this.pending.delete(id);
       p.reject(new PublishError("timed out waiting for the PubAck", 0));
     }
+  }
+}
+
+/** A KV entry as `readJobRecord` needs it (the nats.js `KvEntry` fits). */
+export interface KvReadEntry {
+  operation: string;
+  revision: number;
+  length: number;
+  string(): string;
+}
+
+/**
+ * A JetStream KV bucket whose writes go through an `AckedPublisher`. A KV put is a publish to the entry's subject
+ * (`$KV.<bucket>.<key>`); a create and a compare-and-set update are the same publish with
+ * `Nats-Expected-Last-Subject-Sequence` (0: the key must not exist; else the revision read). That is all the KV
+ * client does for them, but through `js.publish`, a request each: the per-request cost above, on the four record
+ * writes of every job (the gateway's create and index entry, the agent's claim and result). Revisions are the
+ * PubAck's stream sequence, as the KV client's are; a lost compare-and-set rejects with `PublishError` 10071
+ * ("wrong last sequence"), as the KV client's does. Reads stay with the KV client (`read`).
+ *
+ * Differences from the KV client, which its callers here do not meet: `create` does not take over a deleted
+ * key's tombstone (job records and index entries are written under fresh ids; the Idempotency-Key entries, which
+ * are deleted and re-created, stay on the KV client), and the bucket must be in this account's own JetStream (no
+ * domain or mirror prefix), which is how Nodeway creates its buckets.
+ */
+export class AckedKv<H extends { set(name: string, value: string): void }> {
+  private readonly enc = new TextEncoder();
+
+  constructor(
+    private readonly pub: AckedPublisher<H>,
+    private readonly bucket: string,
+    /** A fresh, empty header set (nats.js `headers`). */
+    private readonly newHeaders: () => H,
+    private readonly read: (key: string) => Promise<KvReadEntry | null>,
+  ) {}
+
+  private expectLast(seq: number): H {
+    const h = this.newHeaders();
+    h.set("Nats-Expected-Last-Subject-Sequence", String(seq));
+    return h;
+  }
+
+  get(key: string): Promise<KvReadEntry | null> {
+    return this.read(key);
+  }
+
+  /** Writes `value` whatever the key holds; resolves with the new revision. */
+  async put(key: string, value: string): Promise<number> {
+    return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value))).seq;
+  }
+
+  /** Writes `value` only if the key has never been written (or has expired); resolves with the revision. */
+  async create(key: string, value: string): Promise<number> {
+    return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value), this.expectLast(0))).seq;
+  }
+
+  /** Writes `value` only if the key is still at `revision`; resolves with the new revision. */
+  async update(key: string, value: string, revision: number): Promise<number> {
+    return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value), this.expectLast(revision))).seq;
   }
 }

@@ -5,6 +5,7 @@
  *   nw.events.<job_id>             every event of a job (stream NW_EVENTS; Nats-Msg-Id = <job_id>:<attempt>:<n>)
  *   nw.cancel.<job_id>             core subject: cancel signal to the agent running the job
  *   nw.agent.<agent_id>.control    core subject: drain | resume | ping
+ *   $KV.<bucket>.<key>             a KV bucket's entry (JetStream's own layout; written through `kvEntry`)
  *
  * Tokens may not contain `.`, `*`, `>` or whitespace: a job id must never widen a subscription.
  */
@@ -38,6 +39,8 @@ export const subjects = {
   cancel: (jobId: string) => `nw.cancel.${checkToken(jobId, "job id")}`,
   cancelAll: () => "nw.cancel.*",
   agentControl: (agentId: string) => `nw.agent.${checkToken(agentId, "agent id")}.control`,
+  /** Where JetStream keeps a KV entry: a publish here is a KV put. Keys are dot-separated tokens (jobKeys). */
+  kvEntry: (bucket: string, key: string) => `$KV.${checkToken(bucket, "bucket")}.${key}`,
 } as const;
 
 /** The job id inside an `nw.events.<job_id>` subject (the inverse of `subjects.jobEvents`). */

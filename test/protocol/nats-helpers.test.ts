@@ -1,12 +1,13 @@
 /**
- * The two NATS helpers in protocol/ against a real nats-server: the acked publisher (PubAcks on one shared
- * subscription) and compare-and-set on job records with a known revision (the dispatch's queued record).
+ * The NATS helpers in protocol/ against a real nats-server: the acked publisher (PubAcks on one shared
+ * subscription), KV writes through it (read back by the KV client), and compare-and-set on job records with a
+ * known revision (the dispatch's queued record).
  */
 import t from "tap";
 import { connect, createInbox, headers, type MsgHdrs } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { AckedPublisher, PublishError, casJobRecord, decodeJobDispatch, encodeMsgpack, jobKeys, type JobRecord, type RecordStore } from "../../protocol/index.js";
+import { AckedKv, AckedPublisher, PublishError, casJobRecord, decodeJobDispatch, encodeMsgpack, jobKeys, type JobRecord, type RecordStore } from "../../protocol/index.js";
 import { NatsServer } from "../helpers/nats-server.js";
 
 async function setup(t: { teardown(fn: () => unknown): void }) {
@@ -66,6 +67,44 @@ t.test("acked publisher - server refusals, no stream and no answer become Publis
   const pending = pub.publish("silent", new Uint8Array([1]), undefined, 60_000);
   pub.close();
   await t.rejects(pending, /publisher closed/, "close rejects what is still waiting");
+});
+
+t.test("acked kv - its writes are KV writes: the KV client reads them, revisions and conflicts are the KV client's", async (t) => {
+  const { nc } = await setup(t);
+  const kv = await new Kvm(nc).create("akv_test", { history: 1 });
+  const pub = new AckedPublisher<MsgHdrs>(nc, createInbox());
+  t.teardown(() => pub.close());
+  const akv = new AckedKv<MsgHdrs>(pub, "akv_test", headers, (k) => kv.get(k));
+
+  const r1 = await akv.create("j.a", "one");
+  const e1 = await kv.get("j.a");
+  t.equal(e1?.string(), "one", "the KV client reads what create wrote");
+  t.equal(e1?.revision, r1, "create answers with the entry's revision");
+  await t.rejects(akv.create("j.a", "twin"), /wrong last sequence/, "create refuses a key that exists");
+  t.equal((await kv.get("j.a"))?.string(), "one", "and leaves it as it was");
+
+  const r2 = await akv.update("j.a", "two", r1);
+  t.ok(r2 > r1, "update answers with the new revision");
+  await t.rejects(akv.update("j.a", "stale", r1), /wrong last sequence/, "update refuses a stale revision");
+  t.equal((await akv.get("j.a"))?.string(), "two", "get reads through the KV client");
+
+  // Mixed writers: the KV client's revisions and ours are one sequence.
+  const r3 = await kv.update("j.a", "three", r2);
+  t.ok((await akv.update("j.a", "four", r3)) > r3, "an update on a revision the KV client wrote lands");
+  const p1 = await akv.put("w.wf.a", "");
+  const e2 = await kv.get("w.wf.a");
+  t.equal(e2?.revision, p1, "put writes whatever the key holds");
+  t.equal(e2?.length, 0, "an empty value stays empty");
+  t.same(await kv.keys("w.wf.*").then(async (it) => { const out: string[] = []; for await (const k of it) out.push(k); return out; }), ["w.wf.a"], "entries are listed by the KV client");
+
+  // Concurrent compare-and-set writers through it: each change lands once, none is lost.
+  const rec: JobRecord = {
+    v: 1, id: "job2", workflow_id: "wf", status: "running", pool: "cpu", attempt: 1, agent_id: null, params: { n: 0 },
+    created_at: "2026-01-01T00:00:00Z", started_at: null, finished_at: null, timeout_s: null, error: null, outputs: null,
+  };
+  await akv.create(jobKeys.record("job2"), JSON.stringify(rec));
+  await Promise.all(Array.from({ length: 20 }, () => casJobRecord(akv, "job2", (r) => ({ ...r, params: { n: (r.params.n as number) + 1 } }))));
+  t.equal((JSON.parse((await kv.get(jobKeys.record("job2")))!.string()) as JobRecord).params.n, 20, "20 concurrent increments, 20 counted");
 });
 
 t.test("casJobRecord - a known revision writes without a read; a stale one falls back to reading", async (t) => {
