@@ -287,6 +287,13 @@ export class EventHub {
     this.caughtUp.splice(i, 0, { seq, fn });
   }
 
+  /** Direct listeners registered, over all jobs (/metrics: a number that only grows is a leak). */
+  listenerCount(): number {
+    let n = 0;
+    for (const set of this.listeners.values()) n += set.size;
+    return n;
+  }
+
   /** Registers a direct listener for one job; returns the function that removes it. */
   listen(jobId: string, fn: Listener): () => void {
     let set = this.listeners.get(jobId);

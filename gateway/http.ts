@@ -61,7 +61,16 @@ export class Reply {
     });
   }
 
+  /**
+   * Runs `fn` when the client goes away, or at once when the reply is already over (the client left, or it was
+   * ended): a follow registered after an await (the record read, the replay) must not outlive a client that left
+   * during it — registered late, it was never stopped, and its listener stayed until the job ended.
+   */
   onAbort(fn: () => void): void {
+    if (this.aborted) {
+      fn();
+      return;
+    }
     this.onAbortFns.push(fn);
   }
 

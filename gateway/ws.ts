@@ -324,6 +324,13 @@ export class WsHub {
     return { topic, direct };
   }
 
+  /** Sockets counted in the per-job topic sets (each should be a live socket's follow). */
+  topicMemberships(): number {
+    let n = 0;
+    for (const set of this.topicSockets.values()) n += set.size;
+    return n;
+  }
+
   /** Gateway shutdown: close every socket with 1001 so clients reconnect and resume elsewhere. */
   closeAll(): void {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);

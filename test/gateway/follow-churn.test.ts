@@ -1,0 +1,100 @@
+/**
+ * Watchers that vanish leave nothing behind in the gateway: WebSocket clients killed right after asking to resume
+ * or once they follow a job's topic, and HTTP event streams whose clients leave while the gateway waits on NATS.
+ * What would leak is counted on /metrics (`nodeway_hub_listeners`, `nodeway_ws_topic_memberships`,
+ * `nodeway_ws_follows`); a running job keeps events flowing the whole time, so a listener left behind would still
+ * be reachable. (Checked by breaking the code: without the close handler's topic-set cleanup the first test
+ * fails; with `Reply.onAbort` ignoring a client already gone, the second — 20 listeners left.)
+ */
+import t from "tap";
+import { api, WsClient } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
+import { startStack } from "../helpers/stack.js";
+
+const tokens = (count: number, rate: number) => ({
+  graph: {
+    nodes: [
+      { id: "tok", type: "nodeway.test.Tokens", data: { count, rate } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
+    ],
+    edges: [{ id: "e1", source: "tok", sourceHandle: "output", target: "out", targetHandle: "value" }],
+  },
+});
+
+async function metrics(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const l of text.split("\n")) {
+    if (l.startsWith("#") || l === "") continue;
+    const i = l.lastIndexOf(" ");
+    out[l.slice(0, i)] = Number(l.slice(i + 1));
+  }
+  return out;
+}
+
+const state = async (url: string) => {
+  const m = await metrics(url);
+  return { listeners: m.nodeway_hub_listeners, topic: m['nodeway_ws_follows{via="topic"}'], direct: m['nodeway_ws_follows{via="direct"}'], memberships: m.nodeway_ws_topic_memberships };
+};
+
+t.test("follow churn - WebSocket watchers killed mid catch-up or mid-stream leave no follow behind", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  await api(s.url, "PUT", "/api/workflows/slow", tokens(3000, 200));
+  const runner = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => runner.close());
+  const jobId = String(((await runner.request("run_job", { workflow_id: "slow" })).result as { job_id: string }).job_id);
+  await check(async () => (runner.events(jobId).length >= 20 ? true : null), 10_000);
+
+  // Half are killed right after asking to resume (their replay and catch-up in flight), half once they are live.
+  const early = await Promise.all(Array.from({ length: 20 }, () => WsClient.open(s.url, "msgpack")));
+  for (const w of early) {
+    w.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
+    setImmediate(() => w.terminate());
+  }
+  const late = await Promise.all(Array.from({ length: 20 }, () => WsClient.open(s.url, "msgpack")));
+  for (const w of late) w.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
+  await check(async () => ((await state(s.url)).topic === 21 ? true : null), 15_000, { name: "the runner and 20 followers on the topic" });
+  for (const w of late) w.terminate();
+
+  const after = await check(async () => {
+    const st = await state(s.url);
+    return st.topic === 1 && st.direct === 0 && st.listeners === 0 && st.memberships === 1 ? st : null;
+  }, 10_000, { name: "only the runner left" }).catch(() => state(s.url));
+  t.same(after, { listeners: 0, topic: 1, direct: 0, memberships: 1 }, "only the runner's topic follow is left");
+  const seen = runner.events(jobId).length;
+  await check(async () => (runner.events(jobId).length > seen ? true : null), 10_000);
+  t.pass("the runner still receives the job's events");
+  await runner.request("cancel_job", { job_id: jobId });
+});
+
+t.test("follow churn - HTTP event streams cut while the gateway waits on NATS leave no listener behind", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  await api(s.url, "PUT", "/api/workflows/slow", tokens(60_000, 1000));
+  const run = await api(s.url, "POST", "/api/workflows/slow/run", { params: {} });
+  const jobId = String(run.body.job_id);
+  await check(async () => ((await metrics(s.url)).nodeway_events_in_total >= 200 ? true : null), 10_000, { name: "a history to replay" });
+
+  // NATS stalls (SIGSTOP) while 20 clients open the job's event stream and give up: each request is parked in an
+  // await on NATS (the record read, then the replay) when its client leaves. Once NATS is back the requests go
+  // on; each must notice its client is gone rather than register a follow nobody will ever stop.
+  process.kill(s.ns.pid, "SIGSTOP");
+  t.teardown(() => void process.kill(s.ns.pid, "SIGCONT"));
+  const clients = Array.from({ length: 20 }, () => {
+    const ac = new AbortController();
+    const done = fetch(`${s.url}/api/jobs/${jobId}/events?after=0`, { signal: ac.signal }).then((r) => r.body?.cancel(), () => undefined);
+    return { ac, done };
+  });
+  await new Promise((r) => setTimeout(r, 300)); // the requests reach the gateway and wait on NATS
+  for (const c of clients) c.ac.abort();
+  await Promise.all(clients.map((c) => c.done));
+  await new Promise((r) => setTimeout(r, 200)); // the gateway sees the connections close
+  process.kill(s.ns.pid, "SIGCONT");
+
+  const left = await check(async () => {
+    const st = await state(s.url);
+    return st.listeners === 0 ? st : null;
+  }, 10_000, { name: "every listener removed" }).catch(() => state(s.url));
+  t.equal(left.listeners, 0, "20 streams cut while waiting: no listener left while the job still runs");
+  t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "running", "the job was running all along");
+  await api(s.url, "POST", `/api/jobs/${jobId}/cancel`, {});
+});
