@@ -7,30 +7,9 @@
  * fails; with `Reply.onAbort` ignoring a client already gone, the second — 20 listeners left.)
  */
 import t from "tap";
-import { api, WsClient } from "../helpers/clients.js";
+import { api, metrics, runTokensJob, tokensWorkflow, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
-
-const tokens = (count: number, rate: number) => ({
-  graph: {
-    nodes: [
-      { id: "tok", type: "nodeway.test.Tokens", data: { count, rate } },
-      { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
-    ],
-    edges: [{ id: "e1", source: "tok", sourceHandle: "output", target: "out", targetHandle: "value" }],
-  },
-});
-
-async function metrics(url: string): Promise<Record<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const out: Record<string, number> = {};
-  for (const l of text.split("\n")) {
-    if (l.startsWith("#") || l === "") continue;
-    const i = l.lastIndexOf(" ");
-    out[l.slice(0, i)] = Number(l.slice(i + 1));
-  }
-  return out;
-}
 
 const state = async (url: string) => {
   const m = await metrics(url);
@@ -39,11 +18,8 @@ const state = async (url: string) => {
 
 t.test("follow churn - WebSocket watchers killed mid catch-up or mid-stream leave no follow behind", async (t) => {
   const s = await startStack(t, { agents: 1 });
-  await api(s.url, "PUT", "/api/workflows/slow", tokens(3000, 200));
-  const runner = await WsClient.open(s.url, "msgpack");
+  const { runner, jobId } = await runTokensJob(s.url, 3000, 200, 20);
   t.teardown(() => runner.close());
-  const jobId = String(((await runner.request("run_job", { workflow_id: "slow" })).result as { job_id: string }).job_id);
-  await check(async () => (runner.events(jobId).length >= 20 ? true : null), 10_000);
 
   // Half are killed right after asking to resume (their replay and catch-up in flight), half once they are live.
   const early = await Promise.all(Array.from({ length: 20 }, () => WsClient.open(s.url, "msgpack")));
@@ -69,7 +45,7 @@ t.test("follow churn - WebSocket watchers killed mid catch-up or mid-stream leav
 
 t.test("follow churn - HTTP event streams cut while the gateway waits on NATS leave no listener behind", async (t) => {
   const s = await startStack(t, { agents: 1 });
-  await api(s.url, "PUT", "/api/workflows/slow", tokens(60_000, 1000));
+  await api(s.url, "PUT", "/api/workflows/slow", tokensWorkflow(60_000, 1000));
   const run = await api(s.url, "POST", "/api/workflows/slow/run", { params: {} });
   const jobId = String(run.body.job_id);
   await check(async () => ((await metrics(s.url)).nodeway_events_in_total >= 200 ? true : null), 10_000, { name: "a history to replay" });

@@ -5,24 +5,12 @@
  */
 import t from "tap";
 import { startGateway } from "../../gateway/index.js";
-import { api, readStream, WsClient, type Msg } from "../helpers/clients.js";
+import { api, metrics, readStream, runTokensJob, tokensWorkflow as tokens, WsClient, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 
-const tokens = (count: number, rate: number) => ({
-  graph: {
-    nodes: [
-      { id: "tok", type: "nodeway.test.Tokens", data: { count, rate } },
-      { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
-    ],
-    edges: [{ id: "e1", source: "tok", sourceHandle: "output", target: "out", targetHandle: "value" }],
-  },
-});
-
 async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(name + " "));
-  return line ? Number(line.slice(name.length + 1)) : NaN;
+  return (await metrics(url))[name] ?? NaN;
 }
 
 const wire = (events: Msg[]) => events.map((e) => JSON.stringify(e));
@@ -93,11 +81,8 @@ t.test("replay cache - jobs past the byte budget leave it and still resume whole
 
 t.test("replay cache - sockets that resume a running job move onto its topic once caught up", async (t) => {
   const s = await startStack(t, { agents: 1 });
-  await api(s.url, "PUT", "/api/workflows/slow", tokens(400, 100));
-  const runner = await WsClient.open(s.url, "msgpack");
+  const { runner, jobId } = await runTokensJob(s.url, 400, 100, 5);
   t.teardown(() => runner.close());
-  const jobId = String(((await runner.request("run_job", { workflow_id: "slow" })).result as { job_id: string }).job_id);
-  await check(async () => (runner.events(jobId).length >= 5 ? true : null), 10_000);
   const followers = await Promise.all(Array.from({ length: 10 }, () => WsClient.open(s.url, "msgpack")));
   t.teardown(() => Promise.all(followers.map((f) => f.close())));
   for (const f of followers) f.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });

@@ -109,3 +109,38 @@ export async function api(base: string, method: string, path: string, body?: unk
   }
   return { status: res.status, body: parsed };
 }
+
+/** A saved workflow of one `nodeway.test.Tokens` node (`count` tokens at `rate` a second) into an Output. */
+export const tokensWorkflow = (count: number, rate: number) => ({
+  graph: {
+    nodes: [
+      { id: "tok", type: "nodeway.test.Tokens", data: { count, rate } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
+    ],
+    edges: [{ id: "e1", source: "tok", sourceHandle: "output", target: "out", targetHandle: "value" }],
+  },
+});
+
+/** Every sample of the gateway's /metrics, by its full name (labels included). */
+export async function metrics(base: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const l of text.split("\n")) {
+    if (l.startsWith("#") || l === "") continue;
+    const i = l.lastIndexOf(" ");
+    out[l.slice(0, i)] = Number(l.slice(i + 1));
+  }
+  return out;
+}
+
+/**
+ * Saves a Tokens workflow as `slow`, runs it from a msgpack socket and waits for its first `minEvents` events.
+ * The caller closes the socket (`t.teardown`).
+ */
+export async function runTokensJob(base: string, count: number, rate: number, minEvents: number): Promise<{ runner: WsClient; jobId: string }> {
+  await api(base, "PUT", "/api/workflows/slow", tokensWorkflow(count, rate));
+  const runner = await WsClient.open(base, "msgpack");
+  const jobId = String(((await runner.request("run_job", { workflow_id: "slow" })).result as { job_id: string }).job_id);
+  await check(async () => (runner.events(jobId).length >= minEvents ? true : null), 10_000);
+  return { runner, jobId };
+}
