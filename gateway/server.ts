@@ -252,14 +252,20 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     if (!submit.created) {
       // An idempotent retry: the job exists; answer as the first request would have, from the stream.
       if (stream) following = streamJob(reply, req, job.id, 0, { replay: true });
-      else if (wait) void follow(hub, job.id, 0, { send: (d) => d.terminal && resolveWait(d) }, { replay: true });
+      else if (wait) waiting = follow(hub, job.id, 0, { send: (d) => d.terminal && resolveWait(d) }, { replay: true });
     }
     if (stream) {
       await following;
       return;
     }
     if (wait) {
-      const d = await waiter!;
+      // A client that leaves ends the wait: its follow would otherwise hold a listener until the job ends.
+      const gone = new Promise<null>((r) => reply.onAbort(() => r(null)));
+      const d = await Promise.race([waiter!, gone]);
+      if (d === null) {
+        void (waiting as Promise<Following> | null)?.then((f) => f.stop());
+        return;
+      }
       const ev = d.ev as { status: string; result?: unknown; error?: unknown };
       reply.json(200, { job_id: job.id, workflow_id: job.workflow_id, status: ev.status, outputs: ev.result ?? {}, error: ev.error ?? null });
       return;

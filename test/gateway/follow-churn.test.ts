@@ -3,8 +3,9 @@
  * or once they follow a job's topic, and HTTP event streams whose clients leave while the gateway waits on NATS.
  * What would leak is counted on /metrics (`nodeway_hub_listeners`, `nodeway_ws_topic_memberships`,
  * `nodeway_ws_follows`); a running job keeps events flowing the whole time, so a listener left behind would still
- * be reachable. (Checked by breaking the code: without the close handler's topic-set cleanup the first test
- * fails; with `Reply.onAbort` ignoring a client already gone, the second — 20 listeners left.)
+ * be reachable; `?wait=true` requests whose clients give up must stop waiting. (Checked by breaking the code: without the close handler's topic-set cleanup the first test
+ * fails; with `Reply.onAbort` ignoring a client already gone, the second — 20 listeners left; without the wait's
+ * abort handling, the third — 10 left.)
  */
 import t from "tap";
 import { api, metrics, runTokensJob, tokensWorkflow, WsClient } from "../helpers/clients.js";
@@ -73,4 +74,19 @@ t.test("follow churn - HTTP event streams cut while the gateway waits on NATS le
   t.equal(left.listeners, 0, "20 streams cut while waiting: no listener left while the job still runs");
   t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "running", "the job was running all along");
   await api(s.url, "POST", `/api/jobs/${jobId}/cancel`, {});
+});
+
+t.test("follow churn - ?wait=true requests whose clients leave stop waiting", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  await api(s.url, "PUT", "/api/workflows/slow", tokensWorkflow(60_000, 1000));
+  const clients = Array.from({ length: 10 }, () => {
+    const ac = new AbortController();
+    const done = fetch(`${s.url}/api/workflows/slow/run?wait=true`, { method: "POST", body: "{}", headers: { "content-type": "application/json" }, signal: ac.signal }).then(() => "answered", () => "aborted");
+    return { ac, done };
+  });
+  await check(async () => ((await state(s.url)).listeners === 10 ? true : null), 10_000, { name: "ten requests waiting" });
+  for (const c of clients) c.ac.abort();
+  t.same(await Promise.all(clients.map((c) => c.done)), Array(10).fill("aborted"), "the clients gave up before their jobs ended");
+  const left = await check(async () => ((await state(s.url)).listeners === 0 ? 0 : null), 10_000, { name: "every wait stopped" }).catch(async () => (await state(s.url)).listeners);
+  t.equal(left, 0, "no listener left behind while the ten jobs still run (each takes a minute)");
 });
