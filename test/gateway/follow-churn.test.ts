@@ -1,11 +1,11 @@
 /**
  * Watchers that vanish leave nothing behind in the gateway: WebSocket clients killed right after asking to resume
- * or once they follow a job's topic, and HTTP event streams whose clients leave while the gateway waits on NATS.
- * What would leak is counted on /metrics (`nodeway_hub_listeners`, `nodeway_ws_topic_memberships`,
- * `nodeway_ws_follows`); a running job keeps events flowing the whole time, so a listener left behind would still
- * be reachable; `?wait=true` requests whose clients give up must stop waiting. (Checked by breaking the code: without the close handler's topic-set cleanup the first test
- * fails; with `Reply.onAbort` ignoring a client already gone, the second — 20 listeners left; without the wait's
- * abort handling, the third — 10 left.)
+ * or once they follow a job's topic, HTTP event streams whose clients leave while the gateway waits on NATS, and
+ * `?wait=true` requests whose clients give up. What would leak is counted on /metrics (`nodeway_hub_listeners`,
+ * `nodeway_ws_topic_memberships`, `nodeway_ws_follows`); a running job keeps events flowing the whole time, so a
+ * listener left behind would still be reachable. Checked by breaking the code: without the close handler's
+ * topic-set cleanup the first test fails; with `Reply.onAbort` ignoring a client already gone, the second (20
+ * listeners left); without the wait's abort handling, the third (10 left).
  */
 import t from "tap";
 import { api, metrics, runTokensJob, tokensWorkflow, WsClient } from "../helpers/clients.js";
