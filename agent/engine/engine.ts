@@ -49,7 +49,11 @@ class Inbox implements AsyncIterable<InboxItem> {
   private items: InboxItem[] = [];
   private waiter: (() => void) | null = null;
   private ended = false;
-  constructor(private readonly signal: AbortSignal) {}
+  constructor(private readonly signal: AbortSignal) {
+    // One listener for the inbox's life wakes whoever waits when the run is aborted. A listener added per wait
+    // (and left there until the run ended) piled up one per item of a long stream.
+    signal.addEventListener("abort", () => this.wake(), { once: true });
+  }
   push(item: InboxItem): void {
     this.items.push(item);
     this.wake();
@@ -74,7 +78,6 @@ class Inbox implements AsyncIterable<InboxItem> {
       if (this.ended) return;
       await new Promise<void>((resolve) => {
         this.waiter = resolve;
-        this.signal.addEventListener("abort", () => resolve(), { once: true });
       });
     }
   }

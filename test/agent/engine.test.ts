@@ -133,3 +133,23 @@ t.test("engine - Tokens emits one chunk per token and outputs the joined text", 
 t.test("engine - an unknown node type is refused before anything runs", async (t) => {
   await t.rejects(run({ nodes: [{ id: "x", type: "no.such.Node", data: {} }], edges: [] }), { name: "UnknownNodeTypeError", message: /no\.such\.Node.*"x"/ });
 });
+
+t.test("engine - a streaming consumer waiting for item after item adds no abort listener per wait", async (t) => {
+  // Each wait for the next item used to add an abort listener to the run's signal, never removed until the run
+  // ended: one per item of a long stream (Node warns past 10 on one AbortSignal).
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on("warning", onWarning);
+  t.teardown(() => void process.off("warning", onWarning));
+  const { result } = await run({
+    nodes: [
+      { id: "tok", type: "nodeway.test.Tokens", data: { count: 60, rate: 2000 } },
+      { id: "n", type: "nodetool.control.Count", data: {} },
+      { id: "out", type: "nodetool.output.Output", data: { name: "n" } },
+    ],
+    edges: [e("1", "tok", "n", "input_item", "chunk"), e("2", "n", "out", "value")],
+  });
+  t.same(result.outputs, { n: [60] }, "every item counted");
+  await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+  t.same(warnings.filter((w) => /MaxListeners/.test(w)), [], "no listener pile-up on the run's signal");
+});
