@@ -124,8 +124,8 @@ class Agent implements RunningAgent {
         await jsm.streams.info(STREAM_JOBS);
         const jobsKv = await openBucket(kvm, KV_JOBS);
         this.jobRecords = new AckedKv<MsgHdrs>(this.pub, KV_JOBS, headers, (key) => jobsKv.get(key));
-        this.agentsKv = await openBucket(kvm, KV_AGENTS);
-        const agentsKv = this.agentsKv;
+        const agentsKv = await openBucket(kvm, KV_AGENTS);
+        this.agentsKv = agentsKv;
         this.registrations = new AckedKv<MsgHdrs>(this.pub, KV_AGENTS, headers, (key) => agentsKv.get(key));
         break;
       } catch (err) {

@@ -10,6 +10,7 @@
  * Like `job-record.ts` it is written against the shape of the NATS connection it needs, which keeps
  * `protocol/` free of a NATS dependency. `AckedKv` writes KV entries the same way.
  */
+import type { KvReadEntry } from "./job-record.js";
 import { subjects } from "./subjects.js";
 
 export interface PubAck {
@@ -125,14 +126,6 @@ export class AckedPublisher<H> {
   }
 }
 
-/** A KV entry as `readJobRecord` needs it (the nats.js `KvEntry` fits). */
-export interface KvReadEntry {
-  operation: string;
-  revision: number;
-  length: number;
-  string(): string;
-}
-
 /**
  * A JetStream KV bucket whose writes go through an `AckedPublisher`. A KV put is a publish to the entry's subject
  * (`$KV.<bucket>.<key>`); a create and a compare-and-set update are the same publish with
@@ -158,28 +151,32 @@ export class AckedKv<H extends { set(name: string, value: string): void }> {
     private readonly read: (key: string) => Promise<KvReadEntry | null>,
   ) {}
 
-  private expectLast(seq: number): H {
-    const h = this.newHeaders();
-    h.set("Nats-Expected-Last-Subject-Sequence", String(seq));
-    return h;
-  }
-
   get(key: string): Promise<KvReadEntry | null> {
     return this.read(key);
   }
 
   /** Writes `value` whatever the key holds; resolves with the new revision. */
-  async put(key: string, value: string): Promise<number> {
-    return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value))).seq;
+  put(key: string, value: string): Promise<number> {
+    return this.write(key, value, null);
   }
 
   /** Writes `value` only if the key has never been written (or has expired); resolves with the revision. */
-  async create(key: string, value: string): Promise<number> {
-    return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value), this.expectLast(0))).seq;
+  create(key: string, value: string): Promise<number> {
+    return this.write(key, value, 0);
   }
 
   /** Writes `value` only if the key is still at `revision`; resolves with the new revision. */
-  async update(key: string, value: string, revision: number): Promise<number> {
-    return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value), this.expectLast(revision))).seq;
+  update(key: string, value: string, revision: number): Promise<number> {
+    return this.write(key, value, revision);
+  }
+
+  /** `expectLast`: the subject's last sequence the server must find (0: none), or null for no condition. */
+  private async write(key: string, value: string, expectLast: number | null): Promise<number> {
+    let h: H | undefined;
+    if (expectLast !== null) {
+      h = this.newHeaders();
+      h.set("Nats-Expected-Last-Subject-Sequence", String(expectLast));
+    }
+    return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value), h)).seq;
   }
 }

@@ -88,8 +88,8 @@ export {
 export { newId } from "./ids.js";
 export { readJobRecord, casJobRecord } from "./job-record.js";
 export { AckedKv, AckedPublisher, PublishError } from "./acked-publish.js";
-export type { AckConnection, KvReadEntry, PubAck } from "./acked-publish.js";
-export type { RecordStore } from "./job-record.js";
+export type { AckConnection, PubAck } from "./acked-publish.js";
+export type { KvReadEntry, RecordStore } from "./job-record.js";
 export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";
 export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";

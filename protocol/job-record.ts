@@ -7,8 +7,16 @@ import { parseJson } from "./codec.js";
 import { jobKeys } from "./subjects.js";
 import type { JobRecord } from "./jobs.js";
 
+/** A KV entry as reading a record needs it (the nats.js `KvEntry` fits). */
+export interface KvReadEntry {
+  operation: string;
+  revision: number;
+  length: number;
+  string(): string;
+}
+
 export interface RecordStore {
-  get(key: string): Promise<{ operation: string; revision: number; length: number; string(): string } | null>;
+  get(key: string): Promise<KvReadEntry | null>;
   update(key: string, data: string, version: number): Promise<number>;
 }
 

@@ -32,7 +32,7 @@ async function http(url: string, rate: number, durationMs: number, conns: number
   const doneAll = new Promise<void>((r) => (allDone = r));
   const send = (c: RawHttpConn, i: number, from: number): void => {
     void c.get().then((r) => {
-      if (r.status !== 200 || r.bodyBytes < 100) errors.push(`status ${r.status}, ${r.bodyBytes} bytes`);
+      if (r.status !== 200 || r.bodyBytes < 100) errors.push(r.error ?? `status ${r.status}, ${r.bodyBytes} bytes`);
       else if (i >= warm) lat.push(performance.now() - from);
       if (++finished === total) allDone();
       if (c.closed) replace(c);
@@ -74,8 +74,9 @@ async function http(url: string, rate: number, durationMs: number, conns: number
     if (errors.length > 100) break;
   }
   if (errors.length === 0) await Promise.race([doneAll, sleep(10_000)]);
+  if (finished < total && errors.length === 0) errors.push(`${total - finished} requests unanswered after 10 s`);
   for (const c of pool) c.close();
-  return { ...summarize(lat), errors: errors.slice(0, 3), errorCount: errors.length + (total - finished > 0 && errors.length === 0 ? 1 : 0), expected: total - warm };
+  return { ...summarize(lat), errors: errors.slice(0, 3), errorCount: errors.length, expected: total - warm };
 }
 
 /** `streams` sockets on `/ws` (each at its own phase) or, with `burst`, on `/ws?burst=1` (all in one tick). */

@@ -12,15 +12,18 @@ import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 
 export interface RawHttpResult {
+  /** -1 when the connection failed (`error` says how). */
   status: number;
   bodyBytes: number;
+  error?: string;
 }
 
 export class RawHttpConn {
   busy = false;
   closed = false;
   private buf: Buffer | null = null;
-  private done: ((r: RawHttpResult | Error) => void) | null = null;
+  /** Settles the request in flight; a failed connection settles it with status -1. */
+  private done: ((r: RawHttpResult) => void) | null = null;
   private constructor(private readonly sock: Socket, private readonly request: Buffer) {}
 
   static open(url: string): Promise<RawHttpConn> {
@@ -46,10 +49,10 @@ export class RawHttpConn {
 
   /** Sends the request; resolves with the response's status and body size. */
   get(): Promise<RawHttpResult> {
-    if (this.busy || this.closed) return Promise.resolve({ status: this.closed ? -1 : -2, bodyBytes: 0 });
+    if (this.busy || this.closed) return Promise.resolve({ status: -1, bodyBytes: 0, error: this.closed ? "connection closed" : "connection busy" });
     this.busy = true;
     return new Promise((res) => {
-      this.done = (r) => (r instanceof Error ? res({ status: -1, bodyBytes: 0 }) : res(r));
+      this.done = res;
       this.sock.write(this.request);
     });
   }
@@ -64,7 +67,7 @@ export class RawHttpConn {
     const d = this.done;
     this.done = null;
     this.busy = false;
-    d?.(e);
+    d?.({ status: -1, bodyBytes: 0, error: e.message });
   }
 
   private feed(d: Buffer): void {

@@ -17,12 +17,12 @@ const state = async (url: string) => {
   return { listeners: m.nodeway_hub_listeners, topic: m['nodeway_ws_follows{via="topic"}'], direct: m['nodeway_ws_follows{via="direct"}'], memberships: m.nodeway_ws_topic_memberships };
 };
 
-t.test("follow churn - WebSocket watchers killed mid catch-up or mid-stream leave no follow behind", async (t) => {
+t.test("follow churn - WebSocket watchers killed right after resuming or on the topic leave no follow behind", async (t) => {
   const s = await startStack(t, { agents: 1 });
   const { runner, jobId } = await runTokensJob(s.url, 3000, 200, 20);
   t.teardown(() => runner.close());
 
-  // Half are killed right after asking to resume (their replay and catch-up in flight), half once they are live.
+  // Half are killed right after asking to resume (before or while their resume is handled), half once they are live.
   const early = await Promise.all(Array.from({ length: 20 }, () => WsClient.open(s.url, "msgpack")));
   for (const w of early) {
     w.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
