@@ -5,14 +5,15 @@
  *   nodeway gateway [--host --port --nats <url> …]             the gateway alone
  *   nodeway agent [--nats <url> --name <n> --max-jobs N …]     one runner agent
  *   nodeway proxy --domain d --email e --upstream <url> …      the TLS proxy
- *   nodeway run <workflow.json> [--param k=v …] [--gateway <url>]
+ *   nodeway run <workflow.json> [--param k=v …] [--gateway <url>] [--token T]
+ *   nodeway token                                              a new random API token (for --api-tokens-file)
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync } from "node:fs";
 import { createServer, createConnection } from "node:net";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startGateway, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
+import { startGateway, newToken, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
 import { startAgent, AGENT_OPTION_KEYS, type RunningAgent } from "../agent/index.js";
 import { startProxy, compileProxyConfig, PROXY_OPTION_KEYS, type RunningProxy } from "../proxy/index.js";
 import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
@@ -24,12 +25,12 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
  */
 const BOOLEAN_FLAGS: Readonly<Record<string, ReadonlySet<string>>> = {
   up: new Set(["tls", "no-examples", "allow-js-fallback", "access-log", "help"]),
-  gateway: new Set(["allow-js-fallback", "help"]),
+  gateway: new Set(["allow-js-fallback", "access-log", "help"]),
   agent: new Set(["help"]),
   proxy: new Set(["access-log", "help"]),
   run: new Set(["quiet", "help"]),
 };
-const LIST_KEYS = new Set(["pools", "labels", "strategies", "allowedOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
+const LIST_KEYS = new Set(["apiTokens", "pools", "labels", "strategies", "allowedOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
 const ALIASES = { nats: "natsUrl" };
 
 function fail(message: string, code = 2): never {
@@ -47,6 +48,19 @@ function flagOn(args: ParsedArgs, name: string): boolean {
 function checkAllFlagsUsed(args: ParsedArgs, consumed: Set<string>, extra: string[] = []): void {
   for (const f of args.flags.keys()) if (!consumed.has(f) && !extra.includes(f)) fail(`unknown flag --${f}`);
   if (args.positional.length > 0) fail(`unexpected argument "${args.positional[0]}" (flags take the form --name value)`);
+}
+
+/** SIGHUP re-reads the gateway's API tokens; a bad file is reported and the tokens in force stay. */
+function reloadTokensOnHup(gw: () => RunningGateway | null): void {
+  process.on("SIGHUP", () => {
+    const g = gw();
+    if (!g) return;
+    try {
+      g.reloadTokens();
+    } catch (err) {
+      process.stderr.write(`nodeway: API tokens not reloaded, the previous ones stay: ${(err as Error).message}\n`);
+    }
+  });
 }
 
 /** Resolves once `stop` is called by SIGINT or SIGTERM (the second signal exits at once). */
@@ -70,6 +84,7 @@ async function cmdGateway(args: ParsedArgs): Promise<void> {
   checkAllFlagsUsed(args, consumed);
   const gw = await startGateway(opts);
   process.stdout.write(`gateway listening on ${gw.url}\n`);
+  reloadTokensOnHup(() => gw);
   onSignals(() => gw.stop());
 }
 
@@ -162,11 +177,12 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
     }
   };
   onSignals(stopAll);
+  reloadTokensOnHup(() => gw);
   try {
     await waitForPort(natsHost, natsPort, 10_000, nats);
     gw = await startGateway({ ...gwOpts, natsUrl });
     agent = await startAgent({ name: "local", ...agentOpts, natsUrl });
-    if (!flagOn(args, "no-examples")) await seedExamples(gw.url);
+    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens[0]);
     let front = gw.url;
     if (flagOn(args, "tls")) {
       const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
@@ -184,7 +200,8 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
       front = `https://localhost:${proxy.httpsPort}`;
     }
     process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${natsUrl}, agent ${agent.id})\n`);
-    process.stdout.write(`try: nodeway run ${join(ROOT, "examples", "hello-world.json")} --param name=you --gateway ${gw.url}\n`);
+    const withToken = gw.config.apiTokens.length > 0 ? " (API tokens are on: set NODEWAY_API_TOKEN to one of them)" : "";
+    process.stdout.write(`try: nodeway run ${join(ROOT, "examples", "hello-world.json")} --param name=you --gateway ${gw.url}${withToken}\n`);
   } catch (err) {
     await stopAll();
     fail((err as Error).message, 1);
@@ -192,12 +209,13 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
 }
 
 /** Saves every `examples/*.json` workflow, so a fresh `up` has something to run. */
-async function seedExamples(gatewayUrl: string): Promise<void> {
+async function seedExamples(gatewayUrl: string, token: string | undefined): Promise<void> {
   const dir = join(ROOT, "examples");
   for (const f of readdirSync(dir).filter((x) => x.endsWith(".json"))) {
     const wf = JSON.parse(readFileSync(join(dir, f), "utf8")) as Record<string, unknown>;
     const id = (wf.id as string | undefined) ?? basename(f, ".json");
-    const r = await fetch(`${gatewayUrl}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json" } });
+    const headers: Record<string, string> = { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) };
+    const r = await fetch(`${gatewayUrl}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers });
     if (!r.ok) process.stderr.write(`nodeway: example ${f} was not saved: ${await r.text()}\n`);
   }
 }
@@ -205,9 +223,12 @@ async function seedExamples(gatewayUrl: string): Promise<void> {
 /** `nodeway run`: save the workflow, run it with streaming, show progress and tokens live, outputs at the end. */
 async function cmdRun(args: ParsedArgs): Promise<void> {
   const file = args.positional[0];
-  if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--gateway <url>]");
-  for (const f of args.flags.keys()) if (!["param", "gateway", "quiet", "timeout-s"].includes(f)) fail(`unknown flag --${f}`);
+  if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--gateway <url>] [--token T]");
+  for (const f of args.flags.keys()) if (!["param", "gateway", "quiet", "timeout-s", "token"].includes(f)) fail(`unknown flag --${f}`);
   const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+  // NODEWAY_API_TOKEN keeps the token off the command line (where `ps` shows it).
+  const token = args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
+  const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   const quiet = flagOn(args, "quiet");
   let wf: Record<string, unknown>;
   try {
@@ -230,13 +251,13 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
       fail(`cannot reach the gateway at ${gateway}: ${(err as Error).message}`, 1);
     }
   };
-  const put = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json" } });
+  const put = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json", ...auth } });
   if (!put.ok) fail(`workflow rejected: ${await errorText(put)}`, 1);
   const timeout = args.flags.get("timeout-s")?.at(-1);
   const res = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}/run?stream=true`, {
     method: "POST",
     body: JSON.stringify({ params, ...(timeout ? { timeout_s: Number(timeout) } : {}) }),
-    headers: { "content-type": "application/json", accept: "application/x-ndjson" },
+    headers: { "content-type": "application/json", accept: "application/x-ndjson", ...auth },
   });
   if (!res.ok || !res.body) fail(`run rejected: ${await errorText(res)}`, 1);
   const err = (s: string) => !quiet && process.stderr.write(s);
@@ -317,8 +338,11 @@ async function main(): Promise<void> {
         return await cmdProxy(args);
       case "run":
         return await cmdRun(args);
+      case "token":
+        process.stdout.write(`${newToken()}\n`);
+        return;
       default:
-        process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 9).map((l) => l.replace(/^ \*\s?/, "")).join("\n") + "\n");
+        process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 10).map((l) => l.replace(/^ \*\s?/, "")).join("\n") + "\n");
         process.exit(cmd === undefined || cmd === "help" || cmd === "--help" ? 0 : 2);
     }
   } catch (err) {

@@ -1,5 +1,6 @@
 /** Gateway options → a frozen, checked config (once, at start-up). */
 import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS } from "../protocol/index.js";
+import { checkToken, readTokenFile } from "./auth.js";
 
 export interface GatewayOptions {
   /** Bind address. @default "127.0.0.1" */
@@ -35,6 +36,14 @@ export interface GatewayOptions {
   allowedOrigins?: string[];
   /** Log one line per request to stderr. @default false */
   accessLog?: boolean;
+  /**
+   * API tokens a client must present (`Authorization: Bearer`; on `/ws` also `?api_key=` or a `bearer.<token>`
+   * subprotocol). Prefer `apiTokensFile`: a value here shows in the process's environment or command line.
+   * With neither set the API is open (fine on loopback; the gateway warns when it listens elsewhere). @default []
+   */
+  apiTokens?: string[];
+  /** A file of API tokens, one per line (`#` comments); re-read on SIGHUP. @default none */
+  apiTokensFile?: string;
 }
 
 export interface GatewayConfig {
@@ -53,6 +62,9 @@ export interface GatewayConfig {
   allowJsFallback: boolean;
   allowedOrigins: string[];
   accessLog: boolean;
+  /** Every accepted token: `apiTokens` then the file's, read at start-up. */
+  apiTokens: readonly string[];
+  apiTokensFile: string | null;
 }
 
 export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
@@ -71,6 +83,8 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "allowJsFallback",
   "allowedOrigins",
   "accessLog",
+  "apiTokens",
+  "apiTokensFile",
 ]);
 
 function int(key: string, v: unknown, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -113,5 +127,19 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     allowJsFallback: bool("allowJsFallback", opts.allowJsFallback, false),
     allowedOrigins: origins,
     accessLog: bool("accessLog", opts.accessLog, false),
+    ...apiTokensOf(opts),
   });
+}
+
+/** The accepted tokens from `apiTokens` and `apiTokensFile`; throws `InvalidConfigError` on a malformed one. */
+export function apiTokensOf(opts: Pick<GatewayOptions, "apiTokens" | "apiTokensFile">): { apiTokens: readonly string[]; apiTokensFile: string | null } {
+  const listed = opts.apiTokens === undefined ? [] : typeof opts.apiTokens === "string" ? String(opts.apiTokens).split(",") : opts.apiTokens;
+  const tokens = listed.map((t, i) => checkToken("apiTokens", String(t).trim(), `entry ${i + 1}`));
+  const file = opts.apiTokensFile === undefined || opts.apiTokensFile === "" ? null : String(opts.apiTokensFile);
+  if (file !== null) {
+    const fromFile = readTokenFile("apiTokensFile", file);
+    if (fromFile.length === 0) throw new InvalidConfigError("apiTokensFile", `${file} holds no token (an empty file would leave the API open)`);
+    tokens.push(...fromFile);
+  }
+  return { apiTokens: Object.freeze(tokens), apiTokensFile: file };
 }

@@ -47,6 +47,10 @@ const STALL_MS = 2_000;
 
 export class Reply {
   aborted = false;
+  /** Digest of the API token the request came with (auth on), so a reload can close a stream it revoked. */
+  tokenDigest: Buffer | null = null;
+  /** Where a stream of an authenticated request is listed while it runs. */
+  private liveStreams: Set<Reply> | null = null;
   private streaming = false;
   private maxBacklogBytes = Number.POSITIVE_INFINITY;
   /** Bytes uWS holds for this stream because the socket would not take them (0 once it drained). */
@@ -57,8 +61,15 @@ export class Reply {
   constructor(readonly res: HttpResponse) {
     res.onAborted(() => {
       this.aborted = true;
+      this.liveStreams?.delete(this);
       for (const f of this.onAbortFns) f();
     });
+  }
+
+  /** The request came with an accepted token; a stream it starts joins `liveStreams` until it ends. */
+  authenticated(tokenDigest: Buffer, liveStreams: Set<Reply>): void {
+    this.tokenDigest = tokenDigest;
+    this.liveStreams = liveStreams;
   }
 
   /**
@@ -108,6 +119,7 @@ export class Reply {
   startStream(contentType: string, maxBacklogBytes = Number.POSITIVE_INFINITY): void {
     if (this.aborted) return;
     this.streaming = true;
+    this.liveStreams?.add(this);
     this.maxBacklogBytes = maxBacklogBytes;
     this.res.cork(() => {
       this.res.writeStatus("200 OK");
@@ -140,8 +152,7 @@ export class Reply {
     this.backlogBytes += Buffer.byteLength(chunk);
     if (this.backlogBytes > this.maxBacklogBytes && nowMs - this.backlogSinceMs > STALL_MS) {
       // Abort the connection: onAborted stops the follow; the client resumes with Last-Event-ID / ?after=.
-      this.aborted = true;
-      this.res.close();
+      this.close();
       return;
     }
     if (!this.awaitingDrain) {
@@ -154,9 +165,18 @@ export class Reply {
     }
   }
 
+  /** Drops the connection (a stream whose token was revoked): onAborted runs, stopping its follow. */
+  close(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.liveStreams?.delete(this);
+    this.res.close();
+  }
+
   end(): void {
     if (this.aborted) return;
     this.aborted = true;
+    this.liveStreams?.delete(this);
     this.res.cork(() => {
       this.res.end();
     });

@@ -4,7 +4,8 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import { ErrorCode, isTerminal, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
-import { compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
+import { TokenCheck, bearerToken, type AuthResult } from "./auth.js";
+import { apiTokensOf, compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
 import { badRequest, GatewayError, notFound } from "./errors.js";
 import { EventHub, type Delivery } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
@@ -22,6 +23,12 @@ export interface RunningGateway {
   readonly url: string;
   /** Which uWebSockets.js build is serving. */
   readonly build: string;
+  /**
+   * Re-reads the API tokens (`apiTokens` and the token file, as at start-up) and closes the WebSockets and event
+   * streams opened with a token no longer accepted. Throws `InvalidConfigError` (the old tokens stay) when the
+   * file is unreadable, empty or malformed. Returns how many tokens are accepted now.
+   */
+  reloadTokens(): number;
   /** Closes every socket with 1001, stops listening, drains NATS. */
   stop(): Promise<void>;
 }
@@ -35,12 +42,20 @@ function sseFrame(d: Delivery): string {
   return `id: ${d.seq}\nevent: ${d.ev.type}\ndata: ${d.json()}\n\n`;
 }
 
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
 /** Starts the gateway; throws `InvalidConfigError`, or when NATS or the port cannot be had. */
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const config = compileGatewayConfig(options);
   const log = (l: string) => process.stderr.write(`[gateway] ${l}\n`);
   const { uws, native, build } = loadUws();
   log(`serving with ${build}`);
+  const auth = new TokenCheck(config.apiTokens);
+  if (!auth.enabled && !isLoopback(config.host)) {
+    log(`WARNING: listening on ${config.host} with no API token: anyone who reaches this port can run and cancel jobs (set apiTokensFile / NODEWAY_API_TOKENS_FILE)`);
+  }
   if (!native && !config.allowJsFallback) {
     throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `refusing to start on the uWebSockets.js pure-JS fallback (set allowJsFallback / NODEWAY_ALLOW_JS_FALLBACK=true to allow)`);
   }
@@ -48,7 +63,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const jobs = new JobManager(n, { idempotencyOrphanMs: config.idempotencyOrphanMs });
   const workflows = new WorkflowStore(n.workflowsKv);
   const app: TemplatedApp = uws.App();
-  const counters = { requests: 0, eventsOut: 0 };
+  const counters = { requests: 0, eventsOut: 0, unauthorized: 0 };
   let wsHub!: WsHub;
   const hub = new EventHub(
     n.js,
@@ -61,16 +76,32 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     config.replayCacheBytes,
     config.eventsMaxAgeMs,
   );
-  wsHub = new WsHub(app, config, hub, jobs, workflows);
+  wsHub = new WsHub(app, config, hub, jobs, workflows, auth);
   await hub.start();
 
-  const route = (method: "get" | "post" | "put" | "del", pattern: string, handler: Handler) => {
+  /** Event streams opened with a token, while they run: a reload closes those whose token it revoked. */
+  const tokenStreams = new Set<Reply>();
+  const refuse = (reply: Reply, a: Extract<AuthResult, { ok: false }>) => {
+    counters.unauthorized++;
+    reply.json(401, { error: { code: a.code, message: a.message }, code: a.code, message: a.message }, { "www-authenticate": a.header });
+  };
+  /** `?api_key=` is for the WebSocket upgrade only (a URL ends up in logs and histories); the hint says so. */
+  const httpAuth = (authorization: string | undefined, hasQueryKey: boolean) =>
+    auth.check(bearerToken(authorization), hasQueryKey ? "?api_key= is accepted on the /ws upgrade only; send Authorization: Bearer <token>" : "send Authorization: Bearer <token>");
+
+  /** `open` routes answer without a token (`/health`, for load balancers and the proxy's checks). */
+  const route = (method: "get" | "post" | "put" | "del", pattern: string, handler: Handler, opts: { open?: boolean } = {}) => {
     const paramCount = (pattern.match(/:/g) ?? []).length;
     app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
       counters.requests++;
       const r = readReq(req, paramCount);
       const reply = new Reply(res);
-      if (config.accessLog) log(`${r.method} ${r.url}`);
+      if (config.accessLog) log(`${r.method} ${r.url}`); // the path only: a query may carry a token
+      if (auth.enabled && !opts.open) {
+        const a = httpAuth(r.headers["authorization"], r.query.has("api_key"));
+        if (!a.ok) return refuse(reply, a);
+        reply.authenticated(a.digest, tokenStreams);
+      }
       handler(r, reply, res).catch((err: unknown) => reply.error(err));
     });
   };
@@ -130,7 +161,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const agents = natsOk ? (await jobs.agents().catch(() => [])).length : 0;
     const ok = natsOk && streams;
     reply.json(ok ? 200 : 503, { status: ok ? "ok" : "unavailable", nats: natsOk ? "connected" : "disconnected", streams, agents, uws: native ? "native" : "fallback" });
-  });
+  }, { open: true });
 
   let stateCache: { at: number; counts: Record<string, number> } = { at: 0, counts: {} };
   route("get", "/metrics", async (_req, reply) => {
@@ -182,6 +213,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       "# HELP nodeway_http_requests_total HTTP requests served.",
       "# TYPE nodeway_http_requests_total counter",
       `nodeway_http_requests_total ${counters.requests}`,
+      "# HELP nodeway_unauthorized_total Requests and WebSocket upgrades refused for a missing or invalid API token.",
+      "# TYPE nodeway_unauthorized_total counter",
+      `nodeway_unauthorized_total ${counters.unauthorized + wsHub.unauthorized}`,
       "",
     ];
     reply.send(200, lines.join("\n"), "text/plain; version=0.0.4");
@@ -384,6 +418,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const url = req.getUrl();
     const method = req.getMethod().toUpperCase();
     const reply = new Reply(res);
+    // Without a token, no route is confirmed or denied.
+    if (auth.enabled) {
+      const a = httpAuth(req.getHeader("authorization"), new URLSearchParams(req.getQuery() ?? "").has("api_key"));
+      if (!a.ok) return refuse(reply, a);
+    }
     reply.json(404, { code: ErrorCode.GW_ERR_NOT_FOUND, message: `no route for ${method} ${url}` });
   });
 
@@ -406,6 +445,18 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     port,
     url,
     build,
+    reloadTokens() {
+      const { apiTokens } = apiTokensOf({ apiTokens: options.apiTokens, apiTokensFile: config.apiTokensFile ?? undefined });
+      auth.replace(apiTokens);
+      let closed = wsHub.closeRevoked();
+      for (const reply of [...tokenStreams]) {
+        if (reply.tokenDigest === null || auth.stillAccepted(reply.tokenDigest)) continue;
+        reply.close();
+        closed++;
+      }
+      log(`API tokens reloaded: ${apiTokens.length} accepted${closed ? `, ${closed} connection(s) with a revoked token closed` : ""}`);
+      return apiTokens.length;
+    },
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -23,6 +23,7 @@ import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
 import { toWireError } from "./errors.js";
+import { bearerToken, subprotocolToken, type TokenCheck } from "./auth.js";
 
 type Mode = "binary" | "text";
 
@@ -33,6 +34,8 @@ export interface SocketData {
   closed: boolean;
   /** Jobs this socket watches: via topic (`following` null) or directly while catching up. */
   jobs: Map<string, { following: Following | null; onTopic: boolean }>;
+  /** Digest of the API token it was opened with (auth on), checked again when the tokens are reloaded. */
+  tokenDigest: Buffer | null;
 }
 
 export const topicOf = (jobId: string, mode: Mode) => (mode === "binary" ? `j/${jobId}/m` : `j/${jobId}/j`);
@@ -44,6 +47,7 @@ export class WsHub {
   framesIn = 0;
   framesOut = 0;
   badFrames = 0;
+  unauthorized = 0;
 
   constructor(
     private readonly app: TemplatedApp,
@@ -51,6 +55,7 @@ export class WsHub {
     private readonly hub: EventHub,
     private readonly jobs: JobManager,
     private readonly workflows: WorkflowStore,
+    private readonly auth: TokenCheck,
   ) {}
 
   /** Fan-out of one admitted event: encode once per encoding that has subscribers, publish. */
@@ -151,12 +156,29 @@ export class WsHub {
           return;
         }
         const offered = protoHeader.split(",").map((s) => s.trim()).filter(Boolean);
+        let tokenDigest: Buffer | null = null;
+        if (this.auth.enabled) {
+          // Refused before the upgrade (reliability S5). A browser passes the token as a `bearer.<token>`
+          // subprotocol next to `nodeway.*`, and only `nodeway.*` is ever answered.
+          const token = bearerToken(req.getHeader("authorization")) ?? (req.getQuery("api_key") || undefined) ?? subprotocolToken(offered);
+          const a = this.auth.check(token, "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol");
+          if (!a.ok) {
+            this.unauthorized++;
+            res.cork(() => {
+              res.writeStatus("401 Unauthorized").writeHeader("www-authenticate", a.header).writeHeader("content-type", "application/json");
+              res.end(JSON.stringify({ error: { code: a.code, message: a.message }, code: a.code, message: a.message }));
+            });
+            return;
+          }
+          tokenDigest = a.digest;
+        }
         const chosen = offered.find((p) => p === "nodeway.msgpack" || p === "nodeway.json") ?? "";
         const data: SocketData = {
           mode: chosen === "nodeway.json" ? "text" : "binary",
           fixed: chosen !== "",
           closed: false,
           jobs: new Map(),
+          tokenDigest,
         };
         res.upgrade(data, key, chosen, ext, context);
       },
@@ -332,6 +354,22 @@ export class WsHub {
   }
 
   /** Gateway shutdown: close every socket with 1001 so clients reconnect and resume elsewhere. */
+  /** Closes (1008) the sockets opened with a token the check no longer accepts; returns how many. */
+  closeRevoked(): number {
+    let n = 0;
+    for (const ws of [...this.sockets]) {
+      const d = ws.getUserData().tokenDigest;
+      if (d === null || this.auth.stillAccepted(d)) continue;
+      n++;
+      try {
+        ws.end(1008, "API token revoked");
+      } catch {
+        /* already closed */
+      }
+    }
+    return n;
+  }
+
   closeAll(): void {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     for (const ws of [...this.sockets]) {

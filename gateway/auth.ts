@@ -1,0 +1,103 @@
+/**
+ * API tokens (design §6, reliability S5): `Authorization: Bearer <token>` on every request, and on the `/ws`
+ * upgrade also `?api_key=<token>` or a `bearer.<token>` subprotocol (browsers cannot set headers on
+ * `new WebSocket`). Refused before the upgrade, never echoed (the subprotocol answered is only `nodeway.*`), and
+ * never logged: the gateway logs paths without their query, and no message here quotes what the client sent.
+ *
+ * Tokens are kept as SHA-256 digests and compared in constant time against every accepted one, so neither a
+ * timing difference nor a heap dump gives a token away. A token file can be re-read while running (SIGHUP):
+ * sockets opened with a token no longer accepted are closed (`revoked`).
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { ErrorCode, InvalidConfigError } from "../protocol/index.js";
+
+/**
+ * RFC 6750's b64token less `/` and `=` (a `Sec-WebSocket-Protocol` value cannot carry them) and `+` (a query
+ * string may decode it as a space): base64url and hex tokens fit. At least 16 characters: a token is the whole
+ * credential.
+ */
+const TOKEN_SYNTAX = /^[A-Za-z0-9._~-]{16,512}$/;
+
+/** Checks one configured token; throws `InvalidConfigError` naming the setting, never quoting the token. */
+export function checkToken(key: string, token: string, where: string): string {
+  if (!TOKEN_SYNTAX.test(token)) {
+    throw new InvalidConfigError(key, `${where}: a token must be 16-512 characters of A-Z a-z 0-9 . _ ~ - (a base64url or hex string; \`nodeway token\` makes one)`);
+  }
+  return token;
+}
+
+/** The tokens of a token file: one per line; blank lines and lines starting with `#` are skipped. */
+export function readTokenFile(key: string, path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new InvalidConfigError(key, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const out: string[] = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) return;
+    out.push(checkToken(key, line, `${path} line ${i + 1}`));
+  });
+  return out;
+}
+
+/** A new random token (32 bytes, base64url): what `nodeway token` prints. */
+export function newToken(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+const digest = (token: string): Buffer => createHash("sha256").update(token, "utf8").digest();
+
+export type AuthResult = { ok: true; digest: Buffer } | { ok: false; code: typeof ErrorCode.GW_ERR_UNAUTHORIZED; message: string; header: string };
+
+const REALM = 'Bearer realm="nodeway"';
+
+export class TokenCheck {
+  private digests: Buffer[];
+  constructor(tokens: readonly string[]) {
+    this.digests = tokens.map(digest);
+  }
+
+  /** Off when no token is configured (a gateway on loopback behind nothing, as `nodeway up` runs it). */
+  get enabled(): boolean {
+    return this.digests.length > 0;
+  }
+
+  /** Replaces the accepted tokens (an empty list is refused by the caller: it would open the gateway). */
+  replace(tokens: readonly string[]): void {
+    this.digests = tokens.map(digest);
+  }
+
+  /** Whether a digest from an earlier `check` is still accepted. */
+  stillAccepted(d: Buffer): boolean {
+    let hit = false;
+    for (const x of this.digests) hit = timingSafeEqual(x, d) || hit;
+    return hit;
+  }
+
+  /** `token` as presented (undefined when none was). `via` names the transport for the refusal's message. */
+  check(token: string | undefined, missingHint: string): AuthResult {
+    if (token === undefined || token === "") {
+      return { ok: false, code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `missing API token: ${missingHint}`, header: REALM };
+    }
+    const d = digest(token);
+    if (this.stillAccepted(d)) return { ok: true, digest: d };
+    return { ok: false, code: ErrorCode.GW_ERR_UNAUTHORIZED, message: "invalid API token", header: `${REALM}, error="invalid_token"` };
+  }
+}
+
+/** The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const m = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+  return m ? m[1] : undefined;
+}
+
+/** The token of a `bearer.<token>` entry among offered subprotocols, or undefined. */
+export function subprotocolToken(offered: readonly string[]): string | undefined {
+  for (const p of offered) if (p.length > 7 && p.slice(0, 7).toLowerCase() === "bearer.") return p.slice(7);
+  return undefined;
+}
