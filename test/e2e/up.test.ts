@@ -107,6 +107,46 @@ t.test("up - --tls puts the proxy in front with a self-signed certificate for lo
   t.equal(await up.exited, 0, "stops cleanly");
 });
 
+t.test("up - --tls with an API token file: the examples are seeded, a browser-style WSS token runs a job, the proxy log redacts it", async (t) => {
+  const { default: WebSocket } = await import("ws");
+  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const token = "e2e-token-0123456789abcdefghij";
+  writeFileSync(join(home, "tokens"), `${token}\n`, { mode: 0o600 });
+  const up = runNodeway(["up", "--port", "0", "--tls", "--https-port", "0", "--http-port", "0", "--api-tokens-file", join(home, "tokens")], { NODEWAY_HOME: home });
+  t.teardown(() => up.kill("SIGKILL"));
+  const front = await check(() => /nodeway is up: (https:\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up --tls" });
+  t.match(up.stdout(), /API tokens are on/, "the hint says a token is needed");
+  const wss = front.replace(/^https/, "wss") + "/ws";
+
+  const refused = await new Promise<number>((resolve, reject) => {
+    const ws = new WebSocket(wss, ["nodeway.json"], { rejectUnauthorized: false });
+    ws.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+    ws.once("open", () => reject(new Error("opened without a token")));
+    ws.once("error", reject);
+  });
+  t.equal(refused, 401, "through the proxy, no token: 401 before the upgrade");
+
+  const ws = new WebSocket(wss, ["nodeway.json", `bearer.${token}`], { rejectUnauthorized: false });
+  t.teardown(() => ws.terminate());
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", () => resolve());
+    ws.once("error", reject);
+  });
+  t.equal(ws.protocol, "nodeway.json", "the proxy and gateway answer nodeway.json, not the token");
+  const msgs: Record<string, unknown>[] = [];
+  ws.on("message", (d) => msgs.push(JSON.parse(d.toString()) as Record<string, unknown>));
+  ws.send(JSON.stringify({ command: "run_job", data: { workflow_id: "hello-world", params: { name: "Ada" } } }));
+  const done = await check(() => msgs.find((m) => m.type === "job_update" && ["completed", "failed"].includes(String(m.status))), 30_000, { name: "seeded example ran" });
+  t.equal(done.status, "completed", "the example seeded with the token runs over the token-authenticated socket");
+
+  ws.close();
+  await check(() => (/proto=\S*bearer\.\[REDACTED\]/.test(up.stdout()) ? true : null), 10_000, { name: "proxy access line for the tunnel" });
+  t.notOk((up.stdout() + up.stderr()).includes(token), "the token is in no log");
+  up.proc.kill("SIGINT");
+  t.equal(await up.exited, 0, "stops cleanly");
+});
+
 t.test("cli - an agent and a gateway started before nats-server wait for it, then work", async (t) => {
   const { freePort, NatsServer } = await import("../helpers/nats-server.js");
   const port = await freePort();
