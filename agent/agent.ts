@@ -303,6 +303,7 @@ class Agent implements RunningAgent {
         pub: this.pub,
         jobsKv: this.jobRecords,
         library: this.library,
+        strategies: this.config.strategies,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,

@@ -1,6 +1,7 @@
 /** Agent options → a frozen, checked config (once, at start-up). */
 import { hostname } from "node:os";
 import { InvalidConfigError, ErrorCode, checkToken, ExecutionStrategy } from "../protocol/index.js";
+import { RUNNABLE_STRATEGIES } from "./strategies.js";
 
 export interface AgentOptions {
   /** NATS server URL(s), comma-separated. @default "nats://127.0.0.1:4222" */
@@ -17,7 +18,7 @@ export interface AgentOptions {
   drainGraceMs?: number;
   /** Heartbeat period of the registry entry. @default 3000 */
   heartbeatMs?: number;
-  /** Strategies this agent allows (a run asks; the agent caps). Only `inline` (in the agent process) exists yet. @default ["inline"] */
+  /** Strategies this agent offers, its default first: `inline`, `threaded`, `subprocess` (agent/strategies.ts; a run asks, the agent caps). @default ["inline"] */
   strategies?: string[];
 }
 
@@ -67,6 +68,8 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   const strategies = (list("strategies", opts.strategies) ?? ["inline"]) as ExecutionStrategy[];
   for (const s of strategies) {
     if (!(s in ExecutionStrategy)) throw new InvalidConfigError("strategies", `unknown strategy "${s}"`);
+    // Offering what it cannot run would let a job that asked for isolation run without it.
+    if (!RUNNABLE_STRATEGIES.has(s)) throw new InvalidConfigError("strategies", `"${s}" is not built on this agent (it runs ${[...RUNNABLE_STRATEGIES].join(", ")})`);
   }
   const name = opts.name ?? hostname();
   if (typeof name !== "string" || name.trim() === "") throw new InvalidConfigError("name", "must be a non-empty string");

@@ -30,9 +30,11 @@ import {
   type JobState,
   type RecordStore,
   type WireError,
+  type ExecutionStrategy,
 } from "../protocol/index.js";
-import { runGraph, UnknownNodeTypeError, type EngineEvent } from "./engine/engine.js";
+import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef } from "./engine/types.js";
+import { pickStrategy, runWithStrategy, RunnerCrashedError } from "./strategies.js";
 
 export interface JobRunnerDeps {
   nc: NatsConnection;
@@ -40,6 +42,8 @@ export interface JobRunnerDeps {
   /** Job records: reads and compare-and-set writes (the agent passes an `AckedKv`). */
   jobsKv: RecordStore;
   library: ReadonlyMap<string, NodeDef>;
+  /** The agent's policy: the strategies it offers, its default first (agent/strategies.ts `pickStrategy`). */
+  strategies: readonly ExecutionStrategy[];
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
@@ -89,6 +93,9 @@ export class QueueClock {
   }
 }
 const LAG_REPORT_MS = 100;
+
+/** The job's strategy is not one this agent may give it. */
+class StrategyUnavailable extends Error {}
 
 /** Why a run stopped early; becomes the job's final state. */
 class StopReason {
@@ -294,8 +301,13 @@ export class JobRunner {
     let final: { status: JobState; error: WireError | null; outputs: Record<string, unknown[]> | null; message?: string };
     if ("thrown" in result) {
       const err = result.thrown;
-      const message = err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`;
-      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_INVALID, message }, outputs: null, message };
+      const [code, message] =
+        err instanceof StrategyUnavailable
+          ? [ErrorCode.JOB_ERR_STRATEGY_UNAVAILABLE, err.message]
+          : err instanceof RunnerCrashedError
+            ? [ErrorCode.JOB_ERR_RUNNER_CRASHED, err.message]
+            : [ErrorCode.JOB_ERR_INVALID, err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`];
+      final = { status: "failed", error: { code, message }, outputs: null, message };
     } else if (result.status === "completed") final = { status: "completed", error: null, outputs: result.outputs };
     else if (result.status === "failed") {
       const e = result.error;
@@ -319,10 +331,12 @@ export class JobRunner {
     await this.finish(final, performance.now() - started);
   }
 
-  /** Runs the graph; never rejects (a graph that cannot start comes back as `thrown`). */
-  private async runJobGraph(): Promise<Awaited<ReturnType<typeof runGraph>> | { thrown: unknown }> {
+  /** Runs the graph with its strategy; never rejects (a graph that cannot start comes back as `thrown`). */
+  private async runJobGraph(): Promise<RunGraphResult | { thrown: unknown }> {
+    const picked = pickStrategy(this.job.strategy, this.deps.strategies);
+    if ("refused" in picked) return { thrown: new StrategyUnavailable(picked.refused) };
     try {
-      return await runGraph({
+      return await runWithStrategy(picked.strategy, {
         graph: this.job.graph,
         params: this.job.params,
         library: this.deps.library,

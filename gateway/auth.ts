@@ -20,7 +20,7 @@ import { ErrorCode, InvalidConfigError } from "../protocol/index.js";
 const TOKEN_SYNTAX = /^[A-Za-z0-9._~-]{16,512}$/;
 
 /** Checks one configured token; throws `InvalidConfigError` naming the setting, never quoting the token. */
-export function checkToken(key: string, token: string, where: string): string {
+export function checkApiToken(key: string, token: string, where: string): string {
   if (!TOKEN_SYNTAX.test(token)) {
     throw new InvalidConfigError(key, `${where}: a token must be 16-512 characters of A-Z a-z 0-9 . _ ~ - (a base64url or hex string; \`nodeway token\` makes one)`);
   }
@@ -39,7 +39,7 @@ export function readTokenFile(key: string, path: string): string[] {
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) return;
-    out.push(checkToken(key, line, `${path} line ${i + 1}`));
+    out.push(checkApiToken(key, line, `${path} line ${i + 1}`));
   });
   return out;
 }

@@ -1,6 +1,6 @@
 /** Gateway options → a frozen, checked config (once, at start-up). */
 import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS } from "../protocol/index.js";
-import { checkToken, readTokenFile } from "./auth.js";
+import { checkApiToken, readTokenFile } from "./auth.js";
 
 export interface GatewayOptions {
   /** Bind address. @default "127.0.0.1" */
@@ -134,7 +134,7 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
 /** The accepted tokens from `apiTokens` and `apiTokensFile`; throws `InvalidConfigError` on a malformed one. */
 export function apiTokensOf(opts: Pick<GatewayOptions, "apiTokens" | "apiTokensFile">): { apiTokens: readonly string[]; apiTokensFile: string | null } {
   const listed = opts.apiTokens === undefined ? [] : typeof opts.apiTokens === "string" ? String(opts.apiTokens).split(",") : opts.apiTokens;
-  const tokens = listed.map((t, i) => checkToken("apiTokens", String(t).trim(), `entry ${i + 1}`));
+  const tokens = listed.map((t, i) => checkApiToken("apiTokens", String(t).trim(), `entry ${i + 1}`));
   const file = opts.apiTokensFile === undefined || opts.apiTokensFile === "" ? null : String(opts.apiTokensFile);
   if (file !== null) {
     const fromFile = readTokenFile("apiTokensFile", file);

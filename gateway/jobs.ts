@@ -25,7 +25,7 @@ import {
   validateGraph,
   validateParams,
   type AgentRegistration,
-  type ExecutionStrategy,
+  ExecutionStrategy,
   type Graph,
   type JobCancel,
   type JobDispatch,
@@ -179,6 +179,9 @@ export class JobManager {
     });
     if (s.timeoutS !== undefined && s.timeoutS !== null && (typeof s.timeoutS !== "number" || !(s.timeoutS > 0))) {
       throw badRequest(`"timeout_s" must be a positive number of seconds`);
+    }
+    if (s.strategy !== undefined && !Object.hasOwn(ExecutionStrategy, s.strategy)) {
+      throw badRequest(`"execution_strategy" must be one of ${Object.keys(ExecutionStrategy).join(", ")}, got ${JSON.stringify(s.strategy)}`);
     }
     const pool = poolOfGraph(graph, catalog, s.pool);
     const jobId = newId();

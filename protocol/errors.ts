@@ -35,6 +35,10 @@ export const ErrorCode = {
   JOB_ERR_INVALID: "JOB_ERR_INVALID",
   /** The submit could not store everything a queued job needs (its client got an error): the job never runs. */
   JOB_ERR_NOT_QUEUED: "JOB_ERR_NOT_QUEUED",
+  /** The job asks for more isolation (an execution strategy) than the agent that pulled it offers. */
+  JOB_ERR_STRATEGY_UNAVAILABLE: "JOB_ERR_STRATEGY_UNAVAILABLE",
+  /** The worker thread or subprocess running the graph died (a crash, its memory limit, a kill from outside). */
+  JOB_ERR_RUNNER_CRASHED: "JOB_ERR_RUNNER_CRASHED",
   // configuration
   CONFIG_ERR_INVALID: "CONFIG_ERR_INVALID",
   CONFIG_ERR_UNKNOWN_KEY: "CONFIG_ERR_UNKNOWN_KEY",

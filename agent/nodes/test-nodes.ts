@@ -1,8 +1,10 @@
 /**
  * Nodes for tests and benchmarks (`nodeway.test.*`): a paced token stream standing in for an LLM, a sleep and
- * a failure. They honour cancellation through `ctx.sleep` and `ctx.signal`.
+ * a failure, which honour cancellation through `ctx.sleep` and `ctx.signal`; and for the execution strategies,
+ * a node that says where it runs and one that holds its thread without looking at its signal.
  */
 import { performance } from "node:perf_hooks";
+import { threadId } from "node:worker_threads";
 import { NodeError, type GeneratorNodeDef, type NodeDef } from "../engine/types.js";
 import { asInt, asNumber, asText, prop, yieldToEventLoop } from "./util.js";
 
@@ -76,4 +78,40 @@ export const fail: NodeDef = {
   },
 };
 
-export const TEST_NODES: readonly NodeDef[] = [tokens, sleep, fail];
+/** Where the graph runs: `{pid, thread_id}` (thread 0 is a process's main thread). */
+export const whereabouts: NodeDef = {
+  kind: "process",
+  type: "nodeway.test.Whereabouts",
+  title: "Whereabouts",
+  description: "Outputs the process id and thread id the node ran in (which the job's execution strategy decides).",
+  properties: [],
+  outputs: [{ name: "output", type: "dict" }],
+  process: () => ({ output: { pid: process.pid, thread_id: threadId } }),
+};
+
+/**
+ * Logs where it runs, then keeps its thread busy for `seconds` without looking at its signal: a node stuck in a
+ * computation or native call, which only a `threaded` or `subprocess` strategy can stop (an `inline` one holds
+ * the agent's loop for as long).
+ */
+export const spin: NodeDef = {
+  kind: "process",
+  type: "nodeway.test.Spin",
+  title: "Spin",
+  description: "Busy-waits the given seconds, ignoring cancellation (for isolation tests; blocks an inline agent).",
+  properties: [prop("seconds", "float", 1, { min: 0, max: 600, description: "How long to keep the thread busy." })],
+  outputs: [{ name: "output", type: "float" }],
+  process: async (ctx, inputs) => {
+    const seconds = asNumber(inputs.seconds, "seconds");
+    if (seconds < 0 || seconds > 600) throw new NodeError(`seconds must be in [0, 600], got ${seconds}`);
+    ctx.log(`spinning in pid ${process.pid} thread ${threadId}`);
+    await new Promise((r) => setTimeout(r, 20)); // let the log leave before the loop is held
+    const until = performance.now() + seconds * 1000;
+    while (performance.now() < until) {
+      /* held on purpose */
+    }
+    return { output: seconds };
+  },
+};
+
+export const TEST_NODES: readonly NodeDef[] = [tokens, sleep, fail, whereabouts, spin];

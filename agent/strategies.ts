@@ -1,0 +1,176 @@
+/**
+ * Execution strategies (design §7): where a job's graph runs. `inline` in the agent's own event loop; `threaded`
+ * in a worker thread (a node that blocks its loop or exhausts its heap takes the thread, not the agent);
+ * `subprocess` in a child process (its own memory and file descriptors; killed on cancel). The agent streams,
+ * publishes and fences what the graph emits exactly as for `inline`: only where the engine runs changes.
+ *
+ * A job asks for a strategy and the agent's policy caps it: a job gets what it asked for when the agent offers
+ * it, else the weakest offered strategy that isolates at least as much, and never less isolation than it asked
+ * for (such a job fails `JOB_ERR_STRATEGY_UNAVAILABLE`, naming what the agent offers). A job that asks nothing
+ * gets the agent's first listed strategy.
+ *
+ * Cancel: the run is told to stop (its nodes see their signal abort) and given `STOP_GRACE_MS` to end; then the
+ * thread is terminated or the process killed (SIGKILL), and the run ends `cancelled` all the same.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { Worker } from "node:worker_threads";
+import { fileURLToPath } from "node:url";
+import { ExecutionStrategy } from "../protocol/index.js";
+import { runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
+import type { NodeDef } from "./engine/types.js";
+import type { Graph } from "../protocol/index.js";
+
+/** Weakest to strongest isolation. */
+const ISOLATION: readonly ExecutionStrategy[] = ["inline", "threaded", "subprocess", "docker"];
+
+/** Strategies this agent can run. `docker` is named by the protocol but not built here: an agent refuses to offer it. */
+export const RUNNABLE_STRATEGIES: ReadonlySet<ExecutionStrategy> = new Set(["inline", "threaded", "subprocess"]);
+
+/** How long a stopped run may take to end by itself before its thread or process is killed. */
+export const STOP_GRACE_MS = 2_000;
+
+/** A job's strategy under the agent's policy, or why it cannot have one. */
+export function pickStrategy(requested: ExecutionStrategy | undefined, offered: readonly ExecutionStrategy[]): { strategy: ExecutionStrategy } | { refused: string } {
+  if (requested === undefined) return { strategy: offered[0] ?? "inline" };
+  if (offered.includes(requested)) return { strategy: requested };
+  const floor = ISOLATION.indexOf(requested);
+  const stronger = ISOLATION.filter((s, i) => i > floor && offered.includes(s));
+  if (stronger.length > 0) return { strategy: stronger[0]! };
+  return { refused: `the job asks for the "${requested}" strategy; this agent offers ${offered.map((s) => `"${s}"`).join(", ")}` };
+}
+
+/** The run crashed outside the graph (its thread or process died): the job fails with this message. */
+export class RunnerCrashedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RunnerCrashedError";
+  }
+}
+
+export interface StrategyRun {
+  graph: Graph;
+  params: Record<string, unknown>;
+  library: ReadonlyMap<string, NodeDef>;
+  signal: AbortSignal;
+  emit: (event: EngineEvent) => void;
+}
+
+/** What the parent sends to a thread or process running a graph. */
+export type ToRunner = { type: "run"; graph: Graph; params: Record<string, unknown> } | { type: "stop"; reason: string };
+/** What it sends back. `result.reason` of a cancelled run is the parent's own (its signal's reason). */
+export type FromRunner =
+  | { type: "event"; event: EngineEvent }
+  | { type: "done"; result: RunGraphResult }
+  | { type: "thrown"; unknownNode: { nodeId: string; nodeType: string } | null; message: string };
+
+/** Runs the graph with `strategy`. Rejects like `runGraph` (`UnknownNodeTypeError`) or with `RunnerCrashedError`. */
+export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun): Promise<RunGraphResult> {
+  switch (strategy) {
+    case "inline":
+      return runGraph(run);
+    case "threaded":
+      return runRemote(run, threadChannel());
+    case "subprocess":
+      return runRemote(run, processChannel());
+    case "docker":
+      return Promise.reject(new RunnerCrashedError('the "docker" strategy is not built on this agent'));
+  }
+}
+
+/**
+ * The runner script beside this file. Run from the TypeScript sources (an agent started in-process by a test),
+ * it is the `.ts` file, and the thread or process needs this process's flags (the loader) to read it; compiled,
+ * it starts with plain node: the agent's own flags (an inspector, say) are not the run's business.
+ */
+const FROM_SOURCE = import.meta.url.endsWith(".ts");
+const CHILD = fileURLToPath(new URL(FROM_SOURCE ? "./strategy-child.ts" : "./strategy-child.js", import.meta.url));
+const CHILD_EXEC_ARGV = FROM_SOURCE ? process.execArgv : [];
+
+/** One running thread or process, seen the same way. */
+interface Channel {
+  what: string;
+  send(m: ToRunner): void;
+  onMessage(fn: (m: FromRunner) => void): void;
+  /** Called once when it is gone, with how it went ("exit code 1", "SIGKILL"…). */
+  onGone(fn: (how: string) => void): void;
+  kill(): void;
+}
+
+function threadChannel(): Channel {
+  const w = new Worker(CHILD, { execArgv: CHILD_EXEC_ARGV, stdout: false, stderr: false });
+  return {
+    what: "worker thread",
+    send: (m) => w.postMessage(m),
+    onMessage: (fn) => void w.on("message", fn),
+    onGone: (fn) => {
+      let done = false;
+      const once = (how: string) => {
+        if (!done) (done = true), fn(how);
+      };
+      w.once("error", (err) => once(`error: ${err.message}`));
+      w.once("exit", (code) => once(`exit code ${code}`));
+    },
+    kill: () => void w.terminate(),
+  };
+}
+
+function processChannel(): Channel {
+  // `advanced` serialization carries bytes outputs (Uint8Array) and Maps as they are.
+  const p: ChildProcess = fork(CHILD, [], { serialization: "advanced", execArgv: CHILD_EXEC_ARGV, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  return {
+    what: "subprocess",
+    send: (m) => {
+      if (p.connected) p.send(m);
+    },
+    onMessage: (fn) => void p.on("message", fn as (m: unknown) => void),
+    onGone: (fn) => {
+      let done = false;
+      const once = (how: string) => {
+        if (!done) (done = true), fn(how);
+      };
+      p.once("error", (err) => once(`error: ${err.message}`));
+      p.once("exit", (code, signal) => once(signal ? `signal ${signal}` : `exit code ${code}`));
+    },
+    kill: () => void p.kill("SIGKILL"),
+  };
+}
+
+function runRemote(run: StrategyRun, ch: Channel): Promise<RunGraphResult> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let killTimer: NodeJS.Timeout | null = null;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      if (killTimer) clearTimeout(killTimer);
+      run.signal.removeEventListener("abort", onAbort);
+      fn();
+      ch.kill(); // a finished run's thread or process has nothing left to do
+    };
+    const cancelled = (): RunGraphResult => ({ status: "cancelled", outputs: {}, reason: run.signal.reason });
+    const onAbort = () => {
+      ch.send({ type: "stop", reason: String((run.signal.reason as { message?: string })?.message ?? run.signal.reason) });
+      killTimer = setTimeout(() => settle(() => resolve(cancelled())), STOP_GRACE_MS);
+    };
+    ch.onMessage((m) => {
+      switch (m.type) {
+        case "event":
+          if (!settled) run.emit(m.event);
+          return;
+        case "done":
+          settle(() => resolve(m.result.status === "cancelled" ? { ...m.result, reason: run.signal.reason } : m.result));
+          return;
+        case "thrown":
+          settle(() => reject(m.unknownNode ? new UnknownNodeTypeError(m.unknownNode.nodeId, m.unknownNode.nodeType) : new Error(m.message)));
+          return;
+      }
+    });
+    ch.onGone((how) => {
+      if (run.signal.aborted) settle(() => resolve(cancelled()));
+      else settle(() => reject(new RunnerCrashedError(`the ${ch.what} running the graph ended before it finished (${how})`)));
+    });
+    if (run.signal.aborted) onAbort();
+    else run.signal.addEventListener("abort", onAbort, { once: true });
+    ch.send({ type: "run", graph: run.graph, params: run.params });
+  });
+}

@@ -1,0 +1,157 @@
+/**
+ * Execution strategies (design §7): a job runs where its strategy says — `threaded` in a worker thread of the
+ * agent, `subprocess` in a child process — with its events streamed as for `inline`; the agent's policy caps
+ * what a job asks for (more isolation if that is all it offers, never less); a node that ignores its signal is
+ * stopped by terminating its thread or killing its process; a runner that dies fails its job with a clear code
+ * and leaves the agent serving.
+ */
+import t from "tap";
+import { compileAgentConfig, pickStrategy } from "../../agent/index.js";
+import { InvalidConfigError } from "../../protocol/index.js";
+import { api, WsClient, type Msg } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
+import { startStack } from "../helpers/stack.js";
+
+const whereGraph = {
+  nodes: [
+    { id: "tok", type: "nodeway.test.Tokens", data: { count: 5, rate: 0 } },
+    { id: "w", type: "nodeway.test.Whereabouts", data: {} },
+    { id: "out", type: "nodetool.output.Output", data: { name: "where" } },
+    { id: "text", type: "nodetool.output.Output", data: { name: "text" } },
+  ],
+  edges: [
+    { id: "e1", source: "w", sourceHandle: "output", target: "out", targetHandle: "value" },
+    { id: "e2", source: "tok", sourceHandle: "output", target: "text", targetHandle: "value" },
+  ],
+};
+const spinGraph = (seconds: number) => ({ nodes: [{ id: "spin", type: "nodeway.test.Spin", data: { seconds } }], edges: [] });
+
+const pidAlive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Runs `graph` over /ws with `strategy` and returns the job's events through its terminal update. */
+async function runOver(ws: WsClient, graph: unknown, strategy?: string, timeoutMs = 30_000): Promise<{ jobId: string; events: Msg[] }> {
+  const r = await ws.request("run_job", { graph, params: {}, ...(strategy ? { execution_strategy: strategy } : {}) });
+  const jobId = String((r.result as { job_id: string }).job_id);
+  await check(() => ws.events(jobId).find((e) => e.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(String(e.status))), timeoutMs, { name: `job ${jobId} ended` });
+  return { jobId, events: ws.events(jobId) };
+}
+const terminal = (events: Msg[]) => events.find((e) => e.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(String(e.status)))!;
+const where = (events: Msg[]) => ((terminal(events).result as { where: { pid: number; thread_id: number }[] }).where ?? [])[0]!;
+
+t.test("strategies - the policy caps what a job asks for: more isolation when that is all there is, never less", async (t) => {
+  t.same(pickStrategy(undefined, ["subprocess", "inline"]), { strategy: "subprocess" }, "no request: the agent's first");
+  t.same(pickStrategy("inline", ["inline", "threaded"]), { strategy: "inline" }, "offered: as asked");
+  t.same(pickStrategy("inline", ["subprocess"]), { strategy: "subprocess" }, "inline on a subprocess-only agent: subprocess");
+  t.same(pickStrategy("threaded", ["inline", "subprocess"]), { strategy: "subprocess" }, "the weakest offered that isolates at least as much");
+  const r = pickStrategy("subprocess", ["inline", "threaded"]);
+  t.ok("refused" in r, "more isolation than offered: refused");
+  if ("refused" in r) t.match(r.refused, /"subprocess".*offers "inline", "threaded"/);
+  t.ok("refused" in pickStrategy("docker", ["inline", "threaded", "subprocess"]), "docker is never given as something weaker");
+
+  let refusedDocker: unknown = null;
+  try {
+    compileAgentConfig({ strategies: ["docker"] });
+  } catch (err) {
+    refusedDocker = err;
+  }
+  t.ok(refusedDocker instanceof InvalidConfigError && /not built on this agent/.test((refusedDocker as Error).message), "an agent does not offer docker, which it cannot run");
+  t.throws(() => compileAgentConfig({ strategies: ["chroot"] }), /unknown strategy "chroot"/);
+  t.same(compileAgentConfig({}).strategies, ["inline"], "inline by default");
+});
+
+t.test("strategies - threaded and subprocess runs stream their events and say where they ran; inline runs in the agent", async (t) => {
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "inline,threaded,subprocess", "--max-jobs", "4"] });
+  const agentPid = s.agents[0]!.proc.pid!;
+  const ws = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => ws.close());
+
+  const inline = await runOver(ws, whereGraph, "inline");
+  t.equal(terminal(inline.events).status, "completed", "inline completed");
+  t.same(where(inline.events), { pid: agentPid, thread_id: 0 }, "inline: the agent's main thread");
+
+  const threaded = await runOver(ws, whereGraph, "threaded");
+  t.equal(terminal(threaded.events).status, "completed", "threaded completed");
+  t.equal(where(threaded.events).pid, agentPid, "threaded: in the agent's process");
+  t.not(where(threaded.events).thread_id, 0, "on another thread");
+
+  const sub = await runOver(ws, whereGraph, "subprocess");
+  t.equal(terminal(sub.events).status, "completed", "subprocess completed");
+  t.not(where(sub.events).pid, agentPid, "subprocess: in another process");
+  t.notOk(pidAlive(where(sub.events).pid), "which is gone once the job is over");
+
+  for (const [name, run] of [["threaded", threaded], ["subprocess", sub]] as const) {
+    const tokens = run.events.filter((e) => e.type === "chunk" && !e.done).map((e) => e.content);
+    t.same(tokens, ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "], `${name}: every token streamed, in order`);
+    t.same((terminal(run.events).result as { text: string[] }).text, ["tok0 tok1 tok2 tok3 tok4 "], `${name}: outputs as inline`);
+    const kinds = new Set(run.events.map((e) => e.type));
+    t.ok(kinds.has("node_update") && kinds.has("output_update"), `${name}: node and output updates arrive too`);
+    t.same(run.events.map((e) => e.attempt).filter((a) => a !== 1 && a !== 0), [], `${name}: events carry the attempt`);
+  }
+});
+
+t.test("strategies - a node that ignores cancel is stopped by ending its thread or process; the agent keeps serving", async (t) => {
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess,threaded", "--max-jobs", "4"] });
+  const agentPid = s.agents[0]!.proc.pid!;
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+
+  for (const strategy of ["subprocess", "threaded"]) {
+    const r = await ws.request("run_job", { graph: spinGraph(120), params: {}, execution_strategy: strategy });
+    const jobId = String((r.result as { job_id: string }).job_id);
+    const log = await check(() => ws.events(jobId).find((e) => e.type === "log_update" && /spinning in pid/.test(String(e.content))), 20_000, { name: `${strategy} spin started` });
+    const [, pid, thread] = /pid (\d+) thread (\d+)/.exec(String(log.content))!.map(Number);
+    if (strategy === "subprocess") t.not(pid, agentPid, "the spin runs in a child process");
+    else t.ok(pid === agentPid && thread !== 0, "the spin runs on a worker thread of the agent");
+    const asked = Date.now();
+    await ws.request("cancel_job", { job_id: jobId });
+    const end = await check(() => terminal(ws.events(jobId)), 20_000, { name: `${strategy} spin cancelled` });
+    t.equal(end.status, "cancelled", `${strategy}: the spinning job ends cancelled`);
+    t.ok(Date.now() - asked < 15_000, `${strategy}: within the grace period, not after the node's 120 s`);
+    if (strategy === "subprocess") await check(() => (!pidAlive(pid!) ? true : null), 5_000, { name: "spinning process killed" });
+  }
+  // The agent was never blocked: a job right after completes.
+  const after = await runOver(ws, whereGraph, "subprocess");
+  t.equal(terminal(after.events).status, "completed", "the agent runs the next job");
+});
+
+t.test("strategies - a runner process that dies fails its job (JOB_ERR_RUNNER_CRASHED); a strategy the agent lacks fails clearly", async (t) => {
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "inline,subprocess"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+
+  const r = await ws.request("run_job", { graph: spinGraph(120), params: {}, execution_strategy: "subprocess" });
+  const jobId = String((r.result as { job_id: string }).job_id);
+  const log = await check(() => ws.events(jobId).find((e) => e.type === "log_update" && /spinning in pid/.test(String(e.content))), 20_000, { name: "spin started" });
+  const pid = Number(/pid (\d+)/.exec(String(log.content))![1]);
+  process.kill(pid, "SIGKILL"); // what the OOM killer does
+  const end = await check(() => terminal(ws.events(jobId)), 20_000, { name: "crashed job ended" });
+  t.equal(end.status, "failed", "the job fails");
+  t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
+  t.match((end.error as { message: string }).message, /subprocess .* ended before it finished \(signal SIGKILL\)/, "saying how");
+
+  const lacking = await runOver(ws, whereGraph, "threaded");
+  t.equal(terminal(lacking.events).status, "completed", "threaded on an inline+subprocess agent runs (in a subprocess)");
+  t.not(where(lacking.events).pid, s.agents[0]!.proc.pid, "capped up to subprocess");
+
+  const s2 = await startStack(t, { agents: 1 });
+  const ws2 = await WsClient.open(s2.url, "json");
+  t.teardown(() => ws2.close());
+  const refused = await runOver(ws2, whereGraph, "subprocess");
+  const e = terminal(refused.events);
+  t.equal(e.status, "failed", "subprocess on an inline-only agent: failed, not run inline");
+  t.equal((e.error as { code: string }).code, "JOB_ERR_STRATEGY_UNAVAILABLE");
+  t.match((e.error as { message: string }).message, /offers "inline"/);
+  t.notOk(refused.events.some((ev) => ev.type === "node_update"), "no node ran");
+  const rec = await api(s2.url, "GET", `/api/jobs/${refused.jobId}`);
+  t.equal(rec.body.status, "failed", "the record says failed");
+
+  const bogus = await ws2.request("run_job", { graph: whereGraph, params: {}, execution_strategy: "chroot" });
+  t.match(bogus.error, { code: "GW_ERR_BAD_REQUEST", message: /"execution_strategy" must be one of threaded, subprocess, docker, inline/ }, "an unknown strategy is refused at submit");
+});
