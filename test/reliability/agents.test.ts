@@ -42,7 +42,10 @@ t.test("agents - SIGKILL mid-job: the job is redelivered after ack_wait and comp
   const ns = await startNats(t);
   const gw = await startGateway(t, ns.url, ["--ack-wait-ms", String(ACK_WAIT_MS)]);
   const a1 = await startAgent(t, ns.url, ["--max-jobs", "1", "--name", "first"]);
-  await putWorkflow(gw.url, "tok", tokensWorkflow(300, 100));
+  // 6 s of tokens: the second agent's start (a node process, 1-3 s on a loaded 2-core machine) must come well
+  // before the first agent would finish (with 3 s it once did, and no attempt 2 ever came).
+  const TOKENS = 600;
+  await putWorkflow(gw.url, "tok", tokensWorkflow(TOKENS, 100));
   const h = new History();
   const c = await RecWs.open(gw.url, h.client("watcher"));
   const jobId = await c.run("tok");
@@ -64,7 +67,7 @@ t.test("agents - SIGKILL mid-job: the job is redelivered after ack_wait and comp
   const rec = await waitJob(gw.url, jobId, (j) => j.status === "completed");
   t.match(rec, { status: "completed", attempt: 2, agent_id: a2.id }, "the record says completed, attempt 2, second agent");
   const end = c.messages().find((m) => m.job_id === jobId && m.type === "job_update" && m.status === "completed") as Msg;
-  t.same(end.result, { text: [Array.from({ length: 300 }, (_, i) => `tok${i} `).join("")] }, "the second attempt produced the whole output");
+  t.same(end.result, { text: [Array.from({ length: TOKENS }, (_, i) => `tok${i} `).join("")] }, "the second attempt produced the whole output");
   t.equal(c.messages().filter((m) => m.job_id === jobId && m.type === "job_update" && m.status === "completed").length, 1, "one terminal result");
   // A client that resumes from the start afterwards sees the same fenced history as the live one.
   const late = await RecWs.open(gw.url, h.client("late"));
