@@ -16,8 +16,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import { ExecutionStrategy } from "../protocol/index.js";
-import { runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
-import type { NodeDef } from "./engine/types.js";
+import { runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphOptions, type RunGraphResult } from "./engine/engine.js";
 import type { Graph } from "../protocol/index.js";
 
 /** Weakest to strongest isolation. */
@@ -47,13 +46,8 @@ export class RunnerCrashedError extends Error {
   }
 }
 
-export interface StrategyRun {
-  graph: Graph;
-  params: Record<string, unknown>;
-  library: ReadonlyMap<string, NodeDef>;
-  signal: AbortSignal;
-  emit: (event: EngineEvent) => void;
-}
+/** What a run needs is what `runGraph` takes; a thread or process uses its own copy of the built-in library. */
+export type StrategyRun = RunGraphOptions;
 
 /** What the parent sends to a thread or process running a graph. */
 export type ToRunner = { type: "run"; graph: Graph; params: Record<string, unknown> } | { type: "stop"; reason: string };
