@@ -304,6 +304,7 @@ class Agent implements RunningAgent {
         jobsKv: this.jobRecords,
         library: this.library,
         strategies: this.config.strategies,
+        jobMemoryMb: this.config.jobMemoryMb,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,

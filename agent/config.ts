@@ -20,6 +20,12 @@ export interface AgentOptions {
   heartbeatMs?: number;
   /** Strategies this agent offers, its default first: `inline`, `threaded`, `subprocess` (agent/strategies.ts; a run asks, the agent caps). @default ["inline"] */
   strategies?: string[];
+  /**
+   * Heap limit of a `threaded` or `subprocess` run, in MiB (the worker's old generation; the child's
+   * `--max-old-space-size`): a run past it dies alone and its job fails `JOB_ERR_RUNNER_CRASHED`. 0 = V8's default.
+   * `inline` runs share the agent's heap and have no limit of their own. @default 0
+   */
+  jobMemoryMb?: number;
 }
 
 export interface AgentConfig {
@@ -31,14 +37,22 @@ export interface AgentConfig {
   drainGraceMs: number;
   heartbeatMs: number;
   strategies: ExecutionStrategy[];
+  jobMemoryMb: number;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb"]);
 
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   const n = typeof v === "string" ? Number(v) : v;
   if (typeof n !== "number" || !Number.isInteger(n) || n < 1) throw new InvalidConfigError(key, `must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function nonNegInt(key: string, v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = typeof v === "string" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 0) throw new InvalidConfigError(key, `must be an integer ≥ 0, got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -82,5 +96,6 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     drainGraceMs: posInt("drainGraceMs", opts.drainGraceMs, 30_000),
     heartbeatMs: posInt("heartbeatMs", opts.heartbeatMs, 3_000),
     strategies,
+    jobMemoryMb: nonNegInt("jobMemoryMb", opts.jobMemoryMb, 0),
   });
 }

@@ -44,6 +44,8 @@ export interface JobRunnerDeps {
   library: ReadonlyMap<string, NodeDef>;
   /** The agent's policy: the strategies it offers, its default first (agent/strategies.ts `pickStrategy`). */
   strategies: readonly ExecutionStrategy[];
+  /** Heap limit of a threaded or subprocess run (MiB, 0 = V8's default). */
+  jobMemoryMb: number;
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
@@ -344,7 +346,7 @@ export class JobRunner {
         emit: (e: EngineEvent) => {
           if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
         },
-      });
+      }, { memoryMb: this.deps.jobMemoryMb });
     } catch (thrown) {
       return { thrown };
     }

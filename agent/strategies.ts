@@ -57,15 +57,21 @@ export type FromRunner =
   | { type: "done"; result: RunGraphResult }
   | { type: "thrown"; unknownNode: { nodeId: string; nodeType: string } | null; message: string };
 
+/** Limits of a run in a thread or process. */
+export interface RunLimits {
+  /** Heap limit in MiB; 0 = V8's default. */
+  memoryMb: number;
+}
+
 /** Runs the graph with `strategy`. Rejects like `runGraph` (`UnknownNodeTypeError`) or with `RunnerCrashedError`. */
-export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun): Promise<RunGraphResult> {
+export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, limits: RunLimits = { memoryMb: 0 }): Promise<RunGraphResult> {
   switch (strategy) {
     case "inline":
       return runGraph(run);
     case "threaded":
-      return runRemote(run, threadChannel());
+      return runRemote(run, threadChannel(limits), limits);
     case "subprocess":
-      return runRemote(run, processChannel());
+      return runRemote(run, processChannel(limits), limits);
     case "docker":
       return Promise.reject(new RunnerCrashedError('the "docker" strategy is not built on this agent'));
   }
@@ -90,8 +96,13 @@ interface Channel {
   kill(): void;
 }
 
-function threadChannel(): Channel {
-  const w = new Worker(CHILD, { execArgv: CHILD_EXEC_ARGV, stdout: false, stderr: false });
+function threadChannel(limits: RunLimits): Channel {
+  const w = new Worker(CHILD, {
+    execArgv: CHILD_EXEC_ARGV,
+    stdout: false,
+    stderr: false,
+    ...(limits.memoryMb > 0 ? { resourceLimits: { maxOldGenerationSizeMb: limits.memoryMb } } : {}),
+  });
   return {
     what: "worker thread",
     send: (m) => w.postMessage(m),
@@ -108,9 +119,10 @@ function threadChannel(): Channel {
   };
 }
 
-function processChannel(): Channel {
+function processChannel(limits: RunLimits): Channel {
+  const execArgv = limits.memoryMb > 0 ? [...CHILD_EXEC_ARGV, `--max-old-space-size=${limits.memoryMb}`] : CHILD_EXEC_ARGV;
   // `advanced` serialization carries bytes outputs (Uint8Array) and Maps as they are.
-  const p: ChildProcess = fork(CHILD, [], { serialization: "advanced", execArgv: CHILD_EXEC_ARGV, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const p: ChildProcess = fork(CHILD, [], { serialization: "advanced", execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
   return {
     what: "subprocess",
     send: (m) => {
@@ -129,7 +141,7 @@ function processChannel(): Channel {
   };
 }
 
-function runRemote(run: StrategyRun, ch: Channel): Promise<RunGraphResult> {
+function runRemote(run: StrategyRun, ch: Channel, limits: RunLimits): Promise<RunGraphResult> {
   return new Promise((resolve, reject) => {
     let settled = false;
     let killTimer: NodeJS.Timeout | null = null;
@@ -160,8 +172,10 @@ function runRemote(run: StrategyRun, ch: Channel): Promise<RunGraphResult> {
       }
     });
     ch.onGone((how) => {
-      if (run.signal.aborted) settle(() => resolve(cancelled()));
-      else settle(() => reject(new RunnerCrashedError(`the ${ch.what} running the graph ended before it finished (${how})`)));
+      if (run.signal.aborted) return settle(() => resolve(cancelled()));
+      // A process at its heap limit aborts (SIGABRT); a worker says so in its error.
+      const limit = limits.memoryMb > 0 ? `; its heap limit is ${limits.memoryMb} MiB (jobMemoryMb)` : "";
+      settle(() => reject(new RunnerCrashedError(`the ${ch.what} running the graph ended before it finished (${how})${limit}`)));
     });
     if (run.signal.aborted) onAbort();
     else run.signal.addEventListener("abort", onAbort, { once: true });

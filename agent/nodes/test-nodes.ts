@@ -114,4 +114,28 @@ export const spin: NodeDef = {
   },
 };
 
-export const TEST_NODES: readonly NodeDef[] = [tokens, sleep, fail, whereabouts, spin];
+/**
+ * Holds `mb` MiB of JavaScript heap (plain arrays, which count against a heap limit as typed arrays do not), then
+ * outputs `mb`: a run that outgrows its memory limit (for isolation tests; an inline run grows the agent's heap).
+ */
+export const allocate: NodeDef = {
+  kind: "process",
+  type: "nodeway.test.Allocate",
+  title: "Allocate",
+  description: "Holds the given MiB of heap, then outputs it (for memory-limit tests; grows an inline agent's heap).",
+  properties: [prop("mb", "int", 16, { min: 0, max: 4096, description: "MiB of heap to hold." })],
+  outputs: [{ name: "output", type: "int" }],
+  process: async (ctx, inputs) => {
+    const mb = asInt(inputs.mb, "mb");
+    if (mb < 0 || mb > 4096) throw new NodeError(`mb must be in [0, 4096], got ${mb}`);
+    const held: number[][] = [];
+    for (let i = 0; i < mb; i++) {
+      if (ctx.signal.aborted) throw ctx.signal.reason;
+      held.push(new Array<number>(131_072).fill(i + 0.5)); // 128 Ki doubles: 1 MiB
+      if (i % 64 === 63) await yieldToEventLoop();
+    }
+    return { output: held.length };
+  },
+};
+
+export const TEST_NODES: readonly NodeDef[] = [tokens, sleep, fail, whereabouts, spin, allocate];

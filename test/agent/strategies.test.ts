@@ -155,3 +155,22 @@ t.test("strategies - a runner process that dies fails its job (JOB_ERR_RUNNER_CR
   const bogus = await ws2.request("run_job", { graph: whereGraph, params: {}, execution_strategy: "chroot" });
   t.match(bogus.error, { code: "GW_ERR_BAD_REQUEST", message: /"execution_strategy" must be one of threaded, subprocess, docker, inline/ }, "an unknown strategy is refused at submit");
 });
+
+t.test("strategies - a run past its heap limit (jobMemoryMb) dies alone: its job fails, the agent and the next job are fine", async (t) => {
+  t.throws(() => compileAgentConfig({ jobMemoryMb: -1 }), /jobMemoryMb: must be an integer ≥ 0/);
+  t.equal(compileAgentConfig({ jobMemoryMb: "64" as never }).jobMemoryMb, 64, "from the environment's string form");
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess,threaded", "--job-memory-mb", "48"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const hog = (mb: number) => ({ nodes: [{ id: "a", type: "nodeway.test.Allocate", data: { mb } }, { id: "o", type: "nodetool.output.Output", data: { name: "mb" } }], edges: [{ id: "e", source: "a", sourceHandle: "output", target: "o", targetHandle: "value" }] });
+  for (const strategy of ["subprocess", "threaded"]) {
+    const big = await runOver(ws, hog(400), strategy, 60_000);
+    const e = terminal(big.events);
+    t.equal(e.status, "failed", `${strategy}: 400 MiB under a 48 MiB limit fails`);
+    t.equal((e.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED", `${strategy}: as a dead runner`);
+    t.match((e.error as { message: string }).message, /heap limit is 48 MiB/, `${strategy}: naming the limit`);
+    const small = await runOver(ws, hog(8), strategy);
+    t.same(terminal(small.events).result, { mb: [8] }, `${strategy}: 8 MiB fits, and the agent runs it`);
+  }
+  t.equal(s.agents[0]!.proc.exitCode, null, "the agent is alive");
+});
