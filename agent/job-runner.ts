@@ -31,10 +31,11 @@ import {
   type RecordStore,
   type WireError,
   type ExecutionStrategy,
+  pickStrategy,
 } from "../protocol/index.js";
 import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef } from "./engine/types.js";
-import { pickStrategy, runWithStrategy, RunnerCrashedError } from "./strategies.js";
+import { runWithStrategy, RunnerCrashedError } from "./strategies.js";
 
 export interface JobRunnerDeps {
   nc: NatsConnection;
@@ -42,7 +43,7 @@ export interface JobRunnerDeps {
   /** Job records: reads and compare-and-set writes (the agent passes an `AckedKv`). */
   jobsKv: RecordStore;
   library: ReadonlyMap<string, NodeDef>;
-  /** The agent's policy: the strategies it offers, its default first (agent/strategies.ts `pickStrategy`). */
+  /** The agent's policy: the strategies it offers, its default first (protocol `pickStrategy`). */
   strategies: readonly ExecutionStrategy[];
   /** Heap limit of a threaded or subprocess run (MiB, 0 = V8's default). */
   jobMemoryMb: number;

@@ -4,10 +4,8 @@
  * `subprocess` in a child process (its own memory and file descriptors; killed on cancel). The agent streams,
  * publishes and fences what the graph emits exactly as for `inline`: only where the engine runs changes.
  *
- * A job asks for a strategy and the agent's policy caps it: a job gets what it asked for when the agent offers
- * it, else the weakest offered strategy that isolates at least as much, and never less isolation than it asked
- * for (such a job fails `JOB_ERR_STRATEGY_UNAVAILABLE`, naming what the agent offers). A job that asks nothing
- * gets the agent's first listed strategy.
+ * A job asks for a strategy and the agent's policy caps it (`pickStrategy` in protocol/jobs.ts, which the gateway
+ * applies at submit too): never less isolation than asked for; such a job fails `JOB_ERR_STRATEGY_UNAVAILABLE`.
  *
  * Cancel: the run is told to stop (its nodes see their signal abort) and given `STOP_GRACE_MS` to end; then the
  * thread is terminated or the process killed (SIGKILL), and the run ends `cancelled` all the same.
@@ -19,24 +17,11 @@ import { ExecutionStrategy } from "../protocol/index.js";
 import { runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphOptions, type RunGraphResult } from "./engine/engine.js";
 import type { Graph } from "../protocol/index.js";
 
-/** Weakest to strongest isolation. */
-const ISOLATION: readonly ExecutionStrategy[] = ["inline", "threaded", "subprocess", "docker"];
-
 /** Strategies this agent can run. `docker` is named by the protocol but not built here: an agent refuses to offer it. */
 export const RUNNABLE_STRATEGIES: ReadonlySet<ExecutionStrategy> = new Set(["inline", "threaded", "subprocess"]);
 
 /** How long a stopped run may take to end by itself before its thread or process is killed. */
 export const STOP_GRACE_MS = 2_000;
-
-/** A job's strategy under the agent's policy, or why it cannot have one. */
-export function pickStrategy(requested: ExecutionStrategy | undefined, offered: readonly ExecutionStrategy[]): { strategy: ExecutionStrategy } | { refused: string } {
-  if (requested === undefined) return { strategy: offered[0] ?? "inline" };
-  if (offered.includes(requested)) return { strategy: requested };
-  const floor = ISOLATION.indexOf(requested);
-  const stronger = ISOLATION.filter((s, i) => i > floor && offered.includes(s));
-  if (stronger.length > 0) return { strategy: stronger[0]! };
-  return { refused: `the job asks for the "${requested}" strategy; this agent offers ${offered.map((s) => `"${s}"`).join(", ")}` };
-}
 
 /** The run crashed outside the graph (its thread or process died): the job fails with this message. */
 export class RunnerCrashedError extends Error {

@@ -3,7 +3,7 @@
  * agent's built-in node library and streams its events back, then exits. The same file serves a worker thread
  * (`parentPort`) and a child process (`process.send`).
  */
-import { parentPort } from "node:worker_threads";
+import { parentPort, Worker } from "node:worker_threads";
 import { runGraph, UnknownNodeTypeError } from "./engine/engine.js";
 import { nodeCatalog } from "./nodes/index.js";
 import type { FromRunner, ToRunner } from "./strategies.js";
@@ -36,9 +36,21 @@ function onMessage(m: ToRunner): void {
   }
 }
 
+/**
+ * A child process must not outlive its agent: killed (SIGKILL, the OOM killer), the agent runs no clean-up, and a
+ * node that holds this process's loop (a long computation) would never see the IPC channel close. A watchdog
+ * thread, whose loop no node can hold, kills this process once it has been reparented.
+ */
+const WATCHDOG = `
+const { workerData } = require("node:worker_threads");
+// Reparented (to init or a subreaper) once the agent is gone; a pid alone could be reused.
+setInterval(() => { if (process.ppid !== workerData.agentPid) process.kill(process.pid, "SIGKILL"); }, 250);
+`;
+
 if (parentPort) parentPort.on("message", onMessage);
 else {
   process.on("message", (m) => onMessage(m as ToRunner));
   // The agent went away: nothing can receive our events, so stop.
   process.on("disconnect", () => process.exit(0));
+  new Worker(WATCHDOG, { eval: true, workerData: { agentPid: process.ppid } }).unref();
 }

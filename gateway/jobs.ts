@@ -19,6 +19,7 @@ import {
   jobKeys,
   newId,
   parseJson,
+  pickStrategy,
   poolOfGraph,
   readJobRecord,
   subjects,
@@ -58,6 +59,8 @@ export class JobManager {
   private catalogKeys = new Set<string>();
   private catalogRefreshedMs = 0;
   private catalogRefresh: Promise<NodeCatalog> | null = null;
+  /** The live agents the catalog was last built from (their pools and strategies, for the submit check). */
+  private catalogAgents: AgentRegistration[] = [];
   jobsCreated = 0;
   readonly queue: QueueTracker;
 
@@ -117,6 +120,7 @@ export class JobManager {
 
   private async refreshCatalog(): Promise<NodeCatalog> {
     const agents = await this.agents();
+    this.catalogAgents = agents;
     const keys = new Set(agents.map((a) => a.node_catalog).filter(Boolean));
     const same = keys.size === this.catalogKeys.size && [...keys].every((k) => this.catalogKeys.has(k));
     if (!same) {
@@ -131,6 +135,21 @@ export class JobManager {
     }
     this.catalogRefreshedMs = Date.now();
     return this.catalog;
+  }
+
+  /**
+   * Refuses a strategy that no live agent of the job's pool can give (`pickStrategy`), looking at a fresh agent
+   * list before refusing. A pool with no live agent yet is not refused: its job waits for one, as for node types.
+   * An agent of the pool that cannot give it may still pull the job and fail it `JOB_ERR_STRATEGY_UNAVAILABLE`.
+   */
+  private async checkStrategy(strategy: ExecutionStrategy, pool: string): Promise<void> {
+    const inPool = () => this.catalogAgents.filter((a) => a.pools.includes(pool));
+    const served = () => inPool().length === 0 || inPool().some((a) => "strategy" in pickStrategy(strategy, a.capabilities?.strategies ?? ["inline"]));
+    if (served()) return;
+    await this.nodeCatalog({ fresh: true });
+    if (served()) return;
+    const offered = [...new Set(inPool().flatMap((a) => a.capabilities?.strategies ?? ["inline"]))].map((x) => `"${x}"`).join(", ");
+    throw badRequest(`no live agent of pool "${pool}" can run the "${strategy}" strategy (they offer ${offered})`);
   }
 
   /** Validation catalog: absent while no agent is known, so structure is still checked but types are not. */
@@ -184,6 +203,7 @@ export class JobManager {
       throw badRequest(`"execution_strategy" must be one of ${Object.keys(ExecutionStrategy).join(", ")}, got ${JSON.stringify(s.strategy)}`);
     }
     const pool = poolOfGraph(graph, catalog, s.pool);
+    if (s.strategy !== undefined) await this.checkStrategy(s.strategy, pool);
     const jobId = newId();
     /** The Idempotency-Key entry this submit wrote (key and revision), to release if the job cannot be queued. */
     let heldKey: { key: string; revision: number } | null = null;

@@ -23,7 +23,7 @@ export {
   BUILTIN_POOLS,
 } from "./subjects.js";
 export type { Graph, GraphNode, GraphEdge, Workflow, NodeMetadata, PropertyMetadata } from "./graph.js";
-export { JobState, TERMINAL_STATES, isTerminal, canTransition, ExecutionStrategy, CancelReason, AgentState } from "./jobs.js";
+export { JobState, TERMINAL_STATES, isTerminal, canTransition, ExecutionStrategy, pickStrategy, CancelReason, AgentState } from "./jobs.js";
 export type {
   JobRecord,
   JobDispatch,

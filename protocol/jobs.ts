@@ -36,6 +36,24 @@ export function canTransition(from: JobState, to: JobState): boolean {
 export const ExecutionStrategy = { threaded: "threaded", subprocess: "subprocess", docker: "docker", inline: "inline" } as const;
 export type ExecutionStrategy = (typeof ExecutionStrategy)[keyof typeof ExecutionStrategy];
 
+/** Weakest to strongest isolation. */
+const ISOLATION: readonly ExecutionStrategy[] = ["inline", "threaded", "subprocess", "docker"];
+
+/**
+ * A job's strategy under an agent's policy (`offered`, its default first): what the job asked for when offered,
+ * else the weakest offered strategy that isolates more — never less isolation than asked for (refused, naming
+ * what is offered). A job that asks nothing gets the agent's default. The agent applies it to every job it
+ * pulls; the gateway, at submit, to the live agents of the job's pool.
+ */
+export function pickStrategy(requested: ExecutionStrategy | undefined, offered: readonly ExecutionStrategy[]): { strategy: ExecutionStrategy } | { refused: string } {
+  if (requested === undefined) return { strategy: offered[0] ?? "inline" };
+  if (offered.includes(requested)) return { strategy: requested };
+  const floor = ISOLATION.indexOf(requested);
+  const stronger = ISOLATION.filter((s, i) => i > floor && offered.includes(s));
+  if (stronger.length > 0) return { strategy: stronger[0]! };
+  return { refused: `the job asks for the "${requested}" strategy; this agent offers ${offered.map((s) => `"${s}"`).join(", ")}` };
+}
+
 /** The job record in KV `nw_jobs` (key `j.<id>`), written only by compare-and-set on its revision. */
 export interface JobRecord {
   v: 1;

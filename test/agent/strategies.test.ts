@@ -6,8 +6,8 @@
  * and leaves the agent serving.
  */
 import t from "tap";
-import { compileAgentConfig, pickStrategy } from "../../agent/index.js";
-import { InvalidConfigError } from "../../protocol/index.js";
+import { compileAgentConfig } from "../../agent/index.js";
+import { InvalidConfigError, pickStrategy } from "../../protocol/index.js";
 import { api, WsClient, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
@@ -143,17 +143,47 @@ t.test("strategies - a runner process that dies fails its job (JOB_ERR_RUNNER_CR
   const s2 = await startStack(t, { agents: 1 });
   const ws2 = await WsClient.open(s2.url, "json");
   t.teardown(() => ws2.close());
-  const refused = await runOver(ws2, whereGraph, "subprocess");
-  const e = terminal(refused.events);
-  t.equal(e.status, "failed", "subprocess on an inline-only agent: failed, not run inline");
-  t.equal((e.error as { code: string }).code, "JOB_ERR_STRATEGY_UNAVAILABLE");
-  t.match((e.error as { message: string }).message, /offers "inline"/);
-  t.notOk(refused.events.some((ev) => ev.type === "node_update"), "no node ran");
-  const rec = await api(s2.url, "GET", `/api/jobs/${refused.jobId}`);
-  t.equal(rec.body.status, "failed", "the record says failed");
-
+  const early = await ws2.request("run_job", { graph: whereGraph, params: {}, execution_strategy: "subprocess" });
+  t.match(early.error, { code: "GW_ERR_BAD_REQUEST", message: /no live agent of pool "cpu" can run the "subprocess" strategy \(they offer "inline"\)/ }, "subprocess where the pool's agents offer only inline: refused at submit");
   const bogus = await ws2.request("run_job", { graph: whereGraph, params: {}, execution_strategy: "chroot" });
   t.match(bogus.error, { code: "GW_ERR_BAD_REQUEST", message: /"execution_strategy" must be one of threaded, subprocess, docker, inline/ }, "an unknown strategy is refused at submit");
+});
+
+t.test("strategies - in a pool that mixes policies, an agent that pulls a job it cannot isolate fails it, never runs it weaker", async (t) => {
+  // One subprocess agent, kept busy (one slot), and one inline-only agent: the gateway accepts a subprocess job (the
+  // pool can run it), the free inline agent pulls it and must refuse it.
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess", "--max-jobs", "1"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const busy = await ws.request("run_job", { graph: spinGraph(60), params: {} });
+  const busyId = String((busy.result as { job_id: string }).job_id);
+  await check(() => ws.events(busyId).find((e) => e.type === "log_update"), 20_000, { name: "subprocess agent busy" });
+  t.teardown(() => ws.request("cancel_job", { job_id: busyId }).catch(() => undefined));
+  const { startAgentProc } = await import("../helpers/procs.js");
+  const inlineAgent = await startAgentProc(s.ns.url, ["--name", "inline-only"]);
+  t.teardown(() => inlineAgent.kill("SIGKILL"));
+  const refused = await runOver(ws, whereGraph, "subprocess");
+  const e = terminal(refused.events);
+  t.equal(e.status, "failed", "failed, not run inline");
+  t.equal((e.error as { code: string }).code, "JOB_ERR_STRATEGY_UNAVAILABLE");
+  t.match((e.error as { message: string }).message, /asks for the "subprocess" strategy; this agent offers "inline"/);
+  t.notOk(refused.events.some((ev) => ev.type === "node_update"), "no node ran");
+  t.equal((await api(s.url, "GET", `/api/jobs/${refused.jobId}`)).body.agent_id, inlineAgent.id, "it was the inline agent that refused it");
+});
+
+t.test("strategies - a subprocess run does not outlive its agent, even one whose node holds its loop", async (t) => {
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const r = await ws.request("run_job", { graph: spinGraph(120), params: {} });
+  const jobId = String((r.result as { job_id: string }).job_id);
+  const log = await check(() => ws.events(jobId).find((e) => e.type === "log_update" && /spinning in pid/.test(String(e.content))), 20_000, { name: "spin started" });
+  const pid = Number(/pid (\d+)/.exec(String(log.content))![1]);
+  t.ok(pidAlive(pid), "the spinning child runs");
+  s.agents[0]!.proc.kill("SIGKILL"); // no clean-up runs in the agent
+  await s.agents[0]!.exited;
+  await check(() => (!pidAlive(pid) ? true : null), 5_000, { name: "orphaned runner gone" });
+  t.pass("the child killed itself once its agent was gone (its node never looked)");
 });
 
 t.test("strategies - a run past its heap limit (jobMemoryMb) dies alone: its job fails, the agent and the next job are fine", async (t) => {
