@@ -296,7 +296,9 @@ export class JobRunner {
     // `running` first, then whatever the run emitted while the claim was in flight, in order.
     const held = this.held ?? [];
     this.held = null;
-    this.publish({ type: "job_update", status: "running", agent_id: this.deps.agentId, message: this.attempt > 1 ? `attempt ${this.attempt}` : undefined });
+    const picked = this.strategyPick();
+    const strategy = "strategy" in picked ? picked.strategy : undefined;
+    this.publish({ type: "job_update", status: "running", agent_id: this.deps.agentId, strategy, message: this.attempt > 1 ? `attempt ${this.attempt}` : undefined });
     for (const ev of held) this.publish(ev);
     this.startLease();
 
@@ -334,9 +336,15 @@ export class JobRunner {
     await this.finish(final, performance.now() - started);
   }
 
+  private picked: ReturnType<typeof pickStrategy> | null = null;
+  /** The job's strategy under this agent's policy (decided once: the `running` update names it). */
+  private strategyPick(): ReturnType<typeof pickStrategy> {
+    return (this.picked ??= pickStrategy(this.job.strategy, this.deps.strategies));
+  }
+
   /** Runs the graph with its strategy; never rejects (a graph that cannot start comes back as `thrown`). */
   private async runJobGraph(): Promise<RunGraphResult | { thrown: unknown }> {
-    const picked = pickStrategy(this.job.strategy, this.deps.strategies);
+    const picked = this.strategyPick();
     if ("refused" in picked) return { thrown: new StrategyUnavailable(picked.refused) };
     try {
       return await runWithStrategy(picked.strategy, {

@@ -2,7 +2,7 @@
  * Job events, by NodeTool's names and fields (reference/nodetool.md §2.6). An agent publishes each to
  * `nw.events.<job_id>`; the gateway adds `seq` (the NW_EVENTS stream sequence) when it delivers it.
  */
-import type { JobState } from "./jobs.js";
+import type { ExecutionStrategy, JobState } from "./jobs.js";
 import type { WireError } from "./errors.js";
 
 /** Fields every job event carries. */
@@ -28,6 +28,8 @@ export interface JobUpdate extends EventBase {
   /** Pool the job waits in (on `queued` updates). */
   pool?: string;
   agent_id?: string;
+  /** Where the run goes (on `running` updates): the execution strategy the agent gave it. */
+  strategy?: ExecutionStrategy;
   duration?: number;
 }
 

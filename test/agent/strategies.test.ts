@@ -43,6 +43,7 @@ async function runOver(ws: WsClient, graph: unknown, strategy?: string, timeoutM
   return { jobId, events: ws.events(jobId) };
 }
 const terminal = (events: Msg[]) => events.find((e) => e.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(String(e.status)))!;
+const running = (events: Msg[]) => events.find((e) => e.type === "job_update" && e.status === "running");
 const where = (events: Msg[]) => ((terminal(events).result as { where: { pid: number; thread_id: number }[] }).where ?? [])[0]!;
 
 t.test("strategies - the policy caps what a job asks for: more isolation when that is all there is, never less", async (t) => {
@@ -86,6 +87,9 @@ t.test("strategies - threaded and subprocess runs stream their events and say wh
   t.not(where(sub.events).pid, agentPid, "subprocess: in another process");
   t.notOk(pidAlive(where(sub.events).pid), "which is gone once the job is over");
 
+  for (const [name, run] of [["inline", inline], ["threaded", threaded], ["subprocess", sub]] as const) {
+    t.equal(running(run.events)?.strategy, name, `${name}: the running update names the strategy`);
+  }
   for (const [name, run] of [["threaded", threaded], ["subprocess", sub]] as const) {
     const tokens = run.events.filter((e) => e.type === "chunk" && !e.done).map((e) => e.content);
     t.same(tokens, ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "], `${name}: every token streamed, in order`);
@@ -139,6 +143,7 @@ t.test("strategies - a runner process that dies fails its job (JOB_ERR_RUNNER_CR
   const lacking = await runOver(ws, whereGraph, "threaded");
   t.equal(terminal(lacking.events).status, "completed", "threaded on an inline+subprocess agent runs (in a subprocess)");
   t.not(where(lacking.events).pid, s.agents[0]!.proc.pid, "capped up to subprocess");
+  t.equal(running(lacking.events)?.strategy, "subprocess", "and its running update says so");
 
   const s2 = await startStack(t, { agents: 1 });
   const ws2 = await WsClient.open(s2.url, "json");
