@@ -10,6 +10,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { HttpResponse } from "uWebSockets.js";
 import { ErrorCode, InvalidConfigError } from "../protocol/index.js";
 
 /**
@@ -51,7 +52,9 @@ export function newToken(): string {
 
 const digest = (token: string): Buffer => createHash("sha256").update(token, "utf8").digest();
 
-export type AuthResult = { ok: true; digest: Buffer } | { ok: false; code: typeof ErrorCode.GW_ERR_UNAUTHORIZED; message: string; header: string };
+export type AuthResult =
+  | { ok: true; digest: Buffer }
+  | { ok: false; reason: "missing" | "invalid"; code: typeof ErrorCode.GW_ERR_UNAUTHORIZED; message: string; header: string };
 
 const REALM = 'Bearer realm="nodeway"';
 
@@ -81,12 +84,43 @@ export class TokenCheck {
   /** `token` as presented (undefined when none was). `via` names the transport for the refusal's message. */
   check(token: string | undefined, missingHint: string): AuthResult {
     if (token === undefined || token === "") {
-      return { ok: false, code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `missing API token: ${missingHint}`, header: REALM };
+      return { ok: false, reason: "missing", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `missing API token: ${missingHint}`, header: REALM };
     }
     const d = digest(token);
     if (this.stillAccepted(d)) return { ok: true, digest: d };
-    return { ok: false, code: ErrorCode.GW_ERR_UNAUTHORIZED, message: "invalid API token", header: `${REALM}, error="invalid_token"` };
+    return { ok: false, reason: "invalid", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: "invalid API token", header: `${REALM}, error="invalid_token"` };
   }
+}
+
+/**
+ * Refused requests and upgrades, logged (reliability S5/S6: denied and logged) without what the client sent:
+ * the peer, the path and whether a token was missing or wrong. At most one line per `everyMs`, with a count of
+ * the refusals in between, so a flood of bad tokens cannot flood the log.
+ */
+export class RefusalLog {
+  private lastMs = Number.NEGATIVE_INFINITY;
+  private suppressed = 0;
+  constructor(
+    private readonly log: (line: string) => void,
+    private readonly everyMs = 1_000,
+  ) {}
+
+  refused(what: string, peer: string, result: Extract<AuthResult, { ok: false }>): void {
+    const nowMs = Date.now();
+    if (nowMs - this.lastMs < this.everyMs) {
+      this.suppressed++;
+      return;
+    }
+    const more = this.suppressed > 0 ? ` (and ${this.suppressed} more refused since the last such line)` : "";
+    this.suppressed = 0;
+    this.lastMs = nowMs;
+    this.log(`refused ${what} from ${peer}: ${result.reason === "missing" ? "no" : "invalid"} API token${more}`);
+  }
+}
+
+/** The peer's address as uWS has it (call before the handler returns or awaits). */
+export function peerOf(res: HttpResponse): string {
+  return Buffer.from(res.getRemoteAddressAsText()).toString() || "?";
 }
 
 /** The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), or undefined. */

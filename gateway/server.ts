@@ -4,7 +4,7 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import { ErrorCode, isTerminal, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
-import { TokenCheck, bearerToken, type AuthResult } from "./auth.js";
+import { RefusalLog, TokenCheck, bearerToken, peerOf, type AuthResult } from "./auth.js";
 import { apiTokensOf, compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
 import { badRequest, GatewayError, notFound } from "./errors.js";
 import { EventHub, type Delivery } from "./event-hub.js";
@@ -76,13 +76,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     config.replayCacheBytes,
     config.eventsMaxAgeMs,
   );
-  wsHub = new WsHub(app, config, hub, jobs, workflows, auth);
+  const refusals = new RefusalLog(log);
+  wsHub = new WsHub(app, config, hub, jobs, workflows, auth, refusals);
   await hub.start();
 
   /** Event streams opened with a token, while they run: a reload closes those whose token it revoked. */
   const tokenStreams = new Set<Reply>();
-  const refuse = (reply: Reply, a: Extract<AuthResult, { ok: false }>) => {
+  const refuse = (reply: Reply, a: Extract<AuthResult, { ok: false }>, what: string) => {
     counters.unauthorized++;
+    refusals.refused(what, peerOf(reply.res), a);
     reply.json(401, { error: { code: a.code, message: a.message }, code: a.code, message: a.message }, { "www-authenticate": a.header });
   };
   /** `?api_key=` is for the WebSocket upgrade only (a URL ends up in logs and histories); the hint says so. */
@@ -99,7 +101,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       if (config.accessLog) log(`${r.method} ${r.url}`); // the path only: a query may carry a token
       if (auth.enabled && !opts.open) {
         const a = httpAuth(r.headers["authorization"], r.query.has("api_key"));
-        if (!a.ok) return refuse(reply, a);
+        if (!a.ok) return refuse(reply, a, `${r.method} ${r.url}`);
         reply.authenticated(a.digest, tokenStreams);
       }
       handler(r, reply, res).catch((err: unknown) => reply.error(err));
@@ -421,7 +423,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     // Without a token, no route is confirmed or denied.
     if (auth.enabled) {
       const a = httpAuth(req.getHeader("authorization"), new URLSearchParams(req.getQuery() ?? "").has("api_key"));
-      if (!a.ok) return refuse(reply, a);
+      if (!a.ok) return refuse(reply, a, `${method} ${url}`);
     }
     reply.json(404, { code: ErrorCode.GW_ERR_NOT_FOUND, message: `no route for ${method} ${url}` });
   });

@@ -23,7 +23,7 @@ import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
 import { toWireError } from "./errors.js";
-import { bearerToken, subprotocolToken, type TokenCheck } from "./auth.js";
+import { bearerToken, peerOf, subprotocolToken, type RefusalLog, type TokenCheck } from "./auth.js";
 
 type Mode = "binary" | "text";
 
@@ -56,6 +56,7 @@ export class WsHub {
     private readonly jobs: JobManager,
     private readonly workflows: WorkflowStore,
     private readonly auth: TokenCheck,
+    private readonly refusals: RefusalLog,
   ) {}
 
   /** Fan-out of one admitted event: encode once per encoding that has subscribers, publish. */
@@ -164,6 +165,7 @@ export class WsHub {
           const a = this.auth.check(token, "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol");
           if (!a.ok) {
             this.unauthorized++;
+            this.refusals.refused("the /ws upgrade", peerOf(res), a);
             res.cork(() => {
               res.writeStatus("401 Unauthorized").writeHeader("www-authenticate", a.header).writeHeader("content-type", "application/json");
               res.end(JSON.stringify({ error: { code: a.code, message: a.message }, code: a.code, message: a.message }));

@@ -2,7 +2,8 @@
  * API tokens on the gateway (design §6, reliability S5): every route but `/health` needs `Authorization: Bearer`;
  * the `/ws` upgrade also takes `?api_key=` or a `bearer.<token>` subprotocol and is refused with 401 before it
  * upgrades; the subprotocol answered is never the token; a reload (SIGHUP) closes what a revoked token opened;
- * no token reaches the gateway's log; malformed tokens are refused at start-up without being quoted.
+ * refusals are logged (rate-limited) and no token reaches the gateway's log; malformed tokens are refused at
+ * start-up without being quoted.
  */
 import t from "tap";
 import WebSocket from "ws";
@@ -237,6 +238,23 @@ t.test("auth - `nodeway gateway` with a token file: SIGHUP reloads it, `nodeway 
   await check(() => /API tokens not reloaded/.test(gw.stderr()) || null, 10_000, { name: "bad reload reported" });
   t.equal((await fetch(`${gw.url}/api/workflows`, { headers: bearer(T2) })).status, 200, "a bad file leaves the tokens in force");
   t.equal(gw.proc.exitCode, null, "and the gateway running");
+
+  // A burst of refusals: logged, at most a line a second, with a count of the rest.
+  const burstStart = Date.now();
+  for (let i = 0; i < 20; i++) await fetch(`${gw.url}/api/jobs`, { headers: bearer(`tok${i}-xxxxxxxxxxxxxxxxxxxxxxxx`) });
+  const burstS = (Date.now() - burstStart) / 1000;
+  const burstLines = gw.stderr().split("\n").filter((l) => /refused GET \/api\/jobs/.test(l)).length;
+  t.ok(burstLines >= 1 && burstLines <= Math.ceil(burstS) + 1, `20 refusals in ${burstS.toFixed(1)} s gave ${burstLines} log line(s), not 20`);
+  // The next line after the quiet second counts the ones it held back (each poll is one more refusal).
+  await check(
+    async () => {
+      await fetch(`${gw.url}/api/jobs`, { headers: bearer("tok-late-xxxxxxxxxxxxxxxxxxxx") });
+      return /refused GET \/api\/jobs from 127\.0\.0\.1: invalid API token \(and \d+ more refused/.test(gw.stderr()) || null;
+    },
+    10_000,
+    { name: "held-back refusals counted", intervalMs: 200 },
+  );
+  t.match(gw.stderr(), /refused the \/ws upgrade from 127\.0\.0\.1: invalid API token|refused GET \/api\/workflows from 127\.0\.0\.1: (invalid|no) API token/, "refusals name the peer and what was refused");
 
   const log = gw.stderr() + gw.stdout();
   t.match(log, /GET \/api\/workflows/, "requests were logged");
