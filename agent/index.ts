@@ -8,4 +8,3 @@ export type { EngineEvent, RunGraphOptions, RunGraphResult } from "./engine/engi
 export { metadataOf, NodeError } from "./engine/types.js";
 export type { NodeDef, NodeContext } from "./engine/types.js";
 export { parseNvidiaSmi } from "./capabilities.js";
-export { RUNNABLE_STRATEGIES } from "./strategies.js";

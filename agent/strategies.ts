@@ -13,9 +13,8 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
-import { ExecutionStrategy } from "../protocol/index.js";
+import { ExecutionStrategy, type Graph } from "../protocol/index.js";
 import { runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphOptions, type RunGraphResult } from "./engine/engine.js";
-import type { Graph } from "../protocol/index.js";
 
 /** Strategies this agent can run. `docker` is named by the protocol but not built here: an agent refuses to offer it. */
 export const RUNNABLE_STRATEGIES: ReadonlySet<ExecutionStrategy> = new Set(["inline", "threaded", "subprocess"]);
@@ -81,6 +80,14 @@ interface Channel {
   kill(): void;
 }
 
+/** `fn` for its first call only: an `error` and the `exit` after it are one death. */
+function firstOnly(fn: (how: string) => void): (how: string) => void {
+  let done = false;
+  return (how) => {
+    if (!done) (done = true), fn(how);
+  };
+}
+
 function threadChannel(limits: RunLimits): Channel {
   const w = new Worker(CHILD, {
     execArgv: CHILD_EXEC_ARGV,
@@ -93,10 +100,7 @@ function threadChannel(limits: RunLimits): Channel {
     send: (m) => w.postMessage(m),
     onMessage: (fn) => void w.on("message", fn),
     onGone: (fn) => {
-      let done = false;
-      const once = (how: string) => {
-        if (!done) (done = true), fn(how);
-      };
+      const once = firstOnly(fn);
       w.once("error", (err) => once(`error: ${err.message}`));
       w.once("exit", (code) => once(`exit code ${code}`));
     },
@@ -115,10 +119,7 @@ function processChannel(limits: RunLimits): Channel {
     },
     onMessage: (fn) => void p.on("message", fn as (m: unknown) => void),
     onGone: (fn) => {
-      let done = false;
-      const once = (how: string) => {
-        if (!done) (done = true), fn(how);
-      };
+      const once = firstOnly(fn);
       p.once("error", (err) => once(`error: ${err.message}`));
       p.once("exit", (code, signal) => once(signal ? `signal ${signal}` : `exit code ${code}`));
     },

@@ -81,7 +81,7 @@ export class TokenCheck {
     return hit;
   }
 
-  /** `token` as presented (undefined when none was). `via` names the transport for the refusal's message. */
+  /** `token` as presented (undefined when none was); `missingHint` says in the refusal how to send one. */
   check(token: string | undefined, missingHint: string): AuthResult {
     if (token === undefined || token === "") {
       return { ok: false, reason: "missing", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `missing API token: ${missingHint}`, header: REALM };
@@ -98,6 +98,8 @@ export class TokenCheck {
  * the refusals in between, so a flood of bad tokens cannot flood the log.
  */
 export class RefusalLog {
+  /** Every refusal, logged or held back (`nodeway_unauthorized_total`). */
+  total = 0;
   private lastMs = Number.NEGATIVE_INFINITY;
   private suppressed = 0;
   constructor(
@@ -106,6 +108,7 @@ export class RefusalLog {
   ) {}
 
   refused(what: string, peer: string, result: Extract<AuthResult, { ok: false }>): void {
+    this.total++;
     const nowMs = Date.now();
     if (nowMs - this.lastMs < this.everyMs) {
       this.suppressed++;
@@ -116,6 +119,11 @@ export class RefusalLog {
     this.lastMs = nowMs;
     this.log(`refused ${what} from ${peer}: ${result.reason === "missing" ? "no" : "invalid"} API token${more}`);
   }
+}
+
+/** The 401 body, shaped like every gateway error (`{error: {code, message}, code, message}`). */
+export function refusalBody(a: Extract<AuthResult, { ok: false }>): Record<string, unknown> {
+  return { error: { code: a.code, message: a.message }, code: a.code, message: a.message };
 }
 
 /** The peer's address as uWS has it (call before the handler returns or awaits). */

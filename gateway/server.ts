@@ -4,7 +4,7 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import { ErrorCode, isTerminal, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
-import { RefusalLog, TokenCheck, bearerToken, peerOf, type AuthResult } from "./auth.js";
+import { RefusalLog, TokenCheck, bearerToken, peerOf, refusalBody, type AuthResult } from "./auth.js";
 import { apiTokensOf, compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
 import { badRequest, GatewayError, notFound } from "./errors.js";
 import { EventHub, type Delivery } from "./event-hub.js";
@@ -63,7 +63,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const jobs = new JobManager(n, { idempotencyOrphanMs: config.idempotencyOrphanMs });
   const workflows = new WorkflowStore(n.workflowsKv);
   const app: TemplatedApp = uws.App();
-  const counters = { requests: 0, eventsOut: 0, unauthorized: 0 };
+  const counters = { requests: 0, eventsOut: 0 };
   let wsHub!: WsHub;
   const hub = new EventHub(
     n.js,
@@ -83,9 +83,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   /** Event streams opened with a token, while they run: a reload closes those whose token it revoked. */
   const tokenStreams = new Set<Reply>();
   const refuse = (reply: Reply, a: Extract<AuthResult, { ok: false }>, what: string) => {
-    counters.unauthorized++;
     refusals.refused(what, peerOf(reply.res), a);
-    reply.json(401, { error: { code: a.code, message: a.message }, code: a.code, message: a.message }, { "www-authenticate": a.header });
+    reply.json(401, refusalBody(a), { "www-authenticate": a.header });
   };
   /** `?api_key=` is for the WebSocket upgrade only (a URL ends up in logs and histories); the hint says so. */
   const httpAuth = (authorization: string | undefined, hasQueryKey: boolean) =>
@@ -217,7 +216,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       `nodeway_http_requests_total ${counters.requests}`,
       "# HELP nodeway_unauthorized_total Requests and WebSocket upgrades refused for a missing or invalid API token.",
       "# TYPE nodeway_unauthorized_total counter",
-      `nodeway_unauthorized_total ${counters.unauthorized + wsHub.unauthorized}`,
+      `nodeway_unauthorized_total ${refusals.total}`,
       "",
     ];
     reply.send(200, lines.join("\n"), "text/plain; version=0.0.4");

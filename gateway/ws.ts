@@ -23,7 +23,7 @@ import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
 import { toWireError } from "./errors.js";
-import { bearerToken, peerOf, subprotocolToken, type RefusalLog, type TokenCheck } from "./auth.js";
+import { bearerToken, peerOf, refusalBody, subprotocolToken, type RefusalLog, type TokenCheck } from "./auth.js";
 
 type Mode = "binary" | "text";
 
@@ -47,7 +47,6 @@ export class WsHub {
   framesIn = 0;
   framesOut = 0;
   badFrames = 0;
-  unauthorized = 0;
 
   constructor(
     private readonly app: TemplatedApp,
@@ -164,11 +163,10 @@ export class WsHub {
           const token = bearerToken(req.getHeader("authorization")) ?? (req.getQuery("api_key") || undefined) ?? subprotocolToken(offered);
           const a = this.auth.check(token, "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol");
           if (!a.ok) {
-            this.unauthorized++;
             this.refusals.refused("the /ws upgrade", peerOf(res), a);
             res.cork(() => {
               res.writeStatus("401 Unauthorized").writeHeader("www-authenticate", a.header).writeHeader("content-type", "application/json");
-              res.end(JSON.stringify({ error: { code: a.code, message: a.message }, code: a.code, message: a.message }));
+              res.end(JSON.stringify(refusalBody(a)));
             });
             return;
           }
@@ -355,7 +353,6 @@ export class WsHub {
     return n;
   }
 
-  /** Gateway shutdown: close every socket with 1001 so clients reconnect and resume elsewhere. */
   /** Closes (1008) the sockets opened with a token the check no longer accepts; returns how many. */
   closeRevoked(): number {
     let n = 0;
@@ -372,6 +369,7 @@ export class WsHub {
     return n;
   }
 
+  /** Gateway shutdown: close every socket with 1001 so clients reconnect and resume elsewhere. */
   closeAll(): void {
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     for (const ws of [...this.sockets]) {
