@@ -27,6 +27,7 @@ import {
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectGpus, detectProviders } from "./capabilities.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
+import { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
 import { NODE_LIBRARY, nodeCatalog } from "./nodes/index.js";
 
@@ -79,6 +80,7 @@ class Agent implements RunningAgent {
   private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
   private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
   private disconnectedAt: number | null = null;
+  private docker: DockerRunner | null = null;
   private readonly queueClock = new QueueClock((behindMs) =>
     this.log(`this host's clock runs at least ${Math.round(behindMs)} ms behind the NATS server's; queue ages are corrected for it (keep clocks in sync with NTP)`),
   );
@@ -92,6 +94,11 @@ class Agent implements RunningAgent {
   }
 
   async start(): Promise<void> {
+    // Offering docker and failing every job that asks for it would be worse than not starting.
+    if (this.config.strategies.includes("docker")) {
+      const c = this.config;
+      this.docker = await DockerRunner.prepare({ image: c.dockerImage, network: c.dockerNetwork, memoryMb: c.jobMemoryMb, cpus: c.jobCpus, pids: c.jobPids }, (l) => this.log(l));
+    }
     this.log(`connecting to NATS at ${this.config.natsServers.join(",")}`);
     this.nc = await connect({
       servers: this.config.natsServers,
@@ -305,6 +312,7 @@ class Agent implements RunningAgent {
         library: this.library,
         strategies: this.config.strategies,
         jobMemoryMb: this.config.jobMemoryMb,
+        docker: this.docker,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,

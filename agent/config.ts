@@ -1,7 +1,6 @@
 /** Agent options → a frozen, checked config (once, at start-up). */
 import { hostname } from "node:os";
 import { InvalidConfigError, ErrorCode, checkToken, ExecutionStrategy } from "../protocol/index.js";
-import { RUNNABLE_STRATEGIES } from "./strategies.js";
 
 export interface AgentOptions {
   /** NATS server URL(s), comma-separated. @default "nats://127.0.0.1:4222" */
@@ -18,14 +17,26 @@ export interface AgentOptions {
   drainGraceMs?: number;
   /** Heartbeat period of the registry entry. @default 3000 */
   heartbeatMs?: number;
-  /** Strategies this agent offers, its default first: `inline`, `threaded`, `subprocess` (agent/strategies.ts; a run asks, the agent caps). @default ["inline"] */
+  /**
+   * Strategies this agent offers, its default first: `inline`, `threaded`, `subprocess`, `docker` (agent/strategies.ts;
+   * a run asks, the agent caps). `docker` needs an engine, checked at start-up. @default ["inline"]
+   */
   strategies?: string[];
   /**
-   * Heap limit of a `threaded` or `subprocess` run, in MiB (the worker's old generation; the child's
-   * `--max-old-space-size`): a run past it dies alone and its job fails `JOB_ERR_RUNNER_CRASHED`. 0 = V8's default.
-   * `inline` runs share the agent's heap and have no limit of their own. @default 0
+   * Memory limit of a run, in MiB: for `threaded` or `subprocess` its heap (the worker's old generation; the child's
+   * `--max-old-space-size`), for `docker` the container's memory (0 there means 1024). A run past it dies alone and
+   * its job fails `JOB_ERR_RUNNER_CRASHED`. 0 = V8's default. `inline` runs share the agent's heap and have no
+   * limit of their own. @default 0
    */
   jobMemoryMb?: number;
+  /** CPUs a `docker` run may use; fractions allowed. @default 1 */
+  jobCpus?: number;
+  /** Processes and threads a `docker` run may have. @default 256 */
+  jobPids?: number;
+  /** Image of `docker` runs, with `node` on its PATH; by default one made from this host's node (agent/docker.ts). */
+  dockerImage?: string;
+  /** Network of `docker` runs: `none`, or a Docker network the operator allows them. @default "none" */
+  dockerNetwork?: string;
 }
 
 export interface AgentConfig {
@@ -38,9 +49,13 @@ export interface AgentConfig {
   heartbeatMs: number;
   strategies: ExecutionStrategy[];
   jobMemoryMb: number;
+  jobCpus: number;
+  jobPids: number;
+  dockerImage: string | null;
+  dockerNetwork: string;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "jobCpus", "jobPids", "dockerImage", "dockerNetwork"]);
 
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
@@ -82,8 +97,19 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   const strategies = (list("strategies", opts.strategies) ?? ["inline"]) as ExecutionStrategy[];
   for (const s of strategies) {
     if (!(s in ExecutionStrategy)) throw new InvalidConfigError("strategies", `unknown strategy "${s}"`);
-    // Offering what it cannot run would let a job that asked for isolation run without it.
-    if (!RUNNABLE_STRATEGIES.has(s)) throw new InvalidConfigError("strategies", `"${s}" is not built on this agent (it runs ${[...RUNNABLE_STRATEGIES].join(", ")})`);
+  }
+  const jobCpus = opts.jobCpus === undefined ? 1 : typeof opts.jobCpus === "string" ? Number(opts.jobCpus) : opts.jobCpus;
+  if (typeof jobCpus !== "number" || !Number.isFinite(jobCpus) || jobCpus <= 0 || jobCpus > 1024) {
+    throw new InvalidConfigError("jobCpus", `must be a number of CPUs > 0, got ${JSON.stringify(opts.jobCpus)}`);
+  }
+  const dockerImage = opts.dockerImage ?? null;
+  // A Docker reference: [registry/]name[:tag][@digest], no spaces.
+  if (dockerImage !== null && (typeof dockerImage !== "string" || !/^[\w][\w.\/:@-]*$/.test(dockerImage))) {
+    throw new InvalidConfigError("dockerImage", `not an image reference: ${JSON.stringify(dockerImage)}`);
+  }
+  const dockerNetwork = opts.dockerNetwork ?? "none";
+  if (typeof dockerNetwork !== "string" || !/^[\w][\w.-]*$/.test(dockerNetwork)) {
+    throw new InvalidConfigError("dockerNetwork", `not a network name: ${JSON.stringify(dockerNetwork)}`);
   }
   const name = opts.name ?? hostname();
   if (typeof name !== "string" || name.trim() === "") throw new InvalidConfigError("name", "must be a non-empty string");
@@ -97,5 +123,9 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     heartbeatMs: posInt("heartbeatMs", opts.heartbeatMs, 3_000),
     strategies,
     jobMemoryMb: nonNegInt("jobMemoryMb", opts.jobMemoryMb, 0),
+    jobCpus,
+    jobPids: posInt("jobPids", opts.jobPids, 256),
+    dockerImage,
+    dockerNetwork,
   });
 }

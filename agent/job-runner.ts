@@ -36,6 +36,7 @@ import {
 import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef } from "./engine/types.js";
 import { runWithStrategy, RunnerCrashedError } from "./strategies.js";
+import type { DockerRunner } from "./docker.js";
 
 export interface JobRunnerDeps {
   nc: NatsConnection;
@@ -47,6 +48,8 @@ export interface JobRunnerDeps {
   strategies: readonly ExecutionStrategy[];
   /** Heap limit of a threaded or subprocess run (MiB, 0 = V8's default). */
   jobMemoryMb: number;
+  /** The agent's docker runs, when it offers `docker`. */
+  docker: DockerRunner | null;
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
@@ -355,7 +358,7 @@ export class JobRunner {
         emit: (e: EngineEvent) => {
           if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
         },
-      }, { memoryMb: this.deps.jobMemoryMb });
+      }, { memoryMb: this.deps.jobMemoryMb, docker: this.deps.docker, label: this.job.job_id });
     } catch (thrown) {
       return { thrown };
     }

@@ -1,23 +1,22 @@
 /**
  * Execution strategies (design §7): where a job's graph runs. `inline` in the agent's own event loop; `threaded`
  * in a worker thread (a node that blocks its loop or exhausts its heap takes the thread, not the agent);
- * `subprocess` in a child process (its own memory and file descriptors; killed on cancel). The agent streams,
+ * `subprocess` in a child process (its own memory and file descriptors; killed on cancel); `docker` in a container
+ * with real limits (agent/docker.ts). The agent streams,
  * publishes and fences what the graph emits exactly as for `inline`: only where the engine runs changes.
  *
  * A job asks for a strategy and the agent's policy caps it (`pickStrategy` in protocol/jobs.ts, which the gateway
  * applies at submit too): never less isolation than asked for; such a job fails `JOB_ERR_STRATEGY_UNAVAILABLE`.
  *
  * Cancel: the run is told to stop (its nodes see their signal abort) and given `STOP_GRACE_MS` to end; then the
- * thread is terminated or the process killed (SIGKILL), and the run ends `cancelled` all the same.
+ * thread is terminated or the process (or container) killed (SIGKILL), and the run ends `cancelled` all the same.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import { ExecutionStrategy, type Graph } from "../protocol/index.js";
 import { runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphOptions, type RunGraphResult } from "./engine/engine.js";
-
-/** Strategies this agent can run. `docker` is named by the protocol but not built here: an agent refuses to offer it. */
-export const RUNNABLE_STRATEGIES: ReadonlySet<ExecutionStrategy> = new Set(["inline", "threaded", "subprocess"]);
+import type { DockerRunner } from "./docker.js";
 
 /** How long a stopped run may take to end by itself before its thread or process is killed. */
 export const STOP_GRACE_MS = 2_000;
@@ -41,23 +40,29 @@ export type FromRunner =
   | { type: "done"; result: RunGraphResult }
   | { type: "thrown"; unknownNode: { nodeId: string; nodeType: string } | null; message: string };
 
-/** Limits of a run in a thread or process. */
+/** Limits of a run in a thread, process or container, and the agent's containers. */
 export interface RunLimits {
-  /** Heap limit in MiB; 0 = V8's default. */
+  /** Heap limit in MiB of a thread or process; 0 = V8's default. (A container's memory is the docker runner's.) */
   memoryMb: number;
+  /** The agent's docker runs, when it offers `docker` (prepared at start-up). */
+  docker: DockerRunner | null;
+  /** Names the run (the job id) where it shows: a container's labels. */
+  label: string;
 }
 
 /** Runs the graph with `strategy`. Rejects like `runGraph` (`UnknownNodeTypeError`) or with `RunnerCrashedError`. */
-export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, limits: RunLimits = { memoryMb: 0 }): Promise<RunGraphResult> {
+export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, limits: RunLimits = { memoryMb: 0, docker: null, label: "" }): Promise<RunGraphResult> {
   switch (strategy) {
     case "inline":
       return runGraph(run);
     case "threaded":
-      return runRemote(run, threadChannel(limits), limits);
+      return runRemote(run, threadChannel(limits), limits.memoryMb);
     case "subprocess":
-      return runRemote(run, processChannel(limits), limits);
+      return runRemote(run, processChannel(limits), limits.memoryMb);
     case "docker":
-      return Promise.reject(new RunnerCrashedError('the "docker" strategy is not built on this agent'));
+      // The config refuses to offer docker unless the agent prepared it; this is for a caller that did not.
+      if (!limits.docker) return Promise.reject(new RunnerCrashedError('the "docker" strategy was not prepared on this agent'));
+      return runRemote(run, limits.docker.channel(limits.label), limits.docker.memoryMb);
   }
 }
 
@@ -70,8 +75,8 @@ const FROM_SOURCE = import.meta.url.endsWith(".ts");
 const CHILD = fileURLToPath(new URL(FROM_SOURCE ? "./strategy-child.ts" : "./strategy-child.js", import.meta.url));
 const CHILD_EXEC_ARGV = FROM_SOURCE ? process.execArgv : [];
 
-/** One running thread or process, seen the same way. */
-interface Channel {
+/** One running thread, process or container, seen the same way. */
+export interface Channel {
   what: string;
   send(m: ToRunner): void;
   onMessage(fn: (m: FromRunner) => void): void;
@@ -127,7 +132,8 @@ function processChannel(limits: RunLimits): Channel {
   };
 }
 
-function runRemote(run: StrategyRun, ch: Channel, limits: RunLimits): Promise<RunGraphResult> {
+/** `memoryMb` is the run's memory limit, for the message when it dies (0: none set). */
+function runRemote(run: StrategyRun, ch: Channel, memoryMb: number): Promise<RunGraphResult> {
   return new Promise((resolve, reject) => {
     let settled = false;
     let killTimer: NodeJS.Timeout | null = null;
@@ -160,7 +166,7 @@ function runRemote(run: StrategyRun, ch: Channel, limits: RunLimits): Promise<Ru
     ch.onGone((how) => {
       if (run.signal.aborted) return settle(() => resolve(cancelled()));
       // A process at its heap limit aborts (SIGABRT); a worker says so in its error.
-      const limit = limits.memoryMb > 0 ? `; its heap limit is ${limits.memoryMb} MiB (jobMemoryMb)` : "";
+      const limit = memoryMb > 0 ? `; its memory limit is ${memoryMb} MiB (jobMemoryMb)` : "";
       settle(() => reject(new RunnerCrashedError(`the ${ch.what} running the graph ended before it finished (${how})${limit}`)));
     });
     if (run.signal.aborted) onAbort();

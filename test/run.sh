@@ -2,7 +2,8 @@
 # The one command that passes the tests on a fresh Debian machine (README "Test"):
 # installs what the tests need (Debian packages when run as root, npm packages), builds, runs every test file
 # (two at a time), and ends with a line "N passed, N failed". The tests start their own services
-# (nats-server, Pebble, gateways, agents) on ephemeral loopback ports, so nothing else needs starting.
+# (nats-server, Pebble, gateways, agents) on ephemeral loopback ports; the one shared service is a Docker engine
+# (the docker strategy's tests), started here when none runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ need=()
 command -v nats-server >/dev/null || need+=(nats-server)
 command -v pebble >/dev/null || need+=(pebble)
 command -v pebble-challtestsrv >/dev/null || need+=(pebble)
+[ -S /var/run/docker.sock ] || command -v dockerd >/dev/null || need+=(docker.io)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"
@@ -22,6 +24,23 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "0 passed, 1 failed"
     exit 1
   fi
+fi
+
+# A Docker engine as ../shared/environment.md has it for these machines: no registry, no bridge or iptables
+# (containers run with no network), vfs storage. The tests make their image from this host's node.
+dockerd_pid=""
+if [ ! -S /var/run/docker.sock ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "no Docker engine at /var/run/docker.sock: run this as root once (it starts dockerd), or start one"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+  dockerd_log=$(mktemp)
+  dockerd --storage-driver=vfs --iptables=false --bridge=none >"$dockerd_log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 1 120); do [ -S /var/run/docker.sock ] && break; sleep 0.25; done
+  [ -S /var/run/docker.sock ] || { tail -20 "$dockerd_log"; echo "dockerd did not start"; echo "0 passed, 1 failed"; exit 1; }
+  echo "started dockerd (log: $dockerd_log)"
 fi
 
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >/dev/null || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
@@ -41,6 +60,7 @@ failed=${fail:-0}
 # A run that crashed or timed out without failed assertions still counts as a failure.
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 rm -f "$log"
+[ -n "$dockerd_pid" ] && kill "$dockerd_pid" 2>/dev/null
 # The quick benchmarks (bench/README.md), reported and never asserted: speed is judged by benchmarks side by
 # side with peers, not by tests. NODEWAY_BENCH_QUICK=0 skips them.
 if [ "${NODEWAY_BENCH_QUICK:-1}" != "0" ]; then

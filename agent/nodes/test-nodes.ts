@@ -3,6 +3,10 @@
  * a failure, which honour cancellation through `ctx.sleep` and `ctx.signal`; and for the execution strategies,
  * a node that says where it runs and one that holds its thread without looking at its signal.
  */
+import { unlinkSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { hostname } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { threadId } from "node:worker_threads";
 import { NodeError, type GeneratorNodeDef, type NodeDef } from "../engine/types.js";
@@ -78,15 +82,58 @@ export const fail: NodeDef = {
   },
 };
 
-/** Where the graph runs: `{pid, thread_id}` (thread 0 is a process's main thread). */
+/** Whether a TCP connection to `host:port` opens within 2 s. */
+function reaches(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port, timeout: 2_000 });
+    const done = (ok: boolean) => (s.destroy(), resolve(ok));
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+    s.once("timeout", () => done(false));
+  });
+}
+
+/** Whether this run may create a file in `dir`. */
+function canWrite(dir: string): boolean {
+  const path = join(dir, `.nodeway-probe-${process.pid}-${threadId}`);
+  try {
+    writeFileSync(path, "");
+    unlinkSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Where the graph runs and what it may touch: `{pid, thread_id, host, uid, root_writable, reached}` (thread 0 is a
+ * process's main thread; `reached` says whether `probe_host:probe_port` answered, null with no probe) — what the
+ * job's execution strategy decides.
+ */
 export const whereabouts: NodeDef = {
   kind: "process",
   type: "nodeway.test.Whereabouts",
   title: "Whereabouts",
-  description: "Outputs the process id and thread id the node ran in (which the job's execution strategy decides).",
-  properties: [],
+  description: "Outputs the process, thread, host and user the node ran as, whether it could write to / and reach probe_host:probe_port (which the job's execution strategy decides).",
+  properties: [
+    prop("probe_host", "str", "", { description: "Host to try a TCP connection to; empty for none." }),
+    prop("probe_port", "int", 0, { min: 0, max: 65535, description: "Port of the probe." }),
+  ],
   outputs: [{ name: "output", type: "dict" }],
-  process: () => ({ output: { pid: process.pid, thread_id: threadId } }),
+  process: async (_ctx, inputs) => {
+    const host = asText(inputs.probe_host ?? "");
+    const port = asInt(inputs.probe_port ?? 0, "probe_port");
+    return {
+      output: {
+        pid: process.pid,
+        thread_id: threadId,
+        host: hostname(),
+        uid: process.getuid?.() ?? -1,
+        root_writable: canWrite("/"),
+        reached: host !== "" && port > 0 ? await reaches(host, port) : null,
+      },
+    };
+  },
 };
 
 /**

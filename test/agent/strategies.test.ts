@@ -7,7 +7,7 @@
  */
 import t from "tap";
 import { compileAgentConfig } from "../../agent/index.js";
-import { InvalidConfigError, pickStrategy } from "../../protocol/index.js";
+import { pickStrategy } from "../../protocol/index.js";
 import { api, WsClient, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
@@ -45,6 +45,7 @@ async function runOver(ws: WsClient, graph: unknown, strategy?: string, timeoutM
 const terminal = (events: Msg[]) => events.find((e) => e.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(String(e.status)))!;
 const running = (events: Msg[]) => events.find((e) => e.type === "job_update" && e.status === "running");
 const where = (events: Msg[]) => ((terminal(events).result as { where: { pid: number; thread_id: number }[] }).where ?? [])[0]!;
+const pidThread = (w: { pid: number; thread_id: number }) => ({ pid: w.pid, thread_id: w.thread_id });
 
 t.test("strategies - the policy caps what a job asks for: more isolation when that is all there is, never less", async (t) => {
   t.same(pickStrategy(undefined, ["subprocess", "inline"]), { strategy: "subprocess" }, "no request: the agent's first");
@@ -56,13 +57,6 @@ t.test("strategies - the policy caps what a job asks for: more isolation when th
   if ("refused" in r) t.match(r.refused, /"subprocess".*offers "inline", "threaded"/);
   t.ok("refused" in pickStrategy("docker", ["inline", "threaded", "subprocess"]), "docker is never given as something weaker");
 
-  let refusedDocker: unknown = null;
-  try {
-    compileAgentConfig({ strategies: ["docker"] });
-  } catch (err) {
-    refusedDocker = err;
-  }
-  t.ok(refusedDocker instanceof InvalidConfigError && /not built on this agent/.test((refusedDocker as Error).message), "an agent does not offer docker, which it cannot run");
   t.throws(() => compileAgentConfig({ strategies: ["chroot"] }), /unknown strategy "chroot"/);
   t.same(compileAgentConfig({}).strategies, ["inline"], "inline by default");
 });
@@ -75,7 +69,7 @@ t.test("strategies - threaded and subprocess runs stream their events and say wh
 
   const inline = await runOver(ws, whereGraph, "inline");
   t.equal(terminal(inline.events).status, "completed", "inline completed");
-  t.same(where(inline.events), { pid: agentPid, thread_id: 0 }, "inline: the agent's main thread");
+  t.same(pidThread(where(inline.events)), { pid: agentPid, thread_id: 0 }, "inline: the agent's main thread");
 
   const threaded = await runOver(ws, whereGraph, "threaded");
   t.equal(terminal(threaded.events).status, "completed", "threaded completed");
@@ -203,7 +197,7 @@ t.test("strategies - a run past its heap limit (jobMemoryMb) dies alone: its job
     const e = terminal(big.events);
     t.equal(e.status, "failed", `${strategy}: 400 MiB under a 48 MiB limit fails`);
     t.equal((e.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED", `${strategy}: as a dead runner`);
-    t.match((e.error as { message: string }).message, /heap limit is 48 MiB/, `${strategy}: naming the limit`);
+    t.match((e.error as { message: string }).message, /memory limit is 48 MiB/, `${strategy}: naming the limit`);
     const small = await runOver(ws, hog(8), strategy);
     t.same(terminal(small.events).result, { mb: [8] }, `${strategy}: 8 MiB fits, and the agent runs it`);
   }

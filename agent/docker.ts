@@ -1,0 +1,323 @@
+/**
+ * The `docker` strategy (design §7): a job's graph runs in a container of its own, with real limits — memory
+ * (no swap), CPUs, pids, a read-only root with a small `/tmp`, every capability dropped, no new privileges, an
+ * unprivileged user, and no network unless the operator allows one. The container runs the same runner as the
+ * `subprocess` strategy (agent/strategy-child.ts, compiled) with the agent's own code mounted read-only:
+ * `dist/`, `node_modules/` and `package.json` only, nothing else of the agent's directory (an operator's secret
+ * files, say). Provider keys live in the agent's environment and are not passed in.
+ *
+ * The run talks to the agent over a unix socket in a per-run directory mounted into the container
+ * (agent/runner-frames.ts): a container has no IPC channel, and its stdout belongs to whatever a node prints
+ * (forwarded to the agent's stderr). A second connection from a watchdog thread is the run's lifeline: when
+ * the agent dies, the socket closes, and the runner kills itself even if a node holds its event loop (the
+ * container's init makes that possible; signals to a pid 1 do nothing), so the container goes away with it.
+ *
+ * The image: by default `nodeway-runner:node-<version>`, made once from this host's `node` binary and the shared
+ * libraries it links (`ldd`), imported into the engine (`docker import`; no registry is needed). It holds node
+ * and nothing else, which is what the mounted code needs. An operator can name an image of their own
+ * (`dockerImage`) with `node` on its PATH, of the version the agent runs; it is not built over.
+ */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { chmod, mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import Docker from "dockerode";
+import tarStream from "tar-stream";
+import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./runner-frames.js";
+import type { Channel, FromRunner, ToRunner } from "./strategies.js";
+
+/** Memory of a docker run when `jobMemoryMb` is 0: a container always has a limit. */
+export const DOCKER_DEFAULT_MEMORY_MB = 1024;
+
+export interface DockerSettings {
+  /** An operator's image (`node` on its PATH), or null for the runner image made from this host's node. */
+  image: string | null;
+  /** `none` (no network), or a Docker network the operator allows runs to use. */
+  network: string;
+  /** Memory limit in MiB, 0 = `DOCKER_DEFAULT_MEMORY_MB`; the run's heap is held below it. */
+  memoryMb: number;
+  /** CPUs a run may use (fractions allowed). */
+  cpus: number;
+  /** Processes and threads a run may have. */
+  pids: number;
+}
+
+const FROM_SOURCE = import.meta.url.endsWith(".ts");
+/** The package root, whose compiled runner the container runs (an agent run from sources still needs `npm run build`). */
+const PACKAGE_ROOT = fileURLToPath(new URL(FROM_SOURCE ? "../" : "../../", import.meta.url));
+const MOUNT = "/nodeway";
+const RUNNER = `${MOUNT}/dist/agent/strategy-child.js`;
+const SOCKET_DIR = "/run/nodeway";
+const SOCKET_NAME = "runner.sock";
+/** Where the runner image puts node: on the default PATH Docker gives an image that has no environment. */
+const IMAGE_NODE = "usr/local/bin/node";
+/** The user a run is: `nobody`, with no home and no files of its own. */
+const RUN_USER = "65534:65534";
+const TMP_MB = 64;
+
+/** Docker's answer to a call, or why it failed, as one line. */
+function why(err: unknown): string {
+  const e = err as { statusCode?: number; json?: { message?: string }; message?: string };
+  return e?.json?.message ?? e?.message ?? String(err);
+}
+
+/** The runs of one agent: the engine client, its image, and the limits every container gets. */
+export class DockerRunner {
+  private constructor(
+    private readonly docker: Docker,
+    private readonly image: string,
+    private readonly nodeCmd: string,
+    private readonly settings: DockerSettings,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /**
+   * Checked once at start-up: the engine answers, the compiled runner exists, the image is there (the default one
+   * is made if missing). Throws an `Error` saying which.
+   */
+  static async prepare(settings: DockerSettings, log: (line: string) => void): Promise<DockerRunner> {
+    const docker = new Docker(); // DOCKER_HOST, else /var/run/docker.sock
+    try {
+      await Promise.race([docker.ping(), new Promise((_, reject) => setTimeout(() => reject(new Error("no answer in 5 s")), 5_000).unref())]);
+    } catch (err) {
+      throw new Error(`the docker strategy needs a Docker engine: ${why(err)}`);
+    }
+    if (!existsSync(join(PACKAGE_ROOT, "dist/agent/strategy-child.js"))) {
+      throw new Error(`the docker strategy runs the compiled runner, and ${join(PACKAGE_ROOT, "dist")} has none: run \`npm run build\``);
+    }
+    const image = settings.image ?? `nodeway-runner:node-${process.versions.node}`;
+    const present = await docker
+      .getImage(image)
+      .inspect()
+      .then(
+        () => true,
+        (err: { statusCode?: number }) => {
+          if (err?.statusCode === 404) return false;
+          throw new Error(`the docker strategy could not look up image ${image}: ${why(err)}`);
+        },
+      );
+    if (!present) {
+      if (settings.image !== null) throw new Error(`the docker strategy's image ${image} is not in the engine (dockerImage)`);
+      log(`making the runner image ${image} from ${process.execPath}`);
+      await buildRunnerImage(docker, image);
+    }
+    return new DockerRunner(docker, image, settings.image === null ? `/${IMAGE_NODE}` : "node", settings, log);
+  }
+
+  get memoryMb(): number {
+    return this.settings.memoryMb > 0 ? this.settings.memoryMb : DOCKER_DEFAULT_MEMORY_MB;
+  }
+
+  /** A container for one run, as a channel; `label` names the job in the container's labels. */
+  channel(label: string): Channel {
+    return new ContainerChannel(this.docker, this.image, this.nodeCmd, this.settings, this.memoryMb, label, this.log);
+  }
+}
+
+/** Runs `cmd` and resolves its stdout. */
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => execFile(cmd, args, { timeout: 10_000 }, (err, out) => (err ? reject(err) : resolve(out))));
+}
+
+/** An image holding this host's node binary and the libraries it loads, imported without a registry. */
+async function buildRunnerImage(docker: Docker, image: string): Promise<void> {
+  const node = await realpath(process.execPath);
+  let libs: string[];
+  try {
+    libs = [...(await run("ldd", [node])).matchAll(/(\/\S+) \(0x/g)].map((m) => m[1]!);
+  } catch (err) {
+    throw new Error(`the runner image needs \`ldd\` to find node's libraries: ${why(err)}`);
+  }
+  const pack = tarStream.pack();
+  const [repo, tag] = image.split(/:(?=[^:/]+$)/);
+  // tar-stream's streams are streamx ones; the engine client wants a Node stream.
+  const imported = docker.importImage(Readable.from(pack), { repo, tag: tag ?? "latest" });
+  const files = [[node, IMAGE_NODE], ...libs.map((l) => [l, l.slice(1)])] as [string, string][];
+  // Directories first, or the engine makes them for the files with a mode only root may pass.
+  const dirs = new Set<string>();
+  for (const [, name] of files) for (let d = dirname(name); d !== "." && d !== "/"; d = dirname(d)) dirs.add(d);
+  for (const d of [...dirs].sort()) {
+    await new Promise<void>((resolve, reject) => pack.entry({ name: d, type: "directory", mode: 0o755 }, (err) => (err ? reject(err) : resolve())));
+  }
+  // A library is usually a symlink to a versioned file: the image holds the file's bytes under the linked name.
+  for (const [from, name] of files) {
+    const bytes = await readFile(from);
+    const mode = (await stat(from)).mode & 0o777;
+    await new Promise<void>((resolve, reject) => pack.entry({ name, mode, size: bytes.byteLength }, bytes, (err) => (err ? reject(err) : resolve())));
+  }
+  pack.finalize();
+  const progress = await imported;
+  await new Promise<void>((resolve, reject) => docker.modem.followProgress(progress, (err) => (err ? reject(new Error(`importing the runner image failed: ${why(err)}`)) : resolve())));
+}
+
+/** The last `max` characters written to it: a dead run's last words, for the job's error. */
+class Tail extends Writable {
+  text = "";
+  constructor(private readonly max: number, private readonly forward: (chunk: Buffer) => void) {
+    super();
+  }
+  override _write(chunk: Buffer, _enc: string, done: () => void): void {
+    this.forward(chunk);
+    if (this.max > 0) this.text = (this.text + chunk.toString()).slice(-this.max);
+    done();
+  }
+}
+
+/** One run's container, seen as a strategy channel. */
+class ContainerChannel implements Channel {
+  readonly what = "container";
+  private messageFn: (m: FromRunner) => void = () => {};
+  private goneFn: (how: string) => void = () => {};
+  private gone = false;
+  private queued: ToRunner[] = [];
+  private conn: Socket | null = null;
+  private lifeline: Socket | null = null;
+  private server: Server | null = null;
+  private dir: string | null = null;
+  private container: Docker.Container | null = null;
+  private exited = false;
+  private killed = false;
+  private readonly stderr = new Tail(2_000, (c) => process.stderr.write(c));
+
+  constructor(
+    private readonly docker: Docker,
+    private readonly image: string,
+    private readonly nodeCmd: string,
+    private readonly settings: DockerSettings,
+    private readonly memoryMb: number,
+    private readonly label: string,
+    private readonly log: (line: string) => void,
+  ) {
+    this.start().catch((err) => this.end(`could not start: ${why(err)}`));
+  }
+
+  send(m: ToRunner): void {
+    if (this.conn) this.conn.write(frame(m));
+    else this.queued.push(m);
+  }
+  onMessage(fn: (m: FromRunner) => void): void {
+    this.messageFn = fn;
+  }
+  onGone(fn: (how: string) => void): void {
+    this.goneFn = fn;
+  }
+  kill(): void {
+    this.killed = true;
+    if (this.container && !this.exited) this.container.kill().catch(() => undefined); // gone already: nothing to do
+    this.cleanUp();
+  }
+
+  private async start(): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), "nodeway-run-"));
+    // The run is another user: it may pass through the directory and use the socket, not list or add files.
+    await chmod(this.dir, 0o711);
+    const path = join(this.dir, SOCKET_NAME);
+    this.server = createServer((s) => this.accept(s));
+    await new Promise<void>((resolve, reject) => this.server!.once("error", reject).listen(path, resolve));
+    await chmod(path, 0o666);
+    if (this.killed) return this.cleanUp();
+    // The heap stays below the container's memory, so a run that outgrows it fails as V8 running out of heap
+    // (a message) rather than the kernel's OOM killer (a bare SIGKILL).
+    const heapMb = Math.max(16, Math.floor(this.memoryMb * 0.75));
+    this.container = await this.docker.createContainer({
+      Image: this.image,
+      Cmd: [this.nodeCmd, `--max-old-space-size=${heapMb}`, RUNNER],
+      Env: [`NODEWAY_RUNNER_SOCKET=${SOCKET_DIR}/${SOCKET_NAME}`],
+      User: RUN_USER,
+      WorkingDir: "/tmp",
+      Labels: { "nodeway.role": "runner", "nodeway.run": this.label },
+      NetworkDisabled: this.settings.network === "none",
+      AttachStdout: true,
+      AttachStderr: true,
+      HostConfig: {
+        AutoRemove: true,
+        Init: true,
+        Binds: [
+          `${join(PACKAGE_ROOT, "dist")}:${MOUNT}/dist:ro`,
+          `${join(PACKAGE_ROOT, "node_modules")}:${MOUNT}/node_modules:ro`,
+          `${join(PACKAGE_ROOT, "package.json")}:${MOUNT}/package.json:ro`,
+          `${this.dir}:${SOCKET_DIR}`,
+        ],
+        NetworkMode: this.settings.network,
+        ReadonlyRootfs: true,
+        Tmpfs: { "/tmp": `rw,noexec,nosuid,size=${TMP_MB}m` },
+        CapDrop: ["ALL"],
+        SecurityOpt: ["no-new-privileges"],
+        Memory: this.memoryMb * 1024 * 1024,
+        MemorySwap: this.memoryMb * 1024 * 1024, // the same: no swap
+        NanoCpus: Math.round(this.settings.cpus * 1e9),
+        PidsLimit: this.settings.pids,
+      },
+    });
+    const out = await this.container.attach({ stream: true, stdout: true, stderr: true });
+    this.docker.modem.demuxStream(out, new Tail(0, (c) => process.stderr.write(c)), this.stderr);
+    // Waited on before it starts (its next exit: a created container is already "not running"): with AutoRemove,
+    // a run that ends at once would be gone before a later wait.
+    const exit = this.container.wait({ condition: "next-exit" });
+    if (this.killed) return void this.container.remove({ force: true }).catch(() => undefined);
+    await this.container.start();
+    const res = (await exit.catch((err) => ({ StatusCode: -1, Error: { Message: why(err) } }))) as { StatusCode: number; Error?: { Message?: string } | null };
+    this.exited = true;
+    const code = res.StatusCode === 137 ? "killed (SIGKILL; out of memory or stopped)" : `exit code ${res.StatusCode}`;
+    const last = this.stderr.text.trim().split("\n").slice(-3).join(" | ");
+    this.end(`${code}${res.Error?.Message ? `, ${res.Error.Message}` : ""}${last ? `; it said: ${last}` : ""}`);
+  }
+
+  private accept(s: Socket): void {
+    s.once("data", (first: Buffer) => {
+      if (first[0] === ROLE_LIFELINE && !this.lifeline) {
+        this.lifeline = s;
+        return;
+      }
+      if (first[0] !== ROLE_CHANNEL || this.conn) return void s.destroy();
+      this.conn = s;
+      const reader = new FrameReader();
+      const take = (chunk: Buffer) => {
+        let frames: unknown[];
+        try {
+          frames = reader.push(chunk);
+        } catch (err) {
+          this.log(`run ${this.label}: ${(err as Error).message}; stopping it`);
+          s.destroy();
+          this.kill();
+          return this.end(`sent what is not a frame (${(err as Error).message})`);
+        }
+        for (const f of frames) {
+          const m = f as FromRunner;
+          if (m === null || typeof m !== "object" || (m.type !== "event" && m.type !== "done" && m.type !== "thrown")) {
+            s.destroy();
+            this.kill();
+            return this.end("sent a message that is none of event, done, thrown");
+          }
+          this.messageFn(m);
+        }
+      };
+      if (first.byteLength > 1) take(first.subarray(1));
+      s.on("data", take);
+      s.on("error", () => undefined); // the container going away is seen by its exit
+      for (const m of this.queued.splice(0)) s.write(frame(m));
+    });
+    s.on("error", () => undefined);
+  }
+
+  private end(how: string): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.cleanUp();
+    this.goneFn(how);
+  }
+
+  private cleanUp(): void {
+    this.conn?.destroy();
+    this.lifeline?.destroy();
+    this.server?.close();
+    this.server = null;
+    const dir = this.dir;
+    this.dir = null;
+    if (dir) void rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}

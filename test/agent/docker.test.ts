@@ -1,0 +1,164 @@
+/**
+ * The `docker` strategy (design §7) against a real Docker engine: a job runs in a container of its own — another
+ * host, an unprivileged user, a read-only root, no network, the configured memory, CPU and pid limits, every
+ * capability dropped — with its events streamed as for `inline`; cancel stops a node that ignores it by killing
+ * its container; a run past its memory fails its job alone; an agent that dies takes its containers with it;
+ * and an agent that cannot run containers refuses to start rather than offer what it cannot give.
+ */
+import t from "tap";
+import { hostname } from "node:os";
+import Docker from "dockerode";
+import { compileAgentConfig } from "../../agent/index.js";
+import { WsClient, type Msg } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
+import { runNodeway } from "../helpers/procs.js";
+import { startStack } from "../helpers/stack.js";
+
+const docker = new Docker();
+const RUNNER_IMAGE = `nodeway-runner:node-${process.versions.node}`;
+
+const whereGraph = (probe: { host: string; port: number }) => ({
+  nodes: [
+    { id: "tok", type: "nodeway.test.Tokens", data: { count: 5, rate: 0 } },
+    { id: "w", type: "nodeway.test.Whereabouts", data: { probe_host: probe.host, probe_port: probe.port } },
+    { id: "out", type: "nodetool.output.Output", data: { name: "where" } },
+    { id: "text", type: "nodetool.output.Output", data: { name: "text" } },
+  ],
+  edges: [
+    { id: "e1", source: "w", sourceHandle: "output", target: "out", targetHandle: "value" },
+    { id: "e2", source: "tok", sourceHandle: "output", target: "text", targetHandle: "value" },
+  ],
+});
+const spinGraph = (seconds: number) => ({ nodes: [{ id: "spin", type: "nodeway.test.Spin", data: { seconds } }], edges: [] });
+const allocGraph = (mb: number) => ({
+  nodes: [
+    { id: "a", type: "nodeway.test.Allocate", data: { mb } },
+    { id: "out", type: "nodetool.output.Output", data: { name: "mb" } },
+  ],
+  edges: [{ id: "e", source: "a", sourceHandle: "output", target: "out", targetHandle: "value" }],
+});
+
+const TERMINAL = ["completed", "failed", "cancelled", "timed_out"];
+const terminal = (events: Msg[]) => events.find((e) => e.type === "job_update" && TERMINAL.includes(String(e.status)));
+type Where = { pid: number; thread_id: number; host: string; uid: number; root_writable: boolean; reached: boolean | null };
+const where = (events: Msg[]) => (terminal(events)!.result as { where: Where[] }).where[0]!;
+
+async function submit(ws: WsClient, graph: unknown, strategy: string): Promise<string> {
+  const r = await ws.request("run_job", { graph, params: {}, execution_strategy: strategy });
+  return String((r.result as { job_id: string }).job_id);
+}
+async function runOver(ws: WsClient, graph: unknown, strategy: string): Promise<Msg[]> {
+  const jobId = await submit(ws, graph, strategy);
+  await check(() => terminal(ws.events(jobId)), 60_000, { name: `${strategy} job ${jobId} ended` });
+  return ws.events(jobId);
+}
+/** Containers of runs (of one job, with `jobId`), stopped ones too. */
+const runners = (jobId?: string) => docker.listContainers({ all: true, filters: { label: [jobId ? `nodeway.run=${jobId}` : "nodeway.role=runner"] } });
+const noRunnerOf = (jobId: string) => check(async () => ((await runners(jobId)).length === 0 ? true : null), 20_000, { name: `container of ${jobId} gone` });
+// A failed test must not leave a spinning container behind for the rest of the suite.
+t.teardown(async () => {
+  for (const c of await runners().catch(() => [])) await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+});
+
+t.test("docker - a job runs in a container: another host, nobody, read-only root, no network; events stream as inline", async (t) => {
+  // From scratch: the agent makes the runner image from this host's node when the engine has none.
+  await docker.getImage(RUNNER_IMAGE).remove({ force: true }).catch(() => undefined);
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "inline,docker", "--max-jobs", "3"] });
+  t.match(s.agents[0]!.stderr(), /making the runner image nodeway-runner:node-/, "the agent made the runner image");
+  await docker.getImage(RUNNER_IMAGE).inspect();
+  const ws = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => ws.close());
+  const gw = new URL(s.url);
+  const probe = { host: "127.0.0.1", port: Number(gw.port) };
+
+  const inline = where(await runOver(ws, whereGraph(probe), "inline"));
+  t.equal(inline.reached, true, "control: inline, the probe reaches the gateway's port");
+  t.equal(inline.host, hostname(), "control: inline runs on this host");
+
+  const events = await runOver(ws, whereGraph(probe), "docker");
+  t.equal(terminal(events)!.status, "completed", "the docker job completed");
+  const w = where(events);
+  t.not(w.host, hostname(), "in a container: a host name of its own");
+  t.not(w.pid, s.agents[0]!.proc.pid, "not the agent's process");
+  t.equal(w.uid, 65534, "as nobody");
+  t.equal(w.root_writable, false, "its root is read-only");
+  t.equal(w.reached, false, "no network: the gateway's port on the host's loopback is out of reach");
+  t.equal(events.find((e) => e.type === "job_update" && e.status === "running")?.strategy, "docker", "the running update names docker");
+  t.same(events.filter((e) => e.type === "chunk" && !e.done).map((e) => e.content), ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "], "every token streamed, in order");
+  t.same((terminal(events)!.result as { text: string[] }).text, ["tok0 tok1 tok2 tok3 tok4 "], "outputs as inline");
+  t.ok(events.some((e) => e.type === "node_update") && events.some((e) => e.type === "output_update"), "node and output updates arrive too");
+  await noRunnerOf(String(events[0]!.job_id));
+});
+
+t.test("docker - the container has the configured limits; cancel kills a node that ignores it, and the container goes", async (t) => {
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker", "--job-memory-mb", "96", "--job-cpus", "0.5", "--job-pids", "64"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const jobId = await submit(ws, spinGraph(120), "docker");
+  await check(() => ws.events(jobId).find((e) => e.type === "log_update" && /spinning in pid/.test(String(e.content))), 60_000, { name: "spin started" });
+  const [c] = await runners(jobId);
+  t.ok(c, "the job's container is labelled with its id");
+  const info = await docker.getContainer(c!.Id).inspect();
+  const h = info.HostConfig;
+  t.equal(h.Memory, 96 * 1024 * 1024, "memory: jobMemoryMb");
+  t.equal(h.MemorySwap, 96 * 1024 * 1024, "and no swap beyond it");
+  t.equal(h.NanoCpus, 0.5e9, "CPUs: jobCpus");
+  t.equal(h.PidsLimit, 64, "pids: jobPids");
+  t.equal(h.ReadonlyRootfs, true, "read-only root");
+  t.same(h.CapDrop, ["ALL"], "every capability dropped");
+  t.ok(h.SecurityOpt?.includes("no-new-privileges"), "no new privileges");
+  t.equal(h.NetworkMode, "none", "no network");
+  t.equal(info.Config.User, "65534:65534", "an unprivileged user");
+  t.notOk((h.Binds ?? []).some((b) => /:\/nodeway:|^\/[^:]*:\/nodeway$/.test(b)), "the agent's directory is not mounted whole");
+  t.ok((h.Binds ?? []).every((b) => b.endsWith(":ro") || b.includes(":/run/nodeway")), "its code is mounted read-only");
+
+  const asked = Date.now();
+  await ws.request("cancel_job", { job_id: jobId });
+  const end = await check(() => terminal(ws.events(jobId)), 30_000, { name: "spin cancelled" });
+  t.equal(end.status, "cancelled", "the spinning job ends cancelled");
+  t.ok(Date.now() - asked < 20_000, "within the grace period, not after the node's 120 s");
+  await noRunnerOf(jobId);
+});
+
+t.test("docker - a run past its memory fails its job (JOB_ERR_RUNNER_CRASHED); the next job runs", async (t) => {
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker", "--job-memory-mb", "64"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const big = await runOver(ws, allocGraph(256), "docker");
+  const end = terminal(big)!;
+  t.equal(end.status, "failed", "the job fails");
+  t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
+  t.match((end.error as { message: string }).message, /container.*memory limit is 64 MiB/, "naming the container and its limit");
+  const small = await runOver(ws, allocGraph(4), "docker");
+  t.equal(terminal(small)!.status, "completed", "a job within the limit completes after it");
+});
+
+t.test("docker - an agent killed mid-run takes its container with it", async (t) => {
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const jobId = await submit(ws, spinGraph(300), "docker");
+  await check(() => ws.events(jobId).find((e) => e.type === "log_update" && /spinning in pid/.test(String(e.content))), 60_000, { name: "spin started" });
+  t.equal((await runners(jobId)).length, 1, "the container runs");
+  s.agents[0]!.kill("SIGKILL"); // no clean-up runs in the agent
+  await noRunnerOf(jobId);
+  t.pass("the container ended although its node holds its loop");
+});
+
+t.test("docker - settings are checked; an agent that cannot run containers does not start", async (t) => {
+  t.throws(() => compileAgentConfig({ jobCpus: 0 }), /jobCpus: must be a number of CPUs > 0/);
+  t.throws(() => compileAgentConfig({ jobPids: -3 }), /jobPids: must be a positive integer/);
+  t.throws(() => compileAgentConfig({ dockerNetwork: "my net" }), /dockerNetwork: not a network name/);
+  t.throws(() => compileAgentConfig({ dockerImage: "bad image" }), /dockerImage: not an image reference/);
+  t.equal(compileAgentConfig({ jobCpus: "1.5" as never }).jobCpus, 1.5, "CPUs from the environment's string form");
+
+  const noEngine = runNodeway(["agent", "--nats", "nats://127.0.0.1:1", "--strategies", "docker"], { DOCKER_HOST: "unix:///nonexistent/docker.sock" });
+  await check(() => (noEngine.proc.exitCode !== null ? true : null), 20_000, { name: "agent without an engine exited" });
+  t.not(noEngine.proc.exitCode, 0, "it exits with an error");
+  t.match(noEngine.stderr(), /docker strategy needs a Docker engine/, "saying why");
+
+  const noImage = runNodeway(["agent", "--nats", "nats://127.0.0.1:1", "--strategies", "docker", "--docker-image", "nodeway-test-absent:1"]);
+  await check(() => (noImage.proc.exitCode !== null ? true : null), 20_000, { name: "agent with a missing image exited" });
+  t.not(noImage.proc.exitCode, 0, "a named image that is missing: it exits");
+  t.match(noImage.stderr(), /image nodeway-test-absent:1 is not in the engine/, "saying which");
+});
