@@ -9,9 +9,9 @@ import { startStack } from "../helpers/stack.js";
 
 t.test("slots - an agent with --max-jobs 3 runs at most three jobs at a time, and three together", async (t) => {
   const s = await startStack(t, { agents: 1, agentArgs: ["--max-jobs", "3"] });
-  await api(s.url, "PUT", "/api/workflows/nap", { graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 0.4 } }], edges: [] } });
-  const ids: string[] = [];
-  for (let i = 0; i < 9; i++) ids.push(String((await api(s.url, "POST", "/api/workflows/nap/run", { params: {} })).body.job_id));
+  await api(s.url, "PUT", "/api/workflows/nap", { graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 1 } }], edges: [] } });
+  // Submitted together: one after the other, on a loaded machine, the queue could hold fewer than three at a time.
+  const ids = await Promise.all(Array.from({ length: 9 }, async () => String((await api(s.url, "POST", "/api/workflows/nap/run", { params: {} })).body.job_id)));
   const recs = await check(async () => {
     const all = await Promise.all(ids.map(async (id) => (await api(s.url, "GET", `/api/jobs/${id}`)).body));
     return all.every((r) => r.status === "completed") ? all : null;
