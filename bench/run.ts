@@ -4,7 +4,7 @@
  * prints a table of the medians, then per goal exactly one JSON line
  * `{"bench","metric","ours","peer","ratio","goal","met","noise"}` (+ `reason` when not met or invalid).
  * Never fails on a missed goal (exit 0); exits 1 only when the harness itself breaks.
- * Options: --quick, --only <name>[,<name>…] (codec, token-path, fanout, dispatch, proxy).
+ * Options: --quick, --only <name>[,<name>…] (codec, token-path, fanout, dispatch, proxy, strategies).
  */
 import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
@@ -35,6 +35,8 @@ const BENCHES: Bench[] = [
   { name: "dispatch", bench: "dispatch", script: "dispatch.ts", quick: true, timeoutS: 300, quickTimeoutS: 45, metrics: () => ["first_event_p50_ms", "jobs_per_s"] },
   { name: "fanout", bench: "ws_fanout", script: "fanout.ts", quick: false, timeoutS: 1500, quickTimeoutS: 90, metrics: (q) => (q ? [100, 1000] : [100, 1000, 5000]).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]) },
   { name: "proxy", bench: "proxy", script: "proxy.ts", quick: false, timeoutS: 600, quickTimeoutS: 90, metrics: () => ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"] },
+  // No goal (the issue sets none): what each step of isolation costs a job, in table rows.
+  { name: "strategies", bench: "strategies", script: "strategies.ts", quick: false, timeoutS: 300, quickTimeoutS: 60, metrics: () => [] },
 ];
 
 function runOne(b: Bench): Promise<{ rows: Row[]; goals: GoalLine[]; error: string | null }> {
@@ -159,8 +161,9 @@ for (const r of allRows) {
   if (!arms.includes(r.arm)) arms.push(r.arm);
 }
 const w0 = Math.max(20, ...[...table.keys()].map((k) => k.length)) + 2;
-process.stdout.write(`\nmedians of measured rounds (warm-up dropped)\n${pad("bench metric", w0)}${arms.map((a) => pad(a, 15)).join("")}\n`);
-for (const [k, per] of table) process.stdout.write(`${pad(k, w0)}${arms.map((a) => pad(per.has(a) ? fmt(per.get(a)!.value) : "", 15)).join("")}\n`);
+const wArm = (a: string) => Math.max(15, a.length + 2);
+process.stdout.write(`\nmedians of measured rounds (warm-up dropped)\n${pad("bench metric", w0)}${arms.map((a) => pad(a, wArm(a))).join("")}\n`);
+for (const [k, per] of table) process.stdout.write(`${pad(k, w0)}${arms.map((a) => pad(per.has(a) ? fmt(per.get(a)!.value) : "", wArm(a))).join("")}\n`);
 process.stdout.write(`\ngoals (${allGoals.filter((g) => g.met).length}/${allGoals.length} met, ${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
 for (const g of allGoals) process.stdout.write(`${JSON.stringify(g)}\n`);
 process.stdout.write(strayWarning);
