@@ -192,7 +192,11 @@ class ContainerChannel implements Channel {
     private readonly label: string,
     private readonly log: (line: string) => void,
   ) {
-    this.start().catch((err) => this.end(`could not start: ${why(err)}`));
+    this.start().catch((err) => {
+      // A container created but never started is not removed by AutoRemove.
+      this.container?.remove({ force: true }).catch(() => undefined);
+      this.end(`could not start: ${why(err)}`);
+    });
   }
 
   send(m: ToRunner): void {
@@ -257,10 +261,13 @@ class ContainerChannel implements Channel {
     this.docker.modem.demuxStream(out, new Tail(0, (c) => process.stderr.write(c)), this.stderr);
     // Waited on before it starts (its next exit: a created container is already "not running"): with AutoRemove,
     // a run that ends at once would be gone before a later wait.
-    const exit = this.container.wait({ condition: "next-exit" });
+    const exit = (this.container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number; Error?: { Message?: string } | null }>).catch((err) => ({
+      StatusCode: -1,
+      Error: { Message: `the engine stopped answering: ${why(err)}` },
+    }));
     if (this.killed) return void this.container.remove({ force: true }).catch(() => undefined);
     await this.container.start();
-    const res = (await exit.catch((err) => ({ StatusCode: -1, Error: { Message: why(err) } }))) as { StatusCode: number; Error?: { Message?: string } | null };
+    const res = await exit;
     this.exited = true;
     const code = res.StatusCode === 137 ? "killed (SIGKILL; out of memory or stopped)" : `exit code ${res.StatusCode}`;
     const last = this.stderr.text.trim().split("\n").slice(-3).join(" | ");

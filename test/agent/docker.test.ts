@@ -7,7 +7,9 @@
  */
 import t from "tap";
 import { hostname } from "node:os";
+import { Readable } from "node:stream";
 import Docker from "dockerode";
+import tarStream from "tar-stream";
 import { compileAgentConfig } from "../../agent/index.js";
 import { WsClient, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
@@ -143,6 +145,24 @@ t.test("docker - an agent killed mid-run takes its container with it", async (t)
   s.agents[0]!.kill("SIGKILL"); // no clean-up runs in the agent
   await noRunnerOf(jobId);
   t.pass("the container ended although its node holds its loop");
+});
+
+t.test("docker - an operator's image without node fails each job with what the container said; the agent keeps serving", async (t) => {
+  // An image of one file: what `docker import` makes of a tar with no node in it.
+  const pack = tarStream.pack();
+  pack.entry({ name: "README", mode: 0o644 }, "no node here\n");
+  pack.finalize();
+  const progress = await docker.importImage(Readable.from(pack), { repo: "nodeway-test-nonode", tag: "1" });
+  await new Promise<void>((resolve, reject) => docker.modem.followProgress(progress, (err) => (err ? reject(err) : resolve())));
+  t.teardown(() => docker.getImage("nodeway-test-nonode:1").remove({ force: true }).catch(() => undefined));
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "inline,docker", "--docker-image", "nodeway-test-nonode:1"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const end = terminal(await runOver(ws, spinGraph(0), "docker"))!;
+  t.equal(end.status, "failed", "the job fails");
+  t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
+  t.match((end.error as { message: string }).message, /container running the graph ended before it finished \(exit code \d+.*node/, "with the exit code and the engine's or runner's words about node");
+  t.equal(terminal(await runOver(ws, spinGraph(0), "inline"))!.status, "completed", "the agent still runs jobs");
 });
 
 t.test("docker - settings are checked; an agent that cannot run containers does not start", async (t) => {
