@@ -11,49 +11,17 @@ import { Readable } from "node:stream";
 import Docker from "dockerode";
 import tarStream from "tar-stream";
 import { compileAgentConfig } from "../../agent/index.js";
-import { WsClient, type Msg } from "../helpers/clients.js";
+import { WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { runNodeway } from "../helpers/procs.js";
 import { startStack } from "../helpers/stack.js";
+import { allocGraph, runOver, spinGraph, submit, terminal, where, whereGraph } from "../helpers/strategy-jobs.js";
 
 const docker = new Docker();
 const RUNNER_IMAGE = `nodeway-runner:node-${process.versions.node}`;
 
-const whereGraph = (probe: { host: string; port: number }) => ({
-  nodes: [
-    { id: "tok", type: "nodeway.test.Tokens", data: { count: 5, rate: 0 } },
-    { id: "w", type: "nodeway.test.Whereabouts", data: { probe_host: probe.host, probe_port: probe.port } },
-    { id: "out", type: "nodetool.output.Output", data: { name: "where" } },
-    { id: "text", type: "nodetool.output.Output", data: { name: "text" } },
-  ],
-  edges: [
-    { id: "e1", source: "w", sourceHandle: "output", target: "out", targetHandle: "value" },
-    { id: "e2", source: "tok", sourceHandle: "output", target: "text", targetHandle: "value" },
-  ],
-});
-const spinGraph = (seconds: number) => ({ nodes: [{ id: "spin", type: "nodeway.test.Spin", data: { seconds } }], edges: [] });
-const allocGraph = (mb: number) => ({
-  nodes: [
-    { id: "a", type: "nodeway.test.Allocate", data: { mb } },
-    { id: "out", type: "nodetool.output.Output", data: { name: "mb" } },
-  ],
-  edges: [{ id: "e", source: "a", sourceHandle: "output", target: "out", targetHandle: "value" }],
-});
-
-const TERMINAL = ["completed", "failed", "cancelled", "timed_out"];
-const terminal = (events: Msg[]) => events.find((e) => e.type === "job_update" && TERMINAL.includes(String(e.status)));
-type Where = { pid: number; thread_id: number; host: string; uid: number; root_writable: boolean; reached: boolean | null };
-const where = (events: Msg[]) => (terminal(events)!.result as { where: Where[] }).where[0]!;
-
-async function submit(ws: WsClient, graph: unknown, strategy: string): Promise<string> {
-  const r = await ws.request("run_job", { graph, params: {}, execution_strategy: strategy });
-  return String((r.result as { job_id: string }).job_id);
-}
-async function runOver(ws: WsClient, graph: unknown, strategy: string): Promise<Msg[]> {
-  const jobId = await submit(ws, graph, strategy);
-  await check(() => terminal(ws.events(jobId)), 60_000, { name: `${strategy} job ${jobId} ended` });
-  return ws.events(jobId);
-}
+/** The events of `graph` run to its end with `strategy`. */
+const eventsOf = async (ws: WsClient, graph: unknown, strategy: string) => (await runOver(ws, graph, strategy, 60_000)).events;
 /** Containers of runs (of one job, with `jobId`), stopped ones too. */
 const runners = (jobId?: string) => docker.listContainers({ all: true, filters: { label: [jobId ? `nodeway.run=${jobId}` : "nodeway.role=runner"] } });
 const noRunnerOf = (jobId: string) => check(async () => ((await runners(jobId)).length === 0 ? true : null), 20_000, { name: `container of ${jobId} gone` });
@@ -73,12 +41,12 @@ t.test("docker - a job runs in a container: another host, nobody, read-only root
   const gw = new URL(s.url);
   const probe = { host: "127.0.0.1", port: Number(gw.port) };
 
-  const inline = where(await runOver(ws, whereGraph(probe), "inline"));
+  const inline = where(await eventsOf(ws, whereGraph(probe), "inline"));
   t.equal(inline.reached, true, "control: inline, the probe reaches the gateway's port");
   t.equal(inline.host, hostname(), "control: inline runs on this host");
 
-  const events = await runOver(ws, whereGraph(probe), "docker");
-  t.equal(terminal(events)!.status, "completed", "the docker job completed");
+  const events = await eventsOf(ws, whereGraph(probe), "docker");
+  t.equal(terminal(events).status, "completed", "the docker job completed");
   const w = where(events);
   t.not(w.host, hostname(), "in a container: a host name of its own");
   t.not(w.pid, s.agents[0]!.proc.pid, "not the agent's process");
@@ -87,7 +55,7 @@ t.test("docker - a job runs in a container: another host, nobody, read-only root
   t.equal(w.reached, false, "no network: the gateway's port on the host's loopback is out of reach");
   t.equal(events.find((e) => e.type === "job_update" && e.status === "running")?.strategy, "docker", "the running update names docker");
   t.same(events.filter((e) => e.type === "chunk" && !e.done).map((e) => e.content), ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "], "every token streamed, in order");
-  t.same((terminal(events)!.result as { text: string[] }).text, ["tok0 tok1 tok2 tok3 tok4 "], "outputs as inline");
+  t.same((terminal(events).result as { text: string[] }).text, ["tok0 tok1 tok2 tok3 tok4 "], "outputs as inline");
   t.ok(events.some((e) => e.type === "node_update") && events.some((e) => e.type === "output_update"), "node and output updates arrive too");
   await noRunnerOf(String(events[0]!.job_id));
 });
@@ -126,13 +94,13 @@ t.test("docker - a run past its memory fails its job (JOB_ERR_RUNNER_CRASHED); t
   const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker", "--job-memory-mb", "64"] });
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
-  const big = await runOver(ws, allocGraph(256), "docker");
-  const end = terminal(big)!;
+  const big = await eventsOf(ws, allocGraph(256), "docker");
+  const end = terminal(big);
   t.equal(end.status, "failed", "the job fails");
   t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
   t.match((end.error as { message: string }).message, /container.*memory limit is 64 MiB/, "naming the container and its limit");
-  const small = await runOver(ws, allocGraph(4), "docker");
-  t.equal(terminal(small)!.status, "completed", "a job within the limit completes after it");
+  const small = await eventsOf(ws, allocGraph(4), "docker");
+  t.equal(terminal(small).status, "completed", "a job within the limit completes after it");
 });
 
 t.test("docker - an agent killed mid-run takes its container with it", async (t) => {
@@ -158,11 +126,11 @@ t.test("docker - an operator's image without node fails each job with what the c
   const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "inline,docker", "--docker-image", "nodeway-test-nonode:1"] });
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
-  const end = terminal(await runOver(ws, spinGraph(0), "docker"))!;
+  const end = terminal(await eventsOf(ws, spinGraph(0), "docker"))!;
   t.equal(end.status, "failed", "the job fails");
   t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
   t.match((end.error as { message: string }).message, /container running the graph ended before it finished \(exit code \d+.*node/, "with the exit code and the engine's or runner's words about node");
-  t.equal(terminal(await runOver(ws, spinGraph(0), "inline"))!.status, "completed", "the agent still runs jobs");
+  t.equal(terminal(await eventsOf(ws, spinGraph(0), "inline"))!.status, "completed", "the agent still runs jobs");
 });
 
 t.test("docker - settings are checked; an agent that cannot run containers does not start", async (t) => {

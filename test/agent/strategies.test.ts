@@ -8,23 +8,13 @@
 import t from "tap";
 import { compileAgentConfig } from "../../agent/index.js";
 import { pickStrategy } from "../../protocol/index.js";
-import { api, WsClient, type Msg } from "../helpers/clients.js";
+import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
+import { allocGraph, runOver, running, spinGraph, terminal, where, whereGraph as whereWith } from "../helpers/strategy-jobs.js";
 
-const whereGraph = {
-  nodes: [
-    { id: "tok", type: "nodeway.test.Tokens", data: { count: 5, rate: 0 } },
-    { id: "w", type: "nodeway.test.Whereabouts", data: {} },
-    { id: "out", type: "nodetool.output.Output", data: { name: "where" } },
-    { id: "text", type: "nodetool.output.Output", data: { name: "text" } },
-  ],
-  edges: [
-    { id: "e1", source: "w", sourceHandle: "output", target: "out", targetHandle: "value" },
-    { id: "e2", source: "tok", sourceHandle: "output", target: "text", targetHandle: "value" },
-  ],
-};
-const spinGraph = (seconds: number) => ({ nodes: [{ id: "spin", type: "nodeway.test.Spin", data: { seconds } }], edges: [] });
+const whereGraph = whereWith();
+
 
 const pidAlive = (pid: number) => {
   try {
@@ -35,16 +25,6 @@ const pidAlive = (pid: number) => {
   }
 };
 
-/** Runs `graph` over /ws with `strategy` and returns the job's events through its terminal update. */
-async function runOver(ws: WsClient, graph: unknown, strategy?: string, timeoutMs = 30_000): Promise<{ jobId: string; events: Msg[] }> {
-  const r = await ws.request("run_job", { graph, params: {}, ...(strategy ? { execution_strategy: strategy } : {}) });
-  const jobId = String((r.result as { job_id: string }).job_id);
-  await check(() => ws.events(jobId).find((e) => e.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(String(e.status))), timeoutMs, { name: `job ${jobId} ended` });
-  return { jobId, events: ws.events(jobId) };
-}
-const terminal = (events: Msg[]) => events.find((e) => e.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(String(e.status)))!;
-const running = (events: Msg[]) => events.find((e) => e.type === "job_update" && e.status === "running");
-const where = (events: Msg[]) => ((terminal(events).result as { where: { pid: number; thread_id: number }[] }).where ?? [])[0]!;
 const pidThread = (w: { pid: number; thread_id: number }) => ({ pid: w.pid, thread_id: w.thread_id });
 
 t.test("strategies - the policy caps what a job asks for: more isolation when that is all there is, never less", async (t) => {
@@ -193,14 +173,13 @@ t.test("strategies - a run past its heap limit (jobMemoryMb) dies alone: its job
   const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess,threaded", "--job-memory-mb", "48"] });
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
-  const hog = (mb: number) => ({ nodes: [{ id: "a", type: "nodeway.test.Allocate", data: { mb } }, { id: "o", type: "nodetool.output.Output", data: { name: "mb" } }], edges: [{ id: "e", source: "a", sourceHandle: "output", target: "o", targetHandle: "value" }] });
   for (const strategy of ["subprocess", "threaded"]) {
-    const big = await runOver(ws, hog(400), strategy, 60_000);
+    const big = await runOver(ws, allocGraph(400), strategy, 60_000);
     const e = terminal(big.events);
     t.equal(e.status, "failed", `${strategy}: 400 MiB under a 48 MiB limit fails`);
     t.equal((e.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED", `${strategy}: as a dead runner`);
     t.match((e.error as { message: string }).message, /memory limit is 48 MiB/, `${strategy}: naming the limit`);
-    const small = await runOver(ws, hog(8), strategy);
+    const small = await runOver(ws, allocGraph(8), strategy);
     t.same(terminal(small.events).result, { mb: [8] }, `${strategy}: 8 MiB fits, and the agent runs it`);
   }
   t.equal(s.agents[0]!.proc.exitCode, null, "the agent is alive");
