@@ -27,7 +27,7 @@ import {
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectGpus, detectProviders } from "./capabilities.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
-import { DockerRunner } from "./docker.js";
+import type { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
 import { NODE_LIBRARY, nodeCatalog } from "./nodes/index.js";
 
@@ -97,6 +97,8 @@ class Agent implements RunningAgent {
     // Offering docker and failing every job that asks for it would be worse than not starting.
     if (this.config.strategies.includes("docker")) {
       const c = this.config;
+      // Loaded only here: the engine client and its dependencies are megabytes an agent without docker never needs.
+      const { DockerRunner } = await import("./docker.js");
       this.docker = await DockerRunner.prepare({ image: c.dockerImage, network: c.dockerNetwork, memoryMb: c.jobMemoryMb, cpus: c.jobCpus, pids: c.jobPids }, (l) => this.log(l));
     }
     this.log(`connecting to NATS at ${this.config.natsServers.join(",")}`);
