@@ -154,15 +154,15 @@ async function buildRunnerImage(docker: Docker, image: string): Promise<void> {
   await new Promise<void>((resolve, reject) => docker.modem.followProgress(progress, (err) => (err ? reject(new Error(`importing the runner image failed: ${why(err)}`)) : resolve())));
 }
 
-/** The last `max` characters written to it: a dead run's last words, for the job's error. */
+/** A run's stderr: passed on to the agent's, its last `max` characters kept as a dead run's last words. */
 class Tail extends Writable {
   text = "";
-  constructor(private readonly max: number, private readonly forward: (chunk: Buffer) => void) {
+  constructor(private readonly max: number) {
     super();
   }
   override _write(chunk: Buffer, _enc: string, done: () => void): void {
-    this.forward(chunk);
-    if (this.max > 0) this.text = (this.text + chunk.toString()).slice(-this.max);
+    process.stderr.write(chunk);
+    this.text = (this.text + chunk.toString()).slice(-this.max);
     done();
   }
 }
@@ -181,7 +181,7 @@ class ContainerChannel implements Channel {
   private container: Docker.Container | null = null;
   private exited = false;
   private killed = false;
-  private readonly stderr = new Tail(2_000, (c) => process.stderr.write(c));
+  private readonly stderr = new Tail(2_000);
 
   constructor(
     private readonly docker: Docker,
@@ -258,7 +258,8 @@ class ContainerChannel implements Channel {
       },
     });
     const out = await this.container.attach({ stream: true, stdout: true, stderr: true });
-    this.docker.modem.demuxStream(out, new Tail(0, (c) => process.stderr.write(c)), this.stderr);
+    // What a node prints goes to the agent's stderr, as for a subprocess run.
+    this.docker.modem.demuxStream(out, process.stderr, this.stderr);
     // Waited on before it starts (its next exit: a created container is already "not running"): with AutoRemove,
     // a run that ends at once would be gone before a later wait.
     const exit = (this.container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number; Error?: { Message?: string } | null }>).catch((err) => ({
@@ -288,17 +289,12 @@ class ContainerChannel implements Channel {
         try {
           frames = reader.push(chunk);
         } catch (err) {
-          this.log(`run ${this.label}: ${(err as Error).message}; stopping it`);
-          s.destroy();
-          this.kill();
-          return this.end(`sent what is not a frame (${(err as Error).message})`);
+          return this.refuse(`sent what is not a frame (${(err as Error).message})`);
         }
         for (const f of frames) {
           const m = f as FromRunner;
           if (m === null || typeof m !== "object" || (m.type !== "event" && m.type !== "done" && m.type !== "thrown")) {
-            s.destroy();
-            this.kill();
-            return this.end("sent a message that is none of event, done, thrown");
+            return this.refuse("sent a message that is none of event, done, thrown");
           }
           this.messageFn(m);
         }
@@ -309,6 +305,13 @@ class ContainerChannel implements Channel {
       for (const m of this.queued.splice(0)) s.write(frame(m));
     });
     s.on("error", () => undefined);
+  }
+
+  /** The run broke the protocol: it is stopped, and its job fails saying how. */
+  private refuse(how: string): void {
+    this.log(`run ${this.label} ${how}; stopping it`);
+    this.kill();
+    this.end(how);
   }
 
   private end(how: string): void {

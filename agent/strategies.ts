@@ -51,7 +51,7 @@ export interface RunLimits {
 }
 
 /** Runs the graph with `strategy`. Rejects like `runGraph` (`UnknownNodeTypeError`) or with `RunnerCrashedError`. */
-export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, limits: RunLimits = { memoryMb: 0, docker: null, label: "" }): Promise<RunGraphResult> {
+export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, limits: RunLimits): Promise<RunGraphResult> {
   switch (strategy) {
     case "inline":
       return runGraph(run);
