@@ -2,17 +2,19 @@
  * Diagnostic (not a goal): what one received NATS message costs a Node process on this machine, by delivery
  * path, at a fixed rate. The fan-out benchmark's gap to bare uWS at N = 100 is a per-event cost, and this
  * splits it: a JetStream consumer (what the gateway needs: stream sequence numbers for resume) against a core
- * subscription (what the bare uWS floor uses). Each arm runs in a fresh process: a paced publisher on its own
+ * subscription (what the bare uWS floor uses), and a plain push consumer read by a core subscription that parses the
+ * stream sequence itself (what a hand-written ordered consumer would cost). Messages carry a `Nats-Msg-Id`
+ * header, as the agent's events do. Each arm runs in a fresh process: a paced publisher on its own
  * connection plus the receiving side; the "publisher only" arm is subtracted.
  * Usage: node --import ./bench/register.mjs bench/consume-cost.ts [rate=400] [seconds=5]
  */
 import { fork } from "node:child_process";
-import { connect } from "@nats-io/transport-node";
-import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, headers } from "@nats-io/transport-node";
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { NatsServer } from "./lib/stack.js";
 
-type Mode = "publisher_only" | "core_subscribe" | "js_consume_iterator" | "js_consume_callback" | "js_push_ordered" | "js_republish_core";
-const MODES: Mode[] = ["publisher_only", "core_subscribe", "js_consume_iterator", "js_consume_callback", "js_push_ordered", "js_republish_core"];
+type Mode = "publisher_only" | "core_subscribe" | "js_consume_iterator" | "js_consume_callback" | "js_push_ordered" | "js_push_raw" | "js_republish_core";
+const MODES: Mode[] = ["publisher_only", "core_subscribe", "js_consume_iterator", "js_consume_callback", "js_push_ordered", "js_push_raw", "js_republish_core"];
 
 async function arm(url: string, mode: Mode, rate: number, seconds: number): Promise<{ msgs: number; userMs: number }> {
   const nc = await connect({ servers: url, noAsyncTraces: true });
@@ -48,6 +50,26 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
     const c = await js.consumers.getPushConsumer("CC", { filter_subjects: "cc.>", deliver_policy: DeliverPolicy.New });
     await c.consume({ callback: (m) => count(m.data) });
   }
+  if (mode === "js_push_raw") {
+    // A plain push consumer read by a core subscription: the stream sequence parsed from the reply subject.
+    const inbox = `_INBOX.raw${process.pid}`;
+    nc.subscribe(inbox, {
+      callback: (_e, m) => {
+        // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>`: the 4th token from the end.
+        const r = m.reply ?? "";
+        let third = -1;
+        let at = r.length;
+        for (let dots = 0; at > 0; at--) {
+          if (r.charCodeAt(at - 1) !== 46) continue;
+          if (++dots === 3) third = at - 1;
+          else if (dots === 4) break;
+        }
+        lastSeq = Number(r.slice(at, third));
+        count(m.data);
+      },
+    });
+    await (await jetstreamManager(nc)).consumers.add("CC", { deliver_subject: inbox, filter_subject: "cc.>", deliver_policy: DeliverPolicy.New, ack_policy: AckPolicy.None });
+  }
   const body = new Uint8Array(170);
   let stop = false;
   void (async () => {
@@ -55,7 +77,9 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
     for (let i = 0; !stop; i++) {
       const waitMs = t0 + (i * 1000) / rate - performance.now();
       if (waitMs >= 1) await new Promise((r) => setTimeout(r, waitMs));
-      pub.publish(`cc.job${i % 3}`, body);
+      const h = headers();
+      h.set("Nats-Msg-Id", `job${i % 3}:${process.pid}:${i}`);
+      pub.publish(`cc.job${i % 3}`, body, { headers: h });
     }
   })();
   await new Promise((r) => setTimeout(r, 1_500));
@@ -64,7 +88,7 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const u = process.cpuUsage(c0);
   stop = true;
-  if (mode === "js_republish_core" && !(lastSeq > 0)) throw new Error("republished messages carried no Nats-Sequence");
+  if ((mode === "js_republish_core" || mode === "js_push_raw") && !(lastSeq > 0)) throw new Error(`${mode}: no stream sequence seen`);
   return { msgs: got - g0, userMs: u.user / 1000 };
 }
 

@@ -15,6 +15,12 @@ export const ProxyErrorCode = {
   PROXY_ERR_LISTEN: "PROXY_ERR_LISTEN",
   /** A host asked for on-demand issuance but is not on the `onDemandAllow` list. */
   PROXY_ERR_HOST_NOT_ALLOWED: "PROXY_ERR_HOST_NOT_ALLOWED",
+  /** No connection to an upstream could be made (refused, unreachable, or not accepted in time). */
+  PROXY_ERR_UPSTREAM_CONNECT: "PROXY_ERR_UPSTREAM_CONNECT",
+  /** An upstream connection closed or was reset before its response was complete. */
+  PROXY_ERR_UPSTREAM_CLOSED: "PROXY_ERR_UPSTREAM_CLOSED",
+  /** An upstream answered with something that is not a well-formed HTTP/1.1 response. */
+  PROXY_ERR_UPSTREAM_PROTOCOL: "PROXY_ERR_UPSTREAM_PROTOCOL",
 } as const;
 export type ProxyErrorCode = (typeof ProxyErrorCode)[keyof typeof ProxyErrorCode];
 
@@ -62,5 +68,25 @@ export class StoreLockedError extends ProxyError {
   constructor(name: string) {
     super(ProxyErrorCode.PROXY_ERR_STORE_LOCKED, `certificate store lock for ${name} is held by another process`);
     this.name = "StoreLockedError";
+  }
+}
+
+/**
+ * A proxied exchange with an upstream failed. `connectionLevel`: evidence that the upstream is gone (refused, reset,
+ * closed), which ejects it, as opposed to one bad response. `retryable`: the request went out on a kept-alive
+ * connection that closed before a single byte of answer came back, the race a retry of an idempotent request
+ * exists for. `errno` is the socket error's code, when there was one (`ECONNREFUSED`, …).
+ */
+export class UpstreamError extends ProxyError {
+  constructor(
+    code: typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT | typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_CLOSED | typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_PROTOCOL,
+    message: string,
+    readonly connectionLevel: boolean,
+    readonly retryable: boolean,
+    readonly errno: string | null = null,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.name = "UpstreamError";
   }
 }

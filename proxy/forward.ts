@@ -1,35 +1,33 @@
 /**
  * The request path: header hygiene, HTTP forwarding and WebSocket tunnelling.
  *
- * Plain HTTP goes to the upstream through undici's `dispatch` rather than `http-proxy-3`'s `web()` or
- * `http.request`: it is the hot path (the benchmark compares requests per proxy CPU-second with nginx), and
- * `dispatch` hands us the upstream's status, raw headers and body chunks as callbacks, with no ClientRequest,
- * IncomingMessage or stream pipe per request — 1.5–1.7× the requests per CPU-second of the `http.request` pipe
- * it replaced (bench/proxy.ts: 0.18× → 0.27–0.31× nginx). The outgoing header list is built in one pass over
- * `rawHeaders`. WebSocket upgrades go through `http-proxy-3`'s `ws()`, which handles the 101 hand-off and the
- * bidirectional pipe.
+ * Plain HTTP goes to the upstream through `upstream-http.ts`, a lean keep-alive HTTP/1.1 client (it replaced
+ * undici's `Pool.dispatch`, which had replaced `http.request` and `http-proxy-3`'s `web()`): this is the hot path
+ * the benchmark compares with nginx in requests per proxy CPU-second, and the client hands us the upstream's
+ * status, header fields and body pieces as callbacks, with no request or response object and no stream pipe per
+ * request. The outgoing header list is built in one pass over `rawHeaders`. WebSocket upgrades go through
+ * `http-proxy-3`'s `ws()`, which handles the 101 hand-off and the bidirectional pipe.
  *
  * Hygiene rules (reliability S10, RFC 9110 §7.6.1, RFC 9112 §6.1):
  * - hop-by-hop headers, and every header named in `Connection`, are removed in both directions;
  * - a request with both `Content-Length` and `Transfer-Encoding`, or a `Transfer-Encoding` other than `chunked`,
  *   is rejected with 400 (Node's parser rejects most of these already; the check here is the backstop);
- * - a chunked request body is re-sent chunked (undici frames a body of unknown length with chunked encoding for
- *   every method; an unframed body would reach the upstream as a second, smuggled request), a declared one with
- *   its length, which undici holds the body to;
+ * - the body's framing is the client's: a chunked body is re-sent chunked (an unframed body would reach the upstream
+ *   as a second, smuggled request), a declared one with its length (Node's parser holds the body to it);
  * - more than one `Host` is refused with 400 (RFC 9112 §3.2); `Expect` is answered here (Node sends the
  *   `100 Continue`) and not forwarded;
  * - `X-Forwarded-*`, `Forwarded` and `X-Real-IP` from the client are dropped unless the peer is a trusted proxy;
  *   `X-Forwarded-For/Proto/Host` are then set (appended to, for trusted peers).
  */
 import type { IncomingMessage, ServerResponse, ClientRequest } from "node:http";
-import { PassThrough, type Duplex } from "node:stream";
-import type { Dispatcher } from "undici";
+import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import { createProxyServer } from "http-proxy-3";
 import { formatAccessLine } from "./access-log.js";
 import type { ProxyConfig } from "./config.js";
 import type { ProxyEvent } from "./events.js";
 import type { UpstreamPool } from "./upstreams.js";
+import type { Exchange, ResponseHandler } from "./upstream-http.js";
 
 /** RFC 9110 §7.6.1 plus the non-standard ones seen in the wild. Lower-case. */
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -42,11 +40,9 @@ function isForwardingHeader(lower: string): boolean {
   return lower.startsWith("x-forwarded-") || lower === "forwarded" || lower === "x-real-ip";
 }
 
-/** Connection-level failures that say "this upstream is gone", as opposed to a bad request. */
+/** Connection-level failures that say "this upstream is gone", as opposed to a bad request (WebSocket tunnels). */
 const CONNECTION_ERRORS: ReadonlySet<string> = new Set([
   "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENOTFOUND", "EAI_AGAIN",
-  // undici's: the upstream closed the connection ("other side closed"), or did not accept one in time.
-  "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT",
 ]);
 
 /**
@@ -55,7 +51,6 @@ const CONNECTION_ERRORS: ReadonlySet<string> = new Set([
  * without a body, which has been consumed.
  */
 const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
-const RETRYABLE_ERRORS: ReadonlySet<string> = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"]);
 
 export interface ForwardDeps {
   readonly config: Readonly<ProxyConfig>;
@@ -114,9 +109,9 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
         if (lower === "x-forwarded-host") { xfHost ??= value; continue; }
       }
     } else if (lower === "content-length") {
-      // Node's parser already refused conflicting duplicates; a second identical one is dropped here.
-      if (contentLength >= 0) continue;
-      contentLength = Number(value);
+      // Node's parser already refused conflicting duplicates. Not copied: the upstream client writes the framing.
+      if (contentLength < 0) contentLength = Number(value);
+      continue;
     } else if (lower === "host") {
       if (hosts++ > 0) return 400;
       host = value;
@@ -143,12 +138,12 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
   return { headers: out, chunked, contentLength };
 }
 
-/** Response headers minus hop-by-hop ones (and those the upstream named in `Connection`), plus HSTS. */
-function buildResponseHeaders(rawBytes: readonly Buffer[], hsts: string | null): { headers: string[]; streaming: boolean } {
-  const n = rawBytes.length;
-  // Header bytes are latin1 on the wire (RFC 9110 §5.5); Node's writer sends them back the same way.
-  const raw = new Array<string>(n);
-  for (let i = 0; i < n; i++) raw[i] = rawBytes[i]!.toString("latin1");
+/**
+ * Response headers minus hop-by-hop ones (and those the upstream named in `Connection`), plus HSTS. The fields are
+ * latin1 strings, as on the wire (RFC 9110 §5.5); Node's writer sends them back the same way.
+ */
+function buildResponseHeaders(raw: readonly string[], hsts: string | null): { headers: string[]; streaming: boolean } {
+  const n = raw.length;
   let named: string[] | null = null;
   for (let i = 0; i < n; i += 2) {
     const name = raw[i]!;
@@ -213,10 +208,10 @@ export function createForwarder(deps: ForwardDeps): {
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, built, performance.now() - start, null));
       return;
     }
-    forward(req, res, built.headers, built.chunked || built.contentLength > 0, built.chunked, peer, start, false);
+    forward(req, res, built.headers, built.chunked || built.contentLength > 0, built.chunked, built.contentLength, peer, start, false);
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse, headers: string[], hasBody: boolean, chunked: boolean, peer: string, start: number, isRetry: boolean): void {
+  function forward(req: IncomingMessage, res: ServerResponse, headers: string[], hasBody: boolean, chunked: boolean, contentLength: number, peer: string, start: number, isRetry: boolean): void {
     const u = pool.pick();
     if (u === null) {
       sendError(res, 503, "PROXY_ERR_NO_UPSTREAM", hsts, false);
@@ -226,97 +221,85 @@ export function createForwarder(deps: ForwardDeps): {
     }
     u.active++;
     let finished = false;
-    // Set when we cut the upstream request ourselves (client left, body too large, a head we cannot relay): its
-    // error is then no evidence against the upstream and must not eject it.
+    // Set when we cut the upstream request ourselves (client left, body too large, a head we cannot relay): the
+    // exchange then ends with no callback, and nothing counts against the upstream.
     let abandoned = false;
-    let abort: ((err: Error) => void) | null = null;
-    let resume: (() => void) | null = null;
+    let exchange: Exchange | null = null;
     const done = (): void => {
       if (finished) return;
       finished = true;
       u.active--;
     };
     const cut = (): void => {
+      if (abandoned) return;
       abandoned = true;
-      abort?.(new Error("request abandoned by the proxy"));
+      exchange?.abort();
+      done();
     };
-    // The body goes through a PassThrough, not `req` itself: undici destroys a body stream it gives up on, and
-    // destroying `req` would take the client's socket, and the 413 or 502 we still owe it, with it.
-    const body = hasBody ? new PassThrough() : null;
+    const resume = (): void => exchange?.resume();
 
-    const handler: Dispatcher.DispatchHandlers = {
-      onConnect(a) {
-        abort = a;
-        if (abandoned) a(new Error("request abandoned by the proxy"));
-      },
-      onHeaders(status, rawHeaders, resumeUpstream, statusText) {
-        if (abandoned) return false;
-        const { headers: outHeaders, streaming } = buildResponseHeaders(rawHeaders as unknown as Buffer[], hsts);
+    const handler: ResponseHandler = {
+      onHead(status, statusText, rawHeaders) {
+        const { headers: outHeaders, streaming } = buildResponseHeaders(rawHeaders, hsts);
         try {
           res.writeHead(status, statusText, outHeaders);
         } catch {
-          // A head Node's own writer refuses (e.g. a status text with control bytes): the upstream is broken for
+          // A head Node's own writer refuses (e.g. a status text it will not send): the upstream is broken for
           // this request, the proxy is not; answer 502 instead of throwing out of a callback.
           cut();
-          done();
           sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
           return false;
         }
         // Without this an SSE client would wait for the first event to even see the status line.
         if (streaming) res.flushHeaders();
-        resume = resumeUpstream;
         return true;
       },
       onData(chunk) {
-        if (abandoned || res.write(chunk)) return true;
+        if (res.write(chunk)) return true;
         // Backpressure: a slow client pauses the upstream read instead of buffering its body here.
-        res.once("drain", resume!);
+        res.once("drain", resume);
         return false;
       },
-      onComplete() {
+      onEnd() {
         done();
-        if (!abandoned) res.end();
+        res.end();
       },
       onError(err) {
         done();
-        if (abandoned) return;
-        const code = (err as NodeJS.ErrnoException).code ?? "";
         if (res.headersSent) {
           // Upstream died mid-body: cut the client off too, so it sees a truncated stream (and can resume)
           // rather than a response that looks complete.
           res.destroy();
-          pool.markDown(u, "connection closed mid-response");
+          if (err.connectionLevel) pool.markDown(u, "connection closed mid-response");
           return;
         }
         // A kept-alive connection the upstream closed just as we reused it: send the request once more, on
         // another connection, when that is safe (see IDEMPOTENT).
-        if (!isRetry && !hasBody && RETRYABLE_ERRORS.has(code) && IDEMPOTENT.has(req.method ?? "")) {
-          forward(req, res, headers, hasBody, chunked, peer, start, true);
+        if (!isRetry && !hasBody && err.retryable && IDEMPOTENT.has(req.method ?? "")) {
+          forward(req, res, headers, hasBody, chunked, contentLength, peer, start, true);
           return;
         }
-        if (CONNECTION_ERRORS.has(code)) pool.markDown(u, code);
+        if (err.connectionLevel) pool.markDown(u, err.errno ?? err.code);
         sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
       },
     };
 
     res.on("close", () => {
-      // Client gone before we finished: abort the upstream request so its connection is not reused half-read.
+      // Client gone before we finished: cut the upstream exchange, so that its connection is not reused half-read.
       if (!res.writableFinished) cut();
       if (log !== null && !isRetry) log(formatAccessLine(peer, req.method, req.url, res.writableFinished ? res.statusCode : 499, performance.now() - start, u.target.origin));
     });
 
-    u.dispatcher.dispatch({ path: req.url ?? "/", method: (req.method ?? "GET") as Dispatcher.HttpMethod, headers, body }, handler);
+    const body = hasBody ? { stream: req, length: chunked ? null : contentLength } : null;
+    exchange = u.client.request({ method: req.method ?? "GET", path: req.url ?? "/", headers, body }, handler);
 
-    if (body === null) return;
     if (chunked) {
       // Chunked bodies have no declared length: count them against maxBodyBytes as they stream.
       let seen = 0;
       req.on("data", (chunk: Buffer) => {
         seen += chunk.length;
         if (seen > maxBody && !abandoned) {
-          req.unpipe(body);
           cut();
-          body.destroy();
           // `Connection: close` makes Node close the socket once the 413 is flushed; destroying the request here
           // instead could drop the response before it leaves. The rest of the body is read and discarded.
           sendError(res, 413, "PROXY_ERR_BODY_TOO_LARGE", hsts, true);
@@ -324,7 +307,6 @@ export function createForwarder(deps: ForwardDeps): {
         }
       });
     }
-    req.pipe(body);
   }
 
   // WebSocket: http-proxy-3 does the hand-off. No agent: an upgraded socket never returns to a pool.

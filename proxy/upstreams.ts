@@ -5,7 +5,7 @@
  * it back). Upstreams start healthy so the first requests after start-up do not wait for a probe.
  */
 import { request } from "node:http";
-import { Pool } from "undici";
+import { UpstreamClient } from "./upstream-http.js";
 import type { UpstreamTarget } from "./config.js";
 import type { ProxyEvent } from "./events.js";
 
@@ -13,7 +13,7 @@ import type { ProxyEvent } from "./events.js";
 export interface Upstream {
   readonly target: UpstreamTarget;
   /** Keep-alive HTTP/1.1 connections to this upstream, shared by all proxied requests. */
-  readonly dispatcher: Pool;
+  readonly client: UpstreamClient;
   healthy: boolean;
   /** In-flight proxied requests and tunnels; reported in snapshots. */
   active: number;
@@ -37,7 +37,7 @@ export class UpstreamPool {
   private readonly timeoutMs: number;
 
   constructor(targets: readonly UpstreamTarget[], opts: { path: string; timeoutMs: number; emit: (e: ProxyEvent) => void }) {
-    this.list = targets.map((target) => ({ target, dispatcher: connectionsTo(target), healthy: true, active: 0, lastError: null }));
+    this.list = targets.map((target) => ({ target, client: new UpstreamClient(target.hostname, target.port), healthy: true, active: 0, lastError: null }));
     this.emit = opts.emit;
     this.path = opts.path;
     this.timeoutMs = opts.timeoutMs;
@@ -76,7 +76,7 @@ export class UpstreamPool {
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
-    for (const u of this.list) void u.dispatcher.destroy().catch(() => undefined);
+    for (const u of this.list) u.client.close();
   }
 
   /** Runs one active check of every upstream and resolves when all have answered or timed out. */
@@ -120,14 +120,4 @@ export class UpstreamPool {
       req.end();
     });
   }
-}
-
-/**
- * One upstream's connection pool. Idle connections close after 4 s, under Node's and most servers' 5 s keep-alive
- * timeout (and sooner when the upstream's `Keep-Alive: timeout=` says so), so we rarely reuse one the upstream is
- * about to close. No header or body timeouts: SSE streams and long polls stay open as long as both ends want, as
- * through the WebSocket tunnel; a dead upstream shows up as a connection error, and active checks catch a hung one.
- */
-function connectionsTo(target: UpstreamTarget): Pool {
-  return new Pool(target.origin, { keepAliveTimeout: 4_000, headersTimeout: 0, bodyTimeout: 0 });
 }

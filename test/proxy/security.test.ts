@@ -3,6 +3,7 @@
  * Requests are written byte for byte over raw TLS sockets so nothing in a client library normalises them first.
  */
 import t from "tap";
+import { createServer } from "node:net";
 import { compileProxyConfig, startProxy, type RunningProxy } from "../../proxy/index.js";
 import { httpsGet, rawTls, startUpstream, tempDir, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
 
@@ -159,4 +160,45 @@ t.test("proxy security - ws:// upgrades on the plain HTTP port are refused", asy
     s.on("close", () => resolve(out));
   });
   t.equal(statusOf(raw), 400);
+});
+
+t.test("proxy security - a malformed upstream response gets a 502, is not relayed, and does not eject the upstream", async (t) => {
+  // A raw upstream: /health and /fine answer properly, the others with what a confused or hostile server sends.
+  const answers: Record<string, string> = {
+    "/smuggle": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 0\r\n\r\n",
+    "/fold": "HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n",
+    "/garbage": "\x16\x03\x01 not http at all\r\n\r\n",
+    "/split": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+  };
+  const raw = createServer((s) => {
+    s.on("error", () => undefined);
+    let buf = "";
+    s.on("data", (d) => {
+      buf += d.toString("latin1");
+      let end: number;
+      while ((end = buf.indexOf("\r\n\r\n")) >= 0) {
+        const path = buf.slice(0, end).split(" ")[1]!;
+        buf = buf.slice(end + 4);
+        s.write(answers[path] ?? "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine");
+      }
+    });
+  });
+  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", r));
+  t.teardown(() => raw.close());
+  const url = `http://127.0.0.1:${(raw.address() as { port: number }).port}`;
+  const store = await tempDir("nodeway-proxy-sec-");
+  t.teardown(store.cleanup);
+  const proxy = await startProxy(compileProxyConfig({ upstream: [url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir }), {
+    onEvent: () => undefined,
+    accessLog: () => undefined,
+  });
+  t.teardown(() => proxy.stop());
+  for (const path of Object.keys(answers)) {
+    const res = await rawTls(proxy.httpsPort, `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+    t.equal(statusOf(res), 502, `${path}: 502`);
+    t.match(res, /PROXY_ERR_UPSTREAM/, `${path}: says it was the upstream`);
+    t.notMatch(res, /X-Injected|X-A: one/, `${path}: nothing of the bad response reaches the client`);
+  }
+  t.ok(proxy.upstreams().every((u) => u.healthy), "the upstream is still in rotation");
+  t.equal((await httpsGet(proxy.httpsPort, "/fine")).body, "fine", "and keeps serving");
 });
