@@ -143,7 +143,8 @@ class Agent implements RunningAgent {
       }
     }
     const gpus = await detectGpus();
-    const docker = detectDocker();
+    // An engine the docker strategy already reached is there, however it was found.
+    const docker = this.docker !== null || detectDocker();
     const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...this.config.labels];
     // Pool consumers: the gateway makes the built-in ones; an operator label's pool is made here, same shape.
     const consumers: Consumer[] = [];

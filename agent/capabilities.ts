@@ -34,9 +34,17 @@ export async function detectGpus(): Promise<GpuInfo[]> {
   return out ? parseNvidiaSmi(out) : [];
 }
 
-/** Docker engine reachable on its socket (a `/_ping` would need a client; the socket's presence is the cheap probe). */
-export function detectDocker(socketPath = "/var/run/docker.sock"): boolean {
-  return existsSync(socketPath);
+/**
+ * A Docker engine this agent can reach, where the engine client would look for it: `DOCKER_HOST` when set (a
+ * `unix://` socket that exists; `tcp://` and `ssh://` count as configured, since only a client could tell more),
+ * else the default socket. A `/_ping` would need the client, which only an agent offering the docker strategy
+ * loads (and which then checks the engine answers before the agent starts).
+ */
+export function detectDocker(env: NodeJS.ProcessEnv = process.env, defaultSocket = "/var/run/docker.sock"): boolean {
+  const host = env.DOCKER_HOST;
+  if (!host) return existsSync(defaultSocket);
+  if (host.startsWith("unix://")) return existsSync(host.slice("unix://".length));
+  return /^(?:tcp|ssh|https?):\/\/./.test(host);
 }
 
 /** Providers configured on this agent: keys live here, in its environment, never in a job. */
