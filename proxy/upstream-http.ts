@@ -191,15 +191,10 @@ export class ResponseParser {
           if (!this.onHead(text)) return;
           break;
         }
-        case State.Length: {
-          const n = Math.min(this.remaining, buf.length - pos);
-          this.remaining -= n;
-          const piece = buf.subarray(pos, pos + n);
-          pos += n;
-          this.sink.data(piece);
+        case State.Length:
+          pos = this.take(buf, pos);
           if (this.remaining === 0) this.finish();
           break;
-        }
         case State.UntilClose:
           this.sink.data(pos === 0 ? buf : buf.subarray(pos));
           return;
@@ -222,15 +217,10 @@ export class ResponseParser {
           else this.onTrailerLine(line);
           break;
         }
-        case State.ChunkData: {
-          const n = Math.min(this.remaining, buf.length - pos);
-          this.remaining -= n;
-          const piece = buf.subarray(pos, pos + n);
-          pos += n;
-          this.sink.data(piece);
+        case State.ChunkData:
+          pos = this.take(buf, pos);
           if (this.remaining === 0) this.state = State.ChunkCr;
           break;
-        }
         case State.ChunkCr:
           if (buf[pos++] !== 13) throw bad("chunk data not followed by CRLF");
           this.state = State.ChunkLf;
@@ -244,6 +234,14 @@ export class ResponseParser {
           return;
       }
     }
+  }
+
+  /** Passes on up to `remaining` body bytes from `pos`; returns where it stopped. */
+  private take(buf: Buffer, pos: number): number {
+    const n = Math.min(this.remaining, buf.length - pos);
+    this.remaining -= n;
+    this.sink.data(buf.subarray(pos, pos + n));
+    return pos + n;
   }
 
   private finish(): void {
