@@ -164,6 +164,12 @@ t.test("auth - reloading the token file closes the sockets and streams of a revo
   const run = await api(s.url, "POST", "/api/workflows/slow/run", { params: {} }, bearer(T1));
   const jobId = String(run.body.job_id);
   t.teardown(() => api(s.url, "POST", `/api/jobs/${jobId}/cancel`, undefined, bearer(T2)).catch(() => undefined));
+  // Running before the revocation, so that "ran on" below compares running with running (on a loaded machine the
+  // agent's claim could still be on its way when the reload happened).
+  for (const deadline = Date.now() + 20_000; (await api(s.url, "GET", `/api/jobs/${jobId}`, undefined, bearer(T1))).body.status !== "running"; ) {
+    if (Date.now() > deadline) throw new Error("the job did not start within 20 s");
+    await new Promise((r) => setTimeout(r, 25));
+  }
 
   const opened = await openWs(s.url, { headers: bearer(T1), protocols: ["nodeway.json"] });
   if (!("ws" in opened)) throw new Error("socket with T1 did not open");
