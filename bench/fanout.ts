@@ -101,8 +101,9 @@ try {
       await settled(server.pid);
       // An uneven window (sockets still catching up on the replay when it opened) only spoils that window's
       // figures, and the warm-up's are dropped anyway; a gap, a disorder or a closed socket spoils the run in any round.
-      const errs = round === 0 ? w.errors.filter((e) => !/far from the median/.test(e)) : w.errors;
-      if (errs.length < w.errors.length) log(`${name}: warm-up window uneven (${w.errors.find((e) => /far from the median/.test(e))}), not counted`);
+      const uneven = round === 0 ? w.errors.filter((e) => /far from the median/.test(e)) : [];
+      const errs = w.errors.filter((e) => !uneven.includes(e));
+      if (uneven.length) log(`${name}: warm-up window uneven (${uneven[0]}), not counted`);
       if (errs.length) errors.set(name, [...(errors.get(name) ?? []), ...errs]);
       return { user_ns_per_msg: w.userNs / w.frames, sys_ns_per_msg: w.sysNs / w.frames, cpu_ns_per_msg: w.cpuNs / w.frames, deliveries_per_s: w.frames / (WINDOW_MS / 1000), server_cpu_pct: (w.cpuNs / 1e6 / WINDOW_MS) * 100 };
     };

@@ -63,7 +63,13 @@ export interface ForwardDeps {
 }
 
 /** The result of header hygiene: outgoing headers as a flat `[name, value, …]` list, or an HTTP error status. */
-type Built = { headers: string[]; chunked: boolean; contentLength: number } | number;
+type Built = Framed | number;
+/** Outgoing headers and the body's framing: chunked, or `contentLength` bytes (-1 when none was declared). */
+interface Framed {
+  headers: string[];
+  chunked: boolean;
+  contentLength: number;
+}
 
 /**
  * One pass over `rawHeaders`. `upgrade` keeps `Connection: Upgrade` + `Upgrade` for WebSocket hand-off.
@@ -208,10 +214,12 @@ export function createForwarder(deps: ForwardDeps): {
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, built, performance.now() - start, null));
       return;
     }
-    forward(req, res, built.headers, built.chunked || built.contentLength > 0, built.chunked, built.contentLength, peer, start, false);
+    forward(req, res, built, peer, start, false);
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse, headers: string[], hasBody: boolean, chunked: boolean, contentLength: number, peer: string, start: number, isRetry: boolean): void {
+  function forward(req: IncomingMessage, res: ServerResponse, framed: Framed, peer: string, start: number, isRetry: boolean): void {
+    const { headers, chunked, contentLength } = framed;
+    const hasBody = chunked || contentLength > 0;
     const u = pool.pick();
     if (u === null) {
       sendError(res, 503, "PROXY_ERR_NO_UPSTREAM", hsts, false);
@@ -276,7 +284,7 @@ export function createForwarder(deps: ForwardDeps): {
         // A kept-alive connection the upstream closed just as we reused it: send the request once more, on
         // another connection, when that is safe (see IDEMPOTENT).
         if (!isRetry && !hasBody && err.retryable && IDEMPOTENT.has(req.method ?? "")) {
-          forward(req, res, headers, hasBody, chunked, contentLength, peer, start, true);
+          forward(req, res, framed, peer, start, true);
           return;
         }
         if (err.connectionLevel) pool.markDown(u, err.errno ?? err.code);

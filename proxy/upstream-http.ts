@@ -151,15 +151,6 @@ export class ResponseParser {
     this.trailing = false;
   }
 
-  get done(): boolean {
-    return this.state === State.Done;
-  }
-
-  /** True once the head has been passed on (a failure after it cannot be answered with a status of our own). */
-  get pastHead(): boolean {
-    return this.state !== State.Head;
-  }
-
   /** The upstream closed its side: ends a response delimited by the close; anything else is incomplete. */
   eof(): boolean {
     if (this.state !== State.UntilClose) return false;

@@ -227,6 +227,15 @@ async function scripted(onRequest: (s: Socket, conn: number, raw: string) => voi
   return script;
 }
 
+/** A scripted upstream and a client to it, both closed when the test ends. */
+async function withClient(t: { teardown(fn: () => unknown): void }, onRequest: (s: Socket, conn: number, raw: string) => void, opts?: { keepAliveMs?: number }): Promise<{ up: Script; client: UpstreamClient }> {
+  const up = await scripted(onRequest);
+  t.teardown(() => up.close());
+  const client = new UpstreamClient("127.0.0.1", up.port, opts);
+  t.teardown(() => client.close());
+  return { up, client };
+}
+
 interface Outcome {
   status: number;
   headers: string[];
@@ -267,10 +276,7 @@ const ok = (s: Socket, body = "ok", extra = ""): void => {
 };
 
 t.test("upstream client - keeps one connection alive across requests and adds Host when missing", async (t) => {
-  const up = await scripted((s, conn, raw) => ok(s, `conn ${conn}: ${raw.split("\r\n")[0]}`));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s, conn, raw) => ok(s, `conn ${conn}: ${raw.split("\r\n")[0]}`));
   for (let i = 0; i < 3; i++) {
     const o = await send(client, { path: `/r${i}` });
     t.equal(o.body, `conn 0: GET /r${i} HTTP/1.1`);
@@ -290,10 +296,7 @@ t.test("upstream client - a connection is not reused after Connection: close, HT
     (s: Socket) => ok(s, "e"),
   ];
   let n = 0;
-  const up = await scripted((s) => answers[n++]!(s));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => answers[n++]!(s));
   const bodies: string[] = [];
   for (let i = 0; i < answers.length; i++) {
     const o = await send(client);
@@ -305,10 +308,7 @@ t.test("upstream client - a connection is not reused after Connection: close, HT
 });
 
 t.test("upstream client - an idle connection the upstream closes is dropped, and the next request opens a new one", async (t) => {
-  const up = await scripted((s) => ok(s));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => ok(s));
   await send(client);
   up.sockets[0]!.end();
   await waitFor(() => client.connections === 0, 5_000, "the closed connection to leave the pool");
@@ -319,10 +319,7 @@ t.test("upstream client - an idle connection the upstream closes is dropped, and
 });
 
 t.test("upstream client - idle connections close after keepAliveMs", async (t) => {
-  const up = await scripted((s) => ok(s));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port, { keepAliveMs: 300 });
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => ok(s), { keepAliveMs: 300 });
   await send(client);
   t.equal(client.connections, 1);
   await waitFor(() => client.connections === 0, 5_000, "the idle connection to be closed");
@@ -330,13 +327,10 @@ t.test("upstream client - idle connections close after keepAliveMs", async (t) =
 });
 
 t.test("upstream client - bytes on an idle connection close it", async (t) => {
-  const up = await scripted((s) => {
+  const { up, client } = await withClient(t, (s) => {
     ok(s);
     setTimeout(() => s.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"), 50);
   });
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
   await send(client);
   await waitFor(() => client.connections === 0, 5_000, "the connection with stray bytes to be closed");
   const o = await send(client);
@@ -346,10 +340,7 @@ t.test("upstream client - bytes on an idle connection close it", async (t) => {
 
 t.test("upstream client - closed before answering: retryable only on a reused connection", async (t) => {
   let n = 0;
-  const up = await scripted((s) => (n++ === 0 ? ok(s) : s.destroy()));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => (n++ === 0 ? ok(s) : s.destroy()));
   await send(client);
   const reused = await send(client);
   t.ok(reused.error instanceof UpstreamError);
@@ -362,10 +353,7 @@ t.test("upstream client - closed before answering: retryable only on a reused co
 });
 
 t.test("upstream client - closed mid-response is an error, not a short body", async (t) => {
-  const up = await scripted((s) => s.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => s.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"));
   const o = await send(client);
   t.equal(o.status, 200);
   t.equal(o.ended, false);
@@ -391,10 +379,7 @@ t.test("upstream client - a refused connection is PROXY_ERR_UPSTREAM_CONNECT wit
 });
 
 t.test("upstream client - a malformed response fails its exchange and closes its connection", async (t) => {
-  const up = await scripted((s) => s.write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => s.write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
   const o = await send(client);
   t.equal(o.error?.code, "PROXY_ERR_UPSTREAM_PROTOCOL");
   t.equal(o.error?.connectionLevel, false, "one bad response is no evidence the upstream is gone");
@@ -403,10 +388,7 @@ t.test("upstream client - a malformed response fails its exchange and closes its
 });
 
 t.test("upstream client - request bodies go out with the client's framing", async (t) => {
-  const up = await scripted((s) => ok(s));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => ok(s));
   const declared = new PassThrough();
   const p1 = send(client, { method: "PUT", path: "/d", body: { stream: declared, length: 11 } });
   declared.write("hello ");
@@ -427,16 +409,13 @@ t.test("upstream client - request bodies go out with the client's framing", asyn
 });
 
 t.test("upstream client - an answer before the body was sent closes the connection after it", async (t) => {
-  const up = await scripted(() => undefined);
+  const { up, client } = await withClient(t, () => undefined);
   up.server.removeAllListeners("connection");
   up.server.on("connection", (s: Socket) => {
     up.accepted++;
     s.once("data", () => s.write("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n"));
     s.on("error", () => undefined);
   });
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
   const body = new PassThrough();
   const p = send(client, { method: "POST", body: { stream: body, length: 1_000_000 } });
   body.write("x".repeat(100));
@@ -449,10 +428,7 @@ t.test("upstream client - an answer before the body was sent closes the connecti
 
 t.test("upstream client - onData returning false pauses the upstream until resume()", async (t) => {
   const size = 8 * 1024 * 1024;
-  const up = await scripted((s) => s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n${"z".repeat(size)}`));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n${"z".repeat(size)}`));
   let got = 0;
   let paused = false;
   let pausedOnce = false;
@@ -486,10 +462,7 @@ t.test("upstream client - onData returning false pauses the upstream until resum
 });
 
 t.test("upstream client - abort() closes the connection and no callback follows", async (t) => {
-  const up = await scripted((s) => s.write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart"));
-  t.teardown(() => up.close());
-  const client = new UpstreamClient("127.0.0.1", up.port);
-  t.teardown(() => client.close());
+  const { up, client } = await withClient(t, (s) => s.write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart"));
   const calls: string[] = [];
   const ex = client.request(
     { method: "GET", path: "/", headers: ["Host", "x"], body: null },
