@@ -25,7 +25,7 @@ import {
   JOB_QUEUE_DEFAULTS,
 } from "../protocol/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
-import { detectDocker, detectGpus, detectProviders } from "./capabilities.js";
+import { detectDocker, detectGpus, detectProviders, dockerGpuIds } from "./capabilities.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
 import type { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
@@ -81,6 +81,8 @@ class Agent implements RunningAgent {
   private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
   private disconnectedAt: number | null = null;
   private docker: DockerRunner | null = null;
+  /** Device ids of the GPUs a `gpu`-pool docker run gets (`dockerGpus`, else every GPU detected). */
+  private dockerGpus: readonly string[] = [];
   private readonly queueClock = new QueueClock((behindMs) =>
     this.log(`this host's clock runs at least ${Math.round(behindMs)} ms behind the NATS server's; queue ages are corrected for it (keep clocks in sync with NTP)`),
   );
@@ -143,6 +145,7 @@ class Agent implements RunningAgent {
       }
     }
     const gpus = await detectGpus();
+    this.dockerGpus = dockerGpuIds(this.config.dockerGpus, gpus);
     // An engine the docker strategy already reached is there, however it was found.
     const docker = this.docker !== null || detectDocker();
     const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...this.config.labels];
@@ -284,7 +287,7 @@ class Agent implements RunningAgent {
           got++;
           this.reserved--;
           if (this.stopping) msg.nak();
-          else this.startJob(msg);
+          else this.startJob(msg, pool);
         }
       } catch (err) {
         if (!this.stopping) {
@@ -298,7 +301,7 @@ class Agent implements RunningAgent {
     }
   }
 
-  private startJob(msg: JsMsg): void {
+  private startJob(msg: JsMsg, pool: string): void {
     let dispatch;
     try {
       dispatch = decodeJobDispatch(msg.data);
@@ -316,6 +319,7 @@ class Agent implements RunningAgent {
         strategies: this.config.strategies,
         jobMemoryMb: this.config.jobMemoryMb,
         docker: this.docker,
+        gpus: pool === "gpu" ? this.dockerGpus : [],
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,

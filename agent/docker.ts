@@ -4,7 +4,9 @@
  * unprivileged user, and no network unless the operator allows one. The container runs the same runner as the
  * `subprocess` strategy (agent/strategy-child.ts, compiled) with the agent's own code mounted read-only:
  * `dist/`, `node_modules/` and `package.json` only, nothing else of the agent's directory (an operator's secret
- * files, say). Provider keys live in the agent's environment and are not passed in.
+ * files, say). Provider keys live in the agent's environment and are not passed in. A run of a `gpu`-pool job is
+ * given the agent's GPUs by device id (`dockerGpus`, else those detected: a Docker device request the NVIDIA
+ * Container Toolkit serves); other runs get no device at all.
  *
  * The run talks to the agent over a unix socket in a per-run directory mounted into the container
  * (agent/runner-frames.ts): a container has no IPC channel, and its stdout belongs to whatever a node prints
@@ -112,9 +114,12 @@ export class DockerRunner {
     return this.settings.memoryMb > 0 ? this.settings.memoryMb : DOCKER_DEFAULT_MEMORY_MB;
   }
 
-  /** A container for one run, as a channel; `label` names the job in the container's labels. */
-  channel(label: string): Channel {
-    return new ContainerChannel(this.docker, this.image, this.nodeCmd, this.settings, this.memoryMb, label, this.log);
+  /**
+   * A container for one run, as a channel; `label` names the job in the container's labels, `gpus` the device ids
+   * of the GPUs it is given (none: no device request at all).
+   */
+  channel(label: string, gpus: readonly string[] = []): Channel {
+    return new ContainerChannel(this.docker, this.image, this.nodeCmd, this.settings, this.memoryMb, label, gpus, this.log);
   }
 }
 
@@ -190,12 +195,18 @@ class ContainerChannel implements Channel {
     private readonly settings: DockerSettings,
     private readonly memoryMb: number,
     private readonly label: string,
+    private readonly gpus: readonly string[],
     private readonly log: (line: string) => void,
   ) {
     this.start().catch((err) => {
       // A container created but never started is not removed by AutoRemove.
       this.container?.remove({ force: true }).catch(() => undefined);
-      this.end(`could not start: ${why(err)}`);
+      const said = why(err);
+      // The engine names no GPU problem plainly: "could not select device driver" is a host without the toolkit.
+      const gpuHint = this.gpus.length > 0 && /device driver|nvidia|gpu/i.test(said)
+        ? `; it was to have GPUs ${this.gpus.join(",")} (dockerGpus): the engine needs the NVIDIA Container Toolkit for them`
+        : "";
+      this.end(`could not start: ${said}${gpuHint}`);
     });
   }
 
@@ -255,6 +266,8 @@ class ContainerChannel implements Channel {
         MemorySwap: this.memoryMb * 1024 * 1024, // the same: no swap
         NanoCpus: Math.round(this.settings.cpus * 1e9),
         PidsLimit: this.settings.pids,
+        // Named devices only, never "all": a run sees the GPUs its agent was told to give, no others.
+        ...(this.gpus.length > 0 ? { DeviceRequests: [{ Driver: "nvidia", DeviceIDs: [...this.gpus], Capabilities: [["gpu"]] }] } : {}),
       },
     });
     const out = await this.container.attach({ stream: true, stdout: true, stderr: true });

@@ -50,6 +50,8 @@ export interface JobRunnerDeps {
   jobMemoryMb: number;
   /** The agent's docker runs, when it offers `docker`. */
   docker: DockerRunner | null;
+  /** GPU device ids this job's docker run is given: the agent's for a job of the `gpu` pool, else none. */
+  gpus: readonly string[];
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
@@ -358,7 +360,7 @@ export class JobRunner {
         emit: (e: EngineEvent) => {
           if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
         },
-      }, { memoryMb: this.deps.jobMemoryMb, docker: this.deps.docker, label: this.job.job_id });
+      }, { memoryMb: this.deps.jobMemoryMb, docker: this.deps.docker, gpus: this.deps.gpus, label: this.job.job_id });
     } catch (thrown) {
       return { thrown };
     }

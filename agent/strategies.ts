@@ -46,6 +46,8 @@ export interface RunLimits {
   memoryMb: number;
   /** The agent's docker runs, when it offers `docker` (prepared at start-up). */
   docker: DockerRunner | null;
+  /** GPU device ids a docker run is given (none: no device request). Threads and processes see the host's. */
+  gpus: readonly string[];
   /** Names the run (the job id) where it shows: a container's labels. */
   label: string;
 }
@@ -62,7 +64,7 @@ export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, l
     case "docker":
       // The config refuses to offer docker unless the agent prepared it; this is for a caller that did not.
       if (!limits.docker) return Promise.reject(new RunnerCrashedError('the "docker" strategy was not prepared on this agent'));
-      return runRemote(run, limits.docker.channel(limits.label), limits.docker.memoryMb);
+      return runRemote(run, limits.docker.channel(limits.label, limits.gpus), limits.docker.memoryMb);
   }
 }
 

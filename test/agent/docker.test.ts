@@ -133,7 +133,39 @@ t.test("docker - an operator's image without node fails each job with what the c
   t.equal(terminal(await eventsOf(ws, spinGraph(0), "inline"))!.status, "completed", "the agent still runs jobs");
 });
 
+t.test("docker - a gpu-pool run asks the engine for the named GPUs and fails saying so where it has none; other pools get no device", async (t) => {
+  // This engine has no NVIDIA Container Toolkit: a device request is what makes its start fail. nvidia-smi is absent
+  // too, so the configured id is taken as it is (with GPUs detected, an unknown one is refused at start-up).
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker", "--pools", "cpu,gpu", "--docker-gpus", "0"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const gpuJob = await runOver(ws, spinGraph(0), "docker", 60_000, "gpu");
+  const end = terminal(gpuJob.events);
+  t.equal(end.status, "failed", "the gpu job fails: the engine cannot give it a GPU");
+  t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
+  const message = (end.error as { message: string }).message;
+  t.match(message, /could not start: .*device driver/i, "with the engine's words about the device request");
+  t.match(message, /GPUs 0 \(dockerGpus\).*NVIDIA Container Toolkit/, "naming the GPUs and what the engine lacks");
+  await noRunnerOf(gpuJob.jobId); // a container created but never started is removed too
+
+  const cpuJob = await submit(ws, spinGraph(120), "docker", "cpu");
+  await check(() => ws.events(cpuJob).find((e) => e.type === "log_update" && /spinning in pid/.test(String(e.content))), 60_000, { name: "cpu spin started" });
+  const [c] = await runners(cpuJob);
+  const h = (await docker.getContainer(c!.Id).inspect()).HostConfig;
+  t.same(h.DeviceRequests ?? [], [], "a cpu-pool run has no device request");
+  await ws.request("cancel_job", { job_id: cpuJob });
+  t.equal((await check(() => terminal(ws.events(cpuJob)), 30_000, { name: "cpu spin cancelled" })).status, "cancelled");
+  await noRunnerOf(cpuJob);
+});
+
 t.test("docker - settings are checked; an agent that cannot run containers does not start", async (t) => {
+  t.same(compileAgentConfig({ dockerGpus: "0, GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab" }).dockerGpus, ["0", "GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab"], "GPU ids from the flag's list");
+  t.same(compileAgentConfig({ dockerGpus: "none" }).dockerGpus, [], "none: no GPU for any run");
+  t.equal(compileAgentConfig({}).dockerGpus, null, "unset: the GPUs detected");
+  t.throws(() => compileAgentConfig({ dockerGpus: "all" }), /dockerGpus: not a GPU index or UUID: "all"/, "never all: devices are named");
+  t.throws(() => compileAgentConfig({ dockerGpus: ["0", "1;rm"] }), /dockerGpus: not a GPU index or UUID: "1;rm"/);
+  t.throws(() => compileAgentConfig({ dockerGpus: "none,0" }), /dockerGpus: not a GPU index or UUID: "none"/, "none alone or not at all");
+  t.throws(() => compileAgentConfig({ dockerGpus: [] }), /dockerGpus: must be `none` or a list/);
   t.throws(() => compileAgentConfig({ jobCpus: 0 }), /jobCpus: must be a number of CPUs > 0/);
   t.throws(() => compileAgentConfig({ jobPids: -3 }), /jobPids: must be a positive integer/);
   t.throws(() => compileAgentConfig({ dockerNetwork: "my net" }), /dockerNetwork: not a network name/);

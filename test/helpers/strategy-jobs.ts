@@ -33,14 +33,14 @@ export type Where = { pid: number; thread_id: number; host: string; uid: number;
 /** What the Whereabouts node of a finished job said. */
 export const where = (events: Msg[]) => ((terminal(events).result as { where: Where[] }).where ?? [])[0]!;
 
-/** Submits `graph` over /ws with `strategy` (none: the agent's default) and returns its id. */
-export async function submit(ws: WsClient, graph: unknown, strategy?: string): Promise<string> {
-  const r = await ws.request("run_job", { graph, params: {}, ...(strategy ? { execution_strategy: strategy } : {}) });
+/** Submits `graph` over /ws with `strategy` (none: the agent's default), to `pool` if given, and returns its id. */
+export async function submit(ws: WsClient, graph: unknown, strategy?: string, pool?: string): Promise<string> {
+  const r = await ws.request("run_job", { graph, params: {}, ...(strategy ? { execution_strategy: strategy } : {}), ...(pool ? { requirements: { pool } } : {}) });
   return String((r.result as { job_id: string }).job_id);
 }
 /** Runs `graph` over /ws with `strategy` and returns the job's events through its terminal update. */
-export async function runOver(ws: WsClient, graph: unknown, strategy?: string, timeoutMs = 30_000): Promise<{ jobId: string; events: Msg[] }> {
-  const jobId = await submit(ws, graph, strategy);
+export async function runOver(ws: WsClient, graph: unknown, strategy?: string, timeoutMs = 30_000, pool?: string): Promise<{ jobId: string; events: Msg[] }> {
+  const jobId = await submit(ws, graph, strategy, pool);
   await check(() => terminal(ws.events(jobId)) ?? null, timeoutMs, { name: `job ${jobId} ended` });
   return { jobId, events: ws.events(jobId) };
 }
