@@ -182,7 +182,7 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
     await waitForPort(natsHost, natsPort, 10_000, nats);
     gw = await startGateway({ ...gwOpts, natsUrl });
     agent = await startAgent({ name: "local", ...agentOpts, natsUrl });
-    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens[0]);
+    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens.find((t) => t.expiresAtMs === null || t.expiresAtMs > Date.now())?.token);
     let front = gw.url;
     if (flagOn(args, "tls")) {
       const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });

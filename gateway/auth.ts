@@ -6,7 +6,9 @@
  *
  * Tokens are kept as SHA-256 digests and compared in constant time against every accepted one, so neither a
  * timing difference nor a heap dump gives a token away. A token file can be re-read while running (SIGHUP):
- * sockets opened with a token no longer accepted are closed (`revoked`).
+ * sockets opened with a token no longer accepted are closed (`revoked`). A token in the file may carry an expiry
+ * (`<token> expires=2027-01-31T00:00:00Z`): from then on it is refused (`expired`), and what it opened is closed
+ * at that moment, without waiting for a reload.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -28,19 +30,62 @@ export function checkApiToken(key: string, token: string, where: string): string
   return token;
 }
 
-/** The tokens of a token file: one per line; blank lines and lines starting with `#` are skipped. */
-export function readTokenFile(key: string, path: string): string[] {
+/** An accepted token, and when it stops being accepted (null: never). */
+export interface ApiToken {
+  token: string;
+  expiresAtMs: number | null;
+}
+
+/** How many of `tokens` have expired by `nowMs`. */
+export function expiredCount(tokens: readonly ApiToken[], nowMs: number = Date.now()): number {
+  return tokens.filter((t) => t.expiresAtMs !== null && t.expiresAtMs <= nowMs).length;
+}
+
+/**
+ * An RFC 3339 time with its offset (`Z` or `±hh:mm`): a time without one would mean whatever zone the gateway's
+ * host is in. Seconds are required; fractions are allowed.
+ */
+const EXPIRY_SYNTAX = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-](\d{2}):(\d{2}))$/i;
+
+/** Milliseconds since the epoch of an RFC 3339 time, or NaN: `Date.parse` alone takes February 30th as March 2nd. */
+function parseExpiry(text: string): number {
+  const m = EXPIRY_SYNTAX.exec(text);
+  if (!m) return Number.NaN;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  const inRange = month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 59;
+  const offsetOk = m[9] === undefined || (Number(m[9]) <= 23 && Number(m[10]) <= 59);
+  return inRange && offsetOk ? Date.parse(text) : Number.NaN;
+}
+
+/**
+ * The tokens of a token file: one per line, `<token>` or `<token> expires=<RFC 3339 time>`; blank lines and lines
+ * starting with `#` are skipped. Anything else on a line is refused, naming the line: a misspelt `expires` must
+ * not leave a token that was meant to lapse valid for ever.
+ */
+export function readTokenFile(key: string, path: string): ApiToken[] {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
     throw new InvalidConfigError(key, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  const out: string[] = [];
+  const out: ApiToken[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) return;
-    out.push(checkApiToken(key, line, `${path} line ${i + 1}`));
+    const where = `${path} line ${i + 1}`;
+    const [token, ...attrs] = line.split(/[ \t]+/);
+    let expiresAtMs: number | null = null;
+    for (const attr of attrs) {
+      const m = /^expires=(.*)$/.exec(attr);
+      if (!m) throw new InvalidConfigError(key, `${where}: after the token only \`expires=<time>\` may follow (got something else)`);
+      const ms = parseExpiry(m[1]!);
+      if (!Number.isFinite(ms)) throw new InvalidConfigError(key, `${where}: expires must be an RFC 3339 time with its offset, as 2027-01-31T00:00:00Z (got ${JSON.stringify(m[1])})`);
+      if (expiresAtMs !== null) throw new InvalidConfigError(key, `${where}: expires is given twice`);
+      expiresAtMs = ms;
+    }
+    out.push({ token: checkApiToken(key, token!, where), expiresAtMs });
   });
   return out;
 }
@@ -54,31 +99,59 @@ const digest = (token: string): Buffer => createHash("sha256").update(token, "ut
 
 export type AuthResult =
   | { ok: true; digest: Buffer }
-  | { ok: false; reason: "missing" | "invalid"; code: typeof ErrorCode.GW_ERR_UNAUTHORIZED; message: string; header: string };
+  | { ok: false; reason: "missing" | "invalid" | "expired"; code: typeof ErrorCode.GW_ERR_UNAUTHORIZED; message: string; header: string };
 
 const REALM = 'Bearer realm="nodeway"';
 
+/** What a digest is now: accepted, known but past its expiry, or not among the tokens at all. */
+export type TokenStanding = "accepted" | "expired" | "unknown";
+
 export class TokenCheck {
-  private digests: Buffer[];
-  constructor(tokens: readonly string[]) {
-    this.digests = tokens.map(digest);
+  private entries: { digest: Buffer; expiresAtMs: number }[] = [];
+  constructor(
+    tokens: readonly ApiToken[],
+    private readonly nowMs: () => number = Date.now,
+  ) {
+    this.replace(tokens);
   }
 
-  /** Off when no token is configured (a gateway on loopback behind nothing, as `nodeway up` runs it). */
+  /**
+   * Off when no token is configured (a gateway on loopback behind nothing, as `nodeway up` runs it). Tokens that
+   * have all expired still count: expiry closes the gateway, never opens it.
+   */
   get enabled(): boolean {
-    return this.digests.length > 0;
+    return this.entries.length > 0;
   }
 
   /** Replaces the accepted tokens (an empty list is refused by the caller: it would open the gateway). */
-  replace(tokens: readonly string[]): void {
-    this.digests = tokens.map(digest);
+  replace(tokens: readonly ApiToken[]): void {
+    this.entries = tokens.map((t) => ({ digest: digest(t.token), expiresAtMs: t.expiresAtMs ?? Number.POSITIVE_INFINITY }));
+  }
+
+  /** Whether a digest from an earlier `check` is accepted now, expired, or gone. Compares against every token. */
+  standing(d: Buffer): TokenStanding {
+    const nowMs = this.nowMs();
+    let live = false;
+    let known = false;
+    for (const e of this.entries) {
+      const hit = timingSafeEqual(e.digest, d);
+      known = hit || known;
+      live = (hit && e.expiresAtMs > nowMs) || live;
+    }
+    return live ? "accepted" : known ? "expired" : "unknown";
   }
 
   /** Whether a digest from an earlier `check` is still accepted. */
   stillAccepted(d: Buffer): boolean {
-    let hit = false;
-    for (const x of this.digests) hit = timingSafeEqual(x, d) || hit;
-    return hit;
+    return this.standing(d) === "accepted";
+  }
+
+  /** The next moment a token expires (ms since the epoch), or null when none is still to expire. */
+  nextExpiryMs(): number | null {
+    const nowMs = this.nowMs();
+    let next = Number.POSITIVE_INFINITY;
+    for (const e of this.entries) if (e.expiresAtMs > nowMs && e.expiresAtMs < next) next = e.expiresAtMs;
+    return Number.isFinite(next) ? next : null;
   }
 
   /** `token` as presented (undefined when none was); `missingHint` says in the refusal how to send one. */
@@ -87,7 +160,11 @@ export class TokenCheck {
       return { ok: false, reason: "missing", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `missing API token: ${missingHint}`, header: REALM };
     }
     const d = digest(token);
-    if (this.stillAccepted(d)) return { ok: true, digest: d };
+    const standing = this.standing(d);
+    if (standing === "accepted") return { ok: true, digest: d };
+    if (standing === "expired") {
+      return { ok: false, reason: "expired", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: "expired API token", header: `${REALM}, error="invalid_token", error_description="the token expired"` };
+    }
     return { ok: false, reason: "invalid", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: "invalid API token", header: `${REALM}, error="invalid_token"` };
   }
 }
@@ -117,7 +194,7 @@ export class RefusalLog {
     const more = this.suppressed > 0 ? ` (and ${this.suppressed} more refused since the last such line)` : "";
     this.suppressed = 0;
     this.lastMs = nowMs;
-    this.log(`refused ${what} from ${peer}: ${result.reason === "missing" ? "no" : "invalid"} API token${more}`);
+    this.log(`refused ${what} from ${peer}: ${result.reason === "missing" ? "no" : result.reason} API token${more}`);
   }
 }
 

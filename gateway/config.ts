@@ -1,6 +1,6 @@
 /** Gateway options → a frozen, checked config (once, at start-up). */
 import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS } from "../protocol/index.js";
-import { checkApiToken, readTokenFile } from "./auth.js";
+import { checkApiToken, readTokenFile, type ApiToken } from "./auth.js";
 
 export interface GatewayOptions {
   /** Bind address. @default "127.0.0.1" */
@@ -62,8 +62,8 @@ export interface GatewayConfig {
   allowJsFallback: boolean;
   allowedOrigins: string[];
   accessLog: boolean;
-  /** Every accepted token: `apiTokens` then the file's, read at start-up. */
-  apiTokens: readonly string[];
+  /** Every accepted token: `apiTokens` then the file's (which alone may carry an expiry), read at start-up. */
+  apiTokens: readonly ApiToken[];
   apiTokensFile: string | null;
 }
 
@@ -132,9 +132,9 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
 }
 
 /** The accepted tokens from `apiTokens` and `apiTokensFile`; throws `InvalidConfigError` on a malformed one. */
-export function apiTokensOf(opts: Pick<GatewayOptions, "apiTokens" | "apiTokensFile">): { apiTokens: readonly string[]; apiTokensFile: string | null } {
+export function apiTokensOf(opts: Pick<GatewayOptions, "apiTokens" | "apiTokensFile">): { apiTokens: readonly ApiToken[]; apiTokensFile: string | null } {
   const listed = opts.apiTokens === undefined ? [] : typeof opts.apiTokens === "string" ? String(opts.apiTokens).split(",") : opts.apiTokens;
-  const tokens = listed.map((t, i) => checkApiToken("apiTokens", String(t).trim(), `entry ${i + 1}`));
+  const tokens: ApiToken[] = listed.map((t, i) => ({ token: checkApiToken("apiTokens", String(t).trim(), `entry ${i + 1}`), expiresAtMs: null }));
   const file = opts.apiTokensFile === undefined || opts.apiTokensFile === "" ? null : String(opts.apiTokensFile);
   if (file !== null) {
     const fromFile = readTokenFile("apiTokensFile", file);

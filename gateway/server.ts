@@ -4,7 +4,7 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
 import { ErrorCode, isTerminal, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
-import { RefusalLog, TokenCheck, bearerToken, peerOf, refusalBody, type AuthResult } from "./auth.js";
+import { RefusalLog, TokenCheck, bearerToken, expiredCount, peerOf, refusalBody, type AuthResult } from "./auth.js";
 import { apiTokensOf, compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
 import { badRequest, GatewayError, notFound } from "./errors.js";
 import { EventHub, type Delivery } from "./event-hub.js";
@@ -53,6 +53,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const { uws, native, build } = loadUws();
   log(`serving with ${build}`);
   const auth = new TokenCheck(config.apiTokens);
+  const lapsedAtStart = expiredCount(config.apiTokens);
+  if (lapsedAtStart > 0) log(`${lapsedAtStart} of ${config.apiTokens.length} API token(s) have expired already and are refused`);
   if (!auth.enabled && !isLoopback(config.host)) {
     log(`WARNING: listening on ${config.host} with no API token: anyone who reaches this port can run and cancel jobs (set apiTokensFile / NODEWAY_API_TOKENS_FILE)`);
   }
@@ -441,6 +443,33 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
   log(`listening on ${url}`);
   let stopped = false;
+  /** Closes the sockets and event streams whose token is no longer accepted (revoked or expired); how many. */
+  const closeRefused = (): number => {
+    let closed = wsHub.closeRevoked();
+    for (const reply of [...tokenStreams]) {
+      if (reply.tokenDigest === null || auth.stillAccepted(reply.tokenDigest)) continue;
+      reply.close();
+      closed++;
+    }
+    return closed;
+  };
+  // What a token opened closes when it expires, not at the next reload. One timer, for the next expiry; a delay
+  // past setTimeout's ~24.8 days is cut short and the timer armed again then.
+  let expiryTimer: NodeJS.Timeout | null = null;
+  const armExpiry = (): void => {
+    if (expiryTimer) clearTimeout(expiryTimer);
+    expiryTimer = null;
+    const next = auth.nextExpiryMs();
+    if (next === null || stopped) return;
+    expiryTimer = setTimeout(() => {
+      expiryTimer = null;
+      const closed = closeRefused();
+      if (auth.nextExpiryMs() !== next) log(`an API token expired${closed ? `: ${closed} connection(s) opened with it closed` : ""}`);
+      armExpiry();
+    }, Math.min(Math.max(0, next - Date.now()) + 1, 2 ** 31 - 1));
+    expiryTimer.unref();
+  };
+  armExpiry();
   return {
     config,
     port,
@@ -449,18 +478,16 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     reloadTokens() {
       const { apiTokens } = apiTokensOf({ apiTokens: options.apiTokens, apiTokensFile: config.apiTokensFile ?? undefined });
       auth.replace(apiTokens);
-      let closed = wsHub.closeRevoked();
-      for (const reply of [...tokenStreams]) {
-        if (reply.tokenDigest === null || auth.stillAccepted(reply.tokenDigest)) continue;
-        reply.close();
-        closed++;
-      }
-      log(`API tokens reloaded: ${apiTokens.length} accepted${closed ? `, ${closed} connection(s) with a revoked token closed` : ""}`);
-      return apiTokens.length;
+      const closed = closeRefused();
+      const lapsed = expiredCount(apiTokens);
+      log(`API tokens reloaded: ${apiTokens.length - lapsed} accepted${lapsed ? ` (and ${lapsed} expired)` : ""}${closed ? `, ${closed} connection(s) with a revoked or expired token closed` : ""}`);
+      armExpiry();
+      return apiTokens.length - lapsed;
     },
     async stop() {
       if (stopped) return;
       stopped = true;
+      if (expiryTimer) clearTimeout(expiryTimer);
       wsHub.closeAll();
       if (listenSocket) uws.us_listen_socket_close(listenSocket);
       hub.stop();

@@ -353,15 +353,17 @@ export class WsHub {
     return n;
   }
 
-  /** Closes (1008) the sockets opened with a token the check no longer accepts; returns how many. */
+  /** Closes (1008) the sockets opened with a token the check no longer accepts (revoked or expired); how many. */
   closeRevoked(): number {
     let n = 0;
     for (const ws of [...this.sockets]) {
       const d = ws.getUserData().tokenDigest;
-      if (d === null || this.auth.stillAccepted(d)) continue;
+      if (d === null) continue;
+      const standing = this.auth.standing(d);
+      if (standing === "accepted") continue;
       n++;
       try {
-        ws.end(1008, "API token revoked");
+        ws.end(1008, standing === "expired" ? "API token expired" : "API token revoked");
       } catch {
         /* already closed */
       }

@@ -70,8 +70,32 @@ t.test("auth - malformed tokens and token files are refused at start-up, without
   t.notMatch(msg, /not ok/, "does not quote it");
   const good = join(dir, "good");
   writeFileSync(good, `# ops\n${T1}\r\n\n${T2}\n`);
-  t.same(compileGatewayConfig({ apiTokensFile: good, apiTokens: "tok3-cccccccccccccccccccccccc" as never }).apiTokens, ["tok3-cccccccccccccccccccccccc", T1, T2], "list (env form: comma-separated) then file");
+  t.same(compileGatewayConfig({ apiTokensFile: good, apiTokens: "tok3-cccccccccccccccccccccccc" as never }).apiTokens.map((a) => a.token), ["tok3-cccccccccccccccccccccccc", T1, T2], "list (env form: comma-separated) then file");
   t.same(compileGatewayConfig({}).apiTokens, [], "none by default");
+
+  const expiring = join(dir, "expiring");
+  writeFileSync(expiring, `${T1} expires=2027-01-31T00:00:00Z\n${T2}\ttab-separated-aaaa expires=2027-01-31T01:00:00.5+01:00\n`);
+  t.match(refused({ apiTokensFile: expiring }, "apiTokensFile"), /line 2: after the token only `expires=<time>` may follow/, "a stray word after a token is refused, naming the line");
+  writeFileSync(expiring, `${T1} expires=2027-01-31T00:00:00Z\n${T2}   expires=2027-01-31T01:00:00.5+01:00\n`);
+  t.same(compileGatewayConfig({ apiTokensFile: expiring }).apiTokens, [
+    { token: T1, expiresAtMs: Date.parse("2027-01-31T00:00:00Z") },
+    { token: T2, expiresAtMs: Date.parse("2027-01-31T00:00:00.5Z") },
+  ], "expiry times with their offsets");
+  for (const [line, why] of [
+    [`${T1} expires=2027-01-31`, "a date alone"],
+    [`${T1} expires=2027-01-31T00:00:00`, "no offset: the host's zone would decide"],
+    [`${T1} expires=tomorrow`, "not a time"],
+    [`${T1} expires=2027-02-30T00:00:00Z`, "no such day"],
+  ] as const) {
+    writeFileSync(expiring, `${line}\n`);
+    const m = refused({ apiTokensFile: expiring }, "apiTokensFile");
+    t.match(m, /line 1: expires must be an RFC 3339 time with its offset/, `${why}: refused`);
+    t.notMatch(m, T1, "without quoting the token");
+  }
+  writeFileSync(expiring, `${T1} expires=2027-01-31T00:00:00Z expires=2028-01-31T00:00:00Z\n`);
+  t.match(refused({ apiTokensFile: expiring }, "apiTokensFile"), /expires is given twice/);
+  writeFileSync(expiring, `${T1} expire=2027-01-31T00:00:00Z\n`);
+  t.match(refused({ apiTokensFile: expiring }, "apiTokensFile"), /only `expires=<time>` may follow/, "a misspelt expires does not leave the token valid for ever");
 });
 
 t.test("auth - HTTP: every route but /health needs a bearer token; ?api_key= is for the upgrade only", async (t) => {
@@ -197,6 +221,52 @@ t.test("auth - reloading the token file closes the sockets and streams of a revo
   writeFileSync(file, "");
   t.throws(() => s.gw.reloadTokens(), /holds no token/, "an emptied file is refused");
   t.equal((await api(s.url, "GET", "/api/workflows", undefined, bearer(T2))).status, 200, "and the tokens in force stay");
+});
+
+t.test("auth - an expired token is refused as expired; what a token opened closes when it expires; expiry never opens the API", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nw-auth-expiry-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "tokens");
+  const T3 = "tok3-cccccccccccccccccccccccc";
+  writeFileSync(file, `${T1} expires=2020-01-01T00:00:00Z\n${T3}\n`);
+  const s = await startStack(t, { agents: 0, gateway: { apiTokensFile: file } });
+  // T2 comes with a reload and lapses a few seconds later: time enough for a loaded machine to open sockets with it.
+  const lapseAtMs = Date.now() + 3_000;
+  writeFileSync(file, `${T1} expires=2020-01-01T00:00:00Z\n${T2} expires=${new Date(lapseAtMs).toISOString()}\n${T3}\n`);
+  t.equal(s.gw.reloadTokens(), 2, "two tokens accepted: T1 has expired");
+
+  const old = await fetch(`${s.url}/api/workflows`, { headers: bearer(T1) });
+  t.equal(old.status, 401, "a token past its expiry is refused");
+  t.equal(((await old.json()) as { error: { message: string } }).error.message, "expired API token", "saying it expired");
+  t.match(String(old.headers.get("www-authenticate")), /error="invalid_token", error_description="the token expired"/, "in the challenge too");
+  const oldWs = await openWs(s.url, { headers: bearer(T1) });
+  t.equal("status" in oldWs ? oldWs.status : 0, 401, "and on the upgrade");
+  const unknown = await api(s.url, "GET", "/api/workflows", undefined, bearer("tok9-zzzzzzzzzzzzzzzzzzzzzzzz"));
+  t.equal((unknown.body.error as { message: string }).message, "invalid API token", "an unknown token is still just invalid");
+
+  t.equal((await api(s.url, "GET", "/api/workflows", undefined, bearer(T2))).status, 200, "a token before its expiry is accepted");
+  const soon = await openWs(s.url, { headers: bearer(T2), protocols: ["nodeway.json"] });
+  const keeps = await openWs(s.url, { headers: bearer(T3), protocols: ["nodeway.json"] });
+  if (!("ws" in soon) || !("ws" in keeps)) throw new Error("sockets with T2 and T3 did not open");
+  t.teardown(() => keeps.ws.close());
+  const closed = new Promise<{ code: number; reason: string; atMs: number }>((r) => soon.ws.once("close", (code, reason) => r({ code, reason: reason.toString(), atMs: Date.now() })));
+  let keptClosed = false;
+  keeps.ws.once("close", () => (keptClosed = true));
+
+  const c = await within(closed, 15_000, "socket of the expiring token closed");
+  t.same({ code: c.code, reason: c.reason }, { code: 1008, reason: "API token expired" }, "the socket opened with T2 closes with 1008 when T2 expires");
+  t.ok(c.atMs >= lapseAtMs, "not before its expiry");
+  t.ok(c.atMs < lapseAtMs + 5_000, "but at it, not at a reload");
+  const after = await api(s.url, "GET", "/api/workflows", undefined, bearer(T2));
+  t.equal(after.status, 401, "T2 is refused from then on");
+  t.equal((after.body.error as { message: string }).message, "expired API token");
+  await new Promise<void>((r) => keeps.ws.ping(undefined, undefined, () => r()));
+  t.equal(keptClosed, false, "the socket of a token without expiry stays open");
+
+  writeFileSync(file, `${T1} expires=2020-01-01T00:00:00Z\n`);
+  t.equal(s.gw.reloadTokens(), 0, "a reload to a file whose only token expired accepts none");
+  t.equal((await api(s.url, "GET", "/api/workflows")).status, 401, "and the API stays closed: expiry never opens it");
+  t.equal((await api(s.url, "GET", "/api/workflows", undefined, bearer(T3))).status, 401, "T3, no longer in the file, is refused");
 });
 
 t.test("auth - `nodeway gateway` with a token file: SIGHUP reloads it, `nodeway run --token` works, no token in the log", async (t) => {
