@@ -1,7 +1,8 @@
 /**
  * API tokens on the gateway (design §6, reliability S5): every route but `/health` needs `Authorization: Bearer`;
  * the `/ws` upgrade also takes `?api_key=` or a `bearer.<token>` subprotocol and is refused with 401 before it
- * upgrades; the subprotocol answered is never the token; a reload (SIGHUP) closes what a revoked token opened;
+ * upgrades; the subprotocol answered is never the token; a reload (SIGHUP) closes what a revoked token opened,
+ * and a token's expiry what it opened, when it comes;
  * refusals are logged (rate-limited) and no token reaches the gateway's log; malformed tokens are refused at
  * start-up without being quoted.
  */
