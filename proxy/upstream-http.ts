@@ -364,6 +364,8 @@ class Connection {
   idleSinceMs = 0;
   idleLimitMs = 0;
   lastError: NodeJS.ErrnoException | null = null;
+  /** Destroyed by the client's connect timeout rather than failed by the kernel. */
+  connectTimedOut = false;
 
   constructor(socket: Socket, sink: ParserSink) {
     this.socket = socket;
@@ -533,7 +535,9 @@ export class UpstreamClient {
     });
     this.all.add(conn);
     const timer = setTimeout(() => {
-      if (!conn.connected) socket.destroy(Object.assign(new Error(`connect to ${this.authority} timed out after ${this.opts.connectTimeoutMs} ms`), { code: "ETIMEDOUT" }));
+      if (conn.connected) return;
+      conn.connectTimedOut = true;
+      socket.destroy(Object.assign(new Error(`connect to ${this.authority} timed out after ${this.opts.connectTimeoutMs} ms`), { code: "ETIMEDOUT" }));
     }, this.opts.connectTimeoutMs);
     timer.unref();
     socket.once("connect", () => {
@@ -564,7 +568,9 @@ export class UpstreamClient {
       if (ex === null || ex.over) return;
       const errno = conn.lastError?.code ?? null;
       if (!conn.connected) {
-        this.fail(conn, new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT, `cannot connect to ${this.authority}: ${errno ?? conn.lastError?.message ?? "closed"}`, true, false, errno, { cause: conn.lastError }));
+        // Our own timeout says how long it waited; the kernel's errors are named by their errno.
+        const why = conn.connectTimedOut ? `ETIMEDOUT (no answer in ${this.opts.connectTimeoutMs} ms)` : (errno ?? conn.lastError?.message ?? "closed");
+        this.fail(conn, new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT, `cannot connect to ${this.authority}: ${why}`, true, false, errno, { cause: conn.lastError }));
       } else {
         const what = ex.answered ? "closed mid-response" : "closed before answering";
         this.fail(conn, new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_CLOSED, `upstream ${this.authority} ${what}${errno ? ` (${errno})` : ""}`, true, conn.reused && !ex.answered, errno, { cause: conn.lastError }));

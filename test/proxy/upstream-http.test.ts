@@ -4,7 +4,9 @@
  * (keep-alive reuse and its limits, body framing, backpressure, abort, and each way a connection can fail).
  */
 import t from "tap";
-import { createServer, type Server, type Socket } from "node:net";
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { ResponseParser, RESPONSE_LIMITS, UpstreamClient, type ResponseHead, type ResponseHandler } from "../../proxy/upstream-http.js";
 import { UpstreamError } from "../../proxy/errors.js";
@@ -376,6 +378,40 @@ t.test("upstream client - a refused connection is PROXY_ERR_UPSTREAM_CONNECT wit
   client.close();
   const closed = await send(client);
   t.equal(closed.error?.code, "PROXY_ERR_UPSTREAM_CONNECT", "a closed client fails requests at once");
+});
+
+t.test("upstream client - a connect that hangs fails after connectTimeoutMs as PROXY_ERR_UPSTREAM_CONNECT (ETIMEDOUT)", async (t) => {
+  // A hang on loopback: a listener in a stopped process with a backlog of one. The kernel completes handshakes
+  // into its accept queue until it is full, then drops every SYN, so a connect neither succeeds nor is refused.
+  const child = spawn(process.execPath, ["-e", "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(s.address().port + '\\n'); process.kill(process.pid, 'SIGSTOP'); });"], { stdio: ["ignore", "pipe", "inherit"] });
+  t.teardown(() => child.kill("SIGKILL"));
+  const port = Number(await new Promise<string>((resolve) => child.stdout!.once("data", (d: Buffer) => resolve(d.toString().trim()))));
+  await waitFor(async () => /^T/m.test(readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1] ?? ""), 5_000, "listener stopped");
+  const fillers: Socket[] = [];
+  t.teardown(() => fillers.forEach((f) => f.destroy()));
+  let hung = false;
+  while (!hung && fillers.length < 64) {
+    const f = connect(port, "127.0.0.1");
+    fillers.push(f);
+    hung = !(await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 300);
+      f.once("connect", () => (clearTimeout(timer), resolve(true)));
+      f.once("error", () => (clearTimeout(timer), resolve(true)));
+    }));
+  }
+  t.ok(hung, `the accept queue filled after ${fillers.length - 1} connections, and the next connect hangs`);
+
+  const client = new UpstreamClient("127.0.0.1", port, { connectTimeoutMs: 400 });
+  t.teardown(() => client.close());
+  const startedMs = Date.now();
+  const o = await send(client);
+  const tookMs = Date.now() - startedMs;
+  t.equal(o.error?.code, "PROXY_ERR_UPSTREAM_CONNECT", "the exchange fails as a connect failure");
+  t.equal(o.error?.errno, "ETIMEDOUT");
+  t.match(o.error?.message ?? "", /ETIMEDOUT \(no answer in 400 ms\)/, "saying after how long");
+  t.equal(o.error?.connectionLevel, true, "which ejects the upstream");
+  t.ok(tookMs >= 390 && tookMs < 5_000, `after the timeout, not before it and not at the kernel's (${tookMs} ms)`);
+  t.equal(client.connections, 0, "and the hung socket is gone");
 });
 
 t.test("upstream client - a malformed response fails its exchange and closes its connection", async (t) => {
