@@ -15,7 +15,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import { ExecutionStrategy, type Graph } from "../protocol/index.js";
-import { runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphOptions, type RunGraphResult } from "./engine/engine.js";
+import { ENGINE_EVENT_TYPES, runGraph, UnknownNodeTypeError, type EngineEvent, type RunGraphOptions, type RunGraphResult } from "./engine/engine.js";
 import type { DockerRunner } from "./docker.js";
 
 /** How long a stopped run may take to end by itself before its thread or process is killed. */
@@ -134,6 +134,42 @@ function processChannel(limits: RunLimits): Channel {
   };
 }
 
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
+const isStr = (x: unknown): x is string => typeof x === "string";
+
+/**
+ * What is wrong with a message from a runner, or null. A thread or process runs the agent's own code, but a
+ * container may run anything: its events are published as the job's, so it may send only what a graph emits
+ * (never a job-level event such as a `job_update` saying the job completed, nor one without the node it is
+ * about), and its result only in the shape the agent records.
+ */
+export function runnerMessageProblem(m: unknown): string | null {
+  if (!isObj(m)) return "a message that is not an object";
+  switch (m.type) {
+    case "event": {
+      const e = m.event;
+      if (!isObj(e) || !isStr(e.type)) return "an event that is not an object with a type";
+      if (!ENGINE_EVENT_TYPES.has(e.type)) return `a "${e.type.slice(0, 40)}" event, which a graph does not emit`;
+      if (e.type === "edge_update" ? !isStr(e.edge_id) : !isStr(e.node_id)) return `a "${e.type}" event without the ${e.type === "edge_update" ? "edge" : "node"} it is about`;
+      return null;
+    }
+    case "done": {
+      const r = m.result;
+      if (!isObj(r) || !isObj(r.outputs) || !Object.values(r.outputs).every(Array.isArray)) return "a result without outputs (name → list of values)";
+      if (r.status === "completed" || r.status === "cancelled") return null;
+      if (r.status === "failed" && isObj(r.error) && isStr(r.error.node_id) && isStr(r.error.node_type) && isStr(r.error.message)) return null;
+      return "a result that is none of completed, cancelled, failed (with the failing node)";
+    }
+    case "thrown": {
+      const u = m.unknownNode;
+      if (!isStr(m.message) || !(u === null || (isObj(u) && isStr(u.nodeId) && isStr(u.nodeType)))) return "an error without its message";
+      return null;
+    }
+    default:
+      return "a message that is none of event, done, thrown";
+  }
+}
+
 /** `memoryMb` is the run's memory limit, for the message when it dies (0: none set). */
 function runRemote(run: StrategyRun, ch: Channel, memoryMb: number): Promise<RunGraphResult> {
   return new Promise((resolve, reject) => {
@@ -153,6 +189,11 @@ function runRemote(run: StrategyRun, ch: Channel, memoryMb: number): Promise<Run
       killTimer = setTimeout(() => settle(() => resolve(cancelled())), STOP_GRACE_MS);
     };
     ch.onMessage((m) => {
+      const problem = runnerMessageProblem(m);
+      if (problem !== null) {
+        // Stopped at once: nothing more it sends is published, and its job fails saying what it sent.
+        return settle(() => reject(new RunnerCrashedError(`the ${ch.what} running the graph sent ${problem}; it was stopped`)));
+      }
       switch (m.type) {
         case "event":
           if (!settled) run.emit(m.event);

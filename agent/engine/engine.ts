@@ -16,6 +16,14 @@ export type EngineEvent =
   | { type: "log_update"; node_id: string; node_name: string; content: string; severity: "info" | "warning" | "error" }
   | { type: "preview_update"; node_id: string; value: unknown };
 
+/**
+ * Every `EngineEvent` type, and only those: what a graph may emit. A runner in a thread, process or container that
+ * sends any other (a `job_update` saying its job completed, say) is broken or hostile (agent/strategies.ts).
+ */
+export const ENGINE_EVENT_TYPES: ReadonlySet<string> = new Set(
+  Object.keys({ node_update: 1, node_progress: 1, edge_update: 1, output_update: 1, chunk: 1, log_update: 1, preview_update: 1 } satisfies Record<EngineEvent["type"], 1>),
+);
+
 export interface RunGraphOptions {
   graph: Graph;
   params: Record<string, unknown>;

@@ -158,6 +158,59 @@ t.test("docker - a gpu-pool run asks the engine for the named GPUs and fails say
   await noRunnerOf(cpuJob);
 });
 
+/**
+ * A hostile runner image: the runner image with a module node loads before the runner (`NODE_OPTIONS`). It takes
+ * the run's channel first and never lets the real runner start; on the agent's `run` frame it sends, for a Spin
+ * of 1 second, an event forging the job's completion, and for any other, bytes that are not MessagePack.
+ */
+const HOSTILE = `import { connect } from "node:net";
+import { FrameReader, ROLE_CHANNEL, frame } from "/nodeway/dist/agent/runner-frames.js";
+const s = connect(process.env.NODEWAY_RUNNER_SOCKET);
+s.on("error", () => {});
+await new Promise((r) => s.once("connect", r));
+s.write(Buffer.from([ROLE_CHANNEL]));
+const reader = new FrameReader();
+s.on("data", (chunk) => {
+  for (const m of reader.push(chunk)) {
+    if (m.type !== "run") continue;
+    if (m.graph.nodes[0].data.seconds === 1) s.write(frame({ type: "event", event: { type: "job_update", status: "completed", result: { forged: [true] } } }));
+    else s.write(Buffer.from([0, 0, 0, 3, 0xc1, 0xc1, 0xc1]));
+  }
+});
+await new Promise(() => {});
+`;
+
+t.test("docker - a container that forges a job event or sends what is not a frame is stopped; its job fails saying so", async (t) => {
+  const warm = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker"] }); // makes the runner image if missing
+  void warm;
+  const pack = tarStream.pack();
+  pack.entry({ name: "Dockerfile" }, `FROM ${RUNNER_IMAGE}\nCOPY hostile.mjs /hostile.mjs\nENV NODE_OPTIONS=--import=/hostile.mjs\n`);
+  pack.entry({ name: "hostile.mjs" }, HOSTILE);
+  pack.finalize();
+  const built = await docker.buildImage(Readable.from(pack) as unknown as NodeJS.ReadableStream, { t: "nodeway-test-hostile:1" });
+  await new Promise<void>((resolve, reject) => docker.modem.followProgress(built, (err, out) => (err ? reject(err) : out.some((o: { error?: string }) => o.error) ? reject(new Error(JSON.stringify(out))) : resolve())));
+  t.teardown(() => docker.getImage("nodeway-test-hostile:1").remove({ force: true }).catch(() => undefined));
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "inline,docker", "--docker-image", "nodeway-test-hostile:1"] });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+
+  const forged = await runOver(ws, spinGraph(1), "docker", 60_000);
+  const end = terminal(forged.events);
+  t.equal(end.status, "failed", "the job fails: the container's completion is not the job's");
+  t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
+  t.match((end.error as { message: string }).message, /container running the graph sent a "job_update" event, which a graph does not emit; it was stopped/, "naming what it sent");
+  t.equal(forged.events.filter((e) => e.type === "job_update" && e.status === "completed").length, 0, "no client saw a forged completion");
+  t.notOk(forged.events.some((e) => JSON.stringify(e).includes("forged")), "nor anything of the forged event");
+  await noRunnerOf(forged.jobId);
+
+  const garbage = await runOver(ws, spinGraph(2), "docker", 60_000);
+  const gEnd = terminal(garbage.events);
+  t.equal(gEnd.status, "failed", "bytes that are not a frame fail the job too");
+  t.match((gEnd.error as { message: string }).message, /sent what is not a frame/, "saying so");
+  await noRunnerOf(garbage.jobId);
+  t.equal(terminal(await eventsOf(ws, spinGraph(0), "inline")).status, "completed", "and the agent serves on");
+});
+
 t.test("docker - settings are checked; an agent that cannot run containers does not start", async (t) => {
   t.same(compileAgentConfig({ dockerGpus: "0, GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab" }).dockerGpus, ["0", "GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab"], "GPU ids from the flag's list");
   t.same(compileAgentConfig({ dockerGpus: "none" }).dockerGpus, [], "none: no GPU for any run");

@@ -7,6 +7,7 @@
  */
 import t from "tap";
 import { compileAgentConfig } from "../../agent/index.js";
+import { runnerMessageProblem } from "../../agent/strategies.js";
 import { pickStrategy } from "../../protocol/index.js";
 import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
@@ -39,6 +40,36 @@ t.test("strategies - the policy caps what a job asks for: more isolation when th
 
   t.throws(() => compileAgentConfig({ strategies: ["chroot"] }), /unknown strategy "chroot"/);
   t.same(compileAgentConfig({}).strategies, ["inline"], "inline by default");
+});
+
+t.test("strategies - a runner may send only what a graph emits, and results in the shape the agent records", async (t) => {
+  const ok: unknown[] = [
+    { type: "event", event: { type: "chunk", node_id: "n", content_type: "text", content: "x", done: false } },
+    { type: "event", event: { type: "edge_update", edge_id: "e", status: "active", counter: 1 } },
+    { type: "done", result: { status: "completed", outputs: { text: ["a"] } } },
+    { type: "done", result: { status: "failed", outputs: {}, error: { node_id: "n", node_type: "t", message: "m" } } },
+    { type: "done", result: { status: "cancelled", outputs: {}, reason: "stop" } },
+    { type: "thrown", unknownNode: null, message: "boom" },
+    { type: "thrown", unknownNode: { nodeId: "n", nodeType: "x.Y" }, message: "unknown" },
+  ];
+  for (const m of ok) t.equal(runnerMessageProblem(m), null, `accepted: ${JSON.stringify(m).slice(0, 80)}`);
+  const bad: [unknown, RegExp][] = [
+    [null, /not an object/],
+    [{ type: "event", event: { type: "job_update", status: "completed" } }, /a "job_update" event, which a graph does not emit/],
+    [{ type: "event", event: { type: "error", message: "x" } }, /"error" event, which a graph does not emit/],
+    [{ type: "event", event: { type: "notification", node_id: "n" } }, /"notification" event/],
+    [{ type: "event", event: { type: "chunk", content: "x" } }, /"chunk" event without the node it is about/],
+    [{ type: "event", event: { type: "edge_update", node_id: "n" } }, /without the edge/],
+    [{ type: "event", event: "chunk" }, /not an object with a type/],
+    [{ type: "done", result: { status: "completed" } }, /without outputs/],
+    [{ type: "done", result: { status: "completed", outputs: { text: "a" } } }, /without outputs/],
+    [{ type: "done", result: { status: "failed", outputs: {} } }, /none of completed, cancelled, failed/],
+    [{ type: "done", result: { status: "running", outputs: {} } }, /none of completed, cancelled, failed/],
+    [{ type: "thrown", unknownNode: "n" , message: "m" }, /without its message/],
+    [{ type: "thrown" }, /without its message/],
+    [{ type: "result" }, /none of event, done, thrown/],
+  ];
+  for (const [m, why] of bad) t.match(runnerMessageProblem(m), why, `refused: ${JSON.stringify(m)}`);
 });
 
 t.test("strategies - threaded and subprocess runs stream their events and say where they ran; inline runs in the agent", async (t) => {
