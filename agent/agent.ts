@@ -23,9 +23,11 @@ import {
   type AgentRegistration,
   type AgentState,
   JOB_QUEUE_DEFAULTS,
+  InvalidConfigError,
 } from "../protocol/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
-import { detectDocker, detectGpus, detectProviders, dockerGpuIds } from "./capabilities.js";
+import { detectDocker, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
+import { GpuGroups } from "./gpus.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
 import type { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
@@ -81,8 +83,10 @@ class Agent implements RunningAgent {
   private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
   private disconnectedAt: number | null = null;
   private docker: DockerRunner | null = null;
-  /** Device ids of the GPUs a `gpu`-pool docker run gets (`dockerGpus`, else every GPU detected). */
-  private dockerGpus: readonly string[] = [];
+  /** The GPUs `gpu`-pool runs are given (`gpus`, else every GPU detected), `gpusPerRun` at a time. */
+  private gpuGroups = new GpuGroups([], 0);
+  /** GPU groups promised to pulls in flight, as `reserved` is for slots. */
+  private gpuReserved = 0;
   private readonly queueClock = new QueueClock((behindMs) =>
     this.log(`this host's clock runs at least ${Math.round(behindMs)} ms behind the NATS server's; queue ages are corrected for it (keep clocks in sync with NTP)`),
   );
@@ -145,10 +149,16 @@ class Agent implements RunningAgent {
       }
     }
     const gpus = await detectGpus();
-    this.dockerGpus = dockerGpuIds(this.config.dockerGpus, gpus);
+    const runGpus = runGpuIds(this.config.gpus, gpus);
     // An engine the docker strategy already reached is there, however it was found.
     const docker = this.docker !== null || detectDocker();
     const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...this.config.labels];
+    const perRun = this.config.gpusPerRun;
+    if (pools.includes("gpu") && perRun > runGpus.length) {
+      throw new InvalidConfigError("gpusPerRun", `asks for ${perRun} GPUs a run; this agent has ${runGpus.length} to give${runGpus.length ? ` (${runGpus.join(", ")})` : ""}`);
+    }
+    this.gpuGroups = new GpuGroups(runGpus, perRun);
+    if (this.gpuGroups.unused.length > 0) this.log(`GPUs ${this.gpuGroups.unused.join(", ")} make no whole group of ${perRun} and are given to no run`);
     // Pool consumers: the gateway makes the built-in ones; an operator label's pool is made here, same shape.
     const consumers: Consumer[] = [];
     for (const pool of pools) {
@@ -256,8 +266,15 @@ class Agent implements RunningAgent {
     return this.config.maxJobs - this.running.size - this.reserved;
   }
 
-  private async waitForSlot(): Promise<void> {
-    while (this.freeSlots() <= 0 && !this.stopping) await new Promise<void>((r) => this.slotWaiters.push(r));
+  /** GPU groups a `gpu` pull may still ask for (unbounded when every run shares all GPUs). */
+  private freeGpuGroups(): number {
+    return this.gpuGroups.available - this.gpuReserved;
+  }
+
+  /** Until a slot is free, and for the `gpu` pool a GPU group too. */
+  private async waitForSlot(pool: string): Promise<void> {
+    const blocked = () => this.freeSlots() <= 0 || (pool === "gpu" && this.freeGpuGroups() <= 0);
+    while (blocked() && !this.stopping) await new Promise<void>((r) => this.slotWaiters.push(r));
   }
 
   /** Slots came free (a job ended, a pull gave back its unused reservation): every waiting loop looks again. */
@@ -272,20 +289,23 @@ class Agent implements RunningAgent {
    */
   private async pullLoop(consumer: Consumer, pool: string, pools: number): Promise<void> {
     while (!this.stopping) {
-      await this.waitForSlot();
+      await this.waitForSlot(pool);
       if (this.stopping) break;
       if (this.paused || this.nc.isClosed()) {
         await sleep(200);
         continue;
       }
-      const want = Math.max(1, Math.floor(this.freeSlots() / pools));
+      const gpuPool = pool === "gpu";
+      const want = Math.max(1, Math.min(Math.floor(this.freeSlots() / pools), gpuPool ? this.freeGpuGroups() : Number.POSITIVE_INFINITY));
       this.reserved += want;
+      if (gpuPool) this.gpuReserved += want;
       let got = 0;
       try {
         const batch = await consumer.fetch({ max_messages: want, expires: 5_000 });
         for await (const msg of batch) {
           got++;
           this.reserved--;
+          if (gpuPool) this.gpuReserved--;
           if (this.stopping) msg.nak();
           else this.startJob(msg, pool);
         }
@@ -296,6 +316,7 @@ class Agent implements RunningAgent {
         }
       } finally {
         this.reserved -= want - got;
+        if (gpuPool) this.gpuReserved -= want - got;
         this.wakeSlotWaiters();
       }
     }
@@ -310,6 +331,8 @@ class Agent implements RunningAgent {
       msg.term(); // no reason: nats-server < 2.10 ignores "+TERM <reason>"
       return;
     }
+    // The pull reserved a group for it: one is free.
+    const gpus = pool === "gpu" ? this.gpuGroups.take() : [];
     const runner = new JobRunner(
       {
         nc: this.nc,
@@ -319,7 +342,7 @@ class Agent implements RunningAgent {
         strategies: this.config.strategies,
         jobMemoryMb: this.config.jobMemoryMb,
         docker: this.docker,
-        gpus: pool === "gpu" ? this.dockerGpus : [],
+        gpus,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,
@@ -336,6 +359,7 @@ class Agent implements RunningAgent {
       .catch((err: unknown) => this.log(`job ${dispatch.job_id} crashed in the runner: ${(err as Error).stack ?? String(err)}`))
       .finally(() => {
         this.running.delete(dispatch.job_id);
+        this.gpuGroups.give(gpus);
         this.wakeSlotWaiters();
         if (this.running.size === 0) void this.beat().catch(() => undefined);
       });

@@ -29,18 +29,18 @@ export function parseNvidiaSmi(csv: string): GpuInfo[] {
 }
 
 /**
- * The GPU device ids a `gpu`-pool docker run is given: the configured ones (`dockerGpus`), else every detected GPU
+ * The GPU device ids a `gpu`-pool docker run is given: the configured ones (`gpus`), else every detected GPU
  * by UUID (stable across reboots, where an index is not). A configured id that names none of the detected GPUs is
  * refused: an agent would otherwise fail every GPU job at container start. With nothing detected (no nvidia-smi
  * on the agent's host, say) the configured ids are taken as they are.
  */
-export function dockerGpuIds(configured: readonly string[] | null, detected: readonly GpuInfo[]): string[] {
+export function runGpuIds(configured: readonly string[] | null, detected: readonly GpuInfo[]): string[] {
   if (configured === null) return detected.map((g) => g.uuid ?? String(g.index));
   if (detected.length > 0) {
     const known = new Set(detected.flatMap((g) => [String(g.index), ...(g.uuid ? [g.uuid] : [])]));
     const unknown = configured.filter((id) => !known.has(id));
     if (unknown.length > 0) {
-      throw new InvalidConfigError("dockerGpus", `names ${unknown.join(", ")}, which this host's GPUs are not (${detected.map((g) => `${g.index}${g.uuid ? ` ${g.uuid}` : ""}`).join("; ")})`);
+      throw new InvalidConfigError("gpus", `names ${unknown.join(", ")}, which this host's GPUs are not (${detected.map((g) => `${g.index}${g.uuid ? ` ${g.uuid}` : ""}`).join("; ")})`);
     }
   }
   return [...configured];

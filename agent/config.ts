@@ -38,10 +38,15 @@ export interface AgentOptions {
   /** Network of `docker` runs: `none`, or a Docker network the operator allows them. @default "none" */
   dockerNetwork?: string;
   /**
-   * GPUs a `docker` run of a `gpu`-pool job is given, by device id (an index or a UUID, as `nvidia-smi` names
-   * them), or `none`. Runs of other pools get no GPU. @default every GPU the agent detects
+   * GPUs the runs of `gpu`-pool jobs are given (agent/gpus.ts), by device id (an index or a UUID, as `nvidia-smi`
+   * names them), or `none`. Runs of other pools get no GPU. @default every GPU the agent detects
    */
-  dockerGpus?: string[] | string;
+  gpus?: string[] | string;
+  /**
+   * GPUs each `gpu`-pool run is given of its own; the agent then pulls a `gpu` job only while that many are free.
+   * 0 = every run is given all of them. @default 0
+   */
+  gpusPerRun?: number;
 }
 
 export interface AgentConfig {
@@ -59,10 +64,11 @@ export interface AgentConfig {
   dockerImage: string | null;
   dockerNetwork: string;
   /** Device ids for `gpu`-pool docker runs; null = the GPUs detected at start-up. */
-  dockerGpus: string[] | null;
+  gpus: string[] | null;
+  gpusPerRun: number;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "dockerGpus"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
 
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
@@ -92,17 +98,17 @@ function list(key: string, v: unknown): string[] | undefined {
   return arr;
 }
 
-/** `dockerGpus`: `none` → [], a list of device ids (indexes or UUIDs) as given, unset → null (detected). */
+/** `gpus`: `none` → [], a list of device ids (indexes or UUIDs) as given, unset → null (detected). */
 function gpuIds(v: unknown): string[] | null {
   if (v === undefined) return null;
   const arr = typeof v === "string" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v;
-  if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string")) throw new InvalidConfigError("dockerGpus", "must be `none` or a list of GPU ids");
+  if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string")) throw new InvalidConfigError("gpus", "must be `none` or a list of GPU ids");
   if (arr.length === 1 && arr[0] === "none") return [];
   for (const id of arr) {
     // What nvidia-smi prints: an index, or a UUID such as GPU-5f3c…; a comma would split Docker's own list.
-    if (!/^(\d{1,3}|(GPU|MIG)-[\w-]{1,80})$/.test(id)) throw new InvalidConfigError("dockerGpus", `not a GPU index or UUID: ${JSON.stringify(id)}`);
+    if (!/^(\d{1,3}|(GPU|MIG)-[\w-]{1,80})$/.test(id)) throw new InvalidConfigError("gpus", `not a GPU index or UUID: ${JSON.stringify(id)}`);
   }
-  if (arr.length === 0) throw new InvalidConfigError("dockerGpus", "must be `none` or a list of GPU ids");
+  if (arr.length === 0) throw new InvalidConfigError("gpus", "must be `none` or a list of GPU ids");
   return arr;
 }
 
@@ -132,7 +138,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   if (typeof dockerNetwork !== "string" || !/^[\w][\w.-]*$/.test(dockerNetwork)) {
     throw new InvalidConfigError("dockerNetwork", `not a network name: ${JSON.stringify(dockerNetwork)}`);
   }
-  const dockerGpus = gpuIds(opts.dockerGpus);
+  const gpus = gpuIds(opts.gpus);
   const name = opts.name ?? hostname();
   if (typeof name !== "string" || name.trim() === "") throw new InvalidConfigError("name", "must be a non-empty string");
   return Object.freeze({
@@ -149,6 +155,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     jobPids: posInt("jobPids", opts.jobPids, 256),
     dockerImage,
     dockerNetwork,
-    dockerGpus,
+    gpus,
+    gpusPerRun: nonNegInt("gpusPerRun", opts.gpusPerRun, 0),
   });
 }

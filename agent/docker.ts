@@ -5,7 +5,7 @@
  * `subprocess` strategy (agent/strategy-child.ts, compiled) with the agent's own code mounted read-only:
  * `dist/`, `node_modules/` and `package.json` only, nothing else of the agent's directory (an operator's secret
  * files, say). Provider keys live in the agent's environment and are not passed in. A run of a `gpu`-pool job is
- * given the agent's GPUs by device id (`dockerGpus`, else those detected: a Docker device request the NVIDIA
+ * given the agent's GPUs by device id (`gpus`, else those detected: a Docker device request the NVIDIA
  * Container Toolkit serves); other runs get no device at all.
  *
  * The run talks to the agent over a unix socket in a per-run directory mounted into the container
@@ -204,7 +204,7 @@ class ContainerChannel implements Channel {
       const said = why(err);
       // The engine names no GPU problem plainly: "could not select device driver" is a host without the toolkit.
       const gpuHint = this.gpus.length > 0 && /device driver|nvidia|gpu/i.test(said)
-        ? `; it was to have GPUs ${this.gpus.join(",")} (dockerGpus): the engine needs the NVIDIA Container Toolkit for them`
+        ? `; it was to have GPUs ${this.gpus.join(",")} (gpus): the engine needs the NVIDIA Container Toolkit for them`
         : "";
       this.end(`could not start: ${said}${gpuHint}`);
     });

@@ -46,7 +46,10 @@ export interface RunLimits {
   memoryMb: number;
   /** The agent's docker runs, when it offers `docker` (prepared at start-up). */
   docker: DockerRunner | null;
-  /** GPU device ids a docker run is given (none: no device request). Threads and processes see the host's. */
+  /**
+   * GPU device ids the run is given: a container's device request, a process's `CUDA_VISIBLE_DEVICES`. None: no
+   * device request, and a process sees what the agent sees; threads always do.
+   */
   gpus: readonly string[];
   /** Names the run (the job id) where it shows: a container's labels. */
   label: string;
@@ -118,7 +121,9 @@ function threadChannel(limits: RunLimits): Channel {
 function processChannel(limits: RunLimits): Channel {
   const execArgv = limits.memoryMb > 0 ? [...CHILD_EXEC_ARGV, `--max-old-space-size=${limits.memoryMb}`] : CHILD_EXEC_ARGV;
   // `advanced` serialization carries bytes outputs (Uint8Array) and Maps as they are.
-  const p: ChildProcess = fork(CHILD, [], { serialization: "advanced", execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // A gpu-pool run's GPUs are the only ones CUDA shows it (the others' runs have theirs: agent/gpus.ts).
+  const env = limits.gpus.length > 0 ? { ...process.env, CUDA_VISIBLE_DEVICES: limits.gpus.join(",") } : process.env;
+  const p: ChildProcess = fork(CHILD, [], { serialization: "advanced", execArgv, env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
   return {
     what: "subprocess",
     send: (m) => {

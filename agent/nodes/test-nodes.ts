@@ -114,7 +114,7 @@ export const whereabouts: NodeDef = {
   kind: "process",
   type: "nodeway.test.Whereabouts",
   title: "Whereabouts",
-  description: "Outputs the process, thread, host and user the node ran as, whether it could write to / and reach probe_host:probe_port (which the job's execution strategy decides).",
+  description: "Outputs the process, thread, host and user the node ran as, the GPUs CUDA would show it, whether it could write to / and reach probe_host:probe_port (which the job's execution strategy decides).",
   properties: [
     prop("probe_host", "str", "", { description: "Host to try a TCP connection to; empty for none." }),
     prop("probe_port", "int", 0, { min: 0, max: 65535, description: "Port of the probe." }),
@@ -131,6 +131,7 @@ export const whereabouts: NodeDef = {
         uid: process.getuid?.() ?? -1,
         root_writable: canWrite("/"),
         reached: host !== "" && port > 0 ? await reaches(host, port) : null,
+        gpus: process.env.CUDA_VISIBLE_DEVICES ?? null,
       },
     };
   },

@@ -7,7 +7,7 @@ import { createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { detectDocker, detectProviders, dockerGpuIds, parseNvidiaSmi } from "../../agent/capabilities.js";
+import { detectDocker, detectProviders, runGpuIds, parseNvidiaSmi } from "../../agent/capabilities.js";
 
 t.test("capabilities - docker is found through DOCKER_HOST as the engine client finds it, else the default socket", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "nodeway-cap-"));
@@ -38,12 +38,12 @@ t.test("capabilities - nvidia-smi CSV: every GPU that parses, none that does not
 
 t.test("capabilities - the GPUs a gpu-pool docker run gets: every one detected by UUID, or those configured if the host has them", async (t) => {
   const detected = parseNvidiaSmi("0, NVIDIA H200, 143771, GPU-aaaa\n1, NVIDIA H200, 143771, GPU-bbbb\n2, NVIDIA L4, 23034\n");
-  t.same(dockerGpuIds(null, detected), ["GPU-aaaa", "GPU-bbbb", "2"], "unset: all detected, by UUID where nvidia-smi gave one");
-  t.same(dockerGpuIds(null, []), [], "unset and none detected: none");
-  t.same(dockerGpuIds(["1", "GPU-aaaa"], detected), ["1", "GPU-aaaa"], "configured by index or UUID");
-  t.same(dockerGpuIds([], detected), [], "none configured: none given");
-  t.same(dockerGpuIds(["7"], []), ["7"], "nothing detected to check against: taken as configured");
-  t.throws(() => dockerGpuIds(["1", "3", "GPU-cccc"], detected), /dockerGpus: names 3, GPU-cccc, which this host's GPUs are not \(0 GPU-aaaa; 1 GPU-bbbb; 2\)/, "an id the host lacks is refused at start-up");
+  t.same(runGpuIds(null, detected), ["GPU-aaaa", "GPU-bbbb", "2"], "unset: all detected, by UUID where nvidia-smi gave one");
+  t.same(runGpuIds(null, []), [], "unset and none detected: none");
+  t.same(runGpuIds(["1", "GPU-aaaa"], detected), ["1", "GPU-aaaa"], "configured by index or UUID");
+  t.same(runGpuIds([], detected), [], "none configured: none given");
+  t.same(runGpuIds(["7"], []), ["7"], "nothing detected to check against: taken as configured");
+  t.throws(() => runGpuIds(["1", "3", "GPU-cccc"], detected), /gpus: names 3, GPU-cccc, which this host's GPUs are not \(0 GPU-aaaa; 1 GPU-bbbb; 2\)/, "an id the host lacks is refused at start-up");
 });
 
 t.test("capabilities - providers come from the agent's environment only", async (t) => {

@@ -136,7 +136,7 @@ t.test("docker - an operator's image without node fails each job with what the c
 t.test("docker - a gpu-pool run asks the engine for the named GPUs and fails saying so where it has none; other pools get no device", async (t) => {
   // This engine has no NVIDIA Container Toolkit: a device request is what makes its start fail. nvidia-smi is absent
   // too, so the configured id is taken as it is (with GPUs detected, an unknown one is refused at start-up).
-  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker", "--pools", "cpu,gpu", "--docker-gpus", "0"] });
+  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker", "--pools", "cpu,gpu", "--gpus", "0"] });
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
   const gpuJob = await runOver(ws, spinGraph(0), "docker", 60_000, "gpu");
@@ -145,7 +145,7 @@ t.test("docker - a gpu-pool run asks the engine for the named GPUs and fails say
   t.equal((end.error as { code: string }).code, "JOB_ERR_RUNNER_CRASHED");
   const message = (end.error as { message: string }).message;
   t.match(message, /could not start: .*device driver/i, "with the engine's words about the device request");
-  t.match(message, /GPUs 0 \(dockerGpus\).*NVIDIA Container Toolkit/, "naming the GPUs and what the engine lacks");
+  t.match(message, /GPUs 0 \(gpus\).*NVIDIA Container Toolkit/, "naming the GPUs and what the engine lacks");
   await noRunnerOf(gpuJob.jobId); // a container created but never started is removed too
 
   const cpuJob = await submit(ws, spinGraph(120), "docker", "cpu");
@@ -212,13 +212,13 @@ t.test("docker - a container that forges a job event or sends what is not a fram
 });
 
 t.test("docker - settings are checked; an agent that cannot run containers does not start", async (t) => {
-  t.same(compileAgentConfig({ dockerGpus: "0, GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab" }).dockerGpus, ["0", "GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab"], "GPU ids from the flag's list");
-  t.same(compileAgentConfig({ dockerGpus: "none" }).dockerGpus, [], "none: no GPU for any run");
-  t.equal(compileAgentConfig({}).dockerGpus, null, "unset: the GPUs detected");
-  t.throws(() => compileAgentConfig({ dockerGpus: "all" }), /dockerGpus: not a GPU index or UUID: "all"/, "never all: devices are named");
-  t.throws(() => compileAgentConfig({ dockerGpus: ["0", "1;rm"] }), /dockerGpus: not a GPU index or UUID: "1;rm"/);
-  t.throws(() => compileAgentConfig({ dockerGpus: "none,0" }), /dockerGpus: not a GPU index or UUID: "none"/, "none alone or not at all");
-  t.throws(() => compileAgentConfig({ dockerGpus: [] }), /dockerGpus: must be `none` or a list/);
+  t.same(compileAgentConfig({ gpus: "0, GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab" }).gpus, ["0", "GPU-5f3c2a1e-77aa-4c3b-9d10-0123456789ab"], "GPU ids from the flag's list");
+  t.same(compileAgentConfig({ gpus: "none" }).gpus, [], "none: no GPU for any run");
+  t.equal(compileAgentConfig({}).gpus, null, "unset: the GPUs detected");
+  t.throws(() => compileAgentConfig({ gpus: "all" }), /gpus: not a GPU index or UUID: "all"/, "never all: devices are named");
+  t.throws(() => compileAgentConfig({ gpus: ["0", "1;rm"] }), /gpus: not a GPU index or UUID: "1;rm"/);
+  t.throws(() => compileAgentConfig({ gpus: "none,0" }), /gpus: not a GPU index or UUID: "none"/, "none alone or not at all");
+  t.throws(() => compileAgentConfig({ gpus: [] }), /gpus: must be `none` or a list/);
   t.throws(() => compileAgentConfig({ jobCpus: 0 }), /jobCpus: must be a number of CPUs > 0/);
   t.throws(() => compileAgentConfig({ jobPids: -3 }), /jobPids: must be a positive integer/);
   t.throws(() => compileAgentConfig({ dockerNetwork: "my net" }), /dockerNetwork: not a network name/);
