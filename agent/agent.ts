@@ -28,6 +28,7 @@ import {
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
 import { GpuGroups } from "./gpus.js";
+import { RunnerSpares } from "./strategies.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
 import type { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
@@ -83,6 +84,7 @@ class Agent implements RunningAgent {
   private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
   private disconnectedAt: number | null = null;
   private docker: DockerRunner | null = null;
+  private spares: RunnerSpares | null = null;
   /** The GPUs `gpu`-pool runs are given (`gpus`, else every GPU detected), `gpusPerRun` at a time. */
   private gpuGroups = new GpuGroups([], 0);
   /** GPU groups promised to pulls in flight, as `reserved` is for slots. */
@@ -107,6 +109,8 @@ class Agent implements RunningAgent {
       const { DockerRunner } = await import("./docker.js");
       this.docker = await DockerRunner.prepare({ image: c.dockerImage, network: c.dockerNetwork, memoryMb: c.jobMemoryMb, cpus: c.jobCpus, pids: c.jobPids }, (l) => this.log(l));
     }
+    const warmKinds = this.config.strategies.filter((k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess");
+    if (this.config.warmRunners > 0 && warmKinds.length > 0) this.spares = new RunnerSpares(warmKinds, this.config.warmRunners, this.config.jobMemoryMb);
     this.log(`connecting to NATS at ${this.config.natsServers.join(",")}`);
     this.nc = await connect({
       servers: this.config.natsServers,
@@ -343,6 +347,7 @@ class Agent implements RunningAgent {
         jobMemoryMb: this.config.jobMemoryMb,
         docker: this.docker,
         gpus,
+        spares: this.spares,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,
@@ -383,6 +388,7 @@ class Agent implements RunningAgent {
     const handBackDeadline = Date.now() + 5_000;
     while (this.running.size > 0 && Date.now() < handBackDeadline) await sleep(20);
     if (this.heartbeat) clearInterval(this.heartbeat);
+    this.spares?.close();
     await this.agentsKv.delete(agentKey(this.id)).catch(() => undefined);
     await this.nc.drain().catch(() => undefined);
     this.pub.close();

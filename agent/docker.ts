@@ -210,6 +210,13 @@ class ContainerChannel implements Channel {
     });
   }
 
+  alive(): boolean {
+    return !this.gone;
+  }
+  hold(): void {
+    // A container is never a spare: it holds the loop through its socket for as long as it runs.
+  }
+
   send(m: ToRunner): void {
     if (this.conn) this.conn.write(frame(m));
     else this.queued.push(m);

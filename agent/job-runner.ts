@@ -35,7 +35,7 @@ import {
 } from "../protocol/index.js";
 import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef } from "./engine/types.js";
-import { runWithStrategy, RunnerCrashedError } from "./strategies.js";
+import { runWithStrategy, RunnerCrashedError, type RunnerSpares } from "./strategies.js";
 import type { DockerRunner } from "./docker.js";
 
 export interface JobRunnerDeps {
@@ -50,8 +50,10 @@ export interface JobRunnerDeps {
   jobMemoryMb: number;
   /** The agent's docker runs, when it offers `docker`. */
   docker: DockerRunner | null;
-  /** GPU device ids this job's docker run is given: the agent's for a job of the `gpu` pool, else none. */
+  /** GPU device ids this job's run is given: the agent's for a job of the `gpu` pool, else none. */
   gpus: readonly string[];
+  /** The agent's spare threads and processes (`warmRunners`), or null. */
+  spares: RunnerSpares | null;
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
@@ -360,7 +362,7 @@ export class JobRunner {
         emit: (e: EngineEvent) => {
           if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
         },
-      }, { memoryMb: this.deps.jobMemoryMb, docker: this.deps.docker, gpus: this.deps.gpus, label: this.job.job_id });
+      }, { memoryMb: this.deps.jobMemoryMb, docker: this.deps.docker, gpus: this.deps.gpus, label: this.job.job_id, spares: this.deps.spares });
     } catch (thrown) {
       return { thrown };
     }

@@ -40,7 +40,7 @@ export type FromRunner =
   | { type: "done"; result: RunGraphResult }
   | { type: "thrown"; unknownNode: { nodeId: string; nodeType: string } | null; message: string };
 
-/** Limits of a run in a thread, process or container, and the agent's containers. */
+/** Limits of a run in a thread, process or container, and the agent's containers and spare runners. */
 export interface RunLimits {
   /** Heap limit in MiB of a thread or process; 0 = V8's default. (A container's memory is the docker runner's.) */
   memoryMb: number;
@@ -53,6 +53,8 @@ export interface RunLimits {
   gpus: readonly string[];
   /** Names the run (the job id) where it shows: a container's labels. */
   label: string;
+  /** Threads and processes started ahead of their runs, when the agent keeps them (`warmRunners`). */
+  spares: RunnerSpares | null;
 }
 
 /** Runs the graph with `strategy`. Rejects like `runGraph` (`UnknownNodeTypeError`) or with `RunnerCrashedError`. */
@@ -61,9 +63,8 @@ export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, l
     case "inline":
       return runGraph(run);
     case "threaded":
-      return runRemote(run, threadChannel(limits), limits.memoryMb);
     case "subprocess":
-      return runRemote(run, processChannel(limits), limits.memoryMb);
+      return runRemote(run, limits.spares?.take(strategy, limits) ?? freshChannel(strategy, limits), limits.memoryMb);
     case "docker":
       // The config refuses to offer docker unless the agent prepared it; this is for a caller that did not.
       if (!limits.docker) return Promise.reject(new RunnerCrashedError('the "docker" strategy was not prepared on this agent'));
@@ -88,7 +89,76 @@ export interface Channel {
   /** Called once when it is gone, with how it went ("exit code 1", "SIGKILL"…). */
   onGone(fn: (how: string) => void): void;
   kill(): void;
+  /** Not yet gone: a spare that died while it waited must not be given a run (its exit was before `onGone`). */
+  alive(): boolean;
+  /** Whether it keeps the agent's event loop alive: a spare waiting for a run does not. */
+  hold(on: boolean): void;
 }
+
+/** A new thread or process for one run, with the run's limits. */
+function freshChannel(strategy: "threaded" | "subprocess", limits: Pick<RunLimits, "memoryMb" | "gpus">): Channel {
+  return strategy === "threaded" ? threadChannel(limits) : processChannel(limits);
+}
+
+/**
+ * Runners started ahead of their runs, `count` per strategy. A thread or process spends ~75–85 ms loading the
+ * runner's modules before a graph can start (bench/strategies.ts), and its start as much again: a spare has done
+ * both when its job arrives. Each is still used once — a run takes a spare, and the next spare is started
+ * behind it — so nothing of one job's run is left for the next, which is the isolation these strategies promise.
+ * A run with GPUs of its own gets a fresh process (its CUDA_VISIBLE_DEVICES is set at start). Spares have the
+ * agent's memory limit, as every run does.
+ */
+export class RunnerSpares {
+  private readonly ready = new Map<"threaded" | "subprocess", Channel[]>();
+  private closed = false;
+
+  constructor(
+    private readonly kinds: readonly ("threaded" | "subprocess")[],
+    private readonly count: number,
+    private readonly memoryMb: number,
+  ) {
+    for (const k of kinds) {
+      this.ready.set(k, []);
+      for (let i = 0; i < count; i++) this.refill(k);
+    }
+  }
+
+  /** A runner for a run: a live spare (its place taken by a new one), else a fresh runner. */
+  take(strategy: "threaded" | "subprocess", limits: Pick<RunLimits, "memoryMb" | "gpus">): Channel {
+    const list = this.ready.get(strategy);
+    if (!list || limits.gpus.length > 0 || limits.memoryMb !== this.memoryMb) return freshChannel(strategy, limits);
+    let spare: Channel | undefined;
+    while ((spare = list.shift()) !== undefined && !spare.alive());
+    // Started after this run's own turn: its module load then competes with the run's start as little as can be.
+    setImmediate(() => this.refill(strategy));
+    spare?.hold(true);
+    return spare ?? freshChannel(strategy, limits);
+  }
+
+  /** The agent is stopping: spares are killed (a process's watchdog would also end it once the agent is gone). */
+  close(): void {
+    this.closed = true;
+    for (const list of this.ready.values()) for (const c of list.splice(0)) c.kill();
+  }
+
+  private refill(strategy: "threaded" | "subprocess"): void {
+    const list = this.ready.get(strategy)!;
+    if (this.closed || list.length >= this.count) return;
+    const spare = freshChannel(strategy, { memoryMb: this.memoryMb, gpus: [] });
+    spare.hold(false);
+    list.push(spare);
+    // One that dies while it waits (killed, out of memory) is replaced, a second later: a runner that cannot start
+    // at all must not become a loop of starts.
+    spare.onGone(() => {
+      const i = list.indexOf(spare);
+      if (i < 0) return; // taken: its run sees how it went
+      list.splice(i, 1);
+      setTimeout(() => this.refill(strategy), 1_000).unref();
+    });
+  }
+}
+
+const noop = (): void => undefined;
 
 /** `fn` for its first call only: an `error` and the `exit` after it are one death. */
 function firstOnly(fn: (how: string) => void): (how: string) => void {
@@ -98,15 +168,25 @@ function firstOnly(fn: (how: string) => void): (how: string) => void {
   };
 }
 
-function threadChannel(limits: RunLimits): Channel {
+/** When the agent started a runner (epoch ms), in its environment: what a run's `Whereabouts` reports. */
+const startedAtEnv = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...env, NODEWAY_RUNNER_STARTED_AT: String(Date.now()) });
+
+function threadChannel(limits: Pick<RunLimits, "memoryMb">): Channel {
   const w = new Worker(CHILD, {
     execArgv: CHILD_EXEC_ARGV,
+    env: startedAtEnv(process.env),
     stdout: false,
     stderr: false,
     ...(limits.memoryMb > 0 ? { resourceLimits: { maxOldGenerationSizeMb: limits.memoryMb } } : {}),
   });
+  // Until a run listens (a spare waits for one), an error must not be an unhandled 'error' event in the agent.
+  let gone = false;
+  w.on("error", noop);
+  w.once("exit", () => (gone = true));
   return {
     what: "worker thread",
+    alive: () => !gone,
+    hold: (on) => void (on ? w.ref() : w.unref()),
     send: (m) => w.postMessage(m),
     onMessage: (fn) => void w.on("message", fn),
     onGone: (fn) => {
@@ -118,14 +198,25 @@ function threadChannel(limits: RunLimits): Channel {
   };
 }
 
-function processChannel(limits: RunLimits): Channel {
+function processChannel(limits: Pick<RunLimits, "memoryMb" | "gpus">): Channel {
   const execArgv = limits.memoryMb > 0 ? [...CHILD_EXEC_ARGV, `--max-old-space-size=${limits.memoryMb}`] : CHILD_EXEC_ARGV;
   // `advanced` serialization carries bytes outputs (Uint8Array) and Maps as they are.
   // A gpu-pool run's GPUs are the only ones CUDA shows it (the others' runs have theirs: agent/gpus.ts).
-  const env = limits.gpus.length > 0 ? { ...process.env, CUDA_VISIBLE_DEVICES: limits.gpus.join(",") } : process.env;
+  const env = startedAtEnv(limits.gpus.length > 0 ? { ...process.env, CUDA_VISIBLE_DEVICES: limits.gpus.join(",") } : process.env);
   const p: ChildProcess = fork(CHILD, [], { serialization: "advanced", execArgv, env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  p.on("error", noop); // as for a thread: a run's onGone reports it
   return {
     what: "subprocess",
+    alive: () => p.exitCode === null && p.signalCode === null && p.connected,
+    hold: (on) => {
+      if (on) {
+        p.ref();
+        p.channel?.ref();
+      } else {
+        p.unref();
+        p.channel?.unref();
+      }
+    },
     send: (m) => {
       if (p.connected) p.send(m);
     },

@@ -132,6 +132,9 @@ export const whereabouts: NodeDef = {
         root_writable: canWrite("/"),
         reached: host !== "" && port > 0 ? await reaches(host, port) : null,
         gpus: process.env.CUDA_VISIBLE_DEVICES ?? null,
+        // When the agent started this thread or process (epoch ms; null inline): before its job was submitted, it
+        // was a spare.
+        runner_started_at: Number(process.env.NODEWAY_RUNNER_STARTED_AT) || null,
       },
     };
   },

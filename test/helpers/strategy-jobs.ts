@@ -29,7 +29,7 @@ export const allocGraph = (mb: number) => ({
 const TERMINAL = ["completed", "failed", "cancelled", "timed_out"];
 export const terminal = (events: Msg[]) => events.find((e) => e.type === "job_update" && TERMINAL.includes(String(e.status)))!;
 export const running = (events: Msg[]) => events.find((e) => e.type === "job_update" && e.status === "running");
-export type Where = { pid: number; thread_id: number; host: string; uid: number; root_writable: boolean; reached: boolean | null };
+export type Where = { pid: number; thread_id: number; host: string; uid: number; root_writable: boolean; reached: boolean | null; gpus: string | null; runner_started_at: number | null };
 /** What the Whereabouts node of a finished job said. */
 export const where = (events: Msg[]) => ((terminal(events).result as { where: Where[] }).where ?? [])[0]!;
 
