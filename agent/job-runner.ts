@@ -107,10 +107,22 @@ const LAG_REPORT_MS = 100;
 /** The job's strategy is not one this agent may give it. */
 class StrategyUnavailable extends Error {}
 
-/** Why a run stopped early; becomes the job's final state. */
+/** Why a run stopped early; becomes the job's final state (and, for `failed`, its error code). */
 class StopReason {
-  constructor(readonly state: JobState | "handed_back", readonly message: string) {}
+  constructor(
+    readonly state: JobState | "handed_back",
+    readonly message: string,
+    readonly code?: ErrorCode,
+  ) {}
 }
+
+/**
+ * Room kept under the server's max_payload for what travels with an event or a record besides its bytes: the
+ * message's headers (`Nats-Msg-Id`, a KV write's expected revision) and the protocol line.
+ */
+const PAYLOAD_HEADROOM_BYTES = 1_024;
+/** NATS's default max_payload, for a connection that has not told us the server's. */
+const DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576;
 
 const now = () => new Date().toISOString();
 
@@ -140,6 +152,11 @@ export class JobRunner {
    * never publishes them: they go with the runner.
    */
   private held: Record<string, unknown>[] | null = [];
+  /**
+   * Why an event could not be published (too large for NATS), once one could not. A held event is published
+   * after the claim, when the graph may have finished already: the job fails all the same.
+   */
+  private tooLarge: string | null = null;
   private readonly controller = new AbortController();
   private leaseTimer: NodeJS.Timeout | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
@@ -189,18 +206,32 @@ export class JobRunner {
       return;
     }
     const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt: this.attempt, ts: performance.timeOrigin + performance.now() };
+    const data = encodeMsgpack(body);
+    if (data.byteLength > this.payloadLimitBytes()) {
+      // NATS would refuse it, and the event would be lost with only a line in this log: the job fails instead,
+      // saying which event and by how much. Nothing after it is published; the terminal update still is.
+      const what = `${String(ev.type)}${ev.node_id ? ` of node "${String(ev.node_id)}"` : ""}`;
+      this.tooLarge ??= `the ${what} is ${data.byteLength} bytes; NATS carries at most ${this.payloadLimitBytes()} (max_payload less headers)`;
+      this.controller.abort(new StopReason("failed", this.tooLarge, ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE));
+      return;
+    }
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(this.jobId, this.attempt, ++this.n));
     // Handled here: a publish that fails while NATS is away (timeout) must not become an unhandled rejection,
     // which would crash the agent; the terminal event waits for all of them (`allPublished`).
     this.pubsInFlight++;
-    this.deps.pub.publish(subjects.jobEvents(this.jobId), encodeMsgpack(body), h).then(
+    this.deps.pub.publish(subjects.jobEvents(this.jobId), data, h).then(
       () => this.pubSettled(),
       (err: unknown) => {
         this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`);
         this.pubSettled();
       },
     );
+  }
+
+  /** The largest event or record body NATS will carry on this connection. */
+  private payloadLimitBytes(): number {
+    return (this.deps.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD_BYTES) - PAYLOAD_HEADROOM_BYTES;
   }
 
   private pubSettled(): void {
@@ -337,8 +368,11 @@ export class JobRunner {
         this.deps.log(`job ${this.jobId}: lease lost; stopping without publishing`);
         return; // Another attempt owns the job now; anything we wrote would be fenced off anyway.
       }
-      const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
+      const code = r.code ?? (r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED);
       final = { status: r.state as JobState, error: { code, message: r.message }, outputs: null, message: r.message };
+    }
+    if (this.tooLarge !== null && final.status === "completed") {
+      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message: this.tooLarge }, outputs: null, message: this.tooLarge };
     }
     await this.finish(final, performance.now() - started);
   }
@@ -439,7 +473,14 @@ export class JobRunner {
     const w = await casRecord(this.deps.jobsKv, this.jobId, (r) => {
       // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
       if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
-      return { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
+      const next: JobRecord = { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
+      const bytes = Buffer.byteLength(JSON.stringify(next));
+      if (bytes <= this.payloadLimitBytes()) return next;
+      // A record NATS cannot store would leave the job running until its attempts ran out, each one running it
+      // again. The outputs went out as output_update events; the record says why it has none.
+      const message = `the job's outputs make its record ${bytes} bytes; NATS stores at most ${this.payloadLimitBytes()} (max_payload less headers). They were sent as output_update events`;
+      this.deps.log(`job ${this.jobId}: ${message}`);
+      return { ...next, status: "failed", outputs: null, error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message } };
     }, this.owned ?? undefined);
     const written = w?.rec ?? null;
     if (!written) {

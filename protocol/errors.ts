@@ -39,6 +39,8 @@ export const ErrorCode = {
   JOB_ERR_STRATEGY_UNAVAILABLE: "JOB_ERR_STRATEGY_UNAVAILABLE",
   /** The worker thread or subprocess running the graph died (a crash, its memory limit, a kill from outside). */
   JOB_ERR_RUNNER_CRASHED: "JOB_ERR_RUNNER_CRASHED",
+  /** An event or the job's record would be larger than NATS carries (the server's max_payload): the job fails. */
+  JOB_ERR_OUTPUT_TOO_LARGE: "JOB_ERR_OUTPUT_TOO_LARGE",
   // configuration
   CONFIG_ERR_INVALID: "CONFIG_ERR_INVALID",
   CONFIG_ERR_UNKNOWN_KEY: "CONFIG_ERR_UNKNOWN_KEY",
