@@ -32,6 +32,7 @@ import {
   type WireError,
   type ExecutionStrategy,
   pickStrategy,
+  payloadLimitBytes,
 } from "../protocol/index.js";
 import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef } from "./engine/types.js";
@@ -116,13 +117,6 @@ class StopReason {
   ) {}
 }
 
-/**
- * Room kept under the server's max_payload for what travels with an event or a record besides its bytes: the
- * message's headers (`Nats-Msg-Id`, a KV write's expected revision) and the protocol line.
- */
-const PAYLOAD_HEADROOM_BYTES = 1_024;
-/** NATS's default max_payload, for a connection that has not told us the server's. */
-const DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576;
 
 const now = () => new Date().toISOString();
 
@@ -231,7 +225,7 @@ export class JobRunner {
 
   /** The largest event or record body NATS will carry on this connection. */
   private payloadLimitBytes(): number {
-    return (this.deps.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD_BYTES) - PAYLOAD_HEADROOM_BYTES;
+    return payloadLimitBytes(this.deps.nc);
   }
 
   private pubSettled(): void {

@@ -34,6 +34,8 @@ import {
   type NodeCatalog,
   type NodeMetadata,
   type Workflow,
+  isOverMaxPayload,
+  payloadLimitBytes,
 } from "../protocol/index.js";
 import type { NatsParts } from "./nats.js";
 import { bucketKeys } from "./kv-keys.js";
@@ -274,6 +276,10 @@ export class JobManager {
     if (failed) {
       const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
       if (taken === null) {
+        // Too large is the request's doing, not an outage: a retry would fail the same way.
+        if (isOverMaxPayload(failed.reason)) {
+          throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `the job (its graph and params) is larger than one NATS message may be (max_payload ${payloadLimitBytes(this.n.nc)} bytes less headers)`, { job_id: jobId });
+        }
         throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, { job_id: jobId });
       }
       job = taken;

@@ -3,7 +3,7 @@
  * over NATS (design §2, §6). Stateless: any number can run against one NATS.
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
-import { ErrorCode, isTerminal, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
+import { ErrorCode, isTerminal, payloadLimitBytes, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
 import { RefusalLog, TokenCheck, bearerToken, expiredCount, peerOf, refusalBody, type AuthResult } from "./auth.js";
 import { apiTokensOf, compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
 import { badRequest, GatewayError, notFound } from "./errors.js";
@@ -63,7 +63,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
   const n: NatsParts = await connectNats(config, log);
   const jobs = new JobManager(n, { idempotencyOrphanMs: config.idempotencyOrphanMs });
-  const workflows = new WorkflowStore(n.workflowsKv);
+  const workflows = new WorkflowStore(n.workflowsKv, payloadLimitBytes(n.nc));
   const app: TemplatedApp = uws.App();
   const counters = { requests: 0, eventsOut: 0 };
   let wsHub!: WsHub;

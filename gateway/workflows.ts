@@ -1,10 +1,15 @@
 /** Workflows in KV `nw_workflows`, validated on save. */
 import type { KV } from "@nats-io/kv";
 import { newId, parseJson, validateGraph, workflowKey, type NodeCatalog, type Workflow } from "../protocol/index.js";
-import { badRequest, notFound } from "./errors.js";
+import { ErrorCode } from "../protocol/index.js";
+import { GatewayError, badRequest, notFound } from "./errors.js";
 
 export class WorkflowStore {
-  constructor(private readonly kv: KV) {}
+  constructor(
+    private readonly kv: KV,
+    /** The largest workflow the bucket takes: one KV value is one NATS message. */
+    private readonly maxBytes: number,
+  ) {}
 
   async get(id: string): Promise<Workflow> {
     const e = await this.kv.get(workflowKey(id)).catch(() => null);
@@ -51,7 +56,12 @@ export class WorkflowStore {
       created_at: prev?.created_at ?? now,
       updated_at: now,
     };
-    await this.kv.put(workflowKey(wid), JSON.stringify(wf));
+    const json = JSON.stringify(wf);
+    const bytes = Buffer.byteLength(json);
+    if (bytes > this.maxBytes) {
+      throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `the workflow is ${bytes} bytes; a workflow may be at most ${this.maxBytes} (NATS max_payload less headers)`);
+    }
+    await this.kv.put(workflowKey(wid), json);
     return wf;
   }
 

@@ -25,6 +25,24 @@ export interface AckConnection<H> {
   subscribe(subject: string, opts: { callback: (err: Error | null, msg: { subject: string; data: Uint8Array; headers?: { code: number; description: string } }) => void }): { unsubscribe(): void };
 }
 
+/** NATS's default max_payload, for a connection that has not told us the server's. */
+const DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576;
+/**
+ * Room kept under max_payload for what travels with a body besides its bytes: the message's headers
+ * (`Nats-Msg-Id`, a KV write's expected revision) and the protocol line.
+ */
+const PAYLOAD_HEADROOM_BYTES = 1_024;
+
+/** The largest body one NATS message may carry on this connection: an event, a dispatch, a KV value. */
+export function payloadLimitBytes(nc: { info?: { max_payload: number } }): number {
+  return (nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD_BYTES) - PAYLOAD_HEADROOM_BYTES;
+}
+
+/** nats.js refusing a publish over the server's max_payload (it throws before sending anything). */
+export function isOverMaxPayload(err: unknown): boolean {
+  return err instanceof Error && /max_payload/.test(err.message);
+}
+
 export class PublishError extends Error {
   constructor(
     message: string,

@@ -1,7 +1,8 @@
 /**
  * What NATS cannot carry (an event or a job record over the server's max_payload, 1 MiB by default) fails the job
  * with `JOB_ERR_OUTPUT_TOO_LARGE`, saying what and by how much, instead of the event being dropped with a log line
- * or the record write failing over and over (the job stayed `running` and ran again on each redelivery).
+ * or the record write failing over and over (the job stayed `running` and ran again on each redelivery). On the
+ * way in, a workflow or a job too large for one NATS message is refused 413 saying so, not 500 or 503.
  */
 import t from "tap";
 import { api, WsClient } from "../helpers/clients.js";
@@ -64,3 +65,30 @@ t.test("output limits - an event NATS cannot carry fails the job, naming it; a r
   const small = await run({ nodes: [{ id: "c", type: "nodetool.constant.String", data: { value: "ok" } }, { id: "out", type: "nodetool.output.Output", data: { name: "text" } }], edges: [{ id: "e", source: "c", sourceHandle: "output", target: "out", targetHandle: "value" }] });
   t.equal(small.end.status, "completed", "the agent runs the next job");
 });
+
+t.test("output limits - a workflow or a submit too large for one NATS message is refused 413, saying so", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const graphOf = (value: string) => ({
+    nodes: [{ id: "c", type: "nodetool.constant.String", data: { value } }, { id: "out", type: "nodetool.output.Output", data: { name: "t" } }],
+    edges: [{ id: "e", source: "c", sourceHandle: "output", target: "out", targetHandle: "value" }],
+  });
+  const big = await api(s.url, "PUT", "/api/workflows/big", { name: "big", graph: graphOf("x".repeat(1_100_000)) });
+  t.equal(big.status, 413, "a workflow over the limit: 413, not 500");
+  t.equal(big.body.code, "GW_ERR_BODY_TOO_LARGE");
+  t.match(String(big.body.message), /the workflow is \d{7} bytes; a workflow may be at most \d+ \(NATS max_payload less headers\)/);
+  t.equal((await api(s.url, "GET", "/api/workflows/big")).status, 404, "and nothing was stored");
+
+  const withInput = {
+    nodes: [{ id: "in", type: "nodetool.input.StringInput", data: { name: "blob", value: "" } }, { id: "out", type: "nodetool.output.Output", data: { name: "t" } }],
+    edges: [{ id: "e", source: "in", sourceHandle: "output", target: "out", targetHandle: "value" }],
+  };
+  t.equal((await api(s.url, "PUT", "/api/workflows/small", { name: "small", graph: withInput })).status, 200);
+  const run = await api(s.url, "POST", "/api/workflows/small/run", { params: { blob: "y".repeat(1_100_000) } });
+  t.equal(run.status, 413, "a job whose params make its dispatch too large: 413, not 503 (a retry would fail the same way)");
+  t.equal(run.body.code, "GW_ERR_BODY_TOO_LARGE");
+  t.match(String(run.body.message), /larger than one NATS message may be/);
+  const jobId = String(run.body.job_id);
+  const rec = await api(s.url, "GET", `/api/jobs/${jobId}`);
+  t.ok(rec.status === 404 || rec.body.status === "failed", "the job it named will never run");
+});
+
