@@ -199,6 +199,8 @@ class Agent implements RunningAgent {
         max_jobs: this.config.maxJobs,
         strategies: this.config.strategies,
         node_types: catalog.length,
+        run_gpus: { ids: [...runGpus], per_run: perRun },
+        warm_runners: this.spares ? this.config.warmRunners : 0,
       },
       state: "idle",
       running_jobs: [],

@@ -133,6 +133,10 @@ export interface AgentCapabilities {
   max_jobs: number;
   strategies: ExecutionStrategy[];
   node_types: number;
+  /** GPU ids `gpu`-pool runs are given, and how many each gets of its own (0: all to every run). */
+  run_gpus?: { ids: string[]; per_run: number };
+  /** Threads and processes kept started ahead of their runs, per strategy (`warmRunners`). */
+  warm_runners?: number;
 }
 
 /** Registry entry in KV `nw_agents` (key = agent id), refreshed by the heartbeat; TTL removes dead agents. */

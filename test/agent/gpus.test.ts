@@ -6,7 +6,7 @@
  */
 import t from "tap";
 import { GpuGroups } from "../../agent/gpus.js";
-import { WsClient, type Msg } from "../helpers/clients.js";
+import { api, WsClient, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { runNodeway } from "../helpers/procs.js";
 import { startStack } from "../helpers/stack.js";
@@ -50,6 +50,8 @@ t.test("gpus - each gpu-pool run gets GPUs of its own; a third job waits for one
   const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess", "--pools", "cpu,gpu", "--gpus", "0,1", "--gpus-per-run", "1", "--max-jobs", "4"] });
   const ws = await WsClient.open(s.url, "msgpack");
   t.teardown(() => ws.close());
+  const listed = (await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { run_gpus?: unknown } }[];
+  t.same(listed[0]?.capabilities.run_gpus, { ids: ["0", "1"], per_run: 1 }, "/api/agents shows the GPUs runs get, and how many each");
   const first = await submit(ws, holdGraph(8), "subprocess", "gpu");
   const second = await submit(ws, holdGraph(8), "subprocess", "gpu");
   const seen = await check(() => {

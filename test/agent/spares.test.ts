@@ -6,7 +6,7 @@
  */
 import t, { type Test } from "tap";
 import { readdirSync, readFileSync } from "node:fs";
-import { WsClient } from "../helpers/clients.js";
+import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 import { runOver, terminal, where, whereGraph } from "../helpers/strategy-jobs.js";
@@ -41,6 +41,7 @@ t.test("spares - threaded and subprocess jobs run in runners started before them
   const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "threaded,subprocess", "--max-jobs", "2"] });
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
+  t.equal(((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { warm_runners: number } }[])[0]?.capabilities.warm_runners, 1, "/api/agents shows one spare kept per strategy");
   for (const strategy of ["threaded", "subprocess"]) {
     const a = await runWhere(t, ws, strategy);
     t.ok(a.warm, `${strategy}: the first job's runner was started before the job was submitted`);
@@ -71,6 +72,7 @@ t.test("spares - with --warm-runners 0 each job's runner starts for it", async (
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
   t.same(runnersOf(s.agents[0]!.proc.pid!), [], "no process waits");
+  t.equal(((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { warm_runners: number } }[])[0]?.capabilities.warm_runners, 0, "and /api/agents says none are kept");
   t.notOk((await runWhere(t, ws, "subprocess")).warm, "subprocess: started for its job");
   t.notOk((await runWhere(t, ws, "threaded")).warm, "threaded: started for its job");
 });
