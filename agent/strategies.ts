@@ -63,8 +63,13 @@ export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, l
     case "inline":
       return runGraph(run);
     case "threaded":
-    case "subprocess":
-      return runRemote(run, limits.spares?.take(strategy, limits) ?? freshChannel(strategy, limits), limits.memoryMb);
+    case "subprocess": {
+      const spare = limits.spares?.take(strategy, limits) ?? null;
+      const fresh = () => freshChannel(strategy, limits);
+      // A spare can die in the instant before it is taken (its exit not yet seen): its run then starts again on a
+      // fresh runner, once. A runner that has said anything is the run's own, and its death is the run's.
+      return runRemote(run, spare ?? fresh(), limits.memoryMb, spare ? fresh : null);
+    }
     case "docker":
       // The config refuses to offer docker unless the agent prepared it; this is for a caller that did not.
       if (!limits.docker) return Promise.reject(new RunnerCrashedError('the "docker" strategy was not prepared on this agent'));
@@ -123,16 +128,16 @@ export class RunnerSpares {
     }
   }
 
-  /** A runner for a run: a live spare (its place taken by a new one), else a fresh runner. */
-  take(strategy: "threaded" | "subprocess", limits: Pick<RunLimits, "memoryMb" | "gpus">): Channel {
+  /** A live spare for a run (its place taken by a new one), or null: the run starts a fresh runner. */
+  take(strategy: "threaded" | "subprocess", limits: Pick<RunLimits, "memoryMb" | "gpus">): Channel | null {
     const list = this.ready.get(strategy);
-    if (!list || limits.gpus.length > 0 || limits.memoryMb !== this.memoryMb) return freshChannel(strategy, limits);
+    if (!list || limits.gpus.length > 0 || limits.memoryMb !== this.memoryMb) return null;
     let spare: Channel | undefined;
     while ((spare = list.shift()) !== undefined && !spare.alive());
     // Started after this run's own turn: its module load then competes with the run's start as little as can be.
     setImmediate(() => this.refill(strategy));
     spare?.hold(true);
-    return spare ?? freshChannel(strategy, limits);
+    return spare ?? null;
   }
 
   /** The agent is stopping: spares are killed (a process's watchdog would also end it once the agent is gone). */
@@ -266,10 +271,14 @@ export function runnerMessageProblem(m: unknown): string | null {
   }
 }
 
-/** `memoryMb` is the run's memory limit, for the message when it dies (0: none set). */
-function runRemote(run: StrategyRun, ch: Channel, memoryMb: number): Promise<RunGraphResult> {
+/**
+ * `memoryMb` is the run's memory limit, for the message when it dies (0: none set). `retry` gives a fresh runner
+ * for a spare that dies before it has said anything.
+ */
+function runRemote(run: StrategyRun, ch: Channel, memoryMb: number, retry: (() => Channel) | null = null): Promise<RunGraphResult> {
   return new Promise((resolve, reject) => {
     let settled = false;
+    let heard = false;
     let killTimer: NodeJS.Timeout | null = null;
     const settle = (fn: () => void) => {
       if (settled) return;
@@ -285,6 +294,7 @@ function runRemote(run: StrategyRun, ch: Channel, memoryMb: number): Promise<Run
       killTimer = setTimeout(() => settle(() => resolve(cancelled())), STOP_GRACE_MS);
     };
     ch.onMessage((m) => {
+      heard = true;
       const problem = runnerMessageProblem(m);
       if (problem !== null) {
         // Stopped at once: nothing more it sends is published, and its job fails saying what it sent.
@@ -304,6 +314,7 @@ function runRemote(run: StrategyRun, ch: Channel, memoryMb: number): Promise<Run
     });
     ch.onGone((how) => {
       if (run.signal.aborted) return settle(() => resolve(cancelled()));
+      if (!heard && retry !== null) return settle(() => resolve(runRemote(run, retry(), memoryMb)));
       // A process at its heap limit aborts (SIGABRT); a worker says so in its error.
       const limit = memoryMb > 0 ? `; its memory limit is ${memoryMb} MiB (jobMemoryMb)` : "";
       settle(() => reject(new RunnerCrashedError(`the ${ch.what} running the graph ended before it finished (${how})${limit}`)));

@@ -6,6 +6,8 @@
  */
 import t, { type Test } from "tap";
 import { readdirSync, readFileSync } from "node:fs";
+import { RunnerSpares, runWithStrategy } from "../../agent/strategies.js";
+import { nodeCatalog } from "../../agent/nodes/index.js";
 import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
@@ -65,6 +67,22 @@ t.test("spares - threaded and subprocess jobs run in runners started before them
   s.agents[0]!.kill("SIGTERM");
   await check(() => (runnersOf(agentPid).includes(waiting) || existsPid(waiting) ? null : true), 20_000, { name: "the spare ended with its agent" });
   t.pass("stopping the agent ends its spares");
+});
+
+t.test("spares - a spare that dies in the instant before it is taken: its run starts again on a fresh runner", async (t) => {
+  const spares = new RunnerSpares(["subprocess"], 1, 0);
+  t.teardown(() => spares.close());
+  const pid = await check(() => runnersOf(process.pid)[0] ?? null, 20_000, { name: "a spare process waits" });
+  process.kill(pid, "SIGKILL");
+  // Taken in this same turn: its exit has not been seen yet, so it looks alive.
+  const result = await runWithStrategy(
+    "subprocess",
+    { graph: whereGraph(), params: {}, library: nodeCatalog(), signal: new AbortController().signal, emit: () => undefined },
+    { memoryMb: 0, docker: null, gpus: [], label: "race", spares },
+  );
+  t.equal(result.status, "completed", "the run completes");
+  const ranIn = (result.outputs.where?.[0] as { pid: number } | undefined)?.pid;
+  t.ok(ranIn !== undefined && ranIn !== pid, "in another process than the dead spare");
 });
 
 t.test("spares - with --warm-runners 0 each job's runner starts for it", async (t) => {
