@@ -29,7 +29,7 @@ export function parseNvidiaSmi(csv: string): GpuInfo[] {
 }
 
 /**
- * The GPU device ids a `gpu`-pool docker run is given: the configured ones (`gpus`), else every detected GPU
+ * The GPU device ids `gpu`-pool runs are given (agent/gpus.ts): the configured ones (`gpus`), else every detected GPU
  * by UUID (stable across reboots, where an index is not). A configured id that names none of the detected GPUs is
  * refused: an agent would otherwise fail every GPU job at container start. With nothing detected (no nvidia-smi
  * on the agent's host, say) the configured ids are taken as they are.

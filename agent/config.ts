@@ -31,7 +31,7 @@ export interface AgentOptions {
   jobMemoryMb?: number;
   /**
    * Threads and processes started ahead of their runs, per strategy offered (`threaded`, `subprocess`): a run
-   * then starts without waiting ~0.1–0.2 s for its runner. Each is used once. 0 = none. @default 1
+   * then starts without waiting ~0.1–0.2 s for its runner. Each is used once. 0 = none, at most 8. @default 1
    */
   warmRunners?: number;
   /** CPUs a `docker` run may use; fractions allowed. @default 1 */
@@ -69,7 +69,7 @@ export interface AgentConfig {
   jobPids: number;
   dockerImage: string | null;
   dockerNetwork: string;
-  /** Device ids for `gpu`-pool docker runs; null = the GPUs detected at start-up. */
+  /** Device ids for `gpu`-pool runs; null = the GPUs detected at start-up. */
   gpus: string[] | null;
   gpusPerRun: number;
 }
@@ -106,15 +106,14 @@ function list(key: string, v: unknown): string[] | undefined {
 
 /** `gpus`: `none` → [], a list of device ids (indexes or UUIDs) as given, unset → null (detected). */
 function gpuIds(v: unknown): string[] | null {
-  if (v === undefined) return null;
-  const arr = typeof v === "string" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v;
-  if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string")) throw new InvalidConfigError("gpus", "must be `none` or a list of GPU ids");
+  const arr = list("gpus", v);
+  if (arr === undefined) return null;
+  if (arr.length === 0) throw new InvalidConfigError("gpus", "must be `none` or a list of GPU ids");
   if (arr.length === 1 && arr[0] === "none") return [];
   for (const id of arr) {
     // What nvidia-smi prints: an index, or a UUID such as GPU-5f3c…; a comma would split Docker's own list.
     if (!/^(\d{1,3}|(GPU|MIG)-[\w-]{1,80})$/.test(id)) throw new InvalidConfigError("gpus", `not a GPU index or UUID: ${JSON.stringify(id)}`);
   }
-  if (arr.length === 0) throw new InvalidConfigError("gpus", "must be `none` or a list of GPU ids");
   return arr;
 }
 

@@ -108,15 +108,10 @@ const LAG_REPORT_MS = 100;
 /** The job's strategy is not one this agent may give it. */
 class StrategyUnavailable extends Error {}
 
-/** Why a run stopped early; becomes the job's final state (and, for `failed`, its error code). */
+/** Why a run stopped early; becomes the job's final state. */
 class StopReason {
-  constructor(
-    readonly state: JobState | "handed_back",
-    readonly message: string,
-    readonly code?: ErrorCode,
-  ) {}
+  constructor(readonly state: JobState | "handed_back", readonly message: string) {}
 }
-
 
 const now = () => new Date().toISOString();
 
@@ -201,12 +196,13 @@ export class JobRunner {
     }
     const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt: this.attempt, ts: performance.timeOrigin + performance.now() };
     const data = encodeMsgpack(body);
-    if (data.byteLength > this.payloadLimitBytes()) {
+    const limit = payloadLimitBytes(this.deps.nc);
+    if (data.byteLength > limit) {
       // NATS would refuse it, and the event would be lost with only a line in this log: the job fails instead,
-      // saying which event and by how much. Nothing after it is published; the terminal update still is.
+      // saying which event and by how much (see `run`). Nothing after it is published; the terminal update is.
       const what = `${String(ev.type)}${ev.node_id ? ` of node "${String(ev.node_id)}"` : ""}`;
-      this.tooLarge ??= `the ${what} is ${data.byteLength} bytes; NATS carries at most ${this.payloadLimitBytes()} (max_payload less headers)`;
-      this.controller.abort(new StopReason("failed", this.tooLarge, ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE));
+      this.tooLarge ??= `the ${what} is ${data.byteLength} bytes; NATS carries at most ${limit} (max_payload less headers)`;
+      this.controller.abort(new StopReason("failed", this.tooLarge));
       return;
     }
     const h = headers();
@@ -221,11 +217,6 @@ export class JobRunner {
         this.pubSettled();
       },
     );
-  }
-
-  /** The largest event or record body NATS will carry on this connection. */
-  private payloadLimitBytes(): number {
-    return payloadLimitBytes(this.deps.nc);
   }
 
   private pubSettled(): void {
@@ -362,10 +353,12 @@ export class JobRunner {
         this.deps.log(`job ${this.jobId}: lease lost; stopping without publishing`);
         return; // Another attempt owns the job now; anything we wrote would be fenced off anyway.
       }
-      const code = r.code ?? (r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED);
+      const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
       final = { status: r.state as JobState, error: { code, message: r.message }, outputs: null, message: r.message };
     }
-    if (this.tooLarge !== null && final.status === "completed") {
+    // An event too large to publish fails the job, whether it stopped the run or came (held) after its end; a
+    // cancel or timeout that came first stands.
+    if (this.tooLarge !== null && (final.status === "completed" || final.status === "failed")) {
       final = { status: "failed", error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message: this.tooLarge }, outputs: null, message: this.tooLarge };
     }
     await this.finish(final, performance.now() - started);
@@ -469,10 +462,11 @@ export class JobRunner {
       if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
       const next: JobRecord = { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
       const bytes = Buffer.byteLength(JSON.stringify(next));
-      if (bytes <= this.payloadLimitBytes()) return next;
+      const limit = payloadLimitBytes(this.deps.nc);
+      if (bytes <= limit) return next;
       // A record NATS cannot store would leave the job running until its attempts ran out, each one running it
       // again. The outputs went out as output_update events; the record says why it has none.
-      const message = `the job's outputs make its record ${bytes} bytes; NATS stores at most ${this.payloadLimitBytes()} (max_payload less headers). They were sent as output_update events`;
+      const message = `the job's outputs make its record ${bytes} bytes; NATS stores at most ${limit} (max_payload less headers). They were sent as output_update events`;
       this.deps.log(`job ${this.jobId}: ${message}`);
       return { ...next, status: "failed", outputs: null, error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message } };
     }, this.owned ?? undefined);

@@ -118,7 +118,7 @@ export class RunnerSpares {
   private closed = false;
 
   constructor(
-    private readonly kinds: readonly ("threaded" | "subprocess")[],
+    kinds: readonly ("threaded" | "subprocess")[],
     private readonly count: number,
     private readonly memoryMb: number,
   ) {

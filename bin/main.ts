@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, readdirSync } from "node:fs";
 import { createServer, createConnection } from "node:net";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startGateway, newToken, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
+import { startGateway, isExpired, newToken, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
 import { startAgent, AGENT_OPTION_KEYS, type RunningAgent } from "../agent/index.js";
 import { startProxy, compileProxyConfig, PROXY_OPTION_KEYS, type RunningProxy } from "../proxy/index.js";
 import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
@@ -182,7 +182,7 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
     await waitForPort(natsHost, natsPort, 10_000, nats);
     gw = await startGateway({ ...gwOpts, natsUrl });
     agent = await startAgent({ name: "local", ...agentOpts, natsUrl });
-    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens.find((t) => t.expiresAtMs === null || t.expiresAtMs > Date.now())?.token);
+    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens.find((t) => !isExpired(t))?.token);
     let front = gw.url;
     if (flagOn(args, "tls")) {
       const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });

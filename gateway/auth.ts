@@ -36,9 +36,12 @@ export interface ApiToken {
   expiresAtMs: number | null;
 }
 
+/** Whether `t` has expired by `nowMs`. */
+export const isExpired = (t: ApiToken, nowMs: number = Date.now()): boolean => t.expiresAtMs !== null && t.expiresAtMs <= nowMs;
+
 /** How many of `tokens` have expired by `nowMs`. */
 export function expiredCount(tokens: readonly ApiToken[], nowMs: number = Date.now()): number {
-  return tokens.filter((t) => t.expiresAtMs !== null && t.expiresAtMs <= nowMs).length;
+  return tokens.filter((t) => isExpired(t, nowMs)).length;
 }
 
 /**

@@ -3,4 +3,4 @@ export { startGateway } from "./server.js";
 export type { RunningGateway } from "./server.js";
 export { compileGatewayConfig, GATEWAY_OPTION_KEYS } from "./config.js";
 export type { GatewayOptions, GatewayConfig } from "./config.js";
-export { newToken } from "./auth.js";
+export { isExpired, newToken } from "./auth.js";

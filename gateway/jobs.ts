@@ -34,7 +34,6 @@ import {
   type NodeCatalog,
   type NodeMetadata,
   type Workflow,
-  isOverMaxPayload,
   payloadLimitBytes,
 } from "../protocol/index.js";
 import type { NatsParts } from "./nats.js";
@@ -276,10 +275,7 @@ export class JobManager {
     if (failed) {
       const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
       if (taken === null) {
-        // Too large is the request's doing, not an outage: a retry would fail the same way.
-        if (isOverMaxPayload(failed.reason)) {
-          throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `the job (its graph and params) is larger than one NATS message may be (max_payload ${payloadLimitBytes(this.n.nc)} bytes less headers)`, { job_id: jobId });
-        }
+        if (failed.reason instanceof GatewayError) throw new GatewayError(failed.reason.code, failed.reason.message, { job_id: jobId });
         throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, { job_id: jobId });
       }
       job = taken;
@@ -331,9 +327,15 @@ export class JobManager {
       created_at: rec.created_at,
       ...(revision !== undefined ? { record: { rec, revision } } : {}),
     };
+    const data = encodeMsgpack(dispatch);
+    const limit = payloadLimitBytes(this.n.nc);
+    // Too large is the request's doing, not an outage: refused as such, since a retry would fail the same way.
+    if (data.byteLength > limit) {
+      throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `the job (its graph and params) is ${data.byteLength} bytes, larger than one NATS message may be (max_payload less headers: ${limit})`);
+    }
     const h = headers();
     h.set("Nats-Msg-Id", rec.id);
-    await this.n.pub.publish(subjects.jobs(rec.pool), encodeMsgpack(dispatch), h);
+    await this.n.pub.publish(subjects.jobs(rec.pool), data, h);
   }
 
   /**

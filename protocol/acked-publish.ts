@@ -38,11 +38,6 @@ export function payloadLimitBytes(nc: { info?: { max_payload: number } }): numbe
   return (nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD_BYTES) - PAYLOAD_HEADROOM_BYTES;
 }
 
-/** nats.js refusing a publish over the server's max_payload (it throws before sending anything). */
-export function isOverMaxPayload(err: unknown): boolean {
-  return err instanceof Error && /max_payload/.test(err.message);
-}
-
 export class PublishError extends Error {
   constructor(
     message: string,

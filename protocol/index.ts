@@ -87,7 +87,7 @@ export {
 } from "./codec.js";
 export { newId } from "./ids.js";
 export { readJobRecord, casJobRecord } from "./job-record.js";
-export { AckedKv, AckedPublisher, PublishError, isOverMaxPayload, payloadLimitBytes } from "./acked-publish.js";
+export { AckedKv, AckedPublisher, PublishError, payloadLimitBytes } from "./acked-publish.js";
 export type { AckConnection, PubAck } from "./acked-publish.js";
 export type { KvReadEntry, RecordStore } from "./job-record.js";
 export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";

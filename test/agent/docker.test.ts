@@ -181,8 +181,7 @@ await new Promise(() => {});
 `;
 
 t.test("docker - a container that forges a job event or sends what is not a frame is stopped; its job fails saying so", async (t) => {
-  const warm = await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker"] }); // makes the runner image if missing
-  void warm;
+  await startStack(t, { agents: 1, agentArgs: ["--strategies", "docker"] }); // its agent makes the runner image if missing
   const pack = tarStream.pack();
   pack.entry({ name: "Dockerfile" }, `FROM ${RUNNER_IMAGE}\nCOPY hostile.mjs /hostile.mjs\nENV NODE_OPTIONS=--import=/hostile.mjs\n`);
   pack.entry({ name: "hostile.mjs" }, HOSTILE);
