@@ -6,10 +6,12 @@ import { createHash, randomBytes } from "node:crypto";
 import { connect, createInbox, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, jetstream, type Consumer, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { Objm, type ObjectStore } from "@nats-io/obj";
 import {
   KV_AGENTS,
   KV_JOBS,
   KV_NODES,
+  OBJ_ASSETS,
   STREAM_JOBS,
   AckedKv,
   AckedPublisher,
@@ -66,6 +68,8 @@ class Agent implements RunningAgent {
   private agentsKv!: KV;
   /** `nw_agents` with the registration's writes through `pub`. */
   private registrations!: AckedKv<MsgHdrs>;
+  /** `nw_assets`, for binary outputs too large to travel in events. */
+  private assets!: ObjectStore;
   /** `nw_jobs` with its record writes through `pub` (one publish each, not a request; protocol/acked-publish.ts). */
   private jobRecords!: AckedKv<MsgHdrs>;
   private readonly running = new Map<string, JobRunner>();
@@ -146,6 +150,7 @@ class Agent implements RunningAgent {
         const agentsKv = await openBucket(kvm, KV_AGENTS);
         this.agentsKv = agentsKv;
         this.registrations = new AckedKv<MsgHdrs>(this.pub, KV_AGENTS, headers, (key) => agentsKv.get(key));
+        this.assets = await new Objm(this.nc).open(OBJ_ASSETS);
         break;
       } catch (err) {
         if (Date.now() > deadline) throw new Error(`NATS has no Nodeway streams (is a gateway running?): ${(err as Error).message}`);
@@ -350,6 +355,8 @@ class Agent implements RunningAgent {
         docker: this.docker,
         gpus,
         spares: this.spares,
+        assets: this.assets,
+        assetInlineMaxBytes: this.config.assetInlineMaxBytes,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,

@@ -1,6 +1,6 @@
 /** Agent options → a frozen, checked config (once, at start-up). */
 import { hostname } from "node:os";
-import { InvalidConfigError, ErrorCode, checkToken, ExecutionStrategy } from "../protocol/index.js";
+import { InvalidConfigError, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS } from "../protocol/index.js";
 
 export interface AgentOptions {
   /** NATS server URL(s), comma-separated. @default "nats://127.0.0.1:4222" */
@@ -34,6 +34,11 @@ export interface AgentOptions {
    * then starts without waiting ~0.1–0.2 s for its runner. Each is used once. 0 = none, at most 8. @default 1
    */
   warmRunners?: number;
+  /**
+   * Binary outputs (bytes in an output, preview or result) larger than this go to the asset store (`nw_assets`)
+   * and travel as an `asset://` reference; smaller ones stay in the event. @default 262144 (256 KiB)
+   */
+  assetInlineMaxBytes?: number;
   /** CPUs a `docker` run may use; fractions allowed. @default 1 */
   jobCpus?: number;
   /** Processes and threads a `docker` run may have. @default 256 */
@@ -65,6 +70,7 @@ export interface AgentConfig {
   strategies: ExecutionStrategy[];
   jobMemoryMb: number;
   warmRunners: number;
+  assetInlineMaxBytes: number;
   jobCpus: number;
   jobPids: number;
   dockerImage: string | null;
@@ -74,7 +80,7 @@ export interface AgentConfig {
   gpusPerRun: number;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
 
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
@@ -157,6 +163,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     strategies,
     jobMemoryMb: nonNegInt("jobMemoryMb", opts.jobMemoryMb, 0),
     warmRunners: Math.min(nonNegInt("warmRunners", opts.warmRunners, 1), 8),
+    assetInlineMaxBytes: nonNegInt("assetInlineMaxBytes", opts.assetInlineMaxBytes, ASSETS_DEFAULTS.inlineMaxBytes),
     jobCpus,
     jobPids: posInt("jobPids", opts.jobPids, 256),
     dockerImage,

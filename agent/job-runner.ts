@@ -12,6 +12,7 @@
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { headers } from "@nats-io/transport-node";
 import type { JsMsg } from "@nats-io/jetstream";
+import type { ObjectStore } from "@nats-io/obj";
 import {
   CancelReason,
   ErrorCode,
@@ -21,6 +22,7 @@ import {
   type AckedPublisher,
   type JobCancel,
   encodeMsgpack,
+  encodeJson,
   eventMsgId,
   isTerminal,
   subjects,
@@ -38,6 +40,7 @@ import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./e
 import type { NodeDef } from "./engine/types.js";
 import { runWithStrategy, RunnerCrashedError, type RunnerSpares } from "./strategies.js";
 import type { DockerRunner } from "./docker.js";
+import { JobAssets } from "./assets.js";
 
 export interface JobRunnerDeps {
   nc: NatsConnection;
@@ -55,6 +58,9 @@ export interface JobRunnerDeps {
   gpus: readonly string[];
   /** The agent's spare threads and processes (`warmRunners`), or null. */
   spares: RunnerSpares | null;
+  /** `nw_assets`, where binary outputs over `assetInlineMaxBytes` go (null: none, and such outputs fail the job). */
+  assets: ObjectStore | null;
+  assetInlineMaxBytes: number;
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
@@ -146,6 +152,14 @@ export class JobRunner {
    * after the claim, when the graph may have finished already: the job fails all the same.
    */
   private tooLarge: string | null = null;
+  /** Why a binary output could not be stored as an asset, once one could not: the job fails. */
+  private assetFailed: string | null = null;
+  private readonly assets: JobAssets;
+  /**
+   * The event publishes waiting behind an asset upload, in order (null when none waits): an event that carries
+   * a large binary value is published once its bytes are stored, and every event after it waits its turn.
+   */
+  private offloading: Promise<void> | null = null;
   private readonly controller = new AbortController();
   private leaseTimer: NodeJS.Timeout | null = null;
   private timeoutTimer: NodeJS.Timeout | null = null;
@@ -162,6 +176,7 @@ export class JobRunner {
   ) {
     this.jobId = job.job_id;
     this.attempt = msg.info.deliveryCount;
+    this.assets = new JobAssets(deps.assets, deps.assetInlineMaxBytes, job);
   }
 
   /**
@@ -189,6 +204,41 @@ export class JobRunner {
       this.held.push(ev);
       return;
     }
+    if (this.offloading !== null || this.assets.needs(ev.value) || this.assets.needs(ev.result)) {
+      this.publishAfterOffload(ev);
+      return;
+    }
+    this.publishNow(ev);
+  }
+
+  /** Stores the event's large binary values as assets, then publishes it with references in their place. */
+  private publishAfterOffload(ev: Record<string, unknown>): void {
+    // Counted as in flight from now: the terminal event waits for it like for any publish (`allPublished`).
+    this.pubsInFlight++;
+    const nodeId = typeof ev.node_id === "string" ? ev.node_id : undefined;
+    const turn = (this.offloading ?? Promise.resolve()).then(async () => {
+      try {
+        if (this.assetFailed === null) {
+          const out = { ...ev };
+          if ("value" in ev) out.value = await this.assets.offload(ev.value, nodeId);
+          if ("result" in ev) out.result = await this.assets.offload(ev.result, nodeId);
+          this.publishNow(out);
+        }
+      } catch (err) {
+        this.assetFailed ??= (err as Error).message;
+        this.deps.log(`job ${this.jobId}: ${this.assetFailed}`);
+        this.controller.abort(new StopReason("failed", this.assetFailed));
+      } finally {
+        this.pubSettled();
+      }
+    });
+    this.offloading = turn;
+    void turn.then(() => {
+      if (this.offloading === turn) this.offloading = null;
+    });
+  }
+
+  private publishNow(ev: Record<string, unknown>): void {
     // Checked per event because after a SIGCONT any timer may fire before the lease timer does.
     if (!this.leaseHeld()) {
       this.controller.abort(new StopReason("cancelled", "lease lost"));
@@ -356,10 +406,20 @@ export class JobRunner {
       const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
       final = { status: r.state as JobState, error: { code, message: r.message }, outputs: null, message: r.message };
     }
-    // An event too large to publish fails the job, whether it stopped the run or came (held) after its end; a
-    // cancel or timeout that came first stands.
-    if (this.tooLarge !== null && (final.status === "completed" || final.status === "failed")) {
-      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message: this.tooLarge }, outputs: null, message: this.tooLarge };
+    // The record refers to the assets its outputs' events did (same bytes, same asset), never to the bytes.
+    if (final.outputs !== null && this.assets.needs(final.outputs)) {
+      try {
+        final = { ...final, outputs: (await this.assets.offload(final.outputs)) as Record<string, unknown[]> };
+      } catch (err) {
+        this.assetFailed ??= (err as Error).message;
+      }
+    }
+    await this.offloading;
+    // An event too large to publish, or bytes the asset store would not take, fail the job, whether that stopped
+    // the run or came (held) after its end; a cancel or timeout that came first stands.
+    const lost = this.tooLarge !== null ? { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message: this.tooLarge } : this.assetFailed !== null ? { code: ErrorCode.JOB_ERR_ASSET_FAILED, message: this.assetFailed } : null;
+    if (lost && (final.status === "completed" || final.status === "failed")) {
+      final = { status: "failed", error: lost, outputs: null, message: lost.message };
     }
     await this.finish(final, performance.now() - started);
   }
@@ -461,7 +521,7 @@ export class JobRunner {
       // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
       if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
       const next: JobRecord = { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
-      const bytes = Buffer.byteLength(JSON.stringify(next));
+      const bytes = Buffer.byteLength(encodeJson(next));
       const limit = payloadLimitBytes(this.deps.nc);
       if (bytes <= limit) return next;
       // A record NATS cannot store would leave the job running until its attempts ran out, each one running it

@@ -1,5 +1,5 @@
 /** Gateway options → a frozen, checked config (once, at start-up). */
-import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS } from "../protocol/index.js";
+import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, ASSETS_DEFAULTS } from "../protocol/index.js";
 import { checkApiToken, readTokenFile, type ApiToken } from "./auth.js";
 
 export interface GatewayOptions {
@@ -17,6 +17,10 @@ export interface GatewayOptions {
   eventsMaxAgeMs?: number;
   /** How long job records are kept. @default 604800000 (7 d) */
   jobsRetentionMs?: number;
+  /** Largest accepted asset upload (`POST /api/assets`). @default 268435456 (256 MiB) */
+  maxAssetBytes?: number;
+  /** How long assets (uploaded and produced) are kept: the `nw_assets` bucket's TTL. @default 604800000 (7 d) */
+  assetsMaxAgeMs?: number;
   /** Largest accepted request body. @default 8388608 */
   maxBodyBytes?: number;
   /** Largest accepted WebSocket frame. @default 1048576 */
@@ -55,6 +59,8 @@ export interface GatewayConfig {
   eventsMaxAgeMs: number;
   jobsRetentionMs: number;
   maxBodyBytes: number;
+  maxAssetBytes: number;
+  assetsMaxAgeMs: number;
   wsMaxPayloadBytes: number;
   wsMaxBackpressureBytes: number;
   replayCacheBytes: number;
@@ -76,6 +82,8 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "eventsMaxAgeMs",
   "jobsRetentionMs",
   "maxBodyBytes",
+  "maxAssetBytes",
+  "assetsMaxAgeMs",
   "wsMaxPayloadBytes",
   "wsMaxBackpressureBytes",
   "replayCacheBytes",
@@ -120,6 +128,8 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     eventsMaxAgeMs: int("eventsMaxAgeMs", opts.eventsMaxAgeMs, EVENTS_DEFAULTS.maxAgeMs, 1000),
     jobsRetentionMs: int("jobsRetentionMs", opts.jobsRetentionMs, JOBS_KV_DEFAULTS.retentionMs, 1000),
     maxBodyBytes: int("maxBodyBytes", opts.maxBodyBytes, 8 * 1024 * 1024, 1024),
+    maxAssetBytes: int("maxAssetBytes", opts.maxAssetBytes, ASSETS_DEFAULTS.maxUploadBytes, 1),
+    assetsMaxAgeMs: int("assetsMaxAgeMs", opts.assetsMaxAgeMs, ASSETS_DEFAULTS.maxAgeMs, 1000),
     wsMaxPayloadBytes: int("wsMaxPayloadBytes", opts.wsMaxPayloadBytes, 1024 * 1024, 1024),
     wsMaxBackpressureBytes: int("wsMaxBackpressureBytes", opts.wsMaxBackpressureBytes, 4 * 1024 * 1024, 1024),
     replayCacheBytes: int("replayCacheBytes", opts.replayCacheBytes, 64 * 1024 * 1024, 0),

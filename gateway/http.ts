@@ -31,6 +31,7 @@ const STATUS_TEXT: Record<number, string> = {
   201: "201 Created",
   202: "202 Accepted",
   204: "204 No Content",
+  304: "304 Not Modified",
   400: "400 Bad Request",
   401: "401 Unauthorized",
   403: "403 Forbidden",
@@ -38,6 +39,7 @@ const STATUS_TEXT: Record<number, string> = {
   405: "405 Method Not Allowed",
   409: "409 Conflict",
   413: "413 Payload Too Large",
+  415: "415 Unsupported Media Type",
   500: "500 Internal Server Error",
   503: "503 Service Unavailable",
 };
@@ -165,6 +167,106 @@ export class Reply {
     }
   }
 
+  /** A reply without a body (204, 304). */
+  empty(status: number, extraHeaders?: Record<string, string>): void {
+    if (this.aborted) return;
+    this.res.cork(() => {
+      this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
+      if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
+      this.res.endWithoutBody();
+    });
+    this.aborted = true;
+  }
+
+  /**
+   * Sends `totalBytes` read from `source` with a Content-Length (uWS's `tryEnd`), one chunk at a time: the next is
+   * read only once the socket took the last, so a slow client holds at most a chunk here. A source that ends
+   * short or fails closes the connection (the status line is gone): the client sees a truncated body, never a
+   * complete-looking wrong one. A client that leaves cancels the source.
+   */
+  async sendBytes(status: number, contentType: string, totalBytes: number, source: ReadableStream<Uint8Array>, extraHeaders?: Record<string, string>): Promise<void> {
+    const reader = source.getReader();
+    if (this.aborted) {
+      void reader.cancel().catch(() => undefined);
+      return;
+    }
+    const res = this.res;
+    const writeHead = () => {
+      res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
+      res.writeHeader("content-type", contentType);
+      if (extraHeaders) for (const k in extraHeaders) res.writeHeader(k, extraHeaders[k]!);
+    };
+    if (totalBytes === 0) {
+      void reader.cancel().catch(() => undefined);
+      res.cork(() => {
+        writeHead();
+        res.end();
+      });
+      this.aborted = true;
+      return;
+    }
+    let headWritten = false;
+    let sent = 0;
+    /** The pending wait for the socket to drain, woken with true when the client leaves. */
+    let wake: ((finished: boolean) => void) | null = null;
+    this.onAbort(() => wake?.(true));
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (this.aborted) {
+          void reader.cancel().catch(() => undefined);
+          return;
+        }
+        if (done) {
+          if (sent < totalBytes) this.close(); // short: never let it look whole
+          return;
+        }
+        if (sent + value.byteLength > totalBytes) {
+          void reader.cancel().catch(() => undefined);
+          this.close();
+          return;
+        }
+        const startOffset = res.getWriteOffset();
+        let result: [boolean, boolean] = [false, false];
+        res.cork(() => {
+          if (!headWritten) writeHead();
+          headWritten = true;
+          result = res.tryEnd(value, totalBytes);
+        });
+        sent += value.byteLength;
+        if (result[1]) {
+          this.aborted = true; // done: nothing more may be written
+          void reader.cancel().catch(() => undefined);
+          return;
+        }
+        if (!result[0]) {
+          // The socket took part of the chunk: the rest goes when it drains.
+          const finished = await new Promise<boolean>((resolve) => {
+            wake = resolve;
+            res.onWritable((offset) => {
+              if (this.aborted) return true;
+              const [ok, done] = res.tryEnd(value.subarray(offset - startOffset), totalBytes);
+              if (done) {
+                this.aborted = true;
+                resolve(true);
+              } else if (ok) resolve(false);
+              return ok;
+            });
+          });
+          wake = null;
+          if (finished) {
+            void reader.cancel().catch(() => undefined);
+            return;
+          }
+        }
+      }
+    } catch (err) {
+      if (!headWritten) throw err;
+      process.stderr.write(`[gateway] a download stopped part way: ${(err as Error).message}\n`);
+      this.close();
+    }
+  }
+
   /** Drops the connection (a stream whose token was revoked): onAborted runs, stopping its follow. */
   close(): void {
     if (this.aborted) return;
@@ -203,6 +305,54 @@ export function readBody(res: HttpResponse, reply: Reply, maxBytes: number): Pro
       if (isLast) resolve(Buffer.concat(chunks));
     });
   });
+}
+
+/**
+ * The request body as a stream, for bodies too large to hold (asset uploads): chunks are copied out of uWS as they
+ * come, and the socket is paused while `highWaterChunks` wait unread. Past `maxBytes` the stream fails with 413;
+ * a client that leaves fails it too. Must be called in the handler's first tick, like `readBody`.
+ */
+export function bodyStream(res: HttpResponse, reply: Reply, maxBytes: number, highWaterChunks = 8): ReadableStream<Uint8Array> {
+  let size = 0;
+  let over = false;
+  let paused = false;
+  const canPause = typeof res.pause === "function";
+  return new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        reply.onAbort(() => {
+          if (over) return;
+          over = true;
+          c.error(new GatewayError(ErrorCode.GW_ERR_BAD_REQUEST, "client went away during the upload"));
+        });
+        res.onData((ab, isLast) => {
+          if (over) return;
+          size += ab.byteLength;
+          if (size > maxBytes) {
+            over = true;
+            c.error(new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `upload exceeds ${maxBytes} bytes`));
+            return;
+          }
+          // uWS reuses `ab` after this callback returns: copy it.
+          if (ab.byteLength > 0) c.enqueue(new Uint8Array(ab.slice(0)));
+          if (isLast) {
+            over = true;
+            c.close();
+          } else if (canPause && !paused && (c.desiredSize ?? 1) <= 0) {
+            paused = true;
+            res.pause();
+          }
+        });
+      },
+      pull() {
+        if (paused && !reply.aborted) {
+          paused = false;
+          res.resume();
+        }
+      },
+    },
+    { highWaterMark: highWaterChunks },
+  );
 }
 
 /** Parses a JSON object body; empty body → `{}`. Errors name what is wrong. */

@@ -14,6 +14,7 @@ import {
   JOB_QUEUE_DEFAULTS,
   casJobRecord,
   encodeMsgpack,
+  encodeJson,
   eventMsgId,
   isTerminal,
   jobKeys,
@@ -265,7 +266,7 @@ export class JobManager {
     const announced = Promise.allSettled([
       this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
       this.publishDispatch(rec, graph, s.strategy),
-      this.n.jobRecords.create(jobKeys.record(jobId), JSON.stringify(rec)),
+      this.n.jobRecords.create(jobKeys.record(jobId), encodeJson(rec)),
     ]);
     await Promise.resolve();
     const recorded = Promise.allSettled([this.n.jobRecords.put(jobKeys.byWorkflow(s.workflow.id, jobId), "")]);

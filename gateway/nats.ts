@@ -2,6 +2,7 @@
 import { connect, createInbox, headers, nanos, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { Objm, type ObjectStore } from "@nats-io/obj";
 import {
   AGENT_TTL_MS,
   BUILTIN_POOLS,
@@ -10,6 +11,7 @@ import {
   KV_JOBS,
   KV_NODES,
   KV_WORKFLOWS,
+  OBJ_ASSETS,
   STREAM_EVENTS,
   STREAM_JOBS,
   AckedKv,
@@ -27,6 +29,8 @@ export interface NatsParts {
   workflowsKv: KV;
   agentsKv: KV;
   nodesKv: KV;
+  /** `nw_assets`: uploaded and produced files. */
+  assets: ObjectStore;
   /** Stream publishes (events, dispatches) with their PubAcks on one shared subscription. */
   pub: AckedPublisher<MsgHdrs>;
   /** `nw_jobs` with its record and index writes through `pub` (reads through `jobsKv`). */
@@ -115,7 +119,11 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
   const workflowsKv = await kvm.create(KV_WORKFLOWS, { history: 1 });
   const agentsKv = await kvm.create(KV_AGENTS, { history: 1, ttl: AGENT_TTL_MS });
   const nodesKv = await kvm.create(KV_NODES, { history: 1 });
+  const assets = await new Objm(nc).create(OBJ_ASSETS, { storage: StorageType.File, ttl: nanos(config.assetsMaxAgeMs) });
+  const assetsStream = `OBJ_${OBJ_ASSETS}`;
+  const assetsInfo = await jsm.streams.info(assetsStream);
+  if (assetsInfo.config.max_age !== nanos(config.assetsMaxAgeMs)) await jsm.streams.update(assetsStream, { ...assetsInfo.config, max_age: nanos(config.assetsMaxAgeMs) });
   const pub = new AckedPublisher<MsgHdrs>(nc, createInbox());
   const jobRecords = new AckedKv<MsgHdrs>(pub, KV_JOBS, headers, (key) => jobsKv.get(key));
-  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, pub, jobRecords, connected: () => connected && !nc.isClosed() };
+  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, assets, pub, jobRecords, connected: () => connected && !nc.isClosed() };
 }

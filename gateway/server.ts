@@ -12,6 +12,7 @@ import { follow, type Following } from "./follow.js";
 import { Reply, jsonBody, readBody, readReq, type Req } from "./http.js";
 import { JobManager } from "./jobs.js";
 import { connectNats, type NatsParts } from "./nats.js";
+import { AssetsApi } from "./assets.js";
 import { loadUws } from "./uws.js";
 import { WorkflowStore } from "./workflows.js";
 import { WsHub } from "./ws.js";
@@ -105,7 +106,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         if (!a.ok) return refuse(reply, a, `${r.method} ${r.url}`);
         reply.authenticated(a.digest, tokenStreams);
       }
-      handler(r, reply, res).catch((err: unknown) => reply.error(err));
+      // Called in this tick (a body must be asked for before the handler returns); a handler that throws before
+      // its first await is answered like one that rejects, not left hanging.
+      try {
+        handler(r, reply, res).catch((err: unknown) => reply.error(err));
+      } catch (err) {
+        reply.error(err);
+      }
     });
   };
 
@@ -400,6 +407,18 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     n.nc.publish(subjects.agentControl(id), encodeMsgpack({ type: "agent.drain", v: 1 }));
     reply.json(202, { id, state: "draining" });
   });
+  // ---- assets ----------------------------------------------------------------------------------------------
+  const assets = new AssetsApi(n.assets, config.maxAssetBytes, native && typeof uws.getParts === "function" ? uws.getParts : null);
+  const upload: Handler = (req, reply, res) => assets.upload(req, reply, res);
+  const listAssets: Handler = async (req, reply) => assets.list(req, reply, intParam(req.query, "limit", 100, 1000));
+  route("post", "/api/assets", upload);
+  route("post", "/api/assets/", upload);
+  route("get", "/api/assets", listAssets);
+  route("get", "/api/assets/", listAssets);
+  route("get", "/api/assets/:id", (req, reply) => assets.describe(req.params[0]!, reply));
+  route("get", "/api/assets/:id/content", (req, reply) => assets.download(req.params[0]!, req, reply));
+  route("del", "/api/assets/:id", (req, reply) => assets.remove(req.params[0]!, reply));
+
   route("get", "/api/nodes/metadata", async (_req, reply) => {
     const catalog = await jobs.nodeCatalog();
     const seen = new Set<string>();

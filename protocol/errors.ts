@@ -23,6 +23,8 @@ export const ErrorCode = {
   GW_ERR_BAD_REQUEST: "GW_ERR_BAD_REQUEST",
   GW_ERR_BODY_TOO_LARGE: "GW_ERR_BODY_TOO_LARGE",
   GW_ERR_UNAVAILABLE: "GW_ERR_UNAVAILABLE",
+  /** A request body of a kind this gateway cannot take (multipart on the pure-JS uWS fallback). */
+  GW_ERR_UNSUPPORTED_MEDIA: "GW_ERR_UNSUPPORTED_MEDIA",
   GW_ERR_INTERNAL: "GW_ERR_INTERNAL",
   GW_ERR_CONFLICT: "GW_ERR_CONFLICT",
   GW_ERR_UNAUTHORIZED: "GW_ERR_UNAUTHORIZED",
@@ -41,6 +43,8 @@ export const ErrorCode = {
   JOB_ERR_RUNNER_CRASHED: "JOB_ERR_RUNNER_CRASHED",
   /** An event or the job's record would be larger than NATS carries (the server's max_payload): the job fails. */
   JOB_ERR_OUTPUT_TOO_LARGE: "JOB_ERR_OUTPUT_TOO_LARGE",
+  /** A binary output could not be stored as an asset (the object store refused it or was unreachable). */
+  JOB_ERR_ASSET_FAILED: "JOB_ERR_ASSET_FAILED",
   // configuration
   CONFIG_ERR_INVALID: "CONFIG_ERR_INVALID",
   CONFIG_ERR_UNKNOWN_KEY: "CONFIG_ERR_UNKNOWN_KEY",

@@ -3,7 +3,7 @@
  * one function, so a terminal state can never be overwritten by either. The store is described by its shape
  * (the NATS KV client satisfies it), which keeps `protocol/` free of a NATS dependency.
  */
-import { parseJson } from "./codec.js";
+import { encodeJson, parseJson } from "./codec.js";
 import { jobKeys } from "./subjects.js";
 import type { JobRecord } from "./jobs.js";
 
@@ -54,7 +54,7 @@ export async function casJobRecord(
       return { rec: cur.rec, written: false, revision: cur.revision };
     }
     try {
-      const revision = await kv.update(jobKeys.record(jobId), JSON.stringify(next), cur.revision);
+      const revision = await kv.update(jobKeys.record(jobId), encodeJson(next), cur.revision); // bytes as data: URIs, as JSON clients get them
       return { rec: next, written: true, revision };
     } catch (err) {
       // "wrong last sequence": another writer won this round; look again.

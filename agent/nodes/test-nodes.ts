@@ -189,4 +189,33 @@ export const allocate: NodeDef = {
   },
 };
 
-export const TEST_NODES: readonly NodeDef[] = [tokens, sleep, fail, whereabouts, spin, allocate];
+/** Byte `i` of `nodeway.test.Bytes`'s output (tests recompute it): a pattern that no run of zeros hides. */
+export function testByte(i: number, seed: number): number {
+  return (i * 31 + seed * 7 + (i >> 8)) & 0xff;
+}
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+/** Outputs `size` patterned bytes (standing in for an image or audio model); `png` starts them with PNG's signature. */
+export const bytes: NodeDef = {
+  kind: "process",
+  type: "nodeway.test.Bytes",
+  title: "Bytes",
+  description: "Outputs size bytes of a fixed pattern (seeded), optionally starting with the PNG signature.",
+  properties: [
+    prop("size", "int", 1024, { min: 0, max: 64 * 1024 * 1024, description: "How many bytes." }),
+    prop("seed", "int", 0, { min: 0, max: 255, description: "Varies the pattern." }),
+    prop("png", "bool", false, { description: "Start with the PNG file signature." }),
+  ],
+  outputs: [{ name: "output", type: "bytes" }],
+  process: (_ctx, inputs) => {
+    const size = asNumber(inputs.size, "size");
+    const seed = asNumber(inputs.seed, "seed");
+    if (!Number.isInteger(size) || size < 0 || size > 64 * 1024 * 1024) throw new NodeError(`size must be an integer in [0, 67108864], got ${size}`);
+    const out = new Uint8Array(size);
+    for (let i = 0; i < size; i++) out[i] = testByte(i, seed);
+    if (inputs.png === true) out.set(PNG_SIGNATURE.slice(0, size));
+    return { output: out };
+  },
+};
+
+export const TEST_NODES: readonly NodeDef[] = [tokens, sleep, fail, whereabouts, spin, allocate, bytes];

@@ -1,0 +1,96 @@
+/**
+ * Large binary outputs as assets (design §3 `nw_assets`): a value a job emits that holds bytes over the inline
+ * limit (an image, audio, a file) is put into the object store, and the event and the job record carry an
+ * `asset://` reference in its place (protocol/assets.ts). NATS then never carries more of a job's output than a
+ * message may hold, clients fetch the bytes over HTTP (`GET /api/assets/:id/content`) when they want them, and a
+ * resume replays the reference, not megabytes.
+ *
+ * The same bytes are stored once per job: an output's `output_update` and the record's outputs (and a node's
+ * `result`) refer to one asset, found by content digest, whichever strategy's channel the bytes came through.
+ */
+import { createHash } from "node:crypto";
+import type { ObjectStore } from "@nats-io/obj";
+import { ASSET_META, assetRef, newId, type AssetRef } from "../protocol/index.js";
+
+/** Deepest nesting searched for bytes (outputs are values, lists of values, or small objects of them). */
+const MAX_DEPTH = 32;
+
+/** Media types of the formats a node is likely to produce, by their leading bytes. */
+export function sniffContentType(b: Uint8Array): string {
+  const at = (i: number, ...xs: number[]) => xs.every((x, k) => b[i + k] === x);
+  const ascii = (i: number, s: string) => at(i, ...[...s].map((c) => c.charCodeAt(0)));
+  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return "image/png";
+  if (at(0, 0xff, 0xd8, 0xff)) return "image/jpeg";
+  if (ascii(0, "GIF87a") || ascii(0, "GIF89a")) return "image/gif";
+  if (ascii(0, "RIFF") && ascii(8, "WEBP")) return "image/webp";
+  if (ascii(0, "RIFF") && ascii(8, "WAVE")) return "audio/wav";
+  if (ascii(0, "OggS")) return "audio/ogg";
+  if (ascii(0, "ID3") || at(0, 0xff, 0xfb)) return "audio/mpeg";
+  if (ascii(4, "ftyp")) return "video/mp4";
+  if (ascii(0, "%PDF-")) return "application/pdf";
+  return "application/octet-stream";
+}
+
+export class AssetStoreError extends Error {}
+
+/** One job's asset writer. */
+export class JobAssets {
+  private readonly byDigest = new Map<string, Promise<AssetRef>>();
+
+  constructor(
+    private readonly os: ObjectStore | null,
+    private readonly inlineMaxBytes: number,
+    private readonly job: { job_id: string; workflow_id: string },
+  ) {}
+
+  /** True when `value` holds bytes that must go to the store (cheap for everything else: a token is a string). */
+  needs(value: unknown, depth = 0): boolean {
+    if (value instanceof Uint8Array) return value.byteLength > this.inlineMaxBytes;
+    if (value === null || typeof value !== "object" || depth > MAX_DEPTH) return false;
+    if (Array.isArray(value)) return value.some((v) => this.needs(v, depth + 1));
+    for (const k in value) if (this.needs((value as Record<string, unknown>)[k], depth + 1)) return true;
+    return false;
+  }
+
+  /** `value` with every too-large byte array replaced by a reference to its stored asset. */
+  async offload(value: unknown, nodeId?: string, depth = 0): Promise<unknown> {
+    if (value instanceof Uint8Array) return value.byteLength > this.inlineMaxBytes ? this.store(value, nodeId) : value;
+    if (value === null || typeof value !== "object" || depth > MAX_DEPTH || !this.needs(value, depth)) return value;
+    if (Array.isArray(value)) return Promise.all(value.map((v) => this.offload(v, nodeId, depth + 1)));
+    const out: Record<string, unknown> = {};
+    for (const k in value) out[k] = await this.offload((value as Record<string, unknown>)[k], nodeId, depth + 1);
+    return out;
+  }
+
+  private store(bytes: Uint8Array, nodeId?: string): Promise<AssetRef> {
+    const digest = createHash("sha256").update(bytes).digest("hex");
+    let ref = this.byDigest.get(digest);
+    if (!ref) {
+      ref = this.put(bytes, nodeId);
+      this.byDigest.set(digest, ref);
+      // A failed put is not remembered: the record's outputs try again.
+      ref.catch(() => this.byDigest.delete(digest));
+    }
+    return ref;
+  }
+
+  private async put(bytes: Uint8Array, nodeId?: string): Promise<AssetRef> {
+    if (!this.os) throw new AssetStoreError("this agent has no asset store (nw_assets)");
+    const id = newId();
+    const contentType = sniffContentType(bytes);
+    const metadata: Record<string, string> = {
+      [ASSET_META.name]: `${nodeId ?? "output"}-${id}`,
+      [ASSET_META.contentType]: contentType,
+      [ASSET_META.jobId]: this.job.job_id,
+      [ASSET_META.workflowId]: this.job.workflow_id,
+      [ASSET_META.createdAt]: new Date().toISOString(),
+    };
+    if (nodeId) metadata[ASSET_META.nodeId] = nodeId;
+    try {
+      const info = await this.os.putBlob({ name: id, metadata }, bytes);
+      return assetRef(id, contentType, info.size);
+    } catch (err) {
+      throw new AssetStoreError(`could not store ${bytes.byteLength} bytes${nodeId ? ` of node "${nodeId}"` : ""} as an asset: ${(err as Error).message}`);
+    }
+  }
+}

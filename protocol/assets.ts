@@ -1,0 +1,117 @@
+/**
+ * Assets (design §3 `nw_assets`, §6 "assets upload / download"): files uploaded by clients and files produced by
+ * jobs, kept in the NATS object store under their asset id. What travels in events and job records instead of a
+ * large binary value is an `AssetRef` (NodeTool's media reference shape: `type`, `uri` = `asset://<id>`,
+ * `asset_id`), and the REST API describes an asset with `AssetInfo` (NodeTool's Asset fields where it has them).
+ *
+ * An object's metadata (`metadata` of its object-store entry, strings only) carries what `AssetInfo` needs
+ * beyond the store's own size, digest and time; the keys are `ASSET_META`.
+ */
+
+export const ASSETS_DEFAULTS = {
+  /** How long assets are kept after they were written (the bucket's TTL): the job records' retention. */
+  maxAgeMs: 7 * 24 * 3600_000,
+  /** Largest upload the gateway accepts. */
+  maxUploadBytes: 256 * 1024 * 1024,
+  /**
+   * Binary values up to this size stay in the event and the record; larger ones become assets. 256 KiB keeps a
+   * thumbnail inline and a full-size image (or anything near NATS's 1 MiB message limit) out of the events.
+   */
+  inlineMaxBytes: 256 * 1024,
+} as const;
+
+/** Asset ids are `newId()`s: lower-case Crockford base32, 26 characters. */
+const ASSET_ID = /^[0-9a-hjkmnp-tv-z]{26}$/;
+
+export function isAssetId(s: string): boolean {
+  return ASSET_ID.test(s);
+}
+
+const URI_PREFIX = "asset://";
+
+export function assetUri(id: string): string {
+  return URI_PREFIX + id;
+}
+
+/** The asset id of an `asset://<id>` URI, or null. */
+export function assetIdOfUri(uri: string): string | null {
+  if (!uri.startsWith(URI_PREFIX)) return null;
+  const id = uri.slice(URI_PREFIX.length);
+  return isAssetId(id) ? id : null;
+}
+
+/** NodeTool's reference types by media kind; anything else is a plain `asset`. */
+export type AssetRefType = "image" | "audio" | "video" | "document" | "asset";
+
+export function refTypeOf(contentType: string): AssetRefType {
+  const top = contentType.split("/")[0]!.toLowerCase();
+  if (top === "image" || top === "audio" || top === "video") return top;
+  if (contentType === "application/pdf" || top === "text") return "document";
+  return "asset";
+}
+
+/** What an event or a record carries in place of a binary value that went to the asset store. */
+export interface AssetRef {
+  type: AssetRefType;
+  uri: string;
+  asset_id: string;
+  content_type: string;
+  size: number;
+}
+
+export function assetRef(id: string, contentType: string, size: number): AssetRef {
+  return { type: refTypeOf(contentType), uri: assetUri(id), asset_id: id, content_type: contentType, size };
+}
+
+/** Metadata keys of an asset's object-store entry. */
+export const ASSET_META = {
+  contentType: "content_type",
+  name: "name",
+  jobId: "job_id",
+  workflowId: "workflow_id",
+  nodeId: "node_id",
+  createdAt: "created_at",
+} as const;
+
+/** An asset as the REST API shows it. */
+export interface AssetInfo {
+  id: string;
+  name: string;
+  content_type: string;
+  size: number;
+  /** The object store's digest (`SHA-256=<base64url>`); also the download's ETag. */
+  digest: string;
+  created_at: string;
+  job_id: string | null;
+  workflow_id: string | null;
+  node_id: string | null;
+  /** Where the bytes are: `GET` it (relative to the gateway). */
+  get_url: string;
+  uri: string;
+}
+
+/** What `assetInfo` reads from an object-store entry (its `ObjectInfo` fits). */
+export interface StoredObject {
+  name: string;
+  size: number;
+  digest: string;
+  mtime: string;
+  metadata?: Record<string, string>;
+}
+
+export function assetInfo(o: StoredObject): AssetInfo {
+  const m = o.metadata ?? {};
+  return {
+    id: o.name,
+    name: m[ASSET_META.name] || o.name,
+    content_type: m[ASSET_META.contentType] || "application/octet-stream",
+    size: o.size,
+    digest: o.digest,
+    created_at: m[ASSET_META.createdAt] || o.mtime,
+    job_id: m[ASSET_META.jobId] || null,
+    workflow_id: m[ASSET_META.workflowId] || null,
+    node_id: m[ASSET_META.nodeId] || null,
+    get_url: `/api/assets/${o.name}/content`,
+    uri: assetUri(o.name),
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * The assets API over a real gateway and nats-server: files go into `nw_assets` (streamed, or from NodeTool's
+ * multipart form), are listed, described, downloaded with their digest as ETag and deleted; uploads that are too
+ * large, empty or malformed are refused with a clear error and leave nothing stored (not even chunks).
+ */
+import t from "tap";
+import { createHash } from "node:crypto";
+import { request } from "node:http";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { api } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
+import { startStack } from "../helpers/stack.js";
+
+const pattern = (n: number, seed = 1) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 13 + seed + (i >> 9)) & 0xff));
+const digestOf = (b: Buffer) => `SHA-256=${createHash("sha256").update(b).digest("base64url")}=`;
+
+async function upload(base: string, body: Buffer, contentType: string, query = ""): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await fetch(`${base}/api/assets${query}`, { method: "POST", headers: { "content-type": contentType }, body: new Uint8Array(body) });
+  return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+}
+
+/** Messages in the bucket's stream: chunks and metadata entries. */
+async function storedMessages(natsUrl: string): Promise<number> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    return (await (await jetstreamManager(nc)).streams.info("OBJ_nw_assets")).state.messages;
+  } finally {
+    await nc.close();
+  }
+}
+
+t.test("assets - an upload is stored, listed, described, downloaded with its digest as ETag, and deleted", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const bytes = pattern(300_000);
+  const up = await upload(s.url, bytes, "image/png", "?name=" + encodeURIComponent("chat é.png") + "&workflow_id=wf1");
+  t.equal(up.status, 201);
+  const a = up.body;
+  t.match(a, { name: "chat é.png", content_type: "image/png", size: 300_000, digest: digestOf(bytes), workflow_id: "wf1", job_id: null });
+  t.match(String(a.id), /^[0-9a-z]{26}$/, "a time-ordered id");
+  t.equal(a.uri, `asset://${String(a.id)}`);
+  t.equal(a.get_url, `/api/assets/${String(a.id)}/content`);
+
+  t.same((await api(s.url, "GET", `/api/assets/${String(a.id)}`)).body, a, "described as it was stored");
+  const got = await fetch(s.url + String(a.get_url));
+  t.equal(got.status, 200);
+  t.equal(got.headers.get("content-type"), "image/png");
+  t.equal(got.headers.get("content-length"), "300000");
+  t.equal(got.headers.get("etag"), `"${digestOf(bytes)}"`);
+  t.match(got.headers.get("content-disposition"), /filename\*=UTF-8''chat%20%C3%A9\.png/, "the name survives, encoded");
+  t.ok(Buffer.from(await got.arrayBuffer()).equals(bytes), "the same bytes come back");
+  const cached = await fetch(s.url + String(a.get_url), { headers: { "if-none-match": `"${digestOf(bytes)}"` } });
+  t.equal(cached.status, 304, "a matching If-None-Match gets 304");
+  t.equal((await cached.arrayBuffer()).byteLength, 0, "without a body");
+
+  const other = await upload(s.url, pattern(10, 2), "text/plain");
+  t.equal(other.status, 201);
+  t.equal(other.body.name, other.body.id, "no name given: the id");
+  const all = await api(s.url, "GET", "/api/assets");
+  t.same((all.body.assets as { id: string }[]).map((x) => x.id), [other.body.id, a.id], "listed newest first");
+  t.same(((await api(s.url, "GET", "/api/assets/?content_type=image/")).body.assets as { id: string }[]).map((x) => x.id), [a.id], "filtered by content type prefix");
+  t.same(((await api(s.url, "GET", "/api/assets?workflow_id=wf1")).body.assets as { id: string }[]).map((x) => x.id), [a.id], "and by workflow");
+  const page1 = await api(s.url, "GET", "/api/assets?limit=1");
+  t.same([(page1.body.assets as { id: string }[]).map((x) => x.id), page1.body.next], [[other.body.id], other.body.id], "a page and its cursor");
+  const page2 = await api(s.url, "GET", `/api/assets?limit=1&cursor=${String(page1.body.next)}`);
+  t.same([(page2.body.assets as { id: string }[]).map((x) => x.id), page2.body.next], [[a.id], null], "the last page");
+
+  const del = await fetch(`${s.url}/api/assets/${String(a.id)}`, { method: "DELETE" });
+  t.equal(del.status, 204);
+  t.equal((await api(s.url, "GET", `/api/assets/${String(a.id)}`)).status, 404, "gone");
+  t.equal((await fetch(s.url + String(a.get_url))).status, 404, "its content too");
+  t.equal((await fetch(`${s.url}/api/assets/${String(a.id)}`, { method: "DELETE" })).status, 404, "a second delete: 404");
+  t.same(((await api(s.url, "GET", "/api/assets")).body.assets as { id: string }[]).map((x) => x.id), [other.body.id]);
+});
+
+t.test("assets - NodeTool's multipart form: the file part, with name and workflow from the json part", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const bytes = pattern(200_000, 3);
+  const form = new FormData();
+  form.append("json", JSON.stringify({ name: "take 1.wav", workflow_id: "wf2" }));
+  form.append("file", new Blob([bytes], { type: "audio/wav" }), "ignored.wav");
+  const r = await fetch(`${s.url}/api/assets/`, { method: "POST", body: form });
+  t.equal(r.status, 201);
+  const a = (await r.json()) as Record<string, unknown>;
+  t.match(a, { name: "take 1.wav", content_type: "audio/wav", size: 200_000, workflow_id: "wf2", digest: digestOf(bytes) });
+  t.ok(Buffer.from(await (await fetch(s.url + String(a.get_url))).arrayBuffer()).equals(bytes), "downloaded whole");
+
+  const plain = new FormData();
+  plain.append("file", new Blob([pattern(5)], { type: "image/jpeg" }), "p.jpg");
+  const p = await fetch(`${s.url}/api/assets`, { method: "POST", body: plain });
+  t.match(await p.json(), { name: "p.jpg", content_type: "image/jpeg", size: 5 }, "without a json part: the file's own name and type");
+
+  const noFile = new FormData();
+  noFile.append("json", "{}");
+  const nf = await fetch(`${s.url}/api/assets`, { method: "POST", body: noFile });
+  t.equal(nf.status, 400);
+  t.match(await nf.json(), { code: "GW_ERR_BAD_REQUEST", message: /needs a "file" part/ });
+  const badJson = new FormData();
+  badJson.append("json", "{nope");
+  badJson.append("file", new Blob([pattern(5)]), "f");
+  const bj = await fetch(`${s.url}/api/assets`, { method: "POST", body: badJson });
+  t.equal(bj.status, 400);
+  t.match(await bj.json(), { message: /the "json" part must be a JSON object/ });
+  t.equal(((await api(s.url, "GET", "/api/assets")).body.assets as unknown[]).length, 2, "the refused forms stored nothing");
+});
+
+t.test("assets - uploads too large, empty or malformed are refused, and leave no chunk behind", async (t) => {
+  const s = await startStack(t, { agents: 0, gateway: { maxAssetBytes: 300_000 } });
+  const before = await storedMessages(s.ns.url);
+
+  const declared = await upload(s.url, pattern(400_000), "application/octet-stream");
+  t.equal(declared.status, 413, "a Content-Length over the limit: 413 before reading");
+  t.match(declared.body, { code: "GW_ERR_BODY_TOO_LARGE", message: /exceeds 300000/ });
+
+  // Chunked, no length: refused once the stream passes the limit, with the chunks stored so far (two of the
+  // object store's 128 KiB) purged.
+  const port = new URL(s.url).port;
+  const streamed = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/api/assets", headers: { "content-type": "image/png", "transfer-encoding": "chunked" } }, (res) => {
+      let body = "";
+      res.on("data", (d: Buffer) => (body += d.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("error", reject);
+    });
+    req.on("error", () => undefined); // the gateway may close while we still send
+    const chunk = pattern(32 * 1024);
+    let sent = 0;
+    const more = () => {
+      while (sent < 800_000) {
+        sent += chunk.length;
+        if (!req.write(chunk)) return void req.once("drain", more);
+      }
+      req.end();
+    };
+    more();
+  });
+  t.equal(streamed.status, 413, "a streamed body past the limit: 413");
+  t.match(JSON.parse(streamed.body), { code: "GW_ERR_BODY_TOO_LARGE", message: /upload exceeds 300000 bytes/ });
+
+  const empty = await upload(s.url, Buffer.alloc(0), "image/png");
+  t.equal(empty.status, 400);
+  t.match(empty.body, { message: /empty upload/ });
+  const badType = await upload(s.url, pattern(10), "not a type");
+  t.equal(badType.status, 400);
+  t.match(badType.body, { message: /Content-Type must be a media type/ });
+  const badName = await upload(s.url, pattern(10), "text/plain", "?name=" + encodeURIComponent("a\nb"));
+  t.equal(badName.status, 400, "a name with a control character");
+  const badWf = await upload(s.url, pattern(10), "text/plain", "?workflow_id=" + encodeURIComponent("a b"));
+  t.equal(badWf.status, 400, "a workflow id that is no id");
+
+  t.equal((await api(s.url, "GET", "/api/assets/nope")).status, 404, "an id of the wrong shape: 404");
+  t.equal((await api(s.url, "GET", "/api/assets/01m8t9vvrm4fp8kmj0fkgnar4h/content")).status, 404, "an unknown id: 404");
+  t.equal((await api(s.url, "GET", "/api/assets?limit=100000")).status, 400, "a limit out of range: 400");
+  t.same((await api(s.url, "GET", "/api/assets")).body.assets, [], "nothing listed");
+  await check(async () => (await storedMessages(s.ns.url)) === before, 10_000, { name: "no chunk of a refused upload left in the bucket" });
+
+  const ok = await upload(s.url, pattern(300_000), "image/png");
+  t.equal(ok.status, 201, "an upload at the limit is taken");
+});
+
+t.test("assets - a large upload streams through, and a client that leaves a download mid-way costs nothing", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const bytes = pattern(24 * 1024 * 1024, 5);
+  const up = await upload(s.url, bytes, "video/mp4");
+  t.equal(up.status, 201);
+  t.equal(up.body.digest, digestOf(bytes), "24 MiB stored whole");
+
+  // Read 1 MiB of it over a socket, then go away.
+  const port = new URL(s.url).port;
+  await new Promise<void>((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path: String(up.body.get_url) }, (res) => {
+      let got = 0;
+      res.on("data", (d: Buffer) => {
+        got += d.length;
+        if (got >= 1024 * 1024) {
+          res.destroy();
+          resolve();
+        }
+      });
+      res.on("error", () => undefined);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+  const whole = await fetch(s.url + String(up.body.get_url));
+  t.ok(Buffer.from(await whole.arrayBuffer()).equals(bytes), "the next download is whole");
+  t.equal((await api(s.url, "GET", "/health")).status, 200, "and the gateway is well");
+});
