@@ -15,6 +15,7 @@ import {
   casJobRecord,
   encodeMsgpack,
   encodeJson,
+  MEDIA_REF_TYPES,
   eventMsgId,
   isTerminal,
   jobKeys,
@@ -198,6 +199,7 @@ export class JobManager {
       const graph: Graph = validateGraph(s.workflow.graph, catalog);
       return { catalog, graph, params: validateParams(graph, s.params ?? {}, catalog) };
     });
+    await this.checkAssetParams(params);
     if (s.timeoutS !== undefined && s.timeoutS !== null && (typeof s.timeoutS !== "number" || !(s.timeoutS > 0))) {
       throw badRequest(`"timeout_s" must be a positive number of seconds`);
     }
@@ -283,6 +285,17 @@ export class JobManager {
     }
     this.jobsCreated++;
     return { job, created: true };
+  }
+
+  /** A media param naming one of our assets must name one that exists: a typo or an expired upload is the client's 400, not a failed job. */
+  private async checkAssetParams(params: Record<string, unknown>): Promise<void> {
+    for (const [name, v] of Object.entries(params)) {
+      if (v === null || typeof v !== "object" || !MEDIA_REF_TYPES.has(String((v as { type?: unknown }).type))) continue;
+      const id = (v as { asset_id?: unknown }).asset_id;
+      if (typeof id !== "string") continue;
+      const info = await this.n.assets.info(id);
+      if (!info || info.deleted) throw badRequest(`param "${name}" refers to asset ${id}, which does not exist (never uploaded, deleted, or past its retention)`);
+    }
   }
 
   /**

@@ -115,3 +115,34 @@ export function assetInfo(o: StoredObject): AssetInfo {
     uri: assetUri(o.name),
   };
 }
+
+/** The property types of NodeTool's media references (ImageRef, AudioRef, VideoRef, DocumentRef). */
+export const MEDIA_REF_TYPES: ReadonlySet<string> = new Set(["image", "audio", "video", "document"]);
+
+/** A media reference as a job gets it: where the bytes are, and the asset when they are one of ours. */
+export interface MediaRef {
+  type: string;
+  uri: string;
+  asset_id?: string;
+}
+
+/**
+ * A param for a media input (`type` is `image`, `audio`, `video` or `document`) as a reference: an `asset://<id>`,
+ * `http(s)://` or `data:` URI, given as the string or as `{uri, asset_id?}` (NodeTool's shape; an `asset_id`
+ * alone means that asset). Returns null when the value is none of these.
+ */
+export function mediaRefOf(value: unknown, type: string): MediaRef | null {
+  let uri: unknown = value;
+  let assetId: unknown;
+  if (value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof Uint8Array)) {
+    const o = value as Record<string, unknown>;
+    uri = o.uri;
+    assetId = o.asset_id;
+    if ((uri === undefined || uri === "") && typeof assetId === "string") uri = assetUri(assetId);
+  }
+  if (typeof uri !== "string") return null;
+  const id = assetIdOfUri(uri);
+  if (id !== null) return assetId === undefined || assetId === null || assetId === id ? { type, uri, asset_id: id } : null;
+  if (assetId !== undefined && assetId !== null) return null;
+  return /^(https?:\/\/|data:)/i.test(uri) ? { type, uri } : null;
+}

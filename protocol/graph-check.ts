@@ -4,6 +4,7 @@
  */
 import { ErrorCode, GraphError } from "./errors.js";
 import type { Graph, GraphEdge, GraphNode, NodeMetadata } from "./graph.js";
+import { mediaRefOf } from "./assets.js";
 
 /** Node type (and every alias) → metadata. */
 export type NodeCatalog = ReadonlyMap<string, NodeMetadata>;
@@ -149,6 +150,16 @@ function coerce(value: unknown, type: string, name: string): unknown {
     case "enum":
       if (typeof value !== "string") throw bad();
       return value;
+    case "image":
+    case "audio":
+    case "video":
+    case "document": {
+      const ref = mediaRefOf(value, type);
+      if (!ref) {
+        throw new GraphError(ErrorCode.GRAPH_ERR_PARAM_TYPE, `param "${name}" must be ${/^[aeiou]/.test(type) ? "an" : "a"} ${type} reference: an asset://<id>, http(s):// or data: URI, or {"uri": …} (upload the file to /api/assets first), got ${JSON.stringify(value)?.slice(0, 120)}`, name);
+      }
+      return ref;
+    }
     default:
       if (type.startsWith("list")) {
         if (typeof value === "string") {

@@ -77,7 +77,7 @@ export interface ProxyOptions {
    * @default [] (no on-demand issuance)
    */
   onDemandAllow?: string | string[];
-  /** Largest request body accepted; larger gets 413. @default 16777216 (16 MiB) */
+  /** Largest request body accepted; larger gets 413. @default 268435456 (256 MiB, a gateway's largest asset upload) */
   maxBodyBytes?: number | string;
   /** Largest request head (request line + headers) accepted; larger gets 431. @default 16384 */
   maxHeaderBytes?: number | string;
@@ -246,7 +246,8 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
     certDir,
     trustedProxies,
     onDemandAllow,
-    maxBodyBytes: num("maxBodyBytes", o.maxBodyBytes, 16 * 1024 * 1024, { min: 0 }),
+    // As large as the largest body a gateway takes (an asset upload, 256 MiB by default): bodies stream through.
+    maxBodyBytes: num("maxBodyBytes", o.maxBodyBytes, 256 * 1024 * 1024, { min: 0 }),
     maxHeaderBytes: num("maxHeaderBytes", o.maxHeaderBytes, 16 * 1024, { min: 1024, max: 1024 * 1024 }),
     healthIntervalMs: num("healthIntervalMs", o.healthIntervalMs, 5_000, { min: 10 }),
     healthTimeoutMs: num("healthTimeoutMs", o.healthTimeoutMs, 2_000, { min: 10 }),

@@ -5,7 +5,7 @@
  * here matter for runs that bypass it and for values saved in the graph.
  */
 import { NodeError, type NodeContext, type NodeDef, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
-import type { PropertyMetadata } from "../../protocol/index.js";
+import { mediaRefOf, type PropertyMetadata } from "../../protocol/index.js";
 import { asBool, asNumber, asText, enumProp, output, prop } from "./util.js";
 
 const NAME = prop("name", "str", "", { description: "The parameter name for the workflow." });
@@ -169,6 +169,31 @@ export const textListInput = inputNode(
   (v, ctx, inputs) => stringList(v, paramLabel(ctx, inputs)),
 );
 
+/**
+ * A media param (NodeTool's ImageInput, AudioInput, VideoInput, DocumentInput): a reference to the file, an
+ * uploaded asset (`asset://<id>`, see `POST /api/assets`) or a URL, passed on as `{type, uri, asset_id?}`. The
+ * gateway has checked the reference and that its asset exists.
+ */
+function mediaInput(kind: "image" | "audio" | "video" | "document", title: string): ProcessNodeDef {
+  return inputNode(
+    `nodetool.input.${title.replace(/ /g, "")}`,
+    title,
+    `Accepts a reference to ${kind === "image" ? "an" : "a"} ${kind} asset as a parameter for workflows.`,
+    prop("value", kind, { type: kind, uri: "", asset_id: null, data: null }, { description: `The ${kind} to use as input.` }),
+    [],
+    kind,
+    (v, ctx, inputs) => {
+      const ref = mediaRefOf(v, kind);
+      if (!ref) throw new NodeError(`${paramLabel(ctx, inputs)} must be ${kind === "image" || kind === "audio" ? "an" : "a"} ${kind} reference (asset://<id>, http(s):// or data: URI), got ${asText(v).slice(0, 120)}`);
+      return ref;
+    },
+  );
+}
+export const imageInput = mediaInput("image", "Image Input");
+export const audioInput = mediaInput("audio", "Audio Input");
+export const videoInput = mediaInput("video", "Video Input");
+export const documentInput = mediaInput("document", "Document Input");
+
 /** The legacy typed output nodes; all behave as the generic Output. */
 const LEGACY_OUTPUTS = [
   "StringOutput",
@@ -250,6 +275,10 @@ export const INPUT_OUTPUT_NODES: readonly NodeDef[] = [
   selectInput,
   stringListInput,
   textListInput,
+  imageInput,
+  audioInput,
+  videoInput,
+  documentInput,
   outputNode,
   preview,
   comment,

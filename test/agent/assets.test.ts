@@ -98,3 +98,41 @@ t.test("assets - an asset store that refuses fails the job, naming the node; the
   const next = await run(ws, bytesGraph({ little: { size: 100, seed: 5 } }));
   t.equal(next.end.status, "completed", "a job with inline bytes runs next");
 });
+
+t.test("assets - an uploaded file as an image param: the job gets its reference; an unknown asset or a non-reference is refused before anything is queued", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const ws = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => ws.close());
+  const up = await fetch(`${s.url}/api/assets?name=me.png`, { method: "POST", headers: { "content-type": "image/png" }, body: new Uint8Array(expected(2000, 6, true)) });
+  const id = String(((await up.json()) as { id: string }).id);
+  const graph = {
+    nodes: [
+      { id: "in", type: "nodetool.input.ImageInput", data: { name: "photo" } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "photo" } },
+    ],
+    edges: [{ id: "e", source: "in", sourceHandle: "output", target: "out", targetHandle: "value" }],
+  };
+  const withParam = async (photo: unknown) => {
+    const r = await ws.request("run_job", { graph, params: { photo } });
+    if (r.error) return { error: r.error as Record<string, unknown> };
+    const jobId = String((r.result as { job_id: string }).job_id);
+    const end = await check(() => terminal(ws.events(jobId)) ?? null, 30_000, { name: `job ${jobId} ended` });
+    return { end, value: outputOf(ws.events(jobId), "out") };
+  };
+  for (const given of [`asset://${id}`, { type: "image", uri: `asset://${id}`, asset_id: id, data: null }, { asset_id: id }]) {
+    const r = await withParam(given);
+    t.equal(r.end?.status, "completed", `given ${JSON.stringify(given)}`);
+    t.same(r.value, { type: "image", uri: `asset://${id}`, asset_id: id }, "the node passes the asset's reference on");
+  }
+  const url = await withParam("https://example.com/cat.png");
+  t.same(url.value, { type: "image", uri: "https://example.com/cat.png" }, "a URL is a reference too");
+
+  const jobsBefore = ((await api(s.url, "GET", "/api/jobs")).body.jobs as unknown[]).length;
+  const missing = await withParam("asset://01m8t9vvrm4fp8kmj0fkgnar4h");
+  t.match(missing.error, { code: "GW_ERR_BAD_REQUEST", message: /param "photo" refers to asset 01m8t9vvrm4fp8kmj0fkgnar4h, which does not exist/ });
+  for (const bad of [42, "cat.png", { uri: `asset://${id}`, asset_id: "01m8t9vvrm4fp8kmj0fkgnar4h" }, "asset://NOT-AN-ID"]) {
+    const r = await withParam(bad);
+    t.match(r.error, { code: "GRAPH_ERR_PARAM_TYPE", message: /param "photo" must be an image reference/ }, `refused: ${JSON.stringify(bad)}`);
+  }
+  t.equal(((await api(s.url, "GET", "/api/jobs")).body.jobs as unknown[]).length, jobsBefore, "none of the refused runs was queued");
+});

@@ -109,6 +109,7 @@ t.test("nodes - the catalog maps every type and alias to its definition", async 
   for (const type of [
     "nodetool.input.StringInput", "nodetool.input.IntegerInput", "nodetool.input.FloatInput", "nodetool.input.BooleanInput",
     "nodetool.input.SelectInput", "nodetool.input.StringListInput", "nodetool.input.TextListInput",
+    "nodetool.input.ImageInput", "nodetool.input.AudioInput", "nodetool.input.VideoInput", "nodetool.input.DocumentInput",
     "nodetool.output.Output", "nodetool.output.IntegerOutput", "nodetool.output.ListOutput", "nodetool.output.DictionaryOutput",
     "nodetool.output.ImageOutput", "nodetool.output.TextOutput", "nodetool.workflows.base_node.Preview",
     "nodetool.workflows.base_node.Comment", "nodetool.workflows.base_node.Group",
@@ -132,7 +133,7 @@ t.test("nodes - the catalog maps every type and alias to its definition", async 
 });
 
 t.test("nodes - every property is typed with a known type and a default that fits it", async (t) => {
-  const known = new Set(["str", "int", "float", "bool", "enum", "list", "list[str]", "dict", "any"]);
+  const known = new Set(["str", "int", "float", "bool", "enum", "list", "list[str]", "dict", "any", "image", "audio", "video", "document"]);
   for (const d of NODE_LIBRARY) {
     t.ok(d.description.length > 0, `${d.type} has a description`);
     for (const p of d.properties) {
@@ -142,6 +143,7 @@ t.test("nodes - every property is typed with a known type and a default that fit
       if (p.type === "enum") t.ok(p.values?.includes(p.default), `${where} default is one of its values`);
       if (p.type === "int") t.ok(Number.isInteger(p.default), `${where} default is an integer`);
       if (p.type.startsWith("list")) t.ok(Array.isArray(p.default), `${where} default is a list`);
+      if (["image", "audio", "video", "document"].includes(p.type)) t.match(p.default, { type: p.type, uri: "" }, `${where} default is an empty ${p.type} reference (NodeTool's)`);
     }
     t.equal(new Set(d.properties.map((p) => p.name)).size, d.properties.length, `${d.type} has no duplicate property`);
   }
