@@ -31,6 +31,7 @@ import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./confi
 import { detectDocker, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
 import { GpuGroups } from "./gpus.js";
 import { RunnerSpares } from "./strategies.js";
+import { ComfyClient, comfyNodes } from "./comfyui.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
 import type { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
@@ -78,8 +79,14 @@ class Agent implements RunningAgent {
   private paused = false;
   private heartbeat: NodeJS.Timeout | null = null;
   private registration!: AgentRegistration;
-  private readonly library: ReadonlyMap<string, NodeDef> = nodeCatalog();
+  private readonly library: ReadonlyMap<string, NodeDef>;
+  /** The node definitions this agent offers: the built-in library, and `comfy.*` beside a ComfyUI. */
+  private readonly offered: readonly NodeDef[];
+  /** The ComfyUI beside this agent (`comfyuiUrl`), or null. */
+  private readonly comfy: ComfyClient | null;
   private slotWaiters: (() => void)[] = [];
+  /** `comfyui` jobs pulled while ComfyUI was away, waiting for it (they hold a slot). */
+  private heldForComfy = 0;
   /** Slots promised to pulls still open at the server: running + reserved never exceeds max_jobs. */
   private reserved = 0;
   private closeResolve!: () => void;
@@ -99,6 +106,12 @@ class Agent implements RunningAgent {
 
   constructor(readonly config: Readonly<AgentConfig>) {
     this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
+    this.comfy = config.comfyuiUrl ? new ComfyClient(config.comfyuiUrl, (l) => this.log(l)) : null;
+    const extra = this.comfy ? comfyNodes(this.comfy) : [];
+    this.offered = [...NODE_LIBRARY, ...extra];
+    const library = new Map(nodeCatalog());
+    for (const d of extra) library.set(d.type, d);
+    this.library = library;
   }
 
   private log(line: string): void {
@@ -115,6 +128,7 @@ class Agent implements RunningAgent {
     }
     const warmKinds = this.config.strategies.filter((k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess");
     if (this.config.warmRunners > 0 && warmKinds.length > 0) this.spares = new RunnerSpares(warmKinds, this.config.warmRunners, this.config.jobMemoryMb);
+    await this.comfy?.start();
     this.log(`connecting to NATS at ${this.config.natsServers.join(",")}`);
     this.nc = await connect({
       servers: this.config.natsServers,
@@ -161,7 +175,7 @@ class Agent implements RunningAgent {
     const runGpus = runGpuIds(this.config.gpus, gpus);
     // An engine the docker strategy already reached is there, however it was found.
     const docker = this.docker !== null || detectDocker();
-    const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...this.config.labels];
+    const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...(this.comfy ? ["comfyui"] : []), ...this.config.labels];
     const perRun = this.config.gpusPerRun;
     if (pools.includes("gpu") && perRun > runGpus.length) {
       throw new InvalidConfigError("gpusPerRun", `asks for ${perRun} GPUs a run; this agent has ${runGpus.length} to give${runGpus.length ? ` (${runGpus.join(", ")})` : ""}`);
@@ -182,7 +196,7 @@ class Agent implements RunningAgent {
       consumers.push(await js.consumers.get(STREAM_JOBS, name));
     }
 
-    const catalog = NODE_LIBRARY.map(metadataOf);
+    const catalog = this.offered.map(metadataOf);
     const catalogJson = JSON.stringify(catalog);
     const catalogKey = createHash("sha256").update(catalogJson).digest("hex").slice(0, 32);
     const nodesKv = await kvm.open(KV_NODES);
@@ -206,6 +220,7 @@ class Agent implements RunningAgent {
         node_types: catalog.length,
         run_gpus: { ids: [...runGpus], per_run: perRun },
         warm_runners: this.spares ? this.config.warmRunners : 0,
+        ...(this.comfy ? { comfyui: this.comfy.info } : {}),
       },
       state: "idle",
       running_jobs: [],
@@ -263,6 +278,7 @@ class Agent implements RunningAgent {
     if (this.nc.isClosed()) return;
     this.state = this.currentState();
     this.registration = { ...this.registration, state: this.state, running_jobs: [...this.running.keys()], heartbeat_at: new Date().toISOString() };
+    if (this.comfy) this.registration.capabilities = { ...this.registration.capabilities, comfyui: this.comfy.info };
     const key = agentKey(this.id);
     await this.registrations.put(key, JSON.stringify(this.registration));
     if (!readClock) return;
@@ -274,7 +290,29 @@ class Agent implements RunningAgent {
   }
 
   private freeSlots(): number {
-    return this.config.maxJobs - this.running.size - this.reserved;
+    return this.config.maxJobs - this.running.size - this.reserved - this.heldForComfy;
+  }
+
+  /**
+   * A `comfyui` job pulled by a pull that was already open when ComfyUI stopped answering: held unclaimed (its lease
+   * kept with in-progress acks) until ComfyUI answers again, for up to `ackWaitMs`, then handed back. Running it
+   * would only fail it; handing it back at once would spend one of its attempts per pull while ComfyUI is away.
+   */
+  private async holdForComfy(msg: JsMsg, pool: string): Promise<void> {
+    this.heldForComfy++;
+    const deadline = Date.now() + this.ackWaitMs;
+    const keep = setInterval(() => msg.working(), Math.max(500, Math.floor(this.ackWaitMs / 3)));
+    try {
+      while (!this.stopping && !this.comfy?.up && Date.now() < deadline) await sleep(200);
+    } finally {
+      clearInterval(keep);
+      this.heldForComfy--;
+    }
+    if (!this.stopping && this.comfy?.up) this.startJob(msg, pool);
+    else {
+      msg.nak();
+      this.wakeSlotWaiters();
+    }
   }
 
   /** GPU groups a `gpu` pull may still ask for (unbounded when every run shares all GPUs). */
@@ -302,7 +340,8 @@ class Agent implements RunningAgent {
     while (!this.stopping) {
       await this.waitForSlot(pool);
       if (this.stopping) break;
-      if (this.paused || this.nc.isClosed()) {
+      // A ComfyUI that does not answer runs nothing: its jobs wait queued (for this agent or another).
+      if (this.paused || this.nc.isClosed() || (pool === "comfyui" && !this.comfy?.up)) {
         await sleep(200);
         continue;
       }
@@ -334,6 +373,10 @@ class Agent implements RunningAgent {
   }
 
   private startJob(msg: JsMsg, pool: string): void {
+    if (pool === "comfyui" && !this.comfy?.up && !this.stopping) {
+      void this.holdForComfy(msg, pool);
+      return;
+    }
     let dispatch;
     try {
       dispatch = decodeJobDispatch(msg.data);
@@ -398,6 +441,7 @@ class Agent implements RunningAgent {
     while (this.running.size > 0 && Date.now() < handBackDeadline) await sleep(20);
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.spares?.close();
+    this.comfy?.stop();
     await this.agentsKv.delete(agentKey(this.id)).catch(() => undefined);
     await this.nc.drain().catch(() => undefined);
     this.pub.close();

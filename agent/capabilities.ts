@@ -71,6 +71,5 @@ export function detectProviders(env: NodeJS.ProcessEnv = process.env): string[] 
   if (env.OPENAI_API_KEY) out.push("openai");
   if (env.ANTHROPIC_API_KEY) out.push("anthropic");
   if (env.OLLAMA_HOST) out.push("ollama");
-  if (env.COMFYUI_URL) out.push("comfyui");
   return out;
 }

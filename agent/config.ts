@@ -39,6 +39,11 @@ export interface AgentOptions {
    * and travel as an `asset://` reference; smaller ones stay in the event. @default 262144 (256 KiB)
    */
   assetInlineMaxBytes?: number;
+  /**
+   * A ComfyUI server beside this agent (`http://127.0.0.1:8188`): the agent then offers `comfy.Workflow` nodes and
+   * pulls `comfyui`-pool jobs while that server answers. It has no authentication: keep it on this host. @default none
+   */
+  comfyuiUrl?: string;
   /** CPUs a `docker` run may use; fractions allowed. @default 1 */
   jobCpus?: number;
   /** Processes and threads a `docker` run may have. @default 256 */
@@ -71,6 +76,7 @@ export interface AgentConfig {
   jobMemoryMb: number;
   warmRunners: number;
   assetInlineMaxBytes: number;
+  comfyuiUrl: string | null;
   jobCpus: number;
   jobPids: number;
   dockerImage: string | null;
@@ -80,7 +86,7 @@ export interface AgentConfig {
   gpusPerRun: number;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "comfyuiUrl", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
 
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
@@ -140,6 +146,19 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   if (typeof jobCpus !== "number" || !Number.isFinite(jobCpus) || jobCpus <= 0 || jobCpus > 1024) {
     throw new InvalidConfigError("jobCpus", `must be a number of CPUs > 0, got ${JSON.stringify(opts.jobCpus)}`);
   }
+  const comfyuiUrl = opts.comfyuiUrl === undefined || opts.comfyuiUrl === "" ? null : String(opts.comfyuiUrl);
+  if (comfyuiUrl !== null) {
+    let u: URL | null = null;
+    try {
+      u = new URL(comfyuiUrl);
+    } catch {
+      u = null;
+    }
+    if (!u || !/^https?:$/.test(u.protocol) || u.pathname !== "/" || u.search !== "") {
+      throw new InvalidConfigError("comfyuiUrl", `must be ComfyUI's base URL such as http://127.0.0.1:8188, got ${JSON.stringify(comfyuiUrl)}`);
+    }
+    if (!strategies.includes("inline")) throw new InvalidConfigError("comfyuiUrl", `ComfyUI workflows run in the agent itself (strategy inline), which --strategies ${strategies.join(",")} does not offer`);
+  }
   const dockerImage = opts.dockerImage ?? null;
   // A Docker reference: [registry/]name[:tag][@digest], no spaces.
   if (dockerImage !== null && (typeof dockerImage !== "string" || !/^[\w][\w.\/:@-]*$/.test(dockerImage))) {
@@ -163,6 +182,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     strategies,
     jobMemoryMb: nonNegInt("jobMemoryMb", opts.jobMemoryMb, 0),
     warmRunners: Math.min(nonNegInt("warmRunners", opts.warmRunners, 1), 8),
+    comfyuiUrl,
     assetInlineMaxBytes: nonNegInt("assetInlineMaxBytes", opts.assetInlineMaxBytes, ASSETS_DEFAULTS.inlineMaxBytes),
     jobCpus,
     jobPids: posInt("jobPids", opts.jobPids, 256),

@@ -137,6 +137,8 @@ export interface AgentCapabilities {
   run_gpus?: { ids: string[]; per_run: number };
   /** Threads and processes kept started ahead of their runs, per strategy (`warmRunners`). */
   warm_runners?: number;
+  /** The ComfyUI server beside the agent (`comfyuiUrl`): whether it answers, its version and devices. */
+  comfyui?: { url: string; reachable: boolean; version: string | null; devices: { name: string; type: string; vram_total?: number }[] };
 }
 
 /** Registry entry in KV `nw_agents` (key = agent id), refreshed by the heartbeat; TTL removes dead agents. */

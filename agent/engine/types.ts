@@ -58,6 +58,11 @@ interface NodeDefBase {
   isDynamic?: boolean;
   /** Pool the node needs (`gpu`, `docker`, `comfyui`); absent = runs anywhere. */
   pool?: string;
+  /**
+   * The node uses a service the agent holds (its ComfyUI connection): a graph with one runs in the agent's own
+   * event loop (`inline`), whatever strategy it asked for; a runner thread, process or container has no such node.
+   */
+  inAgent?: boolean;
 }
 
 /**

@@ -34,7 +34,7 @@ function bytesGraph(outs: Record<string, { size: number; seed: number; png?: boo
 }
 
 async function run(ws: WsClient, graph: unknown, strategy?: string): Promise<{ jobId: string; end: Msg; events: Msg[] }> {
-  const r = await ws.request("run_job", { graph, params: {}, ...(strategy ? { strategy } : {}) });
+  const r = await ws.request("run_job", { graph, params: {}, ...(strategy ? { execution_strategy: strategy } : {}) });
   const jobId = String((r.result as { job_id: string }).job_id);
   const end = await check(() => terminal(ws.events(jobId)) ?? null, 60_000, { name: `job ${jobId} ended` });
   return { jobId, end, events: ws.events(jobId) };
@@ -51,6 +51,7 @@ t.test("assets - a binary output over the inline limit travels as one asset, ser
     const label = strategy ?? "inline";
     const job = await run(ws, bytesGraph({ image: { size: 600 * 1024, seed: 1, png: true }, huge: { size: 3 * 1024 * 1024, seed: 2 }, small: { size: 1000, seed: 3 } }), strategy);
     t.equal(job.end.status, "completed", `${label}: completed, a 3 MiB output included (more than one NATS message holds)`);
+    t.equal(job.events.find((e) => e.type === "job_update" && e.status === "running")?.strategy, label, `ran ${label}`);
     const image = outputOf(job.events, "image") as Record<string, unknown>;
     t.match(image, { type: "image", content_type: "image/png", size: 600 * 1024, uri: /^asset:\/\/[0-9a-z]{26}$/ }, `${label}: the image's output_update carries a reference, typed by its bytes`);
     t.equal(image.uri, `asset://${String(image.asset_id)}`);

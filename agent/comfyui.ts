@@ -1,0 +1,389 @@
+/**
+ * ComfyUI as a remote agent (design §7): an agent started with `--comfyui-url` beside a ComfyUI server runs
+ * ComfyUI API-format workflows (`comfy.Workflow` nodes, pool `comfyui`) through ComfyUI's own HTTP + WebSocket API
+ * (shared/reference/peers.md §1), and re-emits what ComfyUI reports as Nodeway events: node progress, previews,
+ * log lines, and the output images (which the job runner stores as assets when they are large).
+ *
+ * What ComfyUI does not give, this adds:
+ * - ComfyUI sends a prompt's events only to the socket of the `client_id` it was queued with, and replays nothing.
+ *   The client keeps one socket open (reconnecting), queues every prompt with its id and a `prompt_id` of its own
+ *   (registered before the POST, so no event can come first), and after a reconnect asks `/history/<id>` for each
+ *   prompt it waits on: one that finished while the socket was down completes from its history entry.
+ * - The end of a prompt is `executing` with `node: null` (sent after the history write), not `execution_success`.
+ * - Cancel removes a queued prompt (`POST /queue {delete}`) and interrupts a running one (`POST /interrupt
+ *   {prompt_id}`), which touches no other client's prompt.
+ * - ComfyUI has no authentication and must not be exposed; the agent talks to it on its host (usually loopback).
+ */
+import { randomUUID } from "node:crypto";
+import WebSocket from "ws";
+import { NodeError, type NodeDef } from "./engine/types.js";
+import { prop } from "./nodes/util.js";
+
+/** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
+export interface ComfyFile {
+  filename: string;
+  subfolder: string;
+  type: string;
+}
+
+/** What `/system_stats` says of the server, for the agent's registration. */
+export interface ComfyInfo {
+  url: string;
+  reachable: boolean;
+  version: string | null;
+  devices: { name: string; type: string; vram_total?: number }[];
+}
+
+/** Hooks a running prompt reports through. */
+export interface PromptHooks {
+  progress(value: number, max: number): void;
+  log(line: string): void;
+  preview(bytes: Uint8Array, contentType: string): void;
+}
+
+/** How long a probe or an API call may take before ComfyUI counts as unreachable. */
+const REQUEST_TIMEOUT_MS = 10_000;
+/** Reachability probe period; the agent pulls `comfyui` jobs only while the last probe answered. */
+const PROBE_MS = 2_000;
+const RECONNECT_MS = 1_000;
+/** After a cancel, how long ComfyUI gets to say the prompt stopped before the run gives up waiting. */
+const CANCEL_WAIT_MS = 5_000;
+
+class ComfyError extends NodeError {}
+
+interface Watch {
+  hooks: PromptHooks;
+  /** `executed` outputs by ComfyUI node id, as they came. */
+  outputs: Record<string, Record<string, unknown>>;
+  done: (outputs: Record<string, Record<string, unknown>>) => void;
+  fail: (err: Error) => void;
+  /** ComfyUI's class per node id, for messages. */
+  classes: Record<string, string>;
+  nodesDone: Set<string>;
+}
+
+export class ComfyClient {
+  readonly clientId = randomUUID().replace(/-/g, "");
+  private ws: WebSocket | null = null;
+  private stopped = false;
+  private readonly watches = new Map<string, Watch>();
+  /** The prompt ComfyUI is executing (legacy previews carry no prompt id). */
+  private executing: string | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  info: ComfyInfo;
+
+  constructor(
+    readonly baseUrl: string,
+    private readonly log: (line: string) => void,
+  ) {
+    this.info = { url: baseUrl, reachable: false, version: null, devices: [] };
+  }
+
+  /** True while ComfyUI answers its probe and the socket is open: the agent pulls `comfyui` jobs only then. */
+  get up(): boolean {
+    return this.info.reachable && this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  async start(): Promise<void> {
+    await this.probe();
+    if (!this.info.reachable) this.log(`ComfyUI at ${this.baseUrl} does not answer yet; comfyui jobs wait until it does`);
+    this.connect();
+    this.probeTimer = setInterval(() => void this.probe(), PROBE_MS);
+    this.probeTimer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.ws?.terminate();
+    for (const w of this.watches.values()) w.fail(new ComfyError("the agent is stopping"));
+    this.watches.clear();
+  }
+
+  private async probe(): Promise<void> {
+    const was = this.info.reachable;
+    try {
+      const stats = (await this.api("GET", "/system_stats")) as { system?: { comfyui_version?: string }; devices?: { name?: string; type?: string; vram_total?: number }[] };
+      this.info = {
+        url: this.baseUrl,
+        reachable: true,
+        version: stats.system?.comfyui_version ?? null,
+        devices: (stats.devices ?? []).map((d) => ({ name: String(d.name ?? ""), type: String(d.type ?? ""), ...(typeof d.vram_total === "number" ? { vram_total: d.vram_total } : {}) })),
+      };
+      if (!was) this.log(`ComfyUI at ${this.baseUrl} answers (version ${this.info.version ?? "?"}, ${this.info.devices.length} device(s))`);
+    } catch (err) {
+      this.info = { ...this.info, reachable: false };
+      if (was) this.log(`ComfyUI at ${this.baseUrl} stopped answering: ${(err as Error).message}`);
+    }
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const url = new URL("/ws", this.baseUrl);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("clientId", this.clientId);
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+    this.ws = ws;
+    ws.on("open", () => {
+      // Previews with their prompt and node (binary type 4) rather than bare images.
+      ws.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true } }));
+      // Whatever finished while we were away is only in the history now.
+      for (const id of this.watches.keys()) void this.reconcile(id);
+    });
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      try {
+        if (isBinary) this.onBinary(data);
+        else this.onJson(JSON.parse(data.toString("utf8")) as { type?: string; data?: Record<string, unknown> });
+      } catch (err) {
+        this.log(`ComfyUI sent a frame we could not read: ${(err as Error).message}`);
+      }
+    });
+    ws.on("error", () => undefined); // "close" follows
+    ws.on("close", () => {
+      if (this.ws === ws) this.ws = null;
+      if (this.stopped) return;
+      this.reconnectTimer = setTimeout(() => this.connect(), RECONNECT_MS);
+      this.reconnectTimer.unref();
+    });
+  }
+
+  private onJson(m: { type?: string; data?: Record<string, unknown> }): void {
+    const d = m.data ?? {};
+    const promptId = typeof d.prompt_id === "string" ? d.prompt_id : null;
+    if (m.type === "execution_start" && promptId) this.executing = promptId;
+    const w = promptId ? this.watches.get(promptId) : undefined;
+    if (!w || !promptId) return;
+    switch (m.type) {
+      case "execution_start":
+        w.hooks.log(`ComfyUI started prompt ${promptId}`);
+        return;
+      case "execution_cached": {
+        const nodes = Array.isArray(d.nodes) ? d.nodes.map(String) : [];
+        for (const n of nodes) w.nodesDone.add(n);
+        if (nodes.length) w.hooks.log(`ComfyUI reused ${nodes.length} cached node(s): ${nodes.join(", ")}`);
+        return;
+      }
+      case "executing": {
+        if (d.node === null || d.node === undefined) {
+          this.finish(promptId, (ww) => ww.done(ww.outputs));
+          return;
+        }
+        const node = String(d.node);
+        w.hooks.log(`ComfyUI runs node ${node}${w.classes[node] ? ` (${w.classes[node]})` : ""}`);
+        return;
+      }
+      case "progress":
+        if (typeof d.value === "number" && typeof d.max === "number") w.hooks.progress(d.value, d.max);
+        return;
+      case "executed":
+        if (typeof d.node === "string" && d.output && typeof d.output === "object") w.outputs[d.node] = d.output as Record<string, unknown>;
+        return;
+      case "execution_error": {
+        const node = String(d.node_id ?? "?");
+        const cls = String(d.node_type ?? w.classes[node] ?? "?");
+        const why = String(d.exception_message ?? "failed").trim();
+        this.finish(promptId, (ww) => ww.fail(new ComfyError(`ComfyUI node ${node} (${cls}) failed: ${why}${d.exception_type ? ` [${String(d.exception_type)}]` : ""}`)));
+        return;
+      }
+      case "execution_interrupted":
+        this.finish(promptId, (ww) => ww.fail(new ComfyError(`ComfyUI interrupted the prompt at node ${String(d.node_id ?? "?")}`)));
+        return;
+      default:
+        return; // status, progress_state, execution_success (the end is `executing` null), logs, unknown
+    }
+  }
+
+  /** Binary frames: a 4-byte big-endian event type. Previews go to the prompt they belong to; the rest is ignored. */
+  private onBinary(b: Buffer): void {
+    if (b.length < 8) return;
+    const kind = b.readUInt32BE(0);
+    if (kind === 1) {
+      // PREVIEW_IMAGE: u32 image type (1 JPEG, 2 PNG), the image; for the prompt executing.
+      const w = this.executing ? this.watches.get(this.executing) : undefined;
+      if (w) w.hooks.preview(new Uint8Array(b.subarray(8)), b.readUInt32BE(4) === 2 ? "image/png" : "image/jpeg");
+    } else if (kind === 4) {
+      // PREVIEW_IMAGE_WITH_METADATA: u32 length, JSON {prompt_id, image_type, …}, the image.
+      const len = b.readUInt32BE(4);
+      if (8 + len > b.length) return;
+      const meta = JSON.parse(b.subarray(8, 8 + len).toString("utf8")) as { prompt_id?: string; image_type?: string };
+      const w = meta.prompt_id ? this.watches.get(meta.prompt_id) : undefined;
+      if (w) w.hooks.preview(new Uint8Array(b.subarray(8 + len)), meta.image_type ?? "image/png");
+    }
+  }
+
+  private finish(promptId: string, settle: (w: Watch) => void): void {
+    const w = this.watches.get(promptId);
+    if (!w) return;
+    this.watches.delete(promptId);
+    if (this.executing === promptId) this.executing = null;
+    settle(w);
+  }
+
+  /** After a reconnect: a prompt in the history is over, whatever the socket missed. */
+  private async reconcile(promptId: string): Promise<void> {
+    try {
+      const h = (await this.api("GET", `/history/${encodeURIComponent(promptId)}`)) as Record<string, { outputs?: Record<string, Record<string, unknown>>; status?: { status_str?: string; messages?: [string, Record<string, unknown>][] } }>;
+      const entry = h[promptId];
+      if (!entry) return; // still queued or running: its events come on the new socket
+      if (entry.status?.status_str === "error") {
+        const err = entry.status.messages?.find((x) => x[0] === "execution_error")?.[1];
+        this.finish(promptId, (w) => w.fail(new ComfyError(`ComfyUI node ${String(err?.node_id ?? "?")} (${String(err?.node_type ?? "?")}) failed: ${String(err?.exception_message ?? "error")}`.trim())));
+      } else {
+        this.finish(promptId, (w) => w.done({ ...w.outputs, ...(entry.outputs ?? {}) }));
+      }
+    } catch (err) {
+      this.log(`ComfyUI history of ${promptId} unreadable after a reconnect: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Queues `prompt` (API format) and resolves with its `executed` outputs by node id once ComfyUI is done. An abort
+   * removes or interrupts it and rejects with the signal's reason.
+   */
+  async run(prompt: Record<string, unknown>, signal: AbortSignal, hooks: PromptHooks): Promise<Record<string, Record<string, unknown>>> {
+    signal.throwIfAborted();
+    const promptId = randomUUID();
+    const classes: Record<string, string> = {};
+    for (const [id, n] of Object.entries(prompt)) classes[id] = String((n as { class_type?: unknown })?.class_type ?? "?");
+    const finished = new Promise<Record<string, Record<string, unknown>>>((resolve, reject) => {
+      this.watches.set(promptId, { hooks, outputs: {}, done: resolve, fail: reject, classes, nodesDone: new Set() });
+    });
+    finished.catch(() => undefined); // settled below either way
+    try {
+      await this.api("POST", "/prompt", { prompt, client_id: this.clientId, prompt_id: promptId }, signal);
+    } catch (err) {
+      this.watches.delete(promptId);
+      throw err;
+    }
+    const aborted = new Promise<never>((_, reject) => {
+      const onAbort = () => {
+        void this.cancel(promptId).finally(() => {
+          this.watches.delete(promptId);
+          reject(signal.reason);
+        });
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+      void finished.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => undefined);
+    });
+    aborted.catch(() => undefined);
+    return Promise.race([finished, aborted]);
+  }
+
+  /** Takes the prompt out of the queue, interrupts it if it runs, and waits (bounded) for ComfyUI to say so. */
+  private async cancel(promptId: string): Promise<void> {
+    const w = this.watches.get(promptId);
+    const stopped = w ? new Promise<void>((r) => ((w.done = () => r()), (w.fail = () => r()))) : Promise.resolve();
+    await this.api("POST", "/queue", { delete: [promptId] }).catch(() => undefined);
+    await this.api("POST", "/interrupt", { prompt_id: promptId }).catch(() => undefined);
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, CANCEL_WAIT_MS).unref())]);
+  }
+
+  /** The bytes of a file ComfyUI wrote. */
+  async view(f: ComfyFile, signal?: AbortSignal): Promise<Uint8Array> {
+    const q = new URLSearchParams({ filename: f.filename, subfolder: f.subfolder ?? "", type: f.type ?? "output" });
+    const res = await this.request("GET", `/view?${q.toString()}`, undefined, signal);
+    if (res.status !== 200) throw new ComfyError(`ComfyUI has no ${f.type}/${f.subfolder ? f.subfolder + "/" : ""}${f.filename} (HTTP ${res.status})`);
+    return new Uint8Array(await res.arrayBuffer());
+  }
+
+  private async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+    const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    try {
+      return await fetch(new URL(path, this.baseUrl), {
+        method,
+        headers: body === undefined ? {} : { "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const why = timeout.aborted ? `no answer in ${REQUEST_TIMEOUT_MS} ms` : (cause?.code ?? cause?.message ?? (err as Error).message);
+      throw new ComfyError(`ComfyUI at ${this.baseUrl} is unreachable (${method} ${path.split("?")[0]}: ${why})`);
+    }
+  }
+
+  /** A JSON API call; ComfyUI's own error (its 400 `{error, node_errors}`) becomes the message. */
+  private async api(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
+    const res = await this.request(method, path, body, signal);
+    const text = await res.text();
+    let json: unknown = null;
+    try {
+      json = text === "" ? null : JSON.parse(text);
+    } catch {
+      /* not JSON */
+    }
+    if (res.status >= 200 && res.status < 300) return json;
+    const e = json as { error?: { type?: string; message?: string; details?: string } | string; node_errors?: Record<string, { errors?: { message?: string; details?: string }[]; class_type?: string }> } | null;
+    const err = typeof e?.error === "string" ? e.error : e?.error?.message ?? text.slice(0, 200);
+    const nodes = Object.entries(e?.node_errors ?? {})
+      .map(([id, n]) => `node ${id} (${n.class_type ?? "?"}): ${(n.errors ?? []).map((x) => [x.message, x.details].filter(Boolean).join(": ")).join("; ")}`)
+      .join("; ");
+    throw new ComfyError(`ComfyUI refused ${method} ${path.split("?")[0]} (HTTP ${res.status}): ${err}${nodes ? ` — ${nodes}` : ""}`);
+  }
+}
+
+/** Sets `"<node id>.<input>"` keys of `overrides` into a copy of the API-format `workflow`. */
+export function applyOverrides(workflow: Record<string, unknown>, overrides: Record<string, unknown>): Record<string, unknown> {
+  const out = structuredClone(workflow) as Record<string, { class_type?: unknown; inputs?: Record<string, unknown> }>;
+  for (const [key, value] of Object.entries(overrides)) {
+    const dot = key.indexOf(".");
+    if (dot <= 0 || dot === key.length - 1) throw new NodeError(`override "${key}" must be "<ComfyUI node id>.<input name>"`);
+    const node = out[key.slice(0, dot)];
+    if (!node || typeof node !== "object") throw new NodeError(`override "${key}": the workflow has no node ${key.slice(0, dot)}`);
+    node.inputs = { ...(node.inputs ?? {}), [key.slice(dot + 1)]: value };
+  }
+  return out;
+}
+
+function checkWorkflow(v: unknown): Record<string, unknown> {
+  if (v === null || typeof v !== "object" || Array.isArray(v) || Object.keys(v).length === 0) {
+    throw new NodeError(`"workflow" must be a ComfyUI API-format prompt: {"<node id>": {"class_type": …, "inputs": {…}}, …} (ComfyUI's "Export (API)")`);
+  }
+  for (const [id, n] of Object.entries(v)) {
+    if (n === null || typeof n !== "object" || typeof (n as { class_type?: unknown }).class_type !== "string") {
+      throw new NodeError(`"workflow" node ${id} has no "class_type": is it the API format (ComfyUI's "Export (API)"), not the UI's?`);
+    }
+  }
+  return v as Record<string, unknown>;
+}
+
+/** The `comfy.*` nodes of an agent beside `client`'s ComfyUI. */
+export function comfyNodes(client: ComfyClient): NodeDef[] {
+  const workflow: NodeDef = {
+    kind: "process",
+    type: "comfy.Workflow",
+    title: "ComfyUI Workflow",
+    description: "Runs a ComfyUI workflow (API format) on the ComfyUI beside the agent; outputs the images it saves.",
+    pool: "comfyui",
+    inAgent: true,
+    properties: [
+      prop("workflow", "dict", {}, { description: 'The prompt in ComfyUI\'s API format ("Export (API)").' }),
+      prop("overrides", "dict", {}, { description: 'Inputs to set before queueing, as {"<node id>.<input>": value}, e.g. {"6.text": "a cat"}.' }),
+    ],
+    outputs: [
+      { name: "images", type: "list[image]" },
+      { name: "outputs", type: "dict" },
+    ],
+    process: async (ctx, inputs) => {
+      const overrides = inputs.overrides === null || inputs.overrides === undefined ? {} : inputs.overrides;
+      if (typeof overrides !== "object" || Array.isArray(overrides)) throw new NodeError(`"overrides" must be an object of "<node id>.<input>": value`);
+      const prompt = applyOverrides(checkWorkflow(inputs.workflow), overrides as Record<string, unknown>);
+      const outputs = await client.run(prompt, ctx.signal, {
+        progress: (v, max) => ctx.progress(v, max),
+        log: (line) => ctx.log(line),
+        preview: (bytes) => ctx.preview(bytes),
+      });
+      // Images in the order ComfyUI's output nodes reported them; every output entry as ComfyUI gave it.
+      const images: Uint8Array[] = [];
+      for (const out of Object.values(outputs)) {
+        for (const f of (Array.isArray(out.images) ? out.images : []) as ComfyFile[]) images.push(await client.view(f, ctx.signal));
+      }
+      return { images, outputs };
+    },
+  };
+  return [workflow];
+}

@@ -1,0 +1,262 @@
+/**
+ * A local server that speaks ComfyUI's HTTP + WebSocket API as documented (shared/reference/peers.md §1,
+ * Comfy-Org/ComfyUI server.py / execution.py), for the ComfyUI agent's tests: the fake sits on the far side of a
+ * real socket. Prompts run one at a time from a queue; events go only to the socket of the prompt's `client_id`;
+ * the history is written before the final `executing {node: null}`; nothing is replayed to a reconnecting socket.
+ *
+ * Node classes it runs: loaders and encoders (instant), `KSampler` (`steps` progress events, a preview frame per
+ * step), `SaveImage` (a PNG-signed file of `_size` bytes, default 1000, reported by `executed` and served by
+ * `/view`), `Fail` (an `execution_error` with `inputs.message`). Any other class: 400 at `POST /prompt`, as ComfyUI
+ * refuses a prompt naming a node it does not have.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { WebSocketServer, type WebSocket } from "ws";
+
+const INSTANT = new Set(["CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "VAEDecode"]);
+const KNOWN = new Set([...INSTANT, "KSampler", "SaveImage", "Fail"]);
+
+interface Queued {
+  id: string;
+  number: number;
+  clientId: string;
+  prompt: Record<string, { class_type: string; inputs?: Record<string, unknown> }>;
+}
+
+export interface FakeComfyOptions {
+  /** Time per sampler step. @default 20 */
+  stepMs?: number;
+  /** Close the prompt's socket once, after the first sampler step (the run goes on), to test the resync. */
+  dropSocketAfterFirstStep?: boolean;
+}
+
+export class FakeComfyUI {
+  /** Every HTTP request: method, path, parsed JSON body. */
+  readonly requests: { method: string; path: string; body: unknown }[] = [];
+  /** Files written by SaveImage: `<type>/<subfolder>/<filename>` → bytes. */
+  readonly files = new Map<string, Buffer>();
+  readonly history: Record<string, unknown> = {};
+  /** Socket metadata per clientId: whether it asked for previews with metadata. */
+  private readonly sockets = new Map<string, { ws: WebSocket; previewMeta: boolean }>();
+  private readonly queue: Queued[] = [];
+  private running: Queued | null = null;
+  private interruptRequested: string | null = null;
+  private number = 0;
+  private dropped = false;
+  private readonly wss = new WebSocketServer({ noServer: true });
+  private server!: Server;
+  port = 0;
+
+  private constructor(readonly opts: FakeComfyOptions) {}
+
+  static async start(opts: FakeComfyOptions = {}, port = 0): Promise<FakeComfyUI> {
+    const f = new FakeComfyUI(opts);
+    await f.listen(port);
+    return f;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  private async listen(port: number): Promise<void> {
+    this.server = createServer((req, res) => void this.onHttp(req, res));
+    this.server.on("upgrade", (req, sock, head) => {
+      const u = new URL(req.url ?? "/", "http://x");
+      if (u.pathname !== "/ws") return sock.destroy();
+      this.wss.handleUpgrade(req, sock, head, (ws) => this.onSocket(ws, u.searchParams.get("clientId") ?? Math.random().toString(16).slice(2)));
+    });
+    await new Promise<void>((r) => this.server.listen(port, "127.0.0.1", r));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+
+  /** Stops listening and drops every socket (a ComfyUI that went away). */
+  async stop(): Promise<void> {
+    for (const s of this.sockets.values()) s.ws.terminate();
+    this.sockets.clear();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** Listens again on the same port (a ComfyUI that came back). */
+  async restart(): Promise<void> {
+    await this.listen(this.port);
+  }
+
+  private onSocket(ws: WebSocket, clientId: string): void {
+    this.sockets.set(clientId, { ws, previewMeta: false });
+    ws.send(JSON.stringify({ type: "status", data: { status: { exec_info: { queue_remaining: this.queue.length + (this.running ? 1 : 0) } }, sid: clientId } }));
+    ws.on("message", (data, isBinary) => {
+      if (isBinary) return;
+      try {
+        const m = JSON.parse(String(data)) as { type?: string; data?: { supports_preview_metadata?: boolean } };
+        if (m.type === "feature_flags") {
+          const s = this.sockets.get(clientId);
+          if (s) s.previewMeta = m.data?.supports_preview_metadata === true;
+          ws.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true, max_upload_size: 104857600 } }));
+        }
+      } catch {
+        /* ComfyUI ignores what it cannot read */
+      }
+    });
+    ws.on("close", () => {
+      if (this.sockets.get(clientId)?.ws === ws) this.sockets.delete(clientId);
+    });
+  }
+
+  private send(clientId: string, type: string, data: Record<string, unknown>): void {
+    const s = this.sockets.get(clientId);
+    if (s && s.ws.readyState === s.ws.OPEN) s.ws.send(JSON.stringify({ type, data }));
+  }
+
+  private async onHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks).toString("utf8");
+    let body: unknown = null;
+    try {
+      body = raw ? JSON.parse(raw) : null;
+    } catch {
+      body = raw;
+    }
+    const u = new URL(req.url ?? "/", "http://x");
+    const path = u.pathname.replace(/^\/api(?=\/)/, "");
+    this.requests.push({ method: req.method ?? "GET", path, body });
+    const json = (status: number, v: unknown) => {
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(JSON.stringify(v));
+    };
+    if (req.method === "GET" && path === "/system_stats") {
+      return json(200, { system: { os: "posix", comfyui_version: "0.3.64", python_version: "3.12" }, devices: [{ name: "cuda:0 NVIDIA H200 : cudaMallocAsync", type: "cuda", index: 0, vram_total: 150_000_000_000, vram_free: 149_000_000_000 }] });
+    }
+    if (req.method === "POST" && path === "/prompt") {
+      const b = (body ?? {}) as { prompt?: Queued["prompt"]; client_id?: string; prompt_id?: string };
+      if (!b.prompt || typeof b.prompt !== "object") return json(400, { error: { type: "no_prompt", message: "No prompt provided", details: "", extra_info: {} }, node_errors: {} });
+      for (const [id, n] of Object.entries(b.prompt)) {
+        if (!KNOWN.has(n.class_type)) {
+          return json(400, { error: { type: "invalid_prompt", message: `Cannot execute because node ${n.class_type} does not exist.`, details: `Node ID '#${id}'`, extra_info: {} }, node_errors: {} });
+        }
+      }
+      const q: Queued = { id: b.prompt_id ?? Math.random().toString(16).slice(2), number: this.number++, clientId: b.client_id ?? "", prompt: b.prompt };
+      this.queue.push(q);
+      json(200, { prompt_id: q.id, number: q.number, node_errors: {} });
+      void this.pump();
+      return;
+    }
+    if (req.method === "POST" && path === "/queue") {
+      const del = ((body ?? {}) as { delete?: string[] }).delete ?? [];
+      for (const id of del) {
+        const i = this.queue.findIndex((q) => q.id === id);
+        if (i >= 0) this.queue.splice(i, 1);
+      }
+      return json(200, {});
+    }
+    if (req.method === "POST" && path === "/interrupt") {
+      const id = ((body ?? {}) as { prompt_id?: string }).prompt_id;
+      if (this.running && (!id || id === this.running.id)) this.interruptRequested = this.running.id;
+      return json(200, {});
+    }
+    if (req.method === "GET" && path.startsWith("/history/")) {
+      const id = decodeURIComponent(path.slice("/history/".length));
+      return json(200, this.history[id] ? { [id]: this.history[id] } : {});
+    }
+    if (req.method === "GET" && path === "/view") {
+      const key = `${u.searchParams.get("type") ?? "output"}/${u.searchParams.get("subfolder") ?? ""}/${u.searchParams.get("filename") ?? ""}`;
+      const f = this.files.get(key);
+      if (!f) {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { "content-type": "image/png", "content-length": f.length });
+      res.end(f);
+      return;
+    }
+    res.writeHead(404).end();
+  }
+
+  private async pump(): Promise<void> {
+    if (this.running) return;
+    const q = this.queue.shift();
+    if (!q) return;
+    this.running = q;
+    try {
+      await this.execute(q);
+    } finally {
+      this.running = null;
+      void this.pump();
+    }
+  }
+
+  private async execute(q: Queued): Promise<void> {
+    const c = q.clientId;
+    const messages: [string, Record<string, unknown>][] = [];
+    const outputs: Record<string, unknown> = {};
+    const ev = (type: string, data: Record<string, unknown>) => {
+      if (type.startsWith("execution_")) messages.push([type, data]);
+      this.send(c, type, data);
+    };
+    ev("execution_start", { prompt_id: q.id, timestamp: Date.now() });
+    ev("execution_cached", { nodes: [], prompt_id: q.id, timestamp: Date.now() });
+    const end = (status: "success" | "error") => {
+      this.history[q.id] = { prompt: [q.number, q.id, q.prompt, { client_id: c }, []], outputs, status: { status_str: status, completed: status === "success", messages }, meta: {} };
+      this.send(c, "executing", { node: null, prompt_id: q.id });
+    };
+    for (const [id, n] of Object.entries(q.prompt)) {
+      this.send(c, "executing", { node: id, display_node: id, prompt_id: q.id });
+      const inputs = n.inputs ?? {};
+      if (n.class_type === "KSampler") {
+        const steps = Number(inputs.steps ?? 4);
+        for (let i = 1; i <= steps; i++) {
+          await new Promise((r) => setTimeout(r, this.opts.stepMs ?? 20));
+          if (this.interruptRequested === q.id) {
+            this.interruptRequested = null;
+            ev("execution_interrupted", { prompt_id: q.id, node_id: id, node_type: n.class_type, executed: [], timestamp: Date.now() });
+            end("error");
+            return;
+          }
+          this.send(c, "progress", { value: i, max: steps, prompt_id: q.id, node: id });
+          this.preview(c, q.id, id, i);
+          if (i === 1 && this.opts.dropSocketAfterFirstStep && !this.dropped) {
+            this.dropped = true;
+            this.sockets.get(c)?.ws.terminate();
+          }
+        }
+      } else if (n.class_type === "SaveImage") {
+        const size = Number(inputs._size ?? 1000);
+        const name = `${String(inputs.filename_prefix ?? "ComfyUI")}_${String(q.number).padStart(5, "0")}_.png`;
+        const bytes = Buffer.alloc(size);
+        for (let i = 0; i < size; i++) bytes[i] = (i * 7 + q.number) & 0xff;
+        Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes);
+        this.files.set(`output//${name}`, bytes);
+        const output = { images: [{ filename: name, subfolder: "", type: "output" }] };
+        outputs[id] = output;
+        this.send(c, "executed", { node: id, display_node: id, output, prompt_id: q.id });
+      } else if (n.class_type === "Fail") {
+        ev("execution_error", { prompt_id: q.id, node_id: id, node_type: "Fail", executed: [], exception_message: String(inputs.message ?? "boom"), exception_type: "RuntimeError", traceback: ["..."], current_inputs: {}, current_outputs: {}, timestamp: Date.now() });
+        end("error");
+        return;
+      }
+    }
+    ev("execution_success", { prompt_id: q.id, timestamp: Date.now() });
+    end("success");
+  }
+
+  /** A preview per sampler step: type 4 (with metadata) to a socket that asked for it, else type 1 (legacy). */
+  private preview(clientId: string, promptId: string, nodeId: string, step: number): void {
+    const s = this.sockets.get(clientId);
+    if (!s || s.ws.readyState !== s.ws.OPEN) return;
+    const img = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(60, step)]);
+    if (s.previewMeta) {
+      const meta = Buffer.from(JSON.stringify({ node_id: nodeId, prompt_id: promptId, display_node_id: nodeId, parent_node_id: null, real_node_id: nodeId, image_type: "image/jpeg" }));
+      const head = Buffer.alloc(8);
+      head.writeUInt32BE(4, 0);
+      head.writeUInt32BE(meta.length, 4);
+      s.ws.send(Buffer.concat([head, meta, img]));
+    } else {
+      const head = Buffer.alloc(8);
+      head.writeUInt32BE(1, 0);
+      head.writeUInt32BE(1, 4);
+      s.ws.send(Buffer.concat([head, img]));
+    }
+  }
+}
