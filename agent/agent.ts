@@ -107,7 +107,7 @@ class Agent implements RunningAgent {
   constructor(readonly config: Readonly<AgentConfig>) {
     this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
     this.comfy = config.comfyuiUrl ? new ComfyClient(config.comfyuiUrl, (l) => this.log(l)) : null;
-    const extra = this.comfy ? comfyNodes(this.comfy) : [];
+    const extra = this.comfy ? comfyNodes(this.comfy, () => this.assets ?? null) : [];
     this.offered = [...NODE_LIBRARY, ...extra];
     const library = new Map(nodeCatalog());
     for (const d of extra) library.set(d.type, d);

@@ -16,6 +16,8 @@
  */
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
+import type { ObjectStore } from "@nats-io/obj";
+import { ASSET_META, assetIdOfUri } from "../protocol/index.js";
 import { NodeError, type NodeDef } from "./engine/types.js";
 import { prop } from "./nodes/util.js";
 
@@ -281,6 +283,27 @@ export class ComfyClient {
     await Promise.race([stopped, new Promise((r) => setTimeout(r, CANCEL_WAIT_MS).unref())]);
   }
 
+  /** Puts `bytes` into ComfyUI's input folder (`POST /upload/image`); returns the name a LoadImage takes. */
+  async upload(bytes: Uint8Array, filename: string, contentType: string, signal?: AbortSignal): Promise<string> {
+    const form = new FormData();
+    form.append("image", new Blob([new Uint8Array(bytes)], { type: contentType }), filename);
+    form.append("type", "input");
+    form.append("overwrite", "true");
+    const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    let res: Response;
+    try {
+      res = await fetch(new URL("/upload/image", this.baseUrl), { method: "POST", body: form, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      throw new ComfyError(`ComfyUI at ${this.baseUrl} is unreachable (POST /upload/image: ${timeout.aborted ? `no answer in ${REQUEST_TIMEOUT_MS} ms` : (err as Error).message})`);
+    }
+    const text = await res.text();
+    if (res.status !== 200) throw new ComfyError(`ComfyUI refused the upload of ${filename} (HTTP ${res.status}): ${text.slice(0, 200)}`);
+    const r = JSON.parse(text) as { name?: string; subfolder?: string };
+    if (typeof r.name !== "string") throw new ComfyError(`ComfyUI's answer to the upload of ${filename} names no file: ${text.slice(0, 200)}`);
+    return r.subfolder ? `${r.subfolder}/${r.name}` : r.name;
+  }
+
   /** The bytes of a file ComfyUI wrote. */
   async view(f: ComfyFile, signal?: AbortSignal): Promise<Uint8Array> {
     const q = new URLSearchParams({ filename: f.filename, subfolder: f.subfolder ?? "", type: f.type ?? "output" });
@@ -351,8 +374,46 @@ function checkWorkflow(v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-/** The `comfy.*` nodes of an agent beside `client`'s ComfyUI. */
-export function comfyNodes(client: ComfyClient): NodeDef[] {
+const EXTENSIONS: Record<string, string> = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif" };
+
+/** The asset an override value refers to (an `asset://` URI, or a media reference with `asset_id`), or null. */
+function assetOfValue(v: unknown): string | null {
+  if (typeof v === "string") return assetIdOfUri(v);
+  if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+    const o = v as { asset_id?: unknown; uri?: unknown };
+    if (typeof o.asset_id === "string") return o.asset_id;
+    if (typeof o.uri === "string") return assetIdOfUri(o.uri);
+  }
+  return null;
+}
+
+/**
+ * Override values that name one of our assets (an uploaded image given to an ImageInput) become files in ComfyUI's
+ * input folder: uploaded there, and the override set to the name ComfyUI gave (what a LoadImage node takes).
+ */
+async function uploadAssetOverrides(client: ComfyClient, assets: ObjectStore | null, overrides: Record<string, unknown>, signal: AbortSignal): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(overrides)) {
+    const id = assetOfValue(v);
+    if (id === null) {
+      out[key] = v;
+      continue;
+    }
+    if (!assets) throw new NodeError(`override "${key}" names asset ${id}, and this agent has no asset store`);
+    const info = await assets.info(id);
+    const bytes = info && !info.deleted ? await assets.getBlob(id) : null;
+    if (!info || !bytes) throw new NodeError(`override "${key}" names asset ${id}, which does not exist (deleted, or past its retention)`);
+    const contentType = info.metadata?.[ASSET_META.contentType] ?? "application/octet-stream";
+    out[key] = await client.upload(bytes, `nodeway-${id}.${EXTENSIONS[contentType] ?? "bin"}`, contentType, signal);
+  }
+  return out;
+}
+
+/**
+ * The `comfy.*` nodes of an agent beside `client`'s ComfyUI; `assets` gives the asset store (opened once the agent
+ * is connected), for images a workflow takes as input.
+ */
+export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null): NodeDef[] {
   const workflow: NodeDef = {
     kind: "process",
     type: "comfy.Workflow",
@@ -362,7 +423,9 @@ export function comfyNodes(client: ComfyClient): NodeDef[] {
     inAgent: true,
     properties: [
       prop("workflow", "dict", {}, { description: 'The prompt in ComfyUI\'s API format ("Export (API)").' }),
-      prop("overrides", "dict", {}, { description: 'Inputs to set before queueing, as {"<node id>.<input>": value}, e.g. {"6.text": "a cat"}.' }),
+      prop("overrides", "dict", {}, {
+        description: 'Inputs to set before queueing, as {"<node id>.<input>": value}, e.g. {"6.text": "a cat"}; an image asset (asset://<id>, or an ImageInput\'s reference) is uploaded to ComfyUI\'s input folder and its name set, for a LoadImage.',
+      }),
     ],
     outputs: [
       { name: "images", type: "list[image]" },
@@ -371,7 +434,10 @@ export function comfyNodes(client: ComfyClient): NodeDef[] {
     process: async (ctx, inputs) => {
       const overrides = inputs.overrides === null || inputs.overrides === undefined ? {} : inputs.overrides;
       if (typeof overrides !== "object" || Array.isArray(overrides)) throw new NodeError(`"overrides" must be an object of "<node id>.<input>": value`);
-      const prompt = applyOverrides(checkWorkflow(inputs.workflow), overrides as Record<string, unknown>);
+      const workflowIn = checkWorkflow(inputs.workflow);
+      // Checked before anything is uploaded: a wrong key fails without touching ComfyUI.
+      applyOverrides(workflowIn, overrides as Record<string, unknown>);
+      const prompt = applyOverrides(workflowIn, await uploadAssetOverrides(client, assets(), overrides as Record<string, unknown>, ctx.signal));
       const outputs = await client.run(prompt, ctx.signal, {
         progress: (v, max) => ctx.progress(v, max),
         log: (line) => ctx.log(line),

@@ -5,13 +5,13 @@
  *   nodeway gateway [--host --port --nats <url> …]             the gateway alone
  *   nodeway agent [--nats <url> --name <n> --max-jobs N …]     one runner agent
  *   nodeway proxy --domain d --email e --upstream <url> …      the TLS proxy
- *   nodeway run <workflow.json> [--param k=v …] [--gateway <url>] [--token T]
+ *   nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]
  *   nodeway token                                              a new random API token (for --api-tokens-file)
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer, createConnection } from "node:net";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startGateway, isExpired, newToken, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
 import { startAgent, AGENT_OPTION_KEYS, type RunningAgent } from "../agent/index.js";
@@ -223,8 +223,8 @@ async function seedExamples(gatewayUrl: string, token: string | undefined): Prom
 /** `nodeway run`: save the workflow, run it with streaming, show progress and tokens live, outputs at the end. */
 async function cmdRun(args: ParsedArgs): Promise<void> {
   const file = args.positional[0];
-  if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--gateway <url>] [--token T]");
-  for (const f of args.flags.keys()) if (!["param", "gateway", "quiet", "timeout-s", "token"].includes(f)) fail(`unknown flag --${f}`);
+  if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]");
+  for (const f of args.flags.keys()) if (!["param", "gateway", "quiet", "timeout-s", "token", "save"].includes(f)) fail(`unknown flag --${f}`);
   const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
   // NODEWAY_API_TOKEN keeps the token off the command line (where `ps` shows it).
   const token = args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
@@ -238,12 +238,6 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
   }
   if (!wf.graph && Array.isArray(wf.nodes)) wf = { name: basename(file, ".json"), graph: { nodes: wf.nodes, edges: wf.edges ?? [] } };
   const id = (typeof wf.id === "string" && wf.id) || basename(file, ".json").replace(/[^\w-]/g, "-");
-  const params: Record<string, string> = {};
-  for (const p of args.flags.get("param") ?? []) {
-    const eq = p.indexOf("=");
-    if (eq <= 0) fail(`--param needs k=v, got "${p}"`);
-    params[p.slice(0, eq)] = p.slice(eq + 1);
-  }
   const call = async (url: string, init: RequestInit) => {
     try {
       return await fetch(url, init);
@@ -251,6 +245,28 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
       fail(`cannot reach the gateway at ${gateway}: ${(err as Error).message}`, 1);
     }
   };
+  const params: Record<string, string> = {};
+  for (const p of args.flags.get("param") ?? []) {
+    const eq = p.indexOf("=");
+    if (eq <= 0) fail(`--param needs k=v, got "${p}"`);
+    const value = p.slice(eq + 1);
+    // k=@file: the file becomes an asset, and the param its asset:// reference (an ImageInput's, say).
+    params[p.slice(0, eq)] = value.startsWith("@") ? await uploadAsset(value.slice(1)) : value;
+  }
+  async function uploadAsset(path: string): Promise<string> {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(path);
+    } catch (err) {
+      fail(`cannot read ${path}: ${(err as Error).message}`);
+    }
+    const type = MEDIA_TYPES[extname(path).slice(1).toLowerCase()] ?? "application/octet-stream";
+    const up = await call(`${gateway}/api/assets?name=${encodeURIComponent(basename(path))}`, { method: "POST", body: new Uint8Array(bytes), headers: { "content-type": type, ...auth } });
+    if (up.status !== 201) fail(`upload of ${path} refused: ${await errorText(up)}`, 1);
+    const a = (await up.json()) as { id: string; uri: string };
+    if (!quiet) process.stderr.write(`uploaded ${path} as ${a.uri}\n`);
+    return a.uri;
+  }
   const put = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json", ...auth } });
   if (!put.ok) fail(`workflow rejected: ${await errorText(put)}`, 1);
   const timeout = args.flags.get("timeout-s")?.at(-1);
@@ -302,9 +318,47 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
     }
   }
   if (midLine) process.stdout.write("\n");
+  // Assets among the outputs: where to fetch them, and with --save, fetched.
+  const saveDir = args.flags.get("save")?.at(-1);
+  const refs: { asset_id: string; content_type: string; url?: string; saved?: string }[] = [];
+  const walk = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v !== null && typeof v === "object") {
+      const o = v as Record<string, unknown>;
+      if (typeof o.asset_id === "string" && typeof o.uri === "string" && o.uri.startsWith("asset://")) refs.push(o as unknown as (typeof refs)[number]);
+      else Object.values(o).forEach(walk);
+    }
+  };
+  walk(outputs);
+  for (const r of refs) {
+    r.url = `${gateway}/api/assets/${r.asset_id}/content`;
+    if (!saveDir) continue;
+    const got = await call(r.url, { headers: auth });
+    if (!got.ok) fail(`download of ${r.url} failed: ${await errorText(got)}`, 1);
+    mkdirSync(saveDir, { recursive: true });
+    const ext = Object.entries(MEDIA_TYPES).find(([, t]) => t === r.content_type)?.[0] ?? "bin";
+    r.saved = join(saveDir, `${r.asset_id}.${ext}`);
+    writeFileSync(r.saved, Buffer.from(await got.arrayBuffer()));
+  }
   process.stdout.write(JSON.stringify({ status, outputs, ...(error ? { error } : {}) }, null, 2) + "\n");
   process.exit(status === "completed" ? 0 : 1);
 }
+
+/** Media types by file extension, for `--param k=@file` uploads and `--save`d outputs. */
+const MEDIA_TYPES: Record<string, string> = {
+  png: "image/png",
+  jpg: "image/jpeg",
+  jpeg: "image/jpeg",
+  webp: "image/webp",
+  gif: "image/gif",
+  wav: "audio/wav",
+  mp3: "audio/mpeg",
+  ogg: "audio/ogg",
+  mp4: "video/mp4",
+  pdf: "application/pdf",
+  txt: "text/plain",
+  json: "application/json",
+};
 
 /** The gateway's error body as one line: `CODE: message`. */
 async function errorText(res: Response): Promise<string> {

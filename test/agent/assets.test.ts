@@ -6,6 +6,10 @@
  * node, and the agent runs the next job.
  */
 import t from "tap";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { runNodeway } from "../helpers/procs.js";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { api, WsClient, type Msg } from "../helpers/clients.js";
@@ -136,4 +140,43 @@ t.test("assets - an uploaded file as an image param: the job gets its reference;
     t.match(r.error, { code: "GRAPH_ERR_PARAM_TYPE", message: /param "photo" must be an image reference/ }, `refused: ${JSON.stringify(bad)}`);
   }
   t.equal(((await api(s.url, "GET", "/api/jobs")).body.jobs as unknown[]).length, jobsBefore, "none of the refused runs was queued");
+});
+
+t.test("assets - `nodeway run --param k=@file --save DIR`: the file goes up as an asset param, output assets come down", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const dir = mkdtempSync(join(tmpdir(), "nw-cli-assets-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const photo = expected(3000, 8, true);
+  writeFileSync(join(dir, "me.png"), photo);
+  const wfFile = join(dir, "wf.json");
+  writeFileSync(
+    wfFile,
+    JSON.stringify({
+      id: "cli-assets",
+      name: "cli assets",
+      graph: {
+        nodes: [
+          { id: "in", type: "nodetool.input.ImageInput", data: { name: "photo" } },
+          { id: "photo", type: "nodetool.output.Output", data: { name: "photo" } },
+          { id: "b", type: "nodeway.test.Bytes", data: { size: 400_000, seed: 9, png: true } },
+          { id: "big", type: "nodetool.output.Output", data: { name: "big" } },
+        ],
+        edges: [
+          { id: "e1", source: "in", sourceHandle: "output", target: "photo", targetHandle: "value" },
+          { id: "e2", source: "b", sourceHandle: "output", target: "big", targetHandle: "value" },
+        ],
+      },
+    }),
+  );
+  const p = runNodeway(["run", wfFile, "--param", `photo=@${join(dir, "me.png")}`, "--save", join(dir, "out"), "--gateway", s.url]);
+  t.equal(await p.exited, 0, p.stderr());
+  t.match(p.stderr(), /uploaded .*me\.png as asset:\/\/[0-9a-z]{26}/);
+  const printed = JSON.parse(p.stdout().slice(p.stdout().indexOf("{"))) as { status: string; outputs: Record<string, Record<string, string>[]> };
+  t.equal(printed.status, "completed");
+  const given = printed.outputs.photo![0]!;
+  t.match(given, { type: "image", uri: /^asset:\/\//, url: `${s.url}/api/assets/${given.asset_id}/content` }, "the param arrived as the uploaded asset's reference, with where to fetch it");
+  t.ok(Buffer.from(await (await fetch(given.url!)).arrayBuffer()).equals(photo), "whose bytes are the file's");
+  const big = printed.outputs.big![0]!;
+  t.equal(big.saved, join(dir, "out", `${big.asset_id}.png`), "--save wrote the output asset");
+  t.ok(readFileSync(big.saved!).equals(expected(400_000, 9, true)), "with the node's bytes");
 });

@@ -178,3 +178,40 @@ t.test("comfyui - --comfyui-url is checked at start-up", async (t) => {
   }
   t.throws(() => compileAgentConfig({ comfyuiUrl: "http://127.0.0.1:8188", strategies: ["subprocess"] }), { message: /run in the agent itself \(strategy inline\)/ }, "ComfyUI needs inline among the strategies");
 });
+
+t.test("comfyui - an uploaded image given to an ImageInput reaches ComfyUI's LoadImage through its input folder", async (t) => {
+  const fake = await FakeComfyUI.start();
+  t.teardown(() => fake.stop());
+  const { s, ws } = await comfyStack(t, fake);
+  const bytes = Buffer.alloc(300_000);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 11 + 3) & 0xff;
+  Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes);
+  const up = await fetch(`${s.url}/api/assets?name=in.png`, { method: "POST", headers: { "content-type": "image/png" }, body: new Uint8Array(bytes) });
+  const id = String(((await up.json()) as { id: string }).id);
+  const workflow = {
+    "10": { class_type: "LoadImage", inputs: { image: "placeholder.png" } },
+    "9": { class_type: "SaveImage", inputs: { filename_prefix: "img2img", images: ["10", 0] } },
+  };
+  const graph = {
+    nodes: [
+      { id: "photo", type: "nodetool.input.ImageInput", data: { name: "photo" } },
+      { id: "d", type: "nodetool.dictionary.MakeDictionary", data: {} },
+      { id: "c", type: "comfy.Workflow", data: { workflow } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "images" } },
+    ],
+    edges: [
+      { id: "e1", source: "photo", sourceHandle: "output", target: "d", targetHandle: "10.image" },
+      { id: "e2", source: "d", sourceHandle: "output", target: "c", targetHandle: "overrides" },
+      { id: "e3", source: "c", sourceHandle: "images", target: "out", targetHandle: "value" },
+    ],
+  };
+  const job = await run(ws, graph, { photo: `asset://${id}` });
+  t.equal(job.end.status, "completed");
+  t.match(fake.requests.find((r) => r.path === "/upload/image")?.body, { image: `nodeway-${id}.png`, type: "input", overwrite: "true" }, "the asset was uploaded to ComfyUI's input folder");
+  const queued = fake.requests.find((r) => r.path === "/prompt")!.body as { prompt: Record<string, { inputs: Record<string, unknown> }> };
+  t.equal(queued.prompt["10"]!.inputs.image, `nodeway-${id}.png`, "and LoadImage given its name");
+  const image = (job.events().find((e) => e.type === "output_update" && e.node_id === "out")!.value as Record<string, unknown>[])[0]!;
+  const back = Buffer.from(await (await fetch(`${s.url}/api/assets/${String(image.asset_id)}/content`)).arrayBuffer());
+  t.ok(back.equals(bytes), "the bytes went through ComfyUI and back as the job's output asset");
+  t.not(image.asset_id, id, "a new asset of the job's own");
+});

@@ -6,7 +6,8 @@
  *
  * Node classes it runs: loaders and encoders (instant), `KSampler` (`steps` progress events, a preview frame per
  * step), `SaveImage` (a PNG-signed file of `_size` bytes, default 1000, reported by `executed` and served by
- * `/view`), `Fail` (an `execution_error` with `inputs.message`). Any other class: 400 at `POST /prompt`, as ComfyUI
+ * `/view`; the bytes of the LoadImage its `images` come from, if they do), `LoadImage` (a file of the input folder,
+ * put there by `POST /upload/image`), `Fail` (an `execution_error` with `inputs.message`). Any other class: 400 at `POST /prompt`, as ComfyUI
  * refuses a prompt naming a node it does not have.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -14,7 +15,7 @@ import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
 
 const INSTANT = new Set(["CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "VAEDecode"]);
-const KNOWN = new Set([...INSTANT, "KSampler", "SaveImage", "Fail"]);
+const KNOWN = new Set([...INSTANT, "KSampler", "SaveImage", "Fail", "LoadImage"]);
 
 interface Queued {
   id: string;
@@ -112,12 +113,13 @@ export class FakeComfyUI {
   private async onHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks).toString("utf8");
+    const rawBytes = Buffer.concat(chunks);
+    const raw = rawBytes.toString("utf8");
     let body: unknown = null;
     try {
       body = raw ? JSON.parse(raw) : null;
     } catch {
-      body = raw;
+      body = /^multipart\//.test(req.headers["content-type"] ?? "") ? "<multipart>" : raw;
     }
     const u = new URL(req.url ?? "/", "http://x");
     const path = u.pathname.replace(/^\/api(?=\/)/, "");
@@ -142,6 +144,17 @@ export class FakeComfyUI {
       json(200, { prompt_id: q.id, number: q.number, node_errors: {} });
       void this.pump();
       return;
+    }
+    if (req.method === "POST" && path === "/upload/image") {
+      // Multipart as ComfyUI takes it: `image` (the file), `type`, `subfolder`, `overwrite`.
+      const form = await new Request("http://x/", { method: "POST", headers: { "content-type": req.headers["content-type"] ?? "" }, body: rawBytes }).formData();
+      const file = form.get("image");
+      if (!file || typeof file === "string") return json(400, { error: "no image" });
+      const type = String(form.get("type") ?? "input");
+      const subfolder = String(form.get("subfolder") ?? "");
+      this.files.set(`${type}/${subfolder}/${file.name}`, Buffer.from(await file.arrayBuffer()));
+      this.requests[this.requests.length - 1]!.body = { image: file.name, type, subfolder, overwrite: form.get("overwrite") };
+      return json(200, { name: file.name, subfolder, type });
     }
     if (req.method === "POST" && path === "/queue") {
       const del = ((body ?? {}) as { delete?: string[] }).delete ?? [];
@@ -201,9 +214,22 @@ export class FakeComfyUI {
       this.history[q.id] = { prompt: [q.number, q.id, q.prompt, { client_id: c }, []], outputs, status: { status_str: status, completed: status === "success", messages }, meta: {} };
       this.send(c, "executing", { node: null, prompt_id: q.id });
     };
+    /** Bytes a LoadImage node read, by node id (a SaveImage of them saves them). */
+    const loaded = new Map<string, Buffer>();
     for (const [id, n] of Object.entries(q.prompt)) {
       this.send(c, "executing", { node: id, display_node: id, prompt_id: q.id });
       const inputs = n.inputs ?? {};
+      if (n.class_type === "LoadImage") {
+        const name = String(inputs.image ?? "");
+        const slash = name.lastIndexOf("/");
+        const f = this.files.get(`input/${slash > 0 ? name.slice(0, slash) : ""}/${slash > 0 ? name.slice(slash + 1) : name}`);
+        if (!f) {
+          ev("execution_error", { prompt_id: q.id, node_id: id, node_type: "LoadImage", executed: [], exception_message: `Invalid image file: ${name}`, exception_type: "FileNotFoundError", traceback: [], current_inputs: {}, current_outputs: {}, timestamp: Date.now() });
+          end("error");
+          return;
+        }
+        loaded.set(id, f);
+      }
       if (n.class_type === "KSampler") {
         const steps = Number(inputs.steps ?? 4);
         for (let i = 1; i <= steps; i++) {
@@ -224,9 +250,12 @@ export class FakeComfyUI {
       } else if (n.class_type === "SaveImage") {
         const size = Number(inputs._size ?? 1000);
         const name = `${String(inputs.filename_prefix ?? "ComfyUI")}_${String(q.number).padStart(5, "0")}_.png`;
-        const bytes = Buffer.alloc(size);
-        for (let i = 0; i < size; i++) bytes[i] = (i * 7 + q.number) & 0xff;
-        Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes);
+        const from = Array.isArray(inputs.images) ? loaded.get(String(inputs.images[0])) : undefined;
+        const bytes = from ? Buffer.from(from) : Buffer.alloc(size);
+        if (!from) {
+          for (let i = 0; i < size; i++) bytes[i] = (i * 7 + q.number) & 0xff;
+          Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes);
+        }
         this.files.set(`output//${name}`, bytes);
         const output = { images: [{ filename: name, subfolder: "", type: "output" }] };
         outputs[id] = output;
