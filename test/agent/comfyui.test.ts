@@ -212,6 +212,10 @@ t.test("comfyui - an uploaded image given to an ImageInput reaches ComfyUI's Loa
   t.equal(queued.prompt["10"]!.inputs.image, `nodeway-${id}.png`, "and LoadImage given its name");
   const image = (job.events().find((e) => e.type === "output_update" && e.node_id === "out")!.value as Record<string, unknown>[])[0]!;
   const back = Buffer.from(await (await fetch(`${s.url}/api/assets/${String(image.asset_id)}/content`)).arrayBuffer());
+  const uploaded = fake.files.get(`input//nodeway-${id}.png`);
+  t.equal(uploaded?.length, bytes.length, "ComfyUI's input folder got the whole file");
+  t.ok(uploaded?.equals(bytes), "byte for byte");
+  t.equal(back.length, bytes.length, "the output asset is as long");
   t.ok(back.equals(bytes), "the bytes went through ComfyUI and back as the job's output asset");
   t.not(image.asset_id, id, "a new asset of the job's own");
 });

@@ -31,6 +31,20 @@ export interface FakeComfyOptions {
   dropSocketAfterFirstStep?: boolean;
 }
 
+/** Nodes after the nodes their linked inputs (`[node id, output index]`) come from, as ComfyUI runs them. */
+function executionOrder(prompt: Queued["prompt"]): [string, Queued["prompt"][string]][] {
+  const done = new Set<string>();
+  const out: [string, Queued["prompt"][string]][] = [];
+  const deps = (n: Queued["prompt"][string]) => Object.values(n.inputs ?? {}).filter((v): v is [string, number] => Array.isArray(v) && typeof v[0] === "string").map((v) => v[0]);
+  while (out.length < Object.keys(prompt).length) {
+    const next = Object.entries(prompt).find(([id, n]) => !done.has(id) && deps(n).every((d) => done.has(d) || !(d in prompt)));
+    if (!next) throw new Error("cycle in prompt");
+    done.add(next[0]);
+    out.push(next);
+  }
+  return out;
+}
+
 export class FakeComfyUI {
   /** Every HTTP request: method, path, parsed JSON body. */
   readonly requests: { method: string; path: string; body: unknown }[] = [];
@@ -216,7 +230,7 @@ export class FakeComfyUI {
     };
     /** Bytes a LoadImage node read, by node id (a SaveImage of them saves them). */
     const loaded = new Map<string, Buffer>();
-    for (const [id, n] of Object.entries(q.prompt)) {
+    for (const [id, n] of executionOrder(q.prompt)) {
       this.send(c, "executing", { node: id, display_node: id, prompt_id: q.id });
       const inputs = n.inputs ?? {};
       if (n.class_type === "LoadImage") {
