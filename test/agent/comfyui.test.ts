@@ -21,16 +21,19 @@ const txt2img = (steps = 5) => ({
   "10": { class_type: "SaveImage", inputs: { filename_prefix: "thumb", images: ["3", 0], _size: 2_000 } },
 });
 
-/** Param `prompt` → MakeDictionary {"6.text"} → comfy.Workflow overrides; its images → Output "images". */
-const graphOf = (workflow: unknown) => ({
+/**
+ * An input (by default param `prompt`, a StringInput) → MakeDictionary {`key`, by default "6.text"} →
+ * comfy.Workflow overrides; its images → Output "images".
+ */
+const graphOf = (workflow: unknown, input = { type: "nodetool.input.StringInput", data: { name: "prompt", value: "a lighthouse" } as Record<string, unknown> }, key = "6.text") => ({
   nodes: [
-    { id: "p", type: "nodetool.input.StringInput", data: { name: "prompt", value: "a lighthouse" } },
+    { id: "p", ...input },
     { id: "d", type: "nodetool.dictionary.MakeDictionary", data: {} },
     { id: "c", type: "comfy.Workflow", data: { workflow } },
     { id: "out", type: "nodetool.output.Output", data: { name: "images" } },
   ],
   edges: [
-    { id: "e1", source: "p", sourceHandle: "output", target: "d", targetHandle: "6.text" },
+    { id: "e1", source: "p", sourceHandle: "output", target: "d", targetHandle: key },
     { id: "e2", source: "d", sourceHandle: "output", target: "c", targetHandle: "overrides" },
     { id: "e3", source: "c", sourceHandle: "images", target: "out", targetHandle: "value" },
   ],
@@ -192,20 +195,7 @@ t.test("comfyui - an uploaded image given to an ImageInput reaches ComfyUI's Loa
     "10": { class_type: "LoadImage", inputs: { image: "placeholder.png" } },
     "9": { class_type: "SaveImage", inputs: { filename_prefix: "img2img", images: ["10", 0] } },
   };
-  const graph = {
-    nodes: [
-      { id: "photo", type: "nodetool.input.ImageInput", data: { name: "photo" } },
-      { id: "d", type: "nodetool.dictionary.MakeDictionary", data: {} },
-      { id: "c", type: "comfy.Workflow", data: { workflow } },
-      { id: "out", type: "nodetool.output.Output", data: { name: "images" } },
-    ],
-    edges: [
-      { id: "e1", source: "photo", sourceHandle: "output", target: "d", targetHandle: "10.image" },
-      { id: "e2", source: "d", sourceHandle: "output", target: "c", targetHandle: "overrides" },
-      { id: "e3", source: "c", sourceHandle: "images", target: "out", targetHandle: "value" },
-    ],
-  };
-  const job = await run(ws, graph, { photo: `asset://${id}` });
+  const job = await run(ws, graphOf(workflow, { type: "nodetool.input.ImageInput", data: { name: "photo" } }, "10.image"), { photo: `asset://${id}` });
   t.equal(job.end.status, "completed");
   t.match(fake.requests.find((r) => r.path === "/upload/image")?.body, { image: `nodeway-${id}.png`, type: "input", overwrite: "true" }, "the asset was uploaded to ComfyUI's input folder");
   const queued = fake.requests.find((r) => r.path === "/prompt")!.body as { prompt: Record<string, { inputs: Record<string, unknown> }> };
