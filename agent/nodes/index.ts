@@ -9,6 +9,7 @@ import { CONTROL_NODES } from "./control.js";
 import { DICTIONARY_NODES } from "./dictionary.js";
 import { INPUT_OUTPUT_NODES } from "./input-output.js";
 import { LIST_NODES } from "./list.js";
+import { LLM_NODES } from "./llm.js";
 import { MATH_NODES } from "./math.js";
 import { TEST_NODES } from "./test-nodes.js";
 import { TEXT_NODES } from "./text.js";
@@ -23,6 +24,7 @@ export const NODE_LIBRARY: readonly NodeDef[] = Object.freeze([
   ...LIST_NODES,
   ...CONTROL_NODES,
   ...DICTIONARY_NODES,
+  ...LLM_NODES,
   ...TEST_NODES,
 ]);
 

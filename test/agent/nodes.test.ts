@@ -133,7 +133,7 @@ t.test("nodes - the catalog maps every type and alias to its definition", async 
 });
 
 t.test("nodes - every property is typed with a known type and a default that fits it", async (t) => {
-  const known = new Set(["str", "int", "float", "bool", "enum", "list", "list[str]", "dict", "any", "image", "audio", "video", "document"]);
+  const known = new Set(["str", "int", "float", "bool", "enum", "list", "list[str]", "dict", "any", "image", "audio", "video", "document", "language_model"]);
   for (const d of NODE_LIBRARY) {
     t.ok(d.description.length > 0, `${d.type} has a description`);
     for (const p of d.properties) {

@@ -15,14 +15,14 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export async function startStack(t: Teardown, opts: { agents?: number; agentArgs?: string[]; gateway?: GatewayOptions } = {}): Promise<Stack> {
+export async function startStack(t: Teardown, opts: { agents?: number; agentArgs?: string[]; agentEnv?: NodeJS.ProcessEnv; gateway?: GatewayOptions } = {}): Promise<Stack> {
   const ns = await NatsServer.start();
   t.teardown(() => ns.stop());
   const gw = await startGateway({ natsUrl: ns.url, port: 0, ...opts.gateway });
   t.teardown(() => gw.stop());
   const agents: AgentProc[] = [];
   for (let i = 0; i < (opts.agents ?? 1); i++) {
-    const a = await startAgentProc(ns.url, ["--name", `agent${i}`, ...(opts.agentArgs ?? [])]);
+    const a = await startAgentProc(ns.url, ["--name", `agent${i}`, ...(opts.agentArgs ?? [])], opts.agentEnv);
     t.teardown(() => a.kill("SIGKILL"));
     agents.push(a);
   }

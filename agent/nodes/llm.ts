@@ -1,0 +1,102 @@
+/**
+ * Language models (NodeTool's `nodetool.llms.LLM` and `LLMStreaming`), through the agent's providers
+ * (agent/providers.ts): the reply streams to clients as `chunk` events as the provider sends it; `LLM` outputs the
+ * whole text, `LLMStreaming` also sends each piece along its `chunk` edge. The model is NodeTool's LanguageModel
+ * (`{type: "language_model", provider, id}`), or `"<provider>:<model>"` for short. Differences from NodeTool: no
+ * image, audio or tool inputs yet; `messages` (earlier turns) go before `prompt`.
+ */
+import { NodeError, type GeneratorNodeDef, type NodeContext, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
+import { asInt, asText, prop } from "./util.js";
+import type { ChatMessage, ChatRequest, ProviderName } from "../providers.js";
+
+const KNOWN: readonly ProviderName[] = ["openai", "anthropic", "ollama"];
+
+function modelOf(v: unknown): { provider: ProviderName; id: string } {
+  let provider: unknown;
+  let id: unknown;
+  if (typeof v === "string") [provider, id] = [v.slice(0, v.indexOf(":")), v.slice(v.indexOf(":") + 1)];
+  else if (v !== null && typeof v === "object") ({ provider, id } = v as { provider?: unknown; id?: unknown });
+  if (typeof provider !== "string" || !KNOWN.includes(provider as ProviderName)) {
+    throw new NodeError(`"model" must name a provider (${KNOWN.join(", ")}) and a model, as {"type": "language_model", "provider": "openai", "id": "gpt-4o-mini"} or "openai:gpt-4o-mini"; got ${JSON.stringify(v)}`);
+  }
+  if (typeof id !== "string" || id.trim() === "") throw new NodeError(`"model" names provider ${provider} but no model id`);
+  return { provider: provider as ProviderName, id };
+}
+
+function messagesOf(v: unknown): ChatMessage[] {
+  if (v === null || v === undefined) return [];
+  if (!Array.isArray(v)) throw new NodeError(`"messages" must be a list of {role, content}`);
+  return v.map((m, i) => {
+    const o = m as { role?: unknown; content?: unknown };
+    if ((o?.role !== "user" && o?.role !== "assistant") || typeof o.content !== "string") throw new NodeError(`messages[${i}] must be {"role": "user" | "assistant", "content": text}`);
+    return { role: o.role, content: o.content };
+  });
+}
+
+function request(ctx: NodeContext, inputs: NodeInputs): ChatRequest {
+  const model = modelOf(inputs.model);
+  const prompt = asText(inputs.prompt ?? "");
+  const messages = [...messagesOf(inputs.messages), ...(prompt !== "" ? [{ role: "user" as const, content: prompt }] : [])];
+  if (messages.length === 0) throw new NodeError(`"prompt" is empty and there are no "messages": nothing to send`);
+  const maxTokens = asInt(inputs.max_tokens, "max_tokens");
+  if (maxTokens < 1) throw new NodeError(`max_tokens must be ≥ 1, got ${maxTokens}`);
+  return { provider: model.provider, model: model.id, system: asText(inputs.system ?? ""), messages, maxTokens, signal: ctx.signal };
+}
+
+const PROPERTIES = [
+  prop("model", "language_model", { type: "language_model", provider: "empty", id: "", name: "" }, { description: 'The provider and model, e.g. {"provider": "openai", "id": "gpt-4o-mini"}.' }),
+  prop("system", "str", "You are a friendly assistant.", { description: "The system prompt for the LLM." }),
+  prop("prompt", "str", "", { description: "The prompt for the LLM." }),
+  prop("messages", "list", [], { description: "Earlier turns, [{role, content}], sent before the prompt." }),
+  prop("max_tokens", "int", 4096, { min: 1, max: 1_000_000 }),
+];
+
+/**
+ * The reply's pieces as the provider sends them, each also sent to clients as a chunk (then a final `done` one).
+ * The SDKs load when a node first calls a model, not with the library (runners start without them).
+ */
+async function* replyPieces(ctx: NodeContext, inputs: NodeInputs): AsyncGenerator<string> {
+  const req = request(ctx, inputs);
+  const { streamChat } = await import("../providers.js");
+  for await (const piece of streamChat(req)) {
+    ctx.chunk(piece);
+    yield piece;
+  }
+  ctx.chunk("", { done: true });
+}
+
+export const llm: ProcessNodeDef = {
+  kind: "process",
+  type: "nodetool.llms.LLM",
+  title: "LLM",
+  description: "Generate natural language responses using LLM providers (OpenAI, Anthropic, Ollama); the reply streams to clients as chunks.",
+  properties: PROPERTIES,
+  outputs: [{ name: "text", type: "str" }],
+  process: async (ctx, inputs) => {
+    let text = "";
+    for await (const piece of replyPieces(ctx, inputs)) text += piece;
+    return { text };
+  },
+};
+
+export const llmStreaming: GeneratorNodeDef = {
+  kind: "generator",
+  type: "nodetool.llms.LLMStreaming",
+  title: "LLM Streaming",
+  description: "Generate natural language responses using LLM providers and stream each piece along the chunk output, then the whole text.",
+  properties: PROPERTIES,
+  outputs: [
+    { name: "chunk", type: "str" },
+    { name: "text", type: "str" },
+  ],
+  async *generate(ctx, inputs) {
+    let text = "";
+    for await (const piece of replyPieces(ctx, inputs)) {
+      text += piece;
+      yield { handle: "chunk", value: piece };
+    }
+    yield { handle: "text", value: text };
+  },
+};
+
+export const LLM_NODES = [llm, llmStreaming];

@@ -1,0 +1,105 @@
+/**
+ * One local server speaking three providers' streaming chat APIs as documented, for the LLM nodes' tests (the
+ * official SDKs talk to it over a real socket): OpenAI `POST /v1/chat/completions` (`stream: true`: SSE
+ * `chat.completion.chunk`s, then `data: [DONE]`; Bearer key), Anthropic `POST /v1/messages` (SSE `message_start`,
+ * `content_block_start`, `content_block_delta` text deltas, `content_block_stop`, `message_delta`, `message_stop`;
+ * `x-api-key` or Bearer), Ollama `POST /api/chat` (NDJSON parts, the last with `done: true`). Each replies `echo: <last user
+ * message>` word by word, `delayMs` apart; model `missing` is unknown (404), a wrong key gets each API's 401.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+export const FAKE_KEY = "sk-test-nodeway";
+
+export class FakeLlm {
+  readonly requests: { path: string; body: Record<string, unknown>; headers: IncomingMessage["headers"] }[] = [];
+  /** Requests whose client went away before the reply ended (a cancelled stream). */
+  abandoned = 0;
+  private server!: Server;
+  port = 0;
+
+  constructor(readonly delayMs = 5) {}
+
+  static async start(delayMs = 5): Promise<FakeLlm> {
+    const f = new FakeLlm(delayMs);
+    f.server = createServer((req, res) => void f.handle(req, res));
+    await new Promise<void>((r) => f.server.listen(0, "127.0.0.1", r));
+    f.port = (f.server.address() as AddressInfo).port;
+    return f;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  stop(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString() || "{}") as Record<string, unknown>;
+    const path = (req.url ?? "/").split("?")[0]!;
+    this.requests.push({ path, body, headers: req.headers });
+    const json = (status: number, v: unknown) => {
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(JSON.stringify(v));
+    };
+    const messages = (body.messages ?? []) as { role: string; content: string }[];
+    const last = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
+    const words = `echo: ${last}`.split(/(?<= )/);
+    let gone = false;
+    res.on("close", () => {
+      if (!res.writableFinished) {
+        gone = true;
+        this.abandoned++;
+      }
+    });
+    const paced = async (each: (w: string, i: number) => void) => {
+      for (let i = 0; i < words.length && !gone; i++) {
+        await new Promise((r) => setTimeout(r, this.delayMs));
+        if (!gone) each(words[i]!, i);
+      }
+    };
+    if (path === "/v1/chat/completions") {
+      if (req.headers.authorization !== `Bearer ${FAKE_KEY}`) return json(401, { error: { message: "Incorrect API key provided: sk-wr***ng.", type: "invalid_request_error", param: null, code: "invalid_api_key" } });
+      if (body.model === "missing") return json(404, { error: { message: "The model `missing` does not exist or you do not have access to it.", type: "invalid_request_error", param: null, code: "model_not_found" } });
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      const base = { id: "chatcmpl-fake", object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model: body.model };
+      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] })}\n\n`);
+      await paced((w) => res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`));
+      if (gone) return;
+      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}\n\n`);
+      res.end("data: [DONE]\n\n");
+      return;
+    }
+    if (path === "/v1/messages") {
+      // The API takes the key as x-api-key or (what this SDK sends) a Bearer token.
+      if (req.headers["x-api-key"] !== FAKE_KEY && req.headers.authorization !== `Bearer ${FAKE_KEY}`) return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
+      if (body.model === "missing") return json(404, { type: "error", error: { type: "not_found_error", message: "model: missing" } });
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      const ev = (type: string, data: Record<string, unknown>) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+      ev("message_start", { message: { id: "msg_fake", type: "message", role: "assistant", model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 5, output_tokens: 1 } } });
+      ev("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
+      ev("ping", {});
+      await paced((w) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: w } }));
+      if (gone) return;
+      ev("content_block_stop", { index: 0 });
+      ev("message_delta", { delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: words.length } });
+      ev("message_stop", {});
+      res.end();
+      return;
+    }
+    if (path === "/api/chat") {
+      if (body.model === "missing") return json(404, { error: `model "missing" not found, try pulling it first` });
+      res.writeHead(200, { "content-type": "application/x-ndjson" });
+      await paced((w) => res.write(JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message: { role: "assistant", content: w }, done: false }) + "\n"));
+      if (gone) return;
+      res.end(JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message: { role: "assistant", content: "" }, done: true, done_reason: "stop", total_duration: 1, eval_count: words.length }) + "\n");
+      return;
+    }
+    json(404, { error: "not found" });
+  }
+}
