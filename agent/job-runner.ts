@@ -427,8 +427,9 @@ export class JobRunner {
   private picked: ReturnType<typeof pickStrategy> | null = null;
   /** The job's strategy under this agent's policy (decided once: the `running` update names it). */
   private strategyPick(): ReturnType<typeof pickStrategy> {
+    if (this.picked) return this.picked;
     const inAgent = this.job.graph.nodes.some((n) => this.deps.library.get(n.type)?.inAgent === true);
-    return (this.picked ??= pickStrategy(inAgent ? "inline" : this.job.strategy, this.deps.strategies));
+    return (this.picked = pickStrategy(inAgent ? "inline" : this.job.strategy, this.deps.strategies));
   }
 
   /** Runs the graph with its strategy; never rejects (a graph that cannot start comes back as `thrown`). */
