@@ -17,7 +17,7 @@
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
 import type { ObjectStore } from "@nats-io/obj";
-import { ASSET_META, assetIdOfUri } from "../protocol/index.js";
+import { ASSET_META, extensionOf, mediaRefOf } from "../protocol/index.js";
 import { NodeError, type NodeDef } from "./engine/types.js";
 import { prop } from "./nodes/util.js";
 
@@ -289,14 +289,7 @@ export class ComfyClient {
     form.append("image", new Blob([new Uint8Array(bytes)], { type: contentType }), filename);
     form.append("type", "input");
     form.append("overwrite", "true");
-    const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
-    let res: Response;
-    try {
-      res = await fetch(new URL("/upload/image", this.baseUrl), { method: "POST", body: form, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      throw new ComfyError(`ComfyUI at ${this.baseUrl} is unreachable (POST /upload/image: ${timeout.aborted ? `no answer in ${REQUEST_TIMEOUT_MS} ms` : (err as Error).message})`);
-    }
+    const res = await this.request("POST", "/upload/image", form, signal);
     const text = await res.text();
     if (res.status !== 200) throw new ComfyError(`ComfyUI refused the upload of ${filename} (HTTP ${res.status}): ${text.slice(0, 200)}`);
     const r = JSON.parse(text) as { name?: string; subfolder?: string };
@@ -312,13 +305,15 @@ export class ComfyClient {
     return new Uint8Array(await res.arrayBuffer());
   }
 
+  /** A request with a deadline; `body` is sent as JSON, or as the multipart form it is. */
   private async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
     const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    const form = body instanceof FormData;
     try {
       return await fetch(new URL(path, this.baseUrl), {
         method,
-        headers: body === undefined ? {} : { "content-type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: body === undefined || form ? {} : { "content-type": "application/json" },
+        body: body === undefined ? undefined : form ? body : JSON.stringify(body),
         signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });
     } catch (err) {
@@ -374,19 +369,6 @@ function checkWorkflow(v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-const EXTENSIONS: Record<string, string> = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif" };
-
-/** The asset an override value refers to (an `asset://` URI, or a media reference with `asset_id`), or null. */
-function assetOfValue(v: unknown): string | null {
-  if (typeof v === "string") return assetIdOfUri(v);
-  if (v !== null && typeof v === "object" && !Array.isArray(v)) {
-    const o = v as { asset_id?: unknown; uri?: unknown };
-    if (typeof o.asset_id === "string") return o.asset_id;
-    if (typeof o.uri === "string") return assetIdOfUri(o.uri);
-  }
-  return null;
-}
-
 /**
  * Override values that name one of our assets (an uploaded image given to an ImageInput) become files in ComfyUI's
  * input folder: uploaded there, and the override set to the name ComfyUI gave (what a LoadImage node takes).
@@ -394,8 +376,9 @@ function assetOfValue(v: unknown): string | null {
 async function uploadAssetOverrides(client: ComfyClient, assets: ObjectStore | null, overrides: Record<string, unknown>, signal: AbortSignal): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(overrides)) {
-    const id = assetOfValue(v);
-    if (id === null) {
+    // An `asset://` URI, or a media reference naming an asset (what an ImageInput passes on).
+    const id = mediaRefOf(v, "image")?.asset_id;
+    if (id === undefined) {
       out[key] = v;
       continue;
     }
@@ -404,7 +387,7 @@ async function uploadAssetOverrides(client: ComfyClient, assets: ObjectStore | n
     const bytes = info && !info.deleted ? await assets.getBlob(id) : null;
     if (!info || !bytes) throw new NodeError(`override "${key}" names asset ${id}, which does not exist (deleted, or past its retention)`);
     const contentType = info.metadata?.[ASSET_META.contentType] ?? "application/octet-stream";
-    out[key] = await client.upload(bytes, `nodeway-${id}.${EXTENSIONS[contentType] ?? "bin"}`, contentType, signal);
+    out[key] = await client.upload(bytes, `nodeway-${id}.${extensionOf(contentType)}`, contentType, signal);
   }
   return out;
 }

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { startGateway, isExpired, newToken, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
 import { startAgent, AGENT_OPTION_KEYS, type RunningAgent } from "../agent/index.js";
 import { startProxy, compileProxyConfig, PROXY_OPTION_KEYS, type RunningProxy } from "../proxy/index.js";
+import { MEDIA_TYPES, extensionOf } from "../protocol/index.js";
 import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -336,29 +337,12 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
     const got = await call(r.url, { headers: auth });
     if (!got.ok) fail(`download of ${r.url} failed: ${await errorText(got)}`, 1);
     mkdirSync(saveDir, { recursive: true });
-    const ext = Object.entries(MEDIA_TYPES).find(([, t]) => t === r.content_type)?.[0] ?? "bin";
-    r.saved = join(saveDir, `${r.asset_id}.${ext}`);
+    r.saved = join(saveDir, `${r.asset_id}.${extensionOf(r.content_type)}`);
     writeFileSync(r.saved, Buffer.from(await got.arrayBuffer()));
   }
   process.stdout.write(JSON.stringify({ status, outputs, ...(error ? { error } : {}) }, null, 2) + "\n");
   process.exit(status === "completed" ? 0 : 1);
 }
-
-/** Media types by file extension, for `--param k=@file` uploads and `--save`d outputs. */
-const MEDIA_TYPES: Record<string, string> = {
-  png: "image/png",
-  jpg: "image/jpeg",
-  jpeg: "image/jpeg",
-  webp: "image/webp",
-  gif: "image/gif",
-  wav: "audio/wav",
-  mp3: "audio/mpeg",
-  ogg: "audio/ogg",
-  mp4: "video/mp4",
-  pdf: "application/pdf",
-  txt: "text/plain",
-  json: "application/json",
-};
 
 /** The gateway's error body as one line: `CODE: message`. */
 async function errorText(res: Response): Promise<string> {

@@ -50,6 +50,27 @@ export function refTypeOf(contentType: string): AssetRefType {
   return "asset";
 }
 
+/** Media types by file extension: a file's type when it is uploaded, an asset's extension when it is saved. */
+export const MEDIA_TYPES: Readonly<Record<string, string>> = {
+  png: "image/png",
+  jpg: "image/jpeg",
+  jpeg: "image/jpeg",
+  webp: "image/webp",
+  gif: "image/gif",
+  wav: "audio/wav",
+  mp3: "audio/mpeg",
+  ogg: "audio/ogg",
+  mp4: "video/mp4",
+  pdf: "application/pdf",
+  txt: "text/plain",
+  json: "application/json",
+};
+
+/** The usual extension of `contentType` (the first in `MEDIA_TYPES`), else `bin`. */
+export function extensionOf(contentType: string): string {
+  return Object.entries(MEDIA_TYPES).find(([, t]) => t === contentType)?.[0] ?? "bin";
+}
+
 /** What an event or a record carries in place of a binary value that went to the asset store. */
 export interface AssetRef {
   type: AssetRefType;

@@ -93,5 +93,5 @@ export type { KvReadEntry, RecordStore } from "./job-record.js";
 export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";
 export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";
-export { ASSETS_DEFAULTS, ASSET_META, MEDIA_REF_TYPES, isAssetId, assetUri, assetIdOfUri, assetRef, assetInfo, mediaRefOf, refTypeOf } from "./assets.js";
+export { ASSETS_DEFAULTS, ASSET_META, MEDIA_REF_TYPES, MEDIA_TYPES, extensionOf, isAssetId, assetUri, assetIdOfUri, assetRef, assetInfo, mediaRefOf, refTypeOf } from "./assets.js";
 export type { AssetRef, AssetRefType, AssetInfo, MediaRef, StoredObject } from "./assets.js";
