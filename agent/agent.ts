@@ -24,6 +24,8 @@ import {
   subjects,
   type AgentRegistration,
   type AgentState,
+  type AgentModel,
+  type LlmProvider,
   JOB_QUEUE_DEFAULTS,
   InvalidConfigError,
 } from "../protocol/index.js";
@@ -47,6 +49,9 @@ export interface RunningAgent {
   /** Resolves when the agent has stopped. */
   readonly closed: Promise<void>;
 }
+
+/** How often the agent asks its providers which models they offer. */
+const MODELS_REFRESH_MS = 60_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -78,6 +83,9 @@ class Agent implements RunningAgent {
   private stopping = false;
   private paused = false;
   private heartbeat: NodeJS.Timeout | null = null;
+  private modelsTimer: NodeJS.Timeout | null = null;
+  /** Models each configured provider listed at its last answer (kept while a later listing fails). */
+  private readonly models = new Map<LlmProvider, AgentModel[]>();
   private registration!: AgentRegistration;
   private readonly library: ReadonlyMap<string, NodeDef>;
   /** The node definitions this agent offers: the built-in library, and `comfy.*` beside a ComfyUI. */
@@ -175,7 +183,9 @@ class Agent implements RunningAgent {
     const runGpus = runGpuIds(this.config.gpus, gpus);
     // An engine the docker strategy already reached is there, however it was found.
     const docker = this.docker !== null || detectDocker();
-    const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...(this.comfy ? ["comfyui"] : []), ...this.config.labels];
+    const providers = detectProviders();
+    // A provider's pool is consumed by the agents with its key, so a job calling its models lands where the key is.
+    const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...(this.comfy ? ["comfyui"] : []), ...providers, ...this.config.labels];
     const perRun = this.config.gpusPerRun;
     if (pools.includes("gpu") && perRun > runGpus.length) {
       throw new InvalidConfigError("gpusPerRun", `asks for ${perRun} GPUs a run; this agent has ${runGpus.length} to give${runGpus.length ? ` (${runGpus.join(", ")})` : ""}`);
@@ -214,7 +224,7 @@ class Agent implements RunningAgent {
       capabilities: {
         gpus,
         docker,
-        providers: detectProviders(),
+        providers,
         max_jobs: this.config.maxJobs,
         strategies: this.config.strategies,
         node_types: catalog.length,
@@ -231,6 +241,11 @@ class Agent implements RunningAgent {
     this.state = "idle";
     await this.beat(true);
     this.heartbeat = setInterval(() => void this.beat(true).catch((e: unknown) => this.log(`heartbeat failed: ${(e as Error).message}`)), this.config.heartbeatMs);
+    if (providers.length > 0) {
+      // After registering: a provider slow to list its models must not hold the agent's start.
+      void this.refreshModels(providers);
+      this.modelsTimer = setInterval(() => void this.refreshModels(providers), MODELS_REFRESH_MS);
+    }
 
     this.nc.subscribe(subjects.agentControl(this.id), {
       callback: (err, m) => {
@@ -287,6 +302,30 @@ class Agent implements RunningAgent {
     const ackedMs = Date.now();
     const stored = await this.agentsKv.get(key);
     if (stored) this.queueClock.ageMs(stored.created.getTime(), ackedMs);
+  }
+
+  /**
+   * Asks each provider for its models and publishes the list with the registration when it changed. A provider
+   * that does not answer keeps the list it gave last (none before its first answer), and says why in the log.
+   */
+  private async refreshModels(providers: readonly LlmProvider[]): Promise<void> {
+    const { listModels } = await import("./providers.js");
+    let changed = false;
+    await Promise.all(
+      providers.map(async (p) => {
+        try {
+          const list = await listModels(p);
+          const old = this.models.get(p);
+          if (!old || old.length !== list.length || old.some((m, i) => m.id !== list[i]!.id)) changed = true;
+          this.models.set(p, list);
+        } catch (err) {
+          this.log(`${p} did not list its models: ${(err as Error).message}`);
+        }
+      }),
+    );
+    if (!changed || this.stopping || this.nc.isClosed()) return;
+    this.registration.capabilities = { ...this.registration.capabilities, models: [...this.models.values()].flat() };
+    await this.beat().catch((e: unknown) => this.log(`heartbeat failed: ${(e as Error).message}`));
   }
 
   private freeSlots(): number {
@@ -440,6 +479,7 @@ class Agent implements RunningAgent {
     const handBackDeadline = Date.now() + 5_000;
     while (this.running.size > 0 && Date.now() < handBackDeadline) await sleep(20);
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.modelsTimer) clearInterval(this.modelsTimer);
     this.spares?.close();
     this.comfy?.stop();
     await this.agentsKv.delete(agentKey(this.id)).catch(() => undefined);

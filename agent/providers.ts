@@ -11,15 +11,12 @@
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { Ollama, type AbortableAsyncIterator, type ChatResponse } from "ollama";
+import { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, type AgentModel, type ChatEndMetadata, type ChatTurn, type FinishReason, type LlmProvider } from "../protocol/index.js";
 import { NodeError } from "./engine/types.js";
 
-export const PROVIDERS = ["openai", "anthropic", "ollama"] as const;
-export type ProviderName = (typeof PROVIDERS)[number];
-
-export interface ChatMessage {
-  role: "user" | "assistant";
-  content: string;
-}
+export const PROVIDERS = LLM_PROVIDERS;
+export type ProviderName = LlmProvider;
+export type ChatMessage = ChatTurn;
 
 export interface ChatRequest {
   provider: ProviderName;
@@ -27,8 +24,13 @@ export interface ChatRequest {
   system: string;
   messages: ChatMessage[];
   maxTokens: number;
+  /** Absent: the provider's default. */
+  temperature?: number;
   signal: AbortSignal;
 }
+
+/** What a reply stream yields: its text as it comes, then once how it ended. */
+export type ChatPiece = { type: "text"; text: string } | ({ type: "end" } & ChatEndMetadata);
 
 /** How long a provider request may take to start answering. */
 const REQUEST_TIMEOUT_MS = 60_000;
@@ -56,8 +58,17 @@ function providerError(provider: string, endpoint: string, err: unknown, signal:
   return new NodeError(`${provider} failed: ${e.message ?? String(err)}`);
 }
 
-/** Streams the reply's text. */
-export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = process.env): AsyncGenerator<string> {
+function usageOf(prompt: number | null | undefined, completion: number | null | undefined): ChatEndMetadata["usage"] {
+  if (typeof prompt !== "number" || typeof completion !== "number") return undefined;
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+function ending(finish: FinishReason, usage: ChatEndMetadata["usage"]): ChatPiece {
+  return { type: "end", finish_reason: finish, ...(usage ? { usage } : {}) };
+}
+
+/** Streams the reply's text, then how it ended (stop or length) and its token counts where the provider said. */
+export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = process.env): AsyncGenerator<ChatPiece> {
   switch (req.provider) {
     case "openai": {
       const baseURL = env.OPENAI_BASE_URL || "https://api.openai.com/v1";
@@ -68,14 +79,22 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
             model: req.model,
             messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...req.messages],
             max_tokens: req.maxTokens,
+            ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
             stream: true,
+            // The counts come in one last chunk with no choices.
+            stream_options: { include_usage: true },
           },
           { signal: req.signal },
         );
+        let finish: FinishReason = "stop";
+        let usage: ChatEndMetadata["usage"];
         for await (const chunk of stream) {
-          const text = chunk.choices[0]?.delta?.content;
-          if (text) yield text;
+          const choice = chunk.choices[0];
+          if (choice?.delta?.content) yield { type: "text", text: choice.delta.content };
+          if (choice?.finish_reason === "length") finish = "length";
+          if (chunk.usage) usage = usageOf(chunk.usage.prompt_tokens, chunk.usage.completion_tokens);
         }
+        yield ending(finish, usage);
       } catch (err) {
         throw providerError("openai", baseURL, err, req.signal);
       }
@@ -86,12 +105,28 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
       const client = new Anthropic({ apiKey: needKey(env, "ANTHROPIC_API_KEY", "Anthropic"), baseURL, maxRetries: 1, timeout: REQUEST_TIMEOUT_MS });
       try {
         const stream = await client.messages.create(
-          { model: req.model, max_tokens: req.maxTokens, ...(req.system ? { system: req.system } : {}), messages: req.messages, stream: true },
+          {
+            model: req.model,
+            max_tokens: req.maxTokens,
+            ...(req.system ? { system: req.system } : {}),
+            ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+            messages: req.messages,
+            stream: true,
+          },
           { signal: req.signal },
         );
+        let finish: FinishReason = "stop";
+        let input: number | undefined;
+        let output: number | undefined;
         for await (const ev of stream) {
-          if (ev.type === "content_block_delta" && ev.delta.type === "text_delta" && ev.delta.text) yield ev.delta.text;
+          if (ev.type === "content_block_delta" && ev.delta.type === "text_delta" && ev.delta.text) yield { type: "text", text: ev.delta.text };
+          else if (ev.type === "message_start") input = ev.message.usage?.input_tokens;
+          else if (ev.type === "message_delta") {
+            if (ev.delta.stop_reason === "max_tokens") finish = "length";
+            output = ev.usage?.output_tokens ?? output;
+          }
         }
+        yield ending(finish, usageOf(input, output));
       } catch (err) {
         throw providerError("anthropic", baseURL, err, req.signal);
       }
@@ -109,11 +144,18 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
           model: req.model,
           messages: [...(req.system ? [{ role: "system", content: req.system }] : []), ...req.messages],
           stream: true,
-          options: { num_predict: req.maxTokens },
+          options: { num_predict: req.maxTokens, ...(req.temperature !== undefined ? { temperature: req.temperature } : {}) },
         });
+        let finish: FinishReason = "stop";
+        let usage: ChatEndMetadata["usage"];
         for await (const part of it as AbortableAsyncIterator<ChatResponse>) {
-          if (part.message?.content) yield part.message.content;
+          if (part.message?.content) yield { type: "text", text: part.message.content };
+          if (part.done) {
+            if (part.done_reason === "length") finish = "length";
+            usage = usageOf(part.prompt_eval_count, part.eval_count);
+          }
         }
+        yield ending(finish, usage);
       } catch (err) {
         const e = err as { status_code?: number; error?: string; message?: string };
         if (req.signal.aborted) throw req.signal.reason;
@@ -125,4 +167,63 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
       return;
     }
   }
+}
+
+/** How long listing a provider's models may take before the agent goes on without the list. */
+const LIST_TIMEOUT_MS = 10_000;
+
+function listFailed(provider: string, endpoint: string, err: unknown, signal: AbortSignal): unknown {
+  if (signal.aborted) return new NodeError(`${provider} at ${endpoint} did not list its models within ${LIST_TIMEOUT_MS / 1000} s`);
+  return providerError(provider, endpoint, err, signal);
+}
+
+/**
+ * The models a provider offers this agent's key (OpenAI's and Anthropic's `GET /v1/models`, Ollama's `/api/tags`:
+ * what is pulled on this host), at most `MAX_MODELS_PER_PROVIDER`. Throws the provider's error, named as for a
+ * chat; the caller decides what a provider that does not answer means.
+ */
+export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv = process.env): Promise<AgentModel[]> {
+  const signal = AbortSignal.timeout(LIST_TIMEOUT_MS);
+  const ids: string[] = [];
+  switch (provider) {
+    case "openai": {
+      const baseURL = env.OPENAI_BASE_URL || "https://api.openai.com/v1";
+      const client = new OpenAI({ apiKey: needKey(env, "OPENAI_API_KEY", "OpenAI"), baseURL, maxRetries: 0, timeout: LIST_TIMEOUT_MS });
+      try {
+        for await (const m of client.models.list({ signal })) {
+          ids.push(m.id);
+          if (ids.length >= MAX_MODELS_PER_PROVIDER) break;
+        }
+      } catch (err) {
+        throw listFailed("openai", baseURL, err, signal);
+      }
+      break;
+    }
+    case "anthropic": {
+      const baseURL = env.ANTHROPIC_BASE_URL || "https://api.anthropic.com";
+      const client = new Anthropic({ apiKey: needKey(env, "ANTHROPIC_API_KEY", "Anthropic"), baseURL, maxRetries: 0, timeout: LIST_TIMEOUT_MS });
+      try {
+        for await (const m of client.models.list({ limit: 100 }, { signal })) {
+          ids.push(m.id);
+          if (ids.length >= MAX_MODELS_PER_PROVIDER) break;
+        }
+      } catch (err) {
+        throw listFailed("anthropic", baseURL, err, signal);
+      }
+      break;
+    }
+    case "ollama": {
+      const host = env.OLLAMA_HOST || "http://127.0.0.1:11434";
+      const client = new Ollama({ host, fetch: (input, init) => fetch(input, { ...init, signal }) });
+      try {
+        for (const m of (await client.list()).models.slice(0, MAX_MODELS_PER_PROVIDER)) ids.push(m.name);
+      } catch (err) {
+        const e = err as { status_code?: number; error?: string };
+        if (typeof e.status_code === "number") throw new NodeError(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? ""}`);
+        throw listFailed("ollama", host, err, signal);
+      }
+      break;
+    }
+  }
+  return ids.map((id) => ({ provider, id }));
 }

@@ -41,7 +41,9 @@ const STATUS_TEXT: Record<number, string> = {
   413: "413 Payload Too Large",
   415: "415 Unsupported Media Type",
   500: "500 Internal Server Error",
+  502: "502 Bad Gateway",
   503: "503 Service Unavailable",
+  504: "504 Gateway Timeout",
 };
 
 /** How long a stream's client may take nothing while its backlog is over the limit. */

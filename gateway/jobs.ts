@@ -155,6 +155,12 @@ export class JobManager {
     throw badRequest(`no live agent of pool "${pool}" can run the "${strategy}" strategy (they offer ${offered})`);
   }
 
+  /** Live agents as the node catalog last read them (`fresh`: read the registry now). */
+  async liveAgents(opts: { fresh?: boolean } = {}): Promise<AgentRegistration[]> {
+    await this.nodeCatalog(opts);
+    return this.catalogAgents;
+  }
+
   /** Validation catalog: absent while no agent is known, so structure is still checked but types are not. */
   async validationCatalog(opts: { fresh?: boolean } = {}): Promise<NodeCatalog | undefined> {
     const c = await this.nodeCatalog(opts);

@@ -13,6 +13,7 @@ import { Reply, jsonBody, readBody, readReq, type Req } from "./http.js";
 import { JobManager } from "./jobs.js";
 import { connectNats, type NatsParts } from "./nats.js";
 import { AssetsApi } from "./assets.js";
+import { OpenAiApi } from "./openai.js";
 import { loadUws } from "./uws.js";
 import { WorkflowStore } from "./workflows.js";
 import { WsHub } from "./ws.js";
@@ -418,6 +419,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   route("get", "/api/assets/:id", (req, reply) => assets.describe(req.params[0]!, reply));
   route("get", "/api/assets/:id/content", (req, reply) => assets.download(req.params[0]!, req, reply));
   route("del", "/api/assets/:id", (req, reply) => assets.remove(req.params[0]!, reply));
+
+  // ---- OpenAI-compatible chat ------------------------------------------------------------------------------
+  const openai = new OpenAiApi(jobs, hub, (reply) => body(reply.res, reply), config.wsMaxBackpressureBytes, () => counters.eventsOut++);
+  const v1 = (fn: (req: Req, reply: Reply) => Promise<void>): Handler => (req, reply) => fn(req, reply).catch((err: unknown) => openai.fail(reply, err));
+  route("get", "/v1/models", v1((_req, reply) => openai.listModels(reply)));
+  route("get", "/v1/models/:id", v1((req, reply) => openai.getModel(req.params[0]!, reply)));
+  route("post", "/v1/chat/completions", v1((_req, reply) => openai.complete(reply)));
 
   route("get", "/api/nodes/metadata", async (_req, reply) => {
     const catalog = await jobs.nodeCatalog();

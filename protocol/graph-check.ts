@@ -5,6 +5,7 @@
 import { ErrorCode, GraphError } from "./errors.js";
 import type { Graph, GraphEdge, GraphNode, NodeMetadata } from "./graph.js";
 import { mediaRefOf } from "./assets.js";
+import { isLlmProvider, languageModelOf } from "./chat.js";
 
 /** Node type (and every alias) → metadata. */
 export type NodeCatalog = ReadonlyMap<string, NodeMetadata>;
@@ -217,13 +218,20 @@ export function validateParams(graph: Graph, params: Record<string, unknown>, ca
   return out;
 }
 
-/** The pool a graph needs: an explicit one wins, then the first node that names one, else `cpu`. */
+/**
+ * The pool a graph needs: an explicit one wins, then the first node that names one (its type's pool, or the
+ * provider of the language model it calls), else `cpu`.
+ */
 export function poolOfGraph(graph: Graph, catalog?: NodeCatalog, explicit?: string): string {
   if (explicit) return explicit;
   if (catalog) {
     for (const n of graph.nodes) {
-      const pool = catalog.get(n.type)?.pool;
-      if (pool) return pool;
+      const meta = catalog.get(n.type);
+      if (meta?.pool) return meta.pool;
+      if (meta?.provider_property) {
+        const provider = languageModelOf(n.data?.[meta.provider_property])?.provider;
+        if (isLlmProvider(provider)) return provider;
+      }
     }
   }
   return "cpu";

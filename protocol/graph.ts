@@ -51,6 +51,11 @@ export interface NodeMetadata {
   is_streaming: boolean;
   /** Needs a pool other than `cpu` to run. */
   pool?: string;
+  /**
+   * The property holding the language model the node calls (the LLM nodes' `model`): its provider names the
+   * node's pool, whose agents hold that provider's key.
+   */
+  provider_property?: string;
 }
 
 export interface PropertyMetadata {

@@ -1,6 +1,7 @@
 /**
  * Job lifecycle, and the NATS messages that carry jobs, cancels and the agent registry (design §3–4, §7).
  */
+import type { AgentModel } from "./chat.js";
 import type { Graph } from "./graph.js";
 import type { WireError } from "./errors.js";
 
@@ -137,6 +138,11 @@ export interface AgentCapabilities {
   run_gpus?: { ids: string[]; per_run: number };
   /** Threads and processes kept started ahead of their runs, per strategy (`warmRunners`). */
   warm_runners?: number;
+  /**
+   * The language models its providers offer it, refreshed every minute (`/v1/models` is their union over live
+   * agents); a provider that did not answer its listing is left out until it does.
+   */
+  models?: AgentModel[];
   /** The ComfyUI server beside the agent (`comfyuiUrl`): whether it answers, its version and devices. */
   comfyui?: { url: string; reachable: boolean; version: string | null; devices: { name: string; type: string; vram_total?: number }[] };
 }

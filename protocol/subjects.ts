@@ -9,6 +9,7 @@
  *
  * Tokens may not contain `.`, `*`, `>` or whitespace: a job id must never widen a subscription.
  */
+import { LLM_PROVIDERS } from "./chat.js";
 import { ErrorCode, ProtocolError } from "./errors.js";
 
 export const STREAM_JOBS = "NW_JOBS";
@@ -77,5 +78,8 @@ export const jobKeys = {
 export const agentKey = (agentId: string) => checkToken(agentId, "agent id");
 export const workflowKey = (workflowId: string) => checkToken(workflowId, "workflow id");
 
-/** Pools every deployment knows; operators may add labels of their own. */
-export const BUILTIN_POOLS = ["cpu", "gpu", "docker", "comfyui"] as const;
+/**
+ * Pools every deployment knows; operators may add labels of their own. Each language-model provider is a pool
+ * too (protocol/chat.ts): the agents holding its key consume it.
+ */
+export const BUILTIN_POOLS = ["cpu", "gpu", "docker", "comfyui", ...LLM_PROVIDERS] as const;

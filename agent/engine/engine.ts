@@ -145,7 +145,7 @@ class Actor {
       data: node.data ?? {},
       params: run.params,
       chunk: (content, opts) =>
-        emit({ type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, done: opts?.done ?? false }),
+        emit({ type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, ...(opts?.metadata ? { content_metadata: opts.metadata } : {}), done: opts?.done ?? false }),
       progress: (progress, total) => emit({ type: "node_progress", node_id: id, progress, total }),
       log: (content, severity = "info") => emit({ type: "log_update", node_id: id, node_name: nodeName, content, severity }),
       preview: (value) => emit({ type: "preview_update", node_id: id, value }),

@@ -14,7 +14,7 @@ export interface NodeContext {
   /** The run's `params` (input nodes read theirs by `name`). */
   readonly params: Readonly<Record<string, unknown>>;
   /** Emit one `chunk` event (a token, by default text). */
-  chunk(content: string, opts?: { done?: boolean; contentType?: "text" | "audio" | "image" | "video" | "document" }): void;
+  chunk(content: string, opts?: { done?: boolean; contentType?: "text" | "audio" | "image" | "video" | "document"; metadata?: Record<string, unknown> }): void;
   /** Emit a `node_progress` event. */
   progress(progress: number, total: number): void;
   /** Emit a `log_update` event. */
@@ -58,6 +58,8 @@ interface NodeDefBase {
   isDynamic?: boolean;
   /** Pool the node needs (`gpu`, `docker`, `comfyui`); absent = runs anywhere. */
   pool?: string;
+  /** The property holding the language model it calls, whose provider names its pool (`provider_property`). */
+  providerProperty?: string;
   /**
    * The node uses a service the agent holds (its ComfyUI connection): a graph with one runs in the agent's own
    * event loop (`inline`), whatever strategy it asked for; a runner thread, process or container has no such node.
@@ -114,6 +116,7 @@ export function metadataOf(def: NodeDef): NodeMetadata {
     is_dynamic: def.isDynamic ?? false,
     is_streaming: def.kind === "generator" || def.kind === "streaming-input",
     ...(def.pool ? { pool: def.pool } : {}),
+    ...(def.providerProperty ? { provider_property: def.providerProperty } : {}),
   };
 }
 

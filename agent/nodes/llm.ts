@@ -5,22 +5,18 @@
  * (`{type: "language_model", provider, id}`), or `"<provider>:<model>"` for short. Differences from NodeTool: no
  * image, audio or tool inputs yet; `messages` (earlier turns) go before `prompt`.
  */
+import { LLM_PROVIDERS, isLlmProvider, languageModelOf } from "../../protocol/index.js";
 import { NodeError, type GeneratorNodeDef, type NodeContext, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
-import { asInt, asText, prop } from "./util.js";
+import { asInt, asNumber, asText, prop } from "./util.js";
 import type { ChatMessage, ChatRequest, ProviderName } from "../providers.js";
 
-const KNOWN: readonly ProviderName[] = ["openai", "anthropic", "ollama"];
-
 function modelOf(v: unknown): { provider: ProviderName; id: string } {
-  let provider: unknown;
-  let id: unknown;
-  if (typeof v === "string") [provider, id] = [v.slice(0, v.indexOf(":")), v.slice(v.indexOf(":") + 1)];
-  else if (v !== null && typeof v === "object") ({ provider, id } = v as { provider?: unknown; id?: unknown });
-  if (typeof provider !== "string" || !KNOWN.includes(provider as ProviderName)) {
-    throw new NodeError(`"model" must name a provider (${KNOWN.join(", ")}) and a model, as {"type": "language_model", "provider": "openai", "id": "gpt-4o-mini"} or "openai:gpt-4o-mini"; got ${JSON.stringify(v)}`);
+  const model = languageModelOf(v);
+  if (!model || !isLlmProvider(model.provider)) {
+    throw new NodeError(`"model" must name a provider (${LLM_PROVIDERS.join(", ")}) and a model, as {"type": "language_model", "provider": "openai", "id": "gpt-4o-mini"} or "openai:gpt-4o-mini"; got ${JSON.stringify(v)}`);
   }
-  if (typeof id !== "string" || id.trim() === "") throw new NodeError(`"model" names provider ${provider} but no model id`);
-  return { provider: provider as ProviderName, id };
+  if (model.id.trim() === "") throw new NodeError(`"model" names provider ${model.provider} but no model id`);
+  return { provider: model.provider, id: model.id };
 }
 
 function messagesOf(v: unknown): ChatMessage[] {
@@ -40,7 +36,9 @@ function request(ctx: NodeContext, inputs: NodeInputs): ChatRequest {
   if (messages.length === 0) throw new NodeError(`"prompt" is empty and there are no "messages": nothing to send`);
   const maxTokens = asInt(inputs.max_tokens, "max_tokens");
   if (maxTokens < 1) throw new NodeError(`max_tokens must be ≥ 1, got ${maxTokens}`);
-  return { provider: model.provider, model: model.id, system: asText(inputs.system ?? ""), messages, maxTokens, signal: ctx.signal };
+  const temperature = inputs.temperature === null || inputs.temperature === undefined ? undefined : asNumber(inputs.temperature, "temperature");
+  if (temperature !== undefined && !(temperature >= 0 && temperature <= 2)) throw new NodeError(`temperature must be in [0, 2], got ${temperature}`);
+  return { provider: model.provider, model: model.id, system: asText(inputs.system ?? ""), messages, maxTokens, ...(temperature !== undefined ? { temperature } : {}), signal: ctx.signal };
 }
 
 const PROPERTIES = [
@@ -49,20 +47,26 @@ const PROPERTIES = [
   prop("prompt", "str", "", { description: "The prompt for the LLM." }),
   prop("messages", "list", [], { description: "Earlier turns, [{role, content}], sent before the prompt." }),
   prop("max_tokens", "int", 4096, { min: 1, max: 1_000_000 }),
+  prop("temperature", "float", null, { min: 0, max: 2, description: "Sampling temperature; empty: the provider's default." }),
 ];
 
 /**
- * The reply's pieces as the provider sends them, each also sent to clients as a chunk (then a final `done` one).
+ * The reply's pieces as the provider sends them, each also sent to clients as a chunk, then a final `done` one
+ * whose `content_metadata` says how the reply ended and its token counts (what `/v1/chat/completions` reports).
  * The SDKs load when a node first calls a model, not with the library (runners start without them).
  */
 async function* replyPieces(ctx: NodeContext, inputs: NodeInputs): AsyncGenerator<string> {
   const req = request(ctx, inputs);
   const { streamChat } = await import("../providers.js");
   for await (const piece of streamChat(req)) {
-    ctx.chunk(piece);
-    yield piece;
+    if (piece.type === "text") {
+      ctx.chunk(piece.text);
+      yield piece.text;
+    } else {
+      const { type: _end, ...metadata } = piece;
+      ctx.chunk("", { done: true, metadata });
+    }
   }
-  ctx.chunk("", { done: true });
 }
 
 export const llm: ProcessNodeDef = {
@@ -71,6 +75,7 @@ export const llm: ProcessNodeDef = {
   title: "LLM",
   description: "Generate natural language responses using LLM providers (OpenAI, Anthropic, Ollama); the reply streams to clients as chunks.",
   properties: PROPERTIES,
+  providerProperty: "model",
   outputs: [{ name: "text", type: "str" }],
   process: async (ctx, inputs) => {
     let text = "";
@@ -85,6 +90,7 @@ export const llmStreaming: GeneratorNodeDef = {
   title: "LLM Streaming",
   description: "Generate natural language responses using LLM providers and stream each piece along the chunk output, then the whole text.",
   properties: PROPERTIES,
+  providerProperty: "model",
   outputs: [
     { name: "chunk", type: "str" },
     { name: "text", type: "str" },

@@ -24,8 +24,8 @@ const graphOf = (model: unknown, type = "nodetool.llms.LLM", handle = "text") =>
   ],
 });
 
-async function run(ws: WsClient, graph: unknown, q: string): Promise<{ jobId: string; end: Msg; events: Msg[] }> {
-  const r = await ws.request("run_job", { graph, params: { q } });
+async function run(ws: WsClient, graph: unknown, q: string, extra: Record<string, unknown> = {}): Promise<{ jobId: string; end: Msg; events: Msg[] }> {
+  const r = await ws.request("run_job", { graph, params: { q }, ...extra });
   const jobId = String((r.result as { job_id: string }).job_id);
   const end = await check(() => terminal(ws.events(jobId)) ?? null, 30_000, { name: `job ${jobId} ended` });
   return { jobId, end, events: ws.events(jobId) };
@@ -42,12 +42,15 @@ t.test("llm - each provider's reply streams as chunks and comes out whole; the r
   for (const [provider, model, path] of [["openai", "gpt-4o-mini", "/v1/chat/completions"], ["anthropic", "claude-sonnet-4-5", "/v1/messages"], ["ollama", "llama3.2", "/api/chat"]] as const) {
     const job = await run(ws, graphOf({ type: "language_model", provider, id: model }), `what is nodeway, ${provider}?`);
     t.equal(job.end.status, "completed", provider);
+    t.equal((await (await fetch(`${s.url}/api/jobs/${job.jobId}`)).json()).pool, provider, `${provider}: the job went to the pool of the agents with its key`);
     const want = `echo: what is nodeway, ${provider}?`;
     t.same(job.end.result, { answer: [want] }, `${provider}: the whole reply is the output`);
     const chunks = job.events.filter((e) => e.type === "chunk" && e.node_id === "llm" && e.content !== "").map((e) => e.content);
     t.ok(chunks.length >= 4, `${provider}: streamed in ${chunks.length} chunks`);
     t.equal(chunks.join(""), want, `${provider}: the chunks make the reply, in order`);
-    t.ok(job.events.some((e) => e.type === "chunk" && e.node_id === "llm" && e.done === true), `${provider}: and a final done chunk`);
+    const done = job.events.find((e) => e.type === "chunk" && e.node_id === "llm" && e.done === true);
+    t.ok(done, `${provider}: and a final done chunk`);
+    t.match(done?.content_metadata, { finish_reason: "stop", usage: { completion_tokens: chunks.length, total_tokens: Number } }, `${provider}: which says how the reply ended and what it cost`);
     const req = fake.requests.filter((r) => r.path === path).at(-1)!;
     t.equal(req.body.model, model, `${provider}: the model asked for`);
     if (provider === "anthropic") t.match(req.body, { system: "Be brief.", max_tokens: 64, stream: true, messages: [{ role: "user", content: `what is nodeway, ${provider}?` }] });
@@ -84,7 +87,9 @@ t.test("llm - refusals, unknown models, dead endpoints and missing keys fail the
   const s2 = await startStack(t, { agents: 1, agentEnv: { OPENAI_API_KEY: "", ANTHROPIC_API_KEY: "" } });
   const ws2 = await WsClient.open(s2.url, "json");
   t.teardown(() => ws2.close());
-  const noKey = await run(ws2, graphOf({ provider: "openai", id: "gpt-4o-mini" }), "hi");
+  // An openai model's job goes to the `openai` pool, which an agent without the key does not consume: pinned to
+  // `cpu`, it reaches one anyway.
+  const noKey = await run(ws2, graphOf({ provider: "openai", id: "gpt-4o-mini" }), "hi", { requirements: { pool: "cpu" } });
   t.match(noKey.end.error, { message: /this agent has no OPENAI_API_KEY: OpenAI keys live on the agents/ }, "a missing key is named, never asked of the job");
 });
 

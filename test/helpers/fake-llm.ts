@@ -11,6 +11,13 @@ import type { AddressInfo } from "node:net";
 
 export const FAKE_KEY = "sk-test-nodeway";
 
+export interface FakeModels {
+  openai: string[];
+  anthropic: string[];
+  ollama: string[];
+}
+export const FAKE_MODELS: FakeModels = { openai: ["gpt-4o-mini", "gpt-4.1"], anthropic: ["claude-sonnet-4-5"], ollama: ["llama3.2:1b", "qwen3:8b"] };
+
 export class FakeLlm {
   readonly requests: { path: string; body: Record<string, unknown>; headers: IncomingMessage["headers"] }[] = [];
   /** Requests whose client went away before the reply ended (a cancelled stream). */
@@ -18,10 +25,13 @@ export class FakeLlm {
   private server!: Server;
   port = 0;
 
-  constructor(readonly delayMs = 5) {}
+  constructor(
+    readonly delayMs = 5,
+    public models: FakeModels = FAKE_MODELS,
+  ) {}
 
-  static async start(delayMs = 5): Promise<FakeLlm> {
-    const f = new FakeLlm(delayMs);
+  static async start(delayMs = 5, models: FakeModels = FAKE_MODELS): Promise<FakeLlm> {
+    const f = new FakeLlm(delayMs, models);
     f.server = createServer((req, res) => void f.handle(req, res));
     await new Promise<void>((r) => f.server.listen(0, "127.0.0.1", r));
     f.port = (f.server.address() as AddressInfo).port;
@@ -49,7 +59,11 @@ export class FakeLlm {
     };
     const messages = (body.messages ?? []) as { role: string; content: string }[];
     const last = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
-    const words = `echo: ${last}`.split(/(?<= )/);
+    const all = `echo: ${last}`.split(/(?<= )/);
+    const limit = Number((body.options as { num_predict?: number } | undefined)?.num_predict ?? body.max_tokens ?? Infinity);
+    const words = all.slice(0, limit);
+    const truncated = words.length < all.length;
+    const promptTokens = messages.reduce((n, m) => n + String(m.content).split(/\s+/).filter(Boolean).length, 0) + (typeof body.system === "string" ? body.system.split(/\s+/).filter(Boolean).length : 0);
     let gone = false;
     res.on("close", () => {
       if (!res.writableFinished) {
@@ -60,34 +74,55 @@ export class FakeLlm {
     const paced = async (each: (w: string, i: number) => void) => {
       for (let i = 0; i < words.length && !gone; i++) {
         await new Promise((r) => setTimeout(r, this.delayMs));
+        if (body.model === "breaks" && i === 3) {
+          res.destroy();
+          gone = true;
+        }
         if (!gone) each(words[i]!, i);
       }
     };
+    const openaiKey = req.headers.authorization === `Bearer ${FAKE_KEY}`;
+    const anthropicKey = req.headers["x-api-key"] === FAKE_KEY || openaiKey;
+    if (req.method === "GET" && path === "/v1/models") {
+      if (req.headers["anthropic-version"]) {
+        if (!anthropicKey) return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
+        const data = this.models.anthropic.map((id) => ({ type: "model", id, display_name: id, created_at: "2025-09-29T00:00:00Z" }));
+        return json(200, { data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
+      }
+      if (!openaiKey) return json(401, { error: { message: "Incorrect API key provided: sk-wr***ng.", type: "invalid_request_error", param: null, code: "invalid_api_key" } });
+      return json(200, { object: "list", data: this.models.openai.map((id) => ({ id, object: "model", created: 1_715_367_049, owned_by: "system" })) });
+    }
+    if (req.method === "GET" && path === "/api/tags") {
+      return json(200, { models: this.models.ollama.map((name) => ({ name, model: name, modified_at: "2025-01-01T00:00:00Z", size: 1_000, digest: "0".repeat(64), details: { format: "gguf", family: "llama" } })) });
+    }
     if (path === "/v1/chat/completions") {
-      if (req.headers.authorization !== `Bearer ${FAKE_KEY}`) return json(401, { error: { message: "Incorrect API key provided: sk-wr***ng.", type: "invalid_request_error", param: null, code: "invalid_api_key" } });
+      if (!openaiKey) return json(401, { error: { message: "Incorrect API key provided: sk-wr***ng.", type: "invalid_request_error", param: null, code: "invalid_api_key" } });
       if (body.model === "missing") return json(404, { error: { message: "The model `missing` does not exist or you do not have access to it.", type: "invalid_request_error", param: null, code: "model_not_found" } });
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
       const base = { id: "chatcmpl-fake", object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model: body.model };
       res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] })}\n\n`);
       await paced((w) => res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`));
       if (gone) return;
-      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}\n\n`);
+      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: truncated ? "length" : "stop" }] })}\n\n`);
+      if ((body.stream_options as { include_usage?: boolean } | undefined)?.include_usage) {
+        res.write(`data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: words.length, total_tokens: promptTokens + words.length } })}\n\n`);
+      }
       res.end("data: [DONE]\n\n");
       return;
     }
     if (path === "/v1/messages") {
       // The API takes the key as x-api-key or (what this SDK sends) a Bearer token.
-      if (req.headers["x-api-key"] !== FAKE_KEY && req.headers.authorization !== `Bearer ${FAKE_KEY}`) return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
+      if (!anthropicKey) return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
       if (body.model === "missing") return json(404, { type: "error", error: { type: "not_found_error", message: "model: missing" } });
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
       const ev = (type: string, data: Record<string, unknown>) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
-      ev("message_start", { message: { id: "msg_fake", type: "message", role: "assistant", model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 5, output_tokens: 1 } } });
+      ev("message_start", { message: { id: "msg_fake", type: "message", role: "assistant", model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: promptTokens, output_tokens: 1 } } });
       ev("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
       ev("ping", {});
       await paced((w) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: w } }));
       if (gone) return;
       ev("content_block_stop", { index: 0 });
-      ev("message_delta", { delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: words.length } });
+      ev("message_delta", { delta: { stop_reason: truncated ? "max_tokens" : "end_turn", stop_sequence: null }, usage: { output_tokens: words.length } });
       ev("message_stop", {});
       res.end();
       return;
@@ -97,7 +132,7 @@ export class FakeLlm {
       res.writeHead(200, { "content-type": "application/x-ndjson" });
       await paced((w) => res.write(JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message: { role: "assistant", content: w }, done: false }) + "\n"));
       if (gone) return;
-      res.end(JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message: { role: "assistant", content: "" }, done: true, done_reason: "stop", total_duration: 1, eval_count: words.length }) + "\n");
+      res.end(JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message: { role: "assistant", content: "" }, done: true, done_reason: truncated ? "length" : "stop", total_duration: 1, prompt_eval_count: promptTokens, eval_count: words.length }) + "\n");
       return;
     }
     json(404, { error: "not found" });

@@ -1,0 +1,268 @@
+/**
+ * OpenAI-compatible chat (design §6 `/v1`): `POST /v1/chat/completions`, streamed as OpenAI's SSE chunks or
+ * answered whole, and `GET /v1/models`, served by the fleet's agents that offer the model, so any OpenAI client
+ * can use it. A completion is a job like any other (one LLM node; listed under workflow `chat-completions`,
+ * durable, cancellable): it goes to the pool of the model's provider, which only agents holding that provider's
+ * key consume, and the client leaving cancels it.
+ *
+ * Errors are OpenAI's shape, `{error: {message, type, param, code}}`, with our stable code in `nodeway_code`; a
+ * model no live agent offers is OpenAI's 404 `model_not_found`. A job that fails before its first token (the
+ * provider refused it, say) is an HTTP error; after it, the stream ends with an `{"error": …}` chunk and no
+ * `[DONE]`, which OpenAI's SDKs raise.
+ */
+import {
+  ChatRequestError,
+  ErrorCode,
+  LLM_PROVIDERS,
+  isLlmProvider,
+  isTerminal,
+  parseChatCompletion,
+  type AgentRegistration,
+  type ChatCompletionRequest,
+  type ChatEndMetadata,
+  type Graph,
+  type JobEvent,
+  type LlmProvider,
+} from "../protocol/index.js";
+import { GatewayError, toWireError } from "./errors.js";
+import type { EventHub, Delivery } from "./event-hub.js";
+import { follow, type Following } from "./follow.js";
+import type { Reply } from "./http.js";
+import type { JobManager } from "./jobs.js";
+
+/** The workflow id completions are listed under (`GET /api/jobs?workflow_id=chat-completions`). */
+export const CHAT_WORKFLOW_ID = "chat-completions";
+
+/** The reply limit when the request sets none (Anthropic's API needs one). */
+const DEFAULT_MAX_TOKENS = 4096;
+
+/** The LLM node's id in a completion's graph: its chunks are the reply. */
+const LLM_NODE = "llm";
+
+interface Target {
+  provider: LlmProvider;
+  id: string;
+}
+
+interface ModelCard {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: string;
+}
+
+/** OpenAI's error `type` for an HTTP status. */
+function errorType(status: number): string {
+  if (status === 401) return "authentication_error";
+  if (status === 404 || status === 400 || status === 413 || status === 409) return "invalid_request_error";
+  return "server_error";
+}
+
+/** A job's terminal failure as an HTTP status: the provider (or the node) failed → 502, time ran out → 504. */
+function failureStatus(status: string): number {
+  if (status === "timed_out") return 504;
+  if (status === "cancelled") return 503;
+  return 502;
+}
+
+export class OpenAiApi {
+  constructor(
+    private readonly jobs: JobManager,
+    private readonly hub: EventHub,
+    private readonly readJson: (reply: Reply) => Promise<Record<string, unknown>>,
+    private readonly maxBacklogBytes: number,
+    private readonly onEventOut: () => void,
+  ) {}
+
+  /** Answers `err` in OpenAI's shape. */
+  fail(reply: Reply, err: unknown): void {
+    if (err instanceof ChatRequestError) {
+      reply.json(400, { error: { message: err.message, type: "invalid_request_error", param: err.param, code: null, nodeway_code: err.code } });
+      return;
+    }
+    const { status, body } = toWireError(err);
+    if (status === 500) process.stderr.write(`[gateway] internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    const code = (body.openai_code as string | undefined) ?? body.code;
+    reply.json(status, { error: { message: body.message, type: errorType(status), param: (body.param as string | undefined) ?? null, code, nodeway_code: body.code } });
+  }
+
+  /**
+   * Models offered by live agents: `byName` keyed by how a client may name them (the plain id, or
+   * `<provider>/<id>`), and `listed`, each model once, under its plain id where that id means it.
+   */
+  private offers(agents: AgentRegistration[]): { byName: Map<string, Target>; listed: { name: string; target: Target }[] } {
+    const byProvider = new Map<LlmProvider, Set<string>>();
+    for (const a of agents) {
+      if (a.state === "draining") continue;
+      for (const m of a.capabilities?.models ?? []) {
+        if (!isLlmProvider(m.provider) || !a.pools.includes(m.provider)) continue;
+        let set = byProvider.get(m.provider);
+        if (!set) byProvider.set(m.provider, (set = new Set()));
+        set.add(m.id);
+      }
+    }
+    const byName = new Map<string, Target>();
+    const listed: { name: string; target: Target }[] = [];
+    // A plain id goes to the first provider (in LLM_PROVIDERS order) that offers it.
+    for (const provider of LLM_PROVIDERS) {
+      for (const id of [...(byProvider.get(provider) ?? [])].sort()) {
+        const target = { provider, id };
+        byName.set(`${provider}/${id}`, target);
+        const plain = !byName.has(id);
+        if (plain) byName.set(id, target);
+        listed.push({ name: plain ? id : `${provider}/${id}`, target });
+      }
+    }
+    return { byName, listed };
+  }
+
+  /**
+   * The provider and model a client's name means, looking at a fresh agent list before saying no. `<provider>/<id>`
+   * also reaches a model the provider's agents have not listed (a listing that failed, a model just released).
+   */
+  private async resolve(name: string): Promise<Target> {
+    for (const fresh of [false, true]) {
+      const agents = await this.jobs.liveAgents({ fresh });
+      const hit = this.offers(agents).byName.get(name);
+      if (hit) return hit;
+      const slash = name.indexOf("/");
+      const provider = slash > 0 ? name.slice(0, slash) : "";
+      if (isLlmProvider(provider) && name.length > slash + 1 && agents.some((a) => a.state !== "draining" && a.pools.includes(provider) && a.capabilities?.providers?.includes(provider))) {
+        return { provider, id: name.slice(slash + 1) };
+      }
+    }
+    throw new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `The model \`${name}\` does not exist or no live agent offers it (GET /v1/models lists what the fleet offers)`, { openai_code: "model_not_found", param: "model" });
+  }
+
+  async listModels(reply: Reply): Promise<void> {
+    const { listed } = this.offers(await this.jobs.liveAgents({ fresh: true }));
+    reply.json(200, { object: "list", data: listed.map(({ name, target }): ModelCard => ({ id: name, object: "model", created: 0, owned_by: target.provider })) });
+  }
+
+  async getModel(name: string, reply: Reply): Promise<void> {
+    const t = await this.resolve(name);
+    reply.json(200, { id: name, object: "model", created: 0, owned_by: t.provider } satisfies ModelCard);
+  }
+
+  async complete(reply: Reply): Promise<void> {
+    const chat = parseChatCompletion(await this.readJson(reply));
+    const target = await this.resolve(chat.model);
+    const created = Math.floor(Date.now() / 1000);
+    let jobId = "";
+    let following: Promise<Following> | null = null;
+    let text = "";
+    let end: ChatEndMetadata | null = null;
+    let started = false;
+    let settle!: (ev: Extract<JobEvent, { type: "job_update" }>) => void;
+    const finished = new Promise<Extract<JobEvent, { type: "job_update" }>>((r) => (settle = r));
+    const base = () => ({ id: `chatcmpl-${jobId}`, object: "chat.completion.chunk", created, model: target.id, system_fingerprint: null });
+    const sse = (v: unknown) => {
+      this.onEventOut();
+      reply.write(`data: ${JSON.stringify(v)}\n\n`);
+    };
+    // The stream opens with the first piece of the reply, so a job that fails before it gets an HTTP status.
+    const open = () => {
+      if (started) return;
+      started = true;
+      reply.startStream("text/event-stream", this.maxBacklogBytes);
+      sse({ ...base(), choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
+    };
+    const sink = {
+      send: (d: Delivery) => {
+        const ev = d.ev;
+        switch (ev.type) {
+          case "chunk":
+            if (ev.node_id !== LLM_NODE || typeof ev.content !== "string") return;
+            if (ev.done) end = (ev.content_metadata as ChatEndMetadata | undefined) ?? end;
+            if (ev.content === "") return;
+            text += ev.content;
+            if (chat.stream) {
+              open();
+              sse({ ...base(), choices: [{ index: 0, delta: { content: ev.content }, logprobs: null, finish_reason: null }] });
+            }
+            return;
+          case "job_update":
+            if (isTerminal(ev.status)) settle(ev);
+            return;
+          default:
+            return;
+        }
+      },
+    };
+    const { job } = await this.jobs.submit({
+      workflow: { id: CHAT_WORKFLOW_ID, graph: chatGraph(target, chat) },
+      params: {},
+      pool: target.provider,
+      beforePublish: (id) => {
+        jobId = id;
+        // Registered before the job's first event exists, so nothing needs replaying.
+        following = follow(this.hub, id, 0, sink, { replay: false });
+      },
+    });
+    // A client that leaves does not want the rest: its job is cancelled (it cannot resume a completion).
+    const gone = new Promise<null>((r) => reply.onAbort(() => r(null)));
+    reply.onAbort(() => void this.jobs.cancel(job.id).catch(() => undefined));
+    const ev = await Promise.race([finished, gone]);
+    void (following as Promise<Following> | null)?.then((f) => f.stop());
+    if (ev === null) return;
+    const extra = { "x-nodeway-job-id": job.id };
+    if (ev.status !== "completed") {
+      const why = (ev.error as { code?: string; message?: string } | undefined) ?? {};
+      const error = { message: why.message ?? `the completion's job ended ${ev.status}`, type: "server_error", param: null, code: why.code ?? null, nodeway_code: why.code ?? null, job_id: job.id };
+      if (!started) {
+        reply.json(failureStatus(ev.status), { error }, extra);
+        return;
+      }
+      sse({ error });
+      reply.end();
+      return;
+    }
+    const finish = (end as ChatEndMetadata | null)?.finish_reason ?? "stop";
+    const usage = (end as ChatEndMetadata | null)?.usage ?? null;
+    const outputs = ev.result as { text?: unknown[] } | undefined;
+    const content = typeof outputs?.text?.[0] === "string" ? (outputs.text[0] as string) : text;
+    if (chat.stream) {
+      open();
+      sse({ ...base(), choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finish }] });
+      if (chat.includeUsage) sse({ ...base(), choices: [], usage });
+      reply.write("data: [DONE]\n\n");
+      reply.end();
+      return;
+    }
+    reply.json(
+      200,
+      {
+        id: `chatcmpl-${job.id}`,
+        object: "chat.completion",
+        created,
+        model: target.id,
+        system_fingerprint: null,
+        choices: [{ index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: finish }],
+        ...(usage ? { usage } : {}),
+      },
+      extra,
+    );
+  }
+}
+
+/** One LLM node (the whole conversation as its messages) and an Output named `text`. */
+function chatGraph(target: Target, chat: ChatCompletionRequest): Graph {
+  return {
+    nodes: [
+      {
+        id: LLM_NODE,
+        type: "nodetool.llms.LLM",
+        data: {
+          model: { type: "language_model", provider: target.provider, id: target.id, name: target.id },
+          system: chat.system,
+          prompt: "",
+          messages: chat.messages,
+          max_tokens: chat.maxTokens ?? DEFAULT_MAX_TOKENS,
+          ...(chat.temperature !== null ? { temperature: chat.temperature } : {}),
+        },
+      },
+      { id: "text", type: "nodetool.output.Output", data: { name: "text" } },
+    ],
+    edges: [{ id: "reply", source: LLM_NODE, sourceHandle: "text", target: "text", targetHandle: "value" }],
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * Language models as the fleet offers them (design §6 `/v1`, §7 "providers configured"): which providers there
+ * are, how a graph names a model, what an agent says it offers, and the OpenAI chat-completions request the
+ * gateway's `/v1/chat/completions` takes, checked once at the edge.
+ *
+ * A provider is also a pool (`openai`, `anthropic`, `ollama`): an agent with the provider's key or endpoint
+ * consumes it, so a job that calls a provider's model reaches an agent that holds the key (keys never travel).
+ */
+import { ErrorCode, ProtocolError } from "./errors.js";
+
+export const LLM_PROVIDERS = ["openai", "anthropic", "ollama"] as const;
+export type LlmProvider = (typeof LLM_PROVIDERS)[number];
+
+export function isLlmProvider(s: unknown): s is LlmProvider {
+  return typeof s === "string" && (LLM_PROVIDERS as readonly string[]).includes(s);
+}
+
+/** A model as a graph names it: NodeTool's LanguageModel `{type: "language_model", provider, id}`. */
+export interface LanguageModelRef {
+  provider: string;
+  id: string;
+}
+
+/**
+ * The provider and id of a model value: NodeTool's `{provider, id}` object or the short `"<provider>:<id>"`
+ * (Ollama ids have colons of their own, `llama3.2:1b`: only the first one splits). Null when it names none.
+ */
+export function languageModelOf(v: unknown): LanguageModelRef | null {
+  if (typeof v === "string") {
+    const colon = v.indexOf(":");
+    return colon > 0 ? { provider: v.slice(0, colon), id: v.slice(colon + 1) } : null;
+  }
+  if (v !== null && typeof v === "object") {
+    const { provider, id } = v as { provider?: unknown; id?: unknown };
+    if (typeof provider === "string") return { provider, id: typeof id === "string" ? id : "" };
+  }
+  return null;
+}
+
+/** A model an agent offers (`capabilities.models`), as its provider listed it. */
+export interface AgentModel {
+  provider: LlmProvider;
+  id: string;
+}
+
+/** Longest model list an agent publishes per provider (its registration must stay one small KV entry). */
+export const MAX_MODELS_PER_PROVIDER = 500;
+
+// ---- OpenAI chat completions (POST /v1/chat/completions) ------------------------------------------------------
+
+export interface ChatTurn {
+  role: "user" | "assistant";
+  content: string;
+}
+
+/** A chat-completions request as the fleet runs it. */
+export interface ChatCompletionRequest {
+  /** The model as the client named it: a plain id, or `"<provider>/<id>"` to pick the provider. */
+  model: string;
+  /** System and developer messages, joined (each provider takes one system prompt). */
+  system: string;
+  messages: ChatTurn[];
+  stream: boolean;
+  /** `stream_options.include_usage`: a last chunk with the token counts. */
+  includeUsage: boolean;
+  maxTokens: number | null;
+  temperature: number | null;
+}
+
+/** What a request leaves out of the fleet's answer, refused rather than ignored: the client relies on it. */
+const UNSUPPORTED = ["tools", "functions", "tool_choice", "function_call", "response_format", "logprobs", "top_logprobs", "audio", "modalities", "prediction"];
+
+/** A request that is not a chat completion this fleet runs; `param` names the parameter (OpenAI's `param`). */
+export class ChatRequestError extends ProtocolError {
+  constructor(
+    message: string,
+    readonly param: string | null,
+  ) {
+    super(ErrorCode.PROTO_ERR_SHAPE, message);
+    this.name = "ChatRequestError";
+  }
+}
+
+const bad = (message: string, param: string | null = null) => new ChatRequestError(message, param);
+
+/** Text of a message's content: a string, or OpenAI's parts of which only `text` ones are taken. */
+function textOf(content: unknown, where: string): string {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) throw bad(`${where}.content must be a string or a list of content parts`, `${where}.content`);
+  return content
+    .map((p, i) => {
+      const part = p as { type?: unknown; text?: unknown };
+      if (part?.type === "text" && typeof part.text === "string") return part.text;
+      throw bad(`${where}.content[${i}] is a "${String(part?.type)}" part: this fleet's models take text parts only`, `${where}.content`);
+    })
+    .join("");
+}
+
+/**
+ * Checks a request body against OpenAI's chat-completions shape; throws `ChatRequestError`.
+ */
+export function parseChatCompletion(body: Record<string, unknown>): ChatCompletionRequest {
+  const model = body.model;
+  if (typeof model !== "string" || model.trim() === "") throw bad(`"model" is required: one of GET /v1/models`, "model");
+  for (const k of UNSUPPORTED) {
+    if (body[k] !== undefined && body[k] !== null) throw bad(`"${k}" is not supported by this fleet's chat completions`, k);
+  }
+  if (body.n !== undefined && body.n !== null && body.n !== 1) throw bad(`"n" must be 1: one choice per request`, "n");
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== "boolean") throw bad(`"stream" must be a boolean`, "stream");
+  const opts = body.stream_options as { include_usage?: unknown } | null | undefined;
+  if (opts !== undefined && opts !== null && (typeof opts !== "object" || (opts.include_usage !== undefined && typeof opts.include_usage !== "boolean"))) {
+    throw bad(`"stream_options" must be {"include_usage": boolean}`, "stream_options");
+  }
+  const limit = body.max_completion_tokens ?? body.max_tokens;
+  if (limit !== undefined && limit !== null && !(Number.isInteger(limit) && (limit as number) >= 1)) {
+    throw bad(`"max_completion_tokens" (or "max_tokens") must be a positive integer`, body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens");
+  }
+  const temperature = body.temperature;
+  if (temperature !== undefined && temperature !== null && !(typeof temperature === "number" && temperature >= 0 && temperature <= 2)) {
+    throw bad(`"temperature" must be a number in [0, 2]`, "temperature");
+  }
+  if (!Array.isArray(body.messages) || body.messages.length === 0) throw bad(`"messages" must be a non-empty list`, "messages");
+  const system: string[] = [];
+  const messages: ChatTurn[] = [];
+  body.messages.forEach((m, i) => {
+    const where = `messages[${i}]`;
+    const msg = m as { role?: unknown; content?: unknown };
+    if (msg === null || typeof msg !== "object") throw bad(`${where} must be an object`, "messages");
+    switch (msg.role) {
+      case "system":
+      case "developer":
+        system.push(textOf(msg.content, where));
+        break;
+      case "user":
+      case "assistant":
+        messages.push({ role: msg.role, content: textOf(msg.content ?? "", where) });
+        break;
+      default:
+        throw bad(`${where}.role must be "system", "developer", "user" or "assistant", got ${JSON.stringify(msg.role)}`, `${where}.role`);
+    }
+  });
+  if (!messages.some((m) => m.role === "user")) throw bad(`"messages" has no user message`, "messages");
+  return {
+    model,
+    system: system.join("\n\n"),
+    messages,
+    stream: body.stream === true,
+    includeUsage: opts?.include_usage === true,
+    maxTokens: (limit as number | undefined) ?? null,
+    temperature: (temperature as number | undefined) ?? null,
+  };
+}
+
+/** How a reply ended, in OpenAI's words. */
+export type FinishReason = "stop" | "length";
+
+/** Token counts of one reply, as the provider reported them. */
+export interface ChatUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/**
+ * What the LLM nodes put in the `content_metadata` of their last (`done`) chunk: how the reply ended and what it
+ * cost, where the provider said.
+ */
+export interface ChatEndMetadata {
+  finish_reason: FinishReason;
+  usage?: ChatUsage;
+}
