@@ -11,6 +11,7 @@ import {
   KV_JOBS,
   KV_NODES,
   KV_WORKFLOWS,
+  KV_THREADS,
   OBJ_ASSETS,
   STREAM_EVENTS,
   STREAM_JOBS,
@@ -27,6 +28,8 @@ export interface NatsParts {
   jsm: JetStreamManager;
   jobsKv: KV;
   workflowsKv: KV;
+  /** `nw_threads`: chat threads and their messages. */
+  threadsKv: KV;
   agentsKv: KV;
   nodesKv: KV;
   /** `nw_assets`: uploaded and produced files. */
@@ -117,6 +120,7 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
   const kvm = new Kvm(nc);
   const jobsKv = await kvm.create(KV_JOBS, { history: 1, ttl: config.jobsRetentionMs });
   const workflowsKv = await kvm.create(KV_WORKFLOWS, { history: 1 });
+  const threadsKv = await kvm.create(KV_THREADS, { history: 1 });
   const agentsKv = await kvm.create(KV_AGENTS, { history: 1, ttl: AGENT_TTL_MS });
   const nodesKv = await kvm.create(KV_NODES, { history: 1 });
   const assets = await new Objm(nc).create(OBJ_ASSETS, { storage: StorageType.File, ttl: nanos(config.assetsMaxAgeMs) });
@@ -125,5 +129,5 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
   if (assetsInfo.config.max_age !== nanos(config.assetsMaxAgeMs)) await jsm.streams.update(assetsStream, { ...assetsInfo.config, max_age: nanos(config.assetsMaxAgeMs) });
   const pub = new AckedPublisher<MsgHdrs>(nc, createInbox());
   const jobRecords = new AckedKv<MsgHdrs>(pub, KV_JOBS, headers, (key) => jobsKv.get(key));
-  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, agentsKv, nodesKv, assets, pub, jobRecords, connected: () => connected && !nc.isClosed() };
+  return { nc, js: jetstream(nc), jsm, jobsKv, workflowsKv, threadsKv, agentsKv, nodesKv, assets, pub, jobRecords, connected: () => connected && !nc.isClosed() };
 }

@@ -24,25 +24,16 @@ import {
   type JobEvent,
   type LlmProvider,
 } from "../protocol/index.js";
-import { GatewayError, toWireError } from "./errors.js";
+import { toWireError } from "./errors.js";
 import type { EventHub, Delivery } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
 import type { Reply } from "./http.js";
 import type { JobManager } from "./jobs.js";
+import { LLM_NODE, chatGraph, type ModelDirectory } from "./models.js";
 
 /** The workflow id completions are listed under (`GET /api/jobs?workflow_id=chat-completions`). */
 export const CHAT_WORKFLOW_ID = "chat-completions";
 
-/** The reply limit when the request sets none (Anthropic's API needs one). */
-const DEFAULT_MAX_TOKENS = 4096;
-
-/** The LLM node's id in a completion's graph: its chunks are the reply. */
-const LLM_NODE = "llm";
-
-interface Target {
-  provider: LlmProvider;
-  id: string;
-}
 
 interface ModelCard {
   id: string;
@@ -68,6 +59,7 @@ function failureStatus(status: string): number {
 export class OpenAiApi {
   constructor(
     private readonly jobs: JobManager,
+    private readonly models: ModelDirectory,
     private readonly hub: EventHub,
     private readonly readJson: (reply: Reply) => Promise<Record<string, unknown>>,
     private readonly maxBacklogBytes: number,
@@ -86,67 +78,19 @@ export class OpenAiApi {
     reply.json(status, { error: { message: body.message, type: errorType(status), param: (body.param as string | undefined) ?? null, code, nodeway_code: body.code } });
   }
 
-  /**
-   * Models offered by live agents: `byName` keyed by how a client may name them (the plain id, or
-   * `<provider>/<id>`), and `listed`, each model once, under its plain id where that id means it.
-   */
-  private offers(agents: AgentRegistration[]): { byName: Map<string, Target>; listed: { name: string; target: Target }[] } {
-    const byProvider = new Map<LlmProvider, Set<string>>();
-    for (const a of agents) {
-      if (a.state === "draining") continue;
-      for (const m of a.capabilities?.models ?? []) {
-        if (!isLlmProvider(m.provider) || !a.pools.includes(m.provider)) continue;
-        let set = byProvider.get(m.provider);
-        if (!set) byProvider.set(m.provider, (set = new Set()));
-        set.add(m.id);
-      }
-    }
-    const byName = new Map<string, Target>();
-    const listed: { name: string; target: Target }[] = [];
-    // A plain id goes to the first provider (in LLM_PROVIDERS order) that offers it.
-    for (const provider of LLM_PROVIDERS) {
-      for (const id of [...(byProvider.get(provider) ?? [])].sort()) {
-        const target = { provider, id };
-        byName.set(`${provider}/${id}`, target);
-        const plain = !byName.has(id);
-        if (plain) byName.set(id, target);
-        listed.push({ name: plain ? id : `${provider}/${id}`, target });
-      }
-    }
-    return { byName, listed };
-  }
-
-  /**
-   * The provider and model a client's name means, looking at a fresh agent list before saying no. `<provider>/<id>`
-   * also reaches a model the provider's agents have not listed (a listing that failed, a model just released).
-   */
-  private async resolve(name: string): Promise<Target> {
-    for (const fresh of [false, true]) {
-      const agents = await this.jobs.liveAgents({ fresh });
-      const hit = this.offers(agents).byName.get(name);
-      if (hit) return hit;
-      const slash = name.indexOf("/");
-      const provider = slash > 0 ? name.slice(0, slash) : "";
-      if (isLlmProvider(provider) && name.length > slash + 1 && agents.some((a) => a.state !== "draining" && a.pools.includes(provider) && a.capabilities?.providers?.includes(provider))) {
-        return { provider, id: name.slice(slash + 1) };
-      }
-    }
-    throw new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `The model \`${name}\` does not exist or no live agent offers it (GET /v1/models lists what the fleet offers)`, { openai_code: "model_not_found", param: "model" });
-  }
-
   async listModels(reply: Reply): Promise<void> {
-    const { listed } = this.offers(await this.jobs.liveAgents({ fresh: true }));
+    const { listed } = this.models.offers(await this.jobs.liveAgents({ fresh: true }));
     reply.json(200, { object: "list", data: listed.map(({ name, target }): ModelCard => ({ id: name, object: "model", created: 0, owned_by: target.provider })) });
   }
 
   async getModel(name: string, reply: Reply): Promise<void> {
-    const t = await this.resolve(name);
+    const t = await this.models.resolve(name);
     reply.json(200, { id: name, object: "model", created: 0, owned_by: t.provider } satisfies ModelCard);
   }
 
   async complete(reply: Reply): Promise<void> {
     const chat = parseChatCompletion(await this.readJson(reply));
-    const target = await this.resolve(chat.model);
+    const target = await this.models.resolve(chat.model);
     const created = Math.floor(Date.now() / 1000);
     let jobId = "";
     let following: Promise<Following> | null = null;
@@ -243,26 +187,4 @@ export class OpenAiApi {
       extra,
     );
   }
-}
-
-/** One LLM node (the whole conversation as its messages) and an Output named `text`. */
-function chatGraph(target: Target, chat: ChatCompletionRequest): Graph {
-  return {
-    nodes: [
-      {
-        id: LLM_NODE,
-        type: "nodetool.llms.LLM",
-        data: {
-          model: { type: "language_model", provider: target.provider, id: target.id, name: target.id },
-          system: chat.system,
-          prompt: "",
-          messages: chat.messages,
-          max_tokens: chat.maxTokens ?? DEFAULT_MAX_TOKENS,
-          ...(chat.temperature !== null ? { temperature: chat.temperature } : {}),
-        },
-      },
-      { id: "text", type: "nodetool.output.Output", data: { name: "text" } },
-    ],
-    edges: [{ id: "reply", source: LLM_NODE, sourceHandle: "text", target: "text", targetHandle: "value" }],
-  };
 }

@@ -14,6 +14,8 @@ import { JobManager } from "./jobs.js";
 import { connectNats, type NatsParts } from "./nats.js";
 import { AssetsApi } from "./assets.js";
 import { OpenAiApi } from "./openai.js";
+import { ModelDirectory } from "./models.js";
+import { ThreadStore } from "./threads.js";
 import { loadUws } from "./uws.js";
 import { WorkflowStore } from "./workflows.js";
 import { WsHub } from "./ws.js";
@@ -81,7 +83,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     config.eventsMaxAgeMs,
   );
   const refusals = new RefusalLog(log);
-  wsHub = new WsHub(app, config, hub, jobs, workflows, auth, refusals);
+  const models = new ModelDirectory(jobs);
+  const threads = new ThreadStore(n.threadsKv, n.jsm, jobs, hub, models, log);
+  wsHub = new WsHub(app, config, hub, jobs, workflows, threads, auth, refusals);
   await hub.start();
 
   /** Event streams opened with a token, while they run: a reload closes those whose token it revoked. */
@@ -421,11 +425,41 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   route("del", "/api/assets/:id", (req, reply) => assets.remove(req.params[0]!, reply));
 
   // ---- OpenAI-compatible chat ------------------------------------------------------------------------------
-  const openai = new OpenAiApi(jobs, hub, (reply) => body(reply.res, reply), config.wsMaxBackpressureBytes, () => counters.eventsOut++);
+  const openai = new OpenAiApi(jobs, models, hub, (reply) => body(reply.res, reply), config.wsMaxBackpressureBytes, () => counters.eventsOut++);
   const v1 = (fn: (req: Req, reply: Reply) => Promise<void>): Handler => (req, reply) => fn(req, reply).catch((err: unknown) => openai.fail(reply, err));
   route("get", "/v1/models", v1((_req, reply) => openai.listModels(reply)));
   route("get", "/v1/models/:id", v1((req, reply) => openai.getModel(req.params[0]!, reply)));
   route("post", "/v1/chat/completions", v1((_req, reply) => openai.complete(reply)));
+
+  // ---- threads and messages -------------------------------------------------------------------------------
+  const listThreads: Handler = async (req, reply) => reply.json(200, await threads.list(intParam(req.query, "limit", 100, 1000), req.query.get("cursor") ?? undefined));
+  const createThread: Handler = async (_req, reply, res) => reply.json(200, await threads.create(await body(res, reply)));
+  route("get", "/api/threads", listThreads);
+  route("get", "/api/threads/", listThreads);
+  route("post", "/api/threads", createThread);
+  route("post", "/api/threads/", createThread);
+  route("get", "/api/threads/:id", async (req, reply) => reply.json(200, await threads.get(req.params[0]!)));
+  route("put", "/api/threads/:id", async (req, reply, res) => {
+    const b = await body(res, reply);
+    reply.json(200, await threads.update(req.params[0]!, b));
+  });
+  route("del", "/api/threads/:id", async (req, reply) => {
+    await threads.delete(req.params[0]!);
+    reply.json(200, { deleted: req.params[0] });
+  });
+  const listMessages: Handler = async (req, reply) => {
+    const threadId = req.query.get("thread_id");
+    if (!threadId) throw badRequest(`"thread_id" is required`);
+    const cursor = req.query.get("cursor");
+    const reverse = req.query.get("reverse") === "true" || req.query.get("reverse") === "1";
+    reply.json(200, await threads.messages(threadId, { limit: intParam(req.query, "limit", 100, 1000), ...(cursor ? { cursor } : {}), reverse }));
+  };
+  const addMessage: Handler = async (_req, reply, res) => reply.json(200, await threads.addMessage(await body(res, reply)));
+  route("get", "/api/messages", listMessages);
+  route("get", "/api/messages/", listMessages);
+  route("post", "/api/messages", addMessage);
+  route("post", "/api/messages/", addMessage);
+  route("get", "/api/messages/:id", async (req, reply) => reply.json(200, await threads.message(req.params[0]!)));
 
   route("get", "/api/nodes/metadata", async (_req, reply) => {
     const catalog = await jobs.nodeCatalog();

@@ -6,13 +6,13 @@
 import type { TemplatedApp, WebSocket, HttpResponse, HttpRequest, us_socket_context_t } from "uWebSockets.js";
 import {
   ErrorCode,
-  GraphError,
   assertNever,
   ProtocolError,
   decodeClientFrame,
   encodeJson,
   encodeMsgpack,
   isTerminal,
+  parseChatTurn,
   type ClientCommand,
   type JobRecord,
   type ServerMessage,
@@ -22,6 +22,7 @@ import type { Delivery, EventHub } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
+import type { ThreadStore } from "./threads.js";
 import { toWireError } from "./errors.js";
 import { bearerToken, peerOf, refusalBody, subprotocolToken, type RefusalLog, type TokenCheck } from "./auth.js";
 
@@ -54,6 +55,7 @@ export class WsHub {
     private readonly hub: EventHub,
     private readonly jobs: JobManager,
     private readonly workflows: WorkflowStore,
+    private readonly threads: ThreadStore,
     private readonly auth: TokenCheck,
     private readonly refusals: RefusalLog,
   ) {}
@@ -273,13 +275,26 @@ export class WsHub {
         return;
       }
       case "stop": {
-        // NodeTool semantics: stop streaming to this socket; the job keeps running.
+        // NodeTool semantics: stop streaming to this socket; the job keeps running. A thread's stop ends its
+        // running turn (what a chat's stop button means): that job is cancelled.
         if (cmd.data.job_id) this.leaveJob(ws, cmd.data.job_id);
-        this.sendTo(ws, { type: "generation_stopped", ...(cmd.data.job_id ? { job_id: cmd.data.job_id } : {}) });
+        const stopped = cmd.data.thread_id ? await this.threads.stop(cmd.data.thread_id) : null;
+        this.sendTo(ws, {
+          type: "generation_stopped",
+          ...(cmd.data.job_id ? { job_id: cmd.data.job_id } : stopped ? { job_id: stopped } : {}),
+          ...(cmd.data.thread_id ? { thread_id: cmd.data.thread_id } : {}),
+        });
         return;
       }
-      case "chat_message":
-        throw new GraphError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, "chat_message is not served by this gateway yet");
+      case "chat_message": {
+        const turn = await this.threads.turn(
+          parseChatTurn(cmd.data),
+          (jobId) => this.joinTopic(ws, jobId),
+          (m) => this.sendTo(ws, { type: "message", ...m }),
+        );
+        this.reply(ws, cmd, { thread_id: turn.thread.id, message_id: turn.message.id, job_id: turn.jobId });
+        return;
+      }
       default:
         assertNever(cmd, "command");
     }

@@ -169,3 +169,77 @@ export interface ChatEndMetadata {
   finish_reason: FinishReason;
   usage?: ChatUsage;
 }
+
+// ---- threads (REST /api/threads, /api/messages; WS chat_message) -----------------------------------------------
+
+/** A chat thread (NodeTool's Thread), in KV `nw_threads`. */
+export interface ChatThread {
+  id: string;
+  title: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** One message of a thread (NodeTool's Message fields where it has them). */
+export interface ThreadMessage {
+  id: string;
+  thread_id: string;
+  role: "user" | "assistant";
+  content: string;
+  created_at: string;
+  /** The model that wrote an assistant message, or the one a user message asked for. */
+  provider?: string;
+  model?: string;
+  /** The job that answers (user message) or answered (assistant message). */
+  job_id?: string;
+  finish_reason?: FinishReason;
+  usage?: ChatUsage;
+  /** Why no answer came (the job failed, was cancelled or timed out). */
+  error?: { code: string; message: string };
+}
+
+/** Longest thread title, and most messages a turn sends its model (the most recent ones). */
+export const THREAD_LIMITS = { titleChars: 200, contentChars: 1_000_000, historyMessages: 200 } as const;
+
+/** A `chat_message` as the gateway runs it. */
+export interface ChatTurnRequest {
+  /** Absent: a new thread is made for the turn. */
+  threadId: string | null;
+  content: string;
+  /** As for `/v1`: a plain id or `<provider>/<id>`. */
+  model: string;
+  system: string;
+  maxTokens: number | null;
+  temperature: number | null;
+}
+
+/**
+ * Checks `chat_message` data: NodeTool's `{thread_id, content, model, provider}` (`model` may also be a
+ * LanguageModel object), plus `system`, `max_tokens`, `temperature`. Throws `ChatRequestError`.
+ */
+export function parseChatTurn(data: Record<string, unknown>): ChatTurnRequest {
+  const threadId = data.thread_id;
+  if (threadId !== undefined && threadId !== null && (typeof threadId !== "string" || threadId === "")) throw bad(`"thread_id" must be a thread's id`, "thread_id");
+  if (data.role !== undefined && data.role !== "user") throw bad(`"role" must be "user": the model answers as "assistant"`, "role");
+  const content = textOf(data.content, "chat_message");
+  if (content.trim() === "") throw bad(`"content" is empty`, "content");
+  if (content.length > THREAD_LIMITS.contentChars) throw bad(`"content" is longer than ${THREAD_LIMITS.contentChars} characters`, "content");
+  let model: string;
+  const ref = typeof data.model === "object" ? languageModelOf(data.model) : null;
+  if (ref) model = `${ref.provider}/${ref.id}`;
+  else if (typeof data.model === "string" && data.model.trim() !== "") model = typeof data.provider === "string" && data.provider !== "" ? `${data.provider}/${data.model}` : data.model;
+  else throw bad(`"model" is required: one of GET /v1/models, or NodeTool's {provider, id}`, "model");
+  if (data.system !== undefined && typeof data.system !== "string") throw bad(`"system" must be a string`, "system");
+  const limit = data.max_tokens;
+  if (limit !== undefined && limit !== null && !(Number.isInteger(limit) && (limit as number) >= 1)) throw bad(`"max_tokens" must be a positive integer`, "max_tokens");
+  const temperature = data.temperature;
+  if (temperature !== undefined && temperature !== null && !(typeof temperature === "number" && temperature >= 0 && temperature <= 2)) throw bad(`"temperature" must be a number in [0, 2]`, "temperature");
+  return {
+    threadId: (threadId as string | undefined) ?? null,
+    content,
+    model,
+    system: (data.system as string | undefined) ?? "",
+    maxTokens: (limit as number | undefined) ?? null,
+    temperature: (temperature as number | undefined) ?? null,
+  };
+}

@@ -5,6 +5,7 @@ import type { Graph } from "./graph.js";
 import type { JobEvent } from "./events.js";
 import type { JobState, ExecutionStrategy } from "./jobs.js";
 import type { WireError } from "./errors.js";
+import type { ThreadMessage } from "./chat.js";
 
 export interface RunJobData {
   workflow_id?: string;
@@ -80,5 +81,8 @@ export interface ClientError {
   request_id?: string;
 }
 
+/** A thread's new message, sent to the socket whose `chat_message` it answers (NodeTool's chat `message`). */
+export type ThreadMessageFrame = { type: "message" } & ThreadMessage;
+
 /** Every message the server sends on `/ws`. */
-export type ServerMessage = JobEvent | JobResumed | CommandResponse | Pong | GenerationStopped | ClientError;
+export type ServerMessage = JobEvent | JobResumed | CommandResponse | Pong | GenerationStopped | ClientError | ThreadMessageFrame;

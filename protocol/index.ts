@@ -9,6 +9,7 @@ export {
   poolConsumer,
   eventMsgId,
   jobKeys,
+  threadKeys,
   agentKey,
   workflowKey,
   STREAM_JOBS,
@@ -60,6 +61,7 @@ export type {
   CommandResponse,
   Pong,
   GenerationStopped,
+  ThreadMessageFrame,
   ClientError,
   ServerMessage,
 } from "./client.js";
@@ -95,5 +97,5 @@ export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PR
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";
 export { ASSETS_DEFAULTS, ASSET_META, MEDIA_REF_TYPES, MEDIA_TYPES, extensionOf, isAssetId, assetUri, assetIdOfUri, assetRef, assetInfo, mediaRefOf, refTypeOf } from "./assets.js";
 export type { AssetRef, AssetRefType, AssetInfo, MediaRef, StoredObject } from "./assets.js";
-export { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, isLlmProvider, languageModelOf, parseChatCompletion, ChatRequestError } from "./chat.js";
-export type { LlmProvider, LanguageModelRef, AgentModel, ChatTurn, ChatCompletionRequest, FinishReason, ChatUsage, ChatEndMetadata } from "./chat.js";
+export { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, THREAD_LIMITS, isLlmProvider, languageModelOf, parseChatCompletion, parseChatTurn, ChatRequestError } from "./chat.js";
+export type { LlmProvider, LanguageModelRef, AgentModel, ChatTurn, ChatCompletionRequest, ChatTurnRequest, ChatThread, ThreadMessage, FinishReason, ChatUsage, ChatEndMetadata } from "./chat.js";

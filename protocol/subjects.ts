@@ -74,6 +74,18 @@ export const jobKeys = {
   idempotency: (key: string) => `i.${key}`,
 } as const;
 
+/**
+ * KV key layout of `nw_threads`: threads under `t.`, each thread's messages under `m.<thread>.` (ids are
+ * time-ordered, so a prefix scan sorted by key is the conversation in order).
+ */
+export const threadKeys = {
+  thread: (threadId: string) => `t.${checkToken(threadId, "thread id")}`,
+  allThreads: () => "t.*",
+  message: (threadId: string, messageId: string) => `m.${checkToken(threadId, "thread id")}.${checkToken(messageId, "message id")}`,
+  messagesOf: (threadId: string) => `m.${checkToken(threadId, "thread id")}.*`,
+  messageAnywhere: (messageId: string) => `m.*.${checkToken(messageId, "message id")}`,
+} as const;
+
 /** KV key of an agent in `nw_agents`, and of a workflow in `nw_workflows`. */
 export const agentKey = (agentId: string) => checkToken(agentId, "agent id");
 export const workflowKey = (workflowId: string) => checkToken(workflowId, "workflow id");

@@ -1,0 +1,237 @@
+/**
+ * Chat threads and their messages (design §6 "threads and messages"; NodeTool's `/api/threads` and
+ * `/api/messages`) in KV `nw_threads`, and a thread's turn (`chat_message` on `/ws`): the user's message is
+ * stored, the conversation so far goes to the model as one LLM job (as `/v1/chat/completions` runs it, in the
+ * pool of the model's provider), and the reply is stored as the thread's next message when the job ends, also
+ * when the client that asked has gone (jobs keep running; the socket's follow is not what stores it).
+ *
+ * A new turn on a thread cancels the one still running there, as NodeTool does: its reply would answer a
+ * conversation that moved on.
+ */
+import type { JetStreamManager } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import {
+  KV_THREADS,
+  THREAD_LIMITS,
+  isTerminal,
+  newId,
+  parseJson,
+  threadKeys,
+  type ChatEndMetadata,
+  type ChatThread,
+  type ChatTurnRequest,
+  type JobEvent,
+  type ThreadMessage,
+} from "../protocol/index.js";
+import { badRequest, notFound } from "./errors.js";
+import type { Delivery, EventHub } from "./event-hub.js";
+import { follow, type Following } from "./follow.js";
+import type { JobManager } from "./jobs.js";
+import { bucketKeys } from "./kv-keys.js";
+import { LLM_NODE, chatGraph, type ModelDirectory } from "./models.js";
+
+/** The workflow id threads' turns are listed under. */
+export const THREAD_WORKFLOW_ID = "chat-threads";
+
+const now = () => new Date().toISOString();
+
+function titleOf(v: unknown): string {
+  if (v === undefined || v === null) return "New thread";
+  if (typeof v !== "string") throw badRequest(`"title" must be a string`);
+  if (v.length > THREAD_LIMITS.titleChars) throw badRequest(`"title" is longer than ${THREAD_LIMITS.titleChars} characters`);
+  return v;
+}
+
+export class ThreadStore {
+  /** Turns running on this gateway: thread id → the job answering it. */
+  private readonly turns = new Map<string, string>();
+
+  constructor(
+    private readonly kv: KV,
+    private readonly jsm: JetStreamManager,
+    private readonly jobs: JobManager,
+    private readonly hub: EventHub,
+    private readonly models: ModelDirectory,
+    private readonly log: (l: string) => void,
+  ) {}
+
+  private async read<T>(key: string): Promise<T | null> {
+    const e = await this.kv.get(key).catch(() => null);
+    if (!e || e.operation !== "PUT" || e.length === 0) return null;
+    return parseJson(e.string()) as T;
+  }
+
+  private key(kind: "thread" | "message", id: string, threadId = ""): string {
+    try {
+      return kind === "thread" ? threadKeys.thread(id) : threadKeys.message(threadId, id);
+    } catch {
+      throw notFound(`${kind} "${id}"`);
+    }
+  }
+
+  async create(body: Record<string, unknown>): Promise<ChatThread> {
+    const at = now();
+    const thread: ChatThread = { id: newId(), title: titleOf(body.title), created_at: at, updated_at: at };
+    await this.kv.put(threadKeys.thread(thread.id), JSON.stringify(thread));
+    return thread;
+  }
+
+  async get(id: string): Promise<ChatThread> {
+    const t = await this.read<ChatThread>(this.key("thread", id));
+    if (!t) throw notFound(`thread "${id}"`);
+    return t;
+  }
+
+  async update(id: string, body: Record<string, unknown>): Promise<ChatThread> {
+    const t = { ...(await this.get(id)), title: titleOf(body.title), updated_at: now() };
+    await this.kv.put(threadKeys.thread(id), JSON.stringify(t));
+    return t;
+  }
+
+  /** Removes the thread and its messages; a turn still running there is cancelled. */
+  async delete(id: string): Promise<void> {
+    await this.get(id);
+    const running = this.turns.get(id);
+    if (running) await this.jobs.cancel(running).catch(() => undefined);
+    for (const k of await bucketKeys(this.jsm, KV_THREADS, threadKeys.messagesOf(id))) await this.kv.purge(k);
+    await this.kv.purge(threadKeys.thread(id));
+  }
+
+  /** Newest first (ids are time-ordered); `cursor` is the last id of the previous page. */
+  async list(limit: number, cursor?: string): Promise<{ threads: ChatThread[]; next: string | null }> {
+    const ids = (await bucketKeys(this.jsm, KV_THREADS, threadKeys.allThreads())).map((k) => k.slice(2)).sort().reverse();
+    const threads: ChatThread[] = [];
+    for (const id of ids) {
+      if (cursor && id >= cursor) continue;
+      if (threads.length === limit) return { threads, next: threads.at(-1)!.id };
+      const t = await this.read<ChatThread>(threadKeys.thread(id));
+      if (t) threads.push(t);
+    }
+    return { threads, next: null };
+  }
+
+  /** Oldest first, or newest first with `reverse`; `cursor` is the last id of the previous page. */
+  async messages(threadId: string, opts: { limit: number; cursor?: string; reverse?: boolean }): Promise<{ messages: ThreadMessage[]; next: string | null }> {
+    await this.get(threadId);
+    const ids = (await bucketKeys(this.jsm, KV_THREADS, threadKeys.messagesOf(threadId))).map((k) => k.slice(k.lastIndexOf(".") + 1)).sort();
+    if (opts.reverse) ids.reverse();
+    const messages: ThreadMessage[] = [];
+    for (const id of ids) {
+      if (opts.cursor && (opts.reverse ? id >= opts.cursor : id <= opts.cursor)) continue;
+      if (messages.length === opts.limit) return { messages, next: messages.at(-1)!.id };
+      const m = await this.read<ThreadMessage>(threadKeys.message(threadId, id));
+      if (m) messages.push(m);
+    }
+    return { messages, next: null };
+  }
+
+  async message(id: string): Promise<ThreadMessage> {
+    let keys: string[] = [];
+    try {
+      keys = await bucketKeys(this.jsm, KV_THREADS, threadKeys.messageAnywhere(id));
+    } catch {
+      /* not a valid id */
+    }
+    const m = keys[0] ? await this.read<ThreadMessage>(keys[0]) : null;
+    if (!m) throw notFound(`message "${id}"`);
+    return m;
+  }
+
+  /** `POST /api/messages`: a message added to a thread by hand (no model is asked). */
+  async addMessage(body: Record<string, unknown>): Promise<ThreadMessage> {
+    if (typeof body.thread_id !== "string") throw badRequest(`"thread_id" is required`);
+    await this.get(body.thread_id);
+    if (body.role !== "user" && body.role !== "assistant") throw badRequest(`"role" must be "user" or "assistant"`);
+    if (typeof body.content !== "string") throw badRequest(`"content" must be a string`);
+    if (body.content.length > THREAD_LIMITS.contentChars) throw badRequest(`"content" is longer than ${THREAD_LIMITS.contentChars} characters`);
+    return this.append({ thread_id: body.thread_id, role: body.role, content: body.content });
+  }
+
+  private async append(m: Omit<ThreadMessage, "id" | "created_at">): Promise<ThreadMessage> {
+    const msg: ThreadMessage = { id: newId(), created_at: now(), ...m };
+    await this.kv.put(threadKeys.message(msg.thread_id, msg.id), JSON.stringify(msg));
+    return msg;
+  }
+
+  /**
+   * A turn: stores the user's message, cancels the thread's running turn, runs the conversation so far on the
+   * model, and stores its reply when the job ends. `beforePublish` sees the job id before its first event (the
+   * socket joins the job there); `answered` gets the stored reply. A failed or timed-out turn stores a reply with
+   * its `error` (and what came before it); a cancelled one keeps what came, unless a newer turn superseded it,
+   * whose reply would otherwise sit after a question it does not answer.
+   */
+  async turn(
+    req: ChatTurnRequest,
+    beforePublish: (jobId: string) => void,
+    answered: (m: ThreadMessage) => void,
+  ): Promise<{ thread: ChatThread; message: ThreadMessage; jobId: string }> {
+    const target = await this.models.resolve(req.model);
+    const thread = req.threadId ? await this.get(req.threadId) : await this.create({ title: req.content.slice(0, 60) });
+    const previous = this.turns.get(thread.id);
+    if (previous) await this.jobs.cancel(previous).catch(() => undefined);
+    const { messages: recent } = await this.messages(thread.id, { limit: THREAD_LIMITS.historyMessages - 1, reverse: true });
+    // Replies that are only an error are not the model's words: they stay out of what it is sent.
+    const history = recent.reverse().filter((m) => !(m.error && m.content === ""));
+    const turns = [...history.map((m) => ({ role: m.role, content: m.content })), { role: "user" as const, content: req.content }];
+    const asked = await this.append({ thread_id: thread.id, role: "user", content: req.content, provider: target.provider, model: target.id });
+    let text = "";
+    let end: ChatEndMetadata | null = null;
+    let settle!: (ev: Extract<JobEvent, { type: "job_update" }>) => void;
+    const finished = new Promise<Extract<JobEvent, { type: "job_update" }>>((r) => (settle = r));
+    const sink = {
+      send: (d: Delivery) => {
+        const ev = d.ev;
+        if (ev.type === "chunk" && ev.node_id === LLM_NODE && typeof ev.content === "string") {
+          text += ev.content;
+          if (ev.done && ev.content_metadata) end = ev.content_metadata as unknown as ChatEndMetadata;
+        } else if (ev.type === "job_update" && isTerminal(ev.status)) settle(ev);
+      },
+    };
+    let following: Promise<Following> | null = null;
+    const { job } = await this.jobs.submit({
+      workflow: { id: THREAD_WORKFLOW_ID, graph: chatGraph(target, { system: req.system, messages: turns, maxTokens: req.maxTokens, temperature: req.temperature }) },
+      params: {},
+      pool: target.provider,
+      beforePublish: (id) => {
+        this.turns.set(thread.id, id);
+        // Registered before the job's first event exists, so nothing needs replaying.
+        following = follow(this.hub, id, 0, sink, { replay: false });
+        beforePublish(id);
+      },
+    });
+    const message: ThreadMessage = { ...asked, job_id: job.id };
+    await this.kv.put(threadKeys.message(thread.id, asked.id), JSON.stringify(message));
+    void finished
+      .then(async (ev) => {
+        void (following as Promise<Following> | null)?.then((f) => f.stop());
+        const superseded = this.turns.get(thread.id) !== job.id;
+        if (!superseded) this.turns.delete(thread.id);
+        if (ev.status === "cancelled" && (superseded || text === "")) return;
+        const outputs = ev.result as { text?: unknown[] } | undefined;
+        const content = ev.status === "completed" && typeof outputs?.text?.[0] === "string" ? (outputs.text[0] as string) : text;
+        const why = ev.error as { code?: string; message?: string } | undefined;
+        const fin = end as ChatEndMetadata | null;
+        const reply = await this.append({
+          thread_id: thread.id,
+          role: "assistant",
+          content,
+          provider: target.provider,
+          model: target.id,
+          job_id: job.id,
+          ...(fin ? { finish_reason: fin.finish_reason, ...(fin.usage ? { usage: fin.usage } : {}) } : {}),
+          ...(ev.status !== "completed" ? { error: { code: why?.code ?? ev.status, message: why?.message ?? `the turn's job ended ${ev.status}` } } : {}),
+        });
+        await this.kv.put(threadKeys.thread(thread.id), JSON.stringify({ ...(await this.get(thread.id)), updated_at: now() }));
+        answered(reply);
+      })
+      .catch((err: unknown) => this.log(`thread ${thread.id}: the reply of job ${job.id} was not stored: ${(err as Error).message}`));
+    return { thread, message, jobId: job.id };
+  }
+
+  /** `stop {thread_id}`: cancels the turn running on the thread; the job's id, or null when none runs. */
+  async stop(threadId: string): Promise<string | null> {
+    const jobId = this.turns.get(threadId) ?? null;
+    if (jobId) await this.jobs.cancel(jobId).catch(() => undefined);
+    return jobId;
+  }
+}
