@@ -36,6 +36,8 @@ export type StrategyRun = RunGraphOptions;
 export type ToRunner = { type: "run"; graph: Graph; params: Record<string, unknown> } | { type: "stop"; reason: string };
 /** What it sends back. `result.reason` of a cancelled run is the parent's own (its signal's reason). */
 export type FromRunner =
+  /** Sent on taking the run, before any of the graph runs: past it, the runner's death is the run's. */
+  | { type: "started" }
   | { type: "event"; event: EngineEvent }
   | { type: "done"; result: RunGraphResult }
   | { type: "thrown"; unknownNode: { nodeId: string; nodeType: string } | null; message: string };
@@ -67,7 +69,8 @@ export function runWithStrategy(strategy: ExecutionStrategy, run: StrategyRun, l
       const spare = limits.spares?.take(strategy, limits) ?? null;
       const fresh = () => freshChannel(strategy, limits);
       // A spare can die in the instant before it is taken (its exit not yet seen): its run then starts again on a
-      // fresh runner, once. A runner that has said anything is the run's own, and its death is the run's.
+      // fresh runner, once. A runner that has said anything (it says `started` before the graph's first step) is
+      // the run's own, and its death is the run's: no graph runs twice.
       return runRemote(run, spare ?? fresh(), limits.memoryMb, spare ? fresh : null);
     }
     case "docker":
@@ -261,19 +264,21 @@ export function runnerMessageProblem(m: unknown): string | null {
       if (r.status === "failed" && isObj(r.error) && isStr(r.error.node_id) && isStr(r.error.node_type) && isStr(r.error.message)) return null;
       return "a result that is none of completed, cancelled, failed (with the failing node)";
     }
+    case "started":
+      return null;
     case "thrown": {
       const u = m.unknownNode;
       if (!isStr(m.message) || !(u === null || (isObj(u) && isStr(u.nodeId) && isStr(u.nodeType)))) return "an error without its message";
       return null;
     }
     default:
-      return "a message that is none of event, done, thrown";
+      return "a message that is none of started, event, done, thrown";
   }
 }
 
 /**
  * `memoryMb` is the run's memory limit, for the message when it dies (0: none set). `retry` gives a fresh runner
- * for a spare that dies before it has said anything.
+ * for a spare that dies before it has said anything (before `started`: it never began the graph).
  */
 function runRemote(run: StrategyRun, ch: Channel, memoryMb: number, retry: (() => Channel) | null = null): Promise<RunGraphResult> {
   return new Promise((resolve, reject) => {
@@ -301,6 +306,8 @@ function runRemote(run: StrategyRun, ch: Channel, memoryMb: number, retry: (() =
         return settle(() => reject(new RunnerCrashedError(`the ${ch.what} running the graph sent ${problem}; it was stopped`)));
       }
       switch (m.type) {
+        case "started":
+          return;
         case "event":
           if (!settled) run.emit(m.event);
           return;

@@ -39,6 +39,8 @@ function onMessage(m: ToRunner): void {
     case "run":
       if (started) return;
       started = true;
+      // Before any of the graph: a runner that dies after this is not given the run again elsewhere.
+      send({ type: "started" });
       void run(m);
       return;
     case "stop":

@@ -44,6 +44,7 @@ t.test("strategies - the policy caps what a job asks for: more isolation when th
 
 t.test("strategies - a runner may send only what a graph emits, and results in the shape the agent records", async (t) => {
   const ok: unknown[] = [
+    { type: "started" },
     { type: "event", event: { type: "chunk", node_id: "n", content_type: "text", content: "x", done: false } },
     { type: "event", event: { type: "edge_update", edge_id: "e", status: "active", counter: 1 } },
     { type: "done", result: { status: "completed", outputs: { text: ["a"] } } },
@@ -67,7 +68,7 @@ t.test("strategies - a runner may send only what a graph emits, and results in t
     [{ type: "done", result: { status: "running", outputs: {} } }, /none of completed, cancelled, failed/],
     [{ type: "thrown", unknownNode: "n" , message: "m" }, /without its message/],
     [{ type: "thrown" }, /without its message/],
-    [{ type: "result" }, /none of event, done, thrown/],
+    [{ type: "result" }, /none of started, event, done, thrown/],
   ];
   for (const [m, why] of bad) t.match(runnerMessageProblem(m), why, `refused: ${JSON.stringify(m)}`);
 });
