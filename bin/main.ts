@@ -6,6 +6,8 @@
  *   nodeway agent [--nats <url> --name <n> --max-jobs N …]     one runner agent
  *   nodeway proxy --domain d --email e --upstream <url> …      the TLS proxy
  *   nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]
+ *   nodeway chat [--model M] [--system S] [prompt …]           ask the fleet's models (/v1); no prompt: a conversation
+ *   nodeway models                                             the models live agents offer
  *   nodeway token                                              a new random API token (for --api-tokens-file)
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -356,6 +358,103 @@ async function errorText(res: Response): Promise<string> {
   return `${res.status} ${text}`;
 }
 
+/**
+ * `nodeway chat`: talk to the fleet's models through its OpenAI-compatible `/v1` (with the `openai` SDK, as any
+ * client would). With a prompt: one answer, streamed. Without one: on a terminal, a conversation (each turn sends
+ * what came before); from a pipe, stdin is the prompt. `--model` picks the model (`GET /v1/models`; with none
+ * given, the fleet's only model, else the list to choose from).
+ */
+async function cmdChat(args: ParsedArgs): Promise<void> {
+  for (const f of args.flags.keys()) if (!["model", "system", "max-tokens", "gateway", "token"].includes(f)) fail(`unknown flag --${f}`);
+  const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+  const token = args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
+  const maxTokensFlag = args.flags.get("max-tokens")?.at(-1);
+  const maxTokens = maxTokensFlag === undefined ? undefined : Number(maxTokensFlag);
+  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 1)) fail(`--max-tokens must be a positive integer, got "${maxTokensFlag}"`);
+  const { default: OpenAI } = await import("openai");
+  const client = new OpenAI({ apiKey: token ?? "none", baseURL: `${gateway}/v1`, maxRetries: 0 });
+  const said = (err: unknown) => {
+    const e = err as { status?: number; message?: string; cause?: { code?: string } };
+    if (e.status === undefined && e.cause) return `cannot reach the gateway at ${gateway}: ${e.cause.code ?? e.message}`;
+    return e.message ?? String(err);
+  };
+  let model = args.flags.get("model")?.at(-1);
+  if (!model) {
+    const ids: string[] = [];
+    try {
+      for await (const m of client.models.list()) ids.push(m.id);
+    } catch (err) {
+      fail(said(err), 1);
+    }
+    if (ids.length !== 1) fail(ids.length === 0 ? "no live agent offers a model (give an agent OPENAI_API_KEY, ANTHROPIC_API_KEY or OLLAMA_HOST)" : `choose one with --model: ${ids.join(", ")}`);
+    model = ids[0]!;
+  }
+  const system = args.flags.get("system")?.at(-1);
+  const history: { role: "user" | "assistant"; content: string }[] = [];
+  const ask = async (prompt: string): Promise<void> => {
+    history.push({ role: "user", content: prompt });
+    let reply = "";
+    try {
+      const stream = await client.chat.completions.create({
+        model: model!,
+        messages: [...(system ? [{ role: "system" as const, content: system }] : []), ...history],
+        stream: true,
+        ...(maxTokens !== undefined ? { max_completion_tokens: maxTokens } : {}),
+      });
+      for await (const c of stream) {
+        const piece = c.choices[0]?.delta?.content ?? "";
+        reply += piece;
+        process.stdout.write(piece);
+      }
+      process.stdout.write("\n");
+      history.push({ role: "assistant", content: reply });
+    } catch (err) {
+      if (reply) process.stdout.write("\n");
+      history.pop();
+      throw new Error(said(err));
+    }
+  };
+  const prompt = args.positional.join(" ");
+  if (prompt) return ask(prompt).catch((err: Error) => fail(err.message, 1));
+  if (!process.stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString().trim();
+    if (!text) fail("nothing to ask: give a prompt, or pipe one in");
+    return ask(text).catch((err: Error) => fail(err.message, 1));
+  }
+  const { createInterface } = await import("node:readline/promises");
+  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  process.stdout.write(`chatting with ${model} (Ctrl-D to end)\n`);
+  for (;;) {
+    let line: string;
+    try {
+      line = (await rl.question("> ")).trim();
+    } catch {
+      break; // Ctrl-D
+    }
+    if (!line) continue;
+    await ask(line).catch((err: Error) => process.stderr.write(`nodeway: ${err.message}\n`));
+  }
+  rl.close();
+}
+
+/** `nodeway models`: what the fleet's live agents offer (`GET /v1/models`). */
+async function cmdModels(args: ParsedArgs): Promise<void> {
+  for (const f of args.flags.keys()) if (!["gateway", "token"].includes(f)) fail(`unknown flag --${f}`);
+  if (args.positional.length > 0) fail(`unexpected argument "${args.positional[0]}"`);
+  const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+  const token = args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
+  const { default: OpenAI } = await import("openai");
+  const client = new OpenAI({ apiKey: token ?? "none", baseURL: `${gateway}/v1`, maxRetries: 0 });
+  try {
+    for await (const m of client.models.list()) process.stdout.write(`${m.id}\t${m.owned_by}\n`);
+  } catch (err) {
+    const e = err as { status?: number; message?: string; cause?: { code?: string } };
+    fail(e.status === undefined && e.cause ? `cannot reach the gateway at ${gateway}: ${e.cause.code ?? e.message}` : (e.message ?? String(err)), 1);
+  }
+}
+
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   let args: ParsedArgs;
@@ -376,11 +475,15 @@ async function main(): Promise<void> {
         return await cmdProxy(args);
       case "run":
         return await cmdRun(args);
+      case "chat":
+        return await cmdChat(args);
+      case "models":
+        return await cmdModels(args);
       case "token":
         process.stdout.write(`${newToken()}\n`);
         return;
       default:
-        process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 10).map((l) => l.replace(/^ \*\s?/, "")).join("\n") + "\n");
+        process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).map((l) => l.replace(/^ \*\s?/, "")).join("\n") + "\n");
         process.exit(cmd === undefined || cmd === "help" || cmd === "--help" ? 0 : 2);
     }
   } catch (err) {

@@ -10,7 +10,8 @@ import OpenAI from "openai";
 import type { GatewayOptions } from "../../gateway/index.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
-import { startAgentProc } from "../helpers/procs.js";
+import { spawn } from "node:child_process";
+import { NODEWAY, runNodeway, startAgentProc } from "../helpers/procs.js";
 import { FAKE_KEY, FakeLlm } from "../helpers/fake-llm.js";
 
 const envFor = (fake: FakeLlm) => ({ OPENAI_API_KEY: FAKE_KEY, OPENAI_BASE_URL: `${fake.url}/v1`, ANTHROPIC_API_KEY: FAKE_KEY, ANTHROPIC_BASE_URL: fake.url, OLLAMA_HOST: fake.url });
@@ -220,4 +221,37 @@ t.test("openai - /v1 takes the fleet's API token as OpenAI's api key", async (t)
   await modelsListed(client, 5);
   const r = await client.chat.completions.create({ model: "gpt-4.1", messages: [{ role: "user", content: "with a token" }] });
   t.equal(r.choices[0]!.message.content, "echo: with a token");
+});
+
+t.test("openai - `nodeway chat` asks the fleet's models and streams the answer; `nodeway models` lists them", async (t) => {
+  const fake = await FakeLlm.start();
+  t.teardown(() => fake.stop());
+  const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+  await modelsListed(clientOf(s.url), 5);
+
+  const models = runNodeway(["models", "--gateway", s.url]);
+  t.equal(await models.exited, 0);
+  t.same(models.stdout().trim().split("\n").sort(), ["claude-sonnet-4-5\tanthropic", "gpt-4.1\topenai", "gpt-4o-mini\topenai", "llama3.2:1b\tollama", "qwen3:8b\tollama"]);
+
+  const one = runNodeway(["chat", "--model", "gpt-4o-mini", "--system", "Be brief.", "--gateway", s.url, "hello", "from", "the", "cli"]);
+  t.equal(await one.exited, 0, one.stderr());
+  t.equal(one.stdout(), "echo: hello from the cli\n", "the answer, streamed to stdout");
+  t.match(fake.requests.filter((r) => r.path === "/v1/chat/completions").at(-1)!.body, { messages: [{ role: "system", content: "Be brief." }, { role: "user", content: "hello from the cli" }] });
+
+  const piped = spawn(process.execPath, [NODEWAY, "chat", "--model", "ollama/qwen3:8b", "--gateway", s.url], { stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  piped.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  piped.stdin.end("a piped question\n");
+  t.equal(await new Promise((r) => piped.once("exit", r)), 0);
+  t.equal(out, "echo: a piped question\n", "from a pipe, stdin is the prompt");
+
+  const which = runNodeway(["chat", "--gateway", s.url, "hi"]);
+  t.equal(await which.exited, 2, "no --model and several models");
+  t.match(which.stderr(), /choose one with --model: .*gpt-4o-mini/);
+  const unknown = runNodeway(["chat", "--model", "nope", "--gateway", s.url, "hi"]);
+  t.equal(await unknown.exited, 1);
+  t.match(unknown.stderr(), /`nope` does not exist or no live agent offers it/);
+  const dead = runNodeway(["chat", "--model", "gpt-4o-mini", "--gateway", "http://127.0.0.1:9", "hi"]);
+  t.equal(await dead.exited, 1);
+  t.match(dead.stderr(), /cannot reach the gateway at http:\/\/127\.0\.0\.1:9/);
 });
