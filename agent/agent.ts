@@ -3,7 +3,7 @@
  * heartbeats, pulls jobs from its pools only while it has a free slot, runs them, and drains on SIGTERM.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { connect, createInbox, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, credsAuthenticator, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, jetstream, type Consumer, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
@@ -28,6 +28,8 @@ import {
   type LlmProvider,
   JOB_QUEUE_DEFAULTS,
   InvalidConfigError,
+  natsAuthOptions,
+  natsConnectError,
 } from "../protocol/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
@@ -137,9 +139,12 @@ class Agent implements RunningAgent {
     const warmKinds = this.config.strategies.filter((k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess");
     if (this.config.warmRunners > 0 && warmKinds.length > 0) this.spares = new RunnerSpares(warmKinds, this.config.warmRunners, this.config.jobMemoryMb);
     await this.comfy?.start();
-    this.log(`connecting to NATS at ${this.config.natsServers.join(",")}`);
+    this.log(`connecting to NATS at ${this.config.nats.shown}`);
+    const { creds, ...auth } = natsAuthOptions(this.config.nats.auth);
     this.nc = await connect({
-      servers: this.config.natsServers,
+      servers: this.config.nats.servers,
+      ...auth,
+      ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
       name: `nodeway-agent-${this.id}`,
       maxReconnectAttempts: -1,
       // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
@@ -150,6 +155,8 @@ class Agent implements RunningAgent {
       // Two missed pings 3 s apart: a dead link is noticed within ~10 s.
       pingInterval: 3_000,
       maxPingOut: 2,
+    }).catch((err: unknown) => {
+      throw natsConnectError(this.config.nats, err);
     });
     void (async () => {
       for await (const s of this.nc.status()) {

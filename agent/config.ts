@@ -1,10 +1,9 @@
 /** Agent options → a frozen, checked config (once, at start-up). */
 import { hostname } from "node:os";
-import { InvalidConfigError, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS } from "../protocol/index.js";
+import { readFileSync } from "node:fs";
+import { InvalidConfigError, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS, NATS_OPTION_KEYS, compileNatsConnection, type NatsConnection, type NatsOptions } from "../protocol/index.js";
 
-export interface AgentOptions {
-  /** NATS server URL(s), comma-separated. @default "nats://127.0.0.1:4222" */
-  natsUrl?: string;
+export interface AgentOptions extends NatsOptions {
   /** Display name. @default the host name */
   name?: string;
   /** Jobs run at once; the agent pulls only while it has a free slot (that is the backpressure). @default 2 */
@@ -65,7 +64,8 @@ export interface AgentOptions {
 }
 
 export interface AgentConfig {
-  natsServers: string[];
+  /** Where NATS is and how to authenticate there (protocol/nats-connection.ts). */
+  nats: NatsConnection;
   name: string;
   maxJobs: number;
   pools: string[] | null;
@@ -86,7 +86,7 @@ export interface AgentConfig {
   gpusPerRun: number;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set(["natsUrl", "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "comfyuiUrl", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set([...NATS_OPTION_KEYS, "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "comfyuiUrl", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
 
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
@@ -134,10 +134,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   for (const k of Object.keys(opts)) {
     if (!AGENT_OPTION_KEYS.has(k)) throw new InvalidConfigError(k, "unknown setting", ErrorCode.CONFIG_ERR_UNKNOWN_KEY);
   }
-  const nats = (opts.natsUrl ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()).filter(Boolean);
-  for (const u of nats) {
-    if (!/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(u) && !/^[\w.-]+:\d+$/.test(u)) throw new InvalidConfigError("natsUrl", `not a NATS URL: ${u}`);
-  }
+  const nats = compileNatsConnection(opts, (path) => readFileSync(path, "utf8"));
   const strategies = (list("strategies", opts.strategies) ?? ["inline"]) as ExecutionStrategy[];
   for (const s of strategies) {
     if (!(s in ExecutionStrategy)) throw new InvalidConfigError("strategies", `unknown strategy "${s}"`);
@@ -172,7 +169,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   const name = opts.name ?? hostname();
   if (typeof name !== "string" || name.trim() === "") throw new InvalidConfigError("name", "must be a non-empty string");
   return Object.freeze({
-    natsServers: nats,
+    nats,
     name,
     maxJobs: posInt("maxJobs", opts.maxJobs, 2),
     pools: list("pools", opts.pools) ?? null,

@@ -1,14 +1,13 @@
 /** Gateway options → a frozen, checked config (once, at start-up). */
-import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, ASSETS_DEFAULTS } from "../protocol/index.js";
+import { readFileSync } from "node:fs";
+import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, ASSETS_DEFAULTS, NATS_OPTION_KEYS, compileNatsConnection, type NatsConnection, type NatsOptions } from "../protocol/index.js";
 import { checkApiToken, readTokenFile, type ApiToken } from "./auth.js";
 
-export interface GatewayOptions {
+export interface GatewayOptions extends NatsOptions {
   /** Bind address. @default "127.0.0.1" */
   host?: string;
   /** Port; 0 picks a free one (read back from the running gateway). @default 8000 */
   port?: number;
-  /** NATS server URL(s), comma-separated. @default "nats://127.0.0.1:4222" */
-  natsUrl?: string;
   /** Redelivery delay of a job whose agent stopped acking. @default 30000 */
   ackWaitMs?: number;
   /** Runs a job may have before it ends failed. @default 3 */
@@ -53,7 +52,8 @@ export interface GatewayOptions {
 export interface GatewayConfig {
   host: string;
   port: number;
-  natsServers: string[];
+  /** Where NATS is and how to authenticate there (protocol/nats-connection.ts). */
+  nats: NatsConnection;
   ackWaitMs: number;
   maxAttempts: number;
   eventsMaxAgeMs: number;
@@ -76,7 +76,7 @@ export interface GatewayConfig {
 export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "host",
   "port",
-  "natsUrl",
+  ...NATS_OPTION_KEYS,
   "ackWaitMs",
   "maxAttempts",
   "eventsMaxAgeMs",
@@ -116,13 +116,12 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
   for (const k of Object.keys(opts)) {
     if (!GATEWAY_OPTION_KEYS.has(k)) throw new InvalidConfigError(k, "unknown setting", ErrorCode.CONFIG_ERR_UNKNOWN_KEY);
   }
-  const nats = (opts.natsUrl ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()).filter(Boolean);
-  if (nats.length === 0) throw new InvalidConfigError("natsUrl", "needs at least one URL");
+  const nats = compileNatsConnection(opts, (path) => readFileSync(path, "utf8"));
   const origins = opts.allowedOrigins === undefined ? [] : typeof opts.allowedOrigins === "string" ? String(opts.allowedOrigins).split(",") : opts.allowedOrigins;
   return Object.freeze({
     host: opts.host ?? "127.0.0.1",
     port: int("port", opts.port, 8000, 0, 65535),
-    natsServers: nats,
+    nats,
     ackWaitMs: int("ackWaitMs", opts.ackWaitMs, JOB_QUEUE_DEFAULTS.ackWaitMs, 500),
     maxAttempts: int("maxAttempts", opts.maxAttempts, JOB_QUEUE_DEFAULTS.maxAttempts, 1, 100),
     eventsMaxAgeMs: int("eventsMaxAgeMs", opts.eventsMaxAgeMs, EVENTS_DEFAULTS.maxAgeMs, 1000),

@@ -1,5 +1,5 @@
 /** The gateway's NATS side: connection, and the streams, buckets and consumers it owns (design §3). */
-import { connect, createInbox, headers, nanos, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, credsAuthenticator, headers, nanos, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
@@ -17,6 +17,8 @@ import {
   STREAM_JOBS,
   AckedKv,
   AckedPublisher,
+  natsAuthOptions,
+  natsConnectError,
   poolConsumer,
   subjects,
 } from "../protocol/index.js";
@@ -57,9 +59,12 @@ async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamMana
 
 /** Connects and makes sure every stream, bucket and pool consumer exists with the configured shape. */
 export async function connectNats(config: Readonly<GatewayConfig>, log: (l: string) => void): Promise<NatsParts> {
-  log(`connecting to NATS at ${config.natsServers.join(",")}`);
+  log(`connecting to NATS at ${config.nats.shown}`);
+  const { creds, ...auth } = natsAuthOptions(config.nats.auth);
   const nc = await connect({
-    servers: config.natsServers,
+    servers: config.nats.servers,
+    ...auth,
+    ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
     name: "nodeway-gateway",
     maxReconnectAttempts: -1,
     // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
@@ -69,6 +74,8 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
     reconnectTimeWait: 500,
     pingInterval: 3_000,
     maxPingOut: 2,
+  }).catch((err: unknown) => {
+    throw natsConnectError(config.nats, err);
   });
   // Health answers from this at once: asking JetStream during an outage only times out (~10 s).
   let connected = true;

@@ -42,6 +42,8 @@ export class NatsServer {
   private constructor(
     readonly port: number,
     readonly storeDir: string,
+    /** A nats-server config file (accounts, permissions); port, store and JetStream still come from flags. */
+    readonly configFile: string | null = null,
   ) {}
 
   /** The server's process id (benchmarks read its CPU time from /proc). */
@@ -53,19 +55,20 @@ export class NatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  static async start(): Promise<NatsServer> {
-    return NatsServer.startOn(await freePort());
+  static async start(opts: { configFile?: string } = {}): Promise<NatsServer> {
+    return NatsServer.startOn(await freePort(), opts);
   }
 
   /** On a given port (for tests that start clients before the server). */
-  static async startOn(port: number): Promise<NatsServer> {
-    const ns = new NatsServer(port, mkdtempSync(join(tmpdir(), "nw-nats-")));
+  static async startOn(port: number, opts: { configFile?: string } = {}): Promise<NatsServer> {
+    const ns = new NatsServer(port, mkdtempSync(join(tmpdir(), "nw-nats-")), opts.configFile ?? null);
     await ns.launch();
     return ns;
   }
 
   private async launch(): Promise<void> {
-    this.proc = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(this.port), "-sd", this.storeDir], { stdio: "ignore" });
+    const config = this.configFile ? ["-c", this.configFile] : [];
+    this.proc = spawn("nats-server", [...config, "-js", "-a", "127.0.0.1", "-p", String(this.port), "-sd", this.storeDir], { stdio: "ignore" });
     await waitListening(this.port, this.proc, 15_000);
   }
 
