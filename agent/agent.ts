@@ -29,7 +29,7 @@ import {
   JOB_QUEUE_DEFAULTS,
   InvalidConfigError,
   natsAuthOptions,
-  natsConnectError,
+  openNats,
 } from "../protocol/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
@@ -140,24 +140,25 @@ class Agent implements RunningAgent {
     if (this.config.warmRunners > 0 && warmKinds.length > 0) this.spares = new RunnerSpares(warmKinds, this.config.warmRunners, this.config.jobMemoryMb);
     await this.comfy?.start();
     this.log(`connecting to NATS at ${this.config.nats.shown}`);
-    const { creds, ...auth } = natsAuthOptions(this.config.nats.auth);
-    this.nc = await connect({
-      servers: this.config.nats.servers,
-      ...auth,
-      ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
-      name: `nodeway-agent-${this.id}`,
-      maxReconnectAttempts: -1,
-      // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
-      waitOnFirstConnect: true,
-      // No stack captured per request in case it times out: that was 14% of the gateway's CPU under dispatch load.
-      noAsyncTraces: true,
-      reconnectTimeWait: 500,
-      // Two missed pings 3 s apart: a dead link is noticed within ~10 s.
-      pingInterval: 3_000,
-      maxPingOut: 2,
-    }).catch((err: unknown) => {
-      throw natsConnectError(this.config.nats, err);
-    });
+    const { creds, ...auth } = natsAuthOptions(this.config.nats);
+    this.nc = await openNats(
+      connect,
+      {
+        servers: this.config.nats.servers,
+        ...auth,
+        ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
+        name: `nodeway-agent-${this.id}`,
+        maxReconnectAttempts: -1,
+        // No stack captured per request in case it times out: that was 14% of the gateway's CPU under dispatch load.
+        noAsyncTraces: true,
+        reconnectTimeWait: 500,
+        // Two missed pings 3 s apart: a dead link is noticed within ~10 s.
+        pingInterval: 3_000,
+        maxPingOut: 2,
+      },
+      this.config.nats,
+      (l) => this.log(l),
+    );
     void (async () => {
       for await (const s of this.nc.status()) {
         if (s.type === "disconnect") this.disconnectedAt ??= Date.now();

@@ -18,7 +18,7 @@ import {
   AckedKv,
   AckedPublisher,
   natsAuthOptions,
-  natsConnectError,
+  openNats,
   poolConsumer,
   subjects,
 } from "../protocol/index.js";
@@ -60,23 +60,24 @@ async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamMana
 /** Connects and makes sure every stream, bucket and pool consumer exists with the configured shape. */
 export async function connectNats(config: Readonly<GatewayConfig>, log: (l: string) => void): Promise<NatsParts> {
   log(`connecting to NATS at ${config.nats.shown}`);
-  const { creds, ...auth } = natsAuthOptions(config.nats.auth);
-  const nc = await connect({
-    servers: config.nats.servers,
-    ...auth,
-    ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
-    name: "nodeway-gateway",
-    maxReconnectAttempts: -1,
-    // Started before NATS is reachable (boot order on a fleet): keep trying instead of exiting.
-    waitOnFirstConnect: true,
-    // No stack captured per request in case it times out: that was 14% of the gateway's CPU under dispatch load.
-    noAsyncTraces: true,
-    reconnectTimeWait: 500,
-    pingInterval: 3_000,
-    maxPingOut: 2,
-  }).catch((err: unknown) => {
-    throw natsConnectError(config.nats, err);
-  });
+  const { creds, ...auth } = natsAuthOptions(config.nats);
+  const nc = await openNats(
+    connect,
+    {
+      servers: config.nats.servers,
+      ...auth,
+      ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
+      name: "nodeway-gateway",
+      maxReconnectAttempts: -1,
+      // No stack captured per request in case it times out: that was 14% of the gateway's CPU under dispatch load.
+      noAsyncTraces: true,
+      reconnectTimeWait: 500,
+      pingInterval: 3_000,
+      maxPingOut: 2,
+    },
+    config.nats,
+    log,
+  );
   // Health answers from this at once: asking JetStream during an outage only times out (~10 s).
   let connected = true;
   void (async () => {

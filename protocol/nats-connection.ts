@@ -6,6 +6,9 @@
  * URL (both show in `ps` and in config dumps); the URL form is taken because it is what NATS users write. What is
  * logged is `shown`, the URLs without credentials.
  *
+ * TLS (`natsTlsCaFile`, and `natsTlsCertFile` + `natsTlsKeyFile` for a NATS that verifies its clients) is used
+ * whenever NATS asks for it, and required with a `tls://` URL.
+ *
  * Files are read through `readText` (the caller's `readFileSync`), which keeps this module free of I/O.
  */
 import { InvalidConfigError } from "./errors.js";
@@ -19,9 +22,21 @@ export interface NatsOptions {
   natsPasswordFile?: string;
   /** NATS credentials file (user JWT + nkey seed), as `nsc` writes it. */
   natsCredsFile?: string;
+  /** CA certificate(s) (PEM) that NATS's TLS certificate must chain to; unset: the system's. */
+  natsTlsCaFile?: string;
+  /** Client certificate (PEM) for a NATS that verifies clients (`tls { verify: true }`), with its key. */
+  natsTlsCertFile?: string;
+  natsTlsKeyFile?: string;
 }
 
-export const NATS_OPTION_KEYS = ["natsUrl", "natsUser", "natsPasswordFile", "natsCredsFile"] as const;
+export const NATS_OPTION_KEYS = ["natsUrl", "natsUser", "natsPasswordFile", "natsCredsFile", "natsTlsCaFile", "natsTlsCertFile", "natsTlsKeyFile"] as const;
+
+/** TLS to NATS: what the process trusts and presents (PEM text, read at start-up), or null for the defaults. */
+export interface NatsTls {
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
 
 export type NatsAuth =
   | { kind: "none" }
@@ -35,6 +50,7 @@ export interface NatsConnection {
   /** The URLs as they may be logged, and how the process authenticates (never the secret). */
   shown: string;
   auth: NatsAuth;
+  tls: NatsTls | null;
 }
 
 const URL_FORM = /^(nats|tls|ws|wss):\/\/[^\s]+$/;
@@ -94,24 +110,42 @@ export function compileNatsConnection(opts: NatsOptions, readText: (path: string
     }
     auth = { kind: "creds", creds };
   }
+  let tls: NatsTls | null = null;
+  if ((opts.natsTlsCertFile === undefined) !== (opts.natsTlsKeyFile === undefined)) {
+    throw new InvalidConfigError(opts.natsTlsCertFile === undefined ? "natsTlsKeyFile" : "natsTlsCertFile", "a client certificate needs both natsTlsCertFile and natsTlsKeyFile");
+  }
+  const pem = (key: "natsTlsCaFile" | "natsTlsCertFile" | "natsTlsKeyFile", marker: RegExp): string | undefined => {
+    const path = opts[key];
+    if (path === undefined) return undefined;
+    const text = readSecret(key, path, readText);
+    if (!marker.test(text)) throw new InvalidConfigError(key, `${path} holds no PEM ${key === "natsTlsKeyFile" ? "private key" : "certificate"}`);
+    return text;
+  };
+  const ca = pem("natsTlsCaFile", /-----BEGIN CERTIFICATE-----/);
+  const cert = pem("natsTlsCertFile", /-----BEGIN CERTIFICATE-----/);
+  const key = pem("natsTlsKeyFile", /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
+  if (ca !== undefined || cert !== undefined) tls = { ...(ca !== undefined ? { ca } : {}), ...(cert !== undefined ? { cert, key: key! } : {}) };
   const how = auth.kind === "password" ? ` as ${auth.user}` : auth.kind === "token" ? " with a token" : auth.kind === "creds" ? ` with credentials from ${opts.natsCredsFile}` : "";
-  return { servers, shown: servers.join(",") + how, auth };
+  const over = tls ? ` (TLS${tls.ca !== undefined ? ` trusting ${opts.natsTlsCaFile}` : ""}${tls.cert !== undefined ? `, client certificate ${opts.natsTlsCertFile}` : ""})` : "";
+  return { servers, shown: servers.join(",") + how + over, auth, tls };
 }
 
 /**
- * The `connect()` options for `auth`, in nats.js's names; a credentials file comes back as its bytes, for the
+ * The `connect()` options for the credentials and TLS, in nats.js's names; a credentials file comes back as its bytes, for the
  * caller's `credsAuthenticator` (which lives in the NATS client, not here).
  */
-export function natsAuthOptions(auth: NatsAuth): { user?: string; pass?: string; token?: string; creds?: Uint8Array } {
+export function natsAuthOptions(conn: NatsConnection): { user?: string; pass?: string; token?: string; creds?: Uint8Array; tls?: NatsTls } {
+  const tls = conn.tls ? { tls: conn.tls } : {};
+  const auth = conn.auth;
   switch (auth.kind) {
     case "none":
-      return {};
+      return tls;
     case "password":
-      return { user: auth.user, pass: auth.pass };
+      return { user: auth.user, pass: auth.pass, ...tls };
     case "token":
-      return { token: auth.token };
+      return { token: auth.token, ...tls };
     case "creds":
-      return { creds: new TextEncoder().encode(auth.creds) };
+      return { creds: new TextEncoder().encode(auth.creds), ...tls };
   }
 }
 
@@ -119,5 +153,42 @@ export function natsAuthOptions(auth: NatsAuth): { user?: string; pass?: string;
 export function natsConnectError(conn: NatsConnection, err: unknown): Error {
   const e = err as Error;
   const refused = e?.name === "AuthorizationError" || /Authorization Violation|authentication/i.test(e?.message ?? "");
-  return new Error(refused ? `NATS at ${conn.shown} refused the credentials (${e.message}): check natsUser / natsPasswordFile / natsCredsFile` : `cannot connect to NATS at ${conn.shown}: ${e?.message ?? String(err)}`);
+  const cause = (e as { cause?: { message?: string } })?.cause?.message;
+  return new Error(refused ? `NATS at ${conn.shown} refused the credentials (${e.message}): check natsUser / natsPasswordFile / natsCredsFile` : `cannot connect to NATS at ${conn.shown}: ${e?.message ?? String(err)}${cause && cause !== e?.message ? ` (${cause})` : ""}`);
+}
+
+/** How often a process waiting for NATS says again why it is still waiting. */
+const WAITING_LOG_MS = 10_000;
+/** Between attempts while NATS is not there. */
+const RETRY_MS = 500;
+
+/** An error no retry can cure: NATS refused the credentials, or the TLS certificates do not fit. */
+function hopeless(err: unknown): boolean {
+  const e = err as { name?: string; message?: string; code?: string; cause?: { code?: string; message?: string } };
+  if (e?.name === "AuthorizationError" || e?.name === "PermissionViolationError") return true;
+  const text = `${e?.message ?? ""} ${e?.cause?.message ?? ""} ${e?.code ?? ""} ${e?.cause?.code ?? ""}`;
+  return /certificate|altnames|CERT_|SSL|self.signed|unable to verify|tls.*required|requires tls/i.test(text);
+}
+
+/**
+ * Connects with `connect` (nats.js's), trying again every half second while NATS is not there (boot order on a
+ * fleet) and saying why every 10 s; an error no retry can cure (credentials refused, a TLS certificate that does
+ * not fit) stops the process at once with `natsConnectError`. The library's own `waitOnFirstConnect` would wait
+ * as long, but in silence, also for a misconfiguration that never heals.
+ */
+export async function openNats<C, O extends Record<string, unknown>>(connect: (opts: O & { waitOnFirstConnect: boolean }) => Promise<C>, opts: O, conn: NatsConnection, log: (line: string) => void): Promise<C> {
+  let loggedAt = 0;
+  for (;;) {
+    try {
+      return await connect({ ...opts, waitOnFirstConnect: false });
+    } catch (err) {
+      if (hopeless(err)) throw natsConnectError(conn, err);
+      if (Date.now() - loggedAt >= WAITING_LOG_MS) {
+        loggedAt = Date.now();
+        const e = err as { message?: string; cause?: { message?: string } };
+        log(`NATS at ${conn.shown} did not answer (${e.cause?.message ?? e.message}); trying again${conn.tls?.cert === undefined && conn.tls ? " (a NATS that verifies clients never answers one without natsTlsCertFile)" : ""}`);
+      }
+      await new Promise((r) => setTimeout(r, RETRY_MS));
+    }
+  }
 }

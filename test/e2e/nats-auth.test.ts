@@ -16,8 +16,10 @@ import { Objm } from "@nats-io/obj";
 import { compileNatsConnection } from "../../protocol/index.js";
 import { startGateway } from "../../gateway/index.js";
 import { WsClient } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
 import { NatsServer } from "../helpers/nats-server.js";
 import { ROOT, runNodeway, startAgentProc } from "../helpers/procs.js";
+import { createTestCa } from "../helpers/tls-tools.js";
 
 const read = (files: Record<string, string>) => (path: string) => {
   if (!(path in files)) throw Object.assign(new Error("no such file"), { code: "ENOENT" });
@@ -26,7 +28,7 @@ const read = (files: Record<string, string>) => (path: string) => {
 
 t.test("nats auth - URLs, users, password files and credentials files are checked once; what is shown never holds a secret", async (t) => {
   const none = read({});
-  t.same(compileNatsConnection({}, none), { servers: ["nats://127.0.0.1:4222"], shown: "nats://127.0.0.1:4222", auth: { kind: "none" } });
+  t.same(compileNatsConnection({}, none), { servers: ["nats://127.0.0.1:4222"], shown: "nats://127.0.0.1:4222", auth: { kind: "none" }, tls: null });
   const inUrl = compileNatsConnection({ natsUrl: "nats://agent:s3cr%40t@nats-1:4222, nats://agent:s3cr%40t@nats-2:4222" }, none);
   t.same(inUrl.servers, ["nats://nats-1:4222", "nats://nats-2:4222"], "the credentials are taken out of the URLs");
   t.same(inUrl.auth, { kind: "password", user: "agent", pass: "s3cr@t" }, "and decoded");
@@ -50,6 +52,9 @@ t.test("nats auth - URLs, users, password files and credentials files are checke
     [{ natsCredsFile: "/run/a.creds" }, { "/run/a.creds": "not creds" }, /is not a NATS credentials file/],
     [{ natsUrl: "nats://u:p@x:4222", natsUser: "gateway", natsPasswordFile: "/run/pw" }, { "/run/pw": "x" }, /one way to authenticate to NATS, not credentials in natsUrl and natsUser/],
     [{ natsUser: "gateway", natsPasswordFile: "/run/pw", natsCredsFile: "/run/a.creds" }, { "/run/pw": "x", "/run/a.creds": creds }, /natsCredsFile: give one way/],
+    [{ natsTlsCertFile: "/run/c.pem" }, { "/run/c.pem": "-----BEGIN CERTIFICATE-----" }, /natsTlsKeyFile/],
+    [{ natsTlsCaFile: "/run/ca.pem" }, { "/run/ca.pem": "not pem" }, /natsTlsCaFile: \/run\/ca\.pem holds no PEM certificate/],
+    [{ natsTlsCaFile: "/run/none.pem" }, {}, /natsTlsCaFile: cannot read/],
   ];
   for (const [opts, files, why] of refused) {
     t.throws(() => compileNatsConnection(opts, read(files)), why, JSON.stringify(opts));
@@ -128,4 +133,44 @@ t.test("nats auth - deploy/nats/accounts.conf: gateway and agents run jobs with 
   for (const [who, text] of [["gateway", stderr.join("")], ["agent", agent.stdout() + agent.stderr()], ["refused agent", wrong.stdout() + wrong.stderr()]] as const) {
     t.notOk(text.includes(gwPass) || text.includes(agentPass) || text.includes("wrong-password"), `no password in the ${who}'s log`);
   }
+});
+
+t.test("nats auth - TLS to NATS: a NATS that verifies its clients takes a gateway and an agent with certificates from its CA, and refuses one without", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nw-nats-tls-"));
+  const ca = createTestCa("Nodeway NATS Test CA");
+  const server = ca.issue(["127.0.0.1", "localhost"]);
+  const client = ca.issue(["nodeway-client"], { clientAuth: true });
+  const file = (name: string, text: string) => {
+    const p = join(dir, name);
+    writeFileSync(p, text, { mode: 0o600 });
+    return p;
+  };
+  const caFile = file("ca.pem", ca.certPem);
+  const conf = file("tls.conf", `tls {\n  cert_file: "${file("server.pem", server.certPem)}"\n  key_file: "${file("server-key.pem", server.keyPem)}"\n  ca_file: "${caFile}"\n  verify: true\n}\n`);
+  const certFile = file("client.pem", client.certPem);
+  const keyFile = file("client-key.pem", client.keyPem);
+  const ns = await NatsServer.start({ configFile: conf });
+  t.teardown(() => ns.stop());
+  const tlsUrl = ns.url.replace("nats://", "tls://");
+
+  const gw = await startGateway({ natsUrl: tlsUrl, natsTlsCaFile: caFile, natsTlsCertFile: certFile, natsTlsKeyFile: keyFile, port: 0 });
+  t.teardown(() => gw.stop());
+  t.match(gw.config.nats.shown, /\(TLS trusting .*ca\.pem, client certificate .*client\.pem\)$/);
+  const agent = await startAgentProc(tlsUrl, ["--nats-tls-ca-file", caFile, "--nats-tls-cert-file", certFile, "--nats-tls-key-file", keyFile]);
+  t.teardown(() => agent.kill("SIGKILL"));
+  const ws = await WsClient.open(gw.url, "json");
+  t.teardown(() => ws.close());
+  const hello = JSON.parse(readFileSync(join(ROOT, "examples", "hello-world.json"), "utf8")) as { graph: unknown };
+  const r = await ws.request("run_job", { graph: hello.graph, params: {} });
+  t.equal((await ws.waitTerminal(String((r.result as { job_id: string }).job_id), 30_000)).status, "completed", "a job runs over TLS both ways");
+
+  // NATS does not answer a client without a certificate (its handshake times out): the agent keeps trying, as for
+  // a NATS not up yet, and says why.
+  const noCert = runNodeway(["agent", "--nats", tlsUrl, "--nats-tls-ca-file", caFile, "--name", "no-cert"]);
+  t.teardown(() => noCert.kill("SIGKILL"));
+  await check(() => /NATS at tls:\/\/127\.0\.0\.1:\d+ \(TLS trusting .*\) did not answer .*trying again \(a NATS that verifies clients never answers one without natsTlsCertFile\)/.test(noCert.stderr()) || null, 30_000, { name: "the waiting agent says why" });
+  t.pass("an agent without a client certificate says why it waits");
+  const untrusted = runNodeway(["agent", "--nats", tlsUrl, "--name", "untrusting"]);
+  t.equal(await untrusted.exited, 1, "one that does not trust the server's CA too");
+  t.match(untrusted.stderr(), /cannot connect to NATS at tls:\/\/127\.0\.0\.1:\d+: .*certificate/i);
 });

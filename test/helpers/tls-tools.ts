@@ -60,7 +60,7 @@ export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: (
 export interface TestCa {
   readonly certPem: string;
   /** Issues a leaf for `names`, optionally with a given validity and key, signed by this CA. */
-  issue(names: string[], opts?: { notBefore?: Date; notAfter?: Date }): { certPem: string; keyPem: string; chainPem: string };
+  issue(names: string[], opts?: { notBefore?: Date; notAfter?: Date; clientAuth?: boolean }): { certPem: string; keyPem: string; chainPem: string };
 }
 
 function forgeKeyPair(): { keyPem: string; publicKey: forge.pki.PublicKey; privateKey: forge.pki.rsa.PrivateKey } {
@@ -102,7 +102,7 @@ export function createTestCa(commonName = "Nodeway Test CA"): TestCa {
       cert.setExtensions([
         { name: "basicConstraints", cA: false },
         { name: "keyUsage", digitalSignature: true, keyEncipherment: true },
-        { name: "extKeyUsage", serverAuth: true },
+        { name: "extKeyUsage", serverAuth: true, ...(opts.clientAuth ? { clientAuth: true } : {}) },
         { name: "subjectAltName", altNames: names.map((n) => (/^[\d.]+$|:/.test(n) ? { type: 7, ip: n } : { type: 2, value: n })) },
       ]);
       cert.sign(ca.privateKey, forge.md.sha256.create());
