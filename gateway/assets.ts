@@ -9,8 +9,10 @@
  * client's pace with the object's digest as ETag.
  */
 import type { HttpResponse } from "uWebSockets.js";
+import { createHash } from "node:crypto";
+import type { Consumer, JetStreamClient } from "@nats-io/jetstream";
 import type { ObjectInfo, ObjectStore } from "@nats-io/obj";
-import { ASSET_META, ErrorCode, assetInfo, isAssetId, newId, type AssetInfo } from "../protocol/index.js";
+import { ASSET_META, ErrorCode, OBJ_ASSETS, assetInfo, isAssetId, newId, subjects, type AssetInfo } from "../protocol/index.js";
 import { GatewayError, badRequest, notFound } from "./errors.js";
 import { bodyStream, readBody, type Reply, type Req } from "./http.js";
 
@@ -53,8 +55,63 @@ function contentDisposition(name: string): string {
   return `inline; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
 }
 
+/** Chunks a download asks the store for at a time (128 KiB each): what a client that stops reading holds here. */
+const CHUNKS_AHEAD = 2;
+/** How long the store may take to send the next chunks before the download is given up (the client sees it cut). */
+const CHUNK_WAIT_MS = 10_000;
+
+/**
+ * An object's bytes as a stream that reads the store only as it is read: an ordered pull consumer on the object's
+ * chunks, `CHUNKS_AHEAD` at a time. (The object store's own `get` pushes every chunk at once, without flow
+ * control towards its reader, so a client that stopped reading a large asset held all of it in the gateway's
+ * memory.) The bytes are checked against the object's digest as they pass; a mismatch or a store that stops
+ * answering ends the stream with an error, which cuts the response short rather than complete a wrong body.
+ */
+function objectBytes(js: JetStreamClient, info: ObjectInfo): ReadableStream<Uint8Array> {
+  const subject = subjects.objectChunks(OBJ_ASSETS, info.nuid);
+  const sha = createHash("sha256");
+  let consumer: Consumer | null = null;
+  let left = info.chunks;
+  // An ordered consumer lingers on the server for minutes once unused: each download removes its own.
+  const done = () => void consumer?.delete().catch(() => undefined);
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          consumer ??= await js.consumers.get(`OBJ_${OBJ_ASSETS}`, { filter_subjects: subject });
+          const batch = await consumer.fetch({ max_messages: Math.min(CHUNKS_AHEAD, left), expires: CHUNK_WAIT_MS });
+          let got = 0;
+          for await (const m of batch) {
+            got++;
+            left--;
+            sha.update(m.data);
+            if (left === 0) {
+              // Checked before the last chunk goes out: with it the response would look complete.
+              done();
+              const want = Buffer.from(info.digest.replace(/^SHA-256=/, "").replace(/=+$/, ""), "base64url");
+              if (!sha.digest().equals(want)) throw new Error(`asset ${info.name} does not match its digest`);
+              if (m.data.byteLength > 0) controller.enqueue(m.data);
+              controller.close();
+              return;
+            }
+            if (m.data.byteLength > 0) controller.enqueue(m.data);
+          }
+          if (got === 0) throw new Error(`the asset store sent nothing for ${CHUNK_WAIT_MS / 1000} s`);
+        } catch (err) {
+          done();
+          controller.error(err);
+        }
+      },
+      cancel: done,
+    },
+    // Nothing read ahead beyond the batch in hand.
+    { highWaterMark: 0 },
+  );
+}
+
 export class AssetsApi {
   constructor(
+    private readonly js: JetStreamClient,
     private readonly os: ObjectStore,
     private readonly maxAssetBytes: number,
     private readonly getParts: GetParts | null,
@@ -152,17 +209,16 @@ export class AssetsApi {
   /** `GET /api/assets/:id/content`: the bytes, with the digest as ETag (a matching If-None-Match gets 304). */
   async download(id: string, req: Req, reply: Reply): Promise<void> {
     const checked = checkedAssetId(id);
-    const r = await this.os.get(checked);
-    if (!r) throw notFound(`asset ${checked}`);
-    const a = assetInfo(r.info);
+    const info = await this.os.info(checked);
+    if (!info || info.deleted) throw notFound(`asset ${checked}`);
+    const a = assetInfo(info);
     const etag = `"${a.digest}"`;
     const headers = { etag, "cache-control": "private, max-age=0, must-revalidate", "content-disposition": contentDisposition(a.name), "x-content-type-options": "nosniff" };
     if (req.headers["if-none-match"] === etag) {
-      void r.data.cancel().catch(() => undefined);
       reply.empty(304, { etag });
       return;
     }
-    await reply.sendBytes(200, a.content_type, a.size, r.data, headers);
+    await reply.sendBytes(200, a.content_type, a.size, objectBytes(this.js, info), headers);
   }
 
   /** `DELETE /api/assets/:id`: 204. */

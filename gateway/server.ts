@@ -413,7 +413,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     reply.json(202, { id, state: "draining" });
   });
   // ---- assets ----------------------------------------------------------------------------------------------
-  const assets = new AssetsApi(n.assets, config.maxAssetBytes, native && typeof uws.getParts === "function" ? uws.getParts : null);
+  const assets = new AssetsApi(n.js, n.assets, config.maxAssetBytes, native && typeof uws.getParts === "function" ? uws.getParts : null);
   const upload: Handler = (req, reply, res) => assets.upload(req, reply, res);
   const listAssets: Handler = async (req, reply) => assets.list(req, reply, intParam(req.query, "limit", 100, 1000));
   route("post", "/api/assets", upload);

@@ -6,6 +6,7 @@
  *   nw.cancel.<job_id>             core subject: cancel signal to the agent running the job
  *   nw.agent.<agent_id>.control    core subject: drain | resume | ping
  *   $KV.<bucket>.<key>             a KV bucket's entry (JetStream's own layout; written through `kvEntry`)
+ *   $O.<bucket>.C.<nuid>           an object's chunks (the object store's layout; read through `objectChunks`)
  *
  * Tokens may not contain `.`, `*`, `>` or whitespace: a job id must never widen a subscription.
  */
@@ -42,6 +43,8 @@ export const subjects = {
   agentControl: (agentId: string) => `nw.agent.${checkToken(agentId, "agent id")}.control`,
   /** Where JetStream keeps a KV entry: a publish here is a KV put. Keys are dot-separated tokens (jobKeys). */
   kvEntry: (bucket: string, key: string) => `$KV.${checkToken(bucket, "bucket")}.${key}`,
+  /** The chunks of one object in an object store (JetStream's own layout; `nuid` from the object's info). */
+  objectChunks: (bucket: string, nuid: string) => `$O.${checkToken(bucket, "bucket")}.C.${checkToken(nuid, "object nuid")}`,
 } as const;
 
 /** The job id inside an `nw.events.<job_id>` subject (the inverse of `subjects.jobEvents`). */

@@ -182,7 +182,93 @@ t.test("assets - a large upload streams through, and a client that leaves a down
     req.on("error", reject);
     req.end();
   });
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const jsm = await jetstreamManager(nc);
+  await check(async () => {
+    for await (const c of jsm.consumers.list("OBJ_nw_assets")) if (c) return null;
+    return true;
+  }, 10_000, { name: "the abandoned download's reader removed" });
+  t.pass("the abandoned download's reader is gone from the server");
   const whole = await fetch(s.url + String(up.body.get_url));
   t.ok(Buffer.from(await whole.arrayBuffer()).equals(bytes), "the next download is whole");
   t.equal((await api(s.url, "GET", "/health")).status, 200, "and the gateway is well");
+});
+
+t.test("assets - a client that stops reading a download holds a few chunks of it in the gateway, not the whole asset", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const bytes = pattern(24 * 1024 * 1024, 7);
+  const up = await upload(s.url, bytes, "video/mp4");
+  t.equal(up.status, 201);
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info("OBJ_nw_assets");
+  const chunks = info.state.messages - 1; // one meta entry
+  t.ok(chunks >= 150, `the asset is ${chunks} chunks in the store`);
+
+  // Read the first bytes, then stop reading (the socket paused, its buffers fill).
+  const port = new URL(s.url).port;
+  let received = 0;
+  const res = await new Promise<import("node:http").IncomingMessage>((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path: String(up.body.get_url) }, resolve);
+    req.on("error", reject);
+    req.end();
+  });
+  t.teardown(() => res.destroy());
+  let paused = false;
+  res.on("data", (d: Buffer) => {
+    received += d.length;
+    if (!paused && received >= 256 * 1024) {
+      paused = true;
+      res.pause();
+    }
+  });
+  /** Chunks the gateway's readers have taken from the store for this download, as the server counts them. */
+  const taken = async () => {
+    let n = 0;
+    for await (const c of jsm.consumers.list("OBJ_nw_assets")) n += c.delivered.consumer_seq;
+    return n;
+  };
+  // Settled: the count stays the same across half a second.
+  let last = -1;
+  const settled = await check(async () => {
+    const now = await taken();
+    const same = now === last;
+    last = now;
+    if (!same) await new Promise((r) => setTimeout(r, 500));
+    return same ? now : null;
+  }, 30_000, { name: "the download's reads settle", intervalMs: 0 });
+  t.ok(settled < chunks / 2, `a paused download took ${settled} of ${chunks} chunks from the store (the socket's buffers hold the rest of what was sent)`);
+  res.resume();
+  const rest = await new Promise<number>((resolve) => {
+    res.on("end", () => resolve(received));
+  });
+  t.equal(rest, bytes.length, "once the client reads again, the whole asset arrives");
+  await check(async () => {
+    for await (const c of jsm.consumers.list("OBJ_nw_assets")) if (c) return null;
+    return true;
+  }, 10_000, { name: "the download's consumer removed" });
+  t.pass("and its reader left nothing on the server");
+});
+
+t.test("assets - bytes that do not match the asset's digest are never served as a whole body", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const bytes = pattern(400_000, 3);
+  const up = await upload(s.url, bytes, "application/octet-stream");
+  const nc = await connect({ servers: s.ns.url });
+  t.teardown(() => nc.close());
+  const jsm = await jetstreamManager(nc);
+  // Rewrite the object's metadata with the digest of other bytes (a store damaged behind the gateway's back).
+  // The store names an object's metadata by its name in padded base64url.
+  const b64 = Buffer.from(String(up.body.id)).toString("base64url");
+  const subject = `$O.nw_assets.M.${b64}${"=".repeat((4 - (b64.length % 4)) % 4)}`;
+  const meta = (await jsm.streams.getMessage("OBJ_nw_assets", { last_by_subj: subject }))!.json<Record<string, unknown>>();
+  nc.publish(subject, JSON.stringify({ ...meta, digest: digestOf(pattern(400_000, 4)) }));
+  await nc.flush();
+  await check(async () => (await api(s.url, "GET", `/api/assets/${up.body.id}`)).body.digest === digestOf(pattern(400_000, 4)), 10_000, { name: "the damaged metadata is read" });
+  const r = await fetch(s.url + String(up.body.get_url));
+  t.equal(r.status, 200, "the download starts (the digest is checked as the bytes pass)");
+  const body = await r.arrayBuffer().then((b) => Buffer.from(b), (err: Error) => err);
+  t.ok(body instanceof Error, `and is cut short, not completed: ${body instanceof Error ? body.message : `${(body as Buffer).length} bytes`}`);
 });
