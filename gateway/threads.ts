@@ -30,6 +30,9 @@ import type { JobManager } from "./jobs.js";
 import { bucketKeys } from "./kv-keys.js";
 import { LLM_NODE, chatGraph, type ModelDirectory } from "./models.js";
 
+/** A reply's id is its question's with this after it. */
+const REPLY_SUFFIX = "-reply";
+
 /** The workflow id threads' turns are listed under. */
 export const THREAD_WORKFLOW_ID = "chat-threads";
 
@@ -113,7 +116,9 @@ export class ThreadStore {
   /** Oldest first, or newest first with `reverse`; `cursor` is the last id of the previous page. */
   async messages(threadId: string, opts: { limit: number; cursor?: string; reverse?: boolean }): Promise<{ messages: ThreadMessage[]; next: string | null }> {
     await this.get(threadId);
-    const ids = (await bucketKeys(this.jsm, KV_THREADS, threadKeys.messagesOf(threadId))).map((k) => k.slice(k.lastIndexOf(".") + 1)).sort();
+    const listIds = async () => (await bucketKeys(this.jsm, KV_THREADS, threadKeys.messagesOf(threadId))).map((k) => k.slice(k.lastIndexOf(".") + 1)).sort();
+    let ids = await listIds();
+    if (await this.reconcile(threadId, ids)) ids = await listIds();
     if (opts.reverse) ids.reverse();
     const messages: ThreadMessage[] = [];
     for (const id of ids) {
@@ -151,6 +156,50 @@ export class ThreadStore {
     const msg: ThreadMessage = { id: newId(), created_at: now(), ...m };
     await this.kv.put(threadKeys.message(msg.thread_id, msg.id), JSON.stringify(msg));
     return msg;
+  }
+
+  /**
+   * Stores a turn's reply under its question's id + `-reply`: it sorts right after its question however late it
+   * is written, and whoever writes it first (the gateway that took the turn, or any gateway reconciling after that
+   * one died) writes it once (`create`). Null when it was there already.
+   */
+  private async storeReply(questionId: string, m: Omit<ThreadMessage, "id" | "created_at">): Promise<ThreadMessage | null> {
+    const msg: ThreadMessage = { id: `${questionId}${REPLY_SUFFIX}`, created_at: now(), ...m };
+    try {
+      await this.kv.create(threadKeys.message(msg.thread_id, msg.id), JSON.stringify(msg));
+    } catch {
+      return null;
+    }
+    return msg;
+  }
+
+  /**
+   * Replies of turns whose job ended with no reply stored (the gateway that took the turn died first): written now
+   * from the job's record, the whole text of a completed one or the error of a failed one. A cancelled turn was
+   * superseded or stopped, and its partial text lived only in that gateway. `ids` are the thread's message ids.
+   */
+  private async reconcile(threadId: string, ids: string[]): Promise<boolean> {
+    const have = new Set(ids);
+    let wrote = false;
+    for (const id of ids) {
+      if (id.endsWith(REPLY_SUFFIX) || have.has(`${id}${REPLY_SUFFIX}`)) continue;
+      const q = await this.read<ThreadMessage>(threadKeys.message(threadId, id));
+      if (!q || q.role !== "user" || !q.job_id || this.turns.get(threadId) === q.job_id) continue;
+      const rec = await this.jobs.find(q.job_id);
+      if (!rec || !isTerminal(rec.status) || rec.status === "cancelled") continue;
+      const text = (rec.outputs as { text?: unknown[] } | null)?.text?.[0];
+      const stored = await this.storeReply(id, {
+        thread_id: threadId,
+        role: "assistant",
+        content: rec.status === "completed" && typeof text === "string" ? text : "",
+        ...(q.provider ? { provider: q.provider } : {}),
+        ...(q.model ? { model: q.model } : {}),
+        job_id: q.job_id,
+        ...(rec.status !== "completed" ? { error: { code: rec.error?.code ?? rec.status, message: rec.error?.message ?? `the turn's job ended ${rec.status}` } } : {}),
+      });
+      wrote ||= stored !== null;
+    }
+    return wrote;
   }
 
   /**
@@ -205,22 +254,33 @@ export class ThreadStore {
       .then(async (ev) => {
         void (following as Promise<Following> | null)?.then((f) => f.stop());
         const superseded = this.turns.get(thread.id) !== job.id;
-        if (!superseded) this.turns.delete(thread.id);
-        if (ev.status === "cancelled" && (superseded || text === "")) return;
+        // Until its reply is stored the turn stays listed as running here, so a listing does not reconcile it.
+        const finish = () => {
+          if (this.turns.get(thread.id) === job.id) this.turns.delete(thread.id);
+        };
+        if (ev.status === "cancelled" && (superseded || text === "")) return finish();
         const outputs = ev.result as { text?: unknown[] } | undefined;
         const content = ev.status === "completed" && typeof outputs?.text?.[0] === "string" ? (outputs.text[0] as string) : text;
         const why = ev.error as { code?: string; message?: string } | undefined;
         const fin = end as ChatEndMetadata | null;
-        const reply = await this.append({
-          thread_id: thread.id,
-          role: "assistant",
-          content,
-          provider: target.provider,
-          model: target.id,
-          job_id: job.id,
-          ...(fin ? { finish_reason: fin.finish_reason, ...(fin.usage ? { usage: fin.usage } : {}) } : {}),
-          ...(ev.status !== "completed" ? { error: { code: why?.code ?? ev.status, message: why?.message ?? `the turn's job ended ${ev.status}` } } : {}),
-        });
+        let stored: ThreadMessage | null;
+        try {
+          stored = await this.storeReply(asked.id, {
+            thread_id: thread.id,
+            role: "assistant",
+            content,
+            provider: target.provider,
+            model: target.id,
+            job_id: job.id,
+            ...(fin ? { finish_reason: fin.finish_reason, ...(fin.usage ? { usage: fin.usage } : {}) } : {}),
+            ...(ev.status !== "completed" ? { error: { code: why?.code ?? ev.status, message: why?.message ?? `the turn's job ended ${ev.status}` } } : {}),
+          });
+        } finally {
+          finish();
+        }
+        // Null: another gateway's listing found the job ended first and wrote it from the record.
+        const reply = stored ?? (await this.read<ThreadMessage>(threadKeys.message(thread.id, `${asked.id}${REPLY_SUFFIX}`)));
+        if (!reply) return;
         await this.kv.put(threadKeys.thread(thread.id), JSON.stringify({ ...(await this.get(thread.id)), updated_at: now() }));
         answered(reply);
       })

@@ -8,6 +8,7 @@ import t from "tap";
 import { WsClient, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack, type Stack } from "../helpers/stack.js";
+import { startGateway } from "../../gateway/index.js";
 import { FAKE_KEY, FakeLlm } from "../helpers/fake-llm.js";
 
 const envFor = (fake: FakeLlm) => ({ OPENAI_API_KEY: FAKE_KEY, OPENAI_BASE_URL: `${fake.url}/v1`, ANTHROPIC_API_KEY: FAKE_KEY, ANTHROPIC_BASE_URL: fake.url, OLLAMA_HOST: fake.url });
@@ -144,4 +145,29 @@ t.test("threads - a new turn cancels the running one; stop ends a turn; a reply 
   await ws.close();
   const after = await check(async () => (await messagesOf(s, one.thread_id)).messages.find((m) => m.job_id === four.job_id && m.role === "assistant"), 20_000, { name: "the reply stored without its socket" });
   t.equal(after.content, "echo: gone soon");
+});
+
+t.test("threads - a turn whose gateway died before the reply was stored gets its reply from the job's record, on any gateway", async (t) => {
+  const fake = await FakeLlm.start(100);
+  t.teardown(() => fake.stop());
+  const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+  const other = await startGateway({ natsUrl: s.ns.url, port: 0 });
+  t.teardown(() => other.stop());
+  await modelsReady(s);
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const question = "a b c d e f g h i j";
+  const turn = (await ws.request("chat_message", { content: question, model: "gpt-4o-mini" })).result as { thread_id: string; message_id: string; job_id: string };
+  await check(() => ws.events(turn.job_id).some((e) => e.type === "chunk" && e.content !== ""), 20_000, { name: "the first chunk" });
+  await s.gw.stop(); // the gateway that took the turn is gone; the agent runs on
+
+  const at = (path: string) => fetch(`${other.url}${path}`).then((r) => r.json() as Promise<Record<string, unknown>>);
+  await check(async () => (await at(`/api/jobs/${turn.job_id}`)).status === "completed" || null, 30_000, { name: "the turn's job completed" });
+  const listed = (await at(`/api/messages?thread_id=${turn.thread_id}`)) as { messages: Message[] };
+  t.same(listed.messages.map((m) => [m.id, m.role, m.content]), [
+    [turn.message_id, "user", question],
+    [`${turn.message_id}-reply`, "assistant", `echo: ${question}`],
+  ], "the other gateway wrote the reply from the job's record, right after its question");
+  t.equal(listed.messages[1]!.job_id, turn.job_id);
+  t.equal(((await at(`/api/messages?thread_id=${turn.thread_id}`)) as { messages: Message[] }).messages.length, 2, "once");
 });
