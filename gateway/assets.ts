@@ -208,17 +208,29 @@ export class AssetsApi {
 
   /** `GET /api/assets/:id/content`: the bytes, with the digest as ETag (a matching If-None-Match gets 304). */
   async download(id: string, req: Req, reply: Reply): Promise<void> {
-    const checked = checkedAssetId(id);
-    const info = await this.os.info(checked);
-    if (!info || info.deleted) throw notFound(`asset ${checked}`);
-    const a = assetInfo(info);
-    const etag = `"${a.digest}"`;
-    const headers = { etag, "cache-control": "private, max-age=0, must-revalidate", "content-disposition": contentDisposition(a.name), "x-content-type-options": "nosniff" };
+    const { info, a, etag, headers } = await this.served(id);
     if (req.headers["if-none-match"] === etag) {
       reply.empty(304, { etag });
       return;
     }
     await reply.sendBytes(200, a.content_type, a.size, objectBytes(this.js, info), headers);
+  }
+
+  /** `HEAD /api/assets/:id/content`: what the GET would answer (length, type, ETag), without the bytes. */
+  async head(id: string, req: Req, reply: Reply): Promise<void> {
+    const { a, etag, headers } = await this.served(id);
+    if (req.headers["if-none-match"] === etag) reply.empty(304, { etag });
+    else reply.head(200, a.size, { "content-type": a.content_type, ...headers });
+  }
+
+  /** The stored object behind a download, and the headers its answer carries. */
+  private async served(id: string): Promise<{ info: ObjectInfo; a: AssetInfo; etag: string; headers: Record<string, string> }> {
+    const checked = checkedAssetId(id);
+    const info = await this.os.info(checked);
+    if (!info || info.deleted) throw notFound(`asset ${checked}`);
+    const a = assetInfo(info);
+    const etag = `"${a.digest}"`;
+    return { info, a, etag, headers: { etag, "cache-control": "private, max-age=0, must-revalidate", "content-disposition": contentDisposition(a.name), "x-content-type-options": "nosniff" } };
   }
 
   /** `DELETE /api/assets/:id`: 204. */

@@ -170,6 +170,17 @@ export class Reply {
   }
 
   /** A reply without a body (204, 304). */
+  /** The answer to a HEAD: the status and headers a GET would get, its length reported, no body. */
+  head(status: number, reportedBytes: number, extraHeaders?: Record<string, string>): void {
+    if (this.aborted) return;
+    this.res.cork(() => {
+      this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
+      if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
+      this.res.endWithoutBody(reportedBytes);
+    });
+    this.aborted = true;
+  }
+
   empty(status: number, extraHeaders?: Record<string, string>): void {
     if (this.aborted) return;
     this.res.cork(() => {

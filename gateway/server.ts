@@ -6,7 +6,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "
 import { ErrorCode, isTerminal, payloadLimitBytes, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
 import { RefusalLog, TokenCheck, bearerToken, expiredCount, peerOf, refusalBody, type AuthResult } from "./auth.js";
 import { apiTokensOf, compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
-import { badRequest, GatewayError, notFound } from "./errors.js";
+import { badRequest, GatewayError, notFound, toWireError } from "./errors.js";
 import { EventHub, type Delivery } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
 import { Reply, jsonBody, readBody, readReq, type Req } from "./http.js";
@@ -473,6 +473,19 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   app.head("/health", (res) => {
     const ok = !n.nc.isClosed() && !n.nc.isDraining();
     res.writeStatus(ok ? "200 OK" : "503 Service Unavailable").endWithoutBody(0);
+  });
+  app.head("/api/assets/:id/content", (res, req) => {
+    const r = readReq(req, 1);
+    const reply = new Reply(res);
+    if (auth.enabled) {
+      const a = httpAuth(r.headers["authorization"], r.query.has("api_key"));
+      if (!a.ok) {
+        refusals.refused(`HEAD ${r.url}`, peerOf(res), a);
+        return reply.empty(401, { "www-authenticate": a.header });
+      }
+    }
+    // Errors as their status alone: a HEAD answer has no body.
+    assets.head(r.params[0]!, r, reply).catch((err: unknown) => reply.empty(toWireError(err).status));
   });
   app.head("/*", (res) => {
     res.writeStatus("405 Method Not Allowed").writeHeader("allow", "GET, POST, PUT, DELETE").endWithoutBody(0);

@@ -272,3 +272,27 @@ t.test("assets - bytes that do not match the asset's digest are never served as 
   const body = await r.arrayBuffer().then((b) => Buffer.from(b), (err: Error) => err);
   t.ok(body instanceof Error, `and is cut short, not completed: ${body instanceof Error ? body.message : `${(body as Buffer).length} bytes`}`);
 });
+
+t.test("assets - HEAD on an asset's content answers its length, type and ETag without the bytes; refusals too have no body", async (t) => {
+  const token = "assets-head-token-0123456789abcdef";
+  const s = await startStack(t, { agents: 0, gateway: { apiTokens: [token] } as never });
+  const auth = { authorization: `Bearer ${token}` };
+  const bytes = pattern(300_000, 9);
+  const r = await fetch(`${s.url}/api/assets?name=clip.bin`, { method: "POST", headers: { ...auth, "content-type": "video/mp4" }, body: new Uint8Array(bytes) });
+  const a = (await r.json()) as { id: string; get_url: string; digest: string };
+  const head = await fetch(s.url + a.get_url, { method: "HEAD", headers: auth });
+  t.equal(head.status, 200);
+  t.equal(head.headers.get("content-length"), String(bytes.length), "the length a GET would send");
+  t.equal(head.headers.get("content-type"), "video/mp4");
+  t.equal(head.headers.get("etag"), `"${a.digest}"`);
+  t.equal((await head.arrayBuffer()).byteLength, 0, "and no body");
+  const again = await fetch(s.url + a.get_url, { method: "HEAD", headers: { ...auth, "if-none-match": `"${a.digest}"` } });
+  t.equal(again.status, 304, "a matching If-None-Match: 304");
+  t.equal((await fetch(`${s.url}/api/assets/00000000000000000000000000/content`, { method: "HEAD", headers: auth })).status, 404, "an unknown asset: 404");
+  const refused = await fetch(s.url + a.get_url, { method: "HEAD" });
+  t.equal(refused.status, 401, "no token: 401");
+  t.match(refused.headers.get("www-authenticate"), /^Bearer/);
+  // A keep-alive connection after a HEAD stays in step: the next request on it is answered normally.
+  const after = await fetch(s.url + a.get_url, { headers: auth });
+  t.ok(Buffer.from(await after.arrayBuffer()).equals(bytes), "the GET after it gets the bytes");
+});
