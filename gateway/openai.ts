@@ -10,20 +10,7 @@
  * provider refused it, say) is an HTTP error; after it, the stream ends with an `{"error": …}` chunk and no
  * `[DONE]`, which OpenAI's SDKs raise.
  */
-import {
-  ChatRequestError,
-  ErrorCode,
-  LLM_PROVIDERS,
-  isLlmProvider,
-  isTerminal,
-  parseChatCompletion,
-  type AgentRegistration,
-  type ChatCompletionRequest,
-  type ChatEndMetadata,
-  type Graph,
-  type JobEvent,
-  type LlmProvider,
-} from "../protocol/index.js";
+import { ChatRequestError, isTerminal, parseChatCompletion, type ChatEndMetadata, type JobEvent } from "../protocol/index.js";
 import { toWireError } from "./errors.js";
 import type { EventHub, Delivery } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
@@ -33,7 +20,6 @@ import { LLM_NODE, chatGraph, type ModelDirectory } from "./models.js";
 
 /** The workflow id completions are listed under (`GET /api/jobs?workflow_id=chat-completions`). */
 export const CHAT_WORKFLOW_ID = "chat-completions";
-
 
 interface ModelCard {
   id: string;

@@ -175,7 +175,8 @@ export class ThreadStore {
 
   /**
    * Replies of turns whose job ended with no reply stored (the gateway that took the turn died first): written now
-   * from the job's record, the whole text of a completed one or the error of a failed one. A cancelled turn was
+   * from the job's record (the whole text of a completed one, or the error of a failed one) and its events (the
+   * finish reason and token counts). A cancelled turn was
    * superseded or stopped, and its partial text lived only in that gateway. `ids` are the thread's message ids.
    */
   private async reconcile(threadId: string, ids: string[]): Promise<boolean> {
@@ -188,6 +189,10 @@ export class ThreadStore {
       const rec = await this.jobs.find(q.job_id);
       if (!rec || !isTerminal(rec.status) || rec.status === "cancelled") continue;
       const text = (rec.outputs as { text?: unknown[] } | null)?.text?.[0];
+      // How the reply ended and what it cost are in its last chunk, which the job's stored events still hold.
+      const events = await this.hub.replay(q.job_id, 0).catch(() => null);
+      const last = events?.events.map((d) => d.ev).find((ev) => ev.type === "chunk" && ev.node_id === LLM_NODE && ev.done && ev.content_metadata);
+      const fin = last?.type === "chunk" ? (last.content_metadata as unknown as ChatEndMetadata) : null;
       const stored = await this.storeReply(id, {
         thread_id: threadId,
         role: "assistant",
@@ -195,6 +200,7 @@ export class ThreadStore {
         ...(q.provider ? { provider: q.provider } : {}),
         ...(q.model ? { model: q.model } : {}),
         job_id: q.job_id,
+        ...(fin ? { finish_reason: fin.finish_reason, ...(fin.usage ? { usage: fin.usage } : {}) } : {}),
         ...(rec.status !== "completed" ? { error: { code: rec.error?.code ?? rec.status, message: rec.error?.message ?? `the turn's job ended ${rec.status}` } } : {}),
       });
       wrote ||= stored !== null;

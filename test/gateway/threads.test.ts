@@ -169,5 +169,6 @@ t.test("threads - a turn whose gateway died before the reply was stored gets its
     [`${turn.message_id}-reply`, "assistant", `echo: ${question}`],
   ], "the other gateway wrote the reply from the job's record, right after its question");
   t.equal(listed.messages[1]!.job_id, turn.job_id);
+  t.match(listed.messages[1], { finish_reason: "stop", usage: { completion_tokens: 11 } }, "with how it ended, from the job's events");
   t.equal(((await at(`/api/messages?thread_id=${turn.thread_id}`)) as { messages: Message[] }).messages.length, 2, "once");
 });
