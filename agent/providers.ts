@@ -26,6 +26,9 @@ export interface ChatRequest {
   maxTokens: number;
   /** Absent: the provider's default. */
   temperature?: number;
+  topP?: number;
+  /** Sequences that end the reply. */
+  stop?: string[];
   signal: AbortSignal;
 }
 
@@ -80,6 +83,8 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
             messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...req.messages],
             max_tokens: req.maxTokens,
             ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+            ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+            ...(req.stop ? { stop: req.stop } : {}),
             stream: true,
             // The counts come in one last chunk with no choices.
             stream_options: { include_usage: true },
@@ -110,6 +115,8 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
             max_tokens: req.maxTokens,
             ...(req.system ? { system: req.system } : {}),
             ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+            ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+            ...(req.stop ? { stop_sequences: req.stop } : {}),
             messages: req.messages,
             stream: true,
           },
@@ -144,7 +151,12 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
           model: req.model,
           messages: [...(req.system ? [{ role: "system", content: req.system }] : []), ...req.messages],
           stream: true,
-          options: { num_predict: req.maxTokens, ...(req.temperature !== undefined ? { temperature: req.temperature } : {}) },
+          options: {
+            num_predict: req.maxTokens,
+            ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+            ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+            ...(req.stop ? { stop: req.stop } : {}),
+          },
         });
         let finish: FinishReason = "stop";
         let usage: ChatEndMetadata["usage"];

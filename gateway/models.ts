@@ -79,7 +79,7 @@ export class ModelDirectory {
 }
 
 /** One LLM node (the whole conversation as its messages) and an Output named `text`. */
-export function chatGraph(target: ModelTarget, chat: Pick<ChatCompletionRequest, "system" | "messages" | "maxTokens" | "temperature">): Graph {
+export function chatGraph(target: ModelTarget, chat: Pick<ChatCompletionRequest, "system" | "messages" | "maxTokens" | "temperature"> & Partial<Pick<ChatCompletionRequest, "topP" | "stop">>): Graph {
   return {
     nodes: [
       {
@@ -92,6 +92,8 @@ export function chatGraph(target: ModelTarget, chat: Pick<ChatCompletionRequest,
           messages: chat.messages,
           max_tokens: chat.maxTokens ?? DEFAULT_MAX_TOKENS,
           ...(chat.temperature !== null ? { temperature: chat.temperature } : {}),
+          ...(chat.topP !== undefined && chat.topP !== null ? { top_p: chat.topP } : {}),
+          ...(chat.stop && chat.stop.length > 0 ? { stop: chat.stop } : {}),
         },
       },
       { id: "text", type: "nodetool.output.Output", data: { name: "text" } },

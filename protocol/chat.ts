@@ -65,6 +65,10 @@ export interface ChatCompletionRequest {
   includeUsage: boolean;
   maxTokens: number | null;
   temperature: number | null;
+  /** `top_p`: nucleus sampling (null: the provider's default). */
+  topP: number | null;
+  /** `stop`: up to four sequences that end the reply (OpenAI's limit). */
+  stop: string[];
 }
 
 /** What a request leaves out of the fleet's answer, refused rather than ignored: the client relies on it. */
@@ -119,6 +123,11 @@ export function parseChatCompletion(body: Record<string, unknown>): ChatCompleti
   if (temperature !== undefined && temperature !== null && !(typeof temperature === "number" && temperature >= 0 && temperature <= 2)) {
     throw bad(`"temperature" must be a number in [0, 2]`, "temperature");
   }
+  const topP = body.top_p;
+  if (topP !== undefined && topP !== null && !(typeof topP === "number" && topP > 0 && topP <= 1)) throw bad(`"top_p" must be a number in (0, 1]`, "top_p");
+  const rawStop = body.stop ?? [];
+  const stop = typeof rawStop === "string" ? [rawStop] : rawStop;
+  if (!Array.isArray(stop) || stop.length > 4 || !stop.every((x) => typeof x === "string" && x !== "")) throw bad(`"stop" must be a string or a list of up to 4 non-empty strings`, "stop");
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw bad(`"messages" must be a non-empty list`, "messages");
   const system: string[] = [];
   const messages: ChatTurn[] = [];
@@ -148,6 +157,8 @@ export function parseChatCompletion(body: Record<string, unknown>): ChatCompleti
     includeUsage: opts?.include_usage === true,
     maxTokens: (limit as number | undefined) ?? null,
     temperature: (temperature as number | undefined) ?? null,
+    topP: (topP as number | undefined) ?? null,
+    stop: stop as string[],
   };
 }
 

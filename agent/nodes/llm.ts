@@ -38,7 +38,21 @@ function request(ctx: NodeContext, inputs: NodeInputs): ChatRequest {
   if (maxTokens < 1) throw new NodeError(`max_tokens must be ≥ 1, got ${maxTokens}`);
   const temperature = inputs.temperature === null || inputs.temperature === undefined ? undefined : asNumber(inputs.temperature, "temperature");
   if (temperature !== undefined && !(temperature >= 0 && temperature <= 2)) throw new NodeError(`temperature must be in [0, 2], got ${temperature}`);
-  return { provider: model.provider, model: model.id, system: asText(inputs.system ?? ""), messages, maxTokens, ...(temperature !== undefined ? { temperature } : {}), signal: ctx.signal };
+  const topP = inputs.top_p === null || inputs.top_p === undefined ? undefined : asNumber(inputs.top_p, "top_p");
+  if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new NodeError(`top_p must be in (0, 1], got ${topP}`);
+  const stop = inputs.stop ?? [];
+  if (!Array.isArray(stop) || stop.length > 4 || !stop.every((x) => typeof x === "string" && x !== "")) throw new NodeError(`stop must be a list of up to 4 non-empty strings`);
+  return {
+    provider: model.provider,
+    model: model.id,
+    system: asText(inputs.system ?? ""),
+    messages,
+    maxTokens,
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(topP !== undefined ? { topP } : {}),
+    ...(stop.length > 0 ? { stop: stop as string[] } : {}),
+    signal: ctx.signal,
+  };
 }
 
 const PROPERTIES = [
@@ -48,6 +62,8 @@ const PROPERTIES = [
   prop("messages", "list", [], { description: "Earlier turns, [{role, content}], sent before the prompt." }),
   prop("max_tokens", "int", 4096, { min: 1, max: 1_000_000 }),
   prop("temperature", "float", null, { min: 0, max: 2, description: "Sampling temperature; empty: the provider's default." }),
+  prop("top_p", "float", null, { min: 0, max: 1, description: "Nucleus sampling; empty: the provider's default." }),
+  prop("stop", "list", [], { description: "Up to four sequences that end the reply." }),
 ];
 
 /**

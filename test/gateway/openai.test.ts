@@ -96,6 +96,17 @@ t.test("openai - /v1/models lists the agents' models; completions come back whol
   t.equal(cut.choices[0]!.message.content, "echo: one ", "cut at the limit");
   t.equal(cut.choices[0]!.finish_reason, "length", "and it says so");
   t.match(fake.requests.filter((r) => r.path === "/api/chat").at(-1)!.body, { model: "llama3.2:1b", options: { num_predict: 2, temperature: 0.2 } }, "limit and temperature reached Ollama");
+
+  for (const [model, path, want] of [
+    ["gpt-4o-mini", "/v1/chat/completions", { stop: ["three"], top_p: 0.5 }],
+    ["claude-sonnet-4-5", "/v1/messages", { stop_sequences: ["three"], top_p: 0.5 }],
+    ["qwen3:8b", "/api/chat", { options: { stop: ["three"], top_p: 0.5 } }],
+  ] as const) {
+    const stopped = await client.chat.completions.create({ model, messages: [{ role: "user", content: "one two three four" }], stop: "three", top_p: 0.5 });
+    t.equal(stopped.choices[0]!.message.content, "echo: one two ", `${model}: the reply ends before the stop sequence`);
+    t.equal(stopped.choices[0]!.finish_reason, "stop");
+    t.match(fake.requests.filter((r) => r.path === path).at(-1)!.body, want, `${model}: stop and top_p reached the provider in its own names`);
+  }
 });
 
 t.test("openai - a completion goes only to agents that hold the model's provider key", async (t) => {
@@ -152,6 +163,8 @@ t.test("openai - bad requests, unknown models and failing providers get OpenAI's
     [{ model: "gpt-4o-mini", messages: user, max_tokens: 0 }, "max_tokens", /positive integer/],
     [{ model: "gpt-4o-mini", messages: user, temperature: 3 }, "temperature", /\[0, 2\]/],
     [{ model: "gpt-4o-mini", messages: user, stream: "yes" }, "stream", /boolean/],
+    [{ model: "gpt-4o-mini", messages: user, stop: ["a", "b", "c", "d", "e"] }, "stop", /up to 4 non-empty strings/],
+    [{ model: "gpt-4o-mini", messages: user, top_p: 0 }, "top_p", /\(0, 1\]/],
   ];
   for (const [body, param, why] of bad) {
     const r = await fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });

@@ -61,8 +61,13 @@ export class FakeLlm {
     const last = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
     const all = `echo: ${last}`.split(/(?<= )/);
     const limit = Number((body.options as { num_predict?: number } | undefined)?.num_predict ?? body.max_tokens ?? Infinity);
-    const words = all.slice(0, limit);
-    const truncated = words.length < all.length;
+    // Stop sequences (OpenAI's `stop`, Anthropic's `stop_sequences`, Ollama's `options.stop`) end the reply before
+    // the word that holds one; the limit cuts it with the finish reason `length`.
+    const stops = (body.stop ?? body.stop_sequences ?? (body.options as { stop?: string[] } | undefined)?.stop ?? []) as string[];
+    const stopAt = all.findIndex((w) => stops.some((x) => w.includes(x)));
+    const natural = stopAt >= 0 ? all.slice(0, stopAt) : all;
+    const words = natural.slice(0, limit);
+    const truncated = words.length < natural.length;
     const promptTokens = messages.reduce((n, m) => n + String(m.content).split(/\s+/).filter(Boolean).length, 0) + (typeof body.system === "string" ? body.system.split(/\s+/).filter(Boolean).length : 0);
     let gone = false;
     res.on("close", () => {

@@ -56,8 +56,11 @@ t.test("chat - a chat-completions request is checked at the edge; the refusal na
     includeUsage: true,
     maxTokens: 20,
     temperature: 0,
+    topP: null,
+    stop: [],
   }, "system and developer prompts joined, text parts joined, max_completion_tokens before max_tokens");
   t.match(parseChatCompletion({ model: "m", messages: [{ role: "user", content: "x" }] }), { stream: false, includeUsage: false, maxTokens: null, temperature: null }, "OpenAI's defaults: not streamed");
+  t.match(parseChatCompletion({ model: "m", messages: [{ role: "user", content: "x" }], stop: "END", top_p: 0.9 }), { stop: ["END"], topP: 0.9 }, "one stop sequence as a string");
   const refusal = (body: Record<string, unknown>) => {
     try {
       parseChatCompletion(body);
