@@ -1,7 +1,7 @@
 /** What this machine offers, detected at start and refreshed with the heartbeat (design §7). */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { InvalidConfigError, type GpuInfo, type LlmProvider } from "../protocol/index.js";
+import { InvalidConfigError, LLM_PROVIDERS, PROVIDER_SETTING, type GpuInfo, type LlmProvider } from "../protocol/index.js";
 
 function run(cmd: string, args: string[], timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
@@ -67,9 +67,5 @@ export function detectDocker(env: NodeJS.ProcessEnv = process.env, defaultSocket
 
 /** Providers configured on this agent: keys live here, in its environment, never in a job. */
 export function detectProviders(env: NodeJS.ProcessEnv = process.env): LlmProvider[] {
-  const out: LlmProvider[] = [];
-  if (env.OPENAI_API_KEY) out.push("openai");
-  if (env.ANTHROPIC_API_KEY) out.push("anthropic");
-  if (env.OLLAMA_HOST) out.push("ollama");
-  return out;
+  return LLM_PROVIDERS.filter((p) => Boolean(env[PROVIDER_SETTING[p]]));
 }

@@ -18,6 +18,8 @@ import {
   MEDIA_REF_TYPES,
   eventMsgId,
   isTerminal,
+  isLlmProvider,
+  PROVIDER_SETTING,
   jobKeys,
   newId,
   parseJson,
@@ -161,6 +163,16 @@ export class JobManager {
     return this.catalogAgents;
   }
 
+  /**
+   * A `message` for the `queued` event of a job whose pool no live agent consumes: it is accepted and waits for
+   * one (an agent may be restarting), but whoever watches it is told why nothing happens, and what would serve it.
+   */
+  private noAgentNote(pool: string): { message?: string } {
+    if (this.catalogAgents.some((a) => a.pools.includes(pool))) return {};
+    const which = isLlmProvider(pool) ? ` (agents with ${PROVIDER_SETTING[pool]} do)` : pool === "gpu" ? " (agents with a GPU do)" : pool === "comfyui" ? " (agents with --comfyui-url do)" : pool === "docker" ? " (agents with a Docker engine do)" : "";
+    return { message: `no live agent consumes pool "${pool}"${which}: the job waits for one` };
+  }
+
   /** Validation catalog: absent while no agent is known, so structure is still checked but types are not. */
   async validationCatalog(opts: { fresh?: boolean } = {}): Promise<NodeCatalog | undefined> {
     const c = await this.nodeCatalog(opts);
@@ -272,7 +284,7 @@ export class JobManager {
     // graph starting meanwhile). Waiting for the record before sending the dispatch cost a JetStream round trip
     // in every job's time to first event.
     const announced = Promise.allSettled([
-      this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool) }),
+      this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool), ...this.noAgentNote(pool) }),
       this.publishDispatch(rec, graph, s.strategy),
       this.n.jobRecords.create(jobKeys.record(jobId), encodeJson(rec)),
     ]);

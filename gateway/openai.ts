@@ -65,7 +65,7 @@ export class OpenAiApi {
   }
 
   async listModels(reply: Reply): Promise<void> {
-    const { listed } = this.models.offers(await this.jobs.liveAgents({ fresh: true }));
+    const { listed } = this.models.offers(await this.jobs.liveAgents());
     reply.json(200, { object: "list", data: listed.map(({ name, target }): ModelCard => ({ id: name, object: "model", created: 0, owned_by: target.provider })) });
   }
 

@@ -11,6 +11,9 @@ import { ErrorCode, ProtocolError } from "./errors.js";
 export const LLM_PROVIDERS = ["openai", "anthropic", "ollama"] as const;
 export type LlmProvider = (typeof LLM_PROVIDERS)[number];
 
+/** The agent setting (environment variable) that gives it a provider: its key, or Ollama's endpoint. */
+export const PROVIDER_SETTING: Readonly<Record<LlmProvider, string>> = { openai: "OPENAI_API_KEY", anthropic: "ANTHROPIC_API_KEY", ollama: "OLLAMA_HOST" };
+
 export function isLlmProvider(s: unknown): s is LlmProvider {
   return typeof s === "string" && (LLM_PROVIDERS as readonly string[]).includes(s);
 }

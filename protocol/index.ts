@@ -97,7 +97,7 @@ export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PR
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";
 export { ASSETS_DEFAULTS, ASSET_META, MEDIA_REF_TYPES, MEDIA_TYPES, extensionOf, isAssetId, assetUri, assetIdOfUri, assetRef, assetInfo, mediaRefOf, refTypeOf } from "./assets.js";
 export type { AssetRef, AssetRefType, AssetInfo, MediaRef, StoredObject } from "./assets.js";
-export { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, THREAD_LIMITS, isLlmProvider, languageModelOf, parseChatCompletion, parseChatTurn, ChatRequestError } from "./chat.js";
+export { LLM_PROVIDERS, PROVIDER_SETTING, MAX_MODELS_PER_PROVIDER, THREAD_LIMITS, isLlmProvider, languageModelOf, parseChatCompletion, parseChatTurn, ChatRequestError } from "./chat.js";
 export type { LlmProvider, LanguageModelRef, AgentModel, ChatTurn, ChatCompletionRequest, ChatTurnRequest, ChatThread, ThreadMessage, FinishReason, ChatUsage, ChatEndMetadata } from "./chat.js";
 export { NATS_OPTION_KEYS, compileNatsConnection, natsAuthOptions, natsConnectError, openNats } from "./nats-connection.js";
 export type { NatsOptions, NatsAuth, NatsConnection, NatsTls } from "./nats-connection.js";

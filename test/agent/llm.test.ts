@@ -87,8 +87,14 @@ t.test("llm - refusals, unknown models, dead endpoints and missing keys fail the
   const s2 = await startStack(t, { agents: 1, agentEnv: { OPENAI_API_KEY: "", ANTHROPIC_API_KEY: "" } });
   const ws2 = await WsClient.open(s2.url, "json");
   t.teardown(() => ws2.close());
-  // An openai model's job goes to the `openai` pool, which an agent without the key does not consume: pinned to
-  // `cpu`, it reaches one anyway.
+  // An openai model's job goes to the `openai` pool, which an agent without the key does not consume: it waits,
+  // and its `queued` event says why.
+  const waiting = await ws2.request("run_job", { graph: graphOf({ provider: "openai", id: "gpt-4o-mini" }), params: { q: "hi" } });
+  const waitingId = String((waiting.result as { job_id: string }).job_id);
+  const queued = await check(() => ws2.events(waitingId).find((e) => e.type === "job_update" && e.status === "queued" && e.pool === "openai"), 10_000, { name: "the queued event" });
+  t.equal(queued.message, 'no live agent consumes pool "openai" (agents with OPENAI_API_KEY do): the job waits for one', "the queued event says what would serve it");
+  await ws2.request("cancel_job", { job_id: waitingId });
+  // Pinned to `cpu`, it reaches an agent anyway.
   const noKey = await run(ws2, graphOf({ provider: "openai", id: "gpt-4o-mini" }), "hi", { requirements: { pool: "cpu" } });
   t.match(noKey.end.error, { message: /this agent has no OPENAI_API_KEY: OpenAI keys live on the agents/ }, "a missing key is named, never asked of the job");
 });
