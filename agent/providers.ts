@@ -44,6 +44,17 @@ function needKey(env: NodeJS.ProcessEnv, name: string, provider: string): string
   return key;
 }
 
+/** Each provider's client from the agent's environment (its key and endpoint), for a chat or a model listing. */
+function openaiClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): { client: OpenAI; baseURL: string } {
+  const baseURL = env.OPENAI_BASE_URL || "https://api.openai.com/v1";
+  return { client: new OpenAI({ apiKey: needKey(env, "OPENAI_API_KEY", "OpenAI"), baseURL, maxRetries, timeout }), baseURL };
+}
+function anthropicClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): { client: Anthropic; baseURL: string } {
+  const baseURL = env.ANTHROPIC_BASE_URL || "https://api.anthropic.com";
+  return { client: new Anthropic({ apiKey: needKey(env, "ANTHROPIC_API_KEY", "Anthropic"), baseURL, maxRetries, timeout }), baseURL };
+}
+const ollamaHost = (env: NodeJS.ProcessEnv) => env.OLLAMA_HOST || "http://127.0.0.1:11434";
+
 /** The provider's error as one line: its HTTP status and message, or why its endpoint did not answer. */
 function providerError(provider: string, endpoint: string, err: unknown, signal: AbortSignal): unknown {
   if (signal.aborted) return signal.reason;
@@ -74,8 +85,7 @@ function ending(finish: FinishReason, usage: ChatEndMetadata["usage"]): ChatPiec
 export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = process.env): AsyncGenerator<ChatPiece> {
   switch (req.provider) {
     case "openai": {
-      const baseURL = env.OPENAI_BASE_URL || "https://api.openai.com/v1";
-      const client = new OpenAI({ apiKey: needKey(env, "OPENAI_API_KEY", "OpenAI"), baseURL, maxRetries: 1, timeout: REQUEST_TIMEOUT_MS });
+      const { client, baseURL } = openaiClient(env, 1, REQUEST_TIMEOUT_MS);
       try {
         const stream = await client.chat.completions.create(
           {
@@ -106,8 +116,7 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
       return;
     }
     case "anthropic": {
-      const baseURL = env.ANTHROPIC_BASE_URL || "https://api.anthropic.com";
-      const client = new Anthropic({ apiKey: needKey(env, "ANTHROPIC_API_KEY", "Anthropic"), baseURL, maxRetries: 1, timeout: REQUEST_TIMEOUT_MS });
+      const { client, baseURL } = anthropicClient(env, 1, REQUEST_TIMEOUT_MS);
       try {
         const stream = await client.messages.create(
           {
@@ -140,7 +149,7 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
       return;
     }
     case "ollama": {
-      const host = env.OLLAMA_HOST || "http://127.0.0.1:11434";
+      const host = ollamaHost(env);
       const client = new Ollama({ host });
       let it: AbortableAsyncIterator<ChatResponse> | null = null;
       const onAbort = () => it?.abort();
@@ -199,8 +208,7 @@ export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv 
   const ids: string[] = [];
   switch (provider) {
     case "openai": {
-      const baseURL = env.OPENAI_BASE_URL || "https://api.openai.com/v1";
-      const client = new OpenAI({ apiKey: needKey(env, "OPENAI_API_KEY", "OpenAI"), baseURL, maxRetries: 0, timeout: LIST_TIMEOUT_MS });
+      const { client, baseURL } = openaiClient(env, 0, LIST_TIMEOUT_MS);
       try {
         for await (const m of client.models.list({ signal })) {
           ids.push(m.id);
@@ -212,8 +220,7 @@ export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv 
       break;
     }
     case "anthropic": {
-      const baseURL = env.ANTHROPIC_BASE_URL || "https://api.anthropic.com";
-      const client = new Anthropic({ apiKey: needKey(env, "ANTHROPIC_API_KEY", "Anthropic"), baseURL, maxRetries: 0, timeout: LIST_TIMEOUT_MS });
+      const { client, baseURL } = anthropicClient(env, 0, LIST_TIMEOUT_MS);
       try {
         for await (const m of client.models.list({ limit: 100 }, { signal })) {
           ids.push(m.id);
@@ -225,7 +232,7 @@ export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv 
       break;
     }
     case "ollama": {
-      const host = env.OLLAMA_HOST || "http://127.0.0.1:11434";
+      const host = ollamaHost(env);
       const client = new Ollama({ host, fetch: (input, init) => fetch(input, { ...init, signal }) });
       try {
         for (const m of (await client.list()).models.slice(0, MAX_MODELS_PER_PROVIDER)) ids.push(m.name);

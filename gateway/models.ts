@@ -1,18 +1,23 @@
 /**
  * The fleet's language models (design §6 `/v1`, §7): what live agents offer, how a client's name for a model
- * resolves to a provider and its id, and the one-node graph a chat turn runs. Shared by `/v1/chat/completions`
- * and the threads' `chat_message`.
+ * resolves to a provider and its id, and a chat turn run as a job (a one-node graph, followed for its reply).
+ * Shared by `/v1/chat/completions` and the threads' `chat_message`.
  */
 import {
   ErrorCode,
   LLM_PROVIDERS,
   isLlmProvider,
+  isTerminal,
   type AgentRegistration,
   type ChatCompletionRequest,
+  type ChatEndMetadata,
   type Graph,
+  type JobEvent,
   type LlmProvider,
 } from "../protocol/index.js";
 import { GatewayError } from "./errors.js";
+import type { Delivery, EventHub } from "./event-hub.js";
+import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
 
 export interface ModelTarget {
@@ -99,5 +104,93 @@ export function chatGraph(target: ModelTarget, chat: Pick<ChatCompletionRequest,
       { id: "text", type: "nodetool.output.Output", data: { name: "text" } },
     ],
     edges: [{ id: "reply", source: LLM_NODE, sourceHandle: "text", target: "text", targetHandle: "value" }],
+  };
+}
+
+type JobUpdate = Extract<JobEvent, { type: "job_update" }>;
+
+/** A piece of the reply in one of a chat job's events (its LLM node's chunks), and how the reply ended (the last). */
+export function replyPieceOf(ev: JobEvent): { text: string; end: ChatEndMetadata | null } | null {
+  if (ev.type !== "chunk" || ev.node_id !== LLM_NODE || typeof ev.content !== "string") return null;
+  return { text: ev.content, end: ev.done && ev.content_metadata ? (ev.content_metadata as unknown as ChatEndMetadata) : null };
+}
+
+/** The whole reply in a finished chat job's outputs (its Output `text`), or null. */
+export function replyTextOf(outputs: unknown): string | null {
+  const text = (outputs as { text?: unknown[] } | null | undefined)?.text?.[0];
+  return typeof text === "string" ? text : null;
+}
+
+/** A chat turn's job as it runs: the reply so far, how it ended, and its terminal update. */
+export interface ChatRun {
+  readonly jobId: string;
+  readonly finished: Promise<JobUpdate>;
+  /** The reply's pieces so far. */
+  readonly text: string;
+  readonly end: ChatEndMetadata | null;
+  /** Stops following the job (it runs on). */
+  stop(): void;
+}
+
+/**
+ * Submits a chat turn (`chatGraph`, in the pool of the model's provider) and follows it from its first event:
+ * `onPiece` gets each piece of the reply as it comes; `beforePublish` the job id before anything is published.
+ */
+export async function runChat(
+  jobs: JobManager,
+  hub: EventHub,
+  target: ModelTarget,
+  chat: Parameters<typeof chatGraph>[1],
+  workflowId: string,
+  opts: { onPiece?: (text: string) => void; beforePublish?: (jobId: string) => void } = {},
+): Promise<ChatRun> {
+  let text = "";
+  let end: ChatEndMetadata | null = null;
+  let settle!: (ev: JobUpdate) => void;
+  const finished = new Promise<JobUpdate>((r) => (settle = r));
+  let following: Promise<Following> | null = null;
+  const stop = () => void (following as Promise<Following> | null)?.then((f) => f.stop());
+  const sink = {
+    send: (d: Delivery) => {
+      const ev = d.ev;
+      if (ev.type === "job_update") {
+        if (isTerminal(ev.status)) settle(ev);
+        return;
+      }
+      const piece = replyPieceOf(ev);
+      if (!piece) return;
+      if (piece.end) end = piece.end;
+      if (piece.text === "") return;
+      text += piece.text;
+      opts.onPiece?.(piece.text);
+    },
+  };
+  let job: { id: string };
+  try {
+    ({ job } = await jobs.submit({
+      workflow: { id: workflowId, graph: chatGraph(target, chat) },
+      params: {},
+      pool: target.provider,
+      beforePublish: (id) => {
+        // Registered before the job's first event exists, so nothing needs replaying.
+        following = follow(hub, id, 0, sink, { replay: false });
+        opts.beforePublish?.(id);
+      },
+    }));
+  } catch (err) {
+    stop(); // a job that may not exist
+    throw err;
+  }
+  void finished.then(stop);
+  return {
+    jobId: job.id,
+    finished,
+    get text() {
+      return text;
+    },
+    get end() {
+      return end;
+    },
+    stop,
   };
 }

@@ -10,13 +10,12 @@
  * provider refused it, say) is an HTTP error; after it, the stream ends with an `{"error": …}` chunk and no
  * `[DONE]`, which OpenAI's SDKs raise.
  */
-import { ChatRequestError, isTerminal, parseChatCompletion, type ChatEndMetadata, type JobEvent } from "../protocol/index.js";
+import { ChatRequestError, parseChatCompletion } from "../protocol/index.js";
 import { toWireError } from "./errors.js";
-import type { EventHub, Delivery } from "./event-hub.js";
-import { follow, type Following } from "./follow.js";
+import type { EventHub } from "./event-hub.js";
 import type { Reply } from "./http.js";
 import type { JobManager } from "./jobs.js";
-import { LLM_NODE, chatGraph, type ModelDirectory } from "./models.js";
+import { replyTextOf, runChat, type ModelDirectory } from "./models.js";
 
 /** The workflow id completions are listed under (`GET /api/jobs?workflow_id=chat-completions`). */
 export const CHAT_WORKFLOW_ID = "chat-completions";
@@ -79,12 +78,7 @@ export class OpenAiApi {
     const target = await this.models.resolve(chat.model);
     const created = Math.floor(Date.now() / 1000);
     let jobId = "";
-    let following: Promise<Following> | null = null;
-    let text = "";
-    let end: ChatEndMetadata | null = null;
     let started = false;
-    let settle!: (ev: Extract<JobEvent, { type: "job_update" }>) => void;
-    const finished = new Promise<Extract<JobEvent, { type: "job_update" }>>((r) => (settle = r));
     const base = () => ({ id: `chatcmpl-${jobId}`, object: "chat.completion.chunk", created, model: target.id, system_fingerprint: null });
     const sse = (v: unknown) => {
       this.onEventOut();
@@ -97,48 +91,27 @@ export class OpenAiApi {
       reply.startStream("text/event-stream", this.maxBacklogBytes);
       sse({ ...base(), choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
     };
-    const sink = {
-      send: (d: Delivery) => {
-        const ev = d.ev;
-        switch (ev.type) {
-          case "chunk":
-            if (ev.node_id !== LLM_NODE || typeof ev.content !== "string") return;
-            if (ev.done) end = (ev.content_metadata as ChatEndMetadata | undefined) ?? end;
-            if (ev.content === "") return;
-            text += ev.content;
-            if (chat.stream) {
+    const run = await runChat(this.jobs, this.hub, target, chat, CHAT_WORKFLOW_ID, {
+      beforePublish: (id) => (jobId = id),
+      ...(chat.stream
+        ? {
+            onPiece: (text: string) => {
               open();
-              sse({ ...base(), choices: [{ index: 0, delta: { content: ev.content }, logprobs: null, finish_reason: null }] });
-            }
-            return;
-          case "job_update":
-            if (isTerminal(ev.status)) settle(ev);
-            return;
-          default:
-            return;
-        }
-      },
-    };
-    const { job } = await this.jobs.submit({
-      workflow: { id: CHAT_WORKFLOW_ID, graph: chatGraph(target, chat) },
-      params: {},
-      pool: target.provider,
-      beforePublish: (id) => {
-        jobId = id;
-        // Registered before the job's first event exists, so nothing needs replaying.
-        following = follow(this.hub, id, 0, sink, { replay: false });
-      },
+              sse({ ...base(), choices: [{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }] });
+            },
+          }
+        : {}),
     });
     // A client that leaves does not want the rest: its job is cancelled (it cannot resume a completion).
     const gone = new Promise<null>((r) => reply.onAbort(() => r(null)));
-    reply.onAbort(() => void this.jobs.cancel(job.id).catch(() => undefined));
-    const ev = await Promise.race([finished, gone]);
-    void (following as Promise<Following> | null)?.then((f) => f.stop());
+    reply.onAbort(() => void this.jobs.cancel(run.jobId).catch(() => undefined));
+    const ev = await Promise.race([run.finished, gone]);
+    run.stop();
     if (ev === null) return;
-    const extra = { "x-nodeway-job-id": job.id };
+    const extra = { "x-nodeway-job-id": run.jobId };
     if (ev.status !== "completed") {
       const why = (ev.error as { code?: string; message?: string } | undefined) ?? {};
-      const error = { message: why.message ?? `the completion's job ended ${ev.status}`, type: "server_error", param: null, code: why.code ?? null, nodeway_code: why.code ?? null, job_id: job.id };
+      const error = { message: why.message ?? `the completion's job ended ${ev.status}`, type: "server_error", param: null, code: why.code ?? null, nodeway_code: why.code ?? null, job_id: run.jobId };
       if (!started) {
         reply.json(failureStatus(ev.status), { error }, extra);
         return;
@@ -147,10 +120,9 @@ export class OpenAiApi {
       reply.end();
       return;
     }
-    const finish = (end as ChatEndMetadata | null)?.finish_reason ?? "stop";
-    const usage = (end as ChatEndMetadata | null)?.usage ?? null;
-    const outputs = ev.result as { text?: unknown[] } | undefined;
-    const content = typeof outputs?.text?.[0] === "string" ? (outputs.text[0] as string) : text;
+    const finish = run.end?.finish_reason ?? "stop";
+    const usage = run.end?.usage ?? null;
+    const content = replyTextOf(ev.result) ?? run.text;
     if (chat.stream) {
       open();
       sse({ ...base(), choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finish }] });
@@ -162,7 +134,7 @@ export class OpenAiApi {
     reply.json(
       200,
       {
-        id: `chatcmpl-${job.id}`,
+        id: `chatcmpl-${run.jobId}`,
         object: "chat.completion",
         created,
         model: target.id,

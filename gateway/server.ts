@@ -121,6 +121,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     });
   };
 
+  /** A collection's route with and without its trailing slash (NodeTool's clients send both). */
+  const collection = (method: "get" | "post", pattern: string, handler: Handler) => {
+    route(method, pattern, handler);
+    route(method, `${pattern}/`, handler);
+  };
+
   const body = async (res: HttpResponse, reply: Reply) => jsonBody(await readBody(res, reply, config.maxBodyBytes), config.maxBodyBytes);
   const intParam = (q: URLSearchParams, k: string, dflt: number, max: number) => {
     const v = q.get(k);
@@ -237,18 +243,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   });
 
   // ---- workflows ----------------------------------------------------------------------------------------
-  route("get", "/api/workflows", async (req, reply) => {
-    reply.json(200, await workflows.list(intParam(req.query, "limit", 100, 1000), req.query.get("cursor") ?? undefined));
-  });
-  route("get", "/api/workflows/", async (req, reply) => {
+  collection("get", "/api/workflows", async (req, reply) => {
     reply.json(200, await workflows.list(intParam(req.query, "limit", 100, 1000), req.query.get("cursor") ?? undefined));
   });
   const createWorkflow: Handler = async (_req, reply, res) => {
     const b = await body(res, reply);
     reply.json(200, await jobs.withCatalog((catalog) => workflows.save(b, catalog)));
   };
-  route("post", "/api/workflows", createWorkflow);
-  route("post", "/api/workflows/", createWorkflow);
+  collection("post", "/api/workflows", createWorkflow);
   route("get", "/api/workflows/:id", async (req, reply) => reply.json(200, await workflows.get(req.params[0]!)));
   route("put", "/api/workflows/:id", async (req, reply, res) => {
     const b = await body(res, reply);
@@ -347,8 +349,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     });
     reply.json(200, result);
   };
-  route("get", "/api/jobs", listJobs);
-  route("get", "/api/jobs/", listJobs);
+  collection("get", "/api/jobs", listJobs);
   route("get", "/api/jobs/:id", async (req, reply) => reply.json(200, await jobs.get(req.params[0]!)));
   route("post", "/api/jobs/:id/cancel", async (req, reply) => reply.json(200, cancelResponse(await jobs.cancel(req.params[0]!))));
   route("get", "/api/jobs/:id/events", async (req, reply) => {
@@ -416,10 +417,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const assets = new AssetsApi(n.js, n.assets, config.maxAssetBytes, native && typeof uws.getParts === "function" ? uws.getParts : null);
   const upload: Handler = (req, reply, res) => assets.upload(req, reply, res);
   const listAssets: Handler = async (req, reply) => assets.list(req, reply, intParam(req.query, "limit", 100, 1000));
-  route("post", "/api/assets", upload);
-  route("post", "/api/assets/", upload);
-  route("get", "/api/assets", listAssets);
-  route("get", "/api/assets/", listAssets);
+  collection("post", "/api/assets", upload);
+  collection("get", "/api/assets", listAssets);
   route("get", "/api/assets/:id", (req, reply) => assets.describe(req.params[0]!, reply));
   route("get", "/api/assets/:id/content", (req, reply) => assets.download(req.params[0]!, req, reply));
   route("del", "/api/assets/:id", (req, reply) => assets.remove(req.params[0]!, reply));
@@ -434,10 +433,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // ---- threads and messages -------------------------------------------------------------------------------
   const listThreads: Handler = async (req, reply) => reply.json(200, await threads.list(intParam(req.query, "limit", 100, 1000), req.query.get("cursor") ?? undefined));
   const createThread: Handler = async (_req, reply, res) => reply.json(200, await threads.create(await body(res, reply)));
-  route("get", "/api/threads", listThreads);
-  route("get", "/api/threads/", listThreads);
-  route("post", "/api/threads", createThread);
-  route("post", "/api/threads/", createThread);
+  collection("get", "/api/threads", listThreads);
+  collection("post", "/api/threads", createThread);
   route("get", "/api/threads/:id", async (req, reply) => reply.json(200, await threads.get(req.params[0]!)));
   route("put", "/api/threads/:id", async (req, reply, res) => {
     const b = await body(res, reply);
@@ -455,10 +452,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     reply.json(200, await threads.messages(threadId, { limit: intParam(req.query, "limit", 100, 1000), ...(cursor ? { cursor } : {}), reverse }));
   };
   const addMessage: Handler = async (_req, reply, res) => reply.json(200, await threads.addMessage(await body(res, reply)));
-  route("get", "/api/messages", listMessages);
-  route("get", "/api/messages/", listMessages);
-  route("post", "/api/messages", addMessage);
-  route("post", "/api/messages/", addMessage);
+  collection("get", "/api/messages", listMessages);
+  collection("post", "/api/messages", addMessage);
   route("get", "/api/messages/:id", async (req, reply) => reply.json(200, await threads.message(req.params[0]!)));
 
   route("get", "/api/nodes/metadata", async (_req, reply) => {

@@ -17,18 +17,15 @@ import {
   newId,
   parseJson,
   threadKeys,
-  type ChatEndMetadata,
   type ChatThread,
   type ChatTurnRequest,
-  type JobEvent,
   type ThreadMessage,
 } from "../protocol/index.js";
 import { badRequest, notFound } from "./errors.js";
-import type { Delivery, EventHub } from "./event-hub.js";
-import { follow, type Following } from "./follow.js";
+import type { EventHub } from "./event-hub.js";
 import type { JobManager } from "./jobs.js";
 import { bucketKeys } from "./kv-keys.js";
-import { LLM_NODE, chatGraph, type ModelDirectory } from "./models.js";
+import { replyPieceOf, replyTextOf, runChat, type ModelDirectory } from "./models.js";
 
 /** A reply's id is its question's with this after it. */
 const REPLY_SUFFIX = "-reply";
@@ -188,15 +185,13 @@ export class ThreadStore {
       if (!q || q.role !== "user" || !q.job_id || this.turns.get(threadId) === q.job_id) continue;
       const rec = await this.jobs.find(q.job_id);
       if (!rec || !isTerminal(rec.status) || rec.status === "cancelled") continue;
-      const text = (rec.outputs as { text?: unknown[] } | null)?.text?.[0];
       // How the reply ended and what it cost are in its last chunk, which the job's stored events still hold.
       const events = await this.hub.replay(q.job_id, 0).catch(() => null);
-      const last = events?.events.map((d) => d.ev).find((ev) => ev.type === "chunk" && ev.node_id === LLM_NODE && ev.done && ev.content_metadata);
-      const fin = last?.type === "chunk" ? (last.content_metadata as unknown as ChatEndMetadata) : null;
+      const fin = events?.events.map((d) => replyPieceOf(d.ev)?.end).find((end) => end) ?? null;
       const stored = await this.storeReply(id, {
         thread_id: threadId,
         role: "assistant",
-        content: rec.status === "completed" && typeof text === "string" ? text : "",
+        content: (rec.status === "completed" ? replyTextOf(rec.outputs) : null) ?? "",
         ...(q.provider ? { provider: q.provider } : {}),
         ...(q.model ? { model: q.model } : {}),
         job_id: q.job_id,
@@ -228,56 +223,36 @@ export class ThreadStore {
     // Replies that are only an error are not the model's words: they stay out of what it is sent.
     const history = recent.reverse().filter((m) => !(m.error && m.content === ""));
     const turns = [...history.map((m) => ({ role: m.role, content: m.content })), { role: "user" as const, content: req.content }];
-    const asked = await this.append({ thread_id: thread.id, role: "user", content: req.content, provider: target.provider, model: target.id });
-    let text = "";
-    let end: ChatEndMetadata | null = null;
-    let settle!: (ev: Extract<JobEvent, { type: "job_update" }>) => void;
-    const finished = new Promise<Extract<JobEvent, { type: "job_update" }>>((r) => (settle = r));
-    const sink = {
-      send: (d: Delivery) => {
-        const ev = d.ev;
-        if (ev.type === "chunk" && ev.node_id === LLM_NODE && typeof ev.content === "string") {
-          text += ev.content;
-          if (ev.done && ev.content_metadata) end = ev.content_metadata as unknown as ChatEndMetadata;
-        } else if (ev.type === "job_update" && isTerminal(ev.status)) settle(ev);
-      },
-    };
-    let following: Promise<Following> | null = null;
-    const { job } = await this.jobs.submit({
-      workflow: { id: THREAD_WORKFLOW_ID, graph: chatGraph(target, { system: req.system, messages: turns, maxTokens: req.maxTokens, temperature: req.temperature }) },
-      params: {},
-      pool: target.provider,
+    const askedId = newId();
+    const run = await runChat(this.jobs, this.hub, target, { system: req.system, messages: turns, maxTokens: req.maxTokens, temperature: req.temperature }, THREAD_WORKFLOW_ID, {
       beforePublish: (id) => {
         this.turns.set(thread.id, id);
-        // Registered before the job's first event exists, so nothing needs replaying.
-        following = follow(this.hub, id, 0, sink, { replay: false });
         beforePublish(id);
       },
     });
-    const message: ThreadMessage = { ...asked, job_id: job.id };
-    await this.kv.put(threadKeys.message(thread.id, asked.id), JSON.stringify(message));
-    void finished
+    // Written once, naming the job that answers it.
+    const message: ThreadMessage = { id: askedId, created_at: now(), thread_id: thread.id, role: "user", content: req.content, provider: target.provider, model: target.id, job_id: run.jobId };
+    await this.kv.put(threadKeys.message(thread.id, askedId), JSON.stringify(message));
+    void run.finished
       .then(async (ev) => {
-        void (following as Promise<Following> | null)?.then((f) => f.stop());
-        const superseded = this.turns.get(thread.id) !== job.id;
+        const superseded = this.turns.get(thread.id) !== run.jobId;
         // Until its reply is stored the turn stays listed as running here, so a listing does not reconcile it.
         const finish = () => {
-          if (this.turns.get(thread.id) === job.id) this.turns.delete(thread.id);
+          if (this.turns.get(thread.id) === run.jobId) this.turns.delete(thread.id);
         };
-        if (ev.status === "cancelled" && (superseded || text === "")) return finish();
-        const outputs = ev.result as { text?: unknown[] } | undefined;
-        const content = ev.status === "completed" && typeof outputs?.text?.[0] === "string" ? (outputs.text[0] as string) : text;
+        if (ev.status === "cancelled" && (superseded || run.text === "")) return finish();
+        const content = (ev.status === "completed" ? replyTextOf(ev.result) : null) ?? run.text;
         const why = ev.error as { code?: string; message?: string } | undefined;
-        const fin = end as ChatEndMetadata | null;
+        const fin = run.end;
         let stored: ThreadMessage | null;
         try {
-          stored = await this.storeReply(asked.id, {
+          stored = await this.storeReply(askedId, {
             thread_id: thread.id,
             role: "assistant",
             content,
             provider: target.provider,
             model: target.id,
-            job_id: job.id,
+            job_id: run.jobId,
             ...(fin ? { finish_reason: fin.finish_reason, ...(fin.usage ? { usage: fin.usage } : {}) } : {}),
             ...(ev.status !== "completed" ? { error: { code: why?.code ?? ev.status, message: why?.message ?? `the turn's job ended ${ev.status}` } } : {}),
           });
@@ -285,13 +260,13 @@ export class ThreadStore {
           finish();
         }
         // Null: another gateway's listing found the job ended first and wrote it from the record.
-        const reply = stored ?? (await this.read<ThreadMessage>(threadKeys.message(thread.id, `${asked.id}${REPLY_SUFFIX}`)));
+        const reply = stored ?? (await this.read<ThreadMessage>(threadKeys.message(thread.id, `${askedId}${REPLY_SUFFIX}`)));
         if (!reply) return;
         await this.kv.put(threadKeys.thread(thread.id), JSON.stringify({ ...(await this.get(thread.id)), updated_at: now() }));
         answered(reply);
       })
-      .catch((err: unknown) => this.log(`thread ${thread.id}: the reply of job ${job.id} was not stored: ${(err as Error).message}`));
-    return { thread, message, jobId: job.id };
+      .catch((err: unknown) => this.log(`thread ${thread.id}: the reply of job ${run.jobId} was not stored: ${(err as Error).message}`));
+    return { thread, message, jobId: run.jobId };
   }
 
   /** `stop {thread_id}`: cancels the turn running on the thread; the job's id, or null when none runs. */

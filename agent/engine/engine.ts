@@ -12,7 +12,7 @@ export type EngineEvent =
   | { type: "node_progress"; node_id: string; progress: number; total: number }
   | { type: "edge_update"; edge_id: string; status: "active" | "completed"; counter: number }
   | { type: "output_update"; node_id: string; node_name: string; output_name: string; value: unknown; output_type: string }
-  | { type: "chunk"; node_id: string; content_type: "text" | "audio" | "image" | "video" | "document"; content: string; done: boolean }
+  | { type: "chunk"; node_id: string; content_type: "text" | "audio" | "image" | "video" | "document"; content: string; content_metadata?: Record<string, unknown>; done: boolean }
   | { type: "log_update"; node_id: string; node_name: string; content: string; severity: "info" | "warning" | "error" }
   | { type: "preview_update"; node_id: string; value: unknown };
 
@@ -144,8 +144,12 @@ class Actor {
       nodeType: node.type,
       data: node.data ?? {},
       params: run.params,
-      chunk: (content, opts) =>
-        emit({ type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, ...(opts?.metadata ? { content_metadata: opts.metadata } : {}), done: opts?.done ?? false }),
+      chunk: (content, opts) => {
+        const ev: EngineEvent = { type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, done: opts?.done ?? false };
+        // Only a reply's last chunk has metadata: the token path builds no object for it.
+        if (opts?.metadata) ev.content_metadata = opts.metadata;
+        emit(ev);
+      },
       progress: (progress, total) => emit({ type: "node_progress", node_id: id, progress, total }),
       log: (content, severity = "info") => emit({ type: "log_update", node_id: id, node_name: nodeName, content, severity }),
       preview: (value) => emit({ type: "preview_update", node_id: id, value }),
