@@ -34,6 +34,11 @@ const nu = nodeFront("undici");
 const nuPort = Number((await nu.waitFor(/front listening (\d+)/))[1]);
 const nh = nodeFront("hello");
 const nhPort = Number((await nh.waitFor(/front listening (\d+)/))[1]);
+const tlsFront = (mode: string) => startTs(`tls-front-${mode}`, "peers/tls-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem"), mode], { cpu: "0" });
+const th = tlsFront("hello");
+const thPort = Number((await th.waitFor(/front listening (\d+)/))[1]);
+const tp = tlsFront("proxy");
+const tpPort = Number((await tp.waitFor(/front listening (\d+)/))[1]);
 
 const arms: { name: string; port: number; pids: () => number[] }[] = [
   { name: "ours", port: ours.httpsPort, pids: () => [ours.pid] },
@@ -41,6 +46,8 @@ const arms: { name: string; port: number; pids: () => number[] }[] = [
   { name: "nginx", port: nginx.port, pids: nginx.pids },
   { name: "node_undici", port: nuPort, pids: () => [nu.pid] },
   { name: "node_hello", port: nhPort, pids: () => [nh.pid] },
+  { name: "tls_hello", port: thPort, pids: () => [th.pid] },
+  { name: "tls_proxy", port: tpPort, pids: () => [tp.pid] },
 ];
 const results = new Map<string, number[]>(arms.map((a) => [a.name, []]));
 for (let r = 0; r <= rounds; r++) {

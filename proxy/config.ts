@@ -81,6 +81,12 @@ export interface ProxyOptions {
   maxBodyBytes?: number | string;
   /** Largest request head (request line + headers) accepted; larger gets 431. @default 16384 */
   maxHeaderBytes?: number | string;
+  /** A request head not complete this long after its first byte gets 408 (slow-header clients). @default 60000 */
+  headersTimeoutMs?: number | string;
+  /** A whole request (head and body) not received this long after its first byte gets 408. @default 300000 */
+  requestTimeoutMs?: number | string;
+  /** A kept-alive client connection idle this long between requests is closed. @default 5000 */
+  keepAliveTimeoutMs?: number | string;
   /** Period of active health checks (`GET healthPath`) against each upstream. @default 5000 */
   healthIntervalMs?: number | string;
   /** A health check slower than this counts as failed. @default 2000 */
@@ -121,6 +127,9 @@ export interface ProxyConfig {
   readonly onDemandAllow: readonly string[];
   readonly maxBodyBytes: number;
   readonly maxHeaderBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
   readonly healthIntervalMs: number;
   readonly healthTimeoutMs: number;
   readonly healthPath: string;
@@ -144,7 +153,7 @@ export interface UpstreamTarget {
 const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof ProxyOptions>([
   "upstream", "domain", "email", "host", "httpsPort", "httpPort", "tls", "certFile", "keyFile", "acmeDirectoryUrl",
   "acmeCaBundleFile", "certDir", "trustedProxies", "onDemandAllow", "maxBodyBytes", "maxHeaderBytes",
-  "healthIntervalMs", "healthTimeoutMs", "healthPath", "hstsMaxAgeSeconds", "redirectHttp", "renewalWindowRatio",
+  "headersTimeoutMs", "requestTimeoutMs", "keepAliveTimeoutMs",  "healthIntervalMs", "healthTimeoutMs", "healthPath", "hstsMaxAgeSeconds", "redirectHttp", "renewalWindowRatio",
   "renewCheckIntervalMs", "acmeRetryMinMs", "acmeRetryMaxMs", "accessLog",
 ]);
 
@@ -249,6 +258,10 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
     // As large as the largest body a gateway takes (an asset upload, 256 MiB by default): bodies stream through.
     maxBodyBytes: num("maxBodyBytes", o.maxBodyBytes, 256 * 1024 * 1024, { min: 0 }),
     maxHeaderBytes: num("maxHeaderBytes", o.maxHeaderBytes, 16 * 1024, { min: 1024, max: 1024 * 1024 }),
+    // Node's server defaults, which the proxy had before it read HTTP itself (front.ts).
+    headersTimeoutMs: num("headersTimeoutMs", o.headersTimeoutMs, 60_000, { min: 10 }),
+    requestTimeoutMs: num("requestTimeoutMs", o.requestTimeoutMs, 300_000, { min: 10 }),
+    keepAliveTimeoutMs: num("keepAliveTimeoutMs", o.keepAliveTimeoutMs, 5_000, { min: 10 }),
     healthIntervalMs: num("healthIntervalMs", o.healthIntervalMs, 5_000, { min: 10 }),
     healthTimeoutMs: num("healthTimeoutMs", o.healthTimeoutMs, 2_000, { min: 10 }),
     healthPath,

@@ -19,15 +19,17 @@
  * - `X-Forwarded-*`, `Forwarded` and `X-Real-IP` from the client are dropped unless the peer is a trusted proxy;
  *   `X-Forwarded-For/Proto/Host` are then set (appended to, for trusted peers).
  */
-import type { IncomingMessage, ServerResponse, ClientRequest } from "node:http";
+import { STATUS_CODES, type ClientRequest, type IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { createProxyServer } from "http-proxy-3";
 import { formatAccessLine } from "./access-log.js";
 import type { ProxyConfig } from "./config.js";
 import type { ProxyEvent } from "./events.js";
 import type { UpstreamPool } from "./upstreams.js";
 import type { Exchange, ResponseHandler } from "./upstream-http.js";
+import type { FrontRequest, FrontResponse } from "./front.js";
 
 /** RFC 9110 §7.6.1 plus the non-standard ones seen in the wild. Lower-case. */
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -75,7 +77,7 @@ interface Framed {
  * One pass over `rawHeaders`. `upgrade` keeps `Connection: Upgrade` + `Upgrade` for WebSocket hand-off.
  * Returns a status code (400/413) for requests that must be refused.
  */
-function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boolean, maxBodyBytes: number, upgrade: boolean): Built {
+function buildRequestHeaders(req: FrontRequest, proto: string, trusted: boolean, maxBodyBytes: number, upgrade: boolean): Built {
   const raw = req.rawHeaders;
   const n = raw.length;
   // Names listed in Connection must go too (RFC 9110 §7.6.1); found first since Connection may come last.
@@ -97,12 +99,14 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
   let xff: string | null = null;
   let xfProto: string | null = null;
   let xfHost: string | null = null;
+  let upgradeTo = "websocket";
   for (let i = 0; i < n; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) {
       if (lower === "transfer-encoding") te = te === null ? value : `${te}, ${value}`;
+      else if (lower === "upgrade") upgradeTo = value;
       continue;
     }
     if (named !== null && named.includes(lower)) continue;
@@ -115,7 +119,7 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
         if (lower === "x-forwarded-host") { xfHost ??= value; continue; }
       }
     } else if (lower === "content-length") {
-      // Node's parser already refused conflicting duplicates. Not copied: the upstream client writes the framing.
+      // llhttp already refused conflicting duplicates. Not copied: the upstream client writes the framing.
       if (contentLength < 0) contentLength = Number(value);
       continue;
     } else if (lower === "host") {
@@ -134,8 +138,8 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
     chunked = true;
   }
   if (contentLength > maxBodyBytes) return 413;
-  if (upgrade) out.push("Connection", "Upgrade", "Upgrade", req.headers.upgrade ?? "websocket");
-  const peer = req.socket.remoteAddress ?? "";
+  if (upgrade) out.push("Connection", "Upgrade", "Upgrade", upgradeTo);
+  const peer = req.peer;
   out.push(
     "X-Forwarded-For", xff === null ? peer : `${xff}, ${peer}`,
     "X-Forwarded-Proto", xfProto ?? proto,
@@ -145,10 +149,11 @@ function buildRequestHeaders(req: IncomingMessage, proto: string, trusted: boole
 }
 
 /**
- * Response headers minus hop-by-hop ones (and those the upstream named in `Connection`), plus HSTS. The fields are
- * latin1 strings, as on the wire (RFC 9110 §5.5); Node's writer sends them back the same way.
+ * Response headers minus hop-by-hop ones (and those the upstream named in `Connection`) and minus the framing, plus
+ * HSTS. The fields are latin1 strings, as on the wire (RFC 9110 §5.5), and go back the same way. `contentLength`:
+ * the upstream's, null when it gave none (the front then frames the body itself).
  */
-function buildResponseHeaders(raw: readonly string[], hsts: string | null): { headers: string[]; streaming: boolean } {
+function buildResponseHeaders(raw: readonly string[], hsts: string | null): { headers: string[]; contentLength: number | null } {
   const n = raw.length;
   let named: string[] | null = null;
   for (let i = 0; i < n; i += 2) {
@@ -161,69 +166,80 @@ function buildResponseHeaders(raw: readonly string[], hsts: string | null): { he
     }
   }
   const out: string[] = [];
-  let hasLength = false;
+  let contentLength: number | null = null;
   let hasHsts = false;
   for (let i = 0; i < n; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) continue;
     if (named !== null && named.includes(lower)) continue;
-    if (lower === "content-length") hasLength = true;
-    else if (lower === "strict-transport-security") hasHsts = true;
+    if (lower === "content-length") {
+      // The upstream client's parser has refused a malformed or conflicting one.
+      contentLength = Number(raw[i + 1]!);
+      continue;
+    }
+    if (lower === "strict-transport-security") hasHsts = true;
     out.push(name, raw[i + 1]!);
   }
   if (hsts !== null && !hasHsts) out.push("Strict-Transport-Security", hsts);
-  // No length means a stream (SSE, NDJSON, long poll) or a body of unknown size: send the head at once.
-  return { headers: out, streaming: !hasLength };
+  return { headers: out, contentLength };
 }
 
-function sendError(res: ServerResponse, status: number, code: string, hsts: string | null, close: boolean): void {
+function sendError(res: FrontResponse, status: number, code: string, hsts: string | null, close: boolean): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const body = `{"code":"${code}","status":${status}}\n`;
-  const headers = ["Content-Type", "application/json", "Content-Length", String(Buffer.byteLength(body))];
+  const headers = ["Content-Type", "application/json"];
   if (hsts !== null) headers.push("Strict-Transport-Security", hsts);
-  if (close) headers.push("Connection", "close");
-  res.writeHead(status, headers);
+  res.writeHead(status, STATUS_CODES[status] ?? "", headers, body.length, close);
   res.end(body);
+}
+
+/** The value of the first field named `lower` (lower-case), or undefined. */
+function fieldValue(raw: readonly string[], lower: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === lower.length && raw[i]!.toLowerCase() === lower) return raw[i + 1]!;
+  return undefined;
 }
 
 const noop = (): void => undefined;
 
 /** Builds the `request`, `upgrade` and `clientError` handlers of the HTTPS server. */
 export function createForwarder(deps: ForwardDeps): {
-  onRequest: (req: IncomingMessage, res: ServerResponse) => void;
-  onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  onRequest: (req: FrontRequest, res: FrontResponse) => void;
+  onUpgrade: (req: FrontRequest, socket: TLSSocket, head: Buffer) => void;
+  /** Port 80's parse errors (Node's server there); the HTTPS front answers its own. */
   onClientError: (err: NodeJS.ErrnoException, socket: Duplex) => void;
+  /** A request the front refused before it was routed (400, 408, 417, 431, 501): one access-log line. */
+  onRefused: (peer: string, status: number) => void;
   close: () => void;
 } {
   const { config, pool, isTrusted, log } = deps;
   const hsts = config.hstsMaxAgeSeconds > 0 ? `max-age=${config.hstsMaxAgeSeconds}` : null;
   const maxBody = config.maxBodyBytes;
 
-  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+  function onRequest(req: FrontRequest, res: FrontResponse): void {
     const start = log !== null ? performance.now() : 0;
-    req.on("error", noop); // client went away mid-body: handled via res 'close'
-    const peer = req.socket.remoteAddress ?? "";
+    req.body?.on("error", noop); // client went away mid-body: handled by the response's close
+    const peer = req.peer;
     const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, false);
     if (typeof built === "number") {
       sendError(res, built, built === 413 ? "PROXY_ERR_BODY_TOO_LARGE" : "PROXY_ERR_BAD_REQUEST", hsts, true);
-      req.resume();
+      req.body?.resume();
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, built, performance.now() - start, null));
       return;
     }
     forward(req, res, built, peer, start, false);
   }
 
-  function forward(req: IncomingMessage, res: ServerResponse, framed: Framed, peer: string, start: number, isRetry: boolean): void {
+  function forward(req: FrontRequest, res: FrontResponse, framed: Framed, peer: string, start: number, isRetry: boolean): void {
     const { headers, chunked, contentLength } = framed;
     const hasBody = chunked || contentLength > 0;
     const u = pool.pick();
     if (u === null) {
       sendError(res, 503, "PROXY_ERR_NO_UPSTREAM", hsts, false);
-      req.resume();
+      req.body?.resume();
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, 503, performance.now() - start, null));
       return;
     }
@@ -248,24 +264,25 @@ export function createForwarder(deps: ForwardDeps): {
 
     const handler: ResponseHandler = {
       onHead(status, statusText, rawHeaders) {
-        const { headers: outHeaders, streaming } = buildResponseHeaders(rawHeaders, hsts);
+        const { headers: outHeaders, contentLength } = buildResponseHeaders(rawHeaders, hsts);
         try {
-          res.writeHead(status, statusText, outHeaders);
+          res.writeHead(status, statusText, outHeaders, contentLength);
         } catch {
-          // A head Node's own writer refuses (e.g. a status text it will not send): the upstream is broken for
-          // this request, the proxy is not; answer 502 instead of throwing out of a callback.
+          // A head the writer refuses (a 1xx other than 101, a status text with control bytes): the upstream is
+          // broken for this request, the proxy is not; answer 502 instead of throwing out of a callback.
           cut();
           sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
           return false;
         }
-        // Without this an SSE client would wait for the first event to even see the status line.
-        if (streaming) res.flushHeaders();
+        // No length means a stream (SSE, NDJSON, long poll) or a body of unknown size: without this an SSE client
+        // would wait for the first event to even see the status line.
+        if (contentLength === null) res.flushHead();
         return true;
       },
       onData(chunk) {
         if (res.write(chunk)) return true;
         // Backpressure: a slow client pauses the upstream read instead of buffering its body here.
-        res.once("drain", resume);
+        res.onDrain(resume);
         return false;
       },
       onEnd() {
@@ -283,7 +300,7 @@ export function createForwarder(deps: ForwardDeps): {
         }
         // A kept-alive connection the upstream closed just as we reused it: send the request once more, on
         // another connection, when that is safe (see IDEMPOTENT).
-        if (!isRetry && !hasBody && err.retryable && IDEMPOTENT.has(req.method ?? "")) {
+        if (!isRetry && !hasBody && err.retryable && IDEMPOTENT.has(req.method)) {
           forward(req, res, framed, peer, start, true);
           return;
         }
@@ -292,26 +309,28 @@ export function createForwarder(deps: ForwardDeps): {
       },
     };
 
-    res.on("close", () => {
+    // One close callback per response: a retry's replaces the first attempt's (whose exchange is over), so the
+    // access-log line is written once, by the attempt that answered.
+    res.onClose(() => {
       // Client gone before we finished: cut the upstream exchange, so that its connection is not reused half-read.
-      if (!res.writableFinished) cut();
-      if (log !== null && !isRetry) log(formatAccessLine(peer, req.method, req.url, res.writableFinished ? res.statusCode : 499, performance.now() - start, u.target.origin));
+      if (!res.finished) cut();
+      if (log !== null) log(formatAccessLine(peer, req.method, req.url, res.finished ? res.statusCode : 499, performance.now() - start, u.target.origin));
     });
 
-    const body = hasBody ? { stream: req, length: chunked ? null : contentLength } : null;
-    exchange = u.client.request({ method: req.method ?? "GET", path: req.url ?? "/", headers, body }, handler);
+    const body = hasBody && req.body !== null ? { stream: req.body, length: chunked ? null : contentLength } : null;
+    exchange = u.client.request({ method: req.method, path: req.url, headers, body }, handler);
 
     if (chunked) {
       // Chunked bodies have no declared length: count them against maxBodyBytes as they stream.
       let seen = 0;
-      req.on("data", (chunk: Buffer) => {
+      req.body!.on("data", (chunk: Buffer) => {
         seen += chunk.length;
         if (seen > maxBody && !abandoned) {
           cut();
-          // `Connection: close` makes Node close the socket once the 413 is flushed; destroying the request here
-          // instead could drop the response before it leaves. The rest of the body is read and discarded.
+          // The front closes the connection once the 413 is written; destroying it here instead could drop the
+          // response before it leaves. The rest of the body is read and discarded.
           sendError(res, 413, "PROXY_ERR_BODY_TOO_LARGE", hsts, true);
-          req.resume();
+          req.body!.resume();
         }
       });
     }
@@ -342,17 +361,17 @@ export function createForwarder(deps: ForwardDeps): {
     proxySocket.on("error", noop);
   });
 
-  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  function onUpgrade(req: FrontRequest, socket: TLSSocket, head: Buffer): void {
     socket.on("error", noop);
     const start = log !== null ? performance.now() : 0;
-    const peer = req.socket.remoteAddress ?? "";
-    const subprotocols = req.headers["sec-websocket-protocol"];
+    const peer = req.peer;
+    const subprotocols = fieldValue(req.rawHeaders, "sec-websocket-protocol");
     const reject = (status: number, text: string): void => {
       if (socket.writable) socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       else socket.destroy();
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, status, performance.now() - start, null, subprotocols));
     };
-    if (req.method !== "GET" || req.headers.upgrade?.toLowerCase() !== "websocket") return reject(400, "Bad Request");
+    if (req.method !== "GET" || fieldValue(req.rawHeaders, "upgrade")?.toLowerCase() !== "websocket") return reject(400, "Bad Request");
     const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, true);
     if (typeof built === "number" || built.chunked || built.contentLength > 0) return reject(400, "Bad Request");
     const u = pool.pick();
@@ -365,13 +384,15 @@ export function createForwarder(deps: ForwardDeps): {
       // Repeated fields fold with ", " (RFC 9110 §5.3), except Cookie, whose separator is "; " (RFC 6265 §5.4).
       clean[k] = clean[k] === undefined ? h[i + 1]! : `${clean[k]}${k === "cookie" ? "; " : ", "}${h[i + 1]!}`;
     }
-    req.headers = clean;
+    // What http-proxy-3 reads of a request (method, target, fields, version, socket); the front has no
+    // IncomingMessage to give it.
+    const proxied = { method: req.method, url: req.url, headers: clean, httpVersion: req.httpVersion, httpVersionMajor: 1, httpVersionMinor: req.httpVersion === "1.1" ? 1 : 0, socket, connection: socket } as unknown as IncomingMessage;
     u.active++;
     socket.once("close", () => {
       u.active--;
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, upgraded.has(socket) ? 101 : 502, performance.now() - start, u.target.origin, subprotocols));
     });
-    wsProxy.ws(req, socket, head, { target: { host: u.target.hostname, port: u.target.port, protocol: "http:" } }, (err: Error) => {
+    wsProxy.ws(proxied, socket, head, { target: { host: u.target.hostname, port: u.target.port, protocol: "http:" } }, (err: Error) => {
       const code = (err as NodeJS.ErrnoException).code ?? "";
       if (CONNECTION_ERRORS.has(code)) pool.markDown(u, code);
       // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
@@ -398,5 +419,9 @@ export function createForwarder(deps: ForwardDeps): {
     if (log !== null) log(formatAccessLine((socket as Socket).remoteAddress, "-", "-", status, 0, null));
   }
 
-  return { onRequest, onUpgrade, onClientError, close: () => wsProxy.close() };
+  function onRefused(peer: string, status: number): void {
+    if (log !== null) log(formatAccessLine(peer, "-", "-", status, 0, null));
+  }
+
+  return { onRequest, onUpgrade, onClientError, onRefused, close: () => wsProxy.close() };
 }

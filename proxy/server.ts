@@ -9,8 +9,8 @@
  * happen to it, and parse errors are answered by `onClientError`.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
-import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
-import type { AddressInfo, Socket } from "node:net";
+import type { AddressInfo, Server as NetServer, Socket } from "node:net";
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { stdoutAccessLog } from "./access-log.js";
 import { CertManager, type CertificateInfo } from "./cert-manager.js";
 import { TLS_POSTURE } from "./certs.js";
@@ -18,6 +18,7 @@ import { type ProxyConfig, trustedProxyMatcher } from "./config.js";
 import { ProxyError, ProxyErrorCode } from "./errors.js";
 import type { ProxyEvent, ProxyHooks } from "./events.js";
 import { createForwarder } from "./forward.js";
+import { Front } from "./front.js";
 import { UpstreamPool, type UpstreamHealth } from "./upstreams.js";
 
 /** A started proxy. `stop()` is the only way to end it; it is idempotent. */
@@ -72,24 +73,27 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     socket.once("close", () => sockets.delete(socket));
   };
 
+  // HTTPS is a TLS server with our own HTTP/1.1 front on each socket (front.ts: why not `node:https`).
+  const front = new Front(
+    { maxHeaderBytes: config.maxHeaderBytes, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs, keepAliveTimeoutMs: config.keepAliveTimeoutMs },
+    { onRequest: forwarder.onRequest, onUpgrade: forwarder.onUpgrade, onRefused: forwarder.onRefused },
+  );
   const initial = certs.defaultCert();
-  const https: HttpsServer = createHttpsServer({
+  const https: TlsServer = createTlsServer({
     ...TLS_POSTURE,
     cert: initial.certPem,
     key: initial.keyPem,
     SNICallback: certs.sniCallback,
     ALPNProtocols: ["http/1.1"],
-    maxHeaderSize: config.maxHeaderBytes,
-    noDelay: true,
   });
   certs.onDefaultChange = (cert) => https.setSecureContext({ ...TLS_POSTURE, cert: cert.certPem, key: cert.keyPem });
   https.on("connection", track);
-  https.on("secureConnection", track);
+  https.on("secureConnection", (socket: TLSSocket) => {
+    track(socket);
+    front.accept(socket);
+  });
   // Failed handshakes (TLS 1.0 clients, scanners, wrong SNI) are normal traffic, not errors of ours.
   https.on("tlsClientError", (_err: Error, socket: Socket) => socket.destroy());
-  https.on("request", forwarder.onRequest);
-  https.on("upgrade", forwarder.onUpgrade);
-  https.on("clientError", forwarder.onClientError);
 
   const http: HttpServer = createHttpServer({ maxHeaderSize: config.maxHeaderBytes, noDelay: true }, (req, res) => {
     void handlePlainHttp(req, res, config, certs, () => boundHttpsPort);
@@ -110,6 +114,7 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     certs.stop();
     https.close();
     http.close();
+    front.close();
     forwarder.close();
     throw err;
   }
@@ -127,6 +132,7 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
         pool.stop();
         const closed = Promise.all([closeServer(https), closeServer(http)]);
         for (const s of sockets) s.destroy();
+        front.close();
         forwarder.close();
         await closed;
         sink?.flush();
@@ -173,7 +179,7 @@ async function handlePlainHttp(req: IncomingMessage, res: ServerResponse, config
   req.resume();
 }
 
-function listen(server: HttpServer | HttpsServer, host: string | null, port: number): Promise<number> {
+function listen(server: NetServer, host: string | null, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(new ProxyError(ProxyErrorCode.PROXY_ERR_LISTEN, `cannot listen on ${host ?? "*"}:${port}: ${err.code ?? err.message}`, { cause: err }));
@@ -190,10 +196,11 @@ function listen(server: HttpServer | HttpsServer, host: string | null, port: num
   });
 }
 
-function closeServer(server: HttpServer | HttpsServer): Promise<void> {
+/** Stops listening; the caller destroys the connections (tracked: a TLS server has no `closeAllConnections`). */
+function closeServer(server: NetServer): Promise<void> {
   return new Promise((resolve) => {
     server.close(() => resolve());
-    server.closeAllConnections();
+    if ("closeAllConnections" in server) (server as HttpServer).closeAllConnections();
   });
 }
 
