@@ -7,6 +7,7 @@
  */
 import { Decoder, Encoder, DecodeError } from "@msgpack/msgpack";
 import { ErrorCode, ProtocolError } from "./errors.js";
+import { decodeFlatMap } from "./flat-map.js";
 import { CLIENT_COMMANDS, type ClientCommand, type ServerMessage } from "./client.js";
 import { JOB_EVENT_TYPES, type JobEvent } from "./events.js";
 import type { AgentControl, AgentRegistration, JobCancel, JobDispatch } from "./jobs.js";
@@ -95,13 +96,18 @@ export function withSeqMsgpack(bytes: Uint8Array, seq: number): Uint8Array | nul
   return out;
 }
 
-/** Decodes MessagePack within `CODEC_LIMITS`; throws `ProtocolError` for anything else. */
+/**
+ * Decodes MessagePack within `CODEC_LIMITS`; throws `ProtocolError` for anything else. A flat map of scalars (most
+ * events) takes the fast path of `flat-map.ts`; everything else, and every error, is the library's.
+ */
 export function decodeMsgpack(bytes: Uint8Array | ArrayBuffer): unknown {
   const len = bytes.byteLength;
   if (len > CODEC_LIMITS.maxMessageBytes) {
     throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`);
   }
   if (len === 0) throw new ProtocolError(ErrorCode.PROTO_ERR_DECODE, "empty message");
+  const flat = decodeFlatMap(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), FORBIDDEN_KEYS, CODEC_LIMITS.maxMapLength);
+  if (flat !== undefined) return flat;
   try {
     return decoder.decode(bytes);
   } catch (err) {
