@@ -7,7 +7,7 @@
  */
 import { Decoder, Encoder, DecodeError } from "@msgpack/msgpack";
 import { ErrorCode, ProtocolError } from "./errors.js";
-import { decodeFlatMap } from "./flat-map.js";
+import { decodeFlatMap, encodeFlatMap } from "./flat-map.js";
 import { CLIENT_COMMANDS, type ClientCommand, type ServerMessage } from "./client.js";
 import { JOB_EVENT_TYPES, type JobEvent } from "./events.js";
 import type { AgentControl, AgentRegistration, JobCancel, JobDispatch } from "./jobs.js";
@@ -45,10 +45,13 @@ const decoder = new Decoder({
 });
 
 /**
- * MessagePack bytes of `value`. The returned view is a fresh copy (safe to keep). The copy comes from Node's
+ * MessagePack bytes of `value`. The returned view is a fresh copy (safe to keep). A flat map of scalars (most
+ * events) is written by `flat-map.ts`, byte for byte what the library writes; anything else by the library. The copy comes from Node's
  * Buffer pool: `encode()` slices a new ArrayBuffer per message, which cost as much as encoding a token event.
  */
 export function encodeMsgpack(value: unknown): Uint8Array {
+  const flat = encodeFlatMap(value);
+  if (flat !== undefined) return flat;
   const ref = encoder.encodeSharedRef(value);
   const out = Buffer.allocUnsafe(ref.byteLength);
   out.set(ref);
@@ -106,7 +109,7 @@ export function decodeMsgpack(bytes: Uint8Array | ArrayBuffer): unknown {
     throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`);
   }
   if (len === 0) throw new ProtocolError(ErrorCode.PROTO_ERR_DECODE, "empty message");
-  const flat = decodeFlatMap(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), FORBIDDEN_KEYS, CODEC_LIMITS.maxMapLength);
+  const flat = decodeFlatMap(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), FORBIDDEN_KEYS, CODEC_LIMITS.maxMapLength, CODEC_LIMITS.maxBinBytes);
   if (flat !== undefined) return flat;
   try {
     return decoder.decode(bytes);

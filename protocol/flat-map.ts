@@ -1,17 +1,20 @@
 /**
- * A fast path of the MessagePack decoder for the shape nearly every event has: one map of string keys to scalars
- * (a token chunk is ten of them). `decodeMsgpack` tries it first and hands anything else to `@msgpack/msgpack`.
+ * Fast paths of the MessagePack codec for the shape nearly every event has: one map of string keys to scalars (a
+ * token chunk is ten of them). `decodeMsgpack` and `encodeMsgpack` try them first and hand anything else to
+ * `@msgpack/msgpack`.
  *
- * Why: `@msgpack/msgpack` decoded a token event at 0.63× `JSON.parse`'s speed (bench/codec.ts, 2026-12-02;
- * goal ≥ 0.8×): per message it makes a `DataView` and a state stack, and per string an array of code units. Here
- * keys come from a small cache (they repeat in every event), ASCII values are built directly, and a float64 is read
- * through one shared scratch array: 0.98–1.0× `JSON.parse` in the same process.
+ * Why: `@msgpack/msgpack` decoded a token event at 0.63× `JSON.parse`'s speed and encoded it at 0.82× of
+ * `JSON.stringify` + `Buffer.from` (bench/codec.ts, 2026-12-02; goal ≥ 0.8× for both and the round trip): per
+ * message it makes a `DataView` and a state stack, and per string an array of code units or a UTF-8 count. Here
+ * keys come from small caches (they repeat in every event), ASCII strings are copied char by char, and floats go
+ * through one shared scratch array: decode 1.07× `JSON.parse` in the same run.
  *
- * It returns `undefined` for anything it does not handle — nested values, binary, extensions, 64-bit integers,
- * integer keys, forbidden keys, truncated or trailing bytes, maps over the codec's limit — and the library then
- * decodes the message or throws its error, so the results and errors of `decodeMsgpack` are the library's (tested
- * against it, `test/protocol/codec.test.ts`). Invalid UTF-8 becomes U+FFFD, as the library does for strings over
- * 200 bytes.
+ * Each returns `undefined` for anything it does not handle — nested values, binary on encode, extensions (a `Date`),
+ * 64-bit integers, integer keys, forbidden keys, truncated or trailing bytes, maps over the codec's limit, strings
+ * with surrogates on encode (the library's two string encoders disagree on lone ones) — and the library then does
+ * the work or throws its error. So the results, bytes and errors are the library's, which
+ * `test/protocol/flat-map.test.ts` checks against it. Invalid UTF-8 decodes to U+FFFD, as the library does for
+ * strings over 200 bytes.
  */
 
 /** Map keys this long or shorter are cached (the library's key cache uses the same bound). */
@@ -65,11 +68,11 @@ function float(bytes: Uint8Array, at: number, size: 4 | 8): number {
 }
 
 /**
- * The object a flat map of string keys to scalars (nil, booleans, integers up to 32 bits, floats, strings)
- * decodes to, or `undefined` when `bytes` is anything else. `forbidden` keys and maps over `maxEntries` give
- * `undefined` too (the library reports them).
+ * The object a flat map of string keys to scalars (nil, booleans, integers up to 32 bits, floats, strings, binary)
+ * decodes to, or `undefined` when `bytes` is anything else. `forbidden` keys, maps over `maxEntries` and binary
+ * over `maxBinBytes` give `undefined` too (the library reports them).
  */
-export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>, maxEntries: number): Record<string, unknown> | undefined {
+export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>, maxEntries: number, maxBinBytes: number): Record<string, unknown> | undefined {
   const end = bytes.length;
   const h = bytes[0]!;
   let n: number;
@@ -137,6 +140,19 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
           p += 2 + l;
           break;
         }
+        case 0xc4:
+        case 0xc5:
+        case 0xc6: {
+          // Binary (an output's bytes): a view into `bytes`, as the library gives.
+          const w = vh === 0xc4 ? 1 : vh === 0xc5 ? 2 : 4;
+          if (p + 1 + w > end) return undefined;
+          let l = 0;
+          for (let k = 1; k <= w; k++) l = l * 256 + bytes[p + k]!;
+          if (l > maxBinBytes || p + 1 + w + l > end) return undefined;
+          v = bytes.subarray(p + 1 + w, p + 1 + w + l);
+          p += 1 + w + l;
+          break;
+        }
         case 0xda: {
           if (p + 3 > end) return undefined;
           const l = (bytes[p + 1]! << 8) | bytes[p + 2]!;
@@ -152,4 +168,140 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
     o[k] = v;
   }
   return p === end ? o : undefined;
+}
+
+// ---- encoding -------------------------------------------------------------------------------------------------
+
+/** Encoded keys (header and bytes), by key: the same few dozen keys go into every event. */
+const encodedKeys = new Map<string, Uint8Array>();
+const ENCODED_KEYS_MAX = 512;
+/** Where a message is built before it is copied out; larger messages are left to the library. */
+const scratch = Buffer.allocUnsafe(64 * 1024);
+const LONE_SURROGATE = /[\ud800-\udfff]/;
+
+/** Byte length of `s` in UTF-8, or -1 when it holds a surrogate (the library's two encoders differ on lone ones). */
+function utf8Length(s: string): number {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    if (s.charCodeAt(i) >= 0x80) return LONE_SURROGATE.test(s) ? -1 : Buffer.byteLength(s, "utf8");
+  }
+  return n;
+}
+
+/** Writes `s` (its UTF-8 length `len`) with its header at `p`; returns the position after it, or -1 if it does not fit. */
+function writeString(s: string, len: number, p: number): number {
+  const room = scratch.length;
+  if (len < 32) {
+    if (p + 1 + len > room) return -1;
+    scratch[p++] = 0xa0 | len;
+  } else if (len < 0x100) {
+    if (p + 2 + len > room) return -1;
+    scratch[p++] = 0xd9;
+    scratch[p++] = len;
+  } else if (len < 0x10000) {
+    if (p + 3 + len > room) return -1;
+    scratch[p++] = 0xda;
+    scratch[p++] = len >>> 8;
+    scratch[p++] = len & 0xff;
+  } else {
+    return -1;
+  }
+  if (len === s.length) {
+    for (let i = 0; i < len; i++) scratch[p + i] = s.charCodeAt(i);
+  } else {
+    scratch.write(s, p, len, "utf8");
+  }
+  return p + len;
+}
+
+function encodedKey(k: string): Uint8Array | null {
+  let e = encodedKeys.get(k);
+  if (e !== undefined) return e;
+  const len = utf8Length(k);
+  if (len < 0 || len >= 0x10000) return null;
+  // Not built in `scratch`: a key first seen mid-message would overwrite the message.
+  const head = len < 32 ? [0xa0 | len] : len < 0x100 ? [0xd9, len] : [0xda, len >>> 8, len & 0xff];
+  e = Buffer.concat([Uint8Array.from(head), Buffer.from(k, "utf8")]);
+  if (encodedKeys.size < ENCODED_KEYS_MAX) encodedKeys.set(k, e);
+  return e;
+}
+
+/**
+ * The bytes `new Encoder({ ignoreUndefined: true }).encode(value)` gives, for a plain object whose values are all
+ * strings, numbers (not integers beyond 32 bits), booleans, null or undefined (left out); `undefined` for anything
+ * else, which the library then encodes. The bytes are a fresh Buffer.
+ */
+export function encodeFlatMap(value: unknown): Uint8Array | undefined {
+  if (value === null || typeof value !== "object") return undefined;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) return undefined;
+  const o = value as Record<string, unknown>;
+  const keys = Object.keys(o);
+  let count = 0;
+  for (let i = 0; i < keys.length; i++) {
+    const v = o[keys[i]!];
+    if (v === undefined) continue;
+    // Binary and nested values go to the library before anything is written (an output with 4 KB of bytes paid
+    // ~600 ns for a half-written map otherwise).
+    if (v !== null && typeof v === "object") return undefined;
+    count++;
+  }
+  if (count > 0xffff) return undefined;
+  let p: number;
+  if (count < 16) {
+    scratch[0] = 0x80 | count;
+    p = 1;
+  } else {
+    scratch[0] = 0xde;
+    scratch[1] = count >>> 8;
+    scratch[2] = count & 0xff;
+    p = 3;
+  }
+  const room = scratch.length;
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const v = o[k];
+    if (v === undefined) continue;
+    const ek = encodedKey(k);
+    if (ek === null || p + ek.length + 9 > room) return undefined;
+    scratch.set(ek, p);
+    p += ek.length;
+    if (typeof v === "string") {
+      const len = utf8Length(v);
+      if (len < 0) return undefined;
+      p = writeString(v, len, p);
+      if (p < 0) return undefined;
+    } else if (typeof v === "number") {
+      if (Number.isSafeInteger(v)) {
+        if (v >= 0) {
+          if (v < 0x80) scratch[p++] = v;
+          else if (v < 0x100) { scratch[p++] = 0xcc; scratch[p++] = v; }
+          else if (v < 0x10000) { scratch[p++] = 0xcd; scratch[p++] = v >>> 8; scratch[p++] = v & 0xff; }
+          else if (v < 0x100000000) { scratch[p++] = 0xce; scratch.writeUInt32BE(v, p); p += 4; }
+          else return undefined;
+        } else {
+          if (v >= -0x20) scratch[p++] = 0xe0 | (v + 0x20);
+          else if (v >= -0x80) { scratch[p++] = 0xd0; scratch[p++] = v & 0xff; }
+          else if (v >= -0x8000) { scratch[p++] = 0xd1; scratch.writeInt16BE(v, p); p += 2; }
+          else if (v >= -0x80000000) { scratch[p++] = 0xd2; scratch.writeInt32BE(v, p); p += 4; }
+          else return undefined;
+        }
+      } else {
+        scratch[p++] = 0xcb;
+        f64[0] = v;
+        if (LITTLE_ENDIAN) for (let b = 0; b < 8; b++) scratch[p + b] = f64Bytes[7 - b]!;
+        else for (let b = 0; b < 8; b++) scratch[p + b] = f64Bytes[b]!;
+        p += 8;
+      }
+    } else if (typeof v === "boolean") {
+      scratch[p++] = v ? 0xc3 : 0xc2;
+    } else if (v === null) {
+      scratch[p++] = 0xc0;
+    } else {
+      return undefined;
+    }
+  }
+  const out = Buffer.allocUnsafe(p);
+  scratch.copy(out, 0, 0, p);
+  return out;
 }

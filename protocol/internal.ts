@@ -1,4 +1,4 @@
 /**
  * Internals exposed for tests only (style guide §8 principle 1). Nothing outside `test/` may import this file.
  */
-export { decodeFlatMap } from "./flat-map.js";
+export { decodeFlatMap, encodeFlatMap } from "./flat-map.js";

@@ -4,14 +4,15 @@
  */
 import t from "tap";
 import { isDeepStrictEqual } from "node:util";
-import { Decoder } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "@msgpack/msgpack";
 import { CODEC_LIMITS, ErrorCode, ProtocolError, decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
-import { decodeFlatMap } from "../../protocol/internal.js";
+import { decodeFlatMap, encodeFlatMap } from "../../protocol/internal.js";
 import { SAMPLES } from "./samples.js";
 
 const FORBIDDEN = new Set(["__proto__", "constructor", "prototype"]);
 const library = new Decoder();
-const flat = (b: Uint8Array) => decodeFlatMap(b, FORBIDDEN, CODEC_LIMITS.maxMapLength);
+const libraryEncoder = new Encoder({ ignoreUndefined: true });
+const flat = (b: Uint8Array) => decodeFlatMap(b, FORBIDDEN, CODEC_LIMITS.maxMapLength, CODEC_LIMITS.maxBinBytes);
 
 t.test("flat map - random flat maps of scalars decode exactly as the library decodes them (property)", async (t) => {
   const fc = await import("fast-check");
@@ -27,6 +28,8 @@ t.test("flat map - random flat maps of scalars decode exactly as the library dec
     fc.constantFrom(Number.NaN, -0, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY),
     fc.boolean(),
     fc.constant(null),
+    fc.uint8Array({ maxLength: 300 }),
+    fc.integer({ min: 0, max: 70_000 }).map((n) => new Uint8Array(n).fill(n & 0xff)),
   );
   let taken = 0;
   fc.assert(
@@ -60,6 +63,9 @@ t.test("flat map - every integer and float width, str8/str16 and map16 forms", a
     ["float64", [0xcb, 0x40, 0x09, 0x21, 0xfb, 0x54, 0x44, 0x2d, 0x18], Math.PI],
     ["str8", [0xd9, 0x03, 0x61, 0x62, 0x63], "abc"],
     ["str16", [0xda, 0x00, 0x02, 0xc3, 0xa9], "é"],
+    ["bin8", [0xc4, 0x02, 0x01, 0x02], new Uint8Array([1, 2])],
+    ["bin16", [0xc5, 0x00, 0x01, 0x07], new Uint8Array([7])],
+    ["bin32", [0xc6, 0x00, 0x00, 0x00, 0x01, 0x09], new Uint8Array([9])],
   ];
   for (const [name, value, expected] of cases) {
     const bytes = Uint8Array.from([0x81, 0xa1, 0x76, ...value]);
@@ -79,7 +85,7 @@ t.test("flat map - declines what it does not handle, and decodeMsgpack still giv
   const declined: [string, Uint8Array][] = [
     ["nested map", encodeMsgpack({ a: { b: 1 } })],
     ["array value", encodeMsgpack({ a: [1] })],
-    ["binary value", encodeMsgpack({ a: new Uint8Array([1, 2]) })],
+    ["binary over the limit", Uint8Array.from([0x81, 0xa1, 0x61, 0xc6, 0xff, 0xff, 0xff, 0xff, 0x00])],
     ["uint64", encodeMsgpack({ a: 2 ** 40 })],
     ["int64", encodeMsgpack({ a: -(2 ** 40) })],
     ["array at the root", encodeMsgpack([1, 2])],
@@ -121,4 +127,64 @@ t.test("flat map - the fast path decodes the flat event families", async (t) => 
   }
   t.ok(SAMPLES["event.chunk"] !== undefined && flat(encodeMsgpack(SAMPLES["event.chunk"])) !== undefined, "a token chunk takes the fast path");
   t.ok(flatSamples >= 3, `${flatSamples} flat samples`);
+});
+
+t.test("flat map - encoding gives the library's bytes for random flat maps (property), and declines the rest", async (t) => {
+  const fc = await import("fast-check");
+  const key = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: "grapheme", maxLength: 6 }), fc.constantFrom("type", "job_id", "seq", "12", "0"));
+  const scalar = fc.oneof(
+    fc.string({ maxLength: 40 }),
+    fc.string({ unit: "grapheme", maxLength: 60 }),
+    fc.string({ unit: "binary", maxLength: 20 }),
+    fc.string({ minLength: 250, maxLength: 70_000 }),
+    fc.integer({ min: -(2 ** 31), max: 2 ** 32 - 1 }),
+    fc.constantFrom(0, 127, 128, 255, 256, 65_535, 65_536, -1, -32, -33, -128, -129, -32_768, -32_769, 2 ** 31 - 1, -(2 ** 31), 2 ** 32 - 1, 2 ** 32, 2 ** 53),
+    fc.double(),
+    fc.constantFrom(Number.NaN, -0, Number.POSITIVE_INFINITY),
+    fc.boolean(),
+    fc.constant(null),
+    fc.constant(undefined),
+  );
+  let taken = 0;
+  fc.assert(
+    fc.property(fc.dictionary(key, scalar, { maxKeys: 40 }), (m) => {
+      const mine = encodeFlatMap(m);
+      const theirs = libraryEncoder.encode(m);
+      // What the fast path must take: no surrogates, no integer beyond 32 bits, under its 64 KiB scratch buffer.
+      const values = Object.values(m);
+      const eligible = theirs.length < 60_000 && ![...Object.keys(m), ...values].some((v) => (typeof v === "string" && /[\ud800-\udfff]/.test(v)) || (typeof v === "number" && Number.isInteger(v) && (v > 2 ** 32 - 1 || v < -(2 ** 31))));
+      if (eligible && mine === undefined) throw new Error(`declined ${JSON.stringify(m).slice(0, 200)}`);
+      if (mine !== undefined) {
+        taken++;
+        if (Buffer.compare(Buffer.from(mine), Buffer.from(theirs)) !== 0) throw new Error(`bytes differ for ${JSON.stringify(m).slice(0, 200)}`);
+      }
+      if (Buffer.compare(Buffer.from(encodeMsgpack(m)), Buffer.from(theirs)) !== 0) throw new Error("encodeMsgpack differs from the library");
+      return true;
+    }),
+    { numRuns: 500 },
+  );
+  t.ok(taken > 100, `the fast path encoded ${taken} of 500, every one it must`);
+  for (const [name, sample] of Object.entries(SAMPLES)) {
+    const bytes = encodeMsgpack(sample);
+    t.equal(Buffer.compare(Buffer.from(bytes), Buffer.from(libraryEncoder.encode(sample))), 0, `${name}: the library's bytes`);
+  }
+  t.ok(encodeFlatMap(SAMPLES["event.chunk"]) !== undefined, "a token chunk takes the fast path");
+  const declined: [string, unknown][] = [
+    ["nested", { a: { b: 1 } }],
+    ["array value", { a: [1] }],
+    ["binary value", { a: new Uint8Array(2) }],
+    ["a Date", { a: new Date(0) }],
+    ["uint64", { a: 2 ** 40 }],
+    ["int64", { a: -(2 ** 40) }],
+    ["a lone surrogate", { a: "x\ud800" }],
+    ["an array", [1, 2]],
+    ["a class instance", new (class P { x = 1; })()],
+    ["a string over the scratch buffer", { a: "z".repeat(70_000) }],
+  ];
+  for (const [name, v] of declined) {
+    t.equal(encodeFlatMap(v), undefined, `${name}: declined`);
+    t.equal(Buffer.compare(Buffer.from(encodeMsgpack(v)), Buffer.from(libraryEncoder.encode(v))), 0, `${name}: encodeMsgpack gives the library's bytes`);
+  }
+  const first = encodeMsgpack({ brand_new_key_1: "a", brand_new_key_2: 1.5, brand_new_key_3: "b" });
+  t.same(decodeMsgpack(first), { brand_new_key_1: "a", brand_new_key_2: 1.5, brand_new_key_3: "b" }, "keys first seen mid-message do not clobber it");
 });
