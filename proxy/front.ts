@@ -427,7 +427,8 @@ class FrontConnection {
     const limits = this.front.limits;
     if (this.headStartMs !== 0 && nowMs - this.headStartMs >= limits.headersTimeoutMs) return this.refuse(408);
     if (this.requestStartMs !== 0 && nowMs - this.requestStartMs >= limits.requestTimeoutMs) return this.refuse(408);
-    if (this.active === null && this.queue.length === 0 && this.headStartMs === 0 && nowMs - this.idleSinceMs >= limits.keepAliveTimeoutMs) {
+    // Idle: nothing being answered, queued or received (a body answered early may still be arriving).
+    if (this.active === null && this.queue.length === 0 && this.headStartMs === 0 && this.requestStartMs === 0 && nowMs - this.idleSinceMs >= limits.keepAliveTimeoutMs) {
       this.dead = true;
       this.socket.destroy();
     }

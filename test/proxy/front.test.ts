@@ -173,3 +173,20 @@ t.test("proxy front - a client that leaves mid-request cuts the upstream exchang
   t.same(statuses(await rawTls(proxy.httpsPort, "GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")), [200]);
   t.notOk(up!.seen.some((s) => s.url === "/echo"), "the half-sent body never completed at the upstream");
 });
+
+t.test("proxy front - a connection whose answer came before its body ended is not closed as idle while the body arrives", async (t) => {
+  // A dead upstream answers 502 at once; the client is still sending the body, slower than keepAliveTimeoutMs.
+  const { freePort } = await import("../helpers/tls-tools.js");
+  const { proxy } = await setup(t, { keepAliveTimeoutMs: 150, healthIntervalMs: 60_000 }, `http://127.0.0.1:${await freePort()}`);
+  const c = await conversation(proxy.httpsPort);
+  t.teardown(c.destroy);
+  c.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6\r\n\r\na");
+  await waitFor(() => statuses(c.text()).length === 1, 5000, "the early answer");
+  for (const piece of ["b", "c", "d", "e", "f"]) {
+    await new Promise((r) => setTimeout(r, 100));
+    c.send(piece);
+  }
+  c.send("GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  await waitFor(() => statuses(c.text()).length === 2, 5000, "an answer to the next request on the same connection");
+  t.match(c.text(), /^HTTP\/1\.1 50[23] /, "the early answer says the upstream is down");
+});
