@@ -264,6 +264,8 @@ class FrontConnection {
       this.body?.push(null);
       this.body = null;
       this.requestStartMs = 0;
+      // The end of a body answered early starts the idle time, not the answer.
+      if (this.active === null) this.idleSinceMs = Date.now();
     };
     this.parser = p;
     this.idleSinceMs = Date.now();
