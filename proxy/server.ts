@@ -1,12 +1,14 @@
 /**
  * `startProxy`: wires the certificate manager, the upstream pool and the forwarder to two listeners.
  *
- * - HTTPS (`httpsPort`): TLS 1.2+/intermediate ciphers, SNI per host, HSTS, HTTP and WebSocket proxying.
- * - HTTP (`httpPort`): answers `/.well-known/acme-challenge/<token>` and redirects everything else to HTTPS with
- *   308 (method and body preserved, RFC 9110 §15.4.9), like Caddy's automatic redirects.
+ * - HTTPS (`httpsPort`): a `node:tls` server (TLS 1.2+/intermediate ciphers, SNI per host) whose sockets the HTTP
+ *   front of `front.ts` reads: HSTS, HTTP and WebSocket proxying.
+ * - HTTP (`httpPort`): Node's HTTP server, not a hot path: answers `/.well-known/acme-challenge/<token>` and
+ *   redirects everything else to HTTPS with 308 (method and body preserved, RFC 9110 §15.4.9), like Caddy's
+ *   automatic redirects.
  *
  * The process must never die because of a peer: every socket gets an error listener before anything else can
- * happen to it, and parse errors are answered by `onClientError`.
+ * happen to it; parse errors are answered by the front on HTTPS and by `onClientError` on HTTP.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo, Server as NetServer, Socket } from "node:net";
