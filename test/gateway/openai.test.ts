@@ -13,6 +13,7 @@ import { startStack } from "../helpers/stack.js";
 import { spawn } from "node:child_process";
 import { NODEWAY, runNodeway, startAgentProc } from "../helpers/procs.js";
 import { FAKE_KEY, FakeLlm } from "../helpers/fake-llm.js";
+import { waitFor } from "../helpers/tls-tools.js";
 
 const envFor = (fake: FakeLlm) => ({ OPENAI_API_KEY: FAKE_KEY, OPENAI_BASE_URL: `${fake.url}/v1`, ANTHROPIC_API_KEY: FAKE_KEY, ANTHROPIC_BASE_URL: fake.url, OLLAMA_HOST: fake.url });
 
@@ -257,6 +258,26 @@ t.test("openai - `nodeway chat` asks the fleet's models and streams the answer; 
   piped.stdin.end("a piped question\n");
   t.equal(await new Promise((r) => piped.once("exit", r)), 0);
   t.equal(out, "echo: a piped question\n", "from a pipe, stdin is the prompt");
+
+  // On a terminal: a conversation, each question sent with the turns before it. `script` gives the CLI a pty.
+  const tty = spawn("script", ["-qfec", `${process.execPath} ${NODEWAY} chat --model gpt-4o-mini --gateway ${s.url}`, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+  let screen = "";
+  tty.stdout.on("data", (d: Buffer) => (screen += d.toString()));
+  const ttyExit = new Promise((r) => tty.once("exit", r));
+  await waitFor(() => screen.includes("> "), 10_000, "the prompt");
+  t.match(screen, /chatting with gpt-4o-mini \(Ctrl-D to end\)/);
+  tty.stdin.write("first question\r");
+  await waitFor(() => screen.includes("echo: first question"), 10_000, "the first answer");
+  tty.stdin.write("second question\r");
+  await waitFor(() => screen.includes("echo: second question"), 10_000, "the second answer");
+  const turns = fake.requests.filter((r) => r.path === "/v1/chat/completions").at(-1)!.body as { messages: unknown[] };
+  t.same(turns.messages, [
+    { role: "user", content: "first question" },
+    { role: "assistant", content: "echo: first question" },
+    { role: "user", content: "second question" },
+  ], "the second question carries the first turn");
+  tty.stdin.write("\x04");
+  t.equal(await ttyExit, 0, "Ctrl-D ends the conversation");
 
   const which = runNodeway(["chat", "--gateway", s.url, "hi"]);
   t.equal(await which.exited, 2, "no --model and several models");
