@@ -23,6 +23,11 @@ import type { JobManager } from "./jobs.js";
 export interface ModelTarget {
   provider: LlmProvider;
   id: string;
+  /**
+   * Unix seconds since which the fleet has offered it: the earliest start of a live agent offering it (the same on
+   * every gateway; `created` in `/v1/models`). 0 for a model reached by `<provider>/<id>` that no agent lists.
+   */
+  sinceS: number;
 }
 
 /** The LLM node's id in a chat turn's graph: its chunks are the reply. */
@@ -39,22 +44,26 @@ export class ModelDirectory {
    * `<provider>/<id>`), and `listed`, each model once, under its plain id where that id means it.
    */
   offers(agents: AgentRegistration[]): { byName: Map<string, ModelTarget>; listed: { name: string; target: ModelTarget }[] } {
-    const byProvider = new Map<LlmProvider, Set<string>>();
+    const byProvider = new Map<LlmProvider, Map<string, number>>();
     for (const a of agents) {
       if (a.state === "draining") continue;
+      const startedS = Math.floor(Date.parse(a.started_at) / 1000);
       for (const m of a.capabilities?.models ?? []) {
         if (!isLlmProvider(m.provider) || !a.pools.includes(m.provider)) continue;
-        let set = byProvider.get(m.provider);
-        if (!set) byProvider.set(m.provider, (set = new Set()));
-        set.add(m.id);
+        let ids = byProvider.get(m.provider);
+        if (!ids) byProvider.set(m.provider, (ids = new Map()));
+        const seen = ids.get(m.id);
+        const since = Number.isFinite(startedS) && startedS > 0 ? startedS : 0;
+        ids.set(m.id, seen === undefined ? since : since === 0 ? seen : seen === 0 ? since : Math.min(seen, since));
       }
     }
     const byName = new Map<string, ModelTarget>();
     const listed: { name: string; target: ModelTarget }[] = [];
     // A plain id goes to the first provider (in LLM_PROVIDERS order) that offers it.
     for (const provider of LLM_PROVIDERS) {
-      for (const id of [...(byProvider.get(provider) ?? [])].sort()) {
-        const target = { provider, id };
+      const ids = byProvider.get(provider) ?? new Map<string, number>();
+      for (const id of [...ids.keys()].sort()) {
+        const target: ModelTarget = { provider, id, sinceS: ids.get(id)! };
         byName.set(`${provider}/${id}`, target);
         const plain = !byName.has(id);
         if (plain) byName.set(id, target);
@@ -76,7 +85,7 @@ export class ModelDirectory {
       const slash = name.indexOf("/");
       const provider = slash > 0 ? name.slice(0, slash) : "";
       if (isLlmProvider(provider) && name.length > slash + 1 && agents.some((a) => a.state !== "draining" && a.pools.includes(provider) && a.capabilities?.providers?.includes(provider))) {
-        return { provider, id: name.slice(slash + 1) };
+        return { provider, id: name.slice(slash + 1), sinceS: 0 };
       }
     }
     throw new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `The model \`${name}\` does not exist or no live agent offers it (GET /v1/models lists what the fleet offers)`, { openai_code: "model_not_found", param: "model" });

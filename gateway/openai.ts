@@ -65,12 +65,12 @@ export class OpenAiApi {
 
   async listModels(reply: Reply): Promise<void> {
     const { listed } = this.models.offers(await this.jobs.liveAgents());
-    reply.json(200, { object: "list", data: listed.map(({ name, target }): ModelCard => ({ id: name, object: "model", created: 0, owned_by: target.provider })) });
+    reply.json(200, { object: "list", data: listed.map(({ name, target }): ModelCard => ({ id: name, object: "model", created: target.sinceS, owned_by: target.provider })) });
   }
 
   async getModel(name: string, reply: Reply): Promise<void> {
     const t = await this.models.resolve(name);
-    reply.json(200, { id: name, object: "model", created: 0, owned_by: t.provider } satisfies ModelCard);
+    reply.json(200, { id: name, object: "model", created: t.sinceS, owned_by: t.provider } satisfies ModelCard);
   }
 
   async complete(reply: Reply): Promise<void> {

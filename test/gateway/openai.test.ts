@@ -49,6 +49,12 @@ t.test("openai - /v1/models lists the agents' models; completions come back whol
   );
   t.equal((await client.models.retrieve("qwen3:8b")).owned_by, "ollama", "one model by id");
   t.equal((await client.models.retrieve("ollama/qwen3:8b")).owned_by, "ollama", "or by <provider>/<id>");
+  // `created`: since when the fleet offers the model, the start of the agent that offers it.
+  const { agents } = (await (await fetch(`${s.url}/api/agents`)).json()) as { agents: { started_at: string }[] };
+  const startedS = Math.floor(Date.parse(agents[0]!.started_at) / 1000);
+  t.ok(startedS > 1_700_000_000, "the agent says when it started");
+  t.same([...new Set(models.map((m) => m.created))], [startedS], "every model listed was created when its agent started");
+  t.equal((await client.models.retrieve("qwen3:8b")).created, startedS, "and so says the model by id");
 
   const whole = await client.chat.completions.create({
     model: "gpt-4o-mini",
