@@ -22,6 +22,7 @@
  *   (300 s), both answered 408; an idle kept-alive connection closes after `keepAliveTimeoutMs` (5 s);
  * - response framing: the upstream's length when it gave one; otherwise chunked for HTTP/1.1 clients and
  *   delimited by the close for HTTP/1.0 ones; no body for HEAD, 204 and 304.
+ * - `Date` on every response that comes without one.
  */
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
@@ -98,6 +99,19 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
 const STATUS_TEXT_OK = /^[\t\x20-\x7e\x80-\xff]*$/;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
 
+let dateSecond = -1;
+let dateText = "";
+/** The current time as an HTTP date, made at most once a second. */
+function httpDate(): string {
+  const nowMs = Date.now();
+  const second = Math.floor(nowMs / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(nowMs).toUTCString();
+  }
+  return dateText;
+}
+
 /**
  * The answer to one request. The head goes out with the first body piece (one TLS record for a small response),
  * or at once through `flushHead()` for a stream.
@@ -129,7 +143,15 @@ export class FrontResponse {
     if (!STATUS_TEXT_OK.test(statusText)) throw new RangeError("status text has control characters");
     this.statusCode = status;
     let h = `HTTP/1.1 ${status} ${statusText}\r\n`;
-    for (let i = 0; i < headers.length; i += 2) h += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+    let hasDate = false;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      if (name.length === 4 && name.toLowerCase() === "date") hasDate = true;
+      h += `${name}: ${headers[i + 1]!}\r\n`;
+    }
+    // RFC 9110 §6.6.1: a recipient with a clock appends Date to a response forwarded without one (Node's server
+    // added it to every response).
+    if (!hasDate) h += `Date: ${httpDate()}\r\n`;
     this.bodiless = this.isHead || status === 204 || status === 304;
     if (contentLength !== null) {
       if (status !== 204) h += `Content-Length: ${contentLength}\r\n`;

@@ -190,3 +190,18 @@ t.test("proxy front - a connection whose answer came before its body ended is no
   await waitFor(() => statuses(c.text()).length === 2, 5000, "an answer to the next request on the same connection");
   t.match(c.text(), /^HTTP\/1\.1 50[23] /, "the early answer says the upstream is down");
 });
+
+t.test("proxy front - a response forwarded without Date gets one, and so do the proxy's own answers", async (t) => {
+  const url = await rawUpstream(t, (path) =>
+    path === "/dated" ? "HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nContent-Length: 1\r\n\r\nd" : "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nu");
+  const { proxy } = await setup(t, {}, url);
+  const raw = await rawTls(proxy.httpsPort, "GET /undated HTTP/1.1\r\nHost: localhost\r\n\r\nGET /dated HTTP/1.1\r\nHost: localhost\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+  const heads = raw.split(/\r\n\r\n/).filter((h) => h.includes("HTTP/1.1 "));
+  t.equal(heads.length, 3, "three answers");
+  const dates = heads.map((h) => [...h.matchAll(/\r\nDate: ([^\r]+)/gi)].map((m) => m[1]));
+  t.equal(dates[0]!.length, 1, "the undated response has one Date");
+  t.ok(Math.abs(Date.parse(dates[0]![0]!) - Date.now()) < 5_000, "and it is now");
+  t.same(dates[1], ["Tue, 01 Dec 2026 00:00:00 GMT"], "the upstream's Date is kept, not doubled");
+  t.match(heads[2]!, /HTTP\/1\.1 400 /);
+  t.equal(dates[2]!.length, 1, "the proxy's own 400 has a Date");
+});
