@@ -270,10 +270,12 @@ t.test("openai - `nodeway chat` asks the fleet's models and streams the answer; 
   let screen = "";
   tty.stdout.on("data", (d: Buffer) => (screen += d.toString()));
   const ttyExit = new Promise((r) => tty.once("exit", r));
+  t.teardown(() => tty.kill("SIGKILL"));
   await waitFor(() => screen.includes("> "), 10_000, "the prompt");
   t.match(screen, /chatting with gpt-4o-mini \(Ctrl-D to end\)/);
   tty.stdin.write("first question\r");
-  await waitFor(() => screen.includes("echo: first question"), 10_000, "the first answer");
+  // A line typed before the next prompt is lost by readline, as it would be at a terminal: wait for the prompt.
+  await waitFor(() => /echo: first question[\s\S]*> /.test(screen), 10_000, "the first answer, then the prompt");
   tty.stdin.write("second question\r");
   await waitFor(() => screen.includes("echo: second question"), 10_000, "the second answer");
   const turns = fake.requests.filter((r) => r.path === "/v1/chat/completions").at(-1)!.body as { messages: unknown[] };
