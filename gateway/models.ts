@@ -52,9 +52,8 @@ export class ModelDirectory {
         if (!isLlmProvider(m.provider) || !a.pools.includes(m.provider)) continue;
         let ids = byProvider.get(m.provider);
         if (!ids) byProvider.set(m.provider, (ids = new Map()));
-        const seen = ids.get(m.id);
-        const since = Number.isFinite(startedS) && startedS > 0 ? startedS : 0;
-        ids.set(m.id, seen === undefined ? since : since === 0 ? seen : seen === 0 ? since : Math.min(seen, since));
+        // An agent whose start cannot be read counts as starting never: the others decide.
+        ids.set(m.id, Math.min(ids.get(m.id) ?? Infinity, startedS > 0 ? startedS : Infinity));
       }
     }
     const byName = new Map<string, ModelTarget>();
@@ -63,7 +62,8 @@ export class ModelDirectory {
     for (const provider of LLM_PROVIDERS) {
       const ids = byProvider.get(provider) ?? new Map<string, number>();
       for (const id of [...ids.keys()].sort()) {
-        const target: ModelTarget = { provider, id, sinceS: ids.get(id)! };
+        const since = ids.get(id)!;
+        const target: ModelTarget = { provider, id, sinceS: Number.isFinite(since) ? since : 0 };
         byName.set(`${provider}/${id}`, target);
         const plain = !byName.has(id);
         if (plain) byName.set(id, target);

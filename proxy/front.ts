@@ -24,6 +24,7 @@
  *   delimited by the close for HTTP/1.0 ones; no body for HEAD, 204 and 304.
  * - `Date` on every response that comes without one.
  */
+import { STATUS_CODES } from "node:http";
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 import { Readable } from "node:stream";
@@ -78,7 +79,6 @@ export interface FrontRequest {
   /** "1.0" or "1.1". */
   readonly httpVersion: string;
   readonly peer: string;
-  readonly socket: TLSSocket;
   /** The body, streamed with backpressure (the socket pauses while it is not read); null without one. */
   readonly body: Readable | null;
 }
@@ -91,10 +91,6 @@ type Handlers = {
   onRefused: (peer: string, status: number) => void;
 };
 
-const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 417: "Expectation Failed",
-  431: "Request Header Fields Too Large", 501: "Not Implemented",
-};
 /** What may follow the status code on a status line (RFC 9112 §4: HTAB, SP, VCHAR, obs-text). */
 const STATUS_TEXT_OK = /^[\t\x20-\x7e\x80-\xff]*$/;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -260,6 +256,7 @@ class FrontConnection {
   idleSinceMs: number;
   private upgraded = false;
   private dead = false;
+  private parserClosed = false;
 
   constructor(
     readonly socket: TLSSocket,
@@ -371,7 +368,6 @@ class FrontConnection {
       rawHeaders: headers,
       httpVersion: http11 ? "1.1" : "1.0",
       peer: this.socket.remoteAddress ?? "",
-      socket: this.socket,
       body,
     };
     this.queue.push({ req, keepAlive, expectContinue: expect !== null && body !== null && http11 });
@@ -438,7 +434,7 @@ class FrontConnection {
       active.fireClose();
     }
     if (this.active === null && this.socket.writable) {
-      this.socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Bad Request"}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, "latin1");
+      this.socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Bad Request"}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, "latin1");
       this.front.handlers.onRefused(this.socket.remoteAddress ?? "-", status);
     } else {
       this.socket.destroy();
@@ -458,7 +454,6 @@ class FrontConnection {
     }
   }
 
-  private parserClosed = false;
   private closeParser(): void {
     if (this.parserClosed) return;
     this.parserClosed = true;
@@ -483,24 +478,25 @@ const SWEEP_MS = 1_000;
 export class Front {
   readonly connections = new Set<FrontConnection>();
   private sweeper: NodeJS.Timeout | null = null;
+  /** Often enough for the shortest limit to be kept within a quarter of itself. */
+  private readonly sweepMs: number;
 
   constructor(
     readonly limits: FrontLimits,
     readonly handlers: Handlers,
   ) {
     frontParser();
+    this.sweepMs = Math.max(5, Math.min(SWEEP_MS, limits.headersTimeoutMs / 4, limits.requestTimeoutMs / 4, limits.keepAliveTimeoutMs / 4));
   }
 
   /** Takes over a TLS socket whose handshake is done. */
   accept(socket: TLSSocket): void {
     (socket as Socket).setNoDelay(true);
     this.connections.add(new FrontConnection(socket, this));
-    const l = this.limits;
-    const everyMs = Math.max(5, Math.min(SWEEP_MS, l.headersTimeoutMs / 4, l.requestTimeoutMs / 4, l.keepAliveTimeoutMs / 4));
     this.sweeper ??= setInterval(() => {
       const now = Date.now();
       for (const c of this.connections) c.check(now);
-    }, everyMs).unref();
+    }, this.sweepMs).unref();
   }
 
   close(): void {

@@ -18,6 +18,30 @@ export interface Teardowns {
   teardown(fn: () => unknown): void;
 }
 
+/**
+ * A raw upstream (bare sockets, no HTTP server) answering every request head with `answer(path, method)` — for
+ * framings and malformed responses Node's server never sends; `/health` gets a plain 200. Bodies are not read.
+ * Returns its origin.
+ */
+export async function rawUpstream(t: Teardowns, answer: (path: string, method: string) => string): Promise<string> {
+  const server = createNetServer((s) => {
+    s.on("error", () => undefined);
+    let buf = "";
+    s.on("data", (d) => {
+      buf += d.toString("latin1");
+      let end: number;
+      while ((end = buf.indexOf("\r\n\r\n")) >= 0) {
+        const [method, path] = buf.slice(0, end).split(" ") as [string, string];
+        buf = buf.slice(end + 4);
+        s.write(path === "/health" ? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" : answer(path, method));
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => server.close());
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
 /** Polls `fn` until it returns a truthy value; rejects after `timeoutMs` naming what was awaited. */
 export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, name: string): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;

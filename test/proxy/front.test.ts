@@ -3,9 +3,8 @@
  * pipelining, Expect, Host, timeouts, response framing — over raw TLS sockets, byte for byte.
  */
 import t from "tap";
-import { createServer, type Server } from "node:net";
 import { compileProxyConfig, startProxy, type RunningProxy } from "../../proxy/index.js";
-import { rawTls, startUpstream, tempDir, tlsOpen, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
+import { rawTls, rawUpstream, startUpstream, tempDir, tlsOpen, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
 
 async function setup(t: Teardowns, extra: Record<string, unknown> = {}, upstreamUrl?: string): Promise<{ proxy: RunningProxy; up: TestUpstream | null; lines: string[] }> {
   let up: TestUpstream | null = null;
@@ -22,26 +21,6 @@ async function setup(t: Teardowns, extra: Record<string, unknown> = {}, upstream
   );
   t.teardown(() => proxy.stop());
   return { proxy, up, lines };
-}
-
-/** A raw upstream answering every request head with `answer(path, method)`, for framings Node's server never sends. */
-async function rawUpstream(t: Teardowns, answer: (path: string, method: string) => string): Promise<string> {
-  const server: Server = createServer((s) => {
-    s.on("error", () => undefined);
-    let buf = "";
-    s.on("data", (d) => {
-      buf += d.toString("latin1");
-      let end: number;
-      while ((end = buf.indexOf("\r\n\r\n")) >= 0) {
-        const [method, path] = buf.slice(0, end).split(" ") as [string, string];
-        buf = buf.slice(end + 4);
-        s.write(path === "/health" ? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" : answer(path, method));
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  t.teardown(() => server.close());
-  return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
 
 const statuses = (raw: string): number[] => [...raw.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));

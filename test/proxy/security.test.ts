@@ -3,9 +3,8 @@
  * Requests are written byte for byte over raw TLS sockets so nothing in a client library normalises them first.
  */
 import t from "tap";
-import { createServer } from "node:net";
 import { compileProxyConfig, startProxy, type RunningProxy } from "../../proxy/index.js";
-import { httpsGet, rawTls, startUpstream, tempDir, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
+import { httpsGet, rawTls, rawUpstream, startUpstream, tempDir, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
 
 async function setup(t: Teardowns, extra: Record<string, unknown> = {}): Promise<{ proxy: RunningProxy; up: TestUpstream; lines: string[] }> {
   const up = await startUpstream("gw");
@@ -170,22 +169,7 @@ t.test("proxy security - a malformed upstream response gets a 502, is not relaye
     "/garbage": "\x16\x03\x01 not http at all\r\n\r\n",
     "/split": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
   };
-  const raw = createServer((s) => {
-    s.on("error", () => undefined);
-    let buf = "";
-    s.on("data", (d) => {
-      buf += d.toString("latin1");
-      let end: number;
-      while ((end = buf.indexOf("\r\n\r\n")) >= 0) {
-        const path = buf.slice(0, end).split(" ")[1]!;
-        buf = buf.slice(end + 4);
-        s.write(answers[path] ?? "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine");
-      }
-    });
-  });
-  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", r));
-  t.teardown(() => raw.close());
-  const url = `http://127.0.0.1:${(raw.address() as { port: number }).port}`;
+  const url = await rawUpstream(t, (path) => answers[path] ?? "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine");
   const store = await tempDir("nodeway-proxy-sec-");
   t.teardown(store.cleanup);
   const proxy = await startProxy(compileProxyConfig({ upstream: [url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir }), {
