@@ -5,6 +5,9 @@
  * job, the others `reconnect_job` from seq 0), a bare uWS.js server that `app.publish`es each NATS message
  * (ceiling; run twice for the A/A noise band), and the same gateway shape written with `ws` (a loop over
  * sockets). Servers are pinned to core 0; clients, nats-server, agent and publisher to core 1.
+ * At N = 100 (where the per-event cost in front of the fan-out decides) two more arms, for the table only: bare uWS
+ * fed from a JetStream stream, by a hand-parsed push consumer (`uws_js_raw`, the least a fan-out whose events
+ * carry stream sequences can do) and by the library's ordered consumer as the gateway uses it (`uws_js_lib`).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,6 +30,8 @@ const SIZES = process.env.BENCH_FANOUT_SIZES ? process.env.BENCH_FANOUT_SIZES.sp
  * 40k/s used before 2026-12-01); too much and the servers reach 94-100 % of their core (400k/s at N = 1,000 and
  * 5,000), sockets fall behind and the liveness probe fails. `BENCH_FANOUT_RATE` sets one rate for all N.
  */
+/** Sizes with the JetStream floor arms (`BENCH_FANOUT_JS_SIZES=100,1000`; empty for none). */
+const JS_FLOOR_SIZES = (process.env.BENCH_FANOUT_JS_SIZES ?? "100").split(",").filter(Boolean).map(Number);
 const RATE_FOR_N: Record<number, number> = { 100: 400_000, 1000: 200_000, 5000: 200_000 };
 const deliveriesPerS = (n: number): number => Number(process.env.BENCH_FANOUT_RATE ?? RATE_FOR_N[n] ?? 200_000);
 /**
@@ -82,6 +87,10 @@ try {
   await startAgent(ns.url, gw.url, { maxJobs: 8, cpu: "1" });
   const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url], { cpu: "0" });
   const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
+  const jsRaw = startTs("floor-js-raw", "peers/floor-server.ts", [ns.url, "js-raw"], { cpu: "0" });
+  const jsRawPort = Number((await jsRaw.waitFor(/floor listening (\d+)/))[1]);
+  const jsLib = startTs("floor-js-lib", "peers/floor-server.ts", [ns.url, "js-lib"], { cpu: "0" });
+  const jsLibPort = Number((await jsLib.waitFor(/floor listening (\d+)/))[1]);
   const wsgw = startTs("ws-gateway", "peers/ws-gateway.ts", [ns.url], { cpu: "0" });
   const wsPort = Number((await wsgw.waitFor(/ws listening (\d+)/))[1]);
   const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url], { cpu: "1" });
@@ -116,11 +125,17 @@ try {
       peer("uws", floor, floorPort, rate),
       peer("uws_aa", floor, floorPort, rate),
       peer("ws", wsgw, wsPort, WS_DELIVERIES_PER_S / n),
+      ...(JS_FLOOR_SIZES.includes(n) ? [peer("uws_js_raw", jsRaw, jsRawPort, rate), peer("uws_js_lib", jsLib, jsLibPort, rate)] : []),
     ];
     log(`N=${n}: ${rate} events/s → ${total} deliveries/s (ws: ${WS_DELIVERIES_PER_S}), window ${WINDOW_MS} ms, ${ROUNDS} rounds`);
     const res = await alternate(arms, ROUNDS, log);
     rowsOf(`${BENCH}_${n}`, res, { user_ns_per_msg: "ns user CPU/msg", sys_ns_per_msg: "ns sys CPU/msg", cpu_ns_per_msg: "ns CPU/msg", deliveries_per_s: "msg/s", server_cpu_pct: "% core" });
     const noise = Math.abs(med(res, "uws", METRIC) - med(res, "uws_aa", METRIC)) / med(res, "uws", METRIC);
+    if (JS_FLOOR_SIZES.includes(n)) {
+      for (const a of ["uws_js_raw", "uws_js_lib"]) if (errors.has(a)) log(`N=${n}: ${a} run invalid: ${errors.get(a)!.slice(0, 3).join("; ")}`);
+      const r = (a: string, b: string) => (med(res, a, METRIC) / med(res, b, METRIC)).toFixed(2);
+      log(`N=${n}: JetStream floors vs the core floor: raw push consumer ${r("uws_js_raw", "uws")}×, library ordered consumer ${r("uws_js_lib", "uws")}×; ours ${r("ours", "uws_js_lib")}× the library floor (A/A ${noise.toFixed(3)})`);
+    }
     const bad = (arms: string[]) => arms.flatMap((a) => (errors.get(a) ?? []).map((e) => `${a}: ${e}`));
     const vsUws = `cpu_per_msg_vs_uws_${n}`;
     const vsWs = `cpu_per_msg_vs_ws_${n}`;

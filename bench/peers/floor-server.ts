@@ -3,23 +3,68 @@
  * - subscribes to core NATS `floor.ev.<job>` and `app.publish`es each message's bytes, untouched, to the uWS
  *   topic `j/<job>` (WS clients join with `/ws?job=<job>`; a text frame `{"start":{…}}` asks the floor
  *   publisher to start that job);
+ * - or, with mode `js-raw` / `js-lib` (the JetStream floors of the fan-out benchmark), reads the same events from
+ *   a stream instead: the publisher then sends them to `floorjs.ev.<job>` with a `Nats-Msg-Id`, as the agent does,
+ *   and the stream `FLOORJS` stores them. `js-raw` reads a plain push consumer through a core subscription and
+ *   takes the stream and consumer sequences from the reply subject, checking the latter for gaps (the least any
+ *   resumable fan-out must do per event); `js-lib` reads the library's ordered consumer, called back, with the
+ *   gateway's settings (what the gateway's hub sits on). Either publishes the bytes untouched, as the core floor;
  * - answers `POST /run` by a core NATS request to `floor.dispatch` and returns the reply as one NDJSON line
  *   (the dispatch floor: HTTP + NATS request/reply, nothing else).
  * Usage: node … floor-server.ts <nats-url>; prints `floor listening <port>`.
  */
 import { connect } from "@nats-io/transport-node";
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { uws } from "./uws.js";
 
 const natsUrl = process.argv[2]!;
+const mode = (process.argv[3] ?? "core") as "core" | "js-raw" | "js-lib";
+if (!["core", "js-raw", "js-lib"].includes(mode)) throw new Error(`unknown floor mode ${mode}`);
 const nc = await connect({ servers: natsUrl });
 const app = uws.App();
 const dec = new TextDecoder();
+/** Where the publisher is told to send a job's events in this mode. */
+const startExtra = (jobId: string) => (mode === "core" ? {} : { subject: `floorjs.ev.${jobId}`, msg_id: true });
 
-nc.subscribe("floor.ev.*", {
-  callback: (_err, m) => {
-    app.publish(`j/${m.subject.slice(9)}`, m.data, true);
-  },
-});
+if (mode === "core") {
+  nc.subscribe("floor.ev.*", {
+    callback: (_err, m) => {
+      app.publish(`j/${m.subject.slice(9)}`, m.data, true);
+    },
+  });
+} else {
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "FLOORJS", subjects: ["floorjs.ev.>"], duplicate_window: 120_000_000_000 }).catch(async (err: Error) => {
+    if (!/already in use/.test(err.message)) throw err;
+  });
+  if (mode === "js-raw") {
+    const inbox = `_INBOX.floorjs${process.pid}`;
+    let lastConsumerSeq = 0;
+    nc.subscribe(inbox, {
+      callback: (_err, m) => {
+        // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>`.
+        const r = m.reply ?? "";
+        const dots: number[] = [];
+        for (let at = r.length - 1; at >= 0 && dots.length < 4; at--) if (r.charCodeAt(at) === 46) dots.push(at);
+        const consumerSeq = Number(r.slice(dots[2]! + 1, dots[1]));
+        const streamSeq = Number(r.slice(dots[3]! + 1, dots[2]));
+        if (lastConsumerSeq !== 0 && consumerSeq !== lastConsumerSeq + 1) process.stderr.write(`floor ${mode}: gap, consumer seq ${consumerSeq} after ${lastConsumerSeq}\n`);
+        lastConsumerSeq = consumerSeq;
+        if (streamSeq > 0) app.publish(`j/${m.subject.slice(11)}`, m.data, true);
+      },
+    });
+    await jsm.consumers.add("FLOORJS", { deliver_subject: inbox, filter_subject: "floorjs.ev.>", deliver_policy: DeliverPolicy.New, ack_policy: AckPolicy.None });
+  } else {
+    const consumer = await jetstream(nc).consumers.get("FLOORJS", { filter_subjects: "floorjs.ev.>", deliver_policy: DeliverPolicy.New });
+    await consumer.consume({
+      max_messages: 2_000,
+      expires: 2_000,
+      callback: (m) => {
+        if (m.seq > 0) app.publish(`j/${m.subject.slice(11)}`, m.data, true);
+      },
+    });
+  }
+}
 
 app.ws<{ job: string }>("/ws", {
   maxPayloadLength: 1 << 20,
@@ -35,7 +80,7 @@ app.ws<{ job: string }>("/ws", {
   },
   message: (_ws, msg) => {
     const m = JSON.parse(dec.decode(msg)) as { start?: unknown; stop?: unknown };
-    if (m.start) nc.publish("floor.start", JSON.stringify(m.start));
+    if (m.start) nc.publish("floor.start", JSON.stringify({ ...(m.start as { job_id: string }), ...startExtra((m.start as { job_id: string }).job_id) }));
     if (m.stop) nc.publish("floor.stop", JSON.stringify(m.stop));
   },
 });
