@@ -7,7 +7,8 @@
  * sockets). Servers are pinned to core 0; clients, nats-server, agent and publisher to core 1.
  * At N = 100 (where the per-event cost in front of the fan-out decides) two more arms, for the table only: bare uWS
  * fed from a JetStream stream, by a hand-parsed push consumer (`uws_js_raw`, the least a fan-out whose events
- * carry stream sequences can do) and by the library's ordered consumer as the gateway uses it (`uws_js_lib`).
+ * carry stream sequences can do), by the library's ordered consumer as the gateway uses it (`uws_js_lib`), and by
+ * the stream's republish to core NATS with the sequence read from the raw header bytes (`uws_js_republish`).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -91,6 +92,8 @@ try {
   const jsRawPort = Number((await jsRaw.waitFor(/floor listening (\d+)/))[1]);
   const jsLib = startTs("floor-js-lib", "peers/floor-server.ts", [ns.url, "js-lib"], { cpu: "0" });
   const jsLibPort = Number((await jsLib.waitFor(/floor listening (\d+)/))[1]);
+  const jsRep = startTs("floor-js-republish", "peers/floor-server.ts", [ns.url, "js-republish"], { cpu: "0" });
+  const jsRepPort = Number((await jsRep.waitFor(/floor listening (\d+)/))[1]);
   const wsgw = startTs("ws-gateway", "peers/ws-gateway.ts", [ns.url], { cpu: "0" });
   const wsPort = Number((await wsgw.waitFor(/ws listening (\d+)/))[1]);
   const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url], { cpu: "1" });
@@ -120,21 +123,24 @@ try {
       name,
       run: (round) => measure(name, server, () => client.call({ op: "peer", port, n, job: `fan${n}x${++jobN}`, count: COUNT(rate), rate, probe: PROBE_MS(rate) }), false, round),
     });
-    const arms: Arm[] = [
+    const allArms: Arm[] = [
       { name: "ours", run: (round) => measure("ours", gw, () => client.call({ op: "ours", port: gw.port, n, graph: tokensGraph(rate), count: COUNT(rate), probe: PROBE_MS(rate) }, 300_000), true, round) },
       peer("uws", floor, floorPort, rate),
       peer("uws_aa", floor, floorPort, rate),
       peer("ws", wsgw, wsPort, WS_DELIVERIES_PER_S / n),
-      ...(JS_FLOOR_SIZES.includes(n) ? [peer("uws_js_raw", jsRaw, jsRawPort, rate), peer("uws_js_lib", jsLib, jsLibPort, rate)] : []),
+      ...(JS_FLOOR_SIZES.includes(n) ? [peer("uws_js_raw", jsRaw, jsRawPort, rate), peer("uws_js_lib", jsLib, jsLibPort, rate), peer("uws_js_republish", jsRep, jsRepPort, rate)] : []),
     ];
+    // `BENCH_FANOUT_ARMS=ours,uws_js_lib` runs some arms only (diagnostics: lines needing an absent arm are NaN).
+    const only = process.env.BENCH_FANOUT_ARMS?.split(",");
+    const arms = only ? allArms.filter((a) => only.includes(a.name)) : allArms;
     log(`N=${n}: ${rate} events/s → ${total} deliveries/s (ws: ${WS_DELIVERIES_PER_S}), window ${WINDOW_MS} ms, ${ROUNDS} rounds`);
     const res = await alternate(arms, ROUNDS, log);
     rowsOf(`${BENCH}_${n}`, res, { user_ns_per_msg: "ns user CPU/msg", sys_ns_per_msg: "ns sys CPU/msg", cpu_ns_per_msg: "ns CPU/msg", deliveries_per_s: "msg/s", server_cpu_pct: "% core" });
     const noise = Math.abs(med(res, "uws", METRIC) - med(res, "uws_aa", METRIC)) / med(res, "uws", METRIC);
     if (JS_FLOOR_SIZES.includes(n)) {
-      for (const a of ["uws_js_raw", "uws_js_lib"]) if (errors.has(a)) log(`N=${n}: ${a} run invalid: ${errors.get(a)!.slice(0, 3).join("; ")}`);
+      for (const a of ["uws_js_raw", "uws_js_lib", "uws_js_republish"]) if (errors.has(a)) log(`N=${n}: ${a} run invalid: ${errors.get(a)!.slice(0, 3).join("; ")}`);
       const r = (a: string, b: string) => (med(res, a, METRIC) / med(res, b, METRIC)).toFixed(2);
-      log(`N=${n}: JetStream floors vs the core floor: raw push consumer ${r("uws_js_raw", "uws")}×, library ordered consumer ${r("uws_js_lib", "uws")}×; ours ${r("ours", "uws_js_lib")}× the library floor (A/A ${noise.toFixed(3)})`);
+      log(`N=${n}: JetStream floors vs the core floor: republished to core ${r("uws_js_republish", "uws")}×, raw push consumer ${r("uws_js_raw", "uws")}×, library ordered consumer ${r("uws_js_lib", "uws")}×; ours ${r("ours", "uws_js_lib")}× the library floor (A/A ${noise.toFixed(3)})`);
     }
     const bad = (arms: string[]) => arms.flatMap((a) => (errors.get(a) ?? []).map((e) => `${a}: ${e}`));
     const vsUws = `cpu_per_msg_vs_uws_${n}`;

@@ -2,6 +2,7 @@
  * Where the time goes: runs our stack with `node --cpu-prof` on the gateway and the agent under a load from one of
  * the benchmarks' clients, then prints the top self-time frames of each (share of busy time).
  * Usage: node --import ./bench/register.mjs bench/profile.ts [dispatch|tokens|tokens-proxy|fanout|fanout-floor] [seconds] [N] [rate]
+ * (`BENCH_FLOOR_MODE` picks the floor server's mode for `fanout-floor`: core, js-raw, js-lib, js-republish).
  */
 import { mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -68,7 +69,8 @@ try {
   } else if (what === "fanout-floor") {
     // The same fan-out load on the floor (bare uWS.js publishing core NATS messages), profiled the same way:
     // the per-event JavaScript of the two servers side by side (`fanout` above profiles ours).
-    const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url], { nodeArgs: prof("floor") });
+    // BENCH_FLOOR_MODE=js-lib (or js-raw, js-republish): one of the JetStream floors instead of the core one.
+    const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url, process.env.BENCH_FLOOR_MODE ?? "core"], { nodeArgs: prof("floor") });
     const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
     pids.floor = floor.pid;
     cpu0.floor = cpuNs(floor.pid);

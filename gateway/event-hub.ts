@@ -8,6 +8,7 @@ import { DeliverPolicy } from "@nats-io/jetstream";
 import {
   STREAM_EVENTS,
   decodeMsgpack,
+  decodeEventHead,
   asJobEvent,
   encodeJson,
   encodeMsgpack,
@@ -16,6 +17,8 @@ import {
   jobIdOfEventSubject,
   subjects,
   type JobEvent,
+  type JobEventHead,
+  type JobEventType,
 } from "../protocol/index.js";
 import { Fence } from "./fence.js";
 
@@ -24,29 +27,39 @@ export class Delivery {
   private e: JobEvent | null;
   private j: string | null = null;
   private m: Uint8Array | null;
+  private compacted = false;
+  readonly type: JobEventType;
   readonly terminal: boolean;
   /**
-   * Stamps `seq` on `ev`. `stored` is the event's bytes as the agent published them: its MessagePack form is
-   * then those bytes with `seq` appended, the same bytes re-encoding would give, at the cost of a copy (an event
-   * that came with a `seq` of its own, never one of ours, is encoded again instead).
+   * Stamps `seq` on the event. `head` is what the hub read of it (`decodeEventHead`); `ev` the whole event when
+   * that was decoded too, else null: it is decoded on first use, which a binary client never causes. `stored` is
+   * the event's bytes as the agent published them: its MessagePack form is then those bytes with `seq` appended,
+   * the same bytes re-encoding would give, at the cost of a copy (an event that came with a `seq` of its own,
+   * never one of ours, is decoded and encoded again instead).
    */
-  constructor(ev: JobEvent, readonly seq: number, stored: Uint8Array) {
-    this.m = ev.seq === undefined ? withSeqMsgpack(stored, seq) : null;
-    ev.seq = seq;
+  constructor(head: JobEventHead, ev: JobEvent | null, readonly seq: number, stored: Uint8Array) {
+    this.type = head.type;
+    this.terminal = isTerminalEvent(head);
+    this.m = head.seq === undefined ? withSeqMsgpack(stored, seq) : null;
+    if (this.m === null) ev ??= asJobEvent(decodeMsgpack(stored));
+    if (ev !== null) ev.seq = seq;
     this.e = ev;
-    this.terminal = isTerminalEvent(ev);
   }
   /**
-   * The event (with `seq`). Once `compact()` has let the object go it is decoded again from the bytes for each
-   * caller and not kept: a cached event must stay the size the cache counted, however many clients replay it.
+   * The event (with `seq`), decoded from the bytes on first use. Once `compact()` has let the object go it is
+   * decoded again for each caller and not kept: a cached event must stay the size the cache counted, however
+   * many clients replay it.
    */
   get ev(): JobEvent {
-    return this.e ?? asJobEvent(decodeMsgpack(this.m!));
+    if (this.e !== null) return this.e;
+    const ev = asJobEvent(decodeMsgpack(this.m!));
+    if (!this.compacted) this.e = ev;
+    return ev;
   }
   /** The JSON text, made once: kept on the Delivery, or for a compacted one in `compactedJson` (bounded). */
   json(): string {
     if (this.j !== null) return this.j;
-    if (this.e !== null) return (this.j = encodeJson(this.e));
+    if (!this.compacted) return (this.j = encodeJson(this.ev));
     let text = compactedJson.get(this);
     if (text !== undefined) {
       compactedJson.delete(this); // most recently used goes last
@@ -69,6 +82,7 @@ export class Delivery {
     const m = this.msgpack();
     this.e = null;
     this.j = null;
+    this.compacted = true;
     return m.byteLength;
   }
 }
@@ -204,9 +218,10 @@ export class EventHub {
   private handle(m: JsMsg): void {
     const seq = m.seq;
     this.eventsIn++;
-    let ev: JobEvent;
+    let ev: JobEventHead;
+    let whole: JobEvent | null;
     try {
-      ev = asJobEvent(decodeMsgpack(m.data));
+      ({ head: ev, ev: whole } = decodeEventHead(m.data));
     } catch (err) {
       this.badEvents++;
       this.log(`dropping malformed event at seq ${seq}: ${(err as Error).message}`);
@@ -230,7 +245,7 @@ export class EventHub {
     }
     view.lastSeq = seq;
     if (view.fence.admit(ev)) {
-      const d = new Delivery(ev, seq, m.data);
+      const d = new Delivery(ev, whole, seq, m.data);
       try {
         this.onEvent(jobId, d);
         const ls = this.listeners.get(jobId);
@@ -350,9 +365,10 @@ export class EventHub {
         let done = false;
         for await (const m of batch) {
           got++;
-          let ev: JobEvent;
+          let ev: JobEventHead;
+          let whole: JobEvent | null;
           try {
-            ev = asJobEvent(decodeMsgpack(m.data));
+            ({ head: ev, ev: whole } = decodeEventHead(m.data));
           } catch {
             if (m.seq >= lastSeq) done = true;
             continue;
@@ -364,7 +380,7 @@ export class EventHub {
             first = false;
           }
           if (fence.admit(ev) && m.seq > after) {
-            events.push(new Delivery(ev, m.seq, m.data));
+            events.push(new Delivery(ev, whole, m.seq, m.data));
           }
           if (m.seq >= lastSeq || fence.ended) done = true;
           if (done) break;

@@ -43,7 +43,7 @@ function ndjsonLine(d: Delivery): string {
   return d.json() + "\n";
 }
 function sseFrame(d: Delivery): string {
-  return `id: ${d.seq}\nevent: ${d.ev.type}\ndata: ${d.json()}\n\n`;
+  return `id: ${d.seq}\nevent: ${d.type}\ndata: ${d.json()}\n\n`;
 }
 
 function isLoopback(host: string): boolean {
@@ -76,7 +76,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     n.jsm,
     (jobId, d) => {
       wsHub.publish(jobId, d);
-      jobs.queue.observe(d.ev);
+      // Queue positions move on job updates only; reading `d.ev` decodes the event.
+      if (d.type === "job_update") jobs.queue.observe(d.ev);
     },
     log,
     config.replayCacheBytes,

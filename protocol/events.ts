@@ -136,8 +136,21 @@ export const JOB_EVENT_TYPES: ReadonlySet<JobEventType> = new Set<JobEventType>(
   "error",
 ]);
 
+/**
+ * What the gateway reads of every event to route and fence it (`decodeEventHead`); the rest stays in the event's
+ * bytes until a client asks for it decoded (JSON) or a listener reads it.
+ */
+export interface JobEventHead {
+  type: JobEventType;
+  job_id: string;
+  attempt: number;
+  /** On `job_update` (checked there). */
+  status?: string;
+  seq?: number;
+}
+
 /** A terminal `job_update` ends a job's stream. */
-export function isTerminalEvent(e: JobEvent): e is JobUpdate {
+export function isTerminalEvent<E extends JobEventHead>(e: E): e is E & JobUpdate {
   return (
     e.type === "job_update" &&
     (e.status === "completed" || e.status === "failed" || e.status === "cancelled" || e.status === "timed_out")

@@ -70,9 +70,17 @@ function float(bytes: Uint8Array, at: number, size: 4 | 8): number {
 /**
  * The object a flat map of string keys to scalars (nil, booleans, integers up to 32 bits, floats, strings, binary)
  * decodes to, or `undefined` when `bytes` is anything else. `forbidden` keys, maps over `maxEntries` and binary
- * over `maxBinBytes` give `undefined` too (the library reports them).
+ * over `maxBinBytes` give `undefined` too (the library reports them). With `pick`, only those keys are in the
+ * object: the other values are stepped over unread (no string built), but the whole message is still checked, so
+ * a picked result means the full decode would succeed.
  */
-export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>, maxEntries: number, maxBinBytes: number): Record<string, unknown> | undefined {
+export function decodeFlatMap(
+  bytes: Uint8Array,
+  forbidden: ReadonlySet<string>,
+  maxEntries: number,
+  maxBinBytes: number,
+  pick?: ReadonlySet<string>,
+): Record<string, unknown> | undefined {
   const end = bytes.length;
   const h = bytes[0]!;
   let n: number;
@@ -104,6 +112,7 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
     if (p + kl > end) return undefined;
     const k = key(bytes, p, kl);
     if (forbidden.has(k)) return undefined;
+    const want = pick === undefined || pick.has(k);
     p += kl;
     if (p >= end) return undefined;
     const vh = bytes[p]!;
@@ -114,7 +123,7 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
     } else if (vh >= 0xa0 && vh <= 0xbf) {
       const l = vh & 0x1f;
       if (p + 1 + l > end) return undefined;
-      v = text(bytes, p + 1, l);
+      v = want ? text(bytes, p + 1, l) : undefined;
       p += 1 + l;
     } else if (vh >= 0xe0) {
       v = vh - 0x100;
@@ -136,7 +145,7 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
           if (p + 2 > end) return undefined;
           const l = bytes[p + 1]!;
           if (p + 2 + l > end) return undefined;
-          v = text(bytes, p + 2, l);
+          v = want ? text(bytes, p + 2, l) : undefined;
           p += 2 + l;
           break;
         }
@@ -149,7 +158,7 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
           let l = 0;
           for (let k = 1; k <= w; k++) l = l * 256 + bytes[p + k]!;
           if (l > maxBinBytes || p + 1 + w + l > end) return undefined;
-          v = bytes.subarray(p + 1 + w, p + 1 + w + l);
+          v = want ? bytes.subarray(p + 1 + w, p + 1 + w + l) : undefined;
           p += 1 + w + l;
           break;
         }
@@ -157,7 +166,7 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
           if (p + 3 > end) return undefined;
           const l = (bytes[p + 1]! << 8) | bytes[p + 2]!;
           if (p + 3 + l > end) return undefined;
-          v = text(bytes, p + 3, l);
+          v = want ? text(bytes, p + 3, l) : undefined;
           p += 3 + l;
           break;
         }
@@ -165,7 +174,7 @@ export function decodeFlatMap(bytes: Uint8Array, forbidden: ReadonlySet<string>,
           return undefined;
       }
     }
-    o[k] = v;
+    if (want) o[k] = v;
   }
   return p === end ? o : undefined;
 }

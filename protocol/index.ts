@@ -38,6 +38,7 @@ export type {
 export { NodeStatus, JOB_EVENT_TYPES, isTerminalEvent, isCoalescable } from "./events.js";
 export type {
   JobEvent,
+  JobEventHead,
   JobEventType,
   EventBase,
   JobUpdate,
@@ -70,6 +71,7 @@ export {
   encodeMsgpack,
   withSeqMsgpack,
   decodeMsgpack,
+  decodeEventHead,
   encodeJson,
   parseJson,
   utf8,

@@ -18,18 +18,54 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/
 import { uws } from "./uws.js";
 
 const natsUrl = process.argv[2]!;
-const mode = (process.argv[3] ?? "core") as "core" | "js-raw" | "js-lib";
-if (!["core", "js-raw", "js-lib"].includes(mode)) throw new Error(`unknown floor mode ${mode}`);
+const MODES = ["core", "js-raw", "js-lib", "js-republish"] as const;
+const mode = (process.argv[3] ?? "core") as (typeof MODES)[number];
+if (!MODES.includes(mode)) throw new Error(`unknown floor mode ${mode}`);
 const nc = await connect({ servers: natsUrl });
 const app = uws.App();
 const dec = new TextDecoder();
 /** Where the publisher is told to send a job's events in this mode. */
-const startExtra = (jobId: string) => (mode === "core" ? {} : { subject: `floorjs.ev.${jobId}`, msg_id: true });
+const startExtra = (jobId: string) =>
+  mode === "core" ? {} : { subject: mode === "js-republish" ? `floorjsr.src.${jobId}` : `floorjs.ev.${jobId}`, msg_id: true };
 
 if (mode === "core") {
   nc.subscribe("floor.ev.*", {
     callback: (_err, m) => {
       app.publish(`j/${m.subject.slice(9)}`, m.data, true);
+    },
+  });
+} else if (mode === "js-republish") {
+  // The stream republishes each event it stored to core `floorjsr.ev.<job>`, with `Nats-Sequence` and
+  // `Nats-Last-Sequence` (the previous one of that job) among its headers, read here from the raw header bytes:
+  // the library would build a header map per message. A gap in a job (a core message lost) shows as a
+  // `Nats-Last-Sequence` that is not the job's last seen sequence.
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "FLOORJSR", subjects: ["floorjsr.src.>"], duplicate_window: 120_000_000_000, republish: { src: "floorjsr.src.>", dest: "floorjsr.ev.>" } });
+  const lastOfJob = new Map<string, number>();
+  const SEQ = Buffer.from("\r\nNats-Sequence: ");
+  const LAST = Buffer.from("\r\nNats-Last-Sequence: ");
+  const numberAfter = (hdr: Buffer, key: Buffer): number => {
+    const at = hdr.indexOf(key);
+    if (at < 0) return -1;
+    let n = 0;
+    for (let i = at + key.length; i < hdr.length; i++) {
+      const c = hdr[i]!;
+      if (c < 48 || c > 57) break;
+      n = n * 10 + c - 48;
+    }
+    return n;
+  };
+  nc.subscribe("floorjsr.ev.*", {
+    callback: (_err, m) => {
+      const raw = m as unknown as { _rdata: Uint8Array; _msg: { hdr: number } };
+      const hdr = Buffer.from(raw._rdata.buffer, raw._rdata.byteOffset, raw._msg.hdr);
+      const seq = numberAfter(hdr, SEQ);
+      const last = numberAfter(hdr, LAST);
+      const job = m.subject.slice(12);
+      const seen = lastOfJob.get(job);
+      if (seen !== undefined && last !== seen) process.stderr.write(`floor ${mode}: gap in ${job}, ${last} after ${seen}\n`);
+      lastOfJob.set(job, seq);
+      if (seq > 0) app.publish(`j/${job}`, m.data, true);
     },
   });
 } else {

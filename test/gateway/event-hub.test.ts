@@ -62,3 +62,37 @@ t.test("event hub - an event whose listener threw is still cached: the replay ha
   t.same(r.events.map((d) => d.seq), events.map((_, i) => i + 1), "every seq, the broken one included");
   t.equal(hub.lastSeq, events.length, "the hub went on past it");
 });
+
+t.test("event hub - a binary-only fan-out never decodes a token event; JSON and listeners decode it on first use", async (t) => {
+  const seen: { decodedBefore: boolean; m: Buffer; ev: unknown; j: string; decodedAfter: boolean; type: string }[] = [];
+  const { feed } = hubWith((d) => {
+    const held = d as unknown as { e: unknown };
+    const decodedBefore = held.e !== null;
+    const m = Buffer.from(d.msgpack());
+    seen.push({ decodedBefore, m, ev: d.ev, j: d.json(), decodedAfter: held.e !== null, type: d.type });
+  });
+  feed();
+  const tokens = seen.filter((s) => s.type === "chunk");
+  t.equal(tokens.length, 5);
+  t.ok(tokens.every((s) => !s.decodedBefore), "token events reach the fan-out undecoded");
+  tokens.forEach((s, k) => {
+    const i = seen.indexOf(s);
+    t.same(s.m, Buffer.from(encodeMsgpack({ ...events[i], seq: i + 1 })), `token ${k}: the bytes re-encoding would give, seq appended`);
+    t.same(s.ev, { ...events[i], seq: i + 1 }, `token ${k}: decoded on demand, with seq`);
+    t.equal(s.j, encodeJson({ ...events[i], seq: i + 1 }), `token ${k}: JSON`);
+    t.ok(s.decodedAfter, `token ${k}: kept decoded while live`);
+  });
+  t.ok(seen.at(-1)!.decodedBefore, "the completed update, not a flat map, came decoded whole");
+});
+
+t.test("event hub - an event that arrives with a seq of its own is given ours, in both encodings", async (t) => {
+  const got: Delivery[] = [];
+  const logs: string[] = [];
+  const unused = {} as JetStreamClient & JetStreamManager;
+  const hub = new EventHub(unused, unused, (_job, d) => got.push(d), (l) => logs.push(l));
+  const ev = { type: "chunk", node_id: "n", content_type: "text", content: "x", done: false, attempt: 1, ...base, seq: 999 };
+  (hub as unknown as { handleSafely(m: unknown): void }).handleSafely({ seq: 5, subject: subjects.jobEvents(jobId), data: encodeMsgpack(ev) });
+  t.equal(got.length, 1);
+  t.same(decodeMsgpack(got[0]!.msgpack()), { ...ev, seq: 5 }, "MessagePack carries the stream's seq");
+  t.same(JSON.parse(got[0]!.json()), { ...ev, seq: 5 }, "so does JSON");
+});

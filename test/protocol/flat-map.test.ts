@@ -5,13 +5,14 @@
 import t from "tap";
 import { isDeepStrictEqual } from "node:util";
 import { Decoder, Encoder } from "@msgpack/msgpack";
-import { CODEC_LIMITS, ErrorCode, ProtocolError, decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
+import { CODEC_LIMITS, ErrorCode, ProtocolError, asJobEvent, decodeEventHead, decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
 import { decodeFlatMap, encodeFlatMap } from "../../protocol/internal.js";
 import { SAMPLES } from "./samples.js";
 
 const FORBIDDEN = new Set(["__proto__", "constructor", "prototype"]);
 const library = new Decoder();
 const libraryEncoder = new Encoder({ ignoreUndefined: true });
+const PICK = new Set(["type", "job_id", "seq"]);
 const flat = (b: Uint8Array) => decodeFlatMap(b, FORBIDDEN, CODEC_LIMITS.maxMapLength, CODEC_LIMITS.maxBinBytes);
 
 t.test("flat map - random flat maps of scalars decode exactly as the library decodes them (property)", async (t) => {
@@ -43,6 +44,10 @@ t.test("flat map - random flat maps of scalars decode exactly as the library dec
       if (!has64 && mine === undefined) throw new Error(`declined a flat map: ${JSON.stringify(m).slice(0, 200)}`);
       if (mine !== undefined && !isDeepStrictEqual(mine, theirs)) throw new Error(`differs for ${JSON.stringify(m).slice(0, 200)}`);
       if (!isDeepStrictEqual(decodeMsgpack(bytes), theirs)) throw new Error("decodeMsgpack differs from the library");
+      // Picking keys reads those only, and accepts exactly what the whole decode accepts.
+      const picked = decodeFlatMap(bytes, FORBIDDEN, CODEC_LIMITS.maxMapLength, CODEC_LIMITS.maxBinBytes, PICK);
+      const expected = mine === undefined ? undefined : Object.fromEntries(Object.entries(mine).filter(([k]) => PICK.has(k)));
+      if (!isDeepStrictEqual(picked, expected)) throw new Error(`picked ${JSON.stringify(picked)} for ${JSON.stringify(m).slice(0, 200)}`);
       return true;
     }),
     { numRuns: 500 },
@@ -110,7 +115,10 @@ t.test("flat map - declines what it does not handle, and decodeMsgpack still giv
   t.equal(flat(proto), undefined, "a forbidden key is declined");
   t.throws(() => decodeMsgpack(proto), { code: ErrorCode.PROTO_ERR_FORBIDDEN_KEY });
   const full = encodeMsgpack(SAMPLES["event.chunk"]);
-  for (let i = 1; i < full.length; i++) if (flat(full.subarray(0, i)) !== undefined) t.fail(`a ${i}-byte prefix was decoded`);
+  for (let i = 1; i < full.length; i++) {
+    if (flat(full.subarray(0, i)) !== undefined) t.fail(`a ${i}-byte prefix was decoded`);
+    if (decodeFlatMap(full.subarray(0, i), FORBIDDEN, CODEC_LIMITS.maxMapLength, CODEC_LIMITS.maxBinBytes, PICK) !== undefined) t.fail(`a ${i}-byte prefix was picked from`);
+  }
   const trailing = Uint8Array.from([...full, 0xc0]);
   t.equal(flat(trailing), undefined, "trailing bytes are declined");
   t.throws(() => decodeMsgpack(trailing), ProtocolError, "and are an error");
@@ -187,4 +195,46 @@ t.test("flat map - encoding gives the library's bytes for random flat maps (prop
   }
   const first = encodeMsgpack({ brand_new_key_1: "a", brand_new_key_2: 1.5, brand_new_key_3: "b" });
   t.same(decodeMsgpack(first), { brand_new_key_1: "a", brand_new_key_2: 1.5, brand_new_key_3: "b" }, "keys first seen mid-message do not clobber it");
+});
+
+t.test("event head - reads type, job, attempt, status and seq of a flat event, checks the rest, and errs as the whole decode", async (t) => {
+  let heads = 0;
+  for (const [name, sample] of Object.entries(SAMPLES)) {
+    if (!name.startsWith("event.")) continue;
+    const bytes = encodeMsgpack(sample);
+    const whole = asJobEvent(decodeMsgpack(bytes));
+    const { head, ev } = decodeEventHead(bytes);
+    if (ev === null) heads++;
+    else t.same(ev, whole, `${name}: not flat, so decoded whole`);
+    const want = Object.fromEntries(Object.entries(whole).filter(([k]) => ["type", "job_id", "attempt", "status", "seq"].includes(k)));
+    t.same(ev === null ? head : Object.fromEntries(Object.entries(head).filter(([k]) => k in want)), want, `${name}: head`);
+  }
+  t.ok(heads >= 3, `${heads} samples read by their head only`);
+  t.equal(decodeEventHead(encodeMsgpack(SAMPLES["event.chunk"])).ev, null, "a token chunk is read by its head");
+
+  const errorOf = (bytes: Uint8Array) => {
+    try {
+      asJobEvent(decodeMsgpack(bytes));
+      return "none";
+    } catch (err) {
+      return (err as ProtocolError).code;
+    }
+  };
+  const chunk = SAMPLES["event.chunk"] as Record<string, unknown>;
+  const bad: [string, Uint8Array][] = [
+    ["unknown type", encodeMsgpack({ ...chunk, type: "nope" })],
+    ["no job_id", encodeMsgpack({ ...chunk, job_id: undefined })],
+    ["attempt not a number", encodeMsgpack({ ...chunk, attempt: "1" })],
+    ["job_update without status", encodeMsgpack({ type: "job_update", job_id: "j", workflow_id: "w", attempt: 0 })],
+    ["truncated", encodeMsgpack(chunk).subarray(0, 20)],
+    ["trailing byte", Uint8Array.from([...encodeMsgpack(chunk), 0xc0])],
+    ["forbidden key", Uint8Array.from([0x81, 0xa9, ...Buffer.from("__proto__"), 0x01])],
+    ["not a map", encodeMsgpack([1, 2])],
+    ["empty", new Uint8Array(0)],
+  ];
+  for (const [name, bytes] of bad) {
+    const code = errorOf(bytes);
+    t.not(code, "none", `${name}: the whole decode refuses it`);
+    t.throws(() => decodeEventHead(bytes), { code }, `${name}: so does the head, with ${code}`);
+  }
 });
