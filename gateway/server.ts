@@ -509,6 +509,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
     });
   });
+  wsHub.startPublishing();
   const port = uws.us_socket_local_port(listenSocket!);
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
   log(`listening on ${url}`);

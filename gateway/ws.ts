@@ -60,8 +60,21 @@ export class WsHub {
     private readonly refusals: RefusalLog,
   ) {}
 
+  /**
+   * Set once the app listens. Before that no socket can follow a job, and uWS must not be asked: `numSubscribers`
+   * and `publish` on an app that has not listened yet crash the process (SIGSEGV, uWebSockets.js 20.30) — and the
+   * hub hands on events while the gateway is still starting.
+   */
+  private listening = false;
+
+  /** The app listens: fan-out starts. */
+  startPublishing(): void {
+    this.listening = true;
+  }
+
   /** Fan-out of one admitted event: encode once per encoding that has subscribers, publish. */
   publish(jobId: string, d: Delivery): void {
+    if (!this.listening) return;
     const mt = topicOf(jobId, "binary");
     const jt = topicOf(jobId, "text");
     if (this.app.numSubscribers(mt) > 0) this.app.publish(mt, d.msgpack(), true);

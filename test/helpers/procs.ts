@@ -35,6 +35,22 @@ export function runNodeway(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   };
 }
 
+/**
+ * The first match of `re` in the process's stdout (group 1). Fails at once if the process ends first, and after
+ * `timeoutMs` otherwise (killing it); either way with what it wrote, which is the only place it says why.
+ */
+async function waitForLine(p: Proc, what: string, re: RegExp, timeoutMs = 30_000): Promise<string> {
+  const ended = p.exited.then((how) => Promise.reject(new Error(`${what} exited (${typeof how === "number" ? `code ${how}` : how}) before its start line`)));
+  try {
+    return await Promise.race([check(() => re.exec(p.stdout())?.[1] ?? null, timeoutMs, { name: `${what} started` }), ended]);
+  } catch (err) {
+    void p.kill("SIGKILL");
+    throw new Error(`${(err as Error).message}; its stdout: ${p.stdout().slice(-2_000)} stderr: ${p.stderr().slice(-2_000)}`);
+  } finally {
+    ended.catch(() => undefined);
+  }
+}
+
 export interface AgentProc extends Proc {
   id: string;
 }
@@ -42,13 +58,13 @@ export interface AgentProc extends Proc {
 /** Starts `nodeway agent` and waits until it has registered. */
 export async function startAgentProc(natsUrl: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProc> {
   const p = runNodeway(["agent", "--nats", natsUrl, ...extra], env);
-  const id = await check(() => /agent (\S+) running/.exec(p.stdout())?.[1] ?? (p.proc.exitCode !== null ? Promise.reject(new Error(`agent exited: ${p.stderr()}`)) : null), 30_000, { name: "agent registered" });
+  const id = await waitForLine(p, "agent", /agent (\S+) running/);
   return Object.assign(p, { id });
 }
 
 /** Starts `nodeway gateway` as a process on a free port. */
 export async function startGatewayProc(natsUrl: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc & { url: string }> {
   const p = runNodeway(["gateway", "--nats", natsUrl, "--port", "0", ...extra], env);
-  const url = await check(() => /gateway listening on (\S+)/.exec(p.stdout())?.[1] ?? (p.proc.exitCode !== null ? Promise.reject(new Error(`gateway exited: ${p.stderr()}`)) : null), 30_000, { name: "gateway listening" });
+  const url = await waitForLine(p, "gateway", /gateway listening on (\S+)/);
   return Object.assign(p, { url });
 }

@@ -6,7 +6,7 @@
 import t from "tap";
 import { History } from "../helpers/history.js";
 import { freePort, natsServerVersion } from "../helpers/nats-server.js";
-import { SEED, RecWs, assertHistory, check, getJob, putWorkflow, readEvents, rng, startAgent, startGateway, startNats, stats, summary, tokensWorkflow, waitExit, type StreamResult } from "./lib.js";
+import { SEED, RecWs, assertHistory, check, getJob, putWorkflow, readEvents, rng, startAgent, startGateway, startNats, stats, summary, tokensWorkflow, waitExit, waitJob, type GatewayProc, type StreamResult } from "./lib.js";
 
 t.comment(`nats-server ${natsServerVersion()}, seed ${SEED} (repeat with NW_SEED=${SEED})`);
 
@@ -121,6 +121,29 @@ t.test("gateways - SIGTERM closes sockets with 1001 and clients resume on the re
   t.same(recs.filter((r) => r.status !== "completed" || r.attempt !== 1).map((r) => `${String(r.id)} ${String(r.status)}`), [], "every job completed on its first attempt");
   stats.jobs += wsJobs.length + sseJobs.length;
   await assertHistory(t, h, ns.url, "gateway-restart history");
+});
+
+t.test("gateways - a gateway started while jobs stream comes up and fans them out (no uWS call before it listens)", async (t) => {
+  const ns = await startNats(t);
+  const gw0 = await startGateway(t, ns.url);
+  await startAgent(t, ns.url, ["--max-jobs", "4"]);
+  await putWorkflow(gw0.url, "tok", tokensWorkflow(6_000, 1_500));
+  const jobs: string[] = [];
+  for (let i = 0; i < 4; i++) jobs.push(String((await (await fetch(`${gw0.url}/api/workflows/tok/run`, { method: "POST", body: "{}" })).json() as { job_id: string }).job_id));
+  await waitJob(gw0.url, jobs[0]!, (j) => j.status === "running", 20_000, "the first job runs");
+  // Each start reads the stream's last seq and then creates its consumer: events stored in between reach the
+  // new gateway while it is still starting (a SIGSEGV in uWS once, when they were published before listen).
+  const started: GatewayProc[] = [];
+  for (let i = 0; i < 6; i++) started.push(await startGateway(t, ns.url));
+  const h = new History();
+  const c = await RecWs.open(started.at(-1)!.url, h.client("late"), "msgpack");
+  const hdr = await c.resume(jobs[0]!);
+  t.equal(hdr.type, "job_resumed", "a client of the last gateway started follows the job");
+  await c.waitTerminal(jobs[0]!, 30_000);
+  await c.close();
+  t.same(started.map((g) => g.proc.exitCode ?? g.proc.signalCode), [null, null, null, null, null, null], "every gateway started during the stream still runs");
+  stats.jobs += jobs.length;
+  await assertHistory(t, h, ns.url, "late-gateway history");
 });
 
 t.test("gateways - summary", async (t) => {
