@@ -486,7 +486,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   app.head("/*", (res) => {
     res.writeStatus("405 Method Not Allowed").writeHeader("allow", "GET, POST, PUT, DELETE").endWithoutBody(0);
   });
-  app.ws("/ws", wsHub.behavior());
   app.any("/*", (res, req) => {
     const url = req.getUrl();
     const method = req.getMethod().toUpperCase();
@@ -509,7 +508,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
     });
   });
-  wsHub.startPublishing();
   const port = uws.us_socket_local_port(listenSocket!);
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
   log(`listening on ${url}`);

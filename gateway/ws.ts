@@ -58,23 +58,15 @@ export class WsHub {
     private readonly threads: ThreadStore,
     private readonly auth: TokenCheck,
     private readonly refusals: RefusalLog,
-  ) {}
-
-  /**
-   * Set once the app listens. Before that no socket can follow a job, and uWS must not be asked: `numSubscribers`
-   * and `publish` on an app that has not listened yet crash the process (SIGSEGV, uWebSockets.js 20.30) — and the
-   * hub hands on events while the gateway is still starting.
-   */
-  private listening = false;
-
-  /** The app listens: fan-out starts. */
-  startPublishing(): void {
-    this.listening = true;
+  ) {
+    // Registered at once, not with the other routes: uWS makes an app's topic tree with its first WebSocket route,
+    // and `numSubscribers` or `publish` before that crash the process (SIGSEGV, uWebSockets.js 20.30). The event
+    // hub hands on events as soon as it starts, before the gateway listens.
+    app.ws("/ws", this.behavior());
   }
 
   /** Fan-out of one admitted event: encode once per encoding that has subscribers, publish. */
   publish(jobId: string, d: Delivery): void {
-    if (!this.listening) return;
     const mt = topicOf(jobId, "binary");
     const jt = topicOf(jobId, "text");
     if (this.app.numSubscribers(mt) > 0) this.app.publish(mt, d.msgpack(), true);
@@ -151,8 +143,8 @@ export class WsHub {
     u.mode = mode;
   }
 
-  /** The behaviour for `app.ws("/ws", …)`. */
-  behavior() {
+  /** The behaviour of the `/ws` route. */
+  private behavior() {
     const cfg = this.config;
     return {
       maxPayloadLength: cfg.wsMaxPayloadBytes,
