@@ -21,79 +21,72 @@ import {
   type JobEventType,
 } from "../protocol/index.js";
 import { Fence } from "./fence.js";
+import { ReplayLog } from "./replay-log.js";
 
 /** One event as delivered: the event with its `seq`, and each encoding made at most once. */
 export class Delivery {
-  private e: JobEvent | null;
   private j: string | null = null;
-  private m: Uint8Array | null;
-  private compacted = false;
-  readonly type: JobEventType;
-  readonly terminal: boolean;
   /**
-   * Stamps `seq` on the event. `head` is what the hub read of it (`decodeEventHead`); `ev` the whole event when
+   * `m` is the MessagePack form (with `seq`) when known, `ev` the event (with `seq`) when decoded. A delivery
+   * `fromCache` (the log it was read from) is a view of the replay cache's bytes: its event and JSON are made for
+   * each caller and not kept (JSON texts go to the bounded `compactedJson`), so replaying a job to many clients
+   * never grows the cache.
+   */
+  constructor(
+    readonly type: JobEventType,
+    readonly terminal: boolean,
+    readonly seq: number,
+    private m: Uint8Array | null,
+    private e: JobEvent | null,
+    private readonly fromCache: ReplayLog | null = null,
+  ) {}
+  /**
+   * An event as it was stored: `head` is what the hub read of it (`decodeEventHead`), `ev` the whole event when
    * that was decoded too, else null: it is decoded on first use, which a binary client never causes. `stored` is
    * the event's bytes as the agent published them: its MessagePack form is then those bytes with `seq` appended,
    * the same bytes re-encoding would give, at the cost of a copy (an event that came with a `seq` of its own,
    * never one of ours, is decoded and encoded again instead).
    */
-  constructor(head: JobEventHead, ev: JobEvent | null, readonly seq: number, stored: Uint8Array) {
-    this.type = head.type;
-    this.terminal = isTerminalEvent(head);
-    this.m = head.seq === undefined ? withSeqMsgpack(stored, seq) : null;
-    if (this.m === null) ev ??= asJobEvent(decodeMsgpack(stored));
+  static of(head: JobEventHead, ev: JobEvent | null, seq: number, stored: Uint8Array): Delivery {
+    const m = head.seq === undefined ? withSeqMsgpack(stored, seq) : null;
+    if (m === null) ev ??= asJobEvent(decodeMsgpack(stored));
     if (ev !== null) ev.seq = seq;
-    this.e = ev;
+    return new Delivery(head.type, isTerminalEvent(head), seq, m, ev);
   }
-  /**
-   * The event (with `seq`), decoded from the bytes on first use. Once `compact()` has let the object go it is
-   * decoded again for each caller and not kept: a cached event must stay the size the cache counted, however
-   * many clients replay it.
-   */
+  /** The event (with `seq`), decoded from the bytes on first use (and kept, unless from the cache). */
   get ev(): JobEvent {
     if (this.e !== null) return this.e;
     const ev = asJobEvent(decodeMsgpack(this.m!));
-    if (!this.compacted) this.e = ev;
+    if (this.fromCache === null) this.e = ev;
     return ev;
   }
-  /** The JSON text, made once: kept on the Delivery, or for a compacted one in `compactedJson` (bounded). */
+  /** The JSON text, made once: kept on the Delivery, or for one from the cache in `compactedJson` (bounded). */
   json(): string {
     if (this.j !== null) return this.j;
-    if (!this.compacted) return (this.j = encodeJson(this.ev));
-    let text = compactedJson.get(this);
-    if (text !== undefined) {
-      compactedJson.delete(this); // most recently used goes last
+    if (this.fromCache === null) return (this.j = encodeJson(this.ev));
+    let hit = compactedJson.get(this.seq);
+    if (hit !== undefined && hit.log === this.fromCache) {
+      compactedJson.delete(this.seq); // most recently used goes last
     } else {
-      text = encodeJson(this.ev);
+      hit = { log: this.fromCache, text: encodeJson(this.ev) };
       if (compactedJson.size >= COMPACTED_JSON_ENTRIES) compactedJson.delete(compactedJson.keys().next().value!);
     }
-    compactedJson.set(this, text);
-    return text;
+    compactedJson.set(this.seq, hit);
+    return hit.text;
   }
   msgpack(): Uint8Array {
     return (this.m ??= encodeMsgpack(this.ev));
   }
-  /**
-   * Keeps only the MessagePack bytes, which is how the replay cache holds an event: a token event kept decoded
-   * took ~650 B (a dozen objects, which every young-generation GC copied while they were new), its bytes and
-   * their view ~335 B. Returns the bytes kept.
-   */
-  compact(): number {
-    const m = this.msgpack();
-    this.e = null;
-    this.j = null;
-    this.compacted = true;
-    return m.byteLength;
-  }
 }
 
 /**
- * JSON texts of cached (compacted) events, least recently used first. Thousands of JSON clients resuming one job
+ * JSON texts of cached events by stream seq, least recently used first, each with the log it belongs to (seqs
+ * are unique within one stream, and a process may hold several hubs). Thousands of JSON clients resuming one job
  * after a network blip then encode each of its events once, while what the cache holds beyond its counted bytes
  * stays bounded (~1 MB of token events).
  */
 const COMPACTED_JSON_ENTRIES = 4_096;
-const compactedJson = new Map<Delivery, string>();
+const compactedJson = new Map<number, { log: ReplayLog; text: string }>();
 
 export type Listener = (d: Delivery) => void;
 
@@ -108,13 +101,6 @@ export interface ReplayResult {
   ended: boolean;
 }
 
-/**
- * What a cached event costs beyond its bytes, counted against the budget so that it bounds memory: a compacted
- * Delivery and its Buffer view measured ~174 B of heap on Node 20 (a token event's bytes are ~160). While the
- * cache held decoded events, a token event took ~650 B and the budget counted 154 of them.
- */
-const CACHE_ENTRY_OVERHEAD_BYTES = 176;
-
 /** Jobs whose fence the hub remembers (the oldest is forgotten first). */
 const JOB_CAP = 200_000;
 
@@ -127,8 +113,7 @@ interface JobView {
    * Every admitted event since the job's first (`queued`) event, while the job is in the replay cache; null
    * when the hub joined the job midway or the cache let it go. A whole history replays from memory.
    */
-  events: Delivery[] | null;
-  bytes: number;
+  log: ReplayLog | null;
   /** When the hub saw the job's first event: past the stream's max age, its oldest events may be gone there. */
   firstAtMs: number;
 }
@@ -239,32 +224,31 @@ export class EventHub {
       if (this.views.size >= JOB_CAP) this.forget(this.views.keys().next().value!);
       // Only a job first seen at its very first event can be replayed from memory.
       const first = ev.type === "job_update" && ev.attempt === 0 && ev.status === "queued" && this.cacheBytes > 0;
-      view = { fence: new Fence(), lastSeq: 0, events: first ? [] : null, bytes: 0, firstAtMs: Date.now() };
+      view = { fence: new Fence(), lastSeq: 0, log: first ? new ReplayLog() : null, firstAtMs: Date.now() };
       this.views.set(jobId, view);
       if (first) this.cached.set(jobId, view);
     }
     view.lastSeq = seq;
     if (view.fence.admit(ev)) {
-      const d = new Delivery(ev, whole, seq, m.data);
+      const d = Delivery.of(ev, whole, seq, m.data);
       try {
         this.onEvent(jobId, d);
         const ls = this.listeners.get(jobId);
         if (ls) for (const l of ls) l(d);
       } finally {
-        // Cached after the fan-out (which may still want the decoded event, for JSON) but in the same turn, and
-        // also when a listener threw: a replay from memory must never miss an event.
-        if (view.events) this.remember(jobId, view, d);
+        // Cached in the same turn as the fan-out, also when a listener threw: a replay from memory must never
+        // miss an event.
+        if (view.log) this.remember(jobId, view, view.log, d);
       }
     }
     this.advance(seq);
   }
 
-  private remember(jobId: string, view: JobView, d: Delivery): void {
-    const bytes = d.compact() + CACHE_ENTRY_OVERHEAD_BYTES;
-    view.events!.push(d);
-    view.bytes += bytes;
-    this.cachedBytes += bytes;
-    if (view.bytes > this.cacheBytes / 8) this.uncache(jobId, view);
+  private remember(jobId: string, view: JobView, log: ReplayLog, d: Delivery): void {
+    const before = log.bytes;
+    log.append(d.type, d.terminal, d.seq, d.msgpack());
+    this.cachedBytes += log.bytes - before;
+    if (log.bytes > this.cacheBytes / 8) this.uncache(jobId, view);
     // Oldest jobs leave first; their resumes read JetStream as before.
     while (this.cachedBytes > this.cacheBytes && this.cached.size > 0) {
       const [oldId, old] = this.cached.entries().next().value!;
@@ -273,10 +257,9 @@ export class EventHub {
   }
 
   private uncache(jobId: string, view: JobView): void {
-    if (!view.events) return;
-    this.cachedBytes -= view.bytes;
-    view.events = null;
-    view.bytes = 0;
+    if (!view.log) return;
+    this.cachedBytes -= view.log.bytes;
+    view.log = null;
     this.cached.delete(jobId);
   }
 
@@ -330,19 +313,12 @@ export class EventHub {
     const view = this.views.get(jobId);
     // Every gateway must answer the same: once retention may have removed the job's first events from the
     // stream, the stream decides (it may say the history is incomplete).
-    if (view?.events && Date.now() - view.firstAtMs >= this.maxAgeMs) this.uncache(jobId, view);
-    if (view?.events) {
+    if (view?.log && Date.now() - view.firstAtMs >= this.maxAgeMs) this.uncache(jobId, view);
+    if (view?.log) {
       this.replaysFromMemory++;
-      const all = view.events;
-      // Sorted by seq: binary search for the first one after `after`.
-      let lo = 0;
-      let hi = all.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (all[mid]!.seq <= after) lo = mid + 1;
-        else hi = mid;
-      }
-      return { events: all.slice(lo), lastSeq: view.lastSeq, incomplete: false, ended: view.fence.ended };
+      const log = view.log;
+      const events = log.after(after, (type, terminal, seq, bytes) => new Delivery(type, terminal, seq, bytes, null, log));
+      return { events, lastSeq: view.lastSeq, incomplete: false, ended: view.fence.ended };
     }
     this.replaysFromStream++;
     return this.replayFromStream(jobId, after);
@@ -380,7 +356,7 @@ export class EventHub {
             first = false;
           }
           if (fence.admit(ev) && m.seq > after) {
-            events.push(new Delivery(ev, whole, m.seq, m.data));
+            events.push(Delivery.of(ev, whole, m.seq, m.data));
           }
           if (m.seq >= lastSeq || fence.ended) done = true;
           if (done) break;

@@ -21,6 +21,6 @@ t.test("ws fan-out - an event handed on before the gateway listens is published 
   const hub = new WsHub(app, compileGatewayConfig({ natsUrl: "nats://127.0.0.1:4222" }), unused, unused, unused, unused, unused, unused);
   const bytes = encodeMsgpack(ev);
   const { head, ev: whole } = decodeEventHead(bytes);
-  hub.publish(ev.job_id, new Delivery(head, whole, 1, bytes));
+  hub.publish(ev.job_id, Delivery.of(head, whole, 1, bytes));
   t.equal(app.numSubscribers(`j/${ev.job_id}/m`), 0, "uWS answers for the job's topic: the process lives");
 });
