@@ -45,10 +45,10 @@ export class Delivery {
    * that was decoded too, else null: it is decoded on first use, which a binary client never causes. `stored` is
    * the event's bytes as the agent published them: its MessagePack form is then those bytes with `seq` appended,
    * the same bytes re-encoding would give, at the cost of a copy (an event that came with a `seq` of its own,
-   * never one of ours, is decoded and encoded again instead).
+   * never one of ours, is decoded and encoded again instead). `alloc` gives the room those bytes are written to.
    */
-  static of(head: JobEventHead, ev: JobEvent | null, seq: number, stored: Uint8Array): Delivery {
-    const m = head.seq === undefined ? withSeqMsgpack(stored, seq) : null;
+  static of(head: JobEventHead, ev: JobEvent | null, seq: number, stored: Uint8Array, alloc?: (size: number) => Uint8Array): Delivery {
+    const m = head.seq === undefined ? withSeqMsgpack(stored, seq, alloc) : null;
     if (m === null) ev ??= asJobEvent(decodeMsgpack(stored));
     if (ev !== null) ev.seq = seq;
     return new Delivery(head.type, isTerminalEvent(head), seq, m, ev);
@@ -114,6 +114,8 @@ interface JobView {
    * when the hub joined the job midway or the cache let it go. A whole history replays from memory.
    */
   log: ReplayLog | null;
+  /** Of the log's bytes, what `cachedBytes` counts (room the log took for an event counts once it is appended). */
+  counted: number;
   /** When the hub saw the job's first event: past the stream's max age, its oldest events may be gone there. */
   firstAtMs: number;
 }
@@ -224,13 +226,14 @@ export class EventHub {
       if (this.views.size >= JOB_CAP) this.forget(this.views.keys().next().value!);
       // Only a job first seen at its very first event can be replayed from memory.
       const first = ev.type === "job_update" && ev.attempt === 0 && ev.status === "queued" && this.cacheBytes > 0;
-      view = { fence: new Fence(), lastSeq: 0, log: first ? new ReplayLog() : null, firstAtMs: Date.now() };
+      view = { fence: new Fence(), lastSeq: 0, log: first ? new ReplayLog() : null, counted: 0, firstAtMs: Date.now() };
       this.views.set(jobId, view);
       if (first) this.cached.set(jobId, view);
     }
     view.lastSeq = seq;
     if (view.fence.admit(ev)) {
-      const d = Delivery.of(ev, whole, seq, m.data);
+      // A cached job's events are written into its log at once: one copy of the bytes, not two.
+      const d = Delivery.of(ev, whole, seq, m.data, view.log ? view.log.reserveFn : undefined);
       try {
         this.onEvent(jobId, d);
         const ls = this.listeners.get(jobId);
@@ -245,9 +248,9 @@ export class EventHub {
   }
 
   private remember(jobId: string, view: JobView, log: ReplayLog, d: Delivery): void {
-    const before = log.bytes;
     log.append(d.type, d.terminal, d.seq, d.msgpack());
-    this.cachedBytes += log.bytes - before;
+    this.cachedBytes += log.bytes - view.counted;
+    view.counted = log.bytes;
     if (log.bytes > this.cacheBytes / 8) this.uncache(jobId, view);
     // Oldest jobs leave first; their resumes read JetStream as before.
     while (this.cachedBytes > this.cacheBytes && this.cached.size > 0) {
@@ -258,8 +261,9 @@ export class EventHub {
 
   private uncache(jobId: string, view: JobView): void {
     if (!view.log) return;
-    this.cachedBytes -= view.log.bytes;
+    this.cachedBytes -= view.counted;
     view.log = null;
+    view.counted = 0;
     this.cached.delete(jobId);
   }
 

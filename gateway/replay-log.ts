@@ -34,19 +34,31 @@ export class ReplayLog {
     return this.n;
   }
 
-  /** Appends one event (seqs only grow: the hub appends in stream order). */
-  append(type: JobEventType, terminal: boolean, seq: number, m: Uint8Array): void {
-    if (this.n === this.seqs.length) this.grow();
+  /**
+   * Room for the next event's `size` bytes at the end of the log: an `append` of the view it gives records the
+   * bytes where they already are. Until then the room is not the log's; the next `reserve` gives it again.
+   */
+  reserve(size: number): Uint8Array {
     let chunk = this.chunks.at(-1);
-    if (chunk === undefined || chunk.length - this.used < m.byteLength) {
-      const next = Math.max(m.byteLength, chunk === undefined ? FIRST_CHUNK_BYTES : Math.min(chunk.length * 2, MAX_CHUNK_BYTES));
+    if (chunk === undefined || chunk.length - this.used < size) {
+      const next = Math.max(size, chunk === undefined ? FIRST_CHUNK_BYTES : Math.min(chunk.length * 2, MAX_CHUNK_BYTES));
       // Uninitialised on purpose: only the written ranges are ever handed out.
       chunk = Buffer.allocUnsafeSlow(next);
       this.chunks.push(chunk);
       this.used = 0;
       this.bytes += next;
     }
-    chunk.set(m, this.used);
+    return (this.reserved = chunk.subarray(this.used, this.used + size));
+  }
+  private reserved: Uint8Array | null = null;
+  /** `reserve`, bound once (the hub passes it for every event of a cached job). */
+  readonly reserveFn = (size: number): Uint8Array => this.reserve(size);
+
+  /** Appends one event (seqs only grow: the hub appends in stream order). `m` may be a view `reserve` gave. */
+  append(type: JobEventType, terminal: boolean, seq: number, m: Uint8Array): void {
+    if (this.n === this.seqs.length) this.grow();
+    if (m !== this.reserved) this.reserve(m.byteLength).set(m);
+    this.reserved = null;
     const i = this.n++;
     this.seqs[i] = seq;
     this.where[i * 3] = this.chunks.length - 1;

@@ -39,12 +39,23 @@ export interface SocketData {
   tokenDigest: Buffer | null;
 }
 
-export const topicOf = (jobId: string, mode: Mode) => (mode === "binary" ? `j/${jobId}/m` : `j/${jobId}/j`);
+/**
+ * A job's two uWS topics, one per encoding, with their names as bytes made once per job (a string topic is
+ * converted to UTF-8 by uWS on every call, and the fan-out asks about both topics for every event), and the sockets
+ * on them.
+ */
+interface JobTopics {
+  binary: Buffer;
+  text: Buffer;
+  sockets: Set<WebSocket<SocketData>>;
+}
+const topicsFor = (jobId: string): JobTopics => ({ binary: Buffer.from(`j/${jobId}/m`), text: Buffer.from(`j/${jobId}/j`), sockets: new Set() });
+const topicOf = (t: JobTopics, mode: Mode) => (mode === "binary" ? t.binary : t.text);
 
 export class WsHub {
   readonly sockets = new Set<WebSocket<SocketData>>();
-  /** Sockets on each job's topics, for unsubscribing once the job ends. */
-  private readonly topicSockets = new Map<string, Set<WebSocket<SocketData>>>();
+  /** The topics of each job some socket joined: the fan-out skips every other job at once. */
+  private readonly topics = new Map<string, JobTopics>();
   framesIn = 0;
   framesOut = 0;
   badFrames = 0;
@@ -67,11 +78,11 @@ export class WsHub {
 
   /** Fan-out of one admitted event: encode once per encoding that has subscribers, publish. */
   publish(jobId: string, d: Delivery): void {
-    const mt = topicOf(jobId, "binary");
-    const jt = topicOf(jobId, "text");
-    if (this.app.numSubscribers(mt) > 0) this.app.publish(mt, d.msgpack(), true);
-    if (this.app.numSubscribers(jt) > 0) this.app.publish(jt, d.json(), false);
-    if (d.terminal && this.topicSockets.has(jobId)) {
+    const t = this.topics.get(jobId);
+    if (t === undefined) return;
+    if (this.app.numSubscribers(t.binary) > 0) this.app.publish(t.binary, d.msgpack(), true);
+    if (this.app.numSubscribers(t.text) > 0) this.app.publish(t.text, d.json(), false);
+    if (d.terminal) {
       // uWS batches publishes and drains them later in the loop; unsubscribing now would drop this very
       // message. Leave the topic a little later instead.
       this.ended.push(jobId);
@@ -84,10 +95,10 @@ export class WsHub {
   private sweepEnded(): void {
     this.sweepTimer = null;
     for (const jobId of this.ended.splice(0)) {
-      const set = this.topicSockets.get(jobId);
-      if (!set) continue;
-      for (const ws of set) this.leaveJob(ws, jobId);
-      this.topicSockets.delete(jobId);
+      const t = this.topics.get(jobId);
+      if (!t) continue;
+      for (const ws of t.sockets) this.leaveJob(ws, jobId);
+      this.topics.delete(jobId);
     }
   }
 
@@ -110,10 +121,10 @@ export class WsHub {
   private joinTopic(ws: WebSocket<SocketData>, jobId: string): void {
     const u = ws.getUserData();
     if (u.closed) return;
-    ws.subscribe(topicOf(jobId, u.mode));
-    let set = this.topicSockets.get(jobId);
-    if (!set) this.topicSockets.set(jobId, (set = new Set()));
-    set.add(ws);
+    let t = this.topics.get(jobId);
+    if (!t) this.topics.set(jobId, (t = topicsFor(jobId)));
+    ws.subscribe(topicOf(t, u.mode));
+    t.sockets.add(ws);
     const entry = u.jobs.get(jobId);
     if (entry) {
       entry.onTopic = true;
@@ -126,9 +137,10 @@ export class WsHub {
     const entry = u.jobs.get(jobId);
     if (!entry) return;
     entry.following?.stop();
-    if (entry.onTopic && !u.closed) ws.unsubscribe(topicOf(jobId, u.mode));
+    const t = this.topics.get(jobId);
+    if (entry.onTopic && !u.closed && t) ws.unsubscribe(topicOf(t, u.mode));
     u.jobs.delete(jobId);
-    this.topicSockets.get(jobId)?.delete(ws);
+    t?.sockets.delete(ws);
   }
 
   /** The client's frame kind switches the mode (NodeTool's rule) unless a subprotocol fixed it. */
@@ -136,9 +148,10 @@ export class WsHub {
     const u = ws.getUserData();
     if (u.fixed || u.mode === mode) return;
     for (const [jobId, e] of u.jobs) {
-      if (!e.onTopic) continue;
-      ws.unsubscribe(topicOf(jobId, u.mode));
-      ws.subscribe(topicOf(jobId, mode));
+      const t = this.topics.get(jobId);
+      if (!e.onTopic || !t) continue;
+      ws.unsubscribe(topicOf(t, u.mode));
+      ws.subscribe(topicOf(t, mode));
     }
     u.mode = mode;
   }
@@ -215,7 +228,7 @@ export class WsHub {
         // Closing a socket never cancels its jobs; it only stops watching them.
         for (const [jobId, e] of u.jobs) {
           e.following?.stop();
-          this.topicSockets.get(jobId)?.delete(ws);
+          this.topics.get(jobId)?.sockets.delete(ws);
         }
         u.jobs.clear();
         this.sockets.delete(ws);
@@ -369,7 +382,7 @@ export class WsHub {
   /** Sockets counted in the per-job topic sets (each should be a live socket's follow). */
   topicMemberships(): number {
     let n = 0;
-    for (const set of this.topicSockets.values()) n += set.size;
+    for (const t of this.topics.values()) n += t.sockets.size;
     return n;
   }
 

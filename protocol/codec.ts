@@ -61,15 +61,19 @@ export function encodeMsgpack(value: unknown): Uint8Array {
 /** `"seq"` as MessagePack: the key `withSeqMsgpack` appends. */
 const SEQ_KEY = encodeMsgpack("seq");
 
+/** Where `withSeqMsgpack` writes by default: a fresh buffer (from Node's pool for small ones). */
+const freshBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
+
 /**
  * The bytes `encodeMsgpack({...map, seq})` would give, made from `bytes` (an encoded map without a `seq` key)
  * without decoding and re-encoding it: the entry count goes up by one and `seq` is appended, which is where
- * the encoder puts a key added last (key and value are the encoder's own bytes). The gateway stamps the stream
- * sequence on every event this way; encoding the whole event again cost as much as decoding it. Returns null
- * for anything but a fixmap or map16 (the caller encodes the object instead). `seq` must be a non-negative
- * safe integer.
+ * the encoder puts a key added last (key and value as the encoder writes them: the smallest unsigned integer
+ * that holds it). The gateway stamps the stream sequence on every event this way; encoding the whole event again
+ * cost as much as decoding it. The result is written into `alloc(size)` (the replay cache passes room in its
+ * log, so a cached event is written once). Returns null, without calling `alloc`, for anything but a fixmap or
+ * map16 (the caller encodes the object instead). `seq` must be a non-negative safe integer.
  */
-export function withSeqMsgpack(bytes: Uint8Array, seq: number): Uint8Array | null {
+export function withSeqMsgpack(bytes: Uint8Array, seq: number, alloc: (size: number) => Uint8Array = freshBytes): Uint8Array | null {
   const head = bytes[0];
   if (head === undefined || !Number.isSafeInteger(seq) || seq < 0) return null;
   let count: number;
@@ -84,18 +88,36 @@ export function withSeqMsgpack(bytes: Uint8Array, seq: number): Uint8Array | nul
   } else {
     return null;
   }
-  const value = encoder.encodeSharedRef(seq);
+  const valueBytes = seq < 0x80 ? 1 : seq < 0x100 ? 2 : seq < 0x10000 ? 3 : seq < 0x1_0000_0000 ? 5 : 9;
   const headBytes = count + 1 <= 15 ? 1 : 3;
   const body = bytes.length - bodyAt;
-  const out = Buffer.allocUnsafe(headBytes + body + SEQ_KEY.length + value.length);
+  const out = alloc(headBytes + body + SEQ_KEY.length + valueBytes);
   if (headBytes === 1) out[0] = 0x80 | (count + 1);
   else {
     out[0] = 0xde;
-    out.writeUInt16BE(count + 1, 1);
+    out[1] = (count + 1) >>> 8;
+    out[2] = (count + 1) & 0xff;
   }
   out.set(bytes.subarray(bodyAt), headBytes);
   out.set(SEQ_KEY, headBytes + body);
-  out.set(value, headBytes + body + SEQ_KEY.length);
+  let p = headBytes + body + SEQ_KEY.length;
+  if (valueBytes === 1) {
+    out[p] = seq;
+    return out;
+  }
+  out[p++] = valueBytes === 2 ? 0xcc : valueBytes === 3 ? 0xcd : valueBytes === 5 ? 0xce : 0xcf;
+  let lo = seq >>> 0;
+  if (valueBytes === 9) {
+    const hi = Math.floor(seq / 0x1_0000_0000);
+    out[p++] = hi >>> 24;
+    out[p++] = (hi >>> 16) & 0xff;
+    out[p++] = (hi >>> 8) & 0xff;
+    out[p++] = hi & 0xff;
+  }
+  for (let k = valueBytes === 9 ? 4 : valueBytes - 1; k > 0; k--) {
+    out[p + k - 1] = lo & 0xff;
+    lo >>>= 8;
+  }
   return out;
 }
 

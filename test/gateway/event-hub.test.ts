@@ -96,3 +96,13 @@ t.test("event hub - an event that arrives with a seq of its own is given ours, i
   t.same(decodeMsgpack(got[0]!.msgpack()), { ...ev, seq: 5 }, "MessagePack carries the stream's seq");
   t.same(JSON.parse(got[0]!.json()), { ...ev, seq: 5 }, "so does JSON");
 });
+
+t.test("event hub - the cache counts every byte its logs took, and gives them all back when a job leaves it", async (t) => {
+  const { hub, feed } = hubWith(() => undefined);
+  feed();
+  const log = (hub as unknown as { views: Map<string, { log: { bytes: number } | null }> }).views.get(jobId)!.log!;
+  t.ok(hub.cachedBytes > 0, `the job is cached (${hub.cachedBytes} B)`);
+  t.equal(hub.cachedBytes, log.bytes, "what the hub counts is what the log allocated, chunks included");
+  (hub as unknown as { forget(id: string): void }).forget(jobId);
+  t.equal(hub.cachedBytes, 0, "forgetting the job returns all of it");
+});

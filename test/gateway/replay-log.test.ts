@@ -87,3 +87,22 @@ t.test("replay log - counts what it allocated: at least the bytes held, at most 
   tiny.append("job_update", false, 1, randomBytes(150));
   t.ok(tiny.bytes < 2_048, `a job of one event costs little (${tiny.bytes} B)`);
 });
+
+t.test("replay log - bytes written into reserved room are recorded where they lie; unused room is given again", async (t) => {
+  const log = new ReplayLog();
+  const a = randomBytes(300);
+  const room = log.reserve(a.byteLength);
+  room.set(a);
+  log.append("chunk", false, 1, room);
+  const abandoned = log.reserve(50);
+  abandoned.fill(7);
+  const b = randomBytes(900); // larger than what is left of the first chunk: a new one
+  const roomB = log.reserve(b.byteLength);
+  roomB.set(b);
+  log.append("chunk", false, 2, roomB);
+  log.append("chunk", false, 3, a); // not a reserved view: copied
+  const views = log.after(0, (_t, _x, _s, bytes) => bytes);
+  t.equal(views[0]!.buffer, room.buffer, "the first event is the reserved room itself");
+  t.equal(views[0]!.byteOffset, room.byteOffset);
+  t.same(views.map((v) => Buffer.from(v).toString("hex")), [a, b, a].map((x) => x.toString("hex")), "every event's bytes, in order");
+});
