@@ -29,7 +29,7 @@ export class Delivery {
   /**
    * `m` is the MessagePack form (with `seq`) when known, `ev` the event (with `seq`) when decoded. A delivery
    * `fromCache` (the log it was read from) is a view of the replay cache's bytes: its event and JSON are made for
-   * each caller and not kept (JSON texts go to the bounded `compactedJson`), so replaying a job to many clients
+   * each caller and not kept (JSON texts go to the bounded `cachedJson`), so replaying a job to many clients
    * never grows the cache.
    */
   constructor(
@@ -47,7 +47,7 @@ export class Delivery {
    * the same bytes re-encoding would give, at the cost of a copy (an event that came with a `seq` of its own,
    * never one of ours, is decoded and encoded again instead). `alloc` gives the room those bytes are written to.
    */
-  static of(head: JobEventHead, ev: JobEvent | null, seq: number, stored: Uint8Array, alloc?: (size: number) => Uint8Array): Delivery {
+  static of(head: JobEventHead, ev: JobEvent | null, seq: number, stored: Uint8Array, alloc?: (size: number) => Buffer): Delivery {
     const m = head.seq === undefined ? withSeqMsgpack(stored, seq, alloc) : null;
     if (m === null) ev ??= asJobEvent(decodeMsgpack(stored));
     if (ev !== null) ev.seq = seq;
@@ -60,18 +60,18 @@ export class Delivery {
     if (this.fromCache === null) this.e = ev;
     return ev;
   }
-  /** The JSON text, made once: kept on the Delivery, or for one from the cache in `compactedJson` (bounded). */
+  /** The JSON text, made once: kept on the Delivery, or for one from the cache in `cachedJson` (bounded). */
   json(): string {
     if (this.j !== null) return this.j;
     if (this.fromCache === null) return (this.j = encodeJson(this.ev));
-    let hit = compactedJson.get(this.seq);
+    let hit = cachedJson.get(this.seq);
     if (hit !== undefined && hit.log === this.fromCache) {
-      compactedJson.delete(this.seq); // most recently used goes last
+      cachedJson.delete(this.seq); // most recently used goes last
     } else {
       hit = { log: this.fromCache, text: encodeJson(this.ev) };
-      if (compactedJson.size >= COMPACTED_JSON_ENTRIES) compactedJson.delete(compactedJson.keys().next().value!);
+      if (cachedJson.size >= CACHED_JSON_ENTRIES) cachedJson.delete(cachedJson.keys().next().value!);
     }
-    compactedJson.set(this.seq, hit);
+    cachedJson.set(this.seq, hit);
     return hit.text;
   }
   msgpack(): Uint8Array {
@@ -85,8 +85,8 @@ export class Delivery {
  * after a network blip then encode each of its events once, while what the cache holds beyond its counted bytes
  * stays bounded (~1 MB of token events).
  */
-const COMPACTED_JSON_ENTRIES = 4_096;
-const compactedJson = new Map<number, { log: ReplayLog; text: string }>();
+const CACHED_JSON_ENTRIES = 4_096;
+const cachedJson = new Map<number, { log: ReplayLog; text: string }>();
 
 export type Listener = (d: Delivery) => void;
 
@@ -233,7 +233,7 @@ export class EventHub {
     view.lastSeq = seq;
     if (view.fence.admit(ev)) {
       // A cached job's events are written into its log at once: one copy of the bytes, not two.
-      const d = Delivery.of(ev, whole, seq, m.data, view.log ? view.log.reserveFn : undefined);
+      const d = Delivery.of(ev, whole, seq, m.data, view.log?.reserve);
       try {
         this.onEvent(jobId, d);
         const ls = this.listeners.get(jobId);

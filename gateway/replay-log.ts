@@ -27,18 +27,17 @@ export class ReplayLog {
   private where = new Uint32Array(FIRST_CAPACITY * 3);
   private terminals = new Uint8Array(FIRST_CAPACITY);
   private readonly types: JobEventType[] = [];
+  /** The room the last `reserve` gave, until an `append` records it. */
+  private reserved: Uint8Array | null = null;
   /** What the log has allocated: chunks and index arrays (what the hub's budget counts). */
   bytes = FIRST_CAPACITY * (8 + 12 + 1);
 
-  get length(): number {
-    return this.n;
-  }
-
   /**
    * Room for the next event's `size` bytes at the end of the log: an `append` of the view it gives records the
-   * bytes where they already are. Until then the room is not the log's; the next `reserve` gives it again.
+   * bytes where they already are. Until then the room is not the log's; the next `reserve` gives it again. An
+   * arrow function: the hub hands it on for every event of a cached job.
    */
-  reserve(size: number): Uint8Array {
+  readonly reserve = (size: number): Buffer => {
     let chunk = this.chunks.at(-1);
     if (chunk === undefined || chunk.length - this.used < size) {
       const next = Math.max(size, chunk === undefined ? FIRST_CHUNK_BYTES : Math.min(chunk.length * 2, MAX_CHUNK_BYTES));
@@ -49,10 +48,7 @@ export class ReplayLog {
       this.bytes += next;
     }
     return (this.reserved = chunk.subarray(this.used, this.used + size));
-  }
-  private reserved: Uint8Array | null = null;
-  /** `reserve`, bound once (the hub passes it for every event of a cached job). */
-  readonly reserveFn = (size: number): Uint8Array => this.reserve(size);
+  };
 
   /** Appends one event (seqs only grow: the hub appends in stream order). `m` may be a view `reserve` gave. */
   append(type: JobEventType, terminal: boolean, seq: number, m: Uint8Array): void {

@@ -7,7 +7,7 @@
  */
 import { Decoder, Encoder, DecodeError } from "@msgpack/msgpack";
 import { ErrorCode, ProtocolError } from "./errors.js";
-import { decodeFlatMap, encodeFlatMap } from "./flat-map.js";
+import { decodeFlatMap, encodeFlatMap, uintSize, writeUint } from "./flat-map.js";
 import { CLIENT_COMMANDS, type ClientCommand, type ServerMessage } from "./client.js";
 import { JOB_EVENT_TYPES, type JobEvent, type JobEventHead } from "./events.js";
 import type { AgentControl, AgentRegistration, JobCancel, JobDispatch } from "./jobs.js";
@@ -62,7 +62,7 @@ export function encodeMsgpack(value: unknown): Uint8Array {
 const SEQ_KEY = encodeMsgpack("seq");
 
 /** Where `withSeqMsgpack` writes by default: a fresh buffer (from Node's pool for small ones). */
-const freshBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
+const freshBytes = (size: number): Buffer => Buffer.allocUnsafe(size);
 
 /**
  * The bytes `encodeMsgpack({...map, seq})` would give, made from `bytes` (an encoded map without a `seq` key)
@@ -73,7 +73,7 @@ const freshBytes = (size: number): Uint8Array => Buffer.allocUnsafe(size);
  * log, so a cached event is written once). Returns null, without calling `alloc`, for anything but a fixmap or
  * map16 (the caller encodes the object instead). `seq` must be a non-negative safe integer.
  */
-export function withSeqMsgpack(bytes: Uint8Array, seq: number, alloc: (size: number) => Uint8Array = freshBytes): Uint8Array | null {
+export function withSeqMsgpack(bytes: Uint8Array, seq: number, alloc: (size: number) => Buffer = freshBytes): Uint8Array | null {
   const head = bytes[0];
   if (head === undefined || !Number.isSafeInteger(seq) || seq < 0) return null;
   let count: number;
@@ -88,36 +88,17 @@ export function withSeqMsgpack(bytes: Uint8Array, seq: number, alloc: (size: num
   } else {
     return null;
   }
-  const valueBytes = seq < 0x80 ? 1 : seq < 0x100 ? 2 : seq < 0x10000 ? 3 : seq < 0x1_0000_0000 ? 5 : 9;
   const headBytes = count + 1 <= 15 ? 1 : 3;
   const body = bytes.length - bodyAt;
-  const out = alloc(headBytes + body + SEQ_KEY.length + valueBytes);
+  const out = alloc(headBytes + body + SEQ_KEY.length + uintSize(seq));
   if (headBytes === 1) out[0] = 0x80 | (count + 1);
   else {
     out[0] = 0xde;
-    out[1] = (count + 1) >>> 8;
-    out[2] = (count + 1) & 0xff;
+    out.writeUInt16BE(count + 1, 1);
   }
   out.set(bytes.subarray(bodyAt), headBytes);
   out.set(SEQ_KEY, headBytes + body);
-  let p = headBytes + body + SEQ_KEY.length;
-  if (valueBytes === 1) {
-    out[p] = seq;
-    return out;
-  }
-  out[p++] = valueBytes === 2 ? 0xcc : valueBytes === 3 ? 0xcd : valueBytes === 5 ? 0xce : 0xcf;
-  let lo = seq >>> 0;
-  if (valueBytes === 9) {
-    const hi = Math.floor(seq / 0x1_0000_0000);
-    out[p++] = hi >>> 24;
-    out[p++] = (hi >>> 16) & 0xff;
-    out[p++] = (hi >>> 8) & 0xff;
-    out[p++] = hi & 0xff;
-  }
-  for (let k = valueBytes === 9 ? 4 : valueBytes - 1; k > 0; k--) {
-    out[p + k - 1] = lo & 0xff;
-    lo >>>= 8;
-  }
+  writeUint(out, headBytes + body + SEQ_KEY.length, seq);
   return out;
 }
 

@@ -181,6 +181,38 @@ export function decodeFlatMap(
 
 // ---- encoding -------------------------------------------------------------------------------------------------
 
+/** How many bytes MessagePack takes for a non-negative safe integer: the smallest unsigned form that holds it. */
+export function uintSize(v: number): number {
+  return v < 0x80 ? 1 : v < 0x100 ? 2 : v < 0x10000 ? 3 : v < 0x1_0000_0000 ? 5 : 9;
+}
+
+/** Writes a non-negative safe integer at `p` as the library does (`uintSize` bytes); returns the position after it. */
+export function writeUint(out: Buffer, p: number, v: number): number {
+  if (v < 0x80) {
+    out[p] = v;
+    return p + 1;
+  }
+  if (v < 0x100) {
+    out[p] = 0xcc;
+    out[p + 1] = v;
+    return p + 2;
+  }
+  if (v < 0x10000) {
+    out[p] = 0xcd;
+    out.writeUInt16BE(v, p + 1);
+    return p + 3;
+  }
+  if (v < 0x1_0000_0000) {
+    out[p] = 0xce;
+    out.writeUInt32BE(v, p + 1);
+    return p + 5;
+  }
+  out[p] = 0xcf;
+  out.writeUInt32BE(Math.floor(v / 0x1_0000_0000), p + 1);
+  out.writeUInt32BE(v >>> 0, p + 5);
+  return p + 9;
+}
+
 /** Encoded keys (header and bytes), by key: the same few dozen keys go into every event. */
 const encodedKeys = new Map<string, Uint8Array>();
 const ENCODED_KEYS_MAX = 512;
@@ -283,11 +315,8 @@ export function encodeFlatMap(value: unknown): Uint8Array | undefined {
     } else if (typeof v === "number") {
       if (Number.isSafeInteger(v)) {
         if (v >= 0) {
-          if (v < 0x80) scratch[p++] = v;
-          else if (v < 0x100) { scratch[p++] = 0xcc; scratch[p++] = v; }
-          else if (v < 0x10000) { scratch[p++] = 0xcd; scratch[p++] = v >>> 8; scratch[p++] = v & 0xff; }
-          else if (v < 0x100000000) { scratch[p++] = 0xce; scratch.writeUInt32BE(v, p); p += 4; }
-          else return undefined;
+          if (v >= 0x1_0000_0000) return undefined;
+          p = writeUint(scratch, p, v);
         } else {
           if (v >= -0x20) scratch[p++] = 0xe0 | (v + 0x20);
           else if (v >= -0x80) { scratch[p++] = 0xd0; scratch[p++] = v & 0xff; }

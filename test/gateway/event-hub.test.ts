@@ -45,7 +45,7 @@ t.test("event hub - a replay from memory gives the live bytes, msgpack and JSON,
     t.same(decodeMsgpack(d.msgpack()), { ...events[i], seq: i + 1 }, `event ${i + 1}: the agent's event with seq ${i + 1}`);
   });
   t.equal(live[2]!.j, encodeJson({ ...events[2], seq: 3 }), "JSON as the encoder writes it");
-  t.ok(r.events.at(-1)!.terminal, "the terminal flag survives compaction");
+  t.ok(r.events.at(-1)!.terminal, "the terminal flag survives the cache");
   // Replaying to JSON clients must not grow what the cache holds (it counted the bytes only).
   const held = r.events.map((d) => d as unknown as { e: unknown; j: unknown });
   t.ok(held.every((d) => d.e === null && d.j === null), "the cached entries still hold only their bytes after JSON replays");

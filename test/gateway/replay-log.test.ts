@@ -31,7 +31,6 @@ function filled(n: number): { log: ReplayLog; entries: Entry[] } {
 
 t.test("replay log - gives back every event's bytes, type, terminal flag and seq, across chunk and index growth", async (t) => {
   const { log, entries } = filled(700);
-  t.equal(log.length, 700);
   const got = read(log, 0);
   t.equal(got.length, entries.length, "every event");
   let same = 0;
