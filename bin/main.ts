@@ -15,9 +15,9 @@ import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer, createConnection } from "node:net";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startGateway, isExpired, newToken, GATEWAY_OPTION_KEYS, type RunningGateway } from "../gateway/index.js";
-import { startAgent, AGENT_OPTION_KEYS, type RunningAgent } from "../agent/index.js";
-import { startProxy, compileProxyConfig, PROXY_OPTION_KEYS, type RunningProxy } from "../proxy/index.js";
+import type { RunningGateway } from "../gateway/index.js";
+import type { RunningAgent } from "../agent/index.js";
+import type { RunningProxy } from "../proxy/index.js";
 import { MEDIA_TYPES, extensionOf } from "../protocol/index.js";
 import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
 
@@ -81,7 +81,16 @@ function onSignals(stop: (signal: string) => Promise<void>): void {
   process.on("SIGTERM", () => handler("SIGTERM"));
 }
 
+/*
+ * Each command loads the parts it runs and no others: a proxy process holding the agent's provider SDKs and the
+ * gateway's modules had megabytes more heap for every major GC to mark (and took longer to start).
+ */
+const loadGateway = () => import("../gateway/index.js");
+const loadAgent = () => import("../agent/index.js");
+const loadProxy = () => import("../proxy/index.js");
+
 async function cmdGateway(args: ParsedArgs): Promise<void> {
+  const { startGateway, GATEWAY_OPTION_KEYS } = await loadGateway();
   const consumed = new Set<string>();
   const opts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
   checkAllFlagsUsed(args, consumed);
@@ -92,6 +101,7 @@ async function cmdGateway(args: ParsedArgs): Promise<void> {
 }
 
 async function cmdAgent(args: ParsedArgs): Promise<void> {
+  const { startAgent, AGENT_OPTION_KEYS } = await loadAgent();
   const consumed = new Set<string>();
   const opts = settingsFor("agent", AGENT_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
   checkAllFlagsUsed(args, consumed);
@@ -102,6 +112,7 @@ async function cmdAgent(args: ParsedArgs): Promise<void> {
 }
 
 async function cmdProxy(args: ParsedArgs): Promise<void> {
+  const { startProxy, compileProxyConfig, PROXY_OPTION_KEYS } = await loadProxy();
   const consumed = new Set<string>();
   const opts = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed });
   checkAllFlagsUsed(args, consumed);
@@ -142,6 +153,7 @@ function waitForPort(host: string, port: number, timeoutMs: number, child: Child
 
 /** `nodeway up`: nats-server (child), gateway and one agent (in this process), optionally the proxy. */
 async function cmdUp(args: ParsedArgs): Promise<void> {
+  const [{ startGateway, isExpired, GATEWAY_OPTION_KEYS }, { startAgent, AGENT_OPTION_KEYS }] = await Promise.all([loadGateway(), loadAgent()]);
   const consumed = new Set<string>(["tls", "nats-port", "no-examples", "https-port", "http-port"]);
   const gwOpts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
   const agentOpts = settingsFor("agent", AGENT_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed });
@@ -188,6 +200,7 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
     if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens.find((t) => !isExpired(t))?.token);
     let front = gw.url;
     if (flagOn(args, "tls")) {
+      const { startProxy, compileProxyConfig, PROXY_OPTION_KEYS } = await loadProxy();
       const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
       proxy = await startProxy(
         compileProxyConfig({
@@ -480,7 +493,7 @@ async function main(): Promise<void> {
       case "models":
         return await cmdModels(args);
       case "token":
-        process.stdout.write(`${newToken()}\n`);
+        process.stdout.write(`${(await loadGateway()).newToken()}\n`);
         return;
       default:
         process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).map((l) => l.replace(/^ \*\s?/, "")).join("\n") + "\n");
