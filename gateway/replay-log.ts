@@ -16,6 +16,8 @@ const MAX_CHUNK_BYTES = 256 * 1024;
 const FIRST_CAPACITY = 16;
 /** What an entry of `types` costs (one tagged pointer to an interned string). */
 const POINTER_BYTES = 8;
+/** What the typed-array index holds per event of capacity: seq (8), chunk, offset and length (3 × 4), terminal (1). */
+const INDEX_BYTES = 8 + 12 + 1;
 
 export class ReplayLog {
   private readonly chunks: Buffer[] = [];
@@ -30,7 +32,7 @@ export class ReplayLog {
   /** The room the last `reserve` gave, until an `append` records it. */
   private reserved: Uint8Array | null = null;
   /** What the log has allocated: chunks and index arrays (what the hub's budget counts). */
-  bytes = FIRST_CAPACITY * (8 + 12 + 1);
+  bytes = FIRST_CAPACITY * INDEX_BYTES;
 
   /**
    * Room for the next event's `size` bytes at the end of the log: an `append` of the view it gives records the
@@ -92,7 +94,7 @@ export class ReplayLog {
     where.set(this.where);
     const terminals = new Uint8Array(cap);
     terminals.set(this.terminals);
-    this.bytes += (cap - this.seqs.length) * (8 + 12 + 1);
+    this.bytes += (cap - this.seqs.length) * INDEX_BYTES;
     this.seqs = seqs;
     this.where = where;
     this.terminals = terminals;

@@ -11,9 +11,8 @@ type Acme = typeof import("acme-client");
 let loaded: Promise<Acme> | null = null;
 
 /**
- * acme-client is loaded on the first issuance, not with the proxy: with its HTTP client it is ~8.6 MB of heap,
- * 40 % of a running proxy's, which every major GC marks again; a proxy on its own or self-signed certificates
- * never needs it.
+ * acme-client is loaded on the first issuance, not with the proxy: with its HTTP client a bare import is ~8.6 MB
+ * of heap, which every major GC marks again, and a proxy on its own or self-signed certificates never needs it.
  *
  * It keeps one shared axios instance. Its built-in retry waits 5 s, 10 s, … up to five times on network errors and
  * 5xx, which would stall a renewal for over a minute while the CA is down; the proxy has its own backoff
@@ -71,18 +70,18 @@ function trustCa(acme: Acme, caBundlePem: string | null): void {
  * @throws AcmeError wrapping the CA's or the network's error
  */
 export async function issueCertificate(req: IssueRequest): Promise<{ certPem: string; keyPem: string }> {
-  const acme = await loadAcme();
-  trustCa(acme, req.caBundlePem);
-  const client = new acme.Client({
-    directoryUrl: req.directoryUrl,
-    accountKey: req.accountKeyPem,
-    // Status polling: Pebble and Let's Encrypt validate in well under a second, so start short.
-    backoffAttempts: 10,
-    backoffMin: 250,
-    backoffMax: 10_000,
-  });
   const keyPem = createEcKeyPem();
   try {
+    const acme = await loadAcme(); // a failure to load is this issuance's error too, with the same code
+    trustCa(acme, req.caBundlePem);
+    const client = new acme.Client({
+      directoryUrl: req.directoryUrl,
+      accountKey: req.accountKeyPem,
+      // Status polling: Pebble and Let's Encrypt validate in well under a second, so start short.
+      backoffAttempts: 10,
+      backoffMin: 250,
+      backoffMax: 10_000,
+    });
     const [, csr] = await acme.crypto.createCsr({ commonName: req.domain, altNames: [req.domain] }, keyPem);
     const certPem = await client.auto({
       csr,

@@ -95,6 +95,8 @@ t.test("replay log - bytes written into reserved room are recorded where they li
   log.append("chunk", false, 1, room);
   const abandoned = log.reserve(50);
   abandoned.fill(7);
+  const again = log.reserve(50);
+  t.ok(again.buffer === abandoned.buffer && again.byteOffset === abandoned.byteOffset, "room never appended is given again");
   const b = randomBytes(900); // larger than what is left of the first chunk: a new one
   const roomB = log.reserve(b.byteLength);
   roomB.set(b);
