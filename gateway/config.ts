@@ -28,6 +28,14 @@ export interface GatewayOptions extends NatsOptions {
   wsMaxBackpressureBytes?: number;
   /** Memory for recent jobs' events, so a resume (and a mass reconnect) replays from memory, not JetStream. 0 = off. @default 67108864 */
   replayCacheBytes?: number;
+  /** Events a replay (a resume) reads from JetStream and holds at a time. @default 1000 */
+  replayBatchEvents?: number;
+  /** Bytes `NW_EVENTS` keeps; past it the oldest events go. @default 4294967296 (4 GiB) */
+  eventsMaxBytes?: number;
+  /** Events one job may store (`NW_EVENTS` max_msgs_per_subject); an agent fails a job before it. @default 100000 */
+  eventsMaxPerJob?: number;
+  /** Job records or assets one listing call reads at most (a filtered page may come back short, with `next`). @default 2000 */
+  listScanMaxRecords?: number;
   /**
    * Age after which an Idempotency-Key that still has no job record is taken over by a retry (its first request
    * stored the key, then failed before writing the job). Longer than any submit can take. @default 30000
@@ -35,8 +43,21 @@ export interface GatewayOptions extends NatsOptions {
   idempotencyOrphanMs?: number;
   /** Allow uWebSockets.js's slow pure-JS fallback when no native binary loads. @default false */
   allowJsFallback?: boolean;
-  /** Browser origins allowed to open `/ws` (absent Origin header is always allowed). @default [] = any */
+  /**
+   * Browser origins allowed to open `/ws` and send requests that change things (absent Origin is always allowed;
+   * same-origin and loopback origins too). @default [] = loopback only without tokens, any with tokens
+   */
   allowedOrigins?: string[];
+  /** Host names answered besides loopback and IP literals (DNS rebinding defence; gateway/browser.ts). @default [] */
+  allowedHosts?: string[];
+  /** Origins given CORS headers and preflight answers; CORS is off for every other. @default [] */
+  corsOrigins?: string[];
+  /** Jobs one WebSocket may follow at once; a `run_job` or `reconnect_job` past it is refused. @default 1000 */
+  wsMaxFollowsPerSocket?: number;
+  /** `timeout_s` of a job that gives none. @default 3600 */
+  jobTimeoutDefaultS?: number;
+  /** Largest `timeout_s` a job may ask for; more is refused at submit. @default 86400 */
+  jobTimeoutMaxS?: number;
   /** Log one line per request to stderr. @default false */
   accessLog?: boolean;
   /**
@@ -64,9 +85,18 @@ export interface GatewayConfig {
   wsMaxPayloadBytes: number;
   wsMaxBackpressureBytes: number;
   replayCacheBytes: number;
+  replayBatchEvents: number;
+  eventsMaxBytes: number;
+  eventsMaxPerJob: number;
+  listScanMaxRecords: number;
   idempotencyOrphanMs: number;
   allowJsFallback: boolean;
   allowedOrigins: string[];
+  allowedHosts: string[];
+  corsOrigins: string[];
+  wsMaxFollowsPerSocket: number;
+  jobTimeoutDefaultS: number;
+  jobTimeoutMaxS: number;
   accessLog: boolean;
   /** Every accepted token: `apiTokens` then the file's (which alone may carry an expiry), read at start-up. */
   apiTokens: readonly ApiToken[];
@@ -87,9 +117,18 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "wsMaxPayloadBytes",
   "wsMaxBackpressureBytes",
   "replayCacheBytes",
+  "replayBatchEvents",
+  "eventsMaxBytes",
+  "eventsMaxPerJob",
+  "listScanMaxRecords",
   "idempotencyOrphanMs",
   "allowJsFallback",
   "allowedOrigins",
+  "allowedHosts",
+  "corsOrigins",
+  "wsMaxFollowsPerSocket",
+  "jobTimeoutDefaultS",
+  "jobTimeoutMaxS",
   "accessLog",
   "apiTokens",
   "apiTokensFile",
@@ -117,7 +156,8 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     if (!GATEWAY_OPTION_KEYS.has(k)) throw new InvalidConfigError(k, "unknown setting", ErrorCode.CONFIG_ERR_UNKNOWN_KEY);
   }
   const nats = compileNatsConnection(opts, (path) => readFileSync(path, "utf8"));
-  const origins = opts.allowedOrigins === undefined ? [] : typeof opts.allowedOrigins === "string" ? String(opts.allowedOrigins).split(",") : opts.allowedOrigins;
+  const strings = (v: string[] | string | undefined) => (v === undefined ? [] : typeof v === "string" ? v.split(",").map((x) => x.trim()).filter(Boolean) : v);
+  const jobTimeoutMaxS = int("jobTimeoutMaxS", opts.jobTimeoutMaxS, 86_400, 1);
   return Object.freeze({
     host: opts.host ?? "127.0.0.1",
     port: int("port", opts.port, 8000, 0, 65535),
@@ -132,9 +172,18 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     wsMaxPayloadBytes: int("wsMaxPayloadBytes", opts.wsMaxPayloadBytes, 1024 * 1024, 1024),
     wsMaxBackpressureBytes: int("wsMaxBackpressureBytes", opts.wsMaxBackpressureBytes, 4 * 1024 * 1024, 1024),
     replayCacheBytes: int("replayCacheBytes", opts.replayCacheBytes, 64 * 1024 * 1024, 0),
+    replayBatchEvents: int("replayBatchEvents", opts.replayBatchEvents, 1_000, 1, 100_000),
+    eventsMaxBytes: int("eventsMaxBytes", opts.eventsMaxBytes, EVENTS_DEFAULTS.maxBytes, 1024 * 1024),
+    eventsMaxPerJob: int("eventsMaxPerJob", opts.eventsMaxPerJob, EVENTS_DEFAULTS.maxEventsPerJob, 100),
+    listScanMaxRecords: int("listScanMaxRecords", opts.listScanMaxRecords, 2_000, 10),
     idempotencyOrphanMs: int("idempotencyOrphanMs", opts.idempotencyOrphanMs, 30_000, 100),
     allowJsFallback: bool("allowJsFallback", opts.allowJsFallback, false),
-    allowedOrigins: origins,
+    allowedOrigins: strings(opts.allowedOrigins),
+    allowedHosts: strings(opts.allowedHosts),
+    corsOrigins: strings(opts.corsOrigins),
+    wsMaxFollowsPerSocket: int("wsMaxFollowsPerSocket", opts.wsMaxFollowsPerSocket, 1000, 1),
+    jobTimeoutDefaultS: int("jobTimeoutDefaultS", opts.jobTimeoutDefaultS, Math.min(3600, jobTimeoutMaxS), 1, jobTimeoutMaxS),
+    jobTimeoutMaxS,
     accessLog: bool("accessLog", opts.accessLog, false),
     ...apiTokensOf(opts),
   });

@@ -4,7 +4,8 @@
  * made outside the handler's first tick.
  */
 import type { HttpRequest, HttpResponse } from "uWebSockets.js";
-import { ErrorCode, parseJson } from "../protocol/index.js";
+import { encodeJson, ErrorCode, parseJson } from "../protocol/index.js";
+import { isJsonType } from "./browser.js";
 import { GatewayError, toWireError } from "./errors.js";
 
 export interface Req {
@@ -13,17 +14,52 @@ export interface Req {
   query: URLSearchParams;
   headers: Record<string, string>;
   params: string[];
+  /** The first path parameter that did not decode or match its grammar (as sent, cut to 64 chars). */
+  badParam?: string;
+  /** Why the request's framing is ambiguous (a smuggling attempt through a proxy): answered 400, connection closed. */
+  badFraming?: string;
 }
 
-/** Copies what a handler needs out of `req` (valid only until the handler returns). */
-export function readReq(req: HttpRequest, paramCount: number): Req {
+/** Headers that may appear once: two of them let a proxy and this server read different requests. */
+const FRAMING_HEADERS = new Set(["content-length", "transfer-encoding", "host"]);
+
+/** Resource ids (jobs, workflows, threads, assets, agents): what a KV key and a subject token both accept. */
+export const ID_GRAMMAR = /^[A-Za-z0-9_=-]{1,128}$/;
+/** Model ids (`/v1/models/:id`) carry `:`, `.` and `/`: printable ASCII, no spaces. */
+export const MODEL_ID_GRAMMAR = /^[\x21-\x7e]{1,256}$/;
+
+/**
+ * Copies what a handler needs out of `req` (valid only until the handler returns). Never throws: a parameter that
+ * does not decode or fails `grammar` leaves `badParam` set, and the route answers 400 with it.
+ */
+export function readReq(req: HttpRequest, paramCount: number, grammar: RegExp = ID_GRAMMAR): Req {
   const headers: Record<string, string> = {};
+  let framing: string | undefined;
   req.forEach((k, v) => {
+    if (k in headers && FRAMING_HEADERS.has(k)) framing ??= `more than one ${k} header`;
     headers[k] = v;
   });
+  const te = headers["transfer-encoding"];
+  if (te !== undefined && te.trim().toLowerCase() !== "chunked") framing ??= `Transfer-Encoding "${te.slice(0, 32)}" is not supported`;
+  if (te !== undefined && headers["content-length"] !== undefined) framing ??= "Content-Length with Transfer-Encoding";
   const params: string[] = [];
-  for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i)));
-  return { method: req.getMethod().toUpperCase(), url: req.getUrl(), query: new URLSearchParams(req.getQuery() ?? ""), headers, params };
+  let badParam: string | undefined;
+  for (let i = 0; i < paramCount; i++) {
+    const raw = req.getParameter(i) ?? "";
+    let v: string | null = null;
+    try {
+      v = decodeURIComponent(raw);
+    } catch {
+      v = null;
+    }
+    if (v === null || !grammar.test(v)) badParam ??= raw.slice(0, 64);
+    params.push(v ?? "");
+  }
+  const query = new URLSearchParams(req.getQuery() ?? "");
+  const r: Req = { method: req.getMethod().toUpperCase(), url: req.getUrl(), query, headers, params };
+  if (badParam !== undefined) r.badParam = badParam;
+  if (framing !== undefined) r.badFraming = framing;
+  return r;
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -40,6 +76,8 @@ const STATUS_TEXT: Record<number, string> = {
   409: "409 Conflict",
   413: "413 Payload Too Large",
   415: "415 Unsupported Media Type",
+  421: "421 Misdirected Request",
+  429: "429 Too Many Requests",
   500: "500 Internal Server Error",
   502: "502 Bad Gateway",
   503: "503 Service Unavailable",
@@ -51,6 +89,10 @@ const STALL_MS = 2_000;
 
 export class Reply {
   aborted = false;
+  /** The request's `Content-Type`, for a JSON body's check. */
+  requestContentType: string | undefined = undefined;
+  /** Headers every answer carries (CORS for a configured origin). */
+  extraHeaders: Record<string, string> | null = null;
   /** Digest of the API token the request came with (auth on), so a reload can close a stream it revoked. */
   tokenDigest: Buffer | null = null;
   /** Where a stream of an authenticated request is listed while it runs. */
@@ -90,7 +132,8 @@ export class Reply {
   }
 
   json(status: number, body: unknown, extraHeaders?: Record<string, string>): void {
-    this.send(status, JSON.stringify(body), "application/json", extraHeaders);
+    // encodeJson: bytes at any depth become data: URIs, never a serialised Node Buffer.
+    this.send(status, encodeJson(body), "application/json", extraHeaders);
   }
 
   send(status: number, body: string, contentType: string, extraHeaders?: Record<string, string>): void {
@@ -104,6 +147,7 @@ export class Reply {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       this.res.writeHeader("content-type", contentType);
       if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
+      if (this.extraHeaders) for (const k in this.extraHeaders) this.res.writeHeader(k, this.extraHeaders[k]!);
       this.res.end(body);
     });
     this.aborted = true; // finished: nothing more may be written
@@ -368,8 +412,14 @@ export function bodyStream(res: HttpResponse, reply: Reply, maxBytes: number, hi
   );
 }
 
-/** Parses a JSON object body; empty body → `{}`. Errors name what is wrong. */
-export function jsonBody(buf: Buffer, maxBytes: number): Record<string, unknown> {
+/**
+ * Parses a JSON object body; empty body → `{}`. A body, or any declared type, must be JSON: a browser sends
+ * `application/json` cross-site only after a CORS preflight, so a page elsewhere cannot post here.
+ */
+export function jsonBody(buf: Buffer, maxBytes: number, contentType?: string): Record<string, unknown> {
+  if ((buf.length > 0 || contentType) && !isJsonType(contentType)) {
+    throw new GatewayError(ErrorCode.GW_ERR_UNSUPPORTED_MEDIA, `send the body as Content-Type: application/json`);
+  }
   if (buf.length === 0) return {};
   const v = parseJson(buf.toString("utf8"), maxBytes);
   if (v === null || typeof v !== "object" || Array.isArray(v)) {

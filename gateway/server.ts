@@ -3,17 +3,20 @@
  * over NATS (design §2, §6). Stateless: any number can run against one NATS.
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "uWebSockets.js";
-import { ErrorCode, isTerminal, payloadLimitBytes, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
+import { checkSchema, encodeJson, WorkflowBodySchema, ErrorCode, isTerminal, payloadLimitBytes, STREAM_EVENTS, STREAM_JOBS, subjects, encodeMsgpack, type JobRecord, type JobState } from "../protocol/index.js";
 import { RefusalLog, TokenCheck, bearerToken, expiredCount, peerOf, refusalBody, type AuthResult } from "./auth.js";
 import { apiTokensOf, compileGatewayConfig, type GatewayConfig, type GatewayOptions } from "./config.js";
 import { badRequest, GatewayError, notFound, toWireError } from "./errors.js";
 import { EventHub, type Delivery } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
-import { Reply, jsonBody, readBody, readReq, type Req } from "./http.js";
+import { BrowserPolicy } from "./browser.js";
+import { MODEL_ID_GRAMMAR, Reply, jsonBody, readBody, readReq, type Req } from "./http.js";
 import { JobManager } from "./jobs.js";
+import { parseRunRequest } from "./run-request.js";
 import { connectNats, type NatsParts } from "./nats.js";
 import { AssetsApi } from "./assets.js";
 import { OpenAiApi } from "./openai.js";
+import { openApiDocument } from "./openapi.js";
 import { ModelDirectory } from "./models.js";
 import { ThreadStore } from "./threads.js";
 import { loadUws } from "./uws.js";
@@ -66,7 +69,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `refusing to start on the uWebSockets.js pure-JS fallback (set allowJsFallback / NODEWAY_ALLOW_JS_FALLBACK=true to allow)`);
   }
   const n: NatsParts = await connectNats(config, log);
-  const jobs = new JobManager(n, { idempotencyOrphanMs: config.idempotencyOrphanMs });
+  const jobs = new JobManager(n, config);
   const workflows = new WorkflowStore(n.workflowsKv, payloadLimitBytes(n.nc));
   const app: TemplatedApp = uws.App();
   const counters = { requests: 0, eventsOut: 0 };
@@ -82,6 +85,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     log,
     config.replayCacheBytes,
     config.eventsMaxAgeMs,
+    config.replayBatchEvents,
   );
   const refusals = new RefusalLog(log);
   const models = new ModelDirectory(jobs);
@@ -99,25 +103,58 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const httpAuth = (authorization: string | undefined, hasQueryKey: boolean) =>
     auth.check(bearerToken(authorization), hasQueryKey ? "?api_key= is accepted on the /ws upgrade only; send Authorization: Bearer <token>" : "send Authorization: Bearer <token>");
 
-  /** `open` routes answer without a token (`/health`, for load balancers and the proxy's checks). */
-  const route = (method: "get" | "post" | "put" | "del", pattern: string, handler: Handler, opts: { open?: boolean } = {}) => {
-    const paramCount = (pattern.match(/:/g) ?? []).length;
-    app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
-      counters.requests++;
-      const r = readReq(req, paramCount);
-      const reply = new Reply(res);
-      if (config.accessLog) log(`${r.method} ${r.url}`); // the path only: a query may carry a token
-      if (auth.enabled && !opts.open) {
-        const a = httpAuth(r.headers["authorization"], r.query.has("api_key"));
-        if (!a.ok) return refuse(reply, a, `${r.method} ${r.url}`);
-        reply.authenticated(a.digest, tokenStreams);
+  const browser = new BrowserPolicy(config, () => auth.enabled);
+  /**
+   * What every request passes before its handler: the Host (DNS rebinding), the Origin of a request that changes
+   * things (cross-site pages), then the token. Returns the refusal to send, or null.
+   */
+  const admit = (r: Req, reply: Reply, open: boolean): boolean => {
+    if (!browser.hostAllowed(r.headers["host"])) {
+      reply.json(421, { code: ErrorCode.GW_ERR_FORBIDDEN, message: "this gateway does not answer for that Host (see allowedHosts)" });
+      return false;
+    }
+    if (r.method !== "GET" && r.method !== "HEAD" && !browser.originAllowed(r.headers["origin"], r.headers["host"])) {
+      reply.json(403, { code: ErrorCode.GW_ERR_FORBIDDEN, message: "requests from this Origin are not allowed (see allowedOrigins)" });
+      return false;
+    }
+    if (auth.enabled && !open) {
+      const a = httpAuth(r.headers["authorization"], r.query.has("api_key"));
+      if (!a.ok) {
+        refuse(reply, a, `${r.method} ${r.url}`);
+        return false;
       }
-      // Called in this tick (a body must be asked for before the handler returns); a handler that throws before
-      // its first await is answered like one that rejects, not left hanging.
+      reply.authenticated(a.digest, tokenStreams);
+    }
+    return true;
+  };
+
+  /**
+   * Registers a handler behind the one guard every route has: nothing thrown, synchronously or not, leaves this
+   * callback (an exception in a uWS handler ends the process). `open` routes answer without a token (`/health`).
+   */
+  const route = (method: "get" | "post" | "put" | "del", pattern: string, handler: Handler, opts: { open?: boolean; grammar?: RegExp } = {}) => {
+    const paramCount = (pattern.match(/:/g) ?? []).length;
+    app[method](pattern, function guardedRoute(res: HttpResponse, req: HttpRequest) {
+      counters.requests++;
+      let reply: Reply | null = null;
       try {
-        handler(r, reply, res).catch((err: unknown) => reply.error(err));
+        reply = new Reply(res);
+        const r = readReq(req, paramCount, opts.grammar);
+        reply.requestContentType = r.headers["content-type"];
+        if (config.accessLog) log(`${r.method} ${r.url}`); // the path only: a query may carry a token
+        const cors = browser.corsHeaders(r.headers["origin"]);
+        if (cors) reply.extraHeaders = cors;
+        if (r.badFraming !== undefined) {
+          reply.json(400, { code: ErrorCode.GW_ERR_BAD_REQUEST, message: r.badFraming }, { connection: "close" });
+          return;
+        }
+        if (!admit(r, reply, opts.open === true)) return;
+        if (r.badParam !== undefined) throw badRequest(`malformed id in the path: ${JSON.stringify(r.badParam)}`);
+        // Called in this tick (a body must be asked for before the handler returns).
+        handler(r, reply, res).catch((err: unknown) => reply!.error(err));
       } catch (err) {
-        reply.error(err);
+        if (reply) reply.error(err);
+        else res.writeStatus("500 Internal Server Error").end();
       }
     });
   };
@@ -128,7 +165,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     route(method, `${pattern}/`, handler);
   };
 
-  const body = async (res: HttpResponse, reply: Reply) => jsonBody(await readBody(res, reply, config.maxBodyBytes), config.maxBodyBytes);
+  const body = async (res: HttpResponse, reply: Reply) => jsonBody(await readBody(res, reply, config.maxBodyBytes), config.maxBodyBytes, reply.requestContentType);
   const intParam = (q: URLSearchParams, k: string, dflt: number, max: number) => {
     const v = q.get(k);
     if (v === null || v === "") return dflt;
@@ -184,6 +221,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const ok = natsOk && streams;
     reply.json(ok ? 200 : 503, { status: ok ? "ok" : "unavailable", nats: natsOk ? "connected" : "disconnected", streams, agents, uws: native ? "native" : "fallback" });
   }, { open: true });
+
+  route("get", "/openapi.json", async (_req, reply) => reply.send(200, openApiDocument(), "application/json"), { open: true });
 
   let stateCache: { at: number; counts: Record<string, number> } = { at: 0, counts: {} };
   route("get", "/metrics", async (_req, reply) => {
@@ -247,14 +286,19 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   collection("get", "/api/workflows", async (req, reply) => {
     reply.json(200, await workflows.list(intParam(req.query, "limit", 100, 1000), req.query.get("cursor") ?? undefined));
   });
-  const createWorkflow: Handler = async (_req, reply, res) => {
+  const workflowBody = async (res: HttpResponse, reply: Reply) => {
     const b = await body(res, reply);
+    checkSchema(WorkflowBodySchema, b, "workflow");
+    return b;
+  };
+  const createWorkflow: Handler = async (_req, reply, res) => {
+    const b = await workflowBody(res, reply);
     reply.json(200, await jobs.withCatalog((catalog) => workflows.save(b, catalog)));
   };
   collection("post", "/api/workflows", createWorkflow);
   route("get", "/api/workflows/:id", async (req, reply) => reply.json(200, await workflows.get(req.params[0]!)));
   route("put", "/api/workflows/:id", async (req, reply, res) => {
-    const b = await body(res, reply);
+    const b = await workflowBody(res, reply);
     reply.json(200, await jobs.withCatalog((catalog) => workflows.save(b, catalog, req.params[0]!)));
   });
   route("del", "/api/workflows/:id", async (req, reply) => {
@@ -268,9 +312,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const wf = await workflows.get(req.params[0]!);
     const stream = req.query.get("stream") === "true" || req.query.get("stream") === "1";
     const wait = req.query.get("wait") === "true" || req.query.get("wait") === "1";
-    if (b.params !== undefined && (b.params === null || typeof b.params !== "object" || Array.isArray(b.params))) {
-      throw badRequest('"params" must be an object');
-    }
+    const spec = parseRunRequest(b);
     const idem = req.headers["idempotency-key"];
     let following: Promise<Following> | null = null;
     let openStream: (() => void) | null = null;
@@ -282,10 +324,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     try {
       submit = await jobs.submit({
         workflow: wf,
-        params: (b.params as Record<string, unknown>) ?? {},
-        ...(typeof b.execution_strategy === "string" ? { strategy: b.execution_strategy as never } : {}),
-        timeoutS: (b.timeout_s as number | undefined) ?? null,
-        ...(typeof (b.requirements as { pool?: unknown })?.pool === "string" ? { pool: (b.requirements as { pool: string }).pool } : {}),
+        ...spec,
         ...(idem ? { idempotencyKey: idem } : {}),
         beforePublish: (jobId) => {
           // Registered before the first event exists, so nothing needs replaying.
@@ -367,12 +406,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       after,
       {
         header: (r) => {
-          if (r && r.incomplete && r.events.length === 0) {
+          if (r && r.incomplete && r.count === 0) {
             // Older than retention: say so and give the job's state, then end if it is over.
             const line = JSON.stringify({ type: "job_resumed", job_id: jobId, workflow_id: rec.workflow_id, status: rec.status, last_seq: r.lastSeq, replay_count: 0, replay_incomplete: true });
             reply.write(sse ? `event: job_resumed\ndata: ${line}\n\n` : line + "\n");
             if (isTerminal(rec.status)) {
-              const upd = JSON.stringify({ type: "job_update", job_id: jobId, workflow_id: rec.workflow_id, attempt: rec.attempt, status: rec.status, error: rec.error, result: rec.outputs });
+              const upd = encodeJson({ type: "job_update", job_id: jobId, workflow_id: rec.workflow_id, attempt: rec.attempt, status: rec.status, error: rec.error, result: rec.outputs });
               reply.write(sse ? `event: job_update\ndata: ${upd}\n\n` : upd + "\n");
               reply.end();
             }
@@ -415,7 +454,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     reply.json(202, { id, state: "draining" });
   });
   // ---- assets ----------------------------------------------------------------------------------------------
-  const assets = new AssetsApi(n.js, n.assets, config.maxAssetBytes, native && typeof uws.getParts === "function" ? uws.getParts : null);
+  const assets = new AssetsApi(n.js, n.assets, config.maxAssetBytes, native && typeof uws.getParts === "function" ? uws.getParts : null, config.listScanMaxRecords);
   const upload: Handler = (req, reply, res) => assets.upload(req, reply, res);
   const listAssets: Handler = async (req, reply) => assets.list(req, reply, intParam(req.query, "limit", 100, 1000));
   collection("post", "/api/assets", upload);
@@ -428,7 +467,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const openai = new OpenAiApi(jobs, models, hub, (reply) => body(reply.res, reply), config.wsMaxBackpressureBytes, () => counters.eventsOut++);
   const v1 = (fn: (req: Req, reply: Reply) => Promise<void>): Handler => (req, reply) => fn(req, reply).catch((err: unknown) => openai.fail(reply, err));
   route("get", "/v1/models", v1((_req, reply) => openai.listModels(reply)));
-  route("get", "/v1/models/:id", v1((req, reply) => openai.getModel(req.params[0]!, reply)));
+  route("get", "/v1/models/:id", v1((req, reply) => openai.getModel(req.params[0]!, reply)), { grammar: MODEL_ID_GRAMMAR });
   route("post", "/v1/chat/completions", v1((_req, reply) => openai.complete(reply)));
 
   // ---- threads and messages -------------------------------------------------------------------------------
@@ -470,9 +509,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const ok = !n.nc.isClosed() && !n.nc.isDraining();
     res.writeStatus(ok ? "200 OK" : "503 Service Unavailable").endWithoutBody(0);
   });
-  app.head("/api/assets/:id/content", (res, req) => {
+  app.head("/api/assets/:id/content", function headAssetContent(res, req) {
     const r = readReq(req, 1);
     const reply = new Reply(res);
+    if (!browser.hostAllowed(r.headers["host"])) return reply.empty(421);
+    if (r.badParam !== undefined) return reply.empty(400);
     if (auth.enabled) {
       const a = httpAuth(r.headers["authorization"], r.query.has("api_key"));
       if (!a.ok) {
@@ -486,10 +527,26 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   app.head("/*", (res) => {
     res.writeStatus("405 Method Not Allowed").writeHeader("allow", "GET, POST, PUT, DELETE").endWithoutBody(0);
   });
-  app.any("/*", (res, req) => {
-    const url = req.getUrl();
-    const method = req.getMethod().toUpperCase();
+  app.options("/*", function corsPreflight(res, req) {
     const reply = new Reply(res);
+    const origin = req.getHeader("origin");
+    const cors = browser.corsHeaders(origin);
+    if (!cors || !browser.hostAllowed(req.getHeader("host"))) return reply.empty(403);
+    reply.empty(204, {
+      ...cors,
+      "access-control-allow-methods": "GET, POST, PUT, DELETE",
+      "access-control-allow-headers": "authorization, content-type, idempotency-key, last-event-id",
+      "access-control-max-age": "600",
+    });
+  });
+  app.any("/*", function noRoute(res, req) {
+    const reply = new Reply(res);
+    const method = req.getMethod().toUpperCase();
+    // The path is quoted back only as far as it is printable: it is the client's own text.
+    const url = req.getUrl().slice(0, 200).replace(/[^\x20-\x7e]/g, "?");
+    if (!browser.hostAllowed(req.getHeader("host"))) {
+      return reply.json(421, { code: ErrorCode.GW_ERR_FORBIDDEN, message: "this gateway does not answer for that Host (see allowedHosts)" });
+    }
     // Without a token, no route is confirmed or denied.
     if (auth.enabled) {
       const a = httpAuth(req.getHeader("authorization"), new URLSearchParams(req.getQuery() ?? "").has("api_key"));

@@ -14,7 +14,9 @@ import {
   isTerminal,
   parseChatTurn,
   type ClientCommand,
+  type Graph,
   type JobRecord,
+  type RunOptions,
   type ServerMessage,
 } from "../protocol/index.js";
 import type { GatewayConfig } from "./config.js";
@@ -23,7 +25,9 @@ import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
 import type { ThreadStore } from "./threads.js";
-import { toWireError } from "./errors.js";
+import { BrowserPolicy } from "./browser.js";
+import { GatewayError, toWireError } from "./errors.js";
+import { runSpecOf } from "./run-request.js";
 import { bearerToken, peerOf, refusalBody, subprotocolToken, type RefusalLog, type TokenCheck } from "./auth.js";
 
 type Mode = "binary" | "text";
@@ -37,6 +41,8 @@ export interface SocketData {
   jobs: Map<string, { following: Following | null; onTopic: boolean }>;
   /** Digest of the API token it was opened with (auth on), checked again when the tokens are reloaded. */
   tokenDigest: Buffer | null;
+  /** Follows promised to commands still being answered (a submit in flight), counted against the limit. */
+  pendingFollows: number;
 }
 
 /**
@@ -59,6 +65,7 @@ export class WsHub {
   framesIn = 0;
   framesOut = 0;
   badFrames = 0;
+  private readonly browser: BrowserPolicy;
 
   constructor(
     private readonly app: TemplatedApp,
@@ -73,7 +80,17 @@ export class WsHub {
     // Registered at once, not with the other routes: uWS makes an app's topic tree with its first WebSocket route,
     // and `numSubscribers` or `publish` before that crash the process (SIGSEGV, uWebSockets.js 20.30). The event
     // hub hands on events as soon as it starts, before the gateway listens.
+    this.browser = new BrowserPolicy(config, () => auth.enabled);
     app.ws("/ws", this.behavior());
+  }
+
+  /** Refuses a new follow past `wsMaxFollowsPerSocket`: what one socket holds here stays bounded. */
+  private checkFollowRoom(ws: WebSocket<SocketData>, jobId?: string): void {
+    const u = ws.getUserData();
+    if (jobId !== undefined && u.jobs.has(jobId)) return;
+    if (u.jobs.size + u.pendingFollows >= this.config.wsMaxFollowsPerSocket) {
+      throw new GatewayError(ErrorCode.GW_ERR_LIMIT, `this socket follows ${u.jobs.size} jobs already (wsMaxFollowsPerSocket); stop one first`);
+    }
   }
 
   /** Fan-out of one admitted event: encode once per encoding that has subscribers, publish. */
@@ -156,7 +173,7 @@ export class WsHub {
     u.mode = mode;
   }
 
-  /** The behaviour of the `/ws` route. */
+  /** The behaviour of the `/ws` route: every callback is guarded (a throw in a uWS callback ends the process). */
   private behavior() {
     const cfg = this.config;
     return {
@@ -167,60 +184,23 @@ export class WsHub {
       idleTimeout: 120,
       sendPingsAutomatically: true,
       upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
-        const key = req.getHeader("sec-websocket-key");
-        const protoHeader = req.getHeader("sec-websocket-protocol");
-        const ext = req.getHeader("sec-websocket-extensions");
-        const origin = req.getHeader("origin");
-        if (origin && cfg.allowedOrigins.length > 0 && !cfg.allowedOrigins.includes(origin)) {
-          res.writeStatus("403 Forbidden").end(JSON.stringify({ code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `origin ${origin} is not allowed` }));
-          return;
+        try {
+          this.upgrade(res, req, context);
+        } catch (err) {
+          process.stderr.write(`[gateway] /ws upgrade failed: ${(err as Error)?.stack ?? String(err)}\n`);
+          res.writeStatus("500 Internal Server Error").end();
         }
-        const offered = protoHeader.split(",").map((s) => s.trim()).filter(Boolean);
-        let tokenDigest: Buffer | null = null;
-        if (this.auth.enabled) {
-          // Refused before the upgrade (reliability S5). A browser passes the token as a `bearer.<token>`
-          // subprotocol next to `nodeway.*`, and only `nodeway.*` is ever answered.
-          const token = bearerToken(req.getHeader("authorization")) ?? (req.getQuery("api_key") || undefined) ?? subprotocolToken(offered);
-          const a = this.auth.check(token, "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol");
-          if (!a.ok) {
-            this.refusals.refused("the /ws upgrade", peerOf(res), a);
-            res.cork(() => {
-              res.writeStatus("401 Unauthorized").writeHeader("www-authenticate", a.header).writeHeader("content-type", "application/json");
-              res.end(JSON.stringify(refusalBody(a)));
-            });
-            return;
-          }
-          tokenDigest = a.digest;
-        }
-        const chosen = offered.find((p) => p === "nodeway.msgpack" || p === "nodeway.json") ?? "";
-        const data: SocketData = {
-          mode: chosen === "nodeway.json" ? "text" : "binary",
-          fixed: chosen !== "",
-          closed: false,
-          jobs: new Map(),
-          tokenDigest,
-        };
-        res.upgrade(data, key, chosen, ext, context);
       },
       open: (ws: WebSocket<SocketData>) => {
         this.sockets.add(ws);
       },
       message: (ws: WebSocket<SocketData>, message: ArrayBuffer, isBinary: boolean) => {
-        this.framesIn++;
-        this.setMode(ws, isBinary ? "binary" : "text");
-        let cmd: ClientCommand;
         try {
-          cmd = decodeClientFrame(message, isBinary, cfg.wsMaxPayloadBytes);
+          this.onMessage(ws, message, isBinary);
         } catch (err) {
-          this.badFrames++;
-          const pe = err instanceof ProtocolError ? err : new ProtocolError(ErrorCode.PROTO_ERR_DECODE, String(err));
-          this.sendTo(ws, { type: "error", code: pe.code, message: pe.message });
-          return;
+          process.stderr.write(`[gateway] a /ws frame failed: ${(err as Error)?.stack ?? String(err)}\n`);
+          this.sendTo(ws, { type: "error", code: ErrorCode.GW_ERR_INTERNAL, message: "internal error" });
         }
-        void this.handle(ws, cmd).catch((err: unknown) => {
-          const { body } = toWireError(err);
-          this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...(cmd.request_id ? { request_id: cmd.request_id } : {}), error: body });
-        });
       },
       close: (ws: WebSocket<SocketData>) => {
         const u = ws.getUserData();
@@ -236,8 +216,104 @@ export class WsHub {
     };
   }
 
+  /** Answers a `/ws` upgrade: Host, Origin, key and token first (refused before the upgrade), then the subprotocol. */
+  private upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
+    const key = req.getHeader("sec-websocket-key");
+    const protoHeader = req.getHeader("sec-websocket-protocol");
+    const ext = req.getHeader("sec-websocket-extensions");
+    const host = req.getHeader("host");
+    const refusal = this.upgradeRefusal(host, req.getHeader("origin"), key, req.getHeader("sec-websocket-version"));
+    if (refusal) {
+      res.cork(() => {
+        res.writeStatus(refusal.status).writeHeader("content-type", "application/json");
+        res.end(JSON.stringify({ code: refusal.code, message: refusal.message }));
+      });
+      return;
+    }
+    const offered = protoHeader.split(",").map((s) => s.trim()).filter(Boolean);
+    let tokenDigest: Buffer | null = null;
+    if (this.auth.enabled) {
+      // Refused before the upgrade (reliability S5). A browser passes the token as a `bearer.<token>`
+      // subprotocol next to `nodeway.*`, and only `nodeway.*` is ever answered.
+      const token = bearerToken(req.getHeader("authorization")) ?? (req.getQuery("api_key") || undefined) ?? subprotocolToken(offered);
+      const a = this.auth.check(token, "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol");
+      if (!a.ok) {
+        this.refusals.refused("the /ws upgrade", peerOf(res), a);
+        res.cork(() => {
+          res.writeStatus("401 Unauthorized").writeHeader("www-authenticate", a.header).writeHeader("content-type", "application/json");
+          res.end(JSON.stringify(refusalBody(a)));
+        });
+        return;
+      }
+      tokenDigest = a.digest;
+    }
+    const chosen = offered.find((p) => p === "nodeway.msgpack" || p === "nodeway.json") ?? "";
+    const data: SocketData = { mode: chosen === "nodeway.json" ? "text" : "binary", fixed: chosen !== "", closed: false, jobs: new Map(), tokenDigest, pendingFollows: 0 };
+    res.upgrade(data, key, chosen, ext, context);
+  }
+
+  private upgradeRefusal(host: string, origin: string, key: string, version: string): { status: string; code: ErrorCode; message: string } | null {
+    if (!this.browser.hostAllowed(host)) {
+      return { status: "421 Misdirected Request", code: ErrorCode.GW_ERR_FORBIDDEN, message: "this gateway does not answer for that Host (see allowedHosts)" };
+    }
+    if (!this.browser.originAllowed(origin, host)) {
+      return { status: "403 Forbidden", code: ErrorCode.GW_ERR_FORBIDDEN, message: "WebSocket connections from this Origin are not allowed (see allowedOrigins)" };
+    }
+    if (version !== "13") {
+      return { status: "426 Upgrade Required", code: ErrorCode.GW_ERR_BAD_REQUEST, message: "only WebSocket version 13 is spoken here (RFC 6455)" };
+    }
+    if (!/^[A-Za-z0-9+/]{22}==$/.test(key)) {
+      return { status: "400 Bad Request", code: ErrorCode.GW_ERR_BAD_REQUEST, message: "Sec-WebSocket-Key must be 16 bytes in base64" };
+    }
+    return null;
+  }
+
+  /** One client frame: decoded at the edge with its limit, then handled; every failure is answered, never thrown. */
+  private onMessage(ws: WebSocket<SocketData>, message: ArrayBuffer, isBinary: boolean): void {
+    this.framesIn++;
+    this.setMode(ws, isBinary ? "binary" : "text");
+    let cmd: ClientCommand;
+    try {
+      cmd = decodeClientFrame(message, isBinary, this.config.wsMaxPayloadBytes);
+    } catch (err) {
+      this.badFrames++;
+      const pe = err instanceof ProtocolError ? err : new ProtocolError(ErrorCode.PROTO_ERR_DECODE, String(err));
+      const error = { code: pe.code, message: pe.message };
+      // A command that was recognisable is answered as a command (with its request_id); garbage as an error frame.
+      if (pe.command) this.sendTo(ws, { type: "rpc_response", ...pe.command, error });
+      else this.sendTo(ws, { type: "error", ...error });
+      return;
+    }
+    void this.handle(ws, cmd).catch((err: unknown) => {
+      const { status, body } = toWireError(err);
+      if (status === 500) process.stderr.write(`[gateway] internal error on /ws: ${(err as Error)?.stack ?? String(err)}\n`);
+      const requestId = cmd.request_id ? { request_id: cmd.request_id } : {};
+      this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...requestId, error: body });
+    });
+  }
+
   private reply(ws: WebSocket<SocketData>, cmd: ClientCommand, result: unknown): void {
     this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...(cmd.request_id ? { request_id: cmd.request_id } : {}), result });
+  }
+
+  /**
+   * Runs `fn` holding one follow of the socket's limit until it calls `joined` (the follow is then counted as
+   * the socket's own) or settles: commands in flight count against the limit too.
+   */
+  private async withFollowRoom<T>(ws: WebSocket<SocketData>, jobId: string | undefined, fn: (joined: () => void) => Promise<T>): Promise<T> {
+    this.checkFollowRoom(ws, jobId);
+    const u = ws.getUserData();
+    u.pendingFollows++;
+    let held = true;
+    const joined = () => {
+      if (held) u.pendingFollows--;
+      held = false;
+    };
+    try {
+      return await fn(joined);
+    } finally {
+      joined();
+    }
   }
 
   private async handle(ws: WebSocket<SocketData>, cmd: ClientCommand): Promise<void> {
@@ -254,25 +330,10 @@ export class WsHub {
         this.reply(ws, cmd, { mode: cmd.data.mode });
         return;
       }
-      case "run_job": {
-        const d = cmd.data;
-        let workflow: { id: string; graph: import("../protocol/index.js").Graph };
-        if (d.graph) workflow = { id: typeof d.workflow_id === "string" ? d.workflow_id : "adhoc", graph: d.graph };
-        else workflow = await this.workflows.get(String(d.workflow_id));
-        const { job } = await this.jobs.submit({
-          workflow,
-          params: d.params ?? {},
-          ...(d.execution_strategy ? { strategy: d.execution_strategy } : {}),
-          timeoutS: d.timeout_s ?? null,
-          ...(d.requirements?.pool ? { pool: d.requirements.pool } : {}),
-          beforePublish: (jobId) => this.joinTopic(ws, jobId),
-        });
-        this.reply(ws, cmd, { job_id: job.id, workflow_id: job.workflow_id, status: job.status });
-        return;
-      }
+      case "run_job":
+        return this.withFollowRoom(ws, undefined, (joined) => this.runJob(ws, cmd, joined));
       case "reconnect_job":
-        await this.resume(ws, cmd.data.job_id, cmd.data.last_seq ?? 0);
-        return;
+        return this.withFollowRoom(ws, cmd.data.job_id, (joined) => this.resume(ws, cmd.data.job_id, cmd.data.last_seq ?? 0, joined));
       case "cancel_job": {
         const rec = await this.jobs.cancel(cmd.data.job_id);
         this.reply(ws, cmd, { job_id: rec.id, status: rec.status, message: isTerminal(rec.status) ? `job is ${rec.status}` : "Job cancellation requested" });
@@ -305,6 +366,7 @@ export class WsHub {
         return;
       }
       case "chat_message": {
+        this.checkFollowRoom(ws);
         const turn = await this.threads.turn(
           parseChatTurn(cmd.data),
           (jobId) => this.joinTopic(ws, jobId),
@@ -318,12 +380,28 @@ export class WsHub {
     }
   }
 
+  /** `run_job`: a saved workflow or a graph sent along; the socket follows the job from its first event. */
+  private async runJob(ws: WebSocket<SocketData>, cmd: Extract<ClientCommand, { command: "run_job" }>, joined: () => void): Promise<void> {
+    const d = cmd.data;
+    const workflow: { id: string; graph: Graph } = d.graph
+      ? { id: typeof d.workflow_id === "string" ? d.workflow_id : "adhoc", graph: d.graph }
+      : await this.workflows.get(String(d.workflow_id));
+    const spec = runSpecOf(d as RunOptions);
+    const { job } = await this.jobs.submit({ workflow, ...spec, beforePublish: (jobId) => {
+        joined();
+        this.joinTopic(ws, jobId);
+      },
+    });
+    this.reply(ws, cmd, { job_id: job.id, workflow_id: job.workflow_id, status: job.status });
+  }
+
   /** `reconnect_job`: header, replay after `lastSeq`, then live — moving to the topic once the hub caught up. */
-  private async resume(ws: WebSocket<SocketData>, jobId: string, lastSeq: number): Promise<void> {
+  private async resume(ws: WebSocket<SocketData>, jobId: string, lastSeq: number, joined: () => void = () => undefined): Promise<void> {
     const rec: JobRecord = await this.jobs.get(jobId);
     const u = ws.getUserData();
     this.leaveJob(ws, jobId);
     const entry = { following: null as Following | null, onTopic: false };
+    joined();
     u.jobs.set(jobId, entry);
     let ended = false;
     const following = await follow(
@@ -339,10 +417,10 @@ export class WsHub {
             workflow_id: rec.workflow_id,
             status: rec.status,
             last_seq: r?.lastSeq ?? lastSeq,
-            replay_count: r?.events.length ?? 0,
+            replay_count: r?.count ?? 0,
             ...(incomplete ? { replay_incomplete: true } : {}),
           });
-          if (incomplete && (r?.events.length ?? 0) === 0) {
+          if (incomplete && (r?.count ?? 0) === 0) {
             this.sendTo(ws, { type: "job_update", job_id: jobId, workflow_id: rec.workflow_id, attempt: rec.attempt, status: rec.status, ...(rec.error ? { error: rec.error } : {}) });
           }
         },

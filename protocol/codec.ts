@@ -11,6 +11,7 @@ import { decodeFlatMap, encodeFlatMap, uintSize, writeUint } from "./flat-map.js
 import { CLIENT_COMMANDS, type ClientCommand, type ServerMessage } from "./client.js";
 import { JOB_EVENT_TYPES, type JobEvent, type JobEventHead } from "./events.js";
 import type { AgentControl, AgentRegistration, JobCancel, JobDispatch } from "./jobs.js";
+import { ClientCommandSchemas, checkSchema } from "./schemas.js";
 
 /** Limits applied by every decode. Sized for job events and dispatches; a graph is far below these. */
 export const CODEC_LIMITS = {
@@ -21,7 +22,38 @@ export const CODEC_LIMITS = {
   maxArrayLength: 100_000,
   maxMapLength: 10_000,
   maxExtBytes: 1024,
+  /** Nesting of what clients send (JSON bodies, `/ws` frames): deeper values cannot be stored or encoded again. */
+  maxDepth: 64,
 } as const;
+
+const tooDeep = () => new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, `nested deeper than ${CODEC_LIMITS.maxDepth} levels`);
+
+/** Whether JSON text nests deeper than `max`: one pass over the brackets outside strings, before parsing. */
+function jsonTooDeep(text: string, max: number): boolean {
+  if (text.length <= max * 2) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) {
+      if (++depth > max) return true;
+    } else if (c === 93 || c === 125) depth--;
+  }
+  return false;
+}
+
+/** Whether a decoded value nests deeper than `max` (client frames are small: the walk is cheap). */
+function valueTooDeep(v: unknown, max: number): boolean {
+  if (v === null || typeof v !== "object" || v instanceof Uint8Array) return false;
+  if (max === 0) return true;
+  const items = Array.isArray(v) ? v : Object.values(v);
+  for (const x of items) if (valueTooDeep(x, max - 1)) return true;
+  return false;
+}
 
 const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 
@@ -152,8 +184,9 @@ export function decodeEventHead(bytes: Uint8Array): { head: JobEventHead; ev: Jo
 }
 
 // JSON.parse never pollutes a prototype, but a later spread or merge of `__proto__` can; refuse those keys.
-// The scan is a cheap substring test; the reviver only runs for the rare message that mentions one.
-const SUSPICIOUS = /"(?:__proto__|constructor|prototype)"\s*:/;
+// The scan is a cheap substring test; the reviver only runs for the rare message that mentions one, or that
+// escapes an ASCII letter or `_` (`"\u005f_proto__"` is the same key, unseen by the first pattern).
+const SUSPICIOUS = /"(?:__proto__|constructor|prototype)"\s*:|\\u00[4-7][0-9a-f]/i;
 function forbidKeysReviver(key: string, value: unknown): unknown {
   if (FORBIDDEN_KEYS.has(key)) throw new ProtocolError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, `forbidden key ${JSON.stringify(key)}`);
   return value;
@@ -164,6 +197,7 @@ export function parseJson(text: string, maxBytes: number = CODEC_LIMITS.maxMessa
   if (text.length > maxBytes) {
     throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${text.length} characters exceeds ${maxBytes}`);
   }
+  if (jsonTooDeep(text, CODEC_LIMITS.maxDepth)) throw tooDeep();
   try {
     return SUSPICIOUS.test(text) ? JSON.parse(text, forbidKeysReviver) : JSON.parse(text);
   } catch (err) {
@@ -172,10 +206,18 @@ export function parseJson(text: string, maxBytes: number = CODEC_LIMITS.maxMessa
   }
 }
 
-/** Binary values become base64 `data:` URIs in JSON (NodeTool's text mode). */
-function binaryReplacer(_key: string, value: unknown): unknown {
-  if (value instanceof Uint8Array) return `data:application/octet-stream;base64,${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64")}`;
-  return value;
+/**
+ * Binary values become base64 `data:` URIs in JSON (NodeTool's text mode), at any depth (JSON.stringify calls the
+ * replacer for every value it writes). The holder's own value is what is tested: `JSON.stringify` calls a `Buffer`'s
+ * `toJSON` before the replacer, which would otherwise write `{"type":"Buffer","data":[…]}` (what a decoder of
+ * bytes held in a Buffer, the gateway's MessagePack one, gives for every `bin`).
+ */
+function binaryReplacer(this: unknown, key: string, value: unknown): unknown {
+  const raw = (this as Record<string, unknown>)[key];
+  const bytes = raw instanceof Uint8Array ? raw : value instanceof Uint8Array ? value : null;
+  if (!bytes) return value;
+  const b64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+  return `data:application/octet-stream;base64,${b64}`;
 }
 
 /** JSON text of a message. Token chunks (the hot path) skip the replacer. */
@@ -208,10 +250,6 @@ function str(o: Record<string, unknown>, k: string, what: string): string {
   if (typeof v !== "string" || v.length === 0) throw shape(`${what}: "${k}" must be a non-empty string`);
   return v;
 }
-function optNum(o: Record<string, unknown>, k: string, what: string): void {
-  const v = o[k];
-  if (v !== undefined && v !== null && (typeof v !== "number" || !Number.isFinite(v))) throw shape(`${what}: "${k}" must be a number`);
-}
 
 /** A client `/ws` frame as a typed command, or `ProtocolError` naming what is wrong. */
 export function asClientCommand(x: unknown): ClientCommand {
@@ -226,24 +264,15 @@ export function asClientCommand(x: unknown): ClientCommand {
   }
   const data = x.data ?? {};
   if (!isObj(data)) throw shape(`${command}: "data" must be an object`);
-  switch (command) {
-    case "run_job":
-      if (data.workflow_id === undefined && data.graph === undefined) throw shape('run_job: needs "workflow_id" or "graph"');
-      if (data.params !== undefined && !isObj(data.params)) throw shape('run_job: "params" must be an object');
-      optNum(data, "timeout_s", "run_job");
-      break;
-    case "reconnect_job":
-      str(data, "job_id", command);
-      optNum(data, "last_seq", command);
-      break;
-    case "cancel_job":
-      str(data, "job_id", command);
-      break;
-    case "set_mode":
-      if (data.mode !== "text" && data.mode !== "binary") throw shape('set_mode: "mode" must be "text" or "binary"');
-      break;
-    default:
-      break;
+  const name = command as ClientCommand["command"];
+  try {
+    checkSchema(ClientCommandSchemas[name], { ...x, data }, command);
+    if (name === "run_job" && data.workflow_id === undefined && data.graph === undefined) {
+      throw shape('run_job: needs "workflow_id" or "graph"');
+    }
+  } catch (err) {
+    if (err instanceof ProtocolError) err.command = { command, ...(x.request_id !== undefined ? { request_id: String(x.request_id) } : {}) };
+    throw err;
   }
   const out = { command, data } as ClientCommand;
   if (x.request_id !== undefined) out.request_id = String(x.request_id);
@@ -308,7 +337,10 @@ export function asServerMessage(x: unknown): ServerMessage {
 /** Decodes a client `/ws` frame: binary frames are msgpack, text frames JSON. */
 export function decodeClientFrame(frame: ArrayBuffer | Uint8Array | string, isBinary: boolean, maxBytes?: number): ClientCommand {
   if (typeof frame === "string") return asClientCommand(parseJson(frame, maxBytes));
-  return asClientCommand(isBinary ? decodeMsgpack(frame) : parseJson(utf8(frame), maxBytes));
+  if (!isBinary) return asClientCommand(parseJson(utf8(frame), maxBytes));
+  const v = decodeMsgpack(frame);
+  if (valueTooDeep(v, CODEC_LIMITS.maxDepth)) throw tooDeep();
+  return asClientCommand(v);
 }
 
 /** Typed decoders for the NATS families. */

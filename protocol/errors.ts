@@ -28,6 +28,10 @@ export const ErrorCode = {
   GW_ERR_INTERNAL: "GW_ERR_INTERNAL",
   GW_ERR_CONFLICT: "GW_ERR_CONFLICT",
   GW_ERR_UNAUTHORIZED: "GW_ERR_UNAUTHORIZED",
+  /** A browser-facing check refused the request: its Host, its Origin. */
+  GW_ERR_FORBIDDEN: "GW_ERR_FORBIDDEN",
+  /** A client passed a limit of its own (jobs followed by one socket). */
+  GW_ERR_LIMIT: "GW_ERR_LIMIT",
   // jobs as run by agents
   JOB_ERR_NODE_FAILED: "JOB_ERR_NODE_FAILED",
   JOB_ERR_MAX_DELIVERIES: "JOB_ERR_MAX_DELIVERIES",
@@ -45,6 +49,10 @@ export const ErrorCode = {
   JOB_ERR_OUTPUT_TOO_LARGE: "JOB_ERR_OUTPUT_TOO_LARGE",
   /** A binary output could not be stored as an asset (the object store refused it or was unreachable). */
   JOB_ERR_ASSET_FAILED: "JOB_ERR_ASSET_FAILED",
+  /** The job published more events than the events stream keeps per job (`eventsMaxPerJob`): it is ended. */
+  JOB_ERR_TOO_MANY_EVENTS: "JOB_ERR_TOO_MANY_EVENTS",
+  /** Events of the job NATS would not store within the agent's outbox bounds (`outboxMaxAgeMs`, `outboxMaxBytes`). */
+  JOB_ERR_EVENTS_UNSTORED: "JOB_ERR_EVENTS_UNSTORED",
   // configuration
   CONFIG_ERR_INVALID: "CONFIG_ERR_INVALID",
   CONFIG_ERR_UNKNOWN_KEY: "CONFIG_ERR_UNKNOWN_KEY",
@@ -54,6 +62,8 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 /** Thrown by every decoder and validator in `protocol/` for input that is not a valid message. */
 export class ProtocolError extends Error {
   readonly code: ErrorCode;
+  /** The command a malformed client frame named, so its answer can carry its `request_id`. */
+  command?: { command: string; request_id?: string };
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "ProtocolError";
@@ -96,4 +106,59 @@ export interface WireError {
 /** Exhaustiveness guard for `switch` over discriminated unions. */
 export function assertNever(x: never, what = "value"): never {
   throw new ProtocolError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, `unexpected ${what}: ${JSON.stringify(x)}`);
+}
+
+/** What stands in for a credential in a message or a URL shown to anyone. */
+export const REDACTED = "***";
+
+/**
+ * `url` as it may be shown (a log line, an error, the agent's registration): without its userinfo, every query
+ * value replaced by `REDACTED` (a `?key=…` is as secret as a password). A URL with neither is returned as given;
+ * text that is not a URL, with what `redactSecretsIn` removes.
+ */
+export function redactUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return redactSecretsIn(url);
+  }
+  if (!u.username && !u.password && !u.search) return url;
+  u.username = "";
+  u.password = "";
+  for (const k of [...new Set(u.searchParams.keys())]) u.searchParams.set(k, REDACTED);
+  return u.href;
+}
+
+/**
+ * `text` with what looks like a credential in a URL removed: the userinfo of every `scheme://user:pass@host`, and
+ * the value of every query parameter; then every string of `secrets` (of 3 characters or more) that is still in it.
+ */
+export function redactSecretsIn(text: string, secrets: readonly string[] = []): string {
+  let out = text
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]*@/gi, `$1${REDACTED}@`)
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s?#]*\?)([^\s#]*)/gi, (_m, head: string, query: string) =>
+      head + query.replace(/(^|&)([^=&]*)=[^&]*/g, `$1$2=${REDACTED}`),
+    );
+  for (const s of secrets) if (s.length >= 3) out = out.split(s).join(REDACTED);
+  return out;
+}
+
+/** The strings of `url` that are credentials (its password, query values; raw and decoded), for `redactSecretsIn`. */
+export function secretsOfUrl(url: string): string[] {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return [];
+  }
+  const raw = [u.password, ...u.search.slice(1).split("&").map((p) => p.slice(p.indexOf("=") + 1))];
+  const decoded = raw.map((s) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  });
+  return [...new Set([...raw, ...decoded, ...u.searchParams.values()])].filter(Boolean);
 }

@@ -1,5 +1,5 @@
 /** protocol/: the contracts every other folder meets on. Explicit list; nothing else is public. */
-export { ErrorCode, ProtocolError, GraphError, InvalidConfigError, assertNever } from "./errors.js";
+export { ErrorCode, ProtocolError, GraphError, InvalidConfigError, assertNever, redactSecretsIn, redactUrl, secretsOfUrl } from "./errors.js";
 export type { WireError } from "./errors.js";
 export {
   subjects,
@@ -90,11 +90,12 @@ export {
   decodeAgentRegistration,
 } from "./codec.js";
 export { newId } from "./ids.js";
+export { checkSchema, GraphSchema, IdSchema, RunOptionsSchema, WorkflowBodySchema, ClientCommandSchemas, type RunOptions } from "./schemas.js";
 export { readJobRecord, casJobRecord } from "./job-record.js";
 export { AckedKv, AckedPublisher, PublishError, payloadLimitBytes } from "./acked-publish.js";
 export type { AckConnection, PubAck } from "./acked-publish.js";
 export type { KvReadEntry, RecordStore } from "./job-record.js";
-export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";
+export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, EVENTS_RESERVED_PER_JOB, jobEventBudget, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";
 export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";
 export { ASSETS_DEFAULTS, ASSET_META, MEDIA_REF_TYPES, MEDIA_TYPES, extensionOf, isAssetId, assetUri, assetIdOfUri, assetRef, assetInfo, mediaRefOf, refTypeOf } from "./assets.js";

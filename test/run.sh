@@ -29,6 +29,11 @@ fi
 # A Docker engine as ../shared/environment.md has it for these machines: no registry, no bridge or iptables
 # (containers run with no network), vfs storage. The tests make their image from this host's node.
 dockerd_pid=""
+# A socket left by an engine that is gone (a package's post-install start, a killed dockerd) answers nothing.
+if [ -S /var/run/docker.sock ] && [ "$(id -u)" = 0 ] && command -v docker >/dev/null && ! timeout 10 docker info >/dev/null 2>&1; then
+  echo "removing a stale /var/run/docker.sock (no engine answers on it)"
+  rm -f /var/run/docker.sock
+fi
 if [ ! -S /var/run/docker.sock ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "no Docker engine at /var/run/docker.sock: run this as root once (it starts dockerd), or start one"

@@ -57,7 +57,7 @@ t.test("threads - REST: threads and messages are kept, listed in order with curs
     ["POST", "/api/threads", { title: 3 }, 400, /"title" must be a string/],
     ["POST", "/api/threads", { title: "x".repeat(201) }, 400, /longer than 200/],
     ["GET", "/api/threads/00000000000000000000000000", undefined, 404, /thread "00000000000000000000000000" not found/],
-    ["GET", "/api/threads/bad.id", undefined, 404, /not found/],
+    ["GET", "/api/threads/bad.id", undefined, 400, /malformed id/],
     ["POST", "/api/messages", { thread_id: a.json.id, role: "system", content: "x" }, 400, /"role" must be "user" or "assistant"/],
     ["POST", "/api/messages", { thread_id: a.json.id, role: "user", content: 5 }, 400, /"content" must be a string/],
     ["POST", "/api/messages", { role: "user", content: "x" }, 400, /"thread_id" is required/],
