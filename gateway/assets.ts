@@ -3,20 +3,20 @@
  * `/api/assets` where it has the route. Jobs' large binary outputs land in the same bucket (the agent puts them
  * there) and are read the same way.
  *
- * Uploads are streamed into the object store as they arrive (a raw body: the request's Content-Type is the
- * asset's), or, for NodeTool's multipart form (`file`, and optionally `json` with `name`, `content_type`,
- * `workflow_id`), held whole and split by uWS's own multipart parser. Downloads stream chunk by chunk at the
+ * Uploads are streamed into the object store as they arrive: a raw body (the request's Content-Type is the
+ * asset's), or NodeTool's multipart form (`file`, and optionally `json` with `name`, `content_type`,
+ * `workflow_id`), whose file part is cut out of the body as it streams. Downloads stream chunk by chunk at the
  * client's pace with the object's digest as ETag.
  */
 import type { HttpResponse } from "uWebSockets.js";
 import { createHash } from "node:crypto";
-import type { Consumer, JetStreamClient } from "@nats-io/jetstream";
+import type { Consumer, JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { ObjectInfo, ObjectStore } from "@nats-io/obj";
 import { ASSET_META, ErrorCode, OBJ_ASSETS, assetInfo, isAssetId, newId, subjects, type AssetInfo } from "../protocol/index.js";
 import { GatewayError, badRequest, notFound } from "./errors.js";
 import { bodyStream, readBody, type Reply, type Req } from "./http.js";
 
-/** uWS's multipart parser (absent from its pure-JS fallback). */
+/** uWS's multipart parser (absent from its pure-JS fallback); no longer used: forms are parsed as they stream. */
 export type GetParts = (body: ArrayBuffer | Uint8Array, contentType: string) => { name: string; data: ArrayBuffer; filename?: string; type?: string }[] | undefined;
 
 /** `type/subtype` with RFC 7230 token characters, parameters allowed. */
@@ -50,9 +50,130 @@ function checkedAssetId(raw: string): string {
 }
 
 /** `filename*=` (RFC 6266 / 5987) so any name survives, plus an ASCII `filename=` for old clients. */
-function contentDisposition(name: string): string {
+function contentDisposition(name: string, inline: boolean): string {
   const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, "_");
-  return `inline; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+  return `${inline ? "inline" : "attachment"}; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+}
+
+/**
+ * Media a browser only displays (no script, no links to follow): served inline. Anything else (HTML, SVG, XML,
+ * PDF, octet-stream) is an attachment, so an uploaded page never runs with the gateway's origin.
+ */
+export function isPassiveMedia(contentType: string): boolean {
+  const t = contentType.split(";")[0]!.trim().toLowerCase();
+  if (t.startsWith("image/")) return t !== "image/svg+xml";
+  return t.startsWith("audio/") || t.startsWith("video/") || t === "text/plain" || t === "application/json";
+}
+
+/** Largest part header block, and largest `json` (or other non-file) part held. */
+const MAX_PART_HEADER_BYTES = 16 * 1024;
+const MAX_FIELD_BYTES = 64 * 1024;
+
+/** One thing a streamed multipart body yields: a part's start, some of its bytes, its end. */
+type PartEvent =
+  | { kind: "part"; name: string; filename?: string; type?: string }
+  | { kind: "data"; bytes: Uint8Array }
+  | { kind: "end" };
+
+function boundaryOf(contentType: string): string {
+  const m = /;\s*boundary=(?:"([^"]{1,70})"|([^;\s]{1,70}))/i.exec(contentType);
+  const b = m?.[1] ?? m?.[2];
+  if (!b) throw badRequest("multipart upload without a boundary");
+  return b;
+}
+
+function partHeaders(block: string): { name: string; filename?: string; type?: string } {
+  let name = "";
+  let filename: string | undefined;
+  let type: string | undefined;
+  for (const line of block.split("\r\n")) {
+    const i = line.indexOf(":");
+    if (i < 0) continue;
+    const key = line.slice(0, i).trim().toLowerCase();
+    const value = line.slice(i + 1).trim();
+    if (key === "content-type") type = value;
+    if (key !== "content-disposition") continue;
+    name = /;\s*name="([^"]*)"/i.exec(value)?.[1] ?? /;\s*name=([^;\s]+)/i.exec(value)?.[1] ?? "";
+    filename = /;\s*filename="([^"]*)"/i.exec(value)?.[1] ?? /;\s*filename=([^;\s]+)/i.exec(value)?.[1];
+  }
+  return { name, ...(filename !== undefined ? { filename } : {}), ...(type !== undefined ? { type } : {}) };
+}
+
+/**
+ * A `multipart/form-data` body (RFC 7578) as it streams: parts' headers, then their bytes as they come, holding
+ * at most one chunk and a delimiter's length. Throws `badRequest` on a body that is not a whole form.
+ */
+async function* multipartEvents(body: ReadableStream<Uint8Array>, boundary: string): AsyncGenerator<PartEvent> {
+  const delim = Buffer.from(`\r\n--${boundary}`);
+  const crlf2 = Buffer.from("\r\n\r\n");
+  // The first delimiter has no CRLF before it: pretend it had.
+  let buf: Buffer = Buffer.from("\r\n");
+  let state: "preamble" | "after-delim" | "headers" | "body" = "preamble";
+  let closed = false;
+  const reader = body.getReader();
+  let eof = false;
+  try {
+    while (!closed) {
+      let progressed = true;
+      while (progressed && !closed) {
+        progressed = false;
+        if (state === "preamble" || state === "body") {
+          const at = buf.indexOf(delim);
+          if (at >= 0) {
+            if (state === "body" && at > 0) yield { kind: "data", bytes: buf.subarray(0, at) };
+            if (state === "body") yield { kind: "end" };
+            buf = buf.subarray(at + delim.length);
+            state = "after-delim";
+            progressed = true;
+          } else if (buf.length >= delim.length) {
+            // Keep what could be the start of a delimiter split across chunks.
+            const keep = buf.length - (delim.length - 1);
+            if (state === "body") yield { kind: "data", bytes: buf.subarray(0, keep) };
+            buf = buf.subarray(keep);
+          }
+        } else if (state === "after-delim") {
+          if (buf.length < 2) break;
+          if (buf[0] === 0x2d && buf[1] === 0x2d) {
+            closed = true;
+          } else {
+            // Transport padding (spaces, tabs) may precede the CRLF.
+            const eol = buf.indexOf("\r\n");
+            if (eol < 0) {
+              if (buf.length > 256) throw badRequest("malformed multipart body");
+              break;
+            }
+            buf = buf.subarray(eol + 2);
+            state = "headers";
+            progressed = true;
+          }
+        } else if (state === "headers") {
+          if (buf.length < 2) break;
+          // No headers at all: the blank line comes at once.
+          const empty = buf[0] === 0x0d && buf[1] === 0x0a;
+          const end = empty ? 0 : buf.indexOf(crlf2);
+          if (end < 0) {
+            if (buf.length > MAX_PART_HEADER_BYTES) throw badRequest("a multipart part's headers are too large");
+            break;
+          }
+          yield { kind: "part", ...partHeaders(buf.subarray(0, end).toString("utf8")) };
+          buf = buf.subarray(empty ? 2 : end + 4);
+          state = "body";
+          progressed = true;
+        }
+      }
+      if (closed) break;
+      if (eof) throw badRequest("malformed multipart body: it ends before its closing boundary");
+      const r = await reader.read();
+      if (r.done) eof = true;
+      else if (buf.length === 0) buf = Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+      else buf = Buffer.concat([buf, r.value]);
+    }
+    // The epilogue is ignored, but read: the body must be taken whole before the answer.
+    while (!eof) eof = (await reader.read()).done;
+  } finally {
+    if (!eof) await reader.cancel().catch(() => undefined);
+    reader.releaseLock();
+  }
 }
 
 /** Chunks a download asks the store for at a time (128 KiB each): what a client that stops reading holds here. */
@@ -110,11 +231,15 @@ function objectBytes(js: JetStreamClient, info: ObjectInfo): ReadableStream<Uint
 }
 
 export class AssetsApi {
+  private jsm: JetStreamManager | null = null;
+
   constructor(
     private readonly js: JetStreamClient,
     private readonly os: ObjectStore,
     private readonly maxAssetBytes: number,
-    private readonly getParts: GetParts | null,
+    _getParts: GetParts | null,
+    /** Objects one listing call reads at most (`listScanMaxRecords`). */
+    private readonly scanMax = 2_000,
   ) {}
 
   /** `POST /api/assets`: 201 with the stored asset. */
@@ -132,30 +257,9 @@ export class AssetsApi {
     };
     let info: ObjectInfo;
     if (/^multipart\/form-data/i.test(contentType)) {
-      if (!this.getParts) throw new GatewayError(ErrorCode.GW_ERR_UNSUPPORTED_MEDIA, "multipart uploads need the native uWebSockets.js build; send the file as the raw body");
-      const body = await readBody(res, reply, this.maxAssetBytes);
-      const parts = this.getParts(body, contentType);
-      if (!parts) throw badRequest("malformed multipart body");
-      const file = parts.find((p) => p.name === "file") ?? parts.find((p) => p.filename !== undefined);
-      if (!file) throw badRequest('multipart upload needs a "file" part');
-      if (file.data.byteLength === 0) throw badRequest('the "file" part is empty');
-      const jsonPart = parts.find((p) => p.name === "json");
-      let fields: Record<string, unknown> = {};
-      if (jsonPart) {
-        try {
-          const v: unknown = JSON.parse(Buffer.from(jsonPart.data).toString("utf8"));
-          if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not an object");
-          fields = v as Record<string, unknown>;
-        } catch (err) {
-          throw badRequest(`the "json" part must be a JSON object: ${(err as Error).message}`);
-        }
-      }
-      const meta = this.meta(id, {
-        name: assetName(fields.name ?? base.name ?? file.filename, id),
-        contentType: mediaType(typeof fields.content_type === "string" ? fields.content_type : file.type, '"content_type"'),
-        workflowId: optionalId(fields.workflow_id ?? base.workflow_id, "workflow_id"),
-      });
-      info = await this.os.putBlob(meta, new Uint8Array(file.data));
+      // Streamed: started in this tick (uWS hands the body only to a handler that asks for it at once).
+      const stream = bodyStream(res, reply, this.maxAssetBytes);
+      info = await this.uploadForm(id, multipartEvents(stream, boundaryOf(contentType)), base);
     } else {
       const meta = this.meta(id, {
         name: assetName(base.name, id),
@@ -173,6 +277,80 @@ export class AssetsApi {
     reply.json(201, assetInfo(info));
   }
 
+  /**
+   * The form's `file` part (else the first with a filename) goes into the store as it streams; a `json` part
+   * gives its name, type and workflow, and one that comes after the file updates the stored metadata.
+   */
+  private async uploadForm(
+    id: string,
+    events: AsyncGenerator<PartEvent>,
+    base: { name?: string; workflow_id?: string },
+  ): Promise<ObjectInfo> {
+    let fields: Record<string, unknown> | null = null;
+    let stored: ObjectInfo | null = null;
+    let file: { filename?: string; type?: string } | null = null;
+    const metaNow = () =>
+      this.meta(id, {
+        name: assetName(fields?.name ?? base.name ?? file?.filename, id),
+        contentType: mediaType(
+          typeof fields?.content_type === "string" ? fields.content_type : file?.type,
+          '"content_type"',
+        ),
+        workflowId: optionalId(fields?.workflow_id ?? base.workflow_id, "workflow_id"),
+      });
+    try {
+      for (let e = await events.next(); !e.done; e = await events.next()) {
+        const ev = e.value;
+        if (ev.kind !== "part") continue;
+        if (stored === null && (ev.name === "file" || ev.filename !== undefined)) {
+          file = ev;
+          const meta = metaNow();
+          // The part's bytes, pulled from the body as the store takes them.
+          const part = new ReadableStream<Uint8Array>(
+            {
+              async pull(c) {
+                const n = await events.next();
+                if (n.done || n.value.kind !== "data") c.close();
+                else c.enqueue(n.value.bytes);
+              },
+            },
+            { highWaterMark: 0 },
+          );
+          stored = await this.os.put(meta, part);
+          if (stored.size === 0) throw badRequest('the "file" part is empty');
+          continue;
+        }
+        // Another part: held (a field) or skipped, within bounds.
+        const chunks: Uint8Array[] = [];
+        let size = 0;
+        for (let n = await events.next(); !n.done && n.value.kind === "data"; n = await events.next()) {
+          size += n.value.bytes.byteLength;
+          if (ev.name === "json" && size <= MAX_FIELD_BYTES) chunks.push(Buffer.from(n.value.bytes));
+        }
+        if (ev.name !== "json") continue;
+        if (size > MAX_FIELD_BYTES) throw badRequest(`the "json" part must be at most ${MAX_FIELD_BYTES} bytes`);
+        try {
+          const v: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+          if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not an object");
+          fields = v as Record<string, unknown>;
+        } catch (err) {
+          throw badRequest(`the "json" part must be a JSON object: ${(err as Error).message}`);
+        }
+        if (stored !== null) {
+          await this.os.update(id, metaNow());
+          stored = (await this.os.info(id)) ?? stored;
+        }
+      }
+      if (stored === null) throw badRequest('multipart upload needs a "file" part');
+      return stored;
+    } catch (err) {
+      // Nothing of a refused form stays: not the object, not its chunks.
+      await this.os.delete(id).catch(() => undefined);
+      await events.return(undefined).catch(() => undefined);
+      throw err;
+    }
+  }
+
   private meta(id: string, m: { name: string; contentType: string; workflowId?: string }) {
     const metadata: Record<string, string> = {
       [ASSET_META.name]: m.name,
@@ -183,22 +361,44 @@ export class AssetsApi {
     return { name: id, metadata };
   }
 
-  /** `GET /api/assets`: newest first, filtered by `job_id`, `workflow_id`, `content_type` (a prefix: `image/`), paged by `cursor`. */
+  /**
+   * `GET /api/assets`: newest first, filtered by `job_id`, `workflow_id`, `content_type` (a prefix: `image/`), paged
+   * by `cursor`. Ids come from the bucket's subject index (names only); at most `max(limit, scanMax)` objects are
+   * read per call, so a filter that matches little answers a short page whose `next` continues the scan.
+   */
   async list(req: Req, reply: Reply, limit: number): Promise<void> {
     const jobId = req.query.get("job_id");
     const workflowId = req.query.get("workflow_id");
     const ct = req.query.get("content_type");
     const cursor = req.query.get("cursor");
-    const all = (await this.os.list()).filter((o) => !o.deleted && isAssetId(o.name));
-    let assets: AssetInfo[] = all.map(assetInfo);
-    if (jobId) assets = assets.filter((a) => a.job_id === jobId);
-    if (workflowId) assets = assets.filter((a) => a.workflow_id === workflowId);
-    if (ct) assets = assets.filter((a) => a.content_type.startsWith(ct));
+    this.jsm ??= await this.js.jetstreamManager(false);
+    const prefix = `$O.${OBJ_ASSETS}.M.`;
+    const index = await this.jsm.streams.info(`OBJ_${OBJ_ASSETS}`, { subjects_filter: `${prefix}>` });
     // Ids are time-ordered: newest first is a reverse sort by id, and a cursor is the last id of a page.
-    assets.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-    if (cursor) assets = assets.filter((a) => a.id < cursor);
-    const page = assets.slice(0, limit);
-    reply.json(200, { assets: page, next: assets.length > limit ? page[page.length - 1]!.id : null });
+    const ids = Object.keys(index.state.subjects ?? {})
+      .map((subj) => Buffer.from(subj.slice(prefix.length), "base64url").toString("utf8"))
+      .filter((id) => isAssetId(id) && (!cursor || id < cursor))
+      .sort()
+      .reverse();
+    const page: AssetInfo[] = [];
+    let next: string | null = null;
+    let read = 0;
+    const budget = Math.max(limit, this.scanMax);
+    for (const id of ids) {
+      if (page.length === limit || read === budget) {
+        next = page.length === limit ? page[page.length - 1]!.id : ids[read - 1]!;
+        break;
+      }
+      read++;
+      const o = await this.os.info(id);
+      if (!o || o.deleted) continue;
+      const a = assetInfo(o);
+      if (jobId && a.job_id !== jobId) continue;
+      if (workflowId && a.workflow_id !== workflowId) continue;
+      if (ct && !a.content_type.startsWith(ct)) continue;
+      page.push(a);
+    }
+    reply.json(200, { assets: page, next });
   }
 
   /** `GET /api/assets/:id`. */
@@ -230,7 +430,15 @@ export class AssetsApi {
     if (!info || info.deleted) throw notFound(`asset ${checked}`);
     const a = assetInfo(info);
     const etag = `"${a.digest}"`;
-    return { info, a, etag, headers: { etag, "cache-control": "private, max-age=0, must-revalidate", "content-disposition": contentDisposition(a.name), "x-content-type-options": "nosniff" } };
+    const headers = {
+      etag,
+      "cache-control": "private, max-age=0, must-revalidate",
+      "content-disposition": contentDisposition(a.name, isPassiveMedia(a.content_type)),
+      "x-content-type-options": "nosniff",
+      // Whatever a browser makes of the bytes, they get no scripts, no origin, no forms.
+      "content-security-policy": "sandbox",
+    };
+    return { info, a, etag, headers };
   }
 
   /** `DELETE /api/assets/:id`: 204. */

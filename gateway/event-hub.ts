@@ -90,15 +90,46 @@ const cachedJson = new Map<number, { log: ReplayLog; text: string }>();
 
 export type Listener = (d: Delivery) => void;
 
-export interface ReplayResult {
-  /** Admitted events with `seq > after`, in order. */
-  events: Delivery[];
+/** What a replay says before its first event. */
+export interface ReplayHeader {
+  /** Admitted events with `after < seq <= lastSeq`: exactly what the replay hands out. */
+  count: number;
   /** Highest seq among the job's stored events (0 when none). */
   lastSeq: number;
   /** True when the job's earliest events are gone (retention) so the history is not whole. */
   incomplete: boolean;
-  /** The replay reached the job's terminal event. */
+  /** The replay reaches the job's terminal event. */
   ended: boolean;
+}
+
+/** A replay read in batches: `next` gives the following events in order, none once all `count` are out. */
+export interface Replay extends ReplayHeader {
+  next(): Promise<Delivery[]>;
+  /** Ends the replay early: `next` then gives nothing. Nothing is held on the server between batches. */
+  close(): void;
+}
+
+/** A whole replay in one array (small histories only: a job's events are capped by the stream). */
+export interface ReplayResult extends ReplayHeader {
+  events: Delivery[];
+}
+
+/** Events a replay reads from JetStream (and holds) at a time. */
+export const REPLAY_BATCH_DEFAULT = 1_000;
+
+/** A fence as it stood right after an admitted event of `attempt` (`ended` when that event was terminal). */
+function fenceAt(jobId: string, attempt: number, ended: boolean): Fence {
+  const f = new Fence();
+  f.admit({ type: "job_update", job_id: jobId, attempt, status: ended ? "completed" : "running" });
+  return f;
+}
+
+function headOf(data: Uint8Array): { head: JobEventHead; ev: JobEvent | null } | null {
+  try {
+    return decodeEventHead(data);
+  } catch {
+    return null;
+  }
 }
 
 /** Jobs whose fence the hub remembers (the oldest is forgotten first). */
@@ -127,6 +158,10 @@ export class EventHub {
   badEvents = 0;
   replaysFromMemory = 0;
   replaysFromStream = 0;
+  /** Stored events replays read from JetStream (each pass counts). */
+  replayMessagesRead = 0;
+  /** Most events one replay batch held (never more than `replayBatch`). */
+  replayBatchPeak = 0;
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly views = new Map<string, JobView>();
   /** Views holding events, oldest first (what the byte budget evicts). */
@@ -146,6 +181,8 @@ export class EventHub {
     private readonly cacheBytes = 64 * 1024 * 1024,
     /** `NW_EVENTS` max age: memory never replays what retention has removed from the stream. */
     private readonly maxAgeMs = Number.POSITIVE_INFINITY,
+    /** Events a replay reads and holds at a time (`replayBatchEvents`). */
+    private readonly replayBatch = REPLAY_BATCH_DEFAULT,
   ) {}
 
   async start(): Promise<void> {
@@ -310,10 +347,25 @@ export class EventHub {
   }
 
   /**
-   * A job's events in order, fenced, keeping those with `seq > after`: from memory when the hub saw the whole
-   * history live (the same fence produced both), else read from JetStream.
+   * A job's events in order, fenced, keeping those with `seq > after`, all in one array: for callers that need
+   * the whole (short) history. Followers use `openReplay`, which holds one batch at a time.
    */
   async replay(jobId: string, after: number): Promise<ReplayResult> {
+    const r = await this.openReplay(jobId, after);
+    const events: Delivery[] = [];
+    try {
+      for (let b = await r.next(); b.length > 0; b = await r.next()) for (const d of b) events.push(d);
+    } finally {
+      r.close();
+    }
+    return { count: r.count, lastSeq: r.lastSeq, incomplete: r.incomplete, ended: r.ended, events };
+  }
+
+  /**
+   * A job's events with `seq > after`, fenced, in batches of at most `replayBatch`: from memory when the hub saw
+   * the whole history live (the same fence produced both), else read from JetStream starting after `after`.
+   */
+  async openReplay(jobId: string, after: number): Promise<Replay> {
     const view = this.views.get(jobId);
     // Every gateway must answer the same: once retention may have removed the job's first events from the
     // stream, the stream decides (it may say the history is incomplete).
@@ -321,55 +373,155 @@ export class EventHub {
     if (view?.log) {
       this.replaysFromMemory++;
       const log = view.log;
-      const events = log.after(after, (type, terminal, seq, bytes) => new Delivery(type, terminal, seq, bytes, null, log));
-      return { events, lastSeq: view.lastSeq, incomplete: false, ended: view.fence.ended };
+      // Up to what the log holds now: later events reach the follower live.
+      let i = log.indexAfter(after);
+      const end = log.length;
+      const make = (type: JobEventType, terminal: boolean, seq: number, bytes: Uint8Array) =>
+        new Delivery(type, terminal, seq, bytes, null, log);
+      return this.replayOf(end - i, view.lastSeq, false, view.fence.ended, async () => {
+        const out = log.slice(i, Math.min(end, i + this.replayBatch), make);
+        i += out.length;
+        return out;
+      });
     }
     this.replaysFromStream++;
     return this.replayFromStream(jobId, after);
   }
 
-  private async replayFromStream(jobId: string, after: number): Promise<ReplayResult> {
-    const subject = subjects.jobEvents(jobId);
-    const last = await this.jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
-    if (!last) return { events: [], lastSeq: 0, incomplete: after > 0, ended: false };
-    const lastSeq = last.seq;
-    const consumer = await this.js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
-    const fence = new Fence();
-    const events: Delivery[] = [];
-    let first = true;
-    let incomplete = false;
+  private replayOf(
+    count: number,
+    lastSeq: number,
+    incomplete: boolean,
+    ended: boolean,
+    read: () => Promise<Delivery[]>,
+  ): Replay {
+    let left = count;
+    let closed = false;
+    const close = () => {
+      closed = true;
+    };
+    return {
+      count,
+      lastSeq,
+      incomplete,
+      ended,
+      next: async () => {
+        if (left <= 0 || closed) {
+          close();
+          return [];
+        }
+        const b = await read();
+        left -= b.length;
+        if (b.length > this.replayBatchPeak) this.replayBatchPeak = b.length;
+        if (b.length === 0 || left <= 0) close();
+        return b;
+      },
+      close,
+    };
+  }
+
+  /**
+   * Reads the job's stored events from `start` through `lastSeq` (or its terminal event) in batches, calling
+   * `each` with every decodable one; `each` returning false stops the read.
+   */
+  private async scan(
+    subject: string,
+    start: number,
+    lastSeq: number,
+    each: (seq: number, head: JobEventHead, ev: JobEvent | null, data: Uint8Array) => boolean,
+  ): Promise<void> {
+    const from =
+      start <= 1 ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start };
+    const consumer = await this.js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, ...from });
     try {
       while (true) {
-        const batch = await consumer.fetch({ max_messages: 1_000, expires: 2_000 });
+        const batch = await consumer.fetch({ max_messages: this.replayBatch, expires: 2_000 });
         let got = 0;
         let done = false;
         for await (const m of batch) {
           got++;
-          let ev: JobEventHead;
-          let whole: JobEvent | null;
-          try {
-            ({ head: ev, ev: whole } = decodeEventHead(m.data));
-          } catch {
-            if (m.seq >= lastSeq) done = true;
-            continue;
-          }
-          if (first) {
-            // Every job's history starts with the gateway's `queued` update (attempt 0); without it, retention
-            // has removed the beginning and events between `after` and the first stored one may be gone.
-            incomplete = !(ev.type === "job_update" && ev.attempt === 0 && ev.status === "queued") && after < m.seq;
-            first = false;
-          }
-          if (fence.admit(ev) && m.seq > after) {
-            events.push(Delivery.of(ev, whole, m.seq, m.data));
-          }
-          if (m.seq >= lastSeq || fence.ended) done = true;
+          this.replayMessagesRead++;
+          const h = headOf(m.data);
+          if (h !== null && !each(m.seq, h.head, h.ev, m.data)) done = true;
+          if (m.seq >= lastSeq) done = true;
           if (done) break;
         }
         if (done || got === 0) break;
       }
     } finally {
+      // An ordered consumer lingers on the server once unused: each pass removes its own.
       await consumer.delete().catch(() => undefined);
     }
-    return { events, lastSeq, incomplete, ended: fence.ended };
+  }
+
+  /**
+   * From JetStream, starting right after `after` when the event stored there is the job's: a resume gives the seq
+   * of the last event it was sent, an admitted one, so the fence there is that event's attempt (and ended if it
+   * was terminal). Otherwise (`after` 0 or not one of the job's seqs) from the job's first stored event.
+   * A first pass counts what will be handed out (the header's `count`) keeping one batch; when there is more,
+   * a second pass reads the rest a batch at a time as `next` is called.
+   */
+  private async replayFromStream(jobId: string, after: number): Promise<Replay> {
+    const subject = subjects.jobEvents(jobId);
+    const last = await this.jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
+    if (!last) return this.replayOf(0, 0, after > 0, false, async () => []);
+    const lastSeq = last.seq;
+    let fence = new Fence();
+    let start = 1;
+    if (after > 0 && after <= lastSeq) {
+      const at = await this.jsm.streams.getMessage(STREAM_EVENTS, { seq: after }).catch(() => null);
+      const h = at && at.subject === subject ? headOf(at.data) : null;
+      if (h !== null) {
+        fence = fenceAt(jobId, h.head.attempt, isTerminalEvent(h.head));
+        start = after + 1;
+      }
+    }
+    if (start > lastSeq || fence.ended) return this.replayOf(0, lastSeq, false, fence.ended, async () => []);
+    const first: Delivery[] = [];
+    /** The last event kept and its attempt: where a second pass starts, and the fence there. */
+    let from = { seq: 0, attempt: 0 };
+    let count = 0;
+    let checkFirst = start === 1;
+    let incomplete = false;
+    await this.scan(subject, start, lastSeq, (seq, head, whole, data) => {
+      if (checkFirst) {
+        // Every job's history starts with the gateway's `queued` update (attempt 0); without it, retention
+        // has removed the beginning and events between `after` and the first stored one may be gone.
+        incomplete = !(head.type === "job_update" && head.attempt === 0 && head.status === "queued") && after < seq;
+        checkFirst = false;
+      }
+      if (fence.admit(head) && seq > after) {
+        count++;
+        if (first.length < this.replayBatch) {
+          first.push(Delivery.of(head, whole, seq, data));
+          from = { seq, attempt: head.attempt };
+        }
+      }
+      return !fence.ended;
+    });
+    const ended = fence.ended;
+    if (count <= first.length) {
+      let handed = false;
+      return this.replayOf(count, lastSeq, incomplete, ended, async () => (handed ? [] : ((handed = true), first)));
+    }
+    // The rest: a second pass from after the last event kept, whose attempt is the fence's there.
+    let pending: Delivery[] | null = first;
+    return this.replayOf(count, lastSeq, incomplete, ended, async () => {
+      if (pending !== null) {
+        const b = pending;
+        pending = null;
+        return b;
+      }
+      const f = fenceAt(jobId, from.attempt, false);
+      const out: Delivery[] = [];
+      await this.scan(subject, from.seq + 1, lastSeq, (seq, head, whole, data) => {
+        if (f.admit(head) && seq > after) {
+          out.push(Delivery.of(head, whole, seq, data));
+          from = { seq, attempt: head.attempt };
+        }
+        return out.length < this.replayBatch && !f.ended;
+      });
+      return out;
+    });
   }
 }

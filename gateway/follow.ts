@@ -1,12 +1,13 @@
 /**
  * Follow one job from a point: replay what is stored after `after`, then live events, with no gap and no
- * duplicate (a live listener is registered before the replay reads, and everything is filtered by seq).
+ * duplicate (a live listener is registered before the replay reads, and everything is filtered by seq). The
+ * replay is read and sent a batch at a time: a long history is never held whole.
  */
-import type { Delivery, EventHub, ReplayResult } from "./event-hub.js";
+import type { Delivery, EventHub, Replay, ReplayHeader } from "./event-hub.js";
 
 export interface FollowSink {
   /** Called once, after the replay was read and before any event is sent (`null` when not replaying). */
-  header?(r: ReplayResult | null): void;
+  header?(r: ReplayHeader | null): void;
   send(d: Delivery): void;
   /** The terminal event was sent, or there will be no more (the follow was stopped). */
   end?(): void;
@@ -47,15 +48,23 @@ export async function follow(hub: EventHub, jobId: string, after: number, sink: 
     },
   };
   if (opts.replay) {
-    let r: ReplayResult;
+    let r: Replay;
     try {
-      r = await hub.replay(jobId, after);
+      r = await hub.openReplay(jobId, after);
     } catch (err) {
       unlisten();
       throw err;
     }
-    sink.header?.(r);
-    for (const d of r.events) deliver(d);
+    try {
+      sink.header?.(r);
+      // Once the terminal event is out, the rest (nothing admitted) is left unread.
+      for (let b = await r.next(); b.length > 0 && !ended; b = await r.next()) for (const d of b) deliver(d);
+    } catch (err) {
+      unlisten();
+      throw err;
+    } finally {
+      r.close();
+    }
     // Resumed at or past the terminal event: nothing more will come, so the follow is over now.
     if (r.ended) finish();
   } else {

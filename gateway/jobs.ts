@@ -57,6 +57,8 @@ export interface SubmitJob {
 }
 
 const now = () => new Date().toISOString();
+/** Records one `list` reads at most, unless its `limit` is larger (`listScanMaxRecords`). */
+const LIST_SCAN_DEFAULT = 2_000;
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class JobManager {
@@ -71,7 +73,7 @@ export class JobManager {
 
   constructor(
     private readonly n: NatsParts,
-    private readonly opts: { idempotencyOrphanMs: number },
+    private readonly opts: { idempotencyOrphanMs: number; jobTimeoutDefaultS: number; jobTimeoutMaxS: number; listScanMaxRecords?: number },
   ) {
     this.queue = new QueueTracker((jobId, workflowId, position) => {
       void this.publishEvent(jobId, workflowId, `q${position}`, { type: "job_update", status: "queued", queue_position: position }).catch(() => undefined);
@@ -189,17 +191,30 @@ export class JobManager {
     return (await readJobRecord(this.n.jobsKv, jobId))?.rec ?? null;
   }
 
-  /** Newest first; `cursor` is the last id of the previous page. */
+  /**
+   * Newest first; `cursor` is the last id of the previous page. Ids come from the bucket's subject index (names
+   * only); at most `max(limit, listScanMaxRecords)` records are read per call, so a filter that matches little
+   * answers a short page whose `next` continues the scan where it stopped.
+   */
   async list(q: { workflowId?: string; status?: string; limit: number; cursor?: string }): Promise<{ jobs: JobRecord[]; next: string | null }> {
     const kv = this.n.jobsKv;
-    const ids: string[] = [];
     const filter = q.workflowId ? jobKeys.workflowPrefix(q.workflowId) : jobKeys.allRecords();
-    for (const k of await bucketKeys(this.n.jsm, KV_JOBS, filter)) ids.push(k.slice(k.lastIndexOf(".") + 1));
+    const ids: string[] = [];
+    for (const k of await bucketKeys(this.n.jsm, KV_JOBS, filter)) {
+      const id = k.slice(k.lastIndexOf(".") + 1);
+      if (!q.cursor || id < q.cursor) ids.push(id);
+    }
     ids.sort().reverse();
+    const budget = Math.max(q.limit, this.opts.listScanMaxRecords ?? LIST_SCAN_DEFAULT);
     const jobs: JobRecord[] = [];
     let next: string | null = null;
+    let read = 0;
     for (const id of ids) {
-      if (q.cursor && id >= q.cursor) continue;
+      if (read === budget) {
+        next = ids[read - 1]!;
+        break;
+      }
+      read++;
       const r = await readJobRecord(kv, id);
       if (!r || (q.status && r.rec.status !== q.status)) continue;
       if (jobs.length === q.limit) {
@@ -221,6 +236,9 @@ export class JobManager {
     if (s.timeoutS !== undefined && s.timeoutS !== null && (typeof s.timeoutS !== "number" || !(s.timeoutS > 0))) {
       throw badRequest(`"timeout_s" must be a positive number of seconds`);
     }
+    // Every job ends: one without a timeout of its own gets the gateway's default, and none may ask past the maximum.
+    const timeoutS = s.timeoutS ?? this.opts.jobTimeoutDefaultS;
+    if (timeoutS > this.opts.jobTimeoutMaxS) throw badRequest(`"timeout_s" may be at most ${this.opts.jobTimeoutMaxS} (jobTimeoutMaxS)`);
     if (s.strategy !== undefined && !Object.hasOwn(ExecutionStrategy, s.strategy)) {
       throw badRequest(`"execution_strategy" must be one of ${Object.keys(ExecutionStrategy).join(", ")}, got ${JSON.stringify(s.strategy)}`);
     }
@@ -268,7 +286,7 @@ export class JobManager {
       created_at: now(),
       started_at: null,
       finished_at: null,
-      timeout_s: s.timeoutS ?? null,
+      timeout_s: timeoutS,
       error: null,
       outputs: null,
       idempotency_key: s.idempotencyKey ?? null,

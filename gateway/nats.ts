@@ -50,10 +50,16 @@ async function ensureStream(jsm: JetStreamManager, cfg: Parameters<JetStreamMana
     await jsm.streams.add(cfg);
     return;
   }
-  // Keep retention settings in step with the config (max age may change between restarts; the dedupe window
-  // follows it, since the server refuses a window longer than the max age).
-  if (have.config.max_age !== cfg.max_age || have.config.duplicate_window !== cfg.duplicate_window) {
-    await jsm.streams.update(cfg.name!, { ...have.config, max_age: cfg.max_age, duplicate_window: cfg.duplicate_window });
+  // Keep retention settings in step with the config (max age and caps may change between restarts; the dedupe
+  // window follows the age, since the server refuses a window longer than the max age).
+  const limits = {
+    max_age: cfg.max_age,
+    duplicate_window: cfg.duplicate_window,
+    ...(cfg.max_bytes !== undefined ? { max_bytes: cfg.max_bytes } : {}),
+    ...(cfg.max_msgs_per_subject !== undefined ? { max_msgs_per_subject: cfg.max_msgs_per_subject } : {}),
+  };
+  if (Object.entries(limits).some(([k, v]) => have.config[k as keyof typeof limits] !== v)) {
+    await jsm.streams.update(cfg.name!, { ...have.config, ...limits });
   }
 }
 
@@ -105,6 +111,10 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
     // nats-server rejects a duplicate window longer than the max age: a short retention shortens it.
     duplicate_window: nanos(Math.min(JOB_QUEUE_DEFAULTS.duplicateWindowMs, config.eventsMaxAgeMs)),
     max_age: nanos(config.eventsMaxAgeMs),
+    // Bounded whatever clients and agents send: past the bytes the oldest events go; a job's agent ends it
+    // (JOB_ERR_TOO_MANY_EVENTS, protocol/streams.ts `jobEventBudget`) before its own cap would drop any.
+    max_bytes: config.eventsMaxBytes,
+    max_msgs_per_subject: config.eventsMaxPerJob,
     discard: DiscardPolicy.Old,
   });
   for (const pool of BUILTIN_POOLS) {

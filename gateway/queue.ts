@@ -10,7 +10,12 @@ interface Waiting {
   workflowId: string;
   mine: boolean;
   lastPos: number;
+  /** The position last announced (or the one the job was queued with). */
+  shownPos: number;
 }
+
+/** Positions up to this are announced at every move; above it, once they fall by a tenth since the last one. */
+const EXACT_POSITIONS = 10;
 
 export class QueueTracker {
   /** pool → queued jobs in stream order (Map keeps insertion order). */
@@ -40,7 +45,8 @@ export class QueueTracker {
       let q = this.pools.get(ev.pool);
       if (!q) this.pools.set(ev.pool, (q = new Map()));
       const mine = this.mine.delete(jobId);
-      q.set(jobId, { workflowId: ev.workflow_id, mine, lastPos: ev.queue_position ?? q.size + 1 });
+      const pos = ev.queue_position ?? q.size + 1;
+      q.set(jobId, { workflowId: ev.workflow_id, mine, lastPos: pos, shownPos: pos });
       this.poolOf.set(jobId, ev.pool);
       this.markDirty(ev.pool);
       return;
@@ -71,6 +77,10 @@ export class QueueTracker {
         pos++;
         if (w.lastPos === pos) continue;
         w.lastPos = pos;
+        // Bounded per job (its events are capped, EVENTS_RESERVED_PER_JOB): a job queued at position P gets
+        // about 10 + 22·log10(P / 10) updates, not P.
+        if (pos > EXACT_POSITIONS && pos > w.shownPos * 0.9) continue;
+        w.shownPos = pos;
         if (w.mine) this.announce(jobId, w.workflowId, pos);
       }
     }

@@ -68,8 +68,13 @@ export class ReplayLog {
     this.used += m.byteLength;
   }
 
-  /** The events with `seq > after`, in order, each made by `make` from a view of its bytes (with `seq`). */
-  after<T>(after: number, make: (type: JobEventType, terminal: boolean, seq: number, bytes: Uint8Array) => T): T[] {
+  /** Events appended so far. */
+  get length(): number {
+    return this.n;
+  }
+
+  /** Index of the first event with `seq > after` (`length` when none). */
+  indexAfter(after: number): number {
     let lo = 0;
     let hi = this.n;
     while (lo < hi) {
@@ -77,11 +82,26 @@ export class ReplayLog {
       if (this.seqs[mid]! <= after) lo = mid + 1;
       else hi = mid;
     }
-    const out: T[] = new Array(this.n - lo);
-    for (let i = lo; i < this.n; i++) {
+    return lo;
+  }
+
+  /** The events with `seq > after`, in order, each made by `make` from a view of its bytes (with `seq`). */
+  after<T>(after: number, make: (type: JobEventType, terminal: boolean, seq: number, bytes: Uint8Array) => T): T[] {
+    return this.slice(this.indexAfter(after), this.n, make);
+  }
+
+  /** The events at indexes `[from, to)`, in order, made as in `after`. */
+  slice<T>(
+    from: number,
+    to: number,
+    make: (type: JobEventType, terminal: boolean, seq: number, bytes: Uint8Array) => T,
+  ): T[] {
+    const end = Math.min(to, this.n);
+    const out: T[] = new Array(Math.max(0, end - from));
+    for (let i = from; i < end; i++) {
       const at = this.where[i * 3 + 1]!;
       const bytes = this.chunks[this.where[i * 3]!]!.subarray(at, at + this.where[i * 3 + 2]!);
-      out[i - lo] = make(this.types[i]!, this.terminals[i] === 1, this.seqs[i]!, bytes);
+      out[i - from] = make(this.types[i]!, this.terminals[i] === 1, this.seqs[i]!, bytes);
     }
     return out;
   }
