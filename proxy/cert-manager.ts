@@ -7,15 +7,21 @@
  * certificate keeps being served; each failure raises a `cert.renew_failed` event (the alert). A new certificate is
  * validated before it replaces anything, and the store lock keeps two proxies sharing `certDir` from renewing the
  * same name at once (the loser re-reads the store and installs what the winner wrote).
+ *
+ * On-demand issuance (a first handshake for a name nobody configured) is what turns a flood of SNI names into a flood
+ * of ACME orders, so it is fenced three ways: the name must match `onDemandAllow` and/or be approved by the
+ * `onDemandAsk` hook; at most `onDemandMaxNames` names hold or await such a certificate; and every order, renewals
+ * included, takes one of `acmeOrdersPerMinute` slots (a throttled one waits for the window, it is not a failure).
  */
 import { promises as fs } from "node:fs";
 import type { SecureContext } from "node:tls";
 import { createEcKeyPem, issueCertificate, type ChallengeSink } from "./acme.js";
 import { CertStore, safeName } from "./cert-store.js";
 import { createSelfSigned, needsRenewal, renewalDueMs, validateCertificate, type LoadedCert } from "./certs.js";
-import { type ProxyConfig, TlsMode } from "./config.js";
+import { HOSTNAME_RE, type ProxyConfig, TlsMode } from "./config.js";
 import { ProxyError, StoreLockedError } from "./errors.js";
 import type { ProxyEvent } from "./events.js";
+import { isLoopbackLiteral, matchesHostPattern } from "./hosts.js";
 
 /** A certificate as reported by `RunningProxy.certificates()`. */
 export interface CertificateInfo {
@@ -33,7 +39,21 @@ interface AcmeState {
   failures: number;
   nextAttemptAtMs: number;
   inFlight: Promise<LoadedCert | null> | null;
+  /** Got at a first handshake, not configured: counts against `onDemandMaxNames`, renewed only once it has a cert. */
+  onDemand: boolean;
 }
+
+/** Thrown inside an issuance when `acmeOrdersPerMinute` orders were placed in the last minute. */
+class OrdersThrottled extends Error {}
+
+const ORDER_WINDOW_MS = 60_000;
+/** The ask hook's answer must come within this (Caddy gives it 10 s as well). */
+const ASK_TIMEOUT_MS = 10_000;
+/** Asks in flight at once: a flood of new names gets the fallback certificate instead of as many outgoing requests. */
+const MAX_ASKS_IN_FLIGHT = 16;
+/** A name the hook refused is not asked about again for this long; the memory of refusals is bounded. */
+const ASK_DENIED_TTL_MS = 60_000;
+const MAX_ASK_DENIED = 10_000;
 
 /** How long a TLS handshake for an allowed on-demand host waits for its first certificate. */
 const ON_DEMAND_WAIT_MS = 60_000;
@@ -47,6 +67,11 @@ export class CertManager {
   private readonly byName = new Map<string, LoadedCert>();
   private readonly acmeStates = new Map<string, AcmeState>();
   private readonly challenges = new Map<string, string>();
+  /** When the orders of the last minute were placed, oldest first. */
+  private readonly orderTimesMs: number[] = [];
+  private onDemandNames = 0;
+  private readonly asks = new Map<string, Promise<boolean>>();
+  private readonly askDeniedUntilMs = new Map<string, number>();
   /** Served when the client sends no SNI or an unknown name: the first domain's cert, or a throwaway one. */
   private fallback: LoadedCert | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -80,7 +105,7 @@ export class CertManager {
       for (const domain of this.config.domain) {
         const stored = await this.readStored(domain);
         if (stored !== null) this.install(domain, stored, "store");
-        this.acmeStates.set(domain, { failures: 0, nextAttemptAtMs: 0, inFlight: null });
+        this.acmeStates.set(domain, { failures: 0, nextAttemptAtMs: 0, inFlight: null, onDemand: false });
       }
     }
     if (this.fallback === null) {
@@ -110,7 +135,7 @@ export class CertManager {
     const name = servername.toLowerCase();
     const hit = this.lookup(name);
     if (hit !== null) return cb(null, hit.context);
-    if (this.config.tls === TlsMode.acme && this.onDemandAllowed(name)) {
+    if (this.config.tls === TlsMode.acme && this.onDemandCandidate(name)) {
       const timeout = setTimeout(() => cb(null, this.fallback!.context), ON_DEMAND_WAIT_MS);
       this.obtainOnDemand(name).then(
         (cert) => {
@@ -126,6 +151,16 @@ export class CertManager {
     }
     cb(null, this.fallback!.context);
   };
+
+  /**
+   * Whether `name` (see `hostName`) is served here: a configured domain, a name holding a certificate, a name allowed
+   * on demand without an ask hook, or a loopback literal when `localhost` is served. Others get 421, never a route.
+   */
+  servesHost(name: string): boolean {
+    if (this.lookup(name) !== null || matchesHostPattern(this.config.domain, name)) return true;
+    if (this.config.onDemandAsk === null && matchesHostPattern(this.config.onDemandAllow, name)) return true;
+    return isLoopbackLiteral(name) && this.config.domain.includes("localhost");
+  }
 
   /** The key authorization for an HTTP-01 token: this process's own, or one another proxy on the store wrote. */
   async challengeResponse(token: string): Promise<string | null> {
@@ -168,7 +203,9 @@ export class CertManager {
       const cur = this.byName.get(this.config.domain[0]!);
       if (cur === undefined || needsRenewal(cur, this.now(), this.config.renewalWindowRatio)) await this.loadSelfSigned();
     } else {
-      await Promise.all([...this.acmeStates.keys()].map((name) => this.maybeRenew(name)));
+      // An on-demand name without a certificate is retried by its next handshake, not in the background.
+      const due = [...this.acmeStates].filter(([name, st]) => !st.onDemand || this.byName.has(name));
+      await Promise.all(due.map(([name]) => this.maybeRenew(name)));
     }
   }
 
@@ -183,33 +220,88 @@ export class CertManager {
     return null;
   }
 
-  private onDemandAllowed(name: string): boolean {
-    for (const pattern of this.config.onDemandAllow) {
-      if (pattern === name) return true;
-      // "*.example.com" allows exactly one more label, like a wildcard certificate would.
-      if (pattern.startsWith("*.")) {
-        const dot = name.indexOf(".");
-        if (dot > 0 && name.slice(dot) === pattern.slice(1)) return true;
-      }
-    }
-    return false;
+  /** A name that may start on-demand issuance (still subject to the ask hook and the caps). */
+  private onDemandCandidate(name: string): boolean {
+    const st = this.acmeStates.get(name);
+    if (st !== undefined) return st.onDemand; // a configured name is issued by the maintenance pass
+    const c = this.config;
+    if (c.onDemandAllow.length === 0 && c.onDemandAsk === null) return false;
+    if (c.onDemandAllow.length > 0 && !matchesHostPattern(c.onDemandAllow, name)) return false;
+    // An SNI name is whatever the client sent: only a dotted DNS name can ever get a certificate.
+    return name.includes(".") && HOSTNAME_RE.test(name);
   }
 
   private async obtainOnDemand(name: string): Promise<LoadedCert | null> {
     let st = this.acmeStates.get(name);
     if (st === undefined) {
-      // First sight of this host: maybe another proxy on the store already has it.
-      st = { failures: 0, nextAttemptAtMs: 0, inFlight: null };
-      this.acmeStates.set(name, st);
-      const stored = await this.readStored(name);
-      if (stored !== null) {
-        this.install(name, stored, "store");
-        return stored;
+      // Cheap refusals first: a full cap or an exhausted order budget do not even reach the ask hook.
+      if (!this.roomOnDemand() || this.orderWaitMs() > 0) return null;
+      if (this.config.onDemandAsk !== null && !(await this.ask(name))) return null;
+      st = this.acmeStates.get(name); // another handshake for the name may have got here during the ask
+      if (st === undefined) {
+        if (!this.roomOnDemand()) return null;
+        st = { failures: 0, nextAttemptAtMs: 0, inFlight: null, onDemand: true };
+        this.acmeStates.set(name, st);
+        this.onDemandNames++;
+        // First sight of this host: maybe another proxy on the store already has it.
+        const stored = await this.readStored(name);
+        if (stored !== null) {
+          this.install(name, stored, "store");
+          return stored;
+        }
       }
     }
     if (st.inFlight !== null) return st.inFlight;
     if (st.nextAttemptAtMs > this.now()) return null; // backing off: never hammer the CA from handshakes
     return this.renew(name, st);
+  }
+
+  /** True when one more on-demand name fits; frees the slots of names that failed and whose backoff is over. */
+  private roomOnDemand(): boolean {
+    if (this.onDemandNames < this.config.onDemandMaxNames) return true;
+    const now = this.now();
+    for (const [name, st] of this.acmeStates) {
+      if (st.onDemand && st.inFlight === null && st.nextAttemptAtMs <= now && !this.byName.has(name)) {
+        this.acmeStates.delete(name);
+        this.onDemandNames--;
+      }
+    }
+    return this.onDemandNames < this.config.onDemandMaxNames;
+  }
+
+  /** `GET onDemandAsk?domain=name`: true on a 2xx. One request per name at a time; refusals are remembered a while. */
+  private ask(name: string): Promise<boolean> {
+    const pending = this.asks.get(name);
+    if (pending !== undefined) return pending;
+    const now = this.now();
+    const refused = (this.askDeniedUntilMs.get(name) ?? 0) > now;
+    if (refused || this.asks.size >= MAX_ASKS_IN_FLIGHT) return Promise.resolve(false);
+    const url = new URL(this.config.onDemandAsk!);
+    url.searchParams.set("domain", name);
+    const answer = fetch(url, { redirect: "manual", signal: AbortSignal.timeout(ASK_TIMEOUT_MS) }).then(
+      async (res) => {
+        await res.body?.cancel();
+        const ok = res.status >= 200 && res.status < 300;
+        if (!ok) {
+          if (this.askDeniedUntilMs.size >= MAX_ASK_DENIED) this.askDeniedUntilMs.clear();
+          this.askDeniedUntilMs.set(name, now + ASK_DENIED_TTL_MS);
+        }
+        return ok;
+      },
+      // The hook unreachable or slow: no certificate now, and the next handshake asks again.
+      () => false,
+    );
+    this.asks.set(name, answer);
+    void answer.finally(() => this.asks.delete(name));
+    return answer;
+  }
+
+  /** 0 when an ACME order may be placed now, else how long until one of the last minute's leaves the window. */
+  private orderWaitMs(): number {
+    const now = this.now();
+    const times = this.orderTimesMs;
+    while (times.length > 0 && times[0]! <= now - ORDER_WINDOW_MS) times.shift();
+    return times.length < this.config.acmeOrdersPerMinute ? 0 : times[0]! + ORDER_WINDOW_MS - now;
   }
 
   private async maybeRenew(name: string): Promise<void> {
@@ -231,6 +323,8 @@ export class CertManager {
           // Another proxy sharing the store may have renewed while we waited for the lock.
           const stored = await this.readStored(name);
           if (stored !== null && !needsRenewal(stored, this.now(), this.config.renewalWindowRatio)) return { cert: stored, fresh: false };
+          if (this.orderWaitMs() > 0) throw new OrdersThrottled();
+          this.orderTimesMs.push(this.now());
           const accountKeyPem = await this.accountKey();
           const caBundlePem = this.config.acmeCaBundleFile !== null ? await fs.readFile(this.config.acmeCaBundleFile, "utf8") : null;
           const pair = await issueCertificate({
@@ -252,6 +346,11 @@ export class CertManager {
         this.install(name, cert.cert, cert.fresh ? "acme" : "store");
         return cert.cert;
       } catch (err) {
+        if (err instanceof OrdersThrottled) {
+          // Not a failure: the name waits for the order window (an on-demand one for its next handshake after it).
+          st.nextAttemptAtMs = this.now() + this.orderWaitMs();
+          return null;
+        }
         if (err instanceof StoreLockedError) {
           // Not a failure of ours: look again soon and pick up the holder's result from the store.
           st.nextAttemptAtMs = this.now() + Math.min(this.config.acmeRetryMinMs, this.config.renewCheckIntervalMs);

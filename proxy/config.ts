@@ -77,6 +77,16 @@ export interface ProxyOptions {
    * @default [] (no on-demand issuance)
    */
   onDemandAllow?: string | string[];
+  /**
+   * URL asked before a certificate is obtained on demand, as Caddy's `on_demand_tls ask`: `GET <url>?domain=<name>`,
+   * issuance only on a 2xx answer. With `onDemandAllow` too, a name must match the list and be approved.
+   * @default none
+   */
+  onDemandAsk?: string;
+  /** Most names holding (or being issued) an on-demand certificate; past it, new names get none. @default 1000 */
+  onDemandMaxNames?: number | string;
+  /** Most ACME orders placed in any 60 s (renewals included); one over waits for the window. @default 10 */
+  acmeOrdersPerMinute?: number | string;
   /** Largest request body accepted; larger gets 413. @default 268435456 (256 MiB, a gateway's largest asset upload) */
   maxBodyBytes?: number | string;
   /** Largest request head (request line + headers) accepted; larger gets 431. @default 16384 */
@@ -87,6 +97,10 @@ export interface ProxyOptions {
   requestTimeoutMs?: number | string;
   /** A kept-alive client connection idle this long between requests is closed. @default 5000 */
   keepAliveTimeoutMs?: number | string;
+  /** A WebSocket tunnel with no bytes either way for this long is closed. @default 600000 (10 min) */
+  wsIdleTimeoutMs?: number | string;
+  /** Most open connections per listener; past it new ones are closed at accept, open ones unaffected. @default 10000 */
+  maxConnections?: number | string;
   /** Period of active health checks (`GET healthPath`) against each upstream. @default 5000 */
   healthIntervalMs?: number | string;
   /** A health check slower than this counts as failed. @default 2000 */
@@ -125,11 +139,16 @@ export interface ProxyConfig {
   readonly certDir: string;
   readonly trustedProxies: readonly string[];
   readonly onDemandAllow: readonly string[];
+  readonly onDemandAsk: string | null;
+  readonly onDemandMaxNames: number;
+  readonly acmeOrdersPerMinute: number;
   readonly maxBodyBytes: number;
   readonly maxHeaderBytes: number;
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  readonly wsIdleTimeoutMs: number;
+  readonly maxConnections: number;
   readonly healthIntervalMs: number;
   readonly healthTimeoutMs: number;
   readonly healthPath: string;
@@ -155,10 +174,11 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof ProxyOptions>([
   "acmeCaBundleFile", "certDir", "trustedProxies", "onDemandAllow", "maxBodyBytes", "maxHeaderBytes",
   "headersTimeoutMs", "requestTimeoutMs", "keepAliveTimeoutMs",  "healthIntervalMs", "healthTimeoutMs", "healthPath", "hstsMaxAgeSeconds", "redirectHttp", "renewalWindowRatio",
   "renewCheckIntervalMs", "acmeRetryMinMs", "acmeRetryMaxMs", "accessLog",
+  "onDemandAsk", "onDemandMaxNames", "acmeOrdersPerMinute", "wsIdleTimeoutMs", "maxConnections",
 ]);
 
 // RFC 1123 labels; a leading "*." is handled by the callers that allow wildcards.
-const HOSTNAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+export const HOSTNAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 /**
  * Validates `opts`, applies defaults and returns a deeply frozen config.
@@ -195,8 +215,12 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
   if (onDemandAllow.length > 0 && tls !== TlsMode.acme) {
     throw new InvalidConfigError("onDemandAllow", 'on-demand issuance needs tls: "acme"');
   }
-  if (tls === TlsMode.acme && domain.length === 0 && onDemandAllow.length === 0) {
-    throw new InvalidConfigError("domain", 'tls: "acme" needs at least one domain (or an onDemandAllow list)');
+  const onDemandAsk = mapNull(optString("onDemandAsk", o.onDemandAsk), (u) => parseAskUrl(u));
+  if (onDemandAsk !== null && tls !== TlsMode.acme) {
+    throw new InvalidConfigError("onDemandAsk", 'on-demand issuance needs tls: "acme"');
+  }
+  if (tls === TlsMode.acme && domain.length === 0 && onDemandAllow.length === 0 && onDemandAsk === null) {
+    throw new InvalidConfigError("domain", 'tls: "acme" needs at least one domain (or onDemandAllow / onDemandAsk)');
   }
 
   const certFile = optString("certFile", o.certFile);
@@ -255,6 +279,10 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
     certDir,
     trustedProxies,
     onDemandAllow,
+    onDemandAsk,
+    onDemandMaxNames: num("onDemandMaxNames", o.onDemandMaxNames, 1000, { min: 1 }),
+    // Let's Encrypt allows 300 new orders per account per 3 hours: 10 a minute stays clear of it in bursts only.
+    acmeOrdersPerMinute: num("acmeOrdersPerMinute", o.acmeOrdersPerMinute, 10, { min: 1 }),
     // As large as the largest body a gateway takes (an asset upload, 256 MiB by default): bodies stream through.
     maxBodyBytes: num("maxBodyBytes", o.maxBodyBytes, 256 * 1024 * 1024, { min: 0 }),
     maxHeaderBytes: num("maxHeaderBytes", o.maxHeaderBytes, 16 * 1024, { min: 1024, max: 1024 * 1024 }),
@@ -262,6 +290,8 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
     headersTimeoutMs: num("headersTimeoutMs", o.headersTimeoutMs, 60_000, { min: 10 }),
     requestTimeoutMs: num("requestTimeoutMs", o.requestTimeoutMs, 300_000, { min: 10 }),
     keepAliveTimeoutMs: num("keepAliveTimeoutMs", o.keepAliveTimeoutMs, 5_000, { min: 10 }),
+    wsIdleTimeoutMs: num("wsIdleTimeoutMs", o.wsIdleTimeoutMs, 600_000, { min: 10 }),
+    maxConnections: num("maxConnections", o.maxConnections, 10_000, { min: 1 }),
     healthIntervalMs: num("healthIntervalMs", o.healthIntervalMs, 5_000, { min: 10 }),
     healthTimeoutMs: num("healthTimeoutMs", o.healthTimeoutMs, 2_000, { min: 10 }),
     healthPath,
@@ -331,6 +361,23 @@ function parseUpstream(text: string): UpstreamTarget {
   }
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   return { origin: url.origin, hostname, port: url.port === "" ? 80 : Number(url.port) };
+}
+
+/** The on-demand ask hook: an http(s) URL without credentials or fragment (`?domain=` is added to its query). */
+function parseAskUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new InvalidConfigError("onDemandAsk", `not a URL: ${JSON.stringify(text)}`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new InvalidConfigError("onDemandAsk", "must be an http:// or https:// URL");
+  }
+  if (url.username !== "" || url.password !== "" || url.hash !== "") {
+    throw new InvalidConfigError("onDemandAsk", "no credentials or fragment in the URL");
+  }
+  return url.href;
 }
 
 function list(key: string, value: unknown): string[] {

@@ -21,6 +21,8 @@ export const ProxyErrorCode = {
   PROXY_ERR_UPSTREAM_CLOSED: "PROXY_ERR_UPSTREAM_CLOSED",
   /** An upstream answered with something that is not a well-formed HTTP/1.1 response. */
   PROXY_ERR_UPSTREAM_PROTOCOL: "PROXY_ERR_UPSTREAM_PROTOCOL",
+  /** A client sent bytes that are not a request this proxy will read (malformed, ambiguous framing, too large). */
+  PROXY_ERR_BAD_REQUEST: "PROXY_ERR_BAD_REQUEST",
 } as const;
 export type ProxyErrorCode = (typeof ProxyErrorCode)[keyof typeof ProxyErrorCode];
 
@@ -89,4 +91,13 @@ export class UpstreamError extends ProxyError {
     super(code, message, options);
     this.name = "UpstreamError";
   }
+}
+
+/**
+ * A whole HTTP/1.1 answer that ends the connection, for a client whose bytes cannot be trusted any further: a
+ * JSON body with a stable code says why, as every other refusal does.
+ */
+export function closingAnswer(status: number, reason: string, message: string, code: string = ProxyErrorCode.PROXY_ERR_BAD_REQUEST): string {
+  const body = JSON.stringify({ code, message });
+  return `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }

@@ -14,8 +14,11 @@
  *   is rejected with 400 (Node's parser rejects most of these already; the check here is the backstop);
  * - the body's framing is the client's: a chunked body is re-sent chunked (an unframed body would reach the upstream
  *   as a second, smuggled request), a declared one with its length (Node's parser holds the body to it);
- * - more than one `Host` is refused with 400 (RFC 9112 §3.2); `Expect` is answered here (Node sends the
- *   `100 Continue`) and not forwarded;
+ * - more than one `Host`, or one that is not a plain host name, is refused with 400 (RFC 9112 §3.2); a `Host` the
+ *   proxy does not serve gets 421 and is never forwarded (the upstream builds links from it: cache and password-reset
+ *   poisoning); `Expect` is answered here (the front sends the `100 Continue`) and not forwarded;
+ * - a WebSocket upgrade needs HTTP/1.1 and exactly one `Upgrade: websocket`, at most one key and version: with two,
+ *   what the proxy checked would not be what the upstream reads; an idle tunnel closes after `wsIdleTimeoutMs`;
  * - `X-Forwarded-*`, `Forwarded` and `X-Real-IP` from the client are dropped unless the peer is a trusted proxy;
  *   `X-Forwarded-For/Proto/Host` are then set (appended to, for trusted peers).
  */
@@ -24,9 +27,11 @@ import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { createProxyServer } from "http-proxy-3";
+import { closingAnswer } from "./errors.js";
 import { formatAccessLine } from "./access-log.js";
 import type { ProxyConfig } from "./config.js";
 import type { ProxyEvent } from "./events.js";
+import { hostName } from "./hosts.js";
 import type { UpstreamPool } from "./upstreams.js";
 import type { Exchange, ResponseHandler } from "./upstream-http.js";
 import type { FrontRequest, FrontResponse } from "./front.js";
@@ -62,6 +67,8 @@ export interface ForwardDeps {
   /** Access-log sink, `null` when the access log is off. */
   readonly log: ((line: string) => void) | null;
   readonly emit: (e: ProxyEvent) => void;
+  /** True for a host name (from `hostName`) this proxy serves. */
+  readonly servesHost: (name: string) => boolean;
 }
 
 /** The result of header hygiene: outgoing headers as a flat `[name, value, …]` list, or an HTTP error status. */
@@ -75,9 +82,16 @@ interface Framed {
 
 /**
  * One pass over `rawHeaders`. `upgrade` keeps `Connection: Upgrade` + `Upgrade` for WebSocket hand-off.
- * Returns a status code (400/413) for requests that must be refused.
+ * Returns a status code (400/413/421) for requests that must be refused.
  */
-function buildRequestHeaders(req: FrontRequest, proto: string, trusted: boolean, maxBodyBytes: number, upgrade: boolean): Built {
+function buildRequestHeaders(
+  req: FrontRequest,
+  proto: string,
+  trusted: boolean,
+  maxBodyBytes: number,
+  upgrade: boolean,
+  servesHost: (name: string) => boolean,
+): Built {
   const raw = req.rawHeaders;
   const n = raw.length;
   // Names listed in Connection must go too (RFC 9110 §7.6.1); found first since Connection may come last.
@@ -129,6 +143,11 @@ function buildRequestHeaders(req: FrontRequest, proto: string, trusted: boolean,
       continue;
     }
     out.push(name, value);
+  }
+  if (hosts === 1) {
+    const name = hostName(host);
+    if (name === null) return 400;
+    if (!servesHost(name)) return 421;
   }
   let chunked = false;
   if (te !== null) {
@@ -203,6 +222,24 @@ function fieldValue(raw: readonly string[], lower: string): string | undefined {
   return undefined;
 }
 
+/** Exactly one `Upgrade`, and it says `websocket`; at most one `Sec-WebSocket-Key` and `Sec-WebSocket-Version`. */
+function plainWebSocketUpgrade(raw: readonly string[]): boolean {
+  let upgrades = 0;
+  let keys = 0;
+  let versions = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase();
+    if (lower === "upgrade") {
+      if (++upgrades > 1 || raw[i + 1]!.trim().toLowerCase() !== "websocket") return false;
+    } else if (lower === "sec-websocket-key") {
+      if (++keys > 1) return false;
+    } else if (lower === "sec-websocket-version") {
+      if (++versions > 1) return false;
+    }
+  }
+  return upgrades === 1;
+}
+
 const noop = (): void => undefined;
 
 /** Builds the `request`, `upgrade` and `clientError` handlers of the HTTPS server. */
@@ -215,7 +252,7 @@ export function createForwarder(deps: ForwardDeps): {
   onRefused: (peer: string, status: number) => void;
   close: () => void;
 } {
-  const { config, pool, isTrusted, log } = deps;
+  const { config, pool, isTrusted, log, servesHost } = deps;
   const hsts = config.hstsMaxAgeSeconds > 0 ? `max-age=${config.hstsMaxAgeSeconds}` : null;
   const maxBody = config.maxBodyBytes;
 
@@ -223,9 +260,11 @@ export function createForwarder(deps: ForwardDeps): {
     const start = log !== null ? performance.now() : 0;
     req.body?.on("error", noop); // client went away mid-body: handled by the response's close
     const peer = req.peer;
-    const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, false);
+    const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, false, servesHost);
     if (typeof built === "number") {
-      sendError(res, built, built === 413 ? "PROXY_ERR_BODY_TOO_LARGE" : "PROXY_ERR_BAD_REQUEST", hsts, true);
+      const code =
+        built === 413 ? "PROXY_ERR_BODY_TOO_LARGE" : built === 421 ? "PROXY_ERR_MISDIRECTED" : "PROXY_ERR_BAD_REQUEST";
+      sendError(res, built, code, hsts, true);
       req.body?.resume();
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, built, performance.now() - start, null));
       return;
@@ -349,6 +388,9 @@ export function createForwarder(deps: ForwardDeps): {
         return;
       }
       upgraded.add(socket);
+      // No bytes either way for this long: the tunnel is gone (a peer vanished without a FIN) or abandoned.
+      socket.setTimeout(config.wsIdleTimeoutMs);
+      socket.once("timeout", () => socket.destroy());
       // When one side closes, http-proxy-3 only `end()`s the other. A side that was paused at that moment (the pipe
       // waits for a `drain` the dead peer never sends: any frame relayed while a client vanishes) never reads the
       // EOF, so it is never destroyed: its descriptor and ~7 KB of heap stayed for good (measured: ~110 of 200
@@ -367,12 +409,15 @@ export function createForwarder(deps: ForwardDeps): {
     const peer = req.peer;
     const subprotocols = fieldValue(req.rawHeaders, "sec-websocket-protocol");
     const reject = (status: number, text: string): void => {
-      if (socket.writable) socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      if (socket.writable) socket.end(closingAnswer(status, text, `WebSocket upgrade refused: ${text.toLowerCase()}`, status === 503 ? "PROXY_ERR_NO_UPSTREAM" : status === 421 ? "PROXY_ERR_MISDIRECTED" : undefined));
       else socket.destroy();
       if (log !== null) log(formatAccessLine(peer, req.method, req.url, status, performance.now() - start, null, subprotocols));
     };
-    if (req.method !== "GET" || fieldValue(req.rawHeaders, "upgrade")?.toLowerCase() !== "websocket") return reject(400, "Bad Request");
-    const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, true);
+    if (req.method !== "GET" || req.httpVersion !== "1.1" || !plainWebSocketUpgrade(req.rawHeaders)) {
+      return reject(400, "Bad Request");
+    }
+    const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, true, servesHost);
+    if (built === 421) return reject(421, "Misdirected Request");
     if (typeof built === "number" || built.chunked || built.contentLength > 0) return reject(400, "Bad Request");
     const u = pool.pick();
     if (u === null) return reject(503, "Service Unavailable");
@@ -394,11 +439,13 @@ export function createForwarder(deps: ForwardDeps): {
     });
     wsProxy.ws(proxied, socket, head, { target: { host: u.target.hostname, port: u.target.port, protocol: "http:" } }, (err: Error) => {
       const code = (err as NodeJS.ErrnoException).code ?? "";
-      if (CONNECTION_ERRORS.has(code)) pool.markDown(u, code);
+      // Only a failure to reach the upstream says it is down: after the 101 an error belongs to this one tunnel
+      // (the gateway closing a client that sent an oversize frame must not take the upstream out for everyone).
+      if (CONNECTION_ERRORS.has(code) && !upgraded.has(socket)) pool.markDown(u, code);
       // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
       // (the client reconnects and resumes, design §5).
       if (!upgraded.has(socket) && socket.writable) {
-        socket.end("HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        socket.end(closingAnswer(502, "Bad Gateway", "the upstream did not take the WebSocket", "PROXY_ERR_UPSTREAM_CONNECT"));
       } else {
         socket.destroy();
       }
@@ -415,7 +462,7 @@ export function createForwarder(deps: ForwardDeps): {
     // always close: after a parse error the byte stream cannot be trusted to hold request boundaries.
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
     const text = status === 431 ? "Request Header Fields Too Large" : status === 408 ? "Request Timeout" : "Bad Request";
-    socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    socket.end(closingAnswer(status, text, `the request could not be read: ${text.toLowerCase()}`));
     if (log !== null) log(formatAccessLine((socket as Socket).remoteAddress, "-", "-", status, 0, null));
   }
 

@@ -29,7 +29,7 @@ import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
-import { ProxyError, ProxyErrorCode } from "./errors.js";
+import { closingAnswer, ProxyError, ProxyErrorCode } from "./errors.js";
 
 /** The shape of Node's `HTTPParser` binding this file relies on. */
 interface LlHttp {
@@ -434,7 +434,8 @@ class FrontConnection {
       active.fireClose();
     }
     if (this.active === null && this.socket.writable) {
-      this.socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Bad Request"}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, "latin1");
+      const reason = STATUS_CODES[status] ?? "Bad Request";
+      this.socket.end(closingAnswer(status, reason, `the request could not be read: ${reason.toLowerCase()}`), "latin1");
       this.front.handlers.onRefused(this.socket.remoteAddress ?? "-", status);
     } else {
       this.socket.destroy();

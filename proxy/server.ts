@@ -5,7 +5,10 @@
  *   front of `front.ts` reads: HSTS, HTTP and WebSocket proxying.
  * - HTTP (`httpPort`): Node's HTTP server, not a hot path: answers `/.well-known/acme-challenge/<token>` and
  *   redirects everything else to HTTPS with 308 (method and body preserved, RFC 9110 §15.4.9), like Caddy's
- *   automatic redirects.
+ *   automatic redirects, for served hosts only (421 otherwise: an unknown Host is never echoed into `Location`).
+ *
+ * Each listener accepts at most `maxConnections` sockets (TLS handshakes and tunnels included); past it Node closes
+ * new ones at accept, before any JavaScript object exists for them, and open ones are untouched.
  *
  * The process must never die because of a peer: every socket gets an error listener before anything else can
  * happen to it; parse errors are answered by the front on HTTPS and by `onClientError` on HTTP.
@@ -17,10 +20,11 @@ import { stdoutAccessLog } from "./access-log.js";
 import { CertManager, type CertificateInfo } from "./cert-manager.js";
 import { TLS_POSTURE } from "./certs.js";
 import { type ProxyConfig, trustedProxyMatcher } from "./config.js";
-import { ProxyError, ProxyErrorCode } from "./errors.js";
+import { closingAnswer, ProxyError, ProxyErrorCode } from "./errors.js";
 import type { ProxyEvent, ProxyHooks } from "./events.js";
 import { createForwarder } from "./forward.js";
 import { Front } from "./front.js";
+import { hostAuthority, hostName } from "./hosts.js";
 import { UpstreamPool, type UpstreamHealth } from "./upstreams.js";
 
 /** A started proxy. `stop()` is the only way to end it; it is idempotent. */
@@ -66,6 +70,7 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     isTrusted: trustedProxyMatcher(config.trustedProxies),
     log: sink !== null ? sink.write : null,
     emit,
+    servesHost: (name) => certs.servesHost(name),
   });
 
   const sockets = new Set<Socket>();
@@ -89,6 +94,7 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     ALPNProtocols: ["http/1.1"],
   });
   certs.onDefaultChange = (cert) => https.setSecureContext({ ...TLS_POSTURE, cert: cert.certPem, key: cert.keyPem });
+  https.maxConnections = config.maxConnections;
   https.on("connection", track);
   https.on("secureConnection", (socket: TLSSocket) => {
     track(socket);
@@ -100,12 +106,13 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
   const http: HttpServer = createHttpServer({ maxHeaderSize: config.maxHeaderBytes, noDelay: true }, (req, res) => {
     void handlePlainHttp(req, res, config, certs, () => boundHttpsPort);
   });
+  http.maxConnections = config.maxConnections;
   http.on("connection", track);
   http.on("clientError", forwarder.onClientError);
   // An upgrade on port 80 (ws://) gets no tunnel: clients must use wss:// like everything else.
   http.on("upgrade", (_req: IncomingMessage, socket: Socket) => {
     socket.on("error", noop);
-    socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    socket.end(closingAnswer(400, "Bad Request", "WebSockets are served on https (wss://) only"));
   });
 
   let boundHttpsPort = 0;
@@ -168,15 +175,17 @@ async function handlePlainHttp(req: IncomingMessage, res: ServerResponse, config
     }
     return;
   }
-  // Only a syntactically plain host goes into Location: no header injection, no userinfo tricks.
-  const hostHeader = req.headers.host ?? "";
-  const m = /^([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::\d+)?$/i.exec(hostHeader);
-  if (!config.redirectHttp || m === null) {
-    res.writeHead(m === null ? 400 : 404, { "content-type": "text/plain", "content-length": 0, connection: "close" }).end();
+  // Only a plain host this proxy serves goes into Location: no header injection, no userinfo tricks, no open
+  // redirect to a name an attacker put in Host.
+  const name = hostName(req.headers.host ?? "");
+  const status = name === null ? 400 : !certs.servesHost(name) ? 421 : !config.redirectHttp ? 404 : 0;
+  if (status !== 0) {
+    res.writeHead(status, { "content-type": "text/plain", "content-length": 0, connection: "close" }).end();
     return;
   }
   const port = httpsPort();
-  const location = `https://${m[1]!}${port === 443 ? "" : `:${port}`}${url.startsWith("/") ? url : `/${url}`}`;
+  const authority = `${hostAuthority(name!)}${port === 443 ? "" : `:${port}`}`;
+  const location = `https://${authority}${url.startsWith("/") ? url : `/${url}`}`;
   res.writeHead(308, { location, "content-length": 0 }).end();
   req.resume();
 }

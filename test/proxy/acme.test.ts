@@ -1,8 +1,11 @@
 /**
  * ACME end to end against Pebble (reliability S11): issuance over HTTP-01, renewal at a third of the lifetime,
- * the CA going down during renewal, nonce rejection, on-demand issuance limited to the allow-list.
+ * the CA going down during renewal, nonce rejection, on-demand issuance limited to the allow-list and the ask hook,
+ * and capped in names and in orders per minute.
  */
 import { stat } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import t from "tap";
 import { compileProxyConfig, startProxy, type ProxyEvent, type RunningProxy } from "../../proxy/index.js";
@@ -129,4 +132,52 @@ t.test("proxy acme - on-demand issuance happens only for hosts on the allow-list
   t.notOk(r.events.some((e) => e.type === "cert.installed" && e.name === "evil.example.net"));
   const deeper = await peerCertificate(r.proxy.httpsPort, "a.b.ondemand.example.com");
   t.notMatch(deeper.subjectaltname ?? "", /a\.b\.ondemand/, "the wildcard allows one label only");
+});
+
+/** An on-demand ask hook: answers 200 for `approved` names, 403 for others, and records every `domain` asked. */
+async function askHook(t: Teardowns, approved: readonly string[]): Promise<{ url: string; asked: string[] }> {
+  const asked: string[] = [];
+  const server = createServer((req, res) => {
+    const domain = new URL(req.url ?? "/", "http://x").searchParams.get("domain") ?? "";
+    asked.push(domain);
+    res.writeHead(approved.includes(domain) ? 200 : 403).end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/check?token=t1`, asked };
+}
+
+const issuedNames = (r: Rig): string[] =>
+  r.events.flatMap((e) => (e.type === "cert.installed" && e.source === "acme" ? [e.name] : [])).sort();
+
+t.test("proxy acme - on-demand names need the ask hook's 2xx (and the allow-list, when both are set)", async (t) => {
+  const hook = await askHook(t, ["good.ask.example.com"]);
+  const r = await rig(t, { proxy: { domain: [], onDemandAllow: ["*.ask.example.com"], onDemandAsk: hook.url } });
+  const good = await servedCert(r, "good.ask.example.com");
+  t.match(good.subjectaltname, "DNS:good.ask.example.com", "approved: issued during the first handshake");
+  const refused = await peerCertificate(r.proxy.httpsPort, "evil.ask.example.com");
+  t.notMatch(refused.subjectaltname ?? "", /evil\.ask/, "refused by the hook: no certificate");
+  await peerCertificate(r.proxy.httpsPort, "evil.ask.example.com");
+  await peerCertificate(r.proxy.httpsPort, "off.list.example.net");
+  t.same(hook.asked, ["good.ask.example.com", "evil.ask.example.com"], "once per name, never for a name off the list");
+  t.same(issuedNames(r), ["good.ask.example.com"]);
+});
+
+t.test("proxy acme - a flood of allowed SNI names issues at most onDemandMaxNames certificates", async (t) => {
+  const r = await rig(t, { proxy: { domain: [], onDemandAllow: ["*.flood.example.com"], onDemandMaxNames: 2 } });
+  const names = Array.from({ length: 8 }, (_, i) => `n${i}.flood.example.com`);
+  await Promise.all(names.map((n) => peerCertificate(r.proxy.httpsPort, n)));
+  t.equal(issuedNames(r).length, 2, "two names issued");
+  const late = await peerCertificate(r.proxy.httpsPort, "late.flood.example.com");
+  t.notMatch(late.subjectaltname ?? "", /late\.flood/, "a name past the cap gets none, later too");
+  t.equal(r.proxy.certificates().length, 2);
+});
+
+t.test("proxy acme - a flood of allowed SNI names places at most acmeOrdersPerMinute orders", async (t) => {
+  const r = await rig(t, { proxy: { domain: [], onDemandAllow: ["*.rate.example.com"], acmeOrdersPerMinute: 1 } });
+  const names = Array.from({ length: 6 }, (_, i) => `n${i}.rate.example.com`);
+  await Promise.all(names.map((n) => peerCertificate(r.proxy.httpsPort, n)));
+  await r.proxy.checkCertificates(); // a maintenance pass does not retry throttled on-demand names either
+  t.equal(issuedNames(r).length, 1, "one order in the minute");
+  t.notOk(r.events.some((e) => e.type === "cert.renew_failed"), "throttling is not reported as a failure");
 });

@@ -79,3 +79,22 @@ t.test("proxy config - DEV_TLS_OPTIONS compile to self-signed on 127.0.0.1:8443/
   const c = compileProxyConfig({ ...DEV_TLS_OPTIONS, upstream: ["http://127.0.0.1:8000"] });
   t.match(c, { tls: "self-signed", host: "127.0.0.1", httpsPort: 8443, httpPort: 8080, hstsMaxAgeSeconds: 0, domain: ["localhost"] });
 });
+
+t.test("proxy config - hostile-input settings: defaults, and bad values named by key", async (t) => {
+  const c = compileProxyConfig({ upstream: ["http://127.0.0.1:8000"], domain: ["example.com"] });
+  t.equal(c.wsIdleTimeoutMs, 600_000);
+  t.equal(c.maxConnections, 10_000);
+  t.equal(c.onDemandAsk, null);
+  t.equal(c.onDemandMaxNames, 1000);
+  t.equal(c.acmeOrdersPerMinute, 10);
+  const ask = compileProxyConfig({ upstream: ["http://127.0.0.1:8000"], onDemandAsk: "http://127.0.0.1:9/ok?x=1" });
+  t.equal(ask.onDemandAsk, "http://127.0.0.1:9/ok?x=1", "an ask hook alone is enough for on-demand ACME");
+  const base = { upstream: ["http://127.0.0.1:8000"], domain: ["example.com"] };
+  t.equal(rejectKey({ ...base, onDemandAsk: "ftp://127.0.0.1/ask" }), "onDemandAsk");
+  t.equal(rejectKey({ ...base, onDemandAsk: "http://u:p@127.0.0.1/ask" }), "onDemandAsk");
+  t.equal(rejectKey({ upstream: ["http://127.0.0.1:8000"], tls: "self-signed", onDemandAsk: "http://127.0.0.1/a" }), "onDemandAsk");
+  t.equal(rejectKey({ ...base, maxConnections: 0 }), "maxConnections");
+  t.equal(rejectKey({ ...base, wsIdleTimeoutMs: "soon" }), "wsIdleTimeoutMs");
+  t.equal(rejectKey({ ...base, onDemandMaxNames: 0 }), "onDemandMaxNames");
+  t.equal(rejectKey({ ...base, acmeOrdersPerMinute: 0.5 }), "acmeOrdersPerMinute");
+});
