@@ -12,12 +12,18 @@
  * - The end of a prompt is `executing` with `node: null` (sent after the history write), not `execution_success`.
  * - Cancel removes a queued prompt (`POST /queue {delete}`) and interrupts a running one (`POST /interrupt
  *   {prompt_id}`), which touches no other client's prompt.
- * - ComfyUI has no authentication and must not be exposed; the agent talks to it on its host (usually loopback).
+ * - ComfyUI has no authentication and must not be exposed; the agent talks to it on its host (usually loopback). A
+ *   proxy's credentials in the URL (`http://user:pass@host`) go as a Basic `authorization` header, and the URL the
+ *   agent shows (its registration, logs, errors) has none.
+ * - Workflows and overrides are user data: keys that reach a prototype (`__proto__`, …) are refused, and every walk
+ *   over them reads own properties only.
  */
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
 import type { ObjectStore } from "@nats-io/obj";
 import { ASSET_META, extensionOf, mediaRefOf } from "../protocol/index.js";
+import { ErrorCode, GraphError, redactSecretsIn, redactUrl, secretsOfUrl } from "../protocol/index.js";
+import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../protocol/graph-check.js";
 import { NodeError, type NodeDef } from "./engine/types.js";
 import { prop } from "./nodes/util.js";
 
@@ -74,12 +80,25 @@ export class ComfyClient {
   private probeTimer: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   info: ComfyInfo;
+  /** Where requests go: `baseUrl` without its userinfo (`fetch` refuses a URL that has one). */
+  private readonly endpoint: URL;
+  /** `baseUrl`'s userinfo as a Basic `authorization` header, when it has one. */
+  private readonly headers: Record<string, string>;
+  /** `baseUrl` as it may be shown: no userinfo, no query values. */
+  readonly shownUrl: string;
 
   constructor(
     readonly baseUrl: string,
     private readonly log: (line: string) => void,
   ) {
-    this.info = { url: baseUrl, reachable: false, version: null, devices: [] };
+    this.endpoint = new URL(baseUrl);
+    const user = decodeURIComponent(this.endpoint.username);
+    const pass = decodeURIComponent(this.endpoint.password);
+    this.headers = user || pass ? { authorization: `Basic ${Buffer.from(`${user}:${pass}`).toString("base64")}` } : {};
+    this.endpoint.username = "";
+    this.endpoint.password = "";
+    this.shownUrl = redactUrl(baseUrl);
+    this.info = { url: this.shownUrl, reachable: false, version: null, devices: [] };
   }
 
   /** True while ComfyUI answers its probe and the socket is open: the agent pulls `comfyui` jobs only then. */
@@ -89,7 +108,9 @@ export class ComfyClient {
 
   async start(): Promise<void> {
     await this.probe();
-    if (!this.info.reachable) this.log(`ComfyUI at ${this.baseUrl} does not answer yet; comfyui jobs wait until it does`);
+    if (!this.info.reachable) {
+      this.log(`ComfyUI at ${this.shownUrl} does not answer yet; comfyui jobs wait until it does`);
+    }
     this.connect();
     this.probeTimer = setInterval(() => void this.probe(), PROBE_MS);
     this.probeTimer.unref();
@@ -109,24 +130,26 @@ export class ComfyClient {
     try {
       const stats = (await this.api("GET", "/system_stats")) as { system?: { comfyui_version?: string }; devices?: { name?: string; type?: string; vram_total?: number }[] };
       this.info = {
-        url: this.baseUrl,
+        url: this.shownUrl,
         reachable: true,
         version: stats.system?.comfyui_version ?? null,
         devices: (stats.devices ?? []).map((d) => ({ name: String(d.name ?? ""), type: String(d.type ?? ""), ...(typeof d.vram_total === "number" ? { vram_total: d.vram_total } : {}) })),
       };
-      if (!was) this.log(`ComfyUI at ${this.baseUrl} answers (version ${this.info.version ?? "?"}, ${this.info.devices.length} device(s))`);
+      const { version, devices } = this.info;
+      const count = `${devices.length} device(s)`;
+      if (!was) this.log(`ComfyUI at ${this.shownUrl} answers (version ${version ?? "?"}, ${count})`);
     } catch (err) {
       this.info = { ...this.info, reachable: false };
-      if (was) this.log(`ComfyUI at ${this.baseUrl} stopped answering: ${(err as Error).message}`);
+      if (was) this.log(`ComfyUI at ${this.shownUrl} stopped answering: ${(err as Error).message}`);
     }
   }
 
   private connect(): void {
     if (this.stopped) return;
-    const url = new URL("/ws", this.baseUrl);
+    const url = new URL("/ws", this.endpoint);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.searchParams.set("clientId", this.clientId);
-    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, headers: this.headers });
     this.ws = ws;
     ws.on("open", () => {
       // Previews with their prompt and node (binary type 4) rather than bare images.
@@ -173,18 +196,22 @@ export class ComfyClient {
           return;
         }
         const node = String(d.node);
-        w.hooks.log(`ComfyUI runs node ${node}${w.classes[node] ? ` (${w.classes[node]})` : ""}`);
+        const cls = Object.hasOwn(w.classes, node) ? w.classes[node] : undefined;
+        w.hooks.log(`ComfyUI runs node ${node}${cls ? ` (${cls})` : ""}`);
         return;
       }
       case "progress":
         if (typeof d.value === "number" && typeof d.max === "number") w.hooks.progress(d.value, d.max);
         return;
       case "executed":
-        if (typeof d.node === "string" && d.output && typeof d.output === "object") w.outputs[d.node] = d.output as Record<string, unknown>;
+        // A node id that would reach the outputs' prototype is ComfyUI's mistake, not an output.
+        if (typeof d.node === "string" && !FORBIDDEN_KEYS.has(d.node) && d.output && typeof d.output === "object") {
+          w.outputs[d.node] = d.output as Record<string, unknown>;
+        }
         return;
       case "execution_error": {
         const node = String(d.node_id ?? "?");
-        const cls = String(d.node_type ?? w.classes[node] ?? "?");
+        const cls = String(d.node_type ?? (Object.hasOwn(w.classes, node) ? w.classes[node] : "?"));
         const why = String(d.exception_message ?? "failed").trim();
         this.finish(promptId, (ww) => ww.fail(new ComfyError(`ComfyUI node ${node} (${cls}) failed: ${why}${d.exception_type ? ` [${String(d.exception_type)}]` : ""}`)));
         return;
@@ -247,6 +274,7 @@ export class ComfyClient {
   async run(prompt: Record<string, unknown>, signal: AbortSignal, hooks: PromptHooks): Promise<Record<string, Record<string, unknown>>> {
     signal.throwIfAborted();
     const promptId = randomUUID();
+    checkForbiddenKeys(prompt, "the ComfyUI prompt");
     const classes: Record<string, string> = {};
     for (const [id, n] of Object.entries(prompt)) classes[id] = String((n as { class_type?: unknown })?.class_type ?? "?");
     const finished = new Promise<Record<string, Record<string, unknown>>>((resolve, reject) => {
@@ -310,9 +338,9 @@ export class ComfyClient {
     const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
     const form = body instanceof FormData;
     try {
-      return await fetch(new URL(path, this.baseUrl), {
+      return await fetch(new URL(path, this.endpoint), {
         method,
-        headers: body === undefined || form ? {} : { "content-type": "application/json" },
+        headers: body === undefined || form ? this.headers : { ...this.headers, "content-type": "application/json" },
         body: body === undefined ? undefined : form ? body : JSON.stringify(body),
         signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });
@@ -320,7 +348,8 @@ export class ComfyClient {
       if (signal?.aborted) throw signal.reason;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const why = timeout.aborted ? `no answer in ${REQUEST_TIMEOUT_MS} ms` : (cause?.code ?? cause?.message ?? (err as Error).message);
-      throw new ComfyError(`ComfyUI at ${this.baseUrl} is unreachable (${method} ${path.split("?")[0]}: ${why})`);
+      const said = `ComfyUI at ${this.shownUrl} is unreachable (${method} ${path.split("?")[0]}: ${why})`;
+      throw new ComfyError(redactSecretsIn(said, secretsOfUrl(this.baseUrl)));
     }
   }
 
@@ -344,20 +373,36 @@ export class ComfyClient {
   }
 }
 
-/** Sets `"<node id>.<input>"` keys of `overrides` into a copy of the API-format `workflow`. */
+/**
+ * Sets `"<node id>.<input>"` keys of `overrides` into a copy of the API-format `workflow`. A key, node id or input
+ * name that could reach a prototype (`__proto__`, `constructor`, `prototype`) anywhere in either is refused
+ * (`GraphError` PROTO_ERR_FORBIDDEN_KEY); nodes and inputs are looked up as own properties only.
+ */
 export function applyOverrides(workflow: Record<string, unknown>, overrides: Record<string, unknown>): Record<string, unknown> {
+  checkForbiddenKeys(workflow, '"workflow"');
+  checkForbiddenKeys(overrides, '"overrides"');
   const out = structuredClone(workflow) as Record<string, { class_type?: unknown; inputs?: Record<string, unknown> }>;
   for (const [key, value] of Object.entries(overrides)) {
     const dot = key.indexOf(".");
     if (dot <= 0 || dot === key.length - 1) throw new NodeError(`override "${key}" must be "<ComfyUI node id>.<input name>"`);
-    const node = out[key.slice(0, dot)];
-    if (!node || typeof node !== "object") throw new NodeError(`override "${key}": the workflow has no node ${key.slice(0, dot)}`);
-    node.inputs = { ...(node.inputs ?? {}), [key.slice(dot + 1)]: value };
+    const id = key.slice(0, dot);
+    const input = key.slice(dot + 1);
+    const bad = [id, input].find((k) => FORBIDDEN_KEYS.has(k));
+    if (bad !== undefined) {
+      const message = `override "${key}" names the forbidden key "${bad}"`;
+      throw new GraphError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, message, key);
+    }
+    const node = Object.hasOwn(out, id) ? out[id] : undefined;
+    if (!node || typeof node !== "object") throw new NodeError(`override "${key}": the workflow has no node ${id}`);
+    const own = Object.hasOwn(node, "inputs") ? node.inputs : undefined;
+    const inputs = own !== null && typeof own === "object" ? own : {};
+    node.inputs = { ...inputs, [input]: value };
   }
   return out;
 }
 
 function checkWorkflow(v: unknown): Record<string, unknown> {
+  checkForbiddenKeys(v, '"workflow"');
   if (v === null || typeof v !== "object" || Array.isArray(v) || Object.keys(v).length === 0) {
     throw new NodeError(`"workflow" must be a ComfyUI API-format prompt: {"<node id>": {"class_type": …, "inputs": {…}}, …} (ComfyUI's "Export (API)")`);
   }
@@ -417,6 +462,7 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
     process: async (ctx, inputs) => {
       const overrides = inputs.overrides === null || inputs.overrides === undefined ? {} : inputs.overrides;
       if (typeof overrides !== "object" || Array.isArray(overrides)) throw new NodeError(`"overrides" must be an object of "<node id>.<input>": value`);
+      checkForbiddenKeys(overrides, '"overrides"');
       const workflowIn = checkWorkflow(inputs.workflow);
       // Checked before anything is uploaded: a wrong key fails without touching ComfyUI.
       applyOverrides(workflowIn, overrides as Record<string, unknown>);

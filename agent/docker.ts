@@ -8,7 +8,9 @@
  * given the agent's GPUs by device id (`gpus`, else those detected: a Docker device request the NVIDIA
  * Container Toolkit serves); other runs get no device at all.
  *
- * The run talks to the agent over a unix socket in a per-run directory mounted into the container
+ * The run talks to the agent over a unix socket in a per-run directory mounted into the container. Every run's
+ * directory lies in one parent of the agent's, mode 0700: the container reaches its own through the mount, and no
+ * other user of the host (nor another run) can reach any run's socket and pose as its runner
  * (agent/runner-frames.ts): a container has no IPC channel, and its stdout belongs to whatever a node prints
  * (forwarded to the agent's stderr). A second connection from a watchdog thread is the run's lifeline: when
  * the agent dies, the socket closes, and the runner kills itself even if a node holds its event loop (the
@@ -20,8 +22,8 @@
  * (`dockerImage`) with `node` on its PATH, of the version the agent runs; it is not built over.
  */
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
+import { existsSync, rmSync } from "node:fs";
+import { chmod, lstat, mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -60,6 +62,29 @@ const IMAGE_NODE = "usr/local/bin/node";
 /** The user a run is: `nobody`, with no home and no files of its own. */
 const RUN_USER = "65534:65534";
 const TMP_MB = 64;
+
+let runsParent: Promise<string> | null = null;
+
+/**
+ * The directory every run's directory of this process goes in: made once (`mkdtemp`, so its name is not known
+ * beforehand), mode 0700 and this process's own, checked as such; removed with what is left in it at exit.
+ */
+export function runsDir(): Promise<string> {
+  if (runsParent) return runsParent;
+  runsParent = (async () => {
+    const dir = await mkdtemp(join(tmpdir(), "nodeway-runs-"));
+    await chmod(dir, 0o700);
+    const st = await lstat(dir);
+    const uid = process.getuid?.();
+    if (!st.isDirectory() || (st.mode & 0o777) !== 0o700 || (uid !== undefined && st.uid !== uid)) {
+      throw new Error(`${dir} is not a directory of this agent's with mode 0700`);
+    }
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    return dir;
+  })();
+  runsParent.catch(() => (runsParent = null)); // the next run tries again
+  return runsParent;
+}
 
 /** Docker's answer to a call, or why it failed, as one line. */
 function why(err: unknown): string {
@@ -234,7 +259,8 @@ class ContainerChannel implements Channel {
   }
 
   private async start(): Promise<void> {
-    this.dir = await mkdtemp(join(tmpdir(), "nodeway-run-"));
+    // Only the container reaches it (through its mount): the parent is the agent's alone.
+    this.dir = await mkdtemp(join(await runsDir(), "run-"));
     // The run is another user: it may pass through the directory and use the socket, not list or add files.
     await chmod(this.dir, 0o711);
     const path = join(this.dir, SOCKET_NAME);

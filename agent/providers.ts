@@ -6,12 +6,14 @@
  *
  * A provider's refusal (bad key, unknown model, rate limit) or an endpoint that does not answer becomes a
  * `NodeError` saying which provider, what it said and its HTTP status; the SDKs' own retries are limited to one,
- * so a dead endpoint fails the node in seconds rather than minutes.
+ * so a dead endpoint fails the node in seconds rather than minutes. No such message quotes a credential: a base
+ * URL is shown without its userinfo and query values, and those (and the key) are cut from whatever the SDK said.
  */
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { Ollama, type AbortableAsyncIterator, type ChatResponse } from "ollama";
 import { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, type AgentModel, type ChatEndMetadata, type ChatTurn, type FinishReason, type LlmProvider } from "../protocol/index.js";
+import { redactSecretsIn, redactUrl, secretsOfUrl } from "../protocol/index.js";
 import { NodeError } from "./engine/types.js";
 
 export const PROVIDERS = LLM_PROVIDERS;
@@ -45,31 +47,39 @@ function needKey(env: NodeJS.ProcessEnv, name: string, provider: string): string
 }
 
 /** Each provider's client from the agent's environment (its key and endpoint), for a chat or a model listing. */
-function openaiClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): { client: OpenAI; baseURL: string } {
+type Client<C> = { client: C; baseURL: string; key: string };
+function openaiClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): Client<OpenAI> {
   const baseURL = env.OPENAI_BASE_URL || "https://api.openai.com/v1";
-  return { client: new OpenAI({ apiKey: needKey(env, "OPENAI_API_KEY", "OpenAI"), baseURL, maxRetries, timeout }), baseURL };
+  const key = needKey(env, "OPENAI_API_KEY", "OpenAI");
+  return { client: new OpenAI({ apiKey: key, baseURL, maxRetries, timeout }), baseURL, key };
 }
-function anthropicClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): { client: Anthropic; baseURL: string } {
+function anthropicClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): Client<Anthropic> {
   const baseURL = env.ANTHROPIC_BASE_URL || "https://api.anthropic.com";
-  return { client: new Anthropic({ apiKey: needKey(env, "ANTHROPIC_API_KEY", "Anthropic"), baseURL, maxRetries, timeout }), baseURL };
+  const key = needKey(env, "ANTHROPIC_API_KEY", "Anthropic");
+  return { client: new Anthropic({ apiKey: key, baseURL, maxRetries, timeout }), baseURL, key };
 }
 const ollamaHost = (env: NodeJS.ProcessEnv) => env.OLLAMA_HOST || "http://127.0.0.1:11434";
 
+/** A provider's failure as a `NodeError` whose message holds no credential of `endpoint` nor the `key`. */
+function failure(message: string, endpoint: string, key?: string): NodeError {
+  return new NodeError(redactSecretsIn(message, [...secretsOfUrl(endpoint), ...(key ? [key] : [])]));
+}
+
 /** The provider's error as one line: its HTTP status and message, or why its endpoint did not answer. */
-function providerError(provider: string, endpoint: string, err: unknown, signal: AbortSignal): unknown {
+function providerError(provider: string, endpoint: string, err: unknown, signal: AbortSignal, key?: string): unknown {
   if (signal.aborted) return signal.reason;
   const e = err as { status?: number; message?: string; error?: unknown; cause?: { code?: string; message?: string }; name?: string };
   if (err instanceof OpenAI.APIConnectionError || err instanceof Anthropic.APIConnectionError || (e.cause && !e.status)) {
     const cause = e.cause?.code ?? e.cause?.message ?? e.message;
-    return new NodeError(`${provider} at ${endpoint} is unreachable: ${cause}`);
+    return failure(`${provider} at ${redactUrl(endpoint)} is unreachable: ${cause}`, endpoint, key);
   }
   if (typeof e.status === "number") {
     // The API's own message: OpenAI's `{error: {message}}`, Anthropic's `{type: "error", error: {message}}`.
     const body = e.error as { message?: unknown; error?: { message?: unknown } } | undefined;
     const said = body?.error?.message ?? body?.message ?? String(e.message ?? "").replace(/^\d{3}\s*/, "");
-    return new NodeError(`${provider} refused the request (HTTP ${e.status}): ${String(said)}`);
+    return failure(`${provider} refused the request (HTTP ${e.status}): ${String(said)}`, endpoint, key);
   }
-  return new NodeError(`${provider} failed: ${e.message ?? String(err)}`);
+  return failure(`${provider} failed: ${e.message ?? String(err)}`, endpoint, key);
 }
 
 function usageOf(prompt: number | null | undefined, completion: number | null | undefined): ChatEndMetadata["usage"] {
@@ -85,7 +95,7 @@ function ending(finish: FinishReason, usage: ChatEndMetadata["usage"]): ChatPiec
 export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = process.env): AsyncGenerator<ChatPiece> {
   switch (req.provider) {
     case "openai": {
-      const { client, baseURL } = openaiClient(env, 1, REQUEST_TIMEOUT_MS);
+      const { client, baseURL, key } = openaiClient(env, 1, REQUEST_TIMEOUT_MS);
       try {
         const stream = await client.chat.completions.create(
           {
@@ -111,12 +121,12 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
         }
         yield ending(finish, usage);
       } catch (err) {
-        throw providerError("openai", baseURL, err, req.signal);
+        throw providerError("openai", baseURL, err, req.signal, key);
       }
       return;
     }
     case "anthropic": {
-      const { client, baseURL } = anthropicClient(env, 1, REQUEST_TIMEOUT_MS);
+      const { client, baseURL, key } = anthropicClient(env, 1, REQUEST_TIMEOUT_MS);
       try {
         const stream = await client.messages.create(
           {
@@ -144,7 +154,7 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
         }
         yield ending(finish, usageOf(input, output));
       } catch (err) {
-        throw providerError("anthropic", baseURL, err, req.signal);
+        throw providerError("anthropic", baseURL, err, req.signal, key);
       }
       return;
     }
@@ -180,7 +190,9 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
       } catch (err) {
         const e = err as { status_code?: number; error?: string; message?: string };
         if (req.signal.aborted) throw req.signal.reason;
-        if (typeof e.status_code === "number") throw new NodeError(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? e.message ?? ""}`);
+        if (typeof e.status_code === "number") {
+          throw failure(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? e.message ?? ""}`, host);
+        }
         throw providerError("ollama", host, err, req.signal);
       } finally {
         req.signal.removeEventListener("abort", onAbort);
@@ -193,9 +205,12 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
 /** How long listing a provider's models may take before the agent goes on without the list. */
 const LIST_TIMEOUT_MS = 10_000;
 
-function listFailed(provider: string, endpoint: string, err: unknown, signal: AbortSignal): unknown {
-  if (signal.aborted) return new NodeError(`${provider} at ${endpoint} did not list its models within ${LIST_TIMEOUT_MS / 1000} s`);
-  return providerError(provider, endpoint, err, signal);
+function listFailed(provider: string, endpoint: string, err: unknown, signal: AbortSignal, key?: string): unknown {
+  if (signal.aborted) {
+    const said = `${provider} at ${redactUrl(endpoint)} did not list its models within ${LIST_TIMEOUT_MS / 1000} s`;
+    return failure(said, endpoint, key);
+  }
+  return providerError(provider, endpoint, err, signal, key);
 }
 
 /**
@@ -208,26 +223,26 @@ export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv 
   const ids: string[] = [];
   switch (provider) {
     case "openai": {
-      const { client, baseURL } = openaiClient(env, 0, LIST_TIMEOUT_MS);
+      const { client, baseURL, key } = openaiClient(env, 0, LIST_TIMEOUT_MS);
       try {
         for await (const m of client.models.list({ signal })) {
           ids.push(m.id);
           if (ids.length >= MAX_MODELS_PER_PROVIDER) break;
         }
       } catch (err) {
-        throw listFailed("openai", baseURL, err, signal);
+        throw listFailed("openai", baseURL, err, signal, key);
       }
       break;
     }
     case "anthropic": {
-      const { client, baseURL } = anthropicClient(env, 0, LIST_TIMEOUT_MS);
+      const { client, baseURL, key } = anthropicClient(env, 0, LIST_TIMEOUT_MS);
       try {
         for await (const m of client.models.list({ limit: 100 }, { signal })) {
           ids.push(m.id);
           if (ids.length >= MAX_MODELS_PER_PROVIDER) break;
         }
       } catch (err) {
-        throw listFailed("anthropic", baseURL, err, signal);
+        throw listFailed("anthropic", baseURL, err, signal, key);
       }
       break;
     }
@@ -238,7 +253,9 @@ export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv 
         for (const m of (await client.list()).models.slice(0, MAX_MODELS_PER_PROVIDER)) ids.push(m.name);
       } catch (err) {
         const e = err as { status_code?: number; error?: string };
-        if (typeof e.status_code === "number") throw new NodeError(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? ""}`);
+        if (typeof e.status_code === "number") {
+          throw failure(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? ""}`, host);
+        }
         throw listFailed("ollama", host, err, signal);
       }
       break;

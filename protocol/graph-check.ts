@@ -12,6 +12,39 @@ export type NodeCatalog = ReadonlyMap<string, NodeMetadata>;
 
 export const INPUT_NODE_PREFIX = "nodetool.input.";
 
+/** Keys that reach an object's prototype when merged or assigned: refused anywhere in user-supplied data. */
+export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
+
+/**
+ * Throws `GraphError` (PROTO_ERR_FORBIDDEN_KEY) naming where the first own key of `value`, at any depth, is one of
+ * `FORBIDDEN_KEYS`: `JSON.parse` makes `"__proto__"` an own property, which a later spread or assignment turns
+ * into a prototype. Iterative over own enumerable keys (no depth overflows the stack); each object is seen once.
+ */
+export function checkForbiddenKeys(value: unknown, what: string): void {
+  if (value === null || typeof value !== "object") return;
+  interface At { v: object; key: string; up: At | null }
+  const seen = new Set<object>();
+  const stack: At[] = [{ v: value, key: what, up: null }];
+  while (stack.length > 0) {
+    const at = stack.pop()!;
+    if (seen.has(at.v) || ArrayBuffer.isView(at.v)) continue;
+    seen.add(at.v);
+    for (const k of Object.keys(at.v)) {
+      if (FORBIDDEN_KEYS.has(k)) {
+        // The path is made only here, from the last few steps: a deep input costs no string per level.
+        const steps: string[] = [];
+        let a: At | null = at;
+        for (; a && steps.length < 6; a = a.up) steps.unshift(a.key);
+        const path = `${a ? "…." : ""}${steps.join(".")}`;
+        const message = `${path} has the forbidden key ${JSON.stringify(k)}`;
+        throw new GraphError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, message, k);
+      }
+      const c = (at.v as Record<string, unknown>)[k];
+      if (c !== null && typeof c === "object") stack.push({ v: c, key: k, up: at });
+    }
+  }
+}
+
 /** Editor-only node types, removed before a run. */
 const IGNORED_TYPES = new Set([
   "nodetool.workflows.base_node.Comment",
@@ -35,7 +68,7 @@ export interface PreparedGraph {
 export function prepareGraph(graph: Graph): PreparedGraph {
   let nodes = graph.nodes.filter((n) => !IGNORED_TYPES.has(n.type));
   let edges = graph.edges.slice();
-  const bypassed = new Set(nodes.filter((n) => n.ui_properties?.bypassed === true).map((n) => n.id));
+  const bypassed = new Set(nodes.filter((n) => ownProp(n.ui_properties, "bypassed") === true).map((n) => n.id));
   if (bypassed.size > 0) {
     // Resolve chains of bypassed nodes by repeating until no edge touches one.
     for (let guard = 0; guard <= bypassed.size; guard++) {
@@ -60,6 +93,11 @@ export function prepareGraph(graph: Graph): PreparedGraph {
   return { nodes, edges };
 }
 
+/** `o[k]` when `o` is an object that has `k` as its own property: never a value inherited from a prototype. */
+function ownProp(o: unknown, k: string): unknown {
+  return o !== null && typeof o === "object" && Object.hasOwn(o, k) ? (o as Record<string, unknown>)[k] : undefined;
+}
+
 function nodeLabel(n: GraphNode): string {
   return `node "${n.id}" (${n.type})`;
 }
@@ -71,6 +109,7 @@ function nodeLabel(n: GraphNode): string {
  */
 export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
   if (graph === null || typeof graph !== "object") throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, "graph must be an object {nodes, edges}");
+  checkForbiddenKeys(graph, "graph");
   const g = graph as Partial<Graph>;
   if (!Array.isArray(g.nodes) || !Array.isArray(g.edges)) throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, 'graph needs "nodes" and "edges" arrays');
   const byId = new Map<string, GraphNode>();
@@ -188,10 +227,11 @@ function coerce(value: unknown, type: string, name: string): unknown {
  * Returns the coerced params. Throws `GraphError` naming the param.
  */
 export function validateParams(graph: Graph, params: Record<string, unknown>, catalog?: NodeCatalog): Record<string, unknown> {
+  checkForbiddenKeys(params, "params");
   const inputs = new Map<string, GraphNode>();
   for (const n of graph.nodes) {
     if (!n.type.startsWith(INPUT_NODE_PREFIX)) continue;
-    const name = n.data?.name;
+    const name = ownProp(n.data, "name");
     if (typeof name === "string" && name !== "") inputs.set(name, n);
   }
   const out: Record<string, unknown> = {};
@@ -209,8 +249,8 @@ export function validateParams(graph: Graph, params: Record<string, unknown>, ca
     out[k] = type ? coerce(v, type, k) : v;
   }
   for (const [name, node] of inputs) {
-    if (name in out) continue;
-    const value = node.data?.value;
+    if (Object.hasOwn(out, name)) continue;
+    const value = ownProp(node.data, "value");
     if (value === undefined || value === null) {
       throw new GraphError(ErrorCode.GRAPH_ERR_MISSING_PARAM, `missing required param "${name}" (input node "${node.id}", ${node.type})`, name);
     }
@@ -229,7 +269,7 @@ export function poolOfGraph(graph: Graph, catalog?: NodeCatalog, explicit?: stri
       const meta = catalog.get(n.type);
       if (meta?.pool) return meta.pool;
       if (meta?.provider_property) {
-        const provider = languageModelOf(n.data?.[meta.provider_property])?.provider;
+        const provider = languageModelOf(ownProp(n.data, meta.provider_property))?.provider;
         if (isLlmProvider(provider)) return provider;
       }
     }

@@ -161,15 +161,16 @@ t.test("comfyui - while ComfyUI does not answer, its jobs wait queued, and run o
   t.equal(s.agents[0]!.stderr().includes("crashed"), false);
 });
 
-t.test("comfyui - a ComfyUI workflow runs in the agent (inline) even when the job asks for a subprocess", async (t) => {
+t.test("comfyui - a ComfyUI workflow's graph runs in a subprocess; its ComfyUI node is called in the agent", async (t) => {
   const fake = await FakeComfyUI.start();
   t.teardown(() => fake.stop());
-  const { ws } = await comfyStack(t, fake, ["--strategies", "subprocess,inline"]);
+  const { ws } = await comfyStack(t, fake, ["--strategies", "subprocess"]);
   const r = await ws.request("run_job", { graph: graphOf(txt2img(1)), params: {}, execution_strategy: "subprocess" });
   const jobId = String((r.result as { job_id: string }).job_id);
   const end = await check(() => terminal(ws.events(jobId)) ?? null, 30_000);
   t.equal(end.status, "completed");
-  t.equal(ws.events(jobId).find((e) => e.type === "job_update" && e.status === "running")?.strategy, "inline", "the running update says inline");
+  t.equal(ws.events(jobId).find((e) => e.type === "job_update" && e.status === "running")?.strategy, "subprocess", "the running update says subprocess");
+  t.ok(ws.events(jobId).some((e) => e.type === "node_progress" && e.node_id === "c"), "the node's progress, sent by the agent, arrives");
 });
 
 t.test("comfyui - --comfyui-url is checked at start-up", async (t) => {
@@ -179,7 +180,7 @@ t.test("comfyui - --comfyui-url is checked at start-up", async (t) => {
   for (const bad of ["127.0.0.1:8188", "ftp://h:1", "http://h:8188/prompt", "http://h:8188/?x=1", "not a url"]) {
     t.throws(() => compileAgentConfig({ comfyuiUrl: bad }), { key: "comfyuiUrl", message: /must be ComfyUI's base URL/ }, `refused: ${bad}`);
   }
-  t.throws(() => compileAgentConfig({ comfyuiUrl: "http://127.0.0.1:8188", strategies: ["subprocess"] }), { message: /run in the agent itself \(strategy inline\)/ }, "ComfyUI needs inline among the strategies");
+  t.same(compileAgentConfig({ comfyuiUrl: "http://127.0.0.1:8188", strategies: ["subprocess"] }).strategies, ["subprocess"], "ComfyUI needs no inline strategy");
 });
 
 t.test("comfyui - an uploaded image given to an ImageInput reaches ComfyUI's LoadImage through its input folder", async (t) => {
