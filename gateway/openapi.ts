@@ -2,7 +2,7 @@
  * The OpenAPI 3.1 document served at `/openapi.json`, built from the same schemas the routes check bodies with
  * (protocol/schemas.ts), so the document cannot drift from what is enforced.
  */
-import { GraphSchema, RunOptionsSchema, WorkflowBodySchema } from "../protocol/index.js";
+import { GraphSchema, MessageBodySchema, RunOptionsSchema, ThreadBodySchema, WorkflowBodySchema } from "../protocol/index.js";
 
 type Op = { summary: string; body?: string; ok?: string; stream?: boolean };
 const idParam = { name: "id", in: "path", required: true, schema: { type: "string", pattern: "^[A-Za-z0-9_=-]{1,128}$" } };
@@ -31,9 +31,13 @@ const ROUTES: Record<string, Record<string, Op>> = {
   "/api/assets": { get: { summary: "List assets" }, post: { summary: "Upload an asset (raw body or multipart)" } },
   "/api/assets/{id}": { get: { summary: "An asset's metadata" }, delete: { summary: "Delete an asset" } },
   "/api/assets/{id}/content": { get: { summary: "An asset's bytes (Range supported)" } },
-  "/api/threads": { get: { summary: "List chat threads" }, post: { summary: "Create a thread" } },
-  "/api/threads/{id}": { get: { summary: "A thread" }, put: { summary: "Rename a thread" }, delete: { summary: "Delete a thread" } },
-  "/api/messages": { get: { summary: "A thread's messages (thread_id)" }, post: { summary: "Add a message / start a turn" } },
+  "/api/threads": { get: { summary: "List chat threads" }, post: { summary: "Create a thread", body: "ThreadBody" } },
+  "/api/threads/{id}": {
+    get: { summary: "A thread" },
+    put: { summary: "Rename a thread", body: "ThreadBody" },
+    delete: { summary: "Delete a thread" },
+  },
+  "/api/messages": { get: { summary: "A thread's messages (thread_id)" }, post: { summary: "Add a message", body: "MessageBody" } },
   "/api/messages/{id}": { get: { summary: "A message" } },
   "/api/nodes/metadata": { get: { summary: "Node types the fleet offers" } },
   "/v1/models": { get: { summary: "OpenAI-compatible model list" } },
@@ -74,6 +78,8 @@ export function openApiDocument(): string {
         Graph: GraphSchema,
         RunOptions: RunOptionsSchema,
         WorkflowBody: WorkflowBodySchema,
+        ThreadBody: ThreadBodySchema,
+        MessageBody: MessageBodySchema,
       },
     },
     security: [{ bearer: [] }, {}],

@@ -11,6 +11,9 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import {
+  checkSchema,
+  MessageBodySchema,
+  ThreadBodySchema,
   KV_THREADS,
   THREAD_LIMITS,
   isTerminal,
@@ -35,11 +38,9 @@ export const THREAD_WORKFLOW_ID = "chat-threads";
 
 const now = () => new Date().toISOString();
 
-function titleOf(v: unknown): string {
-  if (v === undefined || v === null) return "New thread";
-  if (typeof v !== "string") throw badRequest(`"title" must be a string`);
-  if (v.length > THREAD_LIMITS.titleChars) throw badRequest(`"title" is longer than ${THREAD_LIMITS.titleChars} characters`);
-  return v;
+/** A thread body's title, checked against its schema; none → the default. */
+function titleOf(body: unknown): string {
+  return checkSchema(ThreadBodySchema, body, "thread").title ?? "New thread";
 }
 
 export class ThreadStore {
@@ -71,7 +72,7 @@ export class ThreadStore {
 
   async create(body: Record<string, unknown>): Promise<ChatThread> {
     const at = now();
-    const thread: ChatThread = { id: newId(), title: titleOf(body.title), created_at: at, updated_at: at };
+    const thread: ChatThread = { id: newId(), title: titleOf(body), created_at: at, updated_at: at };
     await this.kv.put(threadKeys.thread(thread.id), JSON.stringify(thread));
     return thread;
   }
@@ -83,7 +84,7 @@ export class ThreadStore {
   }
 
   async update(id: string, body: Record<string, unknown>): Promise<ChatThread> {
-    const t = { ...(await this.get(id)), title: titleOf(body.title), updated_at: now() };
+    const t = { ...(await this.get(id)), title: titleOf(body), updated_at: now() };
     await this.kv.put(threadKeys.thread(id), JSON.stringify(t));
     return t;
   }
@@ -141,12 +142,9 @@ export class ThreadStore {
 
   /** `POST /api/messages`: a message added to a thread by hand (no model is asked). */
   async addMessage(body: Record<string, unknown>): Promise<ThreadMessage> {
-    if (typeof body.thread_id !== "string") throw badRequest(`"thread_id" is required`);
-    await this.get(body.thread_id);
-    if (body.role !== "user" && body.role !== "assistant") throw badRequest(`"role" must be "user" or "assistant"`);
-    if (typeof body.content !== "string") throw badRequest(`"content" must be a string`);
-    if (body.content.length > THREAD_LIMITS.contentChars) throw badRequest(`"content" is longer than ${THREAD_LIMITS.contentChars} characters`);
-    return this.append({ thread_id: body.thread_id, role: body.role, content: body.content });
+    const m = checkSchema(MessageBodySchema, body, "message");
+    await this.get(m.thread_id);
+    return this.append({ thread_id: m.thread_id, role: m.role, content: m.content });
   }
 
   private async append(m: Omit<ThreadMessage, "id" | "created_at">): Promise<ThreadMessage> {

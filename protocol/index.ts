@@ -90,7 +90,7 @@ export {
   decodeAgentRegistration,
 } from "./codec.js";
 export { newId } from "./ids.js";
-export { checkSchema, GraphSchema, IdSchema, RunOptionsSchema, WorkflowBodySchema, ClientCommandSchemas, type RunOptions } from "./schemas.js";
+export { checkSchema, GraphSchema, IdSchema, RunOptionsSchema, WorkflowBodySchema, ThreadBodySchema, MessageBodySchema, ClientCommandSchemas, type RunOptions } from "./schemas.js";
 export { readJobRecord, casJobRecord } from "./job-record.js";
 export { AckedKv, AckedPublisher, PublishError, payloadLimitBytes } from "./acked-publish.js";
 export type { AckConnection, PubAck } from "./acked-publish.js";

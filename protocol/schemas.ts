@@ -4,6 +4,7 @@
  */
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { TypeCompiler, type TypeCheck } from "@sinclair/typebox/compiler";
+import { THREAD_LIMITS } from "./chat.js";
 import { ErrorCode, ProtocolError } from "./errors.js";
 
 /** Ids of things clients name (jobs, workflows, threads): a KV key and a subject token both take these. */
@@ -51,6 +52,24 @@ export const RunOptionsSchema = Type.Object(
   { additionalProperties: true },
 );
 export type RunOptions = Static<typeof RunOptionsSchema>;
+
+/** `POST /api/threads`, `PUT /api/threads/{id}`. */
+export const ThreadBodySchema = Type.Object(
+  { title: Type.Optional(Type.Union([Type.String({ maxLength: THREAD_LIMITS.titleChars }), Type.Null()])) },
+  { additionalProperties: true },
+);
+export type ThreadBody = Static<typeof ThreadBodySchema>;
+
+/** `POST /api/messages`: a message added to a thread by hand. */
+export const MessageBodySchema = Type.Object(
+  {
+    thread_id: IdSchema,
+    role: Type.Union([Type.Literal("user"), Type.Literal("assistant")]),
+    content: Type.String({ maxLength: THREAD_LIMITS.contentChars }),
+  },
+  { additionalProperties: true },
+);
+export type MessageBody = Static<typeof MessageBodySchema>;
 
 export const WorkflowBodySchema = Type.Object(
   {
@@ -103,11 +122,27 @@ function checkerOf<T extends TSchema>(schema: T): TypeCheck<T> {
   return c as TypeCheck<T>;
 }
 
-/** An error's text: a choice of literals is listed ("must be one of …"), anything else says what was expected. */
-function describe(schema: TSchema, message: string): string {
+const kindOf = (v: unknown): string => (v === null ? "null" : Array.isArray(v) ? "array" : typeof v);
+const KIND: Record<string, string> = { string: "a string", number: "a number", integer: "an integer", boolean: "true or false", object: "an object", array: "a list", null: "null" };
+
+/** An error's text in this API's words: what the value must be, from the schema it failed. */
+function describe(schema: TSchema, value: unknown, message: string): string {
   const options = (schema as { anyOf?: { const?: unknown }[] }).anyOf;
   const literals = options?.map((o) => o.const).filter((v) => v !== undefined && v !== null);
-  if (literals && literals.length > 0) return `must be one of ${literals.join(", ")}`;
+  const or = (words: string[]) => (words.length > 1 ? `${words.slice(0, -1).join(", ")} or ${words.at(-1)}` : words[0]);
+  if (literals && literals.length > 0) return `must be ${or(literals.map((v) => JSON.stringify(v)))}`;
+  if (value === undefined) return "is required";
+  if (options) {
+    // A choice of types: the option of the value's own type says what is wrong with it, else list the types.
+    const own = options.find((o) => KIND[String((o as TSchema).type)] !== undefined && kindOf(value) === (o as TSchema).type);
+    if (own) return describe(own as TSchema, value, message);
+    return `must be ${or(options.map((o) => KIND[String((o as TSchema).type)] ?? "another value"))}`;
+  }
+  const kind = KIND[String(schema.type)];
+  const typeOk = kind === undefined || (schema.type === "array" ? Array.isArray(value) : schema.type === "integer" ? Number.isInteger(value) : typeof value === (schema.type === "integer" ? "number" : schema.type) && value !== null && !Array.isArray(value));
+  if (!typeOk) return `must be ${kind}`;
+  if (typeof value === "string" && typeof schema.maxLength === "number" && value.length > schema.maxLength) return `is longer than ${schema.maxLength} characters`;
+  if (typeof value === "string" && typeof schema.pattern === "string") return `is not valid here (${JSON.stringify(value.slice(0, 40))})`;
   return message.toLowerCase();
 }
 
@@ -117,5 +152,5 @@ export function checkSchema<T extends TSchema>(schema: T, value: unknown, what: 
   if (c.Check(value)) return value as Static<T>;
   const first = c.Errors(value).First();
   const where = first?.path ? `"${first.path.slice(1).replace(/\//g, ".")}"` : "the value";
-  throw new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, `${what}: ${where} ${first ? describe(first.schema, first.message) : "is malformed"}`);
+  throw new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, `${what}: ${where} ${first ? describe(first.schema, first.value, first.message) : "is malformed"}`);
 }
