@@ -2,14 +2,16 @@
  * The far side of the `threaded`, `subprocess` and `docker` strategies (agent/strategies.ts): runs one graph with
  * the agent's built-in node library and streams its events back, then exits. The same file serves a worker
  * thread (`parentPort`), a child process (`process.send`) and a container (frames on the unix socket named by
- * `NODEWAY_RUNNER_SOCKET`, agent/runner-frames.ts).
+ * `NODEWAY_RUNNER_SOCKET`, agent/runner-frames.ts). It runs only the node types the agent offers, and calls the
+ * agent for those the agent must run itself (host calls, agent/strategies.ts).
  */
 import { connect, type Socket } from "node:net";
 import { parentPort, Worker } from "node:worker_threads";
 import { runGraph, UnknownNodeTypeError } from "./engine/engine.js";
-import { nodeCatalog } from "./nodes/index.js";
+import { NodeError, type NodeDef, type NodeOutputs } from "./engine/types.js";
+import { nodeCatalog, nodeLibrary } from "./nodes/index.js";
 import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./runner-frames.js";
-import type { FromRunner, ToRunner } from "./strategies.js";
+import type { FromRunner, HostNodeSpec, RunnerNodes, ToRunner } from "./strategies.js";
 
 const SOCKET = parentPort ? undefined : process.env.NODEWAY_RUNNER_SOCKET;
 const sock: Socket | null = SOCKET ? connect(SOCKET) : null;
@@ -18,12 +20,55 @@ const send: (m: FromRunner) => void = parentPort
   : sock
     ? (m) => void sock.write(frame(m))
     : (m) => void process.send?.(m);
-const controller = new AbortController();
+/** The current run's signal; a thread runs its runs one after another, each with a fresh one. */
+let controller = new AbortController();
 let started = false;
+
+/** Host calls waiting for their answer, by number. */
+const pending = new Map<number, { resolve: (o: NodeOutputs) => void; reject: (e: Error) => void }>();
+let lastCall = 0;
+
+/** A node the agent runs: calling it sends its inputs to the agent and waits for its outputs. */
+function hostNode(spec: HostNodeSpec): NodeDef {
+  return {
+    ...spec,
+    kind: "process",
+    process: (ctx, inputs) =>
+      new Promise<NodeOutputs>((resolve, reject) => {
+        if (ctx.signal.aborted) return reject(ctx.signal.reason);
+        const call = ++lastCall;
+        const onAbort = () => {
+          pending.delete(call);
+          send({ type: "call_cancel", call });
+          reject(ctx.signal.reason);
+        };
+        ctx.signal.addEventListener("abort", onAbort, { once: true });
+        const done = () => ctx.signal.removeEventListener("abort", onAbort);
+        pending.set(call, { resolve: (o) => (done(), resolve(o)), reject: (e) => (done(), reject(e)) });
+        send({ type: "call", call, node_id: ctx.nodeId, inputs });
+      }),
+  };
+}
+
+/** The agent's library as this runner can run it: its own definitions of what the agent offers, host nodes as calls. */
+function libraryOf(nodes: RunnerNodes): Map<string, NodeDef> {
+  const own = nodeCatalog(nodeLibrary(true));
+  const library = new Map<string, NodeDef>();
+  for (const name of nodes.offered) {
+    const def = own.get(name);
+    if (def) library.set(name, def);
+  }
+  for (const spec of nodes.host) {
+    const def = hostNode(spec);
+    for (const name of [spec.type, ...(spec.aliases ?? [])]) library.set(name, def);
+  }
+  return library;
+}
 
 async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
   try {
-    const result = await runGraph({ graph: m.graph, params: m.params, library: nodeCatalog(), signal: controller.signal, emit: (event) => send({ type: "event", event }) });
+    const library = libraryOf(m.nodes);
+    const result = await runGraph({ graph: m.graph, params: m.params, library, limits: m.nodes.limits, signal: controller.signal, emit: (event) => send({ type: "event", event }) });
     // The reason is the parent's to give; a class instance would not cross anyway.
     send({ type: "done", result: result.status === "cancelled" ? { ...result, reason: null } : result });
   } catch (err) {
@@ -32,6 +77,12 @@ async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
   }
   // A container ends by itself once its last frame is out (the agent need not ask the engine to kill it).
   sock?.end(() => process.exit(0));
+  // A thread may be given the next run (agent/strategies.ts `offer`); a process is killed by its agent.
+  if (parentPort) {
+    controller = new AbortController();
+    pending.clear();
+    started = false;
+  }
 }
 
 function onMessage(m: ToRunner): void {
@@ -46,6 +97,13 @@ function onMessage(m: ToRunner): void {
     case "stop":
       controller.abort(new Error(m.reason));
       return;
+    case "call_result": {
+      const p = pending.get(m.call);
+      pending.delete(m.call);
+      if (m.ok) p?.resolve(m.outputs);
+      else p?.reject(new NodeError(m.message));
+      return;
+    }
   }
 }
 

@@ -4,7 +4,8 @@
  * fails, or the signal aborts. Events leave through `emit`; the caller stamps job id, attempt and time.
  */
 import { prepareGraph, type Graph, type GraphEdge, type GraphNode } from "../../protocol/index.js";
-import type { Emission, InboxItem, NodeContext, NodeDef, NodeInputs, NodeOutputs } from "./types.js";
+import { DEFAULT_NODE_LIMITS, type Emission, type InboxItem, type NodeContext, type NodeDef, type NodeInputs, type NodeLimits, type NodeOutputs } from "./types.js";
+import { capList, capValue } from "./limits.js";
 
 /** An event as the engine emits it, before the runner adds `job_id`, `workflow_id`, `attempt`, `ts`. */
 export type EngineEvent =
@@ -31,6 +32,8 @@ export interface RunGraphOptions {
   library: ReadonlyMap<string, NodeDef>;
   signal: AbortSignal;
   emit: (event: EngineEvent) => void;
+  /** Caps on what each node builds (the agent's settings). @default DEFAULT_NODE_LIMITS */
+  limits?: NodeLimits;
 }
 
 export interface NodeFailure {
@@ -106,9 +109,43 @@ function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-function displayName(node: GraphNode, def: NodeDef): string {
+/** The name a node's events carry: its saved `name`, else its type's title. */
+export function displayName(node: GraphNode, def: NodeDef): string {
   const name = node.data?.name;
   return typeof name === "string" && name !== "" ? name : def.title;
+}
+
+/**
+ * What a node sees of its run: its events leave through `emit` under its id and `name`. Also how the agent runs a
+ * node a runner calls it for (agent/strategies.ts, host calls).
+ */
+export function nodeContext(
+  node: GraphNode,
+  name: string,
+  params: Record<string, unknown>,
+  emit: (e: EngineEvent) => void,
+  signal: AbortSignal,
+  limits: NodeLimits,
+): NodeContext {
+  const id = node.id;
+  return {
+    signal,
+    nodeId: id,
+    nodeType: node.type,
+    data: node.data ?? {},
+    params,
+    chunk: (content, opts) => {
+      const ev: EngineEvent = { type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, done: opts?.done ?? false };
+      // Only a reply's last chunk has metadata: the token path builds no object for it.
+      if (opts?.metadata) ev.content_metadata = opts.metadata;
+      emit(ev);
+    },
+    progress: (progress, total) => emit({ type: "node_progress", node_id: id, progress, total }),
+    log: (content, severity = "info") => emit({ type: "log_update", node_id: id, node_name: name, content, severity }),
+    preview: (value) => emit({ type: "preview_update", node_id: id, value }),
+    sleep: (ms) => abortableSleep(ms, signal),
+    limits,
+  };
 }
 
 /** One node of a run: its inbox state, its serialized executions, its outgoing edges. */
@@ -134,27 +171,7 @@ class Actor {
     this.handles = new Set(incoming.map((e) => e.targetHandle));
     this.openEdges = incoming.length;
     this.name = displayName(node, def);
-    const emit = run.emit;
-    const id = node.id;
-    const nodeName = this.name;
-    const signal = run.signal;
-    this.ctx = {
-      signal,
-      nodeId: id,
-      nodeType: node.type,
-      data: node.data ?? {},
-      params: run.params,
-      chunk: (content, opts) => {
-        const ev: EngineEvent = { type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, done: opts?.done ?? false };
-        // Only a reply's last chunk has metadata: the token path builds no object for it.
-        if (opts?.metadata) ev.content_metadata = opts.metadata;
-        emit(ev);
-      },
-      progress: (progress, total) => emit({ type: "node_progress", node_id: id, progress, total }),
-      log: (content, severity = "info") => emit({ type: "log_update", node_id: id, node_name: nodeName, content, severity }),
-      preview: (value) => emit({ type: "preview_update", node_id: id, value }),
-      sleep: (ms) => abortableSleep(ms, signal),
-    };
+    this.ctx = nodeContext(node, this.name, run.params, run.emit, run.signal, run.limits);
   }
 
   /** Declared defaults, then saved `data`, minus properties fed by an edge (NodeTool drops those). */
@@ -262,15 +279,21 @@ class Actor {
   private async execute(body: () => Promise<NodeOutputs> | NodeOutputs | AsyncIterable<Emission>): Promise<void> {
     this.markRunning();
     const result = body();
+    const limits = this.run.limits;
     if (result !== null && typeof result === "object" && Symbol.asyncIterator in result) {
+      let n = 0;
       for await (const { handle, value } of result as AsyncIterable<Emission>) {
         if (this.run.signal.aborted) throw this.run.signal.reason;
+        // A generator's stream is a list told one item at a time: it has the same cap.
+        capList(limits, ++n, "the stream of values this node emits");
+        capValue(limits, value, `the value on "${handle}"`);
         this.run.send(this, handle, value);
       }
       return;
     }
     const outputs = await (result as Promise<NodeOutputs> | NodeOutputs);
     if (this.run.signal.aborted) throw this.run.signal.reason;
+    if (outputs) for (const k of Object.keys(outputs)) capValue(limits, outputs[k], `the output "${k}"`);
     if (outputs) for (const k of Object.keys(outputs)) this.run.send(this, k, outputs[k]);
   }
 
@@ -299,6 +322,7 @@ class GraphRun {
     readonly params: Record<string, unknown>,
     readonly emit: (e: EngineEvent) => void,
     outer: AbortSignal,
+    readonly limits: NodeLimits,
   ) {
     this.signal = this.controller.signal;
     this.done = new Promise((resolve) => (this.settle = resolve));
@@ -407,7 +431,7 @@ function outputTypeOf(value: unknown): string {
  * throws `UnknownNodeTypeError` before starting when a node type is not in `library`.
  */
 export function runGraph(opts: RunGraphOptions): Promise<RunGraphResult> {
-  const run = new GraphRun(opts.params, opts.emit, opts.signal);
+  const run = new GraphRun(opts.params, opts.emit, opts.signal, opts.limits ?? DEFAULT_NODE_LIMITS);
   run.build(opts.graph, opts.library);
   run.start();
   return run.done;

@@ -23,7 +23,25 @@ export interface NodeContext {
   preview(value: unknown): void;
   /** Resolves after `ms`, rejects with the abort reason as soon as `signal` aborts. */
   sleep(ms: number): Promise<void>;
+  /** Caps on what the node may build (the agent's settings); nodes check them before building. */
+  readonly limits: NodeLimits;
 }
+
+/**
+ * Caps on the values one node builds, from the agent's settings of the same names (agent/config.ts). A node that
+ * would exceed one fails with a `NodeError` naming the setting; none is a quota on the job as a whole.
+ */
+export interface NodeLimits {
+  /** `nodeListMaxItems`: items in a list a node builds, and values one execution of a generator emits. */
+  listMaxItems: number;
+  /** `nodeStringMaxBytes`: UTF-8 bytes of a string a node builds. */
+  stringMaxBytes: number;
+  /** `nodeDictMaxKeys`: keys of a dictionary a node builds. */
+  dictMaxKeys: number;
+}
+
+/** Defaults no ordinary workflow meets: 1,000,000 items, 64 MiB, 100,000 keys. */
+export const DEFAULT_NODE_LIMITS: Readonly<NodeLimits> = Object.freeze({ listMaxItems: 1_000_000, stringMaxBytes: 64 * 1024 * 1024, dictMaxKeys: 100_000 });
 
 /** Input values by handle name: declared properties (defaults ⊕ `data` ⊕ edge values) plus dynamic handles. */
 export type NodeInputs = Record<string, unknown>;
@@ -61,8 +79,9 @@ interface NodeDefBase {
   /** The property holding the language model it calls, whose provider names its pool (`provider_property`). */
   providerProperty?: string;
   /**
-   * The node uses a service the agent holds (its ComfyUI connection): a graph with one runs in the agent's own
-   * event loop (`inline`), whatever strategy it asked for; a runner thread, process or container has no such node.
+   * The node uses a service the agent holds (its ComfyUI connection): it always runs in the agent, while the rest
+   * of its graph runs where the job's strategy says; a runner calls it there (agent/strategies.ts, host calls).
+   * Only `process` nodes may be `inAgent`, and they must wait on I/O, never compute: they share the agent's loop.
    */
   inAgent?: boolean;
 }

@@ -4,7 +4,7 @@
  * upstream has ended and then emit once.
  */
 import type { Emission, GeneratorNodeDef, InboxItem, NodeContext, NodeDef, StreamingInputNodeDef } from "../engine/types.js";
-import { asBool, asInt, asList, prop, yieldToEventLoop } from "./util.js";
+import { asBool, asInt, asList, capList, prop, yieldToEventLoop } from "./util.js";
 
 /**
  * Sends `value` on `if_true` or `if_false`. Only the taken branch receives anything: NodeTool's TypeScript
@@ -65,9 +65,13 @@ export const collection: GeneratorNodeDef = {
 };
 
 /** Values that arrived on `input_item`, in arrival order. */
-async function drain(inbox: AsyncIterable<InboxItem>): Promise<unknown[]> {
+async function drain(ctx: NodeContext, inbox: AsyncIterable<InboxItem>): Promise<unknown[]> {
   const items: unknown[] = [];
-  for await (const { handle, value } of inbox) if (handle === "input_item") items.push(value);
+  for await (const { handle, value } of inbox) {
+    if (handle !== "input_item") continue;
+    capList(ctx.limits, items.length + 1, "the collected list");
+    items.push(value);
+  }
   return items;
 }
 
@@ -79,7 +83,7 @@ export const collect: StreamingInputNodeDef = {
   description: "Collect items until the end of the stream and return them as a list.",
   properties: [prop("input_item", "any", [], { description: "The input item to collect." })],
   outputs: [{ name: "output", type: "list[any]" }],
-  consume: async (_ctx, _inputs, inbox) => ({ output: await drain(inbox) }),
+  consume: async (ctx, _inputs, inbox) => ({ output: await drain(ctx, inbox) }),
 };
 
 /** Counts the items of the stream, emitted when the stream ends. */

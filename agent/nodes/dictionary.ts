@@ -1,6 +1,6 @@
 /** Dictionaries (`nodetool.dictionary.*`). */
 import type { NodeDef } from "../engine/types.js";
-import { asDict, asText, output, prop } from "./util.js";
+import { asDict, asText, capDict, output, prop } from "./util.js";
 
 /** dictionary[key], or `default` when the key is absent. */
 export const getValue: NodeDef = {
@@ -26,7 +26,10 @@ export const makeDictionary: NodeDef = {
   properties: [],
   outputs: output("dict[str, any]"),
   isDynamic: true,
-  process: (_ctx, inputs) => ({ output: { ...inputs } }),
+  process: (ctx, inputs) => {
+    capDict(ctx.limits, Object.keys(inputs).length);
+    return { output: { ...inputs } };
+  },
 };
 
 /** dict_a merged with dict_b; b wins on shared keys. */
@@ -37,7 +40,12 @@ export const combine: NodeDef = {
   description: "Merges two dictionaries, with second dictionary values taking precedence.",
   properties: [prop("dict_a", "dict", {}), prop("dict_b", "dict", {})],
   outputs: output("dict[str, any]"),
-  process: (_ctx, inputs) => ({ output: { ...asDict(inputs.dict_a), ...asDict(inputs.dict_b) } }),
+  process: (ctx, inputs) => {
+    const a = asDict(inputs.dict_a);
+    const b = asDict(inputs.dict_b);
+    capDict(ctx.limits, Object.keys(a).length + Object.keys(b).length);
+    return { output: { ...a, ...b } };
+  },
 };
 
 export const DICTIONARY_NODES: readonly NodeDef[] = [getValue, makeDictionary, combine];

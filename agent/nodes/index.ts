@@ -14,7 +14,11 @@ import { MATH_NODES } from "./math.js";
 import { TEST_NODES } from "./test-nodes.js";
 import { TEXT_NODES } from "./text.js";
 
-/** Every node definition, each once (aliases are in `aliases`, not repeated here). */
+/**
+ * Every production node definition, each once (aliases are in `aliases`, not repeated here). The test and
+ * benchmark nodes (`nodeway.test.*`: a spinning one, a heap-filling one) are not among them: an agent offers them
+ * only when started with `testNodes` (`nodeLibrary`).
+ */
 export const NODE_LIBRARY: readonly NodeDef[] = Object.freeze([
   ...INPUT_OUTPUT_NODES,
   ...CONSTANT_NODES,
@@ -25,8 +29,12 @@ export const NODE_LIBRARY: readonly NodeDef[] = Object.freeze([
   ...CONTROL_NODES,
   ...DICTIONARY_NODES,
   ...LLM_NODES,
-  ...TEST_NODES,
 ]);
+
+/** The node library an agent offers: the production one, with `nodeway.test.*` when `testNodes` is set. */
+export function nodeLibrary(testNodes: boolean): readonly NodeDef[] {
+  return testNodes ? [...NODE_LIBRARY, ...TEST_NODES] : NODE_LIBRARY;
+}
 
 /**
  * Node type and every alias → definition. Throws if two definitions claim the same name, since the later one

@@ -1,6 +1,6 @@
 /** List basics (`nodetool.list.*`). Indices follow Python: negative counts from the end. */
 import { NodeError, type GeneratorNodeDef, type NodeDef } from "../engine/types.js";
-import { asInt, asList, asNumberList, asText, enumProp, output, prop, pySlice, yieldToEventLoop } from "./util.js";
+import { asInt, asList, asNumberList, asText, capList, enumProp, output, prop, pySlice, yieldToEventLoop } from "./util.js";
 
 const VALUES = prop("values", "list", []);
 
@@ -59,7 +59,11 @@ export const append: NodeDef = {
   description: "Adds a value to the end of a list.",
   properties: [VALUES, prop("value", "any", [], { description: "The value to append to the list." })],
   outputs: output("list[any]"),
-  process: (_ctx, inputs) => ({ output: [...asList(inputs.values), inputs.value ?? null] }),
+  process: (ctx, inputs) => {
+    const values = asList(inputs.values);
+    capList(ctx.limits, values.length + 1);
+    return { output: [...values, inputs.value ?? null] };
+  },
 };
 
 /** A reversed copy. */
@@ -133,6 +137,8 @@ export const generateSequence: GeneratorNodeDef = {
     const stop = asInt(inputs.stop, "stop");
     const step = asInt(inputs.step, "step");
     if (step === 0) throw new NodeError("step must not be 0");
+    // Refused before the first value, rather than after a million of them.
+    capList(ctx.limits, Math.max(0, Math.ceil((stop - start) / step)), "the sequence");
     let n = 0;
     for (let i = start; step > 0 ? i < stop : i > stop; i += step) {
       if (ctx.signal.aborted) throw ctx.signal.reason;

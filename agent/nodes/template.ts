@@ -5,11 +5,12 @@
  * NodeTool, unless a `default(...)` filter supplies a value. This is substitution, not Jinja: no blocks,
  * loops or expressions.
  */
-import { NodeError } from "../engine/types.js";
+import { DEFAULT_NODE_LIMITS, NodeError, type NodeLimits } from "../engine/types.js";
+import { capString, capStringLength } from "../engine/limits.js";
 import { asText } from "./util.js";
 
 type FilterArg = string | number | boolean | null;
-type Filter = (value: unknown, args: FilterArg[]) => unknown;
+type Filter = (value: unknown, args: FilterArg[], limits: NodeLimits) => unknown;
 
 function titleCase(s: string): string {
   return s.replace(/\w\S*/g, (w) => w.charAt(0).toUpperCase() + w.slice(1).toLowerCase());
@@ -40,8 +41,24 @@ const FILTERS: Readonly<Record<string, Filter>> = {
     return s.length <= limit ? s : `${s.slice(0, limit)}...`;
   },
   default: (v, [fallback]) => (v === undefined || v === null || v === "" ? (fallback ?? "") : v),
-  replace: (v, [from, to]) => asText(v).replaceAll(asText(from), asText(to)),
-  join: (v, [sep]) => (Array.isArray(v) ? v.map(asText).join(asText(sep ?? "")) : asText(v)),
+  replace: (v, [from, to], limits) => {
+    const s = asText(v);
+    const [f, t] = [asText(from), asText(to)];
+    // A growing replacement multiplies the text: its size is known from the count of matches, before it is built.
+    if (f !== "" && t.length > f.length) {
+      let n = 0;
+      for (let at = s.indexOf(f); at >= 0; at = s.indexOf(f, at + f.length)) n++;
+      capStringLength(limits, s.length + n * (t.length - f.length));
+    }
+    return capString(limits, s.replaceAll(f, t));
+  },
+  join: (v, [sep], limits) => {
+    if (!Array.isArray(v)) return asText(v);
+    const parts = v.map(asText);
+    const s = asText(sep ?? "");
+    capStringLength(limits, parts.reduce((n, p) => n + p.length, Math.max(0, parts.length - 1) * s.length));
+    return parts.join(s);
+  },
   length: (v) => (Array.isArray(v) || typeof v === "string" ? v.length : v !== null && typeof v === "object" ? Object.keys(v).length : asText(v).length),
   first: (v) => (Array.isArray(v) ? v[0] : asText(v).charAt(0)),
   last: (v) => (Array.isArray(v) ? v[v.length - 1] : asText(v).slice(-1)),
@@ -109,11 +126,18 @@ function lookup(vars: Record<string, unknown>, name: string): { found: boolean; 
  * Renders `template` against `vars`. Throws `NodeError` for an unknown filter (NodeTool silently skips it; a
  * typo that drops a filter is worse than a clear failure).
  */
-export function renderTemplate(template: string, vars: Record<string, unknown>): string {
+export function renderTemplate(template: string, vars: Record<string, unknown>, limits: NodeLimits = DEFAULT_NODE_LIMITS): string {
+  // The output is the template plus what each placeholder adds: counted as they are, so many copies of a large
+  // value fail before the whole is built.
+  let units = template.length;
+  const add = (match: string, s: string): string => {
+    capStringLength(limits, (units += s.length - match.length), "the rendered text");
+    return s;
+  };
   // One pass over both forms, so a substituted value that itself contains braces is never expanded again.
-  return template.replace(/\{\{([\s\S]*?)\}\}|(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})/g, (match, expr: string | undefined, single: string | undefined) => {
+  const out = template.replace(/\{\{([\s\S]*?)\}\}|(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})/g, (match, expr: string | undefined, single: string | undefined) => {
     if (single !== undefined) {
-      return Object.prototype.hasOwnProperty.call(vars, single) ? asText(vars[single]) : match;
+      return Object.prototype.hasOwnProperty.call(vars, single) ? add(match, asText(vars[single])) : match;
     }
     const [name = "", ...rawFilters] = splitTopLevel(expr ?? "", "|");
     const filters = rawFilters.map(parseFilter);
@@ -124,6 +148,7 @@ export function renderTemplate(template: string, vars: Record<string, unknown>):
     }
     const { found, value } = lookup(vars, name);
     if (!found && !filters.some((f) => f.name === "default")) return match;
-    return asText(filters.reduce((v, f) => FILTERS[f.name]!(v, f.args), value));
+    return add(match, asText(filters.reduce((v, f) => FILTERS[f.name]!(v, f.args, limits), value)));
   });
+  return capString(limits, out, "the rendered text");
 }

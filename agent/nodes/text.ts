@@ -3,14 +3,14 @@
  * FormatText into Prompt (`NODE_TYPE_MIGRATIONS` in its protocol package); saved graphs still name them, so
  * they run here natively with the behaviour of NodeTool's last native implementations.
  */
-import { NodeError, type NodeDef, type NodeInputs, type ProcessNodeDef, type StreamingInputNodeDef } from "../engine/types.js";
+import { NodeError, type NodeContext, type NodeDef, type NodeInputs, type ProcessNodeDef, type StreamingInputNodeDef } from "../engine/types.js";
 import type { PropertyMetadata } from "../../protocol/index.js";
 import { renderTemplate } from "./template.js";
-import { asBool, asDict, asInt, asList, asText, compileRegex, dynamicInputs, enumProp, output, prop, pySlice } from "./util.js";
+import { asBool, asDict, asInt, asList, asText, capList, capString, capStringLength, compileRegex, dynamicInputs, enumProp, output, prop, pySlice } from "./util.js";
 
 const TEXT = prop("text", "str", "");
 
-function textNode(name: string, title: string, description: string, properties: PropertyMetadata[], outType: string, fn: (inputs: NodeInputs) => unknown, extra: Partial<ProcessNodeDef> = {}): ProcessNodeDef {
+function textNode(name: string, title: string, description: string, properties: PropertyMetadata[], outType: string, fn: (inputs: NodeInputs, ctx: NodeContext) => unknown, extra: Partial<ProcessNodeDef> = {}): ProcessNodeDef {
   return {
     kind: "process",
     type: `nodetool.text.${name}`,
@@ -18,12 +18,20 @@ function textNode(name: string, title: string, description: string, properties: 
     description,
     properties,
     outputs: output(outType),
-    process: (_ctx, inputs) => ({ output: fn(inputs) }),
+    process: (ctx, inputs) => ({ output: fn(inputs, ctx) }),
     ...extra,
   };
 }
 
 const text = (inputs: NodeInputs, key = "text") => asText(inputs[key]);
+
+/** `parts` joined by `sep`, failing before it is built when it would be over `nodeStringMaxBytes`. */
+function cappedJoin(ctx: NodeContext, parts: readonly string[], sep: string): string {
+  let units = Math.max(0, parts.length - 1) * sep.length;
+  for (const p of parts) units += p.length;
+  capStringLength(ctx.limits, units);
+  return capString(ctx.limits, parts.join(sep));
+}
 
 /** `str(value)`, or a quoted JSON form with mode "repr". */
 export const toString = textNode(
@@ -45,7 +53,7 @@ export const concat = textNode(
   "Concatenates text inputs into a single output. Add more inputs dynamically; lists are joined item by item.",
   [prop("a", "str", ""), prop("b", "str", "")],
   "str",
-  (i) => Object.values(i).flatMap((v) => (Array.isArray(v) ? v : [v])).map(asText).join(""),
+  (i, ctx) => cappedJoin(ctx, Object.values(i).flatMap((v) => (Array.isArray(v) ? v : [v])).map(asText), ""),
   { isDynamic: true },
 );
 
@@ -56,14 +64,14 @@ export const join = textNode(
   "Joins a list of strings into a single string using a specified separator.",
   [prop("strings", "list", [], { description: "The list of strings to join." }), prop("separator", "str", "", { description: "Separator between items." })],
   "str",
-  (i) => asList(i.strings).map(asText).join(text(i, "separator")),
+  (i, ctx) => cappedJoin(ctx, asList(i.strings).map(asText), text(i, "separator")),
 );
 
 const FILTER_HELP = "Available filters: upper, lower, capitalize, title, trim, truncate(n), default(value), replace(old, new), join(sep), length, first, last, sort.";
 
 function templateNode(name: string, title: string, description: string, field: PropertyMetadata, vars: (inputs: NodeInputs, props: PropertyMetadata[]) => Record<string, unknown>): ProcessNodeDef {
   const properties = name === "Template" ? [field, prop("values", "dict", {}, { description: "Template variables, in addition to the dynamic inputs." })] : [field];
-  return textNode(name, title, description, properties, "str", (i) => renderTemplate(text(i, field.name), vars(i, properties)), { isDynamic: true });
+  return textNode(name, title, description, properties, "str", (i, ctx) => renderTemplate(text(i, field.name), vars(i, properties), ctx.limits), { isDynamic: true });
 }
 
 /** Renders `template`; the values of undeclared (dynamic) inputs are its variables. */
@@ -96,10 +104,10 @@ export const promptNode: ProcessNodeDef = {
   properties: [prop("prompt", "str", "", { description: "Prompt text. Reference variables with {{ name }} or {name}." })],
   outputs: output("str"),
   isDynamic: true,
-  process: (_ctx, inputs) => {
+  process: (ctx, inputs) => {
     const vars = dynamicInputs(inputs, promptNode.properties);
     // The rendered text goes last so a variable named "output" cannot shadow it.
-    return { ...vars, output: renderTemplate(text(inputs, "prompt"), vars) };
+    return { ...vars, output: renderTemplate(text(inputs, "prompt"), vars, ctx.limits) };
   },
 };
 
@@ -111,10 +119,18 @@ export const replace = textNode(
   [TEXT, prop("old", "str", ""), prop("new", "str", "")],
   "str",
   // `new_value` is the field's name in NodeTool's last TypeScript version.
-  (i) => {
+  (i, ctx) => {
     const old = text(i, "old");
     const repl = asText(i.new ?? i.new_value);
-    return old === "" ? text(i) : text(i).replaceAll(old, repl);
+    const input = text(i);
+    if (old === "") return input;
+    // The result's size is known from the count of matches: a growing replacement is refused before it is built.
+    if (repl.length > old.length) {
+      let n = 0;
+      for (let at = input.indexOf(old); at >= 0; at = input.indexOf(old, at + old.length)) n++;
+      capStringLength(ctx.limits, input.length + n * (repl.length - old.length));
+    }
+    return capString(ctx.limits, input.replaceAll(old, repl));
   },
 );
 
@@ -125,7 +141,11 @@ export const split = textNode(
   "Separates text into a list of strings based on a specified delimiter.",
   [TEXT, prop("delimiter", "str", ",")],
   "list[str]",
-  (i) => text(i).split(text(i, "delimiter")),
+  (i, ctx) => {
+    const parts = text(i).split(text(i, "delimiter"));
+    capList(ctx.limits, parts.length);
+    return parts;
+  },
 );
 
 /** Windows of `length` words (split on separator), each starting `length − overlap` words after the last. */
@@ -135,15 +155,24 @@ export const chunk = textNode(
   "Splits text into chunks of a given number of words, optionally overlapping.",
   [TEXT, prop("length", "int", 100, { min: 1, max: 1000 }), prop("overlap", "int", 0), prop("separator", "str", " ")],
   "list[str]",
-  (i) => {
+  (i, ctx) => {
     const length = asInt(i.length, "length");
     const overlap = asInt(i.overlap, "overlap");
     const step = length - overlap;
     if (length < 1 || step <= 0) throw new NodeError(`invalid chunk parameters: length ${length} must be ≥ 1 and greater than overlap ${overlap}`);
     const separator = text(i, "separator");
     const words = separator === "" ? [...text(i)] : text(i).split(separator);
+    // Overlapping windows repeat each word up to `length` times: the total is checked before any is built.
+    const windows = Math.ceil(words.length / step);
+    capList(ctx.limits, windows);
+    capStringLength(ctx.limits, Math.min(length, words.length) * windows, "the chunks together");
     const chunks: string[] = [];
-    for (let at = 0; at < words.length; at += step) chunks.push(words.slice(at, at + length).join(separator));
+    let units = 0;
+    for (let at = 0; at < words.length; at += step) {
+      const c = words.slice(at, at + length).join(separator);
+      capStringLength(ctx.limits, (units += c.length), "the chunks together");
+      chunks.push(c);
+    }
     return chunks;
   },
 );
@@ -237,26 +266,28 @@ export const sliceText = textNode(
   (i) => pySlice([...text(i)], asInt(i.start, "start"), asInt(i.stop, "stop"), asInt(i.step, "step")).join(""),
 );
 
-/** Python-only group syntax, `(?P<name>…)` and `(?P=name)`, rewritten to JavaScript's. */
-function regex(pattern: string, flags = ""): RegExp {
-  return compileRegex(pattern.replace(/\(\?P</g, "(?<").replace(/\(\?P=(\w+)\)/g, "\\k<$1>"), flags);
-}
-
 /** Every match of pattern (or its capture `group`). */
 export const regexMatch = textNode(
   "RegexMatch",
   "Find Regex Matches",
-  "Find all matches of a regex pattern in text, or of one capture group.",
-  [prop("text", "str", "", { description: "Text to search in" }), prop("pattern", "str", "", { description: "Regular expression pattern" }), prop("group", "int", 0, { description: "Capture group to extract (0 for full match)" })],
+  "Find all matches of a regex pattern in text, or of one capture group. Patterns run on RE2 (linear time): no backreferences or lookaround.",
+  [prop("text", "str", "", { description: "Text to search in" }), prop("pattern", "str", "", { description: "Regular expression pattern (RE2 syntax)" }), prop("group", "int", 0, { description: "Capture group to extract (0 for full match)" })],
   "list[str]",
-  (i) => {
+  (i, ctx) => {
     const group = i.group === null || i.group === undefined ? 0 : asInt(i.group, "group");
-    return [...text(i).matchAll(regex(text(i, "pattern"), "g"))].map((m) => m[group]).filter((v): v is string => v !== undefined);
+    const out: string[] = [];
+    for (const m of compileRegex(text(i, "pattern")).matchAll(text(i))) {
+      const v: unknown = m[group];
+      if (typeof v !== "string") continue;
+      out.push(v);
+      if (out.length > ctx.limits.listMaxItems) capList(ctx.limits, out.length, "the list of matches");
+    }
+    return out;
   },
 );
 
 /** Expands `$1`, `$<name>`, `$&` and `$$` in a replacement for one match (as `String.replace` would). */
-function expand(replacement: string, match: RegExpExecArray | RegExpMatchArray): string {
+function expand(replacement: string, match: RegExpMatchArray): string {
   return replacement.replace(/\$(\$|&|\d{1,2}|<[^>]*>)/g, (tok, ref: string) => {
     if (ref === "$") return "$";
     if (ref === "&") return match[0];
@@ -270,28 +301,34 @@ function expand(replacement: string, match: RegExpExecArray | RegExpMatchArray):
 export const regexReplace = textNode(
   "RegexReplace",
   "Replace with Regex",
-  "Replace text matching a regex pattern; $1 or $<name> in the replacement refer to groups.",
+  "Replace text matching a regex pattern; $1 or $<name> in the replacement refer to groups. Patterns run on RE2 (linear time): no backreferences or lookaround.",
   [
     prop("text", "str", "", { description: "Text to perform replacements on" }),
-    prop("pattern", "str", "", { description: "Regular expression pattern" }),
+    prop("pattern", "str", "", { description: "Regular expression pattern (RE2 syntax)" }),
     prop("replacement", "str", "", { description: "Replacement text" }),
     prop("count", "int", 0, { description: "Maximum replacements (0 for unlimited)" }),
   ],
   "str",
-  (i) => {
+  (i, ctx) => {
     const count = asInt(i.count, "count");
     const replacement = text(i, "replacement");
     const input = text(i);
-    let out = "";
+    const parts: string[] = [];
+    let units = 0;
     let last = 0;
     let n = 0;
-    for (const m of input.matchAll(regex(text(i, "pattern"), "g"))) {
+    for (const m of compileRegex(text(i, "pattern")).matchAll(input)) {
       if (count > 0 && n >= count) break;
-      out += input.slice(last, m.index) + expand(replacement, m);
-      last = m.index + m[0].length;
+      const index = m.index ?? 0;
+      const piece = input.slice(last, index) + expand(replacement, m);
+      // Checked as it grows: a short pattern with a long replacement multiplies the text.
+      capStringLength(ctx.limits, (units += piece.length));
+      parts.push(piece);
+      last = index + m[0].length;
       n++;
     }
-    return out + input.slice(last);
+    parts.push(input.slice(last));
+    return capString(ctx.limits, parts.join(""));
   },
 );
 
@@ -299,23 +336,25 @@ export const regexReplace = textNode(
 export const regexSplit = textNode(
   "RegexSplit",
   "Split with Regex",
-  "Split text using a regex pattern as delimiter.",
-  [prop("text", "str", "", { description: "Text to split" }), prop("pattern", "str", "", { description: "Regular expression pattern to split on" }), prop("maxsplit", "int", 0, { description: "Maximum number of splits (0 for unlimited)" })],
+  "Split text using a regex pattern as delimiter. Patterns run on RE2 (linear time): no backreferences or lookaround.",
+  [prop("text", "str", "", { description: "Text to split" }), prop("pattern", "str", "", { description: "Regular expression pattern to split on (RE2 syntax)" }), prop("maxsplit", "int", 0, { description: "Maximum number of splits (0 for unlimited)" })],
   "list[str]",
-  (i) => {
+  (i, ctx) => {
     const input = text(i);
-    const re = regex(text(i, "pattern"), "g");
+    const re = compileRegex(text(i, "pattern"));
     const maxsplit = asInt(i.maxsplit, "maxsplit");
     const parts: string[] = [];
     let last = 0;
     let splits = 0;
-    for (const m of input.matchAll(re)) {
+    for (const m of re.matchAll(input)) {
       if (maxsplit > 0 && splits >= maxsplit) break;
+      const index = m.index ?? 0;
       // An empty match at the very start splits nothing, as with String.split.
-      if (m[0] === "" && m.index === 0) continue;
+      if (m[0] === "" && index === 0) continue;
       // Captured groups go into the result between the pieces, as with String.split and Python's re.split.
-      parts.push(input.slice(last, m.index), ...m.slice(1).map((g) => g ?? ""));
-      last = m.index + m[0].length;
+      parts.push(input.slice(last, index), ...m.slice(1).map((g) => g ?? ""));
+      if (parts.length > ctx.limits.listMaxItems) capList(ctx.limits, parts.length);
+      last = index + m[0].length;
       splits++;
     }
     parts.push(input.slice(last));
@@ -327,14 +366,10 @@ export const regexSplit = textNode(
 export const regexValidate = textNode(
   "RegexValidate",
   "Validate with Regex",
-  "Check if text matches a regex pattern (anchored at the start, like Python's re.match).",
-  [prop("text", "str", "", { description: "Text to validate" }), prop("pattern", "str", "", { description: "Regular expression pattern" })],
+  "Check if text matches a regex pattern (anchored at the start, like Python's re.match). Patterns run on RE2 (linear time): no backreferences or lookaround.",
+  [prop("text", "str", "", { description: "Text to validate" }), prop("pattern", "str", "", { description: "Regular expression pattern (RE2 syntax)" })],
   "bool",
-  (i) => {
-    const p = text(i, "pattern");
-    regex(p); // compiled alone first so a syntax error names the pattern the user wrote
-    return regex(p.startsWith("^") ? p : `^(?:${p})`).test(text(i));
-  },
+  (i) => compileRegex(text(i, "pattern")).matcher(text(i)).lookingAt(),
 );
 
 /** The value a JSON text denotes; invalid JSON fails. */
@@ -357,14 +392,18 @@ export const collectText: StreamingInputNodeDef = {
   description: "Collects streaming text inputs into a single string, joined by a separator, when the stream ends.",
   properties: [prop("input_item", "str", "", { description: "Text to collect." }), prop("separator", "str", "", { description: "Separator between collected items." })],
   outputs: output("str"),
-  consume: async (_ctx, inputs, inbox) => {
+  consume: async (ctx, inputs, inbox) => {
     const items: string[] = [];
     let separator = asText(inputs.separator);
+    let units = 0;
     for await (const { handle, value } of inbox) {
-      if (handle === "input_item") items.push(asText(value));
-      else if (handle === "separator") separator = asText(value);
+      if (handle === "input_item") {
+        const item = asText(value);
+        capStringLength(ctx.limits, (units += item.length), "the collected text");
+        items.push(item);
+      } else if (handle === "separator") separator = asText(value);
     }
-    return { output: items.join(separator) };
+    return { output: cappedJoin(ctx, items, separator) };
   },
 };
 

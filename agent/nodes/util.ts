@@ -4,7 +4,10 @@
  * a message the user can act on instead of producing `NaN` or `"[object Object]"` downstream.
  */
 import type { PropertyMetadata } from "../../protocol/index.js";
+import { RE2JS } from "re2js";
 import { NodeError, type NodeInputs } from "../engine/types.js";
+
+export { capDict, capList, capString, capStringLength } from "../engine/limits.js";
 
 /** One declared property. `extra` carries `description`, `min`, `max`, `values`, `required`. */
 export function prop(name: string, type: string, dflt: unknown, extra: Omit<PropertyMetadata, "name" | "type" | "default"> = {}): PropertyMetadata {
@@ -98,12 +101,33 @@ export function asNumberList(value: unknown, name: string): number[] {
   });
 }
 
-/** Compiles a user regular expression; a bad pattern is the user's error, so it becomes a `NodeError`. */
-export function compileRegex(pattern: string, flags = ""): RegExp {
+/**
+ * What RE2 cannot run, as users write it: each needs backtracking, which is what lets one pattern take exponential
+ * time (`^(a+)+$`). Looked for only once a pattern has failed to compile, to say why in the user's terms.
+ */
+const UNSUPPORTED: readonly [RegExp, string][] = [
+  [/\\[1-9]/, "backreferences (\\1 … \\9)"],
+  [/\\k<|\(\?P=/, "named backreferences (\\k<name>, (?P=name))"],
+  [/\(\?<[=!]/, "lookbehind ((?<=…), (?<!…))"],
+  [/\(\?[=!]/, "lookahead ((?=…), (?!…))"],
+  [/[*+?}][+]/, "possessive quantifiers (a++, a*+)"],
+  [/\(\?>/, "atomic groups ((?>…))"],
+];
+
+/**
+ * Compiles a user regular expression for the linear-time engine RE2 (`re2js`): matching takes time linear in the
+ * text whatever the pattern, so no pattern can hold a run. Python's `(?P<name>…)` is RE2 syntax. A pattern RE2
+ * cannot express, or a bad one, is the user's error: a `NodeError` naming the construct.
+ */
+export function compileRegex(pattern: string): RE2JS {
   try {
-    return new RegExp(pattern, flags);
+    return RE2JS.compile(pattern);
   } catch (err) {
-    throw new NodeError(`invalid regular expression ${JSON.stringify(pattern)}: ${err instanceof Error ? err.message : String(err)}`);
+    const construct = UNSUPPORTED.find(([re]) => re.test(pattern))?.[1];
+    if (construct) {
+      throw new NodeError(`regular expression ${JSON.stringify(pattern.slice(0, 200))} uses ${construct}, which the linear-time engine (RE2) does not support`);
+    }
+    throw new NodeError(`invalid regular expression ${JSON.stringify(pattern.slice(0, 200))}: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
 

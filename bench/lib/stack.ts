@@ -18,7 +18,7 @@ export async function startGateway(natsUrl: string, opts: { cpu?: string; nodeAr
 }
 
 export async function startAgent(natsUrl: string, gatewayUrl: string, opts: { cpu?: string; maxJobs?: number; name?: string; nodeArgs?: string[]; args?: string[] } = {}): Promise<Spawned> {
-  const p = startNodeway(opts.name ?? "agent", ["agent", "--nats", natsUrl, "--max-jobs", String(opts.maxJobs ?? 64), "--name", opts.name ?? "bench-agent", ...(opts.args ?? [])], opts);
+  const p = startNodeway(opts.name ?? "agent", ["agent", "--nats", natsUrl, "--test-nodes", "--max-jobs", String(opts.maxJobs ?? 64), "--name", opts.name ?? "bench-agent", ...(opts.args ?? [])], opts);
   await p.waitFor(/agent (\S+) running/);
   // The gateway validates graphs against the node catalog of live agents (cached for a second).
   for (let i = 0; i < 100; i++) {

@@ -1,9 +1,9 @@
 import t from "tap";
 import { runGraph, type EngineEvent } from "../../agent/engine/engine.js";
-import { nodeCatalog } from "../../agent/nodes/index.js";
+import { nodeCatalog, nodeLibrary } from "../../agent/nodes/index.js";
 import type { Graph } from "../../protocol/index.js";
 
-const library = nodeCatalog();
+const library = nodeCatalog(nodeLibrary(true));
 const e = (id: string, source: string, target: string, targetHandle: string, sourceHandle = "output") => ({ id, source, sourceHandle, target, targetHandle });
 
 async function run(graph: Graph, params: Record<string, unknown> = {}, signal = new AbortController().signal) {

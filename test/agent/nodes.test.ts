@@ -4,8 +4,8 @@
  * business and is tested there.
  */
 import t from "tap";
-import { NodeError, type Emission, type InboxItem, type NodeContext, type NodeDef, type NodeInputs, type NodeOutputs } from "../../agent/engine/types.js";
-import { NODE_LIBRARY, nodeCatalog } from "../../agent/nodes/index.js";
+import { DEFAULT_NODE_LIMITS, NodeError, type NodeLimits, type Emission, type InboxItem, type NodeContext, type NodeDef, type NodeInputs, type NodeOutputs } from "../../agent/engine/types.js";
+import { NODE_LIBRARY, nodeCatalog, nodeLibrary } from "../../agent/nodes/index.js";
 
 interface Recorded {
   chunks: { content: string; done: boolean }[];
@@ -19,6 +19,7 @@ interface FakeOptions {
   signal?: AbortSignal;
   /** Real, abortable waiting instead of recording and resolving at once. */
   realSleep?: boolean;
+  limits?: NodeLimits;
 }
 
 function fakeContext(def: NodeDef, opts: FakeOptions = {}): { ctx: NodeContext; rec: Recorded } {
@@ -34,6 +35,7 @@ function fakeContext(def: NodeDef, opts: FakeOptions = {}): { ctx: NodeContext; 
     progress: () => {},
     log: () => {},
     preview: (value) => void rec.previews.push(value),
+    limits: opts.limits ?? DEFAULT_NODE_LIMITS,
     sleep: (ms) => {
       rec.sleeps.push(ms);
       if (signal.aborted) return Promise.reject(signal.reason);
@@ -47,7 +49,7 @@ function fakeContext(def: NodeDef, opts: FakeOptions = {}): { ctx: NodeContext; 
   return { ctx, rec };
 }
 
-const catalog = nodeCatalog();
+const catalog = nodeCatalog(nodeLibrary(true));
 
 function def(type: string): NodeDef {
   const d = catalog.get(type);
@@ -100,7 +102,7 @@ async function consume(type: string, given: NodeInputs, items: InboxItem[]): Pro
 const values = (emissions: Emission[], handle: string) => emissions.filter((e) => e.handle === handle).map((e) => e.value);
 
 t.test("nodes - the catalog maps every type and alias to its definition", async (t) => {
-  const names = NODE_LIBRARY.flatMap((d) => [d.type, ...(d.aliases ?? [])]);
+  const names = nodeLibrary(true).flatMap((d) => [d.type, ...(d.aliases ?? [])]);
   t.equal(new Set(names).size, names.length, "no name is claimed twice");
   t.equal(catalog.size, names.length);
   for (const name of names) t.ok(catalog.get(name), name);
@@ -134,7 +136,7 @@ t.test("nodes - the catalog maps every type and alias to its definition", async 
 
 t.test("nodes - every property is typed with a known type and a default that fits it", async (t) => {
   const known = new Set(["str", "int", "float", "bool", "enum", "list", "list[str]", "dict", "any", "image", "audio", "video", "document", "language_model"]);
-  for (const d of NODE_LIBRARY) {
+  for (const d of nodeLibrary(true)) {
     t.ok(d.description.length > 0, `${d.type} has a description`);
     for (const p of d.properties) {
       const where = `${d.type}.${p.name}`;

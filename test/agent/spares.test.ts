@@ -7,7 +7,7 @@
 import t, { type Test } from "tap";
 import { readdirSync, readFileSync } from "node:fs";
 import { RunnerSpares, runWithStrategy } from "../../agent/strategies.js";
-import { nodeCatalog } from "../../agent/nodes/index.js";
+import { nodeCatalog, nodeLibrary } from "../../agent/nodes/index.js";
 import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
@@ -77,7 +77,7 @@ t.test("spares - a spare that dies in the instant before it is taken: its run st
   // Taken in this same turn: its exit has not been seen yet, so it looks alive.
   const result = await runWithStrategy(
     "subprocess",
-    { graph: whereGraph(), params: {}, library: nodeCatalog(), signal: new AbortController().signal, emit: () => undefined },
+    { graph: whereGraph(), params: {}, library: nodeCatalog(nodeLibrary(true)), signal: new AbortController().signal, emit: () => undefined },
     { memoryMb: 0, docker: null, gpus: [], label: "race", spares },
   );
   t.equal(result.status, "completed", "the run completes");

@@ -39,7 +39,7 @@ t.test("strategies - the policy caps what a job asks for: more isolation when th
   t.ok("refused" in pickStrategy("docker", ["inline", "threaded", "subprocess"]), "docker is never given as something weaker");
 
   t.throws(() => compileAgentConfig({ strategies: ["chroot"] }), /unknown strategy "chroot"/);
-  t.same(compileAgentConfig({}).strategies, ["inline"], "inline by default");
+  t.same(compileAgentConfig({}).strategies, ["threaded"], "a worker thread by default: a node that holds it can be ended");
 });
 
 t.test("strategies - a runner may send only what a graph emits, and results in the shape the agent records", async (t) => {
@@ -153,13 +153,13 @@ t.test("strategies - a runner process that dies fails its job (JOB_ERR_RUNNER_CR
   t.not(where(lacking.events).pid, s.agents[0]!.proc.pid, "capped up to subprocess");
   t.equal(running(lacking.events)?.strategy, "subprocess", "and its running update says so");
 
-  const s2 = await startStack(t, { agents: 1 });
+  const s2 = await startStack(t, { agents: 1, agentArgs: ["--strategies", "inline"] });
   const ws2 = await WsClient.open(s2.url, "json");
   t.teardown(() => ws2.close());
   const early = await ws2.request("run_job", { graph: whereGraph, params: {}, execution_strategy: "subprocess" });
   t.match(early.error, { code: "GW_ERR_BAD_REQUEST", message: /no live agent of pool "cpu" can run the "subprocess" strategy \(they offer "inline"\)/ }, "subprocess where the pool's agents offer only inline: refused at submit");
   const bogus = await ws2.request("run_job", { graph: whereGraph, params: {}, execution_strategy: "chroot" });
-  t.match(bogus.error, { code: "GW_ERR_BAD_REQUEST", message: /"execution_strategy" must be one of threaded, subprocess, docker, inline/ }, "an unknown strategy is refused at submit");
+  t.match(bogus.error, { code: "PROTO_ERR_SHAPE", message: /"data.execution_strategy" must be "inline", "threaded", "subprocess" or "docker"/ }, "an unknown strategy is refused at submit");
 });
 
 t.test("strategies - in a pool that mixes policies, an agent that pulls a job it cannot isolate fails it, never runs it weaker", async (t) => {
@@ -173,7 +173,7 @@ t.test("strategies - in a pool that mixes policies, an agent that pulls a job it
   await check(() => ws.events(busyId).find((e) => e.type === "log_update"), 20_000, { name: "subprocess agent busy" });
   t.teardown(() => ws.request("cancel_job", { job_id: busyId }).catch(() => undefined));
   const { startAgentProc } = await import("../helpers/procs.js");
-  const inlineAgent = await startAgentProc(s.ns.url, ["--name", "inline-only"]);
+  const inlineAgent = await startAgentProc(s.ns.url, ["--name", "inline-only", "--strategies", "inline"]);
   t.teardown(() => inlineAgent.kill("SIGKILL"));
   const refused = await runOver(ws, whereGraph, "subprocess");
   const e = terminal(refused.events);

@@ -55,9 +55,12 @@ export interface AgentProc extends Proc {
   id: string;
 }
 
-/** Starts `nodeway agent` and waits until it has registered. */
+/**
+ * Starts `nodeway agent` and waits until it has registered. Test agents offer the `nodeway.test.*` nodes
+ * (`--test-nodes`); `extra` may turn them off again (`--test-nodes false`: the last flag wins).
+ */
 export async function startAgentProc(natsUrl: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProc> {
-  const p = runNodeway(["agent", "--nats", natsUrl, ...extra], env);
+  const p = runNodeway(["agent", "--nats", natsUrl, "--test-nodes", ...extra], env);
   const id = await waitForLine(p, "agent", /agent (\S+) running/);
   return Object.assign(p, { id });
 }
