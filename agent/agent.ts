@@ -13,6 +13,9 @@ import {
   KV_NODES,
   OBJ_ASSETS,
   STREAM_JOBS,
+  STREAM_EVENTS,
+  EVENTS_DEFAULTS,
+  jobEventBudget,
   AckedKv,
   AckedPublisher,
   agentKey,
@@ -37,9 +40,10 @@ import { GpuGroups } from "./gpus.js";
 import { RunnerSpares } from "./strategies.js";
 import { ComfyClient, comfyNodes } from "./comfyui.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
+import { Outbox } from "./outbox.js";
 import type { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
-import { NODE_LIBRARY, nodeCatalog } from "./nodes/index.js";
+import { nodeCatalog, nodeLibrary } from "./nodes/index.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -73,6 +77,8 @@ class Agent implements RunningAgent {
   readonly id: string;
   private nc!: NatsConnection;
   private pub!: AckedPublisher<MsgHdrs>;
+  /** Events NATS has not acknowledged yet, republished in order (agent/outbox.ts). */
+  private outbox!: Outbox;
   private agentsKv!: KV;
   /** `nw_agents` with the registration's writes through `pub`. */
   private registrations!: AckedKv<MsgHdrs>;
@@ -103,6 +109,8 @@ class Agent implements RunningAgent {
   readonly closed: Promise<void> = new Promise((r) => (this.closeResolve = r));
   private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
   private maxAttempts: number = JOB_QUEUE_DEFAULTS.maxAttempts;
+  /** Events one attempt may publish (`jobEventBudget` of NW_EVENTS's per-job cap). */
+  private eventBudget: number = jobEventBudget(EVENTS_DEFAULTS.maxEventsPerJob);
   private disconnectedAt: number | null = null;
   private docker: DockerRunner | null = null;
   private spares: RunnerSpares | null = null;
@@ -118,8 +126,9 @@ class Agent implements RunningAgent {
     this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
     this.comfy = config.comfyuiUrl ? new ComfyClient(config.comfyuiUrl, (l) => this.log(l)) : null;
     const extra = this.comfy ? comfyNodes(this.comfy, () => this.assets ?? null) : [];
-    this.offered = [...NODE_LIBRARY, ...extra];
-    const library = new Map(nodeCatalog());
+    // The test nodes (one spins its thread, one fills its heap) only where the operator asked for them.
+    this.offered = [...nodeLibrary(config.testNodes), ...extra];
+    const library = new Map(nodeCatalog(nodeLibrary(config.testNodes)));
     for (const d of extra) library.set(d.type, d);
     this.library = library;
   }
@@ -181,12 +190,22 @@ class Agent implements RunningAgent {
         this.agentsKv = agentsKv;
         this.registrations = new AckedKv<MsgHdrs>(this.pub, KV_AGENTS, headers, (key) => agentsKv.get(key));
         this.assets = await new Objm(this.nc).open(OBJ_ASSETS);
+        // The stream's per-job cap, less the gateway's room; a user without STREAM.INFO rights assumes the default.
+        const perJob = await jsm.streams.info(STREAM_EVENTS).then((i) => i.config.max_msgs_per_subject ?? 0, () => EVENTS_DEFAULTS.maxEventsPerJob);
+        this.eventBudget = jobEventBudget(perJob);
         break;
       } catch (err) {
         if (Date.now() > deadline) throw new Error(`NATS has no Nodeway streams (is a gateway running?): ${(err as Error).message}`);
         await sleep(250);
       }
     }
+    // A republished event is deduplicated only within the stream's window: the outbox gives up before it closes.
+    const dupMs = await jsm.streams.info(STREAM_EVENTS).then(
+      (i) => Math.floor(Number(i.config.duplicate_window ?? 0) / 1e6),
+      () => 0,
+    );
+    const maxAgeMs = dupMs > 0 ? Math.min(this.config.outboxMaxAgeMs, dupMs) : this.config.outboxMaxAgeMs;
+    this.outbox = new Outbox(this.nc, this.pub, { maxBytes: this.config.outboxMaxBytes, maxAgeMs });
     const gpus = await detectGpus();
     const runGpus = runGpuIds(this.config.gpus, gpus);
     // An engine the docker strategy already reached is there, however it was found.
@@ -438,8 +457,10 @@ class Agent implements RunningAgent {
       {
         nc: this.nc,
         pub: this.pub,
+        outbox: this.outbox,
         jobsKv: this.jobRecords,
         library: this.library,
+        nodeLimits: this.config.nodeLimits,
         strategies: this.config.strategies,
         jobMemoryMb: this.config.jobMemoryMb,
         docker: this.docker,
@@ -450,6 +471,7 @@ class Agent implements RunningAgent {
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,
+        eventBudget: this.eventBudget,
         disconnectedSinceMs: () => this.disconnectedAt,
         queueClock: this.queueClock,
         log: (l) => this.log(l),
@@ -491,6 +513,7 @@ class Agent implements RunningAgent {
     this.spares?.close();
     this.comfy?.stop();
     await this.agentsKv.delete(agentKey(this.id)).catch(() => undefined);
+    this.outbox?.close();
     await this.nc.drain().catch(() => undefined);
     this.pub.close();
     this.closeResolve();

@@ -1,7 +1,8 @@
 /** Agent options → a frozen, checked config (once, at start-up). */
 import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
-import { InvalidConfigError, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS, NATS_OPTION_KEYS, compileNatsConnection, type NatsConnection, type NatsOptions } from "../protocol/index.js";
+import { DEFAULT_NODE_LIMITS, type NodeLimits } from "./engine/types.js";
+import { InvalidConfigError, redactUrl, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS, JOB_QUEUE_DEFAULTS, NATS_OPTION_KEYS, compileNatsConnection, type NatsConnection, type NatsOptions } from "../protocol/index.js";
 
 export interface AgentOptions extends NatsOptions {
   /** Display name. @default the host name */
@@ -18,7 +19,9 @@ export interface AgentOptions extends NatsOptions {
   heartbeatMs?: number;
   /**
    * Strategies this agent offers, its default first: `inline`, `threaded`, `subprocess`, `docker` (agent/strategies.ts;
-   * a run asks, the agent caps). `docker` needs an engine, checked at start-up. @default ["inline"]
+   * a run asks, the agent caps). `docker` needs an engine, checked at start-up. By default a graph runs in a worker
+   * thread (kept warm, `warmRunners`), where a node that holds its loop is terminated on cancel, timeout or lost
+   * lease; an `inline` graph shares the agent's loop, and such a node would hold the agent. @default ["threaded"]
    */
   strategies?: string[];
   /**
@@ -61,6 +64,27 @@ export interface AgentOptions extends NatsOptions {
    * 0 = every run is given all of them. @default 0
    */
   gpusPerRun?: number;
+  /**
+   * Offer the test and benchmark nodes (`nodeway.test.*`: a node that spins its thread, one that fills its heap):
+   * for test and benchmark fleets only. @default false
+   */
+  testNodes?: boolean | string;
+  /** Items in a list a node builds, and values one generator execution emits (`NodeLimits`). @default 1000000 */
+  nodeListMaxItems?: number;
+  /** UTF-8 bytes of a string a node builds. @default 67108864 (64 MiB) */
+  nodeStringMaxBytes?: number;
+  /** Keys of a dictionary a node builds. @default 100000 */
+  nodeDictMaxKeys?: number;
+  /**
+   * Bytes of events NATS has not acknowledged that the agent keeps to republish, all jobs together; past it the
+   * job that adds to them fails `JOB_ERR_EVENTS_UNSTORED`. @default 67108864 (64 MiB)
+   */
+  outboxMaxBytes?: number;
+  /**
+   * How long an event may go unacknowledged (NATS away) before its job fails `JOB_ERR_EVENTS_UNSTORED`; at most
+   * NW_EVENTS's duplicate window, which deduplicates the republished copies. @default 120000
+   */
+  outboxMaxAgeMs?: number;
 }
 
 export interface AgentConfig {
@@ -84,9 +108,21 @@ export interface AgentConfig {
   /** Device ids for `gpu`-pool runs; null = the GPUs detected at start-up. */
   gpus: string[] | null;
   gpusPerRun: number;
+  testNodes: boolean;
+  /** Caps on what each node builds. */
+  nodeLimits: Readonly<NodeLimits>;
+  outboxMaxBytes: number;
+  outboxMaxAgeMs: number;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set([...NATS_OPTION_KEYS, "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "comfyuiUrl", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set([...NATS_OPTION_KEYS, "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "comfyuiUrl", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun", "testNodes", "nodeListMaxItems", "nodeStringMaxBytes", "nodeDictMaxKeys", "outboxMaxBytes", "outboxMaxAgeMs"]);
+
+function bool(key: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (v === true || v === "true" || v === "1") return true;
+  if (v === false || v === "false" || v === "0") return false;
+  throw new InvalidConfigError(key, `must be true or false, got ${JSON.stringify(v)}`);
+}
 
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
@@ -135,7 +171,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     if (!AGENT_OPTION_KEYS.has(k)) throw new InvalidConfigError(k, "unknown setting", ErrorCode.CONFIG_ERR_UNKNOWN_KEY);
   }
   const nats = compileNatsConnection(opts, (path) => readFileSync(path, "utf8"));
-  const strategies = (list("strategies", opts.strategies) ?? ["inline"]) as ExecutionStrategy[];
+  const strategies = (list("strategies", opts.strategies) ?? ["threaded"]) as ExecutionStrategy[];
   for (const s of strategies) {
     if (!(s in ExecutionStrategy)) throw new InvalidConfigError("strategies", `unknown strategy "${s}"`);
   }
@@ -152,9 +188,8 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
       u = null;
     }
     if (!u || !/^https?:$/.test(u.protocol) || u.pathname !== "/" || u.search !== "") {
-      throw new InvalidConfigError("comfyuiUrl", `must be ComfyUI's base URL such as http://127.0.0.1:8188, got ${JSON.stringify(comfyuiUrl)}`);
+      throw new InvalidConfigError("comfyuiUrl", `must be ComfyUI's base URL such as http://127.0.0.1:8188, got ${JSON.stringify(redactUrl(comfyuiUrl))}`);
     }
-    if (!strategies.includes("inline")) throw new InvalidConfigError("comfyuiUrl", `ComfyUI workflows run in the agent itself (strategy inline), which --strategies ${strategies.join(",")} does not offer`);
   }
   const dockerImage = opts.dockerImage ?? null;
   // A Docker reference: [registry/]name[:tag][@digest], no spaces.
@@ -166,6 +201,11 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     throw new InvalidConfigError("dockerNetwork", `not a network name: ${JSON.stringify(dockerNetwork)}`);
   }
   const gpus = gpuIds(opts.gpus);
+  const outboxMaxAgeMs = posInt("outboxMaxAgeMs", opts.outboxMaxAgeMs, JOB_QUEUE_DEFAULTS.duplicateWindowMs);
+  if (outboxMaxAgeMs > JOB_QUEUE_DEFAULTS.duplicateWindowMs) {
+    const windowMs = JOB_QUEUE_DEFAULTS.duplicateWindowMs;
+    throw new InvalidConfigError("outboxMaxAgeMs", `must be at most NW_EVENTS's duplicate window (${windowMs} ms), got ${outboxMaxAgeMs}`);
+  }
   const name = opts.name ?? hostname();
   if (typeof name !== "string" || name.trim() === "") throw new InvalidConfigError("name", "must be a non-empty string");
   return Object.freeze({
@@ -187,5 +227,13 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     dockerNetwork,
     gpus,
     gpusPerRun: nonNegInt("gpusPerRun", opts.gpusPerRun, 0),
+    testNodes: bool("testNodes", opts.testNodes, false),
+    nodeLimits: Object.freeze({
+      listMaxItems: posInt("nodeListMaxItems", opts.nodeListMaxItems, DEFAULT_NODE_LIMITS.listMaxItems),
+      stringMaxBytes: posInt("nodeStringMaxBytes", opts.nodeStringMaxBytes, DEFAULT_NODE_LIMITS.stringMaxBytes),
+      dictMaxKeys: posInt("nodeDictMaxKeys", opts.nodeDictMaxKeys, DEFAULT_NODE_LIMITS.dictMaxKeys),
+    }),
+    outboxMaxBytes: posInt("outboxMaxBytes", opts.outboxMaxBytes, 64 * 1024 * 1024),
+    outboxMaxAgeMs,
   });
 }

@@ -37,17 +37,22 @@ import {
   payloadLimitBytes,
 } from "../protocol/index.js";
 import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
-import type { NodeDef } from "./engine/types.js";
+import type { NodeDef, NodeLimits } from "./engine/types.js";
 import { runWithStrategy, RunnerCrashedError, type RunnerSpares } from "./strategies.js";
 import type { DockerRunner } from "./docker.js";
 import { JobAssets } from "./assets.js";
+import type { EventQueue, Outbox } from "./outbox.js";
 
 export interface JobRunnerDeps {
   nc: NatsConnection;
   pub: AckedPublisher<MsgHdrs>;
+  /** Keeps each event until NATS acknowledges it and republishes it, in order, while it does not. */
+  outbox: Outbox;
   /** Job records: reads and compare-and-set writes (the agent passes an `AckedKv`). */
   jobsKv: RecordStore;
   library: ReadonlyMap<string, NodeDef>;
+  /** Caps on what each node builds (`nodeListMaxItems`, `nodeStringMaxBytes`, `nodeDictMaxKeys`). */
+  nodeLimits: NodeLimits;
   /** The agent's policy: the strategies it offers, its default first (protocol `pickStrategy`). */
   strategies: readonly ExecutionStrategy[];
   /** Heap limit of a threaded or subprocess run (MiB, 0 = V8's default). */
@@ -64,6 +69,8 @@ export interface JobRunnerDeps {
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
+  /** Events one attempt may publish before it fails `JOB_ERR_TOO_MANY_EVENTS` (the stream would drop its oldest). */
+  eventBudget: number;
   /** When the NATS connection was lost, or null while connected. */
   disconnectedSinceMs: () => number | null;
   /** The agent's one reading of how long dispatches waited (see `QueueClock`). */
@@ -136,7 +143,7 @@ const readRecord = readJobRecord;
 export class JobRunner {
   private n = 0;
   /**
-   * Event publishes still waiting for their PubAck, and the waiters for all of them to settle. A count rather
+   * Events waiting behind an asset upload, and the waiters for all of them to reach `events`. A count rather
    * than a list of the promises: a long stream kept every one of them (and its closure) alive to the job's end,
    * and every young-generation GC copied them.
    */
@@ -152,8 +159,14 @@ export class JobRunner {
    * after the claim, when the graph may have finished already: the job fails all the same.
    */
   private tooLarge: string | null = null;
+  /** Why the job's events passed the stream's per-job cap, once they did: the job fails. */
+  private tooMany: string | null = null;
   /** Why a binary output could not be stored as an asset, once one could not: the job fails. */
   private assetFailed: string | null = null;
+  /** This attempt's events not acknowledged yet, in order (opened with the first one). */
+  private events: EventQueue | null = null;
+  /** Why some of the job's events could not be stored (NATS away past the outbox's bounds): the job fails. */
+  private unstored: string | null = null;
   private readonly assets: JobAssets;
   /**
    * The event publishes waiting behind an asset upload, in order (null when none waits): an event that carries
@@ -255,18 +268,25 @@ export class JobRunner {
       this.controller.abort(new StopReason("failed", this.tooLarge));
       return;
     }
+    if (this.n >= this.deps.eventBudget) {
+      this.tooMany ??= `the job emitted more than ${this.deps.eventBudget} events, the most NW_EVENTS keeps of one job (eventsMaxPerJob)`;
+      this.controller.abort(new StopReason("failed", this.tooMany));
+      return;
+    }
     const h = headers();
     h.set("Nats-Msg-Id", eventMsgId(this.jobId, this.attempt, ++this.n));
-    // Handled here: a publish that fails while NATS is away (timeout) must not become an unhandled rejection,
-    // which would crash the agent; the terminal event waits for all of them (`allPublished`).
-    this.pubsInFlight++;
-    this.deps.pub.publish(subjects.jobEvents(this.jobId), data, h).then(
-      () => this.pubSettled(),
-      (err: unknown) => {
-        this.deps.log(`job ${this.jobId}: event publish failed: ${(err as Error).message}`);
-        this.pubSettled();
-      },
-    );
+    // Kept until NATS acknowledges it, republished with the same id while it does not (agent/outbox.ts); the
+    // terminal event waits for all of them (`allPublished`).
+    (this.events ??= this.openEvents()).push(data, h);
+  }
+
+  private openEvents(): EventQueue {
+    const log = (line: string) => this.deps.log(`job ${this.jobId}: ${line}`);
+    return this.deps.outbox.queue(subjects.jobEvents(this.jobId), (why) => {
+      this.unstored ??= why;
+      log(why);
+      this.controller.abort(new StopReason("failed", why));
+    }, log);
   }
 
   private pubSettled(): void {
@@ -274,9 +294,13 @@ export class JobRunner {
     for (const fn of this.pubsSettled.splice(0)) fn();
   }
 
-  /** Resolves once every event publish so far has its PubAck or has failed (never rejects). */
-  private allPublished(): Promise<void> {
-    return this.pubsInFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.pubsSettled.push(resolve));
+  /**
+   * Resolves once every event so far has its PubAck, or could not be stored (`unstored`, the job fails); never
+   * rejects.
+   */
+  private async allPublished(): Promise<void> {
+    if (this.pubsInFlight > 0) await new Promise<void>((resolve) => this.pubsSettled.push(resolve));
+    await this.events?.settled();
   }
 
   /** Publishes the terminal event with a fixed id (re-publishing it after a crash is deduplicated). */
@@ -318,6 +342,7 @@ export class JobRunner {
     } finally {
       if (this.leaseTimer) clearInterval(this.leaseTimer);
       if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
+      this.events?.close();
     }
   }
 
@@ -415,21 +440,33 @@ export class JobRunner {
       }
     }
     await this.offloading;
+    // The record says `completed` only once every event is stored: events NATS would not take fail the job.
+    await this.allPublished();
     // An event too large to publish, or bytes the asset store would not take, fail the job, whether that stopped
     // the run or came (held) after its end; a cancel or timeout that came first stands.
-    const lost = this.tooLarge !== null ? { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message: this.tooLarge } : this.assetFailed !== null ? { code: ErrorCode.JOB_ERR_ASSET_FAILED, message: this.assetFailed } : null;
+    const lost = this.lostOutput();
     if (lost && (final.status === "completed" || final.status === "failed")) {
       final = { status: "failed", error: lost, outputs: null, message: lost.message };
     }
     await this.finish(final, performance.now() - started);
   }
 
+  /** What made the job's output incomplete (an event too large, too many, bytes or events not stored), or null. */
+  private lostOutput(): { code: ErrorCode; message: string } | null {
+    if (this.tooLarge !== null) return { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message: this.tooLarge };
+    if (this.tooMany !== null) return { code: ErrorCode.JOB_ERR_TOO_MANY_EVENTS, message: this.tooMany };
+    if (this.assetFailed !== null) return { code: ErrorCode.JOB_ERR_ASSET_FAILED, message: this.assetFailed };
+    if (this.unstored !== null) return { code: ErrorCode.JOB_ERR_EVENTS_UNSTORED, message: this.unstored };
+    return null;
+  }
+
   private picked: ReturnType<typeof pickStrategy> | null = null;
-  /** The job's strategy under this agent's policy (decided once: the `running` update names it). */
+  /**
+   * The job's strategy under this agent's policy (decided once: the `running` update names it). A graph with an
+   * `inAgent` node runs where any other does: the runner calls the agent for that node (agent/strategies.ts).
+   */
   private strategyPick(): ReturnType<typeof pickStrategy> {
-    if (this.picked) return this.picked;
-    const inAgent = this.job.graph.nodes.some((n) => this.deps.library.get(n.type)?.inAgent === true);
-    return (this.picked = pickStrategy(inAgent ? "inline" : this.job.strategy, this.deps.strategies));
+    return (this.picked ??= pickStrategy(this.job.strategy, this.deps.strategies));
   }
 
   /** Runs the graph with its strategy; never rejects (a graph that cannot start comes back as `thrown`). */
@@ -441,6 +478,7 @@ export class JobRunner {
         graph: this.job.graph,
         params: this.job.params,
         library: this.deps.library,
+        limits: this.deps.nodeLimits,
         signal: this.controller.signal,
         emit: (e: EngineEvent) => {
           if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
@@ -519,7 +557,7 @@ export class JobRunner {
       return;
     }
     // The record as claimed is the likely current one (only a cancel request changes it meanwhile).
-    const w = await casRecord(this.deps.jobsKv, this.jobId, (r) => {
+    const w = await this.whileLeaseHeld(() => casRecord(this.deps.jobsKv, this.jobId, (r) => {
       // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
       if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
       const next: JobRecord = { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
@@ -531,7 +569,7 @@ export class JobRunner {
       const message = `the job's outputs make its record ${bytes} bytes; NATS stores at most ${limit} (max_payload less headers). They were sent as output_update events`;
       this.deps.log(`job ${this.jobId}: ${message}`);
       return { ...next, status: "failed", outputs: null, error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message } };
-    }, this.owned ?? undefined);
+    }, this.owned ?? undefined));
     const written = w?.rec ?? null;
     if (!written) {
       const cur = await readRecord(this.deps.jobsKv, this.jobId);
@@ -547,6 +585,22 @@ export class JobRunner {
     // A plain ack: if it is lost, the redelivery finds the record terminal and ends the message then.
     if (final.status === "completed" || final.status === "failed") this.msg.ack();
     else this.term(final.status);
+  }
+
+  /**
+   * Retries `op` (a record write) while NATS is away or recovering, as long as the lease may still be ours: an
+   * attempt whose events waited out an outage records its result once NATS is back rather than run again.
+   */
+  private async whileLeaseHeld<R>(op: () => Promise<R>): Promise<R> {
+    for (let i = 0; ; i++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (this.deps.nc.isClosed() || !this.leaseHeld()) throw err;
+        if (i === 0) this.deps.log(`job ${this.jobId}: record write failed (${(err as Error).message}); retrying`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   }
 
   /** In-progress acks extend the lease; a stall longer than ack_wait (SIGSTOP, a dead link) means it is gone. */

@@ -2,15 +2,35 @@
  * NATS restart under load (reliability.md §5 R7): `kill -9` of nats-server while jobs stream and submits keep
  * coming, then a restart on the same port and store. Gateway and agents reconnect by themselves, running jobs
  * finish, every submit the gateway acknowledged exists afterwards, and every event the server acknowledged
- * reaches clients — those that kept their socket and those that resume on a new one.
+ * reaches clients — those that kept their socket and those that resume on a new one. Every token a job emitted,
+ * the outage included, reaches each of its clients once and in order (the agent's outbox republishes them).
  */
 import t, { type Test } from "tap";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { History, readJobLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
-import { RecWs, api, assertHistory, check, getJob, natsConn, putWorkflow, readEvents, startAgent, startGateway, startNats, stats, summary, tokensWorkflow } from "./lib.js";
+import { RecWs, api, assertHistory, check, getJob, natsConn, putWorkflow, readEvents, startAgent, startGateway, startNats, stats, summary, tokensWorkflow, type Msg } from "./lib.js";
 
 t.comment(`nats-server ${natsServerVersion()}`);
+
+const TOKENS = 900;
+
+/**
+ * What a client shows its user of a streaming job: the chunks of the attempt that made the job's result. They must
+ * be tok0…tok<TOKENS-1>, each once and in order, and spell the job's output (not just what NATS acknowledged).
+ */
+function checkTokens(t: Test, client: string, msgs: Msg[], rec: Record<string, unknown>): void {
+  const chunks = msgs
+    .filter((m) => m.job_id === rec.id && m.type === "chunk" && m.attempt === rec.attempt && m.content !== "")
+    .map((m) => String(m.content));
+  const firstWrong = chunks.findIndex((c, i) => c !== `tok${i} `);
+  const ok = chunks.length === TOKENS && firstWrong === -1;
+  if (!ok) stats.lost += Math.max(1, TOKENS - chunks.length);
+  const got = chunks.slice(Math.max(0, firstWrong), firstWrong + 5);
+  t.ok(ok, `${client}: ${chunks.length} of ${TOKENS} tokens of ${String(rec.id)}, in order`, ok ? {} : { firstWrong, got });
+  const result = (rec.outputs as { text?: string[] } | null)?.text?.[0];
+  t.equal(chunks.join(""), result, `${client}: its tokens spell the job's result`);
+}
 
 /**
  * `long`: NATS stays down ~10 s (the gateway's health says so at once), past the end of the runs: the
@@ -25,7 +45,7 @@ async function natsBounce(t: Test, long: boolean): Promise<void> {
   const gw = await startGateway(t, ns.url);
   const a1 = await startAgent(t, ns.url, ["--max-jobs", "6", "--name", "a1"]);
   const a2 = await startAgent(t, ns.url, ["--max-jobs", "6", "--name", "a2"]);
-  await putWorkflow(gw.url, "tok", tokensWorkflow(900, 300));
+  await putWorkflow(gw.url, "tok", tokensWorkflow(TOKENS, 300));
   await putWorkflow(gw.url, "short", tokensWorkflow(10, 1_000));
   const h = new History();
 
@@ -87,6 +107,8 @@ async function natsBounce(t: Test, long: boolean): Promise<void> {
   mark('submitting = false;\n');
 
   const retries: string[] = [];
+  // Every connection each resuming client had, in order: together they are what its user saw.
+  const resumedOn: RecWs[][] = resumers.map((c) => [c]);
   const diag = async (err: Error) => {
     t.comment(`failed: ${err.message}; gateway exit code ${gw.proc.exitCode}, signal ${gw.proc.signalCode}`);
     const metrics = ((await api(gw.url, "GET", "/metrics").catch(() => null))?.body.raw as string | undefined) ?? "(gateway not answering)";
@@ -109,6 +131,7 @@ async function natsBounce(t: Test, long: boolean): Promise<void> {
       // seq, as a client with a stall timer does; the history check below still catches any loss.
       for (let attempt = 1; !c.log.ended(resJobs[i]!); attempt++) {
         const c2 = await RecWs.open(gw.url, c.log);
+        resumedOn[i]!.push(c2);
         await check(async () => {
           const hdr = await c2.resume(resJobs[i]!);
           if (hdr.type === "job_resumed") return true;
@@ -136,6 +159,11 @@ async function natsBounce(t: Test, long: boolean): Promise<void> {
   const recs = await Promise.all(all.map((j) => getJob(gw.url, j)));
   t.same(recs.filter((r) => r.status !== "completed").map((r) => `${String(r.id)} ${String(r.status)}`), [], "every running job finished (completed)");
   t.comment(`attempts of the streaming jobs: ${recs.map((r) => String(r.attempt)).join(",")}`);
+  for (const [i, c] of keepers.entries()) checkTokens(t, c.log.name, c.messages(), recs[i]!);
+  for (const [i, conns] of resumedOn.entries()) {
+    checkTokens(t, resumers[i]!.log.name, conns.flatMap((c) => c.messages()), recs[keepers.length + i]!);
+  }
+  for (const [i, r] of ndRes.entries()) checkTokens(t, ndLogs[i]!.name, r.events, recs[all.indexOf(ndJobs[i]!)]!);
   const missing: string[] = [];
   for (const id of acked) if ((await api(gw.url, "GET", `/api/jobs/${id}`)).status !== 200) missing.push(id);
   t.same(missing, [], `every acknowledged submit exists afterwards (${acked.length} acknowledged, ${refused} refused during the outage)`);
