@@ -15,8 +15,8 @@ import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer, createConnection } from "node:net";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
 import type { RunningGateway } from "../gateway/index.js";
-import type { RunningAgent } from "../agent/index.js";
 import type { RunningProxy } from "../proxy/index.js";
 import { MEDIA_TYPES, extensionOf } from "../protocol/index.js";
 import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
@@ -27,13 +27,13 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
  * may still be given an explicit `true`/`false`.
  */
 const BOOLEAN_FLAGS: Readonly<Record<string, ReadonlySet<string>>> = {
-  up: new Set(["tls", "no-examples", "allow-js-fallback", "access-log", "help"]),
+  up: new Set(["tls", "no-examples", "allow-js-fallback", "access-log", "test-nodes", "help"]),
   gateway: new Set(["allow-js-fallback", "access-log", "help"]),
-  agent: new Set(["help"]),
+  agent: new Set(["test-nodes", "help"]),
   proxy: new Set(["access-log", "help"]),
   run: new Set(["quiet", "help"]),
 };
-const LIST_KEYS = new Set(["apiTokens", "pools", "labels", "strategies", "allowedOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
+const LIST_KEYS = new Set(["apiTokens", "pools", "labels", "strategies", "allowedOrigins", "allowedHosts", "corsOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
 const ALIASES = { nats: "natsUrl" };
 
 function fail(message: string, code = 2): never {
@@ -88,6 +88,8 @@ function onSignals(stop: (signal: string) => Promise<void>): void {
 const loadGateway = () => import("../gateway/index.js");
 const loadAgent = () => import("../agent/index.js");
 const loadProxy = () => import("../proxy/index.js");
+/** Only the agent's setting names: `up` runs the agent as a child and needs no more of it. */
+const loadAgentConfig = () => import("../agent/config.js");
 
 async function cmdGateway(args: ParsedArgs): Promise<void> {
   const { startGateway, GATEWAY_OPTION_KEYS } = await loadGateway();
@@ -151,12 +153,100 @@ function waitForPort(host: string, port: number, timeoutMs: number, child: Child
   });
 }
 
-/** `nodeway up`: nats-server (child), gateway and one agent (in this process), optionally the proxy. */
+interface AgentChild {
+  /** The first start's agent id; rejects if that start fails (with what the agent wrote). */
+  ready: Promise<string>;
+  /** SIGTERM, then SIGKILL after `graceMs`; no restart after this. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * `up`'s agent as a child process (`nodeway agent`), so a graph that holds its thread or heap cannot stall the
+ * gateway. Its lines are forwarded prefixed `[agent]`; one that dies after starting is restarted with a backoff.
+ */
+function superviseAgent(argv: string[]): AgentChild {
+  const entry = join(ROOT, "bin", "nodeway.js");
+  // The same V8 flags as this process (the entry's --no-memory-reducer), but no debugger port to fight over.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith("--inspect"));
+  let child: ChildProcess | null = null;
+  let stopping = false;
+  let restartTimer: NodeJS.Timeout | null = null;
+  let backoffMs = 500;
+  let resolveReady!: (id: string) => void;
+  let rejectReady!: (err: Error) => void;
+  const ready = new Promise<string>((res, rej) => ((resolveReady = res), (rejectReady = rej)));
+  let started = false;
+  const start = () => {
+    const p = spawn(process.execPath, [...execArgv, entry, "agent", ...argv], { stdio: ["ignore", "pipe", "pipe"] });
+    child = p;
+    const startedAt = Date.now();
+    let errTail = "";
+    let id: string | null = null;
+    createInterface({ input: p.stdout! }).on("line", (line) => {
+      process.stdout.write(`[agent] ${line}\n`);
+      const m = id === null ? /^agent (\S+) running/.exec(line) : null;
+      if (!m) return;
+      id = m[1]!;
+      process.stderr.write(`nodeway: agent ${id} running in pid ${p.pid}\n`);
+      if (!started) ((started = true), resolveReady(id));
+    });
+    createInterface({ input: p.stderr! }).on("line", (line) => {
+      errTail = (errTail + line + "\n").slice(-4_000);
+      process.stderr.write(`[agent] ${line}\n`);
+    });
+    p.once("exit", (code, signal) => {
+      if (child === p) child = null;
+      const how = signal ? `signal ${signal}` : `code ${code}`;
+      // A first start that fails is up's failure (a bad setting, say): restarting would repeat it forever.
+      if (!started) return rejectReady(new Error(`the agent exited (${how}) before it started: ${errTail.trim()}`));
+      if (stopping) return;
+      if (Date.now() - startedAt > 30_000) backoffMs = 500; // it ran a while: this is no crash loop
+      process.stderr.write(`nodeway: the agent (pid ${p.pid}) exited (${how}); restarting it in ${backoffMs} ms\n`);
+      restartTimer = setTimeout(() => {
+        restartTimer = null;
+        if (!stopping) start();
+      }, backoffMs);
+      backoffMs = Math.min(backoffMs * 2, 10_000);
+    });
+  };
+  start();
+  // A second Ctrl-C exits at once: the agent must not outlive `up` then either.
+  process.once("exit", () => child?.kill("SIGKILL"));
+  return {
+    ready,
+    async stop(graceMs = 5_000) {
+      stopping = true;
+      if (restartTimer) clearTimeout(restartTimer);
+      const p = child;
+      if (!p || p.exitCode !== null || p.signalCode !== null) return;
+      const exited = new Promise<void>((r) => p.once("exit", () => r()));
+      p.kill("SIGTERM");
+      const t = setTimeout(() => p.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** The flags given to `up` that are agent settings, as `--flag=value` for the agent child (repeats kept). */
+function agentFlags(args: ParsedArgs, agentConsumed: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (const [flag, values] of args.flags) {
+    if (agentConsumed.has(flag) && flag !== "nats-url") for (const v of values) out.push(`--${flag}=${v}`);
+  }
+  return out;
+}
+
+/** `nodeway up`: nats-server (child), the gateway (in this process), one agent (child), optionally the proxy. */
 async function cmdUp(args: ParsedArgs): Promise<void> {
-  const [{ startGateway, isExpired, GATEWAY_OPTION_KEYS }, { startAgent, AGENT_OPTION_KEYS }] = await Promise.all([loadGateway(), loadAgent()]);
+  const [{ startGateway, isExpired, GATEWAY_OPTION_KEYS }, { AGENT_OPTION_KEYS }] = await Promise.all([loadGateway(), loadAgentConfig()]);
   const consumed = new Set<string>(["tls", "nats-port", "no-examples", "https-port", "http-port"]);
   const gwOpts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
-  const agentOpts = settingsFor("agent", AGENT_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed });
+  const agentConsumed = new Set<string>();
+  // Read here to check the config file's agent section and the flags; the child reads env and file again itself.
+  const agentOpts = settingsFor("agent", AGENT_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed: agentConsumed });
+  const testNodes = agentOpts.testNodes === true || agentOpts.testNodes === "true" || agentOpts.testNodes === "1";
+  for (const f of agentConsumed) consumed.add(f);
   checkAllFlagsUsed(args, consumed);
   if (spawnSync("nats-server", ["--version"]).error) {
     fail("nats-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install nats-server`, package nats-server) and run `nodeway up` again.", 3);
@@ -170,11 +260,11 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
   const nats = spawn("nats-server", ["-js", "-a", natsHost, "-p", String(natsPort), "-sd", store, "-l", join(home, "nats-server.log")], { stdio: "ignore" });
   const natsUrl = `nats://${natsHost}:${natsPort}`;
   let gw: RunningGateway | null = null;
-  let agent: RunningAgent | null = null;
+  let agent: AgentChild | null = null;
   let proxy: RunningProxy | null = null;
   const stopAll = async () => {
     process.stderr.write("nodeway: stopping\n");
-    await agent?.stop({ graceful: false }).catch(() => undefined);
+    await agent?.stop().catch(() => undefined);
     await proxy?.stop().catch(() => undefined);
     await gw?.stop().catch(() => undefined);
     if (nats.exitCode === null) {
@@ -196,8 +286,10 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
   try {
     await waitForPort(natsHost, natsPort, 10_000, nats);
     gw = await startGateway({ ...gwOpts, natsUrl });
-    agent = await startAgent({ name: "local", ...agentOpts, natsUrl });
-    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens.find((t) => !isExpired(t))?.token);
+    // `--nats` last: it beats a `--nats-url` among the forwarded flags, as `up`'s own NATS must.
+    agent = superviseAgent(["--name", "local", ...agentFlags(args, agentConsumed), "--nats", natsUrl]);
+    const agentId = await agent.ready;
+    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens.find((t) => !isExpired(t))?.token, testNodes);
     let front = gw.url;
     if (flagOn(args, "tls")) {
       const { startProxy, compileProxyConfig, PROXY_OPTION_KEYS } = await loadProxy();
@@ -215,7 +307,7 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
       );
       front = `https://localhost:${proxy.httpsPort}`;
     }
-    process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${natsUrl}, agent ${agent.id})\n`);
+    process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${natsUrl}, agent ${agentId})\n`);
     const withToken = gw.config.apiTokens.length > 0 ? " (API tokens are on: set NODEWAY_API_TOKEN to one of them)" : "";
     process.stdout.write(`try: nodeway run ${join(ROOT, "examples", "hello-world.json")} --param name=you --gateway ${gw.url}${withToken}\n`);
   } catch (err) {
@@ -225,10 +317,16 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
 }
 
 /** Saves every `examples/*.json` workflow, so a fresh `up` has something to run. */
-async function seedExamples(gatewayUrl: string, token: string | undefined): Promise<void> {
+async function seedExamples(gatewayUrl: string, token: string | undefined, testNodes: boolean): Promise<void> {
   const dir = join(ROOT, "examples");
   for (const f of readdirSync(dir).filter((x) => x.endsWith(".json"))) {
-    const wf = JSON.parse(readFileSync(join(dir, f), "utf8")) as Record<string, unknown>;
+    const text = readFileSync(join(dir, f), "utf8");
+    // The demo nodes exist only on an agent started with --test-nodes: without it, say so once, not as a failure.
+    if (!testNodes && text.includes('"nodeway.test.')) {
+      process.stderr.write(`nodeway: example ${f} uses demo nodes: start with --test-nodes to have it\n`);
+      continue;
+    }
+    const wf = JSON.parse(text) as Record<string, unknown>;
     const id = (wf.id as string | undefined) ?? basename(f, ".json");
     const headers: Record<string, string> = { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) };
     const r = await fetch(`${gatewayUrl}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers });

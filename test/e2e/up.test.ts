@@ -18,7 +18,7 @@ function processesUnder(home: string): string[] {
 t.test("up - starts nats-server, gateway and agent, runs the examples through nodeway run, and stops cleanly", async (t) => {
   const home = mkdtempSync(join(tmpdir(), "nw-home-"));
   t.teardown(() => rmSync(home, { recursive: true, force: true }));
-  const up = runNodeway(["up", "--port", "0"], { NODEWAY_HOME: home });
+  const up = runNodeway(["up", "--port", "0", "--test-nodes"], { NODEWAY_HOME: home });
   t.teardown(() => up.kill("SIGKILL"));
   const url = await check(() => /nodeway is up: (\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up" });
   const health = await fetch(`${url}/health`).then((r) => r.json() as Promise<Record<string, unknown>>);
@@ -51,6 +51,45 @@ t.test("up - starts nats-server, gateway and agent, runs the examples through no
   t.equal(await up.exited, 0, "Ctrl-C exits 0");
   await check(() => processesUnder(home).length === 0, 10_000, { name: "no stray processes" });
   t.pass("no stray processes");
+});
+
+t.test("up - the agent runs in a child process: SIGKILL to it leaves the gateway answering, and it comes back", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const up = runNodeway(["up", "--port", "0", "--max-jobs", "3"], { NODEWAY_HOME: home });
+  t.teardown(() => up.kill("SIGKILL"));
+  const url = await check(() => /nodeway is up: (\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up" });
+  const first = /agent (\S+) running in pid (\d+)/.exec(up.stderr());
+  t.ok(first, "up names the agent's pid");
+  const [, firstId, pidText] = first!;
+  const pid = Number(pidText);
+  t.not(pid, up.proc.pid, "the agent runs in a process other than the gateway's");
+  t.match(up.stdout(), new RegExp(`agent ${firstId}\\)`), "the up line names the agent");
+  const agents = async () => ((await fetch(`${url}/api/agents`).then((r) => r.json())) as { agents: { id: string; capabilities: { max_jobs: number } }[] }).agents;
+  const listed = await check(async () => (await agents()).find((a) => a.id === firstId), 10_000, { name: "agent listed" });
+  t.equal(listed.capabilities.max_jobs, 3, "an agent flag given to up reaches the agent child");
+
+  process.kill(pid, "SIGKILL");
+  const again = await check(() => {
+    const ids = [...up.stderr().matchAll(/agent (\S+) running in pid (\d+)/g)];
+    return ids.length >= 2 ? ids.at(-1)! : null;
+  }, 20_000, { name: "agent restarted" });
+  t.match(up.stderr(), /the agent \(pid \d+\) exited \(signal SIGKILL\); restarting it/, "up says the agent died and is restarted");
+  t.not(again[2], String(pid), "a new agent process");
+  t.equal(up.proc.exitCode, null, "up (the gateway) still runs");
+  const health = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) });
+  t.equal(health.status, 200, "/health answers");
+  await check(async () => (await agents()).some((a) => a.id === again[1]), 10_000, { name: "new agent listed" });
+  const run = await fetch(`${url}/api/workflows/hello-world/run?wait=true`, {
+    method: "POST",
+    body: JSON.stringify({ params: { name: "Back" } }),
+    headers: { "content-type": "application/json" },
+  });
+  t.match(await run.json(), { status: "completed", outputs: { greeting: ["Hello, Back!"] } }, "the restarted agent runs a job");
+
+  up.proc.kill("SIGINT");
+  t.equal(await up.exited, 0, "Ctrl-C exits 0");
+  t.throws(() => process.kill(Number(again[2]), 0), "the agent child is gone with up");
 });
 
 t.test("up - a missing nats-server is a clear error naming the package", async (t) => {
