@@ -22,7 +22,7 @@ const oneNode = (type: string, data: Record<string, unknown>) => ({
   ],
   edges: [{ id: "e", source: "n", sourceHandle: "output", target: "o", targetHandle: "value" }],
 });
-const outOf = (events: { type: string; result?: unknown }[]) => (terminal(events as never).result as { out?: unknown[] } | undefined)?.out?.[0];
+const outOf = (events: { type?: string; result?: unknown }[]) => (terminal(events as never).result as { out?: unknown[] } | undefined)?.out?.[0];
 const errorOf = (events: unknown[]) => String((terminal(events as never).error as { message?: string } | undefined)?.message ?? "");
 
 type AgentEntry = { id: string; heartbeat_at: string; running_jobs: string[] };

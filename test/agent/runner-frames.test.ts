@@ -70,7 +70,7 @@ t.test("runner frames - a runner sending garbage fails its run with RunnerCrashe
         alive: () => !exited,
         hold: () => undefined,
         send: (m: unknown) => w.postMessage(m),
-        onMessage: (fn: (m: never) => void) => void w.on("message", fn),
+        onMessage: (fn: (m: never) => void) => void w.on("message", (m) => fn(m as never)),
         onGone: (fn: (how: string) => void) => void w.once("exit", (code) => fn(`exit code ${code}`)),
         kill: () => void w.terminate(),
       },

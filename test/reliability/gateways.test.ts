@@ -80,7 +80,7 @@ t.test("gateways - SIGTERM closes sockets with 1001 and clients resume on the re
   const wsJobs = await Promise.all(ws.map((c) => c.run("tok")));
   // SSE followers of jobs submitted over REST.
   const sseJobs: string[] = [];
-  for (let i = 0; i < N_SSE; i++) sseJobs.push(String((await (await fetch(`${gw.url}/api/workflows/tok/run`, { method: "POST", body: "{}" })).json() as { job_id: string }).job_id));
+  for (let i = 0; i < N_SSE; i++) sseJobs.push(String((await (await fetch(`${gw.url}/api/workflows/tok/run`, { method: "POST", body: "{}", headers: { "content-type": "application/json" } })).json() as { job_id: string }).job_id));
   const sseLogs = sseJobs.map((_, i) => h.client(`sse${i}`));
   const opened: Promise<void>[] = [];
   const sseFirst: Promise<StreamResult>[] = sseJobs.map((j, i) => {
@@ -129,7 +129,7 @@ t.test("gateways - gateways started while jobs stream come up, and a client of t
   await startAgent(t, ns.url, ["--max-jobs", "4"]);
   await putWorkflow(gw0.url, "tok", tokensWorkflow(6_000, 1_500));
   const jobs: string[] = [];
-  for (let i = 0; i < 4; i++) jobs.push(String((await (await fetch(`${gw0.url}/api/workflows/tok/run`, { method: "POST", body: "{}" })).json() as { job_id: string }).job_id));
+  for (let i = 0; i < 4; i++) jobs.push(String((await (await fetch(`${gw0.url}/api/workflows/tok/run`, { method: "POST", body: "{}", headers: { "content-type": "application/json" } })).json() as { job_id: string }).job_id));
   await waitJob(gw0.url, jobs[0]!, (j) => j.status === "running", 20_000, "the first job runs");
   // Events reach each new gateway's hub while it is still starting; uWS once crashed on that (pinned on its own,
   // deterministically, in test/gateway/ws-publish.test.ts).
