@@ -146,7 +146,7 @@ class Agent implements RunningAgent {
       this.docker = await DockerRunner.prepare({ image: c.dockerImage, network: c.dockerNetwork, memoryMb: c.jobMemoryMb, cpus: c.jobCpus, pids: c.jobPids }, (l) => this.log(l));
     }
     const warmKinds = this.config.strategies.filter((k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess");
-    if (this.config.warmRunners > 0 && warmKinds.length > 0) this.spares = new RunnerSpares(warmKinds, this.config.warmRunners, this.config.jobMemoryMb);
+    if (this.config.warmRunners > 0 && warmKinds.length > 0) this.spares = new RunnerSpares(warmKinds, this.config.warmRunners, this.config.jobMemoryMb, this.config.warmRunners + this.config.maxJobs);
     await this.comfy?.start();
     this.log(`connecting to NATS at ${this.config.nats.shown}`);
     const { creds, ...auth } = natsAuthOptions(this.config.nats);

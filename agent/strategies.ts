@@ -181,6 +181,8 @@ export class RunnerSpares {
     kinds: readonly ("threaded" | "subprocess")[],
     private readonly count: number,
     private readonly memoryMb: number,
+    /** Threads back from runs kept idle at most (the agent's `warmRunners + maxJobs`): a burst reuses them all. */
+    private readonly keepMax: number = count + 1,
   ) {
     for (const k of kinds) {
       this.ready.set(k, []);
@@ -201,10 +203,10 @@ export class RunnerSpares {
     return spare ?? null;
   }
 
-  /** A thread back from a clean run waits for the next one, up to one more than `count`; true when kept. */
+  /** A thread back from a clean run waits for the next one, up to `keepMax` idle; true when kept. */
   offer(strategy: "threaded" | "subprocess", ch: Channel): boolean {
     const list = this.ready.get(strategy);
-    if (this.closed || !list || list.length > this.count || !ch.alive() || !ch.reset) return false;
+    if (this.closed || !list || list.length >= this.keepMax || !ch.alive() || !ch.reset) return false;
     ch.reset();
     this.wait(strategy, list, ch);
     return true;
