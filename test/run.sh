@@ -26,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# A Docker engine as ../shared/environment.md has it for these machines: no registry, no bridge or iptables
+# A Docker engine as these machines allow it: no registry, no bridge or iptables
 # (containers run with no network), vfs storage. The tests make their image from this host's node.
 dockerd_pid=""
 # A socket left by an engine that is gone (a package's post-install start, a killed dockerd) answers nothing.
