@@ -3,8 +3,8 @@
  * heartbeats, pulls jobs from its pools only while it has a free slot, runs them, and drains on SIGTERM.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { connect, createInbox, credsAuthenticator, headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager, jetstream, type Consumer, type JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager, jetstream, type Consumer, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import {
@@ -16,8 +16,6 @@ import {
   STREAM_EVENTS,
   EVENTS_DEFAULTS,
   jobEventBudget,
-  AckedKv,
-  AckedPublisher,
   agentKey,
   decodeAgentControl,
   decodeJobCancel,
@@ -31,17 +29,15 @@ import {
   type LlmProvider,
   JOB_QUEUE_DEFAULTS,
   InvalidConfigError,
-  natsAuthOptions,
-  openNats,
 } from "../protocol/index.js";
+import { AckedKv, AckedPublisher, EventPublisher, Outbox, connectAgent } from "../nats/index.js";
+import { createLogger, type Logger } from "../obs/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
 import { GpuGroups } from "./gpus.js";
-import { RunnerSpares } from "./strategies.js";
-import { ComfyClient, comfyNodes } from "./comfyui.js";
+import { RunnerSpares, type DockerRunner } from "./runners/index.js";
+import { ComfyClient, comfyNodes } from "./integrations/index.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
-import { Outbox } from "./outbox.js";
-import type { DockerRunner } from "./docker.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
 import { nodeCatalog, nodeLibrary } from "./nodes/index.js";
 
@@ -73,19 +69,31 @@ async function openBucket(kvm: Kvm, name: string): Promise<KV> {
   return status.streamInfo.config.allow_direct === true ? kvm.open(name, { allow_direct: true }) : kvm.open(name);
 }
 
+/** What the agent found on its host at start-up, and the pools it consumes from. */
+interface Capabilities {
+  gpus: AgentRegistration["capabilities"]["gpus"];
+  /** The GPUs `gpu`-pool runs are given. */
+  runGpus: readonly string[];
+  docker: boolean;
+  providers: LlmProvider[];
+  pools: string[];
+}
+
 class Agent implements RunningAgent {
   readonly id: string;
   private nc!: NatsConnection;
-  private pub!: AckedPublisher<MsgHdrs>;
-  /** Events NATS has not acknowledged yet, republished in order (agent/outbox.ts). */
+  private pub!: AckedPublisher;
+  /** Events NATS has not acknowledged yet, republished in order (nats/outbox.ts). */
   private outbox!: Outbox;
+  /** The jobs' events, through `outbox`. */
+  private publisher!: EventPublisher;
   private agentsKv!: KV;
   /** `nw_agents` with the registration's writes through `pub`. */
-  private registrations!: AckedKv<MsgHdrs>;
+  private registrations!: AckedKv;
   /** `nw_assets`, for binary outputs too large to travel in events. */
   private assets!: ObjectStore;
-  /** `nw_jobs` with its record writes through `pub` (one publish each, not a request; protocol/acked-publish.ts). */
-  private jobRecords!: AckedKv<MsgHdrs>;
+  /** `nw_jobs` with its record writes through `pub` (one publish each, not a request; nats/acked-publish.ts). */
+  private jobRecords!: AckedKv;
   private readonly running = new Map<string, JobRunner>();
   private state: AgentState = "starting";
   private stopping = false;
@@ -122,8 +130,12 @@ class Agent implements RunningAgent {
     this.log(`this host's clock runs at least ${Math.round(behindMs)} ms behind the NATS server's; queue ages are corrected for it (keep clocks in sync with NTP)`),
   );
 
+  /** Every line carries the agent's name; a line about a job carries its id too. */
+  private readonly logger: Logger;
+
   constructor(readonly config: Readonly<AgentConfig>) {
     this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
+    this.logger = createLogger("agent", { agent: config.name });
     this.comfy = config.comfyuiUrl ? new ComfyClient(config.comfyuiUrl, (l) => this.log(l)) : null;
     const extra = this.comfy ? comfyNodes(this.comfy, () => this.assets ?? null) : [];
     // The test nodes (one spins its thread, one fills its heap) only where the operator asked for them.
@@ -134,71 +146,85 @@ class Agent implements RunningAgent {
   }
 
   private log(line: string): void {
-    process.stderr.write(`[agent ${this.config.name}] ${line}\n`);
+    this.logger.info(line);
   }
 
   async start(): Promise<void> {
-    // Offering docker and failing every job that asks for it would be worse than not starting.
-    if (this.config.strategies.includes("docker")) {
-      const c = this.config;
-      // Loaded only here: the engine client and its dependencies are megabytes an agent without docker never needs.
-      const { DockerRunner } = await import("./docker.js");
-      this.docker = await DockerRunner.prepare({ image: c.dockerImage, network: c.dockerNetwork, memoryMb: c.jobMemoryMb, cpus: c.jobCpus, pids: c.jobPids }, (l) => this.log(l));
-    }
-    const warmKinds = this.config.strategies.filter((k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess");
-    if (this.config.warmRunners > 0 && warmKinds.length > 0) this.spares = new RunnerSpares(warmKinds, this.config.warmRunners, this.config.jobMemoryMb, this.config.warmRunners + this.config.maxJobs);
+    await this.prepareRunners();
     await this.comfy?.start();
-    this.log(`connecting to NATS at ${this.config.nats.shown}`);
-    const { creds, ...auth } = natsAuthOptions(this.config.nats);
-    this.nc = await openNats(
-      connect,
-      {
-        servers: this.config.nats.servers,
-        ...auth,
-        ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
-        name: `nodeway-agent-${this.id}`,
-        maxReconnectAttempts: -1,
-        // No stack captured per request in case it times out: that was 14% of the gateway's CPU under dispatch load.
-        noAsyncTraces: true,
-        reconnectTimeWait: 500,
-        // Two missed pings 3 s apart: a dead link is noticed within ~10 s.
-        pingInterval: 3_000,
-        maxPingOut: 2,
-      },
-      this.config.nats,
-      (l) => this.log(l),
-    );
-    void (async () => {
-      for await (const s of this.nc.status()) {
-        if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
-        else if (s.type === "reconnect") this.disconnectedAt = null;
-        if (s.type === "disconnect" || s.type === "reconnect") this.log(`nats ${s.type}`);
-      }
-    })();
-    const js = jetstream(this.nc);
-    this.pub = new AckedPublisher<MsgHdrs>(this.nc, createInbox());
+    await this.connectNats();
     const kvm = new Kvm(this.nc);
     const jsm = await jetstreamManager(this.nc);
-    // The gateway creates the streams and buckets; wait for them rather than race it with other settings.
+    await this.openBuckets(kvm, jsm);
+    await this.openOutbox(jsm);
+    const found = await this.findCapabilities();
+    const consumers = await this.bindConsumers(jsm, found.pools);
+    const catalog = await this.publishCatalog(kvm);
+    await this.register(found, catalog);
+    this.subscribeControl();
+    this.subscribeCancels();
+    // Each loop ends by itself once `stopping` is set (at the latest when its pending pull expires).
+    consumers.forEach((c, i) => void this.pullLoop(c, found.pools[i]!, found.pools.length));
+    this.log(`registered as ${this.id}, pools ${found.pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.count} node types`);
+  }
+
+  /** The docker runner (checked now) and the spare threads and processes, as the config asks. */
+  private async prepareRunners(): Promise<void> {
+    const c = this.config;
+    // Offering docker and failing every job that asks for it would be worse than not starting.
+    if (c.strategies.includes("docker")) {
+      // Loaded only here: the engine client and its dependencies are megabytes an agent without docker never needs.
+      const { DockerRunner } = await import("./runners/docker.js");
+      const settings = { image: c.dockerImage, network: c.dockerNetwork, memoryMb: c.jobMemoryMb, cpus: c.jobCpus, pids: c.jobPids };
+      this.docker = await DockerRunner.prepare(settings, (l) => this.log(l));
+    }
+    const warmKinds = c.strategies.filter((k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess");
+    if (c.warmRunners > 0 && warmKinds.length > 0) {
+      this.spares = new RunnerSpares(warmKinds, c.warmRunners, c.jobMemoryMb, c.warmRunners + c.maxJobs);
+    }
+  }
+
+  /** Connects (reconnecting forever), watches the link, and makes the acked publisher. */
+  private async connectNats(): Promise<void> {
+    this.log(`connecting to NATS at ${this.config.nats.shown}`);
+    this.nc = await connectAgent(this.config.nats, this.id, (l) => this.log(l));
+    void this.watchLink();
+    this.pub = new AckedPublisher(this.nc);
+  }
+
+  /** Notes when the link went down (running jobs judge their lease by it) and logs each change. */
+  private async watchLink(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
+      else if (s.type === "reconnect") this.disconnectedAt = null;
+      if (s.type === "disconnect" || s.type === "reconnect") this.log(`nats ${s.type}`);
+    }
+  }
+
+  /** The gateway creates the streams and buckets; wait for them (up to a minute) rather than race it. */
+  private async openBuckets(kvm: Kvm, jsm: JetStreamManager): Promise<void> {
     const deadline = Date.now() + 60_000;
     for (;;) {
       try {
         await jsm.streams.info(STREAM_JOBS);
         const jobsKv = await openBucket(kvm, KV_JOBS);
-        this.jobRecords = new AckedKv<MsgHdrs>(this.pub, KV_JOBS, headers, (key) => jobsKv.get(key));
+        this.jobRecords = new AckedKv(this.pub, KV_JOBS, (key) => jobsKv.get(key));
         const agentsKv = await openBucket(kvm, KV_AGENTS);
         this.agentsKv = agentsKv;
-        this.registrations = new AckedKv<MsgHdrs>(this.pub, KV_AGENTS, headers, (key) => agentsKv.get(key));
+        this.registrations = new AckedKv(this.pub, KV_AGENTS, (key) => agentsKv.get(key));
         this.assets = await new Objm(this.nc).open(OBJ_ASSETS);
         // The stream's per-job cap, less the gateway's room; a user without STREAM.INFO rights assumes the default.
         const perJob = await jsm.streams.info(STREAM_EVENTS).then((i) => i.config.max_msgs_per_subject ?? 0, () => EVENTS_DEFAULTS.maxEventsPerJob);
         this.eventBudget = jobEventBudget(perJob);
-        break;
+        return;
       } catch (err) {
         if (Date.now() > deadline) throw new Error(`NATS has no Nodeway streams (is a gateway running?): ${(err as Error).message}`);
         await sleep(250);
       }
     }
+  }
+
+  private async openOutbox(jsm: JetStreamManager): Promise<void> {
     // A republished event is deduplicated only within the stream's window: the outbox gives up before it closes.
     const dupMs = await jsm.streams.info(STREAM_EVENTS).then(
       (i) => Math.floor(Number(i.config.duplicate_window ?? 0) / 1e6),
@@ -206,20 +232,35 @@ class Agent implements RunningAgent {
     );
     const maxAgeMs = dupMs > 0 ? Math.min(this.config.outboxMaxAgeMs, dupMs) : this.config.outboxMaxAgeMs;
     this.outbox = new Outbox(this.nc, this.pub, { maxBytes: this.config.outboxMaxBytes, maxAgeMs });
+    this.publisher = new EventPublisher(this.nc, this.pub, this.outbox);
+  }
+
+  /** GPUs, docker and providers found on this host, the pools they give, and the GPU groups of `gpu` runs. */
+  private async findCapabilities(): Promise<Capabilities> {
     const gpus = await detectGpus();
     const runGpus = runGpuIds(this.config.gpus, gpus);
     // An engine the docker strategy already reached is there, however it was found.
     const docker = this.docker !== null || detectDocker();
     const providers = detectProviders();
     // A provider's pool is consumed by the agents with its key, so a job calling its models lands where the key is.
-    const pools = this.config.pools ?? ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...(this.comfy ? ["comfyui"] : []), ...providers, ...this.config.labels];
+    const found = ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...(this.comfy ? ["comfyui"] : [])];
+    const pools = this.config.pools ?? [...found, ...providers, ...this.config.labels];
     const perRun = this.config.gpusPerRun;
     if (pools.includes("gpu") && perRun > runGpus.length) {
-      throw new InvalidConfigError("gpusPerRun", `asks for ${perRun} GPUs a run; this agent has ${runGpus.length} to give${runGpus.length ? ` (${runGpus.join(", ")})` : ""}`);
+      const have = `${runGpus.length} to give${runGpus.length ? ` (${runGpus.join(", ")})` : ""}`;
+      throw new InvalidConfigError("gpusPerRun", `asks for ${perRun} GPUs a run; this agent has ${have}`);
     }
     this.gpuGroups = new GpuGroups(runGpus, perRun);
     if (this.gpuGroups.unused.length > 0) this.log(`GPUs ${this.gpuGroups.unused.join(", ")} make no whole group of ${perRun} and are given to no run`);
-    // Pool consumers: the gateway makes the built-in ones; an operator label's pool is made here, same shape.
+    return { gpus, runGpus, docker, providers, pools };
+  }
+
+  /**
+   * One consumer per pool: the gateway makes the built-in ones; an operator label's pool is made here, same shape.
+   * The lease (`ack_wait`) and attempts (`max_deliver`) are the consumers'.
+   */
+  private async bindConsumers(jsm: JetStreamManager, pools: readonly string[]): Promise<Consumer[]> {
+    const js = jetstream(this.nc);
     const consumers: Consumer[] = [];
     for (const pool of pools) {
       const name = poolConsumer(pool);
@@ -232,13 +273,22 @@ class Agent implements RunningAgent {
       this.maxAttempts = Math.max(1, (info.config.max_deliver ?? this.maxAttempts + 1) - 1);
       consumers.push(await js.consumers.get(STREAM_JOBS, name));
     }
+    return consumers;
+  }
 
+  /** Stores the node catalog in `nw_nodes` under its hash, which the registration names. */
+  private async publishCatalog(kvm: Kvm): Promise<{ key: string; count: number }> {
     const catalog = this.offered.map(metadataOf);
     const catalogJson = JSON.stringify(catalog);
-    const catalogKey = createHash("sha256").update(catalogJson).digest("hex").slice(0, 32);
+    const key = createHash("sha256").update(catalogJson).digest("hex").slice(0, 32);
     const nodesKv = await kvm.open(KV_NODES);
-    await nodesKv.put(catalogKey, catalogJson);
+    await nodesKv.put(key, catalogJson);
+    return { key, count: catalog.length };
+  }
 
+  /** Writes the first registration and starts the heartbeat and the providers' model listings. */
+  private async register(found: Capabilities, catalog: { key: string; count: number }): Promise<void> {
+    const { gpus, runGpus, docker, providers, pools } = found;
     const startedAt = new Date().toISOString();
     this.registration = {
       type: "agent.registration",
@@ -254,26 +304,29 @@ class Agent implements RunningAgent {
         providers,
         max_jobs: this.config.maxJobs,
         strategies: this.config.strategies,
-        node_types: catalog.length,
-        run_gpus: { ids: [...runGpus], per_run: perRun },
+        node_types: catalog.count,
+        run_gpus: { ids: [...runGpus], per_run: this.config.gpusPerRun },
         warm_runners: this.spares ? this.config.warmRunners : 0,
         ...(this.comfy ? { comfyui: this.comfy.info } : {}),
       },
       state: "idle",
       running_jobs: [],
-      node_catalog: catalogKey,
+      node_catalog: catalog.key,
       started_at: startedAt,
       heartbeat_at: startedAt,
     };
     this.state = "idle";
     await this.beat(true);
-    this.heartbeat = setInterval(() => void this.beat(true).catch((e: unknown) => this.log(`heartbeat failed: ${(e as Error).message}`)), this.config.heartbeatMs);
+    this.heartbeat = setInterval(() => void this.beat(true).catch((e: unknown) => this.logger.warn(`heartbeat failed: ${(e as Error).message}`)), this.config.heartbeatMs);
     if (providers.length > 0) {
       // After registering: a provider slow to list its models must not hold the agent's start.
       void this.refreshModels(providers);
       this.modelsTimer = setInterval(() => void this.refreshModels(providers), MODELS_REFRESH_MS);
     }
+  }
 
+  /** Drain and resume requests from operators (`nodeway agents drain|resume`). */
+  private subscribeControl(): void {
     this.nc.subscribe(subjects.agentControl(this.id), {
       callback: (err, m) => {
         if (err) return;
@@ -287,8 +340,13 @@ class Agent implements RunningAgent {
         }
       },
     });
-    // One subscription for every cancel: a job's runner exists from the moment its message is pulled, so a
-    // cancel sent right after the claim finds it.
+  }
+
+  /**
+   * One subscription for every cancel: a job's runner exists from the moment its message is pulled, so a cancel
+   * sent right after the claim finds it.
+   */
+  private subscribeCancels(): void {
     this.nc.subscribe(subjects.cancelAll(), {
       callback: (err, m) => {
         if (err) return;
@@ -301,9 +359,6 @@ class Agent implements RunningAgent {
         }
       },
     });
-    // Each loop ends by itself once `stopping` is set (at the latest when its pending pull expires).
-    consumers.forEach((c, i) => void this.pullLoop(c, pools[i]!, pools.length));
-    this.log(`registered as ${this.id}, pools ${pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.length} node types`);
   }
 
   private currentState(): AgentState {
@@ -336,7 +391,7 @@ class Agent implements RunningAgent {
    * that does not answer keeps the list it gave last (none before its first answer), and says why in the log.
    */
   private async refreshModels(providers: readonly LlmProvider[]): Promise<void> {
-    const { listModels } = await import("./providers.js");
+    const { listModels } = await import("./integrations/providers.js");
     let changed = false;
     await Promise.all(
       providers.map(async (p) => {
@@ -346,13 +401,13 @@ class Agent implements RunningAgent {
           if (!old || old.length !== list.length || old.some((m, i) => m.id !== list[i]!.id)) changed = true;
           this.models.set(p, list);
         } catch (err) {
-          this.log(`${p} did not list its models: ${(err as Error).message}`);
+          this.logger.warn(`${p} did not list its models: ${(err as Error).message}`);
         }
       }),
     );
     if (!changed || this.stopping || this.nc.isClosed()) return;
     this.registration.capabilities = { ...this.registration.capabilities, models: [...this.models.values()].flat() };
-    await this.beat().catch((e: unknown) => this.log(`heartbeat failed: ${(e as Error).message}`));
+    await this.beat().catch((e: unknown) => this.logger.warn(`heartbeat failed: ${(e as Error).message}`));
   }
 
   private freeSlots(): number {
@@ -427,7 +482,7 @@ class Agent implements RunningAgent {
         }
       } catch (err) {
         if (!this.stopping) {
-          this.log(`pull from ${pool} failed: ${(err as Error).message}`);
+          this.logger.warn(`pull from ${pool} failed: ${(err as Error).message}`);
           await sleep(500);
         }
       } finally {
@@ -447,17 +502,16 @@ class Agent implements RunningAgent {
     try {
       dispatch = decodeJobDispatch(msg.data);
     } catch (err) {
-      this.log(`dropping malformed job message: ${(err as Error).message}`);
+      this.logger.warn(`dropping malformed job message: ${(err as Error).message}`);
       msg.term(); // no reason: nats-server < 2.10 ignores "+TERM <reason>"
       return;
     }
     // The pull reserved a group for it: one is free.
     const gpus = pool === "gpu" ? this.gpuGroups.take() : [];
+    const jobLog = this.logger.child({ job: dispatch.job_id });
     const runner = new JobRunner(
       {
-        nc: this.nc,
-        pub: this.pub,
-        outbox: this.outbox,
+        publisher: this.publisher,
         jobsKv: this.jobRecords,
         library: this.library,
         nodeLimits: this.config.nodeLimits,
@@ -474,7 +528,7 @@ class Agent implements RunningAgent {
         eventBudget: this.eventBudget,
         disconnectedSinceMs: () => this.disconnectedAt,
         queueClock: this.queueClock,
-        log: (l) => this.log(l),
+        log: (l) => jobLog.info(l),
       },
       msg,
       dispatch,
@@ -482,7 +536,7 @@ class Agent implements RunningAgent {
     this.running.set(dispatch.job_id, runner);
     void runner
       .run()
-      .catch((err: unknown) => this.log(`job ${dispatch.job_id} crashed in the runner: ${(err as Error).stack ?? String(err)}`))
+      .catch((err: unknown) => jobLog.error(`job ${dispatch.job_id} crashed in the runner: ${(err as Error).stack ?? String(err)}`))
       .finally(() => {
         this.running.delete(dispatch.job_id);
         this.gpuGroups.give(gpus);

@@ -2,7 +2,8 @@
 import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "./engine/types.js";
-import { InvalidConfigError, redactUrl, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS, JOB_QUEUE_DEFAULTS, NATS_OPTION_KEYS, compileNatsConnection, type NatsConnection, type NatsOptions } from "../protocol/index.js";
+import { InvalidConfigError, redactUrl, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS, JOB_QUEUE_DEFAULTS } from "../protocol/index.js";
+import { NATS_OPTION_KEYS, compileNatsConnection, type NatsSettings, type NatsOptions } from "../nats/index.js";
 
 export interface AgentOptions extends NatsOptions {
   /** Display name. @default the host name */
@@ -88,8 +89,8 @@ export interface AgentOptions extends NatsOptions {
 }
 
 export interface AgentConfig {
-  /** Where NATS is and how to authenticate there (protocol/nats-connection.ts). */
-  nats: NatsConnection;
+  /** Where NATS is and how to authenticate there (nats/settings.ts). */
+  nats: NatsSettings;
   name: string;
   maxJobs: number;
   pools: string[] | null;

@@ -7,47 +7,47 @@
  * otherwise sit in every job's time to first token). Nothing it emits leaves the agent before the claim is stored:
  * events wait in order behind the `running` update, and a claim that fails aborts the run and drops them. A job
  * that waited in the queue is claimed first: it may have been cancelled meanwhile, and a cancelled job is skipped,
- * not started (design §4).
+ * not started.
  */
-import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
-import { headers } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { ObjectStore } from "@nats-io/obj";
 import {
   CancelReason,
   ErrorCode,
+  assertNever,
   canTransition,
-  casJobRecord,
-  readJobRecord,
-  type AckedPublisher,
   type JobCancel,
-  encodeMsgpack,
   encodeJson,
-  eventMsgId,
   isTerminal,
-  subjects,
+  jobUpdate,
+  type GraphEvent,
   type JobDispatch,
-  type JobEvent,
+  type JobEventBody,
   type JobRecord,
   type JobState,
-  type RecordStore,
+  type JobUpdateBody,
   type WireError,
   type ExecutionStrategy,
   pickStrategy,
-  payloadLimitBytes,
 } from "../protocol/index.js";
-import { UnknownNodeTypeError, type EngineEvent, type RunGraphResult } from "./engine/engine.js";
+import {
+  casJobRecord,
+  readJobRecord,
+  PayloadTooLargeError,
+  type EventPublisher,
+  type EventSource,
+  type JobEventQueue,
+  type RecordStore,
+} from "../nats/index.js";
+import { UnknownNodeTypeError, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef, NodeLimits } from "./engine/types.js";
-import { runWithStrategy, RunnerCrashedError, type RunnerSpares } from "./strategies.js";
-import type { DockerRunner } from "./docker.js";
+import { runWithStrategy, RunnerCrashedError, type DockerRunner, type RunnerSpares } from "./runners/index.js";
 import { JobAssets } from "./assets.js";
-import type { EventQueue, Outbox } from "./outbox.js";
 
 export interface JobRunnerDeps {
-  nc: NatsConnection;
-  pub: AckedPublisher<MsgHdrs>;
-  /** Keeps each event until NATS acknowledges it and republishes it, in order, while it does not. */
-  outbox: Outbox;
+  /** Stamps, encodes and publishes the job's events; its outbox keeps each until NATS acknowledges it. */
+  publisher: EventPublisher;
   /** Job records: reads and compare-and-set writes (the agent passes an `AckedKv`). */
   jobsKv: RecordStore;
   library: ReadonlyMap<string, NodeDef>;
@@ -128,6 +128,29 @@ class StopReason {
 
 const now = () => new Date().toISOString();
 
+/** A job's final state, as its record and terminal update say it. */
+interface FinalState {
+  status: JobState;
+  error: WireError | null;
+  outputs: Record<string, unknown[]> | null;
+  message?: string;
+}
+
+/** The record as this attempt wrote it, and its revision. */
+type OwnedRecord = { rec: JobRecord; revision: number };
+
+type ClaimOutcome =
+  | { kind: "claimed"; claim: OwnedRecord }
+  | { kind: "finished"; rec: JobRecord }
+  | { kind: "held"; rec: JobRecord }
+  | { kind: "missing" };
+
+/** How a graph run ended; a graph that cannot start comes back as `thrown`. */
+type GraphOutcome = RunGraphResult | { thrown: unknown };
+
+/** The fields of an event that may carry large binary data, and the node it names (on most events). */
+type Bulky = { type?: string; node_id?: string; value?: unknown; result?: unknown };
+
 /** Compare-and-set that answers with the written record, or null when `change` refused or none exists. */
 async function casRecord(
   kv: RecordStore,
@@ -153,7 +176,7 @@ export class JobRunner {
    * Events emitted before the claim is stored, in order; null once they are published. A claim that fails
    * never publishes them: they go with the runner.
    */
-  private held: Record<string, unknown>[] | null = [];
+  private held: JobEventBody[] | null = [];
   /**
    * Why an event could not be published (too large for NATS), once one could not. A held event is published
    * after the claim, when the graph may have finished already: the job fails all the same.
@@ -164,7 +187,7 @@ export class JobRunner {
   /** Why a binary output could not be stored as an asset, once one could not: the job fails. */
   private assetFailed: string | null = null;
   /** This attempt's events not acknowledged yet, in order (opened with the first one). */
-  private events: EventQueue | null = null;
+  private events: JobEventQueue | null = null;
   /** Why some of the job's events could not be stored (NATS away past the outbox's bounds): the job fails. */
   private unstored: string | null = null;
   private readonly assets: JobAssets;
@@ -181,6 +204,8 @@ export class JobRunner {
   private owned: { rec: JobRecord; revision: number } | null = null;
   readonly jobId: string;
   readonly attempt: number;
+  /** The envelope of this attempt's events. */
+  private readonly source: EventSource;
 
   constructor(
     private readonly deps: JobRunnerDeps,
@@ -189,6 +214,7 @@ export class JobRunner {
   ) {
     this.jobId = job.job_id;
     this.attempt = msg.info.deliveryCount;
+    this.source = { jobId: job.job_id, workflowId: job.workflow_id, attempt: this.attempt };
     this.assets = new JobAssets(deps.assets, deps.assetInlineMaxBytes, job);
   }
 
@@ -212,12 +238,17 @@ export class JobRunner {
     this.controller.abort(new StopReason("handed_back", "agent draining"));
   }
 
-  private publish(ev: Record<string, unknown>): void {
+  private get nc(): NatsConnection {
+    return this.deps.publisher.nc;
+  }
+
+  private publish(ev: JobEventBody): void {
     if (this.held) {
       this.held.push(ev);
       return;
     }
-    if (this.offloading !== null || this.assets.needs(ev.value) || this.assets.needs(ev.result)) {
+    const bulk: Bulky = ev;
+    if (this.offloading !== null || this.assets.needs(bulk.value) || this.assets.needs(bulk.result)) {
       this.publishAfterOffload(ev);
       return;
     }
@@ -225,18 +256,12 @@ export class JobRunner {
   }
 
   /** Stores the event's large binary values as assets, then publishes it with references in their place. */
-  private publishAfterOffload(ev: Record<string, unknown>): void {
+  private publishAfterOffload(ev: JobEventBody): void {
     // Counted as in flight from now: the terminal event waits for it like for any publish (`allPublished`).
     this.pubsInFlight++;
-    const nodeId = typeof ev.node_id === "string" ? ev.node_id : undefined;
     const turn = (this.offloading ?? Promise.resolve()).then(async () => {
       try {
-        if (this.assetFailed === null) {
-          const out = { ...ev };
-          if ("value" in ev) out.value = await this.assets.offload(ev.value, nodeId);
-          if ("result" in ev) out.result = await this.assets.offload(ev.result, nodeId);
-          this.publishNow(out);
-        }
+        if (this.assetFailed === null) this.publishNow(await this.offloaded(ev));
       } catch (err) {
         this.assetFailed ??= (err as Error).message;
         this.deps.log(`job ${this.jobId}: ${this.assetFailed}`);
@@ -251,42 +276,54 @@ export class JobRunner {
     });
   }
 
-  private publishNow(ev: Record<string, unknown>): void {
+  /** `ev` with its `value` and `result` stored as assets where they are large binary data. */
+  private async offloaded(ev: JobEventBody): Promise<JobEventBody> {
+    const bulk: Bulky = ev;
+    const nodeId = typeof bulk.node_id === "string" ? bulk.node_id : undefined;
+    const out: Bulky = { ...ev };
+    if ("value" in ev) out.value = await this.assets.offload(bulk.value, nodeId);
+    if ("result" in ev) out.result = await this.assets.offload(bulk.result, nodeId);
+    return out as JobEventBody;
+  }
+
+  private publishNow(ev: JobEventBody): void {
     // Checked per event because after a SIGCONT any timer may fire before the lease timer does.
     if (!this.leaseHeld()) {
       this.controller.abort(new StopReason("cancelled", "lease lost"));
       return;
     }
-    const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt: this.attempt, ts: performance.timeOrigin + performance.now() };
-    const data = encodeMsgpack(body);
-    const limit = payloadLimitBytes(this.deps.nc);
-    if (data.byteLength > limit) {
+    const events = (this.events ??= this.openEvents());
+    let data: Uint8Array;
+    try {
+      data = events.encode(ev);
+    } catch (err) {
+      if (!(err instanceof PayloadTooLargeError)) throw err;
       // NATS would refuse it, and the event would be lost with only a line in this log: the job fails instead,
       // saying which event and by how much (see `run`). Nothing after it is published; the terminal update is.
-      const what = `${String(ev.type)}${ev.node_id ? ` of node "${String(ev.node_id)}"` : ""}`;
-      this.tooLarge ??= `the ${what} is ${data.byteLength} bytes; NATS carries at most ${limit} (max_payload less headers)`;
+      const nodeId = (ev as Bulky).node_id;
+      const what = `${ev.type}${nodeId ? ` of node "${nodeId}"` : ""}`;
+      this.tooLarge ??= `the ${what} is ${err.message}`;
       this.controller.abort(new StopReason("failed", this.tooLarge));
       return;
     }
-    if (this.n >= this.deps.eventBudget) {
+    if (events.count >= this.deps.eventBudget) {
       this.tooMany ??= `the job emitted more than ${this.deps.eventBudget} events, the most NW_EVENTS keeps of one job (eventsMaxPerJob)`;
       this.controller.abort(new StopReason("failed", this.tooMany));
       return;
     }
-    const h = headers();
-    h.set("Nats-Msg-Id", eventMsgId(this.jobId, this.attempt, ++this.n));
-    // Kept until NATS acknowledges it, republished with the same id while it does not (agent/outbox.ts); the
+    // Kept until NATS acknowledges it, republished with the same id while it does not (nats/outbox.ts); the
     // terminal event waits for all of them (`allPublished`).
-    (this.events ??= this.openEvents()).push(data, h);
+    events.push(data);
   }
 
-  private openEvents(): EventQueue {
+  private openEvents(): JobEventQueue {
     const log = (line: string) => this.deps.log(`job ${this.jobId}: ${line}`);
-    return this.deps.outbox.queue(subjects.jobEvents(this.jobId), (why) => {
+    const onFail = (why: string) => {
       this.unstored ??= why;
       log(why);
       this.controller.abort(new StopReason("failed", why));
-    }, log);
+    };
+    return this.deps.publisher.queue(this.source, onFail, log);
   }
 
   private pubSettled(): void {
@@ -303,25 +340,16 @@ export class JobRunner {
     await this.events?.settled();
   }
 
-  /** Publishes the terminal event with a fixed id (re-publishing it after a crash is deduplicated). */
-  private async publishTerminal(ev: Record<string, unknown>, attempt: number): Promise<void> {
-    const body = { ...ev, job_id: this.jobId, workflow_id: this.job.workflow_id, attempt, ts: performance.timeOrigin + performance.now() };
-    const h = headers();
-    h.set("Nats-Msg-Id", eventMsgId(this.jobId, attempt, 0));
+  /**
+   * Publishes the terminal event with a fixed id (re-publishing it after a crash is deduplicated), after every
+   * event before it. Retried with that id until the server acknowledges it (publish → PubAck → ack the job), so
+   * a NATS restart at the wrong moment delays the terminal event rather than leaving it to a redelivery.
+   */
+  private async publishTerminal(ev: JobUpdateBody, attempt: number): Promise<void> {
     await this.allPublished();
-    // Retried with the same id until the server acknowledges it (design: publish → PubAck → ack the job), so a
-    // NATS restart at the wrong moment delays the terminal event rather than leaving it to a redelivery.
-    const data = encodeMsgpack(body);
-    for (let i = 0; ; i++) {
-      try {
-        await this.deps.pub.publish(subjects.jobEvents(this.jobId), data, h, 10_000);
-        return;
-      } catch (err) {
-        if (i >= 5 || this.deps.nc.isClosed()) throw err;
-        this.deps.log(`job ${this.jobId}: terminal event publish failed (${(err as Error).message}); retrying`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
+    const onRetry = (err: Error) => this.deps.log(`job ${this.jobId}: terminal event publish failed (${err.message}); retrying`);
+    const retry = { timeoutMs: 10_000, retries: 5, pauseMs: 500, onRetry };
+    await this.deps.publisher.publishEvent({ ...this.source, attempt }, 0, ev, retry);
   }
 
   async run(): Promise<void> {
@@ -332,7 +360,7 @@ export class JobRunner {
     if (this.attempt > this.deps.maxAttempts) {
       const error: WireError = { code: ErrorCode.JOB_ERR_MAX_DELIVERIES, message: `max deliveries reached (${this.deps.maxAttempts} attempts)` };
       const w = await casRecord(jobsKv, jobId, (r) => (isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() }));
-      if (w) await this.publishTerminal({ type: "job_update", status: "failed", error, message: error.message }, w.rec.attempt);
+      if (w) await this.publishTerminal(jobUpdate.ended("failed", error, error.message), w.rec.attempt);
       this.term("max deliveries reached");
       return;
     }
@@ -347,61 +375,103 @@ export class JobRunner {
   }
 
   private async claimAndRun(): Promise<void> {
-    const jobId = this.jobId;
     const started = performance.now();
-    // The timeout counts from the graph's start, which for a first attempt comes before the claim.
-    const timeoutS = this.job.timeout_s;
-    if (typeof timeoutS === "number" && timeoutS > 0) {
-      this.timeoutTimer = setTimeout(() => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`)), timeoutS * 1000);
+    this.startTimeout();
+    const early = this.startEarly();
+    const claim = await this.claimOrSettle(early);
+    if (!claim) return;
+    this.beginRun(claim);
+    const ended = this.finalOf(await (early ?? this.runJobGraph()));
+    if (ended === "handed_back") {
+      // Drain: leave the job for another agent, at once rather than after ack_wait.
+      await this.allPublished();
+      this.msg.nak();
+      return;
     }
+    if (ended === "lease_lost") {
+      this.deps.log(`job ${this.jobId}: lease lost; stopping without publishing`);
+      return; // Another attempt owns the job now; anything we wrote would be fenced off anyway.
+    }
+    await this.finish(await this.settleOutputs(ended), performance.now() - started);
+  }
+
+  /** The timeout counts from the graph's start, which for a first attempt comes before the claim. */
+  private startTimeout(): void {
+    const timeoutS = this.job.timeout_s;
+    if (typeof timeoutS !== "number" || !(timeoutS > 0)) return;
+    const stop = () => this.controller.abort(new StopReason("timed_out", `timed out after ${timeoutS} s`));
+    this.timeoutTimer = setTimeout(stop, timeoutS * 1000);
+  }
+
+  /** A first attempt dispatched moments ago starts its graph while claiming; null when the run waits. */
+  private startEarly(): Promise<GraphOutcome> | null {
     const queuedMs = this.deps.queueClock.ageMs(this.msg.info.timestampNanos / 1e6);
-    const early = this.attempt === 1 && queuedMs < EARLY_START_MAX_AGE_MS ? this.runJobGraph() : null;
+    return this.attempt === 1 && queuedMs < EARLY_START_MAX_AGE_MS ? this.runJobGraph() : null;
+  }
+
+  /**
+   * Claims the record; null when this delivery does not run the job, its message then settled and a run started
+   * early aborted before it published anything.
+   */
+  private async claimOrSettle(early: Promise<GraphOutcome> | null): Promise<OwnedRecord | null> {
     const dropEarly = async (why: string): Promise<void> => {
       if (!early) return;
       this.controller.abort(new StopReason("cancelled", "not claimed"));
       await early;
-      this.deps.log(`job ${jobId}: not claimed (${why}); aborted the run it had started while claiming, nothing was published`);
+      this.deps.log(`job ${this.jobId}: not claimed (${why}); aborted the run it had started while claiming, nothing was published`);
     };
     const outcome = await this.claim().catch(async (err: unknown) => {
       await dropEarly((err as Error).message);
       throw err;
     });
-    if (outcome.kind !== "claimed") await dropEarly(outcome.kind);
-    if (outcome.kind === "finished") {
-      // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
-      // terminal event exists (deduplicated by id), then drop the message.
-      const t = outcome.rec;
-      if (t.attempt > 0) await this.publishTerminal(terminalUpdate(t), t.attempt).catch(() => undefined);
-      this.term("job already finished");
-      return;
+    if (outcome.kind === "claimed") return outcome.claim;
+    await dropEarly(outcome.kind);
+    await this.settleUnclaimed(outcome);
+    return null;
+  }
+
+  private async settleUnclaimed(outcome: Exclude<ClaimOutcome, { kind: "claimed" }>): Promise<void> {
+    switch (outcome.kind) {
+      case "finished": {
+        // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
+        // terminal event exists (deduplicated by id), then drop the message.
+        const t = outcome.rec;
+        if (t.attempt > 0) await this.publishTerminal(jobUpdate.ofRecord(t), t.attempt).catch(() => undefined);
+        this.term("job already finished");
+        return;
+      }
+      case "missing":
+        this.term("no job record (never written, or past retention)");
+        return;
+      case "held": {
+        // Another delivery of this job owns the record with an attempt at least ours: after a NATS restart the
+        // server may deliver a message again under the same count. Ending the message here would strand the job
+        // if that owner is gone; left alone, the owner's in-progress acks keep it, or ack_wait hands it to a
+        // higher attempt, which takes the record over.
+        const owner = `attempt ${outcome.rec.attempt} (${outcome.rec.agent_id ?? "?"})`;
+        this.deps.log(`job ${this.jobId}: record held by ${owner}, this delivery is attempt ${this.attempt}; leaving the message`);
+        return;
+      }
+      default:
+        assertNever(outcome);
     }
-    if (outcome.kind === "missing") {
-      this.term("no job record (never written, or past retention)");
-      return;
-    }
-    if (outcome.kind === "held") {
-      // Another delivery of this job owns the record with an attempt at least ours: after a NATS restart the
-      // server may deliver a message again under the same count. Ending the message here would strand the job
-      // if that owner is gone; left alone, the owner's in-progress acks keep it, or ack_wait hands it to a
-      // higher attempt, which takes the record over.
-      this.deps.log(`job ${jobId}: record held by attempt ${outcome.rec.attempt} (${outcome.rec.agent_id ?? "?"}), this delivery is attempt ${this.attempt}; leaving the message`);
-      return;
-    }
-    const claim = outcome.claim;
+  }
+
+  /** The claim is stored: `running` first, then whatever the run emitted while it was in flight, in order. */
+  private beginRun(claim: OwnedRecord): void {
     this.owned = claim;
     if (claim.rec.cancel_requested) this.controller.abort(new StopReason("cancelled", CancelReason.user));
-
-    // `running` first, then whatever the run emitted while the claim was in flight, in order.
     const held = this.held ?? [];
     this.held = null;
     const picked = this.strategyPick();
     const strategy = "strategy" in picked ? picked.strategy : undefined;
-    this.publish({ type: "job_update", status: "running", agent_id: this.deps.agentId, strategy, message: this.attempt > 1 ? `attempt ${this.attempt}` : undefined });
+    this.publish(jobUpdate.running(this.deps.agentId, strategy, this.attempt > 1 ? `attempt ${this.attempt}` : undefined));
     for (const ev of held) this.publish(ev);
     this.startLease();
+  }
 
-    const result = await (early ?? this.runJobGraph());
-    let final: { status: JobState; error: WireError | null; outputs: Record<string, unknown[]> | null; message?: string };
+  /** How the run ended, as the job's final state; a hand-back and a lost lease end the attempt without one. */
+  private finalOf(result: GraphOutcome): FinalState | "handed_back" | "lease_lost" {
     if ("thrown" in result) {
       const err = result.thrown;
       const [code, message] =
@@ -410,27 +480,34 @@ export class JobRunner {
           : err instanceof RunnerCrashedError
             ? [ErrorCode.JOB_ERR_RUNNER_CRASHED, err.message]
             : [ErrorCode.JOB_ERR_INVALID, err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`];
-      final = { status: "failed", error: { code, message }, outputs: null, message };
-    } else if (result.status === "completed") final = { status: "completed", error: null, outputs: result.outputs };
-    else if (result.status === "failed") {
-      const e = result.error;
-      const message = `node "${e.node_id}" (${e.node_type}) failed: ${e.message}`;
-      final = { status: "failed", error: { code: ErrorCode.JOB_ERR_NODE_FAILED, message }, outputs: result.outputs, message };
-    } else {
-      const r = result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
-      if (r.state === "handed_back") {
-        // Drain: leave the job for another agent, at once rather than after ack_wait.
-        await this.allPublished();
-        this.msg.nak();
-        return;
-      }
-      if (r.message === "lease lost") {
-        this.deps.log(`job ${this.jobId}: lease lost; stopping without publishing`);
-        return; // Another attempt owns the job now; anything we wrote would be fenced off anyway.
-      }
-      const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
-      final = { status: r.state as JobState, error: { code, message: r.message }, outputs: null, message: r.message };
+      return { status: "failed", error: { code, message }, outputs: null, message };
     }
+    switch (result.status) {
+      case "completed":
+        return { status: "completed", error: null, outputs: result.outputs };
+      case "failed": {
+        const e = result.error;
+        const message = `node "${e.node_id}" (${e.node_type}) failed: ${e.message}`;
+        return { status: "failed", error: { code: ErrorCode.JOB_ERR_NODE_FAILED, message }, outputs: result.outputs, message };
+      }
+      case "cancelled": {
+        const r = result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
+        if (r.state === "handed_back") return "handed_back";
+        if (r.message === "lease lost") return "lease_lost";
+        const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
+        return { status: r.state, error: { code, message: r.message }, outputs: null, message: r.message };
+      }
+      default:
+        return assertNever(result);
+    }
+  }
+
+  /**
+   * The final state once every event is stored: outputs refer to assets, never to large bytes, and an event too
+   * large to publish, too many events, bytes the asset store would not take or events NATS would not store fail
+   * the job, whether that stopped the run or came (held) after its end; a cancel or timeout that came first stands.
+   */
+  private async settleOutputs(final: FinalState): Promise<FinalState> {
     // The record refers to the assets its outputs' events did (same bytes, same asset), never to the bytes.
     if (final.outputs !== null && this.assets.needs(final.outputs)) {
       try {
@@ -442,13 +519,11 @@ export class JobRunner {
     await this.offloading;
     // The record says `completed` only once every event is stored: events NATS would not take fail the job.
     await this.allPublished();
-    // An event too large to publish, or bytes the asset store would not take, fail the job, whether that stopped
-    // the run or came (held) after its end; a cancel or timeout that came first stands.
     const lost = this.lostOutput();
     if (lost && (final.status === "completed" || final.status === "failed")) {
-      final = { status: "failed", error: lost, outputs: null, message: lost.message };
+      return { status: "failed", error: lost, outputs: null, message: lost.message };
     }
-    await this.finish(final, performance.now() - started);
+    return final;
   }
 
   /** What made the job's output incomplete (an event too large, too many, bytes or events not stored), or null. */
@@ -470,7 +545,7 @@ export class JobRunner {
   }
 
   /** Runs the graph with its strategy; never rejects (a graph that cannot start comes back as `thrown`). */
-  private async runJobGraph(): Promise<RunGraphResult | { thrown: unknown }> {
+  private async runJobGraph(): Promise<GraphOutcome> {
     const picked = this.strategyPick();
     if ("refused" in picked) return { thrown: new StrategyUnavailable(picked.refused) };
     try {
@@ -480,8 +555,8 @@ export class JobRunner {
         library: this.deps.library,
         limits: this.deps.nodeLimits,
         signal: this.controller.signal,
-        emit: (e: EngineEvent) => {
-          if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e as unknown as Record<string, unknown>);
+        emit: (e: GraphEvent) => {
+          if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e);
         },
       }, { memoryMb: this.deps.jobMemoryMb, docker: this.deps.docker, gpus: this.deps.gpus, label: this.job.job_id, spares: this.deps.spares });
     } catch (thrown) {
@@ -492,12 +567,7 @@ export class JobRunner {
   /**
    * Claims the record for this attempt, waiting up to `RECORD_WAIT_MS` for a record that is not readable yet.
    */
-  private async claim(): Promise<
-    | { kind: "claimed"; claim: { rec: JobRecord; revision: number } }
-    | { kind: "finished"; rec: JobRecord }
-    | { kind: "held"; rec: JobRecord }
-    | { kind: "missing" }
-  > {
+  private async claim(): Promise<ClaimOutcome> {
     const waitUntilMs = Date.now() + RECORD_WAIT_MS;
     // The gateway sends the dispatch just before the record (gateway/jobs.ts `submit`), so a first read can miss
     // it by microseconds: the first retry goes at once (its round trip is the pause), later ones back off.
@@ -540,17 +610,14 @@ export class JobRunner {
           const mine = cur.rec.attempt === this.attempt && cur.rec.agent_id === this.deps.agentId && cur.rec.status === "running";
           return { rec: cur.rec, written: mine, revision: cur.revision };
         } catch (again) {
-          if (Date.now() > deadline || this.deps.nc.isClosed()) throw again;
+          if (Date.now() > deadline || this.nc.isClosed()) throw again;
           await new Promise((res) => setTimeout(res, 250));
         }
       }
     }
   }
 
-  private async finish(
-    final: { status: JobState; error: WireError | null; outputs: Record<string, unknown[]> | null; message?: string },
-    durationMs: number,
-  ): Promise<void> {
+  private async finish(final: FinalState, durationMs: number): Promise<void> {
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (!this.leaseHeld()) {
       this.deps.log(`job ${this.jobId}: lease lost before finishing; result dropped`);
@@ -562,7 +629,7 @@ export class JobRunner {
       if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
       const next: JobRecord = { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
       const bytes = Buffer.byteLength(encodeJson(next));
-      const limit = payloadLimitBytes(this.deps.nc);
+      const limit = this.deps.publisher.limitBytes;
       if (bytes <= limit) return next;
       // A record NATS cannot store would leave the job running until its attempts ran out, each one running it
       // again. The outputs went out as output_update events; the record says why it has none.
@@ -574,14 +641,14 @@ export class JobRunner {
     if (!written) {
       const cur = await readRecord(this.deps.jobsKv, this.jobId);
       if (cur && cur.rec.attempt === this.attempt && isTerminal(cur.rec.status)) {
-        await this.publishTerminal(terminalUpdate(cur.rec), this.attempt);
+        await this.publishTerminal(jobUpdate.ofRecord(cur.rec), this.attempt);
         this.term("finished elsewhere");
       } else {
         this.deps.log(`job ${this.jobId}: attempt ${this.attempt} is no longer the owner; result dropped`);
       }
       return;
     }
-    await this.publishTerminal({ ...terminalUpdate(written), duration: durationMs / 1000 }, this.attempt);
+    await this.publishTerminal({ ...jobUpdate.ofRecord(written), duration: durationMs / 1000 }, this.attempt);
     // A plain ack: if it is lost, the redelivery finds the record terminal and ends the message then.
     if (final.status === "completed" || final.status === "failed") this.msg.ack();
     else this.term(final.status);
@@ -596,7 +663,7 @@ export class JobRunner {
       try {
         return await op();
       } catch (err) {
-        if (this.deps.nc.isClosed() || !this.leaseHeld()) throw err;
+        if (this.nc.isClosed() || !this.leaseHeld()) throw err;
         if (i === 0) this.deps.log(`job ${this.jobId}: record write failed (${(err as Error).message}); retrying`);
         await new Promise((r) => setTimeout(r, 250));
       }
@@ -614,7 +681,7 @@ export class JobRunner {
       }
       // While cut off from NATS nothing extends the lease: past ack_wait the server may have given the job to
       // another agent, so the check above stops the run rather than let two attempts race.
-      if (this.deps.nc.isClosed() || this.deps.disconnectedSinceMs() !== null) return;
+      if (this.nc.isClosed() || this.deps.disconnectedSinceMs() !== null) return;
       this.msg.working();
       this.lastLeaseOkMs = Date.now();
       // The record tells us if another attempt took over while we were away.
@@ -633,15 +700,3 @@ export class JobRunner {
     return Date.now() - this.lastLeaseOkMs < this.deps.ackWaitMs;
   }
 }
-
-/** The terminal `job_update` that matches a finished record. */
-export function terminalUpdate(r: JobRecord): Record<string, unknown> {
-  const ev: Partial<JobEvent> & Record<string, unknown> = { type: "job_update", status: r.status };
-  if (r.error) {
-    ev.error = r.error;
-    ev.message = r.error.message;
-  }
-  if (r.status === "completed") ev.result = r.outputs ?? {};
-  return ev;
-}
-

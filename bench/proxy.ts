@@ -85,7 +85,7 @@ try {
   lines.push(addedGoal(BENCH, "http_added_p99_ms", med(res, "ours", "http_p99_ms"), med(res, "direct", "http_p99_ms"), 1, n("http_p99_ms", false)));
   lines.push(addedGoal(BENCH, "ws_added_p99_ms", med(res, "ours", "ws_p99_ms"), med(res, "direct", "ws_p99_ms"), 1, n("ws_p99_ms", false)));
 } catch (err) {
-  for (const m of METRICS) if (!lines.some((l) => l.metric === m)) lines.push(invalid(BENCH, m, "-", (err as Error).message.slice(0, 300)));
+  for (const m of METRICS) if (!lines.some((l) => l.metric === m)) lines.push(invalid(BENCH, m, "-", (err as Error).message.split("\n")[0]!.slice(0, 300)));
 } finally {
   for (const g of lines) emitGoal(g);
 }

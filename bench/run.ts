@@ -2,8 +2,9 @@
  * `npm run bench` (everything) and `npm run bench -- --quick` (a ≤ 2 minute subset, what CI runs): runs each
  * benchmark in its own child process (its own process group, killed with everything it started on timeout),
  * prints a table of the medians, then per goal exactly one JSON line
- * `{"bench","metric","ours","peer","ratio","goal","met","noise"}` (+ `reason` when not met or invalid).
- * Never fails on a missed goal (exit 0); exits 1 only when the harness itself breaks.
+ * `{"bench","metric","ours","peer","ratio","goal","verdict","met","noise"}` (+ `reason` unless met); verdicts are
+ * judged against the A/A noise band (lib/report.ts). A bench that exits with an error or times out has every line
+ * it reported made invalid. Never fails on a missed goal (exit 0); exits 1 only when the harness itself breaks.
  * Options: --quick, --only <name>[,<name>…] (codec, token-path, fanout, dispatch, proxy, strategies).
  */
 import { spawn } from "node:child_process";
@@ -11,7 +12,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { GoalLine, Row } from "./lib/report.js";
+import { invalid, invalidated, type GoalLine, type Row, type Verdict } from "./lib/report.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const quick = process.argv.includes("--quick");
@@ -29,12 +30,31 @@ interface Bench {
   bench: string;
 }
 
+const fanoutSizes = (q: boolean) => (q ? [100, 1000] : [100, 1000, 5000]);
 const BENCHES: Bench[] = [
-  { name: "codec", bench: "codec", script: "codec.ts", quick: true, timeoutS: 120, quickTimeoutS: 30, metrics: () => ["token_roundtrip_speed", "token_encode_speed", "token_decode_speed", "bin4k_size", "bin64k_size", "bin4k_decode_speed", "bin64k_decode_speed"] },
-  { name: "token-path", bench: "token_path", script: "token-path.ts", quick: true, timeoutS: 400, quickTimeoutS: 60, metrics: () => ["added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", "added_p50_tls_proxy_ms", "added_p99_tls_proxy_ms"] },
-  { name: "dispatch", bench: "dispatch", script: "dispatch.ts", quick: true, timeoutS: 300, quickTimeoutS: 45, metrics: () => ["first_event_p50_ms", "jobs_per_s"] },
-  { name: "fanout", bench: "ws_fanout", script: "fanout.ts", quick: false, timeoutS: 1500, quickTimeoutS: 90, metrics: (q) => (q ? [100, 1000] : [100, 1000, 5000]).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]) },
-  { name: "proxy", bench: "proxy", script: "proxy.ts", quick: false, timeoutS: 600, quickTimeoutS: 90, metrics: () => ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"] },
+  {
+    name: "codec", bench: "codec", script: "codec.ts", quick: true, timeoutS: 120, quickTimeoutS: 30,
+    metrics: () => ["token_roundtrip_speed", "token_encode_speed", "token_decode_speed", "bin4k_decode_speed"],
+  },
+  {
+    name: "token-path", bench: "token_path", script: "token-path.ts", quick: true, timeoutS: 500, quickTimeoutS: 60,
+    metrics: (q) => [
+      ...["added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", "added_p50_tls_proxy_ms", "added_p99_tls_proxy_ms"],
+      ...(q ? [] : ["added_p50_r3_ms"]),
+    ],
+  },
+  {
+    name: "dispatch", bench: "dispatch", script: "dispatch.ts", quick: true, timeoutS: 420, quickTimeoutS: 45,
+    metrics: (q) => ["first_event_p50_ms", "jobs_per_s", ...(q ? [] : ["first_event_p50_r3_vs_r1"])],
+  },
+  {
+    name: "fanout", bench: "ws_fanout", script: "fanout.ts", quick: false, timeoutS: 2400, quickTimeoutS: 90,
+    metrics: (q) => fanoutSizes(q).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]),
+  },
+  {
+    name: "proxy", bench: "proxy", script: "proxy.ts", quick: false, timeoutS: 600, quickTimeoutS: 90,
+    metrics: () => ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"],
+  },
   // No goal (the issue sets none): what each step of isolation costs a job, in table rows.
   { name: "strategies", bench: "strategies", script: "strategies.ts", quick: false, timeoutS: 300, quickTimeoutS: 60, metrics: () => [] },
 ];
@@ -82,10 +102,18 @@ function runOne(b: Bench): Promise<{ rows: Row[]; goals: GoalLine[]; error: stri
       clearTimeout(timer);
       killGroup(); // anything it left behind
       process.off("exit", killGroup);
-      const error = timedOut ? `timed out after ${limit} s` : code === 0 ? null : `exited ${code ?? sig}: ${errTail.trim().split("\n").slice(-3).join(" | ")}`;
+      const failed = code === 0 ? null : `exited ${code ?? sig}: ${lastError(errTail)}`;
+      const error = timedOut ? `timed out after ${limit} s` : failed;
       resolve({ rows, goals, error });
     });
   });
+}
+
+/** The last error message in a child's stderr tail (a stack's frames say less), else its last lines. */
+function lastError(tail: string): string {
+  const lines = tail.trim().split("\n");
+  const err = lines.filter((l) => /^\w*Error\b|^\[\S+\] bench failed/.test(l.trim())).at(-1);
+  return (err ?? lines.slice(-3).join(" | ")).trim().slice(0, 400);
 }
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.length));
@@ -143,11 +171,15 @@ for (const b of BENCHES) {
   process.stderr.write(`\n=== ${b.name} ===\n`);
   const r = await runOne(b);
   allRows.push(...r.rows);
+  // A line reported before the bench failed is not vouched for: it may stand on a round that broke later.
+  const why = `the benchmark failed after reporting this line: ${r.error}`;
+  const demote = (g: GoalLine) => (g.verdict === "invalid" ? g : invalidated(g, why));
+  const goals = r.error ? r.goals.map(demote) : r.goals;
   for (const m of b.metrics(quick)) {
-    const g = r.goals.find((x) => x.metric === m);
-    allGoals.push(g ?? { bench: b.bench, metric: m, ours: null, peer: null, ratio: null, goal: "-", met: false, noise: null, reason: r.error ?? "the benchmark reported nothing for this goal" });
+    const g = goals.find((x) => x.metric === m);
+    allGoals.push(g ?? invalid(b.bench, m, "-", r.error ?? "the benchmark reported nothing for this goal"));
   }
-  for (const g of r.goals) if (!b.metrics(quick).includes(g.metric)) allGoals.push(g);
+  for (const g of goals) if (!b.metrics(quick).includes(g.metric)) allGoals.push(g);
   process.stderr.write(`=== ${b.name}: ${((Date.now() - t0) / 1000).toFixed(1)} s${r.error ? ` (${r.error})` : ""}\n`);
 }
 
@@ -164,7 +196,9 @@ const w0 = Math.max(20, ...[...table.keys()].map((k) => k.length)) + 2;
 const wArm = (a: string) => Math.max(15, a.length + 2);
 process.stdout.write(`\nmedians of measured rounds (warm-up dropped)\n${pad("bench metric", w0)}${arms.map((a) => pad(a, wArm(a))).join("")}\n`);
 for (const [k, per] of table) process.stdout.write(`${pad(k, w0)}${arms.map((a) => pad(per.has(a) ? fmt(per.get(a)!.value) : "", wArm(a))).join("")}\n`);
-process.stdout.write(`\ngoals (${allGoals.filter((g) => g.met).length}/${allGoals.length} met, ${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+const count = (v: Verdict) => allGoals.filter((g) => g.verdict === v).length;
+const tally = (["met", "missed", "inconclusive", "invalid"] as const).map((v) => `${count(v)} ${v}`).join(", ");
+process.stdout.write(`\ngoals (${allGoals.length} lines: ${tally}; ${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
 for (const g of allGoals) process.stdout.write(`${JSON.stringify(g)}\n`);
 process.stdout.write(strayWarning);
 process.exit(0);

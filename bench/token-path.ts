@@ -4,15 +4,18 @@
  * events, paced the same way, on core NATS → a bare uWS.js server that subscribes and `app.publish`es → the
  * same clients. Per token: receive − emit (same host clock); per job: start request → first token (TTFT).
  * Gateway and floor server are pinned to core 0, the client process to core 1. Variant: our chain through the
- * TLS proxy (self-signed), when the proxy is there.
+ * TLS proxy (self-signed), when the proxy is there. Full run only: our chain on a 3-server cluster with every
+ * stream at 3 replicas (`ours_r3`, its own gateway and agent), judged against the same floor, shown as a ratio to
+ * ours.
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { addedGoal, alternate, emitGoal, invalid, log as mkLog, med, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
+import { addedGoal, alternate, emitGoal, emitRow, invalid, log as mkLog, med, rowsOf } from "./lib/report.js";
+import type { Arm, GoalLine } from "./lib/report.js";
 import { startTs } from "./lib/procs.js";
 import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
-import { NatsServer, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
+import { NatsCluster, NatsServer, startAgent, startGateway, streamsNotAt, tokensGraph } from "./lib/stack.js";
 import { summarize } from "./lib/stats.js";
 
 const BENCH = "token_path";
@@ -23,10 +26,16 @@ const cfg = quick ? { jobs: 20, rate: 50, count: 50, rounds: 5, staggerMs: 20 } 
 const home = mkdtempSync(join(tmpdir(), "nw-bench-home-"));
 process.env.NODEWAY_HOME = home;
 const ns = await NatsServer.start();
+const cluster = quick ? null : await NatsCluster.start({ size: 3 });
 process.on("exit", () => void ns.stop());
+process.on("exit", () => void cluster?.stop());
 try {
   const gw = await startGateway(ns.url, { cpu: "0" });
   await startAgent(ns.url, gw.url, { maxJobs: 64 });
+  const r3Env = { NODEWAY_HOME: mkdtempSync(join(tmpdir(), "nw-bench-home-")) };
+  const gw3 = cluster ? await startGateway(cluster.url, { cpu: "0", env: r3Env }) : null;
+  if (cluster && gw3) await startAgent(cluster.url, gw3.url, { maxJobs: 64, env: r3Env });
+  const r3Off = cluster ? await streamsNotAt(cluster.url, 3) : [];
   const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url], { cpu: "0" });
   const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
   const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url]);
@@ -55,6 +64,7 @@ try {
   });
   const arms: Arm[] = [arm("ours", "ours", gw.url.replace(/^http/, "ws")), arm("floor", "floor", `ws://127.0.0.1:${floorPort}`), arm("floor_aa", "floor", `ws://127.0.0.1:${floorPort}`)];
   if (proxy) arms.push(arm("ours_tls_proxy", "ours", `wss://127.0.0.1:${proxy.httpsPort}`));
+  if (gw3) arms.push(arm("ours_r3", "ours", gw3.url.replace(/^http/, "ws")));
   log(`${cfg.jobs} jobs × ${cfg.rate} tok/s (${cfg.jobs * cfg.rate} tok/s aggregate), ${cfg.count} tokens each, ${cfg.rounds} rounds`);
   const res = await alternate(arms, cfg.rounds, log);
   rowsOf(BENCH, res, { p50_ms: "ms", p99_ms: "ms", p999_ms: "ms", ttft_p50_ms: "ms", ttft_p99_ms: "ms", tokens: "", ttft_submit_p50_ms: "ms", ttft_dispatch_p50_ms: "ms", ttft_start_p50_ms: "ms", ttft_deliver_p50_ms: "ms" });
@@ -78,8 +88,21 @@ try {
       else lines.push(addedGoal(BENCH, name, med(res, armName, m), med(res, "floor", m), limit, noise(m)));
     }
   }
+  if (gw3) {
+    const [name, goal] = ["added_p50_r3_ms", "ours - peer <= 1 ms"];
+    const r3Err = [...(errors.get("ours_r3") ?? []), ...r3Off.map((x) => `not at 3 replicas: ${x}`)];
+    const [ours3, floorP50] = [med(res, "ours_r3", "p50_ms"), med(res, "floor", "p50_ms")];
+    if (r3Err.length) lines.push(invalid(BENCH, name, goal, `invalid run (ours_r3): ${r3Err.slice(0, 3).join("; ")}`));
+    else if (floorErr.length) lines.push(invalid(BENCH, name, goal, `invalid run (floor): ${floorErr.slice(0, 3)}`));
+    else lines.push(addedGoal(BENCH, name, ours3, floorP50, 1, noise("p50_ms")));
+    for (const m of ["p50_ms", "p99_ms", "ttft_p50_ms"]) {
+      const value = med(res, "ours_r3", m) / med(res, "ours", m);
+      emitRow({ bench: BENCH, metric: `${m.replace("_ms", "")}_r3_vs_r1`, arm: "ours_r3", value, unit: "ratio" });
+    }
+  }
   for (const g of lines) emitGoal(g);
 } finally {
   await ns.stop();
+  await cluster?.stop();
 }
 process.exit(0);

@@ -18,21 +18,30 @@ import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import type { RunningGateway } from "../gateway/index.js";
 import type { RunningProxy } from "../proxy/index.js";
+import type { Logger } from "../obs/index.js";
 import { MEDIA_TYPES, extensionOf } from "../protocol/index.js";
-import { nodewayHome, parseArgs, settingsFor, type ParsedArgs } from "./settings.js";
+import { UsageError, commandFlags, nodewayHome, parseArgs, settingsFor, type CommandFlags, type ParsedArgs } from "./settings.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /**
  * Flags that take no value, per command (`--tls` is a switch for `up` but takes a mode for `proxy`). Any of them
  * may still be given an explicit `true`/`false`.
  */
-const BOOLEAN_FLAGS: Readonly<Record<string, ReadonlySet<string>>> = {
-  up: new Set(["tls", "no-examples", "allow-js-fallback", "access-log", "test-nodes", "help"]),
-  gateway: new Set(["allow-js-fallback", "access-log", "help"]),
-  agent: new Set(["test-nodes", "help"]),
-  proxy: new Set(["access-log", "help"]),
-  run: new Set(["quiet", "help"]),
-};
+const BOOLEAN_FLAGS = {
+  up: new Set(["tls", "no-examples", "allow-js-fallback", "access-log", "test-nodes"]),
+  gateway: new Set(["allow-js-fallback", "access-log"]),
+  agent: new Set(["test-nodes"]),
+  proxy: new Set(["access-log"]),
+} as const satisfies Record<string, ReadonlySet<string>>;
+/** `up`'s own flags, beside the gateway's and the agent's settings. */
+const UP_FLAGS = ["tls", "nats-port", "no-examples", "https-port", "http-port"];
+/** The flags of the commands that talk to a gateway (they have no settings). */
+const CLIENT_FLAGS = {
+  run: { switches: new Set(["quiet"]), values: new Set(["param", "gateway", "timeout-s", "token", "save"]), positionals: true },
+  chat: { switches: new Set(), values: new Set(["model", "system", "max-tokens", "gateway", "token"]), positionals: true },
+  models: { switches: new Set(), values: new Set(["gateway", "token"]), positionals: false },
+  token: { switches: new Set(), values: new Set(), positionals: false },
+} as const satisfies Record<string, CommandFlags>;
 const LIST_KEYS = new Set(["apiTokens", "pools", "labels", "strategies", "allowedOrigins", "allowedHosts", "corsOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
 const ALIASES = { nats: "natsUrl" };
 
@@ -47,21 +56,31 @@ function flagOn(args: ParsedArgs, name: string): boolean {
   return v !== undefined && v !== "false";
 }
 
-/** Refuses flags no setting consumed and arguments the command does not take (rather than ignoring them). */
-function checkAllFlagsUsed(args: ParsedArgs, consumed: Set<string>, extra: string[] = []): void {
-  for (const f of args.flags.keys()) if (!consumed.has(f) && !extra.includes(f)) fail(`unknown flag --${f}`);
-  if (args.positional.length > 0) fail(`unexpected argument "${args.positional[0]}" (flags take the form --name value)`);
+/** The command line of one command; one it does not take (a flag, a value, an argument) exits 2 saying why. */
+function parseCommand(argv: readonly string[], spec: CommandFlags): ParsedArgs {
+  try {
+    return parseArgs(argv, spec);
+  } catch (err) {
+    if (err instanceof UsageError) fail(err.message);
+    throw err;
+  }
+}
+
+/** The log of a long-running command (`up`, `gateway`): loaded with it, never by the gateway's clients. */
+async function cliLogger(): Promise<Logger> {
+  const { createLogger } = await import("../obs/index.js");
+  return createLogger("cli");
 }
 
 /** SIGHUP re-reads the gateway's API tokens; a bad file is reported and the tokens in force stay. */
-function reloadTokensOnHup(gw: () => RunningGateway | null): void {
+function reloadTokensOnHup(gw: () => RunningGateway | null, log: Logger): void {
   process.on("SIGHUP", () => {
     const g = gw();
     if (!g) return;
     try {
       g.reloadTokens();
     } catch (err) {
-      process.stderr.write(`nodeway: API tokens not reloaded, the previous ones stay: ${(err as Error).message}\n`);
+      log.warn(`API tokens not reloaded, the previous ones stay: ${(err as Error).message}`);
     }
   });
 }
@@ -91,33 +110,30 @@ const loadProxy = () => import("../proxy/index.js");
 /** Only the agent's setting names: `up` runs the agent as a child and needs no more of it. */
 const loadAgentConfig = () => import("../agent/config.js");
 
-async function cmdGateway(args: ParsedArgs): Promise<void> {
+async function cmdGateway(argv: readonly string[]): Promise<void> {
   const { startGateway, GATEWAY_OPTION_KEYS } = await loadGateway();
-  const consumed = new Set<string>();
-  const opts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
-  checkAllFlagsUsed(args, consumed);
+  const args = parseCommand(argv, commandFlags(GATEWAY_OPTION_KEYS, BOOLEAN_FLAGS.gateway, { aliases: ALIASES }));
+  const opts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS });
   const gw = await startGateway(opts);
   process.stdout.write(`gateway listening on ${gw.url}\n`);
-  reloadTokensOnHup(() => gw);
+  reloadTokensOnHup(() => gw, await cliLogger());
   onSignals(() => gw.stop());
 }
 
-async function cmdAgent(args: ParsedArgs): Promise<void> {
+async function cmdAgent(argv: readonly string[]): Promise<void> {
   const { startAgent, AGENT_OPTION_KEYS } = await loadAgent();
-  const consumed = new Set<string>();
-  const opts = settingsFor("agent", AGENT_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
-  checkAllFlagsUsed(args, consumed);
+  const args = parseCommand(argv, commandFlags(AGENT_OPTION_KEYS, BOOLEAN_FLAGS.agent, { aliases: ALIASES }));
+  const opts = settingsFor("agent", AGENT_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS });
   const agent = await startAgent(opts);
   process.stdout.write(`agent ${agent.id} running\n`);
   // SIGTERM drains: finish or hand back running jobs within the grace period, then exit.
   onSignals(() => agent.stop({ graceful: true }));
 }
 
-async function cmdProxy(args: ParsedArgs): Promise<void> {
+async function cmdProxy(argv: readonly string[]): Promise<void> {
   const { startProxy, compileProxyConfig, PROXY_OPTION_KEYS } = await loadProxy();
-  const consumed = new Set<string>();
-  const opts = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed });
-  checkAllFlagsUsed(args, consumed);
+  const args = parseCommand(argv, commandFlags(PROXY_OPTION_KEYS, BOOLEAN_FLAGS.proxy));
+  const opts = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
   const proxy = await startProxy(compileProxyConfig(opts as never));
   process.stdout.write(`proxy listening on https port ${proxy.httpsPort}, http port ${proxy.httpPort}\n`);
   onSignals(() => proxy.stop());
@@ -160,14 +176,26 @@ interface AgentChild {
   stop(graceMs?: number): Promise<void>;
 }
 
+/** The log format of this process (obs/), which `up`'s agent child is given: its stderr is a pipe, not ours. */
+function logFormat(): "json" | "pretty" {
+  const asked = process.env.NODEWAY_LOG_FORMAT;
+  if (asked === "json" || asked === "pretty") return asked;
+  return process.stderr.isTTY ? "pretty" : "json";
+}
+
+/** A log line of the agent (JSON, or pretty with its time first): forwarded as it is, it names its component. */
+const LOG_LINE = /^(\{"level":|\[\d\d:\d\d:\d\d\.\d{3}\] )/;
+
 /**
  * `up`'s agent as a child process (`nodeway agent`), so a graph that holds its thread or heap cannot stall the
- * gateway. Its lines are forwarded prefixed `[agent]`; one that dies after starting is restarted with a backoff.
+ * gateway. Its output lines are forwarded prefixed `[agent]` (its log lines as they are); one that dies after
+ * starting is restarted with a backoff.
  */
-function superviseAgent(argv: string[]): AgentChild {
+function superviseAgent(argv: string[], log: Logger): AgentChild {
   const entry = join(ROOT, "bin", "nodeway.js");
   // The same V8 flags as this process (the entry's --no-memory-reducer), but no debugger port to fight over.
   const execArgv = process.execArgv.filter((a) => !a.startsWith("--inspect"));
+  const env = { ...process.env, NODEWAY_LOG_FORMAT: logFormat() };
   let child: ChildProcess | null = null;
   let stopping = false;
   let restartTimer: NodeJS.Timeout | null = null;
@@ -177,31 +205,21 @@ function superviseAgent(argv: string[]): AgentChild {
   const ready = new Promise<string>((res, rej) => ((resolveReady = res), (rejectReady = rej)));
   let started = false;
   const start = () => {
-    const p = spawn(process.execPath, [...execArgv, entry, "agent", ...argv], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [...execArgv, entry, "agent", ...argv], { stdio: ["ignore", "pipe", "pipe"], env });
     child = p;
     const startedAt = Date.now();
-    let errTail = "";
-    let id: string | null = null;
-    createInterface({ input: p.stdout! }).on("line", (line) => {
-      process.stdout.write(`[agent] ${line}\n`);
-      const m = id === null ? /^agent (\S+) running/.exec(line) : null;
-      if (!m) return;
-      id = m[1]!;
-      process.stderr.write(`nodeway: agent ${id} running in pid ${p.pid}\n`);
+    const output = forwardAgentOutput(p, (id) => {
+      log.info({ pid: p.pid }, `agent ${id} running in pid ${p.pid}`);
       if (!started) ((started = true), resolveReady(id));
-    });
-    createInterface({ input: p.stderr! }).on("line", (line) => {
-      errTail = (errTail + line + "\n").slice(-4_000);
-      process.stderr.write(`[agent] ${line}\n`);
     });
     p.once("exit", (code, signal) => {
       if (child === p) child = null;
       const how = signal ? `signal ${signal}` : `code ${code}`;
       // A first start that fails is up's failure (a bad setting, say): restarting would repeat it forever.
-      if (!started) return rejectReady(new Error(`the agent exited (${how}) before it started: ${errTail.trim()}`));
+      if (!started) return rejectReady(new Error(`the agent exited (${how}) before it started: ${output.errTail().trim()}`));
       if (stopping) return;
       if (Date.now() - startedAt > 30_000) backoffMs = 500; // it ran a while: this is no crash loop
-      process.stderr.write(`nodeway: the agent (pid ${p.pid}) exited (${how}); restarting it in ${backoffMs} ms\n`);
+      log.warn({ pid: p.pid }, `the agent (pid ${p.pid}) exited (${how}); restarting it in ${backoffMs} ms`);
       restartTimer = setTimeout(() => {
         restartTimer = null;
         if (!stopping) start();
@@ -228,6 +246,24 @@ function superviseAgent(argv: string[]): AgentChild {
   };
 }
 
+/** Forwards an agent child's stdout and stderr; `running` is called with its id once it says it runs. */
+function forwardAgentOutput(p: ChildProcess, running: (id: string) => void): { errTail: () => string } {
+  let errTail = "";
+  let id: string | null = null;
+  createInterface({ input: p.stdout! }).on("line", (line) => {
+    process.stdout.write(`[agent] ${line}\n`);
+    const m = id === null ? /^agent (\S+) running/.exec(line) : null;
+    if (!m) return;
+    id = m[1]!;
+    running(id);
+  });
+  createInterface({ input: p.stderr! }).on("line", (line) => {
+    errTail = (errTail + line + "\n").slice(-4_000);
+    process.stderr.write(LOG_LINE.test(line) ? `${line}\n` : `[agent] ${line}\n`);
+  });
+  return { errTail: () => errTail };
+}
+
 /** The flags given to `up` that are agent settings, as `--flag=value` for the agent child (repeats kept). */
 function agentFlags(args: ParsedArgs, agentConsumed: ReadonlySet<string>): string[] {
   const out: string[] = [];
@@ -237,77 +273,95 @@ function agentFlags(args: ParsedArgs, agentConsumed: ReadonlySet<string>): strin
   return out;
 }
 
+/** `up`'s nats-server (a child, with JetStream and its store under the Nodeway home). */
+interface NatsChild {
+  url: string;
+  /** Resolves once it accepts connections; rejects if it exits first or takes over 10 s. */
+  listening(): Promise<void>;
+  /** SIGTERM, then SIGKILL after 5 s. */
+  stop(): Promise<void>;
+}
+
+async function startNats(home: string, portFlag: string | undefined): Promise<NatsChild> {
+  const store = join(home, "nats");
+  mkdirSync(store, { recursive: true, mode: 0o700 });
+  const host = "127.0.0.1";
+  const port = portFlag ? Number(portFlag) : await freePort(host);
+  // nats-server logs to a file in the data dir; its banner would drown the lines a user needs.
+  const nats = spawn("nats-server", ["-js", "-a", host, "-p", String(port), "-sd", store, "-l", join(home, "nats-server.log")], { stdio: "ignore" });
+  const stop = async (): Promise<void> => {
+    if (nats.exitCode !== null) return;
+    nats.kill("SIGTERM");
+    await new Promise<void>((r) => {
+      const t = setTimeout(() => {
+        nats.kill("SIGKILL");
+        r();
+      }, 5_000);
+      nats.once("exit", () => {
+        clearTimeout(t);
+        r();
+      });
+    });
+  };
+  return { url: `nats://${host}:${port}`, listening: () => waitForPort(host, port, 10_000, nats), stop };
+}
+
+/** `up --tls`: the proxy in front of the gateway, with a self-signed certificate for localhost. */
+async function startTlsFront(args: ParsedArgs, gatewayUrl: string, home: string): Promise<RunningProxy> {
+  const { startProxy, compileProxyConfig, PROXY_OPTION_KEYS } = await loadProxy();
+  const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
+  return startProxy(
+    compileProxyConfig({
+      tls: "self-signed",
+      host: "127.0.0.1",
+      httpsPort: (p.httpsPort as number | undefined) ?? 8443,
+      httpPort: (p.httpPort as number | undefined) ?? 8080,
+      domain: ["localhost"],
+      upstream: [gatewayUrl],
+      certDir: join(home, "certs"),
+    } as never),
+  );
+}
+
 /** `nodeway up`: nats-server (child), the gateway (in this process), one agent (child), optionally the proxy. */
-async function cmdUp(args: ParsedArgs): Promise<void> {
+async function cmdUp(argv: readonly string[]): Promise<void> {
   const [{ startGateway, isExpired, GATEWAY_OPTION_KEYS }, { AGENT_OPTION_KEYS }] = await Promise.all([loadGateway(), loadAgentConfig()]);
-  const consumed = new Set<string>(["tls", "nats-port", "no-examples", "https-port", "http-port"]);
-  const gwOpts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS, consumed });
+  const flags = commandFlags([...GATEWAY_OPTION_KEYS, ...AGENT_OPTION_KEYS], BOOLEAN_FLAGS.up, { aliases: ALIASES, extra: UP_FLAGS });
+  const args = parseCommand(argv, flags);
+  const gwOpts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS });
   const agentConsumed = new Set<string>();
   // Read here to check the config file's agent section and the flags; the child reads env and file again itself.
   const agentOpts = settingsFor("agent", AGENT_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed: agentConsumed });
   const testNodes = agentOpts.testNodes === true || agentOpts.testNodes === "true" || agentOpts.testNodes === "1";
-  for (const f of agentConsumed) consumed.add(f);
-  checkAllFlagsUsed(args, consumed);
   if (spawnSync("nats-server", ["--version"]).error) {
     fail("nats-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install nats-server`, package nats-server) and run `nodeway up` again.", 3);
   }
+  const log = await cliLogger();
   const home = nodewayHome();
-  const store = join(home, "nats");
-  mkdirSync(store, { recursive: true, mode: 0o700 });
-  const natsHost = "127.0.0.1";
-  const natsPort = args.flags.get("nats-port")?.at(-1) ? Number(args.flags.get("nats-port")!.at(-1)) : await freePort(natsHost);
-  // nats-server logs to a file in the data dir; its banner would drown the lines a user needs.
-  const nats = spawn("nats-server", ["-js", "-a", natsHost, "-p", String(natsPort), "-sd", store, "-l", join(home, "nats-server.log")], { stdio: "ignore" });
-  const natsUrl = `nats://${natsHost}:${natsPort}`;
+  const nats = await startNats(home, args.flags.get("nats-port")?.at(-1));
   let gw: RunningGateway | null = null;
   let agent: AgentChild | null = null;
   let proxy: RunningProxy | null = null;
   const stopAll = async () => {
-    process.stderr.write("nodeway: stopping\n");
+    log.info("stopping");
     await agent?.stop().catch(() => undefined);
     await proxy?.stop().catch(() => undefined);
     await gw?.stop().catch(() => undefined);
-    if (nats.exitCode === null) {
-      nats.kill("SIGTERM");
-      await new Promise<void>((r) => {
-        const t = setTimeout(() => {
-          nats.kill("SIGKILL");
-          r();
-        }, 5_000);
-        nats.once("exit", () => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
+    await nats.stop();
   };
   onSignals(stopAll);
-  reloadTokensOnHup(() => gw);
+  reloadTokensOnHup(() => gw, log);
   try {
-    await waitForPort(natsHost, natsPort, 10_000, nats);
-    gw = await startGateway({ ...gwOpts, natsUrl });
+    await nats.listening();
+    gw = await startGateway({ ...gwOpts, natsUrl: nats.url });
     // `--nats` last: it beats a `--nats-url` among the forwarded flags, as `up`'s own NATS must.
-    agent = superviseAgent(["--name", "local", ...agentFlags(args, agentConsumed), "--nats", natsUrl]);
+    agent = superviseAgent(["--name", "local", ...agentFlags(args, agentConsumed), "--nats", nats.url], log);
     const agentId = await agent.ready;
-    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, gw.config.apiTokens.find((t) => !isExpired(t))?.token, testNodes);
-    let front = gw.url;
-    if (flagOn(args, "tls")) {
-      const { startProxy, compileProxyConfig, PROXY_OPTION_KEYS } = await loadProxy();
-      const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
-      proxy = await startProxy(
-        compileProxyConfig({
-          tls: "self-signed",
-          host: "127.0.0.1",
-          httpsPort: (p.httpsPort as number | undefined) ?? 8443,
-          httpPort: (p.httpPort as number | undefined) ?? 8080,
-          domain: ["localhost"],
-          upstream: [gw.url],
-          certDir: join(home, "certs"),
-        } as never),
-      );
-      front = `https://localhost:${proxy.httpsPort}`;
-    }
-    process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${natsUrl}, agent ${agentId})\n`);
+    const token = gw.config.apiTokens.find((t) => !isExpired(t))?.token;
+    if (!flagOn(args, "no-examples")) await seedExamples(gw.url, token, testNodes, log);
+    if (flagOn(args, "tls")) proxy = await startTlsFront(args, gw.url, home);
+    const front = proxy ? `https://localhost:${proxy.httpsPort}` : gw.url;
+    process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${nats.url}, agent ${agentId})\n`);
     const withToken = gw.config.apiTokens.length > 0 ? " (API tokens are on: set NODEWAY_API_TOKEN to one of them)" : "";
     process.stdout.write(`try: nodeway run ${join(ROOT, "examples", "hello-world.json")} --param name=you --gateway ${gw.url}${withToken}\n`);
   } catch (err) {
@@ -317,33 +371,81 @@ async function cmdUp(args: ParsedArgs): Promise<void> {
 }
 
 /** Saves every `examples/*.json` workflow, so a fresh `up` has something to run. */
-async function seedExamples(gatewayUrl: string, token: string | undefined, testNodes: boolean): Promise<void> {
+async function seedExamples(gatewayUrl: string, token: string | undefined, testNodes: boolean, log: Logger): Promise<void> {
   const dir = join(ROOT, "examples");
   for (const f of readdirSync(dir).filter((x) => x.endsWith(".json"))) {
     const text = readFileSync(join(dir, f), "utf8");
     // The demo nodes exist only on an agent started with --test-nodes: without it, say so once, not as a failure.
     if (!testNodes && text.includes('"nodeway.test.')) {
-      process.stderr.write(`nodeway: example ${f} uses demo nodes: start with --test-nodes to have it\n`);
+      log.info(`example ${f} uses demo nodes: start with --test-nodes to have it`);
       continue;
     }
     const wf = JSON.parse(text) as Record<string, unknown>;
     const id = (wf.id as string | undefined) ?? basename(f, ".json");
     const headers: Record<string, string> = { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) };
     const r = await fetch(`${gatewayUrl}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers });
-    if (!r.ok) process.stderr.write(`nodeway: example ${f} was not saved: ${await r.text()}\n`);
+    if (!r.ok) log.warn(`example ${f} was not saved: ${await r.text()}`);
   }
 }
 
+/** The gateway a client command talks to (`--gateway`, else NODEWAY_GATEWAY_URL), without a trailing slash. */
+function gatewayUrl(args: ParsedArgs): string {
+  return (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+}
+
+/** `--token`, else NODEWAY_API_TOKEN, which keeps the token off the command line (where `ps` shows it). */
+function apiToken(args: ParsedArgs): string | undefined {
+  return args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
+}
+
+/** How `nodeway run` reaches the gateway. */
+interface GatewayClient {
+  url: string;
+  auth: Record<string, string>;
+  /** `fetch`; a gateway that cannot be reached ends the command (exit 1). */
+  call(url: string, init: RequestInit): Promise<Response>;
+}
+
+function gatewayClient(args: ParsedArgs): GatewayClient {
+  const url = gatewayUrl(args);
+  const token = apiToken(args);
+  const call = async (to: string, init: RequestInit): Promise<Response> => {
+    try {
+      return await fetch(to, init);
+    } catch (err) {
+      fail(`cannot reach the gateway at ${url}: ${(err as Error).message}`, 1);
+    }
+  };
+  return { url, auth: token ? { authorization: `Bearer ${token}` } : {}, call };
+}
+
 /** `nodeway run`: save the workflow, run it with streaming, show progress and tokens live, outputs at the end. */
-async function cmdRun(args: ParsedArgs): Promise<void> {
+async function cmdRun(argv: readonly string[]): Promise<void> {
+  const args = parseCommand(argv, CLIENT_FLAGS.run);
   const file = args.positional[0];
   if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]");
-  for (const f of args.flags.keys()) if (!["param", "gateway", "quiet", "timeout-s", "token", "save"].includes(f)) fail(`unknown flag --${f}`);
-  const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
-  // NODEWAY_API_TOKEN keeps the token off the command line (where `ps` shows it).
-  const token = args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
-  const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const gw = gatewayClient(args);
   const quiet = flagOn(args, "quiet");
+  const { id, wf } = readWorkflow(file);
+  const params = await runParams(args.flags.get("param") ?? [], gw, quiet);
+  const path = `${gw.url}/api/workflows/${encodeURIComponent(id)}`;
+  const put = await gw.call(path, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json", ...gw.auth } });
+  if (!put.ok) fail(`workflow rejected: ${await errorText(put)}`, 1);
+  const timeout = args.flags.get("timeout-s")?.at(-1);
+  const res = await gw.call(`${path}/run?stream=true`, {
+    method: "POST",
+    body: JSON.stringify({ params, ...(timeout ? { timeout_s: Number(timeout) } : {}) }),
+    headers: { "content-type": "application/json", accept: "application/x-ndjson", ...gw.auth },
+  });
+  if (!res.ok || !res.body) fail(`run rejected: ${await errorText(res)}`, 1);
+  const { status, outputs, error } = await followRun(res.body as unknown as AsyncIterable<Uint8Array>, quiet);
+  await fetchAssets(outputs, gw, args.flags.get("save")?.at(-1));
+  process.stdout.write(JSON.stringify({ status, outputs, ...(error ? { error } : {}) }, null, 2) + "\n");
+  process.exit(status === "completed" ? 0 : 1);
+}
+
+/** The workflow in `file` and its id; a bare graph (`nodes`, `edges`) is wrapped as one. */
+function readWorkflow(file: string): { id: string; wf: Record<string, unknown> } {
   let wf: Record<string, unknown>;
   try {
     wf = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
@@ -352,52 +454,53 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
   }
   if (!wf.graph && Array.isArray(wf.nodes)) wf = { name: basename(file, ".json"), graph: { nodes: wf.nodes, edges: wf.edges ?? [] } };
   const id = (typeof wf.id === "string" && wf.id) || basename(file, ".json").replace(/[^\w-]/g, "-");
-  const call = async (url: string, init: RequestInit) => {
-    try {
-      return await fetch(url, init);
-    } catch (err) {
-      fail(`cannot reach the gateway at ${gateway}: ${(err as Error).message}`, 1);
-    }
-  };
+  return { id, wf };
+}
+
+/** The run's params from `--param k=v`; `k=@file` uploads the file and gives its asset:// reference. */
+async function runParams(given: readonly string[], gw: GatewayClient, quiet: boolean): Promise<Record<string, string>> {
   const params: Record<string, string> = {};
-  for (const p of args.flags.get("param") ?? []) {
+  for (const p of given) {
     const eq = p.indexOf("=");
     if (eq <= 0) fail(`--param needs k=v, got "${p}"`);
     const value = p.slice(eq + 1);
     // k=@file: the file becomes an asset, and the param its asset:// reference (an ImageInput's, say).
-    params[p.slice(0, eq)] = value.startsWith("@") ? await uploadAsset(value.slice(1)) : value;
+    params[p.slice(0, eq)] = value.startsWith("@") ? await uploadAsset(value.slice(1), gw, quiet) : value;
   }
-  async function uploadAsset(path: string): Promise<string> {
-    let bytes: Buffer;
-    try {
-      bytes = readFileSync(path);
-    } catch (err) {
-      fail(`cannot read ${path}: ${(err as Error).message}`);
-    }
-    const type = MEDIA_TYPES[extname(path).slice(1).toLowerCase()] ?? "application/octet-stream";
-    const up = await call(`${gateway}/api/assets?name=${encodeURIComponent(basename(path))}`, { method: "POST", body: new Uint8Array(bytes), headers: { "content-type": type, ...auth } });
-    if (up.status !== 201) fail(`upload of ${path} refused: ${await errorText(up)}`, 1);
-    const a = (await up.json()) as { id: string; uri: string };
-    if (!quiet) process.stderr.write(`uploaded ${path} as ${a.uri}\n`);
-    return a.uri;
+  return params;
+}
+
+async function uploadAsset(path: string, gw: GatewayClient, quiet: boolean): Promise<string> {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    fail(`cannot read ${path}: ${(err as Error).message}`);
   }
-  const put = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json", ...auth } });
-  if (!put.ok) fail(`workflow rejected: ${await errorText(put)}`, 1);
-  const timeout = args.flags.get("timeout-s")?.at(-1);
-  const res = await call(`${gateway}/api/workflows/${encodeURIComponent(id)}/run?stream=true`, {
-    method: "POST",
-    body: JSON.stringify({ params, ...(timeout ? { timeout_s: Number(timeout) } : {}) }),
-    headers: { "content-type": "application/json", accept: "application/x-ndjson", ...auth },
-  });
-  if (!res.ok || !res.body) fail(`run rejected: ${await errorText(res)}`, 1);
+  const type = MEDIA_TYPES[extname(path).slice(1).toLowerCase()] ?? "application/octet-stream";
+  const to = `${gw.url}/api/assets?name=${encodeURIComponent(basename(path))}`;
+  const up = await gw.call(to, { method: "POST", body: new Uint8Array(bytes), headers: { "content-type": type, ...gw.auth } });
+  if (up.status !== 201) fail(`upload of ${path} refused: ${await errorText(up)}`, 1);
+  const a = (await up.json()) as { id: string; uri: string };
+  if (!quiet) process.stderr.write(`uploaded ${path} as ${a.uri}\n`);
+  return a.uri;
+}
+
+/** How a run ended, as its last `job_update` said. */
+interface RunEnd {
+  status: string;
+  outputs: Record<string, unknown>;
+  error: unknown;
+}
+
+/** Reads the run's NDJSON stream: progress to stderr (unless `quiet`), tokens to stdout as they come. */
+async function followRun(body: AsyncIterable<Uint8Array>, quiet: boolean): Promise<RunEnd> {
+  const end: RunEnd = { status: "unknown", outputs: {}, error: null };
   const err = (s: string) => !quiet && process.stderr.write(s);
-  let status = "unknown";
-  let outputs: Record<string, unknown> = {};
-  let error: unknown = null;
   let buf = "";
   let midLine = false;
   const decoder = new TextDecoder();
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+  for await (const chunk of body) {
     buf += decoder.decode(chunk, { stream: true });
     let nl: number;
     while ((nl = buf.indexOf("\n")) >= 0) {
@@ -407,11 +510,11 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
       const ev = JSON.parse(line) as Record<string, unknown>;
       switch (ev.type) {
         case "job_update":
-          status = String(ev.status);
-          err(`${midLine ? "\n" : ""}[job ${String(ev.job_id)}] ${status}${ev.message ? `: ${String(ev.message)}` : ""}\n`);
+          end.status = String(ev.status);
+          err(`${midLine ? "\n" : ""}[job ${String(ev.job_id)}] ${end.status}${ev.message ? `: ${String(ev.message)}` : ""}\n`);
           midLine = false;
-          if (ev.result) outputs = ev.result as Record<string, unknown>;
-          if (ev.error) error = ev.error;
+          if (ev.result) end.outputs = ev.result as Record<string, unknown>;
+          if (ev.error) end.error = ev.error;
           break;
         case "node_update":
           if (ev.status === "error") err(`${midLine ? "\n" : ""}  ✗ ${String(ev.node_name)} (${String(ev.node_type)}): ${String(ev.error)}\n`);
@@ -427,13 +530,16 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
           }
           break;
         default:
-          break;
+          break; // other events (edges, logs) are not shown
       }
     }
   }
   if (midLine) process.stdout.write("\n");
-  // Assets among the outputs: where to fetch them, and with --save, fetched.
-  const saveDir = args.flags.get("save")?.at(-1);
+  return end;
+}
+
+/** Assets among the outputs get the URL to fetch them from; with `--save DIR`, they are fetched into it. */
+async function fetchAssets(outputs: Record<string, unknown>, gw: GatewayClient, saveDir: string | undefined): Promise<void> {
   const refs: { asset_id: string; content_type: string; url?: string; saved?: string }[] = [];
   const walk = (v: unknown): void => {
     if (Array.isArray(v)) v.forEach(walk);
@@ -445,16 +551,14 @@ async function cmdRun(args: ParsedArgs): Promise<void> {
   };
   walk(outputs);
   for (const r of refs) {
-    r.url = `${gateway}/api/assets/${r.asset_id}/content`;
+    r.url = `${gw.url}/api/assets/${r.asset_id}/content`;
     if (!saveDir) continue;
-    const got = await call(r.url, { headers: auth });
+    const got = await gw.call(r.url, { headers: gw.auth });
     if (!got.ok) fail(`download of ${r.url} failed: ${await errorText(got)}`, 1);
     mkdirSync(saveDir, { recursive: true });
     r.saved = join(saveDir, `${r.asset_id}.${extensionOf(r.content_type)}`);
     writeFileSync(r.saved, Buffer.from(await got.arrayBuffer()));
   }
-  process.stdout.write(JSON.stringify({ status, outputs, ...(error ? { error } : {}) }, null, 2) + "\n");
-  process.exit(status === "completed" ? 0 : 1);
 }
 
 /** The gateway's error body as one line: `CODE: message`. */
@@ -475,31 +579,17 @@ async function errorText(res: Response): Promise<string> {
  * what came before); from a pipe, stdin is the prompt. `--model` picks the model (`GET /v1/models`; with none
  * given, the fleet's only model, else the list to choose from).
  */
-async function cmdChat(args: ParsedArgs): Promise<void> {
-  for (const f of args.flags.keys()) if (!["model", "system", "max-tokens", "gateway", "token"].includes(f)) fail(`unknown flag --${f}`);
-  const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
-  const token = args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
+async function cmdChat(argv: readonly string[]): Promise<void> {
+  const args = parseCommand(argv, CLIENT_FLAGS.chat);
+  const gateway = gatewayUrl(args);
+  const token = apiToken(args);
   const maxTokensFlag = args.flags.get("max-tokens")?.at(-1);
   const maxTokens = maxTokensFlag === undefined ? undefined : Number(maxTokensFlag);
   if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 1)) fail(`--max-tokens must be a positive integer, got "${maxTokensFlag}"`);
   const { default: OpenAI } = await import("openai");
   const client = new OpenAI({ apiKey: token ?? "none", baseURL: `${gateway}/v1`, maxRetries: 0 });
-  const said = (err: unknown) => {
-    const e = err as { status?: number; message?: string; cause?: { code?: string } };
-    if (e.status === undefined && e.cause) return `cannot reach the gateway at ${gateway}: ${e.cause.code ?? e.message}`;
-    return e.message ?? String(err);
-  };
-  let model = args.flags.get("model")?.at(-1);
-  if (!model) {
-    const ids: string[] = [];
-    try {
-      for await (const m of client.models.list()) ids.push(m.id);
-    } catch (err) {
-      fail(said(err), 1);
-    }
-    if (ids.length !== 1) fail(ids.length === 0 ? "no live agent offers a model (give an agent OPENAI_API_KEY, ANTHROPIC_API_KEY or OLLAMA_HOST)" : `choose one with --model: ${ids.join(", ")}`);
-    model = ids[0]!;
-  }
+  const said = (err: unknown) => saidByGateway(err, gateway);
+  const model = args.flags.get("model")?.at(-1) ?? (await onlyModel(client, said));
   const system = args.flags.get("system")?.at(-1);
   const history: { role: "user" | "assistant"; content: string }[] = [];
   const ask = async (prompt: string): Promise<void> => {
@@ -507,7 +597,7 @@ async function cmdChat(args: ParsedArgs): Promise<void> {
     let reply = "";
     try {
       const stream = await client.chat.completions.create({
-        model: model!,
+        model,
         messages: [...(system ? [{ role: "system" as const, content: system }] : []), ...history],
         stream: true,
         ...(maxTokens !== undefined ? { max_completion_tokens: maxTokens } : {}),
@@ -534,6 +624,30 @@ async function cmdChat(args: ParsedArgs): Promise<void> {
     if (!text) fail("nothing to ask: give a prompt, or pipe one in");
     return ask(text).catch((err: Error) => fail(err.message, 1));
   }
+  await converse(model, ask);
+}
+
+/** A client error as one line; one with no HTTP status and a cause never reached the gateway. */
+function saidByGateway(err: unknown, gateway: string): string {
+  const e = err as { status?: number; message?: string; cause?: { code?: string } };
+  if (e.status === undefined && e.cause) return `cannot reach the gateway at ${gateway}: ${e.cause.code ?? e.message}`;
+  return e.message ?? String(err);
+}
+
+/** The fleet's model when it offers exactly one; otherwise the command ends saying what to choose from. */
+async function onlyModel(client: { models: { list(): AsyncIterable<{ id: string }> } }, said: (err: unknown) => string): Promise<string> {
+  const ids: string[] = [];
+  try {
+    for await (const m of client.models.list()) ids.push(m.id);
+  } catch (err) {
+    fail(said(err), 1);
+  }
+  if (ids.length !== 1) fail(ids.length === 0 ? "no live agent offers a model (give an agent OPENAI_API_KEY, ANTHROPIC_API_KEY or OLLAMA_HOST)" : `choose one with --model: ${ids.join(", ")}`);
+  return ids[0]!;
+}
+
+/** A conversation on the terminal, one prompt a line, until Ctrl-D; a failed turn is said and the next one asked. */
+async function converse(model: string, ask: (prompt: string) => Promise<void>): Promise<void> {
   const { createInterface } = await import("node:readline/promises");
   const rl = createInterface({ input: process.stdin, output: process.stdout });
   process.stdout.write(`chatting with ${model} (Ctrl-D to end)\n`);
@@ -551,29 +665,21 @@ async function cmdChat(args: ParsedArgs): Promise<void> {
 }
 
 /** `nodeway models`: what the fleet's live agents offer (`GET /v1/models`). */
-async function cmdModels(args: ParsedArgs): Promise<void> {
-  for (const f of args.flags.keys()) if (!["gateway", "token"].includes(f)) fail(`unknown flag --${f}`);
-  if (args.positional.length > 0) fail(`unexpected argument "${args.positional[0]}"`);
-  const gateway = (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
-  const token = args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
+async function cmdModels(argv: readonly string[]): Promise<void> {
+  const args = parseCommand(argv, CLIENT_FLAGS.models);
+  const gateway = gatewayUrl(args);
+  const token = apiToken(args);
   const { default: OpenAI } = await import("openai");
   const client = new OpenAI({ apiKey: token ?? "none", baseURL: `${gateway}/v1`, maxRetries: 0 });
   try {
     for await (const m of client.models.list()) process.stdout.write(`${m.id}\t${m.owned_by}\n`);
   } catch (err) {
-    const e = err as { status?: number; message?: string; cause?: { code?: string } };
-    fail(e.status === undefined && e.cause ? `cannot reach the gateway at ${gateway}: ${e.cause.code ?? e.message}` : (e.message ?? String(err)), 1);
+    fail(saidByGateway(err, gateway), 1);
   }
 }
 
 async function main(): Promise<void> {
-  const [cmd, ...rest] = process.argv.slice(2);
-  let args: ParsedArgs;
-  try {
-    args = parseArgs(rest, BOOLEAN_FLAGS[cmd ?? ""] ?? new Set());
-  } catch (err) {
-    fail((err as Error).message);
-  }
+  const [cmd, ...args] = process.argv.slice(2);
   try {
     switch (cmd) {
       case "up":
@@ -591,6 +697,7 @@ async function main(): Promise<void> {
       case "models":
         return await cmdModels(args);
       case "token":
+        parseCommand(args, CLIENT_FLAGS.token);
         process.stdout.write(`${(await loadGateway()).newToken()}\n`);
         return;
       default:

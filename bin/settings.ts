@@ -5,6 +5,8 @@
 import { readFileSync, existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { parseArgs as parseArgv, type ParseArgsConfig } from "node:util";
+import { assertNever } from "../protocol/index.js";
 
 export const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 export const envName = (key: string) => `NODEWAY_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
@@ -15,39 +17,102 @@ export interface ParsedArgs {
   flags: Map<string, string[]>;
 }
 
-/** `--k v`, `--k=v`, bare `--flag` (→ "true"); repeated flags collect. */
-export function parseArgs(argv: string[], booleanFlags: ReadonlySet<string>): ParsedArgs {
+/** The flags one command takes. */
+export interface CommandFlags {
+  /** Flags that take no value; `--x true`, `--x false` and `--x=false` give one explicitly. */
+  switches: ReadonlySet<string>;
+  /** Flags that take a value (`--k v` or `--k=v`). */
+  values: ReadonlySet<string>;
+  /** Whether the command takes arguments that are not flags (a file, a prompt). */
+  positionals: boolean;
+}
+
+/** A command line the command does not take: the CLI exits 2 with its message. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/**
+ * The flags of a command built from its settings: `maxJobs` → `--max-jobs`, each alias (`--nats`), and `extra`.
+ * Those in `switches` take no value.
+ */
+export function commandFlags(
+  keys: Iterable<string>,
+  switches: ReadonlySet<string>,
+  opts: { aliases?: Record<string, string>; extra?: readonly string[]; positionals?: boolean } = {},
+): CommandFlags {
+  const all = [...[...keys].map(kebab), ...Object.keys(opts.aliases ?? {}), ...(opts.extra ?? [])];
+  return { switches, values: new Set(all.filter((f) => !switches.has(f))), positionals: opts.positionals ?? false };
+}
+
+/**
+ * `--k v`, `--k=v`, bare `--flag` (→ "true", or the `true`/`false` after it); repeated flags collect, in order.
+ * Strict: a flag the command does not take, a value missing, or an argument where none is taken throws
+ * `UsageError`. After `--` every argument is positional; single-dash ones (`-5`) are too, as they always were.
+ */
+export function parseArgs(argv: readonly string[], spec: CommandFlags): ParsedArgs {
+  const options: Record<string, { type: "string" | "boolean"; multiple: true }> = {};
+  for (const f of spec.switches) options[f] = { type: "boolean", multiple: true };
+  for (const f of spec.values) options[f] = { type: "string", multiple: true };
+  // Unknown flags and misplaced values are checked on the tokens below, so each error is said in the CLI's words.
+  const config: ParseArgsConfig = { args: [...argv], options, strict: false, allowPositionals: true, tokens: true };
+  const tokens: ArgToken[] = parseArgv(config).tokens ?? [];
   const positional: string[] = [];
   const flags = new Map<string, string[]>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith("--")) {
-      positional.push(a);
-      continue;
+  const shortArgs = new Set<number>();
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    switch (t.kind) {
+      case "positional":
+        positional.push(t.value);
+        break;
+      case "option-terminator":
+        break;
+      case "option": {
+        if (!t.rawName.startsWith("--")) {
+          // `-abc` is three tokens of one argument: it is kept once, as it was given.
+          if (shortArgs.has(t.index)) break;
+          shortArgs.add(t.index);
+          positional.push(argv[t.index]!);
+          break;
+        }
+        const value = flagValue(t, tokens[i + 1], spec);
+        if (value.tookNext) i++;
+        flags.set(t.name, [...(flags.get(t.name) ?? []), value.value]);
+        break;
+      }
+      default:
+        assertNever(t, "argument");
     }
-    let name = a.slice(2);
-    let value: string | undefined;
-    const eq = name.indexOf("=");
-    if (eq >= 0) {
-      value = name.slice(eq + 1);
-      name = name.slice(0, eq);
-    } else if (booleanFlags.has(name)) {
-      // `--access-log false` means what it says: an explicit true/false after a boolean flag is its value (it
-      // used to become a stray argument, leaving the flag on).
-      const next = argv[i + 1];
-      if (next === "true" || next === "false") {
-        value = next;
-        i++;
-      } else value = "true";
-    } else {
-      value = argv[++i];
-      if (value === undefined) throw new Error(`--${name} needs a value`);
-    }
-    const list = flags.get(name) ?? [];
-    list.push(value);
-    flags.set(name, list);
+  }
+  if (!spec.positionals && positional.length > 0) {
+    throw new UsageError(`unexpected argument "${positional[0]}" (flags take the form --name value)`);
   }
   return { positional, flags };
+}
+
+type ArgToken = NonNullable<ReturnType<typeof parseArgv>["tokens"]>[number];
+type OptionToken = Extract<ArgToken, { kind: "option" }>;
+
+/** The value of one flag: its inline value, the argument after it, or for a switch "true" (or an explicit one). */
+function flagValue(
+  t: OptionToken,
+  next: ArgToken | undefined,
+  spec: CommandFlags,
+): { value: string; tookNext: boolean } {
+  if (spec.switches.has(t.name)) {
+    if (t.value !== undefined) return { value: t.value, tookNext: false };
+    // `--access-log false` means what it says: the flag is off (not on, with a stray `false`).
+    const explicit =
+      next?.kind === "positional" && next.index === t.index + 1 && (next.value === "true" || next.value === "false");
+    return explicit ? { value: next.value, tookNext: true } : { value: "true", tookNext: false };
+  }
+  if (!spec.values.has(t.name)) throw new UsageError(`unknown flag --${t.name}`);
+  if (t.value === undefined) throw new UsageError(`--${t.name} needs a value`);
+  return { value: t.value, tookNext: false };
 }
 
 export function nodewayHome(env: NodeJS.ProcessEnv = process.env): string {
@@ -62,7 +127,12 @@ export function settingsFor(
   section: string,
   keys: ReadonlySet<string>,
   args: ParsedArgs,
-  opts: { aliases?: Record<string, string>; listKeys?: ReadonlySet<string>; consumed?: Set<string>; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    aliases?: Record<string, string>;
+    listKeys?: ReadonlySet<string>;
+    consumed?: Set<string>;
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Record<string, unknown> {
   const env = opts.env ?? process.env;
   const out: Record<string, unknown> = {};

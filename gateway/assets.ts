@@ -1,5 +1,5 @@
 /**
- * The assets API (design §6): upload, list, describe, download and delete files in `nw_assets`, NodeTool's
+ * The assets API: upload, list, describe, download and delete files in `nw_assets`, NodeTool's
  * `/api/assets` where it has the route. Jobs' large binary outputs land in the same bucket (the agent puts them
  * there) and are read the same way.
  *

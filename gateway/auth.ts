@@ -1,5 +1,5 @@
 /**
- * API tokens (design §6, reliability S5): `Authorization: Bearer <token>` on every request, and on the `/ws`
+ * API tokens: `Authorization: Bearer <token>` on every request, and on the `/ws`
  * upgrade also `?api_key=<token>` or a `bearer.<token>` subprotocol (browsers cannot set headers on
  * `new WebSocket`). Refused before the upgrade, never echoed (the subprotocol answered is only `nodeway.*`), and
  * never logged: the gateway logs paths without their query, and no message here quotes what the client sent.
@@ -173,7 +173,7 @@ export class TokenCheck {
 }
 
 /**
- * Refused requests and upgrades, logged (reliability S5/S6: denied and logged) without what the client sent:
+ * Refused requests and upgrades, logged without what the client sent:
  * the peer, the path and whether a token was missing or wrong. At most one line per `everyMs`, with a count of
  * the refusals in between, so a flood of bad tokens cannot flood the log.
  */
@@ -198,6 +198,46 @@ export class RefusalLog {
     this.suppressed = 0;
     this.lastMs = nowMs;
     this.log(`refused ${what} from ${peer}: ${result.reason === "missing" ? "no" : result.reason} API token${more}`);
+  }
+}
+
+/** setTimeout's longest delay (~24.8 days): a later expiry is waited for in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Closes what a token opened when it expires, not at the next reload: one timer, for the next expiry.
+ * `closeRefused` closes what tokens no longer accepted opened and says how many it closed.
+ */
+export class TokenExpiry {
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  constructor(
+    private readonly auth: TokenCheck,
+    private readonly closeRefused: () => number,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /** (Re)arms the timer for the next expiry among the tokens accepted now. */
+  arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const next = this.auth.nextExpiryMs();
+    if (next === null || this.stopped) return;
+    this.timer = setTimeout(() => this.expired(next), Math.min(Math.max(0, next - Date.now()) + 1, MAX_TIMER_MS));
+    this.timer.unref();
+  }
+
+  private expired(next: number): void {
+    this.timer = null;
+    const closed = this.closeRefused();
+    if (this.auth.nextExpiryMs() !== next) this.log(`an API token expired${closed ? `: ${closed} connection(s) opened with it closed` : ""}`);
+    this.arm();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 }
 

@@ -1,6 +1,7 @@
 /** Gateway options → a frozen, checked config (once, at start-up). */
 import { readFileSync } from "node:fs";
-import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, ASSETS_DEFAULTS, NATS_OPTION_KEYS, compileNatsConnection, type NatsConnection, type NatsOptions } from "../protocol/index.js";
+import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, ASSETS_DEFAULTS } from "../protocol/index.js";
+import { NATS_OPTION_KEYS, compileNatsConnection, type NatsSettings, type NatsOptions } from "../nats/index.js";
 import { checkApiToken, readTokenFile, type ApiToken } from "./auth.js";
 
 export interface GatewayOptions extends NatsOptions {
@@ -16,6 +17,11 @@ export interface GatewayOptions extends NatsOptions {
   eventsMaxAgeMs?: number;
   /** How long job records are kept. @default 604800000 (7 d) */
   jobsRetentionMs?: number;
+  /**
+   * Replicas of every stream, bucket and the object store (existing ones are changed to it). @default the
+   * cluster's server count, at most 3 (1 on a single server); the default never lowers an existing count
+   */
+  natsReplicas?: number;
   /** Largest accepted asset upload (`POST /api/assets`). @default 268435456 (256 MiB) */
   maxAssetBytes?: number;
   /** How long assets (uploaded and produced) are kept: the `nw_assets` bucket's TTL. @default 604800000 (7 d) */
@@ -73,12 +79,14 @@ export interface GatewayOptions extends NatsOptions {
 export interface GatewayConfig {
   host: string;
   port: number;
-  /** Where NATS is and how to authenticate there (protocol/nats-connection.ts). */
-  nats: NatsConnection;
+  /** Where NATS is and how to authenticate there (nats/settings.ts). */
+  nats: NatsSettings;
   ackWaitMs: number;
   maxAttempts: number;
   eventsMaxAgeMs: number;
   jobsRetentionMs: number;
+  /** null: follow the cluster (gateway/nats.ts). */
+  natsReplicas: number | null;
   maxBodyBytes: number;
   maxAssetBytes: number;
   assetsMaxAgeMs: number;
@@ -111,6 +119,7 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "maxAttempts",
   "eventsMaxAgeMs",
   "jobsRetentionMs",
+  "natsReplicas",
   "maxBodyBytes",
   "maxAssetBytes",
   "assetsMaxAgeMs",
@@ -166,6 +175,7 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     maxAttempts: int("maxAttempts", opts.maxAttempts, JOB_QUEUE_DEFAULTS.maxAttempts, 1, 100),
     eventsMaxAgeMs: int("eventsMaxAgeMs", opts.eventsMaxAgeMs, EVENTS_DEFAULTS.maxAgeMs, 1000),
     jobsRetentionMs: int("jobsRetentionMs", opts.jobsRetentionMs, JOBS_KV_DEFAULTS.retentionMs, 1000),
+    natsReplicas: opts.natsReplicas === undefined ? null : int("natsReplicas", opts.natsReplicas, 1, 1, 5),
     maxBodyBytes: int("maxBodyBytes", opts.maxBodyBytes, 8 * 1024 * 1024, 1024),
     maxAssetBytes: int("maxAssetBytes", opts.maxAssetBytes, ASSETS_DEFAULTS.maxUploadBytes, 1),
     assetsMaxAgeMs: int("assetsMaxAgeMs", opts.assetsMaxAgeMs, ASSETS_DEFAULTS.maxAgeMs, 1000),

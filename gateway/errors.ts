@@ -1,5 +1,14 @@
-/** Gateway errors: one class, a stable code, and one table from code to HTTP status. */
+/** Gateway errors: one class, a stable code, one table from code to HTTP status, and the log they are reported to. */
+import { createLogger } from "../obs/index.js";
 import { ErrorCode, GraphError, ProtocolError, type WireError } from "../protocol/index.js";
+
+/** The gateway's one logger. */
+export const log = createLogger("gateway");
+
+/** A failure nobody expected (a 500): logged once, with its stack as `err`. */
+export function logInternal(err: unknown, what: string): void {
+  log.error({ err }, what);
+}
 
 export class GatewayError extends Error {
   constructor(

@@ -1,5 +1,5 @@
 /**
- * The gateway's one view of `NW_EVENTS` (design §5): a single ordered consumer on `nw.events.>` feeds every
+ * The gateway's one view of `NW_EVENTS`: a single ordered consumer on `nw.events.>` feeds every
  * local watcher, and replay reads a job's stored events by subject. Both apply the same attempt fence, so a
  * client that resumes sees exactly what a live client saw: no gap, no duplicate.
  */
@@ -89,6 +89,10 @@ const CACHED_JSON_ENTRIES = 4_096;
 const cachedJson = new Map<number, { log: ReplayLog; text: string }>();
 
 export type Listener = (d: Delivery) => void;
+/** Sees every admitted event of every job, in stream order (the WebSocket fan-out, the queue tracker). */
+export type Subscriber = (jobId: string, d: Delivery) => void;
+/** Where the hub reports: `err` is the failure behind the line, when there is one. */
+export type HubLog = (line: string, err?: unknown) => void;
 
 /** What a replay says before its first event. */
 export interface ReplayHeader {
@@ -163,6 +167,7 @@ export class EventHub {
   /** Most events one replay batch held (never more than `replayBatch`). */
   replayBatchPeak = 0;
   private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly subscribers: Subscriber[] = [];
   private readonly views = new Map<string, JobView>();
   /** Views holding events, oldest first (what the byte budget evicts). */
   private readonly cached = new Map<string, JobView>();
@@ -174,16 +179,30 @@ export class EventHub {
   constructor(
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
-    /** Called for every admitted event (the WS topic fan-out). */
-    private readonly onEvent: (jobId: string, d: Delivery) => void,
-    private readonly log: (l: string) => void,
+    /** A first subscriber, or null (more come through `subscribe`). */
+    first: Subscriber | null,
+    private readonly log: HubLog,
     /** Replay cache budget (0 = every replay reads JetStream). One job may use an eighth of it. */
     private readonly cacheBytes = 64 * 1024 * 1024,
     /** `NW_EVENTS` max age: memory never replays what retention has removed from the stream. */
     private readonly maxAgeMs = Number.POSITIVE_INFINITY,
     /** Events a replay reads and holds at a time (`replayBatchEvents`). */
     private readonly replayBatch = REPLAY_BATCH_DEFAULT,
-  ) {}
+  ) {
+    if (first !== null) this.subscribe(first);
+  }
+
+  /**
+   * Adds a subscriber, called for every admitted event before the job's direct listeners, in the order they
+   * subscribed. Returns the function that removes it.
+   */
+  subscribe(fn: Subscriber): () => void {
+    this.subscribers.push(fn);
+    return () => {
+      const i = this.subscribers.indexOf(fn);
+      if (i >= 0) this.subscribers.splice(i, 1);
+    };
+  }
 
   async start(): Promise<void> {
     const info = await this.jsm.streams.info(STREAM_EVENTS);
@@ -217,7 +236,7 @@ export class EventHub {
           const end = await current.closed();
           if (!stopped) this.log(`event consumer ended at seq ${this.lastSeq}${end instanceof Error ? ` (${end.message})` : ""}; starting it again`);
         } catch (err) {
-          if (!stopped) this.log(`event consumer failed at seq ${this.lastSeq} (${(err as Error).message}); starting it again`);
+          if (!stopped) this.log(`event consumer failed at seq ${this.lastSeq}; starting it again`, err);
         }
         current = null;
         if (!stopped) await new Promise((r) => setTimeout(r, 500));
@@ -230,7 +249,7 @@ export class EventHub {
     try {
       this.handle(m);
     } catch (err) {
-      this.log(`event at seq ${m.seq} broke a listener: ${(err as Error).stack ?? String(err)}`);
+      this.log(`event at seq ${m.seq} broke a listener`, err);
       this.advance(m.seq);
     }
   }
@@ -272,7 +291,7 @@ export class EventHub {
       // A cached job's events are written into its log at once: one copy of the bytes, not two.
       const d = Delivery.of(ev, whole, seq, m.data, view.log?.reserve);
       try {
-        this.onEvent(jobId, d);
+        for (const s of this.subscribers) s(jobId, d);
         const ls = this.listeners.get(jobId);
         if (ls) for (const l of ls) l(d);
       } finally {

@@ -6,7 +6,7 @@
 import type { HttpRequest, HttpResponse } from "uWebSockets.js";
 import { encodeJson, ErrorCode, parseJson } from "../protocol/index.js";
 import { isJsonType } from "./browser.js";
-import { GatewayError, toWireError } from "./errors.js";
+import { GatewayError, log, logInternal, toWireError } from "./errors.js";
 
 export interface Req {
   method: string;
@@ -104,12 +104,26 @@ export class Reply {
   private backlogSinceMs = 0;
   private awaitingDrain = false;
   private readonly onAbortFns: (() => void)[] = [];
+  /** Told once: the status when the status line is written, or null when the client left before it. */
+  private statusFn: ((status: number | null) => void) | null = null;
   constructor(readonly res: HttpResponse) {
     res.onAborted(() => {
+      this.statusWritten(null);
       this.aborted = true;
       this.liveStreams?.delete(this);
       for (const f of this.onAbortFns) f();
     });
+  }
+
+  /** Registers what is told the answer's status (the request-duration metric). */
+  onStatus(fn: (status: number | null) => void): void {
+    this.statusFn = fn;
+  }
+
+  private statusWritten(status: number | null): void {
+    const fn = this.statusFn;
+    this.statusFn = null;
+    fn?.(status);
   }
 
   /** The request came with an accepted token; a stream it starts joins `liveStreams` until it ends. */
@@ -143,6 +157,7 @@ export class Reply {
       this.end();
       return;
     }
+    this.statusWritten(status);
     this.res.cork(() => {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       this.res.writeHeader("content-type", contentType);
@@ -155,7 +170,7 @@ export class Reply {
 
   error(err: unknown): void {
     const { status, body } = toWireError(err);
-    if (status === 500) process.stderr.write(`[gateway] internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    if (status === 500) logInternal(err, "internal error");
     this.json(status, { error: body, ...body });
   }
 
@@ -167,6 +182,7 @@ export class Reply {
   startStream(contentType: string, maxBacklogBytes = Number.POSITIVE_INFINITY): void {
     if (this.aborted) return;
     this.streaming = true;
+    this.statusWritten(200);
     this.liveStreams?.add(this);
     this.maxBacklogBytes = maxBacklogBytes;
     this.res.cork(() => {
@@ -213,10 +229,10 @@ export class Reply {
     }
   }
 
-  /** A reply without a body (204, 304). */
   /** The answer to a HEAD: the status and headers a GET would get, its length reported, no body. */
   head(status: number, reportedBytes: number, extraHeaders?: Record<string, string>): void {
     if (this.aborted) return;
+    this.statusWritten(status);
     this.res.cork(() => {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
@@ -225,8 +241,10 @@ export class Reply {
     this.aborted = true;
   }
 
+  /** A reply without a body (204, 304). */
   empty(status: number, extraHeaders?: Record<string, string>): void {
     if (this.aborted) return;
+    this.statusWritten(status);
     this.res.cork(() => {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
@@ -249,6 +267,7 @@ export class Reply {
     }
     const res = this.res;
     const writeHead = () => {
+      this.statusWritten(status);
       res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       res.writeHeader("content-type", contentType);
       if (extraHeaders) for (const k in extraHeaders) res.writeHeader(k, extraHeaders[k]!);
@@ -319,7 +338,7 @@ export class Reply {
       }
     } catch (err) {
       if (!headWritten) throw err;
-      process.stderr.write(`[gateway] a download stopped part way: ${(err as Error).message}\n`);
+      log.warn(`a download stopped part way: ${(err as Error).message}`);
       this.close();
     }
   }
@@ -327,6 +346,7 @@ export class Reply {
   /** Drops the connection (a stream whose token was revoked): onAborted runs, stopping its follow. */
   close(): void {
     if (this.aborted) return;
+    this.statusWritten(null);
     this.aborted = true;
     this.liveStreams?.delete(this);
     this.res.close();

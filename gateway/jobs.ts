@@ -3,7 +3,6 @@
  * which node types the live agents offer (for validation before anything is queued).
  */
 import { createHash } from "node:crypto";
-import { headers } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import {
   CancelReason,
@@ -12,11 +11,9 @@ import {
   KV_AGENTS,
   KV_JOBS,
   JOB_QUEUE_DEFAULTS,
-  casJobRecord,
   encodeMsgpack,
   encodeJson,
   MEDIA_REF_TYPES,
-  eventMsgId,
   isTerminal,
   isLlmProvider,
   PROVIDER_SETTING,
@@ -25,7 +22,6 @@ import {
   parseJson,
   pickStrategy,
   poolOfGraph,
-  readJobRecord,
   subjects,
   validateGraph,
   validateParams,
@@ -38,8 +34,10 @@ import {
   type NodeCatalog,
   type NodeMetadata,
   type Workflow,
-  payloadLimitBytes,
+  jobUpdate,
+  type JobUpdateBody,
 } from "../protocol/index.js";
+import { casJobRecord, readJobRecord, PayloadTooLargeError } from "../nats/index.js";
 import type { NatsParts } from "./nats.js";
 import { bucketKeys } from "./kv-keys.js";
 import { GatewayError, notFound, badRequest } from "./errors.js";
@@ -57,6 +55,38 @@ export interface SubmitJob {
 }
 
 const now = () => new Date().toISOString();
+
+/** A submit's graph, params and run options, checked. */
+interface CheckedSubmit {
+  graph: Graph;
+  params: Record<string, unknown>;
+  pool: string;
+  timeoutS: number;
+}
+
+/** The Idempotency-Key entry a submit wrote (key and revision), to release if the job cannot be queued. */
+type HeldKey = { key: string; revision: number };
+
+/** The record of a job just submitted: queued, no attempt yet. */
+function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
+  return {
+    v: 1,
+    id: jobId,
+    workflow_id: s.workflow.id,
+    status: "queued",
+    pool: c.pool,
+    attempt: 0,
+    agent_id: null,
+    params: c.params,
+    created_at: now(),
+    started_at: null,
+    finished_at: null,
+    timeout_s: c.timeoutS,
+    error: null,
+    outputs: null,
+    idempotency_key: s.idempotencyKey ?? null,
+  };
+}
 /** Records one `list` reads at most, unless its `limit` is larger (`listScanMaxRecords`). */
 const LIST_SCAN_DEFAULT = 2_000;
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
@@ -76,7 +106,7 @@ export class JobManager {
     private readonly opts: { idempotencyOrphanMs: number; jobTimeoutDefaultS: number; jobTimeoutMaxS: number; listScanMaxRecords?: number },
   ) {
     this.queue = new QueueTracker((jobId, workflowId, position) => {
-      void this.publishEvent(jobId, workflowId, `q${position}`, { type: "job_update", status: "queued", queue_position: position }).catch(() => undefined);
+      void this.publishEvent(jobId, workflowId, `q${position}`, jobUpdate.queued(position)).catch(() => undefined);
     });
   }
 
@@ -169,10 +199,10 @@ export class JobManager {
    * A `message` for the `queued` event of a job whose pool no live agent consumes: it is accepted and waits for
    * one (an agent may be restarting), but whoever watches it is told why nothing happens, and what would serve it.
    */
-  private noAgentNote(pool: string): { message?: string } {
-    if (this.catalogAgents.some((a) => a.pools.includes(pool))) return {};
+  private noAgentNote(pool: string): string | undefined {
+    if (this.catalogAgents.some((a) => a.pools.includes(pool))) return undefined;
     const which = isLlmProvider(pool) ? ` (agents with ${PROVIDER_SETTING[pool]} do)` : pool === "gpu" ? " (agents with a GPU do)" : pool === "comfyui" ? " (agents with --comfyui-url do)" : pool === "docker" ? " (agents with a Docker engine do)" : "";
-    return { message: `no live agent consumes pool "${pool}"${which}: the job waits for one` };
+    return `no live agent consumes pool "${pool}"${which}: the job waits for one`;
   }
 
   /** Validation catalog: absent while no agent is known, so structure is still checked but types are not. */
@@ -228,6 +258,28 @@ export class JobManager {
 
   /** Validates, records, announces and enqueues a job. With an idempotency key, a retry returns the first job. */
   async submit(s: SubmitJob): Promise<{ job: JobRecord; created: boolean }> {
+    const checked = await this.checkSubmit(s);
+    const jobId = newId();
+    let heldKey: HeldKey | null = null;
+    if (s.idempotencyKey !== undefined) {
+      const held = await this.holdIdempotencyKey(s.workflow.id, s.idempotencyKey, jobId);
+      if ("existing" in held) {
+        const { rec, revision } = held.existing;
+        await this.ensureDispatched(rec, revision, checked.graph, s.strategy);
+        return { job: rec, created: false };
+      }
+      heldKey = held;
+    }
+    const rec = newRecord(jobId, s, checked);
+    s.beforePublish?.(jobId);
+    this.queue.claim(jobId);
+    const job = await this.storeJob(rec, checked.graph, s.strategy, heldKey);
+    this.jobsCreated++;
+    return { job, created: true };
+  }
+
+  /** Validates the graph, its params and the run options against the live agents; throws a 400 naming the fault. */
+  private async checkSubmit(s: SubmitJob): Promise<CheckedSubmit> {
     const { catalog, graph, params } = await this.withCatalog((catalog) => {
       const graph: Graph = validateGraph(s.workflow.graph, catalog);
       return { catalog, graph, params: validateParams(graph, s.params ?? {}, catalog) };
@@ -244,83 +296,66 @@ export class JobManager {
     }
     const pool = poolOfGraph(graph, catalog, s.pool);
     if (s.strategy !== undefined) await this.checkStrategy(s.strategy, pool);
-    const jobId = newId();
-    /** The Idempotency-Key entry this submit wrote (key and revision), to release if the job cannot be queued. */
-    let heldKey: { key: string; revision: number } | null = null;
-    if (s.idempotencyKey !== undefined) {
-      // The key maps to the first job id; `create` fails if it exists, which is the compare-and-set we need.
-      const key = jobKeys.idempotency(createHash("sha256").update(s.workflow.id + "\0" + s.idempotencyKey).digest("hex").slice(0, 40));
-      try {
-        heldKey = { key, revision: await this.n.jobsKv.create(key, jobId) };
-      } catch {
-        const e = await this.n.jobsKv.get(key);
-        // The first request may still be writing its record: wait for it briefly rather than create a twin.
-        for (let i = 0; e && i <= 50; i++) {
-          if (i > 0) await new Promise((r) => setTimeout(r, 20));
-          const existing = await readJobRecord(this.n.jobsKv, e.string());
-          if (!existing) continue;
-          await this.ensureDispatched(existing.rec, existing.revision, graph, s.strategy);
-          return { job: existing.rec, created: false };
-        }
-        const stillBeingCreated = new GatewayError(ErrorCode.GW_ERR_CONFLICT, "a request with this Idempotency-Key is still being created");
-        // Still no record: a first request that stored the key and then failed never writes one. Once the key is
-        // older than any submit lives, this retry takes it over (compare-and-set on the key's revision, so of
-        // concurrent retries one creates the job and the others are told to retry, finding it).
-        if (!e || Date.now() - e.created.getTime() < this.opts.idempotencyOrphanMs) throw stillBeingCreated;
-        try {
-          heldKey = { key, revision: await this.n.jobsKv.update(key, jobId, e.revision) };
-        } catch {
-          throw stillBeingCreated;
-        }
-      }
+    return { graph, params, pool, timeoutS };
+  }
+
+  /**
+   * Maps the Idempotency-Key to `jobId`, or finds the job a first request with the key created. `create` fails if
+   * the key exists, which is the compare-and-set needed.
+   */
+  private async holdIdempotencyKey(workflowId: string, idempotencyKey: string, jobId: string): Promise<HeldKey | { existing: { rec: JobRecord; revision: number } }> {
+    const key = jobKeys.idempotency(createHash("sha256").update(workflowId + "\0" + idempotencyKey).digest("hex").slice(0, 40));
+    try {
+      return { key, revision: await this.n.jobsKv.create(key, jobId) };
+    } catch {
+      /* the key exists: below */
     }
-    const rec: JobRecord = {
-      v: 1,
-      id: jobId,
-      workflow_id: s.workflow.id,
-      status: "queued",
-      pool,
-      attempt: 0,
-      agent_id: null,
-      params,
-      created_at: now(),
-      started_at: null,
-      finished_at: null,
-      timeout_s: timeoutS,
-      error: null,
-      outputs: null,
-      idempotency_key: s.idempotencyKey ?? null,
-    };
-    s.beforePublish?.(jobId);
-    this.queue.claim(jobId);
-    // The `queued` event, the dispatch and the record go out in one write, in that order, and the workflow index
-    // entry in the next (the one-microtask wait lets nats.js flush the first): running the job does not need the
-    // index, so its encoding stays off the dispatch's path. The submit answers once all four are stored. The
-    // server stores them in order, so `queued` always precedes the agent's `running`, and the record follows the
-    // dispatch by microseconds (with the record in the second write, ~7 % of claims under load read before it was
-    // stored and read again; an agent that still gets there first waits for the record, agent/job-runner.ts, its
-    // graph starting meanwhile). Waiting for the record before sending the dispatch cost a JetStream round trip
-    // in every job's time to first event.
+    const e = await this.n.jobsKv.get(key);
+    // The first request may still be writing its record: wait for it briefly rather than create a twin.
+    for (let i = 0; e && i <= 50; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 20));
+      const existing = await readJobRecord(this.n.jobsKv, e.string());
+      if (existing) return { existing };
+    }
+    const stillBeingCreated = new GatewayError(ErrorCode.GW_ERR_CONFLICT, "a request with this Idempotency-Key is still being created");
+    // Still no record: a first request that stored the key and then failed never writes one. Once the key is
+    // older than any submit lives, this retry takes it over (compare-and-set on the key's revision, so of
+    // concurrent retries one creates the job and the others are told to retry, finding it).
+    if (!e || Date.now() - e.created.getTime() < this.opts.idempotencyOrphanMs) throw stillBeingCreated;
+    try {
+      return { key, revision: await this.n.jobsKv.update(key, jobId, e.revision) };
+    } catch {
+      throw stillBeingCreated;
+    }
+  }
+
+  /**
+   * Writes the `queued` event, the dispatch, the record and the workflow index entry; answers with the job once all
+   * four are stored, or with the record an agent claimed meanwhile when some write failed; else throws.
+   *
+   * The first three go out in one write, in that order, and the index entry in the next (the one-microtask wait
+   * lets nats.js flush the first): running the job does not need the index, so its encoding stays off the
+   * dispatch's path. The server stores them in order, so `queued` always precedes the agent's `running`, and the
+   * record follows the dispatch by microseconds (an agent that gets there first waits for the record,
+   * agent/job-runner.ts, its graph starting meanwhile). Waiting for the record before sending the dispatch would
+   * cost a JetStream round trip in every job's time to first event.
+   */
+  private async storeJob(rec: JobRecord, graph: Graph, strategy: ExecutionStrategy | undefined, heldKey: HeldKey | null): Promise<JobRecord> {
+    const queued = jobUpdate.queued(this.queue.nextPosition(rec.pool), rec.pool, this.noAgentNote(rec.pool));
     const announced = Promise.allSettled([
-      this.publishEvent(jobId, s.workflow.id, 1, { type: "job_update", status: "queued", pool, queue_position: this.queue.nextPosition(pool), ...this.noAgentNote(pool) }),
-      this.publishDispatch(rec, graph, s.strategy),
-      this.n.jobRecords.create(jobKeys.record(jobId), encodeJson(rec)),
+      this.publishEvent(rec.id, rec.workflow_id, 1, queued),
+      this.publishDispatch(rec, graph, strategy),
+      this.n.jobRecords.create(jobKeys.record(rec.id), encodeJson(rec)),
     ]);
     await Promise.resolve();
-    const recorded = Promise.allSettled([this.n.jobRecords.put(jobKeys.byWorkflow(s.workflow.id, jobId), "")]);
+    const recorded = Promise.allSettled([this.n.jobRecords.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "")]);
     const writes = [...(await announced), ...(await recorded)];
-    let job = rec;
     const failed = writes.find((w): w is PromiseRejectedResult => w.status === "rejected");
-    if (failed) {
-      const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
-      if (taken === null) {
-        if (failed.reason instanceof GatewayError) throw new GatewayError(failed.reason.code, failed.reason.message, { job_id: jobId });
-        throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, { job_id: jobId });
-      }
-      job = taken;
-    }
-    this.jobsCreated++;
-    return { job, created: true };
+    if (!failed) return rec;
+    const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
+    if (taken !== null) return taken;
+    if (failed.reason instanceof GatewayError) throw new GatewayError(failed.reason.code, failed.reason.message, { job_id: rec.id });
+    throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, { job_id: rec.id });
   }
 
   /** A media param naming one of our assets must name one that exists: a typo or an expired upload is the client's 400, not a failed job. */
@@ -344,7 +379,7 @@ export class JobManager {
    * submit succeeded), else null. When NATS itself is gone these writes fail too; an idempotent retry then finds
    * the record and queues it (`ensureDispatched`).
    */
-  private async abandonSubmit(rec: JobRecord, heldKey: { key: string; revision: number } | null, reason: unknown): Promise<JobRecord | null> {
+  private async abandonSubmit(rec: JobRecord, heldKey: HeldKey | null, reason: unknown): Promise<JobRecord | null> {
     const message = `submit failed: ${errorText(reason)}`;
     const error = { code: ErrorCode.JOB_ERR_NOT_QUEUED, message };
     try {
@@ -352,7 +387,7 @@ export class JobManager {
       if (r && !r.written) return r.rec;
       // Also when no record was stored (the bucket refused it): the `queued` event and the dispatch may have been,
       // but no agent can claim a job without its record (it ends such a dispatch), so the job is over.
-      await this.publishEvent(rec.id, rec.workflow_id, 2, { type: "job_update", status: "failed", error, message });
+      await this.publishEvent(rec.id, rec.workflow_id, 2, jobUpdate.ended("failed", error, message));
       if (heldKey) await this.n.jobsKv.delete(heldKey.key, { previousSeq: heldKey.revision });
     } catch {
       // NATS is unreachable too: nothing more can be written now (see above for what a retry does).
@@ -377,15 +412,16 @@ export class JobManager {
       created_at: rec.created_at,
       ...(revision !== undefined ? { record: { rec, revision } } : {}),
     };
-    const data = encodeMsgpack(dispatch);
-    const limit = payloadLimitBytes(this.n.nc);
-    // Too large is the request's doing, not an outage: refused as such, since a retry would fail the same way.
-    if (data.byteLength > limit) {
-      throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `the job (its graph and params) is ${data.byteLength} bytes, larger than one NATS message may be (max_payload less headers: ${limit})`);
+    let data: Uint8Array;
+    try {
+      data = this.n.events.encode(dispatch);
+    } catch (err) {
+      if (!(err instanceof PayloadTooLargeError)) throw err;
+      // Too large is the request's doing, not an outage: refused as such, since a retry would fail the same way.
+      const size = `${err.bytes} bytes, larger than one NATS message may be (max_payload less headers: ${err.limitBytes})`;
+      throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `the job (its graph and params) is ${size}`);
     }
-    const h = headers();
-    h.set("Nats-Msg-Id", rec.id);
-    await this.n.pub.publish(subjects.jobs(rec.pool), data, h);
+    await this.n.events.send(subjects.jobs(rec.pool), data, rec.id);
   }
 
   /**
@@ -400,16 +436,13 @@ export class JobManager {
     const ageMs = Date.now() - Date.parse(rec.created_at);
     if (!(ageMs < JOB_QUEUE_DEFAULTS.duplicateWindowMs - 10_000)) return;
     await this.n.jobRecords.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "");
-    await this.publishEvent(rec.id, rec.workflow_id, 1, { type: "job_update", status: "queued", pool: rec.pool, queue_position: this.queue.nextPosition(rec.pool) });
+    await this.publishEvent(rec.id, rec.workflow_id, 1, jobUpdate.queued(this.queue.nextPosition(rec.pool), rec.pool));
     await this.publishDispatch(rec, graph, strategy, revision);
   }
 
   /** An event the gateway itself writes for a job (attempt 0: before any agent owns it). */
-  private async publishEvent(jobId: string, workflowId: string, n: number | string, ev: Record<string, unknown>): Promise<void> {
-    const h = headers();
-    h.set("Nats-Msg-Id", eventMsgId(jobId, 0, n));
-    const body = { ...ev, job_id: jobId, workflow_id: workflowId, attempt: 0, ts: performance.timeOrigin + performance.now() };
-    await this.n.pub.publish(subjects.jobEvents(jobId), encodeMsgpack(body), h);
+  private async publishEvent(jobId: string, workflowId: string, n: number | string, ev: JobUpdateBody): Promise<void> {
+    await this.n.events.publishEvent({ jobId, workflowId, attempt: 0 }, n, ev);
   }
 
   /**
@@ -427,7 +460,7 @@ export class JobManager {
     });
     if (!r) throw notFound(`job "${jobId}"`);
     if (r.written && r.rec.status === "cancelled") {
-      await this.publishEvent(jobId, r.rec.workflow_id, 2, { type: "job_update", status: "cancelled", message: "cancelled while queued" });
+      await this.publishEvent(jobId, r.rec.workflow_id, 2, jobUpdate.ended("cancelled", null, "cancelled while queued"));
     } else if (!isTerminal(r.rec.status)) {
       const c: JobCancel = { type: "job.cancel", v: 1, job_id: jobId, reason: CancelReason.user };
       this.n.nc.publish(subjects.cancel(jobId), encodeMsgpack(c));

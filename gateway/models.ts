@@ -1,5 +1,5 @@
 /**
- * The fleet's language models (design §6 `/v1`, §7): what live agents offer, how a client's name for a model
+ * The fleet's language models: what live agents offer, how a client's name for a model
  * resolves to a provider and its id, and a chat turn run as a job (a one-node graph, followed for its reply).
  * Shared by `/v1/chat/completions` and the threads' `chat_message`.
  */
@@ -19,6 +19,7 @@ import { GatewayError } from "./errors.js";
 import type { Delivery, EventHub } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
+import { runSpecOf } from "./run-request.js";
 
 export interface ModelTarget {
   provider: LlmProvider;
@@ -178,8 +179,8 @@ export async function runChat(
   try {
     ({ job } = await jobs.submit({
       workflow: { id: workflowId, graph: chatGraph(target, chat) },
-      params: {},
-      pool: target.provider,
+      // A chat turn has no options of its own: no params, the gateway's timeout, its provider's pool.
+      ...runSpecOf({ requirements: { pool: target.provider } }),
       beforePublish: (id) => {
         // Registered before the job's first event exists, so nothing needs replaying.
         following = follow(hub, id, 0, sink, { replay: false });

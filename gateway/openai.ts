@@ -1,5 +1,5 @@
 /**
- * OpenAI-compatible chat (design §6 `/v1`): `POST /v1/chat/completions`, streamed as OpenAI's SSE chunks or
+ * OpenAI-compatible chat: `POST /v1/chat/completions`, streamed as OpenAI's SSE chunks or
  * answered whole, and `GET /v1/models`, served by the fleet's agents that offer the model, so any OpenAI client
  * can use it. A completion is a job like any other (one LLM node; listed under workflow `chat-completions`,
  * durable, cancellable): it goes to the pool of the model's provider, which only agents holding that provider's
@@ -11,7 +11,7 @@
  * `[DONE]`, which OpenAI's SDKs raise.
  */
 import { ChatRequestError, parseChatCompletion } from "../protocol/index.js";
-import { toWireError } from "./errors.js";
+import { logInternal, toWireError } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 import type { Reply } from "./http.js";
 import type { JobManager } from "./jobs.js";
@@ -58,7 +58,7 @@ export class OpenAiApi {
       return;
     }
     const { status, body } = toWireError(err);
-    if (status === 500) process.stderr.write(`[gateway] internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    if (status === 500) logInternal(err, "internal error");
     const code = (body.openai_code as string | undefined) ?? body.code;
     reply.json(status, { error: { message: body.message, type: errorType(status), param: (body.param as string | undefined) ?? null, code, nodeway_code: body.code } });
   }

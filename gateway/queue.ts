@@ -5,6 +5,7 @@
  * the same change the stream keeps one.
  */
 import { isTerminalEvent, type JobEvent } from "../protocol/index.js";
+import type { Delivery } from "./event-hub.js";
 
 interface Waiting {
   workflowId: string;
@@ -36,6 +37,11 @@ export class QueueTracker {
   nextPosition(pool: string): number {
     return (this.pools.get(pool)?.size ?? 0) + 1;
   }
+
+  /** The event hub's subscriber: positions move on job updates only (reading `d.ev` decodes the event). */
+  readonly onEvent = (_jobId: string, d: Delivery): void => {
+    if (d.type === "job_update") this.observe(d.ev);
+  };
 
   observe(ev: JobEvent): void {
     if (ev.type !== "job_update") return;

@@ -1,5 +1,5 @@
 /**
- * Chat threads and their messages (design §6 "threads and messages"; NodeTool's `/api/threads` and
+ * Chat threads and their messages (NodeTool's `/api/threads` and
  * `/api/messages`) in KV `nw_threads`, and a thread's turn (`chat_message` on `/ws`): the user's message is
  * stored, the conversation so far goes to the model as one LLM job (as `/v1/chat/completions` runs it, in the
  * pool of the model's provider), and the reply is stored as the thread's next message when the job ends, also
@@ -46,6 +46,11 @@ function titleOf(body: unknown): string {
 export class ThreadStore {
   /** Turns running on this gateway: thread id → the job answering it. */
   private readonly turns = new Map<string, string>();
+  /**
+   * Jobs of turns a newer turn cancelled, until they end: the cancelled job may end before the newer one is
+   * published (and takes its place in `turns`), and must still not store a reply.
+   */
+  private readonly supersededJobs = new Set<string>();
 
   constructor(
     private readonly kv: KV,
@@ -216,7 +221,10 @@ export class ThreadStore {
     const target = await this.models.resolve(req.model);
     const thread = req.threadId ? await this.get(req.threadId) : await this.create({ title: req.content.slice(0, 60) });
     const previous = this.turns.get(thread.id);
-    if (previous) await this.jobs.cancel(previous).catch(() => undefined);
+    if (previous) {
+      this.supersededJobs.add(previous);
+      await this.jobs.cancel(previous).catch(() => undefined);
+    }
     const { messages: recent } = await this.messages(thread.id, { limit: THREAD_LIMITS.historyMessages - 1, reverse: true });
     // Replies that are only an error are not the model's words: they stay out of what it is sent.
     const history = recent.reverse().filter((m) => !(m.error && m.content === ""));
@@ -233,7 +241,7 @@ export class ThreadStore {
     await this.kv.put(threadKeys.message(thread.id, askedId), JSON.stringify(message));
     void run.finished
       .then(async (ev) => {
-        const superseded = this.turns.get(thread.id) !== run.jobId;
+        const superseded = this.supersededJobs.delete(run.jobId) || this.turns.get(thread.id) !== run.jobId;
         // Until its reply is stored the turn stays listed as running here, so a listing does not reconcile it.
         const finish = () => {
           if (this.turns.get(thread.id) === run.jobId) this.turns.delete(thread.id);

@@ -1,5 +1,5 @@
 /**
- * `/ws` (design §6): one socket may run and watch many jobs. Events reach sockets through uWS topics, one per
+ * `/ws`: one socket may run and watch many jobs. Events reach sockets through uWS topics, one per
  * job and encoding, so each event is encoded once per encoding and uWS does the fan-out. A resuming socket is
  * fed directly (replay, then live) until the hub has caught up with what it sent, then moves to the topic.
  */
@@ -16,7 +16,6 @@ import {
   type ClientCommand,
   type Graph,
   type JobRecord,
-  type RunOptions,
   type ServerMessage,
 } from "../protocol/index.js";
 import type { GatewayConfig } from "./config.js";
@@ -26,7 +25,7 @@ import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
 import type { ThreadStore } from "./threads.js";
 import { BrowserPolicy } from "./browser.js";
-import { GatewayError, toWireError } from "./errors.js";
+import { GatewayError, logInternal, toWireError } from "./errors.js";
 import { runSpecOf } from "./run-request.js";
 import { bearerToken, peerOf, refusalBody, subprotocolToken, type RefusalLog, type TokenCheck } from "./auth.js";
 
@@ -187,7 +186,7 @@ export class WsHub {
         try {
           this.upgrade(res, req, context);
         } catch (err) {
-          process.stderr.write(`[gateway] /ws upgrade failed: ${(err as Error)?.stack ?? String(err)}\n`);
+          logInternal(err, "/ws upgrade failed");
           res.writeStatus("500 Internal Server Error").end();
         }
       },
@@ -198,7 +197,7 @@ export class WsHub {
         try {
           this.onMessage(ws, message, isBinary);
         } catch (err) {
-          process.stderr.write(`[gateway] a /ws frame failed: ${(err as Error)?.stack ?? String(err)}\n`);
+          logInternal(err, "a /ws frame failed");
           this.sendTo(ws, { type: "error", code: ErrorCode.GW_ERR_INTERNAL, message: "internal error" });
         }
       },
@@ -233,7 +232,7 @@ export class WsHub {
     const offered = protoHeader.split(",").map((s) => s.trim()).filter(Boolean);
     let tokenDigest: Buffer | null = null;
     if (this.auth.enabled) {
-      // Refused before the upgrade (reliability S5). A browser passes the token as a `bearer.<token>`
+      // Refused before the upgrade. A browser passes the token as a `bearer.<token>`
       // subprotocol next to `nodeway.*`, and only `nodeway.*` is ever answered.
       const token = bearerToken(req.getHeader("authorization")) ?? (req.getQuery("api_key") || undefined) ?? subprotocolToken(offered);
       const a = this.auth.check(token, "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol");
@@ -286,7 +285,7 @@ export class WsHub {
     }
     void this.handle(ws, cmd).catch((err: unknown) => {
       const { status, body } = toWireError(err);
-      if (status === 500) process.stderr.write(`[gateway] internal error on /ws: ${(err as Error)?.stack ?? String(err)}\n`);
+      if (status === 500) logInternal(err, "internal error on /ws");
       const requestId = cmd.request_id ? { request_id: cmd.request_id } : {};
       this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...requestId, error: body });
     });
@@ -386,7 +385,7 @@ export class WsHub {
     const workflow: { id: string; graph: Graph } = d.graph
       ? { id: typeof d.workflow_id === "string" ? d.workflow_id : "adhoc", graph: d.graph }
       : await this.workflows.get(String(d.workflow_id));
-    const spec = runSpecOf(d as RunOptions);
+    const spec = runSpecOf(d);
     const { job } = await this.jobs.submit({ workflow, ...spec, beforePublish: (jobId) => {
         joined();
         this.joinTopic(ws, jobId);

@@ -3,8 +3,9 @@
  * Logs are JSON lines on stderr for a fleet's collectors; on a terminal (or NODEWAY_LOG_FORMAT=pretty) one
  * readable line each. Every line carries its component and whatever ids were bound (agent, job, attempt).
  */
-import { pino, destination, stdTimeFunctions } from "pino";
-import pretty from "pino-pretty";
+import { pino, stdTimeFunctions } from "pino";
+import { createRequire } from "node:module";
+import type PinoPretty from "pino-pretty";
 import { Registry, collectDefaultMetrics } from "prom-client";
 
 import type { Logger } from "pino";
@@ -34,10 +35,12 @@ export function createLogger(component: string, bindings: Record<string, string 
     timestamp: stdTimeFunctions.isoTime,
     formatters: { level: (label: string) => ({ level: label }) },
   };
-  // Synchronous writes: a line logged just before the process exits is not lost.
+  // process.stderr is synchronous for files and pipes on Linux: a line logged just before exit is not lost.
   if (logFormat() === "pretty") {
+    // Loaded only for a terminal: a fleet process writing JSON lines never pays for it.
+    const pretty = createRequire(import.meta.url)("pino-pretty") as typeof PinoPretty;
     return pino(options, pretty({
-        destination: 2,
+        destination: process.stderr,
         sync: true,
         singleLine: true,
         colorize: process.stderr.isTTY,
@@ -45,7 +48,7 @@ export function createLogger(component: string, bindings: Record<string, string 
         ignore: "pid,hostname,component",
       }));
   }
-  return pino(options, destination({ dest: 2, sync: true }));
+  return pino(options, process.stderr);
 }
 
 /** A metrics registry for one process role; process metrics (CPU, memory, event loop lag) included. */

@@ -2,7 +2,7 @@
  * Job events, by NodeTool's names and fields (reference/nodetool.md §2.6). An agent publishes each to
  * `nw.events.<job_id>`; the gateway adds `seq` (the NW_EVENTS stream sequence) when it delivers it.
  */
-import type { ExecutionStrategy, JobState } from "./jobs.js";
+import type { ExecutionStrategy, JobRecord, JobState } from "./jobs.js";
 import type { WireError } from "./errors.js";
 
 /** Fields every job event carries. */
@@ -135,6 +135,68 @@ export const JOB_EVENT_TYPES: ReadonlySet<JobEventType> = new Set<JobEventType>(
   "preview_update",
   "error",
 ]);
+
+/** The fields a producer's publisher stamps on every event (the gateway adds `seq` on delivery). */
+export type EventEnvelope = Required<Pick<EventBase, "job_id" | "workflow_id" | "attempt" | "ts">>;
+
+/** An event as its producer hands it to the publisher: without the envelope. */
+export type Unstamped<E> = E extends EventBase ? Omit<E, keyof EventBase> : never;
+
+/** Any job event before its envelope. */
+export type JobEventBody = Unstamped<JobEvent>;
+
+/**
+ * The events a graph run emits (the engine's), before the runner's publisher stamps them. A runner in a thread,
+ * process or container that sends any other (a `job_update` saying its job completed, say) is broken or hostile.
+ */
+export type GraphEvent = Unstamped<NodeUpdate | NodeProgress | EdgeUpdate | OutputUpdate | Chunk | LogUpdate | PreviewUpdate>;
+export type GraphEventType = GraphEvent["type"];
+
+/** Every `GraphEvent` type, and only those. */
+export const GRAPH_EVENT_TYPES: ReadonlySet<string> = new Set(
+  Object.keys({
+    node_update: 1,
+    node_progress: 1,
+    edge_update: 1,
+    output_update: 1,
+    chunk: 1,
+    log_update: 1,
+    preview_update: 1,
+  } satisfies Record<GraphEventType, 1>),
+);
+
+export type JobUpdateBody = Unstamped<JobUpdate>;
+type Terminal = "completed" | "failed" | "cancelled" | "timed_out";
+
+/** Builders for every `job_update` a producer publishes, so each status carries the fields it is read with. */
+export const jobUpdate = {
+  /** The job waits in `pool` at `position`; `message` says why nothing happens yet (no agent consumes it). */
+  queued(position: number, pool?: string, message?: string): JobUpdateBody {
+    const ev: JobUpdateBody = { type: "job_update", status: "queued" };
+    if (pool !== undefined) ev.pool = pool;
+    ev.queue_position = position;
+    if (message !== undefined) ev.message = message;
+    return ev;
+  },
+  /** An agent claimed the job and runs it with `strategy`. */
+  running(agentId: string, strategy?: ExecutionStrategy, message?: string): JobUpdateBody {
+    return { type: "job_update", status: "running", agent_id: agentId, strategy, message };
+  },
+  /** The job ended without a result: failed, cancelled or timed out. */
+  ended(status: Exclude<Terminal, "completed">, error: WireError | null, message: string): JobUpdateBody {
+    return error ? { type: "job_update", status, error, message } : { type: "job_update", status, message };
+  },
+  /** The terminal update that matches a finished record. */
+  ofRecord(r: JobRecord): JobUpdateBody {
+    const ev: JobUpdateBody = { type: "job_update", status: r.status };
+    if (r.error) {
+      ev.error = r.error;
+      ev.message = r.error.message;
+    }
+    if (r.status === "completed") ev.result = r.outputs ?? {};
+    return ev;
+  },
+};
 
 /**
  * What the gateway reads of every event to route and fence it (`decodeEventHead`); the rest stays in the event's

@@ -35,7 +35,7 @@ export type {
   GpuInfo,
   NatsMessage,
 } from "./jobs.js";
-export { NodeStatus, JOB_EVENT_TYPES, isTerminalEvent, isCoalescable } from "./events.js";
+export { NodeStatus, JOB_EVENT_TYPES, GRAPH_EVENT_TYPES, isTerminalEvent, isCoalescable, jobUpdate } from "./events.js";
 export type {
   JobEvent,
   JobEventHead,
@@ -52,6 +52,12 @@ export type {
   PreviewUpdate,
   ErrorEvent,
   Handlers,
+  EventEnvelope,
+  Unstamped,
+  JobEventBody,
+  JobUpdateBody,
+  GraphEvent,
+  GraphEventType,
 } from "./events.js";
 export { CLIENT_COMMANDS } from "./client.js";
 export type {
@@ -91,10 +97,6 @@ export {
 } from "./codec.js";
 export { newId } from "./ids.js";
 export { checkSchema, GraphSchema, IdSchema, RunOptionsSchema, WorkflowBodySchema, ThreadBodySchema, MessageBodySchema, ClientCommandSchemas, type RunOptions } from "./schemas.js";
-export { readJobRecord, casJobRecord } from "./job-record.js";
-export { AckedKv, AckedPublisher, PublishError, payloadLimitBytes } from "./acked-publish.js";
-export type { AckConnection, PubAck } from "./acked-publish.js";
-export type { KvReadEntry, RecordStore } from "./job-record.js";
 export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, EVENTS_RESERVED_PER_JOB, jobEventBudget, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";
 export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";
@@ -102,5 +104,3 @@ export { ASSETS_DEFAULTS, ASSET_META, MEDIA_REF_TYPES, MEDIA_TYPES, extensionOf,
 export type { AssetRef, AssetRefType, AssetInfo, MediaRef, StoredObject } from "./assets.js";
 export { LLM_PROVIDERS, PROVIDER_SETTING, MAX_MODELS_PER_PROVIDER, THREAD_LIMITS, isLlmProvider, languageModelOf, parseChatCompletion, parseChatTurn, ChatRequestError } from "./chat.js";
 export type { LlmProvider, LanguageModelRef, AgentModel, ChatTurn, ChatCompletionRequest, ChatTurnRequest, ChatThread, ThreadMessage, FinishReason, ChatUsage, ChatEndMetadata } from "./chat.js";
-export { NATS_OPTION_KEYS, compileNatsConnection, natsAuthOptions, natsConnectError, openNats } from "./nats-connection.js";
-export type { NatsOptions, NatsAuth, NatsConnection, NatsTls } from "./nats-connection.js";

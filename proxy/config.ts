@@ -186,16 +186,44 @@ export const HOSTNAME_RE = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\
  *   (e.g. `certFile` without `tls: "files"`, `tls: "acme"` with no domain).
  */
 export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
+  const o = knownOptions(opts);
+  const tls = oneOf("tls", o.tls, [TlsMode.acme, TlsMode.selfSigned, TlsMode.files], TlsMode.acme);
+  const upstream = list("upstream", o.upstream).map((u) => parseUpstream(u));
+  if (upstream.length === 0) throw new InvalidConfigError("upstream", "at least one upstream gateway is required");
+  const names = compileNames(o, tls);
+  const files = compileCertFiles(o, tls);
+  const acme = compileAcme(o);
+  const trustedProxies = list("trustedProxies", o.trustedProxies);
+  for (const cidr of trustedProxies) parseCidr(cidr); // throws naming the key
+  const httpsPort = port("httpsPort", o.httpsPort, 443);
+  const httpPort = port("httpPort", o.httpPort, 80);
+  if (httpsPort !== 0 && httpsPort === httpPort) throw new InvalidConfigError("httpPort", "must differ from httpsPort");
+  const healthPath = optString("healthPath", o.healthPath) ?? "/health";
+  if (!healthPath.startsWith("/")) throw new InvalidConfigError("healthPath", 'must start with "/"');
+  const renewal = compileRenewal(o);
+  const certDirRaw = optString("certDir", o.certDir);
+  const certDir = certDirRaw !== null ? resolve(certDirRaw) : defaultCertDir();
+  const host = optString("host", o.host);
+  const acmeCaBundleFile = mapNull(optString("acmeCaBundleFile", o.acmeCaBundleFile), (f) => resolve(f));
+  const limits = compileLimits(o);
+  const config: ProxyConfig = {
+    upstream, ...names, ...acme, host, httpsPort, httpPort, tls, ...files, acmeCaBundleFile, certDir, trustedProxies,
+    ...limits, healthPath, ...renewal,
+  };
+  return deepFreeze(config);
+}
+
+/** The options as a record of unknowns, once every key is known. */
+function knownOptions(opts: ProxyOptions): Record<string, unknown> {
   if (opts === null || typeof opts !== "object") throw new InvalidConfigError("(options)", "must be an object");
   for (const key of Object.keys(opts)) {
     if (!KNOWN_KEYS.has(key)) throw new InvalidConfigError(key, "unknown option");
   }
-  const o = opts as unknown as Record<string, unknown>;
+  return opts as unknown as Record<string, unknown>;
+}
 
-  const tls = oneOf("tls", o.tls, [TlsMode.acme, TlsMode.selfSigned, TlsMode.files], TlsMode.acme);
-  const upstream = list("upstream", o.upstream).map((u) => parseUpstream(u));
-  if (upstream.length === 0) throw new InvalidConfigError("upstream", "at least one upstream gateway is required");
-
+/** The names served and those that may get a certificate on demand. */
+function compileNames(o: Record<string, unknown>, tls: TlsMode): Pick<ProxyConfig, "domain" | "onDemandAllow" | "onDemandAsk"> {
   let domain = list("domain", o.domain).map((d) => d.toLowerCase().replace(/\.$/, ""));
   for (const d of domain) {
     const bare = d.startsWith("*.") ? d.slice(2) : d;
@@ -222,7 +250,11 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
   if (tls === TlsMode.acme && domain.length === 0 && onDemandAllow.length === 0 && onDemandAsk === null) {
     throw new InvalidConfigError("domain", 'tls: "acme" needs at least one domain (or onDemandAllow / onDemandAsk)');
   }
+  return { domain, onDemandAllow, onDemandAsk };
+}
 
+/** `certFile` and `keyFile`: both with `tls: "files"`, neither otherwise. */
+function compileCertFiles(o: Record<string, unknown>, tls: TlsMode): Pick<ProxyConfig, "certFile" | "keyFile"> {
   const certFile = optString("certFile", o.certFile);
   const keyFile = optString("keyFile", o.keyFile);
   if (tls === TlsMode.files) {
@@ -232,10 +264,13 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
     if (certFile !== null) throw new InvalidConfigError("certFile", 'only used with tls: "files"');
     if (keyFile !== null) throw new InvalidConfigError("keyFile", 'only used with tls: "files"');
   }
+  return { certFile: certFile !== null ? resolve(certFile) : null, keyFile: keyFile !== null ? resolve(keyFile) : null };
+}
 
+/** The ACME contact and directory. */
+function compileAcme(o: Record<string, unknown>): Pick<ProxyConfig, "email" | "acmeDirectoryUrl"> {
   const email = optString("email", o.email);
   if (email !== null && !/^[^@\s]+@[^@\s]+$/.test(email)) throw new InvalidConfigError("email", "not an e-mail address");
-
   const acmeDirectoryUrl = optString("acmeDirectoryUrl", o.acmeDirectoryUrl) ?? LETS_ENCRYPT_DIRECTORY_URL;
   let dirUrl: URL;
   try {
@@ -245,41 +280,26 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
   }
   // RFC 8555 §6.1: ACME runs over HTTPS only.
   if (dirUrl.protocol !== "https:") throw new InvalidConfigError("acmeDirectoryUrl", "must be an https:// URL");
+  return { email, acmeDirectoryUrl: dirUrl.href };
+}
 
-  const trustedProxies = list("trustedProxies", o.trustedProxies);
-  for (const cidr of trustedProxies) parseCidr(cidr); // throws naming the key
-
-  const httpsPort = port("httpsPort", o.httpsPort, 443);
-  const httpPort = port("httpPort", o.httpPort, 80);
-  if (httpsPort !== 0 && httpsPort === httpPort) throw new InvalidConfigError("httpPort", "must differ from httpsPort");
-
-  const healthPath = optString("healthPath", o.healthPath) ?? "/health";
-  if (!healthPath.startsWith("/")) throw new InvalidConfigError("healthPath", 'must start with "/"');
-
+/** When certificates are renewed, and how issuance retries back off. */
+function compileRenewal(o: Record<string, unknown>): Pick<ProxyConfig, "renewalWindowRatio" | "acmeRetryMinMs" | "acmeRetryMaxMs"> {
   const renewalWindowRatio = num("renewalWindowRatio", o.renewalWindowRatio, 1 / 3, { min: 0.01, max: 0.99, integer: false });
   const acmeRetryMinMs = num("acmeRetryMinMs", o.acmeRetryMinMs, 60_000, { min: 1 });
   const acmeRetryMaxMs = num("acmeRetryMaxMs", o.acmeRetryMaxMs, 86_400_000, { min: 1 });
   if (acmeRetryMaxMs < acmeRetryMinMs) throw new InvalidConfigError("acmeRetryMaxMs", "must be >= acmeRetryMinMs");
+  return { renewalWindowRatio, acmeRetryMinMs, acmeRetryMaxMs };
+}
 
-  const certDirRaw = optString("certDir", o.certDir);
-  const certDir = certDirRaw !== null ? resolve(certDirRaw) : defaultCertDir();
+/** The options that are a plain number or switch with a default. */
+type PlainSettings = Pick<ProxyConfig, "onDemandMaxNames" | "acmeOrdersPerMinute" | "maxBodyBytes" | "maxHeaderBytes" |
+  "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "wsIdleTimeoutMs" | "maxConnections" | "healthIntervalMs" |
+  "healthTimeoutMs" | "hstsMaxAgeSeconds" | "redirectHttp" | "renewCheckIntervalMs" | "accessLog">;
 
-  const config: ProxyConfig = {
-    upstream,
-    domain,
-    email,
-    host: optString("host", o.host),
-    httpsPort,
-    httpPort,
-    tls,
-    certFile: certFile !== null ? resolve(certFile) : null,
-    keyFile: keyFile !== null ? resolve(keyFile) : null,
-    acmeDirectoryUrl: dirUrl.href,
-    acmeCaBundleFile: mapNull(optString("acmeCaBundleFile", o.acmeCaBundleFile), (f) => resolve(f)),
-    certDir,
-    trustedProxies,
-    onDemandAllow,
-    onDemandAsk,
+/** Limits, timeouts, health checks and switches, checked in the order of `ProxyConfig`. */
+function compileLimits(o: Record<string, unknown>): PlainSettings {
+  return {
     onDemandMaxNames: num("onDemandMaxNames", o.onDemandMaxNames, 1000, { min: 1 }),
     // Let's Encrypt allows 300 new orders per account per 3 hours: 10 a minute stays clear of it in bursts only.
     acmeOrdersPerMinute: num("acmeOrdersPerMinute", o.acmeOrdersPerMinute, 10, { min: 1 }),
@@ -294,16 +314,11 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
     maxConnections: num("maxConnections", o.maxConnections, 10_000, { min: 1 }),
     healthIntervalMs: num("healthIntervalMs", o.healthIntervalMs, 5_000, { min: 10 }),
     healthTimeoutMs: num("healthTimeoutMs", o.healthTimeoutMs, 2_000, { min: 10 }),
-    healthPath,
     hstsMaxAgeSeconds: num("hstsMaxAgeSeconds", o.hstsMaxAgeSeconds, 31_536_000, { min: 0 }),
     redirectHttp: bool("redirectHttp", o.redirectHttp, true),
-    renewalWindowRatio,
     renewCheckIntervalMs: num("renewCheckIntervalMs", o.renewCheckIntervalMs, 600_000, { min: 10 }),
-    acmeRetryMinMs,
-    acmeRetryMaxMs,
     accessLog: bool("accessLog", o.accessLog, true),
   };
-  return deepFreeze(config);
 }
 
 /**

@@ -23,6 +23,8 @@ export const ProxyErrorCode = {
   PROXY_ERR_UPSTREAM_PROTOCOL: "PROXY_ERR_UPSTREAM_PROTOCOL",
   /** A client sent bytes that are not a request this proxy will read (malformed, ambiguous framing, too large). */
   PROXY_ERR_BAD_REQUEST: "PROXY_ERR_BAD_REQUEST",
+  /** A value the types rule out reached a switch over a union: a bug of the proxy's, not of its input. */
+  PROXY_ERR_INTERNAL: "PROXY_ERR_INTERNAL",
 } as const;
 export type ProxyErrorCode = (typeof ProxyErrorCode)[keyof typeof ProxyErrorCode];
 
@@ -91,6 +93,11 @@ export class UpstreamError extends ProxyError {
     super(code, message, options);
     this.name = "UpstreamError";
   }
+}
+
+/** Exhaustiveness guard for `switch` over a union. */
+export function assertNever(x: never, what = "value"): never {
+  throw new ProxyError(ProxyErrorCode.PROXY_ERR_INTERNAL, `unexpected ${what}: ${JSON.stringify(x)}`);
 }
 
 /**

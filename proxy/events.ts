@@ -1,5 +1,7 @@
+import type { Registry } from "../obs/index.js";
+
 /**
- * Operational events the proxy reports through `ProxyHooks.onEvent` (default: one JSON line on stderr). They are
+ * Operational events the proxy reports through `ProxyHooks.onEvent` (default: one line each in the proxy's log). They are
  * data with stable `type` strings so the CLI or a log shipper can alert on them (`cert.renew_failed` is the alert
  * asked for by reliability S11).
  */
@@ -23,10 +25,15 @@ export type ProxyEvent =
 
 /** Injection points for `startProxy`: things that are functions, so they cannot come from a config file. */
 export interface ProxyHooks {
-  /** Receives each operational event. @default one JSON line per event on stderr */
+  /** Receives each operational event. @default one line per event through `createLogger("proxy")` (stderr) */
   onEvent?: (event: ProxyEvent) => void;
   /** Receives each access-log line (without trailing newline). @default buffered writes to stdout */
   accessLog?: (line: string) => void;
   /** Wall clock in ms, injected by tests of renewal timing. @default Date.now */
   now?: () => number;
+  /**
+   * Where the proxy registers its metrics (one proxy per registry: the names would clash).
+   * @default a registry of its own, `createRegistry("proxy")`
+   */
+  metrics?: Registry;
 }

@@ -27,12 +27,13 @@ import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { createProxyServer } from "http-proxy-3";
-import { closingAnswer } from "./errors.js";
+import { assertNever, closingAnswer, type UpstreamError } from "./errors.js";
 import { formatAccessLine } from "./access-log.js";
 import type { ProxyConfig } from "./config.js";
 import type { ProxyEvent } from "./events.js";
 import { hostName } from "./hosts.js";
-import type { UpstreamPool } from "./upstreams.js";
+import type { ProxyMetrics } from "./metrics.js";
+import type { Upstream, UpstreamPool } from "./upstreams.js";
 import type { Exchange, ResponseHandler } from "./upstream-http.js";
 import type { FrontRequest, FrontResponse } from "./front.js";
 
@@ -69,15 +70,54 @@ export interface ForwardDeps {
   readonly emit: (e: ProxyEvent) => void;
   /** True for a host name (from `hostName`) this proxy serves. */
   readonly servesHost: (name: string) => boolean;
+  readonly metrics: ProxyMetrics;
 }
 
+/** What the forwarder's handlers read: its deps and what is derived from them once. */
+interface Ctx extends ForwardDeps {
+  /** The `Strict-Transport-Security` value, null when HSTS is off. */
+  readonly hsts: string | null;
+  readonly maxBody: number;
+}
+
+/** The handlers `startProxy` wires to the front and to port 80's server. */
+export interface Forwarder {
+  onRequest: (req: FrontRequest, res: FrontResponse) => void;
+  onUpgrade: (req: FrontRequest, socket: TLSSocket, head: Buffer) => void;
+  /** Port 80's parse errors (Node's server there); the HTTPS front answers its own. */
+  onClientError: (err: NodeJS.ErrnoException, socket: Duplex) => void;
+  /** A request the front refused before it was routed (400, 408, 417, 431, 501): one access-log line. */
+  onRefused: (peer: string, status: number) => void;
+  close: () => void;
+}
+
+/** Why header hygiene refuses a request: malformed or ambiguous (400), body too large (413), host not served (421). */
+type RequestRefusal = 400 | 413 | 421;
 /** The result of header hygiene: outgoing headers as a flat `[name, value, …]` list, or an HTTP error status. */
-type Built = Framed | number;
+type Built = Framed | RequestRefusal;
 /** Outgoing headers and the body's framing: chunked, or `contentLength` bytes (-1 when none was declared). */
 interface Framed {
   headers: string[];
   chunked: boolean;
   contentLength: number;
+}
+
+/**
+ * The fields named in `Connection` (lower-case), which go with it (RFC 9110 §7.6.1); found before the copy since
+ * `Connection` may come last. Null when there are none (the common case).
+ */
+function namedInConnection(raw: readonly string[]): string[] | null {
+  let named: string[] | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 10 && name.toLowerCase() === "connection") {
+      for (const token of raw[i + 1]!.split(",")) {
+        const t = token.trim().toLowerCase();
+        if (t !== "" && !HOP_BY_HOP.has(t)) (named ??= []).push(t);
+      }
+    }
+  }
+  return named;
 }
 
 /**
@@ -94,17 +134,7 @@ function buildRequestHeaders(
 ): Built {
   const raw = req.rawHeaders;
   const n = raw.length;
-  // Names listed in Connection must go too (RFC 9110 §7.6.1); found first since Connection may come last.
-  let named: string[] | null = null;
-  for (let i = 0; i < n; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 10 && name.toLowerCase() === "connection") {
-      for (const token of raw[i + 1]!.split(",")) {
-        const t = token.trim().toLowerCase();
-        if (t !== "" && !HOP_BY_HOP.has(t)) (named ??= []).push(t);
-      }
-    }
-  }
+  const named = namedInConnection(raw);
   const out: string[] = [];
   let te: string | null = null;
   let contentLength = -1;
@@ -174,16 +204,7 @@ function buildRequestHeaders(
  */
 function buildResponseHeaders(raw: readonly string[], hsts: string | null): { headers: string[]; contentLength: number | null } {
   const n = raw.length;
-  let named: string[] | null = null;
-  for (let i = 0; i < n; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 10 && name.toLowerCase() === "connection") {
-      for (const token of raw[i + 1]!.split(",")) {
-        const t = token.trim().toLowerCase();
-        if (t !== "" && !HOP_BY_HOP.has(t)) (named ??= []).push(t);
-      }
-    }
-  }
+  const named = namedInConnection(raw);
   const out: string[] = [];
   let contentLength: number | null = null;
   let hasHsts = false;
@@ -242,144 +263,211 @@ function plainWebSocketUpgrade(raw: readonly string[]): boolean {
 
 const noop = (): void => undefined;
 
-/** Builds the `request`, `upgrade` and `clientError` handlers of the HTTPS server. */
-export function createForwarder(deps: ForwardDeps): {
-  onRequest: (req: FrontRequest, res: FrontResponse) => void;
-  onUpgrade: (req: FrontRequest, socket: TLSSocket, head: Buffer) => void;
-  /** Port 80's parse errors (Node's server there); the HTTPS front answers its own. */
-  onClientError: (err: NodeJS.ErrnoException, socket: Duplex) => void;
-  /** A request the front refused before it was routed (400, 408, 417, 431, 501): one access-log line. */
-  onRefused: (peer: string, status: number) => void;
-  close: () => void;
-} {
-  const { config, pool, isTrusted, log, servesHost } = deps;
-  const hsts = config.hstsMaxAgeSeconds > 0 ? `max-age=${config.hstsMaxAgeSeconds}` : null;
-  const maxBody = config.maxBodyBytes;
+/** The error code of a request refused by header hygiene. */
+function refusalCode(status: RequestRefusal): string {
+  switch (status) {
+    case 400:
+      return "PROXY_ERR_BAD_REQUEST";
+    case 413:
+      return "PROXY_ERR_BODY_TOO_LARGE";
+    case 421:
+      return "PROXY_ERR_MISDIRECTED";
+    default:
+      return assertNever(status, "refusal status");
+  }
+}
 
-  function onRequest(req: FrontRequest, res: FrontResponse): void {
-    const start = log !== null ? performance.now() : 0;
-    req.body?.on("error", noop); // client went away mid-body: handled by the response's close
-    const peer = req.peer;
-    const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, false, servesHost);
-    if (typeof built === "number") {
-      const code =
-        built === 413 ? "PROXY_ERR_BODY_TOO_LARGE" : built === 421 ? "PROXY_ERR_MISDIRECTED" : "PROXY_ERR_BAD_REQUEST";
-      sendError(res, built, code, hsts, true);
-      req.body?.resume();
-      if (log !== null) log(formatAccessLine(peer, req.method, req.url, built, performance.now() - start, null));
-      return;
-    }
-    forward(req, res, built, peer, start, false);
+function isTrusted(ctx: Ctx, peer: string): boolean {
+  return ctx.isTrusted?.(peer) ?? false;
+}
+
+/** A request answered by the proxy itself, never routed: counted, and one access-log line. */
+function answeredHere(ctx: Ctx, peer: string | undefined, method: string, url: string, status: number, ms: number, subprotocols?: string): void {
+  ctx.metrics.requestRefused(status);
+  if (ctx.log !== null) ctx.log(formatAccessLine(peer, method, url, status, ms, null, subprotocols));
+}
+
+/** Builds the request, upgrade and client-error handlers of the two listeners. */
+export function createForwarder(deps: ForwardDeps): Forwarder {
+  const { config } = deps;
+  const ctx: Ctx = {
+    ...deps,
+    hsts: config.hstsMaxAgeSeconds > 0 ? `max-age=${config.hstsMaxAgeSeconds}` : null,
+    maxBody: config.maxBodyBytes,
+  };
+  const tunnels = createTunnels(config.wsIdleTimeoutMs);
+  return {
+    onRequest: (req, res) => onRequest(ctx, req, res),
+    onUpgrade: (req, socket, head) => onUpgrade(ctx, tunnels, req, socket, head),
+    onClientError: (err, socket) => onClientError(ctx, err, socket),
+    onRefused: (peer, status) => answeredHere(ctx, peer, "-", "-", status, 0),
+    close: () => tunnels.proxy.close(),
+  };
+}
+
+function onRequest(ctx: Ctx, req: FrontRequest, res: FrontResponse): void {
+  const start = performance.now();
+  req.body?.on("error", noop); // client went away mid-body: handled by the response's close
+  const built = buildRequestHeaders(req, "https", isTrusted(ctx, req.peer), ctx.maxBody, false, ctx.servesHost);
+  if (typeof built === "number") {
+    sendError(res, built, refusalCode(built), ctx.hsts, true);
+    req.body?.resume();
+    answeredHere(ctx, req.peer, req.method, req.url, built, performance.now() - start);
+    return;
+  }
+  forward(ctx, req, res, built, start, false);
+}
+
+/** Sends the request to the next healthy upstream (503 with none); `isRetry`: its second and last try. */
+function forward(ctx: Ctx, req: FrontRequest, res: FrontResponse, framed: Framed, start: number, isRetry: boolean): void {
+  const u = ctx.pool.pick();
+  if (u === null) {
+    sendError(res, 503, "PROXY_ERR_NO_UPSTREAM", ctx.hsts, false);
+    req.body?.resume();
+    answeredHere(ctx, req.peer, req.method, req.url, 503, performance.now() - start);
+    return;
+  }
+  new Forwarding(ctx, req, res, framed, start, isRetry, u).send();
+}
+
+/** One try of one request on one upstream: relays the upstream's answer to the front's response. */
+class Forwarding implements ResponseHandler {
+  private finished = false;
+  /**
+   * Set when we cut the upstream request ourselves (client left, body too large, a head we cannot relay): the
+   * exchange then ends with no callback, and nothing counts against the upstream.
+   */
+  private abandoned = false;
+  private exchange: Exchange | null = null;
+  private readonly hasBody: boolean;
+
+  constructor(
+    private readonly ctx: Ctx,
+    private readonly req: FrontRequest,
+    private readonly res: FrontResponse,
+    private readonly framed: Framed,
+    private readonly start: number,
+    private readonly isRetry: boolean,
+    private readonly u: Upstream,
+  ) {
+    this.hasBody = framed.chunked || framed.contentLength > 0;
   }
 
-  function forward(req: FrontRequest, res: FrontResponse, framed: Framed, peer: string, start: number, isRetry: boolean): void {
-    const { headers, chunked, contentLength } = framed;
-    const hasBody = chunked || contentLength > 0;
-    const u = pool.pick();
-    if (u === null) {
-      sendError(res, 503, "PROXY_ERR_NO_UPSTREAM", hsts, false);
-      req.body?.resume();
-      if (log !== null) log(formatAccessLine(peer, req.method, req.url, 503, performance.now() - start, null));
+  send(): void {
+    const { req, framed } = this;
+    this.u.active++;
+    // One close callback per response: a retry's replaces the first try's (whose exchange is over), so the
+    // access-log line is written once, by the try that answered.
+    this.res.onClose(this.onResponseClose);
+    const body = this.hasBody && req.body !== null ? { stream: req.body, length: framed.chunked ? null : framed.contentLength } : null;
+    this.exchange = this.u.client.request({ method: req.method, path: req.url, headers: framed.headers, body }, this);
+    if (framed.chunked) this.limitChunkedBody(req.body!);
+  }
+
+  onHead(status: number, statusText: string, rawHeaders: string[]): boolean {
+    const { headers, contentLength } = buildResponseHeaders(rawHeaders, this.ctx.hsts);
+    try {
+      this.res.writeHead(status, statusText, headers, contentLength);
+    } catch {
+      // A head the writer refuses (a 1xx other than 101, a status text with control bytes): the upstream is
+      // broken for this request, the proxy is not; answer 502 instead of throwing out of a callback.
+      this.cut();
+      sendError(this.res, 502, "PROXY_ERR_UPSTREAM", this.ctx.hsts, false);
+      return false;
+    }
+    // No length means a stream (SSE, NDJSON, long poll) or a body of unknown size: without this an SSE client
+    // would wait for the first event to even see the status line.
+    if (contentLength === null) this.res.flushHead();
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true;
+    // Backpressure: a slow client pauses the upstream read instead of buffering its body here.
+    this.res.onDrain(this.resume);
+    return false;
+  }
+
+  onEnd(): void {
+    this.done();
+    this.res.end();
+  }
+
+  onError(err: UpstreamError): void {
+    this.done();
+    const { res, u } = this;
+    if (res.headersSent) {
+      // Upstream died mid-body: cut the client off too, so it sees a truncated stream (and can resume) rather than
+      // a response that looks complete.
+      res.destroy();
+      if (err.connectionLevel) this.ctx.pool.markDown(u, "connection closed mid-response");
       return;
     }
-    u.active++;
-    let finished = false;
-    // Set when we cut the upstream request ourselves (client left, body too large, a head we cannot relay): the
-    // exchange then ends with no callback, and nothing counts against the upstream.
-    let abandoned = false;
-    let exchange: Exchange | null = null;
-    const done = (): void => {
-      if (finished) return;
-      finished = true;
-      u.active--;
-    };
-    const cut = (): void => {
-      if (abandoned) return;
-      abandoned = true;
-      exchange?.abort();
-      done();
-    };
-    const resume = (): void => exchange?.resume();
+    // A kept-alive connection the upstream closed just as we reused it: send the request once more, on another
+    // connection, when that is safe (see IDEMPOTENT).
+    if (!this.isRetry && !this.hasBody && err.retryable && IDEMPOTENT.has(this.req.method)) {
+      forward(this.ctx, this.req, res, this.framed, this.start, true);
+      return;
+    }
+    if (err.connectionLevel) this.ctx.pool.markDown(u, err.errno ?? err.code);
+    sendError(res, 502, "PROXY_ERR_UPSTREAM", this.ctx.hsts, false);
+  }
 
-    const handler: ResponseHandler = {
-      onHead(status, statusText, rawHeaders) {
-        const { headers: outHeaders, contentLength } = buildResponseHeaders(rawHeaders, hsts);
-        try {
-          res.writeHead(status, statusText, outHeaders, contentLength);
-        } catch {
-          // A head the writer refuses (a 1xx other than 101, a status text with control bytes): the upstream is
-          // broken for this request, the proxy is not; answer 502 instead of throwing out of a callback.
-          cut();
-          sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
-          return false;
-        }
-        // No length means a stream (SSE, NDJSON, long poll) or a body of unknown size: without this an SSE client
-        // would wait for the first event to even see the status line.
-        if (contentLength === null) res.flushHead();
-        return true;
-      },
-      onData(chunk) {
-        if (res.write(chunk)) return true;
-        // Backpressure: a slow client pauses the upstream read instead of buffering its body here.
-        res.onDrain(resume);
-        return false;
-      },
-      onEnd() {
-        done();
-        res.end();
-      },
-      onError(err) {
-        done();
-        if (res.headersSent) {
-          // Upstream died mid-body: cut the client off too, so it sees a truncated stream (and can resume)
-          // rather than a response that looks complete.
-          res.destroy();
-          if (err.connectionLevel) pool.markDown(u, "connection closed mid-response");
-          return;
-        }
-        // A kept-alive connection the upstream closed just as we reused it: send the request once more, on
-        // another connection, when that is safe (see IDEMPOTENT).
-        if (!isRetry && !hasBody && err.retryable && IDEMPOTENT.has(req.method)) {
-          forward(req, res, framed, peer, start, true);
-          return;
-        }
-        if (err.connectionLevel) pool.markDown(u, err.errno ?? err.code);
-        sendError(res, 502, "PROXY_ERR_UPSTREAM", hsts, false);
-      },
-    };
+  private readonly resume = (): void => this.exchange?.resume();
 
-    // One close callback per response: a retry's replaces the first attempt's (whose exchange is over), so the
-    // access-log line is written once, by the attempt that answered.
-    res.onClose(() => {
-      // Client gone before we finished: cut the upstream exchange, so that its connection is not reused half-read.
-      if (!res.finished) cut();
-      if (log !== null) log(formatAccessLine(peer, req.method, req.url, res.finished ? res.statusCode : 499, performance.now() - start, u.target.origin));
+  private readonly onResponseClose = (): void => {
+    const { req, res } = this;
+    // Client gone before we finished: cut the upstream exchange, so that its connection is not reused half-read.
+    if (!res.finished) this.cut();
+    const ms = performance.now() - this.start;
+    const origin = this.u.target.origin;
+    this.ctx.metrics.requestDone(origin, res.finished ? res.statusCode : null, ms / 1000);
+    if (this.ctx.log !== null) this.ctx.log(formatAccessLine(req.peer, req.method, req.url, res.finished ? res.statusCode : 499, ms, origin));
+  };
+
+  private done(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.u.active--;
+  }
+
+  private cut(): void {
+    if (this.abandoned) return;
+    this.abandoned = true;
+    this.exchange?.abort();
+    this.done();
+  }
+
+  /** Chunked bodies have no declared length: they are counted against `maxBodyBytes` as they stream. */
+  private limitChunkedBody(body: NonNullable<FrontRequest["body"]>): void {
+    let seen = 0;
+    body.on("data", (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > this.ctx.maxBody && !this.abandoned) {
+        this.cut();
+        // The front closes the connection once the 413 is written; destroying it here instead could drop the
+        // response before it leaves. The rest of the body is read and discarded.
+        sendError(this.res, 413, "PROXY_ERR_BODY_TOO_LARGE", this.ctx.hsts, true);
+        body.resume();
+      }
     });
-
-    const body = hasBody && req.body !== null ? { stream: req.body, length: chunked ? null : contentLength } : null;
-    exchange = u.client.request({ method: req.method, path: req.url, headers, body }, handler);
-
-    if (chunked) {
-      // Chunked bodies have no declared length: count them against maxBodyBytes as they stream.
-      let seen = 0;
-      req.body!.on("data", (chunk: Buffer) => {
-        seen += chunk.length;
-        if (seen > maxBody && !abandoned) {
-          cut();
-          // The front closes the connection once the 413 is written; destroying it here instead could drop the
-          // response before it leaves. The rest of the body is read and discarded.
-          sendError(res, 413, "PROXY_ERR_BODY_TOO_LARGE", hsts, true);
-          req.body!.resume();
-        }
-      });
-    }
   }
+}
 
-  // WebSocket: http-proxy-3 does the hand-off. No agent: an upgraded socket never returns to a pool.
-  const wsProxy = createProxyServer({ ws: true, xfwd: false, proxyTimeout: 0 });
-  wsProxy.on("error", noop); // errors are handled by the per-call callback; this is a guard against crashes
+/** No agent: an upgraded socket never returns to a pool. */
+const newWsProxy = () => createProxyServer({ ws: true, xfwd: false, proxyTimeout: 0 });
+
+/** WebSocket tunnels: http-proxy-3 does the hand-off; `upgraded` holds the client sockets that got their 101. */
+interface Tunnels {
+  readonly proxy: ReturnType<typeof newWsProxy>;
+  readonly upgraded: WeakSet<object>;
+}
+
+function createTunnels(wsIdleTimeoutMs: number): Tunnels {
+  const proxy = newWsProxy();
+  proxy.on("error", noop); // errors are handled by the per-call callback; this is a guard against crashes
   const upgraded = new WeakSet<object>();
-  wsProxy.on("proxyReqWs", (proxyReq: ClientRequest, _req: IncomingMessage, socket: Socket) => {
+  proxy.on("proxyReqWs", (proxyReq: ClientRequest, _req: IncomingMessage, socket: Socket) => {
     proxyReq.on("upgrade", (_res: IncomingMessage, proxySocket: Socket) => {
       // The client may have left while the upstream was answering: http-proxy-3 would still pipe the new upstream
       // socket into the dead one, so close it here instead of relying on that pipe to notice.
@@ -389,86 +477,109 @@ export function createForwarder(deps: ForwardDeps): {
       }
       upgraded.add(socket);
       // No bytes either way for this long: the tunnel is gone (a peer vanished without a FIN) or abandoned.
-      socket.setTimeout(config.wsIdleTimeoutMs);
+      socket.setTimeout(wsIdleTimeoutMs);
       socket.once("timeout", () => socket.destroy());
       // When one side closes, http-proxy-3 only `end()`s the other. A side that was paused at that moment (the pipe
       // waits for a `drain` the dead peer never sends: any frame relayed while a client vanishes) never reads the
-      // EOF, so it is never destroyed: its descriptor and ~7 KB of heap stayed for good (measured: ~110 of 200
-      // streaming tunnels per round of client kills). Flushing what is queued and then destroying closes both.
+      // EOF, so it would never be destroyed, keeping its descriptor and heap for good. Flushing what is queued and
+      // then destroying closes both.
       socket.once("close", () => proxySocket.destroySoon());
       proxySocket.once("close", () => socket.destroySoon());
     });
   });
-  wsProxy.on("open", (proxySocket: Socket) => {
+  proxy.on("open", (proxySocket: Socket) => {
     proxySocket.on("error", noop);
   });
+  return { proxy, upgraded };
+}
 
-  function onUpgrade(req: FrontRequest, socket: TLSSocket, head: Buffer): void {
-    socket.on("error", noop);
-    const start = log !== null ? performance.now() : 0;
-    const peer = req.peer;
-    const subprotocols = fieldValue(req.rawHeaders, "sec-websocket-protocol");
-    const reject = (status: number, text: string): void => {
-      if (socket.writable) socket.end(closingAnswer(status, text, `WebSocket upgrade refused: ${text.toLowerCase()}`, status === 503 ? "PROXY_ERR_NO_UPSTREAM" : status === 421 ? "PROXY_ERR_MISDIRECTED" : undefined));
-      else socket.destroy();
-      if (log !== null) log(formatAccessLine(peer, req.method, req.url, status, performance.now() - start, null, subprotocols));
-    };
-    if (req.method !== "GET" || req.httpVersion !== "1.1" || !plainWebSocketUpgrade(req.rawHeaders)) {
-      return reject(400, "Bad Request");
-    }
-    const built = buildRequestHeaders(req, "https", isTrusted !== null && isTrusted(peer), maxBody, true, servesHost);
-    if (built === 421) return reject(421, "Misdirected Request");
-    if (typeof built === "number" || built.chunked || built.contentLength > 0) return reject(400, "Bad Request");
-    const u = pool.pick();
-    if (u === null) return reject(503, "Service Unavailable");
-    // http-proxy-3 copies `req.headers` into the upstream request: give it the cleaned set.
-    const clean: Record<string, string> = {};
-    const h = built.headers;
-    for (let i = 0; i < h.length; i += 2) {
-      const k = h[i]!.toLowerCase();
-      // Repeated fields fold with ", " (RFC 9110 §5.3), except Cookie, whose separator is "; " (RFC 6265 §5.4).
-      clean[k] = clean[k] === undefined ? h[i + 1]! : `${clean[k]}${k === "cookie" ? "; " : ", "}${h[i + 1]!}`;
-    }
-    // What http-proxy-3 reads of a request (method, target, fields, version, socket); the front has no
-    // IncomingMessage to give it.
-    const proxied = { method: req.method, url: req.url, headers: clean, httpVersion: req.httpVersion, httpVersionMajor: 1, httpVersionMinor: req.httpVersion === "1.1" ? 1 : 0, socket, connection: socket } as unknown as IncomingMessage;
-    u.active++;
-    socket.once("close", () => {
-      u.active--;
-      if (log !== null) log(formatAccessLine(peer, req.method, req.url, upgraded.has(socket) ? 101 : 502, performance.now() - start, u.target.origin, subprotocols));
-    });
-    wsProxy.ws(proxied, socket, head, { target: { host: u.target.hostname, port: u.target.port, protocol: "http:" } }, (err: Error) => {
-      const code = (err as NodeJS.ErrnoException).code ?? "";
-      // Only a failure to reach the upstream says it is down: after the 101 an error belongs to this one tunnel
-      // (the gateway closing a client that sent an oversize frame must not take the upstream out for everyone).
-      if (CONNECTION_ERRORS.has(code) && !upgraded.has(socket)) pool.markDown(u, code);
-      // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
-      // (the client reconnects and resumes, design §5).
-      if (!upgraded.has(socket) && socket.writable) {
-        socket.end(closingAnswer(502, "Bad Gateway", "the upstream did not take the WebSocket", "PROXY_ERR_UPSTREAM_CONNECT"));
-      } else {
-        socket.destroy();
-      }
-    });
+/** Why an upgrade is refused before any upstream sees it. */
+type UpgradeRefusal = 400 | 421 | 503;
+
+function onUpgrade(ctx: Ctx, tunnels: Tunnels, req: FrontRequest, socket: TLSSocket, head: Buffer): void {
+  socket.on("error", noop);
+  const start = performance.now();
+  const subprotocols = fieldValue(req.rawHeaders, "sec-websocket-protocol");
+  const built = checkUpgrade(ctx, req);
+  const u = typeof built === "number" ? null : ctx.pool.pick();
+  if (typeof built === "number" || u === null) {
+    const status = typeof built === "number" ? built : 503;
+    if (socket.writable) socket.end(upgradeRefusalAnswer(status));
+    else socket.destroy();
+    answeredHere(ctx, req.peer, req.method, req.url, status, performance.now() - start, subprotocols);
+    return;
   }
+  openTunnel(ctx, tunnels, req, socket, head, built.headers, u, start, subprotocols);
+}
 
-  function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-    socket.on("error", noop);
-    if (err.code === "ECONNRESET" || !socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+/** The upgrade's outgoing fields, or why it is refused. */
+function checkUpgrade(ctx: Ctx, req: FrontRequest): Framed | UpgradeRefusal {
+  if (req.method !== "GET" || req.httpVersion !== "1.1" || !plainWebSocketUpgrade(req.rawHeaders)) return 400;
+  const built = buildRequestHeaders(req, "https", isTrusted(ctx, req.peer), ctx.maxBody, true, ctx.servesHost);
+  if (built === 421) return 421;
+  if (typeof built === "number" || built.chunked || built.contentLength > 0) return 400;
+  return built;
+}
+
+function upgradeRefusalAnswer(status: UpgradeRefusal): string {
+  switch (status) {
+    case 400:
+      return closingAnswer(400, "Bad Request", "WebSocket upgrade refused: bad request");
+    case 421:
+      return closingAnswer(421, "Misdirected Request", "WebSocket upgrade refused: misdirected request", "PROXY_ERR_MISDIRECTED");
+    case 503:
+      return closingAnswer(503, "Service Unavailable", "WebSocket upgrade refused: service unavailable", "PROXY_ERR_NO_UPSTREAM");
+    default:
+      return assertNever(status, "upgrade refusal status");
+  }
+}
+
+/** Hands the upgrade to http-proxy-3, towards `u`, with the cleaned fields. */
+function openTunnel(ctx: Ctx, tunnels: Tunnels, req: FrontRequest, socket: TLSSocket, head: Buffer, headers: readonly string[], u: Upstream, start: number, subprotocols: string | undefined): void {
+  // What http-proxy-3 reads of a request (method, target, fields, version, socket); the front has no
+  // IncomingMessage to give it. It copies `headers` into the upstream request: give it the cleaned set.
+  const proxied = { method: req.method, url: req.url, headers: foldFields(headers), httpVersion: req.httpVersion, httpVersionMajor: 1, httpVersionMinor: req.httpVersion === "1.1" ? 1 : 0, socket, connection: socket } as unknown as IncomingMessage;
+  u.active++;
+  socket.once("close", () => {
+    u.active--;
+    if (ctx.log !== null) ctx.log(formatAccessLine(req.peer, req.method, req.url, tunnels.upgraded.has(socket) ? 101 : 502, performance.now() - start, u.target.origin, subprotocols));
+  });
+  tunnels.proxy.ws(proxied, socket, head, { target: { host: u.target.hostname, port: u.target.port, protocol: "http:" } }, (err: Error) => {
+    const upgraded = tunnels.upgraded.has(socket);
+    const code = (err as NodeJS.ErrnoException).code ?? "";
+    // Only a failure to reach the upstream says it is down: after the 101 an error belongs to this one tunnel
+    // (the gateway closing a client that sent an oversize frame must not take the upstream out for everyone).
+    if (CONNECTION_ERRORS.has(code) && !upgraded) ctx.pool.markDown(u, code);
+    // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
+    // (the client reconnects and resumes on another gateway).
+    if (!upgraded && socket.writable) {
+      socket.end(closingAnswer(502, "Bad Gateway", "the upstream did not take the WebSocket", "PROXY_ERR_UPSTREAM_CONNECT"));
+    } else {
       socket.destroy();
-      return;
     }
-    // Mirror Node's defaults (431 for an oversized head, 408 for a slow one, 400 for anything malformed), but
-    // always close: after a parse error the byte stream cannot be trusted to hold request boundaries.
-    const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
-    const text = status === 431 ? "Request Header Fields Too Large" : status === 408 ? "Request Timeout" : "Bad Request";
-    socket.end(closingAnswer(status, text, `the request could not be read: ${text.toLowerCase()}`));
-    if (log !== null) log(formatAccessLine((socket as Socket).remoteAddress, "-", "-", status, 0, null));
-  }
+  });
+}
 
-  function onRefused(peer: string, status: number): void {
-    if (log !== null) log(formatAccessLine(peer, "-", "-", status, 0, null));
+/** `[name, value, …]` as one lower-case key per field; repeats fold with ", " (RFC 9110 §5.3), Cookie's with "; ". */
+function foldFields(h: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < h.length; i += 2) {
+    const k = h[i]!.toLowerCase();
+    out[k] = out[k] === undefined ? h[i + 1]! : `${out[k]}${k === "cookie" ? "; " : ", "}${h[i + 1]!}`;
   }
+  return out;
+}
 
-  return { onRequest, onUpgrade, onClientError, onRefused, close: () => wsProxy.close() };
+/** Port 80's parse errors: Node's defaults (431 oversized head, 408 slow one, 400 malformed), always closing. */
+function onClientError(ctx: Ctx, err: NodeJS.ErrnoException, socket: Duplex): void {
+  socket.on("error", noop);
+  if (err.code === "ECONNRESET" || !socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
+  // After a parse error the byte stream cannot be trusted to hold request boundaries.
+  const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+  const text = status === 431 ? "Request Header Fields Too Large" : status === 408 ? "Request Timeout" : "Bad Request";
+  socket.end(closingAnswer(status, text, `the request could not be read: ${text.toLowerCase()}`));
+  answeredHere(ctx, (socket as Socket).remoteAddress, "-", "-", status, 0);
 }

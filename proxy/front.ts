@@ -2,14 +2,13 @@
  * The client half of the proxy's request path: HTTP/1.1 on each TLS socket, parsed by Node's own llhttp parser
  * and answered by a lean writer, with no `node:http` server in between.
  *
- * Why: `bench/front-proto.ts` put the cost of Node's HTTP server (a request and a response object per request, their
- * streams and events) at a third of the proxy's CPU per request, the difference between 0.38× and the goal of
- * ≥ 0.4× nginx's requests per CPU-second (2026-12-02: Node's https server answering `ok` by itself did 0.89×
- * nginx, the same answer written on the bare TLS socket 1.52×). The parser is the one Node's server runs
+ * Why: Node's HTTP server (a request and a response object per request, their streams and events) costs the
+ * proxy enough CPU per request to put it under its ≥ 0.4× nginx goal (`bench/front-proto.ts`). The parser is the
+ * one Node's server runs
  * (`HTTPParser` of `_http_common`, llhttp in strict mode): the request smuggling defences are the same as before
  * (CL with TE, conflicting lengths, bad chunk sizes, obs-fold, bare CR/LF, invalid tokens, head over the limit
- * all end the connection with a 4xx here). Its binding is Node-internal: `frontParser()` checks its shape once at
- * start-up, so a Node that changed it fails loudly instead of mis-parsing.
+ * all end the connection with a 4xx here). Its binding is Node-internal and reached through `llhttp.ts` only, which
+ * checks its shape once at start-up, so a Node that changed it fails loudly instead of mis-parsing.
  *
  * What Node's server did that this does instead (same defaults):
  * - keep-alive: HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`; the
@@ -25,42 +24,11 @@
  * - `Date` on every response that comes without one.
  */
 import { STATUS_CODES } from "node:http";
-import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
-import { closingAnswer, ProxyError, ProxyErrorCode } from "./errors.js";
-
-/** The shape of Node's `HTTPParser` binding this file relies on. */
-interface LlHttp {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | (Error & { code?: string; bytesParsed?: number });
-  finish(): undefined | (Error & { code?: string });
-  close(): void;
-  [k: number]: unknown;
-}
-interface LlHttpClass {
-  new (): LlHttp;
-  REQUEST: number;
-  kOnHeaders: number;
-  kOnHeadersComplete: number;
-  kOnBody: number;
-  kOnMessageComplete: number;
-}
-
-let parserClass: { HTTPParser: LlHttpClass; methods: readonly string[] } | null = null;
-/** Node's parser, checked once: every method this file calls and every callback slot it sets must be there. */
-export function frontParser(): { HTTPParser: LlHttpClass; methods: readonly string[] } {
-  if (parserClass !== null) return parserClass;
-  const common = createRequire(import.meta.url)("_http_common") as { HTTPParser?: LlHttpClass; methods?: string[] };
-  const P = common.HTTPParser;
-  const ok =
-    typeof P === "function" && Array.isArray(common.methods) && typeof P.REQUEST === "number" &&
-    [P.kOnHeaders, P.kOnHeadersComplete, P.kOnBody, P.kOnMessageComplete].every((k) => typeof k === "number") &&
-    ["initialize", "execute", "finish", "close"].every((m) => typeof (P.prototype as unknown as Record<string, unknown>)[m] === "function");
-  if (!ok) throw new ProxyError(ProxyErrorCode.PROXY_ERR_LISTEN, `this Node (${process.version}) has no usable HTTP parser binding (_http_common.HTTPParser); the proxy needs Node 20`);
-  return (parserClass = { HTTPParser: P!, methods: common.methods! });
-}
+import { closingAnswer } from "./errors.js";
+import { checkRequestParser, newRequestParser, type RequestParser } from "./llhttp.js";
 
 export interface FrontLimits {
   readonly maxHeaderBytes: number;
@@ -239,7 +207,7 @@ interface Pending {
 
 /** One client connection: its parser, the queue of its requests, and its timers' bookkeeping. */
 class FrontConnection {
-  readonly parser: LlHttp;
+  readonly parser: RequestParser;
   http11 = true;
   /** The connection ends once the response in progress has been written. */
   closeAfter = false;
@@ -262,31 +230,29 @@ class FrontConnection {
     readonly socket: TLSSocket,
     private readonly front: Front,
   ) {
-    const { HTTPParser, methods } = frontParser();
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.REQUEST, {}, front.limits.maxHeaderBytes, 0);
-    // More than 32 fields come in batches before the head completes (Node's binding flushes them early).
-    p[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
-      for (const h of headers) this.headerChunks.push(h);
-      this.urlChunks += url;
-    };
-    p[HTTPParser.kOnHeadersComplete] = (major: number, minor: number, headers: string[] | undefined, method: number, url: string | undefined, _s: unknown, _m: unknown, upgrade: boolean, keepAlive: boolean) =>
-      this.onHead(major, minor, headers, methods[method] ?? "", url, upgrade, keepAlive);
-    p[HTTPParser.kOnBody] = (chunk: Buffer) => {
-      if (!this.dead && this.body !== null && !this.body.push(chunk)) {
-        this.bodyWantsPause = true;
-        this.updateReading();
-      }
-    };
-    p[HTTPParser.kOnMessageComplete] = () => {
-      if (this.dead) return;
-      this.body?.push(null);
-      this.body = null;
-      this.requestStartMs = 0;
-      // The end of a body answered early starts the idle time, not the answer.
-      if (this.active === null) this.idleSinceMs = Date.now();
-    };
-    this.parser = p;
+    this.parser = newRequestParser(front.limits.maxHeaderBytes, {
+      // More than 32 fields come in batches before the head completes (Node's binding flushes them early).
+      onHeaders: (headers, url) => {
+        for (const h of headers) this.headerChunks.push(h);
+        this.urlChunks += url;
+      },
+      onHeadersComplete: (major, minor, headers, method, url, upgrade, keepAlive) =>
+        this.onHead(major, minor, headers, method, url, upgrade, keepAlive),
+      onBody: (chunk) => {
+        if (!this.dead && this.body !== null && !this.body.push(chunk)) {
+          this.bodyWantsPause = true;
+          this.updateReading();
+        }
+      },
+      onMessageComplete: () => {
+        if (this.dead) return;
+        this.body?.push(null);
+        this.body = null;
+        this.requestStartMs = 0;
+        // The end of a body answered early starts the idle time, not the answer.
+        if (this.active === null) this.idleSinceMs = Date.now();
+      },
+    });
     this.idleSinceMs = Date.now();
     // No half-open connections (as Node's https server): a client's FIN ends the socket, and a response in
     // progress is cut.
@@ -486,7 +452,7 @@ export class Front {
     readonly limits: FrontLimits,
     readonly handlers: Handlers,
   ) {
-    frontParser();
+    checkRequestParser();
     this.sweepMs = Math.max(5, Math.min(SWEEP_MS, limits.headersTimeoutMs / 4, limits.requestTimeoutMs / 4, limits.keepAliveTimeoutMs / 4));
   }
 

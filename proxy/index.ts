@@ -1,7 +1,7 @@
 /**
  * The proxy's front door (design §1, §9): TLS termination with ACME, self-signed or operator certificates, and
  * HTTP + WebSocket routing to one or more gateways with health checks. `proxy/` imports nothing from other Nodeway
- * folders.
+ * folders but `obs/` (log and metrics).
  *
  * @example
  * const config = compileProxyConfig({ domain: ["example.com"], email: "ops@example.com", upstream: ["http://127.0.0.1:8000"] });

@@ -16,15 +16,17 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo, Server as NetServer, Socket } from "node:net";
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
+import { createLogger, type Registry } from "../obs/index.js";
 import { stdoutAccessLog } from "./access-log.js";
 import { CertManager, type CertificateInfo } from "./cert-manager.js";
 import { TLS_POSTURE } from "./certs.js";
 import { type ProxyConfig, trustedProxyMatcher } from "./config.js";
-import { closingAnswer, ProxyError, ProxyErrorCode } from "./errors.js";
+import { assertNever, closingAnswer, ProxyError, ProxyErrorCode } from "./errors.js";
 import type { ProxyEvent, ProxyHooks } from "./events.js";
-import { createForwarder } from "./forward.js";
+import { createForwarder, type Forwarder } from "./forward.js";
 import { Front } from "./front.js";
 import { hostAuthority, hostName } from "./hosts.js";
+import { ProxyMetrics } from "./metrics.js";
 import { UpstreamPool, type UpstreamHealth } from "./upstreams.js";
 
 /** A started proxy. `stop()` is the only way to end it; it is idempotent. */
@@ -43,10 +45,41 @@ export interface RunningProxy {
   checkUpstreams(): Promise<void>;
   /** Upstream health as the router sees it. */
   upstreams(): UpstreamHealth[];
+  /** The proxy's metrics (request latency by upstream and status class, refusals, upstream health). */
+  readonly metrics: Registry;
 }
 
-function defaultOnEvent(e: ProxyEvent): void {
-  process.stderr.write(`${JSON.stringify({ t: new Date().toISOString(), component: "proxy", ...e })}\n`);
+type LogLevel = "info" | "warn" | "error";
+
+/** How an event reads in the log: its level and one sentence. */
+function describeEvent(e: ProxyEvent): { level: LogLevel; msg: string } {
+  switch (e.type) {
+    case "proxy.listening":
+      return { level: "info", msg: `listening on https port ${e.httpsPort}, http port ${e.httpPort}` };
+    case "cert.installed":
+      return { level: "info", msg: `certificate for ${e.name} installed (${e.source}), valid until ${e.notAfter}` };
+    case "cert.renew_failed":
+      return { level: "error", msg: `certificate for ${e.name} not obtained: ${e.message}; retry in ${Math.round(e.retryInMs / 1000)} s` };
+    case "cert.rejected":
+      return { level: "warn", msg: `certificate for ${e.name} rejected: ${e.message}` };
+    case "upstream.down":
+      return { level: "warn", msg: `upstream ${e.origin} down: ${e.reason}` };
+    case "upstream.up":
+      return { level: "info", msg: `upstream ${e.origin} up` };
+    case "proxy.error":
+      return { level: "error", msg: `${e.where}: ${e.message}` };
+    default:
+      return assertNever(e, "proxy event");
+  }
+}
+
+/** The default `onEvent`: each event as one line of the proxy's log, its fields kept as data. */
+function logEvents(): (e: ProxyEvent) => void {
+  const log = createLogger("proxy");
+  return (e) => {
+    const { level, msg } = describeEvent(e);
+    log[level](e, msg);
+  };
 }
 
 /**
@@ -56,14 +89,14 @@ function defaultOnEvent(e: ProxyEvent): void {
  * @throws CertificateError for unusable operator files; ProxyError `PROXY_ERR_LISTEN` when a port cannot be bound
  */
 export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHooks = {}): Promise<RunningProxy> {
-  const emit = hooks.onEvent ?? defaultOnEvent;
-  const now = hooks.now ?? Date.now;
+  const emit = hooks.onEvent ?? logEvents();
   const sink = config.accessLog ? (hooks.accessLog !== undefined ? { write: hooks.accessLog, flush: () => undefined } : stdoutAccessLog()) : null;
 
-  const certs = new CertManager(config, now, emit);
+  const certs = new CertManager(config, hooks.now ?? Date.now, emit);
   await certs.start();
 
   const pool = new UpstreamPool(config.upstream, { path: config.healthPath, timeoutMs: config.healthTimeoutMs, emit });
+  const metrics = new ProxyMetrics(pool.list, hooks.metrics);
   const forwarder = createForwarder({
     config,
     pool,
@@ -71,6 +104,7 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     log: sink !== null ? sink.write : null,
     emit,
     servesHost: (name) => certs.servesHost(name),
+    metrics,
   });
 
   const sockets = new Set<Socket>();
@@ -79,43 +113,9 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     socket.on("error", noop);
     socket.once("close", () => sockets.delete(socket));
   };
-
-  // HTTPS is a TLS server with our own HTTP/1.1 front on each socket (front.ts: why not `node:https`).
-  const front = new Front(
-    { maxHeaderBytes: config.maxHeaderBytes, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs, keepAliveTimeoutMs: config.keepAliveTimeoutMs },
-    { onRequest: forwarder.onRequest, onUpgrade: forwarder.onUpgrade, onRefused: forwarder.onRefused },
-  );
-  const initial = certs.defaultCert();
-  const https: TlsServer = createTlsServer({
-    ...TLS_POSTURE,
-    cert: initial.certPem,
-    key: initial.keyPem,
-    SNICallback: certs.sniCallback,
-    ALPNProtocols: ["http/1.1"],
-  });
-  certs.onDefaultChange = (cert) => https.setSecureContext({ ...TLS_POSTURE, cert: cert.certPem, key: cert.keyPem });
-  https.maxConnections = config.maxConnections;
-  https.on("connection", track);
-  https.on("secureConnection", (socket: TLSSocket) => {
-    track(socket);
-    front.accept(socket);
-  });
-  // Failed handshakes (TLS 1.0 clients, scanners, wrong SNI) are normal traffic, not errors of ours.
-  https.on("tlsClientError", (_err: Error, socket: Socket) => socket.destroy());
-
-  const http: HttpServer = createHttpServer({ maxHeaderSize: config.maxHeaderBytes, noDelay: true }, (req, res) => {
-    void handlePlainHttp(req, res, config, certs, () => boundHttpsPort);
-  });
-  http.maxConnections = config.maxConnections;
-  http.on("connection", track);
-  http.on("clientError", forwarder.onClientError);
-  // An upgrade on port 80 (ws://) gets no tunnel: clients must use wss:// like everything else.
-  http.on("upgrade", (_req: IncomingMessage, socket: Socket) => {
-    socket.on("error", noop);
-    socket.end(closingAnswer(400, "Bad Request", "WebSockets are served on https (wss://) only"));
-  });
-
+  const { https, front } = httpsListener(config, certs, forwarder, track);
   let boundHttpsPort = 0;
+  const http = httpListener(config, certs, forwarder, track, () => boundHttpsPort);
   try {
     boundHttpsPort = await listen(https, config.host, config.httpsPort);
     await listen(http, config.host, config.httpPort);
@@ -152,7 +152,50 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     certificates: () => certs.certificates(),
     checkUpstreams: () => pool.checkNow(),
     upstreams: () => pool.snapshot(),
+    metrics: metrics.registry,
   };
+}
+
+/** HTTPS: a TLS server with our own HTTP/1.1 front on each socket (front.ts: why not `node:https`). */
+function httpsListener(config: Readonly<ProxyConfig>, certs: CertManager, forwarder: Forwarder, track: (s: Socket) => void): { https: TlsServer; front: Front } {
+  const front = new Front(
+    { maxHeaderBytes: config.maxHeaderBytes, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs, keepAliveTimeoutMs: config.keepAliveTimeoutMs },
+    { onRequest: forwarder.onRequest, onUpgrade: forwarder.onUpgrade, onRefused: forwarder.onRefused },
+  );
+  const initial = certs.defaultCert();
+  const https: TlsServer = createTlsServer({
+    ...TLS_POSTURE,
+    cert: initial.certPem,
+    key: initial.keyPem,
+    SNICallback: certs.sniCallback,
+    ALPNProtocols: ["http/1.1"],
+  });
+  certs.onDefaultChange = (cert) => https.setSecureContext({ ...TLS_POSTURE, cert: cert.certPem, key: cert.keyPem });
+  https.maxConnections = config.maxConnections;
+  https.on("connection", track);
+  https.on("secureConnection", (socket: TLSSocket) => {
+    track(socket);
+    front.accept(socket);
+  });
+  // Failed handshakes (TLS 1.0 clients, scanners, wrong SNI) are normal traffic, not errors of ours.
+  https.on("tlsClientError", (_err: Error, socket: Socket) => socket.destroy());
+  return { https, front };
+}
+
+/** Port 80: Node's HTTP server (not a hot path) for ACME challenges and the redirect. */
+function httpListener(config: Readonly<ProxyConfig>, certs: CertManager, forwarder: Forwarder, track: (s: Socket) => void, httpsPort: () => number): HttpServer {
+  const http: HttpServer = createHttpServer({ maxHeaderSize: config.maxHeaderBytes, noDelay: true }, (req, res) => {
+    void handlePlainHttp(req, res, config, certs, httpsPort);
+  });
+  http.maxConnections = config.maxConnections;
+  http.on("connection", track);
+  http.on("clientError", forwarder.onClientError);
+  // An upgrade on port 80 (ws://) gets no tunnel: clients must use wss:// like everything else.
+  http.on("upgrade", (_req: IncomingMessage, socket: Socket) => {
+    socket.on("error", noop);
+    socket.end(closingAnswer(400, "Bad Request", "WebSockets are served on https (wss://) only"));
+  });
+  return http;
 }
 
 /** Port 80: ACME challenges, then the HTTPS redirect. */

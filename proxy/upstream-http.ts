@@ -23,7 +23,7 @@
  */
 import { connect, type Socket } from "node:net";
 import type { Readable } from "node:stream";
-import { ProxyErrorCode, UpstreamError } from "./errors.js";
+import { assertNever, ProxyErrorCode, UpstreamError } from "./errors.js";
 
 export interface ResponseHandler {
   /**
@@ -223,6 +223,8 @@ export class ResponseParser {
         case State.Done:
           this.trailing = true;
           return;
+        default:
+          assertNever(this.state, "response parser state");
       }
     }
   }

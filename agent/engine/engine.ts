@@ -3,27 +3,15 @@
  * generator nodes stream values along edges as they come, and the run ends when every node is done, one
  * fails, or the signal aborts. Events leave through `emit`; the caller stamps job id, attempt and time.
  */
-import { prepareGraph, type Graph, type GraphEdge, type GraphNode } from "../../protocol/index.js";
+import { GRAPH_EVENT_TYPES, prepareGraph, type Graph, type GraphEdge, type GraphEvent, type GraphNode } from "../../protocol/index.js";
 import { DEFAULT_NODE_LIMITS, type Emission, type InboxItem, type NodeContext, type NodeDef, type NodeInputs, type NodeLimits, type NodeOutputs } from "./types.js";
 import { capList, capValue } from "./limits.js";
 
-/** An event as the engine emits it, before the runner adds `job_id`, `workflow_id`, `attempt`, `ts`. */
-export type EngineEvent =
-  | { type: "node_update"; node_id: string; node_name: string; node_type: string; status: "running" | "completed" | "error"; error?: string; result?: Record<string, unknown> | null }
-  | { type: "node_progress"; node_id: string; progress: number; total: number }
-  | { type: "edge_update"; edge_id: string; status: "active" | "completed"; counter: number }
-  | { type: "output_update"; node_id: string; node_name: string; output_name: string; value: unknown; output_type: string }
-  | { type: "chunk"; node_id: string; content_type: "text" | "audio" | "image" | "video" | "document"; content: string; content_metadata?: Record<string, unknown>; done: boolean }
-  | { type: "log_update"; node_id: string; node_name: string; content: string; severity: "info" | "warning" | "error" }
-  | { type: "preview_update"; node_id: string; value: unknown };
+/** An event as the engine emits it, before the runner's publisher stamps its envelope (protocol `GraphEvent`). */
+export type EngineEvent = GraphEvent;
 
-/**
- * Every `EngineEvent` type, and only those: what a graph may emit. A runner in a thread, process or container that
- * sends any other (a `job_update` saying its job completed, say) is broken or hostile (agent/strategies.ts).
- */
-export const ENGINE_EVENT_TYPES: ReadonlySet<string> = new Set(
-  Object.keys({ node_update: 1, node_progress: 1, edge_update: 1, output_update: 1, chunk: 1, log_update: 1, preview_update: 1 } satisfies Record<EngineEvent["type"], 1>),
-);
+/** What a graph may emit: a runner that sends any other type is broken or hostile (agent/runners/strategies.ts). */
+export const ENGINE_EVENT_TYPES: ReadonlySet<string> = GRAPH_EVENT_TYPES;
 
 export interface RunGraphOptions {
   graph: Graph;

@@ -1,9 +1,12 @@
 /** Logic and comparisons (`nodetool.boolean.*`). */
+import { assertNever } from "../../protocol/index.js";
 import { NodeError, type NodeDef } from "../engine/types.js";
 import { asBool, asList, deepEqual, enumProp, output, prop } from "./util.js";
 
 const COMPARISONS = ["==", "!=", ">", "<", ">=", "<="] as const;
 const LOGICAL = ["and", "or", "xor", "nand", "nor"] as const;
+type Comparison = (typeof COMPARISONS)[number];
+const isComparison = (op: string): op is Comparison => (COMPARISONS as readonly string[]).includes(op);
 
 function numeric(v: unknown): number | null {
   if (typeof v === "number" && Number.isFinite(v)) return v;
@@ -16,7 +19,7 @@ function numeric(v: unknown): number | null {
  * structural and ordering works on two strings, as Python's operators do. Ordering anything else fails.
  */
 function compare(a: unknown, b: unknown, op: string): boolean {
-  if (!(COMPARISONS as readonly string[]).includes(op)) throw new NodeError(`unsupported comparison ${JSON.stringify(op)}; one of ${COMPARISONS.join(" ")}`);
+  if (!isComparison(op)) throw new NodeError(`unsupported comparison ${JSON.stringify(op)}; one of ${COMPARISONS.join(" ")}`);
   const na = numeric(a);
   const nb = numeric(b);
   let order: number | null = null;
@@ -36,8 +39,10 @@ function compare(a: unknown, b: unknown, op: string): boolean {
       return order < 0;
     case ">=":
       return order >= 0;
-    default:
+    case "<=":
       return order <= 0;
+    default:
+      return assertNever(op, "comparison");
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Language models (NodeTool's `nodetool.llms.LLM` and `LLMStreaming`), through the agent's providers
- * (agent/providers.ts): the reply streams to clients as `chunk` events as the provider sends it; `LLM` outputs the
+ * (agent/integrations/providers.ts): the reply streams to clients as `chunk` events as the provider sends it; `LLM` outputs the
  * whole text, `LLMStreaming` also sends each piece along its `chunk` edge. The model is NodeTool's LanguageModel
  * (`{type: "language_model", provider, id}`), or `"<provider>:<model>"` for short. Differences from NodeTool: no
  * image, audio or tool inputs yet; `messages` (earlier turns) go before `prompt`.
@@ -8,7 +8,7 @@
 import { LLM_PROVIDERS, isLlmProvider, languageModelOf } from "../../protocol/index.js";
 import { NodeError, type GeneratorNodeDef, type NodeContext, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
 import { asInt, asNumber, asText, prop } from "./util.js";
-import type { ChatMessage, ChatRequest, ProviderName } from "../providers.js";
+import type { ChatMessage, ChatRequest, ProviderName } from "../integrations/index.js";
 
 function modelOf(v: unknown): { provider: ProviderName; id: string } {
   const model = languageModelOf(v);
@@ -73,7 +73,7 @@ const PROPERTIES = [
  */
 async function* replyPieces(ctx: NodeContext, inputs: NodeInputs): AsyncGenerator<string> {
   const req = request(ctx, inputs);
-  const { streamChat } = await import("../providers.js");
+  const { streamChat } = await import("../integrations/providers.js");
   for await (const piece of streamChat(req)) {
     if (piece.type === "text") {
       ctx.chunk(piece.text);

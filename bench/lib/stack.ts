@@ -1,23 +1,45 @@
 /** Our stack for a benchmark: nats-server (ephemeral port, temp store), gateway and agent processes. */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { NatsServer } from "../../test/helpers/nats-server.js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { NatsCluster, NatsServer } from "../../test/helpers/nats-server.js";
 import { ROOT, sleep, startNodeway, type Spawned } from "./procs.js";
 
-export { NatsServer };
+export { NatsCluster, NatsServer };
+
+/**
+ * Streams (KV buckets and the object store included) whose replica count is not `want`, as "name Rn"; empty when
+ * all match. A gateway on a 3-server cluster makes R3 by default; this checks the run measured what it says.
+ */
+export async function streamsNotAt(natsUrl: string, want: number): Promise<string[]> {
+  const nc = await connect({ servers: natsUrl.split(",") });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const off: string[] = [];
+    let n = 0;
+    for await (const s of jsm.streams.list()) {
+      n++;
+      if (s.config.num_replicas !== want) off.push(`${s.config.name} R${s.config.num_replicas}`);
+    }
+    return n === 0 ? ["no streams at all"] : off;
+  } finally {
+    await nc.close();
+  }
+}
 
 export interface Gateway extends Spawned {
   url: string;
   port: number;
 }
 
-export async function startGateway(natsUrl: string, opts: { cpu?: string; nodeArgs?: string[] } = {}): Promise<Gateway> {
+export async function startGateway(natsUrl: string, opts: { cpu?: string; nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<Gateway> {
   const p = startNodeway("gateway", ["gateway", "--nats", natsUrl, "--port", "0"], opts);
   const url = (await p.waitFor(/gateway listening on (\S+)/))[1]!;
   return Object.assign(p, { url, port: Number(new URL(url).port) });
 }
 
-export async function startAgent(natsUrl: string, gatewayUrl: string, opts: { cpu?: string; maxJobs?: number; name?: string; nodeArgs?: string[]; args?: string[] } = {}): Promise<Spawned> {
+export async function startAgent(natsUrl: string, gatewayUrl: string, opts: { cpu?: string; maxJobs?: number; name?: string; nodeArgs?: string[]; args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<Spawned> {
   const p = startNodeway(opts.name ?? "agent", ["agent", "--nats", natsUrl, "--test-nodes", "--max-jobs", String(opts.maxJobs ?? 64), "--name", opts.name ?? "bench-agent", ...(opts.args ?? [])], opts);
   await p.waitFor(/agent (\S+) running/);
   // The gateway validates graphs against the node catalog of live agents (cached for a second).

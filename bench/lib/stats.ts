@@ -29,8 +29,10 @@ export function summarize(xs: readonly number[]): Summary {
   return { n: s.length, p50: pct(s, 50), p99: pct(s, 99), p999: pct(s, 99.9), max: s.length ? s[s.length - 1]! : NaN, mean: s.length ? sum / s.length : NaN };
 }
 
+/** Median; NaN when empty or when any value is not finite (a failed round makes the figure invalid, not smaller). */
 export function median(xs: readonly number[]): number {
-  const s = sorted(xs.filter((x) => Number.isFinite(x)));
+  if (xs.some((x) => !Number.isFinite(x))) return NaN;
+  const s = sorted(xs);
   if (s.length === 0) return NaN;
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;

@@ -152,8 +152,12 @@ t.test("comfyui - while ComfyUI does not answer, its jobs wait queued, and run o
   await check(async () => ((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { comfyui: { reachable: boolean } } }[])[0]?.capabilities.comfyui.reachable === false, 20_000, { name: "the agent reports ComfyUI unreachable" });
   const r = await ws.request("run_job", { graph: graphOf(txt2img(1)), params: {} });
   const jobId = String((r.result as { job_id: string }).job_id);
-  await new Promise((res) => setTimeout(res, 1_500)); // long enough for a pull that should not happen
-  t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "queued", "the job waits queued rather than fail");
+  // A later job in the cpu pool, a 1 s sleep, runs on the same agent to its end: the agent kept pulling past the
+  // ComfyUI job's submit, its comfyui loop looking at ComfyUI several times meanwhile.
+  const sleeper = { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 1 } }], edges: [] };
+  const later = await run(ws, sleeper);
+  t.equal(later.end.status, "completed", "a later cpu job ran on the agent meanwhile");
+  t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "queued", "the ComfyUI job waits queued rather than fail");
   await fake.restart();
   t.teardown(() => fake.stop());
   const end = await check(() => terminal(ws.events(jobId)) ?? null, 30_000, { name: "ran after ComfyUI came back" });

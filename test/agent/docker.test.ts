@@ -164,7 +164,7 @@ t.test("docker - a gpu-pool run asks the engine for the named GPUs and fails say
  * of 1 second, an event forging the job's completion, and for any other, bytes that are not MessagePack.
  */
 const HOSTILE = `import { connect } from "node:net";
-import { FrameReader, ROLE_CHANNEL, frame } from "/nodeway/dist/agent/runner-frames.js";
+import { FrameReader, ROLE_CHANNEL, frame } from "/nodeway/dist/agent/runners/frames.js";
 const s = connect(process.env.NODEWAY_RUNNER_SOCKET);
 s.on("error", () => {});
 await new Promise((r) => s.once("connect", r));

@@ -10,7 +10,7 @@ import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 import { terminal } from "../helpers/strategy-jobs.js";
 import { FakeComfyUI } from "../helpers/fake-comfyui.js";
-import { applyOverrides } from "../../agent/comfyui.js";
+import { applyOverrides } from "../../agent/integrations/index.js";
 import { ErrorCode } from "../../protocol/index.js";
 
 const txt2img = () => ({

@@ -4,7 +4,7 @@
  * them, and a job whose provider fails shows none of them in its error, its events, its record or the agent's log.
  */
 import t from "tap";
-import { streamChat, type ProviderName } from "../../agent/providers.js";
+import { streamChat, type ProviderName } from "../../agent/integrations/providers.js";
 import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";

@@ -4,7 +4,7 @@
  * MessagePack — is an error naming it, without allocating what a length claims.
  */
 import t from "tap";
-import { FrameReader, frame } from "../../agent/runner-frames.js";
+import { FrameReader, frame } from "../../agent/runners/index.js";
 import { CODEC_LIMITS, ErrorCode, ProtocolError } from "../../protocol/index.js";
 import { check } from "../helpers/check.js";
 
@@ -53,7 +53,7 @@ t.test("runner frames - a length over the limit or a body that is not MessagePac
  */
 t.test("runner frames - a runner sending garbage fails its run with RunnerCrashedError; nothing throws into the agent", async (t) => {
   const { Worker } = await import("node:worker_threads");
-  const { runOnChannel, RunnerCrashedError } = await import("../../agent/strategies.js");
+  const { runOnChannel, RunnerCrashedError } = await import("../../agent/runners/index.js");
   const { nodeCatalog } = await import("../../agent/nodes/index.js");
   /** A channel to a thread that answers the run message with `garbage` (evaluated there), then idles. */
   const garbageChannel = (garbage: string) => {

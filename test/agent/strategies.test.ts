@@ -7,7 +7,7 @@
  */
 import t from "tap";
 import { compileAgentConfig } from "../../agent/index.js";
-import { runnerMessageProblem } from "../../agent/strategies.js";
+import { runnerMessageProblem } from "../../agent/runners/index.js";
 import { pickStrategy } from "../../protocol/index.js";
 import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";

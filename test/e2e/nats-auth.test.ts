@@ -1,5 +1,5 @@
 /**
- * NATS credentials (protocol/nats-connection.ts) and the least-privilege accounts of `deploy/nats/accounts.conf`,
+ * NATS credentials (nats/settings.ts) and the least-privilege accounts of `deploy/nats/accounts.conf`,
  * run for real: a nats-server with that file, a gateway as its `gateway` user (password from a file) and agents
  * as `agent` (the password in the URL, the way NATS users write it). Jobs run end to end (one with an output
  * large enough to become an asset, one on an operator label's pool, which the agent creates); the agent user
@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import { compileNatsConnection } from "../../protocol/index.js";
+import { compileNatsConnection } from "../../nats/index.js";
 import { startGateway } from "../../gateway/index.js";
 import { WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";

@@ -464,7 +464,19 @@ t.test("upstream client - an answer before the body was sent closes the connecti
 
 t.test("upstream client - onData returning false pauses the upstream until resume()", async (t) => {
   const size = 8 * 1024 * 1024;
-  const { up, client } = await withClient(t, (s) => s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n${"z".repeat(size)}`));
+  // The upstream writes the body in pieces as its socket takes them, counting what it handed to the kernel.
+  let sent = 0;
+  const piece = "z".repeat(64 * 1024);
+  const { client } = await withClient(t, (s) => {
+    s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`);
+    const more = () => {
+      while (sent < size) {
+        sent += piece.length;
+        if (!s.write(piece)) return void s.once("drain", more);
+      }
+    };
+    more();
+  });
   let got = 0;
   let paused = false;
   let pausedOnce = false;
@@ -488,7 +500,10 @@ t.test("upstream client - onData returning false pauses the upstream until resum
   });
   await waitFor(() => paused, 10_000, "the handler to pause");
   const atPause = got;
-  await new Promise((r) => setTimeout(r, 300));
+  // Past the pause the upstream keeps sending until the kernel's buffers are full: once 1 MiB more than the client
+  // had is readable on its socket, a client still reading would take it at its next I/O poll (a few loop turns).
+  await waitFor(() => sent - atPause >= 1024 * 1024, 10_000, "1 MiB more sent after the pause");
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   // What was already read in the piece being parsed may still arrive; no new socket read may.
   t.ok(got - atPause <= 256 * 1024, `at most the rest of one read after pausing (${got - atPause} bytes)`);
   paused = false;
@@ -512,8 +527,10 @@ t.test("upstream client - abort() closes the connection and no callback follows"
   await waitFor(() => calls.includes("data"), 5_000, "the first piece");
   ex.abort();
   const seen = calls.length;
+  // The upstream sees the close in a loop turn after the one whose close phase ended the client's socket: every
+  // callback that closing could cause has had its turn by then.
   await waitFor(() => up.sockets[0]!.readableEnded || up.sockets[0]!.destroyed, 5_000, "the upstream to see the close");
-  await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setImmediate(r));
   t.equal(calls.length, seen, "nothing after abort");
   t.equal(client.connections, 0);
 });

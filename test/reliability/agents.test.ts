@@ -10,11 +10,12 @@ import { jetstream } from "@nats-io/jetstream";
 import { encodeMsgpack, eventMsgId, jobKeys, subjects, type JobRecord } from "../../protocol/index.js";
 import { History, readJobLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
-import { RecWs, assertHistory, check, getJob, natsConn, putWorkflow, sleepWorkflow, startAgent, startGateway, startNats, stats, summary, tokensWorkflow, waitJob, type Msg, type T } from "./lib.js";
+import { RecWs, assertHistory, check, getJob, natsConn, putWorkflow, sleepWorkflow, startAgent, startGateway, startNats, stats, summaryAtEnd, tokensWorkflow, waitJob, type Msg, type T } from "./lib.js";
 
 const ACK_WAIT_MS = 2_000;
 
 t.comment(`nats-server ${natsServerVersion()}, ack_wait ${ACK_WAIT_MS} ms`);
+summaryAtEnd(t);
 
 /** Every revision of a job record, as written (a KV watch from the test). */
 async function watchRecord(t: T, nc: Awaited<ReturnType<typeof natsConn>>, jobId: string): Promise<JobRecord[]> {
@@ -46,7 +47,7 @@ t.test("agents - SIGKILL mid-job: the job is redelivered after ack_wait and comp
   // before the first agent would finish (with 3 s it once did, and no attempt 2 ever came).
   const TOKENS = 600;
   await putWorkflow(gw.url, "tok", tokensWorkflow(TOKENS, 100));
-  const h = new History();
+  const h = new History().tokens("tok", TOKENS);
   const c = await RecWs.open(gw.url, h.client("watcher"));
   const jobId = await c.run("tok");
   await check(() => c.log.count(jobId) >= 40, 20_000, { name: "40 events from the first agent" });
@@ -89,7 +90,7 @@ t.test("agents - SIGSTOP past ack_wait then SIGCONT: the paused agent's late eve
   const a1 = await startAgent(t, ns.url, ["--max-jobs", "1", "--name", "paused"]);
   await putWorkflow(gw.url, "tok", tokensWorkflow(400, 100));
   const nc = await natsConn(t, ns.url);
-  const h = new History();
+  const h = new History().tokens("tok", 400);
   const c = await RecWs.open(gw.url, h.client("watcher"));
   const jobId = await c.run("tok");
   const revisions = await watchRecord(t, nc, jobId);
@@ -168,7 +169,7 @@ t.test("agents - a poison job that kills its agent every time ends failed with m
   await spawn();
   await putWorkflow(gw.url, "poison", sleepWorkflow(60));
   await putWorkflow(gw.url, "ok", tokensWorkflow(20, 1_000));
-  const h = new History();
+  const h = new History().tokens("ok", 20);
   const c = await RecWs.open(gw.url, h.client("watcher"));
   const jobId = await c.run("poison");
   const killed: string[] = [];
@@ -196,9 +197,4 @@ t.test("agents - a poison job that kills its agent every time ends failed with m
   await c.close();
   stats.jobs += 2;
   await assertHistory(t, h, ns.url, "poison history");
-});
-
-t.test("agents - summary", async (t) => {
-  t.equal(stats.lost, 0, "no event lost in this file");
-  summary(t);
 });

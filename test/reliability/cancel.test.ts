@@ -8,9 +8,10 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { STREAM_JOBS, poolConsumer } from "../../protocol/index.js";
 import { History, readJobLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
-import { RecWs, api, assertHistory, check, getJob, natsConn, putWorkflow, readEvents, sleepWorkflow, startAgent, startGateway, startNats, stats, summary, tokensWorkflow, waitJob, type Msg } from "./lib.js";
+import { RecWs, api, assertHistory, check, getJob, natsConn, putWorkflow, readEvents, sleepWorkflow, startAgent, startGateway, startNats, stats, summaryAtEnd, tokensWorkflow, waitJob, type Msg } from "./lib.js";
 
 t.comment(`nats-server ${natsServerVersion()}`);
+summaryAtEnd(t);
 
 const updates = (c: RecWs, jobId: string, status?: string) => c.messages().filter((m) => m.job_id === jobId && m.type === "job_update" && (status === undefined || m.status === status));
 
@@ -18,7 +19,7 @@ t.test("cancel - a queued job becomes cancelled at once and never starts when an
   const ns = await startNats(t);
   const gw = await startGateway(t, ns.url);
   await putWorkflow(gw.url, "tok", tokensWorkflow(20, 1_000));
-  const h = new History();
+  const h = new History().tokens("tok", 20);
   const c = await RecWs.open(gw.url, h.client("watcher"));
   const jobId = await c.run("tok");
   t.equal((await getJob(gw.url, jobId)).status, "queued", "no agent: the job waits");
@@ -58,7 +59,7 @@ t.test("cancel - a running job ends cancelled and its agent stops (no chunk afte
   const a = await startAgent(t, ns.url, ["--max-jobs", "1"]);
   await putWorkflow(gw.url, "tok", tokensWorkflow(1_000, 100));
   await putWorkflow(gw.url, "short", tokensWorkflow(5, 1_000));
-  const h = new History();
+  const h = new History().tokens("tok", 1_000).tokens("short", 5);
   const c = await RecWs.open(gw.url, h.client("watcher"));
   const jobId = await c.run("tok");
   await check(() => c.messages().filter((m) => m.job_id === jobId && m.type === "chunk").length >= 20, 20_000, { name: "20 chunks" });
@@ -89,7 +90,7 @@ t.test("cancel - a finished job answers its final state with 200, and cancelling
   await startAgent(t, ns.url, ["--max-jobs", "1"]);
   await putWorkflow(gw.url, "short", tokensWorkflow(5, 1_000));
   await putWorkflow(gw.url, "long", sleepWorkflow(30));
-  const h = new History();
+  const h = new History().tokens("short", 5);
   const c = await RecWs.open(gw.url, h.client("watcher"));
 
   const done = await c.run("short");
@@ -141,7 +142,7 @@ t.test("cancel - timeout_s ends a run timed_out and stops its work", async (t) =
   await putWorkflow(gw.url, "long", sleepWorkflow(30));
   await putWorkflow(gw.url, "tok", tokensWorkflow(1_000, 100));
   await putWorkflow(gw.url, "short", tokensWorkflow(5, 1_000));
-  const h = new History();
+  const h = new History().tokens("tok", 1_000).tokens("short", 5);
   // Over REST with a stream: the stream ends with timed_out.
   const started = Date.now();
   const s = await readEvents(`${gw.url}/api/workflows/long/run?stream=true`, { method: "POST", body: { timeout_s: 1 }, sse: false, log: h.client("rest"), timeoutMs: 20_000 });
@@ -182,7 +183,7 @@ t.test("cancel - the same Idempotency-Key sent 10 times at once creates one job"
   // Later retries, plain and streamed, still name it; the stream shows that job's events.
   const retry = await api(gw.url, "POST", "/api/workflows/tok/run", { params: {} }, { "idempotency-key": key });
   t.equal(retry.body.job_id, jobId, "a later retry names the same job");
-  const h = new History();
+  const h = new History().tokens("tok", 50);
   const streams = await Promise.all(
     [0, 1].map((i) => readEvents(`${gw.url}/api/workflows/tok/run?stream=true`, { method: "POST", body: { params: {} }, headers: { "idempotency-key": key }, sse: i === 1, log: h.client(`stream${i}`) })),
   );
@@ -198,9 +199,4 @@ t.test("cancel - the same Idempotency-Key sent 10 times at once creates one job"
   await waitJob(gw.url, String(other.body.job_id), (j) => j.status === "completed");
   stats.jobs += 2;
   await assertHistory(t, h, ns.url, "idempotent-submit history");
-});
-
-t.test("cancel - summary", async (t) => {
-  t.equal(stats.lost, 0, "no event lost in this file");
-  summary(t);
 });

@@ -13,7 +13,9 @@ import { fileURLToPath } from "node:url";
 import t, { type Test as Tap } from "tap";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
-import { KV_JOBS, encodeMsgpack, jobKeys, subjects, type JobDispatch, type JobRecord } from "../../protocol/index.js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { KV_JOBS, STREAM_JOBS, encodeMsgpack, jobKeys, poolConsumer, subjects } from "../../protocol/index.js";
+import type { JobDispatch, JobRecord } from "../../protocol/index.js";
 import { api } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { readJobLog } from "../helpers/history.js";
@@ -94,15 +96,16 @@ t.test("claim - a dispatch that arrives before its record waits for it; what the
   const { s, nc, kv } = await claimStack(t, { agents: 1 });
   const jobId = "01claimrecordlate0000000000";
   await dispatchRaw(nc, jobId, tokensGraph);
-  // Long enough for the unpaced tokens to have been emitted (and held) while the claim waits.
-  await new Promise((r) => setTimeout(r, 400));
+  // The agent holds the dispatch unacked: it is claiming, its early run under way (5 unpaced tokens).
+  const jsm = await jetstreamManager(nc);
+  await check(async () => (await jsm.consumers.info(STREAM_JOBS, poolConsumer("cpu"))).num_ack_pending === 1, 10_000, { name: "the agent holds the dispatch" });
   t.equal((await readJobLog(nc, jobId)).stored.length, 0, "nothing is published while the record is missing");
   await kv.create(jobKeys.record(jobId), JSON.stringify(queuedRecord(jobId)));
   const done = await jobReaches(s.url, jobId, "completed", 10_000);
   t.same(done.outputs, { text: ["tok0 tok1 tok2 tok3 tok4 "] }, "with the early run's output");
   const log = await readJobLog(nc, jobId);
   const kinds = log.stored.map((e) => (e.type === "job_update" ? `job_update:${e.status}` : e.type));
-  t.equal(kinds[0], "job_update:running", "`running` is the first event stored");
+  t.equal(kinds[0], "job_update:running", "`running` is the first event stored: nothing the early run emitted went out before it");
   t.equal(kinds.filter((k) => k === "chunk").length, 6, "every chunk the early run emitted is stored (5 tokens and the done marker)");
   t.equal(kinds[kinds.length - 1], "job_update:completed", "the terminal update is last");
   t.equal(log.fenced.length, 0, "nothing fenced off");

@@ -76,9 +76,13 @@ t.test("half-submit - an Idempotency-Key whose first request died before writing
   await kv.create(helloKey(key), ghost);
 
   const early = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });
-  if (Date.now() - storedMs < orphanMs) {
+  const answeredMs = Date.now() - storedMs;
+  if (answeredMs < orphanMs) {
     t.equal(early.status, 409, "while the key is young, the retry is told the first request may still be creating it");
     t.match(early.body, { code: "GW_ERR_CONFLICT" });
+  } else {
+    const why = `answered ${answeredMs} ms after the key was stored, past ${orphanMs} ms (machine too slow)`;
+    void t.skip(`the young-key retry is told 409: ${why}`, async () => undefined);
   }
   await new Promise((r) => setTimeout(r, Math.max(0, storedMs + orphanMs - Date.now())));
   const retry = await api(s.url, "POST", "/api/workflows/hello/run", { params: {} }, { "idempotency-key": key });

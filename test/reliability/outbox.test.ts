@@ -8,10 +8,11 @@ import t, { type Test } from "tap";
 import { compileAgentConfig } from "../../agent/index.js";
 import { ClientLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
-import { api, check, getJob, putWorkflow, readEvents, startAgent, startGateway, startNats, stats, summary } from "./lib.js";
+import { api, check, getJob, putWorkflow, readEvents, startAgent, startGateway, startNats, stats, summaryAtEnd } from "./lib.js";
 import { tokensWorkflow, type Msg } from "./lib.js";
 
 t.comment(`nats-server ${natsServerVersion()}`);
+summaryAtEnd(t);
 
 const COUNT = 300;
 const RATE = 50;
@@ -106,8 +107,4 @@ t.test("outbox - its bounds are checked once, and its age may not pass NW_EVENTS
   const tooOld = { key: "outboxMaxAgeMs", message: /duplicate window/ };
   t.throws(() => compileAgentConfig({ outboxMaxAgeMs: 200_000 }), tooOld);
   t.throws(() => compileAgentConfig({ outboxMaxBytes: 0 }), { key: "outboxMaxBytes", message: /positive integer/ });
-});
-
-t.test("outbox - summary", async (t) => {
-  summary(t);
 });

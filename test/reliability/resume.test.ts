@@ -6,7 +6,7 @@
 import t from "tap";
 import { History } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
-import { SEED, RecWs, assertHistory, check, getJob, putWorkflow, readEvents, rng, startAgent, startGateway, startNats, stats, summary, tokensWorkflow, waitJob, type Msg } from "./lib.js";
+import { SEED, RecWs, assertHistory, check, getJob, putWorkflow, readEvents, rng, startAgent, startGateway, startNats, stats, summaryAtEnd, tokensWorkflow, waitJob, type Msg } from "./lib.js";
 
 const RUNS = 100;
 const TOKENS = 500;
@@ -14,6 +14,7 @@ const RATE = 2_000;
 const PARALLEL = 8;
 
 t.comment(`nats-server ${natsServerVersion()}, seed ${SEED} (repeat with NW_SEED=${SEED})`);
+summaryAtEnd(t);
 
 t.test("resume - 100 runs of a 500-token job cut at a random seq resume over WS, SSE Last-Event-ID and events?after with no gap or duplicate", async (t) => {
   const ns = await startNats(t);
@@ -21,7 +22,7 @@ t.test("resume - 100 runs of a 500-token job cut at a random seq resume over WS,
   await startAgent(t, ns.url, ["--max-jobs", String(PARALLEL / 2), "--name", "a1"]);
   await startAgent(t, ns.url, ["--max-jobs", String(PARALLEL / 2), "--name", "a2"]);
   await putWorkflow(gw.url, "tok", tokensWorkflow(TOKENS, RATE));
-  const h = new History();
+  const h = new History().tokens("tok", TOKENS);
   const rand = rng(SEED);
 
   // One uncut run tells how many events a whole run has, so every cut lands before the terminal event.
@@ -114,7 +115,7 @@ t.test("resume - a socket watching many jobs resumes each from its own last seq"
   const gw = await startGateway(t, ns.url);
   await startAgent(t, ns.url, ["--max-jobs", "4"]);
   await putWorkflow(gw.url, "tok", tokensWorkflow(200, 200));
-  const h = new History();
+  const h = new History().tokens("tok", 200);
   const log = h.client("multi");
   const c1 = await RecWs.open(gw.url, log);
   const jobs = await Promise.all([0, 1, 2, 3].map(() => c1.run("tok")));
@@ -154,9 +155,4 @@ t.test("resume - a seq older than retention answers replay_incomplete with the j
   const upd = await check(() => c2.messages().find((m) => m.type === "job_update" && m.job_id === jobId));
   t.match(upd, { status: "completed" }, "followed by the job's current state");
   await c2.close();
-});
-
-t.test("resume - summary", async (t) => {
-  t.equal(stats.lost, 0, "no event lost in this file");
-  summary(t);
 });

@@ -1,17 +1,18 @@
 /**
- * The far side of the `threaded`, `subprocess` and `docker` strategies (agent/strategies.ts): runs one graph with
+ * The far side of the `threaded`, `subprocess` and `docker` strategies (strategies.ts): runs one graph with
  * the agent's built-in node library and streams its events back, then exits. The same file serves a worker
  * thread (`parentPort`), a child process (`process.send`) and a container (frames on the unix socket named by
- * `NODEWAY_RUNNER_SOCKET`, agent/runner-frames.ts). It runs only the node types the agent offers, and calls the
- * agent for those the agent must run itself (host calls, agent/strategies.ts).
+ * `NODEWAY_RUNNER_SOCKET`, frames.ts). It runs only the node types the agent offers, and calls the
+ * agent for those the agent must run itself (host calls, run-on-channel.ts).
  */
 import { connect, type Socket } from "node:net";
 import { parentPort, Worker } from "node:worker_threads";
-import { runGraph, UnknownNodeTypeError } from "./engine/engine.js";
-import { NodeError, type NodeDef, type NodeOutputs } from "./engine/types.js";
-import { nodeCatalog, nodeLibrary } from "./nodes/index.js";
-import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./runner-frames.js";
-import type { FromRunner, HostNodeSpec, RunnerNodes, ToRunner } from "./strategies.js";
+import { assertNever } from "../../protocol/index.js";
+import { runGraph, UnknownNodeTypeError } from "../engine/engine.js";
+import { NodeError, type NodeDef, type NodeOutputs } from "../engine/types.js";
+import { nodeCatalog, nodeLibrary } from "../nodes/index.js";
+import type { FromRunner, HostNodeSpec, RunnerNodes, ToRunner } from "./channel.js";
+import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
 
 const SOCKET = parentPort ? undefined : process.env.NODEWAY_RUNNER_SOCKET;
 const sock: Socket | null = SOCKET ? connect(SOCKET) : null;
@@ -68,7 +69,14 @@ function libraryOf(nodes: RunnerNodes): Map<string, NodeDef> {
 async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
   try {
     const library = libraryOf(m.nodes);
-    const result = await runGraph({ graph: m.graph, params: m.params, library, limits: m.nodes.limits, signal: controller.signal, emit: (event) => send({ type: "event", event }) });
+    const result = await runGraph({
+      graph: m.graph,
+      params: m.params,
+      library,
+      limits: m.nodes.limits,
+      signal: controller.signal,
+      emit: (event) => send({ type: "event", event }),
+    });
     // The reason is the parent's to give; a class instance would not cross anyway.
     send({ type: "done", result: result.status === "cancelled" ? { ...result, reason: null } : result });
   } catch (err) {
@@ -77,7 +85,7 @@ async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
   }
   // A container ends by itself once its last frame is out (the agent need not ask the engine to kill it).
   sock?.end(() => process.exit(0));
-  // A thread may be given the next run (agent/strategies.ts `offer`); a process is killed by its agent.
+  // A thread may be given the next run (spares.ts `offer`); a process is killed by its agent.
   if (parentPort) {
     controller = new AbortController();
     pending.clear();
@@ -104,6 +112,8 @@ function onMessage(m: ToRunner): void {
       else p?.reject(new NodeError(m.message));
       return;
     }
+    default:
+      assertNever(m, "agent message");
   }
 }
 

@@ -1,27 +1,24 @@
 /**
- * Compare-and-set on job records (design §4). Gateway and agent both write records, and both through this
- * one function, so a terminal state can never be overwritten by either. The store is described by its shape
- * (the NATS KV client satisfies it), which keeps `protocol/` free of a NATS dependency.
+ * Compare-and-set on job records. Gateway and agent both write records, and both through this one function, so
+ * a terminal state can never be overwritten by either. The store is the KV client or an `AckedKv` over it.
  */
-import { encodeJson, parseJson } from "./codec.js";
-import { jobKeys } from "./subjects.js";
-import type { JobRecord } from "./jobs.js";
+import type { KvEntry } from "@nats-io/kv";
+import { encodeJson, jobKeys, parseJson, type JobRecord } from "../protocol/index.js";
 
-/** A KV entry as reading a record needs it (the nats.js `KvEntry` fits). */
-export interface KvReadEntry {
-  operation: string;
-  revision: number;
-  length: number;
-  string(): string;
-}
+/** A KV entry as reading a record needs it. */
+export type KvReadEntry = Pick<KvEntry, "operation" | "revision" | "length" | "string">;
 
+/** What reading and compare-and-set writing a record need: `KV` and `AckedKv` both fit. */
 export interface RecordStore {
   get(key: string): Promise<KvReadEntry | null>;
   update(key: string, data: string, version: number): Promise<number>;
 }
 
 /** The record and its revision, or null when there is none (never created, deleted or expired). */
-export async function readJobRecord(kv: RecordStore, jobId: string): Promise<{ rec: JobRecord; revision: number } | null> {
+export async function readJobRecord(
+  kv: RecordStore,
+  jobId: string,
+): Promise<{ rec: JobRecord; revision: number } | null> {
   const e = await kv.get(jobKeys.record(jobId));
   if (!e || e.operation !== "PUT" || e.length === 0) return null;
   return { rec: parseJson(e.string()) as JobRecord, revision: e.revision };
@@ -54,7 +51,8 @@ export async function casJobRecord(
       return { rec: cur.rec, written: false, revision: cur.revision };
     }
     try {
-      const revision = await kv.update(jobKeys.record(jobId), encodeJson(next), cur.revision); // bytes as data: URIs, as JSON clients get them
+      // Bytes as data: URIs, as JSON clients get them.
+      const revision = await kv.update(jobKeys.record(jobId), encodeJson(next), cur.revision);
       return { rec: next, written: true, revision };
     } catch (err) {
       // "wrong last sequence": another writer won this round; look again.

@@ -7,22 +7,16 @@
  * takes a counter as its reply token, one subscription on `<inbox>.*` settles them, and one coarse timer
  * sweeps the overdue ones. Same guarantees: each promise resolves with the server's PubAck or rejects.
  *
- * Like `job-record.ts` it is written against the shape of the NATS connection it needs, which keeps
- * `protocol/` free of a NATS dependency. `AckedKv` writes KV entries the same way.
+ * `AckedKv` writes KV entries the same way.
  */
+import { createInbox, headers, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import { subjects } from "../protocol/index.js";
 import type { KvReadEntry } from "./job-record.js";
-import { subjects } from "./subjects.js";
 
 export interface PubAck {
   stream: string;
   seq: number;
   duplicate: boolean;
-}
-
-/** What the publisher needs of a NATS connection (`NatsConnection` from `@nats-io/transport-node` fits). */
-export interface AckConnection<H> {
-  publish(subject: string, data: Uint8Array, opts: { reply: string; headers?: H }): void;
-  subscribe(subject: string, opts: { callback: (err: Error | null, msg: { subject: string; data: Uint8Array; headers?: { code: number; description: string } }) => void }): { unsubscribe(): void };
 }
 
 /** NATS's default max_payload, for a connection that has not told us the server's. */
@@ -34,7 +28,7 @@ const DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576;
 const PAYLOAD_HEADROOM_BYTES = 1_024;
 
 /** The largest body one NATS message may carry on this connection: an event, a dispatch, a KV value. */
-export function payloadLimitBytes(nc: { info?: { max_payload: number } }): number {
+export function payloadLimitBytes(nc: Pick<NatsConnection, "info">): number {
   return (nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD_BYTES) - PAYLOAD_HEADROOM_BYTES;
 }
 
@@ -58,17 +52,17 @@ interface Pending {
 const SWEEP_MS = 250;
 const utf8 = new TextDecoder();
 
-export class AckedPublisher<H> {
+export class AckedPublisher {
   private next = 0;
   private readonly pending = new Map<number, Pending>();
   private readonly sub: { unsubscribe(): void };
   private readonly sweeper: NodeJS.Timeout;
   private readonly prefix: string;
 
-  /** `inbox` is a unique subject prefix for this publisher (e.g. nats.js `createInbox()`). */
+  /** `inbox` is a unique subject prefix for this publisher's PubAcks. */
   constructor(
-    private readonly nc: AckConnection<H>,
-    inbox: string,
+    private readonly nc: NatsConnection,
+    inbox: string = createInbox(),
     private readonly defaultTimeoutMs = 5_000,
   ) {
     this.prefix = `${inbox}.`;
@@ -78,12 +72,12 @@ export class AckedPublisher<H> {
   }
 
   /** Publishes to a stream subject; resolves with the PubAck, rejects with `PublishError` (server error, timeout). */
-  publish(subject: string, data: Uint8Array, headers?: H, timeoutMs = this.defaultTimeoutMs): Promise<PubAck> {
+  publish(subject: string, data: Uint8Array, hdrs?: MsgHdrs, timeoutMs = this.defaultTimeoutMs): Promise<PubAck> {
     const id = ++this.next;
     return new Promise<PubAck>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadlineMs: Date.now() + timeoutMs });
       try {
-        this.nc.publish(subject, data, { reply: this.prefix + id, headers });
+        this.nc.publish(subject, data, { reply: this.prefix + id, headers: hdrs });
       } catch (err) {
         // Closed connection, bad subject, payload over max_payload: nothing was sent.
         this.pending.delete(id);
@@ -104,7 +98,7 @@ export class AckedPublisher<H> {
     this.pending.clear();
   }
 
-  private settle(m: { subject: string; data: Uint8Array; headers?: { code: number; description: string } }): void {
+  private settle(m: Msg): void {
     const id = Number(m.subject.slice(this.prefix.length));
     const p = this.pending.get(id);
     if (!p) return; // already timed out
@@ -112,17 +106,30 @@ export class AckedPublisher<H> {
     if (m.data.length === 0) {
       // A status message: 503 when no stream listens on the subject.
       const code = m.headers?.code ?? 0;
-      p.reject(new PublishError(code === 503 ? "no stream for this subject (no responders)" : `publish failed: status ${code} ${m.headers?.description ?? ""}`.trim(), 0));
+      p.reject(
+        new PublishError(
+          code === 503
+            ? "no stream for this subject (no responders)"
+            : `publish failed: status ${code} ${m.headers?.description ?? ""}`.trim(),
+          0,
+        ),
+      );
       return;
     }
-    let r: { stream?: string; seq?: number; duplicate?: boolean; error?: { code?: number; err_code?: number; description?: string } };
+    let r: {
+      stream?: string;
+      seq?: number;
+      duplicate?: boolean;
+      error?: { code?: number; err_code?: number; description?: string };
+    };
     try {
       r = JSON.parse(utf8.decode(m.data)) as typeof r;
     } catch {
       p.reject(new PublishError("unreadable PubAck", 0));
       return;
     }
-    if (r.error) p.reject(new PublishError(r.error.description ?? "publish refused", r.error.err_code ?? r.error.code ?? 0));
+    if (r.error)
+      p.reject(new PublishError(r.error.description ?? "publish refused", r.error.err_code ?? r.error.code ?? 0));
     else if (typeof r.stream !== "string" || typeof r.seq !== "number") p.reject(new PublishError("invalid PubAck", 0));
     else p.resolve({ stream: r.stream, seq: r.seq, duplicate: r.duplicate === true });
   }
@@ -153,14 +160,12 @@ export class AckedPublisher<H> {
  * are deleted and re-created, stay on the KV client), and the bucket must be in this account's own JetStream (no
  * domain or mirror prefix), which is how Nodeway creates its buckets.
  */
-export class AckedKv<H extends { set(name: string, value: string): void }> {
+export class AckedKv {
   private readonly enc = new TextEncoder();
 
   constructor(
-    private readonly pub: AckedPublisher<H>,
+    private readonly pub: AckedPublisher,
     private readonly bucket: string,
-    /** A fresh, empty header set (nats.js `headers`). */
-    private readonly newHeaders: () => H,
     private readonly read: (key: string) => Promise<KvReadEntry | null>,
   ) {}
 
@@ -185,9 +190,9 @@ export class AckedKv<H extends { set(name: string, value: string): void }> {
 
   /** `expectLast`: the subject's last sequence the server must find (0: none), or null for no condition. */
   private async write(key: string, value: string, expectLast: number | null): Promise<number> {
-    let h: H | undefined;
+    let h: MsgHdrs | undefined;
     if (expectLast !== null) {
-      h = this.newHeaders();
+      h = headers();
       h.set("Nats-Expected-Last-Subject-Sequence", String(expectLast));
     }
     return (await this.pub.publish(subjects.kvEntry(this.bucket, key), this.enc.encode(value), h)).seq;

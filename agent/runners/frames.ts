@@ -1,11 +1,11 @@
 /**
- * Frames on the unix socket between an agent and a `docker` runner (agent/docker.ts, agent/strategy-child.ts):
+ * Frames on the unix socket between an agent and a `docker` runner (docker.ts, strategy-child.ts):
  * a 4-byte big-endian length, then that many bytes of MessagePack (protocol/codec.ts, with its limits). A thread
  * or a child process has Node's own structured channel; a container has only a socket, and what comes out of
  * it is read like anything else that crosses an edge: a frame too long or not MessagePack is an error, never an
  * allocation of what a length claims.
  */
-import { CODEC_LIMITS, ErrorCode, ProtocolError, decodeMsgpack, encodeMsgpack } from "../protocol/index.js";
+import { CODEC_LIMITS, ErrorCode, ProtocolError, decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
 
 /** The first byte a runner writes on a connection says what the connection is. */
 export const ROLE_CHANNEL = 0x43; // "C": frames both ways
@@ -34,7 +34,10 @@ export class FrameReader {
       const head = this.pending.length === 1 ? this.pending[0]! : this.join();
       const len = head.readUInt32BE(0);
       if (len > CODEC_LIMITS.maxMessageBytes) {
-        throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `runner frame of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`);
+        throw new ProtocolError(
+          ErrorCode.PROTO_ERR_TOO_LARGE,
+          `runner frame of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`,
+        );
       }
       if (this.pendingBytes < 4 + len) break;
       const all = this.join();

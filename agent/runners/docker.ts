@@ -2,7 +2,7 @@
  * The `docker` strategy (design §7): a job's graph runs in a container of its own, with real limits — memory
  * (no swap), CPUs, pids, a read-only root with a small `/tmp`, every capability dropped, no new privileges, an
  * unprivileged user, and no network unless the operator allows one. The container runs the same runner as the
- * `subprocess` strategy (agent/strategy-child.ts, compiled) with the agent's own code mounted read-only:
+ * `subprocess` strategy (strategy-child.ts, compiled) with the agent's own code mounted read-only:
  * `dist/`, `node_modules/` and `package.json` only, nothing else of the agent's directory (an operator's secret
  * files, say). Provider keys live in the agent's environment and are not passed in. A run of a `gpu`-pool job is
  * given the agent's GPUs by device id (`gpus`, else those detected: a Docker device request the NVIDIA
@@ -11,7 +11,7 @@
  * The run talks to the agent over a unix socket in a per-run directory mounted into the container. Every run's
  * directory lies in one parent of the agent's, mode 0700: the container reaches its own through the mount, and no
  * other user of the host (nor another run) can reach any run's socket and pose as its runner
- * (agent/runner-frames.ts): a container has no IPC channel, and its stdout belongs to whatever a node prints
+ * (frames.ts): a container has no IPC channel, and its stdout belongs to whatever a node prints
  * (forwarded to the agent's stderr). A second connection from a watchdog thread is the run's lifeline: when
  * the agent dies, the socket closes, and the runner kills itself even if a node holds its event loop (the
  * container's init makes that possible; signals to a pid 1 do nothing), so the container goes away with it.
@@ -31,8 +31,8 @@ import { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import tarStream from "tar-stream";
-import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./runner-frames.js";
-import type { Channel, FromRunner, ToRunner } from "./strategies.js";
+import type { Channel, FromRunner, ToRunner } from "./channel.js";
+import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
 
 /** Memory of a docker run when `jobMemoryMb` is 0: a container always has a limit. */
 export const DOCKER_DEFAULT_MEMORY_MB = 1024;
@@ -52,9 +52,9 @@ export interface DockerSettings {
 
 const FROM_SOURCE = import.meta.url.endsWith(".ts");
 /** The package root, whose compiled runner the container runs (an agent run from sources still needs `npm run build`). */
-const PACKAGE_ROOT = fileURLToPath(new URL(FROM_SOURCE ? "../" : "../../", import.meta.url));
+const PACKAGE_ROOT = fileURLToPath(new URL(FROM_SOURCE ? "../../" : "../../../", import.meta.url));
 const MOUNT = "/nodeway";
-const RUNNER = `${MOUNT}/dist/agent/strategy-child.js`;
+const RUNNER = `${MOUNT}/dist/agent/runners/strategy-child.js`;
 const SOCKET_DIR = "/run/nodeway";
 const SOCKET_NAME = "runner.sock";
 /** Where the runner image puts node: on the default PATH Docker gives an image that has no environment. */
@@ -109,12 +109,17 @@ export class DockerRunner {
   static async prepare(settings: DockerSettings, log: (line: string) => void): Promise<DockerRunner> {
     const docker = new Docker(); // DOCKER_HOST, else /var/run/docker.sock
     try {
-      await Promise.race([docker.ping(), new Promise((_, reject) => setTimeout(() => reject(new Error("no answer in 5 s")), 5_000).unref())]);
+      await Promise.race([
+        docker.ping(),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("no answer in 5 s")), 5_000).unref()),
+      ]);
     } catch (err) {
       throw new Error(`the docker strategy needs a Docker engine: ${why(err)}`);
     }
-    if (!existsSync(join(PACKAGE_ROOT, "dist/agent/strategy-child.js"))) {
-      throw new Error(`the docker strategy runs the compiled runner, and ${join(PACKAGE_ROOT, "dist")} has none: run \`npm run build\``);
+    if (!existsSync(join(PACKAGE_ROOT, "dist/agent/runners/strategy-child.js"))) {
+      throw new Error(
+        `the docker strategy runs the compiled runner, and ${join(PACKAGE_ROOT, "dist")} has none: run \`npm run build\``,
+      );
     }
     const image = settings.image ?? `nodeway-runner:node-${process.versions.node}`;
     const present = await docker
@@ -128,7 +133,8 @@ export class DockerRunner {
         },
       );
     if (!present) {
-      if (settings.image !== null) throw new Error(`the docker strategy's image ${image} is not in the engine (dockerImage)`);
+      if (settings.image !== null)
+        throw new Error(`the docker strategy's image ${image} is not in the engine (dockerImage)`);
       log(`making the runner image ${image} from ${process.execPath}`);
       await buildRunnerImage(docker, image);
     }
@@ -144,13 +150,24 @@ export class DockerRunner {
    * of the GPUs it is given (none: no device request at all).
    */
   channel(label: string, gpus: readonly string[] = []): Channel {
-    return new ContainerChannel(this.docker, this.image, this.nodeCmd, this.settings, this.memoryMb, label, gpus, this.log);
+    return new ContainerChannel(
+      this.docker,
+      this.image,
+      this.nodeCmd,
+      this.settings,
+      this.memoryMb,
+      label,
+      gpus,
+      this.log,
+    );
   }
 }
 
 /** Runs `cmd` and resolves its stdout. */
 function run(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => execFile(cmd, args, { timeout: 10_000 }, (err, out) => (err ? reject(err) : resolve(out))));
+  return new Promise((resolve, reject) =>
+    execFile(cmd, args, { timeout: 10_000 }, (err, out) => (err ? reject(err) : resolve(out))),
+  );
 }
 
 /** An image holding this host's node binary and the libraries it loads, imported without a registry. */
@@ -171,17 +188,25 @@ async function buildRunnerImage(docker: Docker, image: string): Promise<void> {
   const dirs = new Set<string>();
   for (const [, name] of files) for (let d = dirname(name); d !== "." && d !== "/"; d = dirname(d)) dirs.add(d);
   for (const d of [...dirs].sort()) {
-    await new Promise<void>((resolve, reject) => pack.entry({ name: d, type: "directory", mode: 0o755 }, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      pack.entry({ name: d, type: "directory", mode: 0o755 }, (err) => (err ? reject(err) : resolve())),
+    );
   }
   // A library is usually a symlink to a versioned file: the image holds the file's bytes under the linked name.
   for (const [from, name] of files) {
     const bytes = await readFile(from);
     const mode = (await stat(from)).mode & 0o777;
-    await new Promise<void>((resolve, reject) => pack.entry({ name, mode, size: bytes.byteLength }, bytes, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      pack.entry({ name, mode, size: bytes.byteLength }, bytes, (err) => (err ? reject(err) : resolve())),
+    );
   }
   pack.finalize();
   const progress = await imported;
-  await new Promise<void>((resolve, reject) => docker.modem.followProgress(progress, (err) => (err ? reject(new Error(`importing the runner image failed: ${why(err)}`)) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    docker.modem.followProgress(progress, (err) =>
+      err ? reject(new Error(`importing the runner image failed: ${why(err)}`)) : resolve(),
+    ),
+  );
 }
 
 /** A run's stderr: passed on to the agent's, its last `max` characters kept as a dead run's last words. */
@@ -228,9 +253,10 @@ class ContainerChannel implements Channel {
       this.container?.remove({ force: true }).catch(() => undefined);
       const said = why(err);
       // The engine names no GPU problem plainly: "could not select device driver" is a host without the toolkit.
-      const gpuHint = this.gpus.length > 0 && /device driver|nvidia|gpu/i.test(said)
-        ? `; it was to have GPUs ${this.gpus.join(",")} (gpus): the engine needs the NVIDIA Container Toolkit for them`
-        : "";
+      const gpuHint =
+        this.gpus.length > 0 && /device driver|nvidia|gpu/i.test(said)
+          ? `; it was to have GPUs ${this.gpus.join(",")} (gpus): the engine needs the NVIDIA Container Toolkit for them`
+          : "";
       this.end(`could not start: ${said}${gpuHint}`);
     });
   }
@@ -300,7 +326,9 @@ class ContainerChannel implements Channel {
         NanoCpus: Math.round(this.settings.cpus * 1e9),
         PidsLimit: this.settings.pids,
         // Named devices only, never "all": a run sees the GPUs its agent was told to give, no others.
-        ...(this.gpus.length > 0 ? { DeviceRequests: [{ Driver: "nvidia", DeviceIDs: [...this.gpus], Capabilities: [["gpu"]] }] } : {}),
+        ...(this.gpus.length > 0
+          ? { DeviceRequests: [{ Driver: "nvidia", DeviceIDs: [...this.gpus], Capabilities: [["gpu"]] }] }
+          : {}),
       },
     });
     const out = await this.container.attach({ stream: true, stdout: true, stderr: true });
@@ -308,7 +336,12 @@ class ContainerChannel implements Channel {
     this.docker.modem.demuxStream(out, process.stderr, this.stderr);
     // Waited on before it starts (its next exit: a created container is already "not running"): with AutoRemove,
     // a run that ends at once would be gone before a later wait.
-    const exit = (this.container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number; Error?: { Message?: string } | null }>).catch((err) => ({
+    const exit = (
+      this.container.wait({ condition: "next-exit" }) as Promise<{
+        StatusCode: number;
+        Error?: { Message?: string } | null;
+      }>
+    ).catch((err) => ({
       StatusCode: -1,
       Error: { Message: `the engine stopped answering: ${why(err)}` },
     }));

@@ -12,9 +12,9 @@
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { Ollama, type AbortableAsyncIterator, type ChatResponse } from "ollama";
-import { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, type AgentModel, type ChatEndMetadata, type ChatTurn, type FinishReason, type LlmProvider } from "../protocol/index.js";
-import { redactSecretsIn, redactUrl, secretsOfUrl } from "../protocol/index.js";
-import { NodeError } from "./engine/types.js";
+import { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, type AgentModel, type ChatEndMetadata, type ChatTurn, type FinishReason, type LlmProvider } from "../../protocol/index.js";
+import { assertNever, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
+import { NodeError } from "../engine/types.js";
 
 export const PROVIDERS = LLM_PROVIDERS;
 export type ProviderName = LlmProvider;
@@ -94,111 +94,122 @@ function ending(finish: FinishReason, usage: ChatEndMetadata["usage"]): ChatPiec
 /** Streams the reply's text, then how it ended (stop or length) and its token counts where the provider said. */
 export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = process.env): AsyncGenerator<ChatPiece> {
   switch (req.provider) {
-    case "openai": {
-      const { client, baseURL, key } = openaiClient(env, 1, REQUEST_TIMEOUT_MS);
-      try {
-        const stream = await client.chat.completions.create(
-          {
-            model: req.model,
-            messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...req.messages],
-            max_tokens: req.maxTokens,
-            ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
-            ...(req.topP !== undefined ? { top_p: req.topP } : {}),
-            ...(req.stop ? { stop: req.stop } : {}),
-            stream: true,
-            // The counts come in one last chunk with no choices.
-            stream_options: { include_usage: true },
-          },
-          { signal: req.signal },
-        );
-        let finish: FinishReason = "stop";
-        let usage: ChatEndMetadata["usage"];
-        for await (const chunk of stream) {
-          const choice = chunk.choices[0];
-          if (choice?.delta?.content) yield { type: "text", text: choice.delta.content };
-          if (choice?.finish_reason === "length") finish = "length";
-          if (chunk.usage) usage = usageOf(chunk.usage.prompt_tokens, chunk.usage.completion_tokens);
-        }
-        yield ending(finish, usage);
-      } catch (err) {
-        throw providerError("openai", baseURL, err, req.signal, key);
-      }
-      return;
+    case "openai":
+      return yield* streamOpenai(req, env);
+    case "anthropic":
+      return yield* streamAnthropic(req, env);
+    case "ollama":
+      return yield* streamOllama(req, env);
+    default:
+      assertNever(req.provider, "provider");
+  }
+}
+
+/** OpenAI's chat completions; the token counts come in one last chunk. */
+async function* streamOpenai(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGenerator<ChatPiece> {
+  const { client, baseURL, key } = openaiClient(env, 1, REQUEST_TIMEOUT_MS);
+  try {
+    const stream = await client.chat.completions.create(
+      {
+        model: req.model,
+        messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...req.messages],
+        max_tokens: req.maxTokens,
+        ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+        ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+        ...(req.stop ? { stop: req.stop } : {}),
+        stream: true,
+        // The counts come in one last chunk with no choices.
+        stream_options: { include_usage: true },
+      },
+      { signal: req.signal },
+    );
+    let finish: FinishReason = "stop";
+    let usage: ChatEndMetadata["usage"];
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      if (choice?.delta?.content) yield { type: "text", text: choice.delta.content };
+      if (choice?.finish_reason === "length") finish = "length";
+      if (chunk.usage) usage = usageOf(chunk.usage.prompt_tokens, chunk.usage.completion_tokens);
     }
-    case "anthropic": {
-      const { client, baseURL, key } = anthropicClient(env, 1, REQUEST_TIMEOUT_MS);
-      try {
-        const stream = await client.messages.create(
-          {
-            model: req.model,
-            max_tokens: req.maxTokens,
-            ...(req.system ? { system: req.system } : {}),
-            ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
-            ...(req.topP !== undefined ? { top_p: req.topP } : {}),
-            ...(req.stop ? { stop_sequences: req.stop } : {}),
-            messages: req.messages,
-            stream: true,
-          },
-          { signal: req.signal },
-        );
-        let finish: FinishReason = "stop";
-        let input: number | undefined;
-        let output: number | undefined;
-        for await (const ev of stream) {
-          if (ev.type === "content_block_delta" && ev.delta.type === "text_delta" && ev.delta.text) yield { type: "text", text: ev.delta.text };
-          else if (ev.type === "message_start") input = ev.message.usage?.input_tokens;
-          else if (ev.type === "message_delta") {
-            if (ev.delta.stop_reason === "max_tokens") finish = "length";
-            output = ev.usage?.output_tokens ?? output;
-          }
-        }
-        yield ending(finish, usageOf(input, output));
-      } catch (err) {
-        throw providerError("anthropic", baseURL, err, req.signal, key);
+    yield ending(finish, usage);
+  } catch (err) {
+    throw providerError("openai", baseURL, err, req.signal, key);
+  }
+}
+
+/** Anthropic's messages; the counts come in the stream's start and its last delta. */
+async function* streamAnthropic(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGenerator<ChatPiece> {
+  const { client, baseURL, key } = anthropicClient(env, 1, REQUEST_TIMEOUT_MS);
+  try {
+    const stream = await client.messages.create(
+      {
+        model: req.model,
+        max_tokens: req.maxTokens,
+        ...(req.system ? { system: req.system } : {}),
+        ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+        ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+        ...(req.stop ? { stop_sequences: req.stop } : {}),
+        messages: req.messages,
+        stream: true,
+      },
+      { signal: req.signal },
+    );
+    let finish: FinishReason = "stop";
+    let input: number | undefined;
+    let output: number | undefined;
+    for await (const ev of stream) {
+      if (ev.type === "content_block_delta" && ev.delta.type === "text_delta" && ev.delta.text) yield { type: "text", text: ev.delta.text };
+      else if (ev.type === "message_start") input = ev.message.usage?.input_tokens;
+      else if (ev.type === "message_delta") {
+        if (ev.delta.stop_reason === "max_tokens") finish = "length";
+        output = ev.usage?.output_tokens ?? output;
       }
-      return;
     }
-    case "ollama": {
-      const host = ollamaHost(env);
-      const client = new Ollama({ host });
-      let it: AbortableAsyncIterator<ChatResponse> | null = null;
-      const onAbort = () => it?.abort();
-      req.signal.addEventListener("abort", onAbort, { once: true });
-      try {
-        req.signal.throwIfAborted();
-        it = await client.chat({
-          model: req.model,
-          messages: [...(req.system ? [{ role: "system", content: req.system }] : []), ...req.messages],
-          stream: true,
-          options: {
-            num_predict: req.maxTokens,
-            ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
-            ...(req.topP !== undefined ? { top_p: req.topP } : {}),
-            ...(req.stop ? { stop: req.stop } : {}),
-          },
-        });
-        let finish: FinishReason = "stop";
-        let usage: ChatEndMetadata["usage"];
-        for await (const part of it as AbortableAsyncIterator<ChatResponse>) {
-          if (part.message?.content) yield { type: "text", text: part.message.content };
-          if (part.done) {
-            if (part.done_reason === "length") finish = "length";
-            usage = usageOf(part.prompt_eval_count, part.eval_count);
-          }
-        }
-        yield ending(finish, usage);
-      } catch (err) {
-        const e = err as { status_code?: number; error?: string; message?: string };
-        if (req.signal.aborted) throw req.signal.reason;
-        if (typeof e.status_code === "number") {
-          throw failure(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? e.message ?? ""}`, host);
-        }
-        throw providerError("ollama", host, err, req.signal);
-      } finally {
-        req.signal.removeEventListener("abort", onAbort);
+    yield ending(finish, usageOf(input, output));
+  } catch (err) {
+    throw providerError("anthropic", baseURL, err, req.signal, key);
+  }
+}
+
+/** Ollama's chat; its client's stream is aborted when the request's signal is. */
+async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGenerator<ChatPiece> {
+  const host = ollamaHost(env);
+  const client = new Ollama({ host });
+  let it: AbortableAsyncIterator<ChatResponse> | null = null;
+  const onAbort = () => it?.abort();
+  req.signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    req.signal.throwIfAborted();
+    it = await client.chat({
+      model: req.model,
+      messages: [...(req.system ? [{ role: "system", content: req.system }] : []), ...req.messages],
+      stream: true,
+      options: {
+        num_predict: req.maxTokens,
+        ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+        ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+        ...(req.stop ? { stop: req.stop } : {}),
+      },
+    });
+    let finish: FinishReason = "stop";
+    let usage: ChatEndMetadata["usage"];
+    for await (const part of it as AbortableAsyncIterator<ChatResponse>) {
+      if (part.message?.content) yield { type: "text", text: part.message.content };
+      if (part.done) {
+        if (part.done_reason === "length") finish = "length";
+        usage = usageOf(part.prompt_eval_count, part.eval_count);
       }
-      return;
     }
+    yield ending(finish, usage);
+  } catch (err) {
+    const e = err as { status_code?: number; error?: string; message?: string };
+    if (req.signal.aborted) throw req.signal.reason;
+    if (typeof e.status_code === "number") {
+      throw failure(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? e.message ?? ""}`, host);
+    }
+    throw providerError("ollama", host, err, req.signal);
+  } finally {
+    req.signal.removeEventListener("abort", onAbort);
   }
 }
 
@@ -260,6 +271,8 @@ export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv 
       }
       break;
     }
+    default:
+      assertNever(provider, "provider");
   }
   return ids.map((id) => ({ provider, id }));
 }

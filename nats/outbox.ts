@@ -13,7 +13,7 @@
  * While NATS is healthy the only extra work per event is the entry that keeps it until its PubAck.
  */
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
-import type { AckedPublisher } from "../protocol/index.js";
+import type { AckedPublisher } from "./acked-publish.js";
 
 export interface OutboxLimits {
   /** Bytes of unacknowledged events the agent keeps, all jobs together (`outboxMaxBytes`). */
@@ -51,7 +51,7 @@ export class Outbox {
 
   constructor(
     nc: NatsConnection,
-    readonly pub: AckedPublisher<MsgHdrs>,
+    readonly pub: AckedPublisher,
     readonly limits: Readonly<OutboxLimits>,
   ) {
     // Statuses arrive in microtasks after the socket closes, before any later event is published: nothing published
@@ -109,7 +109,9 @@ export class EventQueue {
     ob.bytes += e.bytes;
     if (ob.bytes > ob.limits.maxBytes) {
       const over = `more than outboxMaxBytes (${ob.limits.maxBytes})`;
-      this.fail(`the agent holds ${ob.bytes} bytes of events NATS has not acknowledged, ${over}${this.lastErrorText()}`);
+      this.fail(
+        `the agent holds ${ob.bytes} bytes of events NATS has not acknowledged, ${over}${this.lastErrorText()}`,
+      );
       return;
     }
     if (this.pumping || !ob.connected) this.recover("NATS disconnected");

@@ -1,0 +1,7 @@
+/**
+ * agent/integrations/: the outside services nodes talk to (ComfyUI, language-model providers). Explicit list.
+ * The providers are imported by path where they are used (`./integrations/providers.js`): their SDKs load only
+ * when a model is listed or called.
+ */
+export { ComfyClient, applyOverrides, comfyNodes } from "./comfyui.js";
+export type { ChatMessage, ChatRequest, ProviderName } from "./providers.js";

@@ -1,0 +1,59 @@
+/**
+ * The channel between the agent and a runner (a thread, a process or a container): the messages both ways and the
+ * runner handle every strategy gives. Its own module so that the strategies and the docker runner share it.
+ */
+import type { Graph } from "../../protocol/index.js";
+import type { EngineEvent, RunGraphOptions, RunGraphResult } from "../engine/engine.js";
+import type { NodeDef, NodeLimits, NodeOutputs } from "../engine/types.js";
+
+/** What a run needs is what `runGraph` takes; a thread or process uses its own copy of the built-in library. */
+export type StrategyRun = RunGraphOptions;
+
+/** A node the agent runs for a runner (`inAgent`), as the runner's engine needs to see it. */
+export type HostNodeSpec = Pick<
+  NodeDef,
+  "type" | "aliases" | "title" | "description" | "properties" | "outputs" | "isDynamic"
+>;
+
+/** The node library a run has: the agent's own (names), the agent's host nodes, and the caps on what nodes build. */
+export interface RunnerNodes {
+  /** Every node type (and alias) the agent offers: a runner runs no other, whatever its own copy of the library has. */
+  offered: string[];
+  host: HostNodeSpec[];
+  limits: NodeLimits;
+}
+
+/** What the parent sends to a thread or process running a graph. */
+export type ToRunner =
+  | { type: "run"; graph: Graph; params: Record<string, unknown>; nodes: RunnerNodes }
+  | { type: "stop"; reason: string }
+  /** The answer to a host call: the node's outputs, or its error's message. */
+  | { type: "call_result"; call: number; ok: true; outputs: NodeOutputs }
+  | { type: "call_result"; call: number; ok: false; message: string };
+/** What it sends back. `result.reason` of a cancelled run is the parent's own (its signal's reason). */
+export type FromRunner =
+  /** Sent on taking the run, before any of the graph runs: past it, the runner's death is the run's. */
+  | { type: "started" }
+  | { type: "event"; event: EngineEvent }
+  | { type: "done"; result: RunGraphResult }
+  | { type: "thrown"; unknownNode: { nodeId: string; nodeType: string } | null; message: string }
+  /** Run graph node `node_id` (an `inAgent` node) in the agent with `inputs`; `call` numbers it for its answer. */
+  | { type: "call"; call: number; node_id: string; inputs: Record<string, unknown> }
+  /** The runner's node stopped waiting (its graph failed elsewhere): the call's signal aborts. */
+  | { type: "call_cancel"; call: number };
+
+/** One running thread, process or container, seen the same way. */
+export interface Channel {
+  what: string;
+  send(m: ToRunner): void;
+  onMessage(fn: (m: FromRunner) => void): void;
+  /** Called once when it is gone, with how it went ("exit code 1", "SIGKILL"…). */
+  onGone(fn: (how: string) => void): void;
+  kill(): void;
+  /** Not yet gone: a spare that died while it waited must not be given a run (its exit was before `onGone`). */
+  alive(): boolean;
+  /** Whether it keeps the agent's event loop alive: a spare waiting for a run does not. */
+  hold(on: boolean): void;
+  /** Forgets the listeners of its last run (a thread kept for the next run); absent where runners are single-use. */
+  reset?(): void;
+}

@@ -1,0 +1,304 @@
+/**
+ * One run on a runner's channel (thread, process or container): the run is sent, what comes back is checked and
+ * published, host calls are answered, and a stop is enforced (`STOP_GRACE_MS`, then the runner is killed).
+ */
+import {
+  displayName,
+  ENGINE_EVENT_TYPES,
+  nodeContext,
+  UnknownNodeTypeError,
+  type EngineEvent,
+  type RunGraphResult,
+} from "../engine/engine.js";
+import { assertNever } from "../../protocol/index.js";
+import { DEFAULT_NODE_LIMITS, type NodeDef, type NodeLimits } from "../engine/types.js";
+import type { Channel, FromRunner, RunnerNodes, StrategyRun, ToRunner } from "./channel.js";
+
+/**
+ * How long a stopped run may take to end by itself before its thread or process is killed: with the kill and the
+ * terminal update, a stop ends any job within 2 s.
+ */
+export const STOP_GRACE_MS = 1_000;
+
+/** At most this much of a message a runner sends is kept (in the job's error, the log). */
+const RUNNER_TEXT_MAX = 4_096;
+
+/** The run crashed outside the graph (its thread or process died): the job fails with this message. */
+export class RunnerCrashedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RunnerCrashedError";
+  }
+}
+
+/** What a runner's library is, from the agent's (computed once per library). */
+const runnerNodesOf = new WeakMap<ReadonlyMap<string, NodeDef>, Omit<RunnerNodes, "limits">>();
+function runnerNodes(library: ReadonlyMap<string, NodeDef>, limits: NodeLimits): RunnerNodes {
+  let known = runnerNodesOf.get(library);
+  if (!known) {
+    const host = new Set<NodeDef>();
+    for (const d of library.values()) if (d.inAgent === true && d.kind === "process") host.add(d);
+    known = {
+      offered: [...library.keys()],
+      host: [...host].map((d) => ({
+        type: d.type,
+        aliases: d.aliases,
+        title: d.title,
+        description: d.description,
+        properties: d.properties,
+        outputs: d.outputs,
+        isDynamic: d.isDynamic,
+      })),
+    };
+    runnerNodesOf.set(library, known);
+  }
+  return { ...known, limits };
+}
+
+/**
+ * Whether a runner may take another run after this one: only a thread whose run ended by itself (never stopped,
+ * no host call left open). Processes and containers are single-use: they are the strategies that separate jobs.
+ */
+const REUSABLE = new WeakSet<Channel>();
+
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
+const isStr = (x: unknown): x is string => typeof x === "string";
+
+/**
+ * What is wrong with a message from a runner, or null. A thread or process runs the agent's own code, but a
+ * container may run anything: its events are published as the job's, so it may send only what a graph emits
+ * (never a job-level event such as a `job_update` saying the job completed, nor one without the node it is
+ * about), and its result only in the shape the agent records.
+ */
+export function runnerMessageProblem(m: unknown): string | null {
+  if (!isObj(m)) return "a message that is not an object";
+  switch (m.type) {
+    case "event": {
+      const e = m.event;
+      if (!isObj(e) || !isStr(e.type)) return "an event that is not an object with a type";
+      if (!ENGINE_EVENT_TYPES.has(e.type)) return `a "${e.type.slice(0, 40)}" event, which a graph does not emit`;
+      if (e.type === "edge_update" ? !isStr(e.edge_id) : !isStr(e.node_id))
+        return `a "${e.type}" event without the ${e.type === "edge_update" ? "edge" : "node"} it is about`;
+      return null;
+    }
+    case "done": {
+      const r = m.result;
+      if (!isObj(r) || !isObj(r.outputs) || !Object.values(r.outputs).every(Array.isArray))
+        return "a result without outputs (name → list of values)";
+      if (r.status === "completed" || r.status === "cancelled") return null;
+      if (
+        r.status === "failed" &&
+        isObj(r.error) &&
+        isStr(r.error.node_id) &&
+        isStr(r.error.node_type) &&
+        isStr(r.error.message)
+      )
+        return null;
+      return "a result that is none of completed, cancelled, failed (with the failing node)";
+    }
+    case "started":
+      return null;
+    case "thrown": {
+      const u = m.unknownNode;
+      if (!isStr(m.message) || !(u === null || (isObj(u) && isStr(u.nodeId) && isStr(u.nodeType))))
+        return "an error without its message";
+      return null;
+    }
+    case "call":
+      if (!Number.isSafeInteger(m.call) || !isStr(m.node_id) || !isObj(m.inputs))
+        return "a call without its number, node and inputs";
+      return null;
+    case "call_cancel":
+      return Number.isSafeInteger(m.call) ? null : "a call_cancel without its number";
+    default:
+      return "a message that is none of started, event, done, thrown, call, call_cancel";
+  }
+}
+
+/** At most `RUNNER_TEXT_MAX` characters of what a runner said. */
+const clip = (text: string): string =>
+  text.length > RUNNER_TEXT_MAX ? `${text.slice(0, RUNNER_TEXT_MAX)}… (cut)` : text;
+
+/**
+ * `memoryMb` is the run's memory limit, for the message when it dies (0: none set). `retry` gives a fresh runner
+ * for a spare that dies before it has said anything (before `started`: it never began the graph).
+ *
+ * Nothing a runner sends can throw into the agent: a message of the wrong shape, or one whose handling throws
+ * (an event the agent cannot publish, say), stops the runner and fails the run with `RunnerCrashedError`.
+ */
+export function runOnChannel(
+  run: StrategyRun,
+  ch: Channel,
+  memoryMb: number,
+  retry: (() => Channel) | null = null,
+  recycle: ((ch: Channel) => boolean) | null = null,
+): Promise<RunGraphResult> {
+  REUSABLE.delete(ch); // earned again by this run's own clean end
+  return new Promise((resolve, reject) =>
+    new ChannelRun(run, ch, { memoryMb, retry, recycle }, resolve, reject).start(),
+  );
+}
+
+/** What `runOnChannel` does when a runner dies or ends cleanly. */
+interface ChannelRunOptions {
+  memoryMb: number;
+  retry: (() => Channel) | null;
+  recycle: ((ch: Channel) => boolean) | null;
+}
+
+/** One run on one channel: it settles once (resolved or rejected), and then its runner is killed or recycled. */
+class ChannelRun {
+  private settled = false;
+  private heard = false;
+  private killTimer: NodeJS.Timeout | null = null;
+  /** Host calls in progress, by number: their signals. */
+  private readonly calls = new Map<number, AbortController>();
+
+  constructor(
+    private readonly run: StrategyRun,
+    private readonly ch: Channel,
+    private readonly opts: ChannelRunOptions,
+    private readonly resolve: (r: RunGraphResult | Promise<RunGraphResult>) => void,
+    private readonly reject: (err: Error) => void,
+  ) {}
+
+  start(): void {
+    this.ch.onMessage((m) => {
+      try {
+        this.onMessage(m);
+      } catch (err) {
+        // A message that passed the checks and still could not be handled: the run's, never the agent's, failure.
+        this.crashed(
+          `sent a message the agent could not handle (${clip(err instanceof Error ? err.message : String(err))})`,
+        );
+      }
+    });
+    this.ch.onGone((how) => this.onGone(how));
+    if (this.run.signal.aborted) this.onAbort();
+    else this.run.signal.addEventListener("abort", this.onAbort, { once: true });
+    const { run } = this;
+    this.ch.send({
+      type: "run",
+      graph: run.graph,
+      params: run.params,
+      nodes: runnerNodes(run.library, run.limits ?? DEFAULT_NODE_LIMITS),
+    });
+  }
+
+  private settle(fn: () => void): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.killTimer) clearTimeout(this.killTimer);
+    this.run.signal.removeEventListener("abort", this.onAbort);
+    for (const c of this.calls.values()) c.abort(new Error("the run ended"));
+    this.calls.clear();
+    fn();
+    // A finished run's thread or process has nothing left to do, unless a clean thread can take the next run.
+    if (!(REUSABLE.has(this.ch) && !this.run.signal.aborted && this.opts.recycle?.(this.ch))) this.ch.kill();
+  }
+
+  private crashed(what: string): void {
+    this.settle(() =>
+      this.reject(new RunnerCrashedError(`the ${this.ch.what} running the graph ${what}; it was stopped`)),
+    );
+  }
+
+  private cancelled(): RunGraphResult {
+    return { status: "cancelled", outputs: {}, reason: this.run.signal.reason };
+  }
+
+  private readonly onAbort = (): void => {
+    const reason = this.run.signal.reason as { message?: string } | undefined;
+    this.ch.send({ type: "stop", reason: String(reason?.message ?? reason) });
+    this.killTimer = setTimeout(() => this.settle(() => this.resolve(this.cancelled())), STOP_GRACE_MS);
+  };
+
+  private readonly emit = (e: EngineEvent): void => {
+    if (!this.settled) this.run.emit(e);
+  };
+
+  /** Runs an `inAgent` node of the run's graph for the runner, and answers. */
+  private async hostCall(m: Extract<FromRunner, { type: "call" }>): Promise<void> {
+    const { run, calls } = this;
+    const node = run.graph.nodes.find((n) => n.id === m.node_id);
+    const def = node ? run.library.get(node.type) : undefined;
+    if (!node || !def || def.kind !== "process" || def.inAgent !== true || calls.has(m.call)) {
+      return this.crashed(
+        `asked the agent to run node ${JSON.stringify(m.node_id.slice(0, 80))}, which is not one of its graph's nodes the agent runs`,
+      );
+    }
+    const ac = new AbortController();
+    calls.set(m.call, ac);
+    const ctx = nodeContext(
+      node,
+      displayName(node, def),
+      run.params,
+      this.emit,
+      ac.signal,
+      run.limits ?? DEFAULT_NODE_LIMITS,
+    );
+    let answer: ToRunner;
+    try {
+      answer = { type: "call_result", call: m.call, ok: true, outputs: (await def.process(ctx, m.inputs)) ?? {} };
+    } catch (err) {
+      answer = {
+        type: "call_result",
+        call: m.call,
+        ok: false,
+        message: err instanceof Error ? err.message : String(err),
+      };
+    }
+    if (calls.delete(m.call) && !this.settled) this.ch.send(answer);
+  }
+
+  private onMessage(m: FromRunner): void {
+    this.heard = true;
+    if (this.settled) return;
+    const problem = runnerMessageProblem(m);
+    // Stopped at once: nothing more it sends is published, and its job fails saying what it sent.
+    if (problem !== null) return this.crashed(`sent ${problem}`);
+    const { run } = this;
+    switch (m.type) {
+      case "started":
+        return;
+      case "event":
+        return run.emit(m.event);
+      case "done": {
+        const r = m.result;
+        if (!run.signal.aborted && this.calls.size === 0) REUSABLE.add(this.ch);
+        if (r.status === "failed") r.error = { ...r.error, message: clip(r.error.message) };
+        return this.settle(() => this.resolve(r.status === "cancelled" ? { ...r, reason: run.signal.reason } : r));
+      }
+      case "thrown": {
+        const u = m.unknownNode;
+        const err = u
+          ? new UnknownNodeTypeError(u.nodeId.slice(0, 200), u.nodeType.slice(0, 200))
+          : new Error(clip(m.message));
+        return this.settle(() => this.reject(err));
+      }
+      case "call":
+        return void this.hostCall(m).catch((err: unknown) =>
+          this.crashed(`had a host call fail: ${(err as Error)?.message ?? String(err)}`),
+        );
+      case "call_cancel":
+        return void this.calls.get(m.call)?.abort(new Error("the runner stopped waiting"));
+      default:
+        return assertNever(m, "runner message");
+    }
+  }
+
+  private onGone(how: string): void {
+    const { run, ch, opts } = this;
+    if (run.signal.aborted) return this.settle(() => this.resolve(this.cancelled()));
+    const retry = opts.retry;
+    if (!this.heard && retry !== null)
+      return this.settle(() => this.resolve(runOnChannel(run, retry(), opts.memoryMb)));
+    // A process at its heap limit aborts (SIGABRT); a worker says so in its error.
+    const limit = opts.memoryMb > 0 ? `; its memory limit is ${opts.memoryMb} MiB (jobMemoryMb)` : "";
+    this.settle(() =>
+      this.reject(
+        new RunnerCrashedError(`the ${ch.what} running the graph ended before it finished (${clip(how)})${limit}`),
+      ),
+    );
+  }
+}

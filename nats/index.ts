@@ -1,0 +1,12 @@
+/** nats/: the NATS runtime gateway and agent share. Explicit list; nothing else is public. */
+export { NATS_OPTION_KEYS, compileNatsConnection } from "./settings.js";
+export type { NatsOptions, NatsAuth, NatsSettings, NatsTls } from "./settings.js";
+export { connectAgent, connectGateway, connectTool } from "./connect.js";
+export { AckedKv, AckedPublisher, PublishError, payloadLimitBytes } from "./acked-publish.js";
+export type { PubAck } from "./acked-publish.js";
+export { readJobRecord, casJobRecord } from "./job-record.js";
+export type { KvReadEntry, RecordStore } from "./job-record.js";
+export { Outbox, EventQueue } from "./outbox.js";
+export type { OutboxLimits } from "./outbox.js";
+export { EventPublisher, JobEventQueue, PayloadTooLargeError } from "./publisher.js";
+export type { EventSource, RetryPolicy } from "./publisher.js";
