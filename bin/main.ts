@@ -128,6 +128,18 @@ async function cmdAgent(argv: readonly string[]): Promise<void> {
   process.stdout.write(`agent ${agent.id} running\n`);
   // SIGTERM drains: finish or hand back running jobs within the grace period, then exit.
   onSignals(() => agent.stop({ graceful: true }));
+  if (process.env.NODEWAY_STOP_WITH_PARENT === "1") stopWithParent(() => agent.stop({ graceful: true }));
+}
+
+/**
+ * A supervised child (the agent of `nodeway up`) holds its parent's end of a pipe on stdin: when the parent dies,
+ * however it died, the pipe closes and the child drains and exits instead of running on as an orphan.
+ */
+function stopWithParent(stop: () => Promise<void>): void {
+  const leave = () => void stop().then(() => process.exit(0), () => process.exit(1));
+  process.stdin.once("end", leave);
+  process.stdin.once("error", leave);
+  process.stdin.resume();
 }
 
 async function cmdProxy(argv: readonly string[]): Promise<void> {
@@ -195,7 +207,7 @@ function superviseAgent(argv: string[], log: Logger): AgentChild {
   const entry = join(ROOT, "bin", "nodeway.js");
   // The same V8 flags as this process (the entry's --no-memory-reducer), but no debugger port to fight over.
   const execArgv = process.execArgv.filter((a) => !a.startsWith("--inspect"));
-  const env = { ...process.env, NODEWAY_LOG_FORMAT: logFormat() };
+  const env = { ...process.env, NODEWAY_LOG_FORMAT: logFormat(), NODEWAY_STOP_WITH_PARENT: "1" };
   let child: ChildProcess | null = null;
   let stopping = false;
   let restartTimer: NodeJS.Timeout | null = null;
@@ -205,7 +217,7 @@ function superviseAgent(argv: string[], log: Logger): AgentChild {
   const ready = new Promise<string>((res, rej) => ((resolveReady = res), (rejectReady = rej)));
   let started = false;
   const start = () => {
-    const p = spawn(process.execPath, [...execArgv, entry, "agent", ...argv], { stdio: ["ignore", "pipe", "pipe"], env });
+    const p = spawn(process.execPath, [...execArgv, entry, "agent", ...argv], { stdio: ["pipe", "pipe", "pipe"], env });
     child = p;
     const startedAt = Date.now();
     const output = forwardAgentOutput(p, (id) => {

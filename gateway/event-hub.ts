@@ -138,6 +138,8 @@ function headOf(data: Uint8Array): { head: JobEventHead; ev: JobEvent | null } |
 
 /** Jobs whose fence the hub remembers (the oldest is forgotten first). */
 const JOB_CAP = 200_000;
+/** How often the hub compares its position with the stream's (a stall is two checks behind, unchanged). */
+const STALL_CHECK_MS = 3_000;
 
 /** What the hub knows of one job from the live stream. */
 interface JobView {
@@ -175,6 +177,13 @@ export class EventHub {
   cachedBytes = 0;
   private readonly caughtUp: { seq: number; fn: () => void }[] = [];
   private stopFn: (() => void) | null = null;
+  private restartFn: (() => void) | null = null;
+  /** Set while the consumer is being replaced: what the old one still delivers is read again by the new one. */
+  private restarting = false;
+  /** The first missing seq of the last gap the hub read again for. */
+  private gapAt = 0;
+  private stallSeenSeq = -1;
+  private stallChecks = 0;
 
   constructor(
     private readonly js: JetStreamClient,
@@ -209,32 +218,36 @@ export class EventHub {
     this.lastSeq = info.state.last_seq;
     let stopped = false;
     let current: ConsumerMessages | null = null;
+    const watchdog = setInterval(() => void this.checkStalled(), STALL_CHECK_MS);
+    watchdog.unref();
     this.stopFn = () => {
       stopped = true;
+      clearInterval(watchdog);
       current?.stop();
     };
+    this.restartFn = () => current?.stop();
     const open = async (): Promise<ConsumerMessages> => {
       const consumer = await this.js.consumers.get(STREAM_EVENTS, {
         filter_subjects: subjects.eventsAll(),
         deliver_policy: DeliverPolicy.StartSequence,
         opt_start_seq: this.lastSeq + 1,
       });
+      this.restarting = false;
       // Short pulls: when NATS restarts, the ordered consumer is gone and the library only notices through two
-      // missed idle heartbeats (half of `expires` each). With the 30 s default, live fan-out stalled ~40 s after
-      // every NATS restart; with 2 s it resumes within a few seconds. A callback rather than an async iterator:
-      // one promise and microtask less per event (~10 % of the per-event cost, bench/consume-cost.ts).
-      return consumer.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => this.handleSafely(m) });
+      // missed idle heartbeats (half of `expires` each); 2 s keeps that to a few seconds.
+      return consumer.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => this.inOrder(m) });
     };
     current = await open();
-    // The hub must outlive anything that ends its consumer (the library giving up after a long outage): every
-    // live client depends on it. It starts again after the last seq it processed.
+    // The hub must outlive anything that ends its consumer (the library giving up after a long outage, a restart
+    // asked for below): every live client depends on it. It starts again after the last seq it processed.
     void (async () => {
       while (!stopped) {
         try {
           current ??= await open();
           if (stopped) current.stop(); // stopped while it was opening
           const end = await current.closed();
-          if (!stopped) this.log(`event consumer ended at seq ${this.lastSeq}${end instanceof Error ? ` (${end.message})` : ""}; starting it again`);
+          const why = end instanceof Error ? ` (${end.message})` : "";
+          if (!stopped) this.log(`event consumer ended at seq ${this.lastSeq}${why}; starting it again`);
         } catch (err) {
           if (!stopped) this.log(`event consumer failed at seq ${this.lastSeq}; starting it again`, err);
         }
@@ -242,6 +255,49 @@ export class EventHub {
         if (!stopped) await new Promise((r) => setTimeout(r, 500));
       }
     })();
+  }
+
+  /**
+   * Every stored event reaches the hub, in stream order. NW_EVENTS holds only event subjects, so a sequence that
+   * skips ahead means the consumer lost messages (seen when a stream leader moves on a cluster): the hub reads
+   * again from the first missing one. The same gap seen twice is real (retention removed those events) and passes.
+   */
+  private inOrder(m: JsMsg): void {
+    if (this.restarting || m.seq <= this.lastSeq) return;
+    const expected = this.lastSeq + 1;
+    if (m.seq > expected && this.gapAt !== expected) {
+      this.gapAt = expected;
+      this.log(`events ${expected}..${m.seq - 1} were not delivered; reading NW_EVENTS again from ${expected}`);
+      this.restartConsumer();
+      return;
+    }
+    this.handleSafely(m);
+  }
+
+  private restartConsumer(): void {
+    this.restarting = true;
+    this.restartFn?.();
+  }
+
+  /**
+   * A consumer that silently stopped delivering (no error, no end) while the stream grew is restarted: the
+   * library's heartbeat checks do not catch every case of a leader change on a cluster.
+   */
+  private async checkStalled(): Promise<void> {
+    if (this.lastSeq !== this.stallSeenSeq) {
+      this.stallSeenSeq = this.lastSeq;
+      this.stallChecks = 0;
+      return;
+    }
+    const info = await this.jsm.streams.info(STREAM_EVENTS).catch(() => null);
+    if (!info || info.state.last_seq <= this.lastSeq) {
+      this.stallChecks = 0;
+      return;
+    }
+    if (++this.stallChecks < 2) return;
+    this.stallChecks = 0;
+    this.log(`event consumer stalled at seq ${this.lastSeq} (stream at ${info.state.last_seq}); starting it again`);
+    this.restartConsumer();
   }
 
   /** A listener that throws must not take the consumer (and every other client) down with it. */

@@ -47,7 +47,12 @@ interface Pending {
   resolve: (a: PubAck) => void;
   reject: (e: Error) => void;
   deadlineMs: number;
+  /** What was sent, to send again after a "no responders" answer. */
+  resend: () => void;
 }
+
+/** Pause before sending again after "no responders" (a server whose JetStream is not ready yet). */
+const NO_RESPONDERS_RETRY_MS = 100;
 
 const SWEEP_MS = 250;
 const utf8 = new TextDecoder();
@@ -75,9 +80,10 @@ export class AckedPublisher {
   publish(subject: string, data: Uint8Array, hdrs?: MsgHdrs, timeoutMs = this.defaultTimeoutMs): Promise<PubAck> {
     const id = ++this.next;
     return new Promise<PubAck>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, deadlineMs: Date.now() + timeoutMs });
+      const resend = () => this.nc.publish(subject, data, { reply: this.prefix + id, headers: hdrs });
+      this.pending.set(id, { resolve, reject, deadlineMs: Date.now() + timeoutMs, resend });
       try {
-        this.nc.publish(subject, data, { reply: this.prefix + id, headers: hdrs });
+        resend();
       } catch (err) {
         // Closed connection, bad subject, payload over max_payload: nothing was sent.
         this.pending.delete(id);
@@ -102,10 +108,16 @@ export class AckedPublisher {
     const id = Number(m.subject.slice(this.prefix.length));
     const p = this.pending.get(id);
     if (!p) return; // already timed out
+    const code = m.data.length === 0 ? (m.headers?.code ?? 0) : 0;
+    // 503: no server took the message (a stream leader moving, a restarted server's JetStream not ready), so
+    // nothing was stored and sending it again is safe; until the publish's own deadline.
+    if (code === 503 && Date.now() + NO_RESPONDERS_RETRY_MS < p.deadlineMs) {
+      setTimeout(() => this.resendIfPending(id, p), NO_RESPONDERS_RETRY_MS);
+      return;
+    }
     this.pending.delete(id);
     if (m.data.length === 0) {
       // A status message: 503 when no stream listens on the subject.
-      const code = m.headers?.code ?? 0;
       p.reject(
         new PublishError(
           code === 503
@@ -132,6 +144,16 @@ export class AckedPublisher {
       p.reject(new PublishError(r.error.description ?? "publish refused", r.error.err_code ?? r.error.code ?? 0));
     else if (typeof r.stream !== "string" || typeof r.seq !== "number") p.reject(new PublishError("invalid PubAck", 0));
     else p.resolve({ stream: r.stream, seq: r.seq, duplicate: r.duplicate === true });
+  }
+
+  private resendIfPending(id: number, p: Pending): void {
+    if (this.pending.get(id) !== p) return; // timed out or closed meanwhile
+    try {
+      p.resend();
+    } catch (err) {
+      this.pending.delete(id);
+      p.reject(err as Error);
+    }
   }
 
   private sweep(): void {
