@@ -127,7 +127,9 @@ class Agent implements RunningAgent {
   /** GPU groups promised to pulls in flight, as `reserved` is for slots. */
   private gpuReserved = 0;
   private readonly queueClock = new QueueClock((behindMs) =>
-    this.log(`this host's clock runs at least ${Math.round(behindMs)} ms behind the NATS server's; queue ages are corrected for it (keep clocks in sync with NTP)`),
+    this.log(
+      `this host's clock runs at least ${Math.round(behindMs)} ms behind the NATS server's; queue ages are corrected for it (keep clocks in sync with NTP)`,
+    ),
   );
 
   /** Every line carries the agent's name; a line about a job carries its id too. */
@@ -165,7 +167,9 @@ class Agent implements RunningAgent {
     this.subscribeCancels();
     // Each loop ends by itself once `stopping` is set (at the latest when its pending pull expires).
     consumers.forEach((c, i) => void this.pullLoop(c, found.pools[i]!, found.pools.length));
-    this.log(`registered as ${this.id}, pools ${found.pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.count} node types`);
+    this.log(
+      `registered as ${this.id}, pools ${found.pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.count} node types`,
+    );
   }
 
   /** The docker runner (checked now) and the spare threads and processes, as the config asks. */
@@ -175,10 +179,18 @@ class Agent implements RunningAgent {
     if (c.strategies.includes("docker")) {
       // Loaded only here: the engine client and its dependencies are megabytes an agent without docker never needs.
       const { DockerRunner } = await import("./runners/docker.js");
-      const settings = { image: c.dockerImage, network: c.dockerNetwork, memoryMb: c.jobMemoryMb, cpus: c.jobCpus, pids: c.jobPids };
+      const settings = {
+        image: c.dockerImage,
+        network: c.dockerNetwork,
+        memoryMb: c.jobMemoryMb,
+        cpus: c.jobCpus,
+        pids: c.jobPids,
+      };
       this.docker = await DockerRunner.prepare(settings, (l) => this.log(l));
     }
-    const warmKinds = c.strategies.filter((k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess");
+    const warmKinds = c.strategies.filter(
+      (k): k is "threaded" | "subprocess" => k === "threaded" || k === "subprocess",
+    );
     if (c.warmRunners > 0 && warmKinds.length > 0) {
       this.spares = new RunnerSpares(warmKinds, c.warmRunners, c.jobMemoryMb, c.warmRunners + c.maxJobs);
     }
@@ -214,11 +226,15 @@ class Agent implements RunningAgent {
         this.registrations = new AckedKv(this.pub, KV_AGENTS, (key) => agentsKv.get(key));
         this.assets = await new Objm(this.nc).open(OBJ_ASSETS);
         // The stream's per-job cap, less the gateway's room; a user without STREAM.INFO rights assumes the default.
-        const perJob = await jsm.streams.info(STREAM_EVENTS).then((i) => i.config.max_msgs_per_subject ?? 0, () => EVENTS_DEFAULTS.maxEventsPerJob);
+        const perJob = await jsm.streams.info(STREAM_EVENTS).then(
+          (i) => i.config.max_msgs_per_subject ?? 0,
+          () => EVENTS_DEFAULTS.maxEventsPerJob,
+        );
         this.eventBudget = jobEventBudget(perJob);
         return;
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`NATS has no Nodeway streams (is a gateway running?): ${(err as Error).message}`);
+        if (Date.now() > deadline)
+          throw new Error(`NATS has no Nodeway streams (is a gateway running?): ${(err as Error).message}`);
         await sleep(250);
       }
     }
@@ -243,7 +259,12 @@ class Agent implements RunningAgent {
     const docker = this.docker !== null || detectDocker();
     const providers = detectProviders();
     // A provider's pool is consumed by the agents with its key, so a job calling its models lands where the key is.
-    const found = ["cpu", ...(gpus.length > 0 ? ["gpu"] : []), ...(docker ? ["docker"] : []), ...(this.comfy ? ["comfyui"] : [])];
+    const found = [
+      "cpu",
+      ...(gpus.length > 0 ? ["gpu"] : []),
+      ...(docker ? ["docker"] : []),
+      ...(this.comfy ? ["comfyui"] : []),
+    ];
     const pools = this.config.pools ?? [...found, ...providers, ...this.config.labels];
     const perRun = this.config.gpusPerRun;
     if (pools.includes("gpu") && perRun > runGpus.length) {
@@ -251,7 +272,8 @@ class Agent implements RunningAgent {
       throw new InvalidConfigError("gpusPerRun", `asks for ${perRun} GPUs a run; this agent has ${have}`);
     }
     this.gpuGroups = new GpuGroups(runGpus, perRun);
-    if (this.gpuGroups.unused.length > 0) this.log(`GPUs ${this.gpuGroups.unused.join(", ")} make no whole group of ${perRun} and are given to no run`);
+    if (this.gpuGroups.unused.length > 0)
+      this.log(`GPUs ${this.gpuGroups.unused.join(", ")} make no whole group of ${perRun} and are given to no run`);
     return { gpus, runGpus, docker, providers, pools };
   }
 
@@ -267,7 +289,12 @@ class Agent implements RunningAgent {
       let info = await jsm.consumers.info(STREAM_JOBS, name).catch(() => null);
       if (!info) {
         const template = await jsm.consumers.info(STREAM_JOBS, poolConsumer("cpu"));
-        info = await jsm.consumers.add(STREAM_JOBS, { ...template.config, durable_name: name, name, filter_subject: subjects.jobs(pool) });
+        info = await jsm.consumers.add(STREAM_JOBS, {
+          ...template.config,
+          durable_name: name,
+          name,
+          filter_subject: subjects.jobs(pool),
+        });
       }
       this.ackWaitMs = Math.round(Number(info.config.ack_wait ?? 0) / 1e6) || this.ackWaitMs;
       this.maxAttempts = Math.max(1, (info.config.max_deliver ?? this.maxAttempts + 1) - 1);
@@ -317,7 +344,10 @@ class Agent implements RunningAgent {
     };
     this.state = "idle";
     await this.beat(true);
-    this.heartbeat = setInterval(() => void this.beat(true).catch((e: unknown) => this.logger.warn(`heartbeat failed: ${(e as Error).message}`)), this.config.heartbeatMs);
+    this.heartbeat = setInterval(
+      () => void this.beat(true).catch((e: unknown) => this.logger.warn(`heartbeat failed: ${(e as Error).message}`)),
+      this.config.heartbeatMs,
+    );
     if (providers.length > 0) {
       // After registering: a provider slow to list its models must not hold the agent's start.
       void this.refreshModels(providers);
@@ -334,7 +364,8 @@ class Agent implements RunningAgent {
           const c = decodeAgentControl(m.data);
           if (c.type === "agent.drain") void this.stop({ graceful: true });
           else if (c.type === "agent.resume") this.paused = false;
-          if (m.reply) m.respond(new TextEncoder().encode(JSON.stringify({ ok: true, id: this.id, state: this.state })));
+          if (m.reply)
+            m.respond(new TextEncoder().encode(JSON.stringify({ ok: true, id: this.id, state: this.state })));
         } catch {
           /* not ours to answer */
         }
@@ -374,7 +405,12 @@ class Agent implements RunningAgent {
   private async beat(readClock = false): Promise<void> {
     if (this.nc.isClosed()) return;
     this.state = this.currentState();
-    this.registration = { ...this.registration, state: this.state, running_jobs: [...this.running.keys()], heartbeat_at: new Date().toISOString() };
+    this.registration = {
+      ...this.registration,
+      state: this.state,
+      running_jobs: [...this.running.keys()],
+      heartbeat_at: new Date().toISOString(),
+    };
     if (this.comfy) this.registration.capabilities = { ...this.registration.capabilities, comfyui: this.comfy.info };
     const key = agentKey(this.id);
     await this.registrations.put(key, JSON.stringify(this.registration));
@@ -467,7 +503,10 @@ class Agent implements RunningAgent {
         continue;
       }
       const gpuPool = pool === "gpu";
-      const want = Math.max(1, Math.min(Math.floor(this.freeSlots() / pools), gpuPool ? this.freeGpuGroups() : Number.POSITIVE_INFINITY));
+      const want = Math.max(
+        1,
+        Math.min(Math.floor(this.freeSlots() / pools), gpuPool ? this.freeGpuGroups() : Number.POSITIVE_INFINITY),
+      );
       this.reserved += want;
       if (gpuPool) this.gpuReserved += want;
       let got = 0;
@@ -498,7 +537,7 @@ class Agent implements RunningAgent {
       void this.holdForComfy(msg, pool);
       return;
     }
-    let dispatch;
+    let dispatch: ReturnType<typeof decodeJobDispatch>;
     try {
       dispatch = decodeJobDispatch(msg.data);
     } catch (err) {
@@ -536,7 +575,9 @@ class Agent implements RunningAgent {
     this.running.set(dispatch.job_id, runner);
     void runner
       .run()
-      .catch((err: unknown) => jobLog.error(`job ${dispatch.job_id} crashed in the runner: ${(err as Error).stack ?? String(err)}`))
+      .catch((err: unknown) =>
+        jobLog.error(`job ${dispatch.job_id} crashed in the runner: ${(err as Error).stack ?? String(err)}`),
+      )
       .finally(() => {
         this.running.delete(dispatch.job_id);
         this.gpuGroups.give(gpus);

@@ -1,5 +1,5 @@
 /**
- * Large binary outputs as assets (design §3 `nw_assets`): a value a job emits that holds bytes over the inline
+ * Large binary outputs as assets: a value a job emits that holds bytes over the inline
  * limit (an image, audio, a file) is put into the object store, and the event and the job record carry an
  * `asset://` reference in its place (protocol/assets.ts). NATS then never carries more of a job's output than a
  * message may hold, clients fetch the bytes over HTTP (`GET /api/assets/:id/content`) when they want them, and a
@@ -90,7 +90,9 @@ export class JobAssets {
       const info = await this.os.putBlob({ name: id, metadata }, bytes);
       return assetRef(id, contentType, info.size);
     } catch (err) {
-      throw new AssetStoreError(`could not store ${bytes.byteLength} bytes${nodeId ? ` of node "${nodeId}"` : ""} as an asset: ${(err as Error).message}`);
+      throw new AssetStoreError(
+        `could not store ${bytes.byteLength} bytes${nodeId ? ` of node "${nodeId}"` : ""} as an asset: ${(err as Error).message}`,
+      );
     }
   }
 }

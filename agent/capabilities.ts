@@ -1,7 +1,13 @@
-/** What this machine offers, detected at start and refreshed with the heartbeat (design §7). */
+/** What this machine offers, detected at start and refreshed with the heartbeat. */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { InvalidConfigError, LLM_PROVIDERS, PROVIDER_SETTING, type GpuInfo, type LlmProvider } from "../protocol/index.js";
+import {
+  InvalidConfigError,
+  LLM_PROVIDERS,
+  PROVIDER_SETTING,
+  type GpuInfo,
+  type LlmProvider,
+} from "../protocol/index.js";
 
 function run(cmd: string, args: string[], timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
@@ -40,7 +46,10 @@ export function runGpuIds(configured: readonly string[] | null, detected: readon
     const known = new Set(detected.flatMap((g) => [String(g.index), ...(g.uuid ? [g.uuid] : [])]));
     const unknown = configured.filter((id) => !known.has(id));
     if (unknown.length > 0) {
-      throw new InvalidConfigError("gpus", `names ${unknown.join(", ")}, which this host's GPUs are not (${detected.map((g) => `${g.index}${g.uuid ? ` ${g.uuid}` : ""}`).join("; ")})`);
+      throw new InvalidConfigError(
+        "gpus",
+        `names ${unknown.join(", ")}, which this host's GPUs are not (${detected.map((g) => `${g.index}${g.uuid ? ` ${g.uuid}` : ""}`).join("; ")})`,
+      );
     }
   }
   return [...configured];
@@ -48,7 +57,11 @@ export function runGpuIds(configured: readonly string[] | null, detected: readon
 
 /** GPUs via nvidia-smi; none (or no nvidia-smi) is fine. */
 export async function detectGpus(): Promise<GpuInfo[]> {
-  const out = await run("nvidia-smi", ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"], 5_000);
+  const out = await run(
+    "nvidia-smi",
+    ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
+    5_000,
+  );
   return out ? parseNvidiaSmi(out) : [];
 }
 

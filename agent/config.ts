@@ -2,7 +2,15 @@
 import { hostname } from "node:os";
 import { readFileSync } from "node:fs";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "./engine/types.js";
-import { InvalidConfigError, redactUrl, ErrorCode, checkToken, ExecutionStrategy, ASSETS_DEFAULTS, JOB_QUEUE_DEFAULTS } from "../protocol/index.js";
+import {
+  InvalidConfigError,
+  redactUrl,
+  ErrorCode,
+  checkToken,
+  ExecutionStrategy,
+  ASSETS_DEFAULTS,
+  JOB_QUEUE_DEFAULTS,
+} from "../protocol/index.js";
 import { NATS_OPTION_KEYS, compileNatsConnection, type NatsSettings, type NatsOptions } from "../nats/index.js";
 
 export interface AgentOptions extends NatsOptions {
@@ -116,7 +124,32 @@ export interface AgentConfig {
   outboxMaxAgeMs: number;
 }
 
-export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set([...NATS_OPTION_KEYS, "name", "maxJobs", "pools", "labels", "drainGraceMs", "heartbeatMs", "strategies", "jobMemoryMb", "warmRunners", "assetInlineMaxBytes", "comfyuiUrl", "jobCpus", "jobPids", "dockerImage", "dockerNetwork", "gpus", "gpusPerRun", "testNodes", "nodeListMaxItems", "nodeStringMaxBytes", "nodeDictMaxKeys", "outboxMaxBytes", "outboxMaxAgeMs"]);
+export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set([
+  ...NATS_OPTION_KEYS,
+  "name",
+  "maxJobs",
+  "pools",
+  "labels",
+  "drainGraceMs",
+  "heartbeatMs",
+  "strategies",
+  "jobMemoryMb",
+  "warmRunners",
+  "assetInlineMaxBytes",
+  "comfyuiUrl",
+  "jobCpus",
+  "jobPids",
+  "dockerImage",
+  "dockerNetwork",
+  "gpus",
+  "gpusPerRun",
+  "testNodes",
+  "nodeListMaxItems",
+  "nodeStringMaxBytes",
+  "nodeDictMaxKeys",
+  "outboxMaxBytes",
+  "outboxMaxAgeMs",
+]);
 
 function bool(key: string, v: unknown, dflt: boolean): boolean {
   if (v === undefined) return dflt;
@@ -128,21 +161,30 @@ function bool(key: string, v: unknown, dflt: boolean): boolean {
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   const n = typeof v === "string" ? Number(v) : v;
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) throw new InvalidConfigError(key, `must be a positive integer, got ${JSON.stringify(v)}`);
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1)
+    throw new InvalidConfigError(key, `must be a positive integer, got ${JSON.stringify(v)}`);
   return n;
 }
 
 function nonNegInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   const n = typeof v === "string" ? Number(v) : v;
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 0) throw new InvalidConfigError(key, `must be an integer ≥ 0, got ${JSON.stringify(v)}`);
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 0)
+    throw new InvalidConfigError(key, `must be an integer ≥ 0, got ${JSON.stringify(v)}`);
   return n;
 }
 
 function list(key: string, v: unknown): string[] | undefined {
   if (v === undefined) return undefined;
-  const arr = typeof v === "string" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v;
-  if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string")) throw new InvalidConfigError(key, "must be a list of strings");
+  const arr =
+    typeof v === "string"
+      ? v
+          .split(",")
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : v;
+  if (!Array.isArray(arr) || !arr.every((x) => typeof x === "string"))
+    throw new InvalidConfigError(key, "must be a list of strings");
   for (const x of arr) {
     try {
       checkToken(x, key);
@@ -161,7 +203,8 @@ function gpuIds(v: unknown): string[] | null {
   if (arr.length === 1 && arr[0] === "none") return [];
   for (const id of arr) {
     // What nvidia-smi prints: an index, or a UUID such as GPU-5f3c…; a comma would split Docker's own list.
-    if (!/^(\d{1,3}|(GPU|MIG)-[\w-]{1,80})$/.test(id)) throw new InvalidConfigError("gpus", `not a GPU index or UUID: ${JSON.stringify(id)}`);
+    if (!/^(\d{1,3}|(GPU|MIG)-[\w-]{1,80})$/.test(id))
+      throw new InvalidConfigError("gpus", `not a GPU index or UUID: ${JSON.stringify(id)}`);
   }
   return arr;
 }
@@ -176,7 +219,8 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   for (const s of strategies) {
     if (!(s in ExecutionStrategy)) throw new InvalidConfigError("strategies", `unknown strategy "${s}"`);
   }
-  const jobCpus = opts.jobCpus === undefined ? 1 : typeof opts.jobCpus === "string" ? Number(opts.jobCpus) : opts.jobCpus;
+  const jobCpus =
+    opts.jobCpus === undefined ? 1 : typeof opts.jobCpus === "string" ? Number(opts.jobCpus) : opts.jobCpus;
   if (typeof jobCpus !== "number" || !Number.isFinite(jobCpus) || jobCpus <= 0 || jobCpus > 1024) {
     throw new InvalidConfigError("jobCpus", `must be a number of CPUs > 0, got ${JSON.stringify(opts.jobCpus)}`);
   }
@@ -189,12 +233,15 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
       u = null;
     }
     if (!u || !/^https?:$/.test(u.protocol) || u.pathname !== "/" || u.search !== "") {
-      throw new InvalidConfigError("comfyuiUrl", `must be ComfyUI's base URL such as http://127.0.0.1:8188, got ${JSON.stringify(redactUrl(comfyuiUrl))}`);
+      throw new InvalidConfigError(
+        "comfyuiUrl",
+        `must be ComfyUI's base URL such as http://127.0.0.1:8188, got ${JSON.stringify(redactUrl(comfyuiUrl))}`,
+      );
     }
   }
   const dockerImage = opts.dockerImage ?? null;
   // A Docker reference: [registry/]name[:tag][@digest], no spaces.
-  if (dockerImage !== null && (typeof dockerImage !== "string" || !/^[\w][\w.\/:@-]*$/.test(dockerImage))) {
+  if (dockerImage !== null && (typeof dockerImage !== "string" || !/^[\w][\w./:@-]*$/.test(dockerImage))) {
     throw new InvalidConfigError("dockerImage", `not an image reference: ${JSON.stringify(dockerImage)}`);
   }
   const dockerNetwork = opts.dockerNetwork ?? "none";
@@ -205,10 +252,14 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   const outboxMaxAgeMs = posInt("outboxMaxAgeMs", opts.outboxMaxAgeMs, JOB_QUEUE_DEFAULTS.duplicateWindowMs);
   if (outboxMaxAgeMs > JOB_QUEUE_DEFAULTS.duplicateWindowMs) {
     const windowMs = JOB_QUEUE_DEFAULTS.duplicateWindowMs;
-    throw new InvalidConfigError("outboxMaxAgeMs", `must be at most NW_EVENTS's duplicate window (${windowMs} ms), got ${outboxMaxAgeMs}`);
+    throw new InvalidConfigError(
+      "outboxMaxAgeMs",
+      `must be at most NW_EVENTS's duplicate window (${windowMs} ms), got ${outboxMaxAgeMs}`,
+    );
   }
   const name = opts.name ?? hostname();
-  if (typeof name !== "string" || name.trim() === "") throw new InvalidConfigError("name", "must be a non-empty string");
+  if (typeof name !== "string" || name.trim() === "")
+    throw new InvalidConfigError("name", "must be a non-empty string");
   return Object.freeze({
     nats,
     name,

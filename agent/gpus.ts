@@ -1,5 +1,5 @@
 /**
- * The agent's GPUs for runs of `gpu`-pool jobs (design §7: explicit device ids). With `gpusPerRun` 0 every such run
+ * The agent's GPUs for runs of `gpu`-pool jobs (explicit device ids). With `gpusPerRun` 0 every such run
  * is given all of them, as on a one-GPU host; with N, each run gets N of its own, and the agent pulls a `gpu` job
  * only while N are free, so four runs on a four-GPU host do not all land on device 0. A run sees its GPUs as a
  * Docker device request (`docker`) or `CUDA_VISIBLE_DEVICES` (`subprocess`); `inline` and `threaded` runs share

@@ -123,7 +123,10 @@ class StrategyUnavailable extends Error {}
 
 /** Why a run stopped early; becomes the job's final state. */
 class StopReason {
-  constructor(readonly state: JobState | "handed_back", readonly message: string) {}
+  constructor(
+    readonly state: JobState | "handed_back",
+    readonly message: string,
+  ) {}
 }
 
 const now = () => new Date().toISOString();
@@ -159,7 +162,7 @@ async function casRecord(
   known?: { rec: JobRecord; revision: number },
 ): Promise<{ rec: JobRecord; revision: number } | null> {
   const r = await casJobRecord(kv, jobId, change, known);
-  return r && r.written ? { rec: r.rec, revision: r.revision } : null;
+  return r?.written ? { rec: r.rec, revision: r.revision } : null;
 }
 const readRecord = readJobRecord;
 
@@ -347,7 +350,8 @@ export class JobRunner {
    */
   private async publishTerminal(ev: JobUpdateBody, attempt: number): Promise<void> {
     await this.allPublished();
-    const onRetry = (err: Error) => this.deps.log(`job ${this.jobId}: terminal event publish failed (${err.message}); retrying`);
+    const onRetry = (err: Error) =>
+      this.deps.log(`job ${this.jobId}: terminal event publish failed (${err.message}); retrying`);
     const retry = { timeoutMs: 10_000, retries: 5, pauseMs: 500, onRetry };
     await this.deps.publisher.publishEvent({ ...this.source, attempt }, 0, ev, retry);
   }
@@ -358,8 +362,13 @@ export class JobRunner {
 
     // The extra delivery after the last allowed attempt only records the failure.
     if (this.attempt > this.deps.maxAttempts) {
-      const error: WireError = { code: ErrorCode.JOB_ERR_MAX_DELIVERIES, message: `max deliveries reached (${this.deps.maxAttempts} attempts)` };
-      const w = await casRecord(jobsKv, jobId, (r) => (isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() }));
+      const error: WireError = {
+        code: ErrorCode.JOB_ERR_MAX_DELIVERIES,
+        message: `max deliveries reached (${this.deps.maxAttempts} attempts)`,
+      };
+      const w = await casRecord(jobsKv, jobId, (r) =>
+        isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() },
+      );
       if (w) await this.publishTerminal(jobUpdate.ended("failed", error, error.message), w.rec.attempt);
       this.term("max deliveries reached");
       return;
@@ -418,7 +427,9 @@ export class JobRunner {
       if (!early) return;
       this.controller.abort(new StopReason("cancelled", "not claimed"));
       await early;
-      this.deps.log(`job ${this.jobId}: not claimed (${why}); aborted the run it had started while claiming, nothing was published`);
+      this.deps.log(
+        `job ${this.jobId}: not claimed (${why}); aborted the run it had started while claiming, nothing was published`,
+      );
     };
     const outcome = await this.claim().catch(async (err: unknown) => {
       await dropEarly((err as Error).message);
@@ -449,7 +460,9 @@ export class JobRunner {
         // if that owner is gone; left alone, the owner's in-progress acks keep it, or ack_wait hands it to a
         // higher attempt, which takes the record over.
         const owner = `attempt ${outcome.rec.attempt} (${outcome.rec.agent_id ?? "?"})`;
-        this.deps.log(`job ${this.jobId}: record held by ${owner}, this delivery is attempt ${this.attempt}; leaving the message`);
+        this.deps.log(
+          `job ${this.jobId}: record held by ${owner}, this delivery is attempt ${this.attempt}; leaving the message`,
+        );
         return;
       }
       default:
@@ -465,7 +478,9 @@ export class JobRunner {
     this.held = null;
     const picked = this.strategyPick();
     const strategy = "strategy" in picked ? picked.strategy : undefined;
-    this.publish(jobUpdate.running(this.deps.agentId, strategy, this.attempt > 1 ? `attempt ${this.attempt}` : undefined));
+    this.publish(
+      jobUpdate.running(this.deps.agentId, strategy, this.attempt > 1 ? `attempt ${this.attempt}` : undefined),
+    );
     for (const ev of held) this.publish(ev);
     this.startLease();
   }
@@ -479,7 +494,10 @@ export class JobRunner {
           ? [ErrorCode.JOB_ERR_STRATEGY_UNAVAILABLE, err.message]
           : err instanceof RunnerCrashedError
             ? [ErrorCode.JOB_ERR_RUNNER_CRASHED, err.message]
-            : [ErrorCode.JOB_ERR_INVALID, err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`];
+            : [
+                ErrorCode.JOB_ERR_INVALID,
+                err instanceof UnknownNodeTypeError ? err.message : `job could not start: ${(err as Error).message}`,
+              ];
       return { status: "failed", error: { code, message }, outputs: null, message };
     }
     switch (result.status) {
@@ -488,10 +506,16 @@ export class JobRunner {
       case "failed": {
         const e = result.error;
         const message = `node "${e.node_id}" (${e.node_type}) failed: ${e.message}`;
-        return { status: "failed", error: { code: ErrorCode.JOB_ERR_NODE_FAILED, message }, outputs: result.outputs, message };
+        return {
+          status: "failed",
+          error: { code: ErrorCode.JOB_ERR_NODE_FAILED, message },
+          outputs: result.outputs,
+          message,
+        };
       }
       case "cancelled": {
-        const r = result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
+        const r =
+          result.reason instanceof StopReason ? result.reason : new StopReason("cancelled", String(result.reason));
         if (r.state === "handed_back") return "handed_back";
         if (r.message === "lease lost") return "lease_lost";
         const code = r.state === "timed_out" ? ErrorCode.JOB_ERR_TIMEOUT : ErrorCode.JOB_ERR_CANCELLED;
@@ -549,16 +573,26 @@ export class JobRunner {
     const picked = this.strategyPick();
     if ("refused" in picked) return { thrown: new StrategyUnavailable(picked.refused) };
     try {
-      return await runWithStrategy(picked.strategy, {
-        graph: this.job.graph,
-        params: this.job.params,
-        library: this.deps.library,
-        limits: this.deps.nodeLimits,
-        signal: this.controller.signal,
-        emit: (e: GraphEvent) => {
-          if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e);
+      return await runWithStrategy(
+        picked.strategy,
+        {
+          graph: this.job.graph,
+          params: this.job.params,
+          library: this.deps.library,
+          limits: this.deps.nodeLimits,
+          signal: this.controller.signal,
+          emit: (e: GraphEvent) => {
+            if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e);
+          },
         },
-      }, { memoryMb: this.deps.jobMemoryMb, docker: this.deps.docker, gpus: this.deps.gpus, label: this.job.job_id, spares: this.deps.spares });
+        {
+          memoryMb: this.deps.jobMemoryMb,
+          docker: this.deps.docker,
+          gpus: this.deps.gpus,
+          label: this.job.job_id,
+          spares: this.deps.spares,
+        },
+      );
     } catch (thrown) {
       return { thrown };
     }
@@ -593,7 +627,13 @@ export class JobRunner {
     const { jobsKv } = this.deps;
     const change = (r: JobRecord): JobRecord | null => {
       if (isTerminal(r.status) || r.attempt >= this.attempt || !canTransition(r.status, "running")) return null;
-      return { ...r, status: "running", attempt: this.attempt, agent_id: this.deps.agentId, started_at: r.started_at ?? now() };
+      return {
+        ...r,
+        status: "running",
+        attempt: this.attempt,
+        agent_id: this.deps.agentId,
+        started_at: r.started_at ?? now(),
+      };
     };
     // A dispatch that carries the stored record (a retried submit) makes the claim one write when nothing
     // touched the record since (a cancel while queued did: then the compare-and-set reads and sees it).
@@ -607,7 +647,8 @@ export class JobRunner {
         try {
           const cur = await readJobRecord(jobsKv, this.jobId);
           if (!cur) return null;
-          const mine = cur.rec.attempt === this.attempt && cur.rec.agent_id === this.deps.agentId && cur.rec.status === "running";
+          const mine =
+            cur.rec.attempt === this.attempt && cur.rec.agent_id === this.deps.agentId && cur.rec.status === "running";
           return { rec: cur.rec, written: mine, revision: cur.revision };
         } catch (again) {
           if (Date.now() > deadline || this.nc.isClosed()) throw again;
@@ -624,19 +665,37 @@ export class JobRunner {
       return;
     }
     // The record as claimed is the likely current one (only a cancel request changes it meanwhile).
-    const w = await this.whileLeaseHeld(() => casRecord(this.deps.jobsKv, this.jobId, (r) => {
-      // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
-      if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
-      const next: JobRecord = { ...r, status: final.status, error: final.error, outputs: final.outputs, finished_at: now() };
-      const bytes = Buffer.byteLength(encodeJson(next));
-      const limit = this.deps.publisher.limitBytes;
-      if (bytes <= limit) return next;
-      // A record NATS cannot store would leave the job running until its attempts ran out, each one running it
-      // again. The outputs went out as output_update events; the record says why it has none.
-      const message = `the job's outputs make its record ${bytes} bytes; NATS stores at most ${limit} (max_payload less headers). They were sent as output_update events`;
-      this.deps.log(`job ${this.jobId}: ${message}`);
-      return { ...next, status: "failed", outputs: null, error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message } };
-    }, this.owned ?? undefined));
+    const w = await this.whileLeaseHeld(() =>
+      casRecord(
+        this.deps.jobsKv,
+        this.jobId,
+        (r) => {
+          // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
+          if (r.attempt !== this.attempt || isTerminal(r.status)) return null;
+          const next: JobRecord = {
+            ...r,
+            status: final.status,
+            error: final.error,
+            outputs: final.outputs,
+            finished_at: now(),
+          };
+          const bytes = Buffer.byteLength(encodeJson(next));
+          const limit = this.deps.publisher.limitBytes;
+          if (bytes <= limit) return next;
+          // A record NATS cannot store would leave the job running until its attempts ran out, each one running it
+          // again. The outputs went out as output_update events; the record says why it has none.
+          const message = `the job's outputs make its record ${bytes} bytes; NATS stores at most ${limit} (max_payload less headers). They were sent as output_update events`;
+          this.deps.log(`job ${this.jobId}: ${message}`);
+          return {
+            ...next,
+            status: "failed",
+            outputs: null,
+            error: { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message },
+          };
+        },
+        this.owned ?? undefined,
+      ),
+    );
     const written = w?.rec ?? null;
     if (!written) {
       const cur = await readRecord(this.deps.jobsKv, this.jobId);
@@ -687,7 +746,10 @@ export class JobRunner {
       // The record tells us if another attempt took over while we were away.
       void readRecord(this.deps.jobsKv, this.jobId)
         .then((cur) => {
-          if (cur && (cur.rec.attempt > this.attempt || (isTerminal(cur.rec.status) && cur.rec.attempt !== this.attempt))) {
+          if (
+            cur &&
+            (cur.rec.attempt > this.attempt || (isTerminal(cur.rec.status) && cur.rec.attempt !== this.attempt))
+          ) {
             this.lastLeaseOkMs = 0;
             this.controller.abort(new StopReason("cancelled", "lease lost"));
           }

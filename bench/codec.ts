@@ -88,9 +88,11 @@ function validate(): string | null {
   }
   for (const b of [bin4k, bin64k]) {
     const a = decodeMsgpack(encodeMsgpack(b)) as { value: Uint8Array };
-    if (!(a.value instanceof Uint8Array) || Buffer.compare(Buffer.from(a.value), Buffer.from(b.value)) !== 0) return "msgpack binary round trip differs";
+    if (!(a.value instanceof Uint8Array) || Buffer.compare(Buffer.from(a.value), Buffer.from(b.value)) !== 0)
+      return "msgpack binary round trip differs";
     const j = jsonDecode(jsonBytes(b));
-    if (Buffer.compare(Buffer.from((j.value as string).slice(b64Prefix.length), "base64"), Buffer.from(b.value)) !== 0) return "JSON+base64 round trip differs";
+    if (Buffer.compare(Buffer.from((j.value as string).slice(b64Prefix.length), "base64"), Buffer.from(b.value)) !== 0)
+      return "JSON+base64 round trip differs";
   }
   return null;
 }
@@ -153,7 +155,17 @@ if (problem) {
   for (const g of goals) lines.push(invalid(BENCH, g, "-", problem));
 } else {
   const res = await alternate([msgpackArm, jsonArm("json"), jsonArm("json_aa"), msgpackrArm], ROUNDS, log);
-  rowsOf(BENCH, res, { token_encode_ns: "ns/op", token_decode_ns: "ns/op", token_roundtrip_ns: "ns/op", bin4k_decode_ns: "ns/op", bin64k_decode_ns: "ns/op", bin4k_encode_ns: "ns/op", token_bytes: "B", bin4k_bytes: "B", bin64k_bytes: "B" });
+  rowsOf(BENCH, res, {
+    token_encode_ns: "ns/op",
+    token_decode_ns: "ns/op",
+    token_roundtrip_ns: "ns/op",
+    bin4k_decode_ns: "ns/op",
+    bin64k_decode_ns: "ns/op",
+    bin4k_encode_ns: "ns/op",
+    token_bytes: "B",
+    bin4k_bytes: "B",
+    bin64k_bytes: "B",
+  });
   // Speeds as ops/s (higher is better); noise = relative A/A spread of the JSON arm.
   const speed = (arm: string, m: string) => 1e9 / med(res, arm, m);
   const relNoise = (m: string) => Math.abs(med(res, "json", m) - med(res, "json_aa", m)) / med(res, "json", m);
@@ -162,7 +174,9 @@ if (problem) {
     ["token_encode_speed", "token_encode_ns", 0.8],
     ["token_decode_speed", "token_decode_ns", 0.8],
   ] as const) {
-    lines.push(ratioGoal(BENCH, name, speed("ours_msgpack", m), speed("json", m), ">=", target, relNoise(m), "ops/s ratio"));
+    lines.push(
+      ratioGoal(BENCH, name, speed("ours_msgpack", m), speed("json", m), ">=", target, relNoise(m), "ops/s ratio"),
+    );
   }
   const bin4k = "bin4k_decode_ns";
   const [ours4k, json4k] = [speed("ours_msgpack", bin4k), speed("json", bin4k)];

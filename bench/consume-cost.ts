@@ -13,8 +13,23 @@ import { connect, headers } from "@nats-io/transport-node";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { NatsServer } from "./lib/stack.js";
 
-type Mode = "publisher_only" | "core_subscribe" | "js_consume_iterator" | "js_consume_callback" | "js_push_ordered" | "js_push_raw" | "js_republish_core";
-const MODES: Mode[] = ["publisher_only", "core_subscribe", "js_consume_iterator", "js_consume_callback", "js_push_ordered", "js_push_raw", "js_republish_core"];
+type Mode =
+  | "publisher_only"
+  | "core_subscribe"
+  | "js_consume_iterator"
+  | "js_consume_callback"
+  | "js_push_ordered"
+  | "js_push_raw"
+  | "js_republish_core";
+const MODES: Mode[] = [
+  "publisher_only",
+  "core_subscribe",
+  "js_consume_iterator",
+  "js_consume_callback",
+  "js_push_ordered",
+  "js_push_raw",
+  "js_republish_core",
+];
 
 async function arm(url: string, mode: Mode, rate: number, seconds: number): Promise<{ msgs: number; userMs: number }> {
   const nc = await connect({ servers: url, noAsyncTraces: true });
@@ -38,7 +53,8 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
   }
   if (mode === "js_consume_iterator" || mode === "js_consume_callback") {
     const c = await js.consumers.get("CC", { filter_subjects: "cc.>", deliver_policy: DeliverPolicy.New });
-    if (mode === "js_consume_callback") await c.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => count(m.data) });
+    if (mode === "js_consume_callback")
+      await c.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => count(m.data) });
     else {
       const it = await c.consume({ max_messages: 2_000, expires: 2_000 });
       void (async () => {
@@ -55,7 +71,8 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
     const inbox = `_INBOX.raw${process.pid}`;
     nc.subscribe(inbox, {
       callback: (_e, m) => {
-        // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>`: the 4th token from the end.
+        // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>`: the 4th token from the
+        // end.
         const r = m.reply ?? "";
         let third = -1;
         let at = r.length;
@@ -68,7 +85,12 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
         count(m.data);
       },
     });
-    await (await jetstreamManager(nc)).consumers.add("CC", { deliver_subject: inbox, filter_subject: "cc.>", deliver_policy: DeliverPolicy.New, ack_policy: AckPolicy.None });
+    await (await jetstreamManager(nc)).consumers.add("CC", {
+      deliver_subject: inbox,
+      filter_subject: "cc.>",
+      deliver_policy: DeliverPolicy.New,
+      ack_policy: AckPolicy.None,
+    });
   }
   const body = new Uint8Array(170);
   let stop = false;
@@ -88,7 +110,8 @@ async function arm(url: string, mode: Mode, rate: number, seconds: number): Prom
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const u = process.cpuUsage(c0);
   stop = true;
-  if ((mode === "js_republish_core" || mode === "js_push_raw") && !(lastSeq > 0)) throw new Error(`${mode}: no stream sequence seen`);
+  if ((mode === "js_republish_core" || mode === "js_push_raw") && !(lastSeq > 0))
+    throw new Error(`${mode}: no stream sequence seen`);
   return { msgs: got - g0, userMs: u.user / 1000 };
 }
 
@@ -104,7 +127,11 @@ const seconds = Number(process.argv[3] ?? 5);
 const ns = await NatsServer.start();
 try {
   const nc = await connect({ servers: ns.url });
-  await (await jetstreamManager(nc)).streams.add({ name: "CC", subjects: ["cc.>"], republish: { src: "cc.>", dest: "ccr.>" } });
+  await (await jetstreamManager(nc)).streams.add({
+    name: "CC",
+    subjects: ["cc.>"],
+    republish: { src: "cc.>", dest: "ccr.>" },
+  });
   await nc.close();
   // Rounds alternate the arms and each arm's median counts: single runs on a shared VM swing by 2x.
   const ROUNDS = 3;
@@ -113,20 +140,26 @@ try {
     const order = round % 2 ? [...MODES].reverse() : MODES;
     for (const mode of order) {
       const r = await new Promise<{ msgs: number; userMs: number }>((resolve, reject) => {
-        const p = fork(new URL(import.meta.url).pathname, ["--arm", ns.url, mode, String(rate), String(seconds)], { execArgv: process.execArgv });
+        const p = fork(new URL(import.meta.url).pathname, ["--arm", ns.url, mode, String(rate), String(seconds)], {
+          execArgv: process.execArgv,
+        });
         p.once("message", (m) => resolve(m as { msgs: number; userMs: number }));
         p.once("exit", (code) => (code ? reject(new Error(`${mode} exited ${code}`)) : undefined));
       });
       // Per published message (receivers get them all; the publisher-only arm receives none).
-      if (mode !== "publisher_only" && r.msgs < rate * seconds * 0.95) throw new Error(`${mode} received only ${r.msgs} messages`);
+      if (mode !== "publisher_only" && r.msgs < rate * seconds * 0.95)
+        throw new Error(`${mode} received only ${r.msgs} messages`);
       (runs[mode] ??= []).push((r.userMs * 1000) / (rate * seconds));
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
   const base = median(runs.publisher_only!);
-  process.stdout.write(`user CPU per message at ${rate} msg/s, median of ${ROUNDS} alternating rounds (publisher-only arm subtracted):\n`);
+  process.stdout.write(
+    `user CPU per message at ${rate} msg/s, median of ${ROUNDS} alternating rounds (publisher-only arm subtracted):\n`,
+  );
   process.stdout.write(`  ${"publisher_only".padEnd(22)} ${base.toFixed(1).padStart(7)} µs per published message\n`);
-  for (const mode of MODES.slice(1)) process.stdout.write(`  ${mode.padEnd(22)} ${(median(runs[mode]!) - base).toFixed(1).padStart(7)} µs\n`);
+  for (const mode of MODES.slice(1))
+    process.stdout.write(`  ${mode.padEnd(22)} ${(median(runs[mode]!) - base).toFixed(1).padStart(7)} µs\n`);
 } finally {
   await ns.stop();
 }

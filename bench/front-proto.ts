@@ -24,17 +24,43 @@ if (missing) throw new Error(missing);
 
 const up = startTs("upstream", "peers/upstream.ts", ["20"], { cpu: "1" });
 const upstream = `http://127.0.0.1:${(await up.waitFor(/upstream listening (\d+)/))[1]}`;
-execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"), "-days", "2", "-subj", "/CN=localhost"], { stdio: "ignore" });
+execFileSync(
+  "openssl",
+  [
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    join(dir, "key.pem"),
+    "-out",
+    join(dir, "cert.pem"),
+    "-days",
+    "2",
+    "-subj",
+    "/CN=localhost",
+  ],
+  { stdio: "ignore" },
+);
 const ours = await startOurProxy(upstream, { cpu: "0" });
-const front = startTs("uws-front", "peers/uws-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem")], { cpu: "0" });
+const front = startTs("uws-front", "peers/uws-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem")], {
+  cpu: "0",
+});
 const frontPort = Number((await front.waitFor(/front listening (\d+)/))[1]);
 const nginx = await startNginx(dir, Number(new URL(upstream).port));
-const nodeFront = (mode: string) => startTs(`node-front-${mode}`, "peers/node-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem"), mode], { cpu: "0" });
+const nodeFront = (mode: string) =>
+  startTs(`node-front-${mode}`, "peers/node-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem"), mode], {
+    cpu: "0",
+  });
 const nu = nodeFront("undici");
 const nuPort = Number((await nu.waitFor(/front listening (\d+)/))[1]);
 const nh = nodeFront("hello");
 const nhPort = Number((await nh.waitFor(/front listening (\d+)/))[1]);
-const tlsFront = (mode: string) => startTs(`tls-front-${mode}`, "peers/tls-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem"), mode], { cpu: "0" });
+const tlsFront = (mode: string) =>
+  startTs(`tls-front-${mode}`, "peers/tls-front.ts", [upstream, join(dir, "key.pem"), join(dir, "cert.pem"), mode], {
+    cpu: "0",
+  });
 const th = tlsFront("hello");
 const thPort = Number((await th.waitFor(/front listening (\d+)/))[1]);
 const tp = tlsFront("proxy");
@@ -55,10 +81,15 @@ for (let r = 0; r <= rounds; r++) {
     const w = wrkPerCpu(`https://127.0.0.1:${a.port}/`, 4, a.pids);
     const perCpuS = w.perCpuS;
     if (w.errors) throw new Error(`${a.name}: ${w.errors}`);
-    process.stderr.write(`[front-proto] round ${r}${r === 0 ? " (warm-up)" : ""} ${a.name}: ${perCpuS.toFixed(0)} req/CPU-s\n`);
+    process.stderr.write(
+      `[front-proto] round ${r}${r === 0 ? " (warm-up)" : ""} ${a.name}: ${perCpuS.toFixed(0)} req/CPU-s\n`,
+    );
     if (r > 0) results.get(a.name)!.push(perCpuS);
   }
 }
 const nginxMed = median(results.get("nginx")!);
-for (const [name, v] of results) process.stdout.write(`${name.padEnd(16)} ${median(v).toFixed(0).padStart(7)} req/CPU-s  ${(median(v) / nginxMed).toFixed(2)}× nginx\n`);
+for (const [name, v] of results)
+  process.stdout.write(
+    `${name.padEnd(16)} ${median(v).toFixed(0).padStart(7)} req/CPU-s  ${(median(v) / nginxMed).toFixed(2)}× nginx\n`,
+  );
 process.exit(0);

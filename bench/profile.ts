@@ -1,7 +1,8 @@
 /**
  * Where the time goes: runs our stack with `node --cpu-prof` on the gateway and the agent under a load from one of
  * the benchmarks' clients, then prints the top self-time frames of each (share of busy time).
- * Usage: node --import ./bench/register.mjs bench/profile.ts [dispatch|tokens|tokens-proxy|fanout|fanout-floor] [seconds] [N] [rate]
+ * Usage: node --import ./bench/register.mjs bench/profile.ts [dispatch|tokens|tokens-proxy|fanout|fanout-floor]
+ * [seconds] [N] [rate]
  * (`BENCH_FLOOR_MODE` picks the floor server's mode for `fanout-floor`: core, js-raw, js-lib, js-republish).
  */
 import { mkdtempSync, readdirSync } from "node:fs";
@@ -22,14 +23,23 @@ const seconds = Number(process.argv[3] ?? 5);
  * The fan-out load (argv N subscribers, default 100, at argv rate events/s, default 400) on a server: `start`
  * opens the sockets and starts the job; then one measured window, which also bounds the profile (`windowUs`).
  */
-async function fanoutWindow(pid: number, start: (c: Spawned, n: number, rate: number) => Promise<string>): Promise<{ c: Spawned; jobId: string }> {
+async function fanoutWindow(
+  pid: number,
+  start: (c: Spawned, n: number, rate: number) => Promise<string>,
+): Promise<{ c: Spawned; jobId: string }> {
   const c = startTs("fanout-client", "clients/fanout-client.ts", [], { ipc: true });
   await c.waitFor(/client ready/);
   const jobId = await start(c, Number(process.argv[4] ?? 100), Number(process.argv[5] ?? 400));
   windowUs = { from: nowUs() };
-  const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({ op: "window", ms: seconds * 1000, pid });
+  const w = await c.call<{ frames: number; userNs: number; errors: string[] }>({
+    op: "window",
+    ms: seconds * 1000,
+    pid,
+  });
   windowUs.to = nowUs();
-  process.stdout.write(`load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`);
+  process.stdout.write(
+    `load: ${w.frames} frames, ${(w.userNs / w.frames).toFixed(0)} ns user CPU/frame, ${w.errors.length} errors\n`,
+  );
   return { c, jobId };
 }
 const dir = mkdtempSync(join(tmpdir(), "nw-bench-prof-"));
@@ -41,7 +51,10 @@ try {
   const noProf = process.env.BENCH_NOPROF !== undefined || traceGc;
   // BENCH_NODE_ARGS: extra V8/Node flags for the gateway and the agent (e.g. GC tuning experiments).
   const extra = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const prof = (who: string) => [...extra, ...(traceGc ? ["--trace-gc"] : noProf ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(dir, who)}`])];
+  const prof = (who: string) => [
+    ...extra,
+    ...(traceGc ? ["--trace-gc"] : noProf ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(dir, who)}`]),
+  ];
   const gw = await startGateway(ns.url, { nodeArgs: prof("gateway") });
   const agent = await startAgent(ns.url, gw.url, { maxJobs: 64, nodeArgs: prof("agent") });
   const pids: Record<string, number> = { gateway: gw.pid, agent: agent.pid, nats: ns.pid };
@@ -51,26 +64,47 @@ try {
   const stops: Spawned[] = [];
   const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuNs(p)]));
   if (what === "dispatch") {
-    const saved = await fetch(`${gw.url}/api/workflows`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(example("hello-world")) });
+    const saved = await fetch(`${gw.url}/api/workflows`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(example("hello-world")),
+    });
     const workflow = ((await saved.json()) as { id: string }).id;
     const c = startTs("dispatch-client", "clients/dispatch-client.ts", [], { ipc: true });
     await c.waitFor(/client ready/);
-    const r = await c.call<{ jobsPerS: number; errorCount: number }>({ op: "throughput", mode: "ours", base: gw.url, workflow, concurrency: 32, durationMs: seconds * 1000 });
+    const r = await c.call<{ jobsPerS: number; errorCount: number }>({
+      op: "throughput",
+      mode: "ours",
+      base: gw.url,
+      workflow,
+      concurrency: 32,
+      durationMs: seconds * 1000,
+    });
     process.stdout.write(`load: ${r.jobsPerS.toFixed(0)} jobs/s, ${r.errorCount} errors\n`);
   } else if (what === "fanout") {
     // N=100 subscribers of one job at 400 events/s (the fan-out benchmark's first size): 1 runs, 99 resume from 0.
     const { c, jobId } = await fanoutWindow(gw.pid, async (c, n, rate) => {
-      const r = await c.call<{ jobId: string }>({ op: "ours", port: gw.port, n, graph: tokensGraph(rate), count: rate * 600, probe: 500 }, 300_000);
+      const r = await c.call<{ jobId: string }>(
+        { op: "ours", port: gw.port, n, graph: tokensGraph(rate), count: rate * 600, probe: 500 },
+        300_000,
+      );
       return r.jobId;
     });
     const m = await (await fetch(`${gw.url}/metrics`)).text();
-    process.stdout.write(m.split("\n").filter((l) => /ws_follows|replays_total|events_in/.test(l) && !l.startsWith("#")).join("\n") + "\n");
+    process.stdout.write(
+      m
+        .split("\n")
+        .filter((l) => /ws_follows|replays_total|events_in/.test(l) && !l.startsWith("#"))
+        .join("\n") + "\n",
+    );
     await c.call({ op: "stop", jobId, ours: true });
   } else if (what === "fanout-floor") {
     // The same fan-out load on the floor (bare uWS.js publishing core NATS messages), profiled the same way:
     // the per-event JavaScript of the two servers side by side (`fanout` above profiles ours).
     // BENCH_FLOOR_MODE=js-lib (or js-raw, js-republish): one of the JetStream floors instead of the core one.
-    const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url, process.env.BENCH_FLOOR_MODE ?? "core"], { nodeArgs: prof("floor") });
+    const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url, process.env.BENCH_FLOOR_MODE ?? "core"], {
+      nodeArgs: prof("floor"),
+    });
     const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
     pids.floor = floor.pid;
     cpu0.floor = cpuNs(floor.pid);
@@ -98,22 +132,40 @@ try {
     }
     const c = startTs("token-client", "clients/token-client.ts", [], { ipc: true });
     await c.waitFor(/client ready/);
-    const r = await c.call<{ lat: number[] }>({ op: "run", mode: "ours", url, graph: tokensGraph(50), jobs: 20, count: seconds * 50, rate: 50, staggerMs: 50 });
+    const r = await c.call<{ lat: number[] }>({
+      op: "run",
+      mode: "ours",
+      url,
+      graph: tokensGraph(50),
+      jobs: 20,
+      count: seconds * 50,
+      rate: 50,
+      staggerMs: 50,
+    });
     const lat = [...r.lat].sort((a, b) => a - b);
     const q = (f: number) => lat[Math.min(lat.length - 1, Math.floor(f * lat.length))]!.toFixed(2);
-    process.stdout.write(`load: ${r.lat.length} tokens, latency p50 ${q(0.5)} p99 ${q(0.99)} p99.9 ${q(0.999)} max ${q(1)} ms\n`);
+    process.stdout.write(
+      `load: ${r.lat.length} tokens, latency p50 ${q(0.5)} p99 ${q(0.99)} p99.9 ${q(0.999)} max ${q(1)} ms\n`,
+    );
   }
-  for (const [k, p] of Object.entries(pids)) process.stdout.write(`${k}: ${((cpuNs(p) - cpu0[k]!) / 1e6).toFixed(0)} ms CPU\n`);
+  for (const [k, p] of Object.entries(pids))
+    process.stdout.write(`${k}: ${((cpuNs(p) - cpu0[k]!) / 1e6).toFixed(0)} ms CPU\n`);
   await gw.stop("SIGINT");
   await agent.stop("SIGINT");
   for (const p of stops) await p.stop("SIGINT");
-  if (traceGc) for (const [who, p] of [["gateway", gw], ["agent", agent], ...stops.map((s) => ["proxy", s] as const)] as const) process.stdout.write(`${who}: ${gcSummary(p.out())}\n`);
+  if (traceGc)
+    for (const [who, p] of [["gateway", gw], ["agent", agent], ...stops.map((s) => ["proxy", s] as const)] as const)
+      process.stdout.write(`${who}: ${gcSummary(p.out())}\n`);
   for (const who of noProf ? [] : profiled) {
     // A process started with the ts loader also profiles the loader's thread (CPU.<date>.<time>.<pid>.<thread>.<n>):
     // the main thread is thread 0.
     const files = readdirSync(join(dir, who)).filter((f) => /\.0\.\d+\.cpuprofile$/.test(f));
     if (files.length === 0) continue;
-    const t = topFrames(join(dir, who, files[0]!), 25, windowUs?.to ? { from: windowUs.from, to: windowUs.to } : undefined);
+    const t = topFrames(
+      join(dir, who, files[0]!),
+      25,
+      windowUs?.to ? { from: windowUs.from, to: windowUs.to } : undefined,
+    );
     process.stdout.write(`${who}: ${t.total_ms.toFixed(0)} ms busy\n`);
     for (const f of t.frames) process.stdout.write(`${String(f.pct).padStart(5)}%  ${f.frame}\n`);
   }
@@ -125,11 +177,18 @@ process.exit(0);
 /** `--trace-gc` lines → pauses by kind: how many, how many over 1 and 2 ms, the longest. */
 function gcSummary(out: string): string {
   const kinds = new Map<string, number[]>();
-  for (const m of out.matchAll(/(Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)\b[^,\n]*, ([\d.]+) \/ [\d.]+ ms/g)) {
+  for (const m of out.matchAll(
+    /(Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)\b[^,\n]*, ([\d.]+) \/ [\d.]+ ms/g,
+  )) {
     const list = kinds.get(m[1]!) ?? [];
     list.push(Number(m[2]));
     kinds.set(m[1]!, list);
   }
   if (kinds.size === 0) return "no GC lines";
-  return [...kinds].map(([k, v]) => `${k} ${v.length}× (>1 ms ${v.filter((x) => x > 1).length}, >2 ms ${v.filter((x) => x > 2).length}, max ${Math.max(...v).toFixed(2)} ms)`).join("; ");
+  return [...kinds]
+    .map(
+      ([k, v]) =>
+        `${k} ${v.length}× (>1 ms ${v.filter((x) => x > 1).length}, >2 ms ${v.filter((x) => x > 2).length}, max ${Math.max(...v).toFixed(2)} ms)`,
+    )
+    .join("; ");
 }

@@ -15,7 +15,18 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { addedGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf, type Arm, type GoalLine } from "./lib/report.js";
+import {
+  addedGoal,
+  alternate,
+  emitGoal,
+  invalid,
+  log as mkLog,
+  med,
+  ratioGoal,
+  rowsOf,
+  type Arm,
+  type GoalLine,
+} from "./lib/report.js";
 import { cpuOf, startNginx, wrkPerCpu } from "./lib/nginx.js";
 import { ensureCommands, startTs } from "./lib/procs.js";
 import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
@@ -23,7 +34,9 @@ import { proxyUnavailable, startOurProxy } from "./lib/proxy.js";
 const BENCH = "proxy";
 const quick = process.argv.includes("--quick");
 const log = mkLog(BENCH);
-const cfg = quick ? { wrkS: 3, rate: 1000, latMs: 2000, streams: 100, rounds: 3 } : { wrkS: 5, rate: 1000, latMs: 4000, streams: 200, rounds: 5 };
+const cfg = quick
+  ? { wrkS: 3, rate: 1000, latMs: 2000, streams: 100, rounds: 3 }
+  : { wrkS: 5, rate: 1000, latMs: 4000, streams: 200, rounds: 5 };
 /** The burst variant (every stream's frame in one tick) is table-only: it measures relaying N frames back to back. */
 const BURST_STREAMS = 200;
 const METRICS = ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"];
@@ -54,17 +67,40 @@ try {
         m.req_per_cpu_s = w.perCpuS;
         m.proxy_cpu_pct = (w.cpuS / cfg.wrkS) * 100;
       }
-      const h = await client.call<{ p50: number; p99: number; n: number; errors: string[]; errorCount: number; expected: number }>({ op: "http", url: `${base}/`, rate: cfg.rate, durationMs: cfg.latMs, conns: 16 });
-      if (h.errorCount || h.n !== h.expected) errors.push(`${name}: http ${h.n}/${h.expected} ok; ${h.errors.join("; ")}`);
+      const h = await client.call<{
+        p50: number;
+        p99: number;
+        n: number;
+        errors: string[];
+        errorCount: number;
+        expected: number;
+      }>({ op: "http", url: `${base}/`, rate: cfg.rate, durationMs: cfg.latMs, conns: 16 });
+      if (h.errorCount || h.n !== h.expected)
+        errors.push(`${name}: http ${h.n}/${h.expected} ok; ${h.errors.join("; ")}`);
       type WsResult = { p50: number; p99: number; n: number; frames: number; errors: string[]; errorCount: number };
       const w0 = pids ? cpuOf(pids()) : 0;
       const s = await client.call<WsResult>({ op: "ws", url: wsBase, streams: cfg.streams, durationMs: cfg.latMs });
       if (pids) m.ws_cpu_us_per_frame = (cpuOf(pids()) - w0) / 1e3 / s.frames;
-      const b = await client.call<WsResult>({ op: "ws", url: wsBase, streams: BURST_STREAMS, durationMs: cfg.latMs, burst: true });
-      for (const [what, r] of [["ws", s], ["ws burst", b]] as const) {
+      const b = await client.call<WsResult>({
+        op: "ws",
+        url: wsBase,
+        streams: BURST_STREAMS,
+        durationMs: cfg.latMs,
+        burst: true,
+      });
+      for (const [what, r] of [
+        ["ws", s],
+        ["ws burst", b],
+      ] as const) {
         if (r.errorCount || r.n === 0) errors.push(`${name}: ${what} ${r.n} frames; ${r.errors.join("; ")}`);
       }
-      Object.assign(m, { http_p50_ms: h.p50, http_p99_ms: h.p99, ws_p50_ms: s.p50, ws_p99_ms: s.p99, ws_burst_p99_ms: b.p99 });
+      Object.assign(m, {
+        http_p50_ms: h.p50,
+        http_p99_ms: h.p99,
+        ws_p50_ms: s.p50,
+        ws_p99_ms: s.p99,
+        ws_burst_p99_ms: b.p99,
+      });
       return m;
     },
   });
@@ -78,14 +114,55 @@ try {
     cfg.rounds,
     log,
   );
-  rowsOf(BENCH, res, { wrk_rps: "req/s", req_per_cpu_s: "req/CPU-s", proxy_cpu_pct: "% core", http_p50_ms: "ms", http_p99_ms: "ms", ws_p50_ms: "ms", ws_p99_ms: "ms", ws_cpu_us_per_frame: "µs CPU", ws_burst_p99_ms: "ms" });
+  rowsOf(BENCH, res, {
+    wrk_rps: "req/s",
+    req_per_cpu_s: "req/CPU-s",
+    proxy_cpu_pct: "% core",
+    http_p50_ms: "ms",
+    http_p99_ms: "ms",
+    ws_p50_ms: "ms",
+    ws_p99_ms: "ms",
+    ws_cpu_us_per_frame: "µs CPU",
+    ws_burst_p99_ms: "ms",
+  });
   if (errors.length) throw new Error(`invalid run: ${errors.slice(0, 3).join("; ")}`);
-  const n = (m: string, rel: boolean) => Math.abs(med(res, "nginx", m) - med(res, "nginx_aa", m)) / (rel ? med(res, "nginx", m) : 1);
-  lines.push(ratioGoal(BENCH, "req_per_cpu_s_vs_nginx", med(res, "ours", "req_per_cpu_s"), med(res, "nginx", "req_per_cpu_s"), ">=", 0.4, n("req_per_cpu_s", true)));
-  lines.push(addedGoal(BENCH, "http_added_p99_ms", med(res, "ours", "http_p99_ms"), med(res, "direct", "http_p99_ms"), 1, n("http_p99_ms", false)));
-  lines.push(addedGoal(BENCH, "ws_added_p99_ms", med(res, "ours", "ws_p99_ms"), med(res, "direct", "ws_p99_ms"), 1, n("ws_p99_ms", false)));
+  const n = (m: string, rel: boolean) =>
+    Math.abs(med(res, "nginx", m) - med(res, "nginx_aa", m)) / (rel ? med(res, "nginx", m) : 1);
+  lines.push(
+    ratioGoal(
+      BENCH,
+      "req_per_cpu_s_vs_nginx",
+      med(res, "ours", "req_per_cpu_s"),
+      med(res, "nginx", "req_per_cpu_s"),
+      ">=",
+      0.4,
+      n("req_per_cpu_s", true),
+    ),
+  );
+  lines.push(
+    addedGoal(
+      BENCH,
+      "http_added_p99_ms",
+      med(res, "ours", "http_p99_ms"),
+      med(res, "direct", "http_p99_ms"),
+      1,
+      n("http_p99_ms", false),
+    ),
+  );
+  lines.push(
+    addedGoal(
+      BENCH,
+      "ws_added_p99_ms",
+      med(res, "ours", "ws_p99_ms"),
+      med(res, "direct", "ws_p99_ms"),
+      1,
+      n("ws_p99_ms", false),
+    ),
+  );
 } catch (err) {
-  for (const m of METRICS) if (!lines.some((l) => l.metric === m)) lines.push(invalid(BENCH, m, "-", (err as Error).message.split("\n")[0]!.slice(0, 300)));
+  for (const m of METRICS)
+    if (!lines.some((l) => l.metric === m))
+      lines.push(invalid(BENCH, m, "-", (err as Error).message.split("\n")[0]!.slice(0, 300)));
 } finally {
   for (const g of lines) emitGoal(g);
 }

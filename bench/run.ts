@@ -33,41 +33,78 @@ interface Bench {
 const fanoutSizes = (q: boolean) => (q ? [100, 1000] : [100, 1000, 5000]);
 const BENCHES: Bench[] = [
   {
-    name: "codec", bench: "codec", script: "codec.ts", quick: true, timeoutS: 120, quickTimeoutS: 30,
+    name: "codec",
+    bench: "codec",
+    script: "codec.ts",
+    quick: true,
+    timeoutS: 120,
+    quickTimeoutS: 30,
     metrics: () => ["token_roundtrip_speed", "token_encode_speed", "token_decode_speed", "bin4k_decode_speed"],
   },
   {
-    name: "token-path", bench: "token_path", script: "token-path.ts", quick: true, timeoutS: 500, quickTimeoutS: 60,
+    name: "token-path",
+    bench: "token_path",
+    script: "token-path.ts",
+    quick: true,
+    timeoutS: 500,
+    quickTimeoutS: 60,
     metrics: (q) => [
       ...["added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", "added_p50_tls_proxy_ms", "added_p99_tls_proxy_ms"],
       ...(q ? [] : ["added_p50_r3_ms"]),
     ],
   },
   {
-    name: "dispatch", bench: "dispatch", script: "dispatch.ts", quick: true, timeoutS: 420, quickTimeoutS: 45,
+    name: "dispatch",
+    bench: "dispatch",
+    script: "dispatch.ts",
+    quick: true,
+    timeoutS: 420,
+    quickTimeoutS: 45,
     metrics: (q) => ["first_event_p50_ms", "jobs_per_s", ...(q ? [] : ["first_event_p50_r3_vs_r1"])],
   },
   {
-    name: "fanout", bench: "ws_fanout", script: "fanout.ts", quick: false, timeoutS: 2400, quickTimeoutS: 90,
+    name: "fanout",
+    bench: "ws_fanout",
+    script: "fanout.ts",
+    quick: false,
+    timeoutS: 2400,
+    quickTimeoutS: 90,
     metrics: (q) => fanoutSizes(q).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]),
   },
   {
-    name: "proxy", bench: "proxy", script: "proxy.ts", quick: false, timeoutS: 600, quickTimeoutS: 90,
+    name: "proxy",
+    bench: "proxy",
+    script: "proxy.ts",
+    quick: false,
+    timeoutS: 600,
+    quickTimeoutS: 90,
     metrics: () => ["req_per_cpu_s_vs_nginx", "http_added_p99_ms", "ws_added_p99_ms"],
   },
   // No goal (the issue sets none): what each step of isolation costs a job, in table rows.
-  { name: "strategies", bench: "strategies", script: "strategies.ts", quick: false, timeoutS: 300, quickTimeoutS: 60, metrics: () => [] },
+  {
+    name: "strategies",
+    bench: "strategies",
+    script: "strategies.ts",
+    quick: false,
+    timeoutS: 300,
+    quickTimeoutS: 60,
+    metrics: () => [],
+  },
 ];
 
 function runOne(b: Bench): Promise<{ rows: Row[]; goals: GoalLine[]; error: string | null }> {
   return new Promise((resolve) => {
     const rows: Row[] = [];
     const goals: GoalLine[] = [];
-    const child = spawn(process.execPath, ["--import", join(here, "register.mjs"), join(here, b.script), ...(quick ? ["--quick"] : [])], {
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-      env: { ...process.env, NODE_NO_WARNINGS: "1" },
-    });
+    const child = spawn(
+      process.execPath,
+      ["--import", join(here, "register.mjs"), join(here, b.script), ...(quick ? ["--quick"] : [])],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+        env: { ...process.env, NODE_NO_WARNINGS: "1" },
+      },
+    );
     const killGroup = () => {
       try {
         process.kill(-child.pid!, "SIGKILL");
@@ -152,16 +189,27 @@ function strayProcesses(): string[] {
     } catch {
       continue; // gone meanwhile
     }
-    const what = ["nats-server", "nginx", "wrk", "pebble"].includes(comm) ? comm : comm === "node" && /\/(bench|dist)\/|nodeway/.test(cmd) ? "node (nodeway or bench)" : null;
+    const what = ["nats-server", "nginx", "wrk", "pebble"].includes(comm)
+      ? comm
+      : comm === "node" && /\/(bench|dist)\/|nodeway/.test(cmd)
+        ? "node (nodeway or bench)"
+        : null;
     if (what) counts.set(what, (counts.get(what) ?? 0) + 1);
   }
   return [...counts].map(([k, n]) => `${k} ×${n}`);
 }
 
 const started = Date.now();
-process.stderr.write(`bench: ${quick ? "quick" : "full"} run on ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), load average ${loadavg().map((x) => x.toFixed(2)).join(" ")}, node ${process.version}\n`);
+process.stderr.write(
+  `bench: ${quick ? "quick" : "full"} run on ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), load average ${loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ")}, node ${process.version}\n`,
+);
 const strays = strayProcesses();
-const strayWarning = strays.length > 0 ? `warning: processes left from earlier runs were running when this run started (${strays.join(", ")}); its figures may be skewed\n` : "";
+const strayWarning =
+  strays.length > 0
+    ? `warning: processes left from earlier runs were running when this run started (${strays.join(", ")}); its figures may be skewed\n`
+    : "";
 process.stderr.write(strayWarning);
 const allRows: Row[] = [];
 const allGoals: GoalLine[] = [];
@@ -194,8 +242,13 @@ for (const r of allRows) {
 }
 const w0 = Math.max(20, ...[...table.keys()].map((k) => k.length)) + 2;
 const wArm = (a: string) => Math.max(15, a.length + 2);
-process.stdout.write(`\nmedians of measured rounds (warm-up dropped)\n${pad("bench metric", w0)}${arms.map((a) => pad(a, wArm(a))).join("")}\n`);
-for (const [k, per] of table) process.stdout.write(`${pad(k, w0)}${arms.map((a) => pad(per.has(a) ? fmt(per.get(a)!.value) : "", wArm(a))).join("")}\n`);
+process.stdout.write(
+  `\nmedians of measured rounds (warm-up dropped)\n${pad("bench metric", w0)}${arms.map((a) => pad(a, wArm(a))).join("")}\n`,
+);
+for (const [k, per] of table)
+  process.stdout.write(
+    `${pad(k, w0)}${arms.map((a) => pad(per.has(a) ? fmt(per.get(a)!.value) : "", wArm(a))).join("")}\n`,
+  );
 const count = (v: Verdict) => allGoals.filter((g) => g.verdict === v).length;
 const tally = (["met", "missed", "inconclusive", "invalid"] as const).map((v) => `${count(v)} ${v}`).join(", ");
 process.stdout.write(`\ngoals (${allGoals.length} lines: ${tally}; ${((Date.now() - started) / 1000).toFixed(0)} s)\n`);

@@ -49,7 +49,11 @@ try {
       edges: [{ id: "e", source: "w", sourceHandle: "output", target: "out", targetHandle: "value" }],
     },
   };
-  const saved = await fetch(`${gw.url}/api/workflows`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(wf) });
+  const saved = await fetch(`${gw.url}/api/workflows`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(wf),
+  });
   if (saved.status !== 200) throw new Error(`cannot save the workflow: ${saved.status} ${await saved.text()}`);
   const workflow = ((await saved.json()) as { id: string }).id;
 
@@ -59,11 +63,19 @@ try {
     const out: number[] = [];
     for (let i = 0; i < n; i++) {
       const t0 = performance.now();
-      const r = await fetch(`${gw.url}/api/workflows/${workflow}/run?wait=true`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ params: {}, execution_strategy: strategy }) });
-      const body = (await r.json()) as { status?: string; outputs?: { where?: { pid: number; thread_id: number; host: string }[] } };
+      const r = await fetch(`${gw.url}/api/workflows/${workflow}/run?wait=true`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ params: {}, execution_strategy: strategy }),
+      });
+      const body = (await r.json()) as {
+        status?: string;
+        outputs?: { where?: { pid: number; thread_id: number; host: string }[] };
+      };
       out.push(performance.now() - t0);
       const w = body.outputs?.where?.[0];
-      if (r.status !== 200 || body.status !== "completed" || !w) errors.push(`${strategy}: ${r.status} ${JSON.stringify(body).slice(0, 200)}`);
+      if (r.status !== 200 || body.status !== "completed" || !w)
+        errors.push(`${strategy}: ${r.status} ${JSON.stringify(body).slice(0, 200)}`);
       else if (strategy === "threaded" && w.thread_id === 0) errors.push("threaded: ran on a main thread");
       else if (strategy === "docker" && w.host === hostname()) errors.push("docker: ran on this host");
     }
@@ -92,7 +104,18 @@ try {
         Cmd: ["/usr/local/bin/node", "-e", "0"],
         User: "65534:65534",
         NetworkDisabled: true,
-        HostConfig: { AutoRemove: true, Init: true, NetworkMode: "none", ReadonlyRootfs: true, CapDrop: ["ALL"], SecurityOpt: ["no-new-privileges"], Memory: 1 << 30, MemorySwap: 1 << 30, NanoCpus: 1e9, PidsLimit: 256 },
+        HostConfig: {
+          AutoRemove: true,
+          Init: true,
+          NetworkMode: "none",
+          ReadonlyRootfs: true,
+          CapDrop: ["ALL"],
+          SecurityOpt: ["no-new-privileges"],
+          Memory: 1 << 30,
+          MemorySwap: 1 << 30,
+          NanoCpus: 1e9,
+          PidsLimit: 256,
+        },
       });
       const exit = c.wait({ condition: "next-exit" });
       await c.start();
@@ -109,18 +132,37 @@ try {
     }
     return out;
   };
-  const arms: Arm[] = strategies.map((s) => ({ name: s, run: async () => ({ job_p50_ms: summarize(await jobs(s, cfg.jobs)).p50 }) }));
+  const arms: Arm[] = strategies.map((s) => ({
+    name: s,
+    run: async () => ({ job_p50_ms: summarize(await jobs(s, cfg.jobs)).p50 }),
+  }));
   arms.push({ name: "inline_aa", run: async () => ({ job_p50_ms: summarize(await jobs("inline", cfg.jobs)).p50 }) });
-  for (const s of strategies.filter((x) => x !== "inline")) arms.push({ name: `bare_${s}`, run: async () => ({ start_end_p50_ms: summarize(await timed(primitives[s]!, cfg.jobs)).p50 }) });
+  for (const s of strategies.filter((x) => x !== "inline"))
+    arms.push({
+      name: `bare_${s}`,
+      run: async () => ({ start_end_p50_ms: summarize(await timed(primitives[s]!, cfg.jobs)).p50 }),
+    });
   const res = await alternate(arms, cfg.rounds, log);
   if (errors.length) throw new Error(`invalid run: ${errors.length} bad jobs, first: ${errors[0]}`);
   rowsOf(BENCH, res, { job_p50_ms: "ms", start_end_p50_ms: "ms" });
   const inline = med(res, "inline", "job_p50_ms");
-  emitRow({ bench: BENCH, metric: "inline_aa_spread_ms", arm: "noise", value: Math.abs(inline - med(res, "inline_aa", "job_p50_ms")), unit: "ms" });
+  emitRow({
+    bench: BENCH,
+    metric: "inline_aa_spread_ms",
+    arm: "noise",
+    value: Math.abs(inline - med(res, "inline_aa", "job_p50_ms")),
+    unit: "ms",
+  });
   for (const s of strategies.filter((x) => x !== "inline")) {
     const added = med(res, s, "job_p50_ms") - inline;
     emitRow({ bench: BENCH, metric: `${s}_added_over_inline_ms`, arm: "ours", value: added, unit: "ms" });
-    emitRow({ bench: BENCH, metric: `${s}_added_beyond_bare_ms`, arm: "ours", value: added - med(res, `bare_${s}`, "start_end_p50_ms"), unit: "ms" });
+    emitRow({
+      bench: BENCH,
+      metric: `${s}_added_beyond_bare_ms`,
+      arm: "ours",
+      value: added - med(res, `bare_${s}`, "start_end_p50_ms"),
+      unit: "ms",
+    });
   }
 } catch (err) {
   log(`bench failed: ${(err as Error).message.slice(0, 400)}`);

@@ -21,7 +21,9 @@ import { summarize } from "./lib/stats.js";
 const BENCH = "token_path";
 const quick = process.argv.includes("--quick");
 const log = mkLog(BENCH);
-const cfg = quick ? { jobs: 20, rate: 50, count: 50, rounds: 5, staggerMs: 20 } : { jobs: 20, rate: 50, count: 250, rounds: 6, staggerMs: 50 };
+const cfg = quick
+  ? { jobs: 20, rate: 50, count: 50, rounds: 5, staggerMs: 20 }
+  : { jobs: 20, rate: 50, count: 250, rounds: 6, staggerMs: 50 };
 
 const home = mkdtempSync(join(tmpdir(), "nw-bench-home-"));
 process.env.NODEWAY_HOME = home;
@@ -41,7 +43,12 @@ try {
   const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url]);
   await pub.waitFor(/floor-pub ready/);
   let noProxy = await proxyUnavailable();
-  const proxy = noProxy === null ? await startOurProxy(gw.url).catch((err: Error) => ((noProxy = `proxy did not start: ${err.message.slice(0, 300)}`), null)) : null;
+  const proxy =
+    noProxy === null
+      ? await startOurProxy(gw.url).catch(
+          (err: Error) => ((noProxy = `proxy did not start: ${err.message.slice(0, 300)}`), null),
+        )
+      : null;
   if (noProxy) log(`TLS proxy variant skipped: ${noProxy}`);
   const client = startTs("token-client", "clients/token-client.ts", [], { cpu: "1", ipc: true });
   await client.waitFor(/client ready/);
@@ -51,23 +58,54 @@ try {
   const arm = (name: string, mode: "ours" | "floor", url: string): Arm => ({
     name,
     async run() {
-      const r = await client.call<{ lat: number[]; ttft: number[]; errors: string[]; phases: Record<string, number[]> }>({ op: "run", mode, url, graph, ...cfg });
+      const r = await client.call<{
+        lat: number[];
+        ttft: number[];
+        errors: string[];
+        phases: Record<string, number[]>;
+      }>({ op: "run", mode, url, graph, ...cfg });
       if (r.errors.length) errors.set(name, [...(errors.get(name) ?? []), ...r.errors]);
       const expected = cfg.jobs * cfg.count;
-      if (r.lat.length !== expected) errors.set(name, [...(errors.get(name) ?? []), `${r.lat.length}/${expected} tokens arrived`]);
+      if (r.lat.length !== expected)
+        errors.set(name, [...(errors.get(name) ?? []), `${r.lat.length}/${expected} tokens arrived`]);
       const l = summarize(r.lat);
       const t = summarize(r.ttft);
       const ph: Record<string, number> = {};
       for (const [k, v] of Object.entries(r.phases)) if (v.length) ph[`ttft_${k}_p50_ms`] = summarize(v).p50;
-      return { p50_ms: l.p50, p99_ms: l.p99, p999_ms: l.p999, ttft_p50_ms: t.p50, ttft_p99_ms: t.p99, tokens: r.lat.length, ...ph };
+      return {
+        p50_ms: l.p50,
+        p99_ms: l.p99,
+        p999_ms: l.p999,
+        ttft_p50_ms: t.p50,
+        ttft_p99_ms: t.p99,
+        tokens: r.lat.length,
+        ...ph,
+      };
     },
   });
-  const arms: Arm[] = [arm("ours", "ours", gw.url.replace(/^http/, "ws")), arm("floor", "floor", `ws://127.0.0.1:${floorPort}`), arm("floor_aa", "floor", `ws://127.0.0.1:${floorPort}`)];
+  const arms: Arm[] = [
+    arm("ours", "ours", gw.url.replace(/^http/, "ws")),
+    arm("floor", "floor", `ws://127.0.0.1:${floorPort}`),
+    arm("floor_aa", "floor", `ws://127.0.0.1:${floorPort}`),
+  ];
   if (proxy) arms.push(arm("ours_tls_proxy", "ours", `wss://127.0.0.1:${proxy.httpsPort}`));
   if (gw3) arms.push(arm("ours_r3", "ours", gw3.url.replace(/^http/, "ws")));
-  log(`${cfg.jobs} jobs × ${cfg.rate} tok/s (${cfg.jobs * cfg.rate} tok/s aggregate), ${cfg.count} tokens each, ${cfg.rounds} rounds`);
+  log(
+    `${cfg.jobs} jobs × ${cfg.rate} tok/s (${cfg.jobs * cfg.rate} tok/s aggregate), ${cfg.count} tokens each, ${cfg.rounds} rounds`,
+  );
   const res = await alternate(arms, cfg.rounds, log);
-  rowsOf(BENCH, res, { p50_ms: "ms", p99_ms: "ms", p999_ms: "ms", ttft_p50_ms: "ms", ttft_p99_ms: "ms", tokens: "", ttft_submit_p50_ms: "ms", ttft_dispatch_p50_ms: "ms", ttft_start_p50_ms: "ms", ttft_deliver_p50_ms: "ms" });
+  rowsOf(BENCH, res, {
+    p50_ms: "ms",
+    p99_ms: "ms",
+    p999_ms: "ms",
+    ttft_p50_ms: "ms",
+    ttft_p99_ms: "ms",
+    tokens: "",
+    ttft_submit_p50_ms: "ms",
+    ttft_dispatch_p50_ms: "ms",
+    ttft_start_p50_ms: "ms",
+    ttft_deliver_p50_ms: "ms",
+  });
 
   const noise = (m: string) => Math.abs(med(res, "floor", m) - med(res, "floor_aa", m));
   const goals: [string, string, number][] = [
@@ -77,14 +115,21 @@ try {
   ];
   const floorErr = [...(errors.get("floor") ?? []), ...(errors.get("floor_aa") ?? [])];
   const lines: GoalLine[] = [];
-  for (const [variant, armName] of [["", "ours"], ["_tls_proxy", "ours_tls_proxy"]] as const) {
+  for (const [variant, armName] of [
+    ["", "ours"],
+    ["_tls_proxy", "ours_tls_proxy"],
+  ] as const) {
     for (const [metric, m, limit] of goals) {
       if (variant && variant === "_tls_proxy" && metric === "ttft_added_p50_ms") continue;
       const name = `${metric.replace("_ms", "")}${variant}_ms`;
       const goal = `ours - peer <= ${limit} ms`;
       if (armName === "ours_tls_proxy" && !proxy) lines.push(invalid(BENCH, name, goal, `skipped: ${noProxy}`));
-      else if (errors.has(armName)) lines.push(invalid(BENCH, name, goal, `invalid run (${armName}): ${errors.get(armName)!.slice(0, 3).join("; ")}`));
-      else if (floorErr.length) lines.push(invalid(BENCH, name, goal, `invalid run (floor): ${floorErr.slice(0, 3).join("; ")}`));
+      else if (errors.has(armName))
+        lines.push(
+          invalid(BENCH, name, goal, `invalid run (${armName}): ${errors.get(armName)!.slice(0, 3).join("; ")}`),
+        );
+      else if (floorErr.length)
+        lines.push(invalid(BENCH, name, goal, `invalid run (floor): ${floorErr.slice(0, 3).join("; ")}`));
       else lines.push(addedGoal(BENCH, name, med(res, armName, m), med(res, "floor", m), limit, noise(m)));
     }
   }

@@ -1,5 +1,5 @@
 /**
- * The `nodeway` command: argument parsing and process wiring only (design §1).
+ * The `nodeway` command: argument parsing and process wiring only.
  *
  *   nodeway up [--tls] [--host H] [--port P] [--nats-port P]   embedded single machine: nats-server + gateway + agent
  *   nodeway gateway [--host --port --nats <url> …]             the gateway alone
@@ -20,7 +20,15 @@ import type { RunningGateway } from "../gateway/index.js";
 import type { RunningProxy } from "../proxy/index.js";
 import type { Logger } from "../obs/index.js";
 import { MEDIA_TYPES, extensionOf } from "../protocol/index.js";
-import { UsageError, commandFlags, nodewayHome, parseArgs, settingsFor, type CommandFlags, type ParsedArgs } from "./settings.js";
+import {
+  UsageError,
+  commandFlags,
+  nodewayHome,
+  parseArgs,
+  settingsFor,
+  type CommandFlags,
+  type ParsedArgs,
+} from "./settings.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /**
@@ -37,12 +45,32 @@ const BOOLEAN_FLAGS = {
 const UP_FLAGS = ["tls", "nats-port", "no-examples", "https-port", "http-port"];
 /** The flags of the commands that talk to a gateway (they have no settings). */
 const CLIENT_FLAGS = {
-  run: { switches: new Set(["quiet"]), values: new Set(["param", "gateway", "timeout-s", "token", "save"]), positionals: true },
-  chat: { switches: new Set(), values: new Set(["model", "system", "max-tokens", "gateway", "token"]), positionals: true },
+  run: {
+    switches: new Set(["quiet"]),
+    values: new Set(["param", "gateway", "timeout-s", "token", "save"]),
+    positionals: true,
+  },
+  chat: {
+    switches: new Set(),
+    values: new Set(["model", "system", "max-tokens", "gateway", "token"]),
+    positionals: true,
+  },
   models: { switches: new Set(), values: new Set(["gateway", "token"]), positionals: false },
   token: { switches: new Set(), values: new Set(), positionals: false },
 } as const satisfies Record<string, CommandFlags>;
-const LIST_KEYS = new Set(["apiTokens", "pools", "labels", "strategies", "allowedOrigins", "allowedHosts", "corsOrigins", "upstream", "domain", "trustedProxies", "onDemandAllow"]);
+const LIST_KEYS = new Set([
+  "apiTokens",
+  "pools",
+  "labels",
+  "strategies",
+  "allowedOrigins",
+  "allowedHosts",
+  "corsOrigins",
+  "upstream",
+  "domain",
+  "trustedProxies",
+  "onDemandAllow",
+]);
 const ALIASES = { nats: "natsUrl" };
 
 function fail(message: string, code = 2): never {
@@ -136,7 +164,11 @@ async function cmdAgent(argv: readonly string[]): Promise<void> {
  * however it died, the pipe closes and the child drains and exits instead of running on as an orphan.
  */
 function stopWithParent(stop: () => Promise<void>): void {
-  const leave = () => void stop().then(() => process.exit(0), () => process.exit(1));
+  const leave = () =>
+    void stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   process.stdin.once("end", leave);
   process.stdin.once("error", leave);
   process.stdin.resume();
@@ -173,7 +205,8 @@ function waitForPort(host: string, port: number, timeoutMs: number, child: Child
       });
       c.once("error", () => {
         c.destroy();
-        if (Date.now() > deadline) rej(new Error(`nats-server did not listen on ${host}:${port} within ${timeoutMs} ms`));
+        if (Date.now() > deadline)
+          rej(new Error(`nats-server did not listen on ${host}:${port} within ${timeoutMs} ms`));
         else setTimeout(attempt, 50);
       });
     };
@@ -222,13 +255,14 @@ function superviseAgent(argv: string[], log: Logger): AgentChild {
     const startedAt = Date.now();
     const output = forwardAgentOutput(p, (id) => {
       log.info({ pid: p.pid }, `agent ${id} running in pid ${p.pid}`);
-      if (!started) ((started = true), resolveReady(id));
+      if (!started) (started = true), resolveReady(id);
     });
     p.once("exit", (code, signal) => {
       if (child === p) child = null;
       const how = signal ? `signal ${signal}` : `code ${code}`;
       // A first start that fails is up's failure (a bad setting, say): restarting would repeat it forever.
-      if (!started) return rejectReady(new Error(`the agent exited (${how}) before it started: ${output.errTail().trim()}`));
+      if (!started)
+        return rejectReady(new Error(`the agent exited (${how}) before it started: ${output.errTail().trim()}`));
       if (stopping) return;
       if (Date.now() - startedAt > 30_000) backoffMs = 500; // it ran a while: this is no crash loop
       log.warn({ pid: p.pid }, `the agent (pid ${p.pid}) exited (${how}); restarting it in ${backoffMs} ms`);
@@ -300,7 +334,11 @@ async function startNats(home: string, portFlag: string | undefined): Promise<Na
   const host = "127.0.0.1";
   const port = portFlag ? Number(portFlag) : await freePort(host);
   // nats-server logs to a file in the data dir; its banner would drown the lines a user needs.
-  const nats = spawn("nats-server", ["-js", "-a", host, "-p", String(port), "-sd", store, "-l", join(home, "nats-server.log")], { stdio: "ignore" });
+  const nats = spawn(
+    "nats-server",
+    ["-js", "-a", host, "-p", String(port), "-sd", store, "-l", join(home, "nats-server.log")],
+    { stdio: "ignore" },
+  );
   const stop = async (): Promise<void> => {
     if (nats.exitCode !== null) return;
     nats.kill("SIGTERM");
@@ -337,8 +375,14 @@ async function startTlsFront(args: ParsedArgs, gatewayUrl: string, home: string)
 
 /** `nodeway up`: nats-server (child), the gateway (in this process), one agent (child), optionally the proxy. */
 async function cmdUp(argv: readonly string[]): Promise<void> {
-  const [{ startGateway, isExpired, GATEWAY_OPTION_KEYS }, { AGENT_OPTION_KEYS }] = await Promise.all([loadGateway(), loadAgentConfig()]);
-  const flags = commandFlags([...GATEWAY_OPTION_KEYS, ...AGENT_OPTION_KEYS], BOOLEAN_FLAGS.up, { aliases: ALIASES, extra: UP_FLAGS });
+  const [{ startGateway, isExpired, GATEWAY_OPTION_KEYS }, { AGENT_OPTION_KEYS }] = await Promise.all([
+    loadGateway(),
+    loadAgentConfig(),
+  ]);
+  const flags = commandFlags([...GATEWAY_OPTION_KEYS, ...AGENT_OPTION_KEYS], BOOLEAN_FLAGS.up, {
+    aliases: ALIASES,
+    extra: UP_FLAGS,
+  });
   const args = parseCommand(argv, flags);
   const gwOpts = settingsFor("gateway", GATEWAY_OPTION_KEYS, args, { aliases: ALIASES, listKeys: LIST_KEYS });
   const agentConsumed = new Set<string>();
@@ -346,7 +390,10 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
   const agentOpts = settingsFor("agent", AGENT_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed: agentConsumed });
   const testNodes = agentOpts.testNodes === true || agentOpts.testNodes === "true" || agentOpts.testNodes === "1";
   if (spawnSync("nats-server", ["--version"]).error) {
-    fail("nats-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install nats-server`, package nats-server) and run `nodeway up` again.", 3);
+    fail(
+      "nats-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install nats-server`, package nats-server) and run `nodeway up` again.",
+      3,
+    );
   }
   const log = await cliLogger();
   const home = nodewayHome();
@@ -374,8 +421,11 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
     if (flagOn(args, "tls")) proxy = await startTlsFront(args, gw.url, home);
     const front = proxy ? `https://localhost:${proxy.httpsPort}` : gw.url;
     process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${nats.url}, agent ${agentId})\n`);
-    const withToken = gw.config.apiTokens.length > 0 ? " (API tokens are on: set NODEWAY_API_TOKEN to one of them)" : "";
-    process.stdout.write(`try: nodeway run ${join(ROOT, "examples", "hello-world.json")} --param name=you --gateway ${gw.url}${withToken}\n`);
+    const withToken =
+      gw.config.apiTokens.length > 0 ? " (API tokens are on: set NODEWAY_API_TOKEN to one of them)" : "";
+    process.stdout.write(
+      `try: nodeway run ${join(ROOT, "examples", "hello-world.json")} --param name=you --gateway ${gw.url}${withToken}\n`,
+    );
   } catch (err) {
     await stopAll();
     fail((err as Error).message, 1);
@@ -383,7 +433,12 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
 }
 
 /** Saves every `examples/*.json` workflow, so a fresh `up` has something to run. */
-async function seedExamples(gatewayUrl: string, token: string | undefined, testNodes: boolean, log: Logger): Promise<void> {
+async function seedExamples(
+  gatewayUrl: string,
+  token: string | undefined,
+  testNodes: boolean,
+  log: Logger,
+): Promise<void> {
   const dir = join(ROOT, "examples");
   for (const f of readdirSync(dir).filter((x) => x.endsWith(".json"))) {
     const text = readFileSync(join(dir, f), "utf8");
@@ -394,15 +449,25 @@ async function seedExamples(gatewayUrl: string, token: string | undefined, testN
     }
     const wf = JSON.parse(text) as Record<string, unknown>;
     const id = (wf.id as string | undefined) ?? basename(f, ".json");
-    const headers: Record<string, string> = { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) };
-    const r = await fetch(`${gatewayUrl}/api/workflows/${encodeURIComponent(id)}`, { method: "PUT", body: JSON.stringify(wf), headers });
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    };
+    const r = await fetch(`${gatewayUrl}/api/workflows/${encodeURIComponent(id)}`, {
+      method: "PUT",
+      body: JSON.stringify(wf),
+      headers,
+    });
     if (!r.ok) log.warn(`example ${f} was not saved: ${await r.text()}`);
   }
 }
 
 /** The gateway a client command talks to (`--gateway`, else NODEWAY_GATEWAY_URL), without a trailing slash. */
 function gatewayUrl(args: ParsedArgs): string {
-  return (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+  return (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(
+    /\/$/,
+    "",
+  );
 }
 
 /** `--token`, else NODEWAY_API_TOKEN, which keeps the token off the command line (where `ps` shows it). */
@@ -435,13 +500,20 @@ function gatewayClient(args: ParsedArgs): GatewayClient {
 async function cmdRun(argv: readonly string[]): Promise<void> {
   const args = parseCommand(argv, CLIENT_FLAGS.run);
   const file = args.positional[0];
-  if (!file) fail("usage: nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]");
+  if (!file)
+    fail(
+      "usage: nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]",
+    );
   const gw = gatewayClient(args);
   const quiet = flagOn(args, "quiet");
   const { id, wf } = readWorkflow(file);
   const params = await runParams(args.flags.get("param") ?? [], gw, quiet);
   const path = `${gw.url}/api/workflows/${encodeURIComponent(id)}`;
-  const put = await gw.call(path, { method: "PUT", body: JSON.stringify(wf), headers: { "content-type": "application/json", ...gw.auth } });
+  const put = await gw.call(path, {
+    method: "PUT",
+    body: JSON.stringify(wf),
+    headers: { "content-type": "application/json", ...gw.auth },
+  });
   if (!put.ok) fail(`workflow rejected: ${await errorText(put)}`, 1);
   const timeout = args.flags.get("timeout-s")?.at(-1);
   const res = await gw.call(`${path}/run?stream=true`, {
@@ -464,7 +536,8 @@ function readWorkflow(file: string): { id: string; wf: Record<string, unknown> }
   } catch (err) {
     fail(`cannot read ${file}: ${(err as Error).message}`);
   }
-  if (!wf.graph && Array.isArray(wf.nodes)) wf = { name: basename(file, ".json"), graph: { nodes: wf.nodes, edges: wf.edges ?? [] } };
+  if (!wf.graph && Array.isArray(wf.nodes))
+    wf = { name: basename(file, ".json"), graph: { nodes: wf.nodes, edges: wf.edges ?? [] } };
   const id = (typeof wf.id === "string" && wf.id) || basename(file, ".json").replace(/[^\w-]/g, "-");
   return { id, wf };
 }
@@ -491,7 +564,11 @@ async function uploadAsset(path: string, gw: GatewayClient, quiet: boolean): Pro
   }
   const type = MEDIA_TYPES[extname(path).slice(1).toLowerCase()] ?? "application/octet-stream";
   const to = `${gw.url}/api/assets?name=${encodeURIComponent(basename(path))}`;
-  const up = await gw.call(to, { method: "POST", body: new Uint8Array(bytes), headers: { "content-type": type, ...gw.auth } });
+  const up = await gw.call(to, {
+    method: "POST",
+    body: new Uint8Array(bytes),
+    headers: { "content-type": type, ...gw.auth },
+  });
   if (up.status !== 201) fail(`upload of ${path} refused: ${await errorText(up)}`, 1);
   const a = (await up.json()) as { id: string; uri: string };
   if (!quiet) process.stderr.write(`uploaded ${path} as ${a.uri}\n`);
@@ -523,13 +600,16 @@ async function followRun(body: AsyncIterable<Uint8Array>, quiet: boolean): Promi
       switch (ev.type) {
         case "job_update":
           end.status = String(ev.status);
-          err(`${midLine ? "\n" : ""}[job ${String(ev.job_id)}] ${end.status}${ev.message ? `: ${String(ev.message)}` : ""}\n`);
+          err(
+            `${midLine ? "\n" : ""}[job ${String(ev.job_id)}] ${end.status}${ev.message ? `: ${String(ev.message)}` : ""}\n`,
+          );
           midLine = false;
           if (ev.result) end.outputs = ev.result as Record<string, unknown>;
           if (ev.error) end.error = ev.error;
           break;
         case "node_update":
-          if (ev.status === "error") err(`${midLine ? "\n" : ""}  ✗ ${String(ev.node_name)} (${String(ev.node_type)}): ${String(ev.error)}\n`);
+          if (ev.status === "error")
+            err(`${midLine ? "\n" : ""}  ✗ ${String(ev.node_name)} (${String(ev.node_type)}): ${String(ev.error)}\n`);
           else if (!midLine) err(`  ${ev.status === "running" ? "…" : "✓"} ${String(ev.node_name)}\n`);
           break;
         case "node_progress":
@@ -551,13 +631,18 @@ async function followRun(body: AsyncIterable<Uint8Array>, quiet: boolean): Promi
 }
 
 /** Assets among the outputs get the URL to fetch them from; with `--save DIR`, they are fetched into it. */
-async function fetchAssets(outputs: Record<string, unknown>, gw: GatewayClient, saveDir: string | undefined): Promise<void> {
+async function fetchAssets(
+  outputs: Record<string, unknown>,
+  gw: GatewayClient,
+  saveDir: string | undefined,
+): Promise<void> {
   const refs: { asset_id: string; content_type: string; url?: string; saved?: string }[] = [];
   const walk = (v: unknown): void => {
     if (Array.isArray(v)) v.forEach(walk);
     else if (v !== null && typeof v === "object") {
       const o = v as Record<string, unknown>;
-      if (typeof o.asset_id === "string" && typeof o.uri === "string" && o.uri.startsWith("asset://")) refs.push(o as unknown as (typeof refs)[number]);
+      if (typeof o.asset_id === "string" && typeof o.uri === "string" && o.uri.startsWith("asset://"))
+        refs.push(o as unknown as (typeof refs)[number]);
       else Object.values(o).forEach(walk);
     }
   };
@@ -597,7 +682,8 @@ async function cmdChat(argv: readonly string[]): Promise<void> {
   const token = apiToken(args);
   const maxTokensFlag = args.flags.get("max-tokens")?.at(-1);
   const maxTokens = maxTokensFlag === undefined ? undefined : Number(maxTokensFlag);
-  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 1)) fail(`--max-tokens must be a positive integer, got "${maxTokensFlag}"`);
+  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 1))
+    fail(`--max-tokens must be a positive integer, got "${maxTokensFlag}"`);
   const { default: OpenAI } = await import("openai");
   const client = new OpenAI({ apiKey: token ?? "none", baseURL: `${gateway}/v1`, maxRetries: 0 });
   const said = (err: unknown) => saidByGateway(err, gateway);
@@ -647,14 +733,22 @@ function saidByGateway(err: unknown, gateway: string): string {
 }
 
 /** The fleet's model when it offers exactly one; otherwise the command ends saying what to choose from. */
-async function onlyModel(client: { models: { list(): AsyncIterable<{ id: string }> } }, said: (err: unknown) => string): Promise<string> {
+async function onlyModel(
+  client: { models: { list(): AsyncIterable<{ id: string }> } },
+  said: (err: unknown) => string,
+): Promise<string> {
   const ids: string[] = [];
   try {
     for await (const m of client.models.list()) ids.push(m.id);
   } catch (err) {
     fail(said(err), 1);
   }
-  if (ids.length !== 1) fail(ids.length === 0 ? "no live agent offers a model (give an agent OPENAI_API_KEY, ANTHROPIC_API_KEY or OLLAMA_HOST)" : `choose one with --model: ${ids.join(", ")}`);
+  if (ids.length !== 1)
+    fail(
+      ids.length === 0
+        ? "no live agent offers a model (give an agent OPENAI_API_KEY, ANTHROPIC_API_KEY or OLLAMA_HOST)"
+        : `choose one with --model: ${ids.join(", ")}`,
+    );
   return ids[0]!;
 }
 
@@ -713,7 +807,13 @@ async function main(): Promise<void> {
         process.stdout.write(`${(await loadGateway()).newToken()}\n`);
         return;
       default:
-        process.stdout.write(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).map((l) => l.replace(/^ \*\s?/, "")).join("\n") + "\n");
+        process.stdout.write(
+          readFileSync(fileURLToPath(import.meta.url), "utf8")
+            .split("\n")
+            .slice(1, 12)
+            .map((l) => l.replace(/^ \*\s?/, ""))
+            .join("\n") + "\n",
+        );
         process.exit(cmd === undefined || cmd === "help" || cmd === "--help" ? 0 : 2);
     }
   } catch (err) {

@@ -1,5 +1,5 @@
 /**
- * One name per setting (design §2): `--max-jobs` ↔ `NODEWAY_MAX_JOBS` ↔ `maxJobs` in the config file.
+ * One name per setting: `--max-jobs` ↔ `NODEWAY_MAX_JOBS` ↔ `maxJobs` in the config file.
  * Precedence: flags > environment > config file. Unknown flags and keys are errors, caught at start-up.
  */
 import { readFileSync, existsSync } from "node:fs";

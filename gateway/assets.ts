@@ -12,12 +12,24 @@ import type { HttpResponse } from "uWebSockets.js";
 import { createHash } from "node:crypto";
 import type { Consumer, JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { ObjectInfo, ObjectStore } from "@nats-io/obj";
-import { ASSET_META, ErrorCode, OBJ_ASSETS, assetInfo, isAssetId, newId, subjects, type AssetInfo } from "../protocol/index.js";
+import {
+  ASSET_META,
+  ErrorCode,
+  OBJ_ASSETS,
+  assetInfo,
+  isAssetId,
+  newId,
+  subjects,
+  type AssetInfo,
+} from "../protocol/index.js";
 import { GatewayError, badRequest, notFound } from "./errors.js";
-import { bodyStream, readBody, type Reply, type Req } from "./http.js";
+import { bodyStream, type Reply, type Req } from "./http.js";
 
 /** uWS's multipart parser (absent from its pure-JS fallback); no longer used: forms are parsed as they stream. */
-export type GetParts = (body: ArrayBuffer | Uint8Array, contentType: string) => { name: string; data: ArrayBuffer; filename?: string; type?: string }[] | undefined;
+export type GetParts = (
+  body: ArrayBuffer | Uint8Array,
+  contentType: string,
+) => { name: string; data: ArrayBuffer; filename?: string; type?: string }[] | undefined;
 
 /** `type/subtype` with RFC 7230 token characters, parameters allowed. */
 const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;.*)?$/;
@@ -26,7 +38,8 @@ const MAX_NAME_CHARS = 255;
 function mediaType(raw: string | undefined, what: string): string {
   const v = (raw ?? "").trim();
   if (v === "") return "application/octet-stream";
-  if (!MEDIA_TYPE.test(v) || v.length > 200) throw badRequest(`${what} must be a media type like image/png, got ${JSON.stringify(v.slice(0, 80))}`);
+  if (!MEDIA_TYPE.test(v) || v.length > 200)
+    throw badRequest(`${what} must be a media type like image/png, got ${JSON.stringify(v.slice(0, 80))}`);
   return v;
 }
 
@@ -34,13 +47,15 @@ function assetName(raw: unknown, fallback: string): string {
   if (raw === undefined || raw === null || raw === "") return fallback;
   if (typeof raw !== "string") throw badRequest(`"name" must be a string`);
   // eslint-disable-next-line no-control-regex
-  if (raw.length > MAX_NAME_CHARS || /[\u0000-\u001f\u007f]/.test(raw)) throw badRequest(`"name" must be at most ${MAX_NAME_CHARS} characters without control characters`);
+  if (raw.length > MAX_NAME_CHARS || /[\u0000-\u001f\u007f]/.test(raw))
+    throw badRequest(`"name" must be at most ${MAX_NAME_CHARS} characters without control characters`);
   return raw;
 }
 
 function optionalId(raw: unknown, key: string): string | undefined {
   if (raw === undefined || raw === null || raw === "") return undefined;
-  if (typeof raw !== "string" || raw.length > 128 || !/^[A-Za-z0-9_.:-]+$/.test(raw)) throw badRequest(`"${key}" must be an id (letters, digits, _ . : -)`);
+  if (typeof raw !== "string" || raw.length > 128 || !/^[A-Za-z0-9_.:-]+$/.test(raw))
+    throw badRequest(`"${key}" must be an id (letters, digits, _ . : -)`);
   return raw;
 }
 
@@ -246,9 +261,13 @@ export class AssetsApi {
   async upload(req: Req, reply: Reply, res: HttpResponse): Promise<void> {
     const declared = req.headers["content-length"];
     if (declared !== undefined && Number(declared) > this.maxAssetBytes) {
-      throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `upload of ${declared} bytes exceeds ${this.maxAssetBytes}`);
+      throw new GatewayError(
+        ErrorCode.GW_ERR_BODY_TOO_LARGE,
+        `upload of ${declared} bytes exceeds ${this.maxAssetBytes}`,
+      );
     }
-    if (declared !== undefined && Number(declared) === 0) throw badRequest("empty upload: send the file as the body, or as the \"file\" part of a multipart form");
+    if (declared !== undefined && Number(declared) === 0)
+      throw badRequest('empty upload: send the file as the body, or as the "file" part of a multipart form');
     const contentType = req.headers["content-type"] ?? "";
     const id = newId();
     const base = {
@@ -271,7 +290,7 @@ export class AssetsApi {
       info = await this.os.put(meta, stream);
       if (info.size === 0) {
         await this.os.delete(id).catch(() => undefined);
-        throw badRequest("empty upload: send the file as the body, or as the \"file\" part of a multipart form");
+        throw badRequest('empty upload: send the file as the body, or as the "file" part of a multipart form');
       }
     }
     reply.json(201, assetInfo(info));
@@ -424,7 +443,9 @@ export class AssetsApi {
   }
 
   /** The stored object behind a download, and the headers its answer carries. */
-  private async served(id: string): Promise<{ info: ObjectInfo; a: AssetInfo; etag: string; headers: Record<string, string> }> {
+  private async served(
+    id: string,
+  ): Promise<{ info: ObjectInfo; a: AssetInfo; etag: string; headers: Record<string, string> }> {
     const checked = checkedAssetId(id);
     const info = await this.os.info(checked);
     if (!info || info.deleted) throw notFound(`asset ${checked}`);

@@ -25,7 +25,10 @@ const TOKEN_SYNTAX = /^[A-Za-z0-9._~-]{16,512}$/;
 /** Checks one configured token; throws `InvalidConfigError` naming the setting, never quoting the token. */
 export function checkApiToken(key: string, token: string, where: string): string {
   if (!TOKEN_SYNTAX.test(token)) {
-    throw new InvalidConfigError(key, `${where}: a token must be 16-512 characters of A-Z a-z 0-9 . _ ~ - (a base64url or hex string; \`nodeway token\` makes one)`);
+    throw new InvalidConfigError(
+      key,
+      `${where}: a token must be 16-512 characters of A-Z a-z 0-9 . _ ~ - (a base64url or hex string; \`nodeway token\` makes one)`,
+    );
   }
   return token;
 }
@@ -37,7 +40,8 @@ export interface ApiToken {
 }
 
 /** Whether `t` has expired by `nowMs`. */
-export const isExpired = (t: ApiToken, nowMs: number = Date.now()): boolean => t.expiresAtMs !== null && t.expiresAtMs <= nowMs;
+export const isExpired = (t: ApiToken, nowMs: number = Date.now()): boolean =>
+  t.expiresAtMs !== null && t.expiresAtMs <= nowMs;
 
 /** How many of `tokens` have expired by `nowMs`. */
 export function expiredCount(tokens: readonly ApiToken[], nowMs: number = Date.now()): number {
@@ -54,9 +58,17 @@ const EXPIRY_SYNTAX = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9
 function parseExpiry(text: string): number {
   const m = EXPIRY_SYNTAX.exec(text);
   if (!m) return Number.NaN;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
-  const inRange = month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 59;
+  const inRange =
+    month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 59;
   const offsetOk = m[9] === undefined || (Number(m[9]) <= 23 && Number(m[10]) <= 59);
   return inRange && offsetOk ? Date.parse(text) : Number.NaN;
 }
@@ -71,7 +83,10 @@ export function readTokenFile(key: string, path: string): ApiToken[] {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new InvalidConfigError(key, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new InvalidConfigError(
+      key,
+      `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   }
   const out: ApiToken[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
@@ -82,9 +97,17 @@ export function readTokenFile(key: string, path: string): ApiToken[] {
     let expiresAtMs: number | null = null;
     for (const attr of attrs) {
       const m = /^expires=(.*)$/.exec(attr);
-      if (!m) throw new InvalidConfigError(key, `${where}: after the token only \`expires=<time>\` may follow (got something else)`);
+      if (!m)
+        throw new InvalidConfigError(
+          key,
+          `${where}: after the token only \`expires=<time>\` may follow (got something else)`,
+        );
       const ms = parseExpiry(m[1]!);
-      if (!Number.isFinite(ms)) throw new InvalidConfigError(key, `${where}: expires must be an RFC 3339 time with its offset, as 2027-01-31T00:00:00Z (got ${JSON.stringify(m[1])})`);
+      if (!Number.isFinite(ms))
+        throw new InvalidConfigError(
+          key,
+          `${where}: expires must be an RFC 3339 time with its offset, as 2027-01-31T00:00:00Z (got ${JSON.stringify(m[1])})`,
+        );
       if (expiresAtMs !== null) throw new InvalidConfigError(key, `${where}: expires is given twice`);
       expiresAtMs = ms;
     }
@@ -102,7 +125,13 @@ const digest = (token: string): Buffer => createHash("sha256").update(token, "ut
 
 export type AuthResult =
   | { ok: true; digest: Buffer }
-  | { ok: false; reason: "missing" | "invalid" | "expired"; code: typeof ErrorCode.GW_ERR_UNAUTHORIZED; message: string; header: string };
+  | {
+      ok: false;
+      reason: "missing" | "invalid" | "expired";
+      code: typeof ErrorCode.GW_ERR_UNAUTHORIZED;
+      message: string;
+      header: string;
+    };
 
 const REALM = 'Bearer realm="nodeway"';
 
@@ -128,7 +157,10 @@ export class TokenCheck {
 
   /** Replaces the accepted tokens (an empty list is refused by the caller: it would open the gateway). */
   replace(tokens: readonly ApiToken[]): void {
-    this.entries = tokens.map((t) => ({ digest: digest(t.token), expiresAtMs: t.expiresAtMs ?? Number.POSITIVE_INFINITY }));
+    this.entries = tokens.map((t) => ({
+      digest: digest(t.token),
+      expiresAtMs: t.expiresAtMs ?? Number.POSITIVE_INFINITY,
+    }));
   }
 
   /** Whether a digest from an earlier `check` is accepted now, expired, or gone. Compares against every token. */
@@ -160,15 +192,33 @@ export class TokenCheck {
   /** `token` as presented (undefined when none was); `missingHint` says in the refusal how to send one. */
   check(token: string | undefined, missingHint: string): AuthResult {
     if (token === undefined || token === "") {
-      return { ok: false, reason: "missing", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: `missing API token: ${missingHint}`, header: REALM };
+      return {
+        ok: false,
+        reason: "missing",
+        code: ErrorCode.GW_ERR_UNAUTHORIZED,
+        message: `missing API token: ${missingHint}`,
+        header: REALM,
+      };
     }
     const d = digest(token);
     const standing = this.standing(d);
     if (standing === "accepted") return { ok: true, digest: d };
     if (standing === "expired") {
-      return { ok: false, reason: "expired", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: "expired API token", header: `${REALM}, error="invalid_token", error_description="the token expired"` };
+      return {
+        ok: false,
+        reason: "expired",
+        code: ErrorCode.GW_ERR_UNAUTHORIZED,
+        message: "expired API token",
+        header: `${REALM}, error="invalid_token", error_description="the token expired"`,
+      };
     }
-    return { ok: false, reason: "invalid", code: ErrorCode.GW_ERR_UNAUTHORIZED, message: "invalid API token", header: `${REALM}, error="invalid_token"` };
+    return {
+      ok: false,
+      reason: "invalid",
+      code: ErrorCode.GW_ERR_UNAUTHORIZED,
+      message: "invalid API token",
+      header: `${REALM}, error="invalid_token"`,
+    };
   }
 }
 
@@ -230,7 +280,8 @@ export class TokenExpiry {
   private expired(next: number): void {
     this.timer = null;
     const closed = this.closeRefused();
-    if (this.auth.nextExpiryMs() !== next) this.log(`an API token expired${closed ? `: ${closed} connection(s) opened with it closed` : ""}`);
+    if (this.auth.nextExpiryMs() !== next)
+      this.log(`an API token expired${closed ? `: ${closed} connection(s) opened with it closed` : ""}`);
     this.arm();
   }
 

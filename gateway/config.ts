@@ -1,6 +1,13 @@
 /** Gateway options → a frozen, checked config (once, at start-up). */
 import { readFileSync } from "node:fs";
-import { InvalidConfigError, ErrorCode, JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, JOBS_KV_DEFAULTS, ASSETS_DEFAULTS } from "../protocol/index.js";
+import {
+  InvalidConfigError,
+  ErrorCode,
+  JOB_QUEUE_DEFAULTS,
+  EVENTS_DEFAULTS,
+  JOBS_KV_DEFAULTS,
+  ASSETS_DEFAULTS,
+} from "../protocol/index.js";
 import { NATS_OPTION_KEYS, compileNatsConnection, type NatsSettings, type NatsOptions } from "../nats/index.js";
 import { checkApiToken, readTokenFile, type ApiToken } from "./auth.js";
 
@@ -162,10 +169,19 @@ function bool(key: string, v: unknown, dflt: boolean): boolean {
 /** Checks options once; throws `InvalidConfigError` naming the key. */
 export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConfig> {
   for (const k of Object.keys(opts)) {
-    if (!GATEWAY_OPTION_KEYS.has(k)) throw new InvalidConfigError(k, "unknown setting", ErrorCode.CONFIG_ERR_UNKNOWN_KEY);
+    if (!GATEWAY_OPTION_KEYS.has(k))
+      throw new InvalidConfigError(k, "unknown setting", ErrorCode.CONFIG_ERR_UNKNOWN_KEY);
   }
   const nats = compileNatsConnection(opts, (path) => readFileSync(path, "utf8"));
-  const strings = (v: string[] | string | undefined) => (v === undefined ? [] : typeof v === "string" ? v.split(",").map((x) => x.trim()).filter(Boolean) : v);
+  const strings = (v: string[] | string | undefined) =>
+    v === undefined
+      ? []
+      : typeof v === "string"
+        ? v
+            .split(",")
+            .map((x) => x.trim())
+            .filter(Boolean)
+        : v;
   const jobTimeoutMaxS = int("jobTimeoutMaxS", opts.jobTimeoutMaxS, 86_400, 1);
   return Object.freeze({
     host: opts.host ?? "127.0.0.1",
@@ -192,7 +208,13 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     allowedHosts: strings(opts.allowedHosts),
     corsOrigins: strings(opts.corsOrigins),
     wsMaxFollowsPerSocket: int("wsMaxFollowsPerSocket", opts.wsMaxFollowsPerSocket, 1000, 1),
-    jobTimeoutDefaultS: int("jobTimeoutDefaultS", opts.jobTimeoutDefaultS, Math.min(3600, jobTimeoutMaxS), 1, jobTimeoutMaxS),
+    jobTimeoutDefaultS: int(
+      "jobTimeoutDefaultS",
+      opts.jobTimeoutDefaultS,
+      Math.min(3600, jobTimeoutMaxS),
+      1,
+      jobTimeoutMaxS,
+    ),
     jobTimeoutMaxS,
     accessLog: bool("accessLog", opts.accessLog, false),
     ...apiTokensOf(opts),
@@ -200,13 +222,25 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
 }
 
 /** The accepted tokens from `apiTokens` and `apiTokensFile`; throws `InvalidConfigError` on a malformed one. */
-export function apiTokensOf(opts: Pick<GatewayOptions, "apiTokens" | "apiTokensFile">): { apiTokens: readonly ApiToken[]; apiTokensFile: string | null } {
-  const listed = opts.apiTokens === undefined ? [] : typeof opts.apiTokens === "string" ? String(opts.apiTokens).split(",") : opts.apiTokens;
-  const tokens: ApiToken[] = listed.map((t, i) => ({ token: checkApiToken("apiTokens", String(t).trim(), `entry ${i + 1}`), expiresAtMs: null }));
+export function apiTokensOf(opts: Pick<GatewayOptions, "apiTokens" | "apiTokensFile">): {
+  apiTokens: readonly ApiToken[];
+  apiTokensFile: string | null;
+} {
+  const listed =
+    opts.apiTokens === undefined
+      ? []
+      : typeof opts.apiTokens === "string"
+        ? String(opts.apiTokens).split(",")
+        : opts.apiTokens;
+  const tokens: ApiToken[] = listed.map((t, i) => ({
+    token: checkApiToken("apiTokens", String(t).trim(), `entry ${i + 1}`),
+    expiresAtMs: null,
+  }));
   const file = opts.apiTokensFile === undefined || opts.apiTokensFile === "" ? null : String(opts.apiTokensFile);
   if (file !== null) {
     const fromFile = readTokenFile("apiTokensFile", file);
-    if (fromFile.length === 0) throw new InvalidConfigError("apiTokensFile", `${file} holds no token (an empty file would leave the API open)`);
+    if (fromFile.length === 0)
+      throw new InvalidConfigError("apiTokensFile", `${file} holds no token (an empty file would leave the API open)`);
     tokens.push(...fromFile);
   }
   return { apiTokens: Object.freeze(tokens), apiTokensFile: file };

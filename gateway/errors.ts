@@ -36,10 +36,15 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
 
 /** Any thrown value → HTTP status and wire error. Graph and protocol errors are the client's: 400. */
 export function toWireError(err: unknown): { status: number; body: WireError & Record<string, unknown> } {
-  if (err instanceof GatewayError) return { status: STATUS[err.code] ?? 500, body: { code: err.code, message: err.message, ...err.details } };
-  if (err instanceof GraphError) return { status: 400, body: { code: err.code, message: err.message, ...(err.ref ? { ref: err.ref } : {}) } };
+  if (err instanceof GatewayError)
+    return { status: STATUS[err.code] ?? 500, body: { code: err.code, message: err.message, ...err.details } };
+  if (err instanceof GraphError)
+    return { status: 400, body: { code: err.code, message: err.message, ...(err.ref ? { ref: err.ref } : {}) } };
   if (err instanceof ProtocolError) {
-    return { status: err.code === ErrorCode.PROTO_ERR_TOO_LARGE ? 413 : 400, body: { code: err.code, message: err.message } };
+    return {
+      status: err.code === ErrorCode.PROTO_ERR_TOO_LARGE ? 413 : 400,
+      body: { code: err.code, message: err.message },
+    };
   }
   return { status: 500, body: { code: ErrorCode.GW_ERR_INTERNAL, message: "internal error" } };
 }

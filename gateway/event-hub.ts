@@ -47,7 +47,13 @@ export class Delivery {
    * the same bytes re-encoding would give, at the cost of a copy (an event that came with a `seq` of its own,
    * never one of ours, is decoded and encoded again instead). `alloc` gives the room those bytes are written to.
    */
-  static of(head: JobEventHead, ev: JobEvent | null, seq: number, stored: Uint8Array, alloc?: (size: number) => Buffer): Delivery {
+  static of(
+    head: JobEventHead,
+    ev: JobEvent | null,
+    seq: number,
+    stored: Uint8Array,
+    alloc?: (size: number) => Buffer,
+  ): Delivery {
     const m = head.seq === undefined ? withSeqMsgpack(stored, seq, alloc) : null;
     if (m === null) ev ??= asJobEvent(decodeMsgpack(stored));
     if (ev !== null) ev.seq = seq;
@@ -506,7 +512,9 @@ export class EventHub {
     each: (seq: number, head: JobEventHead, ev: JobEvent | null, data: Uint8Array) => boolean,
   ): Promise<void> {
     const from =
-      start <= 1 ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start };
+      start <= 1
+        ? { deliver_policy: DeliverPolicy.All }
+        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start };
     const consumer = await this.js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, ...from });
     try {
       while (true) {

@@ -1,5 +1,5 @@
 /**
- * Attempt fencing over a job's events in stream order (design §4). The same rule runs live and on replay,
+ * Attempt fencing over a job's events in stream order. The same rule runs live and on replay,
  * so both see the same events:
  *   - an event from an attempt older than the newest attempt seen so far is dropped;
  *   - nothing after the terminal `job_update` is delivered.

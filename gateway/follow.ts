@@ -19,7 +19,13 @@ export interface Following {
   stop(): void;
 }
 
-export async function follow(hub: EventHub, jobId: string, after: number, sink: FollowSink, opts: { replay: boolean }): Promise<Following> {
+export async function follow(
+  hub: EventHub,
+  jobId: string,
+  after: number,
+  sink: FollowSink,
+  opts: { replay: boolean },
+): Promise<Following> {
   let lastSent = after;
   let live = false;
   let ended = false;

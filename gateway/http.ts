@@ -40,7 +40,8 @@ export function readReq(req: HttpRequest, paramCount: number, grammar: RegExp = 
     headers[k] = v;
   });
   const te = headers["transfer-encoding"];
-  if (te !== undefined && te.trim().toLowerCase() !== "chunked") framing ??= `Transfer-Encoding "${te.slice(0, 32)}" is not supported`;
+  if (te !== undefined && te.trim().toLowerCase() !== "chunked")
+    framing ??= `Transfer-Encoding "${te.slice(0, 32)}" is not supported`;
   if (te !== undefined && headers["content-length"] !== undefined) framing ??= "Content-Length with Transfer-Encoding";
   const params: string[] = [];
   let badParam: string | undefined;
@@ -259,7 +260,13 @@ export class Reply {
    * short or fails closes the connection (the status line is gone): the client sees a truncated body, never a
    * complete-looking wrong one. A client that leaves cancels the source.
    */
-  async sendBytes(status: number, contentType: string, totalBytes: number, source: ReadableStream<Uint8Array>, extraHeaders?: Record<string, string>): Promise<void> {
+  async sendBytes(
+    status: number,
+    contentType: string,
+    totalBytes: number,
+    source: ReadableStream<Uint8Array>,
+    extraHeaders?: Record<string, string>,
+  ): Promise<void> {
     const reader = source.getReader();
     if (this.aborted) {
       void reader.cancel().catch(() => undefined);
@@ -389,7 +396,12 @@ export function readBody(res: HttpResponse, reply: Reply, maxBytes: number): Pro
  * come, and the socket is paused while `highWaterChunks` wait unread. Past `maxBytes` the stream fails with 413;
  * a client that leaves fails it too. Must be called in the handler's first tick, like `readBody`.
  */
-export function bodyStream(res: HttpResponse, reply: Reply, maxBytes: number, highWaterChunks = 8): ReadableStream<Uint8Array> {
+export function bodyStream(
+  res: HttpResponse,
+  reply: Reply,
+  maxBytes: number,
+  highWaterChunks = 8,
+): ReadableStream<Uint8Array> {
   let size = 0;
   let over = false;
   let paused = false;

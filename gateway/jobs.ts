@@ -103,7 +103,12 @@ export class JobManager {
 
   constructor(
     private readonly n: NatsParts,
-    private readonly opts: { idempotencyOrphanMs: number; jobTimeoutDefaultS: number; jobTimeoutMaxS: number; listScanMaxRecords?: number },
+    private readonly opts: {
+      idempotencyOrphanMs: number;
+      jobTimeoutDefaultS: number;
+      jobTimeoutMaxS: number;
+      listScanMaxRecords?: number;
+    },
   ) {
     this.queue = new QueueTracker((jobId, workflowId, position) => {
       void this.publishEvent(jobId, workflowId, `q${position}`, jobUpdate.queued(position)).catch(() => undefined);
@@ -115,7 +120,7 @@ export class JobManager {
     const out: AgentRegistration[] = [];
     for (const k of await bucketKeys(this.n.jsm, KV_AGENTS)) {
       const e = await this.n.agentsKv.get(k);
-      if (!e || e.operation !== "PUT" || e.length === 0) continue;
+      if (e?.operation !== "PUT" || e.length === 0) continue;
       try {
         out.push(parseJson(e.string()) as AgentRegistration);
       } catch {
@@ -181,11 +186,15 @@ export class JobManager {
    */
   private async checkStrategy(strategy: ExecutionStrategy, pool: string): Promise<void> {
     const inPool = () => this.catalogAgents.filter((a) => a.pools.includes(pool));
-    const served = () => inPool().length === 0 || inPool().some((a) => "strategy" in pickStrategy(strategy, a.capabilities?.strategies ?? ["inline"]));
+    const served = () =>
+      inPool().length === 0 ||
+      inPool().some((a) => "strategy" in pickStrategy(strategy, a.capabilities?.strategies ?? ["inline"]));
     if (served()) return;
     await this.nodeCatalog({ fresh: true });
     if (served()) return;
-    const offered = [...new Set(inPool().flatMap((a) => a.capabilities?.strategies ?? ["inline"]))].map((x) => `"${x}"`).join(", ");
+    const offered = [...new Set(inPool().flatMap((a) => a.capabilities?.strategies ?? ["inline"]))]
+      .map((x) => `"${x}"`)
+      .join(", ");
     throw badRequest(`no live agent of pool "${pool}" can run the "${strategy}" strategy (they offer ${offered})`);
   }
 
@@ -201,7 +210,15 @@ export class JobManager {
    */
   private noAgentNote(pool: string): string | undefined {
     if (this.catalogAgents.some((a) => a.pools.includes(pool))) return undefined;
-    const which = isLlmProvider(pool) ? ` (agents with ${PROVIDER_SETTING[pool]} do)` : pool === "gpu" ? " (agents with a GPU do)" : pool === "comfyui" ? " (agents with --comfyui-url do)" : pool === "docker" ? " (agents with a Docker engine do)" : "";
+    const which = isLlmProvider(pool)
+      ? ` (agents with ${PROVIDER_SETTING[pool]} do)`
+      : pool === "gpu"
+        ? " (agents with a GPU do)"
+        : pool === "comfyui"
+          ? " (agents with --comfyui-url do)"
+          : pool === "docker"
+            ? " (agents with a Docker engine do)"
+            : "";
     return `no live agent consumes pool "${pool}"${which}: the job waits for one`;
   }
 
@@ -226,7 +243,12 @@ export class JobManager {
    * only); at most `max(limit, listScanMaxRecords)` records are read per call, so a filter that matches little
    * answers a short page whose `next` continues the scan where it stopped.
    */
-  async list(q: { workflowId?: string; status?: string; limit: number; cursor?: string }): Promise<{ jobs: JobRecord[]; next: string | null }> {
+  async list(q: {
+    workflowId?: string;
+    status?: string;
+    limit: number;
+    cursor?: string;
+  }): Promise<{ jobs: JobRecord[]; next: string | null }> {
     const kv = this.n.jobsKv;
     const filter = q.workflowId ? jobKeys.workflowPrefix(q.workflowId) : jobKeys.allRecords();
     const ids: string[] = [];
@@ -290,9 +312,12 @@ export class JobManager {
     }
     // Every job ends: one without a timeout of its own gets the gateway's default, and none may ask past the maximum.
     const timeoutS = s.timeoutS ?? this.opts.jobTimeoutDefaultS;
-    if (timeoutS > this.opts.jobTimeoutMaxS) throw badRequest(`"timeout_s" may be at most ${this.opts.jobTimeoutMaxS} (jobTimeoutMaxS)`);
+    if (timeoutS > this.opts.jobTimeoutMaxS)
+      throw badRequest(`"timeout_s" may be at most ${this.opts.jobTimeoutMaxS} (jobTimeoutMaxS)`);
     if (s.strategy !== undefined && !Object.hasOwn(ExecutionStrategy, s.strategy)) {
-      throw badRequest(`"execution_strategy" must be one of ${Object.keys(ExecutionStrategy).join(", ")}, got ${JSON.stringify(s.strategy)}`);
+      throw badRequest(
+        `"execution_strategy" must be one of ${Object.keys(ExecutionStrategy).join(", ")}, got ${JSON.stringify(s.strategy)}`,
+      );
     }
     const pool = poolOfGraph(graph, catalog, s.pool);
     if (s.strategy !== undefined) await this.checkStrategy(s.strategy, pool);
@@ -303,8 +328,17 @@ export class JobManager {
    * Maps the Idempotency-Key to `jobId`, or finds the job a first request with the key created. `create` fails if
    * the key exists, which is the compare-and-set needed.
    */
-  private async holdIdempotencyKey(workflowId: string, idempotencyKey: string, jobId: string): Promise<HeldKey | { existing: { rec: JobRecord; revision: number } }> {
-    const key = jobKeys.idempotency(createHash("sha256").update(workflowId + "\0" + idempotencyKey).digest("hex").slice(0, 40));
+  private async holdIdempotencyKey(
+    workflowId: string,
+    idempotencyKey: string,
+    jobId: string,
+  ): Promise<HeldKey | { existing: { rec: JobRecord; revision: number } }> {
+    const key = jobKeys.idempotency(
+      createHash("sha256")
+        .update(workflowId + "\0" + idempotencyKey)
+        .digest("hex")
+        .slice(0, 40),
+    );
     try {
       return { key, revision: await this.n.jobsKv.create(key, jobId) };
     } catch {
@@ -317,7 +351,10 @@ export class JobManager {
       const existing = await readJobRecord(this.n.jobsKv, e.string());
       if (existing) return { existing };
     }
-    const stillBeingCreated = new GatewayError(ErrorCode.GW_ERR_CONFLICT, "a request with this Idempotency-Key is still being created");
+    const stillBeingCreated = new GatewayError(
+      ErrorCode.GW_ERR_CONFLICT,
+      "a request with this Idempotency-Key is still being created",
+    );
     // Still no record: a first request that stored the key and then failed never writes one. Once the key is
     // older than any submit lives, this retry takes it over (compare-and-set on the key's revision, so of
     // concurrent retries one creates the job and the others are told to retry, finding it).
@@ -340,7 +377,12 @@ export class JobManager {
    * agent/job-runner.ts, its graph starting meanwhile). Waiting for the record before sending the dispatch would
    * cost a JetStream round trip in every job's time to first event.
    */
-  private async storeJob(rec: JobRecord, graph: Graph, strategy: ExecutionStrategy | undefined, heldKey: HeldKey | null): Promise<JobRecord> {
+  private async storeJob(
+    rec: JobRecord,
+    graph: Graph,
+    strategy: ExecutionStrategy | undefined,
+    heldKey: HeldKey | null,
+  ): Promise<JobRecord> {
     const queued = jobUpdate.queued(this.queue.nextPosition(rec.pool), rec.pool, this.noAgentNote(rec.pool));
     const announced = Promise.allSettled([
       this.publishEvent(rec.id, rec.workflow_id, 1, queued),
@@ -354,8 +396,11 @@ export class JobManager {
     if (!failed) return rec;
     const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
     if (taken !== null) return taken;
-    if (failed.reason instanceof GatewayError) throw new GatewayError(failed.reason.code, failed.reason.message, { job_id: rec.id });
-    throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, { job_id: rec.id });
+    if (failed.reason instanceof GatewayError)
+      throw new GatewayError(failed.reason.code, failed.reason.message, { job_id: rec.id });
+    throw new GatewayError(ErrorCode.GW_ERR_UNAVAILABLE, `the job could not be queued: ${errorText(failed.reason)}`, {
+      job_id: rec.id,
+    });
   }
 
   /** A media param naming one of our assets must name one that exists: a typo or an expired upload is the client's 400, not a failed job. */
@@ -365,7 +410,10 @@ export class JobManager {
       const id = (v as { asset_id?: unknown }).asset_id;
       if (typeof id !== "string") continue;
       const info = await this.n.assets.info(id);
-      if (!info || info.deleted) throw badRequest(`param "${name}" refers to asset ${id}, which does not exist (never uploaded, deleted, or past its retention)`);
+      if (!info || info.deleted)
+        throw badRequest(
+          `param "${name}" refers to asset ${id}, which does not exist (never uploaded, deleted, or past its retention)`,
+        );
     }
   }
 
@@ -383,7 +431,9 @@ export class JobManager {
     const message = `submit failed: ${errorText(reason)}`;
     const error = { code: ErrorCode.JOB_ERR_NOT_QUEUED, message };
     try {
-      const r = await casJobRecord(this.n.jobRecords, rec.id, (cur) => (cur.status === "queued" && cur.attempt === 0 ? { ...cur, status: "failed", error, finished_at: now() } : null));
+      const r = await casJobRecord(this.n.jobRecords, rec.id, (cur) =>
+        cur.status === "queued" && cur.attempt === 0 ? { ...cur, status: "failed", error, finished_at: now() } : null,
+      );
       if (r && !r.written) return r.rec;
       // Also when no record was stored (the bucket refused it): the `queued` event and the dispatch may have been,
       // but no agent can claim a job without its record (it ends such a dispatch), so the job is over.
@@ -399,7 +449,12 @@ export class JobManager {
    * The job's one dispatch message (`Nats-Msg-Id` = job id: a second publish within the window is dropped).
    * With the record's `revision` (known when the record was stored first), the agent claims in one write.
    */
-  private async publishDispatch(rec: JobRecord, graph: Graph, strategy?: ExecutionStrategy, revision?: number): Promise<void> {
+  private async publishDispatch(
+    rec: JobRecord,
+    graph: Graph,
+    strategy?: ExecutionStrategy,
+    revision?: number,
+  ): Promise<void> {
     const dispatch: JobDispatch = {
       type: "job.dispatch",
       v: 1,
@@ -431,7 +486,12 @@ export class JobManager {
    * if the first request stored them, JetStream drops the copies by message id. Past the window a queued job
    * is left alone (a copy could then run it twice).
    */
-  private async ensureDispatched(rec: JobRecord, revision: number, graph: Graph, strategy?: ExecutionStrategy): Promise<void> {
+  private async ensureDispatched(
+    rec: JobRecord,
+    revision: number,
+    graph: Graph,
+    strategy?: ExecutionStrategy,
+  ): Promise<void> {
     if (rec.status !== "queued") return;
     const ageMs = Date.now() - Date.parse(rec.created_at);
     if (!(ageMs < JOB_QUEUE_DEFAULTS.duplicateWindowMs - 10_000)) return;
@@ -454,13 +514,23 @@ export class JobManager {
     const r = await casJobRecord(this.n.jobRecords, jobId, (rec) => {
       if (isTerminal(rec.status)) return null;
       if (rec.status === "queued") {
-        return { ...rec, status: "cancelled", finished_at: now(), error: { code: ErrorCode.JOB_ERR_CANCELLED, message: "cancelled while queued" } };
+        return {
+          ...rec,
+          status: "cancelled",
+          finished_at: now(),
+          error: { code: ErrorCode.JOB_ERR_CANCELLED, message: "cancelled while queued" },
+        };
       }
       return rec.cancel_requested ? null : { ...rec, cancel_requested: true };
     });
     if (!r) throw notFound(`job "${jobId}"`);
     if (r.written && r.rec.status === "cancelled") {
-      await this.publishEvent(jobId, r.rec.workflow_id, 2, jobUpdate.ended("cancelled", null, "cancelled while queued"));
+      await this.publishEvent(
+        jobId,
+        r.rec.workflow_id,
+        2,
+        jobUpdate.ended("cancelled", null, "cancelled while queued"),
+      );
     } else if (!isTerminal(r.rec.status)) {
       const c: JobCancel = { type: "job.cancel", v: 1, job_id: jobId, reason: CancelReason.user };
       this.n.nc.publish(subjects.cancel(jobId), encodeMsgpack(c));

@@ -44,7 +44,10 @@ export class ModelDirectory {
    * Models offered by live agents: `byName` keyed by how a client may name them (the plain id, or
    * `<provider>/<id>`), and `listed`, each model once, under its plain id where that id means it.
    */
-  offers(agents: AgentRegistration[]): { byName: Map<string, ModelTarget>; listed: { name: string; target: ModelTarget }[] } {
+  offers(agents: AgentRegistration[]): {
+    byName: Map<string, ModelTarget>;
+    listed: { name: string; target: ModelTarget }[];
+  } {
     const byProvider = new Map<LlmProvider, Map<string, number>>();
     for (const a of agents) {
       if (a.state === "draining") continue;
@@ -85,16 +88,30 @@ export class ModelDirectory {
       if (hit) return hit;
       const slash = name.indexOf("/");
       const provider = slash > 0 ? name.slice(0, slash) : "";
-      if (isLlmProvider(provider) && name.length > slash + 1 && agents.some((a) => a.state !== "draining" && a.pools.includes(provider) && a.capabilities?.providers?.includes(provider))) {
+      if (
+        isLlmProvider(provider) &&
+        name.length > slash + 1 &&
+        agents.some(
+          (a) => a.state !== "draining" && a.pools.includes(provider) && a.capabilities?.providers?.includes(provider),
+        )
+      ) {
         return { provider, id: name.slice(slash + 1), sinceS: 0 };
       }
     }
-    throw new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `The model \`${name}\` does not exist or no live agent offers it (GET /v1/models lists what the fleet offers)`, { openai_code: "model_not_found", param: "model" });
+    throw new GatewayError(
+      ErrorCode.GW_ERR_NOT_FOUND,
+      `The model \`${name}\` does not exist or no live agent offers it (GET /v1/models lists what the fleet offers)`,
+      { openai_code: "model_not_found", param: "model" },
+    );
   }
 }
 
 /** One LLM node (the whole conversation as its messages) and an Output named `text`. */
-export function chatGraph(target: ModelTarget, chat: Pick<ChatCompletionRequest, "system" | "messages" | "maxTokens" | "temperature"> & Partial<Pick<ChatCompletionRequest, "topP" | "stop">>): Graph {
+export function chatGraph(
+  target: ModelTarget,
+  chat: Pick<ChatCompletionRequest, "system" | "messages" | "maxTokens" | "temperature"> &
+    Partial<Pick<ChatCompletionRequest, "topP" | "stop">>,
+): Graph {
   return {
     nodes: [
       {
@@ -122,7 +139,10 @@ type JobUpdate = Extract<JobEvent, { type: "job_update" }>;
 /** A piece of the reply in one of a chat job's events (its LLM node's chunks), and how the reply ended (the last). */
 export function replyPieceOf(ev: JobEvent): { text: string; end: ChatEndMetadata | null } | null {
   if (ev.type !== "chunk" || ev.node_id !== LLM_NODE || typeof ev.content !== "string") return null;
-  return { text: ev.content, end: ev.done && ev.content_metadata ? (ev.content_metadata as unknown as ChatEndMetadata) : null };
+  return {
+    text: ev.content,
+    end: ev.done && ev.content_metadata ? (ev.content_metadata as unknown as ChatEndMetadata) : null,
+  };
 }
 
 /** The whole reply in a finished chat job's outputs (its Output `text`), or null. */

@@ -1,4 +1,4 @@
-/** The gateway's NATS side: connection, and the streams, buckets and consumers it owns (design §3). */
+/** The gateway's NATS side: connection, and the streams, buckets and consumers it owns. */
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import {
   AckPolicy,
@@ -246,7 +246,7 @@ async function ensurePoolConsumers(jsm: JetStreamManager, config: Readonly<Gatew
       name,
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(config.ackWaitMs),
-      // One delivery past the last attempt lets an agent record "max deliveries reached" (design §4).
+      // One delivery past the last attempt lets an agent record "max deliveries reached".
       max_deliver: config.maxAttempts + 1,
       filter_subject: subjects.jobs(pool),
       max_ack_pending: 10_000,

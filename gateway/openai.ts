@@ -54,18 +54,44 @@ export class OpenAiApi {
   /** Answers `err` in OpenAI's shape. */
   fail(reply: Reply, err: unknown): void {
     if (err instanceof ChatRequestError) {
-      reply.json(400, { error: { message: err.message, type: "invalid_request_error", param: err.param, code: null, nodeway_code: err.code } });
+      reply.json(400, {
+        error: {
+          message: err.message,
+          type: "invalid_request_error",
+          param: err.param,
+          code: null,
+          nodeway_code: err.code,
+        },
+      });
       return;
     }
     const { status, body } = toWireError(err);
     if (status === 500) logInternal(err, "internal error");
     const code = (body.openai_code as string | undefined) ?? body.code;
-    reply.json(status, { error: { message: body.message, type: errorType(status), param: (body.param as string | undefined) ?? null, code, nodeway_code: body.code } });
+    reply.json(status, {
+      error: {
+        message: body.message,
+        type: errorType(status),
+        param: (body.param as string | undefined) ?? null,
+        code,
+        nodeway_code: body.code,
+      },
+    });
   }
 
   async listModels(reply: Reply): Promise<void> {
     const { listed } = this.models.offers(await this.jobs.liveAgents());
-    reply.json(200, { object: "list", data: listed.map(({ name, target }): ModelCard => ({ id: name, object: "model", created: target.sinceS, owned_by: target.provider })) });
+    reply.json(200, {
+      object: "list",
+      data: listed.map(
+        ({ name, target }): ModelCard => ({
+          id: name,
+          object: "model",
+          created: target.sinceS,
+          owned_by: target.provider,
+        }),
+      ),
+    });
   }
 
   async getModel(name: string, reply: Reply): Promise<void> {
@@ -79,7 +105,13 @@ export class OpenAiApi {
     const created = Math.floor(Date.now() / 1000);
     let jobId = "";
     let started = false;
-    const base = () => ({ id: `chatcmpl-${jobId}`, object: "chat.completion.chunk", created, model: target.id, system_fingerprint: null });
+    const base = () => ({
+      id: `chatcmpl-${jobId}`,
+      object: "chat.completion.chunk",
+      created,
+      model: target.id,
+      system_fingerprint: null,
+    });
     const sse = (v: unknown) => {
       this.onEventOut();
       reply.write(`data: ${JSON.stringify(v)}\n\n`);
@@ -89,7 +121,10 @@ export class OpenAiApi {
       if (started) return;
       started = true;
       reply.startStream("text/event-stream", this.maxBacklogBytes);
-      sse({ ...base(), choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] });
+      sse({
+        ...base(),
+        choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }],
+      });
     };
     const run = await runChat(this.jobs, this.hub, target, chat, CHAT_WORKFLOW_ID, {
       beforePublish: (id) => (jobId = id),
@@ -97,7 +132,10 @@ export class OpenAiApi {
         ? {
             onPiece: (text: string) => {
               open();
-              sse({ ...base(), choices: [{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }] });
+              sse({
+                ...base(),
+                choices: [{ index: 0, delta: { content: text }, logprobs: null, finish_reason: null }],
+              });
             },
           }
         : {}),
@@ -111,7 +149,14 @@ export class OpenAiApi {
     const extra = { "x-nodeway-job-id": run.jobId };
     if (ev.status !== "completed") {
       const why = (ev.error as { code?: string; message?: string } | undefined) ?? {};
-      const error = { message: why.message ?? `the completion's job ended ${ev.status}`, type: "server_error", param: null, code: why.code ?? null, nodeway_code: why.code ?? null, job_id: run.jobId };
+      const error = {
+        message: why.message ?? `the completion's job ended ${ev.status}`,
+        type: "server_error",
+        param: null,
+        code: why.code ?? null,
+        nodeway_code: why.code ?? null,
+        job_id: run.jobId,
+      };
       if (!started) {
         reply.json(failureStatus(ev.status), { error }, extra);
         return;
@@ -139,7 +184,9 @@ export class OpenAiApi {
         created,
         model: target.id,
         system_fingerprint: null,
-        choices: [{ index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: finish }],
+        choices: [
+          { index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: finish },
+        ],
         ...(usage ? { usage } : {}),
       },
       extra,

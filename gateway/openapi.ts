@@ -2,30 +2,49 @@
  * The OpenAPI 3.1 document served at `/openapi.json`, built from the same schemas the routes check bodies with
  * (protocol/schemas.ts), so the document cannot drift from what is enforced.
  */
-import { GraphSchema, MessageBodySchema, RunOptionsSchema, ThreadBodySchema, WorkflowBodySchema } from "../protocol/index.js";
+import {
+  GraphSchema,
+  MessageBodySchema,
+  RunOptionsSchema,
+  ThreadBodySchema,
+  WorkflowBodySchema,
+} from "../protocol/index.js";
 
 type Op = { summary: string; body?: string; ok?: string; stream?: boolean };
-const idParam = { name: "id", in: "path", required: true, schema: { type: "string", pattern: "^[A-Za-z0-9_=-]{1,128}$" } };
+const idParam = {
+  name: "id",
+  in: "path",
+  required: true,
+  schema: { type: "string", pattern: "^[A-Za-z0-9_=-]{1,128}$" },
+};
 const json = (ref: string) => ({ "application/json": { schema: { $ref: `#/components/schemas/${ref}` } } });
 
 const ROUTES: Record<string, Record<string, Op>> = {
   "/health": { get: { summary: "Liveness and NATS reachability (no token needed)" } },
   "/metrics": { get: { summary: "Prometheus metrics" } },
   "/openapi.json": { get: { summary: "This document" } },
-  "/api/workflows": { get: { summary: "List workflows (limit, cursor)" }, post: { summary: "Save a workflow", body: "WorkflowBody" } },
+  "/api/workflows": {
+    get: { summary: "List workflows (limit, cursor)" },
+    post: { summary: "Save a workflow", body: "WorkflowBody" },
+  },
   "/api/workflows/{id}": {
     get: { summary: "Read a workflow" },
     put: { summary: "Replace a workflow", body: "WorkflowBody" },
     delete: { summary: "Delete a workflow" },
   },
   "/api/workflows/{id}/run": {
-    post: { summary: "Run a workflow (?stream=true for NDJSON/SSE events, ?wait=true for the result)", body: "RunOptions" },
+    post: {
+      summary: "Run a workflow (?stream=true for NDJSON/SSE events, ?wait=true for the result)",
+      body: "RunOptions",
+    },
     delete: { summary: "Cancel a run of this workflow (job_id in query or body)" },
   },
   "/api/jobs": { get: { summary: "List jobs, newest first (status, workflow_id, limit, cursor)" } },
   "/api/jobs/{id}": { get: { summary: "A job's record" } },
   "/api/jobs/{id}/cancel": { post: { summary: "Cancel a job" } },
-  "/api/jobs/{id}/events": { get: { summary: "A job's events after ?after= / Last-Event-ID, then live", stream: true } },
+  "/api/jobs/{id}/events": {
+    get: { summary: "A job's events after ?after= / Last-Event-ID, then live", stream: true },
+  },
   "/api/agents": { get: { summary: "Live agents" } },
   "/api/agents/{id}/drain": { post: { summary: "Drain an agent" } },
   "/api/assets": { get: { summary: "List assets" }, post: { summary: "Upload an asset (raw body or multipart)" } },
@@ -37,7 +56,10 @@ const ROUTES: Record<string, Record<string, Op>> = {
     put: { summary: "Rename a thread", body: "ThreadBody" },
     delete: { summary: "Delete a thread" },
   },
-  "/api/messages": { get: { summary: "A thread's messages (thread_id)" }, post: { summary: "Add a message", body: "MessageBody" } },
+  "/api/messages": {
+    get: { summary: "A thread's messages (thread_id)" },
+    post: { summary: "Add a message", body: "MessageBody" },
+  },
   "/api/messages/{id}": { get: { summary: "A message" } },
   "/api/nodes/metadata": { get: { summary: "Node types the fleet offers" } },
   "/v1/models": { get: { summary: "OpenAI-compatible model list" } },
@@ -47,7 +69,10 @@ const ROUTES: Record<string, Record<string, Op>> = {
 
 function operation(path: string, op: Op): Record<string, unknown> {
   const responses: Record<string, unknown> = {
-    "200": { description: "OK", ...(op.stream ? { content: { "application/x-ndjson": {}, "text/event-stream": {} } } : {}) },
+    "200": {
+      description: "OK",
+      ...(op.stream ? { content: { "application/x-ndjson": {}, "text/event-stream": {} } } : {}),
+    },
     "4XX": { description: "The request's fault", content: json("Error") },
     "5XX": { description: "Ours", content: json("Error") },
   };
@@ -70,11 +95,19 @@ export function openApiDocument(): string {
   }
   cached = JSON.stringify({
     openapi: "3.1.0",
-    info: { title: "Nodeway gateway API", version: "1", description: "Errors are {code, message}; codes are stable (docs/api.md)." },
+    info: {
+      title: "Nodeway gateway API",
+      version: "1",
+      description: "Errors are {code, message}; codes are stable (docs/api.md).",
+    },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
       schemas: {
-        Error: { type: "object", required: ["code", "message"], properties: { code: { type: "string" }, message: { type: "string" } } },
+        Error: {
+          type: "object",
+          required: ["code", "message"],
+          properties: { code: { type: "string" }, message: { type: "string" } },
+        },
         Graph: GraphSchema,
         RunOptions: RunOptionsSchema,
         WorkflowBody: WorkflowBodySchema,

@@ -42,7 +42,10 @@ export class ReplayLog {
   readonly reserve = (size: number): Buffer => {
     let chunk = this.chunks.at(-1);
     if (chunk === undefined || chunk.length - this.used < size) {
-      const next = Math.max(size, chunk === undefined ? FIRST_CHUNK_BYTES : Math.min(chunk.length * 2, MAX_CHUNK_BYTES));
+      const next = Math.max(
+        size,
+        chunk === undefined ? FIRST_CHUNK_BYTES : Math.min(chunk.length * 2, MAX_CHUNK_BYTES),
+      );
       // Uninitialised on purpose: only the written ranges are ever handed out.
       chunk = Buffer.allocUnsafeSlow(next);
       this.chunks.push(chunk);

@@ -24,7 +24,7 @@ import {
   type ChatTurnRequest,
   type ThreadMessage,
 } from "../protocol/index.js";
-import { badRequest, notFound } from "./errors.js";
+import { notFound } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 import type { JobManager } from "./jobs.js";
 import { bucketKeys } from "./kv-keys.js";
@@ -63,7 +63,7 @@ export class ThreadStore {
 
   private async read<T>(key: string): Promise<T | null> {
     const e = await this.kv.get(key).catch(() => null);
-    if (!e || e.operation !== "PUT" || e.length === 0) return null;
+    if (e?.operation !== "PUT" || e.length === 0) return null;
     return parseJson(e.string()) as T;
   }
 
@@ -105,7 +105,10 @@ export class ThreadStore {
 
   /** Newest first (ids are time-ordered); `cursor` is the last id of the previous page. */
   async list(limit: number, cursor?: string): Promise<{ threads: ChatThread[]; next: string | null }> {
-    const ids = (await bucketKeys(this.jsm, KV_THREADS, threadKeys.allThreads())).map((k) => k.slice(2)).sort().reverse();
+    const ids = (await bucketKeys(this.jsm, KV_THREADS, threadKeys.allThreads()))
+      .map((k) => k.slice(2))
+      .sort()
+      .reverse();
     const threads: ChatThread[] = [];
     for (const id of ids) {
       if (cursor && id >= cursor) continue;
@@ -117,9 +120,15 @@ export class ThreadStore {
   }
 
   /** Oldest first, or newest first with `reverse`; `cursor` is the last id of the previous page. */
-  async messages(threadId: string, opts: { limit: number; cursor?: string; reverse?: boolean }): Promise<{ messages: ThreadMessage[]; next: string | null }> {
+  async messages(
+    threadId: string,
+    opts: { limit: number; cursor?: string; reverse?: boolean },
+  ): Promise<{ messages: ThreadMessage[]; next: string | null }> {
     await this.get(threadId);
-    const listIds = async () => (await bucketKeys(this.jsm, KV_THREADS, threadKeys.messagesOf(threadId))).map((k) => k.slice(k.lastIndexOf(".") + 1)).sort();
+    const listIds = async () =>
+      (await bucketKeys(this.jsm, KV_THREADS, threadKeys.messagesOf(threadId)))
+        .map((k) => k.slice(k.lastIndexOf(".") + 1))
+        .sort();
     let ids = await listIds();
     if (await this.reconcile(threadId, ids)) ids = await listIds();
     if (opts.reverse) ids.reverse();
@@ -163,7 +172,10 @@ export class ThreadStore {
    * is written, and whoever writes it first (the gateway that took the turn, or any gateway reconciling after that
    * one died) writes it once (`create`). Null when it was there already.
    */
-  private async storeReply(questionId: string, m: Omit<ThreadMessage, "id" | "created_at">): Promise<ThreadMessage | null> {
+  private async storeReply(
+    questionId: string,
+    m: Omit<ThreadMessage, "id" | "created_at">,
+  ): Promise<ThreadMessage | null> {
     const msg: ThreadMessage = { id: `${questionId}${REPLY_SUFFIX}`, created_at: now(), ...m };
     try {
       await this.kv.create(threadKeys.message(msg.thread_id, msg.id), JSON.stringify(msg));
@@ -185,7 +197,7 @@ export class ThreadStore {
     for (const id of ids) {
       if (id.endsWith(REPLY_SUFFIX) || have.has(`${id}${REPLY_SUFFIX}`)) continue;
       const q = await this.read<ThreadMessage>(threadKeys.message(threadId, id));
-      if (!q || q.role !== "user" || !q.job_id || this.turns.get(threadId) === q.job_id) continue;
+      if (q?.role !== "user" || !q.job_id || this.turns.get(threadId) === q.job_id) continue;
       const rec = await this.jobs.find(q.job_id);
       if (!rec || !isTerminal(rec.status) || rec.status === "cancelled") continue;
       // How the reply ended and what it cost are in its last chunk, which the job's stored events still hold.
@@ -199,7 +211,14 @@ export class ThreadStore {
         ...(q.model ? { model: q.model } : {}),
         job_id: q.job_id,
         ...(fin ? { finish_reason: fin.finish_reason, ...(fin.usage ? { usage: fin.usage } : {}) } : {}),
-        ...(rec.status !== "completed" ? { error: { code: rec.error?.code ?? rec.status, message: rec.error?.message ?? `the turn's job ended ${rec.status}` } } : {}),
+        ...(rec.status !== "completed"
+          ? {
+              error: {
+                code: rec.error?.code ?? rec.status,
+                message: rec.error?.message ?? `the turn's job ended ${rec.status}`,
+              },
+            }
+          : {}),
       });
       wrote ||= stored !== null;
     }
@@ -225,19 +244,41 @@ export class ThreadStore {
       this.supersededJobs.add(previous);
       await this.jobs.cancel(previous).catch(() => undefined);
     }
-    const { messages: recent } = await this.messages(thread.id, { limit: THREAD_LIMITS.historyMessages - 1, reverse: true });
+    const { messages: recent } = await this.messages(thread.id, {
+      limit: THREAD_LIMITS.historyMessages - 1,
+      reverse: true,
+    });
     // Replies that are only an error are not the model's words: they stay out of what it is sent.
     const history = recent.reverse().filter((m) => !(m.error && m.content === ""));
-    const turns = [...history.map((m) => ({ role: m.role, content: m.content })), { role: "user" as const, content: req.content }];
+    const turns = [
+      ...history.map((m) => ({ role: m.role, content: m.content })),
+      { role: "user" as const, content: req.content },
+    ];
     const askedId = newId();
-    const run = await runChat(this.jobs, this.hub, target, { system: req.system, messages: turns, maxTokens: req.maxTokens, temperature: req.temperature }, THREAD_WORKFLOW_ID, {
-      beforePublish: (id) => {
-        this.turns.set(thread.id, id);
-        beforePublish(id);
+    const run = await runChat(
+      this.jobs,
+      this.hub,
+      target,
+      { system: req.system, messages: turns, maxTokens: req.maxTokens, temperature: req.temperature },
+      THREAD_WORKFLOW_ID,
+      {
+        beforePublish: (id) => {
+          this.turns.set(thread.id, id);
+          beforePublish(id);
+        },
       },
-    });
+    );
     // Written once, naming the job that answers it.
-    const message: ThreadMessage = { id: askedId, created_at: now(), thread_id: thread.id, role: "user", content: req.content, provider: target.provider, model: target.id, job_id: run.jobId };
+    const message: ThreadMessage = {
+      id: askedId,
+      created_at: now(),
+      thread_id: thread.id,
+      role: "user",
+      content: req.content,
+      provider: target.provider,
+      model: target.id,
+      job_id: run.jobId,
+    };
     await this.kv.put(threadKeys.message(thread.id, askedId), JSON.stringify(message));
     void run.finished
       .then(async (ev) => {
@@ -260,18 +301,28 @@ export class ThreadStore {
             model: target.id,
             job_id: run.jobId,
             ...(fin ? { finish_reason: fin.finish_reason, ...(fin.usage ? { usage: fin.usage } : {}) } : {}),
-            ...(ev.status !== "completed" ? { error: { code: why?.code ?? ev.status, message: why?.message ?? `the turn's job ended ${ev.status}` } } : {}),
+            ...(ev.status !== "completed"
+              ? {
+                  error: { code: why?.code ?? ev.status, message: why?.message ?? `the turn's job ended ${ev.status}` },
+                }
+              : {}),
           });
         } finally {
           finish();
         }
         // Null: another gateway's listing found the job ended first and wrote it from the record.
-        const reply = stored ?? (await this.read<ThreadMessage>(threadKeys.message(thread.id, `${askedId}${REPLY_SUFFIX}`)));
+        const reply =
+          stored ?? (await this.read<ThreadMessage>(threadKeys.message(thread.id, `${askedId}${REPLY_SUFFIX}`)));
         if (!reply) return;
-        await this.kv.put(threadKeys.thread(thread.id), JSON.stringify({ ...(await this.get(thread.id)), updated_at: now() }));
+        await this.kv.put(
+          threadKeys.thread(thread.id),
+          JSON.stringify({ ...(await this.get(thread.id)), updated_at: now() }),
+        );
         answered(reply);
       })
-      .catch((err: unknown) => this.log(`thread ${thread.id}: the reply of job ${run.jobId} was not stored: ${(err as Error).message}`));
+      .catch((err: unknown) =>
+        this.log(`thread ${thread.id}: the reply of job ${run.jobId} was not stored: ${(err as Error).message}`),
+      );
     return { thread, message, jobId: run.jobId };
   }
 

@@ -17,7 +17,12 @@ export interface LoadedUws {
 
 export function loadUws(): LoadedUws {
   const entry = require.resolve("uWebSockets.js");
-  const binary = join(dirname(entry), "..", "binaries", `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`);
+  const binary = join(
+    dirname(entry),
+    "..",
+    "binaries",
+    `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`,
+  );
   let native = process.env.UWS_USE_FALLBACK === undefined || !/^(1|true)$/i.test(process.env.UWS_USE_FALLBACK);
   if (native) {
     try {

@@ -13,7 +13,7 @@ export class WorkflowStore {
 
   async get(id: string): Promise<Workflow> {
     const e = await this.kv.get(workflowKey(id)).catch(() => null);
-    if (!e || e.operation !== "PUT" || e.length === 0) throw notFound(`workflow "${id}"`);
+    if (e?.operation !== "PUT" || e.length === 0) throw notFound(`workflow "${id}"`);
     return parseJson(e.string()) as Workflow;
   }
 
@@ -51,7 +51,7 @@ export class WorkflowStore {
       ...(prev ?? {}),
       ...(body as Partial<Workflow>),
       id: wid,
-      name: typeof body.name === "string" ? body.name : prev?.name ?? "Untitled",
+      name: typeof body.name === "string" ? body.name : (prev?.name ?? "Untitled"),
       graph,
       created_at: prev?.created_at ?? now,
       updated_at: now,
@@ -59,7 +59,10 @@ export class WorkflowStore {
     const json = JSON.stringify(wf);
     const bytes = Buffer.byteLength(json);
     if (bytes > this.maxBytes) {
-      throw new GatewayError(ErrorCode.GW_ERR_BODY_TOO_LARGE, `the workflow is ${bytes} bytes; a workflow may be at most ${this.maxBytes} (NATS max_payload less headers)`);
+      throw new GatewayError(
+        ErrorCode.GW_ERR_BODY_TOO_LARGE,
+        `the workflow is ${bytes} bytes; a workflow may be at most ${this.maxBytes} (NATS max_payload less headers)`,
+      );
     }
     await this.kv.put(workflowKey(wid), json);
     return wf;

@@ -54,7 +54,11 @@ interface JobTopics {
   text: Buffer;
   sockets: Set<WebSocket<SocketData>>;
 }
-const topicsFor = (jobId: string): JobTopics => ({ binary: Buffer.from(`j/${jobId}/m`), text: Buffer.from(`j/${jobId}/j`), sockets: new Set() });
+const topicsFor = (jobId: string): JobTopics => ({
+  binary: Buffer.from(`j/${jobId}/m`),
+  text: Buffer.from(`j/${jobId}/j`),
+  sockets: new Set(),
+});
 const topicOf = (t: JobTopics, mode: Mode) => (mode === "binary" ? t.binary : t.text);
 
 export class WsHub {
@@ -88,7 +92,10 @@ export class WsHub {
     const u = ws.getUserData();
     if (jobId !== undefined && u.jobs.has(jobId)) return;
     if (u.jobs.size + u.pendingFollows >= this.config.wsMaxFollowsPerSocket) {
-      throw new GatewayError(ErrorCode.GW_ERR_LIMIT, `this socket follows ${u.jobs.size} jobs already (wsMaxFollowsPerSocket); stop one first`);
+      throw new GatewayError(
+        ErrorCode.GW_ERR_LIMIT,
+        `this socket follows ${u.jobs.size} jobs already (wsMaxFollowsPerSocket); stop one first`,
+      );
     }
   }
 
@@ -229,17 +236,29 @@ export class WsHub {
       });
       return;
     }
-    const offered = protoHeader.split(",").map((s) => s.trim()).filter(Boolean);
+    const offered = protoHeader
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
     let tokenDigest: Buffer | null = null;
     if (this.auth.enabled) {
       // Refused before the upgrade. A browser passes the token as a `bearer.<token>`
       // subprotocol next to `nodeway.*`, and only `nodeway.*` is ever answered.
-      const token = bearerToken(req.getHeader("authorization")) ?? (req.getQuery("api_key") || undefined) ?? subprotocolToken(offered);
-      const a = this.auth.check(token, "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol");
+      const token =
+        bearerToken(req.getHeader("authorization")) ??
+        (req.getQuery("api_key") || undefined) ??
+        subprotocolToken(offered);
+      const a = this.auth.check(
+        token,
+        "send Authorization: Bearer <token>, ?api_key=<token> or a bearer.<token> subprotocol",
+      );
       if (!a.ok) {
         this.refusals.refused("the /ws upgrade", peerOf(res), a);
         res.cork(() => {
-          res.writeStatus("401 Unauthorized").writeHeader("www-authenticate", a.header).writeHeader("content-type", "application/json");
+          res
+            .writeStatus("401 Unauthorized")
+            .writeHeader("www-authenticate", a.header)
+            .writeHeader("content-type", "application/json");
           res.end(JSON.stringify(refusalBody(a)));
         });
         return;
@@ -247,22 +266,50 @@ export class WsHub {
       tokenDigest = a.digest;
     }
     const chosen = offered.find((p) => p === "nodeway.msgpack" || p === "nodeway.json") ?? "";
-    const data: SocketData = { mode: chosen === "nodeway.json" ? "text" : "binary", fixed: chosen !== "", closed: false, jobs: new Map(), tokenDigest, pendingFollows: 0 };
+    const data: SocketData = {
+      mode: chosen === "nodeway.json" ? "text" : "binary",
+      fixed: chosen !== "",
+      closed: false,
+      jobs: new Map(),
+      tokenDigest,
+      pendingFollows: 0,
+    };
     res.upgrade(data, key, chosen, ext, context);
   }
 
-  private upgradeRefusal(host: string, origin: string, key: string, version: string): { status: string; code: ErrorCode; message: string } | null {
+  private upgradeRefusal(
+    host: string,
+    origin: string,
+    key: string,
+    version: string,
+  ): { status: string; code: ErrorCode; message: string } | null {
     if (!this.browser.hostAllowed(host)) {
-      return { status: "421 Misdirected Request", code: ErrorCode.GW_ERR_FORBIDDEN, message: "this gateway does not answer for that Host (see allowedHosts)" };
+      return {
+        status: "421 Misdirected Request",
+        code: ErrorCode.GW_ERR_FORBIDDEN,
+        message: "this gateway does not answer for that Host (see allowedHosts)",
+      };
     }
     if (!this.browser.originAllowed(origin, host)) {
-      return { status: "403 Forbidden", code: ErrorCode.GW_ERR_FORBIDDEN, message: "WebSocket connections from this Origin are not allowed (see allowedOrigins)" };
+      return {
+        status: "403 Forbidden",
+        code: ErrorCode.GW_ERR_FORBIDDEN,
+        message: "WebSocket connections from this Origin are not allowed (see allowedOrigins)",
+      };
     }
     if (version !== "13") {
-      return { status: "426 Upgrade Required", code: ErrorCode.GW_ERR_BAD_REQUEST, message: "only WebSocket version 13 is spoken here (RFC 6455)" };
+      return {
+        status: "426 Upgrade Required",
+        code: ErrorCode.GW_ERR_BAD_REQUEST,
+        message: "only WebSocket version 13 is spoken here (RFC 6455)",
+      };
     }
     if (!/^[A-Za-z0-9+/]{22}==$/.test(key)) {
-      return { status: "400 Bad Request", code: ErrorCode.GW_ERR_BAD_REQUEST, message: "Sec-WebSocket-Key must be 16 bytes in base64" };
+      return {
+        status: "400 Bad Request",
+        code: ErrorCode.GW_ERR_BAD_REQUEST,
+        message: "Sec-WebSocket-Key must be 16 bytes in base64",
+      };
     }
     return null;
   }
@@ -292,14 +339,23 @@ export class WsHub {
   }
 
   private reply(ws: WebSocket<SocketData>, cmd: ClientCommand, result: unknown): void {
-    this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...(cmd.request_id ? { request_id: cmd.request_id } : {}), result });
+    this.sendTo(ws, {
+      type: "rpc_response",
+      command: cmd.command,
+      ...(cmd.request_id ? { request_id: cmd.request_id } : {}),
+      result,
+    });
   }
 
   /**
    * Runs `fn` holding one follow of the socket's limit until it calls `joined` (the follow is then counted as
    * the socket's own) or settles: commands in flight count against the limit too.
    */
-  private async withFollowRoom<T>(ws: WebSocket<SocketData>, jobId: string | undefined, fn: (joined: () => void) => Promise<T>): Promise<T> {
+  private async withFollowRoom<T>(
+    ws: WebSocket<SocketData>,
+    jobId: string | undefined,
+    fn: (joined: () => void) => Promise<T>,
+  ): Promise<T> {
     this.checkFollowRoom(ws, jobId);
     const u = ws.getUserData();
     u.pendingFollows++;
@@ -332,16 +388,28 @@ export class WsHub {
       case "run_job":
         return this.withFollowRoom(ws, undefined, (joined) => this.runJob(ws, cmd, joined));
       case "reconnect_job":
-        return this.withFollowRoom(ws, cmd.data.job_id, (joined) => this.resume(ws, cmd.data.job_id, cmd.data.last_seq ?? 0, joined));
+        return this.withFollowRoom(ws, cmd.data.job_id, (joined) =>
+          this.resume(ws, cmd.data.job_id, cmd.data.last_seq ?? 0, joined),
+        );
       case "cancel_job": {
         const rec = await this.jobs.cancel(cmd.data.job_id);
-        this.reply(ws, cmd, { job_id: rec.id, status: rec.status, message: isTerminal(rec.status) ? `job is ${rec.status}` : "Job cancellation requested" });
+        this.reply(ws, cmd, {
+          job_id: rec.id,
+          status: rec.status,
+          message: isTerminal(rec.status) ? `job is ${rec.status}` : "Job cancellation requested",
+        });
         return;
       }
       case "get_status": {
         if (cmd.data.job_id) {
           const rec = await this.jobs.get(cmd.data.job_id);
-          this.reply(ws, cmd, { job_id: rec.id, workflow_id: rec.workflow_id, status: rec.status, attempt: rec.attempt, agent_id: rec.agent_id });
+          this.reply(ws, cmd, {
+            job_id: rec.id,
+            workflow_id: rec.workflow_id,
+            status: rec.status,
+            attempt: rec.attempt,
+            agent_id: rec.agent_id,
+          });
         } else {
           const active: Record<string, unknown>[] = [];
           for (const id of ws.getUserData().jobs.keys()) {
@@ -380,13 +448,20 @@ export class WsHub {
   }
 
   /** `run_job`: a saved workflow or a graph sent along; the socket follows the job from its first event. */
-  private async runJob(ws: WebSocket<SocketData>, cmd: Extract<ClientCommand, { command: "run_job" }>, joined: () => void): Promise<void> {
+  private async runJob(
+    ws: WebSocket<SocketData>,
+    cmd: Extract<ClientCommand, { command: "run_job" }>,
+    joined: () => void,
+  ): Promise<void> {
     const d = cmd.data;
     const workflow: { id: string; graph: Graph } = d.graph
       ? { id: typeof d.workflow_id === "string" ? d.workflow_id : "adhoc", graph: d.graph }
       : await this.workflows.get(String(d.workflow_id));
     const spec = runSpecOf(d);
-    const { job } = await this.jobs.submit({ workflow, ...spec, beforePublish: (jobId) => {
+    const { job } = await this.jobs.submit({
+      workflow,
+      ...spec,
+      beforePublish: (jobId) => {
         joined();
         this.joinTopic(ws, jobId);
       },
@@ -395,7 +470,12 @@ export class WsHub {
   }
 
   /** `reconnect_job`: header, replay after `lastSeq`, then live — moving to the topic once the hub caught up. */
-  private async resume(ws: WebSocket<SocketData>, jobId: string, lastSeq: number, joined: () => void = () => undefined): Promise<void> {
+  private async resume(
+    ws: WebSocket<SocketData>,
+    jobId: string,
+    lastSeq: number,
+    joined: () => void = () => undefined,
+  ): Promise<void> {
     const rec: JobRecord = await this.jobs.get(jobId);
     const u = ws.getUserData();
     this.leaveJob(ws, jobId);
@@ -420,7 +500,14 @@ export class WsHub {
             ...(incomplete ? { replay_incomplete: true } : {}),
           });
           if (incomplete && (r?.count ?? 0) === 0) {
-            this.sendTo(ws, { type: "job_update", job_id: jobId, workflow_id: rec.workflow_id, attempt: rec.attempt, status: rec.status, ...(rec.error ? { error: rec.error } : {}) });
+            this.sendTo(ws, {
+              type: "job_update",
+              job_id: jobId,
+              workflow_id: rec.workflow_id,
+              attempt: rec.attempt,
+              status: rec.status,
+              ...(rec.error ? { error: rec.error } : {}),
+            });
           }
         },
         send: (d) => this.sendDelivery(ws, d),

@@ -20,7 +20,7 @@ export async function readJobRecord(
   jobId: string,
 ): Promise<{ rec: JobRecord; revision: number } | null> {
   const e = await kv.get(jobKeys.record(jobId));
-  if (!e || e.operation !== "PUT" || e.length === 0) return null;
+  if (e?.operation !== "PUT" || e.length === 0) return null;
   return { rec: parseJson(e.string()) as JobRecord, revision: e.revision };
 }
 

@@ -39,14 +39,17 @@ export function createLogger(component: string, bindings: Record<string, string 
   if (logFormat() === "pretty") {
     // Loaded only for a terminal: a fleet process writing JSON lines never pays for it.
     const pretty = createRequire(import.meta.url)("pino-pretty") as typeof PinoPretty;
-    return pino(options, pretty({
+    return pino(
+      options,
+      pretty({
         destination: process.stderr,
         sync: true,
         singleLine: true,
         colorize: process.stderr.isTTY,
         messageFormat: "[{component}] {msg}",
         ignore: "pid,hostname,component",
-      }));
+      }),
+    );
   }
   return pino(options, process.stderr);
 }

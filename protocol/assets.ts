@@ -1,5 +1,5 @@
 /**
- * Assets (design §3 `nw_assets`, §6 "assets upload / download"): files uploaded by clients and files produced by
+ * Assets: files uploaded by clients and files produced by
  * jobs, kept in the NATS object store under their asset id. What travels in events and job records instead of a
  * large binary value is an `AssetRef` (NodeTool's media reference shape: `type`, `uri` = `asset://<id>`,
  * `asset_id`), and the REST API describes an asset with `AssetInfo` (NodeTool's Asset fields where it has them).
@@ -163,7 +163,8 @@ export function mediaRefOf(value: unknown, type: string): MediaRef | null {
   }
   if (typeof uri !== "string") return null;
   const id = assetIdOfUri(uri);
-  if (id !== null) return assetId === undefined || assetId === null || assetId === id ? { type, uri, asset_id: id } : null;
+  if (id !== null)
+    return assetId === undefined || assetId === null || assetId === id ? { type, uri, asset_id: id } : null;
   if (assetId !== undefined && assetId !== null) return null;
   return /^(https?:\/\/|data:)/i.test(uri) ? { type, uri } : null;
 }

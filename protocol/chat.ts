@@ -1,5 +1,5 @@
 /**
- * Language models as the fleet offers them (design §6 `/v1`, §7 "providers configured"): which providers there
+ * Language models as the fleet offers them: which providers there
  * are, how a graph names a model, what an agent says it offers, and the OpenAI chat-completions request the
  * gateway's `/v1/chat/completions` takes, checked once at the edge.
  *
@@ -12,7 +12,11 @@ export const LLM_PROVIDERS = ["openai", "anthropic", "ollama"] as const;
 export type LlmProvider = (typeof LLM_PROVIDERS)[number];
 
 /** The agent setting (environment variable) that gives it a provider: its key, or Ollama's endpoint. */
-export const PROVIDER_SETTING: Readonly<Record<LlmProvider, string>> = { openai: "OPENAI_API_KEY", anthropic: "ANTHROPIC_API_KEY", ollama: "OLLAMA_HOST" };
+export const PROVIDER_SETTING: Readonly<Record<LlmProvider, string>> = {
+  openai: "OPENAI_API_KEY",
+  anthropic: "ANTHROPIC_API_KEY",
+  ollama: "OLLAMA_HOST",
+};
 
 export function isLlmProvider(s: unknown): s is LlmProvider {
   return typeof s === "string" && (LLM_PROVIDERS as readonly string[]).includes(s);
@@ -75,7 +79,18 @@ export interface ChatCompletionRequest {
 }
 
 /** What a request leaves out of the fleet's answer, refused rather than ignored: the client relies on it. */
-const UNSUPPORTED = ["tools", "functions", "tool_choice", "function_call", "response_format", "logprobs", "top_logprobs", "audio", "modalities", "prediction"];
+const UNSUPPORTED = [
+  "tools",
+  "functions",
+  "tool_choice",
+  "function_call",
+  "response_format",
+  "logprobs",
+  "top_logprobs",
+  "audio",
+  "modalities",
+  "prediction",
+];
 
 /** A request that is not a chat completion this fleet runs; `param` names the parameter (OpenAI's `param`). */
 export class ChatRequestError extends ProtocolError {
@@ -93,12 +108,16 @@ const bad = (message: string, param: string | null = null) => new ChatRequestErr
 /** Text of a message's content: a string, or OpenAI's parts of which only `text` ones are taken. */
 function textOf(content: unknown, where: string): string {
   if (typeof content === "string") return content;
-  if (!Array.isArray(content)) throw bad(`${where}.content must be a string or a list of content parts`, `${where}.content`);
+  if (!Array.isArray(content))
+    throw bad(`${where}.content must be a string or a list of content parts`, `${where}.content`);
   return content
     .map((p, i) => {
       const part = p as { type?: unknown; text?: unknown };
       if (part?.type === "text" && typeof part.text === "string") return part.text;
-      throw bad(`${where}.content[${i}] is a "${String(part?.type)}" part: this fleet's models take text parts only`, `${where}.content`);
+      throw bad(
+        `${where}.content[${i}] is a "${String(part?.type)}" part: this fleet's models take text parts only`,
+        `${where}.content`,
+      );
     })
     .join("");
 }
@@ -108,30 +127,47 @@ function textOf(content: unknown, where: string): string {
  */
 export function parseChatCompletion(body: Record<string, unknown>): ChatCompletionRequest {
   const model = body.model;
-  if (typeof model !== "string" || model.trim() === "") throw bad(`"model" is required: one of GET /v1/models`, "model");
+  if (typeof model !== "string" || model.trim() === "")
+    throw bad(`"model" is required: one of GET /v1/models`, "model");
   for (const k of UNSUPPORTED) {
-    if (body[k] !== undefined && body[k] !== null) throw bad(`"${k}" is not supported by this fleet's chat completions`, k);
+    if (body[k] !== undefined && body[k] !== null)
+      throw bad(`"${k}" is not supported by this fleet's chat completions`, k);
   }
   if (body.n !== undefined && body.n !== null && body.n !== 1) throw bad(`"n" must be 1: one choice per request`, "n");
-  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== "boolean") throw bad(`"stream" must be a boolean`, "stream");
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== "boolean")
+    throw bad(`"stream" must be a boolean`, "stream");
   const opts = body.stream_options as { include_usage?: unknown } | null | undefined;
-  if (opts !== undefined && opts !== null && (typeof opts !== "object" || (opts.include_usage !== undefined && typeof opts.include_usage !== "boolean"))) {
+  if (
+    opts !== undefined &&
+    opts !== null &&
+    (typeof opts !== "object" || (opts.include_usage !== undefined && typeof opts.include_usage !== "boolean"))
+  ) {
     throw bad(`"stream_options" must be {"include_usage": boolean}`, "stream_options");
   }
   const limit = body.max_completion_tokens ?? body.max_tokens;
   if (limit !== undefined && limit !== null && !(Number.isInteger(limit) && (limit as number) >= 1)) {
-    throw bad(`"max_completion_tokens" (or "max_tokens") must be a positive integer`, body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens");
+    throw bad(
+      `"max_completion_tokens" (or "max_tokens") must be a positive integer`,
+      body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens",
+    );
   }
   const temperature = body.temperature;
-  if (temperature !== undefined && temperature !== null && !(typeof temperature === "number" && temperature >= 0 && temperature <= 2)) {
+  if (
+    temperature !== undefined &&
+    temperature !== null &&
+    !(typeof temperature === "number" && temperature >= 0 && temperature <= 2)
+  ) {
     throw bad(`"temperature" must be a number in [0, 2]`, "temperature");
   }
   const topP = body.top_p;
-  if (topP !== undefined && topP !== null && !(typeof topP === "number" && topP > 0 && topP <= 1)) throw bad(`"top_p" must be a number in (0, 1]`, "top_p");
+  if (topP !== undefined && topP !== null && !(typeof topP === "number" && topP > 0 && topP <= 1))
+    throw bad(`"top_p" must be a number in (0, 1]`, "top_p");
   const rawStop = body.stop ?? [];
   const stop = typeof rawStop === "string" ? [rawStop] : rawStop;
-  if (!Array.isArray(stop) || stop.length > 4 || !stop.every((x) => typeof x === "string" && x !== "")) throw bad(`"stop" must be a string or a list of up to 4 non-empty strings`, "stop");
-  if (!Array.isArray(body.messages) || body.messages.length === 0) throw bad(`"messages" must be a non-empty list`, "messages");
+  if (!Array.isArray(stop) || stop.length > 4 || !stop.every((x) => typeof x === "string" && x !== ""))
+    throw bad(`"stop" must be a string or a list of up to 4 non-empty strings`, "stop");
+  if (!Array.isArray(body.messages) || body.messages.length === 0)
+    throw bad(`"messages" must be a non-empty list`, "messages");
   const system: string[] = [];
   const messages: ChatTurn[] = [];
   body.messages.forEach((m, i) => {
@@ -148,7 +184,10 @@ export function parseChatCompletion(body: Record<string, unknown>): ChatCompleti
         messages.push({ role: msg.role, content: textOf(msg.content ?? "", where) });
         break;
       default:
-        throw bad(`${where}.role must be "system", "developer", "user" or "assistant", got ${JSON.stringify(msg.role)}`, `${where}.role`);
+        throw bad(
+          `${where}.role must be "system", "developer", "user" or "assistant", got ${JSON.stringify(msg.role)}`,
+          `${where}.role`,
+        );
     }
   });
   if (!messages.some((m) => m.role === "user")) throw bad(`"messages" has no user message`, "messages");
@@ -233,21 +272,31 @@ export interface ChatTurnRequest {
  */
 export function parseChatTurn(data: Record<string, unknown>): ChatTurnRequest {
   const threadId = data.thread_id;
-  if (threadId !== undefined && threadId !== null && (typeof threadId !== "string" || threadId === "")) throw bad(`"thread_id" must be a thread's id`, "thread_id");
-  if (data.role !== undefined && data.role !== "user") throw bad(`"role" must be "user": the model answers as "assistant"`, "role");
+  if (threadId !== undefined && threadId !== null && (typeof threadId !== "string" || threadId === ""))
+    throw bad(`"thread_id" must be a thread's id`, "thread_id");
+  if (data.role !== undefined && data.role !== "user")
+    throw bad(`"role" must be "user": the model answers as "assistant"`, "role");
   const content = textOf(data.content, "chat_message");
   if (content.trim() === "") throw bad(`"content" is empty`, "content");
-  if (content.length > THREAD_LIMITS.contentChars) throw bad(`"content" is longer than ${THREAD_LIMITS.contentChars} characters`, "content");
+  if (content.length > THREAD_LIMITS.contentChars)
+    throw bad(`"content" is longer than ${THREAD_LIMITS.contentChars} characters`, "content");
   let model: string;
   const ref = typeof data.model === "object" ? languageModelOf(data.model) : null;
   if (ref) model = `${ref.provider}/${ref.id}`;
-  else if (typeof data.model === "string" && data.model.trim() !== "") model = typeof data.provider === "string" && data.provider !== "" ? `${data.provider}/${data.model}` : data.model;
+  else if (typeof data.model === "string" && data.model.trim() !== "")
+    model = typeof data.provider === "string" && data.provider !== "" ? `${data.provider}/${data.model}` : data.model;
   else throw bad(`"model" is required: one of GET /v1/models, or NodeTool's {provider, id}`, "model");
   if (data.system !== undefined && typeof data.system !== "string") throw bad(`"system" must be a string`, "system");
   const limit = data.max_tokens;
-  if (limit !== undefined && limit !== null && !(Number.isInteger(limit) && (limit as number) >= 1)) throw bad(`"max_tokens" must be a positive integer`, "max_tokens");
+  if (limit !== undefined && limit !== null && !(Number.isInteger(limit) && (limit as number) >= 1))
+    throw bad(`"max_tokens" must be a positive integer`, "max_tokens");
   const temperature = data.temperature;
-  if (temperature !== undefined && temperature !== null && !(typeof temperature === "number" && temperature >= 0 && temperature <= 2)) throw bad(`"temperature" must be a number in [0, 2]`, "temperature");
+  if (
+    temperature !== undefined &&
+    temperature !== null &&
+    !(typeof temperature === "number" && temperature >= 0 && temperature <= 2)
+  )
+    throw bad(`"temperature" must be a number in [0, 2]`, "temperature");
   return {
     threadId: (threadId as string | undefined) ?? null,
     content,

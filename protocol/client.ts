@@ -1,5 +1,5 @@
 /**
- * The client protocol on `/ws` (design §6): frames `{command, data, request_id?}` in, messages with `type` out.
+ * The client protocol on `/ws`: frames `{command, data, request_id?}` in, messages with `type` out.
  */
 import type { Graph } from "./graph.js";
 import type { JobEvent } from "./events.js";
@@ -85,4 +85,11 @@ export interface ClientError {
 export type ThreadMessageFrame = { type: "message" } & ThreadMessage;
 
 /** Every message the server sends on `/ws`. */
-export type ServerMessage = JobEvent | JobResumed | CommandResponse | Pong | GenerationStopped | ClientError | ThreadMessageFrame;
+export type ServerMessage =
+  | JobEvent
+  | JobResumed
+  | CommandResponse
+  | Pong
+  | GenerationStopped
+  | ClientError
+  | ThreadMessageFrame;

@@ -26,7 +26,8 @@ export const CODEC_LIMITS = {
   maxDepth: 64,
 } as const;
 
-const tooDeep = () => new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, `nested deeper than ${CODEC_LIMITS.maxDepth} levels`);
+const tooDeep = () =>
+  new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, `nested deeper than ${CODEC_LIMITS.maxDepth} levels`);
 
 /** Whether JSON text nests deeper than `max`: one pass over the brackets outside strings, before parsing. */
 function jsonTooDeep(text: string, max: number): boolean {
@@ -36,7 +37,8 @@ function jsonTooDeep(text: string, max: number): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 92) i++; // backslash: skip the escaped character
+      if (c === 92)
+        i++; // backslash: skip the escaped character
       else if (c === 34) inString = false;
     } else if (c === 34) inString = true;
     else if (c === 91 || c === 123) {
@@ -59,7 +61,8 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 
 function checkedKey(key: unknown): string | number {
   if (typeof key === "string") {
-    if (FORBIDDEN_KEYS.has(key)) throw new ProtocolError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, `forbidden map key ${JSON.stringify(key)}`);
+    if (FORBIDDEN_KEYS.has(key))
+      throw new ProtocolError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, `forbidden map key ${JSON.stringify(key)}`);
     return key;
   }
   if (typeof key === "number") return key;
@@ -78,7 +81,8 @@ const decoder = new Decoder({
 
 /**
  * MessagePack bytes of `value`. The returned view is a fresh copy (safe to keep). A flat map of scalars (most
- * events) is written by `flat-map.ts`, byte for byte what the library writes; anything else by the library. The copy comes from Node's
+ * events) is written by `flat-map.ts`, byte for byte what the library writes; anything else by the library. The copy
+ * comes from Node's
  * Buffer pool: `encode()` slices a new ArrayBuffer per message, which cost as much as encoding a token event.
  */
 export function encodeMsgpack(value: unknown): Uint8Array {
@@ -105,7 +109,11 @@ const freshBytes = (size: number): Buffer => Buffer.allocUnsafe(size);
  * log, so a cached event is written once). Returns null, without calling `alloc`, for anything but a fixmap or
  * map16 (the caller encodes the object instead). `seq` must be a non-negative safe integer.
  */
-export function withSeqMsgpack(bytes: Uint8Array, seq: number, alloc: (size: number) => Buffer = freshBytes): Uint8Array | null {
+export function withSeqMsgpack(
+  bytes: Uint8Array,
+  seq: number,
+  alloc: (size: number) => Buffer = freshBytes,
+): Uint8Array | null {
   const head = bytes[0];
   if (head === undefined || !Number.isSafeInteger(seq) || seq < 0) return null;
   let count: number;
@@ -141,10 +149,18 @@ export function withSeqMsgpack(bytes: Uint8Array, seq: number, alloc: (size: num
 export function decodeMsgpack(bytes: Uint8Array | ArrayBuffer): unknown {
   const len = bytes.byteLength;
   if (len > CODEC_LIMITS.maxMessageBytes) {
-    throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`);
+    throw new ProtocolError(
+      ErrorCode.PROTO_ERR_TOO_LARGE,
+      `message of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`,
+    );
   }
   if (len === 0) throw new ProtocolError(ErrorCode.PROTO_ERR_DECODE, "empty message");
-  const flat = decodeFlatMap(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), FORBIDDEN_KEYS, CODEC_LIMITS.maxMapLength, CODEC_LIMITS.maxBinBytes);
+  const flat = decodeFlatMap(
+    bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes),
+    FORBIDDEN_KEYS,
+    CODEC_LIMITS.maxMapLength,
+    CODEC_LIMITS.maxBinBytes,
+  );
   if (flat !== undefined) return flat;
   try {
     return decoder.decode(bytes);
@@ -188,7 +204,8 @@ export function decodeEventHead(bytes: Uint8Array): { head: JobEventHead; ev: Jo
 // escapes an ASCII letter or `_` (`"\u005f_proto__"` is the same key, unseen by the first pattern).
 const SUSPICIOUS = /"(?:__proto__|constructor|prototype)"\s*:|\\u00[4-7][0-9a-f]/i;
 function forbidKeysReviver(key: string, value: unknown): unknown {
-  if (FORBIDDEN_KEYS.has(key)) throw new ProtocolError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, `forbidden key ${JSON.stringify(key)}`);
+  if (FORBIDDEN_KEYS.has(key))
+    throw new ProtocolError(ErrorCode.PROTO_ERR_FORBIDDEN_KEY, `forbidden key ${JSON.stringify(key)}`);
   return value;
 }
 
@@ -223,7 +240,8 @@ function binaryReplacer(this: unknown, key: string, value: unknown): unknown {
 /** JSON text of a message. Token chunks (the hot path) skip the replacer. */
 export function encodeJson(value: unknown): string {
   const v = value as { type?: string; content?: unknown };
-  if (v !== null && typeof v === "object" && v.type === "chunk" && typeof v.content === "string") return JSON.stringify(value);
+  if (v !== null && typeof v === "object" && v.type === "chunk" && typeof v.content === "string")
+    return JSON.stringify(value);
   return JSON.stringify(value, binaryReplacer);
 }
 
@@ -271,7 +289,8 @@ export function asClientCommand(x: unknown): ClientCommand {
       throw shape('run_job: needs "workflow_id" or "graph"');
     }
   } catch (err) {
-    if (err instanceof ProtocolError) err.command = { command, ...(x.request_id !== undefined ? { request_id: String(x.request_id) } : {}) };
+    if (err instanceof ProtocolError)
+      err.command = { command, ...(x.request_id !== undefined ? { request_id: String(x.request_id) } : {}) };
     throw err;
   }
   const out = { command, data } as ClientCommand;
@@ -301,7 +320,14 @@ export function asJobDispatch(x: unknown): JobDispatch {
   if (!isObj(x.params)) throw shape('job.dispatch: "params" must be an object');
   if (x.record !== undefined) {
     const r = x.record;
-    if (!isObj(r) || !isObj(r.rec) || r.rec.id !== x.job_id || typeof r.revision !== "number" || !Number.isInteger(r.revision) || r.revision < 1) {
+    if (
+      !isObj(r) ||
+      !isObj(r.rec) ||
+      r.rec.id !== x.job_id ||
+      typeof r.revision !== "number" ||
+      !Number.isInteger(r.revision) ||
+      r.revision < 1
+    ) {
       throw shape('job.dispatch: "record" must be {rec: <the job\'s record>, revision: <positive integer>}');
     }
   }
@@ -335,7 +361,11 @@ export function asServerMessage(x: unknown): ServerMessage {
 }
 
 /** Decodes a client `/ws` frame: binary frames are msgpack, text frames JSON. */
-export function decodeClientFrame(frame: ArrayBuffer | Uint8Array | string, isBinary: boolean, maxBytes?: number): ClientCommand {
+export function decodeClientFrame(
+  frame: ArrayBuffer | Uint8Array | string,
+  isBinary: boolean,
+  maxBytes?: number,
+): ClientCommand {
   if (typeof frame === "string") return asClientCommand(parseJson(frame, maxBytes));
   if (!isBinary) return asClientCommand(parseJson(utf8(frame), maxBytes));
   const v = decodeMsgpack(frame);

@@ -137,8 +137,9 @@ export function redactUrl(url: string): string {
 export function redactSecretsIn(text: string, secrets: readonly string[] = []): string {
   let out = text
     .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]*@/gi, `$1${REDACTED}@`)
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s?#]*\?)([^\s#]*)/gi, (_m, head: string, query: string) =>
-      head + query.replace(/(^|&)([^=&]*)=[^&]*/g, `$1$2=${REDACTED}`),
+    .replace(
+      /(\b[a-z][a-z0-9+.-]*:\/\/[^\s?#]*\?)([^\s#]*)/gi,
+      (_m, head: string, query: string) => head + query.replace(/(^|&)([^=&]*)=[^&]*/g, `$1$2=${REDACTED}`),
     );
   for (const s of secrets) if (s.length >= 3) out = out.split(s).join(REDACTED);
   return out;
@@ -152,7 +153,13 @@ export function secretsOfUrl(url: string): string[] {
   } catch {
     return [];
   }
-  const raw = [u.password, ...u.search.slice(1).split("&").map((p) => p.slice(p.indexOf("=") + 1))];
+  const raw = [
+    u.password,
+    ...u.search
+      .slice(1)
+      .split("&")
+      .map((p) => p.slice(p.indexOf("=") + 1)),
+  ];
   const decoded = raw.map((s) => {
     try {
       return decodeURIComponent(s);

@@ -149,7 +149,9 @@ export type JobEventBody = Unstamped<JobEvent>;
  * The events a graph run emits (the engine's), before the runner's publisher stamps them. A runner in a thread,
  * process or container that sends any other (a `job_update` saying its job completed, say) is broken or hostile.
  */
-export type GraphEvent = Unstamped<NodeUpdate | NodeProgress | EdgeUpdate | OutputUpdate | Chunk | LogUpdate | PreviewUpdate>;
+export type GraphEvent = Unstamped<
+  NodeUpdate | NodeProgress | EdgeUpdate | OutputUpdate | Chunk | LogUpdate | PreviewUpdate
+>;
 export type GraphEventType = GraphEvent["type"];
 
 /** Every `GraphEvent` type, and only those. */

@@ -130,17 +130,58 @@ export function decodeFlatMap(
       p += 1;
     } else {
       switch (vh) {
-        case 0xc0: v = null; p += 1; break;
-        case 0xc2: v = false; p += 1; break;
-        case 0xc3: v = true; p += 1; break;
-        case 0xca: if (p + 5 > end) return undefined; v = float(bytes, p + 1, 4); p += 5; break;
-        case 0xcb: if (p + 9 > end) return undefined; v = float(bytes, p + 1, 8); p += 9; break;
-        case 0xcc: if (p + 2 > end) return undefined; v = bytes[p + 1]!; p += 2; break;
-        case 0xcd: if (p + 3 > end) return undefined; v = (bytes[p + 1]! << 8) | bytes[p + 2]!; p += 3; break;
-        case 0xce: if (p + 5 > end) return undefined; v = ((bytes[p + 1]! << 24) >>> 0) + ((bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) | bytes[p + 4]!); p += 5; break;
-        case 0xd0: if (p + 2 > end) return undefined; v = (bytes[p + 1]! << 24) >> 24; p += 2; break;
-        case 0xd1: if (p + 3 > end) return undefined; v = (((bytes[p + 1]! << 8) | bytes[p + 2]!) << 16) >> 16; p += 3; break;
-        case 0xd2: if (p + 5 > end) return undefined; v = (bytes[p + 1]! << 24) | (bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) | bytes[p + 4]!; p += 5; break;
+        case 0xc0:
+          v = null;
+          p += 1;
+          break;
+        case 0xc2:
+          v = false;
+          p += 1;
+          break;
+        case 0xc3:
+          v = true;
+          p += 1;
+          break;
+        case 0xca:
+          if (p + 5 > end) return undefined;
+          v = float(bytes, p + 1, 4);
+          p += 5;
+          break;
+        case 0xcb:
+          if (p + 9 > end) return undefined;
+          v = float(bytes, p + 1, 8);
+          p += 9;
+          break;
+        case 0xcc:
+          if (p + 2 > end) return undefined;
+          v = bytes[p + 1]!;
+          p += 2;
+          break;
+        case 0xcd:
+          if (p + 3 > end) return undefined;
+          v = (bytes[p + 1]! << 8) | bytes[p + 2]!;
+          p += 3;
+          break;
+        case 0xce:
+          if (p + 5 > end) return undefined;
+          v = ((bytes[p + 1]! << 24) >>> 0) + ((bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) | bytes[p + 4]!);
+          p += 5;
+          break;
+        case 0xd0:
+          if (p + 2 > end) return undefined;
+          v = (bytes[p + 1]! << 24) >> 24;
+          p += 2;
+          break;
+        case 0xd1:
+          if (p + 3 > end) return undefined;
+          v = (((bytes[p + 1]! << 8) | bytes[p + 2]!) << 16) >> 16;
+          p += 3;
+          break;
+        case 0xd2:
+          if (p + 5 > end) return undefined;
+          v = (bytes[p + 1]! << 24) | (bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) | bytes[p + 4]!;
+          p += 5;
+          break;
         case 0xd9: {
           if (p + 2 > end) return undefined;
           const l = bytes[p + 1]!;
@@ -319,10 +360,18 @@ export function encodeFlatMap(value: unknown): Uint8Array | undefined {
           p = writeUint(scratch, p, v);
         } else {
           if (v >= -0x20) scratch[p++] = 0xe0 | (v + 0x20);
-          else if (v >= -0x80) { scratch[p++] = 0xd0; scratch[p++] = v & 0xff; }
-          else if (v >= -0x8000) { scratch[p++] = 0xd1; scratch.writeInt16BE(v, p); p += 2; }
-          else if (v >= -0x80000000) { scratch[p++] = 0xd2; scratch.writeInt32BE(v, p); p += 4; }
-          else return undefined;
+          else if (v >= -0x80) {
+            scratch[p++] = 0xd0;
+            scratch[p++] = v & 0xff;
+          } else if (v >= -0x8000) {
+            scratch[p++] = 0xd1;
+            scratch.writeInt16BE(v, p);
+            p += 2;
+          } else if (v >= -0x80000000) {
+            scratch[p++] = 0xd2;
+            scratch.writeInt32BE(v, p);
+            p += 4;
+          } else return undefined;
         }
       } else {
         scratch[p++] = 0xcb;

@@ -22,7 +22,11 @@ export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(["__proto__", "constr
  */
 export function checkForbiddenKeys(value: unknown, what: string): void {
   if (value === null || typeof value !== "object") return;
-  interface At { v: object; key: string; up: At | null }
+  interface At {
+    v: object;
+    key: string;
+    up: At | null;
+  }
   const seen = new Set<object>();
   const stack: At[] = [{ v: value, key: what, up: null }];
   while (stack.length > 0) {
@@ -78,7 +82,8 @@ export function prepareGraph(graph: Graph): PreparedGraph {
         if (bypassed.has(e.source)) {
           changed = true;
           const feed = edges.find((x) => x.target === e.source);
-          if (feed) next.push({ ...e, id: `${e.id ?? ""}~bypass`, source: feed.source, sourceHandle: feed.sourceHandle });
+          if (feed)
+            next.push({ ...e, id: `${e.id ?? ""}~bypass`, source: feed.source, sourceHandle: feed.sourceHandle });
         } else if (!bypassed.has(e.target)) {
           next.push(e);
         }
@@ -108,10 +113,12 @@ function nodeLabel(n: GraphNode): string {
  * naming the offending node or edge.
  */
 export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
-  if (graph === null || typeof graph !== "object") throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, "graph must be an object {nodes, edges}");
+  if (graph === null || typeof graph !== "object")
+    throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, "graph must be an object {nodes, edges}");
   checkForbiddenKeys(graph, "graph");
   const g = graph as Partial<Graph>;
-  if (!Array.isArray(g.nodes) || !Array.isArray(g.edges)) throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, 'graph needs "nodes" and "edges" arrays');
+  if (!Array.isArray(g.nodes) || !Array.isArray(g.edges))
+    throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, 'graph needs "nodes" and "edges" arrays');
   const byId = new Map<string, GraphNode>();
   for (const n of g.nodes) {
     if (n === null || typeof n !== "object" || typeof n.id !== "string" || typeof n.type !== "string") {
@@ -120,7 +127,11 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
     if (byId.has(n.id)) throw new GraphError(ErrorCode.GRAPH_ERR_DUPLICATE_NODE, `duplicate node id "${n.id}"`, n.id);
     byId.set(n.id, n);
     if (catalog && !IGNORED_TYPES.has(n.type) && !catalog.has(n.type)) {
-      throw new GraphError(ErrorCode.GRAPH_ERR_UNKNOWN_NODE_TYPE, `unknown node type "${n.type}" at node "${n.id}"`, n.id);
+      throw new GraphError(
+        ErrorCode.GRAPH_ERR_UNKNOWN_NODE_TYPE,
+        `unknown node type "${n.type}" at node "${n.id}"`,
+        n.id,
+      );
     }
   }
   for (const e of g.edges) {
@@ -128,14 +139,24 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
       throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, 'every edge needs string "source" and "target"');
     }
     const ref = e.id ?? `${e.source}->${e.target}`;
-    if (!byId.has(e.source)) throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, `edge "${ref}" comes from missing node "${e.source}"`, ref);
-    if (!byId.has(e.target)) throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, `edge "${ref}" goes to missing node "${e.target}"`, ref);
+    if (!byId.has(e.source))
+      throw new GraphError(
+        ErrorCode.GRAPH_ERR_DANGLING_EDGE,
+        `edge "${ref}" comes from missing node "${e.source}"`,
+        ref,
+      );
+    if (!byId.has(e.target))
+      throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, `edge "${ref}" goes to missing node "${e.target}"`, ref);
     if (typeof e.targetHandle !== "string" || typeof e.sourceHandle !== "string") {
       throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, `edge "${ref}" needs "sourceHandle" and "targetHandle"`, ref);
     }
     const meta = catalog?.get(byId.get(e.target)!.type);
     if (meta && !meta.is_dynamic && !meta.properties.some((p) => p.name === e.targetHandle)) {
-      throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, `edge "${ref}" targets unknown input "${e.targetHandle}" of ${nodeLabel(byId.get(e.target)!)}`, ref);
+      throw new GraphError(
+        ErrorCode.GRAPH_ERR_DANGLING_EDGE,
+        `edge "${ref}" targets unknown input "${e.targetHandle}" of ${nodeLabel(byId.get(e.target)!)}`,
+        ref,
+      );
     }
   }
   // Cycle check (Kahn): data edges must form a DAG.
@@ -163,13 +184,22 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
   }
   if (seen < byId.size) {
     const inCycle = [...indeg].filter(([, d]) => d > 0).map(([id]) => id);
-    throw new GraphError(ErrorCode.GRAPH_ERR_CYCLE, `graph has a cycle through nodes ${inCycle.map((i) => `"${i}"`).join(", ")}`, inCycle[0]);
+    throw new GraphError(
+      ErrorCode.GRAPH_ERR_CYCLE,
+      `graph has a cycle through nodes ${inCycle.map((i) => `"${i}"`).join(", ")}`,
+      inCycle[0],
+    );
   }
   return g as Graph;
 }
 
 function coerce(value: unknown, type: string, name: string): unknown {
-  const bad = () => new GraphError(ErrorCode.GRAPH_ERR_PARAM_TYPE, `param "${name}" must be ${type}, got ${JSON.stringify(value)}`, name);
+  const bad = () =>
+    new GraphError(
+      ErrorCode.GRAPH_ERR_PARAM_TYPE,
+      `param "${name}" must be ${type}, got ${JSON.stringify(value)}`,
+      name,
+    );
   switch (type) {
     case "int": {
       const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
@@ -196,7 +226,11 @@ function coerce(value: unknown, type: string, name: string): unknown {
     case "document": {
       const ref = mediaRefOf(value, type);
       if (!ref) {
-        throw new GraphError(ErrorCode.GRAPH_ERR_PARAM_TYPE, `param "${name}" must be ${/^[aeiou]/.test(type) ? "an" : "a"} ${type} reference: an asset://<id>, http(s):// or data: URI, or {"uri": …} (upload the file to /api/assets first), got ${JSON.stringify(value)?.slice(0, 120)}`, name);
+        throw new GraphError(
+          ErrorCode.GRAPH_ERR_PARAM_TYPE,
+          `param "${name}" must be ${/^[aeiou]/.test(type) ? "an" : "a"} ${type} reference: an asset://<id>, http(s):// or data: URI, or {"uri": …} (upload the file to /api/assets first), got ${JSON.stringify(value)?.slice(0, 120)}`,
+          name,
+        );
       }
       return ref;
     }
@@ -226,7 +260,11 @@ function coerce(value: unknown, type: string, name: string): unknown {
  * type (strings from a command line are coerced), and every input without a default value is given.
  * Returns the coerced params. Throws `GraphError` naming the param.
  */
-export function validateParams(graph: Graph, params: Record<string, unknown>, catalog?: NodeCatalog): Record<string, unknown> {
+export function validateParams(
+  graph: Graph,
+  params: Record<string, unknown>,
+  catalog?: NodeCatalog,
+): Record<string, unknown> {
   checkForbiddenKeys(params, "params");
   const inputs = new Map<string, GraphNode>();
   for (const n of graph.nodes) {
@@ -252,7 +290,11 @@ export function validateParams(graph: Graph, params: Record<string, unknown>, ca
     if (Object.hasOwn(out, name)) continue;
     const value = ownProp(node.data, "value");
     if (value === undefined || value === null) {
-      throw new GraphError(ErrorCode.GRAPH_ERR_MISSING_PARAM, `missing required param "${name}" (input node "${node.id}", ${node.type})`, name);
+      throw new GraphError(
+        ErrorCode.GRAPH_ERR_MISSING_PARAM,
+        `missing required param "${name}" (input node "${node.id}", ${node.type})`,
+        name,
+      );
     }
   }
   return out;

@@ -1,4 +1,4 @@
-/** NodeTool's graph JSON (design §8). Extra fields on nodes and edges are kept and ignored. */
+/** NodeTool's graph JSON. Extra fields on nodes and edges are kept and ignored. */
 export interface GraphNode {
   id: string;
   type: string;

@@ -1,5 +1,14 @@
 /** protocol/: the contracts every other folder meets on. Explicit list; nothing else is public. */
-export { ErrorCode, ProtocolError, GraphError, InvalidConfigError, assertNever, redactSecretsIn, redactUrl, secretsOfUrl } from "./errors.js";
+export {
+  ErrorCode,
+  ProtocolError,
+  GraphError,
+  InvalidConfigError,
+  assertNever,
+  redactSecretsIn,
+  redactUrl,
+  secretsOfUrl,
+} from "./errors.js";
 export type { WireError } from "./errors.js";
 export {
   subjects,
@@ -24,7 +33,16 @@ export {
   BUILTIN_POOLS,
 } from "./subjects.js";
 export type { Graph, GraphNode, GraphEdge, Workflow, NodeMetadata, PropertyMetadata } from "./graph.js";
-export { JobState, TERMINAL_STATES, isTerminal, canTransition, ExecutionStrategy, pickStrategy, CancelReason, AgentState } from "./jobs.js";
+export {
+  JobState,
+  TERMINAL_STATES,
+  isTerminal,
+  canTransition,
+  ExecutionStrategy,
+  pickStrategy,
+  CancelReason,
+  AgentState,
+} from "./jobs.js";
 export type {
   JobRecord,
   JobDispatch,
@@ -96,11 +114,64 @@ export {
   decodeAgentRegistration,
 } from "./codec.js";
 export { newId } from "./ids.js";
-export { checkSchema, GraphSchema, IdSchema, RunOptionsSchema, WorkflowBodySchema, ThreadBodySchema, MessageBodySchema, ClientCommandSchemas, type RunOptions } from "./schemas.js";
-export { JOB_QUEUE_DEFAULTS, EVENTS_DEFAULTS, EVENTS_RESERVED_PER_JOB, jobEventBudget, JOBS_KV_DEFAULTS, AGENT_TTL_MS, AGENT_HEARTBEAT_MS } from "./streams.js";
+export {
+  checkSchema,
+  GraphSchema,
+  IdSchema,
+  RunOptionsSchema,
+  WorkflowBodySchema,
+  ThreadBodySchema,
+  MessageBodySchema,
+  ClientCommandSchemas,
+  type RunOptions,
+} from "./schemas.js";
+export {
+  JOB_QUEUE_DEFAULTS,
+  EVENTS_DEFAULTS,
+  EVENTS_RESERVED_PER_JOB,
+  jobEventBudget,
+  JOBS_KV_DEFAULTS,
+  AGENT_TTL_MS,
+  AGENT_HEARTBEAT_MS,
+} from "./streams.js";
 export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";
-export { ASSETS_DEFAULTS, ASSET_META, MEDIA_REF_TYPES, MEDIA_TYPES, extensionOf, isAssetId, assetUri, assetIdOfUri, assetRef, assetInfo, mediaRefOf, refTypeOf } from "./assets.js";
+export {
+  ASSETS_DEFAULTS,
+  ASSET_META,
+  MEDIA_REF_TYPES,
+  MEDIA_TYPES,
+  extensionOf,
+  isAssetId,
+  assetUri,
+  assetIdOfUri,
+  assetRef,
+  assetInfo,
+  mediaRefOf,
+  refTypeOf,
+} from "./assets.js";
 export type { AssetRef, AssetRefType, AssetInfo, MediaRef, StoredObject } from "./assets.js";
-export { LLM_PROVIDERS, PROVIDER_SETTING, MAX_MODELS_PER_PROVIDER, THREAD_LIMITS, isLlmProvider, languageModelOf, parseChatCompletion, parseChatTurn, ChatRequestError } from "./chat.js";
-export type { LlmProvider, LanguageModelRef, AgentModel, ChatTurn, ChatCompletionRequest, ChatTurnRequest, ChatThread, ThreadMessage, FinishReason, ChatUsage, ChatEndMetadata } from "./chat.js";
+export {
+  LLM_PROVIDERS,
+  PROVIDER_SETTING,
+  MAX_MODELS_PER_PROVIDER,
+  THREAD_LIMITS,
+  isLlmProvider,
+  languageModelOf,
+  parseChatCompletion,
+  parseChatTurn,
+  ChatRequestError,
+} from "./chat.js";
+export type {
+  LlmProvider,
+  LanguageModelRef,
+  AgentModel,
+  ChatTurn,
+  ChatCompletionRequest,
+  ChatTurnRequest,
+  ChatThread,
+  ThreadMessage,
+  FinishReason,
+  ChatUsage,
+  ChatEndMetadata,
+} from "./chat.js";

@@ -1,5 +1,5 @@
 /**
- * Job lifecycle, and the NATS messages that carry jobs, cancels and the agent registry (design §3–4, §7).
+ * Job lifecycle, and the NATS messages that carry jobs, cancels and the agent registry.
  */
 import type { AgentModel } from "./chat.js";
 import type { Graph } from "./graph.js";
@@ -16,7 +16,12 @@ export const JobState = {
 } as const;
 export type JobState = (typeof JobState)[keyof typeof JobState];
 
-export const TERMINAL_STATES: ReadonlySet<JobState> = new Set<JobState>(["completed", "failed", "cancelled", "timed_out"]);
+export const TERMINAL_STATES: ReadonlySet<JobState> = new Set<JobState>([
+  "completed",
+  "failed",
+  "cancelled",
+  "timed_out",
+]);
 export const isTerminal = (s: JobState): boolean => TERMINAL_STATES.has(s);
 
 /** Allowed transitions; anything else is refused by the writer (terminal states never change). */
@@ -34,7 +39,12 @@ export function canTransition(from: JobState, to: JobState): boolean {
 }
 
 /** How an agent runs a job, requested by the run and capped by the agent's policy. */
-export const ExecutionStrategy = { threaded: "threaded", subprocess: "subprocess", docker: "docker", inline: "inline" } as const;
+export const ExecutionStrategy = {
+  threaded: "threaded",
+  subprocess: "subprocess",
+  docker: "docker",
+  inline: "inline",
+} as const;
 export type ExecutionStrategy = (typeof ExecutionStrategy)[keyof typeof ExecutionStrategy];
 
 /** Weakest to strongest isolation. */
@@ -46,13 +56,18 @@ const ISOLATION: readonly ExecutionStrategy[] = ["inline", "threaded", "subproce
  * what is offered). A job that asks nothing gets the agent's default. The agent applies it to every job it
  * pulls; the gateway, at submit, to the live agents of the job's pool.
  */
-export function pickStrategy(requested: ExecutionStrategy | undefined, offered: readonly ExecutionStrategy[]): { strategy: ExecutionStrategy } | { refused: string } {
+export function pickStrategy(
+  requested: ExecutionStrategy | undefined,
+  offered: readonly ExecutionStrategy[],
+): { strategy: ExecutionStrategy } | { refused: string } {
   if (requested === undefined) return { strategy: offered[0] ?? "inline" };
   if (offered.includes(requested)) return { strategy: requested };
   const floor = ISOLATION.indexOf(requested);
   const stronger = ISOLATION.filter((s, i) => i > floor && offered.includes(s));
   if (stronger.length > 0) return { strategy: stronger[0]! };
-  return { refused: `the job asks for the "${requested}" strategy; this agent offers ${offered.map((s) => `"${s}"`).join(", ")}` };
+  return {
+    refused: `the job asks for the "${requested}" strategy; this agent offers ${offered.map((s) => `"${s}"`).join(", ")}`,
+  };
 }
 
 /** The job record in KV `nw_jobs` (key `j.<id>`), written only by compare-and-set on its revision. */
@@ -144,7 +159,12 @@ export interface AgentCapabilities {
    */
   models?: AgentModel[];
   /** The ComfyUI server beside the agent (`comfyuiUrl`): whether it answers, its version and devices. */
-  comfyui?: { url: string; reachable: boolean; version: string | null; devices: { name: string; type: string; vram_total?: number }[] };
+  comfyui?: {
+    url: string;
+    reachable: boolean;
+    version: string | null;
+    devices: { name: string; type: string; vram_total?: number }[];
+  };
 }
 
 /** Registry entry in KV `nw_agents` (key = agent id), refreshed by the heartbeat; TTL removes dead agents. */

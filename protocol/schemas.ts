@@ -10,8 +10,15 @@ import { ErrorCode, ProtocolError } from "./errors.js";
 /** Ids of things clients name (jobs, workflows, threads): a KV key and a subject token both take these. */
 export const IdSchema = Type.String({ pattern: "^[A-Za-z0-9_=-]{1,128}$", description: "an id" });
 const PoolSchema = Type.String({ pattern: "^[A-Za-z0-9_-]{1,64}$" });
-export const StrategySchema = Type.Union([Type.Literal("inline"), Type.Literal("threaded"), Type.Literal("subprocess"), Type.Literal("docker")]);
-const Params = Type.Record(Type.String(), Type.Unknown(), { description: "values for the graph's input nodes, by name" });
+export const StrategySchema = Type.Union([
+  Type.Literal("inline"),
+  Type.Literal("threaded"),
+  Type.Literal("subprocess"),
+  Type.Literal("docker"),
+]);
+const Params = Type.Record(Type.String(), Type.Unknown(), {
+  description: "values for the graph's input nodes, by name",
+});
 
 export const GraphNodeSchema = Type.Object(
   {
@@ -37,7 +44,10 @@ export const GraphEdgeSchema = Type.Object(
   { additionalProperties: true },
 );
 export const GraphSchema = Type.Object(
-  { nodes: Type.Array(GraphNodeSchema, { maxItems: 10_000 }), edges: Type.Array(GraphEdgeSchema, { maxItems: 100_000 }) },
+  {
+    nodes: Type.Array(GraphNodeSchema, { maxItems: 10_000 }),
+    edges: Type.Array(GraphEdgeSchema, { maxItems: 100_000 }),
+  },
   { additionalProperties: true },
 );
 
@@ -46,7 +56,11 @@ export const RunOptionsSchema = Type.Object(
   {
     params: Type.Optional(Params),
     execution_strategy: Type.Optional(StrategySchema),
-    timeout_s: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.Null()], { description: "seconds; default and maximum are the gateway's" })),
+    timeout_s: Type.Optional(
+      Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.Null()], {
+        description: "seconds; default and maximum are the gateway's",
+      }),
+    ),
     requirements: Type.Optional(Type.Object({ pool: Type.Optional(PoolSchema) }, { additionalProperties: true })),
   },
   { additionalProperties: true },
@@ -100,16 +114,28 @@ export const ClientCommandSchemas = {
   reconnect_job: command(
     "reconnect_job",
     Type.Object(
-      { job_id: IdSchema, last_seq: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])), workflow_id: Type.Optional(Type.String()) },
+      {
+        job_id: IdSchema,
+        last_seq: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+        workflow_id: Type.Optional(Type.String()),
+      },
       { additionalProperties: true },
     ),
   ),
   cancel_job: command("cancel_job", Type.Object({ job_id: IdSchema }, { additionalProperties: true })),
-  get_status: command("get_status", OptData(Type.Object({ job_id: Type.Optional(IdSchema) }, { additionalProperties: true }))),
+  get_status: command(
+    "get_status",
+    OptData(Type.Object({ job_id: Type.Optional(IdSchema) }, { additionalProperties: true })),
+  ),
   chat_message: command("chat_message", Type.Record(Type.String(), Type.Unknown())),
   stop: command(
     "stop",
-    OptData(Type.Object({ job_id: Type.Optional(IdSchema), thread_id: Type.Optional(IdSchema) }, { additionalProperties: true })),
+    OptData(
+      Type.Object(
+        { job_id: Type.Optional(IdSchema), thread_id: Type.Optional(IdSchema) },
+        { additionalProperties: true },
+      ),
+    ),
   ),
   set_mode: command("set_mode", Type.Object({ mode: Type.Union([Type.Literal("text"), Type.Literal("binary")]) })),
   ping: command("ping", OptData(Type.Record(Type.String(), Type.Unknown()))),
@@ -123,7 +149,15 @@ function checkerOf<T extends TSchema>(schema: T): TypeCheck<T> {
 }
 
 const kindOf = (v: unknown): string => (v === null ? "null" : Array.isArray(v) ? "array" : typeof v);
-const KIND: Record<string, string> = { string: "a string", number: "a number", integer: "an integer", boolean: "true or false", object: "an object", array: "a list", null: "null" };
+const KIND: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  integer: "an integer",
+  boolean: "true or false",
+  object: "an object",
+  array: "a list",
+  null: "null",
+};
 
 /** An error's text in this API's words: what the value must be, from the schema it failed. */
 function describe(schema: TSchema, value: unknown, message: string): string {
@@ -134,15 +168,27 @@ function describe(schema: TSchema, value: unknown, message: string): string {
   if (value === undefined) return "is required";
   if (options) {
     // A choice of types: the option of the value's own type says what is wrong with it, else list the types.
-    const own = options.find((o) => KIND[String((o as TSchema).type)] !== undefined && kindOf(value) === (o as TSchema).type);
+    const own = options.find(
+      (o) => KIND[String((o as TSchema).type)] !== undefined && kindOf(value) === (o as TSchema).type,
+    );
     if (own) return describe(own as TSchema, value, message);
     return `must be ${or(options.map((o) => KIND[String((o as TSchema).type)] ?? "another value"))}`;
   }
   const kind = KIND[String(schema.type)];
-  const typeOk = kind === undefined || (schema.type === "array" ? Array.isArray(value) : schema.type === "integer" ? Number.isInteger(value) : typeof value === (schema.type === "integer" ? "number" : schema.type) && value !== null && !Array.isArray(value));
+  const typeOk =
+    kind === undefined ||
+    (schema.type === "array"
+      ? Array.isArray(value)
+      : schema.type === "integer"
+        ? Number.isInteger(value)
+        : typeof value === (schema.type === "integer" ? "number" : schema.type) &&
+          value !== null &&
+          !Array.isArray(value));
   if (!typeOk) return `must be ${kind}`;
-  if (typeof value === "string" && typeof schema.maxLength === "number" && value.length > schema.maxLength) return `is longer than ${schema.maxLength} characters`;
-  if (typeof value === "string" && typeof schema.pattern === "string") return `is not valid here (${JSON.stringify(value.slice(0, 40))})`;
+  if (typeof value === "string" && typeof schema.maxLength === "number" && value.length > schema.maxLength)
+    return `is longer than ${schema.maxLength} characters`;
+  if (typeof value === "string" && typeof schema.pattern === "string")
+    return `is not valid here (${JSON.stringify(value.slice(0, 40))})`;
   return message.toLowerCase();
 }
 
@@ -152,5 +198,8 @@ export function checkSchema<T extends TSchema>(schema: T, value: unknown, what: 
   if (c.Check(value)) return value as Static<T>;
   const first = c.Errors(value).First();
   const where = first?.path ? `"${first.path.slice(1).replace(/\//g, ".")}"` : "the value";
-  throw new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, `${what}: ${where} ${first ? describe(first.schema, first.value, first.message) : "is malformed"}`);
+  throw new ProtocolError(
+    ErrorCode.PROTO_ERR_SHAPE,
+    `${what}: ${where} ${first ? describe(first.schema, first.value, first.message) : "is malformed"}`,
+  );
 }

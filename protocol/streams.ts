@@ -1,6 +1,6 @@
 /**
  * The shapes of the NATS streams, buckets and consumers, as plain data: the gateway creates them and the agent
- * checks them, so both read the same numbers from here (design §3).
+ * checks them, so both read the same numbers from here.
  */
 import { STREAM_EVENTS, STREAM_JOBS } from "./subjects.js";
 

@@ -44,7 +44,8 @@ export const subjects = {
   /** Where JetStream keeps a KV entry: a publish here is a KV put. Keys are dot-separated tokens (jobKeys). */
   kvEntry: (bucket: string, key: string) => `$KV.${checkToken(bucket, "bucket")}.${key}`,
   /** The chunks of one object in an object store (JetStream's own layout; `nuid` from the object's info). */
-  objectChunks: (bucket: string, nuid: string) => `$O.${checkToken(bucket, "bucket")}.C.${checkToken(nuid, "object nuid")}`,
+  objectChunks: (bucket: string, nuid: string) =>
+    `$O.${checkToken(bucket, "bucket")}.C.${checkToken(nuid, "object nuid")}`,
 } as const;
 
 /** The job id inside an `nw.events.<job_id>` subject (the inverse of `subjects.jobEvents`). */
@@ -84,7 +85,8 @@ export const jobKeys = {
 export const threadKeys = {
   thread: (threadId: string) => `t.${checkToken(threadId, "thread id")}`,
   allThreads: () => "t.*",
-  message: (threadId: string, messageId: string) => `m.${checkToken(threadId, "thread id")}.${checkToken(messageId, "message id")}`,
+  message: (threadId: string, messageId: string) =>
+    `m.${checkToken(threadId, "thread id")}.${checkToken(messageId, "message id")}`,
   messagesOf: (threadId: string) => `m.${checkToken(threadId, "thread id")}.*`,
   messageAnywhere: (messageId: string) => `m.*.${checkToken(messageId, "message id")}`,
 } as const;

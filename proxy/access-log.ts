@@ -33,7 +33,15 @@ function isoNow(): string {
   return lastIso;
 }
 
-export function formatAccessLine(peer: string | undefined, method: string | undefined, url: string | undefined, status: number, ms: number, upstream: string | null, subprotocols?: string): string {
+export function formatAccessLine(
+  peer: string | undefined,
+  method: string | undefined,
+  url: string | undefined,
+  status: number,
+  ms: number,
+  upstream: string | null,
+  subprotocols?: string,
+): string {
   const line = `${isoNow()} ${peer ?? "-"} "${method ?? "-"} ${redactUrl(url ?? "-")}" ${status} ${ms.toFixed(1)}ms ${upstream ?? "-"}`;
   return subprotocols === undefined ? line : `${line} proto=${redactSubprotocols(subprotocols)}`;
 }

@@ -21,7 +21,9 @@ let loaded: Promise<Acme> | null = null;
  */
 function loadAcme(): Promise<Acme> {
   return (loaded ??= import("acme-client").then((acme) => {
-    const defaults = acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number; retryDefaultDelay: number } };
+    const defaults = acme.axios.defaults as unknown as {
+      acmeSettings: { retryMaxAttempts: number; retryDefaultDelay: number };
+    };
     defaults.acmeSettings.retryMaxAttempts = 1;
     defaults.acmeSettings.retryDefaultDelay = 1;
     return acme;

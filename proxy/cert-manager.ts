@@ -201,7 +201,8 @@ export class CertManager {
       await this.loadFiles(false);
     } else if (mode === TlsMode.selfSigned) {
       const cur = this.byName.get(this.config.domain[0]!);
-      if (cur === undefined || needsRenewal(cur, this.now(), this.config.renewalWindowRatio)) await this.loadSelfSigned();
+      if (cur === undefined || needsRenewal(cur, this.now(), this.config.renewalWindowRatio))
+        await this.loadSelfSigned();
     } else {
       // An on-demand name without a certificate is retried by its next handshake, not in the background.
       const due = [...this.acmeStates].filter(([name, st]) => !st.onDemand || this.byName.has(name));
@@ -322,11 +323,13 @@ export class CertManager {
         const cert = await this.store.withLock(`${this.caDir}/${name}`, async () => {
           // Another proxy sharing the store may have renewed while we waited for the lock.
           const stored = await this.readStored(name);
-          if (stored !== null && !needsRenewal(stored, this.now(), this.config.renewalWindowRatio)) return { cert: stored, fresh: false };
+          if (stored !== null && !needsRenewal(stored, this.now(), this.config.renewalWindowRatio))
+            return { cert: stored, fresh: false };
           if (this.orderWaitMs() > 0) throw new OrdersThrottled();
           this.orderTimesMs.push(this.now());
           const accountKeyPem = await this.accountKey();
-          const caBundlePem = this.config.acmeCaBundleFile !== null ? await fs.readFile(this.config.acmeCaBundleFile, "utf8") : null;
+          const caBundlePem =
+            this.config.acmeCaBundleFile !== null ? await fs.readFile(this.config.acmeCaBundleFile, "utf8") : null;
           const pair = await issueCertificate({
             directoryUrl: this.config.acmeDirectoryUrl,
             accountKeyPem,
@@ -357,7 +360,10 @@ export class CertManager {
           return null;
         }
         st.failures += 1;
-        const delay = Math.min(this.config.acmeRetryMaxMs, this.config.acmeRetryMinMs * 2 ** Math.min(st.failures - 1, 30));
+        const delay = Math.min(
+          this.config.acmeRetryMaxMs,
+          this.config.acmeRetryMinMs * 2 ** Math.min(st.failures - 1, 30),
+        );
         st.nextAttemptAtMs = this.now() + delay;
         this.emit({
           type: "cert.renew_failed",
@@ -411,7 +417,9 @@ export class CertManager {
   }
 
   private async loadSelfSigned(): Promise<void> {
-    const names = [...new Set([...this.config.domain, ...(this.config.domain.includes("localhost") ? ["127.0.0.1", "::1"] : [])])];
+    const names = [
+      ...new Set([...this.config.domain, ...(this.config.domain.includes("localhost") ? ["127.0.0.1", "::1"] : [])]),
+    ];
     const key = names[0]!;
     const pair = await this.store.readPair("self-signed", key);
     let loaded: LoadedCert | null = null;
@@ -455,7 +463,13 @@ export class CertManager {
     const prev = this.byName.get(name);
     this.byName.set(name, cert);
     if (prev?.serialNumber !== cert.serialNumber) {
-      this.emit({ type: "cert.installed", name, serialNumber: cert.serialNumber, notAfter: new Date(cert.notAfterMs).toISOString(), source });
+      this.emit({
+        type: "cert.installed",
+        name,
+        serialNumber: cert.serialNumber,
+        notAfter: new Date(cert.notAfterMs).toISOString(),
+        source,
+      });
     }
     const first = this.config.domain[0] ?? name;
     if (name === first && this.fallback !== cert) {
@@ -482,7 +496,9 @@ export class CertManager {
     this.timer = setTimeout(() => {
       this.timer = null;
       this.check()
-        .catch((err: unknown) => this.emit({ type: "proxy.error", where: "cert-check", message: (err as Error).message }))
+        .catch((err: unknown) =>
+          this.emit({ type: "proxy.error", where: "cert-check", message: (err as Error).message }),
+        )
         .finally(() => this.schedule());
     }, next);
     this.timer.unref();

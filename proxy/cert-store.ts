@@ -142,7 +142,10 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 
 /** Host names and CA hosts become directory names; anything outside [a-z0-9.-] is replaced. */
 export function safeName(name: string): string {
-  const s = name.toLowerCase().replace(/^\*\./, "_wildcard_.").replace(/[^a-z0-9._-]/g, "_");
+  const s = name
+    .toLowerCase()
+    .replace(/^\*\./, "_wildcard_.")
+    .replace(/[^a-z0-9._-]/g, "_");
   return s === "" || s === "." || s === ".." ? "_" : s;
 }
 

@@ -49,7 +49,12 @@ const CLOCK_SKEW_MS = 5 * 60_000;
  * is signed by the next one. Returns the parsed form ready to install.
  * @throws CertificateError with a `reason`
  */
-export function validateCertificate(certPem: string, keyPem: string, hosts: readonly string[], nowMs: number): LoadedCert {
+export function validateCertificate(
+  certPem: string,
+  keyPem: string,
+  hosts: readonly string[],
+  nowMs: number,
+): LoadedCert {
   const blocks = certPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
   if (blocks === null || blocks.length === 0) throw new CertificateError("parse", "no PEM certificate found");
   let chain: X509Certificate[];
@@ -70,10 +75,12 @@ export function validateCertificate(certPem: string, keyPem: string, hosts: read
   const notBeforeMs = Date.parse(leaf.validFrom);
   const notAfterMs = Date.parse(leaf.validTo);
   if (!(notAfterMs > nowMs)) throw new CertificateError("expired", `certificate expired at ${leaf.validTo}`);
-  if (notBeforeMs > nowMs + CLOCK_SKEW_MS) throw new CertificateError("not_yet_valid", `certificate not valid before ${leaf.validFrom}`);
+  if (notBeforeMs > nowMs + CLOCK_SKEW_MS)
+    throw new CertificateError("not_yet_valid", `certificate not valid before ${leaf.validFrom}`);
 
   for (const host of hosts) {
-    const ok = isIP(host) !== 0 ? leaf.checkIP(host) !== undefined : leaf.checkHost(host, { subject: "never" }) !== undefined;
+    const ok =
+      isIP(host) !== 0 ? leaf.checkIP(host) !== undefined : leaf.checkHost(host, { subject: "never" }) !== undefined;
     if (!ok) throw new CertificateError("san_mismatch", `certificate does not cover ${host}`);
   }
   for (let i = 0; i + 1 < chain.length; i++) {
@@ -95,7 +102,11 @@ export function validateCertificate(certPem: string, keyPem: string, hosts: read
 }
 
 /** True when less than `ratio` of the lifetime is left at `nowMs` (renew at a third left by default). */
-export function needsRenewal(cert: Pick<LoadedCert, "notBeforeMs" | "notAfterMs">, nowMs: number, ratio: number): boolean {
+export function needsRenewal(
+  cert: Pick<LoadedCert, "notBeforeMs" | "notAfterMs">,
+  nowMs: number,
+  ratio: number,
+): boolean {
   const lifetime = cert.notAfterMs - cert.notBeforeMs;
   return cert.notAfterMs - nowMs < lifetime * ratio;
 }
@@ -120,7 +131,11 @@ export function newSerialHex(): string {
  * Makes a self-signed certificate for `names` (DNS names and IPs). The RSA key comes from Node's native crypto
  * (fast, and node-forge's pure-JS keygen takes seconds); node-forge only assembles and signs the certificate.
  */
-export function createSelfSigned(names: readonly string[], nowMs: number, validDays = 365): { certPem: string; keyPem: string } {
+export function createSelfSigned(
+  names: readonly string[],
+  nowMs: number,
+  validDays = 365,
+): { certPem: string; keyPem: string } {
   const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const keyPem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
   const pubPem = publicKey.export({ type: "spki", format: "pem" }).toString();
@@ -132,7 +147,10 @@ export function createSelfSigned(names: readonly string[], nowMs: number, validD
   cert.validity.notBefore = new Date(nowMs - 60 * 60_000);
   cert.validity.notAfter = new Date(nowMs + validDays * 86_400_000);
   const cn = names[0] ?? "localhost";
-  const attrs = [{ name: "commonName", value: cn }, { name: "organizationName", value: "Nodeway self-signed" }];
+  const attrs = [
+    { name: "commonName", value: cn },
+    { name: "organizationName", value: "Nodeway self-signed" },
+  ];
   cert.setSubject(attrs);
   cert.setIssuer(attrs);
   cert.setExtensions([

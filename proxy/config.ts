@@ -3,7 +3,7 @@
  * `compileProxyConfig` into a frozen `ProxyConfig` in which URLs, CIDRs and host patterns are already parsed, so the
  * request path never re-validates anything.
  *
- * Naming contract with the CLI (design §2, style guide §8 principle 10): every key is camelCase and maps mechanically
+ * Naming contract with the CLI: every key is camelCase and maps mechanically
  * to a flag and an env var, `httpsPort` ↔ `--https-port` ↔ `NODEWAY_HTTPS_PORT`. Lists use singular names
  * (`--upstream a --upstream b`). Because env vars and flags arrive as strings, numbers may be given as decimal
  * strings, booleans as `"true"`/`"false"`/`"1"`/`"0"`, and lists as one comma-separated string.
@@ -170,11 +170,40 @@ export interface UpstreamTarget {
 }
 
 const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof ProxyOptions>([
-  "upstream", "domain", "email", "host", "httpsPort", "httpPort", "tls", "certFile", "keyFile", "acmeDirectoryUrl",
-  "acmeCaBundleFile", "certDir", "trustedProxies", "onDemandAllow", "maxBodyBytes", "maxHeaderBytes",
-  "headersTimeoutMs", "requestTimeoutMs", "keepAliveTimeoutMs",  "healthIntervalMs", "healthTimeoutMs", "healthPath", "hstsMaxAgeSeconds", "redirectHttp", "renewalWindowRatio",
-  "renewCheckIntervalMs", "acmeRetryMinMs", "acmeRetryMaxMs", "accessLog",
-  "onDemandAsk", "onDemandMaxNames", "acmeOrdersPerMinute", "wsIdleTimeoutMs", "maxConnections",
+  "upstream",
+  "domain",
+  "email",
+  "host",
+  "httpsPort",
+  "httpPort",
+  "tls",
+  "certFile",
+  "keyFile",
+  "acmeDirectoryUrl",
+  "acmeCaBundleFile",
+  "certDir",
+  "trustedProxies",
+  "onDemandAllow",
+  "maxBodyBytes",
+  "maxHeaderBytes",
+  "headersTimeoutMs",
+  "requestTimeoutMs",
+  "keepAliveTimeoutMs",
+  "healthIntervalMs",
+  "healthTimeoutMs",
+  "healthPath",
+  "hstsMaxAgeSeconds",
+  "redirectHttp",
+  "renewalWindowRatio",
+  "renewCheckIntervalMs",
+  "acmeRetryMinMs",
+  "acmeRetryMaxMs",
+  "accessLog",
+  "onDemandAsk",
+  "onDemandMaxNames",
+  "acmeOrdersPerMinute",
+  "wsIdleTimeoutMs",
+  "maxConnections",
 ]);
 
 // RFC 1123 labels; a leading "*." is handled by the callers that allow wildcards.
@@ -207,8 +236,20 @@ export function compileProxyConfig(opts: ProxyOptions): Readonly<ProxyConfig> {
   const acmeCaBundleFile = mapNull(optString("acmeCaBundleFile", o.acmeCaBundleFile), (f) => resolve(f));
   const limits = compileLimits(o);
   const config: ProxyConfig = {
-    upstream, ...names, ...acme, host, httpsPort, httpPort, tls, ...files, acmeCaBundleFile, certDir, trustedProxies,
-    ...limits, healthPath, ...renewal,
+    upstream,
+    ...names,
+    ...acme,
+    host,
+    httpsPort,
+    httpPort,
+    tls,
+    ...files,
+    acmeCaBundleFile,
+    certDir,
+    trustedProxies,
+    ...limits,
+    healthPath,
+    ...renewal,
   };
   return deepFreeze(config);
 }
@@ -223,13 +264,23 @@ function knownOptions(opts: ProxyOptions): Record<string, unknown> {
 }
 
 /** The names served and those that may get a certificate on demand. */
-function compileNames(o: Record<string, unknown>, tls: TlsMode): Pick<ProxyConfig, "domain" | "onDemandAllow" | "onDemandAsk"> {
+function compileNames(
+  o: Record<string, unknown>,
+  tls: TlsMode,
+): Pick<ProxyConfig, "domain" | "onDemandAllow" | "onDemandAsk"> {
   let domain = list("domain", o.domain).map((d) => d.toLowerCase().replace(/\.$/, ""));
   for (const d of domain) {
     const bare = d.startsWith("*.") ? d.slice(2) : d;
-    if (!HOSTNAME_RE.test(bare) && isIP(d) === 0) throw new InvalidConfigError("domain", `not a host name: ${JSON.stringify(d)}`);
-    if (tls === TlsMode.acme && (d.startsWith("*.") || isIP(d) !== 0 || d === "localhost" || d.endsWith(".localhost"))) {
-      throw new InvalidConfigError("domain", `${d} cannot get a certificate over ACME HTTP-01 (wildcard, IP or localhost)`);
+    if (!HOSTNAME_RE.test(bare) && isIP(d) === 0)
+      throw new InvalidConfigError("domain", `not a host name: ${JSON.stringify(d)}`);
+    if (
+      tls === TlsMode.acme &&
+      (d.startsWith("*.") || isIP(d) !== 0 || d === "localhost" || d.endsWith(".localhost"))
+    ) {
+      throw new InvalidConfigError(
+        "domain",
+        `${d} cannot get a certificate over ACME HTTP-01 (wildcard, IP or localhost)`,
+      );
     }
   }
   if (tls === TlsMode.selfSigned && domain.length === 0) domain = ["localhost"];
@@ -238,7 +289,8 @@ function compileNames(o: Record<string, unknown>, tls: TlsMode): Pick<ProxyConfi
   const onDemandAllow = list("onDemandAllow", o.onDemandAllow).map((p) => p.toLowerCase());
   for (const p of onDemandAllow) {
     const bare = p.startsWith("*.") ? p.slice(2) : p;
-    if (!HOSTNAME_RE.test(bare)) throw new InvalidConfigError("onDemandAllow", `not a host name or *.pattern: ${JSON.stringify(p)}`);
+    if (!HOSTNAME_RE.test(bare))
+      throw new InvalidConfigError("onDemandAllow", `not a host name or *.pattern: ${JSON.stringify(p)}`);
   }
   if (onDemandAllow.length > 0 && tls !== TlsMode.acme) {
     throw new InvalidConfigError("onDemandAllow", 'on-demand issuance needs tls: "acme"');
@@ -264,13 +316,17 @@ function compileCertFiles(o: Record<string, unknown>, tls: TlsMode): Pick<ProxyC
     if (certFile !== null) throw new InvalidConfigError("certFile", 'only used with tls: "files"');
     if (keyFile !== null) throw new InvalidConfigError("keyFile", 'only used with tls: "files"');
   }
-  return { certFile: certFile !== null ? resolve(certFile) : null, keyFile: keyFile !== null ? resolve(keyFile) : null };
+  return {
+    certFile: certFile !== null ? resolve(certFile) : null,
+    keyFile: keyFile !== null ? resolve(keyFile) : null,
+  };
 }
 
 /** The ACME contact and directory. */
 function compileAcme(o: Record<string, unknown>): Pick<ProxyConfig, "email" | "acmeDirectoryUrl"> {
   const email = optString("email", o.email);
-  if (email !== null && !/^[^@\s]+@[^@\s]+$/.test(email)) throw new InvalidConfigError("email", "not an e-mail address");
+  if (email !== null && !/^[^@\s]+@[^@\s]+$/.test(email))
+    throw new InvalidConfigError("email", "not an e-mail address");
   const acmeDirectoryUrl = optString("acmeDirectoryUrl", o.acmeDirectoryUrl) ?? LETS_ENCRYPT_DIRECTORY_URL;
   let dirUrl: URL;
   try {
@@ -284,8 +340,14 @@ function compileAcme(o: Record<string, unknown>): Pick<ProxyConfig, "email" | "a
 }
 
 /** When certificates are renewed, and how issuance retries back off. */
-function compileRenewal(o: Record<string, unknown>): Pick<ProxyConfig, "renewalWindowRatio" | "acmeRetryMinMs" | "acmeRetryMaxMs"> {
-  const renewalWindowRatio = num("renewalWindowRatio", o.renewalWindowRatio, 1 / 3, { min: 0.01, max: 0.99, integer: false });
+function compileRenewal(
+  o: Record<string, unknown>,
+): Pick<ProxyConfig, "renewalWindowRatio" | "acmeRetryMinMs" | "acmeRetryMaxMs"> {
+  const renewalWindowRatio = num("renewalWindowRatio", o.renewalWindowRatio, 1 / 3, {
+    min: 0.01,
+    max: 0.99,
+    integer: false,
+  });
   const acmeRetryMinMs = num("acmeRetryMinMs", o.acmeRetryMinMs, 60_000, { min: 1 });
   const acmeRetryMaxMs = num("acmeRetryMaxMs", o.acmeRetryMaxMs, 86_400_000, { min: 1 });
   if (acmeRetryMaxMs < acmeRetryMinMs) throw new InvalidConfigError("acmeRetryMaxMs", "must be >= acmeRetryMinMs");
@@ -293,9 +355,24 @@ function compileRenewal(o: Record<string, unknown>): Pick<ProxyConfig, "renewalW
 }
 
 /** The options that are a plain number or switch with a default. */
-type PlainSettings = Pick<ProxyConfig, "onDemandMaxNames" | "acmeOrdersPerMinute" | "maxBodyBytes" | "maxHeaderBytes" |
-  "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "wsIdleTimeoutMs" | "maxConnections" | "healthIntervalMs" |
-  "healthTimeoutMs" | "hstsMaxAgeSeconds" | "redirectHttp" | "renewCheckIntervalMs" | "accessLog">;
+type PlainSettings = Pick<
+  ProxyConfig,
+  | "onDemandMaxNames"
+  | "acmeOrdersPerMinute"
+  | "maxBodyBytes"
+  | "maxHeaderBytes"
+  | "headersTimeoutMs"
+  | "requestTimeoutMs"
+  | "keepAliveTimeoutMs"
+  | "wsIdleTimeoutMs"
+  | "maxConnections"
+  | "healthIntervalMs"
+  | "healthTimeoutMs"
+  | "hstsMaxAgeSeconds"
+  | "redirectHttp"
+  | "renewCheckIntervalMs"
+  | "accessLog"
+>;
 
 /** Limits, timeouts, health checks and switches, checked in the order of `ProxyConfig`. */
 function compileLimits(o: Record<string, unknown>): PlainSettings {
@@ -331,7 +408,12 @@ export function parseCidr(text: string): { address: string; prefix: number; fami
   if (v === 0) throw new InvalidConfigError("trustedProxies", `not an IP or CIDR: ${JSON.stringify(text)}`);
   const max = v === 4 ? 32 : 128;
   const prefix = prefixText === undefined ? max : Number(prefixText);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (prefixText !== undefined && !/^\d+$/.test(prefixText))) {
+  if (
+    !Number.isInteger(prefix) ||
+    prefix < 0 ||
+    prefix > max ||
+    (prefixText !== undefined && !/^\d+$/.test(prefixText))
+  ) {
     throw new InvalidConfigError("trustedProxies", `bad prefix length in ${JSON.stringify(text)}`);
   }
   return { address, prefix, family: v === 4 ? "ipv4" : "ipv6" };
@@ -354,7 +436,7 @@ export function trustedProxyMatcher(cidrs: readonly string[]): ((peer: string) =
   };
 }
 
-/** `$NODEWAY_HOME/certs`, `~/.nodeway/certs` when unset (design §2). */
+/** `$NODEWAY_HOME/certs`, `~/.nodeway/certs` when unset. */
 function defaultCertDir(): string {
   const home = process.env.NODEWAY_HOME;
   const base = home !== undefined && home !== "" ? home : join(homedir(), ".nodeway");
@@ -368,9 +450,11 @@ function parseUpstream(text: string): UpstreamTarget {
   } catch {
     throw new InvalidConfigError("upstream", `not a URL: ${JSON.stringify(text)}`);
   }
-  // Gateways sit on loopback or a private network (design §9); TLS to them is not supported yet.
-  if (url.protocol !== "http:") throw new InvalidConfigError("upstream", `${text}: only http:// upstreams are supported`);
-  if (url.username !== "" || url.password !== "") throw new InvalidConfigError("upstream", `${text}: credentials in the URL are not allowed`);
+  // Gateways sit on loopback or a private network; TLS to them is not supported yet.
+  if (url.protocol !== "http:")
+    throw new InvalidConfigError("upstream", `${text}: only http:// upstreams are supported`);
+  if (url.username !== "" || url.password !== "")
+    throw new InvalidConfigError("upstream", `${text}: credentials in the URL are not allowed`);
   if ((url.pathname !== "/" && url.pathname !== "") || url.search !== "" || url.hash !== "") {
     throw new InvalidConfigError("upstream", `${text}: give an origin only (no path, query or fragment)`);
   }
@@ -422,11 +506,18 @@ function oneOf<T extends string>(key: string, value: unknown, allowed: readonly 
   return value as T;
 }
 
-function num(key: string, value: unknown, dflt: number, range: { min?: number; max?: number; integer?: boolean }): number {
+function num(
+  key: string,
+  value: unknown,
+  dflt: number,
+  range: { min?: number; max?: number; integer?: boolean },
+): number {
   if (value === undefined || value === null) return dflt;
   const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
-  if (typeof n !== "number" || !Number.isFinite(n)) throw new InvalidConfigError(key, `must be a number, got ${JSON.stringify(value)}`);
-  if (range.integer !== false && !Number.isInteger(n)) throw new InvalidConfigError(key, `must be an integer, got ${n}`);
+  if (typeof n !== "number" || !Number.isFinite(n))
+    throw new InvalidConfigError(key, `must be a number, got ${JSON.stringify(value)}`);
+  if (range.integer !== false && !Number.isInteger(n))
+    throw new InvalidConfigError(key, `must be an integer, got ${n}`);
   if (range.min !== undefined && n < range.min) throw new InvalidConfigError(key, `must be >= ${range.min}, got ${n}`);
   if (range.max !== undefined && n > range.max) throw new InvalidConfigError(key, `must be <= ${range.max}, got ${n}`);
   return n;

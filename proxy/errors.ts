@@ -83,7 +83,10 @@ export class StoreLockedError extends ProxyError {
  */
 export class UpstreamError extends ProxyError {
   constructor(
-    code: typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT | typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_CLOSED | typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_PROTOCOL,
+    code:
+      | typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT
+      | typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_CLOSED
+      | typeof ProxyErrorCode.PROXY_ERR_UPSTREAM_PROTOCOL,
     message: string,
     readonly connectionLevel: boolean,
     readonly retryable: boolean,
@@ -104,7 +107,12 @@ export function assertNever(x: never, what = "value"): never {
  * A whole HTTP/1.1 answer that ends the connection, for a client whose bytes cannot be trusted any further: a
  * JSON body with a stable code says why, as every other refusal does.
  */
-export function closingAnswer(status: number, reason: string, message: string, code: string = ProxyErrorCode.PROXY_ERR_BAD_REQUEST): string {
+export function closingAnswer(
+  status: number,
+  reason: string,
+  message: string,
+  code: string = ProxyErrorCode.PROXY_ERR_BAD_REQUEST,
+): string {
   const body = JSON.stringify({ code, message });
   return `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }

@@ -1,13 +1,20 @@
 import type { Registry } from "../obs/index.js";
 
 /**
- * Operational events the proxy reports through `ProxyHooks.onEvent` (default: one line each in the proxy's log). They are
+ * Operational events the proxy reports through `ProxyHooks.onEvent` (default: one line each in the proxy's log). They
+ * are
  * data with stable `type` strings so the CLI or a log shipper can alert on them (`cert.renew_failed` is the alert
  * asked for by reliability S11).
  */
 export type ProxyEvent =
   | { type: "proxy.listening"; httpsPort: number; httpPort: number }
-  | { type: "cert.installed"; name: string; serialNumber: string; notAfter: string; source: "acme" | "store" | "self-signed" | "files" }
+  | {
+      type: "cert.installed";
+      name: string;
+      serialNumber: string;
+      notAfter: string;
+      source: "acme" | "store" | "self-signed" | "files";
+    }
   | {
       type: "cert.renew_failed";
       name: string;

@@ -39,8 +39,16 @@ import type { FrontRequest, FrontResponse } from "./front.js";
 
 /** RFC 9110 §7.6.1 plus the non-standard ones seen in the wild. Lower-case. */
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-  "proxy-authorization", "proxy-authenticate", "http2-settings",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "te",
+  "trailer",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
+  "http2-settings",
 ]);
 
 /** Headers only a trusted proxy may set; from anyone else they are dropped (they would let a client pick its IP). */
@@ -50,7 +58,15 @@ function isForwardingHeader(lower: string): boolean {
 
 /** Connection-level failures that say "this upstream is gone", as opposed to a bad request (WebSocket tunnels). */
 const CONNECTION_ERRORS: ReadonlySet<string> = new Set([
-  "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENOTFOUND", "EAI_AGAIN",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EHOSTDOWN",
+  "ENOTFOUND",
+  "EAI_AGAIN",
 ]);
 
 /**
@@ -153,14 +169,23 @@ function buildRequestHeaders(
       else if (lower === "upgrade") upgradeTo = value;
       continue;
     }
-    if (named !== null && named.includes(lower)) continue;
+    if (named?.includes(lower)) continue;
     if (lower.charCodeAt(0) === 120 /* x */ || lower === "forwarded") {
       if (isForwardingHeader(lower)) {
         if (!trusted) continue;
         // From a trusted proxy: keep its view, folded into the single values we emit below.
-        if (lower === "x-forwarded-for") { xff = xff === null ? value : `${xff}, ${value}`; continue; }
-        if (lower === "x-forwarded-proto") { xfProto ??= value; continue; }
-        if (lower === "x-forwarded-host") { xfHost ??= value; continue; }
+        if (lower === "x-forwarded-for") {
+          xff = xff === null ? value : `${xff}, ${value}`;
+          continue;
+        }
+        if (lower === "x-forwarded-proto") {
+          xfProto ??= value;
+          continue;
+        }
+        if (lower === "x-forwarded-host") {
+          xfHost ??= value;
+          continue;
+        }
       }
     } else if (lower === "content-length") {
       // llhttp already refused conflicting duplicates. Not copied: the upstream client writes the framing.
@@ -190,9 +215,12 @@ function buildRequestHeaders(
   if (upgrade) out.push("Connection", "Upgrade", "Upgrade", upgradeTo);
   const peer = req.peer;
   out.push(
-    "X-Forwarded-For", xff === null ? peer : `${xff}, ${peer}`,
-    "X-Forwarded-Proto", xfProto ?? proto,
-    "X-Forwarded-Host", xfHost ?? host,
+    "X-Forwarded-For",
+    xff === null ? peer : `${xff}, ${peer}`,
+    "X-Forwarded-Proto",
+    xfProto ?? proto,
+    "X-Forwarded-Host",
+    xfHost ?? host,
   );
   return { headers: out, chunked, contentLength };
 }
@@ -202,7 +230,10 @@ function buildRequestHeaders(
  * HSTS. The fields are latin1 strings, as on the wire (RFC 9110 §5.5), and go back the same way. `contentLength`:
  * the upstream's, null when it gave none (the front then frames the body itself).
  */
-function buildResponseHeaders(raw: readonly string[], hsts: string | null): { headers: string[]; contentLength: number | null } {
+function buildResponseHeaders(
+  raw: readonly string[],
+  hsts: string | null,
+): { headers: string[]; contentLength: number | null } {
   const n = raw.length;
   const named = namedInConnection(raw);
   const out: string[] = [];
@@ -212,7 +243,7 @@ function buildResponseHeaders(raw: readonly string[], hsts: string | null): { he
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) continue;
-    if (named !== null && named.includes(lower)) continue;
+    if (named?.includes(lower)) continue;
     if (lower === "content-length") {
       // The upstream client's parser has refused a malformed or conflicting one.
       contentLength = Number(raw[i + 1]!);
@@ -239,7 +270,8 @@ function sendError(res: FrontResponse, status: number, code: string, hsts: strin
 
 /** The value of the first field named `lower` (lower-case), or undefined. */
 function fieldValue(raw: readonly string[], lower: string): string | undefined {
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === lower.length && raw[i]!.toLowerCase() === lower) return raw[i + 1]!;
+  for (let i = 0; i < raw.length; i += 2)
+    if (raw[i]!.length === lower.length && raw[i]!.toLowerCase() === lower) return raw[i + 1]!;
   return undefined;
 }
 
@@ -282,7 +314,15 @@ function isTrusted(ctx: Ctx, peer: string): boolean {
 }
 
 /** A request answered by the proxy itself, never routed: counted, and one access-log line. */
-function answeredHere(ctx: Ctx, peer: string | undefined, method: string, url: string, status: number, ms: number, subprotocols?: string): void {
+function answeredHere(
+  ctx: Ctx,
+  peer: string | undefined,
+  method: string,
+  url: string,
+  status: number,
+  ms: number,
+  subprotocols?: string,
+): void {
   ctx.metrics.requestRefused(status);
   if (ctx.log !== null) ctx.log(formatAccessLine(peer, method, url, status, ms, null, subprotocols));
 }
@@ -319,7 +359,14 @@ function onRequest(ctx: Ctx, req: FrontRequest, res: FrontResponse): void {
 }
 
 /** Sends the request to the next healthy upstream (503 with none); `isRetry`: its second and last try. */
-function forward(ctx: Ctx, req: FrontRequest, res: FrontResponse, framed: Framed, start: number, isRetry: boolean): void {
+function forward(
+  ctx: Ctx,
+  req: FrontRequest,
+  res: FrontResponse,
+  framed: Framed,
+  start: number,
+  isRetry: boolean,
+): void {
   const u = ctx.pool.pick();
   if (u === null) {
     sendError(res, 503, "PROXY_ERR_NO_UPSTREAM", ctx.hsts, false);
@@ -359,7 +406,10 @@ class Forwarding implements ResponseHandler {
     // One close callback per response: a retry's replaces the first try's (whose exchange is over), so the
     // access-log line is written once, by the try that answered.
     this.res.onClose(this.onResponseClose);
-    const body = this.hasBody && req.body !== null ? { stream: req.body, length: framed.chunked ? null : framed.contentLength } : null;
+    const body =
+      this.hasBody && req.body !== null
+        ? { stream: req.body, length: framed.chunked ? null : framed.contentLength }
+        : null;
     this.exchange = this.u.client.request({ method: req.method, path: req.url, headers: framed.headers, body }, this);
     if (framed.chunked) this.limitChunkedBody(req.body!);
   }
@@ -422,7 +472,8 @@ class Forwarding implements ResponseHandler {
     const ms = performance.now() - this.start;
     const origin = this.u.target.origin;
     this.ctx.metrics.requestDone(origin, res.finished ? res.statusCode : null, ms / 1000);
-    if (this.ctx.log !== null) this.ctx.log(formatAccessLine(req.peer, req.method, req.url, res.finished ? res.statusCode : 499, ms, origin));
+    if (this.ctx.log !== null)
+      this.ctx.log(formatAccessLine(req.peer, req.method, req.url, res.finished ? res.statusCode : 499, ms, origin));
   };
 
   private done(): void {
@@ -526,38 +577,86 @@ function upgradeRefusalAnswer(status: UpgradeRefusal): string {
     case 400:
       return closingAnswer(400, "Bad Request", "WebSocket upgrade refused: bad request");
     case 421:
-      return closingAnswer(421, "Misdirected Request", "WebSocket upgrade refused: misdirected request", "PROXY_ERR_MISDIRECTED");
+      return closingAnswer(
+        421,
+        "Misdirected Request",
+        "WebSocket upgrade refused: misdirected request",
+        "PROXY_ERR_MISDIRECTED",
+      );
     case 503:
-      return closingAnswer(503, "Service Unavailable", "WebSocket upgrade refused: service unavailable", "PROXY_ERR_NO_UPSTREAM");
+      return closingAnswer(
+        503,
+        "Service Unavailable",
+        "WebSocket upgrade refused: service unavailable",
+        "PROXY_ERR_NO_UPSTREAM",
+      );
     default:
       return assertNever(status, "upgrade refusal status");
   }
 }
 
 /** Hands the upgrade to http-proxy-3, towards `u`, with the cleaned fields. */
-function openTunnel(ctx: Ctx, tunnels: Tunnels, req: FrontRequest, socket: TLSSocket, head: Buffer, headers: readonly string[], u: Upstream, start: number, subprotocols: string | undefined): void {
+function openTunnel(
+  ctx: Ctx,
+  tunnels: Tunnels,
+  req: FrontRequest,
+  socket: TLSSocket,
+  head: Buffer,
+  headers: readonly string[],
+  u: Upstream,
+  start: number,
+  subprotocols: string | undefined,
+): void {
   // What http-proxy-3 reads of a request (method, target, fields, version, socket); the front has no
   // IncomingMessage to give it. It copies `headers` into the upstream request: give it the cleaned set.
-  const proxied = { method: req.method, url: req.url, headers: foldFields(headers), httpVersion: req.httpVersion, httpVersionMajor: 1, httpVersionMinor: req.httpVersion === "1.1" ? 1 : 0, socket, connection: socket } as unknown as IncomingMessage;
+  const proxied = {
+    method: req.method,
+    url: req.url,
+    headers: foldFields(headers),
+    httpVersion: req.httpVersion,
+    httpVersionMajor: 1,
+    httpVersionMinor: req.httpVersion === "1.1" ? 1 : 0,
+    socket,
+    connection: socket,
+  } as unknown as IncomingMessage;
   u.active++;
   socket.once("close", () => {
     u.active--;
-    if (ctx.log !== null) ctx.log(formatAccessLine(req.peer, req.method, req.url, tunnels.upgraded.has(socket) ? 101 : 502, performance.now() - start, u.target.origin, subprotocols));
+    if (ctx.log !== null)
+      ctx.log(
+        formatAccessLine(
+          req.peer,
+          req.method,
+          req.url,
+          tunnels.upgraded.has(socket) ? 101 : 502,
+          performance.now() - start,
+          u.target.origin,
+          subprotocols,
+        ),
+      );
   });
-  tunnels.proxy.ws(proxied, socket, head, { target: { host: u.target.hostname, port: u.target.port, protocol: "http:" } }, (err: Error) => {
-    const upgraded = tunnels.upgraded.has(socket);
-    const code = (err as NodeJS.ErrnoException).code ?? "";
-    // Only a failure to reach the upstream says it is down: after the 101 an error belongs to this one tunnel
-    // (the gateway closing a client that sent an oversize frame must not take the upstream out for everyone).
-    if (CONNECTION_ERRORS.has(code) && !upgraded) ctx.pool.markDown(u, code);
-    // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
-    // (the client reconnects and resumes on another gateway).
-    if (!upgraded && socket.writable) {
-      socket.end(closingAnswer(502, "Bad Gateway", "the upstream did not take the WebSocket", "PROXY_ERR_UPSTREAM_CONNECT"));
-    } else {
-      socket.destroy();
-    }
-  });
+  tunnels.proxy.ws(
+    proxied,
+    socket,
+    head,
+    { target: { host: u.target.hostname, port: u.target.port, protocol: "http:" } },
+    (err: Error) => {
+      const upgraded = tunnels.upgraded.has(socket);
+      const code = (err as NodeJS.ErrnoException).code ?? "";
+      // Only a failure to reach the upstream says it is down: after the 101 an error belongs to this one tunnel
+      // (the gateway closing a client that sent an oversize frame must not take the upstream out for everyone).
+      if (CONNECTION_ERRORS.has(code) && !upgraded) ctx.pool.markDown(u, code);
+      // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
+      // (the client reconnects and resumes on another gateway).
+      if (!upgraded && socket.writable) {
+        socket.end(
+          closingAnswer(502, "Bad Gateway", "the upstream did not take the WebSocket", "PROXY_ERR_UPSTREAM_CONNECT"),
+        );
+      } else {
+        socket.destroy();
+      }
+    },
+  );
 }
 
 /** `[name, value, …]` as one lower-case key per field; repeats fold with ", " (RFC 9110 §5.3), Cookie's with "; ". */

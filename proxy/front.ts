@@ -102,8 +102,15 @@ export class FrontResponse {
    * (chunked to an HTTP/1.1 client, delimited by the close for HTTP/1.0). `close`: the connection ends after this
    * response. Throws `RangeError` for a status or status text it will not put on the wire.
    */
-  writeHead(status: number, statusText: string, headers: readonly string[], contentLength: number | null, close = false): void {
-    if (!Number.isInteger(status) || status < 200 || status > 999) throw new RangeError(`status ${status} cannot be relayed`);
+  writeHead(
+    status: number,
+    statusText: string,
+    headers: readonly string[],
+    contentLength: number | null,
+    close = false,
+  ): void {
+    if (!Number.isInteger(status) || status < 200 || status > 999)
+      throw new RangeError(`status ${status} cannot be relayed`);
     if (!STATUS_TEXT_OK.test(statusText)) throw new RangeError("status text has control characters");
     this.statusCode = status;
     let h = `HTTP/1.1 ${status} ${statusText}\r\n`;
@@ -128,7 +135,11 @@ export class FrontResponse {
       }
     }
     if (close) this.conn.closeAfter = true;
-    h += this.conn.closeAfter ? "Connection: close\r\n\r\n" : this.conn.http11 ? "\r\n" : "Connection: keep-alive\r\n\r\n";
+    h += this.conn.closeAfter
+      ? "Connection: close\r\n\r\n"
+      : this.conn.http11
+        ? "\r\n"
+        : "Connection: keep-alive\r\n\r\n";
     this.head = h;
     this.headersSent = true;
   }
@@ -283,7 +294,15 @@ class FrontConnection {
     }
   };
 
-  private onHead(major: number, minor: number, headers: string[] | undefined, method: string, url: string | undefined, upgrade: boolean, keepAlive: boolean): number {
+  private onHead(
+    major: number,
+    minor: number,
+    headers: string[] | undefined,
+    method: string,
+    url: string | undefined,
+    upgrade: boolean,
+    keepAlive: boolean,
+  ): number {
     if (headers === undefined) {
       headers = this.headerChunks;
       this.headerChunks = [];
@@ -305,7 +324,7 @@ class FrontConnection {
       else if (n.length === 17 && n.toLowerCase() === "transfer-encoding") hasBody = true;
     }
     const http11 = major === 1 && minor === 1;
-    if (method === "CONNECT" || (major !== 1 || (minor !== 0 && minor !== 1))) {
+    if (method === "CONNECT" || major !== 1 || (minor !== 0 && minor !== 1)) {
       this.refuse(method === "CONNECT" ? 501 : 400);
       return 0;
     }
@@ -401,7 +420,10 @@ class FrontConnection {
     }
     if (this.active === null && this.socket.writable) {
       const reason = STATUS_CODES[status] ?? "Bad Request";
-      this.socket.end(closingAnswer(status, reason, `the request could not be read: ${reason.toLowerCase()}`), "latin1");
+      this.socket.end(
+        closingAnswer(status, reason, `the request could not be read: ${reason.toLowerCase()}`),
+        "latin1",
+      );
       this.front.handlers.onRefused(this.socket.remoteAddress ?? "-", status);
     } else {
       this.socket.destroy();
@@ -415,7 +437,13 @@ class FrontConnection {
     if (this.headStartMs !== 0 && nowMs - this.headStartMs >= limits.headersTimeoutMs) return this.refuse(408);
     if (this.requestStartMs !== 0 && nowMs - this.requestStartMs >= limits.requestTimeoutMs) return this.refuse(408);
     // Idle: nothing being answered, queued or received (a body answered early may still be arriving).
-    if (this.active === null && this.queue.length === 0 && this.headStartMs === 0 && this.requestStartMs === 0 && nowMs - this.idleSinceMs >= limits.keepAliveTimeoutMs) {
+    if (
+      this.active === null &&
+      this.queue.length === 0 &&
+      this.headStartMs === 0 &&
+      this.requestStartMs === 0 &&
+      nowMs - this.idleSinceMs >= limits.keepAliveTimeoutMs
+    ) {
       this.dead = true;
       this.socket.destroy();
     }
@@ -453,7 +481,10 @@ export class Front {
     readonly handlers: Handlers,
   ) {
     checkRequestParser();
-    this.sweepMs = Math.max(5, Math.min(SWEEP_MS, limits.headersTimeoutMs / 4, limits.requestTimeoutMs / 4, limits.keepAliveTimeoutMs / 4));
+    this.sweepMs = Math.max(
+      5,
+      Math.min(SWEEP_MS, limits.headersTimeoutMs / 4, limits.requestTimeoutMs / 4, limits.keepAliveTimeoutMs / 4),
+    );
   }
 
   /** Takes over a TLS socket whose handshake is done. */

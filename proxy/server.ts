@@ -13,7 +13,12 @@
  * The process must never die because of a peer: every socket gets an error listener before anything else can
  * happen to it; parse errors are answered by the front on HTTPS and by `onClientError` on HTTP.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo, Server as NetServer, Socket } from "node:net";
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { createLogger, type Registry } from "../obs/index.js";
@@ -59,7 +64,10 @@ function describeEvent(e: ProxyEvent): { level: LogLevel; msg: string } {
     case "cert.installed":
       return { level: "info", msg: `certificate for ${e.name} installed (${e.source}), valid until ${e.notAfter}` };
     case "cert.renew_failed":
-      return { level: "error", msg: `certificate for ${e.name} not obtained: ${e.message}; retry in ${Math.round(e.retryInMs / 1000)} s` };
+      return {
+        level: "error",
+        msg: `certificate for ${e.name} not obtained: ${e.message}; retry in ${Math.round(e.retryInMs / 1000)} s`,
+      };
     case "cert.rejected":
       return { level: "warn", msg: `certificate for ${e.name} rejected: ${e.message}` };
     case "upstream.down":
@@ -90,7 +98,11 @@ function logEvents(): (e: ProxyEvent) => void {
  */
 export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHooks = {}): Promise<RunningProxy> {
   const emit = hooks.onEvent ?? logEvents();
-  const sink = config.accessLog ? (hooks.accessLog !== undefined ? { write: hooks.accessLog, flush: () => undefined } : stdoutAccessLog()) : null;
+  const sink = config.accessLog
+    ? hooks.accessLog !== undefined
+      ? { write: hooks.accessLog, flush: () => undefined }
+      : stdoutAccessLog()
+    : null;
 
   const certs = new CertManager(config, hooks.now ?? Date.now, emit);
   await certs.start();
@@ -157,9 +169,19 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
 }
 
 /** HTTPS: a TLS server with our own HTTP/1.1 front on each socket (front.ts: why not `node:https`). */
-function httpsListener(config: Readonly<ProxyConfig>, certs: CertManager, forwarder: Forwarder, track: (s: Socket) => void): { https: TlsServer; front: Front } {
+function httpsListener(
+  config: Readonly<ProxyConfig>,
+  certs: CertManager,
+  forwarder: Forwarder,
+  track: (s: Socket) => void,
+): { https: TlsServer; front: Front } {
   const front = new Front(
-    { maxHeaderBytes: config.maxHeaderBytes, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs, keepAliveTimeoutMs: config.keepAliveTimeoutMs },
+    {
+      maxHeaderBytes: config.maxHeaderBytes,
+      headersTimeoutMs: config.headersTimeoutMs,
+      requestTimeoutMs: config.requestTimeoutMs,
+      keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    },
     { onRequest: forwarder.onRequest, onUpgrade: forwarder.onUpgrade, onRefused: forwarder.onRefused },
   );
   const initial = certs.defaultCert();
@@ -183,7 +205,13 @@ function httpsListener(config: Readonly<ProxyConfig>, certs: CertManager, forwar
 }
 
 /** Port 80: Node's HTTP server (not a hot path) for ACME challenges and the redirect. */
-function httpListener(config: Readonly<ProxyConfig>, certs: CertManager, forwarder: Forwarder, track: (s: Socket) => void, httpsPort: () => number): HttpServer {
+function httpListener(
+  config: Readonly<ProxyConfig>,
+  certs: CertManager,
+  forwarder: Forwarder,
+  track: (s: Socket) => void,
+  httpsPort: () => number,
+): HttpServer {
   const http: HttpServer = createHttpServer({ maxHeaderSize: config.maxHeaderBytes, noDelay: true }, (req, res) => {
     void handlePlainHttp(req, res, config, certs, httpsPort);
   });
@@ -199,7 +227,13 @@ function httpListener(config: Readonly<ProxyConfig>, certs: CertManager, forward
 }
 
 /** Port 80: ACME challenges, then the HTTPS redirect. */
-async function handlePlainHttp(req: IncomingMessage, res: ServerResponse, config: Readonly<ProxyConfig>, certs: CertManager, httpsPort: () => number): Promise<void> {
+async function handlePlainHttp(
+  req: IncomingMessage,
+  res: ServerResponse,
+  config: Readonly<ProxyConfig>,
+  certs: CertManager,
+  httpsPort: () => number,
+): Promise<void> {
   req.on("error", noop);
   res.on("error", noop);
   const url = req.url ?? "/";
@@ -236,7 +270,13 @@ async function handlePlainHttp(req: IncomingMessage, res: ServerResponse, config
 function listen(server: NetServer, host: string | null, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      reject(new ProxyError(ProxyErrorCode.PROXY_ERR_LISTEN, `cannot listen on ${host ?? "*"}:${port}: ${err.code ?? err.message}`, { cause: err }));
+      reject(
+        new ProxyError(
+          ProxyErrorCode.PROXY_ERR_LISTEN,
+          `cannot listen on ${host ?? "*"}:${port}: ${err.code ?? err.message}`,
+          { cause: err },
+        ),
+      );
     };
     server.once("error", onError);
     const done = (): void => {

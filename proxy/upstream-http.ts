@@ -90,7 +90,7 @@ interface ParserSink {
   end(): void;
 }
 
-const enum State {
+enum State {
   Head,
   Length,
   ChunkSize,
@@ -112,7 +112,8 @@ const HEAD_CTL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?$/;
 const DIGITS = /^\d{1,15}$/;
 
-const bad = (message: string): UpstreamError => new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_PROTOCOL, `upstream response: ${message}`, false, false);
+const bad = (message: string): UpstreamError =>
+  new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_PROTOCOL, `upstream response: ${message}`, false, false);
 
 /** Trims SP and HTAB only (`String.prototype.trim` would also take latin1 NBSP, which is field content). */
 function trimOws(s: string, from: number): string {
@@ -124,7 +125,11 @@ function trimOws(s: string, from: number): string {
 }
 
 /** Splits a field value into lower-case list members. */
-const members = (v: string): string[] => v.split(",").map((t) => trimOws(t, 0).toLowerCase()).filter((t) => t !== "");
+const members = (v: string): string[] =>
+  v
+    .split(",")
+    .map((t) => trimOws(t, 0).toLowerCase())
+    .filter((t) => t !== "");
 
 /**
  * An incremental parser of the responses on one connection, one at a time: `start()` before each request, then
@@ -192,16 +197,21 @@ export class ResponseParser {
         case State.ChunkSize:
         case State.Trailers: {
           const nl = buf.indexOf(10, pos);
-          const limit = this.state === State.ChunkSize ? RESPONSE_LIMITS.chunkLineBytes : RESPONSE_LIMITS.trailerBytes - this.trailerBytes;
+          const limit =
+            this.state === State.ChunkSize
+              ? RESPONSE_LIMITS.chunkLineBytes
+              : RESPONSE_LIMITS.trailerBytes - this.trailerBytes;
           if (nl < 0) {
             this.line += buf.toString("latin1", pos);
-            if (this.line.length > limit) throw bad(this.state === State.ChunkSize ? "chunk-size line too long" : "trailers too long");
+            if (this.line.length > limit)
+              throw bad(this.state === State.ChunkSize ? "chunk-size line too long" : "trailers too long");
             return;
           }
           let line = this.line + buf.toString("latin1", pos, nl);
           pos = nl + 1;
           this.line = "";
-          if (line.length > limit) throw bad(this.state === State.ChunkSize ? "chunk-size line too long" : "trailers too long");
+          if (line.length > limit)
+            throw bad(this.state === State.ChunkSize ? "chunk-size line too long" : "trailers too long");
           if (line.charCodeAt(line.length - 1) !== 13) throw bad("bare LF line end in the chunked body");
           line = line.slice(0, -1);
           if (this.state === State.ChunkSize) this.onChunkSize(line);
@@ -296,7 +306,8 @@ export class ResponseParser {
     } else if (te !== null) {
       if (length !== null) throw bad("both Content-Length and Transfer-Encoding");
       const chunked = te.indexOf("chunked");
-      if (chunked >= 0 && (chunked !== te.length - 1 || te.lastIndexOf("chunked") !== chunked)) throw bad("chunked is not the last transfer coding, once");
+      if (chunked >= 0 && (chunked !== te.length - 1 || te.lastIndexOf("chunked") !== chunked))
+        throw bad("chunked is not the last transfer coding, once");
       if (chunked >= 0) this.state = State.ChunkSize;
       else {
         this.state = State.UntilClose; // RFC 9112 §6.3 (4): a response's other codings end at the close
@@ -436,10 +447,14 @@ export class UpstreamClient {
 
   /** Sends `req` on an idle connection or a new one; the response comes to `handler`. */
   request(req: OutgoingRequest, handler: ResponseHandler): Exchange {
-    const conn = this.closed ? null : this.takeIdle() ?? this.open();
+    const conn = this.closed ? null : (this.takeIdle() ?? this.open());
     if (conn === null) {
       const ex = { abort: () => undefined, resume: () => undefined };
-      queueMicrotask(() => handler.onError(new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT, "upstream client is closed", false, false)));
+      queueMicrotask(() =>
+        handler.onError(
+          new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT, "upstream client is closed", false, false),
+        ),
+      );
       return ex;
     }
     const ex = new ExchangeImpl(conn, handler, req.body !== null);
@@ -539,7 +554,11 @@ export class UpstreamClient {
     const timer = setTimeout(() => {
       if (conn.connected) return;
       conn.connectTimedOut = true;
-      socket.destroy(Object.assign(new Error(`connect to ${this.authority} timed out after ${this.opts.connectTimeoutMs} ms`), { code: "ETIMEDOUT" }));
+      socket.destroy(
+        Object.assign(new Error(`connect to ${this.authority} timed out after ${this.opts.connectTimeoutMs} ms`), {
+          code: "ETIMEDOUT",
+        }),
+      );
     }, this.opts.connectTimeoutMs);
     timer.unref();
     socket.once("connect", () => {
@@ -571,11 +590,33 @@ export class UpstreamClient {
       const errno = conn.lastError?.code ?? null;
       if (!conn.connected) {
         // Our own timeout says how long it waited; the kernel's errors are named by their errno.
-        const why = conn.connectTimedOut ? `ETIMEDOUT (no answer in ${this.opts.connectTimeoutMs} ms)` : (errno ?? conn.lastError?.message ?? "closed");
-        this.fail(conn, new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT, `cannot connect to ${this.authority}: ${why}`, true, false, errno, { cause: conn.lastError }));
+        const why = conn.connectTimedOut
+          ? `ETIMEDOUT (no answer in ${this.opts.connectTimeoutMs} ms)`
+          : (errno ?? conn.lastError?.message ?? "closed");
+        this.fail(
+          conn,
+          new UpstreamError(
+            ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT,
+            `cannot connect to ${this.authority}: ${why}`,
+            true,
+            false,
+            errno,
+            { cause: conn.lastError },
+          ),
+        );
       } else {
         const what = ex.answered ? "closed mid-response" : "closed before answering";
-        this.fail(conn, new UpstreamError(ProxyErrorCode.PROXY_ERR_UPSTREAM_CLOSED, `upstream ${this.authority} ${what}${errno ? ` (${errno})` : ""}`, true, conn.reused && !ex.answered, errno, { cause: conn.lastError }));
+        this.fail(
+          conn,
+          new UpstreamError(
+            ProxyErrorCode.PROXY_ERR_UPSTREAM_CLOSED,
+            `upstream ${this.authority} ${what}${errno ? ` (${errno})` : ""}`,
+            true,
+            conn.reused && !ex.answered,
+            errno,
+            { cause: conn.lastError },
+          ),
+        );
       }
     });
     return conn;
@@ -627,7 +668,10 @@ export class UpstreamClient {
 
   private release(conn: Connection, ex: ExchangeImpl): void {
     const h = ex.head;
-    const limitMs = h?.keepAliveTimeoutS != null ? Math.min(this.opts.keepAliveMs, h.keepAliveTimeoutS * 1000 - 1000) : this.opts.keepAliveMs;
+    const limitMs =
+      h?.keepAliveTimeoutS != null
+        ? Math.min(this.opts.keepAliveMs, h.keepAliveTimeoutS * 1000 - 1000)
+        : this.opts.keepAliveMs;
     if (this.closed || h === null || !h.keepAlive || conn.parser.trailing || !ex.sent || limitMs <= 0) {
       ex.detachBody?.();
       conn.socket.destroy();

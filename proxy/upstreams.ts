@@ -36,8 +36,17 @@ export class UpstreamPool {
   private readonly path: string;
   private readonly timeoutMs: number;
 
-  constructor(targets: readonly UpstreamTarget[], opts: { path: string; timeoutMs: number; emit: (e: ProxyEvent) => void }) {
-    this.list = targets.map((target) => ({ target, client: new UpstreamClient(target.hostname, target.port), healthy: true, active: 0, lastError: null }));
+  constructor(
+    targets: readonly UpstreamTarget[],
+    opts: { path: string; timeoutMs: number; emit: (e: ProxyEvent) => void },
+  ) {
+    this.list = targets.map((target) => ({
+      target,
+      client: new UpstreamClient(target.hostname, target.port),
+      healthy: true,
+      active: 0,
+      lastError: null,
+    }));
     this.emit = opts.emit;
     this.path = opts.path;
     this.timeoutMs = opts.timeoutMs;
@@ -85,7 +94,12 @@ export class UpstreamPool {
   }
 
   snapshot(): UpstreamHealth[] {
-    return this.list.map((u) => ({ origin: u.target.origin, healthy: u.healthy, active: u.active, lastError: u.lastError }));
+    return this.list.map((u) => ({
+      origin: u.target.origin,
+      healthy: u.healthy,
+      active: u.active,
+      lastError: u.lastError,
+    }));
   }
 
   private probe(u: Upstream): Promise<void> {
@@ -105,7 +119,15 @@ export class UpstreamPool {
       };
       // A fresh connection per probe (agent: false): a probe must see a dead listener, not a pooled socket.
       const req = request(
-        { host: u.target.hostname, port: u.target.port, path: this.path, method: "GET", agent: false, timeout: this.timeoutMs, headers: { "user-agent": "nodeway-proxy-health" } },
+        {
+          host: u.target.hostname,
+          port: u.target.port,
+          path: this.path,
+          method: "GET",
+          agent: false,
+          timeout: this.timeoutMs,
+          headers: { "user-agent": "nodeway-proxy-health" },
+        },
         (res) => {
           res.resume();
           const ok = res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300;
@@ -116,7 +138,9 @@ export class UpstreamPool {
         req.destroy();
         finish(false, `health check timed out after ${this.timeoutMs} ms`);
       });
-      req.on("error", (err) => finish(false, `health check failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+      req.on("error", (err) =>
+        finish(false, `health check failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`),
+      );
       req.end();
     });
   }

@@ -1,10 +1,26 @@
 /**
- * The graph engine (design §8, NodeTool semantics): one actor per node, every ready node runs concurrently,
+ * The graph engine (NodeTool semantics): one actor per node, every ready node runs concurrently,
  * generator nodes stream values along edges as they come, and the run ends when every node is done, one
  * fails, or the signal aborts. Events leave through `emit`; the caller stamps job id, attempt and time.
  */
-import { GRAPH_EVENT_TYPES, prepareGraph, type Graph, type GraphEdge, type GraphEvent, type GraphNode } from "../../protocol/index.js";
-import { DEFAULT_NODE_LIMITS, type Emission, type InboxItem, type NodeContext, type NodeDef, type NodeInputs, type NodeLimits, type NodeOutputs } from "./types.js";
+import {
+  GRAPH_EVENT_TYPES,
+  prepareGraph,
+  type Graph,
+  type GraphEdge,
+  type GraphEvent,
+  type GraphNode,
+} from "../../protocol/index.js";
+import {
+  DEFAULT_NODE_LIMITS,
+  type Emission,
+  type InboxItem,
+  type NodeContext,
+  type NodeDef,
+  type NodeInputs,
+  type NodeLimits,
+  type NodeOutputs,
+} from "./types.js";
 import { capList, capValue } from "./limits.js";
 
 /** An event as the engine emits it, before the runner's publisher stamps its envelope (protocol `GraphEvent`). */
@@ -37,7 +53,10 @@ export type RunGraphResult =
 
 /** Node types resolved before a run; throws naming the first node nobody here can run. */
 export class UnknownNodeTypeError extends Error {
-  constructor(readonly nodeId: string, readonly nodeType: string) {
+  constructor(
+    readonly nodeId: string,
+    readonly nodeType: string,
+  ) {
     super(`unknown node type "${nodeType}" at node "${nodeId}"`);
     this.name = "UnknownNodeTypeError";
   }
@@ -123,7 +142,13 @@ export function nodeContext(
     data: node.data ?? {},
     params,
     chunk: (content, opts) => {
-      const ev: EngineEvent = { type: "chunk", node_id: id, content_type: opts?.contentType ?? "text", content, done: opts?.done ?? false };
+      const ev: EngineEvent = {
+        type: "chunk",
+        node_id: id,
+        content_type: opts?.contentType ?? "text",
+        content,
+        done: opts?.done ?? false,
+      };
       // Only a reply's last chunk has metadata: the token path builds no object for it.
       if (opts?.metadata) ev.content_metadata = opts.metadata;
       emit(ev);
@@ -255,7 +280,13 @@ class Actor {
   private markRunning(): void {
     if (this.started) return;
     this.started = true;
-    this.run.emit({ type: "node_update", node_id: this.node.id, node_name: this.name, node_type: this.node.type, status: "running" });
+    this.run.emit({
+      type: "node_update",
+      node_id: this.node.id,
+      node_name: this.name,
+      node_type: this.node.type,
+      status: "running",
+    });
   }
 
   private async fire(inputs: NodeInputs): Promise<void> {
@@ -289,7 +320,13 @@ class Actor {
     if (this.finished) return;
     this.finished = true;
     if (this.started || this.def.kind === "output") {
-      this.run.emit({ type: "node_update", node_id: this.node.id, node_name: this.name, node_type: this.node.type, status: "completed" });
+      this.run.emit({
+        type: "node_update",
+        node_id: this.node.id,
+        node_name: this.name,
+        node_type: this.node.type,
+        status: "completed",
+      });
     }
     this.run.nodeDone(this);
   }
@@ -345,7 +382,16 @@ class GraphRun {
     for (const a of this.actors.values()) {
       const live = a.incoming.filter((e) => this.actors.has(e.source));
       if (live.length !== a.incoming.length) {
-        this.actors.set(a.node.id, new Actor(this, a.node, a.def, live, a.outgoing.filter((e) => this.actors.has(e.target))));
+        this.actors.set(
+          a.node.id,
+          new Actor(
+            this,
+            a.node,
+            a.def,
+            live,
+            a.outgoing.filter((e) => this.actors.has(e.target)),
+          ),
+        );
       }
     }
     this.remaining = this.actors.size;
@@ -365,7 +411,8 @@ class GraphRun {
       const n = (this.edgeCounters.get(e) ?? 0) + 1;
       this.edgeCounters.set(e, n);
       // One `active` per edge, not one per value: a token stream would otherwise double the event count.
-      if (n === 1) this.emit({ type: "edge_update", edge_id: e.id ?? `${e.source}-${e.target}`, status: "active", counter: n });
+      if (n === 1)
+        this.emit({ type: "edge_update", edge_id: e.id ?? `${e.source}-${e.target}`, status: "active", counter: n });
       this.actors.get(e.target)?.receive(e.targetHandle, value);
     }
   }
@@ -386,7 +433,8 @@ class GraphRun {
   nodeDone(actor: Actor): void {
     for (const e of actor.outgoing) {
       const n = this.edgeCounters.get(e) ?? 0;
-      if (n > 0) this.emit({ type: "edge_update", edge_id: e.id ?? `${e.source}-${e.target}`, status: "completed", counter: n });
+      if (n > 0)
+        this.emit({ type: "edge_update", edge_id: e.id ?? `${e.source}-${e.target}`, status: "completed", counter: n });
       this.actors.get(e.target)?.endEdge();
     }
     this.remaining--;
@@ -397,7 +445,14 @@ class GraphRun {
     if (this.signal.aborted) return; // the first failure or the cancel wins; later errors are its echoes
     const message = err instanceof Error ? err.message : String(err);
     this.failure = { node_id: actor.node.id, node_type: actor.node.type, message };
-    this.emit({ type: "node_update", node_id: actor.node.id, node_name: actor.name, node_type: actor.node.type, status: "error", error: message });
+    this.emit({
+      type: "node_update",
+      node_id: actor.node.id,
+      node_name: actor.name,
+      node_type: actor.node.type,
+      status: "error",
+      error: message,
+    });
     this.controller.abort(err);
     this.settle({ status: "failed", outputs: this.outputs, error: this.failure });
   }

@@ -8,14 +8,18 @@ import { NodeError, type NodeLimits } from "./types.js";
 /** Fails when a list of `items` items would exceed `nodeListMaxItems`. */
 export function capList(limits: NodeLimits, items: number, what = "the list"): void {
   if (items > limits.listMaxItems) {
-    throw new NodeError(`${what} would have ${items} items, over the agent's nodeListMaxItems (${limits.listMaxItems})`);
+    throw new NodeError(
+      `${what} would have ${items} items, over the agent's nodeListMaxItems (${limits.listMaxItems})`,
+    );
   }
 }
 
 /** Fails when a string of `units` UTF-16 code units is over `nodeStringMaxBytes` (each unit is ≥ 1 UTF-8 byte). */
 export function capStringLength(limits: NodeLimits, units: number, what = "the text"): void {
   if (units > limits.stringMaxBytes) {
-    throw new NodeError(`${what} would be at least ${units} bytes, over the agent's nodeStringMaxBytes (${limits.stringMaxBytes})`);
+    throw new NodeError(
+      `${what} would be at least ${units} bytes, over the agent's nodeStringMaxBytes (${limits.stringMaxBytes})`,
+    );
   }
 }
 
@@ -43,10 +47,15 @@ export function capDict(limits: NodeLimits, keys: number, what = "the dictionary
 export function capValue(limits: NodeLimits, value: unknown, what: string): void {
   if (typeof value === "string") capString(limits, value, what);
   else if (Array.isArray(value)) capList(limits, value.length, what);
-  else if (value !== null && typeof value === "object" && !ArrayBuffer.isView(value) && !(value instanceof ArrayBuffer)) {
+  else if (
+    value !== null &&
+    typeof value === "object" &&
+    !ArrayBuffer.isView(value) &&
+    !(value instanceof ArrayBuffer)
+  ) {
     // Counted without building a key array for a small object: the common case costs nothing.
     let n = 0;
-    for (const k in value) if (Object.prototype.hasOwnProperty.call(value, k) && ++n > limits.dictMaxKeys) break;
+    for (const k in value) if (Object.hasOwn(value, k) && ++n > limits.dictMaxKeys) break;
     capDict(limits, n > limits.dictMaxKeys ? Object.keys(value).length : n, what);
   }
 }

@@ -14,7 +14,14 @@ export interface NodeContext {
   /** The run's `params` (input nodes read theirs by `name`). */
   readonly params: Readonly<Record<string, unknown>>;
   /** Emit one `chunk` event (a token, by default text). */
-  chunk(content: string, opts?: { done?: boolean; contentType?: "text" | "audio" | "image" | "video" | "document"; metadata?: Record<string, unknown> }): void;
+  chunk(
+    content: string,
+    opts?: {
+      done?: boolean;
+      contentType?: "text" | "audio" | "image" | "video" | "document";
+      metadata?: Record<string, unknown>;
+    },
+  ): void;
   /** Emit a `node_progress` event. */
   progress(progress: number, total: number): void;
   /** Emit a `log_update` event. */
@@ -41,7 +48,11 @@ export interface NodeLimits {
 }
 
 /** Defaults no ordinary workflow meets: 1,000,000 items, 64 MiB, 100,000 keys. */
-export const DEFAULT_NODE_LIMITS: Readonly<NodeLimits> = Object.freeze({ listMaxItems: 1_000_000, stringMaxBytes: 64 * 1024 * 1024, dictMaxKeys: 100_000 });
+export const DEFAULT_NODE_LIMITS: Readonly<NodeLimits> = Object.freeze({
+  listMaxItems: 1_000_000,
+  stringMaxBytes: 64 * 1024 * 1024,
+  dictMaxKeys: 100_000,
+});
 
 /** Input values by handle name: declared properties (defaults ⊕ `data` ⊕ edge values) plus dynamic handles. */
 export type NodeInputs = Record<string, unknown>;
@@ -107,7 +118,11 @@ export interface GeneratorNodeDef extends NodeDefBase {
  */
 export interface StreamingInputNodeDef extends NodeDefBase {
   kind: "streaming-input";
-  consume(ctx: NodeContext, inputs: NodeInputs, inbox: AsyncIterable<InboxItem>): AsyncIterable<Emission> | Promise<NodeOutputs>;
+  consume(
+    ctx: NodeContext,
+    inputs: NodeInputs,
+    inbox: AsyncIterable<InboxItem>,
+  ): AsyncIterable<Emission> | Promise<NodeOutputs>;
 }
 
 /** `output`: the engine records every value reaching `value` under the node's `name` (NodeTool Output). */

@@ -1,7 +1,7 @@
 /**
- * ComfyUI as a remote agent (design §7): an agent started with `--comfyui-url` beside a ComfyUI server runs
+ * ComfyUI as a remote agent: an agent started with `--comfyui-url` beside a ComfyUI server runs
  * ComfyUI API-format workflows (`comfy.Workflow` nodes, pool `comfyui`) through ComfyUI's own HTTP + WebSocket API
- * (shared/reference/peers.md §1), and re-emits what ComfyUI reports as Nodeway events: node progress, previews,
+ *, and re-emits what ComfyUI reports as Nodeway events: node progress, previews,
  * log lines, and the output images (which the job runner stores as assets when they are large).
  *
  * What ComfyUI does not give, this adds:
@@ -128,12 +128,19 @@ export class ComfyClient {
   private async probe(): Promise<void> {
     const was = this.info.reachable;
     try {
-      const stats = (await this.api("GET", "/system_stats")) as { system?: { comfyui_version?: string }; devices?: { name?: string; type?: string; vram_total?: number }[] };
+      const stats = (await this.api("GET", "/system_stats")) as {
+        system?: { comfyui_version?: string };
+        devices?: { name?: string; type?: string; vram_total?: number }[];
+      };
       this.info = {
         url: this.shownUrl,
         reachable: true,
         version: stats.system?.comfyui_version ?? null,
-        devices: (stats.devices ?? []).map((d) => ({ name: String(d.name ?? ""), type: String(d.type ?? ""), ...(typeof d.vram_total === "number" ? { vram_total: d.vram_total } : {}) })),
+        devices: (stats.devices ?? []).map((d) => ({
+          name: String(d.name ?? ""),
+          type: String(d.type ?? ""),
+          ...(typeof d.vram_total === "number" ? { vram_total: d.vram_total } : {}),
+        })),
       };
       const { version, devices } = this.info;
       const count = `${devices.length} device(s)`;
@@ -213,11 +220,19 @@ export class ComfyClient {
         const node = String(d.node_id ?? "?");
         const cls = String(d.node_type ?? (Object.hasOwn(w.classes, node) ? w.classes[node] : "?"));
         const why = String(d.exception_message ?? "failed").trim();
-        this.finish(promptId, (ww) => ww.fail(new ComfyError(`ComfyUI node ${node} (${cls}) failed: ${why}${d.exception_type ? ` [${String(d.exception_type)}]` : ""}`)));
+        this.finish(promptId, (ww) =>
+          ww.fail(
+            new ComfyError(
+              `ComfyUI node ${node} (${cls}) failed: ${why}${d.exception_type ? ` [${String(d.exception_type)}]` : ""}`,
+            ),
+          ),
+        );
         return;
       }
       case "execution_interrupted":
-        this.finish(promptId, (ww) => ww.fail(new ComfyError(`ComfyUI interrupted the prompt at node ${String(d.node_id ?? "?")}`)));
+        this.finish(promptId, (ww) =>
+          ww.fail(new ComfyError(`ComfyUI interrupted the prompt at node ${String(d.node_id ?? "?")}`)),
+        );
         return;
       default:
         return; // status, progress_state, execution_success (the end is `executing` null), logs, unknown
@@ -253,12 +268,24 @@ export class ComfyClient {
   /** After a reconnect: a prompt in the history is over, whatever the socket missed. */
   private async reconcile(promptId: string): Promise<void> {
     try {
-      const h = (await this.api("GET", `/history/${encodeURIComponent(promptId)}`)) as Record<string, { outputs?: Record<string, Record<string, unknown>>; status?: { status_str?: string; messages?: [string, Record<string, unknown>][] } }>;
+      const h = (await this.api("GET", `/history/${encodeURIComponent(promptId)}`)) as Record<
+        string,
+        {
+          outputs?: Record<string, Record<string, unknown>>;
+          status?: { status_str?: string; messages?: [string, Record<string, unknown>][] };
+        }
+      >;
       const entry = h[promptId];
       if (!entry) return; // still queued or running: its events come on the new socket
       if (entry.status?.status_str === "error") {
         const err = entry.status.messages?.find((x) => x[0] === "execution_error")?.[1];
-        this.finish(promptId, (w) => w.fail(new ComfyError(`ComfyUI node ${String(err?.node_id ?? "?")} (${String(err?.node_type ?? "?")}) failed: ${String(err?.exception_message ?? "error")}`.trim())));
+        this.finish(promptId, (w) =>
+          w.fail(
+            new ComfyError(
+              `ComfyUI node ${String(err?.node_id ?? "?")} (${String(err?.node_type ?? "?")}) failed: ${String(err?.exception_message ?? "error")}`.trim(),
+            ),
+          ),
+        );
       } else {
         this.finish(promptId, (w) => w.done({ ...w.outputs, ...(entry.outputs ?? {}) }));
       }
@@ -271,12 +298,17 @@ export class ComfyClient {
    * Queues `prompt` (API format) and resolves with its `executed` outputs by node id once ComfyUI is done. An abort
    * removes or interrupts it and rejects with the signal's reason.
    */
-  async run(prompt: Record<string, unknown>, signal: AbortSignal, hooks: PromptHooks): Promise<Record<string, Record<string, unknown>>> {
+  async run(
+    prompt: Record<string, unknown>,
+    signal: AbortSignal,
+    hooks: PromptHooks,
+  ): Promise<Record<string, Record<string, unknown>>> {
     signal.throwIfAborted();
     const promptId = randomUUID();
     checkForbiddenKeys(prompt, "the ComfyUI prompt");
     const classes: Record<string, string> = {};
-    for (const [id, n] of Object.entries(prompt)) classes[id] = String((n as { class_type?: unknown })?.class_type ?? "?");
+    for (const [id, n] of Object.entries(prompt))
+      classes[id] = String((n as { class_type?: unknown })?.class_type ?? "?");
     const finished = new Promise<Record<string, Record<string, unknown>>>((resolve, reject) => {
       this.watches.set(promptId, { hooks, outputs: {}, done: resolve, fail: reject, classes, nodesDone: new Set() });
     });
@@ -319,9 +351,11 @@ export class ComfyClient {
     form.append("overwrite", "true");
     const res = await this.request("POST", "/upload/image", form, signal);
     const text = await res.text();
-    if (res.status !== 200) throw new ComfyError(`ComfyUI refused the upload of ${filename} (HTTP ${res.status}): ${text.slice(0, 200)}`);
+    if (res.status !== 200)
+      throw new ComfyError(`ComfyUI refused the upload of ${filename} (HTTP ${res.status}): ${text.slice(0, 200)}`);
     const r = JSON.parse(text) as { name?: string; subfolder?: string };
-    if (typeof r.name !== "string") throw new ComfyError(`ComfyUI's answer to the upload of ${filename} names no file: ${text.slice(0, 200)}`);
+    if (typeof r.name !== "string")
+      throw new ComfyError(`ComfyUI's answer to the upload of ${filename} names no file: ${text.slice(0, 200)}`);
     return r.subfolder ? `${r.subfolder}/${r.name}` : r.name;
   }
 
@@ -329,7 +363,10 @@ export class ComfyClient {
   async view(f: ComfyFile, signal?: AbortSignal): Promise<Uint8Array> {
     const q = new URLSearchParams({ filename: f.filename, subfolder: f.subfolder ?? "", type: f.type ?? "output" });
     const res = await this.request("GET", `/view?${q.toString()}`, undefined, signal);
-    if (res.status !== 200) throw new ComfyError(`ComfyUI has no ${f.type}/${f.subfolder ? f.subfolder + "/" : ""}${f.filename} (HTTP ${res.status})`);
+    if (res.status !== 200)
+      throw new ComfyError(
+        `ComfyUI has no ${f.type}/${f.subfolder ? f.subfolder + "/" : ""}${f.filename} (HTTP ${res.status})`,
+      );
     return new Uint8Array(await res.arrayBuffer());
   }
 
@@ -347,7 +384,9 @@ export class ComfyClient {
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const why = timeout.aborted ? `no answer in ${REQUEST_TIMEOUT_MS} ms` : (cause?.code ?? cause?.message ?? (err as Error).message);
+      const why = timeout.aborted
+        ? `no answer in ${REQUEST_TIMEOUT_MS} ms`
+        : (cause?.code ?? cause?.message ?? (err as Error).message);
       const said = `ComfyUI at ${this.shownUrl} is unreachable (${method} ${path.split("?")[0]}: ${why})`;
       throw new ComfyError(redactSecretsIn(said, secretsOfUrl(this.baseUrl)));
     }
@@ -364,12 +403,20 @@ export class ComfyClient {
       /* not JSON */
     }
     if (res.status >= 200 && res.status < 300) return json;
-    const e = json as { error?: { type?: string; message?: string; details?: string } | string; node_errors?: Record<string, { errors?: { message?: string; details?: string }[]; class_type?: string }> } | null;
-    const err = typeof e?.error === "string" ? e.error : e?.error?.message ?? text.slice(0, 200);
+    const e = json as {
+      error?: { type?: string; message?: string; details?: string } | string;
+      node_errors?: Record<string, { errors?: { message?: string; details?: string }[]; class_type?: string }>;
+    } | null;
+    const err = typeof e?.error === "string" ? e.error : (e?.error?.message ?? text.slice(0, 200));
     const nodes = Object.entries(e?.node_errors ?? {})
-      .map(([id, n]) => `node ${id} (${n.class_type ?? "?"}): ${(n.errors ?? []).map((x) => [x.message, x.details].filter(Boolean).join(": ")).join("; ")}`)
+      .map(
+        ([id, n]) =>
+          `node ${id} (${n.class_type ?? "?"}): ${(n.errors ?? []).map((x) => [x.message, x.details].filter(Boolean).join(": ")).join("; ")}`,
+      )
       .join("; ");
-    throw new ComfyError(`ComfyUI refused ${method} ${path.split("?")[0]} (HTTP ${res.status}): ${err}${nodes ? ` — ${nodes}` : ""}`);
+    throw new ComfyError(
+      `ComfyUI refused ${method} ${path.split("?")[0]} (HTTP ${res.status}): ${err}${nodes ? ` — ${nodes}` : ""}`,
+    );
   }
 }
 
@@ -378,13 +425,17 @@ export class ComfyClient {
  * name that could reach a prototype (`__proto__`, `constructor`, `prototype`) anywhere in either is refused
  * (`GraphError` PROTO_ERR_FORBIDDEN_KEY); nodes and inputs are looked up as own properties only.
  */
-export function applyOverrides(workflow: Record<string, unknown>, overrides: Record<string, unknown>): Record<string, unknown> {
+export function applyOverrides(
+  workflow: Record<string, unknown>,
+  overrides: Record<string, unknown>,
+): Record<string, unknown> {
   checkForbiddenKeys(workflow, '"workflow"');
   checkForbiddenKeys(overrides, '"overrides"');
   const out = structuredClone(workflow) as Record<string, { class_type?: unknown; inputs?: Record<string, unknown> }>;
   for (const [key, value] of Object.entries(overrides)) {
     const dot = key.indexOf(".");
-    if (dot <= 0 || dot === key.length - 1) throw new NodeError(`override "${key}" must be "<ComfyUI node id>.<input name>"`);
+    if (dot <= 0 || dot === key.length - 1)
+      throw new NodeError(`override "${key}" must be "<ComfyUI node id>.<input name>"`);
     const id = key.slice(0, dot);
     const input = key.slice(dot + 1);
     const bad = [id, input].find((k) => FORBIDDEN_KEYS.has(k));
@@ -404,11 +455,15 @@ export function applyOverrides(workflow: Record<string, unknown>, overrides: Rec
 function checkWorkflow(v: unknown): Record<string, unknown> {
   checkForbiddenKeys(v, '"workflow"');
   if (v === null || typeof v !== "object" || Array.isArray(v) || Object.keys(v).length === 0) {
-    throw new NodeError(`"workflow" must be a ComfyUI API-format prompt: {"<node id>": {"class_type": …, "inputs": {…}}, …} (ComfyUI's "Export (API)")`);
+    throw new NodeError(
+      `"workflow" must be a ComfyUI API-format prompt: {"<node id>": {"class_type": …, "inputs": {…}}, …} (ComfyUI's "Export (API)")`,
+    );
   }
   for (const [id, n] of Object.entries(v)) {
     if (n === null || typeof n !== "object" || typeof (n as { class_type?: unknown }).class_type !== "string") {
-      throw new NodeError(`"workflow" node ${id} has no "class_type": is it the API format (ComfyUI's "Export (API)"), not the UI's?`);
+      throw new NodeError(
+        `"workflow" node ${id} has no "class_type": is it the API format (ComfyUI's "Export (API)"), not the UI's?`,
+      );
     }
   }
   return v as Record<string, unknown>;
@@ -418,7 +473,12 @@ function checkWorkflow(v: unknown): Record<string, unknown> {
  * Override values that name one of our assets (an uploaded image given to an ImageInput) become files in ComfyUI's
  * input folder: uploaded there, and the override set to the name ComfyUI gave (what a LoadImage node takes).
  */
-async function uploadAssetOverrides(client: ComfyClient, assets: ObjectStore | null, overrides: Record<string, unknown>, signal: AbortSignal): Promise<Record<string, unknown>> {
+async function uploadAssetOverrides(
+  client: ComfyClient,
+  assets: ObjectStore | null,
+  overrides: Record<string, unknown>,
+  signal: AbortSignal,
+): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(overrides)) {
     // An `asset://` URI, or a media reference naming an asset (what an ImageInput passes on).
@@ -430,7 +490,8 @@ async function uploadAssetOverrides(client: ComfyClient, assets: ObjectStore | n
     if (!assets) throw new NodeError(`override "${key}" names asset ${id}, and this agent has no asset store`);
     const info = await assets.info(id);
     const bytes = info && !info.deleted ? await assets.getBlob(id) : null;
-    if (!info || !bytes) throw new NodeError(`override "${key}" names asset ${id}, which does not exist (deleted, or past its retention)`);
+    if (!info || !bytes)
+      throw new NodeError(`override "${key}" names asset ${id}, which does not exist (deleted, or past its retention)`);
     const contentType = info.metadata?.[ASSET_META.contentType] ?? "application/octet-stream";
     out[key] = await client.upload(bytes, `nodeway-${id}.${extensionOf(contentType)}`, contentType, signal);
   }
@@ -451,9 +512,15 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
     inAgent: true,
     properties: [
       prop("workflow", "dict", {}, { description: 'The prompt in ComfyUI\'s API format ("Export (API)").' }),
-      prop("overrides", "dict", {}, {
-        description: 'Inputs to set before queueing, as {"<node id>.<input>": value}, e.g. {"6.text": "a cat"}; an image asset (asset://<id>, or an ImageInput\'s reference) is uploaded to ComfyUI\'s input folder and its name set, for a LoadImage.',
-      }),
+      prop(
+        "overrides",
+        "dict",
+        {},
+        {
+          description:
+            'Inputs to set before queueing, as {"<node id>.<input>": value}, e.g. {"6.text": "a cat"}; an image asset (asset://<id>, or an ImageInput\'s reference) is uploaded to ComfyUI\'s input folder and its name set, for a LoadImage.',
+        },
+      ),
     ],
     outputs: [
       { name: "images", type: "list[image]" },
@@ -461,12 +528,16 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
     ],
     process: async (ctx, inputs) => {
       const overrides = inputs.overrides === null || inputs.overrides === undefined ? {} : inputs.overrides;
-      if (typeof overrides !== "object" || Array.isArray(overrides)) throw new NodeError(`"overrides" must be an object of "<node id>.<input>": value`);
+      if (typeof overrides !== "object" || Array.isArray(overrides))
+        throw new NodeError(`"overrides" must be an object of "<node id>.<input>": value`);
       checkForbiddenKeys(overrides, '"overrides"');
       const workflowIn = checkWorkflow(inputs.workflow);
       // Checked before anything is uploaded: a wrong key fails without touching ComfyUI.
       applyOverrides(workflowIn, overrides as Record<string, unknown>);
-      const prompt = applyOverrides(workflowIn, await uploadAssetOverrides(client, assets(), overrides as Record<string, unknown>, ctx.signal));
+      const prompt = applyOverrides(
+        workflowIn,
+        await uploadAssetOverrides(client, assets(), overrides as Record<string, unknown>, ctx.signal),
+      );
       const outputs = await client.run(prompt, ctx.signal, {
         progress: (v, max) => ctx.progress(v, max),
         log: (line) => ctx.log(line),
@@ -475,7 +546,8 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
       // Images in the order ComfyUI's output nodes reported them; every output entry as ComfyUI gave it.
       const images: Uint8Array[] = [];
       for (const out of Object.values(outputs)) {
-        for (const f of (Array.isArray(out.images) ? out.images : []) as ComfyFile[]) images.push(await client.view(f, ctx.signal));
+        for (const f of (Array.isArray(out.images) ? out.images : []) as ComfyFile[])
+          images.push(await client.view(f, ctx.signal));
       }
       return { images, outputs };
     },

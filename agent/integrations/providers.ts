@@ -2,7 +2,7 @@
  * Language-model providers through their official SDKs (`openai`, `@anthropic-ai/sdk`, `ollama`), streamed: each
  * yields the reply's text as it comes, and a job's abort (cancel, timeout, lost lease) aborts the request. Keys and
  * endpoints live on the agent, in its environment (`OPENAI_API_KEY` and `OPENAI_BASE_URL`, `ANTHROPIC_API_KEY`
- * and `ANTHROPIC_BASE_URL`, `OLLAMA_HOST`), never in a job or an event (design §7).
+ * and `ANTHROPIC_BASE_URL`, `OLLAMA_HOST`), never in a job or an event.
  *
  * A provider's refusal (bad key, unknown model, rate limit) or an endpoint that does not answer becomes a
  * `NodeError` saying which provider, what it said and its HTTP status; the SDKs' own retries are limited to one,
@@ -12,7 +12,15 @@
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import { Ollama, type AbortableAsyncIterator, type ChatResponse } from "ollama";
-import { LLM_PROVIDERS, MAX_MODELS_PER_PROVIDER, type AgentModel, type ChatEndMetadata, type ChatTurn, type FinishReason, type LlmProvider } from "../../protocol/index.js";
+import {
+  LLM_PROVIDERS,
+  MAX_MODELS_PER_PROVIDER,
+  type AgentModel,
+  type ChatEndMetadata,
+  type ChatTurn,
+  type FinishReason,
+  type LlmProvider,
+} from "../../protocol/index.js";
 import { assertNever, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { NodeError } from "../engine/types.js";
 
@@ -42,7 +50,10 @@ const REQUEST_TIMEOUT_MS = 60_000;
 
 function needKey(env: NodeJS.ProcessEnv, name: string, provider: string): string {
   const key = env[name];
-  if (!key) throw new NodeError(`this agent has no ${name}: ${provider} keys live on the agents that may use them (set it there, or send the job to a pool whose agents have it)`);
+  if (!key)
+    throw new NodeError(
+      `this agent has no ${name}: ${provider} keys live on the agents that may use them (set it there, or send the job to a pool whose agents have it)`,
+    );
   return key;
 }
 
@@ -68,8 +79,18 @@ function failure(message: string, endpoint: string, key?: string): NodeError {
 /** The provider's error as one line: its HTTP status and message, or why its endpoint did not answer. */
 function providerError(provider: string, endpoint: string, err: unknown, signal: AbortSignal, key?: string): unknown {
   if (signal.aborted) return signal.reason;
-  const e = err as { status?: number; message?: string; error?: unknown; cause?: { code?: string; message?: string }; name?: string };
-  if (err instanceof OpenAI.APIConnectionError || err instanceof Anthropic.APIConnectionError || (e.cause && !e.status)) {
+  const e = err as {
+    status?: number;
+    message?: string;
+    error?: unknown;
+    cause?: { code?: string; message?: string };
+    name?: string;
+  };
+  if (
+    err instanceof OpenAI.APIConnectionError ||
+    err instanceof Anthropic.APIConnectionError ||
+    (e.cause && !e.status)
+  ) {
     const cause = e.cause?.code ?? e.cause?.message ?? e.message;
     return failure(`${provider} at ${redactUrl(endpoint)} is unreachable: ${cause}`, endpoint, key);
   }
@@ -158,7 +179,8 @@ async function* streamAnthropic(req: ChatRequest, env: NodeJS.ProcessEnv): Async
     let input: number | undefined;
     let output: number | undefined;
     for await (const ev of stream) {
-      if (ev.type === "content_block_delta" && ev.delta.type === "text_delta" && ev.delta.text) yield { type: "text", text: ev.delta.text };
+      if (ev.type === "content_block_delta" && ev.delta.type === "text_delta" && ev.delta.text)
+        yield { type: "text", text: ev.delta.text };
       else if (ev.type === "message_start") input = ev.message.usage?.input_tokens;
       else if (ev.type === "message_delta") {
         if (ev.delta.stop_reason === "max_tokens") finish = "length";

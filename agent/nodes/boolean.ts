@@ -19,7 +19,8 @@ function numeric(v: unknown): number | null {
  * structural and ordering works on two strings, as Python's operators do. Ordering anything else fails.
  */
 function compare(a: unknown, b: unknown, op: string): boolean {
-  if (!isComparison(op)) throw new NodeError(`unsupported comparison ${JSON.stringify(op)}; one of ${COMPARISONS.join(" ")}`);
+  if (!isComparison(op))
+    throw new NodeError(`unsupported comparison ${JSON.stringify(op)}; one of ${COMPARISONS.join(" ")}`);
   const na = numeric(a);
   const nb = numeric(b);
   let order: number | null = null;
@@ -67,7 +68,11 @@ export const logicalOperator: NodeDef = {
   type: "nodetool.boolean.LogicalOperator",
   title: "Logical Operator",
   description: "Performs logical operations on two boolean inputs.",
-  properties: [prop("a", "bool", false, { description: "First boolean input" }), prop("b", "bool", false, { description: "Second boolean input" }), enumProp("operation", LOGICAL, "and", "Logical operation to perform")],
+  properties: [
+    prop("a", "bool", false, { description: "First boolean input" }),
+    prop("b", "bool", false, { description: "Second boolean input" }),
+    enumProp("operation", LOGICAL, "and", "Logical operation to perform"),
+  ],
   outputs: output("bool"),
   process: (_ctx, inputs) => {
     const a = asBool(inputs.a);
@@ -133,9 +138,14 @@ export const isIn: NodeDef = {
   type: "nodetool.boolean.IsIn",
   title: "Is In",
   description: "Checks if a value is present in a list of options.",
-  properties: [prop("value", "any", [], { description: "The value to check for membership" }), prop("options", "list", [], { description: "The list of options to check against" })],
+  properties: [
+    prop("value", "any", [], { description: "The value to check for membership" }),
+    prop("options", "list", [], { description: "The list of options to check against" }),
+  ],
   outputs: output("bool"),
-  process: (_ctx, inputs) => ({ output: Array.isArray(inputs.options) && inputs.options.some((o) => deepEqual(o, inputs.value)) }),
+  process: (_ctx, inputs) => ({
+    output: Array.isArray(inputs.options) && inputs.options.some((o) => deepEqual(o, inputs.value)),
+  }),
 };
 
 /** Every value is true (true for an empty list). */
@@ -160,4 +170,13 @@ export const some: NodeDef = {
   process: (_ctx, inputs) => ({ output: asList(inputs.values).some(asBool) }),
 };
 
-export const BOOLEAN_NODES: readonly NodeDef[] = [compareNode, logicalOperator, not, conditionalSwitch, isNone, isIn, all, some];
+export const BOOLEAN_NODES: readonly NodeDef[] = [
+  compareNode,
+  logicalOperator,
+  not,
+  conditionalSwitch,
+  isNone,
+  isIn,
+  all,
+  some,
+];

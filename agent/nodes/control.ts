@@ -3,7 +3,14 @@
  * emit `output` and `index` per item; folds are streaming-input nodes that drain `input_item` until every
  * upstream has ended and then emit once.
  */
-import type { Emission, GeneratorNodeDef, InboxItem, NodeContext, NodeDef, StreamingInputNodeDef } from "../engine/types.js";
+import type {
+  Emission,
+  GeneratorNodeDef,
+  InboxItem,
+  NodeContext,
+  NodeDef,
+  StreamingInputNodeDef,
+} from "../engine/types.js";
 import { asBool, asInt, asList, capList, prop, yieldToEventLoop } from "./util.js";
 
 /**
@@ -15,12 +22,16 @@ export const ifNode: NodeDef = {
   type: "nodetool.control.If",
   title: "If",
   description: "Conditionally executes one of two branches based on a condition.",
-  properties: [prop("condition", "bool", false, { description: "The condition to evaluate" }), prop("value", "any", [], { description: "The value to pass to the next node" })],
+  properties: [
+    prop("condition", "bool", false, { description: "The condition to evaluate" }),
+    prop("value", "any", [], { description: "The value to pass to the next node" }),
+  ],
   outputs: [
     { name: "if_true", type: "any" },
     { name: "if_false", type: "any" },
   ],
-  process: (_ctx, inputs) => (asBool(inputs.condition) ? { if_true: inputs.value ?? null } : { if_false: inputs.value ?? null }),
+  process: (_ctx, inputs) =>
+    asBool(inputs.condition) ? { if_true: inputs.value ?? null } : { if_false: inputs.value ?? null },
 };
 
 /** Emits each item on `output` with its position on `index`. */
@@ -92,7 +103,9 @@ export const count: StreamingInputNodeDef = {
   type: "nodetool.control.Count",
   title: "Count",
   description: "Emit the total number of items when the stream ends.",
-  properties: [prop("input_item", "any", null, { description: "Streaming input — items are counted but not forwarded." })],
+  properties: [
+    prop("input_item", "any", null, { description: "Streaming input — items are counted but not forwarded." }),
+  ],
   outputs: [{ name: "output", type: "int" }],
   consume: async (_ctx, _inputs, inbox) => {
     let n = 0;

@@ -13,7 +13,7 @@ export const getValue: NodeDef = {
   process: (_ctx, inputs) => {
     const dict = asDict(inputs.dictionary);
     const key = asText(inputs.key);
-    return { output: Object.prototype.hasOwnProperty.call(dict, key) ? dict[key] : (inputs.default ?? null) };
+    return { output: Object.hasOwn(dict, key) ? dict[key] : (inputs.default ?? null) };
   },
 };
 

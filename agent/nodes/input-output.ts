@@ -15,7 +15,7 @@ const DESCRIPTION = prop("description", "str", "", { description: "The descripti
 function paramOrValue(ctx: NodeContext, inputs: NodeInputs): unknown {
   const raw = ctx.data.name ?? inputs.name;
   const name = typeof raw === "string" ? raw.trim() : "";
-  if (name !== "" && Object.prototype.hasOwnProperty.call(ctx.params, name)) return ctx.params[name];
+  if (name !== "" && Object.hasOwn(ctx.params, name)) return ctx.params[name];
   return inputs.value;
 }
 
@@ -76,13 +76,23 @@ export const stringInput = inputNode(
   "Accepts a string value as a parameter for workflows.",
   prop("value", "str", ""),
   [
-    prop("max_length", "int", 0, { min: 0, max: 100000, description: "Maximum number of characters allowed. Use 0 for unlimited." }),
-    enumProp("line_mode", ["single_line", "multi_line"], "single_line", "Whether the UI renders a single-line or multiline input."),
+    prop("max_length", "int", 0, {
+      min: 0,
+      max: 100000,
+      description: "Maximum number of characters allowed. Use 0 for unlimited.",
+    }),
+    enumProp(
+      "line_mode",
+      ["single_line", "multi_line"],
+      "single_line",
+      "Whether the UI renders a single-line or multiline input.",
+    ),
   ],
   "str",
   (v, _ctx, inputs) => {
     const s = asText(v);
-    const max = inputs.max_length === undefined || inputs.max_length === null ? 0 : asNumber(inputs.max_length, "max_length");
+    const max =
+      inputs.max_length === undefined || inputs.max_length === null ? 0 : asNumber(inputs.max_length, "max_length");
     return max > 0 && s.length > max ? s.slice(0, max) : s;
   },
 );
@@ -133,7 +143,9 @@ export const selectInput = inputNode(
   prop("value", "str", "", { description: "The currently selected value." }),
   [
     prop("options", "list[str]", [], { description: "The list of available options to choose from." }),
-    prop("enum_type_name", "str", "", { description: "The enum type name this select corresponds to (for type matching)." }),
+    prop("enum_type_name", "str", "", {
+      description: "The enum type name this select corresponds to (for type matching).",
+    }),
   ],
   "str",
   (v, ctx, inputs) => {
@@ -141,7 +153,9 @@ export const selectInput = inputNode(
     const options = stringList(inputs.options, "options");
     // An empty option list constrains nothing (NodeTool's default is []).
     if (options.length > 0 && !options.includes(value)) {
-      throw new NodeError(`${paramLabel(ctx, inputs)}: ${JSON.stringify(value)} is not one of the options ${JSON.stringify(options)}`);
+      throw new NodeError(
+        `${paramLabel(ctx, inputs)}: ${JSON.stringify(value)} is not one of the options ${JSON.stringify(options)}`,
+      );
     }
     return value;
   },
@@ -179,12 +193,20 @@ function mediaInput(kind: "image" | "audio" | "video" | "document", title: strin
     `nodetool.input.${title.replace(/ /g, "")}`,
     title,
     `Accepts a reference to ${kind === "image" ? "an" : "a"} ${kind} asset as a parameter for workflows.`,
-    prop("value", kind, { type: kind, uri: "", asset_id: null, data: null }, { description: `The ${kind} to use as input.` }),
+    prop(
+      "value",
+      kind,
+      { type: kind, uri: "", asset_id: null, data: null },
+      { description: `The ${kind} to use as input.` },
+    ),
     [],
     kind,
     (v, ctx, inputs) => {
       const ref = mediaRefOf(v, kind);
-      if (!ref) throw new NodeError(`${paramLabel(ctx, inputs)} must be ${kind === "image" || kind === "audio" ? "an" : "a"} ${kind} reference (asset://<id>, http(s):// or data: URI), got ${asText(v).slice(0, 120)}`);
+      if (!ref)
+        throw new NodeError(
+          `${paramLabel(ctx, inputs)} must be ${kind === "image" || kind === "audio" ? "an" : "a"} ${kind} reference (asset://<id>, http(s):// or data: URI), got ${asText(v).slice(0, 120)}`,
+        );
       return ref;
     },
   );

@@ -1,6 +1,17 @@
 /** List basics (`nodetool.list.*`). Indices follow Python: negative counts from the end. */
 import { NodeError, type GeneratorNodeDef, type NodeDef } from "../engine/types.js";
-import { asInt, asList, asNumberList, asText, capList, enumProp, output, prop, pySlice, yieldToEventLoop } from "./util.js";
+import {
+  asInt,
+  asList,
+  asNumberList,
+  asText,
+  capList,
+  enumProp,
+  output,
+  prop,
+  pySlice,
+  yieldToEventLoop,
+} from "./util.js";
 
 const VALUES = prop("values", "list", []);
 
@@ -28,7 +39,8 @@ export const getElement: NodeDef = {
     const values = inputs.values;
     const index = asInt(inputs.index, "index");
     const at = index < 0 ? values.length + index : index;
-    if (at < 0 || at >= values.length) throw new NodeError(`list index ${index} out of range for a list of ${values.length}`);
+    if (at < 0 || at >= values.length)
+      throw new NodeError(`list index ${index} out of range for a list of ${values.length}`);
     return { output: values[at] };
   },
 };
@@ -38,7 +50,8 @@ export const slice: NodeDef = {
   kind: "process",
   type: "nodetool.list.Slice",
   title: "Slice",
-  description: "Extracts a subset from a list using start, stop, and step indices. stop=0 slices to the end; negative indices count from the end.",
+  description:
+    "Extracts a subset from a list using start, stop, and step indices. stop=0 slices to the end; negative indices count from the end.",
   properties: [
     prop("values", "list", [], { description: "The input list to slice." }),
     prop("start", "int", 0, { description: "Starting index (inclusive). Negative values count from end." }),
@@ -47,7 +60,12 @@ export const slice: NodeDef = {
   ],
   outputs: output("list[any]"),
   process: (_ctx, inputs) => ({
-    output: pySlice(asList(inputs.values), asInt(inputs.start, "start"), asInt(inputs.stop, "stop"), asInt(inputs.step, "step")),
+    output: pySlice(
+      asList(inputs.values),
+      asInt(inputs.start, "start"),
+      asInt(inputs.stop, "stop"),
+      asInt(inputs.step, "step"),
+    ),
   }),
 };
 
@@ -116,13 +134,24 @@ function aggregate(name: string, title: string, description: string, fn: (values
 }
 
 /** Σ values; an empty list fails, as in NodeTool. */
-export const sum = aggregate("Sum", "Sum", "Calculates the sum of a list of numbers.", (v) => v.reduce((a, b) => a + b, 0));
+export const sum = aggregate("Sum", "Sum", "Calculates the sum of a list of numbers.", (v) =>
+  v.reduce((a, b) => a + b, 0),
+);
 /** Mean of values. */
-export const average = aggregate("Average", "Average", "Calculates the arithmetic mean of a list of numbers.", (v) => v.reduce((a, b) => a + b, 0) / v.length);
+export const average = aggregate(
+  "Average",
+  "Average",
+  "Calculates the arithmetic mean of a list of numbers.",
+  (v) => v.reduce((a, b) => a + b, 0) / v.length,
+);
 /** Smallest value. */
-export const minimum = aggregate("Minimum", "Minimum", "Finds the smallest value in a list of numbers.", (v) => v.reduce((a, b) => Math.min(a, b)));
+export const minimum = aggregate("Minimum", "Minimum", "Finds the smallest value in a list of numbers.", (v) =>
+  v.reduce((a, b) => Math.min(a, b)),
+);
 /** Largest value. */
-export const maximum = aggregate("Maximum", "Maximum", "Finds the largest value in a list of numbers.", (v) => v.reduce((a, b) => Math.max(a, b)));
+export const maximum = aggregate("Maximum", "Maximum", "Finds the largest value in a list of numbers.", (v) =>
+  v.reduce((a, b) => Math.max(a, b)),
+);
 
 /** Streams start, start+step, … up to (not including) stop, one value per emission. */
 export const generateSequence: GeneratorNodeDef = {
@@ -149,4 +178,16 @@ export const generateSequence: GeneratorNodeDef = {
   },
 };
 
-export const LIST_NODES: readonly NodeDef[] = [length, getElement, slice, append, reverse, sort, sum, average, minimum, maximum, generateSequence];
+export const LIST_NODES: readonly NodeDef[] = [
+  length,
+  getElement,
+  slice,
+  append,
+  reverse,
+  sort,
+  sum,
+  average,
+  minimum,
+  maximum,
+  generateSequence,
+];

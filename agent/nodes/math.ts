@@ -7,7 +7,13 @@ import { NodeError, type NodeDef, type NodeInputs, type ProcessNodeDef } from ".
 import type { PropertyMetadata } from "../../protocol/index.js";
 import { asNumber, enumProp, output, prop } from "./util.js";
 
-function mathNode(name: string, title: string, description: string, properties: PropertyMetadata[], fn: (inputs: NodeInputs) => number): ProcessNodeDef {
+function mathNode(
+  name: string,
+  title: string,
+  description: string,
+  properties: PropertyMetadata[],
+  fn: (inputs: NodeInputs) => number,
+): ProcessNodeDef {
   return {
     kind: "process",
     type: `lib.math.${name}`,
@@ -23,19 +29,57 @@ function mathNode(name: string, title: string, description: string, properties: 
 const num = (inputs: NodeInputs, key: string) => asNumber(inputs[key], key);
 
 /** A + B. */
-export const add = mathNode("Add", "Add", "Adds two numbers together.", [prop("a", "float", 0), prop("b", "float", 0)], (i) => num(i, "a") + num(i, "b"));
+export const add = mathNode(
+  "Add",
+  "Add",
+  "Adds two numbers together.",
+  [prop("a", "float", 0), prop("b", "float", 0)],
+  (i) => num(i, "a") + num(i, "b"),
+);
 /** A − B. */
-export const subtract = mathNode("Subtract", "Subtract", "Subtracts B from A.", [prop("a", "float", 0), prop("b", "float", 0)], (i) => num(i, "a") - num(i, "b"));
+export const subtract = mathNode(
+  "Subtract",
+  "Subtract",
+  "Subtracts B from A.",
+  [prop("a", "float", 0), prop("b", "float", 0)],
+  (i) => num(i, "a") - num(i, "b"),
+);
 /** A × B. */
-export const multiply = mathNode("Multiply", "Multiply", "Multiplies two numbers together.", [prop("a", "float", 0), prop("b", "float", 0)], (i) => num(i, "a") * num(i, "b"));
+export const multiply = mathNode(
+  "Multiply",
+  "Multiply",
+  "Multiplies two numbers together.",
+  [prop("a", "float", 0), prop("b", "float", 0)],
+  (i) => num(i, "a") * num(i, "b"),
+);
 /** A ÷ B; B = 0 gives ±Infinity (NaN for 0/0), as in NodeTool. */
-export const divide = mathNode("Divide", "Divide", "Divides A by B to calculate the quotient.", [prop("a", "float", 0), prop("b", "float", 1)], (i) => num(i, "a") / num(i, "b"));
+export const divide = mathNode(
+  "Divide",
+  "Divide",
+  "Divides A by B to calculate the quotient.",
+  [prop("a", "float", 0), prop("b", "float", 1)],
+  (i) => num(i, "a") / num(i, "b"),
+);
 /** A mod B with the sign of A; B = 0 gives NaN, as in NodeTool. */
-export const modulus = mathNode("Modulus", "Modulus", "Computes A modulo B to find the remainder after division.", [prop("a", "float", 0), prop("b", "float", 1)], (i) => num(i, "a") % num(i, "b"));
+export const modulus = mathNode(
+  "Modulus",
+  "Modulus",
+  "Computes A modulo B to find the remainder after division.",
+  [prop("a", "float", 0), prop("b", "float", 1)],
+  (i) => num(i, "a") % num(i, "b"),
+);
 /** base ^ exponent. */
-export const power = mathNode("Power", "Power", "Raises base to the given exponent.", [prop("base", "float", 0), prop("exponent", "float", 1)], (i) => Math.pow(num(i, "base"), num(i, "exponent")));
+export const power = mathNode(
+  "Power",
+  "Power",
+  "Raises base to the given exponent.",
+  [prop("base", "float", 0), prop("exponent", "float", 1)],
+  (i) => num(i, "base") ** num(i, "exponent"),
+);
 /** √x (NaN for negative x). */
-export const sqrt = mathNode("Sqrt", "Sqrt", "Computes the square root of x.", [prop("x", "float", 0)], (i) => Math.sqrt(num(i, "x")));
+export const sqrt = mathNode("Sqrt", "Sqrt", "Computes the square root of x.", [prop("x", "float", 0)], (i) =>
+  Math.sqrt(num(i, "x")),
+);
 
 const OPERATIONS = {
   negate: (x: number) => -x,
@@ -62,7 +106,8 @@ export const mathFunction = mathNode(
   [prop("input", "float", 0), enumProp("operation", Object.keys(OPERATIONS), "negate", "Unary operation to perform")],
   (i) => {
     const op = String(i.operation ?? "negate");
-    if (!Object.prototype.hasOwnProperty.call(OPERATIONS, op)) throw new NodeError(`unsupported operation ${JSON.stringify(op)}; one of ${Object.keys(OPERATIONS).join(", ")}`);
+    if (!Object.hasOwn(OPERATIONS, op))
+      throw new NodeError(`unsupported operation ${JSON.stringify(op)}; one of ${Object.keys(OPERATIONS).join(", ")}`);
     return OPERATIONS[op as Operation](num(i, "input"));
   },
 );

@@ -56,10 +56,18 @@ const FILTERS: Readonly<Record<string, Filter>> = {
     if (!Array.isArray(v)) return asText(v);
     const parts = v.map(asText);
     const s = asText(sep ?? "");
-    capStringLength(limits, parts.reduce((n, p) => n + p.length, Math.max(0, parts.length - 1) * s.length));
+    capStringLength(
+      limits,
+      parts.reduce((n, p) => n + p.length, Math.max(0, parts.length - 1) * s.length),
+    );
     return parts.join(s);
   },
-  length: (v) => (Array.isArray(v) || typeof v === "string" ? v.length : v !== null && typeof v === "object" ? Object.keys(v).length : asText(v).length),
+  length: (v) =>
+    Array.isArray(v) || typeof v === "string"
+      ? v.length
+      : v !== null && typeof v === "object"
+        ? Object.keys(v).length
+        : asText(v).length,
   first: (v) => (Array.isArray(v) ? v[0] : asText(v).charAt(0)),
   last: (v) => (Array.isArray(v) ? v[v.length - 1] : asText(v).slice(-1)),
   sort: (v) => (Array.isArray(v) ? [...v].sort(compareForSort) : v),
@@ -112,11 +120,11 @@ function parseFilter(raw: string): FilterCall {
 
 /** `a.b.c` looks into nested objects when no variable is literally named `a.b.c`. */
 function lookup(vars: Record<string, unknown>, name: string): { found: boolean; value: unknown } {
-  if (Object.prototype.hasOwnProperty.call(vars, name)) return { found: true, value: vars[name] };
+  if (Object.hasOwn(vars, name)) return { found: true, value: vars[name] };
   const path = name.split(".");
   let cur: unknown = vars;
   for (const key of path) {
-    if (cur === null || typeof cur !== "object" || !Object.prototype.hasOwnProperty.call(cur, key)) return { found: false, value: undefined };
+    if (cur === null || typeof cur !== "object" || !Object.hasOwn(cur, key)) return { found: false, value: undefined };
     cur = (cur as Record<string, unknown>)[key];
   }
   return { found: true, value: cur };
@@ -126,7 +134,11 @@ function lookup(vars: Record<string, unknown>, name: string): { found: boolean; 
  * Renders `template` against `vars`. Throws `NodeError` for an unknown filter (NodeTool silently skips it; a
  * typo that drops a filter is worse than a clear failure).
  */
-export function renderTemplate(template: string, vars: Record<string, unknown>, limits: NodeLimits = DEFAULT_NODE_LIMITS): string {
+export function renderTemplate(
+  template: string,
+  vars: Record<string, unknown>,
+  limits: NodeLimits = DEFAULT_NODE_LIMITS,
+): string {
   // The output is the template plus what each placeholder adds: counted as they are, so many copies of a large
   // value fail before the whole is built.
   let units = template.length;
@@ -135,20 +147,25 @@ export function renderTemplate(template: string, vars: Record<string, unknown>, 
     return s;
   };
   // One pass over both forms, so a substituted value that itself contains braces is never expanded again.
-  const out = template.replace(/\{\{([\s\S]*?)\}\}|(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})/g, (match, expr: string | undefined, single: string | undefined) => {
-    if (single !== undefined) {
-      return Object.prototype.hasOwnProperty.call(vars, single) ? add(match, asText(vars[single])) : match;
-    }
-    const [name = "", ...rawFilters] = splitTopLevel(expr ?? "", "|");
-    const filters = rawFilters.map(parseFilter);
-    for (const f of filters) {
-      if (!Object.prototype.hasOwnProperty.call(FILTERS, f.name)) {
-        throw new NodeError(`unknown template filter "${f.name}" in ${match} (known: ${Object.keys(FILTERS).join(", ")})`);
+  const out = template.replace(
+    /\{\{([\s\S]*?)\}\}|(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})/g,
+    (match, expr: string | undefined, single: string | undefined) => {
+      if (single !== undefined) {
+        return Object.hasOwn(vars, single) ? add(match, asText(vars[single])) : match;
       }
-    }
-    const { found, value } = lookup(vars, name);
-    if (!found && !filters.some((f) => f.name === "default")) return match;
-    return add(match, asText(filters.reduce((v, f) => FILTERS[f.name]!(v, f.args, limits), value)));
-  });
+      const [name = "", ...rawFilters] = splitTopLevel(expr ?? "", "|");
+      const filters = rawFilters.map(parseFilter);
+      for (const f of filters) {
+        if (!Object.hasOwn(FILTERS, f.name)) {
+          throw new NodeError(
+            `unknown template filter "${f.name}" in ${match} (known: ${Object.keys(FILTERS).join(", ")})`,
+          );
+        }
+      }
+      const { found, value } = lookup(vars, name);
+      if (!found && !filters.some((f) => f.name === "default")) return match;
+      return add(match, asText(filters.reduce((v, f) => FILTERS[f.name]!(v, f.args, limits), value)));
+    },
+  );
   return capString(limits, out, "the rendered text");
 }

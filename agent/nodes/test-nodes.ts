@@ -20,7 +20,8 @@ export const tokens: GeneratorNodeDef = {
   kind: "generator",
   type: "nodeway.test.Tokens",
   title: "Tokens",
-  description: "Streams count tokens (tok0, tok1, …) as chunk events at rate tokens per second, then outputs the joined text.",
+  description:
+    "Streams count tokens (tok0, tok1, …) as chunk events at rate tokens per second, then outputs the joined text.",
   properties: [
     prop("count", "int", 10, { min: 0, description: "Number of tokens to emit." }),
     prop("rate", "float", 100, { min: 0, description: "Tokens per second; 0 emits as fast as possible." }),
@@ -114,7 +115,8 @@ export const whereabouts: NodeDef = {
   kind: "process",
   type: "nodeway.test.Whereabouts",
   title: "Whereabouts",
-  description: "Outputs the process, thread, host and user the node ran as, the GPUs CUDA would show it, whether it could write to / and reach probe_host:probe_port (which the job's execution strategy decides).",
+  description:
+    "Outputs the process, thread, host and user the node ran as, the GPUs CUDA would show it, whether it could write to / and reach probe_host:probe_port (which the job's execution strategy decides).",
   properties: [
     prop("probe_host", "str", "", { description: "Host to try a TCP connection to; empty for none." }),
     prop("probe_port", "int", 0, { min: 0, max: 65535, description: "Port of the probe." }),
@@ -210,7 +212,8 @@ export const bytes: NodeDef = {
   process: (_ctx, inputs) => {
     const size = asNumber(inputs.size, "size");
     const seed = asNumber(inputs.seed, "seed");
-    if (!Number.isInteger(size) || size < 0 || size > 64 * 1024 * 1024) throw new NodeError(`size must be an integer in [0, 67108864], got ${size}`);
+    if (!Number.isInteger(size) || size < 0 || size > 64 * 1024 * 1024)
+      throw new NodeError(`size must be an integer in [0, 67108864], got ${size}`);
     const out = new Uint8Array(size);
     for (let i = 0; i < size; i++) out[i] = testByte(i, seed);
     if (inputs.png === true) out.set(PNG_SIGNATURE.slice(0, size));

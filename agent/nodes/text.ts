@@ -3,14 +3,44 @@
  * FormatText into Prompt (`NODE_TYPE_MIGRATIONS` in its protocol package); saved graphs still name them, so
  * they run here natively with the behaviour of NodeTool's last native implementations.
  */
-import { NodeError, type NodeContext, type NodeDef, type NodeInputs, type ProcessNodeDef, type StreamingInputNodeDef } from "../engine/types.js";
+import {
+  NodeError,
+  type NodeContext,
+  type NodeDef,
+  type NodeInputs,
+  type ProcessNodeDef,
+  type StreamingInputNodeDef,
+} from "../engine/types.js";
 import type { PropertyMetadata } from "../../protocol/index.js";
 import { renderTemplate } from "./template.js";
-import { asBool, asDict, asInt, asList, asText, capList, capString, capStringLength, compileRegex, dynamicInputs, enumProp, output, prop, pySlice } from "./util.js";
+import {
+  asBool,
+  asDict,
+  asInt,
+  asList,
+  asText,
+  capList,
+  capString,
+  capStringLength,
+  compileRegex,
+  dynamicInputs,
+  enumProp,
+  output,
+  prop,
+  pySlice,
+} from "./util.js";
 
 const TEXT = prop("text", "str", "");
 
-function textNode(name: string, title: string, description: string, properties: PropertyMetadata[], outType: string, fn: (inputs: NodeInputs, ctx: NodeContext) => unknown, extra: Partial<ProcessNodeDef> = {}): ProcessNodeDef {
+function textNode(
+  name: string,
+  title: string,
+  description: string,
+  properties: PropertyMetadata[],
+  outType: string,
+  fn: (inputs: NodeInputs, ctx: NodeContext) => unknown,
+  extra: Partial<ProcessNodeDef> = {},
+): ProcessNodeDef {
   return {
     kind: "process",
     type: `nodetool.text.${name}`,
@@ -38,7 +68,10 @@ export const toString = textNode(
   "ToString",
   "To String",
   "Converts any input value to its string representation.",
-  [prop("value", "any", ""), enumProp("mode", ["str", "repr"], "str", "Conversion mode: plain text or a quoted, JSON-style representation.")],
+  [
+    prop("value", "any", ""),
+    enumProp("mode", ["str", "repr"], "str", "Conversion mode: plain text or a quoted, JSON-style representation."),
+  ],
   "str",
   (i) => (i.mode === "repr" ? (JSON.stringify(i.value ?? null) ?? "") : asText(i.value)),
 );
@@ -53,7 +86,14 @@ export const concat = textNode(
   "Concatenates text inputs into a single output. Add more inputs dynamically; lists are joined item by item.",
   [prop("a", "str", ""), prop("b", "str", "")],
   "str",
-  (i, ctx) => cappedJoin(ctx, Object.values(i).flatMap((v) => (Array.isArray(v) ? v : [v])).map(asText), ""),
+  (i, ctx) =>
+    cappedJoin(
+      ctx,
+      Object.values(i)
+        .flatMap((v) => (Array.isArray(v) ? v : [v]))
+        .map(asText),
+      "",
+    ),
   { isDynamic: true },
 );
 
@@ -62,16 +102,37 @@ export const join = textNode(
   "Join",
   "Join",
   "Joins a list of strings into a single string using a specified separator.",
-  [prop("strings", "list", [], { description: "The list of strings to join." }), prop("separator", "str", "", { description: "Separator between items." })],
+  [
+    prop("strings", "list", [], { description: "The list of strings to join." }),
+    prop("separator", "str", "", { description: "Separator between items." }),
+  ],
   "str",
   (i, ctx) => cappedJoin(ctx, asList(i.strings).map(asText), text(i, "separator")),
 );
 
-const FILTER_HELP = "Available filters: upper, lower, capitalize, title, trim, truncate(n), default(value), replace(old, new), join(sep), length, first, last, sort.";
+const FILTER_HELP =
+  "Available filters: upper, lower, capitalize, title, trim, truncate(n), default(value), replace(old, new), join(sep), length, first, last, sort.";
 
-function templateNode(name: string, title: string, description: string, field: PropertyMetadata, vars: (inputs: NodeInputs, props: PropertyMetadata[]) => Record<string, unknown>): ProcessNodeDef {
-  const properties = name === "Template" ? [field, prop("values", "dict", {}, { description: "Template variables, in addition to the dynamic inputs." })] : [field];
-  return textNode(name, title, description, properties, "str", (i, ctx) => renderTemplate(text(i, field.name), vars(i, properties), ctx.limits), { isDynamic: true });
+function templateNode(
+  name: string,
+  title: string,
+  description: string,
+  field: PropertyMetadata,
+  vars: (inputs: NodeInputs, props: PropertyMetadata[]) => Record<string, unknown>,
+): ProcessNodeDef {
+  const properties =
+    name === "Template"
+      ? [field, prop("values", "dict", {}, { description: "Template variables, in addition to the dynamic inputs." })]
+      : [field];
+  return textNode(
+    name,
+    title,
+    description,
+    properties,
+    "str",
+    (i, ctx) => renderTemplate(text(i, field.name), vars(i, properties), ctx.limits),
+    { isDynamic: true },
+  );
 }
 
 /** Renders `template`; the values of undeclared (dynamic) inputs are its variables. */
@@ -79,7 +140,9 @@ export const formatText = templateNode(
   "FormatText",
   "Format Text",
   `Replaces {{ name }} placeholders in a template with the node's dynamic inputs, Jinja-style: {{ name|upper }}, {{ title|truncate(20) }}. ${FILTER_HELP}`,
-  prop("template", "str", "", { description: `Example: Hello, {{ name }} or {{ title|truncate(20) }}. ${FILTER_HELP}` }),
+  prop("template", "str", "", {
+    description: `Example: Hello, {{ name }} or {{ title|truncate(20) }}. ${FILTER_HELP}`,
+  }),
   (i, props) => dynamicInputs(i, props),
 );
 
@@ -101,7 +164,9 @@ export const promptNode: ProcessNodeDef = {
   type: "nodetool.text.Prompt",
   title: "Prompt",
   description: `Compose a prompt string with named variables, referenced as {{ variable }} or {variable}. ${FILTER_HELP}`,
-  properties: [prop("prompt", "str", "", { description: "Prompt text. Reference variables with {{ name }} or {name}." })],
+  properties: [
+    prop("prompt", "str", "", { description: "Prompt text. Reference variables with {{ name }} or {name}." }),
+  ],
   outputs: output("str"),
   isDynamic: true,
   process: (ctx, inputs) => {
@@ -159,7 +224,8 @@ export const chunk = textNode(
     const length = asInt(i.length, "length");
     const overlap = asInt(i.overlap, "overlap");
     const step = length - overlap;
-    if (length < 1 || step <= 0) throw new NodeError(`invalid chunk parameters: length ${length} must be ≥ 1 and greater than overlap ${overlap}`);
+    if (length < 1 || step <= 0)
+      throw new NodeError(`invalid chunk parameters: length ${length} must be ≥ 1 and greater than overlap ${overlap}`);
     const separator = text(i, "separator");
     const words = separator === "" ? [...text(i)] : text(i).split(separator);
     // Overlapping windows repeat each word up to `length` times: the total is checked before any is built.
@@ -187,7 +253,12 @@ export const contains = textNode(
     prop("substring", "str", ""),
     prop("search_values", "list[str]", [], { description: "Optional list of additional substrings to check" }),
     prop("case_sensitive", "bool", true),
-    enumProp("match_mode", ["any", "all", "none"], "any", "ANY requires one match, ALL needs every value, NONE ensures none"),
+    enumProp(
+      "match_mode",
+      ["any", "all", "none"],
+      "any",
+      "ANY requires one match, ALL needs every value, NONE ensures none",
+    ),
   ],
   "bool",
   (i) => {
@@ -222,30 +293,69 @@ function order(i: NodeInputs): "less" | "equal" | "greater" {
 }
 
 /** "less", "equal" or "greater" (code-unit order). */
-export const compare = textNode("Compare", "Compare Text", "Compares two text values and reports ordering: less, equal or greater.", PAIR, "str", order);
+export const compare = textNode(
+  "Compare",
+  "Compare Text",
+  "Compares two text values and reports ordering: less, equal or greater.",
+  PAIR,
+  "str",
+  order,
+);
 /** text_a equals text_b after the chosen normalisation. */
-export const equals = textNode("Equals", "Equals", "Checks if two text inputs are equal.", PAIR, "bool", (i) => order(i) === "equal");
+export const equals = textNode(
+  "Equals",
+  "Equals",
+  "Checks if two text inputs are equal.",
+  PAIR,
+  "bool",
+  (i) => order(i) === "equal",
+);
 
 /** TEXT UPPERCASE. */
-export const toUppercase = textNode("ToUppercase", "To Uppercase", "Converts text to uppercase.", [TEXT], "str", (i) => text(i).toUpperCase());
+export const toUppercase = textNode("ToUppercase", "To Uppercase", "Converts text to uppercase.", [TEXT], "str", (i) =>
+  text(i).toUpperCase(),
+);
 /** text lowercase. */
-export const toLowercase = textNode("ToLowercase", "To Lowercase", "Converts text to lowercase.", [TEXT], "str", (i) => text(i).toLowerCase());
+export const toLowercase = textNode("ToLowercase", "To Lowercase", "Converts text to lowercase.", [TEXT], "str", (i) =>
+  text(i).toLowerCase(),
+);
 /** Each Word Capitalised. */
-export const toTitlecase = textNode("ToTitlecase", "To Title Case", "Converts text to title case.", [TEXT], "str", (i) =>
-  text(i).replace(/\w\S*/g, (w) => w.charAt(0).toUpperCase() + w.slice(1).toLowerCase()),
+export const toTitlecase = textNode(
+  "ToTitlecase",
+  "To Title Case",
+  "Converts text to title case.",
+  [TEXT],
+  "str",
+  (i) => text(i).replace(/\w\S*/g, (w) => w.charAt(0).toUpperCase() + w.slice(1).toLowerCase()),
 );
 /** First character upper, the rest lower (Python's `str.capitalize`). */
-export const capitalizeText = textNode("CapitalizeText", "Capitalize Text", "Capitalizes the first character and lowercases the rest.", [TEXT], "str", (i) => {
-  const t = text(i);
-  return t === "" ? "" : t.charAt(0).toUpperCase() + t.slice(1).toLowerCase();
-});
+export const capitalizeText = textNode(
+  "CapitalizeText",
+  "Capitalize Text",
+  "Capitalizes the first character and lowercases the rest.",
+  [TEXT],
+  "str",
+  (i) => {
+    const t = text(i);
+    return t === "" ? "" : t.charAt(0).toUpperCase() + t.slice(1).toLowerCase();
+  },
+);
 
 /** Characters, words or lines in text. */
 export const lengthNode = textNode(
   "Length",
   "Measure Length",
   "Measures text length as characters, words, or lines.",
-  [TEXT, enumProp("measure", ["characters", "words", "lines"], "characters", "Choose whether to count characters, words, or lines"), prop("trim_whitespace", "bool", false, { description: "Strip whitespace before counting" })],
+  [
+    TEXT,
+    enumProp(
+      "measure",
+      ["characters", "words", "lines"],
+      "characters",
+      "Choose whether to count characters, words, or lines",
+    ),
+    prop("trim_whitespace", "bool", false, { description: "Strip whitespace before counting" }),
+  ],
   "int",
   (i) => {
     const trim = asBool(i.trim_whitespace);
@@ -271,7 +381,11 @@ export const regexMatch = textNode(
   "RegexMatch",
   "Find Regex Matches",
   "Find all matches of a regex pattern in text, or of one capture group. Patterns run on RE2 (linear time): no backreferences or lookaround.",
-  [prop("text", "str", "", { description: "Text to search in" }), prop("pattern", "str", "", { description: "Regular expression pattern (RE2 syntax)" }), prop("group", "int", 0, { description: "Capture group to extract (0 for full match)" })],
+  [
+    prop("text", "str", "", { description: "Text to search in" }),
+    prop("pattern", "str", "", { description: "Regular expression pattern (RE2 syntax)" }),
+    prop("group", "int", 0, { description: "Capture group to extract (0 for full match)" }),
+  ],
   "list[str]",
   (i, ctx) => {
     const group = i.group === null || i.group === undefined ? 0 : asInt(i.group, "group");
@@ -337,7 +451,11 @@ export const regexSplit = textNode(
   "RegexSplit",
   "Split with Regex",
   "Split text using a regex pattern as delimiter. Patterns run on RE2 (linear time): no backreferences or lookaround.",
-  [prop("text", "str", "", { description: "Text to split" }), prop("pattern", "str", "", { description: "Regular expression pattern to split on (RE2 syntax)" }), prop("maxsplit", "int", 0, { description: "Maximum number of splits (0 for unlimited)" })],
+  [
+    prop("text", "str", "", { description: "Text to split" }),
+    prop("pattern", "str", "", { description: "Regular expression pattern to split on (RE2 syntax)" }),
+    prop("maxsplit", "int", 0, { description: "Maximum number of splits (0 for unlimited)" }),
+  ],
   "list[str]",
   (i, ctx) => {
     const input = text(i);
@@ -367,19 +485,29 @@ export const regexValidate = textNode(
   "RegexValidate",
   "Validate with Regex",
   "Check if text matches a regex pattern (anchored at the start, like Python's re.match). Patterns run on RE2 (linear time): no backreferences or lookaround.",
-  [prop("text", "str", "", { description: "Text to validate" }), prop("pattern", "str", "", { description: "Regular expression pattern (RE2 syntax)" })],
+  [
+    prop("text", "str", "", { description: "Text to validate" }),
+    prop("pattern", "str", "", { description: "Regular expression pattern (RE2 syntax)" }),
+  ],
   "bool",
   (i) => compileRegex(text(i, "pattern")).matcher(text(i)).lookingAt(),
 );
 
 /** The value a JSON text denotes; invalid JSON fails. */
-export const parseJson = textNode("ParseJSON", "Parse JSON String", "Parses a JSON string into a value.", [prop("text", "str", "", { description: "JSON string" })], "any", (i) => {
-  try {
-    return JSON.parse(text(i)) as unknown;
-  } catch (err) {
-    throw new NodeError(`invalid JSON: ${err instanceof Error ? err.message : String(err)}`);
-  }
-});
+export const parseJson = textNode(
+  "ParseJSON",
+  "Parse JSON String",
+  "Parses a JSON string into a value.",
+  [prop("text", "str", "", { description: "JSON string" })],
+  "any",
+  (i) => {
+    try {
+      return JSON.parse(text(i)) as unknown;
+    } catch (err) {
+      throw new NodeError(`invalid JSON: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  },
+);
 
 /**
  * Joins every string arriving on `input_item` with `separator`, once upstream ends. (NodeTool's TypeScript
@@ -390,7 +518,10 @@ export const collectText: StreamingInputNodeDef = {
   type: "nodetool.text.Collect",
   title: "Collect Text",
   description: "Collects streaming text inputs into a single string, joined by a separator, when the stream ends.",
-  properties: [prop("input_item", "str", "", { description: "Text to collect." }), prop("separator", "str", "", { description: "Separator between collected items." })],
+  properties: [
+    prop("input_item", "str", "", { description: "Text to collect." }),
+    prop("separator", "str", "", { description: "Separator between collected items." }),
+  ],
   outputs: output("str"),
   consume: async (ctx, inputs, inbox) => {
     const items: string[] = [];

@@ -10,12 +10,22 @@ import { NodeError, type NodeInputs } from "../engine/types.js";
 export { capDict, capList, capString, capStringLength } from "../engine/limits.js";
 
 /** One declared property. `extra` carries `description`, `min`, `max`, `values`, `required`. */
-export function prop(name: string, type: string, dflt: unknown, extra: Omit<PropertyMetadata, "name" | "type" | "default"> = {}): PropertyMetadata {
+export function prop(
+  name: string,
+  type: string,
+  dflt: unknown,
+  extra: Omit<PropertyMetadata, "name" | "type" | "default"> = {},
+): PropertyMetadata {
   return { name, type, default: dflt, ...extra };
 }
 
 /** An `enum` property; its default must be one of `values`. */
-export function enumProp(name: string, values: readonly string[], dflt: string, description?: string): PropertyMetadata {
+export function enumProp(
+  name: string,
+  values: readonly string[],
+  dflt: string,
+  description?: string,
+): PropertyMetadata {
   return { name, type: "enum", default: dflt, values: [...values], ...(description ? { description } : {}) };
 }
 
@@ -96,7 +106,8 @@ export function asDict(value: unknown): Record<string, unknown> {
 export function asNumberList(value: unknown, name: string): number[] {
   const list = asList(value);
   return list.map((v, i) => {
-    if (typeof v !== "number" || !Number.isFinite(v)) throw new NodeError(`${name}[${i}] must be a number, got ${describe(v)}`);
+    if (typeof v !== "number" || !Number.isFinite(v))
+      throw new NodeError(`${name}[${i}] must be a number, got ${describe(v)}`);
     return v;
   });
 }
@@ -125,9 +136,13 @@ export function compileRegex(pattern: string): RE2JS {
   } catch (err) {
     const construct = UNSUPPORTED.find(([re]) => re.test(pattern))?.[1];
     if (construct) {
-      throw new NodeError(`regular expression ${JSON.stringify(pattern.slice(0, 200))} uses ${construct}, which the linear-time engine (RE2) does not support`);
+      throw new NodeError(
+        `regular expression ${JSON.stringify(pattern.slice(0, 200))} uses ${construct}, which the linear-time engine (RE2) does not support`,
+      );
     }
-    throw new NodeError(`invalid regular expression ${JSON.stringify(pattern.slice(0, 200))}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new NodeError(
+      `invalid regular expression ${JSON.stringify(pattern.slice(0, 200))}: ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
 }
 
@@ -141,7 +156,7 @@ export function deepEqual(a: unknown, b: unknown): boolean {
   const kb = Object.keys(b);
   const rb = b as Record<string, unknown>;
   const ra = a as Record<string, unknown>;
-  return ka.length === kb.length && ka.every((k) => Object.prototype.hasOwnProperty.call(rb, k) && deepEqual(ra[k], rb[k]));
+  return ka.length === kb.length && ka.every((k) => Object.hasOwn(rb, k) && deepEqual(ra[k], rb[k]));
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * The `docker` strategy (design §7): a job's graph runs in a container of its own, with real limits — memory
+ * The `docker` strategy: a job's graph runs in a container of its own, with real limits — memory
  * (no swap), CPUs, pids, a read-only root with a small `/tmp`, every capability dropped, no new privileges, an
  * unprivileged user, and no network unless the operator allows one. The container runs the same runner as the
  * `subprocess` strategy (strategy-child.ts, compiled) with the agent's own code mounted read-only:

@@ -1,5 +1,5 @@
 /**
- * Execution strategies (design §7): where a job's graph runs. `inline` in the agent's own event loop; `threaded`
+ * Execution strategies: where a job's graph runs. `inline` in the agent's own event loop; `threaded`
  * in a worker thread (a node that blocks its loop or exhausts its heap takes the thread, not the agent);
  * `subprocess` in a child process (its own memory and file descriptors; killed on cancel); `docker` in a container
  * with real limits (docker.ts). The agent streams,

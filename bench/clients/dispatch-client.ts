@@ -19,22 +19,30 @@ interface Target {
 /** POSTs and calls `onLine` for each NDJSON line as it arrives; resolves with status and full text. */
 function post(url: string, body: string, onLine?: (line: string) => void): Promise<{ status: number; text: string }> {
   return new Promise((res, rej) => {
-    const req = request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (r) => {
-      let text = "";
-      let from = 0;
-      r.setEncoding("utf8");
-      r.on("data", (d: string) => {
-        text += d;
-        if (!onLine) return;
-        let nl: number;
-        while ((nl = text.indexOf("\n", from)) >= 0) {
-          onLine(text.slice(from, nl));
-          from = nl + 1;
-        }
-      });
-      r.on("end", () => res({ status: r.statusCode ?? 0, text }));
-      r.on("error", rej);
-    });
+    const req = request(
+      url,
+      {
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      },
+      (r) => {
+        let text = "";
+        let from = 0;
+        r.setEncoding("utf8");
+        r.on("data", (d: string) => {
+          text += d;
+          if (!onLine) return;
+          let nl: number;
+          while ((nl = text.indexOf("\n", from)) >= 0) {
+            onLine(text.slice(from, nl));
+            from = nl + 1;
+          }
+        });
+        r.on("end", () => res({ status: r.statusCode ?? 0, text }));
+        r.on("error", rej);
+      },
+    );
     req.on("error", rej);
     // A job that never ends must show up as an error, not hang the benchmark.
     req.setTimeout(15_000, () => req.destroy(new Error(`no complete answer within 15 s (${url})`)));
@@ -60,27 +68,46 @@ async function oneInner(t: Target, stream: boolean): Promise<{ firstMs: number; 
       if (Number.isNaN(first)) first = now() - t0;
     });
     const ev = JSON.parse(r.text) as { status?: string };
-    return { firstMs: first, error: r.status === 200 && ev.status === "running" ? null : `floor answered ${r.status} ${r.text.slice(0, 200)}` };
+    return {
+      firstMs: first,
+      error: r.status === 200 && ev.status === "running" ? null : `floor answered ${r.status} ${r.text.slice(0, 200)}`,
+    };
   }
   const url = `${t.base}/api/workflows/${t.workflow}/run?${stream ? "stream=true" : "wait=true"}`;
-  const r = await post(url, JSON.stringify({ params: { name: "bench" } }), stream
-    ? (line) => {
-        if (!line) return;
-        if (!Number.isNaN(first)) return;
-        const ev = JSON.parse(line) as { attempt?: number; job_id?: string };
-        if (ev.job_id) lastJob = ev.job_id;
-        if ((ev.attempt ?? 0) >= 1) first = now() - t0;
-      }
-    : undefined);
+  const r = await post(
+    url,
+    JSON.stringify({ params: { name: "bench" } }),
+    stream
+      ? (line) => {
+          if (!line) return;
+          if (!Number.isNaN(first)) return;
+          const ev = JSON.parse(line) as { attempt?: number; job_id?: string };
+          if (ev.job_id) lastJob = ev.job_id;
+          if ((ev.attempt ?? 0) >= 1) first = now() - t0;
+        }
+      : undefined,
+  );
   if (r.status !== 200) return { firstMs: NaN, error: `status ${r.status}: ${r.text.slice(0, 200)}` };
   if (stream) {
-    const lines = r.text.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = r.text
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const last = lines[lines.length - 1]!;
-    const ok = last.type === "job_update" && last.status === "completed" && JSON.stringify(last.result ?? "").includes("Hello, bench!");
+    const ok =
+      last.type === "job_update" &&
+      last.status === "completed" &&
+      JSON.stringify(last.result ?? "").includes("Hello, bench!");
     return { firstMs: first, error: ok ? null : `job ended ${JSON.stringify(last).slice(0, 200)}` };
   }
   const b = JSON.parse(r.text) as { status?: string; outputs?: unknown };
-  return { firstMs: NaN, error: b.status === "completed" && JSON.stringify(b.outputs).includes("Hello, bench!") ? null : `job ended ${r.text.slice(0, 200)}` };
+  return {
+    firstMs: NaN,
+    error:
+      b.status === "completed" && JSON.stringify(b.outputs).includes("Hello, bench!")
+        ? null
+        : `job ended ${r.text.slice(0, 200)}`,
+  };
 }
 
 serve(async (m) => {

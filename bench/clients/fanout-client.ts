@@ -17,7 +17,8 @@ function watchSample(ws: RawWs, i: number): void {
   ws.onFrame = (_op, payload) => {
     const ev = decodeMsgpack(payload) as Record<string, unknown>;
     if (i === 0 && ev.type === "rpc_response" && rpc) rpc(ev);
-    if (ev.type === "error" || (ev.type === "rpc_response" && ev.error)) problems.push(`socket ${i}: ${JSON.stringify(ev).slice(0, 300)}`);
+    if (ev.type === "error" || (ev.type === "rpc_response" && ev.error))
+      problems.push(`socket ${i}: ${JSON.stringify(ev).slice(0, 300)}`);
     if (ev.type !== "chunk" || ev.content === "") return;
     const k = Number(/^tok(\d+) $/.exec(String(ev.content))?.[1] ?? NaN);
     if (last >= 0 && k !== last + 1) problems.push(`socket ${i}: token ${k} after ${last}`);
@@ -29,7 +30,9 @@ async function openAll(port: number, n: number, path: string, protocol?: string)
   socks = [];
   problems = [];
   for (let i = 0; i < n; i += 200) {
-    const batch = await Promise.all(Array.from({ length: Math.min(200, n - i) }, () => RawWs.open(port, path, protocol)));
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(200, n - i) }, () => RawWs.open(port, path, protocol)),
+    );
     socks.push(...batch);
   }
   socks.slice(0, SAMPLES).forEach(watchSample);
@@ -55,7 +58,13 @@ serve(async (m) => {
   switch (m.op) {
     case "ours": {
       // One socket runs the job; the others follow it with reconnect_job from seq 0.
-      const { port, n, graph, count, probe } = m as unknown as { port: number; n: number; graph: unknown; count: number; probe: number };
+      const { port, n, graph, count, probe } = m as unknown as {
+        port: number;
+        n: number;
+        graph: unknown;
+        count: number;
+        probe: number;
+      };
       await openAll(port, n, "/ws", "nodeway.msgpack");
       const resp = new Promise<Record<string, unknown>>((r) => (rpc = r));
       socks[0]!.send(0x2, encodeMsgpack({ command: "run_job", request_id: "r", data: { graph, params: { count } } }));
@@ -64,14 +73,22 @@ serve(async (m) => {
       const jobId = (r.result as { job_id: string }).job_id;
       const t0 = Date.now();
       for (let i = 1; i < socks.length; i += 100) {
-        for (const s of socks.slice(i, i + 100)) s.send(0x2, encodeMsgpack({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } }));
+        for (const s of socks.slice(i, i + 100))
+          s.send(0x2, encodeMsgpack({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } }));
         await sleep(5);
       }
       await waitAllLive(120_000, probe);
       return { jobId, joinMs: Date.now() - t0 };
     }
     case "peer": {
-      const { port, n, job, count, rate, probe } = m as unknown as { port: number; n: number; job: string; count: number; rate: number; probe: number };
+      const { port, n, job, count, rate, probe } = m as unknown as {
+        port: number;
+        n: number;
+        job: string;
+        count: number;
+        rate: number;
+        probe: number;
+      };
       await openAll(port, n, `/ws?job=${job}`);
       await sleep(200);
       socks[0]!.send(0x1, JSON.stringify({ start: { job_id: job, count, rate } }));

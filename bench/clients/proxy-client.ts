@@ -86,7 +86,9 @@ async function ws(url: string, streams: number, durationMs: number, burst: boole
   const port = Number(u.port || (tls ? 443 : 80));
   const lat: number[] = [];
   const errors: string[] = [];
-  const socks = await Promise.all(Array.from({ length: streams }, () => RawWs.open(port, `/ws${burst ? "?burst=1" : ""}`, undefined, tls)));
+  const socks = await Promise.all(
+    Array.from({ length: streams }, () => RawWs.open(port, `/ws${burst ? "?burst=1" : ""}`, undefined, tls)),
+  );
   let measuring = false;
   for (const s of socks) {
     s.onFrame = (_op, payload) => {
@@ -95,7 +97,8 @@ async function ws(url: string, streams: number, durationMs: number, burst: boole
     };
   }
   await sleep(settleMs);
-  if (socks.some((s) => s.frames === 0)) errors.push(`${socks.filter((s) => s.frames === 0).length} streams got no frame while settling`);
+  if (socks.some((s) => s.frames === 0))
+    errors.push(`${socks.filter((s) => s.frames === 0).length} streams got no frame while settling`);
   measuring = true;
   await sleep(durationMs);
   measuring = false;
@@ -108,7 +111,14 @@ async function ws(url: string, streams: number, durationMs: number, burst: boole
 }
 
 serve(async (m) => {
-  const a = m as unknown as { url: string; rate: number; durationMs: number; conns: number; streams: number; burst?: boolean };
+  const a = m as unknown as {
+    url: string;
+    rate: number;
+    durationMs: number;
+    conns: number;
+    streams: number;
+    burst?: boolean;
+  };
   if (m.op === "http") return http(a.url, a.rate, a.durationMs, a.conns);
   if (m.op === "ws") return ws(a.url, a.streams, a.durationMs, a.burst === true, a.burst === true ? 300 : SETTLE_MS);
   throw new Error(`unknown op ${m.op}`);

@@ -33,16 +33,24 @@ function open(url: string, protocols: string[]): Promise<WebSocket> {
 }
 
 let jobSeq = 0;
-async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: string[]; phases: Record<string, number[]> }> {
+async function run(
+  r: RunReq,
+): Promise<{ lat: number[]; ttft: number[]; errors: string[]; phases: Record<string, number[]> }> {
   const lat: number[] = [];
   const ttft: number[] = [];
   const errors: string[] = [];
   /** TTFT phases per job (ours): request → queued event emitted (gateway submit), queued → running (dispatch: publish, agent pull, claim), running → first token emitted (graph start + pacing), first token emitted → received. */
-  const phases: { submit: number[]; dispatch: number[]; start: number[]; deliver: number[] } = { submit: [], dispatch: [], start: [], deliver: [] };
+  const phases: { submit: number[]; dispatch: number[]; start: number[]; deliver: number[] } = {
+    submit: [],
+    dispatch: [],
+    start: [],
+    deliver: [],
+  };
   const jobs = await Promise.all(
     Array.from({ length: r.jobs }, async () => {
       const id = `b${process.pid}x${++jobSeq}`;
-      const ws = r.mode === "ours" ? await open(`${r.url}/ws`, ["nodeway.msgpack"]) : await open(`${r.url}/ws?job=${id}`, []);
+      const ws =
+        r.mode === "ours" ? await open(`${r.url}/ws`, ["nodeway.msgpack"]) : await open(`${r.url}/ws?job=${id}`, []);
       return { id, ws };
     }),
   );
@@ -63,10 +71,17 @@ async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: 
         ws.close();
         resolve();
       };
-      const timer = setTimeout(() => finish(`timed out after ${next}/${r.count} tokens`), r.staggerMs * r.jobs + (r.count / r.rate) * 1000 + 15_000);
+      const timer = setTimeout(
+        () => finish(`timed out after ${next}/${r.count} tokens`),
+        r.staggerMs * r.jobs + (r.count / r.rate) * 1000 + 15_000,
+      );
       ws.on("message", (data: Buffer, isBinary: boolean) => {
         const t = now();
-        const ev = (isBinary ? decodeMsgpack(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)) : JSON.parse(data.toString())) as Record<string, unknown>;
+        const ev = (
+          isBinary
+            ? decodeMsgpack(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+            : JSON.parse(data.toString())
+        ) as Record<string, unknown>;
         if (seen.length < 64) seen.push(`${String(ev.type)}${ev.status ? ":" + String(ev.status) : ""}`);
         if (ev.type === "chunk") {
           if (ev.content === "" && ev.done) return;
@@ -87,8 +102,12 @@ async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: 
           queuedTs = ev.ts as number;
         } else if (ev.type === "job_update" && ev.status === "running") {
           runningTs = ev.ts as number;
-        } else if (ev.type === "job_update" && ["completed", "failed", "cancelled", "timed_out"].includes(ev.status as string)) {
-          if (ev.status !== "completed") return finish(`job ended ${String(ev.status)}: ${JSON.stringify(ev.error ?? "")}`);
+        } else if (
+          ev.type === "job_update" &&
+          ["completed", "failed", "cancelled", "timed_out"].includes(ev.status as string)
+        ) {
+          if (ev.status !== "completed")
+            return finish(`job ended ${String(ev.status)}: ${JSON.stringify(ev.error ?? "")}`);
           finish(next === r.count ? undefined : `completed after ${next}/${r.count} tokens`);
         } else if (ev.type === "error" || (ev.type === "rpc_response" && ev.error)) {
           finish(`error frame: ${JSON.stringify(ev)}`);
@@ -97,7 +116,10 @@ async function run(r: RunReq): Promise<{ lat: number[]; ttft: number[]; errors: 
       ws.on("close", () => finish(`socket closed after ${next}/${r.count} tokens`));
       void sleep(i * r.staggerMs).then(() => {
         t0 = now();
-        if (r.mode === "ours") ws.send(encodeMsgpack({ command: "run_job", request_id: id, data: { graph: r.graph, params: { count: r.count } } }));
+        if (r.mode === "ours")
+          ws.send(
+            encodeMsgpack({ command: "run_job", request_id: id, data: { graph: r.graph, params: { count: r.count } } }),
+          );
         else ws.send(JSON.stringify({ start: { job_id: id, count: r.count, rate: r.rate } }));
       });
     });

@@ -10,8 +10,17 @@ interface Node {
  * `windowUs` keeps only the samples taken inside [from, to], in µs of the monotonic clock V8 stamps profiles with
  * (`process.hrtime` on Linux), so a profile can leave out start-up and set-up.
  */
-export function topFrames(file: string, n = 20, windowUs?: { from: number; to: number }): { total_ms: number; frames: { pct: number; frame: string }[] } {
-  const p = JSON.parse(readFileSync(file, "utf8")) as { nodes: Node[]; samples: number[]; timeDeltas: number[]; startTime: number };
+export function topFrames(
+  file: string,
+  n = 20,
+  windowUs?: { from: number; to: number },
+): { total_ms: number; frames: { pct: number; frame: string }[] } {
+  const p = JSON.parse(readFileSync(file, "utf8")) as {
+    nodes: Node[];
+    samples: number[];
+    timeDeltas: number[];
+    startTime: number;
+  };
   const byId = new Map(p.nodes.map((x) => [x.id, x]));
   const self = new Map<string, number>();
   let total = 0;

@@ -9,11 +9,32 @@ import { cpuNs, sleep, start, type Spawned } from "./procs.js";
 import { freePort } from "../../test/helpers/nats-server.js";
 
 /** nginx in front of `127.0.0.1:<upstreamPort>`, its files under `dir`; `pids()` = master + worker. */
-export async function startNginx(dir: string, upstreamPort: number): Promise<Spawned & { port: number; pids: () => number[] }> {
+export async function startNginx(
+  dir: string,
+  upstreamPort: number,
+): Promise<Spawned & { port: number; pids: () => number[] }> {
   const port = await freePort();
   const d = join(dir, `nginx-${port}`);
   mkdirSync(d, { recursive: true });
-  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(d, "key.pem"), "-out", join(d, "cert.pem"), "-days", "2", "-subj", "/CN=localhost"], { stdio: "ignore" });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      join(d, "key.pem"),
+      "-out",
+      join(d, "cert.pem"),
+      "-days",
+      "2",
+      "-subj",
+      "/CN=localhost",
+    ],
+    { stdio: "ignore" },
+  );
   const conf = `
 worker_processes 1;
 daemon off;
@@ -46,12 +67,19 @@ http {
   writeFileSync(join(d, "nginx.conf"), conf);
   const p = start("nginx", "nginx", ["-p", d, "-c", join(d, "nginx.conf")], { cpu: "0" });
   for (let i = 0; i < 100; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/`).then(() => true, () => false); // any answer: it listens
+    const ok = await fetch(`http://127.0.0.1:${port}/`).then(
+      () => true,
+      () => false,
+    ); // any answer: it listens
     if (ok) break;
     await sleep(50);
   }
   const pids = () => {
-    const kids = readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+    const kids = readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
     return [p.pid, ...kids];
   };
   // The master is SIGKILLed on exit (procs.ts), which leaves its worker running, orphaned: kill the worker too.
@@ -74,14 +102,22 @@ export function wrk(url: string, seconds: number): { requests: number; rps: numb
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
   const sockErr = /Socket errors: (.*)/.exec(out);
-  return { requests, rps, errors: non2xx ? `${non2xx[1]} non-2xx responses` : sockErr ? `socket errors: ${sockErr[1]}` : null };
+  return {
+    requests,
+    rps,
+    errors: non2xx ? `${non2xx[1]} non-2xx responses` : sockErr ? `socket errors: ${sockErr[1]}` : null,
+  };
 }
 
 /** CPU time (ns) of a set of processes, all threads. */
 export const cpuOf = (pids: readonly number[]): number => pids.reduce((sum, p) => sum + cpuNs(p), 0);
 
 /** `wrk` against a proxy, with the proxy's CPU over the run: requests per proxy CPU-second, the throughput metric. */
-export function wrkPerCpu(url: string, seconds: number, pids: () => number[]): ReturnType<typeof wrk> & { cpuS: number; perCpuS: number } {
+export function wrkPerCpu(
+  url: string,
+  seconds: number,
+  pids: () => number[],
+): ReturnType<typeof wrk> & { cpuS: number; perCpuS: number } {
   const c0 = cpuOf(pids());
   const w = wrk(url, seconds);
   const cpuS = (cpuOf(pids()) - c0) / 1e9;

@@ -72,7 +72,12 @@ class Tail {
   }
 }
 
-export function start(name: string, cmd: string, args: string[], opts: { cpu?: string; env?: NodeJS.ProcessEnv; ipc?: boolean; cwd?: string } = {}): Spawned {
+export function start(
+  name: string,
+  cmd: string,
+  args: string[],
+  opts: { cpu?: string; env?: NodeJS.ProcessEnv; ipc?: boolean; cwd?: string } = {},
+): Spawned {
   const [file, argv] = opts.cpu !== undefined ? ["taskset", ["-c", opts.cpu, cmd, ...args]] : [cmd, args];
   const proc = spawn(file, argv, {
     cwd: opts.cwd ?? ROOT,
@@ -123,11 +128,19 @@ export function start(name: string, cmd: string, args: string[], opts: { cpu?: s
     exited,
     waitFor(re, timeoutMs = 30_000) {
       return new Promise((res, rej) => {
-        const t = setTimeout(() => done(new Error(`${name}: no ${re} within ${timeoutMs} ms; stderr: ${errTail.text().slice(-2000)}`)), timeoutMs);
+        const t = setTimeout(
+          () => done(new Error(`${name}: no ${re} within ${timeoutMs} ms; stderr: ${errTail.text().slice(-2000)}`)),
+          timeoutMs,
+        );
         const check = () => {
           const m = re.exec(outTail.text()) ?? re.exec(errTail.text());
           if (m) return done(null, m);
-          if (proc.exitCode !== null || proc.signalCode !== null) done(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${re}: ${errTail.text().slice(-2000)}`));
+          if (proc.exitCode !== null || proc.signalCode !== null)
+            done(
+              new Error(
+                `${name} exited (${proc.exitCode ?? proc.signalCode}) before ${re}: ${errTail.text().slice(-2000)}`,
+              ),
+            );
         };
         const done = (e: Error | null, m?: RegExpExecArray) => {
           clearTimeout(t);
@@ -171,15 +184,29 @@ export function start(name: string, cmd: string, args: string[], opts: { cpu?: s
 }
 
 /** Runs a bench TypeScript file under plain node with the ts-node loader. */
-export function startTs(name: string, script: string, args: string[] = [], opts: { cpu?: string; env?: NodeJS.ProcessEnv; ipc?: boolean; nodeArgs?: string[] } = {}): Spawned {
-  return start(name, process.execPath, [...(opts.nodeArgs ?? []), "--import", REGISTER, join(BENCH_DIR, script), ...args], opts);
+export function startTs(
+  name: string,
+  script: string,
+  args: string[] = [],
+  opts: { cpu?: string; env?: NodeJS.ProcessEnv; ipc?: boolean; nodeArgs?: string[] } = {},
+): Spawned {
+  return start(
+    name,
+    process.execPath,
+    [...(opts.nodeArgs ?? []), "--import", REGISTER, join(BENCH_DIR, script), ...args],
+    opts,
+  );
 }
 
 /** The node flags our servers run with where they are deployed (bin/nodeway.js, deploy/systemd, deploy/local-up.sh). */
 export const SERVER_NODE_ARGS = ["--no-memory-reducer"] as const;
 
 /** Runs the compiled `nodeway` command, with `SERVER_NODE_ARGS`. */
-export function startNodeway(name: string, args: string[], opts: { cpu?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Spawned {
+export function startNodeway(
+  name: string,
+  args: string[],
+  opts: { cpu?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
+): Spawned {
   return start(name, process.execPath, [...SERVER_NODE_ARGS, ...(opts.nodeArgs ?? []), NODEWAY, ...args], opts);
 }
 
@@ -249,11 +276,18 @@ export function ensureCommands(commands: Record<string, string>): string | null 
       return false;
     }
   };
-  const missing = [...new Set(Object.entries(commands).filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg))];
+  const missing = [
+    ...new Set(
+      Object.entries(commands)
+        .filter(([cmd]) => !has(cmd))
+        .map(([, pkg]) => pkg),
+    ),
+  ];
   if (missing.length === 0) return null;
   if (process.getuid?.() !== 0) return `needs ${missing.join(", ")}: apt-get install ${missing.join(" ")}`;
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const install = () => execFileSync("apt-get", ["install", "-y", "--no-install-recommends", ...missing], { stdio: "ignore", env });
+  const install = () =>
+    execFileSync("apt-get", ["install", "-y", "--no-install-recommends", ...missing], { stdio: "ignore", env });
   try {
     install();
   } catch {

@@ -10,7 +10,8 @@ export async function proxyUnavailable(): Promise<string | null> {
   if (!existsSync(file)) return "dist/proxy/index.js is missing (proxy not built)";
   try {
     const m = (await import(file)) as Record<string, unknown>;
-    if (typeof m.startProxy !== "function" || typeof m.compileProxyConfig !== "function") return "proxy/index.ts does not export startProxy and compileProxyConfig";
+    if (typeof m.startProxy !== "function" || typeof m.compileProxyConfig !== "function")
+      return "proxy/index.ts does not export startProxy and compileProxyConfig";
   } catch (err) {
     return `proxy/index.ts does not load: ${(err as Error).message}`;
   }
@@ -22,14 +23,37 @@ export interface OurProxy extends Spawned {
   dir: string;
 }
 
-export async function startOurProxy(upstream: string, opts: { cpu?: string; nodeArgs?: string[] } = {}): Promise<OurProxy> {
+export async function startOurProxy(
+  upstream: string,
+  opts: { cpu?: string; nodeArgs?: string[] } = {},
+): Promise<OurProxy> {
   const dir = mkdtempSync(join(tmpdir(), "nw-bench-proxy-"));
   const p = startNodeway(
     "proxy",
-    ["proxy", "--tls=self-signed", "--upstream", upstream, "--host", "127.0.0.1", "--https-port", "0", "--http-port", "0", "--cert-dir", join(dir, "certs"), "--access-log", "false", "--health-interval-ms", "60000"],
+    [
+      "proxy",
+      "--tls=self-signed",
+      "--upstream",
+      upstream,
+      "--host",
+      "127.0.0.1",
+      "--https-port",
+      "0",
+      "--http-port",
+      "0",
+      "--cert-dir",
+      join(dir, "certs"),
+      "--access-log",
+      "false",
+      "--health-interval-ms",
+      "60000",
+    ],
     { ...opts, env: { NODEWAY_HOME: dir } },
   );
-  p.exited.then(() => rmSync(dir, { recursive: true, force: true }), () => undefined);
+  p.exited.then(
+    () => rmSync(dir, { recursive: true, force: true }),
+    () => undefined,
+  );
   const m = await p.waitFor(/proxy listening on https port (\d+)/, 60_000);
   return Object.assign(p, { httpsPort: Number(m[1]), dir });
 }

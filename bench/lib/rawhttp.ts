@@ -24,7 +24,10 @@ export class RawHttpConn {
   private buf: Buffer | null = null;
   /** Settles the request in flight; a failed connection settles it with status -1. */
   private done: ((r: RawHttpResult) => void) | null = null;
-  private constructor(private readonly sock: Socket, private readonly request: Buffer) {}
+  private constructor(
+    private readonly sock: Socket,
+    private readonly request: Buffer,
+  ) {}
 
   static open(url: string): Promise<RawHttpConn> {
     const u = new URL(url);
@@ -49,7 +52,12 @@ export class RawHttpConn {
 
   /** Sends the request; resolves with the response's status and body size. */
   get(): Promise<RawHttpResult> {
-    if (this.busy || this.closed) return Promise.resolve({ status: -1, bodyBytes: 0, error: this.closed ? "connection closed" : "connection busy" });
+    if (this.busy || this.closed)
+      return Promise.resolve({
+        status: -1,
+        bodyBytes: 0,
+        error: this.closed ? "connection closed" : "connection busy",
+      });
     this.busy = true;
     return new Promise((res) => {
       this.done = res;

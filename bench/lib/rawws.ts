@@ -52,7 +52,7 @@ export class RawWs {
   }
 
   private feed(d: Buffer): void {
-    let buf = this.pending ? Buffer.concat([this.pending, d]) : d;
+    const buf = this.pending ? Buffer.concat([this.pending, d]) : d;
     let off = 0;
     while (buf.length - off >= 2) {
       const b0 = buf[off]!;
@@ -84,7 +84,12 @@ export class RawWs {
   send(opcode: number, payload: Uint8Array | string): void {
     const p = typeof payload === "string" ? Buffer.from(payload) : payload;
     const n = p.length;
-    const head = n < 126 ? Buffer.from([0x80 | opcode, 0x80 | n]) : n < 65536 ? Buffer.from([0x80 | opcode, 0x80 | 126, n >> 8, n & 255]) : null;
+    const head =
+      n < 126
+        ? Buffer.from([0x80 | opcode, 0x80 | n])
+        : n < 65536
+          ? Buffer.from([0x80 | opcode, 0x80 | 126, n >> 8, n & 255])
+          : null;
     if (!head) throw new Error("frame too large for this client");
     this.sock.write(Buffer.concat([head, Buffer.alloc(4), p]));
   }

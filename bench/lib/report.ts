@@ -40,7 +40,9 @@ export function emitGoal(g: GoalLine): void {
   process.stdout.write(`@goal ${JSON.stringify(out)}\n`);
 }
 export function emitRow(row: Row): void {
-  process.stdout.write(`@row ${JSON.stringify({ ...row, value: round(row.value, 4), rounds: row.rounds?.map((x) => round(x, 4)) })}\n`);
+  process.stdout.write(
+    `@row ${JSON.stringify({ ...row, value: round(row.value, 4), rounds: row.rounds?.map((x) => round(x, 4)) })}\n`,
+  );
 }
 const r = (x: number | null, d = 3) => (x === null || !Number.isFinite(x) ? null : round(x, d));
 
@@ -127,13 +129,21 @@ export interface Arm {
  * a warm-up and is dropped. Returns per arm, per metric, the values of the measured rounds: one per round, NaN
  * where a round did not report the metric, so that a failed round spoils the median instead of vanishing.
  */
-export async function alternate(arms: Arm[], rounds: number, log: (l: string) => void): Promise<Map<string, Map<string, number[]>>> {
+export async function alternate(
+  arms: Arm[],
+  rounds: number,
+  log: (l: string) => void,
+): Promise<Map<string, Map<string, number[]>>> {
   const res = new Map<string, Map<string, number[]>>(arms.map((a) => [a.name, new Map()]));
   for (let r = 0; r < rounds; r++) {
     const order = r % 2 === 0 ? arms : [...arms].reverse();
     for (const a of order) {
       const m = await a.run(r);
-      log(`round ${r}${r === 0 ? " (warm-up)" : ""} ${a.name}: ${Object.entries(m).map(([k, v]) => `${k}=${round(v, 3)}`).join(" ")}`);
+      log(
+        `round ${r}${r === 0 ? " (warm-up)" : ""} ${a.name}: ${Object.entries(m)
+          .map(([k, v]) => `${k}=${round(v, 3)}`)
+          .join(" ")}`,
+      );
       if (r > 0) record(res.get(a.name)!, m, r - 1);
     }
   }
@@ -156,7 +166,9 @@ export function vals(res: Map<string, Map<string, number[]>>, arm: string, metri
 
 /** Table rows for every arm and metric. */
 export function rowsOf(bench: string, res: Map<string, Map<string, number[]>>, units: Record<string, string>): void {
-  for (const [arm, per] of res) for (const [metric, v] of per) emitRow({ bench, metric, arm, value: median(v), unit: units[metric] ?? "", rounds: v });
+  for (const [arm, per] of res)
+    for (const [metric, v] of per)
+      emitRow({ bench, metric, arm, value: median(v), unit: units[metric] ?? "", rounds: v });
 }
 
 export function log(bench: string): (l: string) => void {

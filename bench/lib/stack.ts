@@ -33,18 +33,48 @@ export interface Gateway extends Spawned {
   port: number;
 }
 
-export async function startGateway(natsUrl: string, opts: { cpu?: string; nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<Gateway> {
+export async function startGateway(
+  natsUrl: string,
+  opts: { cpu?: string; nodeArgs?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<Gateway> {
   const p = startNodeway("gateway", ["gateway", "--nats", natsUrl, "--port", "0"], opts);
   const url = (await p.waitFor(/gateway listening on (\S+)/))[1]!;
   return Object.assign(p, { url, port: Number(new URL(url).port) });
 }
 
-export async function startAgent(natsUrl: string, gatewayUrl: string, opts: { cpu?: string; maxJobs?: number; name?: string; nodeArgs?: string[]; args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<Spawned> {
-  const p = startNodeway(opts.name ?? "agent", ["agent", "--nats", natsUrl, "--test-nodes", "--max-jobs", String(opts.maxJobs ?? 64), "--name", opts.name ?? "bench-agent", ...(opts.args ?? [])], opts);
+export async function startAgent(
+  natsUrl: string,
+  gatewayUrl: string,
+  opts: {
+    cpu?: string;
+    maxJobs?: number;
+    name?: string;
+    nodeArgs?: string[];
+    args?: string[];
+    env?: NodeJS.ProcessEnv;
+  } = {},
+): Promise<Spawned> {
+  const p = startNodeway(
+    opts.name ?? "agent",
+    [
+      "agent",
+      "--nats",
+      natsUrl,
+      "--test-nodes",
+      "--max-jobs",
+      String(opts.maxJobs ?? 64),
+      "--name",
+      opts.name ?? "bench-agent",
+      ...(opts.args ?? []),
+    ],
+    opts,
+  );
   await p.waitFor(/agent (\S+) running/);
   // The gateway validates graphs against the node catalog of live agents (cached for a second).
   for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${gatewayUrl}/api/nodes/metadata`).then((x) => x.text()).catch(() => "");
+    const r = await fetch(`${gatewayUrl}/api/nodes/metadata`)
+      .then((x) => x.text())
+      .catch(() => "");
     if (r.includes("nodeway.test.Tokens")) return p;
     await sleep(100);
   }

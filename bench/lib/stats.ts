@@ -26,7 +26,14 @@ export function summarize(xs: readonly number[]): Summary {
   const s = sorted(xs);
   let sum = 0;
   for (const x of s) sum += x;
-  return { n: s.length, p50: pct(s, 50), p99: pct(s, 99), p999: pct(s, 99.9), max: s.length ? s[s.length - 1]! : NaN, mean: s.length ? sum / s.length : NaN };
+  return {
+    n: s.length,
+    p50: pct(s, 50),
+    p99: pct(s, 99),
+    p999: pct(s, 99.9),
+    max: s.length ? s[s.length - 1]! : NaN,
+    mean: s.length ? sum / s.length : NaN,
+  };
 }
 
 /** Median; NaN when empty or when any value is not finite (a failed round makes the figure invalid, not smaller). */

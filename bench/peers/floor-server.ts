@@ -26,7 +26,9 @@ const app = uws.App();
 const dec = new TextDecoder();
 /** Where the publisher is told to send a job's events in this mode. */
 const startExtra = (jobId: string) =>
-  mode === "core" ? {} : { subject: mode === "js-republish" ? `floorjsr.src.${jobId}` : `floorjs.ev.${jobId}`, msg_id: true };
+  mode === "core"
+    ? {}
+    : { subject: mode === "js-republish" ? `floorjsr.src.${jobId}` : `floorjs.ev.${jobId}`, msg_id: true };
 
 if (mode === "core") {
   nc.subscribe("floor.ev.*", {
@@ -40,7 +42,12 @@ if (mode === "core") {
   // the library would build a header map per message. A gap in a job (a core message lost) shows as a
   // `Nats-Last-Sequence` that is not the job's last seen sequence.
   const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: "FLOORJSR", subjects: ["floorjsr.src.>"], duplicate_window: 120_000_000_000, republish: { src: "floorjsr.src.>", dest: "floorjsr.ev.>" } });
+  await jsm.streams.add({
+    name: "FLOORJSR",
+    subjects: ["floorjsr.src.>"],
+    duplicate_window: 120_000_000_000,
+    republish: { src: "floorjsr.src.>", dest: "floorjsr.ev.>" },
+  });
   const lastOfJob = new Map<string, number>();
   const SEQ = Buffer.from("\r\nNats-Sequence: ");
   const LAST = Buffer.from("\r\nNats-Last-Sequence: ");
@@ -63,16 +70,19 @@ if (mode === "core") {
       const last = numberAfter(hdr, LAST);
       const job = m.subject.slice(12);
       const seen = lastOfJob.get(job);
-      if (seen !== undefined && last !== seen) process.stderr.write(`floor ${mode}: gap in ${job}, ${last} after ${seen}\n`);
+      if (seen !== undefined && last !== seen)
+        process.stderr.write(`floor ${mode}: gap in ${job}, ${last} after ${seen}\n`);
       lastOfJob.set(job, seq);
       if (seq > 0) app.publish(`j/${job}`, m.data, true);
     },
   });
 } else {
   const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: "FLOORJS", subjects: ["floorjs.ev.>"], duplicate_window: 120_000_000_000 }).catch(async (err: Error) => {
-    if (!/already in use/.test(err.message)) throw err;
-  });
+  await jsm.streams
+    .add({ name: "FLOORJS", subjects: ["floorjs.ev.>"], duplicate_window: 120_000_000_000 })
+    .catch(async (err: Error) => {
+      if (!/already in use/.test(err.message)) throw err;
+    });
   if (mode === "js-raw") {
     const inbox = `_INBOX.floorjs${process.pid}`;
     let lastConsumerSeq = 0;
@@ -84,14 +94,23 @@ if (mode === "core") {
         for (let at = r.length - 1; at >= 0 && dots.length < 4; at--) if (r.charCodeAt(at) === 46) dots.push(at);
         const consumerSeq = Number(r.slice(dots[2]! + 1, dots[1]));
         const streamSeq = Number(r.slice(dots[3]! + 1, dots[2]));
-        if (lastConsumerSeq !== 0 && consumerSeq !== lastConsumerSeq + 1) process.stderr.write(`floor ${mode}: gap, consumer seq ${consumerSeq} after ${lastConsumerSeq}\n`);
+        if (lastConsumerSeq !== 0 && consumerSeq !== lastConsumerSeq + 1)
+          process.stderr.write(`floor ${mode}: gap, consumer seq ${consumerSeq} after ${lastConsumerSeq}\n`);
         lastConsumerSeq = consumerSeq;
         if (streamSeq > 0) app.publish(`j/${m.subject.slice(11)}`, m.data, true);
       },
     });
-    await jsm.consumers.add("FLOORJS", { deliver_subject: inbox, filter_subject: "floorjs.ev.>", deliver_policy: DeliverPolicy.New, ack_policy: AckPolicy.None });
+    await jsm.consumers.add("FLOORJS", {
+      deliver_subject: inbox,
+      filter_subject: "floorjs.ev.>",
+      deliver_policy: DeliverPolicy.New,
+      ack_policy: AckPolicy.None,
+    });
   } else {
-    const consumer = await jetstream(nc).consumers.get("FLOORJS", { filter_subjects: "floorjs.ev.>", deliver_policy: DeliverPolicy.New });
+    const consumer = await jetstream(nc).consumers.get("FLOORJS", {
+      filter_subjects: "floorjs.ev.>",
+      deliver_policy: DeliverPolicy.New,
+    });
     await consumer.consume({
       max_messages: 2_000,
       expires: 2_000,
@@ -109,14 +128,24 @@ app.ws<{ job: string }>("/ws", {
   idleTimeout: 120,
   upgrade: (res, req, ctx) => {
     const job = new URLSearchParams(req.getQuery() ?? "").get("job") ?? "";
-    res.upgrade({ job }, req.getHeader("sec-websocket-key"), req.getHeader("sec-websocket-protocol"), req.getHeader("sec-websocket-extensions"), ctx);
+    res.upgrade(
+      { job },
+      req.getHeader("sec-websocket-key"),
+      req.getHeader("sec-websocket-protocol"),
+      req.getHeader("sec-websocket-extensions"),
+      ctx,
+    );
   },
   open: (ws) => {
     ws.subscribe(`j/${ws.getUserData().job}`);
   },
   message: (_ws, msg) => {
     const m = JSON.parse(dec.decode(msg)) as { start?: unknown; stop?: unknown };
-    if (m.start) nc.publish("floor.start", JSON.stringify({ ...(m.start as { job_id: string }), ...startExtra((m.start as { job_id: string }).job_id) }));
+    if (m.start)
+      nc.publish(
+        "floor.start",
+        JSON.stringify({ ...(m.start as { job_id: string }), ...startExtra((m.start as { job_id: string }).job_id) }),
+      );
     if (m.stop) nc.publish("floor.stop", JSON.stringify(m.stop));
   },
 });
@@ -132,7 +161,10 @@ app.post("/run", (res) => {
       (reply) => {
         if (aborted) return;
         res.cork(() => {
-          res.writeStatus("200 OK").writeHeader("content-type", "application/x-ndjson").end(dec.decode(reply.data) + "\n");
+          res
+            .writeStatus("200 OK")
+            .writeHeader("content-type", "application/x-ndjson")
+            .end(dec.decode(reply.data) + "\n");
         });
       },
       (err: Error) => {

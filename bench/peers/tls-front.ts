@@ -12,7 +12,17 @@ import { UpstreamClient } from "../../proxy/upstream-http.js";
 const [origin, keyFile, certFile, mode] = process.argv.slice(2) as [string, string, string, string];
 const u = new URL(origin);
 const client = new UpstreamClient(u.hostname, Number(u.port));
-const DROP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-connection", "date", "content-length"]);
+const DROP = new Set([
+  "connection",
+  "keep-alive",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "trailer",
+  "proxy-connection",
+  "date",
+  "content-length",
+]);
 const HELLO = Buffer.from("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", "latin1");
 
 function serve(socket: TLSSocket): void {
@@ -81,5 +91,10 @@ function serve(socket: TLSSocket): void {
   });
 }
 
-const server = createServer({ key: readFileSync(keyFile), cert: readFileSync(certFile), ALPNProtocols: ["http/1.1"] }, serve);
-server.listen(0, "127.0.0.1", () => process.stdout.write(`front listening ${(server.address() as { port: number }).port}\n`));
+const server = createServer(
+  { key: readFileSync(keyFile), cert: readFileSync(certFile), ALPNProtocols: ["http/1.1"] },
+  serve,
+);
+server.listen(0, "127.0.0.1", () =>
+  process.stdout.write(`front listening ${(server.address() as { port: number }).port}\n`),
+);

@@ -2,7 +2,7 @@
  * The upstream behind the proxies: a bare uWS.js app answering `GET /` with ~300 bytes of JSON and, on `/ws`,
  * sending `{"ts": <timeOrigin + now()>}` text frames `--hz` times a second to every socket.
  *
- * - `/ws` (streams): each socket has its own phase in the period, like independent token streams (perf.md B5:
+ * - `/ws` (streams): each socket has its own phase in the period, like independent token streams (
  *   "N concurrent WS streams × 20 msgs/s"); a 1 ms tick sends to the sockets whose phase has come round.
  * - `/ws?burst=1`: every socket gets its frame in the same tick (`app.publish` to one topic), so the latency
  *   measured is the time to relay a whole burst of N frames, not what one message pays.
@@ -13,7 +13,19 @@ import { uws } from "./uws.js";
 
 const hz = Number(process.argv[2] ?? 20);
 const PERIOD_MS = 1000 / hz;
-const body = JSON.stringify({ id: "01JDQ7ZK3M8X4V5N6P7Q8R9S0T", workflow_id: "hello-world", status: "completed", attempt: 1, agent_id: "agent-1", created_at: new Date(0).toISOString(), started_at: new Date(0).toISOString(), finished_at: new Date(0).toISOString(), outputs: { greeting: ["Hello, bench!"] }, error: null, pad: "x".repeat(40) });
+const body = JSON.stringify({
+  id: "01JDQ7ZK3M8X4V5N6P7Q8R9S0T",
+  workflow_id: "hello-world",
+  status: "completed",
+  attempt: 1,
+  agent_id: "agent-1",
+  created_at: new Date(0).toISOString(),
+  started_at: new Date(0).toISOString(),
+  finished_at: new Date(0).toISOString(),
+  outputs: { greeting: ["Hello, bench!"] },
+  error: null,
+  pad: "x".repeat(40),
+});
 const app = uws.App();
 app.get("/*", (res) => {
   res.cork(() => {
@@ -35,7 +47,13 @@ app.ws<Stream>("/ws", {
   upgrade: (res, req, ctx) => {
     const burst = new URLSearchParams(req.getQuery() ?? "").get("burst") === "1";
     nextPhase = (nextPhase + 0.618033988749895) % 1;
-    res.upgrade<Stream>({ burst, phaseMs: nextPhase * PERIOD_MS }, req.getHeader("sec-websocket-key"), req.getHeader("sec-websocket-protocol"), req.getHeader("sec-websocket-extensions"), ctx);
+    res.upgrade<Stream>(
+      { burst, phaseMs: nextPhase * PERIOD_MS },
+      req.getHeader("sec-websocket-key"),
+      req.getHeader("sec-websocket-protocol"),
+      req.getHeader("sec-websocket-extensions"),
+      ctx,
+    );
   },
   open: (ws) => {
     if (ws.getUserData().burst) ws.subscribe("t");

@@ -11,7 +11,17 @@ import { uws } from "./uws.js";
 const [origin, keyFile, certFile] = process.argv.slice(2) as [string, string, string];
 const pool = new Pool(origin, { connections: 64 });
 /** Hop-by-hop (both ways) and what uWS writes itself (length, framing, date). */
-const DROP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer", "proxy-connection", "content-length", "date"]);
+const DROP = new Set([
+  "connection",
+  "keep-alive",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "trailer",
+  "proxy-connection",
+  "content-length",
+  "date",
+]);
 
 const app = uws.SSLApp({ key_file_name: keyFile, cert_file_name: certFile });
 app.any("/*", (res, req) => {
@@ -24,7 +34,12 @@ app.any("/*", (res, req) => {
   });
   headers.push("x-forwarded-proto", "https");
   pool.dispatch(
-    { origin, method: req.getMethod().toUpperCase() as "GET", path: query ? `${req.getUrl()}?${query}` : req.getUrl(), headers },
+    {
+      origin,
+      method: req.getMethod().toUpperCase() as "GET",
+      path: query ? `${req.getUrl()}?${query}` : req.getUrl(),
+      headers,
+    },
     {
       onConnect() {},
       onHeaders(status: number, raw: Buffer[], _resume: () => void, text: string) {

@@ -35,4 +35,6 @@ wss.on("connection", (ws, req) => {
   ws.on("close", () => set.delete(ws));
   ws.on("error", () => undefined);
 });
-server.listen(0, "127.0.0.1", () => process.stdout.write(`ws listening ${(server.address() as { port: number }).port}\n`));
+server.listen(0, "127.0.0.1", () =>
+  process.stdout.write(`ws listening ${(server.address() as { port: number }).port}\n`),
+);

@@ -38,7 +38,10 @@ export function registerAgentRoutes(ctx: RouteContext): void {
     const catalog = await jobs.nodeCatalog();
     const seen = new Set<string>();
     const list = [...catalog.values()].filter((m) => (seen.has(m.node_type) ? false : (seen.add(m.node_type), true)));
-    reply.json(200, list.sort((a, b) => a.node_type.localeCompare(b.node_type)));
+    reply.json(
+      200,
+      list.sort((a, b) => a.node_type.localeCompare(b.node_type)),
+    );
   }
 
   router.route("get", "/api/agents", listAgents);

@@ -76,7 +76,7 @@ export function registerJobRoutes(ctx: RouteContext): void {
     startEventStream(ctx, reply, sse);
     const sink = {
       header(r: ReplayHeader | null) {
-        if (r && r.incomplete && r.count === 0) writeLostHistory(reply, rec, r, sse);
+        if (r?.incomplete && r.count === 0) writeLostHistory(reply, rec, r, sse);
       },
       send(d: Delivery) {
         ctx.metrics.eventsOutHttp++;

@@ -172,7 +172,10 @@ export class Router {
     const reply = new Reply(res);
     const method = req.getMethod().toUpperCase();
     // The path is quoted back only as far as it is printable: it is the client's own text.
-    const url = req.getUrl().slice(0, 200).replace(/[^\x20-\x7e]/g, "?");
+    const url = req
+      .getUrl()
+      .slice(0, 200)
+      .replace(/[^\x20-\x7e]/g, "?");
     if (!this.browser.hostAllowed(req.getHeader("host"))) {
       return reply.json(421, { code: ErrorCode.GW_ERR_FORBIDDEN, message: WRONG_HOST });
     }

@@ -25,7 +25,14 @@ const txt2img = (steps = 5) => ({
  * An input (by default param `prompt`, a StringInput) → MakeDictionary {`key`, by default "6.text"} →
  * comfy.Workflow overrides; its images → Output "images".
  */
-const graphOf = (workflow: unknown, input = { type: "nodetool.input.StringInput", data: { name: "prompt", value: "a lighthouse" } as Record<string, unknown> }, key = "6.text") => ({
+const graphOf = (
+  workflow: unknown,
+  input = {
+    type: "nodetool.input.StringInput",
+    data: { name: "prompt", value: "a lighthouse" } as Record<string, unknown>,
+  },
+  key = "6.text",
+) => ({
   nodes: [
     { id: "p", ...input },
     { id: "d", type: "nodetool.dictionary.MakeDictionary", data: {} },
@@ -39,7 +46,11 @@ const graphOf = (workflow: unknown, input = { type: "nodetool.input.StringInput"
   ],
 });
 
-async function run(ws: WsClient, graph: unknown, params: Record<string, unknown> = {}): Promise<{ jobId: string; end: Msg; events: () => Msg[] }> {
+async function run(
+  ws: WsClient,
+  graph: unknown,
+  params: Record<string, unknown> = {},
+): Promise<{ jobId: string; end: Msg; events: () => Msg[] }> {
   const r = await ws.request("run_job", { graph, params });
   if (r.error) throw new Error(`run_job refused: ${JSON.stringify(r.error)}`);
   const jobId = String((r.result as { job_id: string }).job_id);
@@ -51,7 +62,14 @@ async function comfyStack(t: Test, fake: FakeComfyUI, agentArgs: string[] = []) 
   const s = await startStack(t, { agents: 1, agentArgs: ["--comfyui-url", fake.url, ...agentArgs] });
   const ws = await WsClient.open(s.url, "msgpack");
   t.teardown(() => ws.close());
-  await check(async () => ((await api(s.url, "GET", "/api/nodes/metadata")).body as unknown as { node_type: string }[]).some?.((n) => n.node_type === "comfy.Workflow"), 20_000, { name: "comfy.Workflow in the catalog" });
+  await check(
+    async () =>
+      ((await api(s.url, "GET", "/api/nodes/metadata")).body as unknown as { node_type: string }[]).some?.(
+        (n) => n.node_type === "comfy.Workflow",
+      ),
+    20_000,
+    { name: "comfy.Workflow in the catalog" },
+  );
   return { s, ws };
 }
 
@@ -60,60 +78,126 @@ t.test("comfyui - a workflow runs on ComfyUI: progress, previews, logs, and its 
   t.teardown(() => fake.stop());
   const { s, ws } = await comfyStack(t, fake);
 
-  const agents = (await api(s.url, "GET", "/api/agents")).body.agents as { pools: string[]; capabilities: { comfyui?: Record<string, unknown> } }[];
+  const agents = (await api(s.url, "GET", "/api/agents")).body.agents as {
+    pools: string[];
+    capabilities: { comfyui?: Record<string, unknown> };
+  }[];
   t.ok(agents[0]!.pools.includes("comfyui"), "the agent serves the comfyui pool");
-  t.match(agents[0]!.capabilities.comfyui, { url: fake.url, reachable: true, version: "0.3.64", devices: [{ name: /NVIDIA H200/, type: "cuda" }] }, "and says what ComfyUI it has");
+  t.match(
+    agents[0]!.capabilities.comfyui,
+    { url: fake.url, reachable: true, version: "0.3.64", devices: [{ name: /NVIDIA H200/, type: "cuda" }] },
+    "and says what ComfyUI it has",
+  );
 
   const job = await run(ws, graphOf(txt2img(5)), { prompt: "a cat in the snow" });
   t.equal(job.end.status, "completed");
-  const queued = fake.requests.find((r) => r.method === "POST" && r.path === "/prompt")!.body as { prompt: Record<string, { inputs: Record<string, unknown> }>; client_id: string; prompt_id: string };
-  t.equal(queued.prompt["6"]!.inputs.text, "a cat in the snow", "the param reached ComfyUI's CLIPTextEncode through the override");
-  t.match(queued, { client_id: /^[0-9a-f]{32}$/, prompt_id: /^[0-9a-f-]{36}$/ }, "queued with our client id and a prompt id of our own");
+  const queued = fake.requests.find((r) => r.method === "POST" && r.path === "/prompt")!.body as {
+    prompt: Record<string, { inputs: Record<string, unknown> }>;
+    client_id: string;
+    prompt_id: string;
+  };
+  t.equal(
+    queued.prompt["6"]!.inputs.text,
+    "a cat in the snow",
+    "the param reached ComfyUI's CLIPTextEncode through the override",
+  );
+  t.match(
+    queued,
+    { client_id: /^[0-9a-f]{32}$/, prompt_id: /^[0-9a-f-]{36}$/ },
+    "queued with our client id and a prompt id of our own",
+  );
   const rec = await api(s.url, "GET", `/api/jobs/${job.jobId}`);
   t.equal(rec.body.pool, "comfyui", "the job went to the comfyui pool");
 
   const events = job.events();
-  const progress = events.filter((e) => e.type === "node_progress" && e.node_id === "c").map((e) => [e.progress, e.total]);
-  t.same(progress, [[1, 5], [2, 5], [3, 5], [4, 5], [5, 5]], "the sampler's steps as node_progress");
+  const progress = events
+    .filter((e) => e.type === "node_progress" && e.node_id === "c")
+    .map((e) => [e.progress, e.total]);
+  t.same(
+    progress,
+    [
+      [1, 5],
+      [2, 5],
+      [3, 5],
+      [4, 5],
+      [5, 5],
+    ],
+    "the sampler's steps as node_progress",
+  );
   const previews = events.filter((e) => e.type === "preview_update" && e.node_id === "c");
   t.equal(previews.length, 5, "a preview per step");
-  t.ok(previews[0]!.value instanceof Uint8Array && (previews[0]!.value as Uint8Array)[0] === 0xff, "the preview's JPEG bytes, without ComfyUI's frame header");
-  t.ok(events.some((e) => e.type === "log_update" && /ComfyUI runs node 3 \(KSampler\)/.test(String(e.content))), "ComfyUI's progress through nodes as log lines");
+  t.ok(
+    previews[0]!.value instanceof Uint8Array && (previews[0]!.value as Uint8Array)[0] === 0xff,
+    "the preview's JPEG bytes, without ComfyUI's frame header",
+  );
+  t.ok(
+    events.some((e) => e.type === "log_update" && /ComfyUI runs node 3 \(KSampler\)/.test(String(e.content))),
+    "ComfyUI's progress through nodes as log lines",
+  );
 
   const images = events.find((e) => e.type === "output_update" && e.node_id === "out")!.value as unknown[];
   t.equal(images.length, 2, "both saved images");
   const big = images[0] as Record<string, unknown>;
-  t.match(big, { type: "image", content_type: "image/png", size: 400_000, uri: /^asset:\/\// }, "the large one as an image asset");
+  t.match(
+    big,
+    { type: "image", content_type: "image/png", size: 400_000, uri: /^asset:\/\// },
+    "the large one as an image asset",
+  );
   const served = Buffer.from(await (await fetch(`${s.url}/api/assets/${String(big.asset_id)}/content`)).arrayBuffer());
-  t.ok(served.equals(fake.files.get(`output//${[...fake.files.keys()].find((k) => k.includes("big"))!.split("//")[1]}`)!), "the gateway serves the bytes ComfyUI wrote");
+  t.ok(
+    served.equals(fake.files.get(`output//${[...fake.files.keys()].find((k) => k.includes("big"))!.split("//")[1]}`)!),
+    "the gateway serves the bytes ComfyUI wrote",
+  );
   t.ok(images[1] instanceof Uint8Array && (images[1] as Uint8Array).length === 2_000, "the small one inline");
 });
 
-t.test("comfyui - ComfyUI's refusals and node errors fail the job saying what ComfyUI said; the agent goes on", async (t) => {
-  const fake = await FakeComfyUI.start();
-  t.teardown(() => fake.stop());
-  const { ws } = await comfyStack(t, fake);
+t.test(
+  "comfyui - ComfyUI's refusals and node errors fail the job saying what ComfyUI said; the agent goes on",
+  async (t) => {
+    const fake = await FakeComfyUI.start();
+    t.teardown(() => fake.stop());
+    const { ws } = await comfyStack(t, fake);
 
-  const unknown = await run(ws, graphOf({ "6": { class_type: "CLIPTextEncode", inputs: {} }, "1": { class_type: "NoSuchNode", inputs: {} } }));
-  t.equal(unknown.end.status, "failed");
-  t.match(unknown.end.error, { code: "JOB_ERR_NODE_FAILED", message: /ComfyUI refused POST \/prompt \(HTTP 400\): Cannot execute because node NoSuchNode does not exist/ });
+    const unknown = await run(
+      ws,
+      graphOf({ "6": { class_type: "CLIPTextEncode", inputs: {} }, "1": { class_type: "NoSuchNode", inputs: {} } }),
+    );
+    t.equal(unknown.end.status, "failed");
+    t.match(unknown.end.error, {
+      code: "JOB_ERR_NODE_FAILED",
+      message: /ComfyUI refused POST \/prompt \(HTTP 400\): Cannot execute because node NoSuchNode does not exist/,
+    });
 
-  const failing = await run(ws, graphOf({ ...txt2img(2), "11": { class_type: "Fail", inputs: { message: "CUDA out of memory" } } }));
-  t.equal(failing.end.status, "failed");
-  t.match(failing.end.error, { message: /ComfyUI node 11 \(Fail\) failed: CUDA out of memory \[RuntimeError\]/ });
+    const failing = await run(
+      ws,
+      graphOf({ ...txt2img(2), "11": { class_type: "Fail", inputs: { message: "CUDA out of memory" } } }),
+    );
+    t.equal(failing.end.status, "failed");
+    t.match(failing.end.error, { message: /ComfyUI node 11 \(Fail\) failed: CUDA out of memory \[RuntimeError\]/ });
 
-  const uiFormat = await run(ws, graphOf({ nodes: [{ id: 1, type: "KSampler" }], links: [] }));
-  t.match(uiFormat.end.error, { message: /has no "class_type": is it the API format/ }, "a UI-format workflow is named as such, before anything reaches ComfyUI");
-  const badOverride = await (async () => {
-    const r = await ws.request("run_job", { graph: { nodes: [{ id: "c", type: "comfy.Workflow", data: { workflow: txt2img(1), overrides: { "99.text": "x" } } }], edges: [] }, params: {} });
-    const jobId = String((r.result as { job_id: string }).job_id);
-    return check(() => terminal(ws.events(jobId)) ?? null, 30_000);
-  })();
-  t.match(badOverride.error, { message: /override "99\.text": the workflow has no node 99/ });
+    const uiFormat = await run(ws, graphOf({ nodes: [{ id: 1, type: "KSampler" }], links: [] }));
+    t.match(
+      uiFormat.end.error,
+      { message: /has no "class_type": is it the API format/ },
+      "a UI-format workflow is named as such, before anything reaches ComfyUI",
+    );
+    const badOverride = await (async () => {
+      const r = await ws.request("run_job", {
+        graph: {
+          nodes: [{ id: "c", type: "comfy.Workflow", data: { workflow: txt2img(1), overrides: { "99.text": "x" } } }],
+          edges: [],
+        },
+        params: {},
+      });
+      const jobId = String((r.result as { job_id: string }).job_id);
+      return check(() => terminal(ws.events(jobId)) ?? null, 30_000);
+    })();
+    t.match(badOverride.error, { message: /override "99\.text": the workflow has no node 99/ });
 
-  const ok = await run(ws, graphOf(txt2img(1)));
-  t.equal(ok.end.status, "completed", "the next workflow runs");
-});
+    const ok = await run(ws, graphOf(txt2img(1)));
+    t.equal(ok.end.status, "completed", "the next workflow runs");
+  },
+);
 
 t.test("comfyui - cancel interrupts that prompt in ComfyUI", async (t) => {
   const fake = await FakeComfyUI.start({ stepMs: 200 });
@@ -126,10 +210,26 @@ t.test("comfyui - cancel interrupts that prompt in ComfyUI", async (t) => {
   const end = await check(() => terminal(ws.events(jobId)) ?? null, 20_000, { name: "cancelled" });
   t.equal(end.status, "cancelled");
   const promptId = (fake.requests.find((x) => x.path === "/prompt")!.body as { prompt_id: string }).prompt_id;
-  t.match(fake.requests.find((x) => x.path === "/interrupt")?.body, { prompt_id: promptId }, "POST /interrupt named our prompt (no global interrupt)");
-  t.match(fake.requests.find((x) => x.path === "/queue")?.body, { delete: [promptId] }, "and it was taken out of the queue");
-  await check(() => (fake.history[promptId] as { status?: { status_str?: string } } | undefined)?.status?.status_str === "error", 10_000, { name: "ComfyUI stopped the prompt" });
-  t.match(fake.history[promptId], { status: { messages: [["execution_start"], ["execution_cached"], ["execution_interrupted"]] } }, "ComfyUI stopped it: interrupted");
+  t.match(
+    fake.requests.find((x) => x.path === "/interrupt")?.body,
+    { prompt_id: promptId },
+    "POST /interrupt named our prompt (no global interrupt)",
+  );
+  t.match(
+    fake.requests.find((x) => x.path === "/queue")?.body,
+    { delete: [promptId] },
+    "and it was taken out of the queue",
+  );
+  await check(
+    () => (fake.history[promptId] as { status?: { status_str?: string } } | undefined)?.status?.status_str === "error",
+    10_000,
+    { name: "ComfyUI stopped the prompt" },
+  );
+  t.match(
+    fake.history[promptId],
+    { status: { messages: [["execution_start"], ["execution_cached"], ["execution_interrupted"]] } },
+    "ComfyUI stopped it: interrupted",
+  );
   const steps = ws.events(jobId).filter((e) => e.type === "node_progress").length;
   t.ok(steps < 50, `stopped after ${steps} of 50 steps`);
 });
@@ -142,14 +242,24 @@ t.test("comfyui - a socket lost mid-prompt is made good from ComfyUI's history",
   t.equal(job.end.status, "completed", "completed though ComfyUI's socket dropped after the first step");
   const images = job.events().find((e) => e.type === "output_update" && e.node_id === "out")!.value as unknown[];
   t.equal(images.length, 2, "with both images, read from /history after the reconnect");
-  t.ok(fake.requests.some((r) => r.path.startsWith("/history/")), "the agent asked /history");
+  t.ok(
+    fake.requests.some((r) => r.path.startsWith("/history/")),
+    "the agent asked /history",
+  );
 });
 
 t.test("comfyui - while ComfyUI does not answer, its jobs wait queued, and run once it is back", async (t) => {
   const fake = await FakeComfyUI.start();
   const { s, ws } = await comfyStack(t, fake);
   await fake.stop();
-  await check(async () => ((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { comfyui: { reachable: boolean } } }[])[0]?.capabilities.comfyui.reachable === false, 20_000, { name: "the agent reports ComfyUI unreachable" });
+  await check(
+    async () =>
+      (
+        (await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { comfyui: { reachable: boolean } } }[]
+      )[0]?.capabilities.comfyui.reachable === false,
+    20_000,
+    { name: "the agent reports ComfyUI unreachable" },
+  );
   const r = await ws.request("run_job", { graph: graphOf(txt2img(1)), params: {} });
   const jobId = String((r.result as { job_id: string }).job_id);
   // A later job in the cpu pool, a 1 s sleep, runs on the same agent to its end: the agent kept pulling past the
@@ -157,7 +267,11 @@ t.test("comfyui - while ComfyUI does not answer, its jobs wait queued, and run o
   const sleeper = { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 1 } }], edges: [] };
   const later = await run(ws, sleeper);
   t.equal(later.end.status, "completed", "a later cpu job ran on the agent meanwhile");
-  t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status, "queued", "the ComfyUI job waits queued rather than fail");
+  t.equal(
+    (await api(s.url, "GET", `/api/jobs/${jobId}`)).body.status,
+    "queued",
+    "the ComfyUI job waits queued rather than fail",
+  );
   await fake.restart();
   t.teardown(() => fake.stop());
   const end = await check(() => terminal(ws.events(jobId)) ?? null, 30_000, { name: "ran after ComfyUI came back" });
@@ -165,52 +279,91 @@ t.test("comfyui - while ComfyUI does not answer, its jobs wait queued, and run o
   t.equal(s.agents[0]!.stderr().includes("crashed"), false);
 });
 
-t.test("comfyui - a ComfyUI workflow's graph runs in a subprocess; its ComfyUI node is called in the agent", async (t) => {
-  const fake = await FakeComfyUI.start();
-  t.teardown(() => fake.stop());
-  const { ws } = await comfyStack(t, fake, ["--strategies", "subprocess"]);
-  const r = await ws.request("run_job", { graph: graphOf(txt2img(1)), params: {}, execution_strategy: "subprocess" });
-  const jobId = String((r.result as { job_id: string }).job_id);
-  const end = await check(() => terminal(ws.events(jobId)) ?? null, 30_000);
-  t.equal(end.status, "completed");
-  t.equal(ws.events(jobId).find((e) => e.type === "job_update" && e.status === "running")?.strategy, "subprocess", "the running update says subprocess");
-  t.ok(ws.events(jobId).some((e) => e.type === "node_progress" && e.node_id === "c"), "the node's progress, sent by the agent, arrives");
-});
+t.test(
+  "comfyui - a ComfyUI workflow's graph runs in a subprocess; its ComfyUI node is called in the agent",
+  async (t) => {
+    const fake = await FakeComfyUI.start();
+    t.teardown(() => fake.stop());
+    const { ws } = await comfyStack(t, fake, ["--strategies", "subprocess"]);
+    const r = await ws.request("run_job", { graph: graphOf(txt2img(1)), params: {}, execution_strategy: "subprocess" });
+    const jobId = String((r.result as { job_id: string }).job_id);
+    const end = await check(() => terminal(ws.events(jobId)) ?? null, 30_000);
+    t.equal(end.status, "completed");
+    t.equal(
+      ws.events(jobId).find((e) => e.type === "job_update" && e.status === "running")?.strategy,
+      "subprocess",
+      "the running update says subprocess",
+    );
+    t.ok(
+      ws.events(jobId).some((e) => e.type === "node_progress" && e.node_id === "c"),
+      "the node's progress, sent by the agent, arrives",
+    );
+  },
+);
 
 t.test("comfyui - --comfyui-url is checked at start-up", async (t) => {
   const { compileAgentConfig } = await import("../../agent/index.js");
   t.equal(compileAgentConfig({ comfyuiUrl: "http://127.0.0.1:8188" }).comfyuiUrl, "http://127.0.0.1:8188");
   t.equal(compileAgentConfig({}).comfyuiUrl, null, "none by default");
   for (const bad of ["127.0.0.1:8188", "ftp://h:1", "http://h:8188/prompt", "http://h:8188/?x=1", "not a url"]) {
-    t.throws(() => compileAgentConfig({ comfyuiUrl: bad }), { key: "comfyuiUrl", message: /must be ComfyUI's base URL/ }, `refused: ${bad}`);
+    t.throws(
+      () => compileAgentConfig({ comfyuiUrl: bad }),
+      { key: "comfyuiUrl", message: /must be ComfyUI's base URL/ },
+      `refused: ${bad}`,
+    );
   }
-  t.same(compileAgentConfig({ comfyuiUrl: "http://127.0.0.1:8188", strategies: ["subprocess"] }).strategies, ["subprocess"], "ComfyUI needs no inline strategy");
+  t.same(
+    compileAgentConfig({ comfyuiUrl: "http://127.0.0.1:8188", strategies: ["subprocess"] }).strategies,
+    ["subprocess"],
+    "ComfyUI needs no inline strategy",
+  );
 });
 
-t.test("comfyui - an uploaded image given to an ImageInput reaches ComfyUI's LoadImage through its input folder", async (t) => {
-  const fake = await FakeComfyUI.start();
-  t.teardown(() => fake.stop());
-  const { s, ws } = await comfyStack(t, fake);
-  const bytes = Buffer.alloc(300_000);
-  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 11 + 3) & 0xff;
-  Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes);
-  const up = await fetch(`${s.url}/api/assets?name=in.png`, { method: "POST", headers: { "content-type": "image/png" }, body: new Uint8Array(bytes) });
-  const id = String(((await up.json()) as { id: string }).id);
-  const workflow = {
-    "10": { class_type: "LoadImage", inputs: { image: "placeholder.png" } },
-    "9": { class_type: "SaveImage", inputs: { filename_prefix: "img2img", images: ["10", 0] } },
-  };
-  const job = await run(ws, graphOf(workflow, { type: "nodetool.input.ImageInput", data: { name: "photo" } }, "10.image"), { photo: `asset://${id}` });
-  t.equal(job.end.status, "completed");
-  t.match(fake.requests.find((r) => r.path === "/upload/image")?.body, { image: `nodeway-${id}.png`, type: "input", overwrite: "true" }, "the asset was uploaded to ComfyUI's input folder");
-  const queued = fake.requests.find((r) => r.path === "/prompt")!.body as { prompt: Record<string, { inputs: Record<string, unknown> }> };
-  t.equal(queued.prompt["10"]!.inputs.image, `nodeway-${id}.png`, "and LoadImage given its name");
-  const image = (job.events().find((e) => e.type === "output_update" && e.node_id === "out")!.value as Record<string, unknown>[])[0]!;
-  const back = Buffer.from(await (await fetch(`${s.url}/api/assets/${String(image.asset_id)}/content`)).arrayBuffer());
-  const uploaded = fake.files.get(`input//nodeway-${id}.png`);
-  t.equal(uploaded?.length, bytes.length, "ComfyUI's input folder got the whole file");
-  t.ok(uploaded?.equals(bytes), "byte for byte");
-  t.equal(back.length, bytes.length, "the output asset is as long");
-  t.ok(back.equals(bytes), "the bytes went through ComfyUI and back as the job's output asset");
-  t.not(image.asset_id, id, "a new asset of the job's own");
-});
+t.test(
+  "comfyui - an uploaded image given to an ImageInput reaches ComfyUI's LoadImage through its input folder",
+  async (t) => {
+    const fake = await FakeComfyUI.start();
+    t.teardown(() => fake.stop());
+    const { s, ws } = await comfyStack(t, fake);
+    const bytes = Buffer.alloc(300_000);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 11 + 3) & 0xff;
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(bytes);
+    const up = await fetch(`${s.url}/api/assets?name=in.png`, {
+      method: "POST",
+      headers: { "content-type": "image/png" },
+      body: new Uint8Array(bytes),
+    });
+    const id = String(((await up.json()) as { id: string }).id);
+    const workflow = {
+      "10": { class_type: "LoadImage", inputs: { image: "placeholder.png" } },
+      "9": { class_type: "SaveImage", inputs: { filename_prefix: "img2img", images: ["10", 0] } },
+    };
+    const job = await run(
+      ws,
+      graphOf(workflow, { type: "nodetool.input.ImageInput", data: { name: "photo" } }, "10.image"),
+      { photo: `asset://${id}` },
+    );
+    t.equal(job.end.status, "completed");
+    t.match(
+      fake.requests.find((r) => r.path === "/upload/image")?.body,
+      { image: `nodeway-${id}.png`, type: "input", overwrite: "true" },
+      "the asset was uploaded to ComfyUI's input folder",
+    );
+    const queued = fake.requests.find((r) => r.path === "/prompt")!.body as {
+      prompt: Record<string, { inputs: Record<string, unknown> }>;
+    };
+    t.equal(queued.prompt["10"]!.inputs.image, `nodeway-${id}.png`, "and LoadImage given its name");
+    const image = (
+      job.events().find((e) => e.type === "output_update" && e.node_id === "out")!.value as Record<string, unknown>[]
+    )[0]!;
+    const back = Buffer.from(
+      await (await fetch(`${s.url}/api/assets/${String(image.asset_id)}/content`)).arrayBuffer(),
+    );
+    const uploaded = fake.files.get(`input//nodeway-${id}.png`);
+    t.equal(uploaded?.length, bytes.length, "ComfyUI's input folder got the whole file");
+    t.ok(uploaded?.equals(bytes), "byte for byte");
+    t.equal(back.length, bytes.length, "the output asset is as long");
+    t.ok(back.equals(bytes), "the bytes went through ComfyUI and back as the job's output asset");
+    t.not(image.asset_id, id, "a new asset of the job's own");
+  },
+);

@@ -4,7 +4,13 @@ import { nodeCatalog, nodeLibrary } from "../../agent/nodes/index.js";
 import type { Graph } from "../../protocol/index.js";
 
 const library = nodeCatalog(nodeLibrary(true));
-const e = (id: string, source: string, target: string, targetHandle: string, sourceHandle = "output") => ({ id, source, sourceHandle, target, targetHandle });
+const e = (id: string, source: string, target: string, targetHandle: string, sourceHandle = "output") => ({
+  id,
+  source,
+  sourceHandle,
+  target,
+  targetHandle,
+});
 
 async function run(graph: Graph, params: Record<string, unknown> = {}, signal = new AbortController().signal) {
   const events: EngineEvent[] = [];
@@ -39,19 +45,25 @@ t.test("engine - the old nodetool.math names run the same nodes", async (t) => {
   t.same(result.outputs, { x: [42] });
 });
 
-t.test("engine - generator values stream along edges and on_any fires once per new value (combine-latest)", async (t) => {
-  const { result, events } = await run({
-    nodes: [
-      { id: "seq", type: "nodetool.list.GenerateSequence", data: { start: 0, stop: 3, step: 1 } },
-      { id: "k", type: "nodetool.constant.Integer", data: { value: 10 } },
-      { id: "add", type: "lib.math.Add", data: {} },
-      { id: "out", type: "nodetool.output.Output", data: { name: "sums" } },
-    ],
-    edges: [e("1", "seq", "add", "a"), e("2", "k", "add", "b"), e("3", "add", "out", "value")],
-  });
-  t.same(result.outputs, { sums: [10, 11, 12] });
-  t.ok(events.some((ev) => ev.type === "edge_update" && ev.status === "completed" && ev.counter === 3), "edge counter reported");
-});
+t.test(
+  "engine - generator values stream along edges and on_any fires once per new value (combine-latest)",
+  async (t) => {
+    const { result, events } = await run({
+      nodes: [
+        { id: "seq", type: "nodetool.list.GenerateSequence", data: { start: 0, stop: 3, step: 1 } },
+        { id: "k", type: "nodetool.constant.Integer", data: { value: 10 } },
+        { id: "add", type: "lib.math.Add", data: {} },
+        { id: "out", type: "nodetool.output.Output", data: { name: "sums" } },
+      ],
+      edges: [e("1", "seq", "add", "a"), e("2", "k", "add", "b"), e("3", "add", "out", "value")],
+    });
+    t.same(result.outputs, { sums: [10, 11, 12] });
+    t.ok(
+      events.some((ev) => ev.type === "edge_update" && ev.status === "completed" && ev.counter === 3),
+      "edge counter reported",
+    );
+  },
+);
 
 t.test("engine - zip_all pairs values in arrival order instead of combining the latest", async (t) => {
   const { result } = await run({
@@ -66,30 +78,46 @@ t.test("engine - zip_all pairs values in arrival order instead of combining the 
   t.same(result.outputs, { z: [100, 102, 104] });
 });
 
-t.test("engine - a property fed by an edge is dropped from data, dynamic inputs accept undeclared handles", async (t) => {
-  const { result } = await run({
-    nodes: [
-      { id: "who", type: "nodetool.constant.String", data: { value: "edge" } },
-      { id: "fmt", type: "nodetool.text.FormatText", data: { template: "{{ who }}/{{ fixed }}", who: "data-value-ignored" }, dynamic_properties: { fixed: "dyn" } },
-      { id: "out", type: "nodetool.output.Output", data: { name: "t" } },
-    ],
-    edges: [e("1", "who", "fmt", "who"), e("2", "fmt", "out", "value")],
-  });
-  t.same(result.outputs, { t: ["edge/dyn"] });
-});
+t.test(
+  "engine - a property fed by an edge is dropped from data, dynamic inputs accept undeclared handles",
+  async (t) => {
+    const { result } = await run({
+      nodes: [
+        { id: "who", type: "nodetool.constant.String", data: { value: "edge" } },
+        {
+          id: "fmt",
+          type: "nodetool.text.FormatText",
+          data: { template: "{{ who }}/{{ fixed }}", who: "data-value-ignored" },
+          dynamic_properties: { fixed: "dyn" },
+        },
+        { id: "out", type: "nodetool.output.Output", data: { name: "t" } },
+      ],
+      edges: [e("1", "who", "fmt", "who"), e("2", "fmt", "out", "value")],
+    });
+    t.same(result.outputs, { t: ["edge/dyn"] });
+  },
+);
 
-t.test("engine - bypassed nodes are routed around, editor-only nodes and edges to missing nodes are dropped", async (t) => {
-  const { result } = await run({
-    nodes: [
-      { id: "s", type: "nodetool.constant.String", data: { value: "abc" } },
-      { id: "up", type: "nodetool.text.ToUppercase", data: {}, ui_properties: { bypassed: true } },
-      { id: "c", type: "nodetool.workflows.base_node.Comment", data: { comment: "note" } },
-      { id: "out", type: "nodetool.output.Output", data: { name: "t" } },
-    ],
-    edges: [e("1", "s", "up", "text"), e("2", "up", "out", "value"), e("3", "s", "ghost", "value"), e("4", "c", "out", "value")],
-  });
-  t.same(result, { status: "completed", outputs: { t: ["abc"] } });
-});
+t.test(
+  "engine - bypassed nodes are routed around, editor-only nodes and edges to missing nodes are dropped",
+  async (t) => {
+    const { result } = await run({
+      nodes: [
+        { id: "s", type: "nodetool.constant.String", data: { value: "abc" } },
+        { id: "up", type: "nodetool.text.ToUppercase", data: {}, ui_properties: { bypassed: true } },
+        { id: "c", type: "nodetool.workflows.base_node.Comment", data: { comment: "note" } },
+        { id: "out", type: "nodetool.output.Output", data: { name: "t" } },
+      ],
+      edges: [
+        e("1", "s", "up", "text"),
+        e("2", "up", "out", "value"),
+        e("3", "s", "ghost", "value"),
+        e("4", "c", "out", "value"),
+      ],
+    });
+    t.same(result, { status: "completed", outputs: { t: ["abc"] } });
+  },
+);
 
 t.test("engine - a node error fails the run naming node id, type and message, and nothing hangs", async (t) => {
   const { result, events } = await run({
@@ -107,7 +135,10 @@ t.test("engine - a node error fails the run naming node id, type and message, an
 t.test("engine - the abort signal reaches running nodes and the run ends cancelled", async (t) => {
   const ac = new AbortController();
   const started = Date.now();
-  const graph: Graph = { nodes: [{ id: "tok", type: "nodeway.test.Tokens", data: { count: 100000, rate: 100 } }], edges: [] };
+  const graph: Graph = {
+    nodes: [{ id: "tok", type: "nodeway.test.Tokens", data: { count: 100000, rate: 100 } }],
+    edges: [],
+  };
   const events: EngineEvent[] = [];
   const chunks = () => events.filter((ev) => ev.type === "chunk").length;
   let atAbort = -1;
@@ -131,13 +162,18 @@ t.test("engine - Tokens emits one chunk per token and outputs the joined text", 
     ],
     edges: [e("1", "tok", "out", "value")],
   });
-  const chunks = events.filter((ev): ev is Extract<EngineEvent, { type: "chunk" }> => ev.type === "chunk" && ev.content !== "").map((c) => c.content);
+  const chunks = events
+    .filter((ev): ev is Extract<EngineEvent, { type: "chunk" }> => ev.type === "chunk" && ev.content !== "")
+    .map((c) => c.content);
   t.same(chunks, ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 "]);
   t.same(result.outputs, { text: ["tok0 tok1 tok2 tok3 tok4 "] });
 });
 
 t.test("engine - an unknown node type is refused before anything runs", async (t) => {
-  await t.rejects(run({ nodes: [{ id: "x", type: "no.such.Node", data: {} }], edges: [] }), { name: "UnknownNodeTypeError", message: /no\.such\.Node.*"x"/ });
+  await t.rejects(run({ nodes: [{ id: "x", type: "no.such.Node", data: {} }], edges: [] }), {
+    name: "UnknownNodeTypeError",
+    message: /no\.such\.Node.*"x"/,
+  });
 });
 
 t.test("engine - a streaming consumer waiting for item after item adds no abort listener per wait", async (t) => {
@@ -157,5 +193,9 @@ t.test("engine - a streaming consumer waiting for item after item adds no abort 
   });
   t.same(result.outputs, { n: [60] }, "every item counted");
   await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
-  t.same(warnings.filter((w) => /MaxListeners/.test(w)), [], "no listener pile-up on the run's signal");
+  t.same(
+    warnings.filter((w) => /MaxListeners/.test(w)),
+    [],
+    "no listener pile-up on the run's signal",
+  );
 });

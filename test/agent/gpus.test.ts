@@ -18,7 +18,14 @@ t.test("gpus - groups of gpusPerRun, handed out and given back; 0 shares them al
   t.equal(g.available, 2);
   const a = g.take();
   const b = g.take();
-  t.same([a, b], [["0", "1"], ["2", "3"]], "each run its own");
+  t.same(
+    [a, b],
+    [
+      ["0", "1"],
+      ["2", "3"],
+    ],
+    "each run its own",
+  );
   t.equal(g.available, 0);
   t.throws(() => g.take(), /no GPUs free/, "none left: the agent must not have pulled");
   g.give(a);
@@ -26,7 +33,14 @@ t.test("gpus - groups of gpusPerRun, handed out and given back; 0 shares them al
 
   const shared = new GpuGroups(["0", "1"], 0);
   t.equal(shared.available, Number.POSITIVE_INFINITY, "0: no limit");
-  t.same([shared.take(), shared.take()], [["0", "1"], ["0", "1"]], "every run gets them all");
+  t.same(
+    [shared.take(), shared.take()],
+    [
+      ["0", "1"],
+      ["0", "1"],
+    ],
+    "every run gets them all",
+  );
   t.same(new GpuGroups([], 0).take(), [], "no GPUs: none given");
 });
 
@@ -47,18 +61,40 @@ const gpusOf = (events: Msg[]) => {
 const statusOf = (events: Msg[]) => events.filter((e) => e.type === "job_update").at(-1)?.status;
 
 t.test("gpus - each gpu-pool run gets GPUs of its own; a third job waits for one while cpu jobs run on", async (t) => {
-  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess", "--pools", "cpu,gpu", "--gpus", "0,1", "--gpus-per-run", "1", "--max-jobs", "4"] });
+  const s = await startStack(t, {
+    agents: 1,
+    agentArgs: [
+      "--strategies",
+      "subprocess",
+      "--pools",
+      "cpu,gpu",
+      "--gpus",
+      "0,1",
+      "--gpus-per-run",
+      "1",
+      "--max-jobs",
+      "4",
+    ],
+  });
   const ws = await WsClient.open(s.url, "msgpack");
   t.teardown(() => ws.close());
   const listed = (await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { run_gpus?: unknown } }[];
-  t.same(listed[0]?.capabilities.run_gpus, { ids: ["0", "1"], per_run: 1 }, "/api/agents shows the GPUs runs get, and how many each");
+  t.same(
+    listed[0]?.capabilities.run_gpus,
+    { ids: ["0", "1"], per_run: 1 },
+    "/api/agents shows the GPUs runs get, and how many each",
+  );
   const first = await submit(ws, holdGraph(8), "subprocess", "gpu");
   const second = await submit(ws, holdGraph(8), "subprocess", "gpu");
-  const seen = await check(() => {
-    const a = gpusOf(ws.events(first));
-    const b = gpusOf(ws.events(second));
-    return a && b ? [a, b] : null;
-  }, 30_000, { name: "two gpu runs reported their GPUs" });
+  const seen = await check(
+    () => {
+      const a = gpusOf(ws.events(first));
+      const b = gpusOf(ws.events(second));
+      return a && b ? [a, b] : null;
+    },
+    30_000,
+    { name: "two gpu runs reported their GPUs" },
+  );
   t.same([...seen].sort(), ["0", "1"], "two runs at once, one GPU each");
 
   const third = await submit(ws, holdGraph(0), "subprocess", "gpu");
@@ -74,7 +110,10 @@ t.test("gpus - each gpu-pool run gets GPUs of its own; a third job waits for one
   const thirdEnd = await check(() => terminal(ws.events(third)) ?? null, 30_000, { name: "third gpu job ended" });
   t.equal(thirdEnd.status, "completed", "then it runs");
   t.ok(["0", "1"].includes(String(gpusOf(ws.events(third)))), "on a GPU a finished run gave back");
-  t.equal((await check(() => terminal(ws.events(second)) ?? null, 30_000, { name: "second gpu job ended" })).status, "completed");
+  t.equal(
+    (await check(() => terminal(ws.events(second)) ?? null, 30_000, { name: "second gpu job ended" })).status,
+    "completed",
+  );
 });
 
 t.test("gpus - an agent asked for more GPUs a run than it has does not start, saying so", async (t) => {
@@ -83,5 +122,9 @@ t.test("gpus - an agent asked for more GPUs a run than it has does not start, sa
   t.teardown(() => a.kill("SIGKILL"));
   await check(() => (a.proc.exitCode !== null ? true : null), 30_000, { name: "agent exited" });
   t.not(a.proc.exitCode, 0, "it exits with an error");
-  t.match(a.stderr(), /gpusPerRun: asks for 2 GPUs a run; this agent has 1 to give \(0\)/, "naming the setting and the GPUs it has");
+  t.match(
+    a.stderr(),
+    /gpusPerRun: asks for 2 GPUs a run; this agent has 1 to give \(0\)/,
+    "naming the setting and the GPUs it has",
+  );
 });

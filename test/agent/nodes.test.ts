@@ -4,8 +4,18 @@
  * business and is tested there.
  */
 import t from "tap";
-import { DEFAULT_NODE_LIMITS, NodeError, type NodeLimits, type Emission, type InboxItem, type NodeContext, type NodeDef, type NodeInputs, type NodeOutputs } from "../../agent/engine/types.js";
-import { NODE_LIBRARY, nodeCatalog, nodeLibrary } from "../../agent/nodes/index.js";
+import {
+  DEFAULT_NODE_LIMITS,
+  NodeError,
+  type NodeLimits,
+  type Emission,
+  type InboxItem,
+  type NodeContext,
+  type NodeDef,
+  type NodeInputs,
+  type NodeOutputs,
+} from "../../agent/engine/types.js";
+import { nodeCatalog, nodeLibrary } from "../../agent/nodes/index.js";
 
 interface Recorded {
   chunks: { content: string; done: boolean }[];
@@ -75,7 +85,11 @@ async function out(type: string, given: NodeInputs = {}, opts: FakeOptions = {})
   return (await run(type, given, opts)).output;
 }
 
-async function generate(type: string, given: NodeInputs = {}, opts: FakeOptions = {}): Promise<{ emissions: Emission[]; rec: Recorded }> {
+async function generate(
+  type: string,
+  given: NodeInputs = {},
+  opts: FakeOptions = {},
+): Promise<{ emissions: Emission[]; rec: Recorded }> {
   const d = def(type);
   if (d.kind !== "generator") throw new Error(`${type} is ${d.kind}`);
   const { ctx, rec } = fakeContext(d, opts);
@@ -99,7 +113,8 @@ async function consume(type: string, given: NodeInputs, items: InboxItem[]): Pro
   return (result as NodeOutputs).output;
 }
 
-const values = (emissions: Emission[], handle: string) => emissions.filter((e) => e.handle === handle).map((e) => e.value);
+const values = (emissions: Emission[], handle: string) =>
+  emissions.filter((e) => e.handle === handle).map((e) => e.value);
 
 t.test("nodes - the catalog maps every type and alias to its definition", async (t) => {
   const names = nodeLibrary(true).flatMap((d) => [d.type, ...(d.aliases ?? [])]);
@@ -107,35 +122,122 @@ t.test("nodes - the catalog maps every type and alias to its definition", async 
   t.equal(catalog.size, names.length);
   for (const name of names) t.ok(catalog.get(name), name);
   t.equal(catalog.get("nodetool.math.Add"), catalog.get("lib.math.Add"), "old math names are aliases");
-  t.equal(catalog.get("nodetool.output.StringOutput"), catalog.get("nodetool.output.Output"), "legacy typed outputs are aliases");
+  t.equal(
+    catalog.get("nodetool.output.StringOutput"),
+    catalog.get("nodetool.output.Output"),
+    "legacy typed outputs are aliases",
+  );
   for (const type of [
-    "nodetool.input.StringInput", "nodetool.input.IntegerInput", "nodetool.input.FloatInput", "nodetool.input.BooleanInput",
-    "nodetool.input.SelectInput", "nodetool.input.StringListInput", "nodetool.input.TextListInput",
-    "nodetool.input.ImageInput", "nodetool.input.AudioInput", "nodetool.input.VideoInput", "nodetool.input.DocumentInput",
-    "nodetool.output.Output", "nodetool.output.IntegerOutput", "nodetool.output.ListOutput", "nodetool.output.DictionaryOutput",
-    "nodetool.output.ImageOutput", "nodetool.output.TextOutput", "nodetool.workflows.base_node.Preview",
-    "nodetool.workflows.base_node.Comment", "nodetool.workflows.base_node.Group",
-    "nodetool.constant.String", "nodetool.constant.Integer", "nodetool.constant.Float", "nodetool.constant.Bool", "nodetool.constant.List", "nodetool.constant.Dict",
-    "nodetool.text.Concat", "nodetool.text.Join", "nodetool.text.FormatText", "nodetool.text.Template", "nodetool.text.Replace", "nodetool.text.Split",
-    "nodetool.text.Chunk", "nodetool.text.Contains", "nodetool.text.Equals", "nodetool.text.Compare", "nodetool.text.ToUppercase",
-    "nodetool.text.ToLowercase", "nodetool.text.ToTitlecase", "nodetool.text.CapitalizeText", "nodetool.text.Length", "nodetool.text.Slice",
-    "nodetool.text.RegexMatch", "nodetool.text.RegexReplace", "nodetool.text.RegexSplit", "nodetool.text.RegexValidate",
-    "nodetool.text.ParseJSON", "nodetool.text.ToString", "nodetool.text.Collect",
-    "lib.math.Add", "lib.math.Subtract", "lib.math.Multiply", "lib.math.Divide", "lib.math.Modulus", "lib.math.Power", "lib.math.Sqrt", "lib.math.MathFunction",
-    "nodetool.boolean.Compare", "nodetool.boolean.LogicalOperator", "nodetool.boolean.Not", "nodetool.boolean.ConditionalSwitch",
-    "nodetool.boolean.IsNone", "nodetool.boolean.IsIn", "nodetool.boolean.All", "nodetool.boolean.Some",
-    "nodetool.list.Length", "nodetool.list.GetElement", "nodetool.list.Slice", "nodetool.list.Append", "nodetool.list.Reverse", "nodetool.list.Sort",
-    "nodetool.list.Sum", "nodetool.list.Average", "nodetool.list.Minimum", "nodetool.list.Maximum", "nodetool.list.GenerateSequence",
-    "nodetool.control.If", "nodetool.control.ForEach", "nodetool.control.Collect", "nodetool.control.Reroute", "nodetool.control.Collection", "nodetool.control.Count",
-    "nodetool.dictionary.GetValue", "nodetool.dictionary.MakeDictionary", "nodetool.dictionary.Combine",
-    "nodeway.test.Tokens", "nodeway.test.Sleep", "nodeway.test.Fail",
+    "nodetool.input.StringInput",
+    "nodetool.input.IntegerInput",
+    "nodetool.input.FloatInput",
+    "nodetool.input.BooleanInput",
+    "nodetool.input.SelectInput",
+    "nodetool.input.StringListInput",
+    "nodetool.input.TextListInput",
+    "nodetool.input.ImageInput",
+    "nodetool.input.AudioInput",
+    "nodetool.input.VideoInput",
+    "nodetool.input.DocumentInput",
+    "nodetool.output.Output",
+    "nodetool.output.IntegerOutput",
+    "nodetool.output.ListOutput",
+    "nodetool.output.DictionaryOutput",
+    "nodetool.output.ImageOutput",
+    "nodetool.output.TextOutput",
+    "nodetool.workflows.base_node.Preview",
+    "nodetool.workflows.base_node.Comment",
+    "nodetool.workflows.base_node.Group",
+    "nodetool.constant.String",
+    "nodetool.constant.Integer",
+    "nodetool.constant.Float",
+    "nodetool.constant.Bool",
+    "nodetool.constant.List",
+    "nodetool.constant.Dict",
+    "nodetool.text.Concat",
+    "nodetool.text.Join",
+    "nodetool.text.FormatText",
+    "nodetool.text.Template",
+    "nodetool.text.Replace",
+    "nodetool.text.Split",
+    "nodetool.text.Chunk",
+    "nodetool.text.Contains",
+    "nodetool.text.Equals",
+    "nodetool.text.Compare",
+    "nodetool.text.ToUppercase",
+    "nodetool.text.ToLowercase",
+    "nodetool.text.ToTitlecase",
+    "nodetool.text.CapitalizeText",
+    "nodetool.text.Length",
+    "nodetool.text.Slice",
+    "nodetool.text.RegexMatch",
+    "nodetool.text.RegexReplace",
+    "nodetool.text.RegexSplit",
+    "nodetool.text.RegexValidate",
+    "nodetool.text.ParseJSON",
+    "nodetool.text.ToString",
+    "nodetool.text.Collect",
+    "lib.math.Add",
+    "lib.math.Subtract",
+    "lib.math.Multiply",
+    "lib.math.Divide",
+    "lib.math.Modulus",
+    "lib.math.Power",
+    "lib.math.Sqrt",
+    "lib.math.MathFunction",
+    "nodetool.boolean.Compare",
+    "nodetool.boolean.LogicalOperator",
+    "nodetool.boolean.Not",
+    "nodetool.boolean.ConditionalSwitch",
+    "nodetool.boolean.IsNone",
+    "nodetool.boolean.IsIn",
+    "nodetool.boolean.All",
+    "nodetool.boolean.Some",
+    "nodetool.list.Length",
+    "nodetool.list.GetElement",
+    "nodetool.list.Slice",
+    "nodetool.list.Append",
+    "nodetool.list.Reverse",
+    "nodetool.list.Sort",
+    "nodetool.list.Sum",
+    "nodetool.list.Average",
+    "nodetool.list.Minimum",
+    "nodetool.list.Maximum",
+    "nodetool.list.GenerateSequence",
+    "nodetool.control.If",
+    "nodetool.control.ForEach",
+    "nodetool.control.Collect",
+    "nodetool.control.Reroute",
+    "nodetool.control.Collection",
+    "nodetool.control.Count",
+    "nodetool.dictionary.GetValue",
+    "nodetool.dictionary.MakeDictionary",
+    "nodetool.dictionary.Combine",
+    "nodeway.test.Tokens",
+    "nodeway.test.Sleep",
+    "nodeway.test.Fail",
   ]) {
     t.ok(catalog.has(type), `has ${type}`);
   }
 });
 
 t.test("nodes - every property is typed with a known type and a default that fits it", async (t) => {
-  const known = new Set(["str", "int", "float", "bool", "enum", "list", "list[str]", "dict", "any", "image", "audio", "video", "document", "language_model"]);
+  const known = new Set([
+    "str",
+    "int",
+    "float",
+    "bool",
+    "enum",
+    "list",
+    "list[str]",
+    "dict",
+    "any",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "language_model",
+  ]);
   for (const d of nodeLibrary(true)) {
     t.ok(d.description.length > 0, `${d.type} has a description`);
     for (const p of d.properties) {
@@ -145,26 +247,45 @@ t.test("nodes - every property is typed with a known type and a default that fit
       if (p.type === "enum") t.ok(p.values?.includes(p.default), `${where} default is one of its values`);
       if (p.type === "int") t.ok(Number.isInteger(p.default), `${where} default is an integer`);
       if (p.type.startsWith("list")) t.ok(Array.isArray(p.default), `${where} default is a list`);
-      if (["image", "audio", "video", "document"].includes(p.type)) t.match(p.default, { type: p.type, uri: "" }, `${where} default is an empty ${p.type} reference (NodeTool's)`);
+      if (["image", "audio", "video", "document"].includes(p.type))
+        t.match(p.default, { type: p.type, uri: "" }, `${where} default is an empty ${p.type} reference (NodeTool's)`);
     }
     t.equal(new Set(d.properties.map((p) => p.name)).size, d.properties.length, `${d.type} has no duplicate property`);
   }
 });
 
 t.test("nodes - StringInput reads the param named by its name and falls back to its value", async (t) => {
-  t.same(await run("nodetool.input.StringInput", { name: "who", value: "saved" }, { params: { who: "param" } }), { output: "param" });
-  t.same(await run("nodetool.input.StringInput", { name: "who", value: "saved" }, { params: { other: 1 } }), { output: "saved" });
-  t.equal(await out("nodetool.input.StringInput", { name: "who", value: "abcdef", max_length: 3 }), "abc", "max_length truncates");
+  t.same(await run("nodetool.input.StringInput", { name: "who", value: "saved" }, { params: { who: "param" } }), {
+    output: "param",
+  });
+  t.same(await run("nodetool.input.StringInput", { name: "who", value: "saved" }, { params: { other: 1 } }), {
+    output: "saved",
+  });
+  t.equal(
+    await out("nodetool.input.StringInput", { name: "who", value: "abcdef", max_length: 3 }),
+    "abc",
+    "max_length truncates",
+  );
 });
 
 t.test("nodes - numeric inputs are clamped to min and max", async (t) => {
   t.equal(await out("nodetool.input.IntegerInput", { name: "n", min: 1, max: 10 }, { params: { n: 99 } }), 10);
   t.equal(await out("nodetool.input.IntegerInput", { name: "n", min: 1, max: 10 }, { params: { n: -5 } }), 1);
-  t.equal(await out("nodetool.input.IntegerInput", { name: "n", min: 1, max: 10 }, { params: { n: "7" } }), 7, "numeric text is accepted");
+  t.equal(
+    await out("nodetool.input.IntegerInput", { name: "n", min: 1, max: 10 }, { params: { n: "7" } }),
+    7,
+    "numeric text is accepted",
+  );
   t.equal(await out("nodetool.input.FloatInput", { name: "x", min: 0, max: 1 }, { params: { x: 1.5 } }), 1);
   t.equal(await out("nodetool.input.FloatInput", { name: "x", value: 0.25 }), 0.25);
-  await t.rejects(run("nodetool.input.IntegerInput", { name: "n" }, { params: { n: 2.5 } }), { name: "NodeError", message: /param "n" must be an integer/ });
-  await t.rejects(run("nodetool.input.FloatInput", { name: "x" }, { params: { x: "lots" } }), { name: "NodeError", message: /param "x" must be a number/ });
+  await t.rejects(run("nodetool.input.IntegerInput", { name: "n" }, { params: { n: 2.5 } }), {
+    name: "NodeError",
+    message: /param "n" must be an integer/,
+  });
+  await t.rejects(run("nodetool.input.FloatInput", { name: "x" }, { params: { x: "lots" } }), {
+    name: "NodeError",
+    message: /param "x" must be a number/,
+  });
 });
 
 t.test("nodes - BooleanInput and the list inputs coerce text params", async (t) => {
@@ -187,7 +308,10 @@ t.test("nodes - SelectInput fails naming the value and the options when the valu
 
 t.test("nodes - Output is an output node and Preview only previews", async (t) => {
   t.equal(def("nodetool.output.Output").kind, "output");
-  t.same(def("nodetool.output.Output").properties.map((p) => p.name), ["name", "value", "description"]);
+  t.same(
+    def("nodetool.output.Output").properties.map((p) => p.name),
+    ["name", "value", "description"],
+  );
   const preview = def("nodetool.workflows.base_node.Preview");
   if (preview.kind !== "process") throw new Error("Preview must be a process node");
   const { ctx, rec } = fakeContext(preview);
@@ -224,14 +348,25 @@ t.test("nodes - FormatText applies NodeTool's filters in order", async (t) => {
   t.equal(await render("{{ xs|length }} {{ xs|first }} {{ xs|last }}", { xs: [3, 1, 2] }), "3 3 2");
   t.equal(await render("{{ xs|sort|join('') }}", { xs: [3, 1, 2] }), "123");
   t.equal(await render("{{ user.name }}", { user: { name: "Ada" } }), "Ada", "dotted names look into objects");
-  t.equal(await render("{{ missing }} and {other}", {}), "{{ missing }} and {other}", "absent variables stay as written");
+  t.equal(
+    await render("{{ missing }} and {other}", {}),
+    "{{ missing }} and {other}",
+    "absent variables stay as written",
+  );
   t.equal(await render("{name}: {{name}}", { name: "x" }), "x: x", "single-brace form works too");
   t.equal(await render("{{ a }}", { a: "{{ b }}", b: "no" }), "{{ b }}", "substituted values are not expanded again");
-  await t.rejects(render("{{ s|shout }}", { s: "x" }), { name: "NodeError", message: /unknown template filter "shout"/ });
+  await t.rejects(render("{{ s|shout }}", { s: "x" }), {
+    name: "NodeError",
+    message: /unknown template filter "shout"/,
+  });
 });
 
 t.test("nodes - Template and Prompt render with their dynamic inputs", async (t) => {
-  t.equal(await out("nodetool.text.Template", { string: "{{ a }}-{b}", values: { a: "1", b: "2" }, b: "3" }), "1-3", "dynamic inputs win over values");
+  t.equal(
+    await out("nodetool.text.Template", { string: "{{ a }}-{b}", values: { a: "1", b: "2" }, b: "3" }),
+    "1-3",
+    "dynamic inputs win over values",
+  );
   const r = await run("nodetool.text.Prompt", { prompt: "Describe {{ subject|lower }}", subject: "CATS" });
   t.same(r, { subject: "CATS", output: "Describe cats" }, "variables are forwarded on their own handles");
 });
@@ -245,16 +380,31 @@ t.test("nodes - Concat joins a, b and dynamic inputs; Join joins a list", async 
 t.test("nodes - Replace, Split and Chunk", async (t) => {
   t.equal(await out("nodetool.text.Replace", { text: "a-b-c", old: "-", new: "+" }), "a+b+c");
   t.same(await out("nodetool.text.Split", { text: "a,b,,c" }), ["a", "b", "", "c"]);
-  t.same(await out("nodetool.text.Chunk", { text: "a b c d e", length: 2, overlap: 1 }), ["a b", "b c", "c d", "d e", "e"]);
-  await t.rejects(run("nodetool.text.Chunk", { text: "a", length: 2, overlap: 2 }), { name: "NodeError", message: /invalid chunk parameters/ });
+  t.same(await out("nodetool.text.Chunk", { text: "a b c d e", length: 2, overlap: 1 }), [
+    "a b",
+    "b c",
+    "c d",
+    "d e",
+    "e",
+  ]);
+  await t.rejects(run("nodetool.text.Chunk", { text: "a", length: 2, overlap: 2 }), {
+    name: "NodeError",
+    message: /invalid chunk parameters/,
+  });
 });
 
 t.test("nodes - Contains, Equals and Compare honour case and whitespace options", async (t) => {
   t.equal(await out("nodetool.text.Contains", { text: "Hello World", substring: "world" }), false);
-  t.equal(await out("nodetool.text.Contains", { text: "Hello World", substring: "world", case_sensitive: false }), true);
+  t.equal(
+    await out("nodetool.text.Contains", { text: "Hello World", substring: "world", case_sensitive: false }),
+    true,
+  );
   t.equal(await out("nodetool.text.Contains", { text: "abc", search_values: ["a", "z"], match_mode: "all" }), false);
   t.equal(await out("nodetool.text.Contains", { text: "abc", search_values: ["x", "z"], match_mode: "none" }), true);
-  t.equal(await out("nodetool.text.Equals", { text_a: " A ", text_b: "a", case_sensitive: false, trim_whitespace: true }), true);
+  t.equal(
+    await out("nodetool.text.Equals", { text_a: " A ", text_b: "a", case_sensitive: false, trim_whitespace: true }),
+    true,
+  );
   t.equal(await out("nodetool.text.Equals", { text_a: "A", text_b: "a" }), false);
   t.equal(await out("nodetool.text.Compare", { text_a: "apple", text_b: "banana" }), "less");
   t.equal(await out("nodetool.text.Compare", { text_a: "b", text_b: "a" }), "greater");
@@ -278,15 +428,35 @@ t.test("nodes - case changes, Length and Slice", async (t) => {
 t.test("nodes - regex nodes match, replace, split and validate", async (t) => {
   t.same(await out("nodetool.text.RegexMatch", { text: "a1 b22 c333", pattern: "\\d+" }), ["1", "22", "333"]);
   t.same(await out("nodetool.text.RegexMatch", { text: "k=v x=y", pattern: "(\\w)=(\\w)", group: 2 }), ["v", "y"]);
-  t.same(await out("nodetool.text.RegexMatch", { text: "ab", pattern: "(?P<x>a)" }), ["a"], "Python group syntax is accepted");
+  t.same(
+    await out("nodetool.text.RegexMatch", { text: "ab", pattern: "(?P<x>a)" }),
+    ["a"],
+    "Python group syntax is accepted",
+  );
   t.equal(await out("nodetool.text.RegexReplace", { text: "a1b2c3", pattern: "\\d", replacement: "#" }), "a#b#c#");
-  t.equal(await out("nodetool.text.RegexReplace", { text: "a1b2c3", pattern: "(\\d)", replacement: "<$1>", count: 2 }), "a<1>b<2>c3");
+  t.equal(
+    await out("nodetool.text.RegexReplace", { text: "a1b2c3", pattern: "(\\d)", replacement: "<$1>", count: 2 }),
+    "a<1>b<2>c3",
+  );
   t.same(await out("nodetool.text.RegexSplit", { text: "a, b;c", pattern: "[,;]\\s*" }), ["a", "b", "c"]);
   t.same(await out("nodetool.text.RegexSplit", { text: "a,b,c", pattern: ",", maxsplit: 1 }), ["a", "b,c"]);
   t.equal(await out("nodetool.text.RegexValidate", { text: "abc123", pattern: "[a-z]+" }), true);
-  t.equal(await out("nodetool.text.RegexValidate", { text: "123abc", pattern: "[a-z]+" }), false, "anchored at the start like re.match");
-  for (const type of ["nodetool.text.RegexMatch", "nodetool.text.RegexReplace", "nodetool.text.RegexSplit", "nodetool.text.RegexValidate"]) {
-    await t.rejects(run(type, { text: "x", pattern: "(" }), { name: "NodeError", message: /invalid regular expression "\("/ }, type);
+  t.equal(
+    await out("nodetool.text.RegexValidate", { text: "123abc", pattern: "[a-z]+" }),
+    false,
+    "anchored at the start like re.match",
+  );
+  for (const type of [
+    "nodetool.text.RegexMatch",
+    "nodetool.text.RegexReplace",
+    "nodetool.text.RegexSplit",
+    "nodetool.text.RegexValidate",
+  ]) {
+    await t.rejects(
+      run(type, { text: "x", pattern: "(" }),
+      { name: "NodeError", message: /invalid regular expression "\("/ },
+      type,
+    );
   }
 });
 
@@ -320,7 +490,10 @@ t.test("nodes - math nodes compute and keep NodeTool's division by zero", async 
   t.equal(await out("lib.math.MathFunction", { input: -8, operation: "cube_root" }), -2);
   t.equal(await out("lib.math.MathFunction", { input: 3 }), -3, "negate is the default");
   await t.rejects(run("lib.math.MathFunction", { input: 1, operation: "frobnicate" }), { name: "NodeError" });
-  await t.rejects(run("lib.math.Add", { a: "two", b: 1 }), { name: "NodeError", message: /a must be a number, got "two"/ });
+  await t.rejects(run("lib.math.Add", { a: "two", b: 1 }), {
+    name: "NodeError",
+    message: /a must be a number, got "two"/,
+  });
 });
 
 t.test("nodes - boolean nodes", async (t) => {
@@ -344,7 +517,10 @@ t.test("nodes - list nodes", async (t) => {
   const xs = [5, 10, 9, 1];
   t.equal(await out("nodetool.list.Length", { values: xs }), 4);
   t.equal(await out("nodetool.list.GetElement", { values: xs, index: -1 }), 1);
-  await t.rejects(run("nodetool.list.GetElement", { values: xs, index: 4 }), { name: "NodeError", message: /out of range/ });
+  await t.rejects(run("nodetool.list.GetElement", { values: xs, index: 4 }), {
+    name: "NodeError",
+    message: /out of range/,
+  });
   t.same(await out("nodetool.list.Slice", { values: xs, start: 1 }), [10, 9, 1]);
   t.same(await out("nodetool.list.Slice", { values: xs, step: -2 }), [1, 10]);
   t.same(await out("nodetool.list.Append", { values: xs, value: 0 }), [...xs, 0]);
@@ -356,20 +532,32 @@ t.test("nodes - list nodes", async (t) => {
   t.equal(await out("nodetool.list.Minimum", { values: xs }), 1);
   t.equal(await out("nodetool.list.Maximum", { values: xs }), 10);
   await t.rejects(run("nodetool.list.Sum", { values: [] }), { name: "NodeError", message: /empty/ });
-  await t.rejects(run("nodetool.list.Average", { values: [1, "x"] }), { name: "NodeError", message: /values\[1\] must be a number/ });
+  await t.rejects(run("nodetool.list.Average", { values: [1, "x"] }), {
+    name: "NodeError",
+    message: /values\[1\] must be a number/,
+  });
 });
 
 t.test("nodes - GenerateSequence is a generator emitting each number", async (t) => {
   t.equal(def("nodetool.list.GenerateSequence").kind, "generator");
-  t.same(values((await generate("nodetool.list.GenerateSequence", { start: 0, stop: 5, step: 2 })).emissions, "output"), [0, 2, 4]);
-  t.same(values((await generate("nodetool.list.GenerateSequence", { start: 3, stop: 0, step: -1 })).emissions, "output"), [3, 2, 1]);
+  t.same(
+    values((await generate("nodetool.list.GenerateSequence", { start: 0, stop: 5, step: 2 })).emissions, "output"),
+    [0, 2, 4],
+  );
+  t.same(
+    values((await generate("nodetool.list.GenerateSequence", { start: 3, stop: 0, step: -1 })).emissions, "output"),
+    [3, 2, 1],
+  );
   await t.rejects(generate("nodetool.list.GenerateSequence", { stop: 3, step: 0 }), { name: "NodeError" });
 });
 
 t.test("nodes - If sends the value only on the branch taken", async (t) => {
   t.same(await run("nodetool.control.If", { condition: true, value: "v" }), { if_true: "v" });
   t.same(await run("nodetool.control.If", { condition: false, value: "v" }), { if_false: "v" });
-  t.same(def("nodetool.control.If").outputs.map((o) => o.name), ["if_true", "if_false"]);
+  t.same(
+    def("nodetool.control.If").outputs.map((o) => o.name),
+    ["if_true", "if_false"],
+  );
 });
 
 t.test("nodes - ForEach and Collection emit each item with its index", async (t) => {
@@ -382,7 +570,11 @@ t.test("nodes - ForEach and Collection emit each item with its index", async (t)
     { handle: "output", value: "c" },
     { handle: "index", value: 2 },
   ]);
-  t.same(values((await generate("nodetool.control.ForEach", { input_list: [1, 2, 3], limit: 2 })).emissions, "output"), [1, 2], "limit caps the items");
+  t.same(
+    values((await generate("nodetool.control.ForEach", { input_list: [1, 2, 3], limit: 2 })).emissions, "output"),
+    [1, 2],
+    "limit caps the items",
+  );
   t.same(values((await generate("nodetool.control.Collection", { items: ["x", "y"] })).emissions, "index"), [0, 1]);
 });
 
@@ -421,7 +613,8 @@ t.test("nodes - Tokens paces against its start time instead of accumulating wait
   // The fake sleep returns at once, so each wait is measured from the start: 100, 200, 300 ms at 10 tokens/s.
   const { rec } = await generate("nodeway.test.Tokens", { count: 3, rate: 10 });
   t.equal(rec.sleeps.length, 3);
-  rec.sleeps.forEach((ms, i) => t.ok(Math.abs(ms - (i + 1) * 100) < 20, `wait ${i} is ${ms.toFixed(1)} ms`));
+  for (const [i, ms] of rec.sleeps.entries())
+    t.ok(Math.abs(ms - (i + 1) * 100) < 20, `wait ${i} is ${ms.toFixed(1)} ms`);
 });
 
 t.test("nodes - Tokens and Sleep stop when the run is cancelled", async (t) => {

@@ -24,9 +24,17 @@ t.test("json - small binary outputs reach JSON clients as data: URIs, never as s
     const { jobId, events } = await runOver(ws, graph, strategy, 60_000);
     const end = terminal(events);
     t.equal(end.status, "completed", `${strategy}: completed`);
-    t.match((end.result as { image: unknown[] }).image, [/^data:application\/octet-stream;base64,iVBORw0KGgo/], `${strategy}: the result's list holds a data: URI`);
+    t.match(
+      (end.result as { image: unknown[] }).image,
+      [/^data:application\/octet-stream;base64,iVBORw0KGgo/],
+      `${strategy}: the result's list holds a data: URI`,
+    );
     const output = events.find((e) => e.type === "output_update" && e.node_id === "out");
-    t.match(output?.value, /^data:application\/octet-stream;base64,iVBORw0KGgo/, `${strategy}: the output_update's value is a data: URI`);
+    t.match(
+      output?.value,
+      /^data:application\/octet-stream;base64,iVBORw0KGgo/,
+      `${strategy}: the output_update's value is a data: URI`,
+    );
     t.notMatch(JSON.stringify(events), /"type":"Buffer"/, `${strategy}: no event holds a serialized Buffer`);
     const rec = await api(s.url, "GET", `/api/jobs/${jobId}`);
     t.notMatch(JSON.stringify(rec.body), /"type":"Buffer"/, `${strategy}: nor does the job's record`);
@@ -36,8 +44,16 @@ t.test("json - small binary outputs reach JSON clients as data: URIs, never as s
     const replayed = await late.waitTerminal(jobId, 20_000);
     const again = late.events(jobId);
     await late.close();
-    t.match((replayed.result as { image: unknown[] }).image, [/^data:application\/octet-stream;base64,iVBORw0KGgo/], `${strategy}: replayed, a data: URI`);
-    t.match(again.find((e) => e.type === "output_update" && e.node_id === "out")?.value, /^data:/, `${strategy}: replayed output_update too`);
+    t.match(
+      (replayed.result as { image: unknown[] }).image,
+      [/^data:application\/octet-stream;base64,iVBORw0KGgo/],
+      `${strategy}: replayed, a data: URI`,
+    );
+    t.match(
+      again.find((e) => e.type === "output_update" && e.node_id === "out")?.value,
+      /^data:/,
+      `${strategy}: replayed output_update too`,
+    );
     t.notMatch(JSON.stringify(again), /"type":"Buffer"/, `${strategy}: no replayed event holds a serialized Buffer`);
   }
 });
@@ -50,6 +66,10 @@ t.test("json - a run with ?wait=true answers its binary outputs as data: URIs", 
   const id = String(saved.body.id);
   const r = await api(s.url, "POST", `/api/workflows/${id}/run?wait=true`, { params: {} });
   t.equal(r.body.status, "completed");
-  t.match((r.body.outputs as { image: unknown[] }).image, [/^data:application\/octet-stream;base64,iVBORw0KGgo/], "the output is a data: URI");
+  t.match(
+    (r.body.outputs as { image: unknown[] }).image,
+    [/^data:application\/octet-stream;base64,iVBORw0KGgo/],
+    "the output is a data: URI",
+  );
   t.notMatch(JSON.stringify(r.body), /"type":"Buffer"/, "not a serialized Buffer");
 });

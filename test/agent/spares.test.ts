@@ -43,13 +43,22 @@ t.test("spares - threaded and subprocess jobs run in runners started before them
   const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "threaded,subprocess", "--max-jobs", "2"] });
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
-  t.equal(((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { warm_runners: number } }[])[0]?.capabilities.warm_runners, 1, "/api/agents shows one spare kept per strategy");
+  t.equal(
+    ((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { warm_runners: number } }[])[0]
+      ?.capabilities.warm_runners,
+    1,
+    "/api/agents shows one spare kept per strategy",
+  );
   for (const strategy of ["threaded", "subprocess"]) {
     const a = await runWhere(t, ws, strategy);
     t.ok(a.warm, `${strategy}: the first job's runner was started before the job was submitted`);
     const b = await runWhere(t, ws, strategy);
     t.ok(b.warm, `${strategy}: so was the second's, started behind the first`);
-    t.not(strategy === "threaded" ? b.thread_id : b.pid, strategy === "threaded" ? a.thread_id : a.pid, `${strategy}: a runner serves one job`);
+    t.not(
+      strategy === "threaded" ? b.thread_id : b.pid,
+      strategy === "threaded" ? a.thread_id : a.pid,
+      `${strategy}: a runner serves one job`,
+    );
   }
   const agentPid = s.agents[0]!.proc.pid!;
   const spare = await check(() => runnersOf(agentPid)[0] ?? null, 20_000, { name: "a spare process waits" });
@@ -69,28 +78,45 @@ t.test("spares - threaded and subprocess jobs run in runners started before them
   t.pass("stopping the agent ends its spares");
 });
 
-t.test("spares - a spare that dies in the instant before it is taken: its run starts again on a fresh runner", async (t) => {
-  const spares = new RunnerSpares(["subprocess"], 1, 0);
-  t.teardown(() => spares.close());
-  const pid = await check(() => runnersOf(process.pid)[0] ?? null, 20_000, { name: "a spare process waits" });
-  process.kill(pid, "SIGKILL");
-  // Taken in this same turn: its exit has not been seen yet, so it looks alive.
-  const result = await runWithStrategy(
-    "subprocess",
-    { graph: whereGraph(), params: {}, library: nodeCatalog(nodeLibrary(true)), signal: new AbortController().signal, emit: () => undefined },
-    { memoryMb: 0, docker: null, gpus: [], label: "race", spares },
-  );
-  t.equal(result.status, "completed", "the run completes");
-  const ranIn = (result.outputs.where?.[0] as { pid: number } | undefined)?.pid;
-  t.ok(ranIn !== undefined && ranIn !== pid, "in another process than the dead spare");
-});
+t.test(
+  "spares - a spare that dies in the instant before it is taken: its run starts again on a fresh runner",
+  async (t) => {
+    const spares = new RunnerSpares(["subprocess"], 1, 0);
+    t.teardown(() => spares.close());
+    const pid = await check(() => runnersOf(process.pid)[0] ?? null, 20_000, { name: "a spare process waits" });
+    process.kill(pid, "SIGKILL");
+    // Taken in this same turn: its exit has not been seen yet, so it looks alive.
+    const result = await runWithStrategy(
+      "subprocess",
+      {
+        graph: whereGraph(),
+        params: {},
+        library: nodeCatalog(nodeLibrary(true)),
+        signal: new AbortController().signal,
+        emit: () => undefined,
+      },
+      { memoryMb: 0, docker: null, gpus: [], label: "race", spares },
+    );
+    t.equal(result.status, "completed", "the run completes");
+    const ranIn = (result.outputs.where?.[0] as { pid: number } | undefined)?.pid;
+    t.ok(ranIn !== undefined && ranIn !== pid, "in another process than the dead spare");
+  },
+);
 
 t.test("spares - with --warm-runners 0 each job's runner starts for it", async (t) => {
-  const s = await startStack(t, { agents: 1, agentArgs: ["--strategies", "subprocess,threaded", "--warm-runners", "0"] });
+  const s = await startStack(t, {
+    agents: 1,
+    agentArgs: ["--strategies", "subprocess,threaded", "--warm-runners", "0"],
+  });
   const ws = await WsClient.open(s.url, "json");
   t.teardown(() => ws.close());
   // Whether a spare waits shows in each job: a spare would have been started before it and served it (warm).
-  t.equal(((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { warm_runners: number } }[])[0]?.capabilities.warm_runners, 0, "and /api/agents says none are kept");
+  t.equal(
+    ((await api(s.url, "GET", "/api/agents")).body.agents as { capabilities: { warm_runners: number } }[])[0]
+      ?.capabilities.warm_runners,
+    0,
+    "and /api/agents says none are kept",
+  );
   t.notOk((await runWhere(t, ws, "subprocess")).warm, "subprocess: started for its job");
   t.notOk((await runWhere(t, ws, "threaded")).warm, "threaded: started for its job");
 });

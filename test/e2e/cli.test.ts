@@ -16,13 +16,36 @@ import { runNodeway } from "../helpers/procs.js";
 
 t.test("cli - parseArgs: boolean flags take an explicit true/false, other flags take the next argument", async (t) => {
   const spec = { switches: new Set(["access-log", "quiet"]), values: new Set(["tls", "port"]), positionals: true };
-  t.same(parseArgs(["--access-log", "false"], spec), { positional: [], flags: new Map([["access-log", ["false"]]]) }, "--access-log false");
+  t.same(
+    parseArgs(["--access-log", "false"], spec),
+    { positional: [], flags: new Map([["access-log", ["false"]]]) },
+    "--access-log false",
+  );
   t.same(parseArgs(["--access-log=false"], spec).flags.get("access-log"), ["false"], "--access-log=false");
-  t.same(parseArgs(["--access-log", "--quiet"], spec).flags, new Map([["access-log", ["true"]], ["quiet", ["true"]]]), "bare switches are on");
-  t.same(parseArgs(["--quiet", "file.json"], spec), { positional: ["file.json"], flags: new Map([["quiet", ["true"]]]) }, "a switch does not swallow a positional argument");
-  t.same(parseArgs(["--tls", "self-signed"], spec).flags.get("tls"), ["self-signed"], "a flag that is not a switch takes its value");
+  t.same(
+    parseArgs(["--access-log", "--quiet"], spec).flags,
+    new Map([
+      ["access-log", ["true"]],
+      ["quiet", ["true"]],
+    ]),
+    "bare switches are on",
+  );
+  t.same(
+    parseArgs(["--quiet", "file.json"], spec),
+    { positional: ["file.json"], flags: new Map([["quiet", ["true"]]]) },
+    "a switch does not swallow a positional argument",
+  );
+  t.same(
+    parseArgs(["--tls", "self-signed"], spec).flags.get("tls"),
+    ["self-signed"],
+    "a flag that is not a switch takes its value",
+  );
   t.throws(() => parseArgs(["--port"], spec), /--port needs a value/);
-  t.throws(() => parseArgs(["--prot", "1"], spec), /unknown flag --prot/, "a flag the command does not take is refused");
+  t.throws(
+    () => parseArgs(["--prot", "1"], spec),
+    /unknown flag --prot/,
+    "a flag the command does not take is refused",
+  );
   t.throws(() => parseArgs(["x"], { ...spec, positionals: false }), /unexpected argument "x"/);
   t.same(parseArgs(["--port", "1", "--port=2"], spec).flags.get("port"), ["1", "2"], "repeated flags collect");
 });
@@ -43,11 +66,30 @@ t.test("cli - `nodeway proxy --access-log false` logs no requests; the default l
     const dir = mkdtempSync(join(tmpdir(), "nw-cli-proxy-"));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const p = runNodeway(
-      ["proxy", "--tls", "self-signed", "--upstream", upstreamUrl, "--host", "127.0.0.1", "--https-port", "0", "--http-port", "0", "--cert-dir", join(dir, "certs"), ...extra],
+      [
+        "proxy",
+        "--tls",
+        "self-signed",
+        "--upstream",
+        upstreamUrl,
+        "--host",
+        "127.0.0.1",
+        "--https-port",
+        "0",
+        "--http-port",
+        "0",
+        "--cert-dir",
+        join(dir, "certs"),
+        ...extra,
+      ],
       { NODEWAY_HOME: dir },
     );
     t.teardown(() => p.kill("SIGKILL"));
-    const port = Number(await check(() => /proxy listening on https port (\d+)/.exec(p.stdout() + p.stderr())?.[1], 30_000, { name: "proxy listening" }));
+    const port = Number(
+      await check(() => /proxy listening on https port (\d+)/.exec(p.stdout() + p.stderr())?.[1], 30_000, {
+        name: "proxy listening",
+      }),
+    );
     const status = await new Promise<number>((resolve, reject) => {
       const r = request({ host: "127.0.0.1", port, path: "/hello", rejectUnauthorized: false }, (res) => {
         res.resume();

@@ -33,60 +33,94 @@ const TOKENS_WF = {
 function shape(events: Msg[]): string[] {
   return events
     .filter((e) => typeof e.type === "string" && e.type !== "rpc_response")
-    .map((e) => [e.type, e.node_id ?? "", e.status ?? "", typeof e.content === "string" ? e.content : "", e.edge_id ?? ""].join("|"));
+    .map((e) =>
+      [e.type, e.node_id ?? "", e.status ?? "", typeof e.content === "string" ? e.content : "", e.edge_id ?? ""].join(
+        "|",
+      ),
+    );
 }
 
 t.comment(`nats-server: ${natsServerVersion()}`);
 
-t.test("foundation - workflows run over NDJSON, SSE and /ws (JSON and msgpack) with identical events and outputs", async (t) => {
-  const s = await startStack(t, { agents: 1 });
-  for (const [id, wf] of [["text", TEXT_WF], ["tokens", TOKENS_WF]] as const) {
-    const put = await api(s.url, "PUT", `/api/workflows/${id}`, wf);
-    t.equal(put.status, 200, `${id} saved`);
-  }
-  const runs: Record<string, Msg[][]> = { text: [], tokens: [] };
-  const params = { text: { name: "ada" }, tokens: {} } as Record<string, Record<string, unknown>>;
-  for (const id of ["text", "tokens"]) {
-    const nd = await readStream(`${s.url}/api/workflows/${id}/run?stream=true`, { method: "POST", body: JSON.stringify({ params: params[id] }) });
-    t.equal(nd.status, 200, `${id} NDJSON 200`);
-    runs[id]!.push(nd.events);
-    const sse = await readStream(`${s.url}/api/workflows/${id}/run?stream=true`, { method: "POST", body: JSON.stringify({ params: params[id] }), sse: true });
-    t.equal(sse.status, 200, `${id} SSE 200`);
-    t.same(sse.ids, sse.events.map((e) => String(e.seq)), `${id} SSE ids are the event seqs`);
-    runs[id]!.push(sse.events);
-    for (const enc of ["json", "msgpack"] as const) {
-      const ws = await WsClient.open(s.url, enc);
-      const r = await ws.request("run_job", { workflow_id: id, params: params[id] });
-      const jobId = String((r.result as Msg).job_id);
-      await ws.waitTerminal(jobId);
-      runs[id]!.push(ws.events(jobId));
-      await ws.close();
+t.test(
+  "foundation - workflows run over NDJSON, SSE and /ws (JSON and msgpack) with identical events and outputs",
+  async (t) => {
+    const s = await startStack(t, { agents: 1 });
+    for (const [id, wf] of [
+      ["text", TEXT_WF],
+      ["tokens", TOKENS_WF],
+    ] as const) {
+      const put = await api(s.url, "PUT", `/api/workflows/${id}`, wf);
+      t.equal(put.status, 200, `${id} saved`);
     }
-  }
-  for (const id of ["text", "tokens"]) {
-    const shapes = runs[id]!.map(shape);
-    for (let i = 1; i < shapes.length; i++) t.same(shapes[i], shapes[0], `${id}: transport ${i} has the same event sequence as NDJSON`);
-    for (const evs of runs[id]!) {
-      const seqs = evs.map((e) => e.seq as number);
-      t.same(seqs, [...seqs].sort((a, b) => a - b), `${id}: seqs increase`);
-      t.ok(isTerminalMsg(evs[evs.length - 1]!), `${id}: ends with the terminal job_update`);
+    const runs: Record<string, Msg[][]> = { text: [], tokens: [] };
+    const params = { text: { name: "ada" }, tokens: {} } as Record<string, Record<string, unknown>>;
+    for (const id of ["text", "tokens"]) {
+      const nd = await readStream(`${s.url}/api/workflows/${id}/run?stream=true`, {
+        method: "POST",
+        body: JSON.stringify({ params: params[id] }),
+      });
+      t.equal(nd.status, 200, `${id} NDJSON 200`);
+      runs[id]!.push(nd.events);
+      const sse = await readStream(`${s.url}/api/workflows/${id}/run?stream=true`, {
+        method: "POST",
+        body: JSON.stringify({ params: params[id] }),
+        sse: true,
+      });
+      t.equal(sse.status, 200, `${id} SSE 200`);
+      t.same(
+        sse.ids,
+        sse.events.map((e) => String(e.seq)),
+        `${id} SSE ids are the event seqs`,
+      );
+      runs[id]!.push(sse.events);
+      for (const enc of ["json", "msgpack"] as const) {
+        const ws = await WsClient.open(s.url, enc);
+        const r = await ws.request("run_job", { workflow_id: id, params: params[id] });
+        const jobId = String((r.result as Msg).job_id);
+        await ws.waitTerminal(jobId);
+        runs[id]!.push(ws.events(jobId));
+        await ws.close();
+      }
     }
-  }
-  const textEnd = runs.text![0]!.at(-1)!;
-  t.same(textEnd.result, { greeting: ["Hello, ADA!"] }, "text output");
-  const tokEnd = runs.tokens![0]!.at(-1)!;
-  const expected = Array.from({ length: 12 }, (_, i) => `tok${i} `).join("");
-  t.same(tokEnd.result, { text: [expected] }, "tokens output is the joined text");
-  const chunks = runs.tokens![0]!.filter((e) => e.type === "chunk" && e.content !== "").map((e) => e.content);
-  t.same(chunks, Array.from({ length: 12 }, (_, i) => `tok${i} `), "one chunk per token, in order");
+    for (const id of ["text", "tokens"]) {
+      const shapes = runs[id]!.map(shape);
+      for (let i = 1; i < shapes.length; i++)
+        t.same(shapes[i], shapes[0], `${id}: transport ${i} has the same event sequence as NDJSON`);
+      for (const evs of runs[id]!) {
+        const seqs = evs.map((e) => e.seq as number);
+        t.same(
+          seqs,
+          [...seqs].sort((a, b) => a - b),
+          `${id}: seqs increase`,
+        );
+        t.ok(isTerminalMsg(evs[evs.length - 1]!), `${id}: ends with the terminal job_update`);
+      }
+    }
+    const textEnd = runs.text![0]!.at(-1)!;
+    t.same(textEnd.result, { greeting: ["Hello, ADA!"] }, "text output");
+    const tokEnd = runs.tokens![0]!.at(-1)!;
+    const expected = Array.from({ length: 12 }, (_, i) => `tok${i} `).join("");
+    t.same(tokEnd.result, { text: [expected] }, "tokens output is the joined text");
+    const chunks = runs.tokens![0]!.filter((e) => e.type === "chunk" && e.content !== "").map((e) => e.content);
+    t.same(
+      chunks,
+      Array.from({ length: 12 }, (_, i) => `tok${i} `),
+      "one chunk per token, in order",
+    );
 
-  const waited = await api(s.url, "POST", "/api/workflows/text/run?wait=true", { params: { name: "bo" } });
-  t.equal(waited.status, 200);
-  t.match(waited.body, { status: "completed", outputs: { greeting: ["Hello, BO!"] }, error: null }, "wait=true returns the outputs");
-  const queued = await api(s.url, "POST", "/api/workflows/text/run", { params: {} });
-  t.equal(queued.status, 202, "without stream or wait: 202");
-  t.type(queued.body.job_id, "string");
-});
+    const waited = await api(s.url, "POST", "/api/workflows/text/run?wait=true", { params: { name: "bo" } });
+    t.equal(waited.status, 200);
+    t.match(
+      waited.body,
+      { status: "completed", outputs: { greeting: ["Hello, BO!"] }, error: null },
+      "wait=true returns the outputs",
+    );
+    const queued = await api(s.url, "POST", "/api/workflows/text/run", { params: {} });
+    t.equal(queued.status, 202, "without stream or wait: 202");
+    t.type(queued.body.job_id, "string");
+  },
+);
 
 t.test("foundation - two agents share a pool and jobs spread across both", async (t) => {
   const s = await startStack(t, { agents: 2, agentArgs: ["--max-jobs", "1"] });
@@ -95,16 +129,30 @@ t.test("foundation - two agents share a pool and jobs spread across both", async
   });
   const ids: string[] = [];
   for (let i = 0; i < 6; i++) ids.push(String((await api(s.url, "POST", "/api/workflows/slow/run", {})).body.job_id));
-  const records = await check(async () => {
-    const recs = await Promise.all(ids.map(async (id) => (await api(s.url, "GET", `/api/jobs/${id}`)).body));
-    return recs.every((r) => r.status === "completed") ? recs : null;
-  }, 30_000, { name: "all jobs completed" });
+  const records = await check(
+    async () => {
+      const recs = await Promise.all(ids.map(async (id) => (await api(s.url, "GET", `/api/jobs/${id}`)).body));
+      return recs.every((r) => r.status === "completed") ? recs : null;
+    },
+    30_000,
+    { name: "all jobs completed" },
+  );
   const agentsUsed = new Set(records.map((r) => r.agent_id));
   t.equal(agentsUsed.size, 2, "both agents ran jobs");
-  t.ok(records.every((r) => r.attempt === 1), "each ran once");
+  t.ok(
+    records.every((r) => r.attempt === 1),
+    "each ran once",
+  );
   const agents = await api(s.url, "GET", "/api/agents");
   t.equal((agents.body.agents as Msg[]).length, 2, "GET /api/agents lists both");
-  t.match((agents.body.agents as Msg[])[0], { id: String, name: String, state: String, pools: ["cpu"], capabilities: { max_jobs: 1 }, running_jobs: Array });
+  t.match((agents.body.agents as Msg[])[0], {
+    id: String,
+    name: String,
+    state: String,
+    pools: ["cpu"],
+    capabilities: { max_jobs: 1 },
+    running_jobs: Array,
+  });
 });
 
 t.test("foundation - bad input gets a clear error naming the problem and the gateway keeps serving", async (t) => {
@@ -119,10 +167,21 @@ t.test("foundation - bad input gets a clear error naming the problem and the gat
       edges: [{ id: "e", source: "n", sourceHandle: "output", target: "out", targetHandle: "value" }],
     },
   });
-  const unknown = await api(s.url, "PUT", "/api/workflows/bad", { graph: { nodes: [{ id: "x", type: "nodetool.nope.Nothing", data: {} }], edges: [] } });
+  const unknown = await api(s.url, "PUT", "/api/workflows/bad", {
+    graph: { nodes: [{ id: "x", type: "nodetool.nope.Nothing", data: {} }], edges: [] },
+  });
   t.equal(unknown.status, 400);
-  t.match(unknown.body, { code: "GRAPH_ERR_UNKNOWN_NODE_TYPE", message: /nodetool\.nope\.Nothing.*"x"/ }, "unknown node type names type and node");
-  const dangling = await api(s.url, "PUT", "/api/workflows/bad", { graph: { nodes: [{ id: "a", type: "nodetool.constant.String", data: {} }], edges: [{ id: "e9", source: "a", sourceHandle: "output", target: "ghost", targetHandle: "value" }] } });
+  t.match(
+    unknown.body,
+    { code: "GRAPH_ERR_UNKNOWN_NODE_TYPE", message: /nodetool\.nope\.Nothing.*"x"/ },
+    "unknown node type names type and node",
+  );
+  const dangling = await api(s.url, "PUT", "/api/workflows/bad", {
+    graph: {
+      nodes: [{ id: "a", type: "nodetool.constant.String", data: {} }],
+      edges: [{ id: "e9", source: "a", sourceHandle: "output", target: "ghost", targetHandle: "value" }],
+    },
+  });
   t.match(dangling.body, { code: "GRAPH_ERR_DANGLING_EDGE", message: /e9.*ghost/ }, "dangling edge named");
   const missing = await api(s.url, "POST", "/api/workflows/ints/run", { params: {} });
   t.equal(missing.status, 400);
@@ -131,7 +190,11 @@ t.test("foundation - bad input gets a clear error naming the problem and the gat
   t.equal(wrongType.status, 400);
   t.match(wrongType.body, { code: "GRAPH_ERR_PARAM_TYPE", message: /"n" must be int/ }, "wrong type named");
   const unknownParam = await api(s.url, "POST", "/api/workflows/text/run", { params: { nmae: "x" } });
-  t.match(unknownParam.body, { code: "GRAPH_ERR_UNKNOWN_PARAM", message: /"nmae".*"name"/ }, "unknown param named with the known ones");
+  t.match(
+    unknownParam.body,
+    { code: "GRAPH_ERR_UNKNOWN_PARAM", message: /"nmae".*"name"/ },
+    "unknown param named with the known ones",
+  );
   const malformed = await api(s.url, "POST", "/api/workflows/text/run", "{not json");
   t.equal(malformed.status, 400);
   t.match(malformed.body, { code: "PROTO_ERR_DECODE", message: /invalid JSON/ }, "malformed body");
@@ -140,16 +203,29 @@ t.test("foundation - bad input gets a clear error naming the problem and the gat
   t.match(nowf.body, { code: "GW_ERR_NOT_FOUND", message: /workflow "nope"/ }, "unknown workflow");
   const nojob = await api(s.url, "GET", "/api/jobs/01nothing");
   t.equal(nojob.status, 404, "unknown job 404");
-  const big = await api(s.url, "POST", "/api/workflows/text/run", JSON.stringify({ params: { name: "x".repeat(9 * 1024 * 1024) } }));
+  const big = await api(
+    s.url,
+    "POST",
+    "/api/workflows/text/run",
+    JSON.stringify({ params: { name: "x".repeat(9 * 1024 * 1024) } }),
+  );
   t.equal(big.status, 413, "oversized body 413");
 
   const ws = await WsClient.open(s.url, "json");
   ws.sendRaw("{this is not json");
-  await check(() => ws.messages.find((m) => m.type === "error" && m.code === "PROTO_ERR_DECODE"), 5_000, { name: "malformed frame error" });
+  await check(() => ws.messages.find((m) => m.type === "error" && m.code === "PROTO_ERR_DECODE"), 5_000, {
+    name: "malformed frame error",
+  });
   ws.sendRaw(JSON.stringify({ command: "launch_rockets", data: {} }));
-  await check(() => ws.messages.find((m) => m.type === "error" && /unknown command "launch_rockets"/.test(String(m.message))), 5_000, { name: "unknown command error" });
+  await check(
+    () => ws.messages.find((m) => m.type === "error" && /unknown command "launch_rockets"/.test(String(m.message))),
+    5_000,
+    { name: "unknown command error" },
+  );
   ws.sendRaw(Buffer.from([0xdb, 0xff, 0xff, 0xff, 0xff, 0x61]));
-  await check(() => ws.messages.find((m) => m.code === "PROTO_ERR_TOO_LARGE"), 5_000, { name: "hostile msgpack error" });
+  await check(() => ws.messages.find((m) => m.code === "PROTO_ERR_TOO_LARGE"), 5_000, {
+    name: "hostile msgpack error",
+  });
   const bad = await ws.request("run_job", { workflow_id: "text", params: { name: 5 } });
   t.match(bad.error, { code: "GRAPH_ERR_PARAM_TYPE" }, "run_job with a wrong param answers an error");
   const ok = await ws.request("run_job", { workflow_id: "text", params: { name: "still here" } });
@@ -176,7 +252,11 @@ t.test("foundation - a failing node fails the job naming node id, type and messa
   t.equal(r.body.status, "failed");
   t.match(r.body.error, { code: "JOB_ERR_NODE_FAILED", message: /"boom".*nodeway\.test\.Fail.*kaput/ });
   const rec = await api(s.url, "GET", `/api/jobs/${String(r.body.job_id)}`);
-  t.match(rec.body, { status: "failed", attempt: 1, agent_id: s.agents[0]!.id }, "job record has status, attempt and agent");
+  t.match(
+    rec.body,
+    { status: "failed", attempt: 1, agent_id: s.agents[0]!.id },
+    "job record has status, attempt and agent",
+  );
 });
 
 t.test("foundation - health, metrics, node metadata and job listing", async (t) => {
@@ -189,7 +269,10 @@ t.test("foundation - health, metrics, node metadata and job listing", async (t) 
   const meta = await api(s.url, "GET", "/api/nodes/metadata");
   const list = meta.body as unknown as Msg[];
   t.ok(list.length > 50, `lists node types (${list.length})`);
-  t.match(list.find((m) => m.node_type === "nodeway.test.Tokens"), { properties: [{ name: "count" }, { name: "rate" }], outputs: Array, is_streaming: true });
+  t.match(
+    list.find((m) => m.node_type === "nodeway.test.Tokens"),
+    { properties: [{ name: "count" }, { name: "rate" }], outputs: Array, is_streaming: true },
+  );
   const jobs = await api(s.url, "GET", "/api/jobs?workflow_id=text&limit=10");
   t.equal((jobs.body.jobs as Msg[])[0]!.id, done.body.job_id, "newest job first");
   const m = await fetch(`${s.url}/metrics`).then((r) => r.text());
@@ -213,7 +296,10 @@ t.test("foundation - workflows CRUD, and cycles refused on save naming the nodes
   t.equal(updated.body.name, "renamed");
   t.equal(updated.body.created_at, created.body.created_at, "created_at kept on update");
   const list = await api(s.url, "GET", "/api/workflows");
-  t.ok((list.body.workflows as Msg[]).some((w) => w.id === id), "listed");
+  t.ok(
+    (list.body.workflows as Msg[]).some((w) => w.id === id),
+    "listed",
+  );
   t.equal((await api(s.url, "DELETE", `/api/workflows/${id}`)).status, 200);
   t.equal((await api(s.url, "GET", `/api/workflows/${id}`)).status, 404, "gone after delete");
   const cycle = await api(s.url, "PUT", "/api/workflows/loop", {
@@ -231,20 +317,38 @@ t.test("foundation - workflows CRUD, and cycles refused on save naming the nodes
   t.equal(cycle.status, 400);
   t.match(cycle.body, { code: "GRAPH_ERR_CYCLE", message: /"a".*"b"|"b".*"a"/ });
   const badHandle = await api(s.url, "PUT", "/api/workflows/h", {
-    graph: { nodes: [{ id: "c", type: "nodetool.constant.String", data: {} }, { id: "u", type: "nodetool.text.ToUppercase", data: {} }], edges: [{ id: "x", source: "c", sourceHandle: "output", target: "u", targetHandle: "nonsense" }] },
+    graph: {
+      nodes: [
+        { id: "c", type: "nodetool.constant.String", data: {} },
+        { id: "u", type: "nodetool.text.ToUppercase", data: {} },
+      ],
+      edges: [{ id: "x", source: "c", sourceHandle: "output", target: "u", targetHandle: "nonsense" }],
+    },
   });
-  t.match(badHandle.body, { code: "GRAPH_ERR_DANGLING_EDGE", message: /unknown input "nonsense"/ }, "edge into an undeclared handle of a non-dynamic node");
+  t.match(
+    badHandle.body,
+    { code: "GRAPH_ERR_DANGLING_EDGE", message: /unknown input "nonsense"/ },
+    "edge into an undeclared handle of a non-dynamic node",
+  );
 });
 
 t.test("foundation - SIGTERM drains an agent: its running job finishes before it exits", async (t) => {
   const s = await startStack(t, { agents: 1 });
-  await api(s.url, "PUT", "/api/workflows/slow", { graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 1 } }], edges: [] } });
+  await api(s.url, "PUT", "/api/workflows/slow", {
+    graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 1 } }], edges: [] },
+  });
   const job = String((await api(s.url, "POST", "/api/workflows/slow/run", {})).body.job_id);
-  await check(async () => (await api(s.url, "GET", `/api/jobs/${job}`)).body.status === "running", 10_000, { name: "running" });
+  await check(async () => (await api(s.url, "GET", `/api/jobs/${job}`)).body.status === "running", 10_000, {
+    name: "running",
+  });
   const agent = s.agents[0]!;
   const code = await agent.kill("SIGTERM");
   t.equal(code, 0, "agent exited cleanly");
-  t.equal((await api(s.url, "GET", `/api/jobs/${job}`)).body.status, "completed", "the running job completed before exit");
+  t.equal(
+    (await api(s.url, "GET", `/api/jobs/${job}`)).body.status,
+    "completed",
+    "the running job completed before exit",
+  );
 });
 
 t.test("foundation - /ws answers ping and get_status, and job listing pages with a cursor", async (t) => {
@@ -265,9 +369,17 @@ t.test("foundation - /ws answers ping and get_status, and job listing pages with
   const st = await ws.request("get_status", { job_id: ids[0]! });
   t.match(st.result, { job_id: ids[0], status: "completed", attempt: 1, agent_id: s.agents[0]!.id });
   const page1 = await api(s.url, "GET", "/api/jobs?workflow_id=text&limit=2");
-  t.same((page1.body.jobs as Msg[]).map((j) => j.id), [ids[2], ids[1]], "newest first, two per page");
+  t.same(
+    (page1.body.jobs as Msg[]).map((j) => j.id),
+    [ids[2], ids[1]],
+    "newest first, two per page",
+  );
   const page2 = await api(s.url, "GET", `/api/jobs?workflow_id=text&limit=2&cursor=${String(page1.body.next)}`);
-  t.same((page2.body.jobs as Msg[]).map((j) => j.id), [ids[0]], "the cursor continues where the page ended");
+  t.same(
+    (page2.body.jobs as Msg[]).map((j) => j.id),
+    [ids[0]],
+    "the cursor continues where the page ended",
+  );
   t.equal(page2.body.next, null, "no page after the last");
   const failedOnly = await api(s.url, "GET", "/api/jobs?status=failed");
   t.same(failedOnly.body.jobs, [], "status filter");

@@ -9,88 +9,155 @@ import { NatsServer } from "../helpers/nats-server.js";
 
 function processesUnder(home: string): string[] {
   try {
-    return execFileSync("pgrep", ["-af", home]).toString().split("\n").filter((l) => l.trim() && !l.includes("pgrep"));
+    return execFileSync("pgrep", ["-af", home])
+      .toString()
+      .split("\n")
+      .filter((l) => l.trim() && !l.includes("pgrep"));
   } catch {
     return []; // pgrep exits 1 when nothing matches
   }
 }
 
-t.test("up - starts nats-server, gateway and agent, runs the examples through nodeway run, and stops cleanly", async (t) => {
-  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
-  t.teardown(() => rmSync(home, { recursive: true, force: true }));
-  const up = runNodeway(["up", "--port", "0", "--test-nodes"], { NODEWAY_HOME: home });
-  t.teardown(() => up.kill("SIGKILL"));
-  const url = await check(() => /nodeway is up: (\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up" });
-  const health = await fetch(`${url}/health`).then((r) => r.json() as Promise<Record<string, unknown>>);
-  t.match(health, { status: "ok", agents: 1 }, "/health is ok with one agent");
-  const wfs = await fetch(`${url}/api/workflows`).then((r) => r.json() as Promise<{ workflows: { id: string }[] }>);
-  t.ok(wfs.workflows.some((w) => w.id === "hello-world"), "the sample workflows are loaded");
+t.test(
+  "up - starts nats-server, gateway and agent, runs the examples through nodeway run, and stops cleanly",
+  async (t) => {
+    const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+    t.teardown(() => rmSync(home, { recursive: true, force: true }));
+    const up = runNodeway(["up", "--port", "0", "--test-nodes"], { NODEWAY_HOME: home });
+    t.teardown(() => up.kill("SIGKILL"));
+    const url = await check(
+      () =>
+        /nodeway is up: (\S+)/.exec(up.stdout())?.[1] ??
+        (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null),
+      30_000,
+      { name: "up" },
+    );
+    const health = await fetch(`${url}/health`).then((r) => r.json() as Promise<Record<string, unknown>>);
+    t.match(health, { status: "ok", agents: 1 }, "/health is ok with one agent");
+    const wfs = await fetch(`${url}/api/workflows`).then((r) => r.json() as Promise<{ workflows: { id: string }[] }>);
+    t.ok(
+      wfs.workflows.some((w) => w.id === "hello-world"),
+      "the sample workflows are loaded",
+    );
 
-  const hello = runNodeway(["run", join(ROOT, "examples", "hello-world.json"), "--param", "name=Tester", "--gateway", url]);
-  t.equal(await hello.exited, 0, "hello-world exits 0");
-  t.match(hello.stdout(), /"greeting": \[\s*"Hello, Tester!"/, "prints the outputs");
-  t.match(hello.stderr(), /completed/, "shows progress");
+    const hello = runNodeway([
+      "run",
+      join(ROOT, "examples", "hello-world.json"),
+      "--param",
+      "name=Tester",
+      "--gateway",
+      url,
+    ]);
+    t.equal(await hello.exited, 0, "hello-world exits 0");
+    t.match(hello.stdout(), /"greeting": \[\s*"Hello, Tester!"/, "prints the outputs");
+    t.match(hello.stderr(), /completed/, "shows progress");
 
-  const stream = runNodeway(["run", join(ROOT, "examples", "streaming-tokens.json"), "--param", "count=5", "--gateway", url]);
-  t.equal(await stream.exited, 0, "streaming example exits 0");
-  t.match(stream.stdout(), /^tok0 tok1 tok2 tok3 tok4 /, "tokens are printed as they come");
-  t.match(stream.stdout(), /TOK0 TOK1 TOK2 TOK3 TOK4/, "and the output at the end");
+    const stream = runNodeway([
+      "run",
+      join(ROOT, "examples", "streaming-tokens.json"),
+      "--param",
+      "count=5",
+      "--gateway",
+      url,
+    ]);
+    t.equal(await stream.exited, 0, "streaming example exits 0");
+    t.match(stream.stdout(), /^tok0 tok1 tok2 tok3 tok4 /, "tokens are printed as they come");
+    t.match(stream.stdout(), /TOK0 TOK1 TOK2 TOK3 TOK4/, "and the output at the end");
 
-  const failing = join(home, "failing.json");
-  writeFileSync(failing, JSON.stringify({ nodes: [{ id: "f", type: "nodeway.test.Fail", data: { message: "nope" } }], edges: [] }));
-  const bad = runNodeway(["run", failing, "--gateway", url]);
-  t.equal(await bad.exited, 1, "a failed run exits non-zero");
-  t.match(bad.stdout(), /"status": "failed"/);
+    const failing = join(home, "failing.json");
+    writeFileSync(
+      failing,
+      JSON.stringify({ nodes: [{ id: "f", type: "nodeway.test.Fail", data: { message: "nope" } }], edges: [] }),
+    );
+    const bad = runNodeway(["run", failing, "--gateway", url]);
+    t.equal(await bad.exited, 1, "a failed run exits non-zero");
+    t.match(bad.stdout(), /"status": "failed"/);
 
-  const badParam = runNodeway(["run", join(ROOT, "examples", "hello-world.json"), "--param", "nope=1", "--gateway", url]);
-  t.equal(await badParam.exited, 1, "a rejected run exits non-zero");
-  t.match(badParam.stderr(), /unknown param "nope"/, "and says why");
+    const badParam = runNodeway([
+      "run",
+      join(ROOT, "examples", "hello-world.json"),
+      "--param",
+      "nope=1",
+      "--gateway",
+      url,
+    ]);
+    t.equal(await badParam.exited, 1, "a rejected run exits non-zero");
+    t.match(badParam.stderr(), /unknown param "nope"/, "and says why");
 
-  t.ok(processesUnder(home).length >= 1, "nats-server runs with its store in the data dir");
-  up.proc.kill("SIGINT");
-  t.equal(await up.exited, 0, "Ctrl-C exits 0");
-  await check(() => processesUnder(home).length === 0, 10_000, { name: "no stray processes" });
-  t.pass("no stray processes");
-});
+    t.ok(processesUnder(home).length >= 1, "nats-server runs with its store in the data dir");
+    up.proc.kill("SIGINT");
+    t.equal(await up.exited, 0, "Ctrl-C exits 0");
+    await check(() => processesUnder(home).length === 0, 10_000, { name: "no stray processes" });
+    t.pass("no stray processes");
+  },
+);
 
-t.test("up - the agent runs in a child process: SIGKILL to it leaves the gateway answering, and it comes back", async (t) => {
-  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
-  t.teardown(() => rmSync(home, { recursive: true, force: true }));
-  const up = runNodeway(["up", "--port", "0", "--max-jobs", "3"], { NODEWAY_HOME: home });
-  t.teardown(() => up.kill("SIGKILL"));
-  const url = await check(() => /nodeway is up: (\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up" });
-  const first = /agent (\S+) running in pid (\d+)/.exec(up.stderr());
-  t.ok(first, "up names the agent's pid");
-  const [, firstId, pidText] = first!;
-  const pid = Number(pidText);
-  t.not(pid, up.proc.pid, "the agent runs in a process other than the gateway's");
-  t.match(up.stdout(), new RegExp(`agent ${firstId}\\)`), "the up line names the agent");
-  const agents = async () => ((await fetch(`${url}/api/agents`).then((r) => r.json())) as { agents: { id: string; capabilities: { max_jobs: number } }[] }).agents;
-  const listed = await check(async () => (await agents()).find((a) => a.id === firstId), 10_000, { name: "agent listed" });
-  t.equal(listed.capabilities.max_jobs, 3, "an agent flag given to up reaches the agent child");
+t.test(
+  "up - the agent runs in a child process: SIGKILL to it leaves the gateway answering, and it comes back",
+  async (t) => {
+    const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+    t.teardown(() => rmSync(home, { recursive: true, force: true }));
+    const up = runNodeway(["up", "--port", "0", "--max-jobs", "3"], { NODEWAY_HOME: home });
+    t.teardown(() => up.kill("SIGKILL"));
+    const url = await check(
+      () =>
+        /nodeway is up: (\S+)/.exec(up.stdout())?.[1] ??
+        (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null),
+      30_000,
+      { name: "up" },
+    );
+    const first = /agent (\S+) running in pid (\d+)/.exec(up.stderr());
+    t.ok(first, "up names the agent's pid");
+    const [, firstId, pidText] = first!;
+    const pid = Number(pidText);
+    t.not(pid, up.proc.pid, "the agent runs in a process other than the gateway's");
+    t.match(up.stdout(), new RegExp(`agent ${firstId}\\)`), "the up line names the agent");
+    const agents = async () =>
+      (
+        (await fetch(`${url}/api/agents`).then((r) => r.json())) as {
+          agents: { id: string; capabilities: { max_jobs: number } }[];
+        }
+      ).agents;
+    const listed = await check(async () => (await agents()).find((a) => a.id === firstId), 10_000, {
+      name: "agent listed",
+    });
+    t.equal(listed.capabilities.max_jobs, 3, "an agent flag given to up reaches the agent child");
 
-  process.kill(pid, "SIGKILL");
-  const again = await check(() => {
-    const ids = [...up.stderr().matchAll(/agent (\S+) running in pid (\d+)/g)];
-    return ids.length >= 2 ? ids.at(-1)! : null;
-  }, 20_000, { name: "agent restarted" });
-  t.match(up.stderr(), /the agent \(pid \d+\) exited \(signal SIGKILL\); restarting it/, "up says the agent died and is restarted");
-  t.not(again[2], String(pid), "a new agent process");
-  t.equal(up.proc.exitCode, null, "up (the gateway) still runs");
-  const health = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) });
-  t.equal(health.status, 200, "/health answers");
-  await check(async () => (await agents()).some((a) => a.id === again[1]), 10_000, { name: "new agent listed" });
-  const run = await fetch(`${url}/api/workflows/hello-world/run?wait=true`, {
-    method: "POST",
-    body: JSON.stringify({ params: { name: "Back" } }),
-    headers: { "content-type": "application/json" },
-  });
-  t.match(await run.json(), { status: "completed", outputs: { greeting: ["Hello, Back!"] } }, "the restarted agent runs a job");
+    process.kill(pid, "SIGKILL");
+    const again = await check(
+      () => {
+        const ids = [...up.stderr().matchAll(/agent (\S+) running in pid (\d+)/g)];
+        return ids.length >= 2 ? ids.at(-1)! : null;
+      },
+      20_000,
+      { name: "agent restarted" },
+    );
+    t.match(
+      up.stderr(),
+      /the agent \(pid \d+\) exited \(signal SIGKILL\); restarting it/,
+      "up says the agent died and is restarted",
+    );
+    t.not(again[2], String(pid), "a new agent process");
+    t.equal(up.proc.exitCode, null, "up (the gateway) still runs");
+    const health = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) });
+    t.equal(health.status, 200, "/health answers");
+    await check(async () => (await agents()).some((a) => a.id === again[1]), 10_000, { name: "new agent listed" });
+    const run = await fetch(`${url}/api/workflows/hello-world/run?wait=true`, {
+      method: "POST",
+      body: JSON.stringify({ params: { name: "Back" } }),
+      headers: { "content-type": "application/json" },
+    });
+    t.match(
+      await run.json(),
+      { status: "completed", outputs: { greeting: ["Hello, Back!"] } },
+      "the restarted agent runs a job",
+    );
 
-  up.proc.kill("SIGINT");
-  t.equal(await up.exited, 0, "Ctrl-C exits 0");
-  t.throws(() => process.kill(Number(again[2]), 0), "the agent child is gone with up");
-});
+    up.proc.kill("SIGINT");
+    t.equal(await up.exited, 0, "Ctrl-C exits 0");
+    t.throws(() => process.kill(Number(again[2]), 0), "the agent child is gone with up");
+  },
+);
 
 t.test("up - a missing nats-server is a clear error naming the package", async (t) => {
   const home = mkdtempSync(join(tmpdir(), "nw-home-"));
@@ -105,13 +172,21 @@ t.test("cli - flags have NODEWAY_* env twins and unknown flags are refused", asy
   t.teardown(() => ns.stop());
   const gw = runNodeway(["gateway", "--port", "0"], { NODEWAY_NATS_URL: ns.url });
   t.teardown(() => gw.kill("SIGKILL"));
-  const url = await check(() => /gateway listening on (\S+)/.exec(gw.stdout())?.[1], 20_000, { name: "gateway via env" });
+  const url = await check(() => /gateway listening on (\S+)/.exec(gw.stdout())?.[1], 20_000, {
+    name: "gateway via env",
+  });
   const agent = runNodeway(["agent", "--name", "envtest"], { NODEWAY_NATS_URL: ns.url, NODEWAY_MAX_JOBS: "3" });
   t.teardown(() => agent.kill("SIGKILL"));
-  const listed = await check(async () => {
-    const r = (await fetch(`${url}/api/agents`).then((x) => x.json())) as { agents: { name: string; capabilities: { max_jobs: number } }[] };
-    return r.agents.find((a) => a.name === "envtest");
-  }, 20_000, { name: "agent registered" });
+  const listed = await check(
+    async () => {
+      const r = (await fetch(`${url}/api/agents`).then((x) => x.json())) as {
+        agents: { name: string; capabilities: { max_jobs: number } }[];
+      };
+      return r.agents.find((a) => a.name === "envtest");
+    },
+    20_000,
+    { name: "agent registered" },
+  );
   t.equal(listed.capabilities.max_jobs, 3, "NODEWAY_MAX_JOBS reached the agent");
   t.equal(await agent.kill("SIGTERM"), 0, "SIGTERM drains and exits 0");
   const after = (await fetch(`${url}/api/agents`).then((x) => x.json())) as { agents: unknown[] };
@@ -128,14 +203,28 @@ t.test("up - --tls puts the proxy in front with a self-signed certificate for lo
   const https = await import("node:https");
   const home = mkdtempSync(join(tmpdir(), "nw-home-"));
   t.teardown(() => rmSync(home, { recursive: true, force: true }));
-  const up = runNodeway(["up", "--port", "0", "--tls", "--https-port", "0", "--http-port", "0"], { NODEWAY_HOME: home });
+  const up = runNodeway(["up", "--port", "0", "--tls", "--https-port", "0", "--http-port", "0"], {
+    NODEWAY_HOME: home,
+  });
   t.teardown(() => up.kill("SIGKILL"));
-  const front = await check(() => /nodeway is up: (https:\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up --tls" });
+  const front = await check(
+    () =>
+      /nodeway is up: (https:\S+)/.exec(up.stdout())?.[1] ??
+      (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null),
+    30_000,
+    { name: "up --tls" },
+  );
   const res = await new Promise<{ status: number; hsts: string | undefined; body: string }>((resolve, reject) => {
     const req = https.get(`${front}/health`, { rejectUnauthorized: false }, (r) => {
       let body = "";
       r.on("data", (d: Buffer) => (body += d.toString()));
-      r.on("end", () => resolve({ status: r.statusCode ?? 0, hsts: r.headers["strict-transport-security"] as string | undefined, body }));
+      r.on("end", () =>
+        resolve({
+          status: r.statusCode ?? 0,
+          hsts: r.headers["strict-transport-security"] as string | undefined,
+          body,
+        }),
+      );
     });
     req.on("error", reject);
   });
@@ -146,45 +235,74 @@ t.test("up - --tls puts the proxy in front with a self-signed certificate for lo
   t.equal(await up.exited, 0, "stops cleanly");
 });
 
-t.test("up - --tls with an API token file: the examples are seeded, a browser-style WSS token runs a job, the proxy log redacts it", async (t) => {
-  const { default: WebSocket } = await import("ws");
-  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
-  t.teardown(() => rmSync(home, { recursive: true, force: true }));
-  const token = "e2e-token-0123456789abcdefghij";
-  writeFileSync(join(home, "tokens"), `${token}\n`, { mode: 0o600 });
-  const up = runNodeway(["up", "--port", "0", "--tls", "--https-port", "0", "--http-port", "0", "--api-tokens-file", join(home, "tokens")], { NODEWAY_HOME: home });
-  t.teardown(() => up.kill("SIGKILL"));
-  const front = await check(() => /nodeway is up: (https:\S+)/.exec(up.stdout())?.[1] ?? (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null), 30_000, { name: "up --tls" });
-  t.match(up.stdout(), /API tokens are on/, "the hint says a token is needed");
-  const wss = front.replace(/^https/, "wss") + "/ws";
+t.test(
+  "up - --tls with an API token file: the examples are seeded, a browser-style WSS token runs a job, the proxy log redacts it",
+  async (t) => {
+    const { default: WebSocket } = await import("ws");
+    const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+    t.teardown(() => rmSync(home, { recursive: true, force: true }));
+    const token = "e2e-token-0123456789abcdefghij";
+    writeFileSync(join(home, "tokens"), `${token}\n`, { mode: 0o600 });
+    const up = runNodeway(
+      [
+        "up",
+        "--port",
+        "0",
+        "--tls",
+        "--https-port",
+        "0",
+        "--http-port",
+        "0",
+        "--api-tokens-file",
+        join(home, "tokens"),
+      ],
+      { NODEWAY_HOME: home },
+    );
+    t.teardown(() => up.kill("SIGKILL"));
+    const front = await check(
+      () =>
+        /nodeway is up: (https:\S+)/.exec(up.stdout())?.[1] ??
+        (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null),
+      30_000,
+      { name: "up --tls" },
+    );
+    t.match(up.stdout(), /API tokens are on/, "the hint says a token is needed");
+    const wss = front.replace(/^https/, "wss") + "/ws";
 
-  const refused = await new Promise<number>((resolve, reject) => {
-    const ws = new WebSocket(wss, ["nodeway.json"], { rejectUnauthorized: false });
-    ws.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
-    ws.once("open", () => reject(new Error("opened without a token")));
-    ws.once("error", reject);
-  });
-  t.equal(refused, 401, "through the proxy, no token: 401 before the upgrade");
+    const refused = await new Promise<number>((resolve, reject) => {
+      const ws = new WebSocket(wss, ["nodeway.json"], { rejectUnauthorized: false });
+      ws.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+      ws.once("open", () => reject(new Error("opened without a token")));
+      ws.once("error", reject);
+    });
+    t.equal(refused, 401, "through the proxy, no token: 401 before the upgrade");
 
-  const ws = new WebSocket(wss, ["nodeway.json", `bearer.${token}`], { rejectUnauthorized: false });
-  t.teardown(() => ws.terminate());
-  await new Promise<void>((resolve, reject) => {
-    ws.once("open", () => resolve());
-    ws.once("error", reject);
-  });
-  t.equal(ws.protocol, "nodeway.json", "the proxy and gateway answer nodeway.json, not the token");
-  const msgs: Record<string, unknown>[] = [];
-  ws.on("message", (d) => msgs.push(JSON.parse(d.toString()) as Record<string, unknown>));
-  ws.send(JSON.stringify({ command: "run_job", data: { workflow_id: "hello-world", params: { name: "Ada" } } }));
-  const done = await check(() => msgs.find((m) => m.type === "job_update" && ["completed", "failed"].includes(String(m.status))), 30_000, { name: "seeded example ran" });
-  t.equal(done.status, "completed", "the example seeded with the token runs over the token-authenticated socket");
+    const ws = new WebSocket(wss, ["nodeway.json", `bearer.${token}`], { rejectUnauthorized: false });
+    t.teardown(() => ws.terminate());
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+    });
+    t.equal(ws.protocol, "nodeway.json", "the proxy and gateway answer nodeway.json, not the token");
+    const msgs: Record<string, unknown>[] = [];
+    ws.on("message", (d) => msgs.push(JSON.parse(d.toString()) as Record<string, unknown>));
+    ws.send(JSON.stringify({ command: "run_job", data: { workflow_id: "hello-world", params: { name: "Ada" } } }));
+    const done = await check(
+      () => msgs.find((m) => m.type === "job_update" && ["completed", "failed"].includes(String(m.status))),
+      30_000,
+      { name: "seeded example ran" },
+    );
+    t.equal(done.status, "completed", "the example seeded with the token runs over the token-authenticated socket");
 
-  ws.close();
-  await check(() => (/proto=\S*bearer\.\[REDACTED\]/.test(up.stdout()) ? true : null), 10_000, { name: "proxy access line for the tunnel" });
-  t.notOk((up.stdout() + up.stderr()).includes(token), "the token is in no log");
-  up.proc.kill("SIGINT");
-  t.equal(await up.exited, 0, "stops cleanly");
-});
+    ws.close();
+    await check(() => (/proto=\S*bearer\.\[REDACTED\]/.test(up.stdout()) ? true : null), 10_000, {
+      name: "proxy access line for the tunnel",
+    });
+    t.notOk((up.stdout() + up.stderr()).includes(token), "the token is in no log");
+    up.proc.kill("SIGINT");
+    t.equal(await up.exited, 0, "stops cleanly");
+  },
+);
 
 t.test("cli - an agent and a gateway started before nats-server wait for it, then work", async (t) => {
   const { freePort, NatsServer } = await import("../helpers/nats-server.js");
@@ -194,11 +312,17 @@ t.test("cli - an agent and a gateway started before nats-server wait for it, the
   t.teardown(() => gw.kill("SIGKILL"));
   const agent = runNodeway(["agent", "--nats", url, "--name", "early"]);
   t.teardown(() => agent.kill("SIGKILL"));
-  await check(() => /connecting to NATS/.test(gw.stderr()) && /connecting to NATS/.test(agent.stderr()), 10_000, { name: "both waiting" });
+  await check(() => /connecting to NATS/.test(gw.stderr()) && /connecting to NATS/.test(agent.stderr()), 10_000, {
+    name: "both waiting",
+  });
   t.equal(gw.proc.exitCode, null, "gateway still waiting");
   const ns = await NatsServer.startOn(port);
   t.teardown(() => ns.stop());
   const gwUrl = await check(() => /gateway listening on (\S+)/.exec(gw.stdout())?.[1], 30_000, { name: "gateway up" });
-  await check(async () => ((await fetch(`${gwUrl}/health`).then((r) => r.json())) as { agents: number }).agents === 1, 30_000, { name: "agent registered" });
+  await check(
+    async () => ((await fetch(`${gwUrl}/health`).then((r) => r.json())) as { agents: number }).agents === 1,
+    30_000,
+    { name: "agent registered" },
+  );
   t.pass("both connected once nats-server started");
 });

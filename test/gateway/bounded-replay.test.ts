@@ -5,7 +5,15 @@
  */
 import t from "tap";
 import { headers } from "@nats-io/transport-node";
-import { STREAM_EVENTS, encodeJson, encodeMsgpack, eventMsgId, jobKeys, newId, subjects } from "../../protocol/index.js";
+import {
+  STREAM_EVENTS,
+  encodeJson,
+  encodeMsgpack,
+  eventMsgId,
+  jobKeys,
+  newId,
+  subjects,
+} from "../../protocol/index.js";
 import { ErrorCode } from "../../protocol/errors.js";
 import { jobEventBudget } from "../../protocol/streams.js";
 import { compileGatewayConfig, startGateway } from "../../gateway/index.js";
@@ -25,7 +33,16 @@ async function publishJob(n: NatsParts, jobId: string): Promise<{ seq: number; s
   ];
   for (let i = 0; evs.length < EVENTS - 1; i++) {
     if (i === EVENTS - 60) evs.push({ type: "job_update", status: "queued", attempt: 0, queue_position: 1, ...base });
-    else evs.push({ type: "chunk", node_id: "n", content_type: "text", content: `tok${i} `, done: false, attempt: 1, ...base });
+    else
+      evs.push({
+        type: "chunk",
+        node_id: "n",
+        content_type: "text",
+        content: `tok${i} `,
+        done: false,
+        attempt: 1,
+        ...base,
+      });
   }
   evs.push({ type: "job_update", status: "completed", attempt: 1, result: {}, ...base });
   const out: { seq: number; stale: boolean }[] = [];
@@ -37,12 +54,16 @@ async function publishJob(n: NatsParts, jobId: string): Promise<{ seq: number; s
         return n.js.publish(subjects.jobEvents(jobId), encodeMsgpack(ev), { headers: h });
       }),
     );
-    acks.forEach((a, k) => out.push({ seq: a.seq, stale: i + k > 1 && evs[i + k]!.attempt === 0 }));
+    for (const [k, a] of acks.entries()) out.push({ seq: a.seq, stale: i + k > 1 && evs[i + k]!.attempt === 0 });
   }
   return out;
 }
 
-async function drain(hub: EventHub, jobId: string, after: number): Promise<{ count: number; seqs: number[]; batches: number[]; ended: boolean }> {
+async function drain(
+  hub: EventHub,
+  jobId: string,
+  after: number,
+): Promise<{ count: number; seqs: number[]; batches: number[]; ended: boolean }> {
   const r = await hub.openReplay(jobId, after);
   const seqs: number[] = [];
   const batches: number[] = [];
@@ -62,7 +83,15 @@ t.test("bounded replay - a resume reads the tail after its seq in batches, fence
   const stored = await publishJob(n, jobId);
   const admitted = stored.filter((s) => !s.stale).map((s) => s.seq);
   // No replay cache (cacheBytes 0): every replay reads JetStream.
-  const hub = new EventHub(n.js, n.jsm, () => undefined, () => undefined, 0, Number.POSITIVE_INFINITY, BATCH);
+  const hub = new EventHub(
+    n.js,
+    n.jsm,
+    () => undefined,
+    () => undefined,
+    0,
+    Number.POSITIVE_INFINITY,
+    BATCH,
+  );
 
   const after = admitted[admitted.length - 250]!;
   const tail = admitted.filter((s) => s > after);
@@ -86,7 +115,11 @@ t.test("bounded replay - a resume reads the tail after its seq in batches, fence
   t.same([atEnd.count, atEnd.seqs, atEnd.ended], [0, [], true], "resumed at the terminal event: nothing, ended");
   const small = await drain(hub, jobId, admitted.at(-5)!);
   t.same(small.seqs, admitted.slice(-4), "a short tail in one batch");
-  t.same((await hub.replay(jobId, after)).events.map((d) => d.seq), tail, "the whole-array replay agrees");
+  t.same(
+    (await hub.replay(jobId, after)).events.map((d) => d.seq),
+    tail,
+    "the whole-array replay agrees",
+  );
 });
 
 t.test("bounded replay - GET /api/jobs/:id/events?after=N over a real gateway streams exactly the tail", async (t) => {
@@ -97,7 +130,23 @@ t.test("bounded replay - GET /api/jobs/:id/events?after=N over a real gateway st
   const n = await connectNats(compileGatewayConfig({ natsUrl: ns.url }), () => undefined);
   t.teardown(() => n.nc.close());
   const jobId = newId();
-  const rec = { v: 1, id: jobId, workflow_id: "wf", status: "completed", pool: "cpu", attempt: 1, agent_id: null, params: {}, created_at: new Date().toISOString(), started_at: null, finished_at: null, timeout_s: null, error: null, outputs: {}, idempotency_key: null };
+  const rec = {
+    v: 1,
+    id: jobId,
+    workflow_id: "wf",
+    status: "completed",
+    pool: "cpu",
+    attempt: 1,
+    agent_id: null,
+    params: {},
+    created_at: new Date().toISOString(),
+    started_at: null,
+    finished_at: null,
+    timeout_s: null,
+    error: null,
+    outputs: {},
+    idempotency_key: null,
+  };
   await n.jobsKv.put(jobKeys.record(jobId), encodeJson(rec));
   const stored = await publishJob(n, jobId);
   const admitted = stored.filter((s) => !s.stale).map((s) => s.seq);
@@ -105,8 +154,16 @@ t.test("bounded replay - GET /api/jobs/:id/events?after=N over a real gateway st
     const after = admitted[admitted.length - back]!;
     const res = await fetch(`${gw.url}/api/jobs/${jobId}/events?after=${after}`);
     t.equal(res.status, 200);
-    const lines = (await res.text()).trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as { seq?: number });
-    t.same(lines.map((l) => l.seq), admitted.filter((s) => s > after), `after the ${back}th-last event: exactly the rest`);
+    const lines = (await res.text())
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { seq?: number });
+    t.same(
+      lines.map((l) => l.seq),
+      admitted.filter((s) => s > after),
+      `after the ${back}th-last event: exactly the rest`,
+    );
   }
 });
 
@@ -116,12 +173,31 @@ t.test("bounded replay - NW_EVENTS gets the byte and per-job caps, updated on an
   const a = await connectNats(compileGatewayConfig({ natsUrl: ns.url }), () => undefined);
   t.teardown(() => a.nc.close());
   let cfg = (await a.jsm.streams.info(STREAM_EVENTS)).config;
-  t.same([cfg.max_bytes, cfg.max_msgs_per_subject], [4 * 1024 ** 3, 100_000], "defaults: 4 GiB, 100,000 events per job");
-  const b = await connectNats(compileGatewayConfig({ natsUrl: ns.url, eventsMaxBytes: 64 * 1024 * 1024, eventsMaxPerJob: 500 }), () => undefined);
+  t.same(
+    [cfg.max_bytes, cfg.max_msgs_per_subject],
+    [4 * 1024 ** 3, 100_000],
+    "defaults: 4 GiB, 100,000 events per job",
+  );
+  const b = await connectNats(
+    compileGatewayConfig({ natsUrl: ns.url, eventsMaxBytes: 64 * 1024 * 1024, eventsMaxPerJob: 500 }),
+    () => undefined,
+  );
   t.teardown(() => b.nc.close());
   cfg = (await b.jsm.streams.info(STREAM_EVENTS)).config;
-  t.same([cfg.max_bytes, cfg.max_msgs_per_subject], [64 * 1024 * 1024, 500], "a gateway with other caps updates the stream");
-  t.throws(() => compileGatewayConfig({ natsUrl: ns.url, eventsMaxPerJob: 0 }), /eventsMaxPerJob/, "a bad cap stops start-up, named");
-  t.equal(jobEventBudget(500), 500 - 256, "an agent's budget leaves room for the gateway's updates and the terminal one");
+  t.same(
+    [cfg.max_bytes, cfg.max_msgs_per_subject],
+    [64 * 1024 * 1024, 500],
+    "a gateway with other caps updates the stream",
+  );
+  t.throws(
+    () => compileGatewayConfig({ natsUrl: ns.url, eventsMaxPerJob: 0 }),
+    /eventsMaxPerJob/,
+    "a bad cap stops start-up, named",
+  );
+  t.equal(
+    jobEventBudget(500),
+    500 - 256,
+    "an agent's budget leaves room for the gateway's updates and the terminal one",
+  );
   t.equal(ErrorCode.JOB_ERR_TOO_MANY_EVENTS, "JOB_ERR_TOO_MANY_EVENTS");
 });

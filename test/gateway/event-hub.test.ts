@@ -13,7 +13,15 @@ const base = { job_id: jobId, workflow_id: "wf", ts: 1 };
 const events = [
   { type: "job_update", status: "queued", attempt: 0, pool: "cpu", ...base },
   { type: "job_update", status: "running", attempt: 1, ...base },
-  ...Array.from({ length: 5 }, (_, i) => ({ type: "chunk", node_id: "n", content_type: "text", content: `tok${i} `, done: false, attempt: 1, ...base })),
+  ...Array.from({ length: 5 }, (_, i) => ({
+    type: "chunk",
+    node_id: "n",
+    content_type: "text",
+    content: `tok${i} `,
+    done: false,
+    attempt: 1,
+    ...base,
+  })),
   { type: "job_update", status: "completed", attempt: 1, result: { out: ["x"] }, ...base },
 ];
 
@@ -21,7 +29,12 @@ const events = [
 function hubWith(onEvent: (d: Delivery) => void): { hub: EventHub; feed: () => void; logs: string[] } {
   const logs: string[] = [];
   const unused = {} as JetStreamClient & JetStreamManager;
-  const hub = new EventHub(unused, unused, (_job, d) => onEvent(d), (l) => logs.push(l));
+  const hub = new EventHub(
+    unused,
+    unused,
+    (_job, d) => onEvent(d),
+    (l) => logs.push(l),
+  );
   const feed = () => {
     events.forEach((ev, i) => {
       const m = { seq: i + 1, subject: subjects.jobEvents(jobId), data: encodeMsgpack(ev) };
@@ -42,13 +55,20 @@ t.test("event hub - a replay from memory gives the live bytes, msgpack and JSON,
   r.events.forEach((d, i) => {
     t.same(Buffer.from(d.msgpack()), live[i]!.m, `event ${i + 1}: same MessagePack bytes`);
     t.equal(d.json(), live[i]!.j, `event ${i + 1}: same JSON`);
-    t.same(decodeMsgpack(d.msgpack()), { ...events[i], seq: i + 1 }, `event ${i + 1}: the agent's event with seq ${i + 1}`);
+    t.same(
+      decodeMsgpack(d.msgpack()),
+      { ...events[i], seq: i + 1 },
+      `event ${i + 1}: the agent's event with seq ${i + 1}`,
+    );
   });
   t.equal(live[2]!.j, encodeJson({ ...events[2], seq: 3 }), "JSON as the encoder writes it");
   t.ok(r.events.at(-1)!.terminal, "the terminal flag survives the cache");
   // Replaying to JSON clients must not grow what the cache holds (it counted the bytes only).
   const held = r.events.map((d) => d as unknown as { e: unknown; j: unknown });
-  t.ok(held.every((d) => d.e === null && d.j === null), "the cached entries still hold only their bytes after JSON replays");
+  t.ok(
+    held.every((d) => d.e === null && d.j === null),
+    "the cached entries still hold only their bytes after JSON replays",
+  );
 });
 
 t.test("event hub - an event whose listener threw is still cached: the replay has no gap", async (t) => {
@@ -57,52 +77,91 @@ t.test("event hub - an event whose listener threw is still cached: the replay ha
     if (++n === 4) throw new Error("listener bug");
   });
   feed();
-  t.ok(logs.some((l) => /seq 4 broke a listener/.test(l)), "the failure is logged with its seq");
+  t.ok(
+    logs.some((l) => /seq 4 broke a listener/.test(l)),
+    "the failure is logged with its seq",
+  );
   const r = await hub.replay(jobId, 0);
-  t.same(r.events.map((d) => d.seq), events.map((_, i) => i + 1), "every seq, the broken one included");
+  t.same(
+    r.events.map((d) => d.seq),
+    events.map((_, i) => i + 1),
+    "every seq, the broken one included",
+  );
   t.equal(hub.lastSeq, events.length, "the hub went on past it");
 });
 
-t.test("event hub - a binary-only fan-out never decodes a token event; JSON and listeners decode it on first use", async (t) => {
-  const seen: { decodedBefore: boolean; m: Buffer; ev: unknown; j: string; decodedAfter: boolean; type: string }[] = [];
-  const { feed } = hubWith((d) => {
-    const held = d as unknown as { e: unknown };
-    const decodedBefore = held.e !== null;
-    const m = Buffer.from(d.msgpack());
-    seen.push({ decodedBefore, m, ev: d.ev, j: d.json(), decodedAfter: held.e !== null, type: d.type });
-  });
-  feed();
-  const tokens = seen.filter((s) => s.type === "chunk");
-  t.equal(tokens.length, 5);
-  t.ok(tokens.every((s) => !s.decodedBefore), "token events reach the fan-out undecoded");
-  tokens.forEach((s, k) => {
-    const i = seen.indexOf(s);
-    t.same(s.m, Buffer.from(encodeMsgpack({ ...events[i], seq: i + 1 })), `token ${k}: the bytes re-encoding would give, seq appended`);
-    t.same(s.ev, { ...events[i], seq: i + 1 }, `token ${k}: decoded on demand, with seq`);
-    t.equal(s.j, encodeJson({ ...events[i], seq: i + 1 }), `token ${k}: JSON`);
-    t.ok(s.decodedAfter, `token ${k}: kept decoded while live`);
-  });
-  t.ok(seen.at(-1)!.decodedBefore, "the completed update, not a flat map, came decoded whole");
-});
+t.test(
+  "event hub - a binary-only fan-out never decodes a token event; JSON and listeners decode it on first use",
+  async (t) => {
+    const seen: { decodedBefore: boolean; m: Buffer; ev: unknown; j: string; decodedAfter: boolean; type: string }[] =
+      [];
+    const { feed } = hubWith((d) => {
+      const held = d as unknown as { e: unknown };
+      const decodedBefore = held.e !== null;
+      const m = Buffer.from(d.msgpack());
+      seen.push({ decodedBefore, m, ev: d.ev, j: d.json(), decodedAfter: held.e !== null, type: d.type });
+    });
+    feed();
+    const tokens = seen.filter((s) => s.type === "chunk");
+    t.equal(tokens.length, 5);
+    t.ok(
+      tokens.every((s) => !s.decodedBefore),
+      "token events reach the fan-out undecoded",
+    );
+    tokens.forEach((s, k) => {
+      const i = seen.indexOf(s);
+      t.same(
+        s.m,
+        Buffer.from(encodeMsgpack({ ...events[i], seq: i + 1 })),
+        `token ${k}: the bytes re-encoding would give, seq appended`,
+      );
+      t.same(s.ev, { ...events[i], seq: i + 1 }, `token ${k}: decoded on demand, with seq`);
+      t.equal(s.j, encodeJson({ ...events[i], seq: i + 1 }), `token ${k}: JSON`);
+      t.ok(s.decodedAfter, `token ${k}: kept decoded while live`);
+    });
+    t.ok(seen.at(-1)!.decodedBefore, "the completed update, not a flat map, came decoded whole");
+  },
+);
 
 t.test("event hub - an event that arrives with a seq of its own is given ours, in both encodings", async (t) => {
   const got: Delivery[] = [];
   const logs: string[] = [];
   const unused = {} as JetStreamClient & JetStreamManager;
-  const hub = new EventHub(unused, unused, (_job, d) => got.push(d), (l) => logs.push(l));
-  const ev = { type: "chunk", node_id: "n", content_type: "text", content: "x", done: false, attempt: 1, ...base, seq: 999 };
-  (hub as unknown as { handleSafely(m: unknown): void }).handleSafely({ seq: 5, subject: subjects.jobEvents(jobId), data: encodeMsgpack(ev) });
+  const hub = new EventHub(
+    unused,
+    unused,
+    (_job, d) => got.push(d),
+    (l) => logs.push(l),
+  );
+  const ev = {
+    type: "chunk",
+    node_id: "n",
+    content_type: "text",
+    content: "x",
+    done: false,
+    attempt: 1,
+    ...base,
+    seq: 999,
+  };
+  (hub as unknown as { handleSafely(m: unknown): void }).handleSafely({
+    seq: 5,
+    subject: subjects.jobEvents(jobId),
+    data: encodeMsgpack(ev),
+  });
   t.equal(got.length, 1);
   t.same(decodeMsgpack(got[0]!.msgpack()), { ...ev, seq: 5 }, "MessagePack carries the stream's seq");
   t.same(JSON.parse(got[0]!.json()), { ...ev, seq: 5 }, "so does JSON");
 });
 
-t.test("event hub - the cache counts every byte its logs took, and gives them all back when a job leaves it", async (t) => {
-  const { hub, feed } = hubWith(() => undefined);
-  feed();
-  const log = (hub as unknown as { views: Map<string, { log: { bytes: number } | null }> }).views.get(jobId)!.log!;
-  t.ok(hub.cachedBytes > 0, `the job is cached (${hub.cachedBytes} B)`);
-  t.equal(hub.cachedBytes, log.bytes, "what the hub counts is what the log allocated, chunks included");
-  (hub as unknown as { forget(id: string): void }).forget(jobId);
-  t.equal(hub.cachedBytes, 0, "forgetting the job returns all of it");
-});
+t.test(
+  "event hub - the cache counts every byte its logs took, and gives them all back when a job leaves it",
+  async (t) => {
+    const { hub, feed } = hubWith(() => undefined);
+    feed();
+    const log = (hub as unknown as { views: Map<string, { log: { bytes: number } | null }> }).views.get(jobId)!.log!;
+    t.ok(hub.cachedBytes > 0, `the job is cached (${hub.cachedBytes} B)`);
+    t.equal(hub.cachedBytes, log.bytes, "what the hub counts is what the log allocated, chunks included");
+    (hub as unknown as { forget(id: string): void }).forget(jobId);
+    t.equal(hub.cachedBytes, 0, "forgetting the job returns all of it");
+  },
+);

@@ -11,15 +11,24 @@ import { api, WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 
 /** A raw request whose path and headers go out exactly as given (fetch would normalise both). */
-function raw(base: string, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<{ status: number; text: string; headers: Record<string, unknown> }> {
+function raw(
+  base: string,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<{ status: number; text: string; headers: Record<string, unknown> }> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = request({ host: u.hostname, port: u.port, method, path, headers, setHost: !("host" in headers) }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => (text += c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
-    });
+    const req = request(
+      { host: u.hostname, port: u.port, method, path, headers, setHost: !("host" in headers) },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (text += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
+      },
+    );
     req.on("error", reject);
     req.end(body);
   });
@@ -73,16 +82,38 @@ t.test("guard - the gateway's edge refuses hostile input with stable codes and k
     const evil = await raw(s.url, "POST", "/api/jobs/abc/cancel", { origin: "https://evil.example" });
     t.equal(evil.status, 403, "a foreign Origin may not act");
     t.match(JSON.parse(evil.text), { code: "GW_ERR_FORBIDDEN" });
-    const local = await raw(s.url, "POST", "/api/workflows/hello/run", { origin: "http://localhost:3000", "content-type": "application/json" }, "{}");
+    const local = await raw(
+      s.url,
+      "POST",
+      "/api/workflows/hello/run",
+      { origin: "http://localhost:3000", "content-type": "application/json" },
+      "{}",
+    );
     t.equal(local.status, 202, "a loopback origin may");
     const rebound = await raw(s.url, "GET", "/api/workflows", { host: "evil.example" });
     t.equal(rebound.status, 421, "a name this gateway does not answer for is refused");
     const rebound404 = await raw(s.url, "GET", "/nothing/here", { host: "evil.example:8000" });
     t.equal(rebound404.status, 421, "also on paths with no route");
-    t.equal((await raw(s.url, "GET", "/api/workflows", { host: "10.1.2.3:8000" })).status, 421, "another address is refused");
-    t.equal((await raw(s.url, "GET", "/api/workflows", { host: "[::ffff:1.2.3.4]" })).status, 421, "an IPv6 form of one too");
-    t.equal((await raw(s.url, "GET", "/api/workflows", { host: "app.localhost" })).status, 200, "a *.localhost name is answered");
-    t.equal((await raw(s.url, "OPTIONS", "/api/workflows", { origin: "https://evil.example" })).status, 403, "no CORS unless configured");
+    t.equal(
+      (await raw(s.url, "GET", "/api/workflows", { host: "10.1.2.3:8000" })).status,
+      421,
+      "another address is refused",
+    );
+    t.equal(
+      (await raw(s.url, "GET", "/api/workflows", { host: "[::ffff:1.2.3.4]" })).status,
+      421,
+      "an IPv6 form of one too",
+    );
+    t.equal(
+      (await raw(s.url, "GET", "/api/workflows", { host: "app.localhost" })).status,
+      200,
+      "a *.localhost name is answered",
+    );
+    t.equal(
+      (await raw(s.url, "OPTIONS", "/api/workflows", { origin: "https://evil.example" })).status,
+      403,
+      "no CORS unless configured",
+    );
   });
 
   t.test("bodies are checked against their schema: wrong types are 400 with the field named", async (t) => {
@@ -116,7 +147,11 @@ t.test("guard - the gateway's edge refuses hostile input with stable codes and k
   t.test("/openapi.json describes the routes with the schemas the gateway enforces", async (t) => {
     const r = await fetch(`${s.url}/openapi.json`);
     t.equal(r.status, 200);
-    const doc = (await r.json()) as { openapi: string; paths: Record<string, unknown>; components: { schemas: Record<string, unknown> } };
+    const doc = (await r.json()) as {
+      openapi: string;
+      paths: Record<string, unknown>;
+      components: { schemas: Record<string, unknown> };
+    };
     t.equal(doc.openapi, "3.1.0");
     t.ok(doc.paths["/api/workflows/{id}/run"], "the run route is there");
     t.match(doc.components.schemas.RunOptions, { type: "object", properties: { timeout_s: {} } });
@@ -171,7 +206,10 @@ t.test("guard - the gateway's edge refuses hostile input with stable codes and k
     }
     // Sent at once: the limit holds for commands in flight, not only for those already answered.
     for (const job_id of ids) c.send({ command: "reconnect_job", data: { job_id, last_seq: 0 } });
-    const limited = () => c.messages.filter((m) => m.type === "rpc_response" && (m.error as { code?: string } | undefined)?.code === "GW_ERR_LIMIT");
+    const limited = () =>
+      c.messages.filter(
+        (m) => m.type === "rpc_response" && (m.error as { code?: string } | undefined)?.code === "GW_ERR_LIMIT",
+      );
     const resumed = () => c.messages.filter((m) => m.type === "job_resumed");
     await check(() => limited().length + resumed().length === 5, 10_000, { name: "5 answers" });
     t.equal(limited().length, 2, "2 of 5 refused");

@@ -27,12 +27,16 @@ t.test("health - HEAD and GET /health agree, with NATS up and with NATS stopped"
   t.equal(Number(head.length), Buffer.byteLength(get.body), "HEAD reports the GET's length");
 
   await ns.kill9();
-  await check(async () => ((await probe(gw.url, "GET")).status === 503 ? true : null), 15_000, { name: "GET answers 503 once NATS is gone" });
+  await check(async () => ((await probe(gw.url, "GET")).status === 503 ? true : null), 15_000, {
+    name: "GET answers 503 once NATS is gone",
+  });
   const away = await probe(gw.url, "HEAD");
   t.equal(away.status, 503, "HEAD answers 503 too while NATS is away");
   t.equal(away.body, "");
 
   await ns.restart();
-  await check(async () => ((await probe(gw.url, "GET")).status === 200 ? true : null), 30_000, { name: "GET healthy again" });
+  await check(async () => ((await probe(gw.url, "GET")).status === 200 ? true : null), 30_000, {
+    name: "GET healthy again",
+  });
   t.equal((await probe(gw.url, "HEAD")).status, 200, "and HEAD with it");
 });

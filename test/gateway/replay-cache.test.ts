@@ -5,7 +5,15 @@
  */
 import t from "tap";
 import { startGateway } from "../../gateway/index.js";
-import { api, metrics, readStream, runTokensJob, tokensWorkflow as tokens, WsClient, type Msg } from "../helpers/clients.js";
+import {
+  api,
+  metrics,
+  readStream,
+  runTokensJob,
+  tokensWorkflow as tokens,
+  WsClient,
+  type Msg,
+} from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 
@@ -28,11 +36,22 @@ t.test("replay cache - resumes from memory match resumes from JetStream event fo
   const live = ws.events(jobId);
   t.ok(live.length > 40, `the live client saw ${live.length} events`);
 
-  for (const after of [0, 1, 7, Number(live[20]!.seq), Number(live[live.length - 2]!.seq), Number(live[live.length - 1]!.seq)]) {
+  for (const after of [
+    0,
+    1,
+    7,
+    Number(live[20]!.seq),
+    Number(live[live.length - 2]!.seq),
+    Number(live[live.length - 1]!.seq),
+  ]) {
     const fromMemory = await readStream(`${s.url}/api/jobs/${jobId}/events?after=${after}`);
     const fromStream = await readStream(`${noCache.url}/api/jobs/${jobId}/events?after=${after}`);
     t.same(wire(fromMemory.events), wire(fromStream.events), `after=${after}: same events, same order, same bytes`);
-    t.same(wire(fromMemory.events), wire(live.filter((e) => Number(e.seq) > after)), `after=${after}: what the live client saw`);
+    t.same(
+      wire(fromMemory.events),
+      wire(live.filter((e) => Number(e.seq) > after)),
+      `after=${after}: what the live client saw`,
+    );
   }
   t.equal(await metric(s.url, 'nodeway_replays_total{source="memory"}'), 6, "the caching gateway replayed from memory");
   t.equal(await metric(s.url, 'nodeway_replays_total{source="jetstream"}'), 0);
@@ -52,9 +71,19 @@ t.test("replay cache - resumes from memory match resumes from JetStream event fo
   again.send({ command: "reconnect_job", data: { job_id: slowId, last_seq: cut } });
   await again.waitTerminal(slowId);
   await watcher.waitTerminal(slowId);
-  const seqs = again.events(slowId).filter((e) => typeof e.seq === "number").map((e) => Number(e.seq));
-  const all = watcher.events(slowId).filter((e) => typeof e.seq === "number").map((e) => Number(e.seq));
-  t.same(seqs, all.filter((q) => q > cut), "the resumed socket got every event after its cut, once, in order");
+  const seqs = again
+    .events(slowId)
+    .filter((e) => typeof e.seq === "number")
+    .map((e) => Number(e.seq));
+  const all = watcher
+    .events(slowId)
+    .filter((e) => typeof e.seq === "number")
+    .map((e) => Number(e.seq));
+  t.same(
+    seqs,
+    all.filter((q) => q > cut),
+    "the resumed socket got every event after its cut, once, in order",
+  );
 });
 
 t.test("replay cache - jobs past the byte budget leave it and still resume whole from JetStream", async (t) => {
@@ -65,7 +94,10 @@ t.test("replay cache - jobs past the byte budget leave it and still resume whole
   const ids: string[] = [];
   const lives: Msg[][] = [];
   for (let i = 0; i < 10; i++) {
-    const r = await readStream(`${s.url}/api/workflows/tok/run?stream=true`, { method: "POST", body: JSON.stringify({ params: {} }) });
+    const r = await readStream(`${s.url}/api/workflows/tok/run?stream=true`, {
+      method: "POST",
+      body: JSON.stringify({ params: {} }),
+    });
     ids.push(String(r.events[0]!.job_id));
     lives.push(r.events);
   }
@@ -86,11 +118,15 @@ t.test("replay cache - sockets that resume a running job move onto its topic onc
   const followers = await Promise.all(Array.from({ length: 10 }, () => WsClient.open(s.url, "msgpack")));
   t.teardown(() => Promise.all(followers.map((f) => f.close())));
   for (const f of followers) f.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
-  const via = await check(async () => {
-    const topic = await metric(s.url, 'nodeway_ws_follows{via="topic"}');
-    const direct = await metric(s.url, 'nodeway_ws_follows{via="direct"}');
-    return topic === 11 && direct === 0 ? { topic, direct } : null;
-  }, 10_000, { name: "every follower on the topic" });
+  const via = await check(
+    async () => {
+      const topic = await metric(s.url, 'nodeway_ws_follows{via="topic"}');
+      const direct = await metric(s.url, 'nodeway_ws_follows{via="direct"}');
+      return topic === 11 && direct === 0 ? { topic, direct } : null;
+    },
+    10_000,
+    { name: "every follower on the topic" },
+  );
   t.same(via, { topic: 11, direct: 0 }, "the runner and the ten followers all take events from the job's topic");
   await runner.request("cancel_job", { job_id: jobId });
 });

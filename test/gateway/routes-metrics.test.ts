@@ -31,7 +31,13 @@ t.test("metrics - names kept, and request durations by route and status class", 
     t.type(m[name], "number", `${name} is there, labels as before`);
   }
   t.ok(m.nodeway_http_requests_total! >= 2, "requests counted");
-  t.ok(m['nodeway_http_request_duration_seconds_count{route="GET /api/workflows",status_class="2xx"}']! >= 1, "a 2xx timed under its route");
-  t.ok(m['nodeway_http_request_duration_seconds_count{route="GET /api/jobs/:id",status_class="4xx"}']! >= 1, "a 4xx under the route's pattern");
+  t.ok(
+    m['nodeway_http_request_duration_seconds_count{route="GET /api/workflows",status_class="2xx"}']! >= 1,
+    "a 2xx timed under its route",
+  );
+  t.ok(
+    m['nodeway_http_request_duration_seconds_count{route="GET /api/jobs/:id",status_class="4xx"}']! >= 1,
+    "a 4xx under the route's pattern",
+  );
   t.type(m.nodeway_process_cpu_user_seconds_total, "number", "process metrics too");
 });

@@ -11,14 +11,33 @@ import { Delivery } from "../../gateway/event-hub.js";
 import { WsHub } from "../../gateway/ws.js";
 import { loadUws } from "../../gateway/uws.js";
 
-const ev = { type: "chunk", node_id: "n", content_type: "text", content: "tok", done: false, attempt: 1, job_id: "01JDQ7ZK3M8X4V5N6P7Q8R9S0T", workflow_id: "wf", ts: 1 };
+const ev = {
+  type: "chunk",
+  node_id: "n",
+  content_type: "text",
+  content: "tok",
+  done: false,
+  attempt: 1,
+  job_id: "01JDQ7ZK3M8X4V5N6P7Q8R9S0T",
+  workflow_id: "wf",
+  ts: 1,
+};
 
 t.test("ws fan-out - an event handed on before the gateway listens is published without crashing uWS", async (t) => {
   const { uws } = loadUws();
   const app = uws.App();
   // publish needs the app only; the rest of the gateway stays out of this.
   const unused = {} as never;
-  const hub = new WsHub(app, compileGatewayConfig({ natsUrl: "nats://127.0.0.1:4222" }), unused, unused, unused, unused, unused, unused);
+  const hub = new WsHub(
+    app,
+    compileGatewayConfig({ natsUrl: "nats://127.0.0.1:4222" }),
+    unused,
+    unused,
+    unused,
+    unused,
+    unused,
+    unused,
+  );
   const bytes = encodeMsgpack(ev);
   const { head, ev: whole } = decodeEventHead(bytes);
   hub.publish(ev.job_id, Delivery.of(head, whole, 1, bytes));

@@ -19,10 +19,18 @@ export class WsClient {
     ws.on("error", () => undefined);
   }
 
-  static async open(baseUrl: string, encoding: "msgpack" | "json" = "json", opts: { protocol?: boolean; wsOptions?: WebSocket.ClientOptions } = {}): Promise<WsClient> {
+  static async open(
+    baseUrl: string,
+    encoding: "msgpack" | "json" = "json",
+    opts: { protocol?: boolean; wsOptions?: WebSocket.ClientOptions } = {},
+  ): Promise<WsClient> {
     const url = baseUrl.replace(/^http/, "ws") + "/ws";
     const useProto = opts.protocol ?? true;
-    const ws = new WebSocket(url, useProto ? [encoding === "msgpack" ? "nodeway.msgpack" : "nodeway.json"] : [], opts.wsOptions);
+    const ws = new WebSocket(
+      url,
+      useProto ? [encoding === "msgpack" ? "nodeway.msgpack" : "nodeway.json"] : [],
+      opts.wsOptions,
+    );
     const c = new WsClient(ws, encoding);
     await new Promise<void>((res, rej) => {
       ws.once("open", () => res());
@@ -44,7 +52,9 @@ export class WsClient {
   async request(command: string, data: Record<string, unknown>, timeoutMs = 10_000): Promise<Msg> {
     const request_id = Math.random().toString(36).slice(2);
     this.send({ command, data, request_id });
-    return check(() => this.messages.find((m) => m.type === "rpc_response" && m.request_id === request_id), timeoutMs, { name: `${command} response` });
+    return check(() => this.messages.find((m) => m.type === "rpc_response" && m.request_id === request_id), timeoutMs, {
+      name: `${command} response`,
+    });
   }
 
   events(jobId: string): Msg[] {
@@ -73,8 +83,18 @@ export function isTerminalMsg(m: Msg): boolean {
 }
 
 /** POSTs and reads an NDJSON or SSE response to its end. */
-export async function readStream(url: string, init: RequestInit & { sse?: boolean } = {}): Promise<{ status: number; events: Msg[]; ids: string[] }> {
-  const res = await fetch(url, { ...init, headers: { "content-type": "application/json", accept: init.sse ? "text/event-stream" : "application/x-ndjson", ...(init.headers as Record<string, string>) } });
+export async function readStream(
+  url: string,
+  init: RequestInit & { sse?: boolean } = {},
+): Promise<{ status: number; events: Msg[]; ids: string[] }> {
+  const res = await fetch(url, {
+    ...init,
+    headers: {
+      "content-type": "application/json",
+      accept: init.sse ? "text/event-stream" : "application/x-ndjson",
+      ...(init.headers as Record<string, string>),
+    },
+  });
   const text = await res.text();
   if (res.status !== 200) return { status: res.status, events: [JSON.parse(text) as Msg], ids: [] };
   return { status: res.status, ...parseStreamText(text, init.sse ?? false) };
@@ -98,8 +118,18 @@ export function parseStreamText(text: string, sse: boolean): { events: Msg[]; id
   return { events, ids };
 }
 
-export async function api(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Msg & Record<string, unknown> }> {
-  const res = await fetch(base + path, { method, headers: { "content-type": "application/json", ...headers }, ...(body === undefined ? {} : { body: typeof body === "string" ? body : JSON.stringify(body) }) });
+export async function api(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Msg & Record<string, unknown> }> {
+  const res = await fetch(base + path, {
+    method,
+    headers: { "content-type": "application/json", ...headers },
+    ...(body === undefined ? {} : { body: typeof body === "string" ? body : JSON.stringify(body) }),
+  });
   const text = await res.text();
   let parsed: Msg;
   try {
@@ -137,10 +167,17 @@ export async function metrics(base: string): Promise<Record<string, number>> {
  * Saves a Tokens workflow as `slow`, runs it from a msgpack socket and waits for its first `minEvents` events.
  * The caller closes the socket (`t.teardown`).
  */
-export async function runTokensJob(base: string, count: number, rate: number, minEvents: number): Promise<{ runner: WsClient; jobId: string }> {
+export async function runTokensJob(
+  base: string,
+  count: number,
+  rate: number,
+  minEvents: number,
+): Promise<{ runner: WsClient; jobId: string }> {
   await api(base, "PUT", "/api/workflows/slow", tokensWorkflow(count, rate));
   const runner = await WsClient.open(base, "msgpack");
-  const jobId = String(((await runner.request("run_job", { workflow_id: "slow" })).result as { job_id: string }).job_id);
+  const jobId = String(
+    ((await runner.request("run_job", { workflow_id: "slow" })).result as { job_id: string }).job_id,
+  );
   await check(async () => (runner.events(jobId).length >= minEvents ? true : null), 10_000);
   return { runner, jobId };
 }

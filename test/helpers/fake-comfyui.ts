@@ -1,5 +1,5 @@
 /**
- * A local server that speaks ComfyUI's HTTP + WebSocket API as documented (shared/reference/peers.md §1,
+ * A local server that speaks ComfyUI's HTTP + WebSocket API as documented (
  * Comfy-Org/ComfyUI server.py / execution.py), for the ComfyUI agent's tests: the fake sits on the far side of a
  * real socket. Prompts run one at a time from a queue; events go only to the socket of the prompt's `client_id`;
  * the history is written before the final `executing {node: null}`; nothing is replayed to a reconnecting socket.
@@ -7,7 +7,8 @@
  * Node classes it runs: loaders and encoders (instant), `KSampler` (`steps` progress events, a preview frame per
  * step), `SaveImage` (a PNG-signed file of `_size` bytes, default 1000, reported by `executed` and served by
  * `/view`; the bytes of the LoadImage its `images` come from, if they do), `LoadImage` (a file of the input folder,
- * put there by `POST /upload/image`), `Fail` (an `execution_error` with `inputs.message`). Any other class: 400 at `POST /prompt`, as ComfyUI
+ * put there by `POST /upload/image`), `Fail` (an `execution_error` with `inputs.message`). Any other class: 400 at
+ * `POST /prompt`, as ComfyUI
  * refuses a prompt naming a node it does not have.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -35,9 +36,14 @@ export interface FakeComfyOptions {
 function executionOrder(prompt: Queued["prompt"]): [string, Queued["prompt"][string]][] {
   const done = new Set<string>();
   const out: [string, Queued["prompt"][string]][] = [];
-  const deps = (n: Queued["prompt"][string]) => Object.values(n.inputs ?? {}).filter((v): v is [string, number] => Array.isArray(v) && typeof v[0] === "string").map((v) => v[0]);
+  const deps = (n: Queued["prompt"][string]) =>
+    Object.values(n.inputs ?? {})
+      .filter((v): v is [string, number] => Array.isArray(v) && typeof v[0] === "string")
+      .map((v) => v[0]);
   while (out.length < Object.keys(prompt).length) {
-    const next = Object.entries(prompt).find(([id, n]) => !done.has(id) && deps(n).every((d) => done.has(d) || !(d in prompt)));
+    const next = Object.entries(prompt).find(
+      ([id, n]) => !done.has(id) && deps(n).every((d) => done.has(d) || !(d in prompt)),
+    );
     if (!next) throw new Error("cycle in prompt");
     done.add(next[0]);
     out.push(next);
@@ -79,7 +85,9 @@ export class FakeComfyUI {
     this.server.on("upgrade", (req, sock, head) => {
       const u = new URL(req.url ?? "/", "http://x");
       if (u.pathname !== "/ws") return sock.destroy();
-      this.wss.handleUpgrade(req, sock, head, (ws) => this.onSocket(ws, u.searchParams.get("clientId") ?? Math.random().toString(16).slice(2)));
+      this.wss.handleUpgrade(req, sock, head, (ws) =>
+        this.onSocket(ws, u.searchParams.get("clientId") ?? Math.random().toString(16).slice(2)),
+      );
     });
     await new Promise<void>((r) => this.server.listen(port, "127.0.0.1", r));
     this.port = (this.server.address() as AddressInfo).port;
@@ -100,7 +108,12 @@ export class FakeComfyUI {
 
   private onSocket(ws: WebSocket, clientId: string): void {
     this.sockets.set(clientId, { ws, previewMeta: false });
-    ws.send(JSON.stringify({ type: "status", data: { status: { exec_info: { queue_remaining: this.queue.length + (this.running ? 1 : 0) } }, sid: clientId } }));
+    ws.send(
+      JSON.stringify({
+        type: "status",
+        data: { status: { exec_info: { queue_remaining: this.queue.length + (this.running ? 1 : 0) } }, sid: clientId },
+      }),
+    );
     ws.on("message", (data, isBinary) => {
       if (isBinary) return;
       try {
@@ -108,7 +121,12 @@ export class FakeComfyUI {
         if (m.type === "feature_flags") {
           const s = this.sockets.get(clientId);
           if (s) s.previewMeta = m.data?.supports_preview_metadata === true;
-          ws.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true, max_upload_size: 104857600 } }));
+          ws.send(
+            JSON.stringify({
+              type: "feature_flags",
+              data: { supports_preview_metadata: true, max_upload_size: 104857600 },
+            }),
+          );
         }
       } catch {
         /* ComfyUI ignores what it cannot read */
@@ -143,17 +161,45 @@ export class FakeComfyUI {
       res.end(JSON.stringify(v));
     };
     if (req.method === "GET" && path === "/system_stats") {
-      return json(200, { system: { os: "posix", comfyui_version: "0.3.64", python_version: "3.12" }, devices: [{ name: "cuda:0 NVIDIA H200 : cudaMallocAsync", type: "cuda", index: 0, vram_total: 150_000_000_000, vram_free: 149_000_000_000 }] });
+      return json(200, {
+        system: { os: "posix", comfyui_version: "0.3.64", python_version: "3.12" },
+        devices: [
+          {
+            name: "cuda:0 NVIDIA H200 : cudaMallocAsync",
+            type: "cuda",
+            index: 0,
+            vram_total: 150_000_000_000,
+            vram_free: 149_000_000_000,
+          },
+        ],
+      });
     }
     if (req.method === "POST" && path === "/prompt") {
       const b = (body ?? {}) as { prompt?: Queued["prompt"]; client_id?: string; prompt_id?: string };
-      if (!b.prompt || typeof b.prompt !== "object") return json(400, { error: { type: "no_prompt", message: "No prompt provided", details: "", extra_info: {} }, node_errors: {} });
+      if (!b.prompt || typeof b.prompt !== "object")
+        return json(400, {
+          error: { type: "no_prompt", message: "No prompt provided", details: "", extra_info: {} },
+          node_errors: {},
+        });
       for (const [id, n] of Object.entries(b.prompt)) {
         if (!KNOWN.has(n.class_type)) {
-          return json(400, { error: { type: "invalid_prompt", message: `Cannot execute because node ${n.class_type} does not exist.`, details: `Node ID '#${id}'`, extra_info: {} }, node_errors: {} });
+          return json(400, {
+            error: {
+              type: "invalid_prompt",
+              message: `Cannot execute because node ${n.class_type} does not exist.`,
+              details: `Node ID '#${id}'`,
+              extra_info: {},
+            },
+            node_errors: {},
+          });
         }
       }
-      const q: Queued = { id: b.prompt_id ?? Math.random().toString(16).slice(2), number: this.number++, clientId: b.client_id ?? "", prompt: b.prompt };
+      const q: Queued = {
+        id: b.prompt_id ?? Math.random().toString(16).slice(2),
+        number: this.number++,
+        clientId: b.client_id ?? "",
+        prompt: b.prompt,
+      };
       this.queue.push(q);
       json(200, { prompt_id: q.id, number: q.number, node_errors: {} });
       void this.pump();
@@ -161,13 +207,22 @@ export class FakeComfyUI {
     }
     if (req.method === "POST" && path === "/upload/image") {
       // Multipart as ComfyUI takes it: `image` (the file), `type`, `subfolder`, `overwrite`.
-      const form = await new Request("http://x/", { method: "POST", headers: { "content-type": req.headers["content-type"] ?? "" }, body: rawBytes }).formData();
+      const form = await new Request("http://x/", {
+        method: "POST",
+        headers: { "content-type": req.headers["content-type"] ?? "" },
+        body: rawBytes,
+      }).formData();
       const file = form.get("image");
       if (!file || typeof file === "string") return json(400, { error: "no image" });
       const type = String(form.get("type") ?? "input");
       const subfolder = String(form.get("subfolder") ?? "");
       this.files.set(`${type}/${subfolder}/${file.name}`, Buffer.from(await file.arrayBuffer()));
-      this.requests[this.requests.length - 1]!.body = { image: file.name, type, subfolder, overwrite: form.get("overwrite") };
+      this.requests[this.requests.length - 1]!.body = {
+        image: file.name,
+        type,
+        subfolder,
+        overwrite: form.get("overwrite"),
+      };
       return json(200, { name: file.name, subfolder, type });
     }
     if (req.method === "POST" && path === "/queue") {
@@ -225,7 +280,12 @@ export class FakeComfyUI {
     ev("execution_start", { prompt_id: q.id, timestamp: Date.now() });
     ev("execution_cached", { nodes: [], prompt_id: q.id, timestamp: Date.now() });
     const end = (status: "success" | "error") => {
-      this.history[q.id] = { prompt: [q.number, q.id, q.prompt, { client_id: c }, []], outputs, status: { status_str: status, completed: status === "success", messages }, meta: {} };
+      this.history[q.id] = {
+        prompt: [q.number, q.id, q.prompt, { client_id: c }, []],
+        outputs,
+        status: { status_str: status, completed: status === "success", messages },
+        meta: {},
+      };
       this.send(c, "executing", { node: null, prompt_id: q.id });
     };
     /** Bytes a LoadImage node read, by node id (a SaveImage of them saves them). */
@@ -236,9 +296,22 @@ export class FakeComfyUI {
       if (n.class_type === "LoadImage") {
         const name = String(inputs.image ?? "");
         const slash = name.lastIndexOf("/");
-        const f = this.files.get(`input/${slash > 0 ? name.slice(0, slash) : ""}/${slash > 0 ? name.slice(slash + 1) : name}`);
+        const f = this.files.get(
+          `input/${slash > 0 ? name.slice(0, slash) : ""}/${slash > 0 ? name.slice(slash + 1) : name}`,
+        );
         if (!f) {
-          ev("execution_error", { prompt_id: q.id, node_id: id, node_type: "LoadImage", executed: [], exception_message: `Invalid image file: ${name}`, exception_type: "FileNotFoundError", traceback: [], current_inputs: {}, current_outputs: {}, timestamp: Date.now() });
+          ev("execution_error", {
+            prompt_id: q.id,
+            node_id: id,
+            node_type: "LoadImage",
+            executed: [],
+            exception_message: `Invalid image file: ${name}`,
+            exception_type: "FileNotFoundError",
+            traceback: [],
+            current_inputs: {},
+            current_outputs: {},
+            timestamp: Date.now(),
+          });
           end("error");
           return;
         }
@@ -250,7 +323,13 @@ export class FakeComfyUI {
           await new Promise((r) => setTimeout(r, this.opts.stepMs ?? 20));
           if (this.interruptRequested === q.id) {
             this.interruptRequested = null;
-            ev("execution_interrupted", { prompt_id: q.id, node_id: id, node_type: n.class_type, executed: [], timestamp: Date.now() });
+            ev("execution_interrupted", {
+              prompt_id: q.id,
+              node_id: id,
+              node_type: n.class_type,
+              executed: [],
+              timestamp: Date.now(),
+            });
             end("error");
             return;
           }
@@ -275,7 +354,18 @@ export class FakeComfyUI {
         outputs[id] = output;
         this.send(c, "executed", { node: id, display_node: id, output, prompt_id: q.id });
       } else if (n.class_type === "Fail") {
-        ev("execution_error", { prompt_id: q.id, node_id: id, node_type: "Fail", executed: [], exception_message: String(inputs.message ?? "boom"), exception_type: "RuntimeError", traceback: ["..."], current_inputs: {}, current_outputs: {}, timestamp: Date.now() });
+        ev("execution_error", {
+          prompt_id: q.id,
+          node_id: id,
+          node_type: "Fail",
+          executed: [],
+          exception_message: String(inputs.message ?? "boom"),
+          exception_type: "RuntimeError",
+          traceback: ["..."],
+          current_inputs: {},
+          current_outputs: {},
+          timestamp: Date.now(),
+        });
         end("error");
         return;
       }
@@ -290,7 +380,16 @@ export class FakeComfyUI {
     if (!s || s.ws.readyState !== s.ws.OPEN) return;
     const img = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(60, step)]);
     if (s.previewMeta) {
-      const meta = Buffer.from(JSON.stringify({ node_id: nodeId, prompt_id: promptId, display_node_id: nodeId, parent_node_id: null, real_node_id: nodeId, image_type: "image/jpeg" }));
+      const meta = Buffer.from(
+        JSON.stringify({
+          node_id: nodeId,
+          prompt_id: promptId,
+          display_node_id: nodeId,
+          parent_node_id: null,
+          real_node_id: nodeId,
+          image_type: "image/jpeg",
+        }),
+      );
       const head = Buffer.alloc(8);
       head.writeUInt32BE(4, 0);
       head.writeUInt32BE(meta.length, 4);

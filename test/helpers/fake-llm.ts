@@ -3,7 +3,8 @@
  * official SDKs talk to it over a real socket): OpenAI `POST /v1/chat/completions` (`stream: true`: SSE
  * `chat.completion.chunk`s, then `data: [DONE]`; Bearer key), Anthropic `POST /v1/messages` (SSE `message_start`,
  * `content_block_start`, `content_block_delta` text deltas, `content_block_stop`, `message_delta`, `message_stop`;
- * `x-api-key` or Bearer), Ollama `POST /api/chat` (NDJSON parts, the last with `done: true`). Each replies `echo: <last user
+ * `x-api-key` or Bearer), Ollama `POST /api/chat` (NDJSON parts, the last with `done: true`). Each replies `echo: <last
+ * user
  * message>` word by word, `delayMs` apart; model `missing` is unknown (404), a wrong key gets each API's 401.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -16,7 +17,11 @@ export interface FakeModels {
   anthropic: string[];
   ollama: string[];
 }
-export const FAKE_MODELS: FakeModels = { openai: ["gpt-4o-mini", "gpt-4.1"], anthropic: ["claude-sonnet-4-5"], ollama: ["llama3.2:1b", "qwen3:8b"] };
+export const FAKE_MODELS: FakeModels = {
+  openai: ["gpt-4o-mini", "gpt-4.1"],
+  anthropic: ["claude-sonnet-4-5"],
+  ollama: ["llama3.2:1b", "qwen3:8b"],
+};
 
 export class FakeLlm {
   readonly requests: { path: string; body: Record<string, unknown>; headers: IncomingMessage["headers"] }[] = [];
@@ -60,15 +65,22 @@ export class FakeLlm {
     const messages = (body.messages ?? []) as { role: string; content: string }[];
     const last = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
     const all = `echo: ${last}`.split(/(?<= )/);
-    const limit = Number((body.options as { num_predict?: number } | undefined)?.num_predict ?? body.max_tokens ?? Infinity);
+    const limit = Number(
+      (body.options as { num_predict?: number } | undefined)?.num_predict ?? body.max_tokens ?? Infinity,
+    );
     // Stop sequences (OpenAI's `stop`, Anthropic's `stop_sequences`, Ollama's `options.stop`) end the reply before
     // the word that holds one; the limit cuts it with the finish reason `length`.
-    const stops = (body.stop ?? body.stop_sequences ?? (body.options as { stop?: string[] } | undefined)?.stop ?? []) as string[];
+    const stops = (body.stop ??
+      body.stop_sequences ??
+      (body.options as { stop?: string[] } | undefined)?.stop ??
+      []) as string[];
     const stopAt = all.findIndex((w) => stops.some((x) => w.includes(x)));
     const natural = stopAt >= 0 ? all.slice(0, stopAt) : all;
     const words = natural.slice(0, limit);
     const truncated = words.length < natural.length;
-    const promptTokens = messages.reduce((n, m) => n + String(m.content).split(/\s+/).filter(Boolean).length, 0) + (typeof body.system === "string" ? body.system.split(/\s+/).filter(Boolean).length : 0);
+    const promptTokens =
+      messages.reduce((n, m) => n + String(m.content).split(/\s+/).filter(Boolean).length, 0) +
+      (typeof body.system === "string" ? body.system.split(/\s+/).filter(Boolean).length : 0);
     let gone = false;
     res.on("close", () => {
       if (!res.writableFinished) {
@@ -90,44 +102,118 @@ export class FakeLlm {
     const anthropicKey = req.headers["x-api-key"] === FAKE_KEY || openaiKey;
     if (req.method === "GET" && path === "/v1/models") {
       if (req.headers["anthropic-version"]) {
-        if (!anthropicKey) return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
-        const data = this.models.anthropic.map((id) => ({ type: "model", id, display_name: id, created_at: "2025-09-29T00:00:00Z" }));
+        if (!anthropicKey)
+          return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
+        const data = this.models.anthropic.map((id) => ({
+          type: "model",
+          id,
+          display_name: id,
+          created_at: "2025-09-29T00:00:00Z",
+        }));
         return json(200, { data, has_more: false, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null });
       }
-      if (!openaiKey) return json(401, { error: { message: "Incorrect API key provided: sk-wr***ng.", type: "invalid_request_error", param: null, code: "invalid_api_key" } });
-      return json(200, { object: "list", data: this.models.openai.map((id) => ({ id, object: "model", created: 1_715_367_049, owned_by: "system" })) });
+      if (!openaiKey)
+        return json(401, {
+          error: {
+            message: "Incorrect API key provided: sk-wr***ng.",
+            type: "invalid_request_error",
+            param: null,
+            code: "invalid_api_key",
+          },
+        });
+      return json(200, {
+        object: "list",
+        data: this.models.openai.map((id) => ({ id, object: "model", created: 1_715_367_049, owned_by: "system" })),
+      });
     }
     if (req.method === "GET" && path === "/api/tags") {
-      return json(200, { models: this.models.ollama.map((name) => ({ name, model: name, modified_at: "2025-01-01T00:00:00Z", size: 1_000, digest: "0".repeat(64), details: { format: "gguf", family: "llama" } })) });
+      return json(200, {
+        models: this.models.ollama.map((name) => ({
+          name,
+          model: name,
+          modified_at: "2025-01-01T00:00:00Z",
+          size: 1_000,
+          digest: "0".repeat(64),
+          details: { format: "gguf", family: "llama" },
+        })),
+      });
     }
     if (path === "/v1/chat/completions") {
-      if (!openaiKey) return json(401, { error: { message: "Incorrect API key provided: sk-wr***ng.", type: "invalid_request_error", param: null, code: "invalid_api_key" } });
-      if (body.model === "missing") return json(404, { error: { message: "The model `missing` does not exist or you do not have access to it.", type: "invalid_request_error", param: null, code: "model_not_found" } });
+      if (!openaiKey)
+        return json(401, {
+          error: {
+            message: "Incorrect API key provided: sk-wr***ng.",
+            type: "invalid_request_error",
+            param: null,
+            code: "invalid_api_key",
+          },
+        });
+      if (body.model === "missing")
+        return json(404, {
+          error: {
+            message: "The model `missing` does not exist or you do not have access to it.",
+            type: "invalid_request_error",
+            param: null,
+            code: "model_not_found",
+          },
+        });
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-      const base = { id: "chatcmpl-fake", object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model: body.model };
-      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] })}\n\n`);
-      await paced((w) => res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`));
+      const base = {
+        id: "chatcmpl-fake",
+        object: "chat.completion.chunk",
+        created: Math.floor(Date.now() / 1000),
+        model: body.model,
+      };
+      res.write(
+        `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] })}\n\n`,
+      );
+      await paced((w) =>
+        res.write(
+          `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`,
+        ),
+      );
       if (gone) return;
-      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: truncated ? "length" : "stop" }] })}\n\n`);
+      res.write(
+        `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: truncated ? "length" : "stop" }] })}\n\n`,
+      );
       if ((body.stream_options as { include_usage?: boolean } | undefined)?.include_usage) {
-        res.write(`data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: words.length, total_tokens: promptTokens + words.length } })}\n\n`);
+        res.write(
+          `data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: words.length, total_tokens: promptTokens + words.length } })}\n\n`,
+        );
       }
       res.end("data: [DONE]\n\n");
       return;
     }
     if (path === "/v1/messages") {
       // The API takes the key as x-api-key or (what this SDK sends) a Bearer token.
-      if (!anthropicKey) return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
-      if (body.model === "missing") return json(404, { type: "error", error: { type: "not_found_error", message: "model: missing" } });
+      if (!anthropicKey)
+        return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
+      if (body.model === "missing")
+        return json(404, { type: "error", error: { type: "not_found_error", message: "model: missing" } });
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-      const ev = (type: string, data: Record<string, unknown>) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
-      ev("message_start", { message: { id: "msg_fake", type: "message", role: "assistant", model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: promptTokens, output_tokens: 1 } } });
+      const ev = (type: string, data: Record<string, unknown>) =>
+        res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+      ev("message_start", {
+        message: {
+          id: "msg_fake",
+          type: "message",
+          role: "assistant",
+          model: body.model,
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          usage: { input_tokens: promptTokens, output_tokens: 1 },
+        },
+      });
       ev("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
       ev("ping", {});
       await paced((w) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: w } }));
       if (gone) return;
       ev("content_block_stop", { index: 0 });
-      ev("message_delta", { delta: { stop_reason: truncated ? "max_tokens" : "end_turn", stop_sequence: null }, usage: { output_tokens: words.length } });
+      ev("message_delta", {
+        delta: { stop_reason: truncated ? "max_tokens" : "end_turn", stop_sequence: null },
+        usage: { output_tokens: words.length },
+      });
       ev("message_stop", {});
       res.end();
       return;
@@ -135,9 +221,29 @@ export class FakeLlm {
     if (path === "/api/chat") {
       if (body.model === "missing") return json(404, { error: `model "missing" not found, try pulling it first` });
       res.writeHead(200, { "content-type": "application/x-ndjson" });
-      await paced((w) => res.write(JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message: { role: "assistant", content: w }, done: false }) + "\n"));
+      await paced((w) =>
+        res.write(
+          JSON.stringify({
+            model: body.model,
+            created_at: new Date().toISOString(),
+            message: { role: "assistant", content: w },
+            done: false,
+          }) + "\n",
+        ),
+      );
       if (gone) return;
-      res.end(JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message: { role: "assistant", content: "" }, done: true, done_reason: truncated ? "length" : "stop", total_duration: 1, prompt_eval_count: promptTokens, eval_count: words.length }) + "\n");
+      res.end(
+        JSON.stringify({
+          model: body.model,
+          created_at: new Date().toISOString(),
+          message: { role: "assistant", content: "" },
+          done: true,
+          done_reason: truncated ? "length" : "stop",
+          total_duration: 1,
+          prompt_eval_count: promptTokens,
+          eval_count: words.length,
+        }) + "\n",
+      );
       return;
     }
     json(404, { error: "not found" });

@@ -86,7 +86,14 @@ export class ClientLog {
   }
 
   /** Records a delivered message; ignores anything without a job id and a numeric seq (headers, rpc replies). */
-  record(m: { job_id?: unknown; seq?: unknown; type?: unknown; status?: unknown; attempt?: unknown; content?: unknown }): void {
+  record(m: {
+    job_id?: unknown;
+    seq?: unknown;
+    type?: unknown;
+    status?: unknown;
+    attempt?: unknown;
+    content?: unknown;
+  }): void {
     if (typeof m.job_id !== "string" || typeof m.seq !== "number") return;
     const f = this.entry(m.job_id);
     f.got.push(received(m.seq, m));
@@ -112,7 +119,10 @@ export class ClientLog {
 }
 
 /** The fields of an event the checker compares, from a delivered frame or a stored event. */
-function received(seq: number, m: { type?: unknown; status?: unknown; attempt?: unknown; content?: unknown }): Received {
+function received(
+  seq: number,
+  m: { type?: unknown; status?: unknown; attempt?: unknown; content?: unknown },
+): Received {
   return {
     seq,
     type: String(m.type),
@@ -201,7 +211,10 @@ export async function readJobLog(nc: NatsConnection, jobId: string): Promise<Job
   const last = await jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
   const stored: StoredEvent[] = [];
   if (last) {
-    const consumer = await js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
+    const consumer = await js.consumers.get(STREAM_EVENTS, {
+      filter_subjects: subject,
+      deliver_policy: DeliverPolicy.All,
+    });
     try {
       let done = false;
       while (!done) {
@@ -210,7 +223,13 @@ export async function readJobLog(nc: NatsConnection, jobId: string): Promise<Job
         for await (const m of batch) {
           got++;
           const ev = asJobEvent(decodeMsgpack(m.data));
-          stored.push({ seq: m.seq, type: ev.type, attempt: ev.attempt, ...(ev.type === "job_update" ? { status: ev.status } : {}), ev });
+          stored.push({
+            seq: m.seq,
+            type: ev.type,
+            attempt: ev.attempt,
+            ...(ev.type === "job_update" ? { status: ev.status } : {}),
+            ev,
+          });
           if (m.seq >= last.seq) {
             done = true;
             break;
@@ -253,8 +272,15 @@ export function compareLog(client: string, job: string, f: Follow, log: JobLog):
     const want = bySeq.get(r.seq);
     if (!want) {
       const raw = log.stored.find((s) => s.seq === r.seq);
-      problems.push({ client, job, kind: "unexpected", seq: r.seq, detail: raw ? `fenced-off ${raw.type} of attempt ${raw.attempt}` : "not in the stream" });
-    } else if (want.type !== r.type) problems.push({ client, job, kind: "wrong_type", seq: r.seq, detail: `${r.type}, stored ${want.type}` });
+      problems.push({
+        client,
+        job,
+        kind: "unexpected",
+        seq: r.seq,
+        detail: raw ? `fenced-off ${raw.type} of attempt ${raw.attempt}` : "not in the stream",
+      });
+    } else if (want.type !== r.type)
+      problems.push({ client, job, kind: "wrong_type", seq: r.seq, detail: `${r.type}, stored ${want.type}` });
     else {
       const diff = differs(r, received(want.seq, want.ev));
       if (diff) problems.push({ client, job, kind: "wrong_content", seq: r.seq, detail: diff });
@@ -263,7 +289,8 @@ export function compareLog(client: string, job: string, f: Follow, log: JobLog):
   // Missing: expected events not received. A partial log only owes the events up to the last one it got.
   const upTo = f.complete ? Infinity : Math.max(f.after, ...f.got.map((r) => r.seq));
   for (const e of expected) {
-    if (e.seq <= upTo && !seen.has(e.seq)) problems.push({ client, job, kind: "missing", seq: e.seq, detail: e.type, lost: 1 });
+    if (e.seq <= upTo && !seen.has(e.seq))
+      problems.push({ client, job, kind: "missing", seq: e.seq, detail: e.type, lost: 1 });
   }
   return problems;
 }
@@ -353,6 +380,8 @@ export async function checkHistory(natsUrl: string, h: History): Promise<History
 
 /** A short human summary of the first problems, for assertion messages. */
 export function describeProblems(problems: Problem[], max = 10): string {
-  const head = problems.slice(0, max).map((p) => `${p.client} ${p.job} ${p.kind} seq ${p.seq}${p.detail ? ` (${p.detail})` : ""}`);
+  const head = problems
+    .slice(0, max)
+    .map((p) => `${p.client} ${p.job} ${p.kind} seq ${p.seq}${p.detail ? ` (${p.detail})` : ""}`);
   return head.join("; ") + (problems.length > max ? `; … ${problems.length - max} more` : "");
 }

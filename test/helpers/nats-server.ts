@@ -1,4 +1,4 @@
-/** A real nats-server on an ephemeral port with a temp store (aesthetics §8 principle 13). */
+/** A real nats-server on an ephemeral port with a temp store. */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

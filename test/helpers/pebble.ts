@@ -90,7 +90,9 @@ export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
       tlsPort,
       ocspResponderURL: "",
       externalAccountBindingRequired: false,
-      ...(opts.certificateValidityPeriodS !== undefined ? { certificateValidityPeriod: opts.certificateValidityPeriodS } : {}),
+      ...(opts.certificateValidityPeriodS !== undefined
+        ? { certificateValidityPeriod: opts.certificateValidityPeriodS }
+        : {}),
     },
   };
   const configFile = join(tmp.dir, "pebble-config.json");
@@ -102,11 +104,26 @@ export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
     child.stderr?.on("data", (d: Buffer) => output.push(d.toString()));
   };
 
-  const dns = spawn("pebble-challtestsrv", [
-    "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-    "-dns01", `127.0.0.1:${dnsPort}`, "-http01", "", "-https01", "", "-tlsalpn01", "",
-    "-management", `127.0.0.1:${dnsMgmtPort}`,
-  ], { stdio: ["ignore", "pipe", "pipe"] });
+  const dns = spawn(
+    "pebble-challtestsrv",
+    [
+      "-defaultIPv4",
+      "127.0.0.1",
+      "-defaultIPv6",
+      "",
+      "-dns01",
+      `127.0.0.1:${dnsPort}`,
+      "-http01",
+      "",
+      "-https01",
+      "",
+      "-tlsalpn01",
+      "",
+      "-management",
+      `127.0.0.1:${dnsMgmtPort}`,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
   keep(dns);
 
   let pebble: ChildProcess | null = null;

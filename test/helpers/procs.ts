@@ -17,7 +17,10 @@ export interface Proc {
 }
 
 export function runNodeway(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const proc = spawn(process.execPath, [NODEWAY, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [NODEWAY, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   let err = "";
   proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
@@ -40,12 +43,21 @@ export function runNodeway(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
  * `timeoutMs` otherwise (killing it); either way with what it wrote, which is the only place it says why.
  */
 async function waitForLine(p: Proc, what: string, re: RegExp, timeoutMs = 30_000): Promise<string> {
-  const ended = p.exited.then((how) => Promise.reject(new Error(`${what} exited (${typeof how === "number" ? `code ${how}` : how}) before its start line`)));
+  const ended = p.exited.then((how) =>
+    Promise.reject(
+      new Error(`${what} exited (${typeof how === "number" ? `code ${how}` : how}) before its start line`),
+    ),
+  );
   try {
-    return await Promise.race([check(() => re.exec(p.stdout())?.[1] ?? null, timeoutMs, { name: `${what} started` }), ended]);
+    return await Promise.race([
+      check(() => re.exec(p.stdout())?.[1] ?? null, timeoutMs, { name: `${what} started` }),
+      ended,
+    ]);
   } catch (err) {
     void p.kill("SIGKILL");
-    throw new Error(`${(err as Error).message}; its stdout: ${p.stdout().slice(-2_000)} stderr: ${p.stderr().slice(-2_000)}`);
+    throw new Error(
+      `${(err as Error).message}; its stdout: ${p.stdout().slice(-2_000)} stderr: ${p.stderr().slice(-2_000)}`,
+    );
   } finally {
     ended.catch(() => undefined);
   }
@@ -59,14 +71,22 @@ export interface AgentProc extends Proc {
  * Starts `nodeway agent` and waits until it has registered. Test agents offer the `nodeway.test.*` nodes
  * (`--test-nodes`); `extra` may turn them off again (`--test-nodes false`: the last flag wins).
  */
-export async function startAgentProc(natsUrl: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProc> {
+export async function startAgentProc(
+  natsUrl: string,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<AgentProc> {
   const p = runNodeway(["agent", "--nats", natsUrl, "--test-nodes", ...extra], env);
   const id = await waitForLine(p, "agent", /agent (\S+) running/);
   return Object.assign(p, { id });
 }
 
 /** Starts `nodeway gateway` as a process on a free port. */
-export async function startGatewayProc(natsUrl: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc & { url: string }> {
+export async function startGatewayProc(
+  natsUrl: string,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<Proc & { url: string }> {
   const p = runNodeway(["gateway", "--nats", natsUrl, "--port", "0", ...extra], env);
   const url = await waitForLine(p, "gateway", /gateway listening on (\S+)/);
   return Object.assign(p, { url });

@@ -15,7 +15,10 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export async function startStack(t: Teardown, opts: { agents?: number; agentArgs?: string[]; agentEnv?: NodeJS.ProcessEnv; gateway?: GatewayOptions } = {}): Promise<Stack> {
+export async function startStack(
+  t: Teardown,
+  opts: { agents?: number; agentArgs?: string[]; agentEnv?: NodeJS.ProcessEnv; gateway?: GatewayOptions } = {},
+): Promise<Stack> {
   const ns = await NatsServer.start();
   t.teardown(() => ns.stop());
   const gw = await startGateway({ natsUrl: ns.url, port: 0, ...opts.gateway });

@@ -53,7 +53,8 @@ export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, na
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${name}${last ? `: ${String(last)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${name}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
@@ -84,7 +85,10 @@ export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: (
 export interface TestCa {
   readonly certPem: string;
   /** Issues a leaf for `names`, optionally with a given validity and key, signed by this CA. */
-  issue(names: string[], opts?: { notBefore?: Date; notAfter?: Date; clientAuth?: boolean }): { certPem: string; keyPem: string; chainPem: string };
+  issue(
+    names: string[],
+    opts?: { notBefore?: Date; notAfter?: Date; clientAuth?: boolean },
+  ): { certPem: string; keyPem: string; chainPem: string };
 }
 
 function forgeKeyPair(): { keyPem: string; publicKey: forge.pki.PublicKey; privateKey: forge.pki.rsa.PrivateKey } {
@@ -127,7 +131,10 @@ export function createTestCa(commonName = "Nodeway Test CA"): TestCa {
         { name: "basicConstraints", cA: false },
         { name: "keyUsage", digitalSignature: true, keyEncipherment: true },
         { name: "extKeyUsage", serverAuth: true, ...(opts.clientAuth ? { clientAuth: true } : {}) },
-        { name: "subjectAltName", altNames: names.map((n) => (/^[\d.]+$|:/.test(n) ? { type: 7, ip: n } : { type: 2, value: n })) },
+        {
+          name: "subjectAltName",
+          altNames: names.map((n) => (/^[\d.]+$|:/.test(n) ? { type: 7, ip: n } : { type: 2, value: n })),
+        },
       ]);
       cert.sign(ca.privateKey, forge.md.sha256.create());
       const certPem = forge.pki.certificateToPem(cert);
@@ -181,7 +188,14 @@ export async function startUpstream(name: string): Promise<TestUpstream> {
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
       const body = Buffer.concat(chunks).toString();
-      if (req.url !== "/health") seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders, body });
+      if (req.url !== "/health")
+        seen.push({
+          method: req.method ?? "",
+          url: req.url ?? "",
+          headers: req.headers,
+          rawHeaders: req.rawHeaders,
+          body,
+        });
       if (req.url === "/health") {
         res.writeHead(state.healthy ? 200 : 503, { "content-type": "text/plain" }).end(state.healthy ? "ok" : "down");
       } else if (req.url === "/whoami") {
@@ -192,11 +206,22 @@ export async function startUpstream(name: string): Promise<TestUpstream> {
         sse.add(res);
         res.on("close", () => sse.delete(res));
       } else if (req.url === "/big") {
-        res.writeHead(200, { "content-type": "application/octet-stream", "content-length": 1 << 20 }).end(Buffer.alloc(1 << 20, 97));
+        res
+          .writeHead(200, { "content-type": "application/octet-stream", "content-length": 1 << 20 })
+          .end(Buffer.alloc(1 << 20, 97));
       } else if (req.url?.startsWith("/hop")) {
-        res.writeHead(200, { "content-type": "text/plain", connection: "keep-alive, X-Secret", "x-secret": "internal", "keep-alive": "timeout=5" }).end("hop");
+        res
+          .writeHead(200, {
+            "content-type": "text/plain",
+            connection: "keep-alive, X-Secret",
+            "x-secret": "internal",
+            "keep-alive": "timeout=5",
+          })
+          .end("hop");
       } else {
-        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, body }));
+        res
+          .writeHead(200, { "content-type": "application/json" })
+          .end(JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, body }));
       }
     });
   });
@@ -206,7 +231,13 @@ export async function startUpstream(name: string): Promise<TestUpstream> {
   });
   const wss = new WebSocketServer({ noServer: true });
   server.on("upgrade", (req, socket, head) => {
-    seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders, body: "" });
+    seen.push({
+      method: req.method ?? "",
+      url: req.url ?? "",
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      body: "",
+    });
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.on("message", (data) => ws.send(`${name}:${data.toString()}`));
       ws.on("error", () => undefined);
@@ -258,14 +289,29 @@ export interface SimpleResponse {
 }
 
 /** An HTTPS request that accepts any certificate (the TLS tests check certificates separately). */
-export function httpsGet(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; body?: string; servername?: string } = {}): Promise<SimpleResponse> {
+export function httpsGet(
+  port: number,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: string; servername?: string } = {},
+): Promise<SimpleResponse> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
-      { host: "127.0.0.1", port, path, method: opts.method ?? "GET", headers: opts.headers, rejectUnauthorized: false, servername: opts.servername ?? "localhost", agent: false },
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: opts.method ?? "GET",
+        headers: opts.headers,
+        rejectUnauthorized: false,
+        servername: opts.servername ?? "localhost",
+        agent: false,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }),
+        );
         res.on("error", reject);
       },
     );
@@ -284,7 +330,11 @@ export function tlsOpen(port: number, opts: ConnectionOptions = {}): Promise<TLS
 }
 
 /** The leaf certificate the server presents for `servername`. */
-export async function peerCertificate(port: number, servername: string, opts: ConnectionOptions = {}): Promise<PeerCertificate> {
+export async function peerCertificate(
+  port: number,
+  servername: string,
+  opts: ConnectionOptions = {},
+): Promise<PeerCertificate> {
   const s = await tlsOpen(port, { servername, ...opts });
   const cert = s.getPeerCertificate();
   s.destroy();

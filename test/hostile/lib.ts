@@ -42,10 +42,14 @@ export async function startUp(t: Test, opts: { tls: boolean }): Promise<Up> {
     await proc.kill("SIGKILL");
     rmSync(home, { recursive: true, force: true });
   });
-  const m = await check(() => {
-    if (proc.proc.exitCode !== null) return Promise.reject(new Error(`up exited: ${proc.stderr()}`));
-    return /nodeway is up: (\S+) \(gateway (\S+),/.exec(proc.stdout());
-  }, 40_000, { name: "nodeway up" });
+  const m = await check(
+    () => {
+      if (proc.proc.exitCode !== null) return Promise.reject(new Error(`up exited: ${proc.stderr()}`));
+      return /nodeway is up: (\S+) \(gateway (\S+),/.exec(proc.stdout());
+    },
+    40_000,
+    { name: "nodeway up" },
+  );
   return { proc, front: m[1]!, gateway: m[2]!, tls: opts.tls, home };
 }
 
@@ -82,8 +86,12 @@ export function call(
     req.on("response", (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", (err) => done({ status: res.statusCode ?? 0, headers: res.headers, body: "", error: err.message }));
-      res.on("end", () => done({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on("error", (err) =>
+        done({ status: res.statusCode ?? 0, headers: res.headers, body: "", error: err.message }),
+      );
+      res.on("end", () =>
+        done({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }),
+      );
     });
     req.end(opts.body);
   });
@@ -145,7 +153,10 @@ export class Hostile {
       // Which one missed: with the proxy in front, the gateway's own answer tells them apart.
       const direct = this.up.tls ? await call(this.up.gateway, "GET", "/health", { timeoutMs: 1_000 }) : null;
       const gw = direct ? ` (gateway direct: ${direct.error ?? direct.status})` : "";
-      if (this.missed.length < 20) this.missed.push(`after ${after}: ${a.error ?? `${a.status} in ${Math.round(a.ms)} ms ${a.body.slice(0, 100)}`}${gw}`);
+      if (this.missed.length < 20)
+        this.missed.push(
+          `after ${after}: ${a.error ?? `${a.status} in ${Math.round(a.ms)} ms ${a.body.slice(0, 100)}`}${gw}`,
+        );
     }
     return a.ms;
   }
@@ -159,13 +170,27 @@ export class Hostile {
     return call(this.up.front, "GET", path, { headers });
   }
 
-  send(method: string, path: string, body?: string | Buffer, headers: Record<string, string> = JSON_HEADERS, timeoutMs?: number): Promise<Answer> {
-    return call(this.up.front, method, path, { headers, ...(body !== undefined ? { body } : {}), ...(timeoutMs ? { timeoutMs } : {}) });
+  send(
+    method: string,
+    path: string,
+    body?: string | Buffer,
+    headers: Record<string, string> = JSON_HEADERS,
+    timeoutMs?: number,
+  ): Promise<Answer> {
+    return call(this.up.front, method, path, {
+      headers,
+      ...(body !== undefined ? { body } : {}),
+      ...(timeoutMs ? { timeoutMs } : {}),
+    });
   }
 }
 
 /** Bytes written on a raw TCP (or TLS) connection to the front; what came back until it closed or went quiet. */
-export function rawExchange(up: Up, bytes: string | Buffer, quietMs = 1_500): Promise<{ text: string; closed: boolean }> {
+export function rawExchange(
+  up: Up,
+  bytes: string | Buffer,
+  quietMs = 1_500,
+): Promise<{ text: string; closed: boolean }> {
   const u = new URL(up.front);
   return new Promise((resolve) => {
     const host = u.hostname === "localhost" ? "127.0.0.1" : u.hostname;

@@ -9,7 +9,18 @@ import { encode as msgpack, decode as unmsgpack } from "@msgpack/msgpack";
 import WebSocket from "ws";
 import type { Test } from "tap";
 import { check } from "../helpers/check.js";
-import { Hostile, JSON_HEADERS, call, codeOf, judge, p99, rawExchange, responsesIn, startUp, type Answer } from "./lib.js";
+import {
+  Hostile,
+  JSON_HEADERS,
+  call,
+  codeOf,
+  judge,
+  p99,
+  rawExchange,
+  responsesIn,
+  startUp,
+  type Answer,
+} from "./lib.js";
 
 const SEED = 20_240_601;
 const sample = <T>(arb: fc.Arbitrary<T>, n: number): T[] => fc.sample(arb, { numRuns: n, seed: SEED });
@@ -45,7 +56,21 @@ const SAFE = [..."abcXYZ019-_.~!$&'()*+,;=:@"];
 const segmentArb = fc
   .array(
     fc.oneof(
-      fc.constantFrom("%", "%E0%A4%A", "%C0%AF", "%zz", "%FF", "%00", "%2F", "%2e%2e", "%u0041", "%25", "%F0%9F%98", "..", "%0D%0A"),
+      fc.constantFrom(
+        "%",
+        "%E0%A4%A",
+        "%C0%AF",
+        "%zz",
+        "%FF",
+        "%00",
+        "%2F",
+        "%2e%2e",
+        "%u0041",
+        "%25",
+        "%F0%9F%98",
+        "..",
+        "%0D%0A",
+      ),
       fc.string({ unit: fc.constantFrom(...SAFE), minLength: 1, maxLength: 12 }),
       fc.integer({ min: 0, max: 255 }).map((b) => `%${b.toString(16).padStart(2, "0")}`),
     ),
@@ -55,7 +80,8 @@ const segmentArb = fc
 
 const bodyFor = (method: string, route: string): string | undefined => {
   if (method !== "POST" && method !== "PUT") return undefined;
-  if (route.startsWith("/api/workflows/{}") && method === "PUT") return JSON.stringify({ graph: { nodes: [], edges: [] } });
+  if (route.startsWith("/api/workflows/{}") && method === "PUT")
+    return JSON.stringify({ graph: { nodes: [], edges: [] } });
   if (route.startsWith("/api/threads")) return JSON.stringify({ title: "t" });
   return JSON.stringify({ params: {} });
 };
@@ -77,7 +103,11 @@ export async function pathParams(t: Test, h: Hostile, runs: number): Promise<voi
     }
   }
   const long = "a".repeat(20_000);
-  for (const path of [`/api/jobs/${long}`, `/api/workflows/${"%".repeat(5_000)}`, `/api/threads/${"%C0%AF".repeat(2_000)}`]) {
+  for (const path of [
+    `/api/jobs/${long}`,
+    `/api/workflows/${"%".repeat(5_000)}`,
+    `/api/threads/${"%C0%AF".repeat(2_000)}`,
+  ]) {
     const a = await h.input(`GET ${path.slice(0, 40)}…`, () => h.get(path));
     const f = judge(`GET ${path.slice(0, 40)}… (${path.length} chars)`, a);
     if (f) failures.push(f);
@@ -89,13 +119,31 @@ export async function pathParams(t: Test, h: Hostile, runs: number): Promise<voi
 
 /** Routes with a JSON body, a valid body for each, and its fields. */
 const BODY_ROUTES: { method: string; path: string; valid: Record<string, unknown> }[] = [
-  { method: "POST", path: "/api/workflows/hello-world/run", valid: { params: { name: "x" }, timeout_s: 30, execution_strategy: "inline", requirements: { pool: "cpu" } } },
-  { method: "PUT", path: "/api/workflows/hostile-wf", valid: { id: "hostile-wf", name: "w", description: "d", graph: { nodes: [], edges: [] } } },
+  {
+    method: "POST",
+    path: "/api/workflows/hello-world/run",
+    valid: { params: { name: "x" }, timeout_s: 30, execution_strategy: "inline", requirements: { pool: "cpu" } },
+  },
+  {
+    method: "PUT",
+    path: "/api/workflows/hostile-wf",
+    valid: { id: "hostile-wf", name: "w", description: "d", graph: { nodes: [], edges: [] } },
+  },
   { method: "POST", path: "/api/workflows", valid: { name: "w", graph: { nodes: [], edges: [] } } },
   {
     method: "POST",
     path: "/v1/chat/completions",
-    valid: { model: "nobody/none", messages: [{ role: "user", content: "hi" }], stream: false, max_tokens: 5, temperature: 0.5, top_p: 1, stop: ["x"], n: 1, stream_options: { include_usage: true } },
+    valid: {
+      model: "nobody/none",
+      messages: [{ role: "user", content: "hi" }],
+      stream: false,
+      max_tokens: 5,
+      temperature: 0.5,
+      top_p: 1,
+      stop: ["x"],
+      n: 1,
+      stream_options: { include_usage: true },
+    },
   },
   { method: "POST", path: "/api/threads", valid: { title: "t" } },
   { method: "POST", path: "/api/messages", valid: { thread_id: "thread-none", role: "user", content: "hi" } },
@@ -124,7 +172,14 @@ const deepObject = (n: number) => '{"a":'.repeat(n) + "1" + "}".repeat(n);
 
 export async function jsonBodies(t: Test, h: Hostile, runs: number): Promise<void> {
   const failures: string[] = [];
-  const send = async (label: string, method: string, path: string, body: string | Buffer, headers = JSON_HEADERS, expect?: number | number[]) => {
+  const send = async (
+    label: string,
+    method: string,
+    path: string,
+    body: string | Buffer,
+    headers = JSON_HEADERS,
+    expect?: number | number[],
+  ) => {
     const a = await h.input(label, () => h.send(method, path, body, headers, 20_000));
     const f = judge(label, a, expect);
     if (f) failures.push(f);
@@ -132,7 +187,7 @@ export async function jsonBodies(t: Test, h: Hostile, runs: number): Promise<voi
   for (const r of BODY_ROUTES) {
     const at = `${r.method} ${r.path}`;
     // Invalid JSON: 400.
-    for (const raw of ["{", "nul", "{\"a\":}", "\u0000", "[1,]", "{\"a\" 1}", "\"\\ud800\"x", "1e99999", "{'a':1}"]) {
+    for (const raw of ["{", "nul", '{"a":}', "\u0000", "[1,]", '{"a" 1}', '"\\ud800"x', "1e99999", "{'a':1}"]) {
       await send(`${at} body ${JSON.stringify(raw)}`, r.method, r.path, raw, JSON_HEADERS, [400, 413, 415, 422]);
     }
     await send(`${at} empty body`, r.method, r.path, "");
@@ -142,8 +197,20 @@ export async function jsonBodies(t: Test, h: Hostile, runs: number): Promise<voi
     await send(`${at} 10,000-deep object`, r.method, r.path, deepObject(10_000));
     await send(`${at} ${first}=10,000-deep object`, r.method, r.path, `{"${first}":${deepObject(10_000)}}`);
     await send(`${at} ${first}=100,000-deep array`, r.method, r.path, `{"${first}":${deepArray(100_000)}}`);
-    await send(`${at} 9 MiB body`, r.method, r.path, JSON.stringify({ pad: "x".repeat(9 * 1024 * 1024) }), JSON_HEADERS, 413);
-    await send(`${at} 7 MiB array of objects`, r.method, r.path, JSON.stringify({ ...r.valid, pad: Array.from({ length: 400_000 }, () => ({ a: 1 })) }));
+    await send(
+      `${at} 9 MiB body`,
+      r.method,
+      r.path,
+      JSON.stringify({ pad: "x".repeat(9 * 1024 * 1024) }),
+      JSON_HEADERS,
+      413,
+    );
+    await send(
+      `${at} 7 MiB array of objects`,
+      r.method,
+      r.path,
+      JSON.stringify({ ...r.valid, pad: Array.from({ length: 400_000 }, () => ({ a: 1 })) }),
+    );
     // Wrong types in every field, one at a time.
     for (const field of Object.keys(r.valid)) {
       for (const v of WRONG) {
@@ -157,13 +224,19 @@ export async function jsonBodies(t: Test, h: Hostile, runs: number): Promise<voi
       '{"constructor":{"prototype":{"polluted":1}}}',
       `{"params":{"__proto__":{"x":1}},"graph":{"__proto__":{"nodes":[]}},"messages":[{"__proto__":{"role":"user"}}]}`,
       '{"params":{"constructor":"x","toString":5,"hasOwnProperty":1,"valueOf":{}}}',
-      `{${Object.keys(r.valid).map((k) => `"${k}":{"__proto__":null}`).join(",")}}`,
+      `{${Object.keys(r.valid)
+        .map((k) => `"${k}":{"__proto__":null}`)
+        .join(",")}}`,
     ]) {
       await send(`${at} body ${raw.slice(0, 60)}`, r.method, r.path, raw);
     }
     // Generated bodies: arbitrary JSON, and objects over the route's own field names.
     const fields = Object.keys(r.valid);
-    const objArb = fc.dictionary(fc.oneof(fc.constantFrom(...fields, "__proto__", "constructor", "prototype"), fc.string()), fc.jsonValue({ maxDepth: 4 }), { maxKeys: 8 });
+    const objArb = fc.dictionary(
+      fc.oneof(fc.constantFrom(...fields, "__proto__", "constructor", "prototype"), fc.string()),
+      fc.jsonValue({ maxDepth: 4 }),
+      { maxKeys: 8 },
+    );
     for (const v of sample(fc.oneof(fc.jsonValue({ maxDepth: 5 }), objArb), runs)) {
       const raw = JSON.stringify(v) ?? "null";
       await send(`${at} body ${raw.slice(0, 80)}`, r.method, r.path, raw);
@@ -176,7 +249,10 @@ export async function jsonBodies(t: Test, h: Hostile, runs: number): Promise<voi
 // ---- cross-site requests -----------------------------------------------------------------------------------------
 
 /** Opens a WebSocket to `/ws`; resolves with the socket, or the refusal's status and body. */
-export function openWs(h: Hostile, opts: { protocols?: string[]; headers?: Record<string, string>; origin?: string } = {}): Promise<{ ws?: WebSocket; status?: number; body?: string; error?: string }> {
+export function openWs(
+  h: Hostile,
+  opts: { protocols?: string[]; headers?: Record<string, string>; origin?: string } = {},
+): Promise<{ ws?: WebSocket; status?: number; body?: string; error?: string }> {
   const u = new URL(h.up.front);
   const url = `${u.protocol === "https:" ? "wss" : "ws"}://${u.host}/ws`;
   return new Promise((resolve) => {
@@ -201,7 +277,13 @@ export function openWs(h: Hostile, opts: { protocols?: string[]; headers?: Recor
 export async function crossSite(t: Test, h: Hostile): Promise<void> {
   const failures: string[] = [];
   const u = new URL(h.up.front);
-  for (const origin of ["https://evil.example", "http://evil.example", "null", `http://127.0.0.1.evil.example:${u.port}`, "http://localhost.evil.example"]) {
+  for (const origin of [
+    "https://evil.example",
+    "http://evil.example",
+    "null",
+    `http://127.0.0.1.evil.example:${u.port}`,
+    "http://localhost.evil.example",
+  ]) {
     const r = await h.input(`WS upgrade Origin ${origin}`, () => openWs(h, { origin }));
     if (r.ws) {
       r.ws.terminate();
@@ -213,9 +295,17 @@ export async function crossSite(t: Test, h: Hostile): Promise<void> {
   for (const origin of [undefined, `${u.protocol}//${u.host}`, `${u.protocol}//localhost:${u.port}`]) {
     const r = await h.input(`WS upgrade Origin ${origin}`, () => openWs(h, origin ? { origin } : {}));
     if (r.ws) r.ws.terminate();
-    else failures.push(`WS upgrade Origin: ${origin ?? "(none)"} → refused ${r.status ?? r.error} (a loopback origin must open)`);
+    else
+      failures.push(
+        `WS upgrade Origin: ${origin ?? "(none)"} → refused ${r.status ?? r.error} (a loopback origin must open)`,
+      );
   }
-  const simple = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"];
+  const simple = [
+    "text/plain",
+    "text/plain;charset=UTF-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+  ];
   const posts: [string, string, string][] = [
     ["POST", "/api/workflows/hello-world/run", '{"params":{"name":"x"}}'],
     ["PUT", "/api/workflows/hostile-cs", '{"graph":{"nodes":[],"edges":[]}}'],
@@ -237,7 +327,13 @@ export async function crossSite(t: Test, h: Hostile): Promise<void> {
     const f = judge(label, a, 415);
     if (f) failures.push(f);
   }
-  for (const host of ["evil.example", `evil.example:${u.port}`, "127.0.0.1.nip.io", "localhost.evil.example", "[::ffff:1.2.3.4]"]) {
+  for (const host of [
+    "evil.example",
+    `evil.example:${u.port}`,
+    "127.0.0.1.nip.io",
+    "localhost.evil.example",
+    "[::ffff:1.2.3.4]",
+  ]) {
     for (const path of ["/api/workflows", "/api/jobs", "/v1/models"]) {
       const label = `GET ${path} Host: ${host}`;
       const a = await h.input(label, () => call(h.up.front, "GET", path, { headers: { host } }));
@@ -260,7 +356,10 @@ class Sock {
   frames: Record<string, unknown>[] = [];
   closed: { code: number; reason: string } | null = null;
   private n = 0;
-  constructor(readonly ws: WebSocket, readonly binary: boolean) {
+  constructor(
+    readonly ws: WebSocket,
+    readonly binary: boolean,
+  ) {
     ws.on("message", (d: Buffer, isBinary: boolean) => {
       try {
         this.frames.push((isBinary ? unmsgpack(d) : JSON.parse(d.toString())) as Record<string, unknown>);
@@ -289,7 +388,11 @@ class Sock {
     if (!this.closed) this.ws.send(raw, { binary: typeof raw !== "string" });
     if (!this.closed) this.ws.send(this.encode({ command: "ping", request_id: id }), { binary: this.binary });
     try {
-      await check(() => this.closed !== null || this.frames.slice(from).some((f) => f.type === "pong" && f.request_id === id), timeoutMs, { name: "pong", intervalMs: 5 });
+      await check(
+        () => this.closed !== null || this.frames.slice(from).some((f) => f.type === "pong" && f.request_id === id),
+        timeoutMs,
+        { name: "pong", intervalMs: 5 },
+      );
     } catch {
       /* no pong: reported by the caller */
     }
@@ -316,22 +419,47 @@ export async function wsCommands(t: Test, h: Hostile, runs: number): Promise<voi
     const ex = await h.input(`WS ${label}`, () => s.exchange(raw));
     const codes = ex.frames.map(wsCode).filter((c): c is string => c !== null);
     if (ex.closed) failures.push(`WS ${label} → socket closed ${ex.closed.code} ${ex.closed.reason}`);
-    else if (codes.length === 0) failures.push(`WS ${label} → no error frame with a code: ${JSON.stringify(ex.frames).slice(0, 200)}`);
-    else if (codes.some((c) => /INTERNAL/.test(c))) failures.push(`WS ${label} → internal error ${JSON.stringify(ex.frames).slice(0, 200)}`);
+    else if (codes.length === 0)
+      failures.push(`WS ${label} → no error frame with a code: ${JSON.stringify(ex.frames).slice(0, 200)}`);
+    else if (codes.some((c) => /INTERNAL/.test(c)))
+      failures.push(`WS ${label} → internal error ${JSON.stringify(ex.frames).slice(0, 200)}`);
   };
   /** Any answer but an internal error or a closed socket. */
   const total = async (label: string, s: Sock, raw: string | Buffer) => {
     const ex = await h.input(`WS ${label}`, () => s.exchange(raw));
     if (ex.closed) failures.push(`WS ${label} → socket closed ${ex.closed.code} ${ex.closed.reason}`);
-    else if (ex.frames.some((f) => /INTERNAL/.test(wsCode(f) ?? ""))) failures.push(`WS ${label} → internal error ${JSON.stringify(ex.frames).slice(0, 200)}`);
+    else if (ex.frames.some((f) => /INTERNAL/.test(wsCode(f) ?? "")))
+      failures.push(`WS ${label} → internal error ${JSON.stringify(ex.frames).slice(0, 200)}`);
   };
 
   // Unknown and prototype commands, in both encodings.
-  for (const command of ["nope", "", "__proto__", "constructor", "toString", "hasOwnProperty", "RUN_JOB", "run_job ", "x".repeat(10_000)]) {
+  for (const command of [
+    "nope",
+    "",
+    "__proto__",
+    "constructor",
+    "toString",
+    "hasOwnProperty",
+    "RUN_JOB",
+    "run_job ",
+    "x".repeat(10_000),
+  ]) {
     await refused(`JSON command ${JSON.stringify(command.slice(0, 20))}`, json, JSON.stringify({ command, data: {} }));
     await refused(`msgpack command ${JSON.stringify(command.slice(0, 20))}`, bin, bin.encode({ command, data: {} }));
   }
-  for (const raw of ["", "{", "null", "[]", "1", '"run_job"', '{"data":{}}', '{"command":5}', '{"command":null}', '{"command":["ping"]}', '{"__proto__":{"command":"ping"}}']) {
+  for (const raw of [
+    "",
+    "{",
+    "null",
+    "[]",
+    "1",
+    '"run_job"',
+    '{"data":{}}',
+    '{"command":5}',
+    '{"command":null}',
+    '{"command":["ping"]}',
+    '{"__proto__":{"command":"ping"}}',
+  ]) {
     await refused(`JSON frame ${raw}`, json, raw);
   }
   // Wrong types in every command's data.
@@ -348,8 +476,13 @@ export async function wsCommands(t: Test, h: Hostile, runs: number): Promise<voi
   for (const [command, fields] of Object.entries(FIELDS)) {
     for (const d of WRONG_DATA) {
       // No data is a listing for `get_status` and a no-op for `stop`: those need only be total.
-      const lenient = (command === "get_status" || command === "stop") && (d === null || typeof d === "object") && !Array.isArray(d);
-      await (lenient ? total : refused)(`${command} data=${JSON.stringify(d)}`, json, JSON.stringify({ command, data: d }));
+      const lenient =
+        (command === "get_status" || command === "stop") && (d === null || typeof d === "object") && !Array.isArray(d);
+      await (lenient ? total : refused)(
+        `${command} data=${JSON.stringify(d)}`,
+        json,
+        JSON.stringify({ command, data: d }),
+      );
     }
     for (const field of fields) {
       for (const v of [5, "", -1, 1e308, [], {}, "%", "%E0%A4%A", "x".repeat(100_000)]) {
@@ -366,12 +499,23 @@ export async function wsCommands(t: Test, h: Hostile, runs: number): Promise<voi
   }
   const deepMsgpack = Buffer.concat([Buffer.alloc(100_000, 0x91), Buffer.from([0xc0])]);
   await refused("msgpack 100,000-deep array", bin, deepMsgpack);
-  await refused("msgpack 10,000-deep map", bin, Buffer.concat([Buffer.from(Array.from({ length: 10_000 }, () => [0x81, 0xa1, 0x61]).flat()), Buffer.from([0xc0])]));
+  await refused(
+    "msgpack 10,000-deep map",
+    bin,
+    Buffer.concat([Buffer.from(Array.from({ length: 10_000 }, () => [0x81, 0xa1, 0x61]).flat()), Buffer.from([0xc0])]),
+  );
   await refused("msgpack ext type -1 garbage", bin, Buffer.from([0xd4, 0xff, 0x00]));
   await refused("msgpack 4 GiB str header", bin, Buffer.from([0xdb, 0xff, 0xff, 0xff, 0xff, 0x61]));
   await refused("msgpack 4 G-element array header", bin, Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff]));
   await refused("JSON 10,000-deep data", json, `{"command":"run_job","data":${deepArray(10_000)}}`);
-  const frameArb = fc.record({ command: fc.constantFrom(...Object.keys(FIELDS), "ping", "nope"), data: fc.jsonValue({ maxDepth: 4 }), request_id: fc.oneof(fc.string(), fc.integer(), fc.constant(null)) }, { requiredKeys: ["command"] });
+  const frameArb = fc.record(
+    {
+      command: fc.constantFrom(...Object.keys(FIELDS), "ping", "nope"),
+      data: fc.jsonValue({ maxDepth: 4 }),
+      request_id: fc.oneof(fc.string(), fc.integer(), fc.constant(null)),
+    },
+    { requiredKeys: ["command"] },
+  );
   for (const f of sample(frameArb, runs)) {
     await total(`generated ${JSON.stringify(f).slice(0, 80)}`, json, JSON.stringify(f));
     if (json.closed) json = await Sock.open(h, false);
@@ -386,12 +530,19 @@ export async function wsOversize(t: Test, h: Hostile): Promise<void> {
   const bin = await Sock.open(h, true);
   t.teardown(() => (json.ws.terminate(), bin.ws.terminate()));
   // Oversize frames: refused (an error, or a 1009 close), the gateway unhurt.
-  for (const [label, s] of [["JSON", json], ["msgpack", bin]] as const) {
-    const big = s.binary ? Buffer.from(msgpack({ command: "ping", data: { pad: "x".repeat(8 * 1024 * 1024) } })) : JSON.stringify({ command: "ping", data: { pad: "x".repeat(8 * 1024 * 1024) } });
+  for (const [label, s] of [
+    ["JSON", json],
+    ["msgpack", bin],
+  ] as const) {
+    const big = s.binary
+      ? Buffer.from(msgpack({ command: "ping", data: { pad: "x".repeat(8 * 1024 * 1024) } }))
+      : JSON.stringify({ command: "ping", data: { pad: "x".repeat(8 * 1024 * 1024) } });
     const ex = await h.input(`WS ${label} 8 MiB frame`, () => s.exchange(big, 10_000));
-    if (!ex.closed && !ex.frames.some((f) => wsCode(f) !== null)) failures.push(`WS ${label} 8 MiB frame → neither refused nor closed: ${JSON.stringify(ex.frames).slice(0, 200)}`);
+    if (!ex.closed && !ex.frames.some((f) => wsCode(f) !== null))
+      failures.push(`WS ${label} 8 MiB frame → neither refused nor closed: ${JSON.stringify(ex.frames).slice(0, 200)}`);
     // 1009 (too big), or 1006 where the server drops the connection mid-frame.
-    if (ex.closed && ![1006, 1009].includes(ex.closed.code)) failures.push(`WS ${label} 8 MiB frame → closed ${ex.closed.code} (wanted 1009)`);
+    if (ex.closed && ![1006, 1009].includes(ex.closed.code))
+      failures.push(`WS ${label} 8 MiB frame → closed ${ex.closed.code} (wanted 1009)`);
   }
   const after = await openWs(h);
   if (after.ws) after.ws.terminate();
@@ -408,9 +559,22 @@ export async function wsFollows(t: Test, h: Hostile, count: number): Promise<voi
   const from = s.frames.length;
   await h.input(`WS ${count} run_job on one socket`, async () => {
     for (let i = 0; i < count; i++) {
-      s.ws.send(JSON.stringify({ command: "run_job", request_id: `f${i}`, data: { graph, requirements: { pool: "hostile-idle" } } }));
+      s.ws.send(
+        JSON.stringify({
+          command: "run_job",
+          request_id: `f${i}`,
+          data: { graph, requirements: { pool: "hostile-idle" } },
+        }),
+      );
     }
-    await check(() => s.closed !== null || s.frames.slice(from).filter((f) => f.type === "rpc_response" && String(f.request_id).startsWith("f")).length >= count, 120_000, { name: "answers to every run_job" });
+    await check(
+      () =>
+        s.closed !== null ||
+        s.frames.slice(from).filter((f) => f.type === "rpc_response" && String(f.request_id).startsWith("f")).length >=
+          count,
+      120_000,
+      { name: "answers to every run_job" },
+    );
   });
   const answers = s.frames.slice(from).filter((f) => f.type === "rpc_response" && String(f.request_id).startsWith("f"));
   const limited = answers.filter((f) => wsCode(f) === "GW_ERR_LIMIT").length;
@@ -422,11 +586,22 @@ export async function wsFollows(t: Test, h: Hostile, count: number): Promise<voi
   // Reconnects to ids that are not jobs: refused with a code each, however many.
   const from2 = s.frames.length;
   await h.input(`WS ${count} reconnect_job on one socket`, async () => {
-    for (let i = 0; i < count; i++) s.ws.send(JSON.stringify({ command: "reconnect_job", request_id: `r${i}`, data: { job_id: `job-${i}`, last_seq: 0 } }));
-    await check(() => s.closed !== null || s.frames.slice(from2).filter((f) => String(f.request_id).startsWith("r")).length >= count, 60_000, { name: "answers to every reconnect_job" });
+    for (let i = 0; i < count; i++)
+      s.ws.send(
+        JSON.stringify({ command: "reconnect_job", request_id: `r${i}`, data: { job_id: `job-${i}`, last_seq: 0 } }),
+      );
+    await check(
+      () =>
+        s.closed !== null || s.frames.slice(from2).filter((f) => String(f.request_id).startsWith("r")).length >= count,
+      60_000,
+      { name: "answers to every reconnect_job" },
+    );
   });
   const rs = s.frames.slice(from2).filter((f) => String(f.request_id).startsWith("r"));
-  t.ok(rs.length === count && rs.every((f) => wsCode(f) !== null && !/INTERNAL/.test(wsCode(f)!)), "every reconnect_job to a non-job is refused with a code");
+  t.ok(
+    rs.length === count && rs.every((f) => wsCode(f) !== null && !/INTERNAL/.test(wsCode(f)!)),
+    "every reconnect_job to a non-job is refused with a code",
+  );
 }
 
 // ---- raw HTTP protocol garbage -----------------------------------------------------------------------------------
@@ -436,13 +611,41 @@ export async function rawProtocol(t: Test, h: Hostile): Promise<void> {
   const host = new URL(h.up.front).host;
   const H = `Host: ${host}\r\n`;
   const cases: [string, string | Buffer, "refuse" | "total"][] = [
-    ["duplicate Content-Length", `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}`, "refuse"],
-    ["CL + TE smuggling", `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/jobs/%25 HTTP/1.1\r\n${H}\r\n`, "refuse"],
-    ["TE: chunked, chunked", `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n`, "refuse"],
-    ["bad chunk size", `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`, "refuse"],
-    ["negative Content-Length", `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: -5\r\n\r\n{}`, "refuse"],
-    ["huge Content-Length", `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: 99999999999999999999\r\n\r\n{}`, "refuse"],
-    ["10,000 headers", `GET /api/workflows HTTP/1.1\r\n${H}${Array.from({ length: 10_000 }, (_, i) => `X-H${i}: ${i}\r\n`).join("")}\r\n`, "refuse"],
+    [
+      "duplicate Content-Length",
+      `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}`,
+      "refuse",
+    ],
+    [
+      "CL + TE smuggling",
+      `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/jobs/%25 HTTP/1.1\r\n${H}\r\n`,
+      "refuse",
+    ],
+    [
+      "TE: chunked, chunked",
+      `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n`,
+      "refuse",
+    ],
+    [
+      "bad chunk size",
+      `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n`,
+      "refuse",
+    ],
+    [
+      "negative Content-Length",
+      `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: -5\r\n\r\n{}`,
+      "refuse",
+    ],
+    [
+      "huge Content-Length",
+      `POST /api/threads HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: 99999999999999999999\r\n\r\n{}`,
+      "refuse",
+    ],
+    [
+      "10,000 headers",
+      `GET /api/workflows HTTP/1.1\r\n${H}${Array.from({ length: 10_000 }, (_, i) => `X-H${i}: ${i}\r\n`).join("")}\r\n`,
+      "refuse",
+    ],
     ["one 200 KB header", `GET /api/workflows HTTP/1.1\r\n${H}X-Big: ${"a".repeat(200_000)}\r\n\r\n`, "refuse"],
     ["method FOO", `FOO /api/workflows HTTP/1.1\r\n${H}\r\n`, "total"],
     ["method with NUL", `GE\u0000T /api/workflows HTTP/1.1\r\n${H}\r\n`, "refuse"],
@@ -458,48 +661,102 @@ export async function rawProtocol(t: Test, h: Hostile): Promise<void> {
     ["absolute-form evil", `GET http://evil.example/api/workflows HTTP/1.1\r\n${H}\r\n`, "total"],
     ["binary garbage", Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 37 + 11) & 0xff)), "refuse"],
     ["TLS hello on plain", Buffer.from([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03]), "refuse"],
-    ["WS key too short", `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: abc\r\n\r\n`, "refuse"],
-    ["WS key not base64", `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n\r\n`, "refuse"],
-    ["WS key missing", `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n`, "refuse"],
-    ["WS key 10 KB", `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${"A".repeat(10_000)}\r\n\r\n`, "refuse"],
-    ["WS version 99", `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, "refuse"],
-    ["WS upgrade by POST", `POST /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0\r\n\r\n`, "total"],
-    ["WS 1,000 subprotocols", `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: ${Array.from({ length: 1000 }, (_, i) => `p${i}`).join(", ")}\r\n\r\n`, "total"],
+    [
+      "WS key too short",
+      `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: abc\r\n\r\n`,
+      "refuse",
+    ],
+    [
+      "WS key not base64",
+      `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n\r\n`,
+      "refuse",
+    ],
+    [
+      "WS key missing",
+      `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      "refuse",
+    ],
+    [
+      "WS key 10 KB",
+      `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${"A".repeat(10_000)}\r\n\r\n`,
+      "refuse",
+    ],
+    [
+      "WS version 99",
+      `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      "refuse",
+    ],
+    [
+      "WS upgrade by POST",
+      `POST /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0\r\n\r\n`,
+      "total",
+    ],
+    [
+      "WS 1,000 subprotocols",
+      `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: ${Array.from({ length: 1000 }, (_, i) => `p${i}`).join(", ")}\r\n\r\n`,
+      "total",
+    ],
   ];
   // Independent connections: sent at once, so the quiet periods that end each exchange overlap.
-  const answers = await Promise.all(cases.map(([label, bytes]) => h.input(`raw ${label}`, () => rawExchange(h.up, bytes))));
+  const answers = await Promise.all(
+    cases.map(([label, bytes]) => h.input(`raw ${label}`, () => rawExchange(h.up, bytes))),
+  );
   for (const [i, [label, , want]] of cases.entries()) {
     const res = responsesIn(answers[i]!.text);
     const first = res[0];
-    if (res.some((x) => x.status >= 500)) failures.push(`raw ${label} → ${res.map((x) => x.status).join(",")} ${JSON.stringify(first?.body.slice(0, 120))}`);
+    if (res.some((x) => x.status >= 500))
+      failures.push(
+        `raw ${label} → ${res.map((x) => x.status).join(",")} ${JSON.stringify(first?.body.slice(0, 120))}`,
+      );
     else if (res.some((x) => x.status >= 400 && !codeOf(x.body))) {
       const bad = res.find((x) => x.status >= 400 && !codeOf(x.body))!;
       failures.push(`raw ${label} → ${bad.status} without a JSON code: ${JSON.stringify(bad.body.slice(0, 120))}`);
-    } else if (want === "refuse" && first && first.status < 400) failures.push(`raw ${label} → ${first.status} (wanted a 4xx or a closed connection)`);
-    else if (want === "refuse" && res.length > 1) failures.push(`raw ${label} → ${res.length} responses (a smuggled request was answered)`);
+    } else if (want === "refuse" && first && first.status < 400)
+      failures.push(`raw ${label} → ${first.status} (wanted a 4xx or a closed connection)`);
+    else if (want === "refuse" && res.length > 1)
+      failures.push(`raw ${label} → ${res.length} responses (a smuggled request was answered)`);
   }
   // Many connections that send half a request and stall: the server must keep answering others.
   const stalls = await h.input("raw 200 half-sent requests", async () => {
     const { connect } = await import("node:net");
     const u = new URL(h.up.front);
-    const socks = Array.from({ length: 200 }, () => connect({ host: "127.0.0.1", port: Number(u.port) }, function (this: import("node:net").Socket) {
-      this.write(`GET /api/workflows HTTP/1.1\r\n${H}X-Slow: `);
-    }));
+    const socks = Array.from({ length: 200 }, () =>
+      connect({ host: "127.0.0.1", port: Number(u.port) }, function (this: import("node:net").Socket) {
+        this.write(`GET /api/workflows HTTP/1.1\r\n${H}X-Slow: `);
+      }),
+    );
     for (const s of socks) s.on("error", () => undefined);
     const a = await call(h.up.front, "GET", "/health", { timeoutMs: 1_000 });
     for (const s of socks) s.destroy();
     return a;
   });
-  if (stalls.error || stalls.status !== 200) failures.push(`raw 200 half-sent requests → /health ${stalls.status} ${stalls.error ?? ""}`);
-  t.same(failures, [], "raw-socket HTTP garbage is refused (4xx JSON or a closed connection), never answered 5xx or smuggled");
+  if (stalls.error || stalls.status !== 200)
+    failures.push(`raw 200 half-sent requests → /health ${stalls.status} ${stalls.error ?? ""}`);
+  t.same(
+    failures,
+    [],
+    "raw-socket HTTP garbage is refused (4xx JSON or a closed connection), never answered 5xx or smuggled",
+  );
 }
 
 // ---- hostile graphs -----------------------------------------------------------------------------------------------
 
-const edge = (id: string, source: string, target: string, targetHandle: string, sourceHandle = "output") => ({ id, source, sourceHandle, target, targetHandle });
+const edge = (id: string, source: string, target: string, targetHandle: string, sourceHandle = "output") => ({
+  id,
+  source,
+  sourceHandle,
+  target,
+  targetHandle,
+});
 
 /** Saves `graph` as a workflow and submits it; the job id. */
-export async function submit(h: Hostile, id: string, nodes: unknown[], edges: unknown[], timeoutS = 60): Promise<string> {
+export async function submit(
+  h: Hostile,
+  id: string,
+  nodes: unknown[],
+  edges: unknown[],
+  timeoutS = 60,
+): Promise<string> {
   const put = await h.send("PUT", `/api/workflows/${id}`, JSON.stringify({ graph: { nodes, edges } }));
   if (put.status !== 200) throw new Error(`workflow ${id} refused: ${put.status} ${put.body}`);
   const run = await h.send("POST", `/api/workflows/${id}/run`, JSON.stringify({ params: {}, timeout_s: timeoutS }));
@@ -507,7 +764,10 @@ export async function submit(h: Hostile, id: string, nodes: unknown[], edges: un
   return (JSON.parse(run.body) as { job_id: string }).job_id;
 }
 
-export async function jobStatus(h: Hostile, jobId: string): Promise<{ status: string; error?: unknown; outputs?: Record<string, unknown> }> {
+export async function jobStatus(
+  h: Hostile,
+  jobId: string,
+): Promise<{ status: string; error?: unknown; outputs?: Record<string, unknown> }> {
   const a = await h.get(`/api/jobs/${jobId}`);
   return JSON.parse(a.body) as { status: string; error?: unknown };
 }
@@ -540,7 +800,11 @@ export async function hostileGraphs(t: Test, h: Hostile): Promise<void> {
     {
       name: "catastrophic regex replace on 1 MB",
       nodes: [
-        { id: "r", type: "nodetool.text.RegexReplace", data: { text: "a".repeat(1_000_000), pattern: "(a|aa)+$b", replacement: "x" } },
+        {
+          id: "r",
+          type: "nodetool.text.RegexReplace",
+          data: { text: "a".repeat(1_000_000), pattern: "(a|aa)+$b", replacement: "x" },
+        },
         { id: "o", type: "nodetool.output.Output", data: { name: "out" } },
       ],
       edges: [edge("e", "r", "o", "value")],
@@ -572,7 +836,9 @@ export async function hostileGraphs(t: Test, h: Hostile): Promise<void> {
     const started = Date.now();
     let jobId = "";
     try {
-      jobId = await h.input(`graph ${c.name}`, () => submit(h, `hostile-${c.name.replace(/[^a-z0-9]+/gi, "-").slice(0, 40)}`, c.nodes, c.edges));
+      jobId = await h.input(`graph ${c.name}`, () =>
+        submit(h, `hostile-${c.name.replace(/[^a-z0-9]+/gi, "-").slice(0, 40)}`, c.nodes, c.edges),
+      );
     } catch (err) {
       failures.push(`graph ${c.name} → ${(err as Error).message.slice(0, 200)}`);
       continue;
@@ -585,8 +851,12 @@ export async function hostileGraphs(t: Test, h: Hostile): Promise<void> {
       await h.probe(`graph ${c.name} running`);
     }
     const took = Date.now() - started;
-    if (!c.want.includes(rec.status)) failures.push(`graph ${c.name} → ${rec.status} after ${took} ms (wanted ${c.want.join("/")}) ${JSON.stringify(rec.error ?? "").slice(0, 160)}`);
-    else if (took > c.within) failures.push(`graph ${c.name} → ${rec.status} only after ${took} ms (wanted within ${c.within} ms)`);
+    if (!c.want.includes(rec.status))
+      failures.push(
+        `graph ${c.name} → ${rec.status} after ${took} ms (wanted ${c.want.join("/")}) ${JSON.stringify(rec.error ?? "").slice(0, 160)}`,
+      );
+    else if (took > c.within)
+      failures.push(`graph ${c.name} → ${rec.status} only after ${took} ms (wanted within ${c.within} ms)`);
   }
   t.same(failures, [], "hostile graphs end quickly (linear-time regexes, capped lists) and stall nothing");
 }
@@ -619,14 +889,18 @@ export async function healthWhileSpinning(t: Test, h: Hostile): Promise<number> 
 /** Cancel of a job that spins without looking at its signal ends it within 2 s. */
 export async function cancelSpin(t: Test, h: Hostile): Promise<void> {
   const [nodes, edges] = spinGraph(20);
-  const jobId = await h.input("graph nodeway.test.Spin 20 s", () => submit(h, "hostile-spin-cancel", [...nodes], [...edges]));
+  const jobId = await h.input("graph nodeway.test.Spin 20 s", () =>
+    submit(h, "hostile-spin-cancel", [...nodes], [...edges]),
+  );
   await waitRunning(h, jobId);
   const started = Date.now();
   const c = await h.input(`cancel ${jobId}`, () => h.send("POST", `/api/jobs/${jobId}/cancel`, "{}"));
   t.equal(c.status, 200, `cancel answers 200: ${c.body}`);
   let status = "?";
   try {
-    await check(async () => TERMINAL.includes((status = (await jobStatus(h, jobId)).status)), 2_000, { name: "cancelled" });
+    await check(async () => TERMINAL.includes((status = (await jobStatus(h, jobId)).status)), 2_000, {
+      name: "cancelled",
+    });
   } catch {
     /* asserted below */
   }
@@ -636,16 +910,30 @@ export async function cancelSpin(t: Test, h: Hostile): Promise<void> {
 
 /** The normal job at the end: hello-world completes. */
 export async function finalJob(t: Test, h: Hostile): Promise<void> {
-  const a = await h.send("POST", "/api/workflows/hello-world/run?wait=true", JSON.stringify({ params: { name: "Ada" } }), JSON_HEADERS, 60_000);
+  const a = await h.send(
+    "POST",
+    "/api/workflows/hello-world/run?wait=true",
+    JSON.stringify({ params: { name: "Ada" } }),
+    JSON_HEADERS,
+    60_000,
+  );
   t.equal(a.status, 200, `hello-world answers: ${a.body.slice(0, 200)}`);
-  t.match(a.status === 200 ? JSON.parse(a.body) : {}, { status: "completed", outputs: { greeting: ["Hello, Ada!"] } }, "a normal job completes after all that");
+  t.match(
+    a.status === 200 ? JSON.parse(a.body) : {},
+    { status: "completed", outputs: { greeting: ["Hello, Ada!"] } },
+    "a normal job completes after all that",
+  );
 }
 
 /**
  * One hostile file: `nodeway up` (with `--tls`, the inputs through the proxy), the given suites, the CPU-bound
  * job, the final normal job, and the summary line with its assertions.
  */
-export function hostileFile(tap: Test, opts: { tls: boolean; name: string }, suites: ((t: Test, h: Hostile) => Promise<void>)[]): void {
+export function hostileFile(
+  tap: Test,
+  opts: { tls: boolean; name: string },
+  suites: ((t: Test, h: Hostile) => Promise<void>)[],
+): void {
   tap.test(`hostile ${opts.name}`, async (t) => {
     const up = await startUp(t, { tls: opts.tls });
     const h = new Hostile(up);

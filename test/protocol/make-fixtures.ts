@@ -1,4 +1,5 @@
-// Regenerates the golden fixtures. Run only on purpose (a wire change): node --import ./test/register.mjs test/protocol/make-fixtures.ts
+// Regenerates the golden fixtures. Run only on purpose (a wire change): node --import ./test/register.mjs
+// test/protocol/make-fixtures.ts
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { encodeMsgpack, encodeJson } from "../../protocol/index.js";

@@ -28,15 +28,20 @@ t.test("codec - encodeJson writes bytes nested in lists and objects as data: URI
   });
 });
 
-t.test("codec - an event decoded from a Buffer (the gateway's case) becomes JSON with data: URIs at every depth", async (t) => {
-  const images = [new Uint8Array([1, 2, 3]), new Uint8Array([4, 5])];
-  const stored = Buffer.from(encodeMsgpack({ type: "output_update", job_id: "j", attempt: 1, value: images, result: { c: { images } } }));
-  const ev = decodeMsgpack(stored) as { value: unknown[] };
-  t.ok(Buffer.isBuffer(ev.value[0]), "the decoder gives Buffers for bytes held in a Buffer");
-  const json = JSON.parse(encodeJson(ev)) as { value: string[]; result: { c: { images: string[] } } };
-  t.same(json.value, images.map(uri), "a list of images: data: URIs");
-  t.same(json.result.c.images, images.map(uri), "nested in an object: data: URIs");
-  let deep: unknown = Buffer.from([7]);
-  for (let i = 0; i < 200; i++) deep = i % 2 ? [deep] : { d: deep };
-  t.match(encodeJson({ deep }), /"data:application\/octet-stream;base64,Bw=="/, "200 levels down too");
-});
+t.test(
+  "codec - an event decoded from a Buffer (the gateway's case) becomes JSON with data: URIs at every depth",
+  async (t) => {
+    const images = [new Uint8Array([1, 2, 3]), new Uint8Array([4, 5])];
+    const stored = Buffer.from(
+      encodeMsgpack({ type: "output_update", job_id: "j", attempt: 1, value: images, result: { c: { images } } }),
+    );
+    const ev = decodeMsgpack(stored) as { value: unknown[] };
+    t.ok(Buffer.isBuffer(ev.value[0]), "the decoder gives Buffers for bytes held in a Buffer");
+    const json = JSON.parse(encodeJson(ev)) as { value: string[]; result: { c: { images: string[] } } };
+    t.same(json.value, images.map(uri), "a list of images: data: URIs");
+    t.same(json.result.c.images, images.map(uri), "nested in an object: data: URIs");
+    let deep: unknown = Buffer.from([7]);
+    for (let i = 0; i < 200; i++) deep = i % 2 ? [deep] : { d: deep };
+    t.match(encodeJson({ deep }), /"data:application\/octet-stream;base64,Bw=="/, "200 levels down too");
+  },
+);

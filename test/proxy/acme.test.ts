@@ -24,7 +24,10 @@ interface Rig {
   clock: { offsetMs: number };
 }
 
-async function rig(t: Teardowns, opts: { env?: Record<string, string>; proxy?: Record<string, unknown> } = {}): Promise<Rig> {
+async function rig(
+  t: Teardowns,
+  opts: { env?: Record<string, string>; proxy?: Record<string, unknown> } = {},
+): Promise<Rig> {
   const httpPort = await freePort();
   const pebble = await startPebble({ httpPort, env: opts.env });
   t.teardown(() => pebble.close());
@@ -64,7 +67,11 @@ async function servedCert(r: Rig, name = DOMAIN) {
 
 t.test("proxy acme - issues a certificate over HTTP-01 and serves it for the domain", async (t) => {
   const r = await rig(t);
-  await waitFor(() => r.events.some((e) => e.type === "cert.installed" && e.source === "acme"), 30_000, "issued certificate");
+  await waitFor(
+    () => r.events.some((e) => e.type === "cert.installed" && e.source === "acme"),
+    30_000,
+    "issued certificate",
+  );
   const cert = await servedCert(r);
   t.match(cert.subjectaltname, `DNS:${DOMAIN}`);
   const ca = new URL(r.pebble.directoryUrl).host.replace(/:/g, "_");
@@ -76,49 +83,79 @@ t.test("proxy acme - issues a certificate over HTTP-01 and serves it for the dom
   t.equal(dirMode.toString(8), "700", "directories 0700");
 });
 
-t.test("proxy acme - renews once a third of the lifetime is left and serves the new certificate without restart", async (t) => {
-  const r = await rig(t);
-  await waitFor(() => r.proxy.certificates().length === 1, 30_000, "issued certificate");
-  const first = await servedCert(r);
-  await r.proxy.checkCertificates();
-  t.equal(r.events.filter((e) => e.type === "cert.installed").length, 1, "no renewal while most of the lifetime is left");
-  // Pebble certificates live 5 years: 4 years on, less than a third is left.
-  r.clock.offsetMs = 4 * YEAR_MS;
-  await r.proxy.checkCertificates();
-  const second = await waitFor(async () => {
-    const c = await servedCert(r);
-    return c.serialNumber !== first.serialNumber ? c : null;
-  }, 30_000, "renewed certificate");
-  t.not(second.serialNumber, first.serialNumber);
-  t.match(second.subjectaltname, `DNS:${DOMAIN}`);
-});
+t.test(
+  "proxy acme - renews once a third of the lifetime is left and serves the new certificate without restart",
+  async (t) => {
+    const r = await rig(t);
+    await waitFor(() => r.proxy.certificates().length === 1, 30_000, "issued certificate");
+    const first = await servedCert(r);
+    await r.proxy.checkCertificates();
+    t.equal(
+      r.events.filter((e) => e.type === "cert.installed").length,
+      1,
+      "no renewal while most of the lifetime is left",
+    );
+    // Pebble certificates live 5 years: 4 years on, less than a third is left.
+    r.clock.offsetMs = 4 * YEAR_MS;
+    await r.proxy.checkCertificates();
+    const second = await waitFor(
+      async () => {
+        const c = await servedCert(r);
+        return c.serialNumber !== first.serialNumber ? c : null;
+      },
+      30_000,
+      "renewed certificate",
+    );
+    t.not(second.serialNumber, first.serialNumber);
+    t.match(second.subjectaltname, `DNS:${DOMAIN}`);
+  },
+);
 
-t.test("proxy acme - CA down during renewal: old certificate still served, alert raised, retry succeeds later", async (t) => {
-  const r = await rig(t);
-  await waitFor(() => r.proxy.certificates().length === 1, 30_000, "issued certificate");
-  const oldRoot = await r.pebble.root();
-  const first = await peerCertificate(r.proxy.httpsPort, DOMAIN, { ca: oldRoot, rejectUnauthorized: true });
-  await r.pebble.stop();
-  r.clock.offsetMs = 4 * YEAR_MS;
-  await r.proxy.checkCertificates();
-  const failed = await waitFor(() => r.events.find((e) => e.type === "cert.renew_failed"), 10_000, "renewal failure event");
-  t.match(failed, { type: "cert.renew_failed", name: DOMAIN, code: "PROXY_ERR_ACME", stillServing: true });
-  const during = await peerCertificate(r.proxy.httpsPort, DOMAIN, { ca: oldRoot, rejectUnauthorized: true });
-  t.equal(during.serialNumber, first.serialNumber, "old certificate still served while the CA is down");
-  await waitFor(() => r.events.filter((e) => e.type === "cert.renew_failed").length >= 2, 10_000, "a backed-off retry");
+t.test(
+  "proxy acme - CA down during renewal: old certificate still served, alert raised, retry succeeds later",
+  async (t) => {
+    const r = await rig(t);
+    await waitFor(() => r.proxy.certificates().length === 1, 30_000, "issued certificate");
+    const oldRoot = await r.pebble.root();
+    const first = await peerCertificate(r.proxy.httpsPort, DOMAIN, { ca: oldRoot, rejectUnauthorized: true });
+    await r.pebble.stop();
+    r.clock.offsetMs = 4 * YEAR_MS;
+    await r.proxy.checkCertificates();
+    const failed = await waitFor(
+      () => r.events.find((e) => e.type === "cert.renew_failed"),
+      10_000,
+      "renewal failure event",
+    );
+    t.match(failed, { type: "cert.renew_failed", name: DOMAIN, code: "PROXY_ERR_ACME", stillServing: true });
+    const during = await peerCertificate(r.proxy.httpsPort, DOMAIN, { ca: oldRoot, rejectUnauthorized: true });
+    t.equal(during.serialNumber, first.serialNumber, "old certificate still served while the CA is down");
+    await waitFor(
+      () => r.events.filter((e) => e.type === "cert.renew_failed").length >= 2,
+      10_000,
+      "a backed-off retry",
+    );
 
-  await r.pebble.start();
-  const renewed = await waitFor(async () => {
-    const c = await servedCert(r).catch(() => null);
-    return c !== null && c.serialNumber !== first.serialNumber ? c : null;
-  }, 30_000, "certificate renewed after the CA came back");
-  t.match(renewed.subjectaltname, `DNS:${DOMAIN}`);
-  t.equal(r.proxy.certificates()[0]!.failures, 0, "failure count reset");
-});
+    await r.pebble.start();
+    const renewed = await waitFor(
+      async () => {
+        const c = await servedCert(r).catch(() => null);
+        return c !== null && c.serialNumber !== first.serialNumber ? c : null;
+      },
+      30_000,
+      "certificate renewed after the CA came back",
+    );
+    t.match(renewed.subjectaltname, `DNS:${DOMAIN}`);
+    t.equal(r.proxy.certificates()[0]!.failures, 0, "failure count reset");
+  },
+);
 
 t.test("proxy acme - issuance succeeds with Pebble rejecting half of all nonces", async (t) => {
   const r = await rig(t, { env: { PEBBLE_WFE_NONCEREJECT: "50" } });
-  await waitFor(() => r.events.some((e) => e.type === "cert.installed" && e.source === "acme"), 60_000, "issued certificate");
+  await waitFor(
+    () => r.events.some((e) => e.type === "cert.installed" && e.source === "acme"),
+    60_000,
+    "issued certificate",
+  );
   const cert = await servedCert(r);
   t.match(cert.subjectaltname, `DNS:${DOMAIN}`);
 });
@@ -179,5 +216,8 @@ t.test("proxy acme - a flood of allowed SNI names places at most acmeOrdersPerMi
   await Promise.all(names.map((n) => peerCertificate(r.proxy.httpsPort, n)));
   await r.proxy.checkCertificates(); // a maintenance pass does not retry throttled on-demand names either
   t.equal(issuedNames(r).length, 1, "one order in the minute");
-  t.notOk(r.events.some((e) => e.type === "cert.renew_failed"), "throttling is not reported as a failure");
+  t.notOk(
+    r.events.some((e) => e.type === "cert.renew_failed"),
+    "throttling is not reported as a failure",
+  );
 });

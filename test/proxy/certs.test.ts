@@ -30,27 +30,45 @@ t.test("proxy certs - accepts a good chain whose key matches and that covers the
 
 t.test("proxy certs - never installs a certificate with the wrong SAN", async (t) => {
   const leaf = ca.issue(["other.example.com"]);
-  t.equal(reasonOf(() => validateCertificate(leaf.chainPem, leaf.keyPem, ["app.example.com"], now)), "san_mismatch");
+  t.equal(
+    reasonOf(() => validateCertificate(leaf.chainPem, leaf.keyPem, ["app.example.com"], now)),
+    "san_mismatch",
+  );
 });
 
 t.test("proxy certs - never installs an expired certificate", async (t) => {
-  const leaf = ca.issue(["app.example.com"], { notBefore: new Date(now - 10 * 86400_000), notAfter: new Date(now - 86400_000) });
-  t.equal(reasonOf(() => validateCertificate(leaf.chainPem, leaf.keyPem, ["app.example.com"], now)), "expired");
+  const leaf = ca.issue(["app.example.com"], {
+    notBefore: new Date(now - 10 * 86400_000),
+    notAfter: new Date(now - 86400_000),
+  });
+  t.equal(
+    reasonOf(() => validateCertificate(leaf.chainPem, leaf.keyPem, ["app.example.com"], now)),
+    "expired",
+  );
 });
 
 t.test("proxy certs - never installs a certificate whose key does not match", async (t) => {
   const a = ca.issue(["app.example.com"]);
   const b = ca.issue(["app.example.com"]);
-  t.equal(reasonOf(() => validateCertificate(a.chainPem, b.keyPem, ["app.example.com"], now)), "key_mismatch");
+  t.equal(
+    reasonOf(() => validateCertificate(a.chainPem, b.keyPem, ["app.example.com"], now)),
+    "key_mismatch",
+  );
 });
 
 t.test("proxy certs - never installs a chain whose intermediate did not sign the leaf", async (t) => {
   const leaf = ca.issue(["app.example.com"]);
-  t.equal(reasonOf(() => validateCertificate(leaf.certPem + other.certPem, leaf.keyPem, ["app.example.com"], now)), "chain");
+  t.equal(
+    reasonOf(() => validateCertificate(leaf.certPem + other.certPem, leaf.keyPem, ["app.example.com"], now)),
+    "chain",
+  );
 });
 
 t.test("proxy certs - rejects text that is not a certificate", async (t) => {
-  t.equal(reasonOf(() => validateCertificate("hello", "world", [], now)), "parse");
+  t.equal(
+    reasonOf(() => validateCertificate("hello", "world", [], now)),
+    "parse",
+  );
 });
 
 t.test("proxy certs - renewal is due once less than a third of the lifetime is left", async (t) => {
@@ -106,14 +124,21 @@ t.test("proxy certs - two holders of one store never renew the same name at once
   let release!: () => void;
   let entered!: () => void;
   const inside = new Promise<void>((r) => (entered = r));
-  const held = a.withLock("acme/ca/app.example.com", () => new Promise<void>((r) => {
-    release = r;
-    entered();
-  }));
+  const held = a.withLock(
+    "acme/ca/app.example.com",
+    () =>
+      new Promise<void>((r) => {
+        release = r;
+        entered();
+      }),
+  );
   // Taking the lock is file I/O: wait until the first holder is inside, however long that takes under load (one
   // setImmediate was not always enough when the suite ran in parallel).
   await inside;
-  await t.rejects(b.withLock("acme/ca/app.example.com", async () => "second"), StoreLockedError);
+  await t.rejects(
+    b.withLock("acme/ca/app.example.com", async () => "second"),
+    StoreLockedError,
+  );
   release();
   await held;
   t.equal(await b.withLock("acme/ca/app.example.com", async () => "after release"), "after release");

@@ -1,5 +1,11 @@
 import t from "tap";
-import { compileProxyConfig, DEV_TLS_OPTIONS, InvalidConfigError, LETS_ENCRYPT_DIRECTORY_URL, type ProxyOptions } from "../../proxy/index.js";
+import {
+  compileProxyConfig,
+  DEV_TLS_OPTIONS,
+  InvalidConfigError,
+  LETS_ENCRYPT_DIRECTORY_URL,
+  type ProxyOptions,
+} from "../../proxy/index.js";
 
 function rejectKey(opts: unknown): string {
   try {
@@ -52,17 +58,29 @@ t.test("proxy config - accepts strings from flags and env for numbers, booleans 
 });
 
 t.test("proxy config - rejects contradictions and malformed values, naming the key", async (t) => {
-  t.equal(rejectKey({ upstream: [] , tls: "self-signed" }), "upstream");
+  t.equal(rejectKey({ upstream: [], tls: "self-signed" }), "upstream");
   t.equal(rejectKey({ upstream: ["https://gw:8000"], tls: "self-signed" }), "upstream");
   t.equal(rejectKey({ upstream: ["http://gw:8000/api"], tls: "self-signed" }), "upstream");
   t.equal(rejectKey({ upstream: ["http://gw:8000"] }), "domain"); // acme needs a domain
   t.equal(rejectKey({ upstream: ["http://gw:8000"], domain: ["localhost"] }), "domain"); // acme can't do localhost
   t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "files" }), "certFile");
   t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", certFile: "/x" }), "certFile");
-  t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", trustedProxies: ["10.0.0.0/33"] }), "trustedProxies");
-  t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", trustedProxies: ["example.com"] }), "trustedProxies");
-  t.equal(rejectKey({ upstream: ["http://gw:8000"], domain: ["a.example"], acmeDirectoryUrl: "http://ca/dir" }), "acmeDirectoryUrl");
-  t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", onDemandAllow: ["*.example.com"] }), "onDemandAllow");
+  t.equal(
+    rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", trustedProxies: ["10.0.0.0/33"] }),
+    "trustedProxies",
+  );
+  t.equal(
+    rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", trustedProxies: ["example.com"] }),
+    "trustedProxies",
+  );
+  t.equal(
+    rejectKey({ upstream: ["http://gw:8000"], domain: ["a.example"], acmeDirectoryUrl: "http://ca/dir" }),
+    "acmeDirectoryUrl",
+  );
+  t.equal(
+    rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", onDemandAllow: ["*.example.com"] }),
+    "onDemandAllow",
+  );
   t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "tls13" }), "tls");
   t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", renewalWindowRatio: 2 }), "renewalWindowRatio");
   t.equal(rejectKey({ upstream: ["http://gw:8000"], tls: "self-signed", email: "nope" }), "email");
@@ -77,7 +95,14 @@ t.test("proxy config - error carries the stable code PROXY_ERR_INVALID_CONFIG", 
 
 t.test("proxy config - DEV_TLS_OPTIONS compile to self-signed on 127.0.0.1:8443/8080 without HSTS", async (t) => {
   const c = compileProxyConfig({ ...DEV_TLS_OPTIONS, upstream: ["http://127.0.0.1:8000"] });
-  t.match(c, { tls: "self-signed", host: "127.0.0.1", httpsPort: 8443, httpPort: 8080, hstsMaxAgeSeconds: 0, domain: ["localhost"] });
+  t.match(c, {
+    tls: "self-signed",
+    host: "127.0.0.1",
+    httpsPort: 8443,
+    httpPort: 8080,
+    hstsMaxAgeSeconds: 0,
+    domain: ["localhost"],
+  });
 });
 
 t.test("proxy config - hostile-input settings: defaults, and bad values named by key", async (t) => {
@@ -92,7 +117,10 @@ t.test("proxy config - hostile-input settings: defaults, and bad values named by
   const base = { upstream: ["http://127.0.0.1:8000"], domain: ["example.com"] };
   t.equal(rejectKey({ ...base, onDemandAsk: "ftp://127.0.0.1/ask" }), "onDemandAsk");
   t.equal(rejectKey({ ...base, onDemandAsk: "http://u:p@127.0.0.1/ask" }), "onDemandAsk");
-  t.equal(rejectKey({ upstream: ["http://127.0.0.1:8000"], tls: "self-signed", onDemandAsk: "http://127.0.0.1/a" }), "onDemandAsk");
+  t.equal(
+    rejectKey({ upstream: ["http://127.0.0.1:8000"], tls: "self-signed", onDemandAsk: "http://127.0.0.1/a" }),
+    "onDemandAsk",
+  );
   t.equal(rejectKey({ ...base, maxConnections: 0 }), "maxConnections");
   t.equal(rejectKey({ ...base, wsIdleTimeoutMs: "soon" }), "wsIdleTimeoutMs");
   t.equal(rejectKey({ ...base, onDemandMaxNames: 0 }), "onDemandMaxNames");

@@ -19,7 +19,12 @@ async function setup(t: Teardowns, extra: Record<string, unknown> = {}): Promise
   t.teardown(store.cleanup);
   const proxy = await startProxy(
     compileProxyConfig({
-      upstream: [up.url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir,
+      upstream: [up.url],
+      tls: "self-signed",
+      host: "127.0.0.1",
+      httpsPort: 0,
+      httpPort: 0,
+      certDir: store.dir,
       ...extra,
     }),
     { onEvent: () => undefined, accessLog: () => undefined },

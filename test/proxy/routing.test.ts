@@ -5,13 +5,25 @@ import WebSocket from "ws";
 import { compileProxyConfig, startProxy, type ProxyEvent, type RunningProxy } from "../../proxy/index.js";
 import { httpsGet, startUpstream, tempDir, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
 
-async function proxyFor(t: Teardowns, ups: TestUpstream[], extra: Record<string, unknown> = {}): Promise<{ proxy: RunningProxy; lines: string[]; events: ProxyEvent[] }> {
+async function proxyFor(
+  t: Teardowns,
+  ups: TestUpstream[],
+  extra: Record<string, unknown> = {},
+): Promise<{ proxy: RunningProxy; lines: string[]; events: ProxyEvent[] }> {
   const store = await tempDir("nodeway-proxy-routing-");
   t.teardown(store.cleanup);
   const lines: string[] = [];
   const events: ProxyEvent[] = [];
   const proxy = await startProxy(
-    compileProxyConfig({ upstream: ups.map((u) => u.url), tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir, ...extra }),
+    compileProxyConfig({
+      upstream: ups.map((u) => u.url),
+      tls: "self-signed",
+      host: "127.0.0.1",
+      httpsPort: 0,
+      httpPort: 0,
+      certDir: store.dir,
+      ...extra,
+    }),
     { onEvent: (e) => events.push(e), accessLog: (l) => lines.push(l) },
   );
   t.teardown(() => proxy.stop());
@@ -42,18 +54,24 @@ function nextMessage(ws: WebSocket): Promise<string> {
 }
 
 /** Opens a streaming GET and exposes chunks as they arrive. */
-function openStream(port: number, path: string): Promise<{ res: IncomingMessage; chunks: string[]; ended: Promise<"complete" | "cut"> }> {
+function openStream(
+  port: number,
+  path: string,
+): Promise<{ res: IncomingMessage; chunks: string[]; ended: Promise<"complete" | "cut"> }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: "127.0.0.1", port, path, rejectUnauthorized: false, servername: "localhost", agent: false }, (res) => {
-      const chunks: string[] = [];
-      res.on("data", (d: Buffer) => chunks.push(d.toString()));
-      const ended = new Promise<"complete" | "cut">((r) => {
-        res.on("end", () => r(res.complete ? "complete" : "cut"));
-        res.on("error", () => r("cut"));
-        res.on("close", () => r(res.complete ? "complete" : "cut"));
-      });
-      resolve({ res, chunks, ended });
-    });
+    const req = httpsRequest(
+      { host: "127.0.0.1", port, path, rejectUnauthorized: false, servername: "localhost", agent: false },
+      (res) => {
+        const chunks: string[] = [];
+        res.on("data", (d: Buffer) => chunks.push(d.toString()));
+        const ended = new Promise<"complete" | "cut">((r) => {
+          res.on("end", () => r(res.complete ? "complete" : "cut"));
+          res.on("error", () => r("cut"));
+          res.on("close", () => r(res.complete ? "complete" : "cut"));
+        });
+        resolve({ res, chunks, ended });
+      },
+    );
     req.on("error", reject);
     req.end();
   });
@@ -87,7 +105,9 @@ t.test("proxy routing - access log redacts bearer subprotocols and api_key query
   const { proxy, lines } = await proxyFor(t, [a]);
   const ws = await openWs(proxy.httpsPort, ["bearer.s3cr3t-token"]);
   ws.close();
-  await httpsGet(proxy.httpsPort, "/v1/models?api_key=sk-live-123&x=1", { headers: { authorization: "Bearer sk-live-456" } });
+  await httpsGet(proxy.httpsPort, "/v1/models?api_key=sk-live-123&x=1", {
+    headers: { authorization: "Bearer sk-live-456" },
+  });
   await waitFor(() => lines.length >= 2, 5000, "two access-log lines");
   const text = lines.join("\n");
   t.notMatch(text, /s3cr3t|sk-live/);
@@ -127,24 +147,31 @@ t.test("proxy routing - an upstream killed mid-stream cuts the client's stream a
   for (let i = 0; i < 4; i++) t.equal((await httpsGet(proxy.httpsPort, "/whoami")).body, survivor.name);
 });
 
-t.test("proxy routing - an in-flight WebSocket is closed when its upstream dies, and a reconnect lands on the other", async (t) => {
-  const [a, b] = await twoUpstreams(t);
-  const { proxy } = await proxyFor(t, [a, b], { healthIntervalMs: 100 });
-  const ws = await openWs(proxy.httpsPort);
-  const first = nextMessage(ws);
-  ws.send("x");
-  const who = (await first).split(":")[0];
-  const victim = who === "gw-a" ? a : b;
-  const closed = new Promise<number>((r) => ws.once("close", (code) => r(code)));
-  await victim.kill();
-  t.ok(await closed, "client socket closed");
-  await waitFor(() => proxy.upstreams().some((u) => u.origin === victim.url && !u.healthy), 5000, "victim marked down");
-  const again = await openWs(proxy.httpsPort);
-  t.teardown(() => again.terminate());
-  const reply = nextMessage(again);
-  again.send("y");
-  t.equal(await reply, `${victim === a ? "gw-b" : "gw-a"}:y`);
-});
+t.test(
+  "proxy routing - an in-flight WebSocket is closed when its upstream dies, and a reconnect lands on the other",
+  async (t) => {
+    const [a, b] = await twoUpstreams(t);
+    const { proxy } = await proxyFor(t, [a, b], { healthIntervalMs: 100 });
+    const ws = await openWs(proxy.httpsPort);
+    const first = nextMessage(ws);
+    ws.send("x");
+    const who = (await first).split(":")[0];
+    const victim = who === "gw-a" ? a : b;
+    const closed = new Promise<number>((r) => ws.once("close", (code) => r(code)));
+    await victim.kill();
+    t.ok(await closed, "client socket closed");
+    await waitFor(
+      () => proxy.upstreams().some((u) => u.origin === victim.url && !u.healthy),
+      5000,
+      "victim marked down",
+    );
+    const again = await openWs(proxy.httpsPort);
+    t.teardown(() => again.terminate());
+    const reply = nextMessage(again);
+    again.send("y");
+    t.equal(await reply, `${victim === a ? "gw-b" : "gw-a"}:y`);
+  },
+);
 
 t.test("proxy routing - a dead upstream gives a fast 502, then 503 once ejected", async (t) => {
   const a = await startUpstream("gw-a");
@@ -181,28 +208,37 @@ t.test("proxy routing - large bodies stream through intact in both directions", 
   const big = await httpsGet(proxy.httpsPort, "/big");
   t.equal(big.body.length, 1 << 20);
   const payload = "z".repeat(300_000);
-  const echo = await httpsGet(proxy.httpsPort, "/echo", { method: "POST", body: payload, headers: { "content-type": "text/plain" } });
+  const echo = await httpsGet(proxy.httpsPort, "/echo", {
+    method: "POST",
+    body: payload,
+    headers: { "content-type": "text/plain" },
+  });
   t.equal(JSON.parse(echo.body).body.length, payload.length);
 });
 
-t.test("proxy routing - a client leaving mid-stream closes the upstream stream and does not eject the upstream", async (t) => {
-  const [a] = await twoUpstreams(t);
-  const { proxy } = await proxyFor(t, [a], { healthIntervalMs: 60_000 });
-  const s = await openStream(proxy.httpsPort, "/sse");
-  await waitFor(() => a.sse.size === 1, 5000, "upstream SSE response");
-  s.res.destroy();
-  await waitFor(() => a.sse.size === 0, 5000, "upstream saw the stream close");
-  await waitFor(() => proxy.upstreams()[0]!.active === 0, 5000, "in-flight count back to 0");
-  t.ok(proxy.upstreams()[0]!.healthy, "still healthy");
-  t.equal((await httpsGet(proxy.httpsPort, "/whoami")).body, "gw-a");
-});
+t.test(
+  "proxy routing - a client leaving mid-stream closes the upstream stream and does not eject the upstream",
+  async (t) => {
+    const [a] = await twoUpstreams(t);
+    const { proxy } = await proxyFor(t, [a], { healthIntervalMs: 60_000 });
+    const s = await openStream(proxy.httpsPort, "/sse");
+    await waitFor(() => a.sse.size === 1, 5000, "upstream SSE response");
+    s.res.destroy();
+    await waitFor(() => a.sse.size === 0, 5000, "upstream saw the stream close");
+    await waitFor(() => proxy.upstreams()[0]!.active === 0, 5000, "in-flight count back to 0");
+    t.ok(proxy.upstreams()[0]!.healthy, "still healthy");
+    t.equal((await httpsGet(proxy.httpsPort, "/whoami")).body, "gw-a");
+  },
+);
 
 /**
  * An upstream that answers the first request on each connection and, keeping it alive, closes it without an
  * answer on the second: what a proxy sees when it reuses a kept-alive connection the upstream just closed. A POST
  * and `GET /dies` are closed unanswered on any connection. Health checks are answered and not counted.
  */
-async function closesReusedConnections(t: Teardowns): Promise<{ url: string; connections: () => number; requests: string[] }> {
+async function closesReusedConnections(
+  t: Teardowns,
+): Promise<{ url: string; connections: () => number; requests: string[] }> {
   const { createServer } = await import("node:http");
   let connections = 0;
   const requests: string[] = [];
@@ -223,26 +259,47 @@ async function closesReusedConnections(t: Teardowns): Promise<{ url: string; con
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  t.teardown(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, connections: () => connections, requests };
+  t.teardown(
+    () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  );
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    connections: () => connections,
+    requests,
+  };
 }
 
-t.test("proxy routing - a GET on a kept-alive connection the upstream closed is sent again on a new one; a POST is not", async (t) => {
-  const up = await closesReusedConnections(t);
-  const { proxy } = await proxyFor(t, [{ url: up.url } as TestUpstream], { healthIntervalMs: 60_000 });
-  t.equal((await httpsGet(proxy.httpsPort, "/one")).status, 200, "first request, first connection");
-  const again = await httpsGet(proxy.httpsPort, "/two");
-  t.equal(again.status, 200, "the reused connection failed; the retry on a new one answered");
-  t.equal(up.connections(), 2);
-  t.same(up.requests, ["GET /one", "GET /two", "GET /two"]);
-  t.ok(proxy.upstreams()[0]!.healthy, "a retried reset does not eject the upstream");
-  const dies = await httpsGet(proxy.httpsPort, "/dies");
-  t.equal(dies.status, 502, "a GET that fails on a new connection too gets 502");
-  t.equal(up.requests.filter((r) => r === "GET /dies").length, 2, "sent twice, not more");
-  await proxy.checkUpstreams();
-  t.ok(proxy.upstreams()[0]!.healthy, "back after a health check");
-  const post = await httpsGet(proxy.httpsPort, "/post", { method: "POST", body: "x=1", headers: { "content-type": "text/plain" } });
-  t.equal(post.status, 502);
-  t.match(JSON.parse(post.body), { code: "PROXY_ERR_UPSTREAM" });
-  t.same(up.requests.filter((r) => r.startsWith("POST")), ["POST /post"], "the POST reached the upstream once");
-});
+t.test(
+  "proxy routing - a GET on a kept-alive connection the upstream closed is sent again on a new one; a POST is not",
+  async (t) => {
+    const up = await closesReusedConnections(t);
+    const { proxy } = await proxyFor(t, [{ url: up.url } as TestUpstream], { healthIntervalMs: 60_000 });
+    t.equal((await httpsGet(proxy.httpsPort, "/one")).status, 200, "first request, first connection");
+    const again = await httpsGet(proxy.httpsPort, "/two");
+    t.equal(again.status, 200, "the reused connection failed; the retry on a new one answered");
+    t.equal(up.connections(), 2);
+    t.same(up.requests, ["GET /one", "GET /two", "GET /two"]);
+    t.ok(proxy.upstreams()[0]!.healthy, "a retried reset does not eject the upstream");
+    const dies = await httpsGet(proxy.httpsPort, "/dies");
+    t.equal(dies.status, 502, "a GET that fails on a new connection too gets 502");
+    t.equal(up.requests.filter((r) => r === "GET /dies").length, 2, "sent twice, not more");
+    await proxy.checkUpstreams();
+    t.ok(proxy.upstreams()[0]!.healthy, "back after a health check");
+    const post = await httpsGet(proxy.httpsPort, "/post", {
+      method: "POST",
+      body: "x=1",
+      headers: { "content-type": "text/plain" },
+    });
+    t.equal(post.status, 502);
+    t.match(JSON.parse(post.body), { code: "PROXY_ERR_UPSTREAM" });
+    t.same(
+      up.requests.filter((r) => r.startsWith("POST")),
+      ["POST /post"],
+      "the POST reached the upstream once",
+    );
+  },
+);

@@ -4,16 +4,35 @@
  */
 import t from "tap";
 import { compileProxyConfig, startProxy, type RunningProxy } from "../../proxy/index.js";
-import { httpsGet, rawTls, rawUpstream, startUpstream, tempDir, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
+import {
+  httpsGet,
+  rawTls,
+  rawUpstream,
+  startUpstream,
+  tempDir,
+  type TestUpstream,
+  type Teardowns,
+} from "../helpers/tls-tools.js";
 
-async function setup(t: Teardowns, extra: Record<string, unknown> = {}): Promise<{ proxy: RunningProxy; up: TestUpstream; lines: string[] }> {
+async function setup(
+  t: Teardowns,
+  extra: Record<string, unknown> = {},
+): Promise<{ proxy: RunningProxy; up: TestUpstream; lines: string[] }> {
   const up = await startUpstream("gw");
   t.teardown(() => up.close());
   const store = await tempDir("nodeway-proxy-sec-");
   t.teardown(store.cleanup);
   const lines: string[] = [];
   const proxy = await startProxy(
-    compileProxyConfig({ upstream: [up.url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir, ...extra }),
+    compileProxyConfig({
+      upstream: [up.url],
+      tls: "self-signed",
+      host: "127.0.0.1",
+      httpsPort: 0,
+      httpPort: 0,
+      certDir: store.dir,
+      ...extra,
+    }),
     { onEvent: () => undefined, accessLog: (l) => lines.push(l) },
   );
   t.teardown(() => proxy.stop());
@@ -22,23 +41,32 @@ async function setup(t: Teardowns, extra: Record<string, unknown> = {}): Promise
 
 const statusOf = (raw: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(raw)?.[1] ?? 0);
 
-t.test("proxy security - rejects a request with both Content-Length and Transfer-Encoding (CL.TE) with 400", async (t) => {
-  const { proxy, up } = await setup(t);
-  const raw = await rawTls(
-    proxy.httpsPort,
-    "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
-  );
-  t.equal(statusOf(raw), 400);
-  t.equal(up.seen.length, 0, "nothing reached the upstream");
-});
+t.test(
+  "proxy security - rejects a request with both Content-Length and Transfer-Encoding (CL.TE) with 400",
+  async (t) => {
+    const { proxy, up } = await setup(t);
+    const raw = await rawTls(
+      proxy.httpsPort,
+      "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    t.equal(statusOf(raw), 400);
+    t.equal(up.seen.length, 0, "nothing reached the upstream");
+  },
+);
 
 t.test("proxy security - rejects Transfer-Encoding other than chunked, and TE.CL variants, with 400", async (t) => {
   const { proxy, up } = await setup(t);
   for (const te of ["gzip", "chunked, identity", "identity"]) {
-    const raw = await rawTls(proxy.httpsPort, `POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: ${te}\r\n\r\n0\r\n\r\n`);
+    const raw = await rawTls(
+      proxy.httpsPort,
+      `POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: ${te}\r\n\r\n0\r\n\r\n`,
+    );
     t.equal(statusOf(raw), 400, `Transfer-Encoding: ${te}`);
   }
-  const dup = await rawTls(proxy.httpsPort, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc");
+  const dup = await rawTls(
+    proxy.httpsPort,
+    "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+  );
   t.equal(statusOf(dup), 400, "conflicting Content-Length");
   t.equal(up.seen.length, 0);
 });
@@ -53,8 +81,15 @@ t.test("proxy security - a request with two Host headers is refused with 400 (RF
 
 t.test("proxy security - Expect: 100-continue is answered by the proxy and not forwarded", async (t) => {
   const { proxy, up } = await setup(t);
-  const raw = await rawTls(proxy.httpsPort, "POST /echo HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
-  t.match(raw, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, "100 Continue from the proxy, then the upstream's answer");
+  const raw = await rawTls(
+    proxy.httpsPort,
+    "POST /echo HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+  );
+  t.match(
+    raw,
+    /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /,
+    "100 Continue from the proxy, then the upstream's answer",
+  );
   t.equal(up.seen.length, 1);
   t.equal(up.seen[0]!.body, "abc");
   t.equal(up.seen[0]!.headers.expect, undefined, "Expect is not forwarded");
@@ -65,11 +100,18 @@ t.test("proxy security - a chunked DELETE reaches the upstream as exactly one re
   // The body looks like a second request: if the proxy forwarded it unframed, the upstream would run it.
   const inner = "GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
   const chunk = `${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`;
-  const raw = await rawTls(proxy.httpsPort, `DELETE /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`);
+  const raw = await rawTls(
+    proxy.httpsPort,
+    `DELETE /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`,
+  );
   t.equal(statusOf(raw), 200);
   // A follow-up reuses the pooled upstream connection, so any bytes smuggled onto it would be parsed first.
   t.equal((await httpsGet(proxy.httpsPort, "/after")).status, 200);
-  t.same(up.seen.map((s) => s.url), ["/echo", "/after"], "the DELETE is one request, nothing in between");
+  t.same(
+    up.seen.map((s) => s.url),
+    ["/echo", "/after"],
+    "the DELETE is one request, nothing in between",
+  );
   t.equal(up.seen[0]!.method, "DELETE");
   t.equal(up.seen[0]!.body, inner, "body delivered as body");
   t.notOk(up.seen.some((s) => s.url === "/smuggled"));
@@ -115,7 +157,10 @@ t.test("proxy security - overwrites a spoofed X-Forwarded-For from an untrusted 
 
 t.test("proxy security - keeps and appends X-Forwarded-For from a trusted proxy", async (t) => {
   const { proxy, up } = await setup(t, { trustedProxies: ["127.0.0.0/8"] });
-  await rawTls(proxy.httpsPort, "GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example\r\n\r\n");
+  await rawTls(
+    proxy.httpsPort,
+    "GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example\r\n\r\n",
+  );
   const h = up.seen[0]!.headers;
   t.equal(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
   t.equal(h["x-forwarded-host"], "app.example");
@@ -123,17 +168,29 @@ t.test("proxy security - keeps and appends X-Forwarded-For from a trusted proxy"
 
 t.test("proxy security - refuses bodies over maxBodyBytes with 413 (declared and chunked)", async (t) => {
   const { proxy, up } = await setup(t, { maxBodyBytes: 1000 });
-  const declared = await rawTls(proxy.httpsPort, `POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2000\r\n\r\n${"a".repeat(2000)}`);
+  const declared = await rawTls(
+    proxy.httpsPort,
+    `POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2000\r\n\r\n${"a".repeat(2000)}`,
+  );
   t.equal(statusOf(declared), 413);
   const body = "a".repeat(1500);
-  const chunked = await rawTls(proxy.httpsPort, `POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+  const chunked = await rawTls(
+    proxy.httpsPort,
+    `POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`,
+  );
   t.equal(statusOf(chunked), 413);
-  t.notOk(up.seen.some((s) => s.body.length > 1000), "the upstream never got an oversized body");
+  t.notOk(
+    up.seen.some((s) => s.body.length > 1000),
+    "the upstream never got an oversized body",
+  );
 });
 
 t.test("proxy security - refuses a request head over maxHeaderBytes with 431", async (t) => {
   const { proxy } = await setup(t, { maxHeaderBytes: 4096 });
-  const raw = await rawTls(proxy.httpsPort, `GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Big: ${"b".repeat(8000)}\r\n\r\n`);
+  const raw = await rawTls(
+    proxy.httpsPort,
+    `GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Big: ${"b".repeat(8000)}\r\n\r\n`,
+  );
   t.equal(statusOf(raw), 431);
 });
 
@@ -152,7 +209,9 @@ t.test("proxy security - ws:// upgrades on the plain HTTP port are refused", asy
   const { connect } = await import("node:net");
   const raw = await new Promise<string>((resolve) => {
     const s = connect(proxy.httpPort, "127.0.0.1", () => {
-      s.write("GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+      s.write(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      );
     });
     let out = "";
     s.on("data", (d) => (out += d));
@@ -161,28 +220,45 @@ t.test("proxy security - ws:// upgrades on the plain HTTP port are refused", asy
   t.equal(statusOf(raw), 400);
 });
 
-t.test("proxy security - a malformed upstream response gets a 502, is not relayed, and does not eject the upstream", async (t) => {
-  // A raw upstream: /health and /fine answer properly, the others with what a confused or hostile server sends.
-  const answers: Record<string, string> = {
-    "/smuggle": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 0\r\n\r\n",
-    "/fold": "HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n",
-    "/garbage": "\x16\x03\x01 not http at all\r\n\r\n",
-    "/split": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
-  };
-  const url = await rawUpstream(t, (path) => answers[path] ?? "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine");
-  const store = await tempDir("nodeway-proxy-sec-");
-  t.teardown(store.cleanup);
-  const proxy = await startProxy(compileProxyConfig({ upstream: [url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir }), {
-    onEvent: () => undefined,
-    accessLog: () => undefined,
-  });
-  t.teardown(() => proxy.stop());
-  for (const path of Object.keys(answers)) {
-    const res = await rawTls(proxy.httpsPort, `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
-    t.equal(statusOf(res), 502, `${path}: 502`);
-    t.match(res, /PROXY_ERR_UPSTREAM/, `${path}: says it was the upstream`);
-    t.notMatch(res, /X-Injected|X-A: one/, `${path}: nothing of the bad response reaches the client`);
-  }
-  t.ok(proxy.upstreams().every((u) => u.healthy), "the upstream is still in rotation");
-  t.equal((await httpsGet(proxy.httpsPort, "/fine")).body, "fine", "and keeps serving");
-});
+t.test(
+  "proxy security - a malformed upstream response gets a 502, is not relayed, and does not eject the upstream",
+  async (t) => {
+    // A raw upstream: /health and /fine answer properly, the others with what a confused or hostile server sends.
+    const answers: Record<string, string> = {
+      "/smuggle":
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 0\r\n\r\n",
+      "/fold": "HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 0\r\n\r\n",
+      "/garbage": "\x16\x03\x01 not http at all\r\n\r\n",
+      "/split": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+    };
+    const url = await rawUpstream(t, (path) => answers[path] ?? "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine");
+    const store = await tempDir("nodeway-proxy-sec-");
+    t.teardown(store.cleanup);
+    const proxy = await startProxy(
+      compileProxyConfig({
+        upstream: [url],
+        tls: "self-signed",
+        host: "127.0.0.1",
+        httpsPort: 0,
+        httpPort: 0,
+        certDir: store.dir,
+      }),
+      {
+        onEvent: () => undefined,
+        accessLog: () => undefined,
+      },
+    );
+    t.teardown(() => proxy.stop());
+    for (const path of Object.keys(answers)) {
+      const res = await rawTls(proxy.httpsPort, `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+      t.equal(statusOf(res), 502, `${path}: 502`);
+      t.match(res, /PROXY_ERR_UPSTREAM/, `${path}: says it was the upstream`);
+      t.notMatch(res, /X-Injected|X-A: one/, `${path}: nothing of the bad response reaches the client`);
+    }
+    t.ok(
+      proxy.upstreams().every((u) => u.healthy),
+      "the upstream is still in rotation",
+    );
+    t.equal((await httpsGet(proxy.httpsPort, "/fine")).body, "fine", "and keeps serving");
+  },
+);

@@ -4,7 +4,16 @@ import { stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import t from "tap";
 import { compileProxyConfig, startProxy, type ProxyEvent } from "../../proxy/index.js";
-import { createTestCa, httpsGet, peerCertificate, startUpstream, tempDir, tlsOpen, waitFor, type Teardowns } from "../helpers/tls-tools.js";
+import {
+  createTestCa,
+  httpsGet,
+  peerCertificate,
+  startUpstream,
+  tempDir,
+  tlsOpen,
+  waitFor,
+  type Teardowns,
+} from "../helpers/tls-tools.js";
 
 async function selfSignedProxy(t: Teardowns, extra: Record<string, unknown> = {}) {
   const up = await startUpstream("gw-a");
@@ -13,14 +22,26 @@ async function selfSignedProxy(t: Teardowns, extra: Record<string, unknown> = {}
   t.teardown(store.cleanup);
   const events: ProxyEvent[] = [];
   const proxy = await startProxy(
-    compileProxyConfig({ upstream: [up.url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir, ...extra }),
+    compileProxyConfig({
+      upstream: [up.url],
+      tls: "self-signed",
+      host: "127.0.0.1",
+      httpsPort: 0,
+      httpPort: 0,
+      certDir: store.dir,
+      ...extra,
+    }),
     { onEvent: (e) => events.push(e), accessLog: () => undefined },
   );
   t.teardown(() => proxy.stop());
   return { proxy, up, store, events };
 }
 
-function plainGet(port: number, path: string, host = "localhost"): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+function plainGet(
+  port: number,
+  path: string,
+  host = "localhost",
+): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (res) => {
       let body = "";
@@ -35,7 +56,10 @@ function plainGet(port: number, path: string, host = "localhost"): Promise<{ sta
 t.test("proxy tls - refuses TLS 1.0 and 1.1 handshakes", async (t) => {
   const { proxy } = await selfSignedProxy(t);
   for (const v of ["TLSv1", "TLSv1.1"] as const) {
-    await t.rejects(tlsOpen(proxy.httpsPort, { minVersion: v, maxVersion: v, ciphers: "DEFAULT@SECLEVEL=0" }), `${v} refused`);
+    await t.rejects(
+      tlsOpen(proxy.httpsPort, { minVersion: v, maxVersion: v, ciphers: "DEFAULT@SECLEVEL=0" }),
+      `${v} refused`,
+    );
   }
 });
 
@@ -80,23 +104,33 @@ t.test("proxy tls - port 80 does not redirect ACME challenge paths (404 for unkn
   t.equal(traversal.status, 404);
 });
 
-t.test("proxy tls - self-signed certificate covers localhost and loopback IPs, key stored 0600 in a 0700 dir", async (t) => {
-  const { proxy, store } = await selfSignedProxy(t);
-  const cert = await peerCertificate(proxy.httpsPort, "localhost");
-  t.match(cert.subjectaltname, /DNS:localhost/);
-  t.match(cert.subjectaltname, /IP Address:127\.0\.0\.1/);
-  const dirMode = (await stat(store.dir)).mode & 0o777;
-  const keyMode = (await stat(join(store.dir, "self-signed", "localhost", "key.pem"))).mode & 0o777;
-  t.equal(dirMode.toString(8), "700");
-  t.equal(keyMode.toString(8), "600");
-});
+t.test(
+  "proxy tls - self-signed certificate covers localhost and loopback IPs, key stored 0600 in a 0700 dir",
+  async (t) => {
+    const { proxy, store } = await selfSignedProxy(t);
+    const cert = await peerCertificate(proxy.httpsPort, "localhost");
+    t.match(cert.subjectaltname, /DNS:localhost/);
+    t.match(cert.subjectaltname, /IP Address:127\.0\.0\.1/);
+    const dirMode = (await stat(store.dir)).mode & 0o777;
+    const keyMode = (await stat(join(store.dir, "self-signed", "localhost", "key.pem"))).mode & 0o777;
+    t.equal(dirMode.toString(8), "700");
+    t.equal(keyMode.toString(8), "600");
+  },
+);
 
 t.test("proxy tls - self-signed certificate is reused across restarts", async (t) => {
   const { proxy, store, up } = await selfSignedProxy(t);
   const first = await peerCertificate(proxy.httpsPort, "localhost");
   await proxy.stop();
   const again = await startProxy(
-    compileProxyConfig({ upstream: [up.url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir }),
+    compileProxyConfig({
+      upstream: [up.url],
+      tls: "self-signed",
+      host: "127.0.0.1",
+      httpsPort: 0,
+      httpPort: 0,
+      certDir: store.dir,
+    }),
     { onEvent: () => undefined, accessLog: () => undefined },
   );
   t.teardown(() => again.stop());
@@ -104,42 +138,67 @@ t.test("proxy tls - self-signed certificate is reused across restarts", async (t
   t.equal(second.serialNumber, first.serialNumber);
 });
 
-t.test("proxy tls - operator files: SNI picks the certificate, and a replaced file takes effect without restart", async (t) => {
-  const ca = createTestCa();
-  const dir = await tempDir("nodeway-proxy-files-");
-  t.teardown(dir.cleanup);
-  const certFile = join(dir.dir, "cert.pem");
-  const keyFile = join(dir.dir, "key.pem");
-  const first = ca.issue(["a.example.test", "b.example.test"]);
-  await writeFile(certFile, first.chainPem);
-  await writeFile(keyFile, first.keyPem);
-  const up = await startUpstream("gw");
-  t.teardown(() => up.close());
-  const events: ProxyEvent[] = [];
-  const proxy = await startProxy(
-    compileProxyConfig({ upstream: [up.url], tls: "files", certFile, keyFile, host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: join(dir.dir, "store") }),
-    { onEvent: (e) => events.push(e), accessLog: () => undefined },
-  );
-  t.teardown(() => proxy.stop());
-  const got = await peerCertificate(proxy.httpsPort, "b.example.test", { ca: ca.certPem, rejectUnauthorized: true });
-  t.equal(got.serialNumber.toLowerCase(), new X509Certificate(first.certPem).serialNumber.toLowerCase());
+t.test(
+  "proxy tls - operator files: SNI picks the certificate, and a replaced file takes effect without restart",
+  async (t) => {
+    const ca = createTestCa();
+    const dir = await tempDir("nodeway-proxy-files-");
+    t.teardown(dir.cleanup);
+    const certFile = join(dir.dir, "cert.pem");
+    const keyFile = join(dir.dir, "key.pem");
+    const first = ca.issue(["a.example.test", "b.example.test"]);
+    await writeFile(certFile, first.chainPem);
+    await writeFile(keyFile, first.keyPem);
+    const up = await startUpstream("gw");
+    t.teardown(() => up.close());
+    const events: ProxyEvent[] = [];
+    const proxy = await startProxy(
+      compileProxyConfig({
+        upstream: [up.url],
+        tls: "files",
+        certFile,
+        keyFile,
+        host: "127.0.0.1",
+        httpsPort: 0,
+        httpPort: 0,
+        certDir: join(dir.dir, "store"),
+      }),
+      { onEvent: (e) => events.push(e), accessLog: () => undefined },
+    );
+    t.teardown(() => proxy.stop());
+    const got = await peerCertificate(proxy.httpsPort, "b.example.test", { ca: ca.certPem, rejectUnauthorized: true });
+    t.equal(got.serialNumber.toLowerCase(), new X509Certificate(first.certPem).serialNumber.toLowerCase());
 
-  // A bad replacement (key of another cert) is refused and the old one stays.
-  const other = ca.issue(["a.example.test"]);
-  await writeFile(certFile, first.chainPem);
-  await writeFile(keyFile, other.keyPem);
-  await proxy.checkCertificates();
-  t.ok(events.some((e) => e.type === "cert.rejected"), "mismatched pair rejected");
-  const still = await peerCertificate(proxy.httpsPort, "a.example.test", { ca: ca.certPem, rejectUnauthorized: true });
-  t.equal(still.serialNumber, got.serialNumber);
+    // A bad replacement (key of another cert) is refused and the old one stays.
+    const other = ca.issue(["a.example.test"]);
+    await writeFile(certFile, first.chainPem);
+    await writeFile(keyFile, other.keyPem);
+    await proxy.checkCertificates();
+    t.ok(
+      events.some((e) => e.type === "cert.rejected"),
+      "mismatched pair rejected",
+    );
+    const still = await peerCertificate(proxy.httpsPort, "a.example.test", {
+      ca: ca.certPem,
+      rejectUnauthorized: true,
+    });
+    t.equal(still.serialNumber, got.serialNumber);
 
-  const next = ca.issue(["a.example.test", "b.example.test"]);
-  await writeFile(keyFile, next.keyPem);
-  await writeFile(certFile, next.chainPem);
-  await proxy.checkCertificates();
-  const swapped = await waitFor(async () => {
-    const c = await peerCertificate(proxy.httpsPort, "a.example.test", { ca: ca.certPem, rejectUnauthorized: true });
-    return c.serialNumber !== got.serialNumber ? c : null;
-  }, 5000, "the new certificate");
-  t.equal(swapped.serialNumber.toLowerCase(), new X509Certificate(next.certPem).serialNumber.toLowerCase());
-});
+    const next = ca.issue(["a.example.test", "b.example.test"]);
+    await writeFile(keyFile, next.keyPem);
+    await writeFile(certFile, next.chainPem);
+    await proxy.checkCertificates();
+    const swapped = await waitFor(
+      async () => {
+        const c = await peerCertificate(proxy.httpsPort, "a.example.test", {
+          ca: ca.certPem,
+          rejectUnauthorized: true,
+        });
+        return c.serialNumber !== got.serialNumber ? c : null;
+      },
+      5000,
+      "the new certificate",
+    );
+    t.equal(swapped.serialNumber.toLowerCase(), new X509Certificate(next.certPem).serialNumber.toLowerCase());
+  },
+);

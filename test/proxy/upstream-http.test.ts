@@ -8,7 +8,13 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { PassThrough } from "node:stream";
-import { ResponseParser, RESPONSE_LIMITS, UpstreamClient, type ResponseHead, type ResponseHandler } from "../../proxy/upstream-http.js";
+import {
+  ResponseParser,
+  RESPONSE_LIMITS,
+  UpstreamClient,
+  type ResponseHead,
+  type ResponseHandler,
+} from "../../proxy/upstream-http.js";
 import { UpstreamError } from "../../proxy/errors.js";
 import { waitFor } from "../helpers/tls-tools.js";
 
@@ -70,12 +76,37 @@ const RESPONSES: { name: string; wire: string; method?: string; status: number; 
     body: "ok",
     keepAlive: true,
   },
-  { name: "HEAD with a length", wire: "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", method: "HEAD", status: 200, body: "", keepAlive: true },
+  {
+    name: "HEAD with a length",
+    wire: "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+    method: "HEAD",
+    status: 200,
+    body: "",
+    keepAlive: true,
+  },
   { name: "204", wire: "HTTP/1.1 204 No Content\r\n\r\n", status: 204, body: "", keepAlive: true },
-  { name: "304 with a length", wire: "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n", status: 304, body: "", keepAlive: true },
-  { name: "Connection: close", wire: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx", status: 200, body: "x", keepAlive: false },
+  {
+    name: "304 with a length",
+    wire: "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n",
+    status: 304,
+    body: "",
+    keepAlive: true,
+  },
+  {
+    name: "Connection: close",
+    wire: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+    status: 200,
+    body: "x",
+    keepAlive: false,
+  },
   { name: "HTTP/1.0", wire: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", status: 200, body: "x", keepAlive: false },
-  { name: "HTTP/1.0 keep-alive", wire: "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\nx", status: 200, body: "x", keepAlive: true },
+  {
+    name: "HTTP/1.0 keep-alive",
+    wire: "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\nx",
+    status: 200,
+    body: "x",
+    keepAlive: true,
+  },
   { name: "no status text", wire: "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", status: 200, body: "", keepAlive: true },
 ];
 
@@ -93,12 +124,20 @@ t.test("upstream parser - every response parses the same however the bytes are s
       const p = parse(r.wire, r.method, [cut]);
       if (JSON.stringify(p) !== JSON.stringify(whole)) same = false;
     }
-    const bytewise = parse(r.wire, r.method, Array.from({ length: r.wire.length - 1 }, (_, i) => i + 1));
+    const bytewise = parse(
+      r.wire,
+      r.method,
+      Array.from({ length: r.wire.length - 1 }, (_, i) => i + 1),
+    );
     t.ok(same, `${r.name}: every two-piece split`);
     t.same(bytewise, whole, `${r.name}: one byte at a time`);
   }
   const h = parse("HTTP/1.1 200 OK\r\nX-A:  spaced\t \r\nX-Latin: caf\xe9\xa0\r\nContent-Length: 0\r\n\r\n").heads[0]!;
-  t.same(h.headers, ["X-A", "spaced", "X-Latin", "caf\xe9\xa0", "Content-Length", "0"], "values trimmed of SP and HTAB only; latin1 kept");
+  t.same(
+    h.headers,
+    ["X-A", "spaced", "X-Latin", "caf\xe9\xa0", "Content-Length", "0"],
+    "values trimmed of SP and HTAB only; latin1 kept",
+  );
 });
 
 t.test("upstream parser - a body delimited by the close ends at EOF, anything else does not", async (t) => {
@@ -138,21 +177,41 @@ t.test("upstream parser - malformed responses are refused with PROXY_ERR_UPSTREA
     ["space before colon", "HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n", /bad field line/],
     ["bare LF in the head", "HTTP/1.1 200 OK\r\nX-A: a\nX-B: b\r\nContent-Length: 0\r\n\r\n", /control character/],
     ["NUL in a value", "HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n", /control character/],
-    ["CL and TE", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", /both Content-Length and Transfer-Encoding/],
+    [
+      "CL and TE",
+      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      /both Content-Length and Transfer-Encoding/,
+    ],
     ["conflicting CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", /conflicting/],
     ["CL list that disagrees", "HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd", /conflicting/],
     ["signed CL", "HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc", /bad Content-Length/],
     ["chunked not last", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", /not the last/],
     ["chunked twice", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", /not the last/],
     ["bad chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", /bad chunk-size/],
-    ["0x chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", /bad chunk-size/],
-    ["chunk data without CRLF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY", /not followed by CRLF/],
+    [
+      "0x chunk size",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+      /bad chunk-size/,
+    ],
+    [
+      "chunk data without CRLF",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY",
+      /not followed by CRLF/,
+    ],
     ["bare LF after a chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nab\r\n", /bare LF/],
     ["unrequested 101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", /101/],
     ["head over the limit", `HTTP/1.1 200 OK\r\nX-Big: ${"a".repeat(RESPONSE_LIMITS.headBytes)}\r\n\r\n`, /head over/],
     ["endless head", `HTTP/1.1 200 OK\r\n${"X-A: b\r\n".repeat(RESPONSE_LIMITS.headBytes / 8 + 1)}`, /head over/],
-    ["chunk-size line over the limit", `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;${"e".repeat(RESPONSE_LIMITS.chunkLineBytes)}`, /chunk-size line too long/],
-    ["trailers over the limit", `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n${"X-T: v\r\n".repeat(RESPONSE_LIMITS.trailerBytes / 8 + 1)}\r\n`, /trailers too long/],
+    [
+      "chunk-size line over the limit",
+      `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;${"e".repeat(RESPONSE_LIMITS.chunkLineBytes)}`,
+      /chunk-size line too long/,
+    ],
+    [
+      "trailers over the limit",
+      `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n${"X-T: v\r\n".repeat(RESPONSE_LIMITS.trailerBytes / 8 + 1)}\r\n`,
+      /trailers too long/,
+    ],
   ];
   for (const [name, wire, message] of cases) {
     let caught: unknown = null;
@@ -161,7 +220,10 @@ t.test("upstream parser - malformed responses are refused with PROXY_ERR_UPSTREA
     } catch (err) {
       caught = err;
     }
-    t.ok(caught instanceof UpstreamError && caught.code === "PROXY_ERR_UPSTREAM_PROTOCOL" && !caught.connectionLevel, `${name}: refused`);
+    t.ok(
+      caught instanceof UpstreamError && caught.code === "PROXY_ERR_UPSTREAM_PROTOCOL" && !caught.connectionLevel,
+      `${name}: refused`,
+    );
     t.match((caught as Error | null)?.message ?? "", message, `${name}: says why`);
   }
 });
@@ -230,7 +292,11 @@ async function scripted(onRequest: (s: Socket, conn: number, raw: string) => voi
 }
 
 /** A scripted upstream and a client to it, both closed when the test ends. */
-async function withClient(t: { teardown(fn: () => unknown): void }, onRequest: (s: Socket, conn: number, raw: string) => void, opts?: { keepAliveMs?: number }): Promise<{ up: Script; client: UpstreamClient }> {
+async function withClient(
+  t: { teardown(fn: () => unknown): void },
+  onRequest: (s: Socket, conn: number, raw: string) => void,
+  opts?: { keepAliveMs?: number },
+): Promise<{ up: Script; client: UpstreamClient }> {
   const up = await scripted(onRequest);
   t.teardown(() => up.close());
   const client = new UpstreamClient("127.0.0.1", up.port, opts);
@@ -247,7 +313,15 @@ interface Outcome {
 }
 
 /** One request through `client`; resolves when it ended or failed. */
-function send(client: UpstreamClient, opts: { method?: string; path?: string; headers?: string[]; body?: { stream: PassThrough; length: number | null } } = {}): Promise<Outcome> {
+function send(
+  client: UpstreamClient,
+  opts: {
+    method?: string;
+    path?: string;
+    headers?: string[];
+    body?: { stream: PassThrough; length: number | null };
+  } = {},
+): Promise<Outcome> {
   return new Promise((resolve) => {
     const o: Outcome = { status: 0, headers: [], body: "", error: null, ended: false };
     const handler: ResponseHandler = {
@@ -269,7 +343,15 @@ function send(client: UpstreamClient, opts: { method?: string; path?: string; he
         resolve(o);
       },
     };
-    client.request({ method: opts.method ?? "GET", path: opts.path ?? "/", headers: opts.headers ?? ["Host", "gw.test"], body: opts.body ?? null }, handler);
+    client.request(
+      {
+        method: opts.method ?? "GET",
+        path: opts.path ?? "/",
+        headers: opts.headers ?? ["Host", "gw.test"],
+        body: opts.body ?? null,
+      },
+      handler,
+    );
   });
 }
 
@@ -286,39 +368,49 @@ t.test("upstream client - keeps one connection alive across requests and adds Ho
   t.equal(up.accepted, 1, "one connection for three requests");
   t.equal(client.idleConnections, 1);
   await send(client, { headers: [] });
-  t.match(up.received[0]!, new RegExp(`GET / HTTP/1\\.1\\r\\nHost: 127\\.0\\.0\\.1:${up.port}\\r\\n\\r\\n$`), "Host from the target when the client sent none");
+  t.match(
+    up.received[0]!,
+    new RegExp(`GET / HTTP/1\\.1\\r\\nHost: 127\\.0\\.0\\.1:${up.port}\\r\\n\\r\\n$`),
+    "Host from the target when the client sent none",
+  );
 });
 
-t.test("upstream client - a connection is not reused after Connection: close, HTTP/1.0, a close-delimited body or a short Keep-Alive", async (t) => {
-  const answers = [
-    (s: Socket) => ok(s, "a", "Connection: close\r\n"),
-    (s: Socket) => s.write("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nb"),
-    (s: Socket) => s.end("HTTP/1.1 200 OK\r\n\r\nc until close"),
-    (s: Socket) => ok(s, "d", "Keep-Alive: timeout=1\r\n"),
-    (s: Socket) => ok(s, "e"),
-  ];
-  let n = 0;
-  const { up, client } = await withClient(t, (s) => answers[n++]!(s));
-  const bodies: string[] = [];
-  for (let i = 0; i < answers.length; i++) {
+t.test(
+  "upstream client - a connection is not reused after Connection: close, HTTP/1.0, a close-delimited body or a short Keep-Alive",
+  async (t) => {
+    const answers = [
+      (s: Socket) => ok(s, "a", "Connection: close\r\n"),
+      (s: Socket) => s.write("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nb"),
+      (s: Socket) => s.end("HTTP/1.1 200 OK\r\n\r\nc until close"),
+      (s: Socket) => ok(s, "d", "Keep-Alive: timeout=1\r\n"),
+      (s: Socket) => ok(s, "e"),
+    ];
+    let n = 0;
+    const { up, client } = await withClient(t, (s) => answers[n++]!(s));
+    const bodies: string[] = [];
+    for (let i = 0; i < answers.length; i++) {
+      const o = await send(client);
+      t.equal(o.error, null);
+      bodies.push(o.body);
+    }
+    t.same(bodies, ["a", "b", "c until close", "d", "e"]);
+    t.equal(up.accepted, 5, "a new connection after each of the four");
+  },
+);
+
+t.test(
+  "upstream client - an idle connection the upstream closes is dropped, and the next request opens a new one",
+  async (t) => {
+    const { up, client } = await withClient(t, (s) => ok(s));
+    await send(client);
+    up.sockets[0]!.end();
+    await waitFor(() => client.connections === 0, 5_000, "the closed connection to leave the pool");
     const o = await send(client);
     t.equal(o.error, null);
-    bodies.push(o.body);
-  }
-  t.same(bodies, ["a", "b", "c until close", "d", "e"]);
-  t.equal(up.accepted, 5, "a new connection after each of the four");
-});
-
-t.test("upstream client - an idle connection the upstream closes is dropped, and the next request opens a new one", async (t) => {
-  const { up, client } = await withClient(t, (s) => ok(s));
-  await send(client);
-  up.sockets[0]!.end();
-  await waitFor(() => client.connections === 0, 5_000, "the closed connection to leave the pool");
-  const o = await send(client);
-  t.equal(o.error, null);
-  t.equal(o.body, "ok");
-  t.equal(up.accepted, 2);
-});
+    t.equal(o.body, "ok");
+    t.equal(up.accepted, 2);
+  },
+);
 
 t.test("upstream client - idle connections close after keepAliveMs", async (t) => {
   const { up, client } = await withClient(t, (s) => ok(s), { keepAliveMs: 300 });
@@ -380,42 +472,62 @@ t.test("upstream client - a refused connection is PROXY_ERR_UPSTREAM_CONNECT wit
   t.equal(closed.error?.code, "PROXY_ERR_UPSTREAM_CONNECT", "a closed client fails requests at once");
 });
 
-t.test("upstream client - a connect that hangs fails after connectTimeoutMs as PROXY_ERR_UPSTREAM_CONNECT (ETIMEDOUT)", async (t) => {
-  // A hang on loopback: a listener in a stopped process with a backlog of one. The kernel completes handshakes
-  // into its accept queue until it is full, then drops every SYN, so a connect neither succeeds nor is refused.
-  const child = spawn(process.execPath, ["-e", "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(s.address().port + '\\n'); process.kill(process.pid, 'SIGSTOP'); });"], { stdio: ["ignore", "pipe", "inherit"] });
-  t.teardown(() => child.kill("SIGKILL"));
-  const port = Number(await new Promise<string>((resolve) => child.stdout!.once("data", (d: Buffer) => resolve(d.toString().trim()))));
-  await waitFor(async () => /^T/m.test(readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1] ?? ""), 5_000, "listener stopped");
-  const fillers: Socket[] = [];
-  t.teardown(() => fillers.forEach((f) => f.destroy()));
-  let hung = false;
-  while (!hung && fillers.length < 64) {
-    const f = connect(port, "127.0.0.1");
-    fillers.push(f);
-    hung = !(await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 300);
-      f.once("connect", () => (clearTimeout(timer), resolve(true)));
-      f.once("error", () => (clearTimeout(timer), resolve(true)));
-    }));
-  }
-  t.ok(hung, `the accept queue filled after ${fillers.length - 1} connections, and the next connect hangs`);
+t.test(
+  "upstream client - a connect that hangs fails after connectTimeoutMs as PROXY_ERR_UPSTREAM_CONNECT (ETIMEDOUT)",
+  async (t) => {
+    // A hang on loopback: a listener in a stopped process with a backlog of one. The kernel completes handshakes
+    // into its accept queue until it is full, then drops every SYN, so a connect neither succeeds nor is refused.
+    const child = spawn(
+      process.execPath,
+      [
+        "-e",
+        "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => { process.stdout.write(s.address().port + '\\n'); process.kill(process.pid, 'SIGSTOP'); });",
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    t.teardown(() => child.kill("SIGKILL"));
+    const port = Number(
+      await new Promise<string>((resolve) => child.stdout!.once("data", (d: Buffer) => resolve(d.toString().trim()))),
+    );
+    await waitFor(
+      async () => /^T/m.test(readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1] ?? ""),
+      5_000,
+      "listener stopped",
+    );
+    const fillers: Socket[] = [];
+    t.teardown(() => {
+      for (const f of fillers) f.destroy();
+    });
+    let hung = false;
+    while (!hung && fillers.length < 64) {
+      const f = connect(port, "127.0.0.1");
+      fillers.push(f);
+      hung = !(await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 300);
+        f.once("connect", () => (clearTimeout(timer), resolve(true)));
+        f.once("error", () => (clearTimeout(timer), resolve(true)));
+      }));
+    }
+    t.ok(hung, `the accept queue filled after ${fillers.length - 1} connections, and the next connect hangs`);
 
-  const client = new UpstreamClient("127.0.0.1", port, { connectTimeoutMs: 400 });
-  t.teardown(() => client.close());
-  const startedMs = Date.now();
-  const o = await send(client);
-  const tookMs = Date.now() - startedMs;
-  t.equal(o.error?.code, "PROXY_ERR_UPSTREAM_CONNECT", "the exchange fails as a connect failure");
-  t.equal(o.error?.errno, "ETIMEDOUT");
-  t.match(o.error?.message ?? "", /ETIMEDOUT \(no answer in 400 ms\)/, "saying after how long");
-  t.equal(o.error?.connectionLevel, true, "which ejects the upstream");
-  t.ok(tookMs >= 390 && tookMs < 5_000, `after the timeout, not before it and not at the kernel's (${tookMs} ms)`);
-  t.equal(client.connections, 0, "and the hung socket is gone");
-});
+    const client = new UpstreamClient("127.0.0.1", port, { connectTimeoutMs: 400 });
+    t.teardown(() => client.close());
+    const startedMs = Date.now();
+    const o = await send(client);
+    const tookMs = Date.now() - startedMs;
+    t.equal(o.error?.code, "PROXY_ERR_UPSTREAM_CONNECT", "the exchange fails as a connect failure");
+    t.equal(o.error?.errno, "ETIMEDOUT");
+    t.match(o.error?.message ?? "", /ETIMEDOUT \(no answer in 400 ms\)/, "saying after how long");
+    t.equal(o.error?.connectionLevel, true, "which ejects the upstream");
+    t.ok(tookMs >= 390 && tookMs < 5_000, `after the timeout, not before it and not at the kernel's (${tookMs} ms)`);
+    t.equal(client.connections, 0, "and the hung socket is gone");
+  },
+);
 
 t.test("upstream client - a malformed response fails its exchange and closes its connection", async (t) => {
-  const { up, client } = await withClient(t, (s) => s.write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
+  const { up, client } = await withClient(t, (s) =>
+    s.write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+  );
   const o = await send(client);
   t.equal(o.error?.code, "PROXY_ERR_UPSTREAM_PROTOCOL");
   t.equal(o.error?.connectionLevel, false, "one bad response is no evidence the upstream is gone");
@@ -439,7 +551,11 @@ t.test("upstream client - request bodies go out with the client's framing", asyn
   await send(client, { method: "POST", path: "/e" });
   const raw = up.received[0]!;
   t.match(raw, /PUT \/d HTTP\/1\.1\r\nHost: gw\.test\r\nContent-Length: 11\r\n\r\nhello world/);
-  t.match(raw, /POST \/c HTTP\/1\.1\r\nHost: gw\.test\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n/, "each piece a chunk; no empty chunk before the end");
+  t.match(
+    raw,
+    /POST \/c HTTP\/1\.1\r\nHost: gw\.test\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n/,
+    "each piece a chunk; no empty chunk before the end",
+  );
   t.match(raw, /POST \/e HTTP\/1\.1\r\nHost: gw\.test\r\nContent-Length: 0\r\n\r\n$/, "a POST with no body says so");
   t.equal(up.accepted, 1, "all three on one connection");
 });

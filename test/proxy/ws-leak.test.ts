@@ -27,11 +27,18 @@ function collect(): void {
   gc();
 }
 
-const UPGRADE = "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: bearer.token\r\n\r\n";
+const UPGRADE =
+  "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: bearer.token\r\n\r\n";
 
 function cycle(port: number, abortEarly: boolean, session: { value: Buffer | undefined }): Promise<void> {
   return new Promise((resolve) => {
-    const s: TLSSocket = tlsConnect({ host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false, session: session.value });
+    const s: TLSSocket = tlsConnect({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      rejectUnauthorized: false,
+      session: session.value,
+    });
     const finish = (): void => {
       s.destroy();
       resolve();
@@ -61,48 +68,73 @@ async function run(port: number, n: number): Promise<void> {
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
 }
 
-t.test("proxy ws churn - no fd, counter or heap growth after 10,000 WebSocket connect/abort cycles", { timeout: 120_000 }, async (t) => {
-  const up = await startUpstream("gw");
-  t.teardown(() => up.close());
-  const store = await tempDir("nodeway-proxy-leak-");
-  t.teardown(store.cleanup);
-  let lines = 0;
-  const proxy = await startProxy(
-    compileProxyConfig({ upstream: [up.url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir, healthIntervalMs: 60_000 }),
-    { onEvent: () => undefined, accessLog: () => void lines++ },
-  );
-  t.teardown(() => proxy.stop());
+t.test(
+  "proxy ws churn - no fd, counter or heap growth after 10,000 WebSocket connect/abort cycles",
+  { timeout: 120_000 },
+  async (t) => {
+    const up = await startUpstream("gw");
+    t.teardown(() => up.close());
+    const store = await tempDir("nodeway-proxy-leak-");
+    t.teardown(store.cleanup);
+    let lines = 0;
+    const proxy = await startProxy(
+      compileProxyConfig({
+        upstream: [up.url],
+        tls: "self-signed",
+        host: "127.0.0.1",
+        httpsPort: 0,
+        httpPort: 0,
+        certDir: store.dir,
+        healthIntervalMs: 60_000,
+      }),
+      { onEvent: () => undefined, accessLog: () => void lines++ },
+    );
+    t.teardown(() => proxy.stop());
 
-  await run(proxy.httpsPort, 500); // warm-up: lazily created pools, caches and JIT settle first
-  await waitFor(() => proxy.upstreams()[0]!.active === 0, 10_000, "warm-up tunnels closed");
-  up.seen.splice(0); // the test upstream records every request; that is the test's memory, not the proxy's
-  collect();
-  const fdsBefore = openFds();
-  const heapBefore = process.memoryUsage().heapUsed;
+    await run(proxy.httpsPort, 500); // warm-up: lazily created pools, caches and JIT settle first
+    await waitFor(() => proxy.upstreams()[0]!.active === 0, 10_000, "warm-up tunnels closed");
+    up.seen.splice(0); // the test upstream records every request; that is the test's memory, not the proxy's
+    collect();
+    const fdsBefore = openFds();
+    const heapBefore = process.memoryUsage().heapUsed;
 
-  const started = Date.now();
-  await run(proxy.httpsPort, CYCLES);
-  t.comment(`${CYCLES} cycles in ${Date.now() - started} ms`);
+    const started = Date.now();
+    await run(proxy.httpsPort, CYCLES);
+    t.comment(`${CYCLES} cycles in ${Date.now() - started} ms`);
 
-  await waitFor(() => proxy.upstreams()[0]!.active === 0, 15_000, "every tunnel accounted for");
-  await waitFor(() => up.wss.clients.size === 0, 15_000, "upstream sockets closed");
-  const fdsAfter = await waitFor(() => {
-    const n = openFds();
-    return n <= fdsBefore + 4 ? n : null;
-  }, 15_000, `fds back to ${fdsBefore}`);
-  up.seen.splice(0);
-  collect();
-  const heapAfter = process.memoryUsage().heapUsed;
-  t.ok(fdsAfter <= fdsBefore + 4, `fds ${fdsBefore} → ${fdsAfter}`);
-  t.ok(heapAfter - heapBefore < 8 * 1024 * 1024, `heap ${(heapBefore / 1e6).toFixed(1)} MB → ${(heapAfter / 1e6).toFixed(1)} MB`);
-  t.ok(lines >= CYCLES, "every cycle was logged");
-  t.ok(proxy.upstreams()[0]!.healthy, "client aborts never ejected the upstream");
-});
+    await waitFor(() => proxy.upstreams()[0]!.active === 0, 15_000, "every tunnel accounted for");
+    await waitFor(() => up.wss.clients.size === 0, 15_000, "upstream sockets closed");
+    const fdsAfter = await waitFor(
+      () => {
+        const n = openFds();
+        return n <= fdsBefore + 4 ? n : null;
+      },
+      15_000,
+      `fds back to ${fdsBefore}`,
+    );
+    up.seen.splice(0);
+    collect();
+    const heapAfter = process.memoryUsage().heapUsed;
+    t.ok(fdsAfter <= fdsBefore + 4, `fds ${fdsBefore} → ${fdsAfter}`);
+    t.ok(
+      heapAfter - heapBefore < 8 * 1024 * 1024,
+      `heap ${(heapBefore / 1e6).toFixed(1)} MB → ${(heapAfter / 1e6).toFixed(1)} MB`,
+    );
+    t.ok(lines >= CYCLES, "every cycle was logged");
+    t.ok(proxy.upstreams()[0]!.healthy, "client aborts never ejected the upstream");
+  },
+);
 
 /** Opens a streaming tunnel, waits for a few relayed frames, then kills the client (no close frame, no FIN wait). */
 function streamAndKill(port: number, session: { value: Buffer | undefined }): Promise<void> {
   return new Promise((resolve) => {
-    const s: TLSSocket = tlsConnect({ host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false, session: session.value });
+    const s: TLSSocket = tlsConnect({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      rejectUnauthorized: false,
+      session: session.value,
+    });
     let bytes = 0;
     const finish = (): void => {
       s.destroy();
@@ -119,33 +151,54 @@ function streamAndKill(port: number, session: { value: Buffer | undefined }): Pr
   });
 }
 
-t.test("proxy ws churn - clients killed mid-stream leave no tunnel half-open behind", { timeout: 60_000 }, async (t) => {
-  const up = await startUpstream("gw");
-  t.teardown(() => up.close());
-  const store = await tempDir("nodeway-proxy-leak-");
-  t.teardown(store.cleanup);
-  const proxy = await startProxy(
-    compileProxyConfig({ upstream: [up.url], tls: "self-signed", host: "127.0.0.1", httpsPort: 0, httpPort: 0, certDir: store.dir, healthIntervalMs: 60_000 }),
-    { onEvent: () => undefined, accessLog: () => undefined },
-  );
-  t.teardown(() => proxy.stop());
-  const session = { value: undefined as Buffer | undefined };
-  await streamAndKill(proxy.httpsPort, session); // warm-up: the TLS session and lazily created state
-  await waitFor(() => up.wss.clients.size === 0, 10_000, "warm-up tunnel closed");
-  const fdsBefore = openFds();
+t.test(
+  "proxy ws churn - clients killed mid-stream leave no tunnel half-open behind",
+  { timeout: 60_000 },
+  async (t) => {
+    const up = await startUpstream("gw");
+    t.teardown(() => up.close());
+    const store = await tempDir("nodeway-proxy-leak-");
+    t.teardown(store.cleanup);
+    const proxy = await startProxy(
+      compileProxyConfig({
+        upstream: [up.url],
+        tls: "self-signed",
+        host: "127.0.0.1",
+        httpsPort: 0,
+        httpPort: 0,
+        certDir: store.dir,
+        healthIntervalMs: 60_000,
+      }),
+      { onEvent: () => undefined, accessLog: () => undefined },
+    );
+    t.teardown(() => proxy.stop());
+    const session = { value: undefined as Buffer | undefined };
+    await streamAndKill(proxy.httpsPort, session); // warm-up: the TLS session and lazily created state
+    await waitFor(() => up.wss.clients.size === 0, 10_000, "warm-up tunnel closed");
+    const fdsBefore = openFds();
 
-  const n = 300;
-  let next = 0;
-  await Promise.all(Array.from({ length: 16 }, async () => {
-    while (next++ < n) await streamAndKill(proxy.httpsPort, session);
-  }));
-  await waitFor(() => proxy.upstreams()[0]!.active === 0, 15_000, "every tunnel accounted for");
-  await waitFor(() => up.wss.clients.size === 0, 15_000, "upstream sockets closed");
-  // The upstream-side socket of a tunnel whose client died while a frame was being relayed used to stay open,
-  // paused, forever: the descriptor count is what shows it (the upstream itself sees a FIN and moves on).
-  const fdsAfter = await waitFor(() => {
-    const fds = openFds();
-    return fds <= fdsBefore + 4 ? fds : null;
-  }, 15_000, `fds back to ${fdsBefore}`).catch(() => openFds());
-  t.ok(fdsAfter <= fdsBefore + 4, `fds ${fdsBefore} → ${fdsAfter} after ${n} streaming tunnels were cut by their clients`);
-});
+    const n = 300;
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next++ < n) await streamAndKill(proxy.httpsPort, session);
+      }),
+    );
+    await waitFor(() => proxy.upstreams()[0]!.active === 0, 15_000, "every tunnel accounted for");
+    await waitFor(() => up.wss.clients.size === 0, 15_000, "upstream sockets closed");
+    // The upstream-side socket of a tunnel whose client died while a frame was being relayed used to stay open,
+    // paused, forever: the descriptor count is what shows it (the upstream itself sees a FIN and moves on).
+    const fdsAfter = await waitFor(
+      () => {
+        const fds = openFds();
+        return fds <= fdsBefore + 4 ? fds : null;
+      },
+      15_000,
+      `fds back to ${fdsBefore}`,
+    ).catch(() => openFds());
+    t.ok(
+      fdsAfter <= fdsBefore + 4,
+      `fds ${fdsBefore} → ${fdsAfter} after ${n} streaming tunnels were cut by their clients`,
+    );
+  },
+);

@@ -1,5 +1,5 @@
 /**
- * Cancel, timeout and duplicate submits (design §4; reliability.md §5 S9, R6): cancel while queued / running /
+ * Cancel, timeout and duplicate submits: cancel while queued / running /
  * finished / twice through DELETE …/run, POST /api/jobs/{id}/cancel and WS cancel_job; `timeout_s`; the same
  * Idempotency-Key sent N times at once.
  */
@@ -8,12 +8,33 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { STREAM_JOBS, poolConsumer } from "../../protocol/index.js";
 import { History, readJobLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
-import { RecWs, api, assertHistory, check, getJob, natsConn, putWorkflow, readEvents, sleepWorkflow, startAgent, startGateway, startNats, stats, summaryAtEnd, tokensWorkflow, waitJob, type Msg } from "./lib.js";
+import {
+  RecWs,
+  api,
+  assertHistory,
+  check,
+  getJob,
+  natsConn,
+  putWorkflow,
+  readEvents,
+  sleepWorkflow,
+  startAgent,
+  startGateway,
+  startNats,
+  stats,
+  summaryAtEnd,
+  tokensWorkflow,
+  waitJob,
+  type Msg,
+} from "./lib.js";
 
 t.comment(`nats-server ${natsServerVersion()}`);
 summaryAtEnd(t);
 
-const updates = (c: RecWs, jobId: string, status?: string) => c.messages().filter((m) => m.job_id === jobId && m.type === "job_update" && (status === undefined || m.status === status));
+const updates = (c: RecWs, jobId: string, status?: string) =>
+  c
+    .messages()
+    .filter((m) => m.job_id === jobId && m.type === "job_update" && (status === undefined || m.status === status));
 
 t.test("cancel - a queued job becomes cancelled at once and never starts when an agent appears", async (t) => {
   const ns = await startNats(t);
@@ -26,7 +47,11 @@ t.test("cancel - a queued job becomes cancelled at once and never starts when an
   const res = await api(gw.url, "DELETE", `/api/workflows/tok/run?job_id=${jobId}`);
   t.equal(res.status, 200, "DELETE …/run answers 200");
   t.match(res.body, { job_id: jobId, status: "cancelled" }, "and says cancelled");
-  t.match(await getJob(gw.url, jobId), { status: "cancelled", attempt: 0, error: { code: "JOB_ERR_CANCELLED" } }, "the record is cancelled at once");
+  t.match(
+    await getJob(gw.url, jobId),
+    { status: "cancelled", attempt: 0, error: { code: "JOB_ERR_CANCELLED" } },
+    "the record is cancelled at once",
+  );
   await c.waitTerminal(jobId, 5_000);
   t.match(updates(c, jobId).at(-1), { status: "cancelled" }, "the client sees job_update cancelled");
   // An agent appears: it must skip the cancelled job and run the next one.
@@ -37,16 +62,24 @@ t.test("cancel - a queued job becomes cancelled at once and never starts when an
   const nc = await natsConn(t, ns.url);
   const jsm = await jetstreamManager(nc);
   let ci: unknown = null;
-  await check(async () => {
-    const i = await jsm.consumers.info(STREAM_JOBS, poolConsumer("cpu"));
-    ci = i;
-    return i.num_pending === 0 && i.num_ack_pending === 0;
-  }, 10_000, { name: "job queue drained" }).catch((err: Error) => {
+  await check(
+    async () => {
+      const i = await jsm.consumers.info(STREAM_JOBS, poolConsumer("cpu"));
+      ci = i;
+      return i.num_pending === 0 && i.num_ack_pending === 0;
+    },
+    10_000,
+    { name: "job queue drained" },
+  ).catch((err: Error) => {
     t.comment(JSON.stringify(ci), a.stderr());
     throw err;
   });
   const log = await readJobLog(nc, jobId);
-  t.same(log.stored.map((e) => `${e.type}:${e.status ?? ""}:${e.attempt}`).filter((s) => !s.startsWith("job_update:queued")), ["job_update:cancelled:0"], "the cancelled job never started: no event of any attempt");
+  t.same(
+    log.stored.map((e) => `${e.type}:${e.status ?? ""}:${e.attempt}`).filter((s) => !s.startsWith("job_update:queued")),
+    ["job_update:cancelled:0"],
+    "the cancelled job never started: no event of any attempt",
+  );
   t.match(await getJob(gw.url, jobId), { status: "cancelled", attempt: 0, agent_id: null }, "its record is unchanged");
   await c.close();
   stats.jobs += 2;
@@ -62,21 +95,43 @@ t.test("cancel - a running job ends cancelled and its agent stops (no chunk afte
   const h = new History().tokens("tok", 1_000).tokens("short", 5);
   const c = await RecWs.open(gw.url, h.client("watcher"));
   const jobId = await c.run("tok");
-  await check(() => c.messages().filter((m) => m.job_id === jobId && m.type === "chunk").length >= 20, 20_000, { name: "20 chunks" });
+  await check(() => c.messages().filter((m) => m.job_id === jobId && m.type === "chunk").length >= 20, 20_000, {
+    name: "20 chunks",
+  });
   const cancelledAt = Date.now();
   const r = await c.request("cancel_job", { job_id: jobId });
-  t.match(r.result, { job_id: jobId, status: "running", message: "Job cancellation requested" }, "WS cancel_job answers: cancellation requested");
+  t.match(
+    r.result,
+    { job_id: jobId, status: "running", message: "Job cancellation requested" },
+    "WS cancel_job answers: cancellation requested",
+  );
   await c.waitTerminal(jobId, 10_000);
-  t.match(updates(c, jobId).at(-1), { status: "cancelled", attempt: 1 }, `the job ends cancelled (${Date.now() - cancelledAt} ms after the request)`);
-  t.match(await getJob(gw.url, jobId), { status: "cancelled", error: { code: "JOB_ERR_CANCELLED" } }, "the record is cancelled");
+  t.match(
+    updates(c, jobId).at(-1),
+    { status: "cancelled", attempt: 1 },
+    `the job ends cancelled (${Date.now() - cancelledAt} ms after the request)`,
+  );
+  t.match(
+    await getJob(gw.url, jobId),
+    { status: "cancelled", error: { code: "JOB_ERR_CANCELLED" } },
+    "the record is cancelled",
+  );
   // The agent's one slot is free again once the run stopped: the next job runs on it.
   const next = await c.run("short");
   await c.waitTerminal(next);
-  t.match(await getJob(gw.url, next), { status: "completed", agent_id: a.id }, "the agent is free and runs the next job");
+  t.match(
+    await getJob(gw.url, next),
+    { status: "completed", agent_id: a.id },
+    "the agent is free and runs the next job",
+  );
   const nc = await natsConn(t, ns.url);
   const log = await readJobLog(nc, jobId);
   const after = log.stored.filter((e) => e.seq > log.terminal!.seq);
-  t.same(after.map((e) => e.type), [], "nothing was published for the job after its terminal event");
+  t.same(
+    after.map((e) => e.type),
+    [],
+    "nothing was published for the job after its terminal event",
+  );
   const chunks = log.stored.filter((e) => e.type === "chunk").length;
   t.ok(chunks < 1_000, `the run stopped early (${chunks} of 1000 chunks)`);
   await c.close();
@@ -95,7 +150,10 @@ t.test("cancel - a finished job answers its final state with 200, and cancelling
 
   const done = await c.run("short");
   await c.waitTerminal(done);
-  for (const [method, path] of [["POST", `/api/jobs/${done}/cancel`], ["DELETE", `/api/workflows/short/run?job_id=${done}`]] as const) {
+  for (const [method, path] of [
+    ["POST", `/api/jobs/${done}/cancel`],
+    ["DELETE", `/api/workflows/short/run?job_id=${done}`],
+  ] as const) {
     const res = await api(gw.url, method, path);
     t.equal(res.status, 200, `${method} cancel of a finished job: 200`);
     t.match(res.body, { job_id: done, status: "completed", message: "job is completed" }, "answers the final state");
@@ -107,19 +165,41 @@ t.test("cancel - a finished job answers its final state with 200, and cancelling
   // Twice, concurrently, while running: both answer 200, one terminal event.
   const running = await c.run("long");
   await waitJob(gw.url, running, (j) => j.status === "running");
-  const both = await Promise.all([api(gw.url, "POST", `/api/jobs/${running}/cancel`), api(gw.url, "POST", `/api/jobs/${running}/cancel`), c.request("cancel_job", { job_id: running })]);
-  t.same(both.slice(0, 2).map((b) => b.status), [200, 200], "both REST cancels answer 200");
+  const both = await Promise.all([
+    api(gw.url, "POST", `/api/jobs/${running}/cancel`),
+    api(gw.url, "POST", `/api/jobs/${running}/cancel`),
+    c.request("cancel_job", { job_id: running }),
+  ]);
+  t.same(
+    both.slice(0, 2).map((b) => b.status),
+    [200, 200],
+    "both REST cancels answer 200",
+  );
   t.notOk(both[2].error, "WS cancel_job answers without error");
   await c.waitTerminal(running, 10_000);
   const again = await api(gw.url, "POST", `/api/jobs/${running}/cancel`);
-  t.match(again, { status: 200, body: { status: "cancelled", message: "job is cancelled" } }, "a cancel after the end answers cancelled, 200");
+  t.match(
+    again,
+    { status: 200, body: { status: "cancelled", message: "job is cancelled" } },
+    "a cancel after the end answers cancelled, 200",
+  );
 
   // Twice while queued (no free slot: the agent is busy with a long job).
   const blocker = await c.run("long");
   await waitJob(gw.url, blocker, (j) => j.status === "running");
   const queued = await c.run("short");
-  const q = await Promise.all([api(gw.url, "DELETE", `/api/workflows/short/run`, { job_id: queued }), api(gw.url, "POST", `/api/jobs/${queued}/cancel`)]);
-  t.same(q.map((x) => [x.status, x.body.status]), [[200, "cancelled"], [200, "cancelled"]], "two cancels of a queued job: both 200 cancelled");
+  const q = await Promise.all([
+    api(gw.url, "DELETE", `/api/workflows/short/run`, { job_id: queued }),
+    api(gw.url, "POST", `/api/jobs/${queued}/cancel`),
+  ]);
+  t.same(
+    q.map((x) => [x.status, x.body.status]),
+    [
+      [200, "cancelled"],
+      [200, "cancelled"],
+    ],
+    "two cancels of a queued job: both 200 cancelled",
+  );
   await c.waitTerminal(queued, 5_000);
   await api(gw.url, "POST", `/api/jobs/${blocker}/cancel`);
   await c.waitTerminal(blocker, 10_000);
@@ -127,7 +207,11 @@ t.test("cancel - a finished job answers its final state with 200, and cancelling
   const nc = await natsConn(t, ns.url);
   for (const j of [running, queued]) {
     const log = await readJobLog(nc, j);
-    t.equal(log.stored.filter((e) => e.type === "job_update" && e.status === "cancelled").length, 1, `one cancelled event stored for ${j === running ? "the running" : "the queued"} job`);
+    t.equal(
+      log.stored.filter((e) => e.type === "job_update" && e.status === "cancelled").length,
+      1,
+      `one cancelled event stored for ${j === running ? "the running" : "the queued"} job`,
+    );
   }
   t.equal((await api(gw.url, "POST", `/api/jobs/nope/cancel`)).status, 404, "cancelling an unknown job is 404");
   await c.close();
@@ -145,12 +229,26 @@ t.test("cancel - timeout_s ends a run timed_out and stops its work", async (t) =
   const h = new History().tokens("tok", 1_000).tokens("short", 5);
   // Over REST with a stream: the stream ends with timed_out.
   const started = Date.now();
-  const s = await readEvents(`${gw.url}/api/workflows/long/run?stream=true`, { method: "POST", body: { timeout_s: 1 }, sse: false, log: h.client("rest"), timeoutMs: 20_000 });
+  const s = await readEvents(`${gw.url}/api/workflows/long/run?stream=true`, {
+    method: "POST",
+    body: { timeout_s: 1 },
+    sse: false,
+    log: h.client("rest"),
+    timeoutMs: 20_000,
+  });
   const elapsed = Date.now() - started;
-  t.match(s.events.at(-1), { type: "job_update", status: "timed_out" }, `the streamed run ends timed_out (${elapsed} ms)`);
+  t.match(
+    s.events.at(-1),
+    { type: "job_update", status: "timed_out" },
+    `the streamed run ends timed_out (${elapsed} ms)`,
+  );
   t.ok(elapsed >= 1_000 && elapsed < 10_000, "after about timeout_s");
   const id1 = String(s.events[0]!.job_id);
-  t.match(await getJob(gw.url, id1), { status: "timed_out", timeout_s: 1, error: { code: "JOB_ERR_TIMEOUT" } }, "the record is timed_out");
+  t.match(
+    await getJob(gw.url, id1),
+    { status: "timed_out", timeout_s: 1, error: { code: "JOB_ERR_TIMEOUT" } },
+    "the record is timed_out",
+  );
   // Over WS on a token stream: no chunk after the terminal event.
   const c = await RecWs.open(gw.url, h.client("ws"));
   const id2 = await c.run("tok", { timeout_s: 0.5 });
@@ -161,9 +259,17 @@ t.test("cancel - timeout_s ends a run timed_out and stops its work", async (t) =
   t.match(await getJob(gw.url, next), { status: "completed", agent_id: a.id }, "the agent is free again");
   const nc = await natsConn(t, ns.url);
   const log = await readJobLog(nc, id2);
-  t.same(log.stored.filter((e) => e.seq > log.terminal!.seq).map((e) => e.type), [], "nothing published after timed_out");
+  t.same(
+    log.stored.filter((e) => e.seq > log.terminal!.seq).map((e) => e.type),
+    [],
+    "nothing published after timed_out",
+  );
   t.ok(log.stored.filter((e) => e.type === "chunk").length < 1_000, "the token run was stopped early");
-  t.equal((await api(gw.url, "POST", "/api/workflows/long/run", { timeout_s: -1 })).status, 400, "a negative timeout_s is a 400");
+  t.equal(
+    (await api(gw.url, "POST", "/api/workflows/long/run", { timeout_s: -1 })).status,
+    400,
+    "a negative timeout_s is a 400",
+  );
   await c.close();
   stats.jobs += 3;
   await assertHistory(t, h, ns.url, "timeout history");
@@ -175,7 +281,11 @@ t.test("cancel - the same Idempotency-Key sent 10 times at once creates one job"
   await startAgent(t, ns.url, ["--max-jobs", "2"]);
   await putWorkflow(gw.url, "tok", tokensWorkflow(50, 500));
   const key = `key-${Date.now()}`;
-  const res = await Promise.all(Array.from({ length: 10 }, () => api(gw.url, "POST", "/api/workflows/tok/run", { params: {} }, { "idempotency-key": key })));
+  const res = await Promise.all(
+    Array.from({ length: 10 }, () =>
+      api(gw.url, "POST", "/api/workflows/tok/run", { params: {} }, { "idempotency-key": key }),
+    ),
+  );
   t.same([...new Set(res.map((r) => r.status))], [202], "every request answers 202");
   const ids = new Set(res.map((r) => String(r.body.job_id)));
   t.equal(ids.size, 1, "all name the same job");
@@ -185,16 +295,35 @@ t.test("cancel - the same Idempotency-Key sent 10 times at once creates one job"
   t.equal(retry.body.job_id, jobId, "a later retry names the same job");
   const h = new History().tokens("tok", 50);
   const streams = await Promise.all(
-    [0, 1].map((i) => readEvents(`${gw.url}/api/workflows/tok/run?stream=true`, { method: "POST", body: { params: {} }, headers: { "idempotency-key": key }, sse: i === 1, log: h.client(`stream${i}`) })),
+    [0, 1].map((i) =>
+      readEvents(`${gw.url}/api/workflows/tok/run?stream=true`, {
+        method: "POST",
+        body: { params: {} },
+        headers: { "idempotency-key": key },
+        sse: i === 1,
+        log: h.client(`stream${i}`),
+      }),
+    ),
   );
-  for (const s of streams) t.ok(s.events.length > 0 && s.events.every((e) => e.job_id === jobId), "a streamed retry streams the same job");
+  for (const s of streams)
+    t.ok(s.events.length > 0 && s.events.every((e) => e.job_id === jobId), "a streamed retry streams the same job");
   await waitJob(gw.url, jobId, (j) => j.status === "completed");
   const list = await api(gw.url, "GET", "/api/jobs?workflow_id=tok");
-  t.same((list.body.jobs as Msg[]).map((j) => j.id), [jobId], "the workflow has exactly one job");
+  t.same(
+    (list.body.jobs as Msg[]).map((j) => j.id),
+    [jobId],
+    "the workflow has exactly one job",
+  );
   const nc = await natsConn(t, ns.url);
   const log = await readJobLog(nc, jobId);
   t.equal(log.stored.filter((e) => e.type === "job_update" && e.status === "running").length, 1, "it ran once");
-  const other = await api(gw.url, "POST", "/api/workflows/tok/run", { params: {} }, { "idempotency-key": `${key}-other` });
+  const other = await api(
+    gw.url,
+    "POST",
+    "/api/workflows/tok/run",
+    { params: {} },
+    { "idempotency-key": `${key}-other` },
+  );
   t.not(other.body.job_id, jobId, "another key makes another job");
   await waitJob(gw.url, String(other.body.job_id), (j) => j.status === "completed");
   stats.jobs += 2;

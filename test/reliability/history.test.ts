@@ -66,17 +66,32 @@ t.test("history - a complete, ordered log matches", async (t) => {
   t.same(kinds(WHOLE.slice(3), { after: 4 }), [], "a log that starts after a seq owes only what follows it");
 });
 
-t.test("history - missing, duplicated, out-of-order, fenced-off and wrong-type deliveries are each reported", async (t) => {
-  t.same(kinds(WHOLE.filter(([s]) => s !== 7)), ["missing@7"], "a gap");
-  t.same(kinds([...WHOLE.slice(0, 4), asStored(4), ...WHOLE.slice(4)]), ["duplicated@4"], "a duplicate");
-  t.same(kinds([WHOLE[0]!, WHOLE[2]!, WHOLE[1]!, ...WHOLE.slice(3)]), ["out_of_order@3"], "a reordering");
-  t.same(kinds([...WHOLE.slice(0, 5), asStored(9), ...WHOLE.slice(5)]), ["unexpected@9"], "a late event of an old attempt");
-  t.same(kinds([...WHOLE, asStored(13)]), ["unexpected@13"], "an event after the terminal one");
-  t.same(kinds([...WHOLE.slice(0, 3), [7, "node_update", 1], ...WHOLE.slice(4)]), ["wrong_type@7"], "a frame whose type differs from the stored event");
-  t.same(kinds(WHOLE.slice(0, 4)), ["missing@8", "missing@10", "missing@12"], "a log that stops early");
-  t.same(kinds(WHOLE.slice(0, 4), { partial: true }), [], "unless the client stopped on purpose");
-  t.same(kinds([WHOLE[0]!, WHOLE[3]!], { partial: true }), ["missing@3", "missing@4"], "a partial log still owes everything before its last event");
-});
+t.test(
+  "history - missing, duplicated, out-of-order, fenced-off and wrong-type deliveries are each reported",
+  async (t) => {
+    t.same(kinds(WHOLE.filter(([s]) => s !== 7)), ["missing@7"], "a gap");
+    t.same(kinds([...WHOLE.slice(0, 4), asStored(4), ...WHOLE.slice(4)]), ["duplicated@4"], "a duplicate");
+    t.same(kinds([WHOLE[0]!, WHOLE[2]!, WHOLE[1]!, ...WHOLE.slice(3)]), ["out_of_order@3"], "a reordering");
+    t.same(
+      kinds([...WHOLE.slice(0, 5), asStored(9), ...WHOLE.slice(5)]),
+      ["unexpected@9"],
+      "a late event of an old attempt",
+    );
+    t.same(kinds([...WHOLE, asStored(13)]), ["unexpected@13"], "an event after the terminal one");
+    t.same(
+      kinds([...WHOLE.slice(0, 3), [7, "node_update", 1], ...WHOLE.slice(4)]),
+      ["wrong_type@7"],
+      "a frame whose type differs from the stored event",
+    );
+    t.same(kinds(WHOLE.slice(0, 4)), ["missing@8", "missing@10", "missing@12"], "a log that stops early");
+    t.same(kinds(WHOLE.slice(0, 4), { partial: true }), [], "unless the client stopped on purpose");
+    t.same(
+      kinds([WHOLE[0]!, WHOLE[3]!], { partial: true }),
+      ["missing@3", "missing@4"],
+      "a partial log still owes everything before its last event",
+    );
+  },
+);
 
 t.test("history - a delivery at the right seq with the wrong content, attempt or status is reported", async (t) => {
   const swap = (seq: number, row: Row) => WHOLE.map((r) => (r[0] === seq ? row : r));
@@ -113,7 +128,11 @@ t.test("history - a Tokens job's clients are checked against the tokens the node
   t.same(sourceKinds(tokRows(all)), [], "every token of each attempt, the completing one whole");
   t.same(sourceKinds(tokRows(all.slice(3)), { after: 3 }), [], "a client that starts after seq 3 owes the rest");
   t.same(sourceKinds(tokRows([1, 3, 4, 5, 6, 7, 8, 9])), ["token_gap@3"], "a hole inside an interrupted attempt");
-  t.same(sourceKinds(tokRows([1, 2, 3, 4, 5, 7, 8, 9])), ["token_gap@7", "tokens_missing@9"], "a hole in the completing attempt");
+  t.same(
+    sourceKinds(tokRows([1, 2, 3, 4, 5, 7, 8, 9])),
+    ["token_gap@7", "tokens_missing@9"],
+    "a hole in the completing attempt",
+  );
   const rows = tokRows(all).map((r): Row => (r[0] === 6 ? [6, "chunk", 2, "tok9 "] : r));
   t.same(sourceKinds(rows), ["token_gap@6"], "a wrong token (the stream check flags it too)");
   t.same(sourceKinds(tokRows([1, 2, 3, 4, 5, 6])), [], "a client that did not reach the end owes no completion");
@@ -130,8 +149,20 @@ t.test("history - a Tokens job's clients are checked against the tokens the node
   const got = tokRows([1, 2, 3, 4], dropped);
   t.same(compareLog("c", "j", client(got), dropped), [], "the stream check alone sees nothing wrong");
   t.same(sourceKinds(got, {}, dropped), ["token_gap@3", "tokens_missing@4"], "the source check does");
-  const wrongResult = log([[1, "chunk", 1, "tok0 "], [2, "chunk", 1, "tok1 "], [3, "chunk", 1, "tok2 "], [4, "job_update", 1, "completed"]], "tok0 ");
-  t.same(sourceKinds(tokRows([1, 2, 3, 4], wrongResult), {}, wrongResult), ["wrong_result@4"], "a result the tokens do not spell");
+  const wrongResult = log(
+    [
+      [1, "chunk", 1, "tok0 "],
+      [2, "chunk", 1, "tok1 "],
+      [3, "chunk", 1, "tok2 "],
+      [4, "job_update", 1, "completed"],
+    ],
+    "tok0 ",
+  );
+  t.same(
+    sourceKinds(tokRows([1, 2, 3, 4], wrongResult), {}, wrongResult),
+    ["wrong_result@4"],
+    "a result the tokens do not spell",
+  );
 });
 
 t.test("history - lastSeq and ended follow what the client received", async (t) => {

@@ -32,7 +32,9 @@ export const SEED = Number(process.env.NW_SEED ?? Date.now() % 1_000_000);
 /** Per-file counts: a report, not a check (each test asserts its own history). */
 export const stats = { jobs: 0, faults: 0, eventsChecked: 0, lost: 0 };
 export function summary(t: T): void {
-  t.comment(`jobs run ${stats.jobs}, faults injected ${stats.faults}, events checked ${stats.eventsChecked}, events lost ${stats.lost}`);
+  t.comment(
+    `jobs run ${stats.jobs}, faults injected ${stats.faults}, events checked ${stats.eventsChecked}, events lost ${stats.lost}`,
+  );
 }
 /** Prints the per-file counts once every test of the file has ended. */
 export function summaryAtEnd(t: T): void {
@@ -74,7 +76,12 @@ export async function startAgent(t: T, natsUrl: string, args: string[] = []): Pr
 
 /** A NATS connection for the test itself (record reads), closed at teardown. */
 export async function natsConn(t: T, url: string): Promise<NatsConnection> {
-  const nc = await connect({ servers: url, name: "reliability-test", maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await connect({
+    servers: url,
+    name: "reliability-test",
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+  });
   t.teardown(() => nc.close());
   return nc;
 }
@@ -92,7 +99,10 @@ export function tokensWorkflow(count: number, rate: number) {
   };
 }
 export function sleepWorkflow(seconds: number) {
-  return { name: `sleep ${seconds}`, graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds } }], edges: [] } };
+  return {
+    name: `sleep ${seconds}`,
+    graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds } }], edges: [] },
+  };
 }
 
 export async function putWorkflow(url: string, id: string, wf: unknown): Promise<void> {
@@ -106,11 +116,21 @@ export async function getJob(url: string, jobId: string): Promise<Msg & Record<s
   return r.body;
 }
 
-export async function waitJob(url: string, jobId: string, pred: (j: Msg & Record<string, unknown>) => boolean, timeoutMs = 20_000, name = "job state"): Promise<Msg & Record<string, unknown>> {
-  return check(async () => {
-    const j = await getJob(url, jobId);
-    return pred(j) ? j : null;
-  }, timeoutMs, { name: `${name} of ${jobId}` });
+export async function waitJob(
+  url: string,
+  jobId: string,
+  pred: (j: Msg & Record<string, unknown>) => boolean,
+  timeoutMs = 20_000,
+  name = "job state",
+): Promise<Msg & Record<string, unknown>> {
+  return check(
+    async () => {
+      const j = await getJob(url, jobId);
+      return pred(j) ? j : null;
+    },
+    timeoutMs,
+    { name: `${name} of ${jobId}` },
+  );
 }
 
 /**
@@ -121,7 +141,11 @@ export async function assertHistory(t: T, h: History, natsUrl: string, what = "h
   const r = await h.check(natsUrl);
   stats.eventsChecked += r.eventsChecked;
   stats.lost += r.lost;
-  t.ok(r.ok, `${what}: ${r.eventsChecked} events of ${r.jobs} jobs over ${r.clients} clients match NW_EVENTS${h.sources.size ? " and the tokens emitted" : ""} (none missing, duplicated, reordered or altered)`, r.ok ? {} : { problems: describeProblems(r.problems) });
+  t.ok(
+    r.ok,
+    `${what}: ${r.eventsChecked} events of ${r.jobs} jobs over ${r.clients} clients match NW_EVENTS${h.sources.size ? " and the tokens emitted" : ""} (none missing, duplicated, reordered or altered)`,
+    r.ok ? {} : { problems: describeProblems(r.problems) },
+  );
   return r;
 }
 
@@ -150,7 +174,12 @@ export class RecWs {
     for (; this.counted < msgs.length; this.counted++) {
       const m = msgs[this.counted]!;
       this.log.record(m);
-      if (this.cut && m.job_id === this.cut.jobId && typeof m.seq === "number" && this.log.count(this.cut.jobId) >= this.cut.k) {
+      if (
+        this.cut &&
+        m.job_id === this.cut.jobId &&
+        typeof m.seq === "number" &&
+        this.log.count(this.cut.jobId) >= this.cut.k
+      ) {
         this.counted++;
         this.kill();
         this.cut.resolve();
@@ -197,12 +226,20 @@ export class RecWs {
   async resume(jobId: string, lastSeq = this.log.lastSeq(jobId)): Promise<Msg> {
     const before = this.c.messages.length;
     this.c.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: lastSeq } });
-    return check(() => this.c.messages.slice(before).find((m) => m.type === "job_resumed" && m.job_id === jobId) ?? this.c.messages.slice(before).find((m) => m.type === "rpc_response" && m.error), 10_000, { name: `job_resumed of ${jobId}` });
+    return check(
+      () =>
+        this.c.messages.slice(before).find((m) => m.type === "job_resumed" && m.job_id === jobId) ??
+        this.c.messages.slice(before).find((m) => m.type === "rpc_response" && m.error),
+      10_000,
+      { name: `job_resumed of ${jobId}` },
+    );
   }
 
   /** Waits until this client (on any of its connections) has received the job's terminal event. */
   async waitTerminal(jobId: string, timeoutMs = 30_000): Promise<void> {
-    await check(() => this.log.ended(jobId), timeoutMs, { name: `terminal event of ${jobId} (client ${this.log.name})` });
+    await check(() => this.log.ended(jobId), timeoutMs, {
+      name: `terminal event of ${jobId} (client ${this.log.name})`,
+    });
   }
 
   /** The terminal event as received on this connection, if it was. */
@@ -240,15 +277,32 @@ export interface StreamResult {
  */
 export async function readEvents(
   url: string,
-  init: { method?: string; body?: unknown; headers?: Record<string, string>; sse: boolean; stopAfter?: number; log?: ClientLog; timeoutMs?: number; allowDrop?: boolean; onOpen?: () => void },
+  init: {
+    method?: string;
+    body?: unknown;
+    headers?: Record<string, string>;
+    sse: boolean;
+    stopAfter?: number;
+    log?: ClientLog;
+    timeoutMs?: number;
+    allowDrop?: boolean;
+    onOpen?: () => void;
+  },
 ): Promise<StreamResult> {
   const ac = new AbortController();
   let phase = "waiting for the response headers";
-  const timer = setTimeout(() => ac.abort(new Error(`stream ${init.method ?? "GET"} ${url} timed out ${phase}`)), init.timeoutMs ?? 60_000);
+  const timer = setTimeout(
+    () => ac.abort(new Error(`stream ${init.method ?? "GET"} ${url} timed out ${phase}`)),
+    init.timeoutMs ?? 60_000,
+  );
   const res = await fetch(url, {
     method: init.method ?? "GET",
     signal: ac.signal,
-    headers: { "content-type": "application/json", accept: init.sse ? "text/event-stream" : "application/x-ndjson", ...init.headers },
+    headers: {
+      "content-type": "application/json",
+      accept: init.sse ? "text/event-stream" : "application/x-ndjson",
+      ...init.headers,
+    },
     ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
   });
   const out: StreamResult = { status: res.status, events: [], ids: [], cut: false, ended: false, dropped: false };
@@ -296,14 +350,24 @@ export async function readEvents(
     else throw err;
   } finally {
     clearTimeout(timer);
-    if (!out.cut) try { reader.releaseLock(); } catch { /* already released */ }
+    if (!out.cut)
+      try {
+        reader.releaseLock();
+      } catch {
+        /* already released */
+      }
   }
   return out;
 }
 
 /** Waits for a child to exit, with a deadline. */
 export async function waitExit(p: Proc, timeoutMs = 15_000): Promise<number | string> {
-  return Promise.race([p.exited, new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`process did not exit within ${timeoutMs} ms`)), timeoutMs))]);
+  return Promise.race([
+    p.exited,
+    new Promise<never>((_, rej) =>
+      setTimeout(() => rej(new Error(`process did not exit within ${timeoutMs} ms`)), timeoutMs),
+    ),
+  ]);
 }
 
 export { api, check, type Msg };

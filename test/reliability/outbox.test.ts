@@ -8,7 +8,18 @@ import t, { type Test } from "tap";
 import { compileAgentConfig } from "../../agent/index.js";
 import { ClientLog } from "../helpers/history.js";
 import { natsServerVersion } from "../helpers/nats-server.js";
-import { api, check, getJob, putWorkflow, readEvents, startAgent, startGateway, startNats, stats, summaryAtEnd } from "./lib.js";
+import {
+  api,
+  check,
+  getJob,
+  putWorkflow,
+  readEvents,
+  startAgent,
+  startGateway,
+  startNats,
+  stats,
+  summaryAtEnd,
+} from "./lib.js";
 import { tokensWorkflow, type Msg } from "./lib.js";
 
 t.comment(`nats-server ${natsServerVersion()}`);
@@ -43,10 +54,14 @@ async function tokensThroughOutage(t: Test, outageMs: number, agentArgs: string[
   await new Promise((r) => setTimeout(r, Math.max(0, killedAt + outageMs - Date.now())));
   await ns.restart();
 
-  const rec = await check(async () => {
-    const j = await getJob(gw.url, jobId);
-    return TERMINAL.has(String(j.status)) ? j : null;
-  }, 90_000, { name: `end of ${jobId}`, intervalMs: 100 }).catch((err: Error) => {
+  const rec = await check(
+    async () => {
+      const j = await getJob(gw.url, jobId);
+      return TERMINAL.has(String(j.status)) ? j : null;
+    },
+    90_000,
+    { name: `end of ${jobId}`, intervalMs: 100 },
+  ).catch((err: Error) => {
     t.comment(`agent:\n${agent.stderr().slice(-3000)}\ngateway:\n${gw.stderr().slice(-2000)}`);
     throw err;
   });
@@ -63,42 +78,48 @@ function tokenChunks(events: Msg[]): string[] {
   return events.filter((e) => e.type === "chunk" && e.content !== "").map((e) => String(e.content));
 }
 
-t.test("outbox - nats-server killed mid-stream for 1.5 s: the job completes and its stored history holds every token once, in order", async (t) => {
-  const { rec, events, agent } = await tokensThroughOutage(t, 1_500);
-  const expected = Array.from({ length: COUNT }, (_, i) => `tok${i} `);
-  t.equal(rec.status, "completed", "the job completed");
-  t.same(rec.outputs, { text: [expected.join("")] }, `its record's output holds all ${COUNT} tokens`);
+t.test(
+  "outbox - nats-server killed mid-stream for 1.5 s: the job completes and its stored history holds every token once, in order",
+  async (t) => {
+    const { rec, events, agent } = await tokensThroughOutage(t, 1_500);
+    const expected = Array.from({ length: COUNT }, (_, i) => `tok${i} `);
+    t.equal(rec.status, "completed", "the job completed");
+    t.same(rec.outputs, { text: [expected.join("")] }, `its record's output holds all ${COUNT} tokens`);
 
-  const chunks = tokenChunks(events);
-  t.equal(chunks.length, COUNT, `the stored history has ${COUNT} token chunks (it had ${chunks.length})`);
-  const firstWrong = chunks.findIndex((c, i) => c !== expected[i]);
-  t.equal(firstWrong, -1, "tok0…tok299, in order", { got: chunks.slice(Math.max(0, firstWrong), firstWrong + 5) });
-  stats.eventsChecked += events.length;
-  stats.lost += Math.max(0, COUNT - new Set(chunks).size);
+    const chunks = tokenChunks(events);
+    t.equal(chunks.length, COUNT, `the stored history has ${COUNT} token chunks (it had ${chunks.length})`);
+    const firstWrong = chunks.findIndex((c, i) => c !== expected[i]);
+    t.equal(firstWrong, -1, "tok0…tok299, in order", { got: chunks.slice(Math.max(0, firstWrong), firstWrong + 5) });
+    stats.eventsChecked += events.length;
+    stats.lost += Math.max(0, COUNT - new Set(chunks).size);
 
-  const seqs = events.map((e) => e.seq as number);
-  const gaps = seqs.filter((s, i) => i > 0 && s !== seqs[i - 1]! + 1);
-  t.same(gaps, [], `seqs ${seqs[0]}..${seqs.at(-1)} without gap, duplicate or reordering (one job in the stream)`);
-  t.equal(seqs[0], 1, "the history starts at the stream's first event");
-  const last = events.at(-1);
-  t.match(last, { type: "job_update", status: "completed" }, "and ends with the terminal update");
-  const terminals = events.filter((e) => e.type === "job_update" && TERMINAL.has(String(e.status)));
-  t.equal(terminals.length, 1, "one terminal update");
-  t.match(agent.stderr(), /republishing them in order/, "the agent republished what NATS had not acknowledged");
-});
+    const seqs = events.map((e) => e.seq as number);
+    const gaps = seqs.filter((s, i) => i > 0 && s !== seqs[i - 1]! + 1);
+    t.same(gaps, [], `seqs ${seqs[0]}..${seqs.at(-1)} without gap, duplicate or reordering (one job in the stream)`);
+    t.equal(seqs[0], 1, "the history starts at the stream's first event");
+    const last = events.at(-1);
+    t.match(last, { type: "job_update", status: "completed" }, "and ends with the terminal update");
+    const terminals = events.filter((e) => e.type === "job_update" && TERMINAL.has(String(e.status)));
+    t.equal(terminals.length, 1, "one terminal update");
+    t.match(agent.stderr(), /republishing them in order/, "the agent republished what NATS had not acknowledged");
+  },
+);
 
-t.test("outbox - NATS away longer than outboxMaxAgeMs: the attempt fails JOB_ERR_EVENTS_UNSTORED instead of completing", async (t) => {
-  const { rec, events, agent } = await tokensThroughOutage(t, 5_000, ["--outbox-max-age-ms", "2000"]);
-  t.equal(rec.status, "failed", "the job failed");
-  const why = { code: "JOB_ERR_EVENTS_UNSTORED", message: /outboxMaxAgeMs \(2000 ms\)/ };
-  t.match(rec.error, why, "with the new code, saying why");
-  t.equal(rec.attempt, 1, "the attempt that lost events recorded its failure (no silent rerun)");
-  const failed = { type: "job_update", status: "failed", error: { code: "JOB_ERR_EVENTS_UNSTORED" } };
-  t.match(events.at(-1), failed, "the history ends with the failure");
-  t.equal(events.filter((e) => e.type === "job_update" && e.status === "completed").length, 0, "never completed");
-  t.ok(tokenChunks(events).length < COUNT, "the history is not whole, and says so");
-  t.match(agent.stderr(), /were not stored/, "the agent logged why");
-});
+t.test(
+  "outbox - NATS away longer than outboxMaxAgeMs: the attempt fails JOB_ERR_EVENTS_UNSTORED instead of completing",
+  async (t) => {
+    const { rec, events, agent } = await tokensThroughOutage(t, 5_000, ["--outbox-max-age-ms", "2000"]);
+    t.equal(rec.status, "failed", "the job failed");
+    const why = { code: "JOB_ERR_EVENTS_UNSTORED", message: /outboxMaxAgeMs \(2000 ms\)/ };
+    t.match(rec.error, why, "with the new code, saying why");
+    t.equal(rec.attempt, 1, "the attempt that lost events recorded its failure (no silent rerun)");
+    const failed = { type: "job_update", status: "failed", error: { code: "JOB_ERR_EVENTS_UNSTORED" } };
+    t.match(events.at(-1), failed, "the history ends with the failure");
+    t.equal(events.filter((e) => e.type === "job_update" && e.status === "completed").length, 0, "never completed");
+    t.ok(tokenChunks(events).length < COUNT, "the history is not whole, and says so");
+    t.match(agent.stderr(), /were not stored/, "the agent logged why");
+  },
+);
 
 t.test("outbox - its bounds are checked once, and its age may not pass NW_EVENTS's duplicate window", async (t) => {
   const c = compileAgentConfig({});

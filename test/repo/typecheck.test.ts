@@ -14,7 +14,10 @@ const tsc = join(root, "node_modules", "typescript", "bin", "tsc");
 
 for (const project of ["test/tsconfig.json", "bench/tsconfig.json"]) {
   t.test(`typecheck - ${project} compiles under strict with no errors`, async (t) => {
-    const r = await promisify(execFile)(process.execPath, [tsc, "-p", join(root, project), "--noEmit"], { cwd: root, maxBuffer: 16 << 20 }).then(
+    const r = await promisify(execFile)(process.execPath, [tsc, "-p", join(root, project), "--noEmit"], {
+      cwd: root,
+      maxBuffer: 16 << 20,
+    }).then(
       () => ({ code: 0, out: "" }),
       (err: { code?: number; stdout?: string }) => ({ code: err.code ?? 1, out: err.stdout ?? "" }),
     );
