@@ -12,6 +12,8 @@ command -v nats-server >/dev/null || need+=(nats-server)
 command -v pebble >/dev/null || need+=(pebble)
 command -v pebble-challtestsrv >/dev/null || need+=(pebble)
 [ -S /var/run/docker.sock ] || command -v dockerd >/dev/null || need+=(docker.io)
+command -v chromium >/dev/null || need+=(chromium)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${need[*]}"
