@@ -25,6 +25,14 @@ export const ProxyErrorCode = {
   PROXY_ERR_BAD_REQUEST: "PROXY_ERR_BAD_REQUEST",
   /** A value the types rule out reached a switch over a union: a bug of the proxy's, not of its input. */
   PROXY_ERR_INTERNAL: "PROXY_ERR_INTERNAL",
+  /** The upstream failed this request (refused, reset, or a bad response) and the client got a 502. */
+  PROXY_ERR_UPSTREAM: "PROXY_ERR_UPSTREAM",
+  /** No upstream is healthy: the client got a 503 at once rather than waiting on a dead one. */
+  PROXY_ERR_NO_UPSTREAM: "PROXY_ERR_NO_UPSTREAM",
+  /** The request's `Host` (or SNI) is not one this proxy serves: 421, never forwarded. */
+  PROXY_ERR_MISDIRECTED: "PROXY_ERR_MISDIRECTED",
+  /** A request body went past `maxBodyBytes`: 413 and the connection closed. */
+  PROXY_ERR_BODY_TOO_LARGE: "PROXY_ERR_BODY_TOO_LARGE",
 } as const;
 export type ProxyErrorCode = (typeof ProxyErrorCode)[keyof typeof ProxyErrorCode];
 

@@ -27,7 +27,7 @@ import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { createProxyServer } from "http-proxy-3";
-import { assertNever, closingAnswer, type UpstreamError } from "./errors.js";
+import { ProxyErrorCode, assertNever, closingAnswer, type UpstreamError } from "./errors.js";
 import { formatAccessLine } from "./access-log.js";
 import type { ProxyConfig } from "./config.js";
 import type { ProxyEvent } from "./events.js";
@@ -256,7 +256,13 @@ function buildResponseHeaders(
   return { headers: out, contentLength };
 }
 
-function sendError(res: FrontResponse, status: number, code: string, hsts: string | null, close: boolean): void {
+function sendError(
+  res: FrontResponse,
+  status: number,
+  code: ProxyErrorCode,
+  hsts: string | null,
+  close: boolean,
+): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -296,14 +302,14 @@ function plainWebSocketUpgrade(raw: readonly string[]): boolean {
 const noop = (): void => undefined;
 
 /** The error code of a request refused by header hygiene. */
-function refusalCode(status: RequestRefusal): string {
+function refusalCode(status: RequestRefusal): ProxyErrorCode {
   switch (status) {
     case 400:
-      return "PROXY_ERR_BAD_REQUEST";
+      return ProxyErrorCode.PROXY_ERR_BAD_REQUEST;
     case 413:
-      return "PROXY_ERR_BODY_TOO_LARGE";
+      return ProxyErrorCode.PROXY_ERR_BODY_TOO_LARGE;
     case 421:
-      return "PROXY_ERR_MISDIRECTED";
+      return ProxyErrorCode.PROXY_ERR_MISDIRECTED;
     default:
       return assertNever(status, "refusal status");
   }
@@ -369,7 +375,7 @@ function forward(
 ): void {
   const u = ctx.pool.pick();
   if (u === null) {
-    sendError(res, 503, "PROXY_ERR_NO_UPSTREAM", ctx.hsts, false);
+    sendError(res, 503, ProxyErrorCode.PROXY_ERR_NO_UPSTREAM, ctx.hsts, false);
     req.body?.resume();
     answeredHere(ctx, req.peer, req.method, req.url, 503, performance.now() - start);
     return;
@@ -422,7 +428,7 @@ class Forwarding implements ResponseHandler {
       // A head the writer refuses (a 1xx other than 101, a status text with control bytes): the upstream is
       // broken for this request, the proxy is not; answer 502 instead of throwing out of a callback.
       this.cut();
-      sendError(this.res, 502, "PROXY_ERR_UPSTREAM", this.ctx.hsts, false);
+      sendError(this.res, 502, ProxyErrorCode.PROXY_ERR_UPSTREAM, this.ctx.hsts, false);
       return false;
     }
     // No length means a stream (SSE, NDJSON, long poll) or a body of unknown size: without this an SSE client
@@ -460,7 +466,7 @@ class Forwarding implements ResponseHandler {
       return;
     }
     if (err.connectionLevel) this.ctx.pool.markDown(u, err.errno ?? err.code);
-    sendError(res, 502, "PROXY_ERR_UPSTREAM", this.ctx.hsts, false);
+    sendError(res, 502, ProxyErrorCode.PROXY_ERR_UPSTREAM, this.ctx.hsts, false);
   }
 
   private readonly resume = (): void => this.exchange?.resume();
@@ -498,7 +504,7 @@ class Forwarding implements ResponseHandler {
         this.cut();
         // The front closes the connection once the 413 is written; destroying it here instead could drop the
         // response before it leaves. The rest of the body is read and discarded.
-        sendError(this.res, 413, "PROXY_ERR_BODY_TOO_LARGE", this.ctx.hsts, true);
+        sendError(this.res, 413, ProxyErrorCode.PROXY_ERR_BODY_TOO_LARGE, this.ctx.hsts, true);
         body.resume();
       }
     });
@@ -581,14 +587,14 @@ function upgradeRefusalAnswer(status: UpgradeRefusal): string {
         421,
         "Misdirected Request",
         "WebSocket upgrade refused: misdirected request",
-        "PROXY_ERR_MISDIRECTED",
+        ProxyErrorCode.PROXY_ERR_MISDIRECTED,
       );
     case 503:
       return closingAnswer(
         503,
         "Service Unavailable",
         "WebSocket upgrade refused: service unavailable",
-        "PROXY_ERR_NO_UPSTREAM",
+        ProxyErrorCode.PROXY_ERR_NO_UPSTREAM,
       );
     default:
       return assertNever(status, "upgrade refusal status");
