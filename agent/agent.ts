@@ -3,13 +3,12 @@
  * heartbeats, pulls jobs from its pools only while it has a free slot, runs them, and drains on SIGTERM.
  */
 import { createHash, randomBytes } from "node:crypto";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, jetstream, type Consumer, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import {
   KV_AGENTS,
-  KV_JOBS,
   KV_NODES,
   OBJ_ASSETS,
   STREAM_JOBS,
@@ -30,10 +29,11 @@ import {
   JOB_QUEUE_DEFAULTS,
   InvalidConfigError,
 } from "../protocol/index.js";
-import { AckedKv, AckedPublisher, EventPublisher, Outbox, connectAgent } from "../nats/index.js";
+import { AckedKv, AckedPublisher, EventPublisher, Outbox, RecordClient, connectAgent } from "../nats/index.js";
+import { nodeCatalogKey } from "../protocol/index.js";
 import { createLogger, type Logger } from "../obs/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
-import { detectDocker, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
+import { detectDocker, detectFfmpeg, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
 import { GpuGroups } from "./gpus.js";
 import { RunnerSpares, type DockerRunner } from "./runners/index.js";
 import { ComfyClient, comfyNodes } from "./integrations/index.js";
@@ -76,6 +76,7 @@ interface Capabilities {
   runGpus: readonly string[];
   docker: boolean;
   providers: LlmProvider[];
+  ffmpeg: { version: string | null } | null;
   pools: string[];
 }
 
@@ -92,8 +93,13 @@ class Agent implements RunningAgent {
   private registrations!: AckedKv;
   /** `nw_assets`, for binary outputs too large to travel in events. */
   private assets!: ObjectStore;
-  /** `nw_jobs` with its record writes through `pub` (one publish each, not a request; nats/acked-publish.ts). */
-  private jobRecords!: AckedKv;
+  /** Its jobs' records, through the gateways (agents have no access to `nw_jobs`; gateway/agent-records.ts). */
+  private records!: RecordClient;
+  /**
+   * Who this agent is to NATS and the gateways: its NATS user where it has one (the account config lets that user
+   * publish events and record requests only under this token), else its own id.
+   */
+  readonly principal: string;
   private readonly running = new Map<string, JobRunner>();
   private state: AgentState = "starting";
   private stopping = false;
@@ -137,6 +143,8 @@ class Agent implements RunningAgent {
 
   constructor(readonly config: Readonly<AgentConfig>) {
     this.id = `${config.name.replace(/[^\w-]/g, "-").slice(0, 40)}-${randomBytes(4).toString("hex")}`;
+    const auth = config.nats.auth;
+    this.principal = auth.kind === "password" ? auth.user : this.id;
     this.logger = createLogger("agent", { agent: config.name });
     this.comfy = config.comfyuiUrl ? new ComfyClient(config.comfyuiUrl, (l) => this.log(l)) : null;
     const extra = this.comfy ? comfyNodes(this.comfy, () => this.assets ?? null) : [];
@@ -160,9 +168,15 @@ class Agent implements RunningAgent {
     await this.openBuckets(kvm, jsm);
     await this.openOutbox(jsm);
     const found = await this.findCapabilities();
-    const consumers = await this.bindConsumers(jsm, found.pools);
     const catalog = await this.publishCatalog(kvm);
-    await this.register(found, catalog);
+    // A pool without a consumer yet gets one from a gateway once the agent registers with it: registered early then.
+    let registered = false;
+    const register = async () => {
+      if (!registered) await this.register(found, catalog);
+      registered = true;
+    };
+    const consumers = await this.bindConsumers(jsm, found.pools, register);
+    await register();
     this.subscribeControl();
     this.subscribeCancels();
     // Each loop ends by itself once `stopping` is set (at the latest when its pending pull expires).
@@ -199,9 +213,11 @@ class Agent implements RunningAgent {
   /** Connects (reconnecting forever), watches the link, and makes the acked publisher. */
   private async connectNats(): Promise<void> {
     this.log(`connecting to NATS at ${this.config.nats.shown}`);
-    this.nc = await connectAgent(this.config.nats, this.id, (l) => this.log(l));
+    const inbox = subjects.agentInbox(this.principal);
+    this.nc = await connectAgent(this.config.nats, this.id, (l) => this.log(l), inbox);
     void this.watchLink();
-    this.pub = new AckedPublisher(this.nc);
+    this.pub = new AckedPublisher(this.nc, createInbox(inbox));
+    this.records = new RecordClient(this.nc, this.principal);
   }
 
   /** Notes when the link went down (running jobs judge their lease by it) and logs each change. */
@@ -219,8 +235,6 @@ class Agent implements RunningAgent {
     for (;;) {
       try {
         await jsm.streams.info(STREAM_JOBS);
-        const jobsKv = await openBucket(kvm, KV_JOBS);
-        this.jobRecords = new AckedKv(this.pub, KV_JOBS, (key) => jobsKv.get(key));
         const agentsKv = await openBucket(kvm, KV_AGENTS);
         this.agentsKv = agentsKv;
         this.registrations = new AckedKv(this.pub, KV_AGENTS, (key) => agentsKv.get(key));
@@ -248,7 +262,7 @@ class Agent implements RunningAgent {
     );
     const maxAgeMs = dupMs > 0 ? Math.min(this.config.outboxMaxAgeMs, dupMs) : this.config.outboxMaxAgeMs;
     this.outbox = new Outbox(this.nc, this.pub, { maxBytes: this.config.outboxMaxBytes, maxAgeMs });
-    this.publisher = new EventPublisher(this.nc, this.pub, this.outbox);
+    this.publisher = new EventPublisher(this.nc, this.pub, this.outbox, this.principal);
   }
 
   /** GPUs, docker and providers found on this host, the pools they give, and the GPU groups of `gpu` runs. */
@@ -258,6 +272,8 @@ class Agent implements RunningAgent {
     // An engine the docker strategy already reached is there, however it was found.
     const docker = this.docker !== null || detectDocker();
     const providers = detectProviders();
+    const ffmpegFound = await detectFfmpeg();
+    const ffmpeg = ffmpegFound ? { version: ffmpegFound.version } : null;
     // A provider's pool is consumed by the agents with its key, so a job calling its models lands where the key is.
     const found = [
       "cpu",
@@ -274,27 +290,29 @@ class Agent implements RunningAgent {
     this.gpuGroups = new GpuGroups(runGpus, perRun);
     if (this.gpuGroups.unused.length > 0)
       this.log(`GPUs ${this.gpuGroups.unused.join(", ")} make no whole group of ${perRun} and are given to no run`);
-    return { gpus, runGpus, docker, providers, pools };
+    return { gpus, runGpus, docker, providers, ffmpeg, pools };
   }
 
   /**
-   * One consumer per pool: the gateway makes the built-in ones; an operator label's pool is made here, same shape.
-   * The lease (`ack_wait`) and attempts (`max_deliver`) are the consumers'.
+   * One consumer per pool, made by the gateways (an operator label's once an agent registers with it; agents may
+   * not make consumers). The lease (`ack_wait`) and attempts (`max_deliver`) are the consumers'.
    */
-  private async bindConsumers(jsm: JetStreamManager, pools: readonly string[]): Promise<Consumer[]> {
+  private async bindConsumers(
+    jsm: JetStreamManager,
+    pools: readonly string[],
+    register: () => Promise<void>,
+  ): Promise<Consumer[]> {
     const js = jetstream(this.nc);
     const consumers: Consumer[] = [];
     for (const pool of pools) {
       const name = poolConsumer(pool);
+      const deadline = Date.now() + 60_000;
       let info = await jsm.consumers.info(STREAM_JOBS, name).catch(() => null);
-      if (!info) {
-        const template = await jsm.consumers.info(STREAM_JOBS, poolConsumer("cpu"));
-        info = await jsm.consumers.add(STREAM_JOBS, {
-          ...template.config,
-          durable_name: name,
-          name,
-          filter_subject: subjects.jobs(pool),
-        });
+      if (!info) await register();
+      while (!info) {
+        if (Date.now() > deadline) throw new Error(`no gateway made the consumer of pool ${pool} (${name}) in 60 s`);
+        await sleep(200);
+        info = await jsm.consumers.info(STREAM_JOBS, name).catch(() => null);
       }
       this.ackWaitMs = Math.round(Number(info.config.ack_wait ?? 0) / 1e6) || this.ackWaitMs;
       this.maxAttempts = Math.max(1, (info.config.max_deliver ?? this.maxAttempts + 1) - 1);
@@ -307,15 +325,21 @@ class Agent implements RunningAgent {
   private async publishCatalog(kvm: Kvm): Promise<{ key: string; count: number }> {
     const catalog = this.offered.map(metadataOf);
     const catalogJson = JSON.stringify(catalog);
-    const key = createHash("sha256").update(catalogJson).digest("hex").slice(0, 32);
+    const hash = createHash("sha256").update(catalogJson).digest("hex").slice(0, 32);
+    const key = nodeCatalogKey(hash, this.principal === this.id ? null : this.principal);
     const nodesKv = await kvm.open(KV_NODES);
     await nodesKv.put(key, catalogJson);
+    // The first reading of the queue clock, from the entry's store time (as `beat` does with the registration's
+    // later): taken here, the first registration is the last step of starting, and no caller sees it sooner.
+    const ackedMs = Date.now();
+    const stored = await nodesKv.get(key);
+    if (stored) this.queueClock.ageMs(stored.created.getTime(), ackedMs);
     return { key, count: catalog.length };
   }
 
   /** Writes the first registration and starts the heartbeat and the providers' model listings. */
   private async register(found: Capabilities, catalog: { key: string; count: number }): Promise<void> {
-    const { gpus, runGpus, docker, providers, pools } = found;
+    const { gpus, runGpus, docker, providers, ffmpeg, pools } = found;
     const startedAt = new Date().toISOString();
     this.registration = {
       type: "agent.registration",
@@ -334,6 +358,7 @@ class Agent implements RunningAgent {
         node_types: catalog.count,
         run_gpus: { ids: [...runGpus], per_run: this.config.gpusPerRun },
         warm_runners: this.spares ? this.config.warmRunners : 0,
+        ffmpeg,
         ...(this.comfy ? { comfyui: this.comfy.info } : {}),
       },
       state: "idle",
@@ -343,7 +368,7 @@ class Agent implements RunningAgent {
       heartbeat_at: startedAt,
     };
     this.state = "idle";
-    await this.beat(true);
+    await this.beat();
     this.heartbeat = setInterval(
       () => void this.beat(true).catch((e: unknown) => this.logger.warn(`heartbeat failed: ${(e as Error).message}`)),
       this.config.heartbeatMs,
@@ -398,7 +423,7 @@ class Agent implements RunningAgent {
   }
 
   /**
-   * Writes the registration. `readClock` (the first beat and the periodic ones): read the entry back for the queue
+   * Writes the registration. `readClock` (the periodic beats): read the entry back for the queue
    * clock. The beats on a change of state (idle ↔ busy, which come with jobs) only write: a clock offset moves
    * slowly, and the read-back was a second round trip in an agent's busiest moments.
    */
@@ -412,7 +437,7 @@ class Agent implements RunningAgent {
       heartbeat_at: new Date().toISOString(),
     };
     if (this.comfy) this.registration.capabilities = { ...this.registration.capabilities, comfyui: this.comfy.info };
-    const key = agentKey(this.id);
+    const key = agentKey(this.id, this.principal);
     await this.registrations.put(key, JSON.stringify(this.registration));
     if (!readClock) return;
     // The entry's store time is the server's clock at a moment before the put was acknowledged: reading it back
@@ -551,7 +576,7 @@ class Agent implements RunningAgent {
     const runner = new JobRunner(
       {
         publisher: this.publisher,
-        jobsKv: this.jobRecords,
+        records: this.records,
         library: this.library,
         nodeLimits: this.config.nodeLimits,
         strategies: this.config.strategies,
@@ -607,7 +632,7 @@ class Agent implements RunningAgent {
     if (this.modelsTimer) clearInterval(this.modelsTimer);
     this.spares?.close();
     this.comfy?.stop();
-    await this.agentsKv.delete(agentKey(this.id)).catch(() => undefined);
+    await this.agentsKv.delete(agentKey(this.id, this.principal)).catch(() => undefined);
     this.outbox?.close();
     await this.nc.drain().catch(() => undefined);
     this.pub.close();

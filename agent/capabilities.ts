@@ -1,6 +1,7 @@
 /** What this machine offers, detected at start and refreshed with the heartbeat. */
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
+import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { delimiter, isAbsolute, join } from "node:path";
 import {
   InvalidConfigError,
   LLM_PROVIDERS,
@@ -81,4 +82,46 @@ export function detectDocker(env: NodeJS.ProcessEnv = process.env, defaultSocket
 /** Providers configured on this agent: keys live here, in its environment, never in a job. */
 export function detectProviders(env: NodeJS.ProcessEnv = process.env): LlmProvider[] {
   return LLM_PROVIDERS.filter((p) => Boolean(env[PROVIDER_SETTING[p]]));
+}
+
+/** The executable `name` on `env.PATH` (absolute entries only), or null; no process is started. */
+export function findOnPath(name: string, env: NodeJS.ProcessEnv = process.env): string | null {
+  for (const dir of (env.PATH ?? "").split(delimiter)) {
+    if (!isAbsolute(dir)) continue;
+    const file = join(dir, name);
+    try {
+      accessSync(file, constants.X_OK);
+      if (statSync(file).isFile()) return file;
+    } catch {
+      // not here: the next entry
+    }
+  }
+  return null;
+}
+
+/** Where this host's `ffmpeg` and `ffprobe` are: the video nodes need both. */
+export interface FfmpegTools {
+  ffmpeg: string;
+  ffprobe: string;
+}
+
+/** `ffmpeg` and `ffprobe` on PATH, or null when either is missing (then the agent offers no video nodes). */
+export function findFfmpeg(env: NodeJS.ProcessEnv = process.env): FfmpegTools | null {
+  const ffmpeg = findOnPath("ffmpeg", env);
+  const ffprobe = findOnPath("ffprobe", env);
+  return ffmpeg && ffprobe ? { ffmpeg, ffprobe } : null;
+}
+
+/** What an agent reports of ffmpeg: where it is and its version (the first line of `ffmpeg -version`), or null. */
+export interface FfmpegInfo extends FfmpegTools {
+  version: string | null;
+}
+
+/** ffmpeg as found on PATH, with its version; null when it (or ffprobe) is not there. */
+export async function detectFfmpeg(env: NodeJS.ProcessEnv = process.env): Promise<FfmpegInfo | null> {
+  const tools = findFfmpeg(env);
+  if (!tools) return null;
+  const out = await run(tools.ffmpeg, ["-hide_banner", "-version"], 5_000);
+  const version = /^ffmpeg version (\S+)/.exec(out ?? "")?.[1] ?? null;
+  return { ...tools, version };
 }

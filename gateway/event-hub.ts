@@ -4,6 +4,7 @@
  * client that resumes sees exactly what a live client saw: no gap, no duplicate.
  */
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { MsgHdrs } from "@nats-io/transport-node";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import {
   STREAM_EVENTS,
@@ -20,6 +21,8 @@ import {
   type JobEventHead,
   type JobEventType,
 } from "../protocol/index.js";
+import { GATEWAY_SOURCE, LEASE_HEADER, sourceOfEventSubject } from "../protocol/index.js";
+import type { LeaseSigner } from "../nats/index.js";
 import { Fence } from "./fence.js";
 import { ReplayLog } from "./replay-log.js";
 
@@ -170,6 +173,8 @@ export class EventHub {
   badEvents = 0;
   replaysFromMemory = 0;
   replaysFromStream = 0;
+  /** Agents' events without a lease on their job's attempt (forged, or from an agent that lost the job). */
+  unleasedEvents = 0;
   /** Stored events replays read from JetStream (each pass counts). */
   replayMessagesRead = 0;
   /** Most events one replay batch held (never more than `replayBatch`). */
@@ -203,6 +208,11 @@ export class EventHub {
     private readonly maxAgeMs = Number.POSITIVE_INFINITY,
     /** Events a replay reads and holds at a time (`replayBatchEvents`). */
     private readonly replayBatch = REPLAY_BATCH_DEFAULT,
+    /**
+     * Checks agents' lease tokens: an event on an agent's subject is admitted only with a token for that agent and
+     * the event's attempt. Null: no agent's event is (the gateway's own always are).
+     */
+    private readonly leases: LeaseSigner | null = null,
   ) {
     if (first !== null) this.subscribe(first);
   }
@@ -339,6 +349,11 @@ export class EventHub {
       this.advance(seq);
       return;
     }
+    if (!this.leased(jobId, m.subject, ev, m.headers)) {
+      this.unleasedEvents++;
+      this.advance(seq);
+      return;
+    }
     let view = this.views.get(jobId);
     if (!view) {
       if (this.views.size >= JOB_CAP) this.forget(this.views.keys().next().value!);
@@ -363,6 +378,16 @@ export class EventHub {
       }
     }
     this.advance(seq);
+  }
+
+  /**
+   * The gateway's own events are trusted (no agent user may publish on its subjects); an agent's only with the
+   * lease token of its principal (the subject's last token) for the event's attempt. Same rule live and on replay.
+   */
+  private leased(jobId: string, subject: string, ev: JobEventHead, hdrs: MsgHdrs | undefined): boolean {
+    const source = sourceOfEventSubject(subject);
+    if (source === GATEWAY_SOURCE) return true;
+    return this.leases?.verify(jobId, ev.attempt, source, hdrs?.get(LEASE_HEADER)) === true;
   }
 
   private remember(jobId: string, view: JobView, log: ReplayLog, d: Delivery): void {
@@ -509,7 +534,7 @@ export class EventHub {
     subject: string,
     start: number,
     lastSeq: number,
-    each: (seq: number, head: JobEventHead, ev: JobEvent | null, data: Uint8Array) => boolean,
+    each: (seq: number, head: JobEventHead, ev: JobEvent | null, data: Uint8Array, leased: boolean) => boolean,
   ): Promise<void> {
     const from =
       start <= 1
@@ -525,7 +550,9 @@ export class EventHub {
           got++;
           this.replayMessagesRead++;
           const h = headOf(m.data);
-          if (h !== null && !each(m.seq, h.head, h.ev, m.data)) done = true;
+          const ok = h !== null && h.head.job_id === jobIdOfEventSubject(m.subject);
+          if (ok && !each(m.seq, h.head, h.ev, m.data, this.leased(h.head.job_id, m.subject, h.head, m.headers)))
+            done = true;
           if (m.seq >= lastSeq) done = true;
           if (done) break;
         }
@@ -545,7 +572,7 @@ export class EventHub {
    * a second pass reads the rest a batch at a time as `next` is called.
    */
   private async replayFromStream(jobId: string, after: number): Promise<Replay> {
-    const subject = subjects.jobEvents(jobId);
+    const subject = subjects.jobEventsAny(jobId);
     const last = await this.jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
     if (!last) return this.replayOf(0, 0, after > 0, false, async () => []);
     const lastSeq = last.seq;
@@ -553,8 +580,8 @@ export class EventHub {
     let start = 1;
     if (after > 0 && after <= lastSeq) {
       const at = await this.jsm.streams.getMessage(STREAM_EVENTS, { seq: after }).catch(() => null);
-      const h = at && at.subject === subject ? headOf(at.data) : null;
-      if (h !== null) {
+      const h = at && jobIdOfEventSubject(at.subject) === jobId ? headOf(at.data) : null;
+      if (h !== null && h.head.job_id === jobId && this.leased(jobId, at!.subject, h.head, at!.header)) {
         fence = fenceAt(jobId, h.head.attempt, isTerminalEvent(h.head));
         start = after + 1;
       }
@@ -566,14 +593,14 @@ export class EventHub {
     let count = 0;
     let checkFirst = start === 1;
     let incomplete = false;
-    await this.scan(subject, start, lastSeq, (seq, head, whole, data) => {
-      if (checkFirst) {
+    await this.scan(subject, start, lastSeq, (seq, head, whole, data, leased) => {
+      if (checkFirst && leased) {
         // Every job's history starts with the gateway's `queued` update (attempt 0); without it, retention
         // has removed the beginning and events between `after` and the first stored one may be gone.
         incomplete = !(head.type === "job_update" && head.attempt === 0 && head.status === "queued") && after < seq;
         checkFirst = false;
       }
-      if (fence.admit(head) && seq > after) {
+      if (leased && fence.admit(head) && seq > after) {
         count++;
         if (first.length < this.replayBatch) {
           first.push(Delivery.of(head, whole, seq, data));
@@ -597,8 +624,8 @@ export class EventHub {
       }
       const f = fenceAt(jobId, from.attempt, false);
       const out: Delivery[] = [];
-      await this.scan(subject, from.seq + 1, lastSeq, (seq, head, whole, data) => {
-        if (f.admit(head) && seq > after) {
+      await this.scan(subject, from.seq + 1, lastSeq, (seq, head, whole, data, leased) => {
+        if (leased && f.admit(head) && seq > after) {
           out.push(Delivery.of(head, whole, seq, data));
           from = { seq, attempt: head.attempt };
         }

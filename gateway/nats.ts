@@ -30,7 +30,14 @@ import {
   poolConsumer,
   subjects,
 } from "../protocol/index.js";
-import { AckedKv, AckedPublisher, EventPublisher, connectGateway } from "../nats/index.js";
+import {
+  AckedKv,
+  AckedPublisher,
+  EventPublisher,
+  connectGateway,
+  loadLeaseSigner,
+  type LeaseSigner,
+} from "../nats/index.js";
 import type { GatewayConfig } from "./config.js";
 
 export interface NatsParts {
@@ -51,6 +58,8 @@ export interface NatsParts {
   events: EventPublisher;
   /** `nw_jobs` with its record and index writes through `pub` (reads through `jobsKv`). */
   jobRecords: AckedKv;
+  /** Signs agents' lease tokens and claim secrets (the key all gateways share, nats/lease.ts). */
+  leases: LeaseSigner;
   /** False from the moment the client notices the server is gone until it has reconnected. */
   connected(): boolean;
 }
@@ -220,6 +229,7 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
     const pub = new AckedPublisher(nc);
     const jobRecords = new AckedKv(pub, KV_JOBS, (key) => state.jobsKv.get(key));
     const events = new EventPublisher(nc, pub);
+    const leases = await loadLeaseSigner(state.jobsKv);
     return {
       nc,
       js: jetstream(nc),
@@ -228,6 +238,7 @@ export async function connectNats(config: Readonly<GatewayConfig>, log: (l: stri
       pub,
       events,
       jobRecords,
+      leases,
       connected: () => connected && !nc.isClosed(),
     };
   } catch (err) {

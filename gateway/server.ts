@@ -14,6 +14,7 @@ import { EventHub } from "./event-hub.js";
 import { JobManager } from "./jobs.js";
 import { ModelDirectory } from "./models.js";
 import { connectNats } from "./nats.js";
+import { AgentRecords, PoolConsumers } from "./agent-records.js";
 import { GatewayMetrics, Router, registerRoutes } from "./routes/index.js";
 import { ThreadStore } from "./threads.js";
 import { loadUws } from "./uws.js";
@@ -82,7 +83,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const workflows = new WorkflowStore(n.workflowsKv, payloadLimitBytes(n.nc));
   const app = uws.App();
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
-  const hub = new EventHub(n.js, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents);
+  const hub = new EventHub(n.js, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
+  // Agents reach job records and get their pools' consumers only through the gateways.
+  const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn);
+  agentRecords.start();
+  const pools = new PoolConsumers(n, warn);
+  await pools.start();
   const refusals = new RefusalLog(warn);
   const models = new ModelDirectory(jobs);
   const threads = new ThreadStore(n.threadsKv, n.jsm, jobs, hub, models, warn);
@@ -142,6 +148,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       uws.us_listen_socket_close(listenSocket);
       hub.stop();
       jobs.queue.stop();
+      agentRecords.stop();
+      pools.stop();
       await n.nc.drain().catch(() => undefined);
     },
   };

@@ -102,13 +102,18 @@ export function connectGateway(settings: NatsSettings, log: (line: string) => vo
   return openNats(serviceConnectOptions(settings, "nodeway-gateway"), settings, log);
 }
 
-/** An agent's connection, named after the agent. */
+/**
+ * An agent's connection, named after the agent; its replies come under `inboxPrefix` (`subjects.agentInbox`), the
+ * only inbox its NATS user may read.
+ */
 export function connectAgent(
   settings: NatsSettings,
   agentId: string,
   log: (line: string) => void,
+  inboxPrefix?: string,
 ): Promise<NatsConnection> {
-  return openNats(serviceConnectOptions(settings, `nodeway-agent-${agentId}`), settings, log);
+  const opts = serviceConnectOptions(settings, `nodeway-agent-${agentId}`);
+  return openNats(inboxPrefix ? { ...opts, inboxPrefix } : opts, settings, log);
 }
 
 /** A tool's or a test's connection: one try, no retry loop; `extra` adds or overrides options. */

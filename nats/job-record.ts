@@ -1,6 +1,7 @@
 /**
  * Compare-and-set on job records. Gateway and agent both write records, and both through this one function, so
- * a terminal state can never be overwritten by either. The store is the KV client or an `AckedKv` over it.
+ * a terminal state can never be overwritten by either. The store is the KV client or an `AckedKv` over it (the
+ * gateway), or a `JobRecordClient` (an agent: its requests go to a gateway, which checks and writes them).
  */
 import type { KvEntry } from "@nats-io/kv";
 import { encodeJson, jobKeys, parseJson, type JobRecord } from "../protocol/index.js";

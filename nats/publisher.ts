@@ -4,8 +4,9 @@
  * and the wait for its PubAck. An agent's events go through its outbox (`queue`): kept until NATS acknowledges
  * them and republished in order, with their original ids, while it does not.
  */
-import { headers, type NatsConnection } from "@nats-io/transport-node";
+import { headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { encodeMsgpack, eventMsgId, subjects, type EventEnvelope, type JobEventBody } from "../protocol/index.js";
+import { GATEWAY_SOURCE, LEASE_HEADER } from "../protocol/index.js";
 import { payloadLimitBytes, type AckedPublisher, type PubAck } from "./acked-publish.js";
 import type { EventQueue, Outbox } from "./outbox.js";
 
@@ -14,6 +15,8 @@ export interface EventSource {
   jobId: string;
   workflowId: string;
   attempt: number;
+  /** The agent's lease token for `attempt` (nats/lease.ts); the gateway's own events have none. */
+  lease?: string;
 }
 
 /** A body larger than one NATS message may carry: nothing was sent. */
@@ -38,12 +41,24 @@ export interface RetryPolicy {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class EventPublisher {
-  /** `outbox`: where an agent's event queues keep their events (the gateway has none). */
+  /**
+   * `outbox`: where an agent's event queues keep their events (the gateway has none). `source`: the last token of
+   * every event subject, the gateway's own or the agent's principal (the only one its NATS user may publish on).
+   */
   constructor(
     readonly nc: NatsConnection,
     readonly acked: AckedPublisher,
     private readonly outbox: Outbox | null = null,
+    readonly source: string = GATEWAY_SOURCE,
   ) {}
+
+  /** The headers of an event: its id, and the lease token of an agent's attempt. */
+  eventHeaders(src: EventSource, n: number | string): MsgHdrs {
+    const h = headers();
+    h.set("Nats-Msg-Id", eventMsgId(src.jobId, src.attempt, n));
+    if (src.lease) h.set(LEASE_HEADER, src.lease);
+    return h;
+  }
 
   /** The largest body one message may carry on this connection. */
   get limitBytes(): number {
@@ -81,13 +96,13 @@ export class EventPublisher {
    * With `retry`, a failed publish is tried again under the same id (a copy that did land is deduplicated).
    */
   async publishEvent(src: EventSource, n: number | string, ev: JobEventBody, retry?: RetryPolicy): Promise<PubAck> {
-    const subject = subjects.jobEvents(src.jobId);
+    const subject = subjects.jobEvents(src.jobId, this.source);
     const data = this.encodeEvent(src, ev);
-    const msgId = eventMsgId(src.jobId, src.attempt, n);
-    if (!retry) return this.send(subject, data, msgId);
+    const h = this.eventHeaders(src, n);
+    if (!retry) return this.acked.publish(subject, data, h);
     for (let i = 0; ; i++) {
       try {
-        return await this.send(subject, data, msgId, retry.timeoutMs);
+        return await this.acked.publish(subject, data, h, retry.timeoutMs);
       } catch (err) {
         if (i >= retry.retries || this.nc.isClosed()) throw err;
         retry.onRetry(err as Error);
@@ -99,7 +114,7 @@ export class EventPublisher {
   /** A queue for one job attempt's events, published in order through the outbox. */
   queue(src: EventSource, onFail: (why: string) => void, log: (line: string) => void): JobEventQueue {
     if (!this.outbox) throw new Error("this publisher has no outbox");
-    return new JobEventQueue(this, src, this.outbox.queue(subjects.jobEvents(src.jobId), onFail, log));
+    return new JobEventQueue(this, src, this.outbox.queue(subjects.jobEvents(src.jobId, this.source), onFail, log));
   }
 }
 
@@ -125,9 +140,7 @@ export class JobEventQueue {
 
   /** Publishes encoded bytes now, or after the events before them are stored. */
   push(data: Uint8Array): void {
-    const h = headers();
-    h.set("Nats-Msg-Id", eventMsgId(this.src.jobId, this.src.attempt, ++this.n));
-    this.events.push(data, h);
+    this.events.push(data, this.publisher.eventHeaders(this.src, ++this.n));
   }
 
   /** Resolves once every event pushed so far is stored, or the queue failed or closed; never rejects. */

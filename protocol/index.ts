@@ -31,8 +31,17 @@ export {
   KV_NODES,
   OBJ_ASSETS,
   BUILTIN_POOLS,
+  GATEWAY_SOURCE,
+  LEASE_HEADER,
+  RECORDS_QUEUE,
+  checkPrincipal,
+  sourceOfEventSubject,
+  principalOfRecordsSubject,
+  nodeCatalogKey,
 } from "./subjects.js";
 export type { Graph, GraphNode, GraphEdge, Workflow, NodeMetadata, PropertyMetadata } from "./graph.js";
+export { CONTROL_HANDLE, isControlEdge } from "./graph.js";
+export { FORBIDDEN_KEYS, checkForbiddenKeys } from "./graph-check.js";
 export {
   JobState,
   TERMINAL_STATES,
@@ -42,6 +51,7 @@ export {
   pickStrategy,
   CancelReason,
   AgentState,
+  asRecordRequest,
 } from "./jobs.js";
 export type {
   JobRecord,
@@ -52,6 +62,8 @@ export type {
   AgentCapabilities,
   GpuInfo,
   NatsMessage,
+  RecordRequest,
+  RecordReply,
 } from "./jobs.js";
 export { NodeStatus, JOB_EVENT_TYPES, GRAPH_EVENT_TYPES, isTerminalEvent, isCoalescable, jobUpdate } from "./events.js";
 export type {
@@ -64,6 +76,7 @@ export type {
   NodeProgress,
   EdgeUpdate,
   OutputUpdate,
+  SaveUpdate,
   Chunk,
   LogUpdate,
   Notification,

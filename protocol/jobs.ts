@@ -90,6 +90,10 @@ export interface JobRecord {
   outputs: Record<string, unknown[]> | null;
   idempotency_key?: string | null;
   cancel_requested?: boolean;
+  /** The principal (NATS user) of the agent holding `attempt`: set by the gateway at the claim, never by an agent. */
+  holder?: string | null;
+  /** SHA-256 (hex) of the dispatch's `claim_secret`: only an agent that pulled the dispatch can claim the job. */
+  claim_hash?: string;
 }
 
 /** `nw.jobs.<pool>`: one per job. Carries the graph so an agent needs no other read to start. */
@@ -109,6 +113,56 @@ export interface JobDispatch {
    * stale copy only costs the read it saved). A first submit sends the dispatch with the record, not after it.
    */
   record?: { rec: JobRecord; revision: number };
+  /** Random per job; its hash is in the record. Shown to a gateway, it proves the asker pulled this dispatch. */
+  claim_secret?: string;
+}
+
+/**
+ * `nw.rec.<principal>` (core request to the gateways): how an agent reads and writes the record of a job it pulled.
+ * Agents have no access to `nw_jobs`; a gateway checks each write against the record (`gateway/agent-records.ts`).
+ * `proof` is the dispatch's `claim_secret`; records travel as their JSON text, as `nw_jobs` stores them, in a
+ * MessagePack request and reply.
+ */
+export type RecordRequest =
+  | { type: "record.get"; v: 1; job_id: string; proof: string }
+  | {
+      type: "record.update";
+      v: 1;
+      job_id: string;
+      proof: string;
+      /** The revision the change was made on (compare-and-set). */
+      revision: number;
+      record_json: string;
+      /** Seconds the run took, for the terminal update the gateway publishes when the write ends the job. */
+      duration_s?: number;
+    }
+  | { type: "record.terminal"; v: 1; job_id: string; proof: string };
+
+/** A gateway's answer; `lease` is the asker's lease token when it holds the record's attempt. */
+export type RecordReply =
+  | { ok: true; record_json: string | null; revision: number; lease?: string }
+  | { ok: false; code: string; message: string };
+
+/** Checks a record request's shape (the gateway's edge); throws a message naming the fault. */
+export function asRecordRequest(x: unknown): RecordRequest {
+  const o = x as Record<string, unknown> | null;
+  if (typeof o !== "object" || o === null) throw new Error("a record request must be an object");
+  if (typeof o.job_id !== "string" || typeof o.proof !== "string" || o.proof.length > 256) {
+    throw new Error('a record request needs "job_id" and "proof" strings');
+  }
+  switch (o.type) {
+    case "record.get":
+    case "record.terminal":
+      return o as unknown as RecordRequest;
+    case "record.update":
+      if (typeof o.record_json !== "string" || !Number.isInteger(o.revision) || (o.revision as number) < 0) {
+        throw new Error('record.update needs "record_json" and an integer "revision"');
+      }
+      if (o.duration_s !== undefined && typeof o.duration_s !== "number") throw new Error('"duration_s" is a number');
+      return o as unknown as RecordRequest;
+    default:
+      throw new Error(`unknown record request type ${JSON.stringify(o.type)}`);
+  }
 }
 
 /** `nw.cancel.<job_id>`. */
@@ -165,6 +219,8 @@ export interface AgentCapabilities {
     version: string | null;
     devices: { name: string; type: string; vram_total?: number }[];
   };
+  /** ffmpeg on the agent's PATH (the video and audio nodes need it): its version, or null when absent. */
+  ffmpeg?: { version: string | null } | null;
 }
 
 /** Registry entry in KV `nw_agents` (key = agent id), refreshed by the heartbeat; TTL removes dead agents. */

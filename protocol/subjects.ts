@@ -2,7 +2,12 @@
  * The NATS grammar. Nothing outside this file writes a subject string.
  *
  *   nw.jobs.<pool>                 job dispatch (stream NW_JOBS, work-queue; Nats-Msg-Id = job id)
- *   nw.events.<job_id>             every event of a job (stream NW_EVENTS; Nats-Msg-Id = <job_id>:<attempt>:<n>)
+ *   nw.events.<job_id>.<source>    every event of a job (stream NW_EVENTS; Nats-Msg-Id = <job_id>:<attempt>:<n>);
+ *                                  <source> is `gw` for the gateway's own events, else the publishing agent's
+ *                                  principal (its NATS user: the server lets it publish only on its own token)
+ *   nw.rec.<principal>             core request: an agent's claim, finish and read of a job record (gateways
+ *                                  answer in queue group `nw-gateways`; the token says who asks)
+ *   _INBOX_<principal>.>           an agent's inbox prefix (replies it may read; no other agent's)
  *   nw.cancel.<job_id>             core subject: cancel signal to the agent running the job
  *   nw.agent.<agent_id>.control    core subject: drain | resume | ping
  *   $KV.<bucket>.<key>             a KV bucket's entry (JetStream's own layout; written through `kvEntry`)
@@ -25,6 +30,13 @@ export const OBJ_ASSETS = "nw_assets";
 
 const BAD_TOKEN = /[.*>\s]/;
 
+/** The `<source>` token of the gateway's own events: no agent principal may be this. */
+export const GATEWAY_SOURCE = "gw";
+/** Header an agent's event carries: its lease token for the event's attempt (gateway-signed, see nats/lease.ts). */
+export const LEASE_HEADER = "Nw-Lease";
+/** Queue group of the gateways answering agents' record requests. */
+export const RECORDS_QUEUE = "nw-gateways";
+
 /** Returns `token` if it is a safe single subject token, else throws `ProtocolError(PROTO_ERR_BAD_TOKEN)`. */
 export function checkToken(token: string, what = "token"): string {
   if (typeof token !== "string" || token.length === 0 || token.length > 128 || BAD_TOKEN.test(token)) {
@@ -36,8 +48,17 @@ export function checkToken(token: string, what = "token"): string {
 export const subjects = {
   jobs: (pool: string) => `nw.jobs.${checkToken(pool, "pool")}`,
   jobsAll: () => "nw.jobs.>",
-  jobEvents: (jobId: string) => `nw.events.${checkToken(jobId, "job id")}`,
+  /** A job's events from `source`: the gateway's by default (`GATEWAY_SOURCE`), else an agent principal's. */
+  jobEvents: (jobId: string, source: string = GATEWAY_SOURCE) =>
+    `nw.events.${checkToken(jobId, "job id")}.${checkToken(source, "event source")}`,
+  /** Every event of one job, whoever published it (a replay's filter). */
+  jobEventsAny: (jobId: string) => `nw.events.${checkToken(jobId, "job id")}.*`,
   eventsAll: () => "nw.events.>",
+  /** Where agent `principal` sends its record requests; `recordsAll` is what gateways answer. */
+  records: (principal: string) => `nw.rec.${checkPrincipal(principal)}`,
+  recordsAll: () => "nw.rec.*",
+  /** An agent's inbox prefix (nats.js `inboxPrefix`): its NATS user may subscribe under it only. */
+  agentInbox: (principal: string) => `_INBOX_${checkPrincipal(principal)}`,
   cancel: (jobId: string) => `nw.cancel.${checkToken(jobId, "job id")}`,
   cancelAll: () => "nw.cancel.*",
   agentControl: (agentId: string) => `nw.agent.${checkToken(agentId, "agent id")}.control`,
@@ -48,9 +69,30 @@ export const subjects = {
     `$O.${checkToken(bucket, "bucket")}.C.${checkToken(nuid, "object nuid")}`,
 } as const;
 
-/** The job id inside an `nw.events.<job_id>` subject (the inverse of `subjects.jobEvents`). */
+/** An agent principal (its NATS user name): a subject token that is not the gateway's own. */
+export function checkPrincipal(principal: string): string {
+  checkToken(principal, "agent principal");
+  if (principal === GATEWAY_SOURCE || principal.length > 64) {
+    throw new ProtocolError(ErrorCode.PROTO_ERR_BAD_TOKEN, `invalid agent principal: ${JSON.stringify(principal)}`);
+  }
+  return principal;
+}
+
+/** The job id inside an `nw.events.<job_id>.<source>` subject (the inverse of `subjects.jobEvents`). */
 export function jobIdOfEventSubject(subject: string): string {
-  return subject.slice("nw.events.".length);
+  const end = subject.lastIndexOf(".");
+  return end > "nw.events.".length ? subject.slice("nw.events.".length, end) : subject.slice("nw.events.".length);
+}
+
+/** The `<source>` inside an event subject: `GATEWAY_SOURCE` or an agent principal ("" when there is none). */
+export function sourceOfEventSubject(subject: string): string {
+  const end = subject.lastIndexOf(".");
+  return end > "nw.events.".length ? subject.slice(end + 1) : "";
+}
+
+/** The principal inside an `nw.rec.<principal>` subject. */
+export function principalOfRecordsSubject(subject: string): string {
+  return subject.slice("nw.rec.".length);
 }
 
 /** The job id inside an `nw.cancel.<job_id>` subject (the inverse of `subjects.cancel`). */
@@ -76,6 +118,8 @@ export const jobKeys = {
     `w.${checkToken(workflowId, "workflow id")}.${checkToken(jobId, "job id")}`,
   workflowPrefix: (workflowId: string) => `w.${checkToken(workflowId, "workflow id")}.*`,
   idempotency: (key: string) => `i.${key}`,
+  /** The gateways' shared key that signs agents' lease tokens (agents may not read `nw_jobs`). */
+  leaseKey: () => "s.lease",
 } as const;
 
 /**
@@ -91,8 +135,19 @@ export const threadKeys = {
   messageAnywhere: (messageId: string) => `m.*.${checkToken(messageId, "message id")}`,
 } as const;
 
-/** KV key of an agent in `nw_agents`, and of a workflow in `nw_workflows`. */
-export const agentKey = (agentId: string) => checkToken(agentId, "agent id");
+/**
+ * KV key of an agent in `nw_agents`: under its principal (`<principal>.<agent_id>`, the keys its NATS user may
+ * write), or the bare id when the agent is its own principal (no NATS users). A workflow's key in `nw_workflows`.
+ */
+export const agentKey = (agentId: string, principal: string = agentId) =>
+  principal === agentId
+    ? checkToken(agentId, "agent id")
+    : `${checkPrincipal(principal)}.${checkToken(agentId, "agent id")}`;
+/** KV key of a node catalog in `nw_nodes` (its hash), under its agent's principal as `agentKey` is. */
+export const nodeCatalogKey = (hash: string, principal: string | null) =>
+  principal === null
+    ? checkToken(hash, "catalog hash")
+    : `${checkPrincipal(principal)}.${checkToken(hash, "catalog hash")}`;
 export const workflowKey = (workflowId: string) => checkToken(workflowId, "workflow id");
 
 /**

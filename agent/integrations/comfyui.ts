@@ -23,7 +23,7 @@ import WebSocket from "ws";
 import type { ObjectStore } from "@nats-io/obj";
 import { ASSET_META, extensionOf, mediaRefOf } from "../../protocol/index.js";
 import { ErrorCode, GraphError, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
-import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../../protocol/graph-check.js";
+import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../../protocol/index.js";
 import { NodeError, type NodeDef } from "../engine/types.js";
 import { prop } from "../nodes/util.js";
 

@@ -1,10 +1,10 @@
 /**
  * NATS credentials (nats/settings.ts) and the least-privilege accounts of `deploy/nats/accounts.conf`,
- * run for real: a nats-server with that file, a gateway as its `gateway` user (password from a file) and agents
- * as `agent` (the password in the URL, the way NATS users write it). Jobs run end to end (one with an output
- * large enough to become an asset, one on an operator label's pool, which the agent creates); the agent user
- * cannot queue jobs or delete streams; wrong credentials stop a process at start with a message that says so;
- * no password reaches a log.
+ * run for real: a nats-server with that file, a gateway as its `gateway` user (password from a file) and an agent
+ * as `agent-1` (the password in the URL, the way NATS users write it). Jobs run end to end (one with an output
+ * large enough to become an asset, one on an operator label's pool, whose consumer the gateway makes when the agent
+ * registers with it); the agent user cannot queue jobs or delete streams; wrong credentials stop a process at start
+ * with a message that says so; no password reaches a log. The shipped file is `nodeway nats-accounts`'s output.
  */
 import t from "tap";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import { compileNatsConnection } from "../../nats/index.js";
+import { compileNatsConnection, renderAccounts } from "../../nats/index.js";
+import { cmdNatsAccounts, placeholderOf } from "../../bin/cmd-accounts.js";
 import { startGateway } from "../../gateway/index.js";
 import { WsClient } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
@@ -125,8 +126,10 @@ t.test(
     writeFileSync(
       conf,
       readFileSync(join(ROOT, "deploy", "nats", "accounts.conf"), "utf8")
-        .replace("$GATEWAY_PASSWORD", gwPass)
-        .replace("$AGENT_PASSWORD", agentPass),
+        // Every placeholder replaced: nats-server would read one left bare from its environment.
+        .replace(/\$[A-Z0-9_]+_PASSWORD\b/g, (p) =>
+          JSON.stringify(p === "$GATEWAY_PASSWORD" ? gwPass : p === "$AGENT_1_PASSWORD" ? agentPass : `${p}-unused`),
+        ),
     );
     const ns = await NatsServer.start({ configFile: conf });
     t.teardown(() => ns.stop());
@@ -148,7 +151,7 @@ t.test(
       "the gateway logs whom it connects as",
     );
 
-    const agentUrl = ns.url.replace("nats://", `nats://agent:${agentPass}@`);
+    const agentUrl = ns.url.replace("nats://", `nats://agent-1:${agentPass}@`);
     const agent = await startAgentProc(agentUrl, ["--name", "least", "--labels", "special"]);
     t.teardown(() => agent.kill("SIGKILL"));
     const ws = await WsClient.open(gw.url, "json");
@@ -173,11 +176,11 @@ t.test(
     t.equal(
       (await run(hello.graph, { requirements: { pool: "special" } })).status,
       "completed",
-      "and make and pull its operator label's pool",
+      "and pull its operator label's pool, which the gateway made for it",
     );
 
     // The agent user itself, outside Nodeway: what it may not do.
-    const nc = await connect({ servers: ns.url, user: "agent", pass: agentPass });
+    const nc = await connect({ servers: ns.url, user: "agent-1", pass: agentPass, inboxPrefix: "_INBOX_agent-1" });
     t.teardown(() => nc.close());
     const violations: string[] = [];
     void (async () => {
@@ -202,10 +205,10 @@ t.test(
       "nor queue a job",
     );
 
-    const wrongUrl = ns.url.replace("nats://", "nats://agent:wrong-password@");
+    const wrongUrl = ns.url.replace("nats://", "nats://agent-1:wrong-password@");
     const wrong = runNodeway(["agent", "--nats", wrongUrl, "--name", "wrong"]);
     t.equal(await wrong.exited, 1, "wrong credentials stop the agent at start");
-    t.match(wrong.stderr(), /NATS at nats:\/\/127\.0\.0\.1:\d+ as agent refused the credentials/);
+    t.match(wrong.stderr(), /NATS at nats:\/\/127\.0\.0\.1:\d+ as agent-1 refused the credentials/);
     for (const [who, text] of [
       ["gateway", stderr.join("")],
       ["agent", agent.stdout() + agent.stderr()],
@@ -288,3 +291,50 @@ t.test(
     t.match(untrusted.stderr(), /cannot connect to NATS at tls:\/\/127\.0\.0\.1:\d+: .*certificate/i);
   },
 );
+
+t.test("nats auth - nodeway nats-accounts writes the shipped file's shape, and a password file per user", async (t) => {
+  const users = ["gateway", "agent-1", "agent-2"];
+  const shipped = readFileSync(join(ROOT, "deploy", "nats", "accounts.conf"), "utf8");
+  const passwords = Object.fromEntries(users.map((u) => [u, placeholderOf(u)]));
+  const { conf } = renderAccounts({ agents: ["agent-1", "agent-2"], passwords });
+  t.ok(shipped.includes(conf), "deploy/nats/accounts.conf is the generator's output for agent-1 and agent-2");
+  const dir = mkdtempSync(join(tmpdir(), "nw-accounts-"));
+  const out = join(dir, "accounts.conf");
+  const stdout: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array) => (stdout.push(String(chunk)), true)) as typeof write;
+  try {
+    await cmdNatsAccounts(["--agents", "gpu-1,gpu-2", "--out", out]);
+  } finally {
+    process.stdout.write = write;
+  }
+  t.match(stdout.join(""), /passwords in .*accounts\.conf\.passwords\/<user>\.pw/, "it says where the passwords went");
+  const text = readFileSync(out, "utf8");
+  for (const u of ["gateway", "gpu-1", "gpu-2"]) {
+    const pw = readFileSync(join(`${out}.passwords`, `${u}.pw`), "utf8").trim();
+    t.ok(pw.length >= 24 && text.includes(`"${pw}"`), `${u}'s generated password is in its own file and the config`);
+  }
+  t.match(text, /"nw\.events\.\*\.gpu-2"/, "each agent publishes only its own events");
+  const gpu1 = readFileSync(join(`${out}.passwords`, "gpu-1.pw"), "utf8");
+  stdout.length = 0;
+  process.stdout.write = ((chunk: string | Uint8Array) => (stdout.push(String(chunk)), true)) as typeof write;
+  try {
+    await cmdNatsAccounts(["--agents", "gpu-1,gpu-2,gpu-3", "--out", out]);
+  } finally {
+    process.stdout.write = write;
+  }
+  t.equal(
+    readFileSync(join(`${out}.passwords`, "gpu-1.pw"), "utf8"),
+    gpu1,
+    "adding an agent keeps the others' passwords",
+  );
+  t.match(readFileSync(out, "utf8"), /"nw\.events\.\*\.gpu-3"/, "and confines the new one");
+  t.notMatch(text, /"_INBOX\.>"/, "and no agent reads _INBOX.>");
+  await t.rejects(
+    cmdNatsAccounts(["--agents", "gw", "--out", out]),
+    /not "gw"/,
+    "the gateway's own token is no agent name",
+  );
+  await t.rejects(cmdNatsAccounts(["--agents", "a,a", "--out", out]), /given twice/);
+  await t.rejects(cmdNatsAccounts(["--out", out]), /--agents/);
+});

@@ -6,7 +6,10 @@
 import t from "tap";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { decodeMsgpack, encodeJson, encodeMsgpack, subjects } from "../../protocol/index.js";
+import { headers } from "@nats-io/transport-node";
 import { EventHub, type Delivery } from "../../gateway/event-hub.js";
+import { LeaseSigner } from "../../nats/index.js";
+import { LEASE_HEADER } from "../../protocol/subjects.js";
 
 const jobId = "01JDQ7ZK3M8X4V5N6P7Q8R9S0T";
 const base = { job_id: jobId, workflow_id: "wf", ts: 1 };
@@ -163,5 +166,51 @@ t.test(
     t.equal(hub.cachedBytes, log.bytes, "what the hub counts is what the log allocated, chunks included");
     (hub as unknown as { forget(id: string): void }).forget(jobId);
     t.equal(hub.cachedBytes, 0, "forgetting the job returns all of it");
+  },
+);
+
+t.test(
+  "event hub - an agent's event is admitted only with its lease token for the event's attempt, from its own subject",
+  async (t) => {
+    const leases = new LeaseSigner(new Uint8Array(32).fill(7));
+    const got: Delivery[] = [];
+    const unused = {} as JetStreamClient & JetStreamManager;
+    const hub = new EventHub(
+      unused,
+      unused,
+      (_job, d) => got.push(d),
+      () => undefined,
+      0,
+      Infinity,
+      1000,
+      leases,
+    );
+    const hand = (seq: number, source: string, ev: Record<string, unknown>, lease?: string) => {
+      const h = headers();
+      if (lease !== undefined) h.set(LEASE_HEADER, lease);
+      const m = {
+        seq,
+        subject: subjects.jobEvents(jobId, source),
+        data: encodeMsgpack({ ...base, ...ev }),
+        headers: h,
+      };
+      (hub as unknown as { handleSafely(m: unknown): void }).handleSafely(m);
+    };
+    const chunk = (content: string) => ({ type: "chunk", node_id: "n", content_type: "text", content, done: false });
+    hand(1, "gw", { type: "job_update", status: "queued", attempt: 0 });
+    hand(2, "agent-1", { type: "job_update", status: "running", attempt: 1 }, leases.sign(jobId, 1, "agent-1"));
+    hand(3, "agent-1", { ...chunk("mine"), attempt: 1 }, leases.sign(jobId, 1, "agent-1"));
+    hand(4, "agent-2", { ...chunk("no token"), attempt: 1 });
+    hand(5, "agent-2", { ...chunk("another's token"), attempt: 1 }, leases.sign(jobId, 1, "agent-1"));
+    hand(6, "agent-2", { ...chunk("its token for another job"), attempt: 1 }, leases.sign("other", 1, "agent-2"));
+    hand(7, "agent-2", { ...chunk("its token, a higher attempt"), attempt: 2 }, leases.sign(jobId, 1, "agent-2"));
+    hand(8, "agent-1", { ...chunk("a made-up token"), attempt: 1 }, "AAAAAAAAAAAAAAAAAAAAAA");
+    hand(9, "agent-1", { type: "job_update", status: "completed", attempt: 1 }, leases.sign(jobId, 1, "agent-1"));
+    t.same(
+      got.map((d) => d.seq),
+      [1, 2, 3, 9],
+      "the gateway's, and the holder's with its token; none of the rest",
+    );
+    t.equal(hub.unleasedEvents, 5, "each dropped one counted");
   },
 );

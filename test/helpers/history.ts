@@ -4,7 +4,8 @@
  *
  * Every test client records, per job, each event it received (seq, type, attempt, status, text content), in the
  * order it received them, across all of its connections (a resume continues the same log). The checker reads each
- * job's events from `NW_EVENTS` (subject `nw.events.<job_id>`), applies the gateway's attempt fence (`Fence`), and
+ * job's events from `NW_EVENTS` (subjects `nw.events.<job_id>.*`), keeps the gateway's own and the agents' that carry
+ * a lease token for their attempt (as the gateway does), applies the gateway's attempt fence (`Fence`), and
  * compares: a client that followed a job from `after` to its end must have received exactly the admitted events
  * with `seq > after`, each once, in stream order, each as stored. A client marked partial (it stopped listening on
  * purpose) must have received a prefix of that list.
@@ -16,7 +17,10 @@
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, DeliverPolicy } from "@nats-io/jetstream";
-import { STREAM_EVENTS, asJobEvent, decodeMsgpack, isTerminalEvent, subjects } from "../../protocol/index.js";
+import { Kvm } from "@nats-io/kv";
+import { KV_JOBS, STREAM_EVENTS, asJobEvent, decodeMsgpack, isTerminalEvent, subjects } from "../../protocol/index.js";
+import { GATEWAY_SOURCE, LEASE_HEADER, sourceOfEventSubject } from "../../protocol/subjects.js";
+import { loadLeaseSigner } from "../../nats/index.js";
 import type { JobEvent } from "../../protocol/index.js";
 import { Fence } from "../../gateway/fence.js";
 
@@ -39,6 +43,8 @@ export interface StoredEvent {
   attempt: number;
   status?: string;
   ev: JobEvent;
+  /** False for an agent's event without a lease token for its attempt (the gateway drops it, as does the fence). */
+  leased?: boolean;
 }
 
 export interface JobLog {
@@ -207,7 +213,8 @@ export class History {
 export async function readJobLog(nc: NatsConnection, jobId: string): Promise<JobLog> {
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
-  const subject = subjects.jobEvents(jobId);
+  const subject = subjects.jobEventsAny(jobId);
+  const leases = await loadLeaseSigner(await new Kvm(nc).open(KV_JOBS));
   const last = await jsm.streams.getMessage(STREAM_EVENTS, { last_by_subj: subject }).catch(() => null);
   const stored: StoredEvent[] = [];
   if (last) {
@@ -223,12 +230,16 @@ export async function readJobLog(nc: NatsConnection, jobId: string): Promise<Job
         for await (const m of batch) {
           got++;
           const ev = asJobEvent(decodeMsgpack(m.data));
+          const source = sourceOfEventSubject(m.subject);
+          const leased =
+            source === GATEWAY_SOURCE || leases.verify(jobId, ev.attempt, source, m.headers?.get(LEASE_HEADER));
           stored.push({
             seq: m.seq,
             type: ev.type,
             attempt: ev.attempt,
             ...(ev.type === "job_update" ? { status: ev.status } : {}),
             ev,
+            leased,
           });
           if (m.seq >= last.seq) {
             done = true;
@@ -246,7 +257,7 @@ export async function readJobLog(nc: NatsConnection, jobId: string): Promise<Job
   const fenced: StoredEvent[] = [];
   let terminal: StoredEvent | null = null;
   for (const s of stored) {
-    if (fence.admit(s.ev)) {
+    if (s.leased !== false && fence.admit(s.ev)) {
       admitted.push(s);
       if (isTerminalEvent(s.ev)) terminal = s;
     } else fenced.push(s);

@@ -186,7 +186,8 @@ t.test("protocol - client frames are validated with errors that name the problem
 });
 
 t.test("protocol - subject builders reject tokens that would widen a subscription", async (t) => {
-  t.equal(subjects.jobEvents("abc"), "nw.events.abc");
+  t.equal(subjects.jobEvents("abc"), "nw.events.abc.gw");
+  t.equal(subjects.jobEvents("abc", "agent-1"), "nw.events.abc.agent-1");
   for (const bad of ["a.b", "*", ">", "a b", "", "x\ty"]) {
     t.throws(() => subjects.jobEvents(bad), { code: ErrorCode.PROTO_ERR_BAD_TOKEN }, `rejects ${JSON.stringify(bad)}`);
   }
