@@ -1,7 +1,8 @@
 /**
- * Runs one pulled job: claims it in the job record (compare-and-set), runs the graph, publishes every event,
- * keeps the lease alive, obeys cancel and timeout, and finishes in the order that loses nothing:
- * record → terminal event (PubAck) → ack the job message.
+ * Runs one pulled job: claims it in the job record (compare-and-set, through a gateway: agents cannot reach
+ * `nw_jobs`; the claim gives the lease token every event of the attempt carries), runs the graph, publishes every
+ * event, keeps the lease alive, obeys cancel and timeout, and finishes in the order that loses nothing:
+ * every event stored → record (the gateway that writes it publishes the terminal event) → ack the job message.
  *
  * A first attempt pulled fresh starts its graph while the claim is in flight (two KV round trips that would
  * otherwise sit in every job's time to first token). Nothing it emits leaves the agent before the claim is stored:
@@ -26,7 +27,6 @@ import {
   type JobEventBody,
   type JobRecord,
   type JobState,
-  type JobUpdateBody,
   type WireError,
   type ExecutionStrategy,
   pickStrategy,
@@ -38,18 +38,21 @@ import {
   type EventPublisher,
   type EventSource,
   type JobEventQueue,
+  type JobRecordClient,
+  type RecordClient,
   type RecordStore,
 } from "../nats/index.js";
 import { UnknownNodeTypeError, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef, NodeLimits } from "./engine/types.js";
 import { runWithStrategy, RunnerCrashedError, type DockerRunner, type RunnerSpares } from "./runners/index.js";
 import { JobAssets } from "./assets.js";
+import { objectStoreAssets } from "./nodes/asset-store.js";
 
 export interface JobRunnerDeps {
   /** Stamps, encodes and publishes the job's events; its outbox keeps each until NATS acknowledges it. */
   publisher: EventPublisher;
-  /** Job records: reads and compare-and-set writes (the agent passes an `AckedKv`). */
-  jobsKv: RecordStore;
+  /** Job records: reads and compare-and-set writes, through the gateways (nats/records.ts). */
+  records: RecordClient;
   library: ReadonlyMap<string, NodeDef>;
   /** Caps on what each node builds (`nodeListMaxItems`, `nodeStringMaxBytes`, `nodeDictMaxKeys`). */
   nodeLimits: NodeLimits;
@@ -118,6 +121,9 @@ export class QueueClock {
 }
 const LAG_REPORT_MS = 100;
 
+/** Bytes a record request adds around the record's JSON text (job id, claim secret, revision, duration). */
+const RECORD_REQUEST_ROOM_BYTES = 1_024;
+
 /** The job's strategy is not one this agent may give it. */
 class StrategyUnavailable extends Error {}
 
@@ -167,7 +173,6 @@ async function casRecord(
 const readRecord = readJobRecord;
 
 export class JobRunner {
-  private n = 0;
   /**
    * Events waiting behind an asset upload, and the waiters for all of them to reach `events`. A count rather
    * than a list of the promises: a long stream kept every one of them (and its closure) alive to the job's end,
@@ -207,8 +212,10 @@ export class JobRunner {
   private owned: { rec: JobRecord; revision: number } | null = null;
   readonly jobId: string;
   readonly attempt: number;
-  /** The envelope of this attempt's events. */
-  private readonly source: EventSource;
+  /** The envelope of this attempt's events; the lease token joins it at the claim. */
+  private source: EventSource;
+  /** This job's record, through the gateways; after the claim it holds the attempt's lease token. */
+  private readonly store: JobRecordClient;
 
   constructor(
     private readonly deps: JobRunnerDeps,
@@ -218,6 +225,7 @@ export class JobRunner {
     this.jobId = job.job_id;
     this.attempt = msg.info.deliveryCount;
     this.source = { jobId: job.job_id, workflowId: job.workflow_id, attempt: this.attempt };
+    this.store = deps.records.forJob(job.job_id, job.claim_secret ?? "");
     this.assets = new JobAssets(deps.assets, deps.assetInlineMaxBytes, job);
   }
 
@@ -343,21 +351,8 @@ export class JobRunner {
     await this.events?.settled();
   }
 
-  /**
-   * Publishes the terminal event with a fixed id (re-publishing it after a crash is deduplicated), after every
-   * event before it. Retried with that id until the server acknowledges it (publish → PubAck → ack the job), so
-   * a NATS restart at the wrong moment delays the terminal event rather than leaving it to a redelivery.
-   */
-  private async publishTerminal(ev: JobUpdateBody, attempt: number): Promise<void> {
-    await this.allPublished();
-    const onRetry = (err: Error) =>
-      this.deps.log(`job ${this.jobId}: terminal event publish failed (${err.message}); retrying`);
-    const retry = { timeoutMs: 10_000, retries: 5, pauseMs: 500, onRetry };
-    await this.deps.publisher.publishEvent({ ...this.source, attempt }, 0, ev, retry);
-  }
-
   async run(): Promise<void> {
-    const { jobsKv } = this.deps;
+    const jobsKv = this.store;
     const jobId = this.jobId;
 
     // The extra delivery after the last allowed attempt only records the failure.
@@ -369,7 +364,8 @@ export class JobRunner {
       const w = await casRecord(jobsKv, jobId, (r) =>
         isTerminal(r.status) ? null : { ...r, status: "failed", error, finished_at: now() },
       );
-      if (w) await this.publishTerminal(jobUpdate.ended("failed", error, error.message), w.rec.attempt);
+      // The gateway that wrote it published the terminal update.
+      if (!w) this.deps.log(`job ${jobId}: the record was not failed (finished already, or a live lease holds it)`);
       this.term("max deliveries reached");
       return;
     }
@@ -444,10 +440,9 @@ export class JobRunner {
   private async settleUnclaimed(outcome: Exclude<ClaimOutcome, { kind: "claimed" }>): Promise<void> {
     switch (outcome.kind) {
       case "finished": {
-        // Finished already (cancelled while queued, or we crashed after writing the record): make sure its
-        // terminal event exists (deduplicated by id), then drop the message.
-        const t = outcome.rec;
-        if (t.attempt > 0) await this.publishTerminal(jobUpdate.ofRecord(t), t.attempt).catch(() => undefined);
+        // Finished already (cancelled while queued, or we crashed after writing the record): a gateway makes sure
+        // its terminal event exists (deduplicated by id), then the message is dropped.
+        if (outcome.rec.attempt > 0) await this.store.terminal().catch(() => undefined);
         this.term("job already finished");
         return;
       }
@@ -473,6 +468,10 @@ export class JobRunner {
   /** The claim is stored: `running` first, then whatever the run emitted while it was in flight, in order. */
   private beginRun(claim: OwnedRecord): void {
     this.owned = claim;
+    // Every event of the attempt carries the lease token the claim gave (the gateway drops an agent's event without).
+    if (this.store.lease !== null && this.store.leaseAttempt === this.attempt)
+      this.source = { ...this.source, lease: this.store.lease };
+    else this.deps.log(`job ${this.jobId}: the claim came without a lease token; gateways will drop its events`);
     if (claim.rec.cancel_requested) this.controller.abort(new StopReason("cancelled", CancelReason.user));
     const held = this.held ?? [];
     this.held = null;
@@ -580,6 +579,7 @@ export class JobRunner {
           params: this.job.params,
           library: this.deps.library,
           limits: this.deps.nodeLimits,
+          assets: objectStoreAssets(this.deps.assets, this.job),
           signal: this.controller.signal,
           emit: (e: GraphEvent) => {
             if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e);
@@ -624,7 +624,7 @@ export class JobRunner {
    * agent and attempt.
    */
   private async claimOnce(): Promise<Awaited<ReturnType<typeof casJobRecord>>> {
-    const { jobsKv } = this.deps;
+    const jobsKv = this.store;
     const change = (r: JobRecord): JobRecord | null => {
       if (isTerminal(r.status) || r.attempt >= this.attempt || !canTransition(r.status, "running")) return null;
       return {
@@ -664,10 +664,12 @@ export class JobRunner {
       this.deps.log(`job ${this.jobId}: lease lost before finishing; result dropped`);
       return;
     }
-    // The record as claimed is the likely current one (only a cancel request changes it meanwhile).
+    // The record as claimed is the likely current one (only a cancel request changes it meanwhile). The gateway
+    // that writes it publishes the terminal update (every event before it is stored: `settleOutputs`).
+    this.store.durationS = durationMs / 1000;
     const w = await this.whileLeaseHeld(() =>
       casRecord(
-        this.deps.jobsKv,
+        this.store,
         this.jobId,
         (r) => {
           // Attempt fencing: only the attempt that owns the record may finish it; terminal states never change.
@@ -680,7 +682,8 @@ export class JobRunner {
             finished_at: now(),
           };
           const bytes = Buffer.byteLength(encodeJson(next));
-          const limit = this.deps.publisher.limitBytes;
+          // The record travels to a gateway inside a request: room for the request's other fields.
+          const limit = this.deps.publisher.limitBytes - RECORD_REQUEST_ROOM_BYTES;
           if (bytes <= limit) return next;
           // A record NATS cannot store would leave the job running until its attempts ran out, each one running it
           // again. The outputs went out as output_update events; the record says why it has none.
@@ -698,16 +701,15 @@ export class JobRunner {
     );
     const written = w?.rec ?? null;
     if (!written) {
-      const cur = await readRecord(this.deps.jobsKv, this.jobId);
+      const cur = await readRecord(this.store, this.jobId);
       if (cur && cur.rec.attempt === this.attempt && isTerminal(cur.rec.status)) {
-        await this.publishTerminal(jobUpdate.ofRecord(cur.rec), this.attempt);
+        await this.store.terminal();
         this.term("finished elsewhere");
       } else {
         this.deps.log(`job ${this.jobId}: attempt ${this.attempt} is no longer the owner; result dropped`);
       }
       return;
     }
-    await this.publishTerminal({ ...jobUpdate.ofRecord(written), duration: durationMs / 1000 }, this.attempt);
     // A plain ack: if it is lost, the redelivery finds the record terminal and ends the message then.
     if (final.status === "completed" || final.status === "failed") this.msg.ack();
     else this.term(final.status);
@@ -744,7 +746,7 @@ export class JobRunner {
       this.msg.working();
       this.lastLeaseOkMs = Date.now();
       // The record tells us if another attempt took over while we were away.
-      void readRecord(this.deps.jobsKv, this.jobId)
+      void readRecord(this.store, this.jobId)
         .then((cur) => {
           if (
             cur &&

@@ -10,6 +10,7 @@ import {
 } from "../protocol/index.js";
 import { NATS_OPTION_KEYS, compileNatsConnection, type NatsSettings, type NatsOptions } from "../nats/index.js";
 import { checkApiToken, readTokenFile, type ApiToken } from "./auth.js";
+import { compileDefaultModels, DEFAULT_MODEL_KEYS, type DefaultModels } from "./default-model.js";
 
 export interface GatewayOptions extends NatsOptions {
   /** Bind address. @default "127.0.0.1" */
@@ -81,6 +82,18 @@ export interface GatewayOptions extends NatsOptions {
   apiTokens?: string[];
   /** A file of API tokens, one per line (`#` comments); re-read on SIGHUP. @default none */
   apiTokensFile?: string;
+  /**
+   * The language model that fills a node's model left empty (NodeTool saves `{"type": "language_model"}` for the
+   * user to pick), as `provider:id` (`openai:gpt-4o-mini`, `ollama:llama3.2:1b`); the job goes to that provider's
+   * pool. @default none: such a node fails naming this setting
+   */
+  defaultModel?: string;
+  /** As `defaultModel`, for image-generation model properties (`image_model`). @default none */
+  defaultImageModel?: string;
+  /** As `defaultModel`, for text-to-speech model properties (`tts_model`). @default none */
+  defaultSpeechModel?: string;
+  /** As `defaultModel`, for speech-recognition model properties (`asr_model`). @default none */
+  defaultTranscriptionModel?: string;
 }
 
 export interface GatewayConfig {
@@ -116,6 +129,8 @@ export interface GatewayConfig {
   /** Every accepted token: `apiTokens` then the file's (which alone may carry an expiry), read at start-up. */
   apiTokens: readonly ApiToken[];
   apiTokensFile: string | null;
+  /** Model property type → the model that fills it when empty (gateway/default-model.ts). */
+  defaultModels: DefaultModels;
 }
 
 export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
@@ -148,6 +163,7 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "accessLog",
   "apiTokens",
   "apiTokensFile",
+  ...DEFAULT_MODEL_KEYS,
 ]);
 
 function int(key: string, v: unknown, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -218,6 +234,7 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     jobTimeoutMaxS,
     accessLog: bool("accessLog", opts.accessLog, false),
     ...apiTokensOf(opts),
+    defaultModels: compileDefaultModels(opts),
   });
 }
 

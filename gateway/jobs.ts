@@ -42,6 +42,8 @@ import type { NatsParts } from "./nats.js";
 import { bucketKeys } from "./kv-keys.js";
 import { GatewayError, notFound, badRequest } from "./errors.js";
 import { QueueTracker } from "./queue.js";
+import { claimHash } from "./agent-records.js";
+import { resolveDefaultModels, type DefaultModels } from "./default-model.js";
 
 export interface SubmitJob {
   workflow: Pick<Workflow, "id" | "graph">;
@@ -108,6 +110,7 @@ export class JobManager {
       jobTimeoutDefaultS: number;
       jobTimeoutMaxS: number;
       listScanMaxRecords?: number;
+      defaultModels?: DefaultModels;
     },
   ) {
     this.queue = new QueueTracker((jobId, workflowId, position) => {
@@ -168,7 +171,8 @@ export class JobManager {
     if (!same) {
       const next = new Map<string, NodeMetadata>();
       for (const k of keys) {
-        const e = await this.n.nodesKv.get(k);
+        // A key an agent named: one that is no valid key (or unreadable) is no catalog, not a failed refresh.
+        const e = await this.n.nodesKv.get(k).catch(() => null);
         if (!e || e.length === 0) continue;
         for (const m of parseJson(e.string()) as NodeMetadata[]) next.set(m.node_type, m);
       }
@@ -292,7 +296,7 @@ export class JobManager {
       }
       heldKey = held;
     }
-    const rec = newRecord(jobId, s, checked);
+    const rec = { ...newRecord(jobId, s, checked), claim_hash: claimHash(this.n.leases.claimSecret(jobId)) };
     s.beforePublish?.(jobId);
     this.queue.claim(jobId);
     const job = await this.storeJob(rec, checked.graph, s.strategy, heldKey);
@@ -303,7 +307,11 @@ export class JobManager {
   /** Validates the graph, its params and the run options against the live agents; throws a 400 naming the fault. */
   private async checkSubmit(s: SubmitJob): Promise<CheckedSubmit> {
     const { catalog, graph, params } = await this.withCatalog((catalog) => {
-      const graph: Graph = validateGraph(s.workflow.graph, catalog);
+      const graph: Graph = resolveDefaultModels(
+        validateGraph(s.workflow.graph, catalog),
+        this.opts.defaultModels ?? {},
+        catalog,
+      );
       return { catalog, graph, params: validateParams(graph, s.params ?? {}, catalog) };
     });
     await this.checkAssetParams(params);
@@ -334,10 +342,7 @@ export class JobManager {
     jobId: string,
   ): Promise<HeldKey | { existing: { rec: JobRecord; revision: number } }> {
     const key = jobKeys.idempotency(
-      createHash("sha256")
-        .update(workflowId + "\0" + idempotencyKey)
-        .digest("hex")
-        .slice(0, 40),
+      createHash("sha256").update(`${workflowId}\0${idempotencyKey}`).digest("hex").slice(0, 40),
     );
     try {
       return { key, revision: await this.n.jobsKv.create(key, jobId) };
@@ -466,6 +471,8 @@ export class JobManager {
       timeout_s: rec.timeout_s,
       created_at: rec.created_at,
       ...(revision !== undefined ? { record: { rec, revision } } : {}),
+      // Only the agent that pulls this message learns it: what it shows a gateway to claim the job.
+      claim_secret: this.n.leases.claimSecret(rec.id),
     };
     let data: Uint8Array;
     try {

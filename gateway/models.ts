@@ -106,11 +106,11 @@ export class ModelDirectory {
   }
 }
 
-/** One LLM node (the whole conversation as its messages) and an Output named `text`. */
+/** One LLM node (the whole conversation as its messages, and the client's tools) and an Output named `text`. */
 export function chatGraph(
   target: ModelTarget,
   chat: Pick<ChatCompletionRequest, "system" | "messages" | "maxTokens" | "temperature"> &
-    Partial<Pick<ChatCompletionRequest, "topP" | "stop">>,
+    Partial<Pick<ChatCompletionRequest, "topP" | "stop" | "tools" | "toolChoice">>,
 ): Graph {
   return {
     nodes: [
@@ -126,6 +126,9 @@ export function chatGraph(
           ...(chat.temperature !== null ? { temperature: chat.temperature } : {}),
           ...(chat.topP !== undefined && chat.topP !== null ? { top_p: chat.topP } : {}),
           ...(chat.stop && chat.stop.length > 0 ? { stop: chat.stop } : {}),
+          // Functions the client runs: the model's calls come back in the reply's last chunk (`tool_calls`).
+          ...(chat.tools && chat.tools.length > 0 ? { tool_specs: chat.tools } : {}),
+          ...(chat.toolChoice ? { tool_choice: chat.toolChoice } : {}),
         },
       },
       { id: "text", type: "nodetool.output.Output", data: { name: "text" } },

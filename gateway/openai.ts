@@ -5,12 +5,15 @@
  * durable, cancellable): it goes to the pool of the model's provider, which only agents holding that provider's
  * key consume, and the client leaving cancels it.
  *
+ * Tools are the client's: the model's calls come back as OpenAI's `tool_calls` (finish reason `tool_calls`), the
+ * client runs them and sends their results in its next request's `tool` messages.
+ *
  * Errors are OpenAI's shape, `{error: {message, type, param, code}}`, with our stable code in `nodeway_code`; a
  * model no live agent offers is OpenAI's 404 `model_not_found`. A job that fails before its first token (the
  * provider refused it, say) is an HTTP error; after it, the stream ends with an `{"error": …}` chunk and no
  * `[DONE]`, which OpenAI's SDKs raise.
  */
-import { ChatRequestError, parseChatCompletion } from "../protocol/index.js";
+import { ChatRequestError, parseChatCompletion, type ChatEndMetadata } from "../protocol/index.js";
 import { logInternal, toWireError } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 import type { Reply } from "./http.js";
@@ -39,6 +42,15 @@ function failureStatus(status: string): number {
   if (status === "timed_out") return 504;
   if (status === "cancelled") return 503;
   return 502;
+}
+
+/** The model's tool calls in OpenAI's shape: `{id, type: "function", function: {name, arguments}}`, arguments JSON. */
+function wireToolCalls(calls: ChatEndMetadata["tool_calls"]) {
+  return (calls ?? []).map((c) => ({
+    id: c.id,
+    type: "function" as const,
+    function: { name: c.name, arguments: JSON.stringify(c.args) },
+  }));
 }
 
 export class OpenAiApi {
@@ -168,8 +180,15 @@ export class OpenAiApi {
     const finish = run.end?.finish_reason ?? "stop";
     const usage = run.end?.usage ?? null;
     const content = replyTextOf(ev.result) ?? run.text;
+    const calls = wireToolCalls(run.end?.tool_calls);
     if (chat.stream) {
       open();
+      // Each call whole in one delta (OpenAI streams the arguments in pieces; its SDKs join either the same way).
+      for (const [index, call] of calls.entries())
+        sse({
+          ...base(),
+          choices: [{ index: 0, delta: { tool_calls: [{ index, ...call }] }, logprobs: null, finish_reason: null }],
+        });
       sse({ ...base(), choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: finish }] });
       if (chat.includeUsage) sse({ ...base(), choices: [], usage });
       reply.write("data: [DONE]\n\n");
@@ -185,7 +204,18 @@ export class OpenAiApi {
         model: target.id,
         system_fingerprint: null,
         choices: [
-          { index: 0, message: { role: "assistant", content, refusal: null }, logprobs: null, finish_reason: finish },
+          {
+            index: 0,
+            message: {
+              role: "assistant",
+              // OpenAI's: a reply that only calls tools has no content.
+              content: calls.length > 0 && content === "" ? null : content,
+              refusal: null,
+              ...(calls.length > 0 ? { tool_calls: calls } : {}),
+            },
+            logprobs: null,
+            finish_reason: finish,
+          },
         ],
         ...(usage ? { usage } : {}),
       },

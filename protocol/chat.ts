@@ -55,10 +55,32 @@ export const MAX_MODELS_PER_PROVIDER = 500;
 
 // ---- OpenAI chat completions (POST /v1/chat/completions) ------------------------------------------------------
 
-export interface ChatTurn {
-  role: "user" | "assistant";
-  content: string;
+/** A tool call a model asked for: its id (the provider's; made up for Ollama, which gives none), name and arguments. */
+export interface ToolCallRef {
+  id: string;
+  name: string;
+  args: Record<string, unknown>;
 }
+
+/** A function a model may call: OpenAI's `{type: "function", function: {name, description, parameters}}`, flat. */
+export interface ToolSpecRef {
+  name: string;
+  description: string;
+  /** JSON Schema of the arguments (an object schema). */
+  parameters: Record<string, unknown>;
+}
+
+/** Whether and which tool the model must call: OpenAI's `tool_choice`. */
+export type ToolChoice = "auto" | "none" | "required" | { name: string };
+
+/**
+ * One turn of a conversation: a user's text, the model's (with the tool calls it asked for), or a tool's result
+ * for one of those calls.
+ */
+export type ChatTurn =
+  | { role: "user"; content: string }
+  | { role: "assistant"; content: string; tool_calls?: ToolCallRef[] }
+  | { role: "tool"; tool_call_id: string; name?: string; content: string };
 
 /** A chat-completions request as the fleet runs it. */
 export interface ChatCompletionRequest {
@@ -76,13 +98,14 @@ export interface ChatCompletionRequest {
   topP: number | null;
   /** `stop`: up to four sequences that end the reply (OpenAI's limit). */
   stop: string[];
+  /** `tools`: functions the model may call (the client runs them and sends their results back). */
+  tools: ToolSpecRef[];
+  toolChoice: ToolChoice | null;
 }
 
 /** What a request leaves out of the fleet's answer, refused rather than ignored: the client relies on it. */
 const UNSUPPORTED = [
-  "tools",
   "functions",
-  "tool_choice",
   "function_call",
   "response_format",
   "logprobs",
@@ -174,21 +197,8 @@ export function parseChatCompletion(body: Record<string, unknown>): ChatCompleti
     const where = `messages[${i}]`;
     const msg = m as { role?: unknown; content?: unknown };
     if (msg === null || typeof msg !== "object") throw bad(`${where} must be an object`, "messages");
-    switch (msg.role) {
-      case "system":
-      case "developer":
-        system.push(textOf(msg.content, where));
-        break;
-      case "user":
-      case "assistant":
-        messages.push({ role: msg.role, content: textOf(msg.content ?? "", where) });
-        break;
-      default:
-        throw bad(
-          `${where}.role must be "system", "developer", "user" or "assistant", got ${JSON.stringify(msg.role)}`,
-          `${where}.role`,
-        );
-    }
+    if (msg.role === "system" || msg.role === "developer") system.push(textOf(msg.content, where));
+    else messages.push(turnOf(msg as Record<string, unknown>, where));
   });
   if (!messages.some((m) => m.role === "user")) throw bad(`"messages" has no user message`, "messages");
   return {
@@ -201,11 +211,91 @@ export function parseChatCompletion(body: Record<string, unknown>): ChatCompleti
     temperature: (temperature as number | undefined) ?? null,
     topP: (topP as number | undefined) ?? null,
     stop: stop as string[],
+    tools: toolsOf(body.tools),
+    toolChoice: toolChoiceOf(body.tool_choice),
   };
 }
 
-/** How a reply ended, in OpenAI's words. */
-export type FinishReason = "stop" | "length";
+/** A user, assistant or tool message (system ones are taken before). */
+function turnOf(msg: Record<string, unknown>, where: string): ChatTurn {
+  switch (msg.role) {
+    case "user":
+      return { role: "user", content: textOf(msg.content ?? "", where) };
+    case "assistant": {
+      const content = textOf(msg.content ?? "", where);
+      if (msg.tool_calls === undefined || msg.tool_calls === null) return { role: "assistant", content };
+      if (!Array.isArray(msg.tool_calls)) throw bad(`${where}.tool_calls must be a list`, `${where}.tool_calls`);
+      return {
+        role: "assistant",
+        content,
+        tool_calls: msg.tool_calls.map((c, j) => callOf(c, `${where}.tool_calls[${j}]`)),
+      };
+    }
+    case "tool":
+      if (typeof msg.tool_call_id !== "string" || msg.tool_call_id === "")
+        throw bad(`${where}.tool_call_id is required on a tool message`, `${where}.tool_call_id`);
+      return { role: "tool", tool_call_id: msg.tool_call_id, content: textOf(msg.content ?? "", where) };
+    default:
+      throw bad(
+        `${where}.role must be "system", "developer", "user", "assistant" or "tool", got ${JSON.stringify(msg.role)}`,
+        `${where}.role`,
+      );
+  }
+}
+
+/** An assistant message's tool call: `{id, type: "function", function: {name, arguments}}`, arguments JSON text. */
+function callOf(c: unknown, where: string): ToolCallRef {
+  const call = c as { id?: unknown; type?: unknown; function?: { name?: unknown; arguments?: unknown } } | null;
+  const fn = call?.function;
+  if (typeof call?.id !== "string" || typeof fn?.name !== "string" || typeof fn.arguments !== "string")
+    throw bad(`${where} must be {"id", "type": "function", "function": {"name", "arguments"}}`, where);
+  let args: unknown;
+  try {
+    args = JSON.parse(fn.arguments || "{}");
+  } catch {
+    throw bad(`${where}.function.arguments is not JSON`, where);
+  }
+  if (args === null || typeof args !== "object" || Array.isArray(args))
+    throw bad(`${where}.function.arguments must be a JSON object`, where);
+  return { id: call.id, name: fn.name, args: args as Record<string, unknown> };
+}
+
+/** Longest tool list a request may give (OpenAI's own limit). */
+const MAX_TOOLS = 128;
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/** `tools`: OpenAI's `[{type: "function", function: {name, description?, parameters?}}]`. */
+function toolsOf(v: unknown): ToolSpecRef[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || v.length > MAX_TOOLS)
+    throw bad(`"tools" must be a list of up to ${MAX_TOOLS} tools`, "tools");
+  return v.map((t, i) => {
+    const tool = t as { type?: unknown; function?: { name?: unknown; description?: unknown; parameters?: unknown } };
+    const fn = tool?.function;
+    if (tool?.type !== "function" || typeof fn?.name !== "string" || !TOOL_NAME.test(fn.name))
+      throw bad(`tools[${i}] must be {"type": "function", "function": {"name": [a-zA-Z0-9_-]{1,64}, ...}}`, "tools");
+    const params = fn.parameters ?? { type: "object", properties: {} };
+    if (params === null || typeof params !== "object" || Array.isArray(params))
+      throw bad(`tools[${i}].function.parameters must be a JSON Schema object`, "tools");
+    const description = typeof fn.description === "string" ? fn.description : "";
+    return { name: fn.name, description, parameters: params as Record<string, unknown> };
+  });
+}
+
+/** `tool_choice`: "auto", "none", "required" or `{type: "function", function: {name}}`. */
+function toolChoiceOf(v: unknown): ToolChoice | null {
+  if (v === undefined || v === null) return null;
+  if (v === "auto" || v === "none" || v === "required") return v;
+  const named = v as { type?: unknown; function?: { name?: unknown } };
+  if (named?.type === "function" && typeof named.function?.name === "string") return { name: named.function.name };
+  throw bad(
+    `"tool_choice" must be "auto", "none", "required" or {"type": "function", "function": {"name"}}`,
+    "tool_choice",
+  );
+}
+
+/** How a reply ended, in OpenAI's words (`tool_calls`: it asks for tools to be run). */
+export type FinishReason = "stop" | "length" | "tool_calls";
 
 /** Token counts of one reply, as the provider reported them. */
 export interface ChatUsage {
@@ -221,6 +311,8 @@ export interface ChatUsage {
 export interface ChatEndMetadata {
   finish_reason: FinishReason;
   usage?: ChatUsage;
+  /** The tools the model asked to run (finish reason `tool_calls`). */
+  tool_calls?: ToolCallRef[];
 }
 
 // ---- threads (REST /api/threads, /api/messages; WS chat_message) -----------------------------------------------

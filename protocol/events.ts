@@ -71,6 +71,16 @@ export interface OutputUpdate extends EventBase {
   metadata?: Record<string, unknown>;
 }
 
+/** A node saved a file (NodeTool's `save_update`): `name` as saved, `value` its asset reference. */
+export interface SaveUpdate extends EventBase {
+  type: "save_update";
+  node_id: string;
+  name: string;
+  value: unknown;
+  output_type: string;
+  metadata?: Record<string, unknown>;
+}
+
 export interface Chunk extends EventBase {
   type: "chunk";
   node_id?: string;
@@ -115,6 +125,7 @@ export type JobEvent =
   | NodeProgress
   | EdgeUpdate
   | OutputUpdate
+  | SaveUpdate
   | Chunk
   | LogUpdate
   | Notification
@@ -129,6 +140,7 @@ export const JOB_EVENT_TYPES: ReadonlySet<JobEventType> = new Set<JobEventType>(
   "node_progress",
   "edge_update",
   "output_update",
+  "save_update",
   "chunk",
   "log_update",
   "notification",
@@ -150,7 +162,7 @@ export type JobEventBody = Unstamped<JobEvent>;
  * process or container that sends any other (a `job_update` saying its job completed, say) is broken or hostile.
  */
 export type GraphEvent = Unstamped<
-  NodeUpdate | NodeProgress | EdgeUpdate | OutputUpdate | Chunk | LogUpdate | PreviewUpdate
+  NodeUpdate | NodeProgress | EdgeUpdate | OutputUpdate | SaveUpdate | Chunk | LogUpdate | PreviewUpdate
 >;
 export type GraphEventType = GraphEvent["type"];
 
@@ -161,6 +173,7 @@ export const GRAPH_EVENT_TYPES: ReadonlySet<string> = new Set(
     node_progress: 1,
     edge_update: 1,
     output_update: 1,
+    save_update: 1,
     chunk: 1,
     log_update: 1,
     preview_update: 1,

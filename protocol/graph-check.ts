@@ -4,6 +4,7 @@
  */
 import { ErrorCode, GraphError } from "./errors.js";
 import type { Graph, GraphEdge, GraphNode, NodeMetadata } from "./graph.js";
+import { isControlEdge } from "./graph.js";
 import { mediaRefOf } from "./assets.js";
 import { isLlmProvider, languageModelOf } from "./chat.js";
 
@@ -151,7 +152,7 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
       throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, `edge "${ref}" needs "sourceHandle" and "targetHandle"`, ref);
     }
     const meta = catalog?.get(byId.get(e.target)!.type);
-    if (meta && !meta.is_dynamic && !meta.properties.some((p) => p.name === e.targetHandle)) {
+    if (meta && !meta.is_dynamic && !isControlEdge(e) && !meta.properties.some((p) => p.name === e.targetHandle)) {
       throw new GraphError(
         ErrorCode.GRAPH_ERR_DANGLING_EDGE,
         `edge "${ref}" targets unknown input "${e.targetHandle}" of ${nodeLabel(byId.get(e.target)!)}`,
@@ -167,7 +168,7 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
     out.set(id, []);
   }
   for (const e of g.edges) {
-    if (e.edge_type === "control") continue;
+    if (isControlEdge(e)) continue;
     indeg.set(e.target, indeg.get(e.target)! + 1);
     out.get(e.source)!.push(e.target);
   }

@@ -20,6 +20,13 @@ export interface GraphEdge {
   [k: string]: unknown;
 }
 
+/** NodeTool's control edges (an agent steering a node) carry no data: checks and the engine skip them. */
+export const CONTROL_HANDLE = "__control__";
+
+export function isControlEdge(e: Pick<GraphEdge, "edge_type" | "targetHandle">): boolean {
+  return e.edge_type === "control" || e.targetHandle === CONTROL_HANDLE;
+}
+
 export interface Graph {
   nodes: GraphNode[];
   edges: GraphEdge[];

@@ -6,9 +6,11 @@
 import {
   GRAPH_EVENT_TYPES,
   prepareGraph,
+  isControlEdge,
   type Graph,
   type GraphEdge,
   type GraphEvent,
+  type AssetRef,
   type GraphNode,
 } from "../../protocol/index.js";
 import {
@@ -18,6 +20,7 @@ import {
   type NodeContext,
   type NodeDef,
   type NodeInputs,
+  type NodeAssets,
   type NodeLimits,
   type NodeOutputs,
 } from "./types.js";
@@ -38,6 +41,14 @@ export interface RunGraphOptions {
   emit: (event: EngineEvent) => void;
   /** Caps on what each node builds (the agent's settings). @default DEFAULT_NODE_LIMITS */
   limits?: NodeLimits;
+  /** The job's asset store, for nodes that save or read files (`NodeContext.assets`); absent: such nodes fail. */
+  assets?: NodeAssets;
+}
+
+/** What a run gives every node's context beyond its own: the job's assets and the run's shared workspace. */
+export interface RunShared {
+  assets?: NodeAssets;
+  workspace: Map<string, unknown>;
 }
 
 export interface NodeFailure {
@@ -133,13 +144,18 @@ export function nodeContext(
   emit: (e: EngineEvent) => void,
   signal: AbortSignal,
   limits: NodeLimits,
+  shared: RunShared = { workspace: new Map() },
 ): NodeContext {
   const id = node.id;
   return {
+    ...(shared.assets ? { assets: shared.assets } : {}),
+    workspace: shared.workspace,
+    saved: (fileName, value, outputType) => emit(saveEvent(id, fileName, value, outputType)),
     signal,
     nodeId: id,
     nodeType: node.type,
     data: node.data ?? {},
+    dynamicOutputs: (node.dynamic_outputs as Record<string, unknown> | null | undefined) ?? {},
     params,
     chunk: (content, opts) => {
       const ev: EngineEvent = {
@@ -159,6 +175,11 @@ export function nodeContext(
     sleep: (ms) => abortableSleep(ms, signal),
     limits,
   };
+}
+
+/** NodeTool's `save_update` for a saved file. */
+function saveEvent(nodeId: string, fileName: string, value: AssetRef, outputType: string): EngineEvent {
+  return { type: "save_update", node_id: nodeId, name: fileName, value, output_type: outputType };
 }
 
 /** One node of a run: its inbox state, its serialized executions, its outgoing edges. */
@@ -184,7 +205,7 @@ class Actor {
     this.handles = new Set(incoming.map((e) => e.targetHandle));
     this.openEdges = incoming.length;
     this.name = displayName(node, def);
-    this.ctx = nodeContext(node, this.name, run.params, run.emit, run.signal, run.limits);
+    this.ctx = nodeContext(node, this.name, run.params, run.emit, run.signal, run.limits, run.shared);
   }
 
   /** Declared defaults, then saved `data`, minus properties fed by an edge (NodeTool drops those). */
@@ -348,6 +369,7 @@ class GraphRun {
     readonly emit: (e: EngineEvent) => void,
     outer: AbortSignal,
     readonly limits: NodeLimits,
+    readonly shared: RunShared,
   ) {
     this.signal = this.controller.signal;
     this.done = new Promise((resolve) => (this.settle = resolve));
@@ -369,6 +391,8 @@ class GraphRun {
       outgoing.set(n.id, []);
     }
     for (const e of g.edges) {
+      // A control edge lets NodeTool's agent call a node as a tool; here the node runs once on its own inputs.
+      if (isControlEdge(e)) continue;
       incoming.get(e.target)!.push(e);
       outgoing.get(e.source)!.push(e);
     }
@@ -469,13 +493,28 @@ function outputTypeOf(value: unknown): string {
   return typeof t === "string" ? t : "dict";
 }
 
+/** Closes every workspace value that can be closed (`close()`), and forgets them all. */
+function closeWorkspace(workspace: Map<string, unknown>): void {
+  for (const v of workspace.values()) {
+    try {
+      (v as { close?: () => void } | null)?.close?.();
+    } catch {
+      // a value that fails to close is dropped all the same
+    }
+  }
+  workspace.clear();
+}
+
 /**
  * Runs a graph to its end. Never throws for a node's failure (that is a `failed` result naming the node);
  * throws `UnknownNodeTypeError` before starting when a node type is not in `library`.
  */
 export function runGraph(opts: RunGraphOptions): Promise<RunGraphResult> {
-  const run = new GraphRun(opts.params, opts.emit, opts.signal, opts.limits ?? DEFAULT_NODE_LIMITS);
+  const shared: RunShared = { workspace: new Map(), ...(opts.assets ? { assets: opts.assets } : {}) };
+  const run = new GraphRun(opts.params, opts.emit, opts.signal, opts.limits ?? DEFAULT_NODE_LIMITS, shared);
   run.build(opts.graph, opts.library);
   run.start();
+  // What the nodes kept in the workspace (the sqlite nodes' databases) is let go with the run.
+  void run.done.then(() => closeWorkspace(shared.workspace));
   return run.done;
 }

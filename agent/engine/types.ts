@@ -2,7 +2,16 @@
  * What a node implementation sees. The engine owns scheduling, edges, events and cancellation; a node only
  * turns inputs into outputs (or a stream of outputs) and may report progress, tokens and logs.
  */
-import type { NodeMetadata, PropertyMetadata } from "../../protocol/index.js";
+import type { AssetRef, NodeMetadata, PropertyMetadata } from "../../protocol/index.js";
+
+/**
+ * The job's asset store as nodes see it (NodeTool's `create_asset` / asset download): `put` stores bytes as an asset
+ * of the running job and returns its reference; `get` reads an asset's bytes by `asset://<id>` or bare id.
+ */
+export interface NodeAssets {
+  put(bytes: Uint8Array, opts: { name?: string; contentType?: string }): Promise<AssetRef>;
+  get(ref: string): Promise<Uint8Array>;
+}
 
 export interface NodeContext {
   /** Aborted when the job is cancelled, times out, loses its lease, or another node fails. */
@@ -11,6 +20,8 @@ export interface NodeContext {
   readonly nodeType: string;
   /** The graph node's `data` as saved (before edge values are merged in). */
   readonly data: Readonly<Record<string, unknown>>;
+  /** The graph node's `dynamic_outputs` (NodeTool: output handle → its TypeMetadata), `{}` when none. */
+  readonly dynamicOutputs: Readonly<Record<string, unknown>>;
   /** The run's `params` (input nodes read theirs by `name`). */
   readonly params: Readonly<Record<string, unknown>>;
   /** Emit one `chunk` event (a token, by default text). */
@@ -32,6 +43,19 @@ export interface NodeContext {
   sleep(ms: number): Promise<void>;
   /** Caps on what the node may build (the agent's settings); nodes check them before building. */
   readonly limits: NodeLimits;
+  /** The job's asset store; absent where the run has none (a node that needs it fails naming it). */
+  readonly assets?: NodeAssets;
+  /**
+   * Tells clients a node saved a file (NodeTool's `save_update`): `name` as saved, `value` its asset reference,
+   * `outputType` NodeTool's kind ("text", "json", "dataframe"…). The engine always gives it and `workspace`; only a
+   * context built by hand (a unit test's) leaves them out.
+   */
+  saved?(name: string, value: AssetRef, outputType: string): void;
+  /**
+   * State the nodes of one run share, by key (NodeTool's per-job workspace: the sqlite nodes' databases). Lives as
+   * long as the run: when it ends, each value with a `close()` is closed. A host call sees a fresh one.
+   */
+  readonly workspace?: Map<string, unknown>;
 }
 
 /**

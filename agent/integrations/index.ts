@@ -4,4 +4,4 @@
  * when a model is listed or called.
  */
 export { ComfyClient, applyOverrides, comfyNodes } from "./comfyui.js";
-export type { ChatMessage, ChatRequest, ProviderName } from "./providers.js";
+export type { ChatMessage, ChatPiece, ChatRequest, ProviderName, ToolCall, ToolChoice, ToolSpec } from "./providers.js";

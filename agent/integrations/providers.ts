@@ -11,13 +11,20 @@
  */
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
-import { Ollama, type AbortableAsyncIterator, type ChatResponse } from "ollama";
+import {
+  Ollama,
+  type AbortableAsyncIterator,
+  type ChatResponse,
+  type Message as OllamaMessage,
+  type Tool as OllamaTool,
+} from "ollama";
 import {
   LLM_PROVIDERS,
   MAX_MODELS_PER_PROVIDER,
   type AgentModel,
   type ChatEndMetadata,
   type ChatTurn,
+  type ChatCompletionRequest,
   type FinishReason,
   type LlmProvider,
 } from "../../protocol/index.js";
@@ -27,6 +34,11 @@ import { NodeError } from "../engine/types.js";
 export const PROVIDERS = LLM_PROVIDERS;
 export type ProviderName = LlmProvider;
 export type ChatMessage = ChatTurn;
+/** A tool call the model asked for. */
+export type ToolCall = NonNullable<Extract<ChatTurn, { role: "assistant" }>["tool_calls"]>[number];
+/** A function the model may call: name, description, JSON Schema of its arguments. */
+export type ToolSpec = ChatCompletionRequest["tools"][number];
+export type ToolChoice = NonNullable<ChatCompletionRequest["toolChoice"]>;
 
 export interface ChatRequest {
   provider: ProviderName;
@@ -39,10 +51,16 @@ export interface ChatRequest {
   topP?: number;
   /** Sequences that end the reply. */
   stop?: string[];
+  /** Functions the model may call; its calls end the reply (finish reason `tool_calls`). */
+  tools?: ToolSpec[];
+  toolChoice?: ToolChoice;
   signal: AbortSignal;
 }
 
-/** What a reply stream yields: its text as it comes, then once how it ended. */
+/**
+ * What a reply stream yields: its text as it comes, then once how it ended, with the tool calls the model asked
+ * for (each whole: the providers stream their arguments in pieces, put together here).
+ */
 export type ChatPiece = { type: "text"; text: string } | ({ type: "end" } & ChatEndMetadata);
 
 /** How long a provider request may take to start answering. */
@@ -108,8 +126,26 @@ function usageOf(prompt: number | null | undefined, completion: number | null | 
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
-function ending(finish: FinishReason, usage: ChatEndMetadata["usage"]): ChatPiece {
-  return { type: "end", finish_reason: finish, ...(usage ? { usage } : {}) };
+function ending(finish: FinishReason, usage: ChatEndMetadata["usage"], calls: ToolCall[] = []): ChatPiece {
+  return {
+    type: "end",
+    finish_reason: calls.length > 0 ? "tool_calls" : finish,
+    ...(usage ? { usage } : {}),
+    ...(calls.length > 0 ? { tool_calls: calls } : {}),
+  };
+}
+
+/** A tool call's arguments as the model wrote them (JSON text) → an object; anything else fails naming the tool. */
+function argsOf(provider: string, name: string, json: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(json === "" ? "{}" : json);
+  } catch {
+    throw new NodeError(`${provider} asked for tool "${name}" with arguments that are not JSON: ${json.slice(0, 200)}`);
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw new NodeError(`${provider} asked for tool "${name}" with arguments that are not an object`);
+  return v as Record<string, unknown>;
 }
 
 /** Streams the reply's text, then how it ended (stop or length) and its token counts where the provider said. */
@@ -133,7 +169,8 @@ async function* streamOpenai(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
     const stream = await client.chat.completions.create(
       {
         model: req.model,
-        messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...req.messages],
+        messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...openaiMessages(req)],
+        ...openaiTools(req),
         max_tokens: req.maxTokens,
         ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
         ...(req.topP !== undefined ? { top_p: req.topP } : {}),
@@ -146,16 +183,97 @@ async function* streamOpenai(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
     );
     let finish: FinishReason = "stop";
     let usage: ChatEndMetadata["usage"];
+    // Tool calls stream as pieces keyed by index: the first has the id and name, the rest more arguments.
+    const calls: { id: string; name: string; json: string }[] = [];
     for await (const chunk of stream) {
       const choice = chunk.choices[0];
       if (choice?.delta?.content) yield { type: "text", text: choice.delta.content };
+      for (const d of choice?.delta?.tool_calls ?? []) {
+        const c = (calls[d.index] ??= { id: "", name: "", json: "" });
+        c.id ||= d.id ?? "";
+        c.name += d.function?.name ?? "";
+        c.json += d.function?.arguments ?? "";
+      }
       if (choice?.finish_reason === "length") finish = "length";
       if (chunk.usage) usage = usageOf(chunk.usage.prompt_tokens, chunk.usage.completion_tokens);
     }
-    yield ending(finish, usage);
+    const made = calls.filter(Boolean).map((c, i) => ({
+      id: c.id || `call_${i}`,
+      name: c.name,
+      args: argsOf("openai", c.name, c.json),
+    }));
+    yield ending(finish, usage, made);
   } catch (err) {
     throw providerError("openai", baseURL, err, req.signal, key);
   }
+}
+
+/** The conversation as OpenAI's chat messages: tool calls with their arguments as JSON text. */
+function openaiMessages(req: ChatRequest): OpenAI.Chat.ChatCompletionMessageParam[] {
+  return req.messages.map((m): OpenAI.Chat.ChatCompletionMessageParam => {
+    if (m.role === "tool") return { role: "tool", tool_call_id: m.tool_call_id, content: m.content };
+    if (m.role === "user" || !m.tool_calls?.length) return { role: m.role, content: m.content };
+    return {
+      role: "assistant",
+      content: m.content === "" ? null : m.content,
+      tool_calls: m.tool_calls.map((c) => ({
+        id: c.id,
+        type: "function" as const,
+        function: { name: c.name, arguments: JSON.stringify(c.args) },
+      })),
+    };
+  });
+}
+
+function openaiTools(req: ChatRequest): Pick<OpenAI.Chat.ChatCompletionCreateParams, "tools" | "tool_choice"> {
+  if (!req.tools?.length) return {};
+  const tools = req.tools.map((t) => ({
+    type: "function" as const,
+    function: { name: t.name, description: t.description, parameters: t.parameters },
+  }));
+  const c = req.toolChoice;
+  if (c === undefined) return { tools };
+  return { tools, tool_choice: typeof c === "string" ? c : { type: "function", function: { name: c.name } } };
+}
+
+/**
+ * The conversation as Anthropic's messages: an assistant's tool calls are `tool_use` blocks, and the results that
+ * follow them one user message of `tool_result` blocks.
+ */
+function anthropicMessages(req: ChatRequest): Anthropic.MessageParam[] {
+  const out: Anthropic.MessageParam[] = [];
+  for (const m of req.messages) {
+    if (m.role === "tool") {
+      const block: Anthropic.ToolResultBlockParam = {
+        type: "tool_result",
+        tool_use_id: m.tool_call_id,
+        content: m.content,
+      };
+      const last = out.at(-1);
+      if (last?.role === "user" && Array.isArray(last.content) && last.content.every((b) => b.type === "tool_result"))
+        last.content.push(block);
+      else out.push({ role: "user", content: [block] });
+    } else if (m.role === "assistant" && m.tool_calls?.length) {
+      const blocks: Anthropic.ContentBlockParam[] = m.content ? [{ type: "text", text: m.content }] : [];
+      for (const c of m.tool_calls) blocks.push({ type: "tool_use", id: c.id, name: c.name, input: c.args });
+      out.push({ role: "assistant", content: blocks });
+    } else out.push({ role: m.role, content: m.content });
+  }
+  return out;
+}
+
+function anthropicTools(req: ChatRequest): Pick<Anthropic.MessageCreateParams, "tools" | "tool_choice"> {
+  if (!req.tools?.length) return {};
+  const tools = req.tools.map((t) => ({
+    name: t.name,
+    description: t.description,
+    input_schema: t.parameters as Anthropic.Tool.InputSchema,
+  }));
+  const c = req.toolChoice;
+  if (c === undefined || c === "auto") return { tools };
+  if (c === "none") return { tools, tool_choice: { type: "none" } };
+  if (c === "required") return { tools, tool_choice: { type: "any" } };
+  return { tools, tool_choice: { type: "tool", name: c.name } };
 }
 
 /** Anthropic's messages; the counts come in the stream's start and its last delta. */
@@ -170,7 +288,8 @@ async function* streamAnthropic(req: ChatRequest, env: NodeJS.ProcessEnv): Async
         ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
         ...(req.topP !== undefined ? { top_p: req.topP } : {}),
         ...(req.stop ? { stop_sequences: req.stop } : {}),
-        messages: req.messages,
+        ...anthropicTools(req),
+        messages: anthropicMessages(req),
         stream: true,
       },
       { signal: req.signal },
@@ -178,16 +297,28 @@ async function* streamAnthropic(req: ChatRequest, env: NodeJS.ProcessEnv): Async
     let finish: FinishReason = "stop";
     let input: number | undefined;
     let output: number | undefined;
+    // A `tool_use` block opens with its id and name; its input streams as pieces of JSON (`input_json_delta`).
+    const calls = new Map<number, { id: string; name: string; json: string }>();
     for await (const ev of stream) {
       if (ev.type === "content_block_delta" && ev.delta.type === "text_delta" && ev.delta.text)
         yield { type: "text", text: ev.delta.text };
-      else if (ev.type === "message_start") input = ev.message.usage?.input_tokens;
+      else if (ev.type === "content_block_start" && ev.content_block.type === "tool_use")
+        calls.set(ev.index, { id: ev.content_block.id, name: ev.content_block.name, json: "" });
+      else if (ev.type === "content_block_delta" && ev.delta.type === "input_json_delta") {
+        const c = calls.get(ev.index);
+        if (c) c.json += ev.delta.partial_json;
+      } else if (ev.type === "message_start") input = ev.message.usage?.input_tokens;
       else if (ev.type === "message_delta") {
         if (ev.delta.stop_reason === "max_tokens") finish = "length";
         output = ev.usage?.output_tokens ?? output;
       }
     }
-    yield ending(finish, usageOf(input, output));
+    const made = [...calls.values()].map((c) => ({
+      id: c.id,
+      name: c.name,
+      args: argsOf("anthropic", c.name, c.json),
+    }));
+    yield ending(finish, usageOf(input, output), made);
   } catch (err) {
     throw providerError("anthropic", baseURL, err, req.signal, key);
   }
@@ -204,7 +335,16 @@ async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
     req.signal.throwIfAborted();
     it = await client.chat({
       model: req.model,
-      messages: [...(req.system ? [{ role: "system", content: req.system }] : []), ...req.messages],
+      messages: [...(req.system ? [{ role: "system", content: req.system }] : []), ...ollamaMessages(req)],
+      // Ollama has no tool_choice: "none" sends no tools; "required" and a named tool are left to the model.
+      ...(req.tools?.length && req.toolChoice !== "none"
+        ? {
+            tools: req.tools.map((t) => ({
+              type: "function",
+              function: { name: t.name, description: t.description, parameters: t.parameters as OllamaParameters },
+            })),
+          }
+        : {}),
       stream: true,
       options: {
         num_predict: req.maxTokens,
@@ -215,14 +355,18 @@ async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
     });
     let finish: FinishReason = "stop";
     let usage: ChatEndMetadata["usage"];
+    // Ollama sends each call whole, with its arguments as an object and no id: one is made up, per reply.
+    const calls: ToolCall[] = [];
     for await (const part of it as AbortableAsyncIterator<ChatResponse>) {
       if (part.message?.content) yield { type: "text", text: part.message.content };
+      for (const c of part.message?.tool_calls ?? [])
+        calls.push({ id: `call_${calls.length}`, name: c.function.name, args: c.function.arguments ?? {} });
       if (part.done) {
         if (part.done_reason === "length") finish = "length";
         usage = usageOf(part.prompt_eval_count, part.eval_count);
       }
     }
-    yield ending(finish, usage);
+    yield ending(finish, usage, calls);
   } catch (err) {
     const e = err as { status_code?: number; error?: string; message?: string };
     if (req.signal.aborted) throw req.signal.reason;
@@ -233,6 +377,21 @@ async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
   } finally {
     req.signal.removeEventListener("abort", onAbort);
   }
+}
+
+type OllamaParameters = NonNullable<OllamaTool["function"]["parameters"]>;
+
+/** The conversation as Ollama's messages: a tool's result names the tool (`tool_name`), as Ollama matches by name. */
+function ollamaMessages(req: ChatRequest): OllamaMessage[] {
+  return req.messages.map((m) => {
+    if (m.role === "tool") return { role: "tool", content: m.content, ...(m.name ? { tool_name: m.name } : {}) };
+    if (m.role === "user" || !m.tool_calls?.length) return { role: m.role, content: m.content };
+    return {
+      role: "assistant",
+      content: m.content,
+      tool_calls: m.tool_calls.map((c) => ({ function: { name: c.name, arguments: c.args } })),
+    };
+  });
 }
 
 /** How long listing a provider's models may take before the agent goes on without the list. */

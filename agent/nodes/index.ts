@@ -3,6 +3,12 @@
  * `NODE_LIBRARY`'s metadata in its catalog and runs graphs against `nodeCatalog()`.
  */
 import type { NodeDef } from "../engine/types.js";
+import { findFfmpeg } from "../capabilities.js";
+import { AUDIO_NODES } from "./audio.js";
+import { IMAGE_NODES } from "./image.js";
+import { PILLOW_NODES } from "./pillow.js";
+import { videoNodesFor } from "./video.js";
+import { AGENT_NODES } from "./agents.js";
 import { BOOLEAN_NODES } from "./boolean.js";
 import { CONSTANT_NODES } from "./constant.js";
 import { CONTROL_NODES } from "./control.js";
@@ -13,6 +19,13 @@ import { LLM_NODES } from "./llm.js";
 import { MATH_NODES } from "./math.js";
 import { TEST_NODES } from "./test-nodes.js";
 import { TEXT_NODES } from "./text.js";
+import { GENERATOR_NODES } from "./generators.js";
+import { SAVE_NODES } from "./save.js";
+import { DATA_NODES } from "./data.js";
+import { SQLITE_NODES } from "./sqlite.js";
+import { HTTP_NODES } from "./http.js";
+import { SEARCH_NODES } from "./search.js";
+import { STUB_NODES } from "./stubs.js";
 
 /**
  * Every production node definition, each once (aliases are in `aliases`, not repeated here). The test and
@@ -29,6 +42,18 @@ export const NODE_LIBRARY: readonly NodeDef[] = Object.freeze([
   ...CONTROL_NODES,
   ...DICTIONARY_NODES,
   ...LLM_NODES,
+  ...AGENT_NODES,
+  ...IMAGE_NODES,
+  ...PILLOW_NODES,
+  ...AUDIO_NODES,
+  ...videoNodesFor({ ffmpeg: findFfmpeg() !== null }),
+  ...GENERATOR_NODES,
+  ...SAVE_NODES,
+  ...DATA_NODES,
+  ...SQLITE_NODES,
+  ...HTTP_NODES,
+  ...SEARCH_NODES,
+  ...STUB_NODES,
 ]);
 
 /** The node library an agent offers: the production one, with `nodeway.test.*` when `testNodes` is set. */

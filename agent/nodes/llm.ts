@@ -4,7 +4,8 @@
  * outputs the
  * whole text, `LLMStreaming` also sends each piece along its `chunk` edge. The model is NodeTool's LanguageModel
  * (`{type: "language_model", provider, id}`), or `"<provider>:<model>"` for short. Differences from NodeTool: no
- * image, audio or tool inputs yet; `messages` (earlier turns) go before `prompt`.
+ * image or audio inputs yet; `messages` (earlier turns) go before `prompt`; the agent loop with tools is
+ * agent/nodes/agents.ts.
  */
 import { LLM_PROVIDERS, isLlmProvider, languageModelOf } from "../../protocol/index.js";
 import {
@@ -17,7 +18,24 @@ import {
 import { asInt, asNumber, asText, prop } from "./util.js";
 import type { ChatMessage, ChatRequest, ProviderName } from "../integrations/index.js";
 
-function modelOf(v: unknown): { provider: ProviderName; id: string } {
+/**
+ * What a node says when its model is left empty (NodeTool saves `{"type": "language_model"}` for the user to pick)
+ * and the gateway had no default to fill it with.
+ */
+export const NO_DEFAULT_MODEL =
+  'no model is chosen and this deployment has no default model: pick one on the node, or set the gateway\'s --default-model provider:id (NODEWAY_DEFAULT_MODEL), e.g. "openai:gpt-4o-mini"';
+
+/** An empty LanguageModel: no provider (or NodeTool's `"empty"`) and no id. */
+export function isEmptyModel(v: unknown): boolean {
+  if (v === null || v === undefined || v === "") return true;
+  if (typeof v !== "object") return false;
+  const { provider, id } = v as { provider?: unknown; id?: unknown };
+  return (provider === undefined || provider === null || provider === "" || provider === "empty") && !id;
+}
+
+/** The provider and model id a node's `model` names; an empty one fails naming the default-model setting. */
+export function modelOf(v: unknown): { provider: ProviderName; id: string } {
+  if (isEmptyModel(v)) throw new NodeError(NO_DEFAULT_MODEL);
   const model = languageModelOf(v);
   if (!model || !isLlmProvider(model.provider)) {
     throw new NodeError(
@@ -28,15 +46,46 @@ function modelOf(v: unknown): { provider: ProviderName; id: string } {
   return { provider: model.provider, id: model.id };
 }
 
-function messagesOf(v: unknown): ChatMessage[] {
-  if (v === null || v === undefined) return [];
-  if (!Array.isArray(v)) throw new NodeError(`"messages" must be a list of {role, content}`);
-  return v.map((m, i) => {
-    const o = m as { role?: unknown; content?: unknown };
-    if ((o?.role !== "user" && o?.role !== "assistant") || typeof o.content !== "string")
-      throw new NodeError(`messages[${i}] must be {"role": "user" | "assistant", "content": text}`);
-    return { role: o.role, content: o.content };
+/** Text of a message's content: a string, or NodeTool's / OpenAI's content parts of which text ones are taken. */
+function contentText(content: unknown, where: string): string {
+  if (typeof content === "string") return content;
+  if (content === null || content === undefined) return "";
+  if (!Array.isArray(content)) throw new NodeError(`${where}.content must be text or a list of content parts`);
+  return content
+    .map((p) => {
+      const part = p as { type?: unknown; text?: unknown };
+      if (part?.type === "text" && typeof part.text === "string") return part.text;
+      throw new NodeError(`${where} has a "${String(part?.type)}" part: only text parts are supported`);
+    })
+    .join("");
+}
+
+/** One earlier turn: user or assistant text (with its tool calls), or a tool's result. */
+function turnOf(m: unknown, where: string): ChatMessage {
+  const o = m as { role?: unknown; content?: unknown; tool_calls?: unknown; tool_call_id?: unknown; name?: unknown };
+  if (o?.role === "tool") {
+    if (typeof o.tool_call_id !== "string") throw new NodeError(`${where} (a tool result) needs its "tool_call_id"`);
+    const name = typeof o.name === "string" ? { name: o.name } : {};
+    return { role: "tool", tool_call_id: o.tool_call_id, content: contentText(o.content, where), ...name };
+  }
+  if (o?.role !== "user" && o?.role !== "assistant")
+    throw new NodeError(`${where} must be {"role": "user" | "assistant", "content": text}`);
+  const content = contentText(o.content, where);
+  if (o.role === "user" || !Array.isArray(o.tool_calls) || o.tool_calls.length === 0) return { role: o.role, content };
+  const calls = o.tool_calls.map((c, j) => {
+    const call = c as { id?: unknown; name?: unknown; args?: unknown };
+    if (typeof call?.id !== "string" || typeof call.name !== "string")
+      throw new NodeError(`${where}.tool_calls[${j}] must be {"id", "name", "args"}`);
+    return { id: call.id, name: call.name, args: (call.args ?? {}) as Record<string, unknown> };
   });
+  return { role: "assistant", content, tool_calls: calls };
+}
+
+/** Earlier turns (`messages`, or NodeTool's `history` of Messages); system ones are left to `system`. */
+export function messagesOf(v: unknown, name = "messages"): ChatMessage[] {
+  if (v === null || v === undefined) return [];
+  if (!Array.isArray(v)) throw new NodeError(`"${name}" must be a list of {role, content}`);
+  return v.filter((m) => (m as { role?: unknown } | null)?.role !== "system").map((m, i) => turnOf(m, `${name}[${i}]`));
 }
 
 function request(ctx: NodeContext, inputs: NodeInputs): ChatRequest {
@@ -69,8 +118,32 @@ function request(ctx: NodeContext, inputs: NodeInputs): ChatRequest {
     ...(temperature !== undefined ? { temperature } : {}),
     ...(topP !== undefined ? { topP } : {}),
     ...(stop.length > 0 ? { stop: stop as string[] } : {}),
+    ...functionTools(inputs),
     signal: ctx.signal,
   };
+}
+
+/**
+ * `tool_specs` and `tool_choice` (a Nodeway extension, used by `/v1/chat/completions`): functions the model may
+ * call that the caller runs; the calls end the reply and come out in its `done` chunk's metadata.
+ */
+function functionTools(inputs: NodeInputs): Pick<ChatRequest, "tools" | "toolChoice"> {
+  const specs = inputs.tool_specs ?? [];
+  if (!Array.isArray(specs)) throw new NodeError(`"tool_specs" must be a list of {name, description, parameters}`);
+  if (specs.length === 0) return {};
+  const tools = specs.map((t, i) => {
+    const o = t as { name?: unknown; description?: unknown; parameters?: unknown };
+    if (typeof o?.name !== "string" || o.parameters === null || typeof o.parameters !== "object")
+      throw new NodeError(`tool_specs[${i}] must be {"name", "description", "parameters": JSON Schema}`);
+    const description = typeof o.description === "string" ? o.description : "";
+    return { name: o.name, description, parameters: o.parameters as Record<string, unknown> };
+  });
+  const c = inputs.tool_choice;
+  const named = (c as { name?: unknown } | null)?.name;
+  if (c === null || c === undefined || c === "") return { tools };
+  if (c === "auto" || c === "none" || c === "required") return { tools, toolChoice: c };
+  if (typeof named === "string") return { tools, toolChoice: { name: named } };
+  throw new NodeError(`"tool_choice" must be "auto", "none", "required" or {"name": tool}`);
 }
 
 const PROPERTIES = [
@@ -91,6 +164,10 @@ const PROPERTIES = [
   }),
   prop("top_p", "float", null, { min: 0, max: 1, description: "Nucleus sampling; empty: the provider's default." }),
   prop("stop", "list", [], { description: "Up to four sequences that end the reply." }),
+  prop("tool_specs", "list", [], {
+    description: "Functions the model may call, [{name, description, parameters}]; the caller runs them.",
+  }),
+  prop("tool_choice", "any", null, { description: '"auto", "none", "required" or {"name": tool}.' }),
 ];
 
 /**

@@ -2,7 +2,7 @@
  * The channel between the agent and a runner (a thread, a process or a container): the messages both ways and the
  * runner handle every strategy gives. Its own module so that the strategies and the docker runner share it.
  */
-import type { Graph } from "../../protocol/index.js";
+import type { AssetRef, Graph } from "../../protocol/index.js";
 import type { EngineEvent, RunGraphOptions, RunGraphResult } from "../engine/engine.js";
 import type { NodeDef, NodeLimits, NodeOutputs } from "../engine/types.js";
 
@@ -25,11 +25,15 @@ export interface RunnerNodes {
 
 /** What the parent sends to a thread or process running a graph. */
 export type ToRunner =
-  | { type: "run"; graph: Graph; params: Record<string, unknown>; nodes: RunnerNodes }
+  /** `assets`: the run has the job's asset store, which the runner reaches by `asset_put` / `asset_get`. */
+  | { type: "run"; graph: Graph; params: Record<string, unknown>; nodes: RunnerNodes; assets?: boolean }
   | { type: "stop"; reason: string }
   /** The answer to a host call: the node's outputs, or its error's message. */
   | { type: "call_result"; call: number; ok: true; outputs: NodeOutputs }
-  | { type: "call_result"; call: number; ok: false; message: string };
+  | { type: "call_result"; call: number; ok: false; message: string }
+  /** The answer to an asset call: the stored asset's reference (put) or its bytes (get), or the error's message. */
+  | { type: "asset_result"; call: number; ok: true; ref?: AssetRef; bytes?: Uint8Array }
+  | { type: "asset_result"; call: number; ok: false; message: string };
 /** What it sends back. `result.reason` of a cancelled run is the parent's own (its signal's reason). */
 export type FromRunner =
   /** Sent on taking the run, before any of the graph runs: past it, the runner's death is the run's. */
@@ -40,7 +44,11 @@ export type FromRunner =
   /** Run graph node `node_id` (an `inAgent` node) in the agent with `inputs`; `call` numbers it for its answer. */
   | { type: "call"; call: number; node_id: string; inputs: Record<string, unknown> }
   /** The runner's node stopped waiting (its graph failed elsewhere): the call's signal aborts. */
-  | { type: "call_cancel"; call: number };
+  | { type: "call_cancel"; call: number }
+  /** Store `bytes` as the job's asset (`NodeContext.assets.put`); answered by `asset_result`. */
+  | { type: "asset_put"; call: number; bytes: Uint8Array; name?: string; contentType?: string }
+  /** Read an asset's bytes (`NodeContext.assets.get`); answered by `asset_result`. */
+  | { type: "asset_get"; call: number; ref: string };
 
 /** One running thread, process or container, seen the same way. */
 export interface Channel {

@@ -110,8 +110,16 @@ export function runnerMessageProblem(m: unknown): string | null {
       return null;
     case "call_cancel":
       return Number.isSafeInteger(m.call) ? null : "a call_cancel without its number";
+    case "asset_put":
+      if (!Number.isSafeInteger(m.call) || !(m.bytes instanceof Uint8Array))
+        return "an asset_put without its number and bytes";
+      if ((m.name !== undefined && !isStr(m.name)) || (m.contentType !== undefined && !isStr(m.contentType)))
+        return "an asset_put whose name or content type is not text";
+      return null;
+    case "asset_get":
+      return Number.isSafeInteger(m.call) && isStr(m.ref) ? null : "an asset_get without its number and reference";
     default:
-      return "a message that is none of started, event, done, thrown, call, call_cancel";
+      return "a message that is none of started, event, done, thrown, call, call_cancel, asset_put, asset_get";
   }
 }
 
@@ -182,6 +190,7 @@ class ChannelRun {
       graph: run.graph,
       params: run.params,
       nodes: runnerNodes(run.library, run.limits ?? DEFAULT_NODE_LIMITS),
+      assets: run.assets !== undefined,
     });
   }
 
@@ -251,6 +260,35 @@ class ChannelRun {
     if (calls.delete(m.call) && !this.settled) this.ch.send(answer);
   }
 
+  /** Stores or reads an asset for a node of the run (`NodeContext.assets` in the runner), and answers. */
+  private async assetCall(m: Extract<FromRunner, { type: "asset_put" | "asset_get" }>): Promise<void> {
+    const assets = this.run.assets;
+    let answer: ToRunner;
+    try {
+      if (!assets) throw new Error("this run has no asset store");
+      answer =
+        m.type === "asset_put"
+          ? {
+              type: "asset_result",
+              call: m.call,
+              ok: true,
+              ref: await assets.put(m.bytes, {
+                ...(m.name !== undefined ? { name: m.name.slice(0, 1024) } : {}),
+                ...(m.contentType !== undefined ? { contentType: m.contentType.slice(0, 255) } : {}),
+              }),
+            }
+          : { type: "asset_result", call: m.call, ok: true, bytes: await assets.get(m.ref) };
+    } catch (err) {
+      answer = {
+        type: "asset_result",
+        call: m.call,
+        ok: false,
+        message: err instanceof Error ? err.message : String(err),
+      };
+    }
+    if (!this.settled) this.ch.send(answer);
+  }
+
   private onMessage(m: FromRunner): void {
     this.heard = true;
     if (this.settled) return;
@@ -282,6 +320,9 @@ class ChannelRun {
         );
       case "call_cancel":
         return void this.calls.get(m.call)?.abort(new Error("the runner stopped waiting"));
+      case "asset_put":
+      case "asset_get":
+        return void this.assetCall(m);
       default:
         return assertNever(m, "runner message");
     }

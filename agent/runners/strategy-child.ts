@@ -9,7 +9,7 @@ import { connect, type Socket } from "node:net";
 import { parentPort, Worker } from "node:worker_threads";
 import { assertNever } from "../../protocol/index.js";
 import { runGraph, UnknownNodeTypeError } from "../engine/engine.js";
-import { NodeError, type NodeDef, type NodeOutputs } from "../engine/types.js";
+import { NodeError, type NodeAssets, type NodeDef, type NodeOutputs } from "../engine/types.js";
 import { nodeCatalog, nodeLibrary } from "../nodes/index.js";
 import type { FromRunner, HostNodeSpec, RunnerNodes, ToRunner } from "./channel.js";
 import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
@@ -28,6 +28,35 @@ let started = false;
 /** Host calls waiting for their answer, by number. */
 const pending = new Map<number, { resolve: (o: NodeOutputs) => void; reject: (e: Error) => void }>();
 let lastCall = 0;
+
+/** Asset calls waiting for their answer, by number (their numbers are the host calls'). */
+const assetCalls = new Map<number, { resolve: (m: AssetAnswer) => void; reject: (e: Error) => void }>();
+type AssetAnswer = Extract<ToRunner, { type: "asset_result"; ok: true }>;
+
+function assetCall(
+  m: DistributiveOmit<Extract<FromRunner, { type: "asset_put" | "asset_get" }>, "call">,
+): Promise<AssetAnswer> {
+  return new Promise((resolve, reject) => {
+    const call = ++lastCall;
+    assetCalls.set(call, { resolve, reject });
+    send({ ...m, call } as FromRunner);
+  });
+}
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** The job's asset store, reached through the agent. */
+const channelAssets: NodeAssets = {
+  put: async (bytes, opts) => {
+    const r = await assetCall({ type: "asset_put", bytes, ...opts });
+    if (!r.ref) throw new NodeError("the agent stored no asset");
+    return r.ref;
+  },
+  get: async (ref) => {
+    const r = await assetCall({ type: "asset_get", ref });
+    if (!r.bytes) throw new NodeError(`the agent sent no bytes for ${ref}`);
+    return r.bytes;
+  },
+};
 
 /** A node the agent runs: calling it sends its inputs to the agent and waits for its outputs. */
 function hostNode(spec: HostNodeSpec): NodeDef {
@@ -74,6 +103,7 @@ async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
       params: m.params,
       library,
       limits: m.nodes.limits,
+      ...(m.assets ? { assets: channelAssets } : {}),
       signal: controller.signal,
       emit: (event) => send({ type: "event", event }),
     });
@@ -89,6 +119,7 @@ async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
   if (parentPort) {
     controller = new AbortController();
     pending.clear();
+    assetCalls.clear();
     started = false;
   }
 }
@@ -110,6 +141,13 @@ function onMessage(m: ToRunner): void {
       pending.delete(m.call);
       if (m.ok) p?.resolve(m.outputs);
       else p?.reject(new NodeError(m.message));
+      return;
+    }
+    case "asset_result": {
+      const a = assetCalls.get(m.call);
+      assetCalls.delete(m.call);
+      if (m.ok) a?.resolve(m);
+      else a?.reject(new NodeError(m.message));
       return;
     }
     default:

@@ -7,7 +7,16 @@ import { createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { detectDocker, detectProviders, runGpuIds, parseNvidiaSmi } from "../../agent/capabilities.js";
+import { chmodSync, writeFileSync } from "node:fs";
+import {
+  detectDocker,
+  detectFfmpeg,
+  detectProviders,
+  findFfmpeg,
+  findOnPath,
+  runGpuIds,
+  parseNvidiaSmi,
+} from "../../agent/capabilities.js";
 
 t.test(
   "capabilities - docker is found through DOCKER_HOST as the engine client finds it, else the default socket",
@@ -71,4 +80,26 @@ t.test(
 t.test("capabilities - providers come from the agent's environment only", async (t) => {
   t.same(detectProviders({ OPENAI_API_KEY: "sk-x", OLLAMA_HOST: "http://127.0.0.1:11434" }), ["openai", "ollama"]);
   t.same(detectProviders({}), []);
+});
+
+t.test("capabilities - ffmpeg is found on PATH with ffprobe beside it, and reports its version", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nodeway-cap-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const real = await detectFfmpeg();
+  t.ok(real, "this host's ffmpeg (the Debian package)");
+  t.match(real, { ffmpeg: /\/ffmpeg$/, ffprobe: /\/ffprobe$/, version: /^\S+$/ }, "its paths and version");
+  t.equal(await detectFfmpeg({ PATH: dir }), null, "a PATH without it: none");
+  t.equal(findFfmpeg({}), null, "no PATH: none");
+
+  // An ffmpeg without ffprobe is not enough: FrameIterator and AddAudio probe their inputs.
+  const fake = join(dir, "ffmpeg");
+  writeFileSync(fake, "#!/bin/sh\necho 'ffmpeg version 9.9-test Copyright'\n");
+  chmodSync(fake, 0o755);
+  t.equal(findOnPath("ffmpeg", { PATH: `relative/bin:${dir}` }), fake, "found, relative PATH entries skipped");
+  t.equal(findFfmpeg({ PATH: dir }), null, "ffmpeg alone is not offered");
+  writeFileSync(join(dir, "ffprobe"), "#!/bin/sh\n");
+  chmodSync(join(dir, "ffprobe"), 0o755);
+  t.same(await detectFfmpeg({ PATH: dir }), { ffmpeg: fake, ffprobe: join(dir, "ffprobe"), version: "9.9-test" });
+  writeFileSync(join(dir, "notexec"), "");
+  t.equal(findOnPath("notexec", { PATH: dir }), null, "a file that is not executable is not a tool");
 });

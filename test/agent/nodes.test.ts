@@ -44,6 +44,7 @@ function fakeContext(def: NodeDef, opts: FakeOptions = {}): { ctx: NodeContext; 
     chunk: (content, o) => void rec.chunks.push({ content, done: o?.done ?? false }),
     progress: () => {},
     log: () => {},
+    dynamicOutputs: {},
     preview: (value) => void rec.previews.push(value),
     limits: opts.limits ?? DEFAULT_NODE_LIMITS,
     sleep: (ms) => {
@@ -237,6 +238,21 @@ t.test("nodes - every property is typed with a known type and a default that fit
     "video",
     "document",
     "language_model",
+    // NodeTool's richer types, which its gallery graphs use: the console draws them, the agent checks their shape.
+    "list[image]",
+    "list[audio_chunk]",
+    "dataframe",
+    "record_type",
+    "folder",
+    "collection",
+    "chunk",
+    "color",
+    "font",
+    "image_model",
+    "video_model",
+    "tts_model",
+    "asr_model",
+    "hf.automatic_speech_recognition",
   ]);
   for (const d of nodeLibrary(true)) {
     t.ok(d.description.length > 0, `${d.type} has a description`);

@@ -276,9 +276,14 @@ t.test(
       [{ model: "gpt-4o-mini", messages: [] }, "messages", /non-empty/],
       [{ messages: user }, "model", /"model" is required/],
       [
-        { model: "gpt-4o-mini", messages: [{ role: "tool", content: "x" }] },
+        { model: "gpt-4o-mini", messages: [{ role: "robot", content: "x" }] },
         "messages[0].role",
-        /must be "system", "developer", "user" or "assistant"/,
+        /must be "system", "developer", "user", "assistant" or "tool"/,
+      ],
+      [
+        { model: "gpt-4o-mini", messages: [...user, { role: "tool", content: "x" }] },
+        "messages[1].tool_call_id",
+        /tool_call_id is required/,
       ],
       [
         {
@@ -294,10 +299,16 @@ t.test(
         /no user message/,
       ],
       [
-        { model: "gpt-4o-mini", messages: user, tools: [{ type: "function", function: { name: "f" } }] },
+        { model: "gpt-4o-mini", messages: user, tools: [{ type: "function", function: { name: "bad name!" } }] },
         "tools",
-        /"tools" is not supported/,
+        /tools\[0\] must be/,
       ],
+      [
+        { model: "gpt-4o-mini", messages: user, functions: [{ name: "f" }] },
+        "functions",
+        /"functions" is not supported/,
+      ],
+      [{ model: "gpt-4o-mini", messages: user, tool_choice: "always" }, "tool_choice", /"tool_choice" must be/],
       [{ model: "gpt-4o-mini", messages: user, n: 2 }, "n", /"n" must be 1/],
       [{ model: "gpt-4o-mini", messages: user, max_tokens: 0 }, "max_tokens", /positive integer/],
       [{ model: "gpt-4o-mini", messages: user, temperature: 3 }, "temperature", /\[0, 2\]/],
@@ -501,5 +512,78 @@ t.test(
     const dead = runNodeway(["chat", "--model", "gpt-4o-mini", "--gateway", "http://127.0.0.1:9", "hi"]);
     t.equal(await dead.exited, 1);
     t.match(dead.stderr(), /cannot reach the gateway at http:\/\/127\.0\.0\.1:9/);
+  },
+);
+
+t.test(
+  "openai - tools: the model's calls come back as OpenAI's tool_calls, whole or streamed, and results go back",
+  async (t) => {
+    const fake = await FakeLlm.start(1);
+    t.teardown(() => fake.stop());
+    fake.toolArgs = { city: "Paris" };
+    const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+    const client = clientOf(s.url);
+    await modelsListed(client, 5);
+    const tools: OpenAI.Chat.ChatCompletionTool[] = [
+      {
+        type: "function",
+        function: {
+          name: "get_weather",
+          description: "The weather in a city",
+          parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+        },
+      },
+    ];
+    const user = { role: "user" as const, content: "weather in Paris?" };
+    for (const model of ["gpt-4o-mini", "claude-sonnet-4-5", "qwen3:8b"]) {
+      const whole = await client.chat.completions.create({ model, messages: [user], tools, tool_choice: "auto" });
+      const choice = whole.choices[0]!;
+      t.equal(choice.finish_reason, "tool_calls", `${model}: the reply asks for a tool`);
+      t.equal(choice.message.content, null, `${model}: and has no text`);
+      const call = choice.message.tool_calls?.[0] as OpenAI.Chat.ChatCompletionMessageFunctionToolCall;
+      t.match(call, { type: "function", function: { name: "get_weather" } });
+      t.same(JSON.parse(call.function.arguments), { city: "Paris" }, `${model}: with the model's arguments`);
+
+      const answer = await client.chat.completions.create({
+        model,
+        tools,
+        messages: [
+          user,
+          { role: "assistant", content: null, tool_calls: [call] },
+          { role: "tool", tool_call_id: call.id, content: "sunny, 21 C" },
+        ],
+      });
+      t.equal(
+        answer.choices[0]!.message.content,
+        "tool said: sunny, 21 C",
+        `${model}: the tool's result reached the model`,
+      );
+      t.equal(answer.choices[0]!.finish_reason, "stop");
+    }
+    const sent = fake.requests.filter((r) => r.path === "/v1/chat/completions").at(-1)!.body;
+    t.match(sent.tools, [{ type: "function", function: { name: "get_weather", parameters: { required: ["city"] } } }]);
+    t.match(sent.messages, [
+      { role: "user" },
+      { role: "assistant", tool_calls: [{ type: "function", function: { name: "get_weather" } }] },
+      { role: "tool", content: "sunny, 21 C" },
+    ]);
+
+    const stream = client.chat.completions.stream({ model: "gpt-4o-mini", messages: [user], tools, stream: true });
+    const final = await stream.finalChatCompletion();
+    t.equal(final.choices[0]!.finish_reason, "tool_calls", "streamed: the same ending");
+    const streamedCall = final.choices[0]!.message.tool_calls?.[0] as OpenAI.Chat.ChatCompletionMessageFunctionToolCall;
+    t.same(
+      JSON.parse(streamedCall.function.arguments),
+      { city: "Paris" },
+      "streamed: the call put together by the SDK",
+    );
+
+    const none = await client.chat.completions.create({
+      model: "gpt-4o-mini",
+      messages: [user],
+      tools,
+      tool_choice: "none",
+    });
+    t.equal(none.choices[0]!.message.content, "echo: weather in Paris?", '"none": the model answers in text');
   },
 );

@@ -6,6 +6,12 @@
  * `x-api-key` or Bearer), Ollama `POST /api/chat` (NDJSON parts, the last with `done: true`). Each replies `echo: <last
  * user
  * message>` word by word, `delayMs` apart; model `missing` is unknown (404), a wrong key gets each API's 401.
+ *
+ * Tool calls, in each API's documented streaming form: a request that offers tools and holds no tool result yet is
+ * answered by a call of the first tool (or `toolName`) with `toolArgs` (OpenAI: `delta.tool_calls` pieces, finish
+ * `tool_calls`; Anthropic: a `tool_use` block with `input_json_delta` pieces, stop `tool_use`; Ollama: one message
+ * with `tool_calls`). Once the conversation holds a tool result the reply is `tool said: <result>`; `reply`, when
+ * set, replaces any text reply (a structured answer, say).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -29,6 +35,12 @@ export class FakeLlm {
   abandoned = 0;
   private server!: Server;
   port = 0;
+
+  /** The arguments of the tool calls it makes, and which tool (default: the first offered). */
+  toolArgs: Record<string, unknown> = {};
+  toolName: string | null = null;
+  /** The text of every reply that is not a tool call, instead of the echo. */
+  reply: string | null = null;
 
   constructor(
     readonly delayMs = 5,
@@ -62,9 +74,12 @@ export class FakeLlm {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(v));
     };
-    const messages = (body.messages ?? []) as { role: string; content: string }[];
-    const last = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
-    const all = `echo: ${last}`.split(/(?<= )/);
+    const messages = (body.messages ?? []) as { role: string; content: unknown }[];
+    const last = [...messages].reverse().find((m) => m.role === "user" && typeof m.content === "string")?.content ?? "";
+    const toolResult = lastToolResult(messages);
+    const call = toolResult === null ? this.toolCallFor(body) : null;
+    const text = this.reply ?? (toolResult !== null ? `tool said: ${toolResult}` : `echo: ${String(last)}`);
+    const all = call ? [] : text.split(/(?<= )/);
     const limit = Number(
       (body.options as { num_predict?: number } | undefined)?.num_predict ?? body.max_tokens ?? Infinity,
     );
@@ -173,9 +188,19 @@ export class FakeLlm {
         ),
       );
       if (gone) return;
-      res.write(
-        `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: truncated ? "length" : "stop" }] })}\n\n`,
-      );
+      if (call) {
+        const json = JSON.stringify(call.args);
+        const half = Math.floor(json.length / 2);
+        const delta = (d: Record<string, unknown>) =>
+          res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: d, finish_reason: null }] })}\n\n`);
+        delta({
+          tool_calls: [{ index: 0, id: "call_fake1", type: "function", function: { name: call.name, arguments: "" } }],
+        });
+        delta({ tool_calls: [{ index: 0, function: { arguments: json.slice(0, half) } }] });
+        delta({ tool_calls: [{ index: 0, function: { arguments: json.slice(half) } }] });
+      }
+      const finish = call ? "tool_calls" : truncated ? "length" : "stop";
+      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: finish }] })}\n\n`);
       if ((body.stream_options as { include_usage?: boolean } | undefined)?.include_usage) {
         res.write(
           `data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: words.length, total_tokens: promptTokens + words.length } })}\n\n`,
@@ -205,13 +230,24 @@ export class FakeLlm {
           usage: { input_tokens: promptTokens, output_tokens: 1 },
         },
       });
-      ev("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
       ev("ping", {});
-      await paced((w) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: w } }));
+      if (call) {
+        const json = JSON.stringify(call.args);
+        const half = Math.floor(json.length / 2);
+        ev("content_block_start", {
+          index: 0,
+          content_block: { type: "tool_use", id: "toolu_fake1", name: call.name, input: {} },
+        });
+        for (const part of [json.slice(0, half), json.slice(half)])
+          ev("content_block_delta", { index: 0, delta: { type: "input_json_delta", partial_json: part } });
+      } else {
+        ev("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
+        await paced((w) => ev("content_block_delta", { index: 0, delta: { type: "text_delta", text: w } }));
+      }
       if (gone) return;
       ev("content_block_stop", { index: 0 });
       ev("message_delta", {
-        delta: { stop_reason: truncated ? "max_tokens" : "end_turn", stop_sequence: null },
+        delta: { stop_reason: call ? "tool_use" : truncated ? "max_tokens" : "end_turn", stop_sequence: null },
         usage: { output_tokens: words.length },
       });
       ev("message_stop", {});
@@ -232,6 +268,16 @@ export class FakeLlm {
         ),
       );
       if (gone) return;
+      if (call) {
+        const message = {
+          role: "assistant",
+          content: "",
+          tool_calls: [{ function: { name: call.name, arguments: call.args } }],
+        };
+        res.write(
+          `${JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message, done: false })}\n`,
+        );
+      }
       res.end(
         JSON.stringify({
           model: body.model,
@@ -248,4 +294,27 @@ export class FakeLlm {
     }
     json(404, { error: "not found" });
   }
+
+  /** The call to make when a request offers tools (OpenAI's and Ollama's `{function: {name}}`, Anthropic's `{name}`). */
+  private toolCallFor(body: Record<string, unknown>): { name: string; args: Record<string, unknown> } | null {
+    const tools = (body.tools ?? []) as { name?: string; function?: { name?: string } }[];
+    if (tools.length === 0 || body.tool_choice === "none") return null;
+    const names = tools.map((t) => t.function?.name ?? t.name ?? "");
+    return { name: this.toolName ?? names[0]!, args: this.toolArgs };
+  }
+}
+
+/** The content of the conversation's last tool result (OpenAI's and Ollama's `tool` role, Anthropic's block). */
+function lastToolResult(messages: { role: string; content: unknown }[]): string | null {
+  for (const m of [...messages].reverse()) {
+    if (m.role === "tool") return String(m.content);
+    if (m.role === "user" && Array.isArray(m.content)) {
+      const block = [...(m.content as { type?: string; content?: unknown }[])]
+        .reverse()
+        .find((b) => b.type === "tool_result");
+      if (block) return typeof block.content === "string" ? block.content : JSON.stringify(block.content);
+    }
+    if (m.role === "user") return null;
+  }
+  return null;
 }

@@ -1,0 +1,197 @@
+/**
+ * What the image, audio and video nodes share: reading a media value's bytes (NodeTool's ImageRef / AudioRef /
+ * VideoRef, a data: URI, an `asset://` reference read through the job's assets, or bytes a node upstream made),
+ * colors, the folder root local-file nodes are confined to, per-node temp dirs and running a tool (ffmpeg) with a
+ * time cap that a cancel kills. A node's media output is plain bytes: the agent stores large ones as assets
+ * (agent/assets.ts) and sends the reference instead.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, realpath, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { isAbsolute, join, relative, resolve, sep } from "node:path";
+import type sharpFactory from "sharp";
+import { ASSETS_DEFAULTS, assetIdOfUri } from "../../protocol/index.js";
+import { NodeError, type NodeContext } from "../engine/types.js";
+
+/** Largest media value a node reads (an upload's cap: nothing larger can be an asset). */
+export const MEDIA_MAX_BYTES = ASSETS_DEFAULTS.maxUploadBytes;
+/** Largest image a node decodes or builds, in pixels (about 8K × 5K). */
+export const IMAGE_MAX_PIXELS = 40_000_000;
+
+export type MediaKind = "image" | "audio" | "video";
+
+const article = (kind: MediaKind) => (kind === "video" ? "a" : "an");
+
+/** True for NodeTool's empty reference (`{type, uri: "", asset_id: null, data: null}`), null and "". */
+export function isEmptyMedia(value: unknown): boolean {
+  if (value === null || value === undefined || value === "") return true;
+  if (value instanceof Uint8Array || typeof value !== "object" || Array.isArray(value)) return false;
+  const o = value as { uri?: unknown; asset_id?: unknown; data?: unknown };
+  return !o.uri && !o.asset_id && (o.data === null || o.data === undefined || o.data === "");
+}
+
+function capped(bytes: Uint8Array, label: string): Uint8Array {
+  if (bytes.byteLength > MEDIA_MAX_BYTES)
+    throw new NodeError(`${label} is ${bytes.byteLength} bytes, over the ${MEDIA_MAX_BYTES}-byte media limit`);
+  return bytes;
+}
+
+function fromDataUri(uri: string, label: string): Uint8Array {
+  const comma = uri.indexOf(",");
+  if (comma < 0) throw new NodeError(`${label}: malformed data: URI`);
+  if (uri.length - comma > (MEDIA_MAX_BYTES * 4) / 3 + 4)
+    throw new NodeError(`${label}: the data: URI is over the ${MEDIA_MAX_BYTES}-byte media limit`);
+  const head = uri.slice(5, comma);
+  const body = uri.slice(comma + 1);
+  return head.endsWith(";base64")
+    ? new Uint8Array(Buffer.from(body, "base64"))
+    : new Uint8Array(Buffer.from(decodeURIComponent(body)));
+}
+
+async function fromUri(ctx: NodeContext, uri: string, kind: MediaKind, label: string): Promise<Uint8Array> {
+  if (uri.startsWith("data:")) return fromDataUri(uri, label);
+  if (assetIdOfUri(uri) !== null) {
+    const assets = ctx.assets;
+    if (!assets) throw new NodeError(`${label} is an asset (${uri}), but this agent gives nodes no asset access`);
+    return assets.get(uri);
+  }
+  if (/^https?:\/\//i.test(uri))
+    throw new NodeError(
+      `${label} is a URL (${uri.slice(0, 120)}); this agent does not download media: upload the ${kind} to /api/assets and pass its asset:// reference`,
+    );
+  throw new NodeError(`${label} must be ${kind} bytes, a data: URI or an asset:// reference, got ${uri.slice(0, 120)}`);
+}
+
+/**
+ * The bytes of a media value: bytes as they are; `{data}` with bytes or base64 text; `{uri}` / `{asset_id}` or a
+ * bare URI (data: or asset://). Fails naming `label` when the value is empty or of another form.
+ */
+export async function mediaBytes(
+  ctx: NodeContext,
+  value: unknown,
+  kind: MediaKind,
+  label: string,
+): Promise<Uint8Array> {
+  if (isEmptyMedia(value)) throw new NodeError(`${label} is empty: connect ${article(kind)} ${kind}`);
+  if (value instanceof Uint8Array) return capped(value, label);
+  if (typeof value === "string") return capped(await fromUri(ctx, value, kind, label), label);
+  if (typeof value !== "object" || Array.isArray(value))
+    throw new NodeError(`${label} must be ${article(kind)} ${kind}, got ${JSON.stringify(value)}`);
+  const o = value as { uri?: unknown; asset_id?: unknown; data?: unknown };
+  if (o.data instanceof Uint8Array) return capped(o.data, label);
+  if (typeof o.data === "string" && o.data !== "") return capped(new Uint8Array(Buffer.from(o.data, "base64")), label);
+  if (typeof o.uri === "string" && o.uri !== "") return capped(await fromUri(ctx, o.uri, kind, label), label);
+  if (typeof o.asset_id === "string") return capped(await fromUri(ctx, `asset://${o.asset_id}`, kind, label), label);
+  throw new NodeError(`${label} must be ${article(kind)} ${kind} reference, got ${JSON.stringify(value)}`);
+}
+
+/** Bytes as a plain `Uint8Array` view (a `Buffer` from sharp or fs is one, but a subclass). */
+export function plainBytes(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** `#rgb`/`#rrggbb`(`aa`) from a ColorRef (`{type: "color", value}`) or text; `dflt` when empty. */
+export function colorOf(value: unknown, label: string, dflt: string): string {
+  const raw = value !== null && typeof value === "object" ? (value as { value?: unknown }).value : value;
+  if (raw === null || raw === undefined || raw === "") return dflt;
+  if (typeof raw === "string" && /^#(?:[0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})$/i.test(raw.trim())) return raw.trim();
+  throw new NodeError(`${label} must be a color like "#ff8800", got ${JSON.stringify(value)}`);
+}
+
+/** The color as 0–255 red, green, blue and alpha 0–1. */
+export function rgbaOf(hex: string): { r: number; g: number; b: number; alpha: number } {
+  let h = hex.slice(1);
+  if (h.length === 3) h = [...h].map((c) => c + c).join("");
+  const n = (i: number) => Number.parseInt(h.slice(i, i + 2), 16);
+  return { r: n(0), g: n(2), b: n(4), alpha: h.length === 8 ? n(6) / 255 : 1 };
+}
+
+/** The setting (environment) that names the one folder local-file nodes may read. */
+export const FOLDER_ROOT_SETTING = "NODEWAY_FOLDER_ROOT";
+
+/**
+ * `path` resolved inside the folder root (relative paths from the root), symlinks followed. Refused, naming the
+ * setting, when no root is set or the path leads outside it: a job must not read the agent's files at will.
+ */
+export async function pathInFolderRoot(path: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const root = env[FOLDER_ROOT_SETTING];
+  if (!root)
+    throw new NodeError(
+      `reading local folders is off on this agent: set ${FOLDER_ROOT_SETTING} to the folder its jobs may read`,
+    );
+  const realRoot = await realpath(root).catch(() => {
+    throw new NodeError(`${FOLDER_ROOT_SETTING} (${root}) is not a folder this agent can read`);
+  });
+  const wanted = isAbsolute(path) ? path : resolve(realRoot, path);
+  const real = await realpath(wanted).catch(() => {
+    throw new NodeError(`folder ${JSON.stringify(path)} does not exist under ${FOLDER_ROOT_SETTING}`);
+  });
+  const rel = relative(realRoot, real);
+  if (rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel))
+    throw new NodeError(`${JSON.stringify(path)} is outside ${FOLDER_ROOT_SETTING} (${root}): refused`);
+  return real;
+}
+
+/** Runs `fn` with a fresh private temp dir, removed afterwards whatever happens. */
+export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), "nodeway-media-"));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Longest stdout a tool may write back (ffprobe's JSON); a tool's outputs go to files. */
+const TOOL_STDOUT_MAX_BYTES = 1024 * 1024;
+
+/**
+ * Runs `cmd` with `args` (no shell), killed (SIGKILL) when the node's signal aborts or after `timeoutMs`. Resolves
+ * with its stdout when it exits 0; otherwise fails naming `what` with the end of its stderr.
+ */
+export function runTool(
+  ctx: NodeContext,
+  cmd: string,
+  args: string[],
+  what: string,
+  timeoutMs: number,
+): Promise<Buffer> {
+  ctx.signal.throwIfAborted();
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    let outBytes = 0;
+    let err = "";
+    let timedOut = false;
+    const kill = () => child.kill("SIGKILL");
+    const onAbort = () => kill();
+    const timer = setTimeout(() => ((timedOut = true), kill()), timeoutMs);
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
+    child.stdout.on("data", (d: Buffer) => {
+      outBytes += d.byteLength;
+      if (outBytes <= TOOL_STDOUT_MAX_BYTES) out.push(d);
+      else kill();
+    });
+    child.stderr.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-4_000)));
+    child.on("error", (e) => reject(new NodeError(`${what}: cannot start ${cmd}: ${e.message}`)));
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      ctx.signal.removeEventListener("abort", onAbort);
+      if (ctx.signal.aborted) return reject(ctx.signal.reason);
+      if (timedOut) return reject(new NodeError(`${what} took longer than ${timeoutMs / 1000} s and was stopped`));
+      if (outBytes > TOOL_STDOUT_MAX_BYTES) return reject(new NodeError(`${what} wrote more than it may`));
+      if (code === 0) return resolvePromise(Buffer.concat(out));
+      const tail = err.trim().split("\n").slice(-3).join(" | ");
+      reject(new NodeError(`${what} failed (${code ?? signal}): ${tail}`));
+    });
+  });
+}
+
+type SharpFactory = typeof sharpFactory;
+let sharpModule: Promise<SharpFactory> | null = null;
+
+/** sharp, loaded on first use (runners that run no image node never load the native library). */
+export function loadSharp(): Promise<SharpFactory> {
+  sharpModule ??= import("sharp").then((m) => m.default);
+  return sharpModule;
+}

@@ -1,0 +1,643 @@
+/**
+ * NodeTool's image operations (`lib.pillow.*`, also under their `nodetool.lib.pillow.*` names, and `lib.grid.*`)
+ * on sharp (libvips). Inputs, defaults and the effect of each follow NodeTool's Pillow nodes: `enhance` blends
+ * with a degenerate image as Pillow's ImageEnhance does (black for Brightness, mean grey for Contrast, greyscale
+ * for Color, a smoothed copy for Sharpness), `color_grading` works on RGB in 0–1, `filter` applies Pillow's 3×3
+ * kernels. Every output is a PNG (bytes; the agent stores a large one as an asset).
+ */
+import type { PropertyMetadata } from "../../protocol/index.js";
+import { NodeError, type NodeContext, type NodeDef, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
+import { IMAGE_MAX_PIXELS, colorOf, isEmptyMedia, loadSharp, mediaBytes, plainBytes } from "./media-util.js";
+import { asInt, asList, asNumber, asText, enumProp, output, prop } from "./util.js";
+
+/** NodeTool's empty ImageRef, the default of every image input. */
+export const EMPTY_IMAGE = Object.freeze({ type: "image", uri: "", asset_id: null, data: null });
+
+export const imageProp = (name = "image", description = "The image to process.") =>
+  prop(name, "image", { ...EMPTY_IMAGE }, { description });
+
+/** RGBA pixels, 8 bits a channel. */
+export interface Pixels {
+  data: Uint8ClampedArray;
+  width: number;
+  height: number;
+}
+
+/** A sharp pipeline over the image value `value` (`label` names it in errors), its size capped. */
+export async function openImage(ctx: NodeContext, value: unknown, label = "image") {
+  const sharp = await loadSharp();
+  const bytes = await mediaBytes(ctx, value, "image", label);
+  const img = sharp(bytes, { limitInputPixels: IMAGE_MAX_PIXELS });
+  const meta = await img.metadata().catch((err: Error) => {
+    throw new NodeError(`${label} is not an image sharp can read: ${err.message}`);
+  });
+  if (!meta.width || !meta.height) throw new NodeError(`${label} has no size`);
+  return { img, width: meta.width, height: meta.height };
+}
+
+export async function decodePixels(ctx: NodeContext, value: unknown, label = "image"): Promise<Pixels> {
+  const { img } = await openImage(ctx, value, label);
+  const { data, info } = await img.ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+  return {
+    data: new Uint8ClampedArray(data.buffer, data.byteOffset, data.byteLength),
+    width: info.width,
+    height: info.height,
+  };
+}
+
+export async function encodePng(px: Pixels): Promise<Uint8Array> {
+  const sharp = await loadSharp();
+  const raw = Buffer.from(px.data.buffer, px.data.byteOffset, px.data.byteLength);
+  return plainBytes(
+    await sharp(raw, { raw: { width: px.width, height: px.height, channels: 4 } })
+      .png()
+      .toBuffer(),
+  );
+}
+
+/** Pillow's "L" (ITU-R 601-2 luma) of one pixel. */
+const luma = (r: number, g: number, b: number) => (r * 299 + g * 587 + b * 114) / 1000;
+
+/** Each pixel's RGB through `fn` (which writes the new values into `out`); alpha is kept. */
+function mapRgb(px: Pixels, fn: (r: number, g: number, b: number, out: number[]) => void): Pixels {
+  const d = px.data;
+  const out = [0, 0, 0];
+  for (let i = 0; i < d.length; i += 4) {
+    fn(d[i]!, d[i + 1]!, d[i + 2]!, out);
+    d[i] = out[0]!;
+    d[i + 1] = out[1]!;
+    d[i + 2] = out[2]!;
+  }
+  return px;
+}
+
+/** Pillow's ImageEnhance: `degenerate + factor × (image − degenerate)`, per channel. */
+function blend(px: Pixels, degenerate: Uint8ClampedArray | number[], factor: number): Pixels {
+  const d = px.data;
+  const perPixel = degenerate.length === d.length;
+  for (let i = 0; i < d.length; i++) {
+    if (i % 4 === 3) continue;
+    const base = perPixel ? degenerate[i]! : degenerate[i % 4]!;
+    d[i] = base + factor * (d[i]! - base);
+  }
+  return px;
+}
+
+function meanLuma(px: Pixels): number {
+  let sum = 0;
+  const d = px.data;
+  for (let i = 0; i < d.length; i += 4) sum += Math.trunc(luma(d[i]!, d[i + 1]!, d[i + 2]!));
+  return Math.trunc(sum / (d.length / 4) + 0.5);
+}
+
+function greyCopy(px: Pixels): Uint8ClampedArray {
+  const g = new Uint8ClampedArray(px.data);
+  for (let i = 0; i < g.length; i += 4) g[i] = g[i + 1] = g[i + 2] = luma(g[i]!, g[i + 1]!, g[i + 2]!);
+  return g;
+}
+
+/** Pillow's 3×3 kernels (ImageFilter), by name: kernel, scale, offset. */
+const KERNELS = {
+  SHARPEN: { kernel: [-2, -2, -2, -2, 32, -2, -2, -2, -2], scale: 16, offset: 0 },
+  EDGE_ENHANCE: { kernel: [-1, -1, -1, -1, 10, -1, -1, -1, -1], scale: 2, offset: 0 },
+  DETAIL: { kernel: [0, -1, 0, -1, 10, -1, 0, -1, 0], scale: 6, offset: 0 },
+  SMOOTH: { kernel: [1, 1, 1, 1, 5, 1, 1, 1, 1], scale: 13, offset: 0 },
+  EMBOSS: { kernel: [-1, 0, 0, 0, 1, 0, 0, 0, 0], scale: 1, offset: 128 },
+  FIND_EDGES: { kernel: [-1, -1, -1, -1, 8, -1, -1, -1, -1], scale: 1, offset: 0 },
+  CONTOUR: { kernel: [-1, -1, -1, -1, 8, -1, -1, -1, -1], scale: 1, offset: 255 },
+} as const;
+
+async function convolved(ctx: NodeContext, value: unknown, name: keyof typeof KERNELS): Promise<Pixels> {
+  const { img } = await openImage(ctx, value);
+  const k = KERNELS[name];
+  const { data, info } = await img
+    .removeAlpha()
+    .convolve({ width: 3, height: 3, kernel: [...k.kernel], scale: k.scale, offset: k.offset })
+    .ensureAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return {
+    data: new Uint8ClampedArray(data.buffer, data.byteOffset, data.byteLength),
+    width: info.width,
+    height: info.height,
+  };
+}
+
+type Op = (ctx: NodeContext, inputs: NodeInputs) => Promise<Pixels | Uint8Array>;
+
+/** One `lib.pillow.<group>.<name>` node: an image in, the image `op` makes out (`output`). */
+function pillowNode(
+  group: string,
+  name: string,
+  description: string,
+  extra: PropertyMetadata[],
+  op: Op,
+): ProcessNodeDef {
+  return {
+    kind: "process",
+    type: `lib.pillow.${group}.${name}`,
+    title: name.replace(/([a-z])([A-Z])/g, "$1 $2"),
+    description,
+    properties: [imageProp(), ...extra],
+    outputs: output("image"),
+    process: async (ctx, inputs) => {
+      if (isEmptyMedia(inputs.image)) throw new NodeError(`${name}: "image" is not connected`);
+      const result = await op(ctx, inputs);
+      return { output: result instanceof Uint8Array ? result : await encodePng(result) };
+    },
+  };
+}
+
+const factorProp = (description: string) => prop("factor", "float", 1.0, { description });
+const num = (inputs: NodeInputs, name: string, min: number, max: number): number => {
+  const n = asNumber(inputs[name], name);
+  if (n < min || n > max) throw new NodeError(`${name} must be in [${min}, ${max}], got ${n}`);
+  return n;
+};
+const factor = (inputs: NodeInputs) => asNumber(inputs.factor, "factor");
+
+const brightness = pillowNode(
+  "enhance",
+  "Brightness",
+  "Adjusts overall image brightness: 1.0 keeps it, less darkens, more lightens.",
+  [factorProp("Factor to adjust the brightness. 1.0 means no change.")],
+  async (ctx, inputs) => blend(await decodePixels(ctx, inputs.image), [0, 0, 0, 0], factor(inputs)),
+);
+
+const contrast = pillowNode(
+  "enhance",
+  "Contrast",
+  "Adjusts image contrast around the image's mean grey: 1.0 keeps it.",
+  [factorProp("Factor to adjust the contrast. 1.0 means no change.")],
+  async (ctx, inputs) => {
+    const px = await decodePixels(ctx, inputs.image);
+    const m = meanLuma(px);
+    return blend(px, [m, m, m, 0], factor(inputs));
+  },
+);
+
+const color = pillowNode(
+  "enhance",
+  "Color",
+  "Adjusts color intensity: 0 is greyscale, 1.0 keeps the image.",
+  [factorProp("Factor to adjust the color. 1.0 means no change.")],
+  async (ctx, inputs) => {
+    const px = await decodePixels(ctx, inputs.image);
+    return blend(px, greyCopy(px), factor(inputs));
+  },
+);
+
+const sharpness = pillowNode(
+  "enhance",
+  "Sharpness",
+  "Adjusts sharpness: below 1.0 blurs toward a smoothed copy, above 1.0 sharpens.",
+  [factorProp("Factor to adjust the sharpness. 1.0 means no change.")],
+  async (ctx, inputs) => {
+    const px = await decodePixels(ctx, inputs.image);
+    const smooth = await convolved(ctx, inputs.image, "SMOOTH");
+    return blend(px, smooth.data, factor(inputs));
+  },
+);
+
+/** Per channel: the low and high values left after cutting `cutoffPct` % of pixels at each end. */
+function histogramBounds(d: Uint8ClampedArray, channel: number, cutoffPct: number): [number, number] {
+  const hist = new Array<number>(256).fill(0);
+  for (let i = channel; i < d.length; i += 4) hist[d[i]!]!++;
+  const cut = Math.trunc(((d.length / 4) * cutoffPct) / 100);
+  let lo = 0;
+  for (let seen = 0; lo < 255 && seen + hist[lo]! <= cut; lo++) seen += hist[lo]!;
+  let hi = 255;
+  for (let seen = 0; hi > 0 && seen + hist[hi]! <= cut; hi--) seen += hist[hi]!;
+  return [lo, hi];
+}
+
+const autoContrast = pillowNode(
+  "enhance",
+  "AutoContrast",
+  "Stretches each channel so its darkest and lightest values (after ignoring `cutoff` % at each end) span 0–255.",
+  [prop("cutoff", "int", 0, { min: 0, max: 255, description: "Percent of pixels to ignore at each end." })],
+  async (ctx, inputs) => {
+    const cutoff = num(inputs, "cutoff", 0, 255);
+    const px = await decodePixels(ctx, inputs.image);
+    for (let c = 0; c < 3; c++) {
+      const [lo, hi] = histogramBounds(px.data, c, cutoff);
+      if (hi <= lo) continue;
+      const scale = 255 / (hi - lo);
+      for (let i = c; i < px.data.length; i += 4) px.data[i] = Math.round((px.data[i]! - lo) * scale);
+    }
+    return px;
+  },
+);
+
+const equalize = pillowNode(
+  "enhance",
+  "Equalize",
+  "Equalizes each channel's histogram, spreading intensities evenly.",
+  [],
+  async (ctx, inputs) => {
+    const px = await decodePixels(ctx, inputs.image);
+    const n = px.data.length / 4;
+    for (let c = 0; c < 3; c++) {
+      const hist = new Array<number>(256).fill(0);
+      for (let i = c; i < px.data.length; i += 4) hist[px.data[i]!]!++;
+      const first = hist.findIndex((h) => h > 0);
+      const below = first < 0 ? 0 : hist[first]!;
+      if (n === below) continue;
+      const lut: number[] = [];
+      let cum = 0;
+      for (let v = 0; v < 256; v++) {
+        cum += hist[v]!;
+        lut.push(Math.round(((cum - below) / (n - below)) * 255));
+      }
+      for (let i = c; i < px.data.length; i += 4) px.data[i] = lut[px.data[i]!]!;
+    }
+    return px;
+  },
+);
+
+const kernelNode = (group: string, name: string, kernel: keyof typeof KERNELS, description: string) =>
+  pillowNode(group, name, description, [], (ctx, inputs) => convolved(ctx, inputs.image, kernel));
+
+const sharpen = kernelNode("enhance", "Sharpen", "SHARPEN", "Sharpens the image with Pillow's 3×3 SHARPEN kernel.");
+const edgeEnhance = kernelNode("enhance", "EdgeEnhance", "EDGE_ENHANCE", "Increases contrast along edges.");
+const detail = kernelNode("enhance", "Detail", "DETAIL", "Enhances fine details.");
+
+const unsharpMask = pillowNode(
+  "enhance",
+  "UnsharpMask",
+  "Sharpens by adding back `percent` % of the difference from a Gaussian blur of `radius`, where it is ≥ `threshold`.",
+  [
+    prop("radius", "int", 2, { min: 0, max: 512, description: "Unsharp mask radius." }),
+    prop("percent", "int", 150, { min: 0, max: 1000, description: "Unsharp mask percent." }),
+    prop("threshold", "int", 3, { min: 0, max: 512, description: "Unsharp mask threshold." }),
+  ],
+  async (ctx, inputs) => {
+    const radius = num(inputs, "radius", 0, 512);
+    const percent = num(inputs, "percent", 0, 1000);
+    const threshold = num(inputs, "threshold", 0, 512);
+    const px = await decodePixels(ctx, inputs.image);
+    if (radius === 0) return px;
+    const { img } = await openImage(ctx, inputs.image);
+    const blurred = await img.ensureAlpha().blur(Math.max(0.3, radius)).raw().toBuffer();
+    for (let i = 0; i < px.data.length; i++) {
+      if (i % 4 === 3) continue;
+      const diff = px.data[i]! - blurred[i]!;
+      if (Math.abs(diff) >= threshold) px.data[i] = px.data[i]! + (diff * percent) / 100;
+    }
+    return px;
+  },
+);
+
+const adaptiveContrast = pillowNode(
+  "enhance",
+  "AdaptiveContrast",
+  "Local contrast enhancement (CLAHE) over a grid of `grid_size` × `grid_size` tiles.",
+  [
+    prop("clip_limit", "float", 2.0, { min: 0, max: 100, description: "Clip limit for adaptive contrast." }),
+    prop("grid_size", "int", 8, { min: 1, max: 64, description: "Grid size for adaptive contrast." }),
+  ],
+  async (ctx, inputs) => {
+    const clip = num(inputs, "clip_limit", 0, 100);
+    const grid = num(inputs, "grid_size", 1, 64);
+    const { img, width, height } = await openImage(ctx, inputs.image);
+    const tile = { width: Math.max(1, Math.ceil(width / grid)), height: Math.max(1, Math.ceil(height / grid)) };
+    return plainBytes(
+      await img
+        .clahe({ ...tile, maxSlope: Math.round(clip) })
+        .png()
+        .toBuffer(),
+    );
+  },
+);
+
+/** Per-pixel RGB in 0–1 through `fn`, written back to 0–255. */
+function mapUnit(px: Pixels, fn: (rgb: number[]) => void): Pixels {
+  const rgb = [0, 0, 0];
+  return mapRgb(px, (r, g, b, out) => {
+    rgb[0] = r / 255;
+    rgb[1] = g / 255;
+    rgb[2] = b / 255;
+    fn(rgb);
+    for (let k = 0; k < 3; k++) out[k] = Math.round(Math.min(1, Math.max(0, rgb[k]!)) * 255);
+  });
+}
+
+/** Rec. 709 luminance of RGB in 0–1 (what NodeTool's color grading uses). */
+const lum709 = (c: number[]) => 0.2126 * c[0]! + 0.7152 * c[1]! + 0.0722 * c[2]!;
+
+const unitProp = (name: string, min: number, max: number, description: string) =>
+  prop(name, "float", 0.0, { min, max, description });
+
+const exposure = pillowNode(
+  "color_grading",
+  "Exposure",
+  "Tonal controls: exposure in stops, then highlights, shadows, whites, blacks and contrast around mid grey.",
+  [
+    unitProp("exposure", -5, 5, "Exposure adjustment in stops."),
+    unitProp("contrast", -1, 1, "Contrast adjustment around the midpoint."),
+    unitProp("highlights", -1, 1, "Highlight recovery (−) or boost (+)."),
+    unitProp("shadows", -1, 1, "Shadow lift (+) or darken (−)."),
+    unitProp("whites", -1, 1, "White point adjustment."),
+    unitProp("blacks", -1, 1, "Black point adjustment."),
+  ],
+  async (ctx, inputs) => {
+    const gain = 2 ** num(inputs, "exposure", -5, 5);
+    const [con, hi, sh, wh, bl] = ["contrast", "highlights", "shadows", "whites", "blacks"].map((n) =>
+      num(inputs, n, -1, 1),
+    ) as [number, number, number, number, number];
+    return mapUnit(await decodePixels(ctx, inputs.image), (c) => {
+      for (let k = 0; k < 3; k++) c[k] = c[k]! * gain;
+      const l = lum709(c);
+      const hiMask = Math.min(1, Math.max(0, (l - 0.5) * 2));
+      const shMask = Math.min(1, Math.max(0, (0.5 - l) * 2));
+      for (let k = 0; k < 3; k++) {
+        let v = c[k]! - hiMask * hi * 0.5 + shMask * sh * 0.5;
+        v += wh * 0.2 * v;
+        v += bl * 0.2 * (1 - v);
+        c[k] = 0.5 + (v - 0.5) * (1 + con);
+      }
+    });
+  },
+);
+
+const saturationVibrance = pillowNode(
+  "color_grading",
+  "SaturationVibrance",
+  "Saturation (−1 greyscale … +1 double) and vibrance, which boosts the less saturated colors more.",
+  [
+    unitProp("saturation", -1, 1, "Global saturation: 0 no change, −1 greyscale, 1 twice as saturated."),
+    unitProp("vibrance", -1, 1, "Saturation that spares already saturated colors."),
+  ],
+  async (ctx, inputs) => {
+    const sat = num(inputs, "saturation", -1, 1);
+    const vib = num(inputs, "vibrance", -1, 1);
+    return mapUnit(await decodePixels(ctx, inputs.image), (c) => {
+      const l = lum709(c);
+      for (let k = 0; k < 3; k++) c[k] = l + (c[k]! - l) * (1 + sat);
+      if (vib === 0) return;
+      const max = Math.max(c[0]!, c[1]!, c[2]!);
+      const current = max > 0 ? (max - Math.min(c[0]!, c[1]!, c[2]!)) / (max + 0.001) : 0;
+      for (let k = 0; k < 3; k++) c[k] = l + (c[k]! - l) * (1 + vib * (1 - current));
+    });
+  },
+);
+
+const invert = pillowNode("filter", "Invert", "Inverts the image's colors.", [], async (ctx, inputs) =>
+  mapRgb(await decodePixels(ctx, inputs.image), (r, g, b, out) => {
+    out[0] = 255 - r;
+    out[1] = 255 - g;
+    out[2] = 255 - b;
+  }),
+);
+
+const solarize = pillowNode(
+  "filter",
+  "Solarize",
+  "Inverts every channel value at or above `threshold`.",
+  [prop("threshold", "int", 128, { min: 0, max: 255, description: "Threshold for solarization." })],
+  async (ctx, inputs) => {
+    const t = num(inputs, "threshold", 0, 255);
+    return mapRgb(await decodePixels(ctx, inputs.image), (r, g, b, out) => {
+      out[0] = r >= t ? 255 - r : r;
+      out[1] = g >= t ? 255 - g : g;
+      out[2] = b >= t ? 255 - b : b;
+    });
+  },
+);
+
+const posterize = pillowNode(
+  "filter",
+  "Posterize",
+  "Keeps only the `bits` most significant bits of each channel.",
+  [prop("bits", "int", 4, { min: 1, max: 8, description: "Number of bits to posterize to." })],
+  async (ctx, inputs) => {
+    const mask = (0xff << (8 - asInt(num(inputs, "bits", 1, 8), "bits"))) & 0xff;
+    return mapRgb(await decodePixels(ctx, inputs.image), (r, g, b, out) => {
+      out[0] = r & mask;
+      out[1] = g & mask;
+      out[2] = b & mask;
+    });
+  },
+);
+
+const grayscale = pillowNode(
+  "filter",
+  "ConvertToGrayscale",
+  "Converts the image to greyscale.",
+  [],
+  async (ctx, inputs) => {
+    const px = await decodePixels(ctx, inputs.image);
+    px.data.set(greyCopy(px));
+    return px;
+  },
+);
+
+const blur = pillowNode(
+  "filter",
+  "Blur",
+  "Gaussian blur of `radius`.",
+  [prop("radius", "int", 2, { min: 0, max: 128, description: "Blur radius." })],
+  async (ctx, inputs) => {
+    const radius = num(inputs, "radius", 0, 128);
+    const { img } = await openImage(ctx, inputs.image);
+    return plainBytes(await (radius > 0 ? img.blur(Math.max(0.3, radius)) : img).png().toBuffer());
+  },
+);
+
+const expand = pillowNode(
+  "filter",
+  "Expand",
+  "Adds a border of `border` pixels in grey level `fill`.",
+  [
+    prop("border", "int", 0, { min: 0, max: 512, description: "Border size." }),
+    prop("fill", "int", 0, { min: 0, max: 255, description: "Fill color." }),
+  ],
+  async (ctx, inputs) => {
+    const border = asInt(num(inputs, "border", 0, 512), "border");
+    const fill = num(inputs, "fill", 0, 255);
+    const { img } = await openImage(ctx, inputs.image);
+    const background = { r: fill, g: fill, b: fill, alpha: 1 };
+    return plainBytes(
+      await img.extend({ top: border, bottom: border, left: border, right: border, background }).png().toBuffer(),
+    );
+  },
+);
+
+const FILTER_KERNELS = [
+  kernelNode("filter", "Contour", "CONTOUR", "Traces the image's contours."),
+  kernelNode("filter", "Emboss", "EMBOSS", "Embosses the image."),
+  kernelNode("filter", "FindEdges", "FIND_EDGES", "Finds the image's edges."),
+  kernelNode("filter", "Smooth", "SMOOTH", "Smooths the image."),
+];
+
+/** A font name as fontconfig knows it: `DejaVuSans-Bold` → `DejaVu Sans Bold`. */
+function fontDescription(font: unknown, sizePx: number): string {
+  const name = asText((font as { name?: unknown } | null)?.name ?? font).trim() || "DejaVuSans";
+  const [family = "DejaVuSans", style = ""] = name.replace(/\.(ttf|otf)$/i, "").split("-");
+  const spaced = family.replace(/^DejaVu(?=\S)/, "DejaVu ");
+  return `${spaced}${style ? ` ${style}` : ""} ${sizePx}px`;
+}
+
+const escapeMarkup = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+/** The text rendered by Pango as an RGBA image (its top-left is where the text starts). */
+async function textImage(inputs: NodeInputs, text: string): Promise<{ data: Buffer; width: number; height: number }> {
+  const sharp = await loadSharp();
+  const size = asInt(num(inputs, "size", 1, 512), "size");
+  const fill = colorOf(inputs.color, "color", "#000000");
+  const align = asText(inputs.align) === "center" ? "centre" : asText(inputs.align) === "right" ? "right" : "left";
+  const { data, info } = await sharp({
+    text: {
+      text: `<span foreground="${fill}">${escapeMarkup(text)}</span>`,
+      font: fontDescription(inputs.font, size),
+      rgba: true,
+      align,
+      dpi: 72,
+    },
+  })
+    .png()
+    .toBuffer({ resolveWithObject: true });
+  return { data, width: info.width, height: info.height };
+}
+
+const renderText: ProcessNodeDef = {
+  kind: "process",
+  type: "lib.pillow.draw.RenderText",
+  title: "Render Text",
+  outputs: output("image"),
+  description: "Draws `text` on the image at (x, y) in the given font, size, color and alignment.",
+  properties: [
+    prop("text", "str", "", { description: "The text to render." }),
+    prop("font", "font", { type: "font", name: "DejaVuSans" }, { description: "The font (a system font name)." }),
+    prop("x", "int", 0, { description: "The x coordinate." }),
+    prop("y", "int", 0, { description: "The y coordinate." }),
+    prop("size", "int", 12, { min: 1, max: 512, description: "The font size in pixels." }),
+    prop("color", "color", { type: "color", value: "#000000" }, { description: "The font color." }),
+    enumProp("align", ["left", "center", "right"], "left"),
+    imageProp("image", "The image to render on."),
+  ],
+  process: async (ctx, inputs) => {
+    const { img, width, height } = await openImage(ctx, inputs.image);
+    const text = asText(inputs.text);
+    if (text.trim() === "") return { output: plainBytes(await img.png().toBuffer()) };
+    const x = asInt(inputs.x, "x");
+    const y = asInt(inputs.y, "y");
+    const label = await textImage(inputs, text);
+    // The part of the text that falls on the image: sharp composites only what fits.
+    const left = Math.max(0, -x);
+    const top = Math.max(0, -y);
+    const w = Math.min(label.width - left, width - Math.max(0, x));
+    const h = Math.min(label.height - top, height - Math.max(0, y));
+    if (w <= 0 || h <= 0) return { output: plainBytes(await img.png().toBuffer()) };
+    const sharp = await loadSharp();
+    const part = await sharp(label.data).extract({ left, top, width: w, height: h }).png().toBuffer();
+    const out = await img
+      .composite([{ input: part, left: Math.max(0, x), top: Math.max(0, y) }])
+      .png()
+      .toBuffer();
+    return { output: plainBytes(out) };
+  },
+};
+
+const combineImageGrid: ProcessNodeDef = {
+  kind: "process",
+  type: "lib.grid.CombineImageGrid",
+  title: "Combine Image Grid",
+  description: "Combines image tiles into one image, `columns` to a row (0: the square root of the tile count).",
+  properties: [
+    prop("tiles", "list[image]", [], { description: "List of image tiles to combine." }),
+    prop("columns", "int", 0, { min: 0, description: "Number of columns in the grid." }),
+  ],
+  outputs: output("image"),
+  process: async (ctx, inputs) => {
+    const tiles = asList(inputs.tiles);
+    if (tiles.length === 0) throw new NodeError("no tiles to combine");
+    const opened = await Promise.all(tiles.map((t, i) => openImage(ctx, t, `tiles[${i}]`)));
+    let columns = asInt(inputs.columns ?? 0, "columns");
+    if (columns <= 0) columns = Math.max(1, Math.floor(Math.sqrt(tiles.length)));
+    const rows = Math.ceil(tiles.length / columns);
+    const cellW = Math.max(...opened.map((o) => o.width));
+    const cellH = Math.max(...opened.map((o) => o.height));
+    const width = cellW * columns;
+    const height = cellH * rows;
+    if (width * height > IMAGE_MAX_PIXELS)
+      throw new NodeError(`the grid would be ${width}×${height}, over the ${IMAGE_MAX_PIXELS}-pixel image limit`);
+    const parts = await Promise.all(
+      opened.map(async (o, i) => ({
+        input: await o.img.ensureAlpha().png().toBuffer(),
+        left: (i % columns) * cellW,
+        top: Math.floor(i / columns) * cellH,
+      })),
+    );
+    const sharp = await loadSharp();
+    const canvas = sharp({ create: { width, height, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } });
+    return { output: plainBytes(await canvas.composite(parts).png().toBuffer()) };
+  },
+};
+
+const sliceImageGrid: ProcessNodeDef = {
+  kind: "process",
+  type: "lib.grid.SliceImageGrid",
+  title: "Slice Image Grid",
+  description: "Slices an image into a grid of tiles (3 × 3 when neither columns nor rows is set).",
+  properties: [
+    imageProp("image", "The image to slice into a grid."),
+    prop("columns", "int", 0, { min: 0, description: "Number of columns in the grid." }),
+    prop("rows", "int", 0, { min: 0, description: "Number of rows in the grid." }),
+  ],
+  outputs: output("list[image]"),
+  process: async (ctx, inputs) => {
+    const { img, width, height } = await openImage(ctx, inputs.image);
+    let columns = asInt(inputs.columns ?? 0, "columns");
+    let rows = asInt(inputs.rows ?? 0, "rows");
+    if (columns <= 0 && rows <= 0) columns = rows = 3;
+    else if (columns <= 0) columns = Math.ceil((width / height) * rows);
+    else if (rows <= 0) rows = Math.ceil((height / width) * columns);
+    const tileW = Math.max(1, Math.floor(width / columns));
+    const tileH = Math.max(1, Math.floor(height / rows));
+    if (Math.ceil(width / tileW) * Math.ceil(height / tileH) > ctx.limits.listMaxItems)
+      throw new NodeError(`the grid has more tiles than nodeListMaxItems (${ctx.limits.listMaxItems})`);
+    const tiles: Uint8Array[] = [];
+    for (let top = 0; top < height; top += tileH) {
+      for (let left = 0; left < width; left += tileW) {
+        const region = { left, top, width: Math.min(tileW, width - left), height: Math.min(tileH, height - top) };
+        tiles.push(plainBytes(await img.clone().extract(region).png().toBuffer()));
+      }
+    }
+    return { output: tiles };
+  },
+};
+
+const LIB_NODES: readonly ProcessNodeDef[] = [
+  brightness,
+  contrast,
+  color,
+  sharpness,
+  autoContrast,
+  equalize,
+  sharpen,
+  edgeEnhance,
+  detail,
+  unsharpMask,
+  adaptiveContrast,
+  exposure,
+  saturationVibrance,
+  invert,
+  solarize,
+  posterize,
+  grayscale,
+  blur,
+  expand,
+  ...FILTER_KERNELS,
+  renderText,
+  combineImageGrid,
+  sliceImageGrid,
+];
+
+/**
+ * Each node again under NodeTool's `nodetool.lib.*` name (some gallery workflows use it). Separate definitions,
+ * not `aliases`: an agent's published catalog lists node types only, and the gateway accepts what it lists.
+ */
+const NODETOOL_NAMED: readonly ProcessNodeDef[] = LIB_NODES.map((d) => ({ ...d, type: `nodetool.${d.type}` }));
+
+export const PILLOW_NODES: readonly NodeDef[] = [...LIB_NODES, ...NODETOOL_NAMED];
