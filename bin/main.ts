@@ -5,30 +5,31 @@
  *   nodeway gateway [--host --port --nats <url> …]             the gateway alone
  *   nodeway agent [--nats <url> --name <n> --max-jobs N …]     one runner agent
  *   nodeway proxy --domain d --email e --upstream <url> …      the TLS proxy
- *   nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]
+ *   nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--json]   run it, live; resumes
+ *   nodeway jobs [--status S] [--workflow W] [--limit N] [--json]   jobs, newest first
+ *   nodeway logs <job> [--follow] [--after SEQ] [--json]       a job's events; --follow: live to its end
+ *   nodeway agents [--json]                                    the live agents
+ *   nodeway cancel <job> [--json]                              cancel a job
  *   nodeway chat [--model M] [--system S] [prompt …]           ask the fleet's models (/v1); no prompt: a conversation
- *   nodeway models                                             the models live agents offer
+ *   nodeway models [--json]                                    the models live agents offer
  *   nodeway token                                              a new random API token (for --api-tokens-file)
+ *   nodeway nats-accounts --agents a,b --out accounts.conf     the NATS accounts of a fleet (one user per agent)
+ * Commands that talk to a gateway take --gateway <url> (NODEWAY_GATEWAY_URL) and --token T (NODEWAY_API_TOKEN).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync } from "node:fs";
 import { createServer, createConnection } from "node:net";
-import { basename, dirname, extname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import type { RunningGateway } from "../gateway/index.js";
 import type { RunningProxy } from "../proxy/index.js";
 import type { Logger } from "../obs/index.js";
-import { MEDIA_TYPES, extensionOf } from "../protocol/index.js";
-import {
-  UsageError,
-  commandFlags,
-  nodewayHome,
-  parseArgs,
-  settingsFor,
-  type CommandFlags,
-  type ParsedArgs,
-} from "./settings.js";
+import { commandFlags, nodewayHome, settingsFor, type CommandFlags, type ParsedArgs } from "./settings.js";
+import { apiToken, fail, flagOn, gatewayUrl, parseCommand, printJson } from "./commands/common.js";
+import { cmdAgents, cmdCancel, cmdJobs, cmdLogs } from "./commands/jobs.js";
+import { cmdRun } from "./commands/run.js";
+import { cmdNatsAccounts } from "./cmd-accounts.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /**
@@ -45,17 +46,12 @@ const BOOLEAN_FLAGS = {
 const UP_FLAGS = ["tls", "nats-port", "no-examples", "https-port", "http-port"];
 /** The flags of the commands that talk to a gateway (they have no settings). */
 const CLIENT_FLAGS = {
-  run: {
-    switches: new Set(["quiet"]),
-    values: new Set(["param", "gateway", "timeout-s", "token", "save"]),
-    positionals: true,
-  },
   chat: {
     switches: new Set(),
     values: new Set(["model", "system", "max-tokens", "gateway", "token"]),
     positionals: true,
   },
-  models: { switches: new Set(), values: new Set(["gateway", "token"]), positionals: false },
+  models: { switches: new Set(["json"]), values: new Set(["gateway", "token"]), positionals: false },
   token: { switches: new Set(), values: new Set(), positionals: false },
 } as const satisfies Record<string, CommandFlags>;
 const LIST_KEYS = new Set([
@@ -72,27 +68,6 @@ const LIST_KEYS = new Set([
   "onDemandAllow",
 ]);
 const ALIASES = { nats: "natsUrl" };
-
-function fail(message: string, code = 2): never {
-  process.stderr.write(`nodeway: ${message}\n`);
-  process.exit(code);
-}
-
-/** A boolean flag that is given and not given as `false`. */
-function flagOn(args: ParsedArgs, name: string): boolean {
-  const v = args.flags.get(name)?.at(-1);
-  return v !== undefined && v !== "false";
-}
-
-/** The command line of one command; one it does not take (a flag, a value, an argument) exits 2 saying why. */
-function parseCommand(argv: readonly string[], spec: CommandFlags): ParsedArgs {
-  try {
-    return parseArgs(argv, spec);
-  } catch (err) {
-    if (err instanceof UsageError) fail(err.message);
-    throw err;
-  }
-}
 
 /** The log of a long-running command (`up`, `gateway`): loaded with it, never by the gateway's clients. */
 async function cliLogger(): Promise<Logger> {
@@ -304,7 +279,7 @@ function forwardAgentOutput(p: ChildProcess, running: (id: string) => void): { e
     running(id);
   });
   createInterface({ input: p.stderr! }).on("line", (line) => {
-    errTail = (errTail + line + "\n").slice(-4_000);
+    errTail = `${errTail}${line}\n`.slice(-4_000);
     process.stderr.write(LOG_LINE.test(line) ? `${line}\n` : `[agent] ${line}\n`);
   });
   return { errTail: () => errTail };
@@ -462,214 +437,6 @@ async function seedExamples(
   }
 }
 
-/** The gateway a client command talks to (`--gateway`, else NODEWAY_GATEWAY_URL), without a trailing slash. */
-function gatewayUrl(args: ParsedArgs): string {
-  return (args.flags.get("gateway")?.at(-1) ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(
-    /\/$/,
-    "",
-  );
-}
-
-/** `--token`, else NODEWAY_API_TOKEN, which keeps the token off the command line (where `ps` shows it). */
-function apiToken(args: ParsedArgs): string | undefined {
-  return args.flags.get("token")?.at(-1) ?? process.env.NODEWAY_API_TOKEN;
-}
-
-/** How `nodeway run` reaches the gateway. */
-interface GatewayClient {
-  url: string;
-  auth: Record<string, string>;
-  /** `fetch`; a gateway that cannot be reached ends the command (exit 1). */
-  call(url: string, init: RequestInit): Promise<Response>;
-}
-
-function gatewayClient(args: ParsedArgs): GatewayClient {
-  const url = gatewayUrl(args);
-  const token = apiToken(args);
-  const call = async (to: string, init: RequestInit): Promise<Response> => {
-    try {
-      return await fetch(to, init);
-    } catch (err) {
-      fail(`cannot reach the gateway at ${url}: ${(err as Error).message}`, 1);
-    }
-  };
-  return { url, auth: token ? { authorization: `Bearer ${token}` } : {}, call };
-}
-
-/** `nodeway run`: save the workflow, run it with streaming, show progress and tokens live, outputs at the end. */
-async function cmdRun(argv: readonly string[]): Promise<void> {
-  const args = parseCommand(argv, CLIENT_FLAGS.run);
-  const file = args.positional[0];
-  if (!file)
-    fail(
-      "usage: nodeway run <workflow.json> [--param k=v …] [--param k=@file …] [--save DIR] [--gateway <url>] [--token T]",
-    );
-  const gw = gatewayClient(args);
-  const quiet = flagOn(args, "quiet");
-  const { id, wf } = readWorkflow(file);
-  const params = await runParams(args.flags.get("param") ?? [], gw, quiet);
-  const path = `${gw.url}/api/workflows/${encodeURIComponent(id)}`;
-  const put = await gw.call(path, {
-    method: "PUT",
-    body: JSON.stringify(wf),
-    headers: { "content-type": "application/json", ...gw.auth },
-  });
-  if (!put.ok) fail(`workflow rejected: ${await errorText(put)}`, 1);
-  const timeout = args.flags.get("timeout-s")?.at(-1);
-  const res = await gw.call(`${path}/run?stream=true`, {
-    method: "POST",
-    body: JSON.stringify({ params, ...(timeout ? { timeout_s: Number(timeout) } : {}) }),
-    headers: { "content-type": "application/json", accept: "application/x-ndjson", ...gw.auth },
-  });
-  if (!res.ok || !res.body) fail(`run rejected: ${await errorText(res)}`, 1);
-  const { status, outputs, error } = await followRun(res.body as unknown as AsyncIterable<Uint8Array>, quiet);
-  await fetchAssets(outputs, gw, args.flags.get("save")?.at(-1));
-  process.stdout.write(JSON.stringify({ status, outputs, ...(error ? { error } : {}) }, null, 2) + "\n");
-  process.exit(status === "completed" ? 0 : 1);
-}
-
-/** The workflow in `file` and its id; a bare graph (`nodes`, `edges`) is wrapped as one. */
-function readWorkflow(file: string): { id: string; wf: Record<string, unknown> } {
-  let wf: Record<string, unknown>;
-  try {
-    wf = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-  } catch (err) {
-    fail(`cannot read ${file}: ${(err as Error).message}`);
-  }
-  if (!wf.graph && Array.isArray(wf.nodes))
-    wf = { name: basename(file, ".json"), graph: { nodes: wf.nodes, edges: wf.edges ?? [] } };
-  const id = (typeof wf.id === "string" && wf.id) || basename(file, ".json").replace(/[^\w-]/g, "-");
-  return { id, wf };
-}
-
-/** The run's params from `--param k=v`; `k=@file` uploads the file and gives its asset:// reference. */
-async function runParams(given: readonly string[], gw: GatewayClient, quiet: boolean): Promise<Record<string, string>> {
-  const params: Record<string, string> = {};
-  for (const p of given) {
-    const eq = p.indexOf("=");
-    if (eq <= 0) fail(`--param needs k=v, got "${p}"`);
-    const value = p.slice(eq + 1);
-    // k=@file: the file becomes an asset, and the param its asset:// reference (an ImageInput's, say).
-    params[p.slice(0, eq)] = value.startsWith("@") ? await uploadAsset(value.slice(1), gw, quiet) : value;
-  }
-  return params;
-}
-
-async function uploadAsset(path: string, gw: GatewayClient, quiet: boolean): Promise<string> {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    fail(`cannot read ${path}: ${(err as Error).message}`);
-  }
-  const type = MEDIA_TYPES[extname(path).slice(1).toLowerCase()] ?? "application/octet-stream";
-  const to = `${gw.url}/api/assets?name=${encodeURIComponent(basename(path))}`;
-  const up = await gw.call(to, {
-    method: "POST",
-    body: new Uint8Array(bytes),
-    headers: { "content-type": type, ...gw.auth },
-  });
-  if (up.status !== 201) fail(`upload of ${path} refused: ${await errorText(up)}`, 1);
-  const a = (await up.json()) as { id: string; uri: string };
-  if (!quiet) process.stderr.write(`uploaded ${path} as ${a.uri}\n`);
-  return a.uri;
-}
-
-/** How a run ended, as its last `job_update` said. */
-interface RunEnd {
-  status: string;
-  outputs: Record<string, unknown>;
-  error: unknown;
-}
-
-/** Reads the run's NDJSON stream: progress to stderr (unless `quiet`), tokens to stdout as they come. */
-async function followRun(body: AsyncIterable<Uint8Array>, quiet: boolean): Promise<RunEnd> {
-  const end: RunEnd = { status: "unknown", outputs: {}, error: null };
-  const err = (s: string) => !quiet && process.stderr.write(s);
-  let buf = "";
-  let midLine = false;
-  const decoder = new TextDecoder();
-  for await (const chunk of body) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line.trim()) continue;
-      const ev = JSON.parse(line) as Record<string, unknown>;
-      switch (ev.type) {
-        case "job_update":
-          end.status = String(ev.status);
-          err(
-            `${midLine ? "\n" : ""}[job ${String(ev.job_id)}] ${end.status}${ev.message ? `: ${String(ev.message)}` : ""}\n`,
-          );
-          midLine = false;
-          if (ev.result) end.outputs = ev.result as Record<string, unknown>;
-          if (ev.error) end.error = ev.error;
-          break;
-        case "node_update":
-          if (ev.status === "error")
-            err(`${midLine ? "\n" : ""}  ✗ ${String(ev.node_name)} (${String(ev.node_type)}): ${String(ev.error)}\n`);
-          else if (!midLine) err(`  ${ev.status === "running" ? "…" : "✓"} ${String(ev.node_name)}\n`);
-          break;
-        case "node_progress":
-          if (!midLine) err(`  ${String(ev.node_id)}: ${String(ev.progress)}/${String(ev.total)}\n`);
-          break;
-        case "chunk":
-          if (typeof ev.content === "string" && ev.content) {
-            process.stdout.write(ev.content);
-            midLine = true;
-          }
-          break;
-        default:
-          break; // other events (edges, logs) are not shown
-      }
-    }
-  }
-  if (midLine) process.stdout.write("\n");
-  return end;
-}
-
-/** Assets among the outputs get the URL to fetch them from; with `--save DIR`, they are fetched into it. */
-async function fetchAssets(
-  outputs: Record<string, unknown>,
-  gw: GatewayClient,
-  saveDir: string | undefined,
-): Promise<void> {
-  const refs: { asset_id: string; content_type: string; url?: string; saved?: string }[] = [];
-  const walk = (v: unknown): void => {
-    if (Array.isArray(v)) v.forEach(walk);
-    else if (v !== null && typeof v === "object") {
-      const o = v as Record<string, unknown>;
-      if (typeof o.asset_id === "string" && typeof o.uri === "string" && o.uri.startsWith("asset://"))
-        refs.push(o as unknown as (typeof refs)[number]);
-      else Object.values(o).forEach(walk);
-    }
-  };
-  walk(outputs);
-  for (const r of refs) {
-    r.url = `${gw.url}/api/assets/${r.asset_id}/content`;
-    if (!saveDir) continue;
-    const got = await gw.call(r.url, { headers: gw.auth });
-    if (!got.ok) fail(`download of ${r.url} failed: ${await errorText(got)}`, 1);
-    mkdirSync(saveDir, { recursive: true });
-    r.saved = join(saveDir, `${r.asset_id}.${extensionOf(r.content_type)}`);
-    writeFileSync(r.saved, Buffer.from(await got.arrayBuffer()));
-  }
-}
-
-/** The gateway's error body as one line: `CODE: message`. */
-async function errorText(res: Response): Promise<string> {
-  const text = await res.text();
-  try {
-    const e = JSON.parse(text) as { code?: string; message?: string };
-    if (e.message) return `${e.code ?? res.status}: ${e.message}`;
-  } catch {
-    /* not JSON: show it as it is */
-  }
-  return `${res.status} ${text}`;
-}
-
 /**
  * `nodeway chat`: talk to the fleet's models through its OpenAI-compatible `/v1` (with the `openai` SDK, as any
  * client would). With a prompt: one answer, streamed. Without one: on a terminal, a conversation (each turn sends
@@ -777,11 +544,25 @@ async function cmdModels(argv: readonly string[]): Promise<void> {
   const token = apiToken(args);
   const { default: OpenAI } = await import("openai");
   const client = new OpenAI({ apiKey: token ?? "none", baseURL: `${gateway}/v1`, maxRetries: 0 });
+  const json = flagOn(args, "json");
   try {
-    for await (const m of client.models.list()) process.stdout.write(`${m.id}\t${m.owned_by}\n`);
+    const models: { id: string; owned_by: string }[] = [];
+    for await (const m of client.models.list()) models.push({ id: m.id, owned_by: m.owned_by });
+    if (json) printJson(models);
+    else for (const m of models) process.stdout.write(`${m.id}\t${m.owned_by}\n`);
   } catch (err) {
     fail(saidByGateway(err, gateway), 1);
   }
+}
+
+/** The commands, from this file's opening comment. */
+function usage(): string {
+  const lines = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
+  const end = lines.indexOf(" */");
+  return `${lines
+    .slice(1, end)
+    .map((l) => l.replace(/^ \*\s?/, ""))
+    .join("\n")}\n`;
 }
 
 async function main(): Promise<void> {
@@ -798,6 +579,16 @@ async function main(): Promise<void> {
         return await cmdProxy(args);
       case "run":
         return await cmdRun(args);
+      case "jobs":
+        return await cmdJobs(args);
+      case "logs":
+        return await cmdLogs(args);
+      case "agents":
+        return await cmdAgents(args);
+      case "cancel":
+        return await cmdCancel(args);
+      case "nats-accounts":
+        return await cmdNatsAccounts(args);
       case "chat":
         return await cmdChat(args);
       case "models":
@@ -807,13 +598,7 @@ async function main(): Promise<void> {
         process.stdout.write(`${(await loadGateway()).newToken()}\n`);
         return;
       default:
-        process.stdout.write(
-          readFileSync(fileURLToPath(import.meta.url), "utf8")
-            .split("\n")
-            .slice(1, 12)
-            .map((l) => l.replace(/^ \*\s?/, ""))
-            .join("\n") + "\n",
-        );
+        process.stdout.write(usage());
         process.exit(cmd === undefined || cmd === "help" || cmd === "--help" ? 0 : 2);
     }
   } catch (err) {

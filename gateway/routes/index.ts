@@ -2,6 +2,7 @@
 import type { RouteContext } from "./context.js";
 import { registerAgentRoutes } from "./agents.js";
 import { registerAssetRoutes } from "./assets.js";
+import { registerConsoleRoutes } from "./console.js";
 import { registerHealthRoutes } from "./health.js";
 import { registerJobRoutes } from "./jobs.js";
 import { registerOpenAiRoutes } from "./openai.js";
@@ -23,5 +24,6 @@ export function registerRoutes(ctx: RouteContext): void {
   registerAssetRoutes(ctx);
   registerOpenAiRoutes(ctx);
   registerThreadRoutes(ctx);
+  registerConsoleRoutes(ctx);
   ctx.router.fallbacks();
 }

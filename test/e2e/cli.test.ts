@@ -6,13 +6,15 @@
 import t from "tap";
 import { createServer } from "node:http";
 import { request } from "node:https";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "../../bin/settings.js";
 import { check } from "../helpers/check.js";
+import { api, tokensWorkflow, type Msg } from "../helpers/clients.js";
 import { runNodeway } from "../helpers/procs.js";
+import { startStack } from "../helpers/stack.js";
 
 t.test("cli - parseArgs: boolean flags take an explicit true/false, other flags take the next argument", async (t) => {
   const spec = { switches: new Set(["access-log", "quiet"]), values: new Set(["tls", "port"]), positionals: true };
@@ -114,4 +116,97 @@ t.test("cli - `nodeway proxy --access-log false` logs no requests; the default l
   t.match(await allOutput(on), /"GET \/hello" 200/, "with the default, the request is in the access log");
   const off = await run(["--access-log", "false"]);
   t.notMatch(await allOutput(off), /"GET \/hello"/, "with --access-log false, nothing is logged");
+});
+
+t.test("cli - jobs, logs, agents, cancel and run, as tables and lines, and with --json", async (t) => {
+  const s = await startStack(t);
+  const gw = ["--gateway", s.url];
+  const dir = mkdtempSync(join(tmpdir(), "nw-cli-jobs-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const wf = join(dir, "tok-cli.json");
+  writeFileSync(wf, JSON.stringify(tokensWorkflow(8, 0)));
+
+  const ran = runNodeway(["run", wf, "--json", ...gw]);
+  t.equal(await ran.exited, 0, ran.stderr());
+  const lines = ran
+    .stdout()
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Msg);
+  const result = lines.at(-1)!;
+  t.match(result, {
+    type: "result",
+    status: "completed",
+    outputs: { text: ["tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 "] },
+  });
+  const events = lines.slice(0, -1);
+  t.ok(
+    events.every((e, i) => i === 0 || e.seq! > events[i - 1]!.seq!),
+    "run --json: one event a line, in seq order",
+  );
+  t.equal(events.filter((e) => e.type === "chunk" && e.content).length, 8, "every token's chunk");
+  const jobId = String(result.job_id);
+
+  const piped = runNodeway(["run", wf, ...gw]);
+  t.equal(await piped.exited, 0);
+  t.match(piped.stdout(), /^tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 \n\{/, "piped: the tokens, then the result");
+  t.match(piped.stderr(), /\[job \w+\] completed/, "plain progress lines on a pipe");
+  t.notMatch(piped.stderr(), /\x1b\[/, "and no terminal escapes");
+
+  const jobs = runNodeway(["jobs", "--workflow", "tok-cli", ...gw]);
+  t.equal(await jobs.exited, 0);
+  t.match(jobs.stdout(), /^JOB\s+STATUS\s+WORKFLOW\s+ATTEMPT\s+AGENT/, "jobs: a table");
+  t.match(jobs.stdout(), new RegExp(`${jobId}\\s+completed\\s+tok-cli\\s+1`));
+  const jobsJson = runNodeway(["jobs", "--workflow", "tok-cli", "--limit", "1", "--json", ...gw]);
+  t.equal(await jobsJson.exited, 0);
+  const page = JSON.parse(jobsJson.stdout()) as { jobs: { id: string }[]; next?: string };
+  t.equal(page.jobs.length, 1, "jobs --json --limit 1: one job");
+  t.ok(page.next, "and the cursor of the next page");
+
+  const logs = runNodeway(["logs", jobId, ...gw]);
+  t.equal(await logs.exited, 0);
+  const logLines = logs.stdout().trim().split("\n");
+  t.equal(logLines.length, events.length, "logs: one line per stored event");
+  t.match(logLines[0], /^\s*\d+ job_update\s+queued/, "a line: seq, type, what it says");
+  const after = events[5]!.seq!;
+  const tail = runNodeway(["logs", jobId, "--after", String(after), "--json", ...gw]);
+  t.equal(await tail.exited, 0);
+  t.same(
+    tail
+      .stdout()
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as Msg).seq),
+    events.slice(6).map((e) => e.seq),
+    "logs --after --json: exactly the events after that seq",
+  );
+
+  const agents = runNodeway(["agents", ...gw]);
+  t.equal(await agents.exited, 0);
+  t.match(agents.stdout(), new RegExp(`^AGENT\\s+STATE\\s+POOLS[^\\n]*\\n${s.agents[0]!.id}\\s+\\w+\\s+cpu`));
+  const agentsJson = runNodeway(["agents", "--json", ...gw]);
+  t.equal(await agentsJson.exited, 0);
+  t.match(JSON.parse(agentsJson.stdout()), [{ id: s.agents[0]!.id, pools: ["cpu"] }]);
+});
+
+t.test("cli - logs --follow streams a running job to its end; cancel cancels it", async (t) => {
+  const s = await startStack(t);
+  const gw = ["--gateway", s.url];
+  await api(s.url, "PUT", "/api/workflows/tok-follow", tokensWorkflow(5_000, 50));
+  const started = await api(s.url, "POST", "/api/workflows/tok-follow/run", {});
+  const jobId = String(started.body.job_id);
+  const follow = runNodeway(["logs", jobId, "--follow", ...gw]);
+  t.teardown(() => follow.kill("SIGKILL"));
+  await check(() => /chunk\s+"tok3 "/.test(follow.stdout()), 20_000, { name: "live tokens in the log" });
+  const cancel = runNodeway(["cancel", jobId, "--json", ...gw]);
+  t.equal(await cancel.exited, 0);
+  t.match(JSON.parse(cancel.stdout()), { job_id: jobId, message: /cancellation requested|job is cancelled/ });
+  t.equal(await follow.exited, 0, "logs --follow ends with the job");
+  t.match(follow.stdout(), /job_update\s+cancelled[^\n]*\n$/, "its last line is the cancellation");
+  const again = runNodeway(["cancel", jobId, ...gw]);
+  t.equal(await again.exited, 0, "cancel is idempotent");
+  t.match(again.stdout(), new RegExp(`job ${jobId}: job is cancelled`));
+  const missing = runNodeway(["cancel", "01jnosuchjob00000000000000", ...gw]);
+  t.equal(await missing.exited, 1);
+  t.match(missing.stderr(), /GW_ERR_NOT_FOUND/);
 });

@@ -1,0 +1,112 @@
+/** The console's shell: hash routes (no server routes to add), the nav, and the sign-in when tokens are on. */
+import { useEffect, useState } from "react";
+import { createRoot } from "react-dom/client";
+import { rest, session } from "./api";
+import { Chat } from "./chat";
+import { Fleet } from "./fleet";
+import { JobList } from "./jobs";
+import { RunView } from "./run-view";
+import "./styles.css";
+import { WorkflowList, WorkflowView } from "./workflows";
+
+function useHash(): string {
+  const [hash, setHash] = useState(location.hash);
+  useEffect(() => {
+    const on = () => setHash(location.hash);
+    addEventListener("hashchange", on);
+    return () => removeEventListener("hashchange", on);
+  }, []);
+  return hash;
+}
+
+function Page({ hash }: { hash: string }) {
+  const [, view = "workflows", id = ""] = hash.replace(/^#/, "").split("/");
+  switch (view) {
+    case "workflows":
+      return id ? <WorkflowView id={id} /> : <WorkflowList />;
+    case "jobs":
+      return id ? <RunView key={id} jobId={id} /> : <JobList />;
+    case "fleet":
+      return <Fleet />;
+    case "chat":
+      return <Chat threadId={id} />;
+    default:
+      return <p>No such page.</p>;
+  }
+}
+
+function SignIn({ onDone }: { onDone: () => void }) {
+  const [token, setToken] = useState("");
+  const [error, setError] = useState("");
+  async function submit(e: React.FormEvent): Promise<void> {
+    e.preventDefault();
+    session.signIn(token.trim());
+    if (await rest.probeAuth()) onDone();
+    else {
+      session.signOut();
+      setError("The gateway refused that token.");
+    }
+  }
+  return (
+    <form className="signin" onSubmit={(e) => void submit(e)}>
+      <h2>Sign in</h2>
+      <p className="muted">This gateway needs an API token. It is kept in this tab only (session storage).</p>
+      <input
+        type="password"
+        name="token"
+        autoComplete="off"
+        placeholder="API token"
+        value={token}
+        onChange={(e) => setToken(e.target.value)}
+      />
+      <button type="submit" disabled={!token.trim()}>
+        Sign in
+      </button>
+      {error && <p className="error">{error}</p>}
+    </form>
+  );
+}
+
+const NAV = [
+  ["workflows", "Workflows"],
+  ["jobs", "Jobs"],
+  ["fleet", "Fleet"],
+  ["chat", "Chat"],
+] as const;
+
+function App() {
+  const hash = useHash();
+  const [auth, setAuth] = useState<"checking" | "ok" | "needed">("checking");
+  useEffect(() => {
+    session.onUnauthorized(() => setAuth("needed"));
+    rest.probeAuth().then(
+      (ok) => setAuth(ok ? "ok" : "needed"),
+      () => setAuth("ok"),
+    );
+  }, []);
+  const view = hash.replace(/^#\/?/, "").split("/")[0] || "workflows";
+  return (
+    <>
+      <header>
+        <h1>Nodeway</h1>
+        <nav>
+          {NAV.map(([k, label]) => (
+            <a key={k} href={`#/${k}`} className={view === k ? "active" : ""}>
+              {label}
+            </a>
+          ))}
+        </nav>
+        {session.token() && auth === "ok" && (
+          <button type="button" className="link-button" onClick={() => (session.signOut(), setAuth("needed"))}>
+            Sign out
+          </button>
+        )}
+      </header>
+      <main>
+        {auth === "needed" ? <SignIn onDone={() => setAuth("ok")} /> : auth === "ok" ? <Page hash={hash} /> : null}
+      </main>
+    </>
+  );
+}
+
+createRoot(document.getElementById("root")!).render(<App />);

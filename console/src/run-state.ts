@@ -1,0 +1,167 @@
+/**
+ * A run as the live view shows it, folded from its events. Folding mutates in place (1,000 tokens/s must not
+ * copy the text per token); the view re-renders once per animation frame. A snapshot in sessionStorage lets a
+ * reload resume from the last event seen instead of replaying the whole job.
+ */
+import type { WsMessage } from "./api";
+
+export interface NodeRun {
+  status: string;
+  progress?: number;
+  total?: number;
+  error?: string;
+}
+export interface OutputItem {
+  nodeId: string;
+  name: string;
+  type: string;
+  value: unknown;
+}
+export interface LogLine {
+  severity: string;
+  node: string;
+  text: string;
+}
+
+export interface RunState {
+  jobId: string;
+  workflowId: string;
+  status: string;
+  attempt: number;
+  agentId: string;
+  lastSeq: number;
+  nodes: Record<string, NodeRun>;
+  /** Streamed text per node ("" for chunks without one). */
+  text: Record<string, string>;
+  previews: Record<string, unknown>;
+  outputs: OutputItem[];
+  logs: LogLine[];
+  error: string;
+  /** How many times the stream was resumed (reconnects and reloads). */
+  resumes: number;
+  replayIncomplete: boolean;
+}
+
+export const TERMINAL = new Set(["completed", "failed", "cancelled", "timed_out"]);
+const LOG_MAX = 2_000;
+
+export function newRun(jobId: string): RunState {
+  return {
+    jobId,
+    workflowId: "",
+    status: "",
+    attempt: 0,
+    agentId: "",
+    lastSeq: 0,
+    nodes: {},
+    text: {},
+    previews: {},
+    outputs: [],
+    logs: [],
+    error: "",
+    resumes: 0,
+    replayIncomplete: false,
+  };
+}
+
+const str = (v: unknown): string =>
+  typeof v === "string" ? v : v === undefined || v === null ? "" : JSON.stringify(v);
+
+function log(s: RunState, severity: string, node: string, text: string): void {
+  s.logs.push({ severity, node, text });
+  if (s.logs.length > LOG_MAX) s.logs.splice(0, s.logs.length - LOG_MAX);
+}
+
+function jobUpdate(s: RunState, m: WsMessage): void {
+  s.status = str(m.status);
+  if (typeof m.attempt === "number") s.attempt = m.attempt;
+  if (m.agent_id) s.agentId = str(m.agent_id);
+  if (m.workflow_id) s.workflowId = str(m.workflow_id);
+  const err = m.error as { message?: string } | string | null | undefined;
+  if (err) s.error = typeof err === "string" ? err : str(err.message);
+  if (m.message) log(s, err ? "error" : "info", "job", `${s.status}: ${str(m.message)}`);
+  else log(s, "info", "job", s.status);
+}
+
+function nodeUpdate(s: RunState, m: WsMessage): void {
+  const id = str(m.node_id);
+  const n = s.nodes[id] ?? { status: "" };
+  n.status = str(m.status);
+  if (m.error) {
+    n.error = str(m.error);
+    log(s, "error", str(m.node_name) || id, n.error);
+  }
+  s.nodes[id] = n;
+}
+
+function chunk(s: RunState, m: WsMessage): void {
+  const id = str(m.node_id);
+  if (m.content_type === "text" || m.content_type === undefined) {
+    if (typeof m.content === "string" && m.content !== "") s.text[id] = (s.text[id] ?? "") + m.content;
+  } else s.previews[id] = { type: m.content_type, uri: m.content };
+}
+
+/** Folds one event into the run; the caller has dropped events at or below `lastSeq`. */
+export function fold(s: RunState, m: WsMessage): void {
+  if (typeof m.seq === "number") s.lastSeq = m.seq;
+  switch (m.type) {
+    case "job_update":
+      return jobUpdate(s, m);
+    case "node_update":
+      return nodeUpdate(s, m);
+    case "node_progress": {
+      const n = s.nodes[str(m.node_id)] ?? { status: "running" };
+      n.progress = Number(m.progress);
+      n.total = Number(m.total);
+      s.nodes[str(m.node_id)] = n;
+      if (typeof m.chunk === "string" && m.chunk) s.text[str(m.node_id)] = (s.text[str(m.node_id)] ?? "") + m.chunk;
+      return;
+    }
+    case "chunk":
+      return chunk(s, m);
+    case "output_update":
+      s.outputs.push({ nodeId: str(m.node_id), name: str(m.node_name), type: str(m.output_type), value: m.value });
+      return;
+    case "preview_update":
+      s.previews[str(m.node_id)] = m.value;
+      return;
+    case "log_update":
+    case "notification":
+      return log(s, str(m.severity), str(m.node_name) || str(m.node_id), str(m.content));
+    case "error":
+      s.error = str(m.message);
+      return log(s, "error", "job", s.error);
+    case "job_resumed":
+      // A replay's own job_updates say how the job went; the header's status stands only when none follow.
+      if (s.status === "" && (m.replay_count === 0 || m.replay_incomplete)) s.status = str(m.status);
+      if (m.replay_incomplete) s.replayIncomplete = true;
+      return;
+    default:
+      return;
+  }
+}
+
+const snapKey = (jobId: string) => `nodeway.run.${jobId}`;
+
+/** The run saved by this tab, if any (a reload resumes after its `lastSeq`). */
+export function loadSnapshot(jobId: string): RunState | null {
+  try {
+    const raw = sessionStorage.getItem(snapKey(jobId));
+    return raw ? (JSON.parse(raw) as RunState) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Saves the run for a reload; one too large for sessionStorage is dropped (a reload then replays it). */
+export function saveSnapshot(s: RunState): void {
+  try {
+    sessionStorage.setItem(snapKey(s.jobId), JSON.stringify(s));
+  } catch {
+    sessionStorage.removeItem(snapKey(s.jobId));
+  }
+}
+
+export function dropSnapshot(jobId: string): void {
+  sessionStorage.removeItem(snapKey(jobId));
+}
