@@ -6,10 +6,11 @@
  * (`BENCH_FLOOR_MODE` picks the floor server's mode for `fanout-floor`: core, js-raw, js-lib, js-republish).
  */
 import { mkdtempSync, readdirSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { topFrames } from "./lib/cpuprofile.js";
-import { cpuNs, startTs, type Spawned } from "./lib/procs.js";
+import { cpuNs, sleep, startTs, type Spawned } from "./lib/procs.js";
 import { startOurProxy } from "./lib/proxy.js";
 import { NatsServer, example, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
 
@@ -44,7 +45,7 @@ async function fanoutWindow(
 }
 const dir = mkdtempSync(join(tmpdir(), "nw-bench-prof-"));
 process.env.NODEWAY_HOME = dir;
-const ns = await NatsServer.start();
+const ns = await NatsServer.start({ monitorPort: await freePort() });
 try {
   // BENCH_NOPROF=1: no profiler (its sampling thread alone costs ~6 % of a core), CPU figures only.
   const traceGc = process.env.BENCH_TRACE_GC !== undefined;
@@ -56,7 +57,13 @@ try {
     ...(traceGc ? ["--trace-gc"] : noProf ? [] : ["--cpu-prof", `--cpu-prof-dir=${join(dir, who)}`]),
   ];
   const gw = await startGateway(ns.url, { nodeArgs: prof("gateway") });
-  const agent = await startAgent(ns.url, gw.url, { maxJobs: 64, nodeArgs: prof("agent") });
+  // BENCH_MAX_JOBS: the agent's --max-jobs (default 32, the dispatch benchmark's jobs in flight).
+  const maxJobs = Number(process.env.BENCH_MAX_JOBS ?? 32);
+  // BENCH_AGENT_ARGS: extra agent flags (e.g. `--strategies inline`, `--warm-runners 8`).
+  const args = (process.env.BENCH_AGENT_ARGS ?? "").split(" ").filter(Boolean);
+  // BENCH_NO_TEST_NODES=1: an agent without `--test-nodes` (as `nodeway up` starts it).
+  const testNodes = process.env.BENCH_NO_TEST_NODES === undefined;
+  const agent = await startAgent(ns.url, gw.url, { maxJobs, nodeArgs: prof("agent"), args, testNodes });
   const pids: Record<string, number> = { gateway: gw.pid, agent: agent.pid, nats: ns.pid };
   /** Processes whose profiles are printed. */
   const profiled = ["gateway", "agent"];
@@ -70,17 +77,35 @@ try {
       body: JSON.stringify(example("hello-world")),
     });
     const workflow = ((await saved.json()) as { id: string }).id;
-    const c = startTs("dispatch-client", "clients/dispatch-client.ts", [], { ipc: true });
+    // BENCH_CLIENT=fetch|ws: queue-client's `fetch` or WebSocket (`run_job`) client; else dispatch-client's node:http.
+    const kind = process.env.BENCH_CLIENT;
+    const c = kind
+      ? startTs("queue-client", "clients/queue-client.ts", [], { ipc: true })
+      : startTs("dispatch-client", "clients/dispatch-client.ts", [], { ipc: true });
     await c.waitFor(/client ready/);
-    const r = await c.call<{ jobsPerS: number; errorCount: number }>({
+    const target = kind ? { target: { mode: kind, base: gw.url, workflow } } : { mode: "ours", base: gw.url, workflow };
+    const before = await natsCounts(ns.monitorPort!);
+    const r = await c.call<{ jobsPerS: number; done: number; errorCount: number }>({
       op: "throughput",
-      mode: "ours",
-      base: gw.url,
-      workflow,
+      ...target,
       concurrency: 32,
       durationMs: seconds * 1000,
     });
-    process.stdout.write(`load: ${r.jobsPerS.toFixed(0)} jobs/s, ${r.errorCount} errors\n`);
+    process.stdout.write(`load: ${r.jobsPerS.toFixed(0)} jobs/s (${r.done} jobs), ${r.errorCount} errors\n`);
+    await sleep(1_000); // the last jobs' trailing writes (records, leases) land
+    printPerJob(before, await natsCounts(ns.monitorPort!), r.done);
+    // One job's events as a client streams them: what each job stores in NW_EVENTS.
+    const one = await fetch(`${gw.url}/api/workflows/${workflow}/run?stream=true`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ params: { name: "bench" } }),
+    });
+    const evs = (await one.text())
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const names = evs.map((e) => [e.type, e.status, e.node_id].filter(Boolean).join(":"));
+    process.stdout.write(`one job's events (${evs.length}): ${names.join(", ")}\n`);
   } else if (what === "fanout") {
     // N=100 subscribers of one job at 400 events/s (the fan-out benchmark's first size): 1 runs, 99 resume from 0.
     const { c, jobId } = await fanoutWindow(gw.pid, async (c, n, rate) => {
@@ -173,6 +198,52 @@ try {
   await ns.stop();
 }
 process.exit(0);
+
+function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** Per client connection (by name) messages in/out as nats-server counts them, and per stream stored messages. */
+type Counts = { conns: Map<string, { in: number; out: number }>; streams: Map<string, number> };
+async function natsCounts(monitorPort: number): Promise<Counts> {
+  const base = `http://127.0.0.1:${monitorPort}`;
+  const connz = (await (await fetch(`${base}/connz?limit=1024`)).json()) as {
+    connections?: { name?: string; cid: number; in_msgs: number; out_msgs: number }[];
+  };
+  const conns = new Map<string, { in: number; out: number }>();
+  for (const c of connz.connections ?? []) {
+    const k = c.name || `cid ${c.cid}`;
+    const prev = conns.get(k) ?? { in: 0, out: 0 };
+    conns.set(k, { in: prev.in + c.in_msgs, out: prev.out + c.out_msgs });
+  }
+  const jsz = (await (await fetch(`${base}/jsz?accounts=true&streams=true`)).json()) as {
+    account_details?: { stream_detail?: { name: string; state: { messages: number; last_seq: number } }[] }[];
+  };
+  const streams = new Map<string, number>();
+  for (const a of jsz.account_details ?? [])
+    for (const st of a.stream_detail ?? []) streams.set(st.name, st.state.last_seq);
+  return { conns, streams };
+}
+
+/** Messages per job: what each connection published (in) and was delivered (out), and stream appends. */
+function printPerJob(a: Counts, b: Counts, jobs: number): void {
+  const per = (x: number) => (x / jobs).toFixed(2);
+  process.stdout.write(`NATS messages per job (${jobs} jobs; in = published by the client, out = delivered to it)\n`);
+  for (const [k, v] of b.conns) {
+    const o = a.conns.get(k) ?? { in: 0, out: 0 };
+    if (v.in - o.in + v.out - o.out > jobs / 10)
+      process.stdout.write(`  ${k}: in ${per(v.in - o.in)}, out ${per(v.out - o.out)}\n`);
+  }
+  for (const [k, v] of b.streams) {
+    const d = v - (a.streams.get(k) ?? 0);
+    if (d > 0) process.stdout.write(`  stream ${k}: ${per(d)} appended\n`);
+  }
+}
 
 /** `--trace-gc` lines → pauses by kind: how many, how many over 1 and 2 ms, the longest. */
 function gcSummary(out: string): string {

@@ -58,9 +58,21 @@ const BENCHES: Bench[] = [
     bench: "dispatch",
     script: "dispatch.ts",
     quick: true,
-    timeoutS: 420,
+    timeoutS: 600,
     quickTimeoutS: 45,
-    metrics: (q) => ["first_event_p50_ms", "jobs_per_s", ...(q ? [] : ["first_event_p50_r3_vs_r1"])],
+    metrics: (q) => [
+      "first_event_p50_ms",
+      "jobs_per_s",
+      ...(q ? [] : ["first_event_p50_r3_vs_r1"]),
+      ...(q
+        ? []
+        : ["fetch", "ws"].flatMap((k) => [
+            `${k}_first_event_p50_vs_bullmq`,
+            `${k}_first_event_p99_vs_bullmq`,
+            `${k}_jobs_per_s_vs_bullmq_default`,
+            `${k}_jobs_per_s_vs_bullmq_matched`,
+          ])),
+    ],
   },
   {
     name: "fanout",

@@ -1,5 +1,6 @@
 /** Our stack for a benchmark: nats-server (ephemeral port, temp store), gateway and agent processes. */
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
@@ -52,6 +53,8 @@ export async function startAgent(
     nodeArgs?: string[];
     args?: string[];
     env?: NodeJS.ProcessEnv;
+    /** `--test-nodes` (the default): the demo nodes the token benchmarks run. */
+    testNodes?: boolean;
   } = {},
 ): Promise<Spawned> {
   const p = startNodeway(
@@ -60,7 +63,7 @@ export async function startAgent(
       "agent",
       "--nats",
       natsUrl,
-      "--test-nodes",
+      ...(opts.testNodes === false ? [] : ["--test-nodes"]),
       "--max-jobs",
       String(opts.maxJobs ?? 64),
       "--name",
@@ -75,7 +78,7 @@ export async function startAgent(
     const r = await fetch(`${gatewayUrl}/api/nodes/metadata`)
       .then((x) => x.text())
       .catch(() => "");
-    if (r.includes("nodeway.test.Tokens")) return p;
+    if (r.includes(opts.testNodes === false ? "nodetool.text.FormatText" : "nodeway.test.Tokens")) return p;
     await sleep(100);
   }
   throw new Error("agent's node catalog never reached the gateway");
@@ -95,4 +98,58 @@ export function tokensGraph(rate: number): Graph {
   const g = example("streaming-tokens").graph;
   for (const n of g.nodes) if (n.type === "nodeway.test.Tokens") n.data = { ...n.data, rate };
   return g;
+}
+
+export interface Up extends Spawned {
+  url: string;
+}
+
+/**
+ * `nodeway up` as a user starts it (its own nats-server, the gateway in-process, one agent child, the examples
+ * saved), with `args` added (`--max-jobs 32`), in its own home; `--port 0` and a free NATS port. `stop` ends it
+ * with SIGTERM, so that it stops its nats-server and agent itself.
+ */
+export async function startUp(args: string[], opts: { nodeArgs?: string[]; name?: string } = {}): Promise<Up> {
+  const env = { NODEWAY_HOME: mkdtempSync(join(tmpdir(), "nw-bench-up-")) };
+  const p = startNodeway(opts.name ?? "up", ["up", "--port", "0", ...args], { env, nodeArgs: opts.nodeArgs });
+  const url = (await p.waitFor(/nodeway is up: (\S+)/, 60_000))[1]!;
+  // Its nats-server and agent, so that none outlives the benchmark if `up` is killed before it stopped them.
+  const children = childPids(p.pid);
+  const killChildren = () => {
+    for (const pid of children) signal(pid, "SIGKILL");
+  };
+  process.on("exit", killChildren);
+  const stop = async () => {
+    if (p.proc.exitCode === null && p.proc.signalCode === null) {
+      p.proc.kill("SIGTERM");
+      const t = setTimeout(() => p.proc.kill("SIGKILL"), 15_000);
+      await p.exited;
+      clearTimeout(t);
+    }
+    killChildren();
+  };
+  return Object.assign(p, { url, stop });
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone */
+  }
+}
+
+/** The pids whose parent is `ppid` (from /proc). */
+function childPids(ppid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === ppid) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
 }

@@ -25,23 +25,32 @@ const STREAMS = ["NW_JOBS", "NW_EVENTS", "KV_nw_jobs", "KV_nw_agents"];
 /** Tokens per job and per second: about 3 s of streaming, long enough to fault mid-job. */
 const TOKENS = 240;
 const RATE = 80;
-/** A client gives up on a job after this: a 3 s job ends within it across any one fault and its failover. */
-const FOLLOW_MS = 45_000;
+/**
+ * The rolling restart's jobs: ~24 s of streaming at a lower rate, so that all 20 still stream when the last
+ * server goes down (a roll takes 8–15 s on two busy cores) without more events than the other scenarios' total.
+ */
+const ROLL_TOKENS = 480;
+const ROLL_RATE = 20;
+const ROLL_JOBS = 20;
+/** A client gives up on a job after this: a 24 s job ends within it across any one fault and its failover. */
+const FOLLOW_MS = 75_000;
 
 t.comment(`nats-server ${natsServerVersion()}, seed ${SEED}`);
 
 // The proxy's certificate is self-signed: trust it for this process's fetches and sockets.
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
 // A job on a killed agent is redelivered after the ack wait: short, so the run fits the time box.
-const fleet = await Fleet.start({ gatewayArgs: ["--ack-wait-ms", "3000"], agentArgs: ["--max-jobs", "4"] });
+// 3 agents × 8 jobs: the rolling restart's 20 jobs all run at once.
+const fleet = await Fleet.start({ gatewayArgs: ["--ack-wait-ms", "3000"], agentArgs: ["--max-jobs", "8"] });
 t.teardown(() => fleet.stop());
 await putWorkflow(fleet.front, "tok", tokensWorkflow(TOKENS, RATE));
+await putWorkflow(fleet.front, "tok-roll", tokensWorkflow(ROLL_TOKENS, ROLL_RATE));
 
 /** A client that runs one job through the proxy and follows it to its end, resuming on a new socket as needed. */
-async function follow(log: ClientLog, timeoutMs: number): Promise<string> {
+async function follow(log: ClientLog, timeoutMs: number, workflow: string): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   let c = await RecWs.open(fleet.front, log);
-  const jobId = await c.run("tok");
+  const jobId = await c.run(workflow);
   while (!log.ended(jobId)) {
     await check(() => log.ended(jobId) || !c.open, deadline - Date.now(), {
       name: `${jobId} ends or its socket drops`,
@@ -83,21 +92,29 @@ interface Outcome {
  * Runs `jobs` jobs, calls `fault` once every job has streamed a little, waits for every job's end, heals the
  * fleet, and checks the history; prints the scenario's counts.
  */
-async function scenario(t: T, name: string, jobs: number, fault: (run: Run) => Promise<Outcome>): Promise<void> {
+async function scenario(
+  t: T,
+  name: string,
+  jobs: number,
+  fault: (run: Run) => Promise<Outcome>,
+  workflow = "tok",
+): Promise<void> {
   const h = new History();
   const run: Run = {
     ids: [],
     more() {
-      const p = follow(h.client(`c${this.ids.length}`), FOLLOW_MS);
+      const p = follow(h.client(`c${this.ids.length}`), FOLLOW_MS, workflow);
       p.catch(() => undefined);
       this.ids.push(p);
     },
   };
   for (let i = 0; i < jobs; i++) run.more();
+  const why = run.ids.map(() => "no job yet");
+  for (const [i, p] of run.ids.entries()) p.catch((err: unknown) => (why[i] = `failed: ${String(err).slice(0, 200)}`));
   const streaming = () => h.clients.every((l) => [...l.jobs.values()].some((f) => f.got.length >= 20));
   await check(streaming, 30_000, { name: "every job streams" }).catch(async (err: unknown) => {
     const seen = h.clients.map(
-      (l) => [...l.jobs.entries()].map(([j, f]) => `${j}: ${f.got.length} events`).join() || "no job yet",
+      (l, i) => [...l.jobs.entries()].map(([j, f]) => `${j}: ${f.got.length} events`).join() || why[i],
     );
     t.comment(`gateways said:\n${gatewayLines()}`);
     throw new Error(`${(err as Error).message} (${seen.join("; ")})`);
@@ -161,22 +178,29 @@ t.test("cluster - SIGKILL of the nats-server an agent is connected to", async (t
   await scenario(t, "agent's server killed", 6, async () => killServer(await serverOf("nodeway-agent-")));
 });
 
-t.test("cluster - rolling restart of the three servers while jobs stream", async (t) => {
-  // Jobs of ~3 s each: two more join after each server is back, so jobs stream through the whole roll (fewer
-  // than 20 in all: two cores hold the fleet, the clients and the checker). A submit whose PubAck was lost with
-  // its server is answered 503 with the job failed (half-submit tests that); these submits come between faults.
-  await scenario(t, "rolling restart", 4, async (run) => {
-    let faults = 0;
-    for (const node of fleet.nats.nodes) {
-      await node.terminate();
-      faults++;
-      await node.restart();
-      await fleet.nats.waitHealed(STREAMS, 60_000);
-      run.more();
-      run.more();
-    }
-    return { faults };
-  });
+t.test("cluster - rolling restart of the three servers while 20 jobs stream", async (t) => {
+  // 20 jobs of ~24 s each, all started before the roll and streaming through it; every job must still be
+  // streaming when the last server goes down (checked: the roll fits in their time). Submits come before the
+  // faults: one whose PubAck was lost with its server is answered 503 with the job failed (half-submit tests that).
+  await scenario(
+    t,
+    "rolling restart",
+    ROLL_JOBS,
+    async (run) => {
+      let faults = 0;
+      const settled = new Set<number>();
+      run.ids.forEach((p, i) => void p.finally(() => settled.add(i)).catch(() => undefined));
+      for (const node of fleet.nats.nodes) {
+        t.equal(settled.size, 0, `no job ended before server ${faults + 1} of 3 went down`);
+        await node.terminate();
+        faults++;
+        await node.restart();
+        await fleet.nats.waitHealed(STREAMS, 60_000);
+      }
+      return { faults };
+    },
+    "tok-roll",
+  );
 });
 
 t.test("cluster - SIGKILL of a gateway and of an agent in the same run", async (t) => {
