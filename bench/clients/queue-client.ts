@@ -1,13 +1,12 @@
 /**
  * The clients a user would pick to submit a job and hear about it, side by side (a worker process driven over
- * IPC): Nodeway with `fetch` (`POST …/run?stream=true` / `?wait=true`), Nodeway over one WebSocket
- * (`nodeway.msgpack`, `run_job` with a saved workflow, jobs told apart by `job_id`), and BullMQ's `Queue` +
+ * IPC): Nodeway with `fetch` (`POST …/run?stream=true` / `?wait=true`), Nodeway with its typed client over
+ * WebSocket (`client/`: msgpack, `run_job` with a saved workflow), and BullMQ's `Queue` +
  * `QueueEvents` over ioredis. Per kind: submit → "running" (ours: the agent's `job_update running`; BullMQ: the
  * `active` event) at the client, one job at a time; and jobs/s with C jobs in flight until "completed" at the client.
  */
 import { Queue, QueueEvents } from "bullmq";
-import WebSocket from "ws";
-import { decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
+import { NodewayClient } from "../../client/index.js";
 import { serve } from "../lib/procs.js";
 
 type Target =
@@ -74,90 +73,35 @@ async function readNdjson(r: Response, onRunning: () => void): Promise<void> {
     throw new Error(`job ended ${JSON.stringify(last).slice(0, 200)}`);
 }
 
-/** Our events of one job as the WebSocket client follows it. */
+/** Sockets a WebSocket arm spreads its jobs over (a socket follows at most 1,000 jobs, ended ones for 0.5 s). */
+const WS_SOCKETS = 4;
+/** The typed client (`client/`), one per socket: `run`, then the job's events until its end. */
+function wsKind(t: { base: string; workflow: string }): Kind {
+  const clients: NodewayClient[] = [];
+  return {
+    async job(onRunning, slot = 0) {
+      const i = slot % WS_SOCKETS;
+      const client = (clients[i] ??= new NodewayClient({ url: t.base }));
+      const run = async () => {
+        const job = await client.run({ workflowId: t.workflow, params: { name: "bench" } });
+        let running = false;
+        job.on((ev) => {
+          if (!running && ev.attempt >= 1) (running = true), onRunning?.();
+        });
+        const end = await job.done;
+        if (end.status !== "completed" || !JSON.stringify(end.outputs).includes(GREETING))
+          throw new Error(`job ended ${JSON.stringify(end).slice(0, 200)}`);
+      };
+      await deadline(run(), "run_job");
+    },
+  };
+}
+
+/** A BullMQ job being followed: `onRunning` at its `active` event, `done` at its end. */
 interface Watch {
   onRunning?: () => void;
   running: boolean;
   done: (err: Error | null) => void;
-}
-
-/** One `nodeway.msgpack` socket, many jobs on it: replies matched by `request_id`, events by `job_id`. */
-class WsConn {
-  private readonly byRequest = new Map<string, Watch>();
-  private readonly byJob = new Map<string, Watch>();
-  /** Events of a job that came before the reply that named it (the socket joins the job before publishing). */
-  private readonly early = new Map<string, Record<string, unknown>[]>();
-  private seq = 0;
-  private constructor(private readonly ws: WebSocket) {
-    ws.on("message", (data: Buffer) => this.onFrame(decodeMsgpack(data) as Record<string, unknown>));
-    ws.on("close", () => this.failAll(new Error("socket closed")));
-  }
-
-  static open(base: string): Promise<WsConn> {
-    return new Promise((res, rej) => {
-      const ws = new WebSocket(`${base.replace(/^http/, "ws")}/ws`, ["nodeway.msgpack"], { perMessageDeflate: false });
-      ws.once("open", () => res(new WsConn(ws)));
-      ws.once("error", rej);
-    });
-  }
-
-  run(workflow: string, onRunning?: () => void): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const request_id = `q${++this.seq}`;
-      const done = (err: Error | null) => (err ? reject(err) : resolve());
-      this.byRequest.set(request_id, { onRunning, running: false, done });
-      const data = { workflow_id: workflow, params: { name: "bench" } };
-      this.ws.send(encodeMsgpack({ command: "run_job", request_id, data }));
-    });
-  }
-
-  private onFrame(ev: Record<string, unknown>): void {
-    if (ev.type === "rpc_response") return this.onReply(ev);
-    if (ev.type === "error") return this.failAll(new Error(`error frame ${JSON.stringify(ev).slice(0, 200)}`));
-    const jobId = ev.job_id as string | undefined;
-    if (jobId === undefined || ev.type !== "job_update") return;
-    const w = this.byJob.get(jobId);
-    if (w) this.onUpdate(jobId, w, ev);
-    else this.early.set(jobId, [...(this.early.get(jobId) ?? []), ev]);
-  }
-
-  private onReply(ev: Record<string, unknown>): void {
-    const w = this.byRequest.get(ev.request_id as string);
-    if (!w) return;
-    this.byRequest.delete(ev.request_id as string);
-    const jobId = (ev.result as { job_id?: string } | undefined)?.job_id;
-    if (ev.error || !jobId) return w.done(new Error(`run_job answered ${JSON.stringify(ev).slice(0, 200)}`));
-    this.byJob.set(jobId, w);
-    for (const e of this.early.get(jobId) ?? []) this.onUpdate(jobId, w, e);
-    this.early.delete(jobId);
-  }
-
-  private onUpdate(jobId: string, w: Watch, ev: Record<string, unknown>): void {
-    if (!w.running && ((ev.attempt as number | undefined) ?? 0) >= 1) (w.running = true), w.onRunning?.();
-    if (!["completed", "failed", "cancelled", "timed_out"].includes(ev.status as string)) return;
-    this.byJob.delete(jobId);
-    const ok = ev.status === "completed" && JSON.stringify(ev.result ?? "").includes(GREETING);
-    w.done(ok ? null : new Error(`job ended ${JSON.stringify(ev).slice(0, 200)}`));
-  }
-
-  private failAll(err: Error): void {
-    for (const w of [...this.byRequest.values(), ...this.byJob.values()]) w.done(err);
-    this.byRequest.clear();
-    this.byJob.clear();
-  }
-}
-
-/** Sockets a WebSocket arm spreads its jobs over (a socket follows at most 1,000 jobs, ended ones for 0.5 s). */
-const WS_SOCKETS = 4;
-function wsKind(t: { base: string; workflow: string }): Kind {
-  const conns: Promise<WsConn>[] = [];
-  return {
-    async job(onRunning, slot = 0) {
-      const i = slot % WS_SOCKETS;
-      conns[i] ??= WsConn.open(t.base);
-      await deadline((await conns[i]).run(t.workflow, onRunning), "run_job");
-    },
-  };
 }
 
 /** BullMQ: `Queue.add`, then `QueueEvents`' `active` and `completed` for that job id (errors on `failed`). */

@@ -4,11 +4,13 @@
  * and per job the time from the start request to the first token. Validates every run: all tokens, in order,
  * a `completed` terminal update, no error frames, no closed sockets.
  *
- * mode "ours": our gateway's /ws (`nodeway.msgpack`), `run_job` with the streaming-tokens graph.
+ * mode "ours": the typed client (`client/`, msgpack) on our gateway's /ws, `run` with the streaming-tokens graph:
+ * what a user's program sees, the client's own work included.
  * mode "floor": the floor server's /ws?job=<id>, a `{"start": …}` frame, the floor publisher emits.
  */
 import WebSocket from "ws";
-import { decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
+import { NodewayClient, type JobEvent, type WebSocketCtor } from "../../client/index.js";
+import { decodeMsgpack } from "../../protocol/index.js";
 import { serve } from "../lib/procs.js";
 
 interface RunReq {
@@ -32,100 +34,127 @@ function open(url: string, protocols: string[]): Promise<WebSocket> {
   });
 }
 
-let jobSeq = 0;
-async function run(
-  r: RunReq,
-): Promise<{ lat: number[]; ttft: number[]; errors: string[]; phases: Record<string, number[]> }> {
-  const lat: number[] = [];
-  const ttft: number[] = [];
-  const errors: string[] = [];
-  /** TTFT phases per job (ours): request → queued event emitted (gateway submit), queued → running (dispatch: publish, agent pull, claim), running → first token emitted (graph start + pacing), first token emitted → received. */
-  const phases: { submit: number[]; dispatch: number[]; start: number[]; deliver: number[] } = {
-    submit: [],
-    dispatch: [],
-    start: [],
-    deliver: [],
+/** `ws` that accepts the benchmark's self-signed certificate (the TLS proxy arm), without compression. */
+class BenchWs extends WebSocket {
+  constructor(url: string, protocols?: string | string[]) {
+    super(url, protocols, { rejectUnauthorized: false, perMessageDeflate: false });
+  }
+}
+
+type Phases = { submit: number[]; dispatch: number[]; start: number[]; deliver: number[] };
+type Outcome = { lat: number[]; ttft: number[]; errors: string[]; phases: Phases };
+
+/** One job through the typed client on its own socket: every token in order, then `completed`. */
+async function oursJob(r: RunReq, i: number, out: Outcome): Promise<void> {
+  const client = new NodewayClient({
+    url: r.url.replace(/^ws/, "http"),
+    WebSocket: BenchWs as unknown as WebSocketCtor,
+  });
+  await client.connect();
+  await sleep(i * r.staggerMs);
+  const t0 = now();
+  let next = 0;
+  let queuedTs = NaN;
+  let runningTs = NaN;
+  const onEvent = (ev: JobEvent) => {
+    const t = now();
+    if (ev.type === "job_update" && ev.status === "queued" && Number.isNaN(queuedTs)) queuedTs = ev.ts ?? NaN;
+    if (ev.type === "job_update" && ev.status === "running") runningTs = ev.ts ?? NaN;
+    if (ev.type !== "chunk" || (ev.content === "" && ev.done)) return;
+    if (ev.content !== `tok${next} `) throw new Error(`token ${next} expected, got ${JSON.stringify(ev.content)}`);
+    const ets = ev.ts ?? NaN;
+    if (next === 0) {
+      out.ttft.push(t - t0);
+      if (Number.isFinite(queuedTs) && Number.isFinite(runningTs)) {
+        out.phases.submit.push(queuedTs - t0);
+        out.phases.dispatch.push(runningTs - queuedTs);
+        out.phases.start.push(ets - runningTs);
+        out.phases.deliver.push(t - ets);
+      }
+    }
+    next++;
+    out.lat.push(t - ets);
   };
-  const jobs = await Promise.all(
-    Array.from({ length: r.jobs }, async () => {
-      const id = `b${process.pid}x${++jobSeq}`;
-      const ws =
-        r.mode === "ours" ? await open(`${r.url}/ws`, ["nodeway.msgpack"]) : await open(`${r.url}/ws?job=${id}`, []);
-      return { id, ws };
-    }),
-  );
-  const done = jobs.map(({ id, ws }, i) => {
-    return new Promise<void>((resolve) => {
-      let next = 0;
-      let t0 = 0;
-      let finished = false;
-      const seen: string[] = [];
-      let queuedTs = NaN;
-      let runningTs = NaN;
-      const finish = (err?: string) => {
-        if (finished) return;
-        finished = true;
-        if (err) errors.push(`job ${i}: ${err} (last frames: ${seen.slice(-4).join(", ")})`);
-        clearTimeout(timer);
-        ws.removeAllListeners("message");
-        ws.close();
-        resolve();
-      };
-      const timer = setTimeout(
-        () => finish(`timed out after ${next}/${r.count} tokens`),
-        r.staggerMs * r.jobs + (r.count / r.rate) * 1000 + 15_000,
-      );
-      ws.on("message", (data: Buffer, isBinary: boolean) => {
-        const t = now();
-        const ev = (
-          isBinary
-            ? decodeMsgpack(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
-            : JSON.parse(data.toString())
-        ) as Record<string, unknown>;
-        if (seen.length < 64) seen.push(`${String(ev.type)}${ev.status ? ":" + String(ev.status) : ""}`);
-        if (ev.type === "chunk") {
-          if (ev.content === "" && ev.done) return;
-          if (ev.content !== `tok${next} `) return finish(`token ${next} expected, got ${JSON.stringify(ev.content)}`);
-          if (next === 0) {
-            ttft.push(t - t0);
-            const ets = ev.ts as number;
-            if (r.mode === "ours" && Number.isFinite(queuedTs) && Number.isFinite(runningTs)) {
-              phases.submit.push(queuedTs - t0);
-              phases.dispatch.push(runningTs - queuedTs);
-              phases.start.push(ets - runningTs);
-              phases.deliver.push(t - ets);
-            }
-          }
-          next++;
-          lat.push(t - (ev.ts as number));
-        } else if (ev.type === "job_update" && ev.status === "queued" && !Number.isFinite(queuedTs)) {
-          queuedTs = ev.ts as number;
-        } else if (ev.type === "job_update" && ev.status === "running") {
-          runningTs = ev.ts as number;
-        } else if (
-          ev.type === "job_update" &&
-          ["completed", "failed", "cancelled", "timed_out"].includes(ev.status as string)
-        ) {
-          if (ev.status !== "completed")
-            return finish(`job ended ${String(ev.status)}: ${JSON.stringify(ev.error ?? "")}`);
-          finish(next === r.count ? undefined : `completed after ${next}/${r.count} tokens`);
-        } else if (ev.type === "error" || (ev.type === "rpc_response" && ev.error)) {
-          finish(`error frame: ${JSON.stringify(ev)}`);
-        }
-      });
-      ws.on("close", () => finish(`socket closed after ${next}/${r.count} tokens`));
-      void sleep(i * r.staggerMs).then(() => {
-        t0 = now();
-        if (r.mode === "ours")
-          ws.send(
-            encodeMsgpack({ command: "run_job", request_id: id, data: { graph: r.graph, params: { count: r.count } } }),
-          );
-        else ws.send(JSON.stringify({ start: { job_id: id, count: r.count, rate: r.rate } }));
-      });
+  const limitMs = r.staggerMs * r.jobs + (r.count / r.rate) * 1000 + 15_000;
+  try {
+    const job = await client.run({ graph: r.graph, params: { count: r.count } });
+    job.on((ev) => {
+      try {
+        onEvent(ev);
+      } catch (err) {
+        out.errors.push(`job ${i}: ${(err as Error).message}`);
+        job.stop();
+      }
+    });
+    const timer = setTimeout(() => job.stop(), limitMs);
+    const end = await job.done.finally(() => clearTimeout(timer));
+    if (end.status !== "completed") out.errors.push(`job ${i}: ended ${end.status}: ${JSON.stringify(end.error)}`);
+    else if (next !== r.count) out.errors.push(`job ${i}: completed after ${next}/${r.count} tokens`);
+  } catch (err) {
+    out.errors.push(`job ${i}: ${(err as Error).message} after ${next}/${r.count} tokens`);
+  } finally {
+    client.close();
+  }
+}
+
+const emptyOutcome = (): Outcome => ({
+  lat: [],
+  ttft: [],
+  errors: [],
+  phases: { submit: [], dispatch: [], start: [], deliver: [] },
+});
+
+async function run(r: RunReq): Promise<Outcome> {
+  const out = emptyOutcome();
+  const one = r.mode === "ours" ? oursJob : floorJob;
+  await Promise.all(Array.from({ length: r.jobs }, (_, i) => one(r, i, out)));
+  return out;
+}
+
+let jobSeq = 0;
+/** One job on the floor server: its own socket, a `start` frame, every token in order, then `completed`. */
+async function floorJob(r: RunReq, i: number, out: Outcome): Promise<void> {
+  const id = `b${process.pid}x${++jobSeq}`;
+  const ws = await open(`${r.url}/ws?job=${id}`, []);
+  await new Promise<void>((resolve) => {
+    let next = 0;
+    let t0 = 0;
+    let finished = false;
+    const finish = (err?: string) => {
+      if (finished) return;
+      finished = true;
+      if (err) out.errors.push(`job ${i}: ${err}`);
+      clearTimeout(timer);
+      ws.removeAllListeners("message");
+      ws.close();
+      resolve();
+    };
+    const limitMs = r.staggerMs * r.jobs + (r.count / r.rate) * 1000 + 15_000;
+    const timer = setTimeout(() => finish(`timed out after ${next}/${r.count} tokens`), limitMs);
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      const t = now();
+      const ev = (
+        isBinary
+          ? decodeMsgpack(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+          : JSON.parse(data.toString())
+      ) as Record<string, unknown>;
+      if (ev.type === "chunk") {
+        if (ev.content === "" && ev.done) return;
+        if (ev.content !== `tok${next} `) return finish(`token ${next} expected, got ${JSON.stringify(ev.content)}`);
+        if (next === 0) out.ttft.push(t - t0);
+        next++;
+        out.lat.push(t - (ev.ts as number));
+      } else if (ev.type === "job_update" && ev.status !== "running" && ev.status !== "queued") {
+        if (ev.status !== "completed") return finish(`job ended ${String(ev.status)}`);
+        finish(next === r.count ? undefined : `completed after ${next}/${r.count} tokens`);
+      }
+    });
+    ws.on("close", () => finish(`socket closed after ${next}/${r.count} tokens`));
+    void sleep(i * r.staggerMs).then(() => {
+      t0 = now();
+      ws.send(JSON.stringify({ start: { job_id: id, count: r.count, rate: r.rate } }));
     });
   });
-  await Promise.all(done);
-  return { lat, ttft, errors, phases };
 }
 
 serve(async (m) => {
