@@ -39,11 +39,11 @@ t.test(
   "cli pty - the run resumes after two cuts: progress redrawn in place, every token once",
   { timeout: 90_000 },
   async (t) => {
-    const n = 400;
+    const n = 500;
     const proxy = await CutProxy.start(s.url);
     t.teardown(() => proxy.stop());
     const wf = join(dir, "tokens-pty.json");
-    writeFileSync(wf, JSON.stringify(tokensWorkflow(n, 120)));
+    writeFileSync(wf, JSON.stringify(tokensWorkflow(n, 50)));
     const out = join(dir, "tokens-pty.out");
     const term = onPty(`${run(wf, proxy.url)} > ${out}`);
     const jobId = await check(() => jobIdIn(term.shown()), 20_000, { name: "the job shown" });

@@ -114,6 +114,8 @@ t.test("chat - a chat-completions request is checked at the edge; the refusal na
       temperature: 0,
       topP: null,
       stop: [],
+      tools: [],
+      toolChoice: null,
     },
     "system and developer prompts joined, text parts joined, max_completion_tokens before max_tokens",
   );
