@@ -303,15 +303,45 @@ interface NatsChild {
   stop(): Promise<void>;
 }
 
-async function startNats(home: string, portFlag: string | undefined): Promise<NatsChild> {
+/**
+ * A nats-server left running on this home's store by an `up` that was killed (SIGKILL leaves its child behind, and
+ * the store's lock with it): stopped, SIGTERM then SIGKILL after 5 s. Only a process that is a nats-server on this
+ * store is touched.
+ */
+async function stopStaleNats(pidFile: string, store: string, log: Logger): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, "utf8").trim());
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    if (!Number.isInteger(pid) || !cmd[0]?.endsWith("nats-server") || !cmd.includes(store)) return;
+  } catch {
+    return; // no pid file, or no such process
+  }
+  log.warn(`stopping nats-server ${pid}, left running on ${store} by an earlier nodeway up`);
+  const gone = () => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  process.kill(pid, "SIGTERM");
+  for (let i = 0; i < 50 && !gone(); i++) await new Promise((r) => setTimeout(r, 100));
+  if (!gone()) process.kill(pid, "SIGKILL");
+}
+
+async function startNats(home: string, portFlag: string | undefined, log: Logger): Promise<NatsChild> {
   const store = join(home, "nats");
   mkdirSync(store, { recursive: true, mode: 0o700 });
+  const pidFile = join(home, "nats-server.pid");
+  await stopStaleNats(pidFile, store, log);
   const host = "127.0.0.1";
   const port = portFlag ? Number(portFlag) : await freePort(host);
   // nats-server logs to a file in the data dir; its banner would drown the lines a user needs.
   const nats = spawn(
     "nats-server",
-    ["-js", "-a", host, "-p", String(port), "-sd", store, "-l", join(home, "nats-server.log")],
+    ["-js", "-a", host, "-p", String(port), "-sd", store, "-l", join(home, "nats-server.log"), "-P", pidFile],
     { stdio: "ignore" },
   );
   const stop = async (): Promise<void> => {
@@ -372,7 +402,7 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
   }
   const log = await cliLogger();
   const home = nodewayHome();
-  const nats = await startNats(home, args.flags.get("nats-port")?.at(-1));
+  const nats = await startNats(home, args.flags.get("nats-port")?.at(-1), log);
   let gw: RunningGateway | null = null;
   let agent: AgentChild | null = null;
   let proxy: RunningProxy | null = null;

@@ -1,6 +1,6 @@
 import t from "tap";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { check } from "../helpers/check.js";
@@ -158,6 +158,41 @@ t.test(
     t.throws(() => process.kill(Number(again[2]), 0), "the agent child is gone with up");
   },
 );
+
+t.test("up - a nats-server left running by a killed up is stopped by the next up on the same home", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const upOnce = async () => {
+    const up = runNodeway(["up", "--port", "0", "--no-examples"], { NODEWAY_HOME: home });
+    t.teardown(() => up.kill("SIGTERM"));
+    await check(
+      () =>
+        /nodeway is up/.test(up.stdout()) ||
+        (up.proc.exitCode !== null ? Promise.reject(new Error(up.stderr())) : null),
+      30_000,
+      { name: "up" },
+    );
+    return up;
+  };
+  const first = await upOnce();
+  const pid = Number(readFileSync(join(home, "nats-server.pid"), "utf8"));
+  await first.kill("SIGKILL");
+  const alive = (p: number) => {
+    try {
+      process.kill(p, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  t.ok(alive(pid), "SIGKILL of up leaves its nats-server running (what the next up must deal with)");
+  const second = await upOnce();
+  t.notOk(alive(pid), "the next up stopped the stale nats-server");
+  t.match(second.stderr() + second.stdout(), new RegExp(`stopping nats-server ${pid}`), "and said so");
+  second.proc.kill("SIGINT");
+  t.equal(await second.exited, 0, "the second up stops cleanly");
+  t.same(processesUnder(home), [], "nothing is left running on the home");
+});
 
 t.test("up - a missing nats-server is a clear error naming the package", async (t) => {
   const home = mkdtempSync(join(tmpdir(), "nw-home-"));

@@ -39,7 +39,10 @@ export async function startUp(t: Test, opts: { tls: boolean }): Promise<Up> {
   if (opts.tls) args.push("--tls", "--https-port", "0", "--http-port", "0");
   const proc = runNodeway(args, { NODEWAY_HOME: home });
   t.teardown(async () => {
-    await proc.kill("SIGKILL");
+    // SIGTERM: `up` stops its nats-server child (a SIGKILL would leave that running after the test).
+    const late = setTimeout(() => void proc.kill("SIGKILL"), 15_000);
+    await proc.kill("SIGTERM");
+    clearTimeout(late);
     rmSync(home, { recursive: true, force: true });
   });
   const m = await check(

@@ -41,7 +41,12 @@ t.comment(`nats-server ${natsServerVersion()}, seed ${SEED}`);
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
 // A job on a killed agent is redelivered after the ack wait: short, so the run fits the time box.
 // 3 agents × 8 jobs: the rolling restart's 20 jobs all run at once.
-const fleet = await Fleet.start({ gatewayArgs: ["--ack-wait-ms", "3000"], agentArgs: ["--max-jobs", "8"] });
+// Runs inline: 20 jobs starting at once would start 20 runner threads on a loaded 2-core machine, which can take
+// longer than the roll's window; this file is about NATS faults, not runner start-up.
+const fleet = await Fleet.start({
+  gatewayArgs: ["--ack-wait-ms", "3000"],
+  agentArgs: ["--max-jobs", "8", "--strategies", "inline"],
+});
 t.teardown(() => fleet.stop());
 await putWorkflow(fleet.front, "tok", tokensWorkflow(TOKENS, RATE));
 await putWorkflow(fleet.front, "tok-roll", tokensWorkflow(ROLL_TOKENS, ROLL_RATE));
