@@ -5,7 +5,7 @@
  * `{"bench","metric","ours","peer","ratio","goal","verdict","met","noise"}` (+ `reason` unless met); verdicts are
  * judged against the A/A noise band (lib/report.ts). A bench that exits with an error or times out has every line
  * it reported made invalid. Never fails on a missed goal (exit 0); exits 1 only when the harness itself breaks.
- * Options: --quick, --only <name>[,<name>…] (codec, token-path, fanout, dispatch, proxy, strategies).
+ * Options: --quick, --only <name>[,<name>…] (codec, token-path, fanout, dispatch, proxy, strategies, scale).
  */
 import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
@@ -31,6 +31,23 @@ interface Bench {
 }
 
 const fanoutSizes = (q: boolean) => (q ? [100, 1000] : [100, 1000, 5000]);
+/** The scale benchmark's goal lines, for the sizes it runs (`BENCH_SCALE_*`, as bench/scale.ts reads them). */
+function scaleMetrics(): string[] {
+  const sizes = (v: string | undefined, d: number[]) => (v ? v.split(",").map(Number) : d);
+  const label = (n: number) => (n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n));
+  const [r, q, a] = [
+    sizes(process.env.BENCH_SCALE_RECORDS, [1_000, 100_000]).map(label),
+    sizes(process.env.BENCH_SCALE_QUEUE, [0, 10_000, 100_000]).map(label),
+    sizes(process.env.BENCH_SCALE_AGENTS, [10, 100, 1_000]).map(String),
+  ];
+  const rec = ["scrape_ms", "list_ms", "list_status_ms", "list_workflow_ms", "get_ms"];
+  return [
+    ...rec.map((m) => `${m}_${r.at(-1)}_vs_${r[0]}`),
+    `scrape_ms_${r.at(-1)}`,
+    `submit_p50_ms_${q.at(-1)}_vs_${q[0]}`,
+    `agents_list_ms_${a.at(-1)}`,
+  ];
+}
 const BENCHES: Bench[] = [
   {
     name: "codec",
@@ -101,6 +118,15 @@ const BENCHES: Bench[] = [
     timeoutS: 300,
     quickTimeoutS: 60,
     metrics: () => [],
+  },
+  {
+    name: "scale",
+    bench: "scale",
+    script: "scale.ts",
+    quick: false,
+    timeoutS: 1800,
+    quickTimeoutS: 600,
+    metrics: scaleMetrics,
   },
 ];
 

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import {
+  AGENT_TTL_MS,
   CancelReason,
   ErrorCode,
   GraphError,
@@ -39,7 +40,8 @@ import {
 } from "../protocol/index.js";
 import { casJobRecord, readJobRecord, PayloadTooLargeError } from "../nats/index.js";
 import type { NatsParts } from "./nats.js";
-import { bucketKeys } from "./kv-keys.js";
+import { JobIndex } from "./job-index.js";
+import { KvView, type KvViewSink } from "./kv-view.js";
 import { GatewayError, notFound, badRequest } from "./errors.js";
 import { QueueTracker } from "./queue.js";
 import { claimHash } from "./agent-records.js";
@@ -89,8 +91,44 @@ function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
     idempotency_key: s.idempotencyKey ?? null,
   };
 }
-/** Records one `list` reads at most, unless its `limit` is larger (`listScanMaxRecords`). */
+/** Ids one `list` with a state and a workflow walks at most, unless its `limit` is larger (`listScanMaxRecords`). */
 const LIST_SCAN_DEFAULT = 2_000;
+/** How often records past the bucket's retention are dropped from the index. */
+const EXPIRE_EVERY_MS = 60_000;
+
+/**
+ * The live agents' registrations as last written, with when this gateway received each: one the bucket's TTL
+ * removed (its agent stopped beating) is older than `AGENT_TTL_MS` here. Parsed when read, not when written.
+ */
+class AgentView implements KvViewSink {
+  private readonly entries = new Map<string, { text: string; atMs: number; reg: AgentRegistration | null }>();
+
+  put(key: string, value: Uint8Array): void {
+    this.entries.set(key, { text: new TextDecoder().decode(value), atMs: Date.now(), reg: null });
+  }
+
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
+
+  live(): AgentRegistration[] {
+    const out: AgentRegistration[] = [];
+    const cutoff = Date.now() - AGENT_TTL_MS;
+    for (const [k, e] of this.entries) {
+      if (e.atMs < cutoff) {
+        this.entries.delete(k);
+        continue;
+      }
+      try {
+        e.reg ??= parseJson(e.text) as AgentRegistration;
+        out.push(e.reg);
+      } catch {
+        /* a malformed entry is not an agent */
+      }
+    }
+    return out;
+  }
+}
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class JobManager {
@@ -102,6 +140,11 @@ export class JobManager {
   private catalogAgents: AgentRegistration[] = [];
   jobsCreated = 0;
   readonly queue: QueueTracker;
+  /** Every record's state and workflow: counts and listings without reading the records. */
+  readonly index = new JobIndex();
+  private readonly agentView = new AgentView();
+  private views: KvView[] = [];
+  private expireTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly n: NatsParts,
@@ -111,6 +154,7 @@ export class JobManager {
       jobTimeoutMaxS: number;
       listScanMaxRecords?: number;
       defaultModels?: DefaultModels;
+      jobsRetentionMs?: number;
     },
   ) {
     this.queue = new QueueTracker((jobId, workflowId, position) => {
@@ -118,19 +162,37 @@ export class JobManager {
     });
   }
 
-  /** Live agents from the registry (the bucket's TTL has removed dead ones). */
-  async agents(): Promise<AgentRegistration[]> {
-    const out: AgentRegistration[] = [];
-    for (const k of await bucketKeys(this.n.jsm, KV_AGENTS)) {
-      const e = await this.n.agentsKv.get(k);
-      if (e?.operation !== "PUT" || e.length === 0) continue;
-      try {
-        out.push(parseJson(e.string()) as AgentRegistration);
-      } catch {
-        /* a malformed entry is not an agent */
-      }
+  /** Starts the views of `nw_jobs` records and `nw_agents`; resolves once they hold what the buckets held. */
+  async start(log: (line: string, err?: unknown) => void): Promise<void> {
+    this.views = [
+      new KvView(this.n.js, KV_JOBS, jobKeys.allRecords(), this.index, log),
+      new KvView(this.n.js, KV_AGENTS, ">", this.agentView, log),
+    ];
+    await Promise.all(this.views.map((v) => v.start()));
+    void this.views[0]!.ready.then(() => this.index.loaded());
+    const retentionMs = this.opts.jobsRetentionMs;
+    if (retentionMs) {
+      this.expireTimer = setInterval(() => this.index.expire(Date.now() - retentionMs), EXPIRE_EVERY_MS);
+      this.expireTimer.unref();
     }
-    return out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  }
+
+  stop(): void {
+    for (const v of this.views) v.stop();
+    if (this.expireTimer) clearInterval(this.expireTimer);
+    this.queue.stop();
+  }
+
+  /** Jobs by state, once the records view holds every record. */
+  async stateCounts(): Promise<ReadonlyMap<string, number>> {
+    await this.views[0]?.ready;
+    return this.index.stateCounts();
+  }
+
+  /** Live agents from the registry view (dead ones: their last beat is older than the bucket's TTL). */
+  async agents(): Promise<AgentRegistration[]> {
+    await this.views[1]?.ready;
+    return this.agentView.live().sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
   }
 
   /**
@@ -243,9 +305,10 @@ export class JobManager {
   }
 
   /**
-   * Newest first; `cursor` is the last id of the previous page. Ids come from the bucket's subject index (names
-   * only); at most `max(limit, listScanMaxRecords)` records are read per call, so a filter that matches little
-   * answers a short page whose `next` continues the scan where it stopped.
+   * Newest first; `cursor` is the last id of the previous page. Ids come from the records view (job-index.ts),
+   * and only the page's records are read. With a state and a workflow both, at most
+   * `max(limit, listScanMaxRecords)` ids are looked at per call: a filter that matches little answers a short
+   * page whose `next` continues where it stopped.
    */
   async list(q: {
     workflowId?: string;
@@ -253,32 +316,12 @@ export class JobManager {
     limit: number;
     cursor?: string;
   }): Promise<{ jobs: JobRecord[]; next: string | null }> {
-    const kv = this.n.jobsKv;
-    const filter = q.workflowId ? jobKeys.workflowPrefix(q.workflowId) : jobKeys.allRecords();
-    const ids: string[] = [];
-    for (const k of await bucketKeys(this.n.jsm, KV_JOBS, filter)) {
-      const id = k.slice(k.lastIndexOf(".") + 1);
-      if (!q.cursor || id < q.cursor) ids.push(id);
-    }
-    ids.sort().reverse();
+    await this.views[0]?.ready;
     const budget = Math.max(q.limit, this.opts.listScanMaxRecords ?? LIST_SCAN_DEFAULT);
-    const jobs: JobRecord[] = [];
-    let next: string | null = null;
-    let read = 0;
-    for (const id of ids) {
-      if (read === budget) {
-        next = ids[read - 1]!;
-        break;
-      }
-      read++;
-      const r = await readJobRecord(kv, id);
-      if (!r || (q.status && r.rec.status !== q.status)) continue;
-      if (jobs.length === q.limit) {
-        next = jobs[jobs.length - 1]!.id;
-        break;
-      }
-      jobs.push(r.rec);
-    }
+    const { ids, next } = this.index.page(q, budget);
+    const recs = await Promise.all(ids.map((id) => readJobRecord(this.n.jobsKv, id)));
+    // A record may have moved on since the view saw it: the page holds what the records say now.
+    const jobs = recs.flatMap((r) => (r && (!q.status || r.rec.status === q.status) ? [r.rec] : []));
     return { jobs, next };
   }
 

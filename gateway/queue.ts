@@ -54,7 +54,8 @@ export class QueueTracker {
       const pos = ev.queue_position ?? q.size + 1;
       q.set(jobId, { workflowId: ev.workflow_id, mine, lastPos: pos, shownPos: pos });
       this.poolOf.set(jobId, ev.pool);
-      this.markDirty(ev.pool);
+      // A job joining at the end moves nobody: the walk is needed only when it was queued at another place.
+      if (pos !== q.size) this.markDirty(ev.pool);
       return;
     }
     if (ev.status === "running" || isTerminalEvent(ev)) {

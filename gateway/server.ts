@@ -80,6 +80,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
   const n = await connectNats(config, info);
   const jobs = new JobManager(n, config);
+  await jobs.start(hubLog);
   const workflows = new WorkflowStore(n.workflowsKv, payloadLimitBytes(n.nc));
   const app = uws.App();
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
@@ -147,7 +148,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       wsHub.closeAll();
       uws.us_listen_socket_close(listenSocket);
       hub.stop();
-      jobs.queue.stop();
+      jobs.stop();
       agentRecords.stop();
       pools.stop();
       await n.nc.drain().catch(() => undefined);

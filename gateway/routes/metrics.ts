@@ -1,6 +1,6 @@
 /**
- * The gateway's Prometheus metrics on one prom-client registry. Counts kept elsewhere (the event hub, the
- * WebSocket hub, the refusal log) are read at scrape time; request durations are observed as requests are answered.
+ * The gateway's Prometheus metrics on one prom-client registry. Counts kept elsewhere (the job index, the event
+ * hub, the WebSocket hub, the refusal log) are read at scrape time; request durations are observed as requests are answered.
  */
 import { Counter, Gauge, Histogram, createRegistry, type Registry } from "../../obs/index.js";
 import type { JobState } from "../../protocol/index.js";
@@ -10,10 +10,6 @@ import type { JobManager } from "../jobs.js";
 import type { WsHub } from "../ws.js";
 
 const JOB_STATES: readonly JobState[] = ["queued", "running", "completed", "failed", "cancelled", "timed_out"];
-/** Job counts by state are read from the job records at most this often. */
-const JOB_COUNT_TTL_MS = 5_000;
-/** At most this many job records are read for one count. */
-const JOB_COUNT_MAX_RECORDS = 100_000;
 
 /** What the scrape reads its counts from. */
 export interface MetricSources {
@@ -34,9 +30,6 @@ export class GatewayMetrics {
   eventsOutHttp = 0;
   readonly requests: Counter;
   readonly requestSeconds: Histogram<"route" | "status_class">;
-  private stateCounts: { at: number; counts: Map<string, number> } = { at: 0, counts: new Map() };
-  /** The scan in progress: scrapes that come meanwhile wait for it rather than start their own. */
-  private counting: Promise<Map<string, number>> | null = null;
 
   constructor(private readonly src: MetricSources) {
     this.registry = createRegistry("gateway");
@@ -63,14 +56,13 @@ export class GatewayMetrics {
 
   private jobGauges(registers: Registry[]): void {
     const { jobs } = this.src;
-    const metrics = this;
     new Gauge({
       name: "nodeway_jobs",
       help: "Jobs by state (records kept in nw_jobs).",
       labelNames: ["state"],
       registers,
       async collect() {
-        const counts = await metrics.jobStateCounts();
+        const counts = await jobs.stateCounts();
         for (const s of JOB_STATES) this.set({ state: s }, counts.get(s) ?? 0);
       },
     });
@@ -118,21 +110,6 @@ export class GatewayMetrics {
     counterOf(registers, "nodeway_ws_bad_frames_total", "Client frames rejected by the codec.", () => wsHub.badFrames);
     const refusedHelp = "Requests and WebSocket upgrades refused for a missing or invalid API token.";
     counterOf(registers, "nodeway_unauthorized_total", refusedHelp, () => refusals.total);
-  }
-
-  /** Job counts by state, from a bounded scan of the records made at most every `JOB_COUNT_TTL_MS`. */
-  private jobStateCounts(): Promise<Map<string, number>> {
-    if (Date.now() - this.stateCounts.at <= JOB_COUNT_TTL_MS) return Promise.resolve(this.stateCounts.counts);
-    this.counting ??= this.countJobStates().finally(() => (this.counting = null));
-    return this.counting;
-  }
-
-  private async countJobStates(): Promise<Map<string, number>> {
-    const counts = new Map<string, number>();
-    const { jobs: list } = await this.src.jobs.list({ limit: JOB_COUNT_MAX_RECORDS });
-    for (const j of list) counts.set(j.status, (counts.get(j.status) ?? 0) + 1);
-    this.stateCounts = { at: Date.now(), counts };
-    return counts;
   }
 }
 

@@ -184,7 +184,8 @@ t.test(
       jobTimeoutMaxS: 86_400,
       listScanMaxRecords: SCAN,
     });
-    t.teardown(() => jobs.queue.stop());
+    await jobs.start(() => undefined);
+    t.teardown(() => jobs.stop());
     const listed: string[] = [];
     let jc: string | undefined;
     for (let calls = 0; calls < 20; calls++) {

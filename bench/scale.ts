@@ -1,0 +1,426 @@
+/**
+ * Cost as the work grows (issue #30). Three curves, each over sizes; every size is its own stack (nats-server and
+ * gateway process, nothing pinned), the sizes are measured side by side in alternating rounds, and each figure is
+ * judged as a ratio to the smallest size, which runs twice per round (`<smallest>_aa`) for the noise band.
+ *
+ *   - records: 1k, 100k (and 1M with `BENCH_SCALE_RECORDS=1000,100000,1000000`: filling 1M takes minutes on 2
+ *     cores) job records written straight into `nw_jobs` (record and workflow index entry, as the gateway writes
+ *     them; 80 % completed, 100 workflows): a cold `/metrics` scrape (over 5 s after the last), `/api/jobs` first
+ *     page unfiltered, `?status=completed`, `?workflow_id=`, and `/api/jobs/<id>`.
+ *   - queue: 0, 10k, 100k jobs queued through the gateway (`POST …/run`) in the `cpu` pool with no agent: submit
+ *     p50 (one at a time), then gateway CPU per dequeue (the oldest queued jobs cancelled, position updates
+ *     included) and the position updates each dequeue published.
+ *   - agents: 10, 100, 1,000 agents' registrations written to `nw_agents` every 3 s (the agent's heartbeat write):
+ *     `/api/agents` and gateway CPU over a quiet window.
+ *
+ * `BENCH_SCALE_PARTS=records,queue,agents` picks curves (diagnostics; the others' lines are invalid).
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import {
+  KV_AGENTS,
+  KV_JOBS,
+  STREAM_EVENTS,
+  encodeJson,
+  jobKeys,
+  newId,
+  type AgentRegistration,
+  type JobRecord,
+} from "../protocol/index.js";
+import { cpuNs, rssBytes, sleep } from "./lib/procs.js";
+import { absGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf } from "./lib/report.js";
+import type { Arm, GoalLine, Metrics } from "./lib/report.js";
+import { NatsServer, example, startGateway, type Gateway } from "./lib/stack.js";
+import { summarize } from "./lib/stats.js";
+
+const BENCH = "scale";
+const log = mkLog(BENCH);
+const ROUNDS = 4;
+const sizesOf = (env: string | undefined, dflt: number[]) => (env ? env.split(",").map(Number) : dflt);
+const RECORD_SIZES = sizesOf(process.env.BENCH_SCALE_RECORDS, [1_000, 100_000]);
+const QUEUE_SIZES = sizesOf(process.env.BENCH_SCALE_QUEUE, [0, 10_000, 100_000]);
+const AGENT_SIZES = sizesOf(process.env.BENCH_SCALE_AGENTS, [10, 100, 1_000]);
+const PARTS = new Set((process.env.BENCH_SCALE_PARTS ?? "records,queue,agents").split(","));
+/** A Prometheus scrape more than this after the last one finds the gateway's cached counts expired. */
+const COLD_SCRAPE_GAP_MS = 5_300;
+const REQUEST_TIMEOUT_MS = 120_000;
+const label = (n: number) => (n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n));
+
+interface Stack {
+  ns: NatsServer;
+  gw: Gateway;
+}
+
+async function stack(): Promise<Stack> {
+  const ns = await NatsServer.start();
+  const gw = await startGateway(ns.url, { env: { NODEWAY_HOME: mkdtempSync(join(tmpdir(), "nw-bench-home-")) } });
+  return { ns, gw };
+}
+
+/** One timed request; throws unless it answers `want` (200 by default). */
+async function timed(url: string, init: RequestInit = {}, want = 200): Promise<{ ms: number; body: string }> {
+  const t0 = performance.now();
+  const r = await fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  const body = await r.text();
+  const ms = performance.now() - t0;
+  if (r.status !== want) throw new Error(`${init.method ?? "GET"} ${url}: ${r.status} ${body.slice(0, 200)}`);
+  return { ms, body };
+}
+
+async function medianOf(n: number, f: () => Promise<number>): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) xs.push(await f());
+  return summarize(xs).p50;
+}
+
+/** Publishes `make(i)` for i < n, `window` in flight, each awaited for its PubAck. */
+async function publishAll(nc: NatsConnection, n: number, make: (i: number) => [string, Uint8Array][]): Promise<void> {
+  const js = jetstream(nc);
+  const window = 2_000;
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      await Promise.all(make(i).map(([s, d]) => js.publish(s, d)));
+    }
+  };
+  await Promise.all(Array.from({ length: window }, worker));
+}
+
+// ---------------------------------------------------------------- records
+
+const STATUS_MIX: JobRecord["status"][] = [
+  ...Array<JobRecord["status"]>(80).fill("completed"),
+  ...Array<JobRecord["status"]>(10).fill("failed"),
+  ...Array<JobRecord["status"]>(5).fill("cancelled"),
+  ...Array<JobRecord["status"]>(3).fill("timed_out"),
+  "running",
+  "queued",
+];
+const WORKFLOWS = 100;
+const wfOf = (i: number) => `wf-${String(i % WORKFLOWS).padStart(3, "0")}`;
+
+function record(id: string, i: number, atMs: number): JobRecord {
+  const status = STATUS_MIX[i % STATUS_MIX.length]!;
+  const at = new Date(atMs).toISOString();
+  const done = status !== "queued" && status !== "running";
+  return {
+    v: 1,
+    id,
+    workflow_id: wfOf(i),
+    status,
+    pool: "cpu",
+    attempt: status === "queued" ? 0 : 1,
+    agent_id: status === "queued" ? null : "bench-agent",
+    params: { name: `user ${i}` },
+    created_at: at,
+    started_at: status === "queued" ? null : at,
+    finished_at: done ? at : null,
+    timeout_s: 600,
+    error: done && status !== "completed" ? { code: "JOB_ERR_FAILED", message: "failed in the bench" } : null,
+    outputs: status === "completed" ? { greeting: [`Hello, user ${i}!`] } : null,
+    idempotency_key: null,
+  };
+}
+
+/** `n` records and their workflow index entries, written as the gateway writes them; returns their ids. */
+async function fillRecords(natsUrl: string, n: number): Promise<string[]> {
+  const nc = await connect({ servers: natsUrl });
+  const t0 = Date.now();
+  const ids = Array.from({ length: n }, (_, i) => newId(t0 - (n - i) * 10));
+  const kv = (key: string) => `$KV.${KV_JOBS}.${key}`;
+  const empty = new Uint8Array(0);
+  const utf8 = new TextEncoder();
+  await publishAll(nc, n, (i) => [
+    [kv(jobKeys.record(ids[i]!)), utf8.encode(encodeJson(record(ids[i]!, i, t0 - (n - i) * 10)))],
+    [kv(jobKeys.byWorkflow(wfOf(i), ids[i]!)), empty],
+  ]);
+  await nc.close();
+  log(`records: ${label(n)} written in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  return ids;
+}
+
+const RECORD_METRICS = ["scrape_ms", "list_ms", "list_status_ms", "list_workflow_ms", "get_ms"] as const;
+
+function recordsArm(name: string, s: Stack, ids: string[], last: { scrapeMs: number }): Arm {
+  const base = s.gw.url;
+  const page = async (q: string) => {
+    const r = await timed(`${base}/api/jobs${q}`);
+    const jobs = (JSON.parse(r.body) as { jobs: JobRecord[] }).jobs;
+    if (jobs.length === 0) throw new Error(`${name}: /api/jobs${q} answered an empty page`);
+    return r.ms;
+  };
+  return {
+    name,
+    async run(): Promise<Metrics> {
+      await sleep(Math.max(0, last.scrapeMs + COLD_SCRAPE_GAP_MS - Date.now()));
+      const cold = await timed(`${base}/metrics`);
+      last.scrapeMs = Date.now();
+      if (!/nodeway_jobs\{state="completed"\} [1-9]/.test(cold.body)) throw new Error(`${name}: no completed count`);
+      const warm = await medianOf(5, async () => (await timed(`${base}/metrics`)).ms);
+      return {
+        scrape_ms: cold.ms,
+        scrape_warm_ms: warm,
+        list_ms: await medianOf(5, () => page("")),
+        list_status_ms: await medianOf(5, () => page("?status=completed")),
+        list_workflow_ms: await medianOf(5, () => page(`?workflow_id=${wfOf(42)}`)),
+        get_ms: await medianOf(
+          20,
+          async () => (await timed(`${base}/api/jobs/${ids[(Math.random() * ids.length) | 0]}`)).ms,
+        ),
+        gateway_rss_mb: rssBytes(s.gw.pid) / 2 ** 20,
+      };
+    },
+  };
+}
+
+async function recordsCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> {
+  const arms: Arm[] = [];
+  for (const n of RECORD_SIZES) {
+    const s = await stack();
+    stops.push(
+      () => s.gw.stop(),
+      () => s.ns.stop(),
+    );
+    const ids = await fillRecords(s.ns.url, n);
+    const last = { scrapeMs: 0 };
+    arms.push(recordsArm(label(n), s, ids, last));
+    if (n === RECORD_SIZES[0]) arms.push(recordsArm(`${label(n)}_aa`, s, ids, last));
+  }
+  const res = await alternate(arms, ROUNDS, log);
+  rowsOf(BENCH, res, {
+    gateway_rss_mb: "MiB",
+    scrape_warm_ms: "ms",
+    ...Object.fromEntries(RECORD_METRICS.map((m) => [m, "ms"])),
+  });
+  const [lo, hi] = [label(RECORD_SIZES[0]!), label(RECORD_SIZES.at(-1)!)];
+  const lines = RECORD_METRICS.map((m) => curveGoal(res, m, lo, hi, 2));
+  const band = Math.abs(med(res, lo, "scrape_ms") - med(res, `${lo}_aa`, "scrape_ms"));
+  lines.push(
+    absGoal(BENCH, `scrape_ms_${hi}`, med(res, hi, "scrape_ms"), med(res, lo, "scrape_ms"), "<=", 50, "ms", band),
+  );
+  return lines;
+}
+
+/** `metric` at the largest size ≤ `limit` × at the smallest; the smallest size's A/A spread is the band. */
+function curveGoal(res: Map<string, Map<string, number[]>>, metric: string, lo: string, hi: string, limit: number) {
+  const base = med(res, lo, metric);
+  const rel = Math.abs(base - med(res, `${lo}_aa`, metric)) / base;
+  return ratioGoal(BENCH, `${metric}_${hi}_vs_${lo}`, med(res, hi, metric), base, "<=", limit, rel);
+}
+
+// ---------------------------------------------------------------- queue depth
+
+interface QueueStack extends Stack {
+  /** Queued job ids, oldest first. */
+  queued: string[];
+}
+
+async function submit(base: string): Promise<{ ms: number; id: string }> {
+  const r = await timed(
+    `${base}/api/workflows/hello-world/run`,
+    {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ params: { name: "Ada" } }),
+    },
+    202,
+  );
+  return { ms: r.ms, id: (JSON.parse(r.body) as { job_id: string }).job_id };
+}
+
+async function queueStack(depth: number): Promise<QueueStack> {
+  const s = await stack();
+  const body = JSON.stringify(example("hello-world"));
+  await timed(`${s.gw.url}/api/workflows`, { method: "POST", headers: { "content-type": "application/json" }, body });
+  const queued: string[] = [];
+  const t0 = Date.now();
+  let next = 0;
+  const worker = async () => {
+    while (next++ < depth) queued.push((await submit(s.gw.url)).id);
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  log(`queue: ${label(depth)} submitted in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  return { ...s, queued };
+}
+
+async function eventCount(natsUrl: string): Promise<number> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    return (await (await jetstreamManager(nc)).streams.info(STREAM_EVENTS)).state.messages;
+  } finally {
+    await nc.close();
+  }
+}
+
+const PER_ROUND = 100;
+
+function queueArm(name: string, s: QueueStack): Arm {
+  const base = s.gw.url;
+  return {
+    name,
+    async run(): Promise<Metrics> {
+      const ms: number[] = [];
+      for (let i = 0; i < PER_ROUND; i++) {
+        const r = await submit(base);
+        ms.push(r.ms);
+        s.queued.push(r.id);
+      }
+      // The oldest queued jobs leave the queue: every job behind them moves up.
+      await sleep(300);
+      const [cpu0, ev0] = [cpuNs(s.gw.pid), await eventCount(s.ns.url)];
+      for (const id of s.queued.splice(0, PER_ROUND)) await timed(`${base}/api/jobs/${id}/cancel`, { method: "POST" });
+      await sleep(300); // the coalesced position updates (50 ms) and their publishes
+      const cpu = cpuNs(s.gw.pid) - cpu0;
+      const events = (await eventCount(s.ns.url)) - ev0;
+      return {
+        submit_p50_ms: summarize(ms).p50,
+        cpu_per_dequeue_ms: cpu / 1e6 / PER_ROUND,
+        // Each cancel publishes its own terminal event: the rest are position updates.
+        position_updates_per_dequeue: (events - PER_ROUND) / PER_ROUND,
+      };
+    },
+  };
+}
+
+async function queueCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> {
+  const arms: Arm[] = [];
+  for (const n of QUEUE_SIZES) {
+    const s = await queueStack(n);
+    stops.push(
+      () => s.gw.stop(),
+      () => s.ns.stop(),
+    );
+    arms.push(queueArm(label(n), s));
+    if (n === QUEUE_SIZES[0]) arms.push(queueArm(`${label(n)}_aa`, s));
+  }
+  const res = await alternate(arms, ROUNDS, log);
+  rowsOf(BENCH, res, { submit_p50_ms: "ms", cpu_per_dequeue_ms: "ms", position_updates_per_dequeue: "" });
+  const [lo, hi] = [label(QUEUE_SIZES[0]!), label(QUEUE_SIZES.at(-1)!)];
+  return [curveGoal(res, "submit_p50_ms", lo, hi, 1.5)];
+}
+
+// ---------------------------------------------------------------- agents
+
+function registration(id: string, i: number): AgentRegistration {
+  const at = new Date().toISOString();
+  return {
+    type: "agent.registration",
+    v: 1,
+    id,
+    name: `bench-agent-${String(i).padStart(4, "0")}`,
+    version: "0.1.0",
+    labels: [],
+    pools: ["cpu"],
+    capabilities: {
+      gpus: [],
+      docker: false,
+      providers: [],
+      max_jobs: 8,
+      strategies: ["inline", "threaded", "subprocess"],
+      node_types: 233,
+      warm_runners: 1,
+      ffmpeg: { version: "5.1.6" },
+    },
+    state: "idle",
+    running_jobs: [],
+    node_catalog: "0".repeat(64),
+    started_at: at,
+    heartbeat_at: at,
+  };
+}
+
+/** `n` agents' heartbeats: each registration rewritten every 3 s, spread over the period. Returns a stop. */
+async function heartbeats(natsUrl: string, n: number): Promise<() => Promise<void>> {
+  const nc = await connect({ servers: natsUrl });
+  const kv: KV = await new Kvm(nc).open(KV_AGENTS);
+  const ids = Array.from({ length: n }, () => newId());
+  await Promise.all(ids.map((id, i) => kv.put(id, JSON.stringify(registration(id, i)))));
+  const periodMs = 3_000;
+  let i = 0;
+  const timer = setInterval(
+    () => {
+      const id = ids[i % n]!;
+      void kv.put(id, JSON.stringify(registration(id, i++ % n))).catch(() => undefined);
+    },
+    Math.max(1, periodMs / n),
+  );
+  return async () => {
+    clearInterval(timer);
+    await nc.close();
+  };
+}
+
+function agentsArm(name: string, s: Stack, n: number): Arm {
+  return {
+    name,
+    async run(): Promise<Metrics> {
+      const list = await medianOf(5, async () => {
+        const r = await timed(`${s.gw.url}/api/agents`);
+        const got = (JSON.parse(r.body) as { agents: unknown[] }).agents.length;
+        if (got !== n) throw new Error(`${name}: /api/agents listed ${got} agents, not ${n}`);
+        return r.ms;
+      });
+      const windowMs = 4_000;
+      const cpu0 = cpuNs(s.gw.pid);
+      await sleep(windowMs);
+      return { agents_list_ms: list, idle_cpu_pct: ((cpuNs(s.gw.pid) - cpu0) / 1e6 / windowMs) * 100 };
+    },
+  };
+}
+
+async function agentsCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> {
+  const arms: Arm[] = [];
+  for (const n of AGENT_SIZES) {
+    const s = await stack();
+    stops.push(
+      () => s.gw.stop(),
+      () => s.ns.stop(),
+    );
+    stops.unshift(await heartbeats(s.ns.url, n));
+    arms.push(agentsArm(String(n), s, n));
+    if (n === AGENT_SIZES[0]) arms.push(agentsArm(`${n}_aa`, s, n));
+  }
+  await sleep(3_500); // one full heartbeat period
+  const res = await alternate(arms, ROUNDS, log);
+  rowsOf(BENCH, res, { agents_list_ms: "ms", idle_cpu_pct: "%" });
+  const [lo, hi] = [String(AGENT_SIZES[0]!), String(AGENT_SIZES.at(-1)!)];
+  const band = Math.abs(med(res, lo, "agents_list_ms") - med(res, `${lo}_aa`, "agents_list_ms"));
+  const list = (a: string) => med(res, a, "agents_list_ms");
+  return [absGoal(BENCH, `agents_list_ms_${hi}`, list(hi), list(lo), "<=", 50, "ms", band)];
+}
+
+// ---------------------------------------------------------------- main
+
+/** The goal metrics of each curve (bench/run.ts names the same), so that a failed curve still yields its lines. */
+const SCALE_METRICS = {
+  records: (hi: string, lo: string) => [...RECORD_METRICS.map((m) => `${m}_${hi}_vs_${lo}`), `scrape_ms_${hi}`],
+  queue: (hi: string, lo: string) => [`submit_p50_ms_${hi}_vs_${lo}`],
+  agents: (hi: string) => [`agents_list_ms_${hi}`],
+};
+
+const curves: [string, (stops: (() => Promise<void>)[]) => Promise<GoalLine[]>, string[]][] = [
+  ["records", recordsCurve, SCALE_METRICS.records(label(RECORD_SIZES.at(-1)!), label(RECORD_SIZES[0]!))],
+  ["queue", queueCurve, SCALE_METRICS.queue(label(QUEUE_SIZES.at(-1)!), label(QUEUE_SIZES[0]!))],
+  ["agents", agentsCurve, SCALE_METRICS.agents(String(AGENT_SIZES.at(-1)!))],
+];
+for (const [part, curve, metrics] of curves) {
+  if (!PARTS.has(part)) continue;
+  const stops: (() => Promise<void>)[] = [];
+  const t0 = Date.now();
+  try {
+    for (const g of await curve(stops)) emitGoal(g);
+  } catch (err) {
+    const why = `${part} failed: ${(err as Error).message.split("\n")[0]!.slice(0, 300)}`;
+    log(why);
+    for (const m of metrics) emitGoal(invalid(BENCH, m, "-", why));
+  } finally {
+    for (const stop of stops) await stop().catch(() => undefined);
+    log(`${part}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  }
+}
+process.exit(0);

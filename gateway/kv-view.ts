@@ -1,0 +1,98 @@
+/**
+ * A live view of some keys of a KV bucket: one ordered consumer reads the last value of every key, then every
+ * write as it is stored. What the gateway keeps from it (counts, indexes, the live agents) is then read from
+ * memory, whatever the bucket holds, instead of listing and reading keys per request.
+ *
+ * Deletes and purges arrive as values with a `KV-Operation` header. Entries the bucket's `max_age` removes
+ * leave no trace in the stream: owners drop those by the write time given with each value.
+ */
+import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+
+export interface KvViewSink {
+  /** A value written at `writtenMs` (the server's time). */
+  put(key: string, value: Uint8Array, writtenMs: number): void;
+  /** The key was deleted or purged. */
+  delete(key: string): void;
+}
+
+export class KvView {
+  /** Resolves once every value the bucket held at the start has been read. */
+  readonly ready: Promise<void>;
+  private markReady!: () => void;
+  private lastSeq = 0;
+  private current: ConsumerMessages | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly bucket: string,
+    private readonly filter: string,
+    private readonly sink: KvViewSink,
+    private readonly log: (line: string, err?: unknown) => void,
+  ) {
+    this.ready = new Promise((r) => (this.markReady = r));
+  }
+
+  /** Starts reading; `ready` tells when the view holds the bucket as it was. */
+  async start(): Promise<void> {
+    this.current = await this.open();
+    void this.keepOpen();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.current?.stop();
+  }
+
+  private async open(): Promise<ConsumerMessages> {
+    const prefix = `$KV.${this.bucket}.`;
+    // First the last value of each key; after a restart, from the first write not yet read.
+    const from =
+      this.lastSeq === 0
+        ? { deliver_policy: DeliverPolicy.LastPerSubject }
+        : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.lastSeq + 1 };
+    const consumer = await this.js.consumers.get(`KV_${this.bucket}`, {
+      filter_subjects: prefix + this.filter,
+      ...from,
+    });
+    const info = await consumer.info(true);
+    if (info.num_pending === 0) this.markReady();
+    return consumer.consume({
+      max_messages: 2_000,
+      expires: 2_000,
+      callback: (m) => this.take(m, prefix.length),
+    });
+  }
+
+  private take(m: JsMsg, prefixLength: number): void {
+    this.lastSeq = m.seq;
+    const key = m.subject.slice(prefixLength);
+    const op = m.headers?.get("KV-Operation");
+    try {
+      if (op === "DEL" || op === "PURGE") this.sink.delete(key);
+      else this.sink.put(key, m.data, Math.floor(m.info.timestampNanos / 1e6));
+    } catch (err) {
+      this.log(`${this.bucket}: the view could not take ${key}`, err);
+    }
+    if (m.info.pending === 0) this.markReady();
+  }
+
+  /** The view must outlive anything that ends its consumer (a NATS restart): it reads on from the last write. */
+  private async keepOpen(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        this.current ??= await this.open();
+        if (this.stopped) this.current.stop();
+        const end = await this.current.closed();
+        if (!this.stopped)
+          this.log(
+            `${this.bucket}: the view's consumer ended${end instanceof Error ? ` (${end.message})` : ""}; starting it again`,
+          );
+      } catch (err) {
+        if (!this.stopped) this.log(`${this.bucket}: the view's consumer failed; starting it again`, err);
+      }
+      this.current = null;
+      if (!this.stopped) await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
