@@ -4,6 +4,9 @@ import { newId, parseJson, validateGraph, workflowKey, type NodeCatalog, type Wo
 import { ErrorCode } from "../protocol/index.js";
 import { GatewayError, badRequest, notFound } from "./errors.js";
 
+/** Fields NodeTool saves as `null` when empty; a stored workflow leaves them out instead. */
+const NULLABLE_FIELDS = ["name", "description", "tags", "settings"] as const;
+
 export class WorkflowStore {
   constructor(
     private readonly kv: KV,
@@ -45,6 +48,7 @@ export class WorkflowStore {
     }
     if (body.graph === undefined) throw badRequest('workflow needs a "graph" {nodes, edges}');
     const graph = validateGraph(body.graph, catalog);
+    for (const k of NULLABLE_FIELDS) if (body[k] === null) delete body[k];
     const prev = await this.get(wid).catch(() => null);
     const now = new Date().toISOString();
     const wf: Workflow = {

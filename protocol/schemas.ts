@@ -85,14 +85,17 @@ export const MessageBodySchema = Type.Object(
 );
 export type MessageBody = Static<typeof MessageBodySchema>;
 
+/** NodeTool writes `null` for a field it has no value for (`"settings": null`): read as absent. */
+const OrNull = <T extends TSchema>(s: T) => Type.Optional(Type.Union([s, Type.Null()]));
+
 export const WorkflowBodySchema = Type.Object(
   {
     id: Type.Optional(IdSchema),
-    name: Type.Optional(Type.String({ maxLength: 1024 })),
-    description: Type.Optional(Type.String({ maxLength: 65_536 })),
-    tags: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 256 })),
+    name: OrNull(Type.String({ maxLength: 1024 })),
+    description: OrNull(Type.String({ maxLength: 65_536 })),
+    tags: OrNull(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 256 })),
     graph: GraphSchema,
-    settings: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    settings: OrNull(Type.Record(Type.String(), Type.Unknown())),
   },
   { additionalProperties: true },
 );

@@ -137,6 +137,24 @@ t.test("guard - the gateway's edge refuses hostile input with stable codes and k
     t.ok(await healthy(s));
   });
 
+  t.test("a workflow as NodeTool exports it, with null for empty fields, is saved and read back", async (t) => {
+    const exported = {
+      name: "from NodeTool",
+      description: null,
+      tags: null,
+      settings: null,
+      thumbnail_url: null,
+      run_mode: null,
+      graph: helloGraph,
+    };
+    const r = await api(s.url, "PUT", "/api/workflows/exported", exported);
+    t.equal(r.status, 200, `saved: ${JSON.stringify(r.body).slice(0, 200)}`);
+    const back = (await api(s.url, "GET", "/api/workflows/exported")).body as Record<string, unknown>;
+    t.equal(back.name, "from NodeTool");
+    t.notOk("settings" in back && back.settings === null, "an empty field is left out, not stored as null");
+    t.equal((await api(s.url, "PUT", "/api/workflows/exported", { ...exported, settings: 3 })).status, 400);
+  });
+
   t.test("a job without timeout_s gets the gateway's default (never past its maximum)", async (t) => {
     const r = await api(s.url, "POST", "/api/workflows/hello/run", {});
     t.equal(r.status, 202);
