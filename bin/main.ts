@@ -9,6 +9,7 @@
  *   nodeway jobs [--status S] [--workflow W] [--limit N] [--json]   jobs, newest first
  *   nodeway logs <job> [--follow] [--after SEQ] [--json]       a job's events; --follow: live to its end
  *   nodeway agents [--json]                                    the live agents
+ *   nodeway nodes [--json]                                     the node types the live agents offer
  *   nodeway cancel <job> [--json]                              cancel a job
  *   nodeway chat [--model M] [--system S] [prompt …]           ask the fleet's models (/v1); no prompt: a conversation
  *   nodeway models [--json]                                    the models live agents offer
@@ -27,7 +28,7 @@ import type { RunningProxy } from "../proxy/index.js";
 import type { Logger } from "../obs/index.js";
 import { commandFlags, nodewayHome, settingsFor, type CommandFlags, type ParsedArgs } from "./settings.js";
 import { apiToken, fail, flagOn, gatewayUrl, parseCommand, printJson } from "./commands/common.js";
-import { cmdAgents, cmdCancel, cmdJobs, cmdLogs } from "./commands/jobs.js";
+import { cmdAgents, cmdCancel, cmdJobs, cmdLogs, cmdNodes } from "./commands/jobs.js";
 import { cmdRun } from "./commands/run.js";
 import { cmdNatsAccounts } from "./cmd-accounts.js";
 
@@ -615,6 +616,8 @@ async function main(): Promise<void> {
         return await cmdLogs(args);
       case "agents":
         return await cmdAgents(args);
+      case "nodes":
+        return await cmdNodes(args);
       case "cancel":
         return await cmdCancel(args);
       case "nats-accounts":

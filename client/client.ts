@@ -5,7 +5,7 @@
 import type { JobResumed, RunJobData, ServerMessage } from "../protocol/client.js";
 import type { ChatThread, ThreadMessage } from "../protocol/chat.js";
 import type { JobEvent } from "../protocol/events.js";
-import type { Workflow } from "../protocol/graph.js";
+import type { NodeMetadata, Workflow } from "../protocol/graph.js";
 import { isTerminal, type AgentRegistration, type JobRecord } from "../protocol/jobs.js";
 import type { WireFormat } from "./codec.js";
 import { ClientErrorCode, NodewayError } from "./errors.js";
@@ -302,6 +302,11 @@ export class NodewayClient {
 
   async agents(): Promise<AgentInfo[]> {
     return (await this.http.call<{ agents: AgentInfo[] }>("GET", "/api/agents")).agents;
+  }
+
+  /** Every node type the live agents offer, sorted by type. */
+  nodes(): Promise<NodeMetadata[]> {
+    return this.http.call("GET", "/api/nodes/metadata");
   }
 
   /** Asks an agent to drain: it finishes or hands back its jobs and takes no more. */

@@ -71,6 +71,33 @@ export async function cmdAgents(argv: readonly string[]): Promise<void> {
   process.stdout.write(table(["AGENT", "STATE", "POOLS", "JOBS", "GPUS", "HEARTBEAT"], rows));
 }
 
+/** `nodeway nodes [--json]`: the node types the live agents offer, and how many per namespace. */
+export async function cmdNodes(argv: readonly string[]): Promise<void> {
+  const args = parseCommand(argv, flags([], [], false));
+  const nodes = await clientOf(args)
+    .nodes()
+    .catch((err: unknown) => fail(errorLine(err), 1));
+  if (flagOn(args, "json")) return printJson(nodes);
+  const perNamespace = new Map<string, number>();
+  for (const n of nodes) {
+    const ns = n.node_type.slice(0, n.node_type.lastIndexOf("."));
+    perNamespace.set(ns, (perNamespace.get(ns) ?? 0) + 1);
+  }
+  process.stdout.write(
+    table(
+      ["NODE TYPE", "TITLE"],
+      nodes.map((n) => [n.node_type, n.title]),
+    ),
+  );
+  process.stdout.write(
+    `\n${table(
+      ["NAMESPACE", "TYPES"],
+      [...perNamespace].map(([ns, k]) => [ns, String(k)]),
+    )}`,
+  );
+  process.stdout.write(`${nodes.length} node types\n`);
+}
+
 /** `nodeway cancel <job> [--json]`. */
 export async function cmdCancel(argv: readonly string[]): Promise<void> {
   const args = parseCommand(argv, flags([], [], true));

@@ -187,6 +187,22 @@ t.test("cli - jobs, logs, agents, cancel and run, as tables and lines, and with 
   const agentsJson = runNodeway(["agents", "--json", ...gw]);
   t.equal(await agentsJson.exited, 0);
   t.match(JSON.parse(agentsJson.stdout()), [{ id: s.agents[0]!.id, pools: ["cpu"] }]);
+
+  const offered = (await api(s.url, "GET", "/api/nodes/metadata")).body as unknown as { node_type: string }[];
+  const nodes = runNodeway(["nodes", ...gw]);
+  t.equal(await nodes.exited, 0);
+  t.match(nodes.stdout(), /^NODE TYPE\s+TITLE\n/, "nodes: a table of node types");
+  t.match(nodes.stdout(), /\nnodetool\.text\.FormatText\s+\S/, "naming each type with its title");
+  t.match(nodes.stdout(), /NAMESPACE\s+TYPES[\s\S]*\nnodetool\.text\s+\d+\n/, "and the count per namespace");
+  t.match(nodes.stdout(), new RegExp(`\\n${offered.length} node types\\n$`), "the total is what the gateway lists");
+  const nodesJson = runNodeway(["nodes", "--json", ...gw]);
+  t.equal(await nodesJson.exited, 0);
+  const listed = JSON.parse(nodesJson.stdout()) as { node_type: string }[];
+  t.same(
+    listed.map((n) => n.node_type),
+    offered.map((n) => n.node_type),
+    "nodes --json: exactly /api/nodes/metadata",
+  );
 });
 
 t.test("cli - logs --follow streams a running job to its end; cancel cancels it", async (t) => {
