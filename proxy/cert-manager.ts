@@ -257,12 +257,17 @@ export class CertManager {
     return this.renew(name, st);
   }
 
-  /** True when one more on-demand name fits; frees the slots of names that failed and whose backoff is over. */
+  /**
+   * True when one more on-demand name fits; frees the slots of names whose attempt failed or was deferred and
+   * whose wait is over. A name with no attempt yet is still starting (its store read in flight): it keeps its slot.
+   */
   private roomOnDemand(): boolean {
     if (this.onDemandNames < this.config.onDemandMaxNames) return true;
     const now = this.now();
     for (const [name, st] of this.acmeStates) {
-      if (st.onDemand && st.inFlight === null && st.nextAttemptAtMs <= now && !this.byName.has(name)) {
+      const tried = st.failures > 0 || st.nextAttemptAtMs > 0;
+      const failed = tried && st.inFlight === null && st.nextAttemptAtMs <= now;
+      if (st.onDemand && failed && !this.byName.has(name)) {
         this.acmeStates.delete(name);
         this.onDemandNames--;
       }

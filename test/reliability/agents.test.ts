@@ -163,7 +163,7 @@ t.test(
     stats.faults++;
     // Paused for 2 × ack_wait: long enough for the job to move to the second agent.
     await new Promise((r) => setTimeout(r, 2 * ACK_WAIT_MS));
-    await check(() => runningUpdates(c, jobId).find((m) => m.attempt === 2), 15_000, { name: "attempt 2 running" });
+    await check(() => runningUpdates(c, jobId).find((m) => m.attempt === 2), 30_000, { name: "attempt 2 running" });
     const claimIdx = revisions.findIndex((r) => r.attempt === 2);
     t.ok(claimIdx >= 0, "attempt 2 claimed the record");
     // The paused agent fences itself on SIGCONT, so to exercise the gateway's fence too the test publishes what a
