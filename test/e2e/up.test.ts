@@ -224,8 +224,16 @@ t.test("cli - flags have NODEWAY_* env twins and unknown flags are refused", asy
   );
   t.equal(listed.capabilities.max_jobs, 3, "NODEWAY_MAX_JOBS reached the agent");
   t.equal(await agent.kill("SIGTERM"), 0, "SIGTERM drains and exits 0");
-  const after = (await fetch(`${url}/api/agents`).then((x) => x.json())) as { agents: unknown[] };
-  t.equal(after.agents.length, 0, "a drained agent deregisters");
+  // The gateway's agent list is a watch on nw_agents: the deletion reaches it shortly after the agent exits.
+  const left = await check(
+    async () => {
+      const r = (await fetch(`${url}/api/agents`).then((x) => x.json())) as { agents: unknown[] };
+      return r.agents.length === 0 ? r.agents : undefined;
+    },
+    10_000,
+    { name: "drained agent gone from /api/agents" },
+  );
+  t.equal(left.length, 0, "a drained agent deregisters");
   const bad = runNodeway(["agent", "--nats", ns.url, "--max-jbos", "2"]);
   t.equal(await bad.exited, 2);
   t.match(bad.stderr(), /unknown flag --max-jbos/);
