@@ -90,7 +90,8 @@ const OrNull = <T extends TSchema>(s: T) => Type.Optional(Type.Union([s, Type.Nu
 
 export const WorkflowBodySchema = Type.Object(
   {
-    id: Type.Optional(IdSchema),
+    // NodeTool exports a new workflow with `"id": ""`: empty or null means "give it one".
+    id: OrNull(Type.Union([IdSchema, Type.Literal("")])),
     name: OrNull(Type.String({ maxLength: 1024 })),
     description: OrNull(Type.String({ maxLength: 65_536 })),
     tags: OrNull(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 256 })),

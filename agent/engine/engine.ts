@@ -17,6 +17,7 @@ import {
   DEFAULT_NODE_LIMITS,
   type Emission,
   type InboxItem,
+  type ControlledNode,
   type NodeContext,
   type NodeDef,
   type NodeInputs,
@@ -390,17 +391,36 @@ class GraphRun {
       incoming.set(n.id, []);
       outgoing.set(n.id, []);
     }
+    // A control edge makes its target a tool of its source (NodeTool's agent node tools): the target does not run
+    // by itself, its controller runs it when it chooses (`ctx.controlledNodes`).
+    const controls = new Map<string, string[]>();
     for (const e of g.edges) {
-      // A control edge lets NodeTool's agent call a node as a tool; here the node runs once on its own inputs.
-      if (isControlEdge(e)) continue;
+      if (isControlEdge(e)) {
+        const list = controls.get(e.source) ?? [];
+        if (!list.includes(e.target)) controls.set(e.source, [...list, e.target]);
+        continue;
+      }
       incoming.get(e.target)!.push(e);
       outgoing.get(e.source)!.push(e);
     }
+    const controlled = new Set([...controls.values()].flat());
+    const defs = new Map<string, NodeDef>();
     for (const n of g.nodes) {
       const def = library.get(n.type);
       if (!def) throw new UnknownNodeTypeError(n.id, n.type);
-      if (def.kind === "ignored") continue;
+      defs.set(n.id, def);
+      if (def.kind === "ignored" || controlled.has(n.id)) continue;
       this.actors.set(n.id, new Actor(this, n, def, incoming.get(n.id)!, outgoing.get(n.id)!));
+    }
+    const byId = new Map(g.nodes.map((n) => [n.id, n]));
+    for (const [source, targets] of controls) {
+      const actor = this.actors.get(source);
+      if (!actor) continue;
+      const nodes = targets.flatMap((id) => {
+        const def = defs.get(id)!;
+        return def.kind === "ignored" ? [] : [this.controlledNode(byId.get(id)!, def)];
+      });
+      Object.assign(actor.ctx, { controlledNodes: nodes });
     }
     // Edges from ignored nodes carry nothing: drop them so their targets do not wait forever.
     for (const a of this.actors.values()) {
@@ -419,6 +439,34 @@ class GraphRun {
       }
     }
     this.remaining = this.actors.size;
+  }
+
+  /** A node under a control edge, run once per call by its controller, with its own node events. */
+  private controlledNode(node: GraphNode, def: NodeDef): ControlledNode {
+    const name = displayName(node, def);
+    const ctx = nodeContext(node, name, this.params, this.emit, this.signal, this.limits, this.shared);
+    const status = (s: "running" | "completed") =>
+      this.emit({ type: "node_update", node_id: node.id, node_name: name, node_type: node.type, status: s });
+    return {
+      nodeId: node.id,
+      nodeType: node.type,
+      title: name,
+      description: def.description,
+      properties: def.properties,
+      run: async (args) => {
+        if (def.kind !== "process" && def.kind !== "generator")
+          throw new Error(`${node.type} cannot be run as a tool (it is an input, output or streaming node)`);
+        const inputs: NodeInputs = {};
+        for (const p of def.properties) if (p.default !== undefined) inputs[p.name] = structuredClone(p.default);
+        Object.assign(inputs, node.data ?? {}, node.dynamic_properties ?? {}, args);
+        status("running");
+        const outputs =
+          def.kind === "process" ? await def.process(ctx, inputs) : await lastValues(def.generate(ctx, inputs));
+        for (const k of Object.keys(outputs ?? {})) capValue(this.limits, outputs[k], `the output "${k}"`);
+        status("completed");
+        return outputs ?? {};
+      },
+    };
   }
 
   start(): void {
@@ -480,6 +528,13 @@ class GraphRun {
     this.controller.abort(err);
     this.settle({ status: "failed", outputs: this.outputs, error: this.failure });
   }
+}
+
+/** A generator's stream as one result: the last value on each handle. */
+async function lastValues(stream: AsyncIterable<Emission>): Promise<NodeOutputs> {
+  const out: NodeOutputs = {};
+  for await (const { handle, value } of stream) out[handle] = value;
+  return out;
 }
 
 function outputTypeOf(value: unknown): string {

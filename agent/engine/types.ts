@@ -56,6 +56,22 @@ export interface NodeContext {
    * long as the run: when it ends, each value with a `close()` is closed. A host call sees a fresh one.
    */
   readonly workspace?: Map<string, unknown>;
+  /**
+   * The nodes wired to this one by NodeTool's control edges (an agent's node tools): they do not run by themselves,
+   * the node runs them when it chooses. Empty for a node that controls none.
+   */
+  readonly controlledNodes?: readonly ControlledNode[];
+}
+
+/** A node another node controls (a control edge): its metadata, and a way to run it once. */
+export interface ControlledNode {
+  nodeId: string;
+  nodeType: string;
+  title: string;
+  description: string;
+  properties: readonly PropertyMetadata[];
+  /** Runs the node once on its saved inputs with `args` over them; resolves to its outputs (a stream's last values). */
+  run(args: Record<string, unknown>): Promise<Record<string, unknown>>;
 }
 
 /**

@@ -8,7 +8,9 @@
  */
 import type { PropertyMetadata } from "../../protocol/index.js";
 import { RE2JS } from "re2js";
-import { NodeError, type NodeContext } from "../engine/types.js";
+import { NodeError, type ControlledNode, type NodeContext } from "../engine/types.js";
+
+export type { ControlledNode };
 import { bodyText, safeFetch } from "./outbound.js";
 
 /** A tool a model may call: its result goes back to the model as text (JSON for anything but a string). */
@@ -70,24 +72,9 @@ export function resolveTools(names: readonly unknown[]): AgentTool[] {
 
 // ---- node tools (control edges) ----------------------------------------------------------------------------
 
-/**
- * A node wired to an agent by a control edge (NodeTool's controlled nodes: the agent calls it as a tool, it does
- * not run by itself). The engine offers these on the agent's context as `controlledNodes`.
- */
-export interface ControlledNode {
-  nodeId: string;
-  nodeType: string;
-  title: string;
-  description: string;
-  properties: readonly PropertyMetadata[];
-  /** Runs the node once with `args` over its saved inputs; resolves to its outputs. */
-  run(args: Record<string, unknown>): Promise<Record<string, unknown>>;
-}
-
 /** The nodes the engine says this agent controls (none where it offers none). */
 export function controlledNodesOf(ctx: NodeContext): readonly ControlledNode[] {
-  const nodes = (ctx as NodeContext & { controlledNodes?: readonly ControlledNode[] }).controlledNodes;
-  return Array.isArray(nodes) ? nodes : [];
+  return ctx.controlledNodes ?? [];
 }
 
 /** A title as a tool name: snake_case of its letters and digits, at most 64 characters (NodeTool's rule). */

@@ -153,6 +153,16 @@ t.test("guard - the gateway's edge refuses hostile input with stable codes and k
     t.equal(back.name, "from NodeTool");
     t.notOk("settings" in back && back.settings === null, "an empty field is left out, not stored as null");
     t.equal((await api(s.url, "PUT", "/api/workflows/exported", { ...exported, settings: 3 })).status, 400);
+    // A workflow NodeTool never saved is exported with "id": "": POST gives it an id of its own.
+    const fresh = await api(s.url, "POST", "/api/workflows", { ...exported, id: "" });
+    t.equal(fresh.status, 200, `an empty id is "make one": ${JSON.stringify(fresh.body).slice(0, 200)}`);
+    t.match(fresh.body.id, /^[\w-]{8,}$/, "the new workflow has an id");
+    t.equal((await api(s.url, "GET", `/api/workflows/${String(fresh.body.id)}`)).status, 200);
+    t.equal(
+      (await api(s.url, "POST", "/api/workflows", { ...exported, id: "../x" })).status,
+      400,
+      "a bad id is still refused",
+    );
   });
 
   t.test("a job without timeout_s gets the gateway's default (never past its maximum)", async (t) => {

@@ -41,6 +41,12 @@ export class FakeLlm {
   toolName: string | null = null;
   /** The text of every reply that is not a tool call, instead of the echo. */
   reply: string | null = null;
+  /**
+   * Answer as a model following the request's format would (a stand-in for the gallery run): `<LIST_ITEM>` items
+   * when the system prompt asks for them, a markdown table of the asked columns, a JSON object matching a JSON
+   * Schema the system prompt or `response_format` gives, and tool arguments that fill the tool's schema.
+   */
+  followFormats = false;
 
   constructor(
     readonly delayMs = 5,
@@ -78,7 +84,10 @@ export class FakeLlm {
     const last = [...messages].reverse().find((m) => m.role === "user" && typeof m.content === "string")?.content ?? "";
     const toolResult = lastToolResult(messages);
     const call = toolResult === null ? this.toolCallFor(body) : null;
-    const text = this.reply ?? (toolResult !== null ? `tool said: ${toolResult}` : `echo: ${String(last)}`);
+    const text =
+      this.reply ??
+      (this.followFormats ? formattedReply(body, messages) : null) ??
+      (toolResult !== null ? `tool said: ${toolResult}` : `echo: ${String(last)}`);
     const all = call ? [] : text.split(/(?<= )/);
     const limit = Number(
       (body.options as { num_predict?: number } | undefined)?.num_predict ?? body.max_tokens ?? Infinity,
@@ -300,7 +309,77 @@ export class FakeLlm {
     const tools = (body.tools ?? []) as { name?: string; function?: { name?: string } }[];
     if (tools.length === 0 || body.tool_choice === "none") return null;
     const names = tools.map((t) => t.function?.name ?? t.name ?? "");
-    return { name: this.toolName ?? names[0]!, args: this.toolArgs };
+    const name = this.toolName ?? names[0]!;
+    if (!this.followFormats || Object.keys(this.toolArgs).length > 0) return { name, args: this.toolArgs };
+    const tool = tools.find((t) => (t.function?.name ?? t.name) === name) as
+      | { input_schema?: unknown; function?: { parameters?: unknown } }
+      | undefined;
+    const args = sampleOf(tool?.function?.parameters ?? tool?.input_schema ?? { type: "object" });
+    return { name, args: (args ?? {}) as Record<string, unknown> };
+  }
+}
+
+/** The request's system prompt in any of the three APIs (OpenAI's and Ollama's system message, Anthropic's `system`). */
+function systemOf(body: Record<string, unknown>, messages: { role: string; content: unknown }[]): string {
+  const sys = body.system;
+  if (typeof sys === "string") return sys;
+  if (Array.isArray(sys)) return sys.map((b: { text?: string }) => b.text ?? "").join("\n");
+  return messages
+    .filter((m) => m.role === "system" || m.role === "developer")
+    .map((m) => String(m.content))
+    .join("\n");
+}
+
+/** What a model that follows the asked format answers, or null when nothing asks for one. */
+function formattedReply(body: Record<string, unknown>, messages: { role: string; content: unknown }[]): string | null {
+  const system = systemOf(body, messages);
+  if (system.includes("<LIST_ITEM>"))
+    return "<LIST_ITEM>A first idea</LIST_ITEM>\n<LIST_ITEM>A second idea</LIST_ITEM>\n<LIST_ITEM>A third idea</LIST_ITEM>";
+  const columns = [...system.matchAll(/^- (\S+) \((\w+)\)$/gm)].map((m) => ({ name: m[1]!, type: m[2]! }));
+  if (/markdown table/i.test(system) && columns.length > 0) {
+    const cell = (type: string, row: number) => (/int|float|number/.test(type) ? String(row) : `value ${row}`);
+    const rows = [1, 2].map((r) => `| ${columns.map((c) => cell(c.type, r)).join(" | ")} |`);
+    return [`| ${columns.map((c) => c.name).join(" | ")} |`, `|${columns.map(() => "---").join("|")}|`, ...rows].join(
+      "\n",
+    );
+  }
+  const format = body.response_format as { json_schema?: { schema?: unknown } } | undefined;
+  const schemaText =
+    /<JSON_SCHEMA>\s*(\{[\s\S]*\})\s*<\/JSON_SCHEMA>/.exec(system)?.[1] ??
+    /JSON Schema:\s*(\{[\s\S]*\})\s*$/.exec(system)?.[1];
+  const schema = format?.json_schema?.schema ?? (schemaText ? JSON.parse(schemaText) : undefined);
+  if (schema !== undefined) return JSON.stringify(sampleOf(schema));
+  if (format && (format as { type?: string }).type === "json_object") return JSON.stringify({ answer: "ok" });
+  return null;
+}
+
+/** A value that fits a JSON Schema: every property filled, enums their first value, one item per array. */
+function sampleOf(schema: unknown, depth = 0): unknown {
+  const s = (schema ?? {}) as {
+    type?: string | string[];
+    properties?: Record<string, unknown>;
+    items?: unknown;
+    enum?: unknown[];
+    anyOf?: unknown[];
+  };
+  if (s.enum?.length) return s.enum[0];
+  if (s.anyOf?.length) return sampleOf(s.anyOf[0], depth);
+  const type = Array.isArray(s.type) ? s.type.find((t) => t !== "null") : s.type;
+  switch (type) {
+    case "string":
+      return "sample text";
+    case "integer":
+    case "number":
+      return 1;
+    case "boolean":
+      return true;
+    case "array":
+      return depth > 4 ? [] : [sampleOf(s.items, depth + 1)];
+    case "object":
+    case undefined:
+      return Object.fromEntries(Object.entries(s.properties ?? {}).map(([k, v]) => [k, sampleOf(v, depth + 1)]));
+    default:
+      return null;
   }
 }
 
