@@ -54,6 +54,13 @@ export interface RunningAgent {
 
 /** How often the agent asks its providers which models they offer. */
 const MODELS_REFRESH_MS = 60_000;
+/** How long a pull waits for a job when every pool has one open (each costs the server one request per expiry). */
+const IDLE_PULL_MS = 5_000;
+/**
+ * How long it waits while another pool's loop has no slot (more pools than slots): the slots rotate at this pace,
+ * so a job in a pool without an open pull waits up to this long per pool ahead of it. nats.js's least.
+ */
+const STARVED_PULL_MS = 1_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -114,7 +121,10 @@ class Agent implements RunningAgent {
   private readonly offered: readonly NodeDef[];
   /** The ComfyUI beside this agent (`comfyuiUrl`), or null. */
   private readonly comfy: ComfyClient | null;
-  private slotWaiters: (() => void)[] = [];
+  private slotWaiters: { ticket: number; wake: () => void }[] = [];
+  private waitTickets = 0;
+  /** Pull loops waiting for a slot: while any waits, pulls are short so the slots rotate among the pools. */
+  private starvedLoops = 0;
   /** `comfyui` jobs pulled while ComfyUI was away, waiting for it (they hold a slot). */
   private heldForComfy = 0;
   /** Slots promised to pulls still open at the server: running + reserved never exceeds max_jobs. */
@@ -502,41 +512,74 @@ class Agent implements RunningAgent {
     return this.gpuGroups.available - this.gpuReserved;
   }
 
-  /** Until a slot is free, and for the `gpu` pool a GPU group too. */
-  private async waitForSlot(pool: string): Promise<void> {
-    const blocked = () => this.freeSlots() <= 0 || (pool === "gpu" && this.freeGpuGroups() <= 0);
-    while (blocked() && !this.stopping) await new Promise<void>((r) => this.slotWaiters.push(r));
+  /** No slot for `pool` now (for the `gpu` pool, no GPU group either). */
+  private blocked(pool: string): boolean {
+    return this.freeSlots() <= 0 || (pool === "gpu" && this.freeGpuGroups() <= 0);
+  }
+
+  /**
+   * Waits for a free slot and reserves it for one pull of `pool`; the check and the reservation happen in one turn
+   * of the loop, so two loops never take one slot. A loop whose last pull found nothing queues behind the loops
+   * already waiting (`yieldToWaiting`): with more pools than slots, the slots rotate among the pools.
+   */
+  private async reserveForPull(pool: string, pools: number, yieldToWaiting: boolean): Promise<number> {
+    const yielding = yieldToWaiting && this.starvedLoops > 0;
+    if (this.blocked(pool) || yielding) {
+      this.starvedLoops++;
+      const ticket = ++this.waitTickets;
+      // Woken loops that find no slot (a GPU-blocked one) leave it free: look again once they have looked.
+      if (yielding) setImmediate(() => this.wakeSlotWaiters());
+      try {
+        do await new Promise<void>((wake) => this.queueForSlot(ticket, wake));
+        while (this.blocked(pool) && !this.stopping);
+      } finally {
+        this.starvedLoops--;
+      }
+    }
+    if (this.stopping) return 0;
+    const gpuPool = pool === "gpu";
+    const want = Math.max(
+      1,
+      Math.min(Math.floor(this.freeSlots() / pools), gpuPool ? this.freeGpuGroups() : Number.POSITIVE_INFINITY),
+    );
+    this.reserved += want;
+    if (gpuPool) this.gpuReserved += want;
+    return want;
+  }
+
+  /** Waiters stay in the order they first waited: one woken and still blocked keeps its place in the line. */
+  private queueForSlot(ticket: number, wake: () => void): void {
+    const at = this.slotWaiters.findIndex((w) => w.ticket > ticket);
+    this.slotWaiters.splice(at < 0 ? this.slotWaiters.length : at, 0, { ticket, wake });
   }
 
   /** Slots came free (a job ended, a pull gave back its unused reservation): every waiting loop looks again. */
   private wakeSlotWaiters(): void {
-    for (const w of this.slotWaiters.splice(0)) w();
+    for (const w of this.slotWaiters.splice(0)) w.wake();
   }
 
   /**
    * Pulls for one pool. Each pull asks for as many jobs as it has reserved slots (shared fairly between the
    * pools' loops), so a busy agent pulls in batches rather than a round trip per job, and the server never
-   * holds more open requests for this agent than it has free slots: "pull only while free" stays exact.
+   * holds more open requests for this agent than it has free slots: "pull only while free" stays exact. While a
+   * pool's loop waits for a slot, the open pulls expire after `STARVED_PULL_MS` instead of `IDLE_PULL_MS`, so a
+   * job in a pool without a pull waits about that long, not a whole idle pull.
    */
   private async pullLoop(consumer: Consumer, pool: string, pools: number): Promise<void> {
+    let idle = false;
     while (!this.stopping) {
-      await this.waitForSlot(pool);
+      const want = await this.reserveForPull(pool, pools, idle);
       if (this.stopping) break;
-      // A ComfyUI that does not answer runs nothing: its jobs wait queued (for this agent or another).
-      if (this.paused || this.nc.isClosed() || (pool === "comfyui" && !this.comfy?.up)) {
-        await sleep(200);
-        continue;
-      }
       const gpuPool = pool === "gpu";
-      const want = Math.max(
-        1,
-        Math.min(Math.floor(this.freeSlots() / pools), gpuPool ? this.freeGpuGroups() : Number.POSITIVE_INFINITY),
-      );
-      this.reserved += want;
-      if (gpuPool) this.gpuReserved += want;
       let got = 0;
       try {
-        const batch = await consumer.fetch({ max_messages: want, expires: 5_000 });
+        // A ComfyUI that does not answer runs nothing: its jobs wait queued (for this agent or another).
+        if (this.paused || this.nc.isClosed() || (pool === "comfyui" && !this.comfy?.up)) {
+          await sleep(200);
+          continue;
+        }
+        const expires = this.starvedLoops > 0 ? STARVED_PULL_MS : IDLE_PULL_MS;
+        const batch = await consumer.fetch({ max_messages: want, expires });
         for await (const msg of batch) {
           got++;
           this.reserved--;
@@ -550,6 +593,7 @@ class Agent implements RunningAgent {
           await sleep(500);
         }
       } finally {
+        idle = got === 0;
         this.reserved -= want - got;
         if (gpuPool) this.gpuReserved -= want - got;
         this.wakeSlotWaiters();

@@ -39,3 +39,47 @@ t.test("slots - an agent with --max-jobs 3 runs at most three jobs at a time, an
   t.ok(most <= 3, `never more than three at once (${most})`);
   t.equal(most, 3, "and three side by side while nine waited");
 });
+
+t.test(
+  "slots - with more pools than slots, the one slot rotates among them: each pool's job starts within a rotation, and never two at once",
+  async (t) => {
+    const pools = ["p1", "p2", "p3"];
+    const s = await startStack(t, { agents: 1, agentArgs: ["--max-jobs", "1", "--pools", pools.join(",")] });
+    await api(s.url, "PUT", "/api/workflows/nap", {
+      graph: { nodes: [{ id: "s", type: "nodeway.test.Sleep", data: { seconds: 0.3 } }], edges: [] },
+    });
+    const run = async (pool: string) =>
+      String((await api(s.url, "POST", "/api/workflows/nap/run", { params: {}, requirements: { pool } })).body.job_id);
+    const done = (id: string) =>
+      check(
+        async () => {
+          const r = (await api(s.url, "GET", `/api/jobs/${id}`)).body;
+          return r.status === "completed" ? r : null;
+        },
+        30_000,
+        { name: `job ${id} completes` },
+      );
+    // The first pulls open at once; past an idle pull's 5 s, every loop is in its steady rotation.
+    await done(await run("p1"));
+    await new Promise((r) => setTimeout(r, 6_000));
+    const waits: number[] = [];
+    for (const pool of [...pools, ...pools].reverse()) {
+      const rec = await done(await run(pool));
+      waits.push(Date.parse(String(rec.started_at)) - Date.parse(String(rec.created_at)));
+    }
+    // A rotation takes a second per pool; before, a pool waited for another's 5 s idle pull to expire.
+    t.ok(Math.max(...waits) < 4_000, `every job was claimed within a rotation (waits ${waits.join(", ")} ms)`);
+
+    const together = await Promise.all([...pools, ...pools].map(run));
+    const recs = await Promise.all(together.map(done));
+    const edges = recs.flatMap((r) => [
+      { at: Date.parse(String(r.started_at)), d: 1 },
+      { at: Date.parse(String(r.finished_at)), d: -1 },
+    ]);
+    edges.sort((a, b) => a.at - b.at || a.d - b.d);
+    let now = 0;
+    let most = 0;
+    for (const e of edges) most = Math.max(most, (now += e.d));
+    t.equal(most, 1, "six jobs in three pools on a one-slot agent ran one at a time");
+  },
+);
