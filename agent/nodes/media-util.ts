@@ -55,10 +55,13 @@ async function fromUri(ctx: NodeContext, uri: string, kind: MediaKind, label: st
     if (!assets) throw new NodeError(`${label} is an asset (${uri}), but this agent gives nodes no asset access`);
     return assets.get(uri);
   }
-  if (/^https?:\/\//i.test(uri))
-    throw new NodeError(
-      `${label} is a URL (${uri.slice(0, 120)}); this agent does not download media: upload the ${kind} to /api/assets and pass its asset:// reference`,
-    );
+  // Downloaded as the HTTP nodes fetch (NodeTool downloads a URL reference too): under the agent's outbound policy.
+  if (/^https?:\/\//i.test(uri)) {
+    const { safeFetch } = await import("./outbound.js");
+    const res = await safeFetch(uri, { signal: ctx.signal, maxBytes: MEDIA_MAX_BYTES });
+    if (res.status >= 400) throw new NodeError(`${label}: fetching ${uri.slice(0, 120)} answered ${res.status}`);
+    return res.body;
+  }
   throw new NodeError(`${label} must be ${kind} bytes, a data: URI or an asset:// reference, got ${uri.slice(0, 120)}`);
 }
 

@@ -5,6 +5,7 @@
  * `NODEWAY_HTTP_MAX_BYTES` and a request past `NODEWAY_HTTP_TIMEOUT_MS`.
  */
 import t from "tap";
+import sharp from "sharp";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { WsClient, type Msg } from "../helpers/clients.js";
@@ -17,6 +18,11 @@ const RSS = `<?xml version="1.0"?><rss version="2.0"><channel><title>News</title
 <description><![CDATA[<p>One</p>]]></description><author>ann@example.com</author></item>
 <item><title>Second</title><link>https://example.com/2</link><description>Two</description></item>
 </channel></rss>`;
+
+/** A 3×2 PNG, made once. */
+const PNG_3X2 = await sharp({ create: { width: 3, height: 2, channels: 3, background: "#08f" } })
+  .png()
+  .toBuffer();
 
 async function listen(server: Server, host: string): Promise<string> {
   await new Promise<void>((r) => server.listen(0, host, r));
@@ -54,6 +60,7 @@ t.test("http nodes - requests, redirects re-checked, limits, RSS and links", asy
       if (req.url === "/big") return res.end("x".repeat(5000));
       if (req.url === "/slow") return void setTimeout(() => res.end("late"), 3000);
       if (req.url === "/feed") return res.writeHead(200, { "content-type": "application/rss+xml" }).end(RSS);
+      if (req.url === "/pic.png") return res.writeHead(200, { "content-type": "image/png" }).end(PNG_3X2);
       res.writeHead(404).end("no");
     });
   });
@@ -97,6 +104,23 @@ t.test("http nodes - requests, redirects re-checked, limits, RSS and links", asy
   t.match(errorOf(big), /larger than 4096 bytes \(NODEWAY_HTTP_MAX_BYTES\)/, "a body over the cap fails");
   const slow = await run(ws, one("lib.http.GetRequest", { url: `${url}/slow` }));
   t.match(errorOf(slow), /longer than 1000 ms \(NODEWAY_HTTP_TIMEOUT_MS\)/, "a request past the time limit fails");
+
+  // A media reference by URL (NodeTool's ImageRef with an http uri) is downloaded under the same policy.
+  const meta = await run(
+    ws,
+    one("nodetool.image.GetMetadata", { image: { type: "image", uri: `${url}/pic.png` } }, ["width", "height"]),
+  );
+  t.equal(meta.status, "completed", errorOf(meta));
+  t.same(meta.result, { width: [3], height: [2] }, "an image given by URL is downloaded and read");
+  const privatePic = await run(
+    ws,
+    one("nodetool.image.GetMetadata", { image: { type: "image", uri: `${loopUrl}/pic.png` } }, ["width"]),
+  );
+  t.match(
+    errorOf(privatePic),
+    /127\.0\.0\.1 is a private, loopback or link-local address.*NODEWAY_HTTP_ALLOW/,
+    "an image URL on a private address is refused",
+  );
 
   const doc = await run(ws, one("lib.http.GetRequestDocument", { url: `${url}/hello` }));
   t.match((doc.result as { output: unknown[] }).output[0], { type: "document", uri: `${url}/hello` });
