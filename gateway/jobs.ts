@@ -18,6 +18,8 @@ import {
   isTerminal,
   isLlmProvider,
   PROVIDER_SETTING,
+  STREAM_JOBS,
+  decodeJobDispatch,
   jobKeys,
   newId,
   parseJson,
@@ -93,6 +95,10 @@ function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
 }
 /** Ids one `list` with a state and a workflow walks at most, unless its `limit` is larger (`listScanMaxRecords`). */
 const LIST_SCAN_DEFAULT = 2_000;
+/** A queued job younger than this may still be mid-submit: the start-up check leaves it alone. */
+const ORPHAN_AGE_MS = 60_000;
+/** Most queued jobs, and NW_JOBS messages, the start-up check reads. */
+const ORPHAN_CHECK_MAX = 50_000;
 /** How often records past the bucket's retention are dropped from the index. */
 const EXPIRE_EVERY_MS = 60_000;
 
@@ -169,7 +175,10 @@ export class JobManager {
       new KvView(this.n.js, KV_AGENTS, ">", this.agentView, log),
     ];
     await Promise.all(this.views.map((v) => v.start()));
-    void this.views[0]!.ready.then(() => this.index.loaded());
+    void this.views[0]!.ready.then(() => {
+      this.index.loaded();
+      void this.endOrphans(log).catch((err: unknown) => log("the start-up check of queued jobs failed", err));
+    });
     const retentionMs = this.opts.jobsRetentionMs;
     if (retentionMs) {
       this.expireTimer = setInterval(() => this.index.expire(Date.now() - retentionMs), EXPIRE_EVERY_MS);
@@ -491,6 +500,58 @@ export class JobManager {
       // NATS is unreachable too: nothing more can be written now (see above for what a retry does).
     }
     return null;
+  }
+
+  /**
+   * At start-up: a job whose record says `queued` but whose dispatch is not in NW_JOBS can never run (a gateway
+   * died between the submit's writes). Each such job older than `ORPHAN_AGE_MS` ends `failed` with
+   * `JOB_ERR_NOT_QUEUED`, by compare-and-set, with its terminal event, so watchers and lists stop waiting. A stream
+   * too long to read at start-up is left unchecked, and said so. Returns how many it ended.
+   */
+  async endOrphans(log: (line: string) => void, ageMs = ORPHAN_AGE_MS): Promise<number> {
+    const queued = this.index.page({ status: "queued", limit: ORPHAN_CHECK_MAX }, ORPHAN_CHECK_MAX).ids;
+    if (queued.length === 0) return 0;
+    const dispatched = await this.dispatchedJobIds();
+    if (dispatched === null) {
+      log(`NW_JOBS holds over ${ORPHAN_CHECK_MAX} messages: queued jobs were not checked for a lost dispatch`);
+      return 0;
+    }
+    let ended = 0;
+    for (const id of queued) {
+      if (dispatched.has(id)) continue;
+      const error = {
+        code: ErrorCode.JOB_ERR_NOT_QUEUED,
+        message: "its dispatch never reached NW_JOBS (the submitting gateway stopped mid-submit); submit it again",
+      };
+      const r = await casJobRecord(this.n.jobRecords, id, (cur) =>
+        cur.status === "queued" && Date.now() - Date.parse(cur.created_at) > ageMs && !dispatched.has(id)
+          ? { ...cur, status: "failed", error, finished_at: now() }
+          : null,
+      );
+      if (!r?.written) continue;
+      await this.publishEvent(id, r.rec.workflow_id, "orphan", jobUpdate.ended("failed", error, error.message));
+      ended++;
+    }
+    if (ended > 0)
+      log(`ended ${ended} queued job(s) whose dispatch never reached NW_JOBS (${ErrorCode.JOB_ERR_NOT_QUEUED})`);
+    return ended;
+  }
+
+  /** The job ids of every dispatch in NW_JOBS, or null when it holds more than `ORPHAN_CHECK_MAX`. */
+  private async dispatchedJobIds(): Promise<Set<string> | null> {
+    const info = await this.n.jsm.streams.info(STREAM_JOBS);
+    if (info.state.messages > ORPHAN_CHECK_MAX) return null;
+    const ids = new Set<string>();
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+      const m = await this.n.jsm.streams.getMessage(STREAM_JOBS, { seq }).catch(() => null);
+      if (!m) continue; // acked (a work queue deletes it) or removed
+      try {
+        ids.add(decodeJobDispatch(m.data).job_id);
+      } catch {
+        // a malformed dispatch names no job; the agent that pulls it ends it
+      }
+    }
+    return ids;
   }
 
   /**

@@ -9,7 +9,7 @@
  * `failed`, and the agent ends the dispatch that has no record.
  */
 import t, { type Test as Tap } from "tap";
-import type { GatewayOptions } from "../../gateway/index.js";
+import { startGateway, type GatewayOptions } from "../../gateway/index.js";
 import { createHash } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
@@ -218,5 +218,71 @@ t.test(
       "nothing ran: the stored history is queued, failed",
     );
     t.equal((await api(s.url, "GET", `/api/jobs/${jobId}`)).status, 404, "and no record was ever stored");
+  },
+);
+
+t.test(
+  "half-submit - a gateway starting ends queued jobs whose dispatch never reached NW_JOBS, and only those",
+  async (t) => {
+    const { s, kv } = await helloStack(t);
+    const old = new Date(Date.now() - 5 * 60_000).toISOString();
+    const record = (id: string, created_at: string): JobRecord => ({
+      v: 1,
+      id,
+      workflow_id: "hello",
+      status: "queued",
+      pool: "cpu",
+      attempt: 0,
+      agent_id: null,
+      params: {},
+      created_at,
+      started_at: null,
+      finished_at: null,
+      timeout_s: null,
+      error: null,
+      outputs: null,
+      idempotency_key: null,
+    });
+    // Left by a gateway that died mid-submit five minutes ago: a record, no dispatch.
+    const orphan = "01orphansubmit000000000000";
+    await kv.create(jobKeys.record(orphan), JSON.stringify(record(orphan, old)));
+    // Mid-submit right now on another gateway: too young to judge.
+    const young = "01youngsubmit0000000000000";
+    await kv.create(jobKeys.record(young), JSON.stringify(record(young, new Date().toISOString())));
+    // Queued for five minutes in a pool no agent serves, its dispatch waiting in NW_JOBS: it must stay queued.
+    const waiting = String(
+      (await api(s.url, "POST", "/api/workflows/hello/run", { params: {}, requirements: { pool: "nobody" } })).body
+        .job_id,
+    );
+    const e = await kv.get(jobKeys.record(waiting));
+    await kv.update(
+      jobKeys.record(waiting),
+      JSON.stringify({ ...JSON.parse(e!.string()), created_at: old }),
+      e!.revision,
+    );
+
+    const gw2 = await startGateway({ natsUrl: s.ns.url, port: 0 });
+    t.teardown(() => gw2.stop());
+    const ended = await check(
+      async () => {
+        const r = await api(gw2.url, "GET", `/api/jobs/${orphan}`);
+        return r.body.status === "failed" ? r.body : null;
+      },
+      15_000,
+      { name: "the orphan ends" },
+    );
+    t.match(ended.error, { code: "JOB_ERR_NOT_QUEUED", message: /never reached NW_JOBS/ }, "failed, saying why");
+    const events = (await readStream(`${gw2.url}/api/jobs/${orphan}/events?after=0`)).events;
+    t.match(events.at(-1), { type: "job_update", status: "failed" }, "a watcher gets its terminal event");
+    t.equal(
+      (await api(gw2.url, "GET", `/api/jobs/${waiting}`)).body.status,
+      "queued",
+      "a job whose dispatch waits stays queued",
+    );
+    t.equal(
+      (await api(gw2.url, "GET", `/api/jobs/${young}`)).body.status,
+      "queued",
+      "a job younger than a submit may take stays queued",
+    );
   },
 );
