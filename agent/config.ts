@@ -1,5 +1,5 @@
 /** Agent options → a frozen, checked config (once, at start-up). */
-import { hostname } from "node:os";
+import { availableParallelism, hostname } from "node:os";
 import { readFileSync } from "node:fs";
 import { DEFAULT_NODE_LIMITS, type NodeLimits } from "./engine/types.js";
 import {
@@ -158,6 +158,14 @@ function bool(key: string, v: unknown, dflt: boolean): boolean {
   throw new InvalidConfigError(key, `must be true or false, got ${JSON.stringify(v)}`);
 }
 
+/**
+ * Two jobs per core, 4 to 64: most jobs wait on a provider, ComfyUI or a GPU rather than compute, so one per core
+ * would leave the host idle (and a host with more pools than slots rotates its pulls); more would crowd its memory.
+ */
+export function defaultMaxJobs(): number {
+  return Math.min(64, Math.max(4, 2 * availableParallelism()));
+}
+
 function posInt(key: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   const n = typeof v === "string" ? Number(v) : v;
@@ -263,7 +271,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
   return Object.freeze({
     nats,
     name,
-    maxJobs: posInt("maxJobs", opts.maxJobs, 2),
+    maxJobs: posInt("maxJobs", opts.maxJobs, defaultMaxJobs()),
     pools: list("pools", opts.pools) ?? null,
     labels: list("labels", opts.labels) ?? [],
     drainGraceMs: posInt("drainGraceMs", opts.drainGraceMs, 30_000),

@@ -4,4 +4,13 @@
  * when a model is listed or called.
  */
 export { ComfyClient, applyOverrides, comfyNodes } from "./comfyui.js";
-export type { ChatMessage, ChatPiece, ChatRequest, ProviderName, ToolCall, ToolChoice, ToolSpec } from "./providers.js";
+export type {
+  ChatImage,
+  ChatMessage,
+  ChatPiece,
+  ChatRequest,
+  ProviderName,
+  ToolCall,
+  ToolChoice,
+  ToolSpec,
+} from "./providers.js";

@@ -33,7 +33,16 @@ import { NodeError } from "../engine/types.js";
 
 export const PROVIDERS = LLM_PROVIDERS;
 export type ProviderName = LlmProvider;
-export type ChatMessage = ChatTurn;
+/** An image sent with a user turn (NodeTool's Agent and LLM `image` input): its bytes and media type. */
+export interface ChatImage {
+  mime: string;
+  data: Uint8Array;
+}
+/** A turn of the conversation as the agent sends it: the wire's turns, a user turn with images too. */
+export type ChatMessage =
+  | Exclude<ChatTurn, { role: "user" }>
+  | { role: "user"; content: string; images?: readonly ChatImage[] };
+const base64 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("base64");
 /** A tool call the model asked for. */
 export type ToolCall = NonNullable<Extract<ChatTurn, { role: "assistant" }>["tool_calls"]>[number];
 /** A function the model may call: name, description, JSON Schema of its arguments. */
@@ -212,6 +221,13 @@ async function* streamOpenai(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
 function openaiMessages(req: ChatRequest): OpenAI.Chat.ChatCompletionMessageParam[] {
   return req.messages.map((m): OpenAI.Chat.ChatCompletionMessageParam => {
     if (m.role === "tool") return { role: "tool", tool_call_id: m.tool_call_id, content: m.content };
+    if (m.role === "user" && m.images?.length) {
+      const images = m.images.map((i) => ({
+        type: "image_url" as const,
+        image_url: { url: `data:${i.mime};base64,${base64(i.data)}` },
+      }));
+      return { role: "user", content: [{ type: "text", text: m.content }, ...images] };
+    }
     if (m.role === "user" || !m.tool_calls?.length) return { role: m.role, content: m.content };
     return {
       role: "assistant",
@@ -257,6 +273,18 @@ function anthropicMessages(req: ChatRequest): Anthropic.MessageParam[] {
       const blocks: Anthropic.ContentBlockParam[] = m.content ? [{ type: "text", text: m.content }] : [];
       for (const c of m.tool_calls) blocks.push({ type: "tool_use", id: c.id, name: c.name, input: c.args });
       out.push({ role: "assistant", content: blocks });
+    } else if (m.role === "user" && m.images?.length) {
+      const images = m.images.map(
+        (i): Anthropic.ImageBlockParam => ({
+          type: "image",
+          source: {
+            type: "base64",
+            media_type: i.mime as Anthropic.Base64ImageSource["media_type"],
+            data: base64(i.data),
+          },
+        }),
+      );
+      out.push({ role: "user", content: [...images, { type: "text", text: m.content }] });
     } else out.push({ role: m.role, content: m.content });
   }
   return out;
@@ -385,6 +413,8 @@ type OllamaParameters = NonNullable<OllamaTool["function"]["parameters"]>;
 function ollamaMessages(req: ChatRequest): OllamaMessage[] {
   return req.messages.map((m) => {
     if (m.role === "tool") return { role: "tool", content: m.content, ...(m.name ? { tool_name: m.name } : {}) };
+    if (m.role === "user" && m.images?.length)
+      return { role: "user", content: m.content, images: m.images.map((i) => base64(i.data)) };
     if (m.role === "user" || !m.tool_calls?.length) return { role: m.role, content: m.content };
     return {
       role: "assistant",

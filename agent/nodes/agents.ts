@@ -8,8 +8,8 @@
  * Events: the reply's text streams as `chunk` events (the last a `done` one with how the reply ended, as the LLM
  * nodes); each tool call and its result is a `log_update` ("tool call NAME {args}", "tool result NAME: …").
  * Nodes wired to an Agent or ClaudeAgent by control edges are its tools when the engine offers them on the context
- * (`controlledNodes`, agent/nodes/agent-tools.ts). Differences from NodeTool: no image or audio inputs, no threads
- * (`thread_id`), and `text` is the final answer once (NodeTool also sends the text of turns that end in tool calls).
+ * (`controlledNodes`, agent/nodes/agent-tools.ts). An `image` input goes with the user's turn (as
+ * each provider's vision API takes it). Differences from NodeTool: no audio input, no threads (`thread_id`), and `text` is the final answer once (NodeTool also sends the text of turns that end in tool calls).
  */
 import {
   NodeError,
@@ -19,7 +19,9 @@ import {
   type NodeInputs,
   type ProcessNodeDef,
 } from "../engine/types.js";
-import type { ChatMessage, ChatRequest, ProviderName, ToolCall } from "../integrations/index.js";
+import type { ChatImage, ChatMessage, ChatRequest, ProviderName, ToolCall } from "../integrations/index.js";
+import { isEmptyMedia, mediaBytes, plainBytes } from "./media-util.js";
+import { openImage } from "./pillow.js";
 import { controlTools, resolveTools, type AgentTool } from "./agent-tools.js";
 import { messagesOf, modelOf } from "./llm.js";
 import { asBool, asInt, asList, asText, enumProp, prop } from "./util.js";
@@ -133,13 +135,27 @@ function maxTokensOf(inputs: NodeInputs, dflt: number): number {
   return n;
 }
 
-/** Image and audio inputs are not sent to models yet: a set one fails rather than being silently dropped. */
-function refuseMedia(inputs: NodeInputs): void {
-  for (const k of ["image", "audio"]) {
-    const v = inputs[k] as { uri?: unknown; asset_id?: unknown; data?: unknown } | null | undefined;
-    if (v && typeof v === "object" && (v.uri || v.asset_id || v.data))
-      throw new NodeError(`"${k}" inputs are not supported by this node here yet: leave it empty`);
-  }
+/** Image formats every provider's vision models take as they are; others are sent as PNG. */
+const MODEL_IMAGE_FORMATS = new Set(["jpeg", "png", "gif", "webp"]);
+
+/**
+ * The `image` input as an image for the model's user turn (none when empty). Audio is not sent to models here:
+ * a set `audio` fails rather than being silently dropped.
+ */
+async function inputImages(ctx: NodeContext, inputs: NodeInputs): Promise<ChatImage[]> {
+  if (!isEmptyMedia(inputs.audio)) throw new NodeError(`"audio" inputs are not sent to models here: leave it empty`);
+  if (isEmptyMedia(inputs.image)) return [];
+  const { img } = await openImage(ctx, inputs.image, '"image"');
+  const format = (await img.metadata()).format ?? "";
+  if (MODEL_IMAGE_FORMATS.has(format))
+    return [{ mime: `image/${format}`, data: await mediaBytes(ctx, inputs.image, "image", '"image"') }];
+  return [{ mime: "image/png", data: plainBytes(await img.png().toBuffer()) }];
+}
+
+/** The user's turn: the prompt, with the images (a turn of images alone when there is no prompt). */
+function userTurn(prompt: string, images: ChatImage[]): ChatMessage[] {
+  if (prompt === "" && images.length === 0) return [];
+  return [{ role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) }];
 }
 
 const MODEL_PROP = prop(
@@ -201,13 +217,15 @@ export const agent: GeneratorNodeDef = {
     { name: "audio", type: "audio" },
   ],
   async *generate(ctx, inputs) {
-    refuseMedia(inputs);
     if (asText(inputs.thread_id ?? "") !== "")
       throw new NodeError(`"thread_id": persistent threads are not supported here`);
     const model = modelOf(inputs.model);
     const prompt = asText(inputs.prompt ?? "");
-    const messages = [...messagesOf(inputs.history, "history"), ...messagesOf(inputs.messages)];
-    if (prompt !== "") messages.push({ role: "user", content: prompt });
+    const messages = [
+      ...messagesOf(inputs.history, "history"),
+      ...messagesOf(inputs.messages),
+      ...userTurn(prompt, await inputImages(ctx, inputs)),
+    ];
     if (messages.length === 0) throw new NodeError(`"prompt" is empty and there is no "history": nothing to send`);
     const wanted = outputSchemaOf(ctx);
     const run: AgentRun = {
@@ -254,7 +272,7 @@ export const summarizer: GeneratorNodeDef = {
     { name: "chunk", type: "chunk" },
   ],
   async *generate(ctx, inputs) {
-    refuseMedia(inputs);
+    const images = await inputImages(ctx, inputs);
     const model = modelOf(inputs.model);
     const text = asText(inputs.text ?? "");
     if (text.trim() === "") throw new NodeError(`"text" is empty: nothing to summarize`);
@@ -262,7 +280,7 @@ export const summarizer: GeneratorNodeDef = {
       provider: model.provider,
       model: model.id,
       system: asText(inputs.system_prompt ?? ""),
-      messages: [{ role: "user", content: text }],
+      messages: userTurn(text, images),
       tools: [],
       maxTokens: maxTokensOf(inputs, 4096),
       maxTurns: 1,

@@ -8,6 +8,7 @@
  * whole stack (gateway, NATS, an agent process) and reads its events as a client does.
  */
 import t, { type Test } from "tap";
+import sharp from "sharp";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { agent, claudeAgent, researchAgent, summarizer } from "../../agent/nodes/agents.js";
@@ -492,3 +493,62 @@ t.test(
     );
   },
 );
+
+t.test("agents - an image input goes to the model with the prompt, in each provider's vision form", async (t) => {
+  const fake = await FakeLlm.start(1);
+  t.teardown(() => fake.stop());
+  useFake(t, fake);
+  const png = await sharp({ create: { width: 5, height: 4, channels: 3, background: "#c33" } })
+    .png()
+    .toBuffer();
+  const tiff = await sharp({ create: { width: 5, height: 4, channels: 3, background: "#3c3" } })
+    .tiff()
+    .toBuffer();
+  const image = { type: "image", uri: `data:image/png;base64,${png.toString("base64")}` };
+  for (const [provider, model, mime] of [
+    ["openai", "gpt-4o-mini", "image/png"],
+    ["anthropic", "claude-sonnet-4-5", "image/png"],
+    ["ollama", "qwen3:8b", "image/*"],
+  ] as const) {
+    const out = await emissions(agent, contextOf().ctx, {
+      model: { type: "language_model", provider, id: model },
+      prompt: "what is in the picture?",
+      image,
+    });
+    t.same(
+      out.at(-1),
+      { handle: "text", value: `echo: what is in the picture? [${mime} ${png.byteLength} bytes]` },
+      `${provider}: the model got the prompt and the image, byte for byte`,
+    );
+  }
+  const converted = await emissions(agent, contextOf().ctx, {
+    model: "openai:gpt-4o-mini",
+    prompt: "and this?",
+    image: { type: "image", data: tiff.toString("base64") },
+  });
+  t.match(converted.at(-1), { value: /^echo: and this\? \[image\/png \d+ bytes\]$/ }, "a TIFF goes as PNG");
+  const summary = await emissions(summarizer, contextOf().ctx, {
+    model: "anthropic:claude-sonnet-4-5",
+    text: "the chart",
+    image,
+  });
+  t.match(summary.at(-1), { value: /\[image\/png \d+ bytes\]$/ }, "the Summarizer sends its image too");
+  await t.rejects(
+    emissions(agent, contextOf().ctx, {
+      model: "openai:gpt-4o-mini",
+      prompt: "listen",
+      audio: { type: "audio", uri: "data:audio/wav;base64,UklGRg==" },
+    }),
+    /"audio" inputs are not sent to models here/,
+    "an audio input fails naming it, never silently dropped",
+  );
+  await t.rejects(
+    emissions(agent, contextOf().ctx, {
+      model: "openai:gpt-4o-mini",
+      prompt: "x",
+      image: { type: "image", data: "bm90IGFuIGltYWdl" },
+    }),
+    /"image" is not an image sharp can read/,
+    "bytes that are not an image fail naming the input",
+  );
+});

@@ -81,7 +81,12 @@ export class FakeLlm {
       res.end(JSON.stringify(v));
     };
     const messages = (body.messages ?? []) as { role: string; content: unknown }[];
-    const last = [...messages].reverse().find((m) => m.role === "user" && typeof m.content === "string")?.content ?? "";
+    // The last user turn that is not a tool result: its text, and the images it carries, told back in the reply.
+    const lastUser = [...messages].reverse().find((m) => m.role === "user" && textOf(m) !== null);
+    const seenImages = lastUser ? imagesOf(lastUser) : [];
+    const last =
+      (lastUser ? textOf(lastUser) : "") +
+      seenImages.map((i) => ` [${i.mime} ${Buffer.from(i.base64, "base64").byteLength} bytes]`).join("");
     const toolResult = lastToolResult(messages);
     const call = toolResult === null ? this.toolCallFor(body) : null;
     const text =
@@ -317,6 +322,40 @@ export class FakeLlm {
     const args = sampleOf(tool?.function?.parameters ?? tool?.input_schema ?? { type: "object" });
     return { name, args: (args ?? {}) as Record<string, unknown> };
   }
+}
+
+type Turn = { role: string; content: unknown; images?: unknown };
+type Part = {
+  type?: string;
+  text?: string;
+  image_url?: { url?: string };
+  source?: { media_type?: string; data?: string };
+};
+
+/** A user turn's text (a string, or the text parts of a list); null for a turn of tool results only. */
+function textOf(m: Turn): string | null {
+  if (typeof m.content === "string") return m.content;
+  if (!Array.isArray(m.content)) return null;
+  const parts = m.content as Part[];
+  if (parts.every((p) => p.type === "tool_result")) return null;
+  return parts
+    .filter((p) => p.type === "text")
+    .map((p) => p.text ?? "")
+    .join("");
+}
+
+/** The images of a user turn in each API's form: OpenAI's `image_url` data URIs, Anthropic's base64 `image` blocks, Ollama's `images`. */
+function imagesOf(m: Turn): { mime: string; base64: string }[] {
+  if (Array.isArray(m.images)) return (m.images as string[]).map((b) => ({ mime: "image/*", base64: b }));
+  if (!Array.isArray(m.content)) return [];
+  return (m.content as Part[]).flatMap((p) => {
+    if (p.type === "image_url") {
+      const hit = /^data:([^;]+);base64,(.*)$/.exec(p.image_url?.url ?? "");
+      return hit ? [{ mime: hit[1]!, base64: hit[2]! }] : [];
+    }
+    if (p.type === "image" && p.source?.data) return [{ mime: p.source.media_type ?? "", base64: p.source.data }];
+    return [];
+  });
 }
 
 /** The request's system prompt in any of the three APIs (OpenAI's and Ollama's system message, Anthropic's `system`). */
