@@ -19,11 +19,9 @@ import {
   type NodeInputs,
   type ProcessNodeDef,
 } from "../engine/types.js";
-import type { ChatImage, ChatMessage, ChatRequest, ProviderName, ToolCall } from "../integrations/index.js";
-import { isEmptyMedia, mediaBytes, plainBytes } from "./media-util.js";
-import { openImage } from "./pillow.js";
+import type { ChatMessage, ChatRequest, ProviderName, ToolCall } from "../integrations/index.js";
 import { controlTools, resolveTools, type AgentTool } from "./agent-tools.js";
-import { messagesOf, modelOf } from "./llm.js";
+import { inputImages, messagesOf, modelOf, userTurn } from "./llm.js";
 import { asBool, asInt, asList, asText, enumProp, prop } from "./util.js";
 
 /** Most model turns an Agent, Summarizer or ResearchAgent takes (each tool round is one). */
@@ -133,29 +131,6 @@ function maxTokensOf(inputs: NodeInputs, dflt: number): number {
   const n = asInt(inputs.max_tokens ?? dflt, "max_tokens");
   if (n < 1 || n > 1_000_000) throw new NodeError(`max_tokens must be in [1, 1000000], got ${n}`);
   return n;
-}
-
-/** Image formats every provider's vision models take as they are; others are sent as PNG. */
-const MODEL_IMAGE_FORMATS = new Set(["jpeg", "png", "gif", "webp"]);
-
-/**
- * The `image` input as an image for the model's user turn (none when empty). Audio is not sent to models here:
- * a set `audio` fails rather than being silently dropped.
- */
-async function inputImages(ctx: NodeContext, inputs: NodeInputs): Promise<ChatImage[]> {
-  if (!isEmptyMedia(inputs.audio)) throw new NodeError(`"audio" inputs are not sent to models here: leave it empty`);
-  if (isEmptyMedia(inputs.image)) return [];
-  const { img } = await openImage(ctx, inputs.image, '"image"');
-  const format = (await img.metadata()).format ?? "";
-  if (MODEL_IMAGE_FORMATS.has(format))
-    return [{ mime: `image/${format}`, data: await mediaBytes(ctx, inputs.image, "image", '"image"') }];
-  return [{ mime: "image/png", data: plainBytes(await img.png().toBuffer()) }];
-}
-
-/** The user's turn: the prompt, with the images (a turn of images alone when there is no prompt). */
-function userTurn(prompt: string, images: ChatImage[]): ChatMessage[] {
-  if (prompt === "" && images.length === 0) return [];
-  return [{ role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) }];
 }
 
 const MODEL_PROP = prop(

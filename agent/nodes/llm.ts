@@ -1,11 +1,10 @@
 /**
  * Language models (NodeTool's `nodetool.llms.LLM` and `LLMStreaming`), through the agent's providers
  * (agent/integrations/providers.ts): the reply streams to clients as `chunk` events as the provider sends it; `LLM`
- * outputs the
- * whole text, `LLMStreaming` also sends each piece along its `chunk` edge. The model is NodeTool's LanguageModel
- * (`{type: "language_model", provider, id}`), or `"<provider>:<model>"` for short. Differences from NodeTool: no
- * image or audio inputs yet; `messages` (earlier turns) go before `prompt`; the agent loop with tools is
- * agent/nodes/agents.ts.
+ * outputs the whole text, `LLMStreaming` also sends each piece along its `chunk` edge. The model is NodeTool's
+ * LanguageModel (`{type: "language_model", provider, id}`), or `"<provider>:<model>"` for short. An `image` goes
+ * with the prompt as each provider's vision API takes it. Differences from NodeTool: no audio input; `messages`
+ * (earlier turns) go before `prompt`; the agent loop with tools is agent/nodes/agents.ts.
  */
 import { LLM_PROVIDERS, isLlmProvider, languageModelOf } from "../../protocol/index.js";
 import {
@@ -16,7 +15,9 @@ import {
   type ProcessNodeDef,
 } from "../engine/types.js";
 import { asInt, asNumber, asText, prop } from "./util.js";
-import type { ChatMessage, ChatRequest, ProviderName } from "../integrations/index.js";
+import type { ChatImage, ChatMessage, ChatRequest, ProviderName } from "../integrations/index.js";
+import { isEmptyMedia, mediaBytes, plainBytes } from "./media-util.js";
+import { imageProp, openImage } from "./pillow.js";
 
 /**
  * What a node says when its model is left empty (NodeTool saves `{"type": "language_model"}` for the user to pick)
@@ -88,13 +89,33 @@ export function messagesOf(v: unknown, name = "messages"): ChatMessage[] {
   return v.filter((m) => (m as { role?: unknown } | null)?.role !== "system").map((m, i) => turnOf(m, `${name}[${i}]`));
 }
 
-function request(ctx: NodeContext, inputs: NodeInputs): ChatRequest {
+/** Image formats every provider's vision models take as they are; others are sent as PNG. */
+const MODEL_IMAGE_FORMATS = new Set(["jpeg", "png", "gif", "webp"]);
+
+/**
+ * The `image` input as an image for the model's user turn (none when empty). Audio is not sent to models here:
+ * a set `audio` fails rather than being silently dropped.
+ */
+export async function inputImages(ctx: NodeContext, inputs: NodeInputs): Promise<ChatImage[]> {
+  if (!isEmptyMedia(inputs.audio)) throw new NodeError(`"audio" inputs are not sent to models here: leave it empty`);
+  if (isEmptyMedia(inputs.image)) return [];
+  const { img } = await openImage(ctx, inputs.image, '"image"');
+  const format = (await img.metadata()).format ?? "";
+  if (MODEL_IMAGE_FORMATS.has(format))
+    return [{ mime: `image/${format}`, data: await mediaBytes(ctx, inputs.image, "image", '"image"') }];
+  return [{ mime: "image/png", data: plainBytes(await img.png().toBuffer()) }];
+}
+
+/** The user's turn: the prompt, with the images (a turn of images alone when there is no prompt). */
+export function userTurn(prompt: string, images: ChatImage[]): ChatMessage[] {
+  if (prompt === "" && images.length === 0) return [];
+  return [{ role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) }];
+}
+
+async function request(ctx: NodeContext, inputs: NodeInputs): Promise<ChatRequest> {
   const model = modelOf(inputs.model);
   const prompt = asText(inputs.prompt ?? "");
-  const messages = [
-    ...messagesOf(inputs.messages),
-    ...(prompt !== "" ? [{ role: "user" as const, content: prompt }] : []),
-  ];
+  const messages = [...messagesOf(inputs.messages), ...userTurn(prompt, await inputImages(ctx, inputs))];
   if (messages.length === 0) throw new NodeError(`"prompt" is empty and there are no "messages": nothing to send`);
   const maxTokens = asInt(inputs.max_tokens, "max_tokens");
   if (maxTokens < 1) throw new NodeError(`max_tokens must be ≥ 1, got ${maxTokens}`);
@@ -155,6 +176,15 @@ const PROPERTIES = [
   ),
   prop("system", "str", "You are a friendly assistant.", { description: "The system prompt for the LLM." }),
   prop("prompt", "str", "", { description: "The prompt for the LLM." }),
+  imageProp("image", "An image sent with the prompt (vision models)."),
+  prop(
+    "audio",
+    "audio",
+    { type: "audio", uri: "", asset_id: null, data: null },
+    {
+      description: "Not sent to models here: a set one fails the node.",
+    },
+  ),
   prop("messages", "list", [], { description: "Earlier turns, [{role, content}], sent before the prompt." }),
   prop("max_tokens", "int", 4096, { min: 1, max: 1_000_000 }),
   prop("temperature", "float", null, {
@@ -176,7 +206,7 @@ const PROPERTIES = [
  * The SDKs load when a node first calls a model, not with the library (runners start without them).
  */
 async function* replyPieces(ctx: NodeContext, inputs: NodeInputs): AsyncGenerator<string> {
-  const req = request(ctx, inputs);
+  const req = await request(ctx, inputs);
   const { streamChat } = await import("../integrations/providers.js");
   for await (const piece of streamChat(req)) {
     if (piece.type === "text") {

@@ -13,6 +13,10 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { agent, claudeAgent, researchAgent, summarizer } from "../../agent/nodes/agents.js";
 import { evaluateArithmetic, type ControlledNode } from "../../agent/nodes/agent-tools.js";
+import { llm } from "../../agent/nodes/llm.js";
+
+/** The LLM node's declared defaults, as the engine gives them. */
+const llmDefaults = () => Object.fromEntries(llm.properties.map((p) => [p.name, p.default]));
 import {
   DEFAULT_NODE_LIMITS,
   type Emission,
@@ -533,6 +537,13 @@ t.test("agents - an image input goes to the model with the prompt, in each provi
     image,
   });
   t.match(summary.at(-1), { value: /\[image\/png \d+ bytes\]$/ }, "the Summarizer sends its image too");
+  const answered = await llm.process(contextOf().ctx, {
+    ...llmDefaults(),
+    model: "ollama:qwen3:8b",
+    prompt: "see",
+    image,
+  });
+  t.same(answered, { text: `echo: see [image/* ${png.byteLength} bytes]` }, "and the LLM node");
   await t.rejects(
     emissions(agent, contextOf().ctx, {
       model: "openai:gpt-4o-mini",
