@@ -196,12 +196,13 @@ export const agent: GeneratorNodeDef = {
       throw new NodeError(`"thread_id": persistent threads are not supported here`);
     const model = modelOf(inputs.model);
     const prompt = asText(inputs.prompt ?? "");
-    const messages = [
+    // As NodeTool: the user's turn is always sent, an empty prompt included (a graph feeding it "" still asks).
+    const images = await inputImages(ctx, inputs);
+    const messages: ChatMessage[] = [
       ...messagesOf(inputs.history, "history"),
       ...messagesOf(inputs.messages),
-      ...userTurn(prompt, await inputImages(ctx, inputs)),
+      { role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) },
     ];
-    if (messages.length === 0) throw new NodeError(`"prompt" is empty and there is no "history": nothing to send`);
     const wanted = outputSchemaOf(ctx);
     const run: AgentRun = {
       provider: model.provider,

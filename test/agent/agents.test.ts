@@ -544,6 +544,12 @@ t.test("agents - an image input goes to the model with the prompt, in each provi
     image,
   });
   t.same(answered, { text: `echo: see [image/* ${png.byteLength} bytes]` }, "and the LLM node");
+  const empty = await emissions(agent, contextOf().ctx, { model: "openai:gpt-4o-mini", prompt: "" });
+  t.same(
+    empty.at(-1),
+    { handle: "text", value: "echo: " },
+    "an empty prompt is still sent as the user's turn, as NodeTool does",
+  );
   await t.rejects(
     emissions(agent, contextOf().ctx, {
       model: "openai:gpt-4o-mini",
