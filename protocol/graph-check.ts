@@ -314,6 +314,8 @@ export function poolOfGraph(graph: Graph, catalog?: NodeCatalog, explicit?: stri
       if (meta?.provider_property) {
         const provider = languageModelOf(ownProp(n.data, meta.provider_property))?.provider;
         if (isLlmProvider(provider)) return provider;
+        // An image model of the ComfyUI beside an agent (`{"provider": "comfyui", "id": "<checkpoint>"}`).
+        if (provider === "comfyui") return "comfyui";
       }
     }
   }

@@ -21,11 +21,12 @@
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
 import type { ObjectStore } from "@nats-io/obj";
-import { ASSET_META, extensionOf, mediaRefOf } from "../../protocol/index.js";
+import { ASSET_META, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
 import { ErrorCode, GraphError, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../../protocol/index.js";
 import { NodeError, type NodeDef } from "../engine/types.js";
-import { prop } from "../nodes/util.js";
+import { asNumber, prop } from "../nodes/util.js";
+import { textToImage } from "../nodes/image.js";
 
 /** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
 export interface ComfyFile {
@@ -552,5 +553,89 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
       return { images, outputs };
     },
   };
-  return [workflow];
+  return [workflow, comfyTextToImage(client)];
+}
+
+/** NodeTool's ImageModel provider whose models are checkpoints of the ComfyUI beside an agent (pool `comfyui`). */
+export const COMFY_PROVIDER = "comfyui";
+
+/**
+ * ComfyUI's plain text-to-image graph in its API format: checkpoint → prompts → empty latent → sampler → decode →
+ * save. Node ids are ours; the seed is drawn when the node says -1.
+ */
+export function txt2imgPrompt(o: {
+  checkpoint: string;
+  prompt: string;
+  negative: string;
+  width: number;
+  height: number;
+  steps: number;
+  cfg: number;
+  seed: number;
+}): Record<string, { class_type: string; inputs: Record<string, unknown> }> {
+  const seed = o.seed >= 0 ? o.seed : Math.floor(Math.random() * 2 ** 48);
+  return {
+    ckpt: { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: o.checkpoint } },
+    pos: { class_type: "CLIPTextEncode", inputs: { text: o.prompt, clip: ["ckpt", 1] } },
+    neg: { class_type: "CLIPTextEncode", inputs: { text: o.negative, clip: ["ckpt", 1] } },
+    latent: { class_type: "EmptyLatentImage", inputs: { width: o.width, height: o.height, batch_size: 1 } },
+    sample: {
+      class_type: "KSampler",
+      inputs: {
+        seed,
+        steps: o.steps,
+        cfg: o.cfg,
+        sampler_name: "euler",
+        scheduler: "normal",
+        denoise: 1,
+        model: ["ckpt", 0],
+        positive: ["pos", 0],
+        negative: ["neg", 0],
+        latent_image: ["latent", 0],
+      },
+    },
+    decode: { class_type: "VAEDecode", inputs: { samples: ["sample", 0], vae: ["ckpt", 2] } },
+    save: { class_type: "SaveImage", inputs: { filename_prefix: "nodeway", images: ["decode", 0] } },
+  };
+}
+
+/**
+ * `nodetool.image.TextToImage` on an agent beside a ComfyUI: a model of provider `comfyui` (its id a checkpoint
+ * file) runs ComfyUI's text-to-image graph there, with progress and previews; any other provider runs as on every
+ * agent. It runs in the agent (it holds the ComfyUI connection), so it waits on I/O only.
+ */
+function comfyTextToImage(client: ComfyClient): NodeDef {
+  return {
+    ...textToImage,
+    inAgent: true,
+    process: async (ctx, inputs) => {
+      const model = languageModelOf(inputs.model);
+      if (model?.provider !== COMFY_PROVIDER) return textToImage.process(ctx, inputs);
+      if (!model.id) throw new NodeError(`a ComfyUI image model names its checkpoint file as "id"`);
+      const num = (k: string, min: number, max: number) => {
+        const n = asNumber(inputs[k], k);
+        if (!(n >= min && n <= max)) throw new NodeError(`${k} must be in [${min}, ${max}], got ${n}`);
+        return n;
+      };
+      const prompt = txt2imgPrompt({
+        checkpoint: model.id,
+        prompt: String(inputs.prompt ?? ""),
+        negative: String(inputs.negative_prompt ?? ""),
+        width: Math.round(num("width", 64, 2048)),
+        height: Math.round(num("height", 64, 2048)),
+        steps: Math.round(num("num_inference_steps", 1, 100)),
+        cfg: num("guidance_scale", 0, 30),
+        seed: Math.round(num("seed", -1, Number.MAX_SAFE_INTEGER)),
+      });
+      if (prompt.pos!.inputs.text === "") throw new NodeError(`"prompt" is empty`);
+      const outputs = await client.run(prompt, ctx.signal, {
+        progress: (v, max) => ctx.progress(v, max),
+        log: (line) => ctx.log(line),
+        preview: (bytes) => ctx.preview(bytes),
+      });
+      const file = ((outputs.save?.images ?? []) as ComfyFile[])[0];
+      if (!file) throw new NodeError("ComfyUI saved no image for the prompt");
+      return { output: await client.view(file, ctx.signal) };
+    },
+  };
 }

@@ -56,6 +56,10 @@ export function mediaModelOf(value: unknown, capability: MediaCapability, env = 
     if (!model || model.id === "")
       throw new NodeError(`${setting} must be provider:model, got ${JSON.stringify(dflt)}`);
   }
+  if (model.provider === "comfyui")
+    throw new NodeError(
+      `ComfyUI ${capability} models run on agents beside a ComfyUI (--comfyui-url, pool comfyui); this agent has none`,
+    );
   if (model.provider !== "openai")
     throw new NodeError(
       `${capability} through provider "${model.provider}" is not available on Nodeway's agents (supported: ${MEDIA_PROVIDERS.join(", ")})`,

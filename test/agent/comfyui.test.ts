@@ -367,3 +367,74 @@ t.test(
     t.not(image.asset_id, id, "a new asset of the job's own");
   },
 );
+
+t.test(
+  "comfyui - NodeTool's TextToImage with a ComfyUI model runs ComfyUI's text-to-image graph in the comfyui pool",
+  async (t) => {
+    const fake = await FakeComfyUI.start();
+    t.teardown(() => fake.stop());
+    const { s, ws } = await comfyStack(t, fake);
+    const graph = {
+      nodes: [
+        {
+          id: "img",
+          type: "nodetool.image.TextToImage",
+          data: {
+            model: { type: "image_model", provider: "comfyui", id: "sd_xl_base_1.0.safetensors" },
+            prompt: "a lighthouse at dusk",
+            negative_prompt: "blurry",
+            width: 768,
+            height: 512,
+            num_inference_steps: 4,
+            guidance_scale: 6.5,
+            seed: 42,
+          },
+        },
+        { id: "out", type: "nodetool.output.Output", data: { name: "image" } },
+      ],
+      edges: [{ id: "e", source: "img", sourceHandle: "output", target: "out", targetHandle: "value" }],
+    };
+    const job = await run(ws, graph);
+    t.equal(job.end.status, "completed", JSON.stringify(job.end.error ?? null));
+    t.equal(
+      (await api(s.url, "GET", `/api/jobs/${job.jobId}`)).body.pool,
+      "comfyui",
+      "the model's provider chose the pool",
+    );
+    const queued = fake.requests.find((r) => r.method === "POST" && r.path === "/prompt")!.body as {
+      prompt: Record<string, { class_type: string; inputs: Record<string, unknown> }>;
+    };
+    const byClass = (c: string) => Object.values(queued.prompt).filter((n) => n.class_type === c);
+    t.match(
+      byClass("CheckpointLoaderSimple"),
+      [{ inputs: { ckpt_name: "sd_xl_base_1.0.safetensors" } }],
+      "the checkpoint",
+    );
+    t.same(
+      byClass("CLIPTextEncode")
+        .map((n) => n.inputs.text)
+        .sort(),
+      ["a lighthouse at dusk", "blurry"],
+      "the prompt and the negative prompt",
+    );
+    t.match(byClass("EmptyLatentImage"), [{ inputs: { width: 768, height: 512 } }], "the size");
+    t.match(byClass("KSampler"), [{ inputs: { steps: 4, cfg: 6.5, seed: 42 } }], "steps, guidance and seed");
+    const progress = job.events().filter((e) => e.type === "node_progress" && e.node_id === "img");
+    t.equal(progress.length, 4, "the sampler's steps as the node's progress");
+    const image = job.events().find((e) => e.type === "output_update" && e.node_id === "out")?.value;
+    t.ok(image instanceof Uint8Array && image[0] === 0x89, "the saved image is the node's output");
+
+    const openai = await run(ws, {
+      ...graph,
+      nodes: [
+        { ...graph.nodes[0]!, data: { ...graph.nodes[0]!.data, model: { provider: "comfyui", id: "" } } },
+        graph.nodes[1]!,
+      ],
+    });
+    t.match(
+      String((openai.end.error as { message?: string }).message),
+      /names its checkpoint file/,
+      "a ComfyUI model without a checkpoint fails saying so",
+    );
+  },
+);
