@@ -99,6 +99,15 @@ t.test("default model - empty model properties are filled by their kind; chosen 
     });
   }
   t.equal(resolveDefaultModels(graph, {}, catalog), graph, "no defaults: the same graph");
+  // A ComfyUI checkpoint as the image default sends TextToImage to the agents beside a ComfyUI.
+  const comfy = compileGatewayConfig({ defaultImageModel: "comfyui:sd_xl_base_1.0.safetensors" }).defaultModels;
+  const t2i: Graph = {
+    nodes: [{ id: "img", type: "nodetool.image.TextToImage", data: { prompt: "a lighthouse" } }],
+    edges: [],
+  };
+  const comfyFilled = resolveDefaultModels(t2i, comfy, catalog);
+  t.match(comfyFilled.nodes[0]!.data!.model, { provider: "comfyui", id: "sd_xl_base_1.0.safetensors" });
+  t.equal(poolOfGraph(comfyFilled, catalog), "comfyui", "a ComfyUI image model's job goes to the comfyui pool");
 });
 
 t.test(
