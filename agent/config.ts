@@ -162,7 +162,7 @@ function bool(key: string, v: unknown, dflt: boolean): boolean {
  * Two jobs per core, 4 to 64: most jobs wait on a provider, ComfyUI or a GPU rather than compute, so one per core
  * would leave the host idle (and a host with more pools than slots rotates its pulls); more would crowd its memory.
  */
-export function defaultMaxJobs(): number {
+function defaultMaxJobs(): number {
   return Math.min(64, Math.max(4, 2 * availableParallelism()));
 }
 

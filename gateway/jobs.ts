@@ -102,6 +102,8 @@ const ORPHAN_CHECK_MAX = 50_000;
 /** How often records past the bucket's retention are dropped from the index. */
 const EXPIRE_EVERY_MS = 60_000;
 
+const utf8 = new TextDecoder();
+
 /**
  * The live agents' registrations as last written, with when this gateway received each: one the bucket's TTL
  * removed (its agent stopped beating) is older than `AGENT_TTL_MS` here. Parsed when read, not when written.
@@ -110,7 +112,7 @@ class AgentView implements KvViewSink {
   private readonly entries = new Map<string, { text: string; atMs: number; reg: AgentRegistration | null }>();
 
   put(key: string, value: Uint8Array): void {
-    this.entries.set(key, { text: new TextDecoder().decode(value), atMs: Date.now(), reg: null });
+    this.entries.set(key, { text: utf8.decode(value), atMs: Date.now(), reg: null });
   }
 
   delete(key: string): void {
@@ -516,15 +518,15 @@ export class JobManager {
       log(`NW_JOBS holds over ${ORPHAN_CHECK_MAX} messages: queued jobs were not checked for a lost dispatch`);
       return 0;
     }
+    const error = {
+      code: ErrorCode.JOB_ERR_NOT_QUEUED,
+      message: "its dispatch never reached NW_JOBS (the submitting gateway stopped mid-submit); submit it again",
+    };
     let ended = 0;
     for (const id of queued) {
       if (dispatched.has(id)) continue;
-      const error = {
-        code: ErrorCode.JOB_ERR_NOT_QUEUED,
-        message: "its dispatch never reached NW_JOBS (the submitting gateway stopped mid-submit); submit it again",
-      };
       const r = await casJobRecord(this.n.jobRecords, id, (cur) =>
-        cur.status === "queued" && Date.now() - Date.parse(cur.created_at) > ageMs && !dispatched.has(id)
+        cur.status === "queued" && Date.now() - Date.parse(cur.created_at) > ageMs
           ? { ...cur, status: "failed", error, finished_at: now() }
           : null,
       );

@@ -10,6 +10,8 @@ import { ErrorCode, ProtocolError } from "./errors.js";
 
 export const LLM_PROVIDERS = ["openai", "anthropic", "ollama"] as const;
 export type LlmProvider = (typeof LLM_PROVIDERS)[number];
+/** The image-model provider whose models are checkpoints of the ComfyUI beside an agent; its jobs go to that pool. */
+export const COMFY_PROVIDER = "comfyui";
 
 /** The agent setting (environment variable) that gives it a provider: its key, or Ollama's endpoint. */
 export const PROVIDER_SETTING: Readonly<Record<LlmProvider, string>> = {

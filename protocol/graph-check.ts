@@ -6,7 +6,7 @@ import { ErrorCode, GraphError } from "./errors.js";
 import type { Graph, GraphEdge, GraphNode, NodeMetadata } from "./graph.js";
 import { isControlEdge } from "./graph.js";
 import { mediaRefOf } from "./assets.js";
-import { isLlmProvider, languageModelOf } from "./chat.js";
+import { COMFY_PROVIDER, isLlmProvider, languageModelOf } from "./chat.js";
 
 /** Node type (and every alias) → metadata. */
 export type NodeCatalog = ReadonlyMap<string, NodeMetadata>;
@@ -313,9 +313,8 @@ export function poolOfGraph(graph: Graph, catalog?: NodeCatalog, explicit?: stri
       if (meta?.pool) return meta.pool;
       if (meta?.provider_property) {
         const provider = languageModelOf(ownProp(n.data, meta.provider_property))?.provider;
-        if (isLlmProvider(provider)) return provider;
-        // An image model of the ComfyUI beside an agent (`{"provider": "comfyui", "id": "<checkpoint>"}`).
-        if (provider === "comfyui") return "comfyui";
+        // The provider's pool; a ComfyUI image model's is `comfyui` (`{"provider": "comfyui", "id": "<checkpoint>"}`).
+        if (isLlmProvider(provider) || provider === COMFY_PROVIDER) return provider;
       }
     }
   }

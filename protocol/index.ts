@@ -166,6 +166,7 @@ export {
 export type { AssetRef, AssetRefType, AssetInfo, MediaRef, StoredObject } from "./assets.js";
 export {
   LLM_PROVIDERS,
+  COMFY_PROVIDER,
   PROVIDER_SETTING,
   MAX_MODELS_PER_PROVIDER,
   THREAD_LIMITS,

@@ -392,12 +392,13 @@ class GraphRun {
       outgoing.set(n.id, []);
     }
     // A control edge makes its target a tool of its source (NodeTool's agent node tools): the target does not run
-    // by itself, its controller runs it when it chooses (`ctx.controlledNodes`).
+    // by itself, its controller runs it when it chooses (`ctx.controlledNodes`). A node controlling itself means
+    // nothing and is ignored.
     const controls = new Map<string, string[]>();
     for (const e of g.edges) {
       if (isControlEdge(e)) {
         const list = controls.get(e.source) ?? [];
-        if (!list.includes(e.target)) controls.set(e.source, [...list, e.target]);
+        if (e.source !== e.target && !list.includes(e.target)) controls.set(e.source, [...list, e.target]);
         continue;
       }
       incoming.get(e.target)!.push(e);
@@ -445,8 +446,7 @@ class GraphRun {
   private controlledNode(node: GraphNode, def: NodeDef): ControlledNode {
     const name = displayName(node, def);
     const ctx = nodeContext(node, name, this.params, this.emit, this.signal, this.limits, this.shared);
-    const status = (s: "running" | "completed") =>
-      this.emit({ type: "node_update", node_id: node.id, node_name: name, node_type: node.type, status: s });
+    const update = { type: "node_update", node_id: node.id, node_name: name, node_type: node.type } as const;
     return {
       nodeId: node.id,
       nodeType: node.type,
@@ -459,12 +459,18 @@ class GraphRun {
         const inputs: NodeInputs = {};
         for (const p of def.properties) if (p.default !== undefined) inputs[p.name] = structuredClone(p.default);
         Object.assign(inputs, node.data ?? {}, node.dynamic_properties ?? {}, args);
-        status("running");
-        const outputs =
-          def.kind === "process" ? await def.process(ctx, inputs) : await lastValues(def.generate(ctx, inputs));
-        for (const k of Object.keys(outputs ?? {})) capValue(this.limits, outputs[k], `the output "${k}"`);
-        status("completed");
-        return outputs ?? {};
+        this.emit({ ...update, status: "running" });
+        try {
+          const outputs =
+            def.kind === "process" ? await def.process(ctx, inputs) : await lastValues(def.generate(ctx, inputs));
+          for (const k of Object.keys(outputs ?? {})) capValue(this.limits, outputs[k], `the output "${k}"`);
+          this.emit({ ...update, status: "completed" });
+          return outputs ?? {};
+        } catch (err) {
+          // The failure goes back to the controller (a model may try again); clients see this call end in error.
+          this.emit({ ...update, status: "error", error: err instanceof Error ? err.message : String(err) });
+          throw err;
+        }
       },
     };
   }

@@ -21,12 +21,12 @@
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
 import type { ObjectStore } from "@nats-io/obj";
-import { ASSET_META, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
+import { ASSET_META, COMFY_PROVIDER, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
 import { ErrorCode, GraphError, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../../protocol/index.js";
 import { NodeError, type NodeDef } from "../engine/types.js";
-import { asNumber, prop } from "../nodes/util.js";
-import { textToImage } from "../nodes/image.js";
+import { asNumber, asText, prop } from "../nodes/util.js";
+import { sizeIn, textToImage } from "../nodes/image.js";
 
 /** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
 export interface ComfyFile {
@@ -556,9 +556,6 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
   return [workflow, comfyTextToImage(client)];
 }
 
-/** NodeTool's ImageModel provider whose models are checkpoints of the ComfyUI beside an agent (pool `comfyui`). */
-export const COMFY_PROVIDER = "comfyui";
-
 /**
  * ComfyUI's plain text-to-image graph in its API format: checkpoint → prompts → empty latent → sampler → decode →
  * save. Node ids are ours; the seed is drawn when the node says -1.
@@ -612,22 +609,20 @@ function comfyTextToImage(client: ComfyClient): NodeDef {
       const model = languageModelOf(inputs.model);
       if (model?.provider !== COMFY_PROVIDER) return textToImage.process(ctx, inputs);
       if (!model.id) throw new NodeError(`a ComfyUI image model names its checkpoint file as "id"`);
-      const num = (k: string, min: number, max: number) => {
-        const n = asNumber(inputs[k], k);
-        if (!(n >= min && n <= max)) throw new NodeError(`${k} must be in [${min}, ${max}], got ${n}`);
-        return n;
-      };
+      const text = asText(inputs.prompt);
+      if (text.trim() === "") throw new NodeError(`"prompt" is empty`);
+      const cfg = asNumber(inputs.guidance_scale, "guidance_scale");
+      if (!(cfg >= 0 && cfg <= 30)) throw new NodeError(`guidance_scale must be in [0, 30], got ${cfg}`);
       const prompt = txt2imgPrompt({
         checkpoint: model.id,
-        prompt: String(inputs.prompt ?? ""),
-        negative: String(inputs.negative_prompt ?? ""),
-        width: Math.round(num("width", 64, 2048)),
-        height: Math.round(num("height", 64, 2048)),
-        steps: Math.round(num("num_inference_steps", 1, 100)),
-        cfg: num("guidance_scale", 0, 30),
-        seed: Math.round(num("seed", -1, Number.MAX_SAFE_INTEGER)),
+        prompt: text,
+        negative: asText(inputs.negative_prompt ?? ""),
+        width: sizeIn(inputs, "width", 64, 2048),
+        height: sizeIn(inputs, "height", 64, 2048),
+        steps: sizeIn(inputs, "num_inference_steps", 1, 100),
+        cfg,
+        seed: sizeIn(inputs, "seed", -1, Number.MAX_SAFE_INTEGER),
       });
-      if (prompt.pos!.inputs.text === "") throw new NodeError(`"prompt" is empty`);
       const outputs = await client.run(prompt, ctx.signal, {
         progress: (v, max) => ctx.progress(v, max),
         log: (line) => ctx.log(line),

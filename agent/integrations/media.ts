@@ -10,7 +10,7 @@
  * supported. (An image model on the `comfyui` pool is a ComfyUI workflow, run by the `comfy.*` nodes.)
  */
 import OpenAI, { toFile } from "openai";
-import { languageModelOf, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
+import { COMFY_PROVIDER, languageModelOf, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { NodeError } from "../engine/types.js";
 
 export type MediaCapability = "image" | "transcription" | "speech" | "video";
@@ -56,7 +56,7 @@ export function mediaModelOf(value: unknown, capability: MediaCapability, env = 
     if (!model || model.id === "")
       throw new NodeError(`${setting} must be provider:model, got ${JSON.stringify(dflt)}`);
   }
-  if (model.provider === "comfyui")
+  if (model.provider === COMFY_PROVIDER)
     throw new NodeError(
       `ComfyUI ${capability} models run on agents beside a ComfyUI (--comfyui-url, pool comfyui); this agent has none`,
     );

@@ -8,8 +8,9 @@
  * Events: the reply's text streams as `chunk` events (the last a `done` one with how the reply ended, as the LLM
  * nodes); each tool call and its result is a `log_update` ("tool call NAME {args}", "tool result NAME: …").
  * Nodes wired to an Agent or ClaudeAgent by control edges are its tools when the engine offers them on the context
- * (`controlledNodes`, agent/nodes/agent-tools.ts). An `image` input goes with the user's turn (as
- * each provider's vision API takes it). Differences from NodeTool: no audio input, no threads (`thread_id`), and `text` is the final answer once (NodeTool also sends the text of turns that end in tool calls).
+ * (`controlledNodes`, agent/nodes/agent-tools.ts). An `image` input goes with the user's turn, as each provider's
+ * vision API takes it. Differences from NodeTool: no audio input, no threads (`thread_id`), and `text` is the final
+ * answer once (NodeTool also sends the text of turns that end in tool calls).
  */
 import {
   NodeError,
@@ -21,7 +22,7 @@ import {
 } from "../engine/types.js";
 import type { ChatMessage, ChatRequest, ProviderName, ToolCall } from "../integrations/index.js";
 import { controlTools, resolveTools, type AgentTool } from "./agent-tools.js";
-import { inputImages, messagesOf, modelOf, userTurn } from "./llm.js";
+import { inputImages, messagesOf, modelOf, userMessage, userTurn } from "./llm.js";
 import { asBool, asInt, asList, asText, enumProp, prop } from "./util.js";
 
 /** Most model turns an Agent, Summarizer or ResearchAgent takes (each tool round is one). */
@@ -201,7 +202,7 @@ export const agent: GeneratorNodeDef = {
     const messages: ChatMessage[] = [
       ...messagesOf(inputs.history, "history"),
       ...messagesOf(inputs.messages),
-      { role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) },
+      userMessage(prompt, images),
     ];
     const wanted = outputSchemaOf(ctx);
     const run: AgentRun = {

@@ -26,7 +26,8 @@ import { asBool, asInt, asList, asNumber, asText, compileRegex, output, prop } f
 
 const EMPTY_IMAGE_MODEL = { type: "image_model", provider: "empty", id: "", name: "" };
 
-function sizeIn(inputs: NodeInputs, name: string, min: number, max: number): number {
+/** An integer input in [min, max], or a NodeError naming it. */
+export function sizeIn(inputs: NodeInputs, name: string, min: number, max: number): number {
   const n = asInt(inputs[name], name);
   if (n < min || n > max) throw new NodeError(`${name} must be in [${min}, ${max}], got ${n}`);
   return n;

@@ -16,7 +16,7 @@ import {
 } from "../engine/types.js";
 import { asInt, asNumber, asText, prop } from "./util.js";
 import type { ChatImage, ChatMessage, ChatRequest, ProviderName } from "../integrations/index.js";
-import { isEmptyMedia, mediaBytes, plainBytes } from "./media-util.js";
+import { isEmptyMedia, plainBytes } from "./media-util.js";
 import { imageProp, openImage } from "./pillow.js";
 
 /**
@@ -99,17 +99,19 @@ const MODEL_IMAGE_FORMATS = new Set(["jpeg", "png", "gif", "webp"]);
 export async function inputImages(ctx: NodeContext, inputs: NodeInputs): Promise<ChatImage[]> {
   if (!isEmptyMedia(inputs.audio)) throw new NodeError(`"audio" inputs are not sent to models here: leave it empty`);
   if (isEmptyMedia(inputs.image)) return [];
-  const { img } = await openImage(ctx, inputs.image, '"image"');
-  const format = (await img.metadata()).format ?? "";
-  if (MODEL_IMAGE_FORMATS.has(format))
-    return [{ mime: `image/${format}`, data: await mediaBytes(ctx, inputs.image, "image", '"image"') }];
+  const { img, bytes, format } = await openImage(ctx, inputs.image, '"image"');
+  if (MODEL_IMAGE_FORMATS.has(format)) return [{ mime: `image/${format}`, data: bytes }];
   return [{ mime: "image/png", data: plainBytes(await img.png().toBuffer()) }];
 }
 
-/** The user's turn: the prompt, with the images (a turn of images alone when there is no prompt). */
+/** The user's turn: the prompt, with its images. */
+export function userMessage(prompt: string, images: ChatImage[]): ChatMessage {
+  return { role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) };
+}
+
+/** The user's turn, or none when it would be empty (no prompt, no images). */
 export function userTurn(prompt: string, images: ChatImage[]): ChatMessage[] {
-  if (prompt === "" && images.length === 0) return [];
-  return [{ role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) }];
+  return prompt === "" && images.length === 0 ? [] : [userMessage(prompt, images)];
 }
 
 async function request(ctx: NodeContext, inputs: NodeInputs): Promise<ChatRequest> {

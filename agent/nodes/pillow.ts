@@ -23,7 +23,7 @@ export interface Pixels {
   height: number;
 }
 
-/** A sharp pipeline over the image value `value` (`label` names it in errors), its size capped. */
+/** A sharp pipeline over the image value `value` (`label` names it in errors), its size capped; its bytes and format. */
 export async function openImage(ctx: NodeContext, value: unknown, label = "image") {
   const sharp = await loadSharp();
   const bytes = await mediaBytes(ctx, value, "image", label);
@@ -32,7 +32,7 @@ export async function openImage(ctx: NodeContext, value: unknown, label = "image
     throw new NodeError(`${label} is not an image sharp can read: ${err.message}`);
   });
   if (!meta.width || !meta.height) throw new NodeError(`${label} has no size`);
-  return { img, width: meta.width, height: meta.height };
+  return { img, width: meta.width, height: meta.height, bytes, format: meta.format ?? "" };
 }
 
 export async function decodePixels(ctx: NodeContext, value: unknown, label = "image"): Promise<Pixels> {

@@ -495,6 +495,61 @@ t.test(
       plain.events.some((e) => e.type === "node_update" && e.node_id === "search"),
       "and has no node events",
     );
+
+    process.env.SERPAPI_API_KEY = ""; // the tool now fails: its error goes back to the model, the job goes on
+    const failing = await run({
+      id: "claude",
+      type: "anthropic.agents.ClaudeAgent",
+      data: { prompt: "find tools", model: "anthropic:claude-sonnet-4-5", allowed_tools: [] },
+    });
+    t.equal(failing.result.status, "completed", "a tool's failure does not fail the agent");
+    t.match(failing.result.outputs.answer, [/^tool said: \{"error":".*SERPAPI_API_KEY/], "the model is told why");
+    t.match(
+      failing.events.filter((e) => e.type === "node_update" && e.node_id === "search"),
+      [{ status: "running" }, { status: "error", error: /SERPAPI_API_KEY/ }],
+      "clients see the controlled node's call end in error, not left running",
+    );
+
+    // Control edges from a graph file are input: a node controlling itself, and two controlling each other.
+    const text = (id: string) => ({ id, type: "nodetool.text.FormatText", data: { template: id } });
+    const control = (source: string, target: string) => ({
+      id: `${source}-${target}`,
+      source,
+      sourceHandle: "__control__",
+      target,
+      targetHandle: "__control__",
+      edge_type: "control" as const,
+    });
+    const events: EngineEvent[] = [];
+    const shapes = await runGraph({
+      graph: {
+        nodes: [
+          text("a"),
+          text("b"),
+          text("c"),
+          { id: "out", type: "nodetool.output.StringOutput", data: { name: "a" } },
+        ],
+        edges: [
+          control("a", "a"),
+          control("b", "c"),
+          control("c", "b"),
+          { id: "d", source: "a", sourceHandle: "output", target: "out", targetHandle: "value" },
+        ],
+      },
+      params: {},
+      library,
+      signal: new AbortController().signal,
+      emit: (e) => events.push(e),
+    });
+    t.same(
+      shapes,
+      { status: "completed", outputs: { a: ["a"] } },
+      "the run ends: a node controlling itself runs as usual",
+    );
+    t.notOk(
+      events.some((e) => e.type === "node_update" && (e.node_id === "b" || e.node_id === "c")),
+      "two nodes controlling each other are both tools, and neither runs",
+    );
   },
 );
 

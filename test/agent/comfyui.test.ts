@@ -424,7 +424,7 @@ t.test(
     const image = job.events().find((e) => e.type === "output_update" && e.node_id === "out")?.value;
     t.ok(image instanceof Uint8Array && image[0] === 0x89, "the saved image is the node's output");
 
-    const openai = await run(ws, {
+    const unnamed = await run(ws, {
       ...graph,
       nodes: [
         { ...graph.nodes[0]!, data: { ...graph.nodes[0]!.data, model: { provider: "comfyui", id: "" } } },
@@ -432,9 +432,24 @@ t.test(
       ],
     });
     t.match(
-      String((openai.end.error as { message?: string }).message),
+      String((unnamed.end.error as { message?: string }).message),
       /names its checkpoint file/,
       "a ComfyUI model without a checkpoint fails saying so",
+    );
+    const prompts = fake.requests.filter((r) => r.method === "POST" && r.path === "/prompt").length;
+    const huge = await run(ws, {
+      ...graph,
+      nodes: [{ ...graph.nodes[0]!, data: { ...graph.nodes[0]!.data, width: 1e9, seed: "x" } }, graph.nodes[1]!],
+    });
+    t.match(
+      String((huge.end.error as { message?: string }).message),
+      /width must be in \[64, 2048\]/,
+      "a size out of range fails naming it",
+    );
+    t.equal(
+      fake.requests.filter((r) => r.method === "POST" && r.path === "/prompt").length,
+      prompts,
+      "before anything reaches ComfyUI",
     );
   },
 );

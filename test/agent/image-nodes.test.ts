@@ -112,7 +112,7 @@ t.test(
     const job = await runGraph(ws, graph);
     t.equal(job.end.status, "completed", JSON.stringify(job.end.error ?? ""));
     t.match(
-      fake.requests.at(-1)!.fields,
+      [...fake.requests].reverse().find((r) => r.path === "/v1/images/generations")!.fields,
       { model: "dall-e-3", size: "1024x1024", response_format: "b64_json" },
       "the default model",
     );

@@ -7,6 +7,19 @@ import { api } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 
+/** Largest number of runs whose [started_at, finished_at) intervals overlap at one instant. */
+function mostAtOnce(recs: Record<string, unknown>[]): number {
+  const edges = recs.flatMap((r) => [
+    { at: Date.parse(String(r.started_at)), d: 1 },
+    { at: Date.parse(String(r.finished_at)), d: -1 },
+  ]);
+  edges.sort((a, b) => a.at - b.at || a.d - b.d);
+  let now = 0;
+  let most = 0;
+  for (const e of edges) most = Math.max(most, (now += e.d));
+  return most;
+}
+
 t.test("slots - an agent with --max-jobs 3 runs at most three jobs at a time, and three together", async (t) => {
   const s = await startStack(t, { agents: 1, agentArgs: ["--max-jobs", "3"] });
   await api(s.url, "PUT", "/api/workflows/nap", {
@@ -27,15 +40,7 @@ t.test("slots - an agent with --max-jobs 3 runs at most three jobs at a time, an
     60_000,
     { name: "all nine complete" },
   );
-  // Largest number of runs whose [started_at, finished_at) intervals overlap at one instant.
-  const edges = recs.flatMap((r) => [
-    { at: Date.parse(String(r.started_at)), d: 1 },
-    { at: Date.parse(String(r.finished_at)), d: -1 },
-  ]);
-  edges.sort((a, b) => a.at - b.at || a.d - b.d);
-  let now = 0;
-  let most = 0;
-  for (const e of edges) most = Math.max(most, (now += e.d));
+  const most = mostAtOnce(recs);
   t.ok(most <= 3, `never more than three at once (${most})`);
   t.equal(most, 3, "and three side by side while nine waited");
 });
@@ -72,14 +77,6 @@ t.test(
 
     const together = await Promise.all([...pools, ...pools].map(run));
     const recs = await Promise.all(together.map(done));
-    const edges = recs.flatMap((r) => [
-      { at: Date.parse(String(r.started_at)), d: 1 },
-      { at: Date.parse(String(r.finished_at)), d: -1 },
-    ]);
-    edges.sort((a, b) => a.at - b.at || a.d - b.d);
-    let now = 0;
-    let most = 0;
-    for (const e of edges) most = Math.max(most, (now += e.d));
-    t.equal(most, 1, "six jobs in three pools on a one-slot agent ran one at a time");
+    t.equal(mostAtOnce(recs), 1, "six jobs in three pools on a one-slot agent ran one at a time");
   },
 );

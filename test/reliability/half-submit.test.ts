@@ -43,29 +43,33 @@ const helloKey = (key: string) =>
       .slice(0, 40),
   );
 
+/** A `queued` record of workflow "hello", as a submit writes it (created now unless `over` says otherwise). */
+const queuedRecord = (id: string, over: Partial<JobRecord> = {}): JobRecord => ({
+  v: 1,
+  id,
+  workflow_id: "hello",
+  status: "queued",
+  pool: "cpu",
+  attempt: 0,
+  agent_id: null,
+  params: {},
+  created_at: new Date().toISOString(),
+  started_at: null,
+  finished_at: null,
+  timeout_s: null,
+  error: null,
+  outputs: null,
+  idempotency_key: null,
+  ...over,
+});
+
 t.test("half-submit - an idempotent retry of a submit that stopped after the record runs that job, once", async (t) => {
   const { s, kv } = await helloStack(t);
 
   // The state a gateway leaves when it dies right after writing the record and the key.
   const jobId = "01halfsubmit00000000000000";
   const key = "client-retry-1";
-  const rec: JobRecord = {
-    v: 1,
-    id: jobId,
-    workflow_id: "hello",
-    status: "queued",
-    pool: "cpu",
-    attempt: 0,
-    agent_id: null,
-    params: {},
-    created_at: new Date().toISOString(),
-    started_at: null,
-    finished_at: null,
-    timeout_s: null,
-    error: null,
-    outputs: null,
-    idempotency_key: key,
-  };
+  const rec = queuedRecord(jobId, { idempotency_key: key });
   await kv.create(helloKey(key), jobId);
   await kv.create(jobKeys.record(jobId), JSON.stringify(rec));
 
@@ -226,29 +230,12 @@ t.test(
   async (t) => {
     const { s, kv } = await helloStack(t);
     const old = new Date(Date.now() - 5 * 60_000).toISOString();
-    const record = (id: string, created_at: string): JobRecord => ({
-      v: 1,
-      id,
-      workflow_id: "hello",
-      status: "queued",
-      pool: "cpu",
-      attempt: 0,
-      agent_id: null,
-      params: {},
-      created_at,
-      started_at: null,
-      finished_at: null,
-      timeout_s: null,
-      error: null,
-      outputs: null,
-      idempotency_key: null,
-    });
     // Left by a gateway that died mid-submit five minutes ago: a record, no dispatch.
     const orphan = "01orphansubmit000000000000";
-    await kv.create(jobKeys.record(orphan), JSON.stringify(record(orphan, old)));
+    await kv.create(jobKeys.record(orphan), JSON.stringify(queuedRecord(orphan, { created_at: old })));
     // Mid-submit right now on another gateway: too young to judge.
     const young = "01youngsubmit0000000000000";
-    await kv.create(jobKeys.record(young), JSON.stringify(record(young, new Date().toISOString())));
+    await kv.create(jobKeys.record(young), JSON.stringify(queuedRecord(young)));
     // Queued for five minutes in a pool no agent serves, its dispatch waiting in NW_JOBS: it must stay queued.
     const waiting = String(
       (await api(s.url, "POST", "/api/workflows/hello/run", { params: {}, requirements: { pool: "nobody" } })).body
