@@ -140,6 +140,8 @@ class Agent implements RunningAgent {
   private spares: RunnerSpares | null = null;
   /** The GPUs `gpu`-pool runs are given (`gpus`, else every GPU detected), `gpusPerRun` at a time. */
   private gpuGroups = new GpuGroups([], 0);
+  /** Pools whose nodes this agent runs itself: what it serves and what it has; other pools get child jobs. */
+  private ablePools: ReadonlySet<string> = new Set();
   /** GPU groups promised to pulls in flight, as `reserved` is for slots. */
   private gpuReserved = 0;
   private readonly queueClock = new QueueClock((behindMs) =>
@@ -292,6 +294,7 @@ class Agent implements RunningAgent {
       ...(this.comfy ? ["comfyui"] : []),
     ];
     const pools = this.config.pools ?? [...found, ...providers, ...this.config.labels];
+    this.ablePools = new Set([...found, ...providers, ...pools]);
     const perRun = this.config.gpusPerRun;
     if (pools.includes("gpu") && perRun > runGpus.length) {
       const have = `${runGpus.length} to give${runGpus.length ? ` (${runGpus.join(", ")})` : ""}`;
@@ -622,6 +625,7 @@ class Agent implements RunningAgent {
         publisher: this.publisher,
         records: this.records,
         library: this.library,
+        runsPool: (pool) => this.ablePools.has(pool),
         nodeLimits: this.config.nodeLimits,
         strategies: this.config.strategies,
         jobMemoryMb: this.config.jobMemoryMb,

@@ -46,6 +46,7 @@ import { UnknownNodeTypeError, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef, NodeLimits } from "./engine/types.js";
 import { runWithStrategy, RunnerCrashedError, type DockerRunner, type RunnerSpares } from "./runners/index.js";
 import { JobAssets } from "./assets.js";
+import { ChildJobs, remoteNodeIds } from "./child-jobs.js";
 import { objectStoreAssets } from "./nodes/asset-store.js";
 
 export interface JobRunnerDeps {
@@ -54,6 +55,8 @@ export interface JobRunnerDeps {
   /** Job records: reads and compare-and-set writes, through the gateways (nats/records.ts). */
   records: RecordClient;
   library: ReadonlyMap<string, NodeDef>;
+  /** Whether this agent can run a node of `pool` (absent: it runs every node of its graphs itself). */
+  runsPool?: (pool: string) => boolean;
   /** Caps on what each node builds (`nodeListMaxItems`, `nodeStringMaxBytes`, `nodeDictMaxKeys`). */
   nodeLimits: NodeLimits;
   /** The agent's policy: the strategies it offers, its default first (protocol `pickStrategy`). */
@@ -216,6 +219,9 @@ export class JobRunner {
   private source: EventSource;
   /** This job's record, through the gateways; after the claim it holds the attempt's lease token. */
   private readonly store: JobRecordClient;
+  /** Resolves when the claim is stored (child jobs may only be asked for by the holder). */
+  private readonly claimed: Promise<void>;
+  private markClaimed!: () => void;
 
   constructor(
     private readonly deps: JobRunnerDeps,
@@ -227,6 +233,7 @@ export class JobRunner {
     this.source = { jobId: job.job_id, workflowId: job.workflow_id, attempt: this.attempt };
     this.store = deps.records.forJob(job.job_id, job.claim_secret ?? "");
     this.assets = new JobAssets(deps.assets, deps.assetInlineMaxBytes, job);
+    this.claimed = new Promise((resolve) => (this.markClaimed = resolve));
   }
 
   /**
@@ -468,6 +475,7 @@ export class JobRunner {
   /** The claim is stored: `running` first, then whatever the run emitted while it was in flight, in order. */
   private beginRun(claim: OwnedRecord): void {
     this.owned = claim;
+    this.markClaimed();
     // Every event of the attempt carries the lease token the claim gave (the gateway drops an agent's event without).
     if (this.store.lease !== null && this.store.leaseAttempt === this.attempt)
       this.source = { ...this.source, lease: this.store.lease };
@@ -580,6 +588,7 @@ export class JobRunner {
           library: this.deps.library,
           limits: this.deps.nodeLimits,
           assets: objectStoreAssets(this.deps.assets, this.job),
+          ...this.remoteNodes(),
           signal: this.controller.signal,
           emit: (e: GraphEvent) => {
             if (!this.controller.signal.aborted || e.type === "node_update") this.publish(e);
@@ -596,6 +605,24 @@ export class JobRunner {
     } catch (thrown) {
       return { thrown };
     }
+  }
+
+  /** The graph's nodes of pools this agent cannot run, sent there as child jobs (agent/child-jobs.ts). */
+  private remoteNodes(): { remote?: ChildJobs } {
+    const runsPool = this.deps.runsPool;
+    const ids = runsPool ? remoteNodeIds(this.job.graph, this.deps.library, runsPool) : null;
+    if (!ids?.size) return {};
+    const remote = new ChildJobs(ids, {
+      records: this.deps.records,
+      jobId: this.jobId,
+      proof: this.job.claim_secret ?? "",
+      attempt: this.attempt,
+      graph: this.job.graph,
+      library: this.deps.library,
+      assets: new JobAssets(this.deps.assets, 0, this.job),
+      claimed: this.claimed,
+    });
+    return { remote };
   }
 
   /**

@@ -38,6 +38,7 @@ import { asRecordRequest, type RecordReply, type RecordRequest } from "../protoc
 import { RECORDS_QUEUE, principalOfRecordsSubject } from "../protocol/index.js";
 import type { LeaseSigner } from "../nats/index.js";
 import type { NatsParts } from "./nats.js";
+import { ChildRefused, type ChildJobs } from "./child-jobs.js";
 
 /** The hash of a claim secret, as the record keeps it. */
 export function claimHash(secret: string): string {
@@ -85,6 +86,7 @@ export class AgentRecords {
     private readonly leases: LeaseSigner,
     private readonly ackWaitMs: number,
     private readonly log: (line: string) => void,
+    private readonly children: ChildJobs | null = null,
   ) {}
 
   start(): void {
@@ -148,6 +150,26 @@ export class AgentRecords {
       }
       case "record.update":
         return this.update(principal, req, cur, proven);
+      case "child.submit":
+      case "child.wait":
+      case "child.cancel":
+        return this.child(principal, req, cur);
+    }
+  }
+
+  /** A child-job request of the parent's holder (gateway/child-jobs.ts). */
+  private async child(
+    principal: string,
+    req: Extract<RecordRequest, { type: `child.${string}` }>,
+    cur: Stored | null,
+  ): Promise<RecordReply> {
+    if (!this.children) throw new Refused(ErrorCode.GW_ERR_UNAVAILABLE, "this gateway runs no child jobs");
+    if (cur?.rec.status === "running" && cur.rec.holder === principal) this.sawHolder(cur.rec);
+    try {
+      return await this.children.handle(principal, req, cur?.rec ?? null);
+    } catch (err) {
+      if (err instanceof ChildRefused) throw new Refused(err.code, err.message);
+      throw err;
     }
   }
 

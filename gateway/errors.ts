@@ -31,6 +31,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   GW_ERR_UNAUTHORIZED: 401,
   GW_ERR_FORBIDDEN: 403,
   GW_ERR_LIMIT: 429,
+  GW_ERR_NO_AGENT: 503,
   GW_ERR_INTERNAL: 500,
 };
 

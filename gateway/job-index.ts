@@ -80,6 +80,8 @@ export class JobIndex implements KvViewSink {
   private readonly byWorkflow = new Map<string, IdList>();
   private readonly counts = new Map<JobState, number>();
   private loading = true;
+  /** Who waits for a job's state to change (`changed`), by job id. */
+  private readonly waiters = new Map<string, Set<() => void>>();
 
   /** Jobs by state, as the records say now. */
   stateCounts(): ReadonlyMap<JobState, number> {
@@ -110,6 +112,25 @@ export class JobIndex implements KvViewSink {
     this.leave(id, had.status);
     had.status = rec.status;
     this.enter(id, rec.status);
+    const waiting = this.waiters.get(id);
+    this.waiters.delete(id);
+    for (const w of waiting ?? []) w();
+  }
+
+  /** Resolves when this view sees job `id` change state, or after `ms`, whichever is first. */
+  changed(id: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const set = this.waiters.get(id) ?? new Set();
+      this.waiters.set(id, set);
+      const done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0 && this.waiters.get(id) === set) this.waiters.delete(id);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+    });
   }
 
   delete(key: string): void {

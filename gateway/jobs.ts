@@ -56,6 +56,8 @@ export interface SubmitJob {
   timeoutS?: number | null;
   pool?: string;
   idempotencyKey?: string;
+  /** A child job's parent (gateway/child-jobs.ts): it is refused, not queued, when no live agent takes its pool. */
+  parent?: JobRecord["parent"];
   /** Called with the new job id before anything about the job is published (register watchers here). */
   beforePublish?: (jobId: string) => void;
 }
@@ -91,6 +93,7 @@ function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
     error: null,
     outputs: null,
     idempotency_key: s.idempotencyKey ?? null,
+    ...(s.parent ? { parent: s.parent } : {}),
   };
 }
 /** Ids one `list` with a state and a workflow walks at most, unless its `limit` is larger (`listScanMaxRecords`). */
@@ -383,6 +386,11 @@ export class JobManager {
     }
     const pool = poolOfGraph(graph, catalog, s.pool);
     if (s.strategy !== undefined) await this.checkStrategy(s.strategy, pool);
+    if (s.parent !== undefined && !(await this.liveAgents()).some((a) => a.pools.includes(pool)))
+      throw new GatewayError(
+        ErrorCode.GW_ERR_NO_AGENT,
+        this.noAgentNote(pool) ?? `no live agent consumes pool "${pool}"`,
+      );
     return { graph, params, pool, timeoutS };
   }
 
@@ -648,7 +656,17 @@ export class JobManager {
       const c: JobCancel = { type: "job.cancel", v: 1, job_id: jobId, reason: CancelReason.user };
       this.n.nc.publish(subjects.cancel(jobId), encodeMsgpack(c));
     }
+    if (r.written) await this.cancelChildren(jobId);
     return r.rec;
+  }
+
+  /** The child jobs of a cancelled job are cancelled too (its agent does so as well, when it is alive to). */
+  private async cancelChildren(jobId: string): Promise<void> {
+    const keys = await this.n.jobsKv.keys(jobKeys.childrenOf(jobId)).catch(() => null);
+    if (!keys) return;
+    const children: string[] = [];
+    for await (const k of keys) children.push(k.slice(k.lastIndexOf(".") + 1));
+    await Promise.all(children.map((id) => this.cancel(id).catch(() => undefined)));
   }
 }
 

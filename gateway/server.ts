@@ -14,6 +14,7 @@ import { EventHub } from "./event-hub.js";
 import { JobManager } from "./jobs.js";
 import { ModelDirectory } from "./models.js";
 import { connectNats } from "./nats.js";
+import { ChildJobs } from "./child-jobs.js";
 import { AgentRecords, PoolConsumers } from "./agent-records.js";
 import { GatewayMetrics, Router, registerRoutes } from "./routes/index.js";
 import { ThreadStore } from "./threads.js";
@@ -86,7 +87,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
   const hub = new EventHub(n.js, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
   // Agents reach job records and get their pools' consumers only through the gateways.
-  const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn);
+  const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn, new ChildJobs(n, jobs));
   agentRecords.start();
   const pools = new PoolConsumers(n, warn);
   await pools.start();

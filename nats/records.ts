@@ -34,8 +34,8 @@ export class RecordClient {
   }
 
   /** One request; resolves with a positive answer, rejects with `RecordRefusedError` or the transport's error. */
-  async ask(req: RecordRequest): Promise<Extract<RecordReply, { ok: true }>> {
-    const m = await this.nc.request(subjects.records(this.principal), encodeMsgpack(req), { timeout: this.timeoutMs });
+  async ask(req: RecordRequest, timeoutMs = this.timeoutMs): Promise<Extract<RecordReply, { ok: true }>> {
+    const m = await this.nc.request(subjects.records(this.principal), encodeMsgpack(req), { timeout: timeoutMs });
     const reply = decodeMsgpack(m.data) as RecordReply;
     if (!reply.ok) throw new RecordRefusedError(reply.code, reply.message);
     return reply;

@@ -30,6 +30,8 @@ export const ErrorCode = {
   GW_ERR_UNAUTHORIZED: "GW_ERR_UNAUTHORIZED",
   /** A browser-facing check refused the request: its Host, its Origin. */
   GW_ERR_FORBIDDEN: "GW_ERR_FORBIDDEN",
+  /** No live agent consumes the pool a child job would need (gateway/child-jobs.ts). */
+  GW_ERR_NO_AGENT: "GW_ERR_NO_AGENT",
   /** A client passed a limit of its own (jobs followed by one socket). */
   GW_ERR_LIMIT: "GW_ERR_LIMIT",
   // jobs as run by agents

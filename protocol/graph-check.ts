@@ -302,21 +302,34 @@ export function validateParams(
 }
 
 /**
- * The pool a graph needs: an explicit one wins, then the first node that names one (its type's pool, or the
- * provider of the language model it calls), else `cpu`.
+ * The pool one node needs, from its catalog entry: its type's pool (a ComfyUI node, a GPU node), or the pool of the
+ * provider of the model it calls (a ComfyUI image model's is `comfyui`); null when it runs anywhere.
+ */
+export function poolOfNode(
+  node: Pick<GraphNode, "data">,
+  meta: Pick<NodeMetadata, "pool" | "provider_property"> | undefined,
+): string | null {
+  if (meta?.pool) return meta.pool;
+  if (!meta?.provider_property) return null;
+  const provider = languageModelOf(ownProp(node.data, meta.provider_property))?.provider;
+  return isLlmProvider(provider) || provider === COMFY_PROVIDER ? provider : null;
+}
+
+/**
+ * The pool a graph needs: an explicit one wins, then the pool a node names, preferring what is hardest to move (a
+ * node type's own pool, then a ComfyUI model, then a language model's provider: an agent running the graph sends
+ * the nodes of other pools to them as child jobs, and a provider call is the cheapest to send), else `cpu`.
  */
 export function poolOfGraph(graph: Graph, catalog?: NodeCatalog, explicit?: string): string {
   if (explicit) return explicit;
-  if (catalog) {
-    for (const n of graph.nodes) {
-      const meta = catalog.get(n.type);
-      if (meta?.pool) return meta.pool;
-      if (meta?.provider_property) {
-        const provider = languageModelOf(ownProp(n.data, meta.provider_property))?.provider;
-        // The provider's pool; a ComfyUI image model's is `comfyui` (`{"provider": "comfyui", "id": "<checkpoint>"}`).
-        if (isLlmProvider(provider) || provider === COMFY_PROVIDER) return provider;
-      }
-    }
+  let best: string | null = null;
+  let bestRank = 0;
+  for (const n of catalog ? graph.nodes : []) {
+    const meta = catalog!.get(n.type);
+    const pool = poolOfNode(n, meta);
+    if (pool === null) continue;
+    const rank = meta?.pool ? 3 : pool === COMFY_PROVIDER ? 2 : 1;
+    if (rank > bestRank) [best, bestRank] = [pool, rank];
   }
-  return "cpu";
+  return best ?? "cpu";
 }

@@ -52,6 +52,7 @@ export {
   CancelReason,
   AgentState,
   asRecordRequest,
+  CHILD_WAIT_MAX_MS,
 } from "./jobs.js";
 export type {
   JobRecord,
@@ -147,7 +148,14 @@ export {
   AGENT_TTL_MS,
   AGENT_HEARTBEAT_MS,
 } from "./streams.js";
-export { validateGraph, validateParams, prepareGraph, poolOfGraph, INPUT_NODE_PREFIX } from "./graph-check.js";
+export {
+  validateGraph,
+  validateParams,
+  prepareGraph,
+  poolOfGraph,
+  poolOfNode,
+  INPUT_NODE_PREFIX,
+} from "./graph-check.js";
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";
 export {
   ASSETS_DEFAULTS,

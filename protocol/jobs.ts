@@ -94,6 +94,8 @@ export interface JobRecord {
   holder?: string | null;
   /** SHA-256 (hex) of the dispatch's `claim_secret`: only an agent that pulled the dispatch can claim the job. */
   claim_hash?: string;
+  /** A child job: the node of `job_id`'s attempt whose run was sent to this job's pool (docs/architecture.md). */
+  parent?: { job_id: string; attempt: number; node_id: string };
 }
 
 /** `nw.jobs.<pool>`: one per job. Carries the graph so an agent needs no other read to start. */
@@ -136,7 +138,27 @@ export type RecordRequest =
       /** Seconds the run took, for the terminal update the gateway publishes when the write ends the job. */
       duration_s?: number;
     }
-  | { type: "record.terminal"; v: 1; job_id: string; proof: string };
+  | { type: "record.terminal"; v: 1; job_id: string; proof: string }
+  /**
+   * Run node `node_id` of the attempt the asker holds as a child job (its `graph`: the node with its inputs, and an
+   * output per handle), in the pool the node needs; `call` numbers the node's runs in the attempt. Idempotent.
+   */
+  | {
+      type: "child.submit";
+      v: 1;
+      job_id: string;
+      proof: string;
+      attempt: number;
+      node_id: string;
+      call: number;
+      graph: Graph;
+    }
+  /** The child's record once it has finished, or as it is after `wait_ms` (at most `CHILD_WAIT_MAX_MS`). */
+  | { type: "child.wait"; v: 1; job_id: string; proof: string; child_id: string; wait_ms: number }
+  | { type: "child.cancel"; v: 1; job_id: string; proof: string; child_id: string };
+
+/** The longest a `child.wait` is held by a gateway before it answers with the record as it is. */
+export const CHILD_WAIT_MAX_MS = 10_000;
 
 /** A gateway's answer; `lease` is the asker's lease token when it holds the record's attempt. */
 export type RecordReply =
@@ -153,6 +175,18 @@ export function asRecordRequest(x: unknown): RecordRequest {
   switch (o.type) {
     case "record.get":
     case "record.terminal":
+      return o as unknown as RecordRequest;
+    case "child.submit":
+      if (!Number.isSafeInteger(o.attempt) || !Number.isSafeInteger(o.call) || typeof o.node_id !== "string")
+        throw new Error('child.submit needs integer "attempt" and "call" and a "node_id" string');
+      if (typeof o.graph !== "object" || o.graph === null) throw new Error('child.submit needs a "graph" object');
+      return o as unknown as RecordRequest;
+    case "child.wait":
+      if (typeof o.child_id !== "string" || typeof o.wait_ms !== "number" || !(o.wait_ms >= 0))
+        throw new Error('child.wait needs a "child_id" string and a "wait_ms" number');
+      return o as unknown as RecordRequest;
+    case "child.cancel":
+      if (typeof o.child_id !== "string") throw new Error('child.cancel needs a "child_id" string');
       return o as unknown as RecordRequest;
     case "record.update":
       if (typeof o.record_json !== "string" || !Number.isInteger(o.revision) || (o.revision as number) < 0) {

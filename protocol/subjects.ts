@@ -118,6 +118,9 @@ export const jobKeys = {
     `w.${checkToken(workflowId, "workflow id")}.${checkToken(jobId, "job id")}`,
   workflowPrefix: (workflowId: string) => `w.${checkToken(workflowId, "workflow id")}.*`,
   idempotency: (key: string) => `i.${key}`,
+  /** A child job of `parentId` (a node sent to another pool): a cancel of the parent finds its children here. */
+  child: (parentId: string, childId: string) => `c.${checkToken(parentId, "job id")}.${checkToken(childId, "job id")}`,
+  childrenOf: (parentId: string) => `c.${checkToken(parentId, "job id")}.*`,
   /** The gateways' shared key that signs agents' lease tokens (agents may not read `nw_jobs`). */
   leaseKey: () => "s.lease",
 } as const;

@@ -44,6 +44,48 @@ export interface RunGraphOptions {
   limits?: NodeLimits;
   /** The job's asset store, for nodes that save or read files (`NodeContext.assets`); absent: such nodes fail. */
   assets?: NodeAssets;
+  /** Nodes that run elsewhere (another pool's agent, as child jobs); absent: every node runs here. */
+  remote?: RemoteNodes;
+}
+
+/** Graph nodes the engine does not run itself: each execution of one is handed to `run`. */
+export interface RemoteNodes {
+  nodeIds: ReadonlySet<string>;
+  /** Runs the node once on `inputs`; resolves to every value of each output handle, in order. */
+  run(ctx: NodeContext, inputs: NodeInputs): Promise<Record<string, unknown[]>>;
+}
+
+/**
+ * How the engine runs a remote node: its own definition's shape when this side has one (a generator stays one,
+ * sending each value the remote run produced), else a dynamic node (the graph was checked where it was accepted).
+ */
+function remoteDef(node: GraphNode, local: NodeDef | undefined, remote: RemoteNodes): NodeDef {
+  const base = local ?? {
+    type: node.type,
+    title: node.type.slice(node.type.lastIndexOf(".") + 1),
+    description: "",
+    properties: [],
+    outputs: [],
+    isDynamic: true,
+  };
+  if (local?.kind === "generator") {
+    return {
+      ...base,
+      kind: "generator",
+      async *generate(ctx, inputs) {
+        const out = await remote.run(ctx, inputs);
+        for (const [handle, values] of Object.entries(out)) for (const value of values) yield { handle, value };
+      },
+    };
+  }
+  return {
+    ...base,
+    kind: "process",
+    process: async (ctx, inputs) => {
+      const out = await remote.run(ctx, inputs);
+      return Object.fromEntries(Object.entries(out).flatMap(([h, vs]) => (vs.length ? [[h, vs[vs.length - 1]]] : [])));
+    },
+  };
 }
 
 /** What a run gives every node's context beyond its own: the job's assets and the run's shared workspace. */
@@ -383,7 +425,7 @@ class GraphRun {
     void this.done.then(() => outer.removeEventListener("abort", onOuterAbort));
   }
 
-  build(graph: Graph, library: ReadonlyMap<string, NodeDef>): void {
+  build(graph: Graph, library: ReadonlyMap<string, NodeDef>, remote?: RemoteNodes): void {
     const g = prepareGraph(graph);
     const incoming = new Map<string, GraphEdge[]>();
     const outgoing = new Map<string, GraphEdge[]>();
@@ -407,7 +449,7 @@ class GraphRun {
     const controlled = new Set([...controls.values()].flat());
     const defs = new Map<string, NodeDef>();
     for (const n of g.nodes) {
-      const def = library.get(n.type);
+      const def = remote?.nodeIds.has(n.id) ? remoteDef(n, library.get(n.type), remote) : library.get(n.type);
       if (!def) throw new UnknownNodeTypeError(n.id, n.type);
       defs.set(n.id, def);
       if (def.kind === "ignored" || controlled.has(n.id)) continue;
@@ -573,7 +615,7 @@ function closeWorkspace(workspace: Map<string, unknown>): void {
 export function runGraph(opts: RunGraphOptions): Promise<RunGraphResult> {
   const shared: RunShared = { workspace: new Map(), ...(opts.assets ? { assets: opts.assets } : {}) };
   const run = new GraphRun(opts.params, opts.emit, opts.signal, opts.limits ?? DEFAULT_NODE_LIMITS, shared);
-  run.build(opts.graph, opts.library);
+  run.build(opts.graph, opts.library, opts.remote);
   run.start();
   // What the nodes kept in the workspace (the sqlite nodes' databases) is let go with the run.
   void run.done.then(() => closeWorkspace(shared.workspace));

@@ -26,7 +26,15 @@ export interface RunnerNodes {
 /** What the parent sends to a thread or process running a graph. */
 export type ToRunner =
   /** `assets`: the run has the job's asset store, which the runner reaches by `asset_put` / `asset_get`. */
-  | { type: "run"; graph: Graph; params: Record<string, unknown>; nodes: RunnerNodes; assets?: boolean }
+  /** `remote`: ids of the graph's nodes that run elsewhere; the runner calls the agent for each (`call`). */
+  | {
+      type: "run";
+      graph: Graph;
+      params: Record<string, unknown>;
+      nodes: RunnerNodes;
+      assets?: boolean;
+      remote?: string[];
+    }
   | { type: "stop"; reason: string }
   /** The answer to a host call: the node's outputs, or its error's message. */
   | { type: "call_result"; call: number; ok: true; outputs: NodeOutputs }
@@ -41,7 +49,10 @@ export type FromRunner =
   | { type: "event"; event: EngineEvent }
   | { type: "done"; result: RunGraphResult }
   | { type: "thrown"; unknownNode: { nodeId: string; nodeType: string } | null; message: string }
-  /** Run graph node `node_id` (an `inAgent` node) in the agent with `inputs`; `call` numbers it for its answer. */
+  /**
+   * Run graph node `node_id` (an `inAgent` or remote node) in the agent with `inputs`; `call` numbers it for its
+   * answer. A remote node's answer holds every value of each output handle (a list per handle).
+   */
   | { type: "call"; call: number; node_id: string; inputs: Record<string, unknown> }
   /** The runner's node stopped waiting (its graph failed elsewhere): the call's signal aborts. */
   | { type: "call_cancel"; call: number }

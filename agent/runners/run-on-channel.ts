@@ -191,6 +191,7 @@ class ChannelRun {
       params: run.params,
       nodes: runnerNodes(run.library, run.limits ?? DEFAULT_NODE_LIMITS),
       assets: run.assets !== undefined,
+      ...(run.remote ? { remote: [...run.remote.nodeIds] } : {}),
     });
   }
 
@@ -226,12 +227,14 @@ class ChannelRun {
     if (!this.settled) this.run.emit(e);
   };
 
-  /** Runs an `inAgent` node of the run's graph for the runner, and answers. */
+  /** Runs an `inAgent` or remote node of the run's graph for the runner, and answers. */
   private async hostCall(m: Extract<FromRunner, { type: "call" }>): Promise<void> {
     const { run, calls } = this;
     const node = run.graph.nodes.find((n) => n.id === m.node_id);
     const def = node ? run.library.get(node.type) : undefined;
-    if (!node || !def || def.kind !== "process" || def.inAgent !== true || calls.has(m.call)) {
+    const remote = run.remote?.nodeIds.has(m.node_id) ? run.remote : null;
+    const hosted = def?.kind === "process" && def.inAgent === true ? def : null;
+    if (!node || !(remote || hosted) || calls.has(m.call)) {
       return this.crashed(
         `asked the agent to run node ${JSON.stringify(m.node_id.slice(0, 80))}, which is not one of its graph's nodes the agent runs`,
       );
@@ -240,7 +243,7 @@ class ChannelRun {
     calls.set(m.call, ac);
     const ctx = nodeContext(
       node,
-      displayName(node, def),
+      def ? displayName(node, def) : node.type,
       run.params,
       this.emit,
       ac.signal,
@@ -248,7 +251,8 @@ class ChannelRun {
     );
     let answer: ToRunner;
     try {
-      answer = { type: "call_result", call: m.call, ok: true, outputs: (await def.process(ctx, m.inputs)) ?? {} };
+      const outputs = remote ? await remote.run(ctx, m.inputs) : await hosted!.process(ctx, m.inputs);
+      answer = { type: "call_result", call: m.call, ok: true, outputs: outputs ?? {} };
     } catch (err) {
       answer = {
         type: "call_result",

@@ -8,8 +8,15 @@
 import { connect, type Socket } from "node:net";
 import { parentPort, Worker } from "node:worker_threads";
 import { assertNever } from "../../protocol/index.js";
-import { runGraph, UnknownNodeTypeError } from "../engine/engine.js";
-import { NodeError, type NodeAssets, type NodeDef, type NodeOutputs } from "../engine/types.js";
+import { runGraph, UnknownNodeTypeError, type RemoteNodes } from "../engine/engine.js";
+import {
+  NodeError,
+  type NodeAssets,
+  type NodeContext,
+  type NodeDef,
+  type NodeInputs,
+  type NodeOutputs,
+} from "../engine/types.js";
 import { nodeCatalog, nodeLibrary } from "../nodes/index.js";
 import type { FromRunner, HostNodeSpec, RunnerNodes, ToRunner } from "./channel.js";
 import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
@@ -58,26 +65,26 @@ const channelAssets: NodeAssets = {
   },
 };
 
-/** A node the agent runs: calling it sends its inputs to the agent and waits for its outputs. */
+/** Sends a node's inputs to the agent, which runs it, and waits for its outputs (a host call). */
+function callAgent(ctx: NodeContext, inputs: NodeInputs): Promise<NodeOutputs> {
+  return new Promise<NodeOutputs>((resolve, reject) => {
+    if (ctx.signal.aborted) return reject(ctx.signal.reason);
+    const call = ++lastCall;
+    const onAbort = () => {
+      pending.delete(call);
+      send({ type: "call_cancel", call });
+      reject(ctx.signal.reason);
+    };
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
+    const done = () => ctx.signal.removeEventListener("abort", onAbort);
+    pending.set(call, { resolve: (o) => (done(), resolve(o)), reject: (e) => (done(), reject(e)) });
+    send({ type: "call", call, node_id: ctx.nodeId, inputs });
+  });
+}
+
+/** A node the agent runs: calling it is a host call. */
 function hostNode(spec: HostNodeSpec): NodeDef {
-  return {
-    ...spec,
-    kind: "process",
-    process: (ctx, inputs) =>
-      new Promise<NodeOutputs>((resolve, reject) => {
-        if (ctx.signal.aborted) return reject(ctx.signal.reason);
-        const call = ++lastCall;
-        const onAbort = () => {
-          pending.delete(call);
-          send({ type: "call_cancel", call });
-          reject(ctx.signal.reason);
-        };
-        ctx.signal.addEventListener("abort", onAbort, { once: true });
-        const done = () => ctx.signal.removeEventListener("abort", onAbort);
-        pending.set(call, { resolve: (o) => (done(), resolve(o)), reject: (e) => (done(), reject(e)) });
-        send({ type: "call", call, node_id: ctx.nodeId, inputs });
-      }),
-  };
+  return { ...spec, kind: "process", process: callAgent };
 }
 
 /** The agent's library as this runner can run it: its own definitions of what the agent offers, host nodes as calls. */
@@ -104,6 +111,7 @@ async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
       library,
       limits: m.nodes.limits,
       ...(m.assets ? { assets: channelAssets } : {}),
+      ...(m.remote?.length ? { remote: { nodeIds: new Set(m.remote), run: callAgent as RemoteNodes["run"] } } : {}),
       signal: controller.signal,
       emit: (event) => send({ type: "event", event }),
     });
