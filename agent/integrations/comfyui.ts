@@ -24,9 +24,11 @@ import type { ObjectStore } from "@nats-io/obj";
 import { ASSET_META, COMFY_PROVIDER, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
 import { ErrorCode, GraphError, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../../protocol/index.js";
-import { NodeError, type NodeDef } from "../engine/types.js";
+import { NodeError, type NodeContext, type NodeDef } from "../engine/types.js";
 import { asNumber, asText, prop } from "../nodes/util.js";
-import { sizeIn, textToImage } from "../nodes/image.js";
+import { imageToImage, sizeIn, textToImage } from "../nodes/image.js";
+import { isEmptyMedia, plainBytes } from "../nodes/media-util.js";
+import { openImage } from "../nodes/pillow.js";
 
 /** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
 export interface ComfyFile {
@@ -553,29 +555,32 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
       return { images, outputs };
     },
   };
-  return [workflow, comfyTextToImage(client)];
+  return [workflow, comfyTextToImage(client), comfyImageToImage(client)];
 }
 
-/**
- * ComfyUI's plain text-to-image graph in its API format: checkpoint → prompts → empty latent → sampler → decode →
- * save. Node ids are ours; the seed is drawn when the node says -1.
- */
-export function txt2imgPrompt(o: {
+type ComfyPrompt = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
+
+/** What a ComfyUI sampling graph is made of: checkpoint, prompts, steps, guidance and seed (-1: drawn here). */
+interface SamplerOptions {
   checkpoint: string;
   prompt: string;
   negative: string;
-  width: number;
-  height: number;
   steps: number;
   cfg: number;
   seed: number;
-}): Record<string, { class_type: string; inputs: Record<string, unknown> }> {
+}
+
+/**
+ * ComfyUI's sampling graph in its API format: checkpoint → prompts → sampler over the latent `latent` gives (its
+ * nodes added by the caller) with `denoise` → decode → save. Node ids are ours.
+ */
+function samplerPrompt(o: SamplerOptions, latent: ComfyPrompt, denoise: number): ComfyPrompt {
   const seed = o.seed >= 0 ? o.seed : Math.floor(Math.random() * 2 ** 48);
   return {
     ckpt: { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: o.checkpoint } },
     pos: { class_type: "CLIPTextEncode", inputs: { text: o.prompt, clip: ["ckpt", 1] } },
     neg: { class_type: "CLIPTextEncode", inputs: { text: o.negative, clip: ["ckpt", 1] } },
-    latent: { class_type: "EmptyLatentImage", inputs: { width: o.width, height: o.height, batch_size: 1 } },
+    ...latent,
     sample: {
       class_type: "KSampler",
       inputs: {
@@ -584,7 +589,7 @@ export function txt2imgPrompt(o: {
         cfg: o.cfg,
         sampler_name: "euler",
         scheduler: "normal",
-        denoise: 1,
+        denoise,
         model: ["ckpt", 0],
         positive: ["pos", 0],
         negative: ["neg", 0],
@@ -594,6 +599,33 @@ export function txt2imgPrompt(o: {
     decode: { class_type: "VAEDecode", inputs: { samples: ["sample", 0], vae: ["ckpt", 2] } },
     save: { class_type: "SaveImage", inputs: { filename_prefix: "nodeway", images: ["decode", 0] } },
   };
+}
+
+/** ComfyUI's plain text-to-image graph: an empty latent of the size asked, sampled in full. */
+export function txt2imgPrompt(o: SamplerOptions & { width: number; height: number }): ComfyPrompt {
+  const latent = { class_type: "EmptyLatentImage", inputs: { width: o.width, height: o.height, batch_size: 1 } };
+  return samplerPrompt(o, { latent }, 1);
+}
+
+/**
+ * ComfyUI's image-to-image graph: the uploaded image (`image`, a name in its input folder) scaled to the size asked
+ * and encoded as the latent, sampled with `strength` as the denoise (0 keeps the image, 1 redraws it).
+ */
+export function img2imgPrompt(
+  o: SamplerOptions & { image: string; width: number; height: number; strength: number },
+): ComfyPrompt {
+  return samplerPrompt(
+    o,
+    {
+      load: { class_type: "LoadImage", inputs: { image: o.image } },
+      scale: {
+        class_type: "ImageScale",
+        inputs: { upscale_method: "lanczos", width: o.width, height: o.height, crop: "center", image: ["load", 0] },
+      },
+      latent: { class_type: "VAEEncode", inputs: { pixels: ["scale", 0], vae: ["ckpt", 2] } },
+    },
+    o.strength,
+  );
 }
 
 /**
@@ -606,31 +638,79 @@ function comfyTextToImage(client: ComfyClient): NodeDef {
     ...textToImage,
     inAgent: true,
     process: async (ctx, inputs) => {
-      const model = languageModelOf(inputs.model);
-      if (model?.provider !== COMFY_PROVIDER) return textToImage.process(ctx, inputs);
-      if (!model.id) throw new NodeError(`a ComfyUI image model names its checkpoint file as "id"`);
-      const text = asText(inputs.prompt);
-      if (text.trim() === "") throw new NodeError(`"prompt" is empty`);
-      const cfg = asNumber(inputs.guidance_scale, "guidance_scale");
-      if (!(cfg >= 0 && cfg <= 30)) throw new NodeError(`guidance_scale must be in [0, 30], got ${cfg}`);
-      const prompt = txt2imgPrompt({
-        checkpoint: model.id,
-        prompt: text,
-        negative: asText(inputs.negative_prompt ?? ""),
-        width: sizeIn(inputs, "width", 64, 2048),
-        height: sizeIn(inputs, "height", 64, 2048),
-        steps: sizeIn(inputs, "num_inference_steps", 1, 100),
-        cfg,
-        seed: sizeIn(inputs, "seed", -1, Number.MAX_SAFE_INTEGER),
-      });
-      const outputs = await client.run(prompt, ctx.signal, {
-        progress: (v, max) => ctx.progress(v, max),
-        log: (line) => ctx.log(line),
-        preview: (bytes) => ctx.preview(bytes),
-      });
-      const file = ((outputs.save?.images ?? []) as ComfyFile[])[0];
-      if (!file) throw new NodeError("ComfyUI saved no image for the prompt");
-      return { output: await client.view(file, ctx.signal) };
+      const model = comfyModelOf(inputs);
+      if (!model) return textToImage.process(ctx, inputs);
+      const width = sizeIn(inputs, "width", 64, 2048);
+      const height = sizeIn(inputs, "height", 64, 2048);
+      const prompt = txt2imgPrompt({ ...samplerOptions(model, inputs), width, height });
+      return { output: await runForImage(client, prompt, ctx) };
     },
   };
+}
+
+/**
+ * `nodetool.image.ImageToImage` on an agent beside a ComfyUI: with a `comfyui` model the input image is uploaded to
+ * ComfyUI's input folder (as PNG) and ComfyUI's image-to-image graph runs with `strength` as its denoise; any other
+ * provider runs as on every agent.
+ */
+function comfyImageToImage(client: ComfyClient): NodeDef {
+  return {
+    ...imageToImage,
+    inAgent: true,
+    process: async (ctx, inputs) => {
+      const model = comfyModelOf(inputs);
+      if (!model) return imageToImage.process(ctx, inputs);
+      if (isEmptyMedia(inputs.image)) throw new NodeError(`"image" is not connected`);
+      const strength = asNumber(inputs.strength, "strength");
+      if (!(strength >= 0 && strength <= 1)) throw new NodeError(`strength must be in [0, 1], got ${strength}`);
+      const options = samplerOptions(model, inputs);
+      const { img } = await openImage(ctx, inputs.image);
+      const png = plainBytes(await img.png().toBuffer());
+      const image = await client.upload(png, `nodeway-${randomUUID()}.png`, "image/png", ctx.signal);
+      const prompt = img2imgPrompt({
+        ...options,
+        image,
+        strength,
+        width: sizeIn(inputs, "target_width", 64, 2048),
+        height: sizeIn(inputs, "target_height", 64, 2048),
+      });
+      return { output: await runForImage(client, prompt, ctx) };
+    },
+  };
+}
+
+/** The ComfyUI model a media node names (its checkpoint as `id`), or null for another provider's. */
+function comfyModelOf(inputs: Record<string, unknown>): { id: string } | null {
+  const model = languageModelOf(inputs.model);
+  if (model?.provider !== COMFY_PROVIDER) return null;
+  if (!model.id) throw new NodeError(`a ComfyUI image model names its checkpoint file as "id"`);
+  return { id: model.id };
+}
+
+/** The sampler settings NodeTool's image nodes give, checked. */
+function samplerOptions(model: { id: string }, inputs: Record<string, unknown>): SamplerOptions {
+  const text = asText(inputs.prompt);
+  if (text.trim() === "") throw new NodeError(`"prompt" is empty`);
+  const cfg = asNumber(inputs.guidance_scale, "guidance_scale");
+  if (!(cfg >= 0 && cfg <= 30)) throw new NodeError(`guidance_scale must be in [0, 30], got ${cfg}`);
+  return {
+    checkpoint: model.id,
+    prompt: text,
+    negative: asText(inputs.negative_prompt ?? ""),
+    steps: sizeIn(inputs, "num_inference_steps", 1, 100),
+    cfg,
+    seed: sizeIn(inputs, "seed", -1, Number.MAX_SAFE_INTEGER),
+  };
+}
+
+/** Runs `prompt` with the node's progress, logs and previews; the image its `save` node wrote. */
+async function runForImage(client: ComfyClient, prompt: ComfyPrompt, ctx: NodeContext): Promise<Uint8Array> {
+  const outputs = await client.run(prompt, ctx.signal, {
+    progress: (v, max) => ctx.progress(v, max),
+    log: (line) => ctx.log(line),
+    preview: (bytes) => ctx.preview(bytes),
+  });
+  const file = ((outputs.save?.images ?? []) as ComfyFile[])[0];
+  if (!file) throw new NodeError("ComfyUI saved no image for the prompt");
+  return client.view(file, ctx.signal);
 }

@@ -248,6 +248,8 @@ class ChannelRun {
       this.emit,
       ac.signal,
       run.limits ?? DEFAULT_NODE_LIMITS,
+      // The job's assets, for a node that reads an input image (an ImageToImage on ComfyUI uploads it).
+      { workspace: new Map(), ...(run.assets ? { assets: run.assets } : {}) },
     );
     let answer: ToRunner;
     try {

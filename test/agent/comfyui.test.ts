@@ -453,3 +453,70 @@ t.test(
     );
   },
 );
+
+t.test(
+  "comfyui - NodeTool's ImageToImage with a ComfyUI model uploads the image and runs ComfyUI's image-to-image graph",
+  async (t) => {
+    const fake = await FakeComfyUI.start();
+    t.teardown(() => fake.stop());
+    const { s, ws } = await comfyStack(t, fake);
+    const { default: sharp } = await import("sharp");
+    const photo = await sharp({ create: { width: 40, height: 30, channels: 3, background: "#c03020" } })
+      .jpeg()
+      .toBuffer();
+    const up = await fetch(`${s.url}/api/assets?name=photo.jpg`, {
+      method: "POST",
+      headers: { "content-type": "image/jpeg" },
+      body: new Uint8Array(photo),
+    });
+    const id = String(((await up.json()) as { id: string }).id);
+    const graph = (data: Record<string, unknown>) => ({
+      nodes: [
+        { id: "in", type: "nodetool.input.ImageInput", data: { name: "photo" } },
+        {
+          id: "i2i",
+          type: "nodetool.image.ImageToImage",
+          data: {
+            model: { type: "image_model", provider: "comfyui", id: "sd_xl_base_1.0.safetensors" },
+            prompt: "as a watercolour",
+            strength: 0.35,
+            target_width: 64,
+            target_height: 96,
+            num_inference_steps: 3,
+            seed: 7,
+            ...data,
+          },
+        },
+        { id: "out", type: "nodetool.output.Output", data: { name: "image" } },
+      ],
+      edges: [
+        { id: "e1", source: "in", sourceHandle: "output", target: "i2i", targetHandle: "image" },
+        { id: "e2", source: "i2i", sourceHandle: "output", target: "out", targetHandle: "value" },
+      ],
+    });
+    const job = await run(ws, graph({}), { photo: `asset://${id}` });
+    t.equal(job.end.status, "completed", JSON.stringify(job.end.error ?? null));
+    const upload = fake.requests.find((r) => r.path === "/upload/image")?.body as { image?: string } | undefined;
+    t.match(upload?.image, /^nodeway-.*\.png$/, "the input image was uploaded to ComfyUI's input folder");
+    const sent = fake.files.get(`input//${upload?.image}`);
+    const meta = sent ? await sharp(sent).metadata() : null;
+    t.match(meta, { format: "png", width: 40, height: 30 }, "as a PNG of the uploaded photo");
+    const queued = fake.requests.find((r) => r.path === "/prompt")!.body as {
+      prompt: Record<string, { class_type: string; inputs: Record<string, unknown> }>;
+    };
+    const byClass = (c: string) => Object.values(queued.prompt).filter((n) => n.class_type === c);
+    t.match(byClass("LoadImage"), [{ inputs: { image: upload?.image } }], "LoadImage reads it");
+    t.match(byClass("ImageScale"), [{ inputs: { width: 64, height: 96 } }], "scaled to the target size");
+    t.equal(byClass("VAEEncode").length, 1, "encoded as the latent");
+    t.equal(byClass("EmptyLatentImage").length, 0, "not an empty latent");
+    t.match(byClass("KSampler"), [{ inputs: { denoise: 0.35, steps: 3, seed: 7 } }], "strength is the denoise");
+    t.equal(job.events().filter((e) => e.type === "node_progress" && e.node_id === "i2i").length, 3, "progress");
+    const image = job.events().find((e) => e.type === "output_update" && e.node_id === "out")?.value;
+    t.ok(image instanceof Uint8Array && image[0] === 0x89, "ComfyUI's saved image is the output");
+
+    const uploads = fake.requests.filter((r) => r.path === "/upload/image").length;
+    const bad = await run(ws, graph({ strength: 1.5 }), { photo: `asset://${id}` });
+    t.match((bad.end.error as { message?: string }).message, /strength must be in \[0, 1\]/, "strength checked");
+    t.equal(fake.requests.filter((r) => r.path === "/upload/image").length, uploads, "before any upload");
+  },
+);

@@ -15,7 +15,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
 
-const INSTANT = new Set(["CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "VAEDecode"]);
+const INSTANT = new Set([
+  "CheckpointLoaderSimple",
+  "CLIPTextEncode",
+  "EmptyLatentImage",
+  "VAEDecode",
+  "VAEEncode",
+  "ImageScale",
+]);
 const KNOWN = new Set([...INSTANT, "KSampler", "SaveImage", "Fail", "LoadImage"]);
 
 interface Queued {
