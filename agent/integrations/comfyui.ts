@@ -29,6 +29,7 @@ import { asNumber, asText, prop } from "../nodes/util.js";
 import { imageToImage, sizeIn, textToImage } from "../nodes/image.js";
 import { isEmptyMedia, plainBytes } from "../nodes/media-util.js";
 import { openImage } from "../nodes/pillow.js";
+import { runWorkflowNode } from "./comfy-run-workflow.js";
 
 /** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
 export interface ComfyFile {
@@ -455,7 +456,7 @@ export function applyOverrides(
   return out;
 }
 
-function checkWorkflow(v: unknown): Record<string, unknown> {
+export function checkWorkflow(v: unknown): Record<string, unknown> {
   checkForbiddenKeys(v, '"workflow"');
   if (v === null || typeof v !== "object" || Array.isArray(v) || Object.keys(v).length === 0) {
     throw new NodeError(
@@ -476,7 +477,7 @@ function checkWorkflow(v: unknown): Record<string, unknown> {
  * Override values that name one of our assets (an uploaded image given to an ImageInput) become files in ComfyUI's
  * input folder: uploaded there, and the override set to the name ComfyUI gave (what a LoadImage node takes).
  */
-async function uploadAssetOverrides(
+export async function uploadAssetOverrides(
   client: ComfyClient,
   assets: ObjectStore | null,
   overrides: Record<string, unknown>,
@@ -555,7 +556,7 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
       return { images, outputs };
     },
   };
-  return [workflow, comfyTextToImage(client), comfyImageToImage(client)];
+  return [workflow, runWorkflowNode(client, assets), comfyTextToImage(client), comfyImageToImage(client)];
 }
 
 type ComfyPrompt = Record<string, { class_type: string; inputs: Record<string, unknown> }>;

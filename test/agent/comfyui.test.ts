@@ -520,3 +520,73 @@ t.test(
     t.equal(fake.requests.filter((r) => r.path === "/upload/image").length, uploads, "before any upload");
   },
 );
+
+t.test(
+  "comfyui - NodeTool's lib.comfy.RunWorkflow: handles <node>:<input> fill the prompt, saved files come out on <node>:<kind>",
+  async (t) => {
+    const fake = await FakeComfyUI.start();
+    t.teardown(() => fake.stop());
+    const { s, ws } = await comfyStack(t, fake);
+    const png = Buffer.alloc(5_000);
+    for (let i = 0; i < png.length; i++) png[i] = (i * 13 + 1) & 0xff;
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(png);
+    const up = await fetch(`${s.url}/api/assets?name=in.png`, {
+      method: "POST",
+      headers: { "content-type": "image/png" },
+      body: new Uint8Array(png),
+    });
+    const id = String(((await up.json()) as { id: string }).id);
+    const prompt = {
+      ...txt2img(3),
+      "10": { class_type: "LoadImage", inputs: { image: "example.png" } },
+      "11": { class_type: "SaveImage", inputs: { filename_prefix: "echo", images: ["10", 0] } },
+    };
+    const graph = (workflow: unknown) => ({
+      nodes: [
+        { id: "p", type: "nodetool.input.StringInput", data: { name: "prompt", value: "a red fox" } },
+        { id: "img", type: "nodetool.input.ImageInput", data: { name: "photo" } },
+        { id: "c", type: "lib.comfy.RunWorkflow", data: { workflow, endpoint: "10.1.2.3:8188" } },
+        { id: "big", type: "nodetool.output.Output", data: { name: "big" } },
+        { id: "echo", type: "nodetool.output.Output", data: { name: "echo" } },
+        { id: "raw", type: "nodetool.output.Output", data: { name: "raw" } },
+      ],
+      edges: [
+        { id: "e1", source: "p", sourceHandle: "output", target: "c", targetHandle: "6:text" },
+        { id: "e2", source: "img", sourceHandle: "output", target: "c", targetHandle: "10:image" },
+        { id: "e3", source: "c", sourceHandle: "9:image", target: "big", targetHandle: "value" },
+        { id: "e4", source: "c", sourceHandle: "11:image", target: "echo", targetHandle: "value" },
+        { id: "e5", source: "c", sourceHandle: "output", target: "raw", targetHandle: "value" },
+      ],
+    });
+    // As NodeTool saves it: the prompt as JSON text, here wrapped as {"prompt": …} (what a ComfyUI PNG holds).
+    const job = await run(ws, graph(JSON.stringify({ prompt })), { photo: `asset://${id}` });
+    t.equal(job.end.status, "completed", JSON.stringify(job.end.error ?? null));
+    const rec = (await api(s.url, "GET", `/api/jobs/${job.jobId}`)).body as { pool: string };
+    t.equal(rec.pool, "comfyui", "it runs in the comfyui pool");
+    const queued = fake.requests.find((r) => r.path === "/prompt")!.body as {
+      prompt: Record<string, { inputs: Record<string, unknown> }>;
+    };
+    t.equal(queued.prompt["6"]!.inputs.text, "a red fox", "a value on 6:text set that input");
+    t.equal(queued.prompt["10"]!.inputs.image, `nodeway-${id}.png`, "an image on 10:image was uploaded and named");
+    t.ok(fake.files.get(`input//nodeway-${id}.png`)?.equals(png), "byte for byte");
+    const out = (node: string) => job.events().find((e) => e.type === "output_update" && e.node_id === node)?.value;
+    const big = out("big") as Record<string, unknown>;
+    t.equal(big?.type, "image", "the large saved image is an image asset on 9:image");
+    const bytes = Buffer.from(await (await fetch(`${s.url}/api/assets/${String(big.asset_id)}/content`)).arrayBuffer());
+    t.equal(bytes.length, 400_000, "the whole file");
+    const echo = out("echo");
+    t.ok(echo instanceof Uint8Array && Buffer.from(echo).equals(png), "11:image is the uploaded image, through ComfyUI");
+    t.match(out("raw"), { "9": { images: [{ filename: /^big_/ }] } }, "ComfyUI's outputs on output");
+    t.ok(
+      job.events().some((e) => e.type === "log_update" && /not 10\.1\.2\.3:8188/.test(String(e.content))),
+      "the log says which ComfyUI ran it, not the endpoint in the graph",
+    );
+
+    const prompts = fake.requests.filter((r) => r.path === "/prompt").length;
+    const ui = await run(ws, graph(JSON.stringify({ nodes: [], links: [] })), { photo: `asset://${id}` });
+    t.match((ui.end.error as { message?: string }).message, /UI format/, "the UI format is refused, saying so");
+    const wrong = await run(ws, graph(JSON.stringify({ "4": prompt["4"] })), { photo: `asset://${id}` });
+    t.match((wrong.end.error as { message?: string }).message, /no node 6/, "a handle naming no node of it fails");
+    t.equal(fake.requests.filter((r) => r.path === "/prompt").length, prompts, "neither reached ComfyUI");
+  },
+);
