@@ -40,12 +40,15 @@ function scaleMetrics(): string[] {
     sizes(process.env.BENCH_SCALE_QUEUE, [0, 10_000, 100_000]).map(label),
     sizes(process.env.BENCH_SCALE_AGENTS, [10, 100, 1_000]).map(String),
   ];
+  const k = sizes(process.env.BENCH_SCALE_SOCKETS, [1_000, 10_000, 50_000]).map(label);
   const rec = ["scrape_ms", "list_ms", "list_status_ms", "list_workflow_ms", "get_ms"];
   return [
     ...rec.map((m) => `${m}_${r.at(-1)}_vs_${r[0]}`),
     `scrape_ms_${r.at(-1)}`,
     `submit_p50_ms_${q.at(-1)}_vs_${q[0]}`,
     `agents_list_ms_${a.at(-1)}`,
+    `socket_bytes_${k.at(-1)}_vs_bare_uws`,
+    `idle_cpu_pct_${k.at(-1)}`,
   ];
 }
 const BENCHES: Bench[] = [

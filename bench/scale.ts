@@ -13,8 +13,13 @@
  *   - agents: 10, 100, 1,000 agents' registrations written to `nw_agents` every 3 s (the agent's heartbeat write):
  *     `/api/agents` and gateway CPU over a quiet window.
  *
- * `BENCH_SCALE_PARTS=records,queue,agents` picks curves (diagnostics; the others' lines are invalid).
+ *   - sockets: 1k, 10k, 50k WebSocket clients held by a gateway, idle then each watching one (queued) job, against
+ *     a bare uWS.js server holding as many (idle, then each subscribed to one topic): resident bytes per socket and
+ *     idle CPU. One measurement per size (50k sockets take a minute to open and close).
+ *
+ * `BENCH_SCALE_PARTS=records,queue,agents,sockets` picks curves (diagnostics; the others' lines are invalid).
  */
+import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,12 +31,14 @@ import {
   KV_JOBS,
   STREAM_EVENTS,
   encodeJson,
+  encodeMsgpack,
   jobKeys,
   newId,
   type AgentRegistration,
   type JobRecord,
 } from "../protocol/index.js";
-import { cpuNs, rssBytes, sleep } from "./lib/procs.js";
+import { cpuNs, rssBytes, sleep, startTs } from "./lib/procs.js";
+import { RawWs } from "./lib/rawws.js";
 import { absGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf } from "./lib/report.js";
 import type { Arm, GoalLine, Metrics } from "./lib/report.js";
 import { NatsServer, example, startGateway, type Gateway } from "./lib/stack.js";
@@ -44,7 +51,8 @@ const sizesOf = (env: string | undefined, dflt: number[]) => (env ? env.split(",
 const RECORD_SIZES = sizesOf(process.env.BENCH_SCALE_RECORDS, [1_000, 100_000]);
 const QUEUE_SIZES = sizesOf(process.env.BENCH_SCALE_QUEUE, [0, 10_000, 100_000]);
 const AGENT_SIZES = sizesOf(process.env.BENCH_SCALE_AGENTS, [10, 100, 1_000]);
-const PARTS = new Set((process.env.BENCH_SCALE_PARTS ?? "records,queue,agents").split(","));
+const SOCKET_SIZES = sizesOf(process.env.BENCH_SCALE_SOCKETS, [1_000, 10_000, 50_000]);
+const PARTS = new Set((process.env.BENCH_SCALE_PARTS ?? "records,queue,agents,sockets").split(","));
 /** A Prometheus scrape more than this after the last one finds the gateway's cached counts expired. */
 const COLD_SCRAPE_GAP_MS = 5_300;
 const REQUEST_TIMEOUT_MS = 120_000;
@@ -396,6 +404,145 @@ async function agentsCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> 
   return [absGoal(BENCH, `agents_list_ms_${hi}`, list(hi), list(lo), "<=", 50, "ms", band)];
 }
 
+// ---------------------------------------------------------------- sockets
+
+/** Client sockets per source address: under the loopback's ephemeral port range (about 28k ports here). */
+const SOCKETS_PER_ADDRESS = 20_000;
+/** Open files the processes holding the sockets are given (root may raise it; elsewhere large sizes fail). */
+const FILES = 200_000;
+
+function raiseFiles(pid: number): void {
+  try {
+    execFileSync("prlimit", ["--pid", String(pid), `--nofile=${FILES}:${FILES}`], { stdio: "ignore" });
+  } catch {
+    // Not root, or no prlimit: the limit stays, and a size past it fails naming the error.
+  }
+}
+
+async function openSockets(port: number, n: number, path: string, protocol?: string): Promise<RawWs[]> {
+  const out: RawWs[] = [];
+  for (let i = 0; i < n; i += 500) {
+    const batch = Array.from({ length: Math.min(500, n - i) }, (_, k) => {
+      const from = `127.0.0.${2 + Math.floor((i + k) / SOCKETS_PER_ADDRESS)}`;
+      return RawWs.open(port, path, protocol, false, from);
+    });
+    out.push(...(await Promise.all(batch)));
+  }
+  return out;
+}
+
+/**
+ * What `pid` costs holding `n` sockets: bytes of resident memory per socket idle (watching nothing), its CPU over a
+ * quiet 5 s, then bytes per socket once each watches one job (`watch` sends what asks for that), and of V8's heap
+ * in use where `heapUsed` reads it (the gateway's /metrics): resident memory keeps the heap the joins grew.
+ */
+async function holdSockets(
+  pid: number,
+  port: number,
+  n: number,
+  protocol: string | undefined,
+  watch: (ws: RawWs) => void,
+  heapUsed: () => Promise<number> = async () => NaN,
+): Promise<Metrics> {
+  await sleep(1_000);
+  const rss0 = rssBytes(pid);
+  const heap0 = await heapUsed();
+  const socks = await openSockets(port, n, "/ws", protocol);
+  try {
+    await sleep(2_000);
+    const rss1 = rssBytes(pid);
+    const cpu0 = cpuNs(pid);
+    await sleep(5_000);
+    const idleCpuPct = ((cpuNs(pid) - cpu0) / 1e6 / 5_000) * 100;
+    for (let i = 0; i < socks.length; i += 500) {
+      for (const ws of socks.slice(i, i + 500)) watch(ws);
+      await sleep(5);
+    }
+    await sleep(3_000);
+    const rss2 = rssBytes(pid);
+    const heap2 = await heapUsed();
+    const closed = socks.filter((ws) => ws.closed).length;
+    if (closed > 0) throw new Error(`${closed} of ${n} sockets were closed by the server`);
+    return {
+      idle_bytes_per_socket: (rss1 - rss0) / n,
+      watching_bytes_per_socket: (rss2 - rss0) / n,
+      idle_cpu_pct: idleCpuPct,
+      ...(Number.isFinite(heap0) ? { watching_heap_bytes_per_socket: (heap2 - heap0) / n } : {}),
+    };
+  } finally {
+    for (const ws of socks) ws.reset();
+  }
+}
+
+/** One size: a fresh gateway (with one queued job to watch, no agent) and a fresh bare uWS server, in turn. */
+async function socketsAt(n: number): Promise<{ ours: Metrics; bare: Metrics }> {
+  const s = await stack();
+  const floor = startTs("floor-server", "peers/floor-server.ts", [s.ns.url]);
+  try {
+    const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
+    for (const pid of [process.pid, s.gw.pid, floor.pid]) raiseFiles(pid);
+    const body = JSON.stringify(example("hello-world"));
+    await timed(`${s.gw.url}/api/workflows`, { method: "POST", headers: { "content-type": "application/json" }, body });
+    const jobId = (await submit(s.gw.url)).id;
+    const reconnect = encodeMsgpack({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
+    const heapUsed = async () => {
+      const text = (await timed(`${s.gw.url}/metrics`)).body;
+      return Number(/^nodeway_nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1] ?? NaN);
+    };
+    const send = (ws: RawWs) => ws.send(0x2, reconnect);
+    const ours = await holdSockets(s.gw.pid, s.gw.port, n, "nodeway.msgpack", send, heapUsed);
+    const watchFrame = JSON.stringify({ watch: "j1" });
+    const bare = await holdSockets(floor.pid, floorPort, n, undefined, (ws) => ws.send(0x1, watchFrame));
+    log(`sockets ${label(n)}: ours ${JSON.stringify(ours)}; bare uWS ${JSON.stringify(bare)}`);
+    return { ours, bare };
+  } finally {
+    await floor.stop();
+    await s.gw.stop();
+    await s.ns.stop();
+  }
+}
+
+/** Sockets held per size, measured once each (a round of 50k sockets costs a minute): rows, and two goal lines. */
+async function socketsCurve(): Promise<GoalLine[]> {
+  const res = new Map<string, Map<string, number[]>>();
+  for (const n of SOCKET_SIZES) {
+    const { ours, bare } = await socketsAt(n);
+    res.set(label(n), new Map(Object.entries(ours).map(([k, v]) => [k, [v]])));
+    res.set(`${label(n)}_bare_uws`, new Map(Object.entries(bare).map(([k, v]) => [k, [v]])));
+  }
+  rowsOf(BENCH, res, {
+    idle_bytes_per_socket: "B",
+    watching_bytes_per_socket: "B",
+    watching_heap_bytes_per_socket: "B",
+    idle_cpu_pct: "%",
+  });
+  const hi = label(SOCKET_SIZES.at(-1)!);
+  const at = (arm: string, m: string) => med(res, arm, m);
+  // One measurement per size: the noise is what the smallest size shows between its idle and watching figures.
+  const noise = 0.1;
+  return [
+    ratioGoal(
+      BENCH,
+      `socket_bytes_${hi}_vs_bare_uws`,
+      at(hi, "watching_bytes_per_socket"),
+      at(`${hi}_bare_uws`, "watching_bytes_per_socket"),
+      "<=",
+      2,
+      noise,
+    ),
+    absGoal(
+      BENCH,
+      `idle_cpu_pct_${hi}`,
+      at(hi, "idle_cpu_pct"),
+      at(`${hi}_bare_uws`, "idle_cpu_pct"),
+      "<=",
+      2,
+      "%",
+      0.2,
+    ),
+  ];
+}
+
 // ---------------------------------------------------------------- main
 
 /** The goal metrics of each curve (bench/run.ts names the same), so that a failed curve still yields its lines. */
@@ -403,12 +550,14 @@ const SCALE_METRICS = {
   records: (hi: string, lo: string) => [...RECORD_METRICS.map((m) => `${m}_${hi}_vs_${lo}`), `scrape_ms_${hi}`],
   queue: (hi: string, lo: string) => [`submit_p50_ms_${hi}_vs_${lo}`],
   agents: (hi: string) => [`agents_list_ms_${hi}`],
+  sockets: (hi: string) => [`socket_bytes_${hi}_vs_bare_uws`, `idle_cpu_pct_${hi}`],
 };
 
 const curves: [string, (stops: (() => Promise<void>)[]) => Promise<GoalLine[]>, string[]][] = [
   ["records", recordsCurve, SCALE_METRICS.records(label(RECORD_SIZES.at(-1)!), label(RECORD_SIZES[0]!))],
   ["queue", queueCurve, SCALE_METRICS.queue(label(QUEUE_SIZES.at(-1)!), label(QUEUE_SIZES[0]!))],
   ["agents", agentsCurve, SCALE_METRICS.agents(String(AGENT_SIZES.at(-1)!))],
+  ["sockets", socketsCurve, SCALE_METRICS.sockets(label(SOCKET_SIZES.at(-1)!))],
 ];
 for (const [part, curve, metrics] of curves) {
   if (!PARTS.has(part)) continue;

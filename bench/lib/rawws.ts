@@ -14,11 +14,11 @@ export class RawWs {
   private constructor(private readonly sock: Socket) {}
 
   /** `tls`: over TLS (any certificate accepted: the benchmarks' proxies are self-signed). */
-  static open(port: number, path: string, protocol?: string, tls = false): Promise<RawWs> {
+  static open(port: number, path: string, protocol?: string, tls = false, localAddress?: string): Promise<RawWs> {
     return new Promise((res, rej) => {
       const sock = tls
         ? tlsConnect({ host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false }).setNoDelay(true)
-        : connect({ host: "127.0.0.1", port, noDelay: true });
+        : connect({ host: "127.0.0.1", port, noDelay: true, ...(localAddress ? { localAddress } : {}) });
       const ws = new RawWs(sock);
       let head = Buffer.alloc(0);
       const onData = (d: Buffer) => {
@@ -97,5 +97,11 @@ export class RawWs {
   destroy(): void {
     this.closed = true;
     this.sock.destroy();
+  }
+
+  /** Ends the connection with a reset: no TIME_WAIT is left holding the client's port. */
+  reset(): void {
+    this.closed = true;
+    this.sock.resetAndDestroy();
   }
 }

@@ -137,10 +137,13 @@ app.ws<{ job: string }>("/ws", {
     );
   },
   open: (ws) => {
-    ws.subscribe(`j/${ws.getUserData().job}`);
+    // A socket opened without a job watches nothing (the idle sockets of the scale benchmark).
+    const job = ws.getUserData().job;
+    if (job) ws.subscribe(`j/${job}`);
   },
-  message: (_ws, msg) => {
-    const m = JSON.parse(dec.decode(msg)) as { start?: unknown; stop?: unknown };
+  message: (ws, msg) => {
+    const m = JSON.parse(dec.decode(msg)) as { start?: unknown; stop?: unknown; watch?: string };
+    if (typeof m.watch === "string") ws.subscribe(`j/${m.watch}`);
     if (m.start)
       nc.publish(
         "floor.start",

@@ -165,6 +165,8 @@ t.test("console - the web console in headless Chromium against a real stack", as
     await shot(t, page, "03-run-live");
     sent.length = 0;
     await page.reload();
+    // The saved run may already show tok40 (a busy machine): wait for the resume itself, then for the live stream.
+    await until("the page to resume the job", async () => sent.some((f) => f.includes('"reconnect_job"')));
     await until("the stream after the reload", async () => ((await streamText(page)) ?? "").includes("tok40 "));
     const resume = sent.map((f) => JSON.parse(f) as { command: string; data: { last_seq?: number } });
     const rc = resume.find((f) => f.command === "reconnect_job");
