@@ -183,6 +183,22 @@ t.test("confined - a second agent user cannot forge, rewrite, read or steer anot
     t.equal(claimOwn, "GW_ERR_FORBIDDEN", "or with the claim secret of its own job");
     const asVictim = await ask(subjects.records("agent-1"), finish);
     t.not(asVictim, "ok", `asking as the victim is refused by NATS (${asVictim})`);
+    // Child jobs are asked for by the parent's holder only: another agent can neither start one in the victim's
+    // name (work billed to its job) nor wait for or cancel one.
+    const graph = { nodes: [{ id: "n", type: "nodetool.constant.String", data: { value: FORGED } }], edges: [] };
+    const child = await ask(subjects.records("agent-2"), {
+      type: "child.submit",
+      proof: ownSecret,
+      attempt: 1,
+      node_id: "tok",
+      call: 1,
+      graph,
+    });
+    t.equal(child, "GW_ERR_FORBIDDEN", "a child job of another's job is refused");
+    const waits = await ask(subjects.records("agent-2"), { type: "child.wait", child_id: jobId, wait_ms: 0 });
+    t.equal(waits, "GW_ERR_FORBIDDEN", "and a wait on one");
+    const cancels = await ask(subjects.records("agent-2"), { type: "child.cancel", child_id: jobId });
+    t.equal(cancels, "GW_ERR_FORBIDDEN", "and a cancel of one");
   });
 
   await t.test("threads, workflows, events and dispatches cannot be read", async (t) => {
