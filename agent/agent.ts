@@ -6,7 +6,6 @@ import { createHash, randomBytes } from "node:crypto";
 import { createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, jetstream, type Consumer, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { Objm, type ObjectStore } from "@nats-io/obj";
 import {
   KV_AGENTS,
   KV_NODES,
@@ -37,6 +36,7 @@ import { detectDocker, detectFfmpeg, detectGpus, detectProviders, runGpuIds } fr
 import { GpuGroups } from "./gpus.js";
 import { RunnerSpares, type DockerRunner } from "./runners/index.js";
 import { ComfyClient, comfyNodes } from "./integrations/index.js";
+import { GatewayAssets } from "./asset-io.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
 import { nodeCatalog, nodeLibrary } from "./nodes/index.js";
@@ -98,8 +98,8 @@ class Agent implements RunningAgent {
   private agentsKv!: KV;
   /** `nw_agents` with the registration's writes through `pub`. */
   private registrations!: AckedKv;
-  /** `nw_assets`, for binary outputs too large to travel in events. */
-  private assets!: ObjectStore;
+  /** Whether `nw_assets` exists (the gateway made it), for binary outputs too large to travel in events. */
+  private assetsOpen = false;
   /** Its jobs' records, through the gateways (agents have no access to `nw_jobs`; gateway/agent-records.ts). */
   private records!: RecordClient;
   /**
@@ -159,7 +159,7 @@ class Agent implements RunningAgent {
     this.principal = auth.kind === "password" ? auth.user : this.id;
     this.logger = createLogger("agent", { agent: config.name });
     this.comfy = config.comfyuiUrl ? new ComfyClient(config.comfyuiUrl, (l) => this.log(l)) : null;
-    const extra = this.comfy ? comfyNodes(this.comfy, () => this.assets ?? null) : [];
+    const extra = this.comfy ? comfyNodes(this.comfy) : [];
     // The test nodes (one spins its thread, one fills its heap) only where the operator asked for them.
     this.offered = [...nodeLibrary(config.testNodes), ...extra];
     const library = new Map(nodeCatalog(nodeLibrary(config.testNodes)));
@@ -250,7 +250,9 @@ class Agent implements RunningAgent {
         const agentsKv = await openBucket(kvm, KV_AGENTS);
         this.agentsKv = agentsKv;
         this.registrations = new AckedKv(this.pub, KV_AGENTS, (key) => agentsKv.get(key));
-        this.assets = await new Objm(this.nc).open(OBJ_ASSETS);
+        // Opened by the gateway; this agent reaches it only through the gateways (agent/asset-io.ts).
+        await jsm.streams.info(subjects.objectStream(OBJ_ASSETS));
+        this.assetsOpen = true;
         // The stream's per-job cap, less the gateway's room; a user without STREAM.INFO rights assumes the default.
         const perJob = await jsm.streams.info(STREAM_EVENTS).then(
           (i) => i.config.max_msgs_per_subject ?? 0,
@@ -632,7 +634,8 @@ class Agent implements RunningAgent {
         docker: this.docker,
         gpus,
         spares: this.spares,
-        assets: this.assets,
+        assetStore: (jobId, proof) =>
+          this.assetsOpen ? new GatewayAssets(this.pub, this.records, jobId, proof) : null,
         assetInlineMaxBytes: this.config.assetInlineMaxBytes,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,

@@ -9,8 +9,8 @@
  * `result`) refer to one asset, found by content digest, whichever strategy's channel the bytes came through.
  */
 import { createHash } from "node:crypto";
-import type { ObjectStore } from "@nats-io/obj";
-import { ASSET_META, assetRef, newId, type AssetRef } from "../protocol/index.js";
+import { assetRef, newId, type AssetRef } from "../protocol/index.js";
+import type { JobAssetStore } from "./asset-io.js";
 
 /** Deepest nesting searched for bytes (outputs are values, lists of values, or small objects of them). */
 const MAX_DEPTH = 32;
@@ -38,9 +38,8 @@ export class JobAssets {
   private readonly byDigest = new Map<string, Promise<AssetRef>>();
 
   constructor(
-    private readonly os: ObjectStore | null,
+    private readonly assets: JobAssetStore | null,
     private readonly inlineMaxBytes: number,
-    private readonly job: { job_id: string; workflow_id: string },
   ) {}
 
   /** True when `value` holds bytes that must go to the store (cheap for everything else: a token is a string). */
@@ -75,20 +74,12 @@ export class JobAssets {
   }
 
   private async put(bytes: Uint8Array, nodeId?: string): Promise<AssetRef> {
-    if (!this.os) throw new AssetStoreError("this agent has no asset store (nw_assets)");
+    if (!this.assets) throw new AssetStoreError("this agent has no asset store (nw_assets)");
     const id = newId();
     const contentType = sniffContentType(bytes);
-    const metadata: Record<string, string> = {
-      [ASSET_META.name]: `${nodeId ?? "output"}-${id}`,
-      [ASSET_META.contentType]: contentType,
-      [ASSET_META.jobId]: this.job.job_id,
-      [ASSET_META.workflowId]: this.job.workflow_id,
-      [ASSET_META.createdAt]: new Date().toISOString(),
-    };
-    if (nodeId) metadata[ASSET_META.nodeId] = nodeId;
+    const meta = { fileName: `${nodeId ?? "output"}-${id}`, contentType, ...(nodeId ? { nodeId } : {}) };
     try {
-      const info = await this.os.putBlob({ name: id, metadata }, bytes);
-      return assetRef(id, contentType, info.size);
+      return assetRef(id, contentType, await this.assets.put(id, bytes, meta));
     } catch (err) {
       throw new AssetStoreError(
         `could not store ${bytes.byteLength} bytes${nodeId ? ` of node "${nodeId}"` : ""} as an asset: ${(err as Error).message}`,

@@ -12,7 +12,6 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { JsMsg } from "@nats-io/jetstream";
-import type { ObjectStore } from "@nats-io/obj";
 import {
   CancelReason,
   ErrorCode,
@@ -46,6 +45,7 @@ import { UnknownNodeTypeError, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef, NodeLimits } from "./engine/types.js";
 import { runWithStrategy, RunnerCrashedError, type DockerRunner, type RunnerSpares } from "./runners/index.js";
 import { JobAssets } from "./assets.js";
+import type { JobAssetStore } from "./asset-io.js";
 import { ChildJobs, remoteNodeIds } from "./child-jobs.js";
 import { objectStoreAssets } from "./nodes/asset-store.js";
 
@@ -69,8 +69,11 @@ export interface JobRunnerDeps {
   gpus: readonly string[];
   /** The agent's spare threads and processes (`warmRunners`), or null. */
   spares: RunnerSpares | null;
-  /** `nw_assets`, where binary outputs over `assetInlineMaxBytes` go (null: none, and such outputs fail the job). */
-  assets: ObjectStore | null;
+  /**
+   * The job's asset store (`nw_assets` through the gateways, agent/asset-io.ts), given its id and claim secret: where
+   * binary outputs over `assetInlineMaxBytes` go (null: none, and such outputs fail the job).
+   */
+  assetStore: (jobId: string, proof: string) => JobAssetStore | null;
   assetInlineMaxBytes: number;
   agentId: string;
   ackWaitMs: number;
@@ -202,6 +205,8 @@ export class JobRunner {
   /** Why some of the job's events could not be stored (NATS away past the outbox's bounds): the job fails. */
   private unstored: string | null = null;
   private readonly assets: JobAssets;
+  /** The job's asset store (reads of what it may read, create-only writes). */
+  private readonly assetStore: JobAssetStore | null;
   /**
    * The event publishes waiting behind an asset upload, in order (null when none waits): an event that carries
    * a large binary value is published once its bytes are stored, and every event after it waits its turn.
@@ -232,7 +237,8 @@ export class JobRunner {
     this.attempt = msg.info.deliveryCount;
     this.source = { jobId: job.job_id, workflowId: job.workflow_id, attempt: this.attempt };
     this.store = deps.records.forJob(job.job_id, job.claim_secret ?? "");
-    this.assets = new JobAssets(deps.assets, deps.assetInlineMaxBytes, job);
+    this.assetStore = deps.assetStore(job.job_id, job.claim_secret ?? "");
+    this.assets = new JobAssets(this.assetStore, deps.assetInlineMaxBytes);
     this.claimed = new Promise((resolve) => (this.markClaimed = resolve));
   }
 
@@ -587,7 +593,7 @@ export class JobRunner {
           params: this.job.params,
           library: this.deps.library,
           limits: this.deps.nodeLimits,
-          assets: objectStoreAssets(this.deps.assets, this.job),
+          assets: objectStoreAssets(this.assetStore),
           ...this.remoteNodes(),
           signal: this.controller.signal,
           emit: (e: GraphEvent) => {
@@ -619,7 +625,7 @@ export class JobRunner {
       attempt: this.attempt,
       graph: this.job.graph,
       library: this.deps.library,
-      assets: new JobAssets(this.deps.assets, 0, this.job),
+      assets: new JobAssets(this.assetStore, 0),
       claimed: this.claimed,
     });
     return { remote };

@@ -39,6 +39,7 @@ import { RECORDS_QUEUE, principalOfRecordsSubject } from "../protocol/index.js";
 import type { LeaseSigner } from "../nats/index.js";
 import type { NatsParts } from "./nats.js";
 import { ChildRefused, type ChildJobs } from "./child-jobs.js";
+import { AssetRefused, type AgentAssets } from "./agent-assets.js";
 
 /** The hash of a claim secret, as the record keeps it. */
 export function claimHash(secret: string): string {
@@ -87,6 +88,7 @@ export class AgentRecords {
     private readonly ackWaitMs: number,
     private readonly log: (line: string) => void,
     private readonly children: ChildJobs | null = null,
+    private readonly assets: AgentAssets | null = null,
   ) {}
 
   start(): void {
@@ -154,6 +156,25 @@ export class AgentRecords {
       case "child.wait":
       case "child.cancel":
         return this.child(principal, req, cur);
+      case "asset.read":
+      case "asset.seal":
+        return this.asset(principal, req, cur, proven);
+    }
+  }
+
+  /** An asset request of the job's agent (gateway/agent-assets.ts). */
+  private async asset(
+    principal: string,
+    req: Extract<RecordRequest, { type: `asset.${string}` }>,
+    cur: Stored | null,
+    proven: boolean,
+  ): Promise<RecordReply> {
+    if (!this.assets) throw new Refused(ErrorCode.GW_ERR_UNAVAILABLE, "this gateway serves no assets to agents");
+    try {
+      return await this.assets.handle(principal, req, cur?.rec ?? null, proven);
+    } catch (err) {
+      if (err instanceof AssetRefused) throw new Refused(err.code, err.message);
+      throw err;
     }
   }
 

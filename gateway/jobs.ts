@@ -38,6 +38,7 @@ import {
   type NodeMetadata,
   type Workflow,
   jobUpdate,
+  assetIdsIn,
   type JobUpdateBody,
 } from "../protocol/index.js";
 import { casJobRecord, readJobRecord, PayloadTooLargeError } from "../nats/index.js";
@@ -94,6 +95,7 @@ function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
     outputs: null,
     idempotency_key: s.idempotencyKey ?? null,
     ...(s.parent ? { parent: s.parent } : {}),
+    assets: assetIdsIn([c.graph, c.params]),
   };
 }
 /** Ids one `list` with a state and a workflow walks at most, unless its `limit` is larger (`listScanMaxRecords`). */

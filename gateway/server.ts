@@ -15,6 +15,7 @@ import { JobManager } from "./jobs.js";
 import { ModelDirectory } from "./models.js";
 import { connectNats } from "./nats.js";
 import { ChildJobs } from "./child-jobs.js";
+import { AgentAssets } from "./agent-assets.js";
 import { AgentRecords, PoolConsumers } from "./agent-records.js";
 import { GatewayMetrics, Router, registerRoutes } from "./routes/index.js";
 import { ThreadStore } from "./threads.js";
@@ -87,7 +88,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
   const hub = new EventHub(n.js, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
   // Agents reach job records and get their pools' consumers only through the gateways.
-  const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn, new ChildJobs(n, jobs));
+  const agentRecords = new AgentRecords(
+    n,
+    n.leases,
+    config.ackWaitMs,
+    warn,
+    new ChildJobs(n, jobs),
+    new AgentAssets(n),
+  );
   agentRecords.start();
   const pools = new PoolConsumers(n, warn);
   await pools.start();

@@ -5,8 +5,9 @@
  *
  * An agent user `<a>` may publish only its own events (`nw.events.*.<a>`), ask the gateways about its jobs'
  * records (`nw.rec.<a>`), write its registration (`nw_agents` keys `<a>.*`) and node catalogs (`nw_nodes` keys
- * `<a>.*`), store output assets, pull and settle jobs from the pool consumers the gateways made, and read its
- * replies under its own inbox prefix `_INBOX_<a>`; it may answer requests sent to it (`allow_responses`).
+ * `<a>.*`), store the chunks of output assets (their entries, and every read of `nw_assets`, go through the gateways:
+ * gateway/agent-assets.ts), pull and settle jobs from the pool consumers the gateways made, and read its replies
+ * under its own inbox prefix `_INBOX_<a>`; it may answer requests sent to it (`allow_responses`).
  */
 import { randomBytes } from "node:crypto";
 import { GATEWAY_SOURCE } from "../protocol/index.js";
@@ -39,7 +40,7 @@ function agentPermissions(a: string): string[] {
     `nw.rec.${a}`,
     `$KV.nw_agents.${a}.*`,
     `$KV.nw_nodes.${a}.*`,
-    "$O.nw_assets.>",
+    "$O.nw_assets.C.>",
     "$JS.API.CONSUMER.MSG.NEXT.NW_JOBS.*",
     "$JS.ACK.NW_JOBS.>",
     "$JS.API.CONSUMER.INFO.NW_JOBS.*",
@@ -49,11 +50,6 @@ function agentPermissions(a: string): string[] {
     "$JS.API.DIRECT.GET.KV_nw_agents.>",
     "$JS.API.STREAM.MSG.GET.KV_nw_nodes",
     "$JS.API.DIRECT.GET.KV_nw_nodes.>",
-    "$JS.API.STREAM.MSG.GET.OBJ_nw_assets",
-    "$JS.API.DIRECT.GET.OBJ_nw_assets.>",
-    "$JS.API.CONSUMER.CREATE.OBJ_nw_assets.>",
-    "$JS.API.CONSUMER.DELETE.OBJ_nw_assets.>",
-    "$JS.FC.OBJ_nw_assets.>",
   ];
   const sub = ["nw.cancel.*", "nw.agent.*.control", `_INBOX_${a}.>`];
   return [

@@ -40,6 +40,32 @@ export function assetIdOfUri(uri: string): string | null {
   return isAssetId(id) ? id : null;
 }
 
+/**
+ * The ids of the assets a value names (`asset://<id>` strings, `asset_id` fields), at any depth up to 32, at most
+ * `max` of them: what a job's graph and params let its agent read.
+ */
+export function assetIdsIn(value: unknown, max = 10_000): string[] {
+  const found = new Set<string>();
+  const walk = (v: unknown, depth: number): void => {
+    if (found.size >= max || depth > 32) return;
+    if (typeof v === "string") {
+      const id = v.startsWith(URI_PREFIX) ? assetIdOfUri(v) : null;
+      if (id) found.add(id);
+      return;
+    }
+    if (v === null || typeof v !== "object" || ArrayBuffer.isView(v)) return;
+    if (Array.isArray(v)) {
+      for (const x of v) walk(x, depth + 1);
+      return;
+    }
+    const o = v as Record<string, unknown>;
+    if (typeof o.asset_id === "string" && isAssetId(o.asset_id)) found.add(o.asset_id);
+    for (const k in o) walk(o[k], depth + 1);
+  };
+  walk(value, 0);
+  return [...found];
+}
+
 /** NodeTool's reference types by media kind; anything else is a plain `asset`. */
 export type AssetRefType = "image" | "audio" | "video" | "document" | "asset";
 

@@ -65,6 +65,7 @@ export type {
   NatsMessage,
   RecordRequest,
   RecordReply,
+  AssetPiece,
 } from "./jobs.js";
 export { NodeStatus, JOB_EVENT_TYPES, GRAPH_EVENT_TYPES, isTerminalEvent, isCoalescable, jobUpdate } from "./events.js";
 export type {
@@ -167,6 +168,7 @@ export {
   assetUri,
   assetIdOfUri,
   assetRef,
+  assetIdsIn,
   assetInfo,
   mediaRefOf,
   refTypeOf,

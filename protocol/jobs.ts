@@ -96,6 +96,8 @@ export interface JobRecord {
   claim_hash?: string;
   /** A child job: the node of `job_id`'s attempt whose run was sent to this job's pool (docs/architecture.md). */
   parent?: { job_id: string; attempt: number; node_id: string };
+  /** Assets the job's graph and params name: with its own and its family's, all its agent may read. */
+  assets?: string[];
 }
 
 /** `nw.jobs.<pool>`: one per job. Carries the graph so an agent needs no other read to start. */
@@ -155,14 +157,45 @@ export type RecordRequest =
     }
   /** The child's record once it has finished, or as it is after `wait_ms` (at most `CHILD_WAIT_MAX_MS`). */
   | { type: "child.wait"; v: 1; job_id: string; proof: string; child_id: string; wait_ms: number }
-  | { type: "child.cancel"; v: 1; job_id: string; proof: string; child_id: string };
+  | { type: "child.cancel"; v: 1; job_id: string; proof: string; child_id: string }
+  /** Bytes of an asset the job may read, from `cursor` (0 first, then the reply's `next`). */
+  | { type: "asset.read"; v: 1; job_id: string; proof: string; asset_id: string; cursor: number }
+  /**
+   * Make asset `name` (a new asset id) of the chunks the agent stored under `nuid` (`$O.nw_assets.C.<nuid>`,
+   * `chunks` of at most `chunk_bytes`, `size` bytes, `digest` "SHA-256=<base64url>"): the gateway writes its entry,
+   * once (an existing asset is never replaced), with the job as its owner.
+   */
+  | {
+      type: "asset.seal";
+      v: 1;
+      job_id: string;
+      proof: string;
+      name: string;
+      nuid: string;
+      size: number;
+      chunks: number;
+      chunk_bytes: number;
+      digest: string;
+      content_type: string;
+      file_name: string;
+      node_id?: string;
+    };
+
+/** An `asset.read` answer: the asset's size, type and digest, bytes from the cursor, and the next cursor (null: done). */
+export interface AssetPiece {
+  size: number;
+  content_type: string;
+  digest: string;
+  bytes: Uint8Array;
+  next: number | null;
+}
 
 /** The longest a `child.wait` is held by a gateway before it answers with the record as it is. */
 export const CHILD_WAIT_MAX_MS = 10_000;
 
 /** A gateway's answer; `lease` is the asker's lease token when it holds the record's attempt. */
 export type RecordReply =
-  | { ok: true; record_json: string | null; revision: number; lease?: string }
+  | { ok: true; record_json: string | null; revision: number; lease?: string; asset?: AssetPiece }
   | { ok: false; code: string; message: string };
 
 /** Checks a record request's shape (the gateway's edge); throws a message naming the fault. */
@@ -188,6 +221,12 @@ export function asRecordRequest(x: unknown): RecordRequest {
     case "child.cancel":
       if (typeof o.child_id !== "string") throw new Error('child.cancel needs a "child_id" string');
       return o as unknown as RecordRequest;
+    case "asset.read":
+      if (typeof o.asset_id !== "string" || !Number.isSafeInteger(o.cursor) || (o.cursor as number) < 0)
+        throw new Error('asset.read needs an "asset_id" string and an integer "cursor"');
+      return o as unknown as RecordRequest;
+    case "asset.seal":
+      return asSeal(o);
     case "record.update":
       if (typeof o.record_json !== "string" || !Number.isInteger(o.revision) || (o.revision as number) < 0) {
         throw new Error('record.update needs "record_json" and an integer "revision"');
@@ -197,6 +236,18 @@ export function asRecordRequest(x: unknown): RecordRequest {
     default:
       throw new Error(`unknown record request type ${JSON.stringify(o.type)}`);
   }
+}
+
+/** Checks an `asset.seal`'s fields (sizes are whole numbers, texts bounded). */
+function asSeal(o: Record<string, unknown>): RecordRequest {
+  const ints = ["size", "chunks", "chunk_bytes"] as const;
+  if (!ints.every((k) => Number.isSafeInteger(o[k]) && (o[k] as number) >= 0))
+    throw new Error('asset.seal needs whole numbers "size", "chunks" and "chunk_bytes"');
+  const texts = ["name", "nuid", "digest", "content_type", "file_name"] as const;
+  if (!texts.every((k) => typeof o[k] === "string" && (o[k] as string).length <= 1024))
+    throw new Error('asset.seal needs "name", "nuid", "digest", "content_type" and "file_name" strings');
+  if (o.node_id !== undefined && typeof o.node_id !== "string") throw new Error('"node_id" is a string');
+  return o as unknown as RecordRequest;
 }
 
 /** `nw.cancel.<job_id>`. */

@@ -64,6 +64,13 @@ export const subjects = {
   agentControl: (agentId: string) => `nw.agent.${checkToken(agentId, "agent id")}.control`,
   /** Where JetStream keeps a KV entry: a publish here is a KV put. Keys are dot-separated tokens (jobKeys). */
   kvEntry: (bucket: string, key: string) => `$KV.${checkToken(bucket, "bucket")}.${key}`,
+  /** The entry of object `name` in an object store (JetStream's layout: the name in padded base64url). */
+  objectMeta: (bucket: string, name: string) =>
+    `$O.${checkToken(bucket, "bucket")}.M.${btoa(String.fromCharCode(...new TextEncoder().encode(name)))
+      .replace(/\+/g, "-")
+      .replace(/\//g, "_")}`,
+  /** The stream holding an object store's entries and chunks. */
+  objectStream: (bucket: string) => `OBJ_${checkToken(bucket, "bucket")}`,
   /** The chunks of one object in an object store (JetStream's own layout; `nuid` from the object's info). */
   objectChunks: (bucket: string, nuid: string) =>
     `$O.${checkToken(bucket, "bucket")}.C.${checkToken(nuid, "object nuid")}`,

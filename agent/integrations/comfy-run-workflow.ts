@@ -9,7 +9,6 @@
  * ComfyUI's own API (`api: "native"`) is spoken.
  */
 import { randomUUID } from "node:crypto";
-import type { ObjectStore } from "@nats-io/obj";
 import { MEDIA_REF_TYPES, mediaRefOf, parseJson } from "../../protocol/index.js";
 import { NodeError, type NodeContext, type NodeDef, type NodeInputs } from "../engine/types.js";
 import { asNumber, prop } from "../nodes/util.js";
@@ -30,7 +29,7 @@ const OUTPUT_KINDS: Readonly<Record<string, MediaKind>> = {
 
 const DECLARED = new Set(["endpoint", "api", "workflow", "timeout"]);
 
-export function runWorkflowNode(client: ComfyClient, assets: () => ObjectStore | null): NodeDef {
+export function runWorkflowNode(client: ComfyClient): NodeDef {
   return {
     kind: "process",
     type: "lib.comfy.RunWorkflow",
@@ -59,11 +58,7 @@ export function runWorkflowNode(client: ComfyClient, assets: () => ObjectStore |
       const workflow = checkWorkflow(promptOf(inputs.workflow));
       const overrides = handleOverrides(inputs);
       applyOverrides(workflow, overrides); // a handle naming no node fails before anything is uploaded
-      const uploaded = await uploadMedia(
-        ctx,
-        client,
-        await uploadAssetOverrides(client, assets(), overrides, ctx.signal),
-      );
+      const uploaded = await uploadMedia(ctx, client, await uploadAssetOverrides(client, ctx, overrides));
       const timeoutS = asNumber(inputs.timeout ?? 600, "timeout");
       const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(1, timeoutS) * 1000)]);
       const outputs = await client.run(applyOverrides(workflow, uploaded), signal, {

@@ -20,8 +20,7 @@
  */
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
-import type { ObjectStore } from "@nats-io/obj";
-import { ASSET_META, COMFY_PROVIDER, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
+import { COMFY_PROVIDER, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
 import { ErrorCode, GraphError, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../../protocol/index.js";
 import { NodeError, type NodeContext, type NodeDef } from "../engine/types.js";
@@ -30,6 +29,7 @@ import { imageToImage, sizeIn, textToImage } from "../nodes/image.js";
 import { isEmptyMedia, plainBytes } from "../nodes/media-util.js";
 import { openImage } from "../nodes/pillow.js";
 import { runWorkflowNode } from "./comfy-run-workflow.js";
+import { sniffContentType } from "../assets.js";
 
 /** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
 export interface ComfyFile {
@@ -475,13 +475,13 @@ export function checkWorkflow(v: unknown): Record<string, unknown> {
 
 /**
  * Override values that name one of our assets (an uploaded image given to an ImageInput) become files in ComfyUI's
- * input folder: uploaded there, and the override set to the name ComfyUI gave (what a LoadImage node takes).
+ * input folder: read through the job's assets, uploaded there, and the override set to the name ComfyUI gave (what
+ * a LoadImage node takes).
  */
 export async function uploadAssetOverrides(
   client: ComfyClient,
-  assets: ObjectStore | null,
+  ctx: NodeContext,
   overrides: Record<string, unknown>,
-  signal: AbortSignal,
 ): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(overrides)) {
@@ -491,13 +491,12 @@ export async function uploadAssetOverrides(
       out[key] = v;
       continue;
     }
-    if (!assets) throw new NodeError(`override "${key}" names asset ${id}, and this agent has no asset store`);
-    const info = await assets.info(id);
-    const bytes = info && !info.deleted ? await assets.getBlob(id) : null;
-    if (!info || !bytes)
-      throw new NodeError(`override "${key}" names asset ${id}, which does not exist (deleted, or past its retention)`);
-    const contentType = info.metadata?.[ASSET_META.contentType] ?? "application/octet-stream";
-    out[key] = await client.upload(bytes, `nodeway-${id}.${extensionOf(contentType)}`, contentType, signal);
+    if (!ctx.assets) throw new NodeError(`override "${key}" names asset ${id}, and this agent has no asset store`);
+    const bytes = await ctx.assets.get(`asset://${id}`).catch((err: Error) => {
+      throw new NodeError(`override "${key}": ${err.message}`);
+    });
+    const contentType = sniffContentType(bytes);
+    out[key] = await client.upload(bytes, `nodeway-${id}.${extensionOf(contentType)}`, contentType, ctx.signal);
   }
   return out;
 }
@@ -506,7 +505,7 @@ export async function uploadAssetOverrides(
  * The `comfy.*` nodes of an agent beside `client`'s ComfyUI; `assets` gives the asset store (opened once the agent
  * is connected), for images a workflow takes as input.
  */
-export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null): NodeDef[] {
+export function comfyNodes(client: ComfyClient): NodeDef[] {
   const workflow: NodeDef = {
     kind: "process",
     type: "comfy.Workflow",
@@ -540,7 +539,7 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
       applyOverrides(workflowIn, overrides as Record<string, unknown>);
       const prompt = applyOverrides(
         workflowIn,
-        await uploadAssetOverrides(client, assets(), overrides as Record<string, unknown>, ctx.signal),
+        await uploadAssetOverrides(client, ctx, overrides as Record<string, unknown>),
       );
       const outputs = await client.run(prompt, ctx.signal, {
         progress: (v, max) => ctx.progress(v, max),
@@ -556,7 +555,7 @@ export function comfyNodes(client: ComfyClient, assets: () => ObjectStore | null
       return { images, outputs };
     },
   };
-  return [workflow, runWorkflowNode(client, assets), comfyTextToImage(client), comfyImageToImage(client)];
+  return [workflow, runWorkflowNode(client), comfyTextToImage(client), comfyImageToImage(client)];
 }
 
 type ComfyPrompt = Record<string, { class_type: string; inputs: Record<string, unknown> }>;

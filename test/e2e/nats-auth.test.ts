@@ -189,11 +189,18 @@ t.test(
     })();
     nc.publish("nw.jobs.cpu", "a job from an agent");
     await nc.flush();
-    // What an agent reads an asset with (ComfyUI's LoadImage input): the object store's ordered consumer.
+    // Assets are read through the gateways, for a job the agent holds (gateway/agent-assets.ts): never directly.
     const assetId = String((asset.result as { image: { asset_id: string }[] }).image[0]!.asset_id);
-    const store = await new Objm(nc).open("nw_assets");
-    const got = await store.getBlob(assetId);
-    t.equal(got?.byteLength, 600 * 1024, "the agent user may read an asset back");
+    const direct = await new Objm(nc)
+      .open("nw_assets")
+      .then((store) => store.getBlob(assetId))
+      .then(
+        (b) => `read ${b?.byteLength} bytes`,
+        (err: Error) => err.message,
+      );
+    t.notMatch(direct, /^read/, `the agent user may not read an asset from the bucket (${direct})`);
+    const back = await fetch(`${gw.url}/api/assets/${assetId}/content`).then((r) => r.arrayBuffer());
+    t.equal(back.byteLength, 600 * 1024, "the asset it stored is whole (its chunks, and the entry a gateway wrote)");
     const jsm = await jetstreamManager(nc);
     const deleted = await jsm.streams.delete("NW_JOBS").then(
       () => "deleted",

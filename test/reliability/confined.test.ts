@@ -17,10 +17,12 @@ import { join } from "node:path";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
 import {
   KV_JOBS,
   KV_THREADS,
   KV_WORKFLOWS,
+  OBJ_ASSETS,
   decodeMsgpack,
   encodeJson,
   encodeMsgpack,
@@ -212,6 +214,78 @@ t.test("confined - a second agent user cannot forge, rewrite, read or steer anot
     const dispatch = await outcome(jsm.streams.getMessage("NW_JOBS", { seq: 1 }));
     t.not(dispatch, "ok", `a dispatch, which holds a job's claim secret (${dispatch})`);
   });
+
+  await t.test(
+    "assets: a confined agent reads and writes its job's through the gateways; another cannot",
+    async (t) => {
+      const { default: sharp } = await import("sharp");
+      const noise = Buffer.alloc(400 * 400 * 3);
+      for (let i = 0; i < noise.length; i++) noise[i] = (i * 7919 + (i >> 5) * 31) & 0xff;
+      const png = await sharp(noise, { raw: { width: 400, height: 400, channels: 3 } })
+        .png()
+        .toBuffer();
+      const up = await fetch(`${gw.url}/api/assets?name=secret.png`, {
+        method: "POST",
+        headers: { "content-type": "image/png" },
+        body: new Uint8Array(png),
+      });
+      const uploadId = String(((await up.json()) as { id: string }).id);
+      const graph = {
+        nodes: [
+          { id: "in", type: "nodetool.input.ImageInput", data: { name: "photo" } },
+          { id: "big", type: "nodetool.image.Resize", data: { width: 500, height: 500 } },
+          { id: "out", type: "nodetool.output.Output", data: { name: "image" } },
+        ],
+        edges: [
+          { id: "e1", source: "in", sourceHandle: "output", target: "big", targetHandle: "image" },
+          { id: "e2", source: "big", sourceHandle: "output", target: "out", targetHandle: "value" },
+        ],
+      };
+      const r = await client.request("run_job", { graph, params: { photo: `asset://${uploadId}` } });
+      const resized = String((r.result as { job_id: string }).job_id);
+      const end = await client.waitTerminal(resized, 30_000);
+      t.equal(
+        end.status,
+        "completed",
+        `the victim agent read the upload and stored its output (${JSON.stringify(end.error ?? null)})`,
+      );
+      const out = client.events(resized).find((m) => m.type === "output_update")?.value as { asset_id?: string };
+      const outId = String(out?.asset_id);
+      const back = Buffer.from(await (await fetch(`${gw.url}/api/assets/${outId}/content`)).arrayBuffer());
+      t.match(await sharp(back).metadata(), { width: 500, height: 500, format: "png" }, "the output asset is whole");
+      const owner = (await api(gw.url, "GET", `/api/assets/${outId}`)).body as { job_id?: string };
+      t.equal(owner.job_id, resized, "owned by its job (the gateway wrote the entry)");
+
+      const os = await new Objm(nc).open(OBJ_ASSETS).catch(() => null);
+      for (const id of [uploadId, outId]) {
+        const direct = await outcome(os ? os.getBlob(id) : Promise.reject(new Error("cannot open the store")));
+        t.not(direct, "ok", `reading asset ${id} from nw_assets is refused (${direct})`);
+        const viaGateway = await outcome(
+          nc
+            .request(
+              subjects.records("agent-2"),
+              encodeMsgpack({ type: "asset.read", v: 1, job_id: ownId, proof: ownSecret, asset_id: id, cursor: 0 }),
+              { timeout: 2_000 },
+            )
+            .then((m) => {
+              const reply = decodeMsgpack(m.data) as { ok: boolean; code?: string };
+              if (!reply.ok) throw new Error(String(reply.code));
+            }),
+        );
+        t.equal(viaGateway, "GW_ERR_FORBIDDEN", "and through a gateway, for a job that does not use it");
+      }
+      const byStream = await outcome(jsm.streams.getMessage(subjects.objectStream(OBJ_ASSETS), { seq: 1 }));
+      t.not(byStream, "ok", `reading the bucket's stream is refused (${byStream})`);
+      const overwrite = await outcome(
+        js.publish(subjects.objectMeta(OBJ_ASSETS, uploadId), JSON.stringify({ name: uploadId, nuid: "x" }), {
+          timeout: 1_000,
+        }),
+      );
+      t.not(overwrite, "ok", `replacing an asset's entry is refused (${overwrite})`);
+      const still = Buffer.from(await (await fetch(`${gw.url}/api/assets/${uploadId}/content`)).arrayBuffer());
+      t.ok(still.equals(png), "the upload is unchanged");
+    },
+  );
 
   await t.test("consumers cannot be deleted, created or updated; _INBOX.> cannot be read", async (t) => {
     const del = await outcome(jsm.consumers.delete("NW_JOBS", "pool_cpu"));

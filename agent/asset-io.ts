@@ -1,0 +1,95 @@
+/**
+ * One job's way to `nw_assets`: an agent may neither read the bucket nor write its entries (gateway/agent-assets.ts).
+ * A write stores the bytes as the object store's chunks under a fresh nuid (all an agent may publish there) and
+ * asks a gateway to make the entry; a read asks a gateway for the bytes a few chunks at a time and checks them
+ * against the entry's size and SHA-256.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { OBJ_ASSETS, subjects } from "../protocol/index.js";
+import type { AckedPublisher, RecordClient } from "../nats/index.js";
+
+/** What one job's nodes store and read. */
+export interface JobAssetStore {
+  /** Stores `bytes` as the new asset `name`; resolves to its size. */
+  put(
+    name: string,
+    bytes: Uint8Array,
+    meta: { fileName: string; contentType: string; nodeId?: string },
+  ): Promise<number>;
+  /** An asset the job may read, or null when there is none by that id. */
+  get(id: string): Promise<{ bytes: Uint8Array; contentType: string } | null>;
+}
+
+/** The object store's chunk size (its library's default). */
+const CHUNK_BYTES = 128 * 1024;
+/** Chunks in flight while storing. */
+const WINDOW = 8;
+
+/** `SHA-256=<padded base64url>`, the object store's digest of `bytes`. */
+export function objectDigest(bytes: Uint8Array): string {
+  const b64 = createHash("sha256").update(bytes).digest("base64");
+  return `SHA-256=${b64.replace(/\+/g, "-").replace(/\//g, "_")}`;
+}
+
+export class GatewayAssets implements JobAssetStore {
+  constructor(
+    private readonly pub: AckedPublisher,
+    private readonly records: RecordClient,
+    private readonly jobId: string,
+    private readonly proof: string,
+  ) {}
+
+  async put(name: string, bytes: Uint8Array, meta: { fileName: string; contentType: string; nodeId?: string }) {
+    const nuid = randomBytes(16).toString("base64url");
+    const subject = subjects.objectChunks(OBJ_ASSETS, nuid);
+    const chunks = Math.ceil(bytes.byteLength / CHUNK_BYTES);
+    for (let i = 0; i < chunks; i += WINDOW) {
+      const batch = [];
+      for (let k = i; k < Math.min(i + WINDOW, chunks); k++)
+        batch.push(this.pub.publish(subject, bytes.subarray(k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES)));
+      await Promise.all(batch);
+    }
+    await this.records.ask({
+      type: "asset.seal",
+      v: 1,
+      job_id: this.jobId,
+      proof: this.proof,
+      name,
+      nuid,
+      size: bytes.byteLength,
+      chunks,
+      chunk_bytes: CHUNK_BYTES,
+      digest: objectDigest(bytes),
+      content_type: meta.contentType,
+      file_name: meta.fileName,
+      ...(meta.nodeId !== undefined ? { node_id: meta.nodeId } : {}),
+    });
+    return bytes.byteLength;
+  }
+
+  async get(id: string): Promise<{ bytes: Uint8Array; contentType: string } | null> {
+    const parts: Uint8Array[] = [];
+    let head: { size: number; content_type: string; digest: string } | null = null;
+    for (let cursor: number | null = 0; cursor !== null; ) {
+      const reply = await this.records.ask({
+        type: "asset.read",
+        v: 1,
+        job_id: this.jobId,
+        proof: this.proof,
+        asset_id: id,
+        cursor,
+      });
+      const piece = reply.asset;
+      if (!piece) return null;
+      head ??= piece;
+      parts.push(piece.bytes);
+      cursor = piece.next;
+    }
+    const bytes = Buffer.concat(parts);
+    if (!head || bytes.byteLength !== head.size || objectDigest(bytes) !== head.digest)
+      throw new Error(
+        `asset ${id} came back damaged (${bytes.byteLength} of ${head?.size ?? "?"} bytes, or not its digest)`,
+      );
+    return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), contentType: head.content_type };
+  }
+}
