@@ -12,6 +12,7 @@
 import {
   CHILD_WAIT_MAX_MS,
   ErrorCode,
+  decodeMsgpack,
   isTerminal,
   parseJson,
   poolOfNode,
@@ -102,7 +103,7 @@ export class ChildJobs implements RemoteNodes {
     const cancel = () => void this.ask({ type: "child.cancel", child_id: child.id }, 5_000).catch(() => undefined);
     ctx.signal.addEventListener("abort", cancel, { once: true });
     try {
-      return outputsOf(await this.finished(child, ctx.signal));
+      return outputsOf(await this.finished(child, ctx));
     } finally {
       ctx.signal.removeEventListener("abort", cancel);
     }
@@ -117,20 +118,36 @@ export class ChildJobs implements RemoteNodes {
     return this.ask(req, 10_000);
   }
 
-  /** Waits for the child's end, asking again through NATS outages until the run stops. */
-  private async finished(child: JobRecord, signal: AbortSignal): Promise<JobRecord> {
+  /**
+   * Waits for the child's end, asking again through NATS outages until the run stops; its node's tokens, progress,
+   * logs and previews come along and are the node's own here.
+   */
+  private async finished(child: JobRecord, ctx: NodeContext): Promise<JobRecord> {
     let rec = child;
+    let afterSeq = 0;
     while (!isTerminal(rec.status)) {
-      if (signal.aborted) throw signal.reason;
+      if (ctx.signal.aborted) throw ctx.signal.reason;
       try {
-        rec = await this.ask(
-          { type: "child.wait", child_id: rec.id, wait_ms: Math.min(WAIT_MS, CHILD_WAIT_MAX_MS) },
+        const wait_ms = Math.min(WAIT_MS, CHILD_WAIT_MAX_MS);
+        const reply = await this.d.records.ask(
+          {
+            type: "child.wait",
+            v: 1,
+            job_id: this.d.jobId,
+            proof: this.d.proof,
+            child_id: rec.id,
+            wait_ms,
+            after_seq: afterSeq,
+          },
           WAIT_MS + WAIT_SLACK_MS,
         );
+        rec = parseJson(reply.record_json ?? "null") as JobRecord;
+        for (const bytes of reply.events ?? []) passOn(ctx, decodeMsgpack(bytes));
+        afterSeq = reply.last_seq ?? afterSeq;
       } catch (err) {
         if (err instanceof RecordRefusedError && err.code !== ErrorCode.GW_ERR_UNAVAILABLE)
           throw new NodeError(err.message);
-        await unlessAborted(new Promise(() => undefined), signal, RETRY_MS);
+        await unlessAborted(new Promise(() => undefined), ctx.signal, RETRY_MS);
       }
     }
     if (rec.status === "completed") return rec;
@@ -142,7 +159,6 @@ export class ChildJobs implements RemoteNodes {
   private async ask(
     body:
       | { type: "child.submit"; attempt: number; node_id: string; call: number; graph: Graph }
-      | { type: "child.wait"; child_id: string; wait_ms: number }
       | { type: "child.cancel"; child_id: string },
     timeoutMs: number,
   ): Promise<JobRecord> {
@@ -161,6 +177,30 @@ export class ChildJobs implements RemoteNodes {
     const all: Record<string, unknown[]> = {};
     for await (const { handle, value } of def.generate(ctx, inputs)) (all[handle] ??= []).push(value);
     return all;
+  }
+}
+
+/** One of the child node's events, as this node's own (a token, progress, a log line, a preview). */
+function passOn(ctx: NodeContext, e: unknown): void {
+  const ev = e as Record<string, unknown> | null;
+  if (!ev || typeof ev !== "object" || ev.node_id !== ctx.nodeId) return;
+  switch (ev.type) {
+    case "chunk": {
+      const contentType = ev.content_type as "text" | "audio" | "image" | "video" | "document" | undefined;
+      const metadata = ev.content_metadata as Record<string, unknown> | undefined;
+      ctx.chunk(String(ev.content ?? ""), {
+        done: ev.done === true,
+        ...(contentType ? { contentType } : {}),
+        ...(metadata ? { metadata } : {}),
+      });
+      return;
+    }
+    case "node_progress":
+      return ctx.progress(Number(ev.progress), Number(ev.total));
+    case "log_update":
+      return ctx.log(String(ev.content ?? ""), ev.severity as "info" | "warning" | "error" | undefined);
+    case "preview_update":
+      return ctx.preview(ev.value);
   }
 }
 

@@ -19,10 +19,16 @@ import {
   type RecordRequest,
 } from "../protocol/index.js";
 import type { JobManager } from "./jobs.js";
+import type { EventHub } from "./event-hub.js";
 import type { NatsParts } from "./nats.js";
 import { GatewayError } from "./errors.js";
 
 type ChildRequest = Extract<RecordRequest, { type: `child.${string}` }>;
+
+/** The child's events its parent's node passes on as its own: tokens, progress, logs, previews. */
+const FORWARDED: ReadonlySet<string> = new Set(["chunk", "node_progress", "log_update", "preview_update"]);
+/** Events one `child.wait` answer carries at most. */
+const FORWARD_MAX = 500;
 
 /** A refusal of a child request: its code and why. */
 export class ChildRefused extends Error {
@@ -38,6 +44,7 @@ export class ChildJobs {
   constructor(
     private readonly n: Pick<NatsParts, "jobRecords">,
     private readonly jobs: JobManager,
+    private readonly hub: EventHub | null = null,
   ) {}
 
   /** Answers `req` from `principal`, whose parent record is `parent` (checked to be held by it here). */
@@ -76,16 +83,59 @@ export class ChildJobs {
     }
   }
 
-  /** The child's record once finished, else after up to `wait_ms` as it is then. */
+  /**
+   * The child's record once finished (with the last of its node's events), or as soon as its node has events past
+   * `after_seq` to pass on, else after up to `wait_ms` as it is then.
+   */
   private async wait(req: Extract<ChildRequest, { type: "child.wait" }>, child: JobRecord): Promise<RecordReply> {
     const deadline = Date.now() + Math.min(req.wait_ms, CHILD_WAIT_MAX_MS);
+    let after = req.after_seq ?? 0;
     let rec = child;
-    while (!isTerminal(rec.status) && Date.now() < deadline) {
-      // The records view wakes the wait on any change; a missed wake-up costs at most a second.
-      await this.jobs.index.changed(rec.id, Math.min(1_000, deadline - Date.now()));
+    for (;;) {
+      const read = await this.nodeEvents(rec.id, after);
+      after = read.lastSeq;
+      const done = isTerminal(rec.status) && (read.ended || Date.now() >= deadline);
+      if (read.events.length > 0 || done || Date.now() >= deadline) {
+        return { ...this.reply(rec), events: read.events, last_seq: after };
+      }
+      // A new event or a record change wakes the wait; a missed wake-up costs at most a second.
+      await this.nextChange(rec.id, Math.min(1_000, deadline - Date.now()));
       rec = (await this.jobs.find(rec.id)) ?? rec;
     }
-    return this.reply(rec);
+  }
+
+  /** The child's events past `after` that its parent's node passes on, at most `FORWARD_MAX` of them. */
+  private async nodeEvents(
+    childId: string,
+    after: number,
+  ): Promise<{ events: Uint8Array[]; lastSeq: number; ended: boolean }> {
+    if (!this.hub) return { events: [], lastSeq: after, ended: true };
+    const r = await this.hub.openReplay(childId, after);
+    const events: Uint8Array[] = [];
+    let lastSeq = after;
+    try {
+      for (let b = await r.next(); b.length > 0 && events.length < FORWARD_MAX; b = await r.next()) {
+        for (const d of b) {
+          lastSeq = d.seq;
+          if (FORWARDED.has(d.type)) events.push(d.msgpack());
+          if (events.length >= FORWARD_MAX) break;
+        }
+      }
+    } finally {
+      r.close();
+    }
+    return { events, lastSeq, ended: r.ended && lastSeq >= r.lastSeq };
+  }
+
+  private nextChange(childId: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const stop = this.hub?.listen(childId, () => done());
+      const done = () => {
+        stop?.();
+        resolve();
+      };
+      void this.jobs.index.changed(childId, ms).then(done);
+    });
   }
 
   /** The record of `childId`, when it is a child of `parent`. */
@@ -96,7 +146,7 @@ export class ChildJobs {
     return child;
   }
 
-  private reply(rec: JobRecord): RecordReply {
+  private reply(rec: JobRecord): Extract<RecordReply, { ok: true }> {
     return { ok: true, record_json: encodeJson(rec), revision: 0 };
   }
 }

@@ -93,7 +93,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     n.leases,
     config.ackWaitMs,
     warn,
-    new ChildJobs(n, jobs),
+    new ChildJobs(n, jobs, hub),
     new AgentAssets(n),
   );
   agentRecords.start();

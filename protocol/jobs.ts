@@ -155,8 +155,12 @@ export type RecordRequest =
       call: number;
       graph: Graph;
     }
-  /** The child's record once it has finished, or as it is after `wait_ms` (at most `CHILD_WAIT_MAX_MS`). */
-  | { type: "child.wait"; v: 1; job_id: string; proof: string; child_id: string; wait_ms: number }
+  /**
+   * The child's record once it has finished, or once it has events past `after_seq` to pass on (its node's
+   * tokens, progress, logs and previews: `events`, MessagePack, and `last_seq` read), or after `wait_ms` (at most
+   * `CHILD_WAIT_MAX_MS`), as it is then.
+   */
+  | { type: "child.wait"; v: 1; job_id: string; proof: string; child_id: string; wait_ms: number; after_seq?: number }
   | { type: "child.cancel"; v: 1; job_id: string; proof: string; child_id: string }
   /** Bytes of an asset the job may read, from `cursor` (0 first, then the reply's `next`). */
   | { type: "asset.read"; v: 1; job_id: string; proof: string; asset_id: string; cursor: number }
@@ -195,7 +199,15 @@ export const CHILD_WAIT_MAX_MS = 10_000;
 
 /** A gateway's answer; `lease` is the asker's lease token when it holds the record's attempt. */
 export type RecordReply =
-  | { ok: true; record_json: string | null; revision: number; lease?: string; asset?: AssetPiece }
+  | {
+      ok: true;
+      record_json: string | null;
+      revision: number;
+      lease?: string;
+      asset?: AssetPiece;
+      events?: Uint8Array[];
+      last_seq?: number;
+    }
   | { ok: false; code: string; message: string };
 
 /** Checks a record request's shape (the gateway's edge); throws a message naming the fault. */
@@ -217,6 +229,8 @@ export function asRecordRequest(x: unknown): RecordRequest {
     case "child.wait":
       if (typeof o.child_id !== "string" || typeof o.wait_ms !== "number" || !(o.wait_ms >= 0))
         throw new Error('child.wait needs a "child_id" string and a "wait_ms" number');
+      if (o.after_seq !== undefined && !(Number.isSafeInteger(o.after_seq) && (o.after_seq as number) >= 0))
+        throw new Error('"after_seq" is a whole number');
       return o as unknown as RecordRequest;
     case "child.cancel":
       if (typeof o.child_id !== "string") throw new Error('child.cancel needs a "child_id" string');

@@ -152,6 +152,15 @@ t.test("child jobs - an LLM on the OpenAI host feeds an image model on the Comfy
     .filter((e) => e.type === "node_update" && e.node_id === "llm")
     .map((e) => e.status);
   t.same(nodeEnd, ["running", "completed"], "the parent's history shows the node run and end");
+  const history = ws.events(jobId);
+  const tokens = history.filter((e) => e.type === "chunk" && e.node_id === "llm");
+  t.match(
+    tokens.map((e) => e.content).join(""),
+    /^echo: a lighthouse at dusk/,
+    "the child's tokens are in the parent's history, as the node's own",
+  );
+  const endAt = history.findIndex((e) => e.type === "node_update" && e.node_id === "llm" && e.status === "completed");
+  t.ok(tokens.length > 0 && history.indexOf(tokens.at(-1)!) < endAt, "before the node's end");
 
   // Same graph again: a new parent gets a child of its own (no stale result reused across jobs).
   const again = await start(ws, chained("a harbour"));
