@@ -575,7 +575,10 @@ t.test(
     const bytes = Buffer.from(await (await fetch(`${s.url}/api/assets/${String(big.asset_id)}/content`)).arrayBuffer());
     t.equal(bytes.length, 400_000, "the whole file");
     const echo = out("echo");
-    t.ok(echo instanceof Uint8Array && Buffer.from(echo).equals(png), "11:image is the uploaded image, through ComfyUI");
+    t.ok(
+      echo instanceof Uint8Array && Buffer.from(echo).equals(png),
+      "11:image is the uploaded image, through ComfyUI",
+    );
     t.match(out("raw"), { "9": { images: [{ filename: /^big_/ }] } }, "ComfyUI's outputs on output");
     t.ok(
       job.events().some((e) => e.type === "log_update" && /not 10\.1\.2\.3:8188/.test(String(e.content))),
