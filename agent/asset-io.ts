@@ -5,8 +5,8 @@
  * against the entry's size and SHA-256.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { OBJ_ASSETS, subjects } from "../protocol/index.js";
-import type { AckedPublisher, RecordClient } from "../nats/index.js";
+import { ErrorCode, OBJ_ASSETS, subjects } from "../protocol/index.js";
+import { RecordRefusedError, type AckedPublisher, type RecordClient } from "../nats/index.js";
 
 /** What one job's nodes store and read. */
 export interface JobAssetStore {
@@ -31,6 +31,9 @@ export function objectDigest(bytes: Uint8Array): string {
   return `SHA-256=${b64.replace(/\+/g, "-").replace(/\//g, "_")}`;
 }
 
+/** How long an asset request is tried again while no gateway answers (one restarting, NATS away a moment). */
+const RETRY_FOR_MS = 30_000;
+
 export class GatewayAssets implements JobAssetStore {
   constructor(
     private readonly pub: AckedPublisher,
@@ -49,7 +52,9 @@ export class GatewayAssets implements JobAssetStore {
         batch.push(this.pub.publish(subject, bytes.subarray(k * CHUNK_BYTES, (k + 1) * CHUNK_BYTES)));
       await Promise.all(batch);
     }
-    await this.records.ask({
+    // The name is fresh: "exists" means an earlier try of this seal landed and its answer was lost.
+    const sealed = (err: unknown) => err instanceof RecordRefusedError && err.code === ErrorCode.GW_ERR_CONFLICT;
+    await this.ask({
       type: "asset.seal",
       v: 1,
       job_id: this.jobId,
@@ -63,15 +68,31 @@ export class GatewayAssets implements JobAssetStore {
       content_type: meta.contentType,
       file_name: meta.fileName,
       ...(meta.nodeId !== undefined ? { node_id: meta.nodeId } : {}),
+    }).catch((err: unknown) => {
+      if (!sealed(err)) throw err;
     });
     return bytes.byteLength;
+  }
+
+  /** One request, asked again while the gateways cannot answer (a refusal is final). */
+  private async ask(req: Parameters<RecordClient["ask"]>[0]): ReturnType<RecordClient["ask"]> {
+    const deadline = Date.now() + RETRY_FOR_MS;
+    for (let pauseMs = 100; ; pauseMs = Math.min(pauseMs * 2, 2_000)) {
+      try {
+        return await this.records.ask(req);
+      } catch (err) {
+        const final = err instanceof RecordRefusedError && err.code !== ErrorCode.GW_ERR_UNAVAILABLE;
+        if (final || Date.now() + pauseMs > deadline) throw err;
+        await new Promise((r) => setTimeout(r, pauseMs));
+      }
+    }
   }
 
   async get(id: string): Promise<{ bytes: Uint8Array; contentType: string } | null> {
     const parts: Uint8Array[] = [];
     let head: { size: number; content_type: string; digest: string } | null = null;
     for (let cursor: number | null = 0; cursor !== null; ) {
-      const reply = await this.records.ask({
+      const reply = await this.ask({
         type: "asset.read",
         v: 1,
         job_id: this.jobId,

@@ -41,6 +41,7 @@ function scaleMetrics(): string[] {
     sizes(process.env.BENCH_SCALE_AGENTS, [10, 100, 1_000]).map(String),
   ];
   const k = sizes(process.env.BENCH_SCALE_SOCKETS, [1_000, 10_000, 50_000]).map(label);
+  const st = sizes(process.env.BENCH_SCALE_STORM, [1_000, 5_000]).map(label);
   const rec = ["scrape_ms", "list_ms", "list_status_ms", "list_workflow_ms", "get_ms"];
   return [
     ...rec.map((m) => `${m}_${r.at(-1)}_vs_${r[0]}`),
@@ -49,6 +50,8 @@ function scaleMetrics(): string[] {
     `agents_list_ms_${a.at(-1)}`,
     `socket_bytes_${k.at(-1)}_vs_bare_uws`,
     `idle_cpu_pct_${k.at(-1)}`,
+    `storm_all_live_ms_${st.at(-1)}`,
+    `storm_peak_vs_steady_${st.at(-1)}`,
   ];
 }
 const BENCHES: Bench[] = [

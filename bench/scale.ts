@@ -16,8 +16,11 @@
  *   - sockets: 1k, 10k, 50k WebSocket clients held by a gateway, idle then each watching one (queued) job, against
  *     a bare uWS.js server holding as many (idle, then each subscribed to one topic): resident bytes per socket and
  *     idle CPU. One measurement per size (50k sockets take a minute to open and close).
+ *   - storm: 1k and 5k clients resuming at once, on one job and spread over 10, on a gateway started while the
+ *     jobs stream (a restart's cold replay cache): time until every client has a live event, peak and steady
+ *     gateway memory.
  *
- * `BENCH_SCALE_PARTS=records,queue,agents,sockets` picks curves (diagnostics; the others' lines are invalid).
+ * `BENCH_SCALE_PARTS=records,queue,agents,sockets,storm` picks curves (diagnostics; the others' lines are invalid).
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -30,6 +33,7 @@ import {
   KV_AGENTS,
   KV_JOBS,
   STREAM_EVENTS,
+  decodeMsgpack,
   encodeJson,
   encodeMsgpack,
   jobKeys,
@@ -37,11 +41,11 @@ import {
   type AgentRegistration,
   type JobRecord,
 } from "../protocol/index.js";
-import { cpuNs, rssBytes, sleep, startTs } from "./lib/procs.js";
+import { cpuNs, rssBytes, sleep, startTs, type Spawned } from "./lib/procs.js";
 import { RawWs } from "./lib/rawws.js";
 import { absGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf } from "./lib/report.js";
 import type { Arm, GoalLine, Metrics } from "./lib/report.js";
-import { NatsServer, example, startGateway, type Gateway } from "./lib/stack.js";
+import { NatsServer, example, startAgent, startGateway, tokensGraph, type Gateway } from "./lib/stack.js";
 import { summarize } from "./lib/stats.js";
 
 const BENCH = "scale";
@@ -52,7 +56,8 @@ const RECORD_SIZES = sizesOf(process.env.BENCH_SCALE_RECORDS, [1_000, 100_000]);
 const QUEUE_SIZES = sizesOf(process.env.BENCH_SCALE_QUEUE, [0, 10_000, 100_000]);
 const AGENT_SIZES = sizesOf(process.env.BENCH_SCALE_AGENTS, [10, 100, 1_000]);
 const SOCKET_SIZES = sizesOf(process.env.BENCH_SCALE_SOCKETS, [1_000, 10_000, 50_000]);
-const PARTS = new Set((process.env.BENCH_SCALE_PARTS ?? "records,queue,agents,sockets").split(","));
+const STORM_SIZES = sizesOf(process.env.BENCH_SCALE_STORM, [1_000, 5_000]);
+const PARTS = new Set((process.env.BENCH_SCALE_PARTS ?? "records,queue,agents,sockets,storm").split(","));
 /** A Prometheus scrape more than this after the last one finds the gateway's cached counts expired. */
 const COLD_SCRAPE_GAP_MS = 5_300;
 const REQUEST_TIMEOUT_MS = 120_000;
@@ -568,6 +573,127 @@ function socketGoals(hi: string, at: (arm: string, m: string) => number): GoalLi
   ];
 }
 
+// ---------------------------------------------------------------- resume storm
+
+/** Jobs streaming while clients storm a fresh gateway: 20 tokens/s each, long enough for every storm. */
+const STORM_JOBS = 10;
+const STORM_RATE = 20;
+
+interface StormStack extends Stack {
+  agent: Spawned;
+  jobs: string[];
+}
+
+/** A gateway and an agent running `STORM_JOBS` token jobs, each a few seconds into its stream. */
+async function stormStack(): Promise<StormStack> {
+  const s = await stack();
+  const agent = await startAgent(s.ns.url, s.gw.url, { maxJobs: STORM_JOBS });
+  const json = { "content-type": "application/json" };
+  const workflow = { ...example("streaming-tokens"), graph: tokensGraph(STORM_RATE) };
+  await timed(`${s.gw.url}/api/workflows`, { method: "POST", headers: json, body: JSON.stringify(workflow) });
+  const jobs: string[] = [];
+  for (let i = 0; i < STORM_JOBS; i++) {
+    const body = JSON.stringify({ params: { count: 100_000 } });
+    const r = await timed(
+      `${s.gw.url}/api/workflows/streaming-tokens/run`,
+      { method: "POST", headers: json, body },
+      202,
+    );
+    jobs.push((JSON.parse(r.body) as { job_id: string }).job_id);
+  }
+  await sleep(5_000);
+  return { ...s, agent, jobs };
+}
+
+/**
+ * `n` clients resume at once on a gateway started just now (its replay cache cold, as after a restart), each from
+ * its job's start: time until every one has had a live event (past its replay), the gateway's peak resident
+ * memory meanwhile (sampled every 100 ms), and its memory 5 s after (steady, every client still watching).
+ */
+async function storm(st: StormStack, n: number, sameJob: boolean): Promise<Metrics> {
+  const gw = await startGateway(st.ns.url, { env: { NODEWAY_HOME: mkdtempSync(join(tmpdir(), "nw-bench-home-")) } });
+  try {
+    await sleep(1_000);
+    let peak = rssBytes(gw.pid);
+    const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(gw.pid))), 100);
+    const t0 = performance.now();
+    const live = new Array<number>(n).fill(0);
+    let liveCount = 0;
+    const socks: RawWs[] = [];
+    try {
+      for (let i = 0; i < n; i += 500) {
+        const batch = await openSockets(gw.port, Math.min(500, n - i), "/ws", "nodeway.msgpack");
+        batch.forEach((ws, k) => {
+          const idx = i + k;
+          let replay = -1;
+          let frames = 0;
+          ws.onFrame = (_op, payload) => {
+            frames++;
+            if (replay < 0) {
+              const m = decodeMsgpack(payload) as { type?: string; replay_count?: number };
+              if (m.type === "job_resumed") replay = m.replay_count ?? 0;
+              return;
+            }
+            // Past the header and the replay: a live event.
+            if (live[idx] === 0 && frames > replay + 1) {
+              live[idx] = performance.now() - t0;
+              liveCount++;
+            }
+          };
+          const job = sameJob ? st.jobs[0]! : st.jobs[idx % st.jobs.length]!;
+          ws.send(0x2, encodeMsgpack({ command: "reconnect_job", data: { job_id: job, last_seq: 0 } }));
+        });
+        socks.push(...batch);
+      }
+      const deadline = performance.now() + 60_000;
+      while (liveCount < n && performance.now() < deadline) await sleep(50);
+      if (liveCount < n) throw new Error(`${n - liveCount} of ${n} clients not live after 60 s`);
+      const allLiveMs = Math.max(...live);
+      await sleep(5_000);
+      clearInterval(sampler);
+      const steady = rssBytes(gw.pid);
+      return {
+        all_live_ms: allLiveMs,
+        peak_rss_mib: peak / 2 ** 20,
+        steady_rss_mib: steady / 2 ** 20,
+        peak_vs_steady: peak / steady,
+      };
+    } finally {
+      clearInterval(sampler);
+      for (const ws of socks) ws.reset();
+    }
+  } finally {
+    await gw.stop();
+  }
+}
+
+/** The storm at each size, same job and different jobs, measured once each; goals at the largest size. */
+async function stormCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> {
+  const st = await stormStack();
+  stops.push(
+    () => st.agent.stop(),
+    () => st.gw.stop(),
+    () => st.ns.stop(),
+  );
+  const res = new Map<string, Map<string, number[]>>();
+  for (const n of STORM_SIZES) {
+    for (const same of [true, false]) {
+      const arm = `${label(n)}_${same ? "same_job" : "10_jobs"}`;
+      const m = await storm(st, n, same);
+      log(`storm ${arm}: ${JSON.stringify(m)}`);
+      res.set(arm, new Map(Object.entries(m).map(([k, v]) => [k, [v]])));
+    }
+  }
+  rowsOf(BENCH, res, { all_live_ms: "ms", peak_rss_mib: "MiB", steady_rss_mib: "MiB", peak_vs_steady: "×" });
+  const hi = label(STORM_SIZES.at(-1)!);
+  const worst = (m: string) => Math.max(med(res, `${hi}_same_job`, m), med(res, `${hi}_10_jobs`, m));
+  const best = (m: string) => Math.min(med(res, `${hi}_same_job`, m), med(res, `${hi}_10_jobs`, m));
+  return [
+    absGoal(BENCH, `storm_all_live_ms_${hi}`, worst("all_live_ms"), best("all_live_ms"), "<=", 10_000, "ms", 500),
+    absGoal(BENCH, `storm_peak_vs_steady_${hi}`, worst("peak_vs_steady"), best("peak_vs_steady"), "<=", 2, "×", 0.1),
+  ];
+}
+
 // ---------------------------------------------------------------- main
 
 /** The goal metrics of each curve (bench/run.ts names the same), so that a failed curve still yields its lines. */
@@ -576,6 +702,7 @@ const SCALE_METRICS = {
   queue: (hi: string, lo: string) => [`submit_p50_ms_${hi}_vs_${lo}`],
   agents: (hi: string) => [`agents_list_ms_${hi}`],
   sockets: (hi: string) => [`socket_bytes_${hi}_vs_bare_uws`, `idle_cpu_pct_${hi}`],
+  storm: (hi: string) => [`storm_all_live_ms_${hi}`, `storm_peak_vs_steady_${hi}`],
 };
 
 const curves: [string, (stops: (() => Promise<void>)[]) => Promise<GoalLine[]>, string[]][] = [
@@ -583,6 +710,7 @@ const curves: [string, (stops: (() => Promise<void>)[]) => Promise<GoalLine[]>, 
   ["queue", queueCurve, SCALE_METRICS.queue(label(QUEUE_SIZES.at(-1)!), label(QUEUE_SIZES[0]!))],
   ["agents", agentsCurve, SCALE_METRICS.agents(String(AGENT_SIZES.at(-1)!))],
   ["sockets", socketsCurve, SCALE_METRICS.sockets(label(SOCKET_SIZES.at(-1)!))],
+  ["storm", stormCurve, SCALE_METRICS.storm(label(STORM_SIZES.at(-1)!))],
 ];
 for (const [part, curve, metrics] of curves) {
   if (!PARTS.has(part)) continue;

@@ -5,7 +5,7 @@
  *   - read a record: with the dispatch's claim secret (its hash is in the record), or as the attempt's holder;
  *   - claim attempt n: with the secret, on a record not finished and at a lower attempt; a running attempt of
  *     another holder only once its lease visibly lapsed (`LAPSE_FRACTION` of `ackWaitMs` without a claim, an
- *     event from it, or its lease check reaching this gateway);
+ *     event from it, its lease check reaching this gateway, or its agent's heartbeat naming the job);
  *   - finish: only the holder of the record's attempt, to a terminal state; the gateway then publishes the
  *     terminal update on its own subject before answering (the agent sent it only after all its events were stored);
  *   - fail past the last attempt ("max deliveries"): with the secret, when nobody holds a live lease.
@@ -21,6 +21,7 @@ import {
   ErrorCode,
   STREAM_EVENTS,
   STREAM_JOBS,
+  agentKey,
   canTransition,
   decodeMsgpack,
   encodeJson,
@@ -270,7 +271,12 @@ export class AgentRecords {
     if (this.seen.size > CACHE_RECORDS) this.seen.delete(this.seen.keys().next().value!);
   }
 
-  /** No claim, event or lease check from the holder for `LAPSE_FRACTION` of a lease: it is gone, or stalled. */
+  /**
+   * No claim, event, lease check (here) or heartbeat naming the job from the holder for `LAPSE_FRACTION` of a
+   * lease: it is gone, or stalled. The heartbeat is what every gateway sees alike (the holder's registration in
+   * `nw_agents`, rewritten every few seconds with the jobs it runs, under its own principal's keys), so a holder
+   * whose lease checks went to another gateway is not taken for gone.
+   */
   private async lapsed(cur: Stored): Promise<boolean> {
     let lastMs = cur.writtenMs;
     const holder = cur.rec.holder;
@@ -281,8 +287,18 @@ export class AgentRecords {
         .getMessage(STREAM_EVENTS, { last_by_subj: subjects.jobEvents(cur.rec.id, holder) })
         .catch(() => null);
       if (last) lastMs = Math.max(lastMs, last.time.getTime());
+      lastMs = Math.max(lastMs, await this.lastBeatRunning(cur.rec, holder));
     }
     return Date.now() - lastMs >= this.ackWaitMs * LAPSE_FRACTION;
+  }
+
+  /** When the holder's registration last said it runs the job (server time), or 0. */
+  private async lastBeatRunning(rec: JobRecord, holder: string): Promise<number> {
+    if (!rec.agent_id) return 0;
+    const e = await this.n.agentsKv.get(agentKey(rec.agent_id, holder)).catch(() => null);
+    if (e?.operation !== "PUT" || e.length === 0) return 0;
+    const reg = parseJson(e.string()) as Partial<AgentRegistration>;
+    return Array.isArray(reg.running_jobs) && reg.running_jobs.includes(rec.id) ? e.created.getTime() : 0;
   }
 
   private async read(jobId: string): Promise<Stored | null> {

@@ -76,6 +76,9 @@ interface CheckedSubmit {
 /** The Idempotency-Key entry a submit wrote (key and revision), to release if the job cannot be queued. */
 type HeldKey = { key: string; revision: number };
 
+/** Assets a job's record names as its graph's and params' at most (what its agent may read beyond its own). */
+const ASSETS_PER_JOB = 1_000;
+
 /** The record of a job just submitted: queued, no attempt yet. */
 function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
   return {
@@ -95,7 +98,7 @@ function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
     outputs: null,
     idempotency_key: s.idempotencyKey ?? null,
     ...(s.parent ? { parent: s.parent } : {}),
-    assets: assetIdsIn([c.graph, c.params]),
+    assets: assetIdsIn([c.graph, c.params], ASSETS_PER_JOB),
   };
 }
 /** Ids one `list` with a state and a workflow walks at most, unless its `limit` is larger (`listScanMaxRecords`). */
