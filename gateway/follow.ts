@@ -9,6 +9,8 @@ export interface FollowSink {
   /** Called once, after the replay was read and before any event is sent (`null` when not replaying). */
   header?(r: ReplayHeader | null): void;
   send(d: Delivery): void;
+  /** Runs `fn`, which sends a batch of events, so that they leave in one write (a socket's cork). */
+  batch?(fn: () => void): void;
   /** The terminal event was sent, or there will be no more (the follow was stopped). */
   end?(): void;
 }
@@ -64,7 +66,8 @@ export async function follow(
     try {
       sink.header?.(r);
       // Once the terminal event is out, the rest (nothing admitted) is left unread.
-      for (let b = await r.next(); b.length > 0 && !ended; b = await r.next()) for (const d of b) deliver(d);
+      const batch = sink.batch ?? ((fn: () => void) => fn());
+      for (let b = await r.next(); b.length > 0 && !ended; b = await r.next()) batch(() => b.forEach(deliver));
     } catch (err) {
       unlisten();
       throw err;
@@ -77,6 +80,7 @@ export async function follow(
     sink.header?.(null);
   }
   live = true;
-  for (const d of buffer.splice(0)) deliver(d);
+  const held = buffer.splice(0);
+  if (held.length > 0) (sink.batch ?? ((fn: () => void) => fn()))(() => held.forEach(deliver));
   return handle;
 }

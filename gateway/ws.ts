@@ -511,6 +511,8 @@ export class WsHub {
           }
         },
         send: (d) => this.sendDelivery(ws, d),
+        // A replay batch in one socket write: outside uWS's own callbacks nothing corks sends by itself.
+        batch: (fn) => (u.closed ? fn() : void ws.cork(fn)),
         end: () => {
           ended = true;
         },
