@@ -693,7 +693,9 @@ async function storm(st: StormStack, n: number, sameJob: boolean, fromStart = fa
 async function stormCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> {
   const st = await stormStack();
   stops.push(
-    async () => st.watchers.forEach((ws) => ws.reset()),
+    async () => {
+      for (const ws of st.watchers) ws.reset();
+    },
     () => st.agent.stop(),
     () => st.gw.stop(),
     () => st.ns.stop(),

@@ -164,6 +164,8 @@ interface JobView {
   counted: number;
   /** When the hub saw the job's first event: past the stream's max age, its oldest events may be gone there. */
   firstAtMs: number;
+  /** The hub joined the job midway and has not tried to load its history yet (`warm`). */
+  midway: boolean;
 }
 
 export class EventHub {
@@ -187,6 +189,8 @@ export class EventHub {
   /** Bytes of events in the replay cache (for /metrics). */
   cachedBytes = 0;
   private readonly caughtUp: { seq: number; fn: () => void }[] = [];
+  /** History loads in progress, by job (`warm`). */
+  private readonly warming = new Map<string, Promise<void>>();
   private stopFn: (() => void) | null = null;
   private restartFn: (() => void) | null = null;
   /** Set while the consumer is being replaced: what the old one still delivers is read again by the new one. */
@@ -359,7 +363,14 @@ export class EventHub {
       if (this.views.size >= JOB_CAP) this.forget(this.views.keys().next().value!);
       // Only a job first seen at its very first event can be replayed from memory.
       const first = ev.type === "job_update" && ev.attempt === 0 && ev.status === "queued" && this.cacheBytes > 0;
-      view = { fence: new Fence(), lastSeq: 0, log: first ? new ReplayLog() : null, counted: 0, firstAtMs: Date.now() };
+      view = {
+        fence: new Fence(),
+        lastSeq: 0,
+        log: first ? new ReplayLog() : null,
+        counted: 0,
+        firstAtMs: Date.now(),
+        midway: !first && this.cacheBytes > 0,
+      };
       this.views.set(jobId, view);
       if (first) this.cached.set(jobId, view);
     }
@@ -399,6 +410,64 @@ export class EventHub {
     while (this.cachedBytes > this.cacheBytes && this.cached.size > 0) {
       const [oldId, old] = this.cached.entries().next().value!;
       this.uncache(oldId, old);
+    }
+  }
+
+  /** Loads the stored history of a job into its view's log, once (concurrent callers share the load). */
+  private warm(jobId: string, view: JobView): Promise<void> {
+    let p = this.warming.get(jobId);
+    if (!p) {
+      view.midway = false; // one try: a job the cache lets go later resumes from the stream, as any other
+      p = this.loadHistory(jobId, view).finally(() => this.warming.delete(jobId));
+      this.warming.set(jobId, p);
+    }
+    return p;
+  }
+
+  /**
+   * Reads the job's events from its first up to the last this hub has processed live, fenced from the start, and
+   * installs them as the job's log (and that fence as its fence) in the same turn as it checks no newer event of the
+   * job has been processed meanwhile: live events after that are appended as for any cached job. Nothing is
+   * installed when the history's start is gone (retention) or it is too large for the cache.
+   */
+  private async loadHistory(jobId: string, view: JobView): Promise<void> {
+    const subject = subjects.jobEventsAny(jobId);
+    const log = new ReplayLog();
+    const fence = new Fence();
+    let firstSeq = 0;
+    let whole = true;
+    let from = 1;
+    for (let pass = 0; pass < 4 && whole; pass++) {
+      const upTo = view.lastSeq;
+      if (upTo >= from) {
+        await this.scan(subject, from, upTo, (seq, head, ev, data, leased) => {
+          if (firstSeq === 0 && leased) {
+            firstSeq = seq;
+            whole = head.type === "job_update" && head.attempt === 0 && head.status === "queued";
+          }
+          if (leased && fence.admit(head)) {
+            const d = Delivery.of(head, ev, seq, data, log.reserve);
+            log.append(d.type, d.terminal, d.seq, d.msgpack());
+          }
+          return whole && log.bytes <= this.cacheBytes / 8;
+        });
+        from = upTo + 1;
+      }
+      if (!whole || firstSeq === 0 || log.bytes > this.cacheBytes / 8) return;
+      const firstAt = await this.jsm.streams.getMessage(STREAM_EVENTS, { seq: firstSeq }).catch(() => null);
+      if (!firstAt || Date.now() - firstAt.time.getTime() >= this.maxAgeMs) return;
+      if (view.lastSeq !== upTo || view.log || this.views.get(jobId) !== view) continue;
+      view.log = log;
+      view.fence = fence;
+      view.firstAtMs = firstAt.time.getTime();
+      view.counted = log.bytes;
+      this.cachedBytes += log.bytes;
+      this.cached.set(jobId, view);
+      while (this.cachedBytes > this.cacheBytes && this.cached.size > 0) {
+        const [oldId, old] = this.cached.entries().next().value!;
+        this.uncache(oldId, old);
+      }
+      return;
     }
   }
 
@@ -473,6 +542,10 @@ export class EventHub {
    */
   async openReplay(jobId: string, after: number): Promise<Replay> {
     const view = this.views.get(jobId);
+    // A job this hub joined midway (it started before this gateway) has no log: a resume of its whole history
+    // loads it once into the cache, shared by every concurrent resume, so a storm of them reads the stream once.
+    if (view && (view.midway || this.warming.has(jobId)) && after === 0)
+      await this.warm(jobId, view).catch(() => undefined);
     // Every gateway must answer the same: once retention may have removed the job's first events from the
     // stream, the stream decides (it may say the history is incomplete).
     if (view?.log && Date.now() - view.firstAtMs >= this.maxAgeMs) this.uncache(jobId, view);

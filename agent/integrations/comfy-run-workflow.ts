@@ -1,10 +1,10 @@
 /**
- * NodeTool's `lib.comfy.RunWorkflow` on an agent beside a ComfyUI: a prompt in ComfyUI's API format (a JSON string or
+ * NodeTool's `lib.comfy.RunWorkflow` (and `RunWorkflowOnWorker`) on an agent beside a ComfyUI: a prompt in ComfyUI's API format (a JSON string or
  * object, or one wrapped as `{"prompt": …}`), inputs on dynamic handles `<comfy node id>:<input>` written into the
  * prompt (media values uploaded to ComfyUI's input folder first), and outputs on `<comfy node id>:<image|audio|video>`
  * per saved file (several files on one slot: a list), with ComfyUI's whole outputs on `output`.
  *
- * Where NodeTool's node calls the server its `endpoint` names, Nodeway's runs on the ComfyUI of the agent that
+ * Where NodeTool's node calls the server its `endpoint` (or `worker_url`) names, Nodeway's runs on the ComfyUI of the agent that
  * serves the `comfyui` pool: a graph never makes an agent open a connection to an address it carries. Only
  * ComfyUI's own API (`api: "native"`) is spoken.
  */
@@ -16,8 +16,9 @@ import { mediaBytes, type MediaKind } from "../nodes/media-util.js";
 import { sniffContentType } from "../assets.js";
 import { applyOverrides, checkWorkflow, uploadAssetOverrides, type ComfyClient, type ComfyFile } from "./comfyui.js";
 
-/** NodeTool's default endpoint: a node saved with it asks for "the ComfyUI here". */
+/** NodeTool's default endpoint and worker: a node saved with them asks for "the ComfyUI here". */
 const DEFAULT_ENDPOINT = "127.0.0.1:8188";
+const DEFAULT_WORKER = "ws://127.0.0.1:7777/ws";
 
 /** The kind of file each key of a ComfyUI output entry holds (`images` of SaveImage, `audio`, VHS's `gifs`). */
 const OUTPUT_KINDS: Readonly<Record<string, MediaKind>> = {
@@ -27,23 +28,48 @@ const OUTPUT_KINDS: Readonly<Record<string, MediaKind>> = {
   videos: "video",
 };
 
-const DECLARED = new Set(["endpoint", "api", "workflow", "timeout"]);
+const DECLARED = new Set(["endpoint", "api", "worker_url", "worker_token", "previews", "workflow", "timeout"]);
 
-export function runWorkflowNode(client: ComfyClient): NodeDef {
-  return {
-    kind: "process",
+/** How NodeTool's two ComfyUI runners that reach a server differ: their names and where they say it is. */
+const RUNNERS = {
+  direct: {
     type: "lib.comfy.RunWorkflow",
     title: "Run ComfyUI Workflow",
+    where: prop("endpoint", "str", DEFAULT_ENDPOINT, {
+      description: "NodeTool's ComfyUI address; Nodeway runs the workflow on the comfyui pool's ComfyUI instead.",
+    }),
+    extra: [prop("api", "str", "native", { description: 'Which API to speak: "native" (ComfyUI\'s own).' })],
+  },
+  worker: {
+    type: "lib.comfy.RunWorkflowOnWorker",
+    title: "Run ComfyUI Workflow (Worker)",
+    where: prop("worker_url", "str", DEFAULT_WORKER, {
+      description: "NodeTool's worker address; Nodeway runs the workflow on the comfyui pool's ComfyUI instead.",
+    }),
+    extra: [
+      prop("worker_token", "str", "", { description: "The worker's token (not used: no worker is dialled)." }),
+      prop("previews", "bool", false, { description: "Stream ComfyUI's previews (they always are here)." }),
+    ],
+  },
+} as const;
+
+export function runWorkflowNodes(client: ComfyClient): NodeDef[] {
+  return [runWorkflowNode(client, RUNNERS.direct), runWorkflowNode(client, RUNNERS.worker)];
+}
+
+function runWorkflowNode(client: ComfyClient, r: (typeof RUNNERS)[keyof typeof RUNNERS]): NodeDef {
+  return {
+    kind: "process",
+    type: r.type,
+    title: r.title,
     description:
       "Runs a ComfyUI workflow (API format) on the ComfyUI beside the agent; inputs on <node id>:<input>, saved files on <node id>:<kind>.",
     pool: "comfyui",
     inAgent: true,
     isDynamic: true,
     properties: [
-      prop("endpoint", "str", DEFAULT_ENDPOINT, {
-        description: "NodeTool's ComfyUI address; Nodeway runs the workflow on the comfyui pool's ComfyUI instead.",
-      }),
-      prop("api", "str", "native", { description: 'Which API to speak: "native" (ComfyUI\'s own).' }),
+      r.where,
+      ...r.extra,
       prop("workflow", "str", "", { description: "The prompt in ComfyUI's API format, as JSON." }),
       prop("timeout", "int", 600, { min: 1, max: 86_400, description: "Seconds to wait for the run." }),
     ],
@@ -52,9 +78,9 @@ export function runWorkflowNode(client: ComfyClient): NodeDef {
       const api = String(inputs.api ?? "native");
       if (api !== "native" && api !== "")
         throw new NodeError(`api "${api.slice(0, 20)}" is not spoken here: the agent's ComfyUI takes "native"`);
-      const endpoint = String(inputs.endpoint ?? "");
-      if (endpoint !== "" && endpoint !== DEFAULT_ENDPOINT)
-        ctx.log(`runs on the ComfyUI of this agent (${client.info.url}), not ${endpoint.slice(0, 200)}`);
+      const where = String(inputs[r.where.name] ?? "");
+      if (where !== "" && where !== r.where.default)
+        ctx.log(`runs on the ComfyUI of this agent (${client.info.url}), not ${where.slice(0, 200)}`);
       const workflow = checkWorkflow(promptOf(inputs.workflow));
       const overrides = handleOverrides(inputs);
       applyOverrides(workflow, overrides); // a handle naming no node fails before anything is uploaded

@@ -28,7 +28,7 @@ import { asNumber, asText, prop } from "../nodes/util.js";
 import { imageToImage, sizeIn, textToImage } from "../nodes/image.js";
 import { isEmptyMedia, plainBytes } from "../nodes/media-util.js";
 import { openImage } from "../nodes/pillow.js";
-import { runWorkflowNode } from "./comfy-run-workflow.js";
+import { runWorkflowNodes } from "./comfy-run-workflow.js";
 import { sniffContentType } from "../assets.js";
 
 /** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
@@ -555,7 +555,7 @@ export function comfyNodes(client: ComfyClient): NodeDef[] {
       return { images, outputs };
     },
   };
-  return [workflow, runWorkflowNode(client), comfyTextToImage(client), comfyImageToImage(client)];
+  return [workflow, ...runWorkflowNodes(client), comfyTextToImage(client), comfyImageToImage(client)];
 }
 
 type ComfyPrompt = Record<string, { class_type: string; inputs: Record<string, unknown> }>;

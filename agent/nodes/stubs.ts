@@ -1,6 +1,6 @@
 /**
  * Node types of services this fleet cannot reach yet (Gmail over IMAP, ChromaDB, kie.ai, fal.ai, OpenAI's realtime
- * API, PDF text extraction). They carry NodeTool's properties and outputs, so workflows that use them are accepted
+ * API, PDF text extraction, Comfy Cloud). They carry NodeTool's properties and outputs, so workflows that use them are accepted
  * and saved like any other; run, each fails saying which service it needs and the setting NodeTool reads for it.
  */
 import { NodeError, type NodeDef } from "../engine/types.js";
@@ -13,6 +13,8 @@ interface StubSpec {
   description: string;
   properties: PropertyMetadata[];
   outputs: { name: string; type: string }[];
+  /** Takes handles it does not declare (a ComfyUI workflow's `<node id>:<input>`). */
+  isDynamic?: boolean;
   /** What it needs, as the error says it: the service and the setting that would provide it. */
   needs: string;
 }
@@ -33,6 +35,16 @@ const IMAP =
 const DOC = { type: "document", uri: "", asset_id: null, data: null };
 
 export const STUB_NODES: readonly NodeDef[] = [
+  stub({
+    type: "lib.comfy.RunWorkflowOnCloud",
+    title: "Run ComfyUI Workflow (Comfy Cloud)",
+    description: "Runs a ComfyUI workflow (API format) on Comfy Cloud.",
+    properties: [prop("workflow", "str", ""), prop("timeout", "int", 600), prop("previews", "bool", false)],
+    outputs: [{ name: "output", type: "dict[str, any]" }],
+    isDynamic: true,
+    needs:
+      "Comfy Cloud (the setting COMFY_API_KEY), which Nodeway's agents do not call; lib.comfy.RunWorkflow runs the same workflow on an agent beside a ComfyUI (--comfyui-url)",
+  }),
   stub({
     type: "lib.mail.GmailSearch",
     title: "Gmail Search",

@@ -591,5 +591,27 @@ t.test(
     const wrong = await run(ws, graph(JSON.stringify({ "4": prompt["4"] })), { photo: `asset://${id}` });
     t.match((wrong.end.error as { message?: string }).message, /no node 6/, "a handle naming no node of it fails");
     t.equal(fake.requests.filter((r) => r.path === "/prompt").length, prompts, "neither reached ComfyUI");
+
+    // NodeTool's worker runner is the same node here: the pool's ComfyUI runs it, whatever worker it names.
+    type Node = { id: string; type: string; data: Record<string, unknown> };
+    const viaWorker = graph(JSON.stringify(prompt)) as { nodes: Node[]; edges: { id: string }[] };
+    viaWorker.nodes[2] = {
+      id: "c",
+      type: "lib.comfy.RunWorkflowOnWorker",
+      data: { workflow: JSON.stringify(prompt), worker_url: "wss://pod-7777.example/ws", worker_token: "t" },
+    };
+    const worker = await run(ws, viaWorker, { photo: `asset://${id}` });
+    t.equal(worker.end.status, "completed", JSON.stringify(worker.end.error ?? null));
+    const workerEcho = worker.events().find((e) => e.type === "output_update" && e.node_id === "echo")?.value;
+    t.ok(workerEcho instanceof Uint8Array && Buffer.from(workerEcho).equals(png), "RunWorkflowOnWorker: same outputs");
+    const cloud = graph(JSON.stringify(prompt)) as { nodes: Node[]; edges: { id: string }[] };
+    cloud.nodes[2] = { id: "c", type: "lib.comfy.RunWorkflowOnCloud", data: { workflow: JSON.stringify(prompt) } };
+    cloud.edges = cloud.edges.filter((e) => e.id !== "e3" && e.id !== "e4");
+    const onCloud = await run(ws, cloud, { photo: `asset://${id}` });
+    t.match(
+      (onCloud.end.error as { message?: string }).message,
+      /Comfy Cloud \(the setting COMFY_API_KEY\)/,
+      "RunWorkflowOnCloud is accepted and fails naming the service and its setting",
+    );
   },
 );

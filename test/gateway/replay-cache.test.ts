@@ -130,3 +130,45 @@ t.test("replay cache - sockets that resume a running job move onto its topic onc
   t.same(via, { topic: 11, direct: 0 }, "the runner and the ten followers all take events from the job's topic");
   await runner.request("cancel_job", { job_id: jobId });
 });
+
+t.test(
+  "replay cache - a gateway started while a job streams loads its history once for a storm of resumes from its start",
+  async (t) => {
+    const s = await startStack(t, { agents: 1 });
+    await api(s.url, "PUT", "/api/workflows/tok", tokens(400, 40));
+    const first = await WsClient.open(s.url, "json");
+    t.teardown(() => first.close());
+    const jobId = String(
+      ((await first.request("run_job", { workflow_id: "tok" })).result as { job_id: string }).job_id,
+    );
+    await check(() => first.events(jobId).filter((e) => e.type === "chunk").length >= 40, 20_000, {
+      name: "the job is streaming",
+    });
+    // Joined midway: this gateway never saw the job's first event.
+    const late = await startGateway({ natsUrl: s.ns.url, port: 0 });
+    t.teardown(() => late.stop());
+    await check(async () => (await metric(late.url, "nodeway_replay_cache_bytes")) >= 0, 10_000, {
+      name: "the late gateway serves",
+    });
+    const clients = await Promise.all(Array.from({ length: 40 }, () => WsClient.open(late.url, "json")));
+    t.teardown(() => {
+      for (const c of clients) c.close();
+    });
+    for (const c of clients) c.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
+    await first.waitTerminal(jobId, 60_000);
+    const want = wire(first.events(jobId));
+    for (const c of await Promise.all(clients.map(async (c) => (await c.waitTerminal(jobId, 30_000), c)))) {
+      const got = wire(c.events(jobId).filter((e) => e.type !== "job_resumed"));
+      if (JSON.stringify(got) !== JSON.stringify(want)) {
+        t.same(got, want, "a resume from the start got the whole history, once, in order, then live");
+        return;
+      }
+    }
+    t.pass(`all 40 clients got the ${want.length} events the first gateway's client got, once each, in order`);
+    const fromStream = await metric(late.url, 'nodeway_replays_total{source="jetstream"}');
+    const fromMemory = await metric(late.url, 'nodeway_replays_total{source="memory"}');
+    t.ok(fromMemory >= 39 && fromStream <= 1, `one load for the storm (memory ${fromMemory}, jetstream ${fromStream})`);
+    const again = await readStream(`${late.url}/api/jobs/${jobId}/events?after=0`);
+    t.same(wire(again.events), want, "and a later replay from memory is the same history");
+  },
+);
