@@ -76,6 +76,8 @@ for (const format of ["msgpack", "json"] as const) {
         throw new Error(`${err.message}; ${await whyStalled(h1.jobId, seen.got)}`);
       });
       await proxy.restore();
+      // Reopened before the next cut: a cut while still reconnecting would be no drop at all.
+      await check(() => c.state === "open", 10_000, { name: "the client reconnects" });
     }
     const end = await h1.done;
     await mine.read;
