@@ -150,6 +150,15 @@ t.test(
     await check(async () => (await metric(late.url, "nodeway_replay_cache_bytes")) >= 0, 10_000, {
       name: "the late gateway serves",
     });
+    // The late gateway knows the job is running once it has seen one of its events live: a client resuming from
+    // where the first one is waits for that.
+    const pilot = await WsClient.open(late.url, "json");
+    t.teardown(() => pilot.close());
+    const seen = Math.max(...first.events(jobId).map((e) => Number(e.seq ?? 0)));
+    pilot.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: seen } });
+    await check(() => pilot.events(jobId).some((e) => e.type === "chunk"), 20_000, {
+      name: "the late gateway has seen the job live",
+    });
     const clients = await Promise.all(Array.from({ length: 40 }, () => WsClient.open(late.url, "json")));
     t.teardown(() => {
       for (const c of clients) c.close();
