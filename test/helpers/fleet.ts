@@ -148,7 +148,9 @@ export class Fleet {
 
   /** Kills everything (SIGKILL: nothing of a fleet outlives its test) and removes its files. */
   async stop(): Promise<void> {
-    await Promise.all([...this.agents, ...this.gateways, ...(this.proxy ? [this.proxy] : [])].map(killHard));
+    // Arrays may have holes when a start-up failed part way.
+    const procs: (Proc | null | undefined)[] = [...this.agents, ...this.gateways, this.proxy];
+    await Promise.all(procs.filter((p) => p != null).map((p) => killHard(p)));
     await this.nats.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
