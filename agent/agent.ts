@@ -29,13 +29,13 @@ import {
   InvalidConfigError,
 } from "../protocol/index.js";
 import { AckedKv, AckedPublisher, EventPublisher, Outbox, RecordClient, connectAgent } from "../nats/index.js";
-import { nodeCatalogKey } from "../protocol/index.js";
+import { nodeCatalogKey, type Graph, type NodeMetadata } from "../protocol/index.js";
 import { createLogger, type Logger } from "../obs/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectFfmpeg, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
 import { GpuGroups } from "./gpus.js";
 import { RunnerSpares, type DockerRunner } from "./runners/index.js";
-import { ComfyClient, comfyNodes } from "./integrations/index.js";
+import { ComfyClient, classesCatalog, comfyNodes, compileComfyGroups, type ComfyClass } from "./integrations/index.js";
 import { GatewayAssets } from "./asset-io.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
 import { metadataOf, type NodeDef } from "./engine/types.js";
@@ -121,6 +121,9 @@ class Agent implements RunningAgent {
   private readonly offered: readonly NodeDef[];
   /** The ComfyUI beside this agent (`comfyuiUrl`), or null. */
   private readonly comfy: ComfyClient | null;
+  /** ComfyUI's node classes in the catalog, by the node type each is offered as. */
+  private comfyOffered = new Map<string, ComfyClass>();
+  private kvm: Kvm | null = null;
   private slotWaiters: { ticket: number; wake: () => void }[] = [];
   private waitTickets = 0;
   /** Pull loops waiting for a slot: while any waits, pulls are short so the slots rotate among the pools. */
@@ -180,7 +183,9 @@ class Agent implements RunningAgent {
     await this.openBuckets(kvm, jsm);
     await this.openOutbox(jsm);
     const found = await this.findCapabilities();
+    this.kvm = kvm;
     const catalog = await this.publishCatalog(kvm);
+    if (this.comfy) this.comfy.onClasses = () => void this.republishCatalog();
     // A pool without a consumer yet gets one from a gateway once the agent registers with it: registered early then.
     let registered = false;
     const register = async () => {
@@ -336,9 +341,36 @@ class Agent implements RunningAgent {
     return consumers;
   }
 
+  /** The node catalog: the library's nodes, and the node classes of the ComfyUI beside the agent. */
+  private catalogEntries(): NodeMetadata[] {
+    const own = this.offered.map(metadataOf);
+    const classes = this.comfy?.classes;
+    if (!classes) return own;
+    const { entries, offered, left } = classesCatalog(classes, (type) => this.library.has(type));
+    this.comfyOffered = offered;
+    if (left > 0) this.log(`${left} of ComfyUI's ${classes.size} node classes left out of the catalog (its size cap)`);
+    return [...own, ...entries];
+  }
+
+  /** ComfyUI's classes were read anew: the catalog and the registration name the new ones. */
+  private async republishCatalog(): Promise<void> {
+    if (!this.kvm || !this.registration || this.nc.isClosed()) return;
+    try {
+      const catalog = await this.publishCatalog(this.kvm);
+      this.registration = {
+        ...this.registration,
+        node_catalog: catalog.key,
+        capabilities: { ...this.registration.capabilities, node_types: catalog.count },
+      };
+      await this.beat();
+    } catch (err) {
+      this.logger.warn(`the node catalog could not be published again: ${(err as Error).message}`);
+    }
+  }
+
   /** Stores the node catalog in `nw_nodes` under its hash, which the registration names. */
   private async publishCatalog(kvm: Kvm): Promise<{ key: string; count: number }> {
-    const catalog = this.offered.map(metadataOf);
+    const catalog = this.catalogEntries();
     const catalogJson = JSON.stringify(catalog);
     const hash = createHash("sha256").update(catalogJson).digest("hex").slice(0, 32);
     const key = nodeCatalogKey(hash, this.principal === this.id ? null : this.principal);
@@ -350,6 +382,13 @@ class Agent implements RunningAgent {
     const stored = await nodesKv.get(key);
     if (stored) this.queueClock.ageMs(stored.created.getTime(), ackedMs);
     return { key, count: catalog.length };
+  }
+
+  /** A graph as this agent runs it: ComfyUI's class nodes compiled into prompts (agent/integrations/comfy-classes.ts). */
+  private compileGraph(graph: Graph): Graph {
+    const classes = this.comfy?.classes;
+    const comfy = classes ? { classes, offered: this.comfyOffered } : null;
+    return compileComfyGroups(graph, (type) => this.library.has(type), comfy);
   }
 
   /** Writes the first registration and starts the heartbeat and the providers' model listings. */
@@ -627,6 +666,7 @@ class Agent implements RunningAgent {
         publisher: this.publisher,
         records: this.records,
         library: this.library,
+        compile: (graph) => this.compileGraph(graph),
         runsPool: (pool) => this.ablePools.has(pool),
         nodeLimits: this.config.nodeLimits,
         strategies: this.config.strategies,

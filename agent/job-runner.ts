@@ -21,6 +21,7 @@ import {
   encodeJson,
   isTerminal,
   jobUpdate,
+  type Graph,
   type GraphEvent,
   type JobDispatch,
   type JobEventBody,
@@ -55,6 +56,8 @@ export interface JobRunnerDeps {
   /** Job records: reads and compare-and-set writes, through the gateways (nats/records.ts). */
   records: RecordClient;
   library: ReadonlyMap<string, NodeDef>;
+  /** The graph as this agent runs it (ComfyUI's class nodes compiled into prompts); throws when it cannot. */
+  compile?: (graph: Graph) => Graph;
   /** Whether this agent can run a node of `pool` (absent: it runs every node of its graphs itself). */
   runsPool?: (pool: string) => boolean;
   /** Caps on what each node builds (`nodeListMaxItems`, `nodeStringMaxBytes`, `nodeDictMaxKeys`). */
@@ -589,7 +592,7 @@ export class JobRunner {
       return await runWithStrategy(
         picked.strategy,
         {
-          graph: this.job.graph,
+          graph: this.runGraph(),
           params: this.job.params,
           library: this.deps.library,
           limits: this.deps.nodeLimits,
@@ -613,17 +616,23 @@ export class JobRunner {
     }
   }
 
+  private compiled: Graph | null = null;
+  /** The job's graph as this agent runs it (`compile`), made once. */
+  private runGraph(): Graph {
+    return (this.compiled ??= this.deps.compile ? this.deps.compile(this.job.graph) : this.job.graph);
+  }
+
   /** The graph's nodes of pools this agent cannot run, sent there as child jobs (agent/child-jobs.ts). */
   private remoteNodes(): { remote?: ChildJobs } {
     const runsPool = this.deps.runsPool;
-    const ids = runsPool ? remoteNodeIds(this.job.graph, this.deps.library, runsPool) : null;
+    const ids = runsPool ? remoteNodeIds(this.runGraph(), this.deps.library, runsPool) : null;
     if (!ids?.size) return {};
     const remote = new ChildJobs(ids, {
       records: this.deps.records,
       jobId: this.jobId,
       proof: this.job.claim_secret ?? "",
       attempt: this.attempt,
-      graph: this.job.graph,
+      graph: this.runGraph(),
       library: this.deps.library,
       assets: new JobAssets(this.assetStore, 0),
       claimed: this.claimed,

@@ -99,6 +99,17 @@ export function prepareGraph(graph: Graph): PreparedGraph {
   return { nodes, edges };
 }
 
+/**
+ * The catalog entry of a node type: its own, else, for a `comfy.` type, the ComfyUI class it ends with (NodeTool
+ * files some classes under namespaces of its own, e.g. `comfy.sampling.samplers.KSamplerSelect`).
+ */
+export function catalogEntry(catalog: NodeCatalog, type: string): NodeMetadata | undefined {
+  const own = catalog.get(type);
+  if (own || !type.startsWith("comfy.")) return own;
+  for (const m of catalog.values()) if (m.comfy_class && type.endsWith(`.${m.comfy_class}`)) return m;
+  return undefined;
+}
+
 /** `o[k]` when `o` is an object that has `k` as its own property: never a value inherited from a prototype. */
 function ownProp(o: unknown, k: string): unknown {
   return o !== null && typeof o === "object" && Object.hasOwn(o, k) ? (o as Record<string, unknown>)[k] : undefined;
@@ -127,7 +138,7 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
     }
     if (byId.has(n.id)) throw new GraphError(ErrorCode.GRAPH_ERR_DUPLICATE_NODE, `duplicate node id "${n.id}"`, n.id);
     byId.set(n.id, n);
-    if (catalog && !IGNORED_TYPES.has(n.type) && !catalog.has(n.type)) {
+    if (catalog && !IGNORED_TYPES.has(n.type) && !catalogEntry(catalog, n.type)) {
       throw new GraphError(
         ErrorCode.GRAPH_ERR_UNKNOWN_NODE_TYPE,
         `unknown node type "${n.type}" at node "${n.id}"`,
@@ -151,7 +162,7 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
     if (typeof e.targetHandle !== "string" || typeof e.sourceHandle !== "string") {
       throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, `edge "${ref}" needs "sourceHandle" and "targetHandle"`, ref);
     }
-    const meta = catalog?.get(byId.get(e.target)!.type);
+    const meta = catalog && catalogEntry(catalog, byId.get(e.target)!.type);
     if (meta && !meta.is_dynamic && !isControlEdge(e) && !meta.properties.some((p) => p.name === e.targetHandle)) {
       throw new GraphError(
         ErrorCode.GRAPH_ERR_DANGLING_EDGE,
@@ -284,7 +295,7 @@ export function validateParams(
         k,
       );
     }
-    const type = catalog?.get(node.type)?.properties.find((p) => p.name === "value")?.type;
+    const type = (catalog && catalogEntry(catalog, node.type))?.properties.find((p) => p.name === "value")?.type;
     out[k] = type ? coerce(v, type, k) : v;
   }
   for (const [name, node] of inputs) {
@@ -325,7 +336,7 @@ export function poolOfGraph(graph: Graph, catalog?: NodeCatalog, explicit?: stri
   let best: string | null = null;
   let bestRank = 0;
   for (const n of catalog ? graph.nodes : []) {
-    const meta = catalog!.get(n.type);
+    const meta = catalogEntry(catalog!, n.type);
     const pool = poolOfNode(n, meta);
     if (pool === null) continue;
     const rank = meta?.pool ? 3 : pool === COMFY_PROVIDER ? 2 : 1;

@@ -63,6 +63,11 @@ export interface NodeMetadata {
    * node's pool, whose agents hold that provider's key.
    */
   provider_property?: string;
+  /**
+   * The ComfyUI class the node type runs as (`KSampler`): NodeTool files a class under namespaces of its own, and
+   * any `comfy.<…>.<class>` type names the same node.
+   */
+  comfy_class?: string;
 }
 
 export interface PropertyMetadata {

@@ -155,6 +155,7 @@ export {
   prepareGraph,
   poolOfGraph,
   poolOfNode,
+  catalogEntry,
   INPUT_NODE_PREFIX,
 } from "./graph-check.js";
 export type { NodeCatalog, PreparedGraph } from "./graph-check.js";

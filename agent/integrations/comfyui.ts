@@ -29,6 +29,7 @@ import { imageToImage, sizeIn, textToImage } from "../nodes/image.js";
 import { isEmptyMedia, plainBytes } from "../nodes/media-util.js";
 import { openImage } from "../nodes/pillow.js";
 import { runWorkflowNodes } from "./comfy-run-workflow.js";
+import { parseObjectInfo, type ComfyClasses } from "./comfy-classes.js";
 import { sniffContentType } from "../assets.js";
 
 /** A file ComfyUI wrote (`executed` output entry): fetched with `GET /view`. */
@@ -90,6 +91,11 @@ export class ComfyClient {
   private readonly headers: Record<string, string>;
   /** `baseUrl` as it may be shown: no userinfo, no query values. */
   readonly shownUrl: string;
+  /** The node classes ComfyUI has (`/object_info`), read each time it comes to answer; null before. */
+  classes: ComfyClasses | null = null;
+  /** Told when `classes` was read anew. */
+  onClasses: ((classes: ComfyClasses) => void) | null = null;
+  private loadingClasses: Promise<void> | null = null;
 
   constructor(
     readonly baseUrl: string,
@@ -105,9 +111,12 @@ export class ComfyClient {
     this.info = { url: this.shownUrl, reachable: false, version: null, devices: [] };
   }
 
-  /** True while ComfyUI answers its probe and the socket is open: the agent pulls `comfyui` jobs only then. */
+  /**
+   * True while ComfyUI answers its probe, the socket is open and its node classes are read: the agent pulls
+   * `comfyui` jobs only then.
+   */
   get up(): boolean {
-    return this.info.reachable && this.ws?.readyState === WebSocket.OPEN;
+    return this.info.reachable && this.ws?.readyState === WebSocket.OPEN && this.classes !== null;
   }
 
   async start(): Promise<void> {
@@ -149,9 +158,23 @@ export class ComfyClient {
       const { version, devices } = this.info;
       const count = `${devices.length} device(s)`;
       if (!was) this.log(`ComfyUI at ${this.shownUrl} answers (version ${version ?? "?"}, ${count})`);
+      // A ComfyUI that came back may have other custom nodes than before.
+      if (!was || this.classes === null)
+        await (this.loadingClasses ??= this.loadClasses().finally(() => (this.loadingClasses = null)));
     } catch (err) {
       this.info = { ...this.info, reachable: false };
       if (was) this.log(`ComfyUI at ${this.shownUrl} stopped answering: ${(err as Error).message}`);
+    }
+  }
+
+  private async loadClasses(): Promise<void> {
+    try {
+      const classes = parseObjectInfo(await this.api("GET", "/object_info"));
+      this.classes = classes;
+      this.log(`ComfyUI at ${this.shownUrl} has ${classes.size} node classes`);
+      this.onClasses?.(classes);
+    } catch (err) {
+      this.log(`ComfyUI's node classes are unreadable (the next probe tries again): ${(err as Error).message}`);
     }
   }
 

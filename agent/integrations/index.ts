@@ -4,6 +4,8 @@
  * when a model is listed or called.
  */
 export { ComfyClient, applyOverrides, comfyNodes } from "./comfyui.js";
+export { classesCatalog, compileComfyGroups, parseObjectInfo } from "./comfy-classes.js";
+export type { ComfyClass, ComfyClasses } from "./comfy-classes.js";
 export type {
   ChatImage,
   ChatMessage,

@@ -4,7 +4,9 @@
  * real socket. Prompts run one at a time from a queue; events go only to the socket of the prompt's `client_id`;
  * the history is written before the final `executing {node: null}`; nothing is replayed to a reconnecting socket.
  *
- * Node classes it runs: loaders and encoders (instant), `KSampler` (`steps` progress events, a preview frame per
+ * `/object_info` lists its classes as ComfyUI does (inputs, outputs, categories); with `strict` a prompt is validated
+ * as ComfyUI validates one (required inputs, link types, an output node). Node classes it runs: loaders and
+ * encoders (instant), `ImageScale` (passes a loaded image through), `KSampler` (`steps` progress events, a preview frame per
  * step), `SaveImage` (a PNG-signed file of `_size` bytes, default 1000, reported by `executed` and served by
  * `/view`; the bytes of the LoadImage its `images` come from, if they do), `LoadImage` (a file of the input folder,
  * put there by `POST /upload/image`), `Fail` (an `execution_error` with `inputs.message`). Any other class: 400 at
@@ -15,15 +17,74 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
 
-const INSTANT = new Set([
-  "CheckpointLoaderSimple",
-  "CLIPTextEncode",
-  "EmptyLatentImage",
-  "VAEDecode",
-  "VAEEncode",
-  "ImageScale",
-]);
-const KNOWN = new Set([...INSTANT, "KSampler", "SaveImage", "Fail", "LoadImage"]);
+type Spec = [unknown, Record<string, unknown>?];
+/** One class as `/object_info` gives it (ComfyUI's core classes, trimmed to what the tests use). */
+interface ClassInfo {
+  input: { required: Record<string, Spec>; optional?: Record<string, Spec> };
+  output: string[];
+  output_name: string[];
+  category: string;
+  output_node: boolean;
+}
+const cls = (category: string, required: Record<string, Spec>, output: string[] = [], outputNode = false) => ({
+  input: { required },
+  output,
+  output_name: output,
+  category,
+  output_node: outputNode,
+});
+const CHECKPOINTS = ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"];
+const SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m"];
+/** The classes this fake has, as ComfyUI describes them (categories as ComfyUI files them). */
+export const FAKE_CLASSES: Record<string, ClassInfo> = {
+  CheckpointLoaderSimple: cls("loaders", { ckpt_name: [CHECKPOINTS] }, ["MODEL", "CLIP", "VAE"]),
+  CLIPTextEncode: cls("conditioning", { text: ["STRING", { multiline: true }], clip: ["CLIP"] }, ["CONDITIONING"]),
+  EmptyLatentImage: cls(
+    "latent",
+    {
+      width: ["INT", { default: 512, min: 16, max: 16384 }],
+      height: ["INT", { default: 512, min: 16, max: 16384 }],
+      batch_size: ["INT", { default: 1, min: 1, max: 4096 }],
+    },
+    ["LATENT"],
+  ),
+  KSampler: cls(
+    "sampling",
+    {
+      model: ["MODEL"],
+      seed: ["INT", { default: 0, min: 0, max: 0xffffffffffff, control_after_generate: true }],
+      steps: ["INT", { default: 20, min: 1, max: 10000 }],
+      cfg: ["FLOAT", { default: 8.0, min: 0, max: 100 }],
+      sampler_name: [SAMPLERS],
+      scheduler: [["normal", "karras"]],
+      positive: ["CONDITIONING"],
+      negative: ["CONDITIONING"],
+      latent_image: ["LATENT"],
+      denoise: ["FLOAT", { default: 1.0, min: 0, max: 1 }],
+    },
+    ["LATENT"],
+  ),
+  KSamplerSelect: cls("sampling/custom_sampling/samplers", { sampler_name: ["COMBO", { options: SAMPLERS }] }, [
+    "SAMPLER",
+  ]),
+  VAEDecode: cls("latent", { samples: ["LATENT"], vae: ["VAE"] }, ["IMAGE"]),
+  VAEEncode: cls("latent", { pixels: ["IMAGE"], vae: ["VAE"] }, ["LATENT"]),
+  ImageScale: cls(
+    "image/upscaling",
+    {
+      image: ["IMAGE"],
+      upscale_method: [["nearest-exact", "bilinear", "lanczos"]],
+      width: ["INT", { default: 512, min: 0, max: 16384 }],
+      height: ["INT", { default: 512, min: 0, max: 16384 }],
+      crop: [["disabled", "center"]],
+    },
+    ["IMAGE"],
+  ),
+  LoadImage: cls("image", { image: [["example.png"], { image_upload: true }] }, ["IMAGE", "MASK"]),
+  SaveImage: cls("image", { images: ["IMAGE"], filename_prefix: ["STRING", { default: "ComfyUI" }] }, [], true),
+  Fail: cls("testing", { message: ["STRING", { default: "boom" }] }, [], true),
+};
+const KNOWN = new Set(Object.keys(FAKE_CLASSES));
 
 interface Queued {
   id: string;
@@ -37,6 +98,65 @@ export interface FakeComfyOptions {
   stepMs?: number;
   /** Close the prompt's socket once, after the first sampler step (the run goes on), to test the resync. */
   dropSocketAfterFirstStep?: boolean;
+  /**
+   * Validate a prompt as ComfyUI does before queueing it: every required input given, every link to an output that
+   * exists and is of the input's type, at least one output node. Off: only the classes are checked.
+   */
+  strict?: boolean;
+}
+
+/** ComfyUI's validation of a queued prompt: its 400 body, or null when the prompt is valid. */
+function validationErrors(prompt: Queued["prompt"], inputFiles: string[]): Record<string, unknown> | null {
+  const nodeErrors: Record<string, unknown> = {};
+  const fail = (id: string, type: string, message: string, details: string) => {
+    const e = (nodeErrors[id] ??= { errors: [], dependent_outputs: [], class_type: prompt[id]!.class_type }) as {
+      errors: unknown[];
+    };
+    e.errors.push({ type, message, details, extra_info: {} });
+  };
+  for (const [id, n] of Object.entries(prompt)) {
+    const info = FAKE_CLASSES[n.class_type]!;
+    for (const [name, [kind]] of Object.entries(info.input.required)) {
+      const v = n.inputs?.[name];
+      if (v === undefined) {
+        fail(id, "required_input_missing", "Required input is missing", name);
+        continue;
+      }
+      if (!Array.isArray(v) || typeof kind !== "string" || ["INT", "FLOAT", "STRING", "BOOLEAN"].includes(kind)) {
+        // LoadImage's choices are the input folder's files when the prompt is validated.
+        const choices =
+          n.class_type === "LoadImage" && name === "image" ? [...(kind as string[]), ...inputFiles] : kind;
+        if (Array.isArray(choices) && !choices.includes(v))
+          fail(id, "value_not_in_list", "Value not in list", `${name}: '${String(v)}' not in ${JSON.stringify(kind)}`);
+        continue;
+      }
+      const [from, index] = v as [string, number];
+      const src = prompt[from];
+      const type = src ? FAKE_CLASSES[src.class_type]?.output[index] : undefined;
+      if (type !== kind)
+        fail(
+          id,
+          "return_type_mismatch",
+          "Return type mismatch between linked nodes",
+          `${name}, received_type(${String(type)}) mismatch input_type(${kind})`,
+        );
+    }
+  }
+  if (Object.keys(nodeErrors).length > 0) {
+    const error = {
+      type: "prompt_outputs_failed_validation",
+      message: "Prompt outputs failed validation",
+      details: "",
+      extra_info: {},
+    };
+    return { error, node_errors: nodeErrors };
+  }
+  if (!Object.values(prompt).some((n) => FAKE_CLASSES[n.class_type]!.output_node))
+    return {
+      error: { type: "prompt_no_outputs", message: "Prompt has no outputs", details: "", extra_info: {} },
+      node_errors: [],
+    };
+  return null;
 }
 
 /** Nodes after the nodes their linked inputs (`[node id, output index]`) come from, as ComfyUI runs them. */
@@ -181,6 +301,18 @@ export class FakeComfyUI {
         ],
       });
     }
+    if (req.method === "GET" && path === "/object_info") {
+      const named = (name: string, i: ClassInfo) => ({
+        ...i,
+        input_order: { required: Object.keys(i.input.required) },
+        output_is_list: i.output.map(() => false),
+        name,
+        display_name: name.replace(/([a-z])([A-Z])/g, "$1 $2"),
+        description: "",
+        python_module: "nodes",
+      });
+      return json(200, Object.fromEntries(Object.entries(FAKE_CLASSES).map(([k, v]) => [k, named(k, v)])));
+    }
     if (req.method === "POST" && path === "/prompt") {
       const b = (body ?? {}) as { prompt?: Queued["prompt"]; client_id?: string; prompt_id?: string };
       if (!b.prompt || typeof b.prompt !== "object")
@@ -201,6 +333,11 @@ export class FakeComfyUI {
           });
         }
       }
+      const inputs = [...this.files.keys()]
+        .filter((k) => k.startsWith("input/"))
+        .map((k) => k.split("/").slice(2).join("/"));
+      const invalid = this.opts.strict ? validationErrors(b.prompt, inputs) : null;
+      if (invalid) return json(400, invalid);
       const q: Queued = {
         id: b.prompt_id ?? Math.random().toString(16).slice(2),
         number: this.number++,
@@ -323,6 +460,10 @@ export class FakeComfyUI {
           return;
         }
         loaded.set(id, f);
+      }
+      if (n.class_type === "ImageScale" && Array.isArray(inputs.image)) {
+        const from = loaded.get(String(inputs.image[0]));
+        if (from) loaded.set(id, from); // passes its image through: a test sees which bytes went in
       }
       if (n.class_type === "KSampler") {
         const steps = Number(inputs.steps ?? 4);
