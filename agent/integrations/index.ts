@@ -7,6 +7,7 @@ export { ComfyClient, applyOverrides, comfyNodes } from "./comfyui.js";
 export { classesCatalog, compileComfyGroups, parseObjectInfo } from "./comfy-classes.js";
 export type { ComfyClass, ComfyClasses } from "./comfy-classes.js";
 export type {
+  ChatAudio,
   ChatImage,
   ChatMessage,
   ChatPiece,

@@ -38,10 +38,23 @@ export interface ChatImage {
   mime: string;
   data: Uint8Array;
 }
-/** A turn of the conversation as the agent sends it: the wire's turns, a user turn with images too. */
+/** Audio sent with a user turn (the `audio` input): as a model's API takes it, WAV or MP3. */
+export interface ChatAudio {
+  format: "wav" | "mp3";
+  data: Uint8Array;
+}
+/** A turn of the conversation as the agent sends it: the wire's turns, a user turn with images and audio too. */
 export type ChatMessage =
   | Exclude<ChatTurn, { role: "user" }>
-  | { role: "user"; content: string; images?: readonly ChatImage[] };
+  | { role: "user"; content: string; images?: readonly ChatImage[]; audio?: readonly ChatAudio[] };
+
+/** A provider whose chat API takes no audio: a turn with some fails naming what to do instead. */
+function refuseAudio(provider: string, req: ChatRequest): void {
+  if (req.messages.some((m) => m.role === "user" && m.audio?.length))
+    throw new NodeError(
+      `${provider}'s chat API takes no audio input: transcribe it first (nodetool.text.AutomaticSpeechRecognition) and send the text, or use an OpenAI audio model (e.g. gpt-4o-audio-preview)`,
+    );
+}
 const base64 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("base64");
 /** A tool call the model asked for. */
 export type ToolCall = NonNullable<Extract<ChatTurn, { role: "assistant" }>["tool_calls"]>[number];
@@ -221,12 +234,16 @@ async function* streamOpenai(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
 function openaiMessages(req: ChatRequest): OpenAI.Chat.ChatCompletionMessageParam[] {
   return req.messages.map((m): OpenAI.Chat.ChatCompletionMessageParam => {
     if (m.role === "tool") return { role: "tool", tool_call_id: m.tool_call_id, content: m.content };
-    if (m.role === "user" && m.images?.length) {
-      const images = m.images.map((i) => ({
+    if (m.role === "user" && (m.images?.length || m.audio?.length)) {
+      const images = (m.images ?? []).map((i) => ({
         type: "image_url" as const,
         image_url: { url: `data:${i.mime};base64,${base64(i.data)}` },
       }));
-      return { role: "user", content: [{ type: "text", text: m.content }, ...images] };
+      const audio = (m.audio ?? []).map((a) => ({
+        type: "input_audio" as const,
+        input_audio: { data: base64(a.data), format: a.format },
+      }));
+      return { role: "user", content: [{ type: "text", text: m.content }, ...images, ...audio] };
     }
     if (m.role === "user" || !m.tool_calls?.length) return { role: m.role, content: m.content };
     return {
@@ -257,6 +274,7 @@ function openaiTools(req: ChatRequest): Pick<OpenAI.Chat.ChatCompletionCreatePar
  * follow them one user message of `tool_result` blocks.
  */
 function anthropicMessages(req: ChatRequest): Anthropic.MessageParam[] {
+  refuseAudio("Anthropic", req);
   const out: Anthropic.MessageParam[] = [];
   for (const m of req.messages) {
     if (m.role === "tool") {
@@ -411,6 +429,7 @@ type OllamaParameters = NonNullable<OllamaTool["function"]["parameters"]>;
 
 /** The conversation as Ollama's messages: a tool's result names the tool (`tool_name`), as Ollama matches by name. */
 function ollamaMessages(req: ChatRequest): OllamaMessage[] {
+  refuseAudio("Ollama", req);
   return req.messages.map((m) => {
     if (m.role === "tool") return { role: "tool", content: m.content, ...(m.name ? { tool_name: m.name } : {}) };
     if (m.role === "user" && m.images?.length)

@@ -8,8 +8,8 @@
  * Events: the reply's text streams as `chunk` events (the last a `done` one with how the reply ended, as the LLM
  * nodes); each tool call and its result is a `log_update` ("tool call NAME {args}", "tool result NAME: …").
  * Nodes wired to an Agent or ClaudeAgent by control edges are its tools when the engine offers them on the context
- * (`controlledNodes`, agent/nodes/agent-tools.ts). An `image` input goes with the user's turn, as each provider's
- * vision API takes it. Differences from NodeTool: no audio input, no threads (`thread_id`), and `text` is the final
+ * (`controlledNodes`, agent/nodes/agent-tools.ts). An `image` (and an `audio`) input goes with the user's turn, as
+ * the LLM nodes send them. Differences from NodeTool: no threads (`thread_id`), and `text` is the final
  * answer once (NodeTool also sends the text of turns that end in tool calls).
  */
 import {
@@ -22,7 +22,7 @@ import {
 } from "../engine/types.js";
 import type { ChatMessage, ChatRequest, ProviderName, ToolCall } from "../integrations/index.js";
 import { controlTools, resolveTools, type AgentTool } from "./agent-tools.js";
-import { inputImages, messagesOf, modelOf, userMessage, userTurn } from "./llm.js";
+import { inputMedia, messagesOf, modelOf, userMessage, userTurn } from "./llm.js";
 import { asBool, asInt, asList, asText, enumProp, prop } from "./util.js";
 
 /** Most model turns an Agent, Summarizer or ResearchAgent takes (each tool round is one). */
@@ -198,11 +198,11 @@ export const agent: GeneratorNodeDef = {
     const model = modelOf(inputs.model);
     const prompt = asText(inputs.prompt ?? "");
     // As NodeTool: the user's turn is always sent, an empty prompt included (a graph feeding it "" still asks).
-    const images = await inputImages(ctx, inputs);
+    const media = await inputMedia(ctx, inputs);
     const messages: ChatMessage[] = [
       ...messagesOf(inputs.history, "history"),
       ...messagesOf(inputs.messages),
-      userMessage(prompt, images),
+      userMessage(prompt, media),
     ];
     const wanted = outputSchemaOf(ctx);
     const run: AgentRun = {
@@ -249,7 +249,7 @@ export const summarizer: GeneratorNodeDef = {
     { name: "chunk", type: "chunk" },
   ],
   async *generate(ctx, inputs) {
-    const images = await inputImages(ctx, inputs);
+    const media = await inputMedia(ctx, inputs);
     const model = modelOf(inputs.model);
     const text = asText(inputs.text ?? "");
     if (text.trim() === "") throw new NodeError(`"text" is empty: nothing to summarize`);
@@ -257,7 +257,7 @@ export const summarizer: GeneratorNodeDef = {
       provider: model.provider,
       model: model.id,
       system: asText(inputs.system_prompt ?? ""),
-      messages: userTurn(text, images),
+      messages: userTurn(text, media),
       tools: [],
       maxTokens: maxTokensOf(inputs, 4096),
       maxTurns: 1,

@@ -3,7 +3,8 @@
  * (agent/integrations/providers.ts): the reply streams to clients as `chunk` events as the provider sends it; `LLM`
  * outputs the whole text, `LLMStreaming` also sends each piece along its `chunk` edge. The model is NodeTool's
  * LanguageModel (`{type: "language_model", provider, id}`), or `"<provider>:<model>"` for short. An `image` goes
- * with the prompt as each provider's vision API takes it. Differences from NodeTool: no audio input; `messages`
+ * with the prompt as each provider's vision API takes it, and an `audio` as OpenAI's audio models take it (Anthropic's
+ * and Ollama's APIs take none: such a node fails saying so). Differences from NodeTool: `messages`
  * (earlier turns) go before `prompt`; the agent loop with tools is agent/nodes/agents.ts.
  */
 import { LLM_PROVIDERS, isLlmProvider, languageModelOf } from "../../protocol/index.js";
@@ -15,8 +16,10 @@ import {
   type ProcessNodeDef,
 } from "../engine/types.js";
 import { asInt, asNumber, asText, prop } from "./util.js";
-import type { ChatImage, ChatMessage, ChatRequest, ProviderName } from "../integrations/index.js";
-import { isEmptyMedia, plainBytes } from "./media-util.js";
+import type { ChatAudio, ChatImage, ChatMessage, ChatRequest, ProviderName } from "../integrations/index.js";
+import { isEmptyMedia, mediaBytes, plainBytes } from "./media-util.js";
+import { sniffContentType } from "../assets.js";
+import { audioAsMp3 } from "./video.js";
 import { imageProp, openImage } from "./pillow.js";
 
 /**
@@ -92,32 +95,58 @@ export function messagesOf(v: unknown, name = "messages"): ChatMessage[] {
 /** Image formats every provider's vision models take as they are; others are sent as PNG. */
 const MODEL_IMAGE_FORMATS = new Set(["jpeg", "png", "gif", "webp"]);
 
-/**
- * The `image` input as an image for the model's user turn (none when empty). Audio is not sent to models here:
- * a set `audio` fails rather than being silently dropped.
- */
-export async function inputImages(ctx: NodeContext, inputs: NodeInputs): Promise<ChatImage[]> {
-  if (!isEmptyMedia(inputs.audio)) throw new NodeError(`"audio" inputs are not sent to models here: leave it empty`);
+/** What goes with the prompt in the user's turn: the `image` and `audio` inputs. */
+export interface TurnMedia {
+  images: ChatImage[];
+  audio: ChatAudio[];
+}
+
+/** The `image` input as an image for the model's user turn (none when empty). */
+async function inputImages(ctx: NodeContext, inputs: NodeInputs): Promise<ChatImage[]> {
   if (isEmptyMedia(inputs.image)) return [];
   const { img, bytes, format } = await openImage(ctx, inputs.image, '"image"');
   if (MODEL_IMAGE_FORMATS.has(format)) return [{ mime: `image/${format}`, data: bytes }];
   return [{ mime: "image/png", data: plainBytes(await img.png().toBuffer()) }];
 }
 
-/** The user's turn: the prompt, with its images. */
-export function userMessage(prompt: string, images: ChatImage[]): ChatMessage {
-  return { role: "user", content: prompt, ...(images.length > 0 ? { images } : {}) };
+/**
+ * The `audio` input as the models' APIs take audio (none when empty): WAV and MP3 as they are, any other format
+ * made MP3 with ffmpeg. A provider whose API takes no audio fails naming what to do instead.
+ */
+async function inputAudio(ctx: NodeContext, inputs: NodeInputs): Promise<ChatAudio[]> {
+  if (isEmptyMedia(inputs.audio)) return [];
+  const bytes = await mediaBytes(ctx, inputs.audio, "audio", '"audio"');
+  const type = sniffContentType(bytes);
+  if (type === "audio/wav") return [{ format: "wav", data: bytes }];
+  if (type === "audio/mpeg") return [{ format: "mp3", data: bytes }];
+  return [{ format: "mp3", data: await audioAsMp3(ctx, bytes) }];
 }
 
-/** The user's turn, or none when it would be empty (no prompt, no images). */
-export function userTurn(prompt: string, images: ChatImage[]): ChatMessage[] {
-  return prompt === "" && images.length === 0 ? [] : [userMessage(prompt, images)];
+export async function inputMedia(ctx: NodeContext, inputs: NodeInputs): Promise<TurnMedia> {
+  return { images: await inputImages(ctx, inputs), audio: await inputAudio(ctx, inputs) };
+}
+
+/** The user's turn: the prompt, with its images and audio. */
+export function userMessage(prompt: string, media: TurnMedia): ChatMessage {
+  const { images, audio } = media;
+  return {
+    role: "user",
+    content: prompt,
+    ...(images.length > 0 ? { images } : {}),
+    ...(audio.length ? { audio } : {}),
+  };
+}
+
+/** The user's turn, or none when it would be empty (no prompt, no images, no audio). */
+export function userTurn(prompt: string, media: TurnMedia): ChatMessage[] {
+  const empty = prompt === "" && media.images.length === 0 && media.audio.length === 0;
+  return empty ? [] : [userMessage(prompt, media)];
 }
 
 async function request(ctx: NodeContext, inputs: NodeInputs): Promise<ChatRequest> {
   const model = modelOf(inputs.model);
   const prompt = asText(inputs.prompt ?? "");
-  const messages = [...messagesOf(inputs.messages), ...userTurn(prompt, await inputImages(ctx, inputs))];
+  const messages = [...messagesOf(inputs.messages), ...userTurn(prompt, await inputMedia(ctx, inputs))];
   if (messages.length === 0) throw new NodeError(`"prompt" is empty and there are no "messages": nothing to send`);
   const maxTokens = asInt(inputs.max_tokens, "max_tokens");
   if (maxTokens < 1) throw new NodeError(`max_tokens must be ≥ 1, got ${maxTokens}`);

@@ -60,6 +60,17 @@ function ffmpeg(ctx: NodeContext, args: string[], what: string): Promise<Buffer>
   );
 }
 
+/** Audio bytes as MP3 (ffmpeg), for a model that takes WAV or MP3 only. */
+export function audioAsMp3(ctx: NodeContext, bytes: Uint8Array): Promise<Uint8Array> {
+  return withTempDir(async (dir) => {
+    const src = join(dir, "in");
+    const out = join(dir, "out.mp3");
+    await writeFile(src, bytes);
+    await ffmpeg(ctx, ["-i", src, "-vn", "-codec:a", "libmp3lame", "-q:a", "4", out], "ffmpeg (audio to MP3)");
+    return plainBytes(await readFile(out));
+  });
+}
+
 /** Writes the media value to `dir/name` and returns the path. */
 async function mediaFile(ctx: NodeContext, value: unknown, kind: "video" | "audio", dir: string, name: string) {
   const path = join(dir, name);

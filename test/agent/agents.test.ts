@@ -10,6 +10,10 @@
 import t, { type Test } from "tap";
 import sharp from "sharp";
 import { createServer } from "node:http";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { agent, claudeAgent, researchAgent, summarizer } from "../../agent/nodes/agents.js";
 import { evaluateArithmetic, type ControlledNode } from "../../agent/nodes/agent-tools.js";
@@ -608,19 +612,77 @@ t.test("agents - an image input goes to the model with the prompt, in each provi
   await t.rejects(
     emissions(agent, contextOf().ctx, {
       model: "openai:gpt-4o-mini",
-      prompt: "listen",
-      audio: { type: "audio", uri: "data:audio/wav;base64,UklGRg==" },
-    }),
-    /"audio" inputs are not sent to models here/,
-    "an audio input fails naming it, never silently dropped",
-  );
-  await t.rejects(
-    emissions(agent, contextOf().ctx, {
-      model: "openai:gpt-4o-mini",
       prompt: "x",
       image: { type: "image", data: "bm90IGFuIGltYWdl" },
     }),
     /"image" is not an image sharp can read/,
     "bytes that are not an image fail naming the input",
+  );
+});
+
+t.test("agents - an audio input goes to OpenAI's audio models; other APIs say they take none", async (t) => {
+  const fake = await FakeLlm.start(1);
+  t.teardown(() => fake.stop());
+  useFake(t, fake);
+  const dir = mkdtempSync(join(tmpdir(), "nw-audio-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const tone = (ext: string, codec: string) => {
+    const file = join(dir, `tone.${ext}`);
+    execFileSync("ffmpeg", [
+      "-v",
+      "error",
+      "-f",
+      "lavfi",
+      "-i",
+      "sine=frequency=440:duration=0.2",
+      "-c:a",
+      codec,
+      file,
+    ]);
+    return readFileSync(file);
+  };
+  const wav = tone("wav", "pcm_s16le");
+  const flac = tone("flac", "flac");
+  const audioOf = (bytes: Buffer, mime: string) => ({
+    type: "audio",
+    uri: `data:${mime};base64,${bytes.toString("base64")}`,
+  });
+  const asWav = await emissions(agent, contextOf().ctx, {
+    model: "openai:gpt-4o-audio-preview",
+    prompt: "what do you hear?",
+    audio: audioOf(wav, "audio/wav"),
+  });
+  t.same(
+    asWav.at(-1),
+    { handle: "text", value: `echo: what do you hear? [audio/wav ${wav.byteLength} bytes]` },
+    "a WAV goes as OpenAI's input_audio, byte for byte",
+  );
+  const fromFlac = await llm.process(contextOf().ctx, {
+    ...llmDefaults(),
+    model: "openai:gpt-4o-audio-preview",
+    prompt: "and this?",
+    audio: audioOf(flac, "audio/flac"),
+  });
+  t.match(
+    fromFlac,
+    { text: /^echo: and this\? \[audio\/mp3 \d+ bytes\]$/ },
+    "a FLAC goes as MP3 (the formats the API takes)",
+  );
+  for (const [provider, name] of [
+    ["anthropic:claude-sonnet-4-5", "Anthropic"],
+    ["ollama:qwen3:8b", "Ollama"],
+  ] as const) {
+    await t.rejects(
+      emissions(agent, contextOf().ctx, { model: provider, prompt: "listen", audio: audioOf(wav, "audio/wav") }),
+      new RegExp(
+        `${name}'s chat API takes no audio input: transcribe it first \\(nodetool.text.AutomaticSpeechRecognition\\)`,
+      ),
+      `${name}: the node fails saying what to do, the audio never silently dropped`,
+    );
+  }
+  t.equal(
+    fake.requests.filter((r) => !/\/v1\/chat\/completions$/.test(r.path)).length,
+    0,
+    "neither of those reached a provider",
   );
 });

@@ -84,6 +84,18 @@ export class FakeLlm {
     // The last user turn that is not a tool result: its text, and the images it carries, told back in the reply.
     const lastUser = [...messages].reverse().find((m) => m.role === "user" && textOf(m) !== null);
     const seenImages = lastUser ? imagesOf(lastUser) : [];
+    const badAudio = seenImages.find(
+      (i) => i.mime.startsWith("audio/") && !["audio/wav", "audio/mp3"].includes(i.mime),
+    );
+    if (badAudio)
+      return json(400, {
+        error: {
+          message: `Invalid value: '${badAudio.mime.slice(6)}'. Supported values are: 'wav' and 'mp3'.`,
+          type: "invalid_request_error",
+          param: "messages[0].content[1].input_audio.format",
+          code: "invalid_value",
+        },
+      });
     const last =
       (lastUser ? textOf(lastUser) : "") +
       seenImages.map((i) => ` [${i.mime} ${Buffer.from(i.base64, "base64").byteLength} bytes]`).join("");
@@ -330,6 +342,7 @@ type Part = {
   text?: string;
   image_url?: { url?: string };
   source?: { media_type?: string; data?: string };
+  input_audio?: { data?: string; format?: string };
 };
 
 /** A user turn's text (a string, or the text parts of a list); null for a turn of tool results only. */
@@ -344,7 +357,10 @@ function textOf(m: Turn): string | null {
     .join("");
 }
 
-/** The images of a user turn in each API's form: OpenAI's `image_url` data URIs, Anthropic's base64 `image` blocks, Ollama's `images`. */
+/**
+ * The images (and audio) of a user turn in each API's form: OpenAI's `image_url` data URIs and `input_audio` parts,
+ * Anthropic's base64 `image` blocks, Ollama's `images`.
+ */
 function imagesOf(m: Turn): { mime: string; base64: string }[] {
   if (Array.isArray(m.images)) return (m.images as string[]).map((b) => ({ mime: "image/*", base64: b }));
   if (!Array.isArray(m.content)) return [];
@@ -354,6 +370,9 @@ function imagesOf(m: Turn): { mime: string; base64: string }[] {
       return hit ? [{ mime: hit[1]!, base64: hit[2]! }] : [];
     }
     if (p.type === "image" && p.source?.data) return [{ mime: p.source.media_type ?? "", base64: p.source.data }];
+    // OpenAI's audio input: base64 data and its format, which the API takes as "wav" or "mp3" only.
+    if (p.type === "input_audio")
+      return [{ mime: `audio/${p.input_audio?.format ?? "?"}`, base64: p.input_audio?.data ?? "" }];
     return [];
   });
 }
