@@ -321,7 +321,7 @@ function promptIdsOf(ids: string[], taken: Set<string>): Map<string, string> {
   let n = 0;
   for (const id of ids) {
     let p = id;
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id) || FORBIDDEN_KEYS.has(id)) {
       do p = `n${++n}`;
       while (taken.has(p));
       taken.add(p);

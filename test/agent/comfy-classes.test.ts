@@ -135,6 +135,21 @@ t.test("comfy classes - NodeTool's other namespaces, images in, groups, and what
     "a save node's own files leave on <node>:image",
   );
 
+  const proto = compile({
+    nodes: [
+      { id: "__proto__", type: "comfy.LoadImage", data: {} },
+      { id: "constructor", type: "comfy.SaveImage", data: {} },
+    ],
+    edges: [edge("__proto__", "image", "constructor", "images")],
+  });
+  const protoPrompt = proto.nodes[0]!.data!.workflow as Prompt;
+  t.same(
+    Object.keys(protoPrompt).sort(),
+    ["n1", "n2"],
+    "ids that would reach a prototype are renamed, never keys of the prompt",
+  );
+  t.same(protoPrompt.n2!.inputs.images, ["n1", 0], "and still linked");
+
   const two = compile({
     nodes: [
       { id: "a", type: "comfy.SaveImage", data: {} },
