@@ -342,3 +342,27 @@ t.test(
     t.equal(fake.requests.filter((r) => r.path === "/prompt").length, before, "neither reached ComfyUI");
   },
 );
+
+t.test(
+  "comfy classes - a ComfyUI that answers only after the agent started: its classes join the catalog then",
+  async (t) => {
+    const fake = await FakeComfyUI.start({ strict: true });
+    await fake.stop();
+    t.teardown(() => fake.stop().catch(() => undefined));
+    const s = await startStack(t, { agents: 1, agentArgs: ["--comfyui-url", fake.url] });
+    const types = async () =>
+      ((await api(s.url, "GET", "/api/nodes/metadata")).body as unknown as { node_type: string }[]).map(
+        (n) => n.node_type,
+      );
+    await check(async () => (await types()).includes("comfy.Workflow"), 20_000, { name: "the agent registered" });
+    t.notOk((await types()).includes("comfy.sampling.KSampler"), "no ComfyUI classes while it does not answer");
+    await fake.restart();
+    await check(async () => (await types()).includes("comfy.sampling.KSampler"), 20_000, {
+      name: "ComfyUI's classes in the catalog",
+    });
+    const ws = await WsClient.open(s.url, "msgpack");
+    t.teardown(() => ws.close());
+    const job = await run(ws, txt2imgGraph());
+    t.equal(job.end?.status, "completed", "and a graph of them runs");
+  },
+);
