@@ -47,6 +47,7 @@ import { JobIndex } from "./job-index.js";
 import { KvView, type KvViewSink } from "./kv-view.js";
 import { GatewayError, notFound, badRequest } from "./errors.js";
 import { QueueTracker } from "./queue.js";
+import { ID_GRAMMAR } from "./http.js";
 import { claimHash } from "./agent-records.js";
 import { resolveDefaultModels, type DefaultModels } from "./default-model.js";
 
@@ -314,12 +315,14 @@ export class JobManager {
   }
 
   async get(jobId: string): Promise<JobRecord> {
-    const r = await readJobRecord(this.n.jobsKv, jobId);
-    if (!r) throw notFound(`job "${jobId}"`);
-    return r.rec;
+    const r = await this.find(jobId);
+    if (!r) throw notFound(`job "${jobId.slice(0, 200)}"`);
+    return r;
   }
 
+  /** The job's record; null for none, and for an id no job can have (which no KV key could hold). */
   async find(jobId: string): Promise<JobRecord | null> {
+    if (!ID_GRAMMAR.test(jobId)) return null;
     return (await readJobRecord(this.n.jobsKv, jobId))?.rec ?? null;
   }
 

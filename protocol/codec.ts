@@ -274,26 +274,30 @@ export function asClientCommand(x: unknown): ClientCommand {
   if (!isObj(x)) throw shape("frame must be an object {command, data}");
   const command = x.command;
   if (typeof command !== "string") throw shape('frame has no "command"');
-  if (!CLIENT_COMMANDS.has(command as ClientCommand["command"])) {
-    throw new ProtocolError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, `unknown command "${command}"`);
-  }
   if (x.request_id !== undefined && typeof x.request_id !== "string" && typeof x.request_id !== "number") {
     throw shape('"request_id" must be a string');
   }
-  const data = x.data ?? {};
-  if (!isObj(data)) throw shape(`${command}: "data" must be an object`);
   const name = command as ClientCommand["command"];
+  // From here a refusal is answered as the command it was, with its request_id: the client waits on that id.
   try {
+    if (!CLIENT_COMMANDS.has(name)) {
+      throw new ProtocolError(ErrorCode.PROTO_ERR_UNKNOWN_TYPE, `unknown command "${command.slice(0, 100)}"`);
+    }
+    const data = x.data ?? {};
+    if (!isObj(data)) throw shape(`${command}: "data" must be an object`);
     checkSchema(ClientCommandSchemas[name], { ...x, data }, command);
     if (name === "run_job" && data.workflow_id === undefined && data.graph === undefined) {
       throw shape('run_job: needs "workflow_id" or "graph"');
     }
   } catch (err) {
-    if (err instanceof ProtocolError)
-      err.command = { command, ...(x.request_id !== undefined ? { request_id: String(x.request_id) } : {}) };
+    // An unknown command without a request_id is garbage to this protocol: an error frame, not an answer.
+    if (err instanceof ProtocolError && (CLIENT_COMMANDS.has(name) || x.request_id !== undefined)) {
+      const requestId = x.request_id !== undefined ? { request_id: String(x.request_id).slice(0, 200) } : {};
+      err.command = { command: command.slice(0, 100), ...requestId };
+    }
     throw err;
   }
-  const out = { command, data } as ClientCommand;
+  const out = { command, data: x.data ?? {} } as ClientCommand;
   if (x.request_id !== undefined) out.request_id = String(x.request_id);
   return out;
 }

@@ -42,18 +42,18 @@ export async function readJson(res: HttpResponse, reply: Reply, maxBytes: number
 const LIST_LIMIT_MAX = 1000;
 const LIST_LIMIT_DEFAULT = 100;
 
-/** An integer query parameter in `[0, max]`, `dflt` when absent; 400 otherwise. */
-export function intParam(q: URLSearchParams, k: string, dflt: number, max: number): number {
+/** An integer query parameter in `[min, max]`, `dflt` when absent; 400 otherwise. */
+export function intParam(q: URLSearchParams, k: string, dflt: number, max: number, min = 0): number {
   const v = q.get(k);
   if (v === null || v === "") return dflt;
   const x = Number(v);
-  if (!Number.isInteger(x) || x < 0 || x > max) throw badRequest(`"${k}" must be an integer in [0, ${max}]`);
+  if (!Number.isInteger(x) || x < min || x > max) throw badRequest(`"${k}" must be an integer in [${min}, ${max}]`);
   return x;
 }
 
-/** A listing's `limit` (100 unless given, at most 1000). */
+/** A listing's `limit` (100 unless given, 1 to 1000: a page of nothing would have no cursor to go on from). */
 export function limitParam(q: URLSearchParams): number {
-  return intParam(q, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX);
+  return intParam(q, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, 1);
 }
 
 /** A `true`/`1` query flag (`?stream=true`, `?wait=1`). */

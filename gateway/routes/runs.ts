@@ -7,7 +7,7 @@ import { assertNever, isTerminal, type JobRecord } from "../../protocol/index.js
 import { badRequest, notFound } from "../errors.js";
 import type { Delivery } from "../event-hub.js";
 import { follow, type Following } from "../follow.js";
-import type { Reply, Req } from "../http.js";
+import { ID_GRAMMAR, type Reply, type Req } from "../http.js";
 import { parseRunRequest } from "../run-request.js";
 import { flagParam, readJson, type RouteContext } from "./context.js";
 import { streamJob } from "./streams.js";
@@ -110,6 +110,7 @@ export function registerRunRoutes(ctx: RouteContext): void {
     const b = await readJson(res, reply, ctx.config.maxBodyBytes).catch(() => ({}) as Record<string, unknown>);
     const jobId = req.query.get("job_id") ?? (typeof b.job_id === "string" ? b.job_id : null);
     if (!jobId) throw badRequest('give the job to cancel as "job_id" in the body or query');
+    if (!ID_GRAMMAR.test(jobId)) throw badRequest('"job_id" is no job id (letters, digits, "_", "=" and "-")');
     const rec = await jobs.get(jobId);
     if (rec.workflow_id !== req.params[0]) throw notFound(`job "${jobId}" of workflow "${req.params[0]}"`);
     reply.json(200, cancelResponse(await jobs.cancel(jobId)));

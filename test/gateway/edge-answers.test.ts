@@ -1,0 +1,54 @@
+/**
+ * Requests a fuzzer sent that got a 500 or no answer a client could wait on: each now gets a clear 400 (or the
+ * answer to its request_id), and the gateway goes on serving.
+ */
+import t from "tap";
+import { api, WsClient } from "../helpers/clients.js";
+import { check } from "../helpers/check.js";
+import { startStack } from "../helpers/stack.js";
+
+t.test("edge - limit=0, a job id no job can have, and malformed commands are answered, not 500s", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  for (const path of ["/api/threads", "/api/workflows", "/api/assets", "/api/jobs"]) {
+    const r = await api(s.url, "GET", `${path}?limit=0`);
+    t.match(
+      r,
+      { status: 400, body: { code: "GW_ERR_BAD_REQUEST", message: /"limit" must be an integer in \[1, 1000\]/ } },
+      `${path}?limit=0`,
+    );
+  }
+  await api(s.url, "PUT", "/api/workflows/w", { graph: { nodes: [], edges: [] } });
+  for (const [how, req] of [
+    ["body", () => api(s.url, "DELETE", "/api/workflows/w/run", { job_id: "é" })],
+    ["query", () => api(s.url, "DELETE", "/api/workflows/w/run?job_id=%E0")],
+    ["query, a dot", () => api(s.url, "DELETE", "/api/workflows/w/run?job_id=a.b")],
+  ] as const) {
+    const r = await req();
+    t.match(
+      r,
+      { status: 400, body: { message: /"job_id" is no job id/ } },
+      `cancel with a non-id job_id in the ${how}`,
+    );
+  }
+
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  ws.sendRaw(JSON.stringify({ command: "run_job", request_id: "r1", data: [] }));
+  ws.sendRaw(JSON.stringify({ command: "cancel_job", request_id: 7, data: "x" }));
+  ws.sendRaw(JSON.stringify({ command: "launch_rockets", request_id: "r3", data: {} }));
+  for (const [id, code] of [
+    ["r1", "PROTO_ERR_SHAPE"],
+    ["7", "PROTO_ERR_SHAPE"],
+    ["r3", "PROTO_ERR_UNKNOWN_TYPE"],
+  ] as const) {
+    const answer = await check(() => ws.messages.find((m) => m.type === "rpc_response" && m.request_id === id), 5_000, {
+      name: `an answer to ${id}`,
+    });
+    t.match(answer, { error: { code } }, `a refused command is answered on its request_id (${id})`);
+  }
+  ws.sendRaw(JSON.stringify({ command: "launch_rockets", data: {} }));
+  await check(() => ws.messages.find((m) => m.type === "error" && /unknown command/.test(String(m.message))), 5_000, {
+    name: "an unknown command without a request_id gets an error frame",
+  });
+  t.equal((await api(s.url, "GET", "/health")).status, 200, "the gateway goes on serving");
+});
