@@ -193,6 +193,13 @@ function describe(schema: TSchema, value: unknown, message: string): string {
     return `is longer than ${schema.maxLength} characters`;
   if (typeof value === "string" && typeof schema.pattern === "string")
     return `is not valid here (${JSON.stringify(value.slice(0, 40))})`;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) return "must be a finite number";
+    if (typeof schema.exclusiveMinimum === "number" && !(value > schema.exclusiveMinimum))
+      return `must be more than ${schema.exclusiveMinimum}`;
+    if (typeof schema.minimum === "number" && value < schema.minimum) return `must be at least ${schema.minimum}`;
+    if (typeof schema.maximum === "number" && value > schema.maximum) return `must be at most ${schema.maximum}`;
+  }
   return message.toLowerCase();
 }
 

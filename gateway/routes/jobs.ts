@@ -1,5 +1,5 @@
 /** Jobs: listing, one job's record, cancelling, and its events (`/api/jobs/:id/events`, resumable by seq). */
-import { encodeJson, isTerminal, type JobRecord } from "../../protocol/index.js";
+import { encodeJson, isTerminal, JobState, type JobRecord } from "../../protocol/index.js";
 import { badRequest } from "../errors.js";
 import type { Delivery, ReplayHeader } from "../event-hub.js";
 import { follow } from "../follow.js";
@@ -50,7 +50,10 @@ export function registerJobRoutes(ctx: RouteContext): void {
   const { router, jobs } = ctx;
 
   async function listJobs(req: Req, reply: Reply): Promise<void> {
-    const status = req.query.get("status") ?? undefined;
+    const status = req.query.get("status") || undefined;
+    const states: string[] = Object.values(JobState);
+    if (status !== undefined && !states.includes(status))
+      throw badRequest(`"status" must be one of ${states.join(", ")}`);
     const result = await jobs.list({
       ...(req.query.get("workflow_id") ? { workflowId: req.query.get("workflow_id")! } : {}),
       ...(status ? { status } : {}),

@@ -17,7 +17,17 @@ t.test("edge - limit=0, a job id no job can have, and malformed commands are ans
       `${path}?limit=0`,
     );
   }
+  t.match(
+    await api(s.url, "GET", "/api/jobs?status=bogus"),
+    { status: 400, body: { message: /"status" must be one of queued, .*completed/ } },
+    "an unknown status filter is refused, not an empty list",
+  );
   await api(s.url, "PUT", "/api/workflows/w", { graph: { nodes: [], edges: [] } });
+  t.match(
+    await api(s.url, "POST", "/api/workflows/w/run", { timeout_s: 0 }),
+    { status: 400, body: { message: /"timeout_s" must be more than 0/ } },
+    "a timeout of 0 says what it must be",
+  );
   for (const [how, req] of [
     ["body", () => api(s.url, "DELETE", "/api/workflows/w/run", { job_id: "é" })],
     ["query", () => api(s.url, "DELETE", "/api/workflows/w/run?job_id=%E0")],
