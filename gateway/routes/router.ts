@@ -8,7 +8,7 @@ import { ErrorCode } from "../../protocol/index.js";
 import { bearerToken, peerOf, refusalBody, type AuthResult, type RefusalLog, type TokenCheck } from "../auth.js";
 import { BrowserPolicy } from "../browser.js";
 import type { GatewayConfig } from "../config.js";
-import { badRequest, log, logInternal, toWireError } from "../errors.js";
+import { GatewayError, badRequest, log, logInternal, toWireError } from "../errors.js";
 import { Reply, readReq, type Req } from "../http.js";
 import type { Handler } from "./context.js";
 import { statusClass, type GatewayMetrics } from "./metrics.js";
@@ -159,7 +159,10 @@ export class Router {
   private preflight(res: HttpResponse, req: HttpRequest): void {
     const reply = new Reply(res);
     const cors = this.browser.corsHeaders(req.getHeader("origin"));
-    if (!cors || !this.browser.hostAllowed(req.getHeader("host"))) return reply.empty(403);
+    if (!cors || !this.browser.hostAllowed(req.getHeader("host"))) {
+      const why = "no CORS for this origin: the gateway answers cross-origin requests only from its corsOrigins";
+      return reply.error(new GatewayError(ErrorCode.GW_ERR_FORBIDDEN, why));
+    }
     reply.empty(204, {
       ...cors,
       "access-control-allow-methods": "GET, POST, PUT, DELETE",
@@ -184,7 +187,7 @@ export class Router {
       const a = this.httpAuth(req.getHeader("authorization"), new URLSearchParams(req.getQuery() ?? "").has("api_key"));
       if (!a.ok) return this.refuse(reply, a, `${method} ${url}`);
     }
-    reply.json(404, { code: ErrorCode.GW_ERR_NOT_FOUND, message: `no route for ${method} ${url}` });
+    reply.error(new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `no route for ${method} ${url}`));
   }
 
   /** A reply that reports the time to its status line under `label`. */

@@ -60,5 +60,22 @@ t.test("edge - limit=0, a job id no job can have, and malformed commands are ans
   await check(() => ws.messages.find((m) => m.type === "error" && /unknown command/.test(String(m.message))), 5_000, {
     name: "an unknown command without a request_id gets an error frame",
   });
+  const preflight = await fetch(`${s.url}/api/workflows`, {
+    method: "OPTIONS",
+    headers: { origin: "https://evil.example", "access-control-request-method": "POST" },
+  });
+  t.match(
+    { status: preflight.status, body: await preflight.json() },
+    { status: 403, body: { code: "GW_ERR_FORBIDDEN", message: /no CORS for this origin/ } },
+    "a refused preflight says why, as every error does",
+  );
+  t.match(
+    await api(s.url, "GET", "/api/nope"),
+    {
+      status: 404,
+      body: { code: "GW_ERR_NOT_FOUND", error: { code: "GW_ERR_NOT_FOUND", message: /no route for GET/ } },
+    },
+    "a 404 has the same body shape as every route's errors",
+  );
   t.equal((await api(s.url, "GET", "/health")).status, 200, "the gateway goes on serving");
 });

@@ -37,6 +37,9 @@ function writeTls(dir: string): NatsTlsFiles {
   return files;
 }
 
+/** A gateway's start on a cluster: its first one creates every stream and bucket with three replicas. */
+const GATEWAY_START_MS = 90_000;
+
 async function killHard(p: Proc): Promise<void> {
   if (p.proc.exitCode === null && p.proc.signalCode === null) await p.kill("SIGKILL");
 }
@@ -65,7 +68,10 @@ export class Fleet {
     const fleet = new Fleet(nats, dir, tls, opts);
     try {
       for (let i = 0; i < (opts.gateways ?? 2); i++) fleet.gatewayPorts.push(await freePort());
-      await Promise.all(fleet.gatewayPorts.map((_, i) => fleet.startGateway(i)));
+      // The first gateway makes the streams and buckets (three replicas each: slow on a loaded machine), the
+      // others then find them.
+      await fleet.startGateway(0);
+      await Promise.all(fleet.gatewayPorts.slice(1).map((_, i) => fleet.startGateway(i + 1)));
       await fleet.startProxy();
       await Promise.all(Array.from({ length: opts.agents ?? 3 }, (_, i) => fleet.startAgent(i)));
     } catch (err) {
@@ -95,7 +101,7 @@ export class Fleet {
   /** Starts (or starts again, on its port) gateway i. */
   async startGateway(i: number): Promise<GatewayProc> {
     const args = [...this.natsTlsArgs(), "--port", String(this.gatewayPorts[i]), ...(this.opts.gatewayArgs ?? [])];
-    const g = await startGatewayProc(this.nats.url, args, this.home(`gw${i}`));
+    const g = await startGatewayProc(this.nats.url, args, this.home(`gw${i}`), GATEWAY_START_MS);
     this.gateways[i] = g;
     return g;
   }

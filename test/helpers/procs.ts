@@ -86,8 +86,9 @@ export async function startGatewayProc(
   natsUrl: string,
   extra: string[] = [],
   env: NodeJS.ProcessEnv = {},
+  startMs = 30_000,
 ): Promise<Proc & { url: string }> {
   const p = runNodeway(["gateway", "--nats", natsUrl, "--port", "0", ...extra], env);
-  const url = await waitForLine(p, "gateway", /gateway listening on (\S+)/);
+  const url = await waitForLine(p, "gateway", /gateway listening on (\S+)/, startMs);
   return Object.assign(p, { url });
 }
