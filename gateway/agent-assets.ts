@@ -9,7 +9,7 @@
  *   - write (`asset.seal`): the agent stores the chunks itself (`$O.nw_assets.C.<nuid>`, the one thing it may
  *     publish there) and asks for the entry; the gateway writes it with the job as its owner, only under a name no
  *     asset has (an asset is never replaced), once the chunks are all there. Chunks never sealed are dropped with
- *     the bucket's retention.
+ *     the bucket's retention, or by `sweepUnsealed` once they are an hour old.
  */
 import type { ObjectInfo } from "@nats-io/obj";
 import { headers } from "@nats-io/transport-node";
@@ -114,6 +114,32 @@ export class AgentAssets {
     if (owner === rec.id || owner === rec.parent?.job_id) return true;
     const ownerRec = await readJobRecord(this.n.jobsKv, owner).catch(() => null);
     return ownerRec?.rec.parent?.job_id === rec.id;
+  }
+
+  /**
+   * Purges the chunks no entry names (an agent stored them and never asked for a seal, or its seal was refused) when
+   * the newest of them was stored before `before` (the sweep gives an hour ago: an upload is sealed seconds after
+   * its last chunk, so nothing in flight is touched). Returns how many nuids' chunks it purged. Every gateway may run
+   * it: a purge of a purged subject is a no-op.
+   */
+  async sweepUnsealed(before: Date): Promise<number> {
+    const filter = subjects.allObjectChunks(OBJ_ASSETS);
+    const listed = await this.n.jsm.streams.info(STREAM, { subjects_filter: filter });
+    const nuids = Object.keys(listed.state.subjects ?? {}).map((subj) => subj.slice(filter.length - 1));
+    if (nuids.length === 0) return 0;
+    // Entries read after the chunks were listed: an entry sealed in between is seen, so its chunks stay.
+    const named = new Set<string>();
+    for (const o of await this.n.assets.list()) named.add(o.nuid);
+    let purged = 0;
+    for (const nuid of nuids) {
+      if (named.has(nuid)) continue;
+      const subject = subjects.objectChunks(OBJ_ASSETS, nuid);
+      const last = await this.n.jsm.streams.getMessage(STREAM, { last_by_subj: subject }).catch(() => null);
+      if (!last || last.time.getTime() >= before.getTime()) continue;
+      await this.n.jsm.streams.purge(STREAM, { filter: subject });
+      purged++;
+    }
+    return purged;
   }
 
   private async seal(req: Extract<AssetRequest, { type: "asset.seal" }>, rec: JobRecord): Promise<void> {

@@ -67,6 +67,10 @@ function listen(app: TemplatedApp, config: Readonly<GatewayConfig>): Promise<us_
 }
 
 /** Starts the gateway; throws `InvalidConfigError`, or when NATS or the port cannot be had. */
+/** How often a gateway looks for asset chunks no entry names, and how old they must be to go. */
+const UNSEALED_SWEEP_MS = 10 * 60_000;
+const UNSEALED_CHUNKS_MAX_AGE_MS = 60 * 60_000;
+
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const config = compileGatewayConfig(options);
   const { uws, native, build } = loadUws();
@@ -87,16 +91,17 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const app = uws.App();
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
   const hub = new EventHub(n.js, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
+  const agentAssets = new AgentAssets(n);
   // Agents reach job records and get their pools' consumers only through the gateways.
-  const agentRecords = new AgentRecords(
-    n,
-    n.leases,
-    config.ackWaitMs,
-    warn,
-    new ChildJobs(n, jobs, hub),
-    new AgentAssets(n),
-  );
+  const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn, new ChildJobs(n, jobs, hub), agentAssets);
   agentRecords.start();
+  const sweep = setInterval(function sweepUnsealedChunks() {
+    agentAssets
+      .sweepUnsealed(new Date(Date.now() - UNSEALED_CHUNKS_MAX_AGE_MS))
+      .then((purged) => purged > 0 && info(`purged the chunks of ${purged} upload(s) never sealed`))
+      .catch((err: unknown) => warn(`the sweep of unsealed asset chunks failed: ${(err as Error).message}`));
+  }, UNSEALED_SWEEP_MS);
+  sweep.unref();
   const pools = new PoolConsumers(n, warn);
   await pools.start();
   const refusals = new RefusalLog(warn);
@@ -154,6 +159,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       if (stopped) return;
       stopped = true;
       expiry.stop();
+      clearInterval(sweep);
       wsHub.closeAll();
       uws.us_listen_socket_close(listenSocket);
       hub.stop();

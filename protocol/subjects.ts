@@ -74,6 +74,8 @@ export const subjects = {
   /** The chunks of one object in an object store (JetStream's own layout; `nuid` from the object's info). */
   objectChunks: (bucket: string, nuid: string) =>
     `$O.${checkToken(bucket, "bucket")}.C.${checkToken(nuid, "object nuid")}`,
+  /** Every object's chunks in an object store (a filter). */
+  allObjectChunks: (bucket: string) => `$O.${checkToken(bucket, "bucket")}.C.>`,
 } as const;
 
 /** An agent principal (its NATS user name): a subject token that is not the gateway's own. */
