@@ -17,6 +17,7 @@ import {
   ErrorCode,
   assertNever,
   canTransition,
+  checkJsonShape,
   type JobCancel,
   encodeJson,
   isTerminal,
@@ -199,6 +200,8 @@ export class JobRunner {
    * after the claim, when the graph may have finished already: the job fails all the same.
    */
   private tooLarge: string | null = null;
+  /** Why an event could not be encoded (nested too deep), once one could not: the job fails. */
+  private invalidOutput: string | null = null;
   /** Why the job's events passed the stream's per-job cap, once they did: the job fails. */
   private tooMany: string | null = null;
   /** Why a binary output could not be stored as an asset, once one could not: the job fails. */
@@ -324,13 +327,13 @@ export class JobRunner {
     try {
       data = events.encode(ev);
     } catch (err) {
-      if (!(err instanceof PayloadTooLargeError)) throw err;
       // NATS would refuse it, and the event would be lost with only a line in this log: the job fails instead,
-      // saying which event and by how much (see `run`). Nothing after it is published; the terminal update is.
+      // saying which event and why (see `run`). Nothing after it is published; the terminal update is.
       const nodeId = (ev as Bulky).node_id;
       const what = `${ev.type}${nodeId ? ` of node "${nodeId}"` : ""}`;
-      this.tooLarge ??= `the ${what} is ${err.message}`;
-      this.controller.abort(new StopReason("failed", this.tooLarge));
+      if (err instanceof PayloadTooLargeError) this.tooLarge ??= `the ${what} is ${err.message}`;
+      else this.invalidOutput ??= `the ${what} cannot be encoded: ${(err as Error).message}`;
+      this.controller.abort(new StopReason("failed", this.tooLarge ?? this.invalidOutput ?? ""));
       return;
     }
     if (events.count >= this.deps.eventBudget) {
@@ -569,6 +572,7 @@ export class JobRunner {
   /** What made the job's output incomplete (an event too large, too many, bytes or events not stored), or null. */
   private lostOutput(): { code: ErrorCode; message: string } | null {
     if (this.tooLarge !== null) return { code: ErrorCode.JOB_ERR_OUTPUT_TOO_LARGE, message: this.tooLarge };
+    if (this.invalidOutput !== null) return { code: ErrorCode.JOB_ERR_OUTPUT_INVALID, message: this.invalidOutput };
     if (this.tooMany !== null) return { code: ErrorCode.JOB_ERR_TOO_MANY_EVENTS, message: this.tooMany };
     if (this.assetFailed !== null) return { code: ErrorCode.JOB_ERR_ASSET_FAILED, message: this.assetFailed };
     if (this.unstored !== null) return { code: ErrorCode.JOB_ERR_EVENTS_UNSTORED, message: this.unstored };
@@ -723,9 +727,17 @@ export class JobRunner {
             outputs: final.outputs,
             finished_at: now(),
           };
-          const bytes = Buffer.byteLength(encodeJson(next));
+          const text = encodeJson(next);
+          const bytes = Buffer.byteLength(text);
           // The record travels to a gateway inside a request: room for the request's other fields.
           const limit = this.deps.publisher.limitBytes - RECORD_REQUEST_ROOM_BYTES;
+          const invalid = shapeError(text);
+          if (invalid !== null) {
+            // The gateway would refuse the record each time: the job would run again until its attempts ran out.
+            const message = `the job's outputs cannot be stored: ${invalid}. They were sent as output_update events`;
+            const error = { code: ErrorCode.JOB_ERR_OUTPUT_INVALID, message };
+            return { ...next, status: "failed", outputs: null, error };
+          }
           if (bytes <= limit) return next;
           // A record NATS cannot store would leave the job running until its attempts ran out, each one running it
           // again. The outputs went out as output_update events; the record says why it has none.
@@ -804,5 +816,15 @@ export class JobRunner {
 
   private leaseHeld(): boolean {
     return Date.now() - this.lastLeaseOkMs < this.deps.ackWaitMs;
+  }
+}
+
+/** Why a reader would refuse this JSON text (too deep, a forbidden key), or null. */
+function shapeError(text: string): string | null {
+  try {
+    checkJsonShape(text);
+    return null;
+  } catch (err) {
+    return (err as Error).message;
   }
 }

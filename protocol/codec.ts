@@ -209,6 +209,15 @@ function forbidKeysReviver(key: string, value: unknown): unknown {
   return value;
 }
 
+/**
+ * Throws the `ProtocolError` `parseJson` would for this JSON text's shape (too deep, a forbidden key), without parsing
+ * text that mentions no such key: what a writer checks before sending a record a reader would refuse.
+ */
+export function checkJsonShape(text: string): void {
+  if (jsonTooDeep(text, CODEC_LIMITS.maxDepth)) throw tooDeep();
+  if (SUSPICIOUS.test(text)) JSON.parse(text, forbidKeysReviver);
+}
+
 /** Parses JSON text within `maxBytes`; throws `ProtocolError`. */
 export function parseJson(text: string, maxBytes: number = CODEC_LIMITS.maxMessageBytes): unknown {
   if (text.length > maxBytes) {

@@ -49,6 +49,11 @@ export const ErrorCode = {
   JOB_ERR_RUNNER_CRASHED: "JOB_ERR_RUNNER_CRASHED",
   /** An event or the job's record would be larger than NATS carries (the server's max_payload): the job fails. */
   JOB_ERR_OUTPUT_TOO_LARGE: "JOB_ERR_OUTPUT_TOO_LARGE",
+  /**
+   * An output no record or event may hold: nested deeper than the codec's limit, or with a key that could reach a
+   * prototype (`__proto__`, `constructor`, `prototype`). The job fails rather than be retried.
+   */
+  JOB_ERR_OUTPUT_INVALID: "JOB_ERR_OUTPUT_INVALID",
   /** A binary output could not be stored as an asset (the object store refused it or was unreachable). */
   JOB_ERR_ASSET_FAILED: "JOB_ERR_ASSET_FAILED",
   /** The job published more events than the events stream keeps per job (`eventsMaxPerJob`): it is ended. */

@@ -113,6 +113,7 @@ export {
   decodeEventHead,
   encodeJson,
   parseJson,
+  checkJsonShape,
   utf8,
   asClientCommand,
   asJobEvent,
