@@ -158,6 +158,7 @@ export async function safeFetch(rawUrl: string, opts: FetchOptions): Promise<Fet
   const signal = AbortSignal.any([opts.signal, deadline]);
   let url = parseUrl(rawUrl);
   let { method = "GET", body } = opts;
+  let headers = opts.headers ?? {};
   for (let hop = 0; ; hop++) {
     const problem = urlProblem(p, url);
     if (problem) throw new OutboundRefused(`refused to fetch ${url.origin}: ${problem}`);
@@ -167,7 +168,7 @@ export async function safeFetch(rawUrl: string, opts: FetchOptions): Promise<Fet
         p,
         url,
         method,
-        opts.headers ?? {},
+        headers,
         body,
         signal,
         Math.min(opts.maxBytes ?? p.maxBytes, p.maxBytes),
@@ -182,12 +183,23 @@ export async function safeFetch(rawUrl: string, opts: FetchOptions): Promise<Fet
     const location = res.headers.location;
     if (res.status < 300 || res.status >= 400 || location === undefined || res.status === 304) return res;
     if (hop >= MAX_REDIRECTS) throw new NodeError(`${rawUrl} redirected more than ${MAX_REDIRECTS} times`);
-    url = parseUrl(location, url);
+    const next = parseUrl(location, url);
+    // Credentials were given for the first origin: a redirect elsewhere does not carry them (as browsers drop
+    // Authorization), and it does not come back to them either.
+    if (next.origin !== url.origin) headers = withoutCredentials(headers);
+    url = next;
     if (res.status === 303 || ((res.status === 301 || res.status === 302) && method === "POST")) {
       method = "GET";
       body = undefined;
     }
   }
+}
+
+/** Headers that carry credentials: the standard ones, and any whose name says key, token, secret or auth. */
+const CREDENTIAL_HEADER = /^(authorization|proxy-authorization|cookie)$|api[-_]?key|token|secret|auth|session/i;
+
+function withoutCredentials(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([k]) => !CREDENTIAL_HEADER.test(k)));
 }
 
 function parseUrl(raw: string, base?: URL): URL {
