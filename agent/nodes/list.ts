@@ -166,14 +166,15 @@ export const generateSequence: GeneratorNodeDef = {
     const stop = asInt(inputs.stop, "stop");
     const step = asInt(inputs.step, "step");
     if (step === 0) throw new NodeError("step must not be 0");
-    // Refused before the first value, rather than after a million of them.
-    capList(ctx.limits, Math.max(0, Math.ceil((stop - start) / step)), "the sequence");
-    let n = 0;
-    for (let i = start; step > 0 ? i < stop : i > stop; i += step) {
+    // Refused before the first value, rather than after a million of them. Counted, not stepped: past 2^53 a step
+    // of 1 no longer moves a float, and the sequence would never reach `stop`.
+    const count = Math.max(0, Math.ceil((stop - start) / step));
+    capList(ctx.limits, count, "the sequence");
+    for (let n = 0; n < count; n++) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
-      yield { handle: "output", value: i };
+      yield { handle: "output", value: start + n * step };
       // A long sequence must not starve the event loop (cancellation, heartbeats).
-      if (++n % 1024 === 0) await yieldToEventLoop();
+      if ((n + 1) % 1024 === 0) await yieldToEventLoop();
     }
   },
 };

@@ -164,15 +164,7 @@ export async function safeFetch(rawUrl: string, opts: FetchOptions): Promise<Fet
     if (problem) throw new OutboundRefused(`refused to fetch ${url.origin}: ${problem}`);
     let res: FetchResult;
     try {
-      res = await once(
-        p,
-        url,
-        method,
-        headers,
-        body,
-        signal,
-        Math.min(opts.maxBytes ?? p.maxBytes, p.maxBytes),
-      );
+      res = await once(p, url, method, headers, body, signal, Math.min(opts.maxBytes ?? p.maxBytes, p.maxBytes));
     } catch (err) {
       if (err instanceof NodeError) throw err;
       if (deadline.aborted)

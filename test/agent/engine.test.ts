@@ -65,6 +65,17 @@ t.test(
   },
 );
 
+t.test("engine - a sequence past 2^53 ends after its count (a step there does not move a float)", async (t) => {
+  const { result } = await run({
+    nodes: [
+      { id: "seq", type: "nodetool.list.GenerateSequence", data: { start: 2 ** 53, stop: 2 ** 53 + 2, step: 1 } },
+      { id: "out", type: "nodetool.output.Output", data: { name: "xs" } },
+    ],
+    edges: [e("1", "seq", "out", "value")],
+  });
+  t.equal((result.outputs as { xs: unknown[] }).xs.length, 2, "two values, then the end");
+});
+
 t.test("engine - zip_all pairs values in arrival order instead of combining the latest", async (t) => {
   const { result } = await run({
     nodes: [
