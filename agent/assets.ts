@@ -9,7 +9,7 @@
  * `result`) refer to one asset, found by content digest, whichever strategy's channel the bytes came through.
  */
 import { createHash } from "node:crypto";
-import { assetRef, newId, type AssetRef } from "../protocol/index.js";
+import { ASSETS_DEFAULTS, assetRef, newId, type AssetRef } from "../protocol/index.js";
 import type { JobAssetStore } from "./asset-io.js";
 
 /** Deepest nesting searched for bytes (outputs are values, lists of values, or small objects of them). */
@@ -40,6 +40,8 @@ export class JobAssets {
   constructor(
     private readonly assets: JobAssetStore | null,
     private readonly inlineMaxBytes: number,
+    /** The largest output stored: an upload's cap, so a node cannot store what a client could not send. */
+    private readonly maxBytes: number = ASSETS_DEFAULTS.maxUploadBytes,
   ) {}
 
   /** True when `value` holds bytes that must go to the store (cheap for everything else: a token is a string). */
@@ -75,6 +77,11 @@ export class JobAssets {
 
   private async put(bytes: Uint8Array, nodeId?: string): Promise<AssetRef> {
     if (!this.assets) throw new AssetStoreError("this agent has no asset store (nw_assets)");
+    const max = this.maxBytes;
+    if (bytes.byteLength > max)
+      throw new AssetStoreError(
+        `an output of ${bytes.byteLength} bytes${nodeId ? ` of node "${nodeId}"` : ""} is over the ${max}-byte asset limit`,
+      );
     const id = newId();
     const contentType = sniffContentType(bytes);
     const meta = { fileName: `${nodeId ?? "output"}-${id}`, contentType, ...(nodeId ? { nodeId } : {}) };

@@ -1,0 +1,33 @@
+/**
+ * A node's output is stored as an asset only up to the upload cap (`ASSETS_DEFAULTS.maxUploadBytes` by default):
+ * larger ones fail naming the size and the limit, and nothing reaches the store (a SQL `zeroblob(900000000)` once
+ * stored 900 MB through a node where a client could upload 256 MiB).
+ */
+import t from "tap";
+import { AssetStoreError, JobAssets } from "../../agent/assets.js";
+import type { JobAssetStore } from "../../agent/asset-io.js";
+import { ASSETS_DEFAULTS } from "../../protocol/index.js";
+
+t.test("asset cap - outputs over the asset limit are refused before the store", async (t) => {
+  const puts: number[] = [];
+  const store: JobAssetStore = {
+    put: async (_name, bytes) => (puts.push(bytes.byteLength), bytes.byteLength),
+    get: async () => null,
+  };
+  const assets = new JobAssets(store, 100, 1_000);
+  const ok = (await assets.offload({ a: new Uint8Array(1_000) }, "n")) as { a: { size: number } };
+  t.equal(ok.a.size, 1_000, "at the limit: stored");
+  const refused = await assets.offload({ b: new Uint8Array(1_001).fill(1) }, "big").catch((err: unknown) => err);
+  t.ok(refused instanceof AssetStoreError, "over it: refused");
+  t.match(
+    String((refused as Error).message),
+    /1001 bytes of node "big" is over the 1000-byte asset limit/,
+    "naming the node and the limit",
+  );
+  t.same(puts, [1_000], "nothing over the limit reached the store");
+  t.equal(
+    new JobAssets(store, 100)["maxBytes" as never],
+    ASSETS_DEFAULTS.maxUploadBytes,
+    "the default is the upload cap",
+  );
+});
