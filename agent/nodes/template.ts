@@ -146,26 +146,33 @@ export function renderTemplate(
     capStringLength(limits, (units += s.length - match.length), "the rendered text");
     return s;
   };
-  // One pass over both forms, so a substituted value that itself contains braces is never expanded again.
-  const out = template.replace(
-    /\{\{([\s\S]*?)\}\}|(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})/g,
-    (match, expr: string | undefined, single: string | undefined) => {
-      if (single !== undefined) {
-        return Object.hasOwn(vars, single) ? add(match, asText(vars[single])) : match;
+  // One pass over both forms, so a substituted value that itself contains braces is never expanded again. After the
+  // last `}}` no `{{ … }}` can close: only the single form is looked for there (a `{{` with no `}}` after it would
+  // otherwise be scanned to the end from every `{{`, quadratic in the template).
+  const close = template.lastIndexOf("}}");
+  const head = close < 0 ? "" : template.slice(0, close + 2);
+  const tail = close < 0 ? template : template.slice(close + 2);
+  const placeholder = (match: string, expr: string | undefined, single: string | undefined): string => {
+    if (single !== undefined) {
+      return Object.hasOwn(vars, single) ? add(match, asText(vars[single])) : match;
+    }
+    const [name = "", ...rawFilters] = splitTopLevel(expr ?? "", "|");
+    const filters = rawFilters.map(parseFilter);
+    for (const f of filters) {
+      if (!Object.hasOwn(FILTERS, f.name)) {
+        throw new NodeError(
+          `unknown template filter "${f.name}" in ${match} (known: ${Object.keys(FILTERS).join(", ")})`,
+        );
       }
-      const [name = "", ...rawFilters] = splitTopLevel(expr ?? "", "|");
-      const filters = rawFilters.map(parseFilter);
-      for (const f of filters) {
-        if (!Object.hasOwn(FILTERS, f.name)) {
-          throw new NodeError(
-            `unknown template filter "${f.name}" in ${match} (known: ${Object.keys(FILTERS).join(", ")})`,
-          );
-        }
-      }
-      const { found, value } = lookup(vars, name);
-      if (!found && !filters.some((f) => f.name === "default")) return match;
-      return add(match, asText(filters.reduce((v, f) => FILTERS[f.name]!(v, f.args, limits), value)));
-    },
-  );
+    }
+    const { found, value } = lookup(vars, name);
+    if (!found && !filters.some((f) => f.name === "default")) return match;
+    return add(match, asText(filters.reduce((v, f) => FILTERS[f.name]!(v, f.args, limits), value)));
+  };
+  const out =
+    head.replace(/\{\{([\s\S]*?)\}\}|(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})/g, placeholder) +
+    tail.replace(/(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})/g, (match, single: string) =>
+      placeholder(match, undefined, single),
+    );
   return capString(limits, out, "the rendered text");
 }
