@@ -44,6 +44,12 @@ for (const [net, bits] of [
   ["fe80::", 10],
   ["ff00::", 8],
   ["64:ff9b::", 96],
+  // Addresses that wrap an IPv4 one (6to4, Teredo, local NAT64), the deprecated site-local range, discard-only.
+  ["2002::", 16],
+  ["2001::", 32],
+  ["64:ff9b:1::", 48],
+  ["fec0::", 10],
+  ["100::", 64],
 ] as const)
   DENIED.addSubnet(net, bits, "ipv6");
 

@@ -1,13 +1,14 @@
 /**
  * Credentials a node gives for one origin (its `auth`, a cookie, an API-key header) do not follow a redirect to
- * another origin, as browsers drop Authorization there; a redirect within the origin keeps them.
+ * another origin, as browsers drop Authorization there; a redirect within the origin keeps them. IPv6 forms that wrap
+ * an IPv4 address (6to4, Teredo, local NAT64) and the old site-local range are refused like private addresses.
  */
 import t from "tap";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 
 process.env.NODEWAY_HTTP_ALLOW = "127.0.0.2/32,127.0.0.3/32";
-const { safeFetch } = await import("../../agent/nodes/outbound.js");
+const { addressProblem, outboundPolicy, safeFetch } = await import("../../agent/nodes/outbound.js");
 
 async function listen(server: Server, host: string): Promise<string> {
   await new Promise<void>((r) => server.listen(0, host, r));
@@ -64,4 +65,18 @@ t.test("outbound - credentials stay with their origin across redirects", async (
   t.equal(to307?.body, "payload", "a 307 still carries its body");
   t.equal(same?.headers.authorization, "Bearer sekret-auth", "a redirect within the origin keeps Authorization");
   t.equal(same?.headers["x-api-key"], "sekret-header", "and the API key");
+});
+
+t.test("outbound - IPv6 addresses that wrap IPv4 ones, and site-local ones, are refused", async (t) => {
+  const p = outboundPolicy({});
+  for (const a of [
+    "2002:7f00:1::1",
+    "2002:c0a8:101::1",
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "64:ff9b:1::a00:1",
+    "fec0::1",
+    "100::1",
+  ])
+    t.ok(addressProblem(p, a), `${a} refused`);
+  t.equal(addressProblem(p, "2606:4700:4700::1111"), null, "a public IPv6 address is not");
 });
