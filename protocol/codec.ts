@@ -30,7 +30,7 @@ const tooDeep = () =>
   new ProtocolError(ErrorCode.PROTO_ERR_SHAPE, `nested deeper than ${CODEC_LIMITS.maxDepth} levels`);
 
 /** Whether JSON text nests deeper than `max`: one pass over the brackets outside strings, before parsing. */
-function jsonTooDeep(text: string, max: number): boolean {
+export function jsonTooDeep(text: string, max: number = CODEC_LIMITS.maxDepth): boolean {
   if (text.length <= max * 2) return false;
   let depth = 0;
   let inString = false;

@@ -114,6 +114,7 @@ export {
   encodeJson,
   parseJson,
   checkJsonShape,
+  jsonTooDeep,
   utf8,
   asClientCommand,
   asJobEvent,

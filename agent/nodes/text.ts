@@ -11,7 +11,7 @@ import {
   type ProcessNodeDef,
   type StreamingInputNodeDef,
 } from "../engine/types.js";
-import type { PropertyMetadata } from "../../protocol/index.js";
+import { CODEC_LIMITS, jsonTooDeep, type PropertyMetadata } from "../../protocol/index.js";
 import { renderTemplate } from "./template.js";
 import {
   asBool,
@@ -501,6 +501,9 @@ export const parseJson = textNode(
   [prop("text", "str", "", { description: "JSON string" })],
   "any",
   (i) => {
+    // Deeper values could be neither stored nor sent to clients (the codec's depth); deep enough ones overflow
+    // the stack of whatever walks them next.
+    if (jsonTooDeep(text(i))) throw new NodeError(`the JSON nests deeper than ${CODEC_LIMITS.maxDepth} levels`);
     try {
       return JSON.parse(text(i)) as unknown;
     } catch (err) {
