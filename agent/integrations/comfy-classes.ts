@@ -148,10 +148,11 @@ export function classOfType(type: string, classes: ComfyClasses, offered: Readon
   return undefined;
 }
 
+/** A ComfyUI link type as a catalog type: NodeTool's `image` for an IMAGE, `comfy.<type>` for the others. */
+const linkType = (t: string) => (t === "IMAGE" ? "image" : `comfy.${t.toLowerCase()}`);
+
 function propertyOf(i: ComfyInput): PropertyMetadata {
-  const type = i.values
-    ? "enum"
-    : (SCALARS[i.type] ?? (i.type === "IMAGE" ? "image" : `comfy.${i.type.toLowerCase()}`));
+  const type = i.values ? "enum" : (SCALARS[i.type] ?? linkType(i.type));
   return {
     name: i.name,
     type,
@@ -166,10 +167,7 @@ function propertyOf(i: ComfyInput): PropertyMetadata {
 /** The catalog entry of a class: pool `comfyui`, the class named so NodeTool's other namespaces for it resolve. */
 export function classMetadata(c: ComfyClass): NodeMetadata {
   const type = nodeTypeOf(c);
-  const outputs = c.outputs.map((o) => ({
-    name: o.name,
-    type: o.type === "IMAGE" ? "image" : `comfy.${o.type.toLowerCase()}`,
-  }));
+  const outputs = c.outputs.map((o) => ({ name: o.name, type: linkType(o.type) }));
   // A save node has no outputs in ComfyUI; its files leave on `image`.
   if (outputs.length === 0 && c.outputNode) outputs.push({ name: "image", type: "image" });
   return {
@@ -219,7 +217,6 @@ type Prompt = Record<string, { class_type: string; inputs: Record<string, unknow
 /** One compiled group: its prompt, what its node takes as data, and the graph's edges in and out rewritten. */
 interface Group {
   id: string;
-  members: string[];
   prompt: Prompt;
   data: Record<string, unknown>;
   /** The SaveImage added for an output other nodes take, by `<prompt id>/<output index>`. */
@@ -260,7 +257,7 @@ export function compileComfyGroups(
     let id = groups.length === 1 ? "comfyui" : `comfyui-${k + 1}`;
     while (taken.has(id)) id = `${id}_`;
     taken.add(id);
-    const g: Group = { id, members: ids, prompt: {}, data: { workflow: {}, timeout: 86_400 }, saves: new Map() };
+    const g: Group = { id, prompt: {}, data: { workflow: {}, timeout: 86_400 }, saves: new Map() };
     for (const m of ids) groupOf.set(m, g);
   });
   const edges: GraphEdge[] = [];

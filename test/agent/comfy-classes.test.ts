@@ -67,6 +67,47 @@ const compile = (g: Graph) =>
   compileComfyGroups(g, (type) => type === "comfy.Workflow", { classes, offered: new Map() });
 type Prompt = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
 
+t.test(
+  "comfy classes - an /object_info answer of the wrong shape gives what it can read, never a prototype key",
+  async (t) => {
+    t.same([...parseObjectInfo(null).keys()], [], "null: no classes");
+    t.same([...parseObjectInfo([1, 2]).keys()], [], "a list: no classes");
+    const odd = parseObjectInfo(
+      JSON.parse(`{
+      "__proto__": {"input": {"required": {}}, "output": []},
+      "constructor": {"input": {"required": {}}},
+      "NoInfo": 7,
+      "Weird": {"input": {"required": {"__proto__": ["INT"], "ok": ["INT", {"default": {"x": 1}, "min": "0"}],
+        "bad": "STRING", "empty": []}, "optional": 5}, "output": "IMAGE", "output_name": [1], "category": 9},
+      "Dupes": {"input": {}, "output": ["IMAGE", "IMAGE"], "output_name": ["IMAGE", "IMAGE"]}
+    }`),
+    );
+    t.same([...odd.keys()].sort(), ["Dupes", "Weird"], "prototype names and non-objects are left out");
+    t.same(
+      odd.get("Weird"),
+      {
+        name: "Weird",
+        title: "Weird",
+        description: "",
+        category: "",
+        inputs: [{ name: "ok", type: "INT", required: true }],
+        outputs: [],
+        outputNode: false,
+      },
+      "only the readable input; an object default and a text min are dropped",
+    );
+    t.same(
+      odd.get("Dupes")!.outputs.map((o) => o.name),
+      ["image", "image_1"],
+      "two outputs of one name get handles of their own",
+    );
+    const many = parseObjectInfo(
+      Object.fromEntries(Array.from({ length: 6_000 }, (_, i) => [`C${i}`, { input: {}, output: [] }])),
+    );
+    t.equal(many.size, 5_000, "at most 5,000 classes are read");
+  },
+);
+
 t.test("comfy classes - a NodeTool graph of ComfyUI nodes compiles to one prompt with ComfyUI's links", async (t) => {
   const g = compile(txt2imgGraph());
   const run = g.nodes.find((n) => n.type === "lib.comfy.RunWorkflow")!;
