@@ -679,6 +679,7 @@ export class JobRunner {
         attempt: this.attempt,
         agent_id: this.deps.agentId,
         started_at: r.started_at ?? now(),
+        dispatch_seq: this.msg.info.streamSequence,
       };
     };
     // A dispatch that carries the stored record (a retried submit) makes the claim one write when nothing

@@ -23,6 +23,7 @@ import {
   STREAM_JOBS,
   agentKey,
   canTransition,
+  decodeJobDispatch,
   decodeMsgpack,
   encodeJson,
   encodeMsgpack,
@@ -241,6 +242,8 @@ export class AgentRecords {
         agent_id: typeof want.agent_id === "string" ? want.agent_id : null,
         holder: principal,
         started_at: rec.started_at ?? now(),
+        dispatch_seq:
+          Number.isSafeInteger(want.dispatch_seq) && Number(want.dispatch_seq) > 0 ? want.dispatch_seq : undefined,
       };
     }
     if (!isTerminal(want.status)) throw forbid(`no agent step leads to ${want.status}`);
@@ -277,7 +280,7 @@ export class AgentRecords {
    * `nw_agents`, rewritten every few seconds with the jobs it runs, under its own principal's keys), so a holder
    * whose lease checks went to another gateway is not taken for gone.
    */
-  private async lapsed(cur: Stored): Promise<boolean> {
+  private async lapsed(cur: Stored, fraction = LAPSE_FRACTION): Promise<boolean> {
     let lastMs = cur.writtenMs;
     const holder = cur.rec.holder;
     const seen = this.seen.get(cur.rec.id);
@@ -289,7 +292,7 @@ export class AgentRecords {
       if (last) lastMs = Math.max(lastMs, last.time.getTime());
       lastMs = Math.max(lastMs, await this.lastBeatRunning(cur.rec, holder));
     }
-    return Date.now() - lastMs >= this.ackWaitMs * LAPSE_FRACTION;
+    return Date.now() - lastMs >= this.ackWaitMs * fraction;
   }
 
   /** When the holder's registration last said it runs the job (server time), or 0. */
@@ -325,6 +328,59 @@ export class AgentRecords {
     this.cache.set(s.rec.id, s);
     if (this.cache.size > CACHE_RECORDS) this.cache.delete(this.cache.keys().next().value!);
     return s;
+  }
+
+  /**
+   * Ends each of `runningIds` whose holder has been silent for a whole lease and whose dispatch is no longer in
+   * NW_JOBS: JetStream redelivers a dead holder's job only while its message is there, and any agent user may ack
+   * a message it did not pull (the ack subject is guessable), so such a job would stay `running` forever. Returns
+   * how many it ended (`JOB_ERR_DISPATCH_LOST`, by compare-and-set, with the terminal event).
+   */
+  async sweepLost(runningIds: readonly string[]): Promise<number> {
+    let ended = 0;
+    for (const id of runningIds) {
+      const cur = await this.read(id);
+      const seq = cur?.rec.dispatch_seq;
+      if (cur?.rec.status !== "running" || !seq || !cur.rec.holder) continue;
+      if (await this.dispatchPresent(id, seq)) continue;
+      if ((await this.lapsed(cur, 1)) && (await this.endLost(cur, seq))) ended++;
+    }
+    return ended;
+  }
+
+  /** Fails a running job whose dispatch is gone and whose holder is silent; false when another write came first. */
+  private async endLost(cur: Stored, seq: number): Promise<boolean> {
+    const { rec } = cur;
+    const message =
+      `its agent (${rec.holder}) stopped while running attempt ${rec.attempt}, and its dispatch (NW_JOBS ` +
+      `sequence ${seq}) was acknowledged by another NATS user or removed, so it cannot run again; submit it again`;
+    const error = { code: ErrorCode.JOB_ERR_DISPATCH_LOST, message };
+    const next: JobRecord = { ...rec, status: "failed", error, finished_at: now() };
+    const text = encodeJson(next);
+    const revision = await this.n.jobRecords.update(jobKeys.record(rec.id), text, cur.revision).catch(() => null);
+    if (revision === null) {
+      this.cache.delete(rec.id); // another gateway, or the holder, wrote it first
+      return false;
+    }
+    this.keep({ rec: next, text, revision, writtenMs: Date.now() });
+    this.seen.delete(rec.id);
+    this.log(`job ${rec.id}: ${message}`);
+    await this.publishTerminal(next);
+    return true;
+  }
+
+  /** True while NW_JOBS still holds `jobId`'s dispatch at `seq` (JetStream will deliver it again). */
+  private async dispatchPresent(jobId: string, seq: number): Promise<boolean> {
+    const m = await this.n.jsm.streams.getMessage(STREAM_JOBS, { seq }).catch((err: Error) => {
+      if (/no message|not found|404/i.test(err.message)) return null;
+      throw err;
+    });
+    if (!m) return false;
+    try {
+      return decodeJobDispatch(m.data).job_id === jobId;
+    } catch {
+      return false;
+    }
   }
 
   /** The terminal update of a finished record, with the id an agent's copy would have (stored once). */

@@ -66,11 +66,39 @@ function listen(app: TemplatedApp, config: Readonly<GatewayConfig>): Promise<us_
   });
 }
 
-/** Starts the gateway; throws `InvalidConfigError`, or when NATS or the port cannot be had. */
 /** How often a gateway looks for asset chunks no entry names, and how old they must be to go. */
 const UNSEALED_SWEEP_MS = 10 * 60_000;
 const UNSEALED_CHUNKS_MAX_AGE_MS = 60 * 60_000;
 
+/** Running jobs checked for a lost dispatch per lease (`AgentRecords.sweepLost`), the next ones at the next turn. */
+const LOST_SWEEP_BATCH = 500;
+
+/** Every lease, the next batch of running jobs is checked for a dead holder whose dispatch is gone. */
+function sweepLostDispatches(jobs: JobManager, records: AgentRecords, ackWaitMs: number): NodeJS.Timeout {
+  let cursor: string | undefined;
+  let busy = false;
+  const timer = setInterval(
+    function sweepLost() {
+      if (busy) return;
+      busy = true;
+      const { ids, next } = jobs.index.page({ status: "running", limit: LOST_SWEEP_BATCH, cursor }, LOST_SWEEP_BATCH);
+      cursor = next ?? undefined;
+      records
+        .sweepLost(ids)
+        .catch((err: unknown) =>
+          warn(`the sweep of running jobs for lost dispatches failed: ${(err as Error).message}`),
+        )
+        .finally(() => {
+          busy = false;
+        });
+    },
+    Math.max(1_000, ackWaitMs),
+  );
+  timer.unref();
+  return timer;
+}
+
+/** Starts the gateway; throws `InvalidConfigError`, or when NATS or the port cannot be had. */
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const config = compileGatewayConfig(options);
   const { uws, native, build } = loadUws();
@@ -102,6 +130,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       .catch((err: unknown) => warn(`the sweep of unsealed asset chunks failed: ${(err as Error).message}`));
   }, UNSEALED_SWEEP_MS);
   sweep.unref();
+  const lostSweep = sweepLostDispatches(jobs, agentRecords, config.ackWaitMs);
   const pools = new PoolConsumers(n, warn);
   await pools.start();
   const refusals = new RefusalLog(warn);
@@ -160,6 +189,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       stopped = true;
       expiry.stop();
       clearInterval(sweep);
+      clearInterval(lostSweep);
       wsHub.closeAll();
       uws.us_listen_socket_close(listenSocket);
       hub.stop();

@@ -43,6 +43,11 @@ export const ErrorCode = {
   JOB_ERR_INVALID: "JOB_ERR_INVALID",
   /** The submit could not store everything a queued job needs (its client got an error): the job never runs. */
   JOB_ERR_NOT_QUEUED: "JOB_ERR_NOT_QUEUED",
+  /**
+   * The job's agent stopped while running it and its dispatch was no longer in NW_JOBS (acknowledged by another
+   * NATS user, or removed), so nothing would deliver it again: a gateway ends it rather than leave it running.
+   */
+  JOB_ERR_DISPATCH_LOST: "JOB_ERR_DISPATCH_LOST",
   /** The job asks for more isolation (an execution strategy) than the agent that pulled it offers. */
   JOB_ERR_STRATEGY_UNAVAILABLE: "JOB_ERR_STRATEGY_UNAVAILABLE",
   /** The worker thread or subprocess running the graph died (a crash, its memory limit, a kill from outside). */

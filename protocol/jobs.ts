@@ -94,6 +94,11 @@ export interface JobRecord {
   holder?: string | null;
   /** SHA-256 (hex) of the dispatch's `claim_secret`: only an agent that pulled the dispatch can claim the job. */
   claim_hash?: string;
+  /**
+   * The NW_JOBS sequence of the dispatch `holder` pulled, as its claim said: a gateway that finds the holder gone
+   * and that message gone too knows nothing will deliver the job again (gateway/agent-records.ts `sweepLost`).
+   */
+  dispatch_seq?: number;
   /** A child job: the node of `job_id`'s attempt whose run was sent to this job's pool (docs/architecture.md). */
   parent?: { job_id: string; attempt: number; node_id: string };
   /** Assets the job's graph and params name: with its own and its family's, all its agent may read. */
