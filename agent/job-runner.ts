@@ -36,6 +36,7 @@ import {
   casJobRecord,
   readJobRecord,
   PayloadTooLargeError,
+  RecordRefusedError,
   type EventPublisher,
   type EventSource,
   type JobEventQueue,
@@ -686,7 +687,15 @@ export class JobRunner {
     // touched the record since (a cancel while queued did: then the compare-and-set reads and sees it).
     const known = this.attempt === 1 ? this.job.record : undefined;
     try {
-      return await casJobRecord(jobsKv, this.jobId, change, known);
+      if (known) return await casJobRecord(jobsKv, this.jobId, change, known);
+      return await this.store
+        .claim(this.attempt, this.deps.agentId, this.msg.info.streamSequence)
+        .catch((err: unknown) =>
+          // A gateway from before `record.claim` (a fleet mid-upgrade): a read, then a compare-and-set.
+          err instanceof RecordRefusedError && err.code === ErrorCode.GW_ERR_BAD_REQUEST
+            ? casJobRecord(jobsKv, this.jobId, change)
+            : Promise.reject(err),
+        );
     } catch (err) {
       this.deps.log(`job ${this.jobId}: claim failed (${(err as Error).message}); reading the record back`);
       const deadline = Date.now() + this.deps.ackWaitMs;

@@ -71,6 +71,9 @@ const LAPSE_FRACTION = 1 / 3;
 /** Records kept from this gateway's own reads and writes: a claim after a read, a finish after a claim, skip a read. */
 const CACHE_RECORDS = 10_000;
 
+/** A submitted record larger than this (big params) is not kept for its claim: the claim reads it. */
+const PRIME_MAX_CHARS = 16 * 1024;
+
 const now = () => new Date().toISOString();
 
 export class AgentRecords {
@@ -137,6 +140,7 @@ export class AgentRecords {
         }
       }
     }
+    if (req.type === "record.claim") return this.claim(principal, req);
     const cur = await this.read(req.job_id);
     const proven = cur !== null && this.proves(cur.rec, req.proof);
     switch (req.type) {
@@ -196,6 +200,50 @@ export class AgentRecords {
     }
   }
 
+  /**
+   * A claim in one round trip, decided by the same rules as a claiming update. Not claimable: the record is answered
+   * as stored, without a lease. This gateway's cached copy (the submit that made the record primed it) is tried
+   * first; a refusal or a lost compare-and-set on it is decided again on a fresh read.
+   */
+  private async claim(principal: string, req: Extract<RecordRequest, { type: "record.claim" }>): Promise<RecordReply> {
+    const cached = this.cache.get(req.job_id);
+    for (let tries = 0; tries < 10; tries++) {
+      const fresh = tries > 0 || cached === undefined;
+      const cur = fresh ? await this.read(req.job_id) : cached;
+      if (!cur) return { ok: true, record_json: null, revision: 0 };
+      if (!this.proves(cur.rec, req.proof))
+        throw new Refused(ErrorCode.GW_ERR_FORBIDDEN, `job ${req.job_id}: no claim secret of this job`);
+      const { attempt, agent_id, dispatch_seq } = req;
+      const want: JobRecord = { ...cur.rec, status: "running", attempt, agent_id, dispatch_seq };
+      const next = await this.allowed(principal, cur, want, true).catch((err: unknown) =>
+        err instanceof Refused ? null : Promise.reject(err),
+      );
+      const stored = next && (await this.write(cur, next));
+      const answer = stored ?? (fresh && !next ? cur : null);
+      if (answer)
+        return {
+          ok: true,
+          record_json: answer.text,
+          revision: answer.revision,
+          ...this.leaseOf(principal, answer.rec),
+        };
+    }
+    throw new Error(`job ${req.job_id}: the record kept changing under compare-and-set`);
+  }
+
+  /** `next` written over `cur` by compare-and-set; null when another write came first (the copy is then dropped). */
+  private async write(cur: Stored, next: JobRecord): Promise<Stored | null> {
+    const text = encodeJson(next);
+    try {
+      const revision = await this.n.jobRecords.update(jobKeys.record(next.id), text, cur.revision);
+      return this.keep({ rec: next, text, revision, writtenMs: Date.now() });
+    } catch (err) {
+      this.cache.delete(next.id);
+      if (/wrong last sequence/i.test(String((err as Error).message))) return null;
+      throw err;
+    }
+  }
+
   /** A record update: the stored record changed as the step the agent may take allows, by compare-and-set. */
   private async update(
     principal: string,
@@ -209,20 +257,11 @@ export class AgentRecords {
     // A write made on another revision would be refused by KV; say so the way KV does, so the agent reads again.
     if (cur.revision !== req.revision)
       return { ok: false, code: ErrorCode.GW_ERR_CONFLICT, message: "wrong last sequence" };
-    const text = encodeJson(next);
-    let revision: number;
-    try {
-      revision = await this.n.jobRecords.update(jobKeys.record(cur.rec.id), text, cur.revision);
-    } catch (err) {
-      this.cache.delete(cur.rec.id);
-      if (/wrong last sequence/i.test(String((err as Error).message)))
-        return { ok: false, code: ErrorCode.GW_ERR_CONFLICT, message: "wrong last sequence" };
-      throw err;
-    }
-    this.keep({ rec: next, text, revision, writtenMs: Date.now() });
+    const stored = await this.write(cur, next);
+    if (!stored) return { ok: false, code: ErrorCode.GW_ERR_CONFLICT, message: "wrong last sequence" };
     if (next.status !== "running") this.seen.delete(next.id);
     if (isTerminal(next.status)) await this.publishTerminal(next, req.duration_s);
-    return { ok: true, record_json: text, revision, ...this.leaseOf(principal, next) };
+    return { ok: true, record_json: stored.text, revision: stored.revision, ...this.leaseOf(principal, next) };
   }
 
   /** The record `want` asks for, built from the stored one; throws `Refused` when the agent may not take it. */
@@ -321,6 +360,11 @@ export class AgentRecords {
     return this.keep({ rec: parseJson(text) as JobRecord, text, revision: e.revision, writtenMs: e.created.getTime() });
   }
 
+  /** A record this gateway just created (a submit): the claim that follows in a moment then needs no read. */
+  remember(rec: JobRecord, text: string, revision: number): void {
+    if (text.length <= PRIME_MAX_CHARS) this.keep({ rec, text, revision, writtenMs: Date.now() });
+  }
+
   /** Remembers `s` (a finished record is let go: nothing writes it again), oldest first out. */
   private keep(s: Stored): Stored {
     this.cache.delete(s.rec.id);
@@ -356,13 +400,8 @@ export class AgentRecords {
       `sequence ${seq}) was acknowledged by another NATS user or removed, so it cannot run again; submit it again`;
     const error = { code: ErrorCode.JOB_ERR_DISPATCH_LOST, message };
     const next: JobRecord = { ...rec, status: "failed", error, finished_at: now() };
-    const text = encodeJson(next);
-    const revision = await this.n.jobRecords.update(jobKeys.record(rec.id), text, cur.revision).catch(() => null);
-    if (revision === null) {
-      this.cache.delete(rec.id); // another gateway, or the holder, wrote it first
-      return false;
-    }
-    this.keep({ rec: next, text, revision, writtenMs: Date.now() });
+    // Null: another gateway, or the holder, wrote it first.
+    if (!(await this.write(cur, next).catch(() => null))) return false;
     this.seen.delete(rec.id);
     this.log(`job ${rec.id}: ${message}`);
     await this.publishTerminal(next);

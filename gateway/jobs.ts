@@ -320,11 +320,24 @@ export class JobManager {
     return r;
   }
 
-  /** The job's record; null for none, and for an id no job can have (which no KV key could hold). */
-  async find(jobId: string): Promise<JobRecord | null> {
-    if (!ID_GRAMMAR.test(jobId)) return null;
-    return (await readJobRecord(this.n.jobsKv, jobId))?.rec ?? null;
+  /**
+   * The job's record; null for none, and for an id no job can have (which no KV key could hold). Asks that arrive
+   * while a read of the same record is in flight share it: a storm of resumes of one job is one read, not one each.
+   */
+  find(jobId: string): Promise<JobRecord | null> {
+    if (!ID_GRAMMAR.test(jobId)) return Promise.resolve(null);
+    let read = this.reading.get(jobId);
+    if (!read) {
+      read = readJobRecord(this.n.jobsKv, jobId)
+        .then((r) => r?.rec ?? null)
+        .finally(() => this.reading.get(jobId) === read && this.reading.delete(jobId));
+      this.reading.set(jobId, read);
+    }
+    return read;
   }
+
+  /** Record reads in flight by job id (`find`); a write here drops its job's, so a read after it is fresh. */
+  private readonly reading = new Map<string, Promise<JobRecord | null>>();
 
   /**
    * Newest first; `cursor` is the last id of the previous page. Ids come from the records view (job-index.ts),
@@ -441,6 +454,16 @@ export class JobManager {
     }
   }
 
+  /** Told of each record a submit here created, with its text and revision (the claims' cache, agent-records.ts). */
+  recordCreated: (rec: JobRecord, text: string, revision: number) => void = () => undefined;
+
+  private async createRecord(rec: JobRecord): Promise<number> {
+    const text = encodeJson(rec);
+    const revision = await this.n.jobRecords.create(jobKeys.record(rec.id), text);
+    this.recordCreated(rec, text, revision);
+    return revision;
+  }
+
   /**
    * Writes the `queued` event, the dispatch, the record and the workflow index entry; answers with the job once all
    * four are stored, or with the record an agent claimed meanwhile when some write failed; else throws.
@@ -462,7 +485,7 @@ export class JobManager {
     const announced = Promise.allSettled([
       this.publishEvent(rec.id, rec.workflow_id, 1, queued),
       this.publishDispatch(rec, graph, strategy),
-      this.n.jobRecords.create(jobKeys.record(rec.id), encodeJson(rec)),
+      this.createRecord(rec),
     ]);
     await Promise.resolve();
     const recorded = Promise.allSettled([this.n.jobRecords.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "")]);
@@ -652,6 +675,7 @@ export class JobManager {
       }
       return rec.cancel_requested ? null : { ...rec, cancel_requested: true };
     });
+    this.reading.delete(jobId);
     if (!r) throw notFound(`job "${jobId}"`);
     if (r.written && r.rec.status === "cancelled") {
       await this.publishEvent(

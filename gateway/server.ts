@@ -123,6 +123,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // Agents reach job records and get their pools' consumers only through the gateways.
   const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn, new ChildJobs(n, jobs, hub), agentAssets);
   agentRecords.start();
+  jobs.recordCreated = (rec, text, revision) => agentRecords.remember(rec, text, revision);
   const sweep = setInterval(function sweepUnsealedChunks() {
     agentAssets
       .sweepUnsealed(new Date(Date.now() - UNSEALED_CHUNKS_MAX_AGE_MS))

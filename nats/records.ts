@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeMsgpack, encodeMsgpack, jobKeys, parseJson } from "../protocol/index.js";
-import type { RecordReply, RecordRequest } from "../protocol/index.js";
+import type { JobRecord, RecordReply, RecordRequest } from "../protocol/index.js";
 import { subjects } from "../protocol/index.js";
 import type { KvReadEntry, RecordStore } from "./job-record.js";
 
@@ -84,6 +84,32 @@ export class JobRecordClient implements RecordStore {
     });
     this.keep(reply);
     return reply.revision;
+  }
+
+  /**
+   * Claims `attempt` in one request; null while the record is not stored. `written` when this claim took the
+   * record (it then names the attempt and agent, and the reply carried the lease).
+   */
+  async claim(
+    attempt: number,
+    agentId: string,
+    dispatchSeq: number,
+  ): Promise<{ rec: JobRecord; written: boolean; revision: number } | null> {
+    const reply = await this.client.ask({
+      type: "record.claim",
+      v: 1,
+      job_id: this.jobId,
+      proof: this.proof,
+      attempt,
+      agent_id: agentId,
+      dispatch_seq: dispatchSeq,
+    });
+    this.keep(reply);
+    if (reply.record_json === null) return null;
+    const rec = parseJson(reply.record_json) as JobRecord;
+    const written =
+      reply.lease !== undefined && rec.status === "running" && rec.attempt === attempt && rec.agent_id === agentId;
+    return { rec, written, revision: reply.revision };
   }
 
   /** Asks a gateway to (re)publish the terminal update of a finished record (deduplicated by its id). */

@@ -147,6 +147,20 @@ export type RecordRequest =
     }
   | { type: "record.terminal"; v: 1; job_id: string; proof: string }
   /**
+   * Claim `attempt` in one round trip: the gateway reads (or has) the record and writes the claim if the rules
+   * allow it. The reply holds the record as stored after it, with the lease when the claim was written.
+   */
+  | {
+      type: "record.claim";
+      v: 1;
+      job_id: string;
+      proof: string;
+      attempt: number;
+      agent_id: string;
+      /** The NW_JOBS sequence of the dispatch the attempt was delivered. */
+      dispatch_seq: number;
+    }
+  /**
    * Run node `node_id` of the attempt the asker holds as a child job (its `graph`: the node with its inputs, and an
    * output per handle), in the pool the node needs; `call` numbers the node's runs in the attempt. Idempotent.
    */
@@ -246,6 +260,12 @@ export function asRecordRequest(x: unknown): RecordRequest {
       return o as unknown as RecordRequest;
     case "asset.seal":
       return asSeal(o);
+    case "record.claim":
+      if (!Number.isSafeInteger(o.attempt) || (o.attempt as number) < 1 || typeof o.agent_id !== "string")
+        throw new Error('record.claim needs an integer "attempt" from 1 and an "agent_id" string');
+      if (!Number.isSafeInteger(o.dispatch_seq) || (o.dispatch_seq as number) < 1)
+        throw new Error('record.claim needs an integer "dispatch_seq" from 1');
+      return o as unknown as RecordRequest;
     case "record.update":
       if (typeof o.record_json !== "string" || !Number.isInteger(o.revision) || (o.revision as number) < 0) {
         throw new Error('record.update needs "record_json" and an integer "revision"');
