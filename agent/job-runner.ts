@@ -744,7 +744,8 @@ export class JobRunner {
           const invalid = shapeError(text);
           if (invalid !== null) {
             // The gateway would refuse the record each time: the job would run again until its attempts ran out.
-            const message = `the job's outputs cannot be stored: ${invalid}. They were sent as output_update events`;
+            // Its output_update events carried the same value, and gateways drop an event they cannot read: say so.
+            const message = `the job's outputs cannot be stored or sent to clients: ${invalid}`;
             const error = { code: ErrorCode.JOB_ERR_OUTPUT_INVALID, message };
             return { ...next, status: "failed", outputs: null, error };
           }

@@ -206,7 +206,7 @@ export class AgentRecords {
    * first; a refusal or a lost compare-and-set on it is decided again on a fresh read.
    */
   private async claim(principal: string, req: Extract<RecordRequest, { type: "record.claim" }>): Promise<RecordReply> {
-    const cached = this.cache.get(req.job_id);
+    const cached = this.cache.get(req.job_id) ?? (await this.creating.get(req.job_id)) ?? undefined;
     for (let tries = 0; tries < 10; tries++) {
       const fresh = tries > 0 || cached === undefined;
       const cur = fresh ? await this.read(req.job_id) : cached;
@@ -360,10 +360,22 @@ export class AgentRecords {
     return this.keep({ rec: parseJson(text) as JobRecord, text, revision: e.revision, writtenMs: e.created.getTime() });
   }
 
-  /** A record this gateway just created (a submit): the claim that follows in a moment then needs no read. */
-  remember(rec: JobRecord, text: string, revision: number): void {
-    if (text.length <= PRIME_MAX_CHARS) this.keep({ rec, text, revision, writtenMs: Date.now() });
+  /**
+   * A record this gateway is creating (a submit): the claim that follows in a moment waits for that write instead
+   * of reading the record (a read can also come before the write is stored, and be asked again).
+   */
+  remember(rec: JobRecord, text: string, revision: Promise<number>): void {
+    if (text.length > PRIME_MAX_CHARS) return;
+    const stored = revision.then(
+      (r) => this.keep({ rec, text, revision: r, writtenMs: Date.now() }),
+      () => null,
+    );
+    this.creating.set(rec.id, stored);
+    void stored.finally(() => this.creating.delete(rec.id));
   }
+
+  /** Records being created by this gateway's submits, by job id (only while the write is in flight). */
+  private readonly creating = new Map<string, Promise<Stored | null>>();
 
   /** Remembers `s` (a finished record is let go: nothing writes it again), oldest first out. */
   private keep(s: Stored): Stored {

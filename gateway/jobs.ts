@@ -454,12 +454,12 @@ export class JobManager {
     }
   }
 
-  /** Told of each record a submit here created, with its text and revision (the claims' cache, agent-records.ts). */
-  recordCreated: (rec: JobRecord, text: string, revision: number) => void = () => undefined;
+  /** Told of each record a submit here is creating, with its text and revision to come (agent-records.ts). */
+  recordCreated: (rec: JobRecord, text: string, revision: Promise<number>) => void = () => undefined;
 
-  private async createRecord(rec: JobRecord): Promise<number> {
+  private createRecord(rec: JobRecord): Promise<number> {
     const text = encodeJson(rec);
-    const revision = await this.n.jobRecords.create(jobKeys.record(rec.id), text);
+    const revision = this.n.jobRecords.create(jobKeys.record(rec.id), text);
     this.recordCreated(rec, text, revision);
     return revision;
   }
