@@ -183,6 +183,16 @@ t.test("confined - a second agent user cannot forge, rewrite, read or steer anot
       record_json: encodeJson({ id: jobId, status: "running", attempt: 9 }),
     });
     t.equal(claimOwn, "GW_ERR_FORBIDDEN", "or with the claim secret of its own job");
+    // The one-request claim follows the same rules.
+    const oneShot = { type: "record.claim", attempt: 9, agent_id: "attacker", dispatch_seq: 1 };
+    t.equal(await ask(subjects.records("agent-2"), oneShot), "GW_ERR_FORBIDDEN", "a record.claim without the secret");
+    t.equal(
+      await ask(subjects.records("agent-2"), { ...oneShot, proof: ownSecret }),
+      "GW_ERR_FORBIDDEN",
+      "or with its own job's",
+    );
+    const bad = await ask(subjects.records("agent-2"), { ...oneShot, attempt: 0, dispatch_seq: "1" });
+    t.equal(bad, "GW_ERR_BAD_REQUEST", "and a malformed one is refused as such");
     const asVictim = await ask(subjects.records("agent-1"), finish);
     t.not(asVictim, "ok", `asking as the victim is refused by NATS (${asVictim})`);
     // Child jobs are asked for by the parent's holder only: another agent can neither start one in the victim's
