@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one command that passes the tests on a fresh Debian machine (README "Test"):
 # installs what the tests need (Debian packages when run as root, npm packages), builds, runs every test file
-# (two at a time), and ends with a line "N passed, N failed". The tests start their own services
-# (nats-server, Pebble, gateways, agents) on ephemeral loopback ports; the one shared service is a Docker engine
-# (the docker strategy's tests), started here when none runs.
+# (two at a time; the cluster scenarios alone, last), and ends with a line "N passed, N failed". The tests start
+# their own services (nats-server, Pebble, gateways, agents) on ephemeral loopback ports; the one shared service is
+# a Docker engine (the docker strategy's tests), started here when none runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,14 +56,23 @@ npm run build >/dev/null || { npm run build; echo "0 passed, 1 failed"; exit 1; 
 
 echo "nats-server: $(nats-server --version 2>&1)"
 log=$(mktemp)
-npx tap "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-summary=$(grep -E '^# \{ total: [0-9]+' "$log" | tail -1)
-total=$(sed -nE 's/.*total: ([0-9]+).*/\1/p' <<<"$summary")
-pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
-total=${total:-0}; pass=${pass:-0}
-fail=$(sed -nE "s/.*fail: ([0-9]+).*/\1/p" <<<"$summary")
-failed=${fail:-0}
+# The 3-server cluster's fault scenarios run alone, after the rest: beside another test file on two cores,
+# nats-server 2.9's elections under SIGKILLs and restarts starve (one such run saw the events stream's replicas
+# disagree on what a sequence number holds). Given files run as given.
+alone=test/reliability/cluster.test.ts
+if [ $# -eq 0 ]; then
+  npx tap --exclude="$alone" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  npx tap -j1 "$alone" 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -ne 0 ] && status=1
+else
+  npx tap "$@" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+fi
+# Each tap run ends with one summary line; the counts are their sums.
+sum() { grep -E '^# \{ total: [0-9]+' "$log" | sed -nE "s/.*$1: ([0-9]+).*/\1/p" | awk '{ n += $1 } END { print n + 0 }'; }
+pass=$(sum pass)
+failed=$(sum fail)
 # A run that crashed or timed out without failed assertions still counts as a failure.
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 rm -f "$log"
