@@ -36,7 +36,6 @@ import {
   casJobRecord,
   readJobRecord,
   PayloadTooLargeError,
-  RecordRefusedError,
   type EventPublisher,
   type EventSource,
   type JobEventQueue,
@@ -688,14 +687,7 @@ export class JobRunner {
     const known = this.attempt === 1 ? this.job.record : undefined;
     try {
       if (known) return await casJobRecord(jobsKv, this.jobId, change, known);
-      return await this.store
-        .claim(this.attempt, this.deps.agentId, this.msg.info.streamSequence)
-        .catch((err: unknown) =>
-          // A gateway from before `record.claim` (a fleet mid-upgrade): a read, then a compare-and-set.
-          err instanceof RecordRefusedError && err.code === ErrorCode.GW_ERR_BAD_REQUEST
-            ? casJobRecord(jobsKv, this.jobId, change)
-            : Promise.reject(err),
-        );
+      return await this.store.claim(this.attempt, this.deps.agentId, this.msg.info.streamSequence, change);
     } catch (err) {
       this.deps.log(`job ${this.jobId}: claim failed (${(err as Error).message}); reading the record back`);
       const deadline = Date.now() + this.deps.ackWaitMs;

@@ -339,6 +339,18 @@ export class JobManager {
   /** Record reads in flight by job id (`find`); a write here drops its job's, so a read after it is fresh. */
   private readonly reading = new Map<string, Promise<JobRecord | null>>();
 
+  /** Every record write of this manager after its submit: a compare-and-set, then the job's shared read let go. */
+  private async casRecord(
+    jobId: string,
+    change: (rec: JobRecord) => JobRecord | null,
+  ): ReturnType<typeof casJobRecord> {
+    try {
+      return await casJobRecord(this.n.jobRecords, jobId, change);
+    } finally {
+      this.reading.delete(jobId);
+    }
+  }
+
   /**
    * Newest first; `cursor` is the last id of the previous page. Ids come from the records view (job-index.ts),
    * and only the page's records are read. With a state and a workflow both, at most
@@ -529,7 +541,7 @@ export class JobManager {
     const message = `submit failed: ${errorText(reason)}`;
     const error = { code: ErrorCode.JOB_ERR_NOT_QUEUED, message };
     try {
-      const r = await casJobRecord(this.n.jobRecords, rec.id, (cur) =>
+      const r = await this.casRecord(rec.id, (cur) =>
         cur.status === "queued" && cur.attempt === 0 ? { ...cur, status: "failed", error, finished_at: now() } : null,
       );
       if (r && !r.written) return r.rec;
@@ -564,7 +576,7 @@ export class JobManager {
     let ended = 0;
     for (const id of queued) {
       if (dispatched.has(id)) continue;
-      const r = await casJobRecord(this.n.jobRecords, id, (cur) =>
+      const r = await this.casRecord(id, (cur) =>
         cur.status === "queued" && Date.now() - Date.parse(cur.created_at) > ageMs
           ? { ...cur, status: "failed", error, finished_at: now() }
           : null,
@@ -663,7 +675,7 @@ export class JobManager {
    * finished → the final record, unchanged.
    */
   async cancel(jobId: string): Promise<JobRecord> {
-    const r = await casJobRecord(this.n.jobRecords, jobId, (rec) => {
+    const r = await this.casRecord(jobId, (rec) => {
       if (isTerminal(rec.status)) return null;
       if (rec.status === "queued") {
         return {
@@ -675,7 +687,6 @@ export class JobManager {
       }
       return rec.cancel_requested ? null : { ...rec, cancel_requested: true };
     });
-    this.reading.delete(jobId);
     if (!r) throw notFound(`job "${jobId}"`);
     if (r.written && r.rec.status === "cancelled") {
       await this.publishEvent(

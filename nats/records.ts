@@ -5,10 +5,10 @@
  * a gateway answers a write made on a stale revision with "wrong last sequence", as KV would.
  */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decodeMsgpack, encodeMsgpack, jobKeys, parseJson } from "../protocol/index.js";
+import { ErrorCode, decodeMsgpack, encodeMsgpack, jobKeys, parseJson } from "../protocol/index.js";
 import type { JobRecord, RecordReply, RecordRequest } from "../protocol/index.js";
 import { subjects } from "../protocol/index.js";
-import type { KvReadEntry, RecordStore } from "./job-record.js";
+import { casJobRecord, type KvReadEntry, type RecordStore } from "./job-record.js";
 
 /** A gateway refused a request (`code` from protocol/errors.ts). */
 export class RecordRefusedError extends Error {
@@ -88,22 +88,25 @@ export class JobRecordClient implements RecordStore {
 
   /**
    * Claims `attempt` in one request; null while the record is not stored. `written` when this claim took the
-   * record (it then names the attempt and agent, and the reply carried the lease).
+   * record (it then names the attempt and agent, and the reply carried the lease). A gateway from before
+   * `record.claim` (a fleet mid-upgrade) refuses it as a bad request: the claim is then `change` by read and
+   * compare-and-set.
    */
   async claim(
     attempt: number,
     agentId: string,
     dispatchSeq: number,
+    change: (rec: JobRecord) => JobRecord | null,
   ): Promise<{ rec: JobRecord; written: boolean; revision: number } | null> {
-    const reply = await this.client.ask({
-      type: "record.claim",
-      v: 1,
-      job_id: this.jobId,
-      proof: this.proof,
-      attempt,
-      agent_id: agentId,
-      dispatch_seq: dispatchSeq,
-    });
+    const req = { v: 1, job_id: this.jobId, proof: this.proof, attempt, agent_id: agentId } as const;
+    let reply: Extract<RecordReply, { ok: true }>;
+    try {
+      reply = await this.client.ask({ ...req, type: "record.claim", dispatch_seq: dispatchSeq });
+    } catch (err) {
+      if (err instanceof RecordRefusedError && err.code === ErrorCode.GW_ERR_BAD_REQUEST)
+        return casJobRecord(this, this.jobId, change);
+      throw err;
+    }
     this.keep(reply);
     if (reply.record_json === null) return null;
     const rec = parseJson(reply.record_json) as JobRecord;
