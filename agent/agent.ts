@@ -54,6 +54,8 @@ export interface RunningAgent {
 
 /** How often the agent asks its providers which models they offer. */
 const MODELS_REFRESH_MS = 60_000;
+/** How long an idle ↔ busy change waits before it is written (see `stateChanged`). */
+const STATE_BEAT_DELAY_MS = 250;
 /** How long a pull waits for a job when every pool has one open (each costs the server one request per expiry). */
 const IDLE_PULL_MS = 5_000;
 /**
@@ -112,6 +114,8 @@ class Agent implements RunningAgent {
   private stopping = false;
   private paused = false;
   private heartbeat: NodeJS.Timeout | null = null;
+  /** The registration write of an idle ↔ busy change, once it has waited `STATE_BEAT_DELAY_MS`. */
+  private stateBeat: NodeJS.Timeout | null = null;
   private modelsTimer: NodeJS.Timeout | null = null;
   /** Models each configured provider listed at its last answer (kept while a later listing fails). */
   private readonly models = new Map<LlmProvider, AgentModel[]>();
@@ -444,7 +448,15 @@ class Agent implements RunningAgent {
           if (c.type === "agent.drain") void this.stop({ graceful: true });
           else if (c.type === "agent.resume") this.paused = false;
           if (m.reply)
-            m.respond(new TextEncoder().encode(JSON.stringify({ ok: true, id: this.id, state: this.state })));
+            m.respond(
+              new TextEncoder().encode(
+                JSON.stringify({
+                  ok: true,
+                  id: this.id,
+                  state: this.state === "starting" ? this.state : this.currentState(),
+                }),
+              ),
+            );
         } catch {
           /* not ours to answer */
         }
@@ -698,11 +710,21 @@ class Agent implements RunningAgent {
         this.running.delete(dispatch.job_id);
         this.gpuGroups.give(gpus);
         this.wakeSlotWaiters();
-        if (this.running.size === 0) void this.beat().catch(() => undefined);
+        if (this.running.size === 0) this.stateChanged();
       });
-    // The heartbeat of an agent going from idle to busy serializes its registration and writes it (~0.2 ms
-    // here): in the next macrotask, after the graph's first steps (microtasks) have run, not before them.
-    if (this.running.size === 1) setImmediate(() => void this.beat().catch(() => undefined));
+    if (this.running.size === 1) this.stateChanged();
+  }
+
+  /**
+   * Idle ↔ busy is written to the registration `STATE_BEAT_DELAY_MS` later, and only if it still holds then: a run of
+   * short jobs one after another would otherwise make two KV writes per job, beside its claim and first events.
+   */
+  private stateChanged(): void {
+    if (this.stateBeat) return;
+    this.stateBeat = setTimeout(() => {
+      this.stateBeat = null;
+      if (!this.stopping && this.currentState() !== this.state) void this.beat().catch(() => undefined);
+    }, STATE_BEAT_DELAY_MS);
   }
 
   async stop(opts: { graceful?: boolean } = {}): Promise<void> {
@@ -720,6 +742,7 @@ class Agent implements RunningAgent {
     const handBackDeadline = Date.now() + 5_000;
     while (this.running.size > 0 && Date.now() < handBackDeadline) await sleep(20);
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.stateBeat) clearTimeout(this.stateBeat);
     if (this.modelsTimer) clearInterval(this.modelsTimer);
     this.spares?.close();
     this.comfy?.stop();

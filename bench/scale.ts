@@ -4,8 +4,8 @@
  * judged as a ratio to the smallest size, which runs twice per round (`<smallest>_aa`) for the noise band.
  *
  *   - records: 1k, 100k (and 1M with `BENCH_SCALE_RECORDS=1000,100000,1000000`: filling 1M takes minutes on 2
- *     cores) job records written straight into `nw_jobs` (record and workflow index entry, as the gateway writes
- *     them; 80 % completed, 100 workflows): a cold `/metrics` scrape (over 5 s after the last), `/api/jobs` first
+ *     cores) job records written straight into `nw_jobs` (as the gateway writes them;
+ *     80 % completed, 100 workflows): a cold `/metrics` scrape (over 5 s after the last), `/api/jobs` first
  *     page unfiltered, `?status=completed`, `?workflow_id=`, and `/api/jobs/<id>`.
  *   - queue: 0, 10k, 100k jobs queued through the gateway (`POST …/run`) in the `cpu` pool with no agent: submit
  *     p50 (one at a time), then gateway CPU per dequeue (the oldest queued jobs cancelled, position updates
@@ -140,17 +140,15 @@ function record(id: string, i: number, atMs: number): JobRecord {
   };
 }
 
-/** `n` records and their workflow index entries, written as the gateway writes them; returns their ids. */
+/** `n` job records, written as the gateway writes them; returns their ids. */
 async function fillRecords(natsUrl: string, n: number): Promise<string[]> {
   const nc = await connect({ servers: natsUrl });
   const t0 = Date.now();
   const ids = Array.from({ length: n }, (_, i) => newId(t0 - (n - i) * 10));
   const kv = (key: string) => `$KV.${KV_JOBS}.${key}`;
-  const empty = new Uint8Array(0);
   const utf8 = new TextEncoder();
   await publishAll(nc, n, (i) => [
     [kv(jobKeys.record(ids[i]!)), utf8.encode(encodeJson(record(ids[i]!, i, t0 - (n - i) * 10)))],
-    [kv(jobKeys.byWorkflow(wfOf(i), ids[i]!)), empty],
   ]);
   await nc.close();
   log(`records: ${label(n)} written in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

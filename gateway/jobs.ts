@@ -477,15 +477,14 @@ export class JobManager {
   }
 
   /**
-   * Writes the `queued` event, the dispatch, the record and the workflow index entry; answers with the job once all
-   * four are stored, or with the record an agent claimed meanwhile when some write failed; else throws.
+   * Writes the `queued` event, the dispatch and the record in one write, in that order; answers with the job once
+   * all three are stored, or with the record an agent claimed meanwhile when some write failed; else throws.
    *
-   * The first three go out in one write, in that order, and the index entry in the next (the one-microtask wait
-   * lets nats.js flush the first): running the job does not need the index, so its encoding stays off the
-   * dispatch's path. The server stores them in order, so `queued` always precedes the agent's `running`, and the
-   * record follows the dispatch by microseconds (an agent that gets there first waits for the record,
-   * agent/job-runner.ts, its graph starting meanwhile). Waiting for the record before sending the dispatch would
-   * cost a JetStream round trip in every job's time to first event.
+   * The server stores them in order, so `queued` always precedes the agent's `running`, and the record follows the
+   * dispatch by microseconds (an agent that gets there first waits for the record, agent/job-runner.ts, its graph
+   * starting meanwhile). Waiting for the record before sending the dispatch would cost a JetStream round trip in
+   * every job's time to first event. Listings by workflow come from the records (gateway/job-index.ts): no index
+   * entry is written.
    */
   private async storeJob(
     rec: JobRecord,
@@ -494,14 +493,11 @@ export class JobManager {
     heldKey: HeldKey | null,
   ): Promise<JobRecord> {
     const queued = jobUpdate.queued(this.queue.nextPosition(rec.pool), rec.pool, this.noAgentNote(rec.pool));
-    const announced = Promise.allSettled([
+    const writes = await Promise.allSettled([
       this.publishEvent(rec.id, rec.workflow_id, 1, queued),
       this.publishDispatch(rec, graph, strategy),
       this.createRecord(rec),
     ]);
-    await Promise.resolve();
-    const recorded = Promise.allSettled([this.n.jobRecords.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "")]);
-    const writes = [...(await announced), ...(await recorded)];
     const failed = writes.find((w): w is PromiseRejectedResult => w.status === "rejected");
     if (!failed) return rec;
     const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
@@ -659,7 +655,6 @@ export class JobManager {
     if (rec.status !== "queued") return;
     const ageMs = Date.now() - Date.parse(rec.created_at);
     if (!(ageMs < JOB_QUEUE_DEFAULTS.duplicateWindowMs - 10_000)) return;
-    await this.n.jobRecords.put(jobKeys.byWorkflow(rec.workflow_id, rec.id), "");
     await this.publishEvent(rec.id, rec.workflow_id, 1, jobUpdate.queued(this.queue.nextPosition(rec.pool), rec.pool));
     await this.publishDispatch(rec, graph, strategy, revision);
   }

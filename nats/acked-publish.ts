@@ -172,8 +172,8 @@ export class AckedPublisher {
  * A JetStream KV bucket whose writes go through an `AckedPublisher`. A KV put is a publish to the entry's subject
  * (`$KV.<bucket>.<key>`); a create and a compare-and-set update are the same publish with
  * `Nats-Expected-Last-Subject-Sequence` (0: the key must not exist; else the revision read). That is all the KV
- * client does for them, but through `js.publish`, a request each: the per-request cost above, on the four record
- * writes of every job (the gateway's create and index entry, the agent's claim and result). Revisions are the
+ * client does for them, but through `js.publish`, a request each: the per-request cost above, on the record
+ * writes of every job (the gateway's create, the claim and the result). Revisions are the
  * PubAck's stream sequence, as the KV client's are; a lost compare-and-set rejects with `PublishError` 10071
  * ("wrong last sequence"), as the KV client's does. Reads stay with the KV client (`read`).
  *

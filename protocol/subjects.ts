@@ -119,13 +119,10 @@ export function eventMsgId(jobId: string, attempt: number, n: number | string): 
   return `${jobId}:${attempt}:${n}`;
 }
 
-/** KV key layout of `nw_jobs`: records under `j.`, per-workflow index under `w.<workflow>.` (prefix scans). */
+/** KV key layout of `nw_jobs`: records under `j.` (listings by workflow or state are the gateway's, from them). */
 export const jobKeys = {
   record: (jobId: string) => `j.${checkToken(jobId, "job id")}`,
   allRecords: () => "j.*",
-  byWorkflow: (workflowId: string, jobId: string) =>
-    `w.${checkToken(workflowId, "workflow id")}.${checkToken(jobId, "job id")}`,
-  workflowPrefix: (workflowId: string) => `w.${checkToken(workflowId, "workflow id")}.*`,
   idempotency: (key: string) => `i.${key}`,
   /** A child job of `parentId` (a node sent to another pool): a cancel of the parent finds its children here. */
   child: (parentId: string, childId: string) => `c.${checkToken(parentId, "job id")}.${checkToken(childId, "job id")}`,

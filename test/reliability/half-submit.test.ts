@@ -195,8 +195,8 @@ t.test(
     const jsm = await jetstreamManager(nc);
     const bucket = `KV_${KV_JOBS}`;
     const cfg = (await jsm.streams.info(bucket)).config;
-    // A real refusal: a job record (~350 B of JSON) is now larger than the bucket takes; the workflow index entry
-    // (empty), the `queued` event and the dispatch (other streams) are still stored.
+    // A real refusal: a job record (~350 B of JSON) is now larger than the bucket takes; the `queued` event
+    // and the dispatch (other streams) are still stored.
     await jsm.streams.update(bucket, { ...cfg, max_msg_size: 128 });
 
     const ws = await WsClient.open(s.url, "json");
