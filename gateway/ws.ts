@@ -183,7 +183,9 @@ export class WsHub {
   private behavior() {
     const cfg = this.config;
     return {
-      maxPayloadLength: cfg.wsMaxPayloadBytes,
+      // uWS drops a frame past its own limit with no close frame (1006): up to twice ours, the socket is closed
+      // with 1009 and the reason instead (`onMessage`).
+      maxPayloadLength: cfg.wsMaxPayloadBytes * 2,
       maxBackpressure: cfg.wsMaxBackpressureBytes,
       // A client that cannot keep up is closed, not silently skipped: it resumes from its last seq.
       closeOnBackpressureLimit: 1,
@@ -317,6 +319,12 @@ export class WsHub {
   /** One client frame: decoded at the edge with its limit, then handled; every failure is answered, never thrown. */
   private onMessage(ws: WebSocket<SocketData>, message: ArrayBuffer, isBinary: boolean): void {
     this.framesIn++;
+    if (message.byteLength > this.config.wsMaxPayloadBytes) {
+      this.badFrames++;
+      const limit = this.config.wsMaxPayloadBytes;
+      ws.end(1009, `a frame of ${message.byteLength} bytes; at most ${limit} (wsMaxPayloadBytes)`);
+      return;
+    }
     this.setMode(ws, isBinary ? "binary" : "text");
     let cmd: ClientCommand;
     try {

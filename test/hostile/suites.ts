@@ -544,6 +544,15 @@ export async function wsOversize(t: Test, h: Hostile): Promise<void> {
     if (ex.closed && ![1006, 1009].includes(ex.closed.code))
       failures.push(`WS ${label} 8 MiB frame → closed ${ex.closed.code} (wanted 1009)`);
   }
+  // Just past the limit (1 MiB by default): a 1009 close that says why, not a dropped connection.
+  const near = await Sock.open(h, false);
+  t.teardown(() => near.ws.terminate());
+  const over = JSON.stringify({ command: "ping", data: { pad: "x".repeat(1024 * 1024 + 512 * 1024) } });
+  const nearEx = await h.input("WS JSON 1.5 MiB frame", () => near.exchange(over, 10_000));
+  if (nearEx.closed?.code !== 1009 || !/at most \d+ \(wsMaxPayloadBytes\)/.test(nearEx.closed.reason))
+    failures.push(
+      `WS JSON 1.5 MiB frame → ${JSON.stringify(nearEx.closed ?? nearEx.frames.slice(0, 2))} (wanted 1009)`,
+    );
   const after = await openWs(h);
   if (after.ws) after.ws.terminate();
   else failures.push(`WS upgrade after the oversize frames → ${after.status ?? after.error} ${after.body ?? ""}`);
