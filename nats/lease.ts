@@ -11,8 +11,13 @@ import { jobKeys } from "../protocol/index.js";
 
 /** Bytes of HMAC kept in a token (128 bits). */
 const TOKEN_BYTES = 16;
+/** Tokens kept after a verify (job, attempt, principal → token): every event of an attempt carries the same one. */
+const VERIFIED_MAX = 4_096;
 
 export class LeaseSigner {
+  /** The tokens of the attempts verified last, so that an attempt's events cost one HMAC, not one each. */
+  private readonly verified = new Map<string, Buffer>();
+
   constructor(private readonly key: Uint8Array) {
     if (key.byteLength < 32) throw new Error("a lease key has at least 32 bytes");
   }
@@ -37,7 +42,13 @@ export class LeaseSigner {
   /** True when `token` is `sign(jobId, attempt, principal)`. */
   verify(jobId: string, attempt: number, principal: string, token: string | undefined | null): boolean {
     if (!token || token.length > 64) return false;
-    const want = Buffer.from(this.sign(jobId, attempt, principal));
+    const key = `${jobId}\n${attempt}\n${principal}`;
+    let want = this.verified.get(key);
+    if (want === undefined) {
+      want = Buffer.from(this.sign(jobId, attempt, principal));
+      if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value!);
+      this.verified.set(key, want);
+    }
     const got = Buffer.from(token);
     return got.byteLength === want.byteLength && timingSafeEqual(got, want);
   }
