@@ -9,10 +9,10 @@
 import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 
 export interface KvViewSink {
-  /** A value written at `writtenMs` (the server's time); `revision` is its stream sequence. */
-  put(key: string, value: Uint8Array, writtenMs: number, revision: number): void;
-  /** The key was deleted or purged (at `revision`). */
-  delete(key: string, revision: number): void;
+  /** A value written at `writtenMs` (the server's time). */
+  put(key: string, value: Uint8Array, writtenMs: number): void;
+  /** The key was deleted or purged. */
+  delete(key: string): void;
 }
 
 export class KvView {
@@ -69,8 +69,8 @@ export class KvView {
     const key = m.subject.slice(prefixLength);
     const op = m.headers?.get("KV-Operation");
     try {
-      if (op === "DEL" || op === "PURGE") this.sink.delete(key, m.seq);
-      else this.sink.put(key, m.data, Math.floor(m.info.timestampNanos / 1e6), m.seq);
+      if (op === "DEL" || op === "PURGE") this.sink.delete(key);
+      else this.sink.put(key, m.data, Math.floor(m.info.timestampNanos / 1e6));
     } catch (err) {
       this.log(`${this.bucket}: the view could not take ${key}`, err);
     }

@@ -116,7 +116,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const jobs = new JobManager(n, config);
   await jobs.start(hubLog);
   const workflows = new WorkflowStore(n.workflowsKv, payloadLimitBytes(n.nc));
-  await workflows.start(n.js, hubLog);
   const app = uws.App();
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
   const hub = new EventHub(n.js, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
@@ -196,7 +195,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       uws.us_listen_socket_close(listenSocket);
       hub.stop();
       jobs.stop();
-      workflows.stop();
       agentRecords.stop();
       pools.stop();
       await n.nc.drain().catch(() => undefined);
