@@ -122,6 +122,14 @@ export interface Replay extends ReplayHeader {
   close(): void;
 }
 
+/** A replay the hub answers from memory at once: `batch(i)` gives up to a batch of its events from the i-th. */
+export interface MemoryReplay {
+  count: number;
+  lastSeq: number;
+  ended: boolean;
+  batch(from: number): Delivery[];
+}
+
 /** A whole replay in one array (small histories only: a job's events are capped by the stream). */
 export interface ReplayResult extends ReplayHeader {
   events: Delivery[];
@@ -546,25 +554,45 @@ export class EventHub {
     // loads it once into the cache, shared by every concurrent resume, so a storm of them reads the stream once.
     if (view && (view.midway || this.warming.has(jobId)) && after === 0)
       await this.warm(jobId, view).catch(() => undefined);
-    // Every gateway must answer the same: once retention may have removed the job's first events from the
-    // stream, the stream decides (it may say the history is incomplete).
-    if (view?.log && Date.now() - view.firstAtMs >= this.maxAgeMs) this.uncache(jobId, view);
-    if (view?.log) {
-      this.replaysFromMemory++;
-      const log = view.log;
-      // Up to what the log holds now: later events reach the follower live.
-      let i = log.indexAfter(after);
-      const end = log.length;
-      const make = (type: JobEventType, terminal: boolean, seq: number, bytes: Uint8Array) =>
-        new Delivery(type, terminal, seq, bytes, null, log);
-      return this.replayOf(end - i, view.lastSeq, false, view.fence.ended, async () => {
-        const out = log.slice(i, Math.min(end, i + this.replayBatch), make);
+    const now = this.replayNow(jobId, after);
+    if (now !== null) {
+      let i = 0;
+      return this.replayOf(now.count, now.lastSeq, false, now.ended, async () => {
+        const out = now.batch(i);
         i += out.length;
         return out;
       });
     }
     this.replaysFromStream++;
     return this.replayFromStream(jobId, after);
+  }
+
+  /**
+   * The replay after `after` from memory, when the hub holds the job's whole history (it saw every event live):
+   * everything up to the last event the hub processed, so a follower that joins the job's live events in the same
+   * turn misses nothing and gets nothing twice. Null when only the stream can answer (`openReplay`).
+   */
+  replayNow(jobId: string, after: number): MemoryReplay | null {
+    const view = this.views.get(jobId);
+    if (!view?.log || this.warming.has(jobId)) return null;
+    // Every gateway must answer the same: once retention may have removed the job's first events from the
+    // stream, the stream decides (it may say the history is incomplete).
+    if (Date.now() - view.firstAtMs >= this.maxAgeMs) {
+      this.uncache(jobId, view);
+      return null;
+    }
+    this.replaysFromMemory++;
+    const log = view.log;
+    const start = log.indexAfter(after);
+    const end = log.length;
+    const make = (type: JobEventType, terminal: boolean, seq: number, bytes: Uint8Array) =>
+      new Delivery(type, terminal, seq, bytes, null, log);
+    return {
+      count: end - start,
+      lastSeq: view.lastSeq,
+      ended: view.fence.ended,
+      batch: (from) => log.slice(start + from, Math.min(end, start + from + this.replayBatch), make),
+    };
   }
 
   private replayOf(

@@ -19,7 +19,7 @@ import {
   type ServerMessage,
 } from "../protocol/index.js";
 import type { GatewayConfig } from "./config.js";
-import type { Delivery, EventHub } from "./event-hub.js";
+import type { Delivery, EventHub, ReplayHeader } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
@@ -61,8 +61,19 @@ const topicsFor = (jobId: string): JobTopics => ({
 });
 const topicOf = (t: JobTopics, mode: Mode) => (mode === "binary" ? t.binary : t.text);
 
+type ReconnectCommand = Extract<ClientCommand, { command: "reconnect_job" }>;
+
+/** A `reconnect_job` waiting for its job's record (the socket's data kept: a closed socket gives none). */
+interface ResumeAsk {
+  ws: WebSocket<SocketData>;
+  u: SocketData;
+  cmd: ReconnectCommand;
+}
+
 export class WsHub {
   readonly sockets = new Set<WebSocket<SocketData>>();
+  /** `reconnect_job`s waiting for their job's record, by job: one read for all of them. */
+  private readonly resumesWaiting = new Map<string, ResumeAsk[]>();
   /** The topics of each job some socket joined: the fan-out skips every other job at once. */
   private readonly topics = new Map<string, JobTopics>();
   framesIn = 0;
@@ -338,12 +349,15 @@ export class WsHub {
       else this.sendTo(ws, { type: "error", ...error });
       return;
     }
-    void this.handle(ws, cmd).catch((err: unknown) => {
-      const { status, body } = toWireError(err);
-      if (status === 500) logInternal(err, "internal error on /ws");
-      const requestId = cmd.request_id ? { request_id: cmd.request_id } : {};
-      this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...requestId, error: body });
-    });
+    void this.handle(ws, cmd).catch((err: unknown) => this.replyError(ws, cmd, err));
+  }
+
+  /** A command that failed is answered as a command, with its request_id and the error's stable code. */
+  private replyError(ws: WebSocket<SocketData>, cmd: ClientCommand, err: unknown): void {
+    const { status, body } = toWireError(err);
+    if (status === 500) logInternal(err, "internal error on /ws");
+    const requestId = cmd.request_id ? { request_id: cmd.request_id } : {};
+    this.sendTo(ws, { type: "rpc_response", command: cmd.command, ...requestId, error: body });
   }
 
   private reply(ws: WebSocket<SocketData>, cmd: ClientCommand, result: unknown): void {
@@ -396,9 +410,8 @@ export class WsHub {
       case "run_job":
         return this.withFollowRoom(ws, undefined, (joined) => this.runJob(ws, cmd, joined));
       case "reconnect_job":
-        return this.withFollowRoom(ws, cmd.data.job_id, (joined) =>
-          this.resume(ws, cmd.data.job_id, cmd.data.last_seq ?? 0, joined),
-        );
+        this.reconnect(ws, cmd);
+        return;
       case "cancel_job": {
         const rec = await this.jobs.cancel(cmd.data.job_id);
         this.reply(ws, cmd, {
@@ -477,18 +490,106 @@ export class WsHub {
     this.reply(ws, cmd, { job_id: job.id, workflow_id: job.workflow_id, status: job.status });
   }
 
-  /** `reconnect_job`: header, replay after `lastSeq`, then live — moving to the topic once the hub caught up. */
-  private async resume(
+  /**
+   * `reconnect_job`: the follow room is taken now; the socket resumes once the job's record is read. Asks for one
+   * job wait together on one read, each as one entry (a storm of resumes holds no pending call per socket).
+   */
+  private reconnect(ws: WebSocket<SocketData>, cmd: ReconnectCommand): void {
+    const jobId = cmd.data.job_id;
+    this.checkFollowRoom(ws, jobId);
+    const u = ws.getUserData();
+    u.pendingFollows++;
+    const waiting = this.resumesWaiting.get(jobId);
+    if (waiting) {
+      waiting.push({ ws, u, cmd });
+      return;
+    }
+    const asks = [{ ws, u, cmd }];
+    this.resumesWaiting.set(jobId, asks);
+    this.jobs.get(jobId).then(
+      (rec) => this.resumeAll(jobId, asks, rec, null),
+      (err: unknown) => this.resumeAll(jobId, asks, null, err),
+    );
+  }
+
+  private resumeAll(jobId: string, asks: ResumeAsk[], rec: JobRecord | null, err: unknown): void {
+    this.resumesWaiting.delete(jobId);
+    for (const a of asks) {
+      a.u.pendingFollows--;
+      if (a.u.closed) continue;
+      if (rec === null) {
+        this.replyError(a.ws, a.cmd, err);
+        continue;
+      }
+      try {
+        this.resumeFrom(a, rec);
+      } catch (e) {
+        this.replyError(a.ws, a.cmd, e);
+      }
+    }
+  }
+
+  /**
+   * Header, replay after the ask's `last_seq`, then live. From memory it all happens in this turn: the replay
+   * ends at the last event the hub handed on, and every later one reaches the job's topic, joined now.
+   */
+  private resumeFrom(a: ResumeAsk, rec: JobRecord): void {
+    const { ws, u } = a;
+    const jobId = a.cmd.data.job_id;
+    const lastSeq = a.cmd.data.last_seq ?? 0;
+    const now = this.hub.replayNow(jobId, lastSeq);
+    if (now === null) {
+      void this.resume(ws, jobId, lastSeq, rec).catch((err: unknown) => this.replyError(ws, a.cmd, err));
+      return;
+    }
+    this.leaveJob(ws, jobId);
+    this.sendResumed(ws, jobId, rec, lastSeq, { count: now.count, lastSeq: now.lastSeq, incomplete: false });
+    for (let i = 0; i < now.count && !u.closed; ) {
+      const b = now.batch(i);
+      if (b.length === 0) break;
+      i += b.length;
+      ws.cork(() => {
+        for (const d of b) this.sendDelivery(ws, d);
+      });
+    }
+    if (!now.ended) this.joinTopic(ws, jobId);
+  }
+
+  /** `job_resumed` (and the record's state when the history is gone and nothing replays). */
+  private sendResumed(
     ws: WebSocket<SocketData>,
     jobId: string,
+    rec: JobRecord,
     lastSeq: number,
-    joined: () => void = () => undefined,
-  ): Promise<void> {
-    const rec: JobRecord = await this.jobs.get(jobId);
+    r: Pick<ReplayHeader, "count" | "lastSeq" | "incomplete"> | null,
+  ): void {
+    const incomplete = r?.incomplete ?? false;
+    this.sendTo(ws, {
+      type: "job_resumed",
+      job_id: jobId,
+      workflow_id: rec.workflow_id,
+      status: rec.status,
+      last_seq: r?.lastSeq ?? lastSeq,
+      replay_count: r?.count ?? 0,
+      ...(incomplete ? { replay_incomplete: true } : {}),
+    });
+    if (incomplete && (r?.count ?? 0) === 0) {
+      this.sendTo(ws, {
+        type: "job_update",
+        job_id: jobId,
+        workflow_id: rec.workflow_id,
+        attempt: rec.attempt,
+        status: rec.status,
+        ...(rec.error ? { error: rec.error } : {}),
+      });
+    }
+  }
+
+  /** A resume the stream answers: header, replay read in batches, then live — moving to the topic once caught up. */
+  private async resume(ws: WebSocket<SocketData>, jobId: string, lastSeq: number, rec: JobRecord): Promise<void> {
     const u = ws.getUserData();
     this.leaveJob(ws, jobId);
     const entry = { following: null as Following | null, onTopic: false };
-    joined();
     u.jobs.set(jobId, entry);
     let ended = false;
     const following = await follow(
@@ -496,28 +597,7 @@ export class WsHub {
       jobId,
       lastSeq,
       {
-        header: (r) => {
-          const incomplete = r?.incomplete ?? false;
-          this.sendTo(ws, {
-            type: "job_resumed",
-            job_id: jobId,
-            workflow_id: rec.workflow_id,
-            status: rec.status,
-            last_seq: r?.lastSeq ?? lastSeq,
-            replay_count: r?.count ?? 0,
-            ...(incomplete ? { replay_incomplete: true } : {}),
-          });
-          if (incomplete && (r?.count ?? 0) === 0) {
-            this.sendTo(ws, {
-              type: "job_update",
-              job_id: jobId,
-              workflow_id: rec.workflow_id,
-              attempt: rec.attempt,
-              status: rec.status,
-              ...(rec.error ? { error: rec.error } : {}),
-            });
-          }
-        },
+        header: (r) => this.sendResumed(ws, jobId, rec, lastSeq, r),
         send: (d) => this.sendDelivery(ws, d),
         // A replay batch in one socket write: outside uWS's own callbacks nothing corks sends by itself.
         batch: (fn) => (u.closed ? fn() : void ws.cork(fn)),

@@ -181,3 +181,61 @@ t.test(
     t.same(wire(again.events), want, "and a later replay from memory is the same history");
   },
 );
+
+t.test(
+  "replay cache - a storm of resumes from many points of a streaming job: each socket gets every later event once, in order",
+  async (t) => {
+    const s = await startStack(t, { agents: 1 });
+    const { runner, jobId } = await runTokensJob(s.url, 300, 100, 20);
+    t.teardown(() => runner.close());
+    const clients = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => WsClient.open(s.url, i % 2 ? "json" : "msgpack")),
+    );
+    t.teardown(() => Promise.all(clients.map((c) => c.close())));
+    // Resumed while tokens arrive, each from another point of what the runner has seen so far (0: the whole history).
+    const from: number[] = [];
+    for (const [i, c] of clients.entries()) {
+      const seen = runner.events(jobId).map((e) => Number(e.seq));
+      const lastSeq = i === 0 ? 0 : seen[Math.floor((seen.length * i) / clients.length)]!;
+      from.push(lastSeq);
+      c.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: lastSeq } });
+      if (i % 10 === 9) await new Promise((r) => setImmediate(r));
+    }
+    await runner.waitTerminal(jobId, 30_000);
+    const all = runner.events(jobId);
+    for (const [i, c] of clients.entries()) {
+      await c.waitTerminal(jobId, 10_000);
+      const want = wire(all.filter((e) => Number(e.seq) > from[i]!));
+      const got = wire(c.events(jobId));
+      if (JSON.stringify(got) !== JSON.stringify(want)) {
+        t.same(got, want, `socket ${i} resumed after seq ${from[i]}: every later event once, in order`);
+        return;
+      }
+      const header = c.messages.find((m) => m.type === "job_resumed");
+      t.equal(header?.job_id, jobId, `socket ${i} got its job_resumed header first`);
+    }
+    t.pass(`all ${clients.length} sockets got every event after their last seq, once each, in order`);
+  },
+);
+
+t.test(
+  "replay cache - resumes of a job that does not exist, sent together, are each answered with their own error",
+  async (t) => {
+    const s = await startStack(t, { agents: 0 });
+    const clients = await Promise.all(Array.from({ length: 20 }, () => WsClient.open(s.url, "json")));
+    t.teardown(() => Promise.all(clients.map((c) => c.close())));
+    // One socket leaves before its answer can come: the others are still answered, and the gateway keeps serving.
+    const gone = await WsClient.open(s.url, "json");
+    gone.send({ command: "reconnect_job", data: { job_id: "no-such-job", last_seq: 0 }, request_id: "gone" });
+    await gone.close();
+    const answers = await Promise.all(
+      clients.map((c) => c.request("reconnect_job", { job_id: "no-such-job", last_seq: 0 })),
+    );
+    for (const a of answers) {
+      t.equal((a.error as { code?: string } | undefined)?.code, "GW_ERR_NOT_FOUND", "answered: no such job");
+    }
+    t.equal(answers.length, 20, "every socket got its own answer, by its request_id");
+    const health = await fetch(`${s.url}/health`);
+    t.equal(health.status, 200, "the gateway still serves");
+  },
+);
