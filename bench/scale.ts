@@ -41,7 +41,7 @@ import {
   type AgentRegistration,
   type JobRecord,
 } from "../protocol/index.js";
-import { SERVER_NODE_ARGS, cpuNs, rssBytes, sleep, startTs, type Spawned } from "./lib/procs.js";
+import { SERVER_NODE_ARGS, cpuNs, rssBytes, sleep, startCompiled, type Spawned } from "./lib/procs.js";
 import { RawWs } from "./lib/rawws.js";
 import { absGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf } from "./lib/report.js";
 import type { Arm, GoalLine, Metrics } from "./lib/report.js";
@@ -481,7 +481,7 @@ async function holdSockets(
 async function socketsAt(n: number): Promise<{ ours: Metrics; bare: Metrics }> {
   const s = await stack();
   // The bare server runs with the gateway's V8 flags: the same heap policy on both sides of the ratio.
-  const floor = startTs("floor-server", "peers/floor-server.ts", [s.ns.url], { nodeArgs: [...SERVER_NODE_ARGS] });
+  const floor = startCompiled("floor-server", "peers/floor-server.ts", [s.ns.url], { nodeArgs: [...SERVER_NODE_ARGS] });
   try {
     const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
     for (const pid of [process.pid, s.gw.pid, floor.pid]) raiseFiles(pid);

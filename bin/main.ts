@@ -214,7 +214,7 @@ const LOG_LINE = /^(\{"level":|\[\d\d:\d\d:\d\d\.\d{3}\] )/;
  */
 function superviseAgent(argv: string[], log: Logger): AgentChild {
   const entry = join(ROOT, "bin", "nodeway.js");
-  // The same V8 flags as this process (the entry's --no-memory-reducer), but no debugger port to fight over.
+  // The same V8 flags as this process (the entry's --no-memory-reducer --max-semi-space-size=4), but no debugger port to fight over.
   const execArgv = process.execArgv.filter((a) => !a.startsWith("--inspect"));
   const env = { ...process.env, NODEWAY_LOG_FORMAT: logFormat(), NODEWAY_STOP_WITH_PARENT: "1" };
   let child: ChildProcess | null = null;

@@ -15,4 +15,4 @@ if ! command -v nats-server >/dev/null; then
 fi
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >/dev/null; else npm install --no-audit --no-fund >/dev/null; fi
 npm run build >/dev/null
-exec node --no-memory-reducer bin/nodeway.js up "$@"
+exec node --no-memory-reducer --max-semi-space-size=4 bin/nodeway.js up "$@"
