@@ -21,6 +21,7 @@ import {
 import type { GatewayConfig } from "./config.js";
 import type { Delivery, EventHub, ReplayHeader } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
+import { SocketFollows } from "./socket-follows.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
 import type { ThreadStore } from "./threads.js";
@@ -37,7 +38,7 @@ export interface SocketData {
   fixed: boolean;
   closed: boolean;
   /** Jobs this socket watches: via topic (`following` null) or directly while catching up. */
-  jobs: Map<string, { following: Following | null; onTopic: boolean }>;
+  jobs: SocketFollows;
   /** Digest of the API token it was opened with (auth on), checked again when the tokens are reloaded. */
   tokenDigest: Buffer | null;
   /** Follows promised to commands still being answered (a submit in flight), counted against the limit. */
@@ -283,7 +284,7 @@ export class WsHub {
       mode: chosen === "nodeway.json" ? "text" : "binary",
       fixed: chosen !== "",
       closed: false,
-      jobs: new Map(),
+      jobs: new SocketFollows(),
       tokenDigest,
       pendingFollows: 0,
     };
