@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf } from "./lib/report.js";
 import type { Arm, GoalLine } from "./lib/report.js";
-import { cpuNs, sleep, startTs, type Spawned } from "./lib/procs.js";
+import { cpuNs, sleep, startCompiled, startTs, type Spawned } from "./lib/procs.js";
 import { NatsServer, startAgent, startGateway, tokensGraph } from "./lib/stack.js";
 
 const BENCH = "ws_fanout";
@@ -26,8 +26,10 @@ const quick = process.argv.includes("--quick");
 const log = mkLog(BENCH);
 /** `BENCH_FANOUT_SIZES=1000,5000` runs some sizes only (diagnostics); the goal lines of the others are then absent. */
 const SIZES = process.env.BENCH_FANOUT_SIZES?.split(",").map(Number) ?? (quick ? [100, 1000] : [100, 1000, 5000]);
-/** Sizes with the JetStream floor arms (`BENCH_FANOUT_JS_SIZES=100,1000`; none unless set). */
+/** Sizes with every JetStream floor arm (`BENCH_FANOUT_JS_SIZES=100,1000`; none unless set). */
 const JS_FLOOR_SIZES = (process.env.BENCH_FANOUT_JS_SIZES ?? "").split(",").filter(Boolean).map(Number);
+/** The size whose goal line also compares ours with the library's JetStream floor (`uws_js_lib`, with its A/A). */
+const JS_GOAL_SIZE = 100;
 /**
  * The uWS pair's deliveries per second for each N: about half a core of bare uWS here. CPU per delivery falls with
  * load (uWS drains a loop iteration's publishes to a socket in one write, the kernel batches loopback receives), so
@@ -97,13 +99,17 @@ function pairNoise(res: Res, ours: string, peer: string): number {
   return aa + TICK_MS / med(res, ours, "user_cpu_ms");
 }
 
-/** The two goal lines of one N: ours against bare uWS, and ours against `ws`, each pair at its own common rate. */
+/**
+ * The goal lines of one N: ours against bare uWS, and ours against `ws`, each pair at its own common rate; at
+ * `JS_GOAL_SIZE` also ours against bare uWS fed by the library's ordered JetStream consumer, at the uWS pair's rate.
+ */
 function pairLines(n: number, res: Res, errors: Map<string, string[]>): GoalLine[] {
   const bad = (arms: string[]) => arms.flatMap((a) => (errors.get(a) ?? []).map((e) => `${a}: ${e}`));
-  const pairs = [
+  const pairs: (readonly [string, string, string, number])[] = [
     [`cpu_per_msg_vs_uws_${n}`, "ours", "uws", 1.3],
     [`cpu_per_msg_vs_ws_${n}`, "ours_at_ws_rate", "ws", 0.1],
-  ] as const;
+    ...(n === JS_GOAL_SIZE ? ([[`cpu_per_msg_vs_uws_js_${n}`, "ours", "uws_js_lib", 1.3]] as const) : []),
+  ];
   return pairs.map(([metric, ours, peer, target]) => {
     const e = bad([ours, peer, `${peer}_aa`]);
     if (e.length) return invalid(BENCH, metric, `ratio <= ${target}`, `invalid run: ${e.slice(0, 3).join("; ")}`);
@@ -212,6 +218,7 @@ async function measureSize(n: number, client: Spawned, s: Servers): Promise<Goal
     peer("uws_js_raw", jsRaw, jsRawPort, total),
     peer("uws_js_lib", jsLib, jsLibPort, total),
     peer("uws_js_republish", jsRep, jsRepPort, total),
+    ...(n === JS_GOAL_SIZE ? [peer("uws_js_lib_aa", jsLib, jsLibPort, total)] : []),
   ];
   const allArms: Arm[] = [
     oursAt("ours", total),
@@ -220,7 +227,8 @@ async function measureSize(n: number, client: Spawned, s: Servers): Promise<Goal
     oursAt("ours_at_ws_rate", WS_DELIVERIES_PER_S),
     peer("ws", s.wsgw, s.wsPort, WS_DELIVERIES_PER_S),
     peer("ws_aa", s.wsgw, s.wsPort, WS_DELIVERIES_PER_S),
-    ...(JS_FLOOR_SIZES.includes(n) ? jsArms : []),
+    // Every JetStream floor where asked for; the library's (and its A/A) at the size with its goal line.
+    ...(JS_FLOOR_SIZES.includes(n) ? jsArms : jsArms.filter((a) => n === JS_GOAL_SIZE && /^uws_js_lib/.test(a.name))),
   ];
   // `BENCH_FANOUT_ARMS=ours,uws_js_lib` runs some arms only (diagnostics: lines needing an absent arm are NaN).
   const only = process.env.BENCH_FANOUT_ARMS?.split(",");
@@ -236,13 +244,13 @@ const lines: GoalLine[] = [];
 try {
   const gw = await startGateway(ns.url, { cpu: "0" });
   await startAgent(ns.url, gw.url, { maxJobs: 8, cpu: "1" });
-  const floor = startTs("floor-server", "peers/floor-server.ts", [ns.url], { cpu: "0" });
+  const floor = startCompiled("floor-server", "peers/floor-server.ts", [ns.url], { cpu: "0" });
   const floorPort = Number((await floor.waitFor(/floor listening (\d+)/))[1]);
-  const jsRaw = startTs("floor-js-raw", "peers/floor-server.ts", [ns.url, "js-raw"], { cpu: "0" });
+  const jsRaw = startCompiled("floor-js-raw", "peers/floor-server.ts", [ns.url, "js-raw"], { cpu: "0" });
   const jsRawPort = Number((await jsRaw.waitFor(/floor listening (\d+)/))[1]);
-  const jsLib = startTs("floor-js-lib", "peers/floor-server.ts", [ns.url, "js-lib"], { cpu: "0" });
+  const jsLib = startCompiled("floor-js-lib", "peers/floor-server.ts", [ns.url, "js-lib"], { cpu: "0" });
   const jsLibPort = Number((await jsLib.waitFor(/floor listening (\d+)/))[1]);
-  const jsRep = startTs("floor-js-republish", "peers/floor-server.ts", [ns.url, "js-republish"], { cpu: "0" });
+  const jsRep = startCompiled("floor-js-republish", "peers/floor-server.ts", [ns.url, "js-republish"], { cpu: "0" });
   const jsRepPort = Number((await jsRep.waitFor(/floor listening (\d+)/))[1]);
   const wsgw = startTs("ws-gateway", "peers/ws-gateway.ts", [ns.url], { cpu: "0" });
   const wsPort = Number((await wsgw.waitFor(/ws listening (\d+)/))[1]);
@@ -258,7 +266,8 @@ try {
   const why = `bench failed: ${(err as Error).message.split("\n")[0]!.slice(0, 300)}`;
   log(why);
   for (const n of SIZES) {
-    for (const m of [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]) {
+    const metrics = [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`];
+    for (const m of n === JS_GOAL_SIZE ? [...metrics, `cpu_per_msg_vs_uws_js_${n}`] : metrics) {
       if (!lines.some((l) => l.metric === m)) lines.push(invalid(BENCH, m, "-", why));
     }
   }

@@ -104,7 +104,12 @@ const BENCHES: Bench[] = [
     quick: false,
     timeoutS: 2400,
     quickTimeoutS: 90,
-    metrics: (q) => fanoutSizes(q).flatMap((n) => [`cpu_per_msg_vs_uws_${n}`, `cpu_per_msg_vs_ws_${n}`]),
+    metrics: (q) =>
+      fanoutSizes(q).flatMap((n) => [
+        `cpu_per_msg_vs_uws_${n}`,
+        `cpu_per_msg_vs_ws_${n}`,
+        ...(n === 100 ? [`cpu_per_msg_vs_uws_js_${n}`] : []),
+      ]),
   },
   {
     name: "proxy",

@@ -229,7 +229,7 @@ export function startCompiled(
   name: string,
   script: string,
   args: string[] = [],
-  opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
+  opts: { cpu?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
 ): Spawned {
   return start(name, process.execPath, [...(opts.nodeArgs ?? []), compile(script), ...args], opts);
 }
