@@ -103,7 +103,7 @@ const BENCHES: Bench[] = [
     script: "fanout.ts",
     quick: false,
     timeoutS: 2400,
-    quickTimeoutS: 90,
+    quickTimeoutS: 180,
     metrics: (q) =>
       fanoutSizes(q).flatMap((n) => [
         `cpu_per_msg_vs_uws_${n}`,
