@@ -5,7 +5,9 @@
  * pairs per N: our gateway (events from a real agent via JetStream; one socket runs the job, the others
  * `reconnect_job` from seq 0) against a bare uWS.js server that `app.publish`es each NATS message, at about half a
  * core of bare uWS; and our gateway against the same gateway shape written with `ws` (a loop over sockets), at the
- * rate `ws` sustains. Each peer runs twice (A/A) for the noise band. Servers are pinned to core 0; clients,
+ * rate `ws` sustains. At N = 100 a third pair: ours against bare uWS reading the same events from JetStream (the job
+ * run by our gateway and agent, the floor's sockets fed from NW_EVENTS by the library's ordered consumer, as the
+ * gateway's hub is). Each peer runs twice (A/A) for the noise band. Servers are pinned to core 0; clients,
  * nats-server, agent and publisher to core 1.
  * Diagnostics (`BENCH_FANOUT_JS_SIZES=100`, table only): bare uWS fed from a JetStream stream, by a hand-parsed
  * push consumer (`uws_js_raw`, the least a fan-out whose events carry stream sequences can do), by the library's
@@ -28,7 +30,10 @@ const log = mkLog(BENCH);
 const SIZES = process.env.BENCH_FANOUT_SIZES?.split(",").map(Number) ?? (quick ? [100, 1000] : [100, 1000, 5000]);
 /** Sizes with every JetStream floor arm (`BENCH_FANOUT_JS_SIZES=100,1000`; none unless set). */
 const JS_FLOOR_SIZES = (process.env.BENCH_FANOUT_JS_SIZES ?? "").split(",").filter(Boolean).map(Number);
-/** The size whose goal line also compares ours with the library's JetStream floor (`uws_js_lib`, with its A/A). */
+/**
+ * The size whose goal line also compares ours with a JetStream floor: bare uWS reading the agent's own events from
+ * NW_EVENTS with the library's ordered consumer (`uws_js_nw`, with its A/A), the job run by our gateway and agent.
+ */
 const JS_GOAL_SIZE = 100;
 /**
  * The uWS pair's deliveries per second for each N: about half a core of bare uWS here. CPU per delivery falls with
@@ -101,14 +106,14 @@ function pairNoise(res: Res, ours: string, peer: string): number {
 
 /**
  * The goal lines of one N: ours against bare uWS, and ours against `ws`, each pair at its own common rate; at
- * `JS_GOAL_SIZE` also ours against bare uWS fed by the library's ordered JetStream consumer, at the uWS pair's rate.
+ * `JS_GOAL_SIZE` also ours against bare uWS fed the same events from NW_EVENTS, at the uWS pair's rate.
  */
 function pairLines(n: number, res: Res, errors: Map<string, string[]>): GoalLine[] {
   const bad = (arms: string[]) => arms.flatMap((a) => (errors.get(a) ?? []).map((e) => `${a}: ${e}`));
   const pairs: (readonly [string, string, string, number])[] = [
     [`cpu_per_msg_vs_uws_${n}`, "ours", "uws", 1.3],
     [`cpu_per_msg_vs_ws_${n}`, "ours_at_ws_rate", "ws", 0.1],
-    ...(n === JS_GOAL_SIZE ? ([[`cpu_per_msg_vs_uws_js_${n}`, "ours", "uws_js_lib", 1.3]] as const) : []),
+    ...(n === JS_GOAL_SIZE ? ([[`cpu_per_msg_vs_uws_js_${n}`, "ours", "uws_js_nw", 1.3]] as const) : []),
   ];
   return pairs.map(([metric, ours, peer, target]) => {
     const e = bad([ours, peer, `${peer}_aa`]);
@@ -136,7 +141,16 @@ interface Servers {
   floorPort: number;
   wsgw: Spawned;
   wsPort: number;
-  js: { jsRaw: Spawned; jsRawPort: number; jsLib: Spawned; jsLibPort: number; jsRep: Spawned; jsRepPort: number };
+  js: {
+    jsRaw: Spawned;
+    jsRawPort: number;
+    jsLib: Spawned;
+    jsLibPort: number;
+    jsRep: Spawned;
+    jsRepPort: number;
+    jsNw: Spawned;
+    jsNwPort: number;
+  };
 }
 type Window = { frames: number; cpuNs: number; userNs: number; sysNs: number; medPer: number; errors: string[] };
 
@@ -212,14 +226,26 @@ async function measureSize(n: number, client: Spawned, s: Servers): Promise<Goal
     const arm = { name, server: s.gw, ours: true, offered: total };
     return { name, run: (round) => measure(client, errors, arm, () => client.call(job, 300_000), round) };
   };
+  /** Bare uWS fed from NW_EVENTS while our gateway and agent run the job (`peer-nw`). */
+  const peerNw = (name: string, total: number): Arm => {
+    const rate = total / n;
+    const { jsNw, jsNwPort } = s.js;
+    const job = { op: "peer-nw", gwPort: s.gw.port, port: jsNwPort, n, graph: tokensGraph(rate), count: COUNT(rate) };
+    const arm = { name, server: jsNw, ours: false, offered: total };
+    return {
+      name,
+      run: (round) =>
+        measure(client, errors, arm, () => client.call({ ...job, probe: PROBE_MS(rate) }, 300_000), round),
+    };
+  };
   const total = deliveriesPerS(n);
   const { jsRaw, jsRawPort, jsLib, jsLibPort, jsRep, jsRepPort } = s.js;
   const jsArms = [
     peer("uws_js_raw", jsRaw, jsRawPort, total),
     peer("uws_js_lib", jsLib, jsLibPort, total),
     peer("uws_js_republish", jsRep, jsRepPort, total),
-    ...(n === JS_GOAL_SIZE ? [peer("uws_js_lib_aa", jsLib, jsLibPort, total)] : []),
   ];
+  const nwArms = n === JS_GOAL_SIZE ? [peerNw("uws_js_nw", total), peerNw("uws_js_nw_aa", total)] : [];
   const allArms: Arm[] = [
     oursAt("ours", total),
     peer("uws", s.floor, s.floorPort, total),
@@ -227,8 +253,8 @@ async function measureSize(n: number, client: Spawned, s: Servers): Promise<Goal
     oursAt("ours_at_ws_rate", WS_DELIVERIES_PER_S),
     peer("ws", s.wsgw, s.wsPort, WS_DELIVERIES_PER_S),
     peer("ws_aa", s.wsgw, s.wsPort, WS_DELIVERIES_PER_S),
-    // Every JetStream floor where asked for; the library's (and its A/A) at the size with its goal line.
-    ...(JS_FLOOR_SIZES.includes(n) ? jsArms : jsArms.filter((a) => n === JS_GOAL_SIZE && /^uws_js_lib/.test(a.name))),
+    ...nwArms,
+    ...(JS_FLOOR_SIZES.includes(n) ? jsArms : []),
   ];
   // `BENCH_FANOUT_ARMS=ours,uws_js_lib` runs some arms only (diagnostics: lines needing an absent arm are NaN).
   const only = process.env.BENCH_FANOUT_ARMS?.split(",");
@@ -252,6 +278,8 @@ try {
   const jsLibPort = Number((await jsLib.waitFor(/floor listening (\d+)/))[1]);
   const jsRep = startCompiled("floor-js-republish", "peers/floor-server.ts", [ns.url, "js-republish"], { cpu: "0" });
   const jsRepPort = Number((await jsRep.waitFor(/floor listening (\d+)/))[1]);
+  const jsNw = startCompiled("floor-js-nw", "peers/floor-server.ts", [ns.url, "js-nw"], { cpu: "0" });
+  const jsNwPort = Number((await jsNw.waitFor(/floor listening (\d+)/))[1]);
   const wsgw = startTs("ws-gateway", "peers/ws-gateway.ts", [ns.url], { cpu: "0" });
   const wsPort = Number((await wsgw.waitFor(/ws listening (\d+)/))[1]);
   const pub = startTs("floor-pub", "peers/floor-pub.ts", [ns.url], { cpu: "1" });
@@ -259,7 +287,14 @@ try {
   const client = startTs("fanout-client", "clients/fanout-client.ts", [], { cpu: "1", ipc: true });
   await client.waitFor(/client ready/);
 
-  const servers = { gw, floor, floorPort, wsgw, wsPort, js: { jsRaw, jsRawPort, jsLib, jsLibPort, jsRep, jsRepPort } };
+  const servers = {
+    gw,
+    floor,
+    floorPort,
+    wsgw,
+    wsPort,
+    js: { jsRaw, jsRawPort, jsLib, jsLibPort, jsRep, jsRepPort, jsNw, jsNwPort },
+  };
   for (const n of SIZES) lines.push(...(await measureSize(n, client, servers)));
 } catch (err) {
   process.exitCode = 1;

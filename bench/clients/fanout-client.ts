@@ -11,6 +11,8 @@ let socks: RawWs[] = [];
 let problems: string[] = [];
 const SAMPLES = 10;
 let rpc: ((m: Record<string, unknown>) => void) | null = null;
+/** `peer-nw`: the socket on our gateway that runs the job the floor's sockets watch. */
+let runner: RawWs | null = null;
 
 function watchSample(ws: RawWs, i: number): void {
   let last = -1;
@@ -95,6 +97,35 @@ serve(async (m) => {
       await waitAllLive(60_000, probe);
       return { jobId: job };
     }
+    case "peer-nw": {
+      // The job runs through our gateway (one socket there runs it); the N sockets watch it on the floor server,
+      // which reads the agent's events from NW_EVENTS as the gateway does.
+      const { gwPort, port, n, graph, count, probe } = m as unknown as {
+        gwPort: number;
+        port: number;
+        n: number;
+        graph: unknown;
+        count: number;
+        probe: number;
+      };
+      await openAll(port, n, "/ws");
+      runner = await RawWs.open(gwPort, "/ws", "nodeway.msgpack");
+      const resp = new Promise<Record<string, unknown>>((r) => {
+        runner!.onFrame = (_op, payload) => {
+          const ev = decodeMsgpack(payload) as Record<string, unknown>;
+          if (ev.type === "rpc_response") r(ev);
+        };
+      });
+      runner.send(0x2, encodeMsgpack({ command: "run_job", request_id: "r", data: { graph, params: { count } } }));
+      const r = await resp;
+      runner.onFrame = () => undefined;
+      const jobId = (r.result as { job_id?: string } | undefined)?.job_id;
+      if (!jobId) throw new Error(`run_job on the gateway failed: ${JSON.stringify(r).slice(0, 300)}`);
+      const watch = JSON.stringify({ watch: jobId });
+      for (const s of socks) s.send(0x1, watch);
+      await waitAllLive(60_000, probe);
+      return { jobId };
+    }
     case "window": {
       const { ms, pid } = m as unknown as { ms: number; pid: number };
       const f0 = socks.map((s) => s.frames);
@@ -118,10 +149,14 @@ serve(async (m) => {
     }
     case "stop": {
       const { jobId, ours } = m as unknown as { jobId: string; ours: boolean };
-      if (ours) socks[0]!.send(0x2, encodeMsgpack({ command: "cancel_job", data: { job_id: jobId } }));
+      const cancel = encodeMsgpack({ command: "cancel_job", data: { job_id: jobId } });
+      if (runner) runner.send(0x2, cancel);
+      else if (ours) socks[0]!.send(0x2, cancel);
       else socks[0]!.send(0x1, JSON.stringify({ stop: { job_id: jobId } }));
       await sleep(300);
       for (const s of socks) s.destroy();
+      runner?.destroy();
+      runner = null;
       socks = [];
       return null;
     }

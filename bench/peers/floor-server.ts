@@ -9,6 +9,8 @@
  *   takes the stream and consumer sequences from the reply subject, checking the latter for gaps (the least any
  *   resumable fan-out must do per event); `js-lib` reads the library's ordered consumer, called back, with the
  *   gateway's settings (what the gateway's hub sits on). Either publishes the bytes untouched, as the core floor;
+ * - or, with mode `js-nw`, reads the real agent's events from our own NW_EVENTS stream, as the gateway does (the
+ *   same events, arriving as they arrive at the gateway), and publishes them untouched to `j/<job>`;
  * - answers `POST /run` by a core NATS request to `floor.dispatch` and returns the reply as one NDJSON line
  *   (the dispatch floor: HTTP + NATS request/reply, nothing else).
  * Usage: node … floor-server.ts <nats-url>; prints `floor listening <port>`.
@@ -18,7 +20,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/
 import { uws } from "./uws.js";
 
 const natsUrl = process.argv[2]!;
-const MODES = ["core", "js-raw", "js-lib", "js-republish"] as const;
+const MODES = ["core", "js-raw", "js-lib", "js-republish", "js-nw"] as const;
 const mode = (process.argv[3] ?? "core") as (typeof MODES)[number];
 if (!MODES.includes(mode)) throw new Error(`unknown floor mode ${mode}`);
 const nc = await connect({ servers: natsUrl });
@@ -74,6 +76,22 @@ if (mode === "core") {
         process.stderr.write(`floor ${mode}: gap in ${job}, ${last} after ${seen}\n`);
       lastOfJob.set(job, seq);
       if (seq > 0) app.publish(`j/${job}`, m.data, true);
+    },
+  });
+} else if (mode === "js-nw") {
+  // The agent's own events as our gateway reads them: NW_EVENTS (made by the gateway), the library's ordered
+  // consumer with the gateway's settings, each message published untouched to `j/<job>` (`nw.events.<job>.<source>`).
+  const consumer = await jetstream(nc).consumers.get("NW_EVENTS", {
+    filter_subjects: "nw.events.>",
+    deliver_policy: DeliverPolicy.New,
+  });
+  await consumer.consume({
+    max_messages: 2_000,
+    expires: 2_000,
+    callback: (m) => {
+      // The stream sequence is read, as by the `js-lib` floor: a fan-out that resumes must know it per event.
+      const end = m.subject.lastIndexOf(".");
+      if (m.seq > 0) app.publish(`j/${m.subject.slice(10, end)}`, m.data, true);
     },
   });
 } else {
