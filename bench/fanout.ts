@@ -232,11 +232,8 @@ async function measureSize(n: number, client: Spawned, s: Servers): Promise<Goal
     const { jsNw, jsNwPort } = s.js;
     const job = { op: "peer-nw", gwPort: s.gw.port, port: jsNwPort, n, graph: tokensGraph(rate), count: COUNT(rate) };
     const arm = { name, server: jsNw, ours: false, offered: total };
-    return {
-      name,
-      run: (round) =>
-        measure(client, errors, arm, () => client.call({ ...job, probe: PROBE_MS(rate) }, 300_000), round),
-    };
+    const start = () => client.call<{ jobId: string }>({ ...job, probe: PROBE_MS(rate) }, 300_000);
+    return { name, run: (round) => measure(client, errors, arm, start, round) };
   };
   const total = deliveriesPerS(n);
   const { jsRaw, jsRawPort, jsLib, jsLibPort, jsRep, jsRepPort } = s.js;

@@ -32,6 +32,24 @@ const startExtra = (jobId: string) =>
     ? {}
     : { subject: mode === "js-republish" ? `floorjsr.src.${jobId}` : `floorjs.ev.${jobId}`, msg_id: true };
 
+/**
+ * Reads `stream` through the library's ordered consumer with the gateway's settings and publishes each message
+ * untouched to `j/<job>`. The stream sequence is read per event: a fan-out that resumes must know it.
+ */
+async function consumeOrdered(stream: string, filter: string, jobOf: (subject: string) => string): Promise<void> {
+  const consumer = await jetstream(nc).consumers.get(stream, {
+    filter_subjects: filter,
+    deliver_policy: DeliverPolicy.New,
+  });
+  await consumer.consume({
+    max_messages: 2_000,
+    expires: 2_000,
+    callback: (m) => {
+      if (m.seq > 0) app.publish(`j/${jobOf(m.subject)}`, m.data, true);
+    },
+  });
+}
+
 if (mode === "core") {
   nc.subscribe("floor.ev.*", {
     callback: (_err, m) => {
@@ -79,21 +97,8 @@ if (mode === "core") {
     },
   });
 } else if (mode === "js-nw") {
-  // The agent's own events as our gateway reads them: NW_EVENTS (made by the gateway), the library's ordered
-  // consumer with the gateway's settings, each message published untouched to `j/<job>` (`nw.events.<job>.<source>`).
-  const consumer = await jetstream(nc).consumers.get("NW_EVENTS", {
-    filter_subjects: "nw.events.>",
-    deliver_policy: DeliverPolicy.New,
-  });
-  await consumer.consume({
-    max_messages: 2_000,
-    expires: 2_000,
-    callback: (m) => {
-      // The stream sequence is read, as by the `js-lib` floor: a fan-out that resumes must know it per event.
-      const end = m.subject.lastIndexOf(".");
-      if (m.seq > 0) app.publish(`j/${m.subject.slice(10, end)}`, m.data, true);
-    },
-  });
+  // The agent's own events as our gateway reads them: NW_EVENTS (made by the gateway), `nw.events.<job>.<source>`.
+  await consumeOrdered("NW_EVENTS", "nw.events.>", (subject) => subject.slice(10, subject.lastIndexOf(".")));
 } else {
   const jsm = await jetstreamManager(nc);
   await jsm.streams
@@ -125,17 +130,7 @@ if (mode === "core") {
       ack_policy: AckPolicy.None,
     });
   } else {
-    const consumer = await jetstream(nc).consumers.get("FLOORJS", {
-      filter_subjects: "floorjs.ev.>",
-      deliver_policy: DeliverPolicy.New,
-    });
-    await consumer.consume({
-      max_messages: 2_000,
-      expires: 2_000,
-      callback: (m) => {
-        if (m.seq > 0) app.publish(`j/${m.subject.slice(11)}`, m.data, true);
-      },
-    });
+    await consumeOrdered("FLOORJS", "floorjs.ev.>", (subject) => subject.slice(11));
   }
 }
 
