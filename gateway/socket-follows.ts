@@ -4,11 +4,17 @@
  */
 import type { Following } from "./follow.js";
 
-/** How a socket takes one job's events: from the job's uWS topic (`following` null) or directly while catching up. */
+/**
+ * How a socket takes one job's events: from the job's uWS topic (`ON_TOPIC`), or directly while catching up (an
+ * entry of its own, `onTopic` false, whose `following` is set once the replay has started).
+ */
 export interface FollowEntry {
   following: Following | null;
-  onTopic: boolean;
+  readonly onTopic: boolean;
 }
+
+/** The entry of every follow taken from its job's topic: shared, as it holds nothing of its socket. */
+export const ON_TOPIC: FollowEntry = Object.freeze({ following: null, onTopic: true });
 
 export class SocketFollows {
   private oneId: string | null = null;

@@ -21,7 +21,7 @@ import {
 import type { GatewayConfig } from "./config.js";
 import type { Delivery, EventHub, ReplayHeader } from "./event-hub.js";
 import { follow, type Following } from "./follow.js";
-import { SocketFollows } from "./socket-follows.js";
+import { ON_TOPIC, SocketFollows } from "./socket-follows.js";
 import type { JobManager } from "./jobs.js";
 import type { WorkflowStore } from "./workflows.js";
 import type { ThreadStore } from "./threads.js";
@@ -51,11 +51,14 @@ export interface SocketData {
  * on them.
  */
 interface JobTopics {
+  /** The job's id, kept once: every socket on the topic files its follow under this string, not its own copy. */
+  jobId: string;
   binary: Buffer;
   text: Buffer;
   sockets: Set<WebSocket<SocketData>>;
 }
 const topicsFor = (jobId: string): JobTopics => ({
+  jobId,
   binary: Buffer.from(`j/${jobId}/m`),
   text: Buffer.from(`j/${jobId}/j`),
   sockets: new Set(),
@@ -160,11 +163,7 @@ export class WsHub {
     if (!t) this.topics.set(jobId, (t = topicsFor(jobId)));
     ws.subscribe(topicOf(t, u.mode));
     t.sockets.add(ws);
-    const entry = u.jobs.get(jobId);
-    if (entry) {
-      entry.onTopic = true;
-      entry.following = null;
-    } else u.jobs.set(jobId, { following: null, onTopic: true });
+    u.jobs.set(t.jobId, ON_TOPIC);
   }
 
   private leaveJob(ws: WebSocket<SocketData>, jobId: string): void {
