@@ -4,7 +4,6 @@
  * client that resumes sees exactly what a live client saw: no gap, no duplicate.
  */
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
-import type { MsgHdrs } from "@nats-io/transport-node";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import {
   STREAM_EVENTS,
@@ -21,8 +20,8 @@ import {
   type JobEventHead,
   type JobEventType,
 } from "../protocol/index.js";
-import { GATEWAY_SOURCE, LEASE_HEADER, sourceOfEventSubject } from "../protocol/index.js";
-import type { LeaseSigner } from "../nats/index.js";
+import { GATEWAY_SOURCE, sourceOfEventSubject } from "../protocol/index.js";
+import { leaseHeaderIn, leaseHeaderOf, type LeaseSigner } from "../nats/index.js";
 import { Fence } from "./fence.js";
 import { ReplayLog } from "./replay-log.js";
 
@@ -344,11 +343,13 @@ export class EventHub {
 
   private handle(m: JsMsg): void {
     const seq = m.seq;
+    // Read once: the library makes a new view of the message's bytes on every read.
+    const data = m.data;
     this.eventsIn++;
     let ev: JobEventHead;
     let whole: JobEvent | null;
     try {
-      ({ head: ev, ev: whole } = decodeEventHead(m.data));
+      ({ head: ev, ev: whole } = decodeEventHead(data));
     } catch (err) {
       this.badEvents++;
       this.log(`dropping malformed event at seq ${seq}: ${(err as Error).message}`);
@@ -361,7 +362,7 @@ export class EventHub {
       this.advance(seq);
       return;
     }
-    if (!this.leased(jobId, m.subject, ev, m.headers)) {
+    if (!this.leased(jobId, m.subject, ev, leaseHeaderOf(m))) {
       this.unleasedEvents++;
       this.advance(seq);
       return;
@@ -385,7 +386,7 @@ export class EventHub {
     view.lastSeq = seq;
     if (view.fence.admit(ev)) {
       // A cached job's events are written into its log at once: one copy of the bytes, not two.
-      const d = Delivery.of(ev, whole, seq, m.data, view.log?.reserve);
+      const d = Delivery.of(ev, whole, seq, data, view.log?.reserve);
       try {
         for (const s of this.subscribers) s(jobId, d);
         const ls = this.listeners.get(jobId);
@@ -403,10 +404,10 @@ export class EventHub {
    * The gateway's own events are trusted (no agent user may publish on its subjects); an agent's only with the
    * lease token of its principal (the subject's last token) for the event's attempt. Same rule live and on replay.
    */
-  private leased(jobId: string, subject: string, ev: JobEventHead, hdrs: MsgHdrs | undefined): boolean {
+  private leased(jobId: string, subject: string, ev: JobEventHead, token: string | undefined): boolean {
     const source = sourceOfEventSubject(subject);
     if (source === GATEWAY_SOURCE) return true;
-    return this.leases?.verify(jobId, ev.attempt, source, hdrs?.get(LEASE_HEADER)) === true;
+    return this.leases?.verify(jobId, ev.attempt, source, token) === true;
   }
 
   private remember(jobId: string, view: JobView, log: ReplayLog, d: Delivery): void {
@@ -652,7 +653,7 @@ export class EventHub {
           this.replayMessagesRead++;
           const h = headOf(m.data);
           const ok = h !== null && h.head.job_id === jobIdOfEventSubject(m.subject);
-          if (ok && !each(m.seq, h.head, h.ev, m.data, this.leased(h.head.job_id, m.subject, h.head, m.headers)))
+          if (ok && !each(m.seq, h.head, h.ev, m.data, this.leased(h.head.job_id, m.subject, h.head, leaseHeaderOf(m))))
             done = true;
           if (m.seq >= lastSeq) done = true;
           if (done) break;
@@ -682,7 +683,7 @@ export class EventHub {
     if (after > 0 && after <= lastSeq) {
       const at = await this.jsm.streams.getMessage(STREAM_EVENTS, { seq: after }).catch(() => null);
       const h = at && jobIdOfEventSubject(at.subject) === jobId ? headOf(at.data) : null;
-      if (h !== null && h.head.job_id === jobId && this.leased(jobId, at!.subject, h.head, at!.header)) {
+      if (h !== null && h.head.job_id === jobId && this.leased(jobId, at!.subject, h.head, leaseHeaderIn(at!.header))) {
         fence = fenceAt(jobId, h.head.attempt, isTerminalEvent(h.head));
         start = after + 1;
       }

@@ -11,6 +11,7 @@ export type { OutboxLimits } from "./outbox.js";
 export { EventPublisher, JobEventQueue, PayloadTooLargeError } from "./publisher.js";
 export type { EventSource, RetryPolicy } from "./publisher.js";
 export { LeaseSigner, loadLeaseSigner } from "./lease.js";
+export { leaseHeaderIn, leaseHeaderOf } from "./lease-header.js";
 export { RecordClient, JobRecordClient, RecordRefusedError } from "./records.js";
 export { renderAccounts, agentPrincipalOk } from "./accounts.js";
 export type { AccountsPlan } from "./accounts.js";

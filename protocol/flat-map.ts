@@ -21,8 +21,12 @@
 const KEY_CACHE_MAX_BYTES = 16;
 /** Distinct keys kept per key length: an event family has a few dozen keys in all. */
 const KEY_CACHE_PER_LENGTH = 32;
-/** Strings up to this many bytes are built char by char when ASCII; longer ones go through the native decoder. */
-const SHORT_ASCII_BYTES = 48;
+/**
+ * Strings up to this many bytes are built char by char when ASCII; longer ones go through the native decoder. Past
+ * 12 characters each `+=` makes a cons string that a later lookup flattens: a 40-character job id cost 430 ns that
+ * way against 110 through `TextDecoder` (Node 20); at 12 and below the loop is as fast or faster.
+ */
+const SHORT_ASCII_BYTES = 12;
 
 const keyCache: { bytes: Uint8Array; text: string }[][] = Array.from({ length: KEY_CACHE_MAX_BYTES + 1 }, () => []);
 const utf8 = new TextDecoder("utf-8");
