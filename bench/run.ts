@@ -102,7 +102,7 @@ const BENCHES: Bench[] = [
     bench: "ws_fanout",
     script: "fanout.ts",
     quick: false,
-    timeoutS: 2400,
+    timeoutS: 3600,
     quickTimeoutS: 180,
     metrics: (q) =>
       fanoutSizes(q).flatMap((n) => [

@@ -45,10 +45,36 @@ export function leaseInBlock(bytes: Uint8Array, end: number): string | undefined
   let line = lineEnd(bytes, 0, end) + 2; // the status line (`NATS/1.0`) is never a header
   while (line < end) {
     const stop = lineEnd(bytes, line, end);
-    if (isKeyAt(bytes, line, stop)) return utf8.decode(bytes.subarray(line + KEY.length + 1, stop)).trim();
+    if (isKeyAt(bytes, line, stop)) return valueAt(bytes, line + KEY.length + 1, stop);
     line = stop + 2;
   }
   return undefined;
+}
+
+/** Longest value the one-entry cache of `valueAt` keeps (a token is 22 characters). */
+const VALUE_CACHE_MAX_BYTES = 64;
+const lastValue = { bytes: new Uint8Array(VALUE_CACHE_MAX_BYTES), len: -1, text: "" };
+
+/**
+ * The value in `bytes[from, to)`, trimmed. Every event of an attempt carries the same token: the last value read is
+ * kept, with its bytes, and given again without decoding when the next one is the same.
+ */
+function valueAt(bytes: Uint8Array, from: number, to: number): string {
+  const len = to - from;
+  const last = lastValue;
+  if (len === last.len) {
+    // Every byte compared, whatever differs: the last value may be another attempt's token.
+    let diff = 0;
+    for (let k = 0; k < len; k++) diff |= last.bytes[k]! ^ bytes[from + k]!;
+    if (diff === 0) return last.text;
+  }
+  const text = utf8.decode(bytes.subarray(from, to)).trim();
+  if (len <= VALUE_CACHE_MAX_BYTES) {
+    last.bytes.set(bytes.subarray(from, to));
+    last.len = len;
+    last.text = text;
+  }
+  return text;
 }
 
 /** Index of the CR of the first CRLF at or after `from` (`end` when none). */

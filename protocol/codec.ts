@@ -131,12 +131,14 @@ export function withSeqMsgpack(
   const headBytes = count + 1 <= 15 ? 1 : 3;
   const body = bytes.length - bodyAt;
   const out = alloc(headBytes + body + SEQ_KEY.length + uintSize(seq));
+  // The whole map copied so that its body lands at `headBytes` (no view made of the body), then the head written
+  // over what came before it: the new head is never shorter than the old.
+  out.set(bytes, headBytes - bodyAt);
   if (headBytes === 1) out[0] = 0x80 | (count + 1);
   else {
     out[0] = 0xde;
     out.writeUInt16BE(count + 1, 1);
   }
-  out.set(bytes.subarray(bodyAt), headBytes);
   out.set(SEQ_KEY, headBytes + body);
   writeUint(out, headBytes + body + SEQ_KEY.length, seq);
   return out;

@@ -64,6 +64,31 @@ function key(bytes: Uint8Array, at: number, len: number): string {
   return s;
 }
 
+/** Longest picked value the one-entry cache of `picked` keeps (a job id is 26-40 bytes). */
+const PICKED_CACHE_MAX_BYTES = 64;
+const lastPicked = { bytes: new Uint8Array(PICKED_CACHE_MAX_BYTES), len: -1, text: "" };
+
+/**
+ * A picked value is a head field: an event's type or status (a few strings, kept in the key cache) or its job id
+ * (the same as the last event's while one job streams: kept in a one-entry cache). Either way not built again.
+ */
+function picked(bytes: Uint8Array, at: number, len: number): string {
+  if (len <= KEY_CACHE_MAX_BYTES) return key(bytes, at, len);
+  const last = lastPicked;
+  if (len === last.len) {
+    let k = 0;
+    while (k < len && last.bytes[k] === bytes[at + k]) k++;
+    if (k === len) return last.text;
+  }
+  const s = text(bytes, at, len);
+  if (len <= PICKED_CACHE_MAX_BYTES) {
+    last.bytes.set(bytes.subarray(at, at + len));
+    last.len = len;
+    last.text = s;
+  }
+  return s;
+}
+
 function float(bytes: Uint8Array, at: number, size: 4 | 8): number {
   const scratch = size === 8 ? f64Bytes : f32Bytes;
   if (LITTLE_ENDIAN) for (let k = 0; k < size; k++) scratch[size - 1 - k] = bytes[at + k]!;
@@ -127,7 +152,7 @@ export function decodeFlatMap(
     } else if (vh >= 0xa0 && vh <= 0xbf) {
       const l = vh & 0x1f;
       if (p + 1 + l > end) return undefined;
-      v = want ? text(bytes, p + 1, l) : undefined;
+      v = want ? (pick === undefined ? text(bytes, p + 1, l) : picked(bytes, p + 1, l)) : undefined;
       p += 1 + l;
     } else if (vh >= 0xe0) {
       v = vh - 0x100;
@@ -190,7 +215,7 @@ export function decodeFlatMap(
           if (p + 2 > end) return undefined;
           const l = bytes[p + 1]!;
           if (p + 2 + l > end) return undefined;
-          v = want ? text(bytes, p + 2, l) : undefined;
+          v = want ? (pick === undefined ? text(bytes, p + 2, l) : picked(bytes, p + 2, l)) : undefined;
           p += 2 + l;
           break;
         }

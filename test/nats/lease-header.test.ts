@@ -144,3 +144,12 @@ t.test("blocks cut short or without line ends are read without overrun", async (
   t.equal(leaseInBlock(long, end), TOKEN, "stops at the block's end");
   t.equal(leaseInBlock(long, 12), undefined, "a block end inside the key reads nothing past it");
 });
+
+t.test("consecutive leases of one length that differ in one byte are each read as sent", async (t) => {
+  const enc = (s: string) => new TextEncoder().encode(s);
+  const tokens = [TOKEN, `${TOKEN.slice(0, -1)}X`, TOKEN, ` ${TOKEN.slice(1)}`, TOKEN];
+  for (const token of tokens) {
+    const block = enc(`NATS/1.0\r\nNw-Lease: ${token}\r\n\r\n`);
+    t.equal(leaseInBlock(block, block.length), token.trim(), JSON.stringify(token));
+  }
+});

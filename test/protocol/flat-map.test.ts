@@ -355,3 +355,15 @@ t.test(
     }
   },
 );
+
+t.test("event head - job ids of one length that differ in one byte are each read as sent, in any order", async (t) => {
+  const ids = ["01JDQ7ZK3M8X4V5N6P7Q8R9S0T", "01JDQ7ZK3M8X4V5N6P7Q8R9S0U", "01JDQ7ZK3M8X4V5N6P7Q8R9S0é"];
+  const long = ["x".repeat(40), `${"x".repeat(39)}y`, "y".repeat(200)];
+  const order = [0, 0, 1, 0, 2, 2, 1, 0];
+  for (const set of [ids, long]) {
+    for (const i of order) {
+      const ev = { type: "chunk", job_id: set[i]!, attempt: 1, content: "tok", done: false };
+      t.equal(decodeEventHead(encodeMsgpack(ev)).head.job_id, set[i], `${set[i]!.slice(-3)} read back`);
+    }
+  }
+});
