@@ -6,7 +6,16 @@
  * Deletes and purges arrive as values with a `KV-Operation` header. Entries the bucket's `max_age` removes
  * leave no trace in the stream: owners drop those by the write time given with each value.
  */
-import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import {
+  DeliverPolicy,
+  type Consumer,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JsMsg,
+} from "@nats-io/jetstream";
+
+/** How often a view that is not yet ready asks the server whether its consumer has delivered everything. */
+const READY_POLL_MS = 1_000;
 
 export interface KvViewSink {
   /** A value written at `writtenMs` (the server's time). */
@@ -19,6 +28,7 @@ export class KvView {
   /** Resolves once every value the bucket held at the start has been read. */
   readonly ready: Promise<void>;
   private markReady!: () => void;
+  private isReady = false;
   private lastSeq = 0;
   private current: ConsumerMessages | null = null;
   private stopped = false;
@@ -30,7 +40,12 @@ export class KvView {
     private readonly sink: KvViewSink,
     private readonly log: (line: string, err?: unknown) => void,
   ) {
-    this.ready = new Promise((r) => (this.markReady = r));
+    this.ready = new Promise((r) => {
+      this.markReady = () => {
+        this.isReady = true;
+        r();
+      };
+    });
   }
 
   /** Starts reading; `ready` tells when the view holds the bucket as it was. */
@@ -57,11 +72,33 @@ export class KvView {
     });
     const info = await consumer.info(true);
     if (info.num_pending === 0) this.markReady();
-    return consumer.consume({
+    const messages = await consumer.consume({
       max_messages: 2_000,
       expires: 2_000,
       callback: (m) => this.take(m, prefix.length),
     });
+    if (!this.isReady) void this.pollReady(consumer, messages);
+    return messages;
+  }
+
+  /**
+   * `ready` comes from a value read with nothing pending after it. Values counted at the start may never come (a
+   * purge of the stream, entries aged out, a consumer recreated past them): then the server's word that the
+   * consumer has nothing pending, and everything it delivered has been taken, makes the view ready.
+   */
+  private async pollReady(consumer: Consumer, messages: ConsumerMessages): Promise<void> {
+    let idlePolls = 0;
+    while (!this.isReady && !this.stopped) {
+      await new Promise((r) => setTimeout(r, READY_POLL_MS).unref());
+      if (this.current !== messages) return; // a new consumer polls for itself
+      const info = await consumer.info(false).catch(() => null);
+      if (!info || info.num_pending > 0) {
+        idlePolls = 0;
+        continue;
+      }
+      // Delivered but not yet taken: the next poll looks again; three idle polls in a row settle it regardless.
+      if (info.delivered.stream_seq <= this.lastSeq || ++idlePolls >= 3) this.markReady();
+    }
   }
 
   private take(m: JsMsg, prefixLength: number): void {
