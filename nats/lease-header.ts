@@ -8,7 +8,7 @@
  */
 import type { JsMsg } from "@nats-io/jetstream";
 import type { MsgHdrs } from "@nats-io/transport-node";
-import { LEASE_HEADER } from "../protocol/index.js";
+import { LEASE_HEADER, LastText } from "../protocol/index.js";
 
 const KEY = new TextEncoder().encode(LEASE_HEADER);
 const CR = 0x0d;
@@ -51,30 +51,12 @@ export function leaseInBlock(bytes: Uint8Array, end: number): string | undefined
   return undefined;
 }
 
-/** Longest value the one-entry cache of `valueAt` keeps (a token is 22 characters). */
-const VALUE_CACHE_MAX_BYTES = 64;
-const lastValue = { bytes: new Uint8Array(VALUE_CACHE_MAX_BYTES), len: -1, text: "" };
+/** The last lease value read (a token is 22 characters): every event of an attempt carries the same one. */
+const lastValue = new LastText(64, (bytes, at, len) => utf8.decode(bytes.subarray(at, at + len)).trim());
 
-/**
- * The value in `bytes[from, to)`, trimmed. Every event of an attempt carries the same token: the last value read is
- * kept, with its bytes, and given again without decoding when the next one is the same.
- */
+/** The value in `bytes[from, to)`, trimmed. */
 function valueAt(bytes: Uint8Array, from: number, to: number): string {
-  const len = to - from;
-  const last = lastValue;
-  if (len === last.len) {
-    // Every byte compared, whatever differs: the last value may be another attempt's token.
-    let diff = 0;
-    for (let k = 0; k < len; k++) diff |= last.bytes[k]! ^ bytes[from + k]!;
-    if (diff === 0) return last.text;
-  }
-  const text = utf8.decode(bytes.subarray(from, to)).trim();
-  if (len <= VALUE_CACHE_MAX_BYTES) {
-    last.bytes.set(bytes.subarray(from, to));
-    last.len = len;
-    last.text = text;
-  }
-  return text;
+  return lastValue.of(bytes, from, to - from);
 }
 
 /** Index of the CR of the first CRLF at or after `from` (`end` when none). */

@@ -17,6 +17,8 @@
  * strings over 200 bytes.
  */
 
+import { LastText } from "./last-text.js";
+
 /** Map keys this long or shorter are cached (the library's key cache uses the same bound). */
 const KEY_CACHE_MAX_BYTES = 16;
 /** Distinct keys kept per key length: an event family has a few dozen keys in all. */
@@ -64,29 +66,15 @@ function key(bytes: Uint8Array, at: number, len: number): string {
   return s;
 }
 
-/** Longest picked value the one-entry cache of `picked` keeps (a job id is 26-40 bytes). */
-const PICKED_CACHE_MAX_BYTES = 64;
-const lastPicked = { bytes: new Uint8Array(PICKED_CACHE_MAX_BYTES), len: -1, text: "" };
+/** The job id picked last (26-40 bytes): the same as the last event's while one job streams. */
+const lastPicked = new LastText(64, text);
 
 /**
  * A picked value is a head field: an event's type or status (a few strings, kept in the key cache) or its job id
- * (the same as the last event's while one job streams: kept in a one-entry cache). Either way not built again.
+ * (kept in a one-entry cache). Either way not built again.
  */
 function picked(bytes: Uint8Array, at: number, len: number): string {
-  if (len <= KEY_CACHE_MAX_BYTES) return key(bytes, at, len);
-  const last = lastPicked;
-  if (len === last.len) {
-    let k = 0;
-    while (k < len && last.bytes[k] === bytes[at + k]) k++;
-    if (k === len) return last.text;
-  }
-  const s = text(bytes, at, len);
-  if (len <= PICKED_CACHE_MAX_BYTES) {
-    last.bytes.set(bytes.subarray(at, at + len));
-    last.len = len;
-    last.text = s;
-  }
-  return s;
+  return len <= KEY_CACHE_MAX_BYTES ? key(bytes, at, len) : lastPicked.of(bytes, at, len);
 }
 
 function float(bytes: Uint8Array, at: number, size: 4 | 8): number {

@@ -130,6 +130,7 @@ export {
   decodeAgentControl,
   decodeAgentRegistration,
 } from "./codec.js";
+export { LastText } from "./last-text.js";
 export { newId } from "./ids.js";
 export {
   checkSchema,
