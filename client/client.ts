@@ -23,6 +23,8 @@ export interface ClientOptions {
   WebSocket?: WebSocketCtor;
   /** Backoff between reconnects: doubles from `initialMs` (250) up to `maxMs` (10,000), with jitter. */
   reconnect?: { initialMs?: number; maxMs?: number };
+  /** The largest command frame sent: the gateway's `wsMaxPayloadBytes` (1 MiB unless its operator changed it). */
+  maxFrameBytes?: number;
 }
 
 export interface RunRequest {
@@ -77,6 +79,7 @@ export class NodewayClient {
       format: opts.format ?? "msgpack",
       ...(opts.WebSocket ? { WebSocket: opts.WebSocket } : {}),
       reconnect: { initialMs: opts.reconnect?.initialMs ?? 250, maxMs: opts.reconnect?.maxMs ?? 10_000 },
+      maxFrameBytes: opts.maxFrameBytes ?? 1024 * 1024,
       onState: (s) => this.emitState(s),
       onMessage: (m) => this.onMessage(m),
       onOpen: () => this.resumeAll(),

@@ -11,6 +11,8 @@ export const ClientErrorCode = {
   closed: "CLIENT_ERR_CLOSED",
   /** The gateway closed the socket for good (revoked or expired token: close code 1008). */
   refused: "CLIENT_ERR_REFUSED",
+  /** A command over the frame size the gateway takes (`maxFrameBytes`): it was not sent. */
+  tooLarge: "CLIENT_ERR_TOO_LARGE",
   /** A frame or body the client could not read. */
   protocol: "CLIENT_ERR_PROTOCOL",
 } as const;

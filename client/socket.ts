@@ -27,6 +27,8 @@ export interface SocketOptions {
   format: WireFormat;
   WebSocket?: WebSocketCtor;
   reconnect: { initialMs: number; maxMs: number };
+  /** The largest frame the gateway takes (its `wsMaxPayloadBytes`): a larger command is refused before it is sent. */
+  maxFrameBytes: number;
   onState(s: ConnState): void;
   /** Every message that is not a command's answer. */
   onMessage(m: ServerMessage): void;
@@ -131,7 +133,7 @@ export class Socket {
   private onClosed(ws: WsLike, code: number, reason: string): void {
     if (this.ws !== ws) return;
     this.ws = null;
-    this.dropPending();
+    this.dropPending(` (closed with ${code}${reason ? `: ${reason}` : ""})`);
     if (!this.wanted) return;
     if (code === 1008) {
       this.end(new NodewayError(ClientErrorCode.refused, `the gateway closed the connection: ${reason || code}`));
@@ -168,11 +170,15 @@ export class Socket {
     this.schedule();
   }
 
-  private dropPending(): void {
+  /** Fails every unanswered command; `why` tells how the connection ended, where known. */
+  private dropPending(why = ""): void {
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
       p.reject(
-        new NodewayError(ClientErrorCode.disconnected, `the connection dropped before "${p.command}" was answered`),
+        new NodewayError(
+          ClientErrorCode.disconnected,
+          `the connection dropped before "${p.command}" was answered${why}`,
+        ),
       );
     }
   }
@@ -209,9 +215,17 @@ export class Socket {
   async request<T>(cmd: ClientCommand): Promise<T> {
     await this.ready();
     const request_id = `r${this.nextId++}`;
+    const frame = encodeCommand({ ...cmd, request_id } as ClientCommand, this.o.format);
+    const bytes = typeof frame === "string" ? new TextEncoder().encode(frame).byteLength : frame.byteLength;
+    // The gateway would close the socket on it (1009), failing every other command in flight with it.
+    if (bytes > this.o.maxFrameBytes)
+      throw new NodewayError(
+        ClientErrorCode.tooLarge,
+        `"${cmd.command}" is ${bytes} bytes; the gateway takes frames up to ${this.o.maxFrameBytes} (maxFrameBytes): upload large inputs as assets and pass their asset:// ids`,
+      );
     return new Promise<T>((resolve, reject) => {
       this.pending.set(request_id, { command: cmd.command, resolve: resolve as (v: unknown) => void, reject });
-      this.send({ ...cmd, request_id } as ClientCommand);
+      if (this.state === "open" && this.ws) this.ws.send(frame);
     });
   }
 

@@ -188,3 +188,21 @@ t.test("client - the token goes as a subprotocol; without it the gateway refuses
   const run = await c.run({ graph: tokensWorkflow(3, 0).graph });
   t.equal((await run.done).status, "completed", "and runs");
 });
+
+t.test(
+  "client - a command over the gateway's frame size is refused before it is sent, with a clear error",
+  async (t) => {
+    const big = { blob: "x".repeat(1_500_000) };
+    const c = client(s.url);
+    await c.connect();
+    await t.rejects(c.run({ workflowId: "no-such-workflow", params: big }), { code: "CLIENT_ERR_TOO_LARGE" });
+    t.equal(c.state, "open", "the socket stays open: nothing was sent");
+    await t.rejects(c.run({ workflowId: "no-such-workflow" }), { code: "GW_ERR_NOT_FOUND" }, "and serves the next");
+    // A client told a larger limit than the gateway's sends it: the gateway closes with 1009 and says why.
+    const lax = client(s.url, { maxFrameBytes: 4 * 1024 * 1024 });
+    await lax.connect();
+    const err = await lax.run({ workflowId: "no-such-workflow", params: big }).catch((e: Error) => e);
+    t.match(err, { code: "CLIENT_ERR_DISCONNECTED", message: /1009/ }, "the gateway's close code reaches the caller");
+    await t.rejects(lax.run({ workflowId: "no-such-workflow" }), { code: "GW_ERR_NOT_FOUND" }, "it reconnects");
+  },
+);
