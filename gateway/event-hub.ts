@@ -22,6 +22,7 @@ import {
 } from "../protocol/index.js";
 import { GATEWAY_SOURCE, sourceOfEventSubject } from "../protocol/index.js";
 import { leaseHeaderIn, leaseHeaderOf, type LeaseSigner } from "../nats/index.js";
+import { badRequest } from "./errors.js";
 import { Fence } from "./fence.js";
 import { ReplayLog } from "./replay-log.js";
 
@@ -550,6 +551,7 @@ export class EventHub {
    * the whole history live (the same fence produced both), else read from JetStream starting after `after`.
    */
   async openReplay(jobId: string, after: number): Promise<Replay> {
+    await this.checkAfter(after);
     const view = this.views.get(jobId);
     // A job this hub joined midway (it started before this gateway) has no log: a resume of its whole history
     // loads it once into the cache, shared by every concurrent resume, so a storm of them reads the stream once.
@@ -566,6 +568,16 @@ export class EventHub {
     }
     this.replaysFromStream++;
     return this.replayFromStream(jobId, after);
+  }
+
+  /**
+   * Refuses a resume after a seq no stored event has: it would wait for events that never come. A seq past what
+   * this hub has processed is asked of the stream (another gateway may have sent it an event this one has not read).
+   */
+  async checkAfter(after: number): Promise<void> {
+    if (after <= this.lastSeq) return;
+    const last = (await this.jsm.streams.info(STREAM_EVENTS)).state.last_seq;
+    if (after > last) throw badRequest(`a resume after seq ${after}: no stored event has a seq past ${last}`);
   }
 
   /**

@@ -537,7 +537,8 @@ export class WsHub {
     const { ws, u } = a;
     const jobId = a.cmd.data.job_id;
     const lastSeq = a.cmd.data.last_seq ?? 0;
-    const now = this.hub.replayNow(jobId, lastSeq);
+    // Past what the hub has processed: the stream path, which checks the seq against what is stored.
+    const now = lastSeq > this.hub.lastSeq ? null : this.hub.replayNow(jobId, lastSeq);
     if (now === null) {
       void this.resume(ws, jobId, lastSeq, rec).catch((err: unknown) => this.replyError(ws, a.cmd, err));
       return;

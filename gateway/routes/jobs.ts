@@ -75,6 +75,7 @@ export function registerJobRoutes(ctx: RouteContext): void {
     const jobId = req.params[0]!;
     const rec = await jobs.get(jobId);
     const after = resumeSeq(req);
+    await ctx.hub.checkAfter(after);
     const sse = wantsSse(req);
     startEventStream(ctx, reply, sse);
     const sink = {

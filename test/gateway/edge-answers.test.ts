@@ -79,3 +79,53 @@ t.test("edge - limit=0, a job id no job can have, and malformed commands are ans
   );
   t.equal((await api(s.url, "GET", "/health")).status, 200, "the gateway goes on serving");
 });
+
+t.test(
+  "edge - a resume after a seq no stored event has is refused; one at the last stored seq goes on live",
+  async (t) => {
+    const s = await startStack(t, { agents: 0 });
+    await api(s.url, "PUT", "/api/workflows/wait", { graph: { nodes: [], edges: [] } });
+    const run = await api(s.url, "POST", "/api/workflows/wait/run", {});
+    const jobId = String((run.body as { job_id: string }).job_id); // no agent: it stays queued
+    const ws = await WsClient.open(s.url, "msgpack");
+    t.teardown(() => ws.close());
+    /** The answer to one resume: its `job_resumed`, or its refusal. */
+    const resumed = (after: number) => {
+      const request_id = `resume-${after}`;
+      const from = ws.messages.length;
+      ws.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: after }, request_id });
+      return check(
+        () =>
+          ws.messages
+            .slice(from)
+            .find(
+              (m) =>
+                (m.type === "job_resumed" && m.job_id === jobId) ||
+                (m.type === "rpc_response" && m.request_id === request_id),
+            ),
+        5_000,
+      );
+    };
+    const first = await resumed(0);
+    const stored = Number(first.last_seq);
+    t.ok(stored > 0, `the job's events are stored up to seq ${stored}`);
+    for (const past of [Number.MAX_SAFE_INTEGER, stored + 1_000_000]) {
+      const r = await ws.request("reconnect_job", { job_id: jobId, last_seq: past });
+      t.match(
+        r,
+        { error: { code: "GW_ERR_BAD_REQUEST", message: /no stored event has a seq past \d+/ } },
+        `a socket's resume after ${past}`,
+      );
+      const http = await api(s.url, "GET", `/api/jobs/${jobId}/events?after=${past}`);
+      t.match(http, { status: 400, body: { code: "GW_ERR_BAD_REQUEST" } }, `an HTTP stream after ${past}`);
+    }
+    const live = await WsClient.open(s.url, "msgpack");
+    t.teardown(() => live.close());
+    live.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: stored } });
+    await check(() => live.messages.find((m) => m.type === "job_resumed"));
+    t.equal((await api(s.url, "POST", `/api/jobs/${jobId}/cancel`)).status, 200);
+    const end = await live.waitTerminal(jobId);
+    t.match(end, { status: "cancelled" }, "a resume at the last stored seq gets the job's later events");
+    t.ok(end.seq! > stored, "after that seq only");
+  },
+);
