@@ -6,13 +6,13 @@
  * `reconnect_job` from seq 0) against a bare uWS.js server that `app.publish`es each NATS message, at about half a
  * core of bare uWS; and our gateway against the same gateway shape written with `ws` (a loop over sockets), at the
  * rate `ws` sustains. At N = 100 a third pair: ours against bare uWS reading the same events from JetStream (the job
- * run by our gateway and agent, the floor's sockets fed from NW_EVENTS by the library's ordered consumer, as the
- * gateway's hub is). Each peer runs twice (A/A) for the noise band. Servers are pinned to core 0; clients,
- * nats-server, agent and publisher to core 1.
+ * run by our gateway and agent, the floor's sockets fed from NW_EVENTS by a push consumer read on a core
+ * subscription, the sequences taken from each reply subject, as the gateway's hub reads them). Each peer runs twice
+ * (A/A) for the noise band. Servers are pinned to core 0; clients, nats-server, agent and publisher to core 1.
  * Diagnostics (`BENCH_FANOUT_JS_SIZES=100`, table only): bare uWS fed from a JetStream stream, by a hand-parsed
  * push consumer (`uws_js_raw`, the least a fan-out whose events carry stream sequences can do), by the library's
- * ordered consumer as the gateway uses it (`uws_js_lib`), and by the stream's republish to core NATS with the
- * sequence read from the raw header bytes (`uws_js_republish`).
+ * ordered consumer as the gateway used it before it read a push consumer itself (`uws_js_lib`), and by the stream's
+ * republish to core NATS with the sequence read from the raw header bytes (`uws_js_republish`).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -32,7 +32,8 @@ const SIZES = process.env.BENCH_FANOUT_SIZES?.split(",").map(Number) ?? (quick ?
 const JS_FLOOR_SIZES = (process.env.BENCH_FANOUT_JS_SIZES ?? "").split(",").filter(Boolean).map(Number);
 /**
  * The size whose goal line also compares ours with a JetStream floor: bare uWS reading the agent's own events from
- * NW_EVENTS with the library's ordered consumer (`uws_js_nw`, with its A/A), the job run by our gateway and agent.
+ * NW_EVENTS through a push consumer read on a core subscription (`uws_js_nw`, with its A/A), the job run by our
+ * gateway and agent.
  */
 const JS_GOAL_SIZE = 100;
 /**

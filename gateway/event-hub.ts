@@ -1,10 +1,11 @@
 /**
- * The gateway's one view of `NW_EVENTS`: a single ordered consumer on `nw.events.>` feeds every
+ * The gateway's one view of `NW_EVENTS`: a single push consumer on `nw.events.>` (nats/push-consumer.ts) feeds every
  * local watcher, and replay reads a job's stored events by subject. Both apply the same attempt fence, so a
  * client that resumes sees exactly what a live client saw: no gap, no duplicate.
  */
-import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { DeliverPolicy } from "@nats-io/jetstream";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import {
   STREAM_EVENTS,
   decodeMsgpack,
@@ -21,7 +22,7 @@ import {
   type JobEventType,
 } from "../protocol/index.js";
 import { GATEWAY_SOURCE, sourceOfEventSubject } from "../protocol/index.js";
-import { leaseHeaderIn, leaseHeaderOf, type LeaseSigner } from "../nats/index.js";
+import { PushConsumer, leaseHeaderIn, leaseHeaderOf, leaseHeaderOfMsg, type LeaseSigner } from "../nats/index.js";
 import { badRequest } from "./errors.js";
 import { Fence } from "./fence.js";
 import { ReplayLog } from "./replay-log.js";
@@ -209,7 +210,8 @@ export class EventHub {
   private stallChecks = 0;
 
   constructor(
-    private readonly js: JetStreamClient,
+    /** The live events come on a core subscription of `nc`; replays read through `js`. */
+    private readonly n: { nc: NatsConnection; js: JetStreamClient },
     private readonly jsm: JetStreamManager,
     /** A first subscriber, or null (more come through `subscribe`). */
     first: Subscriber | null,
@@ -245,7 +247,7 @@ export class EventHub {
     const info = await this.jsm.streams.info(STREAM_EVENTS);
     this.lastSeq = info.state.last_seq;
     let stopped = false;
-    let current: ConsumerMessages | null = null;
+    let current: PushConsumer | null = null;
     const watchdog = setInterval(() => void this.checkStalled(), STALL_CHECK_MS);
     watchdog.unref();
     this.stopFn = () => {
@@ -254,16 +256,15 @@ export class EventHub {
       current?.stop();
     };
     this.restartFn = () => current?.stop();
-    const open = async (): Promise<ConsumerMessages> => {
-      const consumer = await this.js.consumers.get(STREAM_EVENTS, {
-        filter_subjects: subjects.eventsAll(),
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: this.lastSeq + 1,
+    const open = async (): Promise<PushConsumer> => {
+      const consumer = await PushConsumer.open(this.n.nc, this.jsm, {
+        stream: STREAM_EVENTS,
+        filter: subjects.eventsAll(),
+        startSeq: this.lastSeq + 1,
+        onMessage: (m, seq) => this.inOrder(m, seq),
       });
       this.restarting = false;
-      // Short pulls: when NATS restarts, the ordered consumer is gone and the library only notices through two
-      // missed idle heartbeats (half of `expires` each); 2 s keeps that to a few seconds.
-      return consumer.consume({ max_messages: 2_000, expires: 2_000, callback: (m) => this.inOrder(m) });
+      return consumer;
     };
     current = await open();
     // The hub must outlive anything that ends its consumer (the library giving up after a long outage, a restart
@@ -290,16 +291,16 @@ export class EventHub {
    * skips ahead means the consumer lost messages (seen when a stream leader moves on a cluster): the hub reads
    * again from the first missing one. The same gap seen twice is real (retention removed those events) and passes.
    */
-  private inOrder(m: JsMsg): void {
-    if (this.restarting || m.seq <= this.lastSeq) return;
+  private inOrder(m: Msg, seq: number): void {
+    if (this.restarting || seq <= this.lastSeq) return;
     const expected = this.lastSeq + 1;
-    if (m.seq > expected && this.gapAt !== expected) {
+    if (seq > expected && this.gapAt !== expected) {
       this.gapAt = expected;
-      this.log(`events ${expected}..${m.seq - 1} were not delivered; reading NW_EVENTS again from ${expected}`);
+      this.log(`events ${expected}..${seq - 1} were not delivered; reading NW_EVENTS again from ${expected}`);
       this.restartConsumer();
       return;
     }
-    this.handleSafely(m);
+    this.handleSafely(m, seq);
   }
 
   private restartConsumer(): void {
@@ -329,12 +330,12 @@ export class EventHub {
   }
 
   /** A listener that throws must not take the consumer (and every other client) down with it. */
-  private handleSafely(m: JsMsg): void {
+  private handleSafely(m: Msg, seq: number): void {
     try {
-      this.handle(m);
+      this.handle(m, seq);
     } catch (err) {
-      this.log(`event at seq ${m.seq} broke a listener`, err);
-      this.advance(m.seq);
+      this.log(`event at seq ${seq} broke a listener`, err);
+      this.advance(seq);
     }
   }
 
@@ -342,8 +343,7 @@ export class EventHub {
     this.stopFn?.();
   }
 
-  private handle(m: JsMsg): void {
-    const seq = m.seq;
+  private handle(m: Msg, seq: number): void {
     // Read once: the library makes a new view of the message's bytes on every read.
     const data = m.data;
     this.eventsIn++;
@@ -363,7 +363,7 @@ export class EventHub {
       this.advance(seq);
       return;
     }
-    if (!this.leased(jobId, m.subject, ev, leaseHeaderOf(m))) {
+    if (!this.leased(jobId, m.subject, ev, leaseHeaderOfMsg(m))) {
       this.unleasedEvents++;
       this.advance(seq);
       return;
@@ -654,7 +654,7 @@ export class EventHub {
       start <= 1
         ? { deliver_policy: DeliverPolicy.All }
         : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start };
-    const consumer = await this.js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, ...from });
+    const consumer = await this.n.js.consumers.get(STREAM_EVENTS, { filter_subjects: subject, ...from });
     try {
       while (true) {
         const batch = await consumer.fetch({ max_messages: this.replayBatch, expires: 2_000 });

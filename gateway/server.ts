@@ -118,7 +118,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const workflows = new WorkflowStore(n.workflowsKv, payloadLimitBytes(n.nc));
   const app = uws.App();
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
-  const hub = new EventHub(n.js, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
+  const hub = new EventHub(n, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
   const agentAssets = new AgentAssets(n);
   // Agents reach job records and get their pools' consumers only through the gateways.
   const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn, new ChildJobs(n, jobs, hub), agentAssets);

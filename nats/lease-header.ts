@@ -7,7 +7,7 @@
  * of the key `Nw-Lease` exactly, trimmed (`test/nats/lease-header.test.ts`).
  */
 import type { JsMsg } from "@nats-io/jetstream";
-import type { MsgHdrs } from "@nats-io/transport-node";
+import type { Msg, MsgHdrs } from "@nats-io/transport-node";
 import { LEASE_HEADER, LastText } from "../protocol/index.js";
 
 const KEY = new TextEncoder().encode(LEASE_HEADER);
@@ -24,10 +24,21 @@ interface RawMsg {
 
 /** The value of `Nw-Lease` on `m`, or undefined when it has none. */
 export function leaseHeaderOf(m: JsMsg): string | undefined {
-  const raw = (m as unknown as { msg?: RawMsg }).msg;
+  const v = leaseInRaw((m as unknown as { msg?: RawMsg }).msg);
+  return v === null ? leaseHeaderIn(m.headers) : v;
+}
+
+/** The value of `Nw-Lease` on a message of a core subscription, or undefined when it has none. */
+export function leaseHeaderOfMsg(m: Msg): string | undefined {
+  const v = leaseInRaw(m as unknown as RawMsg);
+  return v === null ? leaseHeaderIn(m.headers) : v;
+}
+
+/** The lease in the raw header block of `raw`; null when the block is not where nats.js 3.x keeps it. */
+function leaseInRaw(raw: RawMsg | undefined): string | undefined | null {
   const bytes = raw?._rdata;
   const hdr = raw?._msg?.hdr;
-  if (!(bytes instanceof Uint8Array) || typeof hdr !== "number" || hdr > bytes.length) return leaseHeaderIn(m.headers);
+  if (!(bytes instanceof Uint8Array) || typeof hdr !== "number" || hdr > bytes.length) return null;
   return hdr < 0 ? undefined : leaseInBlock(bytes, hdr);
 }
 

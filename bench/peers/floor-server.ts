@@ -8,15 +8,15 @@
  *   and the stream `FLOORJS` stores them. `js-raw` reads a plain push consumer through a core subscription and
  *   takes the stream and consumer sequences from the reply subject, checking the latter for gaps (the least any
  *   resumable fan-out must do per event); `js-lib` reads the library's ordered consumer, called back, with the
- *   gateway's settings (what the gateway's hub sits on). Either publishes the bytes untouched, as the core floor;
- * - or, with mode `js-nw`, reads the real agent's events from our own NW_EVENTS stream, as the gateway does (the
- *   same events, arriving as they arrive at the gateway), and publishes them untouched to `j/<job>`;
+ *   settings the gateway's hub used before it read a push consumer itself. Either publishes the bytes untouched, as the core floor;
+ * - or, with mode `js-nw`, reads the real agent's events from our own NW_EVENTS stream as `js-raw` reads its stream
+ *   (the same events, arriving as they arrive at the gateway), and publishes them untouched to `j/<job>`;
  * - answers `POST /run` by a core NATS request to `floor.dispatch` and returns the reply as one NDJSON line
  *   (the dispatch floor: HTTP + NATS request/reply, nothing else).
  * Usage: node … floor-server.ts <nats-url>; prints `floor listening <port>`.
  */
 import { connect } from "@nats-io/transport-node";
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { uws } from "./uws.js";
 
 const natsUrl = process.argv[2]!;
@@ -47,6 +47,40 @@ async function consumeOrdered(stream: string, filter: string, jobOf: (subject: s
     callback: (m) => {
       if (m.seq > 0) app.publish(`j/${jobOf(m.subject)}`, m.data, true);
     },
+  });
+}
+
+/**
+ * Reads `stream` through a plain push consumer on a core subscription, taking the stream and consumer sequences
+ * from the reply subject and checking the latter for gaps, and publishes each message untouched to `j/<job>`.
+ */
+async function consumeRaw(
+  jsm: JetStreamManager,
+  stream: string,
+  filter: string,
+  jobOf: (subject: string) => string,
+): Promise<void> {
+  const inbox = `_INBOX.floorjs${process.pid}`;
+  let lastConsumerSeq = 0;
+  nc.subscribe(inbox, {
+    callback: (_err, m) => {
+      // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>`.
+      const r = m.reply ?? "";
+      const dots: number[] = [];
+      for (let at = r.length - 1; at >= 0 && dots.length < 4; at--) if (r.charCodeAt(at) === 46) dots.push(at);
+      const consumerSeq = Number(r.slice(dots[2]! + 1, dots[1]));
+      const streamSeq = Number(r.slice(dots[3]! + 1, dots[2]));
+      if (lastConsumerSeq !== 0 && consumerSeq !== lastConsumerSeq + 1)
+        process.stderr.write(`floor ${mode}: gap, consumer seq ${consumerSeq} after ${lastConsumerSeq}\n`);
+      lastConsumerSeq = consumerSeq;
+      if (streamSeq > 0) app.publish(`j/${jobOf(m.subject)}`, m.data, true);
+    },
+  });
+  await jsm.consumers.add(stream, {
+    deliver_subject: inbox,
+    filter_subject: filter,
+    deliver_policy: DeliverPolicy.New,
+    ack_policy: AckPolicy.None,
   });
 }
 
@@ -97,8 +131,10 @@ if (mode === "core") {
     },
   });
 } else if (mode === "js-nw") {
-  // The agent's own events as our gateway reads them: NW_EVENTS (made by the gateway), `nw.events.<job>.<source>`.
-  await consumeOrdered("NW_EVENTS", "nw.events.>", (subject) => subject.slice(10, subject.lastIndexOf(".")));
+  // The agent's own events as our gateway reads them: NW_EVENTS (made by the gateway), `nw.events.<job>.<source>`,
+  // through the least a resumable fan-out does per event (the gateway's hub reads a push consumer the same way).
+  const jobOf = (subject: string) => subject.slice(10, subject.lastIndexOf("."));
+  await consumeRaw(await jetstreamManager(nc), "NW_EVENTS", "nw.events.>", jobOf);
 } else {
   const jsm = await jetstreamManager(nc);
   await jsm.streams
@@ -107,28 +143,7 @@ if (mode === "core") {
       if (!/already in use/.test(err.message)) throw err;
     });
   if (mode === "js-raw") {
-    const inbox = `_INBOX.floorjs${process.pid}`;
-    let lastConsumerSeq = 0;
-    nc.subscribe(inbox, {
-      callback: (_err, m) => {
-        // `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>`.
-        const r = m.reply ?? "";
-        const dots: number[] = [];
-        for (let at = r.length - 1; at >= 0 && dots.length < 4; at--) if (r.charCodeAt(at) === 46) dots.push(at);
-        const consumerSeq = Number(r.slice(dots[2]! + 1, dots[1]));
-        const streamSeq = Number(r.slice(dots[3]! + 1, dots[2]));
-        if (lastConsumerSeq !== 0 && consumerSeq !== lastConsumerSeq + 1)
-          process.stderr.write(`floor ${mode}: gap, consumer seq ${consumerSeq} after ${lastConsumerSeq}\n`);
-        lastConsumerSeq = consumerSeq;
-        if (streamSeq > 0) app.publish(`j/${m.subject.slice(11)}`, m.data, true);
-      },
-    });
-    await jsm.consumers.add("FLOORJS", {
-      deliver_subject: inbox,
-      filter_subject: "floorjs.ev.>",
-      deliver_policy: DeliverPolicy.New,
-      ack_policy: AckPolicy.None,
-    });
+    await consumeRaw(jsm, "FLOORJS", "floorjs.ev.>", (subject) => subject.slice(11));
   } else {
     await consumeOrdered("FLOORJS", "floorjs.ev.>", (subject) => subject.slice(11));
   }

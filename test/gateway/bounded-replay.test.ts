@@ -84,7 +84,7 @@ t.test("bounded replay - a resume reads the tail after its seq in batches, fence
   const admitted = stored.filter((s) => !s.stale).map((s) => s.seq);
   // No replay cache (cacheBytes 0): every replay reads JetStream.
   const hub = new EventHub(
-    n.js,
+    n,
     n.jsm,
     () => undefined,
     () => undefined,

@@ -6,7 +6,7 @@
 import t from "tap";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { decodeMsgpack, encodeJson, encodeMsgpack, subjects } from "../../protocol/index.js";
-import { headers } from "@nats-io/transport-node";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { EventHub, type Delivery } from "../../gateway/event-hub.js";
 import { LeaseSigner } from "../../nats/index.js";
 import { LEASE_HEADER } from "../../protocol/subjects.js";
@@ -31,7 +31,7 @@ const events = [
 /** A hub whose fan-out callback is `onEvent`; `feed` hands it the events above as stream seqs 1..n. */
 function hubWith(onEvent: (d: Delivery) => void): { hub: EventHub; feed: () => void; logs: string[] } {
   const logs: string[] = [];
-  const unused = {} as JetStreamClient & JetStreamManager;
+  const unused = {} as { nc: NatsConnection; js: JetStreamClient } & JetStreamManager;
   const hub = new EventHub(
     unused,
     unused,
@@ -41,7 +41,7 @@ function hubWith(onEvent: (d: Delivery) => void): { hub: EventHub; feed: () => v
   const feed = () => {
     events.forEach((ev, i) => {
       const m = { seq: i + 1, subject: subjects.jobEvents(jobId), data: encodeMsgpack(ev) };
-      (hub as unknown as { handleSafely(m: unknown): void }).handleSafely(m);
+      (hub as unknown as { handleSafely(m: unknown, seq: number): void }).handleSafely(m, m.seq);
     });
   };
   return { hub, feed, logs };
@@ -129,7 +129,7 @@ t.test(
 t.test("event hub - an event that arrives with a seq of its own is given ours, in both encodings", async (t) => {
   const got: Delivery[] = [];
   const logs: string[] = [];
-  const unused = {} as JetStreamClient & JetStreamManager;
+  const unused = {} as { nc: NatsConnection; js: JetStreamClient } & JetStreamManager;
   const hub = new EventHub(
     unused,
     unused,
@@ -146,11 +146,10 @@ t.test("event hub - an event that arrives with a seq of its own is given ours, i
     ...base,
     seq: 999,
   };
-  (hub as unknown as { handleSafely(m: unknown): void }).handleSafely({
-    seq: 5,
-    subject: subjects.jobEvents(jobId),
-    data: encodeMsgpack(ev),
-  });
+  (hub as unknown as { handleSafely(m: unknown, seq: number): void }).handleSafely(
+    { subject: subjects.jobEvents(jobId), data: encodeMsgpack(ev) },
+    5,
+  );
   t.equal(got.length, 1);
   t.same(decodeMsgpack(got[0]!.msgpack()), { ...ev, seq: 5 }, "MessagePack carries the stream's seq");
   t.same(JSON.parse(got[0]!.json()), { ...ev, seq: 5 }, "so does JSON");
@@ -174,7 +173,7 @@ t.test(
   async (t) => {
     const leases = new LeaseSigner(new Uint8Array(32).fill(7));
     const got: Delivery[] = [];
-    const unused = {} as JetStreamClient & JetStreamManager;
+    const unused = {} as { nc: NatsConnection; js: JetStreamClient } & JetStreamManager;
     const hub = new EventHub(
       unused,
       unused,
@@ -194,7 +193,7 @@ t.test(
         data: encodeMsgpack({ ...base, ...ev }),
         headers: h,
       };
-      (hub as unknown as { handleSafely(m: unknown): void }).handleSafely(m);
+      (hub as unknown as { handleSafely(m: unknown, seq: number): void }).handleSafely(m, m.seq);
     };
     const chunk = (content: string) => ({ type: "chunk", node_id: "n", content_type: "text", content, done: false });
     hand(1, "gw", { type: "job_update", status: "queued", attempt: 0 });
