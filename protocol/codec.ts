@@ -197,7 +197,7 @@ export function decodeEventHead(bytes: Uint8Array): { head: JobEventHead; ev: Jo
     const picked = decodeFlatMap(bytes, FORBIDDEN_KEYS, CODEC_LIMITS.maxMapLength, CODEC_LIMITS.maxBinBytes, HEAD_KEYS);
     if (picked !== undefined) return { head: asJobEvent(picked) as JobEventHead, ev: null };
   }
-  const ev = asJobEvent(decodeMsgpack(bytes));
+  const ev = decodeJobEvent(bytes);
   return { head: ev, ev };
 }
 
@@ -383,14 +383,22 @@ export function decodeClientFrame(
 ): ClientCommand {
   if (typeof frame === "string") return asClientCommand(parseJson(frame, maxBytes));
   if (!isBinary) return asClientCommand(parseJson(utf8(frame), maxBytes));
-  const v = decodeMsgpack(frame);
-  if (valueTooDeep(v, CODEC_LIMITS.maxDepth)) throw tooDeep();
-  return asClientCommand(v);
+  return asClientCommand(decodeWithin(frame instanceof Uint8Array ? frame : new Uint8Array(frame)));
 }
 
-/** Typed decoders for the NATS families. */
-export const decodeJobEvent = (b: Uint8Array): JobEvent => asJobEvent(decodeMsgpack(b));
-export const decodeJobDispatch = (b: Uint8Array): JobDispatch => asJobDispatch(decodeMsgpack(b));
-export const decodeJobCancel = (b: Uint8Array): JobCancel => asJobCancel(decodeMsgpack(b));
-export const decodeAgentControl = (b: Uint8Array): AgentControl => asAgentControl(decodeMsgpack(b));
-export const decodeAgentRegistration = (b: Uint8Array): AgentRegistration => asAgentRegistration(decodeMsgpack(b));
+/**
+ * Typed decoders for the NATS families. A value nested past the codec's depth is refused here, as from a client:
+ * a later JSON encode of it (a JSON client's event, a record) would overflow the stack.
+ */
+function decodeWithin(b: Uint8Array): unknown {
+  const v = decodeMsgpack(b);
+  if (valueTooDeep(v, CODEC_LIMITS.maxDepth)) throw tooDeep();
+  return v;
+}
+export function decodeJobEvent(b: Uint8Array): JobEvent {
+  return asJobEvent(decodeWithin(b));
+}
+export const decodeJobDispatch = (b: Uint8Array): JobDispatch => asJobDispatch(decodeWithin(b));
+export const decodeJobCancel = (b: Uint8Array): JobCancel => asJobCancel(decodeWithin(b));
+export const decodeAgentControl = (b: Uint8Array): AgentControl => asAgentControl(decodeWithin(b));
+export const decodeAgentRegistration = (b: Uint8Array): AgentRegistration => asAgentRegistration(decodeWithin(b));

@@ -5,7 +5,7 @@
  */
 import t from "tap";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import { decodeMsgpack, encodeJson, encodeMsgpack, subjects } from "../../protocol/index.js";
+import { decodeJobEvent, decodeMsgpack, encodeJson, encodeMsgpack, subjects } from "../../protocol/index.js";
 import { headers, type NatsConnection } from "@nats-io/transport-node";
 import { EventHub, type Delivery } from "../../gateway/event-hub.js";
 import { LeaseSigner } from "../../nats/index.js";
@@ -211,5 +211,47 @@ t.test(
       "the gateway's, and the holder's with its token; none of the rest",
     );
     t.equal(hub.unleasedEvents, 5, "each dropped one counted");
+  },
+);
+
+t.test(
+  "event hub - an event nested past the codec's depth is dropped as malformed; the next one goes out",
+  async (t) => {
+    const got: Delivery[] = [];
+    const logs: string[] = [];
+    const unused = {} as { nc: NatsConnection; js: JetStreamClient } & JetStreamManager;
+    const hub = new EventHub(
+      unused,
+      unused,
+      (_job, d) => got.push(d),
+      (l) => logs.push(l),
+    );
+    const fields = { type: "output_update", node_id: "n", output_name: "out", attempt: 1, ...base };
+    const head = encodeMsgpack(fields);
+    // The same map with one more key, `value`: an array in an array ... 200,000 deep (what a hostile publisher sends).
+    const depth = 200_000;
+    const key = encodeMsgpack("value");
+    const deep = new Uint8Array(head.length + key.length + depth + 1);
+    deep.set(head);
+    deep[0] = head[0]! + 1;
+    deep.set(key, head.length);
+    deep.fill(0x91, head.length + key.length, head.length + key.length + depth);
+    deep[deep.length - 1] = 0xc0;
+    const feed = (seq: number, data: Uint8Array) =>
+      (hub as unknown as { handleSafely(m: unknown, seq: number): void }).handleSafely(
+        { subject: subjects.jobEvents(jobId), data },
+        seq,
+      );
+    feed(1, deep);
+    feed(2, encodeMsgpack({ ...fields, value: [[["fine"]]] }));
+    t.equal(hub.badEvents, 1, "the deep event counts as malformed");
+    t.match(logs.join("\n"), /dropping malformed event at seq 1: nested deeper than 64 levels/);
+    t.same(
+      got.map((d) => d.seq),
+      [2],
+      "only the next event goes out",
+    );
+    t.same(JSON.parse(got[0]!.json()).value, [[["fine"]]], "and JSON clients can read it");
+    t.throws(() => decodeJobEvent(deep), { code: "PROTO_ERR_SHAPE" }, "the typed decoder refuses it too");
   },
 );
