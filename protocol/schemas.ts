@@ -153,6 +153,9 @@ function checkerOf<T extends TSchema>(schema: T): TypeCheck<T> {
 }
 
 const kindOf = (v: unknown): string => (v === null ? "null" : Array.isArray(v) ? "array" : typeof v);
+/** Whether `v` is of the JSON Schema type `type` (a number is of "integer" too: its own check says if it is one). */
+const ofType = (v: unknown, type: unknown): boolean =>
+  kindOf(v) === type || (type === "integer" && kindOf(v) === "number");
 const KIND: Record<string, string> = {
   string: "a string",
   number: "a number",
@@ -173,7 +176,7 @@ function describe(schema: TSchema, value: unknown, message: string): string {
   if (options) {
     // A choice of types: the option of the value's own type says what is wrong with it, else list the types.
     const own = options.find(
-      (o) => KIND[String((o as TSchema).type)] !== undefined && kindOf(value) === (o as TSchema).type,
+      (o) => KIND[String((o as TSchema).type)] !== undefined && ofType(value, (o as TSchema).type),
     );
     if (own) return describe(own as TSchema, value, message);
     return `must be ${or(options.map((o) => KIND[String((o as TSchema).type)] ?? "another value"))}`;

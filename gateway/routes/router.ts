@@ -182,12 +182,22 @@ export class Router {
     if (!this.browser.hostAllowed(req.getHeader("host"))) {
       return reply.json(421, { code: ErrorCode.GW_ERR_FORBIDDEN, message: WRONG_HOST });
     }
+    // uWS hands `/ws` here when the request is no upgrade it accepts (no Upgrade header, a key not 24 characters).
+    if (method === "GET" && url === "/ws") return this.notAnUpgrade(reply, req);
     // Without a token, no route is confirmed or denied.
     if (this.auth.enabled) {
       const a = this.httpAuth(req.getHeader("authorization"), new URLSearchParams(req.getQuery() ?? "").has("api_key"));
       if (!a.ok) return this.refuse(reply, a, `${method} ${url}`);
     }
     reply.error(new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `no route for ${method} ${url}`));
+  }
+
+  private notAnUpgrade(reply: Reply, req: HttpRequest): void {
+    if (req.getHeader("upgrade").toLowerCase() !== "websocket") {
+      const message = "/ws speaks WebSocket only: send Upgrade: websocket (RFC 6455)";
+      return reply.json(426, { code: ErrorCode.GW_ERR_BAD_REQUEST, message }, { upgrade: "websocket" });
+    }
+    reply.error(new GatewayError(ErrorCode.GW_ERR_BAD_REQUEST, "Sec-WebSocket-Key must be 16 bytes in base64"));
   }
 
   /** A reply that reports the time to its status line under `label`. */

@@ -46,15 +46,21 @@ t.test("edge - limit=0, a job id no job can have, and malformed commands are ans
   ws.sendRaw(JSON.stringify({ command: "run_job", request_id: "r1", data: [] }));
   ws.sendRaw(JSON.stringify({ command: "cancel_job", request_id: 7, data: "x" }));
   ws.sendRaw(JSON.stringify({ command: "launch_rockets", request_id: "r3", data: {} }));
-  for (const [id, code] of [
+  ws.sendRaw(JSON.stringify({ command: "reconnect_job", request_id: "r4", data: { job_id: "a", last_seq: -1 } }));
+  for (const [id, code, message] of [
     ["r1", "PROTO_ERR_SHAPE"],
     ["7", "PROTO_ERR_SHAPE"],
     ["r3", "PROTO_ERR_UNKNOWN_TYPE"],
+    ["r4", "PROTO_ERR_SHAPE", /"data.last_seq" must be at least 0/],
   ] as const) {
     const answer = await check(() => ws.messages.find((m) => m.type === "rpc_response" && m.request_id === id), 5_000, {
       name: `an answer to ${id}`,
     });
-    t.match(answer, { error: { code } }, `a refused command is answered on its request_id (${id})`);
+    t.match(
+      answer,
+      { error: { code, message: message ?? /./ } },
+      `a refused command is answered on its request_id (${id})`,
+    );
   }
   ws.sendRaw(JSON.stringify({ command: "launch_rockets", data: {} }));
   await check(() => ws.messages.find((m) => m.type === "error" && /unknown command/.test(String(m.message))), 5_000, {
@@ -129,3 +135,44 @@ t.test(
     t.ok(end.seq! > stored, "after that seq only");
   },
 );
+
+/** One raw HTTP/1.1 exchange: what comes back on the socket until the server has answered and gone quiet. */
+async function rawHttp(url: string, head: string): Promise<{ status: number; text: string }> {
+  const { connect } = await import("node:net");
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(head));
+    let text = "";
+    s.on("data", (d) => {
+      text += d.toString("latin1");
+      if (/\r\n\r\n/.test(text) && /\}$/.test(text.trimEnd())) s.end();
+    });
+    s.on("error", reject);
+    s.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text }));
+    s.setTimeout(5_000, () => s.destroy());
+  });
+}
+
+t.test("edge - a GET of /ws that is no WebSocket upgrade says what is wrong, not 404", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const host = new URL(s.url).host;
+  const upgrade = (key: string | null) =>
+    `GET /ws HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n` +
+    `${key === null ? "" : `Sec-WebSocket-Key: ${key}\r\n`}\r\n`;
+  for (const [label, key] of [
+    ["missing", null],
+    ["too short", "abc"],
+    ["23 characters", "dGhlIHNhbXBsZSBub25jZQ="],
+    ["10 KB", "A".repeat(10_000)],
+    ["24 characters, not base64", "!!!!!!!!!!!!!!!!!!!!!!=="],
+  ] as const) {
+    const r = await rawHttp(s.url, upgrade(key));
+    t.equal(r.status, 400, `a key ${label}: 400`);
+    t.match(r.text, /"code":"GW_ERR_BAD_REQUEST".*Sec-WebSocket-Key must be 16 bytes in base64/, "saying why");
+  }
+  const plain = await rawHttp(s.url, `GET /ws HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+  t.equal(plain.status, 426, "a plain GET of /ws: 426 Upgrade Required");
+  t.match(plain.text, /upgrade: websocket/i);
+  t.match(plain.text, /"code":"GW_ERR_BAD_REQUEST"/);
+  t.equal((await api(s.url, "GET", "/health")).status, 200, "the gateway goes on serving");
+});
