@@ -237,7 +237,10 @@ export class Reply {
     this.res.cork(() => {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
-      this.res.endWithoutBody(reportedBytes);
+      // Written by hand: `endWithoutBody(n)` with n > 0 leaves uWS (20.30) waiting for n bytes of body, so the
+      // connection never ends, Connection: close is not kept and a pipelined request is dropped.
+      this.res.writeHeader("content-length", String(reportedBytes));
+      this.res.endWithoutBody();
     });
     this.aborted = true;
   }

@@ -40,3 +40,58 @@ t.test("health - HEAD and GET /health agree, with NATS up and with NATS stopped"
   });
   t.equal((await probe(gw.url, "HEAD")).status, 200, "and HEAD with it");
 });
+
+/** Raw bytes on one connection; resolves with what came back once the server closed it, or null after 5 s open. */
+async function rawUntilClosed(url: string, bytes: string): Promise<string | null> {
+  const { connect } = await import("node:net");
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(bytes));
+    let text = "";
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(null);
+    }, 5_000);
+    s.on("data", (d) => (text += d.toString("latin1")));
+    s.on("error", reject);
+    s.on("close", () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+  });
+}
+
+t.test(
+  "health - a HEAD answer ends its response: Connection: close closes, a kept-alive connection serves the next",
+  async (t) => {
+    const ns = await NatsServer.start();
+    t.teardown(() => ns.stop());
+    const gw = await startGateway({ natsUrl: ns.url, port: 0 });
+    t.teardown(() => gw.stop());
+    const host = new URL(gw.url).host;
+    const head = (close: boolean) =>
+      `HEAD /health HTTP/1.1\r\nHost: ${host}\r\n${close ? "Connection: close\r\n" : ""}\r\n`;
+    const one = await rawUntilClosed(gw.url, head(true));
+    t.not(one, null, "Connection: close: the server closes the connection after the answer");
+    t.match(one, /^HTTP\/1\.1 200 OK\r\n/);
+    // Keep-alive: a second HEAD on the same connection, sent once the first is answered.
+    const { connect } = await import("node:net");
+    const u = new URL(gw.url);
+    const sock = connect(Number(u.port), u.hostname, () => sock.write(head(false)));
+    let text = "";
+    let sentSecond = false;
+    sock.on("data", (d) => {
+      text += d.toString("latin1");
+      if (!sentSecond && text.endsWith("\r\n\r\n")) {
+        sentSecond = true;
+        sock.write(head(true));
+      }
+    });
+    const closed = new Promise((r) => sock.on("close", r));
+    await check(() => text.match(/HTTP\/1\.1 200 OK/g)?.length === 2, 5_000, { name: "two answers on one connection" });
+    const lengths = [...text.matchAll(/content-length: (\d+)/gi)].map((m) => Number(m[1]));
+    t.ok(lengths.length === 2 && lengths.every((n) => n > 0), `each reports the GET's length (${lengths})`);
+    await closed;
+    t.pass("and the connection closes after the one that asked");
+  },
+);
