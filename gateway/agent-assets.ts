@@ -18,6 +18,7 @@ import {
   ErrorCode,
   OBJ_ASSETS,
   isAssetId,
+  isMediaType,
   isTerminal,
   subjects,
   type AssetPiece,
@@ -100,7 +101,8 @@ export class AgentAssets {
       out.set(p, at);
       at += p.byteLength;
     }
-    const contentType = info.metadata?.[ASSET_META.contentType] ?? "application/octet-stream";
+    const stored = info.metadata?.[ASSET_META.contentType] ?? "";
+    const contentType = isMediaType(stored) ? stored : "application/octet-stream";
     return {
       asset: { size: info.size, content_type: contentType, digest: info.digest, bytes: out, next: done ? null : seq },
     };
@@ -157,7 +159,8 @@ export class AgentAssets {
     const clip = (s: string, n: number) => s.slice(0, n);
     const metadata: Record<string, string> = {
       [ASSET_META.name]: clip(req.file_name || req.name, 1024),
-      [ASSET_META.contentType]: clip(req.content_type || "application/octet-stream", 255),
+      // Written into download headers: anything but a media type is stored as octet-stream.
+      [ASSET_META.contentType]: isMediaType(req.content_type) ? req.content_type : "application/octet-stream",
       [ASSET_META.jobId]: rec.id,
       [ASSET_META.workflowId]: rec.workflow_id,
       [ASSET_META.createdAt]: new Date().toISOString(),

@@ -18,6 +18,7 @@ import {
   OBJ_ASSETS,
   assetInfo,
   isAssetId,
+  isMediaType,
   newId,
   subjects,
   type AssetInfo,
@@ -31,14 +32,12 @@ export type GetParts = (
   contentType: string,
 ) => { name: string; data: ArrayBuffer; filename?: string; type?: string }[] | undefined;
 
-/** `type/subtype` with RFC 7230 token characters, parameters allowed. */
-const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;.*)?$/;
 const MAX_NAME_CHARS = 255;
 
 function mediaType(raw: string | undefined, what: string): string {
   const v = (raw ?? "").trim();
   if (v === "") return "application/octet-stream";
-  if (!MEDIA_TYPE.test(v) || v.length > 200)
+  if (!isMediaType(v))
     throw badRequest(`${what} must be a media type like image/png, got ${JSON.stringify(v.slice(0, 80))}`);
   return v;
 }
@@ -67,8 +66,13 @@ function checkedAssetId(raw: string): string {
 /** `filename*=` (RFC 6266 / 5987) so any name survives, plus an ASCII `filename=` for old clients. */
 function contentDisposition(name: string, inline: boolean): string {
   const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, "_");
-  return `${inline ? "inline" : "attachment"}; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+  // A lone surrogate (JSON can carry one) would make encodeURIComponent throw: it becomes U+FFFD.
+  const utf8 = encodeURIComponent(wellFormed(name));
+  return `${inline ? "inline" : "attachment"}; filename="${ascii}"; filename*=UTF-8''${utf8}`;
 }
+
+const wellFormed = (s: string): string =>
+  s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
 
 /**
  * Media a browser only displays (no script, no links to follow): served inline. Anything else (HTML, SVG, XML,

@@ -146,12 +146,26 @@ export interface StoredObject {
   metadata?: Record<string, string>;
 }
 
+/**
+ * `type/subtype` in RFC 7230 token characters, then parameters of printable ASCII: what may be written into a
+ * `Content-Type` header. A line break would end the header block early (response splitting).
+ */
+const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*;[\x20-\x7e\t]*)?$/;
+
+/** Whether `v` is a media type a response header may carry (at most 200 characters). */
+export function isMediaType(v: string): boolean {
+  return v.length <= 200 && MEDIA_TYPE.test(v);
+}
+
+/** An asset as the API shows it; a stored media type no header may carry (an old entry) reads as octet-stream. */
 export function assetInfo(o: StoredObject): AssetInfo {
   const m = o.metadata ?? {};
   return {
     id: o.name,
     name: m[ASSET_META.name] || o.name,
-    content_type: m[ASSET_META.contentType] || "application/octet-stream",
+    content_type: isMediaType(m[ASSET_META.contentType] ?? "")
+      ? m[ASSET_META.contentType]!
+      : "application/octet-stream",
     size: o.size,
     digest: o.digest,
     created_at: m[ASSET_META.createdAt] || o.mtime,

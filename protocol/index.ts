@@ -174,6 +174,7 @@ export {
   assetRef,
   assetIdsIn,
   assetInfo,
+  isMediaType,
   mediaRefOf,
   refTypeOf,
 } from "./assets.js";

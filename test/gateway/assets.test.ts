@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { Objm } from "@nats-io/obj";
 import { api } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
@@ -426,5 +427,51 @@ t.test(
     // A keep-alive connection after a HEAD stays in step: the next request on it is answered normally.
     const after = await fetch(s.url + a.get_url, { headers: auth });
     t.ok(Buffer.from(await after.arrayBuffer()).equals(bytes), "the GET after it gets the bytes");
+  },
+);
+
+t.test(
+  "assets - a media type that would split a response is refused; one stored before is served as bytes",
+  async (t) => {
+    const s = await startStack(t, { agents: 0 });
+    for (const ct of [
+      "text/html\r\n\r\n;<script>alert(document.domain)</script>",
+      "text/html;\r\nset-cookie: a=b",
+      "text/html\nx-injected: 1",
+      "text/plain; charset=utf-8\u0000",
+      "text/html; x=\u00e9",
+    ]) {
+      const form = new FormData();
+      form.append("json", JSON.stringify({ name: "x.html", content_type: ct }));
+      form.append("file", new Blob([pattern(5)]), "x.html");
+      const r = await fetch(`${s.url}/api/assets`, { method: "POST", body: form });
+      t.equal(r.status, 400, `refused: ${JSON.stringify(ct)}`);
+      t.match(await r.json(), { code: "GW_ERR_BAD_REQUEST", message: /must be a media type/ });
+    }
+    const ok = new FormData();
+    ok.append("json", JSON.stringify({ content_type: "text/plain; charset=utf-8" }));
+    ok.append("file", new Blob([pattern(5)]), "a.txt");
+    t.equal((await fetch(`${s.url}/api/assets`, { method: "POST", body: ok })).status, 201, "parameters still pass");
+    // A name with a lone surrogate (JSON carries one as \ud800): stored, and its download still answers.
+    const odd = new FormData();
+    odd.append("json", '{"name": "a\\ud800b.txt"}');
+    odd.append("file", new Blob([pattern(3)]), "x");
+    const up = await fetch(`${s.url}/api/assets`, { method: "POST", body: odd });
+    t.equal(up.status, 201, "a name with a lone surrogate is stored");
+    const down = await fetch(`${s.url}/api/assets/${((await up.json()) as { id: string }).id}/content`);
+    t.equal(down.status, 200, "and downloaded");
+    t.match(down.headers.get("content-disposition"), /filename\*=UTF-8''a%EF%BF%BDb\.txt/, "named with U+FFFD");
+
+    // An entry written before the check (or by anything else with access to the bucket): its type is not trusted.
+    const nc = await connect({ servers: s.ns.url });
+    t.teardown(() => nc.close());
+    const store = await new Objm(nc).open("nw_assets");
+    const id = "01jdq7zk3m8x4v5n6p7q8r9s0v";
+    await store.putBlob({ name: id, metadata: { content_type: "text/html\r\n\r\n<script>1</script>" } }, pattern(7));
+    const raw = await fetch(`${s.url}/api/assets/${id}/content`);
+    t.equal(raw.status, 200);
+    t.equal(raw.headers.get("content-type"), "application/octet-stream", "served as bytes");
+    t.match(raw.headers.get("content-disposition"), /^attachment/, "as an attachment");
+    t.equal(Buffer.from(await raw.arrayBuffer()).length, 7, "the body is the asset's, nothing injected");
   },
 );
