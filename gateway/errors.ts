@@ -47,6 +47,11 @@ export function toWireError(err: unknown): { status: number; body: WireError & R
       body: { code: err.code, message: err.message },
     };
   }
+  // A write NATS refused as larger than one message (a thread message of multibyte text under its character cap).
+  if (err instanceof Error && /max_payload size exceeded/.test(err.message)) {
+    const message = "the item is larger than one NATS message may be (the server's max_payload)";
+    return { status: 413, body: { code: ErrorCode.GW_ERR_BODY_TOO_LARGE, message } };
+  }
   return { status: 500, body: { code: ErrorCode.GW_ERR_INTERNAL, message: "internal error" } };
 }
 

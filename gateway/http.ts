@@ -23,6 +23,12 @@ export interface Req {
 /** Headers that may appear once: two of them let a proxy and this server read different requests. */
 const FRAMING_HEADERS = new Set(["content-length", "transfer-encoding", "host"]);
 
+/**
+ * Records, workflows and threads run to 1 MB each: a listing's page ends early once it holds this many bytes
+ * (its `next` goes on from there), so one request can neither hold gigabytes nor overrun NATS's pending limit.
+ */
+export const LIST_PAGE_MAX_BYTES = 8 * 1024 * 1024;
+
 /** Resource ids (jobs, workflows, threads, assets, agents): what a KV key and a subject token both accept. */
 export const ID_GRAMMAR = /^[A-Za-z0-9_=-]{1,128}$/;
 /** Model ids (`/v1/models/:id`) carry `:`, `.` and `/`: printable ASCII, no spaces. */

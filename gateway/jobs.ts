@@ -47,7 +47,7 @@ import { JobIndex } from "./job-index.js";
 import { KvView, type KvViewSink } from "./kv-view.js";
 import { GatewayError, notFound, badRequest } from "./errors.js";
 import { QueueTracker } from "./queue.js";
-import { ID_GRAMMAR } from "./http.js";
+import { ID_GRAMMAR, LIST_PAGE_MAX_BYTES } from "./http.js";
 import { claimHash } from "./agent-records.js";
 import { resolveDefaultModels, type DefaultModels } from "./default-model.js";
 
@@ -104,6 +104,8 @@ function newRecord(jobId: string, s: SubmitJob, c: CheckedSubmit): JobRecord {
 }
 /** Ids one `list` with a state and a workflow walks at most, unless its `limit` is larger (`listScanMaxRecords`). */
 const LIST_SCAN_DEFAULT = 2_000;
+/** Records read at once by a listing. */
+const LIST_READ_BATCH = 8;
 /** A queued job younger than this may still be mid-submit: the start-up check leaves it alone. */
 const ORPHAN_AGE_MS = 60_000;
 /** Most queued jobs, and NW_JOBS messages, the start-up check reads. */
@@ -366,9 +368,21 @@ export class JobManager {
     await this.views[0]?.ready;
     const budget = Math.max(q.limit, this.opts.listScanMaxRecords ?? LIST_SCAN_DEFAULT);
     const { ids, next } = this.index.page(q, budget);
-    const recs = await Promise.all(ids.map((id) => readJobRecord(this.n.jobsKv, id)));
-    // A record may have moved on since the view saw it: the page holds what the records say now.
-    const jobs = recs.flatMap((r) => (r && (!q.status || r.rec.status === q.status) ? [r.rec] : []));
+    const jobs: JobRecord[] = [];
+    let bytes = 0;
+    // A few reads at a time, and the page ends early past LIST_PAGE_MAX_BYTES: records run to 1 MB each, and a
+    // hundred read at once overran what NATS lets a connection have pending (it dropped the gateway's).
+    for (let i = 0; i < ids.length; i += LIST_READ_BATCH) {
+      const batch = ids.slice(i, i + LIST_READ_BATCH);
+      const recs = await Promise.all(batch.map((id) => readJobRecord(this.n.jobsKv, id)));
+      for (const [k, r] of recs.entries()) {
+        if (bytes >= LIST_PAGE_MAX_BYTES) return { jobs, next: ids[i + k - 1]! };
+        // A record may have moved on since the view saw it: the page holds what the records say now.
+        if (!r || (q.status && r.rec.status !== q.status)) continue;
+        jobs.push(r.rec);
+        bytes += r.bytes;
+      }
+    }
     return { jobs, next };
   }
 

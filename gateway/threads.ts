@@ -24,6 +24,7 @@ import {
   type ChatTurnRequest,
   type ThreadMessage,
 } from "../protocol/index.js";
+import { LIST_PAGE_MAX_BYTES } from "./http.js";
 import { notFound } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 import type { JobManager } from "./jobs.js";
@@ -62,9 +63,14 @@ export class ThreadStore {
   ) {}
 
   private async read<T>(key: string): Promise<T | null> {
+    return (await this.readSized<T>(key))?.value ?? null;
+  }
+
+  /** The value at `key` and its size in bytes, or null. */
+  private async readSized<T>(key: string): Promise<{ value: T; bytes: number } | null> {
     const e = await this.kv.get(key).catch(() => null);
     if (e?.operation !== "PUT" || e.length === 0) return null;
-    return parseJson(e.string()) as T;
+    return { value: parseJson(e.string()) as T, bytes: e.length };
   }
 
   private key(kind: "thread" | "message", id: string, threadId = ""): string {
@@ -133,11 +139,17 @@ export class ThreadStore {
     if (await this.reconcile(threadId, ids)) ids = await listIds();
     if (opts.reverse) ids.reverse();
     const messages: ThreadMessage[] = [];
+    let bytes = 0;
+    let last = "";
     for (const id of ids) {
       if (opts.cursor && (opts.reverse ? id >= opts.cursor : id <= opts.cursor)) continue;
-      if (messages.length === opts.limit) return { messages, next: messages.at(-1)!.id };
-      const m = await this.read<ThreadMessage>(threadKeys.message(threadId, id));
-      if (m) messages.push(m);
+      if (messages.length === opts.limit || bytes >= LIST_PAGE_MAX_BYTES) return { messages, next: last };
+      last = id;
+      const m = await this.readSized<ThreadMessage>(threadKeys.message(threadId, id));
+      if (m) {
+        messages.push(m.value);
+        bytes += m.bytes;
+      }
     }
     return { messages, next: null };
   }

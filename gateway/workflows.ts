@@ -3,6 +3,7 @@ import type { KV } from "@nats-io/kv";
 import { newId, parseJson, validateGraph, workflowKey, type NodeCatalog, type Workflow } from "../protocol/index.js";
 import { ErrorCode } from "../protocol/index.js";
 import { GatewayError, badRequest, notFound } from "./errors.js";
+import { LIST_PAGE_MAX_BYTES } from "./http.js";
 
 /** Fields NodeTool saves as `null` when empty; a stored workflow leaves them out instead. */
 const NULLABLE_FIELDS = ["name", "description", "tags", "settings"] as const;
@@ -26,14 +27,20 @@ export class WorkflowStore {
     keys.sort();
     const out: Workflow[] = [];
     let next: string | null = null;
+    let bytes = 0;
+    let last = "";
     for (const k of keys) {
       if (cursor && k <= cursor) continue;
-      if (out.length === limit) {
-        next = out[out.length - 1]!.id;
+      if (out.length === limit || bytes >= LIST_PAGE_MAX_BYTES) {
+        next = last;
         break;
       }
+      last = k;
       const e = await this.kv.get(k);
-      if (e && e.operation === "PUT" && e.length > 0) out.push(parseJson(e.string()) as Workflow);
+      if (e && e.operation === "PUT" && e.length > 0) {
+        out.push(parseJson(e.string()) as Workflow);
+        bytes += e.length;
+      }
     }
     return { workflows: out, next };
   }

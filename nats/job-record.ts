@@ -19,10 +19,10 @@ export interface RecordStore {
 export async function readJobRecord(
   kv: RecordStore,
   jobId: string,
-): Promise<{ rec: JobRecord; revision: number } | null> {
+): Promise<{ rec: JobRecord; revision: number; bytes: number } | null> {
   const e = await kv.get(jobKeys.record(jobId));
   if (e?.operation !== "PUT" || e.length === 0) return null;
-  return { rec: parseJson(e.string()) as JobRecord, revision: e.revision };
+  return { rec: parseJson(e.string()) as JobRecord, revision: e.revision, bytes: e.length };
 }
 
 /**
