@@ -390,8 +390,8 @@ export class AssetsApi {
    * read per call, so a filter that matches little answers a short page whose `next` continues the scan.
    */
   async list(req: Req, reply: Reply, limit: number): Promise<void> {
-    const jobId = req.query.get("job_id");
-    const workflowId = req.query.get("workflow_id");
+    const jobId = optionalId(req.query.get("job_id"), "job_id") ?? null;
+    const workflowId = optionalId(req.query.get("workflow_id"), "workflow_id") ?? null;
     const ct = req.query.get("content_type");
     const cursor = req.query.get("cursor");
     this.jsm ??= await this.js.jetstreamManager(false);

@@ -42,11 +42,14 @@ export async function readJson(res: HttpResponse, reply: Reply, maxBytes: number
 const LIST_LIMIT_MAX = 1000;
 const LIST_LIMIT_DEFAULT = 100;
 
-/** An integer query parameter in `[min, max]`, `dflt` when absent; 400 otherwise. */
+/**
+ * An integer query parameter in `[min, max]` written in decimal digits, `dflt` when absent; 400 otherwise
+ * (`Number` would also take `1e3`, `0x10` and spaces).
+ */
 export function intParam(q: URLSearchParams, k: string, dflt: number, max: number, min = 0): number {
   const v = q.get(k);
   if (v === null || v === "") return dflt;
-  const x = Number(v);
+  const x = /^\d{1,15}$/.test(v) ? Number(v) : Number.NaN;
   if (!Number.isInteger(x) || x < min || x > max) throw badRequest(`"${k}" must be an integer in [${min}, ${max}]`);
   return x;
 }

@@ -11,8 +11,9 @@ import { eventText, startEventStream, wantsSse } from "./streams.js";
 /** `?after=` or `Last-Event-ID`: the seq a stream resumes after (0 from the start). */
 function resumeSeq(req: Req): number {
   const afterRaw = req.query.get("after") ?? req.headers["last-event-id"] ?? "0";
-  const after = Number(afterRaw);
-  if (!Number.isInteger(after) || after < 0) {
+  // Decimal digits only: `Number` would take 1e308, 0x10 and spaces; past 2^53 a seq is not exact.
+  const after = /^\d{1,16}$/.test(afterRaw) ? Number(afterRaw) : Number.NaN;
+  if (!Number.isSafeInteger(after)) {
     throw badRequest(`"after" must be a non-negative integer seq, got "${afterRaw}"`);
   }
   return after;
@@ -73,8 +74,8 @@ export function registerJobRoutes(ctx: RouteContext): void {
 
   async function jobEvents(req: Req, reply: Reply): Promise<void> {
     const jobId = req.params[0]!;
-    const rec = await jobs.get(jobId);
     const after = resumeSeq(req);
+    const rec = await jobs.get(jobId);
     await ctx.hub.checkAfter(after);
     const sse = wantsSse(req);
     startEventStream(ctx, reply, sse);

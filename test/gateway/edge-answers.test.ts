@@ -17,6 +17,19 @@ t.test("edge - limit=0, a job id no job can have, and malformed commands are ans
       `${path}?limit=0`,
     );
   }
+  for (const q of ["limit=1e3", "limit=0x10", "limit=%20%205", "limit=5.0", "limit=-1"]) {
+    const r = await api(s.url, "GET", `/api/jobs?${q}`);
+    t.match(r, { status: 400, body: { code: "GW_ERR_BAD_REQUEST" } }, `?${q}: decimal digits only`);
+  }
+  for (const after of ["1e308", "99999999999999999999999", "0x10", "%201"]) {
+    const r = await api(s.url, "GET", `/api/jobs/01jdq7zk3m8x4v5n6p7q8r9s0v/events?after=${after}`);
+    t.match(r, { status: 400, body: { code: "GW_ERR_BAD_REQUEST" } }, `events ?after=${after}`);
+  }
+  t.match(
+    await api(s.url, "GET", "/api/assets?job_id=%3E"),
+    { status: 400, body: { message: /"job_id" must be an id/ } },
+    "an asset filter that is no id is refused, not an empty list",
+  );
   t.match(
     await api(s.url, "GET", "/api/jobs?status=bogus"),
     { status: 400, body: { message: /"status" must be one of queued, .*completed/ } },
