@@ -698,12 +698,8 @@ export class JobManager {
     });
     if (!r) throw notFound(`job "${jobId}"`);
     if (r.written && r.rec.status === "cancelled") {
-      await this.publishEvent(
-        jobId,
-        r.rec.workflow_id,
-        2,
-        jobUpdate.ended("cancelled", null, "cancelled while queued"),
-      );
+      // The update says what the record says: its error (JOB_ERR_CANCELLED) included.
+      await this.publishEvent(jobId, r.rec.workflow_id, 2, jobUpdate.ofRecord(r.rec));
     } else if (!isTerminal(r.rec.status)) {
       const c: JobCancel = { type: "job.cancel", v: 1, job_id: jobId, reason: CancelReason.user };
       this.n.nc.publish(subjects.cancel(jobId), encodeMsgpack(c));

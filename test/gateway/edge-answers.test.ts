@@ -146,6 +146,19 @@ t.test(
     const end = await live.waitTerminal(jobId);
     t.match(end, { status: "cancelled" }, "a resume at the last stored seq gets the job's later events");
     t.ok(end.seq! > stored, "after that seq only");
+    t.match(end, { error: { code: "JOB_ERR_CANCELLED" } }, "the cancelled update carries the record's error");
+    // `?wait=true` answers a job cancelled while it waited with the same error.
+    const waited = api(s.url, "POST", "/api/workflows/wait/run?wait=true", {});
+    const queued = await check(async () => {
+      const page = (await api(s.url, "GET", "/api/jobs?status=queued")).body as { jobs: { id: string }[] };
+      return page.jobs.find((j) => j.id !== jobId)?.id;
+    });
+    await api(s.url, "POST", `/api/jobs/${queued}/cancel`);
+    t.match(
+      await waited,
+      { status: 200, body: { status: "cancelled", error: { code: "JOB_ERR_CANCELLED" } } },
+      "a waited run cancelled in the queue says why",
+    );
   },
 );
 
