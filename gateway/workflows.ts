@@ -45,8 +45,12 @@ export class WorkflowStore {
     return { workflows: out, next };
   }
 
-  /** Creates or replaces; the graph is checked against the node types live agents offer. */
+  /**
+   * Creates (`id` absent: the body's id or a new one; an id that exists is a 409) or replaces (`id` given); the
+   * graph is checked against the node types live agents offer.
+   */
   async save(body: Record<string, unknown>, catalog: NodeCatalog | undefined, id?: string): Promise<Workflow> {
+    const creating = id === undefined;
     const wid = id ?? (typeof body.id === "string" && body.id ? body.id : newId());
     try {
       workflowKey(wid);
@@ -57,6 +61,7 @@ export class WorkflowStore {
     const graph = validateGraph(body.graph, catalog);
     for (const k of NULLABLE_FIELDS) if (body[k] === null) delete body[k];
     const prev = await this.get(wid).catch(() => null);
+    if (creating && prev) throw conflict(wid);
     const now = new Date().toISOString();
     const wf: Workflow = {
       ...(prev ?? {}),
@@ -75,7 +80,9 @@ export class WorkflowStore {
         `the workflow is ${bytes} bytes; a workflow may be at most ${this.maxBytes} (NATS max_payload less headers)`,
       );
     }
-    await this.kv.put(workflowKey(wid), json);
+    if (!creating) await this.kv.put(workflowKey(wid), json);
+    // Written only if no workflow has the id: two creates of one id cannot both land.
+    else await this.kv.create(workflowKey(wid), json).catch((err: unknown) => Promise.reject(existsError(err, wid)));
     return wf;
   }
 
@@ -83,4 +90,12 @@ export class WorkflowStore {
     await this.get(id);
     await this.kv.delete(workflowKey(id));
   }
+}
+
+const conflict = (id: string) =>
+  new GatewayError(ErrorCode.GW_ERR_CONFLICT, `workflow "${id}" exists: PUT /api/workflows/${id} replaces it`);
+
+/** A KV create that lost to an existing key is the same conflict; anything else stays what it was. */
+function existsError(err: unknown, id: string): unknown {
+  return err instanceof Error && /wrong last sequence|exists/i.test(err.message) ? conflict(id) : err;
 }

@@ -163,6 +163,14 @@ t.test("guard - the gateway's edge refuses hostile input with stable codes and k
       400,
       "a bad id is still refused",
     );
+    // POST creates: an id that exists is a conflict, never a silent overwrite (PUT replaces).
+    const again = await api(s.url, "POST", "/api/workflows", { ...exported, id: "exported", name: "other" });
+    t.match(again, { status: 409, body: { code: "GW_ERR_CONFLICT", message: /exists: PUT/ } }, "POST of an id taken");
+    t.equal(((await api(s.url, "GET", "/api/workflows/exported")).body as { name: string }).name, "from NodeTool");
+    const racing = await Promise.all(
+      [1, 2, 3].map((n) => api(s.url, "POST", "/api/workflows", { ...exported, id: "raced", name: `r${n}` })),
+    );
+    t.same(racing.map((r) => r.status).sort(), [200, 409, 409], "three creates of one id at once: one lands");
   });
 
   t.test("a job without timeout_s gets the gateway's default (never past its maximum)", async (t) => {
