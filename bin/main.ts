@@ -309,6 +309,19 @@ interface NatsChild {
  * the store's lock with it): stopped, SIGTERM then SIGKILL after 5 s. Only a process that is a nats-server on this
  * store is touched.
  */
+/** The pid of the live `nodeway up` that started nats-server `pid` (its parent, still a node process), or null. */
+function liveOwner(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (!Number.isInteger(ppid) || ppid <= 1) return null; // orphaned: its up is gone
+    const cmd = readFileSync(`/proc/${ppid}/cmdline`, "utf8").split("\0");
+    return cmd.some((a) => /(^|\/)node(js)?$/.test(a)) && cmd.includes("up") ? ppid : null;
+  } catch {
+    return null;
+  }
+}
+
 async function stopStaleNats(pidFile: string, store: string, log: Logger): Promise<void> {
   let pid: number;
   try {
@@ -318,6 +331,11 @@ async function stopStaleNats(pidFile: string, store: string, log: Logger): Promi
   } catch {
     return; // no pid file, or no such process
   }
+  const owner = liveOwner(pid);
+  if (owner !== null)
+    throw new Error(
+      `another nodeway up (pid ${owner}) runs on ${store}: stop it first, or give this one its own home (NODEWAY_HOME)`,
+    );
   log.warn(`stopping nats-server ${pid}, left running on ${store} by an earlier nodeway up`);
   const gone = () => {
     try {

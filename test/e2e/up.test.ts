@@ -194,6 +194,21 @@ t.test("up - a nats-server left running by a killed up is stopped by the next up
   t.same(processesUnder(home), [], "nothing is left running on the home");
 });
 
+t.test("up - a second up on a home whose up still runs refuses, and leaves the first one's NATS alone", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), "nw-home-"));
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const first = runNodeway(["up", "--port", "0", "--no-examples"], { NODEWAY_HOME: home });
+  t.teardown(() => first.kill("SIGTERM"));
+  await check(() => /nodeway is up/.test(first.stdout()) || null, 30_000, { name: "first up" });
+  const pid = Number(readFileSync(join(home, "nats-server.pid"), "utf8"));
+  const second = runNodeway(["up", "--port", "0", "--no-examples"], { NODEWAY_HOME: home });
+  t.not(await second.exited, 0, "the second up exits with an error");
+  t.match(second.stderr(), new RegExp(`another nodeway up \\(pid ${first.proc.pid}\\) runs on .*NODEWAY_HOME`));
+  t.doesNotThrow(() => process.kill(pid, 0), "the first up's nats-server still runs");
+  first.proc.kill("SIGINT");
+  t.equal(await first.exited, 0, "the first up stops cleanly");
+});
+
 t.test("up - a missing nats-server is a clear error naming the package", async (t) => {
   const home = mkdtempSync(join(tmpdir(), "nw-home-"));
   t.teardown(() => rmSync(home, { recursive: true, force: true }));
