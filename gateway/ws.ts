@@ -444,7 +444,10 @@ export class WsHub {
       case "stop": {
         // NodeTool semantics: stop streaming to this socket; the job keeps running. A thread's stop ends its
         // running turn (what a chat's stop button means): that job is cancelled.
-        if (cmd.data.job_id) this.leaveJob(ws, cmd.data.job_id);
+        if (cmd.data.job_id) {
+          this.leaveJob(ws, cmd.data.job_id);
+          this.dropWaitingResume(ws, cmd.data.job_id);
+        }
         const stopped = cmd.data.thread_id ? await this.threads.stop(cmd.data.thread_id) : null;
         this.sendTo(ws, {
           type: "generation_stopped",
@@ -510,6 +513,17 @@ export class WsHub {
       (rec) => this.resumeAll(jobId, asks, rec, null),
       (err: unknown) => this.resumeAll(jobId, asks, null, err),
     );
+  }
+
+  /** A `stop` of a job the socket asked to resume: the ask still waiting on the record is dropped. */
+  private dropWaitingResume(ws: WebSocket<SocketData>, jobId: string): void {
+    const asks = this.resumesWaiting.get(jobId);
+    if (!asks) return;
+    for (let i = asks.length - 1; i >= 0; i--) {
+      if (asks[i]!.ws !== ws) continue;
+      asks[i]!.u.pendingFollows--;
+      asks.splice(i, 1);
+    }
   }
 
   private resumeAll(jobId: string, asks: ResumeAsk[], rec: JobRecord | null, err: unknown): void {

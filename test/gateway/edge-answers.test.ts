@@ -202,3 +202,30 @@ t.test("edge - a GET of /ws that is no WebSocket upgrade says what is wrong, not
   t.match(plain.text, /"code":"GW_ERR_BAD_REQUEST"/);
   t.equal((await api(s.url, "GET", "/health")).status, 200, "the gateway goes on serving");
 });
+
+t.test("edge - a stop sent right after a resume of the same job wins: nothing of the job follows it", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  await api(s.url, "PUT", "/api/workflows/wait", { graph: { nodes: [], edges: [] } });
+  const jobId = String(((await api(s.url, "POST", "/api/workflows/wait/run", {})).body as { job_id: string }).job_id);
+  const witness = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => witness.close());
+  witness.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
+  await check(() => witness.messages.find((m) => m.type === "job_resumed"));
+  const ws = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => ws.close());
+  // Both in one go: the resume waits on the job's record while the stop is handled.
+  ws.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: 0 } });
+  ws.send({ command: "stop", data: { job_id: jobId } });
+  await check(() => ws.messages.find((m) => m.type === "generation_stopped"));
+  await api(s.url, "POST", `/api/jobs/${jobId}/cancel`);
+  await witness.waitTerminal(jobId);
+  // Frames to one socket keep their order: once this answer is in, anything sent to it before is too.
+  await ws.request("reconnect_job", { job_id: "01jdq7zk3m8x4v5n6p7q8r9s0v", last_seq: 0 }).catch(() => undefined);
+  const stoppedAt = ws.messages.findIndex((m) => m.type === "generation_stopped");
+  const after = ws.messages.slice(stoppedAt + 1).filter((m) => m.job_id === jobId);
+  t.same(
+    after.map((m) => m.type),
+    [],
+    "no job_resumed and no event of the job after the stop",
+  );
+});
