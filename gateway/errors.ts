@@ -55,5 +55,7 @@ export function toWireError(err: unknown): { status: number; body: WireError & R
   return { status: 500, body: { code: ErrorCode.GW_ERR_INTERNAL, message: "internal error" } };
 }
 
-export const notFound = (what: string) => new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `${what} not found`);
+/** A 404 naming what was asked for: clipped, since an id in a body may be any length a client sends. */
+export const notFound = (what: string) =>
+  new GatewayError(ErrorCode.GW_ERR_NOT_FOUND, `${what.length > 200 ? `${what.slice(0, 200)}…` : what} not found`);
 export const badRequest = (msg: string) => new GatewayError(ErrorCode.GW_ERR_BAD_REQUEST, msg);

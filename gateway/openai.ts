@@ -33,7 +33,10 @@ interface ModelCard {
 /** OpenAI's error `type` for an HTTP status. */
 function errorType(status: number): string {
   if (status === 401) return "authentication_error";
-  if (status === 404 || status === 400 || status === 413 || status === 409) return "invalid_request_error";
+  if (status === 403) return "permission_error";
+  if (status === 429) return "rate_limit_error";
+  // Any other refusal of the request itself (400, 404, 409, 413, 415, 421, …) is the client's to fix.
+  if (status >= 400 && status < 500) return "invalid_request_error";
   return "server_error";
 }
 

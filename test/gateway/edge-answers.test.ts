@@ -96,6 +96,16 @@ t.test("edge - limit=0, a job id no job can have, and malformed commands are ans
     },
     "a 404 has the same body shape as every route's errors",
   );
+  const long = await api(s.url, "POST", "/api/messages", { thread_id: "t".repeat(10_000), role: "user", content: "x" });
+  t.ok(long.status >= 400 && long.status < 500, `a 10,000-character thread_id is refused (${long.status})`);
+  t.ok(JSON.stringify(long.body).length < 600, "without echoing all of it back");
+  const v1 = await fetch(`${s.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "text/plain" },
+    body: "hello",
+  });
+  t.equal(v1.status, 415);
+  t.match(await v1.json(), { error: { type: "invalid_request_error" } }, "/v1: a 4xx is the client's error type");
   t.equal((await api(s.url, "GET", "/health")).status, 200, "the gateway goes on serving");
 });
 
