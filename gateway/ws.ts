@@ -621,7 +621,11 @@ export class WsHub {
         },
       },
       { replay: true },
-    );
+    ).catch((err: unknown) => {
+      // A refused or failed resume holds no follow room.
+      if (u.jobs.get(jobId) === entry) u.jobs.delete(jobId);
+      throw err;
+    });
     if (u.closed || ended || u.jobs.get(jobId) !== entry) {
       following.stop();
       if (ended) u.jobs.delete(jobId);

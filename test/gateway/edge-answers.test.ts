@@ -148,6 +148,8 @@ t.test(
       const http = await api(s.url, "GET", `/api/jobs/${jobId}/events?after=${past}`);
       t.match(http, { status: 400, body: { code: "GW_ERR_BAD_REQUEST" } }, `an HTTP stream after ${past}`);
     }
+    const metrics = await (await fetch(`${s.url}/metrics`)).text();
+    t.match(metrics, /nodeway_ws_follows\{via="direct"\} 0\b/, "a refused resume leaves no follow behind");
     const live = await WsClient.open(s.url, "msgpack");
     t.teardown(() => live.close());
     live.send({ command: "reconnect_job", data: { job_id: jobId, last_seq: stored } });
