@@ -218,14 +218,7 @@ t.test(
   "event hub - an event nested past the codec's depth is dropped as malformed; the next one goes out",
   async (t) => {
     const got: Delivery[] = [];
-    const logs: string[] = [];
-    const unused = {} as { nc: NatsConnection; js: JetStreamClient } & JetStreamManager;
-    const hub = new EventHub(
-      unused,
-      unused,
-      (_job, d) => got.push(d),
-      (l) => logs.push(l),
-    );
+    const { hub, logs } = hubWith((d) => got.push(d));
     const fields = { type: "output_update", node_id: "n", output_name: "out", attempt: 1, ...base };
     const head = encodeMsgpack(fields);
     // The same map with one more key, `value`: an array in an array ... 200,000 deep (what a hostile publisher sends).
