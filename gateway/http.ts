@@ -100,6 +100,8 @@ export class Reply {
   requestContentType: string | undefined = undefined;
   /** Headers every answer carries (CORS for a configured origin). */
   extraHeaders: Record<string, string> | null = null;
+  /** A HEAD served by a GET route: every answer is written as its status and headers, without the body. */
+  headOnly = false;
   /** Digest of the API token the request came with (auth on), so a reload can close a stream it revoked. */
   tokenDigest: Buffer | null = null;
   /** Where a stream of an authenticated request is listed while it runs. */
@@ -164,6 +166,10 @@ export class Reply {
       this.end();
       return;
     }
+    if (this.headOnly) {
+      this.head(status, Buffer.byteLength(body), { "content-type": contentType, ...extraHeaders });
+      return;
+    }
     this.statusWritten(status);
     this.res.cork(() => {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
@@ -188,6 +194,12 @@ export class Reply {
    */
   startStream(contentType: string, maxBacklogBytes = Number.POSITIVE_INFINITY): void {
     if (this.aborted) return;
+    if (this.headOnly) {
+      // A stream has no length to report; its follow stops at once (onAbort runs what it registered).
+      this.empty(200, { "content-type": contentType, "cache-control": "no-cache" });
+      this.finished();
+      return;
+    }
     this.streaming = true;
     this.statusWritten(200);
     this.liveStreams?.add(this);
@@ -243,6 +255,7 @@ export class Reply {
     this.res.cork(() => {
       this.res.writeStatus(STATUS_TEXT[status] ?? `${status}`);
       if (extraHeaders) for (const k in extraHeaders) this.res.writeHeader(k, extraHeaders[k]!);
+      if (this.extraHeaders) for (const k in this.extraHeaders) this.res.writeHeader(k, this.extraHeaders[k]!);
       // Written by hand: `endWithoutBody(n)` with n > 0 leaves uWS (20.30) waiting for n bytes of body, so the
       // connection never ends, Connection: close is not kept and a pipelined request is dropped.
       this.res.writeHeader("content-length", String(reportedBytes));
@@ -279,6 +292,11 @@ export class Reply {
     const reader = source.getReader();
     if (this.aborted) {
       void reader.cancel().catch(() => undefined);
+      return;
+    }
+    if (this.headOnly) {
+      void reader.cancel().catch(() => undefined);
+      this.head(status, totalBytes, { "content-type": contentType, ...extraHeaders });
       return;
     }
     const res = this.res;
@@ -357,6 +375,12 @@ export class Reply {
       log.warn(`a download stopped part way: ${(err as Error).message}`);
       this.close();
     }
+  }
+
+  /** The answer is complete with no stream behind it: what waits on the client's leaving runs now. */
+  private finished(): void {
+    const fns = this.onAbortFns.splice(0);
+    for (const f of fns) f();
   }
 
   /** Drops the connection (a stream whose token was revoked): onAborted runs, stopping its follow. */

@@ -34,6 +34,13 @@ interface RouteSpec {
   opts: RouteOptions;
 }
 
+/** A GET route, kept until the fallbacks give it its HEAD. */
+interface GetRoute {
+  pattern: string;
+  handler: Handler;
+  spec: RouteSpec;
+}
+
 const paramCountOf = (pattern: string): number => (pattern.match(/:/g) ?? []).length;
 
 const WRONG_HOST = "this gateway does not answer for that Host (see allowedHosts)";
@@ -44,6 +51,9 @@ export class Router {
   /** Event streams opened with a token, while they run: a reload closes those whose token it revoked. */
   readonly tokenStreams = new Set<Reply>();
   private readonly browser: BrowserPolicy;
+  /** GET routes whose HEAD is the GET answered without its body (all but those given a HEAD of their own). */
+  private readonly getRoutes: GetRoute[] = [];
+  private readonly ownHeads = new Set<string>();
 
   constructor(
     private readonly app: TemplatedApp,
@@ -71,15 +81,30 @@ export class Router {
   private register(method: Method, pattern: string, handler: Handler, spec: RouteSpec): void {
     const router = this;
     this.app[method](pattern, function guardedRoute(res: HttpResponse, req: HttpRequest) {
-      router.serve(res, req, handler, spec);
+      router.serve(res, req, handler, spec, false);
     });
+    if (method === "get") this.getRoutes.push({ pattern, handler, spec });
   }
 
-  private serve(res: HttpResponse, req: HttpRequest, handler: Handler, { paramCount, label, opts }: RouteSpec): void {
+  /** HEAD on each GET route: the same guard and handler, its answer's status and headers without the body. */
+  private registerGetHeads(): void {
+    const router = this;
+    for (const { pattern, handler, spec } of this.getRoutes) {
+      if (this.ownHeads.has(pattern)) continue;
+      const headSpec: RouteSpec = { ...spec, label: spec.label.replace(/^GET /, "HEAD ") };
+      this.app.head(pattern, function guardedGetHead(res: HttpResponse, req: HttpRequest) {
+        router.serve(res, req, handler, headSpec, true);
+      });
+    }
+  }
+
+  private serve(res: HttpResponse, req: HttpRequest, handler: Handler, spec: RouteSpec, headOnly: boolean): void {
+    const { paramCount, label, opts } = spec;
     this.metrics.requests.inc();
     let reply: Reply | null = null;
     try {
       reply = this.timedReply(res, label);
+      reply.headOnly = headOnly;
       const r = readReq(req, paramCount, opts.grammar);
       reply.requestContentType = r.headers["content-type"];
       if (this.config.accessLog) log.info(`${r.method} ${r.url}`); // the path only: a query may carry a token
@@ -106,6 +131,7 @@ export class Router {
    */
   head(pattern: string, handler: HeadHandler, opts: RouteOptions = {}): void {
     const spec: RouteSpec = { paramCount: paramCountOf(pattern), label: `HEAD ${pattern}`, opts };
+    this.ownHeads.add(pattern);
     const router = this;
     this.app.head(pattern, function guardedHead(res: HttpResponse, req: HttpRequest) {
       router.serveHead(res, req, handler, spec);
@@ -143,10 +169,9 @@ export class Router {
   /** The routes that answer what no other route does: other HEADs, CORS preflights, and 404s. Register last. */
   fallbacks(): void {
     const router = this;
-    this.app.head("/*", function headNotAllowed(res: HttpResponse) {
-      guardedFallback(res, () => {
-        res.writeStatus("405 Method Not Allowed").writeHeader("allow", "GET, POST, PUT, DELETE").endWithoutBody(0);
-      });
+    this.registerGetHeads();
+    this.app.head("/*", function headNoRoute(res: HttpResponse, req: HttpRequest) {
+      guardedFallback(res, () => router.noRoute(res, req, true));
     });
     this.app.options("/*", function corsPreflight(res: HttpResponse, req: HttpRequest) {
       guardedFallback(res, () => router.preflight(res, req));
@@ -171,8 +196,9 @@ export class Router {
     });
   }
 
-  private noRoute(res: HttpResponse, req: HttpRequest): void {
+  private noRoute(res: HttpResponse, req: HttpRequest, headOnly = false): void {
     const reply = new Reply(res);
+    reply.headOnly = headOnly;
     const method = req.getMethod().toUpperCase();
     // The path is quoted back only as far as it is printable: it is the client's own text.
     const url = req
