@@ -109,7 +109,7 @@ export class JobIndex implements KvViewSink {
     }
     had.writtenMs = writtenMs;
     if (had.status === rec.status) return;
-    this.leave(id, had.status);
+    this.leave(had.status);
     had.status = rec.status;
     this.enter(id, rec.status);
     const waiting = this.waiters.get(id);
@@ -139,7 +139,7 @@ export class JobIndex implements KvViewSink {
     const e = this.entries.get(id);
     if (!e) return;
     this.entries.delete(id);
-    this.leave(id, e.status);
+    this.leave(e.status);
     const live = (x: string) => this.entries.has(x);
     this.all.drop(live);
     this.byWorkflow.get(e.workflowId)?.drop(live);
@@ -188,7 +188,7 @@ export class JobIndex implements KvViewSink {
     this.listOf(this.byStatus, s).add(id, this.loading);
   }
 
-  private leave(id: string, s: JobState): void {
+  private leave(s: JobState): void {
     this.counts.set(s, (this.counts.get(s) ?? 1) - 1);
     this.byStatus.get(s)?.drop((x) => this.entries.get(x)?.status === s);
   }

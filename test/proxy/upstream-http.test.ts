@@ -413,7 +413,7 @@ t.test(
 );
 
 t.test("upstream client - idle connections close after keepAliveMs", async (t) => {
-  const { up, client } = await withClient(t, (s) => ok(s), { keepAliveMs: 300 });
+  const { client } = await withClient(t, (s) => ok(s), { keepAliveMs: 300 });
   await send(client);
   t.equal(client.connections, 1);
   await waitFor(() => client.connections === 0, 5_000, "the idle connection to be closed");
@@ -434,7 +434,7 @@ t.test("upstream client - bytes on an idle connection close it", async (t) => {
 
 t.test("upstream client - closed before answering: retryable only on a reused connection", async (t) => {
   let n = 0;
-  const { up, client } = await withClient(t, (s) => (n++ === 0 ? ok(s) : s.destroy()));
+  const { client } = await withClient(t, (s) => (n++ === 0 ? ok(s) : s.destroy()));
   await send(client);
   const reused = await send(client);
   t.ok(reused.error instanceof UpstreamError);
@@ -447,7 +447,7 @@ t.test("upstream client - closed before answering: retryable only on a reused co
 });
 
 t.test("upstream client - closed mid-response is an error, not a short body", async (t) => {
-  const { up, client } = await withClient(t, (s) => s.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"));
+  const { client } = await withClient(t, (s) => s.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"));
   const o = await send(client);
   t.equal(o.status, 200);
   t.equal(o.ended, false);
