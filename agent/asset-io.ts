@@ -4,9 +4,9 @@
  * asks a gateway to make the entry; a read asks a gateway for the bytes a few chunks at a time and checks them
  * against the entry's size and SHA-256.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { ErrorCode, OBJ_ASSETS, subjects } from "../protocol/index.js";
-import { RecordRefusedError, type AckedPublisher, type RecordClient } from "../nats/index.js";
+import { RecordRefusedError, objectDigest, type AckedPublisher, type RecordClient } from "../nats/index.js";
 
 /** What one job's nodes store and read. */
 export interface JobAssetStore {
@@ -24,12 +24,6 @@ export interface JobAssetStore {
 const CHUNK_BYTES = 128 * 1024;
 /** Chunks in flight while storing. */
 const WINDOW = 8;
-
-/** `SHA-256=<padded base64url>`, the object store's digest of `bytes`. */
-export function objectDigest(bytes: Uint8Array): string {
-  const b64 = createHash("sha256").update(bytes).digest("base64");
-  return `SHA-256=${b64.replace(/\+/g, "-").replace(/\//g, "_")}`;
-}
 
 /** How long an asset request is tried again while no gateway answers (one restarting, NATS away a moment). */
 const RETRY_FOR_MS = 30_000;

@@ -26,7 +26,7 @@ import {
   type RecordReply,
   type RecordRequest,
 } from "../protocol/index.js";
-import { readJobRecord } from "../nats/index.js";
+import { objectDigestText, objectHash, readJobRecord } from "../nats/index.js";
 import type { NatsParts } from "./nats.js";
 
 type AssetRequest = Extract<RecordRequest, { type: `asset.${string}` }>;
@@ -47,8 +47,31 @@ export class AssetRefused extends Error {
 
 const refuse = (code: string, message: string) => new AssetRefused(code, message);
 
+/** A chunk of an object as the store keeps it, with its stream sequence. */
+interface Chunk {
+  data: Uint8Array;
+  seq: number;
+}
+
 export class AgentAssets {
-  constructor(private readonly n: Pick<NatsParts, "assets" | "jsm" | "js" | "jobsKv">) {}
+  constructor(
+    private readonly n: Pick<NatsParts, "assets" | "jsm" | "js" | "jobsKv">,
+    /** The most an asset may hold, as for uploads (`maxAssetBytes`). */
+    private readonly maxAssetBytes = Number.POSITIVE_INFINITY,
+  ) {}
+
+  /** The chunks stored under `nuid` from stream sequence `fromSeq` on, one direct get each, in order. */
+  private async *chunksOf(nuid: string, fromSeq: number): AsyncGenerator<Chunk> {
+    const chunkSubject = subjects.objectChunks(OBJ_ASSETS, nuid);
+    for (let seq = Math.max(1, fromSeq); ; ) {
+      const m = await this.n.jsm.direct
+        .getMessage(STREAM, { next_by_subj: chunkSubject, seq })
+        .catch((err: Error) => (/no message|not found|404/i.test(err.message) ? null : Promise.reject(err)));
+      if (!m) return;
+      yield { data: m.data, seq: m.seq };
+      seq = m.seq + 1;
+    }
+  }
 
   /**
    * Answers `req` about job `rec` from `principal`; `proven`: the asker showed the job's claim secret (it pulled
@@ -76,24 +99,23 @@ export class AgentAssets {
     if (!info || info.deleted) return {};
     if (!(await this.mayRead(rec, info)))
       throw refuse(ErrorCode.GW_ERR_FORBIDDEN, `job ${rec.id} does not use asset ${req.asset_id}`);
-    const chunkSubject = subjects.objectChunks(OBJ_ASSETS, info.nuid);
     const parts: Uint8Array[] = [];
     let bytes = 0;
-    let seq = Math.max(1, req.cursor);
+    let next = Math.max(1, req.cursor);
     let done = info.size === 0;
-    while (!done && bytes < READ_REPLY_BYTES) {
-      const m = await this.n.jsm.direct
-        .getMessage(STREAM, { next_by_subj: chunkSubject, seq })
-        .catch((err: Error) => (/no message|not found|404/i.test(err.message) ? null : Promise.reject(err)));
-      if (!m) {
-        done = true;
-        break;
+    if (!done) {
+      done = true; // unless a reply's worth is read before the chunks end
+      for await (const m of this.chunksOf(info.nuid, next)) {
+        parts.push(m.data);
+        bytes += m.data.byteLength;
+        next = m.seq + 1;
+        // The last chunk: what the entry says the object holds has been read (a cursor past the start counts too).
+        if (m.data.byteLength < (info.options?.max_chunk_size ?? 0) || m.data.byteLength === 0) break;
+        if (bytes >= READ_REPLY_BYTES) {
+          done = false;
+          break;
+        }
       }
-      parts.push(m.data);
-      bytes += m.data.byteLength;
-      seq = m.seq + 1;
-      // The last chunk: what the entry says the object holds has been read (a cursor past the start counts too).
-      if (m.data.byteLength < (info.options?.max_chunk_size ?? 0) || m.data.byteLength === 0) done = true;
     }
     const out = new Uint8Array(bytes);
     let at = 0;
@@ -104,7 +126,7 @@ export class AgentAssets {
     const stored = info.metadata?.[ASSET_META.contentType] ?? "";
     const contentType = isMediaType(stored) ? stored : "application/octet-stream";
     return {
-      asset: { size: info.size, content_type: contentType, digest: info.digest, bytes: out, next: done ? null : seq },
+      asset: { size: info.size, content_type: contentType, digest: info.digest, bytes: out, next: done ? null : next },
     };
   }
 
@@ -144,6 +166,28 @@ export class AgentAssets {
     return purged;
   }
 
+  /**
+   * What the chunks under the seal's nuid hold that the seal does not say, or null: every chunk but the last is
+   * `chunk_bytes` long, the last no longer, `size` bytes in all, their SHA-256 the digest. Measured, not taken on
+   * the agent's word: a download reports `size` and readers check the digest.
+   */
+  private async misfit(req: Extract<AssetRequest, { type: "asset.seal" }>): Promise<string | null> {
+    const hash = objectHash();
+    let count = 0;
+    let total = 0;
+    for await (const { data } of this.chunksOf(req.nuid, 1)) {
+      count++;
+      const short = count < req.chunks && data.byteLength !== req.chunk_bytes;
+      if (short || data.byteLength > req.chunk_bytes)
+        return `chunk ${count} holds ${data.byteLength} bytes (chunk_bytes ${req.chunk_bytes})`;
+      total += data.byteLength;
+      if (total > req.size) return `more than the ${req.size} bytes announced are stored`;
+      hash.update(data);
+    }
+    if (total !== req.size) return `${total} bytes stored, ${req.size} announced`;
+    return objectDigestText(hash) === req.digest ? null : "the stored bytes do not have the digest announced";
+  }
+
   private async seal(req: Extract<AssetRequest, { type: "asset.seal" }>, rec: JobRecord): Promise<void> {
     const bad = (why: string) => refuse(ErrorCode.GW_ERR_BAD_REQUEST, `asset.seal: ${why}`);
     if (!isAssetId(req.name)) throw bad("the name must be a new asset id");
@@ -156,6 +200,12 @@ export class AgentAssets {
     const stored = await this.n.jsm.streams.info(STREAM, { subjects_filter: chunkSubject });
     const have = stored.state.subjects?.[chunkSubject] ?? 0;
     if (have !== req.chunks) throw bad(`${have} chunks stored under the nuid, ${req.chunks} announced`);
+    const wrong = req.size > this.maxAssetBytes ? `${req.size} bytes, over ${this.maxAssetBytes}` : await this.misfit(req);
+    if (wrong !== null) {
+      // Refused chunks are of no use to anyone: dropped now rather than by the hourly sweep.
+      await this.n.jsm.streams.purge(STREAM, { filter: chunkSubject }).catch(() => undefined);
+      throw bad(wrong);
+    }
     const clip = (s: string, n: number) => s.slice(0, n);
     const metadata: Record<string, string> = {
       [ASSET_META.name]: clip(req.file_name || req.name, 1024),

@@ -119,7 +119,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const app = uws.App();
   const { replayCacheBytes, eventsMaxAgeMs, replayBatchEvents } = config;
   const hub = new EventHub(n, n.jsm, null, hubLog, replayCacheBytes, eventsMaxAgeMs, replayBatchEvents, n.leases);
-  const agentAssets = new AgentAssets(n);
+  const agentAssets = new AgentAssets(n, config.maxAssetBytes);
   // Agents reach job records and get their pools' consumers only through the gateways.
   const agentRecords = new AgentRecords(n, n.leases, config.ackWaitMs, warn, new ChildJobs(n, jobs, hub), agentAssets);
   agentRecords.start();

@@ -13,6 +13,7 @@ export type { EventSource, RetryPolicy } from "./publisher.js";
 export { LeaseSigner, loadLeaseSigner } from "./lease.js";
 export { leaseHeaderIn, leaseHeaderOf, leaseHeaderOfMsg } from "./lease-header.js";
 export { PushConsumer } from "./push-consumer.js";
+export { objectDigest, objectDigestText, objectHash } from "./object-digest.js";
 export { RecordClient, JobRecordClient, RecordRefusedError } from "./records.js";
 export { renderAccounts, agentPrincipalOk } from "./accounts.js";
 export type { AccountsPlan } from "./accounts.js";
