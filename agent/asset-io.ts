@@ -25,6 +25,9 @@ const CHUNK_BYTES = 128 * 1024;
 /** Chunks in flight while storing. */
 const WINDOW = 8;
 
+/** How long a seal may take: the gateway reads every chunk back and hashes them before it answers. */
+const sealTimeoutMs = (bytes: number): number => 5_000 + Math.ceil(bytes / (8 * 1024 * 1024)) * 1_000;
+
 /** How long an asset request is tried again while no gateway answers (one restarting, NATS away a moment). */
 const RETRY_FOR_MS = 30_000;
 
@@ -48,9 +51,9 @@ export class GatewayAssets implements JobAssetStore {
     }
     // The name is fresh: "exists" means an earlier try of this seal landed and its answer was lost.
     const sealed = (err: unknown) => err instanceof RecordRefusedError && err.code === ErrorCode.GW_ERR_CONFLICT;
-    await this.ask({
-      type: "asset.seal",
-      v: 1,
+    const seal = {
+      type: "asset.seal" as const,
+      v: 1 as const,
       job_id: this.jobId,
       proof: this.proof,
       name,
@@ -62,18 +65,19 @@ export class GatewayAssets implements JobAssetStore {
       content_type: meta.contentType,
       file_name: meta.fileName,
       ...(meta.nodeId !== undefined ? { node_id: meta.nodeId } : {}),
-    }).catch((err: unknown) => {
+    };
+    await this.ask(seal, sealTimeoutMs(bytes.byteLength)).catch((err: unknown) => {
       if (!sealed(err)) throw err;
     });
     return bytes.byteLength;
   }
 
   /** One request, asked again while the gateways cannot answer (a refusal is final). */
-  private async ask(req: Parameters<RecordClient["ask"]>[0]): ReturnType<RecordClient["ask"]> {
+  private async ask(req: Parameters<RecordClient["ask"]>[0], timeoutMs?: number): ReturnType<RecordClient["ask"]> {
     const deadline = Date.now() + RETRY_FOR_MS;
     for (let pauseMs = 100; ; pauseMs = Math.min(pauseMs * 2, 2_000)) {
       try {
-        return await this.records.ask(req);
+        return await this.records.ask(req, timeoutMs);
       } catch (err) {
         const final = err instanceof RecordRefusedError && err.code !== ErrorCode.GW_ERR_UNAVAILABLE;
         if (final || Date.now() + pauseMs > deadline) throw err;
