@@ -689,6 +689,7 @@ class Agent implements RunningAgent {
         assetStore: (jobId, proof) =>
           this.assetsOpen ? new GatewayAssets(this.pub, this.records, jobId, proof) : null,
         assetInlineMaxBytes: this.config.assetInlineMaxBytes,
+        jobAssetMaxBytes: this.config.jobAssetMaxBytes,
         agentId: this.id,
         ackWaitMs: this.ackWaitMs,
         maxAttempts: this.maxAttempts,

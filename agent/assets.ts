@@ -33,6 +33,24 @@ export function sniffContentType(b: Uint8Array): string {
 
 export class AssetStoreError extends Error {}
 
+/** The bytes one job may still store as assets, shared by all its writers (a runaway loop cannot fill the store). */
+export class AssetBudget {
+  private usedBytes = 0;
+  constructor(readonly maxBytes: number = ASSETS_DEFAULTS.jobMaxBytes) {}
+
+  /** Takes `bytes` from what is left; false, taking nothing, when they do not fit. */
+  take(bytes: number): boolean {
+    if (this.usedBytes + bytes > this.maxBytes) return false;
+    this.usedBytes += bytes;
+    return true;
+  }
+
+  /** Gives back bytes taken for a write that failed. */
+  giveBack(bytes: number): void {
+    this.usedBytes -= bytes;
+  }
+}
+
 /** One job's asset writer. */
 export class JobAssets {
   private readonly byDigest = new Map<string, Promise<AssetRef>>();
@@ -42,6 +60,8 @@ export class JobAssets {
     private readonly inlineMaxBytes: number,
     /** The largest output stored: an upload's cap, so a node cannot store what a client could not send. */
     private readonly maxBytes: number = ASSETS_DEFAULTS.maxUploadBytes,
+    /** What the whole job may store. */
+    private readonly budget: AssetBudget = new AssetBudget(),
   ) {}
 
   /** True when `value` holds bytes that must go to the store (cheap for everything else: a token is a string). */
@@ -82,12 +102,17 @@ export class JobAssets {
       throw new AssetStoreError(
         `an output of ${bytes.byteLength} bytes${nodeId ? ` of node "${nodeId}"` : ""} is over the ${max}-byte asset limit`,
       );
+    if (!this.budget.take(bytes.byteLength))
+      throw new AssetStoreError(
+        `storing ${bytes.byteLength} more bytes${nodeId ? ` of node "${nodeId}"` : ""} would take this job's assets over ${this.budget.maxBytes} bytes (jobAssetMaxBytes)`,
+      );
     const id = newId();
     const contentType = sniffContentType(bytes);
     const meta = { fileName: `${nodeId ?? "output"}-${id}`, contentType, ...(nodeId ? { nodeId } : {}) };
     try {
       return assetRef(id, contentType, await this.assets.put(id, bytes, meta));
     } catch (err) {
+      this.budget.giveBack(bytes.byteLength);
       throw new AssetStoreError(
         `could not store ${bytes.byteLength} bytes${nodeId ? ` of node "${nodeId}"` : ""} as an asset: ${(err as Error).message}`,
       );

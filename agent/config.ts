@@ -50,6 +50,8 @@ export interface AgentOptions extends NatsOptions {
    * and travel as an `asset://` reference; smaller ones stay in the event. @default 262144 (256 KiB)
    */
   assetInlineMaxBytes?: number;
+  /** What one job's outputs may store as assets, all together: past it the job fails `JOB_ERR_ASSET_FAILED`. @default 4 GiB */
+  jobAssetMaxBytes?: number;
   /**
    * A ComfyUI server beside this agent (`http://127.0.0.1:8188`): the agent then offers `comfy.Workflow` nodes and
    * pulls `comfyui`-pool jobs while that server answers. It has no authentication: keep it on this host. @default none
@@ -109,6 +111,7 @@ export interface AgentConfig {
   jobMemoryMb: number;
   warmRunners: number;
   assetInlineMaxBytes: number;
+  jobAssetMaxBytes: number;
   comfyuiUrl: string | null;
   jobCpus: number;
   jobPids: number;
@@ -136,6 +139,7 @@ export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set([
   "jobMemoryMb",
   "warmRunners",
   "assetInlineMaxBytes",
+  "jobAssetMaxBytes",
   "comfyuiUrl",
   "jobCpus",
   "jobPids",
@@ -281,6 +285,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     warmRunners: Math.min(nonNegInt("warmRunners", opts.warmRunners, 1), 8),
     comfyuiUrl,
     assetInlineMaxBytes: nonNegInt("assetInlineMaxBytes", opts.assetInlineMaxBytes, ASSETS_DEFAULTS.inlineMaxBytes),
+    jobAssetMaxBytes: posInt("jobAssetMaxBytes", opts.jobAssetMaxBytes, ASSETS_DEFAULTS.jobMaxBytes),
     jobCpus,
     jobPids: posInt("jobPids", opts.jobPids, 256),
     dockerImage,

@@ -46,7 +46,7 @@ import {
 import { UnknownNodeTypeError, type RunGraphResult } from "./engine/engine.js";
 import type { NodeDef, NodeLimits } from "./engine/types.js";
 import { runWithStrategy, RunnerCrashedError, type DockerRunner, type RunnerSpares } from "./runners/index.js";
-import { JobAssets } from "./assets.js";
+import { AssetBudget, JobAssets } from "./assets.js";
 import type { JobAssetStore } from "./asset-io.js";
 import { ChildJobs, remoteNodeIds } from "./child-jobs.js";
 import { objectStoreAssets } from "./nodes/asset-store.js";
@@ -79,6 +79,8 @@ export interface JobRunnerDeps {
    */
   assetStore: (jobId: string, proof: string) => JobAssetStore | null;
   assetInlineMaxBytes: number;
+  /** What one job's assets may hold in all. */
+  jobAssetMaxBytes: number;
   agentId: string;
   ackWaitMs: number;
   maxAttempts: number;
@@ -211,6 +213,8 @@ export class JobRunner {
   /** Why some of the job's events could not be stored (NATS away past the outbox's bounds): the job fails. */
   private unstored: string | null = null;
   private readonly assets: JobAssets;
+  /** What this job's assets may still hold, shared with the inputs it sends to child jobs. */
+  private readonly assetBudget: AssetBudget;
   /** The job's asset store (reads of what it may read, create-only writes). */
   private readonly assetStore: JobAssetStore | null;
   /**
@@ -244,7 +248,8 @@ export class JobRunner {
     this.source = { jobId: job.job_id, workflowId: job.workflow_id, attempt: this.attempt };
     this.store = deps.records.forJob(job.job_id, job.claim_secret ?? "");
     this.assetStore = deps.assetStore(job.job_id, job.claim_secret ?? "");
-    this.assets = new JobAssets(this.assetStore, deps.assetInlineMaxBytes);
+    this.assetBudget = new AssetBudget(deps.jobAssetMaxBytes);
+    this.assets = new JobAssets(this.assetStore, deps.assetInlineMaxBytes, undefined, this.assetBudget);
     this.claimed = new Promise((resolve) => (this.markClaimed = resolve));
   }
 
@@ -638,7 +643,7 @@ export class JobRunner {
       attempt: this.attempt,
       graph: this.runGraph(),
       library: this.deps.library,
-      assets: new JobAssets(this.assetStore, 0),
+      assets: new JobAssets(this.assetStore, 0, undefined, this.assetBudget),
       claimed: this.claimed,
     });
     return { remote };

@@ -200,7 +200,8 @@ export class AgentAssets {
     const stored = await this.n.jsm.streams.info(STREAM, { subjects_filter: chunkSubject });
     const have = stored.state.subjects?.[chunkSubject] ?? 0;
     if (have !== req.chunks) throw bad(`${have} chunks stored under the nuid, ${req.chunks} announced`);
-    const wrong = req.size > this.maxAssetBytes ? `${req.size} bytes, over ${this.maxAssetBytes}` : await this.misfit(req);
+    const wrong =
+      req.size > this.maxAssetBytes ? `${req.size} bytes, over ${this.maxAssetBytes}` : await this.misfit(req);
     if (wrong !== null) {
       // Refused chunks are of no use to anyone: dropped now rather than by the hourly sweep.
       await this.n.jsm.streams.purge(STREAM, { filter: chunkSubject }).catch(() => undefined);

@@ -13,6 +13,8 @@ export const ASSETS_DEFAULTS = {
   maxAgeMs: 7 * 24 * 3600_000,
   /** Largest upload the gateway accepts. */
   maxUploadBytes: 256 * 1024 * 1024,
+  /** The most one job's outputs may store as assets, all together (an agent's `jobAssetMaxBytes`). */
+  jobMaxBytes: 4 * 1024 * 1024 * 1024,
   /**
    * Binary values up to this size stay in the event and the record; larger ones become assets. 256 KiB keeps a
    * thumbnail inline and a full-size image (or anything near NATS's 1 MiB message limit) out of the events.

@@ -4,7 +4,7 @@
  * stored 900 MB through a node where a client could upload 256 MiB).
  */
 import t from "tap";
-import { AssetStoreError, JobAssets } from "../../agent/assets.js";
+import { AssetBudget, AssetStoreError, JobAssets } from "../../agent/assets.js";
 import type { JobAssetStore } from "../../agent/asset-io.js";
 import { ASSETS_DEFAULTS } from "../../protocol/index.js";
 
@@ -30,4 +30,37 @@ t.test("asset cap - outputs over the asset limit are refused before the store", 
     ASSETS_DEFAULTS.maxUploadBytes,
     "the default is the upload cap",
   );
+});
+
+t.test("asset cap - one job's assets together stop at its budget, shared by all its writers", async (t) => {
+  const puts: number[] = [];
+  let failNext = false;
+  const store: JobAssetStore = {
+    put: async (_name, bytes) => {
+      if (failNext) {
+        failNext = false;
+        throw new Error("store away");
+      }
+      puts.push(bytes.byteLength);
+      return bytes.byteLength;
+    },
+    get: async () => null,
+  };
+  const budget = new AssetBudget(2_500);
+  const outputs = new JobAssets(store, 100, 1_000, budget);
+  const toChildren = new JobAssets(store, 0, 1_000, budget);
+  await outputs.offload(new Uint8Array(1_000).fill(1), "a");
+  await toChildren.offload(new Uint8Array(1_000).fill(2), "b");
+  await outputs.offload(new Uint8Array(1_000).fill(1), "again");
+  t.same(puts, [1_000, 1_000], "the same bytes twice are stored, and counted, once");
+  failNext = true;
+  await outputs.offload(new Uint8Array(400).fill(3), "lost").catch(() => undefined);
+  t.same(puts, [1_000, 1_000], "a write that failed stored nothing");
+  await outputs.offload(new Uint8Array(500).fill(4), "fits");
+  t.same(puts, [1_000, 1_000, 500], "and its bytes were given back: 2,500 fit exactly");
+  const over = await toChildren.offload(new Uint8Array(1).fill(5), "c").catch((err: unknown) => err);
+  t.ok(over instanceof AssetStoreError, "one byte more is refused, whichever writer asks");
+  t.match(String((over as Error).message), /would take this job's assets over 2500 bytes \(jobAssetMaxBytes\)/);
+  t.same(puts, [1_000, 1_000, 500], "and never reaches the store");
+  t.equal(new AssetBudget().maxBytes, ASSETS_DEFAULTS.jobMaxBytes, "the default is 4 GiB");
 });
