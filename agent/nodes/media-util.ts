@@ -148,6 +148,16 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T
 /** Longest stdout a tool may write back (ffprobe's JSON); a tool's outputs go to files. */
 const TOOL_STDOUT_MAX_BYTES = 1024 * 1024;
 
+/** The end of a tool's stderr as a job's error says it: three lines, the agent's temp dirs left out of paths. */
+function toolErrorTail(stderr: string): string {
+  const tempDir = new RegExp(`${tmpdir().replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/nodeway-[^/\\s]*/`, "g");
+  const lines = stderr.trim().split("\n").slice(-3).join(" | ");
+  if (/Format not on whitelist/.test(lines)) {
+    return "not a media file this agent reads (playlists such as HLS, file lists and image sequences are refused: they name other files)";
+  }
+  return lines.replace(tempDir, "");
+}
+
 /**
  * Runs `cmd` with `args` (no shell), killed (SIGKILL) when the node's signal aborts or after `timeoutMs`. Resolves
  * with its stdout when it exits 0; otherwise fails naming `what` with the end of its stderr.
@@ -184,8 +194,7 @@ export function runTool(
       if (timedOut) return reject(new NodeError(`${what} took longer than ${timeoutMs / 1000} s and was stopped`));
       if (outBytes > TOOL_STDOUT_MAX_BYTES) return reject(new NodeError(`${what} wrote more than it may`));
       if (code === 0) return resolvePromise(Buffer.concat(out));
-      const tail = err.trim().split("\n").slice(-3).join(" | ");
-      reject(new NodeError(`${what} failed (${code ?? signal}): ${tail}`));
+      reject(new NodeError(`${what} failed (${code ?? signal}): ${toolErrorTail(err)}`));
     });
   });
 }

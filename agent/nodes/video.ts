@@ -48,6 +48,44 @@ function tools(): FfmpegTools {
   return t;
 }
 
+/**
+ * The demuxers a job's media may be read with: files that hold their media. A playlist or list demuxer (HLS, concat,
+ * DASH, image sequences) would open the files it names: an uploaded `.m3u8` naming `/srv/x.ts` read that host file.
+ */
+const MEDIA_DEMUXERS = [
+  "mov",
+  "mp4",
+  "matroska",
+  "webm",
+  "avi",
+  "flv",
+  "mpegts",
+  "mpeg",
+  "asf",
+  "ogg",
+  "gif",
+  "h264",
+  "hevc",
+  "wav",
+  "w64",
+  "mp3",
+  "flac",
+  "aac",
+  "aiff",
+  "caf",
+  "amr",
+].join(",");
+
+/** ffmpeg's / ffprobe's input options for a job's media file at `path`: its own demuxers and the file protocol only. */
+const mediaInput = (path: string): string[] => [
+  "-format_whitelist",
+  MEDIA_DEMUXERS,
+  "-protocol_whitelist",
+  "file",
+  "-i",
+  path,
+];
+
 /** ffmpeg with `args` after the common ones (quiet, no stdin, overwrite, output size capped). */
 function ffmpeg(ctx: NodeContext, args: string[], what: string): Promise<Buffer> {
   const base = ["-hide_banner", "-loglevel", "error", "-nostdin", "-y"];
@@ -66,7 +104,7 @@ export function audioAsMp3(ctx: NodeContext, bytes: Uint8Array): Promise<Uint8Ar
     const src = join(dir, "in");
     const out = join(dir, "out.mp3");
     await writeFile(src, bytes);
-    await ffmpeg(ctx, ["-i", src, "-vn", "-codec:a", "libmp3lame", "-q:a", "4", out], "ffmpeg (audio to MP3)");
+    await ffmpeg(ctx, [...mediaInput(src), "-vn", "-codec:a", "libmp3lame", "-q:a", "4", out], "ffmpeg (audio to MP3)");
     return plainBytes(await readFile(out));
   });
 }
@@ -84,7 +122,7 @@ async function probe(ctx: NodeContext, file: string): Promise<{ fps: number; hei
   const out = await runTool(
     ctx,
     tools().ffprobe,
-    ["-v", "error", "-show_entries", entries, "-of", "json", file],
+    ["-v", "error", "-show_entries", entries, "-of", "json", ...mediaInput(file)],
     "ffprobe",
     60_000,
   );
@@ -127,7 +165,7 @@ export const frameIterator: GeneratorNodeDef = {
       const pattern = join(dir, "frame_%06d.png");
       await ffmpeg(
         ctx,
-        ["-i", input, "-vf", trim, "-fps_mode", "passthrough", "-frames:v", String(max + 1), pattern],
+        [...mediaInput(input), "-vf", trim, "-fps_mode", "passthrough", "-frames:v", String(max + 1), pattern],
         "ffmpeg (frames)",
       );
       const frames = (await readdir(dir)).filter((f) => f.startsWith("frame_")).sort();
@@ -202,7 +240,7 @@ export const extractAudio: ProcessNodeDef = {
       const input = await mediaFile(ctx, inputs.video, "video", dir, "input");
       if (!(await probe(ctx, input)).hasAudio) throw new NodeError("the video has no audio track");
       const out = join(dir, "audio.wav");
-      await ffmpeg(ctx, ["-i", input, "-vn", "-acodec", "pcm_s16le", out], "ffmpeg (extract audio)");
+      await ffmpeg(ctx, [...mediaInput(input), "-vn", "-acodec", "pcm_s16le", out], "ffmpeg (extract audio)");
       return { output: plainBytes(await readFile(out)) };
     }),
 };
@@ -230,7 +268,7 @@ export const addAudio: ProcessNodeDef = {
         ? `[1:a]volume=${volume}[a1];[0:a][a1]amix=inputs=2:duration=first[aout]`
         : `[1:a]volume=${volume}[aout]`;
       const out = join(dir, "out.mp4");
-      const args = ["-i", video, "-i", audio, "-filter_complex", graph, "-map", "0:v", "-map", "[aout]"];
+      const args = [...mediaInput(video), ...mediaInput(audio), "-filter_complex", graph, "-map", "0:v", "-map", "[aout]"];
       await ffmpeg(ctx, [...args, "-c:v", "copy", "-c:a", "aac", "-shortest", out], "ffmpeg (add audio)");
       return { output: plainBytes(await readFile(out)) };
     }),
@@ -309,7 +347,7 @@ export const addSubtitles: ProcessNodeDef = {
       const out = join(dir, "out.mp4");
       // The temp dir's path has no filter-graph specials (mkdtemp: letters, digits, "-", "/").
       const filter = `subtitles=${join(dir, "subs.srt")}:force_style='${style}'`;
-      const args = ["-i", video, "-vf", filter, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "copy"];
+      const args = [...mediaInput(video), "-vf", filter, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "copy"];
       await ffmpeg(ctx, [...args, out], "ffmpeg (subtitles)");
       return { output: plainBytes(await readFile(out)) };
     }),

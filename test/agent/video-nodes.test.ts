@@ -146,6 +146,50 @@ t.test("video-nodes - frames out, through an image node and back; audio out and 
   t.equal(white(after, [0, 20]), 0, "none at the top");
 });
 
+t.test("video-nodes - a playlist or file list naming files on the agent's host is refused, never read", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nodeway-video-test-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // A media file on the agent's host that no job was given.
+  const secret = join(dir, "secret.ts");
+  execFileSync("ffmpeg", [
+    ...["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1"],
+    ...["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:v", "libx264", "-c:a", "aac", "-shortest", secret],
+  ]);
+  const hls = (segment: string) =>
+    `#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n${segment}\n#EXT-X-ENDLIST\n`;
+  const lists = {
+    "an HLS playlist with a path": hls(secret),
+    "an HLS playlist with a file: URL": hls(`file://${secret}`),
+    "an ffconcat list": `ffconcat version 1.0\nfile '${secret}'\n`,
+  };
+  const s = await startStack(t, { agents: 1 });
+  const ws = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => ws.close());
+  for (const [what, text] of Object.entries(lists)) {
+    for (const [node, out] of [
+      ["nodetool.video.FrameIterator", "frame"],
+      ["nodetool.video.ExtractAudio", "output"],
+    ] as const) {
+      const graph = graphOf(
+        [
+          ["v", "nodetool.input.VideoInput", { name: "clip" }],
+          ["n", node, {}],
+          ["o", "nodetool.output.Output", { name: "out" }],
+        ],
+        ["v.output>n.video", `n.${out}>o.value`],
+      );
+      const job = await runGraph(ws, graph, { clip: dataUri(Buffer.from(text), "video/mp4") }, 60_000);
+      t.equal(job.end.status, "failed", `${what} into ${node}: the job fails`);
+      t.match(JSON.stringify(job.end.error), /not a media file this agent reads/, "saying why");
+      t.notMatch(JSON.stringify(job.end.error), tmpdir(), "without the agent's temp paths");
+      t.notOk(
+        job.events.some((e) => e.type === "output_update"),
+        `${what} into ${node}: nothing of the host's file comes out`,
+      );
+    }
+  }
+});
+
 t.test("video-nodes - a cancel kills the running ffmpeg at once", async (t) => {
   const ac = new AbortController();
   const ctx = { signal: ac.signal, limits: DEFAULT_NODE_LIMITS } as unknown as NodeContext;
