@@ -268,7 +268,16 @@ export const addAudio: ProcessNodeDef = {
         ? `[1:a]volume=${volume}[a1];[0:a][a1]amix=inputs=2:duration=first[aout]`
         : `[1:a]volume=${volume}[aout]`;
       const out = join(dir, "out.mp4");
-      const args = [...mediaInput(video), ...mediaInput(audio), "-filter_complex", graph, "-map", "0:v", "-map", "[aout]"];
+      const args = [
+        ...mediaInput(video),
+        ...mediaInput(audio),
+        "-filter_complex",
+        graph,
+        "-map",
+        "0:v",
+        "-map",
+        "[aout]",
+      ];
       await ffmpeg(ctx, [...args, "-c:v", "copy", "-c:a", "aac", "-shortest", out], "ffmpeg (add audio)");
       return { output: plainBytes(await readFile(out)) };
     }),

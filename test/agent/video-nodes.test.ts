@@ -155,8 +155,7 @@ t.test("video-nodes - a playlist or file list naming files on the agent's host i
     ...["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1"],
     ...["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:v", "libx264", "-c:a", "aac", "-shortest", secret],
   ]);
-  const hls = (segment: string) =>
-    `#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n${segment}\n#EXT-X-ENDLIST\n`;
+  const hls = (segment: string) => `#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n${segment}\n#EXT-X-ENDLIST\n`;
   const lists = {
     "an HLS playlist with a path": hls(secret),
     "an HLS playlist with a file: URL": hls(`file://${secret}`),
