@@ -119,6 +119,33 @@ function nodeLabel(n: GraphNode): string {
   return `node "${n.id}" (${n.type})`;
 }
 
+/** Nodes that only show what reaches them in the editor: an edge into one from nowhere shows nothing, harms nothing. */
+const PREVIEW_TYPES = new Set(["nodetool.workflows.base_node.Preview"]);
+
+/**
+ * An edge's handles against the catalog: its target must be an input of a node that is not dynamic, its source
+ * an output the node declares or one of its `dynamic_outputs` (an edge from an output no node has carried nothing,
+ * and the job completed without the value). Edges into a Preview and control edges are left alone.
+ */
+function checkHandles(e: GraphEdge, ref: string, byId: Map<string, GraphNode>, catalog: NodeCatalog): void {
+  if (isControlEdge(e)) return;
+  const target = byId.get(e.target)!;
+  const meta = catalogEntry(catalog, target.type);
+  if (meta && !meta.is_dynamic && !meta.properties.some((p) => p.name === e.targetHandle)) {
+    const why = `edge "${ref}" targets unknown input "${e.targetHandle}" of ${nodeLabel(target)}`;
+    throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, why, ref);
+  }
+  const source = byId.get(e.source)!;
+  const from = catalogEntry(catalog, source.type);
+  if (!from || from.is_dynamic || PREVIEW_TYPES.has(target.type) || from.outputs.some((o) => o.name === e.sourceHandle))
+    return;
+  const dynamic = source.dynamic_outputs;
+  if (dynamic !== null && typeof dynamic === "object" && Object.hasOwn(dynamic, e.sourceHandle)) return;
+  const outputs = from.outputs.map((o) => `"${o.name}"`).join(", ") || "none";
+  const why = `edge "${ref}" comes from unknown output "${e.sourceHandle}" of ${nodeLabel(source)} (its outputs: ${outputs})`;
+  throw new GraphError(ErrorCode.GRAPH_ERR_DANGLING_EDGE, why, ref);
+}
+
 /**
  * Structural checks for a saved workflow: duplicate node ids, edges to missing nodes, unknown node types
  * (when a catalog is given), undeclared target handles on non-dynamic nodes, and cycles. Throws `GraphError`
@@ -162,14 +189,7 @@ export function validateGraph(graph: unknown, catalog?: NodeCatalog): Graph {
     if (typeof e.targetHandle !== "string" || typeof e.sourceHandle !== "string") {
       throw new GraphError(ErrorCode.PROTO_ERR_SHAPE, `edge "${ref}" needs "sourceHandle" and "targetHandle"`, ref);
     }
-    const meta = catalog && catalogEntry(catalog, byId.get(e.target)!.type);
-    if (meta && !meta.is_dynamic && !isControlEdge(e) && !meta.properties.some((p) => p.name === e.targetHandle)) {
-      throw new GraphError(
-        ErrorCode.GRAPH_ERR_DANGLING_EDGE,
-        `edge "${ref}" targets unknown input "${e.targetHandle}" of ${nodeLabel(byId.get(e.target)!)}`,
-        ref,
-      );
-    }
+    if (catalog) checkHandles(e as GraphEdge, ref, byId, catalog);
   }
   // Cycle check (Kahn): data edges must form a DAG.
   const indeg = new Map<string, number>();

@@ -77,7 +77,7 @@ export const fail: NodeDef = {
   title: "Fail",
   description: "Fails the run with the given message.",
   properties: [prop("message", "str", "failed on purpose", { description: "The error message." })],
-  outputs: [],
+  outputs: [{ name: "output", type: "any" }],
   process: (_ctx, inputs) => {
     throw new NodeError(asText(inputs.message));
   },

@@ -152,6 +152,8 @@ export const frameIterator: GeneratorNodeDef = {
     { name: "frame", type: "image" },
     { name: "index", type: "int" },
     { name: "fps", type: "float" },
+    // NodeTool's older graphs wire it into FrameToVideo's `event`; it carries nothing (the frames' end is the stream's).
+    { name: "event", type: "any" },
   ],
   async *generate(ctx, inputs) {
     const start = Math.max(0, asInt(inputs.start ?? 0, "start"));

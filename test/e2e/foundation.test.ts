@@ -332,6 +332,33 @@ t.test("foundation - workflows CRUD, and cycles refused on save naming the nodes
     { code: "GRAPH_ERR_DANGLING_EDGE", message: /unknown input "nonsense"/ },
     "edge into an undeclared handle of a non-dynamic node",
   );
+  // An edge out of an output the node does not have carried nothing: the job completed without the value.
+  const fromNowhere = (sourceHandle: string, target = "nodetool.output.Output", node: Record<string, unknown> = {}) =>
+    api(s.url, "PUT", "/api/workflows/src", {
+      graph: {
+        nodes: [
+          { id: "c", type: "nodetool.constant.String", data: { value: "x" }, ...node },
+          { id: "o", type: target, data: { name: "out" } },
+        ],
+        edges: [{ id: "y", source: "c", sourceHandle, target: "o", targetHandle: "value" }],
+      },
+    });
+  t.match(
+    (await fromNowhere("nope")).body,
+    {
+      code: "GRAPH_ERR_DANGLING_EDGE",
+      message: /edge "y" comes from unknown output "nope" of .*\(its outputs: "output"\)/,
+    },
+    "an edge from an undeclared output is refused, naming the outputs there are",
+  );
+  t.equal((await fromNowhere("output")).status, 200, "the node's own output is fine");
+  t.equal(
+    (await fromNowhere("nope", "nodetool.workflows.base_node.Preview")).status,
+    200,
+    "into a Preview: editor-only",
+  );
+  const dynamic = await fromNowhere("extra", "nodetool.output.Output", { dynamic_outputs: { extra: { type: "str" } } });
+  t.equal(dynamic.status, 200, "one of the node's dynamic_outputs is fine");
 });
 
 t.test("foundation - SIGTERM drains an agent: its running job finishes before it exits", async (t) => {
