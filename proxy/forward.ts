@@ -56,11 +56,9 @@ function isForwardingHeader(lower: string): boolean {
   return lower.startsWith("x-forwarded-") || lower === "forwarded" || lower === "x-real-ip";
 }
 
-/** Connection-level failures that say "this upstream is gone", as opposed to a bad request (WebSocket tunnels). */
-const CONNECTION_ERRORS: ReadonlySet<string> = new Set([
+/** Failures to reach an upstream at all: it is gone (WebSocket tunnels; HTTP reads the client's error code). */
+const CONNECT_ERRORS: ReadonlySet<string> = new Set([
   "ECONNREFUSED",
-  "ECONNRESET",
-  "EPIPE",
   "ETIMEDOUT",
   "EHOSTUNREACH",
   "ENETUNREACH",
@@ -68,6 +66,17 @@ const CONNECTION_ERRORS: ReadonlySet<string> = new Set([
   "ENOTFOUND",
   "EAI_AGAIN",
 ]);
+/** A connection the upstream closed under one request: it may be gone, or may have refused that request. */
+const CLOSE_ERRORS: ReadonlySet<string> = new Set(["ECONNRESET", "EPIPE"]);
+
+/**
+ * The gateway (uWebSockets.js 20.30) reads at most 48 fields and drops a request with more, unanswered. The proxy
+ * adds three `X-Forwarded-*` and a framing field: a request with more than 44 of its own gets 431 here instead.
+ */
+const MAX_FORWARDED_FIELDS = 44;
+
+/** Fields a `Connection` list may not remove: the proxy's own checks and the body's framing rest on them. */
+const NOT_HOP_BY_HOP: ReadonlySet<string> = new Set(["host", "content-length"]);
 
 /**
  * Requests that may be sent again when a kept-alive upstream connection turned out closed before any answer
@@ -107,8 +116,11 @@ export interface Forwarder {
   close: () => void;
 }
 
-/** Why header hygiene refuses a request: malformed or ambiguous (400), body too large (413), host not served (421). */
-type RequestRefusal = 400 | 413 | 421;
+/**
+ * Why header hygiene refuses a request: malformed or ambiguous (400), body too large (413), host not served (421),
+ * more fields than the gateway reads (431).
+ */
+type RequestRefusal = 400 | 413 | 421 | 431;
 /** The result of header hygiene: outgoing headers as a flat `[name, value, …]` list, or an HTTP error status. */
 type Built = Framed | RequestRefusal;
 /** Outgoing headers and the body's framing: chunked, or `contentLength` bytes (-1 when none was declared). */
@@ -120,16 +132,17 @@ interface Framed {
 
 /**
  * The fields named in `Connection` (lower-case), which go with it (RFC 9110 §7.6.1); found before the copy since
- * `Connection` may come last. Null when there are none (the common case).
+ * `Connection` may come last. Null when there are none (the common case). `Host` and `Content-Length` are never
+ * among them: `Connection: host` dropped the Host the proxy had checked, and the upstream then saw its own address.
  */
-function namedInConnection(raw: readonly string[]): string[] | null {
-  let named: string[] | null = null;
+function namedInConnection(raw: readonly string[]): Set<string> | null {
+  let named: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.length === 10 && name.toLowerCase() === "connection") {
       for (const token of raw[i + 1]!.split(",")) {
         const t = token.trim().toLowerCase();
-        if (t !== "" && !HOP_BY_HOP.has(t)) (named ??= []).push(t);
+        if (t !== "" && !HOP_BY_HOP.has(t) && !NOT_HOP_BY_HOP.has(t)) (named ??= new Set()).add(t);
       }
     }
   }
@@ -169,7 +182,9 @@ function buildRequestHeaders(
       else if (lower === "upgrade") upgradeTo = value;
       continue;
     }
-    if (named?.includes(lower)) continue;
+    if (named?.has(lower)) continue;
+    // As nginx does by default: uWS drops a request with `_` in a field name, unanswered.
+    if (lower.includes("_")) continue;
     if (lower.charCodeAt(0) === 120 /* x */ || lower === "forwarded") {
       if (isForwardingHeader(lower)) {
         if (!trusted) continue;
@@ -199,11 +214,12 @@ function buildRequestHeaders(
     }
     out.push(name, value);
   }
-  if (hosts === 1) {
-    const name = hostName(host);
-    if (name === null) return 400;
-    if (!servesHost(name)) return 421;
-  }
+  // Without a Host the upstream would be sent its own address, which it always answers for.
+  if (hosts !== 1) return 400;
+  const name = hostName(host);
+  if (name === null) return 400;
+  if (!servesHost(name)) return 421;
+  if (out.length / 2 > MAX_FORWARDED_FIELDS) return 431;
   let chunked = false;
   if (te !== null) {
     // RFC 9112 §6.1: with both, a proxy must not forward the message as is; the safe answer is to refuse it.
@@ -243,7 +259,7 @@ function buildResponseHeaders(
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) continue;
-    if (named?.includes(lower)) continue;
+    if (named?.has(lower)) continue;
     if (lower === "content-length") {
       // The upstream client's parser has refused a malformed or conflicting one.
       contentLength = Number(raw[i + 1]!);
@@ -310,6 +326,8 @@ function refusalCode(status: RequestRefusal): ProxyErrorCode {
       return ProxyErrorCode.PROXY_ERR_BODY_TOO_LARGE;
     case 421:
       return ProxyErrorCode.PROXY_ERR_MISDIRECTED;
+    case 431:
+      return ProxyErrorCode.PROXY_ERR_BAD_REQUEST;
     default:
       return assertNever(status, "refusal status");
   }
@@ -451,12 +469,12 @@ class Forwarding implements ResponseHandler {
 
   onError(err: UpstreamError): void {
     this.done();
-    const { res, u } = this;
+    const { res } = this;
     if (res.headersSent) {
       // Upstream died mid-body: cut the client off too, so it sees a truncated stream (and can resume) rather than
       // a response that looks complete.
       res.destroy();
-      if (err.connectionLevel) this.ctx.pool.markDown(u, "connection closed mid-response");
+      this.judge(err);
       return;
     }
     // A kept-alive connection the upstream closed just as we reused it: send the request once more, on another
@@ -465,8 +483,15 @@ class Forwarding implements ResponseHandler {
       forward(this.ctx, this.req, res, this.framed, this.start, true);
       return;
     }
-    if (err.connectionLevel) this.ctx.pool.markDown(u, err.errno ?? err.code);
+    this.judge(err);
     sendError(res, 502, ProxyErrorCode.PROXY_ERR_UPSTREAM, this.ctx.hsts, false);
+  }
+
+  /** What a failed exchange says of the upstream: a failed connect ejects it, a closed connection makes it a suspect. */
+  private judge(err: UpstreamError): void {
+    if (!err.connectionLevel) return;
+    if (err.code === ProxyErrorCode.PROXY_ERR_UPSTREAM_CONNECT) this.ctx.pool.markDown(this.u, err.errno ?? err.code);
+    else this.ctx.pool.suspect(this.u);
   }
 
   private readonly resume = (): void => this.exchange?.resume();
@@ -651,7 +676,8 @@ function openTunnel(
       const code = (err as NodeJS.ErrnoException).code ?? "";
       // Only a failure to reach the upstream says it is down: after the 101 an error belongs to this one tunnel
       // (the gateway closing a client that sent an oversize frame must not take the upstream out for everyone).
-      if (CONNECTION_ERRORS.has(code) && !upgraded) ctx.pool.markDown(u, code);
+      if (!upgraded && CONNECT_ERRORS.has(code)) ctx.pool.markDown(u, code);
+      else if (!upgraded && CLOSE_ERRORS.has(code)) ctx.pool.suspect(u);
       // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
       // (the client reconnects and resumes on another gateway).
       if (!upgraded && socket.writable) {

@@ -234,6 +234,8 @@ class FrontConnection {
   requestStartMs = 0;
   idleSinceMs: number;
   private upgraded = false;
+  /** A response ended while the socket still held unsent bytes: the next request waits for them to go. */
+  private waitingDrain = false;
   private dead = false;
   private parserClosed = false;
 
@@ -390,14 +392,33 @@ class FrontConnection {
       return;
     }
     this.idleSinceMs = Date.now();
+    // A client that sends requests and reads no answers would otherwise queue answer after answer here.
+    if (this.socket.writableNeedDrain) {
+      this.waitingDrain = true;
+      this.updateReading();
+      this.socket.once("drain", this.afterDrain);
+      return;
+    }
+    this.next();
+  }
+
+  private readonly afterDrain = (): void => {
+    this.waitingDrain = false;
+    if (!this.dead) this.next();
+  };
+
+  private next(): void {
     if (this.queue.length > 0) this.start();
     else this.updateReading();
   }
 
-  /** The socket reads while the request being answered is the only one and its body (if any) is wanted. */
+  /**
+   * The socket reads while the request being answered is the only one, its body (if any) is wanted, and the
+   * client has taken the answers before it.
+   */
   private updateReading(): void {
     if (this.dead || this.upgraded) return;
-    const pause = this.bodyWantsPause || this.queue.length > 1;
+    const pause = this.bodyWantsPause || this.queue.length > 1 || this.waitingDrain;
     if (pause !== this.socket.isPaused()) {
       if (pause) this.socket.pause();
       else this.socket.resume();
@@ -436,13 +457,15 @@ class FrontConnection {
     const limits = this.front.limits;
     if (this.headStartMs !== 0 && nowMs - this.headStartMs >= limits.headersTimeoutMs) return this.refuse(408);
     if (this.requestStartMs !== 0 && nowMs - this.requestStartMs >= limits.requestTimeoutMs) return this.refuse(408);
-    // Idle: nothing being answered, queued or received (a body answered early may still be arriving).
+    // Idle: nothing being answered, queued or received (a body answered early may still be arriving). While the
+    // client is still taking an answer's last bytes it has the request time, not the keep-alive time.
+    const idleLimitMs = this.socket.writableLength > 0 ? limits.requestTimeoutMs : limits.keepAliveTimeoutMs;
     if (
       this.active === null &&
       this.queue.length === 0 &&
       this.headStartMs === 0 &&
       this.requestStartMs === 0 &&
-      nowMs - this.idleSinceMs >= limits.keepAliveTimeoutMs
+      nowMs - this.idleSinceMs >= idleLimitMs
     ) {
       this.dead = true;
       this.socket.destroy();

@@ -169,6 +169,9 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
 }
 
 /** HTTPS: a TLS server with our own HTTP/1.1 front on each socket (front.ts: why not `node:https`). */
+/** The longest a TLS handshake may take (a real client's takes a few round trips). */
+const TLS_HANDSHAKE_MAX_MS = 10_000;
+
 function httpsListener(
   config: Readonly<ProxyConfig>,
   certs: CertManager,
@@ -191,6 +194,8 @@ function httpsListener(
     key: initial.keyPem,
     SNICallback: certs.sniCallback,
     ALPNProtocols: ["http/1.1"],
+    // Node's default is 120 s: a hundred silent sockets held a --max-connections 100 front for two minutes.
+    handshakeTimeout: Math.min(config.headersTimeoutMs, TLS_HANDSHAKE_MAX_MS),
   });
   certs.onDefaultChange = (cert) => https.setSecureContext({ ...TLS_POSTURE, cert: cert.certPem, key: cert.keyPem });
   https.maxConnections = config.maxConnections;

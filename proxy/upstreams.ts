@@ -1,8 +1,9 @@
 /**
  * The set of gateways and their health. Selection is round-robin over healthy upstreams. Health has two inputs:
  * active checks (`GET healthPath` every `healthIntervalMs`, 2xx within `healthTimeoutMs` = healthy) and passive
- * ejection (a connection-level error while proxying marks the upstream down at once; only an active check brings
- * it back). Upstreams start healthy so the first requests after start-up do not wait for a probe.
+ * ejection (a failed connect while proxying marks the upstream down at once; only an active check brings it back).
+ * A connection the upstream closed on one request is no such proof (uWS closes on a request it will not read): it
+ * makes the upstream a suspect, checked at once. Upstreams start healthy so the first requests do not wait.
  */
 import { request } from "node:http";
 import { UpstreamClient } from "./upstream-http.js";
@@ -35,6 +36,8 @@ export class UpstreamPool {
   private readonly emit: (e: ProxyEvent) => void;
   private readonly path: string;
   private readonly timeoutMs: number;
+  /** Upstreams a `suspect` check is under way for. */
+  private readonly checking = new Set<Upstream>();
 
   constructor(
     targets: readonly UpstreamTarget[],
@@ -70,6 +73,16 @@ export class UpstreamPool {
     if (!u.healthy) return;
     u.healthy = false;
     this.emit({ type: "upstream.down", origin: u.target.origin, reason });
+  }
+
+  /**
+   * A connection to `u` closed under a request: an active check now, unless one is under way. A dead upstream
+   * fails it and is ejected; one that closed on a request it would not take stays in.
+   */
+  suspect(u: Upstream): void {
+    if (this.checking.has(u)) return;
+    this.checking.add(u);
+    void this.probe(u).finally(() => this.checking.delete(u));
   }
 
   /** Starts active checks: one round now, then every `intervalMs`. */

@@ -205,6 +205,11 @@ export async function startUpstream(name: string): Promise<TestUpstream> {
         res.flushHeaders(); // a real gateway sends the head at once; Node would wait for the first write
         sse.add(res);
         res.on("close", () => sse.delete(res));
+      } else if (req.url === "/drop") {
+        // What uWS does with a request it will not read: the connection closes, unanswered.
+        req.socket.destroy();
+      } else if (req.url === "/16k") {
+        res.writeHead(200, { "content-type": "text/plain", "content-length": 16_384 }).end("x".repeat(16_384));
       } else if (req.url === "/big") {
         res
           .writeHead(200, { "content-type": "application/octet-stream", "content-length": 1 << 20 })

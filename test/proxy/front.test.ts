@@ -139,7 +139,7 @@ t.test(
 t.test("proxy front - more than 32 header fields reach the upstream intact, in order", async (t) => {
   // Node's parser hands fields over in batches of 32 when a head has more.
   const { proxy, up } = await setup(t);
-  const fields = Array.from({ length: 70 }, (_, i) => `X-F${i}: v${i}\r\n`).join("");
+  const fields = Array.from({ length: 40 }, (_, i) => `X-F${i}: v${i}\r\n`).join("");
   const raw = await rawTls(
     proxy.httpsPort,
     `GET /many?q=${"z".repeat(3000)} HTTP/1.1\r\nHost: localhost\r\n${fields}\r\n`,
@@ -150,9 +150,9 @@ t.test("proxy front - more than 32 header fields reach the upstream intact, in o
   const names = seen.rawHeaders.filter((_, i) => i % 2 === 0).filter((n) => /^X-F\d+$/.test(n));
   t.same(
     names,
-    Array.from({ length: 70 }, (_, i) => `X-F${i}`),
+    Array.from({ length: 40 }, (_, i) => `X-F${i}`),
   );
-  t.equal(seen.headers["x-f69"], "v69");
+  t.equal(seen.headers["x-f39"], "v39");
 });
 
 t.test("proxy front - a HEAD answer has no body and the connection goes on", async (t) => {
