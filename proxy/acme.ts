@@ -102,6 +102,17 @@ export async function issueCertificate(req: IssueRequest): Promise<{ certPem: st
     });
     return { certPem, keyPem };
   } catch (err) {
-    throw new AcmeError(`ACME issuance for ${req.domain} failed: ${(err as Error).message}`, { cause: err });
+    throw new AcmeError(`ACME issuance for ${req.domain} failed: ${whyIssuanceFailed(err, req)}`, { cause: err });
   }
+}
+
+/**
+ * What went wrong, in words. acme-client's retry interceptor, once its tries are used up on a network error (no
+ * response at all), throws a TypeError of its own ("reading 'config'") in place of that error.
+ */
+function whyIssuanceFailed(err: unknown, req: IssueRequest): string {
+  const message = (err as Error).message;
+  if (err instanceof TypeError && /reading 'config'/.test(message))
+    return `no answer from the ACME directory ${req.directoryUrl} (connection refused, reset or timed out)`;
+  return message;
 }
