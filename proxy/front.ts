@@ -234,6 +234,8 @@ class FrontConnection {
   requestStartMs = 0;
   idleSinceMs: number;
   private upgraded = false;
+  /** The request whose body is still arriving was answered already (the upstream did not wait for the body). */
+  private answeredEarly = false;
   /** A response ended while the socket still held unsent bytes: the next request waits for them to go. */
   private waitingDrain = false;
   private dead = false;
@@ -261,6 +263,7 @@ class FrontConnection {
         if (this.dead) return;
         this.body?.push(null);
         this.body = null;
+        this.answeredEarly = false;
         this.requestStartMs = 0;
         // The end of a body answered early starts the idle time, not the answer.
         if (this.active === null) this.idleSinceMs = Date.now();
@@ -384,6 +387,7 @@ class FrontConnection {
   responseDone(res: FrontResponse): void {
     if (this.active !== res) return;
     this.active = null;
+    if (this.body !== null) this.answeredEarly = true;
     this.queue.shift();
     res.fireClose();
     if (this.closeAfter) {
@@ -451,12 +455,22 @@ class FrontConnection {
     }
   }
 
+  /** Ends the connection without a word (nothing more may be said on it). */
+  private drop(): void {
+    this.dead = true;
+    this.socket.destroy();
+  }
+
   /** Timers, checked by the front's sweep. */
   check(nowMs: number): void {
     if (this.dead || this.upgraded) return;
     const limits = this.front.limits;
     if (this.headStartMs !== 0 && nowMs - this.headStartMs >= limits.headersTimeoutMs) return this.refuse(408);
-    if (this.requestStartMs !== 0 && nowMs - this.requestStartMs >= limits.requestTimeoutMs) return this.refuse(408);
+    if (this.requestStartMs !== 0 && nowMs - this.requestStartMs >= limits.requestTimeoutMs) {
+      // A request already answered gets no second answer: its client would read a 408 it never asked for.
+      if (this.answeredEarly) return this.drop();
+      return this.refuse(408);
+    }
     // Idle: nothing being answered, queued or received (a body answered early may still be arriving). While the
     // client is still taking an answer's last bytes it has the request time, not the keep-alive time.
     const idleLimitMs = this.socket.writableLength > 0 ? limits.requestTimeoutMs : limits.keepAliveTimeoutMs;
@@ -466,10 +480,8 @@ class FrontConnection {
       this.headStartMs === 0 &&
       this.requestStartMs === 0 &&
       nowMs - this.idleSinceMs >= idleLimitMs
-    ) {
-      this.dead = true;
-      this.socket.destroy();
-    }
+    )
+      this.drop();
   }
 
   private closeParser(): void {

@@ -13,6 +13,7 @@ import { compileProxyConfig, startProxy, type ProxyEvent, type RunningProxy } fr
 import {
   httpsGet,
   rawTls,
+  rawUpstream,
   startUpstream,
   tempDir,
   tlsOpen,
@@ -160,5 +161,38 @@ t.test(
       setTimeout(() => sock.destroy(), 30_000).unref();
     });
     t.ok(closed < 5_000, `closed after ${closed} ms`);
+  },
+);
+
+t.test(
+  "one request - a request answered before its body came gets no second answer when the body stalls",
+  async (t) => {
+    const url = await rawUpstream(t, () => "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno");
+    const store = await tempDir("nodeway-proxy-one-request-");
+    t.teardown(store.cleanup);
+    const proxy = await startProxy(
+      compileProxyConfig({
+        upstream: [url],
+        tls: "self-signed",
+        host: "127.0.0.1",
+        httpsPort: 0,
+        httpPort: 0,
+        certDir: store.dir,
+        requestTimeoutMs: 1_000,
+      }),
+    );
+    t.teardown(() => proxy.stop());
+    const s = await tlsOpen(proxy.httpsPort);
+    t.teardown(() => s.destroy());
+    let text = "";
+    s.on("data", (d: Buffer) => (text += d.toString("latin1")));
+    const closed = new Promise((r) => s.on("close", r));
+    s.write("POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789");
+    await closed;
+    t.equal(
+      (text.match(/HTTP\/1\.1 \d{3}/g) ?? []).join(","),
+      "HTTP/1.1 404",
+      "the upstream's answer, and no 408 after it",
+    );
   },
 );
