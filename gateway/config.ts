@@ -34,6 +34,11 @@ export interface GatewayOptions extends NatsOptions {
   maxAssetBytes?: number;
   /** How long assets (uploaded and produced) are kept: the `nw_assets` bucket's TTL. @default 604800000 (7 d) */
   assetsMaxAgeMs?: number;
+  /**
+   * Bytes the `nw_assets` bucket may hold; past it new assets are refused (507), so assets cannot fill the disk
+   * JetStream keeps events and jobs on. @default 17179869184 (16 GiB)
+   */
+  assetsMaxBytes?: number;
   /** Largest accepted request body. @default 8388608 */
   maxBodyBytes?: number;
   /** Largest accepted WebSocket frame. @default 1048576 */
@@ -110,6 +115,7 @@ export interface GatewayConfig {
   maxBodyBytes: number;
   maxAssetBytes: number;
   assetsMaxAgeMs: number;
+  assetsMaxBytes: number;
   wsMaxPayloadBytes: number;
   wsMaxBackpressureBytes: number;
   replayCacheBytes: number;
@@ -145,6 +151,7 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "maxBodyBytes",
   "maxAssetBytes",
   "assetsMaxAgeMs",
+  "assetsMaxBytes",
   "wsMaxPayloadBytes",
   "wsMaxBackpressureBytes",
   "replayCacheBytes",
@@ -211,6 +218,7 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     maxBodyBytes: int("maxBodyBytes", opts.maxBodyBytes, 8 * 1024 * 1024, 1024),
     maxAssetBytes: int("maxAssetBytes", opts.maxAssetBytes, ASSETS_DEFAULTS.maxUploadBytes, 1),
     assetsMaxAgeMs: int("assetsMaxAgeMs", opts.assetsMaxAgeMs, ASSETS_DEFAULTS.maxAgeMs, 1000),
+    assetsMaxBytes: int("assetsMaxBytes", opts.assetsMaxBytes, ASSETS_DEFAULTS.storeMaxBytes, 1024 * 1024),
     wsMaxPayloadBytes: int("wsMaxPayloadBytes", opts.wsMaxPayloadBytes, 1024 * 1024, 1024),
     wsMaxBackpressureBytes: int("wsMaxBackpressureBytes", opts.wsMaxBackpressureBytes, 4 * 1024 * 1024, 1024),
     replayCacheBytes: int("replayCacheBytes", opts.replayCacheBytes, 64 * 1024 * 1024, 0),

@@ -31,6 +31,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   GW_ERR_UNAUTHORIZED: 401,
   GW_ERR_FORBIDDEN: 403,
   GW_ERR_LIMIT: 429,
+  GW_ERR_STORE_FULL: 507,
   GW_ERR_NO_AGENT: 503,
   GW_ERR_INTERNAL: 500,
 };
@@ -51,6 +52,11 @@ export function toWireError(err: unknown): { status: number; body: WireError & R
   if (err instanceof Error && /max_payload size exceeded/.test(err.message)) {
     const message = "the item is larger than one NATS message may be (the server's max_payload)";
     return { status: 413, body: { code: ErrorCode.GW_ERR_BODY_TOO_LARGE, message } };
+  }
+  // A stream at its max_bytes that discards new writes: the asset store (`assetsMaxBytes`).
+  if (err instanceof Error && /maximum bytes exceeded/i.test(err.message)) {
+    const message = "the asset store is full (assetsMaxBytes): delete assets or wait for old ones to age out";
+    return { status: 507, body: { code: ErrorCode.GW_ERR_STORE_FULL, message } };
   }
   return { status: 500, body: { code: ErrorCode.GW_ERR_INTERNAL, message: "internal error" } };
 }

@@ -89,6 +89,7 @@ const STATUS_TEXT: Record<number, string> = {
   502: "502 Bad Gateway",
   503: "503 Service Unavailable",
   504: "504 Gateway Timeout",
+  507: "507 Insufficient Storage",
 };
 
 /** How long a stream's client may take nothing while its backlog is over the limit. */

@@ -331,12 +331,16 @@ async function ensureState(
   const agentsKv = await ensureBucket(kvm, jsm, KV_AGENTS, replicas, AGENT_TTL_MS);
   const nodesKv = await ensureBucket(kvm, jsm, KV_NODES, replicas);
   const assetsTtl = nanos(config.assetsMaxAgeMs);
+  const assetLimits = { ttl: assetsTtl, max_bytes: config.assetsMaxBytes };
   const assets = await new Objm(nc)
-    .create(OBJ_ASSETS, { storage: StorageType.File, ttl: assetsTtl, replicas: replicas.n })
+    .create(OBJ_ASSETS, { storage: StorageType.File, ...assetLimits, replicas: replicas.n })
     .catch((err: unknown) => {
       throw refused(`OBJ_${OBJ_ASSETS}`, `${replicas.n} replica(s) at creation`, err, "natsReplicas", replicas);
     });
   const assetsInfo = await jsm.streams.info(`OBJ_${OBJ_ASSETS}`);
-  await alignStream(jsm, assetsInfo, { max_age: assetsTtl }, replicas, { max_age: "assetsMaxAgeMs" });
+  await alignStream(jsm, assetsInfo, { max_age: assetsTtl, max_bytes: config.assetsMaxBytes }, replicas, {
+    max_age: "assetsMaxAgeMs",
+    max_bytes: "assetsMaxBytes",
+  });
   return { jobsKv, workflowsKv, threadsKv, agentsKv, nodesKv, assets };
 }

@@ -13,6 +13,8 @@ export const ASSETS_DEFAULTS = {
   maxAgeMs: 7 * 24 * 3600_000,
   /** Largest upload the gateway accepts. */
   maxUploadBytes: 256 * 1024 * 1024,
+  /** What the asset store holds at most (`assetsMaxBytes`). */
+  storeMaxBytes: 16 * 1024 * 1024 * 1024,
   /** The most one job's outputs may store as assets, all together (an agent's `jobAssetMaxBytes`). */
   jobMaxBytes: 4 * 1024 * 1024 * 1024,
   /**

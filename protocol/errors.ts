@@ -34,6 +34,8 @@ export const ErrorCode = {
   GW_ERR_NO_AGENT: "GW_ERR_NO_AGENT",
   /** A client passed a limit of its own (jobs followed by one socket). */
   GW_ERR_LIMIT: "GW_ERR_LIMIT",
+  /** The asset store holds `assetsMaxBytes`: nothing more is stored until assets are deleted or age out. */
+  GW_ERR_STORE_FULL: "GW_ERR_STORE_FULL",
   // jobs as run by agents
   JOB_ERR_NODE_FAILED: "JOB_ERR_NODE_FAILED",
   JOB_ERR_MAX_DELIVERIES: "JOB_ERR_MAX_DELIVERIES",
