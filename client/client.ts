@@ -21,10 +21,26 @@ export interface ClientOptions {
   format?: WireFormat;
   /** A WebSocket class; default: the global one, else the `ws` package (Node). */
   WebSocket?: WebSocketCtor;
-  /** Backoff between reconnects: doubles from `initialMs` (250) up to `maxMs` (10,000), with jitter. */
-  reconnect?: { initialMs?: number; maxMs?: number };
+  /**
+   * Backoff between reconnects: doubles from `initialMs` (250) up to `maxMs` (10,000), with jitter, and starts over
+   * once a connection has been up 5 s. Unreadable frames on `maxProtocolErrors` (5) connections in a row end the
+   * client: watches and commands reject with `CLIENT_ERR_PROTOCOL`.
+   */
+  reconnect?: { initialMs?: number; maxMs?: number; maxProtocolErrors?: number };
   /** The largest command frame sent: the gateway's `wsMaxPayloadBytes` (1 MiB unless its operator changed it). */
   maxFrameBytes?: number;
+  /**
+   * How long a command (`run`, `chat`: the wait for the socket included), a WebSocket upgrade or a REST call waits
+   * for its answer before rejecting with `CLIENT_ERR_TIMEOUT` (30,000; uploads get a second more per 256 KiB).
+   */
+  requestTimeoutMs?: number;
+  /**
+   * After this long without a frame the client pings the gateway; no frame within as long again and the connection
+   * is dead: it reconnects and resumes (15,000; 0: no heartbeat).
+   */
+  heartbeatMs?: number;
+  /** The largest REST answer read (64 MiB); a larger one rejects with `CLIENT_ERR_TOO_LARGE`. */
+  maxResponseBytes?: number;
 }
 
 export interface RunRequest {
@@ -72,14 +88,24 @@ export class NodewayClient {
 
   constructor(opts: ClientOptions) {
     const base = opts.url.replace(/\/+$/, "");
-    this.http = new Http(base, opts.token);
+    const requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.http = new Http(base, opts.token, {
+      timeoutMs: requestTimeoutMs,
+      maxResponseBytes: opts.maxResponseBytes ?? 64 * 1024 * 1024,
+    });
     this.socket = new Socket({
       url: base,
       ...(opts.token ? { token: opts.token } : {}),
       format: opts.format ?? "msgpack",
       ...(opts.WebSocket ? { WebSocket: opts.WebSocket } : {}),
-      reconnect: { initialMs: opts.reconnect?.initialMs ?? 250, maxMs: opts.reconnect?.maxMs ?? 10_000 },
+      reconnect: {
+        initialMs: opts.reconnect?.initialMs ?? 250,
+        maxMs: opts.reconnect?.maxMs ?? 10_000,
+        maxProtocolErrors: opts.reconnect?.maxProtocolErrors ?? 5,
+      },
       maxFrameBytes: opts.maxFrameBytes ?? 1024 * 1024,
+      requestTimeoutMs,
+      heartbeatMs: opts.heartbeatMs ?? 15_000,
       onState: (s) => this.emitState(s),
       onMessage: (m) => this.onMessage(m),
       onOpen: () => this.resumeAll(),
@@ -128,8 +154,8 @@ export class NodewayClient {
       ...(req.pool !== undefined ? { requirements: { pool: req.pool } } : {}),
     };
     return this.starting(async () => {
-      const res = await this.socket.request<{ job_id: string }>({ command: "run_job", data });
-      return this.adopt(res.job_id);
+      const res = await this.socket.request<unknown>({ command: "run_job", data });
+      return this.adopt(answered(res, "run_job", "job_id"));
     });
   }
 
@@ -261,18 +287,16 @@ export class NodewayClient {
       ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
     };
     return this.starting(async () => {
-      const res = await this.socket.request<{ thread_id: string; message_id: string; job_id: string }>({
-        command: "chat_message",
-        data,
-      });
-      return { threadId: res.thread_id, messageId: res.message_id, job: this.adopt(res.job_id) };
+      const res = await this.socket.request<unknown>({ command: "chat_message", data });
+      const threadId = answered(res, "chat_message", "thread_id");
+      const messageId = answered(res, "chat_message", "message_id");
+      return { threadId, messageId, job: this.adopt(answered(res, "chat_message", "job_id")) };
     });
   }
 
   /** Ends a thread's running turn (its job is cancelled; what came of the reply is kept). */
   async stopChat(threadId: string): Promise<void> {
-    await this.socket.ready();
-    this.socket.send({ command: "stop", data: { thread_id: threadId } });
+    await this.socket.sendWhenOpen({ command: "stop", data: { thread_id: threadId } });
   }
 
   async threads(): Promise<ChatThread[]> {
@@ -356,6 +380,16 @@ export class NodewayClient {
     } while (cursor);
     return out;
   }
+}
+
+/** The id `key` of a command's answer, which the caller needs: an answer without it (`null`, say) is coded. */
+function answered(res: unknown, command: string, key: string): string {
+  const v = res !== null && typeof res === "object" ? (res as Record<string, unknown>)[key] : undefined;
+  if (typeof v === "string" && v) return v;
+  throw new NodewayError(
+    ClientErrorCode.protocol,
+    `the gateway answered "${command}" without a ${key}: ${JSON.stringify(res)?.slice(0, 100)}`,
+  );
 }
 
 export { ClientErrorCode, NodewayError };

@@ -68,5 +68,9 @@ export function decodeFrame(data: unknown): ServerMessage {
   }
   if (v === null || typeof v !== "object" || typeof (v as { type?: unknown }).type !== "string")
     throw new FrameError('a server message needs a "type"');
+  // A `seq` past 2^53 (or not a count at all) would become the job's high-water mark and hide every later event.
+  const seq = (v as { seq?: unknown }).seq;
+  if (seq !== undefined && !(Number.isSafeInteger(seq) && (seq as number) >= 0))
+    throw new FrameError(`a seq that is not a count: ${typeof seq === "number" ? seq : typeof seq}`);
   return v as ServerMessage;
 }

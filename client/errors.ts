@@ -11,10 +11,15 @@ export const ClientErrorCode = {
   closed: "CLIENT_ERR_CLOSED",
   /** The gateway closed the socket for good (revoked or expired token: close code 1008). */
   refused: "CLIENT_ERR_REFUSED",
-  /** A command over the frame size the gateway takes (`maxFrameBytes`): it was not sent. */
+  /**
+   * A command over the frame size the gateway takes (`maxFrameBytes`): it was not sent; or a REST answer over
+   * `maxResponseBytes`: it was not read.
+   */
   tooLarge: "CLIENT_ERR_TOO_LARGE",
-  /** A frame or body the client could not read. */
+  /** A frame or body the client could not read, or an answer without what the command needs. */
   protocol: "CLIENT_ERR_PROTOCOL",
+  /** No answer within `requestTimeoutMs`: whether a command that was sent took effect is unknown. */
+  timeout: "CLIENT_ERR_TIMEOUT",
 } as const;
 export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode];
 
