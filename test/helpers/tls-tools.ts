@@ -12,10 +12,48 @@ import { join } from "node:path";
 import { connect as tlsConnect, type ConnectionOptions, type PeerCertificate, type TLSSocket } from "node:tls";
 import forge from "node-forge";
 import { WebSocketServer } from "ws";
+import { compileProxyConfig, startProxy, type ProxyEvent, type RunningProxy } from "../../proxy/index.js";
 
 /** The part of a tap `Test` the helpers need: somewhere to register cleanup. */
 export interface Teardowns {
   teardown(fn: () => unknown): void;
+}
+
+/** A proxy under test, its events and access-log lines as they come, and its certificate store. */
+export interface TestProxy {
+  readonly proxy: RunningProxy;
+  readonly events: ProxyEvent[];
+  readonly lines: string[];
+  readonly certDir: string;
+}
+
+/**
+ * A proxy with a self-signed certificate (a temp store) on loopback and ephemeral ports, in front of `upstreams`;
+ * `extra` overrides any setting. Stopped and removed at teardown.
+ */
+export async function startTestProxy(
+  t: Teardowns,
+  upstreams: readonly string[],
+  extra: Record<string, unknown> = {},
+): Promise<TestProxy> {
+  const store = await tempDir("nodeway-proxy-test-");
+  t.teardown(store.cleanup);
+  const events: ProxyEvent[] = [];
+  const lines: string[] = [];
+  const proxy = await startProxy(
+    compileProxyConfig({
+      upstream: [...upstreams],
+      tls: "self-signed",
+      host: "127.0.0.1",
+      httpsPort: 0,
+      httpPort: 0,
+      certDir: store.dir,
+      ...extra,
+    }),
+    { onEvent: (e) => events.push(e), accessLog: (l) => lines.push(l) },
+  );
+  t.teardown(() => proxy.stop());
+  return { proxy, events, lines, certDir: store.dir };
 }
 
 /**
@@ -103,7 +141,7 @@ export function createTestCa(commonName = "Nodeway Test CA"): TestCa {
   const ca = forgeKeyPair();
   const caCert = forge.pki.createCertificate();
   caCert.publicKey = ca.publicKey;
-  caCert.serialNumber = "01" + randomBytes(8).toString("hex");
+  caCert.serialNumber = `01${randomBytes(8).toString("hex")}`;
   caCert.validity.notBefore = new Date(Date.now() - 3600_000);
   caCert.validity.notAfter = new Date(Date.now() + 10 * 365 * 86400_000);
   const attrs = [{ name: "commonName", value: commonName }];
@@ -122,7 +160,7 @@ export function createTestCa(commonName = "Nodeway Test CA"): TestCa {
       const leaf = forgeKeyPair();
       const cert = forge.pki.createCertificate();
       cert.publicKey = leaf.publicKey;
-      cert.serialNumber = "02" + randomBytes(8).toString("hex");
+      cert.serialNumber = `02${randomBytes(8).toString("hex")}`;
       cert.validity.notBefore = opts.notBefore ?? new Date(Date.now() - 3600_000);
       cert.validity.notAfter = opts.notAfter ?? new Date(Date.now() + 30 * 86400_000);
       cert.setSubject([{ name: "commonName", value: names[0] ?? "leaf" }]);

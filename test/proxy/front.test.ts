@@ -3,12 +3,12 @@
  * pipelining, Expect, Host, timeouts, response framing — over raw TLS sockets, byte for byte.
  */
 import t from "tap";
-import { compileProxyConfig, startProxy, type RunningProxy } from "../../proxy/index.js";
+import type { RunningProxy } from "../../proxy/index.js";
 import {
   rawTls,
   rawUpstream,
+  startTestProxy,
   startUpstream,
-  tempDir,
   tlsOpen,
   waitFor,
   type TestUpstream,
@@ -25,22 +25,7 @@ async function setup(
     up = await startUpstream("gw");
     t.teardown(() => up!.close());
   }
-  const store = await tempDir("nodeway-proxy-front-");
-  t.teardown(store.cleanup);
-  const lines: string[] = [];
-  const proxy = await startProxy(
-    compileProxyConfig({
-      upstream: [upstreamUrl ?? up!.url],
-      tls: "self-signed",
-      host: "127.0.0.1",
-      httpsPort: 0,
-      httpPort: 0,
-      certDir: store.dir,
-      ...extra,
-    }),
-    { onEvent: () => undefined, accessLog: (l) => lines.push(l) },
-  );
-  t.teardown(() => proxy.stop());
+  const { proxy, lines } = await startTestProxy(t, [upstreamUrl ?? up!.url], extra);
   return { proxy, up, lines };
 }
 

@@ -6,8 +6,8 @@ import { request } from "node:http";
 import type { TLSSocket } from "node:tls";
 import t from "tap";
 import WebSocket from "ws";
-import { compileProxyConfig, startProxy, type RunningProxy } from "../../proxy/index.js";
-import { rawTls, startUpstream, tempDir, tlsOpen, waitFor } from "../helpers/tls-tools.js";
+import type { RunningProxy } from "../../proxy/index.js";
+import { rawTls, startTestProxy, startUpstream, tlsOpen, waitFor } from "../helpers/tls-tools.js";
 import type { TestUpstream, Teardowns } from "../helpers/tls-tools.js";
 
 type Rig = { proxy: RunningProxy; up: TestUpstream };
@@ -15,21 +15,7 @@ type Rig = { proxy: RunningProxy; up: TestUpstream };
 async function setup(t: Teardowns, extra: Record<string, unknown> = {}): Promise<Rig> {
   const up = await startUpstream("gw");
   t.teardown(() => up.close());
-  const store = await tempDir("nodeway-proxy-hostile-");
-  t.teardown(store.cleanup);
-  const proxy = await startProxy(
-    compileProxyConfig({
-      upstream: [up.url],
-      tls: "self-signed",
-      host: "127.0.0.1",
-      httpsPort: 0,
-      httpPort: 0,
-      certDir: store.dir,
-      ...extra,
-    }),
-    { onEvent: () => undefined, accessLog: () => undefined },
-  );
-  t.teardown(() => proxy.stop());
+  const { proxy } = await startTestProxy(t, [up.url], extra);
   return { proxy, up };
 }
 

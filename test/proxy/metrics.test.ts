@@ -3,8 +3,7 @@
  * refusals by status, upstream health, all on the registry `RunningProxy.metrics` hands to the CLI.
  */
 import t from "tap";
-import { compileProxyConfig, startProxy } from "../../proxy/index.js";
-import { httpsGet, startUpstream, tempDir, waitFor } from "../helpers/tls-tools.js";
+import { httpsGet, startTestProxy, startUpstream, waitFor } from "../helpers/tls-tools.js";
 
 /** The value of the sample of `name` whose labels include `labels` (in any order), or null. */
 function sample(text: string, name: string, labels: Record<string, string>): number | null {
@@ -20,20 +19,7 @@ function sample(text: string, name: string, labels: Record<string, string>): num
 t.test("proxy metrics - latency by upstream and status class, refusals, upstream health", async (t) => {
   const up = await startUpstream("gw");
   t.teardown(() => up.close());
-  const store = await tempDir("nodeway-proxy-metrics-");
-  t.teardown(store.cleanup);
-  const proxy = await startProxy(
-    compileProxyConfig({
-      upstream: [up.url],
-      tls: "self-signed",
-      host: "127.0.0.1",
-      httpsPort: 0,
-      httpPort: 0,
-      certDir: store.dir,
-    }),
-    { onEvent: () => undefined, accessLog: () => undefined },
-  );
-  t.teardown(() => proxy.stop());
+  const { proxy } = await startTestProxy(t, [up.url]);
 
   t.equal((await httpsGet(proxy.httpsPort, "/a")).status, 200);
   t.equal((await httpsGet(proxy.httpsPort, "/b")).status, 200);

@@ -2,32 +2,26 @@ import { request as httpsRequest } from "node:https";
 import type { IncomingMessage } from "node:http";
 import t from "tap";
 import WebSocket from "ws";
-import { compileProxyConfig, startProxy, type ProxyEvent, type RunningProxy } from "../../proxy/index.js";
-import { httpsGet, startUpstream, tempDir, waitFor, type TestUpstream, type Teardowns } from "../helpers/tls-tools.js";
+import type { ProxyEvent, RunningProxy } from "../../proxy/index.js";
+import {
+  httpsGet,
+  startTestProxy,
+  startUpstream,
+  waitFor,
+  type TestUpstream,
+  type Teardowns,
+} from "../helpers/tls-tools.js";
 
 async function proxyFor(
   t: Teardowns,
   ups: TestUpstream[],
   extra: Record<string, unknown> = {},
 ): Promise<{ proxy: RunningProxy; lines: string[]; events: ProxyEvent[] }> {
-  const store = await tempDir("nodeway-proxy-routing-");
-  t.teardown(store.cleanup);
-  const lines: string[] = [];
-  const events: ProxyEvent[] = [];
-  const proxy = await startProxy(
-    compileProxyConfig({
-      upstream: ups.map((u) => u.url),
-      tls: "self-signed",
-      host: "127.0.0.1",
-      httpsPort: 0,
-      httpPort: 0,
-      certDir: store.dir,
-      ...extra,
-    }),
-    { onEvent: (e) => events.push(e), accessLog: (l) => lines.push(l) },
+  return startTestProxy(
+    t,
+    ups.map((u) => u.url),
+    extra,
   );
-  t.teardown(() => proxy.stop());
-  return { proxy, lines, events };
 }
 
 async function twoUpstreams(t: Teardowns): Promise<[TestUpstream, TestUpstream]> {
