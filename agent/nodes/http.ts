@@ -5,7 +5,7 @@
  */
 import { NodeError, type NodeContext, type NodeDef, type NodeInputs } from "../engine/types.js";
 import { folderPrefix, saveFile } from "./files.js";
-import { bodyText, safeFetch, type FetchResult } from "./outbound.js";
+import { bodyText, outboundPolicy, safeFetch, type FetchResult } from "./outbound.js";
 import { asBool, asDict, asInt, asList, asText, capList, capString, output, prop } from "./util.js";
 
 const URL_PROP = prop("url", "str", "", { description: "The URL to make the request to." });
@@ -120,11 +120,37 @@ function fileNameOf(r: FetchResult): string {
   return decodeURIComponent(cd ?? last ?? "unnamed_file").replace(/[/\\]/g, "_") || "unnamed_file";
 }
 
+/** Most bytes DownloadFiles holds at once: its downloads, each up to the per-file cap, are in flight together. */
+const DOWNLOAD_BYTES_IN_FLIGHT = 256 * 1024 * 1024;
+
+/** Downloads run at once: as asked, but only as many as fit DOWNLOAD_BYTES_IN_FLIGHT at the per-file cap. */
+function downloadWidth(asked: number): number {
+  const perFile = outboundPolicy().maxBytes;
+  return Math.min(asked, Math.max(1, Math.floor(DOWNLOAD_BYTES_IN_FLIGHT / perFile)));
+}
+
+/** `fn` over `items`, at most `width` at a time; results in the items' order. */
+async function pooled<T, R>(items: readonly T[], width: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+  return results;
+}
+
 export const downloadFiles: NodeDef = {
   kind: "process",
   type: "lib.http.DownloadFiles",
   title: "Download Files",
-  description: "Download files from a list of URLs into the job's assets; outputs the saved assets and failed URLs.",
+  description:
+    "Download files from a list of URLs into the job's assets; outputs the saved assets and failed URLs. " +
+    "`max_concurrent_downloads` run at once, but never more than fit 256 MiB at the per-file cap " +
+    "(NODEWAY_HTTP_MAX_BYTES, 64 MiB by default: 4 at once).",
   properties: [
     prop("urls", "list[str]", [], { description: "List of URLs to download." }),
     prop("output_folder", "str", "downloads", { description: "Folder (asset name prefix) for the files." }),
@@ -139,31 +165,24 @@ export const downloadFiles: NodeDef = {
   process: async (ctx, inputs) => {
     const urls = asList(inputs.urls).map(asText);
     capList(ctx.limits, urls.length, "urls");
-    const width = Math.min(32, Math.max(1, asInt(inputs.max_concurrent_downloads ?? 5, "max_concurrent_downloads")));
+    const asked = Math.min(32, Math.max(1, asInt(inputs.max_concurrent_downloads ?? 5, "max_concurrent_downloads")));
     const prefix = folderPrefix(inputs.output_folder);
-    const success: string[] = [];
-    const failed: string[] = [];
-    for (let i = 0; i < urls.length; i += width) {
-      const batch = urls.slice(i, i + width);
-      const done = await Promise.all(
-        batch.map(async (url) => {
-          try {
-            const r = await call(ctx, { ...inputs, url }, "GET");
-            const type = r.headers["content-type"]?.split(";")[0]?.trim() || "application/octet-stream";
-            return (await saveFile(ctx, r.body, prefix + fileNameOf(r), type, "asset")).uri;
-          } catch (err) {
-            if (ctx.signal.aborted) throw err;
-            ctx.log(`download of ${url} failed: ${(err as Error).message}`, "warning");
-            return null;
-          }
-        }),
-      );
-      done.forEach((uri, k) => {
-        if (uri) success.push(uri);
-        else failed.push(batch[k]!);
-      });
-      ctx.progress(Math.min(i + width, urls.length), urls.length);
-    }
+    let done = 0;
+    const saved = await pooled(urls, downloadWidth(asked), async (url) => {
+      try {
+        const r = await call(ctx, { ...inputs, url }, "GET");
+        const type = r.headers["content-type"]?.split(";")[0]?.trim() || "application/octet-stream";
+        return (await saveFile(ctx, r.body, prefix + fileNameOf(r), type, "asset")).uri;
+      } catch (err) {
+        if (ctx.signal.aborted) throw err;
+        ctx.log(`download of ${url} failed: ${(err as Error).message}`, "warning");
+        return null;
+      } finally {
+        ctx.progress(++done, urls.length);
+      }
+    });
+    const success = saved.filter((uri): uri is string => Boolean(uri));
+    const failed = urls.filter((_, i) => !saved[i]);
     return { success, failed };
   },
 };

@@ -20,7 +20,15 @@ import {
   type NodeInputs,
   type ProcessNodeDef,
 } from "../engine/types.js";
-import { MEDIA_MAX_BYTES, colorOf, isEmptyMedia, pathInFolderRoot, plainBytes } from "./media-util.js";
+import {
+  IMAGE_MAX_PIXELS,
+  MEDIA_MAX_BYTES,
+  colorOf,
+  imageNode,
+  isEmptyMedia,
+  pathInFolderRoot,
+  plainBytes,
+} from "./media-util.js";
 import { EMPTY_IMAGE, imageProp, openImage } from "./pillow.js";
 import { asBool, asInt, asList, asNumber, asText, compileRegex, output, prop } from "./util.js";
 
@@ -95,7 +103,7 @@ export const textToImage: ProcessNodeDef = {
   },
 };
 
-export const imageToImage: ProcessNodeDef = {
+export const imageToImage: ProcessNodeDef = imageNode({
   kind: "process",
   type: "nodetool.image.ImageToImage",
   title: "Image To Image",
@@ -128,7 +136,7 @@ export const imageToImage: ProcessNodeDef = {
     );
     return { output: image };
   },
-};
+});
 
 /** A shell-style pattern (`*`, `?`, `[…]`) as a whole-string RE2 expression. */
 function globRegex(glob: string): string {
@@ -240,7 +248,7 @@ export const folderPathInput: ProcessNodeDef = {
 };
 
 /** Size and format of an image (`nodetool.image.GetMetadata`). */
-export const getMetadata: ProcessNodeDef = {
+export const getMetadata: ProcessNodeDef = imageNode({
   kind: "process",
   type: "nodetool.image.GetMetadata",
   title: "Get Metadata",
@@ -260,10 +268,10 @@ export const getMetadata: ProcessNodeDef = {
     const mode = channels === 1 ? "L" : channels === 2 ? "LA" : channels === 4 ? "RGBA" : "RGB";
     return { format: (meta.format ?? "").toUpperCase(), mode, width, height, channels };
   },
-};
+});
 
 /** `nodetool.image.Resize` / `Scale`: the image at a new size (aspect not kept by Resize). */
-export const resize: ProcessNodeDef = {
+export const resize: ProcessNodeDef = imageNode({
   kind: "process",
   type: "nodetool.image.Resize",
   title: "Resize",
@@ -280,9 +288,9 @@ export const resize: ProcessNodeDef = {
     const { img } = await openImage(ctx, inputs.image);
     return { output: plainBytes(await img.resize(width, height, { fit: "fill" }).png().toBuffer()) };
   },
-};
+});
 
-export const scale: ProcessNodeDef = {
+export const scale: ProcessNodeDef = imageNode({
   kind: "process",
   type: "nodetool.image.Scale",
   title: "Scale",
@@ -297,7 +305,10 @@ export const scale: ProcessNodeDef = {
     if (!(factor > 0 && factor <= 10)) throw new NodeError(`scale must be in (0, 10], got ${factor}`);
     const { img, width, height } = await openImage(ctx, inputs.image);
     const size = { width: Math.max(1, Math.round(width * factor)), height: Math.max(1, Math.round(height * factor)) };
-    if (size.width * size.height > 40_000_000) throw new NodeError("the scaled image would be too large");
+    if (size.width * size.height > IMAGE_MAX_PIXELS)
+      throw new NodeError(
+        `the scaled image would be ${size.width}×${size.height}, over the ${IMAGE_MAX_PIXELS}-pixel image limit`,
+      );
     return {
       output: plainBytes(
         await img
@@ -307,7 +318,7 @@ export const scale: ProcessNodeDef = {
       ),
     };
   },
-};
+});
 
 export const IMAGE_NODES: readonly NodeDef[] = [
   textToImage,

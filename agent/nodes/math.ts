@@ -1,7 +1,8 @@
 /**
- * Arithmetic (`lib.math.*`, formerly `nodetool.math.*`, accepted as aliases). As in NodeTool's TypeScript
- * nodes, results follow JavaScript number semantics: dividing by zero gives ±Infinity (0/0 and x % 0 give NaN)
- * rather than an error, and `%` keeps the sign of the dividend. JSON carries those values as `null`.
+ * Arithmetic (`lib.math.*`, formerly `nodetool.math.*`, accepted as aliases). As NodeTool's Python raises
+ * (ZeroDivisionError, "math domain error", "math range error"), dividing by zero and any result that is not a
+ * finite number fail the node: JSON has no NaN or Infinity, and a `null` would flow on unnoticed. `%` keeps the
+ * sign of the dividend.
  */
 import { NodeError, type NodeDef, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
 import type { PropertyMetadata } from "../../protocol/index.js";
@@ -22,9 +23,26 @@ function mathNode(
     description,
     properties,
     outputs: output("float"),
-    process: (_ctx, inputs) => ({ output: fn(inputs) }),
+    process: (_ctx, inputs) => ({ output: finite(title, properties, inputs, fn(inputs)) }),
   };
 }
+
+/** `x`, or a NodeError naming the node and its inputs when it is NaN (a domain error) or ±Infinity (overflow). */
+function finite(title: string, properties: PropertyMetadata[], inputs: NodeInputs, x: number): number {
+  if (Number.isFinite(x)) return x;
+  const args = properties.map((p) => `${p.name} = ${JSON.stringify(inputs[p.name])}`).join(", ");
+  if (Number.isNaN(x)) throw new NodeError(`${title}: math domain error: no real result for ${args}`);
+  throw new NodeError(`${title}: math range error: the result for ${args} is too large (${x})`);
+}
+
+/** `b`, or a NodeError when it is zero (Python's ZeroDivisionError). */
+function nonZero(b: number, what: string): number {
+  if (b === 0) throw new NodeError(`${what} by zero`);
+  return b;
+}
+
+/** NaN (a domain error) where `ok` is false, else `x`. */
+const domain = (ok: boolean, x: () => number) => (ok ? x() : Number.NaN);
 
 const num = (inputs: NodeInputs, key: string) => asNumber(inputs[key], key);
 
@@ -52,31 +70,35 @@ export const multiply = mathNode(
   [prop("a", "float", 0), prop("b", "float", 0)],
   (i) => num(i, "a") * num(i, "b"),
 );
-/** A ÷ B; B = 0 gives ±Infinity (NaN for 0/0), as in NodeTool. */
+/** A ÷ B; B = 0 fails ("division by zero"), as in NodeTool. */
 export const divide = mathNode(
   "Divide",
   "Divide",
-  "Divides A by B to calculate the quotient.",
+  "Divides A by B to calculate the quotient (B = 0 fails: division by zero).",
   [prop("a", "float", 0), prop("b", "float", 1)],
-  (i) => num(i, "a") / num(i, "b"),
+  (i) => num(i, "a") / nonZero(num(i, "b"), "Divide: division"),
 );
-/** A mod B with the sign of A; B = 0 gives NaN, as in NodeTool. */
+/** A mod B with the sign of A; B = 0 fails ("modulo by zero"), as in NodeTool. */
 export const modulus = mathNode(
   "Modulus",
   "Modulus",
-  "Computes A modulo B to find the remainder after division.",
+  "Computes A modulo B to find the remainder after division (B = 0 fails: modulo by zero).",
   [prop("a", "float", 0), prop("b", "float", 1)],
-  (i) => num(i, "a") % num(i, "b"),
+  (i) => num(i, "a") % nonZero(num(i, "b"), "Modulus: modulo"),
 );
-/** base ^ exponent. */
+/** base ^ exponent, as Python's math.pow: 0 to a negative power is a domain error, as is a negative base to a fraction. */
 export const power = mathNode(
   "Power",
   "Power",
   "Raises base to the given exponent.",
   [prop("base", "float", 0), prop("exponent", "float", 1)],
-  (i) => num(i, "base") ** num(i, "exponent"),
+  (i) => {
+    const base = num(i, "base");
+    const exponent = num(i, "exponent");
+    return domain(base !== 0 || exponent >= 0, () => base ** exponent);
+  },
 );
-/** √x (NaN for negative x). */
+/** √x; negative x fails (math domain error), as in NodeTool. */
 export const sqrt = mathNode("Sqrt", "Sqrt", "Computes the square root of x.", [prop("x", "float", 0)], (i) =>
   Math.sqrt(num(i, "x")),
 );
@@ -94,7 +116,7 @@ const OPERATIONS = {
   arcsin: Math.asin,
   arccos: Math.acos,
   arctan: Math.atan,
-  log: Math.log,
+  log: (x: number) => domain(x > 0, () => Math.log(x)),
 } as const satisfies Record<string, (x: number) => number>;
 type Operation = keyof typeof OPERATIONS;
 

@@ -9,9 +9,9 @@ import { spawn } from "node:child_process";
 import { mkdtemp, realpath, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
-import type sharpFactory from "sharp";
+import type { default as sharpFactory, Sharp, SharpInput, SharpOptions } from "sharp";
 import { ASSETS_DEFAULTS, assetIdOfUri } from "../../protocol/index.js";
-import { NodeError, type NodeContext } from "../engine/types.js";
+import { NodeError, type NodeContext, type ProcessNodeDef } from "../engine/types.js";
 
 /** Largest media value a node reads (an upload's cap: nothing larger can be an asset). */
 export const MEDIA_MAX_BYTES = ASSETS_DEFAULTS.maxUploadBytes;
@@ -206,4 +206,52 @@ let sharpModule: Promise<SharpFactory> | null = null;
 export function loadSharp(): Promise<SharpFactory> {
   sharpModule ??= import("sharp").then((m) => m.default);
   return sharpModule;
+}
+
+/**
+ * Longest one sharp (libvips) pipeline may compute, in seconds; libvips stops it then. Nothing else can: a cancel,
+ * a job's timeout or a terminated worker thread leaves native work running on the agent's threads. The node
+ * context gives no job deadline, so this is a cap per operation, several times what the largest image takes.
+ */
+export const IMAGE_OP_MAX_SECONDS = 30;
+
+/**
+ * A sharp pipeline for a node: refused at once when the job has stopped, its input capped at IMAGE_MAX_PIXELS,
+ * and whatever it (or a clone) computes stopped by libvips after `seconds`. Every image node builds its pipelines
+ * here: sharp has no abort, so this time cap is what bounds native work after a cancel.
+ */
+export async function imagePipeline(
+  ctx: NodeContext,
+  input?: SharpInput,
+  options: SharpOptions = {},
+  seconds = IMAGE_OP_MAX_SECONDS,
+): Promise<Sharp> {
+  ctx.signal.throwIfAborted();
+  const sharp = await loadSharp();
+  const opts = { limitInputPixels: IMAGE_MAX_PIXELS, ...options };
+  // sharp takes a created or text image's options as its only argument.
+  return (input === undefined ? sharp(opts) : sharp(input, opts)).timeout({ seconds });
+}
+
+/** libvips' stop at the time cap (`timeout: 12% complete`) as the node's error; any other error as it is. */
+export function imageOpError(err: unknown): unknown {
+  const m = err instanceof Error ? /^timeout: (\d+)% complete/.exec(err.message) : null;
+  if (!m) return err;
+  return new NodeError(
+    `the image operation took longer than its time limit (${IMAGE_OP_MAX_SECONDS} s) and was stopped at ${m[1]}%`,
+  );
+}
+
+/** `def` with libvips' time-cap stop reported as its error (imageOpError). */
+export function imageNode(def: ProcessNodeDef): ProcessNodeDef {
+  return {
+    ...def,
+    process: async (ctx, inputs) => {
+      try {
+        return await def.process(ctx, inputs);
+      } catch (err) {
+        throw imageOpError(err);
+      }
+    },
+  };
 }

@@ -3,11 +3,20 @@
  * on sharp (libvips). Inputs, defaults and the effect of each follow NodeTool's Pillow nodes: `enhance` blends
  * with a degenerate image as Pillow's ImageEnhance does (black for Brightness, mean grey for Contrast, greyscale
  * for Color, a smoothed copy for Sharpness), `color_grading` works on RGB in 0–1, `filter` applies Pillow's 3×3
- * kernels. Every output is a PNG (bytes; the agent stores a large one as an asset).
+ * kernels. Every output is a PNG (bytes; the agent stores a large one as an asset). Every sharp pipeline is built by
+ * media-util's imagePipeline, which caps its pixels and its time (libvips stops it; a cancel cannot).
  */
 import type { PropertyMetadata } from "../../protocol/index.js";
 import { NodeError, type NodeContext, type NodeDef, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
-import { IMAGE_MAX_PIXELS, colorOf, isEmptyMedia, loadSharp, mediaBytes, plainBytes } from "./media-util.js";
+import {
+  IMAGE_MAX_PIXELS,
+  colorOf,
+  imageNode,
+  imagePipeline,
+  isEmptyMedia,
+  mediaBytes,
+  plainBytes,
+} from "./media-util.js";
 import { asInt, asList, asNumber, asText, enumProp, output, prop } from "./util.js";
 
 /** NodeTool's empty ImageRef, the default of every image input. */
@@ -23,11 +32,13 @@ export interface Pixels {
   height: number;
 }
 
-/** A sharp pipeline over the image value `value` (`label` names it in errors), its size capped; its bytes and format. */
+/**
+ * A sharp pipeline over the image value `value` (`label` names it in errors), its size and time capped
+ * (imagePipeline); its bytes and format.
+ */
 export async function openImage(ctx: NodeContext, value: unknown, label = "image") {
-  const sharp = await loadSharp();
   const bytes = await mediaBytes(ctx, value, "image", label);
-  const img = sharp(bytes, { limitInputPixels: IMAGE_MAX_PIXELS });
+  const img = await imagePipeline(ctx, bytes);
   const meta = await img.metadata().catch((err: Error) => {
     throw new NodeError(`${label} is not an image sharp can read: ${err.message}`);
   });
@@ -45,14 +56,10 @@ export async function decodePixels(ctx: NodeContext, value: unknown, label = "im
   };
 }
 
-export async function encodePng(px: Pixels): Promise<Uint8Array> {
-  const sharp = await loadSharp();
+export async function encodePng(ctx: NodeContext, px: Pixels): Promise<Uint8Array> {
   const raw = Buffer.from(px.data.buffer, px.data.byteOffset, px.data.byteLength);
-  return plainBytes(
-    await sharp(raw, { raw: { width: px.width, height: px.height, channels: 4 } })
-      .png()
-      .toBuffer(),
-  );
+  const img = await imagePipeline(ctx, raw, { raw: { width: px.width, height: px.height, channels: 4 } });
+  return plainBytes(await img.png().toBuffer());
 }
 
 /** Pillow's "L" (ITU-R 601-2 luma) of one pixel. */
@@ -143,7 +150,7 @@ function pillowNode(
     process: async (ctx, inputs) => {
       if (isEmptyMedia(inputs.image)) throw new NodeError(`${name}: "image" is not connected`);
       const result = await op(ctx, inputs);
-      return { output: result instanceof Uint8Array ? result : await encodePng(result) };
+      return { output: result instanceof Uint8Array ? result : await encodePng(ctx, result) };
     },
   };
 }
@@ -288,25 +295,167 @@ const unsharpMask = pillowNode(
   },
 );
 
+// CLAHE as NodeTool runs it (OpenCV's createCLAHE on the L channel of Lab), in linear time: libvips' own clahe
+// slides a window over every pixel, which takes minutes on a large image. NodeTool hands OpenCV its RGB pixels as
+// BGR, so its lightness weighs red as blue and blue as red: read the same way here, results match.
+
+/** sRGB 0–255 → linear light 0–1. */
+const TO_LINEAR = Float64Array.from({ length: 256 }, (_, v) => {
+  const c = v / 255;
+  return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+});
+/** Linear light in 1/65535 steps → sRGB 0–255. */
+const FROM_LINEAR = Uint8Array.from({ length: 65536 }, (_, i) => {
+  const c = i / 65535;
+  return Math.round(255 * (c <= 0.0031308 ? 12.92 * c : 1.055 * c ** (1 / 2.4) - 0.055));
+});
+const toSrgb = (c: number) => FROM_LINEAR[Math.round(Math.min(1, Math.max(0, c)) * 65535)]!;
+/** CIE Lab's f and its inverse; L = 116 f(Y) − 16. D65 white X and Z. */
+const labF = (t: number) => (t > 216 / 24389 ? Math.cbrt(t) : ((24389 / 27) * t + 16) / 116);
+const labFInv = (f: number) => (f > 6 / 29 ? f * f * f : ((116 * f - 16) * 27) / 24389);
+const XN = 0.95047;
+const ZN = 1.08883;
+
+/** Each pixel's Lab lightness scaled to 0–255 (OpenCV's 8-bit L), channels read as BGR. */
+function lightness(px: Pixels): Uint8ClampedArray {
+  const d = px.data;
+  const out = new Uint8ClampedArray(d.length / 4);
+  for (let i = 0, p = 0; i < d.length; i += 4, p++) {
+    const y = 0.2126729 * TO_LINEAR[d[i + 2]!]! + 0.7151522 * TO_LINEAR[d[i + 1]!]! + 0.072175 * TO_LINEAR[d[i]!]!;
+    out[p] = (116 * labF(y) - 16) * 2.55;
+  }
+  return out;
+}
+
+/** The pixels with their lightness changed from `before` to `after`, a and b of Lab kept (channels as BGR). */
+function relight(px: Pixels, before: Uint8ClampedArray, after: Uint8Array): Pixels {
+  const d = px.data;
+  for (let i = 0, p = 0; i < d.length; i += 4, p++) {
+    if (after[p] === before[p]) continue;
+    const shift = (after[p]! - before[p]!) / 2.55 / 116;
+    const r = TO_LINEAR[d[i + 2]!]!;
+    const g = TO_LINEAR[d[i + 1]!]!;
+    const b = TO_LINEAR[d[i]!]!;
+    const x = XN * labFInv(labF((0.4124564 * r + 0.3575761 * g + 0.1804375 * b) / XN) + shift);
+    const y = labFInv(labF(0.2126729 * r + 0.7151522 * g + 0.072175 * b) + shift);
+    const z = ZN * labFInv(labF((0.0193339 * r + 0.119192 * g + 0.9503041 * b) / ZN) + shift);
+    d[i + 2] = toSrgb(3.2404542 * x - 1.5371385 * y - 0.4985314 * z);
+    d[i + 1] = toSrgb(-0.969266 * x + 1.8760108 * y + 0.041556 * z);
+    d[i] = toSrgb(0.0556434 * x - 0.2040259 * y + 1.0572252 * z);
+  }
+  return px;
+}
+
+/** OpenCV's BORDER_REFLECT_101: an index past either end, mirrored back in (the edge not repeated). */
+function reflect101(p: number, len: number): number {
+  if (len === 1) return 0;
+  while (p < 0 || p >= len) p = p < 0 ? -p : 2 * (len - 1) - p;
+  return p;
+}
+
+/** OpenCV's clip: counts above `limit` cut off and spread evenly over all 256 bins, the remainder stepwise. */
+function clipHistogram(hist: Int32Array, limit: number): void {
+  let clipped = 0;
+  for (let v = 0; v < 256; v++) {
+    if (hist[v]! > limit) {
+      clipped += hist[v]! - limit;
+      hist[v] = limit;
+    }
+  }
+  const batch = Math.trunc(clipped / 256);
+  let residual = clipped - batch * 256;
+  for (let v = 0; v < 256; v++) hist[v]! += batch;
+  const step = residual > 0 ? Math.max(Math.trunc(256 / residual), 1) : 1;
+  for (let v = 0; v < 256 && residual > 0; v += step, residual--) hist[v]!++;
+}
+
+/** Each tile's equalizing lookup table (256 entries, tile by tile, row by row). */
+function tileLuts(
+  src: Uint8ClampedArray,
+  width: number,
+  height: number,
+  grid: number,
+  tileW: number,
+  tileH: number,
+  clip: number,
+) {
+  const area = tileW * tileH;
+  const limit = clip > 0 ? Math.max(1, Math.trunc((clip * area) / 256)) : 0;
+  const xs = Int32Array.from({ length: tileW * grid }, (_, x) => reflect101(x, width));
+  const ys = Int32Array.from({ length: tileH * grid }, (_, y) => reflect101(y, height));
+  const luts = new Uint8ClampedArray(grid * grid * 256);
+  const hist = new Int32Array(256);
+  for (let ty = 0; ty < grid; ty++) {
+    for (let tx = 0; tx < grid; tx++) {
+      hist.fill(0);
+      for (let y = ty * tileH; y < (ty + 1) * tileH; y++) {
+        const row = ys[y]! * width;
+        for (let x = tx * tileW; x < (tx + 1) * tileW; x++) hist[src[row + xs[x]!]!]!++;
+      }
+      if (limit > 0) clipHistogram(hist, limit);
+      const base = (ty * grid + tx) * 256;
+      let sum = 0;
+      for (let v = 0; v < 256; v++) {
+        sum += hist[v]!;
+        luts[base + v] = (sum * 255) / area;
+      }
+    }
+  }
+  return luts;
+}
+
+/**
+ * OpenCV's CLAHE on one 8-bit plane: `grid` × `grid` tiles, each equalized with its histogram clipped at `clip`
+ * times its mean bin (0: not clipped), every pixel blended bilinearly from the four nearest tiles' tables. An image
+ * that does not divide into whole tiles is extended by reflection, as OpenCV does.
+ */
+function clahe(src: Uint8ClampedArray, width: number, height: number, grid: number, clip: number): Uint8Array {
+  const whole = width % grid === 0 && height % grid === 0;
+  const tileW = whole ? width / grid : (width + grid - (width % grid)) / grid;
+  const tileH = whole ? height / grid : (height + grid - (height % grid)) / grid;
+  const luts = tileLuts(src, width, height, grid, tileW, tileH, clip);
+  const left = new Int32Array(width);
+  const right = new Int32Array(width);
+  const xw = new Float64Array(width);
+  for (let x = 0; x < width; x++) {
+    const f = x / tileW - 0.5;
+    const t = Math.floor(f);
+    xw[x] = f - t;
+    left[x] = Math.max(t, 0) * 256;
+    right[x] = Math.min(t + 1, grid - 1) * 256;
+  }
+  const out = new Uint8Array(src.length);
+  for (let y = 0; y < height; y++) {
+    const f = y / tileH - 0.5;
+    const t = Math.floor(f);
+    const yw = f - t;
+    const top = Math.max(t, 0) * grid * 256;
+    const bottom = Math.min(t + 1, grid - 1) * grid * 256;
+    for (let x = 0, i = y * width; x < width; x++, i++) {
+      const v = src[i]!;
+      const a = xw[x]!;
+      const upper = luts[top + left[x]! + v]! * (1 - a) + luts[top + right[x]! + v]! * a;
+      const lower = luts[bottom + left[x]! + v]! * (1 - a) + luts[bottom + right[x]! + v]! * a;
+      out[i] = Math.round(upper * (1 - yw) + lower * yw);
+    }
+  }
+  return out;
+}
+
 const adaptiveContrast = pillowNode(
   "enhance",
   "AdaptiveContrast",
-  "Local contrast enhancement (CLAHE) over a grid of `grid_size` × `grid_size` tiles.",
+  "Local contrast enhancement (CLAHE, as OpenCV's) of the image's lightness over `grid_size` × `grid_size` tiles.",
   [
     prop("clip_limit", "float", 2.0, { min: 0, max: 100, description: "Clip limit for adaptive contrast." }),
     prop("grid_size", "int", 8, { min: 1, max: 64, description: "Grid size for adaptive contrast." }),
   ],
   async (ctx, inputs) => {
     const clip = num(inputs, "clip_limit", 0, 100);
-    const grid = num(inputs, "grid_size", 1, 64);
-    const { img, width, height } = await openImage(ctx, inputs.image);
-    const tile = { width: Math.max(1, Math.ceil(width / grid)), height: Math.max(1, Math.ceil(height / grid)) };
-    return plainBytes(
-      await img
-        .clahe({ ...tile, maxSlope: Math.round(clip) })
-        .png()
-        .toBuffer(),
-    );
+    const grid = asInt(num(inputs, "grid_size", 1, 64), "grid_size");
+    const px = await decodePixels(ctx, inputs.image);
+    const light = lightness(px);
+    return relight(px, light, clahe(light, px.width, px.height, grid, clip));
   },
 );
 
@@ -480,24 +629,65 @@ function fontDescription(font: unknown, sizePx: number): string {
 
 const escapeMarkup = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
-/** The text rendered by Pango as an RGBA image (its top-left is where the text starts). */
-async function textImage(inputs: NodeInputs, text: string): Promise<{ data: Buffer; width: number; height: number }> {
-  const sharp = await loadSharp();
-  const size = asInt(num(inputs, "size", 1, 512), "size");
+/** Most characters RenderText draws (far more than an image within the pixel limit can show legibly). */
+const TEXT_MAX_CHARS = 100_000;
+/** Widest and tallest text image cairo can draw. */
+const TEXT_MAX_SIDE = 32_767;
+/** Text whose estimate is over this many pixels is first measured at a smaller size (cheap), then drawn. */
+const TEXT_PROBE_PIXELS = 1_000_000;
+
+/** The text's size in pixels at `size` px, estimated: 1 em a character (a wide glyph's advance), 1.2 em a line. */
+function textExtent(text: string, size: number): { width: number; height: number; lines: number; longest: number } {
+  const lines = text.split("\n");
+  const longest = Math.max(...lines.map((l) => [...l].length));
+  return { width: longest * size, height: Math.ceil(lines.length * size * 1.2), lines: lines.length, longest };
+}
+
+/** Fails, naming the size, when text `width` × `height` pixels would be over the image limits. */
+function refuseTextOver(width: number, height: number, size: number, what: string): void {
+  const over =
+    width * height > IMAGE_MAX_PIXELS
+      ? `over the ${IMAGE_MAX_PIXELS}-pixel image limit`
+      : width > TEXT_MAX_SIDE || height > TEXT_MAX_SIDE
+        ? `over the ${TEXT_MAX_SIDE} pixels a side text can be drawn in`
+        : "";
+  if (over === "") return;
+  throw new NodeError(
+    `RenderText: the text would be about ${width}×${height} pixels at size ${size} (${what}), ${over}: ` +
+      "use a smaller size or less text",
+  );
+}
+
+/** The text rendered by Pango at `size` px as an RGBA image (its top-left is where the text starts). */
+async function renderedText(ctx: NodeContext, inputs: NodeInputs, text: string, size: number) {
   const fill = colorOf(inputs.color, "color", "#000000");
   const align = asText(inputs.align) === "center" ? "centre" : asText(inputs.align) === "right" ? "right" : "left";
-  const { data, info } = await sharp({
-    text: {
-      text: `<span foreground="${fill}">${escapeMarkup(text)}</span>`,
-      font: fontDescription(inputs.font, size),
-      rgba: true,
-      align,
-      dpi: 72,
-    },
-  })
-    .png()
-    .toBuffer({ resolveWithObject: true });
+  const font = fontDescription(inputs.font, size);
+  const markup = `<span foreground="${fill}">${escapeMarkup(text)}</span>`;
+  const img = await imagePipeline(ctx, undefined, { text: { text: markup, font, rgba: true, align, dpi: 72 } });
+  const { data, info } = await img.png().toBuffer({ resolveWithObject: true });
   return { data, width: info.width, height: info.height };
+}
+
+/**
+ * The text as an RGBA image, its size bounded before anything is drawn (Pango draws the whole text at once):
+ * refused when the estimate is over the limit; a large one is first drawn small and its measured size scaled up.
+ */
+async function textImage(ctx: NodeContext, inputs: NodeInputs, text: string) {
+  const size = asInt(num(inputs, "size", 1, 512), "size");
+  const chars = [...text].length;
+  if (chars > TEXT_MAX_CHARS)
+    throw new NodeError(`RenderText draws at most ${TEXT_MAX_CHARS} characters, got ${chars}`);
+  const est = textExtent(text, size);
+  const what = `${est.lines} line${est.lines === 1 ? "" : "s"}, the longest ${est.longest} characters`;
+  refuseTextOver(est.width, est.height, size, what);
+  const probe = Math.max(4, Math.floor(size * Math.sqrt(TEXT_PROBE_PIXELS / (est.width * est.height))));
+  if (probe < size) {
+    const small = await renderedText(ctx, inputs, text, probe);
+    const scale = size / probe;
+    refuseTextOver(Math.ceil(small.width * scale), Math.ceil(small.height * scale), size, what);
+  }
+  return renderedText(ctx, inputs, text, size);
 }
 
 const renderText: ProcessNodeDef = {
@@ -522,15 +712,17 @@ const renderText: ProcessNodeDef = {
     if (text.trim() === "") return { output: plainBytes(await img.png().toBuffer()) };
     const x = asInt(inputs.x, "x");
     const y = asInt(inputs.y, "y");
-    const label = await textImage(inputs, text);
+    const label = await textImage(ctx, inputs, text);
     // The part of the text that falls on the image: sharp composites only what fits.
     const left = Math.max(0, -x);
     const top = Math.max(0, -y);
     const w = Math.min(label.width - left, width - Math.max(0, x));
     const h = Math.min(label.height - top, height - Math.max(0, y));
     if (w <= 0 || h <= 0) return { output: plainBytes(await img.png().toBuffer()) };
-    const sharp = await loadSharp();
-    const part = await sharp(label.data).extract({ left, top, width: w, height: h }).png().toBuffer();
+    const part = await (await imagePipeline(ctx, label.data))
+      .extract({ left, top, width: w, height: h })
+      .png()
+      .toBuffer();
     const out = await img
       .composite([{ input: part, left: Math.max(0, x), top: Math.max(0, y) }])
       .png()
@@ -569,8 +761,8 @@ const combineImageGrid: ProcessNodeDef = {
         top: Math.floor(i / columns) * cellH,
       })),
     );
-    const sharp = await loadSharp();
-    const canvas = sharp({ create: { width, height, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } });
+    const background = { r: 0, g: 0, b: 0, alpha: 0 };
+    const canvas = await imagePipeline(ctx, undefined, { create: { width, height, channels: 4, background } });
     return { output: plainBytes(await canvas.composite(parts).png().toBuffer()) };
   },
 };
@@ -600,6 +792,7 @@ const sliceImageGrid: ProcessNodeDef = {
     const tiles: Uint8Array[] = [];
     for (let top = 0; top < height; top += tileH) {
       for (let left = 0; left < width; left += tileW) {
+        ctx.signal.throwIfAborted();
         const region = { left, top, width: Math.min(tileW, width - left), height: Math.min(tileH, height - top) };
         tiles.push(plainBytes(await img.clone().extract(region).png().toBuffer()));
       }
@@ -608,6 +801,7 @@ const sliceImageGrid: ProcessNodeDef = {
   },
 };
 
+/** Every node's libvips time-cap stop reported as its error (imageNode). */
 const LIB_NODES: readonly ProcessNodeDef[] = [
   brightness,
   contrast,
@@ -632,7 +826,7 @@ const LIB_NODES: readonly ProcessNodeDef[] = [
   renderText,
   combineImageGrid,
   sliceImageGrid,
-];
+].map(imageNode);
 
 /**
  * Each node again under NodeTool's `nodetool.lib.*` name (some gallery workflows use it). Separate definitions,

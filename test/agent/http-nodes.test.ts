@@ -154,3 +154,47 @@ t.test("http nodes - requests, redirects re-checked, limits, RSS and links", asy
     ],
   });
 });
+
+t.test("http nodes - DownloadFiles holds at most 256 MiB of bodies at once", async (t) => {
+  const BODY = Buffer.alloc(4 * 1024 * 1024, 7);
+  let open = 0;
+  let maxOpen = 0;
+  let held: (() => void)[] = [];
+  let release: NodeJS.Timeout | undefined;
+  // Each answer waits until no request has come for 200 ms: requests made together are all open together.
+  const server = createServer((req, res) => {
+    open++;
+    maxOpen = Math.max(maxOpen, open);
+    res.on("close", () => open--);
+    held.push(() => res.writeHead(200, { "content-type": "application/octet-stream" }).end(BODY));
+    clearTimeout(release);
+    release = setTimeout(() => {
+      for (const answer of held) answer();
+      held = [];
+    }, 200);
+    req.resume();
+  });
+  const url = await listen(server, "127.0.0.2");
+  t.teardown(() => {
+    clearTimeout(release);
+    server.closeAllConnections();
+    server.close();
+  });
+  // A per-file cap of 128 MiB: two downloads at once fill the 256 MiB.
+  const s = await startStack(t, {
+    agents: 1,
+    agentEnv: { NODEWAY_HTTP_ALLOW: "127.0.0.2", NODEWAY_HTTP_MAX_BYTES: String(128 * 1024 * 1024) },
+  });
+  const ws = await WsClient.open(s.url, "msgpack");
+  t.teardown(() => ws.close());
+  const urls = Array.from({ length: 8 }, (_, i) => `${url}/file${i}.bin`);
+  const end = await run(
+    ws,
+    one("lib.http.DownloadFiles", { urls, max_concurrent_downloads: 32 }, ["success", "failed"]),
+  );
+  t.equal(end.status, "completed", errorOf(end));
+  const result = end.result as { success: string[][]; failed: string[][] };
+  t.equal(result.success[0]?.length, 8, "every file is saved");
+  t.same(result.failed, [[]]);
+  t.equal(maxOpen, 2, "but only 2 of the 32 asked for were downloading at once (2 × 128 MiB)");
+});

@@ -492,14 +492,14 @@ t.test("nodes - text Collect joins every string that arrived once upstream ends"
   t.equal(await consume("nodetool.text.Collect", {}, []), "", "an empty stream gives empty text");
 });
 
-t.test("nodes - math nodes compute and keep NodeTool's division by zero", async (t) => {
+t.test("nodes - math nodes compute; division by zero fails as NodeTool's Python does", async (t) => {
   t.equal(await out("lib.math.Add", { a: 2, b: 3 }), 5);
   t.equal(await out("nodetool.math.Subtract", { a: 2, b: 3 }), -1, "old name runs the same node");
   t.equal(await out("lib.math.Multiply", { a: 2, b: "3" }), 6);
   t.equal(await out("lib.math.Divide", { a: 1, b: 4 }), 0.25);
-  t.equal(await out("lib.math.Divide", { a: 1, b: 0 }), Infinity);
-  t.equal(await out("lib.math.Divide", { a: -1, b: 0 }), -Infinity);
-  t.ok(Number.isNaN(await out("lib.math.Modulus", { a: 1, b: 0 })));
+  await t.rejects(out("lib.math.Divide", { a: 1, b: 0 }), { name: "NodeError", message: /division by zero/ });
+  await t.rejects(out("lib.math.Divide", { a: -1, b: 0 }), { name: "NodeError", message: /division by zero/ });
+  await t.rejects(out("lib.math.Modulus", { a: 1, b: 0 }), { name: "NodeError", message: /modulo by zero/ });
   t.equal(await out("lib.math.Modulus", { a: 7, b: 3 }), 1);
   t.equal(await out("lib.math.Power", { base: 2, exponent: 10 }), 1024);
   t.equal(await out("lib.math.Sqrt", { x: 9 }), 3);

@@ -63,6 +63,7 @@ const OPS: [string, string, Record<string, unknown>][] = [
   ["unsharp", "lib.pillow.enhance.UnsharpMask", { radius: 2, percent: 150, threshold: 3 }],
   ["exposure", "lib.pillow.color_grading.Exposure", { exposure: 1 }],
   ["desat", "lib.pillow.color_grading.SaturationVibrance", { saturation: -1 }],
+  ["clahe", "lib.pillow.enhance.AdaptiveContrast", { clip_limit: 2, grid_size: 4 }],
   [
     "text",
     "lib.pillow.draw.RenderText",
@@ -114,6 +115,22 @@ t.test("pillow - each operation changes the image's pixels the way NodeTool's do
     ),
     "SaturationVibrance saturation −1 is grey",
   );
+  // NodeTool's AdaptiveContrast (OpenCV's CLAHE on Lab lightness) on this image gives these pixels.
+  const opencv: [number, number, number[]][] = [
+    [5, 5, [49, 39, 112]],
+    [50, 5, [203, 43, 114]],
+    [5, 60, [50, 152, 111]],
+    [32, 32, [210, 101, 120]],
+    [70, 30, [198, 88, 109]],
+  ];
+  for (const [x, y, want] of opencv) {
+    const i = (y * W + x) * 4;
+    const rgb = [...got.clahe!.data.subarray(i, i + 3)];
+    t.ok(
+      rgb.every((v, c) => Math.abs(v - want[c]!) <= 3),
+      `AdaptiveContrast at (${x}, ${y}) is OpenCV's ${want} within 3: ${rgb}`,
+    );
+  }
   const txt = got.text!;
   let white = 0;
   let changedOutside = 0;
