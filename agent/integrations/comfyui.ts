@@ -7,9 +7,13 @@
  * What ComfyUI does not give, this adds:
  * - ComfyUI sends a prompt's events only to the socket of the `client_id` it was queued with, and replays nothing.
  *   The client keeps one socket open (reconnecting), queues every prompt with its id and a `prompt_id` of its own
- *   (registered before the POST, so no event can come first), and after a reconnect asks `/history/<id>` for each
- *   prompt it waits on: one that finished while the socket was down completes from its history entry.
- * - The end of a prompt is `executing` with `node: null` (sent after the history write), not `execution_success`.
+ *   (registered before the POST, so no event can come first). After a reconnect, and every `POLL_MS` in case the
+ *   socket missed a prompt's end, each prompt waited on that is not in `/queue` is looked up in `/history/<id>`: one
+ *   that finished completes from its history entry, and one in neither (ComfyUI restarted) fails.
+ * - The end of a prompt is `executing` with `node: null` (sent after the history write), not `execution_success`;
+ *   a prompt whose output nodes ran and reported no outputs fails.
+ * - `POST /prompt` must answer with the prompt's id and no `node_errors`, and every answer is read up to a bound
+ *   (`MAX_JSON_BYTES`, `MAX_FILE_BYTES` for a file), never whole.
  * - Cancel removes a queued prompt (`POST /queue {delete}`) and interrupts a running one (`POST /interrupt
  *   {prompt_id}`), which touches no other client's prompt.
  * - ComfyUI has no authentication and must not be exposed; the agent talks to it on its host (usually loopback). A
@@ -20,7 +24,7 @@
  */
 import { randomUUID } from "node:crypto";
 import WebSocket from "ws";
-import { COMFY_PROVIDER, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
+import { ASSETS_DEFAULTS, COMFY_PROVIDER, extensionOf, languageModelOf, mediaRefOf } from "../../protocol/index.js";
 import { ErrorCode, GraphError, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { FORBIDDEN_KEYS, checkForbiddenKeys } from "../../protocol/index.js";
 import { NodeError, type NodeContext, type NodeDef } from "../engine/types.js";
@@ -61,6 +65,13 @@ const PROBE_MS = 2_000;
 const RECONNECT_MS = 1_000;
 /** After a cancel, how long ComfyUI gets to say the prompt stopped before the run gives up waiting. */
 const CANCEL_WAIT_MS = 5_000;
+/** How often the prompts waited on are looked up in ComfyUI's queue and history, in case the socket missed their end. */
+const POLL_MS = 10_000;
+/** The most a JSON answer may hold: `/object_info` with many custom node packs runs to several MiB. */
+const MAX_JSON_BYTES = 32 * 1024 * 1024;
+/** The most a file ComfyUI wrote may hold: the largest asset. */
+const MAX_FILE_BYTES = ASSETS_DEFAULTS.maxUploadBytes;
+const mib = (n: number) => `${Math.round((n / 1024 / 1024) * 10) / 10} MiB`;
 
 class ComfyError extends NodeError {}
 
@@ -73,6 +84,35 @@ interface Watch {
   /** ComfyUI's class per node id, for messages. */
   classes: Record<string, string>;
   nodesDone: Set<string>;
+  /** ComfyUI took it (its `POST /prompt` answered): from then on it is in its queue or its history. */
+  queued: boolean;
+}
+
+/** A `/history/<id>` entry. */
+interface HistoryEntry {
+  outputs?: Record<string, Record<string, unknown>>;
+  status?: { status_str?: string; messages?: [string, Record<string, unknown>][] };
+}
+
+/** ComfyUI's `node_errors` (of a refused prompt) as one line. */
+function nodeErrorsText(
+  errors: Record<string, { errors?: { message?: string; details?: string }[]; class_type?: string }> | undefined,
+): string {
+  return Object.entries(errors ?? {})
+    .map(
+      ([id, n]) =>
+        `node ${id} (${n?.class_type ?? "?"}): ${(n?.errors ?? []).map((x) => [x.message, x.details].filter(Boolean).join(": ")).join("; ")}`,
+    )
+    .join("; ");
+}
+
+/** An `execution_error`'s data as the run's failure: which node, of which class, and what it raised. */
+function nodeFailure(d: Record<string, unknown>, classes: Record<string, string>): ComfyError {
+  const node = String(d.node_id ?? "?");
+  const cls = String(d.node_type ?? (Object.hasOwn(classes, node) ? classes[node] : "?"));
+  const why = String(d.exception_message ?? "failed").trim();
+  const type = d.exception_type ? ` [${String(d.exception_type)}]` : "";
+  return new ComfyError(`ComfyUI node ${node} (${cls}) failed: ${why}${type}`);
 }
 
 export class ComfyClient {
@@ -96,10 +136,15 @@ export class ComfyClient {
   /** Told when `classes` was read anew. */
   onClasses: ((classes: ComfyClasses) => void) | null = null;
   private loadingClasses: Promise<void> | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  /** A resync runs; `resyncAgain`: one more was asked for meanwhile. */
+  private resyncing = false;
+  private resyncAgain = false;
 
   constructor(
     readonly baseUrl: string,
     private readonly log: (line: string) => void,
+    private readonly opts: { pollMs?: number } = {},
   ) {
     this.endpoint = new URL(baseUrl);
     const user = decodeURIComponent(this.endpoint.username);
@@ -127,11 +172,15 @@ export class ComfyClient {
     this.connect();
     this.probeTimer = setInterval(() => void this.probe(), PROBE_MS);
     this.probeTimer.unref();
+    // While ComfyUI does not answer there is nothing to ask; the reconnect once it is back asks.
+    this.pollTimer = setInterval(() => this.info.reachable && void this.resync(), this.opts.pollMs ?? POLL_MS);
+    this.pollTimer.unref();
   }
 
   stop(): void {
     this.stopped = true;
     if (this.probeTimer) clearInterval(this.probeTimer);
+    if (this.pollTimer) clearInterval(this.pollTimer);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.ws?.terminate();
     for (const w of this.watches.values()) w.fail(new ComfyError("the agent is stopping"));
@@ -189,7 +238,7 @@ export class ComfyClient {
       // Previews with their prompt and node (binary type 4) rather than bare images.
       ws.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true } }));
       // Whatever finished while we were away is only in the history now.
-      for (const id of this.watches.keys()) void this.reconcile(id);
+      void this.resync();
     });
     ws.on("message", (data: Buffer, isBinary: boolean) => {
       try {
@@ -226,7 +275,7 @@ export class ComfyClient {
       }
       case "executing": {
         if (d.node === null || d.node === undefined) {
-          this.finish(promptId, (ww) => ww.done(ww.outputs));
+          this.complete(promptId, {});
           return;
         }
         const node = String(d.node);
@@ -243,19 +292,9 @@ export class ComfyClient {
           w.outputs[d.node] = d.output as Record<string, unknown>;
         }
         return;
-      case "execution_error": {
-        const node = String(d.node_id ?? "?");
-        const cls = String(d.node_type ?? (Object.hasOwn(w.classes, node) ? w.classes[node] : "?"));
-        const why = String(d.exception_message ?? "failed").trim();
-        this.finish(promptId, (ww) =>
-          ww.fail(
-            new ComfyError(
-              `ComfyUI node ${node} (${cls}) failed: ${why}${d.exception_type ? ` [${String(d.exception_type)}]` : ""}`,
-            ),
-          ),
-        );
+      case "execution_error":
+        this.finish(promptId, (ww) => ww.fail(nodeFailure(d, ww.classes)));
         return;
-      }
       case "execution_interrupted":
         this.finish(promptId, (ww) =>
           ww.fail(new ComfyError(`ComfyUI interrupted the prompt at node ${String(d.node_id ?? "?")}`)),
@@ -292,33 +331,88 @@ export class ComfyClient {
     settle(w);
   }
 
-  /** After a reconnect: a prompt in the history is over, whatever the socket missed. */
-  private async reconcile(promptId: string): Promise<void> {
-    try {
-      const h = (await this.api("GET", `/history/${encodeURIComponent(promptId)}`)) as Record<
-        string,
-        {
-          outputs?: Record<string, Record<string, unknown>>;
-          status?: { status_str?: string; messages?: [string, Record<string, unknown>][] };
-        }
-      >;
-      const entry = h[promptId];
-      if (!entry) return; // still queued or running: its events come on the new socket
-      if (entry.status?.status_str === "error") {
-        const err = entry.status.messages?.find((x) => x[0] === "execution_error")?.[1];
-        this.finish(promptId, (w) =>
-          w.fail(
-            new ComfyError(
-              `ComfyUI node ${String(err?.node_id ?? "?")} (${String(err?.node_type ?? "?")}) failed: ${String(err?.exception_message ?? "error")}`.trim(),
-            ),
-          ),
-        );
-      } else {
-        this.finish(promptId, (w) => w.done({ ...w.outputs, ...(entry.outputs ?? {}) }));
-      }
-    } catch (err) {
-      this.log(`ComfyUI history of ${promptId} unreadable after a reconnect: ${(err as Error).message}`);
+  /**
+   * The prompt is over: done with its outputs (what the socket gave, and `more` from the history), unless its
+   * output nodes ran (not cached) and none reported any, which is no success to pass on.
+   */
+  private complete(promptId: string, more: Record<string, Record<string, unknown>>): void {
+    this.finish(promptId, (w) => {
+      const outputs = { ...w.outputs, ...more };
+      const silent = Object.keys(outputs).length === 0 ? this.outputNodes(w).filter((id) => !w.nodesDone.has(id)) : [];
+      if (silent.length === 0) return w.done(outputs);
+      const nodes = silent.map((id) => `${id} (${w.classes[id]})`).join(", ");
+      w.fail(new ComfyError(`ComfyUI reported no outputs for the prompt, though its output node(s) ${nodes} ran`));
+    });
+  }
+
+  /** The prompt's nodes whose class is an output node (as `/object_info` says; none known before it is read). */
+  private outputNodes(w: Watch): string[] {
+    return Object.entries(w.classes)
+      .filter(([, cls]) => this.classes?.get(cls)?.outputNode === true)
+      .map(([id]) => id);
+  }
+
+  /**
+   * Each prompt waited on that ComfyUI no longer has queued or running (`GET /queue`) is over or lost: its history
+   * entry settles it, and without one it fails. After a reconnect and every `pollMs`; one at a time.
+   */
+  private async resync(): Promise<void> {
+    if (this.resyncing) {
+      this.resyncAgain = true;
+      return;
     }
+    this.resyncing = true;
+    try {
+      do {
+        this.resyncAgain = false;
+        const ids = [...this.watches].filter(([, w]) => w.queued).map(([id]) => id);
+        if (ids.length === 0) break;
+        const queued = await this.queued();
+        for (const id of ids) if (!queued.has(id)) await this.fromHistory(id);
+      } while (this.resyncAgain);
+    } catch (err) {
+      this.log(`ComfyUI's queue or history is unreadable (the next check tries again): ${(err as Error).message}`);
+    } finally {
+      this.resyncing = false;
+    }
+  }
+
+  /** The ids of the prompts ComfyUI runs or has queued (`queue_running`, `queue_pending`: `[number, id, …]`). */
+  private async queued(): Promise<Set<string>> {
+    const q = (await this.api("GET", "/queue")) as { queue_running?: unknown; queue_pending?: unknown } | null;
+    const ids = new Set<string>();
+    for (const list of [q?.queue_running, q?.queue_pending])
+      for (const item of Array.isArray(list) ? list : []) if (Array.isArray(item)) ids.add(String(item[1]));
+    return ids;
+  }
+
+  /** A prompt that is not queued: its history entry says how it ended; without one, ComfyUI lost it. */
+  private async fromHistory(promptId: string): Promise<void> {
+    const h = (await this.api("GET", `/history/${encodeURIComponent(promptId)}`)) as Record<string, HistoryEntry>;
+    const entry = h !== null && typeof h === "object" && Object.hasOwn(h, promptId) ? h[promptId] : undefined;
+    if (!entry) {
+      const why = `ComfyUI lost prompt ${promptId}: it is neither queued, running nor in its history (did ComfyUI restart?)`;
+      this.finish(promptId, (w) => w.fail(new ComfyError(why)));
+      return;
+    }
+    const messages = Array.isArray(entry.status?.messages) ? entry.status.messages : [];
+    const said = (type: string) => messages.find((m) => Array.isArray(m) && m[0] === type)?.[1];
+    const w = this.watches.get(promptId);
+    for (const n of (said("execution_cached")?.nodes as unknown[] | undefined) ?? []) w?.nodesDone.add(String(n));
+    if (entry.status?.status_str !== "error") return this.complete(promptId, entry.outputs ?? {});
+    const error = said("execution_error");
+    const interrupted = said("execution_interrupted");
+    this.finish(promptId, (ww) =>
+      ww.fail(
+        error
+          ? nodeFailure(error, ww.classes)
+          : new ComfyError(
+              interrupted
+                ? `ComfyUI interrupted the prompt at node ${String(interrupted.node_id ?? "?")}`
+                : `ComfyUI's history says prompt ${promptId} failed, and not which node nor why (see ComfyUI's log)`,
+            ),
+      ),
+    );
   }
 
   /**
@@ -337,15 +431,27 @@ export class ComfyClient {
     for (const [id, n] of Object.entries(prompt))
       classes[id] = String((n as { class_type?: unknown })?.class_type ?? "?");
     const finished = new Promise<Record<string, Record<string, unknown>>>((resolve, reject) => {
-      this.watches.set(promptId, { hooks, outputs: {}, done: resolve, fail: reject, classes, nodesDone: new Set() });
+      const watch = { hooks, outputs: {}, done: resolve, fail: reject, classes, nodesDone: new Set<string>() };
+      this.watches.set(promptId, { ...watch, queued: false });
     });
     finished.catch(() => undefined); // settled below either way
+    const body = { prompt, client_id: this.clientId, prompt_id: promptId };
+    let reply: unknown;
     try {
-      await this.api("POST", "/prompt", { prompt, client_id: this.clientId, prompt_id: promptId }, signal);
+      reply = await this.api("POST", "/prompt", body, signal);
     } catch (err) {
       this.watches.delete(promptId);
       throw err;
     }
+    const refused = queueRefusal(reply, promptId);
+    if (refused) {
+      this.watches.delete(promptId);
+      // ComfyUI queues a prompt whose node errors spare some outputs: it must not run unwatched.
+      if ((reply as { prompt_id?: unknown } | null)?.prompt_id === promptId) await this.cancel(promptId);
+      throw refused;
+    }
+    const watch = this.watches.get(promptId);
+    if (watch) watch.queued = true;
     const aborted = new Promise<never>((_, reject) => {
       const onAbort = () => {
         void this.cancel(promptId).finally(() => {
@@ -377,7 +483,7 @@ export class ComfyClient {
     form.append("type", "input");
     form.append("overwrite", "true");
     const res = await this.request("POST", "/upload/image", form, signal);
-    const text = await res.text();
+    const text = new TextDecoder().decode(await this.body(res, MAX_JSON_BYTES, "POST /upload/image", signal));
     if (res.status !== 200)
       throw new ComfyError(`ComfyUI refused the upload of ${filename} (HTTP ${res.status}): ${text.slice(0, 200)}`);
     const r = JSON.parse(text) as { name?: string; subfolder?: string };
@@ -386,15 +492,60 @@ export class ComfyClient {
     return r.subfolder ? `${r.subfolder}/${r.name}` : r.name;
   }
 
-  /** The bytes of a file ComfyUI wrote. */
+  /** The bytes of a file ComfyUI wrote, at most `MAX_FILE_BYTES`. */
   async view(f: ComfyFile, signal?: AbortSignal): Promise<Uint8Array> {
     const q = new URLSearchParams({ filename: f.filename, subfolder: f.subfolder ?? "", type: f.type ?? "output" });
     const res = await this.request("GET", `/view?${q.toString()}`, undefined, signal);
-    if (res.status !== 200)
-      throw new ComfyError(
-        `ComfyUI has no ${f.type}/${f.subfolder ? f.subfolder + "/" : ""}${f.filename} (HTTP ${res.status})`,
-      );
-    return new Uint8Array(await res.arrayBuffer());
+    const name = `${f.type}/${f.subfolder ? `${f.subfolder}/` : ""}${f.filename}`;
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new ComfyError(`ComfyUI has no ${name} (HTTP ${res.status})`);
+    }
+    return this.body(res, MAX_FILE_BYTES, `GET /view of ${name}`, signal);
+  }
+
+  /**
+   * `res`'s body, of at most `max` bytes: a longer declared length is refused unread, and reading stops as soon as
+   * more came. The request's deadline and `signal` bound it; `what` names the request in errors.
+   */
+  private async body(res: Response, max: number, what: string, signal?: AbortSignal): Promise<Uint8Array> {
+    const declared = Number(res.headers.get("content-length") ?? Number.NaN);
+    const tooLarge = (size: string) =>
+      new ComfyError(`ComfyUI's answer to ${what} ${size} the ${mib(max)} this agent reads: not read`);
+    if (declared > max) {
+      await res.body?.cancel().catch(() => undefined);
+      throw tooLarge(`declares ${declared} bytes, more than`);
+    }
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reader = res.body?.getReader();
+    try {
+      for (;;) {
+        const next = await reader?.read();
+        if (!next || next.done) break;
+        total += next.value.length;
+        if (total > max) throw tooLarge("runs past");
+        chunks.push(next.value);
+      }
+    } catch (err) {
+      void reader?.cancel().catch(() => undefined);
+      if (err instanceof ComfyError) throw err;
+      if (signal?.aborted) throw signal.reason;
+      const e = err as Error & { cause?: { code?: string; message?: string } };
+      const why =
+        e.name === "TimeoutError"
+          ? `no end in ${REQUEST_TIMEOUT_MS} ms`
+          : (e.cause?.message ?? e.cause?.code ?? e.message);
+      const of = Number.isFinite(declared) ? ` of the ${declared} it declared` : "";
+      throw new ComfyError(`ComfyUI's answer to ${what} was cut off after ${total} bytes${of} (${why})`);
+    }
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
   }
 
   /** A request with a deadline; `body` is sent as JSON, or as the multipart form it is. */
@@ -419,32 +570,56 @@ export class ComfyClient {
     }
   }
 
-  /** A JSON API call; ComfyUI's own error (its 400 `{error, node_errors}`) becomes the message. */
+  /**
+   * A JSON API call (its answer at most `MAX_JSON_BYTES`); ComfyUI's own error (its 400 `{error, node_errors}`)
+   * becomes the message, and a 2xx answer that is not JSON fails.
+   */
   private async api(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
     const res = await this.request(method, path, body, signal);
-    const text = await res.text();
+    const what = `${method} ${path.split("?")[0]}`;
+    const text = new TextDecoder().decode(await this.body(res, MAX_JSON_BYTES, what, signal));
     let json: unknown = null;
+    let isJson = text === "";
     try {
       json = text === "" ? null : JSON.parse(text);
+      isJson = true;
     } catch {
       /* not JSON */
     }
-    if (res.status >= 200 && res.status < 300) return json;
+    if (res.status >= 200 && res.status < 300) {
+      if (!isJson) throw new ComfyError(`ComfyUI's answer to ${what} is not JSON: ${text.slice(0, 200)}`);
+      return json;
+    }
     const e = json as {
       error?: { type?: string; message?: string; details?: string } | string;
       node_errors?: Record<string, { errors?: { message?: string; details?: string }[]; class_type?: string }>;
     } | null;
     const err = typeof e?.error === "string" ? e.error : (e?.error?.message ?? text.slice(0, 200));
-    const nodes = Object.entries(e?.node_errors ?? {})
-      .map(
-        ([id, n]) =>
-          `node ${id} (${n.class_type ?? "?"}): ${(n.errors ?? []).map((x) => [x.message, x.details].filter(Boolean).join(": ")).join("; ")}`,
-      )
-      .join("; ");
+    const nodes = nodeErrorsText(e?.node_errors);
     throw new ComfyError(
       `ComfyUI refused ${method} ${path.split("?")[0]} (HTTP ${res.status}): ${err}${nodes ? ` — ${nodes}` : ""}`,
     );
   }
+}
+
+/**
+ * Why ComfyUI's answer to `POST /prompt` is no queued prompt to wait on, or null: it must name the prompt (as sent)
+ * and list no `node_errors` (ComfyUI lists them when some outputs are invalid, and queues the rest).
+ */
+function queueRefusal(reply: unknown, promptId: string): ComfyError | null {
+  const r = (reply ?? {}) as {
+    prompt_id?: unknown;
+    error?: { message?: string } | string;
+    node_errors?: Parameters<typeof nodeErrorsText>[0] | [];
+  };
+  const errors = r.node_errors && !Array.isArray(r.node_errors) ? nodeErrorsText(r.node_errors) : "";
+  if (errors) {
+    const said = typeof r.error === "string" ? r.error : r.error?.message;
+    return new ComfyError(`ComfyUI refused the prompt${said ? `: ${said}` : ""} — ${errors}`);
+  }
+  if (r.prompt_id === promptId) return null;
+  const shown = (JSON.stringify(reply) ?? String(reply)).slice(0, 200);
+  return new ComfyError(`ComfyUI's answer to POST /prompt does not say it queued prompt ${promptId}: ${shown}`);
 }
 
 /**

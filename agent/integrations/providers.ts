@@ -5,10 +5,17 @@
  * and `ANTHROPIC_BASE_URL`, `OLLAMA_HOST`), never in a job or an event.
  *
  * A provider's refusal (bad key, unknown model, rate limit) or an endpoint that does not answer becomes a
- * `NodeError` saying which provider, what it said and its HTTP status; the SDKs' own retries are limited to one,
- * so a dead endpoint fails the node in seconds rather than minutes. No such message quotes a credential: a base
- * URL is shown without its userinfo and query values, and those (and the key) are cut from whatever the SDK said.
+ * `NodeError` saying which provider, what it said and its HTTP status; a failed request is tried once more (not
+ * the SDKs' retries: their waits ignore a cancel and obey any Retry-After), so a dead endpoint fails the node in
+ * seconds rather than minutes, and a provider asking to wait longer than `MAX_RETRY_WAIT_MS` fails it at once. No
+ * such message quotes a credential: a base URL is shown without its userinfo and query values, and those (and the
+ * key) are cut from whatever the SDK said.
+ *
+ * A reply is bounded (./stream-guard.ts): a stream silent for `STREAM_IDLE_MS` between two pieces fails, as does
+ * a line over `MAX_LINE_BYTES` or a piece that is not JSON, and one that ends without its provider's end (OpenAI's
+ * `finish_reason`, Anthropic's `message_stop`, Ollama's `done`) fails rather than pass off a cut reply as whole.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 import {
@@ -30,6 +37,7 @@ import {
 } from "../../protocol/index.js";
 import { assertNever, redactSecretsIn, redactUrl, secretsOfUrl } from "../../protocol/index.js";
 import { NodeError } from "../engine/types.js";
+import { guardedFetch, type StreamGuard } from "./stream-guard.js";
 
 export const PROVIDERS = LLM_PROVIDERS;
 export type ProviderName = LlmProvider;
@@ -77,6 +85,11 @@ export interface ChatRequest {
   tools?: ToolSpec[];
   toolChoice?: ToolChoice;
   signal: AbortSignal;
+  /**
+   * How long the provider may take to start answering, and to send the next piece of its answer. Absent:
+   * `REQUEST_TIMEOUT_MS` (`OLLAMA_START_MS` for Ollama, which answers once its model is loaded) and `STREAM_IDLE_MS`.
+   */
+  timeouts?: { startMs?: number; idleMs?: number };
 }
 
 /**
@@ -87,6 +100,16 @@ export type ChatPiece = { type: "text"; text: string } | ({ type: "end" } & Chat
 
 /** How long a provider request may take to start answering. */
 const REQUEST_TIMEOUT_MS = 60_000;
+/** Ollama answers a chat only once its model is loaded, which from a slow disk takes minutes. */
+const OLLAMA_START_MS = 180_000;
+/** How long a reply may be silent between two pieces before it counts as stalled. */
+const STREAM_IDLE_MS = 120_000;
+/** The longest line of a reply stream: a piece is a few tokens, a whole tool call at most. */
+const MAX_LINE_BYTES = 4 * 1024 * 1024;
+/** The longest wait a provider may ask for (Retry-After) before the one retry; a longer one fails the node. */
+const MAX_RETRY_WAIT_MS = 60_000;
+/** The wait before the retry when the provider asks for none. */
+const RETRY_MS = 1_000;
 
 function needKey(env: NodeJS.ProcessEnv, name: string, provider: string): string {
   const key = env[name];
@@ -99,15 +122,71 @@ function needKey(env: NodeJS.ProcessEnv, name: string, provider: string): string
 
 /** Each provider's client from the agent's environment (its key and endpoint), for a chat or a model listing. */
 type Client<C> = { client: C; baseURL: string; key: string };
-function openaiClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): Client<OpenAI> {
+function openaiClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number, fetch?: typeof globalThis.fetch) {
   const baseURL = env.OPENAI_BASE_URL || "https://api.openai.com/v1";
   const key = needKey(env, "OPENAI_API_KEY", "OpenAI");
-  return { client: new OpenAI({ apiKey: key, baseURL, maxRetries, timeout }), baseURL, key };
+  const client = new OpenAI({ apiKey: key, baseURL, maxRetries, timeout, ...(fetch ? { fetch } : {}) });
+  return { client, baseURL, key } satisfies Client<OpenAI>;
 }
-function anthropicClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number): Client<Anthropic> {
+function anthropicClient(env: NodeJS.ProcessEnv, maxRetries: number, timeout: number, fetch?: typeof globalThis.fetch) {
   const baseURL = env.ANTHROPIC_BASE_URL || "https://api.anthropic.com";
   const key = needKey(env, "ANTHROPIC_API_KEY", "Anthropic");
-  return { client: new Anthropic({ apiKey: key, baseURL, maxRetries, timeout }), baseURL, key };
+  const client = new Anthropic({ apiKey: key, baseURL, maxRetries, timeout, ...(fetch ? { fetch } : {}) });
+  return { client, baseURL, key } satisfies Client<Anthropic>;
+}
+
+/** A chat's reply stream under the bounds of ./stream-guard.ts. */
+function chatFetch(provider: ProviderName, req: ChatRequest, format: StreamGuard["format"], startMs?: number) {
+  const idleMs = req.timeouts?.idleMs ?? STREAM_IDLE_MS;
+  return guardedFetch({ provider, idleMs, startMs, maxLineBytes: MAX_LINE_BYTES, format, signal: req.signal });
+}
+
+/**
+ * Failures worth the one retry, as the SDKs judge them: no answer, or HTTP 408, 409, 429 or 5xx, unless the
+ * provider says otherwise (`x-should-retry`).
+ */
+function retryable(err: unknown): boolean {
+  if (err instanceof OpenAI.APIConnectionError || err instanceof Anthropic.APIConnectionError) return true;
+  const e = err as { status?: unknown; headers?: Headers };
+  if (typeof e.status !== "number") return false;
+  const said = e.headers?.get("x-should-retry");
+  if (said === "true" || said === "false") return said === "true";
+  return e.status === 408 || e.status === 409 || e.status === 429 || e.status >= 500;
+}
+
+/** The wait an error's answer asks for before a retry (`retry-after-ms`, `Retry-After` in seconds or a date). */
+function retryAfterMs(err: unknown): number | null {
+  const h = (err as { headers?: unknown }).headers;
+  if (!(h instanceof Headers)) return null;
+  const ms = Number.parseFloat(h.get("retry-after-ms") ?? "");
+  if (Number.isFinite(ms)) return Math.max(0, ms);
+  const after = h.get("retry-after")?.trim();
+  if (!after) return null;
+  const wait = /^\d+(\.\d+)?$/.test(after) ? Number(after) * 1000 : Date.parse(after) - Date.now();
+  return Number.isFinite(wait) ? Math.max(0, wait) : null;
+}
+
+/**
+ * `start` (a request, up to its answer's headers), and once more after a failure worth it, after the wait the
+ * provider asks for: one over `MAX_RETRY_WAIT_MS` is not waited (the error says it), and a cancel ends the wait.
+ */
+async function withRetry<T>(signal: AbortSignal, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    if (signal.aborted || !retryable(err)) throw err;
+    const wait = retryAfterMs(err) ?? RETRY_MS;
+    if (wait > MAX_RETRY_WAIT_MS) throw err;
+    await sleep(wait, undefined, { signal });
+    return start();
+  }
+}
+
+/** A reply that ended without its provider's end: what came may be cut anywhere. */
+function unfinished(provider: ProviderName, end: string): NodeError {
+  return new NodeError(
+    `${provider} failed: the stream ended without finishing (no ${end}), so its reply may be cut off`,
+  );
 }
 const ollamaHost = (env: NodeJS.ProcessEnv) => env.OLLAMA_HOST || "http://127.0.0.1:11434";
 
@@ -119,6 +198,8 @@ function failure(message: string, endpoint: string, key?: string): NodeError {
 /** The provider's error as one line: its HTTP status and message, or why its endpoint did not answer. */
 function providerError(provider: string, endpoint: string, err: unknown, signal: AbortSignal, key?: string): unknown {
   if (signal.aborted) return signal.reason;
+  // Ours, already saying what went wrong (a stalled stream, a bad piece, a reply cut off).
+  if (err instanceof NodeError) return failure(err.message, endpoint, key);
   const e = err as {
     status?: number;
     message?: string;
@@ -138,9 +219,29 @@ function providerError(provider: string, endpoint: string, err: unknown, signal:
     // The API's own message: OpenAI's `{error: {message}}`, Anthropic's `{type: "error", error: {message}}`.
     const body = e.error as { message?: unknown; error?: { message?: unknown } } | undefined;
     const said = body?.error?.message ?? body?.message ?? String(e.message ?? "").replace(/^\d{3}\s*/, "");
-    return failure(`${provider} refused the request (HTTP ${e.status}): ${String(said)}`, endpoint, key);
+    return failure(
+      `${provider} refused the request (HTTP ${e.status}): ${textOf(said)}${waitAsked(err)}`,
+      endpoint,
+      key,
+    );
   }
   return failure(`${provider} failed: ${e.message ?? String(err)}`, endpoint, key);
+}
+
+/** A provider's message as text: a string, or an object's `message`, or its JSON. */
+function textOf(said: unknown): string {
+  if (typeof said === "string") return said;
+  const message = (said as { message?: unknown } | null)?.message;
+  if (typeof message === "string") return message;
+  return (JSON.stringify(said) ?? String(said)).slice(0, 200);
+}
+
+/** What a refusal asks to be waited for, when it is more than a node waits (the retry was not made). */
+function waitAsked(err: unknown): string {
+  const wait = retryAfterMs(err);
+  if (wait === null || wait <= MAX_RETRY_WAIT_MS) return "";
+  const asked = `${Math.round(wait / 1000)} s`;
+  return `; it asks to wait ${asked} before a retry, more than the ${MAX_RETRY_WAIT_MS / 1000} s a node waits`;
 }
 
 function usageOf(prompt: number | null | undefined, completion: number | null | undefined): ChatEndMetadata["usage"] {
@@ -186,24 +287,28 @@ export async function* streamChat(req: ChatRequest, env: NodeJS.ProcessEnv = pro
 
 /** OpenAI's chat completions; the token counts come in one last chunk. */
 async function* streamOpenai(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGenerator<ChatPiece> {
-  const { client, baseURL, key } = openaiClient(env, 1, REQUEST_TIMEOUT_MS);
+  const startMs = req.timeouts?.startMs ?? REQUEST_TIMEOUT_MS;
+  const { client, baseURL, key } = openaiClient(env, 0, startMs, chatFetch("openai", req, "sse"));
   try {
-    const stream = await client.chat.completions.create(
-      {
-        model: req.model,
-        messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...openaiMessages(req)],
-        ...openaiTools(req),
-        max_tokens: req.maxTokens,
-        ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
-        ...(req.topP !== undefined ? { top_p: req.topP } : {}),
-        ...(req.stop ? { stop: req.stop } : {}),
-        stream: true,
-        // The counts come in one last chunk with no choices.
-        stream_options: { include_usage: true },
-      },
-      { signal: req.signal },
-    );
+    const create = () =>
+      client.chat.completions.create(
+        {
+          model: req.model,
+          messages: [...(req.system ? [{ role: "system" as const, content: req.system }] : []), ...openaiMessages(req)],
+          ...openaiTools(req),
+          max_tokens: req.maxTokens,
+          ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+          ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+          ...(req.stop ? { stop: req.stop } : {}),
+          stream: true,
+          // The counts come in one last chunk with no choices.
+          stream_options: { include_usage: true },
+        },
+        { signal: req.signal },
+      );
+    const stream = await withRetry(req.signal, create);
     let finish: FinishReason = "stop";
+    let finished = false;
     let usage: ChatEndMetadata["usage"];
     // Tool calls stream as pieces keyed by index: the first has the id and name, the rest more arguments.
     const calls: { id: string; name: string; json: string }[] = [];
@@ -217,8 +322,10 @@ async function* streamOpenai(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
         c.json += d.function?.arguments ?? "";
       }
       if (choice?.finish_reason === "length") finish = "length";
+      if (choice?.finish_reason) finished = true;
       if (chunk.usage) usage = usageOf(chunk.usage.prompt_tokens, chunk.usage.completion_tokens);
     }
+    if (!finished) throw unfinished("openai", "finish_reason");
     const made = calls.filter(Boolean).map((c, i) => ({
       id: c.id || `call_${i}`,
       name: c.name,
@@ -324,23 +431,27 @@ function anthropicTools(req: ChatRequest): Pick<Anthropic.MessageCreateParams, "
 
 /** Anthropic's messages; the counts come in the stream's start and its last delta. */
 async function* streamAnthropic(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGenerator<ChatPiece> {
-  const { client, baseURL, key } = anthropicClient(env, 1, REQUEST_TIMEOUT_MS);
+  const startMs = req.timeouts?.startMs ?? REQUEST_TIMEOUT_MS;
+  const { client, baseURL, key } = anthropicClient(env, 0, startMs, chatFetch("anthropic", req, "sse"));
   try {
-    const stream = await client.messages.create(
-      {
-        model: req.model,
-        max_tokens: req.maxTokens,
-        ...(req.system ? { system: req.system } : {}),
-        ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
-        ...(req.topP !== undefined ? { top_p: req.topP } : {}),
-        ...(req.stop ? { stop_sequences: req.stop } : {}),
-        ...anthropicTools(req),
-        messages: anthropicMessages(req),
-        stream: true,
-      },
-      { signal: req.signal },
-    );
+    const create = () =>
+      client.messages.create(
+        {
+          model: req.model,
+          max_tokens: req.maxTokens,
+          ...(req.system ? { system: req.system } : {}),
+          ...(req.temperature !== undefined ? { temperature: req.temperature } : {}),
+          ...(req.topP !== undefined ? { top_p: req.topP } : {}),
+          ...(req.stop ? { stop_sequences: req.stop } : {}),
+          ...anthropicTools(req),
+          messages: anthropicMessages(req),
+          stream: true,
+        },
+        { signal: req.signal },
+      );
+    const stream = await withRetry(req.signal, create);
     let finish: FinishReason = "stop";
+    let finished = false;
     let input: number | undefined;
     let output: number | undefined;
     // A `tool_use` block opens with its id and name; its input streams as pieces of JSON (`input_json_delta`).
@@ -357,8 +468,9 @@ async function* streamAnthropic(req: ChatRequest, env: NodeJS.ProcessEnv): Async
       else if (ev.type === "message_delta") {
         if (ev.delta.stop_reason === "max_tokens") finish = "length";
         output = ev.usage?.output_tokens ?? output;
-      }
+      } else if (ev.type === "message_stop") finished = true;
     }
+    if (!finished) throw unfinished("anthropic", "message_stop");
     const made = [...calls.values()].map((c) => ({
       id: c.id,
       name: c.name,
@@ -373,7 +485,8 @@ async function* streamAnthropic(req: ChatRequest, env: NodeJS.ProcessEnv): Async
 /** Ollama's chat; its client's stream is aborted when the request's signal is. */
 async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGenerator<ChatPiece> {
   const host = ollamaHost(env);
-  const client = new Ollama({ host });
+  const startMs = req.timeouts?.startMs ?? OLLAMA_START_MS;
+  const client = new Ollama({ host, fetch: chatFetch("ollama", req, "ndjson", startMs) });
   let it: AbortableAsyncIterator<ChatResponse> | null = null;
   const onAbort = () => it?.abort();
   req.signal.addEventListener("abort", onAbort, { once: true });
@@ -406,7 +519,7 @@ async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
     for await (const part of it as AbortableAsyncIterator<ChatResponse>) {
       if (part.message?.content) yield { type: "text", text: part.message.content };
       for (const c of part.message?.tool_calls ?? [])
-        calls.push({ id: `call_${calls.length}`, name: c.function.name, args: c.function.arguments ?? {} });
+        calls.push({ id: `call_${calls.length}`, name: c.function.name, args: ollamaArgs(c.function) });
       if (part.done) {
         if (part.done_reason === "length") finish = "length";
         usage = usageOf(part.prompt_eval_count, part.eval_count);
@@ -414,11 +527,13 @@ async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
     }
     yield ending(finish, usage, calls);
   } catch (err) {
-    const e = err as { status_code?: number; error?: string; message?: string };
+    const e = err as { status_code?: number; error?: unknown; message?: string };
     if (req.signal.aborted) throw req.signal.reason;
     if (typeof e.status_code === "number") {
-      throw failure(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? e.message ?? ""}`, host);
+      throw failure(`ollama refused the request (HTTP ${e.status_code}): ${textOf(e.error ?? e.message ?? "")}`, host);
     }
+    // The client's own words for a stream that ended before its `done` part.
+    if (/did not receive done/i.test(e.message ?? "")) throw failure(unfinished("ollama", "done").message, host);
     throw providerError("ollama", host, err, req.signal);
   } finally {
     req.signal.removeEventListener("abort", onAbort);
@@ -426,6 +541,13 @@ async function* streamOllama(req: ChatRequest, env: NodeJS.ProcessEnv): AsyncGen
 }
 
 type OllamaParameters = NonNullable<OllamaTool["function"]["parameters"]>;
+
+/** A call's arguments as Ollama sent them: an object, or (from some models' templates) JSON text of one. */
+function ollamaArgs(f: { name: string; arguments?: unknown }): Record<string, unknown> {
+  const v = f.arguments ?? {};
+  if (typeof v === "string") return argsOf("ollama", f.name, v);
+  return argsOf("ollama", f.name, JSON.stringify(v));
+}
 
 /** The conversation as Ollama's messages: a tool's result names the tool (`tool_name`), as Ollama matches by name. */
 function ollamaMessages(req: ChatRequest): OllamaMessage[] {
@@ -493,9 +615,9 @@ export async function listModels(provider: ProviderName, env: NodeJS.ProcessEnv 
       try {
         for (const m of (await client.list()).models.slice(0, MAX_MODELS_PER_PROVIDER)) ids.push(m.name);
       } catch (err) {
-        const e = err as { status_code?: number; error?: string };
+        const e = err as { status_code?: number; error?: unknown };
         if (typeof e.status_code === "number") {
-          throw failure(`ollama refused the request (HTTP ${e.status_code}): ${e.error ?? ""}`, host);
+          throw failure(`ollama refused the request (HTTP ${e.status_code}): ${textOf(e.error ?? "")}`, host);
         }
         throw listFailed("ollama", host, err, signal);
       }

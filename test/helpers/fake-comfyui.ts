@@ -11,7 +11,9 @@
  * `/view`; the bytes of the LoadImage its `images` come from, if they do), `LoadImage` (a file of the input folder,
  * put there by `POST /upload/image`), `Fail` (an `execution_error` with `inputs.message`). Any other class: 400 at
  * `POST /prompt`, as ComfyUI
- * refuses a prompt naming a node it does not have.
+ * refuses a prompt naming a node it does not have. `GET /queue` lists the running and pending prompts.
+ *
+ * A ComfyUI that misbehaves, by `mode` (settable at any time): see `FakeComfyMode`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -93,6 +95,29 @@ interface Queued {
   prompt: Record<string, { class_type: string; inputs?: Record<string, unknown> }>;
 }
 
+/**
+ * How the fake misbehaves: `huge-file` (`/view` declares 2 GiB and streams it), `endless-file` (`/view` streams
+ * without a declared length, without end), `cut-file` (`/view` declares 100000 bytes, sends 40, drops the
+ * connection), `endless-json` (`POST /prompt` answers 200 with JSON text without end), `prompt-not-json` (`POST
+ * /prompt` answers 200 with text that is not JSON), `prompt-node-errors` (it queues the prompt and answers 200
+ * with `node_errors`, as ComfyUI does when some outputs are valid), `forget-prompt` (after the first sampler step
+ * the socket drops and the prompt is gone: no queue, no history, as after a restart), `vanish` (the prompt is
+ * answered as queued, but never is; events come for another prompt only), `no-outputs` (SaveImage reports no
+ * files: no `executed`, none in the history), `bare-error` (after the first sampler step the socket drops and the
+ * history says `error` with no messages).
+ */
+export type FakeComfyMode =
+  | "huge-file"
+  | "endless-file"
+  | "cut-file"
+  | "endless-json"
+  | "prompt-not-json"
+  | "prompt-node-errors"
+  | "forget-prompt"
+  | "vanish"
+  | "no-outputs"
+  | "bare-error";
+
 export interface FakeComfyOptions {
   /** Time per sampler step. @default 20 */
   stepMs?: number;
@@ -103,6 +128,8 @@ export interface FakeComfyOptions {
    * exists and is of the input's type, at least one output node. Off: only the classes are checked.
    */
   strict?: boolean;
+  /** Misbehave so (see `FakeComfyMode`). */
+  mode?: FakeComfyMode;
 }
 
 /** ComfyUI's validation of a queued prompt: its 400 body, or null when the prompt is valid. */
@@ -194,8 +221,14 @@ export class FakeComfyUI {
   private readonly wss = new WebSocketServer({ noServer: true });
   private server!: Server;
   port = 0;
+  /** How it misbehaves now; null: as ComfyUI does. */
+  mode: FakeComfyMode | null;
+  /** Bytes a misbehaving answer (`huge-file`, `endless-file`, `endless-json`) wrote before its client went away. */
+  sentBytes = 0;
 
-  private constructor(readonly opts: FakeComfyOptions) {}
+  private constructor(readonly opts: FakeComfyOptions) {
+    this.mode = opts.mode ?? null;
+  }
 
   static async start(opts: FakeComfyOptions = {}, port = 0): Promise<FakeComfyUI> {
     const f = new FakeComfyUI(opts);
@@ -315,6 +348,12 @@ export class FakeComfyUI {
     }
     if (req.method === "POST" && path === "/prompt") {
       const b = (body ?? {}) as { prompt?: Queued["prompt"]; client_id?: string; prompt_id?: string };
+      if (this.mode === "endless-json") return this.endless(res, "application/json", '{"prompt_id": "');
+      if (this.mode === "prompt-not-json") {
+        res.writeHead(200, { "content-type": "text/html" });
+        res.end("<<<garbage not json>>>");
+        return;
+      }
       if (!b.prompt || typeof b.prompt !== "object")
         return json(400, {
           error: { type: "no_prompt", message: "No prompt provided", details: "", extra_info: {} },
@@ -344,8 +383,24 @@ export class FakeComfyUI {
         clientId: b.client_id ?? "",
         prompt: b.prompt,
       };
+      if (this.mode === "vanish") {
+        json(200, { prompt_id: q.id, number: q.number, node_errors: {} });
+        this.send(q.clientId, "execution_start", { prompt_id: "someone-else", timestamp: Date.now() });
+        this.send(q.clientId, "progress", { value: 1, max: 5, prompt_id: "someone-else", node: "3" });
+        return;
+      }
       this.queue.push(q);
-      json(200, { prompt_id: q.id, number: q.number, node_errors: {} });
+      const nodeErrors =
+        this.mode === "prompt-node-errors"
+          ? {
+              "9": {
+                errors: [{ type: "required_input_missing", message: "Required input is missing", details: "images" }],
+                dependent_outputs: ["9"],
+                class_type: "SaveImage",
+              },
+            }
+          : {};
+      json(200, { prompt_id: q.id, number: q.number, node_errors: nodeErrors });
       void this.pump();
       return;
     }
@@ -369,6 +424,13 @@ export class FakeComfyUI {
       };
       return json(200, { name: file.name, subfolder, type });
     }
+    if (req.method === "GET" && path === "/queue") {
+      const item = (q: Queued) => [q.number, q.id, q.prompt, { client_id: q.clientId }, []];
+      return json(200, {
+        queue_running: this.running ? [item(this.running)] : [],
+        queue_pending: this.queue.map(item),
+      });
+    }
     if (req.method === "POST" && path === "/queue") {
       const del = ((body ?? {}) as { delete?: string[] }).delete ?? [];
       for (const id of del) {
@@ -386,6 +448,20 @@ export class FakeComfyUI {
       const id = decodeURIComponent(path.slice("/history/".length));
       return json(200, this.history[id] ? { [id]: this.history[id] } : {});
     }
+    if (req.method === "GET" && path === "/view" && this.mode === "huge-file") {
+      res.writeHead(200, { "content-type": "image/png", "content-length": String(2 * 1024 * 1024 * 1024) });
+      return this.endless(res);
+    }
+    if (req.method === "GET" && path === "/view" && this.mode === "endless-file") {
+      res.writeHead(200, { "content-type": "image/png" });
+      return this.endless(res);
+    }
+    if (req.method === "GET" && path === "/view" && this.mode === "cut-file") {
+      res.writeHead(200, { "content-type": "image/png", "content-length": "100000" });
+      res.write(Buffer.alloc(40, 0x89));
+      setTimeout(() => req.socket.destroy(), 50);
+      return;
+    }
     if (req.method === "GET" && path === "/view") {
       const key = `${u.searchParams.get("type") ?? "output"}/${u.searchParams.get("subfolder") ?? ""}/${u.searchParams.get("filename") ?? ""}`;
       const f = this.files.get(key);
@@ -398,6 +474,20 @@ export class FakeComfyUI {
       return;
     }
     res.writeHead(404).end();
+  }
+
+  /** Writes `head`, then 1 MiB blocks until the client goes away (or 2 GiB), counting them in `sentBytes`. */
+  private async endless(res: ServerResponse, contentType?: string, head = ""): Promise<void> {
+    if (contentType) res.writeHead(200, { "content-type": contentType });
+    res.write(head);
+    const block = Buffer.alloc(1024 * 1024, 0x41);
+    let gone = false;
+    res.once("close", () => (gone = true));
+    while (!gone && this.sentBytes < 2 * 1024 * 1024 * 1024) {
+      this.sentBytes += block.length;
+      if (!res.write(block)) await new Promise((r) => (res.once("drain", r), res.once("close", r)));
+    }
+    res.end();
   }
 
   private async pump(): Promise<void> {
@@ -483,6 +573,17 @@ export class FakeComfyUI {
           }
           this.send(c, "progress", { value: i, max: steps, prompt_id: q.id, node: id });
           this.preview(c, q.id, id, i);
+          if (i === 1 && (this.mode === "forget-prompt" || this.mode === "bare-error")) {
+            // A restart forgets the prompt; `bare-error` leaves a history entry that says no more than "error".
+            if (this.mode === "bare-error")
+              this.history[q.id] = {
+                prompt: [],
+                outputs: {},
+                status: { status_str: "error", completed: false, messages: [] },
+              };
+            this.sockets.get(c)?.ws.terminate();
+            return;
+          }
           if (i === 1 && this.opts.dropSocketAfterFirstStep && !this.dropped) {
             this.dropped = true;
             this.sockets.get(c)?.ws.terminate();
@@ -499,8 +600,10 @@ export class FakeComfyUI {
         }
         this.files.set(`output//${name}`, bytes);
         const output = { images: [{ filename: name, subfolder: "", type: "output" }] };
-        outputs[id] = output;
-        this.send(c, "executed", { node: id, display_node: id, output, prompt_id: q.id });
+        if (this.mode !== "no-outputs") {
+          outputs[id] = output;
+          this.send(c, "executed", { node: id, display_node: id, output, prompt_id: q.id });
+        }
       } else if (n.class_type === "Fail") {
         ev("execution_error", {
           prompt_id: q.id,

@@ -12,6 +12,12 @@
  * `tool_calls`; Anthropic: a `tool_use` block with `input_json_delta` pieces, stop `tool_use`; Ollama: one message
  * with `tool_calls`). Once the conversation holds a tool result the reply is `tool said: <result>`; `reply`, when
  * set, replaces any text reply (a structured answer, say).
+ *
+ * Misbehaving providers, by model name (see `HOSTILE_MODELS`), each in the API's own framing: `stalls` (headers and
+ * a first piece, then silence), `silent` (no answer at all), `rate-limited` (429 with `Retry-After: 99999`),
+ * `unfinished` (a piece, then the body ends without the API's end), `html` (200 with a web page), `json-reply` (the
+ * API's non-streaming JSON reply), `big-line` (one 5 MiB piece on one line), `bad-json` (a piece that is not JSON
+ * between good ones).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -29,6 +35,19 @@ export const FAKE_MODELS: FakeModels = {
   ollama: ["llama3.2:1b", "qwen3:8b"],
 };
 
+/** The models that make the fake misbehave, as their names say. */
+export const HOSTILE_MODELS = [
+  "stalls",
+  "silent",
+  "rate-limited",
+  "unfinished",
+  "html",
+  "json-reply",
+  "big-line",
+  "bad-json",
+] as const;
+type Api = "openai" | "anthropic" | "ollama";
+
 export class FakeLlm {
   readonly requests: { path: string; body: Record<string, unknown>; headers: IncomingMessage["headers"] }[] = [];
   /** Requests whose client went away before the reply ended (a cancelled stream). */
@@ -41,6 +60,8 @@ export class FakeLlm {
   toolName: string | null = null;
   /** The text of every reply that is not a tool call, instead of the echo. */
   reply: string | null = null;
+  /** The tool call's arguments as this text instead of `toolArgs` (for Ollama, a string where it sends an object). */
+  toolArgsText: string | null = null;
   /**
    * Answer as a model following the request's format would (a stand-in for the gallery run): `<LIST_ITEM>` items
    * when the system prompt asks for them, a markdown table of the asked columns, a JSON object matching a JSON
@@ -198,6 +219,7 @@ export class FakeLlm {
             code: "model_not_found",
           },
         });
+      if (await misbehave("openai", body, res)) return;
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
       const base = {
         id: "chatcmpl-fake",
@@ -215,7 +237,7 @@ export class FakeLlm {
       );
       if (gone) return;
       if (call) {
-        const json = JSON.stringify(call.args);
+        const json = this.toolArgsText ?? JSON.stringify(call.args);
         const half = Math.floor(json.length / 2);
         const delta = (d: Record<string, unknown>) =>
           res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: d, finish_reason: null }] })}\n\n`);
@@ -241,6 +263,7 @@ export class FakeLlm {
         return json(401, { type: "error", error: { type: "authentication_error", message: "invalid x-api-key" } });
       if (body.model === "missing")
         return json(404, { type: "error", error: { type: "not_found_error", message: "model: missing" } });
+      if (await misbehave("anthropic", body, res)) return;
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
       const ev = (type: string, data: Record<string, unknown>) =>
         res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
@@ -258,7 +281,7 @@ export class FakeLlm {
       });
       ev("ping", {});
       if (call) {
-        const json = JSON.stringify(call.args);
+        const json = this.toolArgsText ?? JSON.stringify(call.args);
         const half = Math.floor(json.length / 2);
         ev("content_block_start", {
           index: 0,
@@ -282,6 +305,7 @@ export class FakeLlm {
     }
     if (path === "/api/chat") {
       if (body.model === "missing") return json(404, { error: `model "missing" not found, try pulling it first` });
+      if (await misbehave("ollama", body, res)) return;
       res.writeHead(200, { "content-type": "application/x-ndjson" });
       await paced((w) =>
         res.write(
@@ -298,7 +322,7 @@ export class FakeLlm {
         const message = {
           role: "assistant",
           content: "",
-          tool_calls: [{ function: { name: call.name, arguments: call.args } }],
+          tool_calls: [{ function: { name: call.name, arguments: this.toolArgsText ?? call.args } }],
         };
         res.write(
           `${JSON.stringify({ model: body.model, created_at: new Date().toISOString(), message, done: false })}\n`,
@@ -334,6 +358,125 @@ export class FakeLlm {
     const args = sampleOf(tool?.function?.parameters ?? tool?.input_schema ?? { type: "object" });
     return { name, args: (args ?? {}) as Record<string, unknown> };
   }
+}
+
+/** One piece of text in `api`'s stream framing. */
+function pieceOf(api: Api, model: unknown, text: string): string {
+  if (api === "openai")
+    return `data: ${JSON.stringify({ id: "chatcmpl-fake", object: "chat.completion.chunk", created: 0, model, choices: [{ index: 0, delta: { content: text }, finish_reason: null }] })}\n\n`;
+  if (api === "anthropic")
+    return `event: content_block_delta\ndata: ${JSON.stringify({ type: "content_block_delta", index: 0, delta: { type: "text_delta", text } })}\n\n`;
+  return `${JSON.stringify({ model, created_at: new Date().toISOString(), message: { role: "assistant", content: text }, done: false })}\n`;
+}
+
+/** What opens `api`'s stream (Anthropic's message and text block), and what ends it. */
+function headOf(api: Api, model: unknown): string {
+  if (api !== "anthropic") return "";
+  const message = { id: "msg_fake", type: "message", role: "assistant", model, content: [], stop_reason: null };
+  return [
+    `event: message_start\ndata: ${JSON.stringify({ type: "message_start", message: { ...message, usage: { input_tokens: 1, output_tokens: 1 } } })}\n\n`,
+    `event: content_block_start\ndata: ${JSON.stringify({ type: "content_block_start", index: 0, content_block: { type: "text", text: "" } })}\n\n`,
+  ].join("");
+}
+function tailOf(api: Api, model: unknown): string {
+  if (api === "openai")
+    return `data: ${JSON.stringify({ id: "chatcmpl-fake", object: "chat.completion.chunk", created: 0, model, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}\n\ndata: [DONE]\n\n`;
+  if (api === "anthropic")
+    return [
+      ["content_block_stop", { index: 0 }],
+      ["message_delta", { delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: 2 } }],
+      ["message_stop", {}],
+    ]
+      .map(([type, data]) => `event: ${String(type)}\ndata: ${JSON.stringify({ type, ...(data as object) })}\n\n`)
+      .join("");
+  return `${JSON.stringify({ model, created_at: new Date().toISOString(), message: { role: "assistant", content: "" }, done: true, done_reason: "stop", prompt_eval_count: 1, eval_count: 2 })}\n`;
+}
+
+/** Each API's error body for a rate limit (Ollama's in the OpenAI-style object a proxy in front of it sends). */
+const rateLimited: Record<Api, unknown> = {
+  openai: {
+    error: { message: "Rate limit reached for requests", type: "requests", param: null, code: "rate_limit_exceeded" },
+  },
+  anthropic: {
+    type: "error",
+    error: { type: "rate_limit_error", message: "Number of requests has exceeded your rate limit" },
+  },
+  ollama: { error: { message: "too many requests, slow down", type: "rate_limit" } },
+};
+
+/** The non-streaming reply of each API, to a request that asked for a stream. */
+function wholeReply(api: Api, model: unknown): unknown {
+  if (api === "openai")
+    return {
+      id: "chatcmpl-fake",
+      object: "chat.completion",
+      created: 0,
+      model,
+      choices: [{ index: 0, message: { role: "assistant", content: "Not streamed" }, finish_reason: "stop" }],
+    };
+  if (api === "anthropic")
+    return {
+      id: "msg_fake",
+      type: "message",
+      role: "assistant",
+      model,
+      content: [{ type: "text", text: "Not streamed" }],
+      stop_reason: "end_turn",
+      usage: { input_tokens: 1, output_tokens: 2 },
+    };
+  return {
+    model,
+    created_at: new Date().toISOString(),
+    message: { role: "assistant", content: "Not streamed" },
+    done: true,
+  };
+}
+
+/** Answers a request for one of `HOSTILE_MODELS` as its name says; false for any other model. */
+async function misbehave(api: Api, body: Record<string, unknown>, res: ServerResponse): Promise<boolean> {
+  const model = body.model;
+  if (!(HOSTILE_MODELS as readonly unknown[]).includes(model)) return false;
+  const closed = new Promise<void>((r) => res.once("close", () => r()));
+  const stream = () =>
+    res.writeHead(200, { "content-type": api === "ollama" ? "application/x-ndjson" : "text/event-stream" });
+  switch (model as (typeof HOSTILE_MODELS)[number]) {
+    case "stalls":
+      stream();
+      res.write(headOf(api, model) + pieceOf(api, model, "Hello"));
+      await closed;
+      break;
+    case "silent":
+      await closed;
+      break;
+    case "rate-limited":
+      res.writeHead(429, { "content-type": "application/json", "retry-after": "99999" });
+      res.end(JSON.stringify(rateLimited[api]));
+      break;
+    case "unfinished":
+      stream();
+      res.end(headOf(api, model) + pieceOf(api, model, "Hello, and then"));
+      break;
+    case "html":
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end("<html><body><h1>Welcome to nginx!</h1></body></html>");
+      break;
+    case "json-reply":
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(wholeReply(api, model)));
+      break;
+    case "big-line":
+      stream();
+      res.write(headOf(api, model) + pieceOf(api, model, "x".repeat(5 * 1024 * 1024)));
+      res.end(tailOf(api, model));
+      break;
+    case "bad-json":
+      stream();
+      res.write(headOf(api, model) + pieceOf(api, model, "Hello"));
+      res.write(api === "ollama" ? "{not json\n" : "data: {not json\n\n");
+      res.end(pieceOf(api, model, " world") + tailOf(api, model));
+      break;
+  }
+  return true;
 }
 
 type Turn = { role: string; content: unknown; images?: unknown };
