@@ -2,6 +2,7 @@
  * The `nodeway` command: argument parsing and process wiring only.
  *
  *   nodeway up [--tls] [--host H] [--port P] [--nats-port P]   embedded single machine: nats-server + gateway + agent
+ *       --tls [--https-port P] [--http-port P]                 the proxy in front, self-signed for localhost (no HSTS)
  *   nodeway gateway [--host --port --nats <url> …]             the gateway alone
  *   nodeway agent [--nats <url> --name <n> --max-jobs N …]     one runner agent
  *   nodeway proxy --domain d --email e --upstream <url> …      the TLS proxy
@@ -26,8 +27,17 @@ import { createInterface } from "node:readline";
 import type { RunningGateway } from "../gateway/index.js";
 import type { RunningProxy } from "../proxy/index.js";
 import type { Logger } from "../obs/index.js";
-import { commandFlags, nodewayHome, settingsFor, type CommandFlags, type ParsedArgs } from "./settings.js";
-import { apiToken, fail, flagOn, gatewayUrl, parseCommand, printJson } from "./commands/common.js";
+import {
+  commandFlags,
+  configFile,
+  envName,
+  kebab,
+  nodewayHome,
+  settingsFor,
+  type CommandFlags,
+  type ParsedArgs,
+} from "./settings.js";
+import { apiToken, fail, flagOn, gatewayUrl, parseCommand, printJson, redactUrls } from "./commands/common.js";
 import { cmdAgents, cmdCancel, cmdJobs, cmdLogs, cmdNodes } from "./commands/jobs.js";
 import { cmdRun } from "./commands/run.js";
 import { cmdNatsAccounts } from "./cmd-accounts.js";
@@ -380,21 +390,70 @@ async function startNats(home: string, portFlag: string | undefined, log: Logger
   return { url: `nats://${host}:${port}`, listening: () => waitForPort(host, port, 10_000, nats), stop };
 }
 
-/** `up --tls`: the proxy in front of the gateway, with a self-signed certificate for localhost. */
-async function startTlsFront(args: ParsedArgs, gatewayUrl: string, home: string): Promise<RunningProxy> {
-  const { startProxy, compileProxyConfig, PROXY_OPTION_KEYS } = await loadProxy();
-  const p = settingsFor("proxy", PROXY_OPTION_KEYS, args, { listKeys: LIST_KEYS });
-  return startProxy(
-    compileProxyConfig({
-      tls: "self-signed",
-      host: "127.0.0.1",
-      httpsPort: (p.httpsPort as number | undefined) ?? 8443,
-      httpPort: (p.httpPort as number | undefined) ?? 8080,
-      domain: ["localhost"],
-      upstream: [gatewayUrl],
-      certDir: join(home, "certs"),
-    } as never),
-  );
+/**
+ * Proxy settings that `up --tls`'s front sets itself (its upstream is this gateway) or never uses (ACME): given for
+ * it, in the config file's `proxy` section or the environment, they are refused rather than ignored.
+ */
+const DEV_FRONT_REFUSED = new Set([
+  "upstream",
+  "email",
+  "acmeDirectoryUrl",
+  "acmeCaBundleFile",
+  "onDemandAllow",
+  "onDemandAsk",
+  "onDemandMaxNames",
+  "acmeOrdersPerMinute",
+  "acmeRetryMinMs",
+  "acmeRetryMaxMs",
+]);
+
+/** `up --tls`'s front, checked before anything starts; `start` puts it before the gateway once that listens. */
+interface DevFront {
+  start(gatewayUrl: string): Promise<{ proxy: RunningProxy; url: string }>;
+}
+
+/**
+ * `up --tls`: the proxy in front of the gateway, `DEV_TLS_OPTIONS` (self-signed for localhost, no HSTS) under the
+ * user's proxy settings: the config file's `proxy` section, then the proxy's NODEWAY_* variables and
+ * `--https-port`/`--http-port`. A setting the gateway has too (host, maxBodyBytes, accessLog) is the gateway's as
+ * a flag or variable of `up`, and the front's only in the `proxy` section.
+ */
+async function devFront(args: ParsedArgs, home: string, gatewayKeys: ReadonlySet<string>): Promise<DevFront> {
+  const { startProxy, compileProxyConfig, DEV_TLS_OPTIONS, PROXY_OPTION_KEYS } = await loadProxy();
+  const env = { ...process.env };
+  for (const k of gatewayKeys) delete env[envName(k)];
+  const ports = new Map([...args.flags].filter(([f]) => f === "https-port" || f === "http-port"));
+  const given = settingsFor("proxy", PROXY_OPTION_KEYS, { positional: [], flags: ports }, { env, listKeys: LIST_KEYS });
+  const where = (k: string) =>
+    ports.has(kebab(k))
+      ? `--${kebab(k)}`
+      : env[envName(k)]
+        ? envName(k)
+        : `"proxy.${k}" in config file ${configFile(env)}`;
+  for (const k of Object.keys(given)) {
+    if (DEV_FRONT_REFUSED.has(k))
+      throw new Error(`${where(k)}: not for nodeway up --tls, whose front is self-signed and before this gateway`);
+  }
+  if (given.tls === "acme")
+    throw new Error(`${where("tls")}: nodeway up --tls serves a self-signed certificate (or "files"), not "acme"`);
+  const options = { ...DEV_TLS_OPTIONS, certDir: join(home, "certs"), ...given };
+  const compile = (gatewayUrl: string) => {
+    try {
+      return compileProxyConfig({ ...options, upstream: [gatewayUrl] } as never);
+    } catch (err) {
+      const key = (err as { key?: string }).key;
+      throw new Error(`${key && key in given ? where(key) : "nodeway up --tls"}: ${(err as Error).message}`);
+    }
+  };
+  compile("http://127.0.0.1:8000"); // checked now, before nats-server, the gateway and the agent start
+  return {
+    async start(gatewayUrl) {
+      const config = compile(gatewayUrl);
+      const proxy = await startProxy(config);
+      const name = config.domain.find((d) => !d.startsWith("*.")) ?? "localhost";
+      return { proxy, url: `https://${name.includes(":") ? `[${name}]` : name}:${proxy.httpsPort}` };
+    },
+  };
 }
 
 /** `nodeway up`: nats-server (child), the gateway (in this process), one agent (child), optionally the proxy. */
@@ -413,6 +472,10 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
   // Read here to check the config file's agent section and the flags; the child reads env and file again itself.
   const agentOpts = settingsFor("agent", AGENT_OPTION_KEYS, args, { listKeys: LIST_KEYS, consumed: agentConsumed });
   const testNodes = agentOpts.testNodes === true || agentOpts.testNodes === "true" || agentOpts.testNodes === "1";
+  if (!flagOn(args, "tls") && (args.flags.has("https-port") || args.flags.has("http-port")))
+    fail("--https-port and --http-port are the ports of nodeway up --tls: give --tls too");
+  const home = nodewayHome();
+  const tlsFront = flagOn(args, "tls") ? await devFront(args, home, GATEWAY_OPTION_KEYS) : null;
   if (spawnSync("nats-server", ["--version"]).error) {
     fail(
       "nats-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install nats-server`, package nats-server) and run `nodeway up` again.",
@@ -420,7 +483,6 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
     );
   }
   const log = await cliLogger();
-  const home = nodewayHome();
   const nats = await startNats(home, args.flags.get("nats-port")?.at(-1), log);
   let gw: RunningGateway | null = null;
   let agent: AgentChild | null = null;
@@ -442,8 +504,9 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
     const agentId = await agent.ready;
     const token = gw.config.apiTokens.find((t) => !isExpired(t))?.token;
     if (!flagOn(args, "no-examples")) await seedExamples(gw.url, token, testNodes, log);
-    if (flagOn(args, "tls")) proxy = await startTlsFront(args, gw.url, home);
-    const front = proxy ? `https://localhost:${proxy.httpsPort}` : gw.url;
+    const started = tlsFront ? await tlsFront.start(gw.url) : null;
+    proxy = started?.proxy ?? null;
+    const front = started?.url ?? gw.url;
     process.stdout.write(`nodeway is up: ${front} (gateway ${gw.url}, nats ${nats.url}, agent ${agentId})\n`);
     const withToken =
       gw.config.apiTokens.length > 0 ? " (API tokens are on: set NODEWAY_API_TOKEN to one of them)" : "";
@@ -581,7 +644,7 @@ async function converse(model: string, ask: (prompt: string) => Promise<void>): 
       break; // Ctrl-D
     }
     if (!line) continue;
-    await ask(line).catch((err: Error) => process.stderr.write(`nodeway: ${err.message}\n`));
+    await ask(line).catch((err: Error) => process.stderr.write(`nodeway: ${redactUrls(err.message)}\n`));
   }
   rl.close();
 }

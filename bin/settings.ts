@@ -119,6 +119,47 @@ export function nodewayHome(env: NodeJS.ProcessEnv = process.env): string {
   return env.NODEWAY_HOME ?? join(homedir(), ".nodeway");
 }
 
+/** The sections a config file may hold, one per long-running command. */
+export const CONFIG_SECTIONS: ReadonlySet<string> = new Set(["gateway", "agent", "proxy"]);
+
+/** The config file: NODEWAY_CONFIG, else `config.json` in the Nodeway home. */
+export function configFile(env: NodeJS.ProcessEnv = process.env): string {
+  return env.NODEWAY_CONFIG ?? join(nodewayHome(env), "config.json");
+}
+
+/** What a JSON value is, in an error message. */
+export const jsonKind = (v: unknown): string => (v === null ? "null" : Array.isArray(v) ? "a list" : `a ${typeof v}`);
+
+/**
+ * The config file's sections; none when it does not exist. A file that cannot be read, is not JSON, is not an
+ * object of known sections, or has a section that is not an object throws, naming the file and what is wrong.
+ */
+export function readConfigFile(file: string): Record<string, Record<string, unknown>> {
+  if (!existsSync(file)) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    const why = (err as Error).message;
+    throw new Error(
+      err instanceof SyntaxError
+        ? `config file ${file}: not valid JSON (${why})`
+        : `cannot read config file ${file}: ${why}`,
+    );
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed))
+    throw new Error(
+      `config file ${file}: must hold a JSON object of sections (gateway, agent, proxy), got ${jsonKind(parsed)}`,
+    );
+  for (const [name, sec] of Object.entries(parsed)) {
+    if (!CONFIG_SECTIONS.has(name))
+      throw new Error(`config file ${file}: unknown section "${name}" (the sections are gateway, agent, proxy)`);
+    if (sec === null || typeof sec !== "object" || Array.isArray(sec))
+      throw new Error(`config file ${file}: "${name}" must be an object of settings, got ${jsonKind(sec)}`);
+  }
+  return parsed as Record<string, Record<string, unknown>>;
+}
+
 /**
  * Builds the options object for one command from flags, env and the config file section.
  * `aliases` maps a short flag to its key (`--nats` → `natsUrl`); `listKeys` collect repeated flags.
@@ -136,17 +177,10 @@ export function settingsFor(
 ): Record<string, unknown> {
   const env = opts.env ?? process.env;
   const out: Record<string, unknown> = {};
-  const file = env.NODEWAY_CONFIG ?? join(nodewayHome(env), "config.json");
-  if (existsSync(file)) {
-    const parsed = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-    const sec = parsed[section];
-    if (sec !== undefined) {
-      if (sec === null || typeof sec !== "object") throw new Error(`${file}: "${section}" must be an object`);
-      for (const [k, v] of Object.entries(sec)) {
-        if (!keys.has(k)) throw new Error(`${file}: unknown setting "${section}.${k}"`);
-        out[k] = v;
-      }
-    }
+  const file = configFile(env);
+  for (const [k, v] of Object.entries(readConfigFile(file)[section] ?? {})) {
+    if (!keys.has(k)) throw new Error(`config file ${file}: unknown setting "${section}.${k}"`);
+    out[k] = v;
   }
   for (const k of keys) {
     const v = env[envName(k)];

@@ -2,8 +2,16 @@
 import { NodewayClient } from "../../client/index.js";
 import { UsageError, parseArgs, type CommandFlags, type ParsedArgs } from "../settings.js";
 
+/**
+ * The password of every `user:password@` in a URL (`http://`, `nats://`, or none: `user:pw@host:4222`) as `***`,
+ * so that what the CLI prints, its own words or a module's error, never shows one.
+ */
+export function redactUrls(text: string): string {
+  return text.replace(/((?:^|[\s"'(<=,[])(?:[a-z][a-z0-9+.-]*:\/\/)?[^\s"'<>/@:]*):[^\s"'<>/@]*@/gi, "$1:***@");
+}
+
 export function fail(message: string, code = 2): never {
-  process.stderr.write(`nodeway: ${message}\n`);
+  process.stderr.write(`nodeway: ${redactUrls(message)}\n`);
   process.exit(code);
 }
 
@@ -26,9 +34,27 @@ export function parseCommand(argv: readonly string[], spec: CommandFlags): Parse
   }
 }
 
-/** The gateway a client command talks to (`--gateway`, else NODEWAY_GATEWAY_URL), without a trailing slash. */
+/**
+ * The gateway a client command talks to (`--gateway`, else NODEWAY_GATEWAY_URL), without a trailing slash. One that
+ * is no http(s) URL, or holds a user or password (never sent: `fetch` refuses such URLs), exits 2 saying so.
+ */
 export function gatewayUrl(args: ParsedArgs): string {
-  return (flag(args, "gateway") ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+  const given = flag(args, "gateway");
+  const url = (given ?? process.env.NODEWAY_GATEWAY_URL ?? "http://127.0.0.1:8000").replace(/\/$/, "");
+  const from = given !== undefined ? "--gateway" : "NODEWAY_GATEWAY_URL";
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return fail(`${from} ${url}: not a URL (give http://host:port or https://host)`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:")
+    fail(`${from} ${url}: not an http:// or https:// URL`);
+  if (parsed.username !== "" || parsed.password !== "")
+    fail(
+      `${from} ${url}: a user or password in the URL is never sent; give an API token with --token or NODEWAY_API_TOKEN`,
+    );
+  return url;
 }
 
 /** `--token`, else NODEWAY_API_TOKEN, which keeps the token off the command line (where `ps` shows it). */
@@ -44,8 +70,30 @@ export function clientOf(args: ParsedArgs): NodewayClient {
 
 /** An error of the client or the gateway as one line: `CODE: message`. */
 export function errorLine(err: unknown): string {
-  const e = err as { code?: string; message?: string };
+  const e = err as { code?: string; message?: string; status?: number };
+  // The client gives an answer without a `message` (a proxy's 413, say) as `HTTP_<status>` and `<status> <body>`.
+  const head = `${e.status} `;
+  if (e.status !== undefined && e.code === `HTTP_${e.status}` && e.message?.startsWith(head))
+    return answerLine(e.status, e.message.slice(head.length));
   return e.code && !e.message?.startsWith(e.code) ? `${e.code}: ${e.message}` : String(e.message ?? err);
+}
+
+/**
+ * A gateway's (or its proxy's) answer that is not 2xx, as one line: `CODE: message` from its JSON body; one without
+ * a message gets words for its status (413: too large) rather than the raw body.
+ */
+export function answerLine(status: number, body: string): string {
+  let said: { code?: unknown; message?: unknown } = {};
+  try {
+    const v = JSON.parse(body) as unknown;
+    if (v !== null && typeof v === "object") said = v as typeof said;
+  } catch {
+    /* not JSON: said as it is, below */
+  }
+  const code = typeof said.code === "string" ? said.code : `HTTP_${status}`;
+  if (typeof said.message === "string") return `${code}: ${said.message}`;
+  if (status === 413) return `${code}: larger than the gateway, or a proxy in front of it, accepts (HTTP 413)`;
+  return `${code}: ${status} ${body.slice(0, 200)}`.trimEnd();
 }
 
 /** The flags of every command that talks to a gateway. */

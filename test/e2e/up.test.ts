@@ -288,7 +288,7 @@ t.test("up - --tls puts the proxy in front with a self-signed certificate for lo
   });
   t.equal(res.status, 200, "health through the proxy");
   t.match(res.body, /"status":"ok"/);
-  t.ok(res.hsts, "HSTS header set");
+  t.equal(res.hsts, undefined, "no HSTS for localhost (DEV_TLS_OPTIONS): it would force HTTPS on every local port");
   up.proc.kill("SIGINT");
   t.equal(await up.exited, 0, "stops cleanly");
 });
