@@ -7,19 +7,11 @@
 import t from "tap";
 import { streamChat, type ChatRequest, type ProviderName } from "../../agent/integrations/providers.js";
 import { check } from "../helpers/check.js";
-import { FAKE_KEY, FakeLlm } from "../helpers/fake-llm.js";
+import { FakeLlm, providerEnv } from "../helpers/fake-llm.js";
 
 const PROVIDERS: ProviderName[] = ["openai", "anthropic", "ollama"];
 /** How long any chat here may take before the test gives up on it. */
 const DEADLINE_MS = 15_000;
-
-const envFor = (fake: FakeLlm) => ({
-  OPENAI_API_KEY: FAKE_KEY,
-  OPENAI_BASE_URL: `${fake.url}/v1`,
-  ANTHROPIC_API_KEY: FAKE_KEY,
-  ANTHROPIC_BASE_URL: fake.url,
-  OLLAMA_HOST: fake.url,
-});
 
 interface Outcome {
   text: string;
@@ -49,7 +41,7 @@ async function chat(
   let text = "";
   let args: unknown;
   try {
-    for await (const piece of streamChat(req, envFor(fake))) {
+    for await (const piece of streamChat(req, providerEnv(fake))) {
       if (piece.type === "text") text += piece.text;
       else args = piece.tool_calls?.[0]?.args;
     }

@@ -6,20 +6,10 @@ import t from "tap";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runNodeway, type Proc } from "../helpers/procs.js";
+import { exitWithin, runNodeway } from "../helpers/procs.js";
 
 const dir = mkdtempSync(join(tmpdir(), "nw-cli-input-"));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Its exit code, or "still running" (and then it is killed) when it has not exited within `ms`. */
-async function exitOf(p: Proc, ms = 20_000): Promise<number | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<string>((r) => (timer = setTimeout(() => r("still running"), ms)));
-  const how = await Promise.race([p.exited, late]);
-  clearTimeout(timer);
-  if (how === "still running") await p.kill("SIGKILL");
-  return how;
-}
 
 function file(name: string, text: string): string {
   const path = join(dir, name);
@@ -37,7 +27,7 @@ t.test("cli - nodeway run refuses a file that holds no workflow, naming the file
   ] as const) {
     // No gateway listens there: the file is refused before any connection is tried.
     const p = runNodeway(["run", file(name, text), "--gateway", "http://127.0.0.1:9"]);
-    t.equal(await exitOf(p), 2, `${name}: exits 2`);
+    t.equal(await exitWithin(p), 2, `${name}: exits 2`);
     t.match(p.stderr(), why, `${name}: says why`);
     t.notMatch(p.stderr(), /Cannot read properties|reading '/, `${name}: no JavaScript error`);
   }
@@ -54,7 +44,7 @@ t.test("cli - a config file that is not an object of sections stops a command at
     const path = file(name, text);
     // The gateway would start and wait for this NATS; a refused config file ends it first.
     const p = runNodeway(["gateway", "--port", "0", "--nats", "nats://127.0.0.1:9"], { NODEWAY_CONFIG: path });
-    t.equal(await exitOf(p), 1, `${name}: exits 1 at start`);
+    t.equal(await exitWithin(p), 1, `${name}: exits 1 at start`);
     t.match(p.stderr(), `nodeway: config file ${path}: `, `${name}: names the file`);
     t.match(p.stderr(), why, `${name}: says what is wrong`);
   }
@@ -62,24 +52,24 @@ t.test("cli - a config file that is not an object of sections stops a command at
 
 t.test("cli - a password in a gateway or NATS URL is never printed", async (t) => {
   const flagged = runNodeway(["jobs", "--gateway", "http://admin:s3cret@127.0.0.1:1"]);
-  t.equal(await exitOf(flagged), 2, "a gateway URL with a password is refused at start");
+  t.equal(await exitWithin(flagged), 2, "a gateway URL with a password is refused at start");
   t.match(
     flagged.stderr(),
     /--gateway http:\/\/admin:\*\*\*@127\.0\.0\.1:1: a user or password in the URL is never sent/,
   );
   const fromEnv = runNodeway(["agents"], { NODEWAY_GATEWAY_URL: "http://admin:s3cret@127.0.0.1:1" });
-  t.equal(await exitOf(fromEnv), 2);
+  t.equal(await exitWithin(fromEnv), 2);
   t.match(fromEnv.stderr(), /NODEWAY_GATEWAY_URL http:\/\/admin:\*\*\*@127\.0\.0\.1:1/);
   const run = runNodeway(["run", file("ok.json", '{"nodes":[],"edges":[]}'), "--gateway", "http://u:s3cret@h:1"]);
-  t.equal(await exitOf(run), 2);
+  t.equal(await exitWithin(run), 2);
   const nats = runNodeway(["gateway", "--port", "0", "--nats", "bob:s3cret@127.0.0.1:9"]);
-  t.equal(await exitOf(nats), 1, "a NATS URL that is no URL is refused");
+  t.equal(await exitWithin(nats), 1, "a NATS URL that is no URL is refused");
   t.match(nats.stderr(), /bob:\*\*\*@127\.0\.0\.1:9/, "and shown without its password");
   const upstream = runNodeway(
     ["proxy", "--tls", "self-signed", "--upstream", "http://a:s3cret@127.0.0.1:9", "--cert-dir", join(dir, "c")],
     { NODEWAY_HOME: dir },
   );
-  t.equal(await exitOf(upstream), 1);
+  t.equal(await exitWithin(upstream), 1);
   t.match(upstream.stderr(), /upstream: http:\/\/a:\*\*\*@127\.0\.0\.1:9: credentials in the URL are not allowed/);
   for (const p of [flagged, fromEnv, run, nats, upstream]) t.notMatch(p.stderr(), /s3cret/, "no password printed");
 });

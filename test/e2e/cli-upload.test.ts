@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runNodeway, type Proc } from "../helpers/procs.js";
+import { exitWithin, runNodeway, type Proc } from "../helpers/procs.js";
 
 const dir = mkdtempSync(join(tmpdir(), "nw-cli-upload-"));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -47,16 +47,6 @@ async function standIn(
       return cli;
     },
   };
-}
-
-/** Its exit code, or "still running" (and then it is killed) when it has not exited within `ms`. */
-async function exitWithin(p: Proc, ms: number): Promise<number | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<string>((r) => (timer = setTimeout(() => r("still running"), ms)));
-  const how = await Promise.race([p.exited, late]);
-  clearTimeout(timer);
-  if (how === "still running") await p.kill("SIGKILL");
-  return how;
 }
 
 /** The most memory the process has held so far (VmHWM), in bytes. */

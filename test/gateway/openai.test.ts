@@ -12,16 +12,8 @@ import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 import { spawn } from "node:child_process";
 import { NODEWAY, runNodeway, startAgentProc } from "../helpers/procs.js";
-import { FAKE_KEY, FakeLlm } from "../helpers/fake-llm.js";
+import { FakeLlm, providerEnv } from "../helpers/fake-llm.js";
 import { waitFor } from "../helpers/tls-tools.js";
-
-const envFor = (fake: FakeLlm) => ({
-  OPENAI_API_KEY: FAKE_KEY,
-  OPENAI_BASE_URL: `${fake.url}/v1`,
-  ANTHROPIC_API_KEY: FAKE_KEY,
-  ANTHROPIC_BASE_URL: fake.url,
-  OLLAMA_HOST: fake.url,
-});
 
 /** The SDK as a client of the fleet; no retries, so a refusal is seen once. */
 const clientOf = (url: string, apiKey = "unused") =>
@@ -55,7 +47,7 @@ t.test(
   async (t) => {
     const fake = await FakeLlm.start();
     t.teardown(() => fake.stop());
-    const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+    const s = await startStack(t, { agents: 1, agentEnv: providerEnv(fake) });
     const client = clientOf(s.url);
 
     const models = await modelsListed(client, 5);
@@ -210,7 +202,7 @@ t.test("openai - a completion goes only to agents that hold the model's provider
   const fake = await FakeLlm.start();
   t.teardown(() => fake.stop());
   const s = await startStack(t, { agents: 1 }); // no keys
-  const keyed = await startAgentProc(s.ns.url, ["--name", "keyed"], envFor(fake));
+  const keyed = await startAgentProc(s.ns.url, ["--name", "keyed"], providerEnv(fake));
   t.teardown(() => keyed.kill("SIGKILL"));
   const client = clientOf(s.url);
   await modelsListed(client, 5);
@@ -247,7 +239,7 @@ t.test(
   async (t) => {
     const fake = await FakeLlm.start();
     t.teardown(() => fake.stop());
-    const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+    const s = await startStack(t, { agents: 1, agentEnv: providerEnv(fake) });
     const client = clientOf(s.url);
     await modelsListed(client, 5);
     const refused = async (p: Promise<unknown>) => {
@@ -367,7 +359,7 @@ t.test(
 t.test("openai - a client that goes away cancels its completion's job and the provider's stream", async (t) => {
   const fake = await FakeLlm.start(300);
   t.teardown(() => fake.stop());
-  const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+  const s = await startStack(t, { agents: 1, agentEnv: providerEnv(fake) });
   const client = clientOf(s.url);
   await modelsListed(client, 5);
   const ac = new AbortController();
@@ -403,7 +395,7 @@ t.test("openai - /v1 takes the fleet's API token as OpenAI's api key", async (t)
   const token = "nwt-openai-compatible-token-0123456789";
   const s = await startStack(t, {
     agents: 1,
-    agentEnv: envFor(fake),
+    agentEnv: providerEnv(fake),
     gateway: { apiTokens: [token] } as GatewayOptions,
   });
   const refusedStatus = await clientOf(s.url, "wrong-token-wrong-token-wrong-token")
@@ -427,7 +419,7 @@ t.test(
   async (t) => {
     const fake = await FakeLlm.start();
     t.teardown(() => fake.stop());
-    const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+    const s = await startStack(t, { agents: 1, agentEnv: providerEnv(fake) });
     await modelsListed(clientOf(s.url), 5);
 
     const models = runNodeway(["models", "--gateway", s.url]);
@@ -521,7 +513,7 @@ t.test(
     const fake = await FakeLlm.start(1);
     t.teardown(() => fake.stop());
     fake.toolArgs = { city: "Paris" };
-    const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+    const s = await startStack(t, { agents: 1, agentEnv: providerEnv(fake) });
     const client = clientOf(s.url);
     await modelsListed(client, 5);
     const tools: OpenAI.Chat.ChatCompletionTool[] = [

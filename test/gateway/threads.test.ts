@@ -9,15 +9,7 @@ import { WsClient, type Msg } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack, type Stack } from "../helpers/stack.js";
 import { startGateway } from "../../gateway/index.js";
-import { FAKE_KEY, FakeLlm } from "../helpers/fake-llm.js";
-
-const envFor = (fake: FakeLlm) => ({
-  OPENAI_API_KEY: FAKE_KEY,
-  OPENAI_BASE_URL: `${fake.url}/v1`,
-  ANTHROPIC_API_KEY: FAKE_KEY,
-  ANTHROPIC_BASE_URL: fake.url,
-  OLLAMA_HOST: fake.url,
-});
+import { FakeLlm, providerEnv } from "../helpers/fake-llm.js";
 
 async function api(
   s: Stack,
@@ -156,7 +148,7 @@ t.test(
   async (t) => {
     const fake = await FakeLlm.start();
     t.teardown(() => fake.stop());
-    const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+    const s = await startStack(t, { agents: 1, agentEnv: providerEnv(fake) });
     await modelsReady(s);
     const ws = await WsClient.open(s.url, "msgpack");
     t.teardown(() => ws.close());
@@ -256,7 +248,7 @@ t.test(
   async (t) => {
     const fake = await FakeLlm.start(150);
     t.teardown(() => fake.stop());
-    const s = await startStack(t, { agents: 1, agentEnv: { ...envFor(fake) }, agentArgs: ["--max-jobs", "4"] });
+    const s = await startStack(t, { agents: 1, agentEnv: { ...providerEnv(fake) }, agentArgs: ["--max-jobs", "4"] });
     await modelsReady(s);
     const ws = await WsClient.open(s.url, "json");
     t.teardown(() => ws.close());
@@ -333,7 +325,7 @@ t.test(
   async (t) => {
     const fake = await FakeLlm.start(100);
     t.teardown(() => fake.stop());
-    const s = await startStack(t, { agents: 1, agentEnv: envFor(fake) });
+    const s = await startStack(t, { agents: 1, agentEnv: providerEnv(fake) });
     const other = await startGateway({ natsUrl: s.ns.url, port: 0 });
     t.teardown(() => other.stop());
     await modelsReady(s);

@@ -24,6 +24,15 @@ import type { AddressInfo } from "node:net";
 
 export const FAKE_KEY = "sk-test-nodeway";
 
+/** An agent's environment pointing OpenAI, Anthropic and Ollama at `fake`, with its key. */
+export const providerEnv = (fake: { url: string }) => ({
+  OPENAI_API_KEY: FAKE_KEY,
+  OPENAI_BASE_URL: `${fake.url}/v1`,
+  ANTHROPIC_API_KEY: FAKE_KEY,
+  ANTHROPIC_BASE_URL: fake.url,
+  OLLAMA_HOST: fake.url,
+});
+
 export interface FakeModels {
   openai: string[];
   anthropic: string[];
@@ -309,12 +318,12 @@ export class FakeLlm {
       res.writeHead(200, { "content-type": "application/x-ndjson" });
       await paced((w) =>
         res.write(
-          JSON.stringify({
+          `${JSON.stringify({
             model: body.model,
             created_at: new Date().toISOString(),
             message: { role: "assistant", content: w },
             done: false,
-          }) + "\n",
+          })}\n`,
         ),
       );
       if (gone) return;
@@ -329,7 +338,7 @@ export class FakeLlm {
         );
       }
       res.end(
-        JSON.stringify({
+        `${JSON.stringify({
           model: body.model,
           created_at: new Date().toISOString(),
           message: { role: "assistant", content: "" },
@@ -338,7 +347,7 @@ export class FakeLlm {
           total_duration: 1,
           prompt_eval_count: promptTokens,
           eval_count: words.length,
-        }) + "\n",
+        })}\n`,
       );
       return;
     }

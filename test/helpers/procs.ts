@@ -16,6 +16,16 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
+/** Its exit code, or "still running" (and then it is killed) when it has not exited within `ms`. */
+export async function exitWithin(p: Proc, ms = 20_000): Promise<number | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((r) => (timer = setTimeout(() => r("still running"), ms)));
+  const how = await Promise.race([p.exited, late]);
+  clearTimeout(timer);
+  if (how === "still running") await p.kill("SIGKILL");
+  return how;
+}
+
 export function runNodeway(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const proc = spawn(process.execPath, [NODEWAY, ...args], {
     env: { ...process.env, ...env },

@@ -8,6 +8,7 @@ import {
   createTestCa,
   httpsGet,
   peerCertificate,
+  startTestProxy,
   startUpstream,
   tempDir,
   tlsOpen,
@@ -18,23 +19,8 @@ import {
 async function selfSignedProxy(t: Teardowns, extra: Record<string, unknown> = {}) {
   const up = await startUpstream("gw-a");
   t.teardown(() => up.close());
-  const store = await tempDir("nodeway-proxy-tls-");
-  t.teardown(store.cleanup);
-  const events: ProxyEvent[] = [];
-  const proxy = await startProxy(
-    compileProxyConfig({
-      upstream: [up.url],
-      tls: "self-signed",
-      host: "127.0.0.1",
-      httpsPort: 0,
-      httpPort: 0,
-      certDir: store.dir,
-      ...extra,
-    }),
-    { onEvent: (e) => events.push(e), accessLog: () => undefined },
-  );
-  t.teardown(() => proxy.stop());
-  return { proxy, up, store, events };
+  const { proxy, events, certDir } = await startTestProxy(t, [up.url], extra);
+  return { proxy, up, certDir, events };
 }
 
 function plainGet(
@@ -107,19 +93,19 @@ t.test("proxy tls - port 80 does not redirect ACME challenge paths (404 for unkn
 t.test(
   "proxy tls - self-signed certificate covers localhost and loopback IPs, key stored 0600 in a 0700 dir",
   async (t) => {
-    const { proxy, store } = await selfSignedProxy(t);
+    const { proxy, certDir } = await selfSignedProxy(t);
     const cert = await peerCertificate(proxy.httpsPort, "localhost");
     t.match(cert.subjectaltname, /DNS:localhost/);
     t.match(cert.subjectaltname, /IP Address:127\.0\.0\.1/);
-    const dirMode = (await stat(store.dir)).mode & 0o777;
-    const keyMode = (await stat(join(store.dir, "self-signed", "localhost", "key.pem"))).mode & 0o777;
+    const dirMode = (await stat(certDir)).mode & 0o777;
+    const keyMode = (await stat(join(certDir, "self-signed", "localhost", "key.pem"))).mode & 0o777;
     t.equal(dirMode.toString(8), "700");
     t.equal(keyMode.toString(8), "600");
   },
 );
 
 t.test("proxy tls - self-signed certificate is reused across restarts", async (t) => {
-  const { proxy, store, up } = await selfSignedProxy(t);
+  const { proxy, certDir, up } = await selfSignedProxy(t);
   const first = await peerCertificate(proxy.httpsPort, "localhost");
   await proxy.stop();
   const again = await startProxy(
@@ -129,7 +115,7 @@ t.test("proxy tls - self-signed certificate is reused across restarts", async (t
       host: "127.0.0.1",
       httpsPort: 0,
       httpPort: 0,
-      certDir: store.dir,
+      certDir,
     }),
     { onEvent: () => undefined, accessLog: () => undefined },
   );
