@@ -202,8 +202,6 @@ export class EventHub {
   private readonly warming = new Map<string, Promise<void>>();
   private stopFn: (() => void) | null = null;
   private restartFn: (() => void) | null = null;
-  /** Set while the consumer is being replaced: what the old one still delivers is read again by the new one. */
-  private restarting = false;
   /** The first missing seq of the last gap the hub read again for. */
   private gapAt = 0;
   private stallSeenSeq = -1;
@@ -261,9 +259,8 @@ export class EventHub {
         stream: STREAM_EVENTS,
         filter: subjects.eventsAll(),
         startSeq: this.lastSeq + 1,
-        onMessage: (m, seq) => this.inOrder(m, seq),
+        onMessage: (m, seq, from) => this.inOrder(m, seq, from),
       });
-      this.restarting = false;
       return consumer;
     };
     current = await open();
@@ -291,21 +288,17 @@ export class EventHub {
    * skips ahead means the consumer lost messages (seen when a stream leader moves on a cluster): the hub reads
    * again from the first missing one. The same gap seen twice is real (retention removed those events) and passes.
    */
-  private inOrder(m: Msg, seq: number): void {
-    if (this.restarting || seq <= this.lastSeq) return;
+  private inOrder(m: Msg, seq: number, from: PushConsumer): void {
+    if (seq <= this.lastSeq) return;
     const expected = this.lastSeq + 1;
     if (seq > expected && this.gapAt !== expected) {
       this.gapAt = expected;
       this.log(`events ${expected}..${seq - 1} were not delivered; reading NW_EVENTS again from ${expected}`);
-      this.restartConsumer();
+      // The consumer that skipped, not `current`: it may still be opening (its first deliveries came first).
+      from.stop();
       return;
     }
     this.handleSafely(m, seq);
-  }
-
-  private restartConsumer(): void {
-    this.restarting = true;
-    this.restartFn?.();
   }
 
   /**
@@ -326,7 +319,7 @@ export class EventHub {
     if (++this.stallChecks < 2) return;
     this.stallChecks = 0;
     this.log(`event consumer stalled at seq ${this.lastSeq} (stream at ${info.state.last_seq}); starting it again`);
-    this.restartConsumer();
+    this.restartFn?.();
   }
 
   /** A listener that throws must not take the consumer (and every other client) down with it. */

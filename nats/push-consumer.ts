@@ -18,8 +18,12 @@ export interface PushConsumerOptions {
   filter: string;
   /** The first stream sequence delivered. */
   startSeq: number;
-  /** Each message in stream order, with its stream sequence; a throw is the owner's to catch. */
-  onMessage(m: Msg, streamSeq: number): void;
+  /**
+   * Each message in stream order, with its stream sequence and the consumer it came from (deliveries can come
+   * before `open` resolves; an owner that stops the consumer here gets nothing more from it). A throw is the
+   * owner's to catch.
+   */
+  onMessage(m: Msg, streamSeq: number, from: PushConsumer): void;
   heartbeatMs?: number;
 }
 
@@ -112,6 +116,11 @@ export class PushConsumer {
       c.sub.unsubscribe();
       throw err;
     }
+    if (c.ended) {
+      // Stopped by its owner while being made: the delete in `end` may have come before the consumer existed.
+      jsm.consumers.delete(o.stream, c.name).catch(() => undefined);
+      return c;
+    }
     c.timer = setInterval(() => c.checkHeard(), heartbeatMs);
     c.timer.unref();
     return c;
@@ -154,7 +163,7 @@ export class PushConsumer {
         return;
       }
       this.lastConsumerSeq = consumerSeq;
-      this.o.onMessage(m, this.seqs[0]!);
+      this.o.onMessage(m, this.seqs[0]!, this);
       return;
     }
     this.control(m);
