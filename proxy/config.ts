@@ -101,6 +101,11 @@ export interface ProxyOptions {
   wsIdleTimeoutMs?: number | string;
   /** Most open connections per listener; past it new ones are closed at accept, open ones unaffected. @default 10000 */
   maxConnections?: number | string;
+  /**
+   * Most open connections from one client IP per listener (peers in `trustedProxies` are not capped); past it a new
+   * one is closed at accept. @default 256
+   */
+  maxConnectionsPerIp?: number | string;
   /** Period of active health checks (`GET healthPath`) against each upstream. @default 5000 */
   healthIntervalMs?: number | string;
   /** A health check slower than this counts as failed. @default 2000 */
@@ -149,6 +154,7 @@ export interface ProxyConfig {
   readonly keepAliveTimeoutMs: number;
   readonly wsIdleTimeoutMs: number;
   readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
   readonly healthIntervalMs: number;
   readonly healthTimeoutMs: number;
   readonly healthPath: string;
@@ -204,6 +210,7 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof ProxyOptions>([
   "acmeOrdersPerMinute",
   "wsIdleTimeoutMs",
   "maxConnections",
+  "maxConnectionsPerIp",
 ]);
 
 // RFC 1123 labels; a leading "*." is handled by the callers that allow wildcards.
@@ -366,6 +373,7 @@ type PlainSettings = Pick<
   | "keepAliveTimeoutMs"
   | "wsIdleTimeoutMs"
   | "maxConnections"
+  | "maxConnectionsPerIp"
   | "healthIntervalMs"
   | "healthTimeoutMs"
   | "hstsMaxAgeSeconds"
@@ -389,6 +397,8 @@ function compileLimits(o: Record<string, unknown>): PlainSettings {
     keepAliveTimeoutMs: num("keepAliveTimeoutMs", o.keepAliveTimeoutMs, 5_000, { min: 10 }),
     wsIdleTimeoutMs: num("wsIdleTimeoutMs", o.wsIdleTimeoutMs, 600_000, { min: 10 }),
     maxConnections: num("maxConnections", o.maxConnections, 10_000, { min: 1 }),
+    // A browser opens about six connections per host, a NAT'd office a few hundred: one address cannot take them all.
+    maxConnectionsPerIp: num("maxConnectionsPerIp", o.maxConnectionsPerIp, 256, { min: 1 }),
     healthIntervalMs: num("healthIntervalMs", o.healthIntervalMs, 5_000, { min: 10 }),
     healthTimeoutMs: num("healthTimeoutMs", o.healthTimeoutMs, 2_000, { min: 10 }),
     hstsMaxAgeSeconds: num("hstsMaxAgeSeconds", o.hstsMaxAgeSeconds, 31_536_000, { min: 0 }),

@@ -18,6 +18,7 @@ export class ProxyMetrics {
   readonly registry: Registry;
   private readonly requestSeconds: Histogram<"upstream" | "status_class">;
   private readonly refused: Counter<"status">;
+  private readonly connectionsRefused: Counter<"reason">;
   private readonly children = new Map<string, DurationChild>();
 
   /** `registry`: one that holds no other proxy's metrics (the names would clash); a new "proxy" one by default. */
@@ -37,7 +38,18 @@ export class ProxyMetrics {
       labelNames: ["status"],
       registers,
     });
+    this.connectionsRefused = new Counter({
+      name: "nodeway_proxy_connections_refused_total",
+      help: "Connections closed at accept by the proxy, by reason (per_ip: the client address was at maxConnectionsPerIp).",
+      labelNames: ["reason"],
+      registers,
+    });
     upstreamGauges(upstreams, registers);
+  }
+
+  /** A connection closed at accept. */
+  connectionRefused(reason: "per_ip"): void {
+    this.connectionsRefused.labels(reason).inc();
   }
 
   /** A proxied request ended: `status` null when the client left before its response did. */

@@ -8,7 +8,8 @@
  *   automatic redirects, for served hosts only (421 otherwise: an unknown Host is never echoed into `Location`).
  *
  * Each listener accepts at most `maxConnections` sockets (TLS handshakes and tunnels included); past it Node closes
- * new ones at accept, before any JavaScript object exists for them, and open ones are untouched.
+ * new ones at accept, before any JavaScript object exists for them, and open ones are untouched. One client address
+ * holds at most `maxConnectionsPerIp` of them (trusted proxies excepted); past it a new one is closed at once.
  *
  * The process must never die because of a peer: every socket gets an error listener before anything else can
  * happen to it; parse errors are answered by the front on HTTPS and by `onClientError` on HTTP.
@@ -32,6 +33,7 @@ import { createForwarder, type Forwarder } from "./forward.js";
 import { Front } from "./front.js";
 import { hostAuthority, hostName } from "./hosts.js";
 import { ProxyMetrics } from "./metrics.js";
+import { PeerLimit } from "./peer-limit.js";
 import { UpstreamPool, type UpstreamHealth } from "./upstreams.js";
 
 /** A started proxy. `stop()` is the only way to end it; it is idempotent. */
@@ -109,10 +111,11 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
 
   const pool = new UpstreamPool(config.upstream, { path: config.healthPath, timeoutMs: config.healthTimeoutMs, emit });
   const metrics = new ProxyMetrics(pool.list, hooks.metrics);
+  const isTrusted = trustedProxyMatcher(config.trustedProxies);
   const forwarder = createForwarder({
     config,
     pool,
-    isTrusted: trustedProxyMatcher(config.trustedProxies),
+    isTrusted,
     log: sink !== null ? sink.write : null,
     emit,
     servesHost: (name) => certs.servesHost(name),
@@ -125,9 +128,19 @@ export async function startProxy(config: Readonly<ProxyConfig>, hooks: ProxyHook
     socket.on("error", noop);
     socket.once("close", () => sockets.delete(socket));
   };
-  const { https, front } = httpsListener(config, certs, forwarder, track);
+  /** Each listener's accept: tracked, then closed at once when its address is at `maxConnectionsPerIp`. */
+  const accepting = (): ((socket: Socket) => void) => {
+    const limit = new PeerLimit(config.maxConnectionsPerIp, isTrusted);
+    return (socket) => {
+      track(socket);
+      if (limit.admit(socket)) return;
+      metrics.connectionRefused("per_ip");
+      socket.destroy();
+    };
+  };
+  const { https, front } = httpsListener(config, certs, forwarder, track, accepting());
   let boundHttpsPort = 0;
-  const http = httpListener(config, certs, forwarder, track, () => boundHttpsPort);
+  const http = httpListener(config, certs, forwarder, accepting(), () => boundHttpsPort);
   try {
     boundHttpsPort = await listen(https, config.host, config.httpsPort);
     await listen(http, config.host, config.httpPort);
@@ -177,6 +190,7 @@ function httpsListener(
   certs: CertManager,
   forwarder: Forwarder,
   track: (s: Socket) => void,
+  accept: (s: Socket) => void,
 ): { https: TlsServer; front: Front } {
   const front = new Front(
     {
@@ -199,7 +213,7 @@ function httpsListener(
   });
   certs.onDefaultChange = (cert) => https.setSecureContext({ ...TLS_POSTURE, cert: cert.certPem, key: cert.keyPem });
   https.maxConnections = config.maxConnections;
-  https.on("connection", track);
+  https.on("connection", accept);
   https.on("secureConnection", (socket: TLSSocket) => {
     track(socket);
     front.accept(socket);
@@ -214,14 +228,14 @@ function httpListener(
   config: Readonly<ProxyConfig>,
   certs: CertManager,
   forwarder: Forwarder,
-  track: (s: Socket) => void,
+  accept: (s: Socket) => void,
   httpsPort: () => number,
 ): HttpServer {
   const http: HttpServer = createHttpServer({ maxHeaderSize: config.maxHeaderBytes, noDelay: true }, (req, res) => {
     void handlePlainHttp(req, res, config, certs, httpsPort);
   });
   http.maxConnections = config.maxConnections;
-  http.on("connection", track);
+  http.on("connection", accept);
   http.on("clientError", forwarder.onClientError);
   // An upgrade on port 80 (ws://) gets no tunnel: clients must use wss:// like everything else.
   http.on("upgrade", (_req: IncomingMessage, socket: Socket) => {

@@ -109,6 +109,7 @@ t.test("proxy config - hostile-input settings: defaults, and bad values named by
   const c = compileProxyConfig({ upstream: ["http://127.0.0.1:8000"], domain: ["example.com"] });
   t.equal(c.wsIdleTimeoutMs, 600_000);
   t.equal(c.maxConnections, 10_000);
+  t.equal(c.maxConnectionsPerIp, 256);
   t.equal(c.onDemandAsk, null);
   t.equal(c.onDemandMaxNames, 1000);
   t.equal(c.acmeOrdersPerMinute, 10);
@@ -122,6 +123,7 @@ t.test("proxy config - hostile-input settings: defaults, and bad values named by
     "onDemandAsk",
   );
   t.equal(rejectKey({ ...base, maxConnections: 0 }), "maxConnections");
+  t.equal(rejectKey({ ...base, maxConnectionsPerIp: 0 }), "maxConnectionsPerIp");
   t.equal(rejectKey({ ...base, wsIdleTimeoutMs: "soon" }), "wsIdleTimeoutMs");
   t.equal(rejectKey({ ...base, onDemandMaxNames: 0 }), "onDemandMaxNames");
   t.equal(rejectKey({ ...base, acmeOrdersPerMinute: 0.5 }), "acmeOrdersPerMinute");

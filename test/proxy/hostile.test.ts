@@ -3,6 +3,7 @@
  * HTTP→HTTPS redirect) and ambiguous upgrade or framing heads. Raw bytes over real loopback sockets.
  */
 import { request } from "node:http";
+import { connect, type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import t from "tap";
 import WebSocket from "ws";
@@ -32,6 +33,21 @@ function openWs(t: Teardowns, port: number, path = "/ws"): Promise<WebSocket> {
     t.teardown(() => ws.terminate());
     ws.once("open", () => resolve(ws));
     ws.once("error", reject);
+  });
+}
+
+/** A plain-HTTP request to the redirect port from `localAddress`, on a connection of its own; its status. */
+function plainGetFrom(port: number, localAddress: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: "127.0.0.1", port, localAddress, path: "/", headers: { host: "localhost" }, agent: false },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on("error", reject);
+    req.end();
   });
 }
 
@@ -107,6 +123,68 @@ t.test("proxy hostile - past maxConnections new connections are closed at once; 
   t.equal(await answer(proxy.httpsPort, get("localhost")).catch(() => 0), 0, "cap is full again");
   again.destroy();
   t.equal(await waitFor(() => answer(proxy.httpsPort, get("localhost")), 5000, "room again"), 200);
+});
+
+/** One HTTPS exchange over a connection from `localAddress` (any 127.x address is this host's loopback). */
+async function whoamiFrom(port: number, localAddress: string): Promise<number> {
+  const s = await tlsOpen(port, { localAddress });
+  const raw = await new Promise<string>((resolve) => {
+    let out = "";
+    s.on("data", (d: Buffer) => {
+      out += d.toString("latin1");
+      if (out.includes("\r\n\r\n")) resolve(out);
+    });
+    s.write("GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  });
+  s.destroy();
+  return statusOf(raw);
+}
+
+t.test(
+  "proxy hostile - one client address holds at most maxConnectionsPerIp; other addresses and open ones are served",
+  async (t) => {
+    const { proxy } = await setup(t, { maxConnections: 100, maxConnectionsPerIp: 4, keepAliveTimeoutMs: 60_000 });
+    const held: TLSSocket[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = await tlsOpen(proxy.httpsPort, { localAddress: "127.0.0.2" });
+      t.teardown(() => s.destroy());
+      held.push(s);
+    }
+    const started = Date.now();
+    await t.rejects(tlsOpen(proxy.httpsPort, { localAddress: "127.0.0.2" }), "a fifth from 127.0.0.2 is closed");
+    t.ok(Date.now() - started < 2000, "promptly, not after a timeout");
+    t.equal(await whoamiFrom(proxy.httpsPort, "127.0.0.3"), 200, "another address is served");
+    const text = await proxy.metrics.getSingleMetricAsString("nodeway_proxy_connections_refused_total");
+    t.match(text, /reason="per_ip"[^}]*} [1-9]/, "the refusal is counted");
+    held[0]!.destroy();
+    t.equal(
+      await waitFor(() => whoamiFrom(proxy.httpsPort, "127.0.0.2").catch(() => 0), 5000, "room for 127.0.0.2 again"),
+      200,
+      "once one of its connections closed, the address is served again",
+    );
+    // The port-80 listener counts on its own: four held from 127.0.0.4, a fifth is closed.
+    for (let i = 0; i < 4; i++) {
+      const s = await new Promise<Socket>((resolve, reject) => {
+        const c = connect({ host: "127.0.0.1", port: proxy.httpPort, localAddress: "127.0.0.4" }, () => resolve(c));
+        c.once("error", reject);
+      });
+      t.teardown(() => s.destroy());
+    }
+    const plain = await plainGetFrom(proxy.httpPort, "127.0.0.4").catch(() => 0);
+    t.equal(plain, 0, "plain HTTP: a fifth connection from one address gets no answer");
+    t.equal(await plainGetFrom(proxy.httpPort, "127.0.0.3"), 308, "plain HTTP from another address is answered");
+  },
+);
+
+t.test("proxy hostile - trusted proxies have no per-address cap", async (t) => {
+  const { proxy } = await setup(t, { maxConnectionsPerIp: 2, trustedProxies: ["127.0.0.5"] });
+  const held: TLSSocket[] = [];
+  for (let i = 0; i < 6; i++) {
+    const s = await tlsOpen(proxy.httpsPort, { localAddress: "127.0.0.5" });
+    t.teardown(() => s.destroy());
+    held.push(s);
+  }
+  t.equal(await whoamiFrom(proxy.httpsPort, "127.0.0.5"), 200, "a seventh from the trusted balancer is served");
 });
 
 t.test("proxy hostile - a request for a Host not served gets 421 and never reaches the upstream", async (t) => {
