@@ -1,8 +1,8 @@
 /**
  * Arithmetic (`lib.math.*`, formerly `nodetool.math.*`, accepted as aliases). As NodeTool's Python raises
  * (ZeroDivisionError, "math domain error", "math range error"), dividing by zero and any result that is not a
- * finite number fail the node: JSON has no NaN or Infinity, and a `null` would flow on unnoticed. `%` keeps the
- * sign of the dividend.
+ * finite number fail the node: JSON has no NaN or Infinity, and a `null` would flow on unnoticed. Modulus is
+ * Python's `%`: the result has the sign of the divisor (-7 % 3 is 2, not JavaScript's -1).
  */
 import { NodeError, type NodeDef, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
 import type { PropertyMetadata } from "../../protocol/index.js";
@@ -78,13 +78,20 @@ export const divide = mathNode(
   [prop("a", "float", 0), prop("b", "float", 1)],
   (i) => num(i, "a") / nonZero(num(i, "b"), "Divide: division"),
 );
-/** A mod B with the sign of A; B = 0 fails ("modulo by zero"), as in NodeTool. */
+/** Python's float `%`: `a - b·floor(a/b)` with the sign of `b`, computed from fmod so that it stays exact. */
+function pyMod(a: number, b: number): number {
+  const r = a % b;
+  if (r === 0) return b < 0 ? -0 : 0;
+  return r < 0 !== b < 0 ? r + b : r;
+}
+
+/** A mod B with the sign of B, as Python's `%`; B = 0 fails ("modulo by zero"), as in NodeTool. */
 export const modulus = mathNode(
   "Modulus",
   "Modulus",
   "Computes A modulo B to find the remainder after division (B = 0 fails: modulo by zero).",
   [prop("a", "float", 0), prop("b", "float", 1)],
-  (i) => num(i, "a") % nonZero(num(i, "b"), "Modulus: modulo"),
+  (i) => pyMod(num(i, "a"), nonZero(num(i, "b"), "Modulus: modulo")),
 );
 /** base ^ exponent, as Python's math.pow: 0 to a negative power is a domain error, as is a negative base to a fraction. */
 export const power = mathNode(

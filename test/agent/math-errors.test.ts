@@ -45,6 +45,13 @@ t.test("math errors - what Python raises fails the node, naming why", async (t) 
 
   t.equal(await run("Divide", { a: 1, b: 4 }), 0.25, "and what Python computes still computes");
   t.equal(await run("Modulus", { a: 7, b: 3 }), 1);
+  // Python's % takes the divisor's sign (values from CPython 3.12).
+  t.equal(await run("Modulus", { a: -7, b: 3 }), 2, "-7 % 3 == 2");
+  t.equal(await run("Modulus", { a: 7, b: -3 }), -2, "7 % -3 == -2");
+  t.equal(await run("Modulus", { a: -7, b: -3 }), -1, "-7 % -3 == -1");
+  t.equal(await run("Modulus", { a: -5.5, b: 2 }), 0.5, "-5.5 % 2 == 0.5");
+  t.equal(await run("Modulus", { a: 6, b: -3 }), 0, "6 % -3 == 0");
+  t.equal(await run("Modulus", { a: -1e-300, b: 1e300 }), 1e300, "-1e-300 % 1e300 == 1e300 (rounded)");
   t.equal(await run("Sqrt", { x: 9 }), 3);
   t.equal(await run("Power", { base: 0, exponent: 0 }), 1);
   t.equal(await run("Power", { base: -8, exponent: 3 }), -512);
