@@ -482,15 +482,20 @@ export class WsHub {
       ? { id: typeof d.workflow_id === "string" ? d.workflow_id : "adhoc", graph: d.graph }
       : await this.workflows.get(String(d.workflow_id));
     const spec = runSpecOf(d);
-    const { job } = await this.jobs.submit({
+    const { job, created } = await this.jobs.submit({
       workflow,
       ...spec,
+      // A run_job sent again with the same job_id (its socket dropped before the answer) is not run twice.
+      ...(typeof d.job_id === "string" ? { idempotencyKey: `ws\0${d.job_id}` } : {}),
       beforePublish: (jobId) => {
         joined();
         this.joinTopic(ws, jobId);
       },
     });
     this.reply(ws, cmd, { job_id: job.id, workflow_id: job.workflow_id, status: job.status });
+    // The first run's job: this socket follows it from its first event, as a resume from seq 0.
+    if (!created)
+      this.reconnect(ws, { command: "reconnect_job", data: { job_id: job.id, last_seq: 0 }, request_id: undefined });
   }
 
   /**

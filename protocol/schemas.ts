@@ -108,7 +108,12 @@ const OptData = <D extends TSchema>(d: D) => Type.Optional(d);
 
 export const RunJobDataSchema = Type.Intersect([
   Type.Object(
-    { workflow_id: Type.Optional(IdSchema), graph: Type.Optional(GraphSchema), job_id: Type.Optional(Type.String()) },
+    {
+      workflow_id: Type.Optional(IdSchema),
+      graph: Type.Optional(GraphSchema),
+      // The client's own name for the run (NodeTool clients send one): a retry with it finds the first run's job.
+      job_id: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    },
     { additionalProperties: true },
   ),
   RunOptionsSchema,

@@ -364,7 +364,8 @@ export function httpsGet(
 }
 
 /** Opens a TLS connection and resolves once the handshake is done (or rejects with the handshake error). */
-export function tlsOpen(port: number, opts: ConnectionOptions = {}): Promise<TLSSocket> {
+/** `localAddress` picks the client address (any 127.x is this host's loopback). */
+export function tlsOpen(port: number, opts: ConnectionOptions & { localAddress?: string } = {}): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const s = tlsConnect({ host: "127.0.0.1", port, servername: "localhost", rejectUnauthorized: false, ...opts });
     s.once("secureConnect", () => resolve(s));
