@@ -49,6 +49,20 @@ export interface RunRequest {
   params?: Record<string, unknown>;
   timeoutS?: number;
   pool?: string;
+  /**
+   * The run's idempotency key (`run_job`'s `job_id`): the gateway never runs one key twice. Default: a new random
+   * key per `run()`, so that a run resent after a dropped connection finds the job its first send made.
+   */
+  runKey?: string;
+}
+
+/** Sends of one `run()` when the connection drops before the answer (each with the same key). */
+const RUN_SENDS = 3;
+
+/** 128 random bits as hex (`getRandomValues` works in insecure browser contexts, unlike `randomUUID`). */
+function randomKey(): string {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** An agent as `GET /api/agents` lists it. */
@@ -143,7 +157,9 @@ export class NodewayClient {
 
   /**
    * Runs a saved workflow (`workflowId`) or a graph sent along, and watches it from its first event. A drop
-   * before the gateway answered rejects with `CLIENT_ERR_DISCONNECTED`: the job may exist (see `jobs()`).
+   * before the gateway answered sends it again once reconnected, with the same key (the gateway answers with the
+   * job the first send made, if it made one, and resends its events from the first); after `RUN_SENDS` drops it
+   * rejects with `CLIENT_ERR_DISCONNECTED`.
    */
   async run(req: RunRequest): Promise<JobHandle> {
     const data: RunJobData = {
@@ -152,10 +168,18 @@ export class NodewayClient {
       params: req.params ?? {},
       ...(req.timeoutS !== undefined ? { timeout_s: req.timeoutS } : {}),
       ...(req.pool !== undefined ? { requirements: { pool: req.pool } } : {}),
+      job_id: req.runKey ?? randomKey(),
     };
     return this.starting(async () => {
-      const res = await this.socket.request<unknown>({ command: "run_job", data });
-      return this.adopt(answered(res, "run_job", "job_id"));
+      for (let sends = 1; ; sends++) {
+        try {
+          const res = await this.socket.request<unknown>({ command: "run_job", data });
+          return this.adopt(answered(res, "run_job", "job_id"));
+        } catch (err) {
+          const dropped = err instanceof NodewayError && err.code === ClientErrorCode.disconnected;
+          if (!dropped || sends >= RUN_SENDS) throw err;
+        }
+      }
     });
   }
 

@@ -7,6 +7,8 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 export class CutProxy {
   private server: Server | null = null;
   private readonly conns = new Set<Socket>();
+  /** Each connection's gateway side and client side, for `mute`. */
+  private readonly pairs = new Map<Socket, Socket>();
   port = 0;
   cuts = 0;
 
@@ -38,16 +40,26 @@ export class CutProxy {
   private pipe(client: Socket): void {
     const upstream = createConnection(this.target);
     this.conns.add(client).add(upstream);
+    this.pairs.set(upstream, client);
     const drop = () => {
       client.destroy();
       upstream.destroy();
       this.conns.delete(client);
       this.conns.delete(upstream);
+      this.pairs.delete(upstream);
     };
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
     client.pipe(upstream);
     upstream.pipe(client);
+  }
+
+  /** From now on, what the gateway sends on open connections is dropped (a client's frames still reach it). */
+  mute(): void {
+    for (const [upstream, client] of this.pairs) {
+      upstream.unpipe(client);
+      upstream.on("data", () => undefined);
+    }
   }
 
   /** Drops every connection and stops listening. */
@@ -58,6 +70,7 @@ export class CutProxy {
     const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
     for (const c of this.conns) c.destroy();
     this.conns.clear();
+    this.pairs.clear();
     await closed;
   }
 
