@@ -50,8 +50,8 @@ export interface RunRequest {
   timeoutS?: number;
   pool?: string;
   /**
-   * The run's idempotency key (`run_job`'s `job_id`): the gateway never runs one key twice. Default: a new random
-   * key per `run()`, so that a run resent after a dropped connection finds the job its first send made.
+   * The run's idempotency key (`run_job`'s `job_id`): the gateway runs one key once while its job is kept.
+   * Default: a new random key per `run()`, so that a run resent after a dropped connection finds its first job.
    */
   runKey?: string;
 }
