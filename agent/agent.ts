@@ -130,12 +130,8 @@ class Agent implements RunningAgent {
   private kvm: Kvm | null = null;
   private slotWaiters: { ticket: number; wake: () => void }[] = [];
   private waitTickets = 0;
-  /** Pull loops waiting for a slot: while any waits, pulls are short so the slots rotate among the pools. */
-  private starvedLoops = 0;
-  /** `comfyui` jobs pulled while ComfyUI was away, waiting for it (they hold a slot). */
-  private heldForComfy = 0;
-  /** Slots promised to pulls still open at the server: running + reserved never exceeds max_jobs. */
-  private reserved = 0;
+  /** The slots each pool's jobs take: `poolSlots`' own budgets, else the shared `maxJobs` (set at start). */
+  private readonly slotsByPool = new Map<string, Slots>();
   private closeResolve!: () => void;
   readonly closed: Promise<void> = new Promise((r) => (this.closeResolve = r));
   private ackWaitMs: number = JOB_QUEUE_DEFAULTS.ackWaitMs;
@@ -201,9 +197,12 @@ class Agent implements RunningAgent {
     this.subscribeControl();
     this.subscribeCancels();
     // Each loop ends by itself once `stopping` is set (at the latest when its pending pull expires).
-    consumers.forEach((c, i) => void this.pullLoop(c, found.pools[i]!, found.pools.length));
+    this.budgetSlots(found.pools);
+    consumers.forEach((c, i) => void this.pullLoop(c, found.pools[i]!));
+    const own = Object.entries(this.config.poolSlots).filter(([p]) => found.pools.includes(p));
+    const ownText = own.length > 0 ? ` (and ${own.map(([p, n]) => `${n} for ${p}`).join(", ")})` : "";
     this.log(
-      `registered as ${this.id}, pools ${found.pools.join(",")}, max ${this.config.maxJobs} jobs, ${catalog.count} node types`,
+      `registered as ${this.id}, pools ${found.pools.join(",")}, max ${this.config.maxJobs} jobs${ownText}, ${catalog.count} node types`,
     );
   }
 
@@ -537,8 +536,19 @@ class Agent implements RunningAgent {
     await this.beat().catch((e: unknown) => this.logger.warn(`heartbeat failed: ${(e as Error).message}`));
   }
 
-  private freeSlots(): number {
-    return this.config.maxJobs - this.running.size - this.reserved - this.heldForComfy;
+  /** Pools named in `poolSlots` get a budget each; the others share one of `maxJobs`. */
+  private budgetSlots(pools: readonly string[]): void {
+    const shared = pools.filter((p) => !Object.hasOwn(this.config.poolSlots, p));
+    const sharedSlots = new Slots(this.config.maxJobs, shared.length);
+    for (const p of pools)
+      this.slotsByPool.set(
+        p,
+        Object.hasOwn(this.config.poolSlots, p) ? new Slots(this.config.poolSlots[p]!, 1) : sharedSlots,
+      );
+  }
+
+  private slotsOf(pool: string): Slots {
+    return this.slotsByPool.get(pool)!;
   }
 
   /**
@@ -547,14 +557,15 @@ class Agent implements RunningAgent {
    * would only fail it; handing it back at once would spend one of its attempts per pull while ComfyUI is away.
    */
   private async holdForComfy(msg: JsMsg, pool: string): Promise<void> {
-    this.heldForComfy++;
+    const slots = this.slotsOf(pool);
+    slots.held++;
     const deadline = Date.now() + this.ackWaitMs;
     const keep = setInterval(() => msg.working(), Math.max(500, Math.floor(this.ackWaitMs / 3)));
     try {
       while (!this.stopping && !this.comfy?.up && Date.now() < deadline) await sleep(200);
     } finally {
       clearInterval(keep);
-      this.heldForComfy--;
+      slots.held--;
     }
     if (!this.stopping && this.comfy?.up) this.startJob(msg, pool);
     else {
@@ -570,7 +581,7 @@ class Agent implements RunningAgent {
 
   /** No slot for `pool` now (for the `gpu` pool, no GPU group either). */
   private blocked(pool: string): boolean {
-    return this.freeSlots() <= 0 || (pool === "gpu" && this.freeGpuGroups() <= 0);
+    return this.slotsOf(pool).free() <= 0 || (pool === "gpu" && this.freeGpuGroups() <= 0);
   }
 
   /**
@@ -578,10 +589,11 @@ class Agent implements RunningAgent {
    * of the loop, so two loops never take one slot. A loop whose last pull found nothing queues behind the loops
    * already waiting (`yieldToWaiting`): with more pools than slots, the slots rotate among the pools.
    */
-  private async reserveForPull(pool: string, pools: number, yieldToWaiting: boolean): Promise<number> {
-    const yielding = yieldToWaiting && this.starvedLoops > 0;
+  private async reserveForPull(pool: string, yieldToWaiting: boolean): Promise<number> {
+    const slots = this.slotsOf(pool);
+    const yielding = yieldToWaiting && slots.starvedLoops > 0;
     if (this.blocked(pool) || yielding) {
-      this.starvedLoops++;
+      slots.starvedLoops++;
       const ticket = ++this.waitTickets;
       // Woken loops that find no slot (a GPU-blocked one) leave it free: look again once they have looked.
       if (yielding) setImmediate(() => this.wakeSlotWaiters());
@@ -589,16 +601,16 @@ class Agent implements RunningAgent {
         do await new Promise<void>((wake) => this.queueForSlot(ticket, wake));
         while (this.blocked(pool) && !this.stopping);
       } finally {
-        this.starvedLoops--;
+        slots.starvedLoops--;
       }
     }
     if (this.stopping) return 0;
     const gpuPool = pool === "gpu";
     const want = Math.max(
       1,
-      Math.min(Math.floor(this.freeSlots() / pools), gpuPool ? this.freeGpuGroups() : Number.POSITIVE_INFINITY),
+      Math.min(Math.floor(slots.free() / slots.loops), gpuPool ? this.freeGpuGroups() : Number.POSITIVE_INFINITY),
     );
-    this.reserved += want;
+    slots.reserved += want;
     if (gpuPool) this.gpuReserved += want;
     return want;
   }
@@ -621,10 +633,11 @@ class Agent implements RunningAgent {
    * pool's loop waits for a slot, the open pulls expire after `STARVED_PULL_MS` instead of `IDLE_PULL_MS`, so a
    * job in a pool without a pull waits about that long, not a whole idle pull.
    */
-  private async pullLoop(consumer: Consumer, pool: string, pools: number): Promise<void> {
+  private async pullLoop(consumer: Consumer, pool: string): Promise<void> {
+    const slots = this.slotsOf(pool);
     let idle = false;
     while (!this.stopping) {
-      const want = await this.reserveForPull(pool, pools, idle);
+      const want = await this.reserveForPull(pool, idle);
       if (this.stopping) break;
       const gpuPool = pool === "gpu";
       let got = 0;
@@ -634,11 +647,11 @@ class Agent implements RunningAgent {
           await sleep(200);
           continue;
         }
-        const expires = this.starvedLoops > 0 ? STARVED_PULL_MS : IDLE_PULL_MS;
+        const expires = slots.starvedLoops > 0 ? STARVED_PULL_MS : IDLE_PULL_MS;
         const batch = await consumer.fetch({ max_messages: want, expires });
         for await (const msg of batch) {
           got++;
-          this.reserved--;
+          slots.reserved--;
           if (gpuPool) this.gpuReserved--;
           if (this.stopping) msg.nak();
           else this.startJob(msg, pool);
@@ -650,7 +663,7 @@ class Agent implements RunningAgent {
         }
       } finally {
         idle = got === 0;
-        this.reserved -= want - got;
+        slots.reserved -= want - got;
         if (gpuPool) this.gpuReserved -= want - got;
         this.wakeSlotWaiters();
       }
@@ -702,6 +715,8 @@ class Agent implements RunningAgent {
       dispatch,
     );
     this.running.set(dispatch.job_id, runner);
+    const slots = this.slotsOf(pool);
+    slots.running++;
     void runner
       .run()
       .catch((err: unknown) =>
@@ -709,6 +724,7 @@ class Agent implements RunningAgent {
       )
       .finally(() => {
         this.running.delete(dispatch.job_id);
+        slots.running--;
         this.gpuGroups.give(gpus);
         this.wakeSlotWaiters();
         if (this.running.size === 0) this.stateChanged();
@@ -761,4 +777,26 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const agent = new Agent(compileAgentConfig(options));
   await agent.start();
   return agent;
+}
+
+/**
+ * One budget of job slots: the one the pools share (`maxJobs`) or a pool's own (`poolSlots`). Running, reserved
+ * (promised to pulls still open at the server) and held (comfyui jobs waiting for ComfyUI) never exceed `max`.
+ */
+class Slots {
+  running = 0;
+  reserved = 0;
+  held = 0;
+  /** Pull loops waiting for one of these slots: while any waits, pulls are short so the slots rotate. */
+  starvedLoops = 0;
+
+  constructor(
+    readonly max: number,
+    /** Pull loops that share this budget (each pull asks for its share of what is free). */
+    readonly loops: number,
+  ) {}
+
+  free(): number {
+    return this.max - this.running - this.reserved - this.held;
+  }
 }

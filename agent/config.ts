@@ -18,6 +18,12 @@ export interface AgentOptions extends NatsOptions {
   name?: string;
   /** Jobs run at once; the agent pulls only while it has a free slot (that is the backpressure). @default 2 */
   maxJobs?: number;
+  /**
+   * Pools with slots of their own, outside `maxJobs` (`openai=16,anthropic=16`, or an object in the config file):
+   * jobs that mostly wait on a remote provider then never hold the slots local work needs, nor the other way round.
+   * @default none (every pool shares `maxJobs`)
+   */
+  poolSlots?: string | string[] | Record<string, number | string>;
   /** Pools to consume; default: every pool the capabilities allow (`cpu`, plus `gpu`/`docker` when present). */
   pools?: string[];
   /** Operator labels; each is also a pool. @default [] */
@@ -103,6 +109,8 @@ export interface AgentConfig {
   nats: NatsSettings;
   name: string;
   maxJobs: number;
+  /** Pool → its own slot count (pools not named share `maxJobs`). */
+  poolSlots: Readonly<Record<string, number>>;
   pools: string[] | null;
   labels: string[];
   drainGraceMs: number;
@@ -131,6 +139,7 @@ export const AGENT_OPTION_KEYS: ReadonlySet<string> = new Set([
   ...NATS_OPTION_KEYS,
   "name",
   "maxJobs",
+  "poolSlots",
   "pools",
   "labels",
   "drainGraceMs",
@@ -207,6 +216,26 @@ function list(key: string, v: unknown): string[] | undefined {
   return arr;
 }
 
+/** `poolSlots`: `pool=N` pairs (a comma list, repeated flags, or an object), each pool named once, N ≥ 1. */
+function poolSlots(v: unknown): Readonly<Record<string, number>> {
+  if (v === undefined) return Object.freeze({});
+  const pairs: [string, unknown][] =
+    typeof v === "object" && v !== null && !Array.isArray(v)
+      ? Object.entries(v)
+      : (list("poolSlots", v) ?? []).map((item) => {
+          const at = item.indexOf("=");
+          if (at <= 0) throw new InvalidConfigError("poolSlots", `"${item}" is no pool=N pair`);
+          return [item.slice(0, at), item.slice(at + 1)];
+        });
+  const out: Record<string, number> = Object.create(null);
+  for (const [pool, n] of pairs) {
+    list("poolSlots", [pool]);
+    if (Object.hasOwn(out, pool)) throw new InvalidConfigError("poolSlots", `pool "${pool}" is named twice`);
+    out[pool] = posInt("poolSlots", n, 0);
+  }
+  return Object.freeze(out);
+}
+
 /** `gpus`: `none` → [], a list of device ids (indexes or UUIDs) as given, unset → null (detected). */
 function gpuIds(v: unknown): string[] | null {
   const arr = list("gpus", v);
@@ -276,6 +305,7 @@ export function compileAgentConfig(opts: AgentOptions): Readonly<AgentConfig> {
     nats,
     name,
     maxJobs: posInt("maxJobs", opts.maxJobs, defaultMaxJobs()),
+    poolSlots: poolSlots(opts.poolSlots),
     pools: list("pools", opts.pools) ?? null,
     labels: list("labels", opts.labels) ?? [],
     drainGraceMs: posInt("drainGraceMs", opts.drainGraceMs, 30_000),
