@@ -4,22 +4,9 @@
  * an agent's local work from starting, and each budget still holds its own cap.
  */
 import t from "tap";
-import { api } from "../helpers/clients.js";
+import { api, mostAtOnce } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
-
-/** Largest number of runs whose [started_at, finished_at) intervals overlap at one instant. */
-function mostAtOnce(recs: Record<string, unknown>[]): number {
-  const edges = recs.flatMap((r) => [
-    { at: Date.parse(String(r.started_at)), d: 1 },
-    { at: Date.parse(String(r.finished_at)), d: -1 },
-  ]);
-  edges.sort((a, b) => a.at - b.at || a.d - b.d);
-  let now = 0;
-  let most = 0;
-  for (const e of edges) most = Math.max(most, (now += e.d));
-  return most;
-}
 
 t.test("pool slots - a pool's own slots leave the shared ones free, and each budget keeps its cap", async (t) => {
   const s = await startStack(t, {

@@ -3,22 +3,9 @@
  * that many side by side when the queue has them.
  */
 import t from "tap";
-import { api } from "../helpers/clients.js";
+import { api, mostAtOnce } from "../helpers/clients.js";
 import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
-
-/** Largest number of runs whose [started_at, finished_at) intervals overlap at one instant. */
-function mostAtOnce(recs: Record<string, unknown>[]): number {
-  const edges = recs.flatMap((r) => [
-    { at: Date.parse(String(r.started_at)), d: 1 },
-    { at: Date.parse(String(r.finished_at)), d: -1 },
-  ]);
-  edges.sort((a, b) => a.at - b.at || a.d - b.d);
-  let now = 0;
-  let most = 0;
-  for (const e of edges) most = Math.max(most, (now += e.d));
-  return most;
-}
 
 t.test("slots - an agent with --max-jobs 3 runs at most three jobs at a time, and three together", async (t) => {
   const s = await startStack(t, { agents: 1, agentArgs: ["--max-jobs", "3"] });

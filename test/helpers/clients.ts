@@ -181,3 +181,16 @@ export async function runTokensJob(
   await check(async () => (runner.events(jobId).length >= minEvents ? true : null), 10_000);
   return { runner, jobId };
 }
+
+/** Largest number of runs whose [started_at, finished_at) intervals overlap at one instant. */
+export function mostAtOnce(recs: Record<string, unknown>[]): number {
+  const edges = recs.flatMap((r) => [
+    { at: Date.parse(String(r.started_at)), d: 1 },
+    { at: Date.parse(String(r.finished_at)), d: -1 },
+  ]);
+  edges.sort((a, b) => a.at - b.at || a.d - b.d);
+  let now = 0;
+  let most = 0;
+  for (const e of edges) most = Math.max(most, (now += e.d));
+  return most;
+}
