@@ -58,8 +58,12 @@ export interface PromptHooks {
   preview(bytes: Uint8Array, contentType: string): void;
 }
 
-/** How long a probe or an API call may take before ComfyUI counts as unreachable. */
+/** How long a probe or an API call may take before ComfyUI counts as unreachable (a file: until its head). */
 const REQUEST_TIMEOUT_MS = 10_000;
+/** A file's body may take as long as it keeps coming: this long without a byte ends it. */
+const FILE_IDLE_MS = 30_000;
+/** An upload's answer may come this much later per 8 MiB sent, on top of `REQUEST_TIMEOUT_MS`. */
+const UPLOAD_MS_PER_8_MIB = 1_000;
 /** Reachability probe period; the agent pulls `comfyui` jobs only while the last probe answered. */
 const PROBE_MS = 2_000;
 const RECONNECT_MS = 1_000;
@@ -144,7 +148,7 @@ export class ComfyClient {
   constructor(
     readonly baseUrl: string,
     private readonly log: (line: string) => void,
-    private readonly opts: { pollMs?: number } = {},
+    private readonly opts: { pollMs?: number; fileIdleMs?: number } = {},
   ) {
     this.endpoint = new URL(baseUrl);
     const user = decodeURIComponent(this.endpoint.username);
@@ -482,8 +486,11 @@ export class ComfyClient {
     form.append("image", new Blob([new Uint8Array(bytes)], { type: contentType }), filename);
     form.append("type", "input");
     form.append("overwrite", "true");
-    const res = await this.request("POST", "/upload/image", form, signal);
-    const text = new TextDecoder().decode(await this.body(res, MAX_JSON_BYTES, "POST /upload/image", signal));
+    const ms = REQUEST_TIMEOUT_MS + Math.ceil(bytes.length / (8 * 1024 * 1024)) * UPLOAD_MS_PER_8_MIB;
+    const { res, deadline } = await this.request("POST", "/upload/image", form, signal, ms);
+    const text = new TextDecoder().decode(
+      await this.body(res, deadline, MAX_JSON_BYTES, "POST /upload/image", signal),
+    );
     if (res.status !== 200)
       throw new ComfyError(`ComfyUI refused the upload of ${filename} (HTTP ${res.status}): ${text.slice(0, 200)}`);
     const r = JSON.parse(text) as { name?: string; subfolder?: string };
@@ -495,24 +502,35 @@ export class ComfyClient {
   /** The bytes of a file ComfyUI wrote, at most `MAX_FILE_BYTES`. */
   async view(f: ComfyFile, signal?: AbortSignal): Promise<Uint8Array> {
     const q = new URLSearchParams({ filename: f.filename, subfolder: f.subfolder ?? "", type: f.type ?? "output" });
-    const res = await this.request("GET", `/view?${q.toString()}`, undefined, signal);
+    const { res, deadline } = await this.request("GET", `/view?${q.toString()}`, undefined, signal);
+    // A large file on a slow link takes longer than an API call: it may, while its bytes keep coming.
+    deadline.idle(this.opts.fileIdleMs ?? FILE_IDLE_MS);
     const name = `${f.type}/${f.subfolder ? `${f.subfolder}/` : ""}${f.filename}`;
     if (res.status !== 200) {
+      deadline.clear();
       await res.body?.cancel().catch(() => undefined);
       throw new ComfyError(`ComfyUI has no ${name} (HTTP ${res.status})`);
     }
-    return this.body(res, MAX_FILE_BYTES, `GET /view of ${name}`, signal);
+    return this.body(res, deadline, MAX_FILE_BYTES, `GET /view of ${name}`, signal);
   }
 
   /**
    * `res`'s body, of at most `max` bytes: a longer declared length is refused unread, and reading stops as soon as
-   * more came. The request's deadline and `signal` bound it; `what` names the request in errors.
+   * more came. The request's deadline (re-armed by each chunk when it is an idle one) and `signal` bound it; `what`
+   * names the request in errors.
    */
-  private async body(res: Response, max: number, what: string, signal?: AbortSignal): Promise<Uint8Array> {
+  private async body(
+    res: Response,
+    deadline: Deadline,
+    max: number,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<Uint8Array> {
     const declared = Number(res.headers.get("content-length") ?? Number.NaN);
     const tooLarge = (size: string) =>
       new ComfyError(`ComfyUI's answer to ${what} ${size} the ${mib(max)} this agent reads: not read`);
     if (declared > max) {
+      deadline.clear();
       await res.body?.cancel().catch(() => undefined);
       throw tooLarge(`declares ${declared} bytes, more than`);
     }
@@ -523,6 +541,7 @@ export class ComfyClient {
       for (;;) {
         const next = await reader?.read();
         if (!next || next.done) break;
+        deadline.touch();
         total += next.value.length;
         if (total > max) throw tooLarge("runs past");
         chunks.push(next.value);
@@ -532,12 +551,11 @@ export class ComfyClient {
       if (err instanceof ComfyError) throw err;
       if (signal?.aborted) throw signal.reason;
       const e = err as Error & { cause?: { code?: string; message?: string } };
-      const why =
-        e.name === "TimeoutError"
-          ? `no end in ${REQUEST_TIMEOUT_MS} ms`
-          : (e.cause?.message ?? e.cause?.code ?? e.message);
+      const why = deadline.expired ? deadline.said() : (e.cause?.message ?? e.cause?.code ?? e.message);
       const of = Number.isFinite(declared) ? ` of the ${declared} it declared` : "";
       throw new ComfyError(`ComfyUI's answer to ${what} was cut off after ${total} bytes${of} (${why})`);
+    } finally {
+      deadline.clear();
     }
     const out = new Uint8Array(total);
     let at = 0;
@@ -548,22 +566,33 @@ export class ComfyClient {
     return out;
   }
 
-  /** A request with a deadline; `body` is sent as JSON, or as the multipart form it is. */
-  private async request(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
-    const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  /**
+   * A request with a deadline (`ms`, which bounds its body too unless the caller makes it an idle one); `body` is
+   * sent as JSON, or as the multipart form it is.
+   */
+  private async request(
+    method: string,
+    path: string,
+    body?: unknown,
+    signal?: AbortSignal,
+    ms = REQUEST_TIMEOUT_MS,
+  ): Promise<{ res: Response; deadline: Deadline }> {
+    const deadline = new Deadline(ms);
     const form = body instanceof FormData;
     try {
-      return await fetch(new URL(path, this.endpoint), {
+      const res = await fetch(new URL(path, this.endpoint), {
         method,
         headers: body === undefined || form ? this.headers : { ...this.headers, "content-type": "application/json" },
         body: body === undefined ? undefined : form ? body : JSON.stringify(body),
-        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+        signal: signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal,
       });
+      return { res, deadline };
     } catch (err) {
+      deadline.clear();
       if (signal?.aborted) throw signal.reason;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const why = timeout.aborted
-        ? `no answer in ${REQUEST_TIMEOUT_MS} ms`
+      const why = deadline.expired
+        ? `no answer in ${ms} ms`
         : (cause?.code ?? cause?.message ?? (err as Error).message);
       const said = `ComfyUI at ${this.shownUrl} is unreachable (${method} ${path.split("?")[0]}: ${why})`;
       throw new ComfyError(redactSecretsIn(said, secretsOfUrl(this.baseUrl)));
@@ -575,9 +604,9 @@ export class ComfyClient {
    * becomes the message, and a 2xx answer that is not JSON fails.
    */
   private async api(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
-    const res = await this.request(method, path, body, signal);
+    const { res, deadline } = await this.request(method, path, body, signal);
     const what = `${method} ${path.split("?")[0]}`;
-    const text = new TextDecoder().decode(await this.body(res, MAX_JSON_BYTES, what, signal));
+    const text = new TextDecoder().decode(await this.body(res, deadline, MAX_JSON_BYTES, what, signal));
     let json: unknown = null;
     let isJson = text === "";
     try {
@@ -911,4 +940,54 @@ async function runForImage(client: ComfyClient, prompt: ComfyPrompt, ctx: NodeCo
   const file = ((outputs.save?.images ?? []) as ComfyFile[])[0];
   if (!file) throw new NodeError("ComfyUI saved no image for the prompt");
   return client.view(file, ctx.signal);
+}
+
+/**
+ * A request's deadline: its whole time (`ms` from the start), or, once `idle` is called, at most that long without
+ * a byte of the body. Its signal aborts the fetch and the body's reads with a TimeoutError.
+ */
+class Deadline {
+  private readonly ctl = new AbortController();
+  private timer: ReturnType<typeof setTimeout>;
+  private idleMs: number | null = null;
+
+  constructor(private readonly ms: number) {
+    this.timer = this.arm(ms);
+  }
+
+  get signal(): AbortSignal {
+    return this.ctl.signal;
+  }
+
+  get expired(): boolean {
+    return this.ctl.signal.aborted;
+  }
+
+  /** From now on, the body may take as long as no gap between its bytes exceeds `ms`. */
+  idle(ms: number): void {
+    this.idleMs = ms;
+    this.touch();
+  }
+
+  /** A chunk came: an idle deadline starts again. */
+  touch(): void {
+    if (this.idleMs === null || this.expired) return;
+    clearTimeout(this.timer);
+    this.timer = this.arm(this.idleMs);
+  }
+
+  clear(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** Why it expired, in words. */
+  said(): string {
+    return this.idleMs === null ? `no end in ${this.ms} ms` : `no byte for ${this.idleMs} ms`;
+  }
+
+  private arm(ms: number): ReturnType<typeof setTimeout> {
+    const timer = setTimeout(() => this.ctl.abort(new DOMException("timeout", "TimeoutError")), ms);
+    timer.unref?.();
+    return timer;
+  }
 }

@@ -96,6 +96,30 @@ t.test("comfyui - a file cut off says so, and how much came", async (t) => {
   );
 });
 
+t.test("comfyui - a file that keeps coming over a slow link is read past the API's 10 s deadline", async (t) => {
+  const { client } = await setup(t, { mode: "slow-file" });
+  const started = Date.now();
+  const signal = AbortSignal.timeout(40_000);
+  const bytes = await client.view({ filename: "out.png", subfolder: "", type: "output" }, signal);
+  t.equal(bytes.length, 16 * 64 * 1024, "all 1 MiB read");
+  t.ok(Date.now() - started > 10_000, `over ${Math.round((Date.now() - started) / 1000)} s`);
+});
+
+t.test("comfyui - a file whose bytes stop coming fails after the idle limit, saying so", async (t) => {
+  const fake = await FakeComfyUI.start({ mode: "stalled-file" });
+  t.teardown(() => fake.stop());
+  const client = new ComfyClient(fake.url, () => undefined, { fileIdleMs: 1_500 });
+  t.teardown(() => client.stop());
+  await client.start();
+  await check(() => client.up, 10_000, { name: "the client is up" });
+  const started = Date.now();
+  t.match(
+    await viewError(client),
+    /^ComfyUI's answer to GET \/view of output\/out\.png was cut off after 40 bytes of the 100000 it declared \(no byte for 1500 ms\)$/,
+  );
+  t.ok(Date.now() - started < 8_000, "soon after the bytes stopped");
+});
+
 t.test("comfyui - a JSON answer without end is read no further than its bound", async (t) => {
   const { fake, client } = await setup(t, { mode: "endless-json" });
   const r = await outcome(client);

@@ -104,7 +104,8 @@ interface Queued {
  * the socket drops and the prompt is gone: no queue, no history, as after a restart), `vanish` (the prompt is
  * answered as queued, but never is; events come for another prompt only), `no-outputs` (SaveImage reports no
  * files: no `executed`, none in the history), `bare-error` (after the first sampler step the socket drops and the
- * history says `error` with no messages).
+ * history says `error` with no messages), `slow-file` (`/view` sends 1 MiB as 64 KiB a second: 16 s of a slow
+ * link), `stalled-file` (`/view` declares 100000 bytes, sends 40 and then nothing, keeping the connection).
  */
 export type FakeComfyMode =
   | "huge-file"
@@ -116,7 +117,9 @@ export type FakeComfyMode =
   | "forget-prompt"
   | "vanish"
   | "no-outputs"
-  | "bare-error";
+  | "bare-error"
+  | "slow-file"
+  | "stalled-file";
 
 export interface FakeComfyOptions {
   /** Time per sampler step. @default 20 */
@@ -455,6 +458,24 @@ export class FakeComfyUI {
     if (req.method === "GET" && path === "/view" && this.mode === "endless-file") {
       res.writeHead(200, { "content-type": "image/png" });
       return this.endless(res);
+    }
+    if (req.method === "GET" && path === "/view" && this.mode === "slow-file") {
+      res.writeHead(200, { "content-type": "image/png", "content-length": String(16 * 64 * 1024) });
+      let sent = 0;
+      const drip = setInterval(() => {
+        res.write(Buffer.alloc(64 * 1024, 0x89));
+        if (++sent === 16) {
+          clearInterval(drip);
+          res.end();
+        }
+      }, 1_000);
+      res.on("close", () => clearInterval(drip));
+      return;
+    }
+    if (req.method === "GET" && path === "/view" && this.mode === "stalled-file") {
+      res.writeHead(200, { "content-type": "image/png", "content-length": "100000" });
+      res.write(Buffer.alloc(40, 0x89));
+      return;
     }
     if (req.method === "GET" && path === "/view" && this.mode === "cut-file") {
       res.writeHead(200, { "content-type": "image/png", "content-length": "100000" });
