@@ -488,9 +488,7 @@ export class ComfyClient {
     form.append("overwrite", "true");
     const ms = REQUEST_TIMEOUT_MS + Math.ceil(bytes.length / (8 * 1024 * 1024)) * UPLOAD_MS_PER_8_MIB;
     const { res, deadline } = await this.request("POST", "/upload/image", form, signal, ms);
-    const text = new TextDecoder().decode(
-      await this.body(res, deadline, MAX_JSON_BYTES, "POST /upload/image", signal),
-    );
+    const text = new TextDecoder().decode(await this.body(res, deadline, MAX_JSON_BYTES, "POST /upload/image", signal));
     if (res.status !== 200)
       throw new ComfyError(`ComfyUI refused the upload of ${filename} (HTTP ${res.status}): ${text.slice(0, 200)}`);
     const r = JSON.parse(text) as { name?: string; subfolder?: string };

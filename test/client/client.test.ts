@@ -100,32 +100,35 @@ for (const format of ["msgpack", "json"] as const) {
   });
 }
 
-t.test("client - a run whose answer was lost with its connection is sent again and finds its job, no twin", async (t) => {
-  const n = 60;
-  const proxy = await CutProxy.start(s.url);
-  t.teardown(() => proxy.stop());
-  const c = client(proxy.url, { format: "msgpack" });
-  await c.connect();
-  await c.saveWorkflow("tok-resend", tokensWorkflow(n, 100));
-  proxy.mute(); // the run_job reaches the gateway; its answer and events never come back
-  const running = c.run({ workflowId: "tok-resend" });
-  const direct = client(s.url);
-  const listed = async () => {
-    const { jobs } = await direct.jobs({ workflowId: "tok-resend" });
-    return jobs.length > 0 ? jobs : null;
-  };
-  const made = await check(listed, 20_000, { name: "the first send made a job" });
-  await proxy.cut();
-  await proxy.restore();
-  const h = await running;
-  t.equal(h.jobId, made[0]!.id, "run() answers with the job the first send made");
-  const got: JobEvent[] = [];
-  h.on((ev) => got.push(ev));
-  const end = await h.done;
-  t.equal(end.status, "completed");
-  t.equal(tokensOf(got).join(""), allTokens(n), "every token once, in order, from the first");
-  t.equal((await direct.jobs({ workflowId: "tok-resend" })).jobs.length, 1, "one job ran, not two");
-});
+t.test(
+  "client - a run whose answer was lost with its connection is sent again and finds its job, no twin",
+  async (t) => {
+    const n = 60;
+    const proxy = await CutProxy.start(s.url);
+    t.teardown(() => proxy.stop());
+    const c = client(proxy.url, { format: "msgpack" });
+    await c.connect();
+    await c.saveWorkflow("tok-resend", tokensWorkflow(n, 100));
+    proxy.mute(); // the run_job reaches the gateway; its answer and events never come back
+    const running = c.run({ workflowId: "tok-resend" });
+    const direct = client(s.url);
+    const listed = async () => {
+      const { jobs } = await direct.jobs({ workflowId: "tok-resend" });
+      return jobs.length > 0 ? jobs : null;
+    };
+    const made = await check(listed, 20_000, { name: "the first send made a job" });
+    await proxy.cut();
+    await proxy.restore();
+    const h = await running;
+    t.equal(h.jobId, made[0]!.id, "run() answers with the job the first send made");
+    const got: JobEvent[] = [];
+    h.on((ev) => got.push(ev));
+    const end = await h.done;
+    t.equal(end.status, "completed");
+    t.equal(tokensOf(got).join(""), allTokens(n), "every token once, in order, from the first");
+    t.equal((await direct.jobs({ workflowId: "tok-resend" })).jobs.length, 1, "one job ran, not two");
+  },
+);
 
 t.test("client - watch(afterSeq) gets exactly the events after that seq; listeners get what came before", async (t) => {
   const c = client(s.url, { format: "json" });
