@@ -23,6 +23,12 @@ export interface RunnerNodes {
   limits: NodeLimits;
 }
 
+/**
+ * Asset calls (`asset_put`, `asset_get`) a runner may have unanswered at once: each holds an asset's bytes in the
+ * agent. The agent's runner queues its nodes' further calls; a runner that sends more is stopped.
+ */
+export const ASSET_CALLS_AT_ONCE = 8;
+
 /** What the parent sends to a thread or process running a graph. */
 export type ToRunner =
   /** `assets`: the run has the job's asset store, which the runner reaches by `asset_put` / `asset_get`. */

@@ -11,10 +11,11 @@
  * The run talks to the agent over a unix socket in a per-run directory mounted into the container. Every run's
  * directory lies in one parent of the agent's, mode 0700: the container reaches its own through the mount, and no
  * other user of the host (nor another run) can reach any run's socket and pose as its runner
- * (frames.ts): a container has no IPC channel, and its stdout belongs to whatever a node prints
- * (forwarded to the agent's stderr). A second connection from a watchdog thread is the run's lifeline: when
- * the agent dies, the socket closes, and the runner kills itself even if a node holds its event loop (the
- * container's init makes that possible; signals to a pid 1 do nothing), so the container goes away with it.
+ * (frames.ts): a container has no IPC channel, and its stdout belongs to whatever a node prints (its first
+ * `RUN_OUTPUT_MAX_BYTES` forwarded to the agent's stderr; the engine keeps none of it). A second connection from a
+ * watchdog thread is the run's lifeline: when the agent dies, the socket closes, and the runner kills itself even
+ * if a node holds its event loop (the container's init makes that possible; signals to a pid 1 do nothing), so the
+ * container goes away with it; a run that outlives a killed agent anyway is removed by the next one (`removeOrphans`).
  *
  * The image: by default `nodeway-runner:node-<version>`, made once from this host's `node` binary and the shared
  * libraries it links (`ldd`), imported into the engine (`docker import`; no registry is needed). It holds node
@@ -22,16 +23,17 @@
  * (`dockerImage`) with `node` on its PATH, of the version the agent runs; it is not built over.
  */
 import { execFile } from "node:child_process";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readlinkSync, rmSync } from "node:fs";
 import { chmod, lstat, mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import tarStream from "tar-stream";
-import type { Channel, FromRunner, ToRunner } from "./channel.js";
+import { CODEC_LIMITS } from "../../protocol/index.js";
+import { ASSET_CALLS_AT_ONCE, type Channel, type FromRunner, type ToRunner } from "./channel.js";
 import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
 
 /** Memory of a docker run when `jobMemoryMb` is 0: a container always has a limit. */
@@ -62,6 +64,26 @@ const IMAGE_NODE = "usr/local/bin/node";
 /** The user a run is: `nobody`, with no home and no files of its own. */
 const RUN_USER = "65534:65534";
 const TMP_MB = 64;
+
+/**
+ * Labels every run's container carries: the agent process it belongs to. A run whose agent was killed ends by
+ * itself (its lifeline), unless what runs in it ignores that; the next agent on this host removes it.
+ */
+const AGENT_LABELS = {
+  "nodeway.agent-host": hostname(),
+  "nodeway.agent-pid": String(process.pid),
+  // An agent in a container sharing the host's name sees other pids: only its own namespace's are judged.
+  "nodeway.agent-pidns": pidNamespace(),
+};
+
+/** This process's pid namespace (`pid:[4026531836]`), "" where /proc does not say. */
+function pidNamespace(): string {
+  try {
+    return readlinkSync("/proc/self/ns/pid");
+  } catch {
+    return "";
+  }
+}
 
 let runsParent: Promise<string> | null = null;
 
@@ -138,6 +160,7 @@ export class DockerRunner {
       log(`making the runner image ${image} from ${process.execPath}`);
       await buildRunnerImage(docker, image);
     }
+    await removeOrphans(docker, log);
     return new DockerRunner(docker, image, settings.image === null ? `/${IMAGE_NODE}` : "node", settings, log);
   }
 
@@ -160,6 +183,45 @@ export class DockerRunner {
       gpus,
       this.log,
     );
+  }
+}
+
+/** Whether a process `pid` of this host exists (another user's too). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Removes the runs of agents of this host whose process is gone (killed before it could remove them). */
+async function removeOrphans(docker: Docker, log: (line: string) => void): Promise<void> {
+  const host = AGENT_LABELS["nodeway.agent-host"];
+  const runs = await docker
+    .listContainers({
+      all: true,
+      filters: {
+        label: [
+          "nodeway.role=runner",
+          `nodeway.agent-host=${host}`,
+          `nodeway.agent-pidns=${AGENT_LABELS["nodeway.agent-pidns"]}`,
+        ],
+      },
+    })
+    .catch((err) => {
+      log(`could not list the runs of earlier agents of this host: ${why(err)}`);
+      return [];
+    });
+  for (const c of runs) {
+    const pid = Number(c.Labels["nodeway.agent-pid"]);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pidAlive(pid)) continue;
+    log(`removing container ${c.Id.slice(0, 12)} of run ${c.Labels["nodeway.run"]}: its agent (pid ${pid}) is gone`);
+    await docker
+      .getContainer(c.Id)
+      .remove({ force: true })
+      .catch((err) => log(`could not remove container ${c.Id.slice(0, 12)}: ${why(err)}`));
   }
 }
 
@@ -209,16 +271,46 @@ async function buildRunnerImage(docker: Docker, image: string): Promise<void> {
   );
 }
 
-/** A run's stderr: passed on to the agent's, its last `max` characters kept as a dead run's last words. */
-class Tail extends Writable {
+/**
+ * Bytes the agent may have written to a run that it has not read: the answers to every asset call it may have
+ * in flight (ASSET_CALLS_AT_ONCE, each at most a frame), and one frame more.
+ */
+const SEND_BACKLOG_MAX_BYTES = (ASSET_CALLS_AT_ONCE + 1) * CODEC_LIMITS.maxMessageBytes;
+
+/** What of a run's output (stdout and stderr together) is passed on to the agent's stderr; the rest is dropped. */
+export const RUN_OUTPUT_MAX_BYTES = 1024 * 1024;
+
+/**
+ * A run's output: passed on to the agent's stderr up to `RUN_OUTPUT_MAX_BYTES`, then `onFull` is called once (the
+ * agent stops reading it); the last `max` characters of its stderr are kept as a dead run's last words.
+ */
+class RunOutput {
   text = "";
-  constructor(private readonly max: number) {
-    super();
-  }
-  override _write(chunk: Buffer, _enc: string, done: () => void): void {
-    process.stderr.write(chunk);
-    this.text = (this.text + chunk.toString()).slice(-this.max);
-    done();
+  private passed = 0;
+  readonly stdout = new Writable({
+    write: (chunk: Buffer, _enc, done) => {
+      this.pass(chunk);
+      done();
+    },
+  });
+  readonly stderr = new Writable({
+    write: (chunk: Buffer, _enc, done) => {
+      this.pass(chunk);
+      this.text = (this.text + chunk.toString()).slice(-this.max);
+      done();
+    },
+  });
+  constructor(
+    private readonly max: number,
+    private readonly onFull: () => void,
+  ) {}
+
+  private pass(chunk: Buffer): void {
+    const room = RUN_OUTPUT_MAX_BYTES - this.passed;
+    if (room <= 0) return;
+    process.stderr.write(chunk.byteLength > room ? chunk.subarray(0, room) : chunk);
+    this.passed += chunk.byteLength;
+    if (this.passed >= RUN_OUTPUT_MAX_BYTES) this.onFull();
   }
 }
 
@@ -236,7 +328,9 @@ class ContainerChannel implements Channel {
   private container: Docker.Container | null = null;
   private exited = false;
   private killed = false;
-  private readonly stderr = new Tail(2_000);
+  /** The engine's stream of what the run prints. */
+  private attached: { destroy(): void } | null = null;
+  private readonly output = new RunOutput(2_000, () => this.outputFull());
 
   constructor(
     private readonly docker: Docker,
@@ -269,8 +363,12 @@ class ContainerChannel implements Channel {
   }
 
   send(m: ToRunner): void {
-    if (this.conn) this.conn.write(frame(m));
-    else this.queued.push(m);
+    if (this.gone) return;
+    if (!this.conn) return void this.queued.push(m);
+    this.conn.write(frame(m));
+    // What the run does not read stays in the agent's memory: a run that lets it pile up is stopped.
+    if (this.conn.writableLength > SEND_BACKLOG_MAX_BYTES)
+      this.refuse(`is not reading what the agent sends (${this.conn.writableLength} bytes wait)`);
   }
   onMessage(fn: (m: FromRunner) => void): void {
     this.messageFn = fn;
@@ -291,6 +389,8 @@ class ContainerChannel implements Channel {
     await chmod(this.dir, 0o711);
     const path = join(this.dir, SOCKET_NAME);
     this.server = createServer((s) => this.accept(s));
+    // The runner's channel and its lifeline, no more: each connection is a descriptor of the agent's.
+    this.server.maxConnections = 2;
     await new Promise<void>((resolve, reject) => this.server!.once("error", reject).listen(path, resolve));
     await chmod(path, 0o666);
     if (this.killed) return this.cleanUp();
@@ -303,13 +403,16 @@ class ContainerChannel implements Channel {
       Env: [`NODEWAY_RUNNER_SOCKET=${SOCKET_DIR}/${SOCKET_NAME}`],
       User: RUN_USER,
       WorkingDir: "/tmp",
-      Labels: { "nodeway.role": "runner", "nodeway.run": this.label },
+      Labels: { "nodeway.role": "runner", "nodeway.run": this.label, ...AGENT_LABELS },
       NetworkDisabled: this.settings.network === "none",
+      // What a run prints is read through the attach below, never stored by the engine: a log driver would keep
+      // all of it on the host's disk for as long as the container lives.
       AttachStdout: true,
       AttachStderr: true,
       HostConfig: {
         AutoRemove: true,
         Init: true,
+        LogConfig: { Type: "none", Config: {} },
         Binds: [
           `${join(PACKAGE_ROOT, "dist")}:${MOUNT}/dist:ro`,
           `${join(PACKAGE_ROOT, "node_modules")}:${MOUNT}/node_modules:ro`,
@@ -332,8 +435,9 @@ class ContainerChannel implements Channel {
       },
     });
     const out = await this.container.attach({ stream: true, stdout: true, stderr: true });
-    // What a node prints goes to the agent's stderr, as for a subprocess run.
-    this.docker.modem.demuxStream(out, process.stderr, this.stderr);
+    this.attached = out as unknown as { destroy(): void };
+    // What a node prints goes to the agent's stderr, as for a subprocess run, up to RUN_OUTPUT_MAX_BYTES.
+    this.docker.modem.demuxStream(out, this.output.stdout, this.output.stderr);
     // Waited on before it starts (its next exit: a created container is already "not running"): with AutoRemove,
     // a run that ends at once would be gone before a later wait.
     const exit = (
@@ -350,18 +454,25 @@ class ContainerChannel implements Channel {
     const res = await exit;
     this.exited = true;
     const code = res.StatusCode === 137 ? "killed (SIGKILL; out of memory or stopped)" : `exit code ${res.StatusCode}`;
-    const last = this.stderr.text.trim().split("\n").slice(-3).join(" | ");
+    const last = this.output.text.trim().split("\n").slice(-3).join(" | ");
     this.end(`${code}${res.Error?.Message ? `, ${res.Error.Message}` : ""}${last ? `; it said: ${last}` : ""}`);
+  }
+
+  /** The run printed all the agent passes on: the engine drops the rest (no log driver, no one attached). */
+  private outputFull(): void {
+    this.log(`run ${this.label} printed more than ${RUN_OUTPUT_MAX_BYTES} bytes; the rest of its output is dropped`);
+    this.attached?.destroy();
   }
 
   private accept(s: Socket): void {
     s.once("data", (first: Buffer) => {
       if (first[0] === ROLE_LIFELINE && !this.lifeline) {
         this.lifeline = s;
-        return;
+        return this.bothIn();
       }
       if (first[0] !== ROLE_CHANNEL || this.conn) return void s.destroy();
       this.conn = s;
+      this.bothIn();
       const reader = new FrameReader();
       const take = (chunk: Buffer) => {
         let frames: unknown[];
@@ -379,6 +490,13 @@ class ContainerChannel implements Channel {
       for (const m of this.queued.splice(0)) s.write(frame(m));
     });
     s.on("error", () => undefined);
+  }
+
+  /** Once the channel and the lifeline are in, the socket takes no other connection. */
+  private bothIn(): void {
+    if (!this.conn || !this.lifeline) return;
+    this.server?.close();
+    this.server = null;
   }
 
   /** The run broke the protocol: it is stopped, and its job fails saying how. */

@@ -20,38 +20,52 @@ export function frame(m: unknown): Buffer {
   return out;
 }
 
-/** Cuts a byte stream into decoded frames. */
+/**
+ * Cuts a byte stream into decoded frames. Each byte is copied a bounded number of times, however the stream is cut:
+ * a frame trickled in a byte at a time costs what it costs whole, never a copy of what came before per chunk.
+ */
 export class FrameReader {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** The length of the frame being read, once its 4 bytes are in; null before. */
+  private need: number | null = null;
 
   /** The frames `chunk` completes, in order. Throws `ProtocolError` on a frame over the limit or not MessagePack. */
   push(chunk: Buffer): unknown[] {
     this.pending.push(chunk);
     this.pendingBytes += chunk.byteLength;
     const out: unknown[] = [];
-    while (this.pendingBytes >= 4) {
-      const head = this.pending.length === 1 ? this.pending[0]! : this.join();
-      const len = head.readUInt32BE(0);
-      if (len > CODEC_LIMITS.maxMessageBytes) {
-        throw new ProtocolError(
-          ErrorCode.PROTO_ERR_TOO_LARGE,
-          `runner frame of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`,
-        );
+    for (;;) {
+      if (this.need === null) {
+        if (this.pendingBytes < 4) break;
+        this.need = this.head().readUInt32BE(0);
+        if (this.need > CODEC_LIMITS.maxMessageBytes) {
+          throw new ProtocolError(
+            ErrorCode.PROTO_ERR_TOO_LARGE,
+            `runner frame of ${this.need} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`,
+          );
+        }
       }
+      const len = this.need;
+      // Joined only once the whole frame is in.
       if (this.pendingBytes < 4 + len) break;
-      const all = this.join();
+      const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
       // A copy: decoded bytes values are views of it, and must not pin the rest of the stream.
       out.push(decodeMsgpack(Buffer.from(all.subarray(4, 4 + len))));
       const rest = all.subarray(4 + len);
       this.pending = rest.byteLength > 0 ? [rest] : [];
       this.pendingBytes = rest.byteLength;
+      this.need = null;
     }
     return out;
   }
 
-  private join(): Buffer {
-    if (this.pending.length > 1) this.pending = [Buffer.concat(this.pending, this.pendingBytes)];
-    return this.pending[0]!;
+  /** At least the first 4 pending bytes in one buffer (only those few are joined when they came apart). */
+  private head(): Buffer {
+    const first = this.pending[0]!;
+    if (first.byteLength >= 4) return first;
+    const joined = Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [joined];
+    return joined;
   }
 }

@@ -12,7 +12,14 @@ import {
 } from "../engine/engine.js";
 import { assertNever } from "../../protocol/index.js";
 import { DEFAULT_NODE_LIMITS, type NodeDef, type NodeLimits } from "../engine/types.js";
-import type { Channel, FromRunner, RunnerNodes, StrategyRun, ToRunner } from "./channel.js";
+import {
+  ASSET_CALLS_AT_ONCE,
+  type Channel,
+  type FromRunner,
+  type RunnerNodes,
+  type StrategyRun,
+  type ToRunner,
+} from "./channel.js";
 
 /**
  * How long a stopped run may take to end by itself before its thread or process is killed: with the kill and the
@@ -161,6 +168,10 @@ class ChannelRun {
   private killTimer: NodeJS.Timeout | null = null;
   /** Host calls in progress, by number: their signals. */
   private readonly calls = new Map<number, AbortController>();
+  /** Nodes with a host call in progress: a node runs one invocation at a time, so one call each. */
+  private readonly callingNodes = new Set<string>();
+  /** Asset calls not yet answered: at most `ASSET_CALLS_AT_ONCE`. */
+  private assetCalls = 0;
 
   constructor(
     private readonly run: StrategyRun,
@@ -239,6 +250,13 @@ class ChannelRun {
         `asked the agent to run node ${JSON.stringify(m.node_id.slice(0, 80))}, which is not one of its graph's nodes the agent runs`,
       );
     }
+    // Each call is a child job or a ComfyUI run: a runner may not start them faster than its graph runs nodes.
+    if (this.callingNodes.has(node.id)) {
+      return this.crashed(
+        `asked the agent to run node ${JSON.stringify(m.node_id.slice(0, 80))} again before its last call was answered`,
+      );
+    }
+    this.callingNodes.add(node.id);
     const ac = new AbortController();
     calls.set(m.call, ac);
     const ctx = nodeContext(
@@ -263,6 +281,7 @@ class ChannelRun {
         message: err instanceof Error ? err.message : String(err),
       };
     }
+    this.callingNodes.delete(node.id);
     if (calls.delete(m.call) && !this.settled) this.ch.send(answer);
   }
 
@@ -328,7 +347,10 @@ class ChannelRun {
         return void this.calls.get(m.call)?.abort(new Error("the runner stopped waiting"));
       case "asset_put":
       case "asset_get":
-        return void this.assetCall(m);
+        if (this.assetCalls >= ASSET_CALLS_AT_ONCE)
+          return this.crashed(`sent more than ${ASSET_CALLS_AT_ONCE} asset calls at once`);
+        this.assetCalls++;
+        return void this.assetCall(m).finally(() => this.assetCalls--);
       default:
         return assertNever(m, "runner message");
     }

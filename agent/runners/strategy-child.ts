@@ -18,7 +18,7 @@ import {
   type NodeOutputs,
 } from "../engine/types.js";
 import { nodeCatalog, nodeLibrary } from "../nodes/index.js";
-import type { FromRunner, HostNodeSpec, RunnerNodes, ToRunner } from "./channel.js";
+import { ASSET_CALLS_AT_ONCE, type FromRunner, type HostNodeSpec, type RunnerNodes, type ToRunner } from "./channel.js";
 import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
 
 const SOCKET = parentPort ? undefined : process.env.NODEWAY_RUNNER_SOCKET;
@@ -40,14 +40,27 @@ let lastCall = 0;
 const assetCalls = new Map<number, { resolve: (m: AssetAnswer) => void; reject: (e: Error) => void }>();
 type AssetAnswer = Extract<ToRunner, { type: "asset_result"; ok: true }>;
 
-function assetCall(
+/** Nodes' asset calls past `ASSET_CALLS_AT_ONCE`, waiting for one in flight to be answered. */
+let assetSlots = ASSET_CALLS_AT_ONCE;
+let assetQueue: (() => void)[] = [];
+
+async function assetCall(
   m: DistributiveOmit<Extract<FromRunner, { type: "asset_put" | "asset_get" }>, "call">,
 ): Promise<AssetAnswer> {
-  return new Promise((resolve, reject) => {
-    const call = ++lastCall;
-    assetCalls.set(call, { resolve, reject });
-    send({ ...m, call } as FromRunner);
-  });
+  if (assetSlots > 0) assetSlots--;
+  else await new Promise<void>((go) => assetQueue.push(go));
+  try {
+    return await new Promise((resolve, reject) => {
+      const call = ++lastCall;
+      assetCalls.set(call, { resolve, reject });
+      send({ ...m, call } as FromRunner);
+    });
+  } finally {
+    // The slot passes to the next waiting call, or is free again.
+    const next = assetQueue.shift();
+    if (next) next();
+    else assetSlots++;
+  }
 }
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
@@ -128,6 +141,8 @@ async function run(m: Extract<ToRunner, { type: "run" }>): Promise<void> {
     controller = new AbortController();
     pending.clear();
     assetCalls.clear();
+    assetSlots = ASSET_CALLS_AT_ONCE;
+    assetQueue = [];
     started = false;
   }
 }
