@@ -70,14 +70,18 @@ function checkedKey(key: unknown): string | number {
 }
 
 const encoder = new Encoder({ ignoreUndefined: true });
-const decoder = new Decoder({
-  maxStrLength: CODEC_LIMITS.maxStrBytes,
-  maxBinLength: CODEC_LIMITS.maxBinBytes,
-  maxArrayLength: CODEC_LIMITS.maxArrayLength,
-  maxMapLength: CODEC_LIMITS.maxMapLength,
-  maxExtLength: CODEC_LIMITS.maxExtBytes,
-  mapKeyConverter: checkedKey,
-});
+const decoder = decoderWithin(CODEC_LIMITS.maxStrBytes, CODEC_LIMITS.maxBinBytes);
+
+function decoderWithin(maxStrBytes: number, maxBinBytes: number): Decoder {
+  return new Decoder({
+    maxStrLength: maxStrBytes,
+    maxBinLength: maxBinBytes,
+    maxArrayLength: CODEC_LIMITS.maxArrayLength,
+    maxMapLength: CODEC_LIMITS.maxMapLength,
+    maxExtLength: CODEC_LIMITS.maxExtBytes,
+    mapKeyConverter: checkedKey,
+  });
+}
 
 /**
  * MessagePack bytes of `value`. The returned view is a fresh copy (safe to keep). A flat map of scalars (most
@@ -149,23 +153,38 @@ export function withSeqMsgpack(
  * events) takes the fast path of `flat-map.ts`; everything else, and every error, is the library's.
  */
 export function decodeMsgpack(bytes: Uint8Array | ArrayBuffer): unknown {
+  return decodeLimited(decoder, CODEC_LIMITS.maxMessageBytes, CODEC_LIMITS.maxBinBytes, bytes);
+}
+
+/**
+ * A decoder like `decodeMsgpack` for one trusted-size channel whose messages carry whole files (an agent reading
+ * its own runs' frames): messages, strings and bytes up to `maxBytes`; every other limit as `CODEC_LIMITS`.
+ */
+export function msgpackDecoderUpTo(maxBytes: number): (bytes: Uint8Array | ArrayBuffer) => unknown {
+  const large = decoderWithin(maxBytes, maxBytes);
+  return (bytes) => decodeLimited(large, maxBytes, maxBytes, bytes);
+}
+
+function decodeLimited(
+  d: Decoder,
+  maxMessageBytes: number,
+  maxBinBytes: number,
+  bytes: Uint8Array | ArrayBuffer,
+): unknown {
   const len = bytes.byteLength;
-  if (len > CODEC_LIMITS.maxMessageBytes) {
-    throw new ProtocolError(
-      ErrorCode.PROTO_ERR_TOO_LARGE,
-      `message of ${len} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`,
-    );
+  if (len > maxMessageBytes) {
+    throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${len} bytes exceeds ${maxMessageBytes}`);
   }
   if (len === 0) throw new ProtocolError(ErrorCode.PROTO_ERR_DECODE, "empty message");
   const flat = decodeFlatMap(
     bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes),
     FORBIDDEN_KEYS,
     CODEC_LIMITS.maxMapLength,
-    CODEC_LIMITS.maxBinBytes,
+    maxBinBytes,
   );
   if (flat !== undefined) return flat;
   try {
-    return decoder.decode(bytes);
+    return d.decode(bytes);
   } catch (err) {
     if (err instanceof ProtocolError) throw err;
     const msg = err instanceof Error ? err.message : String(err);

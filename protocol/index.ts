@@ -110,6 +110,7 @@ export {
   encodeMsgpack,
   withSeqMsgpack,
   decodeMsgpack,
+  msgpackDecoderUpTo,
   decodeEventHead,
   encodeJson,
   parseJson,

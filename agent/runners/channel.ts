@@ -29,6 +29,13 @@ export interface RunnerNodes {
  */
 export const ASSET_CALLS_AT_ONCE = 8;
 
+/**
+ * Asset bytes travel in pieces of at most this many (a container's frames hold 16 MiB): a put as `asset_piece`s
+ * before its `asset_put`, a get's answer one piece per `asset_more` the runner sends, so the agent never has more
+ * than a piece per call unread by a run.
+ */
+export const ASSET_PIECE_BYTES = 8 * 1024 * 1024;
+
 /** What the parent sends to a thread or process running a graph. */
 export type ToRunner =
   /** `assets`: the run has the job's asset store, which the runner reaches by `asset_put` / `asset_get`. */
@@ -45,8 +52,11 @@ export type ToRunner =
   /** The answer to a host call: the node's outputs, or its error's message. */
   | { type: "call_result"; call: number; ok: true; outputs: NodeOutputs }
   | { type: "call_result"; call: number; ok: false; message: string }
-  /** The answer to an asset call: the stored asset's reference (put) or its bytes (get), or the error's message. */
-  | { type: "asset_result"; call: number; ok: true; ref?: AssetRef; bytes?: Uint8Array }
+  /**
+   * The answer to an asset call: the stored asset's reference (put) or its bytes (get), or the error's message.
+   * `more`: a get's bytes go on; the runner asks for the next piece with `asset_more`.
+   */
+  | { type: "asset_result"; call: number; ok: true; ref?: AssetRef; bytes?: Uint8Array; more?: boolean }
   | { type: "asset_result"; call: number; ok: false; message: string };
 /** What it sends back. `result.reason` of a cancelled run is the parent's own (its signal's reason). */
 export type FromRunner =
@@ -64,6 +74,10 @@ export type FromRunner =
   | { type: "call_cancel"; call: number }
   /** Store `bytes` as the job's asset (`NodeContext.assets.put`); answered by `asset_result`. */
   | { type: "asset_put"; call: number; bytes: Uint8Array; name?: string; contentType?: string }
+  /** The bytes of asset_put `call` so far (it ends with its `asset_put`, whose bytes are the last piece). */
+  | { type: "asset_piece"; call: number; bytes: Uint8Array }
+  /** The next piece of asset_get `call`'s answer (its last `asset_result` said `more`). */
+  | { type: "asset_more"; call: number }
   /** Read an asset's bytes (`NodeContext.assets.get`); answered by `asset_result`. */
   | { type: "asset_get"; call: number; ref: string };
 

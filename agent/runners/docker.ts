@@ -17,14 +17,15 @@
  * if a node holds its event loop (the container's init makes that possible; signals to a pid 1 do nothing), so the
  * container goes away with it; a run that outlives a killed agent anyway is removed by the next one (`removeOrphans`).
  *
- * The image: by default `nodeway-runner:node-<version>`, made once from this host's `node` binary and the shared
- * libraries it links (`ldd`), imported into the engine (`docker import`; no registry is needed). It holds node
+ * The image: by default `nodeway-runner:node-<version>-<recipe>`, made once from this host's `node` binary and the
+ * shared libraries it and the packages' native addons link (`ldd`; sharp's libvips needs libresolv, which node
+ * does not), imported into the engine (`docker import`; no registry is needed). It holds node and those libraries
  * and nothing else, which is what the mounted code needs. An operator can name an image of their own
  * (`dockerImage`) with `node` on its PATH, of the version the agent runs; it is not built over.
  */
 import { execFile } from "node:child_process";
 import { existsSync, readlinkSync, rmSync } from "node:fs";
-import { chmod, lstat, mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
+import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, stat } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { hostname, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -34,7 +35,7 @@ import Docker from "dockerode";
 import tarStream from "tar-stream";
 import { CODEC_LIMITS } from "../../protocol/index.js";
 import { ASSET_CALLS_AT_ONCE, type Channel, type FromRunner, type ToRunner } from "./channel.js";
-import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
+import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, RUN_FRAME_MAX_BYTES, frame } from "./frames.js";
 
 /** Memory of a docker run when `jobMemoryMb` is 0: a container always has a limit. */
 export const DOCKER_DEFAULT_MEMORY_MB = 1024;
@@ -61,6 +62,10 @@ const SOCKET_DIR = "/run/nodeway";
 const SOCKET_NAME = "runner.sock";
 /** Where the runner image puts node: on the default PATH Docker gives an image that has no environment. */
 const IMAGE_NODE = "usr/local/bin/node";
+/** What the default image holds, as a tag suffix: a new recipe makes a new image beside images of older ones. */
+const IMAGE_RECIPE = "r2";
+/** The image a docker agent makes and uses when `dockerImage` names none. */
+export const DEFAULT_RUNNER_IMAGE = `nodeway-runner:node-${process.versions.node}-${IMAGE_RECIPE}`;
 /** The user a run is: `nobody`, with no home and no files of its own. */
 const RUN_USER = "65534:65534";
 const TMP_MB = 64;
@@ -143,7 +148,7 @@ export class DockerRunner {
         `the docker strategy runs the compiled runner, and ${join(PACKAGE_ROOT, "dist")} has none: run \`npm run build\``,
       );
     }
-    const image = settings.image ?? `nodeway-runner:node-${process.versions.node}`;
+    const image = settings.image ?? DEFAULT_RUNNER_IMAGE;
     const present = await docker
       .getImage(image)
       .inspect()
@@ -232,12 +237,31 @@ function run(cmd: string, args: string[]): Promise<string> {
   );
 }
 
-/** An image holding this host's node binary and the libraries it loads, imported without a registry. */
+/** The host libraries `file` loads (`ldd`), those under node_modules left out (they are mounted). */
+async function hostLibraries(file: string): Promise<string[]> {
+  const modules = join(PACKAGE_ROOT, "node_modules");
+  return [...(await run("ldd", [file])).matchAll(/(\/\S+) \(0x/g)]
+    .map((m) => m[1]!)
+    .filter((l) => !l.startsWith(modules));
+}
+
+/** This platform's native addons and their libraries among the packages (another platform's fail `ldd`: skipped). */
+async function addonLibraries(): Promise<string[]> {
+  const modules = join(PACKAGE_ROOT, "node_modules");
+  const names = await readdir(modules, { recursive: true }).catch(() => [] as string[]);
+  const natives = names.filter(
+    (n) => /\.node$|\.so(\.\d+)*$/.test(n) && n.includes(`${process.platform}-${process.arch}`),
+  );
+  const libs = await Promise.all(natives.map((n) => hostLibraries(join(modules, n)).catch(() => [])));
+  return libs.flat();
+}
+
+/** An image holding this host's node binary and the libraries it and the native addons load, imported without a registry. */
 async function buildRunnerImage(docker: Docker, image: string): Promise<void> {
   const node = await realpath(process.execPath);
   let libs: string[];
   try {
-    libs = [...(await run("ldd", [node])).matchAll(/(\/\S+) \(0x/g)].map((m) => m[1]!);
+    libs = [...new Set([...(await hostLibraries(node)), ...(await addonLibraries())])];
   } catch (err) {
     throw new Error(`the runner image needs \`ldd\` to find node's libraries: ${why(err)}`);
   }
@@ -473,7 +497,7 @@ class ContainerChannel implements Channel {
       if (first[0] !== ROLE_CHANNEL || this.conn) return void s.destroy();
       this.conn = s;
       this.bothIn();
-      const reader = new FrameReader();
+      const reader = new FrameReader(RUN_FRAME_MAX_BYTES);
       const take = (chunk: Buffer) => {
         let frames: unknown[];
         try {

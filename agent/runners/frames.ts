@@ -5,7 +5,22 @@
  * it is read like anything else that crosses an edge: a frame too long or not MessagePack is an error, never an
  * allocation of what a length claims.
  */
-import { CODEC_LIMITS, ErrorCode, ProtocolError, decodeMsgpack, encodeMsgpack } from "../../protocol/index.js";
+import {
+  ASSETS_DEFAULTS,
+  CODEC_LIMITS,
+  ErrorCode,
+  ProtocolError,
+  decodeMsgpack,
+  encodeMsgpack,
+  msgpackDecoderUpTo,
+} from "../../protocol/index.js";
+
+/**
+ * The largest frame an agent reads from its own run: a node's output as large as the largest asset (a thread's or
+ * a process's output has no such bound; a container's would stop at 16 MiB), with room for its event around it.
+ */
+export const RUN_FRAME_MAX_BYTES = ASSETS_DEFAULTS.maxUploadBytes + 1024 * 1024;
+const decodeRunFrame = msgpackDecoderUpTo(RUN_FRAME_MAX_BYTES);
 
 /** The first byte a runner writes on a connection says what the connection is. */
 export const ROLE_CHANNEL = 0x43; // "C": frames both ways
@@ -29,6 +44,12 @@ export class FrameReader {
   private pendingBytes = 0;
   /** The length of the frame being read, once its 4 bytes are in; null before. */
   private need: number | null = null;
+  private readonly decode: (bytes: Uint8Array) => unknown;
+
+  /** `maxFrameBytes`: the codec's message limit, or `RUN_FRAME_MAX_BYTES` for what a run sends its agent. */
+  constructor(private readonly maxFrameBytes: number = CODEC_LIMITS.maxMessageBytes) {
+    this.decode = maxFrameBytes > CODEC_LIMITS.maxMessageBytes ? decodeRunFrame : decodeMsgpack;
+  }
 
   /** The frames `chunk` completes, in order. Throws `ProtocolError` on a frame over the limit or not MessagePack. */
   push(chunk: Buffer): unknown[] {
@@ -39,10 +60,10 @@ export class FrameReader {
       if (this.need === null) {
         if (this.pendingBytes < 4) break;
         this.need = this.head().readUInt32BE(0);
-        if (this.need > CODEC_LIMITS.maxMessageBytes) {
+        if (this.need > this.maxFrameBytes) {
           throw new ProtocolError(
             ErrorCode.PROTO_ERR_TOO_LARGE,
-            `runner frame of ${this.need} bytes exceeds ${CODEC_LIMITS.maxMessageBytes}`,
+            `runner frame of ${this.need} bytes exceeds ${this.maxFrameBytes}`,
           );
         }
       }
@@ -51,7 +72,7 @@ export class FrameReader {
       if (this.pendingBytes < 4 + len) break;
       const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
       // A copy: decoded bytes values are views of it, and must not pin the rest of the stream.
-      out.push(decodeMsgpack(Buffer.from(all.subarray(4, 4 + len))));
+      out.push(this.decode(Buffer.from(all.subarray(4, 4 + len))));
       const rest = all.subarray(4 + len);
       this.pending = rest.byteLength > 0 ? [rest] : [];
       this.pendingBytes = rest.byteLength;

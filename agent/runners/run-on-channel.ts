@@ -10,10 +10,11 @@ import {
   type EngineEvent,
   type RunGraphResult,
 } from "../engine/engine.js";
-import { assertNever } from "../../protocol/index.js";
+import { ASSETS_DEFAULTS, assertNever } from "../../protocol/index.js";
 import { DEFAULT_NODE_LIMITS, type NodeDef, type NodeLimits } from "../engine/types.js";
 import {
   ASSET_CALLS_AT_ONCE,
+  ASSET_PIECE_BYTES,
   type Channel,
   type FromRunner,
   type RunnerNodes,
@@ -125,8 +126,14 @@ export function runnerMessageProblem(m: unknown): string | null {
       return null;
     case "asset_get":
       return Number.isSafeInteger(m.call) && isStr(m.ref) ? null : "an asset_get without its number and reference";
+    case "asset_piece":
+      if (!Number.isSafeInteger(m.call) || !(m.bytes instanceof Uint8Array) || m.bytes.byteLength > ASSET_PIECE_BYTES)
+        return `an asset_piece without its number, or of more than ${ASSET_PIECE_BYTES} bytes`;
+      return null;
+    case "asset_more":
+      return Number.isSafeInteger(m.call) ? null : "an asset_more without its number";
     default:
-      return "a message that is none of started, event, done, thrown, call, call_cancel, asset_put, asset_get";
+      return "a message that is none of started, event, done, thrown, call, call_cancel, asset_put, asset_piece, asset_get, asset_more";
   }
 }
 
@@ -170,8 +177,12 @@ class ChannelRun {
   private readonly calls = new Map<number, AbortController>();
   /** Nodes with a host call in progress: a node runs one invocation at a time, so one call each. */
   private readonly callingNodes = new Set<string>();
-  /** Asset calls not yet answered: at most `ASSET_CALLS_AT_ONCE`. */
+  /** Asset calls not yet answered in full: at most `ASSET_CALLS_AT_ONCE`. */
   private assetCalls = 0;
+  /** Puts whose pieces are coming, by call: the pieces so far and their bytes. */
+  private readonly puts = new Map<number, { pieces: Uint8Array[]; bytes: number }>();
+  /** Gets whose answer goes on, by call: the asset's bytes and how far they were sent. */
+  private readonly gets = new Map<number, { bytes: Uint8Array; at: number }>();
 
   constructor(
     private readonly run: StrategyRun,
@@ -286,24 +297,50 @@ class ChannelRun {
   }
 
   /** Stores or reads an asset for a node of the run (`NodeContext.assets` in the runner), and answers. */
+  /** Counts a new asset call (one whose pieces came first is counted already); false when it was one too many. */
+  private openAssetCall(call: number): boolean {
+    if (this.puts.has(call)) return true;
+    if (this.assetCalls >= ASSET_CALLS_AT_ONCE) {
+      this.crashed(`sent more than ${ASSET_CALLS_AT_ONCE} asset calls at once`);
+      return false;
+    }
+    this.assetCalls++;
+    return true;
+  }
+
+  /** A piece of a put's bytes, held until its `asset_put`. */
+  private assetPiece(m: Extract<FromRunner, { type: "asset_piece" }>): void {
+    let put = this.puts.get(m.call);
+    if (!put) {
+      if (!this.openAssetCall(m.call)) return;
+      this.puts.set(m.call, (put = { pieces: [], bytes: 0 }));
+    }
+    put.bytes += m.bytes.byteLength;
+    if (put.bytes > ASSETS_DEFAULTS.jobMaxBytes)
+      return this.crashed(`sent an asset of more than ${ASSETS_DEFAULTS.jobMaxBytes} bytes, a job's whole budget`);
+    put.pieces.push(m.bytes);
+  }
+
   private async assetCall(m: Extract<FromRunner, { type: "asset_put" | "asset_get" }>): Promise<void> {
     const assets = this.run.assets;
     let answer: ToRunner;
+    let more = false;
     try {
       if (!assets) throw new Error("this run has no asset store");
-      answer =
-        m.type === "asset_put"
-          ? {
-              type: "asset_result",
-              call: m.call,
-              ok: true,
-              ref: await assets.put(m.bytes, {
-                ...(m.name !== undefined ? { name: m.name.slice(0, 1024) } : {}),
-                ...(m.contentType !== undefined ? { contentType: m.contentType.slice(0, 255) } : {}),
-              }),
-            }
-          : { type: "asset_result", call: m.call, ok: true, bytes: await assets.get(m.ref) };
+      if (m.type === "asset_put") {
+        const ref = await assets.put(this.putBytes(m), {
+          ...(m.name !== undefined ? { name: m.name.slice(0, 1024) } : {}),
+          ...(m.contentType !== undefined ? { contentType: m.contentType.slice(0, 255) } : {}),
+        });
+        answer = { type: "asset_result", call: m.call, ok: true, ref };
+      } else {
+        const bytes = await assets.get(m.ref);
+        more = bytes.byteLength > ASSET_PIECE_BYTES;
+        if (more) this.gets.set(m.call, { bytes, at: 0 });
+        answer = more ? this.nextPiece(m.call)! : { type: "asset_result", call: m.call, ok: true, bytes };
+      }
     } catch (err) {
+      this.puts.delete(m.call);
       answer = {
         type: "asset_result",
         call: m.call,
@@ -311,7 +348,35 @@ class ChannelRun {
         message: err instanceof Error ? err.message : String(err),
       };
     }
+    if (!more) this.assetCalls--;
     if (!this.settled) this.ch.send(answer);
+  }
+
+  /** A put's whole bytes: its pieces and the last one its `asset_put` carries. */
+  private putBytes(m: Extract<FromRunner, { type: "asset_put" }>): Uint8Array {
+    const put = this.puts.get(m.call);
+    if (!put) return m.bytes;
+    this.puts.delete(m.call);
+    return Buffer.concat([...put.pieces, m.bytes], put.bytes + m.bytes.byteLength);
+  }
+
+  /** The next piece of a get's answer (a copy: a view would carry the whole asset to a thread); null for none. */
+  private nextPiece(call: number): ToRunner | null {
+    const get = this.gets.get(call);
+    if (!get) return null;
+    const bytes = get.bytes.slice(get.at, get.at + ASSET_PIECE_BYTES);
+    get.at += bytes.byteLength;
+    const more = get.at < get.bytes.byteLength;
+    if (!more) this.gets.delete(call);
+    return { type: "asset_result", call, ok: true, bytes, more };
+  }
+
+  /** `asset_more`: the runner read a piece and asks for the next. */
+  private sendMore(call: number): void {
+    const piece = this.nextPiece(call);
+    if (!piece) return this.crashed("asked for more of an asset that has no more");
+    if (!(piece as { more?: boolean }).more) this.assetCalls--;
+    if (!this.settled) this.ch.send(piece);
   }
 
   private onMessage(m: FromRunner): void {
@@ -347,10 +412,12 @@ class ChannelRun {
         return void this.calls.get(m.call)?.abort(new Error("the runner stopped waiting"));
       case "asset_put":
       case "asset_get":
-        if (this.assetCalls >= ASSET_CALLS_AT_ONCE)
-          return this.crashed(`sent more than ${ASSET_CALLS_AT_ONCE} asset calls at once`);
-        this.assetCalls++;
-        return void this.assetCall(m).finally(() => this.assetCalls--);
+        if (!this.openAssetCall(m.call)) return;
+        return void this.assetCall(m);
+      case "asset_piece":
+        return this.assetPiece(m);
+      case "asset_more":
+        return this.sendMore(m.call);
       default:
         return assertNever(m, "runner message");
     }

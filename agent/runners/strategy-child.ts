@@ -18,7 +18,14 @@ import {
   type NodeOutputs,
 } from "../engine/types.js";
 import { nodeCatalog, nodeLibrary } from "../nodes/index.js";
-import { ASSET_CALLS_AT_ONCE, type FromRunner, type HostNodeSpec, type RunnerNodes, type ToRunner } from "./channel.js";
+import {
+  ASSET_CALLS_AT_ONCE,
+  ASSET_PIECE_BYTES,
+  type FromRunner,
+  type HostNodeSpec,
+  type RunnerNodes,
+  type ToRunner,
+} from "./channel.js";
 import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, frame } from "./frames.js";
 
 const SOCKET = parentPort ? undefined : process.env.NODEWAY_RUNNER_SOCKET;
@@ -37,7 +44,10 @@ const pending = new Map<number, { resolve: (o: NodeOutputs) => void; reject: (e:
 let lastCall = 0;
 
 /** Asset calls waiting for their answer, by number (their numbers are the host calls'). */
-const assetCalls = new Map<number, { resolve: (m: AssetAnswer) => void; reject: (e: Error) => void }>();
+const assetCalls = new Map<
+  number,
+  { resolve: (m: AssetAnswer) => void; reject: (e: Error) => void; pieces: Uint8Array[] }
+>();
 type AssetAnswer = Extract<ToRunner, { type: "asset_result"; ok: true }>;
 
 /** Nodes' asset calls past `ASSET_CALLS_AT_ONCE`, waiting for one in flight to be answered. */
@@ -52,8 +62,13 @@ async function assetCall(
   try {
     return await new Promise((resolve, reject) => {
       const call = ++lastCall;
-      assetCalls.set(call, { resolve, reject });
-      send({ ...m, call } as FromRunner);
+      assetCalls.set(call, { resolve, reject, pieces: [] });
+      if (m.type === "asset_get") return send({ ...m, call });
+      // A put's bytes go ahead in pieces; its asset_put carries the last one.
+      let at = 0;
+      for (; m.bytes.byteLength - at > ASSET_PIECE_BYTES; at += ASSET_PIECE_BYTES)
+        send({ type: "asset_piece", call, bytes: m.bytes.slice(at, at + ASSET_PIECE_BYTES) });
+      send({ ...m, call, bytes: at === 0 ? m.bytes : m.bytes.slice(at) });
     });
   } finally {
     // The slot passes to the next waiting call, or is free again.
@@ -63,6 +78,24 @@ async function assetCall(
   }
 }
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** An asset call's answer, or a piece of a get's: pieces are held and the next asked for until the last came. */
+function assetAnswered(m: Extract<ToRunner, { type: "asset_result" }>): void {
+  const a = assetCalls.get(m.call);
+  if (!a) return;
+  if (!m.ok) {
+    assetCalls.delete(m.call);
+    return a.reject(new NodeError(m.message));
+  }
+  if (m.more) {
+    if (m.bytes) a.pieces.push(m.bytes);
+    return void send({ type: "asset_more", call: m.call });
+  }
+  assetCalls.delete(m.call);
+  if (a.pieces.length === 0) return a.resolve(m);
+  const pieces = m.bytes ? [...a.pieces, m.bytes] : a.pieces;
+  a.resolve({ ...m, bytes: Buffer.concat(pieces) });
+}
 
 /** The job's asset store, reached through the agent. */
 const channelAssets: NodeAssets = {
@@ -166,13 +199,8 @@ function onMessage(m: ToRunner): void {
       else p?.reject(new NodeError(m.message));
       return;
     }
-    case "asset_result": {
-      const a = assetCalls.get(m.call);
-      assetCalls.delete(m.call);
-      if (m.ok) a?.resolve(m);
-      else a?.reject(new NodeError(m.message));
-      return;
-    }
+    case "asset_result":
+      return assetAnswered(m);
     default:
       assertNever(m, "agent message");
   }

@@ -7,6 +7,7 @@
  * this host. Skipped where no Docker engine answers.
  */
 import t from "tap";
+import { DEFAULT_RUNNER_IMAGE } from "../../agent/runners/docker.js";
 import { spawn } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -82,7 +83,7 @@ async function hostileRunner(log: (line: string) => void): Promise<DockerRunner>
   const pack = tarStream.pack();
   pack.entry(
     { name: "Dockerfile" },
-    `FROM nodeway-runner:node-${process.versions.node}\nCOPY hostile.mjs /hostile.mjs\nENV NODE_OPTIONS=--import=/hostile.mjs\n`,
+    `FROM ${DEFAULT_RUNNER_IMAGE}\nCOPY hostile.mjs /hostile.mjs\nENV NODE_OPTIONS=--import=/hostile.mjs\n`,
   );
   pack.entry({ name: "hostile.mjs" }, HOSTILE);
   pack.finalize();

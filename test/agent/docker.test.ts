@@ -6,6 +6,7 @@
  * and an agent that cannot run containers refuses to start rather than offer what it cannot give.
  */
 import t from "tap";
+import { DEFAULT_RUNNER_IMAGE } from "../../agent/runners/docker.js";
 import { hostname } from "node:os";
 import { Readable } from "node:stream";
 import Docker from "dockerode";
@@ -18,7 +19,7 @@ import { startStack } from "../helpers/stack.js";
 import { allocGraph, runOver, spinGraph, submit, terminal, where, whereGraph } from "../helpers/strategy-jobs.js";
 
 const docker = new Docker();
-const RUNNER_IMAGE = `nodeway-runner:node-${process.versions.node}`;
+const RUNNER_IMAGE = DEFAULT_RUNNER_IMAGE;
 
 /** The events of `graph` run to its end with `strategy`. */
 const eventsOf = async (ws: WsClient, graph: unknown, strategy: string) =>
