@@ -389,11 +389,20 @@ export class NodewayClient {
     return `${this.http.baseUrl}/api/assets/${encodeURIComponent(assetId)}/content`;
   }
 
-  /** Follows `next` cursors to the end of a listing. */
+  /** Follows `next` cursors to the end of a listing; a cursor given twice would never end it, and is refused. */
   private async pages<T>(path: string, key: string): Promise<T[]> {
     const out: T[] = [];
+    const seen = new Set<string>();
     let cursor: string | undefined;
     do {
+      if (cursor !== undefined) {
+        if (seen.has(cursor))
+          throw new NodewayError(
+            ClientErrorCode.protocol,
+            `GET ${path}: the listing repeats cursor "${cursor.slice(0, 64)}"`,
+          );
+        seen.add(cursor);
+      }
       const sep = path.includes("?") ? "&" : "?";
       const page = await this.http.call<Record<string, unknown>>(
         "GET",

@@ -158,7 +158,7 @@ export const rest = {
       }),
     ) as Promise<{ jobs: JobRecord[] }>,
   job: (id: string) => call((c) => c.job(id)) as Promise<JobRecord>,
-  agents: async () => ({ agents: (await call((c) => c.agents())) as unknown as Agent[] }),
+  agents: async () => ({ agents: ((await call((c) => c.agents())) as unknown[]).map(agentOf) }),
   drain: (id: string) => call((c) => c.drainAgent(id)),
   threads: async () => ({ threads: await call((c) => c.threads()) }),
   messages: async (threadId: string) => ({
@@ -179,6 +179,50 @@ export const rest = {
     return URL.createObjectURL(await r.blob());
   },
 };
+
+const text = (v: unknown): string => (typeof v === "string" ? v : "");
+const texts = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x) => typeof x === "string") : []);
+const num = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) ? v : 0);
+const obj = (v: unknown): Json => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : {});
+
+/**
+ * An agent as the fleet view draws it, whatever its registration holds: an agent host writes its own (the gateway
+ * checks only its id, name and pools), and one malformed field must not take the whole page down.
+ */
+function agentOf(raw: unknown): Agent {
+  const a = obj(raw);
+  const c = obj(a.capabilities);
+  const comfy = c.comfyui === undefined || c.comfyui === null ? undefined : obj(c.comfyui);
+  return {
+    id: text(a.id),
+    name: text(a.name),
+    version: text(a.version),
+    state: text(a.state),
+    pools: texts(a.pools),
+    running_jobs: texts(a.running_jobs),
+    heartbeat_at: text(a.heartbeat_at),
+    started_at: text(a.started_at),
+    capabilities: {
+      gpus: (Array.isArray(c.gpus) ? c.gpus : []).map(obj).map((g) => ({
+        index: num(g.index),
+        name: text(g.name),
+        memory_total_mb: num(g.memory_total_mb),
+      })),
+      providers: texts(c.providers),
+      strategies: texts(c.strategies),
+      max_jobs: num(c.max_jobs),
+      ...(comfy
+        ? {
+            comfyui: {
+              url: text(comfy.url),
+              reachable: comfy.reachable === true,
+              version: text(comfy.version) || null,
+            },
+          }
+        : {}),
+    },
+  };
+}
 
 type ConnState = "connecting" | "open" | "closed";
 

@@ -1,10 +1,10 @@
 /** Chat: threads, and a conversation with the fleet's models over `chat_message` (answers stream in). */
 import { useEffect, useRef, useState } from "react";
 import { live, rest, type ThreadMessage } from "./api";
-import { TERMINAL } from "./run-state";
+import { appendTail, TERMINAL } from "./run-state";
 import { ErrorLine, usePoll } from "./ui";
 
-/** The answer being streamed for `jobId`, and whether it has ended. */
+/** The answer being streamed for `jobId` (its last `TEXT_MAX` characters: a model may stream without end). */
 function useAnswer(jobId: string, onEnd: () => void): string {
   const [text, setText] = useState("");
   const buf = useRef("");
@@ -14,7 +14,8 @@ function useAnswer(jobId: string, onEnd: () => void): string {
     setText("");
     let raf = 0;
     const stop = live.watch(jobId, 0, function onEvent(m) {
-      if (m.type === "chunk" && typeof m.content === "string" && !m.thinking) buf.current += m.content;
+      if (m.type === "chunk" && typeof m.content === "string" && !m.thinking)
+        buf.current = appendTail(buf.current, m.content)[0];
       if (m.type === "job_update" && TERMINAL.has(String(m.status))) onEnd();
       if (raf === 0) raf = requestAnimationFrame(() => ((raf = 0), setText(buf.current)));
     });

@@ -1,5 +1,5 @@
 /** The console's shell: hash routes (no server routes to add), the nav, and the sign-in when tokens are on. */
-import { useEffect, useState } from "react";
+import { Component, type ReactNode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { rest, session } from "./api";
 import { Chat } from "./chat";
@@ -32,6 +32,28 @@ function Page({ hash }: { hash: string }) {
       return <Chat threadId={id} />;
     default:
       return <p>No such page.</p>;
+  }
+}
+
+/**
+ * A page that throws while drawing (data it did not expect) shows the error instead of unmounting the whole console;
+ * the shell stays, and the next route (another `hash`) draws afresh.
+ */
+class PageBoundary extends Component<{ hash: string; children: ReactNode }, { error: string }> {
+  state = { error: "" };
+  static getDerivedStateFromError(e: unknown): { error: string } {
+    return { error: e instanceof Error ? e.message : String(e) };
+  }
+  componentDidUpdate(prev: { hash: string }): void {
+    if (prev.hash !== this.props.hash && this.state.error) this.setState({ error: "" });
+  }
+  render(): ReactNode {
+    if (!this.state.error) return this.props.children;
+    return (
+      <p className="error" data-testid="page-error">
+        This page could not be drawn: {this.state.error}
+      </p>
+    );
   }
 }
 
@@ -103,7 +125,13 @@ function App() {
         )}
       </header>
       <main>
-        {auth === "needed" ? <SignIn onDone={() => setAuth("ok")} /> : auth === "ok" ? <Page hash={hash} /> : null}
+        {auth === "needed" ? (
+          <SignIn onDone={() => setAuth("ok")} />
+        ) : auth === "ok" ? (
+          <PageBoundary hash={hash}>
+            <Page hash={hash} />
+          </PageBoundary>
+        ) : null}
       </main>
     </>
   );

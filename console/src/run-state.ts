@@ -34,7 +34,11 @@ export interface RunState {
   /** Streamed text per node ("" for chunks without one). */
   text: Record<string, string>;
   previews: Record<string, unknown>;
+  /** The newest outputs (at most `OUTPUT_MAX` and a quarter); `outputsDropped` counts the older ones let go. */
   outputs: OutputItem[];
+  outputsDropped: number;
+  /** Characters cut from the start of each node's streamed text (only its last `TEXT_MAX` are kept). */
+  textDropped: Record<string, number>;
   logs: LogLine[];
   error: string;
   /** How many times the stream was resumed (reconnects and reloads). */
@@ -44,6 +48,13 @@ export interface RunState {
 
 export const TERMINAL = new Set(["completed", "failed", "cancelled", "timed_out"]);
 const LOG_MAX = 2_000;
+/**
+ * What a page keeps of one run, whatever the job sends: a job may stream 100,000 outputs or tens of MB of text,
+ * and a page that kept them all would redraw them every frame and freeze. Text is cut back to its last `TEXT_MAX`
+ * characters once it passes it by a quarter, so each cut's copy is paid for by a quarter of new text.
+ */
+export const OUTPUT_MAX = 200;
+export const TEXT_MAX = 1 << 20;
 
 export function newRun(jobId: string): RunState {
   return {
@@ -57,6 +68,8 @@ export function newRun(jobId: string): RunState {
     text: {},
     previews: {},
     outputs: [],
+    outputsDropped: 0,
+    textDropped: {},
     logs: [],
     error: "",
     resumes: 0,
@@ -67,8 +80,12 @@ export function newRun(jobId: string): RunState {
 const str = (v: unknown): string =>
   typeof v === "string" ? v : v === undefined || v === null ? "" : JSON.stringify(v);
 
+/** A log line's most characters: 2,000 lines of a MiB each would hold 4 GB of the page. */
+export const LOG_LINE_MAX = 4_096;
+
 function log(s: RunState, severity: string, node: string, text: string): void {
-  s.logs.push({ severity, node, text });
+  const line = text.length > LOG_LINE_MAX ? `${text.slice(0, LOG_LINE_MAX)}… (${text.length} characters)` : text;
+  s.logs.push({ severity, node: node.slice(0, 256), text: line });
   if (s.logs.length > LOG_MAX) s.logs.splice(0, s.logs.length - LOG_MAX);
 }
 
@@ -94,11 +111,39 @@ function nodeUpdate(s: RunState, m: WsMessage): void {
   s.nodes[id] = n;
 }
 
+/**
+ * `text + more`, cut back to its last `TEXT_MAX` characters once past it by a quarter (never half a surrogate
+ * pair), and how many characters the cut let go.
+ */
+export function appendTail(text: string, more: string): [string, number] {
+  const all = text + more;
+  if (all.length <= TEXT_MAX + TEXT_MAX / 4) return [all, 0];
+  let cut = all.length - TEXT_MAX;
+  const c = all.charCodeAt(cut);
+  if (c >= 0xdc00 && c <= 0xdfff) cut++;
+  return [all.slice(cut), cut];
+}
+
+function appendText(s: RunState, id: string, more: string): void {
+  const [text, cut] = appendTail(s.text[id] ?? "", more);
+  s.text[id] = text;
+  if (cut > 0) s.textDropped[id] = (s.textDropped[id] ?? 0) + cut;
+}
+
 function chunk(s: RunState, m: WsMessage): void {
   const id = str(m.node_id);
   if (m.content_type === "text" || m.content_type === undefined) {
-    if (typeof m.content === "string" && m.content !== "") s.text[id] = (s.text[id] ?? "") + m.content;
+    if (typeof m.content === "string" && m.content !== "") appendText(s, id, m.content);
   } else s.previews[id] = { type: m.content_type, uri: m.content };
+}
+
+function output(s: RunState, m: WsMessage): void {
+  s.outputs.push({ nodeId: str(m.node_id), name: str(m.node_name), type: str(m.output_type), value: m.value });
+  if (s.outputs.length > OUTPUT_MAX + OUTPUT_MAX / 4) {
+    const cut = s.outputs.length - OUTPUT_MAX;
+    s.outputs.splice(0, cut);
+    s.outputsDropped += cut;
+  }
 }
 
 /** Folds one event into the run; the caller has dropped events at or below `lastSeq`. */
@@ -114,14 +159,13 @@ export function fold(s: RunState, m: WsMessage): void {
       n.progress = Number(m.progress);
       n.total = Number(m.total);
       s.nodes[str(m.node_id)] = n;
-      if (typeof m.chunk === "string" && m.chunk) s.text[str(m.node_id)] = (s.text[str(m.node_id)] ?? "") + m.chunk;
+      if (typeof m.chunk === "string" && m.chunk) appendText(s, str(m.node_id), m.chunk);
       return;
     }
     case "chunk":
       return chunk(s, m);
     case "output_update":
-      s.outputs.push({ nodeId: str(m.node_id), name: str(m.node_name), type: str(m.output_type), value: m.value });
-      return;
+      return output(s, m);
     case "preview_update":
       s.previews[str(m.node_id)] = m.value;
       return;
@@ -147,7 +191,8 @@ const snapKey = (jobId: string) => `nodeway.run.${jobId}`;
 export function loadSnapshot(jobId: string): RunState | null {
   try {
     const raw = sessionStorage.getItem(snapKey(jobId));
-    return raw ? (JSON.parse(raw) as RunState) : null;
+    // Fields a snapshot of an older console lacks take their defaults.
+    return raw ? { ...newRun(jobId), ...(JSON.parse(raw) as Partial<RunState>) } : null;
   } catch {
     return null;
   }

@@ -72,6 +72,16 @@ function Progress({ run }: { run: RunState }) {
   );
 }
 
+/** Says how much of a run the page let go of (it keeps the newest: see run-state's limits). */
+function Dropped({ count, what }: { count: number; what: string }) {
+  if (count === 0) return null;
+  return (
+    <p className="muted" data-testid="dropped">
+      {count.toLocaleString("en")} {what} not shown
+    </p>
+  );
+}
+
 function Streams({ run }: { run: RunState }) {
   const entries = Object.entries(run.text);
   if (entries.length === 0) return null;
@@ -79,9 +89,12 @@ function Streams({ run }: { run: RunState }) {
     <div>
       <h3>Streaming</h3>
       {entries.map(([id, text]) => (
-        <pre key={id} className="stream" data-node={id} data-testid="stream">
-          {text}
-        </pre>
+        <div key={id}>
+          <Dropped count={run.textDropped[id] ?? 0} what="earlier characters" />
+          <pre className="stream" data-node={id} data-testid="stream">
+            {text}
+          </pre>
+        </div>
       ))}
     </div>
   );
@@ -93,6 +106,7 @@ function Outputs({ run }: { run: RunState }) {
   return (
     <div className="outputs">
       <h3>Outputs</h3>
+      <Dropped count={run.outputsDropped} what="earlier outputs" />
       {previews.map(([id, v]) => (
         <div key={`p-${id}`} className="output">
           <small>preview · {id}</small>
@@ -100,7 +114,7 @@ function Outputs({ run }: { run: RunState }) {
         </div>
       ))}
       {run.outputs.map((o, i) => (
-        <div key={i} className="output" data-output={o.name}>
+        <div key={run.outputsDropped + i} className="output" data-output={o.name}>
           <small>
             {o.name} · {o.type}
           </small>

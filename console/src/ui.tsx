@@ -1,5 +1,5 @@
 /** Small shared pieces: polling, time formats, status badges, and media values (images, audio, video). */
-import { useEffect, useState } from "react";
+import { memo, useEffect, useState } from "react";
 import { rest } from "./api";
 
 /** Calls `load` now and every `everyMs`, keeping the last answer (or error). */
@@ -104,17 +104,35 @@ function Media({ value }: { value: MediaRef }) {
   );
 }
 
-/** An output or preview value: media rendered, text as text, anything else as JSON. */
-export function Value({ value }: { value: unknown }) {
+/** What one value may put on the page: a list of media or a text beyond these is cut, and the cut is said. */
+const MEDIA_MAX = 50;
+const VALUE_CHARS_MAX = 256 * 1024;
+
+/** `text` as a `<pre>`, its first `VALUE_CHARS_MAX` characters at most. */
+function LongText({ text }: { text: string }) {
+  if (text.length <= VALUE_CHARS_MAX) return <pre className="value">{text}</pre>;
+  return (
+    <>
+      <pre className="value">{text.slice(0, VALUE_CHARS_MAX)}</pre>
+      <p className="muted">{(text.length - VALUE_CHARS_MAX).toLocaleString("en")} more characters not shown</p>
+    </>
+  );
+}
+
+/**
+ * An output or preview value: media rendered, text as text, anything else as JSON. Memoized: a value never changes
+ * once folded, and the run view redraws every frame while a job streams.
+ */
+export const Value = memo(function Value({ value }: { value: unknown }) {
   if (isMedia(value)) return <Media value={value} />;
-  if (Array.isArray(value) && value.every(isMedia))
+  if (Array.isArray(value) && value.length > 0 && value.every(isMedia))
     return (
       <>
-        {value.map((v, i) => (
+        {value.slice(0, MEDIA_MAX).map((v, i) => (
           <Media key={i} value={v} />
         ))}
+        {value.length > MEDIA_MAX && <p className="muted">{value.length - MEDIA_MAX} more not shown</p>}
       </>
     );
-  if (typeof value === "string") return <pre className="value">{value}</pre>;
-  return <pre className="value">{JSON.stringify(value, null, 2)}</pre>;
-}
+  return <LongText text={typeof value === "string" ? value : (JSON.stringify(value, null, 2) ?? String(value))} />;
+});
