@@ -46,6 +46,7 @@ function scaleMetrics(): string[] {
   return [
     ...rec.map((m) => `${m}_${r.at(-1)}_vs_${r[0]}`),
     `scrape_ms_${r.at(-1)}`,
+    `get_ms_${r.at(-1)}_vs_kv_get`,
     `submit_p50_ms_${q.at(-1)}_vs_${q[0]}`,
     `agents_list_ms_${a.at(-1)}`,
     `socket_bytes_${k.at(-1)}_vs_bare_uws`,
