@@ -144,11 +144,24 @@ function authorizedFetch(path: string): Promise<Response> {
   return fetch(path, t ? { headers: { authorization: `Bearer ${t}` } } : {});
 }
 
+/** Direction controls (RLO, LRI, …): drawn as they are, "\u202egnp.exe" reads as "exe.png". */
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** `name` with its direction controls shown as `\u202e` escapes: a name reads as the characters it holds. */
+export function visibleName(name: string): string {
+  return name.replace(BIDI_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** A workflow as the pages draw it: its name (the one text in lists and headings) with direction controls shown. */
+const shownWorkflow = (w: Workflow): Workflow => ({ ...w, name: visibleName(String(w.name ?? "")) });
+
 export const rest = {
   /** Whether the gateway takes this tab's token (or wants none): an API call answers 401 otherwise. */
   probeAuth: async (): Promise<boolean> => (await authorizedFetch("/api/workflows?limit=1")).status !== 401,
-  workflows: async () => ({ workflows: (await call((c) => c.workflows())) as unknown as Workflow[] }),
-  workflow: (id: string) => call((c) => c.workflow(id)) as unknown as Promise<Workflow>,
+  workflows: async () => ({
+    workflows: ((await call((c) => c.workflows())) as unknown as Workflow[]).map(shownWorkflow),
+  }),
+  workflow: async (id: string) => shownWorkflow((await call((c) => c.workflow(id))) as unknown as Workflow),
   jobs: (f: { status?: string; workflow_id?: string; limit?: string }) =>
     call((c) =>
       c.jobs({
@@ -195,7 +208,7 @@ function agentOf(raw: unknown): Agent {
   const comfy = c.comfyui === undefined || c.comfyui === null ? undefined : obj(c.comfyui);
   return {
     id: text(a.id),
-    name: text(a.name),
+    name: visibleName(text(a.name)),
     version: text(a.version),
     state: text(a.state),
     pools: texts(a.pools),

@@ -124,7 +124,12 @@ t.test("console hostile - markup, floods and huge graphs against the web console
       await page.goto(`${base}/#/workflows`);
       const link = page.locator('tbody a[href="#/workflows/evil"]');
       await link.waitFor();
-      t.equal(await link.textContent(), EVIL, "the name is shown as it is, as text");
+      // Its right-to-left override is shown as an escape: drawn, "\u202egnp.exe" would read as "exe.png".
+      t.equal(
+        await link.textContent(),
+        EVIL.replace("\u202E", "\\u202e"),
+        "the name is shown as text, its RLO visible",
+      );
       await page.goto(`${base}/#/workflows/evil`);
       await until("the graph", async () => (await page.locator(".react-flow__node").count()) === 5);
       t.equal(await page.locator("h2 + p.muted").textContent(), EVIL, "the description is text");
@@ -256,7 +261,11 @@ t.test("console hostile - markup, floods and huge graphs against the web console
     const { page, problems } = await openPage(browser);
     await page.goto(`${base}/#/fleet`);
     await until("both agents listed", async () => (await page.locator("tr[data-agent]").count()) === 2);
-    t.match(await page.locator('tr[data-agent="junk1"] b').textContent(), EVIL, "the junk agent's name is text");
+    t.equal(
+      await page.locator('tr[data-agent="junk1"] b').textContent(),
+      EVIL.replace("\u202E", "\\u202e"),
+      "the junk agent's name is text, its RLO visible",
+    );
     t.match(await page.locator("tr[data-agent]:not([data-agent=junk1])").textContent(), /agent0/, "the real one");
     t.equal(await pwned(page), undefined);
     t.same(problems, [], "nothing was thrown while drawing");
