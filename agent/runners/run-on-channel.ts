@@ -296,7 +296,6 @@ class ChannelRun {
     if (calls.delete(m.call) && !this.settled) this.ch.send(answer);
   }
 
-  /** Stores or reads an asset for a node of the run (`NodeContext.assets` in the runner), and answers. */
   /** Counts a new asset call (one whose pieces came first is counted already); false when it was one too many. */
   private openAssetCall(call: number): boolean {
     if (this.puts.has(call)) return true;
@@ -308,8 +307,12 @@ class ChannelRun {
     return true;
   }
 
-  /** A piece of a put's bytes, held until its `asset_put`. */
+  /**
+   * A piece of a put's bytes, held until its `asset_put`. Past the largest asset the store takes, pieces are only
+   * counted (the put is answered with that limit); past a job's whole budget the runner is stopped.
+   */
   private assetPiece(m: Extract<FromRunner, { type: "asset_piece" }>): void {
+    if (this.gets.has(m.call)) return this.crashed(`sent a piece of asset call ${m.call}, which is a get`);
     let put = this.puts.get(m.call);
     if (!put) {
       if (!this.openAssetCall(m.call)) return;
@@ -318,7 +321,8 @@ class ChannelRun {
     put.bytes += m.bytes.byteLength;
     if (put.bytes > ASSETS_DEFAULTS.jobMaxBytes)
       return this.crashed(`sent an asset of more than ${ASSETS_DEFAULTS.jobMaxBytes} bytes, a job's whole budget`);
-    put.pieces.push(m.bytes);
+    if (put.bytes > ASSETS_DEFAULTS.maxUploadBytes) put.pieces.length = 0;
+    else put.pieces.push(m.bytes);
   }
 
   private async assetCall(m: Extract<FromRunner, { type: "asset_put" | "asset_get" }>): Promise<void> {
@@ -335,9 +339,8 @@ class ChannelRun {
         answer = { type: "asset_result", call: m.call, ok: true, ref };
       } else {
         const bytes = await assets.get(m.ref);
-        more = bytes.byteLength > ASSET_PIECE_BYTES;
-        if (more) this.gets.set(m.call, { bytes, at: 0 });
-        answer = more ? this.nextPiece(m.call)! : { type: "asset_result", call: m.call, ok: true, bytes };
+        this.gets.set(m.call, { bytes, at: 0 });
+        ({ answer, more } = this.nextPiece(m.call)!);
       }
     } catch (err) {
       this.puts.delete(m.call);
@@ -357,26 +360,33 @@ class ChannelRun {
     const put = this.puts.get(m.call);
     if (!put) return m.bytes;
     this.puts.delete(m.call);
-    return Buffer.concat([...put.pieces, m.bytes], put.bytes + m.bytes.byteLength);
+    const bytes = put.bytes + m.bytes.byteLength;
+    if (bytes > ASSETS_DEFAULTS.maxUploadBytes)
+      throw new Error(`an asset of ${bytes} bytes is over the ${ASSETS_DEFAULTS.maxUploadBytes}-byte asset limit`);
+    return Buffer.concat([...put.pieces, m.bytes], bytes);
   }
 
-  /** The next piece of a get's answer (a copy: a view would carry the whole asset to a thread); null for none. */
-  private nextPiece(call: number): ToRunner | null {
+  /**
+   * The next piece of a get's answer (a copy: a view would carry the whole asset to a thread), and whether more is
+   * left; null when the call has nothing left to send.
+   */
+  private nextPiece(call: number): { answer: ToRunner; more: boolean } | null {
     const get = this.gets.get(call);
     if (!get) return null;
-    const bytes = get.bytes.slice(get.at, get.at + ASSET_PIECE_BYTES);
+    const whole = get.at === 0 && get.bytes.byteLength <= ASSET_PIECE_BYTES;
+    const bytes = whole ? get.bytes : get.bytes.slice(get.at, get.at + ASSET_PIECE_BYTES);
     get.at += bytes.byteLength;
     const more = get.at < get.bytes.byteLength;
     if (!more) this.gets.delete(call);
-    return { type: "asset_result", call, ok: true, bytes, more };
+    return { answer: { type: "asset_result", call, ok: true, bytes, ...(more ? { more } : {}) }, more };
   }
 
   /** `asset_more`: the runner read a piece and asks for the next. */
   private sendMore(call: number): void {
-    const piece = this.nextPiece(call);
-    if (!piece) return this.crashed("asked for more of an asset that has no more");
-    if (!(piece as { more?: boolean }).more) this.assetCalls--;
-    if (!this.settled) this.ch.send(piece);
+    const next = this.nextPiece(call);
+    if (!next) return this.crashed(`asked for more of asset call ${call}, which has no more`);
+    if (!next.more) this.assetCalls--;
+    if (!this.settled) this.ch.send(next.answer);
   }
 
   private onMessage(m: FromRunner): void {

@@ -6,7 +6,7 @@
 import t from "tap";
 import { FrameReader, frame } from "../../agent/runners/index.js";
 import { CODEC_LIMITS, ErrorCode, ProtocolError } from "../../protocol/index.js";
-import { check } from "../helpers/check.js";
+import { workerChannel } from "../helpers/worker-channel.js";
 
 const messages = [
   { type: "event", event: { type: "chunk", node_id: "tok", content: "héllo ", done: false } },
@@ -60,31 +60,10 @@ t.test(
 t.test(
   "runner frames - a runner sending garbage fails its run with RunnerCrashedError; nothing throws into the agent",
   async (t) => {
-    const { Worker } = await import("node:worker_threads");
     const { runOnChannel, RunnerCrashedError } = await import("../../agent/runners/index.js");
     const { nodeCatalog } = await import("../../agent/nodes/index.js");
     /** A channel to a thread that answers the run message with `garbage` (evaluated there), then idles. */
-    const garbageChannel = (garbage: string) => {
-      const w = new Worker(
-        `const { parentPort } = require("node:worker_threads");
-       parentPort.once("message", () => { for (const m of ${garbage}) parentPort.postMessage(m); setInterval(() => {}, 1000); });`,
-        { eval: true },
-      );
-      let exited = false;
-      w.once("exit", () => (exited = true));
-      return {
-        ch: {
-          what: "worker thread",
-          alive: () => !exited,
-          hold: () => undefined,
-          send: (m: unknown) => w.postMessage(m),
-          onMessage: (fn: (m: never) => void) => void w.on("message", (m) => fn(m as never)),
-          onGone: (fn: (how: string) => void) => void w.once("exit", (code) => fn(`exit code ${code}`)),
-          kill: () => void w.terminate(),
-        },
-        exitedSoon: () => check(() => (exited ? true : null), 5_000, { name: "runner thread stopped" }),
-      };
-    };
+    const garbageChannel = (garbage: string) => workerChannel(`for (const m of ${garbage}) parentPort.postMessage(m)`);
     const cases: [string, RegExp][] = [
       ["[42]", /sent a message that is not an object/],
       ['["started", "done"]', /not an object/],

@@ -6,36 +6,17 @@
  * 1.6 GB of the agent's memory at once.
  */
 import t from "tap";
-import { Worker } from "node:worker_threads";
 import { ASSET_CALLS_AT_ONCE, RunnerCrashedError, runOnChannel } from "../../agent/runners/index.js";
 import { nodeCatalog } from "../../agent/nodes/index.js";
-import { assetRef, type AssetRef } from "../../protocol/index.js";
+import { ASSETS_DEFAULTS, assetRef, type AssetRef } from "../../protocol/index.js";
 import { check } from "../helpers/check.js";
+import { workerChannel } from "../helpers/worker-channel.js";
 
 /** A channel to a thread that answers the run message by sending `n` asset gets at once, then idles. */
 function floodingChannel(n: number) {
-  const w = new Worker(
-    `const { parentPort } = require("node:worker_threads");
-     parentPort.once("message", () => {
-       for (let call = 1; call <= ${n}; call++) parentPort.postMessage({ type: "asset_get", call, ref: "asset://a" });
-       setInterval(() => {}, 1000);
-     });`,
-    { eval: true },
+  return workerChannel(
+    `for (let call = 1; call <= ${n}; call++) parentPort.postMessage({ type: "asset_get", call, ref: "asset://a" })`,
   );
-  let exited = false;
-  w.once("exit", () => (exited = true));
-  return {
-    ch: {
-      what: "worker thread",
-      alive: () => !exited,
-      hold: () => undefined,
-      send: (m: unknown) => w.postMessage(m),
-      onMessage: (fn: (m: never) => void) => void w.on("message", (m) => fn(m as never)),
-      onGone: (fn: (how: string) => void) => void w.once("exit", (code) => fn(`exit code ${code}`)),
-      kill: () => void w.terminate(),
-    },
-    exitedSoon: () => check(() => (exited ? true : null), 5_000, { name: "runner thread stopped" }),
-  };
 }
 
 t.test(
@@ -139,5 +120,100 @@ t.test(
       t.equal(stored, 30, `${strategy}: every file is stored`);
       t.ok(most <= ASSET_CALLS_AT_ONCE, `${strategy}: ${most} at once, at most ${ASSET_CALLS_AT_ONCE}`);
     }
+  },
+);
+
+/** Runs the one-node graph on `channel` with `assets`; the run's error (null when it ended without one). */
+async function runOn(channel: ReturnType<typeof workerChannel>, assets: RunAssets): Promise<Error | null> {
+  const run = runOnChannel(
+    {
+      graph: { nodes: [{ id: "n", type: "nodetool.text.ToUppercase", data: {} }], edges: [] },
+      params: {},
+      library: nodeCatalog(),
+      signal: new AbortController().signal,
+      emit: () => undefined,
+      assets,
+    },
+    channel.ch,
+    0,
+  );
+  return run.then(
+    () => null,
+    (e: unknown) => e as Error,
+  );
+}
+type RunAssets = { put(bytes: Uint8Array): Promise<AssetRef>; get(ref: string): Promise<Uint8Array> };
+
+t.test("runner hostile assets - pieces the runner has no right to send stop it, and say why", async (t) => {
+  const stored: number[] = [];
+  const assets: RunAssets = {
+    put: async (bytes) => (stored.push(bytes.byteLength), assetRef("s", "text/plain", bytes.byteLength)),
+    get: async () => new Uint8Array(20 * 1024 * 1024).fill(7),
+  };
+  const cases: [string, string, RegExp][] = [
+    [
+      "a piece over 8 MiB",
+      'parentPort.postMessage({ type: "asset_piece", call: 1, bytes: new Uint8Array(8 * 1024 * 1024 + 1) })',
+      /an asset_piece without its number, or of more than 8388608 bytes/,
+    ],
+    [
+      "asset_more for a call never made",
+      'parentPort.postMessage({ type: "asset_more", call: 99 })',
+      /asked for more of asset call 99, which has no more/,
+    ],
+    [
+      "asset_more past a get's last piece",
+      // A get of 20 MiB is three pieces: the answer and two asset_mores; the fourth asks past its end.
+      `parentPort.postMessage({ type: "asset_get", call: 5, ref: "asset://a" });
+       let n = 0;
+       parentPort.on("message", (m) => { if (m.call === 5 && n++ < 3) parentPort.postMessage({ type: "asset_more", call: 5 }); })`,
+      /asked for more of asset call 5, which has no more/,
+    ],
+    [
+      "a piece of a call that is a get",
+      `parentPort.postMessage({ type: "asset_get", call: 3, ref: "asset://a" });
+       parentPort.on("message", (m) => { if (m.call === 3) parentPort.postMessage({ type: "asset_piece", call: 3, bytes: new Uint8Array(1) }); })`,
+      /sent a piece of asset call 3, which is a get/,
+    ],
+  ];
+  for (const [what, script, why] of cases) {
+    const channel = workerChannel(script);
+    t.teardown(() => channel.ch.kill());
+    const err = await runOn(channel, assets);
+    t.ok(err instanceof RunnerCrashedError, `${what}: the run fails RunnerCrashedError`);
+    t.match(String(err?.message), why, `${what}: saying why`);
+    await channel.exitedSoon();
+  }
+  t.same(stored, [], "nothing was stored");
+});
+
+t.test(
+  "runner hostile assets - a put past the largest asset is answered with the limit, and nothing is stored",
+  async (t) => {
+    const PIECE = 8 * 1024 * 1024;
+    const pieces = ASSETS_DEFAULTS.maxUploadBytes / PIECE + 2; // 272 MiB, 16 past the limit
+    // The runner sends the pieces, then its put; it reports the answer it gets as its run's failure.
+    const channel = workerChannel(
+      `const piece = new Uint8Array(${PIECE});
+       for (let i = 0; i < ${pieces}; i++) parentPort.postMessage({ type: "asset_piece", call: 1, bytes: piece });
+       parentPort.postMessage({ type: "asset_put", call: 1, bytes: new Uint8Array(1) });
+       parentPort.on("message", (m) => {
+         if (m.type === "asset_result") parentPort.postMessage({ type: "thrown", unknownNode: null, message: "put answered: " + (m.ok ? "ok" : m.message) });
+       })`,
+    );
+    t.teardown(() => channel.ch.kill());
+    let stored = 0;
+    const err = await runOn(channel, {
+      put: async (bytes) => ((stored += bytes.byteLength), assetRef("s", "text/plain", bytes.byteLength)),
+      get: async () => new Uint8Array(0),
+    });
+    t.match(
+      String(err?.message),
+      new RegExp(
+        `put answered: an asset of ${pieces * PIECE + 1} bytes is over the ${ASSETS_DEFAULTS.maxUploadBytes}-byte asset limit`,
+      ),
+      "the put's answer names its size and the limit",
+    );
+    t.equal(stored, 0, "nothing reached the store");
   },
 );

@@ -5,35 +5,16 @@
  * calls sent at once became 50 child jobs at once.
  */
 import t from "tap";
-import { Worker } from "node:worker_threads";
 import { RunnerCrashedError, runOnChannel, runWithStrategy } from "../../agent/runners/index.js";
 import { nodeCatalog } from "../../agent/nodes/index.js";
 import { check } from "../helpers/check.js";
+import { workerChannel } from "../helpers/worker-channel.js";
 
 /** A channel to a thread that answers the run message with `n` calls of node `r` at once, then idles. */
 function floodingChannel(n: number) {
-  const w = new Worker(
-    `const { parentPort } = require("node:worker_threads");
-     parentPort.once("message", () => {
-       for (let call = 1; call <= ${n}; call++) parentPort.postMessage({ type: "call", call, node_id: "r", inputs: {} });
-       setInterval(() => {}, 1000);
-     });`,
-    { eval: true },
+  return workerChannel(
+    `for (let call = 1; call <= ${n}; call++) parentPort.postMessage({ type: "call", call, node_id: "r", inputs: {} })`,
   );
-  let exited = false;
-  w.once("exit", () => (exited = true));
-  return {
-    ch: {
-      what: "worker thread",
-      alive: () => !exited,
-      hold: () => undefined,
-      send: (m: unknown) => w.postMessage(m),
-      onMessage: (fn: (m: never) => void) => void w.on("message", (m) => fn(m as never)),
-      onGone: (fn: (how: string) => void) => void w.once("exit", (code) => fn(`exit code ${code}`)),
-      kill: () => void w.terminate(),
-    },
-    exitedSoon: () => check(() => (exited ? true : null), 5_000, { name: "runner thread stopped" }),
-  };
 }
 
 /** A remote node `r` whose runs (child jobs) take 100 ms each, counted. */

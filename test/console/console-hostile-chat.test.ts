@@ -5,7 +5,7 @@
  */
 import t from "tap";
 import { FAKE_KEY, FakeLlm } from "../helpers/fake-llm.js";
-import { ensureConsoleBuilt, launchBrowser, openPage, until } from "../helpers/browser.js";
+import { ensureConsoleBuilt, launchBrowser, openPage, rewriteChunks, until } from "../helpers/browser.js";
 import { startStack } from "../helpers/stack.js";
 
 /** The console's limit (console/src/run-state.ts TEXT_MAX) with the slack it cuts back from. */
@@ -31,15 +31,9 @@ t.test("console hostile chat - a streamed answer keeps its last MiB on the page"
   const { page } = await openPage(browser);
   const big = "x".repeat(512 * 1024);
   let blownUp = 0;
-  await page.routeWebSocket(/\/ws$/, (ws) => {
-    const server = ws.connectToServer();
-    ws.onMessage((m) => server.send(m));
-    server.onMessage((m) => {
-      const ev = typeof m === "string" ? (JSON.parse(m) as Record<string, unknown>) : null;
-      if (ev?.type !== "chunk" || typeof ev.content !== "string" || ev.content === "") return ws.send(m);
-      blownUp++;
-      ws.send(JSON.stringify({ ...ev, content: `${big}[${ev.content.trim()}]` }));
-    });
+  await rewriteChunks(page, (ev) => {
+    blownUp++;
+    return { ...ev, content: `${big}[${ev.content.trim()}]` };
   });
   await page.goto(`${s.url}/#/chat`);
   const model = page.locator('select[name="model"]');

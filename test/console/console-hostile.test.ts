@@ -10,7 +10,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import type { Page } from "playwright-core";
 import { KV_AGENTS } from "../../protocol/index.js";
-import { ensureConsoleBuilt, launchBrowser, openPage, until } from "../helpers/browser.js";
+import { ensureConsoleBuilt, launchBrowser, openPage, rewriteChunks, until } from "../helpers/browser.js";
 import { startStack } from "../helpers/stack.js";
 
 /** Markup that sets `window.__pwned` if any of it ever runs, with bidi, zero-width and astral characters. */
@@ -175,15 +175,7 @@ t.test("console hostile - markup, floods and huge graphs against the web console
     const { page } = await openPage(browser);
     const big = "x".repeat(512 * 1024);
     // Each of the job's 40 chunks becomes 512 KiB on its way to the page: 20 MiB in all.
-    await page.routeWebSocket(/\/ws$/, (ws) => {
-      const server = ws.connectToServer();
-      ws.onMessage((m) => server.send(m));
-      server.onMessage((m) => {
-        const ev = typeof m === "string" ? (JSON.parse(m) as Record<string, unknown>) : null;
-        if (ev?.type !== "chunk" || typeof ev.content !== "string" || ev.content === "") return ws.send(m);
-        ws.send(JSON.stringify({ ...ev, content: `${big}[${ev.content.trim()}]` }));
-      });
-    });
+    await rewriteChunks(page, (ev) => ({ ...ev, content: `${big}[${ev.content.trim()}]` }));
     await page.goto(`${base}/#/jobs`);
     const takeGaps = await frameGaps(page);
     const { job_id } = await send(base, "POST", "/api/workflows/big-text/run", {});
@@ -206,15 +198,12 @@ t.test("console hostile - markup, floods and huge graphs against the web console
     const { page } = await openPage(browser);
     const big = "y".repeat(512 * 1024);
     // Each of the job's 40 chunks becomes a 512 KiB log line on its way to the page.
-    await page.routeWebSocket(/\/ws$/, (ws) => {
-      const server = ws.connectToServer();
-      ws.onMessage((m) => server.send(m));
-      server.onMessage((m) => {
-        const ev = typeof m === "string" ? (JSON.parse(m) as Record<string, unknown>) : null;
-        if (ev?.type !== "chunk" || typeof ev.content !== "string" || ev.content === "") return ws.send(m);
-        ws.send(JSON.stringify({ ...ev, type: "log_update", severity: "info", content: `${big}[${ev.content}]` }));
-      });
-    });
+    await rewriteChunks(page, (ev) => ({
+      ...ev,
+      type: "log_update",
+      severity: "info",
+      content: `${big}[${ev.content}]`,
+    }));
     const { job_id } = await send(base, "POST", "/api/workflows/big-text/run", {});
     await page.goto(`${base}/#/jobs/${job_id}`);
     await until("the run to end", async () => (await runStatus(page)) === "completed", 40_000);

@@ -120,3 +120,22 @@ export async function until<T>(what: string, fn: () => Promise<T> | T, timeoutMs
 
 /** The text `count` tokens of `nodeway.test.Tokens` stream, in order. */
 export const tokenText = (count: number): string => Array.from({ length: count }, (_, i) => `tok${i} `).join("");
+
+/**
+ * Rewrites every non-empty `chunk` event the gateway sends `page` over its WebSocket (`/ws`) into what `rewrite`
+ * returns, as a gateway or job sending that would; everything else passes unchanged both ways.
+ */
+export async function rewriteChunks(
+  page: Page,
+  rewrite: (chunk: Record<string, unknown> & { content: string }) => Record<string, unknown>,
+): Promise<void> {
+  await page.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => server.send(m));
+    server.onMessage((m) => {
+      const ev = typeof m === "string" ? (JSON.parse(m) as Record<string, unknown>) : null;
+      if (ev?.type !== "chunk" || typeof ev.content !== "string" || ev.content === "") return ws.send(m);
+      ws.send(JSON.stringify(rewrite(ev as Record<string, unknown> & { content: string })));
+    });
+  });
+}
