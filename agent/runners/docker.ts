@@ -25,7 +25,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync, readlinkSync, rmSync } from "node:fs";
-import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, stat } from "node:fs/promises";
+import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { hostname, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -91,6 +91,9 @@ function pidNamespace(): string {
 }
 
 let runsParent: Promise<string> | null = null;
+const RUNS_PREFIX = "nodeway-runs-";
+/** The file in a runs directory naming the agent it belongs to: `{ pid, pidns }`. */
+const RUNS_OWNER = "owner.json";
 
 /**
  * The directory every run's directory of this process goes in: made once (`mkdtemp`, so its name is not known
@@ -99,13 +102,16 @@ let runsParent: Promise<string> | null = null;
 export function runsDir(): Promise<string> {
   if (runsParent) return runsParent;
   runsParent = (async () => {
-    const dir = await mkdtemp(join(tmpdir(), "nodeway-runs-"));
+    const dir = await mkdtemp(join(tmpdir(), RUNS_PREFIX));
     await chmod(dir, 0o700);
     const st = await lstat(dir);
     const uid = process.getuid?.();
     if (!st.isDirectory() || (st.mode & 0o777) !== 0o700 || (uid !== undefined && st.uid !== uid)) {
       throw new Error(`${dir} is not a directory of this agent's with mode 0700`);
     }
+    await writeFile(join(dir, RUNS_OWNER), JSON.stringify({ pid: process.pid, pidns: pidNamespace() }), {
+      mode: 0o600,
+    });
     process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
     return dir;
   })();
@@ -166,6 +172,7 @@ export class DockerRunner {
       await buildRunnerImage(docker, image);
     }
     await removeOrphans(docker, log);
+    await removeStaleRunsDirs(log);
     return new DockerRunner(docker, image, settings.image === null ? `/${IMAGE_NODE}` : "node", settings, log);
   }
 
@@ -227,6 +234,27 @@ async function removeOrphans(docker: Docker, log: (line: string) => void): Promi
       .getContainer(c.Id)
       .remove({ force: true })
       .catch((err) => log(`could not remove container ${c.Id.slice(0, 12)}: ${why(err)}`));
+  }
+}
+
+/**
+ * Removes the runs directories of this user's agents whose process is gone (a killed agent cannot remove its own);
+ * one without an owner file, or of another pid namespace, is left alone.
+ */
+export async function removeStaleRunsDirs(log: (line: string) => void, parent = tmpdir()): Promise<void> {
+  const names = await readdir(parent).catch(() => [] as string[]);
+  const uid = process.getuid?.();
+  for (const name of names.filter((n) => n.startsWith(RUNS_PREFIX))) {
+    const dir = join(parent, name);
+    const st = await lstat(dir).catch(() => null);
+    if (!st?.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
+    const owner = await readFile(join(dir, RUNS_OWNER), "utf8")
+      .then((text) => JSON.parse(text) as { pid?: unknown; pidns?: unknown })
+      .catch(() => null);
+    const pid = Number(owner?.pid);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || owner?.pidns !== pidNamespace() || pidAlive(pid)) continue;
+    log(`removing ${dir}: its agent (pid ${pid}) is gone`);
+    await rm(dir, { recursive: true, force: true }).catch((err) => log(`could not remove ${dir}: ${why(err)}`));
   }
 }
 

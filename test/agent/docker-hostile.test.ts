@@ -9,7 +9,9 @@
 import t from "tap";
 import { DEFAULT_RUNNER_IMAGE } from "../../agent/runners/docker.js";
 import { spawn } from "node:child_process";
-import { readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Readable } from "node:stream";
 import Docker from "dockerode";
@@ -209,6 +211,15 @@ t.test(
   },
 );
 
+/** The owner file of a runs directory, "" when it has none. */
+function ownerOf(dir: string): string {
+  try {
+    return readFileSync(join(dir, "owner.json"), "utf8");
+  } catch {
+    return "";
+  }
+}
+
 /** An agent of its own process: starts one hostile `orphan` run, says so on stdout, and waits to be killed. */
 const AGENT = `
 const { DockerRunner } = await import(process.argv[1]);
@@ -239,9 +250,17 @@ t.test(
     const running = async () =>
       (await docker.listContainers({ filters: { label: [`nodeway.run=${label}`] } })).length > 0;
     t.ok(await running(), "its agent killed, the run's container still runs");
+    const runsDirs = () =>
+      readdirSync(tmpdir())
+        .filter((n) => n.startsWith("nodeway-runs-"))
+        .filter((n) => ownerOf(join(tmpdir(), n)).includes(`"pid":${agent.pid},`))
+        .map((n) => join(tmpdir(), n));
+    const left = runsDirs();
+    t.equal(left.length, 1, "and its runs directory is left in the temp folder");
     const swept: string[] = [];
     await DockerRunner.prepare({ image: IMAGE, ...SETTINGS }, (line) => swept.push(line));
     t.notOk(await running(), "the next agent's start removed it");
+    t.notOk(existsSync(left[0]!), "and the killed agent's runs directory");
     t.ok(
       swept.some((l) => l.includes(label) && l.includes(`its agent (pid ${agent.pid}) is gone`)),
       "saying whose run it was",
