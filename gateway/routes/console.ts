@@ -12,11 +12,20 @@ import { GatewayError } from "../errors.js";
 import type { Reply, Req } from "../http.js";
 import type { RouteContext } from "./context.js";
 
-/** What the console may load: its own scripts and styles, its own API and socket, blobs it made. */
-export const CONSOLE_CSP = [
+/**
+ * What the console may load: its own scripts and styles, its own API and socket (`connectSrc`), blobs it made.
+ * `connect-src 'self'` covers the page's own socket in browsers of CSP level 3; for older ones the socket's
+ * `ws://` and `wss://` origin is named too, from the request's Host when that is a plain host name.
+ */
+export function consoleCsp(host: string | undefined): string {
+  const sockets = host !== undefined && PLAIN_HOST.test(host) ? ` ws://${host} wss://${host}` : "";
+  return [`connect-src 'self'${sockets}`, ...CSP_REST].join("; ");
+}
+/** A Host header that is a name or address with an optional port, nothing that could end a CSP directive. */
+const PLAIN_HOST = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
+const CSP_REST = [
   "default-src 'self'",
   "script-src 'self'",
-  "connect-src 'self' ws: wss:",
   "img-src 'self' data: blob:",
   "media-src 'self' blob:",
   "style-src 'self' 'unsafe-inline'",
@@ -24,10 +33,9 @@ export const CONSOLE_CSP = [
   "base-uri 'none'",
   "form-action 'self'",
   "frame-ancestors 'none'",
-].join("; ");
+];
 
 const SECURITY_HEADERS = {
-  "content-security-policy": CONSOLE_CSP,
   "x-content-type-options": "nosniff",
   "referrer-policy": "no-referrer",
   "x-frame-options": "DENY",
@@ -110,6 +118,7 @@ function pickEncoding(f: StaticFile, acceptEncoding: string | undefined): "br" |
 function serveFile(f: StaticFile, req: Req, reply: Reply): Promise<void> {
   const headers: Record<string, string> = {
     ...SECURITY_HEADERS,
+    "content-security-policy": consoleCsp(req.headers.host),
     "cache-control": f.cacheControl,
     etag: f.etag,
     vary: "accept-encoding",

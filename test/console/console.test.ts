@@ -20,7 +20,7 @@ import {
 import { startStack } from "../helpers/stack.js";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { type AddressInfo, connect, createServer } from "node:net";
 
 const FIRST_LOAD_MAX_BYTES = 200 * 1024;
 
@@ -106,7 +106,9 @@ t.test("console - the web console in headless Chromium against a real stack", as
     const csp = r.headers.get("content-security-policy") ?? "";
     t.match(csp, /default-src 'self'/);
     t.match(csp, /script-src 'self'(;|$)/, "only same-origin scripts");
-    t.match(csp, /connect-src 'self' ws: wss:/);
+    const host = new URL(base).host;
+    t.ok(csp.includes(`connect-src 'self' ws://${host} wss://${host};`), "sockets to its own host only");
+    t.notMatch(csp, / wss?:( |;|$)/, "not to any host");
     t.equal(r.headers.get("x-content-type-options"), "nosniff");
     t.equal(r.headers.get("content-encoding"), "br", "brotli when accepted");
     const html = await r.text();
@@ -130,6 +132,39 @@ t.test("console - the web console in headless Chromium against a real stack", as
       t.match(x, /^HTTP\/1\.1 40[04] /, `${p} is refused`);
       t.notMatch(x, /"name": "nodeway"/, `${p} does not leak a file`);
     }
+  });
+
+  await t.test("a script on the page cannot open a socket to another origin; the console's own connects", async (t) => {
+    // Another socket server on loopback: reachable, so only the page's policy can stop the connection.
+    const other = createServer((c) => c.destroy());
+    await new Promise<void>((r) => other.listen(0, "127.0.0.1", r));
+    t.teardown(() => other.close());
+    const port = (other.address() as AddressInfo).port;
+    const { page } = await openPage(browser);
+    await page.goto(`${base}/#/jobs`);
+    const tries = await page.evaluate(async (port) => {
+      const attempt = (url: string) =>
+        new Promise<string>((resolve) => {
+          const blocked = (e: SecurityPolicyViolationEvent) => {
+            if (e.blockedURI.startsWith(url.slice(0, url.lastIndexOf("/")))) resolve(`blocked ${e.violatedDirective}`);
+          };
+          document.addEventListener("securitypolicyviolation", blocked);
+          try {
+            const ws = new WebSocket(url);
+            ws.onopen = () => resolve("open");
+            ws.onerror = () => setTimeout(() => resolve("error"), 200);
+          } catch (e) {
+            resolve(`threw ${(e as Error).name}`);
+          }
+        });
+      return {
+        other: await attempt(`ws://127.0.0.1:${port}/ws`),
+        own: await attempt(`${location.origin.replace(/^http/, "ws")}/ws`),
+      };
+    }, port);
+    t.match(tries.other, /^blocked connect-src/, `another origin: ${tries.other}`);
+    t.equal(tries.own, "open", "its own gateway's socket opens");
+    await page.close();
   });
 
   await t.test("first load is under 200 KB gzip", async (t) => {
