@@ -34,9 +34,12 @@ import {
   kebab,
   nodewayHome,
   settingsFor,
+  storeRoomBytes,
+  upStoreLimits,
   type CommandFlags,
   type ParsedArgs,
 } from "./settings.js";
+import { ASSETS_DEFAULTS } from "../protocol/index.js";
 import { apiToken, fail, flagOn, gatewayUrl, parseCommand, printJson, redactUrls } from "./commands/common.js";
 import { cmdAgents, cmdCancel, cmdJobs, cmdLogs, cmdNodes } from "./commands/jobs.js";
 import { cmdRun } from "./commands/run.js";
@@ -456,6 +459,25 @@ async function devFront(args: ParsedArgs, home: string, gatewayKeys: ReadonlySet
   };
 }
 
+/**
+ * `up`'s asset store and events limits that the user left unset, made to fit the disk under its NATS store
+ * (`upStoreLimits`); said in the log when they are less than the defaults.
+ */
+function storeLimitsForDisk(gwOpts: Record<string, unknown>, store: string, log: Logger): Record<string, number> {
+  const room = storeRoomBytes(store);
+  if (room === null) return {};
+  const fit = upStoreLimits(room);
+  const out: Record<string, number> = {};
+  for (const key of ["assetsMaxBytes", "eventsMaxBytes"] as const) if (gwOpts[key] === undefined) out[key] = fit[key];
+  const gib = (n: number) => `${(n / 2 ** 30).toFixed(1)} GiB`;
+  if (fit.assetsMaxBytes < ASSETS_DEFAULTS.storeMaxBytes && Object.keys(out).length > 0)
+    log.info(
+      `${gib(room)} of disk for ${store}: the asset store keeps up to ${gib(fit.assetsMaxBytes)} and events up to ` +
+        `${gib(fit.eventsMaxBytes)} where not set (assetsMaxBytes, eventsMaxBytes)`,
+    );
+  return out;
+}
+
 /** `nodeway up`: nats-server (child), the gateway (in this process), one agent (child), optionally the proxy. */
 async function cmdUp(argv: readonly string[]): Promise<void> {
   const [{ startGateway, isExpired, GATEWAY_OPTION_KEYS }, { AGENT_OPTION_KEYS }] = await Promise.all([
@@ -498,7 +520,7 @@ async function cmdUp(argv: readonly string[]): Promise<void> {
   reloadTokensOnHup(() => gw, log);
   try {
     await nats.listening();
-    gw = await startGateway({ ...gwOpts, natsUrl: nats.url });
+    gw = await startGateway({ ...gwOpts, ...storeLimitsForDisk(gwOpts, join(home, "nats"), log), natsUrl: nats.url });
     // `--nats` last: it beats a `--nats-url` among the forwarded flags, as `up`'s own NATS must.
     agent = superviseAgent(["--name", "local", ...agentFlags(args, agentConsumed), "--nats", nats.url], log);
     const agentId = await agent.ready;

@@ -2,11 +2,11 @@
  * One name per setting: `--max-jobs` ↔ `NODEWAY_MAX_JOBS` ↔ `maxJobs` in the config file.
  * Precedence: flags > environment > config file. Unknown flags and keys are errors, caught at start-up.
  */
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, readdirSync, statfsSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseArgs as parseArgv, type ParseArgsConfig } from "node:util";
-import { assertNever } from "../protocol/index.js";
+import { ASSETS_DEFAULTS, EVENTS_DEFAULTS, assertNever } from "../protocol/index.js";
 
 export const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 export const envName = (key: string) => `NODEWAY_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
@@ -193,4 +193,36 @@ export function settingsFor(
     out[key] = opts.listKeys?.has(key) ? values.flatMap((v) => v.split(",")) : values[values.length - 1];
   }
   return out;
+}
+
+const MIB = 1024 * 1024;
+
+/**
+ * The byte limits `nodeway up` gives the asset store and the events stream when the user set none: the defaults,
+ * or less where the disk has less room. nats-server reserves each limit out of 75% of the disk free when it
+ * started (16 GiB and 4 GiB need 27 GiB free), so here the two take at most 60% of `roomBytes`, 4 parts to 1.
+ */
+export function upStoreLimits(roomBytes: number): { assetsMaxBytes: number; eventsMaxBytes: number } {
+  const share = (part: number, most: number) =>
+    Math.max(MIB, Math.min(most, Math.floor((roomBytes * 0.6 * part) / MIB) * MIB));
+  return {
+    assetsMaxBytes: share(0.8, ASSETS_DEFAULTS.storeMaxBytes),
+    eventsMaxBytes: share(0.2, EVENTS_DEFAULTS.maxBytes),
+  };
+}
+
+/**
+ * The room NATS has for `up`'s store in `dir`: the disk's free bytes plus what the store holds already (its own
+ * streams reserve that part, so a store that filled up does not shrink its own limits); null where unknown.
+ */
+export function storeRoomBytes(dir: string): number | null {
+  try {
+    const fs = statfsSync(dir);
+    let held = 0;
+    for (const e of readdirSync(dir, { recursive: true, withFileTypes: true }))
+      if (e.isFile()) held += statSync(join(e.parentPath ?? e.path, e.name)).size;
+    return fs.bavail * fs.bsize + held;
+  } catch {
+    return null;
+  }
 }

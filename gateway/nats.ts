@@ -102,12 +102,33 @@ type Limits = Partial<
 >;
 type LimitSettings = Partial<Record<keyof Limits, string>>;
 
-function refused(stream: string, what: string, err: unknown, key: string, replicas: Replicas): InvalidConfigError {
+/** NATS's answer when a stream's `max_bytes` is more than its servers' JetStream storage has left to reserve. */
+const NO_STORAGE = /insufficient storage/i;
+
+/**
+ * Why NATS refused a stream, naming the setting to change: `bytesKey` (the stream's byte limit) when it had no room
+ * for that limit, else `key`.
+ */
+function refused(
+  stream: string,
+  what: string,
+  err: unknown,
+  key: string,
+  replicas: Replicas,
+  bytesKey?: string,
+): InvalidConfigError {
+  const message = `NATS refused ${what} of stream ${stream}: ${(err as Error).message}`;
+  if (bytesKey !== undefined && NO_STORAGE.test((err as Error).message))
+    return new InvalidConfigError(
+      bytesKey,
+      `${message}; its byte limit reserves that much of the NATS servers' JetStream storage (by default 75% of ` +
+        `the disk free when nats-server started, else its max_file_store): set ${bytesKey} lower or give NATS more`,
+    );
   const hint =
     key === "natsReplicas"
       ? `; this gateway sees ${replicas.servers} NATS server(s): set natsReplicas (--nats-replicas) to at most that`
       : "";
-  return new InvalidConfigError(key, `NATS refused ${what} of stream ${stream}: ${(err as Error).message}${hint}`);
+  return new InvalidConfigError(key, `${message}${hint}`);
 }
 
 /**
@@ -138,7 +159,7 @@ async function alignStream(
     // A change the cluster applied goes unanswered while the stream elects its leader: read it back.
     const after = await withLeader(jsm, current).catch(() => null);
     if (after && changed.every((k) => after.config[k] === want[k])) return after;
-    throw refused(name, `the change (${what})`, err, key, replicas);
+    throw refused(name, `the change (${what})`, err, key, replicas, settings.max_bytes);
   });
   if (now.config.num_replicas !== want.num_replicas) {
     throw refused(
@@ -171,7 +192,14 @@ async function ensureStream(
   const have = await jsm.streams.info(cfg.name).catch(() => null);
   if (!have) {
     await jsm.streams.add({ ...cfg, num_replicas: replicas.n }).catch((err: unknown) => {
-      throw refused(cfg.name, `${replicas.n} replica(s) at creation`, err, "natsReplicas", replicas);
+      throw refused(
+        cfg.name,
+        `${replicas.n} replica(s) at creation`,
+        err,
+        "natsReplicas",
+        replicas,
+        settings.max_bytes,
+      );
     });
     return;
   }
@@ -335,7 +363,14 @@ async function ensureState(
   const assets = await new Objm(nc)
     .create(OBJ_ASSETS, { storage: StorageType.File, ...assetLimits, replicas: replicas.n })
     .catch((err: unknown) => {
-      throw refused(`OBJ_${OBJ_ASSETS}`, `${replicas.n} replica(s) at creation`, err, "natsReplicas", replicas);
+      throw refused(
+        `OBJ_${OBJ_ASSETS}`,
+        `${replicas.n} replica(s) at creation`,
+        err,
+        "natsReplicas",
+        replicas,
+        "assetsMaxBytes",
+      );
     });
   const assetsInfo = await jsm.streams.info(`OBJ_${OBJ_ASSETS}`);
   await alignStream(jsm, assetsInfo, { max_age: assetsTtl, max_bytes: config.assetsMaxBytes }, replicas, {
