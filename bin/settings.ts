@@ -6,7 +6,7 @@ import { readFileSync, existsSync, readdirSync, statfsSync, statSync } from "nod
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseArgs as parseArgv, type ParseArgsConfig } from "node:util";
-import { ASSETS_DEFAULTS, EVENTS_DEFAULTS, assertNever } from "../protocol/index.js";
+import { ASSETS_DEFAULTS, EVENTS_DEFAULTS, assertNever, withoutBom } from "../protocol/index.js";
 
 export const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 export const envName = (key: string) => `NODEWAY_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
@@ -138,7 +138,7 @@ export function readConfigFile(file: string): Record<string, Record<string, unkn
   if (!existsSync(file)) return {};
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, "utf8"));
+    parsed = JSON.parse(withoutBom(readFileSync(file, "utf8")));
   } catch (err) {
     const why = (err as Error).message;
     throw new Error(

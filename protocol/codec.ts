@@ -239,8 +239,14 @@ export function checkJsonShape(text: string): void {
   if (SUSPICIOUS.test(text)) JSON.parse(text, forbidKeysReviver);
 }
 
-/** Parses JSON text within `maxBytes`; throws `ProtocolError`. */
-export function parseJson(text: string, maxBytes: number = CODEC_LIMITS.maxMessageBytes): unknown {
+/** `text` without a leading byte order mark, which editors on Windows write and JSON.parse refuses (RFC 8259 §8.1). */
+export function withoutBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** Parses JSON text within `maxBytes` (a leading byte order mark is ignored); throws `ProtocolError`. */
+export function parseJson(raw: string, maxBytes: number = CODEC_LIMITS.maxMessageBytes): unknown {
+  const text = withoutBom(raw);
   if (text.length > maxBytes) {
     throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, `message of ${text.length} characters exceeds ${maxBytes}`);
   }

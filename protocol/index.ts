@@ -114,6 +114,7 @@ export {
   decodeEventHead,
   encodeJson,
   parseJson,
+  withoutBom,
   checkJsonShape,
   jsonTooDeep,
   utf8,

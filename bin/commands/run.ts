@@ -7,7 +7,7 @@ import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { basename, extname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { MEDIA_TYPES, extensionOf } from "../../protocol/index.js";
+import { MEDIA_TYPES, extensionOf, withoutBom } from "../../protocol/index.js";
 import type { JobHandle, JobOutcome, NodewayClient } from "../../client/index.js";
 import { answerLine, apiToken, clientOf, errorLine, fail, flag, flagOn, gatewayUrl, parseCommand } from "./common.js";
 import { displayFor, type Display } from "./render.js";
@@ -128,7 +128,7 @@ function readAnswer(then: (line: string) => void): void {
 function readWorkflow(file: string): { id: string; wf: Record<string, unknown> } {
   let value: unknown;
   try {
-    value = JSON.parse(readFileSync(file, "utf8"));
+    value = JSON.parse(withoutBom(readFileSync(file, "utf8")));
   } catch (err) {
     const why = (err as Error).message;
     fail(err instanceof SyntaxError ? `${file}: not valid JSON (${why})` : `cannot read ${file}: ${why}`);

@@ -147,6 +147,20 @@ t.test("cli - jobs, logs, agents, cancel and run, as tables and lines, and with 
   t.equal(events.filter((e) => e.type === "chunk" && e.content).length, 8, "every token's chunk");
   const jobId = String(result.job_id);
 
+  // A workflow file saved by an editor that writes a byte order mark (Notepad, PowerShell): run as it is, and its
+  // JSON posted with the mark to the HTTP API too.
+  const bomFile = join(dir, "tok-bom.json");
+  writeFileSync(bomFile, `\ufeff${JSON.stringify({ ...tokensWorkflow(3, 0), id: "tok-bom" })}`);
+  const bomRun = runNodeway(["run", bomFile, "--json", ...gw]);
+  t.equal(await bomRun.exited, 0, `run of a file with a BOM: ${bomRun.stderr()}`);
+  t.match(JSON.parse(bomRun.stdout().trim().split("\n").at(-1)!), { status: "completed" });
+  const bomPost = await fetch(`${s.url}/api/workflows/tok-bom/run?wait=true`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: Buffer.from(`\ufeff${JSON.stringify({ params: {} })}`),
+  });
+  t.match(await bomPost.json(), { status: "completed" }, "a request body with a BOM");
+
   const piped = runNodeway(["run", wf, ...gw]);
   t.equal(await piped.exited, 0);
   t.match(piped.stdout(), /^tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 \n\{/, "piped: the tokens, then the result");

@@ -154,6 +154,21 @@ t.test("protocol - hostile JSON is rejected with ProtocolError", async (t) => {
   });
 });
 
+t.test(
+  "protocol - JSON from an editor that writes a byte order mark is read; one inside the text is not",
+  async (t) => {
+    t.same(parseJson('\ufeff{"params": {"name": "Ada"}}'), { params: { name: "Ada" } }, "a leading BOM is ignored");
+    t.same(
+      decodeClientFrame(Buffer.from('\ufeff{"command": "get_status", "data": {}}'), false, 1024),
+      { command: "get_status", data: {} },
+      "a /ws text frame too",
+    );
+    expectProto(t, () => parseJson('{"a": 1}\ufeff'), ErrorCode.PROTO_ERR_DECODE, "a BOM after the value");
+    expectProto(t, () => parseJson('\ufeff\ufeff{"a": 1}'), ErrorCode.PROTO_ERR_DECODE, "two BOMs");
+    t.same(parseJson('{"a": "\ufeff"}'), { a: "\ufeff" }, "a BOM inside a string stays");
+  },
+);
+
 t.test("protocol - client frames are validated with errors that name the problem", async (t) => {
   expectProto(t, () => decodeClientFrame('{"data": {}}', false), ErrorCode.PROTO_ERR_SHAPE, "no command");
   expectProto(
