@@ -15,7 +15,29 @@ import type { JobAssetStore } from "./asset-io.js";
 /** Deepest nesting searched for bytes (outputs are values, lists of values, or small objects of them). */
 const MAX_DEPTH = 32;
 
-/** Media types of the formats a node is likely to produce, by their leading bytes. */
+/** ISO-BMFF (`ftyp`) major brands by what they hold: HEIF stills, M4A audio; any other (QuickTime too) is MP4 video. */
+const FTYP_BRANDS: Readonly<Record<string, string>> = {
+  avif: "image/avif",
+  avis: "image/avif",
+  heic: "image/heic",
+  heix: "image/heic",
+  mif1: "image/heif",
+  msf1: "image/heif",
+  "M4A ": "audio/mp4",
+  "M4B ": "audio/mp4",
+};
+
+/**
+ * An MPEG audio frame's first two bytes: 11 sync bits, then any version and layer III (`xx01x`). AAC in ADTS has
+ * the same sync but layer 00, and is not MP3.
+ */
+const isMp3Frame = (b: Uint8Array) => b[0] === 0xff && (b[1]! & 0xe0) === 0xe0 && (b[1]! & 0x06) === 0x02;
+const isAdts = (b: Uint8Array) => b[0] === 0xff && (b[1]! & 0xf6) === 0xf0;
+
+/**
+ * Media types of the formats a node is likely to produce or a user uploads, by their leading bytes (the type an
+ * asset is stored under, and the file name an API is sent). `application/octet-stream` when none matches.
+ */
 export function sniffContentType(b: Uint8Array): string {
   const at = (i: number, ...xs: number[]) => xs.every((x, k) => b[i + k] === x);
   const ascii = (i: number, s: string) => at(i, ...[...s].map((c) => c.charCodeAt(0)));
@@ -23,10 +45,17 @@ export function sniffContentType(b: Uint8Array): string {
   if (at(0, 0xff, 0xd8, 0xff)) return "image/jpeg";
   if (ascii(0, "GIF87a") || ascii(0, "GIF89a")) return "image/gif";
   if (ascii(0, "RIFF") && ascii(8, "WEBP")) return "image/webp";
+  if (ascii(0, "II*\0") || ascii(0, "MM\0*")) return "image/tiff";
+  if (ascii(0, "BM") && [12, 40, 52, 56, 108, 124].includes(b[14]!) && at(15, 0, 0, 0)) return "image/bmp";
   if (ascii(0, "RIFF") && ascii(8, "WAVE")) return "audio/wav";
   if (ascii(0, "OggS")) return "audio/ogg";
-  if (ascii(0, "ID3") || at(0, 0xff, 0xfb)) return "audio/mpeg";
-  if (ascii(4, "ftyp")) return "video/mp4";
+  if (ascii(0, "fLaC")) return "audio/flac";
+  if (ascii(0, "ID3") || isMp3Frame(b)) return "audio/mpeg";
+  if (isAdts(b)) return "audio/aac";
+  if (ascii(4, "ftyp")) return FTYP_BRANDS[String.fromCharCode(...b.subarray(8, 12))] ?? "video/mp4";
+  // Matroska and WebM share the EBML header; its DocType (within the first few dozen bytes) tells them apart.
+  if (at(0, 0x1a, 0x45, 0xdf, 0xa3))
+    return Buffer.from(b.subarray(0, 64)).includes("webm") ? "video/webm" : "video/x-matroska";
   if (ascii(0, "%PDF-")) return "application/pdf";
   return "application/octet-stream";
 }

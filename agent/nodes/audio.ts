@@ -11,8 +11,11 @@ import { asNumber, asText, enumProp, prop } from "./util.js";
 
 const EMPTY_AUDIO = { type: "audio", uri: "", asset_id: null, data: null };
 
-/** A file name whose extension tells the API the audio's format (it goes by the name). */
-function audioFileName(bytes: Uint8Array): string {
+/**
+ * A file name whose extension tells the API the audio's format (it goes by the name): FLAC, M4A or WebM named
+ * `.wav` is refused or misread. Only bytes of no known format are sent as `audio.wav`.
+ */
+export function audioFileName(bytes: Uint8Array): string {
   const ext = extensionOf(sniffContentType(bytes));
   return `audio.${ext === "bin" ? "wav" : ext}`;
 }

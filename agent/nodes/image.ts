@@ -262,10 +262,12 @@ export const getMetadata: ProcessNodeDef = imageNode({
     { name: "channels", type: "int" },
   ],
   process: async (ctx, inputs) => {
-    const { img, width, height } = await openImage(ctx, inputs.image);
+    const { img, width, height, space } = await openImage(ctx, inputs.image);
     const meta = await img.metadata();
     const channels = meta.channels ?? 3;
-    const mode = channels === 1 ? "L" : channels === 2 ? "LA" : channels === 4 ? "RGBA" : "RGB";
+    // A CMYK JPEG has 4 channels and no alpha: Pillow's mode for it is "CMYK".
+    const mode =
+      space === "cmyk" ? "CMYK" : channels === 1 ? "L" : channels === 2 ? "LA" : channels === 4 ? "RGBA" : "RGB";
     return { format: (meta.format ?? "").toUpperCase(), mode, width, height, channels };
   },
 });

@@ -30,7 +30,9 @@ export function isEmptyMedia(value: unknown): boolean {
   return !o.uri && !o.asset_id && (o.data === null || o.data === undefined || o.data === "");
 }
 
+/** The bytes, refused when empty (no media file is 0 bytes: the tools' own errors for one say nothing useful). */
 function capped(bytes: Uint8Array, label: string): Uint8Array {
+  if (bytes.byteLength === 0) throw new NodeError(`${label} is an empty file (0 bytes)`);
   if (bytes.byteLength > MEDIA_MAX_BYTES)
     throw new NodeError(`${label} is ${bytes.byteLength} bytes, over the ${MEDIA_MAX_BYTES}-byte media limit`);
   return bytes;
@@ -155,7 +157,10 @@ function toolErrorTail(stderr: string): string {
   if (/Format not on whitelist/.test(lines)) {
     return "not a media file this agent reads (playlists such as HLS, file lists and image sequences are refused: they name other files)";
   }
-  return lines.replace(tempDir, "");
+  // An MP4/MOV whose index is missing: cut short (an interrupted upload or copy), or still being written.
+  if (/moov atom not found/.test(lines)) return "the file is incomplete: its index (the MP4 moov atom) is missing";
+  // ffmpeg names its contexts with their address (`[mov,mp4,… @ 0x55d…]`): noise that differs on every run.
+  return lines.replace(tempDir, "").replace(/ @ 0x[0-9a-f]+\]/g, "]");
 }
 
 /**

@@ -14,9 +14,11 @@ import {
   imageNode,
   imagePipeline,
   isEmptyMedia,
+  loadSharp,
   mediaBytes,
   plainBytes,
 } from "./media-util.js";
+import { sniffContentType } from "../assets.js";
 import { asInt, asList, asNumber, asText, enumProp, output, prop } from "./util.js";
 
 /** NodeTool's empty ImageRef, the default of every image input. */
@@ -32,18 +34,71 @@ export interface Pixels {
   height: number;
 }
 
+/** Formats sharp (this build of libvips) cannot decode, by their leading bytes: named in the node's error. */
+function unreadableFormat(b: Uint8Array): string | null {
+  const type = sniffContentType(b);
+  if (type === "image/bmp") return "BMP";
+  if (type === "image/heic" || type === "image/heif") return "HEIC/HEIF (HEVC-coded)";
+  if (b[0] === 0 && b[1] === 0 && (b[2] === 1 || b[2] === 2) && b[3] === 0 && b[4]! > 0) return "ICO/CUR";
+  return null;
+}
+
+/** True when the first bytes are text (printable UTF-8, tabs and line ends): a text file passed as an image. */
+function looksLikeText(b: Uint8Array): boolean {
+  const head = Buffer.from(b.subarray(0, 256)).toString("utf8");
+  return !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(head);
+}
+
+/** libvips' error without its repeats and seek traces: the last two distinct lines. */
+function vipsReason(err: Error): string {
+  const lines = err.message
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !/bad seek to/.test(l));
+  return [...new Set(lines)].slice(-2).join("; ").replace(/:$/, "");
+}
+
+/** The node's error for bytes sharp could not open: what they are, and why. */
+async function unreadableImage(label: string, bytes: Uint8Array, err: Error): Promise<NodeError> {
+  if (/exceeds pixel limit/.test(err.message)) {
+    const sharp = await loadSharp();
+    const meta = await sharp(bytes, { limitInputPixels: false })
+      .metadata()
+      .catch(() => null);
+    if (!meta) return new NodeError(`${label} is over the ${IMAGE_MAX_PIXELS}-pixel image limit`);
+    return new NodeError(
+      `${label} is ${meta.width}×${meta.height} (${meta.width * meta.height} pixels), over the ${IMAGE_MAX_PIXELS}-pixel image limit`,
+    );
+  }
+  const format = unreadableFormat(bytes);
+  if (format)
+    return new NodeError(
+      `${label} is in ${format} format, which this agent cannot read: convert it to PNG, JPEG, WebP, GIF, AVIF or TIFF`,
+    );
+  if (looksLikeText(bytes)) return new NodeError(`${label} is not an image: its ${bytes.byteLength} bytes are text`);
+  const type = sniffContentType(bytes);
+  const what = type === "application/octet-stream" ? "" : `, ${type}`;
+  return new NodeError(
+    `${label} is not an image this agent can read (${bytes.byteLength} bytes${what}): truncated or corrupt? ${vipsReason(err)}`,
+  );
+}
+
 /**
  * A sharp pipeline over the image value `value` (`label` names it in errors), its size and time capped
- * (imagePipeline); its bytes and format.
+ * (imagePipeline); its bytes, format, and size as shown. An EXIF orientation is applied first, as a browser or
+ * viewer shows the photo (Pillow would not, without ImageOps.exif_transpose): a phone's portrait photo is resized
+ * or cropped upright, and its output, which has no orientation tag, is not left on its side.
  */
 export async function openImage(ctx: NodeContext, value: unknown, label = "image") {
   const bytes = await mediaBytes(ctx, value, "image", label);
-  const img = await imagePipeline(ctx, bytes);
-  const meta = await img.metadata().catch((err: Error) => {
-    throw new NodeError(`${label} is not an image sharp can read: ${err.message}`);
+  const img = await imagePipeline(ctx, bytes, { autoOrient: true });
+  const meta = await img.metadata().catch(async (err: Error) => {
+    throw await unreadableImage(label, bytes, err);
   });
-  if (!meta.width || !meta.height) throw new NodeError(`${label} has no size`);
-  return { img, width: meta.width, height: meta.height, bytes, format: meta.format ?? "" };
+  const width = meta.autoOrient?.width ?? meta.width;
+  const height = meta.autoOrient?.height ?? meta.height;
+  if (!width || !height) throw new NodeError(`${label} has no size`);
+  return { img, width, height, bytes, format: meta.format ?? "", space: meta.space ?? "" };
 }
 
 export async function decodePixels(ctx: NodeContext, value: unknown, label = "image"): Promise<Pixels> {

@@ -116,9 +116,18 @@ async function mediaFile(ctx: NodeContext, value: unknown, kind: "video" | "audi
   return path;
 }
 
-/** The first video stream's frame rate (ffprobe), and whether the file has an audio stream. */
-async function probe(ctx: NodeContext, file: string): Promise<{ fps: number; height: number; hasAudio: boolean }> {
-  const entries = "stream=codec_type,avg_frame_rate,r_frame_rate,height";
+interface Probed {
+  fps: number;
+  height: number;
+  hasAudio: boolean;
+  /** The first video and audio streams' codecs (ffprobe's names; "" when none). */
+  videoCodec: string;
+  audioCodec: string;
+}
+
+/** The first video stream's frame rate and codec (ffprobe), and whether (and in what) the file has audio. */
+async function probe(ctx: NodeContext, file: string): Promise<Probed> {
+  const entries = "stream=codec_type,codec_name,avg_frame_rate,r_frame_rate,height";
   const out = await runTool(
     ctx,
     tools().ffprobe,
@@ -134,8 +143,28 @@ async function probe(ctx: NodeContext, file: string): Promise<{ fps: number; hei
     return d ? n! / d : 0;
   };
   const fps = rate(video.avg_frame_rate) || rate(video.r_frame_rate) || 30;
-  return { fps, height: Number(video.height) || 0, hasAudio: streams.some((s) => s.codec_type === "audio") };
+  const audio = streams.find((s) => s.codec_type === "audio");
+  return {
+    fps,
+    height: Number(video.height) || 0,
+    hasAudio: audio !== undefined,
+    videoCodec: video.codec_name ?? "",
+    audioCodec: audio?.codec_name ?? "",
+  };
 }
+
+/** H.264 in yuv420p needs even sides. */
+const EVEN_SIZE = "scale=trunc(iw/2)*2:trunc(ih/2)*2";
+
+/** Codecs an MP4 holds as they are; any other (VP8, GIF, ProRes, …) is re-encoded when a node writes MP4. */
+const MP4_VIDEO_CODECS = new Set(["h264", "hevc", "av1", "vp9", "mpeg4"]);
+const MP4_AUDIO_CODECS = new Set(["aac", "mp3", "opus", "ac3", "eac3", "alac"]);
+
+/** ffmpeg's video codec options for MP4 output: a copy where the codec fits MP4, else H.264. */
+const mp4Video = (codec: string) =>
+  MP4_VIDEO_CODECS.has(codec) ? ["-c:v", "copy"] : ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-vf", EVEN_SIZE];
+/** ffmpeg's audio codec options for MP4 output: a copy where the codec fits MP4 (FLAC, PCM do not), else AAC. */
+const mp4Audio = (codec: string) => (MP4_AUDIO_CODECS.has(codec) ? ["-c:a", "copy"] : ["-c:a", "aac"]);
 
 export const frameIterator: GeneratorNodeDef = {
   kind: "generator",
@@ -223,8 +252,7 @@ export const frameToVideo: StreamingInputNodeDef = {
       if (count === 0) throw new NodeError("no frames reached FrameToVideo");
       if (!(fps > 0 && fps <= 240)) throw new NodeError(`fps must be in (0, 240], got ${fps}`);
       const out = join(dir, "video.mp4");
-      const even = "scale=trunc(iw/2)*2:trunc(ih/2)*2";
-      const args = ["-framerate", String(fps), "-i", join(dir, "frame_%06d.png"), "-vf", even, "-c:v", "libx264"];
+      const args = ["-framerate", String(fps), "-i", join(dir, "frame_%06d.png"), "-vf", EVEN_SIZE, "-c:v", "libx264"];
       await ffmpeg(ctx, [...args, "-pix_fmt", "yuv420p", "-movflags", "+faststart", out], "ffmpeg (encode)");
       return { output: plainBytes(await readFile(out)) };
     }),
@@ -265,7 +293,8 @@ export const addAudio: ProcessNodeDef = {
       if (!(volume >= 0 && volume <= 2)) throw new NodeError(`volume must be in [0, 2], got ${volume}`);
       const video = await mediaFile(ctx, inputs.video, "video", dir, "video");
       const audio = await mediaFile(ctx, inputs.audio, "audio", dir, "audio");
-      const mix = asBool(inputs.mix) && (await probe(ctx, video)).hasAudio;
+      const probed = await probe(ctx, video);
+      const mix = asBool(inputs.mix) && probed.hasAudio;
       const graph = mix
         ? `[1:a]volume=${volume}[a1];[0:a][a1]amix=inputs=2:duration=first[aout]`
         : `[1:a]volume=${volume}[aout]`;
@@ -280,7 +309,8 @@ export const addAudio: ProcessNodeDef = {
         "-map",
         "[aout]",
       ];
-      await ffmpeg(ctx, [...args, "-c:v", "copy", "-c:a", "aac", "-shortest", out], "ffmpeg (add audio)");
+      const codecs = [...mp4Video(probed.videoCodec), "-c:a", "aac"];
+      await ffmpeg(ctx, [...args, ...codecs, "-shortest", out], "ffmpeg (add audio)");
       return { output: plainBytes(await readFile(out)) };
     }),
 };
@@ -351,14 +381,16 @@ export const addSubtitles: ProcessNodeDef = {
   process: (ctx, inputs) =>
     withTempDir(async (dir) => {
       const video = await mediaFile(ctx, inputs.video, "video", dir, "video");
-      const style = subtitleStyle(inputs, (await probe(ctx, video)).height);
+      const probed = await probe(ctx, video);
+      const style = subtitleStyle(inputs, probed.height);
       const srt = srtOf(asList(inputs.chunks));
       if (srt === "") return { output: await mediaBytes(ctx, inputs.video, "video", "video") };
       await writeFile(join(dir, "subs.srt"), srt);
       const out = join(dir, "out.mp4");
       // The temp dir's path has no filter-graph specials (mkdtemp: letters, digits, "-", "/").
       const filter = `subtitles=${join(dir, "subs.srt")}:force_style='${style}'`;
-      const args = [...mediaInput(video), "-vf", filter, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "copy"];
+      const args = [...mediaInput(video), "-vf", `${filter},${EVEN_SIZE}`, "-c:v", "libx264", "-pix_fmt", "yuv420p"];
+      args.push(...mp4Audio(probed.audioCodec));
       await ffmpeg(ctx, [...args, out], "ffmpeg (subtitles)");
       return { output: plainBytes(await readFile(out)) };
     }),
