@@ -49,6 +49,7 @@ function scaleMetrics(): string[] {
     `get_ms_${r.at(-1)}_vs_kv_get`,
     `submit_p50_ms_${q.at(-1)}_vs_${q[0]}`,
     `agents_list_ms_${a.at(-1)}`,
+    `dispatch_p50_ms_${a.at(-1)}_vs_${a[0]}`,
     `socket_bytes_${k.at(-1)}_vs_bare_uws`,
     `idle_cpu_pct_${k.at(-1)}`,
     `storm_all_live_ms_${st.at(-1)}`,

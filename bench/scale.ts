@@ -42,7 +42,7 @@ import {
   type AgentRegistration,
   type JobRecord,
 } from "../protocol/index.js";
-import { SERVER_NODE_ARGS, cpuNs, rssBytes, sleep, startCompiled, type Spawned } from "./lib/procs.js";
+import { SERVER_NODE_ARGS, cpuNs, rssBytes, sleep, startCompiled, startTs, type Spawned } from "./lib/procs.js";
 import { RawWs } from "./lib/rawws.js";
 import { absGoal, alternate, emitGoal, invalid, log as mkLog, med, ratioGoal, rowsOf } from "./lib/report.js";
 import type { Arm, GoalLine, Metrics } from "./lib/report.js";
@@ -390,7 +390,15 @@ async function heartbeats(natsUrl: string, n: number): Promise<() => Promise<voi
   };
 }
 
-function agentsArm(name: string, s: Stack, n: number): Arm {
+/** Jobs per round whose dispatch is timed, one after another (the dispatch benchmark's client and workflow). */
+const DISPATCH_JOBS = 40;
+
+/** A stack with `n` agents: one real agent (the one that runs the jobs) and `n - 1` heartbeating registrations. */
+interface AgentsStack extends Stack {
+  workflow: string;
+}
+
+function agentsArm(name: string, s: AgentsStack, n: number, client: Spawned): Arm {
   return {
     name,
     async run(): Promise<Metrics> {
@@ -400,33 +408,64 @@ function agentsArm(name: string, s: Stack, n: number): Arm {
         if (got !== n) throw new Error(`${name}: /api/agents listed ${got} agents, not ${n}`);
         return r.ms;
       });
+      const target = { mode: "ours", base: s.gw.url, workflow: s.workflow };
+      const l = await client.call<{ first: number[]; errors: string[] }>({
+        op: "latency",
+        ...target,
+        n: DISPATCH_JOBS,
+      });
+      if (l.errors.length > 0) throw new Error(`${name}: dispatch failed: ${l.errors[0]}`);
       const windowMs = 4_000;
-      const cpu0 = cpuNs(s.gw.pid);
+      const [gw0, ns0] = [cpuNs(s.gw.pid), cpuNs(s.ns.pid)];
       await sleep(windowMs);
-      return { agents_list_ms: list, idle_cpu_pct: ((cpuNs(s.gw.pid) - cpu0) / 1e6 / windowMs) * 100 };
+      const pct = (ns: number) => (ns / 1e6 / windowMs) * 100;
+      return {
+        agents_list_ms: list,
+        dispatch_p50_ms: summarize(l.first).p50,
+        idle_cpu_pct: pct(cpuNs(s.gw.pid) - gw0),
+        nats_idle_cpu_pct: pct(cpuNs(s.ns.pid) - ns0),
+      };
     },
   };
 }
 
+/** A stack for the agents curve: gateway, one real agent, the dispatch benchmark's workflow saved. */
+async function agentsStack(stops: (() => Promise<void>)[]): Promise<AgentsStack> {
+  const s = await stack();
+  stops.push(
+    () => s.gw.stop(),
+    () => s.ns.stop(),
+  );
+  const agent = await startAgent(s.ns.url, s.gw.url, { maxJobs: 8, testNodes: false });
+  stops.unshift(() => agent.stop());
+  const saved = await timed(
+    `${s.gw.url}/api/workflows`,
+    { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(example("hello-world")) },
+    200,
+  );
+  return { ...s, workflow: (JSON.parse(saved.body) as { id: string }).id };
+}
+
 async function agentsCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> {
+  const client = startTs("dispatch-client", "clients/dispatch-client.ts", [], { ipc: true });
+  stops.push(() => client.stop());
   const arms: Arm[] = [];
   for (const n of AGENT_SIZES) {
-    const s = await stack();
-    stops.push(
-      () => s.gw.stop(),
-      () => s.ns.stop(),
-    );
-    stops.unshift(await heartbeats(s.ns.url, n));
-    arms.push(agentsArm(String(n), s, n));
-    if (n === AGENT_SIZES[0]) arms.push(agentsArm(`${n}_aa`, s, n));
+    const s = await agentsStack(stops);
+    stops.unshift(await heartbeats(s.ns.url, n - 1));
+    arms.push(agentsArm(String(n), s, n, client));
+    if (n === AGENT_SIZES[0]) arms.push(agentsArm(`${n}_aa`, s, n, client));
   }
   await sleep(3_500); // one full heartbeat period
   const res = await alternate(arms, ROUNDS, log);
-  rowsOf(BENCH, res, { agents_list_ms: "ms", idle_cpu_pct: "%" });
+  rowsOf(BENCH, res, { agents_list_ms: "ms", dispatch_p50_ms: "ms", idle_cpu_pct: "%", nats_idle_cpu_pct: "%" });
   const [lo, hi] = [String(AGENT_SIZES[0]!), String(AGENT_SIZES.at(-1)!)];
   const band = Math.abs(med(res, lo, "agents_list_ms") - med(res, `${lo}_aa`, "agents_list_ms"));
   const list = (a: string) => med(res, a, "agents_list_ms");
-  return [absGoal(BENCH, `agents_list_ms_${hi}`, list(hi), list(lo), "<=", 50, "ms", band)];
+  return [
+    absGoal(BENCH, `agents_list_ms_${hi}`, list(hi), list(lo), "<=", 50, "ms", band),
+    curveGoal(res, "dispatch_p50_ms", lo, hi, 1.5),
+  ];
 }
 
 // ---------------------------------------------------------------- sockets
@@ -776,7 +815,7 @@ async function stormCurve(stops: (() => Promise<void>)[]): Promise<GoalLine[]> {
 const SCALE_METRICS = {
   records: (hi: string, lo: string) => [...RECORD_METRICS.map((m) => `${m}_${hi}_vs_${lo}`), `scrape_ms_${hi}`],
   queue: (hi: string, lo: string) => [`submit_p50_ms_${hi}_vs_${lo}`],
-  agents: (hi: string) => [`agents_list_ms_${hi}`],
+  agents: (hi: string, lo: string) => [`agents_list_ms_${hi}`, `dispatch_p50_ms_${hi}_vs_${lo}`],
   sockets: (hi: string) => [`socket_bytes_${hi}_vs_bare_uws`, `idle_cpu_pct_${hi}`],
   storm: (hi: string) => [`storm_all_live_ms_${hi}`, `storm_peak_vs_steady_${hi}`],
 };
@@ -784,7 +823,7 @@ const SCALE_METRICS = {
 const curves: [string, (stops: (() => Promise<void>)[]) => Promise<GoalLine[]>, string[]][] = [
   ["records", recordsCurve, SCALE_METRICS.records(label(RECORD_SIZES.at(-1)!), label(RECORD_SIZES[0]!))],
   ["queue", queueCurve, SCALE_METRICS.queue(label(QUEUE_SIZES.at(-1)!), label(QUEUE_SIZES[0]!))],
-  ["agents", agentsCurve, SCALE_METRICS.agents(String(AGENT_SIZES.at(-1)!))],
+  ["agents", agentsCurve, SCALE_METRICS.agents(String(AGENT_SIZES.at(-1)!), String(AGENT_SIZES[0]!))],
   ["sockets", socketsCurve, SCALE_METRICS.sockets(label(SOCKET_SIZES.at(-1)!))],
   ["storm", stormCurve, SCALE_METRICS.storm(label(STORM_SIZES.at(-1)!))],
 ];
