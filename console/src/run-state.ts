@@ -39,7 +39,9 @@ export interface RunState {
   outputsDropped: number;
   /** Characters cut from the start of each node's streamed text (only its last `TEXT_MAX` are kept). */
   textDropped: Record<string, number>;
+  /** The newest log lines (at most `LOG_MAX` and a quarter); `logsDropped` counts the older ones let go. */
   logs: LogLine[];
+  logsDropped: number;
   error: string;
   /** How many times the stream was resumed (reconnects and reloads). */
   resumes: number;
@@ -71,6 +73,7 @@ export function newRun(jobId: string): RunState {
     outputsDropped: 0,
     textDropped: {},
     logs: [],
+    logsDropped: 0,
     error: "",
     resumes: 0,
     replayIncomplete: false,
@@ -86,7 +89,12 @@ export const LOG_LINE_MAX = 4_096;
 function log(s: RunState, severity: string, node: string, text: string): void {
   const line = text.length > LOG_LINE_MAX ? `${text.slice(0, LOG_LINE_MAX)}… (${text.length} characters)` : text;
   s.logs.push({ severity, node: node.slice(0, 256), text: line });
-  if (s.logs.length > LOG_MAX) s.logs.splice(0, s.logs.length - LOG_MAX);
+  // Cut back once a quarter over: a cut moves the array, paid for by a quarter of new lines, not one per line.
+  if (s.logs.length > LOG_MAX * 1.25) {
+    const cut = s.logs.length - LOG_MAX;
+    s.logs.splice(0, cut);
+    s.logsDropped += cut;
+  }
 }
 
 function jobUpdate(s: RunState, m: WsMessage): void {

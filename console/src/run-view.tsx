@@ -2,7 +2,7 @@
  * One job, live: its graph with node states, progress bars, streamed text, previews and outputs, logs; Cancel.
  * Events are folded as they come and drawn once per animation frame; a reload resumes after the saved seq.
  */
-import { Suspense, useEffect, useRef, useState } from "react";
+import { memo, Suspense, useEffect, useRef, useState } from "react";
 import { type JobRecord, live, rest, type Workflow } from "./api";
 import { dropSnapshot, fold, loadSnapshot, newRun, type RunState, saveSnapshot, TERMINAL } from "./run-state";
 import { ErrorLine, Status, usePoll, Value } from "./ui";
@@ -126,19 +126,31 @@ function Outputs({ run }: { run: RunState }) {
 }
 
 function Logs({ run }: { run: RunState }) {
+  const dropped = run.logsDropped > 0 ? `, ${run.logsDropped} earlier not shown` : "";
   return (
     <details open={run.logs.some((l) => l.severity === "error")}>
-      <summary>Logs ({run.logs.length})</summary>
+      <summary>
+        Logs ({run.logs.length}
+        {dropped})
+      </summary>
       <div className="logs">
+        {/* Keyed by line number: a new line draws one row, not every row again. */}
         {run.logs.map((l, i) => (
-          <div key={i} className={`log l-${l.severity}`}>
-            <span className="mono">{l.node}</span> {l.text}
-          </div>
+          <LogRow key={run.logsDropped + i} line={l} />
         ))}
       </div>
     </details>
   );
 }
+
+/** One log line; lines never change once written, so a row is drawn once. */
+const LogRow = memo(function LogRow({ line }: { line: RunState["logs"][number] }) {
+  return (
+    <div className={`log l-${line.severity}`}>
+      <span className="mono">{line.node}</span> {line.text}
+    </div>
+  );
+});
 
 function Header({ run, rec, onReplay }: { run: RunState; rec: JobRecord | null; onReplay: () => void }) {
   const conn = useConnState();

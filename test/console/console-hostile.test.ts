@@ -112,6 +112,7 @@ t.test("console hostile - markup, floods and huge graphs against the web console
   await send(base, "PUT", "/api/workflows/evil", evilWorkflow);
   await send(base, "PUT", "/api/workflows/flood", tokensWorkflow(20_000, 0));
   await send(base, "PUT", "/api/workflows/big-text", tokensWorkflow(40, 40));
+  await send(base, "PUT", "/api/workflows/many-lines", tokensWorkflow(3_000, 0));
   await send(base, "PUT", "/api/workflows/chain", chainWorkflow(5_000));
   const browser = await launchBrowser(t);
 
@@ -211,6 +212,30 @@ t.test("console hostile - markup, floods and huge graphs against the web console
     t.comment(`${lines.length} log lines, the longest ${Math.max(...lines)} characters`);
     t.ok(lines.length >= 40, "every line is listed");
     t.ok(Math.max(...lines) < 5_000, "each cut to its first 4 K characters");
+    await page.close();
+  });
+
+  await t.test("3,000 log lines: each new line draws one row, not all 2,000 again", async (t) => {
+    const { page } = await openPage(browser);
+    await rewriteChunks(page, (ev) => ({ ...ev, type: "log_update", severity: "info", content: ev.content }));
+    // Counts text changes inside the log list: rows rewritten in place, as opposed to rows added or removed.
+    await page.addInitScript(() => {
+      const w = window as unknown as { logRewrites: number };
+      w.logRewrites = 0;
+      new MutationObserver((records) => {
+        for (const r of records) if (r.target.parentElement?.closest(".logs")) w.logRewrites++;
+      }).observe(document, { subtree: true, characterData: true });
+    });
+    const { job_id } = await send(base, "POST", "/api/workflows/many-lines/run", {});
+    await page.goto(`${base}/#/jobs/${job_id}`);
+    await until("the run to end", async () => (await runStatus(page)) === "completed", 60_000);
+    const rewrites = await page.evaluate(() => (window as unknown as { logRewrites: number }).logRewrites);
+    const rows = await page.locator(".logs .log").count();
+    const summary = (await page.locator("details summary", { hasText: "Logs" }).textContent()) ?? "";
+    t.comment(`${rows} rows kept, ${rewrites} rows rewritten in place; "${summary}"`);
+    t.ok(rewrites < 100, `${rewrites} rows rewritten in place (each line past 2,000 rewrote all of them before)`);
+    t.ok(rows >= 2_000 && rows <= 2_500, `${rows} rows kept`);
+    t.match(summary, /earlier not shown/, "the list says it let older lines go");
     await page.close();
   });
 
