@@ -8,8 +8,8 @@ import {
   recordsOf,
   type Dataframe,
 } from "./dataframe.js";
-import { folderPrefix, saveFile, timestampedName } from "./files.js";
-import { asInt, asList, asText, capList, output, prop } from "./util.js";
+import { folderPrefix, readTextValue, saveFile, timestampedName } from "./files.js";
+import { asInt, asList, asText, capList, capStringLength, output, parseJsonText, prop } from "./util.js";
 
 const DF = { type: "dataframe", uri: "", asset_id: null, data: null, columns: null };
 const dfProp = (name: string, description: string) => prop(name, "dataframe", DF, { description });
@@ -21,10 +21,10 @@ export const importCsv: NodeDef = {
   description: "Convert CSV string to dataframe.",
   properties: [prop("csv_data", "str", "", { description: "String input of CSV formatted text." })],
   outputs: output("dataframe"),
-  process: (ctx, inputs) => {
-    const df = dataframeFromCsv(asText(inputs.csv_data));
-    capList(ctx.limits, df.data.length, "the CSV's rows");
-    return { output: df };
+  process: async (ctx, inputs) => {
+    const text = await readTextValue(ctx, inputs.csv_data, "csv_data");
+    capStringLength(ctx.limits, text.length, "the CSV text");
+    return { output: dataframeFromCsv(text, ctx.limits.listMaxItems) };
   },
 };
 
@@ -57,18 +57,25 @@ export const jsonToDataframe: NodeDef = {
   description: "Transforms a JSON string (a list of objects) into a dataframe.",
   properties: [prop("text", "str", "", { description: "JSON text: a list of objects" })],
   outputs: output("dataframe"),
-  process: (_ctx, inputs) => {
-    let rows: unknown;
-    try {
-      rows = JSON.parse(asText(inputs.text));
-    } catch (err) {
-      throw new NodeError(`text is not JSON: ${(err as Error).message}`);
-    }
+  process: async (ctx, inputs) => {
+    const rows = jsonRows(await readTextValue(ctx, inputs.text, "text"));
     if (!Array.isArray(rows) || !rows.every((r) => r !== null && typeof r === "object" && !Array.isArray(r)))
       throw new NodeError("the JSON must be a list of objects, one per row");
+    capList(ctx.limits, rows.length, "the JSON's rows");
     return { output: dataframeFromRecords(rows as Record<string, unknown>[]) };
   },
 };
+
+/** JSON text, or JSON Lines (one object a line, as pandas' `read_json(lines=True)` reads): a list for JSON Lines. */
+function jsonRows(text: string): unknown {
+  try {
+    return parseJsonText(text, "text");
+  } catch (err) {
+    const lines = text.split(/\r?\n/).filter((l) => l.trim() !== "");
+    if (lines.length < 2 || !lines.every((l) => /^\s*(\uFEFF)?\{/.test(l))) throw err;
+    return lines.map((l, i) => parseJsonText(l, `text line ${i + 1}`));
+  }
+}
 
 export const toList: NodeDef = {
   kind: "process",

@@ -4,6 +4,7 @@
  * `or` `not`, `in` / `not in` lists, `` `quoted column` ``), evaluated by a small parser (no `eval`).
  */
 import { NodeError } from "../engine/types.js";
+import { withoutBom } from "../../protocol/index.js";
 import type { ColumnDef } from "./generators.js";
 
 export interface Dataframe {
@@ -52,53 +53,92 @@ export function recordsOf(df: Dataframe): Record<string, unknown>[] {
   return df.data.map((row) => Object.fromEntries(df.columns.map((c, i) => [c.name, row[i] ?? null])));
 }
 
-/** A CSV cell as pandas reads it: integers and decimals as numbers, empty as null, the rest as text. */
-function csvValue(s: string, quoted: boolean): unknown {
-  if (quoted) return s;
+/**
+ * A CSV cell as pandas reads it: integers and decimals as numbers, empty as null, the rest as text. An integer past
+ * 2^53 stays text: a JavaScript number would change its digits (an ID, an account number), pandas keeps them.
+ */
+function csvValue(s: string): unknown {
   if (s === "") return null;
-  if (/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) return Number(s);
-  return s;
+  if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) return s;
+  const n = Number(s);
+  return /^[-+]?\d+$/.test(s) && !Number.isSafeInteger(n) ? s : n;
 }
 
-/** Rows of RFC 4180 CSV (quoted fields, doubled quotes, CRLF or LF). */
-export function parseCsv(text: string): { value: unknown; raw: string }[][] {
-  const rows: { value: unknown; raw: string }[][] = [];
-  let row: { value: unknown; raw: string }[] = [];
-  let i = 0;
-  const n = text.length;
-  while (i < n || row.length > 0) {
-    let cell = "";
-    let quoted = false;
-    if (text[i] === '"') {
-      quoted = true;
-      i++;
-      for (; i < n; i++) {
-        if (text[i] === '"' && text[i + 1] === '"') (cell += '"'), i++;
-        else if (text[i] === '"') break;
-        else cell += text[i];
-      }
-      i++;
+/**
+ * The field separator: a comma, or a semicolon or tab when the header line has one and no comma (European Excel
+ * writes `;`; pandas would need `sep=";"`, which ImportCSV has no property for).
+ */
+export function csvDelimiter(text: string): string {
+  const nl = text.search(/[\r\n]/);
+  const header = nl < 0 ? text : text.slice(0, nl);
+  if (header.includes(",")) return ",";
+  if (header.includes(";")) return ";";
+  return header.includes("\t") ? "\t" : ",";
+}
+
+/** One field and what ends it: a quoted field (`""` is a quote) or an unquoted one, then the separator or a line end. */
+function fieldPattern(sep: string): RegExp {
+  const d = sep === "\t" ? "\\t" : sep;
+  return new RegExp(`(?:"([^"]*(?:""[^"]*)*)"|([^"${d}\\r\\n][^${d}\\r\\n]*)?)(${d}|\\r\\n|\\n|\\r|$)`, "y");
+}
+
+/**
+ * RFC 4180 CSV (quoted fields with separators, `""` and line breaks; CRLF or LF) as the header's names and the rows'
+ * values, in pandas' terms: blank lines skipped, a short row filled with null, a long one or an unclosed quote
+ * refused naming the row. More than `maxRows` rows fail as soon as they are seen.
+ */
+export function parseCsv(text: string, maxRows: number): { header: string[]; rows: unknown[][] } {
+  const sep = csvDelimiter(text);
+  const re = fieldPattern(sep);
+  let header: string[] | null = null;
+  const rows: unknown[][] = [];
+  let row: unknown[] = [];
+  let at = 0;
+  while (at < text.length || row.length > 0) {
+    re.lastIndex = at;
+    const m = re.exec(text);
+    const line = rows.length + (header ? 2 : 1);
+    if (!m) {
+      throw new NodeError(
+        `CSV row ${line}: a quoted field is never closed, or has text after its closing quote (near ${JSON.stringify(text.slice(at, at + 30))})`,
+      );
     }
-    while (i < n && text[i] !== "," && text[i] !== "\n" && text[i] !== "\r") cell += text[i++];
-    row.push({ value: csvValue(cell, quoted), raw: cell });
-    if (text[i] === ",") {
-      i++;
-      continue;
+    at = re.lastIndex;
+    const quoted = m[1] !== undefined;
+    if (header === null) row.push(quoted ? m[1]!.replaceAll('""', '"') : (m[2] ?? ""));
+    else row.push(quoted ? m[1]!.replaceAll('""', '"') : csvValue(m[2] ?? ""));
+    if (m[3] === sep) continue;
+    if (row.length === 1 && !quoted && (m[2] ?? "") === "") row = [];
+    else if (header === null) header = row as string[];
+    else {
+      if (row.length > header.length)
+        throw new NodeError(`CSV row ${line} has ${row.length} fields, the header has ${header.length}`);
+      if (rows.length >= maxRows)
+        throw new NodeError(`the CSV has more than ${maxRows} rows, over the agent's nodeListMaxItems (${maxRows})`);
+      rows.push(row);
     }
-    if (text[i] === "\r") i++;
-    if (text[i] === "\n" || i >= n) i++;
-    if (!(row.length === 1 && row[0]!.raw === "" && !quoted)) rows.push(row);
     row = [];
   }
-  return rows;
+  return { header: header ?? [], rows };
 }
 
-/** A dataframe from CSV text whose first row is the header. */
-export function dataframeFromCsv(text: string): Dataframe {
-  const rows = parseCsv(text);
-  if (rows.length === 0) throw new NodeError("the CSV data is empty (no header row)");
-  const names = rows[0]!.map((c) => String(c.raw));
-  const data = rows.slice(1).map((r) => names.map((_, i) => r[i]?.value ?? null));
+/** Column names as pandas gives them: an empty one is `Unnamed: i`, a repeated one `name.1`, `name.2`, … */
+function columnNames(header: string[]): string[] {
+  const seen = new Map<string, number>();
+  return header.map((raw, i) => {
+    const name = raw === "" ? `Unnamed: ${i}` : raw;
+    const n = seen.get(name) ?? 0;
+    seen.set(name, n + 1);
+    return n === 0 ? name : `${name}.${n}`;
+  });
+}
+
+/** A dataframe from CSV text whose first row is the header (a leading BOM ignored); at most `maxRows` rows. */
+export function dataframeFromCsv(text: string, maxRows = Number.POSITIVE_INFINITY): Dataframe {
+  const { header, rows } = parseCsv(withoutBom(text), maxRows);
+  if (header.length === 0) throw new NodeError("the CSV data is empty (no header row)");
+  const names = columnNames(header);
+  const data = rows.map((r) => (r.length < names.length ? names.map((_, i) => r[i] ?? null) : r));
   const columns = names.map((name, i) => ({ name, data_type: typeOfValues(data.map((row) => row[i])) }));
   return { type: "dataframe", columns, data };
 }

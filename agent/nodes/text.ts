@@ -26,9 +26,11 @@ import {
   dynamicInputs,
   enumProp,
   output,
+  parseJsonText,
   prop,
   pySlice,
 } from "./util.js";
+import { readTextValue } from "./files.js";
 
 const TEXT = prop("text", "str", "");
 
@@ -48,9 +50,20 @@ function textNode(
     description,
     properties,
     outputs: output(outType),
-    process: (ctx, inputs) => ({ output: fn(inputs, ctx) }),
+    process: async (ctx, inputs) => ({ output: fn(await withFileTexts(ctx, inputs, properties), ctx) }),
     ...extra,
   };
+}
+
+/** `inputs` with each text property that holds a file (bytes, a text or document reference) read as its text. */
+async function withFileTexts(ctx: NodeContext, inputs: NodeInputs, properties: readonly PropertyMetadata[]) {
+  let out = inputs;
+  for (const p of properties) {
+    const v = inputs[p.name];
+    if (p.type !== "str" || v === null || typeof v !== "object") continue;
+    out = { ...out, [p.name]: await readTextValue(ctx, v, p.name) };
+  }
+  return out;
 }
 
 const text = (inputs: NodeInputs, key = "text") => asText(inputs[key]);
@@ -501,14 +514,11 @@ export const parseJson = textNode(
   [prop("text", "str", "", { description: "JSON string" })],
   "any",
   (i) => {
+    const json = text(i);
     // Deeper values could be neither stored nor sent to clients (the codec's depth); deep enough ones overflow
     // the stack of whatever walks them next.
-    if (jsonTooDeep(text(i))) throw new NodeError(`the JSON nests deeper than ${CODEC_LIMITS.maxDepth} levels`);
-    try {
-      return JSON.parse(text(i)) as unknown;
-    } catch (err) {
-      throw new NodeError(`invalid JSON: ${err instanceof Error ? err.message : String(err)}`);
-    }
+    if (jsonTooDeep(json)) throw new NodeError(`the JSON nests deeper than ${CODEC_LIMITS.maxDepth} levels`);
+    return parseJsonText(json, "the text");
   },
 );
 

@@ -3,7 +3,7 @@
  * uses to read its inputs. Coercions throw `NodeError` naming the property, so a bad value fails the run with
  * a message the user can act on instead of producing `NaN` or `"[object Object]"` downstream.
  */
-import type { PropertyMetadata } from "../../protocol/index.js";
+import { type PropertyMetadata, withoutBom } from "../../protocol/index.js";
 import { RE2JS } from "re2js";
 import { NodeError, type NodeInputs } from "../engine/types.js";
 
@@ -47,11 +47,13 @@ function describe(value: unknown): string {
 
 /**
  * Text form of any value: strings as they are, `null`/`undefined` as "", lists and objects as JSON
- * (NodeTool's final `ToString` does the same rather than JavaScript's `"a,b"` / `"[object Object]"`).
+ * (NodeTool's final `ToString` does the same rather than JavaScript's `"a,b"` / `"[object Object]"`); bytes (a
+ * file's) as their text (`decodeText`).
  */
 export function asText(value: unknown): string {
   if (value === null || value === undefined) return "";
   if (typeof value === "string") return value;
+  if (value instanceof Uint8Array) return decodeText(value);
   if (typeof value === "object") {
     try {
       return JSON.stringify(value) ?? "";
@@ -190,4 +192,65 @@ export function dynamicInputs(inputs: NodeInputs, properties: readonly PropertyM
 /** Lets timers and sockets run during a long synchronous-looking loop (async generators only yield microtasks). */
 export function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** File signatures of binary formats a user may pass where text is wanted, to name them in the error. */
+const BINARY_SIGNATURES: readonly [number[], string][] = [
+  [[0x89, 0x50, 0x4e, 0x47], "a PNG image"],
+  [[0xff, 0xd8, 0xff], "a JPEG image"],
+  [[0x47, 0x49, 0x46, 0x38], "a GIF image"],
+  [[0x25, 0x50, 0x44, 0x46], "a PDF document"],
+  [[0x50, 0x4b, 0x03, 0x04], "a ZIP archive (an .xlsx or .docx file is one)"],
+  [[0x52, 0x49, 0x46, 0x46], "a RIFF file (WAV, WebP, AVI)"],
+];
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/** What binary format `b` is, or null when it looks like text (no signature, no NUL in its first 8 KiB). */
+function binaryKind(b: Uint8Array): string | null {
+  const sig = BINARY_SIGNATURES.find(([magic]) => magic.every((x, i) => b[i] === x));
+  if (sig) return sig[1];
+  return b.subarray(0, 8192).includes(0) ? "binary data" : null;
+}
+
+/**
+ * The text of a file's bytes. A byte-order mark decides the encoding and is dropped: UTF-8, UTF-16LE (Excel's
+ * "Unicode text", PowerShell), UTF-16BE. Without one the bytes are UTF-8, or Windows-1252 when they are not valid
+ * UTF-8 (Excel's plain "CSV"; Python would fail on them, but é read as é is what the user wants). Binary data
+ * (an image, a PDF, an .xlsx) fails naming what it is.
+ */
+export function decodeText(b: Uint8Array, label = "the text"): string {
+  if (b[0] === 0xff && b[1] === 0xfe) return new TextDecoder("utf-16le").decode(b);
+  if (b[0] === 0xfe && b[1] === 0xff) return new TextDecoder("utf-16be").decode(b);
+  const kind = b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf ? null : binaryKind(b);
+  if (kind) throw new NodeError(`${label} is ${kind} (${b.byteLength} bytes), not text`);
+  try {
+    return UTF8.decode(b);
+  } catch {
+    return new TextDecoder("windows-1252").decode(b);
+  }
+}
+
+/** JSON tokens that can hold the words below: strings (skipped) and Python's NaN / Infinity (replaced). */
+const PY_NON_FINITE = /"(?:[^"\\]|\\.)*"|-?Infinity|NaN/g;
+
+/**
+ * The value of JSON text, as Python's `json.loads` reads it: a leading BOM is ignored, and NaN / Infinity (which
+ * Python and pandas write) become null, as JSON has no such numbers. Invalid JSON fails naming `label`.
+ */
+export function parseJsonText(text: string, label = "the text"): unknown {
+  const src = withoutBom(text);
+  try {
+    return JSON.parse(src) as unknown;
+  } catch (err) {
+    const fixed = src.replace(PY_NON_FINITE, (tok) => (tok.startsWith('"') ? tok : "null"));
+    if (fixed !== src) {
+      try {
+        return JSON.parse(fixed) as unknown;
+      } catch {
+        // fall through: report the error in the text as given
+      }
+    }
+    throw new NodeError(`invalid JSON in ${label}: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}`);
+  }
 }

@@ -6,7 +6,8 @@
  * without ffmpeg does not offer these (`videoNodesFor`). Video generation (TextToVideo, ImageToVideo) goes to the
  * providers' video APIs (agent/integrations/media.ts) and needs no ffmpeg.
  */
-import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PropertyMetadata } from "../../protocol/index.js";
@@ -21,6 +22,7 @@ import {
   type StreamingInputNodeDef,
 } from "../engine/types.js";
 import {
+  IMAGE_MAX_PIXELS,
   MEDIA_MAX_BYTES,
   colorOf,
   isEmptyMedia,
@@ -118,6 +120,7 @@ async function mediaFile(ctx: NodeContext, value: unknown, kind: "video" | "audi
 
 interface Probed {
   fps: number;
+  width: number;
   height: number;
   hasAudio: boolean;
   /** The first video and audio streams' codecs (ffprobe's names; "" when none). */
@@ -127,7 +130,7 @@ interface Probed {
 
 /** The first video stream's frame rate and codec (ffprobe), and whether (and in what) the file has audio. */
 async function probe(ctx: NodeContext, file: string): Promise<Probed> {
-  const entries = "stream=codec_type,codec_name,avg_frame_rate,r_frame_rate,height";
+  const entries = "stream=codec_type,codec_name,avg_frame_rate,r_frame_rate,width,height";
   const out = await runTool(
     ctx,
     tools().ffprobe,
@@ -146,6 +149,7 @@ async function probe(ctx: NodeContext, file: string): Promise<Probed> {
   const audio = streams.find((s) => s.codec_type === "audio");
   return {
     fps,
+    width: Number(video.width) || 0,
     height: Number(video.height) || 0,
     hasAudio: audio !== undefined,
     videoCodec: video.codec_name ?? "",
@@ -191,19 +195,19 @@ export const frameIterator: GeneratorNodeDef = {
     const dir = await mkdtemp(join(tmpdir(), "nodeway-frames-"));
     try {
       const input = await mediaFile(ctx, inputs.video, "video", dir, "input");
-      const { fps } = await probe(ctx, input);
+      const { fps, width, height } = await probe(ctx, input);
+      // Refused before decoding: a tiny file of a huge solid color would otherwise decode to frames no image node takes.
+      if (width * height > IMAGE_MAX_PIXELS)
+        throw new NodeError(
+          `the video's frames are ${width}×${height}, over the ${IMAGE_MAX_PIXELS}-pixel image limit`,
+        );
       const trim = `trim=start_frame=${start}${end >= 0 ? `:end_frame=${end}` : ""}`;
-      const pattern = join(dir, "frame_%06d.png");
-      await ffmpeg(
-        ctx,
-        [...mediaInput(input), "-vf", trim, "-fps_mode", "passthrough", "-frames:v", String(max + 1), pattern],
-        "ffmpeg (frames)",
-      );
-      const frames = (await readdir(dir)).filter((f) => f.startsWith("frame_")).sort();
-      if (frames.length > max) throw new NodeError(`the video has more than ${max} frames in range`);
-      for (const [i, f] of frames.entries()) {
-        yield { handle: "frame", value: plainBytes(await readFile(join(dir, f))) };
-        yield { handle: "index", value: start + i };
+      const args = [...mediaInput(input), "-vf", trim, "-fps_mode", "passthrough", "-frames:v", String(max + 1)];
+      let i = 0;
+      for await (const png of pngFrames(ctx, [...args, "-f", "image2pipe", "-c:v", "png", "pipe:1"])) {
+        if (i >= max) throw new NodeError(`the video has more than ${max} frames in range`);
+        yield { handle: "frame", value: png };
+        yield { handle: "index", value: start + i++ };
         yield { handle: "fps", value: fps };
       }
     } finally {
@@ -211,6 +215,62 @@ export const frameIterator: GeneratorNodeDef = {
     }
   },
 };
+
+/** A PNG's last 12 bytes: the empty IEND chunk with its CRC. */
+const PNG_END = Buffer.from([0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]);
+
+/** Splits a stream of concatenated PNGs into whole files, copying each byte once; a file over `maxBytes` fails. */
+async function* splitPngs(stream: AsyncIterable<Buffer>, maxBytes: number): AsyncGenerator<Uint8Array> {
+  let parts: Buffer[] = [];
+  let size = 0;
+  let tail = Buffer.alloc(0); // the last 11 bytes seen, where an end split across reads starts
+  for await (const chunk of stream) {
+    let rest = chunk;
+    for (;;) {
+      const at = Buffer.concat([tail, rest]).indexOf(PNG_END);
+      if (at < 0) break;
+      const cut = at + PNG_END.length - tail.length;
+      yield plainBytes(Buffer.concat([...parts, rest.subarray(0, cut)]));
+      [parts, size, tail, rest] = [[], 0, Buffer.alloc(0), rest.subarray(cut)];
+    }
+    parts.push(rest);
+    size += rest.length;
+    tail = Buffer.concat([tail, rest]).subarray(-(PNG_END.length - 1));
+    if (size > maxBytes) throw new NodeError(`a frame is over the ${maxBytes}-byte media limit`);
+  }
+}
+
+/**
+ * The PNG frames ffmpeg (`args`, writing image2pipe to stdout) decodes, one at a time as the consumer takes them:
+ * nothing goes to disk and ffmpeg waits on the pipe, so a long video holds one frame in memory, not all of them.
+ * ffmpeg is killed on a cancel, after FFMPEG_TIMEOUT_MS, and when the consumer stops early.
+ */
+async function* pngFrames(ctx: NodeContext, args: string[]): AsyncGenerator<Uint8Array> {
+  ctx.signal.throwIfAborted();
+  const base = ["-hide_banner", "-loglevel", "error", "-nostdin"];
+  const child = spawn(tools().ffmpeg, [...base, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4_000)));
+  const exited = new Promise<number | null>((res) => child.on("close", (code) => res(code)));
+  const failedToStart = new Promise<never>((_res, rej) => child.on("error", rej));
+  failedToStart.catch(() => {});
+  const kill = () => child.kill("SIGKILL");
+  let timedOut = false;
+  const timer = setTimeout(() => ((timedOut = true), kill()), FFMPEG_TIMEOUT_MS);
+  ctx.signal.addEventListener("abort", kill, { once: true });
+  try {
+    yield* splitPngs(child.stdout as AsyncIterable<Buffer>, MEDIA_MAX_BYTES);
+    const code = await Promise.race([exited, failedToStart]);
+    ctx.signal.throwIfAborted();
+    if (timedOut) throw new NodeError(`ffmpeg (frames) took longer than ${FFMPEG_TIMEOUT_MS / 1000} s and was stopped`);
+    if (code !== 0)
+      throw new NodeError(`ffmpeg (frames) failed (${code}): ${stderr.trim().split("\n").slice(-3).join(" | ")}`);
+  } finally {
+    clearTimeout(timer);
+    ctx.signal.removeEventListener("abort", kill);
+    if (child.exitCode === null) kill();
+  }
+}
 
 /** Writes each frame as a PNG of the first frame's size (H.264 needs one size throughout). */
 async function writeFrame(ctx: NodeContext, value: unknown, path: string, size: { w: number; h: number } | null) {

@@ -615,7 +615,7 @@ t.test("agents - an image input goes to the model with the prompt, in each provi
       prompt: "x",
       image: { type: "image", data: "bm90IGFuIGltYWdl" },
     }),
-    /"image" is not an image sharp can read/,
+    /"image" is not an image: its 12 bytes are text/,
     "bytes that are not an image fail naming the input",
   );
 });
