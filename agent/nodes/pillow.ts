@@ -8,8 +8,11 @@
  */
 import type { PropertyMetadata } from "../../protocol/index.js";
 import { NodeError, type NodeContext, type NodeDef, type NodeInputs, type ProcessNodeDef } from "../engine/types.js";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import {
   IMAGE_MAX_PIXELS,
+  MEDIA_MAX_BYTES,
   colorOf,
   imageNode,
   imagePipeline,
@@ -17,8 +20,11 @@ import {
   loadSharp,
   mediaBytes,
   plainBytes,
+  runTool,
+  withTempDir,
 } from "./media-util.js";
 import { sniffContentType } from "../assets.js";
+import { findFfmpeg } from "../capabilities.js";
 import { asInt, asList, asNumber, asText, enumProp, output, prop } from "./util.js";
 
 /** NodeTool's empty ImageRef, the default of every image input. */
@@ -83,14 +89,55 @@ async function unreadableImage(label: string, bytes: Uint8Array, err: Error): Pr
   );
 }
 
+/** Formats sharp cannot decode and ffmpeg can, by the ffmpeg demuxer that reads them (Pillow reads both). */
+const VIA_FFMPEG: Readonly<Record<string, string>> = { BMP: "bmp_pipe", "ICO/CUR": "ico" };
+const VIA_FFMPEG_TIMEOUT_MS = 30_000;
+
+/** A BMP's declared width × height (its header's signed 32-bit fields; negative height is top-down). */
+function bmpPixels(b: Uint8Array): number {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return b.byteLength >= 26 ? Math.abs(v.getInt32(18, true)) * Math.abs(v.getInt32(22, true)) : 0;
+}
+
+/**
+ * `bytes` as a PNG when they are in a format only ffmpeg reads (BMP, ICO) and the agent has ffmpeg; else null.
+ * A BMP declaring more than the image limit is refused before it is decoded.
+ */
+async function viaFfmpeg(ctx: NodeContext, bytes: Uint8Array, label: string): Promise<Uint8Array | null> {
+  const format = unreadableFormat(bytes);
+  const demuxer = format === null ? undefined : VIA_FFMPEG[format];
+  const tools = demuxer === undefined ? null : findFfmpeg();
+  if (demuxer === undefined || tools === null) return null;
+  if (format === "BMP" && bmpPixels(bytes) > IMAGE_MAX_PIXELS)
+    throw new NodeError(
+      `${label} is a BMP of ${bmpPixels(bytes)} pixels, over the ${IMAGE_MAX_PIXELS}-pixel image limit`,
+    );
+  return withTempDir(async (dir) => {
+    const [input, out] = [join(dir, "in"), join(dir, "out.png")];
+    await writeFile(input, bytes);
+    const read = ["-format_whitelist", demuxer, "-protocol_whitelist", "file", "-f", demuxer, "-i", input];
+    const write = ["-frames:v", "1", "-fs", String(MEDIA_MAX_BYTES), out];
+    const quiet = ["-hide_banner", "-loglevel", "error", "-nostdin", "-y"];
+    await runTool(
+      ctx,
+      tools.ffmpeg,
+      [...quiet, ...read, ...write],
+      `reading ${label} (${format})`,
+      VIA_FFMPEG_TIMEOUT_MS,
+    );
+    return plainBytes(await readFile(out));
+  });
+}
+
 /**
  * A sharp pipeline over the image value `value` (`label` names it in errors), its size and time capped
- * (imagePipeline); its bytes, format, and size as shown. An EXIF orientation is applied first, as a browser or
+ * (imagePipeline); its bytes (a BMP or ICO as PNG, through ffmpeg), format, and size as shown. An EXIF orientation is applied first, as a browser or
  * viewer shows the photo (Pillow would not, without ImageOps.exif_transpose): a phone's portrait photo is resized
  * or cropped upright, and its output, which has no orientation tag, is not left on its side.
  */
 export async function openImage(ctx: NodeContext, value: unknown, label = "image") {
-  const bytes = await mediaBytes(ctx, value, "image", label);
+  const given = await mediaBytes(ctx, value, "image", label);
+  const bytes = (await viaFfmpeg(ctx, given, label)) ?? given;
   const img = await imagePipeline(ctx, bytes, { autoOrient: true });
   const meta = await img.metadata().catch(async (err: Error) => {
     throw await unreadableImage(label, bytes, err);
