@@ -64,6 +64,7 @@ async function refBytes(ctx: NodeContext, ref: { uri?: unknown; asset_id?: unkno
   const uri = typeof ref.uri === "string" && ref.uri !== "" ? ref.uri : ref.asset_id ? `asset://${ref.asset_id}` : "";
   if (uri.startsWith("data:")) {
     const comma = uri.indexOf(",");
+    if (comma < 0) throw new NodeError(`${label} is a data: URI without a comma before its data`);
     const body = uri.slice(comma + 1);
     if (uri.slice(0, comma).endsWith(";base64")) return Buffer.from(body, "base64");
     try {

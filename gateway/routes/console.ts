@@ -13,7 +13,7 @@ import type { Reply, Req } from "../http.js";
 import type { RouteContext } from "./context.js";
 
 /**
- * What the console may load: its own scripts and styles, its own API and socket (`connectSrc`), blobs it made.
+ * What the console may load: its own scripts and styles, its own API and socket, blobs it made.
  * `connect-src 'self'` covers the page's own socket in browsers of CSP level 3; for older ones the socket's
  * `ws://` and `wss://` origin is named too, from the request's Host when that is a plain host name.
  */

@@ -4,19 +4,17 @@
  * range error). JSON has no NaN or Infinity: before, such a job completed with `null`.
  */
 import t from "tap";
-import { DEFAULT_NODE_LIMITS, type NodeContext, type ProcessNodeDef } from "../../agent/engine/types.js";
+import type { ProcessNodeDef } from "../../agent/engine/types.js";
 import { MATH_NODES } from "../../agent/nodes/math.js";
 import { WsClient, type Msg } from "../helpers/clients.js";
 import { graphOf, runGraph } from "../helpers/fake-media.js";
+import { runProcess } from "../helpers/node-context.js";
 import { startStack } from "../helpers/stack.js";
-
-const ctx = { signal: new AbortController().signal, limits: DEFAULT_NODE_LIMITS } as NodeContext;
 
 /** The node's output for `inputs` over its defaults. */
 async function run(name: string, inputs: Record<string, unknown>): Promise<unknown> {
   const def = MATH_NODES.find((d) => d.type === `lib.math.${name}`) as ProcessNodeDef;
-  const defaults = Object.fromEntries(def.properties.map((p) => [p.name, p.default]));
-  return (await def.process(ctx, { ...defaults, ...inputs })).output;
+  return (await runProcess(def, inputs)).output;
 }
 
 t.test("math errors - what Python raises fails the node, naming why", async (t) => {

@@ -9,41 +9,16 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { deflateSync } from "node:zlib";
 import sharp, { type Sharp } from "sharp";
-import { DEFAULT_NODE_LIMITS, type NodeContext, type ProcessNodeDef } from "../../agent/engine/types.js";
+import type { ProcessNodeDef } from "../../agent/engine/types.js";
 import { nodeCatalog } from "../../agent/nodes/index.js";
+import { errorOf, runProcess } from "../helpers/node-context.js";
 import { colorName, ffmpegFile, pixelAt, quadrantImage, scratchDir } from "../helpers/real-files.js";
 
 const CATALOG = nodeCatalog();
 
-function ctxOf(type: string): NodeContext {
-  return {
-    signal: new AbortController().signal,
-    nodeId: "n",
-    nodeType: type,
-    data: {},
-    dynamicOutputs: {},
-    params: {},
-    limits: DEFAULT_NODE_LIMITS,
-    chunk() {},
-    progress() {},
-    log() {},
-    preview() {},
-    sleep: (ms: number) => new Promise((r) => setTimeout(r, ms)),
-  } as unknown as NodeContext;
-}
-
 /** Runs the process node `type` with its defaults and `inputs`. */
-async function run(type: string, inputs: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const def = CATALOG.get(type) as ProcessNodeDef;
-  const defaults = Object.fromEntries(def.properties.map((p) => [p.name, p.default]));
-  return def.process(ctxOf(type), { ...defaults, ...inputs });
-}
-
-const errorOf = (p: Promise<unknown>) =>
-  p.then(
-    () => "(no error)",
-    (e: Error) => `${e.constructor.name}: ${e.message}`,
-  );
+const run = (type: string, inputs: Record<string, unknown>) => runProcess(CATALOG.get(type) as ProcessNodeDef, inputs);
+const namedError = (p: Promise<unknown>) => errorOf(p, true);
 
 const { dir, remove } = scratchDir();
 t.teardown(remove);
@@ -130,7 +105,7 @@ t.test("real images - BMP and ICO (which sharp cannot decode) open through ffmpe
   bomb.writeInt32LE(100_000, 18);
   bomb.writeInt32LE(100_000, 22);
   t.match(
-    await errorOf(run("nodetool.image.GetMetadata", { image: new Uint8Array(bomb) })),
+    await namedError(run("nodetool.image.GetMetadata", { image: new Uint8Array(bomb) })),
     /^NodeError: image is a BMP of 10000000000 pixels, over the 40000000-pixel image limit$/,
   );
 });
@@ -160,7 +135,7 @@ t.test("real images - a file that is not a readable image fails saying what it i
     ],
   ];
   for (const [name, bytes, want] of cases) {
-    const msg = await errorOf(run("lib.pillow.enhance.Brightness", { image: bytes }));
+    const msg = await namedError(run("lib.pillow.enhance.Brightness", { image: bytes }));
     t.match(msg, want, name);
     t.notMatch(msg, /bad seek|undefined|\n/, `${name}: no library noise`);
   }
@@ -188,7 +163,7 @@ t.test("real images - a declared-huge PNG or SVG is refused naming its size and 
     ["PNG bomb", pngBomb(100_000, 100_000)],
     ["SVG", svg],
   ] as const) {
-    const msg = await errorOf(run("nodetool.image.Resize", { image: bytes, width: 10, height: 10 }));
+    const msg = await namedError(run("nodetool.image.Resize", { image: bytes, width: 10, height: 10 }));
     t.equal(msg, "NodeError: image is 100000×100000 (10000000000 pixels), over the 40000000-pixel image limit", name);
   }
 });

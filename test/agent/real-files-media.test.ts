@@ -9,36 +9,16 @@ import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { sniffContentType } from "../../agent/assets.js";
-import {
-  DEFAULT_NODE_LIMITS,
-  type GeneratorNodeDef,
-  type NodeContext,
-  type ProcessNodeDef,
-} from "../../agent/engine/types.js";
+import type { ProcessNodeDef } from "../../agent/engine/types.js";
 import { audioFileName } from "../../agent/nodes/audio.js";
 import { addAudio, addSubtitles, extractAudio, frameIterator } from "../../agent/nodes/video.js";
 import sharp from "sharp";
+import { defaultsOf, errorOf, nodeContext, runProcess } from "../helpers/node-context.js";
 import { audioFile, rotated90, scratchDir, videoFile } from "../helpers/real-files.js";
 
-const ctx = {
-  signal: new AbortController().signal,
-  nodeId: "n",
-  nodeType: "video",
-  data: {},
-  dynamicOutputs: {},
-  params: {},
-  limits: DEFAULT_NODE_LIMITS,
-} as unknown as NodeContext;
-
-const defaults = (def: ProcessNodeDef | GeneratorNodeDef) =>
-  Object.fromEntries(def.properties.map((p) => [p.name, p.default]));
+const ctx = nodeContext("video");
 const runNode = async (def: ProcessNodeDef, inputs: Record<string, unknown>) =>
-  (await def.process(ctx, { ...defaults(def), ...inputs })).output as Uint8Array;
-const errorOf = (p: Promise<unknown>) =>
-  p.then(
-    () => "(no error)",
-    (e: Error) => e.message,
-  );
+  (await runProcess(def, inputs, ctx)).output as Uint8Array;
 
 const { dir, remove } = scratchDir();
 t.teardown(remove);
@@ -110,7 +90,7 @@ t.test("real media - AddAudio and AddSubtitles write MP4 from codecs an MP4 cann
 t.test("real media - a rotated (portrait) video's frames come out upright", async (t) => {
   const video = rotated90(videoFile(dir, "r.mp4", { codec: H264, w: 64, h: 32, audio: false }));
   const frames: Uint8Array[] = [];
-  for await (const e of frameIterator.generate(ctx, { ...defaults(frameIterator), video }))
+  for await (const e of frameIterator.generate(ctx, { ...defaultsOf(frameIterator), video }))
     if (e.handle === "frame") frames.push(e.value as Uint8Array);
   const m = await sharp(frames[0]!).metadata();
   t.same([frames.length, m.width, m.height], [10, 32, 64], "10 frames of 32 × 64");

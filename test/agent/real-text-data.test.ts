@@ -6,29 +6,17 @@
 import t from "tap";
 import { DEFAULT_NODE_LIMITS, type NodeContext, type ProcessNodeDef } from "../../agent/engine/types.js";
 import { importCsv as importCsvDef, jsonToDataframe as jsonDef } from "../../agent/nodes/data.js";
+import { errorOf, nodeContext } from "../helpers/node-context.js";
 import { lengthNode, parseJson, split } from "../../agent/nodes/text.js";
 
 const importCsv = importCsvDef as ProcessNodeDef;
 const jsonToDataframe = jsonDef as ProcessNodeDef;
 
 const assets = new Map<string, Uint8Array>();
-const ctx = {
-  signal: new AbortController().signal,
-  nodeId: "n",
-  nodeType: "text",
-  data: {},
-  dynamicOutputs: {},
-  params: {},
-  limits: DEFAULT_NODE_LIMITS,
+const ctx = nodeContext("text", {
   assets: { get: async (uri: string) => assets.get(uri) ?? new Uint8Array() },
-} as unknown as NodeContext;
-
+});
 const run = async (def: ProcessNodeDef, inputs: Record<string, unknown>) => (await def.process(ctx, inputs)).output;
-const errorOf = (p: Promise<unknown>) =>
-  p.then(
-    () => "(no error)",
-    (e: Error) => e.message,
-  );
 type Df = { columns: { name: string; data_type: string }[]; data: unknown[][] };
 const csv = async (v: unknown) => (await run(importCsv, { csv_data: v })) as Df;
 const names = (df: Df) => df.columns.map((c) => c.name);
@@ -120,4 +108,32 @@ t.test("real text - a 50 MB CSV fails fast at the row cap; under it, parses in b
   t.equal((await csv(wide)).data.length, 520_000, `${(wide.length / 1e6).toFixed(0)} MB read in ${Date.now() - t0} ms`);
   const over = { ...ctx, limits: { ...DEFAULT_NODE_LIMITS, stringMaxBytes: 1_000_000 } } as NodeContext;
   t.match(await errorOf(Promise.resolve(importCsv.process(over, { csv_data: wide }))), /nodeStringMaxBytes/);
+});
+
+t.test("real text - a document reference that is not the agent's to read is refused, naming it", async (t) => {
+  const doc = (uri: string) => ({ type: "document", uri });
+  const noAssets = nodeContext("text", { assets: undefined });
+  const parse = (text: unknown, c = ctx) => errorOf(Promise.resolve(parseJson.process(c, { text })));
+  t.equal(
+    await parse(doc("http://169.254.169.254/latest/meta-data/")),
+    "text must be text or a text/document asset (asset://<id> or data: URI), got http://169.254.169.254/latest/meta-data/",
+    "an http URL is not fetched",
+  );
+  t.match(
+    await parse(doc("file:///etc/passwd")),
+    /^text must be text or a text\/document asset.*got file:\/\/\/etc\/passwd$/,
+  );
+  t.equal(
+    await parse({ type: "text" }),
+    "text must be text or a text/document asset (asset://<id> or data: URI), got an empty reference",
+  );
+  t.equal(await parse(doc("data:text/plain,%E0%A4%A")), "text is a data: URI with a malformed %-escape");
+  t.equal(await parse(doc("data:text/plain")), "text is a data: URI without a comma before its data");
+  t.equal(
+    await parse(doc("asset://01hzx5k3m2n4p6q8r0s2t4v6w8"), noAssets),
+    "text is an asset (asset://01hzx5k3m2n4p6q8r0s2t4v6w8), but this agent gives nodes no asset access",
+  );
+  t.same(await run(parseJson, { text: doc("data:application/json,%7B%22a%22%3A1%7D") }), { a: 1 }, "%-escaped data");
+  const b64 = `data:application/json;base64,${Buffer.from('{"a":2}').toString("base64")}`;
+  t.same(await run(parseJson, { text: doc(b64) }), { a: 2 }, "base64 data");
 });

@@ -6,20 +6,12 @@
 import t from "tap";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_NODE_LIMITS, type NodeContext } from "../../agent/engine/types.js";
 import { IMAGE_MAX_PIXELS } from "../../agent/nodes/media-util.js";
 import { frameIterator } from "../../agent/nodes/video.js";
+import { nodeContext } from "../helpers/node-context.js";
 import { ffmpegFile, scratchDir } from "../helpers/real-files.js";
 
-const ctx = {
-  signal: new AbortController().signal,
-  nodeId: "n",
-  nodeType: "video",
-  data: {},
-  dynamicOutputs: {},
-  params: {},
-  limits: DEFAULT_NODE_LIMITS,
-} as unknown as NodeContext;
+const ctx = nodeContext("video");
 
 const { dir, remove } = scratchDir();
 t.teardown(remove);

@@ -43,21 +43,7 @@ t.test(
     const { ch, exitedSoon } = floodingChannel(200);
     let err: unknown = null;
     let settled = false;
-    void runOnChannel(
-      {
-        graph: { nodes: [{ id: "n", type: "nodetool.text.ToUppercase", data: {} }], edges: [] },
-        params: {},
-        library: nodeCatalog(),
-        signal: new AbortController().signal,
-        emit: () => undefined,
-        assets,
-      },
-      ch,
-      0,
-    ).then(
-      () => (settled = true),
-      (e: unknown) => ((err = e), (settled = true)),
-    );
+    void runOn(ch, assets).then((e) => ((err = e), (settled = true)));
     t.teardown(() => ch.kill());
     // Ended, or (without the cap) every get read while the runner idles.
     await check(() => settled || read === 200 || null, 20_000, { name: "run ended or every get read" });
@@ -124,7 +110,7 @@ t.test(
 );
 
 /** Runs the one-node graph on `channel` with `assets`; the run's error (null when it ended without one). */
-async function runOn(channel: ReturnType<typeof workerChannel>, assets: RunAssets): Promise<Error | null> {
+async function runOn(ch: Parameters<typeof runOnChannel>[1], assets: RunAssets): Promise<Error | null> {
   const run = runOnChannel(
     {
       graph: { nodes: [{ id: "n", type: "nodetool.text.ToUppercase", data: {} }], edges: [] },
@@ -134,7 +120,7 @@ async function runOn(channel: ReturnType<typeof workerChannel>, assets: RunAsset
       emit: () => undefined,
       assets,
     },
-    channel.ch,
+    ch,
     0,
   );
   return run.then(
@@ -179,7 +165,7 @@ t.test("runner hostile assets - pieces the runner has no right to send stop it, 
   for (const [what, script, why] of cases) {
     const channel = workerChannel(script);
     t.teardown(() => channel.ch.kill());
-    const err = await runOn(channel, assets);
+    const err = await runOn(channel.ch, assets);
     t.ok(err instanceof RunnerCrashedError, `${what}: the run fails RunnerCrashedError`);
     t.match(String(err?.message), why, `${what}: saying why`);
     await channel.exitedSoon();
@@ -203,7 +189,7 @@ t.test(
     );
     t.teardown(() => channel.ch.kill());
     let stored = 0;
-    const err = await runOn(channel, {
+    const err = await runOn(channel.ch, {
       put: async (bytes) => ((stored += bytes.byteLength), assetRef("s", "text/plain", bytes.byteLength)),
       get: async () => new Uint8Array(0),
     });
