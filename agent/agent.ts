@@ -34,7 +34,7 @@ import { createLogger, type Logger } from "../obs/index.js";
 import { compileAgentConfig, type AgentConfig, type AgentOptions } from "./config.js";
 import { detectDocker, detectFfmpeg, detectGpus, detectProviders, runGpuIds } from "./capabilities.js";
 import { GpuGroups } from "./gpus.js";
-import { RunnerSpares, type DockerRunner } from "./runners/index.js";
+import { RunnerSpares, removeStaleRunsDirs, type DockerRunner } from "./runners/index.js";
 import { ComfyClient, classesCatalog, comfyNodes, compileComfyGroups, type ComfyClass } from "./integrations/index.js";
 import { GatewayAssets } from "./asset-io.js";
 import { JobRunner, QueueClock } from "./job-runner.js";
@@ -209,6 +209,7 @@ class Agent implements RunningAgent {
   /** The docker runner (checked now) and the spare threads and processes, as the config asks. */
   private async prepareRunners(): Promise<void> {
     const c = this.config;
+    await removeStaleRunsDirs((l) => this.log(l));
     // Offering docker and failing every job that asks for it would be worse than not starting.
     if (c.strategies.includes("docker")) {
       // Loaded only here: the engine client and its dependencies are megabytes an agent without docker never needs.

@@ -24,16 +24,17 @@
  * (`dockerImage`) with `node` on its PATH, of the version the agent runs; it is not built over.
  */
 import { execFile } from "node:child_process";
-import { existsSync, readlinkSync, rmSync } from "node:fs";
-import { chmod, lstat, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, mkdtemp, readdir, readFile, realpath, rm, stat } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
-import { hostname, tmpdir } from "node:os";
+import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import Docker from "dockerode";
 import tarStream from "tar-stream";
 import { CODEC_LIMITS } from "../../protocol/index.js";
+import { pidAlive, pidNamespace, runsDir } from "./runs-dir.js";
 import { ASSET_CALLS_AT_ONCE, type Channel, type FromRunner, type ToRunner } from "./channel.js";
 import { FrameReader, ROLE_CHANNEL, ROLE_LIFELINE, RUN_FRAME_MAX_BYTES, frame } from "./frames.js";
 
@@ -80,44 +81,6 @@ const AGENT_LABELS = {
   // An agent in a container sharing the host's name sees other pids: only its own namespace's are judged.
   "nodeway.agent-pidns": pidNamespace(),
 };
-
-/** This process's pid namespace (`pid:[4026531836]`), "" where /proc does not say. */
-function pidNamespace(): string {
-  try {
-    return readlinkSync("/proc/self/ns/pid");
-  } catch {
-    return "";
-  }
-}
-
-let runsParent: Promise<string> | null = null;
-const RUNS_PREFIX = "nodeway-runs-";
-/** The file in a runs directory naming the agent it belongs to: `{ pid, pidns }`. */
-const RUNS_OWNER = "owner.json";
-
-/**
- * The directory every run's directory of this process goes in: made once (`mkdtemp`, so its name is not known
- * beforehand), mode 0700 and this process's own, checked as such; removed with what is left in it at exit.
- */
-export function runsDir(): Promise<string> {
-  if (runsParent) return runsParent;
-  runsParent = (async () => {
-    const dir = await mkdtemp(join(tmpdir(), RUNS_PREFIX));
-    await chmod(dir, 0o700);
-    const st = await lstat(dir);
-    const uid = process.getuid?.();
-    if (!st.isDirectory() || (st.mode & 0o777) !== 0o700 || (uid !== undefined && st.uid !== uid)) {
-      throw new Error(`${dir} is not a directory of this agent's with mode 0700`);
-    }
-    await writeFile(join(dir, RUNS_OWNER), JSON.stringify({ pid: process.pid, pidns: pidNamespace() }), {
-      mode: 0o600,
-    });
-    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
-    return dir;
-  })();
-  runsParent.catch(() => (runsParent = null)); // the next run tries again
-  return runsParent;
-}
 
 /** Docker's answer to a call, or why it failed, as one line. */
 function why(err: unknown): string {
@@ -172,7 +135,6 @@ export class DockerRunner {
       await buildRunnerImage(docker, image);
     }
     await removeOrphans(docker, log);
-    await removeStaleRunsDirs(log);
     return new DockerRunner(docker, image, settings.image === null ? `/${IMAGE_NODE}` : "node", settings, log);
   }
 
@@ -195,16 +157,6 @@ export class DockerRunner {
       gpus,
       this.log,
     );
-  }
-}
-
-/** Whether a process `pid` of this host exists (another user's too). */
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
@@ -234,27 +186,6 @@ async function removeOrphans(docker: Docker, log: (line: string) => void): Promi
       .getContainer(c.Id)
       .remove({ force: true })
       .catch((err) => log(`could not remove container ${c.Id.slice(0, 12)}: ${why(err)}`));
-  }
-}
-
-/**
- * Removes the runs directories of this user's agents whose process is gone (a killed agent cannot remove its own);
- * one without an owner file, or of another pid namespace, is left alone.
- */
-export async function removeStaleRunsDirs(log: (line: string) => void, parent = tmpdir()): Promise<void> {
-  const names = await readdir(parent).catch(() => [] as string[]);
-  const uid = process.getuid?.();
-  for (const name of names.filter((n) => n.startsWith(RUNS_PREFIX))) {
-    const dir = join(parent, name);
-    const st = await lstat(dir).catch(() => null);
-    if (!st?.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
-    const owner = await readFile(join(dir, RUNS_OWNER), "utf8")
-      .then((text) => JSON.parse(text) as { pid?: unknown; pidns?: unknown })
-      .catch(() => null);
-    const pid = Number(owner?.pid);
-    if (!Number.isSafeInteger(pid) || pid <= 0 || owner?.pidns !== pidNamespace() || pidAlive(pid)) continue;
-    log(`removing ${dir}: its agent (pid ${pid}) is gone`);
-    await rm(dir, { recursive: true, force: true }).catch((err) => log(`could not remove ${dir}: ${why(err)}`));
   }
 }
 
@@ -436,7 +367,7 @@ class ContainerChannel implements Channel {
 
   private async start(): Promise<void> {
     // Only the container reaches it (through its mount): the parent is the agent's alone.
-    this.dir = await mkdtemp(join(await runsDir(), "run-"));
+    this.dir = await mkdtemp(join(runsDir(), "run-"));
     // The run is another user: it may pass through the directory and use the socket, not list or add files.
     await chmod(this.dir, 0o711);
     const path = join(this.dir, SOCKET_NAME);

@@ -6,6 +6,7 @@
 export { runWithStrategy } from "./strategies.js";
 export type { RunLimits } from "./strategies.js";
 export { RunnerSpares } from "./spares.js";
+export { removeStaleRunsDirs } from "./runs-dir.js";
 export { RunnerCrashedError, STOP_GRACE_MS, runOnChannel, runnerMessageProblem } from "./run-on-channel.js";
 export { ASSET_CALLS_AT_ONCE } from "./channel.js";
 export type { Channel, FromRunner, HostNodeSpec, RunnerNodes, StrategyRun, ToRunner } from "./channel.js";

@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { Readable } from "node:stream";
 import Docker from "dockerode";
 import tarStream from "tar-stream";
-import type { Channel, FromRunner } from "../../agent/runners/index.js";
+import { removeStaleRunsDirs, type Channel, type FromRunner } from "../../agent/runners/index.js";
 import { DockerRunner, RUN_OUTPUT_MAX_BYTES } from "../../agent/runners/docker.js";
 import { check } from "../helpers/check.js";
 
@@ -258,7 +258,9 @@ t.test(
     const left = runsDirs();
     t.equal(left.length, 1, "and its runs directory is left in the temp folder");
     const swept: string[] = [];
+    // What an agent's start does: its docker runner removes orphan runs, then stale runs directories go.
     await DockerRunner.prepare({ image: IMAGE, ...SETTINGS }, (line) => swept.push(line));
+    await removeStaleRunsDirs((line) => swept.push(line));
     t.notOk(await running(), "the next agent's start removed it");
     t.notOk(existsSync(left[0]!), "and the killed agent's runs directory");
     t.ok(
