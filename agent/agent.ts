@@ -245,7 +245,11 @@ class Agent implements RunningAgent {
   private async watchLink(): Promise<void> {
     for await (const s of this.nc.status()) {
       if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
-      else if (s.type === "reconnect") this.disconnectedAt = null;
+      else if (s.type === "reconnect") {
+        this.disconnectedAt = null;
+        // A cancel sent while the link was down reached no one: each running job reads its record now.
+        for (const runner of this.running.values()) runner.recheck();
+      }
       if (s.type === "disconnect" || s.type === "reconnect") this.log(`nats ${s.type}`);
     }
   }

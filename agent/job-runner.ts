@@ -268,6 +268,25 @@ export class JobRunner {
     this.controller.abort(new StopReason(state, c.reason));
   }
 
+  /**
+   * Reads the record for what may have been missed: another attempt took over (the lease is gone), or a cancel was
+   * asked for while its core-NATS message could not reach this agent (cut off, reconnecting): the record keeps it.
+   */
+  recheck(): void {
+    void readRecord(this.store, this.jobId)
+      .then((cur) => {
+        if (!cur) return;
+        const rec = cur.rec;
+        if (rec.attempt > this.attempt || (isTerminal(rec.status) && rec.attempt !== this.attempt)) {
+          this.lastLeaseOkMs = 0;
+          this.controller.abort(new StopReason("cancelled", "lease lost"));
+        } else if (rec.cancel_requested) {
+          this.controller.abort(new StopReason("cancelled", CancelReason.user));
+        }
+      })
+      .catch(() => undefined);
+  }
+
   /** Stop the run from outside (drain hand-back). */
   handBack(): void {
     this.controller.abort(new StopReason("handed_back", "agent draining"));
@@ -807,18 +826,7 @@ export class JobRunner {
       if (this.nc.isClosed() || this.deps.disconnectedSinceMs() !== null) return;
       this.msg.working();
       this.lastLeaseOkMs = Date.now();
-      // The record tells us if another attempt took over while we were away.
-      void readRecord(this.store, this.jobId)
-        .then((cur) => {
-          if (
-            cur &&
-            (cur.rec.attempt > this.attempt || (isTerminal(cur.rec.status) && cur.rec.attempt !== this.attempt))
-          ) {
-            this.lastLeaseOkMs = 0;
-            this.controller.abort(new StopReason("cancelled", "lease lost"));
-          }
-        })
-        .catch(() => undefined);
+      this.recheck();
     }, period);
   }
 

@@ -329,3 +329,31 @@ t.test("cancel - the same Idempotency-Key sent 10 times at once creates one job"
   stats.jobs += 2;
   await assertHistory(t, h, ns.url, "idempotent-submit history");
 });
+
+t.test("cancel - a cancel sent while the agent is cut off from NATS stops the job once it is back", async (t) => {
+  const { CutProxy } = await import("../client/cut-proxy.js");
+  const ns = await startNats(t);
+  const gw = await startGateway(t, ns.url);
+  // The agent reaches NATS through a link the test cuts; the gateway's own link stays up.
+  const link = await CutProxy.start(ns.url.replace(/^nats:/, "http:"));
+  t.teardown(() => link.stop());
+  await startAgent(t, `nats://127.0.0.1:${link.port}`);
+  await putWorkflow(gw.url, "sleep", sleepWorkflow(60));
+  const started = await api(gw.url, "POST", "/api/workflows/sleep/run", { params: {} });
+  const jobId = String(started.body.job_id);
+  await check(async () => (await getJob(gw.url, jobId)).status === "running", 20_000, { name: "running" });
+  await link.cut();
+  const res = await api(gw.url, "POST", `/api/jobs/${jobId}/cancel`);
+  t.equal(res.status, 200, "the gateway takes the cancel");
+  await link.restore();
+  // The core-NATS cancel message went nowhere; the agent must learn it from the record once back.
+  const end = await check(
+    async () => {
+      const j = await getJob(gw.url, jobId);
+      return j.status !== "running" ? j : null;
+    },
+    20_000,
+    { name: "the job ended after the link came back" },
+  );
+  t.match(end, { status: "cancelled", error: { code: "JOB_ERR_CANCELLED" } }, "cancelled, not left to run its 60 s");
+});
