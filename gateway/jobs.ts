@@ -50,6 +50,7 @@ import { QueueTracker } from "./queue.js";
 import { ID_GRAMMAR, LIST_PAGE_MAX_BYTES } from "./http.js";
 import { claimHash } from "./agent-records.js";
 import { resolveDefaultModels, type DefaultModels } from "./default-model.js";
+import { runFingerprint } from "./run-request.js";
 
 export interface SubmitJob {
   workflow: Pick<Workflow, "id" | "graph">;
@@ -392,7 +393,11 @@ export class JobManager {
     const jobId = newId();
     let heldKey: HeldKey | null = null;
     if (s.idempotencyKey !== undefined) {
-      const held = await this.holdIdempotencyKey(s.workflow.id, s.idempotencyKey, jobId);
+      const held = await this.holdIdempotencyKey(
+        s.workflow.id,
+        s.idempotencyKey,
+        `${jobId} ${runFingerprint(s.workflow.graph, s)}`,
+      );
       if ("existing" in held) {
         const { rec, revision } = held.existing;
         await this.ensureDispatched(rec, revision, checked.graph, s.strategy);
@@ -442,27 +447,36 @@ export class JobManager {
   }
 
   /**
-   * Maps the Idempotency-Key to `jobId`, or finds the job a first request with the key created. `create` fails if
-   * the key exists, which is the compare-and-set needed.
+   * Maps the Idempotency-Key to `entry` (the new job's id and the request's fingerprint), or finds the job a first
+   * request with the key created: one that asked for something else is refused. `create` fails if the key exists,
+   * which is the compare-and-set needed.
    */
   private async holdIdempotencyKey(
     workflowId: string,
     idempotencyKey: string,
-    jobId: string,
+    entry: string,
   ): Promise<HeldKey | { existing: { rec: JobRecord; revision: number } }> {
     const key = jobKeys.idempotency(
       createHash("sha256").update(`${workflowId}\0${idempotencyKey}`).digest("hex").slice(0, 40),
     );
     try {
-      return { key, revision: await this.n.jobsKv.create(key, jobId) };
+      return { key, revision: await this.n.jobsKv.create(key, entry) };
     } catch {
       /* the key exists: below */
     }
     const e = await this.n.jobsKv.get(key);
+    // An entry of an older gateway holds the job id alone: no fingerprint to compare.
+    const [firstId = "", firstPrint] = e?.string().split(" ") ?? [];
+    if (firstPrint !== undefined && firstPrint !== entry.split(" ")[1]) {
+      throw new GatewayError(
+        ErrorCode.GW_ERR_IDEMPOTENCY_MISMATCH,
+        `this Idempotency-Key was first sent with a different request (job ${firstId}): a retry must send the same graph, params and options, a new request a new key`,
+      );
+    }
     // The first request may still be writing its record: wait for it briefly rather than create a twin.
     for (let i = 0; e && i <= 50; i++) {
       if (i > 0) await new Promise((r) => setTimeout(r, 20));
-      const existing = await readJobRecord(this.n.jobsKv, e.string());
+      const existing = await readJobRecord(this.n.jobsKv, firstId);
       if (existing) return { existing };
     }
     const stillBeingCreated = new GatewayError(
@@ -474,7 +488,7 @@ export class JobManager {
     // concurrent retries one creates the job and the others are told to retry, finding it).
     if (!e || Date.now() - e.created.getTime() < this.opts.idempotencyOrphanMs) throw stillBeingCreated;
     try {
-      return { key, revision: await this.n.jobsKv.update(key, jobId, e.revision) };
+      return { key, revision: await this.n.jobsKv.update(key, entry, e.revision) };
     } catch {
       throw stillBeingCreated;
     }

@@ -27,6 +27,8 @@ export const ErrorCode = {
   GW_ERR_UNSUPPORTED_MEDIA: "GW_ERR_UNSUPPORTED_MEDIA",
   GW_ERR_INTERNAL: "GW_ERR_INTERNAL",
   GW_ERR_CONFLICT: "GW_ERR_CONFLICT",
+  /** An Idempotency-Key (or a `run_job`'s `job_id`) sent again with a different request than its first. */
+  GW_ERR_IDEMPOTENCY_MISMATCH: "GW_ERR_IDEMPOTENCY_MISMATCH",
   GW_ERR_UNAUTHORIZED: "GW_ERR_UNAUTHORIZED",
   /** A browser-facing check refused the request: its Host, its Origin. */
   GW_ERR_FORBIDDEN: "GW_ERR_FORBIDDEN",

@@ -53,6 +53,51 @@ t.test("ws run retry - run_job again with the same job_id follows the first run'
   );
 });
 
+/** A workflow with one string input `text`, output as it is. */
+const echo = {
+  nodes: [
+    { id: "in", type: "nodetool.input.StringInput", data: { name: "text", value: "" } },
+    { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
+  ],
+  edges: [{ id: "e1", source: "in", sourceHandle: "output", target: "out", targetHandle: "value" }],
+};
+
+t.test(
+  "ws run retry - a key sent again with another request is refused, not answered with the first job",
+  async (t) => {
+    const s = await startStack(t, { agents: 1 });
+    await api(s.url, "PUT", "/api/workflows/tok", { graph });
+    t.equal((await api(s.url, "PUT", "/api/workflows/echo", { graph: echo })).status, 200);
+    const post = (body: Record<string, unknown>) =>
+      api(s.url, "POST", "/api/workflows/echo/run", body, { "idempotency-key": "order-42" });
+    const first = await post({ params: { text: "a" }, timeout_s: 60 });
+    t.equal(first.status, 202, "the first request makes a job");
+    const again = await post({ timeout_s: 60, params: { text: "a" } });
+    t.equal(again.body.job_id, first.body.job_id, "the same request again (keys in another order): the first job");
+    const other = await post({ params: { text: "b" }, timeout_s: 60 });
+    t.equal(other.status, 422, "other params under the same key: 422");
+    t.match(other.body, {
+      code: "GW_ERR_IDEMPOTENCY_MISMATCH",
+      message: `this Idempotency-Key was first sent with a different request (job ${first.body.job_id}): a retry must send the same graph, params and options, a new request a new key`,
+    });
+    t.equal((await post({ params: { text: "a" }, timeout_s: 5 })).status, 422, "another timeout: 422");
+    t.equal((await post({ params: { text: "a" } })).status, 422, "no timeout (the default): 422");
+
+    const ws = await WsClient.open(s.url, "json");
+    t.teardown(() => ws.close());
+    const jobId = jobOf(await run(ws, "client-run-9"));
+    const fewer = graph.nodes.map((n) => (n.id === "tok" ? { ...n, data: { count: 5, rate: 60 } } : n));
+    const twin = await ws.request("run_job", {
+      workflow_id: "tok",
+      graph: { ...graph, nodes: fewer },
+      job_id: "client-run-9",
+    });
+    t.match(twin.error, { code: "GW_ERR_IDEMPOTENCY_MISMATCH" }, "run_job, same job_id, another graph: refused");
+    const same = await ws.request("run_job", { job_id: "client-run-9", workflow_id: "tok", params: {} });
+    t.equal(jobOf(same), jobId, "the same run again (params {} as none): the first job");
+  },
+);
+
 t.test("ws run retry - a job_id that is no short string is refused", async (t) => {
   const s = await startStack(t, { agents: 0 });
   await api(s.url, "PUT", "/api/workflows/tok", { graph: { nodes: [], edges: [] } });
