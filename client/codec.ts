@@ -4,17 +4,20 @@
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import type { ClientCommand, ServerMessage } from "../protocol/client.js";
+import { msgpackShapeProblem } from "../protocol/msgpack-scan.js";
 
 /** The limits of `protocol/codec.ts` (`CODEC_LIMITS`), for what a gateway sends. */
 const LIMITS = {
   maxMessageBytes: 16 * 1024 * 1024,
   maxStrBytes: 8 * 1024 * 1024,
   maxBinBytes: 16 * 1024 * 1024,
-  maxArrayLength: 100_000,
-  maxMapLength: 10_000,
+  maxArrayLength: 1_000_000,
+  maxMapLength: 100_000,
   maxExtBytes: 1024,
 } as const;
 
+/** `CODEC_LIMITS.maxDepth`, and a few levels for the message around a value. */
+const MAX_DEPTH = 72;
 const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 
 export type WireFormat = "msgpack" | "json";
@@ -61,6 +64,9 @@ export function decodeFrame(data: unknown): ServerMessage {
       const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);
       if (!(bytes instanceof Uint8Array)) throw new FrameError("a frame that is neither text nor bytes");
       if (bytes.byteLength > LIMITS.maxMessageBytes) throw new FrameError(`frame of ${bytes.byteLength} bytes`);
+      const shape = msgpackShapeProblem(bytes, MAX_DEPTH);
+      if (shape !== null)
+        throw new FrameError(`a frame ${shape === "depth" ? "nested too deep" : "claiming more items than it holds"}`);
       v = decoder.decode(bytes);
     }
   } catch (err) {

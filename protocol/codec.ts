@@ -8,6 +8,7 @@
 import { Decoder, Encoder, DecodeError } from "@msgpack/msgpack";
 import { ErrorCode, ProtocolError } from "./errors.js";
 import { decodeFlatMap, encodeFlatMap, uintSize, writeUint } from "./flat-map.js";
+import { msgpackShapeProblem } from "./msgpack-scan.js";
 import { CLIENT_COMMANDS, type ClientCommand, type ServerMessage } from "./client.js";
 import { JOB_EVENT_TYPES, type JobEvent, type JobEventHead } from "./events.js";
 import type { AgentControl, AgentRegistration, JobCancel, JobDispatch } from "./jobs.js";
@@ -19,8 +20,9 @@ export const CODEC_LIMITS = {
   maxMessageBytes: 16 * 1024 * 1024,
   maxStrBytes: 8 * 1024 * 1024,
   maxBinBytes: 16 * 1024 * 1024,
-  maxArrayLength: 100_000,
-  maxMapLength: 10_000,
+  /** As an agent's node limits (`nodeListMaxItems`, `nodeDictMaxKeys`): what a node may output, a gateway reads. */
+  maxArrayLength: 1_000_000,
+  maxMapLength: 100_000,
   maxExtBytes: 1024,
   /** Nesting of what clients send (JSON bodies, `/ws` frames): deeper values cannot be stored or encoded again. */
   maxDepth: 64,
@@ -183,6 +185,10 @@ function decodeLimited(
     maxBinBytes,
   );
   if (flat !== undefined) return flat;
+  const shape = msgpackShapeProblem(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), CODEC_LIMITS.maxDepth);
+  if (shape === "depth") throw tooDeep();
+  if (shape === "claims")
+    throw new ProtocolError(ErrorCode.PROTO_ERR_TOO_LARGE, "an array or map claims more items than the message holds");
   try {
     return d.decode(bytes);
   } catch (err) {

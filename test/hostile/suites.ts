@@ -504,6 +504,17 @@ export async function wsCommands(t: Test, h: Hostile, runs: number): Promise<voi
     bin,
     Buffer.concat([Buffer.from(Array.from({ length: 10_000 }, () => [0x81, 0xa1, 0x61]).flat()), Buffer.from([0xc0])]),
   );
+  // Each header claims 100,000 items the frame does not hold: the decoder made every such array before reading one
+  // item (2,000 of them: 1.7 GB and 5 s; 100,000 ran the gateway out of memory).
+  const claims = (head: number[], levels: number) =>
+    Buffer.concat(Array.from({ length: levels }, () => Buffer.from(head)));
+  await refused("msgpack 2,000 nested array32 claiming 100,000 items", bin, claims([0xdd, 0, 1, 0x86, 0xa0], 2_000));
+  await refused("msgpack 100,000 nested array32 claiming 100,000", bin, claims([0xdd, 0, 1, 0x86, 0xa0], 100_000));
+  await refused(
+    "msgpack 100,000 nested map16 claiming 9,999 pairs",
+    bin,
+    claims([0xde, 0x27, 0x0f, 0xa1, 0x61], 100_000),
+  );
   await refused("msgpack ext type -1 garbage", bin, Buffer.from([0xd4, 0xff, 0x00]));
   await refused("msgpack 4 GiB str header", bin, Buffer.from([0xdb, 0xff, 0xff, 0xff, 0xff, 0x61]));
   await refused("msgpack 4 G-element array header", bin, Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff]));

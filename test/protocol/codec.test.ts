@@ -71,6 +71,20 @@ function expectProto(
   }
 }
 
+t.test("protocol - a node's largest list and dict (agent limits) decode as they were encoded", async (t) => {
+  const list = Array.from({ length: 150_000 }, (_, i) => `item ${i}`);
+  t.same(decodeMsgpack(encodeMsgpack({ type: "x", value: list })), { type: "x", value: list }, "150,000 items");
+  const dict = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, i]));
+  t.same(decodeMsgpack(encodeMsgpack({ type: "x", value: dict })), { type: "x", value: dict }, "20,000 keys");
+  const mixed = {
+    type: "x",
+    v: [1.5, -1, 2 ** 40, -(2 ** 40), null, true, "é", { a: [[[]]] }, "x".repeat(70_000)],
+  };
+  t.same(decodeMsgpack(encodeMsgpack(mixed)), mixed, "every scalar kind and empty containers");
+  const bytes = decodeMsgpack(encodeMsgpack({ type: "x", b: new Uint8Array(70_000).fill(7) })) as { b: Uint8Array };
+  t.equal(bytes.b.byteLength, 70_000, "and bytes (bin32)");
+});
+
 t.test("protocol - hostile msgpack is rejected with ProtocolError and the process stays alive", async (t) => {
   // str32 declaring 4 GiB with 3 bytes of payload
   expectProto(
@@ -86,6 +100,15 @@ t.test("protocol - hostile msgpack is rejected with ProtocolError and the proces
     ErrorCode.PROTO_ERR_TOO_LARGE,
     "huge array32",
   );
+  // Nested headers each claiming 100,000 items the message does not hold: refused before any array is made.
+  const claims = Buffer.concat(Array.from({ length: 200_000 }, () => Buffer.from([0xdd, 0, 1, 0x86, 0xa0])));
+  const rssBefore = process.memoryUsage().rss;
+  expectProto(t, () => decodeMsgpack(claims), ErrorCode.PROTO_ERR_TOO_LARGE, "nested array32 claims (1 MB)");
+  const grewMb = (process.memoryUsage().rss - rssBefore) / 1e6;
+  t.ok(grewMb < 50, `and nothing was allocated for them (rss grew ${grewMb.toFixed(1)} MB)`);
+  const nested = (levels: number) => Buffer.concat([Buffer.alloc(levels, 0x91), Buffer.from([0xc0])]);
+  t.same(decodeMsgpack(nested(64)), JSON.parse(`${"[".repeat(64)}null${"]".repeat(64)}`), "64 nested arrays decode");
+  expectProto(t, () => decodeMsgpack(nested(65)), ErrorCode.PROTO_ERR_SHAPE, "65 nested arrays: too deep");
   // map32 declaring 2^32-1 entries
   expectProto(
     t,
