@@ -14,6 +14,16 @@ import type { JobAssetStore } from "./asset-io.js";
 
 /** Deepest nesting searched for bytes (outputs are values, lists of values, or small objects of them). */
 const MAX_DEPTH = 32;
+/**
+ * Text longer than this (UTF-8) is stored as an asset and sent as a `text` reference: a fetched web page or a
+ * document's text would otherwise make an event, or the job's record, larger than NATS carries (1 MiB).
+ */
+export const TEXT_INLINE_MAX_BYTES = 256 * 1024;
+const TEXT_TYPE = "text/plain; charset=utf-8";
+
+/** True for a string over TEXT_INLINE_MAX_BYTES; cheap for a token (its length rules it out before any count). */
+const isLongText = (v: unknown): v is string =>
+  typeof v === "string" && v.length * 3 > TEXT_INLINE_MAX_BYTES && Buffer.byteLength(v) > TEXT_INLINE_MAX_BYTES;
 
 /** ISO-BMFF (`ftyp`) major brands by what they hold: HEIF stills, M4A audio; any other (QuickTime too) is MP4 video. */
 const FTYP_BRANDS: Readonly<Record<string, string>> = {
@@ -93,18 +103,20 @@ export class JobAssets {
     private readonly budget: AssetBudget = new AssetBudget(),
   ) {}
 
-  /** True when `value` holds bytes that must go to the store (cheap for everything else: a token is a string). */
+  /** True when `value` holds bytes or text that must go to the store (cheap for everything else: a token). */
   needs(value: unknown, depth = 0): boolean {
     if (value instanceof Uint8Array) return value.byteLength > this.inlineMaxBytes;
+    if (isLongText(value)) return true;
     if (value === null || typeof value !== "object" || depth > MAX_DEPTH) return false;
     if (Array.isArray(value)) return value.some((v) => this.needs(v, depth + 1));
     for (const k in value) if (this.needs((value as Record<string, unknown>)[k], depth + 1)) return true;
     return false;
   }
 
-  /** `value` with every too-large byte array replaced by a reference to its stored asset. */
+  /** `value` with every too-large byte array or text replaced by a reference to its stored asset. */
   async offload(value: unknown, nodeId?: string, depth = 0): Promise<unknown> {
     if (value instanceof Uint8Array) return value.byteLength > this.inlineMaxBytes ? this.store(value, nodeId) : value;
+    if (isLongText(value)) return this.store(Buffer.from(value, "utf8"), nodeId, TEXT_TYPE);
     if (value === null || typeof value !== "object" || depth > MAX_DEPTH || !this.needs(value, depth)) return value;
     if (Array.isArray(value)) return Promise.all(value.map((v) => this.offload(v, nodeId, depth + 1)));
     const out: Record<string, unknown> = {};
@@ -112,11 +124,12 @@ export class JobAssets {
     return out;
   }
 
-  private store(bytes: Uint8Array, nodeId?: string): Promise<AssetRef> {
-    const digest = createHash("sha256").update(bytes).digest("hex");
+  /** The asset of `bytes` (stored once per job); `text` gives its type (a `text` reference), else it is sniffed. */
+  private store(bytes: Uint8Array, nodeId?: string, text?: string): Promise<AssetRef> {
+    const digest = `${text ? "t" : "b"}${createHash("sha256").update(bytes).digest("hex")}`;
     let ref = this.byDigest.get(digest);
     if (!ref) {
-      ref = this.put(bytes, nodeId);
+      ref = this.put(bytes, nodeId, text);
       this.byDigest.set(digest, ref);
       // A failed put is not remembered: the record's outputs try again.
       ref.catch(() => this.byDigest.delete(digest));
@@ -124,7 +137,7 @@ export class JobAssets {
     return ref;
   }
 
-  private async put(bytes: Uint8Array, nodeId?: string): Promise<AssetRef> {
+  private async put(bytes: Uint8Array, nodeId?: string, text?: string): Promise<AssetRef> {
     if (!this.assets) throw new AssetStoreError("this agent has no asset store (nw_assets)");
     const max = this.maxBytes;
     if (bytes.byteLength > max)
@@ -136,10 +149,12 @@ export class JobAssets {
         `storing ${bytes.byteLength} more bytes${nodeId ? ` of node "${nodeId}"` : ""} would take this job's assets over ${this.budget.maxBytes} bytes (jobAssetMaxBytes)`,
       );
     const id = newId();
-    const contentType = sniffContentType(bytes);
-    const meta = { fileName: `${nodeId ?? "output"}-${id}`, contentType, ...(nodeId ? { nodeId } : {}) };
+    const contentType = text ?? sniffContentType(bytes);
+    const fileName = `${nodeId ?? "output"}-${id}${text ? ".txt" : ""}`;
+    const meta = { fileName, contentType, ...(nodeId ? { nodeId } : {}) };
     try {
-      return assetRef(id, contentType, await this.assets.put(id, bytes, meta));
+      const ref = assetRef(id, contentType, await this.assets.put(id, bytes, meta));
+      return text ? { ...ref, type: "text" } : ref;
     } catch (err) {
       this.budget.giveBack(bytes.byteLength);
       throw new AssetStoreError(

@@ -71,7 +71,8 @@ export function assetIdsIn(value: unknown, max = 10_000): string[] {
 }
 
 /** NodeTool's reference types by media kind; anything else is a plain `asset`. */
-export type AssetRefType = "image" | "audio" | "video" | "document" | "asset";
+/** What a reference holds; `text` is an output's long text stored as an asset (NodeTool's TextRef). */
+export type AssetRefType = "image" | "audio" | "video" | "document" | "text" | "asset";
 
 export function refTypeOf(contentType: string): AssetRefType {
   const top = contentType.split("/")[0]!.toLowerCase();

@@ -86,6 +86,30 @@ function useMediaUrl(ref: MediaRef): string {
   return url;
 }
 
+/** A stored file that is not media: a long text output (`text`), a document, any other asset. */
+const isFileRef = (v: unknown): v is MediaRef & { size?: number } =>
+  typeof v === "object" &&
+  v !== null &&
+  ["text", "document", "asset"].includes(String((v as MediaRef).type)) &&
+  (String((v as MediaRef).uri ?? "").startsWith("asset://") || typeof (v as MediaRef).asset_id === "string");
+
+/** A link to a stored file, fetched with the token: opened in a tab (text), or downloaded. */
+function FileLink({ value }: { value: MediaRef & { size?: number } }) {
+  const url = useMediaUrl(value);
+  const size = typeof value.size === "number" ? `, ${value.size.toLocaleString("en")} bytes` : "";
+  if (!url) return <span className="muted">loading {value.type}…</span>;
+  const label = value.type === "text" ? `Open the text${size}` : `Download the ${value.type}${size}`;
+  return value.type === "text" ? (
+    <a className="file-ref" href={url} target="_blank" rel="noreferrer">
+      {label}
+    </a>
+  ) : (
+    <a className="file-ref" href={url} download={value.asset_id ?? "output"}>
+      {label}
+    </a>
+  );
+}
+
 function Media({ value }: { value: MediaRef }) {
   const url = useMediaUrl(value);
   if (!url) return <span className="muted">loading {value.type}…</span>;
@@ -125,6 +149,7 @@ function LongText({ text }: { text: string }) {
  */
 export const Value = memo(function Value({ value }: { value: unknown }) {
   if (isMedia(value)) return <Media value={value} />;
+  if (isFileRef(value)) return <FileLink value={value} />;
   if (Array.isArray(value) && value.length > 0 && value.every(isMedia))
     return (
       <>

@@ -10,7 +10,8 @@ import { check } from "../helpers/check.js";
 import { startStack } from "../helpers/stack.js";
 import { terminal } from "../helpers/strategy-jobs.js";
 
-const KB600 = "x".repeat(600 * 1024);
+/** 600 KiB that Split makes 153,601 items of (the last comma leaves an empty one). */
+const ITEMS600 = "abc,".repeat(150 * 1024);
 
 t.test(
   "output limits - an event NATS cannot carry fails the job, naming it; a record too large fails it with the events sent",
@@ -25,19 +26,22 @@ t.test(
       return { jobId, end, events: ws.events(jobId) };
     };
 
-    // 600 KiB in, 1.2 MiB out of one node: its output_update is over the limit.
-    const doubled = await run({
+    // 600 KiB in, 1.2 MiB of list out of one node: its output_update is over the limit.
+    const listOf = (src: string) => ({
       nodes: [
-        { id: "c", type: "nodetool.constant.String", data: { value: KB600 } },
+        { id: "c", type: "nodetool.constant.String", data: { value: src } },
         { id: "cat", type: "nodetool.text.Concat", data: {} },
-        { id: "out", type: "nodetool.output.Output", data: { name: "text" } },
+        { id: "split", type: "nodetool.text.Split", data: { delimiter: "," } },
+        { id: "out", type: "nodetool.output.Output", data: { name: "items" } },
       ],
       edges: [
         { id: "e1", source: "c", sourceHandle: "output", target: "cat", targetHandle: "a" },
         { id: "e2", source: "c", sourceHandle: "output", target: "cat", targetHandle: "b" },
-        { id: "e3", source: "cat", sourceHandle: "output", target: "out", targetHandle: "value" },
+        { id: "e3", source: "cat", sourceHandle: "output", target: "split", targetHandle: "text" },
+        { id: "e4", source: "split", sourceHandle: "output", target: "out", targetHandle: "value" },
       ],
     });
+    const doubled = await run(listOf(ITEMS600));
     t.equal(doubled.end.status, "failed", "the job fails rather than lose its output");
     t.equal((doubled.end.error as { code: string }).code, "JOB_ERR_OUTPUT_TOO_LARGE");
     t.match(
@@ -48,16 +52,18 @@ t.test(
     const rec1 = await api(s.url, "GET", `/api/jobs/${doubled.jobId}`);
     t.equal(rec1.body.status, "failed", "the record says so too");
 
-    // Two outputs of 600 KiB: each event fits, the record holding both does not.
+    // Two lists of 600 KiB: each event fits, the record holding both does not.
     const two = await run({
       nodes: [
-        { id: "c", type: "nodetool.constant.String", data: { value: KB600 } },
+        { id: "c", type: "nodetool.constant.String", data: { value: ITEMS600 } },
+        { id: "split", type: "nodetool.text.Split", data: { delimiter: "," } },
         { id: "a", type: "nodetool.output.Output", data: { name: "a" } },
         { id: "b", type: "nodetool.output.Output", data: { name: "b" } },
       ],
       edges: [
-        { id: "e1", source: "c", sourceHandle: "output", target: "a", targetHandle: "value" },
-        { id: "e2", source: "c", sourceHandle: "output", target: "b", targetHandle: "value" },
+        { id: "e0", source: "c", sourceHandle: "output", target: "split", targetHandle: "text" },
+        { id: "e1", source: "split", sourceHandle: "output", target: "a", targetHandle: "value" },
+        { id: "e2", source: "split", sourceHandle: "output", target: "b", targetHandle: "value" },
       ],
     });
     t.equal(two.end.status, "failed", "a record NATS cannot store fails the job");
@@ -68,7 +74,8 @@ t.test(
       "saying so",
     );
     t.equal(
-      two.events.filter((e) => e.type === "output_update" && String(e.value).length === KB600.length).length,
+      two.events.filter((e) => e.type === "output_update" && (e.value as unknown[]).length === ITEMS600.length / 4 + 1)
+        .length,
       2,
       "and both outputs reached the client as events",
     );
@@ -90,6 +97,58 @@ t.test(
     t.equal(small.end.status, "completed", "the agent runs the next job");
   },
 );
+
+t.test("output limits - a long text output (a fetched page, a document's text) arrives as a text asset", async (t) => {
+  const s = await startStack(t, { agents: 1 });
+  const ws = await WsClient.open(s.url, "json");
+  t.teardown(() => ws.close());
+  const text = `${"é".repeat(150 * 1024)}${"x".repeat(300 * 1024)}`; // 600 KiB of UTF-8, 2-byte characters in it
+  const r = await ws.request("run_job", {
+    graph: {
+      nodes: [
+        { id: "c", type: "nodetool.constant.String", data: { value: text } },
+        { id: "cat", type: "nodetool.text.Concat", data: {} },
+        { id: "out", type: "nodetool.output.Output", data: { name: "page" } },
+        { id: "len", type: "nodetool.text.Length", data: {} },
+        { id: "n", type: "nodetool.output.Output", data: { name: "n" } },
+      ],
+      edges: [
+        { id: "e1", source: "c", sourceHandle: "output", target: "cat", targetHandle: "a" },
+        { id: "e2", source: "c", sourceHandle: "output", target: "cat", targetHandle: "b" },
+        { id: "e3", source: "cat", sourceHandle: "output", target: "out", targetHandle: "value" },
+        { id: "e4", source: "cat", sourceHandle: "output", target: "len", targetHandle: "text" },
+        { id: "e5", source: "len", sourceHandle: "output", target: "n", targetHandle: "value" },
+      ],
+    },
+    params: {},
+  });
+  const jobId = String((r.result as { job_id: string }).job_id);
+  const end = await ws.waitTerminal(jobId, 60_000);
+  t.equal(end.status, "completed", "the job completes");
+  const rec = await api(s.url, "GET", `/api/jobs/${jobId}`);
+  const ref = (rec.body.outputs as { page: [Record<string, unknown>] }).page[0];
+  t.match(ref, { type: "text", content_type: "text/plain; charset=utf-8", size: Buffer.byteLength(text) * 2 });
+  t.same((rec.body.outputs as { n: number[] }).n, [text.length * 2], "the graph's own nodes had the whole text");
+  const live = ws.events(jobId).find((e) => e.type === "output_update" && e.node_id === "out");
+  t.same(live?.value, ref, "the live output_update carries the same reference");
+  const res = await fetch(`${s.url}/api/assets/${ref.asset_id}/content`);
+  t.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
+  t.ok((await res.text()) === text + text, "the asset holds the text, every character");
+  const short = await ws.request("run_job", {
+    graph: {
+      nodes: [
+        { id: "c", type: "nodetool.constant.String", data: { value: "x".repeat(200 * 1024) } },
+        { id: "out", type: "nodetool.output.Output", data: { name: "t" } },
+      ],
+      edges: [{ id: "e", source: "c", sourceHandle: "output", target: "out", targetHandle: "value" }],
+    },
+    params: {},
+  });
+  const shortId = String((short.result as { job_id: string }).job_id);
+  await ws.waitTerminal(shortId, 30_000);
+  const shortRec = await api(s.url, "GET", `/api/jobs/${shortId}`);
+  t.equal((shortRec.body.outputs as { t: string[] }).t[0]!.length, 200 * 1024, "text under 256 KiB stays inline");
+});
 
 t.test("output limits - a workflow or a submit too large for one NATS message is refused 413, saying so", async (t) => {
   const s = await startStack(t, { agents: 0 });

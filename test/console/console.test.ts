@@ -321,6 +321,39 @@ t.test("console - the web console in headless Chromium against a real stack", as
     await page.close();
   });
 
+  await t.test("a long text output (stored as an asset) is a link that opens the whole text", async (t) => {
+    const half = "Nodeway ".repeat(20 * 1024); // 160 KiB, doubled past the 256 KiB kept inline
+    await call(base, "PUT", "/api/workflows/long", {
+      name: "Long text",
+      graph: {
+        nodes: [
+          { id: "c", type: "nodetool.constant.String", data: { value: half } },
+          { id: "cat", type: "nodetool.text.Concat", data: {} },
+          { id: "out", type: "nodetool.output.Output", data: { name: "page" } },
+        ],
+        edges: [
+          { id: "e1", source: "c", sourceHandle: "output", target: "cat", targetHandle: "a" },
+          { id: "e2", source: "c", sourceHandle: "output", target: "cat", targetHandle: "b" },
+          { id: "e3", source: "cat", sourceHandle: "output", target: "out", targetHandle: "value" },
+        ],
+      },
+    });
+    const { page, problems } = await openPage(browser);
+    const jobId = String((await call(base, "POST", "/api/workflows/long/run", { params: {} })).job_id);
+    await page.goto(`${base}/#/jobs/${jobId}`);
+    await until("the long-text run to complete", async () => (await runStatus(page)) === "completed", 30_000);
+    const link = page.locator(".outputs a.file-ref").first();
+    await link.waitFor();
+    t.equal(await link.textContent(), `Open the text, ${(half.length * 2).toLocaleString("en")} bytes`);
+    const [tab] = await Promise.all([page.waitForEvent("popup"), link.click()]);
+    await tab.waitForLoadState();
+    const text = String(await tab.locator("body").textContent());
+    t.ok(text === half + half, `the tab it opens shows the whole text (${text.length} characters)`);
+    await tab.close();
+    t.same(problems, []);
+    await page.close();
+  });
+
   await t.test("the fleet shows the agent and its queue, and drains it", async (t) => {
     const { page } = await openPage(browser);
     await page.goto(`${base}/#/fleet`);
