@@ -45,6 +45,8 @@ export interface GatewayOptions extends NatsOptions {
   wsMaxPayloadBytes?: number;
   /** Unsent bytes a WebSocket or an NDJSON/SSE event stream may hold before its slow client is closed (it resumes from its last seq). @default 4194304 */
   wsMaxBackpressureBytes?: number;
+  /** A quiet SSE event stream gets a comment line this often, so a proxy's read timeout (nginx: 60 s) does not cut it. @default 15000 */
+  sseKeepAliveMs?: number;
   /** Memory for recent jobs' events, so a resume (and a mass reconnect) replays from memory, not JetStream. 0 = off. @default 67108864 */
   replayCacheBytes?: number;
   /** Events a replay (a resume) reads from JetStream and holds at a time. @default 1000 */
@@ -118,6 +120,7 @@ export interface GatewayConfig {
   assetsMaxBytes: number;
   wsMaxPayloadBytes: number;
   wsMaxBackpressureBytes: number;
+  sseKeepAliveMs: number;
   replayCacheBytes: number;
   replayBatchEvents: number;
   eventsMaxBytes: number;
@@ -154,6 +157,7 @@ export const GATEWAY_OPTION_KEYS: ReadonlySet<string> = new Set([
   "assetsMaxBytes",
   "wsMaxPayloadBytes",
   "wsMaxBackpressureBytes",
+  "sseKeepAliveMs",
   "replayCacheBytes",
   "replayBatchEvents",
   "eventsMaxBytes",
@@ -221,6 +225,7 @@ export function compileGatewayConfig(opts: GatewayOptions): Readonly<GatewayConf
     assetsMaxBytes: int("assetsMaxBytes", opts.assetsMaxBytes, ASSETS_DEFAULTS.storeMaxBytes, 1024 * 1024),
     wsMaxPayloadBytes: int("wsMaxPayloadBytes", opts.wsMaxPayloadBytes, 1024 * 1024, 1024),
     wsMaxBackpressureBytes: int("wsMaxBackpressureBytes", opts.wsMaxBackpressureBytes, 4 * 1024 * 1024, 1024),
+    sseKeepAliveMs: int("sseKeepAliveMs", opts.sseKeepAliveMs, 15_000, 100),
     replayCacheBytes: int("replayCacheBytes", opts.replayCacheBytes, 64 * 1024 * 1024, 0),
     replayBatchEvents: int("replayBatchEvents", opts.replayBatchEvents, 1_000, 1, 100_000),
     eventsMaxBytes: int("eventsMaxBytes", opts.eventsMaxBytes, EVENTS_DEFAULTS.maxBytes, 1024 * 1024),

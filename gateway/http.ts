@@ -113,6 +113,8 @@ export class Reply {
   private backlogBytes = 0;
   private backlogSinceMs = 0;
   private awaitingDrain = false;
+  /** Whether anything was written since the keep-alive last looked (SSE streams only). */
+  private wrote = false;
   private readonly onAbortFns: (() => void)[] = [];
   /** Told once: the status when the status line is written, or null when the client left before it. */
   private statusFn: ((status: number | null) => void) | null = null;
@@ -193,7 +195,7 @@ export class Reply {
    * `maxBacklogBytes` has waited unsent for `STALL_MS` (it resumes from its last seq), so a stalled reader cannot
    * grow our memory without bound.
    */
-  startStream(contentType: string, maxBacklogBytes = Number.POSITIVE_INFINITY): void {
+  startStream(contentType: string, maxBacklogBytes = Number.POSITIVE_INFINITY, keepAliveMs = 0): void {
     if (this.aborted) return;
     if (this.headOnly) {
       // A stream has no length to report; its follow stops at once (onAbort runs what it registered).
@@ -213,6 +215,18 @@ export class Reply {
       // An empty write flushes the headers so the client sees the stream open before the first event.
       this.res.write("");
     });
+    if (keepAliveMs > 0) this.keepAlive(keepAliveMs);
+  }
+
+  /** Every `periodMs` without a write, an SSE comment (clients skip it): the stream is never quiet for a proxy. */
+  private keepAlive(periodMs: number): void {
+    this.wrote = false;
+    const timer = setInterval(() => {
+      if (this.aborted) clearInterval(timer);
+      else if (!this.wrote) this.write(": keep-alive\n\n");
+      this.wrote = false;
+    }, periodMs);
+    timer.unref();
   }
 
   /**
@@ -225,6 +239,7 @@ export class Reply {
    */
   write(chunk: string): void {
     if (this.aborted || !this.streaming) return;
+    this.wrote = true;
     let ok = true;
     const nowMs = Date.now();
     this.res.cork(() => {

@@ -16,7 +16,9 @@ export function eventText(d: Delivery, sse: boolean): string {
 
 /** Starts the stream's response with its content type. */
 export function startEventStream(ctx: RouteContext, reply: Reply, sse: boolean): void {
-  reply.startStream(sse ? "text/event-stream" : "application/x-ndjson", ctx.config.wsMaxBackpressureBytes);
+  // NDJSON has no comment line a reader would skip: only SSE gets keep-alives.
+  const keepAliveMs = sse ? ctx.config.sseKeepAliveMs : 0;
+  reply.startStream(sse ? "text/event-stream" : "application/x-ndjson", ctx.config.wsMaxBackpressureBytes, keepAliveMs);
 }
 
 export interface StreamJobOptions {
