@@ -178,7 +178,12 @@ export const loadImageFolder: GeneratorNodeDef = {
     for (const file of await listFiles(root, asBool(inputs.include_subdirectories))) {
       if (!exts.has(extname(file).toLowerCase())) continue;
       if (matcher && !matcher.matcher(file).matches()) continue;
-      const real = await pathInFolderRoot(file);
+      // A link out of the root is never read, a dangling one is no file: each is skipped, the job's log saying so.
+      const real = await pathInFolderRoot(file).catch((err: Error) => {
+        ctx.log(`skipped ${file}: ${err.message}`);
+        return null;
+      });
+      if (real === null) continue;
       const info = await stat(real);
       if (!info.isFile()) continue;
       if (info.size > MEDIA_MAX_BYTES) throw new NodeError(`${file} is over the ${MEDIA_MAX_BYTES}-byte media limit`);

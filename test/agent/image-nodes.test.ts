@@ -7,7 +7,7 @@
  */
 import t from "tap";
 import sharp from "sharp";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { WsClient } from "../helpers/clients.js";
@@ -186,6 +186,29 @@ t.test("image-nodes - LoadImageFolder reads images under the folder root only", 
     t.equal(job.end.status, "failed", `${outside}: refused`);
     t.match(JSON.stringify(job.end.error), /NODEWAY_FOLDER_ROOT/, `${outside}: naming the setting`);
   }
+  // Links in the folder: one to an image outside the root is never read, a dangling one is no file; both are
+  // skipped, saying so, and the folder's own images still load.
+  const secret = mkdtempSync(join(tmpdir(), "nodeway-outside-"));
+  t.teardown(() => rmSync(secret, { recursive: true, force: true }));
+  writeFileSync(join(secret, "secret.png"), await png("#123456"));
+  mkdirSync(join(root, "linked"));
+  writeFileSync(join(root, "linked", "own.png"), await png("#ff0000"));
+  symlinkSync(join(secret, "secret.png"), join(root, "linked", "escape.png"));
+  symlinkSync(join(root, "linked", "gone.png"), join(root, "linked", "dangling.png"));
+  symlinkSync("own.png", join(root, "linked", "alias.png"));
+  const linked = await runGraph(ws, graph({}), { folder: "linked" });
+  t.equal(linked.end.status, "completed", JSON.stringify(linked.end.error ?? ""));
+  t.same(
+    (linked.end.result as Record<string, unknown[]>).paths,
+    [join(root, "linked", "own.png"), join(root, "linked", "own.png")],
+    "the image, and the link to it inside the root; not the one outside, not the dangling one",
+  );
+  const logs = linked.events.filter((e) => e.type === "log_update").map((e) => String(e.content));
+  t.ok(
+    logs.some((l) => /skipped .*escape\.png: .* is outside NODEWAY_FOLDER_ROOT/.test(l)),
+    "the escaping link is named in the job's log",
+  );
+  t.ok(logs.some((l) => /skipped .*dangling\.png/.test(l)), "and the dangling one");
   const bare = await startStack(t, { agents: 1 });
   const ws2 = await WsClient.open(bare.url, "msgpack");
   t.teardown(() => ws2.close());
