@@ -208,7 +208,10 @@ t.test("image-nodes - LoadImageFolder reads images under the folder root only", 
     logs.some((l) => /skipped .*escape\.png: .* is outside NODEWAY_FOLDER_ROOT/.test(l)),
     "the escaping link is named in the job's log",
   );
-  t.ok(logs.some((l) => /skipped .*dangling\.png/.test(l)), "and the dangling one");
+  t.ok(
+    logs.some((l) => /skipped .*dangling\.png/.test(l)),
+    "and the dangling one",
+  );
   const bare = await startStack(t, { agents: 1 });
   const ws2 = await WsClient.open(bare.url, "msgpack");
   t.teardown(() => ws2.close());
