@@ -99,6 +99,8 @@ export interface ProxyOptions {
   keepAliveTimeoutMs?: number | string;
   /** A WebSocket tunnel with no bytes either way for this long is closed. @default 600000 (10 min) */
   wsIdleTimeoutMs?: number | string;
+  /** An upstream that has not answered a WebSocket upgrade this long after it was sent: the client gets 504. @default 30000 */
+  wsUpgradeTimeoutMs?: number | string;
   /** Most open connections per listener; past it new ones are closed at accept, open ones unaffected. @default 10000 */
   maxConnections?: number | string;
   /**
@@ -153,6 +155,7 @@ export interface ProxyConfig {
   readonly requestTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
   readonly wsIdleTimeoutMs: number;
+  readonly wsUpgradeTimeoutMs: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
   readonly healthIntervalMs: number;
@@ -209,6 +212,7 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof ProxyOptions>([
   "onDemandMaxNames",
   "acmeOrdersPerMinute",
   "wsIdleTimeoutMs",
+  "wsUpgradeTimeoutMs",
   "maxConnections",
   "maxConnectionsPerIp",
 ]);
@@ -372,6 +376,7 @@ type PlainSettings = Pick<
   | "requestTimeoutMs"
   | "keepAliveTimeoutMs"
   | "wsIdleTimeoutMs"
+  | "wsUpgradeTimeoutMs"
   | "maxConnections"
   | "maxConnectionsPerIp"
   | "healthIntervalMs"
@@ -396,6 +401,8 @@ function compileLimits(o: Record<string, unknown>): PlainSettings {
     requestTimeoutMs: num("requestTimeoutMs", o.requestTimeoutMs, 300_000, { min: 10 }),
     keepAliveTimeoutMs: num("keepAliveTimeoutMs", o.keepAliveTimeoutMs, 5_000, { min: 10 }),
     wsIdleTimeoutMs: num("wsIdleTimeoutMs", o.wsIdleTimeoutMs, 600_000, { min: 10 }),
+    // A gateway answers an upgrade as soon as it has checked the token: one silent this long is stuck.
+    wsUpgradeTimeoutMs: num("wsUpgradeTimeoutMs", o.wsUpgradeTimeoutMs, 30_000, { min: 10 }),
     maxConnections: num("maxConnections", o.maxConnections, 10_000, { min: 1 }),
     // A browser opens about six connections per host, a NAT'd office a few hundred: one address cannot take them all.
     maxConnectionsPerIp: num("maxConnectionsPerIp", o.maxConnectionsPerIp, 256, { min: 1 }),

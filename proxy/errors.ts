@@ -33,6 +33,8 @@ export const ProxyErrorCode = {
   PROXY_ERR_MISDIRECTED: "PROXY_ERR_MISDIRECTED",
   /** A request body went past `maxBodyBytes`: 413 and the connection closed. */
   PROXY_ERR_BODY_TOO_LARGE: "PROXY_ERR_BODY_TOO_LARGE",
+  /** An upstream did not answer a WebSocket upgrade within `wsUpgradeTimeoutMs`: 504. */
+  PROXY_ERR_UPSTREAM_TIMEOUT: "PROXY_ERR_UPSTREAM_TIMEOUT",
 } as const;
 export type ProxyErrorCode = (typeof ProxyErrorCode)[keyof typeof ProxyErrorCode];
 

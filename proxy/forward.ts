@@ -359,13 +359,13 @@ export function createForwarder(deps: ForwardDeps): Forwarder {
     hsts: config.hstsMaxAgeSeconds > 0 ? `max-age=${config.hstsMaxAgeSeconds}` : null,
     maxBody: config.maxBodyBytes,
   };
-  const tunnels = createTunnels(config.wsIdleTimeoutMs);
+  const tunnels = createTunnels(config.wsIdleTimeoutMs, config.wsUpgradeTimeoutMs);
   return {
     onRequest: (req, res) => onRequest(ctx, req, res),
     onUpgrade: (req, socket, head) => onUpgrade(ctx, tunnels, req, socket, head),
     onClientError: (err, socket) => onClientError(ctx, err, socket),
     onRefused: (peer, status) => answeredHere(ctx, peer, "-", "-", status, 0),
-    close: () => tunnels.proxy.close(),
+    close: () => tunnels.close(),
   };
 }
 
@@ -543,14 +543,32 @@ const newWsProxy = () => createProxyServer({ ws: true, xfwd: false, proxyTimeout
 interface Tunnels {
   readonly proxy: ReturnType<typeof newWsProxy>;
   readonly upgraded: WeakSet<object>;
+  /** Ends every upgrade still waiting for its upstream's answer, then the proxy. */
+  close(): void;
 }
 
-function createTunnels(wsIdleTimeoutMs: number): Tunnels {
+/** The error an upgrade ends with when its upstream is silent past `wsUpgradeTimeoutMs`. */
+const UPGRADE_TIMEOUT = "NODEWAY_UPGRADE_TIMEOUT";
+
+function createTunnels(wsIdleTimeoutMs: number, wsUpgradeTimeoutMs: number): Tunnels {
   const proxy = newWsProxy();
   proxy.on("error", noop); // errors are handled by the per-call callback; this is a guard against crashes
   const upgraded = new WeakSet<object>();
+  // Upgrades sent and not answered: a stuck upstream held each client, and the proxy's stop, for good.
+  const waiting = new Set<ClientRequest>();
   proxy.on("proxyReqWs", (proxyReq: ClientRequest, _req: IncomingMessage, socket: Socket) => {
+    waiting.add(proxyReq);
+    proxyReq.once("close", () => waiting.delete(proxyReq));
+    proxyReq.setTimeout(wsUpgradeTimeoutMs, () =>
+      proxyReq.destroy(Object.assign(new Error("the upstream did not answer the upgrade"), { code: UPGRADE_TIMEOUT })),
+    );
+    // A client that leaves before the answer takes its upstream request with it.
+    socket.once("close", () => {
+      if (!upgraded.has(socket)) proxyReq.destroy();
+    });
     proxyReq.on("upgrade", (_res: IncomingMessage, proxySocket: Socket) => {
+      waiting.delete(proxyReq);
+      proxySocket.setTimeout(0); // the answer came: the tunnel's own idle timeout governs from here
       // The client may have left while the upstream was answering: http-proxy-3 would still pipe the new upstream
       // socket into the dead one, so close it here instead of relying on that pipe to notice.
       if (socket.destroyed) {
@@ -572,7 +590,11 @@ function createTunnels(wsIdleTimeoutMs: number): Tunnels {
   proxy.on("open", (proxySocket: Socket) => {
     proxySocket.on("error", noop);
   });
-  return { proxy, upgraded };
+  const close = () => {
+    for (const r of waiting) r.destroy();
+    proxy.close();
+  };
+  return { proxy, upgraded, close };
 }
 
 /** Why an upgrade is refused before any upstream sees it. */
@@ -677,12 +699,24 @@ function openTunnel(
       // Only a failure to reach the upstream says it is down: after the 101 an error belongs to this one tunnel
       // (the gateway closing a client that sent an oversize frame must not take the upstream out for everyone).
       if (!upgraded && CONNECT_ERRORS.has(code)) ctx.pool.markDown(u, code);
-      else if (!upgraded && CLOSE_ERRORS.has(code)) ctx.pool.suspect(u);
+      else if (!upgraded && (CLOSE_ERRORS.has(code) || code === UPGRADE_TIMEOUT)) ctx.pool.suspect(u);
       // Before the 101 the client still speaks HTTP: tell it why. After it, closing the socket is the signal
       // (the client reconnects and resumes on another gateway).
       if (!upgraded && socket.writable) {
         socket.end(
-          closingAnswer(502, "Bad Gateway", "the upstream did not take the WebSocket", "PROXY_ERR_UPSTREAM_CONNECT"),
+          code === UPGRADE_TIMEOUT
+            ? closingAnswer(
+                504,
+                "Gateway Timeout",
+                "the upstream did not answer the WebSocket upgrade in time",
+                ProxyErrorCode.PROXY_ERR_UPSTREAM_TIMEOUT,
+              )
+            : closingAnswer(
+                502,
+                "Bad Gateway",
+                "the upstream did not take the WebSocket",
+                "PROXY_ERR_UPSTREAM_CONNECT",
+              ),
         );
       } else {
         socket.destroy();
