@@ -92,3 +92,23 @@ t.test("proxy upgrade faults - a stop with upgrades waiting on a silent upstream
   const outcomes = await Promise.all(waiting);
   t.notOk(outcomes.includes("still waiting"), `the waiting clients were let go: ${[...new Set(outcomes)].join("; ")}`);
 });
+
+t.test("proxy upgrade faults - a stop with HTTP requests waiting on a silent upstream ends at once", async (t) => {
+  const up = await faultyUpstream(t, "silent");
+  const { proxy } = await startTestProxy(t, [up], { healthIntervalMs: 60_000 });
+  const waiting = Array.from({ length: 5 }, () =>
+    httpsGet(proxy.httpsPort, "/api/jobs/x?wait=true").then(
+      (r) => `status ${r.status}`,
+      (e: Error) => `error: ${e.message}`,
+    ),
+  );
+  await new Promise((r) => setTimeout(r, 300)); // the requests reach the upstream
+  const started = Date.now();
+  await proxy.stop();
+  t.ok(Date.now() - started < 5_000, `stopped in ${Date.now() - started} ms`);
+  const outcomes = await Promise.race([
+    Promise.all(waiting),
+    new Promise<string[]>((r) => setTimeout(() => r(["still waiting"]), 10_000)),
+  ]);
+  t.notOk(outcomes.includes("still waiting"), `the waiting clients were let go: ${[...new Set(outcomes)].join("; ")}`);
+});
