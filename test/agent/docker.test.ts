@@ -115,6 +115,17 @@ t.test(
     t.ok(h.SecurityOpt?.includes("no-new-privileges"), "no new privileges");
     t.equal(h.NetworkMode, "none", "no network");
     t.equal(info.Config.User, "65534:65534", "an unprivileged user");
+    t.notOk(h.Privileged, "not privileged");
+    t.same(h.Devices ?? [], [], "no host devices");
+    t.notOk(
+      (h.Binds ?? []).some((b) => /docker\.sock|^\/(proc|sys|dev|etc|root|home)[/:]/.test(b)),
+      `no engine socket or host system folder mounted: ${(h.Binds ?? []).join(", ")}`,
+    );
+    t.same(
+      (info.Config.Env ?? []).filter((e) => !/^(PATH|NODEWAY_RUNNER_SOCKET)=/.test(e)),
+      [],
+      "the run's environment holds no key or credential of the agent's",
+    );
     t.notOk(
       (h.Binds ?? []).some((b) => /:\/nodeway:|^\/[^:]*:\/nodeway$/.test(b)),
       "the agent's directory is not mounted whole",
