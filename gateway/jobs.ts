@@ -391,6 +391,8 @@ export class JobManager {
   async submit(s: SubmitJob): Promise<{ job: JobRecord; created: boolean }> {
     const checked = await this.checkSubmit(s);
     const jobId = newId();
+    const rec = { ...newRecord(jobId, s, checked), claim_hash: claimHash(this.n.leases.claimSecret(jobId)) };
+    const text = this.recordText(rec); // refused before anything is held or stored
     let heldKey: HeldKey | null = null;
     if (s.idempotencyKey !== undefined) {
       const held = await this.holdIdempotencyKey(
@@ -405,10 +407,9 @@ export class JobManager {
       }
       heldKey = held;
     }
-    const rec = { ...newRecord(jobId, s, checked), claim_hash: claimHash(this.n.leases.claimSecret(jobId)) };
     s.beforePublish?.(jobId);
     this.queue.claim(jobId);
-    const job = await this.storeJob(rec, checked.graph, s.strategy, heldKey);
+    const job = await this.storeJob(rec, text, checked.graph, s.strategy, heldKey);
     this.jobsCreated++;
     return { job, created: true };
   }
@@ -497,8 +498,20 @@ export class JobManager {
   /** Told of each record a submit here is creating, with its text and revision to come (agent-records.ts). */
   recordCreated: (rec: JobRecord, text: string, revision: Promise<number>) => void = () => undefined;
 
-  private createRecord(rec: JobRecord): Promise<number> {
+  /** `rec` as the record's JSON; refused 413 when NATS cannot carry it. */
+  private recordText(rec: JobRecord): string {
     const text = encodeJson(rec);
+    // JSON can be larger than the dispatch's MessagePack (a long list of numbers is): refused as the request's doing.
+    const bytes = Buffer.byteLength(text);
+    if (bytes > this.n.events.limitBytes)
+      throw new GatewayError(
+        ErrorCode.GW_ERR_BODY_TOO_LARGE,
+        `the job's record (its params) is ${bytes} bytes, larger than one NATS message may be (max_payload less headers: ${this.n.events.limitBytes})`,
+      );
+    return text;
+  }
+
+  private createRecord(rec: JobRecord, text: string): Promise<number> {
     const revision = this.n.jobRecords.create(jobKeys.record(rec.id), text);
     this.recordCreated(rec, text, revision);
     return revision;
@@ -516,6 +529,7 @@ export class JobManager {
    */
   private async storeJob(
     rec: JobRecord,
+    text: string,
     graph: Graph,
     strategy: ExecutionStrategy | undefined,
     heldKey: HeldKey | null,
@@ -524,7 +538,7 @@ export class JobManager {
     const writes = await Promise.allSettled([
       this.publishEvent(rec.id, rec.workflow_id, 1, queued),
       this.publishDispatch(rec, graph, strategy),
-      this.createRecord(rec),
+      this.createRecord(rec, text),
     ]);
     const failed = writes.find((w): w is PromiseRejectedResult => w.status === "rejected");
     if (!failed) return rec;
