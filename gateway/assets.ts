@@ -24,7 +24,7 @@ import {
   type AssetInfo,
 } from "../protocol/index.js";
 import { GatewayError, badRequest, notFound } from "./errors.js";
-import { bodyStream, type Reply, type Req } from "./http.js";
+import { bodyStream, etagMatches, type Reply, type Req } from "./http.js";
 
 /** uWS's multipart parser (absent from its pure-JS fallback); no longer used: forms are parsed as they stream. */
 export type GetParts = (
@@ -432,7 +432,7 @@ export class AssetsApi {
   /** `GET /api/assets/:id/content`: the bytes, with the digest as ETag (a matching If-None-Match gets 304). */
   async download(id: string, req: Req, reply: Reply): Promise<void> {
     const { info, a, etag, headers } = await this.served(id);
-    if (req.headers["if-none-match"] === etag) {
+    if (etagMatches(req.headers["if-none-match"], etag)) {
       reply.empty(304, { etag });
       return;
     }
@@ -442,7 +442,7 @@ export class AssetsApi {
   /** `HEAD /api/assets/:id/content`: what the GET would answer (length, type, ETag), without the bytes. */
   async head(id: string, req: Req, reply: Reply): Promise<void> {
     const { a, etag, headers } = await this.served(id);
-    if (req.headers["if-none-match"] === etag) reply.empty(304, { etag });
+    if (etagMatches(req.headers["if-none-match"], etag)) reply.empty(304, { etag });
     else reply.head(200, a.size, { "content-type": a.content_type, ...headers });
   }
 

@@ -69,6 +69,19 @@ export function readReq(req: HttpRequest, paramCount: number, grammar: RegExp = 
   return r;
 }
 
+/**
+ * Whether an `If-None-Match` field matches `etag` (RFC 9110 §13.1.2): `*`, or any tag of its list compared weakly
+ * (a `W/` prefix ignored), as a cache or a CDN sends it.
+ */
+export function etagMatches(field: string | undefined, etag: string): boolean {
+  if (field === undefined) return false;
+  const bare = etag.replace(/^W\//, "");
+  return field.split(",").some((tag) => {
+    const t = tag.trim();
+    return t === "*" || t.replace(/^W\//, "") === bare;
+  });
+}
+
 const STATUS_TEXT: Record<number, string> = {
   200: "200 OK",
   201: "201 Created",

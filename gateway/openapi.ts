@@ -49,7 +49,9 @@ const ROUTES: Record<string, Record<string, Op>> = {
   "/api/agents/{id}/drain": { post: { summary: "Drain an agent" } },
   "/api/assets": { get: { summary: "List assets" }, post: { summary: "Upload an asset (raw body or multipart)" } },
   "/api/assets/{id}": { get: { summary: "An asset's metadata" }, delete: { summary: "Delete an asset" } },
-  "/api/assets/{id}/content": { get: { summary: "An asset's bytes (Range supported)" } },
+  "/api/assets/{id}/content": {
+    get: { summary: "An asset's bytes (whole: no Range requests; If-None-Match gets 304)" },
+  },
   "/api/threads": { get: { summary: "List chat threads" }, post: { summary: "Create a thread", body: "ThreadBody" } },
   "/api/threads/{id}": {
     get: { summary: "A thread" },

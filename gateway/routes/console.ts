@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ErrorCode } from "../../protocol/index.js";
 import { GatewayError } from "../errors.js";
-import type { Reply, Req } from "../http.js";
+import { etagMatches, type Reply, type Req } from "../http.js";
 import type { RouteContext } from "./context.js";
 
 /**
@@ -123,7 +123,7 @@ function serveFile(f: StaticFile, req: Req, reply: Reply): Promise<void> {
     etag: f.etag,
     vary: "accept-encoding",
   };
-  if (req.headers["if-none-match"] === f.etag) {
+  if (etagMatches(req.headers["if-none-match"], f.etag)) {
     reply.empty(304, headers);
     return Promise.resolve();
   }

@@ -114,6 +114,7 @@ export class Router {
         reply.json(400, { code: ErrorCode.GW_ERR_BAD_REQUEST, message: r.badFraming }, { connection: "close" });
         return;
       }
+      if (compressedBody(r, reply)) return;
       if (!this.admit(r, reply, opts.open === true)) return;
       if (r.badParam !== undefined) throw badRequest(`malformed id in the path: ${JSON.stringify(r.badParam)}`);
       // Called in this tick (a body must be asked for before the handler returns).
@@ -283,4 +284,19 @@ function guardedFallback(res: HttpResponse, answer: () => void): void {
       /* already answered or aborted */
     }
   }
+}
+
+/**
+ * Refuses a compressed request body (415): bodies are read as sent, so gzip was parsed as JSON ("Unexpected token")
+ * and an upload was stored compressed and served as if it were not. The body is not read: the connection closes.
+ */
+function compressedBody(r: Req, reply: Reply): boolean {
+  const encoding = r.headers["content-encoding"];
+  if (encoding === undefined || encoding.trim().toLowerCase() === "identity") return false;
+  const error = {
+    code: ErrorCode.GW_ERR_UNSUPPORTED_MEDIA,
+    message: `Content-Encoding "${encoding.slice(0, 32)}" is not supported: send the body uncompressed`,
+  };
+  reply.json(415, { error, ...error }, { connection: "close" });
+  return true;
 }

@@ -81,6 +81,16 @@ t.test(
     const cached = await fetch(s.url + String(a.get_url), { headers: { "if-none-match": `"${digestOf(bytes)}"` } });
     t.equal(cached.status, 304, "a matching If-None-Match gets 304");
     t.equal((await cached.arrayBuffer()).byteLength, 0, "without a body");
+    // As caches and CDNs send it: weak, in a list, or `*`; a tag of other bytes does not match.
+    const tag = `"${digestOf(bytes)}"`;
+    for (const field of [`W/${tag}`, `"nope", ${tag}`, "*", `"a",W/${tag} `]) {
+      const r = await fetch(s.url + String(a.get_url), { headers: { "if-none-match": field } });
+      t.equal(r.status, 304, `If-None-Match: ${field.slice(0, 24)}…: 304`);
+      await r.arrayBuffer();
+    }
+    const stale = await fetch(s.url + String(a.get_url), { headers: { "if-none-match": '"nope", W/"old"' } });
+    t.equal(stale.status, 200, "other tags: the bytes");
+    await stale.arrayBuffer();
 
     const other = await upload(s.url, pattern(10, 2), "text/plain");
     t.equal(other.status, 201);
@@ -173,6 +183,35 @@ t.test("assets - NodeTool's multipart form: the file part, with name and workflo
     2,
     "the refused forms stored nothing",
   );
+});
+
+t.test("assets - a compressed request body is refused 415, never stored or parsed as sent", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const { gzipSync } = await import("node:zlib");
+  const json = gzipSync(Buffer.from(JSON.stringify({ graph: { nodes: [], edges: [] } })));
+  for (const [method, path, body, type, enc] of [
+    ["PUT", "/api/workflows/gz", json, "application/json", "gzip"],
+    ["PUT", "/api/workflows/br", Buffer.from('{"graph":{"nodes":[],"edges":[]}}'), "application/json", "br"],
+    ["POST", "/api/assets?name=a.txt", gzipSync(Buffer.from("hello")), "text/plain", "gzip"],
+    ["POST", "/api/assets?name=b.bin", gzipSync(Buffer.alloc(4 << 20)), "application/octet-stream", "GZIP"],
+  ] as const) {
+    const r = await fetch(`${s.url}${path}`, {
+      method,
+      headers: { "content-type": type, "content-encoding": enc },
+      body: new Uint8Array(body),
+    });
+    const answer = (await r.json()) as Record<string, unknown>;
+    t.equal(r.status, 415, `${method} ${path} with Content-Encoding ${enc}: 415`);
+    t.match(answer, { code: "GW_ERR_UNSUPPORTED_MEDIA", message: /Content-Encoding ".+" is not supported/ });
+  }
+  t.equal((await api(s.url, "GET", "/api/workflows/gz")).status, 404, "no workflow stored");
+  t.same((await api(s.url, "GET", "/api/assets")).body.assets, [], "no asset stored");
+  const plain = await fetch(`${s.url}/api/assets?name=c.txt`, {
+    method: "POST",
+    headers: { "content-type": "text/plain", "content-encoding": "identity" },
+    body: "hello",
+  });
+  t.equal(plain.status, 201, "identity is no encoding: stored");
 });
 
 t.test("assets - uploads too large, empty or malformed are refused, and leave no chunk behind", async (t) => {
