@@ -58,6 +58,18 @@ t.test(
       body: '--zz\r\ncontent-disposition: form-data; name="file"; filename="a"\r\n\r\nabc',
     });
     t.equal(truncated.status, 400, "a form cut before its closing boundary is refused");
+    const b71 = "b".repeat(71);
+    const longBoundary = await fetch(`${s.url}/api/assets`, {
+      method: "POST",
+      headers: { "content-type": `multipart/form-data; boundary=${b71}` },
+      body: `--${b71}\r\ncontent-disposition: form-data; name="file"; filename="a"\r\n\r\nabc\r\n--${b71}--\r\n`,
+    });
+    t.equal(longBoundary.status, 400, "a boundary over RFC 2046's 70 characters is refused");
+    t.match(
+      ((await longBoundary.json()) as { message: string }).message,
+      "the multipart boundary is 71 characters; RFC 2046 allows at most 70",
+      "saying so (it was cut to 70 and the form read as never closed)",
+    );
     const list = (await (await fetch(`${s.url}/api/assets`)).json()) as { assets: unknown[] };
     t.equal(list.assets.length, 3, "and leaves nothing stored");
   },
