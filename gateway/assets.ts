@@ -431,14 +431,30 @@ export class AssetsApi {
     reply.json(200, await this.info(id));
   }
 
-  /** `GET /api/assets/:id/content`: the bytes, with the digest as ETag (a matching If-None-Match gets 304). */
+  /**
+   * `GET /api/assets/:id/content`: the bytes, with the digest as ETag (a matching If-None-Match gets 304), or one
+   * range of them (206) as a video player or a resumed download asks. A range is read from the object's start and
+   * is not checked against the digest (only the whole can be).
+   */
   async download(id: string, req: Req, reply: Reply): Promise<void> {
     const { info, a, etag, headers } = await this.served(id);
     if (etagMatches(req.headers["if-none-match"], etag)) {
       reply.empty(304, { etag });
       return;
     }
-    await reply.sendBytes(200, a.content_type, a.size, objectBytes(this.js, info), headers);
+    const range = byteRange(req.headers.range, a.size, req.headers["if-range"], etag);
+    if (range === "unsatisfiable") {
+      reply.empty(416, { ...headers, "content-range": `bytes */${a.size}` });
+      return;
+    }
+    if (range === null) {
+      await reply.sendBytes(200, a.content_type, a.size, objectBytes(this.js, info), headers);
+      return;
+    }
+    const length = range.end - range.start + 1;
+    const part = byteSlice(objectBytes(this.js, info), range.start, length);
+    const contentRange = `bytes ${range.start}-${range.end}/${a.size}`;
+    await reply.sendBytes(206, a.content_type, length, part, { ...headers, "content-range": contentRange });
   }
 
   /** `HEAD /api/assets/:id/content`: what the GET would answer (length, type, ETag), without the bytes. */
@@ -464,6 +480,7 @@ export class AssetsApi {
       "x-content-type-options": "nosniff",
       // Whatever a browser makes of the bytes, they get no scripts, no origin, no forms.
       "content-security-policy": "sandbox",
+      "accept-ranges": "bytes",
     };
     return { info, a, etag, headers };
   }
@@ -481,4 +498,55 @@ export class AssetsApi {
     if (!o || o.deleted) throw notFound(`asset ${id}`);
     return assetInfo(o);
   }
+}
+
+/**
+ * The one byte range a `Range` field asks of `size` bytes (RFC 9110 §14): `bytes=a-b`, `bytes=a-` or `bytes=-n`.
+ * Null for the whole body: no field, one this server does not serve (several ranges, another unit, malformed),
+ * or an `If-Range` naming other bytes. "unsatisfiable" when it starts past the end.
+ */
+export function byteRange(
+  field: string | undefined,
+  size: number,
+  ifRange: string | undefined,
+  etag: string,
+): { start: number; end: number } | "unsatisfiable" | null {
+  if (field === undefined || (ifRange !== undefined && ifRange.trim() !== etag)) return null;
+  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(field);
+  if (!m || (m[1] === "" && m[2] === "")) return null;
+  if (m[1] === "") {
+    const suffix = Number(m[2]);
+    return suffix === 0 || size === 0 ? "unsatisfiable" : { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (start >= size) return "unsatisfiable";
+  return end < start ? null : { start, end };
+}
+
+/** `length` bytes of `source` from byte `start`; the rest of the source is cancelled, not read. */
+function byteSlice(source: ReadableStream<Uint8Array>, start: number, length: number): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  let skip = start;
+  let left = length;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return controller.close();
+        const from = Math.min(skip, value.byteLength);
+        skip -= from;
+        if (from === value.byteLength) continue;
+        const piece = value.subarray(from, from + left);
+        left -= piece.byteLength;
+        controller.enqueue(piece);
+        if (left === 0) {
+          void reader.cancel().catch(() => undefined);
+          controller.close();
+        }
+        return;
+      }
+    },
+    cancel: (why) => reader.cancel(why),
+  });
 }

@@ -185,6 +185,45 @@ t.test("assets - NodeTool's multipart form: the file part, with name and workflo
   );
 });
 
+t.test("assets - one byte range of an asset (a video player's, a resumed download's) is served 206", async (t) => {
+  const s = await startStack(t, { agents: 0 });
+  const bytes = pattern(300_000, 7);
+  const up = await upload(s.url, bytes, "video/mp4", "?name=clip.mp4");
+  const url = s.url + String(up.body.get_url);
+  const etag = `"${digestOf(bytes)}"`;
+  const get = async (headers: Record<string, string>) => {
+    const r = await fetch(url, { headers });
+    return { status: r.status, headers: r.headers, body: Buffer.from(await r.arrayBuffer()) };
+  };
+  const cases: [string, number, number][] = [
+    ["bytes=0-10", 0, 10],
+    ["bytes=131000-131100", 131_000, 131_100], // across the store's 128 KiB chunks
+    ["bytes=299990-", 299_990, 299_999],
+    ["bytes=-5", 299_995, 299_999],
+    ["bytes=299000-999999", 299_000, 299_999],
+    ["bytes=0-0", 0, 0],
+  ];
+  for (const [field, start, end] of cases) {
+    const r = await get({ range: field });
+    t.equal(r.status, 206, `${field}: 206`);
+    t.equal(r.headers.get("content-range"), `bytes ${start}-${end}/300000`, `${field}: its Content-Range`);
+    t.equal(r.headers.get("content-length"), String(end - start + 1), `${field}: its length`);
+    t.ok(r.body.equals(bytes.subarray(start, end + 1)), `${field}: those bytes`);
+  }
+  const past = await get({ range: "bytes=300000-" });
+  t.equal(past.status, 416, "a range past the end: 416");
+  t.equal(past.headers.get("content-range"), "bytes */300000", "naming the size");
+  for (const whole of ["bytes=0-1,5-6", "items=0-5", "bytes=abc", "bytes=9-3"]) {
+    const r = await get({ range: whole });
+    t.equal(r.status, 200, `${whole}: the whole body`);
+    t.ok(r.body.equals(bytes), `${whole}: every byte`);
+  }
+  t.equal((await get({ range: "bytes=0-9", "if-range": etag })).status, 206, "If-Range with its tag: the range");
+  t.equal((await get({ range: "bytes=0-9", "if-range": '"old"' })).status, 200, "If-Range with another: the whole");
+  const head = await fetch(url, { method: "HEAD" });
+  t.equal(head.headers.get("accept-ranges"), "bytes", "HEAD says ranges are served");
+});
+
 t.test("assets - a compressed request body is refused 415, never stored or parsed as sent", async (t) => {
   const s = await startStack(t, { agents: 0 });
   const { gzipSync } = await import("node:zlib");
