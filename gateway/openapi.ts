@@ -50,7 +50,7 @@ const ROUTES: Record<string, Record<string, Op>> = {
   "/api/assets": { get: { summary: "List assets" }, post: { summary: "Upload an asset (raw body or multipart)" } },
   "/api/assets/{id}": { get: { summary: "An asset's metadata" }, delete: { summary: "Delete an asset" } },
   "/api/assets/{id}/content": {
-    get: { summary: "An asset's bytes (whole: no Range requests; If-None-Match gets 304)" },
+    get: { summary: "An asset's bytes: one Range gets 206; If-None-Match gets 304" },
   },
   "/api/threads": { get: { summary: "List chat threads" }, post: { summary: "Create a thread", body: "ThreadBody" } },
   "/api/threads/{id}": {
