@@ -95,6 +95,7 @@ export function msgpackShapeProblem(b: Uint8Array, maxDepth: number): "depth" | 
       if (skip < 0) return null;
       i += skip;
     }
+    if (i > b.length) return null; // a truncated scalar: the decoder says what is wrong with it
     if (owed > b.length - i) return "claims";
     while (open.length > 0 && open[open.length - 1] === 0) open.pop();
   }
