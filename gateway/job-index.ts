@@ -100,11 +100,8 @@ export class JobIndex implements KvViewSink {
     const rec = parseJson(utf8.decode(value)) as Pick<JobRecord, "status" | "workflow_id">;
     const had = this.entries.get(id);
     if (!had) {
-      const e: Entry = { status: rec.status, workflowId: rec.workflow_id, writtenMs };
-      this.entries.set(id, e);
-      this.all.add(id, this.loading);
-      this.listOf(this.byWorkflow, e.workflowId).add(id, this.loading);
-      this.enter(id, e.status);
+      this.created(id, rec.status, rec.workflow_id);
+      this.entries.get(id)!.writtenMs = writtenMs;
       return;
     }
     had.writtenMs = writtenMs;
@@ -115,6 +112,19 @@ export class JobIndex implements KvViewSink {
     const waiting = this.waiters.get(id);
     this.waiters.delete(id);
     for (const w of waiting ?? []) w();
+  }
+
+  /**
+   * A record this gateway has just stored: listed at once, before the view reads it back (a client that submits
+   * and then lists sees its job). The view's own read of it later finds it here.
+   */
+  created(id: string, status: JobState, workflowId: string): void {
+    if (this.entries.has(id)) return;
+    const e: Entry = { status, workflowId, writtenMs: Date.now() };
+    this.entries.set(id, e);
+    this.all.add(id, this.loading);
+    this.listOf(this.byWorkflow, workflowId).add(id, this.loading);
+    this.enter(id, status);
   }
 
   /** Resolves when this view sees job `id` change state, or after `ms`, whichever is first. */

@@ -541,7 +541,10 @@ export class JobManager {
       this.createRecord(rec, text),
     ]);
     const failed = writes.find((w): w is PromiseRejectedResult => w.status === "rejected");
-    if (!failed) return rec;
+    if (!failed) {
+      this.index.created(rec.id, rec.status, rec.workflow_id);
+      return rec;
+    }
     const taken = await this.abandonSubmit(rec, heldKey, failed.reason);
     if (taken !== null) return taken;
     if (failed.reason instanceof GatewayError)

@@ -154,3 +154,29 @@ t.test("filtered listings: the right jobs, newest first, across pages", async (t
     "the job moved to the completed listing, newest first",
   );
 });
+
+t.test(
+  "job index - a record this gateway stored is listed at once, and the view's later reads move it on",
+  async (t) => {
+    const { JobIndex } = await import("../../gateway/job-index.js");
+    const index = new JobIndex();
+    index.loaded();
+    const [a, b] = [newId(), newId()].sort();
+    // Stored by this gateway: listed before any view read of it (a client that submits and then lists sees it).
+    index.created(a!, "queued", "wf");
+    index.created(b!, "queued", "wf");
+    t.same(index.page({ workflowId: "wf", limit: 10 }, 100).ids, [b, a], "both listed, newest first");
+    t.equal(index.stateCounts().get("queued"), 2, "and counted");
+    // The view reads them back, then their later states.
+    const text = (id: string, status: JobState) => new TextEncoder().encode(encodeJson(record(id, "wf", status)));
+    index.put(jobKeys.record(a!), text(a!, "queued"));
+    index.put(jobKeys.record(a!), text(a!, "completed"));
+    t.same(index.page({ workflowId: "wf", limit: 10 }, 100).ids, [b, a], "listed once each");
+    t.same(index.page({ status: "completed", limit: 10 }, 100).ids, [a], "the completed one under its state");
+    t.same(
+      [index.stateCounts().get("queued"), index.stateCounts().get("completed")],
+      [1, 1],
+      "counts follow the view's reads",
+    );
+  },
+);
