@@ -225,8 +225,19 @@ export class JobManager {
    * `withCatalog` retries an unknown node type with `fresh`, which waits for a listing (shared by concurrent
    * callers, so a burst of bad submits costs one).
    */
+  /** The registry view catching up for a fresh catalog, shared by concurrent callers (a burst of bad submits). */
+  private registryCatchUp: Promise<void> | null = null;
+
   async nodeCatalog(opts: { fresh?: boolean } = {}): Promise<NodeCatalog> {
     if (!opts.fresh && Date.now() - this.catalogRefreshedMs < 1_000) return this.catalog;
+    if (opts.fresh) {
+      // The registry view first reads what was written until now (an agent that registered a moment ago); a
+      // refresh begun before that may predate the agent, so it is let finish and another made.
+      await (this.registryCatchUp ??= Promise.resolve(this.views[1]?.caughtUp()).finally(
+        () => (this.registryCatchUp = null),
+      ));
+      await this.catalogRefresh?.catch(() => undefined);
+    }
     // One refresh at a time: concurrent submits share it rather than each listing the registry.
     const refresh = (this.catalogRefresh ??= this.refreshCatalog().finally(() => (this.catalogRefresh = null)));
     // An empty catalog is not served stale: it would let any node type through validation.

@@ -31,6 +31,8 @@ export class KvView {
   private isReady = false;
   private lastSeq = 0;
   private current: ConsumerMessages | null = null;
+  /** The consumer `current` reads from. */
+  private consumer: Consumer | null = null;
   private stopped = false;
 
   constructor(
@@ -70,6 +72,7 @@ export class KvView {
       filter_subjects: prefix + this.filter,
       ...from,
     });
+    this.consumer = consumer;
     const info = await consumer.info(true);
     if (info.num_pending === 0) this.markReady();
     const messages = await consumer.consume({
@@ -79,6 +82,20 @@ export class KvView {
     });
     if (!this.isReady) void this.pollReady(consumer, messages);
     return messages;
+  }
+
+  /**
+   * Resolves once the view has taken every write its consumer had been sent when called, or after `maxMs` (a
+   * view behind under load answers a little late rather than wrong: a new agent's catalog, say).
+   */
+  async caughtUp(maxMs = 2_000): Promise<void> {
+    await this.ready;
+    const deadline = Date.now() + maxMs;
+    while (!this.stopped && Date.now() < deadline) {
+      const info = await this.consumer?.info(false).catch(() => null);
+      if (info && info.num_pending === 0 && info.delivered.stream_seq <= this.lastSeq) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   /**
